@@ -1,0 +1,18 @@
+//! The patchgap host agent: scans /proc, resolves mapped files to packages and
+//! streams the inventory to the collector.
+//!
+//! `scan` reads one procfs root into a [`model::Inventory`]; `resolve` maps
+//! files to packages through each process's own root; `diff` and `wire` turn
+//! successive inventories into patchgap.v1 messages; `run` streams them.
+
+pub mod diff;
+pub mod model;
+pub mod parse;
+pub mod resolve;
+pub mod rootfs;
+pub mod run;
+pub mod scan;
+pub mod wire;
+
+pub use run::{AgentConfig, AgentHandle, AgentStatus, run, spawn};
+pub use scan::{ScanConfig, Scanner, scan_once};

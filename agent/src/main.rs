@@ -1,0 +1,113 @@
+//! `patchgap-agent`: the per-host agent.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use patchgap_agent::{AgentConfig, ScanConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "patchgap-agent",
+    version,
+    about = "patchgap host agent: scans /proc and streams the inventory to the collector"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan continuously and stream to a collector.
+    ///
+    /// Example: patchgap-agent run --collector http://10.0.0.5:7373 --label cluster=prod
+    Run {
+        /// The collector's address.
+        #[arg(
+            long,
+            env = "PATCHGAP_COLLECTOR",
+            default_value = "http://127.0.0.1:7373"
+        )]
+        collector: String,
+        /// The procfs root to scan (a host /proc mounted elsewhere works).
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+        /// Seconds between full rescans.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Operator labels for this host, as key=value (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Print one full inventory of this host as JSON and exit. Needs no collector.
+    ///
+    /// Example: patchgap-agent scan | jq '.processes[] | select(.artifacts[].stale)'
+    Scan {
+        /// The procfs root to scan.
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+        /// Operator labels for this host, as key=value (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not key=value")),
+    }
+}
+
+fn collector_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Scan { proc_root, labels } => {
+            let labels: BTreeMap<_, _> = labels.into_iter().collect();
+            let inv =
+                tokio::task::spawn_blocking(move || patchgap_agent::scan_once(&proc_root, labels))
+                    .await?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &inv).context("writing the inventory")?;
+            std::io::Write::write_all(&mut out, b"\n")?;
+        }
+        Command::Run {
+            collector,
+            proc_root,
+            interval,
+            labels,
+        } => {
+            anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
+            let config = AgentConfig {
+                collector: collector_url(&collector),
+                scan: ScanConfig {
+                    proc_root,
+                    labels: labels.into_iter().collect(),
+                },
+                interval: Duration::from_secs(interval),
+                ..AgentConfig::default()
+            };
+            tracing::info!(collector = %config.collector, interval, "agent starting");
+            patchgap_agent::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The agent's inventory model: what one scan of a host found. It is what
+//! `patchgap-agent scan` prints as JSON and what the stream sends, converted
+//! to patchgap.v1 messages at the transport edge (see `wire`).
+
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+/// A process is a pid plus its start time in clock ticks since boot: a pid
+/// alone is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// A package that owns a file, in one ecosystem.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct PackageInfo {
+    pub ecosystem: String,
+    pub name: String,
+    pub source: String,
+    pub version: String,
+    pub arch: String,
+    pub purl: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    Exe,
+    Mapped,
+}
+
+/// A file as the process sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Artifact {
+    pub path: PathBytes,
+    pub dev: u64,
+    pub inode: u64,
+    pub kind: ArtifactKind,
+    /// The kernel marked the mapping " (deleted)".
+    pub deleted: bool,
+    /// Deleted, or the file now at this path has another inode.
+    pub stale: bool,
+    pub package: Option<Arc<PackageInfo>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Socket {
+    pub protocol: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub state: &'static str,
+    pub inode: u64,
+    pub outbound: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Process {
+    #[serde(flatten)]
+    pub key: ProcessKey,
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub comm: String,
+    pub exe: PathBytes,
+    /// Arguments joined by spaces, secrets redacted.
+    pub cmdline: String,
+    pub cgroup: String,
+    pub mnt_ns: u64,
+    pub net_ns: u64,
+    pub start_time_ms: i64,
+    pub workload: String,
+    pub root: PathBytes,
+    pub artifacts: Vec<Artifact>,
+    pub sockets: Vec<Socket>,
+    /// Some of the process's files could not be read.
+    pub partial: bool,
+}
+
+impl Process {
+    /// Equality without the sockets, which change far more often than the
+    /// rest and travel separately.
+    pub fn same_record(&self, other: &Process) -> bool {
+        self.key == other.key
+            && self.ppid == other.ppid
+            && self.uid == other.uid
+            && self.euid == other.euid
+            && self.comm == other.comm
+            && self.exe == other.exe
+            && self.cmdline == other.cmdline
+            && self.cgroup == other.cgroup
+            && self.mnt_ns == other.mnt_ns
+            && self.net_ns == other.net_ns
+            && self.workload == other.workload
+            && self.root == other.root
+            && self.artifacts == other.artifacts
+            && self.partial == other.partial
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostIdentity {
+    pub host_id: String,
+    pub hostname: String,
+    pub boot_id: String,
+    pub kernel: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScanStats {
+    pub processes: u32,
+    /// Processes that exited while being scanned.
+    pub vanished: u32,
+    /// Processes whose files refused access.
+    pub denied: u32,
+    pub artifacts: u32,
+    pub unresolved_artifacts: u32,
+    pub cpu_micros: u64,
+    pub wall_micros: u64,
+    pub resolve_cache_hits: u64,
+    pub resolve_cache_misses: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub host: HostIdentity,
+    pub scanned_at_ms: i64,
+    pub stats: ScanStats,
+    pub processes: Vec<Process>,
+}
+
+/// A byte-exact path. Serialized as a string: UTF-8 as is, and any byte that
+/// is not valid UTF-8 as `\xNN` (so `\` itself is written `\\`), which keeps
+/// the JSON lossless.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathBytes(pub Vec<u8>);
+
+impl PathBytes {
+    pub fn display(&self) -> String {
+        display_bytes(&self.0)
+    }
+}
+
+impl Serialize for PathBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.display())
+    }
+}
+
+/// Renders bytes as text without losing information (see [`PathBytes`]).
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_bytes_is_lossless_for_invalid_utf8() {
+        assert_eq!(display_bytes(b"/usr/lib/a b.so"), "/usr/lib/a b.so");
+        assert_eq!(display_bytes(b"/x/\xff\xfe"), "/x/\\xff\\xfe");
+        assert_eq!(display_bytes(b"/x\\y"), "/x\\\\y");
+    }
+}

@@ -1,0 +1,380 @@
+//! File → package resolution against the dpkg database of the process's own
+//! root.
+//!
+//! A process in a chroot or container is resolved against the database inside
+//! its root, never against the host's. Databases are loaded once per root
+//! (identified by the root directory's device and inode) and reloaded when
+//! dpkg changes them. Resolutions are cached by (root, device, inode); the
+//! cache deliberately outlives a database reload, because an inode that dpkg
+//! has since replaced still belongs to the version that was installed when we
+//! first saw it. That is how a stale mapping keeps naming the old version.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    model::PackageInfo,
+    parse::dpkg::{DpkgPackage, parse_file_list, parse_md5sums, parse_status_db},
+    rootfs::{FileId, RootError, RootFs},
+};
+
+/// dpkg's files can be large on a fat host; this bounds what one root can
+/// make the agent allocate.
+const STATUS_LIMIT: u64 = 64 << 20;
+const LIST_LIMIT: u64 = 16 << 20;
+/// When the (root, dev, inode) cache grows past this, it is cleared.
+const CACHE_LIMIT: usize = 1 << 20;
+
+/// One root's dpkg database, indexed by normalized file path.
+#[derive(Debug, Default)]
+pub struct DpkgDb {
+    packages: Vec<Arc<PackageInfo>>,
+    by_path: HashMap<Vec<u8>, u32>,
+    /// Paragraphs of the status file that could not be parsed.
+    pub malformed: usize,
+}
+
+impl DpkgDb {
+    /// Loads `var/lib/dpkg/status` plus `info/*.list`, and the distroless
+    /// layout `var/lib/dpkg/status.d/<pkg>` plus `<pkg>.md5sums`. A root
+    /// without any of them is an empty database, not an error.
+    pub fn load(root: &RootFs) -> Result<DpkgDb, RootError> {
+        let distro = Distro::read(root);
+        let mut db = DpkgDb::default();
+        match root.read(b"/var/lib/dpkg/status", STATUS_LIMIT) {
+            Ok(bytes) => {
+                let (packages, malformed) = parse_status_db(&bytes);
+                db.malformed += malformed;
+                for pkg in packages {
+                    // Multi-Arch: same packages name their list "pkg:arch.list";
+                    // older databases use "pkg.list" for everything.
+                    let stem = pkg.list_stem();
+                    let list = read_optional(root, format!("/var/lib/dpkg/info/{stem}.list"))?.or(
+                        read_optional(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?,
+                    );
+                    let files = list.map(|b| parse_file_list(&b)).unwrap_or_default();
+                    db.add(&pkg, &distro, files);
+                }
+            }
+            Err(RootError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        match root.read_dir(b"/var/lib/dpkg/status.d") {
+            Ok(mut names) => {
+                names.sort();
+                for name in names {
+                    if name.ends_with(b".md5sums") || name.starts_with(b".") {
+                        continue;
+                    }
+                    let mut path = b"/var/lib/dpkg/status.d/".to_vec();
+                    path.extend_from_slice(&name);
+                    let Some(bytes) = read_optional(root, path.clone())? else {
+                        continue;
+                    };
+                    let (packages, malformed) = parse_status_db(&bytes);
+                    db.malformed += malformed;
+                    path.extend_from_slice(b".md5sums");
+                    let files = read_optional(root, path)?
+                        .map(|b| parse_md5sums(&b))
+                        .unwrap_or_default();
+                    for pkg in packages {
+                        db.add(&pkg, &distro, files.clone());
+                    }
+                }
+            }
+            Err(RootError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(db)
+    }
+
+    fn add(&mut self, pkg: &DpkgPackage, distro: &Distro, files: Vec<Vec<u8>>) {
+        let idx = self.packages.len() as u32;
+        self.packages.push(Arc::new(package_info(pkg, distro)));
+        for (i, file) in files.iter().enumerate() {
+            // Lists are sorted with each directory before its contents, so an
+            // entry followed by "entry/..." is a directory. Directories are
+            // shared by many packages and never mapped: skip them.
+            if let Some(next) = files.get(i + 1)
+                && next.len() > file.len()
+                && next.starts_with(file)
+                && next[file.len()] == b'/'
+            {
+                continue;
+            }
+            self.by_path.insert(normalize(file), idx);
+        }
+    }
+
+    pub fn package_count(&self) -> usize {
+        self.packages.len()
+    }
+
+    /// The package that owns `path` (inside the root), in either usrmerge
+    /// spelling.
+    pub fn owner(&self, path: &[u8]) -> Option<&Arc<PackageInfo>> {
+        let idx = *self.by_path.get(&normalize(path))?;
+        self.packages.get(idx as usize)
+    }
+}
+
+fn read_optional(root: &RootFs, path: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, RootError> {
+    match root.read(path.as_ref(), LIST_LIMIT) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(RootError::NotFound | RootError::TooLarge { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// With usrmerge, /lib is a symlink to /usr/lib, so the kernel shows
+/// /usr/lib/x86_64-linux-gnu/libc.so.6 while dpkg's list says
+/// /lib/x86_64-linux-gnu/libc.so.6 (and a few packages the other way round).
+/// Both sides are mapped to the /usr spelling.
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    const MERGED: [&[u8]; 6] = [
+        b"/lib/",
+        b"/lib32/",
+        b"/lib64/",
+        b"/libx32/",
+        b"/bin/",
+        b"/sbin/",
+    ];
+    for prefix in MERGED {
+        if path.starts_with(prefix) {
+            let mut out = Vec::with_capacity(path.len() + 4);
+            out.extend_from_slice(b"/usr");
+            out.extend_from_slice(path);
+            return out;
+        }
+    }
+    path.to_vec()
+}
+
+/// The distribution of a root, from its os-release, for purls.
+#[derive(Debug, Clone)]
+struct Distro {
+    id: String,
+    version_id: String,
+}
+
+impl Distro {
+    fn read(root: &RootFs) -> Distro {
+        let mut d = Distro {
+            id: "debian".into(),
+            version_id: String::new(),
+        };
+        let bytes = root
+            .read(b"/etc/os-release", 64 << 10)
+            .or_else(|_| root.read(b"/usr/lib/os-release", 64 << 10))
+            .unwrap_or_default();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            match k.trim() {
+                "ID" if !v.is_empty() => d.id = v.to_ascii_lowercase(),
+                "VERSION_ID" => d.version_id = v.to_string(),
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
+    let mut purl = format!(
+        "pkg:deb/{}/{}@{}?arch={}",
+        purl_encode(&distro.id),
+        purl_encode(&pkg.name),
+        purl_encode(&pkg.version),
+        purl_encode(&pkg.arch)
+    );
+    if !distro.version_id.is_empty() {
+        purl.push_str(&format!(
+            "&distro={}-{}",
+            purl_encode(&distro.id),
+            purl_encode(&distro.version_id)
+        ));
+    }
+    PackageInfo {
+        ecosystem: "deb".into(),
+        name: pkg.name.clone(),
+        source: pkg.source.clone(),
+        version: pkg.version.clone(),
+        arch: pkg.arch.clone(),
+        purl,
+    }
+}
+
+/// Percent-encodes everything but the purl spec's unreserved characters; so
+/// an epoch's ':' becomes %3A and '+' becomes %2B.
+pub fn purl_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What identifies a database's contents: when any of these change, dpkg has
+/// run and the database is read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DbStamp(Vec<Option<(FileId, i128, u64)>>);
+
+impl DbStamp {
+    fn read(root: &RootFs) -> DbStamp {
+        let paths: [&[u8]; 3] = [
+            b"/var/lib/dpkg/status",
+            b"/var/lib/dpkg/status.d",
+            b"/var/lib/dpkg/info",
+        ];
+        DbStamp(
+            paths
+                .iter()
+                .map(|p| root.metadata(p).ok().map(|m| (m.id, m.mtime_ns, m.size)))
+                .collect(),
+        )
+    }
+}
+
+/// Resolution state that lives across scans.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    dbs: HashMap<FileId, (DbStamp, Arc<DpkgDb>)>,
+    cache: HashMap<(FileId, u64, u64), Option<Arc<PackageInfo>>>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Resolver {
+    pub fn new() -> Resolver {
+        Resolver::default()
+    }
+
+    /// The database for this root, reloaded if dpkg touched it since. Call
+    /// once per root per scan.
+    pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<DpkgDb>, RootError> {
+        let stamp = DbStamp::read(root);
+        if let Some((old, db)) = self.dbs.get(&root.id())
+            && *old == stamp
+        {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(DpkgDb::load(root)?);
+        self.dbs.insert(root.id(), (stamp, db.clone()));
+        Ok(db)
+    }
+
+    /// Resolves a file of this root. `current` says whether the file now at
+    /// `path` is this very inode; when it is not (the mapping is stale) and
+    /// the inode was never seen before, the path's owner is reported with an
+    /// empty version, because the database only knows what replaced it.
+    pub fn resolve(
+        &mut self,
+        root: FileId,
+        db: &DpkgDb,
+        path: &[u8],
+        dev: u64,
+        inode: u64,
+        current: bool,
+    ) -> Option<Arc<PackageInfo>> {
+        let key = (root, dev, inode);
+        if let Some(hit) = self.cache.get(&key) {
+            self.hits += 1;
+            return hit.clone();
+        }
+        self.misses += 1;
+        let owner = db.owner(path)?.clone();
+        if !current {
+            // Not cached: do not remember a guess under this inode.
+            let mut unknown = (*owner).clone();
+            unknown.version.clear();
+            unknown.purl = match unknown.purl.split_once('@') {
+                Some((head, tail)) => {
+                    format!("{head}{}", tail.find('?').map(|i| &tail[i..]).unwrap_or(""))
+                }
+                None => unknown.purl,
+            };
+            return Some(Arc::new(unknown));
+        }
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(key, Some(owner.clone()));
+        Some(owner)
+    }
+
+    /// Caches that a current file has no owner, so the lookup is not repeated.
+    pub fn remember_unowned(&mut self, root: FileId, dev: u64, inode: u64) {
+        self.cache.insert((root, dev, inode), None);
+    }
+
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usrmerge_spellings_meet() {
+        assert_eq!(
+            normalize(b"/lib/x86_64-linux-gnu/libc.so.6"),
+            b"/usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            normalize(b"/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            b"/usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(normalize(b"/bin/sh"), b"/usr/bin/sh");
+        assert_eq!(normalize(b"/library/x"), b"/library/x");
+    }
+
+    #[test]
+    fn purl_encodes_epoch_and_plus() {
+        assert_eq!(purl_encode("1:2.36-9+deb12u4"), "1%3A2.36-9%2Bdeb12u4");
+    }
+
+    /// Every row of the usrmerge table gathered on this image resolves in
+    /// both spellings against the host's real dpkg database.
+    #[test]
+    fn usrmerge_cases_from_this_image_resolve() {
+        let table = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/debian/usrmerge_dpkgS_cases.tsv"
+        ))
+        .expect("shared data");
+        let root = RootFs::open(std::path::Path::new("/")).unwrap();
+        let db = DpkgDb::load(&root).unwrap();
+        let mut checked = 0;
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [path, on_path, on_alias, alias] = cols[..] else {
+                continue;
+            };
+            let expected = if on_path != "NOT_FOUND" {
+                on_path
+            } else {
+                on_alias
+            };
+            if expected == "NOT_FOUND" || !std::path::Path::new(path).exists() {
+                continue;
+            }
+            let name = expected.split(':').next().unwrap();
+            for p in [path, alias] {
+                let owner = db
+                    .owner(p.as_bytes())
+                    .unwrap_or_else(|| panic!("{p} unresolved"));
+                assert_eq!(owner.name, name, "{p}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 0, "no usrmerge case was checked");
+    }
+}

@@ -1,0 +1,469 @@
+//! The agent's runtime: a scan loop that never waits on the network, and a
+//! connection loop that streams what the scans produce to the collector.
+//!
+//! The two meet in the [`Outbox`]: scans append sequenced messages, the
+//! connection sends them and drops them once the collector acks them. The
+//! collector acks only what it has durably committed, and acks are
+//! cumulative, so after any disconnect the agent resends everything after
+//! the collector's last ack (the Welcome tells it where that is).
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use patchgap_proto::{
+    Message,
+    v1::{self, ingest_client::IngestClient},
+};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+use crate::{
+    diff::Baseline,
+    scan::{ScanConfig, Scanner, now_ms},
+    wire,
+};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The collector's URL, such as http://127.0.0.1:7373.
+    pub collector: String,
+    pub scan: ScanConfig,
+    /// Time between full /proc rescans.
+    pub interval: Duration,
+    pub heartbeat: Duration,
+    /// Target size of one snapshot part on the wire.
+    pub part_bytes: usize,
+    /// Bound of the unacked queue. Past it, the queue is dropped and the next
+    /// scan is sent as a full snapshot, which supersedes everything dropped.
+    pub outbox_limit_bytes: usize,
+    /// Largest message the agent accepts from the collector.
+    pub max_message_bytes: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            collector: "http://127.0.0.1:7373".into(),
+            scan: ScanConfig::default(),
+            interval: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            part_bytes: 1 << 20,
+            outbox_limit_bytes: 256 << 20,
+            max_message_bytes: 16 << 20,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the agent reports about itself, for tests and for `patchgap up`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub session_id: String,
+    pub scans: u64,
+    /// The highest sequence number handed out.
+    pub last_seq: u64,
+    /// The highest sequence number the collector has acked.
+    pub acked_seq: u64,
+    pub connected: bool,
+    /// Successful handshakes so far.
+    pub connects: u64,
+    /// Times the unacked queue overflowed and was replaced by a resync.
+    pub overflows: u64,
+    /// Processes in the last scan.
+    pub processes: u32,
+}
+
+/// Unacked messages, in sequence order.
+struct Outbox {
+    next_seq: u64,
+    queue: VecDeque<(u64, v1::AgentMessage, usize)>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, body: v1::agent_message::Body) -> Result<u64, ()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let msg = v1::AgentMessage {
+            seq,
+            body: Some(body),
+        };
+        let len = msg.encoded_len();
+        if self.bytes + len > self.limit {
+            // Whatever is queued is superseded by the next full snapshot.
+            self.queue.clear();
+            self.bytes = 0;
+            return Err(());
+        }
+        self.bytes += len;
+        self.queue.push_back((seq, msg, len));
+        Ok(seq)
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while self.queue.front().is_some_and(|(s, _, _)| *s <= seq) {
+            let (_, _, len) = self.queue.pop_front().expect("front exists");
+            self.bytes -= len;
+        }
+    }
+
+    fn after(&self, seq: u64) -> Vec<v1::AgentMessage> {
+        self.queue
+            .iter()
+            .filter(|(s, _, _)| *s > seq)
+            .map(|(_, m, _)| m.clone())
+            .collect()
+    }
+}
+
+struct Shared {
+    outbox: Mutex<Outbox>,
+    /// Wakes the connection loop when the outbox grows.
+    wake: Notify,
+    /// The next scan must be a full snapshot.
+    resync: AtomicBool,
+    status: watch::Sender<AgentStatus>,
+    rescan: mpsc::Sender<()>,
+}
+
+/// A running agent. Dropping the handle does not stop it; call `shutdown`.
+pub struct AgentHandle {
+    status: watch::Receiver<AgentStatus>,
+    rescan: mpsc::Sender<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    pub fn status(&self) -> AgentStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Asks for a scan now, as if the interval had elapsed.
+    pub async fn rescan(&self) {
+        let _ = self.rescan.send(()).await;
+    }
+
+    /// Waits until the status satisfies `pred`.
+    pub async fn wait_for(&self, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+        let mut rx = self.status.clone();
+        rx.wait_for(|s| pred(s))
+            .await
+            .expect("agent status channel open")
+            .clone()
+    }
+
+    /// Scans now and waits until the collector has acked the result.
+    pub async fn rescan_and_sync(&self) -> AgentStatus {
+        let scans = self.status().scans;
+        self.rescan().await;
+        let s = self.wait_for(|s| s.scans > scans).await;
+        self.wait_for(|x| x.acked_seq >= s.last_seq).await
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts the agent's tasks on the current runtime.
+pub fn spawn(config: AgentConfig) -> AgentHandle {
+    let session_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("{}-{}", std::process::id(), now_ms()));
+    let (status_tx, status_rx) = watch::channel(AgentStatus {
+        session_id,
+        ..Default::default()
+    });
+    let (rescan_tx, rescan_rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        outbox: Mutex::new(Outbox {
+            next_seq: 1,
+            queue: VecDeque::new(),
+            bytes: 0,
+            limit: config.outbox_limit_bytes,
+        }),
+        wake: Notify::new(),
+        resync: AtomicBool::new(true),
+        status: status_tx,
+        rescan: rescan_tx.clone(),
+    });
+    let scanner = Scanner::new(config.scan.clone());
+    let hello_host = wire::host(&scanner.host_identity());
+    let tasks = vec![
+        tokio::spawn(scan_loop(
+            config.clone(),
+            scanner,
+            shared.clone(),
+            rescan_rx,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(connection_loop(config, hello_host, shared, stop_rx)),
+    ];
+    AgentHandle {
+        status: status_rx,
+        rescan: rescan_tx,
+        stop: stop_tx,
+        tasks,
+    }
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) {
+    let handle = spawn(config);
+    shutdown.await;
+    handle.shutdown().await;
+}
+
+fn capabilities(config: &AgentConfig) -> v1::Capabilities {
+    v1::Capabilities {
+        ebpf: false,
+        ebpf_reason: "not in this build: scan-only coverage from /proc".into(),
+        // SAFETY: geteuid has no preconditions.
+        root: unsafe { libc::geteuid() } == 0,
+        rescan_interval_secs: config.interval.as_secs() as u32,
+    }
+}
+
+async fn scan_loop(
+    config: AgentConfig,
+    mut scanner: Scanner,
+    shared: Arc<Shared>,
+    mut rescan: mpsc::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut baseline: Option<Baseline> = None;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut last_stats = v1::ScanStats::default();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Some(()) = rescan.recv() => {}
+            _ = heartbeat.tick() => {
+                // Heartbeats say "alive"; queuing them while disconnected would
+                // only replay stale news.
+                if shared.status.borrow().connected {
+                    let body = v1::agent_message::Body::Heartbeat(v1::Heartbeat {
+                        sent_at_ms: now_ms(),
+                        last_scan: Some(last_stats),
+                        capabilities: Some(capabilities(&config)),
+                    });
+                    enqueue(&shared, vec![body]);
+                }
+                continue;
+            }
+            _ = stop.changed() => return,
+        }
+        // The scan reads /proc synchronously; keep it off the async workers.
+        let Ok((s, inv)) = tokio::task::spawn_blocking(move || {
+            let inv = scanner.scan();
+            (scanner, inv)
+        })
+        .await
+        else {
+            warn!("scan task panicked; the agent stops scanning");
+            return;
+        };
+        scanner = s;
+        last_stats = wire::stats(&inv.stats);
+        let full = baseline.is_none() || shared.resync.swap(false, Ordering::SeqCst);
+        let bodies: Vec<v1::agent_message::Body> = if full {
+            baseline = Some(Baseline::new(&inv));
+            let id = format!(
+                "{}-{}",
+                shared.status.borrow().session_id,
+                inv.scanned_at_ms
+            );
+            wire::snapshot_parts(&inv, &id, config.part_bytes)
+                .into_iter()
+                .map(v1::agent_message::Body::Snapshot)
+                .collect()
+        } else {
+            let base = baseline
+                .as_mut()
+                .expect("baseline set after the first scan");
+            base.advance(&inv)
+                .map(v1::agent_message::Body::Delta)
+                .into_iter()
+                .collect()
+        };
+        enqueue(&shared, bodies);
+        shared.status.send_modify(|s| {
+            s.scans += 1;
+            s.processes = inv.stats.processes;
+        });
+    }
+}
+
+fn enqueue(shared: &Shared, bodies: Vec<v1::agent_message::Body>) {
+    let mut overflowed = false;
+    let mut last = None;
+    {
+        let mut outbox = shared.outbox.lock().expect("outbox lock");
+        for body in bodies {
+            match outbox.push(body) {
+                Ok(seq) => last = Some(seq),
+                Err(()) => {
+                    overflowed = true;
+                    break;
+                }
+            }
+        }
+        if overflowed {
+            outbox.queue.clear();
+            outbox.bytes = 0;
+        }
+    }
+    if overflowed {
+        shared.resync.store(true, Ordering::SeqCst);
+        warn!("unacked queue is full; dropping it and resyncing with a full snapshot");
+    }
+    shared.status.send_modify(|s| {
+        if let Some(seq) = last {
+            s.last_seq = seq;
+        }
+        if overflowed {
+            s.overflows += 1;
+        }
+    });
+    shared.wake.notify_one();
+}
+
+async fn connection_loop(
+    config: AgentConfig,
+    host: v1::HostIdentity,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = config.backoff_min;
+    let mut logged_down = false;
+    loop {
+        let connects = shared.status.borrow().connects;
+        let result = tokio::select! {
+            r = stream_once(&config, &host, &shared) => r,
+            _ = stop.changed() => return,
+        };
+        shared.status.send_modify(|s| s.connected = false);
+        if shared.status.borrow().connects > connects {
+            // This attempt got through the handshake: start the backoff over.
+            backoff = config.backoff_min;
+            logged_down = false;
+        }
+        match result {
+            Ok(()) => {
+                info!(collector = %config.collector, "collector closed the stream; reconnecting")
+            }
+            // One line when the collector goes away, not one per attempt.
+            Err(error) if !logged_down => {
+                warn!(%error, collector = %config.collector, "collector unreachable; retrying with backoff");
+                logged_down = true;
+            }
+            Err(_) => {}
+        }
+        // Jitter keeps a fleet from reconnecting in lockstep.
+        let jitter = (now_ms().rem_euclid(1000)) as f64 / 1000.0;
+        let wait = backoff.mul_f64(0.5 + jitter / 2.0);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+async fn stream_once(
+    config: &AgentConfig,
+    host: &v1::HostIdentity,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(config.collector.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = IngestClient::new(channel)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(16);
+    let hello = v1::Hello {
+        host: Some(host.clone()),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        capabilities: Some(capabilities(config)),
+        session_id: shared.status.borrow().session_id.clone(),
+    };
+    tx.send(v1::AgentMessage {
+        seq: 0,
+        body: Some(v1::agent_message::Body::Hello(hello)),
+    })
+    .await?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let welcome = match inbound.message().await?.and_then(|m| m.body) {
+        Some(v1::collector_message::Body::Welcome(w)) => w,
+        other => anyhow::bail!("collector did not answer Hello with Welcome: {other:?}"),
+    };
+    let mut sent = welcome.acked_seq;
+    {
+        let mut outbox = shared.outbox.lock().expect("outbox lock");
+        outbox.ack(welcome.acked_seq);
+        if welcome.resync || welcome.acked_seq >= outbox.next_seq {
+            // The collector does not have this session's history (or has
+            // more than we sent, which means it is someone else's): start over.
+            outbox.queue.clear();
+            outbox.bytes = 0;
+            sent = outbox.next_seq - 1;
+            shared.resync.store(true, Ordering::SeqCst);
+            let _ = shared.rescan.try_send(());
+        }
+    }
+    shared.status.send_modify(|s| {
+        s.connected = true;
+        s.connects += 1;
+        s.acked_seq = s.acked_seq.max(welcome.acked_seq);
+    });
+    info!(collector = %config.collector, resume_after = welcome.acked_seq, "connected to collector");
+    loop {
+        let notified = shared.wake.notified();
+        let pending = shared.outbox.lock().expect("outbox lock").after(sent);
+        for msg in pending {
+            sent = msg.seq;
+            tx.send(msg).await?;
+        }
+        tokio::select! {
+            _ = notified => {}
+            msg = inbound.message() => match msg?.map(|m| m.body) {
+                Some(Some(v1::collector_message::Body::Ack(ack))) => {
+                    shared.outbox.lock().expect("outbox lock").ack(ack.seq);
+                    shared.status.send_modify(|s| s.acked_seq = s.acked_seq.max(ack.seq));
+                }
+                Some(Some(v1::collector_message::Body::Command(cmd))) => {
+                    if let Some(v1::command::Body::Rescan(_)) = cmd.body {
+                        let _ = shared.rescan.try_send(());
+                    }
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            },
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `patchgap`: the responder CLI. It queries a collector over gRPC, and
+//! `patchgap up` runs a collector and a local agent in one process.
+
+mod render;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use patchgap_collector::{CollectorConfig, version::parse_query};
+use patchgap_proto::v1::{self, query_client::QueryClient};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "patchgap",
+    version,
+    about = "Which hosts and workloads run package X right now, with proof"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every read command takes.
+#[derive(clap::Args, Clone)]
+struct ReadOpts {
+    /// The collector to ask.
+    #[arg(
+        long,
+        env = "PATCHGAP_COLLECTOR",
+        default_value = "127.0.0.1:7373",
+        global = true
+    )]
+    collector: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a collector and a local agent in one process, for a first look.
+    ///
+    /// Example: sudo patchgap up --data-dir /tmp/patchgap
+    Up {
+        /// Directory for the collector's database.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:7373")]
+        listen: SocketAddr,
+        /// Seconds between the agent's full rescans.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// The procfs root the agent scans.
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+    },
+    /// Which running processes include a package, optionally in a version range.
+    ///
+    /// NAME is a binary or source package name. CONSTRAINT is a version or
+    /// comparisons in dpkg order, joined by commas.
+    ///
+    /// Examples:
+    ///   patchgap query libssl3
+    ///   patchgap query openssl@'<3.0.13'
+    ///   patchgap query libc6@'>=2.36,<2.37' -o json
+    Query {
+        /// NAME[@CONSTRAINT]
+        spec: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// The hosts the collector knows, with freshness and coverage.
+    ///
+    /// Example: patchgap hosts -o json
+    Hosts {
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Running processes, with their package and socket counts.
+    ///
+    /// Example: patchgap ps --host web-1
+    Ps {
+        /// Only this host (hostname or host id).
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            data_dir,
+            listen,
+            interval,
+            proc_root,
+        } => up(data_dir, listen, interval, proc_root).await,
+        Command::Query { spec, read } => {
+            // Check the constraint here, so a typo never costs a round trip.
+            let (name, constraint) = parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .find_package(v1::FindPackageRequest {
+                    name,
+                    constraint: constraint.map(|c| c.to_string()).unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::query_json(&resp), || {
+                render::query_table(&resp, render::width())
+            })
+        }
+        Command::Hosts { read } => {
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .list_hosts(v1::ListHostsRequest {})
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::hosts_json(&resp), || {
+                render::hosts_table(&resp)
+            })
+        }
+        Command::Ps { host, read } => {
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .list_processes(v1::ListProcessesRequest {
+                    host: host.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::ps_json(&resp), || {
+                render::ps_table(&resp, render::width())
+            })
+        }
+    }
+}
+
+fn print(
+    output: Output,
+    json: serde_json::Value,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &json)?;
+            out.write_all(b"\n")?;
+        }
+        Output::Table => out.write_all(table().as_bytes())?,
+    }
+    Ok(())
+}
+
+fn collector_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+const START_HINT: &str = "start one with `patchgap up`, or point --collector (or PATCHGAP_COLLECTOR) at a running collector";
+
+async fn connect(addr: &str) -> anyhow::Result<QueryClient<Channel>> {
+    let url = collector_url(addr);
+    let endpoint = Channel::from_shared(url.clone())
+        .map_err(|_| {
+            anyhow::anyhow!("--collector {addr:?} is not an address such as 127.0.0.1:7373")
+        })?
+        .connect_timeout(Duration::from_secs(5));
+    match endpoint.connect().await {
+        Ok(channel) => Ok(QueryClient::new(channel).max_decoding_message_size(64 << 20)),
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            anyhow::bail!("cannot reach the collector at {url} ({cause}); {START_HINT}")
+        }
+    }
+}
+
+fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable => {
+            anyhow::anyhow!(
+                "cannot reach the collector at {} ({}); {START_HINT}",
+                collector_url(addr),
+                s.message()
+            )
+        }
+        _ => anyhow::anyhow!("{}", s.message()),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/patchgap");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("patchgap"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/share/patchgap"),
+    }
+}
+
+async fn up(
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    interval: u64,
+    proc_root: PathBuf,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
+    let data_dir = data_dir.unwrap_or_else(default_data_dir);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}; is another collector running? pick another with --listen"))?;
+    let addr = listener.local_addr()?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "warning: not running as root: the agent sees only your own processes' files and packages"
+        );
+    }
+    println!(
+        "patchgap collector listening on {addr} (data in {})",
+        data_dir.display()
+    );
+    println!(
+        "hint: in another shell, run `patchgap query libc6` (add --collector {addr} if you changed --listen)"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut collector = tokio::spawn(patchgap_collector::run(
+        CollectorConfig {
+            data_dir,
+            ..CollectorConfig::default()
+        },
+        listener,
+        shutdown(stop_rx.clone()),
+    ));
+    let agent = patchgap_agent::spawn(patchgap_agent::AgentConfig {
+        collector: format!("http://{addr}"),
+        scan: patchgap_agent::ScanConfig {
+            proc_root,
+            ..Default::default()
+        },
+        interval: Duration::from_secs(interval),
+        ..Default::default()
+    });
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        r = &mut collector => {
+            agent.shutdown().await;
+            return r.context("collector task")?;
+        }
+    }
+    eprintln!("stopping");
+    agent.shutdown().await;
+    let _ = stop_tx.send(true);
+    collector.await.context("collector task")?
+}

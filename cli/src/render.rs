@@ -1,0 +1,378 @@
+//! Output: stable JSON for scripts and aligned tables for people. The JSON
+//! field names are part of the interface (README, "JSON output"); add
+//! fields, never rename them.
+
+use std::collections::BTreeMap;
+
+use patchgap_proto::v1;
+use serde_json::{Value, json};
+
+/// Text for bytes that may not be UTF-8: invalid bytes become \xNN and a
+/// backslash becomes \\, so nothing is lost.
+pub fn bytes_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// RFC 3339 in UTC with milliseconds, from milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+fn coverage_json(c: &Option<v1::Coverage>) -> Value {
+    let c = c.unwrap_or_default();
+    json!({
+        "hosts_total": c.hosts_total,
+        "hosts_fresh": c.hosts_fresh,
+        "hosts_stale": c.hosts_stale,
+        "hosts_scan_only": c.hosts_scan_only,
+        "generated_at": rfc3339(c.generated_at_ms),
+    })
+}
+
+fn coverage_line(c: &Option<v1::Coverage>) -> String {
+    let c = c.unwrap_or_default();
+    let mut line = format!(
+        "coverage: {} host(s), {} fresh, {} stale; {} scan-only (no eBPF); as of {}\n",
+        c.hosts_total,
+        c.hosts_fresh,
+        c.hosts_stale,
+        c.hosts_scan_only,
+        rfc3339(c.generated_at_ms)
+    );
+    if c.hosts_stale > 0 {
+        line.push_str(
+            "warning: stale hosts have not reported recently; their answers may be out of date\n",
+        );
+    }
+    line
+}
+
+fn package_json(p: &Option<v1::Package>) -> Value {
+    let p = p.clone().unwrap_or_default();
+    json!({
+        "ecosystem": p.ecosystem,
+        "name": p.name,
+        "source": p.source,
+        "version": p.version,
+        "arch": p.arch,
+        "purl": p.purl,
+    })
+}
+
+pub fn query_json(r: &v1::FindPackageResponse) -> Value {
+    let matches: Vec<Value> = r
+        .matches
+        .iter()
+        .map(|m| {
+            let key = m.key.unwrap_or_default();
+            json!({
+                "host": m.host,
+                "host_id": m.host_id,
+                "workload": m.workload,
+                "pid": key.pid,
+                "start_ticks": key.start_ticks,
+                "process_start": rfc3339(m.process_start_ms),
+                "exe": bytes_text(&m.exe),
+                "cmdline": m.cmdline,
+                "uid": m.uid,
+                "package": package_json(&m.package),
+                "evidence": m.evidence,
+                "stale": m.stale,
+                "paths": m.paths.iter().map(|p| json!({
+                    "path": bytes_text(&p.path),
+                    "evidence": p.evidence,
+                    "stale": p.stale,
+                    "deleted": p.deleted,
+                    "dev": p.dev,
+                    "inode": p.inode,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "query": r.query, "coverage": coverage_json(&r.coverage), "matches": matches })
+}
+
+/// Shortens from the left, keeping the file name visible.
+fn fit(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max || max < 2 {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = indent.to_string();
+        let last = cells.len() - 1;
+        for (i, c) in cells.into_iter().enumerate() {
+            if i == last {
+                s.push_str(&c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
+    let mut out = String::new();
+    if r.matches.is_empty() {
+        out.push_str(&format!("no running process includes {}\n", r.query));
+    }
+    let mut groups: BTreeMap<(&str, &str), Vec<&v1::Match>> = BTreeMap::new();
+    for m in &r.matches {
+        groups.entry((&m.host, &m.workload)).or_default().push(m);
+    }
+    // Room for the exe column: the rest of the row is about 60 columns.
+    let exe_width = width.saturating_sub(62).max(16);
+    for ((host, workload), ms) in groups {
+        out.push_str(&format!("host {host}  workload {workload}\n"));
+        let rows: Vec<Vec<String>> = ms
+            .iter()
+            .map(|m| {
+                let p = m.package.clone().unwrap_or_default();
+                vec![
+                    m.key.unwrap_or_default().pid.to_string(),
+                    fit(&bytes_text(&m.exe), exe_width),
+                    p.name,
+                    if p.version.is_empty() {
+                        "?(replaced)".into()
+                    } else {
+                        p.version
+                    },
+                    m.evidence.clone(),
+                    if m.stale { "STALE".into() } else { "no".into() },
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE"],
+            &rows,
+            "  ",
+        ));
+    }
+    out.push_str(&format!("{} match(es) for {}\n", r.matches.len(), r.query));
+    out.push_str(&coverage_line(&r.coverage));
+    out
+}
+
+pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
+    let hosts: Vec<Value> = r
+        .hosts
+        .iter()
+        .map(|h| {
+            let id = h.identity.clone().unwrap_or_default();
+            let caps = h.capabilities.clone().unwrap_or_default();
+            let scan = h.last_scan.unwrap_or_default();
+            json!({
+                "host": id.hostname,
+                "host_id": id.host_id,
+                "boot_id": id.boot_id,
+                "kernel": id.kernel,
+                "labels": id.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                "agent_version": h.agent_version,
+                "ebpf": caps.ebpf,
+                "ebpf_reason": caps.ebpf_reason,
+                "root": caps.root,
+                "connected": h.connected,
+                "fresh": h.fresh,
+                "last_seen": rfc3339(h.last_seen_ms),
+                "last_full_scan": (h.last_full_scan_ms > 0).then(|| rfc3339(h.last_full_scan_ms)),
+                "processes_running": h.processes_running,
+                "last_scan": {
+                    "processes": scan.processes,
+                    "vanished": scan.vanished,
+                    "denied": scan.denied,
+                    "artifacts": scan.artifacts,
+                    "unresolved_artifacts": scan.unresolved_artifacts,
+                    "cpu_micros": scan.cpu_micros,
+                    "wall_micros": scan.wall_micros,
+                },
+            })
+        })
+        .collect();
+    json!({ "coverage": coverage_json(&r.coverage), "hosts": hosts })
+}
+
+pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .hosts
+        .iter()
+        .map(|h| {
+            let id = h.identity.clone().unwrap_or_default();
+            let caps = h.capabilities.clone().unwrap_or_default();
+            vec![
+                id.hostname,
+                if h.fresh { "fresh" } else { "STALE" }.into(),
+                if h.connected { "yes" } else { "no" }.into(),
+                h.processes_running.to_string(),
+                if caps.ebpf {
+                    "on".into()
+                } else {
+                    format!("off ({})", caps.ebpf_reason)
+                },
+                if caps.root { "root" } else { "NOT ROOT" }.into(),
+                rfc3339(h.last_seen_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "HOST",
+            "STATE",
+            "CONNECTED",
+            "PROCESSES",
+            "EBPF",
+            "AGENT",
+            "LAST SEEN",
+        ],
+        &rows,
+        "",
+    );
+    out.push_str(&coverage_line(&r.coverage));
+    out
+}
+
+pub fn ps_json(r: &v1::ListProcessesResponse) -> Value {
+    let procs: Vec<Value> = r
+        .processes
+        .iter()
+        .map(|p| {
+            let key = p.key.unwrap_or_default();
+            json!({
+                "host": p.host,
+                "workload": p.workload,
+                "pid": key.pid,
+                "start_ticks": key.start_ticks,
+                "process_start": rfc3339(p.start_time_ms),
+                "ppid": p.ppid,
+                "uid": p.uid,
+                "exe": bytes_text(&p.exe),
+                "cmdline": p.cmdline,
+                "artifacts": p.artifacts,
+                "packages": p.packages,
+                "stale_artifacts": p.stale_artifacts,
+                "outbound_sockets": p.outbound_sockets,
+            })
+        })
+        .collect();
+    json!({ "coverage": coverage_json(&r.coverage), "processes": procs })
+}
+
+pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
+    let cmd_width = width.saturating_sub(70).max(20);
+    let rows: Vec<Vec<String>> = r
+        .processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.host.clone(),
+                p.key.unwrap_or_default().pid.to_string(),
+                p.uid.to_string(),
+                p.packages.to_string(),
+                p.stale_artifacts.to_string(),
+                p.outbound_sockets.to_string(),
+                fit(&p.workload, 24),
+                fit(
+                    if p.cmdline.is_empty() {
+                        &p.workload
+                    } else {
+                        &p.cmdline
+                    },
+                    cmd_width,
+                ),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "HOST", "PID", "UID", "PKGS", "STALE", "OUT", "WORKLOAD", "CMD",
+        ],
+        &rows,
+        "",
+    );
+    out.push_str(&coverage_line(&r.coverage));
+    out
+}
+
+/// The terminal's width, or 120 when stdout is not a terminal.
+pub fn width() -> usize {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the valid struct we pass.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        120
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_900_000_000), "2026-11-28T20:26:40.000Z");
+    }
+
+    #[test]
+    fn fit_keeps_the_tail() {
+        assert_eq!(fit("/usr/lib/python3.11", 8), "…hon3.11");
+        assert_eq!(fit("/bin/sh", 8), "/bin/sh");
+    }
+}

@@ -1,0 +1,99 @@
+//! The patchgap collector: ingests agent streams, stores the runtime truth and
+//! answers responders' queries.
+//!
+//! `store` is the storage boundary and `sqlite` its default backend;
+//! `service` is the gRPC edge; `version` is dpkg version ordering and query
+//! constraints. [`run`] serves everything on one listener.
+
+pub mod service;
+pub mod sqlite;
+pub mod store;
+pub mod version;
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use patchgap_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use service::{IngestService, QueryService, SharedStore};
+pub use sqlite::SqliteStore;
+pub use store::Store;
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// The largest message accepted from an agent or client.
+    pub max_message_bytes: usize,
+    /// A host is fresh when it reported within this long.
+    pub fresh_after: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: PathBuf::from("/var/lib/patchgap"),
+            max_message_bytes: 16 << 20,
+            fresh_after: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Opens the store and serves Ingest, Query and reflection on `listener`
+/// until `shutdown` completes.
+pub async fn run(
+    config: CollectorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.data_dir)?;
+    serve(
+        config,
+        Arc::new(Mutex::new(Box::new(store))),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves with a store the caller opened (tests use this to share one).
+pub async fn serve(
+    config: CollectorConfig,
+    store: SharedStore,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let connected = Arc::new(Mutex::new(HashSet::new()));
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        // End the agents' streams; they reconnect to whoever serves next.
+        let _ = stopping_tx.send(true);
+    };
+    let ingest = IngestServer::new(IngestService::new(
+        store.clone(),
+        connected.clone(),
+        stopping,
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+    let query = QueryServer::new(QueryService::new(store, connected, config.fresh_after))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(64 << 20);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(ingest)
+        .add_service(query)
+        .add_service(patchgap_proto::reflection::v1())
+        .add_service(patchgap_proto::reflection::v1alpha())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `patchgap-collector`: the collector server.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use patchgap_collector::CollectorConfig;
+
+/// patchgap collector: holds the runtime truth and answers queries.
+///
+/// Example: patchgap-collector --listen 0.0.0.0:7373 --data-dir /var/lib/patchgap
+#[derive(Parser)]
+#[command(name = "patchgap-collector", version)]
+struct Cli {
+    /// Address to serve agents and responders on.
+    #[arg(long, default_value = "127.0.0.1:7373")]
+    listen: SocketAddr,
+    /// Directory for the database.
+    #[arg(long, default_value = "/var/lib/patchgap")]
+    data_dir: PathBuf,
+    /// Seconds since its last report after which a host counts as stale.
+    #[arg(long, default_value_t = 90)]
+    fresh_after: u64,
+    /// The largest message accepted, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_message_mib: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %cli.data_dir.display(), "collector listening");
+    let config = CollectorConfig {
+        data_dir: cli.data_dir,
+        max_message_bytes: cli.max_message_mib << 20,
+        fresh_after: Duration::from_secs(cli.fresh_after),
+    };
+    patchgap_collector::run(config, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

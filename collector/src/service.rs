@@ -1,0 +1,352 @@
+//! The gRPC edge: the Ingest stream from agents and the Query API for
+//! responders. This is the one place where store errors become
+//! `tonic::Status`; SQL text never reaches a client.
+
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use patchgap_proto::v1::{
+    self, agent_message::Body, collector_message, ingest_server::Ingest, query_server::Query,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::{
+    store::{Store, StoreError},
+    version::{Constraint, parse_query},
+};
+
+pub type SharedStore = Arc<Mutex<Box<dyn Store>>>;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs a store call off the async workers.
+async fn with_store<T: Send + 'static>(
+    store: &SharedStore,
+    f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().unwrap_or_else(|e| e.into_inner());
+        f(guard.as_mut())
+    })
+    .await
+    .map_err(|_| Status::internal("store task failed"))?
+    .map_err(to_status)
+}
+
+fn to_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Invalid(msg) => Status::invalid_argument(msg),
+        other => {
+            // Log the cause chain here; the client gets a plain message.
+            let mut chain = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(s) = src {
+                chain.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            warn!(error = %chain, "store error");
+            Status::internal("the collector's store failed; see the collector log")
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct IngestService {
+    store: SharedStore,
+    /// Set when the collector shuts down: open streams end, so the server's
+    /// graceful shutdown does not wait forever on agents that never hang up.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// Hosts with a stream open right now.
+    connected: Arc<Mutex<HashSet<String>>>,
+}
+
+impl IngestService {
+    pub fn new(
+        store: SharedStore,
+        connected: Arc<Mutex<HashSet<String>>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        IngestService {
+            store,
+            connected,
+            stopping,
+        }
+    }
+}
+
+type CollectorStream = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, Status>> + Send>>;
+
+/// Removes the host from the connected set when the stream task ends, however
+/// it ends.
+struct ConnectedGuard(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = CollectorStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<CollectorStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        // The first message must be a Hello; answer it before returning the
+        // response stream, so a bad opener is a plain error status.
+        let hello = match inbound.message().await {
+            Ok(Some(v1::AgentMessage {
+                body: Some(Body::Hello(h)),
+                ..
+            })) => h,
+            Ok(Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a stream must be a Hello",
+                ));
+            }
+            Ok(None) => {
+                return Err(Status::cancelled(
+                    "the agent closed the stream before its Hello",
+                ));
+            }
+            Err(status) => return Err(inbound_error(status)),
+        };
+        let hello_copy = hello.clone();
+        let session = with_store(&self.store, move |s| s.hello(&hello_copy, now_ms())).await?;
+        let host_name = hello
+            .host
+            .as_ref()
+            .map(|h| h.hostname.clone())
+            .unwrap_or_default();
+        let host_key = hello
+            .host
+            .as_ref()
+            .map(|h| h.host_id.clone())
+            .unwrap_or_default();
+        info!(host = %host_name, %peer, session = %hello.session_id, resume_after = session.acked_seq, new = session.new, "agent connected");
+
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = v1::Welcome {
+            acked_seq: session.acked_seq,
+            resync: session.new,
+        };
+        tx.send(Ok(v1::CollectorMessage {
+            body: Some(collector_message::Body::Welcome(welcome)),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("agent went away"))?;
+
+        let store = self.store.clone();
+        let mut stopping = self.stopping.clone();
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host_key.clone());
+        let guard = ConnectedGuard(self.connected.clone(), host_key);
+        tokio::spawn(async move {
+            let _guard = guard;
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = stopping.wait_for(|s| *s) => break,
+                };
+                let msg = match next {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let status = inbound_error(status);
+                        warn!(host = %host_name, code = ?status.code(), message = status.message(), "rejected agent message");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let seq = msg.seq;
+                if seq == 0 || matches!(msg.body, Some(Body::Hello(_)) | None) {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(
+                            "after the Hello, every message needs a body and a sequence number above 0",
+                        )))
+                        .await;
+                    break;
+                }
+                match with_store(&store, move |s| s.apply(&session, &msg, now_ms())).await {
+                    // Committed: only now may the agent forget it.
+                    Ok(()) => {
+                        let ack = v1::CollectorMessage {
+                            body: Some(collector_message::Body::Ack(v1::Ack { seq })),
+                        };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+            info!(host = %host_name, "agent stream ended");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// An error while reading the agent's stream: tonic reports a message over
+/// the size limit as OutOfRange/ResourceExhausted and undecodable bytes as
+/// Internal. Both are the agent's fault, so say so plainly.
+fn inbound_error(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+            Status::resource_exhausted(format!("agent message rejected: {}", status.message()))
+        }
+        tonic::Code::Internal | tonic::Code::InvalidArgument | tonic::Code::DataLoss => {
+            Status::invalid_argument(format!("malformed agent message: {}", status.message()))
+        }
+        _ => status,
+    }
+}
+
+#[derive(Clone)]
+pub struct QueryService {
+    store: SharedStore,
+    connected: Arc<Mutex<HashSet<String>>>,
+    /// A host is fresh when it reported within this long.
+    fresh_after: Duration,
+}
+
+impl QueryService {
+    pub fn new(
+        store: SharedStore,
+        connected: Arc<Mutex<HashSet<String>>>,
+        fresh_after: Duration,
+    ) -> Self {
+        QueryService {
+            store,
+            connected,
+            fresh_after,
+        }
+    }
+
+    async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
+        let rows = with_store(&self.store, |s| s.hosts()).await?;
+        let now = now_ms();
+        let connected = self
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut coverage = v1::Coverage {
+            generated_at_ms: now,
+            ..Default::default()
+        };
+        let hosts: Vec<v1::HostSummary> = rows
+            .into_iter()
+            .map(|h| {
+                let fresh = now - h.last_seen_ms <= self.fresh_after.as_millis() as i64
+                    && h.last_full_scan_ms > 0;
+                coverage.hosts_total += 1;
+                if fresh {
+                    coverage.hosts_fresh += 1;
+                } else {
+                    coverage.hosts_stale += 1;
+                }
+                if !h.capabilities.ebpf {
+                    coverage.hosts_scan_only += 1;
+                }
+                v1::HostSummary {
+                    connected: connected.contains(&h.identity.host_id),
+                    identity: Some(h.identity),
+                    agent_version: h.agent_version,
+                    capabilities: Some(h.capabilities),
+                    last_seen_ms: h.last_seen_ms,
+                    last_full_scan_ms: h.last_full_scan_ms,
+                    fresh,
+                    processes_running: h.processes_running,
+                    last_scan: Some(h.last_scan),
+                }
+            })
+            .collect();
+        Ok((coverage, hosts))
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn find_package(
+        &self,
+        request: Request<v1::FindPackageRequest>,
+    ) -> Result<Response<v1::FindPackageResponse>, Status> {
+        let req = request.into_inner();
+        let spec = if req.constraint.is_empty() {
+            req.name.clone()
+        } else {
+            format!("{}@{}", req.name, req.constraint)
+        };
+        let (name, constraint): (String, Option<Constraint>) =
+            parse_query(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let query = match &constraint {
+            Some(c) => format!("{name}@{c}"),
+            None => name.clone(),
+        };
+        let (coverage, _) = self.hosts().await?;
+        let matches = with_store(&self.store, move |s| {
+            s.find_package(&name, &|v| constraint.as_ref().is_none_or(|c| c.matches(v)))
+        })
+        .await?;
+        Ok(Response::new(v1::FindPackageResponse {
+            query,
+            coverage: Some(coverage),
+            matches,
+        }))
+    }
+
+    async fn list_hosts(
+        &self,
+        _: Request<v1::ListHostsRequest>,
+    ) -> Result<Response<v1::ListHostsResponse>, Status> {
+        let (coverage, hosts) = self.hosts().await?;
+        Ok(Response::new(v1::ListHostsResponse {
+            coverage: Some(coverage),
+            hosts,
+        }))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<v1::ListProcessesRequest>,
+    ) -> Result<Response<v1::ListProcessesResponse>, Status> {
+        let host = request.into_inner().host;
+        let (coverage, _) = self.hosts().await?;
+        let processes = with_store(&self.store, move |s| {
+            s.processes((!host.is_empty()).then_some(host.as_str()))
+        })
+        .await?;
+        Ok(Response::new(v1::ListProcessesResponse {
+            coverage: Some(coverage),
+            processes,
+        }))
+    }
+}

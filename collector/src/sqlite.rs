@@ -1,0 +1,761 @@
+//! The SQLite store: the default backend, one file in the data directory.
+//!
+//! Thousands of processes share the same few sets of libraries, so each
+//! distinct set of artifacts is stored once (`artifact_set`, keyed by its
+//! sorted member ids) and a process points at its set. The exposure query
+//! walks package → artifact → set → running process → host.
+
+use std::{collections::HashMap, path::Path};
+
+use patchgap_proto::{Message, v1};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::store::{HostRow, Result, Session, Store, StoreError};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run. Never edit a released migration: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: hosts, packages, content-addressed artifact sets, processes with
+    // their history, and current sockets.
+    r#"
+    CREATE TABLE host (
+        id INTEGER PRIMARY KEY,
+        host_id TEXT NOT NULL UNIQUE,
+        hostname TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        kernel TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        agent_version TEXT NOT NULL,
+        capabilities BLOB NOT NULL,
+        session_id TEXT NOT NULL,
+        acked_seq INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        last_full_scan_ms INTEGER NOT NULL DEFAULT 0,
+        last_scan BLOB NOT NULL DEFAULT x''
+    );
+    CREATE TABLE package (
+        id INTEGER PRIMARY KEY,
+        ecosystem TEXT NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        version TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        purl TEXT NOT NULL,
+        UNIQUE (ecosystem, name, source, version, arch, purl)
+    );
+    CREATE INDEX package_by_name ON package (name);
+    CREATE INDEX package_by_source ON package (source);
+    -- package_id 0 means "no package owns this file".
+    CREATE TABLE artifact (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        stale INTEGER NOT NULL,
+        package_id INTEGER NOT NULL,
+        UNIQUE (path, dev, inode, kind, deleted, stale, package_id)
+    );
+    CREATE INDEX artifact_by_package ON artifact (package_id);
+    -- members: the sorted artifact ids, 8 bytes each, little endian. Exact,
+    -- so two sets never collide.
+    CREATE TABLE artifact_set (
+        id INTEGER PRIMARY KEY,
+        members BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE artifact_set_member (
+        set_id INTEGER NOT NULL,
+        artifact_id INTEGER NOT NULL,
+        PRIMARY KEY (artifact_id, set_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE process (
+        id INTEGER PRIMARY KEY,
+        host INTEGER NOT NULL REFERENCES host (id),
+        boot_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL,
+        ppid INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        euid INTEGER NOT NULL,
+        exe BLOB NOT NULL,
+        cmdline TEXT NOT NULL,
+        comm TEXT NOT NULL,
+        cgroup TEXT NOT NULL,
+        mnt_ns INTEGER NOT NULL,
+        net_ns INTEGER NOT NULL,
+        start_time_ms INTEGER NOT NULL,
+        workload TEXT NOT NULL,
+        root BLOB NOT NULL,
+        partial INTEGER NOT NULL,
+        set_id INTEGER NOT NULL REFERENCES artifact_set (id),
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        -- NULL while the process runs: "now" is exit_time_ms IS NULL.
+        exit_time_ms INTEGER,
+        snapshot_id TEXT NOT NULL,
+        UNIQUE (host, boot_id, pid, start_ticks)
+    );
+    CREATE INDEX process_running_by_set ON process (set_id) WHERE exit_time_ms IS NULL;
+    CREATE INDEX process_by_host ON process (host, exit_time_ms);
+    -- The intervals during which a process had each artifact set.
+    CREATE TABLE process_set_history (
+        process_id INTEGER NOT NULL REFERENCES process (id),
+        set_id INTEGER NOT NULL,
+        from_ms INTEGER NOT NULL,
+        until_ms INTEGER
+    );
+    CREATE INDEX history_by_set ON process_set_history (set_id, from_ms);
+    CREATE INDEX history_by_process ON process_set_history (process_id);
+    CREATE TABLE socket (
+        process_id INTEGER NOT NULL REFERENCES process (id),
+        protocol TEXT NOT NULL,
+        local_addr TEXT NOT NULL,
+        local_port INTEGER NOT NULL,
+        remote_addr TEXT NOT NULL,
+        remote_port INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        inode INTEGER NOT NULL,
+        outbound INTEGER NOT NULL
+    );
+    CREATE INDEX socket_by_process ON socket (process_id);
+    "#,
+];
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `patchgap.db` in `data_dir` and migrates it.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(data_dir.join("patchgap.db"))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<SqliteStore> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore> {
+        // WAL lets readers run beside the writer; synchronous=FULL makes a
+        // commit survive power loss, which is what an ack promises.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let found: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+/// path, dev, inode, kind, deleted, stale, package id.
+type ArtifactKey = (Vec<u8>, u64, u64, i32, bool, bool, i64);
+
+/// Interning caches for one transaction: processes of a snapshot share most
+/// of their packages and artifacts.
+#[derive(Default)]
+struct Interner {
+    packages: HashMap<(String, String, String, String, String, String), i64>,
+    artifacts: HashMap<ArtifactKey, i64>,
+    sets: HashMap<Vec<u8>, i64>,
+}
+
+impl Interner {
+    fn package(&mut self, tx: &Transaction, p: &v1::Package) -> Result<i64> {
+        let key = (
+            p.ecosystem.clone(),
+            p.name.clone(),
+            p.source.clone(),
+            p.version.clone(),
+            p.arch.clone(),
+            p.purl.clone(),
+        );
+        if let Some(id) = self.packages.get(&key) {
+            return Ok(*id);
+        }
+        tx.prepare_cached(
+            "INSERT INTO package (ecosystem, name, source, version, arch, purl) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![key.0, key.1, key.2, key.3, key.4, key.5])?;
+        let id = tx
+            .prepare_cached(
+                "SELECT id FROM package WHERE ecosystem = ?1 AND name = ?2 AND source = ?3 AND version = ?4
+                 AND arch = ?5 AND purl = ?6",
+            )?
+            .query_row(params![key.0, key.1, key.2, key.3, key.4, key.5], |r| r.get(0))?;
+        self.packages.insert(key, id);
+        Ok(id)
+    }
+
+    fn artifact(&mut self, tx: &Transaction, a: &v1::Artifact) -> Result<i64> {
+        let package = match &a.package {
+            Some(p) => self.package(tx, p)?,
+            None => 0,
+        };
+        let key = (
+            a.path.clone(),
+            a.dev,
+            a.inode,
+            a.kind,
+            a.deleted,
+            a.stale,
+            package,
+        );
+        if let Some(id) = self.artifacts.get(&key) {
+            return Ok(*id);
+        }
+        let args = params![
+            key.0,
+            key.1 as i64,
+            key.2 as i64,
+            key.3,
+            key.4,
+            key.5,
+            key.6
+        ];
+        tx.prepare_cached(
+            "INSERT INTO artifact (path, dev, inode, kind, deleted, stale, package_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?
+        .execute(args)?;
+        let id = tx
+            .prepare_cached(
+                "SELECT id FROM artifact WHERE path = ?1 AND dev = ?2 AND inode = ?3 AND kind = ?4
+                 AND deleted = ?5 AND stale = ?6 AND package_id = ?7",
+            )?
+            .query_row(args, |r| r.get(0))?;
+        self.artifacts.insert(key, id);
+        Ok(id)
+    }
+
+    /// The id of the set holding exactly these artifacts.
+    fn set(&mut self, tx: &Transaction, artifacts: &[v1::Artifact]) -> Result<i64> {
+        let mut ids = artifacts
+            .iter()
+            .map(|a| self.artifact(tx, a))
+            .collect::<Result<Vec<_>>>()?;
+        ids.sort_unstable();
+        ids.dedup();
+        let members: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        if let Some(id) = self.sets.get(&members) {
+            return Ok(*id);
+        }
+        let existing: Option<i64> = tx
+            .prepare_cached("SELECT id FROM artifact_set WHERE members = ?1")?
+            .query_row([&members], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO artifact_set (members, size) VALUES (?1, ?2)")?
+                    .execute(params![members, ids.len() as i64])?;
+                let id = tx.last_insert_rowid();
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO artifact_set_member (set_id, artifact_id) VALUES (?1, ?2)",
+                )?;
+                for a in &ids {
+                    stmt.execute([id, *a])?;
+                }
+                id
+            }
+        };
+        self.sets.insert(members, id);
+        Ok(id)
+    }
+}
+
+fn key_of(k: &Option<v1::ProcessKey>) -> Result<v1::ProcessKey> {
+    k.ok_or_else(|| StoreError::Invalid("process without a key".into()))
+}
+
+fn upsert_process(
+    tx: &Transaction,
+    interner: &mut Interner,
+    host: i64,
+    boot_id: &str,
+    p: &v1::Process,
+    snapshot_id: &str,
+    at_ms: i64,
+) -> Result<()> {
+    let key = key_of(&p.key)?;
+    let set_id = interner.set(tx, &p.artifacts)?;
+    let existing: Option<(i64, i64, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT id, set_id, exit_time_ms FROM process WHERE host = ?1 AND boot_id = ?2 AND pid = ?3 AND start_ticks = ?4",
+        )?
+        .query_row(params![host, boot_id, key.pid, key.start_ticks as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let fields = params![
+        p.ppid,
+        p.uid,
+        p.euid,
+        p.exe,
+        p.cmdline,
+        p.comm,
+        p.cgroup,
+        p.mnt_ns as i64,
+        p.net_ns as i64,
+        p.start_time_ms,
+        p.workload,
+        p.root,
+        p.partial,
+        set_id,
+        at_ms,
+        snapshot_id,
+    ];
+    match existing {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO process (ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns, net_ns, start_time_ms,
+                 workload, root, partial, set_id, last_seen_ms, snapshot_id, first_seen_ms, host, boot_id, pid, start_ticks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?15, ?17, ?18, ?19, ?20)",
+            )?
+            .execute(rusqlite::params_from_iter(
+                fields.iter().copied().chain(params![host, boot_id, key.pid, key.start_ticks as i64].iter().copied()),
+            ))?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, set_id, at_ms])?;
+        }
+        Some((id, old_set, exit)) => {
+            tx.prepare_cached(
+                "UPDATE process SET ppid = ?1, uid = ?2, euid = ?3, exe = ?4, cmdline = ?5, comm = ?6, cgroup = ?7,
+                 mnt_ns = ?8, net_ns = ?9, start_time_ms = ?10, workload = ?11, root = ?12, partial = ?13,
+                 set_id = ?14, last_seen_ms = ?15, snapshot_id = ?16, exit_time_ms = NULL WHERE id = ?17",
+            )?
+            .execute(rusqlite::params_from_iter(fields.iter().copied().chain(params![id].iter().copied())))?;
+            if old_set != set_id || exit.is_some() {
+                tx.prepare_cached(
+                    "UPDATE process_set_history SET until_ms = ?2 WHERE process_id = ?1 AND until_ms IS NULL",
+                )?
+                .execute(params![id, at_ms])?;
+                tx.prepare_cached("INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id, set_id, at_ms])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replace_sockets(
+    tx: &Transaction,
+    host: i64,
+    boot_id: &str,
+    ps: &v1::ProcessSockets,
+) -> Result<()> {
+    let key = key_of(&ps.key)?;
+    let id: Option<i64> = tx
+        .prepare_cached("SELECT id FROM process WHERE host = ?1 AND boot_id = ?2 AND pid = ?3 AND start_ticks = ?4")?
+        .query_row(params![host, boot_id, key.pid, key.start_ticks as i64], |r| r.get(0))
+        .optional()?;
+    // Sockets of a process we never heard of: the upsert that names it is
+    // in the same message, before them, so this only happens for bad input.
+    let Some(id) = id else { return Ok(()) };
+    tx.prepare_cached("DELETE FROM socket WHERE process_id = ?1")?
+        .execute([id])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for s in &ps.sockets {
+        stmt.execute(params![
+            id,
+            s.protocol,
+            s.local_addr,
+            s.local_port,
+            s.remote_addr,
+            s.remote_port,
+            s.state,
+            s.inode as i64,
+            s.outbound
+        ])?;
+    }
+    Ok(())
+}
+
+fn mark_exited(
+    tx: &Transaction,
+    where_clause: &str,
+    args: &[&dyn rusqlite::ToSql],
+    at_ms: i64,
+) -> Result<()> {
+    // Close the history interval and the process together.
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT id FROM process WHERE exit_time_ms IS NULL AND {where_clause}"
+        ))?;
+        stmt.query_map(args, |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for id in ids {
+        tx.prepare_cached("UPDATE process SET exit_time_ms = ?2 WHERE id = ?1")?
+            .execute(params![id, at_ms])?;
+        tx.prepare_cached("UPDATE process_set_history SET until_ms = ?2 WHERE process_id = ?1 AND until_ms IS NULL")?
+            .execute(params![id, at_ms])?;
+        tx.prepare_cached("DELETE FROM socket WHERE process_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn hello(&mut self, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
+        let id = hello
+            .host
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid("hello without host identity".into()))?;
+        let host_key = if id.host_id.is_empty() {
+            &id.hostname
+        } else {
+            &id.host_id
+        };
+        if host_key.is_empty() {
+            return Err(StoreError::Invalid(
+                "hello names neither a host id nor a hostname".into(),
+            ));
+        }
+        let caps = hello
+            .capabilities
+            .clone()
+            .unwrap_or_default()
+            .encode_to_vec();
+        let labels = serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into());
+        let tx = self.conn.transaction()?;
+        let existing: Option<(i64, String, i64)> = tx
+            .query_row(
+                "SELECT id, session_id, acked_seq FROM host WHERE host_id = ?1",
+                [host_key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let session = match existing {
+            Some((host, session_id, acked)) if session_id == hello.session_id => Session {
+                host,
+                acked_seq: acked as u64,
+                new: false,
+            },
+            Some((host, _, _)) => Session {
+                host,
+                acked_seq: 0,
+                new: true,
+            },
+            None => {
+                tx.execute(
+                    "INSERT INTO host (host_id, hostname, boot_id, kernel, labels, agent_version, capabilities,
+                     session_id, acked_seq, last_seen_ms) VALUES (?1, '', '', '', '{}', '', x'', '', 0, ?2)",
+                    params![host_key, now_ms],
+                )?;
+                Session {
+                    host: tx.last_insert_rowid(),
+                    acked_seq: 0,
+                    new: true,
+                }
+            }
+        };
+        tx.execute(
+            "UPDATE host SET hostname = ?2, boot_id = ?3, kernel = ?4, labels = ?5, agent_version = ?6,
+             capabilities = ?7, session_id = ?8, acked_seq = ?9, last_seen_ms = ?10 WHERE id = ?1",
+            params![
+                session.host,
+                id.hostname,
+                id.boot_id,
+                id.kernel,
+                labels,
+                hello.agent_version,
+                caps,
+                hello.session_id,
+                session.acked_seq as i64,
+                now_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(session)
+    }
+
+    fn apply(&mut self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
+        use v1::agent_message::Body;
+        let tx = self.conn.transaction()?;
+        let (acked, boot_id): (i64, String) = tx.query_row(
+            "SELECT acked_seq, boot_id FROM host WHERE id = ?1",
+            [session.host],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if msg.seq <= acked as u64 {
+            return Ok(()); // A resend of something already stored.
+        }
+        let host = session.host;
+        let mut interner = Interner::default();
+        match &msg.body {
+            None | Some(Body::Hello(_)) => {
+                return Err(StoreError::Invalid(
+                    "only the first message of a stream may be a Hello".into(),
+                ));
+            }
+            Some(Body::Snapshot(s)) => {
+                for p in &s.processes {
+                    upsert_process(
+                        &tx,
+                        &mut interner,
+                        host,
+                        &boot_id,
+                        p,
+                        &s.snapshot_id,
+                        s.scanned_at_ms,
+                    )?;
+                }
+                for ps in &s.sockets {
+                    replace_sockets(&tx, host, &boot_id, ps)?;
+                }
+                if s.last {
+                    // The snapshot is complete: whatever it did not name has exited.
+                    mark_exited(
+                        &tx,
+                        "host = ?1 AND snapshot_id != ?2",
+                        &[&host, &s.snapshot_id],
+                        s.scanned_at_ms,
+                    )?;
+                    let stats = s.stats.unwrap_or_default().encode_to_vec();
+                    tx.execute(
+                        "UPDATE host SET last_full_scan_ms = ?2, last_scan = ?3 WHERE id = ?1",
+                        params![host, s.scanned_at_ms, stats],
+                    )?;
+                }
+            }
+            Some(Body::Delta(d)) => {
+                for p in &d.upserts {
+                    upsert_process(&tx, &mut interner, host, &boot_id, p, "", d.scanned_at_ms)?;
+                }
+                for e in &d.exits {
+                    let k = key_of(&e.key)?;
+                    mark_exited(
+                        &tx,
+                        "host = ?1 AND boot_id = ?2 AND pid = ?3 AND start_ticks = ?4",
+                        &[&host, &boot_id, &k.pid, &(k.start_ticks as i64)],
+                        e.exit_time_ms,
+                    )?;
+                }
+                for ps in &d.sockets {
+                    replace_sockets(&tx, host, &boot_id, ps)?;
+                }
+                if let Some(stats) = &d.stats {
+                    tx.execute(
+                        "UPDATE host SET last_scan = ?2 WHERE id = ?1",
+                        params![host, stats.encode_to_vec()],
+                    )?;
+                }
+            }
+            Some(Body::Heartbeat(h)) => {
+                if let Some(caps) = &h.capabilities {
+                    tx.execute(
+                        "UPDATE host SET capabilities = ?2 WHERE id = ?1",
+                        params![host, caps.encode_to_vec()],
+                    )?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE host SET acked_seq = ?2, last_seen_ms = ?3 WHERE id = ?1",
+            params![host, msg.seq as i64, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
+             h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
+             (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL)
+             FROM host h ORDER BY h.hostname, h.host_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let labels: String = r.get(4)?;
+            let caps: Vec<u8> = r.get(6)?;
+            let scan: Vec<u8> = r.get(9)?;
+            Ok(HostRow {
+                identity: v1::HostIdentity {
+                    host_id: r.get(0)?,
+                    hostname: r.get(1)?,
+                    boot_id: r.get(2)?,
+                    kernel: r.get(3)?,
+                    labels: serde_json::from_str(&labels).unwrap_or_default(),
+                },
+                agent_version: r.get(5)?,
+                capabilities: v1::Capabilities::decode(caps.as_slice()).unwrap_or_default(),
+                last_seen_ms: r.get(7)?,
+                last_full_scan_ms: r.get(8)?,
+                last_scan: v1::ScanStats::decode(scan.as_slice()).unwrap_or_default(),
+                processes_running: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn find_package(
+        &mut self,
+        name: &str,
+        version_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<v1::Match>> {
+        let packages: Vec<(i64, v1::Package)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, ecosystem, name, source, version, arch, purl FROM package WHERE name = ?1 OR source = ?1",
+            )?;
+            let rows = stmt.query_map([name], |r| {
+                Ok((
+                    r.get(0)?,
+                    v1::Package {
+                        ecosystem: r.get(1)?,
+                        name: r.get(2)?,
+                        source: r.get(3)?,
+                        version: r.get(4)?,
+                        arch: r.get(5)?,
+                        purl: r.get(6)?,
+                    },
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|(_, p)| version_ok(&p.version))
+                .collect()
+        };
+        let mut matches: Vec<v1::Match> = Vec::new();
+        // (process row id, package id) → index in `matches`.
+        let mut index: HashMap<(i64, i64), usize> = HashMap::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms, p.exe, p.cmdline,
+                    p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode
+             FROM artifact a
+             JOIN artifact_set_member m ON m.artifact_id = a.id
+             JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
+             JOIN host h ON h.id = p.host
+             WHERE a.package_id = ?1
+             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path",
+        )?;
+        for (package_id, package) in &packages {
+            let mut rows = stmt.query([package_id])?;
+            while let Some(r) = rows.next()? {
+                let pid_row: i64 = r.get(0)?;
+                let kind: i32 = r.get(11)?;
+                let path = v1::MatchPath {
+                    path: r.get(10)?,
+                    evidence: if kind == v1::ArtifactKind::Exe as i32 {
+                        "exe"
+                    } else {
+                        "mapped"
+                    }
+                    .into(),
+                    stale: r.get(12)?,
+                    deleted: r.get(13)?,
+                    dev: r.get::<_, i64>(14)? as u64,
+                    inode: r.get::<_, i64>(15)? as u64,
+                };
+                let i = match index.get(&(pid_row, *package_id)) {
+                    Some(i) => *i,
+                    None => {
+                        matches.push(v1::Match {
+                            host: r.get(1)?,
+                            host_id: r.get(2)?,
+                            workload: r.get(3)?,
+                            key: Some(v1::ProcessKey {
+                                pid: r.get(4)?,
+                                start_ticks: r.get::<_, i64>(5)? as u64,
+                            }),
+                            process_start_ms: r.get(6)?,
+                            exe: r.get(7)?,
+                            cmdline: r.get(8)?,
+                            uid: r.get(9)?,
+                            package: Some(package.clone()),
+                            ..Default::default()
+                        });
+                        index.insert((pid_row, *package_id), matches.len() - 1);
+                        matches.len() - 1
+                    }
+                };
+                let m = &mut matches[i];
+                m.stale |= path.stale;
+                // The strongest evidence wins: the executable itself, then a mapping.
+                if m.evidence != "exe" {
+                    m.evidence = path.evidence.clone();
+                }
+                m.paths.push(path);
+            }
+        }
+        matches.sort_by(|a, b| {
+            (&a.host, &a.workload, a.key.map(|k| k.pid)).cmp(&(
+                &b.host,
+                &b.workload,
+                b.key.map(|k| k.pid),
+            ))
+        });
+        Ok(matches)
+    }
+
+    fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.ppid, p.uid, p.exe, p.cmdline, p.start_time_ms,
+                    s.size,
+                    (SELECT count(DISTINCT a.package_id) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
+                       WHERE m.set_id = p.set_id AND a.package_id != 0),
+                    (SELECT count(*) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
+                       WHERE m.set_id = p.set_id AND a.stale),
+                    (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound)
+             FROM process p JOIN host h ON h.id = p.host JOIN artifact_set s ON s.id = p.set_id
+             WHERE p.exit_time_ms IS NULL AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
+             ORDER BY h.hostname, p.pid",
+        )?;
+        let rows = stmt.query_map([host], |r| {
+            Ok(v1::ProcessSummary {
+                host: r.get(0)?,
+                workload: r.get(1)?,
+                key: Some(v1::ProcessKey {
+                    pid: r.get(2)?,
+                    start_ticks: r.get::<_, i64>(3)? as u64,
+                }),
+                ppid: r.get(4)?,
+                uid: r.get(5)?,
+                exe: r.get(6)?,
+                cmdline: r.get(7)?,
+                start_time_ms: r.get(8)?,
+                artifacts: r.get(9)?,
+                packages: r.get(10)?,
+                stale_artifacts: r.get(11)?,
+                outbound_sockets: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

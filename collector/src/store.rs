@@ -1,0 +1,76 @@
+//! The storage boundary. The collector's services talk to a [`Store`]; the
+//! SQLite backend (`sqlite`) is the default, and PostgreSQL will come in
+//! behind the same trait.
+//!
+//! The store takes and returns patchgap.v1 messages as plain data. It knows
+//! nothing of gRPC, streams or statuses.
+
+use patchgap_proto::v1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the data directory {path}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "database schema version {found} is newer than this collector knows ({known}); upgrade the collector"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where an agent session stands after its Hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The store's id for the host.
+    pub host: i64,
+    /// The highest sequence number of this session durably stored.
+    pub acked_seq: u64,
+    /// The session was not known: the agent must send a full snapshot.
+    pub new: bool,
+}
+
+/// A host as the store knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub identity: v1::HostIdentity,
+    pub agent_version: String,
+    pub capabilities: v1::Capabilities,
+    pub last_seen_ms: i64,
+    pub last_full_scan_ms: i64,
+    pub processes_running: u32,
+    pub last_scan: v1::ScanStats,
+}
+
+/// The narrow interface the services need. Every `apply` is one durable
+/// transaction that also records the message's sequence number, so an ack
+/// sent after it returns is never a lie, and a resent message is recognised.
+pub trait Store: Send + 'static {
+    /// Registers the host and session of a Hello.
+    fn hello(&mut self, hello: &v1::Hello, now_ms: i64) -> Result<Session>;
+
+    /// Applies one sequenced message of a session. Messages with a sequence
+    /// number at or below the session's acked one are ignored (resends).
+    fn apply(&mut self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()>;
+
+    fn hosts(&mut self) -> Result<Vec<HostRow>>;
+
+    /// Running processes that have a package whose binary or source name is
+    /// `name` and whose version satisfies `version_ok`.
+    fn find_package(
+        &mut self,
+        name: &str,
+        version_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<v1::Match>>;
+
+    /// Running processes, optionally of one host (by hostname or host id).
+    fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;
+}
