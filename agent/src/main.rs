@@ -83,8 +83,14 @@ async fn main() -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || patchgap_agent::scan_once(&proc_root, labels))
                     .await?;
             let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &inv).context("writing the inventory")?;
-            std::io::Write::write_all(&mut out, b"\n")?;
+            let written = serde_json::to_writer_pretty(&mut out, &inv)
+                .map_err(std::io::Error::from)
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"));
+            match written {
+                // `patchgap-agent scan | head` is fine.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.context("writing the inventory")?,
+            }
         }
         Command::Run {
             collector,

@@ -164,17 +164,39 @@ impl RootFs {
     /// Read a whole regular file inside the root, refusing files larger than `limit` bytes
     /// (error, not truncation).
     ///
-    /// The file is opened with `O_NONBLOCK` and `O_NOCTTY`, and anything that is not a regular
-    /// file (a FIFO, socket, device or directory) is refused after `fstat`, before any read.
+    /// The path is resolved with `O_PATH`, and anything that is not a regular file (a FIFO,
+    /// socket, device or directory) is refused before it is ever opened for reading; the
+    /// regular file is then reopened through `/proc/self/fd` with `O_NONBLOCK` and `O_NOCTTY`.
     /// The limit is checked against the reported size first and then while reading, so a file
     /// that reports a size of 0 (as procfs files do) or grows meanwhile is still refused.
     pub fn read(&self, path: &[u8], limit: u64) -> Result<Vec<u8>, RootError> {
-        let fd = self.open_in_root(path, libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK)?;
-        let file = File::from(fd);
+        // Resolve with O_PATH first and look at the type: opening a device
+        // node for reading can have side effects, so nothing but a regular
+        // file is ever opened for real.
+        let pathfd = File::from(self.open_in_root(path, libc::O_PATH)?);
+        let pmeta = pathfd
+            .metadata()
+            .map_err(|e| RootError::from_io("fstat", e))?;
+        if !pmeta.file_type().is_file() {
+            return Err(RootError::Io {
+                op: "read",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("not a regular file: {}", type_name(pmeta.file_type())),
+                ),
+            });
+        }
+        // Reopen that very inode through our own descriptor; the path is not
+        // resolved again, so nothing can be swapped in between.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", pathfd.as_raw_fd()))
+            .map_err(|e| RootError::from_io("reopen", e))?;
         let meta = file
             .metadata()
             .map_err(|e| RootError::from_io("fstat", e))?;
-        if !meta.file_type().is_file() {
+        if !meta.file_type().is_file() || meta.ino() != pmeta.ino() || meta.dev() != pmeta.dev() {
             return Err(RootError::Io {
                 op: "read",
                 source: io::Error::new(

@@ -356,6 +356,11 @@ impl Scanner {
         kind: ArtifactKind,
         deleted: bool,
     ) -> Artifact {
+        // A memfd executable (fileless execution) never was a file on disk:
+        // it is neither stale nor owned by a package.
+        if path.starts_with(b"/memfd:") {
+            return Artifact { path: PathBytes(path), dev, inode, kind, deleted, stale: false, package: None };
+        }
         let in_root = in_root_path(root_link, &path).to_vec();
         let mut stale = deleted;
         let mut package = None;

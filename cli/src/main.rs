@@ -182,14 +182,15 @@ fn print(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match output {
-        Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &json)?;
-            out.write_all(b"\n")?;
-        }
-        Output::Table => out.write_all(table().as_bytes())?,
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&json)? + "\n",
+        Output::Table => table(),
+    };
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `patchgap query libc6 | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 fn collector_url(addr: &str) -> String {

@@ -86,6 +86,7 @@ pub fn redact_cmdline(args: &[Vec<u8>]) -> String {
 /// argument is a secret flag whose value is the next argument.
 fn redact_arg(arg: &str, out: &mut String) -> bool {
     let arg = redact_urls(arg);
+    let arg = redact_json_pairs(&arg);
     let arg = arg.as_ref();
     let eq = arg.find('=');
     let colon = arg.find(':');
@@ -209,6 +210,67 @@ fn is_header_name(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Replaces the value of every JSON-style `"KEY": "value"` pair whose key
+/// looks secret. Supervisors pass whole environments this way (this very
+/// machine runs `binary_backend --env {"HOME": "/root", ...}`), so a token in
+/// that map would otherwise leak into every inventory.
+fn redact_json_pairs(s: &str) -> Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    // Each iteration consumes at least one quoted string, so this is linear.
+    while let Some(rel) = bytes[i..].iter().position(|&b| b == b'"') {
+        let key_start = i + rel + 1;
+        let Some(key_end) = json_string_end(bytes, key_start) else { break };
+        i = key_end + 1;
+        let mut j = i;
+        while bytes.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+            j += 1;
+        }
+        if bytes.get(j) != Some(&b':') {
+            continue;
+        }
+        j += 1;
+        while bytes.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+            j += 1;
+        }
+        if bytes.get(j) != Some(&b'"') {
+            continue;
+        }
+        let value_start = j + 1;
+        let Some(value_end) = json_string_end(bytes, value_start) else { break };
+        if looks_secret(&s[key_start..key_end]) {
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[copied..value_start]);
+            o.push_str(REDACTED);
+            copied = value_end;
+        }
+        i = value_end + 1;
+    }
+    match out {
+        None => Cow::Borrowed(s),
+        Some(mut o) => {
+            o.push_str(&s[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// The index of the closing quote of a JSON string whose content starts at
+/// `start`, honouring backslash escapes.
+fn json_string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut k = start;
+    while k < bytes.len() {
+        match bytes[k] {
+            b'\\' => k += 2,
+            b'"' => return Some(k),
+            _ => k += 1,
+        }
+    }
+    None
+}
+
 /// Replaces the password of every `scheme://user:password@host` in `s`.
 ///
 /// The user-info part runs from `://` to the last `@` before the next `/`
@@ -268,6 +330,25 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<Vec<u8>> {
         list.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    /// The shape this machine's supervisor really uses: a JSON environment
+    /// map as one argument.
+    #[test]
+    fn json_env_maps_have_secret_values_redacted() {
+        let cases = [
+            (
+                r#"{"HOME": "/root", "GITHUB_TOKEN": "ghp_abc", "DB_PASSWORD":"p\"w"}"#,
+                r#"{"HOME": "/root", "GITHUB_TOKEN": "<redacted>", "DB_PASSWORD":"<redacted>"}"#,
+            ),
+            (r#"{"TOKENIZER_PATH": "/models/t"}"#, r#"{"TOKENIZER_PATH": "/models/t"}"#),
+            (r#"{"unterminated": "x"#, r#"{"unterminated": "x"#),
+            (r#""api_key" : "k", "n": 1"#, r#""api_key" : "<redacted>", "n": 1"#),
+        ];
+        for (input, want) in cases {
+            let got = redact_cmdline(&args(&["/bin/backend", "--env", input]));
+            assert_eq!(got, format!("/bin/backend --env {want}"), "{input}");
+        }
     }
 
     #[test]
