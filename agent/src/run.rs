@@ -72,6 +72,10 @@ impl Default for AgentConfig {
 pub struct AgentStatus {
     pub session_id: String,
     pub scans: u64,
+    /// Scans started so far; a scan's number is this count when it starts.
+    pub scans_started: u64,
+    /// The number of the last completed scan.
+    pub last_scan: u64,
     /// The highest sequence number handed out.
     pub last_seq: u64,
     /// The highest sequence number the collector has acked.
@@ -168,9 +172,11 @@ impl AgentHandle {
 
     /// Scans now and waits until the collector has acked the result.
     pub async fn rescan_and_sync(&self) -> AgentStatus {
-        let scans = self.status().scans;
+        // A scan that is already running may have missed whatever the
+        // caller just did: wait for one that starts after this call.
+        let target = self.status().scans_started + 1;
         self.rescan().await;
-        let s = self.wait_for(|s| s.scans > scans).await;
+        let s = self.wait_for(|s| s.last_scan >= target).await;
         self.wait_for(|x| x.acked_seq >= s.last_seq).await
     }
 
@@ -275,6 +281,11 @@ async fn scan_loop(
             }
             _ = stop.changed() => return,
         }
+        let mut scan_number = 0;
+        shared.status.send_modify(|s| {
+            s.scans_started += 1;
+            scan_number = s.scans_started;
+        });
         // The scan reads /proc synchronously; keep it off the async workers.
         let Ok((s, inv)) = tokio::task::spawn_blocking(move || {
             let inv = scanner.scan();
@@ -311,6 +322,7 @@ async fn scan_loop(
         enqueue(&shared, bodies);
         shared.status.send_modify(|s| {
             s.scans += 1;
+            s.last_scan = scan_number;
             s.processes = inv.stats.processes;
         });
     }
@@ -423,12 +435,15 @@ async fn stream_once(
         other => anyhow::bail!("collector did not answer Hello with Welcome: {other:?}"),
     };
     let mut sent = welcome.acked_seq;
+    // Until something was acked, the queue still starts with this session's
+    // first full snapshot, and a new collector needs nothing else.
+    let ever_acked = shared.status.borrow().acked_seq > 0;
     {
         let mut outbox = shared.outbox.lock().expect("outbox lock");
         outbox.ack(welcome.acked_seq);
-        if welcome.resync || welcome.acked_seq >= outbox.next_seq {
-            // The collector does not have this session's history (or has
-            // more than we sent, which means it is someone else's): start over.
+        if (welcome.resync && ever_acked) || welcome.acked_seq >= outbox.next_seq {
+            // The collector lost this session's history (or has more than we
+            // sent, which means it is someone else's): start over.
             outbox.queue.clear();
             outbox.bytes = 0;
             sent = outbox.next_seq - 1;
@@ -465,5 +480,57 @@ async fn stream_once(
                 None => return Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat() -> v1::agent_message::Body {
+        v1::agent_message::Body::Heartbeat(v1::Heartbeat {
+            sent_at_ms: 1,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn outbox_acks_are_cumulative_and_resend_starts_after_the_ack() {
+        let mut o = Outbox {
+            next_seq: 1,
+            queue: VecDeque::new(),
+            bytes: 0,
+            limit: 1 << 20,
+        };
+        for _ in 0..5 {
+            o.push(heartbeat()).unwrap();
+        }
+        o.ack(3);
+        assert_eq!(o.after(0).iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(o.after(4).iter().map(|m| m.seq).collect::<Vec<_>>(), [5]);
+        o.ack(5);
+        assert!(o.queue.is_empty());
+        assert_eq!(o.bytes, 0);
+    }
+
+    #[test]
+    fn outbox_overflow_drops_the_queue_and_keeps_sequence_numbers_increasing() {
+        let one = v1::AgentMessage {
+            seq: 1,
+            body: Some(heartbeat()),
+        }
+        .encoded_len();
+        let mut o = Outbox {
+            next_seq: 1,
+            queue: VecDeque::new(),
+            bytes: 0,
+            limit: one * 3,
+        };
+        assert!(o.push(heartbeat()).is_ok());
+        assert!(o.push(heartbeat()).is_ok());
+        assert!(o.push(heartbeat()).is_ok());
+        assert!(o.push(heartbeat()).is_err(), "over the limit");
+        assert!(o.queue.is_empty() && o.bytes == 0);
+        assert_eq!(o.push(heartbeat()), Ok(5), "sequence numbers never go back");
     }
 }

@@ -359,7 +359,15 @@ impl Scanner {
         // A memfd executable (fileless execution) never was a file on disk:
         // it is neither stale nor owned by a package.
         if path.starts_with(b"/memfd:") {
-            return Artifact { path: PathBytes(path), dev, inode, kind, deleted, stale: false, package: None };
+            return Artifact {
+                path: PathBytes(path),
+                dev,
+                inode,
+                kind,
+                deleted,
+                stale: false,
+                package: None,
+            };
         }
         let in_root = in_root_path(root_link, &path).to_vec();
         let mut stale = deleted;
@@ -371,8 +379,15 @@ impl Scanner {
                 .entry((root_id, in_root.clone()))
                 .or_insert_with(|| root.metadata(&in_root).ok().map(|m| m.id))
                 .to_owned();
-            let current = now == Some(FileId { dev, ino: inode });
-            stale |= !current;
+            // The kernel marks a mapping whose file was unlinked (which is
+            // what dpkg's rename-over does to the old file) as deleted. Beyond
+            // that, a different inode at the same path on the same device
+            // means the file was replaced. On overlayfs the path's st_dev is
+            // the overlay's while maps shows the underlying device, so a
+            // device mismatch alone proves nothing and is not called stale.
+            let replaced = matches!(now, Some(id) if id.dev == dev && id.ino != inode);
+            stale |= replaced;
+            let current = !stale;
             if let Some(db) = db {
                 package = self
                     .resolver

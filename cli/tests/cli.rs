@@ -18,7 +18,10 @@ fn pids_mapping_libc() -> BTreeSet<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/maps")).is_ok_and(|m| m.windows(7).any(|w| w == b"libc.so")))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/maps"))
+                .is_ok_and(|m| m.windows(7).any(|w| w == b"libc.so"))
+        })
         .collect()
 }
 
@@ -28,7 +31,10 @@ fn unreachable_collector_is_one_actionable_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("cannot reach the collector at http://127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot reach the collector at http://127.0.0.1:1"),
+        "{err}"
+    );
     assert!(err.contains("patchgap up"), "{err}");
 }
 
@@ -54,7 +60,11 @@ async fn query_libc6_lists_every_process_that_maps_libc() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = pids_mapping_libc();
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
 
@@ -66,7 +76,16 @@ async fn query_libc6_lists_every_process_that_maps_libc() {
     assert_eq!(json["coverage"]["hosts_fresh"], 1);
     let matches = json["matches"].as_array().unwrap();
     for m in matches {
-        for field in ["host", "pid", "process_start", "exe", "workload", "evidence", "stale", "paths"] {
+        for field in [
+            "host",
+            "pid",
+            "process_start",
+            "exe",
+            "workload",
+            "evidence",
+            "stale",
+            "paths",
+        ] {
             assert!(!m[field].is_null(), "match.{field} in {m}");
         }
         for field in ["ecosystem", "name", "source", "version", "purl"] {
@@ -74,23 +93,41 @@ async fn query_libc6_lists_every_process_that_maps_libc() {
         }
         assert_eq!(m["package"]["name"], "libc6");
         assert_eq!(m["package"]["source"], "glibc");
-        assert!(m["paths"].as_array().unwrap().iter().any(|p| p["path"].as_str().unwrap().contains("libc.so")));
+        assert!(
+            m["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["path"].as_str().unwrap().contains("libc.so"))
+        );
     }
-    let answered: BTreeSet<u32> = matches.iter().map(|m| m["pid"].as_u64().unwrap() as u32).collect();
+    let answered: BTreeSet<u32> = matches
+        .iter()
+        .map(|m| m["pid"].as_u64().unwrap() as u32)
+        .collect();
     // Every process that mapped libc before the scan and still does after it is listed.
     let stable: BTreeSet<u32> = before.intersection(&after).copied().collect();
     assert!(!stable.is_empty());
     let missing: Vec<_> = stable.difference(&answered).collect();
     assert!(missing.is_empty(), "not listed: {missing:?}");
     let host_version = dpkg_version("libc6");
-    for m in matches.iter().filter(|m| stable.contains(&(m["pid"].as_u64().unwrap() as u32))) {
+    for m in matches
+        .iter()
+        .filter(|m| stable.contains(&(m["pid"].as_u64().unwrap() as u32)))
+    {
         assert_eq!(m["package"]["version"], host_version.as_str());
     }
 
     // The table groups by host and workload.
-    let out = tokio::task::spawn_blocking(move || patchgap(&["query", "libc6", "--collector", &addr])).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || patchgap(&["query", "libc6", "--collector", &addr]))
+            .await
+            .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.contains("workload ") && table.contains("PID") && table.contains("EVIDENCE"), "{table}");
+    assert!(
+        table.contains("workload ") && table.contains("PID") && table.contains("EVIDENCE"),
+        "{table}"
+    );
     assert!(table.contains("coverage: 1 host(s), 1 fresh"), "{table}");
     h.stop().await;
 }
@@ -103,7 +140,10 @@ async fn hosts_and_ps() {
         let hosts = patchgap(&["hosts", "-o", "json", "--collector", &addr]);
         let name: Value = serde_json::from_slice(&hosts.stdout).unwrap();
         let name = name["hosts"][0]["host"].as_str().unwrap().to_string();
-        (hosts, patchgap(&["ps", "--host", &name, "-o", "json", "--collector", &addr]))
+        (
+            hosts,
+            patchgap(&["ps", "--host", &name, "-o", "json", "--collector", &addr]),
+        )
     })
     .await
     .unwrap();
@@ -114,6 +154,13 @@ async fn hosts_and_ps() {
     assert_eq!(hosts["hosts"][0]["ebpf"], false);
     let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
     let me = std::process::id() as u64;
-    assert!(ps["processes"].as_array().unwrap().iter().any(|p| p["pid"] == me), "this test process is listed");
+    assert!(
+        ps["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == me),
+        "this test process is listed"
+    );
     h.stop().await;
 }

@@ -141,10 +141,17 @@ impl Ingest for IngestService {
             .as_ref()
             .map(|h| h.hostname.clone())
             .unwrap_or_default();
+        // The same key the store uses: the machine-id, else the hostname.
         let host_key = hello
             .host
             .as_ref()
-            .map(|h| h.host_id.clone())
+            .map(|h| {
+                if h.host_id.is_empty() {
+                    h.hostname.clone()
+                } else {
+                    h.host_id.clone()
+                }
+            })
             .unwrap_or_default();
         info!(host = %host_name, %peer, session = %hello.session_id, resume_after = session.acked_seq, new = session.new, "agent connected");
 
@@ -277,7 +284,11 @@ impl QueryService {
                     coverage.hosts_scan_only += 1;
                 }
                 v1::HostSummary {
-                    connected: connected.contains(&h.identity.host_id),
+                    connected: connected.contains(if h.identity.host_id.is_empty() {
+                        &h.identity.hostname
+                    } else {
+                        &h.identity.host_id
+                    }),
                     identity: Some(h.identity),
                     agent_version: h.agent_version,
                     capabilities: Some(h.capabilities),

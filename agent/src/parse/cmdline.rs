@@ -222,7 +222,9 @@ fn redact_json_pairs(s: &str) -> Cow<'_, str> {
     // Each iteration consumes at least one quoted string, so this is linear.
     while let Some(rel) = bytes[i..].iter().position(|&b| b == b'"') {
         let key_start = i + rel + 1;
-        let Some(key_end) = json_string_end(bytes, key_start) else { break };
+        let Some(key_end) = json_string_end(bytes, key_start) else {
+            break;
+        };
         i = key_end + 1;
         let mut j = i;
         while bytes.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
@@ -239,7 +241,9 @@ fn redact_json_pairs(s: &str) -> Cow<'_, str> {
             continue;
         }
         let value_start = j + 1;
-        let Some(value_end) = json_string_end(bytes, value_start) else { break };
+        let Some(value_end) = json_string_end(bytes, value_start) else {
+            break;
+        };
         if looks_secret(&s[key_start..key_end]) {
             let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
             o.push_str(&s[copied..value_start]);
@@ -341,9 +345,15 @@ mod tests {
                 r#"{"HOME": "/root", "GITHUB_TOKEN": "ghp_abc", "DB_PASSWORD":"p\"w"}"#,
                 r#"{"HOME": "/root", "GITHUB_TOKEN": "<redacted>", "DB_PASSWORD":"<redacted>"}"#,
             ),
-            (r#"{"TOKENIZER_PATH": "/models/t"}"#, r#"{"TOKENIZER_PATH": "/models/t"}"#),
+            (
+                r#"{"TOKENIZER_PATH": "/models/t"}"#,
+                r#"{"TOKENIZER_PATH": "/models/t"}"#,
+            ),
             (r#"{"unterminated": "x"#, r#"{"unterminated": "x"#),
-            (r#""api_key" : "k", "n": 1"#, r#""api_key" : "<redacted>", "n": 1"#),
+            (
+                r#""api_key" : "k", "n": 1"#,
+                r#""api_key" : "<redacted>", "n": 1"#,
+            ),
         ];
         for (input, want) in cases {
             let got = redact_cmdline(&args(&["/bin/backend", "--env", input]));
