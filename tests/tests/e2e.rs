@@ -457,3 +457,62 @@ async fn channel(url: &str) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// A connection the process opened is outbound; the one it accepted on its
+/// listening port is not.
+#[test]
+fn sockets_are_attributed_and_outbound_is_marked() {
+    let script = "import socket, time\n\
+                  l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen()\n\
+                  c = socket.create_connection(l.getsockname()); a, _ = l.accept()\n\
+                  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(('127.0.0.1', 9))\n\
+                  print('ready', flush=True); time.sleep(120)\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let proc = Proc(child);
+
+    let inv = patchgap_agent::scan_once(Path::new("/proc"), Default::default());
+    let p = inv
+        .processes
+        .iter()
+        .find(|p| p.key.pid == proc.pid())
+        .expect("python scanned");
+    let listen = p
+        .sockets
+        .iter()
+        .find(|s| s.state == "LISTEN")
+        .expect("listener");
+    assert!(!listen.outbound);
+    let tcp: Vec<_> = p
+        .sockets
+        .iter()
+        .filter(|s| s.protocol == "tcp" && s.state == "ESTABLISHED")
+        .collect();
+    assert_eq!(tcp.len(), 2, "{:?}", p.sockets);
+    let client = tcp
+        .iter()
+        .find(|s| s.remote_port == listen.local_port)
+        .expect("client side");
+    let accepted = tcp
+        .iter()
+        .find(|s| s.local_port == listen.local_port)
+        .expect("accepted side");
+    assert!(client.outbound && client.remote_addr == "127.0.0.1");
+    assert!(!accepted.outbound, "accepted on a listening port");
+    let udp = p
+        .sockets
+        .iter()
+        .find(|s| s.protocol == "udp")
+        .expect("udp socket");
+    assert!(udp.outbound && udp.remote_port == 9, "{udp:?}");
+}
