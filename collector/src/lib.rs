@@ -5,6 +5,7 @@
 //! `service` is the gRPC edge; `version` is dpkg version ordering and query
 //! constraints. [`run`] serves everything on one listener.
 
+pub mod conformance;
 pub mod service;
 pub mod sqlite;
 pub mod store;

@@ -536,6 +536,18 @@ impl Store for SqliteStore {
                         &s.snapshot_id,
                         s.scanned_at_ms,
                     )?;
+                    // A snapshot is a full inventory and the part naming a
+                    // process carries all its sockets: listing none means it
+                    // has none, so forget what an earlier session stored.
+                    replace_sockets(
+                        &tx,
+                        host,
+                        &boot_id,
+                        &v1::ProcessSockets {
+                            key: p.key,
+                            sockets: Vec::new(),
+                        },
+                    )?;
                 }
                 for ps in &s.sockets {
                     replace_sockets(&tx, host, &boot_id, ps)?;

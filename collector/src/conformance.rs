@@ -1,0 +1,1319 @@
+//! A conformance suite for [`Store`] backends.
+//!
+//! Every check is a plain function that takes a fresh, empty store and
+//! panics when the store breaks the contract the services rely on: sessions
+//! and acks, idempotent resends, snapshots in parts, deltas, sockets and the
+//! exposure query. SQLite runs it in this module's tests; another backend
+//! (PostgreSQL) runs it with [`run_all`] from its own tests.
+
+use patchgap_proto::v1::{
+    self, AgentMessage, Artifact, ArtifactKind, Delta, Exit, Hello, HostIdentity, Package, Process,
+    ProcessKey, ProcessSockets, Snapshot, Socket, agent_message::Body,
+};
+
+use crate::store::{Session, Store, StoreError};
+
+/// One check: it gets a fresh, empty store.
+pub type Check = fn(&mut dyn Store);
+
+/// Every check, by name.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("hello_sessions", hello_sessions),
+    (
+        "hello_rejects_missing_identity",
+        hello_rejects_missing_identity,
+    ),
+    (
+        "apply_rejects_invalid_messages",
+        apply_rejects_invalid_messages,
+    ),
+    ("apply_ignores_resends", apply_ignores_resends),
+    ("snapshot_in_parts", snapshot_in_parts),
+    (
+        "new_session_snapshot_supersedes",
+        new_session_snapshot_supersedes,
+    ),
+    ("delta_upserts_and_exits", delta_upserts_and_exits),
+    ("delta_replaces_sockets", delta_replaces_sockets),
+    ("snapshot_replaces_sockets", snapshot_replaces_sockets),
+    (
+        "find_package_by_name_and_source",
+        find_package_by_name_and_source,
+    ),
+    (
+        "find_package_version_predicate",
+        find_package_version_predicate,
+    ),
+    (
+        "find_package_evidence_and_paths",
+        find_package_evidence_and_paths,
+    ),
+    (
+        "stale_mapping_keeps_its_version",
+        stale_mapping_keeps_its_version,
+    ),
+    ("processes_by_host", processes_by_host),
+];
+
+/// Runs every check, each on a store from `make`. Panics on the first
+/// failure; the name of the failing check is printed (to the captured test
+/// output) before it runs.
+pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
+    for (name, check) in CHECKS {
+        eprintln!("store conformance: {name}");
+        let mut store = make();
+        check(store.as_mut());
+    }
+}
+
+// ---- Message builders -------------------------------------------------------
+
+const T0: i64 = 1_700_000_000_000;
+
+fn identity(host_id: &str, hostname: &str) -> HostIdentity {
+    HostIdentity {
+        host_id: host_id.into(),
+        hostname: hostname.into(),
+        boot_id: "boot-1".into(),
+        kernel: "6.1.0-test".into(),
+        labels: [("env".to_string(), "test".to_string())].into(),
+    }
+}
+
+fn hello_for(host_id: &str, hostname: &str, session: &str) -> Hello {
+    Hello {
+        host: Some(identity(host_id, hostname)),
+        agent_version: "0.1.0".into(),
+        capabilities: Some(v1::Capabilities::default()),
+        session_id: session.into(),
+    }
+}
+
+/// Hello for the default test host.
+fn hello(session: &str) -> Hello {
+    hello_for("machine-1", "alpha", session)
+}
+
+fn key(pid: u32) -> ProcessKey {
+    // Distinct from the pid, so a backend that confuses them is caught.
+    ProcessKey {
+        pid,
+        start_ticks: 1000 + u64::from(pid) * 7,
+    }
+}
+
+fn deb(name: &str, source: &str, version: &str) -> Package {
+    Package {
+        ecosystem: "deb".into(),
+        name: name.into(),
+        source: source.into(),
+        version: version.into(),
+        arch: "amd64".into(),
+        purl: format!("pkg:deb/debian/{name}@{version}?arch=amd64"),
+    }
+}
+
+fn artifact(path: &str, inode: u64, kind: ArtifactKind, package: Option<Package>) -> Artifact {
+    Artifact {
+        path: path.as_bytes().to_vec(),
+        dev: 0x801,
+        inode,
+        kind: kind as i32,
+        deleted: false,
+        stale: false,
+        package,
+    }
+}
+
+fn exe(path: &str, inode: u64, package: Option<Package>) -> Artifact {
+    artifact(path, inode, ArtifactKind::Exe, package)
+}
+
+fn mapped(path: &str, inode: u64, package: Option<Package>) -> Artifact {
+    artifact(path, inode, ArtifactKind::Mapped, package)
+}
+
+fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
+    let exe = artifacts
+        .iter()
+        .find(|a| a.kind == ArtifactKind::Exe as i32)
+        .map(|a| a.path.clone())
+        .unwrap_or_default();
+    Process {
+        key: Some(key(pid)),
+        ppid: 1,
+        uid: 1000,
+        euid: 1000,
+        exe,
+        cmdline: format!("proc-{pid} --flag"),
+        comm: format!("proc-{pid}"),
+        cgroup: "/system.slice/test.service".into(),
+        mnt_ns: 4026531841,
+        net_ns: 4026531840,
+        start_time_ms: T0 - 60_000,
+        workload: "/system.slice/test.service".into(),
+        root: b"/".to_vec(),
+        artifacts,
+        partial: false,
+    }
+}
+
+/// A process that maps libc (owned by libc6) and nothing else of interest.
+fn plain(pid: u32) -> Process {
+    process(
+        pid,
+        vec![
+            exe("/usr/bin/plain", 100, Some(deb("plain", "plain", "1.0-1"))),
+            mapped(
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                200,
+                Some(deb("libc6", "glibc", "2.36-9")),
+            ),
+        ],
+    )
+}
+
+fn socket(local_port: u32, remote_port: u32, outbound: bool, inode: u64) -> Socket {
+    Socket {
+        protocol: "tcp".into(),
+        local_addr: "10.0.0.5".into(),
+        local_port,
+        remote_addr: if remote_port == 0 {
+            "0.0.0.0".into()
+        } else {
+            "10.0.0.9".into()
+        },
+        remote_port,
+        state: if remote_port == 0 {
+            "LISTEN".into()
+        } else {
+            "ESTABLISHED".into()
+        },
+        inode,
+        outbound,
+    }
+}
+
+fn sockets(pid: u32, sockets: Vec<Socket>) -> ProcessSockets {
+    ProcessSockets {
+        key: Some(key(pid)),
+        sockets,
+    }
+}
+
+fn msg(seq: u64, body: Body) -> AgentMessage {
+    AgentMessage {
+        seq,
+        body: Some(body),
+    }
+}
+
+/// One part of a snapshot.
+fn part(
+    id: &str,
+    part: u32,
+    last: bool,
+    processes: Vec<Process>,
+    socks: Vec<ProcessSockets>,
+) -> Body {
+    Body::Snapshot(Snapshot {
+        snapshot_id: id.into(),
+        part,
+        last,
+        scanned_at_ms: T0 + i64::from(part),
+        stats: last.then(|| v1::ScanStats {
+            processes: 1,
+            ..Default::default()
+        }),
+        processes,
+        sockets: socks,
+    })
+}
+
+/// A complete snapshot in one part.
+fn snapshot(id: &str, processes: Vec<Process>, socks: Vec<ProcessSockets>) -> Body {
+    part(id, 0, true, processes, socks)
+}
+
+fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSockets>) -> Body {
+    Body::Delta(Delta {
+        scanned_at_ms: T0 + 10_000,
+        upserts,
+        exits: exits
+            .iter()
+            .map(|pid| Exit {
+                key: Some(key(*pid)),
+                exit_time_ms: T0 + 10_000,
+            })
+            .collect(),
+        sockets: socks,
+        stats: None,
+    })
+}
+
+fn heartbeat() -> Body {
+    Body::Heartbeat(v1::Heartbeat {
+        sent_at_ms: T0,
+        last_scan: None,
+        capabilities: Some(v1::Capabilities {
+            ebpf: false,
+            ebpf_reason: "test".into(),
+            root: true,
+            rescan_interval_secs: 30,
+        }),
+    })
+}
+
+// ---- Store helpers -----------------------------------------------------------
+
+fn open(store: &mut dyn Store, h: &Hello) -> Session {
+    store
+        .hello(h, T0)
+        .unwrap_or_else(|e| panic!("hello {:?}: {e}", h.session_id))
+}
+
+fn apply(store: &mut dyn Store, session: &Session, m: AgentMessage) {
+    let seq = m.seq;
+    store
+        .apply(session, &m, T0 + seq as i64)
+        .unwrap_or_else(|e| panic!("apply seq {seq}: {e}"));
+}
+
+/// The running pids (of `host`, or of every host), sorted.
+fn running(store: &mut dyn Store, host: Option<&str>) -> Vec<u32> {
+    let mut pids: Vec<u32> = store
+        .processes(host)
+        .expect("processes")
+        .iter()
+        .map(|p| p.key.expect("a process summary has a key").pid)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn summary(store: &mut dyn Store, pid: u32) -> v1::ProcessSummary {
+    store
+        .processes(None)
+        .expect("processes")
+        .into_iter()
+        .find(|p| p.key.is_some_and(|k| k.pid == pid))
+        .unwrap_or_else(|| panic!("pid {pid} is not running"))
+}
+
+fn find(store: &mut dyn Store, name: &str) -> Vec<v1::Match> {
+    find_where(store, name, &|_| true)
+}
+
+fn find_where(store: &mut dyn Store, name: &str, ok: &dyn Fn(&str) -> bool) -> Vec<v1::Match> {
+    store.find_package(name, ok).expect("find_package")
+}
+
+/// The matched pids, sorted (a pid appears once per matching package).
+fn pids(matches: &[v1::Match]) -> Vec<u32> {
+    let mut pids: Vec<u32> = matches
+        .iter()
+        .map(|m| m.key.expect("a match has a key").pid)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn is_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Invalid(_)))
+}
+
+// ---- Checks -----------------------------------------------------------------
+
+/// New hosts and sessions start at 0; a known session resumes at its ack; a
+/// new session of a known host starts over on the same host.
+pub fn hello_sessions(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    assert!(s.new, "a new host's session is new");
+    assert_eq!(s.acked_seq, 0, "a new session has nothing acked");
+
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    apply(store, &s, msg(2, heartbeat()));
+    apply(store, &s, msg(3, delta(vec![plain(11)], &[], vec![])));
+
+    let again = open(store, &hello("session-a"));
+    assert_eq!(
+        again,
+        Session {
+            host: s.host,
+            acked_seq: 3,
+            new: false
+        },
+        "the same session resumes after its last applied seq"
+    );
+    assert_eq!(running(store, None), vec![10, 11], "hello loses nothing");
+
+    let other = open(store, &hello("session-b"));
+    assert!(other.new, "another session of a known host is new");
+    assert_eq!(other.acked_seq, 0, "another session starts over");
+    assert_eq!(other.host, s.host, "it is the same host");
+    // Its processes stay until the new session's first full snapshot.
+    assert_eq!(running(store, None), vec![10, 11]);
+
+    // The new session's seq 1 is not mistaken for a resend of the old one's.
+    apply(
+        store,
+        &other,
+        msg(1, snapshot("snap-b", vec![plain(10), plain(12)], vec![])),
+    );
+    assert_eq!(running(store, None), vec![10, 12]);
+    assert_eq!(open(store, &hello("session-b")).acked_seq, 1);
+
+    let hosts = store.hosts().expect("hosts");
+    assert_eq!(hosts.len(), 1, "one host however many sessions: {hosts:?}");
+    let h = &hosts[0];
+    assert_eq!(h.identity.host_id, "machine-1");
+    assert_eq!(h.identity.hostname, "alpha");
+    assert_eq!(h.identity.boot_id, "boot-1");
+    assert_eq!(
+        h.identity.labels.get("env").map(String::as_str),
+        Some("test")
+    );
+    assert_eq!(h.agent_version, "0.1.0");
+    assert_eq!(h.processes_running, 2);
+    assert!(h.last_full_scan_ms > 0, "a complete snapshot was stored");
+}
+
+/// A Hello must say which host it is.
+pub fn hello_rejects_missing_identity(store: &mut dyn Store) {
+    let mut h = hello("session-a");
+    h.host = None;
+    assert!(
+        is_invalid(store.hello(&h, T0)),
+        "hello without a host identity is invalid"
+    );
+    h.host = Some(HostIdentity::default());
+    assert!(
+        is_invalid(store.hello(&h, T0)),
+        "hello with neither host id nor hostname is invalid"
+    );
+    assert!(store.hosts().expect("hosts").is_empty(), "nothing stored");
+}
+
+/// Bodiless messages, Hellos after the first message and processes without
+/// keys are invalid, and a rejected message is not acked.
+pub fn apply_rejects_invalid_messages(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+
+    let none = AgentMessage { seq: 2, body: None };
+    assert!(
+        is_invalid(store.apply(&s, &none, T0)),
+        "a message needs a body"
+    );
+    let again = msg(2, Body::Hello(hello("session-a")));
+    assert!(
+        is_invalid(store.apply(&s, &again, T0)),
+        "a Hello after the first message is invalid"
+    );
+    let mut keyless = plain(11);
+    keyless.key = None;
+    let bad = msg(2, delta(vec![keyless], &[], vec![]));
+    assert!(
+        is_invalid(store.apply(&s, &bad, T0)),
+        "a process needs a key"
+    );
+
+    assert_eq!(
+        open(store, &hello("session-a")).acked_seq,
+        1,
+        "rejected messages are not acked"
+    );
+    assert_eq!(running(store, None), vec![10]);
+    // The same seq, valid this time, is applied.
+    apply(store, &s, msg(2, delta(vec![plain(11)], &[], vec![])));
+    assert_eq!(running(store, None), vec![10, 11]);
+}
+
+/// A message at or below the acked seq is a resend and changes nothing.
+pub fn apply_ignores_resends(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    let upsert_11 = msg(
+        2,
+        delta(
+            vec![process(
+                11,
+                vec![mapped(
+                    "/usr/lib/libz.so.1",
+                    300,
+                    Some(deb("zlib1g", "zlib", "1.2.13")),
+                )],
+            )],
+            &[],
+            vec![],
+        ),
+    );
+    apply(store, &s, upsert_11.clone());
+    apply(store, &s, msg(3, delta(vec![], &[11], vec![])));
+    assert_eq!(running(store, None), vec![10]);
+
+    // Seq 2 again after seq 3: 11 stays exited.
+    apply(store, &s, upsert_11);
+    assert_eq!(running(store, None), vec![10], "a resend revived an exit");
+    assert!(find(store, "zlib1g").is_empty(), "a resend revived a match");
+
+    // A resend whose content differs (it must not, but the seq decides).
+    apply(store, &s, msg(3, delta(vec![plain(12)], &[10], vec![])));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-x", vec![plain(13)], vec![])),
+    );
+    assert_eq!(running(store, None), vec![10], "a resend was applied");
+    assert_eq!(
+        open(store, &hello("session-a")).acked_seq,
+        3,
+        "a resend moved the ack"
+    );
+
+    // The stream goes on after the resends.
+    apply(store, &s, msg(4, delta(vec![plain(14)], &[], vec![])));
+    assert_eq!(running(store, None), vec![10, 14]);
+    assert_eq!(open(store, &hello("session-a")).acked_seq, 4);
+}
+
+/// A snapshot in parts: every part's processes run; only the last part
+/// retires what the whole snapshot did not name, and it stays in history.
+pub fn snapshot_in_parts(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-0", vec![plain(5), plain(10)], vec![])),
+    );
+
+    let libssl = |v: &str| {
+        Some(mapped(
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            400,
+            Some(deb("libssl3", "openssl", v)),
+        ))
+    };
+    let with_ssl = |pid: u32| {
+        let mut p = plain(pid);
+        p.artifacts.extend(libssl("3.0.15-1"));
+        p
+    };
+    apply(
+        store,
+        &s,
+        msg(
+            2,
+            part("snap-1", 0, false, vec![with_ssl(10), plain(20)], vec![]),
+        ),
+    );
+    assert_eq!(
+        running(store, None),
+        vec![5, 10, 20],
+        "a part that is not the last retires nothing"
+    );
+    apply(
+        store,
+        &s,
+        msg(3, part("snap-1", 1, true, vec![with_ssl(30)], vec![])),
+    );
+    assert_eq!(
+        running(store, None),
+        vec![10, 20, 30],
+        "both parts run; what neither named exited"
+    );
+    assert_eq!(pids(&find(store, "libssl3")), vec![10, 30]);
+
+    // A later complete snapshot that omits 30.
+    apply(
+        store,
+        &s,
+        msg(4, snapshot("snap-2", vec![with_ssl(10), plain(20)], vec![])),
+    );
+    assert_eq!(running(store, None), vec![10, 20]);
+    assert_eq!(
+        pids(&find(store, "libssl3")),
+        vec![10],
+        "an exited process is no longer exposed"
+    );
+    let hosts = store.hosts().expect("hosts");
+    assert_eq!(hosts[0].processes_running, 2);
+}
+
+/// After an agent restart, the new session's first snapshot replaces the
+/// old session's view of the host.
+pub fn new_session_snapshot_supersedes(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-a", vec![plain(10), plain(11)], vec![])),
+    );
+    apply(store, &s, msg(2, delta(vec![plain(12)], &[], vec![])));
+    let b = open(store, &hello("session-b"));
+    apply(
+        store,
+        &b,
+        msg(1, snapshot("snap-b", vec![plain(11), plain(13)], vec![])),
+    );
+    assert_eq!(running(store, None), vec![11, 13]);
+}
+
+/// Delta upserts add and replace processes; exits retire them.
+pub fn delta_upserts_and_exits(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    let p = summary(store, 10);
+    assert_eq!(p.key, Some(key(10)));
+    assert_eq!(p.host, "alpha");
+    assert_eq!(p.workload, "/system.slice/test.service");
+    assert_eq!(p.exe, b"/usr/bin/plain");
+    assert_eq!(p.cmdline, "proc-10 --flag");
+    assert_eq!((p.ppid, p.uid), (1, 1000));
+    assert_eq!(p.start_time_ms, T0 - 60_000);
+    assert_eq!((p.artifacts, p.packages, p.stale_artifacts), (2, 2, 0));
+
+    // A new process, with a file no package owns.
+    let mut p11 = plain(11);
+    p11.artifacts.push(mapped("/opt/vendor/libv.so", 500, None));
+    apply(store, &s, msg(2, delta(vec![p11], &[], vec![])));
+    assert_eq!(running(store, None), vec![10, 11]);
+    let p = summary(store, 11);
+    assert_eq!(
+        (p.artifacts, p.packages),
+        (3, 2),
+        "an unowned file is an artifact but no package"
+    );
+    assert!(find(store, "").is_empty(), "unowned files match no name");
+
+    // 10 now maps zlib too: a full replacement of its record.
+    let mut p10 = plain(10);
+    p10.cmdline = "proc-10 --reloaded".into();
+    p10.artifacts.push(mapped(
+        "/usr/lib/libz.so.1",
+        300,
+        Some(deb("zlib1g", "zlib", "1:1.2.13")),
+    ));
+    apply(store, &s, msg(3, delta(vec![p10], &[], vec![])));
+    let p = summary(store, 10);
+    assert_eq!(p.cmdline, "proc-10 --reloaded");
+    assert_eq!((p.artifacts, p.packages), (3, 3));
+    assert_eq!(pids(&find(store, "zlib1g")), vec![10]);
+
+    // ... and then stops mapping it.
+    apply(store, &s, msg(4, delta(vec![plain(10)], &[], vec![])));
+    assert!(
+        find(store, "zlib1g").is_empty(),
+        "the upsert replaced the set"
+    );
+    assert_eq!(summary(store, 10).artifacts, 2);
+
+    // Exits, including one of a process never seen (harmless).
+    apply(store, &s, msg(5, delta(vec![], &[11, 99], vec![])));
+    assert_eq!(running(store, None), vec![10]);
+    assert!(!pids(&find(store, "libc6")).contains(&11));
+
+    // The same key upserted again runs again.
+    apply(store, &s, msg(6, delta(vec![plain(11)], &[], vec![])));
+    assert_eq!(running(store, None), vec![10, 11]);
+    assert_eq!(store.hosts().expect("hosts")[0].processes_running, 2);
+}
+
+/// Delta socket lists replace a process's sockets; an upsert without one
+/// keeps them; an exit drops them.
+pub fn delta_replaces_sockets(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![plain(10), plain(11)],
+                vec![sockets(
+                    10,
+                    vec![
+                        socket(40000, 443, true, 1),
+                        socket(40001, 5432, true, 2),
+                        socket(8080, 0, false, 3),
+                    ],
+                )],
+            ),
+        ),
+    );
+    assert_eq!(summary(store, 10).outbound_sockets, 2);
+    assert_eq!(summary(store, 11).outbound_sockets, 0);
+
+    let mut p10 = plain(10);
+    p10.cmdline = "changed".into();
+    apply(store, &s, msg(2, delta(vec![p10], &[], vec![])));
+    assert_eq!(
+        summary(store, 10).outbound_sockets,
+        2,
+        "an upsert without a socket list keeps the sockets"
+    );
+
+    apply(
+        store,
+        &s,
+        msg(
+            3,
+            delta(
+                vec![plain(12)],
+                &[],
+                vec![
+                    sockets(10, vec![socket(40002, 443, true, 4)]),
+                    sockets(
+                        12,
+                        vec![socket(40003, 53, true, 5), socket(40004, 53, true, 6)],
+                    ),
+                ],
+            ),
+        ),
+    );
+    assert_eq!(
+        summary(store, 10).outbound_sockets,
+        1,
+        "replaced, not added"
+    );
+    assert_eq!(summary(store, 12).outbound_sockets, 2);
+
+    apply(
+        store,
+        &s,
+        msg(4, delta(vec![], &[], vec![sockets(10, vec![])])),
+    );
+    assert_eq!(
+        summary(store, 10).outbound_sockets,
+        0,
+        "an empty list clears"
+    );
+
+    // 12 exits and comes back (same key): its old sockets are gone.
+    apply(store, &s, msg(5, delta(vec![], &[12], vec![])));
+    apply(store, &s, msg(6, delta(vec![plain(12)], &[], vec![])));
+    assert_eq!(
+        summary(store, 12).outbound_sockets,
+        0,
+        "an exit dropped the sockets"
+    );
+}
+
+/// A snapshot is a full inventory: a process it names without a socket list
+/// has no sockets, whatever was stored before.
+pub fn snapshot_replaces_sockets(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![plain(10), plain(11)],
+                vec![
+                    sockets(10, vec![socket(40000, 443, true, 1)]),
+                    sockets(11, vec![socket(40001, 443, true, 2)]),
+                ],
+            ),
+        ),
+    );
+    assert_eq!(summary(store, 10).outbound_sockets, 1);
+    apply(
+        store,
+        &s,
+        msg(
+            2,
+            snapshot(
+                "snap-2",
+                vec![plain(10), plain(11)],
+                vec![sockets(
+                    11,
+                    vec![socket(40001, 443, true, 2), socket(40005, 80, true, 7)],
+                )],
+            ),
+        ),
+    );
+    assert_eq!(
+        summary(store, 10).outbound_sockets,
+        0,
+        "a snapshot that lists no sockets for a process clears them"
+    );
+    assert_eq!(summary(store, 11).outbound_sockets, 2);
+}
+
+/// find_package answers by binary package name and by source name.
+pub fn find_package_by_name_and_source(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let ssl = deb("libssl3", "openssl", "3.0.15-1~deb12u1");
+    let cli = deb("openssl", "openssl", "3.0.15-1~deb12u1");
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![
+                    process(
+                        10,
+                        vec![
+                            exe("/usr/bin/curl", 600, Some(deb("curl", "curl", "7.88.1-10"))),
+                            mapped(
+                                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                                400,
+                                Some(ssl.clone()),
+                            ),
+                        ],
+                    ),
+                    process(
+                        11,
+                        vec![
+                            exe("/usr/bin/openssl", 700, Some(cli.clone())),
+                            mapped(
+                                "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                                400,
+                                Some(ssl.clone()),
+                            ),
+                        ],
+                    ),
+                    plain(12),
+                ],
+                vec![],
+            ),
+        ),
+    );
+
+    let by_binary = find(store, "libssl3");
+    assert_eq!(pids(&by_binary), vec![10, 11]);
+    for m in &by_binary {
+        assert_eq!(m.package.as_ref(), Some(&ssl));
+        assert_eq!(m.host, "alpha");
+        assert_eq!(m.host_id, "machine-1");
+        assert_eq!(m.workload, "/system.slice/test.service");
+        assert_eq!(m.uid, 1000);
+        assert_eq!(m.process_start_ms, T0 - 60_000);
+        assert_eq!(m.key, Some(key(m.key.unwrap().pid)), "start ticks kept");
+    }
+    let curl = by_binary.iter().find(|m| m.key.unwrap().pid == 10).unwrap();
+    assert_eq!(curl.exe, b"/usr/bin/curl");
+    assert_eq!(curl.cmdline, "proc-10 --flag");
+
+    // By source: libssl3 in both, and the openssl binary package in 11.
+    let by_source = find(store, "openssl");
+    assert_eq!(pids(&by_source), vec![10, 11, 11]);
+    let mut packages: Vec<(u32, &str)> = by_source
+        .iter()
+        .map(|m| {
+            (
+                m.key.unwrap().pid,
+                m.package.as_ref().unwrap().name.as_str(),
+            )
+        })
+        .collect();
+    packages.sort_unstable();
+    assert_eq!(
+        packages,
+        vec![(10, "libssl3"), (11, "libssl3"), (11, "openssl")]
+    );
+
+    assert_eq!(pids(&find(store, "glibc")), vec![12], "source of libc6");
+    assert_eq!(pids(&find(store, "libc6")), vec![12]);
+    assert!(find(store, "libssl").is_empty(), "names match exactly");
+    assert!(find(store, "nonexistent").is_empty());
+}
+
+/// The version predicate sees each stored package version.
+pub fn find_package_version_predicate(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let lib = |pid: u32, version: &str, inode: u64| {
+        process(
+            pid,
+            vec![mapped(
+                "/usr/lib/libxml2.so.2",
+                inode,
+                Some(deb("libxml2", "libxml2", version)),
+            )],
+        )
+    };
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![
+                    lib(10, "2.9.14+dfsg-1.1", 800),
+                    lib(11, "2.9.14+dfsg-1.3", 801),
+                ],
+                vec![],
+            ),
+        ),
+    );
+    let seen = std::cell::RefCell::new(Vec::new());
+    let all = find_where(store, "libxml2", &|v| {
+        seen.borrow_mut().push(v.to_string());
+        true
+    });
+    assert_eq!(pids(&all), vec![10, 11]);
+    let mut seen = seen.into_inner();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec!["2.9.14+dfsg-1.1", "2.9.14+dfsg-1.3"]);
+
+    let old = |v: &str| crate::version::dpkg_cmp(v, "2.9.14+dfsg-1.2") == std::cmp::Ordering::Less;
+    let vulnerable = find_where(store, "libxml2", &old);
+    assert_eq!(pids(&vulnerable), vec![10]);
+    assert_eq!(
+        vulnerable[0].package.as_ref().unwrap().version,
+        "2.9.14+dfsg-1.1"
+    );
+    assert!(find_where(store, "libxml2", &|_| false).is_empty());
+}
+
+/// Evidence "exe" beats "mapped"; one Match per process and package with all
+/// its paths; any stale path makes the match stale.
+pub fn find_package_evidence_and_paths(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let py = deb("python3.11-minimal", "python3.11", "3.11.2-6");
+    let libpy = deb("libpython3.11-minimal", "python3.11", "3.11.2-6");
+    let nss = deb("libnss3", "nss", "2:3.87.1-1");
+    let mut stale_nss = mapped(
+        "/usr/lib/x86_64-linux-gnu/libfreebl3.so",
+        901,
+        Some(nss.clone()),
+    );
+    stale_nss.stale = true;
+    stale_nss.deleted = true;
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![
+                    process(
+                        10,
+                        vec![
+                            exe("/usr/bin/python3.11", 1000, Some(py.clone())),
+                            // The executable is mapped too.
+                            mapped("/usr/bin/python3.11", 1000, Some(py.clone())),
+                            mapped("/usr/lib/python3.11/lib-dynload/_ssl.so", 1001, Some(libpy)),
+                            mapped(
+                                "/usr/lib/x86_64-linux-gnu/libnss3.so",
+                                900,
+                                Some(nss.clone()),
+                            ),
+                            stale_nss,
+                        ],
+                    ),
+                    process(
+                        11,
+                        vec![
+                            exe("/usr/bin/other", 1100, None),
+                            mapped(
+                                "/usr/lib/x86_64-linux-gnu/libnss3.so",
+                                900,
+                                Some(nss.clone()),
+                            ),
+                        ],
+                    ),
+                ],
+                vec![],
+            ),
+        ),
+    );
+
+    let m = find(store, "python3.11-minimal");
+    assert_eq!(pids(&m), vec![10]);
+    assert_eq!(
+        m[0].evidence, "exe",
+        "the executable is the strongest evidence"
+    );
+    let mut paths: Vec<(&[u8], &str, u64, u64)> = m[0]
+        .paths
+        .iter()
+        .map(|p| (p.path.as_slice(), p.evidence.as_str(), p.dev, p.inode))
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        vec![
+            (&b"/usr/bin/python3.11"[..], "exe", 0x801, 1000),
+            (&b"/usr/bin/python3.11"[..], "mapped", 0x801, 1000),
+        ],
+        "the executable and its mapping are two paths of one match"
+    );
+    assert!(!m[0].stale);
+
+    let by_source = find(store, "python3.11");
+    let evidence: Vec<(&str, &str)> = {
+        let mut e: Vec<_> = by_source
+            .iter()
+            .map(|m| {
+                (
+                    m.package.as_ref().unwrap().name.as_str(),
+                    m.evidence.as_str(),
+                )
+            })
+            .collect();
+        e.sort_unstable();
+        e
+    };
+    assert_eq!(
+        evidence,
+        vec![
+            ("libpython3.11-minimal", "mapped"),
+            ("python3.11-minimal", "exe")
+        ]
+    );
+
+    // Two files of one package in one process: one Match with two paths.
+    let m = find(store, "libnss3");
+    assert_eq!(pids(&m), vec![10, 11], "one match per process: {m:?}");
+    let m10 = m.iter().find(|m| m.key.unwrap().pid == 10).unwrap();
+    assert_eq!(m10.evidence, "mapped");
+    assert!(m10.stale, "one stale path makes the match stale");
+    let mut paths: Vec<(String, bool, bool, &str)> = m10
+        .paths
+        .iter()
+        .map(|p| {
+            (
+                String::from_utf8_lossy(&p.path).into_owned(),
+                p.stale,
+                p.deleted,
+                p.evidence.as_str(),
+            )
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            (
+                "/usr/lib/x86_64-linux-gnu/libfreebl3.so".to_string(),
+                true,
+                true,
+                "mapped"
+            ),
+            (
+                "/usr/lib/x86_64-linux-gnu/libnss3.so".to_string(),
+                false,
+                false,
+                "mapped"
+            ),
+        ]
+    );
+    let m11 = m.iter().find(|m| m.key.unwrap().pid == 11).unwrap();
+    assert!(!m11.stale, "staleness is per process");
+    assert_eq!(m11.paths.len(), 1);
+    assert_eq!(summary(store, 10).stale_artifacts, 1);
+    assert_eq!(summary(store, 11).stale_artifacts, 0);
+}
+
+/// A process that still maps the old file of an upgraded package is found
+/// under the old version, and a new process under the new one.
+pub fn stale_mapping_keeps_its_version(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let path = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+    let old = deb("libssl3", "openssl", "3.0.11-1~deb12u2");
+    let new = deb("libssl3", "openssl", "3.0.15-1~deb12u1");
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![process(10, vec![mapped(path, 400, Some(old.clone()))])],
+                vec![],
+            ),
+        ),
+    );
+    // The package is upgraded: the file at the path has a new inode. 10 keeps
+    // the old (now stale) mapping; 11 starts with the new file.
+    let mut stale = mapped(path, 400, Some(old.clone()));
+    stale.stale = true;
+    stale.deleted = true;
+    apply(
+        store,
+        &s,
+        msg(
+            2,
+            delta(
+                vec![
+                    process(10, vec![stale]),
+                    process(11, vec![mapped(path, 401, Some(new.clone()))]),
+                ],
+                &[],
+                vec![],
+            ),
+        ),
+    );
+
+    let all = find(store, "libssl3");
+    assert_eq!(pids(&all), vec![10, 11]);
+    let m10 = all.iter().find(|m| m.key.unwrap().pid == 10).unwrap();
+    assert_eq!(m10.package.as_ref(), Some(&old), "the stored version stays");
+    assert!(m10.stale && m10.paths[0].stale && m10.paths[0].deleted);
+    assert_eq!(m10.paths[0].inode, 400);
+    let m11 = all.iter().find(|m| m.key.unwrap().pid == 11).unwrap();
+    assert_eq!(m11.package.as_ref(), Some(&new));
+    assert!(!m11.stale);
+
+    let before_fix = |v: &str| v == "3.0.11-1~deb12u2";
+    assert_eq!(pids(&find_where(store, "libssl3", &before_fix)), vec![10]);
+    let fixed = |v: &str| v == "3.0.15-1~deb12u1";
+    assert_eq!(pids(&find_where(store, "openssl", &fixed)), vec![11]);
+
+    // A restart of 10 (same key, fresh scan) maps the new file.
+    apply(
+        store,
+        &s,
+        msg(
+            3,
+            delta(
+                vec![process(10, vec![mapped(path, 401, Some(new))])],
+                &[],
+                vec![],
+            ),
+        ),
+    );
+    assert!(find_where(store, "libssl3", &before_fix).is_empty());
+}
+
+/// processes() filters by hostname or host id; hosts do not disturb each
+/// other's processes or sequence numbers.
+pub fn processes_by_host(store: &mut dyn Store) {
+    let a = open(store, &hello_for("machine-1", "alpha", "session-a"));
+    let b = open(store, &hello_for("machine-2", "beta", "session-b"));
+    assert_ne!(a.host, b.host);
+    apply(
+        store,
+        &a,
+        msg(1, snapshot("snap-a", vec![plain(10), plain(11)], vec![])),
+    );
+    apply(store, &a, msg(2, delta(vec![plain(12)], &[], vec![])));
+    // The same pid (and start ticks) on another host is another process.
+    apply(
+        store,
+        &b,
+        msg(1, snapshot("snap-b", vec![plain(10), plain(20)], vec![])),
+    );
+
+    assert_eq!(running(store, Some("alpha")), vec![10, 11, 12]);
+    assert_eq!(running(store, Some("machine-1")), vec![10, 11, 12]);
+    assert_eq!(running(store, Some("beta")), vec![10, 20]);
+    assert_eq!(running(store, Some("machine-2")), vec![10, 20]);
+    assert_eq!(running(store, None), vec![10, 10, 11, 12, 20]);
+    assert!(running(store, Some("gamma")).is_empty());
+    for p in store.processes(Some("beta")).expect("processes") {
+        assert_eq!(p.host, "beta");
+    }
+
+    // Beta's next complete snapshot retires only beta's processes.
+    apply(
+        store,
+        &b,
+        msg(2, snapshot("snap-b2", vec![plain(20)], vec![])),
+    );
+    assert_eq!(running(store, Some("alpha")), vec![10, 11, 12]);
+    assert_eq!(running(store, Some("beta")), vec![20]);
+    // Exits are per host too.
+    apply(store, &a, msg(3, delta(vec![], &[20, 10], vec![])));
+    assert_eq!(running(store, Some("alpha")), vec![11, 12]);
+    assert_eq!(running(store, Some("beta")), vec![20]);
+
+    let mut hosts: Vec<(String, u32)> = store
+        .hosts()
+        .expect("hosts")
+        .into_iter()
+        .map(|h| (h.identity.hostname, h.processes_running))
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, vec![("alpha".into(), 2), ("beta".into(), 1)]);
+    let matches = find(store, "libc6");
+    let mut by_host: Vec<(&str, u32)> = matches
+        .iter()
+        .map(|m| (m.host.as_str(), m.key.unwrap().pid))
+        .collect();
+    by_host.sort_unstable();
+    assert_eq!(by_host, vec![("alpha", 11), ("alpha", 12), ("beta", 20)]);
+
+    assert_eq!(
+        open(store, &hello_for("machine-1", "alpha", "session-a")).acked_seq,
+        3
+    );
+    assert_eq!(
+        open(store, &hello_for("machine-2", "beta", "session-b")).acked_seq,
+        2
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    #[test]
+    fn sqlite_in_memory_conforms() {
+        run_all(&mut || Box::new(SqliteStore::in_memory().expect("in-memory store")));
+    }
+
+    #[test]
+    fn sqlite_on_disk_conforms() {
+        let mut dirs = Vec::new();
+        run_all(&mut || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(dir.path()).expect("open store");
+            dirs.push(dir);
+            Box::new(store)
+        });
+    }
+
+    /// The number of migrations this build knows: a fresh store has run them all.
+    fn migrations() -> i64 {
+        let known = SqliteStore::in_memory()
+            .expect("in-memory store")
+            .schema_version()
+            .expect("schema version");
+        assert!(known > 0, "a fresh store has run its migrations");
+        known
+    }
+
+    fn raw(dir: &Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("patchgap.db")).expect("open the db file")
+    }
+
+    #[test]
+    fn sqlite_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = {
+            let mut store = SqliteStore::open(dir.path()).expect("open");
+            let s = open(&mut store, &hello("session-a"));
+            apply(
+                &mut store,
+                &s,
+                msg(
+                    1,
+                    snapshot(
+                        "snap-1",
+                        vec![plain(10), plain(11)],
+                        vec![sockets(10, vec![socket(40000, 443, true, 1)])],
+                    ),
+                ),
+            );
+            apply(
+                &mut store,
+                &s,
+                msg(2, delta(vec![plain(12)], &[11], vec![])),
+            );
+            s
+        };
+
+        let mut store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            open(&mut store, &hello("session-a")),
+            Session {
+                host: session.host,
+                acked_seq: 2,
+                new: false
+            }
+        );
+        assert_eq!(running(&mut store, None), vec![10, 12]);
+        assert_eq!(summary(&mut store, 10).outbound_sockets, 1);
+        assert_eq!(pids(&find(&mut store, "libc6")), vec![10, 12]);
+        assert_eq!(
+            store.schema_version().expect("schema version"),
+            migrations()
+        );
+        // A resend after the reopen is still recognised.
+        apply(
+            &mut store,
+            &session,
+            msg(2, delta(vec![plain(11)], &[], vec![])),
+        );
+        assert_eq!(running(&mut store, None), vec![10, 12]);
+    }
+
+    #[test]
+    fn sqlite_keeps_exited_processes_as_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path()).expect("open");
+        let s = open(&mut store, &hello("session-a"));
+        apply(
+            &mut store,
+            &s,
+            msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
+        );
+        apply(
+            &mut store,
+            &s,
+            msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
+        );
+        assert_eq!(running(&mut store, None), vec![10]);
+        drop(store);
+
+        let conn = raw(dir.path());
+        let (exit, until): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT p.exit_time_ms, h.until_ms FROM process p
+                 JOIN process_set_history h ON h.process_id = p.id WHERE p.pid = 11",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the exited process is still in the database");
+        assert_eq!(
+            exit,
+            Some(T0),
+            "exited at the complete snapshot's scan time"
+        );
+        assert_eq!(until, Some(T0), "its history interval is closed");
+        let running: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM process WHERE pid = 10 AND exit_time_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(running, 1);
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SqliteStore::open(dir.path()).expect("create"));
+        let known = migrations();
+        raw(dir.path())
+            .pragma_update(None, "user_version", known + 1)
+            .expect("set user_version");
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::SchemaTooNew { found, known: k }) => {
+                assert_eq!((found, k), (known + 1, known));
+            }
+            Err(e) => panic!("expected SchemaTooNew, got {e}"),
+            Ok(_) => panic!("opened a database with a newer schema"),
+        }
+    }
+}
