@@ -345,7 +345,8 @@ pub fn hello_sessions(store: &mut dyn Store) {
         Session {
             host: s.host,
             acked_seq: 3,
-            new: false
+            new: false,
+            epoch: s.epoch,
         },
         "the same session resumes after its last applied seq"
     );
@@ -353,6 +354,12 @@ pub fn hello_sessions(store: &mut dyn Store) {
 
     let other = open(store, &hello("session-b"));
     assert!(other.new, "another session of a known host is new");
+    assert_eq!(other.epoch, s.epoch + 1, "a new session is a new epoch");
+    // The old session's stream may linger; it must not write any more.
+    assert!(matches!(
+        store.apply(&s, &msg(4, heartbeat()), 0),
+        Err(StoreError::Superseded)
+    ));
     assert_eq!(other.acked_seq, 0, "another session starts over");
     assert_eq!(other.host, s.host, "it is the same host");
     // Its processes stay until the new session's first full snapshot.
@@ -1238,7 +1245,8 @@ mod tests {
             Session {
                 host: session.host,
                 acked_seq: 2,
-                new: false
+                new: false,
+                epoch: session.epoch,
             }
         );
         assert_eq!(running(&mut store, None), vec![10, 12]);

@@ -49,6 +49,7 @@ async fn with_store<T: Send + 'static>(
 fn to_status(e: StoreError) -> Status {
     match e {
         StoreError::Invalid(msg) => Status::invalid_argument(msg),
+        StoreError::Superseded => Status::failed_precondition(StoreError::Superseded.to_string()),
         other => {
             // Log the cause chain here; the client gets a plain message.
             let mut chain = other.to_string();

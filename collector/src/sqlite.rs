@@ -121,6 +121,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX socket_by_process ON socket (process_id);
     "#,
+    // 2: session epochs, so a lingering stream of a replaced session cannot write.
+    r#"
+    ALTER TABLE host ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -455,23 +459,25 @@ impl Store for SqliteStore {
             .encode_to_vec();
         let labels = serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into());
         let tx = self.conn.transaction()?;
-        let existing: Option<(i64, String, i64)> = tx
+        let existing: Option<(i64, String, i64, i64)> = tx
             .query_row(
-                "SELECT id, session_id, acked_seq FROM host WHERE host_id = ?1",
+                "SELECT id, session_id, acked_seq, session_epoch FROM host WHERE host_id = ?1",
                 [host_key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
         let session = match existing {
-            Some((host, session_id, acked)) if session_id == hello.session_id => Session {
+            Some((host, session_id, acked, epoch)) if session_id == hello.session_id => Session {
                 host,
                 acked_seq: acked as u64,
                 new: false,
+                epoch,
             },
-            Some((host, _, _)) => Session {
+            Some((host, _, _, epoch)) => Session {
                 host,
                 acked_seq: 0,
                 new: true,
+                epoch: epoch + 1,
             },
             None => {
                 tx.execute(
@@ -483,12 +489,13 @@ impl Store for SqliteStore {
                     host: tx.last_insert_rowid(),
                     acked_seq: 0,
                     new: true,
+                    epoch: 1,
                 }
             }
         };
         tx.execute(
             "UPDATE host SET hostname = ?2, boot_id = ?3, kernel = ?4, labels = ?5, agent_version = ?6,
-             capabilities = ?7, session_id = ?8, acked_seq = ?9, last_seen_ms = ?10 WHERE id = ?1",
+             capabilities = ?7, session_id = ?8, acked_seq = ?9, last_seen_ms = ?10, session_epoch = ?11 WHERE id = ?1",
             params![
                 session.host,
                 id.hostname,
@@ -499,7 +506,8 @@ impl Store for SqliteStore {
                 caps,
                 hello.session_id,
                 session.acked_seq as i64,
-                now_ms
+                now_ms,
+                session.epoch
             ],
         )?;
         tx.commit()?;
@@ -509,11 +517,14 @@ impl Store for SqliteStore {
     fn apply(&mut self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
         use v1::agent_message::Body;
         let tx = self.conn.transaction()?;
-        let (acked, boot_id): (i64, String) = tx.query_row(
-            "SELECT acked_seq, boot_id FROM host WHERE id = ?1",
+        let (acked, boot_id, epoch): (i64, String, i64) = tx.query_row(
+            "SELECT acked_seq, boot_id, session_epoch FROM host WHERE id = ?1",
             [session.host],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
+        if epoch != session.epoch {
+            return Err(StoreError::Superseded);
+        }
         if msg.seq <= acked as u64 {
             return Ok(()); // A resend of something already stored.
         }
@@ -769,5 +780,46 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by the first schema migrates forward and keeps its rows.
+    #[test]
+    fn a_version_1_database_migrates_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("patchgap.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO host (host_id, hostname, boot_id, kernel, labels, agent_version, capabilities,
+                 session_id, acked_seq, last_seen_ms) VALUES ('m1', 'old-host', '', '', '{}', '', x'', 's', 7, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let hosts = store.hosts().unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].identity.hostname, "old-host");
+        let hello = v1::Hello {
+            host: Some(v1::HostIdentity {
+                host_id: "m1".into(),
+                hostname: "old-host".into(),
+                ..Default::default()
+            }),
+            session_id: "s".into(),
+            ..Default::default()
+        };
+        let session = store.hello(&hello, 2).unwrap();
+        assert_eq!(
+            (session.acked_seq, session.new, session.epoch),
+            (7, false, 0)
+        );
     }
 }

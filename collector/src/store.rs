@@ -23,6 +23,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("invalid message: {0}")]
     Invalid(String),
+    #[error("this agent session was superseded by a newer session of the same host")]
+    Superseded,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -36,6 +38,10 @@ pub struct Session {
     pub acked_seq: u64,
     /// The session was not known: the agent must send a full snapshot.
     pub new: bool,
+    /// Counts the host's sessions. A stream whose session is no longer the
+    /// host's latest (the agent restarted while the old stream lingered) is
+    /// refused instead of writing against the new session's sequence.
+    pub epoch: i64,
 }
 
 /// A host as the store knows it.
