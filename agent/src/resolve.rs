@@ -341,6 +341,45 @@ mod tests {
         assert_eq!(purl_encode("1:2.36-9+deb12u4"), "1%3A2.36-9%2Bdeb12u4");
     }
 
+    /// Distroless images have no status file: one control file per package
+    /// in status.d/, with its file list in <pkg>.md5sums.
+    #[test]
+    fn distroless_status_d_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("var/lib/dpkg/status.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("libssl3"),
+            "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.15-1~deb12u1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("libssl3.md5sums"),
+            "0123456789abcdef0123456789abcdef  usr/lib/x86_64-linux-gnu/libssl.so.3\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/os-release"),
+            "ID=debian\nVERSION_ID=\"12\"\n",
+        )
+        .unwrap();
+        let root = RootFs::open(dir.path()).unwrap();
+        let db = DpkgDb::load(&root).unwrap();
+        assert_eq!(db.package_count(), 1);
+        let owner = db
+            .owner(b"/lib/x86_64-linux-gnu/libssl.so.3")
+            .expect("owned, in the other usrmerge spelling");
+        assert_eq!(
+            (owner.name.as_str(), owner.source.as_str()),
+            ("libssl3", "openssl")
+        );
+        assert_eq!(
+            owner.purl,
+            "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64&distro=debian-12"
+        );
+    }
+
     /// Every row of the usrmerge table gathered on this image resolves in
     /// both spellings against the host's real dpkg database.
     #[test]

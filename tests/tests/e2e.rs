@@ -516,3 +516,71 @@ fn sockets_are_attributed_and_outbound_is_marked() {
         .expect("udp socket");
     assert!(udp.outbound && udp.remote_port == 9, "{udp:?}");
 }
+
+/// A process in its own network namespace: its sockets come from that
+/// namespace's tables, not the host's.
+#[test]
+fn sockets_are_read_per_network_namespace() {
+    let ns = format!("patchgap-test-{}", std::process::id());
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    assert!(
+        ok(Command::new("ip").args(["netns", "add", &ns])),
+        "ip netns add"
+    );
+    struct DropNs(String);
+    impl Drop for DropNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _ns = DropNs(ns.clone());
+    assert!(ok(
+        Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"])
+    ));
+    // The same port on the host's loopback would be another socket entirely.
+    let script = "import socket, time\n\
+                  l = socket.socket(); l.bind(('127.0.0.1', 47001)); l.listen()\n\
+                  c = socket.create_connection(('127.0.0.1', 47001)); a, _ = l.accept()\n\
+                  print('ready', flush=True); time.sleep(120)\n";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let proc = Proc(child);
+
+    let inv = patchgap_agent::scan_once(Path::new("/proc"), Default::default());
+    let me = inv
+        .processes
+        .iter()
+        .find(|p| p.key.pid == std::process::id())
+        .unwrap();
+    // `ip netns exec` execs python in place.
+    let p = inv
+        .processes
+        .iter()
+        .find(|p| p.key.pid == proc.pid())
+        .expect("python scanned");
+    assert_ne!(p.net_ns, me.net_ns, "runs in its own network namespace");
+    let ports: Vec<(u16, u16, bool)> = p
+        .sockets
+        .iter()
+        .map(|s| (s.local_port, s.remote_port, s.outbound))
+        .collect();
+    assert!(ports.contains(&(47001, 0, false)), "{ports:?}");
+    assert!(
+        ports
+            .iter()
+            .any(|&(l, r, out)| r == 47001 && l != 47001 && out),
+        "{ports:?}"
+    );
+}
