@@ -6,6 +6,7 @@
 //! successive inventories into patchgap.v1 messages; `run` streams them.
 
 pub mod diff;
+pub mod fixture;
 pub mod model;
 pub mod parse;
 pub mod resolve;
