@@ -7,7 +7,10 @@
 //!    reads per pid (stat, status, cmdline, cgroup, maps) of the synthetic
 //!    tree, the raw-I/O floor that the scans are reported against;
 //! 2. a scan of this host's real /proc, cold (new `Scanner`) and warm (second
-//!    scan on the same `Scanner`);
+//!    scan on the same `Scanner`), after starting `PATCHGAP_BENCH_REAL_PROCS`
+//!    (default 1000) real processes (one python importing ssl in ten, `sleep`
+//!    for the rest), so the real host has about a thousand processes whose
+//!    files the kernel generates on every read;
 //! 3. a scan of a synthetic tree of `PATCHGAP_BENCH_PROCS` (default 1000)
 //!    processes, cold and warm, whose maps are real maps of this host's
 //!    processes, so that the mapped files resolve against the host's dpkg db;
@@ -94,11 +97,20 @@ fn main() {
         return;
     }
     let phases = Phases::prepare(&tree.0, &pids);
+    // Real processes, so the "real /proc" rows also scan a crowded host whose
+    // files the kernel generates on every read (the synthetic tree's are
+    // plain files, which understates the kernel's share).
+    let crowd_size = env_u32("PATCHGAP_BENCH_REAL_PROCS", 1000);
+    let crowd = spawn_crowd(crowd_size);
 
     println!(
         "patchgap-agent scan bench: {procs} synthetic processes, {iters} iterations, {} CPUs, tree {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         tree.0.display()
+    );
+    println!(
+        "real crowd: {} processes started for the real /proc rows (1 in 10 python with ssl, the rest sleep; PATCHGAP_BENCH_REAL_PROCS)",
+        crowd.len()
     );
     println!("maps templates (captured from real processes, rotated over the synthetic pids):");
     for t in &templates {
@@ -256,6 +268,7 @@ fn main() {
     let summary = serde_json::json!({
         "bench": "patchgap-agent/scan",
         "procs": procs,
+        "real_crowd": crowd.len(),
         "iters": iters,
         "templates": templates.iter().map(|t| t.source.clone()).collect::<Vec<_>>(),
         "baseline_read": base.json(None),
@@ -639,6 +652,41 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `n` real long-sleeping processes: one python importing ssl in ten,
+/// `sleep` for the rest. Waits until each python has loaded libssl.
+fn spawn_crowd(n: u32) -> Vec<ChildGuard> {
+    let mut crowd = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut cmd = if i % 10 == 0 {
+            let mut c = Command::new(PYTHON);
+            c.args(["-c", "import ssl, json, sqlite3, time; time.sleep(900)"]);
+            c
+        } else {
+            let mut c = Command::new("/usr/bin/sleep");
+            c.arg("900");
+            c
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning crowd process {i}: {e}"));
+        crowd.push(ChildGuard(child));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for (i, c) in crowd.iter().enumerate().step_by(10) {
+        let maps = format!("/proc/{}/maps", c.0.id());
+        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libssl.so")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crowd python {i} never loaded libssl"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    crowd
 }
 
 /// Starts python with ssl, json, sqlite3 and other C extensions imported,
