@@ -386,7 +386,7 @@ mod tests {
     fn usrmerge_cases_from_this_image_resolve() {
         let table = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/debian/usrmerge_dpkgS_cases.tsv"
+            "/../testdata/debian/usrmerge_dpkgS_cases.tsv"
         ))
         .expect("shared data");
         let root = RootFs::open(std::path::Path::new("/")).unwrap();

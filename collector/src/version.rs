@@ -594,7 +594,7 @@ mod tests {
     /// Reads one vector file and returns its (line number, a, expected order, b) entries.
     fn load_vectors(file: &str) -> Vec<(usize, String, Ordering, String)> {
         let path = format!(
-            "{}/../../shared/data/version-vectors/{file}",
+            "{}/../testdata/version-vectors/{file}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path)

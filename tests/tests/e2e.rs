@@ -584,3 +584,78 @@ fn sockets_are_read_per_network_namespace() {
         "{ports:?}"
     );
 }
+
+/// A real third-party client: Python's grpcio with grpcio-reflection, from
+/// PyPI, in a venv under the target directory (made on first use). It finds
+/// the API by reflection alone and calls FindPackage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_discovers_the_api_by_reflection() {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-grpc");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        // pyenv's (or any) python3 with the venv module; Debian's may lack it.
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "python3 -m venv {}",
+            venv.display()
+        );
+        let pip = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "grpcio==1.66.1",
+                "grpcio-reflection==1.66.1",
+            ])
+            .status();
+        assert!(
+            pip.is_ok_and(|s| s.success()),
+            "pip install grpcio grpcio-reflection (PyPI must be reachable)"
+        );
+    }
+    let h = Harness::start().await;
+    let addr = h.addr.to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/reflect.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python).args([script, &addr, "libc6"]).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: Vec<&str> = answer["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        services.contains(&"patchgap.v1.Query") && services.contains(&"patchgap.v1.Ingest"),
+        "{services:?}"
+    );
+    assert_eq!(answer["query"], "libc6");
+    assert_eq!(answer["hosts_total"], 1);
+    assert!(
+        answer["pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(std::process::id()))
+    );
+    assert!(
+        answer["versions"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(dpkg_version("libc6")))
+    );
+    h.stop().await;
+}
