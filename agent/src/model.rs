@@ -124,6 +124,7 @@ pub struct ScanStats {
     pub wall_micros: u64,
     pub resolve_cache_hits: u64,
     pub resolve_cache_misses: u64,
+    pub scanned_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -178,11 +178,13 @@ impl Scanner {
         stats.processes = processes.len() as u32;
         stats.resolve_cache_hits = self.resolver.hits - hits;
         stats.resolve_cache_misses = self.resolver.misses - misses;
+        let scanned_at_ms = now_ms();
+        stats.scanned_at_ms = scanned_at_ms;
         stats.cpu_micros = thread_cpu_micros().saturating_sub(cpu);
         stats.wall_micros = wall.elapsed().as_micros() as u64;
         Inventory {
             host: self.host_identity(),
-            scanned_at_ms: now_ms(),
+            scanned_at_ms,
             stats,
             processes,
         }

@@ -86,6 +86,7 @@ pub fn stats(s: &model::ScanStats) -> v1::ScanStats {
         wall_micros: s.wall_micros,
         resolve_cache_hits: s.resolve_cache_hits,
         resolve_cache_misses: s.resolve_cache_misses,
+        scanned_at_ms: s.scanned_at_ms,
     }
 }
 

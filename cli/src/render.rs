@@ -57,19 +57,27 @@ fn coverage_json(c: &Option<v1::Coverage>) -> Value {
         "hosts_fresh": c.hosts_fresh,
         "hosts_stale": c.hosts_stale,
         "hosts_scan_only": c.hosts_scan_only,
+        "oldest_scan_at": (c.oldest_scan_ms > 0).then(|| rfc3339(c.oldest_scan_ms)),
         "generated_at": rfc3339(c.generated_at_ms),
     })
 }
 
 fn coverage_line(c: &Option<v1::Coverage>) -> String {
     let c = c.unwrap_or_default();
+    // "As of" is the oldest scan behind the answer, not the time of the
+    // query: a process that started after it is not in the answer yet.
+    let as_of = if c.oldest_scan_ms > 0 {
+        c.oldest_scan_ms
+    } else {
+        c.generated_at_ms
+    };
     let mut line = format!(
-        "coverage: {} host(s), {} fresh, {} stale; {} scan-only (no eBPF); as of {}\n",
+        "coverage: {} host(s), {} fresh, {} stale; {} scan-only (no eBPF); data as of {}\n",
         c.hosts_total,
         c.hosts_fresh,
         c.hosts_stale,
         c.hosts_scan_only,
-        rfc3339(c.generated_at_ms)
+        rfc3339(as_of)
     );
     if c.hosts_stale > 0 {
         line.push_str(
@@ -234,6 +242,7 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                     "unresolved_artifacts": scan.unresolved_artifacts,
                     "cpu_micros": scan.cpu_micros,
                     "wall_micros": scan.wall_micros,
+                    "scanned_at": (scan.scanned_at_ms > 0).then(|| rfc3339(scan.scanned_at_ms)),
                 },
             })
         })

@@ -70,7 +70,13 @@ async fn query_libc6_lists_every_process_that_maps_libc() {
 
     // The documented shape.
     assert_eq!(json["query"], "libc6");
-    for field in ["hosts_total", "hosts_fresh", "hosts_stale", "generated_at"] {
+    for field in [
+        "hosts_total",
+        "hosts_fresh",
+        "hosts_stale",
+        "oldest_scan_at",
+        "generated_at",
+    ] {
         assert!(!json["coverage"][field].is_null(), "coverage.{field}");
     }
     assert_eq!(json["coverage"]["hosts_fresh"], 1);

@@ -278,6 +278,10 @@ impl QueryService {
                 coverage.hosts_total += 1;
                 if fresh {
                     coverage.hosts_fresh += 1;
+                    let scanned = h.last_scan.scanned_at_ms.max(h.last_full_scan_ms);
+                    if coverage.oldest_scan_ms == 0 || scanned < coverage.oldest_scan_ms {
+                        coverage.oldest_scan_ms = scanned;
+                    }
                 } else {
                     coverage.hosts_stale += 1;
                 }

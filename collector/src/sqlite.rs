@@ -602,6 +602,16 @@ impl Store for SqliteStore {
                 }
             }
             Some(Body::Heartbeat(h)) => {
+                // A scan that changed nothing sends no delta; the heartbeat
+                // still says when the host was last scanned.
+                if let Some(stats) = &h.last_scan
+                    && stats.scanned_at_ms > 0
+                {
+                    tx.execute(
+                        "UPDATE host SET last_scan = ?2 WHERE id = ?1",
+                        params![host, stats.encode_to_vec()],
+                    )?;
+                }
                 if let Some(caps) = &h.capabilities {
                     tx.execute(
                         "UPDATE host SET capabilities = ?2 WHERE id = ?1",

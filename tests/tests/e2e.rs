@@ -37,6 +37,12 @@ async fn finds_a_process_that_maps_libssl_and_drops_it_after_exit() {
     );
     let cov = r.coverage.unwrap();
     assert_eq!((cov.hosts_total, cov.hosts_fresh), (1, 1));
+    // The answer is as of the scan that saw python, which started before it.
+    let started = m.process_start_ms;
+    assert!(
+        cov.oldest_scan_ms >= started - 1000 && cov.oldest_scan_ms <= cov.generated_at_ms,
+        "{cov:?}"
+    );
 
     // The source package name finds it too, and constraints filter in dpkg order.
     assert!(pids(&h.find("openssl", "").await).contains(&pid));
