@@ -313,6 +313,18 @@ impl Resolver {
         self.cache.insert((root, dev, inode), None);
     }
 
+    /// Forgets the databases and resolutions of roots that no process uses
+    /// any more, so a host that runs many short-lived containers does not
+    /// keep every one's database in memory.
+    pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
+        self.dbs.retain(|id, _| live(id));
+        self.cache.retain(|(root, _, _), _| live(root));
+    }
+
+    pub fn loaded_roots(&self) -> usize {
+        self.dbs.len()
+    }
+
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
     }

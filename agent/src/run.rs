@@ -315,8 +315,10 @@ async fn scan_loop(
                 .as_mut()
                 .expect("baseline set after the first scan");
             base.advance(&inv)
-                .map(v1::agent_message::Body::Delta)
+                .map(|d| wire::split_delta(d, config.part_bytes))
+                .unwrap_or_default()
                 .into_iter()
+                .map(v1::agent_message::Body::Delta)
                 .collect()
         };
         enqueue(&shared, bodies);

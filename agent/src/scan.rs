@@ -174,6 +174,7 @@ impl Scanner {
                 Err(Skip::KernelThread) => {}
             }
         }
+        self.resolver.retain_roots(|id| ctx.dbs.contains_key(id));
         let mut stats = ctx.stats;
         stats.processes = processes.len() as u32;
         stats.resolve_cache_hits = self.resolver.hits - hits;
@@ -611,6 +612,46 @@ mod tests {
             (b"/a b".to_vec(), true)
         );
         assert_eq!(strip_deleted(b"/a b".to_vec()), (b"/a b".to_vec(), false));
+    }
+
+    /// The database of a root that no process uses any more is dropped.
+    #[test]
+    fn databases_of_vanished_roots_are_forgotten() {
+        use crate::fixture::{ProcTemplate, TreeSpec, write_proc_tree};
+        let dir = tempfile::tempdir().unwrap();
+        let proc_root = dir.path().join("proc");
+        let me = ProcTemplate::capture(Path::new("/proc"), std::process::id())
+            .unwrap()
+            .unwrap();
+        let pids = write_proc_tree(&proc_root, &TreeSpec::new(2, vec![me])).unwrap();
+        let other_root = dir.path().join("other-root");
+        std::fs::create_dir_all(other_root.join("var/lib/dpkg")).unwrap();
+        std::fs::write(
+            other_root.join("var/lib/dpkg/status"),
+            "Package: x\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n",
+        )
+        .unwrap();
+        let link = proc_root.join(pids[1].to_string()).join("root");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&other_root, &link).unwrap();
+
+        let mut scanner = Scanner::new(ScanConfig {
+            proc_root: proc_root.clone(),
+            labels: BTreeMap::new(),
+        });
+        assert_eq!(scanner.scan().stats.processes, 2);
+        assert_eq!(
+            scanner.resolver().loaded_roots(),
+            2,
+            "the host's root and the other root"
+        );
+        std::fs::remove_dir_all(proc_root.join(pids[1].to_string())).unwrap();
+        assert_eq!(scanner.scan().stats.processes, 1);
+        assert_eq!(
+            scanner.resolver().loaded_roots(),
+            1,
+            "the other root is forgotten"
+        );
     }
 
     /// A real scan of this host finds this test process, with libc resolved

@@ -13,7 +13,7 @@ pub fn key(k: &model::ProcessKey) -> v1::ProcessKey {
     }
 }
 
-pub fn process(p: &Process) -> v1::Process {
+fn process_full(p: &Process) -> v1::Process {
     v1::Process {
         key: Some(key(&p.key)),
         ppid: p.ppid,
@@ -53,6 +53,25 @@ pub fn process(p: &Process) -> v1::Process {
             .collect(),
         partial: p.partial,
     }
+}
+
+/// The largest encoded process record the agent sends. A process with more
+/// mappings than fit (hundreds of thousands of files) is sent with the first
+/// of them and marked partial, rather than as a message the collector must
+/// refuse forever.
+pub const MAX_PROCESS_BYTES: usize = 4 << 20;
+
+/// A process as a message, truncated to [`MAX_PROCESS_BYTES`].
+pub fn process(p: &Process) -> v1::Process {
+    let mut msg = process_full(p);
+    let len = msg.encoded_len();
+    if len > MAX_PROCESS_BYTES {
+        // Artifacts are all about the same size: keep the share that fits.
+        let keep = msg.artifacts.len() * (MAX_PROCESS_BYTES / 2) / len;
+        msg.artifacts.truncate(keep);
+        msg.partial = true;
+    }
+    msg
 }
 
 pub fn sockets(p: &Process) -> v1::ProcessSockets {
@@ -104,6 +123,39 @@ pub fn host(h: &model::HostIdentity) -> v1::HostIdentity {
     }
 }
 
+/// Splits a delta whose encoded size is over `part_bytes` into several, in
+/// order: the upserts spread over the parts, the exits and socket lists in
+/// the last one (after every process they could name).
+pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
+    if delta.encoded_len() <= part_bytes {
+        return vec![delta];
+    }
+    let mut parts = Vec::new();
+    let mut cur = v1::Delta {
+        scanned_at_ms: delta.scanned_at_ms,
+        ..Default::default()
+    };
+    let mut size = 0;
+    for p in delta.upserts {
+        let len = p.encoded_len() + 16;
+        if size + len > part_bytes && !cur.upserts.is_empty() {
+            let next = v1::Delta {
+                scanned_at_ms: delta.scanned_at_ms,
+                ..Default::default()
+            };
+            parts.push(std::mem::replace(&mut cur, next));
+            size = 0;
+        }
+        size += len;
+        cur.upserts.push(p);
+    }
+    cur.exits = delta.exits;
+    cur.sockets = delta.sockets;
+    cur.stats = delta.stats;
+    parts.push(cur);
+    parts
+}
+
 /// Splits a full inventory into snapshot parts of at most about
 /// `part_bytes` encoded bytes each. A single process larger than that still
 /// gets a part of its own; the collector's limit is well above `part_bytes`.
@@ -135,4 +187,88 @@ pub fn snapshot_parts(inv: &Inventory, snapshot_id: &str, part_bytes: usize) -> 
         part.stats = part.last.then(|| stats(&inv.stats));
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Artifact, PathBytes, ProcessKey};
+
+    fn proc_with(pid: u32, artifacts: usize) -> Process {
+        Process {
+            key: ProcessKey {
+                pid,
+                start_ticks: 1,
+            },
+            ppid: 1,
+            uid: 0,
+            euid: 0,
+            comm: "x".into(),
+            exe: PathBytes(b"/bin/x".to_vec()),
+            cmdline: String::new(),
+            cgroup: "/".into(),
+            mnt_ns: 1,
+            net_ns: 1,
+            start_time_ms: 0,
+            workload: "host".into(),
+            root: PathBytes(b"/".to_vec()),
+            artifacts: (0..artifacts)
+                .map(|i| Artifact {
+                    path: PathBytes(format!("/usr/lib/x86_64-linux-gnu/lib{i:08}.so").into_bytes()),
+                    dev: 1,
+                    inode: i as u64,
+                    kind: crate::model::ArtifactKind::Mapped,
+                    deleted: false,
+                    stale: false,
+                    package: None,
+                })
+                .collect(),
+            sockets: Vec::new(),
+            partial: false,
+        }
+    }
+
+    #[test]
+    fn a_huge_process_is_truncated_and_marked_partial() {
+        let huge = process(&proc_with(7, 200_000));
+        assert!(
+            huge.encoded_len() <= MAX_PROCESS_BYTES,
+            "{}",
+            huge.encoded_len()
+        );
+        assert!(huge.partial && !huge.artifacts.is_empty());
+        let small = process(&proc_with(8, 10));
+        assert!(!small.partial && small.artifacts.len() == 10);
+    }
+
+    #[test]
+    fn deltas_split_in_order_with_exits_last() {
+        let delta = v1::Delta {
+            scanned_at_ms: 5,
+            upserts: (0..40).map(|pid| process(&proc_with(pid, 1000))).collect(),
+            exits: vec![v1::Exit {
+                key: Some(v1::ProcessKey {
+                    pid: 99,
+                    start_ticks: 1,
+                }),
+                exit_time_ms: 5,
+            }],
+            ..Default::default()
+        };
+        let parts = split_delta(delta, 1 << 20);
+        assert!(parts.len() > 1);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.encoded_len() <= (1 << 20) + (64 << 10))
+        );
+        let pids: Vec<u32> = parts
+            .iter()
+            .flat_map(|p| p.upserts.iter().map(|u| u.key.unwrap().pid))
+            .collect();
+        assert_eq!(pids, (0..40).collect::<Vec<_>>());
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.exits.is_empty()));
+        assert_eq!(parts.last().unwrap().exits.len(), 1);
+        assert!(parts.iter().all(|p| p.scanned_at_ms == 5));
+    }
 }
