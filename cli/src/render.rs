@@ -7,24 +7,8 @@ use std::collections::BTreeMap;
 use patchgap_proto::v1;
 use serde_json::{Value, json};
 
-/// Text for bytes that may not be UTF-8: invalid bytes become \xNN and a
-/// backslash becomes \\, so nothing is lost.
-pub fn bytes_text(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == '\\' {
-                out.push_str("\\\\");
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
+/// Text for bytes that may not be UTF-8, losslessly (the agent's rule).
+pub use patchgap_agent::model::display_bytes as bytes_text;
 
 /// RFC 3339 in UTC with milliseconds, from milliseconds since the epoch.
 pub fn rfc3339(ms: i64) -> String {

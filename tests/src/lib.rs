@@ -154,6 +154,22 @@ pub fn spawn_mapping(cmd: &mut Command, needle: &str) -> Proc {
     }
 }
 
+/// Starts `cmd` and waits until it prints a line "ready" on stdout.
+pub fn spawn_ready(cmd: &mut Command) -> Proc {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn test process");
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("read stdout");
+    let proc = Proc(child);
+    assert_eq!(line.trim(), "ready", "the test process did not start");
+    proc
+}
+
 /// Debian's own python3 (not pyenv's shim) importing ssl, which maps libssl3.
 pub fn python_with_ssl() -> Proc {
     spawn_mapping(

@@ -473,19 +473,7 @@ fn sockets_are_attributed_and_outbound_is_marked() {
                   c = socket.create_connection(l.getsockname()); a, _ = l.accept()\n\
                   u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect(('127.0.0.1', 9))\n\
                   print('ready', flush=True); time.sleep(120)\n";
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
-    let proc = Proc(child);
+    let proc = spawn_ready(Command::new("/usr/bin/python3").args(["-c", script]));
 
     let inv = patchgap_agent::scan_once(Path::new("/proc"), Default::default());
     let p = inv
@@ -550,19 +538,14 @@ fn sockets_are_read_per_network_namespace() {
                   l = socket.socket(); l.bind(('127.0.0.1', 47001)); l.listen()\n\
                   c = socket.create_connection(('127.0.0.1', 47001)); a, _ = l.accept()\n\
                   print('ready', flush=True); time.sleep(120)\n";
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
-    let proc = Proc(child);
+    let proc = spawn_ready(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ]));
 
     let inv = patchgap_agent::scan_once(Path::new("/proc"), Default::default());
     let me = inv
