@@ -395,6 +395,7 @@ fn profile(mode: &str, tree: &Path, iters: u32) {
     let config = ScanConfig {
         proc_root: root.to_path_buf(),
         labels: BTreeMap::new(),
+        ..ScanConfig::default()
     };
     let mut scanner = Scanner::new(config.clone());
     if warm {
@@ -434,6 +435,7 @@ impl Series {
         let mut scanner = Scanner::new(ScanConfig {
             proc_root: proc_root.to_path_buf(),
             labels: BTreeMap::new(),
+            ..ScanConfig::default()
         });
         for warm in [false, true] {
             let (mut sample, inv) = timed(|| scanner.scan());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use patchgap_proto::v1;
 
 use crate::{
-    model::{Inventory, Process, ProcessKey},
+    model::{Inventory, Process, ProcessKey, Workload},
     wire,
 };
 
@@ -14,12 +14,18 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Baseline {
     processes: HashMap<ProcessKey, Process>,
+    workloads: HashMap<String, Workload>,
 }
 
 impl Baseline {
     pub fn new(inv: &Inventory) -> Baseline {
         Baseline {
             processes: inv.processes.iter().map(|p| (p.key, p.clone())).collect(),
+            workloads: inv
+                .workloads
+                .iter()
+                .map(|w| (w.id.clone(), w.clone()))
+                .collect(),
         }
     }
 
@@ -30,6 +36,13 @@ impl Baseline {
             scanned_at_ms: inv.scanned_at_ms,
             ..Default::default()
         };
+        // New or changed workloads go first, so every upsert can name them.
+        for w in &inv.workloads {
+            if self.workloads.get(&w.id) != Some(w) {
+                delta.workloads.push(wire::workload(w));
+                self.workloads.insert(w.id.clone(), w.clone());
+            }
+        }
         let mut next = HashMap::with_capacity(inv.processes.len());
         for p in &inv.processes {
             match self.processes.remove(&p.key) {
@@ -58,8 +71,10 @@ impl Baseline {
             });
         }
         self.processes = next;
-        let changed =
-            !(delta.upserts.is_empty() && delta.exits.is_empty() && delta.sockets.is_empty());
+        let changed = !(delta.upserts.is_empty()
+            && delta.exits.is_empty()
+            && delta.sockets.is_empty()
+            && delta.workloads.is_empty());
         changed.then(|| {
             delta.stats = Some(wire::stats(&inv.stats));
             delta

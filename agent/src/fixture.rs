@@ -457,6 +457,7 @@ mod tests {
         let inv = Scanner::new(ScanConfig {
             proc_root: dir.path().to_path_buf(),
             labels: Default::default(),
+            ..ScanConfig::default()
         })
         .scan();
         assert_eq!(inv.stats.processes, 10);

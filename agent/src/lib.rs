@@ -14,6 +14,7 @@ pub mod rootfs;
 pub mod run;
 pub mod scan;
 pub mod wire;
+pub mod workload;
 
 pub use run::{AgentConfig, AgentHandle, AgentStatus, run, spawn};
 pub use scan::{ScanConfig, Scanner, scan_once};

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use patchgap_agent::{AgentConfig, ScanConfig};
+use patchgap_agent::{AgentConfig, ScanConfig, Scanner};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,9 @@ enum Command {
         /// The procfs root to scan (a host /proc mounted elsewhere works).
         #[arg(long, default_value = "/proc")]
         proc_root: PathBuf,
+        /// Where the container runtimes' metadata lives (the host's root).
+        #[arg(long, default_value = "/")]
+        runtime_root: PathBuf,
         /// Seconds between full rescans.
         #[arg(long, default_value_t = 30)]
         interval: u64,
@@ -47,6 +50,9 @@ enum Command {
         /// The procfs root to scan.
         #[arg(long, default_value = "/proc")]
         proc_root: PathBuf,
+        /// Where the container runtimes' metadata lives (the host's root).
+        #[arg(long, default_value = "/")]
+        runtime_root: PathBuf,
         /// Operator labels for this host, as key=value (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -77,11 +83,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Scan { proc_root, labels } => {
+        Command::Scan {
+            proc_root,
+            runtime_root,
+            labels,
+        } => {
             let labels: BTreeMap<_, _> = labels.into_iter().collect();
-            let inv =
-                tokio::task::spawn_blocking(move || patchgap_agent::scan_once(&proc_root, labels))
-                    .await?;
+            let config = ScanConfig {
+                proc_root,
+                labels,
+                runtime_root,
+            };
+            let inv = tokio::task::spawn_blocking(move || Scanner::new(config).scan()).await?;
             let mut out = std::io::stdout().lock();
             let written = serde_json::to_writer_pretty(&mut out, &inv)
                 .map_err(std::io::Error::from)
@@ -95,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             collector,
             proc_root,
+            runtime_root,
             interval,
             labels,
         } => {
@@ -104,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 scan: ScanConfig {
                     proc_root,
                     labels: labels.into_iter().collect(),
+                    runtime_root,
                 },
                 interval: Duration::from_secs(interval),
                 ..AgentConfig::default()

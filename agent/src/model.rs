@@ -2,7 +2,7 @@
 //! `patchgap-agent scan` prints as JSON and what the stream sends, converted
 //! to patchgap.v1 messages at the transport edge (see `wire`).
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Serialize, Serializer};
 
@@ -79,6 +79,40 @@ pub struct Process {
     pub sockets: Vec<Socket>,
     /// Some of the process's files could not be read.
     pub partial: bool,
+    pub privilege: crate::workload::privilege::Privilege,
+}
+
+/// A workload instance on this host: a pod's container, a container, a
+/// systemd unit, a user session, or the host itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// Unique on this host: "pod/<uid>/<container id>", "container/<id>",
+    /// "unit/<name>", "session/<unit>" or "host".
+    pub id: String,
+    /// "pod", "container", "systemd", "user-session" or "host".
+    pub kind: String,
+    pub runtime: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub qos: String,
+    pub owner: Option<crate::workload::meta::Owner>,
+    pub image: String,
+    pub image_id: String,
+    /// Empty when the runtime does not record it: never a guess.
+    pub image_digest: String,
+    pub unit: String,
+    pub labels: BTreeMap<String, String>,
+    pub classification: String,
+    pub writes_to: Vec<String>,
+    /// Where the scope came from: "annotation", "label" or empty.
+    pub scope_source: String,
+    /// Metadata files of this workload that were bad, too large or escaped
+    /// the runtime root.
+    pub metadata_warnings: u32,
+    pub cgroup: String,
 }
 
 impl Process {
@@ -99,6 +133,7 @@ impl Process {
             && self.root == other.root
             && self.artifacts == other.artifacts
             && self.partial == other.partial
+            && self.privilege == other.privilege
     }
 }
 
@@ -108,7 +143,7 @@ pub struct HostIdentity {
     pub hostname: String,
     pub boot_id: String,
     pub kernel: String,
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -132,6 +167,8 @@ pub struct Inventory {
     pub host: HostIdentity,
     pub scanned_at_ms: i64,
     pub stats: ScanStats,
+    /// The workloads of this scan's processes.
+    pub workloads: Vec<Workload>,
     pub processes: Vec<Process>,
 }
 

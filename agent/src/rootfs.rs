@@ -15,6 +15,14 @@
 //! - `RESOLVE_NO_MAGICLINKS` refuses procfs "magic links" (such as `/proc/self/root` or
 //!   `/proc/PID/fd/N`), which would otherwise jump to an object outside the root.
 //!
+//! A root opened with [`RootFs::open_beneath`] resolves with `RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS` instead. That suits a directory whose symlinks are not meant to be
+//! read as a chroot would, such as a container runtime's state on the host: any lookup that
+//! would leave the directory (an absolute symlink, a ".." that climbs above it, or an absolute
+//! path) fails with `EXDEV`, reported as [`RootError::Escapes`], instead of being re-rooted.
+//! Symlinks that stay inside still work. Paths given to such a root are relative to it; a
+//! leading "/" is ignored.
+//!
 //! The kernel does this atomically for the whole path, so there is no check-then-open race. If
 //! `openat2` is not available (`ENOSYS`: a kernel older than 5.6, or a seccomp profile that
 //! blocks it), every lookup fails with [`RootError::Unsupported`]; there is no fallback to a
@@ -30,6 +38,10 @@ use std::ptr::NonNull;
 
 /// The resolve flags of every lookup: stay inside the root, and refuse procfs magic links.
 const RESOLVE_FLAGS: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+
+/// The resolve flags of a root opened with [`RootFs::open_beneath`]: fail (`EXDEV`) rather than
+/// leave the root, and refuse procfs magic links.
+const BENEATH_FLAGS: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 
 /// How many times a lookup is retried when the kernel reports `EAGAIN` or `EINTR`.
 ///
@@ -47,6 +59,8 @@ pub struct RootFs {
     fd: OwnedFd,
     /// The identity of the root directory.
     id: FileId,
+    /// The `RESOLVE_*` flags of every lookup: [`RESOLVE_FLAGS`] or [`BENEATH_FLAGS`].
+    resolve: u64,
 }
 
 /// The identity of a file: its device and inode numbers.
@@ -91,6 +105,10 @@ pub enum RootError {
         /// The caller's limit.
         limit: u64,
     },
+    /// A lookup in a root opened with [`RootFs::open_beneath`] would have left it (`EXDEV`): an
+    /// absolute symlink, or a ".." that climbs above the root.
+    #[error("a symlink points outside the root")]
+    Escapes,
     /// The kernel (or a seccomp filter) does not provide `openat2`.
     #[error("openat2 unsupported by this kernel")]
     Unsupported,
@@ -122,6 +140,9 @@ impl RootError {
         match source.raw_os_error() {
             Some(libc::ENOENT | libc::ENOTDIR | libc::ESRCH) => RootError::NotFound,
             Some(libc::EACCES | libc::EPERM) => RootError::PermissionDenied,
+            // Only openat2 with RESOLVE_BENEATH reports this: the lookup would have left the
+            // root. RESOLVE_IN_ROOT never does (it re-roots instead).
+            Some(libc::EXDEV) => RootError::Escapes,
             _ => RootError::Io { op, source },
         }
     }
@@ -134,6 +155,22 @@ impl RootFs {
     /// `dir` itself is opened with an ordinary `open`, following symlinks: it is chosen by the
     /// agent, not by the scanned process.
     pub fn open(dir: &Path) -> Result<RootFs, RootError> {
+        RootFs::open_with(dir, RESOLVE_FLAGS)
+    }
+
+    /// Opens `dir` like [`RootFs::open`], but every later lookup uses `RESOLVE_BENEATH |
+    /// RESOLVE_NO_MAGICLINKS` instead of `RESOLVE_IN_ROOT`: a symlink that would leave `dir`
+    /// (absolute, or relative with enough "..") fails with [`RootError::Escapes`] instead of
+    /// being resolved as if `dir` were "/".
+    ///
+    /// Paths are interpreted relative to `dir`; a leading "/" is ignored, and an empty path means
+    /// `dir` itself.
+    pub fn open_beneath(dir: &Path) -> Result<RootFs, RootError> {
+        RootFs::open_with(dir, BENEATH_FLAGS)
+    }
+
+    /// Opens `dir` as a root whose lookups use the `RESOLVE_*` flags `resolve`.
+    fn open_with(dir: &Path, resolve: u64) -> Result<RootFs, RootError> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -143,6 +180,7 @@ impl RootFs {
         Ok(RootFs {
             fd: file.into(),
             id: meta.id,
+            resolve,
         })
     }
 
@@ -240,7 +278,19 @@ impl RootFs {
 
     /// Opens `path` inside the root with `openat2` and the given `O_*` flags (plus `O_CLOEXEC`).
     fn open_in_root(&self, path: &[u8], flags: libc::c_int) -> Result<OwnedFd, RootError> {
-        let path: &[u8] = if path.is_empty() { b"/" } else { path };
+        let path: &[u8] = if self.resolve == BENEATH_FLAGS {
+            // RESOLVE_BENEATH refuses an absolute path outright, so a leading "/" is taken to
+            // mean the root, as it does for RESOLVE_IN_ROOT.
+            let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+            match &path[start..] {
+                b"" => b".",
+                rest => rest,
+            }
+        } else if path.is_empty() {
+            b"/"
+        } else {
+            path
+        };
         let path = CString::new(path).map_err(|_| RootError::Io {
             op: "openat2",
             source: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
@@ -249,7 +299,7 @@ impl RootFs {
         // a valid value; zero is also what the kernel requires for the fields not set below.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = u64::from((flags | libc::O_CLOEXEC).cast_unsigned());
-        how.resolve = RESOLVE_FLAGS;
+        how.resolve = self.resolve;
         let mut last = io::Error::from_raw_os_error(libc::EAGAIN);
         for _ in 0..MAX_RETRIES {
             // SAFETY: the descriptor is open for the lifetime of `self`, `path` is a valid
@@ -713,5 +763,101 @@ mod tests {
                 ino: meta.ino()
             }
         );
+    }
+
+    fn open_fixture_beneath(dir: &TempDir) -> RootFs {
+        RootFs::open_beneath(dir.path()).expect("open fixture root beneath")
+    }
+
+    #[test]
+    fn beneath_absolute_symlink_escapes() {
+        let dir = fixture();
+        let fs = open_fixture_beneath(&dir);
+        // etc/link -> /etc/passwd-fixture: RESOLVE_IN_ROOT would re-root it, RESOLVE_BENEATH
+        // refuses it even though the fixture has a file of that name.
+        for path in [&b"etc/link"[..], b"/etc/link", b"proclink"] {
+            match fs.read(path, 1 << 20) {
+                Err(e @ RootError::Escapes) => {
+                    assert_eq!(e.to_string(), "a symlink points outside the root");
+                    assert!(!e.is_vanished() && !e.is_denied());
+                }
+                other => panic!("{}: absolute link followed: {other:?}", path.escape_ascii()),
+            }
+            assert!(matches!(fs.metadata(path), Err(RootError::Escapes)));
+        }
+    }
+
+    #[test]
+    fn beneath_dotdot_symlink_escapes() {
+        let dir = fixture();
+        // Even with a file the link could land on inside the root, climbing out is refused.
+        std::fs::write(dir.path().join("etc/hostname"), "fixture-host\n").expect("write");
+        let fs = open_fixture_beneath(&dir);
+        for path in [
+            &b"escape"[..],
+            b"dotdot",
+            b"dotdot/etc/hostname",
+            b"../etc/hostname",
+            b"etc/../../etc/hostname",
+        ] {
+            match fs.metadata(path) {
+                Err(RootError::Escapes) => {}
+                other => panic!("{}: escaped the root: {other:?}", path.escape_ascii()),
+            }
+        }
+        assert!(matches!(fs.read_dir(b"dotdot"), Err(RootError::Escapes)));
+        // A link to a directory that climbs and comes back stays inside, and works.
+        symlink("../etc", dir.path().join("usr/etc-link")).expect("symlink");
+        assert_eq!(
+            fs.read(b"usr/etc-link/hostname", 1024).expect("read"),
+            b"fixture-host\n"
+        );
+    }
+
+    #[test]
+    fn beneath_relative_symlinks_inside_work() {
+        let dir = fixture();
+        let fs = open_fixture_beneath(&dir);
+        assert_eq!(fs.read(b"etc/rel", 1024).expect("read"), b"ID=fixture\n");
+        assert_eq!(fs.read(b"/etc/rel", 1024).expect("read"), b"ID=fixture\n");
+        assert_eq!(
+            fs.read(b"etc/../etc/os-release", 1024).expect("read"),
+            b"ID=fixture\n"
+        );
+        assert_eq!(fs.read(b"lib/libfoo.so.1", 1024).expect("read"), b"ELF-ish");
+        assert_eq!(fs.metadata(b"").expect("stat root").id, fs.id());
+        assert_eq!(fs.metadata(b"/").expect("stat root").id, fs.id());
+        assert_eq!(fs.metadata(b"///").expect("stat root").id, fs.id());
+        assert_eq!(
+            fs.read_dir(b"").expect("list"),
+            open_fixture(&dir).read_dir(b"/").expect("list")
+        );
+        assert!(
+            fs.read(b"etc/nope", 1024)
+                .expect_err("missing")
+                .is_vanished()
+        );
+        match fs.read(b"usr/lib/libfoo.so.1", 3) {
+            Err(RootError::TooLarge { size: 7, limit: 3 }) => {}
+            other => panic!("limit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn beneath_refuses_magic_links() {
+        let fs = RootFs::open_beneath(Path::new("/proc/self/root")).expect("open beneath");
+        for path in [
+            &b"proc/self/cwd"[..],
+            b"proc/self/exe",
+            b"proc/self/root/etc",
+        ] {
+            match fs.metadata(path) {
+                Err(RootError::Io {
+                    op: "openat2",
+                    source,
+                }) if source.raw_os_error() == Some(libc::ELOOP) => {}
+                other => panic!("{}: magic link followed: {other:?}", path.escape_ascii()),
+            }
+        }
     }
 }

@@ -21,11 +21,16 @@ use std::{
 use crate::{
     model::{
         Artifact, ArtifactKind, HostIdentity, Inventory, PathBytes, Process, ProcessKey, ScanStats,
-        Socket,
+        Socket, Workload,
     },
     parse::{self, net::NetEntry},
     resolve::{DpkgDb, Resolver},
     rootfs::{FileId, RootFs},
+    workload::{
+        attribute::attribute,
+        meta::MetaReader,
+        privilege::{NsIds, Privilege, privilege},
+    },
 };
 
 /// What the scanner needs to know; everything else it reads.
@@ -35,6 +40,10 @@ pub struct ScanConfig {
     pub proc_root: PathBuf,
     /// Operator labels for the host identity (cluster, region, env).
     pub labels: BTreeMap<String, String>,
+    /// Where the container runtimes' metadata lives (/run/containerd,
+    /// /var/lib/docker, /var/log/pods, ...): "/" on a host, the host's root
+    /// mounted elsewhere in a DaemonSet, a fixture directory in tests.
+    pub runtime_root: PathBuf,
 }
 
 impl Default for ScanConfig {
@@ -42,6 +51,7 @@ impl Default for ScanConfig {
         ScanConfig {
             proc_root: PathBuf::from("/proc"),
             labels: BTreeMap::new(),
+            runtime_root: PathBuf::from("/"),
         }
     }
 }
@@ -52,6 +62,8 @@ pub struct Scanner {
     config: ScanConfig,
     resolver: Resolver,
     clk_tck: u64,
+    /// Runtime metadata; None when the runtime root cannot be opened.
+    meta: Option<MetaReader>,
 }
 
 /// Why one process could not be scanned.
@@ -97,16 +109,24 @@ struct ScanCtx {
     /// network namespace inode → socket inode → (protocol, entry).
     net: HashMap<u64, Arc<NetTable>>,
     stats: ScanStats,
+    /// The host's namespaces, for "shares the host's pid/net/mnt namespace".
+    host_ns: NsIds,
+    /// Workload attribution by the exact cgroup lines.
+    workload_by_cgroup: HashMap<Vec<parse::cgroup::CgroupLine>, String>,
+    /// This scan's workloads by id.
+    workloads: HashMap<String, Workload>,
 }
 
 impl Scanner {
     pub fn new(config: ScanConfig) -> Scanner {
         // SAFETY: sysconf has no preconditions.
         let clk_tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let meta = MetaReader::new(&config.runtime_root).ok();
         Scanner {
             config,
             resolver: Resolver::new(),
             clk_tck: if clk_tck > 0 { clk_tck as u64 } else { 100 },
+            meta,
         }
     }
 
@@ -152,7 +172,14 @@ impl Scanner {
         let wall = Instant::now();
         let cpu = thread_cpu_micros();
         let (hits, misses) = (self.resolver.hits, self.resolver.misses);
-        let mut ctx = ScanCtx::default();
+        // The host's namespaces are PID 1's.
+        let mut ctx = ScanCtx {
+            host_ns: self.ns_ids(1),
+            ..Default::default()
+        };
+        if let Some(meta) = &mut self.meta {
+            meta.begin_scan();
+        }
         let btime = std::fs::read(self.config.proc_root.join("stat"))
             .ok()
             .and_then(|b| parse::stat::parse_btime(&b).ok())
@@ -183,10 +210,13 @@ impl Scanner {
         stats.scanned_at_ms = scanned_at_ms;
         stats.cpu_micros = thread_cpu_micros().saturating_sub(cpu);
         stats.wall_micros = wall.elapsed().as_micros() as u64;
+        let mut workloads: Vec<Workload> = ctx.workloads.into_values().collect();
+        workloads.sort_by(|a, b| a.id.cmp(&b.id));
         Inventory {
             host: self.host_identity(),
             scanned_at_ms,
             stats,
+            workloads,
             processes,
         }
     }
@@ -228,13 +258,24 @@ impl Scanner {
             }
         };
         let cgroup = primary_cgroup(&cgroups);
-        let ns = |name: &str| {
-            std::fs::read_link(self.proc_path(pid, &format!("ns/{name}")))
-                .ok()
-                .and_then(|l| parse::cgroup::parse_ns_link(l.as_os_str().as_encoded_bytes()))
-                .unwrap_or(0)
+        // One attribution per distinct cgroup per scan: the processes of a
+        // container share it.
+        let workload_id = match ctx.workload_by_cgroup.get(&cgroups) {
+            Some(id) => id.clone(),
+            None => {
+                let w = attribute(&cgroups, &cgroup, self.meta.as_mut());
+                let id = w.id.clone();
+                ctx.workload_by_cgroup.insert(cgroups.clone(), id.clone());
+                ctx.workloads.entry(id.clone()).or_insert(w);
+                id
+            }
         };
-        let (mnt_ns, net_ns) = (ns("mnt"), ns("net"));
+        let ns_ids = self.ns_ids(pid);
+        let (mnt_ns, net_ns) = (ns_ids.mnt, ns_ids.net);
+        let privilege = match &status {
+            Some(s) => privilege(s, ns_ids, ctx.host_ns),
+            None => Privilege::default(),
+        };
         let root_link = match std::fs::read_link(self.proc_path(pid, "root")) {
             Ok(l) => l.into_os_string().into_encoded_bytes(),
             Err(e) => {
@@ -328,11 +369,7 @@ impl Scanner {
             comm: String::from_utf8_lossy(&stat.comm).into_owned(),
             exe,
             cmdline,
-            workload: if cgroup == "/" || cgroup.is_empty() {
-                "host".into()
-            } else {
-                cgroup.clone()
-            },
+            workload: workload_id,
             cgroup,
             mnt_ns,
             net_ns,
@@ -341,7 +378,23 @@ impl Scanner {
             artifacts,
             sockets,
             partial: gaps.partial,
+            privilege,
         })
+    }
+
+    /// A process's pid, net and mount namespace ids (0 where unreadable).
+    fn ns_ids(&self, pid: u32) -> NsIds {
+        let ns = |name: &str| {
+            std::fs::read_link(self.proc_path(pid, &format!("ns/{name}")))
+                .ok()
+                .and_then(|l| parse::cgroup::parse_ns_link(l.as_os_str().as_encoded_bytes()))
+                .unwrap_or(0)
+        };
+        NsIds {
+            pid: ns("pid"),
+            net: ns("net"),
+            mnt: ns("mnt"),
+        }
     }
 
     /// Builds one artifact: stale check and package resolution, both inside
@@ -584,6 +637,7 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
     Scanner::new(ScanConfig {
         proc_root: proc_root.to_path_buf(),
         labels,
+        ..ScanConfig::default()
     })
     .scan()
 }
@@ -638,6 +692,7 @@ mod tests {
         let mut scanner = Scanner::new(ScanConfig {
             proc_root: proc_root.clone(),
             labels: BTreeMap::new(),
+            ..ScanConfig::default()
         });
         assert_eq!(scanner.scan().stats.processes, 2);
         assert_eq!(

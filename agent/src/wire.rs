@@ -52,6 +52,61 @@ fn process_full(p: &Process) -> v1::Process {
             })
             .collect(),
         partial: p.partial,
+        privilege: Some(privilege(&p.privilege)),
+    }
+}
+
+pub fn privilege(p: &crate::workload::privilege::Privilege) -> v1::Privilege {
+    v1::Privilege {
+        uid0: p.uid0,
+        euid0: p.euid0,
+        cap_eff: p.cap_eff.clone(),
+        all_caps: p.all_caps,
+        no_new_privs: p.no_new_privs,
+        seccomp: p.seccomp.clone().unwrap_or_default(),
+        host_pid_ns: p.host_pid_ns,
+        host_net_ns: p.host_net_ns,
+        host_mnt_ns: p.host_mnt_ns,
+        privileged: p.is_privileged(),
+        summary: p.summary(),
+    }
+}
+
+pub fn workload(w: &crate::model::Workload) -> v1::Workload {
+    v1::Workload {
+        id: w.id.clone(),
+        kind: w.kind.clone(),
+        runtime: w.runtime.clone(),
+        container_id: w.container_id.clone(),
+        container_name: w.container_name.clone(),
+        namespace: w.namespace.clone(),
+        pod: w.pod.clone(),
+        pod_uid: w.pod_uid.clone(),
+        qos: w.qos.clone(),
+        owner: w.owner.as_ref().map(|o| v1::Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            source: match o.source {
+                crate::workload::meta::OwnerSource::Label => "label".into(),
+                crate::workload::meta::OwnerSource::Inferred => "inferred".into(),
+            },
+        }),
+        image: w.image.clone(),
+        image_id: w.image_id.clone(),
+        image_digest: w.image_digest.clone(),
+        unit: w.unit.clone(),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        scope: (!w.classification.is_empty() || !w.writes_to.is_empty()).then(|| v1::DataScope {
+            classification: w.classification.clone(),
+            writes_to: w.writes_to.clone(),
+            source: w.scope_source.clone(),
+        }),
+        metadata_warnings: w.metadata_warnings,
+        cgroup: w.cgroup.clone(),
     }
 }
 
@@ -131,8 +186,10 @@ pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
         return vec![delta];
     }
     let mut parts = Vec::new();
+    // Workloads go in the first part, before any upsert that names them.
     let mut cur = v1::Delta {
         scanned_at_ms: delta.scanned_at_ms,
+        workloads: delta.workloads,
         ..Default::default()
     };
     let mut size = 0;
@@ -176,6 +233,10 @@ pub fn snapshot_parts(inv: &Inventory, snapshot_id: &str, part_bytes: usize) -> 
         if !sock_msg.sockets.is_empty() {
             cur.sockets.push(sock_msg);
         }
+    }
+    // Workloads travel first, before any process that names them.
+    if let Some(first) = parts.first_mut().or(Some(&mut cur)) {
+        first.workloads = inv.workloads.iter().map(workload).collect();
     }
     parts.push(cur);
     let n = parts.len();
@@ -225,6 +286,7 @@ mod tests {
                 .collect(),
             sockets: Vec::new(),
             partial: false,
+            privilege: Default::default(),
         }
     }
 

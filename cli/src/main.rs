@@ -38,6 +38,35 @@ struct ReadOpts {
     output: Output,
 }
 
+/// Filters on workloads.
+#[derive(clap::Args, Clone, Default)]
+struct FilterOpts {
+    /// Only this Kubernetes namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only hosts with this "cluster" label.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Only workloads with this data classification, such as sensitive.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Only workloads with a privileged process (root with CAP_SYS_ADMIN,
+    /// every capability, or root in the host's pid or network namespace).
+    #[arg(long)]
+    privileged: bool,
+}
+
+impl FilterOpts {
+    fn to_proto(&self) -> v1::WorkloadFilter {
+        v1::WorkloadFilter {
+            namespace: self.namespace.clone().unwrap_or_default(),
+            cluster: self.cluster.clone().unwrap_or_default(),
+            scope: self.scope.clone().unwrap_or_default(),
+            privileged: self.privileged,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
     Table,
@@ -75,6 +104,20 @@ enum Command {
     Query {
         /// NAME[@CONSTRAINT]
         spec: String,
+        #[command(flatten)]
+        filter: FilterOpts,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Workloads across the fleet: kind, owner, image, digest, hosts,
+    /// processes, data scope and privilege.
+    ///
+    /// Examples:
+    ///   patchgap workloads --namespace ml --scope sensitive
+    ///   patchgap workloads --privileged -o json
+    Workloads {
+        #[command(flatten)]
+        filter: FilterOpts,
         #[command(flatten)]
         read: ReadOpts,
     },
@@ -132,7 +175,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             interval,
             proc_root,
         } => up(data_dir, listen, interval, proc_root).await,
-        Command::Query { spec, read } => {
+        Command::Query { spec, filter, read } => {
             // Check the constraint here, so a typo never costs a round trip.
             let (name, constraint) = parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut client = connect(&read.collector).await?;
@@ -140,12 +183,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .find_package(v1::FindPackageRequest {
                     name,
                     constraint: constraint.map(|c| c.to_string()).unwrap_or_default(),
+                    filter: Some(filter.to_proto()),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?
                 .into_inner();
             print(read.output, render::query_json(&resp), || {
                 render::query_table(&resp, render::width())
+            })
+        }
+        Command::Workloads { filter, read } => {
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .list_workloads(v1::ListWorkloadsRequest {
+                    filter: Some(filter.to_proto()),
+                })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::workloads_json(&resp), || {
+                render::workloads_table(&resp, render::width())
             })
         }
         Command::Hosts { read } => {

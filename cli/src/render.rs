@@ -110,10 +110,144 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                     "dev": p.dev,
                     "inode": p.inode,
                 })).collect::<Vec<_>>(),
+                "workload_detail": m.workload_detail.as_ref().map(workload_json),
+                "privilege": m.privilege.as_ref().map(privilege_json),
             })
         })
         .collect();
-    json!({ "query": r.query, "coverage": coverage_json(&r.coverage), "matches": matches })
+    json!({
+        "query": r.query,
+        "coverage": coverage_json(&r.coverage),
+        "scope_map_error": (!r.scope_map_error.is_empty()).then_some(&r.scope_map_error),
+        "matches": matches,
+    })
+}
+
+fn privilege_json(p: &v1::Privilege) -> Value {
+    json!({
+        "uid0": p.uid0,
+        "euid0": p.euid0,
+        "cap_eff": p.cap_eff,
+        "all_caps": p.all_caps,
+        "no_new_privs": p.no_new_privs,
+        "seccomp": p.seccomp,
+        "host_pid_ns": p.host_pid_ns,
+        "host_net_ns": p.host_net_ns,
+        "host_mnt_ns": p.host_mnt_ns,
+        "privileged": p.privileged,
+        "summary": p.summary,
+    })
+}
+
+fn workload_json(w: &v1::WorkloadSummary) -> Value {
+    let scope = w.scope.clone().unwrap_or_default();
+    json!({
+        "key": w.key,
+        "kind": w.kind,
+        "cluster": w.cluster,
+        "namespace": w.namespace,
+        "name": w.name,
+        "owner": w.owner.as_ref().map(|o| json!({"kind": o.kind, "name": o.name, "source": o.source})),
+        "container": w.container,
+        "runtime": w.runtime,
+        "image": w.image,
+        "image_digest": (!w.image_digest.is_empty()).then_some(&w.image_digest),
+        "unit": w.unit,
+        "pods": w.pods,
+        "hosts": w.hosts,
+        "processes": w.processes,
+        "scope": {
+            "classification": scope.classification,
+            "writes_to": scope.writes_to,
+            "source": scope.source,
+        },
+        "privilege": w.privilege,
+        "privileged": w.privileged,
+        "metadata_warnings": w.metadata_warnings,
+    })
+}
+
+pub fn workloads_json(r: &v1::ListWorkloadsResponse) -> Value {
+    json!({
+        "coverage": coverage_json(&r.coverage),
+        "scope_map_error": (!r.scope_map_error.is_empty()).then_some(&r.scope_map_error),
+        "workloads": r.workloads.iter().map(workload_json).collect::<Vec<_>>(),
+    })
+}
+
+fn owner_text(w: &v1::WorkloadSummary) -> String {
+    match &w.owner {
+        Some(o) if o.source == "inferred" => format!("{}/{} (inferred)", o.kind, o.name),
+        Some(o) => format!("{}/{}", o.kind, o.name),
+        None => "-".into(),
+    }
+}
+
+fn scope_text(w: &v1::WorkloadSummary) -> String {
+    match &w.scope {
+        Some(s) if !s.classification.is_empty() => s.classification.clone(),
+        _ => "-".into(),
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn workloads_table(r: &v1::ListWorkloadsResponse, width: usize) -> String {
+    let image_width = width.saturating_sub(100).max(20);
+    let rows: Vec<Vec<String>> = r
+        .workloads
+        .iter()
+        .map(|w| {
+            vec![
+                w.kind.clone(),
+                or_dash(&w.namespace),
+                w.name.clone(),
+                owner_text(w),
+                or_dash(&w.container),
+                fit(&or_dash(&w.image), image_width),
+                if w.image_digest.is_empty() {
+                    "unknown".into()
+                } else {
+                    fit(&w.image_digest, 19)
+                },
+                w.hosts.len().to_string(),
+                w.processes.to_string(),
+                scope_text(w),
+                w.privilege.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "KIND",
+            "NAMESPACE",
+            "NAME",
+            "OWNER",
+            "CONTAINER",
+            "IMAGE",
+            "DIGEST",
+            "HOSTS",
+            "PROCS",
+            "SCOPE",
+            "PRIVILEGE",
+        ],
+        &rows,
+        "",
+    );
+    if !r.scope_map_error.is_empty() {
+        out.push_str(&format!(
+            "warning: scope mapping not reloaded, previous one in force: {}\n",
+            r.scope_map_error
+        ));
+    }
+    out.push_str(&coverage_line(&r.coverage));
+    out
 }
 
 /// Shortens from the left, keeping the file name visible.
@@ -158,19 +292,33 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
     if r.matches.is_empty() {
         out.push_str(&format!("no running process includes {}\n", r.query));
     }
-    let mut groups: BTreeMap<(&str, &str), Vec<&v1::Match>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, Vec<&v1::Match>> = BTreeMap::new();
     for m in &r.matches {
-        groups.entry((&m.host, &m.workload)).or_default().push(m);
+        groups.entry(&m.workload).or_default().push(m);
     }
-    // Room for the exe column: the rest of the row is about 60 columns.
-    let exe_width = width.saturating_sub(62).max(16);
-    for ((host, workload), ms) in groups {
-        out.push_str(&format!("host {host}  workload {workload}\n"));
+    // Room for the exe column: the rest of the row is about 70 columns.
+    let exe_width = width.saturating_sub(72).max(16);
+    for (workload, ms) in groups {
+        out.push_str(&format!("workload {workload}\n"));
+        if let Some(w) = &ms[0].workload_detail {
+            out.push_str(&format!(
+                "  kind {}  namespace {}  owner {}  container {}  image {}  digest {}  scope {}  privilege {}\n",
+                w.kind,
+                or_dash(&w.namespace),
+                owner_text(w),
+                or_dash(&w.container),
+                or_dash(&w.image),
+                if w.image_digest.is_empty() { "unknown" } else { &w.image_digest },
+                scope_text(w),
+                w.privilege,
+            ));
+        }
         let rows: Vec<Vec<String>> = ms
             .iter()
             .map(|m| {
                 let p = m.package.clone().unwrap_or_default();
                 vec![
+                    m.host.clone(),
                     m.key.unwrap_or_default().pid.to_string(),
                     fit(&bytes_text(&m.exe), exe_width),
                     p.name,
@@ -185,12 +333,20 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
             })
             .collect();
         out.push_str(&table(
-            &["PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE"],
+            &[
+                "HOST", "PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE",
+            ],
             &rows,
             "  ",
         ));
     }
     out.push_str(&format!("{} match(es) for {}\n", r.matches.len(), r.query));
+    if !r.scope_map_error.is_empty() {
+        out.push_str(&format!(
+            "warning: scope mapping not reloaded, previous one in force: {}\n",
+            r.scope_map_error
+        ));
+    }
     out.push_str(&coverage_line(&r.coverage));
     out
 }

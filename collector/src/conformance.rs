@@ -53,6 +53,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         stale_mapping_keeps_its_version,
     ),
     ("processes_by_host", processes_by_host),
+    (
+        "workloads_with_running_processes",
+        workloads_with_running_processes,
+    ),
 ];
 
 /// Runs every check, each on a store from `make`. Panics on the first
@@ -151,10 +155,26 @@ fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
         mnt_ns: 4026531841,
         net_ns: 4026531840,
         start_time_ms: T0 - 60_000,
-        workload: "/system.slice/test.service".into(),
+        workload: "unit/test.service".into(),
         root: b"/".to_vec(),
         artifacts,
         partial: false,
+        privilege: Some(v1::Privilege {
+            summary: format!("uid{pid}"),
+            privileged: pid == 10,
+            ..Default::default()
+        }),
+    }
+}
+
+/// The workload every test process belongs to.
+fn unit_workload() -> v1::Workload {
+    v1::Workload {
+        id: "unit/test.service".into(),
+        kind: "systemd".into(),
+        unit: "test.service".into(),
+        cgroup: "/system.slice/test.service".into(),
+        ..Default::default()
     }
 }
 
@@ -227,6 +247,7 @@ fn part(
         }),
         processes,
         sockets: socks,
+        workloads: vec![unit_workload()],
     })
 }
 
@@ -247,6 +268,7 @@ fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSockets>) -> Bo
             })
             .collect(),
         sockets: socks,
+        workloads: Vec::new(),
         stats: None,
     })
 }
@@ -589,7 +611,7 @@ pub fn delta_upserts_and_exits(store: &mut dyn Store) {
     let p = summary(store, 10);
     assert_eq!(p.key, Some(key(10)));
     assert_eq!(p.host, "alpha");
-    assert_eq!(p.workload, "/system.slice/test.service");
+    assert_eq!(p.workload, "unit/test.service");
     assert_eq!(p.exe, b"/usr/bin/plain");
     assert_eq!(p.cmdline, "proc-10 --flag");
     assert_eq!((p.ppid, p.uid), (1, 1000));
@@ -814,7 +836,7 @@ pub fn find_package_by_name_and_source(store: &mut dyn Store) {
         assert_eq!(m.package.as_ref(), Some(&ssl));
         assert_eq!(m.host, "alpha");
         assert_eq!(m.host_id, "machine-1");
-        assert_eq!(m.workload, "/system.slice/test.service");
+        assert_eq!(m.workload, "unit/test.service");
         assert_eq!(m.uid, 1000);
         assert_eq!(m.process_start_ms, T0 - 60_000);
         assert_eq!(m.key, Some(key(m.key.unwrap().pid)), "start ticks kept");
@@ -1110,6 +1132,39 @@ pub fn stale_mapping_keeps_its_version(store: &mut dyn Store) {
 
 /// processes() filters by hostname or host id; hosts do not disturb each
 /// other's processes or sequence numbers.
+/// Workloads come with their snapshot, count running processes, carry their
+/// processes' distinct privileges, and drop out when nothing runs in them.
+pub fn workloads_with_running_processes(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
+    );
+    let rows = store.workloads().expect("workloads");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].workload, unit_workload());
+    assert_eq!(rows[0].processes, 2);
+    let mut summaries: Vec<&str> = rows[0]
+        .privileges
+        .iter()
+        .map(|p| p.summary.as_str())
+        .collect();
+    summaries.sort();
+    assert_eq!(summaries, ["uid10", "uid11"]);
+    assert!(rows[0].privileges.iter().any(|p| p.privileged));
+    let m = find(store, "libc6");
+    assert!(
+        m.iter()
+            .all(|m| m.privilege.as_ref().is_some_and(|p| !p.summary.is_empty()))
+    );
+    apply(store, &s, msg(2, snapshot("snap-2", vec![], vec![])));
+    assert!(
+        store.workloads().expect("workloads").is_empty(),
+        "nothing runs in it"
+    );
+}
+
 pub fn processes_by_host(store: &mut dyn Store) {
     let a = open(store, &hello_for("machine-1", "alpha", "session-a"));
     let b = open(store, &hello_for("machine-2", "beta", "session-b"));

@@ -6,10 +6,12 @@
 //! constraints. [`run`] serves everything on one listener.
 
 pub mod conformance;
+pub mod scope;
 pub mod service;
 pub mod sqlite;
 pub mod store;
 pub mod version;
+pub mod workloads;
 
 use std::{
     collections::HashSet,
@@ -23,6 +25,7 @@ use patchgap_proto::v1::{ingest_server::IngestServer, query_server::QueryServer}
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use scope::ScopeMap;
 pub use service::{IngestService, QueryService, SharedStore};
 pub use sqlite::SqliteStore;
 pub use store::Store;
@@ -35,6 +38,8 @@ pub struct CollectorConfig {
     pub max_message_bytes: usize,
     /// A host is fresh when it reported within this long.
     pub fresh_after: Duration,
+    /// The operator's data-scope mapping file (see `scope`), if any.
+    pub scope_map: Option<PathBuf>,
 }
 
 impl Default for CollectorConfig {
@@ -43,6 +48,7 @@ impl Default for CollectorConfig {
             data_dir: PathBuf::from("/var/lib/patchgap"),
             max_message_bytes: 16 << 20,
             fresh_after: Duration::from_secs(90),
+            scope_map: None,
         }
     }
 }
@@ -85,9 +91,20 @@ pub async fn serve(
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let query = QueryServer::new(QueryService::new(store, connected, config.fresh_after))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(64 << 20);
+    // A mapping file that does not load stops the collector at start; later
+    // reloads keep the previous mapping instead.
+    let scope = match &config.scope_map {
+        Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
+        None => ScopeMap::default(),
+    };
+    let query = QueryServer::new(QueryService::new(
+        store,
+        connected,
+        config.fresh_after,
+        scope,
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(ingest)

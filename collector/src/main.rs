@@ -24,6 +24,13 @@ struct Cli {
     /// The largest message accepted, in MiB.
     #[arg(long, default_value_t = 16)]
     max_message_mib: usize,
+    /// A data-scope mapping file: one rule per line, `SELECTOR... => CLASSIFICATION [writes_to=A,B]`.
+    /// It is reloaded when it changes; a bad reload keeps the previous mapping.
+    #[arg(long)]
+    scope_map: Option<PathBuf>,
+    /// Only check the --scope-map file, print the result and exit (1 when it is bad).
+    #[arg(long, requires = "scope_map")]
+    check_scope_map: bool,
 }
 
 #[tokio::main]
@@ -35,6 +42,19 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if cli.check_scope_map {
+        let path = cli.scope_map.as_deref().expect("clap requires --scope-map");
+        return match patchgap_collector::ScopeMap::load(path) {
+            Ok(map) => {
+                println!("{}: {} rule(s), ok", path.display(), map.rules().len());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        };
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
@@ -43,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         max_message_bytes: cli.max_message_mib << 20,
         fresh_after: Duration::from_secs(cli.fresh_after),
+        scope_map: cli.scope_map,
     };
     patchgap_collector::run(config, listener, async {
         let _ = tokio::signal::ctrl_c().await;

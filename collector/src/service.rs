@@ -3,7 +3,7 @@
 //! `tonic::Status`; SQL text never reaches a client.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
@@ -18,8 +18,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::{
+    scope::ScopeMap,
     store::{Store, StoreError},
     version::{Constraint, parse_query},
+    workloads,
 };
 
 pub type SharedStore = Arc<Mutex<Box<dyn Store>>>;
@@ -243,6 +245,8 @@ pub struct QueryService {
     connected: Arc<Mutex<HashSet<String>>>,
     /// A host is fresh when it reported within this long.
     fresh_after: Duration,
+    /// The operator's data-scope mapping, reloaded when its file changes.
+    scope: Arc<Mutex<ScopeMap>>,
 }
 
 impl QueryService {
@@ -250,12 +254,53 @@ impl QueryService {
         store: SharedStore,
         connected: Arc<Mutex<HashSet<String>>>,
         fresh_after: Duration,
+        scope: ScopeMap,
     ) -> Self {
         QueryService {
             store,
             connected,
             fresh_after,
+            scope: Arc::new(Mutex::new(scope)),
         }
+    }
+
+    /// Fleet workloads with the mapping in force, keyed by (host id,
+    /// instance id), plus the mapping's load error if the last reload failed.
+    async fn workloads(
+        &self,
+    ) -> Result<
+        (
+            Vec<v1::WorkloadSummary>,
+            HashMap<(String, String), usize>,
+            String,
+        ),
+        Status,
+    > {
+        let rows = with_store(&self.store, |s| s.workloads()).await?;
+        let (rules, error) = {
+            let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+            scope.refresh();
+            (
+                scope.rules().to_vec(),
+                scope.error().unwrap_or_default().to_string(),
+            )
+        };
+        let summaries = workloads::summarize(&rows, &rules);
+        let index: HashMap<&str, usize> = summaries
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.as_str(), i))
+            .collect();
+        let by_instance = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.host_id.clone(), r.workload.id.clone()),
+                    index[workloads::key(r).as_str()],
+                )
+            })
+            .collect();
+        Ok((summaries, by_instance, error))
     }
 
     async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
@@ -327,15 +372,54 @@ impl Query for QueryService {
             Some(c) => format!("{name}@{c}"),
             None => name.clone(),
         };
+        let filter = req.filter.unwrap_or_default();
         let (coverage, _) = self.hosts().await?;
-        let matches = with_store(&self.store, move |s| {
+        let (summaries, by_instance, scope_map_error) = self.workloads().await?;
+        let mut matches = with_store(&self.store, move |s| {
             s.find_package(&name, &|v| constraint.as_ref().is_none_or(|c| c.matches(v)))
         })
         .await?;
+        // Each match names its fleet workload; the filter applies to that.
+        matches.retain_mut(|m| {
+            let detail = by_instance
+                .get(&(m.host_id.clone(), m.workload.clone()))
+                .map(|&i| &summaries[i]);
+            if let Some(d) = detail {
+                m.workload = d.key.clone();
+                m.workload_detail = Some(d.clone());
+            }
+            let empty = v1::WorkloadSummary::default();
+            workloads::passes(detail.unwrap_or(&empty), &filter)
+        });
+        matches.sort_by(|a, b| {
+            (&a.workload, &a.host, a.key.map(|k| k.pid)).cmp(&(
+                &b.workload,
+                &b.host,
+                b.key.map(|k| k.pid),
+            ))
+        });
         Ok(Response::new(v1::FindPackageResponse {
             query,
             coverage: Some(coverage),
             matches,
+            scope_map_error,
+        }))
+    }
+
+    async fn list_workloads(
+        &self,
+        request: Request<v1::ListWorkloadsRequest>,
+    ) -> Result<Response<v1::ListWorkloadsResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let (coverage, _) = self.hosts().await?;
+        let (summaries, _, scope_map_error) = self.workloads().await?;
+        Ok(Response::new(v1::ListWorkloadsResponse {
+            coverage: Some(coverage),
+            workloads: summaries
+                .into_iter()
+                .filter(|s| workloads::passes(s, &filter))
+                .collect(),
+            scope_map_error,
         }))
     }
 

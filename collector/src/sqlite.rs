@@ -10,7 +10,7 @@ use std::{collections::HashMap, path::Path};
 use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::store::{HostRow, Result, Session, Store, StoreError};
+use crate::store::{HostRow, Result, Session, Store, StoreError, WorkloadRow};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Never edit a released migration: append a new one.
@@ -124,6 +124,21 @@ const MIGRATIONS: &[&str] = &[
     // 2: session epochs, so a lingering stream of a replaced session cannot write.
     r#"
     ALTER TABLE host ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+    "#,
+    // 3: workloads (pods' containers, containers, units, the host) and each
+    // process's privilege.
+    r#"
+    CREATE TABLE workload (
+        host INTEGER NOT NULL REFERENCES host (id),
+        id TEXT NOT NULL,
+        -- The encoded patchgap.v1.Workload.
+        data BLOB NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        PRIMARY KEY (host, id)
+    );
+    ALTER TABLE process ADD COLUMN privilege BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE process ADD COLUMN privileged INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX process_by_workload ON process (host, workload) WHERE exit_time_ms IS NULL;
     "#,
 ];
 
@@ -350,6 +365,7 @@ fn upsert_process(
                 fields.iter().copied().chain(params![host, boot_id, key.pid, key.start_ticks as i64].iter().copied()),
             ))?;
             let id = tx.last_insert_rowid();
+            set_privilege(tx, id, p)?;
             tx.prepare_cached(
                 "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES (?1, ?2, ?3)",
             )?
@@ -362,6 +378,7 @@ fn upsert_process(
                  set_id = ?14, last_seen_ms = ?15, snapshot_id = ?16, exit_time_ms = NULL WHERE id = ?17",
             )?
             .execute(rusqlite::params_from_iter(fields.iter().copied().chain(params![id].iter().copied())))?;
+            set_privilege(tx, id, p)?;
             if old_set != set_id || exit.is_some() {
                 tx.prepare_cached(
                     "UPDATE process_set_history SET until_ms = ?2 WHERE process_id = ?1 AND until_ms IS NULL",
@@ -371,6 +388,32 @@ fn upsert_process(
                     .execute(params![id, set_id, at_ms])?;
             }
         }
+    }
+    Ok(())
+}
+
+fn set_privilege(tx: &Transaction, id: i64, p: &v1::Process) -> Result<()> {
+    let privilege = p.privilege.clone().unwrap_or_default();
+    tx.prepare_cached("UPDATE process SET privilege = ?2, privileged = ?3 WHERE id = ?1")?
+        .execute(params![id, privilege.encode_to_vec(), privilege.privileged])?;
+    Ok(())
+}
+
+fn upsert_workloads(
+    tx: &Transaction,
+    host: i64,
+    workloads: &[v1::Workload],
+    at_ms: i64,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO workload (host, id, data, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (host, id) DO UPDATE SET data = excluded.data, last_seen_ms = excluded.last_seen_ms",
+    )?;
+    for w in workloads {
+        if w.id.is_empty() {
+            return Err(StoreError::Invalid("workload without an id".into()));
+        }
+        stmt.execute(params![host, w.id, w.encode_to_vec(), at_ms])?;
     }
     Ok(())
 }
@@ -537,6 +580,7 @@ impl Store for SqliteStore {
                 ));
             }
             Some(Body::Snapshot(s)) => {
+                upsert_workloads(&tx, host, &s.workloads, s.scanned_at_ms)?;
                 for p in &s.processes {
                     upsert_process(
                         &tx,
@@ -579,6 +623,7 @@ impl Store for SqliteStore {
                 }
             }
             Some(Body::Delta(d)) => {
+                upsert_workloads(&tx, host, &d.workloads, d.scanned_at_ms)?;
                 for p in &d.upserts {
                     upsert_process(&tx, &mut interner, host, &boot_id, p, "", d.scanned_at_ms)?;
                 }
@@ -690,7 +735,7 @@ impl Store for SqliteStore {
         let mut index: HashMap<(i64, i64), usize> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms, p.exe, p.cmdline,
-                    p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode
+                    p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege
              FROM artifact a
              JOIN artifact_set_member m ON m.artifact_id = a.id
              JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
@@ -731,6 +776,8 @@ impl Store for SqliteStore {
                             exe: r.get(7)?,
                             cmdline: r.get(8)?,
                             uid: r.get(9)?,
+                            privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
+                                .ok(),
                             package: Some(package.clone()),
                             ..Default::default()
                         });
@@ -755,6 +802,47 @@ impl Store for SqliteStore {
             ))
         });
         Ok(matches)
+    }
+
+    fn workloads(&mut self) -> Result<Vec<WorkloadRow>> {
+        let mut rows: Vec<(i64, WorkloadRow)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT w.host, h.hostname, h.host_id, h.labels, w.data,
+                        (SELECT count(*) FROM process p
+                          WHERE p.host = w.host AND p.workload = w.id AND p.exit_time_ms IS NULL)
+                 FROM workload w JOIN host h ON h.id = w.host
+                 ORDER BY h.hostname, w.id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let labels: String = r.get(3)?;
+                let data: Vec<u8> = r.get(4)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    WorkloadRow {
+                        host: r.get(1)?,
+                        host_id: r.get(2)?,
+                        host_labels: serde_json::from_str(&labels).unwrap_or_default(),
+                        workload: v1::Workload::decode(data.as_slice()).unwrap_or_default(),
+                        processes: r.get(5)?,
+                        privileges: Vec::new(),
+                    },
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        rows.retain(|(_, w)| w.processes > 0);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT privilege FROM process WHERE host = ?1 AND workload = ?2 AND exit_time_ms IS NULL",
+        )?;
+        for (host, row) in &mut rows {
+            let blobs =
+                stmt.query_map(params![*host, row.workload.id], |r| r.get::<_, Vec<u8>>(0))?;
+            for blob in blobs {
+                row.privileges
+                    .push(v1::Privilege::decode(blob?.as_slice()).unwrap_or_default());
+            }
+        }
+        Ok(rows.into_iter().map(|(_, w)| w).collect())
     }
 
     fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {

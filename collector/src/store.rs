@@ -56,6 +56,19 @@ pub struct HostRow {
     pub last_scan: v1::ScanStats,
 }
 
+/// A workload instance on one host that has running processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadRow {
+    pub host: String,
+    pub host_id: String,
+    pub host_labels: std::collections::HashMap<String, String>,
+    pub workload: v1::Workload,
+    /// Running processes in it.
+    pub processes: u32,
+    /// The distinct privileges of those processes.
+    pub privileges: Vec<v1::Privilege>,
+}
+
 /// The narrow interface the services need. Every `apply` is one durable
 /// transaction that also records the message's sequence number, so an ack
 /// sent after it returns is never a lie, and a resent message is recognised.
@@ -76,6 +89,9 @@ pub trait Store: Send + 'static {
         name: &str,
         version_ok: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<v1::Match>>;
+
+    /// Workload instances with running processes, on every host.
+    fn workloads(&mut self) -> Result<Vec<WorkloadRow>>;
 
     /// Running processes, optionally of one host (by hostname or host id).
     fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;

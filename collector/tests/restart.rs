@@ -199,6 +199,7 @@ async fn libssl_pids(client: &mut Client) -> BTreeSet<u32> {
         client.find_package(v1::FindPackageRequest {
             name: "libssl3".into(),
             constraint: String::new(),
+            filter: None,
         }),
     )
     .await

@@ -30,7 +30,13 @@ impl Harness {
         Self::start_with(CollectorConfig::default()).await
     }
 
-    pub async fn start_with(mut config: CollectorConfig) -> Harness {
+    pub async fn start_with(config: CollectorConfig) -> Harness {
+        Self::start_full(config, ScanConfig::default()).await
+    }
+
+    /// A collector with `config` (its data dir is replaced by a temporary
+    /// one) and an agent scanning with `scan`.
+    pub async fn start_full(mut config: CollectorConfig, scan: ScanConfig) -> Harness {
         // RUST_LOG=info shows the collector's and agent's logs in a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -54,7 +60,7 @@ impl Harness {
         ));
         let agent = patchgap_agent::spawn(AgentConfig {
             collector: format!("http://{addr}"),
-            scan: ScanConfig::default(),
+            scan,
             interval: Duration::from_secs(3600),
             backoff_max: Duration::from_secs(1),
             ..Default::default()
@@ -83,6 +89,7 @@ impl Harness {
             .find_package(v1::FindPackageRequest {
                 name: name.into(),
                 constraint: constraint.into(),
+                filter: None,
             })
             .await
             .expect("find_package")
@@ -206,4 +213,107 @@ pub fn write(root: &Path, path: &str, contents: &str) {
     let dst = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     std::fs::write(dst, contents).unwrap();
+}
+
+/// Builds a root with its own dpkg database: sleep, libc and the loader
+/// copied from the host, usrmerge symlinks, and versions the host does not have.
+pub fn fixture_root(dir: &Path, libc_version: &str) {
+    install(dir, "/usr/bin/sleep", "/usr/bin/sleep");
+    install(
+        dir,
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    );
+    install(
+        dir,
+        "/lib64/ld-linux-x86-64.so.2",
+        "/usr/lib64/ld-linux-x86-64.so.2",
+    );
+    for (link, target) in [
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("bin", "usr/bin"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, dir.join(link));
+    }
+    write(dir, "/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+    write_dpkg(dir, libc_version);
+    // dpkg's lists use the pre-usrmerge spelling.
+    write(
+        dir,
+        "/var/lib/dpkg/info/libc6:amd64.list",
+        "/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n/lib64\n/lib64/ld-linux-x86-64.so.2\n",
+    );
+    write(
+        dir,
+        "/var/lib/dpkg/info/coreutils.list",
+        "/.\n/bin\n/bin/sleep\n",
+    );
+}
+
+pub fn write_dpkg(dir: &Path, libc_version: &str) {
+    write(
+        dir,
+        "/var/lib/dpkg/status",
+        &format!(
+            "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: glibc\nVersion: {libc_version}\n\n\
+             Package: coreutils\nStatus: install ok installed\nArchitecture: amd64\nVersion: 9.1-1+fixture\n"
+        ),
+    );
+}
+
+/// A real cgroup, made under the v2 hierarchy (/sys/fs/cgroup/unified) and
+/// the v1 `pids` and `name=systemd` hierarchies of this hybrid host, removed
+/// (innermost first) when dropped. Kill its processes before dropping it.
+pub struct Cgroup {
+    created: Vec<PathBuf>,
+    leaves: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    pub const HIERARCHIES: [&'static str; 3] = [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/systemd",
+    ];
+
+    pub fn create(rel: &str) -> Cgroup {
+        let mut created = Vec::new();
+        let mut leaves = Vec::new();
+        for h in Self::HIERARCHIES {
+            let mut dir = PathBuf::from(h);
+            for part in rel.trim_matches('/').split('/') {
+                dir.push(part);
+                if !dir.exists() {
+                    std::fs::create_dir(&dir)
+                        .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                    created.push(dir.clone());
+                }
+            }
+            leaves.push(dir);
+        }
+        Cgroup { created, leaves }
+    }
+
+    /// Moves a process into the cgroup in every hierarchy.
+    pub fn add(&self, pid: u32) {
+        for leaf in &self.leaves {
+            std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
+                .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", leaf.display()));
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            // A cgroup whose last process just exited can be busy for a moment.
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }

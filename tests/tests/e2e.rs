@@ -1,7 +1,7 @@
 //! End to end on this host: a real collector and agent in this process, real
 //! processes, the real dpkg database, real chroots.
 
-use std::{os::unix::fs::symlink, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 use patchgap_proto::v1;
 use patchgap_tests::*;
@@ -92,59 +92,13 @@ async fn bad_constraints_are_invalid_argument() {
         .find_package(v1::FindPackageRequest {
             name: "libc6".into(),
             constraint: ">=1.2,<<<1.3".into(),
+            filter: None,
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("<<<1.3"), "{}", err.message());
     h.stop().await;
-}
-
-/// Builds a root with its own dpkg database: sleep, libc and the loader
-/// copied from the host, usrmerge symlinks, and versions the host does not have.
-fn fixture_root(dir: &Path, libc_version: &str) {
-    install(dir, "/usr/bin/sleep", "/usr/bin/sleep");
-    install(
-        dir,
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        "/usr/lib/x86_64-linux-gnu/libc.so.6",
-    );
-    install(
-        dir,
-        "/lib64/ld-linux-x86-64.so.2",
-        "/usr/lib64/ld-linux-x86-64.so.2",
-    );
-    for (link, target) in [
-        ("lib", "usr/lib"),
-        ("lib64", "usr/lib64"),
-        ("bin", "usr/bin"),
-    ] {
-        let _ = symlink(target, dir.join(link));
-    }
-    write(dir, "/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
-    write_dpkg(dir, libc_version);
-    // dpkg's lists use the pre-usrmerge spelling.
-    write(
-        dir,
-        "/var/lib/dpkg/info/libc6:amd64.list",
-        "/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n/lib64\n/lib64/ld-linux-x86-64.so.2\n",
-    );
-    write(
-        dir,
-        "/var/lib/dpkg/info/coreutils.list",
-        "/.\n/bin\n/bin/sleep\n",
-    );
-}
-
-fn write_dpkg(dir: &Path, libc_version: &str) {
-    write(
-        dir,
-        "/var/lib/dpkg/status",
-        &format!(
-            "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: glibc\nVersion: {libc_version}\n\n\
-             Package: coreutils\nStatus: install ok installed\nArchitecture: amd64\nVersion: 9.1-1+fixture\n"
-        ),
-    );
 }
 
 /// Replaces a file the way dpkg does: write a new file, rename it over the old one.

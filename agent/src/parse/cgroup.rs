@@ -28,7 +28,7 @@
 use super::{parse_dec_u32, parse_dec_u64};
 
 /// One line of `/proc/PID/cgroup`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CgroupLine {
     /// The hierarchy id; 0 for the cgroup v2 unified hierarchy.
     pub hierarchy: u32,

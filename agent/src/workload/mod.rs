@@ -1,0 +1,6 @@
+//! Workload attribution: cgroups, runtime metadata and privileges.
+
+pub mod attribute;
+pub mod cgroup;
+pub mod meta;
+pub mod privilege;
