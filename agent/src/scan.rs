@@ -172,9 +172,15 @@ impl Scanner {
         let wall = Instant::now();
         let cpu = thread_cpu_micros();
         let (hits, misses) = (self.resolver.hits, self.resolver.misses);
-        // The host's namespaces are PID 1's.
+        // The host's namespaces are PID 1's. Where PID 1 cannot be read (a
+        // non-dumpable init, as on this project's VMs), the agent's own stand
+        // in: a host agent, or a DaemonSet with hostPID and hostNetwork.
+        let mut host_ns = self.ns_ids(1);
+        if host_ns == NsIds::default() {
+            host_ns = self.ns_ids_of("self");
+        }
         let mut ctx = ScanCtx {
-            host_ns: self.ns_ids(1),
+            host_ns,
             ..Default::default()
         };
         if let Some(meta) = &mut self.meta {
@@ -384,8 +390,12 @@ impl Scanner {
 
     /// A process's pid, net and mount namespace ids (0 where unreadable).
     fn ns_ids(&self, pid: u32) -> NsIds {
+        self.ns_ids_of(&pid.to_string())
+    }
+
+    fn ns_ids_of(&self, dir: &str) -> NsIds {
         let ns = |name: &str| {
-            std::fs::read_link(self.proc_path(pid, &format!("ns/{name}")))
+            std::fs::read_link(self.config.proc_root.join(dir).join("ns").join(name))
                 .ok()
                 .and_then(|l| parse::cgroup::parse_ns_link(l.as_os_str().as_encoded_bytes()))
                 .unwrap_or(0)

@@ -96,6 +96,16 @@ pub fn scope_of(row: &WorkloadRow, rules: &[Rule]) -> v1::DataScope {
     }
 }
 
+/// The order of the non-capability tokens of a privilege summary.
+const PRIVILEGE_ORDER: [&str; 6] = [
+    "root",
+    "ruid-root",
+    "privileged",
+    "hostpid",
+    "hostnet",
+    "hostmnt",
+];
+
 /// One workload being summed up: the summary, and its hosts, pods and
 /// privilege tokens.
 type Group = (
@@ -162,10 +172,18 @@ pub fn summarize(rows: &[WorkloadRow], rules: &[Rule]) -> Vec<v1::WorkloadSummar
         .map(|(mut s, hosts, pods, privs)| {
             s.hosts = hosts.into_iter().collect();
             s.pods = pods.into_iter().collect();
-            s.privilege = if privs.is_empty() {
+            // Who first (root, privileged, host namespaces), then capabilities.
+            let (who, caps): (Vec<String>, Vec<String>) =
+                privs.into_iter().partition(|t| !t.starts_with("CAP_"));
+            let who = PRIVILEGE_ORDER
+                .iter()
+                .filter(|w| who.iter().any(|t| t == *w))
+                .map(|w| w.to_string());
+            let tokens: Vec<String> = who.chain(caps).collect();
+            s.privilege = if tokens.is_empty() {
                 "-".into()
             } else {
-                privs.into_iter().collect::<Vec<_>>().join(",")
+                tokens.join(",")
             };
             s
         })
@@ -249,7 +267,7 @@ mod tests {
         assert_eq!(s[0].pods.len(), 2);
         assert_eq!(s[0].processes, 4);
         assert!(s[0].privileged);
-        assert_eq!(s[0].privilege, "CAP_SYS_ADMIN,root");
+        assert_eq!(s[0].privilege, "root,CAP_SYS_ADMIN");
         assert_eq!(s[0].scope.as_ref().unwrap().classification, "internal");
         let f = v1::WorkloadFilter {
             namespace: "ml".into(),

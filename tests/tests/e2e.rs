@@ -514,6 +514,17 @@ fn sockets_are_read_per_network_namespace() {
         .find(|p| p.key.pid == proc.pid())
         .expect("python scanned");
     assert_ne!(p.net_ns, me.net_ns, "runs in its own network namespace");
+    // The privilege profile says so too.
+    assert!(
+        me.privilege.host_net_ns && me.privilege.host_pid_ns,
+        "{:?}",
+        me.privilege
+    );
+    assert!(
+        !p.privilege.host_net_ns && p.privilege.host_pid_ns,
+        "{:?}",
+        p.privilege
+    );
     let ports: Vec<(u16, u16, bool)> = p
         .sockets
         .iter()
