@@ -13,6 +13,7 @@ pub mod resolve;
 pub mod rootfs;
 pub mod run;
 pub mod scan;
+pub mod sense;
 pub mod wire;
 pub mod workload;
 

@@ -42,6 +42,18 @@ enum Command {
         /// Operator labels for this host, as key=value (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Scan /proc only: no eBPF sensing.
+        #[arg(long)]
+        no_ebpf: bool,
+        /// eBPF ring buffer size in MiB (a power of two).
+        #[arg(long, default_value_t = 16)]
+        ring_mib: u32,
+        /// Do not watch library opens in the kernel.
+        #[arg(long)]
+        no_opens: bool,
+        /// Do not watch connects in the kernel.
+        #[arg(long)]
+        no_connects: bool,
     },
     /// Print one full inventory of this host as JSON and exit. Needs no collector.
     ///
@@ -111,8 +123,16 @@ async fn main() -> anyhow::Result<()> {
             runtime_root,
             interval,
             labels,
+            no_ebpf,
+            ring_mib,
+            no_opens,
+            no_connects,
         } => {
             anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
+            anyhow::ensure!(
+                ring_mib.is_power_of_two(),
+                "--ring-mib must be a power of two"
+            );
             let config = AgentConfig {
                 collector: collector_url(&collector),
                 scan: ScanConfig {
@@ -121,6 +141,12 @@ async fn main() -> anyhow::Result<()> {
                     runtime_root,
                 },
                 interval: Duration::from_secs(interval),
+                ebpf: !no_ebpf,
+                sense: patchgap_agent::sense::SenseConfig {
+                    ring_bytes: ring_mib << 20,
+                    opens: !no_opens,
+                    connects: !no_connects,
+                },
                 ..AgentConfig::default()
             };
             tracing::info!(collector = %config.collector, interval, "agent starting");

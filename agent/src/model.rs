@@ -30,6 +30,8 @@ pub struct PackageInfo {
 pub enum ArtifactKind {
     Exe,
     Mapped,
+    /// A library-like file the process opened, seen by eBPF.
+    Opened,
 }
 
 /// A file as the process sees it.
@@ -160,6 +162,8 @@ pub struct ScanStats {
     pub resolve_cache_hits: u64,
     pub resolve_cache_misses: u64,
     pub scanned_at_ms: i64,
+    /// Processes and exits this scan found that eBPF had not reported.
+    pub reconciled: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

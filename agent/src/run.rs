@@ -8,7 +8,7 @@
 //! the collector's last ack (the Welcome tells it where that is).
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, HashMap, VecDeque},
     future::Future,
     sync::{
         Arc, Mutex,
@@ -28,7 +28,9 @@ use tracing::{info, warn};
 
 use crate::{
     diff::Baseline,
+    model::ProcessKey,
     scan::{ScanConfig, Scanner, now_ms},
+    sense::{Event, SenseConfig, Sensor},
     wire,
 };
 
@@ -49,6 +51,15 @@ pub struct AgentConfig {
     pub max_message_bytes: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Sense live with eBPF. Off, or failing to load, the agent works from
+    /// /proc alone and says so in its capabilities.
+    pub ebpf: bool,
+    pub sense: SenseConfig,
+    /// How long event-derived changes wait to be batched into one delta.
+    pub event_flush: Duration,
+    /// After an exec, the process's maps are read again this much later,
+    /// once the dynamic loader has mapped its libraries.
+    pub exec_rescan_delay: Duration,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +74,10 @@ impl Default for AgentConfig {
             max_message_bytes: 16 << 20,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            ebpf: true,
+            sense: SenseConfig::default(),
+            event_flush: Duration::from_millis(50),
+            exec_rescan_delay: Duration::from_millis(100),
         }
     }
 }
@@ -87,6 +102,15 @@ pub struct AgentStatus {
     pub overflows: u64,
     /// Processes in the last scan.
     pub processes: u32,
+    /// eBPF sensing is on.
+    pub ebpf: bool,
+    /// Why it is off, when it is.
+    pub ebpf_reason: String,
+    /// Kernel events handled.
+    pub events: u64,
+    /// Kernel events lost (ring buffer full, or the agent's queue full), as
+    /// of the last heartbeat.
+    pub lost_events: u64,
 }
 
 /// Unacked messages, in sequence order.
@@ -141,6 +165,8 @@ struct Shared {
     resync: AtomicBool,
     status: watch::Sender<AgentStatus>,
     rescan: mpsc::Sender<()>,
+    /// The sensor's counters, refreshed by the scan loop.
+    sense: Mutex<v1::SenseStats>,
 }
 
 /// A running agent. Dropping the handle does not stop it; call `shutdown`.
@@ -210,7 +236,28 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         resync: AtomicBool::new(true),
         status: status_tx,
         rescan: rescan_tx.clone(),
+        sense: Mutex::new(v1::SenseStats::default()),
     });
+    // Start sensing before the first scan, so nothing falls between them.
+    let (sensor, events) = if config.ebpf {
+        match Sensor::start(&config.sense) {
+            Ok((sensor, events)) => (Some(sensor), Some(events)),
+            Err(error) => {
+                // Said once; the agent goes on from /proc alone.
+                warn!(%error, "ebpf: off ({}); scanning /proc only", error.reason());
+                shared
+                    .status
+                    .send_modify(|s| s.ebpf_reason = error.reason());
+                (None, None)
+            }
+        }
+    } else {
+        shared
+            .status
+            .send_modify(|s| s.ebpf_reason = "disabled by configuration".into());
+        (None, None)
+    };
+    shared.status.send_modify(|s| s.ebpf = sensor.is_some());
     let scanner = Scanner::new(config.scan.clone());
     let hello_host = wire::host(&scanner.host_identity());
     let tasks = vec![
@@ -220,6 +267,8 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
             shared.clone(),
             rescan_rx,
             stop_rx.clone(),
+            sensor,
+            events,
         )),
         tokio::spawn(connection_loop(config, hello_host, shared, stop_rx)),
     ];
@@ -238,65 +287,168 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) {
     handle.shutdown().await;
 }
 
-fn capabilities(config: &AgentConfig) -> v1::Capabilities {
+fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
+    let status = shared.status.borrow();
     v1::Capabilities {
-        ebpf: false,
-        ebpf_reason: "not in this build: scan-only coverage from /proc".into(),
+        ebpf: status.ebpf,
+        ebpf_reason: if status.ebpf {
+            String::new()
+        } else {
+            status.ebpf_reason.clone()
+        },
         // SAFETY: geteuid has no preconditions.
         root: unsafe { libc::geteuid() } == 0,
         rescan_interval_secs: config.interval.as_secs() as u32,
     }
 }
 
+/// Pending changes from kernel events, flushed as one delta.
+#[derive(Default)]
+struct Pending {
+    delta: v1::Delta,
+    /// (process, protocol, address, port) → the aggregated connection.
+    connections: HashMap<(ProcessKey, &'static str, String, u16), v1::Connection>,
+    /// Pids whose maps are read again when their time comes.
+    rescans: BTreeMap<tokio::time::Instant, Vec<u32>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+            && self.delta.upserts.is_empty()
+            && self.delta.exits.is_empty()
+            && self.delta.workloads.is_empty()
+            && self.delta.sockets.is_empty()
+    }
+
+    /// Takes the batched delta, connections included.
+    fn take(&mut self) -> Option<v1::Delta> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut delta = std::mem::take(&mut self.delta);
+        delta.scanned_at_ms = now_ms();
+        delta.connections = self.connections.drain().map(|(_, c)| c).collect();
+        Some(delta)
+    }
+}
+
+/// Runs `f` on the scanner in a blocking thread: /proc reads are synchronous
+/// and must not stall the async workers. None when the thread panicked (the
+/// scanner is then lost and the loop stops).
+async fn on_scanner<T: Send + 'static>(
+    slot: &mut Option<Scanner>,
+    f: impl FnOnce(&mut Scanner) -> T + Send + 'static,
+) -> Option<T> {
+    let mut scanner = slot.take()?;
+    let (scanner, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut scanner);
+        (scanner, out)
+    })
+    .await
+    .ok()?;
+    *slot = Some(scanner);
+    Some(out)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn scan_loop(
     config: AgentConfig,
-    mut scanner: Scanner,
+    scanner: Scanner,
     shared: Arc<Shared>,
     mut rescan: mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
+    sensor: Option<Sensor>,
+    mut events: Option<mpsc::Receiver<Event>>,
 ) {
+    let mut scanner = Some(scanner);
     let mut baseline: Option<Baseline> = None;
+    let mut pending = Pending::default();
+    let mut reconciled_total = 0u64;
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
+    let mut flush = tokio::time::interval(config.event_flush);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = v1::ScanStats::default();
     loop {
+        let next_rescan = pending.rescans.keys().next().copied();
         tokio::select! {
             _ = ticker.tick() => {}
             Some(()) = rescan.recv() => {}
             _ = heartbeat.tick() => {
+                if let Some(sensor) = &sensor {
+                    let s = sensor.stats();
+                    *shared.sense.lock().expect("sense lock") = v1::SenseStats {
+                        events: s.events,
+                        lost_kernel: s.lost_kernel,
+                        lost_user: s.lost_user,
+                        reconciled: reconciled_total,
+                    };
+                    shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user);
+                }
                 // Heartbeats say "alive"; queuing them while disconnected would
                 // only replay stale news.
                 if shared.status.borrow().connected {
                     let body = v1::agent_message::Body::Heartbeat(v1::Heartbeat {
                         sent_at_ms: now_ms(),
                         last_scan: Some(last_stats),
-                        capabilities: Some(capabilities(&config)),
+                        capabilities: Some(capabilities(&config, &shared)),
+                        sense: Some(*shared.sense.lock().expect("sense lock")),
                     });
                     enqueue(&shared, vec![body]);
                 }
                 continue;
             }
+            Some(event) = async { events.as_mut()?.recv().await }, if events.is_some() => {
+                tracing::trace!(?event, "kernel event");
+                if let Some(base) = baseline.as_mut()
+                    && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
+                {
+                    warn!("scan task panicked; the agent stops scanning");
+                    return;
+                }
+                shared.status.send_modify(|s| s.events += 1);
+                continue;
+            }
+            _ = async { tokio::time::sleep_until(next_rescan.expect("guarded")).await }, if next_rescan.is_some() => {
+                let due = pending.rescans.pop_first().map(|(_, pids)| pids).unwrap_or_default();
+                for pid in due {
+                    let Some(found) = on_scanner(&mut scanner, move |s| s.scan_pid(pid)).await else { return };
+                    if let (Some((p, w)), Some(base)) = (found, baseline.as_mut()) {
+                        base.record(p, w, &mut pending.delta);
+                    }
+                }
+                continue;
+            }
+            _ = flush.tick() => {
+                if let Some(delta) = pending.take() {
+                    let bodies = wire::split_delta(delta, config.part_bytes)
+                        .into_iter()
+                        .map(v1::agent_message::Body::Delta)
+                        .collect();
+                    enqueue(&shared, bodies);
+                }
+                continue;
+            }
             _ = stop.changed() => return,
+        }
+        // A full scan. What events batched goes first, so the scan's delta
+        // is computed against a baseline the collector has been sent.
+        if let Some(delta) = pending.take() {
+            enqueue(&shared, vec![v1::agent_message::Body::Delta(delta)]);
         }
         let mut scan_number = 0;
         shared.status.send_modify(|s| {
             s.scans_started += 1;
             scan_number = s.scans_started;
         });
-        // The scan reads /proc synchronously; keep it off the async workers.
-        let Ok((s, inv)) = tokio::task::spawn_blocking(move || {
-            let inv = scanner.scan();
-            (scanner, inv)
-        })
-        .await
-        else {
+        let Some(inv) = on_scanner(&mut scanner, |s| s.scan()).await else {
             warn!("scan task panicked; the agent stops scanning");
             return;
         };
-        scanner = s;
         last_stats = wire::stats(&inv.stats);
         let full = baseline.is_none() || shared.resync.swap(false, Ordering::SeqCst);
         let bodies: Vec<v1::agent_message::Body> = if full {
@@ -314,7 +466,9 @@ async fn scan_loop(
             let base = baseline
                 .as_mut()
                 .expect("baseline set after the first scan");
-            base.advance(&inv)
+            let delta = base.advance(&inv, sensor.is_some());
+            reconciled_total += u64::from(base.last_reconciled());
+            delta
                 .map(|d| wire::split_delta(d, config.part_bytes))
                 .unwrap_or_default()
                 .into_iter()
@@ -328,6 +482,84 @@ async fn scan_loop(
             s.processes = inv.stats.processes;
         });
     }
+}
+
+/// Merges one kernel event into the baseline and the pending delta. None
+/// when the scanner was lost.
+async fn handle_event(
+    config: &AgentConfig,
+    scanner: &mut Option<Scanner>,
+    base: &mut Baseline,
+    pending: &mut Pending,
+    event: Event,
+) -> Option<()> {
+    match event {
+        Event::Exec { pid, .. } => {
+            // Now, so that even a process that lives for milliseconds is
+            // recorded; and again shortly, once the loader has mapped its
+            // libraries.
+            if let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await? {
+                base.record(p, w, &mut pending.delta);
+            }
+            let due = tokio::time::Instant::now() + config.exec_rescan_delay;
+            pending.rescans.entry(due).or_default().push(pid);
+        }
+        Event::Exit { pid, at_ms, .. } => {
+            let key = base.exit(pid, at_ms, &mut pending.delta);
+            tracing::debug!(pid, ?key, "exit event");
+            for pids in pending.rescans.values_mut() {
+                pids.retain(|p| *p != pid);
+            }
+            pending.rescans.retain(|_, pids| !pids.is_empty());
+        }
+        Event::Open { pid, path, .. } => {
+            if base.by_pid(pid).is_none()
+                && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
+            {
+                base.record(p, w, &mut pending.delta);
+            }
+            if let Some(artifact) =
+                on_scanner(scanner, move |s| s.opened_artifact(pid, &path)).await?
+            {
+                base.add_opened(pid, artifact, &mut pending.delta);
+            }
+        }
+        Event::Connect {
+            pid,
+            addr,
+            protocol,
+            ret,
+            at_ms,
+            ..
+        } => {
+            if base.by_pid(pid).is_none()
+                && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
+            {
+                base.record(p, w, &mut pending.delta);
+            }
+            let Some(key) = base.by_pid(pid).map(|p| p.key) else {
+                return Some(());
+            };
+            let c = pending
+                .connections
+                .entry((key, protocol, addr.ip().to_string(), addr.port()))
+                .or_insert_with(|| v1::Connection {
+                    key: Some(wire::key(&key)),
+                    protocol: protocol.into(),
+                    remote_addr: addr.ip().to_string(),
+                    remote_port: addr.port().into(),
+                    first_seen_ms: at_ms,
+                    last_seen_ms: at_ms,
+                    count: 0,
+                    last_result: ret,
+                });
+            c.first_seen_ms = c.first_seen_ms.min(at_ms);
+            c.last_seen_ms = c.last_seen_ms.max(at_ms);
+            c.count += 1;
+            c.last_result = ret;
+        }
+    }
+    Some(())
 }
 
 fn enqueue(shared: &Shared, bodies: Vec<v1::agent_message::Body>) {
@@ -423,7 +655,7 @@ async fn stream_once(
     let hello = v1::Hello {
         host: Some(host.clone()),
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        capabilities: Some(capabilities(config)),
+        capabilities: Some(capabilities(config, shared)),
         session_id: shared.status.borrow().session_id.clone(),
     };
     tx.send(v1::AgentMessage {

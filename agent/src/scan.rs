@@ -167,6 +167,58 @@ impl Scanner {
         }
     }
 
+    /// Scans one process now: at its exec, or when an event names a
+    /// process the agent has not seen. Returns the process and its
+    /// workload, or None when it is gone (or a kernel thread).
+    pub fn scan_pid(&mut self, pid: u32) -> Option<(Process, Workload)> {
+        let mut host_ns = self.ns_ids(1);
+        if host_ns == NsIds::default() {
+            host_ns = self.ns_ids_of("self");
+        }
+        let mut ctx = ScanCtx {
+            host_ns,
+            ..Default::default()
+        };
+        let btime = std::fs::read(self.config.proc_root.join("stat"))
+            .ok()
+            .and_then(|b| parse::stat::parse_btime(&b).ok())
+            .unwrap_or(0);
+        let process = self.scan_process(pid, btime, &mut ctx).ok()?;
+        let workload = ctx.workloads.remove(&process.workload)?;
+        Some((process, workload))
+    }
+
+    /// The artifact for a library-like file a process opened (an eBPF open
+    /// event): resolved inside the process's root like a mapping. None when
+    /// the process or the file is gone, or the path is relative.
+    pub fn opened_artifact(&mut self, pid: u32, path: &[u8]) -> Option<Artifact> {
+        if !path.starts_with(b"/") {
+            return None;
+        }
+        let root = RootFs::open(&self.proc_path(pid, "root")).ok()?;
+        let root_link = std::fs::read_link(self.proc_path(pid, "root"))
+            .ok()?
+            .into_os_string()
+            .into_encoded_bytes();
+        let meta = root.metadata(in_root_path(&root_link, path)).ok()?;
+        if !meta.is_file {
+            return None;
+        }
+        let db = self.resolver.refresh(&root).ok();
+        let mut ctx = ScanCtx::default();
+        Some(self.artifact(
+            &mut ctx,
+            Some(&root),
+            db.as_deref(),
+            &root_link,
+            path.to_vec(),
+            meta.id.dev,
+            meta.id.ino,
+            ArtifactKind::Opened,
+            false,
+        ))
+    }
+
     /// One full pass over the procfs root.
     pub fn scan(&mut self) -> Inventory {
         let wall = Instant::now();

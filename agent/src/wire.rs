@@ -38,6 +38,7 @@ fn process_full(p: &Process) -> v1::Process {
                 kind: match a.kind {
                     ArtifactKind::Exe => v1::ArtifactKind::Exe,
                     ArtifactKind::Mapped => v1::ArtifactKind::Mapped,
+                    ArtifactKind::Opened => v1::ArtifactKind::Opened,
                 } as i32,
                 deleted: a.deleted,
                 stale: a.stale,
@@ -161,6 +162,7 @@ pub fn stats(s: &model::ScanStats) -> v1::ScanStats {
         resolve_cache_hits: s.resolve_cache_hits,
         resolve_cache_misses: s.resolve_cache_misses,
         scanned_at_ms: s.scanned_at_ms,
+        reconciled: s.reconciled,
     }
 }
 

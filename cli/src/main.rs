@@ -91,6 +91,9 @@ enum Command {
         /// The procfs root the agent scans.
         #[arg(long, default_value = "/proc")]
         proc_root: PathBuf,
+        /// Scan /proc only: no eBPF sensing.
+        #[arg(long)]
+        no_ebpf: bool,
     },
     /// Which running processes include a package, optionally in a version range.
     ///
@@ -104,8 +107,30 @@ enum Command {
     Query {
         /// NAME[@CONSTRAINT]
         spec: String,
+        /// History: processes that had the package at any time since T (an
+        /// RFC 3339 time or a duration ago such as 10m, 2h, 1d), exited ones
+        /// included.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// History: until T (default now). Needs --since.
+        #[arg(long, value_parser = parse_time, requires = "since")]
+        until: Option<i64>,
         #[command(flatten)]
         filter: FilterOpts,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Outbound connections seen by eBPF: process, destination, first and
+    /// last seen, count.
+    ///
+    /// Example: patchgap connections --since 1h
+    Connections {
+        /// Only this host (hostname or host id).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only connections seen since T (RFC 3339, or a duration ago such as 10m).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
         #[command(flatten)]
         read: ReadOpts,
     },
@@ -174,8 +199,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             listen,
             interval,
             proc_root,
-        } => up(data_dir, listen, interval, proc_root).await,
-        Command::Query { spec, filter, read } => {
+            no_ebpf,
+        } => up(data_dir, listen, interval, proc_root, !no_ebpf).await,
+        Command::Query {
+            spec,
+            since,
+            until,
+            filter,
+            read,
+        } => {
             // Check the constraint here, so a typo never costs a round trip.
             let (name, constraint) = parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut client = connect(&read.collector).await?;
@@ -184,12 +216,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     name,
                     constraint: constraint.map(|c| c.to_string()).unwrap_or_default(),
                     filter: Some(filter.to_proto()),
+                    since_ms: since.unwrap_or(0),
+                    until_ms: until.unwrap_or(0),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?
                 .into_inner();
             print(read.output, render::query_json(&resp), || {
                 render::query_table(&resp, render::width())
+            })
+        }
+        Command::Connections { host, since, read } => {
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .list_connections(v1::ListConnectionsRequest {
+                    host: host.unwrap_or_default(),
+                    since_ms: since.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::connections_json(&resp), || {
+                render::connections_table(&resp)
             })
         }
         Command::Workloads { filter, read } => {
@@ -250,6 +298,27 @@ fn print(
     }
 }
 
+/// A point in time from an RFC 3339 string or a duration ago ("90s", "10m",
+/// "2h", "1d"), as milliseconds since the epoch.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = patchgap_agent::scan::now_ms();
+    if let Some(unit) = s.chars().last().filter(|c| c.is_ascii_alphabetic())
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+    {
+        let ms = match unit {
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+        };
+        return Ok(now - n * ms);
+    }
+    render::parse_rfc3339(s).ok_or_else(|| {
+        format!("{s:?} is neither an RFC 3339 time (2026-11-28T06:00:00Z) nor a duration (10m)")
+    })
+}
+
 fn collector_url(addr: &str) -> String {
     if addr.contains("://") {
         addr.to_string()
@@ -308,6 +377,7 @@ async fn up(
     listen: SocketAddr,
     interval: u64,
     proc_root: PathBuf,
+    ebpf: bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
@@ -347,6 +417,7 @@ async fn up(
             ..Default::default()
         },
         interval: Duration::from_secs(interval),
+        ebpf,
         ..Default::default()
     });
     tokio::select! {

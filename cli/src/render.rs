@@ -10,6 +10,61 @@ use serde_json::{Value, json};
 /// Text for bytes that may not be UTF-8, losslessly (the agent's rule).
 pub use patchgap_agent::model::display_bytes as bytes_text;
 
+/// Parses an RFC 3339 time (UTC "Z" or a numeric offset; fractional seconds
+/// allowed) into milliseconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut ms = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let f = &frac[..digits.min(3)];
+        ms = f.parse::<i64>().ok()? * 10_i64.pow(3 - f.len() as u32);
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let v = o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Howard Hinnant's days_from_civil.
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + ms)
+}
+
 /// RFC 3339 in UTC with milliseconds, from milliseconds since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -35,7 +90,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 fn coverage_json(c: &Option<v1::Coverage>) -> Value {
-    let c = c.unwrap_or_default();
+    let c = c.clone().unwrap_or_default();
     json!({
         "hosts_total": c.hosts_total,
         "hosts_fresh": c.hosts_fresh,
@@ -43,11 +98,18 @@ fn coverage_json(c: &Option<v1::Coverage>) -> Value {
         "hosts_scan_only": c.hosts_scan_only,
         "oldest_scan_at": (c.oldest_scan_ms > 0).then(|| rfc3339(c.oldest_scan_ms)),
         "generated_at": rfc3339(c.generated_at_ms),
+        "hosts": c.hosts.iter().map(|h| json!({
+            "host": h.host,
+            "fresh": h.fresh,
+            "ebpf": h.ebpf,
+            "ebpf_reason": h.ebpf_reason,
+            "events_lost": h.events_lost,
+        })).collect::<Vec<_>>(),
     })
 }
 
 fn coverage_line(c: &Option<v1::Coverage>) -> String {
-    let c = c.unwrap_or_default();
+    let c = c.clone().unwrap_or_default();
     // "As of" is the oldest scan behind the answer, not the time of the
     // query: a process that started after it is not in the answer yet.
     let as_of = if c.oldest_scan_ms > 0 {
@@ -63,6 +125,19 @@ fn coverage_line(c: &Option<v1::Coverage>) -> String {
         c.hosts_scan_only,
         rfc3339(as_of)
     );
+    for h in &c.hosts {
+        if !h.ebpf {
+            line.push_str(&format!(
+                "note: {} is scan-only (ebpf: off, {}): processes and connections that lived between rescans are not seen\n",
+                h.host, h.ebpf_reason
+            ));
+        } else if h.events_lost > 0 {
+            line.push_str(&format!(
+                "warning: {} lost {} kernel events\n",
+                h.host, h.events_lost
+            ));
+        }
+    }
     if c.hosts_stale > 0 {
         line.push_str(
             "warning: stale hosts have not reported recently; their answers may be out of date\n",
@@ -110,6 +185,7 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                     "dev": p.dev,
                     "inode": p.inode,
                 })).collect::<Vec<_>>(),
+                "exit_time": (m.exit_time_ms > 0).then(|| rfc3339(m.exit_time_ms)),
                 "workload_detail": m.workload_detail.as_ref().map(workload_json),
                 "privilege": m.privilege.as_ref().map(privilege_json),
             })
@@ -329,12 +405,17 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
                     },
                     m.evidence.clone(),
                     if m.stale { "STALE".into() } else { "no".into() },
+                    if m.exit_time_ms > 0 {
+                        rfc3339(m.exit_time_ms)
+                    } else {
+                        "running".into()
+                    },
                 ]
             })
             .collect();
         out.push_str(&table(
             &[
-                "HOST", "PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE",
+                "HOST", "PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE", "EXITED",
             ],
             &rows,
             "  ",
@@ -347,6 +428,71 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
             r.scope_map_error
         ));
     }
+    out.push_str(&coverage_line(&r.coverage));
+    out
+}
+
+pub fn connections_json(r: &v1::ListConnectionsResponse) -> Value {
+    let conns: Vec<Value> = r
+        .connections
+        .iter()
+        .map(|c| {
+            let key = c.key.unwrap_or_default();
+            json!({
+                "host": c.host,
+                "workload": c.workload,
+                "pid": key.pid,
+                "start_ticks": key.start_ticks,
+                "exe": bytes_text(&c.exe),
+                "protocol": c.protocol,
+                "remote_addr": c.remote_addr,
+                "remote_port": c.remote_port,
+                "first_seen": rfc3339(c.first_seen_ms),
+                "last_seen": rfc3339(c.last_seen_ms),
+                "count": c.count,
+                "last_result": c.last_result,
+                "exit_time": (c.exit_time_ms > 0).then(|| rfc3339(c.exit_time_ms)),
+            })
+        })
+        .collect();
+    json!({ "coverage": coverage_json(&r.coverage), "connections": conns })
+}
+
+pub fn connections_table(r: &v1::ListConnectionsResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .connections
+        .iter()
+        .map(|c| {
+            vec![
+                c.host.clone(),
+                c.key.unwrap_or_default().pid.to_string(),
+                fit(&bytes_text(&c.exe), 32),
+                or_dash(&c.protocol),
+                format!("{}:{}", c.remote_addr, c.remote_port),
+                c.count.to_string(),
+                c.last_result.to_string(),
+                rfc3339(c.first_seen_ms),
+                rfc3339(c.last_seen_ms),
+                fit(&c.workload, 40),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "HOST",
+            "PID",
+            "EXE",
+            "PROTO",
+            "REMOTE",
+            "COUNT",
+            "RESULT",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "WORKLOAD",
+        ],
+        &rows,
+        "",
+    );
     out.push_str(&coverage_line(&r.coverage));
     out
 }
@@ -517,6 +663,26 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_900_000_000), "2026-11-28T21:06:40.000Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ms in [0, 951_782_400_123, 1_795_900_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28T07:00:00+01:00"),
+            parse_rfc3339("2026-11-28T06:00:00Z")
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T06:00:00",
+            "x026-11-28T06:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

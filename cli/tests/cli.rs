@@ -157,7 +157,7 @@ async fn hosts_and_ps() {
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
     assert_eq!(hosts["hosts"][0]["fresh"], true);
     assert_eq!(hosts["hosts"][0]["connected"], true);
-    assert_eq!(hosts["hosts"][0]["ebpf"], false);
+    assert_eq!(hosts["hosts"][0]["ebpf"], patchgap_tests::ebpf_wanted());
     let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
     let me = std::process::id() as u64;
     assert!(

@@ -269,6 +269,7 @@ fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSockets>) -> Bo
             .collect(),
         sockets: socks,
         workloads: Vec::new(),
+        connections: Vec::new(),
         stats: None,
     })
 }
@@ -283,6 +284,7 @@ fn heartbeat() -> Body {
             root: true,
             rescan_interval_secs: 30,
         }),
+        sense: None,
     })
 }
 
@@ -327,7 +329,7 @@ fn find(store: &mut dyn Store, name: &str) -> Vec<v1::Match> {
 }
 
 fn find_where(store: &mut dyn Store, name: &str, ok: &dyn Fn(&str) -> bool) -> Vec<v1::Match> {
-    store.find_package(name, ok).expect("find_package")
+    store.find_package(name, ok, None).expect("find_package")
 }
 
 /// The matched pids, sorted (a pid appears once per matching package).
@@ -1162,6 +1164,63 @@ pub fn workloads_with_running_processes(store: &mut dyn Store) {
     assert!(
         store.workloads().expect("workloads").is_empty(),
         "nothing runs in it"
+    );
+}
+
+/// A window query finds exited processes with their exit time; connection
+/// records add up per destination.
+pub fn history_and_connections(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    let conn = |count, at| v1::Connection {
+        key: Some(key(10)),
+        protocol: "tcp".into(),
+        remote_addr: "127.0.0.1".into(),
+        remote_port: 8080,
+        first_seen_ms: at,
+        last_seen_ms: at,
+        count,
+        last_result: 0,
+    };
+    let mut d = match delta(vec![], &[], vec![]) {
+        Body::Delta(d) => d,
+        _ => unreachable!(),
+    };
+    d.connections = vec![conn(2, T0 + 1_000), conn(3, T0 + 2_000)];
+    apply(store, &s, msg(2, Body::Delta(d)));
+    let c = store.connections(None, 0).expect("connections");
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(
+        (c[0].count, c[0].first_seen_ms, c[0].last_seen_ms),
+        (5, T0 + 1_000, T0 + 2_000)
+    );
+    assert!(
+        store
+            .connections(None, T0 + 3_000)
+            .expect("connections")
+            .is_empty()
+    );
+
+    // Exit at T0 + 10 s (the delta's time): gone from now, there in history.
+    apply(store, &s, msg(3, delta(vec![], &[10], vec![])));
+    assert!(find(store, "libc6").is_empty());
+    let hist = store
+        .find_package("libc6", &|_| true, Some((T0 - 1, T0 + 60_000)))
+        .expect("history");
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    assert_eq!(hist[0].exit_time_ms, T0 + 10_000);
+    // A window that ends before the process was first seen misses it.
+    let before = store
+        .find_package("libc6", &|_| true, Some((0, T0 - 1)))
+        .expect("history");
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(
+        store.connections(None, 0).expect("connections")[0].exit_time_ms,
+        T0 + 10_000
     );
 }
 

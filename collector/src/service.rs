@@ -333,6 +333,13 @@ impl QueryService {
                 if !h.capabilities.ebpf {
                     coverage.hosts_scan_only += 1;
                 }
+                coverage.hosts.push(v1::HostCoverage {
+                    host: h.identity.hostname.clone(),
+                    fresh,
+                    ebpf: h.capabilities.ebpf,
+                    ebpf_reason: h.capabilities.ebpf_reason.clone(),
+                    events_lost: h.sense.lost_kernel + h.sense.lost_user,
+                });
                 v1::HostSummary {
                     connected: connected.contains(if h.identity.host_id.is_empty() {
                         &h.identity.hostname
@@ -373,10 +380,26 @@ impl Query for QueryService {
             None => name.clone(),
         };
         let filter = req.filter.unwrap_or_default();
+        if req.since_ms < 0 || req.until_ms < 0 || (req.until_ms > 0 && req.until_ms < req.since_ms)
+        {
+            return Err(Status::invalid_argument(
+                "the time window needs 0 <= since <= until",
+            ));
+        }
+        let until = if req.until_ms > 0 {
+            req.until_ms
+        } else {
+            i64::MAX
+        };
+        let window = (req.since_ms > 0 || req.until_ms > 0).then_some((req.since_ms, until));
         let (coverage, _) = self.hosts().await?;
         let (summaries, by_instance, scope_map_error) = self.workloads().await?;
         let mut matches = with_store(&self.store, move |s| {
-            s.find_package(&name, &|v| constraint.as_ref().is_none_or(|c| c.matches(v)))
+            s.find_package(
+                &name,
+                &|v| constraint.as_ref().is_none_or(|c| c.matches(v)),
+                window,
+            )
         })
         .await?;
         // Each match names its fleet workload; the filter applies to that.
@@ -420,6 +443,39 @@ impl Query for QueryService {
                 .filter(|s| workloads::passes(s, &filter))
                 .collect(),
             scope_map_error,
+        }))
+    }
+
+    async fn list_connections(
+        &self,
+        request: Request<v1::ListConnectionsRequest>,
+    ) -> Result<Response<v1::ListConnectionsResponse>, Status> {
+        let req = request.into_inner();
+        let (coverage, _) = self.hosts().await?;
+        let (summaries, by_instance, _) = self.workloads().await?;
+        let host_ids: HashMap<String, String> = self
+            .hosts()
+            .await?
+            .1
+            .into_iter()
+            .filter_map(|h| h.identity.map(|i| (i.hostname, i.host_id)))
+            .collect();
+        let host = (!req.host.is_empty()).then_some(req.host);
+        let mut connections = with_store(&self.store, move |s| {
+            s.connections(host.as_deref(), req.since_ms)
+        })
+        .await?;
+        // Name each connection's fleet workload, as queries do.
+        for c in &mut connections {
+            if let Some(id) = host_ids.get(&c.host)
+                && let Some(&i) = by_instance.get(&(id.clone(), c.workload.clone()))
+            {
+                c.workload = summaries[i].key.clone();
+            }
+        }
+        Ok(Response::new(v1::ListConnectionsResponse {
+            coverage: Some(coverage),
+            connections,
         }))
     }
 

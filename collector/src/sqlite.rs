@@ -140,6 +140,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE process ADD COLUMN privileged INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX process_by_workload ON process (host, workload) WHERE exit_time_ms IS NULL;
     "#,
+    // 4: outbound connections seen by eBPF, and the agent's sensing counters.
+    r#"
+    CREATE TABLE connection (
+        process_id INTEGER NOT NULL REFERENCES process (id),
+        protocol TEXT NOT NULL,
+        remote_addr TEXT NOT NULL,
+        remote_port INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        last_result INTEGER NOT NULL,
+        PRIMARY KEY (process_id, protocol, remote_addr, remote_port)
+    );
+    CREATE INDEX connection_by_time ON connection (last_seen_ms);
+    ALTER TABLE host ADD COLUMN sense BLOB NOT NULL DEFAULT x'';
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -392,6 +408,23 @@ fn upsert_process(
     Ok(())
 }
 
+fn evidence_name(kind: i32) -> &'static str {
+    match v1::ArtifactKind::try_from(kind) {
+        Ok(v1::ArtifactKind::Exe) => "exe",
+        Ok(v1::ArtifactKind::Opened) => "opened",
+        _ => "mapped",
+    }
+}
+
+fn evidence_rank(evidence: &str) -> u8 {
+    match evidence {
+        "exe" => 3,
+        "mapped" => 2,
+        "opened" => 1,
+        _ => 0,
+    }
+}
+
 fn set_privilege(tx: &Transaction, id: i64, p: &v1::Process) -> Result<()> {
     let privilege = p.privilege.clone().unwrap_or_default();
     tx.prepare_cached("UPDATE process SET privilege = ?2, privileged = ?3 WHERE id = ?1")?
@@ -414,6 +447,45 @@ fn upsert_workloads(
             return Err(StoreError::Invalid("workload without an id".into()));
         }
         stmt.execute(params![host, w.id, w.encode_to_vec(), at_ms])?;
+    }
+    Ok(())
+}
+
+/// Adds connection records to their processes; a record for a process the
+/// store does not know (it lived and died between two messages and no scan
+/// saw it) is dropped.
+fn add_connections(
+    tx: &Transaction,
+    host: i64,
+    boot_id: &str,
+    conns: &[v1::Connection],
+) -> Result<()> {
+    for c in conns {
+        let key = key_of(&c.key)?;
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT id FROM process WHERE host = ?1 AND boot_id = ?2 AND pid = ?3 AND start_ticks = ?4")?
+            .query_row(params![host, boot_id, key.pid, key.start_ticks as i64], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { continue };
+        tx.prepare_cached(
+            "INSERT INTO connection (process_id, protocol, remote_addr, remote_port, first_seen_ms, last_seen_ms,
+             count, last_result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (process_id, protocol, remote_addr, remote_port) DO UPDATE SET
+               first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+               last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
+               count = count + excluded.count,
+               last_result = excluded.last_result",
+        )?
+        .execute(params![
+            id,
+            c.protocol,
+            c.remote_addr,
+            c.remote_port,
+            c.first_seen_ms,
+            c.last_seen_ms,
+            c.count as i64,
+            c.last_result
+        ])?;
     }
     Ok(())
 }
@@ -639,6 +711,7 @@ impl Store for SqliteStore {
                 for ps in &d.sockets {
                     replace_sockets(&tx, host, &boot_id, ps)?;
                 }
+                add_connections(&tx, host, &boot_id, &d.connections)?;
                 if let Some(stats) = &d.stats {
                     tx.execute(
                         "UPDATE host SET last_scan = ?2 WHERE id = ?1",
@@ -655,6 +728,12 @@ impl Store for SqliteStore {
                     tx.execute(
                         "UPDATE host SET last_scan = ?2 WHERE id = ?1",
                         params![host, stats.encode_to_vec()],
+                    )?;
+                }
+                if let Some(sense) = &h.sense {
+                    tx.execute(
+                        "UPDATE host SET sense = ?2 WHERE id = ?1",
+                        params![host, sense.encode_to_vec()],
                     )?;
                 }
                 if let Some(caps) = &h.capabilities {
@@ -677,7 +756,7 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
              h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
-             (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL)
+             (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense
              FROM host h ORDER BY h.hostname, h.host_id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -698,6 +777,8 @@ impl Store for SqliteStore {
                 last_full_scan_ms: r.get(8)?,
                 last_scan: v1::ScanStats::decode(scan.as_slice()).unwrap_or_default(),
                 processes_running: r.get(10)?,
+                sense: v1::SenseStats::decode(r.get::<_, Vec<u8>>(11)?.as_slice())
+                    .unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -707,6 +788,7 @@ impl Store for SqliteStore {
         &mut self,
         name: &str,
         version_ok: &dyn Fn(&str) -> bool,
+        window: Option<(i64, i64)>,
     ) -> Result<Vec<v1::Match>> {
         let packages: Vec<(i64, v1::Package)> = {
             let mut stmt = self.conn.prepare_cached(
@@ -733,29 +815,51 @@ impl Store for SqliteStore {
         let mut matches: Vec<v1::Match> = Vec::new();
         // (process row id, package id) → index in `matches`.
         let mut index: HashMap<(i64, i64), usize> = HashMap::new();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms, p.exe, p.cmdline,
-                    p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege
+        // "Now" walks the running processes' current sets; a window walks the
+        // history intervals, so exited processes and sets a process had
+        // earlier are found too.
+        const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                    p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
+                    p.exit_time_ms
              FROM artifact a
-             JOIN artifact_set_member m ON m.artifact_id = a.id
-             JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
-             JOIN host h ON h.id = p.host
-             WHERE a.package_id = ?1
-             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path",
-        )?;
+             JOIN artifact_set_member m ON m.artifact_id = a.id";
+        let sql = match window {
+            None => format!(
+                "{COLUMNS}
+                 JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
+                 JOIN host h ON h.id = p.host
+                 WHERE a.package_id = ?1
+                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+            ),
+            Some(_) => format!(
+                "{COLUMNS}
+                 JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
+                      AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
+                 JOIN process p ON p.id = hs.process_id
+                 JOIN host h ON h.id = p.host
+                 WHERE a.package_id = ?1
+                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        // (process row id, package id, path, kind) already listed.
+        let mut seen_paths: std::collections::HashSet<(i64, i64, Vec<u8>, i32)> =
+            Default::default();
         for (package_id, package) in &packages {
-            let mut rows = stmt.query([package_id])?;
+            let mut rows = match window {
+                None => stmt.query([package_id])?,
+                Some((since, until)) => stmt.query(params![package_id, since, until])?,
+            };
             while let Some(r) = rows.next()? {
                 let pid_row: i64 = r.get(0)?;
                 let kind: i32 = r.get(11)?;
+                let path_bytes: Vec<u8> = r.get(10)?;
+                if !seen_paths.insert((pid_row, *package_id, path_bytes.clone(), kind)) {
+                    continue;
+                }
                 let path = v1::MatchPath {
-                    path: r.get(10)?,
-                    evidence: if kind == v1::ArtifactKind::Exe as i32 {
-                        "exe"
-                    } else {
-                        "mapped"
-                    }
-                    .into(),
+                    path: path_bytes,
+                    evidence: evidence_name(kind).into(),
                     stale: r.get(12)?,
                     deleted: r.get(13)?,
                     dev: r.get::<_, i64>(14)? as u64,
@@ -778,6 +882,7 @@ impl Store for SqliteStore {
                             uid: r.get(9)?,
                             privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
                                 .ok(),
+                            exit_time_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
                             package: Some(package.clone()),
                             ..Default::default()
                         });
@@ -787,8 +892,9 @@ impl Store for SqliteStore {
                 };
                 let m = &mut matches[i];
                 m.stale |= path.stale;
-                // The strongest evidence wins: the executable itself, then a mapping.
-                if m.evidence != "exe" {
+                // The strongest evidence wins: the executable itself, then a
+                // mapping, then an open.
+                if evidence_rank(&path.evidence) > evidence_rank(&m.evidence) {
                     m.evidence = path.evidence.clone();
                 }
                 m.paths.push(path);
@@ -843,6 +949,40 @@ impl Store for SqliteStore {
             }
         }
         Ok(rows.into_iter().map(|(_, w)| w).collect())
+    }
+
+    fn connections(
+        &mut self,
+        host: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<v1::ConnectionSummary>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.exe, c.protocol, c.remote_addr, c.remote_port,
+                    c.first_seen_ms, c.last_seen_ms, c.count, c.last_result, p.exit_time_ms
+             FROM connection c JOIN process p ON p.id = c.process_id JOIN host h ON h.id = p.host
+             WHERE c.last_seen_ms >= ?2 AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
+             ORDER BY h.hostname, c.first_seen_ms, p.pid",
+        )?;
+        let rows = stmt.query_map(params![host, since_ms], |r| {
+            Ok(v1::ConnectionSummary {
+                host: r.get(0)?,
+                workload: r.get(1)?,
+                key: Some(v1::ProcessKey {
+                    pid: r.get(2)?,
+                    start_ticks: r.get::<_, i64>(3)? as u64,
+                }),
+                exe: r.get(4)?,
+                protocol: r.get(5)?,
+                remote_addr: r.get(6)?,
+                remote_port: r.get(7)?,
+                first_seen_ms: r.get(8)?,
+                last_seen_ms: r.get(9)?,
+                count: r.get::<_, i64>(10)? as u64,
+                last_result: r.get(11)?,
+                exit_time_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {

@@ -54,6 +54,7 @@ pub struct HostRow {
     pub last_full_scan_ms: i64,
     pub processes_running: u32,
     pub last_scan: v1::ScanStats,
+    pub sense: v1::SenseStats,
 }
 
 /// A workload instance on one host that has running processes.
@@ -82,13 +83,23 @@ pub trait Store: Send + 'static {
 
     fn hosts(&mut self) -> Result<Vec<HostRow>>;
 
-    /// Running processes that have a package whose binary or source name is
-    /// `name` and whose version satisfies `version_ok`.
+    /// Processes that have a package whose binary or source name is `name`
+    /// and whose version satisfies `version_ok`: running ones, or with
+    /// `window` = (since, until) ms, every process that had it at any time in
+    /// that window, exited ones included (with their exit time).
     fn find_package(
         &mut self,
         name: &str,
         version_ok: &dyn Fn(&str) -> bool,
+        window: Option<(i64, i64)>,
     ) -> Result<Vec<v1::Match>>;
+
+    /// Connections last seen at or after `since_ms`, optionally of one host.
+    fn connections(
+        &mut self,
+        host: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<v1::ConnectionSummary>>;
 
     /// Workload instances with running processes, on every host.
     fn workloads(&mut self) -> Result<Vec<WorkloadRow>>;

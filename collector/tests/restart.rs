@@ -200,6 +200,8 @@ async fn libssl_pids(client: &mut Client) -> BTreeSet<u32> {
             name: "libssl3".into(),
             constraint: String::new(),
             filter: None,
+            since_ms: 0,
+            until_ms: 0,
         }),
     )
     .await

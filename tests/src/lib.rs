@@ -61,6 +61,7 @@ impl Harness {
         let agent = patchgap_agent::spawn(AgentConfig {
             collector: format!("http://{addr}"),
             scan,
+            ebpf: ebpf_wanted(),
             interval: Duration::from_secs(3600),
             backoff_max: Duration::from_secs(1),
             ..Default::default()
@@ -90,6 +91,8 @@ impl Harness {
                 name: name.into(),
                 constraint: constraint.into(),
                 filter: None,
+                since_ms: 0,
+                until_ms: 0,
             })
             .await
             .expect("find_package")
@@ -111,6 +114,12 @@ impl Harness {
         let Harness { agent, .. } = self;
         agent.shutdown().await;
     }
+}
+
+/// Whether tests run the agent with eBPF: yes, unless PATCHGAP_EBPF=off
+/// (CI runs the end-to-end tests both ways).
+pub fn ebpf_wanted() -> bool {
+    std::env::var("PATCHGAP_EBPF").as_deref() != Ok("off")
 }
 
 /// Fails the test instead of hanging it.

@@ -93,6 +93,8 @@ async fn bad_constraints_are_invalid_argument() {
             name: "libc6".into(),
             constraint: ">=1.2,<<<1.3".into(),
             filter: None,
+            since_ms: 0,
+            until_ms: 0,
         })
         .await
         .unwrap_err();

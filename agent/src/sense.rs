@@ -1,0 +1,1058 @@
+//! Live sensing with eBPF: exec, exit, connect and library opens as they
+//! happen, next to the periodic /proc scan.
+//!
+//! The kernel half lives in the `patchgap-ebpf` crate (C CO-RE programs on
+//! tracepoints, one ring buffer, event layouts in `ebpf/bpf/events.h`). This
+//! module loads that object with aya =0.14.0, attaches the programs, and turns
+//! ring-buffer records into owned [`Event`]s on a bounded tokio channel.
+//!
+//! Kernel and toolchain facts this code depends on (see shared/PLATFORM.md):
+//! - aya 0.14 has no tokio integration: the ring buffer's map fd is pollable
+//!   (`EPOLLIN` while data is available), so it is wrapped in
+//!   [`tokio::io::unix::AsyncFd`] and drained by hand.
+//! - Tracepoint attachment reads `<tracefs>/events/<cat>/<name>/id`. aya looks
+//!   for tracefs only at /sys/kernel/tracing and /sys/kernel/debug/tracing and
+//!   caches the first answer (even "not found") for the life of the process,
+//!   and this host does not mount tracefs: [`ensure_tracefs`] must run before
+//!   the first `TracePoint::attach` anywhere in the process.
+//! - There are no kprobes and no fentry on the target kernel; everything here
+//!   is a classic `tracepoint/` program, which needs neither.
+//! - Timestamps come from `bpf_ktime_get_boot_ns` (CLOCK_BOOTTIME, which keeps
+//!   counting across suspend); they are turned into wall-clock milliseconds
+//!   with one realtime-minus-boottime offset taken at start.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use patchgap_ebpf::{
+    Feature, GLOBAL_ENABLE_CONNECTS, GLOBAL_ENABLE_OPENS, GLOBAL_SELF_TGID, MAP_EVENTS, MAP_LOST,
+    OBJECT, PROGRAMS,
+};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+/// Where tracefs is mounted when nobody has. The first of aya's two
+/// candidates; the other (/sys/kernel/debug/tracing) would need debugfs too.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Capacity of the event channel. At the ~1.7k exec/s ceiling of this VM that
+/// is tens of seconds of slack; beyond it events are dropped, never queued in
+/// the reader, so the kernel ring keeps draining.
+const CHANNEL_CAPACITY: usize = 65_536;
+
+/// Records drained between two cooperative yields of the reader task, so a
+/// flood cannot pin a runtime worker while other tasks wait.
+const DRAIN_BATCH: u32 = 4096;
+
+/// What to sense. `Default` senses everything with a 16 MiB ring.
+#[derive(Debug, Clone)]
+pub struct SenseConfig {
+    /// Size of the kernel ring buffer in bytes. The kernel requires a power of
+    /// two that is a multiple of the page size; anything else is refused by
+    /// [`Sensor::start`] instead of being silently rounded.
+    pub ring_bytes: u32,
+    /// Record successful opens of library-like files (`.so`, `.so.N`, `.py`,
+    /// `.pyc`, `.jar`, `.node`, `package.json`).
+    pub opens: bool,
+    /// Record IPv4/IPv6 connect(2) calls with their result.
+    pub connects: bool,
+}
+
+impl Default for SenseConfig {
+    fn default() -> Self {
+        // 16 MiB sustained ~400k events/s without drops in the platform
+        // measurements, far above this host's exec ceiling.
+        Self {
+            ring_bytes: 16 << 20,
+            opens: true,
+            connects: true,
+        }
+    }
+}
+
+/// A decoded kernel event, owned. Times are wall-clock ms since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A successful execve/execveat. `filename` is the path as passed to exec
+    /// (maybe relative, or /dev/fd/N), not a resolved one; `comm` is the new
+    /// program's.
+    Exec {
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        cgroup_id: u64,
+        comm: String,
+        filename: Vec<u8>,
+        at_ms: i64,
+    },
+    /// The last thread of a process exited. `exit_code` is the kernel's
+    /// `task->exit_code`, a wait(2) status: `(status << 8) | signal`, so
+    /// `exit(1)` gives 256 and a SIGKILL gives 9.
+    Exit {
+        pid: u32,
+        exit_code: i32,
+        at_ms: i64,
+    },
+    /// A connect(2) to an IPv4/IPv6 address returned. `ret` is 0 or -errno
+    /// (-EINPROGRESS, -115, for a non-blocking TCP connect). `protocol` is
+    /// "tcp", "udp", "tcp6", "udp6", or "" when the socket type was unknown.
+    Connect {
+        pid: u32,
+        uid: u32,
+        cgroup_id: u64,
+        comm: String,
+        addr: SocketAddr,
+        protocol: &'static str,
+        ret: i32,
+        at_ms: i64,
+    },
+    /// A successful openat/openat2 of a library-like path; `fd` is the new
+    /// descriptor. The path is as the caller passed it (maybe relative).
+    Open {
+        pid: u32,
+        cgroup_id: u64,
+        path: Vec<u8>,
+        fd: i32,
+        at_ms: i64,
+    },
+}
+
+impl Event {
+    /// The thread-group id (the "pid" of ps) the event belongs to.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Event::Exec { pid, .. }
+            | Event::Exit { pid, .. }
+            | Event::Connect { pid, .. }
+            | Event::Open { pid, .. } => *pid,
+        }
+    }
+
+    /// When the kernel saw it, wall-clock ms since the epoch.
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            Event::Exec { at_ms, .. }
+            | Event::Exit { at_ms, .. }
+            | Event::Connect { at_ms, .. }
+            | Event::Open { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+/// Why the sensor could not start. The agent keeps scanning /proc without it
+/// and shows `ebpf: off (<reason>)`.
+#[derive(Debug, thiserror::Error)]
+pub enum SenseError {
+    /// Loading BPF programs and opening perf events needs root (or
+    /// CAP_BPF + CAP_PERFMON, which this agent does not try to detect).
+    #[error("eBPF sensing needs root")]
+    NotRoot,
+    /// CO-RE relocations need the kernel's own BTF.
+    #[error("kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")]
+    NoBtf,
+    /// `Sensor::start` was called outside a tokio runtime.
+    #[error("eBPF sensing must start inside a tokio runtime")]
+    NoRuntime,
+    /// The ring size is not a power of two multiple of the page size.
+    #[error("ring buffer size {0} is not a power-of-two multiple of the page size")]
+    RingSize(u32),
+    /// tracefs could not be mounted at /sys/kernel/tracing.
+    #[error("cannot mount tracefs at {TRACEFS}")]
+    Tracefs(#[source] io::Error),
+    /// Parsing, relocating or creating the maps of the object failed.
+    #[error("cannot load the eBPF object")]
+    Load(#[source] EbpfError),
+    /// The object lacks a program this module attaches.
+    #[error("eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    /// The verifier (or the kernel) refused a program.
+    #[error("cannot load eBPF program {program}")]
+    ProgramLoad {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    /// Attaching a loaded program to its tracepoint failed.
+    #[error("cannot attach eBPF program {program}")]
+    Attach {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing or of the wrong type.
+    #[error("eBPF map {map} unusable")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Option<MapError>,
+    },
+    /// Registering the ring buffer's fd with the tokio reactor failed.
+    #[error("cannot poll the ring buffer")]
+    Poll(#[source] io::Error),
+}
+
+impl SenseError {
+    /// One short, lower-case reason for "ebpf: off (reason)", e.g. "not root",
+    /// "no btf", "load failed: ...". Verifier logs are left out (they run to
+    /// kilobytes); the full chain is in `Display` and `source()`.
+    pub fn reason(&self) -> String {
+        let r = match self {
+            SenseError::NotRoot => "not root".to_owned(),
+            SenseError::NoBtf => "no btf".to_owned(),
+            SenseError::NoRuntime => "no tokio runtime".to_owned(),
+            SenseError::RingSize(n) => format!("bad ring size {n}"),
+            SenseError::Tracefs(e) => format!("tracefs: {}", io_reason(e)),
+            SenseError::Load(e) => format!("load failed: {}", ebpf_reason(e)),
+            SenseError::MissingProgram(p) => format!("no program {p}"),
+            SenseError::ProgramLoad { program, source } => {
+                format!("{program} rejected: {}", program_reason(source))
+            }
+            SenseError::Attach { program, source } => {
+                format!("attach {program}: {}", program_reason(source))
+            }
+            SenseError::Map { map, .. } => format!("map {map} unusable"),
+            SenseError::Poll(e) => format!("poll: {}", io_reason(e)),
+        };
+        shorten(&r.to_lowercase())
+    }
+}
+
+/// Cut a reason to at most 80 bytes on a char boundary: it is a status line.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// An io::Error without its "(os error N)" suffix, which says nothing to an
+/// operator that the text before it does not.
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// The essence of an aya load error: the errno for syscall failures, else
+/// aya's own one-line message.
+fn ebpf_reason(e: &EbpfError) -> String {
+    match e {
+        EbpfError::ProgramError(p) => program_reason(p),
+        EbpfError::FileError { error, .. } => io_reason(error),
+        other => other.to_string(),
+    }
+}
+
+/// A `ProgramError` without the verifier log that `LoadError` embeds.
+fn program_reason(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, .. } => io_reason(io_error),
+        ProgramError::SyscallError(s) => format!("{}: {}", s.call, io_reason(&s.io_error)),
+        other => other.to_string(),
+    }
+}
+
+/// Counters, readable any time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenseStats {
+    /// Records read from the ring buffer (including those then dropped or
+    /// undecodable).
+    pub events: u64,
+    /// Records the kernel could not reserve because the ring was full: the sum
+    /// of the per-CPU `lost` counter.
+    pub lost_kernel: u64,
+    /// Decoded events dropped because the channel was full.
+    pub lost_user: u64,
+    /// Records that did not decode (unknown kind, short record).
+    pub decode_errors: u64,
+}
+
+/// The reader task's counters, shared with [`Sensor::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    events: AtomicU64,
+    lost_user: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+/// A running sensor. The programs stay attached while it lives; dropping it
+/// stops the reader and detaches everything.
+pub struct Sensor {
+    /// Owns the programs and their links; dropping it detaches them.
+    _ebpf: Ebpf,
+    /// The kernel's per-CPU drop counter (taken out of `_ebpf`).
+    lost: PerCpuArray<MapData, u64>,
+    counters: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sensor {
+    /// Mounts tracefs if needed, loads the object with the globals
+    /// (`self_tgid` = this process), attaches every enabled program, and
+    /// spawns a tokio task that drains the ring buffer through `AsyncFd` and
+    /// sends decoded events on the returned channel (bounded; when full the
+    /// event is counted in `lost_user` and dropped, the reader never blocks).
+    /// Must be called inside a tokio runtime.
+    pub fn start(config: &SenseConfig) -> Result<(Sensor, mpsc::Receiver<Event>), SenseError> {
+        // Cheap preconditions first, so the usual failures get a precise
+        // reason instead of an EPERM or a BTF parse error from deep in aya.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SenseError::NotRoot);
+        }
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return Err(SenseError::NoBtf);
+        }
+        // AsyncFd registration (and tokio::spawn) panic without a runtime;
+        // check before loading anything into the kernel.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SenseError::NoRuntime);
+        }
+        // The kernel refuses other sizes with EINVAL; aya 0.14 would round a
+        // bad size up (libbpf's rule) — refusing keeps the memory cost what
+        // the operator configured.
+        let page = page_size();
+        let ring = config.ring_bytes;
+        if !ring.is_power_of_two() || !ring.is_multiple_of(page) {
+            return Err(SenseError::RingSize(ring));
+        }
+        // Must precede the first TracePoint::attach in the process: aya
+        // caches its tracefs lookup forever.
+        ensure_tracefs().map_err(SenseError::Tracefs)?;
+
+        let clock = Clock::now();
+        let self_tgid: u32 = std::process::id();
+        let enable_opens = u32::from(config.opens);
+        let enable_connects = u32::from(config.connects);
+        // The globals are `const volatile` (.rodata): aya patches them into
+        // the map's initial bytes before creating it and then freezes the
+        // map (BPF_MAP_FREEZE), so the verifier sees constants and prunes
+        // disabled branches. must_exist=true:
+        // a renamed global should fail loudly, not silently sense ourselves.
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_EVENTS, ring)
+            .override_global(GLOBAL_SELF_TGID, &self_tgid, true)
+            .override_global(GLOBAL_ENABLE_OPENS, &enable_opens, true)
+            .override_global(GLOBAL_ENABLE_CONNECTS, &enable_connects, true)
+            .load(OBJECT)
+            .map_err(SenseError::Load)?;
+
+        // Disabled features are not even attached (the globals above are the
+        // belt; this is the braces): an unattached syscall tracepoint costs
+        // the host nothing, an attached one that returns at once still costs
+        // a program run on every openat of every process. PROGRAMS is in a
+        // safe attach order: within each enter/exit pair the exit half goes
+        // first, since the enter half stashes per-thread state that only the
+        // exit half deletes.
+        let wanted = |f: Feature| match f {
+            Feature::Process => true,
+            Feature::Connects => config.connects,
+            Feature::Opens => config.opens,
+        };
+        for p in PROGRAMS.iter().filter(|p| wanted(p.feature)) {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(p.name)
+                .ok_or(SenseError::MissingProgram(p.name))?
+                .try_into()
+                .map_err(|source| SenseError::ProgramLoad {
+                    program: p.name,
+                    source,
+                })?;
+            // load() runs BPF_PROG_LOAD (the verifier; CO-RE relocations were
+            // applied against /sys/kernel/btf/vmlinux by EbpfLoader::load);
+            // attach() reads the tracepoint id from tracefs, opens a perf
+            // event on it and links the program (a bpf_link on 5.15+).
+            prog.load().map_err(|source| SenseError::ProgramLoad {
+                program: p.name,
+                source,
+            })?;
+            prog.attach(p.category, p.tracepoint)
+                .map_err(|source| SenseError::Attach {
+                    program: p.name,
+                    source,
+                })?;
+        }
+
+        // Take the maps out of the Ebpf so the reader task can own the ring
+        // and the Sensor the counter, without borrowing `ebpf`. The kernel
+        // objects stay alive through the fds in MapData; the programs hold
+        // their own references.
+        let ring = ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or(SenseError::Map {
+                map: "events",
+                source: None,
+            })
+            .and_then(|m| {
+                RingBuf::try_from(m).map_err(|e| SenseError::Map {
+                    map: "events",
+                    source: Some(e),
+                })
+            })?;
+        let lost = ebpf
+            .take_map(MAP_LOST)
+            .ok_or(SenseError::Map {
+                map: "lost",
+                source: None,
+            })
+            .and_then(|m| {
+                PerCpuArray::<MapData, u64>::try_from(m).map_err(|e| SenseError::Map {
+                    map: "lost",
+                    source: Some(e),
+                })
+            })?;
+        // READABLE only: the ring map's poll reports EPOLLIN when records are
+        // waiting; we never write.
+        // SAFETY: the RingBuf owns its MapData, whose OwnedFd stays open and
+        // is the one as_raw_fd() returns for the RingBuf's whole life; the
+        // reader only calls next() through the guard, never swaps the map.
+        let afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| SenseError::Poll(e.into_parts().1))?;
+
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(read_loop(afd, tx, Arc::clone(&counters), clock));
+        Ok((
+            Sensor {
+                _ebpf: ebpf,
+                lost,
+                counters,
+                task,
+            },
+            rx,
+        ))
+    }
+
+    /// Current counters. `lost_kernel` is read from the kernel map (one
+    /// syscall); the rest are atomics.
+    pub fn stats(&self) -> SenseStats {
+        // PerCpuArray::get returns one value per *possible* CPU; a failed
+        // read shows as 0 rather than failing a status line.
+        let lost_kernel = self
+            .lost
+            .get(&0, 0)
+            .map(|v| v.iter().copied().sum())
+            .unwrap_or(0);
+        SenseStats {
+            events: self.counters.events.load(Ordering::Relaxed),
+            lost_kernel,
+            lost_user: self.counters.lost_user.load(Ordering::Relaxed),
+            decode_errors: self.counters.decode_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        // The task owns the ring buffer; aborting makes the runtime drop its
+        // future at the next scheduling point, which deregisters the fd and
+        // unmaps the ring. The fields drop right after this: `_ebpf` drops
+        // its programs, whose links detach from the tracepoints at once.
+        self.task.abort();
+    }
+}
+
+/// Drain the ring on every readiness until the receiver goes away.
+async fn read_loop(
+    mut afd: AsyncFd<RingBuf<MapData>>,
+    tx: mpsc::Sender<Event>,
+    counters: Arc<Counters>,
+    clock: Clock,
+) {
+    loop {
+        let mut guard = match afd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                // Only happens if the reactor is shutting down.
+                tracing::warn!(error = %e, "ebpf ring buffer: poll failed, reader stops");
+                return;
+            }
+        };
+        let mut batch = 0u32;
+        // Drain completely: the kernel only wakes us when a record is
+        // committed while the consumer has caught up, and tokio's epoll is
+        // edge-triggered, so leftovers would sit until the next event.
+        loop {
+            let decoded = {
+                let Some(item) = guard.get_inner_mut().next() else {
+                    break;
+                };
+                counters.events.fetch_add(1, Ordering::Relaxed);
+                // Decode into an owned Event while the record is borrowed;
+                // dropping `item` advances the consumer position and frees
+                // the space for the kernel.
+                decode(&item, &clock)
+            };
+            match decoded {
+                Some(ev) => match tx.try_send(ev) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counters.lost_user.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Nobody listens: stop reading. The programs stay
+                    // attached until the Sensor drops; the kernel then counts
+                    // its drops in `lost`.
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                },
+                None => {
+                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            batch += 1;
+            if batch == DRAIN_BATCH {
+                batch = 0;
+                // Yield to the scheduler only if this task has used up its
+                // budget; the ring is still drained to the end afterwards.
+                tokio::task::coop::consume_budget().await;
+            }
+        }
+        // Clears readiness only if no new edge arrived since the guard was
+        // taken (tokio compares ticks), so a record committed between the
+        // last next() == None and here is not lost.
+        guard.clear_ready();
+    }
+}
+
+/// Converts kernel CLOCK_BOOTTIME nanoseconds into wall-clock milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// CLOCK_REALTIME - CLOCK_BOOTTIME, in ns, at start. Later wall-clock
+    /// steps (NTP, settimeofday) are not followed: event times stay monotonic
+    /// relative to each other.
+    offset_ns: i64,
+}
+
+impl Clock {
+    fn now() -> Self {
+        // Read realtime on both sides of boottime and average, so the
+        // offset's error is half the span of the three calls (tens of ns).
+        let r1 = clock_ns(libc::CLOCK_REALTIME);
+        let b = clock_ns(libc::CLOCK_BOOTTIME);
+        let r2 = clock_ns(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: r1 + (r2 - r1) / 2 - b,
+        }
+    }
+
+    fn to_ms(self, boot_ns: u64) -> i64 {
+        // i64 ns holds dates until 2262; boot time never comes near that.
+        i64::try_from(boot_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.offset_ns)
+            / 1_000_000
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; both clocks exist on every
+    // kernel this runs on (BOOTTIME since 2.6.39), so this cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).unwrap_or(4096)
+}
+
+/// comm as text. The kernel does not promise UTF-8 (prctl(PR_SET_NAME) takes
+/// any bytes); replacement characters are fine for a display name.
+fn comm_string(h: &patchgap_ebpf::EventHeader) -> String {
+    // comm_bytes() cuts at the first NUL; a 16-byte comm has none.
+    String::from_utf8_lossy(h.comm_bytes()).into_owned()
+}
+
+/// One ring-buffer record to an owned [`Event`], or None if it is not one
+/// (short record, unknown kind, or a connect of a family other than
+/// AF_INET/AF_INET6, which the programs never emit).
+fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
+    use patchgap_ebpf as k;
+    // k::decode copies the record out with read_unaligned and checks its
+    // length against the struct its kind names; filename/path are cut at
+    // the recorded *_len and at the first NUL by the *_bytes() helpers.
+    Some(match k::decode(bytes)? {
+        k::Event::Exec(e) => Event::Exec {
+            pid: e.h.pid,
+            ppid: e.h.ppid,
+            uid: e.h.uid,
+            cgroup_id: e.h.cgroup_id,
+            comm: comm_string(&e.h),
+            filename: e.filename_bytes().to_vec(),
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+        k::Event::Exit(e) => Event::Exit {
+            pid: e.h.pid,
+            exit_code: e.exit_code,
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+        k::Event::Connect(e) => Event::Connect {
+            pid: e.h.pid,
+            uid: e.h.uid,
+            cgroup_id: e.h.cgroup_id,
+            comm: comm_string(&e.h),
+            // The port is already in host order; the address bytes are in
+            // network order, which is what Ipv4Addr/Ipv6Addr take.
+            addr: SocketAddr::new(e.ip()?, e.port),
+            protocol: protocol(e.family, e.sock_type),
+            ret: e.ret,
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+        k::Event::Open(e) => Event::Open {
+            pid: e.h.pid,
+            cgroup_id: e.h.cgroup_id,
+            path: e.path_bytes().to_vec(),
+            fd: e.ret,
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+    })
+}
+
+/// The protocol name from the family and the socket type (SOCK_STREAM=1,
+/// SOCK_DGRAM=2), "" when the BPF side could not read the socket.
+fn protocol(family: u16, sock_type: u16) -> &'static str {
+    let v6 = family == libc::AF_INET6 as u16;
+    match (sock_type as i32, v6) {
+        (libc::SOCK_STREAM, false) => "tcp",
+        (libc::SOCK_STREAM, true) => "tcp6",
+        (libc::SOCK_DGRAM, false) => "udp",
+        (libc::SOCK_DGRAM, true) => "udp6",
+        _ => "",
+    }
+}
+
+/// Serializes mounting within this process, so two sensors started at once do
+/// not stack two tracefs mounts on the same directory.
+static TRACEFS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Mounts tracefs at /sys/kernel/tracing when /sys/kernel/tracing/events does
+/// not exist. Idempotent.
+pub fn ensure_tracefs() -> io::Result<()> {
+    let events = std::path::Path::new(TRACEFS).join("events");
+    let _g = TRACEFS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if events.exists() {
+        return Ok(());
+    }
+    // The kernel creates /sys/kernel/tracing as an empty mount point when
+    // CONFIG_TRACING is on; it cannot be mkdir'ed in sysfs.
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: all pointers are valid NUL-terminated strings; data may be null
+    // for tracefs (no mount options).
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        // Another process may have mounted it between our check and mount.
+        if err.raw_os_error() == Some(libc::EBUSY) && events.exists() {
+            return Ok(());
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// What one run of the workload produced, for the child's pid only.
+    struct Seen {
+        child: u32,
+        /// From spawn() to the Exec event's arrival on the channel.
+        exec_latency: Option<Duration>,
+        /// Receive wall time minus the event's own (kernel) time, in ms.
+        exec_delivery_ms: Option<i64>,
+        exec: Option<Event>,
+        open: Option<Event>,
+        connect: Option<Event>,
+        exit: Option<Event>,
+        /// Any event at all attributed to the test process itself.
+        from_self: usize,
+        opens_of_child: usize,
+    }
+
+    /// Runs the interpreter directly (not pyenv's shim, not through a shell)
+    /// so the pid we hold is the one that execs, dlopens and connects. The
+    /// listener is bound so connect() completes from the backlog (ret 0)
+    /// without an accept().
+    async fn run_workload(rx: &mut mpsc::Receiver<Event>, want_open: bool) -> Seen {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = format!(
+            "import ctypes, socket, time; ctypes.CDLL('libbz2.so.1.0'); \
+             s=socket.socket(); s.connect_ex(('127.0.0.1', {port})); time.sleep(0.05)"
+        );
+        let spawned = Instant::now();
+        let mut child = tokio::process::Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        // spawn() returns once exec has succeeded (std's CLOEXEC pipe), so
+        // the Exec event already exists; collect while the child runs to
+        // time its delivery.
+        let child_pid = child.id().unwrap();
+        let waiter = tokio::spawn(async move { child.wait().await });
+
+        let me = std::process::id();
+        let mut seen = Seen {
+            child: child_pid,
+            exec_latency: None,
+            exec_delivery_ms: None,
+            exec: None,
+            open: None,
+            connect: None,
+            exit: None,
+            from_self: 0,
+            opens_of_child: 0,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            // Done when everything wanted has arrived. Exit is the child's
+            // last event (its opens and connect precede it on one ring),
+            // so once it is in, nothing more can come for this pid.
+            let open_done = !want_open || seen.open.is_some();
+            if seen.exec.is_some() && open_done && seen.connect.is_some() && seen.exit.is_some() {
+                break;
+            }
+            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => panic!("sensor channel closed"),
+                Err(_) => break,
+            };
+            if ev.pid() == me {
+                seen.from_self += 1;
+            }
+            if ev.pid() != child_pid {
+                continue;
+            }
+            match &ev {
+                Event::Exec { filename, .. }
+                    if seen.exec.is_none() && filename.ends_with(b"python3") =>
+                {
+                    seen.exec_latency = Some(spawned.elapsed());
+                    seen.exec_delivery_ms = Some(wall_ms() - ev.at_ms());
+                    seen.exec = Some(ev.clone());
+                }
+                Event::Open { path, .. } => {
+                    seen.opens_of_child += 1;
+                    if seen.open.is_none() && contains(path, b"libbz2.so") {
+                        seen.open = Some(ev.clone());
+                    }
+                }
+                Event::Connect { addr, .. } if *addr == target => {
+                    seen.connect = Some(ev.clone());
+                }
+                Event::Exit { .. } => seen.exit = Some(ev.clone()),
+                _ => {}
+            }
+        }
+        let status = waiter.await.unwrap().unwrap();
+        assert!(status.success(), "workload failed: {status}");
+        drop(listener);
+        seen
+    }
+
+    fn wall_ms() -> i64 {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        i64::try_from(d.as_millis()).unwrap()
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senses_exec_open_connect_exit_of_a_child() {
+        let (sensor, mut rx) = Sensor::start(&SenseConfig::default()).unwrap();
+        let seen = run_workload(&mut rx, true).await;
+
+        let Some(Event::Exec {
+            ppid, comm, at_ms, ..
+        }) = &seen.exec
+        else {
+            panic!("no exec event for pid {}", seen.child);
+        };
+        assert_eq!(*ppid, std::process::id(), "the test spawned it");
+        assert!(comm.starts_with("python3"), "comm {comm:?}");
+        // Wall-clock conversion: within a few seconds of now.
+        let now_ms = wall_ms();
+        assert!(
+            (now_ms - at_ms).abs() < 10_000,
+            "at_ms {at_ms} vs now {now_ms}"
+        );
+
+        let Some(Event::Open { path, fd, .. }) = &seen.open else {
+            panic!("no libbz2 open for pid {}", seen.child);
+        };
+        assert!(
+            *fd >= 0,
+            "open of {:?} gave fd {fd}",
+            String::from_utf8_lossy(path)
+        );
+
+        let Some(Event::Connect {
+            ret,
+            protocol,
+            comm,
+            ..
+        }) = &seen.connect
+        else {
+            panic!("no connect event for pid {}", seen.child);
+        };
+        assert_eq!(*ret, 0);
+        assert_eq!(*protocol, "tcp");
+        assert!(comm.starts_with("python3"), "comm {comm:?}");
+
+        let Some(Event::Exit { exit_code, .. }) = &seen.exit else {
+            panic!("no exit event for pid {}", seen.child);
+        };
+        assert_eq!(*exit_code, 0);
+        assert_eq!(
+            seen.from_self, 0,
+            "self_tgid filter let our own events through"
+        );
+
+        let stats = sensor.stats();
+        assert!(stats.events > 0, "{stats:?}");
+        assert_eq!(stats.lost_kernel, 0, "{stats:?}");
+        assert_eq!(stats.decode_errors, 0, "{stats:?}");
+        eprintln!(
+            "sense: spawn -> Exec received {:?}; kernel time -> received {} ms; {stats:?}",
+            seen.exec_latency.unwrap(),
+            seen.exec_delivery_ms.unwrap()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opens_off_means_no_open_events() {
+        let config = SenseConfig {
+            opens: false,
+            ..SenseConfig::default()
+        };
+        let (_sensor, mut rx) = Sensor::start(&config).unwrap();
+        let seen = run_workload(&mut rx, false).await;
+        // Exit is the child's last event: with it in, every open would be too.
+        assert!(seen.exit.is_some(), "no exit event for pid {}", seen.child);
+        assert!(seen.exec.is_some() && seen.connect.is_some());
+        assert_eq!(seen.opens_of_child, 0);
+    }
+
+    #[test]
+    fn reasons_are_short_and_lower_case() {
+        let errors = [
+            SenseError::NotRoot,
+            SenseError::NoBtf,
+            SenseError::NoRuntime,
+            SenseError::RingSize(12345),
+            SenseError::Tracefs(io::Error::from_raw_os_error(libc::EPERM)),
+            SenseError::Load(EbpfError::NoBTF),
+            SenseError::MissingProgram("pg_exec"),
+            // (aya does not re-export VerifierLog, so a LoadError cannot be
+            // built here; the syscall variant goes through the same path.)
+            SenseError::ProgramLoad {
+                program: "pg_exec",
+                source: ProgramError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_prog_load",
+                    io_error: io::Error::from_raw_os_error(libc::EACCES),
+                }),
+            },
+            SenseError::Attach {
+                program: "pg_open_enter",
+                source: ProgramError::AlreadyAttached,
+            },
+            SenseError::Map {
+                map: "events",
+                source: None,
+            },
+            SenseError::Poll(io::Error::from_raw_os_error(libc::EBADF)),
+        ];
+        for e in &errors {
+            let r = e.reason();
+            assert!(!r.is_empty() && r.len() <= 80, "{r:?}");
+            assert_eq!(r, r.to_lowercase(), "{r:?}");
+            assert!(!r.contains("os error") && !r.contains('\n'), "{r:?}");
+        }
+        assert_eq!(SenseError::NotRoot.reason(), "not root");
+        assert_eq!(SenseError::NoBtf.reason(), "no btf");
+        assert_eq!(
+            errors[7].reason(),
+            "pg_exec rejected: bpf_prog_load: permission denied"
+        );
+    }
+
+    /// A record's bytes as the kernel writes them.
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: the patchgap-ebpf structs are #[repr(C)] with every pad a
+        // named field (their layout test checks it against the object's
+        // BTF), so all size_of::<T>() bytes are initialised.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: u32, comm: &[u8]) -> patchgap_ebpf::EventHeader {
+        let mut c = [0u8; patchgap_ebpf::COMM_LEN];
+        c[..comm.len()].copy_from_slice(comm);
+        patchgap_ebpf::EventHeader {
+            kind,
+            pid: 4242,
+            tid: 4243,
+            ppid: 1,
+            ts_ns: 5_000_000,
+            cgroup_id: 77,
+            uid: 1000,
+            _pad0: 0,
+            comm: c,
+        }
+    }
+
+    #[test]
+    fn decodes_records_into_owned_events() {
+        use patchgap_ebpf as k;
+        let clock = Clock {
+            offset_ns: 1_700_000_000_000_000_000,
+        };
+        // filename_len wins over a later NUL; a full 16-byte comm has no NUL.
+        let mut filename = [0u8; k::PATH_LEN];
+        filename[..20].copy_from_slice(b"/usr/bin/python3\0xyz");
+        let exec = k::ExecEvent {
+            h: header(k::EVENT_EXEC, b"0123456789abcdef"),
+            filename_len: 8,
+            _pad0: 0,
+            filename,
+        };
+        assert_eq!(
+            decode(&bytes_of(&exec), &clock),
+            Some(Event::Exec {
+                pid: 4242,
+                ppid: 1,
+                uid: 1000,
+                cgroup_id: 77,
+                comm: "0123456789abcdef".into(),
+                filename: b"/usr/bin".to_vec(),
+                at_ms: 1_700_000_000_005,
+            })
+        );
+
+        let mut connect = k::ConnectEvent {
+            h: header(k::EVENT_CONNECT, b"curl"),
+            family: libc::AF_INET6 as u16,
+            port: 53,
+            sock_type: libc::SOCK_DGRAM as u16,
+            _pad0: 0,
+            ret: -115,
+            _pad1: 0,
+            addr: std::net::Ipv6Addr::LOCALHOST.octets(),
+        };
+        let Some(Event::Connect {
+            addr,
+            protocol,
+            ret,
+            comm,
+            ..
+        }) = decode(&bytes_of(&connect), &clock)
+        else {
+            panic!("connect did not decode");
+        };
+        assert_eq!(addr, "[::1]:53".parse().unwrap());
+        assert_eq!((protocol, ret, comm.as_str()), ("udp6", -115, "curl"));
+        // A family the programs never emit is a decode error, not a bogus
+        // address.
+        connect.family = libc::AF_UNIX as u16;
+        assert_eq!(decode(&bytes_of(&connect), &clock), None);
+
+        // Short records and unknown kinds do not decode.
+        let exit = k::ExitEvent {
+            h: header(k::EVENT_EXIT, b"sh"),
+            exit_code: 256,
+            _pad0: 0,
+        };
+        let bytes = bytes_of(&exit);
+        assert!(matches!(
+            decode(&bytes, &clock),
+            Some(Event::Exit { exit_code: 256, .. })
+        ));
+        assert_eq!(decode(&bytes[..bytes.len() - 1], &clock), None);
+        assert_eq!(decode(&bytes_of(&header(99, b"x")), &clock), None);
+    }
+
+    #[test]
+    fn protocols_from_family_and_socket_type() {
+        let af4 = libc::AF_INET as u16;
+        let af6 = libc::AF_INET6 as u16;
+        assert_eq!(protocol(af4, 1), "tcp");
+        assert_eq!(protocol(af4, 2), "udp");
+        assert_eq!(protocol(af6, 1), "tcp6");
+        assert_eq!(protocol(af6, 2), "udp6");
+        // Unknown (the BPF side could not read the socket) or SOCK_RAW.
+        assert_eq!(protocol(af4, 0), "");
+        assert_eq!(protocol(af6, 3), "");
+    }
+
+    #[test]
+    fn boot_ns_to_wall_ms() {
+        let c = Clock {
+            offset_ns: 1_700_000_000_000_000_000,
+        };
+        assert_eq!(c.to_ms(5_000_000), 1_700_000_000_005);
+        // A fresh clock puts "now" in boottime at about now in realtime.
+        let c = Clock::now();
+        let boot = clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        let wall = clock_ns(libc::CLOCK_REALTIME) / 1_000_000;
+        assert!((c.to_ms(boot) - wall).abs() <= 1);
+    }
+
+    #[tokio::test]
+    async fn bad_ring_size_is_refused() {
+        let config = SenseConfig {
+            ring_bytes: 3 << 20,
+            ..SenseConfig::default()
+        };
+        assert!(matches!(
+            Sensor::start(&config),
+            Err(SenseError::RingSize(_))
+        ));
+    }
+}

@@ -1,0 +1,66 @@
+/* patchgap kernel events: the ONE definition shared by the BPF programs and
+ * (through the Rust mirrors in ebpf/src/lib.rs, checked by a layout test)
+ * the agent. Fixed-width fields only, naturally aligned, no implicit
+ * padding: every pad is spelled out. */
+#ifndef PATCHGAP_EVENTS_H
+#define PATCHGAP_EVENTS_H
+
+#define PG_COMM_LEN 16
+#define PG_PATH_LEN 256
+
+enum pg_event_kind {
+	PG_EVENT_EXEC = 1,
+	PG_EVENT_EXIT = 2,
+	PG_EVENT_CONNECT = 3,
+	PG_EVENT_OPEN = 4,
+};
+
+/* First in every event. ts_ns is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns). */
+struct pg_event_header {
+	__u32 kind;
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 ppid;      /* real_parent->tgid; 0 where not read */
+	__u64 ts_ns;
+	__u64 cgroup_id; /* bpf_get_current_cgroup_id(): the v2 cgroup's inode */
+	__u32 uid;
+	__u32 _pad0;
+	char comm[PG_COMM_LEN];
+};
+
+struct pg_exec_event {
+	struct pg_event_header h;
+	__u32 filename_len; /* bytes of filename used, without the NUL */
+	__u32 _pad0;
+	char filename[PG_PATH_LEN];
+};
+
+/* One per process: the last thread of the group exited (signal->live reached
+ * 0), so h.tid is that thread, not necessarily h.pid. */
+struct pg_exit_event {
+	struct pg_event_header h;
+	__s32 exit_code; /* task->exit_code: (status << 8) | signal */
+	__u32 _pad0;
+};
+
+struct pg_connect_event {
+	struct pg_event_header h;
+	__u16 family;   /* AF_INET (2) or AF_INET6 (10) */
+	__u16 port;     /* host byte order */
+	__u16 sock_type;/* socket->type: SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_RAW (3)...; 0 unknown */
+	__u16 _pad0;
+	__s32 ret;      /* connect()'s result: 0, or -errno (-EINPROGRESS for non-blocking) */
+	__u32 _pad1;
+	__u8 addr[16];  /* IPv4 in the first 4 bytes, network order */
+};
+
+struct pg_open_event {
+	struct pg_event_header h;
+	__s32 ret;      /* the fd, or -errno */
+	__u32 flags;    /* open flags */
+	__u32 path_len;
+	__u32 _pad0;
+	char path[PG_PATH_LEN];
+};
+
+#endif

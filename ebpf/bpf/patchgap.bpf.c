@@ -1,0 +1,491 @@
+// SPDX-License-Identifier: GPL-2.0
+/* patchgap live sensing: exec, exit, IPv4/IPv6 connects and opens of
+ * library-like files, as fixed-size records (events.h) in one ring buffer.
+ *
+ * Built by ebpf/build.sh (clang -g -O2 -target bpf, then llvm-strip -g, which
+ * keeps .BTF and .BTF.ext). CO-RE: every kernel struct read goes through
+ * preserve_access_index types (vmlinux_min.h), relocated at load time against
+ * /sys/kernel/btf/vmlinux. Loaded by aya =0.14.0: maps are BTF-defined in
+ * SEC(".maps"), programs are found by their symbol names, and sections are
+ * tracepoint/<category>/<name>.
+ *
+ * Needs: ring buffers and bpf_ktime_get_boot_ns (5.8), BTF (CONFIG_DEBUG_INFO_BTF),
+ * CONFIG_FTRACE_SYSCALLS for the syscalls:* tracepoints. No kprobes, no
+ * fentry (neither exists on the target kernel). */
+
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* ---- Load-time knobs (.rodata; aya: EbpfLoader::override_global) ---- */
+
+/* Events of this thread group are dropped: the agent ignores its own
+ * activity. 0 drops nothing. */
+const volatile __u32 self_tgid = 0;
+/* 1: pg_open_enter/pg_open2_enter record library-like opens; 0: they return
+ * at once (the verifier removes the rest, since .rodata is frozen). */
+const volatile __u32 enable_opens = 1;
+/* 1: pg_connect_enter records connects; 0: it returns at once. */
+const volatile __u32 enable_connects = 1;
+
+/* The event types and their kinds, named in the object's BTF so a reader of
+ * the object (the Rust layout test) finds the one definition there. Never
+ * read by the programs. */
+const struct pg_event_header *const pg_btf_event_header __attribute__((unused)) = 0;
+const struct pg_exec_event *const pg_btf_exec_event __attribute__((unused)) = 0;
+const struct pg_exit_event *const pg_btf_exit_event __attribute__((unused)) = 0;
+const struct pg_connect_event *const pg_btf_connect_event __attribute__((unused)) = 0;
+const struct pg_open_event *const pg_btf_open_event __attribute__((unused)) = 0;
+const enum pg_event_kind pg_btf_event_kind __attribute__((unused)) = PG_EVENT_EXEC;
+
+/* ---- Maps ---- */
+
+/* The only channel to user space. 16 MiB by default; the loader sets the
+ * size it wants (a power of two, a multiple of the page size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+/* Records dropped because the ring buffer was full, per CPU (key 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* connect(2) in flight: what sys_enter saw, until sys_exit gives the result. */
+struct pg_connect_start {
+	__u16 family;
+	__u16 port; /* host byte order */
+	__u16 sock_type;
+	__u16 _pad0;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct pg_connect_start);
+} connect_start SEC(".maps");
+
+/* openat(2)/openat2(2) of a library-like path in flight. Also the layout of
+ * the per-CPU scratch buffer the path is first read into. */
+struct pg_open_start {
+	__u32 flags;
+	__u32 path_len;
+	char path[PG_PATH_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct pg_open_start);
+} open_start SEC(".maps");
+
+/* Where every openat's path is read first: most fail the filter, and they
+ * should cost no hash insert. (A 264-byte stack buffer would leave little of
+ * the 512-byte stack.) Tracepoint programs do not nest on a CPU, so one
+ * buffer per CPU is enough. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pg_open_start);
+} open_scratch SEC(".maps");
+
+/* ---- Helpers ---- */
+
+#define PG_PATH_MASK (PG_PATH_LEN - 1)
+_Static_assert((PG_PATH_LEN & PG_PATH_MASK) == 0, "PG_PATH_LEN must be a power of two");
+
+static __always_inline int pg_is_self(__u64 pid_tgid)
+{
+	return self_tgid != 0 && (__u32)(pid_tgid >> 32) == self_tgid;
+}
+
+static __always_inline void pg_count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+/* Reserve a record of `size` bytes, or count it as lost. */
+static __always_inline void *pg_reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!e)
+		pg_count_lost();
+	return e;
+}
+
+static __always_inline void pg_fill_header(struct pg_event_header *h, __u32 kind,
+					   __u64 pid_tgid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	h->kind = kind;
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->_pad0 = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* ---- Exec ---- */
+
+/* sched:sched_process_exec fires once per successful execve/execveat, in
+ * exec_binprm() right after the binary handler has loaded the new image
+ * (after de_thread(), so the caller is already the group leader and current
+ * is the new program). Stable since 3.4; the record is (ent, __data_loc
+ * filename, pid, old_pid) to this day. The filename is bprm->filename: the
+ * path as passed to exec (possibly relative, or /dev/fd/N for fexecve), not
+ * a resolved one. */
+SEC("tracepoint/sched/sched_process_exec")
+int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pg_exec_event *e;
+	__u32 loc;
+	long n;
+
+	if (pg_is_self(pid_tgid))
+		return 0;
+	e = pg_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	pg_fill_header(&e->h, PG_EVENT_EXEC, pid_tgid);
+	/* __data_loc: low 16 bits are the string's offset from the record start. */
+	loc = ctx->__data_loc_filename;
+	n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
+				      (void *)ctx + (loc & 0xFFFF));
+	e->filename_len = n > 0 ? n - 1 : 0;
+	if (n <= 0)
+		e->filename[0] = 0;
+	e->_pad0 = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- Exit ---- */
+
+/* sched:sched_process_exit fires in do_exit() for every exiting thread, in
+ * the context of that thread, after signal->live is decremented and
+ * tsk->exit_code is set, and before exit_notify() wakes the parent. (Since
+ * 6.16 it comes just before exit_mm() and carries group_dead; before that,
+ * just after exit_mm().) Present since 2.6.28; as its record layout has
+ * changed (see vmlinux_min.h), the context is not read at all.
+ *
+ * One event per process: when the last thread of the group exits
+ * (signal->live, decremented at the top of do_exit(), has reached 0), not
+ * when the thread with tid == tgid exits. The two differ when the leader
+ * leaves early (pthread_exit in main: the process lives on) and when a
+ * non-leader thread execs (de_thread() reaps the old leader: the process
+ * lives on, with an exec event next). header.pid is the tgid; header.tid is
+ * the last thread. exit_code is that task's exit_code, set just before the
+ * tracepoint: (status << 8) | signal, the same for every thread after
+ * exit_group(). */
+SEC("tracepoint/sched/sched_process_exit")
+int pg_exit(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pg_exit_event *e;
+	int live = 1;
+
+	if (pg_is_self(pid_tgid))
+		return 0;
+	if (BPF_CORE_READ_INTO(&live, task, signal, live.counter) != 0 || live != 0)
+		return 0;
+	e = pg_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	pg_fill_header(&e->h, PG_EVENT_EXIT, pid_tgid);
+	e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->_pad0 = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- Connect ---- */
+
+/* The socket type of fd in the current task: current->files->fdt->fd[fd] is
+ * the struct file; for a socket (S_IFSOCK inode) its private_data is the
+ * struct socket. 0 when anything is off (not a socket, fd out of range, a
+ * failed read). Lock-free reads of the fd table are what /proc does under RCU;
+ * a racing close() at worst yields 0 or a stale type. */
+static __always_inline __u16 pg_sock_type(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = 0;
+	struct socket *sock;
+	umode_t mode;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0 || !file)
+		return 0;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	return (__u16)BPF_CORE_READ(sock, type);
+}
+
+/* syscalls:sys_enter_connect fires at the entry of connect(2)
+ * (__x64_sys_connect), in the caller's context, with the user pointers still
+ * unread: the one place to see the destination of every connect, blocking or
+ * not, TCP or UDP, before the kernel acts on it. The syscalls:* events exist
+ * since 2.6.33 and BPF attaches to them since 4.7; the record is the syscall
+ * number, then the six arguments as unsigned longs from offset 16. Calls
+ * through io_uring (IORING_OP_CONNECT) do not pass here. Only AF_INET and
+ * AF_INET6 are kept. */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int pg_connect_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct pg_connect_start st = {};
+	const void *uaddr;
+	long addrlen;
+	int fd;
+
+	if (!enable_connects || pg_is_self(pid_tgid))
+		return 0;
+	fd = (int)ctx->args[0];
+	uaddr = (const void *)ctx->args[1];
+	addrlen = (long)ctx->args[2];
+	if (!uaddr || bpf_probe_read_user(&st.family, sizeof(st.family), uaddr) != 0)
+		return 0;
+	if (st.family == AF_INET) {
+		struct sockaddr_in sin;
+
+		if (addrlen < (long)sizeof(sin) ||
+		    bpf_probe_read_user(&sin, sizeof(sin), uaddr) != 0)
+			return 0;
+		st.port = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(st.addr, &sin.sin_addr.s_addr, 4);
+	} else if (st.family == AF_INET6) {
+		struct sockaddr_in6 sin6;
+
+		/* The kernel accepts 24 bytes (no sin6_scope_id): SIN6_LEN_RFC2133. */
+		if (addrlen < 24 || bpf_probe_read_user(&sin6, 24, uaddr) != 0)
+			return 0;
+		st.port = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(st.addr, sin6.sin6_addr.in6_u.u6_addr8, 16);
+	} else {
+		return 0;
+	}
+	st.sock_type = pg_sock_type(fd);
+	bpf_map_update_elem(&connect_start, &tid, &st, BPF_ANY);
+	return 0;
+}
+
+/* syscalls:sys_exit_connect fires when connect(2) returns, on the same thread:
+ * the result (0, or -errno; -EINPROGRESS for a non-blocking TCP connect) joins
+ * what sys_enter_connect kept for this tid. Same stability as above. */
+SEC("tracepoint/syscalls/sys_exit_connect")
+int pg_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct pg_connect_start *st;
+	struct pg_connect_event *e;
+
+	st = bpf_map_lookup_elem(&connect_start, &tid);
+	if (!st)
+		return 0;
+	e = pg_reserve(sizeof(*e));
+	if (e) {
+		pg_fill_header(&e->h, PG_EVENT_CONNECT, pid_tgid);
+		e->family = st->family;
+		e->port = st->port;
+		e->sock_type = st->sock_type;
+		e->_pad0 = 0;
+		e->ret = (__s32)ctx->ret;
+		e->_pad1 = 0;
+		__builtin_memcpy(e->addr, st->addr, sizeof(e->addr));
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&connect_start, &tid);
+	return 0;
+}
+
+/* ---- Opens of library-like files ---- */
+
+/* Whether the path p[0..len) (NUL-terminated at p[len]) names a
+ * library-like file, by its basename: ends in ".so", ".py", ".pyc", ".jar"
+ * or ".node"; contains ".so." and a digit (libfoo.so.3, libbz2.so.1.0.4);
+ * or is "package.json". The digit keeps out ld.so.cache (read by every
+ * dynamically linked exec), ld.so.conf and ld.so.preload.
+ *
+ * Verifier-friendly: no string literals (they would land in a .rodata.str
+ * section), every variable index masked into the buffer, and one bounded loop
+ * whose only state besides its counter is a 0/1 flag. The loop stops at the
+ * NUL rather than comparing with len: branching on len would split its range
+ * on every iteration and blow the verifier's state budget. */
+static __always_inline int pg_is_library(const char *p, __u32 len)
+{
+#define PG_AT(i) p[(i) & PG_PATH_MASK]
+#define PG_ENDS2(a, b) (len >= 2 && PG_AT(len - 2) == (a) && PG_AT(len - 1) == (b))
+#define PG_ENDS3(a, b, c) (len >= 3 && PG_AT(len - 3) == (a) && PG_ENDS2(b, c))
+#define PG_ENDS4(a, b, c, d) (len >= 4 && PG_AT(len - 4) == (a) && PG_ENDS3(b, c, d))
+#define PG_ENDS5(a, b, c, d, e) (len >= 5 && PG_AT(len - 5) == (a) && PG_ENDS4(b, c, d, e))
+	int so_dot = 0; /* ".so.<digit>" seen since the last '/' */
+
+	if (len == 0 || len >= PG_PATH_LEN)
+		return 0;
+	/* The suffixes hold no '/', so they are the basename's. */
+	if (PG_ENDS3('.', 's', 'o') || PG_ENDS3('.', 'p', 'y') || PG_ENDS4('.', 'p', 'y', 'c') ||
+	    PG_ENDS4('.', 'j', 'a', 'r') || PG_ENDS5('.', 'n', 'o', 'd', 'e'))
+		return 1;
+	/* "package.json", the whole basename. */
+	if (PG_ENDS5('.', 'j', 's', 'o', 'n') && len >= 12 && PG_AT(len - 12) == 'p' &&
+	    PG_AT(len - 11) == 'a' && PG_AT(len - 10) == 'c' && PG_AT(len - 9) == 'k' &&
+	    PG_AT(len - 8) == 'a' && PG_AT(len - 7) == 'g' && PG_AT(len - 6) == 'e' &&
+	    (len == 12 || PG_AT(len - 13) == '/'))
+		return 1;
+	/* ".so.<digit>" inside the basename. p[i + 1..i + 4] stay before the
+	 * NUL whenever they match, since none of them is 0. */
+	for (__u32 i = 0; i < PG_PATH_LEN - 4; i++) {
+		char c = p[i];
+
+		if (c == 0)
+			break;
+		if (c == '/')
+			so_dot = 0;
+		else if (c == '.' && p[i + 1] == 's' && p[i + 2] == 'o' && p[i + 3] == '.' &&
+			 (unsigned char)(p[i + 4] - '0') <= 9)
+			so_dot = 1;
+	}
+	return so_dot;
+#undef PG_ENDS5
+#undef PG_ENDS4
+#undef PG_ENDS3
+#undef PG_ENDS2
+#undef PG_AT
+}
+
+/* Read the user path, filter it, and keep it for the exit of this syscall. */
+static __always_inline int pg_open_stash(__u32 tid, const char *upath, __u32 flags)
+{
+	__u32 zero = 0;
+	struct pg_open_start *st;
+	long n;
+
+	if (!upath)
+		return 0;
+	st = bpf_map_lookup_elem(&open_scratch, &zero);
+	if (!st)
+		return 0;
+	/* Fails (n < 0) when the page holding the path is not resident: a
+	 * non-sleepable program cannot fault it in. Such opens are missed. */
+	n = bpf_probe_read_user_str(st->path, sizeof(st->path), upath);
+	if (n <= 1)
+		return 0;
+	st->path_len = (__u32)(n - 1);
+	if (!pg_is_library(st->path, st->path_len))
+		return 0;
+	st->flags = flags;
+	bpf_map_update_elem(&open_start, &tid, st, BPF_ANY);
+	return 0;
+}
+
+/* Emit the open kept for this tid when it succeeded; forget it either way. */
+static __always_inline int pg_open_done(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct pg_open_start *st;
+	struct pg_open_event *e;
+
+	st = bpf_map_lookup_elem(&open_start, &tid);
+	if (!st)
+		return 0;
+	if (ret >= 0) {
+		e = pg_reserve(sizeof(*e));
+		if (e) {
+			pg_fill_header(&e->h, PG_EVENT_OPEN, pid_tgid);
+			e->ret = (__s32)ret;
+			e->flags = st->flags;
+			e->path_len = st->path_len;
+			e->_pad0 = 0;
+			__builtin_memcpy(e->path, st->path, sizeof(e->path));
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	bpf_map_delete_elem(&open_start, &tid);
+	return 0;
+}
+
+/* syscalls:sys_enter_openat fires at the entry of openat(2), in the caller's
+ * context, with the user path unread. On x86_64, glibc's open() and fopen()
+ * are openat(AT_FDCWD, ...), and so is ld.so loading a shared library, so
+ * this one event sees nearly every open; open(2) itself is left out. mmap of
+ * an already open fd, io_uring opens and files inherited across exec do not
+ * pass here. Stable like all syscalls:* events (2.6.33; BPF since 4.7).
+ * Only paths that pass pg_is_library() are kept, so the hash map and the ring
+ * buffer see a trickle, not every open on the host. */
+SEC("tracepoint/syscalls/sys_enter_openat")
+int pg_open_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!enable_opens || pg_is_self(pid_tgid))
+		return 0;
+	return pg_open_stash((__u32)pid_tgid, (const char *)ctx->args[1], (__u32)ctx->args[2]);
+}
+
+/* syscalls:sys_exit_openat: the fd or -errno of the openat(2) above. */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int pg_open_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return pg_open_done(ctx->ret);
+}
+
+/* syscalls:sys_enter_openat2: openat2(2) (5.6+) takes its flags in a user
+ * struct open_how; otherwise as sys_enter_openat. Rarely used, but it is how
+ * a careful program (or this agent's own RootFs) opens files. */
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int pg_open2_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	const struct open_how *uhow;
+	__u64 flags = 0;
+
+	if (!enable_opens || pg_is_self(pid_tgid))
+		return 0;
+	uhow = (const struct open_how *)ctx->args[2];
+	if (uhow)
+		bpf_probe_read_user(&flags, sizeof(flags), &uhow->flags);
+	return pg_open_stash((__u32)pid_tgid, (const char *)ctx->args[1], (__u32)flags);
+}
+
+/* syscalls:sys_exit_openat2: as sys_exit_openat. */
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int pg_open2_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return pg_open_done(ctx->ret);
+}

@@ -1,0 +1,530 @@
+//! The kernel side of patchgap's live sensing: the compiled eBPF object and the
+//! records its programs write.
+//!
+//! The C sources are in `ebpf/bpf/` (`patchgap.bpf.c`, CO-RE, on tracepoints);
+//! `ebpf/build.sh` compiles them into `ebpf/obj/patchgap.bpf.o`, which is
+//! checked in, so building this crate needs no clang. [`OBJECT`] embeds it for
+//! the agent's aya loader.
+//!
+//! Every record in the `events` ring buffer starts with an [`EventHeader`]
+//! whose `kind` says which struct it is. The structs here are `#[repr(C)]`
+//! mirrors of `ebpf/bpf/events.h`, the one definition; the layout test
+//! (`tests/layout.rs`) reads the C layouts from the object's BTF and fails if
+//! a size or a field offset differs. [`decode`] turns a record into an
+//! [`Event`] by copying it out (`ptr::read_unaligned`), so it accepts any
+//! byte slice, aligned or not.
+
+/// A byte buffer with 8-byte alignment, so that [`OBJECT`] starts on an 8-byte
+/// boundary as aya's ELF parser wants.
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+
+const ALIGNED_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../obj/patchgap.bpf.o"));
+
+/// The compiled eBPF object (ELF, BTF included), 8-byte aligned. Pass it to
+/// `aya::EbpfLoader::load`.
+pub const OBJECT: &[u8] = &ALIGNED_OBJECT.0;
+
+/// Bytes of `comm` in every header (`PG_COMM_LEN`, the kernel's TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes of a path buffer (`PG_PATH_LEN`): paths are cut at `PATH_LEN - 1`
+/// bytes.
+pub const PATH_LEN: usize = 256;
+
+/// `kind` of an [`ExecEvent`].
+pub const EVENT_EXEC: u32 = 1;
+/// `kind` of an [`ExitEvent`].
+pub const EVENT_EXIT: u32 = 2;
+/// `kind` of a [`ConnectEvent`].
+pub const EVENT_CONNECT: u32 = 3;
+/// `kind` of an [`OpenEvent`].
+pub const EVENT_OPEN: u32 = 4;
+
+/// Program on `sched/sched_process_exec`: one [`ExecEvent`] per successful exec.
+pub const PROG_EXEC: &str = "pg_exec";
+/// Program on `sched/sched_process_exit`: one [`ExitEvent`] per process (the
+/// last thread of the group).
+pub const PROG_EXIT: &str = "pg_exit";
+/// Program on `syscalls/sys_enter_connect`: keeps the destination per thread.
+pub const PROG_CONNECT_ENTER: &str = "pg_connect_enter";
+/// Program on `syscalls/sys_exit_connect`: emits the [`ConnectEvent`].
+pub const PROG_CONNECT_EXIT: &str = "pg_connect_exit";
+/// Program on `syscalls/sys_enter_openat`: keeps library-like paths per thread.
+pub const PROG_OPEN_ENTER: &str = "pg_open_enter";
+/// Program on `syscalls/sys_exit_openat`: emits the [`OpenEvent`] on success.
+pub const PROG_OPEN_EXIT: &str = "pg_open_exit";
+/// Program on `syscalls/sys_enter_openat2`: as [`PROG_OPEN_ENTER`].
+pub const PROG_OPEN2_ENTER: &str = "pg_open2_enter";
+/// Program on `syscalls/sys_exit_openat2`: as [`PROG_OPEN_EXIT`].
+pub const PROG_OPEN2_EXIT: &str = "pg_open2_exit";
+
+/// The ring buffer of records (`BPF_MAP_TYPE_RINGBUF`). Its size in the object
+/// is [`EVENTS_DEFAULT_BYTES`]; a loader may set another power of two that is a
+/// multiple of the page size (aya: `EbpfLoader::map_max_entries`).
+pub const MAP_EVENTS: &str = "events";
+/// Records dropped because the ring buffer was full: `BPF_MAP_TYPE_PERCPU_ARRAY`,
+/// one `u64` per CPU at key 0. Sum over CPUs.
+pub const MAP_LOST: &str = "lost";
+/// connect(2) calls in flight, by thread id (internal).
+pub const MAP_CONNECT_START: &str = "connect_start";
+/// Library-like opens in flight, by thread id (internal).
+pub const MAP_OPEN_START: &str = "open_start";
+/// Per-CPU scratch buffer for the path being filtered (internal).
+pub const MAP_OPEN_SCRATCH: &str = "open_scratch";
+/// Default size of [`MAP_EVENTS`] in the object: 16 MiB.
+pub const EVENTS_DEFAULT_BYTES: u32 = 16 << 20;
+
+/// `u32` load-time global (`.rodata`; aya: `EbpfLoader::override_global`):
+/// records of this thread group id are dropped. 0 (the default) drops none.
+pub const GLOBAL_SELF_TGID: &str = "self_tgid";
+/// `u32` load-time global: 1 (the default) records library-like opens, 0 not.
+pub const GLOBAL_ENABLE_OPENS: &str = "enable_opens";
+/// `u32` load-time global: 1 (the default) records connects, 0 not.
+pub const GLOBAL_ENABLE_CONNECTS: &str = "enable_connects";
+
+/// What a program senses, for loaders that attach only what is enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// Exec and exit: always wanted.
+    Process,
+    /// Connects (with [`GLOBAL_ENABLE_CONNECTS`]).
+    Connects,
+    /// Library-like opens (with [`GLOBAL_ENABLE_OPENS`]).
+    Opens,
+}
+
+/// One program of [`OBJECT`] and the tracepoint it attaches to
+/// (`tracepoint/<category>/<tracepoint>` is its ELF section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// The program's (function symbol's) name.
+    pub name: &'static str,
+    /// Tracepoint category: `sched` or `syscalls`.
+    pub category: &'static str,
+    /// Tracepoint name within the category.
+    pub tracepoint: &'static str,
+    /// What it senses.
+    pub feature: Feature,
+}
+
+/// Every program in [`OBJECT`], in a safe attach order: within each
+/// enter/exit pair the exit half comes first, so no enter half stashes state
+/// for a syscall whose exit nobody sees yet.
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        name: PROG_EXEC,
+        category: "sched",
+        tracepoint: "sched_process_exec",
+        feature: Feature::Process,
+    },
+    Program {
+        name: PROG_EXIT,
+        category: "sched",
+        tracepoint: "sched_process_exit",
+        feature: Feature::Process,
+    },
+    Program {
+        name: PROG_CONNECT_EXIT,
+        category: "syscalls",
+        tracepoint: "sys_exit_connect",
+        feature: Feature::Connects,
+    },
+    Program {
+        name: PROG_CONNECT_ENTER,
+        category: "syscalls",
+        tracepoint: "sys_enter_connect",
+        feature: Feature::Connects,
+    },
+    Program {
+        name: PROG_OPEN_EXIT,
+        category: "syscalls",
+        tracepoint: "sys_exit_openat",
+        feature: Feature::Opens,
+    },
+    Program {
+        name: PROG_OPEN_ENTER,
+        category: "syscalls",
+        tracepoint: "sys_enter_openat",
+        feature: Feature::Opens,
+    },
+    Program {
+        name: PROG_OPEN2_EXIT,
+        category: "syscalls",
+        tracepoint: "sys_exit_openat2",
+        feature: Feature::Opens,
+    },
+    Program {
+        name: PROG_OPEN2_ENTER,
+        category: "syscalls",
+        tracepoint: "sys_enter_openat2",
+        feature: Feature::Opens,
+    },
+];
+
+/// `struct pg_event_header`: first in every record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of the `EVENT_*` constants.
+    pub kind: u32,
+    /// Thread group id (the "pid" of ps), in the initial pid namespace.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// `real_parent->tgid`.
+    pub ppid: u32,
+    /// CLOCK_BOOTTIME in nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    /// `bpf_get_current_cgroup_id()`: the inode number of the task's cgroup v2
+    /// directory.
+    pub cgroup_id: u64,
+    /// Real uid, in the initial user namespace.
+    pub uid: u32,
+    pub _pad0: u32,
+    /// The task's comm, NUL-terminated unless 16 bytes long.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `struct pg_exec_event`: a successful execve/execveat.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub h: EventHeader,
+    /// Bytes of `filename` used, without the NUL.
+    pub filename_len: u32,
+    pub _pad0: u32,
+    /// The path as passed to exec (maybe relative, or /dev/fd/N).
+    pub filename: [u8; PATH_LEN],
+}
+
+/// `struct pg_exit_event`: the last thread of a process exited.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub h: EventHeader,
+    /// `task->exit_code`, a wait(2) status: `(status << 8) | signal`.
+    pub exit_code: i32,
+    pub _pad0: u32,
+}
+
+/// `struct pg_connect_event`: a connect(2) to an IPv4 or IPv6 address returned.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub h: EventHeader,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// The socket's type: SOCK_STREAM (1), SOCK_DGRAM (2), ...; 0 if unknown.
+    pub sock_type: u16,
+    pub _pad0: u16,
+    /// connect(2)'s result: 0 or -errno (-EINPROGRESS for non-blocking TCP).
+    pub ret: i32,
+    pub _pad1: u32,
+    /// Destination address, network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// `struct pg_open_event`: a successful openat/openat2 of a library-like path.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub h: EventHeader,
+    /// The new file descriptor (only successful opens are recorded).
+    pub ret: i32,
+    /// Open flags (O_RDONLY, O_CLOEXEC, ...).
+    pub flags: u32,
+    /// Bytes of `path` used, without the NUL.
+    pub path_len: u32,
+    pub _pad0: u32,
+    /// The path as passed to open (maybe relative to the caller's cwd or dirfd).
+    pub path: [u8; PATH_LEN],
+}
+
+/// `buf` up to `len` bytes and before the first NUL.
+fn c_prefix(buf: &[u8], len: u32) -> &[u8] {
+    let buf = &buf[..buf.len().min(len as usize)];
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+impl EventHeader {
+    /// The comm bytes before the NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        c_prefix(&self.comm, COMM_LEN as u32)
+    }
+}
+
+impl ExecEvent {
+    /// The filename bytes that were recorded.
+    pub fn filename_bytes(&self) -> &[u8] {
+        c_prefix(&self.filename, self.filename_len)
+    }
+}
+
+impl OpenEvent {
+    /// The path bytes that were recorded.
+    pub fn path_bytes(&self) -> &[u8] {
+        c_prefix(&self.path, self.path_len)
+    }
+}
+
+impl ConnectEvent {
+    /// The destination address, or None for a family other than
+    /// AF_INET/AF_INET6.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self.family {
+            2 => Some(
+                std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3])
+                    .into(),
+            ),
+            10 => Some(std::net::Ipv6Addr::from(self.addr).into()),
+            _ => None,
+        }
+    }
+}
+
+/// Types that may be read from any bytes.
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]` structs of integers and byte arrays only, so
+/// every bit pattern of `size_of::<Self>()` bytes is a valid value.
+unsafe trait Plain: Copy {}
+
+// SAFETY: each is #[repr(C)] with only u16/u32/i32/u64 fields, byte arrays and
+// (for the events) an EventHeader, which is itself Plain.
+unsafe impl Plain for EventHeader {}
+// SAFETY: as above.
+unsafe impl Plain for ExecEvent {}
+// SAFETY: as above.
+unsafe impl Plain for ExitEvent {}
+// SAFETY: as above.
+unsafe impl Plain for ConnectEvent {}
+// SAFETY: as above.
+unsafe impl Plain for OpenEvent {}
+
+/// Copies a `T` out of the front of `bytes`, whatever their alignment; None if
+/// they are too few.
+fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `bytes` holds at least size_of::<T>() readable bytes (checked
+    // above); read_unaligned has no alignment requirement; and T: Plain makes
+    // any bit pattern a valid T.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl EventHeader {
+    /// The header at the front of a record; None if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        read(bytes)
+    }
+}
+
+macro_rules! record {
+    ($ty:ident, $kind:ident) => {
+        impl $ty {
+            /// The `kind` of this record.
+            pub const KIND: u32 = $kind;
+
+            /// Copies this record out of `bytes` (any alignment); None if they
+            /// are shorter than the struct or the header's kind is another.
+            /// Trailing bytes are ignored, so a later object may append fields.
+            pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                let e: Self = read(bytes)?;
+                (e.h.kind == $kind).then_some(e)
+            }
+        }
+    };
+}
+record!(ExecEvent, EVENT_EXEC);
+record!(ExitEvent, EVENT_EXIT);
+record!(ConnectEvent, EVENT_CONNECT);
+record!(OpenEvent, EVENT_OPEN);
+
+/// A decoded record: a copy of the struct that `kind` named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Exec(ExecEvent),
+    Exit(ExitEvent),
+    Connect(ConnectEvent),
+    Open(OpenEvent),
+}
+
+impl Event {
+    /// The header common to every record.
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Exec(e) => &e.h,
+            Event::Exit(e) => &e.h,
+            Event::Connect(e) => &e.h,
+            Event::Open(e) => &e.h,
+        }
+    }
+}
+
+/// Decodes one ring-buffer record. None if it is shorter than its struct or
+/// its kind is unknown. Copies (the records are at most 328 bytes), so `bytes`
+/// need not be aligned and the result does not borrow them.
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    match EventHeader::from_bytes(bytes)?.kind {
+        EVENT_EXEC => ExecEvent::from_bytes(bytes).map(Event::Exec),
+        EVENT_EXIT => ExitEvent::from_bytes(bytes).map(Event::Exit),
+        EVENT_CONNECT => ConnectEvent::from_bytes(bytes).map(Event::Connect),
+        EVENT_OPEN => OpenEvent::from_bytes(bytes).map(Event::Open),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a value, as the kernel would have written them.
+    fn bytes_of<T: Plain>(v: &T) -> Vec<u8> {
+        // SAFETY: v is a valid, initialised T; the Plain structs have no
+        // implicit padding (every pad is a named field, checked by the layout
+        // test), so all size_of::<T>() bytes are initialised.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: u32) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..7].copy_from_slice(b"python3");
+        EventHeader {
+            kind,
+            pid: 4242,
+            tid: 4243,
+            ppid: 1,
+            ts_ns: 123_456_789,
+            cgroup_id: 0x1234_5678_9abc,
+            uid: 1000,
+            _pad0: 0,
+            comm,
+        }
+    }
+
+    fn path(s: &[u8]) -> [u8; PATH_LEN] {
+        let mut p = [0u8; PATH_LEN];
+        p[..s.len()].copy_from_slice(s);
+        p
+    }
+
+    #[test]
+    fn object_is_aligned_elf() {
+        assert_eq!(OBJECT.as_ptr() as usize % 8, 0);
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+    }
+
+    #[test]
+    fn decodes_every_kind_at_any_alignment() {
+        let exec = ExecEvent {
+            h: header(EVENT_EXEC),
+            filename_len: 16,
+            _pad0: 0,
+            filename: path(b"/usr/bin/python3"),
+        };
+        let exit = ExitEvent {
+            h: header(EVENT_EXIT),
+            exit_code: 0x300,
+            _pad0: 0,
+        };
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        let connect = ConnectEvent {
+            h: header(EVENT_CONNECT),
+            family: 2,
+            port: 443,
+            sock_type: 1,
+            _pad0: 0,
+            ret: -115,
+            _pad1: 0,
+            addr,
+        };
+        let open = OpenEvent {
+            h: header(EVENT_OPEN),
+            ret: 3,
+            flags: 0x80000,
+            path_len: 31,
+            _pad0: 0,
+            path: path(b"/lib/x86_64-linux-gnu/libc.so.6"),
+        };
+        let cases = [
+            (bytes_of(&exec), Event::Exec(exec)),
+            (bytes_of(&exit), Event::Exit(exit)),
+            (bytes_of(&connect), Event::Connect(connect)),
+            (bytes_of(&open), Event::Open(open)),
+        ];
+        for (bytes, want) in cases {
+            for shift in 0..8 {
+                let mut buf = vec![0xAAu8; shift];
+                buf.extend_from_slice(&bytes);
+                assert_eq!(decode(&buf[shift..]), Some(want), "shift {shift}");
+            }
+            // A longer record (a later object) still decodes.
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[0; 16]);
+            assert_eq!(decode(&longer), Some(want));
+            // One byte short never does.
+            assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        }
+        assert_eq!(exec.filename_bytes(), b"/usr/bin/python3");
+        assert_eq!(open.path_bytes(), b"/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(exec.h.comm_bytes(), b"python3");
+        assert_eq!(connect.ip(), Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_unknown_and_mismatched_kinds() {
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[1, 0, 0]), None);
+        let mut h = header(99);
+        assert_eq!(decode(&bytes_of(&h)), None);
+        // An exit-sized record claiming to be an exec is too short for one.
+        h.kind = EVENT_EXEC;
+        let exit = ExitEvent {
+            h,
+            exit_code: 0,
+            _pad0: 0,
+        };
+        assert_eq!(decode(&bytes_of(&exit)), None);
+        // The typed decoders check the kind too.
+        let exit = ExitEvent {
+            h: header(EVENT_EXIT),
+            exit_code: 9,
+            _pad0: 0,
+        };
+        assert_eq!(ConnectEvent::from_bytes(&bytes_of(&exit)), None);
+        assert_eq!(ExitEvent::from_bytes(&bytes_of(&exit)), Some(exit));
+    }
+
+    #[test]
+    fn lengths_are_clamped() {
+        let mut exec = ExecEvent {
+            h: header(EVENT_EXEC),
+            filename_len: u32::MAX,
+            _pad0: 0,
+            filename: [b'a'; PATH_LEN],
+        };
+        assert_eq!(exec.filename_bytes().len(), PATH_LEN);
+        exec.filename[10] = 0;
+        assert_eq!(exec.filename_bytes().len(), 10);
+        let mut connect = ConnectEvent::from_bytes(&bytes_of(&ConnectEvent {
+            h: header(EVENT_CONNECT),
+            family: 10,
+            port: 53,
+            sock_type: 2,
+            _pad0: 0,
+            ret: 0,
+            _pad1: 0,
+            addr: std::net::Ipv6Addr::LOCALHOST.octets(),
+        }))
+        .unwrap();
+        assert_eq!(connect.ip(), Some("::1".parse().unwrap()));
+        connect.family = 1;
+        assert_eq!(connect.ip(), None);
+    }
+}
