@@ -103,6 +103,8 @@ impl Gaps {
 /// per scan, however many processes share it.
 #[derive(Default)]
 struct ScanCtx {
+    /// Event-time scans of one pid do not read the socket tables.
+    skip_sockets: bool,
     dbs: HashMap<FileId, Option<Arc<DpkgDb>>>,
     /// (root, in-root path) → the file now at that path.
     current: HashMap<(FileId, Vec<u8>), Option<FileId>>,
@@ -177,6 +179,7 @@ impl Scanner {
         }
         let mut ctx = ScanCtx {
             host_ns,
+            skip_sockets: true,
             ..Default::default()
         };
         let btime = std::fs::read(self.config.proc_root.join("stat"))
@@ -408,7 +411,14 @@ impl Scanner {
             Err(e) => gaps.note(&e),
         }
 
-        let sockets = self.sockets(pid, net_ns, ctx);
+        // A network namespace's tables list every socket in it (thousands in
+        // TIME_WAIT on a busy host), so a single-process scan at an event
+        // skips them: sockets come with full scans, connections from eBPF.
+        let sockets = if ctx.skip_sockets {
+            Vec::new()
+        } else {
+            self.sockets(pid, net_ns, ctx)
+        };
         if gaps.denied {
             ctx.stats.denied += 1;
         }

@@ -1,0 +1,209 @@
+//! Overhead benchmark: `cargo bench -p patchgap-tests --bench overhead`.
+//!
+//! In one run: an exec storm and a connect storm on loopback at full speed,
+//! with the agent off (not running) and on (the real `patchgap-agent`
+//! binary, eBPF on, streaming to a collector in this process), reported as
+//! the throughput ratio on/off; then a fixed load of 100 exec/s and 1,000
+//! connect/s with the agent on, reported as the agent process's CPU (as a
+//! share of one core), its peak RSS, and the events it lost. The storms run
+//! in a child python process. Goal: under 0.5 % of one core and 40 MB, with
+//! no lost events. `PATCHGAP_BENCH_SECONDS` (default 10) sets each phase.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use patchgap_proto::v1;
+
+fn storm(seconds: f64, exec_rate: f64, connect_rate: f64) -> (f64, f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/storm.py");
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            script,
+            &seconds.to_string(),
+            &exec_rate.to_string(),
+            &connect_rate.to_string(),
+        ])
+        .output()
+        .expect("run storm.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("storm output");
+    (
+        v["execs"].as_f64().unwrap() / seconds,
+        v["connects"].as_f64().unwrap() / seconds,
+    )
+}
+
+/// The agent binary, built in release by this bench (cargo builds only the
+/// bench's own package's binaries).
+fn agent_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "patchgap-agent",
+            "--bin",
+            "patchgap-agent",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building patchgap-agent");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    target.join("release/patchgap-agent")
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the line are 12 and 13 after "pid (comm) ".
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let seconds: f64 = std::env::var("PATCHGAP_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let binary = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    // A collector in this process; the only agent is the child process.
+    let data = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = patchgap_collector::CollectorConfig {
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(patchgap_collector::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let (exec_off, _) = tokio::task::spawn_blocking(move || storm(seconds, 0.0, -1.0))
+        .await
+        .unwrap();
+    let (_, conn_off) = tokio::task::spawn_blocking(move || storm(seconds, -1.0, 0.0))
+        .await
+        .unwrap();
+
+    let agent = Agent(
+        Command::new(&binary)
+            .args([
+                "run",
+                "--collector",
+                &format!("http://{addr}"),
+                "--interval",
+                "30",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start patchgap-agent"),
+    );
+    let pid = agent.0.id();
+    // Let it load eBPF, scan once and stream its snapshot.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (exec_on, _) = tokio::task::spawn_blocking(move || storm(seconds, 0.0, -1.0))
+        .await
+        .unwrap();
+    let (_, conn_on) = tokio::task::spawn_blocking(move || storm(seconds, -1.0, 0.0))
+        .await
+        .unwrap();
+
+    let cpu0 = cpu_s(pid);
+    let (execs, conns) = tokio::task::spawn_blocking(move || storm(seconds, 100.0, 1000.0))
+        .await
+        .unwrap();
+    // Let the agent drain its queue before reading its CPU.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = cpu_s(pid) - cpu0;
+    let (rss, hwm) = rss_mb(pid);
+    // The lost-event counters travel in heartbeats (every 10 s).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut client = v1::query_client::QueryClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let hosts = client
+        .list_hosts(v1::ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let cov = hosts.coverage.unwrap_or_default();
+    let ebpf = cov.hosts.iter().all(|h| h.ebpf);
+    let lost: u64 = cov.hosts.iter().map(|h| h.events_lost).sum();
+    let cpu_pct = 100.0 * cpu / (seconds + 0.5);
+    println!(
+        "overhead bench: {seconds} s per phase, 2 CPUs, agent pid {pid}, ebpf {}",
+        if ebpf { "on" } else { "OFF" }
+    );
+    println!(
+        "exec storm, full speed:    off {exec_off:8.0}/s   on {exec_on:8.0}/s   ratio on/off {:.3}",
+        exec_on / exec_off
+    );
+    println!(
+        "connect storm, full speed: off {conn_off:8.0}/s   on {conn_on:8.0}/s   ratio on/off {:.3}",
+        conn_on / conn_off
+    );
+    println!(
+        "fixed load {execs:.0} exec/s + {conns:.0} connect/s: agent CPU {cpu_pct:.2} % of one core, RSS {rss:.1} MB (peak {hwm:.1} MB), lost events {lost}"
+    );
+    println!(
+        "goal (< 0.5 % of a core, < 40 MB, no lost events): {}",
+        if cpu_pct < 0.5 && hwm < 40.0 && lost == 0 {
+            "met"
+        } else {
+            "NOT MET"
+        }
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "overhead",
+            "seconds": seconds,
+            "ebpf": ebpf,
+            "exec_per_s": {"off": exec_off, "on": exec_on, "ratio": exec_on / exec_off},
+            "connect_per_s": {"off": conn_off, "on": conn_on, "ratio": conn_on / conn_off},
+            "fixed": {"exec_per_s": execs, "connect_per_s": conns, "agent_cpu_pct_of_core": cpu_pct,
+                      "rss_mb": rss, "rss_peak_mb": hwm, "lost": lost},
+        })
+    );
+    drop(agent);
+    let _ = stop.send(());
+    let _ = server.await;
+}
