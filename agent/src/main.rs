@@ -45,8 +45,9 @@ enum Command {
         /// Scan /proc only: no eBPF sensing.
         #[arg(long)]
         no_ebpf: bool,
-        /// eBPF ring buffer size in MiB (a power of two).
-        #[arg(long, default_value_t = 16)]
+        /// eBPF ring buffer size in MiB (a power of two). Its pages count in
+        /// the agent's RSS; 4 MiB holds about 14,000 events.
+        #[arg(long, default_value_t = 4)]
         ring_mib: u32,
         /// Do not watch library opens in the kernel.
         #[arg(long)]
@@ -88,6 +89,11 @@ fn collector_url(addr: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // glibc gives each thread that allocates its own arena; a handful of
+    // runtime threads would then hold several partly used heaps. Two
+    // arenas keep the agent's RSS close to what it actually uses.
+    // SAFETY: mallopt has no preconditions; called before other threads allocate much.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -245,6 +245,8 @@ impl DbStamp {
 #[derive(Debug, Default)]
 pub struct Resolver {
     dbs: HashMap<FileId, (DbStamp, Arc<DpkgDb>)>,
+    /// When each root's database was last checked against dpkg's files.
+    checked: HashMap<FileId, (std::time::Instant, Arc<DpkgDb>)>,
     cache: HashMap<(FileId, u64, u64), Option<Arc<PackageInfo>>>,
     pub hits: u64,
     pub misses: u64,
@@ -258,6 +260,30 @@ impl Resolver {
     /// The database for this root, reloaded if dpkg touched it since. Call
     /// once per root per scan.
     pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<DpkgDb>, RootError> {
+        self.refresh_within(root, std::time::Duration::ZERO)
+    }
+
+    /// Like `refresh`, but trusts a database checked less than `max_age`
+    /// ago without looking at dpkg's files again: event-time lookups (an
+    /// open, an exec) come by the hundred per second.
+    pub fn refresh_within(
+        &mut self,
+        root: &RootFs,
+        max_age: std::time::Duration,
+    ) -> Result<Arc<DpkgDb>, RootError> {
+        if !max_age.is_zero()
+            && let Some((checked, db)) = self.checked.get(&root.id())
+            && checked.elapsed() < max_age
+        {
+            return Ok(db.clone());
+        }
+        let db = self.refresh_now(root)?;
+        self.checked
+            .insert(root.id(), (std::time::Instant::now(), db.clone()));
+        Ok(db)
+    }
+
+    fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<DpkgDb>, RootError> {
         let stamp = DbStamp::read(root);
         if let Some((old, db)) = self.dbs.get(&root.id())
             && *old == stamp
@@ -318,6 +344,7 @@ impl Resolver {
     /// keep every one's database in memory.
     pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
         self.dbs.retain(|id, _| live(id));
+        self.checked.retain(|id, _| live(id));
         self.cache.retain(|(root, _, _), _| live(root));
     }
 

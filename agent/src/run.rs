@@ -494,11 +494,18 @@ async fn handle_event(
     event: Event,
 ) -> Option<()> {
     match event {
-        Event::Exec { pid, .. } => {
-            // Now, so that even a process that lives for milliseconds is
-            // recorded; and again shortly, once the loader has mapped its
-            // libraries.
-            if let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await? {
+        Event::Exec {
+            pid,
+            uid,
+            comm,
+            filename,
+            ..
+        } => {
+            // A light record now, so that even a process that lives for
+            // milliseconds is recorded (its libraries come as open events);
+            // the full scan shortly, once the loader has mapped them.
+            // Two small /proc reads: done in place, a thread hop would cost more.
+            if let Some((p, w)) = scanner.as_mut()?.exec_record(pid, uid, &comm, &filename) {
                 base.record(p, w, &mut pending.delta);
             }
             let due = tokio::time::Instant::now() + config.exec_rescan_delay;
@@ -518,9 +525,8 @@ async fn handle_event(
             {
                 base.record(p, w, &mut pending.delta);
             }
-            if let Some(artifact) =
-                on_scanner(scanner, move |s| s.opened_artifact(pid, &path)).await?
-            {
+            // A handful of syscalls: done in place, a thread hop would cost more.
+            if let Some(artifact) = scanner.as_mut()?.opened_artifact(pid, &path) {
                 base.add_opened(pid, artifact, &mut pending.delta);
             }
         }

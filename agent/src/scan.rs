@@ -64,6 +64,13 @@ pub struct Scanner {
     clk_tck: u64,
     /// Runtime metadata; None when the runtime root cannot be opened.
     meta: Option<MetaReader>,
+    /// The host's namespaces and boot time, as of the last full scan, for
+    /// event-time scans of one pid.
+    host_ns: Option<NsIds>,
+    btime: Option<u64>,
+    /// Workload attributions of the last full scan, by cgroup lines, for
+    /// event-time records.
+    workload_cache: HashMap<Vec<parse::cgroup::CgroupLine>, Workload>,
 }
 
 /// Why one process could not be scanned.
@@ -129,6 +136,9 @@ impl Scanner {
             resolver: Resolver::new(),
             clk_tck: if clk_tck > 0 { clk_tck as u64 } else { 100 },
             meta,
+            host_ns: None,
+            btime: None,
+            workload_cache: HashMap::new(),
         }
     }
 
@@ -173,22 +183,93 @@ impl Scanner {
     /// process the agent has not seen. Returns the process and its
     /// workload, or None when it is gone (or a kernel thread).
     pub fn scan_pid(&mut self, pid: u32) -> Option<(Process, Workload)> {
-        let mut host_ns = self.ns_ids(1);
-        if host_ns == NsIds::default() {
-            host_ns = self.ns_ids_of("self");
-        }
+        let host_ns = self.host_ns_cached();
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: true,
             ..Default::default()
         };
+        let btime = self.btime_cached();
+        let process = self.scan_process(pid, btime, &mut ctx).ok()?;
+        let workload = ctx.workloads.remove(&process.workload)?;
+        Some((process, workload))
+    }
+
+    /// A light record of a process that just exec'd, from the event and two
+    /// small /proc files (stat for the start time that keys it, cgroup for
+    /// its workload): most exec'd processes live for milliseconds, and a
+    /// full read of each would cost more than the budget allows. The full
+    /// scan follows shortly for the processes that are still there.
+    pub fn exec_record(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        comm: &str,
+        filename: &[u8],
+    ) -> Option<(Process, Workload)> {
+        let stat = std::fs::read(self.proc_path(pid, "stat")).ok()?;
+        let stat = parse::stat::parse_stat(&stat).ok()?;
+        let cgroups = std::fs::read(self.proc_path(pid, "cgroup"))
+            .map(|b| parse::cgroup::parse_cgroup(&b))
+            .unwrap_or_default();
+        let cgroup = primary_cgroup(&cgroups);
+        let workload = match self.workload_cache.get(&cgroups) {
+            Some(w) => w.clone(),
+            None => {
+                let w = attribute(&cgroups, &cgroup, self.meta.as_mut());
+                self.workload_cache.insert(cgroups, w.clone());
+                w
+            }
+        };
+        let btime = self.btime_cached();
+        let process = Process {
+            key: ProcessKey {
+                pid,
+                start_ticks: stat.start_ticks,
+            },
+            ppid: stat.ppid,
+            uid,
+            euid: uid,
+            comm: comm.to_string(),
+            exe: PathBytes(filename.to_vec()),
+            cmdline: String::new(),
+            cgroup,
+            mnt_ns: 0,
+            net_ns: 0,
+            start_time_ms: ((btime * 1000) + stat.start_ticks * 1000 / self.clk_tck) as i64,
+            workload: workload.id.clone(),
+            root: PathBytes::default(),
+            artifacts: Vec::new(),
+            sockets: Vec::new(),
+            // Not read yet: the full scan fills it in.
+            partial: true,
+            privilege: Privilege::default(),
+        };
+        Some((process, workload))
+    }
+
+    fn host_ns_cached(&mut self) -> NsIds {
+        if let Some(ns) = self.host_ns {
+            return ns;
+        }
+        let mut host_ns = self.ns_ids(1);
+        if host_ns == NsIds::default() {
+            host_ns = self.ns_ids_of("self");
+        }
+        self.host_ns = Some(host_ns);
+        host_ns
+    }
+
+    fn btime_cached(&mut self) -> u64 {
+        if let Some(b) = self.btime {
+            return b;
+        }
         let btime = std::fs::read(self.config.proc_root.join("stat"))
             .ok()
             .and_then(|b| parse::stat::parse_btime(&b).ok())
             .unwrap_or(0);
-        let process = self.scan_process(pid, btime, &mut ctx).ok()?;
-        let workload = ctx.workloads.remove(&process.workload)?;
-        Some((process, workload))
+        self.btime = Some(btime);
+        btime
     }
 
     /// The artifact for a library-like file a process opened (an eBPF open
@@ -207,7 +288,10 @@ impl Scanner {
         if !meta.is_file {
             return None;
         }
-        let db = self.resolver.refresh(&root).ok();
+        let db = self
+            .resolver
+            .refresh_within(&root, std::time::Duration::from_secs(1))
+            .ok();
         let mut ctx = ScanCtx::default();
         Some(self.artifact(
             &mut ctx,
@@ -230,10 +314,9 @@ impl Scanner {
         // The host's namespaces are PID 1's. Where PID 1 cannot be read (a
         // non-dumpable init, as on this project's VMs), the agent's own stand
         // in: a host agent, or a DaemonSet with hostPID and hostNetwork.
-        let mut host_ns = self.ns_ids(1);
-        if host_ns == NsIds::default() {
-            host_ns = self.ns_ids_of("self");
-        }
+        self.host_ns = None;
+        self.btime = None;
+        let host_ns = self.host_ns_cached();
         let mut ctx = ScanCtx {
             host_ns,
             ..Default::default()
@@ -241,10 +324,7 @@ impl Scanner {
         if let Some(meta) = &mut self.meta {
             meta.begin_scan();
         }
-        let btime = std::fs::read(self.config.proc_root.join("stat"))
-            .ok()
-            .and_then(|b| parse::stat::parse_btime(&b).ok())
-            .unwrap_or(0);
+        let btime = self.btime_cached();
 
         let mut pids: Vec<u32> = match std::fs::read_dir(&self.config.proc_root) {
             Ok(dir) => dir
@@ -271,6 +351,11 @@ impl Scanner {
         stats.scanned_at_ms = scanned_at_ms;
         stats.cpu_micros = thread_cpu_micros().saturating_sub(cpu);
         stats.wall_micros = wall.elapsed().as_micros() as u64;
+        self.workload_cache = ctx
+            .workload_by_cgroup
+            .iter()
+            .filter_map(|(lines, id)| Some((lines.clone(), ctx.workloads.get(id)?.clone())))
+            .collect();
         let mut workloads: Vec<Workload> = ctx.workloads.into_values().collect();
         workloads.sort_by(|a, b| a.id.cmp(&b.id));
         Inventory {

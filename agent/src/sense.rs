@@ -58,7 +58,7 @@ const CHANNEL_CAPACITY: usize = 65_536;
 /// flood cannot pin a runtime worker while other tasks wait.
 const DRAIN_BATCH: u32 = 4096;
 
-/// What to sense. `Default` senses everything with a 16 MiB ring.
+/// What to sense. `Default` senses everything with a 4 MiB ring.
 #[derive(Debug, Clone)]
 pub struct SenseConfig {
     /// Size of the kernel ring buffer in bytes. The kernel requires a power of
@@ -74,10 +74,12 @@ pub struct SenseConfig {
 
 impl Default for SenseConfig {
     fn default() -> Self {
-        // 16 MiB sustained ~400k events/s without drops in the platform
-        // measurements, far above this host's exec ceiling.
+        // 4 MiB holds ~14,000 events, tens of milliseconds of the fastest
+        // storm this VM can make (the platform measured 400k events/s with a
+        // reader that keeps up); the ring's pages count in the agent's RSS,
+        // so bigger is not free. --ring-mib raises it.
         Self {
-            ring_bytes: 16 << 20,
+            ring_bytes: 4 << 20,
             opens: true,
             connects: true,
         }
@@ -481,64 +483,90 @@ impl Drop for Sensor {
     }
 }
 
-/// Drain the ring on every readiness until the receiver goes away.
+/// How often the ring is drained without a wakeup. The programs wake the
+/// reader only when 64 KiB wait (a wakeup per event would cost a context
+/// switch per event), so a trickle of events waits at most this long.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Drain the ring on every readiness and on a short timer, until the
+/// receiver goes away.
 async fn read_loop(
     mut afd: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Event>,
     counters: Arc<Counters>,
     clock: Clock,
 ) {
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let mut guard = match afd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                // Only happens if the reactor is shutting down.
-                tracing::warn!(error = %e, "ebpf ring buffer: poll failed, reader stops");
-                return;
-            }
-        };
-        let mut batch = 0u32;
-        // Drain completely: the kernel only wakes us when a record is
-        // committed while the consumer has caught up, and tokio's epoll is
-        // edge-triggered, so leftovers would sit until the next event.
-        loop {
-            let decoded = {
-                let Some(item) = guard.get_inner_mut().next() else {
-                    break;
-                };
-                counters.events.fetch_add(1, Ordering::Relaxed);
-                // Decode into an owned Event while the record is borrowed;
-                // dropping `item` advances the consumer position and frees
-                // the space for the kernel.
-                decode(&item, &clock)
-            };
-            match decoded {
-                Some(ev) => match tx.try_send(ev) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counters.lost_user.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            ready = afd.readable_mut() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        // Only happens if the reactor is shutting down.
+                        tracing::warn!(error = %e, "ebpf ring buffer: poll failed, reader stops");
+                        return;
                     }
-                    // Nobody listens: stop reading. The programs stay
-                    // attached until the Sensor drops; the kernel then counts
-                    // its drops in `lost`.
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                },
-                None => {
-                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                };
+                if !drain(guard.get_inner_mut(), &tx, &counters, &clock).await {
+                    return;
+                }
+                // Clears readiness only if no new edge arrived since the guard
+                // was taken (tokio compares ticks), so a record committed
+                // between the last next() == None and here is not lost.
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                if !drain(afd.get_mut(), &tx, &counters, &clock).await {
+                    return;
                 }
             }
-            batch += 1;
-            if batch == DRAIN_BATCH {
-                batch = 0;
-                // Yield to the scheduler only if this task has used up its
-                // budget; the ring is still drained to the end afterwards.
-                tokio::task::coop::consume_budget().await;
+        }
+    }
+}
+
+/// Reads every record the ring holds. False when nobody listens any more.
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Event>,
+    counters: &Counters,
+    clock: &Clock,
+) -> bool {
+    let mut batch = 0u32;
+    loop {
+        let decoded = {
+            let Some(item) = ring.next() else {
+                return true;
+            };
+            counters.events.fetch_add(1, Ordering::Relaxed);
+            // Decode into an owned Event while the record is borrowed;
+            // dropping `item` advances the consumer position and frees the
+            // space for the kernel.
+            decode(&item, clock)
+        };
+        match decoded {
+            Some(ev) => match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counters.lost_user.fetch_add(1, Ordering::Relaxed);
+                }
+                // Nobody listens: stop reading. The programs stay attached
+                // until the Sensor drops; the kernel then counts its drops in
+                // `lost`.
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            },
+            None => {
+                counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Clears readiness only if no new edge arrived since the guard was
-        // taken (tokio compares ticks), so a record committed between the
-        // last next() == None and here is not lost.
-        guard.clear_ready();
+        batch += 1;
+        if batch == DRAIN_BATCH {
+            batch = 0;
+            // Yield to the scheduler only if this task has used up its
+            // budget; the ring is still drained to the end afterwards.
+            tokio::task::coop::consume_budget().await;
+        }
     }
 }
 

@@ -31,6 +31,10 @@ const volatile __u32 self_tgid = 0;
 const volatile __u32 enable_opens = 1;
 /* 1: pg_connect_enter records connects; 0: it returns at once. */
 const volatile __u32 enable_connects = 1;
+/* Wake the agent only once this many bytes wait in the ring: a wakeup per
+ * event would cost it a context switch per event. The agent also drains the
+ * ring on a short timer, so a quiet trickle still arrives promptly. */
+const volatile __u64 wakeup_bytes = 65536;
 
 /* The event types and their kinds, named in the object's BTF so a reader of
  * the object (the Rust layout test) finds the one definition there. Never
@@ -120,6 +124,15 @@ static __always_inline void pg_count_lost(void)
 		__sync_fetch_and_add(n, 1);
 }
 
+/* Commit a record, waking the reader only when a batch has piled up
+ * (bpf_ringbuf_query, since 5.8). */
+static __always_inline void pg_submit(void *e)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 /* Reserve a record of `size` bytes, or count it as lost. */
 static __always_inline void *pg_reserve(__u64 size)
 {
@@ -177,7 +190,7 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (n <= 0)
 		e->filename[0] = 0;
 	e->_pad0 = 0;
-	bpf_ringbuf_submit(e, 0);
+	pg_submit(e);
 	return 0;
 }
 
@@ -217,7 +230,7 @@ int pg_exit(void *ctx)
 	pg_fill_header(&e->h, PG_EVENT_EXIT, pid_tgid);
 	e->exit_code = BPF_CORE_READ(task, exit_code);
 	e->_pad0 = 0;
-	bpf_ringbuf_submit(e, 0);
+	pg_submit(e);
 	return 0;
 }
 
@@ -327,7 +340,7 @@ int pg_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		e->ret = (__s32)ctx->ret;
 		e->_pad1 = 0;
 		__builtin_memcpy(e->addr, st->addr, sizeof(e->addr));
-		bpf_ringbuf_submit(e, 0);
+		pg_submit(e);
 	}
 	bpf_map_delete_elem(&connect_start, &tid);
 	return 0;
@@ -433,7 +446,7 @@ static __always_inline int pg_open_done(long ret)
 			e->path_len = st->path_len;
 			e->_pad0 = 0;
 			__builtin_memcpy(e->path, st->path, sizeof(e->path));
-			bpf_ringbuf_submit(e, 0);
+			pg_submit(e);
 		}
 	}
 	bpf_map_delete_elem(&open_start, &tid);
