@@ -114,6 +114,11 @@ impl Baseline {
         self.processes.values().find(|p| p.key.pid == pid)
     }
 
+    /// A workload of the baseline, by id.
+    pub fn workload(&self, id: &str) -> Option<&Workload> {
+        self.workloads.get(id)
+    }
+
     /// Records a process scanned at an event (exec, or an unknown pid), and
     /// puts what changed into `delta`.
     pub fn record(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {

@@ -29,7 +29,8 @@ use tracing::{info, warn};
 use crate::{
     diff::Baseline,
     model::ProcessKey,
-    scan::{ScanConfig, Scanner, now_ms},
+    model::Workload,
+    scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},
     sense::{Event, SenseConfig, Sensor},
     wire,
 };
@@ -496,20 +497,51 @@ async fn handle_event(
     match event {
         Event::Exec {
             pid,
+            ppid,
             uid,
             comm,
             filename,
+            start_ticks,
             ..
         } => {
-            // A light record now, so that even a process that lives for
-            // milliseconds is recorded (its libraries come as open events);
-            // the full scan shortly, once the loader has mapped them.
-            // Two small /proc reads: done in place, a thread hop would cost more.
-            if let Some((p, w)) = scanner.as_mut()?.exec_record(pid, uid, &comm, &filename) {
-                base.record(p, w, &mut pending.delta);
+            // A light record now, from the event and two small /proc reads,
+            // so that even a process that lived for a millisecond is
+            // recorded (its libraries come as open events); the full scan
+            // shortly, once the loader has mapped them, if it still runs.
+            let info = ExecInfo {
+                pid,
+                ppid,
+                uid,
+                comm: &comm,
+                filename: &filename,
+                start_ticks,
+            };
+            let ExecRecord {
+                mut process,
+                workload,
+                alive,
+            } = scanner.as_mut()?.exec_record(info);
+            let workload = match workload {
+                Some(w) => w,
+                // Gone already: a child shares its parent's cgroup.
+                None => {
+                    let parent = base
+                        .by_pid(process.ppid)
+                        .map(|p| p.workload.clone())
+                        .unwrap_or_else(|| "host".into());
+                    process.workload = parent.clone();
+                    base.workload(&parent).cloned().unwrap_or_else(|| Workload {
+                        id: parent,
+                        kind: "host".into(),
+                        ..Default::default()
+                    })
+                }
+            };
+            base.record(process, workload, &mut pending.delta);
+            if alive {
+                let due = tokio::time::Instant::now() + config.exec_rescan_delay;
+                pending.rescans.entry(due).or_default().push(pid);
             }
-            let due = tokio::time::Instant::now() + config.exec_rescan_delay;
-            pending.rescans.entry(due).or_default().push(pid);
         }
         Event::Exit { pid, at_ms, .. } => {
             let key = base.exit(pid, at_ms, &mut pending.delta);

@@ -33,6 +33,26 @@ use crate::{
     },
 };
 
+/// What an exec event says about the new process.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecInfo<'a> {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: &'a str,
+    pub filename: &'a [u8],
+    /// From the kernel's start_boottime, in clock ticks.
+    pub start_ticks: u64,
+}
+
+/// A light record of a just-exec'd process; see [`Scanner::exec_record`].
+#[derive(Debug, Clone)]
+pub struct ExecRecord {
+    pub process: Process,
+    pub workload: Option<Workload>,
+    pub alive: bool,
+}
+
 /// What the scanner needs to know; everything else it reads.
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
@@ -195,57 +215,69 @@ impl Scanner {
         Some((process, workload))
     }
 
-    /// A light record of a process that just exec'd, from the event and two
-    /// small /proc files (stat for the start time that keys it, cgroup for
-    /// its workload): most exec'd processes live for milliseconds, and a
-    /// full read of each would cost more than the budget allows. The full
-    /// scan follows shortly for the processes that are still there.
-    pub fn exec_record(
-        &mut self,
-        pid: u32,
-        uid: u32,
-        comm: &str,
-        filename: &[u8],
-    ) -> Option<(Process, Workload)> {
-        let stat = std::fs::read(self.proc_path(pid, "stat")).ok()?;
-        let stat = parse::stat::parse_stat(&stat).ok()?;
-        let cgroups = std::fs::read(self.proc_path(pid, "cgroup"))
-            .map(|b| parse::cgroup::parse_cgroup(&b))
-            .unwrap_or_default();
+    /// A light record of a process that just exec'd, from the event and at
+    /// most two small /proc files (stat, cgroup): most exec'd processes live
+    /// for milliseconds, and a full read of each would cost more than the
+    /// budget allows. The event's start time keys the process even when it
+    /// is already gone; its workload is then unknown here (None) and the
+    /// caller takes the parent's. `alive` says whether /proc still had it,
+    /// so a full scan is worth scheduling.
+    pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
+        let stat = std::fs::read(self.proc_path(e.pid, "stat"))
+            .ok()
+            .and_then(|b| parse::stat::parse_stat(&b).ok());
+        let alive = stat.is_some();
+        let start_ticks = stat.as_ref().map_or(e.start_ticks, |s| s.start_ticks);
+        let ppid = stat.as_ref().map_or(e.ppid, |s| s.ppid);
+        let cgroups = if alive {
+            std::fs::read(self.proc_path(e.pid, "cgroup"))
+                .map(|b| parse::cgroup::parse_cgroup(&b))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let cgroup = primary_cgroup(&cgroups);
-        let workload = match self.workload_cache.get(&cgroups) {
-            Some(w) => w.clone(),
-            None => {
-                let w = attribute(&cgroups, &cgroup, self.meta.as_mut());
-                self.workload_cache.insert(cgroups, w.clone());
-                w
-            }
+        let workload = if cgroups.is_empty() {
+            None
+        } else {
+            Some(match self.workload_cache.get(&cgroups) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = attribute(&cgroups, &cgroup, self.meta.as_mut());
+                    self.workload_cache.insert(cgroups, w.clone());
+                    w
+                }
+            })
         };
         let btime = self.btime_cached();
         let process = Process {
             key: ProcessKey {
-                pid,
-                start_ticks: stat.start_ticks,
+                pid: e.pid,
+                start_ticks,
             },
-            ppid: stat.ppid,
-            uid,
-            euid: uid,
-            comm: comm.to_string(),
-            exe: PathBytes(filename.to_vec()),
+            ppid,
+            uid: e.uid,
+            euid: e.uid,
+            comm: e.comm.to_string(),
+            exe: PathBytes(e.filename.to_vec()),
             cmdline: String::new(),
             cgroup,
             mnt_ns: 0,
             net_ns: 0,
-            start_time_ms: ((btime * 1000) + stat.start_ticks * 1000 / self.clk_tck) as i64,
-            workload: workload.id.clone(),
+            start_time_ms: ((btime * 1000) + start_ticks * 1000 / self.clk_tck) as i64,
+            workload: workload.as_ref().map(|w| w.id.clone()).unwrap_or_default(),
             root: PathBytes::default(),
             artifacts: Vec::new(),
             sockets: Vec::new(),
-            // Not read yet: the full scan fills it in.
+            // Not read yet: the full scan fills it in, if the process lives.
             partial: true,
             privilege: Privilege::default(),
         };
-        Some((process, workload))
+        ExecRecord {
+            process,
+            workload,
+            alive,
+        }
     }
 
     fn host_ns_cached(&mut self) -> NsIds {

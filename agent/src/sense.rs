@@ -99,6 +99,9 @@ pub enum Event {
         cgroup_id: u64,
         comm: String,
         filename: Vec<u8>,
+        /// The process's start in clock ticks since boot (the kernel's
+        /// start_boottime): with the pid, the process's key.
+        start_ticks: u64,
         at_ms: i64,
     },
     /// The last thread of a process exited. `exit_code` is the kernel's
@@ -570,6 +573,13 @@ async fn drain(
     }
 }
 
+/// USER_HZ, the unit of /proc/PID/stat's starttime.
+fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
 /// Converts kernel CLOCK_BOOTTIME nanoseconds into wall-clock milliseconds.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -640,6 +650,7 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             cgroup_id: e.h.cgroup_id,
             comm: comm_string(&e.h),
             filename: e.filename_bytes().to_vec(),
+            start_ticks: e.start_boottime_ns / (1_000_000_000 / clk_tck()),
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Exit(e) => Event::Exit {
@@ -895,6 +906,44 @@ mod tests {
         );
     }
 
+    /// The exec event's start time is the one /proc/PID/stat reports, so a
+    /// process is keyed the same whether it was recorded from the event or
+    /// from /proc.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_start_ticks_match_proc_stat() {
+        let (_sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut child = std::process::Command::new("/usr/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+        let proc_ticks = crate::parse::stat::parse_stat(&stat).unwrap().start_ticks;
+        let event_ticks = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Some(Event::Exec {
+                    pid: p,
+                    start_ticks,
+                    ..
+                }) = rx.recv().await
+                    && p == pid
+                {
+                    return start_ticks;
+                }
+            }
+        })
+        .await
+        .expect("exec event");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(event_ticks, proc_ticks);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opens_off_means_no_open_events() {
         let config = SenseConfig {
@@ -987,6 +1036,8 @@ mod tests {
         filename[..20].copy_from_slice(b"/usr/bin/python3\0xyz");
         let exec = k::ExecEvent {
             h: header(k::EVENT_EXEC, b"0123456789abcdef"),
+            // 12.34 s after boot: 1234 ticks at USER_HZ 100.
+            start_boottime_ns: 12_340_000_000,
             filename_len: 8,
             _pad0: 0,
             filename,
@@ -1000,6 +1051,7 @@ mod tests {
                 cgroup_id: 77,
                 comm: "0123456789abcdef".into(),
                 filename: b"/usr/bin".to_vec(),
+                start_ticks: 12_340_000_000 / (1_000_000_000 / clk_tck()),
                 at_ms: 1_700_000_000_005,
             })
         );

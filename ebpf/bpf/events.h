@@ -30,6 +30,11 @@ struct pg_event_header {
 
 struct pg_exec_event {
 	struct pg_event_header h;
+	/* task->start_boottime: the process's start in ns since boot, what
+	 * /proc/PID/stat's starttime is in clock ticks. With it the agent keys
+	 * the process (pid + start time) without reading /proc, so even a
+	 * process that is gone by the time its event is read is recorded. */
+	__u64 start_boottime_ns;
 	__u32 filename_len; /* bytes of filename used, without the NUL */
 	__u32 _pad0;
 	char filename[PG_PATH_LEN];

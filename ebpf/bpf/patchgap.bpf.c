@@ -182,6 +182,8 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!e)
 		return 0;
 	pg_fill_header(&e->h, PG_EVENT_EXEC, pid_tgid);
+	/* Exec keeps the task (and its start time) of the process. */
+	e->start_boottime_ns = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), start_boottime);
 	/* __data_loc: low 16 bits are the string's offset from the record start. */
 	loc = ctx->__data_loc_filename;
 	n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),

@@ -89,6 +89,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct files_struct *files;
 	struct signal_struct *signal;
+	__u64 start_boottime;
 } __attribute__((preserve_access_index));
 
 /* ---- Trace event contexts (CO-RE relocated) ---- */

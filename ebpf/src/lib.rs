@@ -190,6 +190,9 @@ pub struct EventHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecEvent {
     pub h: EventHeader,
+    /// `task->start_boottime`: the start, in ns since boot (/proc/PID/stat's
+    /// starttime is this in clock ticks).
+    pub start_boottime_ns: u64,
     /// Bytes of `filename` used, without the NUL.
     pub filename_len: u32,
     pub _pad0: u32,
@@ -422,6 +425,7 @@ mod tests {
     #[test]
     fn decodes_every_kind_at_any_alignment() {
         let exec = ExecEvent {
+            start_boottime_ns: 0,
             h: header(EVENT_EXEC),
             filename_len: 16,
             _pad0: 0,
@@ -504,6 +508,7 @@ mod tests {
     #[test]
     fn lengths_are_clamped() {
         let mut exec = ExecEvent {
+            start_boottime_ns: 0,
             h: header(EVENT_EXEC),
             filename_len: u32::MAX,
             _pad0: 0,

@@ -312,6 +312,7 @@ fn exec_event_matches_c() {
         "pg_exec_event",
         rust_layout!(ExecEvent {
             h,
+            start_boottime_ns,
             filename_len,
             _pad0,
             filename
