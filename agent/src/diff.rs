@@ -13,7 +13,9 @@ use crate::{
 /// The processes of the last scan whose state the collector has been sent.
 #[derive(Debug, Default)]
 pub struct Baseline {
-    processes: HashMap<ProcessKey, Process>,
+    /// By pid: among running processes a pid is unique, and events name
+    /// processes by pid. The record's key says which process it is.
+    processes: HashMap<u32, Process>,
     workloads: HashMap<String, Workload>,
     last_reconciled: u32,
 }
@@ -21,7 +23,11 @@ pub struct Baseline {
 impl Baseline {
     pub fn new(inv: &Inventory) -> Baseline {
         Baseline {
-            processes: inv.processes.iter().map(|p| (p.key, p.clone())).collect(),
+            processes: inv
+                .processes
+                .iter()
+                .map(|p| (p.key.pid, p.clone()))
+                .collect(),
             workloads: inv
                 .workloads
                 .iter()
@@ -51,7 +57,16 @@ impl Baseline {
         let mut next = HashMap::with_capacity(inv.processes.len());
         for p in &inv.processes {
             let mut p = p.clone();
-            match self.processes.remove(&p.key) {
+            let mut old = self.processes.remove(&p.key.pid);
+            // The same pid, another process: the old one exited.
+            if let Some(o) = old.take_if(|o| o.key != p.key) {
+                reconciled += 1;
+                delta.exits.push(v1::Exit {
+                    key: Some(wire::key(&o.key)),
+                    exit_time_ms: inv.scanned_at_ms,
+                });
+            }
+            match old {
                 None => {
                     reconciled += 1;
                     delta.upserts.push(wire::process(&p));
@@ -79,10 +94,10 @@ impl Baseline {
                     }
                 }
             }
-            next.insert(p.key, p);
+            next.insert(p.key.pid, p);
         }
         // Whatever is left was not seen in this scan: it exited.
-        for key in self.processes.keys() {
+        for key in self.processes.values().map(|p| &p.key) {
             reconciled += 1;
             delta.exits.push(v1::Exit {
                 key: Some(wire::key(key)),
@@ -111,7 +126,7 @@ impl Baseline {
     /// The running process with this pid (pids are unique among running
     /// processes).
     pub fn by_pid(&self, pid: u32) -> Option<&Process> {
-        self.processes.values().find(|p| p.key.pid == pid)
+        self.processes.get(&pid)
     }
 
     /// A workload of the baseline, by id.
@@ -127,21 +142,25 @@ impl Baseline {
             self.workloads.insert(w.id.clone(), w);
         }
         // A pid reused since: the old process is gone.
-        let stale: Vec<ProcessKey> = self
+        if let Some(old) = self
             .processes
-            .keys()
-            .filter(|k| k.pid == p.key.pid && **k != p.key)
-            .copied()
-            .collect();
-        for key in stale {
-            self.processes.remove(&key);
+            .remove_entry(&p.key.pid)
+            .and_then(|(pid, old)| {
+                if old.key == p.key {
+                    self.processes.insert(pid, old);
+                    None
+                } else {
+                    Some(old)
+                }
+            })
+        {
             delta.exits.push(v1::Exit {
-                key: Some(wire::key(&key)),
+                key: Some(wire::key(&old.key)),
                 exit_time_ms: p.start_time_ms,
             });
         }
         let mut p = p;
-        if let Some(old) = self.processes.get(&p.key) {
+        if let Some(old) = self.processes.get(&p.key.pid) {
             for a in old
                 .artifacts
                 .iter()
@@ -159,13 +178,13 @@ impl Baseline {
         if !p.sockets.is_empty() {
             delta.sockets.push(wire::sockets(&p));
         }
-        self.processes.insert(p.key, p);
+        self.processes.insert(p.key.pid, p);
     }
 
     /// Adds a file a process opened. Returns false when the process is not
     /// known or already has that file.
     pub fn add_opened(&mut self, pid: u32, artifact: Artifact, delta: &mut v1::Delta) -> bool {
-        let Some(p) = self.processes.values_mut().find(|p| p.key.pid == pid) else {
+        let Some(p) = self.processes.get_mut(&pid) else {
             return false;
         };
         if p.artifacts
@@ -183,7 +202,7 @@ impl Baseline {
     /// it was never seen.
     pub fn exit(&mut self, pid: u32, at_ms: i64, delta: &mut v1::Delta) -> Option<ProcessKey> {
         let key = self.by_pid(pid)?.key;
-        self.processes.remove(&key);
+        self.processes.remove(&pid);
         delta.exits.push(v1::Exit {
             key: Some(wire::key(&key)),
             exit_time_ms: at_ms,
@@ -198,5 +217,96 @@ fn upsert(delta: &mut v1::Delta, p: v1::Process) {
     match delta.upserts.iter_mut().find(|u| u.key == p.key) {
         Some(u) => *u = p,
         None => delta.upserts.push(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PathBytes, ScanStats};
+
+    fn proc(pid: u32, start_ticks: u64) -> Process {
+        Process {
+            key: ProcessKey { pid, start_ticks },
+            ppid: 1,
+            uid: 0,
+            euid: 0,
+            comm: "x".into(),
+            exe: PathBytes(b"/bin/x".to_vec()),
+            cmdline: String::new(),
+            cgroup: "/".into(),
+            mnt_ns: 1,
+            net_ns: 1,
+            start_time_ms: 1000,
+            workload: "host".into(),
+            root: PathBytes(b"/".to_vec()),
+            artifacts: Vec::new(),
+            sockets: Vec::new(),
+            partial: false,
+            privilege: Default::default(),
+        }
+    }
+
+    fn inv(processes: Vec<Process>) -> Inventory {
+        Inventory {
+            host: Default::default(),
+            scanned_at_ms: 5000,
+            stats: ScanStats::default(),
+            workloads: vec![Workload {
+                id: "host".into(),
+                kind: "host".into(),
+                ..Default::default()
+            }],
+            processes,
+        }
+    }
+
+    fn keys(exits: &[v1::Exit]) -> Vec<(u32, u64)> {
+        exits
+            .iter()
+            .map(|e| e.key.map(|k| (k.pid, k.start_ticks)).unwrap())
+            .collect()
+    }
+
+    /// A reused pid is another process: the old one exits, wherever the new
+    /// one is learned (an event or a scan).
+    #[test]
+    fn pid_reuse_exits_the_old_process() {
+        let mut base = Baseline::new(&inv(vec![proc(10, 1), proc(11, 1)]));
+        let host = base.workload("host").cloned().unwrap();
+        let mut d = v1::Delta::default();
+        base.record(proc(10, 2), host.clone(), &mut d);
+        assert_eq!(keys(&d.exits), [(10, 1)]);
+        assert_eq!(d.upserts.len(), 1);
+        assert_eq!(base.by_pid(10).unwrap().key.start_ticks, 2);
+
+        // Recording the same process again changes nothing.
+        let mut d = v1::Delta::default();
+        base.record(proc(10, 2), host, &mut d);
+        assert!(d.upserts.is_empty() && d.exits.is_empty());
+
+        // A scan that finds pid 10 started again, and pid 11 gone.
+        let d = base.advance(&inv(vec![proc(10, 3)]), true).unwrap();
+        let mut exits = keys(&d.exits);
+        exits.sort();
+        assert_eq!(exits, [(10, 2), (11, 1)]);
+        assert_eq!(
+            base.last_reconciled(),
+            3,
+            "a new process and two exits the events missed"
+        );
+
+        // An exit event closes it with the event's time.
+        let mut d = v1::Delta::default();
+        assert_eq!(
+            base.exit(10, 7000, &mut d),
+            Some(ProcessKey {
+                pid: 10,
+                start_ticks: 3
+            })
+        );
+        assert_eq!(d.exits[0].exit_time_ms, 7000);
+        assert!(base.by_pid(10).is_none());
+        assert_eq!(base.exit(10, 7000, &mut d), None);
     }
 }
