@@ -223,19 +223,24 @@ impl Scanner {
     /// caller takes the parent's. `alive` says whether /proc still had it,
     /// so a full scan is worth scheduling.
     pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
-        let stat = std::fs::read(self.proc_path(e.pid, "stat"))
-            .ok()
-            .and_then(|b| parse::stat::parse_stat(&b).ok());
-        let alive = stat.is_some();
-        let start_ticks = stat.as_ref().map_or(e.start_ticks, |s| s.start_ticks);
-        let ppid = stat.as_ref().map_or(e.ppid, |s| s.ppid);
-        let cgroups = if alive {
-            std::fs::read(self.proc_path(e.pid, "cgroup"))
-                .map(|b| parse::cgroup::parse_cgroup(&b))
-                .unwrap_or_default()
+        // The event carries the start time (the key) and the parent; only
+        // the cgroup needs /proc, and reading it tells whether the process
+        // still runs. The start time is 0 only from an old object: then
+        // /proc/PID/stat supplies it.
+        let start_ticks = if e.start_ticks > 0 {
+            Some(e.start_ticks)
         } else {
-            Vec::new()
+            std::fs::read(self.proc_path(e.pid, "stat"))
+                .ok()
+                .and_then(|b| parse::stat::parse_stat(&b).ok())
+                .map(|s| s.start_ticks)
         };
+        let cgroups =
+            std::fs::read(self.proc_path(e.pid, "cgroup")).map(|b| parse::cgroup::parse_cgroup(&b));
+        let alive = cgroups.is_ok() && start_ticks.is_some();
+        let start_ticks = start_ticks.unwrap_or(0);
+        let ppid = e.ppid;
+        let cgroups = cgroups.unwrap_or_default();
         let cgroup = primary_cgroup(&cgroups);
         let workload = if cgroups.is_empty() {
             None
