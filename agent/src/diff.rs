@@ -142,18 +142,12 @@ impl Baseline {
             self.workloads.insert(w.id.clone(), w);
         }
         // A pid reused since: the old process is gone.
-        if let Some(old) = self
+        if self
             .processes
-            .remove_entry(&p.key.pid)
-            .and_then(|(pid, old)| {
-                if old.key == p.key {
-                    self.processes.insert(pid, old);
-                    None
-                } else {
-                    Some(old)
-                }
-            })
+            .get(&p.key.pid)
+            .is_some_and(|old| old.key != p.key)
         {
+            let old = self.processes.remove(&p.key.pid).expect("checked above");
             delta.exits.push(v1::Exit {
                 key: Some(wire::key(&old.key)),
                 exit_time_ms: p.start_time_ms,

@@ -334,6 +334,17 @@ impl Pending {
     }
 }
 
+/// Sends what events batched, split to fit the message size limit.
+fn flush_pending(shared: &Shared, pending: &mut Pending, part_bytes: usize) {
+    if let Some(delta) = pending.take() {
+        let bodies = wire::split_delta(delta, part_bytes)
+            .into_iter()
+            .map(v1::agent_message::Body::Delta)
+            .collect();
+        enqueue(shared, bodies);
+    }
+}
+
 /// Runs `f` on the scanner in a blocking thread: /proc reads are synchronous
 /// and must not stall the async workers. None when the thread panicked (the
 /// scanner is then lost and the loop stops).
@@ -404,7 +415,6 @@ async fn scan_loop(
                 continue;
             }
             Some(event) = async { events.as_mut()?.recv().await }, if events.is_some() => {
-                tracing::trace!(?event, "kernel event");
                 if let Some(base) = baseline.as_mut()
                     && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
                 {
@@ -425,22 +435,14 @@ async fn scan_loop(
                 continue;
             }
             _ = flush.tick() => {
-                if let Some(delta) = pending.take() {
-                    let bodies = wire::split_delta(delta, config.part_bytes)
-                        .into_iter()
-                        .map(v1::agent_message::Body::Delta)
-                        .collect();
-                    enqueue(&shared, bodies);
-                }
+                flush_pending(&shared, &mut pending, config.part_bytes);
                 continue;
             }
             _ = stop.changed() => return,
         }
         // A full scan. What events batched goes first, so the scan's delta
         // is computed against a baseline the collector has been sent.
-        if let Some(delta) = pending.take() {
-            enqueue(&shared, vec![v1::agent_message::Body::Delta(delta)]);
-        }
+        flush_pending(&shared, &mut pending, config.part_bytes);
         let mut scan_number = 0;
         shared.status.send_modify(|s| {
             s.scans_started += 1;
@@ -544,8 +546,7 @@ async fn handle_event(
             }
         }
         Event::Exit { pid, at_ms, .. } => {
-            let key = base.exit(pid, at_ms, &mut pending.delta);
-            tracing::debug!(pid, ?key, "exit event");
+            base.exit(pid, at_ms, &mut pending.delta);
             for pids in pending.rescans.values_mut() {
                 pids.retain(|p| *p != pid);
             }

@@ -451,12 +451,9 @@ impl Query for QueryService {
         request: Request<v1::ListConnectionsRequest>,
     ) -> Result<Response<v1::ListConnectionsResponse>, Status> {
         let req = request.into_inner();
-        let (coverage, _) = self.hosts().await?;
+        let (coverage, hosts) = self.hosts().await?;
         let (summaries, by_instance, _) = self.workloads().await?;
-        let host_ids: HashMap<String, String> = self
-            .hosts()
-            .await?
-            .1
+        let host_ids: HashMap<String, String> = hosts
             .into_iter()
             .filter_map(|h| h.identity.map(|i| (i.hostname, i.host_id)))
             .collect();
