@@ -134,6 +134,21 @@ impl Baseline {
         self.workloads.get(id)
     }
 
+    /// Records the light record of an exec event, unless the process is
+    /// already known: events wait in the ring and the channel while a full
+    /// scan runs, so an exec can be handled after a scan that read the whole
+    /// process, and must not replace what that scan found.
+    pub fn record_exec(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
+        if self
+            .processes
+            .get(&p.key.pid)
+            .is_some_and(|old| old.key == p.key)
+        {
+            return;
+        }
+        self.record(p, w, delta);
+    }
+
     /// Records a process scanned at an event (exec, or an unknown pid), and
     /// puts what changed into `delta`.
     pub fn record(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
@@ -289,6 +304,14 @@ mod tests {
             3,
             "a new process and two exits the events missed"
         );
+
+        // A late exec event for a process a scan already read changes nothing.
+        let mut d = v1::Delta::default();
+        let mut light = proc(10, 3);
+        light.partial = true;
+        base.record_exec(light, base.workload("host").cloned().unwrap(), &mut d);
+        assert!(d.upserts.is_empty());
+        assert!(!base.by_pid(10).unwrap().partial);
 
         // An exit event closes it with the event's time.
         let mut d = v1::Delta::default();

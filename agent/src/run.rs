@@ -539,7 +539,7 @@ async fn handle_event(
                     })
                 }
             };
-            base.record(process, workload, &mut pending.delta);
+            base.record_exec(process, workload, &mut pending.delta);
             if alive {
                 let due = tokio::time::Instant::now() + config.exec_rescan_delay;
                 pending.rescans.entry(due).or_default().push(pid);
