@@ -23,6 +23,10 @@ pub struct PackageInfo {
     pub version: String,
     pub arch: String,
     pub purl: String,
+    /// The OS package that installed this language package, if one did
+    /// (Debian's python3-cryptography for PyPI's cryptography).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distro: Option<Arc<PackageInfo>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -30,8 +34,12 @@ pub struct PackageInfo {
 pub enum ArtifactKind {
     Exe,
     Mapped,
-    /// A library-like file the process opened, seen by eBPF.
+    /// A library-like file the process opened (seen by eBPF) or holds open.
     Opened,
+    /// A language package installed in the environment the process uses.
+    Installed,
+    /// A module compiled into the executable.
+    Embedded,
 }
 
 /// A file as the process sees it.

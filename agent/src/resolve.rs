@@ -203,6 +203,7 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
         version: pkg.version.clone(),
         arch: pkg.arch.clone(),
         purl,
+        distro: None,
     }
 }
 

@@ -39,21 +39,28 @@ fn process_full(p: &Process) -> v1::Process {
                     ArtifactKind::Exe => v1::ArtifactKind::Exe,
                     ArtifactKind::Mapped => v1::ArtifactKind::Mapped,
                     ArtifactKind::Opened => v1::ArtifactKind::Opened,
+                    ArtifactKind::Installed => v1::ArtifactKind::Installed,
+                    ArtifactKind::Embedded => v1::ArtifactKind::Embedded,
                 } as i32,
                 deleted: a.deleted,
                 stale: a.stale,
-                package: a.package.as_ref().map(|p| v1::Package {
-                    ecosystem: p.ecosystem.clone(),
-                    name: p.name.clone(),
-                    source: p.source.clone(),
-                    version: p.version.clone(),
-                    arch: p.arch.clone(),
-                    purl: p.purl.clone(),
-                }),
+                package: a.package.as_deref().map(package),
             })
             .collect(),
         partial: p.partial,
         privilege: Some(privilege(&p.privilege)),
+    }
+}
+
+pub fn package(p: &model::PackageInfo) -> v1::Package {
+    v1::Package {
+        ecosystem: p.ecosystem.clone(),
+        name: p.name.clone(),
+        source: p.source.clone(),
+        version: p.version.clone(),
+        arch: p.arch.clone(),
+        purl: p.purl.clone(),
+        distro: p.distro.as_deref().map(|d| Box::new(package(d))),
     }
 }
 

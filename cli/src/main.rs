@@ -105,8 +105,16 @@ enum Command {
     ///   patchgap query openssl@'<3.0.13'
     ///   patchgap query libc6@'>=2.36,<2.37' -o json
     Query {
-        /// NAME[@CONSTRAINT]
+        /// NAME[@CONSTRAINT], or a purl such as pkg:pypi/cryptography@38.0.4
         spec: String,
+        /// Only packages of this ecosystem.
+        #[arg(long, value_parser = ["deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo"])]
+        ecosystem: Option<String>,
+        /// loaded: the process runs, maps or opened the package, or has it
+        /// compiled in; installed: it is only installed where the process
+        /// would find it (its Python environment, its node_modules).
+        #[arg(long, value_parser = ["loaded", "installed"])]
+        evidence: Option<String>,
         /// History: processes that had the package at any time since T (an
         /// RFC 3339 time or a duration ago such as 10m, 2h, 1d), exited ones
         /// included.
@@ -203,6 +211,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => up(data_dir, listen, interval, proc_root, !no_ebpf).await,
         Command::Query {
             spec,
+            ecosystem,
+            evidence,
             since,
             until,
             filter,
@@ -218,6 +228,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     filter: Some(filter.to_proto()),
                     since_ms: since.unwrap_or(0),
                     until_ms: until.unwrap_or(0),
+                    ecosystem: ecosystem.unwrap_or_default(),
+                    evidence: evidence.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?

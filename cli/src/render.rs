@@ -148,14 +148,32 @@ fn coverage_line(c: &Option<v1::Coverage>) -> String {
 
 fn package_json(p: &Option<v1::Package>) -> Value {
     let p = p.clone().unwrap_or_default();
-    json!({
+    let mut v = json!({
         "ecosystem": p.ecosystem,
         "name": p.name,
         "source": p.source,
         "version": p.version,
         "arch": p.arch,
         "purl": p.purl,
-    })
+    });
+    // A language package an OS package installed names that package too.
+    if let Some(d) = p.distro {
+        v["distro"] = package_json(&Some(*d));
+    }
+    v
+}
+
+/// A package for a table cell: the name, its ecosystem when that is not
+/// the host's own packaging, and the OS package that installed it.
+fn package_cell(p: &v1::Package) -> String {
+    let mut out = match p.ecosystem.as_str() {
+        "deb" | "rpm" | "apk" | "" => p.name.clone(),
+        eco => format!("{eco}:{}", p.name),
+    };
+    if let Some(d) = &p.distro {
+        out.push_str(&format!(" (via {} {})", d.ecosystem, d.name));
+    }
+    out
 }
 
 pub fn query_json(r: &v1::FindPackageResponse) -> Value {
@@ -397,7 +415,7 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
                     m.host.clone(),
                     m.key.unwrap_or_default().pid.to_string(),
                     fit(&bytes_text(&m.exe), exe_width),
-                    p.name,
+                    package_cell(&p),
                     if p.version.is_empty() {
                         "?(replaced)".into()
                     } else {

@@ -11,7 +11,7 @@ use patchgap_proto::v1::{
     ProcessKey, ProcessSockets, Snapshot, Socket, agent_message::Body,
 };
 
-use crate::store::{Session, Store, StoreError};
+use crate::store::{PackageQuery, Session, Store, StoreError};
 
 /// One check: it gets a fresh, empty store.
 pub type Check = fn(&mut dyn Store);
@@ -44,6 +44,7 @@ pub const CHECKS: &[(&str, Check)] = &[
         "find_package_version_predicate",
         find_package_version_predicate,
     ),
+    ("language_packages", language_packages),
     (
         "find_package_evidence_and_paths",
         find_package_evidence_and_paths,
@@ -114,6 +115,7 @@ fn deb(name: &str, source: &str, version: &str) -> Package {
         version: version.into(),
         arch: "amd64".into(),
         purl: format!("pkg:deb/debian/{name}@{version}?arch=amd64"),
+        distro: None,
     }
 }
 
@@ -329,7 +331,23 @@ fn find(store: &mut dyn Store, name: &str) -> Vec<v1::Match> {
 }
 
 fn find_where(store: &mut dyn Store, name: &str, ok: &dyn Fn(&str) -> bool) -> Vec<v1::Match> {
-    store.find_package(name, ok, None).expect("find_package")
+    store
+        .find_package(&query(name, &|_, v| ok(v), None))
+        .expect("find_package")
+}
+
+fn query<'a>(
+    name: &'a str,
+    version_ok: &'a dyn Fn(&str, &str) -> bool,
+    window: Option<(i64, i64)>,
+) -> PackageQuery<'a> {
+    PackageQuery {
+        name,
+        ecosystem: None,
+        source: None,
+        version_ok,
+        window,
+    }
 }
 
 /// The matched pids, sorted (a pid appears once per matching package).
@@ -871,6 +889,191 @@ pub fn find_package_by_name_and_source(store: &mut dyn Store) {
     assert!(find(store, "nonexistent").is_empty());
 }
 
+/// Language packages: both identities of a distro-shipped one, PEP 503 names,
+/// the ecosystem and source filters, and the evidence levels beyond exe and
+/// mapped.
+pub fn language_packages(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let distro = deb(
+        "python3-cryptography",
+        "python-cryptography",
+        "38.0.4-3+deb12u1",
+    );
+    let upstream = Package {
+        ecosystem: "pypi".into(),
+        name: "cryptography".into(),
+        source: String::new(),
+        version: "38.0.4".into(),
+        arch: String::new(),
+        purl: "pkg:pypi/cryptography@38.0.4".into(),
+        distro: Some(Box::new(distro.clone())),
+    };
+    let from_pip = Package {
+        distro: None,
+        ..upstream.clone()
+    };
+    let yaml = Package {
+        ecosystem: "pypi".into(),
+        name: "PyYAML".into(),
+        source: String::new(),
+        version: "6.0.1".into(),
+        arch: String::new(),
+        purl: "pkg:pypi/pyyaml@6.0.1".into(),
+        distro: None,
+    };
+    let jar = Package {
+        ecosystem: "maven".into(),
+        name: "commons-io".into(),
+        source: "commons-io".into(),
+        version: "2.11.0".into(),
+        arch: String::new(),
+        purl: "pkg:maven/commons-io/commons-io@2.11.0".into(),
+        distro: None,
+    };
+    let module = Package {
+        ecosystem: "golang".into(),
+        name: "golang.org/x/net".into(),
+        source: String::new(),
+        version: "v0.23.0".into(),
+        arch: String::new(),
+        purl: "pkg:golang/golang.org/x/net@v0.23.0".into(),
+        distro: None,
+    };
+    let dist = "/usr/lib/python3/dist-packages/cryptography";
+    let so = format!("{dist}/hazmat/bindings/_rust.abi3.so");
+    let processes = vec![
+        // Imports cryptography from Debian's package: the mapped extension
+        // carries both identities, as two artifacts on one path.
+        process(
+            10,
+            vec![
+                mapped(&so, 500, Some(distro.clone())),
+                artifact(&so, 500, ArtifactKind::Mapped, Some(upstream.clone())),
+                artifact(
+                    "/usr/lib/python3/dist-packages/PyYAML-6.0.1.dist-info",
+                    501,
+                    ArtifactKind::Installed,
+                    Some(yaml.clone()),
+                ),
+            ],
+        ),
+        // A venv's own copy, only installed.
+        process(
+            11,
+            vec![
+                artifact(
+                    "/srv/venv/lib/python3.11/site-packages/cryptography-38.0.4.dist-info",
+                    600,
+                    ArtifactKind::Installed,
+                    Some(from_pip.clone()),
+                ),
+                artifact(
+                    "/srv/venv/lib/python3.11/site-packages/zope.interface-6.0.dist-info",
+                    601,
+                    ArtifactKind::Installed,
+                    Some(Package {
+                        name: "zope.interface".into(),
+                        version: "6.0".into(),
+                        purl: "pkg:pypi/zope-interface@6.0".into(),
+                        ..from_pip.clone()
+                    }),
+                ),
+            ],
+        ),
+        // A JVM holding a jar open, and a Go binary.
+        process(
+            12,
+            vec![
+                artifact(
+                    "/usr/share/java/commons-io-2.11.0.jar",
+                    700,
+                    ArtifactKind::Opened,
+                    Some(jar.clone()),
+                ),
+                artifact(
+                    "/usr/local/bin/tool",
+                    701,
+                    ArtifactKind::Embedded,
+                    Some(module.clone()),
+                ),
+            ],
+        ),
+    ];
+    apply(store, &s, msg(1, snapshot("snap-1", processes, vec![])));
+
+    let all = find(store, "cryptography");
+    assert_eq!(pids(&all), vec![10, 11]);
+    let debian = all.iter().find(|m| m.key.unwrap().pid == 10).unwrap();
+    assert_eq!(
+        debian.package.as_ref(),
+        Some(&upstream),
+        "distro identity kept"
+    );
+    assert_eq!(debian.evidence, "mapped");
+    let venv = all.iter().find(|m| m.key.unwrap().pid == 11).unwrap();
+    assert_eq!(venv.package.as_ref(), Some(&from_pip));
+    assert_eq!(venv.evidence, "installed");
+    // The distro's own name finds the same process through the deb artifact.
+    assert_eq!(pids(&find(store, "python3-cryptography")), vec![10]);
+
+    // PEP 503: any spelling of a PyPI name; other ecosystems are only
+    // case-insensitive.
+    for spelling in ["PyYAML", "pyyaml", "PYYAML"] {
+        assert_eq!(pids(&find(store, spelling)), vec![10], "{spelling}");
+    }
+    for spelling in [
+        "zope.interface",
+        "zope_interface",
+        "Zope-Interface",
+        "zope__interface",
+    ] {
+        assert_eq!(pids(&find(store, spelling)), vec![11], "{spelling}");
+    }
+    assert_eq!(pids(&find(store, "COMMONS-IO")), vec![12]);
+    assert!(
+        find(store, "commons_io").is_empty(),
+        "PEP 503 is for PyPI only"
+    );
+
+    let only = |store: &mut dyn Store, name: &str, eco: Option<&str>, src: Option<&str>| {
+        let q = PackageQuery {
+            source: src,
+            ecosystem: eco,
+            ..query(name, &|_, _| true, None)
+        };
+        pids(&store.find_package(&q).expect("find_package"))
+    };
+    assert_eq!(
+        only(store, "cryptography", Some("pypi"), None),
+        vec![10, 11]
+    );
+    assert!(only(store, "cryptography", Some("deb"), None).is_empty());
+    assert_eq!(
+        only(store, "commons-io", Some("maven"), Some("commons-io")),
+        vec![12]
+    );
+    assert!(only(store, "commons-io", Some("maven"), Some("org.example")).is_empty());
+    let go = find(store, "golang.org/x/net");
+    assert_eq!(pids(&go), vec![12]);
+    assert_eq!(go[0].evidence, "embedded");
+    assert_eq!(find(store, "commons-io")[0].evidence, "opened");
+
+    // The version predicate sees the ecosystem, so each can be compared in
+    // its own order.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let record = |eco: &str, v: &str| {
+        seen.borrow_mut().push(format!("{eco} {v}"));
+        true
+    };
+    let q = query("cryptography", &record, None);
+    store.find_package(&q).expect("find_package");
+    assert!(
+        seen.borrow().iter().all(|s| s == "pypi 38.0.4"),
+        "{:?}",
+        seen.borrow()
+    );
+}
+
 /// The version predicate sees each stored package version.
 pub fn find_package_version_predicate(store: &mut dyn Store) {
     let s = open(store, &hello("session-a"));
@@ -1209,13 +1412,13 @@ pub fn history_and_connections(store: &mut dyn Store) {
     apply(store, &s, msg(3, delta(vec![], &[10], vec![])));
     assert!(find(store, "libc6").is_empty());
     let hist = store
-        .find_package("libc6", &|_| true, Some((T0 - 1, T0 + 60_000)))
+        .find_package(&query("libc6", &|_, _| true, Some((T0 - 1, T0 + 60_000))))
         .expect("history");
     assert_eq!(hist.len(), 1, "{hist:?}");
     assert_eq!(hist[0].exit_time_ms, T0 + 10_000);
     // A window that ends before the process was first seen misses it.
     let before = store
-        .find_package("libc6", &|_| true, Some((0, T0 - 1)))
+        .find_package(&query("libc6", &|_, _| true, Some((0, T0 - 1))))
         .expect("history");
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(

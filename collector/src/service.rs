@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     scope::ScopeMap,
-    store::{Store, StoreError},
+    store::{PackageQuery, Store, StoreError},
     version::{Constraint, parse_query},
     workloads,
 };
@@ -361,6 +361,11 @@ impl QueryService {
     }
 }
 
+/// The ecosystems `FindPackage` filters on: purl types.
+pub const ECOSYSTEMS: &[&str] = &[
+    "deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo",
+];
+
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn find_package(
@@ -394,14 +399,39 @@ impl Query for QueryService {
         let window = (req.since_ms > 0 || req.until_ms > 0).then_some((req.since_ms, until));
         let (coverage, _) = self.hosts().await?;
         let (summaries, by_instance, scope_map_error) = self.workloads().await?;
+        let ecosystem = match req.ecosystem.trim() {
+            "" => None,
+            e if ECOSYSTEMS.contains(&e) => Some(e.to_string()),
+            e => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown ecosystem {e:?}: use one of {}",
+                    ECOSYSTEMS.join(", ")
+                )));
+            }
+        };
+        let evidence = match req.evidence.trim() {
+            "" => None,
+            "loaded" => Some(true),
+            "installed" => Some(false),
+            e => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown evidence {e:?}: use loaded or installed"
+                )));
+            }
+        };
         let mut matches = with_store(&self.store, move |s| {
-            s.find_package(
-                &name,
-                &|v| constraint.as_ref().is_none_or(|c| c.matches(v)),
+            s.find_package(&PackageQuery {
+                name: &name,
+                ecosystem: ecosystem.as_deref(),
+                source: None,
+                version_ok: &|_, v| constraint.as_ref().is_none_or(|c| c.matches(v)),
                 window,
-            )
+            })
         })
         .await?;
+        if let Some(loaded) = evidence {
+            matches.retain(|m| crate::store::evidence_loaded(&m.evidence) == loaded);
+        }
         // Each match names its fleet workload; the filter applies to that.
         matches.retain_mut(|m| {
             let detail = by_instance

@@ -10,7 +10,9 @@ use std::{collections::HashMap, path::Path};
 use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::store::{HostRow, Result, Session, Store, StoreError, WorkloadRow};
+use crate::store::{
+    HostRow, PackageQuery, Result, Session, Store, StoreError, WorkloadRow, pep503,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Never edit a released migration: append a new one.
@@ -156,6 +158,31 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX connection_by_time ON connection (last_seen_ms);
     ALTER TABLE host ADD COLUMN sense BLOB NOT NULL DEFAULT x'';
     "#,
+    // 5: language packages. A package can carry the OS package that installed
+    // it (distro_id), and `key` is the name as queries compare it (lowercase;
+    // PEP 503 for PyPI). SQLite cannot change a UNIQUE constraint in place,
+    // so the table is rebuilt; ids are kept, so artifacts still point right.
+    r#"
+    CREATE TABLE package_v5 (
+        id INTEGER PRIMARY KEY,
+        ecosystem TEXT NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        version TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        purl TEXT NOT NULL,
+        -- The package id of the OS package that installed this one; 0 if none.
+        distro_id INTEGER NOT NULL DEFAULT 0,
+        key TEXT NOT NULL,
+        UNIQUE (ecosystem, name, source, version, arch, purl, distro_id)
+    );
+    INSERT INTO package_v5 (id, ecosystem, name, source, version, arch, purl, distro_id, key)
+        SELECT id, ecosystem, name, source, version, arch, purl, 0, lower(name) FROM package;
+    DROP TABLE package;
+    ALTER TABLE package_v5 RENAME TO package;
+    CREATE INDEX package_by_key ON package (key);
+    CREATE INDEX package_by_source ON package (source);
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -221,13 +248,22 @@ type ArtifactKey = (Vec<u8>, u64, u64, i32, bool, bool, i64);
 /// of their packages and artifacts.
 #[derive(Default)]
 struct Interner {
-    packages: HashMap<(String, String, String, String, String, String), i64>,
+    packages: HashMap<PackageKey, i64>,
     artifacts: HashMap<ArtifactKey, i64>,
     sets: HashMap<Vec<u8>, i64>,
 }
 
+/// ecosystem, name, source, version, arch, purl, distro package id.
+type PackageKey = (String, String, String, String, String, String, i64);
+
 impl Interner {
     fn package(&mut self, tx: &Transaction, p: &v1::Package) -> Result<i64> {
+        // The distro's own package first: ours names it by id. It never has
+        // a distro of its own (the recursion stops at one level).
+        let distro = match &p.distro {
+            Some(d) if d.distro.is_none() => self.package(tx, d)?,
+            _ => 0,
+        };
         let key = (
             p.ecosystem.clone(),
             p.name.clone(),
@@ -235,21 +271,32 @@ impl Interner {
             p.version.clone(),
             p.arch.clone(),
             p.purl.clone(),
+            distro,
         );
         if let Some(id) = self.packages.get(&key) {
             return Ok(*id);
         }
+        let args = params![key.0, key.1, key.2, key.3, key.4, key.5, key.6];
         tx.prepare_cached(
-            "INSERT INTO package (ecosystem, name, source, version, arch, purl) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![key.0, key.1, key.2, key.3, key.4, key.5])?;
+        .execute(params![
+            key.0,
+            key.1,
+            key.2,
+            key.3,
+            key.4,
+            key.5,
+            key.6,
+            crate::store::package_key(&p.ecosystem, &p.name)
+        ])?;
         let id = tx
             .prepare_cached(
                 "SELECT id FROM package WHERE ecosystem = ?1 AND name = ?2 AND source = ?3 AND version = ?4
-                 AND arch = ?5 AND purl = ?6",
+                 AND arch = ?5 AND purl = ?6 AND distro_id = ?7",
             )?
-            .query_row(params![key.0, key.1, key.2, key.3, key.4, key.5], |r| r.get(0))?;
+            .query_row(args, |r| r.get(0))?;
         self.packages.insert(key, id);
         Ok(id)
     }
@@ -412,16 +459,9 @@ fn evidence_name(kind: i32) -> &'static str {
     match v1::ArtifactKind::try_from(kind) {
         Ok(v1::ArtifactKind::Exe) => "exe",
         Ok(v1::ArtifactKind::Opened) => "opened",
+        Ok(v1::ArtifactKind::Installed) => "installed",
+        Ok(v1::ArtifactKind::Embedded) => "embedded",
         _ => "mapped",
-    }
-}
-
-fn evidence_rank(evidence: &str) -> u8 {
-    match evidence {
-        "exe" => 3,
-        "mapped" => 2,
-        "opened" => 1,
-        _ => 0,
     }
 }
 
@@ -784,32 +824,49 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn find_package(
-        &mut self,
-        name: &str,
-        version_ok: &dyn Fn(&str) -> bool,
-        window: Option<(i64, i64)>,
-    ) -> Result<Vec<v1::Match>> {
+    fn find_package(&mut self, q: &PackageQuery<'_>) -> Result<Vec<v1::Match>> {
+        let window = q.window;
         let packages: Vec<(i64, v1::Package)> = {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT id, ecosystem, name, source, version, arch, purl FROM package WHERE name = ?1 OR source = ?1",
+                "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
+                        d.ecosystem, d.name, d.source, d.version, d.arch, d.purl
+                 FROM package p LEFT JOIN package d ON d.id = p.distro_id AND p.distro_id != 0
+                 WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3",
             )?;
-            let rows = stmt.query_map([name], |r| {
-                Ok((
-                    r.get(0)?,
-                    v1::Package {
-                        ecosystem: r.get(1)?,
-                        name: r.get(2)?,
-                        source: r.get(3)?,
-                        version: r.get(4)?,
-                        arch: r.get(5)?,
-                        purl: r.get(6)?,
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map(
+                params![q.name.to_lowercase(), pep503(q.name), q.name],
+                |r| {
+                    let distro = match r.get::<_, Option<String>>(7)? {
+                        Some(ecosystem) => Some(Box::new(v1::Package {
+                            ecosystem,
+                            name: r.get(8)?,
+                            source: r.get(9)?,
+                            version: r.get(10)?,
+                            arch: r.get(11)?,
+                            purl: r.get(12)?,
+                            distro: None,
+                        })),
+                        None => None,
+                    };
+                    Ok((
+                        r.get(0)?,
+                        v1::Package {
+                            ecosystem: r.get(1)?,
+                            name: r.get(2)?,
+                            source: r.get(3)?,
+                            version: r.get(4)?,
+                            arch: r.get(5)?,
+                            purl: r.get(6)?,
+                            distro,
+                        },
+                    ))
+                },
+            )?;
             rows.collect::<Result<Vec<_>, _>>()?
                 .into_iter()
-                .filter(|(_, p)| version_ok(&p.version))
+                .filter(|(_, p)| q.ecosystem.is_none_or(|e| p.ecosystem == e))
+                .filter(|(_, p)| q.source.is_none_or(|s| p.source == s))
+                .filter(|(_, p)| (q.version_ok)(&p.ecosystem, &p.version))
                 .collect()
         };
         let mut matches: Vec<v1::Match> = Vec::new();
@@ -892,9 +949,10 @@ impl Store for SqliteStore {
                 };
                 let m = &mut matches[i];
                 m.stale |= path.stale;
-                // The strongest evidence wins: the executable itself, then a
-                // mapping, then an open.
-                if evidence_rank(&path.evidence) > evidence_rank(&m.evidence) {
+                // The strongest evidence wins (see `evidence_rank`).
+                if crate::store::evidence_rank(&path.evidence)
+                    > crate::store::evidence_rank(&m.evidence)
+                {
                     m.evidence = path.evidence.clone();
                 }
                 m.paths.push(path);

@@ -29,6 +29,71 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What `find_package` looks for.
+pub struct PackageQuery<'a> {
+    /// Compared by [`package_key`]; a deb or rpm source package name also
+    /// matches.
+    pub name: &'a str,
+    /// Only packages of this ecosystem (a purl type), when set.
+    pub ecosystem: Option<&'a str>,
+    /// Only packages with this source (a Maven groupId from a purl).
+    pub source: Option<&'a str>,
+    /// Whether a package's version qualifies: (ecosystem, version).
+    pub version_ok: &'a dyn Fn(&str, &str) -> bool,
+    /// (since, until) ms: every process that had the package at any time in
+    /// the window, exited ones included. None: the running processes.
+    pub window: Option<(i64, i64)>,
+}
+
+/// The name as queries compare it: lowercase, and for PyPI normalized as
+/// PEP 503 says (runs of `-`, `_` and `.` are one `-`), so `PyYAML`,
+/// `pyyaml` and `zope.interface` / `zope-interface` find their packages.
+pub fn package_key(ecosystem: &str, name: &str) -> String {
+    if ecosystem == "pypi" {
+        pep503(name)
+    } else {
+        name.to_lowercase()
+    }
+}
+
+/// How strongly a match's evidence shows the process uses the package: the
+/// executable itself, a mapping, a module compiled in, an open, and last a
+/// package merely installed where the process would find it.
+pub fn evidence_rank(evidence: &str) -> u8 {
+    match evidence {
+        "exe" => 5,
+        "mapped" => 4,
+        "embedded" => 3,
+        "opened" => 2,
+        "installed" => 1,
+        _ => 0,
+    }
+}
+
+/// Evidence that the process loaded the package, as `--evidence loaded`
+/// means it: everything but "installed".
+pub fn evidence_loaded(evidence: &str) -> bool {
+    matches!(evidence, "exe" | "mapped" | "embedded" | "opened")
+}
+
+/// PEP 503 normalization.
+pub fn pep503(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+            continue;
+        }
+        if sep && !out.is_empty() {
+            out.push('-');
+        }
+        sep = false;
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 /// Where an agent session stands after its Hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
@@ -87,12 +152,7 @@ pub trait Store: Send + 'static {
     /// and whose version satisfies `version_ok`: running ones, or with
     /// `window` = (since, until) ms, every process that had it at any time in
     /// that window, exited ones included (with their exit time).
-    fn find_package(
-        &mut self,
-        name: &str,
-        version_ok: &dyn Fn(&str) -> bool,
-        window: Option<(i64, i64)>,
-    ) -> Result<Vec<v1::Match>>;
+    fn find_package(&mut self, query: &PackageQuery<'_>) -> Result<Vec<v1::Match>>;
 
     /// Connections last seen at or after `since_ms`, optionally of one host.
     fn connections(

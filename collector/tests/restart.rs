@@ -198,10 +198,7 @@ async fn libssl_pids(client: &mut Client) -> BTreeSet<u32> {
         "find_package libssl3",
         client.find_package(v1::FindPackageRequest {
             name: "libssl3".into(),
-            constraint: String::new(),
-            filter: None,
-            since_ms: 0,
-            until_ms: 0,
+            ..Default::default()
         }),
     )
     .await

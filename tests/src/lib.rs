@@ -90,9 +90,7 @@ impl Harness {
             .find_package(v1::FindPackageRequest {
                 name: name.into(),
                 constraint: constraint.into(),
-                filter: None,
-                since_ms: 0,
-                until_ms: 0,
+                ..Default::default()
             })
             .await
             .expect("find_package")

@@ -92,9 +92,7 @@ async fn bad_constraints_are_invalid_argument() {
         .find_package(v1::FindPackageRequest {
             name: "libc6".into(),
             constraint: ">=1.2,<<<1.3".into(),
-            filter: None,
-            since_ms: 0,
-            until_ms: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
