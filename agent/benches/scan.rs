@@ -48,7 +48,7 @@ use patchgap_agent::{
     fixture::{self, ProcTemplate, TreeSpec},
     model::ScanStats,
     parse,
-    resolve::DpkgDb,
+    resolve::PackageDb,
     rootfs::RootFs,
     scan::{ScanConfig, Scanner, in_root_path, primary_cgroup},
 };
@@ -586,7 +586,7 @@ fn capture_templates() -> Vec<Source> {
     let proc_root = Path::new("/proc");
     let me = std::process::id();
     let db = RootFs::open(Path::new("/"))
-        .and_then(|r| DpkgDb::load(&r))
+        .and_then(|r| PackageDb::load(&r))
         .expect("load the host's dpkg database");
     let owned = |t: &ProcTemplate| {
         parse::maps::parse_maps(&t.maps)
@@ -844,6 +844,6 @@ impl Phases {
 
     fn dpkg(&self) -> usize {
         let root = RootFs::open(Path::new("/")).expect("open /");
-        DpkgDb::load(&root).map_or(0, |db| db.package_count())
+        PackageDb::load(&root).map_or(0, |db| db.package_count())
     }
 }

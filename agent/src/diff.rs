@@ -77,15 +77,7 @@ impl Baseline {
                 Some(old) => {
                     // Files the process opened (seen by eBPF) are history a
                     // /proc scan cannot see again: keep them.
-                    for a in old
-                        .artifacts
-                        .iter()
-                        .filter(|a| a.kind == ArtifactKind::Opened)
-                    {
-                        if !p.artifacts.iter().any(|b| b.path == a.path) {
-                            p.artifacts.push(a.clone());
-                        }
-                    }
+                    keep_opened(&old.artifacts, &mut p.artifacts);
                     if !old.same_record(&p) {
                         delta.upserts.push(wire::process(&p));
                     }
@@ -170,15 +162,7 @@ impl Baseline {
         }
         let mut p = p;
         if let Some(old) = self.processes.get(&p.key.pid) {
-            for a in old
-                .artifacts
-                .iter()
-                .filter(|a| a.kind == ArtifactKind::Opened)
-            {
-                if !p.artifacts.iter().any(|b| b.path == a.path) {
-                    p.artifacts.push(a.clone());
-                }
-            }
+            keep_opened(&old.artifacts, &mut p.artifacts);
             if old.same_record(&p) {
                 return;
             }
@@ -192,19 +176,30 @@ impl Baseline {
 
     /// Adds a file a process opened. Returns false when the process is not
     /// known or already has that file.
-    pub fn add_opened(&mut self, pid: u32, artifact: Artifact, delta: &mut v1::Delta) -> bool {
+    pub fn add_opened(
+        &mut self,
+        pid: u32,
+        artifacts: Vec<Artifact>,
+        delta: &mut v1::Delta,
+    ) -> bool {
         let Some(p) = self.processes.get_mut(&pid) else {
             return false;
         };
-        if p.artifacts
-            .iter()
-            .any(|a| a.path == artifact.path && (a.dev, a.inode) == (artifact.dev, artifact.inode))
-        {
-            return false;
+        let mut added = false;
+        for artifact in artifacts {
+            if !p
+                .artifacts
+                .iter()
+                .any(|a| same_file_and_package(a, &artifact))
+            {
+                p.artifacts.push(artifact);
+                added = true;
+            }
         }
-        p.artifacts.push(artifact);
-        upsert(delta, wire::process(p));
-        true
+        if added {
+            upsert(delta, wire::process(p));
+        }
+        added
     }
 
     /// Records an exit seen by eBPF. Returns the process's key, or None when
@@ -218,6 +213,25 @@ impl Baseline {
         });
         Some(key)
     }
+}
+
+/// Carries the opened artifacts of an earlier record of a process over to
+/// its new record: an open is history that a /proc scan cannot see again.
+fn keep_opened(old: &[Artifact], new: &mut Vec<Artifact>) {
+    for a in old.iter().filter(|a| a.kind == ArtifactKind::Opened) {
+        if !new
+            .iter()
+            .any(|b| b.path == a.path && b.package == a.package)
+        {
+            new.push(a.clone());
+        }
+    }
+}
+
+/// One file under one package identity (a file can have two: Debian's
+/// python3-cryptography and PyPI's cryptography).
+fn same_file_and_package(a: &Artifact, b: &Artifact) -> bool {
+    a.path == b.path && (a.dev, a.inode) == (b.dev, b.inode) && a.package == b.package
 }
 
 /// Puts a process record into a pending delta, replacing an earlier record

@@ -7,6 +7,7 @@
 
 pub mod diff;
 pub mod fixture;
+pub mod lang;
 pub mod model;
 pub mod parse;
 pub mod resolve;

@@ -1,5 +1,5 @@
-//! File → package resolution against the dpkg database of the process's own
-//! root.
+//! File → package resolution against the OS package database of the
+//! process's own root: dpkg, rpm (rpmdb.sqlite) or apk.
 //!
 //! A process in a chroot or container is resolved against the database inside
 //! its root, never against the host's. Databases are loaded once per root
@@ -13,7 +13,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     model::PackageInfo,
-    parse::dpkg::{DpkgPackage, parse_file_list, parse_md5sums, parse_status_db},
+    parse::{
+        apk::parse_installed,
+        dpkg::{DpkgPackage, parse_file_list, parse_md5sums, parse_status_db},
+        rpm::{RpmHeader, parse_header_blob},
+    },
     rootfs::{FileId, RootError, RootFs},
 };
 
@@ -24,22 +28,23 @@ const LIST_LIMIT: u64 = 16 << 20;
 /// When the (root, dev, inode) cache grows past this, it is cleared.
 const CACHE_LIMIT: usize = 1 << 20;
 
-/// One root's dpkg database, indexed by normalized file path.
+/// One root's OS package database (dpkg, rpm and apk, whichever the root
+/// has), indexed by normalized file path.
 #[derive(Debug, Default)]
-pub struct DpkgDb {
+pub struct PackageDb {
     packages: Vec<Arc<PackageInfo>>,
     by_path: HashMap<Vec<u8>, u32>,
     /// Paragraphs of the status file that could not be parsed.
     pub malformed: usize,
 }
 
-impl DpkgDb {
+impl PackageDb {
     /// Loads `var/lib/dpkg/status` plus `info/*.list`, and the distroless
     /// layout `var/lib/dpkg/status.d/<pkg>` plus `<pkg>.md5sums`. A root
     /// without any of them is an empty database, not an error.
-    pub fn load(root: &RootFs) -> Result<DpkgDb, RootError> {
+    pub fn load(root: &RootFs) -> Result<PackageDb, RootError> {
         let distro = Distro::read(root);
-        let mut db = DpkgDb::default();
+        let mut db = PackageDb::default();
         match root.read(b"/var/lib/dpkg/status", STATUS_LIMIT) {
             Ok(bytes) => {
                 let (packages, malformed) = parse_status_db(&bytes);
@@ -84,7 +89,74 @@ impl DpkgDb {
             Err(RootError::NotFound) => {}
             Err(e) => return Err(e),
         }
+        db.load_rpm(root, &distro);
+        db.load_apk(root, &distro);
         Ok(db)
+    }
+
+    /// rpm 4.16+ keeps its database in SQLite: table `Packages`, one
+    /// header blob per package. The file is opened through the root (so a
+    /// symlink cannot lead out of it) and handed to SQLite by descriptor,
+    /// read-only and `immutable` so that nothing is written next to it.
+    fn load_rpm(&mut self, root: &RootFs, distro: &Distro) {
+        for path in RPMDB_PATHS {
+            let Ok(file) = root.open_file(path) else {
+                continue;
+            };
+            match read_rpmdb(&file) {
+                Ok((headers, malformed)) => {
+                    self.malformed += malformed;
+                    for h in headers {
+                        let pkg = rpm_package(&h, distro);
+                        self.add_files(pkg, h.files);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "rpmdb.sqlite unreadable");
+                    self.malformed += 1;
+                }
+            }
+            return;
+        }
+    }
+
+    /// apk's `lib/apk/db/installed`.
+    fn load_apk(&mut self, root: &RootFs, distro: &Distro) {
+        let Ok(bytes) = root.read(b"/lib/apk/db/installed", STATUS_LIMIT) else {
+            return;
+        };
+        let (packages, malformed) = parse_installed(&bytes);
+        self.malformed += malformed;
+        for p in packages {
+            let purl = format!(
+                "pkg:apk/{}/{}@{}?arch={}{}",
+                purl_encode(&distro.id),
+                purl_encode(&p.name),
+                purl_encode(&p.version),
+                purl_encode(&p.arch),
+                distro.qualifier()
+            );
+            let info = PackageInfo {
+                ecosystem: "apk".into(),
+                name: p.name.clone(),
+                source: p.origin.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                purl,
+                distro: None,
+            };
+            self.add_files(info, p.files);
+        }
+    }
+
+    /// Adds a package and the files it owns (directories included: rpm and
+    /// apk list files, and a directory is never mapped anyway).
+    fn add_files(&mut self, info: PackageInfo, files: Vec<Vec<u8>>) {
+        let idx = self.packages.len() as u32;
+        self.packages.push(Arc::new(info));
+        for file in files {
+            self.by_path.entry(normalize(&file)).or_insert(idx);
+        }
     }
 
     fn add(&mut self, pkg: &DpkgPackage, distro: &Distro, files: Vec<Vec<u8>>) {
@@ -114,6 +186,72 @@ impl DpkgDb {
     pub fn owner(&self, path: &[u8]) -> Option<&Arc<PackageInfo>> {
         let idx = *self.by_path.get(&normalize(path))?;
         self.packages.get(idx as usize)
+    }
+}
+
+/// Where rpm keeps rpmdb.sqlite: the classic path, and the one Fedora and
+/// openSUSE moved to.
+const RPMDB_PATHS: [&[u8]; 2] = [
+    b"/var/lib/rpm/rpmdb.sqlite",
+    b"/usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
+
+/// Every package header in an rpmdb.sqlite, and how many blobs did not
+/// parse.
+fn read_rpmdb(file: &std::fs::File) -> Result<(Vec<RpmHeader>, usize), rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    use std::os::fd::AsRawFd;
+    let uri = format!("file:/proc/self/fd/{}?immutable=1", file.as_raw_fd());
+    let conn = rusqlite::Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare("SELECT blob FROM Packages")?;
+    let mut rows = stmt.query([])?;
+    let (mut headers, mut malformed) = (Vec::new(), 0);
+    while let Some(row) = rows.next()? {
+        let blob: Vec<u8> = row.get(0)?;
+        match parse_header_blob(&blob) {
+            // The keys of rpm's signing keys are stored as packages too.
+            Ok(h) if h.name == "gpg-pubkey" => {}
+            Ok(h) => headers.push(h),
+            Err(_) => malformed += 1,
+        }
+    }
+    Ok((headers, malformed))
+}
+
+fn rpm_package(h: &RpmHeader, distro: &Distro) -> PackageInfo {
+    let arch = h.arch.clone().unwrap_or_default();
+    // "demo-1.2.3-4.fc40.src.rpm" → "demo".
+    let source = h
+        .source_rpm
+        .as_deref()
+        .and_then(|s| s.strip_suffix(".src.rpm"))
+        .and_then(|s| s.rsplitn(3, '-').nth(2))
+        .unwrap_or(&h.name)
+        .to_string();
+    let mut purl = format!(
+        "pkg:rpm/{}/{}@{}?arch={}",
+        purl_encode(&distro.id),
+        purl_encode(&h.name),
+        purl_encode(&format!("{}-{}", h.version, h.release)),
+        purl_encode(&arch)
+    );
+    if let Some(epoch) = h.epoch {
+        purl.push_str(&format!("&epoch={epoch}"));
+    }
+    purl.push_str(&distro.qualifier());
+    PackageInfo {
+        ecosystem: "rpm".into(),
+        name: h.name.clone(),
+        source,
+        version: h.evr(),
+        arch,
+        purl,
+        distro: None,
     }
 }
 
@@ -157,6 +295,19 @@ struct Distro {
 }
 
 impl Distro {
+    /// "&distro=<id>-<version>" for a purl, or nothing.
+    fn qualifier(&self) -> String {
+        if self.version_id.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "&distro={}-{}",
+                purl_encode(&self.id),
+                purl_encode(&self.version_id)
+            )
+        }
+    }
+
     fn read(root: &RootFs) -> Distro {
         let mut d = Distro {
             id: "debian".into(),
@@ -228,10 +379,13 @@ struct DbStamp(Vec<Option<(FileId, i128, u64)>>);
 
 impl DbStamp {
     fn read(root: &RootFs) -> DbStamp {
-        let paths: [&[u8]; 3] = [
+        let paths: [&[u8]; 6] = [
             b"/var/lib/dpkg/status",
             b"/var/lib/dpkg/status.d",
             b"/var/lib/dpkg/info",
+            RPMDB_PATHS[0],
+            RPMDB_PATHS[1],
+            b"/lib/apk/db/installed",
         ];
         DbStamp(
             paths
@@ -245,9 +399,9 @@ impl DbStamp {
 /// Resolution state that lives across scans.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    dbs: HashMap<FileId, (DbStamp, Arc<DpkgDb>)>,
+    dbs: HashMap<FileId, (DbStamp, Arc<PackageDb>)>,
     /// When each root's database was last checked against dpkg's files.
-    checked: HashMap<FileId, (std::time::Instant, Arc<DpkgDb>)>,
+    checked: HashMap<FileId, (std::time::Instant, Arc<PackageDb>)>,
     cache: HashMap<(FileId, u64, u64), Option<Arc<PackageInfo>>>,
     pub hits: u64,
     pub misses: u64,
@@ -260,7 +414,7 @@ impl Resolver {
 
     /// The database for this root, reloaded if dpkg touched it since. Call
     /// once per root per scan.
-    pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<DpkgDb>, RootError> {
+    pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
         self.refresh_within(root, std::time::Duration::ZERO)
     }
 
@@ -271,7 +425,7 @@ impl Resolver {
         &mut self,
         root: &RootFs,
         max_age: std::time::Duration,
-    ) -> Result<Arc<DpkgDb>, RootError> {
+    ) -> Result<Arc<PackageDb>, RootError> {
         if !max_age.is_zero()
             && let Some((checked, db)) = self.checked.get(&root.id())
             && checked.elapsed() < max_age
@@ -284,14 +438,14 @@ impl Resolver {
         Ok(db)
     }
 
-    fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<DpkgDb>, RootError> {
+    fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
         let stamp = DbStamp::read(root);
         if let Some((old, db)) = self.dbs.get(&root.id())
             && *old == stamp
         {
             return Ok(db.clone());
         }
-        let db = Arc::new(DpkgDb::load(root)?);
+        let db = Arc::new(PackageDb::load(root)?);
         self.dbs.insert(root.id(), (stamp, db.clone()));
         Ok(db)
     }
@@ -303,7 +457,7 @@ impl Resolver {
     pub fn resolve(
         &mut self,
         root: FileId,
-        db: &DpkgDb,
+        db: &PackageDb,
         path: &[u8],
         dev: u64,
         inode: u64,
@@ -405,7 +559,7 @@ mod tests {
         )
         .unwrap();
         let root = RootFs::open(dir.path()).unwrap();
-        let db = DpkgDb::load(&root).unwrap();
+        let db = PackageDb::load(&root).unwrap();
         assert_eq!(db.package_count(), 1);
         let owner = db
             .owner(b"/lib/x86_64-linux-gnu/libssl.so.3")
@@ -430,7 +584,7 @@ mod tests {
         ))
         .expect("shared data");
         let root = RootFs::open(std::path::Path::new("/")).unwrap();
-        let db = DpkgDb::load(&root).unwrap();
+        let db = PackageDb::load(&root).unwrap();
         let mut checked = 0;
         for line in table.lines().skip(1) {
             let cols: Vec<&str> = line.split('\t').collect();
@@ -455,5 +609,53 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 0, "no usrmerge case was checked");
+    }
+}
+
+#[cfg(test)]
+mod rpm_apk_tests {
+    use super::*;
+
+    fn root(name: &str) -> RootFs {
+        let dir = format!("{}/../testdata/{name}/root", env!("CARGO_MANIFEST_DIR"));
+        RootFs::open(std::path::Path::new(&dir)).expect("fixture root")
+    }
+
+    /// A real rpmdb.sqlite (rpm 4.18, see testdata/rpm/PROVENANCE.md).
+    #[test]
+    fn rpm_roots_resolve_through_rpmdb_sqlite() {
+        let db = PackageDb::load(&root("rpm")).expect("load");
+        assert_eq!(db.package_count(), 2);
+        assert_eq!(db.malformed, 0);
+        let demo = db.owner(b"/usr/lib64/libdemo.so.1.2.3").expect("owned");
+        assert_eq!(demo.ecosystem, "rpm");
+        assert_eq!(demo.name, "demo");
+        assert_eq!(demo.source, "demo");
+        assert_eq!(demo.version, "1.2.3-4.fc40");
+        assert_eq!(demo.arch, "x86_64");
+        assert_eq!(
+            demo.purl,
+            "pkg:rpm/fedora/demo@1.2.3-4.fc40?arch=x86_64&distro=fedora-40"
+        );
+        let data = db.owner(b"/usr/share/demo/read me.txt").expect("owned");
+        assert_eq!(data.name, "demo-data");
+        assert_eq!(data.version, "2:0.9-1.fc40");
+        assert!(data.purl.contains("&epoch=2"), "{}", data.purl);
+        assert!(db.owner(b"/usr/bin/nothing").is_none());
+    }
+
+    /// A real Alpine 3.6 installed database (testdata/apk/PROVENANCE.md).
+    #[test]
+    fn apk_roots_resolve_through_the_installed_database() {
+        let db = PackageDb::load(&root("apk")).expect("load");
+        assert!(db.package_count() > 10, "{}", db.package_count());
+        let musl = db.owner(b"/lib/ld-musl-x86_64.so.1").expect("owned");
+        assert_eq!(musl.ecosystem, "apk");
+        assert_eq!(musl.name, "musl");
+        assert_eq!(musl.version, "1.1.16-r9");
+        assert_eq!(
+            musl.purl,
+            "pkg:apk/alpine/musl@1.1.16-r9?arch=x86_64&distro=alpine-3.6.2"
+        );
     }
 }

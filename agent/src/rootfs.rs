@@ -199,15 +199,10 @@ impl RootFs {
         file_meta(&File::from(fd))
     }
 
-    /// Read a whole regular file inside the root, refusing files larger than `limit` bytes
-    /// (error, not truncation).
-    ///
-    /// The path is resolved with `O_PATH`, and anything that is not a regular file (a FIFO,
-    /// socket, device or directory) is refused before it is ever opened for reading; the
-    /// regular file is then reopened through `/proc/self/fd` with `O_NONBLOCK` and `O_NOCTTY`.
-    /// The limit is checked against the reported size first and then while reading, so a file
-    /// that reports a size of 0 (as procfs files do) or grows meanwhile is still refused.
-    pub fn read(&self, path: &[u8], limit: u64) -> Result<Vec<u8>, RootError> {
+    /// Opens a regular file inside the root for reading, for callers that
+    /// read parts of large files (a jar's central directory, an
+    /// executable's section headers) with `read_at`.
+    pub fn open_file(&self, path: &[u8]) -> Result<File, RootError> {
         // Resolve with O_PATH first and look at the type: opening a device
         // node for reading can have side effects, so nothing but a regular
         // file is ever opened for real.
@@ -243,6 +238,22 @@ impl RootFs {
                 ),
             });
         }
+        Ok(file)
+    }
+
+    /// Read a whole regular file inside the root, refusing files larger than `limit` bytes
+    /// (error, not truncation).
+    ///
+    /// The path is resolved with `O_PATH`, and anything that is not a regular file (a FIFO,
+    /// socket, device or directory) is refused before it is ever opened for reading; the
+    /// regular file is then reopened through `/proc/self/fd` with `O_NONBLOCK` and `O_NOCTTY`.
+    /// The limit is checked against the reported size first and then while reading, so a file
+    /// that reports a size of 0 (as procfs files do) or grows meanwhile is still refused.
+    pub fn read(&self, path: &[u8], limit: u64) -> Result<Vec<u8>, RootError> {
+        let file = self.open_file(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| RootError::from_io("fstat", e))?;
         if meta.size() > limit {
             return Err(RootError::TooLarge {
                 size: meta.size(),

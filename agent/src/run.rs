@@ -559,8 +559,9 @@ async fn handle_event(
                 base.record(p, w, &mut pending.delta);
             }
             // A handful of syscalls: done in place, a thread hop would cost more.
-            if let Some(artifact) = scanner.as_mut()?.opened_artifact(pid, &path) {
-                base.add_opened(pid, artifact, &mut pending.delta);
+            let artifacts = scanner.as_mut()?.opened_artifacts(pid, &path);
+            if !artifacts.is_empty() {
+                base.add_opened(pid, artifacts, &mut pending.delta);
             }
         }
         Event::Connect {

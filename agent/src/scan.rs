@@ -19,12 +19,13 @@ use std::{
 };
 
 use crate::{
+    lang::{LangResolver, ProcView},
     model::{
         Artifact, ArtifactKind, HostIdentity, Inventory, PathBytes, Process, ProcessKey, ScanStats,
         Socket, Workload,
     },
     parse::{self, net::NetEntry},
-    resolve::{DpkgDb, Resolver},
+    resolve::{PackageDb, Resolver},
     rootfs::{FileId, RootFs},
     workload::{
         attribute::attribute,
@@ -81,6 +82,7 @@ impl Default for ScanConfig {
 pub struct Scanner {
     config: ScanConfig,
     resolver: Resolver,
+    lang: LangResolver,
     clk_tck: u64,
     /// Runtime metadata; None when the runtime root cannot be opened.
     meta: Option<MetaReader>,
@@ -132,7 +134,7 @@ impl Gaps {
 struct ScanCtx {
     /// Event-time scans of one pid do not read the socket tables.
     skip_sockets: bool,
-    dbs: HashMap<FileId, Option<Arc<DpkgDb>>>,
+    dbs: HashMap<FileId, Option<Arc<PackageDb>>>,
     /// (root, in-root path) → the file now at that path.
     current: HashMap<(FileId, Vec<u8>), Option<FileId>>,
     /// network namespace inode → socket inode → (protocol, entry).
@@ -154,6 +156,7 @@ impl Scanner {
         Scanner {
             config,
             resolver: Resolver::new(),
+            lang: LangResolver::new(),
             clk_tck: if clk_tck > 0 { clk_tck as u64 } else { 100 },
             meta,
             host_ns: None,
@@ -312,7 +315,11 @@ impl Scanner {
     /// The artifact for a library-like file a process opened (an eBPF open
     /// event): resolved inside the process's root like a mapping. None when
     /// the process or the file is gone, or the path is relative.
-    pub fn opened_artifact(&mut self, pid: u32, path: &[u8]) -> Option<Artifact> {
+    pub fn opened_artifacts(&mut self, pid: u32, path: &[u8]) -> Vec<Artifact> {
+        self.opened_artifacts_inner(pid, path).unwrap_or_default()
+    }
+
+    fn opened_artifacts_inner(&mut self, pid: u32, path: &[u8]) -> Option<Vec<Artifact>> {
         if !path.starts_with(b"/") {
             return None;
         }
@@ -330,7 +337,7 @@ impl Scanner {
             .refresh_within(&root, std::time::Duration::from_secs(1))
             .ok();
         let mut ctx = ScanCtx::default();
-        Some(self.artifact(
+        let opened = self.artifact(
             &mut ctx,
             Some(&root),
             db.as_deref(),
@@ -340,7 +347,12 @@ impl Scanner {
             meta.id.ino,
             ArtifactKind::Opened,
             false,
-        ))
+        );
+        // The same file under its language package's name: a module of a
+        // Python distribution, a file of an npm package.
+        let mut out = self.lang.opened(&root, db.as_deref(), &root_link, &opened);
+        out.insert(0, opened);
+        Some(out)
     }
 
     /// One full pass over the procfs root.
@@ -380,6 +392,7 @@ impl Scanner {
             }
         }
         self.resolver.retain_roots(|id| ctx.dbs.contains_key(id));
+        self.lang.retain_roots(|id| ctx.dbs.contains_key(id));
         let mut stats = ctx.stats;
         stats.processes = processes.len() as u32;
         stats.resolve_cache_hits = self.resolver.hits - hits;
@@ -426,13 +439,16 @@ impl Scanner {
             .as_ref()
             .map(|s| (s.uid[0], s.uid[1]))
             .unwrap_or((u32::MAX, u32::MAX));
-        let cmdline = match std::fs::read(self.proc_path(pid, "cmdline")) {
-            Ok(b) => parse::cmdline::redact_cmdline(&parse::cmdline::parse_cmdline(&b)),
+        // The raw arguments stay in the agent: only argv[0] and an
+        // interpreter's script path are used (to find its environment).
+        let args = match std::fs::read(self.proc_path(pid, "cmdline")) {
+            Ok(b) => parse::cmdline::parse_cmdline(&b),
             Err(e) => {
                 gaps.note(&e);
-                String::new()
+                Vec::new()
             }
         };
+        let cmdline = parse::cmdline::redact_cmdline(&args);
         let cgroups = match std::fs::read(self.proc_path(pid, "cgroup")) {
             Ok(b) => parse::cgroup::parse_cgroup(&b),
             Err(e) => {
@@ -533,6 +549,21 @@ impl Scanner {
             Err(e) => gaps.note(&e),
         }
 
+        // Language and binary packages: the process's Python environment,
+        // node_modules, open jars, and what its executable has compiled in.
+        if let Some(root) = &root {
+            let proc_dir = self.config.proc_root.join(pid.to_string());
+            let view = ProcView {
+                root,
+                db: db.as_deref(),
+                proc_dir: &proc_dir,
+                root_link: &root_link,
+                exe: &exe.0,
+                argv: &args,
+            };
+            self.lang.process(&view, &mut artifacts);
+        }
+
         // A network namespace's tables list every socket in it (thousands in
         // TIME_WAIT on a busy host), so a single-process scan at an event
         // skips them: sockets come with full scans, connections from eBPF.
@@ -598,7 +629,7 @@ impl Scanner {
         &mut self,
         ctx: &mut ScanCtx,
         root: Option<&RootFs>,
-        db: Option<&DpkgDb>,
+        db: Option<&PackageDb>,
         root_link: &[u8],
         path: Vec<u8>,
         dev: u64,

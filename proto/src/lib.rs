@@ -30,6 +30,9 @@ pub mod reflection {
     }
 }
 
+/// Package URLs: built by the agent, parsed from what a responder types.
+pub mod purl;
+
 /// Re-exported so other crates can size and encode messages without knowing
 /// prost themselves.
 pub use prost::Message;

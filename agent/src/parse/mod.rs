@@ -9,11 +9,18 @@
 //! Malformed records are skipped (and counted where the API says so) rather
 //! than failing the whole file.
 
+pub mod apk;
+pub mod auditable;
 pub mod cgroup;
 pub mod cmdline;
 pub mod dpkg;
+pub mod elf;
+pub mod gobuild;
 pub mod maps;
 pub mod net;
+pub mod npm;
+pub mod python;
+pub mod rpm;
 pub mod stat;
 pub mod status;
 
