@@ -77,10 +77,18 @@ fn read_binary(view: &ProcView<'_>, exe: &Artifact) -> Option<Vec<Arc<PackageInf
             return None;
         }
     }
+    Some(embedded_in(&file))
+}
+
+/// The Go modules and Rust crates compiled into an executable (empty for
+/// any other file).
+pub fn embedded_in(file: &File) -> Vec<Arc<PackageInfo>> {
     let mut read_at = |offset: u64, len: usize| -> io::Result<Vec<u8>> {
-        super::read_at(&file, offset, len).ok_or_else(|| io::Error::other("read failed"))
+        super::read_at(file, offset, len).ok_or_else(|| io::Error::other("read failed"))
     };
-    let elf = ElfFile::read(&mut read_at).ok()?;
+    let Ok(elf) = ElfFile::read(&mut read_at) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     if let Ok(Some(info)) = read_elf_buildinfo(&elf, &mut read_at) {
         out.extend(go_packages(&info));
@@ -93,7 +101,7 @@ fn read_binary(view: &ProcView<'_>, exe: &Artifact) -> Option<Vec<Arc<PackageInf
             out.push(package("cargo", &c.name, "", &c.version, purl, None));
         }
     }
-    Some(out)
+    out
 }
 
 /// The main module, every dependency (as built: a replacement's path and

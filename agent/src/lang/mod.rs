@@ -26,6 +26,8 @@ mod python;
 
 use std::{path::Path, sync::Arc};
 
+pub use binary::embedded_in;
+
 use crate::{
     model::{Artifact, ArtifactKind, PackageInfo, PathBytes},
     resolve::PackageDb,

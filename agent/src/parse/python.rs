@@ -624,13 +624,9 @@ mod tests {
 
     // ---- Real data -------------------------------------------------------
 
-    /// Where /work/shared/data/inventory is: beside the repository in CI,
-    /// or at its usual place on a development machine.
+    /// The inventory files vendored from shared/data (testdata/README.md).
     fn inventory_dir() -> Option<PathBuf> {
-        let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/inventory");
-        [beside, PathBuf::from("/work/shared/data/inventory")]
-            .into_iter()
-            .find(|p| p.is_dir())
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/inventory"))
     }
 
     /// Reads an inventory JSON list of `{name, version[, path]}` objects.
