@@ -298,3 +298,39 @@ fn a_node_app_reports_its_node_modules() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// A JVM that loaded a class from a jar in /usr/share/java holds the jar
+/// open: it is reported with the jar's Maven coordinates, and with the
+/// Debian package that installed it.
+#[test]
+fn a_jvm_reports_the_jars_it_holds_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("Hold.java");
+    std::fs::write(
+        &source,
+        "public class Hold { public static void main(String[] a) throws Exception {\n\
+         System.out.println(org.apache.commons.io.FilenameUtils.getExtension(\"x.jar\").equals(\"jar\") ? \"ready\" : \"no\");\n\
+         Thread.sleep(60000); } }\n",
+    )
+    .unwrap();
+    let jar = std::fs::canonicalize("/usr/share/java/commons-io.jar").expect("libcommons-io-java");
+    let java = start(Command::new("java").arg("-cp").arg(&jar).arg(&source));
+    let inv = scan();
+    let p = process(&inv, java.0.id());
+    let found: Vec<_> = p
+        .artifacts
+        .iter()
+        .filter(|a| {
+            a.kind == ArtifactKind::Opened && a.path.0 == jar.as_os_str().as_encoded_bytes()
+        })
+        .filter_map(|a| a.package.as_ref())
+        .filter(|pkg| pkg.ecosystem == "maven")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].source, "commons-io");
+    assert_eq!(found[0].name, "commons-io");
+    assert_eq!(found[0].version, "2.11.0");
+    assert_eq!(found[0].purl, "pkg:maven/commons-io/commons-io@2.11.0");
+    let distro = found[0].distro.as_ref().expect("installed by a deb");
+    assert_eq!(distro.name, "libcommons-io-java");
+}

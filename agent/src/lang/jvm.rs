@@ -21,9 +21,9 @@ use crate::{
             pick_primary, pom_properties_paths,
         },
         zip::{
-            CdEntry, CdLocation, EocdInfo, LOCAL_HEADER_LEN, MAX_CD_ENTRIES, TAIL_LEN, ZIP64_EOCD_LEN,
-            ZipBytes, decode_entry, entry_data_range, parse_central_directory, parse_eocd,
-            parse_zip64_eocd,
+            CdEntry, CdLocation, EocdInfo, LOCAL_HEADER_LEN, MAX_CD_ENTRIES, TAIL_LEN,
+            ZIP64_EOCD_LEN, ZipBytes, check_entry, decode_entry, entry_data_range,
+            parse_central_directory, parse_eocd, parse_zip64_eocd,
         },
     },
     resolve::PackageDb,
@@ -81,7 +81,9 @@ impl Jvm {
             let found = match self.jars.get(&key) {
                 Some(f) => f.clone(),
                 None => {
-                    let f = Arc::new(read_jar(view.root, view.db, &in_root, meta.id).unwrap_or_default());
+                    let f = Arc::new(
+                        read_jar(view.root, view.db, &in_root, meta.id).unwrap_or_default(),
+                    );
                     if self.jars.len() >= MAX_JARS {
                         self.jars.clear();
                     }
@@ -146,17 +148,14 @@ impl Archive {
 
     /// One entry, decompressed and checked, if it is at most `max_out`.
     fn read(&self, entry: &CdEntry, max_out: usize) -> Option<Vec<u8>> {
-        if entry.compressed_size > max_out as u64 && entry.method == 0 {
-            return None;
-        }
-        let header = read_at(&self.file, self.loc.local_header_pos(entry)?, LOCAL_HEADER_LEN)?;
+        check_entry(entry, max_out).ok()?;
+        let header = read_at(
+            &self.file,
+            self.loc.local_header_pos(entry)?,
+            LOCAL_HEADER_LEN,
+        )?;
         let range = entry_data_range(&self.loc, entry, &header).ok()?;
         let len = usize::try_from(range.end - range.start).ok()?;
-        // Deflate never shrinks data below ~1/1032: a bigger input is a
-        // bigger output than we accept.
-        if len > max_out.saturating_mul(2).max(1 << 16) {
-            return None;
-        }
         let data = read_at(&self.file, range.start, len)?;
         decode_entry(entry, &data, max_out).ok()
     }
@@ -177,17 +176,22 @@ impl Archive {
                 None => info.pom_failures = info.pom_failures.saturating_add(1),
             }
         }
-        info.primary = pick_primary(&info.poms, jar_file_name);
         info.manifest = find_manifest(&self.entries)
             .and_then(|e| self.read(e, MAX_MANIFEST_LEN))
             .map(|b| parse_manifest(&b));
+        info.primary = pick_primary(&info.poms, jar_file_name, info.manifest.as_ref());
         info.nested = nested_jar_names(names());
         info
     }
 }
 
 /// Everything one jar on disk contains, nested jars included.
-fn read_jar(root: &RootFs, db: Option<&PackageDb>, in_root: &[u8], id: FileId) -> Option<Vec<Found>> {
+fn read_jar(
+    root: &RootFs,
+    db: Option<&PackageDb>,
+    in_root: &[u8],
+    id: FileId,
+) -> Option<Vec<Found>> {
     let file = root.open_file(in_root).ok()?;
     {
         use std::os::unix::fs::MetadataExt;
@@ -248,5 +252,12 @@ fn maven(c: &MavenCoords, distro: Option<Arc<PackageInfo>>) -> Arc<PackageInfo> 
     let purl = patchgap_proto::purl::Purl::maven(&c.group_id, &c.artifact_id, &c.version)
         .map(|p| p.to_string())
         .unwrap_or_default();
-    package("maven", &c.artifact_id, &c.group_id, &c.version, purl, distro)
+    package(
+        "maven",
+        &c.artifact_id,
+        &c.group_id,
+        &c.version,
+        purl,
+        distro,
+    )
 }

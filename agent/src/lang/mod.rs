@@ -20,7 +20,7 @@
 //! changes, so a steady host costs a few `statx` calls per scan.
 
 mod binary;
-// TEMP mod jvm;
+mod jvm;
 mod node;
 mod python;
 
@@ -57,7 +57,7 @@ pub struct ProcView<'a> {
 pub struct LangResolver {
     python: python::Python,
     node: node::Node,
-    // TEMP jvm: jvm::Jvm,
+    jvm: jvm::Jvm,
     binary: binary::Binaries,
 }
 
@@ -84,9 +84,9 @@ impl LangResolver {
         if node::is_node(name) {
             self.node.process(view, &mut extra);
         }
-        // TEMP if jvm::is_jvm(name, artifacts) {
-        // TEMP     self.jvm.process(view, &mut extra);
-        // TEMP }
+        if jvm::is_jvm(name, artifacts) {
+            self.jvm.process(view, &mut extra);
+        }
         artifacts.extend(extra);
     }
 
@@ -115,7 +115,7 @@ impl LangResolver {
     pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
         self.python.retain_roots(&live);
         self.node.retain_roots(&live);
-        // TEMP self.jvm.retain_roots(&live);
+        self.jvm.retain_roots(&live);
         self.binary.retain_roots(&live);
     }
 }

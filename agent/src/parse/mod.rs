@@ -16,6 +16,7 @@ pub mod cmdline;
 pub mod dpkg;
 pub mod elf;
 pub mod gobuild;
+pub mod jar;
 pub mod maps;
 pub mod net;
 pub mod npm;
@@ -23,6 +24,7 @@ pub mod python;
 pub mod rpm;
 pub mod stat;
 pub mod status;
+pub mod zip;
 
 /// The error returned by the parsers that can fail as a whole.
 ///
