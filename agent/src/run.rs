@@ -553,6 +553,7 @@ async fn handle_event(
             pending.rescans.retain(|_, pids| !pids.is_empty());
         }
         Event::Open { pid, path, .. } => {
+            tracing::trace!(pid, path = %String::from_utf8_lossy(&path), "open");
             if base.by_pid(pid).is_none()
                 && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
             {

@@ -218,8 +218,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             filter,
             read,
         } => {
-            // Check the constraint here, so a typo never costs a round trip.
-            let (name, constraint) = parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Check the constraint here, so a typo never costs a round trip;
+            // a purl is checked by the collector, which knows the types.
+            let (name, constraint) = if spec.trim_start().starts_with("pkg:") {
+                (spec.trim().to_string(), None)
+            } else {
+                parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?
+            };
             let mut client = connect(&read.collector).await?;
             let resp = client
                 .find_package(v1::FindPackageRequest {

@@ -372,7 +372,46 @@ impl Query for QueryService {
         &self,
         request: Request<v1::FindPackageRequest>,
     ) -> Result<Response<v1::FindPackageResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        // A purl names the ecosystem, the package and an exact version.
+        let mut source = None;
+        if req.name.trim_start().starts_with("pkg:") {
+            let purl = patchgap_proto::purl::Purl::parse(req.name.trim())
+                .map_err(|e| Status::invalid_argument(format!("bad purl {:?}: {e}", req.name)))?;
+            let eco = purl.ty().to_string();
+            if !ECOSYSTEMS.contains(&eco.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "purl type {eco:?} is not one patchgap inventories: use one of {}",
+                    ECOSYSTEMS.join(", ")
+                )));
+            }
+            if !req.ecosystem.is_empty() && req.ecosystem != eco {
+                return Err(Status::invalid_argument(format!(
+                    "the purl says {eco}, --ecosystem says {}",
+                    req.ecosystem
+                )));
+            }
+            if let Some(v) = purl.version() {
+                if !req.constraint.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "give the version in the purl or as a constraint, not both",
+                    ));
+                }
+                req.constraint = v.to_string();
+            }
+            req.name = match (eco.as_str(), purl.namespace()) {
+                // Their names include the namespace.
+                ("npm" | "golang", Some(ns)) => format!("{ns}/{}", purl.name()),
+                // The groupId is stored as the source.
+                ("maven", Some(ns)) => {
+                    source = Some(ns.to_string());
+                    purl.name().to_string()
+                }
+                // deb, rpm, apk: the namespace is the distribution.
+                _ => purl.name().to_string(),
+            };
+            req.ecosystem = eco;
+        }
         let spec = if req.constraint.is_empty() {
             req.name.clone()
         } else {
@@ -423,7 +462,7 @@ impl Query for QueryService {
             s.find_package(&PackageQuery {
                 name: &name,
                 ecosystem: ecosystem.as_deref(),
-                source: None,
+                source: source.as_deref(),
                 version_ok: &|_, v| constraint.as_ref().is_none_or(|c| c.matches(v)),
                 window,
             })

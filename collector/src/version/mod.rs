@@ -1,4 +1,5 @@
-//! Debian version ordering, version validation and the constraint language of queries.
+//! Version ordering for each package ecosystem; here Debian's, with version validation and the
+//! constraint language of queries.
 //!
 //! A query looks like `libssl3@'<3.0.13'`: a package name, then optionally '@' and a constraint.
 //!
@@ -12,9 +13,21 @@
 //! operators are `<`, `<=`, `=`, `==`, `!=`, `>=`, `>` and dpkg's `<<` and `>>`; a bare version
 //! means `=`. Note that `<` and `>` are strict here, unlike the deprecated dpkg control-file
 //! meaning of a single `<` or `>`.
+//!
+//! The other ecosystems' orders live in submodules, one per scheme: [`pep440`] (PyPI),
+//! [`semver`] (npm, crates.io, Go), [`maven`], [`rpm`] (Red Hat and the other RPM
+//! distributions) and [`apk`] (Alpine). [`Ecosystem`] picks the order for an OSV ecosystem
+//! name. Every comparator orders any two strings, never panics, and compares digit runs of any
+//! length as strings.
 
 use std::cmp::Ordering;
 use std::fmt;
+
+pub mod apk;
+pub mod maven;
+pub mod pep440;
+pub mod rpm;
+pub mod semver;
 
 /// The largest epoch dpkg accepts (it stores the epoch in a C `int`).
 const MAX_EPOCH: &str = "2147483647";
@@ -252,20 +265,12 @@ pub enum ConstraintError {
 /// What is wrong with a package name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameProblem {
-    /// The name is shorter than two characters.
-    #[error("a package name needs at least 2 characters")]
+    /// The name is empty.
+    #[error("the package name is empty")]
     TooShort,
-    /// The name has an upper-case letter.
-    #[error("upper-case letter {ch:?} at position {pos}; Debian package names are lower case")]
-    UpperCase {
-        /// The letter.
-        ch: char,
-        /// Its 1-based character position.
-        pos: usize,
-    },
     /// The name has a character that is not allowed.
     #[error(
-        "character {ch:?} at position {pos} is not allowed; a package name has only a-z, 0-9, '+', '-' and '.'"
+        "character {ch:?} at position {pos} is not allowed; a package name has only letters, digits, '+', '-', '.', '_', '~', '/' and a leading '@' (an npm scope); use a purl for anything else"
     )]
     BadChar {
         /// The character.
@@ -533,19 +538,21 @@ pub fn validate_package_name(name: &str) -> Result<(), ConstraintError> {
 
 /// Checks a package name and returns the first problem found.
 fn check_name(name: &str) -> Result<(), NameProblem> {
+    // Names of every ecosystem patchgap inventories: Debian's, PyPI's (any
+    // case, '_'), npm's ("@scope/name"), Go module paths, crates, Maven
+    // artifactIds. Matching is case-insensitive, so case is no error.
     for (i, ch) in name.chars().enumerate() {
         let pos = i + 1;
-        if ch.is_uppercase() {
-            return Err(NameProblem::UpperCase { ch, pos });
-        }
-        if !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '+' | '-' | '.')) {
+        let scope = ch == '@' && i == 0;
+        if !(ch.is_ascii_alphanumeric() || scope || matches!(ch, '+' | '-' | '.' | '_' | '~' | '/'))
+        {
             return Err(NameProblem::BadChar { ch, pos });
         }
     }
-    if name.chars().count() < 2 {
+    if name.is_empty() {
         return Err(NameProblem::TooShort);
     }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '@' || c == '_') {
         return Err(NameProblem::BadStart);
     }
     Ok(())
@@ -560,10 +567,19 @@ pub fn parse_query(spec: &str) -> Result<(String, Option<Constraint>), Constrain
     if spec.trim().is_empty() {
         return Err(ConstraintError::EmptyQuery);
     }
-    let (name, constraint) = match spec.split_once('@') {
+    // An npm scope ("@types/node@>=18") starts with '@' and has a '/'
+    // before the constraint's '@'.
+    let trimmed = spec.trim_start();
+    let scope_len = trimmed
+        .strip_prefix('@')
+        .filter(|rest| rest.split('@').next().is_some_and(|n| n.contains('/')))
+        .map_or(0, |_| 1);
+    let (name, constraint) = match trimmed[scope_len..].split_once('@') {
         Some((name, constraint)) => (name.trim(), Some(constraint)),
-        None => (spec.trim(), None),
+        None => (trimmed[scope_len..].trim(), None),
     };
+    let name = format!("{}{name}", &trimmed[..scope_len]);
+    let name = name.as_str();
     if name.is_empty() {
         return Err(ConstraintError::EmptyName {
             spec: spec.to_owned(),
@@ -585,6 +601,89 @@ pub fn parse_query(spec: &str) -> Result<(String, Option<Constraint>), Constrain
         Some(c) => Some(Constraint::parse(c)?),
     };
     Ok((name.to_owned(), constraint))
+}
+
+/// A version order, chosen for an OSV ecosystem with [`Ecosystem::from_osv`].
+///
+/// OSV advisories give affected versions in the ecosystem's own order; an installed version is
+/// compared with them with the order of the ecosystem the package came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Ecosystem {
+    /// dpkg's order ([`dpkg_cmp`]): Debian, Ubuntu.
+    Dpkg,
+    /// PEP 440 ([`pep440::compare`]): PyPI.
+    Pep440,
+    /// Semantic Versioning 2.0 ([`semver::compare`]): npm, crates.io, Go, Hex, Bitnami,
+    /// SwiftURL.
+    SemVer,
+    /// Maven's `ComparableVersion` ([`maven::compare`]).
+    Maven,
+    /// rpm's order ([`rpm::compare`]): Red Hat, Rocky Linux, AlmaLinux, SUSE, openSUSE and
+    /// the other RPM distributions.
+    Rpm,
+    /// apk's order ([`apk::compare`]): Alpine, Wolfi, Chainguard, MinimOS.
+    Apk,
+}
+
+/// OSV ecosystem names (without their `:release` suffix) and the order each one uses.
+const OSV_ECOSYSTEMS: &[(&str, Ecosystem)] = &[
+    ("AlmaLinux", Ecosystem::Rpm),
+    ("Alpine", Ecosystem::Apk),
+    ("Azure Linux", Ecosystem::Rpm),
+    ("Bitnami", Ecosystem::SemVer),
+    ("Chainguard", Ecosystem::Apk),
+    ("crates.io", Ecosystem::SemVer),
+    ("Debian", Ecosystem::Dpkg),
+    ("Go", Ecosystem::SemVer),
+    ("Hex", Ecosystem::SemVer),
+    ("Mageia", Ecosystem::Rpm),
+    ("Maven", Ecosystem::Maven),
+    ("MinimOS", Ecosystem::Apk),
+    ("npm", Ecosystem::SemVer),
+    ("openEuler", Ecosystem::Rpm),
+    ("openSUSE", Ecosystem::Rpm),
+    ("Photon OS", Ecosystem::Rpm),
+    ("PyPI", Ecosystem::Pep440),
+    ("Red Hat", Ecosystem::Rpm),
+    ("Rocky Linux", Ecosystem::Rpm),
+    ("SUSE", Ecosystem::Rpm),
+    ("SwiftURL", Ecosystem::SemVer),
+    ("Ubuntu", Ecosystem::Dpkg),
+    ("Wolfi", Ecosystem::Apk),
+];
+
+impl Ecosystem {
+    /// The order for an OSV ecosystem name such as `PyPI`, `Debian:12`, `Alpine:v3.18` or
+    /// `Red Hat:enterprise_linux:9::appstream`, or `None` for an ecosystem without one here
+    /// (for example NuGet, RubyGems or Packagist).
+    ///
+    /// Only the text before the first ':' counts, and it must match OSV's spelling exactly
+    /// (OSV names are case-sensitive: `npm`, `crates.io`, `openSUSE`).
+    pub fn from_osv(name: &str) -> Option<Ecosystem> {
+        let base = name.split_once(':').map_or(name, |(base, _)| base);
+        OSV_ECOSYSTEMS
+            .iter()
+            .find(|(n, _)| *n == base)
+            .map(|&(_, e)| e)
+    }
+
+    /// Compares two versions in this order. Any two strings are ordered; see each module for
+    /// how versions that break the scheme's grammar are placed.
+    ///
+    /// Every order here is a total order except Maven's, which keeps a known non-transitive
+    /// corner of Maven's own `ComparableVersion` (see [`maven`]): do not sort untrusted Maven
+    /// versions with it (`slice::sort_by` may panic on an inconsistent order); comparing a
+    /// version with range bounds is fine.
+    pub fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            Ecosystem::Dpkg => dpkg_cmp(a, b),
+            Ecosystem::Pep440 => pep440::compare(a, b),
+            Ecosystem::SemVer => semver::compare(a, b),
+            Ecosystem::Maven => maven::compare(a, b),
+            Ecosystem::Rpm => rpm::compare(a, b),
+            Ecosystem::Apk => apk::compare(a, b),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -898,6 +997,19 @@ mod tests {
 
         assert_eq!(parse_query("openssl"), Ok(("openssl".to_owned(), None)));
         assert_eq!(parse_query("g++-12"), Ok(("g++-12".to_owned(), None)));
+        // Other ecosystems' names: any case, '_', npm scopes, Go paths.
+        for name in [
+            "PyYAML",
+            "zope_interface",
+            "@types/node",
+            "golang.org/x/net",
+            "a",
+        ] {
+            assert_eq!(parse_query(name), Ok((name.to_owned(), None)), "{name}");
+        }
+        let (name, c) = parse_query("@types/node@>=18").expect("scoped with a constraint");
+        assert_eq!(name, "@types/node");
+        assert!(c.is_some());
 
         let bad = [
             (
@@ -917,20 +1029,12 @@ mod tests {
                 "bad query \"libssl3@ \": nothing after '@'; add a constraint such as \"<1.0\" or remove the '@'",
             ),
             (
-                "LibSSL3",
-                "bad package name \"LibSSL3\": upper-case letter 'L' at position 1; Debian package names are lower case",
-            ),
-            (
-                "usr/lib/libssl3@<1",
-                "bad package name \"usr/lib/libssl3\": character '/' at position 4 is not allowed; a package name has only a-z, 0-9, '+', '-' and '.'",
-            ),
-            (
                 "libssl3:amd64",
-                "bad package name \"libssl3:amd64\": character ':' at position 8 is not allowed; a package name has only a-z, 0-9, '+', '-' and '.'",
+                "bad package name \"libssl3:amd64\": character ':' at position 8 is not allowed; a package name has only letters, digits, '+', '-', '.', '_', '~', '/' and a leading '@' (an npm scope); use a purl for anything else",
             ),
             (
-                "a",
-                "bad package name \"a\": a package name needs at least 2 characters",
+                "lib ssl",
+                "bad package name \"lib ssl\": character ' ' at position 4 is not allowed; a package name has only letters, digits, '+', '-', '.', '_', '~', '/' and a leading '@' (an npm scope); use a purl for anything else",
             ),
             (
                 "-foo",
@@ -1003,5 +1107,443 @@ mod tests {
             let _ = parse_query(&a);
             let _ = parse_query(&format!("pkg@{a}"));
         }
+    }
+}
+
+/// Helpers shared by the tests of this module and its submodules.
+#[cfg(test)]
+mod test_support {
+    use std::cmp::Ordering;
+
+    /// One line of a vector file: `A OP B`.
+    pub(super) struct Vector {
+        /// The 1-based line number.
+        pub line: usize,
+        /// The line, trimmed.
+        pub text: String,
+        pub a: String,
+        pub want: Ordering,
+        pub b: String,
+    }
+
+    /// Reads a file under testdata/version-vectors. Blank lines and lines starting with `#`
+    /// or `//` are comments (the upstream files use both).
+    pub(super) fn load_vectors(file: &str) -> Vec<Vector> {
+        let path = format!(
+            "{}/../testdata/version-vectors/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read vector file {path}: {e}"));
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [a, op, b] = fields[..] else {
+                panic!("{path}:{}: expected `A OP B`, got {line:?}", i + 1);
+            };
+            let want = match op {
+                "<" => Ordering::Less,
+                "=" => Ordering::Equal,
+                ">" => Ordering::Greater,
+                _ => panic!("{path}:{}: unknown operator {op:?}", i + 1),
+            };
+            out.push(Vector {
+                line: i + 1,
+                text: line.to_owned(),
+                a: a.to_owned(),
+                want,
+                b: b.to_owned(),
+            });
+        }
+        out
+    }
+
+    /// The distinct versions named in a vector file, in order of first appearance.
+    pub(super) fn vector_versions(file: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for v in load_vectors(file) {
+            for s in [v.a, v.b] {
+                if seen.insert(s.clone()) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// A vector line whose expectation this crate deliberately does not meet, with the answer
+    /// it gives instead and why. Overrides are matched by the exact (trimmed) line text.
+    pub(super) struct Override {
+        pub line: &'static str,
+        pub got: Ordering,
+        pub reason: &'static str,
+    }
+
+    /// Checks every vector of a file with `cmp` (both ways round) and returns how many were
+    /// checked. Lines listed in `overrides` must give the override's answer instead, and
+    /// every override must match a line whose expectation differs from it.
+    pub(super) fn check_vector_file(
+        file: &str,
+        cmp: fn(&str, &str) -> Ordering,
+        overrides: &[Override],
+    ) -> usize {
+        let vectors = load_vectors(file);
+        let mut used = vec![false; overrides.len()];
+        let mut failures = Vec::new();
+        for v in &vectors {
+            let got = cmp(&v.a, &v.b);
+            let want = match overrides.iter().position(|o| o.line == v.text) {
+                Some(k) => {
+                    used[k] = true;
+                    let o = &overrides[k];
+                    assert!(!o.reason.is_empty(), "override {:?} has no reason", o.line);
+                    if o.got == v.want {
+                        failures.push(format!(
+                            "{file}:{}: override for {:?} agrees with the file; remove it",
+                            v.line, v.text
+                        ));
+                    }
+                    o.got
+                }
+                None => v.want,
+            };
+            if got != want {
+                failures.push(format!(
+                    "{file}:{}: {} vs {}: want {want:?}, got {got:?}",
+                    v.line, v.a, v.b
+                ));
+            }
+            let back = cmp(&v.b, &v.a);
+            if back != got.reverse() {
+                failures.push(format!(
+                    "{file}:{}: antisymmetry: {} vs {} is {got:?} but {} vs {} is {back:?}",
+                    v.line, v.a, v.b, v.b, v.a
+                ));
+            }
+        }
+        for (o, used) in overrides.iter().zip(used) {
+            if !used {
+                failures.push(format!("{file}: override {:?} matches no line", o.line));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        vectors.len()
+    }
+
+    /// A tiny xorshift64 generator, so the tests need no dependency.
+    pub(super) struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed | 1)
+        }
+
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// A random short string, mostly from `alphabet`, sometimes any byte (made valid UTF-8).
+    pub(super) fn random_version(rng: &mut Rng, alphabet: &[u8]) -> String {
+        let len = rng.below(24);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                if rng.below(8) == 0 {
+                    (rng.next() & 0xff) as u8
+                } else {
+                    alphabet[rng.below(alphabet.len())]
+                }
+            })
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// A copy of `s` with a few random bytes replaced, inserted or deleted.
+    pub(super) fn mutate(rng: &mut Rng, s: &str, alphabet: &[u8]) -> String {
+        let mut bytes = s.as_bytes().to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let pick = |rng: &mut Rng| {
+                if rng.below(4) == 0 {
+                    (rng.next() & 0xff) as u8
+                } else {
+                    alphabet[rng.below(alphabet.len())]
+                }
+            };
+            let at = rng.below(bytes.len() + 1);
+            match rng.below(3) {
+                0 if at < bytes.len() => bytes[at] = pick(rng),
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, pick(rng)),
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod ecosystem_tests {
+    use super::test_support::{Rng, load_vectors, mutate, random_version, vector_versions};
+    use super::*;
+    use Ordering::{Equal, Greater, Less};
+    use std::time::{Duration, Instant};
+
+    /// Each ecosystem with the vector files for it.
+    const FILES: &[(Ecosystem, &[&str])] = &[
+        (
+            Ecosystem::Dpkg,
+            &["debian-versions.txt", "debian-versions-generated.txt"],
+        ),
+        (
+            Ecosystem::Pep440,
+            &["pypi-versions.txt", "pypi-versions-generated.txt"],
+        ),
+        (Ecosystem::SemVer, &["semver-versions.txt"]),
+        (
+            Ecosystem::Maven,
+            &["maven-versions.txt", "maven-versions-generated.txt"],
+        ),
+        (Ecosystem::Rpm, &["redhat-versions.txt"]),
+        (
+            Ecosystem::Apk,
+            &["alpine-versions.txt", "alpine-versions-generated.txt"],
+        ),
+    ];
+
+    const ALL: [Ecosystem; 6] = [
+        Ecosystem::Dpkg,
+        Ecosystem::Pep440,
+        Ecosystem::SemVer,
+        Ecosystem::Maven,
+        Ecosystem::Rpm,
+        Ecosystem::Apk,
+    ];
+
+    #[test]
+    fn osv_names() {
+        let cases = [
+            ("PyPI", Some(Ecosystem::Pep440)),
+            ("npm", Some(Ecosystem::SemVer)),
+            ("crates.io", Some(Ecosystem::SemVer)),
+            ("Go", Some(Ecosystem::SemVer)),
+            ("Maven", Some(Ecosystem::Maven)),
+            ("Debian", Some(Ecosystem::Dpkg)),
+            ("Debian:12", Some(Ecosystem::Dpkg)),
+            ("Ubuntu:22.04:LTS", Some(Ecosystem::Dpkg)),
+            ("Ubuntu:Pro:18.04:LTS", Some(Ecosystem::Dpkg)),
+            ("Alpine", Some(Ecosystem::Apk)),
+            ("Alpine:v3.18", Some(Ecosystem::Apk)),
+            ("Wolfi", Some(Ecosystem::Apk)),
+            ("Red Hat", Some(Ecosystem::Rpm)),
+            (
+                "Red Hat:enterprise_linux:9::appstream",
+                Some(Ecosystem::Rpm),
+            ),
+            ("Rocky Linux:9", Some(Ecosystem::Rpm)),
+            ("AlmaLinux:8", Some(Ecosystem::Rpm)),
+            ("openSUSE:Leap 15.5", Some(Ecosystem::Rpm)),
+            ("SUSE:Linux Enterprise Server 15 SP5", Some(Ecosystem::Rpm)),
+            ("NuGet", None),
+            ("RubyGems", None),
+            ("pypi", None),
+            ("Debian12", None),
+            ("", None),
+            (":", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Ecosystem::from_osv(name), want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn dispatch() {
+        let cases = [
+            (Ecosystem::Dpkg, "1.0~rc1", "1.0", Less),
+            (Ecosystem::Pep440, "1.0rc1", "1.0", Less),
+            (Ecosystem::SemVer, "1.0.0-rc.1", "1.0.0", Less),
+            (Ecosystem::Maven, "1.0-RC1", "1.0", Less),
+            (Ecosystem::Rpm, "1.0~rc1", "1.0", Less),
+            (Ecosystem::Apk, "1.0_rc1", "1.0", Less),
+            // Where the schemes disagree.
+            (Ecosystem::Dpkg, "1.0a", "1.0", Greater),
+            (Ecosystem::Pep440, "1.0a", "1.0", Less),
+            (Ecosystem::Maven, "1.0-1", "1.0.1", Less),
+            (Ecosystem::SemVer, "1.0.0-1", "1.0.0", Less),
+            (Ecosystem::Pep440, "1.0-1", "1.0", Greater),
+        ];
+        for (eco, a, b, want) in cases {
+            assert_eq!(eco.compare(a, b), want, "{eco:?}: {a} vs {b}");
+        }
+    }
+
+    /// Checks that three versions are ordered consistently: reflexive, antisymmetric and, when
+    /// `transitive` is set, transitive.
+    fn check_triple(eco: Ecosystem, t: [&str; 3], transitive: bool, failures: &mut Vec<String>) {
+        let m: [[Ordering; 3]; 3] =
+            std::array::from_fn(|i| std::array::from_fn(|j| eco.compare(t[i], t[j])));
+        for x in 0..3 {
+            if m[x][x] != Equal {
+                failures.push(format!("{eco:?}: {:?} is not equal to itself", t[x]));
+            }
+            for y in 0..3 {
+                if m[x][y] != m[y][x].reverse() {
+                    failures.push(format!(
+                        "{eco:?}: antisymmetry fails for {:?}, {:?}",
+                        t[x], t[y]
+                    ));
+                }
+                for z in (0..3).filter(|_| transitive) {
+                    let (xy, yz, xz) = (m[x][y], m[y][z], m[x][z]);
+                    // x <= y <= z implies x <= z, strictly unless both steps are equal.
+                    if xy != Greater && yz != Greater {
+                        let want = if xy == Equal && yz == Equal {
+                            Equal
+                        } else {
+                            Less
+                        };
+                        if xz != want {
+                            failures.push(format!(
+                                "{eco:?}: {:?} {xy:?} {:?} and {:?} {yz:?} {:?}, but {:?} {xz:?} {:?}",
+                                t[x], t[y], t[y], t[z], t[x], t[z]
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Versions from the vector files, in random triples: mostly neighbours in a file (the
+    /// generated files list each package's versions in order, so neighbours are close calls)
+    /// and some drawn from anywhere.
+    #[test]
+    fn vector_versions_are_totally_ordered() {
+        let mut rng = Rng::new(0x7a1e_5eed);
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for (eco, files) in FILES {
+            let mut versions = Vec::new();
+            for file in *files {
+                versions.extend(vector_versions(file));
+            }
+            let n = versions.len();
+            for _ in 0..20_000 {
+                let t = if rng.below(4) == 0 {
+                    [rng.below(n), rng.below(n), rng.below(n)]
+                } else {
+                    let base = rng.below(n);
+                    let near = |rng: &mut Rng| (base + rng.below(8)).min(n - 1);
+                    [base, near(&mut rng), near(&mut rng)]
+                };
+                check_triple(
+                    *eco,
+                    [&versions[t[0]], &versions[t[1]], &versions[t[2]]],
+                    true,
+                    &mut failures,
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 100_000);
+        failures.dedup();
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
+    /// Random bytes, and mutations of real versions, never panic and are ordered consistently.
+    ///
+    /// Maven is checked for antisymmetry only: `ComparableVersion` itself is not transitive on
+    /// some odd strings (see the `maven` module), and this crate keeps its answers. Real Maven
+    /// versions are checked for transitivity in `vector_versions_are_totally_ordered`.
+    #[test]
+    fn random_and_mutated_input() {
+        const ALPHABET: &[u8] = b"0123456789.-_+~^:!vVrRaAbBcpPz \t\xc3\xa9\xff";
+        let mut rng = Rng::new(0xf022_1234);
+        let mut failures = Vec::new();
+        for (eco, files) in FILES {
+            let transitive = *eco != Ecosystem::Maven;
+            let real = load_vectors(files[0]);
+            for _ in 0..5_000 {
+                let a = random_version(&mut rng, ALPHABET);
+                let b = random_version(&mut rng, ALPHABET);
+                let v = &real[rng.below(real.len())];
+                let c = mutate(&mut rng, &v.a, ALPHABET);
+                check_triple(*eco, [&a, &b, &c], transitive, &mut failures);
+                let d = mutate(&mut rng, &v.b, ALPHABET);
+                check_triple(*eco, [&v.a, &v.b, &d], transitive, &mut failures);
+            }
+        }
+        failures.dedup();
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
+    /// Huge inputs: 1 MiB digit runs compare by value without overflow, and long strings of
+    /// separators or components take linear time.
+    #[test]
+    fn huge_inputs() {
+        const MIB: usize = 1 << 20;
+        let nines = "9".repeat(MIB);
+        let mut bigger = "1".to_owned();
+        bigger.push_str(&"0".repeat(MIB));
+        let mut nines_then_8 = "9".repeat(MIB - 1);
+        nines_then_8.push('8');
+        let zero_padded = format!("{}{}", "0".repeat(MIB), "7");
+        let dotted = "1.".repeat(MIB / 2) + "1";
+        let dotted_more = "1.".repeat(MIB / 2) + "2";
+        let dashes = "-".repeat(MIB);
+        let mixed = "a1".repeat(MIB / 2);
+        let start = Instant::now();
+        for eco in ALL {
+            assert_eq!(eco.compare(&nines, &bigger), Less, "{eco:?}");
+            assert_eq!(eco.compare(&bigger, &nines), Greater, "{eco:?}");
+            assert_eq!(eco.compare(&nines_then_8, &nines), Less, "{eco:?}");
+            assert_eq!(eco.compare(&nines, &nines), Equal, "{eco:?}");
+            assert_eq!(eco.compare(&zero_padded, "7"), Equal, "{eco:?}");
+            assert_eq!(eco.compare(&zero_padded, "8"), Less, "{eco:?}");
+            assert_eq!(
+                eco.compare(&format!("1.{nines}"), "1.1"),
+                Greater,
+                "{eco:?}"
+            );
+            assert_eq!(eco.compare(&dotted, &dotted_more), Less, "{eco:?}");
+            for s in [&dashes, &mixed] {
+                assert_eq!(eco.compare(s, s), Equal, "{eco:?}");
+                let _ = eco.compare(s, &nines);
+            }
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "huge inputs took {elapsed:?}"
+        );
     }
 }

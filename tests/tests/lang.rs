@@ -1,0 +1,170 @@
+//! Language packages end to end: a real venv, a real pip install, real
+//! interpreters, the agent (with eBPF unless PATCHGAP_EBPF=off) and the
+//! collector's answers.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use patchgap_proto::v1;
+use patchgap_tests::{Harness, ebpf_wanted, spawn_ready, timeout};
+
+/// python3 -m venv, then a wheel built from testdata/python/tinydist
+/// (offline, by testdata/python/build_wheel.py) installed with pip.
+fn venv_with_tinydist(dir: &Path) -> std::path::PathBuf {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/python");
+    let venv = dir.join("venv");
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(ok.success());
+    let out = Command::new("/usr/bin/python3")
+        .arg(testdata.join("build_wheel.py"))
+        .arg(testdata.join("tinydist"))
+        .arg(dir)
+        .output()
+        .expect("build the wheel");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = String::from_utf8(out.stdout).unwrap();
+    let ok = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--no-index",
+            "--disable-pip-version-check",
+        ])
+        .arg(wheel.trim())
+        .status()
+        .expect("pip install");
+    assert!(ok.success());
+    venv
+}
+
+async fn find(h: &Harness, name: &str, ecosystem: &str, evidence: &str) -> v1::FindPackageResponse {
+    h.client()
+        .await
+        .find_package(v1::FindPackageRequest {
+            name: name.into(),
+            ecosystem: ecosystem.into(),
+            evidence: evidence.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("find_package")
+        .into_inner()
+}
+
+fn evidence_of(r: &v1::FindPackageResponse, pid: u32) -> Option<String> {
+    r.matches
+        .iter()
+        .find(|m| m.key.is_some_and(|k| k.pid == pid))
+        .map(|m| m.evidence.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_venv_distribution_is_opened_when_imported_and_installed_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = venv_with_tinydist(dir.path());
+    let h = Harness::start().await;
+    let python = venv.join("bin/python");
+    // The import comes a moment after "ready", once the agent has this
+    // process: see the closing note of issue 5 for the race this avoids.
+    let importer = spawn_ready(Command::new(&python).args([
+        "-c",
+        "import time; print('ready', flush=True); time.sleep(1); import tinydist; time.sleep(120)",
+    ]));
+    let idle = spawn_ready(Command::new(&python).args([
+        "-c",
+        "import time; print('ready', flush=True); time.sleep(120)",
+    ]));
+    h.sync().await;
+
+    // The import's open comes as an eBPF event; give it time to arrive.
+    let want = if ebpf_wanted() { "opened" } else { "installed" };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = timeout(find(&h, "tinydist", "", "")).await;
+        if evidence_of(&r, importer.pid()).as_deref() == Some(want) || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        evidence_of(&r, importer.pid()).as_deref(),
+        Some(want),
+        "{r:#?}"
+    );
+    assert_eq!(evidence_of(&r, idle.pid()).as_deref(), Some("installed"));
+    let m = r
+        .matches
+        .iter()
+        .find(|m| m.key.unwrap().pid == idle.pid())
+        .unwrap();
+    let pkg = m.package.as_ref().unwrap();
+    assert_eq!(
+        (
+            pkg.ecosystem.as_str(),
+            pkg.name.as_str(),
+            pkg.version.as_str()
+        ),
+        ("pypi", "tinydist", "0.1.0")
+    );
+    assert_eq!(pkg.purl, "pkg:pypi/tinydist@0.1.0");
+    assert!(pkg.distro.is_none(), "pip installed it, not a deb");
+    let venv_site = venv.join("lib/python3.11/site-packages/tinydist-0.1.0.dist-info");
+    assert!(
+        m.paths
+            .iter()
+            .any(|p| p.path == venv_site.as_os_str().as_encoded_bytes()),
+        "{:?}",
+        m.paths
+    );
+    // The interpreters are the system's, so the venv's own packages are
+    // the only ones: no Debian dist-packages leak in.
+    let r = timeout(find(&h, "python3-cryptography", "", "")).await;
+    assert_eq!(evidence_of(&r, idle.pid()), None);
+
+    // --evidence and --ecosystem filter; a purl finds the same processes.
+    let loaded = timeout(find(&h, "tinydist", "", "loaded")).await;
+    let installed = timeout(find(&h, "tinydist", "", "installed")).await;
+    assert_eq!(
+        evidence_of(&installed, idle.pid()).as_deref(),
+        Some("installed")
+    );
+    if ebpf_wanted() {
+        assert!(evidence_of(&loaded, importer.pid()).is_some());
+        assert!(evidence_of(&installed, importer.pid()).is_none());
+    } else {
+        assert!(evidence_of(&loaded, importer.pid()).is_none());
+    }
+    assert!(evidence_of(&loaded, idle.pid()).is_none());
+    let npm = timeout(find(&h, "tinydist", "npm", "")).await;
+    assert!(npm.matches.is_empty());
+    for spec in ["pkg:pypi/tinydist@0.1.0", "pkg:pypi/TinyDist", "TINYDIST"] {
+        let r = timeout(find(&h, spec, "", "")).await;
+        assert!(evidence_of(&r, idle.pid()).is_some(), "{spec}");
+    }
+    let r = timeout(find(&h, "pkg:pypi/tinydist@0.2.0", "", "")).await;
+    assert!(r.matches.is_empty(), "another version");
+    let err = h
+        .client()
+        .await
+        .find_package(v1::FindPackageRequest {
+            name: "pkg:pypi/tinydist".into(),
+            ecosystem: "npm".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    drop((importer, idle));
+    h.stop().await;
+}
