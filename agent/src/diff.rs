@@ -110,6 +110,17 @@ impl Baseline {
         })
     }
 
+    /// Puts the opened artifacts this baseline knows into the processes of
+    /// a fresh inventory (the same processes, by key): a resync starts from
+    /// /proc, which cannot see what was opened and closed.
+    pub fn carry_opened(&self, inv: &mut Inventory) {
+        for p in &mut inv.processes {
+            if let Some(old) = self.processes.get(&p.key.pid).filter(|o| o.key == p.key) {
+                keep_opened(&old.artifacts, &mut p.artifacts);
+            }
+        }
+    }
+
     /// What the last `advance` counted as reconciled.
     pub fn last_reconciled(&self) -> u32 {
         self.last_reconciled
@@ -289,6 +300,73 @@ mod tests {
             .iter()
             .map(|e| e.key.map(|k| (k.pid, k.start_ticks)).unwrap())
             .collect()
+    }
+
+    fn opened(path: &str, package: Option<&str>) -> Artifact {
+        Artifact {
+            path: PathBytes(path.as_bytes().to_vec()),
+            dev: 1,
+            inode: 2,
+            kind: ArtifactKind::Opened,
+            deleted: false,
+            stale: false,
+            package: package.map(|name| {
+                std::sync::Arc::new(crate::model::PackageInfo {
+                    ecosystem: "pypi".into(),
+                    name: name.into(),
+                    source: String::new(),
+                    version: "1.0".into(),
+                    arch: String::new(),
+                    purl: format!("pkg:pypi/{name}@1.0"),
+                    distro: None,
+                })
+            }),
+        }
+    }
+
+    /// Opens are history that /proc cannot show again: rescans, event-time
+    /// records and resyncs keep them, under every identity of the file.
+    #[test]
+    fn opened_artifacts_survive_rescans_and_resyncs() {
+        let mut base = Baseline::new(&inv(vec![proc(10, 1)]));
+        let file = "/venv/lib/python3.11/site-packages/tiny/__init__.py";
+        let mut d = v1::Delta::default();
+        // The same file as an unowned file and as a PyPI module.
+        assert!(base.add_opened(
+            10,
+            vec![opened(file, None), opened(file, Some("tiny"))],
+            &mut d
+        ));
+        assert!(
+            !base.add_opened(10, vec![opened(file, Some("tiny"))], &mut d),
+            "no duplicate"
+        );
+        assert_eq!(base.by_pid(10).unwrap().artifacts.len(), 2);
+
+        let host = base.workload("host").cloned().unwrap();
+        base.record(proc(10, 1), host, &mut d);
+        assert_eq!(
+            base.by_pid(10).unwrap().artifacts.len(),
+            2,
+            "event-time record"
+        );
+        assert!(
+            base.advance(&inv(vec![proc(10, 1)]), true).is_none(),
+            "a rescan changes nothing"
+        );
+        assert_eq!(base.by_pid(10).unwrap().artifacts.len(), 2);
+
+        // A resync's fresh inventory gets them back, for the same process only.
+        let mut fresh = inv(vec![proc(10, 1), proc(11, 1)]);
+        base.carry_opened(&mut fresh);
+        assert_eq!(fresh.processes[0].artifacts.len(), 2);
+        assert!(fresh.processes[1].artifacts.is_empty());
+        let mut reused = inv(vec![proc(10, 9)]);
+        base.carry_opened(&mut reused);
+        assert!(
+            reused.processes[0].artifacts.is_empty(),
+            "another process on a reused pid"
+        );
     }
 
     /// A reused pid is another process: the old one exits, wherever the new

@@ -452,9 +452,18 @@ async fn scan_loop(
             warn!("scan task panicked; the agent stops scanning");
             return;
         };
+        let mut inv = inv;
         last_stats = wire::stats(&inv.stats);
-        let full = baseline.is_none() || shared.resync.swap(false, Ordering::SeqCst);
+        // Always consume the flag: the first scan's snapshot answers the
+        // initial request, and a second full snapshot would be wasted.
+        let resync = shared.resync.swap(false, Ordering::SeqCst);
+        let full = baseline.is_none() || resync;
         let bodies: Vec<v1::agent_message::Body> = if full {
+            // A resync starts over from /proc, which cannot see what
+            // processes opened: carry that over from the old baseline.
+            if let Some(old) = &baseline {
+                old.carry_opened(&mut inv);
+            }
             baseline = Some(Baseline::new(&inv));
             let id = format!(
                 "{}-{}",
@@ -539,6 +548,7 @@ async fn handle_event(
                     })
                 }
             };
+            tracing::trace!(pid, alive, "exec");
             base.record_exec(process, workload, &mut pending.delta);
             if alive {
                 let due = tokio::time::Instant::now() + config.exec_rescan_delay;
@@ -561,8 +571,10 @@ async fn handle_event(
             }
             // A handful of syscalls: done in place, a thread hop would cost more.
             let artifacts = scanner.as_mut()?.opened_artifacts(pid, &path);
+            let n = artifacts.len();
             if !artifacts.is_empty() {
-                base.add_opened(pid, artifacts, &mut pending.delta);
+                let added = base.add_opened(pid, artifacts, &mut pending.delta);
+                tracing::trace!(pid, n, added, "opened");
             }
         }
         Event::Connect {

@@ -79,7 +79,7 @@ async fn a_venv_distribution_is_opened_when_imported_and_installed_otherwise() {
     // process: see the closing note of issue 5 for the race this avoids.
     let importer = spawn_ready(Command::new(&python).args([
         "-c",
-        "import time; print('ready', flush=True); time.sleep(1); import tinydist; time.sleep(120)",
+        "import tinydist, time; print('ready', flush=True); time.sleep(120)",
     ]));
     let idle = spawn_ready(Command::new(&python).args([
         "-c",
