@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::{
     scope::ScopeMap,
     store::{PackageQuery, Store, StoreError},
-    version::{Constraint, parse_query},
+    version::{Constraint, Ecosystem, parse_query},
     workloads,
 };
 
@@ -463,7 +463,12 @@ impl Query for QueryService {
                 name: &name,
                 ecosystem: ecosystem.as_deref(),
                 source: source.as_deref(),
-                version_ok: &|_, v| constraint.as_ref().is_none_or(|c| c.matches(v)),
+                // Each package's version in its own ecosystem's order.
+                version_ok: &|eco, v| {
+                    constraint
+                        .as_ref()
+                        .is_none_or(|c| c.matches_in(v, Ecosystem::from_purl_type(eco)))
+                },
                 window,
             })
         })

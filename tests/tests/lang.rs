@@ -154,6 +154,20 @@ async fn a_venv_distribution_is_opened_when_imported_and_installed_otherwise() {
     }
     let r = timeout(find(&h, "pkg:pypi/tinydist@0.2.0", "", "")).await;
     assert!(r.matches.is_empty(), "another version");
+    // Constraints compare in the package's own order: in PEP 440 a release
+    // comes after its release candidates (in dpkg's order it would not).
+    let pep440 = h
+        .client()
+        .await
+        .find_package(v1::FindPackageRequest {
+            name: "tinydist".into(),
+            constraint: ">=0.1.0rc1,<0.1.1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("find_package")
+        .into_inner();
+    assert!(evidence_of(&pep440, idle.pid()).is_some(), "{pep440:?}");
     let err = h
         .client()
         .await
