@@ -304,11 +304,15 @@ fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
 }
 
 /// Pending changes from kernel events, flushed as one delta.
+/// Events handled per pass of the scan loop, at most.
+const EVENT_BATCH: usize = 256;
+
 #[derive(Default)]
 struct Pending {
     delta: v1::Delta,
-    /// (process, protocol, address, port) → the aggregated connection.
-    connections: HashMap<(ProcessKey, &'static str, String, u16), v1::Connection>,
+    /// (process, protocol, destination) → the aggregated connection. The
+    /// address is formatted once per destination, not once per connect.
+    connections: HashMap<(ProcessKey, &'static str, std::net::SocketAddr), v1::Connection>,
     /// Pids whose maps are read again when their time comes.
     rescans: BTreeMap<tokio::time::Instant, Vec<u32>>,
 }
@@ -385,6 +389,7 @@ async fn scan_loop(
     let mut flush = tokio::time::interval(config.event_flush);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = v1::ScanStats::default();
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
         let next_rescan = pending.rescans.keys().next().copied();
         tokio::select! {
@@ -414,14 +419,29 @@ async fn scan_loop(
                 }
                 continue;
             }
-            Some(event) = async { events.as_mut()?.recv().await }, if events.is_some() => {
-                if let Some(base) = baseline.as_mut()
-                    && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
-                {
-                    warn!("scan task panicked; the agent stops scanning");
-                    return;
+            n = async { Some(events.as_mut()?.recv_many(&mut batch, EVENT_BATCH).await) }, if events.is_some() => {
+                // recv_many returns 0 only when the channel is closed.
+                let n = n.filter(|&n| n > 0);
+                let Some(n) = n else {
+                    // The sensor is gone: its channel closed.
+                    events = None;
+                    continue;
+                };
+                // Events come in bursts (an exec brings its opens): one
+                // pass of this loop per burst, not per event.
+                for event in batch.drain(..) {
+                    if let Some(base) = baseline.as_mut()
+                        && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
+                    {
+                        warn!("scan task panicked; the agent stops scanning");
+                        return;
+                    }
                 }
-                shared.status.send_modify(|s| s.events += 1);
+                // A counter, not news: nobody needs waking for it.
+                shared.status.send_if_modified(|s| {
+                    s.events += n as u64;
+                    false
+                });
                 continue;
             }
             _ = async { tokio::time::sleep_until(next_rescan.expect("guarded")).await }, if next_rescan.is_some() => {
@@ -595,7 +615,7 @@ async fn handle_event(
             };
             let c = pending
                 .connections
-                .entry((key, protocol, addr.ip().to_string(), addr.port()))
+                .entry((key, protocol, addr))
                 .or_insert_with(|| v1::Connection {
                     key: Some(wire::key(&key)),
                     protocol: protocol.into(),
