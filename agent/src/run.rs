@@ -77,7 +77,7 @@ impl Default for AgentConfig {
             backoff_max: Duration::from_secs(30),
             ebpf: true,
             sense: SenseConfig::default(),
-            event_flush: Duration::from_millis(50),
+            event_flush: Duration::from_millis(200),
             exec_rescan_delay: Duration::from_millis(100),
         }
     }

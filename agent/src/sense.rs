@@ -74,12 +74,13 @@ pub struct SenseConfig {
 
 impl Default for SenseConfig {
     fn default() -> Self {
-        // 4 MiB holds ~14,000 events, tens of milliseconds of the fastest
-        // storm this VM can make (the platform measured 400k events/s with a
-        // reader that keeps up); the ring's pages count in the agent's RSS,
-        // so bigger is not free. --ring-mib raises it.
+        // 1 MiB holds ~3,500 events: the reader drains every 50 ms, and 100
+        // exec/s with 1,000 connect/s is ~1,500 events/s, so 40x headroom
+        // (8x at this VM's exec ceiling of ~1.7k/s). The ring's data pages
+        // are mapped twice and count twice in the agent's RSS, so bigger is
+        // not free. --ring-mib raises it.
         Self {
-            ring_bytes: 4 << 20,
+            ring_bytes: 1 << 20,
             opens: true,
             connects: true,
         }
@@ -489,7 +490,7 @@ impl Drop for Sensor {
 /// How often the ring is drained without a wakeup. The programs wake the
 /// reader only when 64 KiB wait (a wakeup per event would cost a context
 /// switch per event), so a trickle of events waits at most this long.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Drain the ring on every readiness and on a short timer, until the
 /// receiver goes away.
