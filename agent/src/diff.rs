@@ -78,6 +78,10 @@ impl Baseline {
                     // Files the process opened (seen by eBPF) are history a
                     // /proc scan cannot see again: keep them.
                     keep_opened(&old.artifacts, &mut p.artifacts);
+                    // A scan that did not read sockets knows nothing new.
+                    if !inv.sockets_read {
+                        p.sockets = old.sockets.clone();
+                    }
                     if !old.same_record(&p) {
                         delta.upserts.push(wire::process(&p));
                     }
@@ -292,6 +296,7 @@ mod tests {
                 ..Default::default()
             }],
             processes,
+            sockets_read: true,
         }
     }
 
@@ -367,6 +372,33 @@ mod tests {
             reused.processes[0].artifacts.is_empty(),
             "another process on a reused pid"
         );
+    }
+
+    /// A scan that skipped the socket tables keeps the sockets last read; one
+    /// that read them reports the change.
+    #[test]
+    fn a_scan_without_sockets_keeps_the_last_ones() {
+        let mut with_socket = proc(10, 1);
+        with_socket.sockets.push(crate::model::Socket {
+            protocol: "tcp",
+            local_addr: "127.0.0.1".into(),
+            local_port: 40000,
+            remote_addr: "127.0.0.1".into(),
+            remote_port: 443,
+            state: "ESTABLISHED",
+            inode: 7,
+            outbound: true,
+        });
+        let mut base = Baseline::new(&inv(vec![with_socket]));
+        let mut skipped = inv(vec![proc(10, 1)]);
+        skipped.sockets_read = false;
+        assert!(base.advance(&skipped, true).is_none(), "nothing changed");
+        assert_eq!(base.by_pid(10).unwrap().sockets.len(), 1);
+        let d = base
+            .advance(&inv(vec![proc(10, 1)]), true)
+            .expect("sockets closed");
+        assert_eq!(d.sockets.len(), 1);
+        assert!(d.sockets[0].sockets.is_empty());
     }
 
     /// A reused pid is another process: the old one exits, wherever the new

@@ -182,6 +182,10 @@ pub struct Inventory {
     /// The workloads of this scan's processes.
     pub workloads: Vec<Workload>,
     pub processes: Vec<Process>,
+    /// Whether this scan read the sockets. Reading a network namespace's
+    /// tables walks the kernel's whole socket hash; with eBPF watching
+    /// connects, most scans skip it and keep the last known sockets.
+    pub sockets_read: bool,
 }
 
 /// A byte-exact path. Serialized as a string: UTF-8 as is, and any byte that

@@ -259,7 +259,12 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         (None, None)
     };
     shared.status.send_modify(|s| s.ebpf = sensor.is_some());
-    let scanner = Scanner::new(config.scan.clone());
+    let mut scanner = Scanner::new(config.scan.clone());
+    if sensor.is_some() && config.sense.connects {
+        // eBPF sees every connect; the socket tables (a walk of the kernel's
+        // whole socket hash per network namespace) are read every tenth scan.
+        scanner.set_socket_scans_every(SOCKET_SCANS_EVERY);
+    }
     let hello_host = wire::host(&scanner.host_identity());
     let tasks = vec![
         tokio::spawn(scan_loop(
@@ -304,6 +309,9 @@ fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
 }
 
 /// Pending changes from kernel events, flushed as one delta.
+/// With eBPF watching connects, full scans read sockets this rarely.
+const SOCKET_SCANS_EVERY: u32 = 10;
+
 /// Events handled per pass of the scan loop, at most.
 const EVENT_BATCH: usize = 256;
 
@@ -394,7 +402,13 @@ async fn scan_loop(
         let next_rescan = pending.rescans.keys().next().copied();
         tokio::select! {
             _ = ticker.tick() => {}
-            Some(()) = rescan.recv() => {}
+            // A requested rescan (a responder's, or a test's) reads
+            // everything, sockets included.
+            Some(()) = rescan.recv() => {
+                if let Some(s) = scanner.as_mut() {
+                    s.read_sockets_next();
+                }
+            }
             _ = heartbeat.tick() => {
                 if let Some(sensor) = &sensor {
                     let s = sensor.stats();
@@ -590,7 +604,8 @@ async fn handle_event(
                 base.record(p, w, &mut pending.delta);
             }
             // A handful of syscalls: done in place, a thread hop would cost more.
-            let artifacts = scanner.as_mut()?.opened_artifacts(pid, &path);
+            let ppid = base.by_pid(pid).map(|p| p.ppid);
+            let artifacts = scanner.as_mut()?.opened_artifacts(pid, ppid, &path);
             let n = artifacts.len();
             if !artifacts.is_empty() {
                 let added = base.add_opened(pid, artifacts, &mut pending.delta);

@@ -83,6 +83,10 @@ pub struct Scanner {
     config: ScanConfig,
     resolver: Resolver,
     lang: LangResolver,
+    /// Read sockets in one full scan out of this many (1: every scan).
+    socket_scans_every: u32,
+    scans: u32,
+    force_sockets: bool,
     clk_tck: u64,
     /// Runtime metadata; None when the runtime root cannot be opened.
     meta: Option<MetaReader>,
@@ -157,6 +161,9 @@ impl Scanner {
             config,
             resolver: Resolver::new(),
             lang: LangResolver::new(),
+            socket_scans_every: 1,
+            scans: 0,
+            force_sockets: false,
             clk_tck: if clk_tck > 0 { clk_tck as u64 } else { 100 },
             meta,
             host_ns: None,
@@ -315,8 +322,14 @@ impl Scanner {
     /// The artifact for a library-like file a process opened (an eBPF open
     /// event): resolved inside the process's root like a mapping. None when
     /// the process or the file is gone, or the path is relative.
-    pub fn opened_artifacts(&mut self, pid: u32, path: &[u8]) -> Vec<Artifact> {
-        self.opened_artifacts_inner(pid, path).unwrap_or_default()
+    ///
+    /// A process that has exited by the time its open is handled (events
+    /// come in batches) has no root to look in any more: its parent's is
+    /// used, which is the same root unless the process chrooted itself.
+    pub fn opened_artifacts(&mut self, pid: u32, ppid: Option<u32>, path: &[u8]) -> Vec<Artifact> {
+        self.opened_artifacts_inner(pid, path)
+            .or_else(|| self.opened_artifacts_inner(ppid.filter(|&p| p > 0)?, path))
+            .unwrap_or_default()
     }
 
     fn opened_artifacts_inner(&mut self, pid: u32, path: &[u8]) -> Option<Vec<Artifact>> {
@@ -337,6 +350,11 @@ impl Scanner {
             .refresh_within(&root, std::time::Duration::from_secs(1))
             .ok();
         let mut ctx = ScanCtx::default();
+        // The file was just looked up: artifact() need not stat it again.
+        ctx.current.insert(
+            (root.id(), in_root_path(&root_link, path).to_vec()),
+            Some(meta.id),
+        );
         let opened = self.artifact(
             &mut ctx,
             Some(&root),
@@ -366,8 +384,12 @@ impl Scanner {
         self.host_ns = None;
         self.btime = None;
         let host_ns = self.host_ns_cached();
+        let sockets_read = self.scans.is_multiple_of(self.socket_scans_every.max(1));
+        self.scans = self.scans.wrapping_add(1);
+        let sockets_read = sockets_read || std::mem::take(&mut self.force_sockets);
         let mut ctx = ScanCtx {
             host_ns,
+            skip_sockets: !sockets_read,
             ..Default::default()
         };
         if let Some(meta) = &mut self.meta {
@@ -414,7 +436,19 @@ impl Scanner {
             stats,
             workloads,
             processes,
+            sockets_read,
         }
+    }
+
+    /// Reads sockets in one full scan out of `every` (the first scan always
+    /// reads them). For an agent whose eBPF programs see every connect.
+    pub fn set_socket_scans_every(&mut self, every: u32) {
+        self.socket_scans_every = every.max(1);
+    }
+
+    /// The next full scan reads sockets whatever the schedule says.
+    pub fn read_sockets_next(&mut self) {
+        self.force_sockets = true;
     }
 
     /// Scans one pid. Only a missing or unreadable stat file skips the
@@ -748,7 +782,7 @@ impl Scanner {
     fn net_table(&self, pid: u32) -> NetTable {
         let mut table = HashMap::new();
         for proto in ["tcp", "tcp6", "udp", "udp6"] {
-            if let Ok(bytes) = std::fs::read(self.proc_path(pid, &format!("net/{proto}"))) {
+            if let Ok(bytes) = read_seq_file(&self.proc_path(pid, &format!("net/{proto}"))) {
                 for e in parse::net::parse_net(&bytes).0 {
                     table.insert(e.inode, (proto, e));
                 }
@@ -759,6 +793,33 @@ impl Scanner {
 
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
+    }
+}
+
+/// Reads a procfs seq_file in large chunks. /proc/net/tcp restarts its walk
+/// of the kernel's socket hash at every read(2), and std's read_to_end
+/// starts with small reads: after a connect storm (thousands of TIME_WAIT
+/// sockets) that made one scan cost tens of milliseconds in the kernel.
+fn read_seq_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    const CHUNK: usize = 256 << 10;
+    let mut file = std::fs::File::open(path)?;
+    let mut out = Vec::with_capacity(CHUNK);
+    loop {
+        if out.capacity() - out.len() < CHUNK {
+            out.reserve(CHUNK);
+        }
+        let len = out.len();
+        out.resize(out.capacity(), 0);
+        match file.read(&mut out[len..]) {
+            Ok(0) => {
+                out.truncate(len);
+                return Ok(out);
+            }
+            Ok(n) => out.truncate(len + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(len),
+            Err(e) => return Err(e),
+        }
     }
 }
 
