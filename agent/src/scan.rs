@@ -77,12 +77,21 @@ impl Default for ScanConfig {
     }
 }
 
+/// How long an open's answer, or a parent's root, is reused.
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries of those caches before they are emptied.
+const RECENT_LIMIT: usize = 4096;
+
 /// Scans a procfs root. Keeps its resolution caches between scans.
 #[derive(Debug)]
 pub struct Scanner {
     config: ScanConfig,
     resolver: Resolver,
     lang: LangResolver,
+    /// Recent answers to opens: (root, path) → artifacts.
+    recent: HashMap<(FileId, Vec<u8>), (Instant, Vec<Artifact>)>,
+    /// Recently used parents' roots, for opens of processes already gone.
+    recent_roots: HashMap<u32, (Instant, Arc<(RootFs, Vec<u8>)>)>,
     /// Read sockets in one full scan out of this many (1: every scan).
     socket_scans_every: u32,
     scans: u32,
@@ -161,6 +170,8 @@ impl Scanner {
             config,
             resolver: Resolver::new(),
             lang: LangResolver::new(),
+            recent: HashMap::new(),
+            recent_roots: HashMap::new(),
             socket_scans_every: 1,
             scans: 0,
             force_sockets: false,
@@ -326,40 +337,73 @@ impl Scanner {
     /// A process that has exited by the time its open is handled (events
     /// come in batches) has no root to look in any more: its parent's is
     /// used, which is the same root unless the process chrooted itself.
+    ///
+    /// Opens come by the hundred per second (every exec's loader opens
+    /// libc), so a root's answer for a path is reused for a second, and a
+    /// parent's root is kept as long.
     pub fn opened_artifacts(&mut self, pid: u32, ppid: Option<u32>, path: &[u8]) -> Vec<Artifact> {
-        self.opened_artifacts_inner(pid, path)
-            .or_else(|| self.opened_artifacts_inner(ppid.filter(|&p| p > 0)?, path))
-            .unwrap_or_default()
+        if !path.starts_with(b"/") {
+            return Vec::new();
+        }
+        if self.recent.len() > RECENT_LIMIT {
+            self.recent.clear();
+        }
+        let own = match RootFs::open(&self.proc_path(pid, "root")) {
+            Ok(root) => std::fs::read_link(self.proc_path(pid, "root"))
+                .ok()
+                .map(|l| Arc::new((root, l.into_os_string().into_encoded_bytes()))),
+            Err(_) => None,
+        };
+        let root = own.or_else(|| {
+            let ppid = ppid.filter(|&p| p > 0)?;
+            if let Some((at, r)) = self.recent_roots.get(&ppid)
+                && at.elapsed() < RECENT_FOR
+            {
+                return Some(r.clone());
+            }
+            let root = RootFs::open(&self.proc_path(ppid, "root")).ok()?;
+            let link = std::fs::read_link(self.proc_path(ppid, "root")).ok()?;
+            let r = Arc::new((root, link.into_os_string().into_encoded_bytes()));
+            if self.recent_roots.len() > RECENT_LIMIT {
+                self.recent_roots.clear();
+            }
+            self.recent_roots.insert(ppid, (Instant::now(), r.clone()));
+            Some(r)
+        });
+        let Some(root) = root else {
+            return Vec::new();
+        };
+        let key = (root.0.id(), path.to_vec());
+        if let Some((at, found)) = self.recent.get(&key)
+            && at.elapsed() < RECENT_FOR
+        {
+            return found.clone();
+        }
+        let found = self.opened_in(&root.0, &root.1, path).unwrap_or_default();
+        self.recent.insert(key, (Instant::now(), found.clone()));
+        found
     }
 
-    fn opened_artifacts_inner(&mut self, pid: u32, path: &[u8]) -> Option<Vec<Artifact>> {
-        if !path.starts_with(b"/") {
-            return None;
-        }
-        let root = RootFs::open(&self.proc_path(pid, "root")).ok()?;
-        let root_link = std::fs::read_link(self.proc_path(pid, "root"))
-            .ok()?
-            .into_os_string()
-            .into_encoded_bytes();
-        let meta = root.metadata(in_root_path(&root_link, path)).ok()?;
+    fn opened_in(&mut self, root: &RootFs, root_link: &[u8], path: &[u8]) -> Option<Vec<Artifact>> {
+        let meta = root.metadata(in_root_path(root_link, path)).ok()?;
         if !meta.is_file {
             return None;
         }
         let db = self
             .resolver
-            .refresh_within(&root, std::time::Duration::from_secs(1))
+            .refresh_within(root, std::time::Duration::from_secs(1))
             .ok();
         let mut ctx = ScanCtx::default();
         // The file was just looked up: artifact() need not stat it again.
         ctx.current.insert(
-            (root.id(), in_root_path(&root_link, path).to_vec()),
+            (root.id(), in_root_path(root_link, path).to_vec()),
             Some(meta.id),
         );
         let opened = self.artifact(
             &mut ctx,
-            Some(&root),
+            Some(root),
             db.as_deref(),
-            &root_link,
+            root_link,
             path.to_vec(),
             meta.id.dev,
             meta.id.ino,
@@ -368,7 +412,7 @@ impl Scanner {
         );
         // The same file under its language package's name: a module of a
         // Python distribution, a file of an npm package.
-        let mut out = self.lang.opened(&root, db.as_deref(), &root_link, &opened);
+        let mut out = self.lang.opened(root, db.as_deref(), root_link, &opened);
         out.insert(0, opened);
         Some(out)
     }
