@@ -77,6 +77,9 @@ impl Default for ScanConfig {
     }
 }
 
+/// A process's root and where it is, as the agent sees it.
+type ProcRoot = Arc<(RootFs, Vec<u8>)>;
+
 /// How long an open's answer, or a parent's root, is reused.
 const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Entries of those caches before they are emptied.
@@ -91,7 +94,7 @@ pub struct Scanner {
     /// Recent answers to opens: (root, path) → artifacts.
     recent: HashMap<(FileId, Vec<u8>), (Instant, Vec<Artifact>)>,
     /// Recently used parents' roots, for opens of processes already gone.
-    recent_roots: HashMap<u32, (Instant, Arc<(RootFs, Vec<u8>)>)>,
+    recent_roots: HashMap<u32, (Instant, ProcRoot)>,
     /// Read sockets in one full scan out of this many (1: every scan).
     socket_scans_every: u32,
     scans: u32,
