@@ -11,7 +11,7 @@ use patchgap_proto::v1::{
     ProcessKey, ProcessSockets, Snapshot, Socket, agent_message::Body,
 };
 
-use crate::store::{PackageQuery, Session, Store, StoreError};
+use crate::store::{AdvisoryRecord, PackageQuery, PutOutcome, Session, Store, StoreError};
 
 /// One check: it gets a fresh, empty store.
 pub type Check = fn(&mut dyn Store);
@@ -45,6 +45,7 @@ pub const CHECKS: &[(&str, Check)] = &[
         find_package_version_predicate,
     ),
     ("language_packages", language_packages),
+    ("advisories", advisories),
     (
         "find_package_evidence_and_paths",
         find_package_evidence_and_paths,
@@ -1072,6 +1073,106 @@ pub fn language_packages(store: &mut dyn Store) {
         "{:?}",
         seen.borrow()
     );
+}
+
+fn advisory_record(id: &str, modified_ms: i64, aliases: &[&str]) -> AdvisoryRecord {
+    AdvisoryRecord {
+        id: id.into(),
+        modified: format!("@{modified_ms}"),
+        modified_ms,
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        summary: format!("summary of {id}"),
+        severity: "HIGH".into(),
+        score: Some(7.5),
+        vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N".into(),
+        packages: vec![("pypi".into(), "PyPI".into(), "cryptography".into())],
+        source: format!("{id}.json"),
+        data: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Advisories: idempotent re-import, newer replaces older, older is left
+/// out, every alias resolves, withdrawn ones are kept and say so.
+pub fn advisories(store: &mut dyn Store) {
+    let a = advisory_record(
+        "GHSA-aaaa-bbbb-cccc",
+        1000,
+        &["CVE-2023-23931", "PYSEC-2023-11"],
+    );
+    let b = AdvisoryRecord {
+        packages: vec![("deb".into(), "Debian:12".into(), "openssl".into())],
+        ..advisory_record("DSA-5417-1", 1000, &["CVE-2023-0464"])
+    };
+    let put = store.put_advisories(&[a.clone(), b.clone()]).expect("put");
+    assert_eq!(put, [PutOutcome::Added, PutOutcome::Added]);
+    let again = store
+        .put_advisories(&[a.clone(), b.clone()])
+        .expect("put again");
+    assert_eq!(again, [PutOutcome::Unchanged, PutOutcome::Unchanged]);
+
+    for name in [
+        "GHSA-aaaa-bbbb-cccc",
+        "ghsa-aaaa-bbbb-cccc",
+        "CVE-2023-23931",
+        "PYSEC-2023-11",
+    ] {
+        let found = store.advisory(name).expect("advisory");
+        assert_eq!(found.len(), 1, "{name}");
+        assert_eq!(found[0].id, a.id);
+        assert_eq!(found[0].aliases, ["CVE-2023-23931", "PYSEC-2023-11"]);
+        assert_eq!(found[0].data, a.data, "show returns the advisory itself");
+        assert_eq!(found[0].packages, a.packages);
+        assert_eq!(found[0].score, Some(7.5));
+    }
+    assert!(
+        store
+            .advisory("CVE-1999-0001")
+            .expect("advisory")
+            .is_empty()
+    );
+
+    // A newer record replaces the older one, aliases included; an older
+    // one is left out.
+    let newer = AdvisoryRecord {
+        withdrawn: Some("2024-01-01T00:00:00Z".into()),
+        ..advisory_record("GHSA-aaaa-bbbb-cccc", 2000, &["CVE-2023-23931"])
+    };
+    assert_eq!(
+        store.put_advisories(&[newer]).expect("put"),
+        [PutOutcome::Updated]
+    );
+    assert!(
+        store
+            .advisory("PYSEC-2023-11")
+            .expect("advisory")
+            .is_empty(),
+        "alias dropped"
+    );
+    let got = store.advisory("CVE-2023-23931").expect("advisory");
+    assert_eq!(got[0].modified_ms, 2000);
+    assert_eq!(got[0].withdrawn.as_deref(), Some("2024-01-01T00:00:00Z"));
+    assert_eq!(
+        store.put_advisories(&[a.clone()]).expect("put"),
+        [PutOutcome::Older]
+    );
+    assert_eq!(
+        store.advisory(&a.id).expect("advisory")[0].modified_ms,
+        2000
+    );
+
+    let all = store.advisories(None).expect("list");
+    assert_eq!(
+        all.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["DSA-5417-1", "GHSA-aaaa-bbbb-cccc"]
+    );
+    assert!(
+        all.iter().all(|x| x.data.is_empty()),
+        "lists leave the data out"
+    );
+    let deb = store.advisories(Some("deb")).expect("list");
+    assert_eq!(deb.len(), 1);
+    assert_eq!(deb[0].id, "DSA-5417-1");
 }
 
 /// The version predicate sees each stored package version.

@@ -11,7 +11,8 @@ use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::store::{
-    HostRow, PackageQuery, Result, Session, Store, StoreError, WorkloadRow, pep503,
+    AdvisoryRecord, HostRow, PackageQuery, PutOutcome, Result, Session, Store, StoreError,
+    WorkloadRow, package_key, pep503,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -183,6 +184,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX package_by_key ON package (key);
     CREATE INDEX package_by_source ON package (source);
     "#,
+    // 6: OSV advisories, by id; every alias (and the id itself) resolves
+    // through advisory_alias; advisory_package lists the packages each
+    // affects, for matching.
+    r#"
+    CREATE TABLE advisory (
+        id TEXT PRIMARY KEY,
+        modified TEXT NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        withdrawn TEXT,
+        summary TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        score REAL,
+        vector TEXT NOT NULL,
+        source TEXT NOT NULL,
+        -- The advisory as imported, as canonical JSON.
+        data BLOB NOT NULL,
+        imported_ms INTEGER NOT NULL
+    );
+    CREATE TABLE advisory_alias (
+        alias TEXT NOT NULL,
+        advisory_id TEXT NOT NULL REFERENCES advisory (id) ON DELETE CASCADE,
+        PRIMARY KEY (alias, advisory_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX alias_by_advisory ON advisory_alias (advisory_id);
+    CREATE TABLE advisory_package (
+        advisory_id TEXT NOT NULL REFERENCES advisory (id) ON DELETE CASCADE,
+        -- The purl type patchgap uses (pypi, deb, ...), and OSV's own name
+        -- for the ecosystem ("Debian:12").
+        ecosystem TEXT NOT NULL,
+        osv_ecosystem TEXT NOT NULL,
+        -- Compared like package.key.
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (advisory_id, osv_ecosystem, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX advisory_package_by_key ON advisory_package (ecosystem, key);
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -232,6 +270,55 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Advisories with their aliases and packages; `data` only when asked.
+    fn advisory_rows(
+        &mut self,
+        filter: &str,
+        arg: &str,
+        with_data: bool,
+    ) -> Result<Vec<AdvisoryRecord>> {
+        let sql = format!(
+            "SELECT a.id, a.modified, a.modified_ms, a.withdrawn, a.summary, a.severity, a.score,
+                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END
+             FROM advisory a {filter} ORDER BY a.id"
+        );
+        let mut rows: Vec<AdvisoryRecord> = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![arg, with_data], |r| {
+                Ok(AdvisoryRecord {
+                    id: r.get(0)?,
+                    modified: r.get(1)?,
+                    modified_ms: r.get(2)?,
+                    withdrawn: r.get(3)?,
+                    summary: r.get(4)?,
+                    severity: r.get(5)?,
+                    score: r.get(6)?,
+                    vector: r.get(7)?,
+                    source: r.get(8)?,
+                    data: r.get(9)?,
+                    ..Default::default()
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut aliases = self.conn.prepare_cached(
+            "SELECT alias FROM advisory_alias WHERE advisory_id = ?1 AND alias != upper(?1) ORDER BY alias",
+        )?;
+        let mut packages = self.conn.prepare_cached(
+            "SELECT ecosystem, osv_ecosystem, name FROM advisory_package WHERE advisory_id = ?1
+             ORDER BY osv_ecosystem, name",
+        )?;
+        for a in &mut rows {
+            a.aliases = aliases
+                .query_map([&a.id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            a.packages = packages
+                .query_map([&a.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(rows)
     }
 
     pub fn schema_version(&self) -> Result<i64> {
@@ -1076,6 +1163,90 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_advisories(&mut self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(advisories.len());
+        let now = crate::service::now_ms();
+        for a in advisories {
+            let stored: Option<i64> = tx
+                .prepare_cached("SELECT modified_ms FROM advisory WHERE id = ?1")?
+                .query_row([&a.id], |r| r.get(0))
+                .optional()?;
+            let outcome = match stored {
+                None => PutOutcome::Added,
+                Some(m) if m == a.modified_ms => PutOutcome::Unchanged,
+                Some(m) if m > a.modified_ms => PutOutcome::Older,
+                Some(_) => PutOutcome::Updated,
+            };
+            out.push(outcome);
+            if matches!(outcome, PutOutcome::Unchanged | PutOutcome::Older) {
+                continue;
+            }
+            // ON DELETE CASCADE clears the aliases and packages.
+            tx.prepare_cached("DELETE FROM advisory WHERE id = ?1")?
+                .execute([&a.id])?;
+            tx.prepare_cached(
+                "INSERT INTO advisory (id, modified, modified_ms, withdrawn, summary, severity, score,
+                 vector, source, data, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                a.id,
+                a.modified,
+                a.modified_ms,
+                a.withdrawn,
+                a.summary,
+                a.severity,
+                a.score,
+                a.vector,
+                a.source,
+                a.data,
+                now
+            ])?;
+            let mut alias = tx.prepare_cached(
+                "INSERT OR IGNORE INTO advisory_alias (alias, advisory_id) VALUES (?1, ?2)",
+            )?;
+            alias.execute(params![a.id.to_uppercase(), a.id])?;
+            for x in &a.aliases {
+                alias.execute(params![x.to_uppercase(), a.id])?;
+            }
+            let mut pkg = tx.prepare_cached(
+                "INSERT OR IGNORE INTO advisory_package (advisory_id, ecosystem, osv_ecosystem, key, name)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (eco, osv_eco, name) in &a.packages {
+                pkg.execute(params![a.id, eco, osv_eco, package_key(eco, name), name])?;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn advisory(&mut self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT advisory_id FROM advisory_alias WHERE alias = ?1 ORDER BY advisory_id",
+            )?
+            .query_map([id_or_alias.trim().to_uppercase()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.advisory_rows("WHERE a.id = ?1", &id, true)?);
+        }
+        Ok(out)
+    }
+
+    fn advisories(&mut self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>> {
+        match ecosystem {
+            Some(eco) => self.advisory_rows(
+                "WHERE a.id IN (SELECT advisory_id FROM advisory_package WHERE ecosystem = ?1)",
+                eco,
+                false,
+            ),
+            None => self.advisory_rows("WHERE ?1 = ?1", "", false),
+        }
     }
 }
 

@@ -166,4 +166,55 @@ pub trait Store: Send + 'static {
 
     /// Running processes, optionally of one host (by hostname or host id).
     fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;
+
+    /// Stores advisories in one transaction: each is added, replaces an
+    /// older record of the same id, or is left out because the stored one
+    /// is as new or newer. Nothing is lost when one fails: the whole batch
+    /// is refused.
+    fn put_advisories(&mut self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>>;
+
+    /// The advisories an id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC,
+    /// DSA...) names.
+    fn advisory(&mut self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>>;
+
+    /// Every advisory, optionally only those affecting an ecosystem (a purl
+    /// type). Without their `data`.
+    fn advisories(&mut self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>>;
+}
+
+/// An OSV advisory as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdvisoryRecord {
+    pub id: String,
+    /// OSV `modified`, as published, and in ms since the epoch.
+    pub modified: String,
+    pub modified_ms: i64,
+    /// OSV `withdrawn`, when set.
+    pub withdrawn: Option<String>,
+    /// Sorted, without the id itself.
+    pub aliases: Vec<String>,
+    pub summary: String,
+    /// "CRITICAL", "HIGH", "MEDIUM", "LOW", or empty when unknown.
+    pub severity: String,
+    pub score: Option<f64>,
+    /// The CVSS vector the score comes from.
+    pub vector: String,
+    /// (purl type, OSV ecosystem, name) of each affected package.
+    pub packages: Vec<(String, String, String)>,
+    /// Where it was imported from (a file name).
+    pub source: String,
+    /// The advisory as canonical JSON.
+    pub data: Vec<u8>,
+}
+
+/// What `put_advisories` did with one advisory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Added,
+    /// A newer `modified` replaced the stored record.
+    Updated,
+    /// The same `modified` was already stored.
+    Unchanged,
+    /// The stored record is newer: this one was left out.
+    Older,
 }

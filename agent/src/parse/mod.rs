@@ -12,6 +12,7 @@
 pub mod apk;
 pub mod auditable;
 pub mod cgroup;
+pub mod changelog;
 pub mod cmdline;
 pub mod dpkg;
 pub mod elf;
