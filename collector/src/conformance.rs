@@ -1153,7 +1153,7 @@ pub fn advisories(store: &mut dyn Store) {
     assert_eq!(got[0].modified_ms, 2000);
     assert_eq!(got[0].withdrawn.as_deref(), Some("2024-01-01T00:00:00Z"));
     assert_eq!(
-        store.put_advisories(&[a.clone()]).expect("put"),
+        store.put_advisories(std::slice::from_ref(&a)).expect("put"),
         [PutOutcome::Older]
     );
     assert_eq!(
