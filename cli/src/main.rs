@@ -1,6 +1,7 @@
 //! `patchgap`: the responder CLI. It queries a collector over gRPC, and
 //! `patchgap up` runs a collector and a local agent in one process.
 
+mod advisories;
 mod render;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -74,6 +75,22 @@ enum Output {
 }
 
 #[derive(Subcommand)]
+enum AdvisoriesCommand {
+    /// Import OSV advisories from a file, a directory tree (*.json, *.yaml,
+    /// *.yml) or a zip of OSV JSON. Re-importing changes nothing; a newer
+    /// `modified` replaces the stored record.
+    Import { path: PathBuf },
+    /// List the stored advisories.
+    List {
+        /// Only those affecting this ecosystem.
+        #[arg(long, value_parser = ["deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo"])]
+        ecosystem: Option<String>,
+    },
+    /// One advisory, by its id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC, DSA).
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a collector and a local agent in one process, for a first look.
     ///
@@ -125,6 +142,18 @@ enum Command {
         until: Option<i64>,
         #[command(flatten)]
         filter: FilterOpts,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// OSV advisories: import them offline, list them, show one by any id.
+    ///
+    /// Examples:
+    ///   patchgap advisories import ./advisory-database/vulns
+    ///   patchgap advisories import osv-PyPI-all.zip
+    ///   patchgap advisories show CVE-2023-23931 -o json
+    Advisories {
+        #[command(subcommand)]
+        command: AdvisoriesCommand,
         #[command(flatten)]
         read: ReadOpts,
     },
@@ -256,6 +285,56 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             print(read.output, render::connections_json(&resp), || {
                 render::connections_table(&resp)
             })
+        }
+        Command::Advisories { command, read } => {
+            let mut client = connect(&read.collector).await?;
+            match command {
+                AdvisoriesCommand::Import { path } => {
+                    let resp = advisories::import(&mut client, &path).await.map_err(|e| {
+                        match e.downcast::<tonic::Status>() {
+                            Ok(s) => status_error(&read.collector, s),
+                            Err(e) => e,
+                        }
+                    })?;
+                    let failed = !resp.errors.is_empty();
+                    print(read.output, render::import_json(&resp), || {
+                        render::import_table(&resp)
+                    })?;
+                    if failed {
+                        anyhow::bail!("{} file(s) were not imported", resp.errors.len());
+                    }
+                    Ok(())
+                }
+                AdvisoriesCommand::List { ecosystem } => {
+                    let resp = client
+                        .list_advisories(v1::ListAdvisoriesRequest {
+                            ecosystem: ecosystem.unwrap_or_default(),
+                        })
+                        .await
+                        .map_err(|s| status_error(&read.collector, s))?
+                        .into_inner();
+                    print(
+                        read.output,
+                        render::advisories_json(&resp.advisories, &[]),
+                        || render::advisories_table(&resp.advisories),
+                    )
+                }
+                AdvisoriesCommand::Show { id } => {
+                    let resp = client
+                        .get_advisory(v1::GetAdvisoryRequest { id: id.clone() })
+                        .await
+                        .map_err(|s| status_error(&read.collector, s))?
+                        .into_inner();
+                    if resp.advisories.is_empty() {
+                        anyhow::bail!("no advisory is known as {id}");
+                    }
+                    print(
+                        read.output,
+                        render::advisories_json(&resp.advisories, &resp.documents),
+                        || render::advisory_detail(&resp.advisories, &resp.documents),
+                    )
+                }
+            }
         }
         Command::Workloads { filter, read } => {
             let mut client = connect(&read.collector).await?;

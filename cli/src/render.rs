@@ -672,6 +672,148 @@ pub fn width() -> usize {
     }
 }
 
+pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
+    json!({
+        "added": r.added,
+        "updated": r.updated,
+        "unchanged": r.unchanged,
+        "older": r.older,
+        "withdrawn": r.withdrawn,
+        "errors": r.errors.iter().map(|e| json!({
+            "file": e.file,
+            "position": e.position,
+            "reason": e.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn import_table(r: &v1::ImportAdvisoriesResponse) -> String {
+    let mut out = format!(
+        "{} added, {} updated, {} unchanged, {} older than stored (left out), {} withdrawn\n",
+        r.added, r.updated, r.unchanged, r.older, r.withdrawn
+    );
+    for e in &r.errors {
+        if e.position.is_empty() {
+            out.push_str(&format!("error: {}: {}\n", e.file, e.reason));
+        } else {
+            out.push_str(&format!("error: {}:{}: {}\n", e.file, e.position, e.reason));
+        }
+    }
+    out
+}
+
+fn advisory_json(a: &v1::AdvisorySummary) -> Value {
+    json!({
+        "id": a.id,
+        "aliases": a.aliases,
+        "modified": a.modified,
+        "withdrawn": (!a.withdrawn.is_empty()).then_some(&a.withdrawn),
+        "summary": a.summary,
+        "severity": a.severity,
+        "score": a.score,
+        "vector": a.vector,
+        "packages": a.packages.iter().map(|p| json!({
+            "ecosystem": p.ecosystem,
+            "osv_ecosystem": p.osv_ecosystem,
+            "name": p.name,
+        })).collect::<Vec<_>>(),
+        "source": a.source,
+    })
+}
+
+/// `documents` (the advisories as imported) when showing one.
+pub fn advisories_json(list: &[v1::AdvisorySummary], documents: &[String]) -> Value {
+    let advisories: Vec<Value> = list
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut v = advisory_json(a);
+            if let Some(d) = documents.get(i) {
+                v["document"] = Value::String(d.clone());
+            }
+            v
+        })
+        .collect();
+    json!({ "advisories": advisories })
+}
+
+fn packages_cell(a: &v1::AdvisorySummary) -> String {
+    let mut names: Vec<String> = a
+        .packages
+        .iter()
+        .map(|p| format!("{}:{}", p.osv_ecosystem, p.name))
+        .collect();
+    names.dedup();
+    if names.len() > 3 {
+        let more = names.len() - 3;
+        names.truncate(3);
+        names.push(format!("+{more}"));
+    }
+    names.join(" ")
+}
+
+pub fn advisories_table(list: &[v1::AdvisorySummary]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                or_dash(&a.severity),
+                a.score
+                    .map(|s| format!("{s:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                if a.withdrawn.is_empty() {
+                    "no".into()
+                } else {
+                    "WITHDRAWN".into()
+                },
+                packages_cell(a),
+                fit(&a.aliases.join(" "), 40),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID",
+            "SEVERITY",
+            "SCORE",
+            "WITHDRAWN",
+            "PACKAGES",
+            "ALIASES",
+        ],
+        &rows,
+        "  ",
+    );
+    out.push_str(&format!("{} advisories\n", list.len()));
+    out
+}
+
+pub fn advisory_detail(list: &[v1::AdvisorySummary], documents: &[String]) -> String {
+    let mut out = String::new();
+    for (i, a) in list.iter().enumerate() {
+        out.push_str(&format!("{}  {}\n", a.id, a.summary));
+        out.push_str(&format!("  aliases   {}\n", or_dash(&a.aliases.join(" "))));
+        out.push_str(&format!(
+            "  severity  {} {} {}\n",
+            or_dash(&a.severity),
+            a.score.map(|s| format!("{s:.1}")).unwrap_or_default(),
+            a.vector
+        ));
+        out.push_str(&format!("  modified  {}\n", a.modified));
+        if !a.withdrawn.is_empty() {
+            out.push_str(&format!("  WITHDRAWN {}\n", a.withdrawn));
+        }
+        for p in &a.packages {
+            out.push_str(&format!("  affects   {} {}\n", p.osv_ecosystem, p.name));
+        }
+        out.push_str(&format!("  source    {}\n", a.source));
+        if documents.get(i).is_some() && list.len() == 1 {
+            out.push_str("  (-o json includes the advisory as imported)\n");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,13 @@
 //! answers responders' queries.
 //!
 //! `store` is the storage boundary and `sqlite` its default backend;
-//! `service` is the gRPC edge; `version` is dpkg version ordering and query
-//! constraints. [`run`] serves everything on one listener.
+//! `service` is the gRPC edge; `version` is each ecosystem's version order
+//! and query constraints; `osv` reads OSV advisories and `advisories` turns
+//! them into store records. [`run`] serves everything on one listener.
 
+pub mod advisories;
 pub mod conformance;
+pub mod osv;
 pub mod scope;
 pub mod service;
 pub mod sqlite;

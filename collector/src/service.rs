@@ -520,6 +520,69 @@ impl Query for QueryService {
         }))
     }
 
+    async fn import_advisories(
+        &self,
+        request: Request<v1::ImportAdvisoriesRequest>,
+    ) -> Result<Response<v1::ImportAdvisoriesResponse>, Status> {
+        let files = request.into_inner().files;
+        // Parsing is CPU work: off the async workers.
+        let (records, errors) =
+            tokio::task::spawn_blocking(move || crate::advisories::parse_files(&files))
+                .await
+                .map_err(|_| Status::internal("advisory parsing failed"))?;
+        let mut resp = v1::ImportAdvisoriesResponse {
+            errors,
+            ..Default::default()
+        };
+        let (records, put) = with_store(&self.store, move |s| {
+            let put = s.put_advisories(&records)?;
+            Ok((records, put))
+        })
+        .await?;
+        crate::advisories::count(&mut resp, &records, &put);
+        Ok(Response::new(resp))
+    }
+
+    async fn list_advisories(
+        &self,
+        request: Request<v1::ListAdvisoriesRequest>,
+    ) -> Result<Response<v1::ListAdvisoriesResponse>, Status> {
+        let eco = request.into_inner().ecosystem;
+        if !eco.is_empty() && !ECOSYSTEMS.contains(&eco.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown ecosystem {eco:?}: use one of {}",
+                ECOSYSTEMS.join(", ")
+            )));
+        }
+        let list = with_store(&self.store, move |s| {
+            s.advisories((!eco.is_empty()).then_some(eco.as_str()))
+        })
+        .await?;
+        Ok(Response::new(v1::ListAdvisoriesResponse {
+            advisories: list.iter().map(crate::advisories::summary).collect(),
+        }))
+    }
+
+    async fn get_advisory(
+        &self,
+        request: Request<v1::GetAdvisoryRequest>,
+    ) -> Result<Response<v1::GetAdvisoryResponse>, Status> {
+        let id = request.into_inner().id;
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "give an advisory id or alias, such as CVE-2023-23931",
+            ));
+        }
+        let found = with_store(&self.store, move |s| s.advisory(&id)).await?;
+        Ok(Response::new(v1::GetAdvisoryResponse {
+            advisories: found.iter().map(crate::advisories::summary).collect(),
+            documents: found
+                .iter()
+                .map(|a| String::from_utf8_lossy(&a.data).into_owned())
+                .collect(),
+        }))
+    }
+
     async fn list_connections(
         &self,
         request: Request<v1::ListConnectionsRequest>,
