@@ -9,6 +9,7 @@
 pub mod advisories;
 pub mod conformance;
 pub mod osv;
+pub mod sbom;
 pub mod scope;
 pub mod service;
 pub mod sqlite;
