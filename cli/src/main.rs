@@ -123,7 +123,13 @@ enum Command {
     ///   patchgap query libc6@'>=2.36,<2.37' -o json
     Query {
         /// NAME[@CONSTRAINT], or a purl such as pkg:pypi/cryptography@38.0.4
-        spec: String,
+        #[arg(required_unless_present = "advisory")]
+        spec: Option<String>,
+        /// Instead of a package: the processes exposed to this advisory (id
+        /// or alias, such as CVE-2023-23931): every package and version it
+        /// affects.
+        #[arg(long, conflicts_with = "spec")]
+        advisory: Option<String>,
         /// Only packages of this ecosystem.
         #[arg(long, value_parser = ["deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo"])]
         ecosystem: Option<String>,
@@ -240,6 +246,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => up(data_dir, listen, interval, proc_root, !no_ebpf).await,
         Command::Query {
             spec,
+            advisory,
             ecosystem,
             evidence,
             since,
@@ -249,7 +256,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             // Check the constraint here, so a typo never costs a round trip;
             // a purl is checked by the collector, which knows the types.
-            let (name, constraint) = if spec.trim_start().starts_with("pkg:") {
+            let spec = spec.unwrap_or_default();
+            let (name, constraint) = if spec.trim_start().starts_with("pkg:") || spec.is_empty() {
                 (spec.trim().to_string(), None)
             } else {
                 parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -264,6 +272,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     until_ms: until.unwrap_or(0),
                     ecosystem: ecosystem.unwrap_or_default(),
                     evidence: evidence.unwrap_or_default(),
+                    advisory: advisory.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?

@@ -204,6 +204,8 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                     "inode": p.inode,
                 })).collect::<Vec<_>>(),
                 "exit_time": (m.exit_time_ms > 0).then(|| rfc3339(m.exit_time_ms)),
+                "advisory": (!m.advisory.is_empty()).then_some(&m.advisory),
+                "severity": (!m.severity.is_empty()).then_some(&m.severity),
                 "workload_detail": m.workload_detail.as_ref().map(workload_json),
                 "privilege": m.privilege.as_ref().map(privilege_json),
             })

@@ -2,11 +2,14 @@
 //! records. Each file is parsed on its own; a bad one is reported with its
 //! name, position and reason, and changes nothing.
 
+use std::cmp::Ordering;
+
 use patchgap_proto::v1;
 
 use crate::{
-    osv::{self, Advisory},
+    osv::{self, Advisory, Affected, Event, RangeKind},
     store::{AdvisoryRecord, PutOutcome},
+    version::Ecosystem,
 };
 
 /// The purl type patchgap inventories for an OSV ecosystem, or "" for one
@@ -141,5 +144,190 @@ pub fn summary(a: &AdvisoryRecord) -> v1::AdvisorySummary {
             })
             .collect(),
         source: a.source.clone(),
+    }
+}
+
+/// Whether `version` of a package is affected by one `affected` entry:
+/// listed in `versions`, or inside one of its ECOSYSTEM or SEMVER ranges
+/// (GIT ranges name commits, which no installed package has).
+pub fn affects(af: &Affected, version: &str, order: Ecosystem) -> bool {
+    if version.is_empty() {
+        return false;
+    }
+    if af
+        .versions
+        .iter()
+        .any(|v| v == version || order.compare(v, version) == Ordering::Equal)
+    {
+        return true;
+    }
+    af.ranges.iter().any(|r| {
+        let order = match r.kind {
+            RangeKind::Ecosystem => order,
+            RangeKind::Semver => Ecosystem::SemVer,
+            RangeKind::Git => return false,
+        };
+        range_affects(&r.events, version, order)
+    })
+}
+
+/// OSV's evaluation: the events in version order ("0" first), each moving
+/// the state when `version` is at or past it. A range without `fixed`
+/// stays affected up to the latest version.
+fn range_affects(events: &[Event], version: &str, order: Ecosystem) -> bool {
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by(|a, b| match (a.version(), b.version()) {
+        ("0", "0") => Ordering::Equal,
+        ("0", _) => Ordering::Less,
+        (_, "0") => Ordering::Greater,
+        (x, y) => order.compare(x, y),
+    });
+    let mut affected = false;
+    for e in sorted {
+        match e {
+            Event::Introduced(x) => {
+                if x == "0" || order.compare(version, x) != Ordering::Less {
+                    affected = true;
+                }
+            }
+            Event::Fixed(x) | Event::Limit(x) => {
+                if order.compare(version, x) != Ordering::Less {
+                    affected = false;
+                }
+            }
+            Event::LastAffected(x) => {
+                if order.compare(version, x) == Ordering::Greater {
+                    affected = false;
+                }
+            }
+        }
+    }
+    affected
+}
+
+/// Whether an OS package (its purl) is of the distribution and release an
+/// OSV ecosystem names: "Debian:12" matches pkg:deb/debian/...&distro=debian-12,
+/// "Ubuntu:22.04:LTS" matches ubuntu 22.04; a bare "Debian" any release.
+pub fn distro_matches(purl: &str, osv_ecosystem: &str) -> bool {
+    let mut parts = osv_ecosystem.split(':');
+    let base = parts.next().unwrap_or("").to_lowercase();
+    let release = parts.next().unwrap_or("");
+    let Some(rest) = purl.split_once('/').map(|(_, r)| r) else {
+        return false;
+    };
+    let namespace = rest.split('/').next().unwrap_or("");
+    if namespace != base {
+        return false;
+    }
+    if release.is_empty() {
+        return true;
+    }
+    let distro = purl
+        .split(['?', '&'])
+        .find_map(|q| q.strip_prefix("distro="))
+        .unwrap_or("");
+    // "debian-12", or "ubuntu-22.04"; an unknown release matches.
+    distro.is_empty() || distro.rsplit_once('-').is_some_and(|(_, r)| r == release)
+}
+
+/// (name, source) to look a package up by: Maven's "group:artifact" is the
+/// artifactId with the groupId as source; everything else its name.
+pub fn lookup_name(osv_ecosystem: &str, name: &str) -> (String, Option<String>) {
+    if osv::osv_ecosystem(osv_ecosystem) == "Maven"
+        && let Some((group, artifact)) = name.split_once(':')
+    {
+        return (artifact.to_string(), Some(group.to_string()));
+    }
+    (name.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(events: Vec<Event>, versions: &[&str]) -> Affected {
+        let doc = serde_json::json!({
+            "id": "X-1", "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "p"},
+                "ranges": [{"type": "ECOSYSTEM", "events": events.iter().map(|e| match e {
+                    Event::Introduced(v) => serde_json::json!({"introduced": v}),
+                    Event::Fixed(v) => serde_json::json!({"fixed": v}),
+                    Event::LastAffected(v) => serde_json::json!({"last_affected": v}),
+                    Event::Limit(v) => serde_json::json!({"limit": v}),
+                }).collect::<Vec<_>>()}],
+                "versions": versions}]
+        });
+        osv::parse_json(doc.to_string().as_bytes(), "x.json")
+            .expect("valid")
+            .affected
+            .remove(0)
+    }
+
+    #[test]
+    fn ranges_follow_osv_evaluation() {
+        use Event::*;
+        let pep = Ecosystem::Pep440;
+        let af = entry(vec![Introduced("0".into()), Fixed("39.0.1".into())], &[]);
+        assert!(affects(&af, "38.0.4", pep));
+        assert!(!affects(&af, "39.0.1", pep));
+        assert!(
+            affects(&af, "39.0.1rc1", pep),
+            "a pre-release of the fix is before it"
+        );
+        // No fixed: affected up to the latest version.
+        let open = entry(vec![Introduced("1.0".into())], &[]);
+        assert!(affects(&open, "99.0", pep));
+        assert!(!affects(&open, "0.9", pep));
+        let last = entry(
+            vec![Introduced("1.0".into()), LastAffected("1.5".into())],
+            &[],
+        );
+        assert!(affects(&last, "1.5", pep));
+        assert!(!affects(&last, "1.5.1", pep));
+        // Two windows in one range, events out of order in the document.
+        let two = entry(
+            vec![
+                Fixed("1.2".into()),
+                Introduced("1.0".into()),
+                Introduced("2.0".into()),
+                Fixed("2.1".into()),
+            ],
+            &[],
+        );
+        for (v, want) in [
+            ("0.9", false),
+            ("1.1", true),
+            ("1.2", false),
+            ("2.0.5", true),
+            ("2.1", false),
+        ] {
+            assert_eq!(affects(&two, v, pep), want, "{v}");
+        }
+        let listed = entry(vec![Introduced("5.0".into())], &["1.0", "1.1"]);
+        assert!(affects(&listed, "1.1", pep));
+        assert!(!affects(&listed, "1.2", pep));
+        assert!(!affects(&listed, "", pep));
+    }
+
+    #[test]
+    fn distros_and_releases() {
+        let deb12 = "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64&distro=debian-12";
+        assert!(distro_matches(deb12, "Debian:12"));
+        assert!(distro_matches(deb12, "Debian"));
+        assert!(!distro_matches(deb12, "Debian:11"));
+        assert!(!distro_matches(deb12, "Ubuntu:22.04:LTS"));
+        let jammy = "pkg:deb/ubuntu/libc6@2.35?arch=amd64&distro=ubuntu-22.04";
+        assert!(distro_matches(jammy, "Ubuntu:22.04:LTS"));
+        assert_eq!(
+            lookup_name("Maven", "org.apache.logging.log4j:log4j-core"),
+            (
+                "log4j-core".to_string(),
+                Some("org.apache.logging.log4j".to_string())
+            )
+        );
+        assert_eq!(
+            lookup_name("PyPI", "cryptography"),
+            ("cryptography".to_string(), None)
+        );
     }
 }

@@ -366,6 +366,70 @@ pub const ECOSYSTEMS: &[&str] = &[
     "deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo",
 ];
 
+impl QueryService {
+    /// The processes that have a package and version an advisory (by id or
+    /// alias) affects. Withdrawn advisories expose nothing; OS packages must
+    /// be of the distribution and release the advisory names.
+    async fn exposed_to(
+        &self,
+        id: &str,
+        ecosystem: Option<String>,
+        window: Option<(i64, i64)>,
+    ) -> Result<Vec<v1::Match>, Status> {
+        let wanted = id.to_string();
+        let found = with_store(&self.store, move |s| s.advisory(&wanted)).await?;
+        if found.is_empty() {
+            return Err(Status::not_found(format!(
+                "no advisory is known as {id}: import it with `patchgap advisories import`"
+            )));
+        }
+        let mut out: Vec<v1::Match> = Vec::new();
+        for rec in found.into_iter().filter(|r| r.withdrawn.is_none()) {
+            let Some(Ok(adv)) = crate::osv::import::parse_file(&rec.source, &rec.data) else {
+                continue;
+            };
+            for af in adv.affected {
+                let Some(p) = af.package.clone() else {
+                    continue;
+                };
+                let ty = crate::advisories::purl_type(&p.ecosystem);
+                if ty.is_empty() || ecosystem.as_deref().is_some_and(|e| e != ty) {
+                    continue;
+                }
+                let (name, source) = crate::advisories::lookup_name(&p.ecosystem, &p.name);
+                let order = Ecosystem::from_purl_type(ty);
+                let matches = with_store(&self.store, move |s| {
+                    s.find_package(&PackageQuery {
+                        name: &name,
+                        ecosystem: Some(ty),
+                        source: source.as_deref(),
+                        version_ok: &|_, v| crate::advisories::affects(&af, v, order),
+                        window,
+                    })
+                })
+                .await?;
+                for mut m in matches {
+                    let purl = m.package.as_ref().map(|p| p.purl.as_str()).unwrap_or("");
+                    if matches!(ty, "deb" | "rpm" | "apk")
+                        && !crate::advisories::distro_matches(purl, &p.ecosystem)
+                    {
+                        continue;
+                    }
+                    m.advisory = rec.id.clone();
+                    m.severity = rec.severity.clone();
+                    let dup = out.iter().any(|o| {
+                        o.host_id == m.host_id && o.key == m.key && o.package == m.package
+                    });
+                    if !dup {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn find_package(
@@ -412,16 +476,28 @@ impl Query for QueryService {
             };
             req.ecosystem = eco;
         }
-        let spec = if req.constraint.is_empty() {
-            req.name.clone()
+        let advisory = req.advisory.trim().to_string();
+        if !advisory.is_empty() && (!req.name.is_empty() || !req.constraint.is_empty()) {
+            return Err(Status::invalid_argument(
+                "give a package or an advisory, not both",
+            ));
+        }
+        let (query, name, constraint): (String, String, Option<Constraint>) = if advisory.is_empty()
+        {
+            let spec = if req.constraint.is_empty() {
+                req.name.clone()
+            } else {
+                format!("{}@{}", req.name, req.constraint)
+            };
+            let (name, constraint) =
+                parse_query(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let query = match &constraint {
+                Some(c) => format!("{name}@{c}"),
+                None => name.clone(),
+            };
+            (query, name, constraint)
         } else {
-            format!("{}@{}", req.name, req.constraint)
-        };
-        let (name, constraint): (String, Option<Constraint>) =
-            parse_query(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let query = match &constraint {
-            Some(c) => format!("{name}@{c}"),
-            None => name.clone(),
+            (format!("advisory {advisory}"), String::new(), None)
         };
         let filter = req.filter.unwrap_or_default();
         if req.since_ms < 0 || req.until_ms < 0 || (req.until_ms > 0 && req.until_ms < req.since_ms)
@@ -458,21 +534,25 @@ impl Query for QueryService {
                 )));
             }
         };
-        let mut matches = with_store(&self.store, move |s| {
-            s.find_package(&PackageQuery {
-                name: &name,
-                ecosystem: ecosystem.as_deref(),
-                source: source.as_deref(),
-                // Each package's version in its own ecosystem's order.
-                version_ok: &|eco, v| {
-                    constraint
-                        .as_ref()
-                        .is_none_or(|c| c.matches_in(v, Ecosystem::from_purl_type(eco)))
-                },
-                window,
+        let mut matches = if advisory.is_empty() {
+            with_store(&self.store, move |s| {
+                s.find_package(&PackageQuery {
+                    name: &name,
+                    ecosystem: ecosystem.as_deref(),
+                    source: source.as_deref(),
+                    // Each package's version in its own ecosystem's order.
+                    version_ok: &|eco, v| {
+                        constraint
+                            .as_ref()
+                            .is_none_or(|c| c.matches_in(v, Ecosystem::from_purl_type(eco)))
+                    },
+                    window,
+                })
             })
-        })
-        .await?;
+            .await?
+        } else {
+            self.exposed_to(&advisory, ecosystem, window).await?
+        };
         if let Some(loaded) = evidence {
             matches.retain(|m| crate::store::evidence_loaded(&m.evidence) == loaded);
         }

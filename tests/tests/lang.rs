@@ -182,3 +182,113 @@ async fn a_venv_distribution_is_opened_when_imported_and_installed_otherwise() {
     drop((importer, idle));
     h.stop().await;
 }
+
+/// `--advisory`: the real PyPA advisories against a real pyenv 3.11.7
+/// interpreter. For every ground-truth row of that interpreter
+/// (testdata/osv/ground_truth_matches.json, an independent matcher's
+/// verdicts), the process is exposed exactly when the row says affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisories_expose_the_processes_whose_versions_they_affect() {
+    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
+    let h = Harness::start().await;
+    let python = spawn_ready(
+        Command::new("/root/.pyenv/versions/3.11.7/bin/python3.11").args([
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(120)",
+        ]),
+    );
+    h.sync().await;
+    // Import every PyPA advisory, the way `patchgap advisories import` does.
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(osv.join("pypa/vulns")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            files.push(v1::AdvisoryFile {
+                name: path.display().to_string(),
+                data: std::fs::read(&path).unwrap(),
+            });
+        }
+    }
+    let imported = h
+        .client()
+        .await
+        .import_advisories(v1::ImportAdvisoriesRequest { files })
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!(
+        (imported.added, imported.errors.len()),
+        (88, 0),
+        "{imported:?}"
+    );
+
+    let truth: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
+            .unwrap();
+    let rows: Vec<&serde_json::Value> = truth
+        .iter()
+        .filter(|r| r["where"] == "pyenv_3.11.7" && r["source"] == "pypa")
+        .collect();
+    let (mut agree, mut exposed) = (0, 0);
+    for row in &rows {
+        let id = row["id"].as_str().unwrap();
+        let r = timeout(async {
+            h.client()
+                .await
+                .find_package(v1::FindPackageRequest {
+                    advisory: id.into(),
+                    ecosystem: "pypi".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("find_package")
+                .into_inner()
+        })
+        .await;
+        let ours = r.matches.iter().any(|m| {
+            m.key.is_some_and(|k| k.pid == python.pid())
+                && m.package.as_ref().is_some_and(|p| {
+                    p.name
+                        .eq_ignore_ascii_case(row["package"].as_str().unwrap())
+                        && p.version == row["installed_version"].as_str().unwrap()
+                })
+        });
+        let want = row["affected_per_osv_ranges"].as_bool().unwrap();
+        assert_eq!(
+            ours, want,
+            "{id} {} {}",
+            row["package"], row["installed_version"]
+        );
+        if ours {
+            exposed += 1;
+            let m = r
+                .matches
+                .iter()
+                .find(|m| m.key.unwrap().pid == python.pid())
+                .unwrap();
+            assert_eq!(m.advisory, id);
+        }
+        agree += 1;
+    }
+    eprintln!("pyenv 3.11.7: {agree} ground-truth rows agree, {exposed} exposed");
+    assert!(
+        rows.len() >= 10 && exposed >= 2,
+        "{} rows, {exposed} exposed",
+        rows.len()
+    );
+
+    // An unknown advisory is NotFound; a package and an advisory together
+    // are refused.
+    let err = h
+        .client()
+        .await
+        .find_package(v1::FindPackageRequest {
+            advisory: "CVE-1999-0001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    drop(python);
+    h.stop().await;
+}
