@@ -324,6 +324,7 @@ mod tests {
                     arch: String::new(),
                     purl: format!("pkg:pypi/{name}@1.0"),
                     distro: None,
+                    fixed_cves: Vec::new(),
                 })
             }),
         }

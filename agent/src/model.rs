@@ -27,6 +27,12 @@ pub struct PackageInfo {
     /// (Debian's python3-cryptography for PyPI's cryptography).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distro: Option<Arc<PackageInfo>>,
+    /// For an OS package: the CVEs its own changelog says the installed
+    /// version (or an earlier one) fixed. Read for the distro identities of
+    /// language packages, where an upstream advisory may be a backport
+    /// already applied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fixed_cves: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

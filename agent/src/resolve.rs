@@ -149,6 +149,7 @@ impl PackageDb {
                 arch: p.arch.clone(),
                 purl,
                 distro: None,
+                fixed_cves: Vec::new(),
             };
             self.add_files(info, p.files);
         }
@@ -269,6 +270,7 @@ fn rpm_package(h: &RpmHeader, distro: &Distro) -> PackageInfo {
         arch,
         purl,
         distro: None,
+        fixed_cves: Vec::new(),
     }
 }
 
@@ -372,6 +374,7 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
         arch: pkg.arch.clone(),
         purl,
         distro: None,
+        fixed_cves: Vec::new(),
     }
 }
 

@@ -61,6 +61,7 @@ pub fn package(p: &model::PackageInfo) -> v1::Package {
         arch: p.arch.clone(),
         purl: p.purl.clone(),
         distro: p.distro.as_deref().map(|d| Box::new(package(d))),
+        fixed_cves: p.fixed_cves.clone(),
     }
 }
 

@@ -160,6 +160,9 @@ fn package_json(p: &Option<v1::Package>) -> Value {
     if let Some(d) = p.distro {
         v["distro"] = package_json(&Some(*d));
     }
+    if !p.fixed_cves.is_empty() {
+        v["fixed_cves"] = json!(p.fixed_cves);
+    }
     v
 }
 
@@ -206,6 +209,7 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                 "exit_time": (m.exit_time_ms > 0).then(|| rfc3339(m.exit_time_ms)),
                 "advisory": (!m.advisory.is_empty()).then_some(&m.advisory),
                 "severity": (!m.severity.is_empty()).then_some(&m.severity),
+                "status": (!m.status.is_empty()).then_some(&m.status),
                 "workload_detail": m.workload_detail.as_ref().map(workload_json),
                 "privilege": m.privilege.as_ref().map(privilege_json),
             })

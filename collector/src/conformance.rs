@@ -117,6 +117,7 @@ fn deb(name: &str, source: &str, version: &str) -> Package {
         arch: "amd64".into(),
         purl: format!("pkg:deb/debian/{name}@{version}?arch=amd64"),
         distro: None,
+        fixed_cves: Vec::new(),
     }
 }
 
@@ -908,6 +909,7 @@ pub fn language_packages(store: &mut dyn Store) {
         arch: String::new(),
         purl: "pkg:pypi/cryptography@38.0.4".into(),
         distro: Some(Box::new(distro.clone())),
+        fixed_cves: Vec::new(),
     };
     let from_pip = Package {
         distro: None,
@@ -921,6 +923,7 @@ pub fn language_packages(store: &mut dyn Store) {
         arch: String::new(),
         purl: "pkg:pypi/pyyaml@6.0.1".into(),
         distro: None,
+        fixed_cves: Vec::new(),
     };
     let jar = Package {
         ecosystem: "maven".into(),
@@ -930,6 +933,7 @@ pub fn language_packages(store: &mut dyn Store) {
         arch: String::new(),
         purl: "pkg:maven/commons-io/commons-io@2.11.0".into(),
         distro: None,
+        fixed_cves: Vec::new(),
     };
     let module = Package {
         ecosystem: "golang".into(),
@@ -939,6 +943,7 @@ pub fn language_packages(store: &mut dyn Store) {
         arch: String::new(),
         purl: "pkg:golang/golang.org/x/net@v0.23.0".into(),
         distro: None,
+        fixed_cves: Vec::new(),
     };
     let dist = "/usr/lib/python3/dist-packages/cryptography";
     let so = format!("{dist}/hazmat/bindings/_rust.abi3.so");

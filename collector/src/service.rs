@@ -417,6 +417,20 @@ impl QueryService {
                     }
                     m.advisory = rec.id.clone();
                     m.severity = rec.severity.clone();
+                    // A backport: the distro identity's changelog names one
+                    // of the advisory's ids as fixed at or before this
+                    // version.
+                    let fixed = m
+                        .package
+                        .as_ref()
+                        .and_then(|p| p.distro.as_ref())
+                        .is_some_and(|d| {
+                            d.fixed_cves.iter().any(|c| {
+                                c.eq_ignore_ascii_case(&rec.id)
+                                    || rec.aliases.iter().any(|a| a.eq_ignore_ascii_case(c))
+                            })
+                        });
+                    m.status = if fixed { "fixed-by-distro" } else { "affected" }.into();
                     let dup = out.iter().any(|o| {
                         o.host_id == m.host_id && o.key == m.key && o.package == m.package
                     });

@@ -221,6 +221,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX advisory_package_by_key ON advisory_package (ecosystem, key);
     "#,
+    // 7: an OS package's changelog CVEs (comma-separated), for findings
+    // fixed by a distro backport.
+    r#"
+    ALTER TABLE package ADD COLUMN fixed_cves TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -360,13 +365,19 @@ impl Interner {
             p.purl.clone(),
             distro,
         );
-        if let Some(id) = self.packages.get(&key) {
+        // A record with changelog CVEs is always written: an earlier one of
+        // the same package may have come without them.
+        if p.fixed_cves.is_empty()
+            && let Some(id) = self.packages.get(&key)
+        {
             return Ok(*id);
         }
         let args = params![key.0, key.1, key.2, key.3, key.4, key.5, key.6];
         tx.prepare_cached(
-            "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key, fixed_cves)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (ecosystem, name, source, version, arch, purl, distro_id)
+             DO UPDATE SET fixed_cves = excluded.fixed_cves WHERE excluded.fixed_cves != ''",
         )?
         .execute(params![
             key.0,
@@ -376,7 +387,8 @@ impl Interner {
             key.4,
             key.5,
             key.6,
-            crate::store::package_key(&p.ecosystem, &p.name)
+            crate::store::package_key(&p.ecosystem, &p.name),
+            p.fixed_cves.join(",")
         ])?;
         let id = tx
             .prepare_cached(
@@ -916,7 +928,7 @@ impl Store for SqliteStore {
         let packages: Vec<(i64, v1::Package)> = {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
-                        d.ecosystem, d.name, d.source, d.version, d.arch, d.purl
+                        d.ecosystem, d.name, d.source, d.version, d.arch, d.purl, d.fixed_cves
                  FROM package p LEFT JOIN package d ON d.id = p.distro_id AND p.distro_id != 0
                  WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3",
             )?;
@@ -932,6 +944,12 @@ impl Store for SqliteStore {
                             arch: r.get(11)?,
                             purl: r.get(12)?,
                             distro: None,
+                            fixed_cves: r
+                                .get::<_, String>(13)?
+                                .split(',')
+                                .filter(|c| !c.is_empty())
+                                .map(str::to_string)
+                                .collect(),
                         })),
                         None => None,
                     };
@@ -945,6 +963,7 @@ impl Store for SqliteStore {
                             arch: r.get(5)?,
                             purl: r.get(6)?,
                             distro,
+                            fixed_cves: Vec::new(),
                         },
                     ))
                 },

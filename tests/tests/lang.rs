@@ -277,6 +277,64 @@ async fn advisories_expose_the_processes_whose_versions_they_affect() {
         rows.len()
     );
 
+    // Debian's python3: the same verdicts, except that where Debian's own
+    // changelog says the installed version (or an earlier one) fixed the
+    // CVE, the finding is fixed-by-distro, not an exposure
+    // (python3-cryptography 38.0.4-3+deb12u1 and CVE-2023-23931).
+    let system = spawn_ready(Command::new("/usr/bin/python3").args([
+        "-c",
+        "import time; print('ready', flush=True); time.sleep(120)",
+    ]));
+    h.sync().await;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut affected, mut fixed, mut clean) = (0, 0, 0);
+    for row in truth
+        .iter()
+        .filter(|r| r["where"] == "system_python3" && r["source"] == "pypa")
+    {
+        let id = row["id"].as_str().unwrap();
+        if !seen.insert(id) {
+            continue; // The data lists the dist-info and the egg-info.
+        }
+        let r = timeout(async {
+            h.client()
+                .await
+                .find_package(v1::FindPackageRequest {
+                    advisory: id.into(),
+                    ecosystem: "pypi".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("find_package")
+                .into_inner()
+        })
+        .await;
+        let ours = r
+            .matches
+            .iter()
+            .find(|m| m.key.is_some_and(|k| k.pid == system.pid()))
+            .map(|m| m.status.clone());
+        let want = match (
+            row["affected_per_osv_ranges"].as_bool().unwrap(),
+            row["debian_changelog_mentions_cve"]
+                .as_bool()
+                .unwrap_or(false),
+        ) {
+            (false, _) => None,
+            (true, false) => Some("affected"),
+            (true, true) => Some("fixed-by-distro"),
+        };
+        assert_eq!(ours.as_deref(), want, "{id} {}", row["package"]);
+        match want {
+            None => clean += 1,
+            Some("affected") => affected += 1,
+            _ => fixed += 1,
+        }
+    }
+    eprintln!("system python3: {affected} affected, {fixed} fixed-by-distro, {clean} not affected");
+    assert!(seen.contains("PYSEC-2023-11") && fixed >= 2 && affected >= 1);
+    drop(system);
+
     // An unknown advisory is NotFound; a package and an advisory together
     // are refused.
     let err = h

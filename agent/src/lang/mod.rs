@@ -217,6 +217,44 @@ fn distro_owner(db: Option<&PackageDb>, path: &[u8]) -> Option<Arc<PackageInfo>>
     db?.owner(path).cloned()
 }
 
+/// The changelog of a Debian package is at most this big, compressed.
+const CHANGELOG_LIMIT: u64 = 4 << 20;
+
+/// A Debian package with the CVEs its changelog says the installed
+/// version, or an earlier one, fixed: the entries from the installed
+/// version down. None when there is no changelog, or it does not list the
+/// installed version (then nothing is claimed fixed).
+fn with_fixed_cves(root: &RootFs, pkg: &Arc<PackageInfo>) -> Arc<PackageInfo> {
+    use crate::parse::changelog::{MAX_CHANGELOG_LEN, gunzip, parse_changelog};
+    if pkg.ecosystem != "deb" {
+        return pkg.clone();
+    }
+    let path = format!("/usr/share/doc/{}/changelog.Debian.gz", pkg.name);
+    let Ok(gz) = root.read(path.as_bytes(), CHANGELOG_LIMIT) else {
+        return pkg.clone();
+    };
+    let Ok(text) = gunzip(&gz, MAX_CHANGELOG_LEN) else {
+        return pkg.clone();
+    };
+    let (entries, _) = parse_changelog(&text);
+    let Some(at) = entries.iter().position(|e| e.version == pkg.version) else {
+        return pkg.clone();
+    };
+    let mut cves: Vec<String> = entries[at..]
+        .iter()
+        .flat_map(|e| e.cves.iter().cloned())
+        .collect();
+    cves.sort();
+    cves.dedup();
+    if cves.is_empty() {
+        return pkg.clone();
+    }
+    Arc::new(PackageInfo {
+        fixed_cves: cves,
+        ..(**pkg).clone()
+    })
+}
+
 /// A language package's identity.
 fn package(
     ecosystem: &str,
@@ -234,6 +272,7 @@ fn package(
         arch: String::new(),
         purl,
         distro,
+        fixed_cves: Vec::new(),
     })
 }
 

@@ -25,7 +25,7 @@ use std::{
 
 use super::{
     ProcView, artifact_at, basename, dirname, distro_owner, join, normalize, package, read_prefix,
-    with_package,
+    with_fixed_cves, with_package,
 };
 use crate::{
     model::{Artifact, ArtifactKind, PackageInfo},
@@ -345,6 +345,7 @@ fn existing(root: &RootFs, sites: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// Reads every distribution of one site directory.
 fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
     let mut site = Site::default();
+    let mut changelogs: HashMap<String, Arc<PackageInfo>> = HashMap::new();
     let mut names = root.read_dir(dir).unwrap_or_default();
     // dist-info before egg-info of the same name: the newer format wins.
     names.sort_by_key(|n| !n.ends_with(b".dist-info"));
@@ -381,7 +382,14 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
         let purl = patchgap_proto::purl::Purl::pypi(&fields.name, &fields.version)
             .map(|p| p.to_string())
             .unwrap_or_default();
-        let distro = distro_owner(db, &metadata_path);
+        // The distro identity carries what its changelog says it fixed;
+        // read once per OS package per site load.
+        let distro = distro_owner(db, &metadata_path).map(|d| {
+            changelogs
+                .entry(d.name.clone())
+                .or_insert_with(|| with_fixed_cves(root, &d))
+                .clone()
+        });
         let pkg = package("pypi", &fields.name, "", &fields.version, purl, distro);
         let index = site.dists.len();
         let mut tops = top_levels(root, &path, parsed.kind, meta.is_dir);
