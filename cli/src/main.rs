@@ -163,6 +163,24 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Every stored advisory against the fleet: the running processes
+    /// exposed, with severity, evidence, data scope and privilege.
+    ///
+    /// Examples:
+    ///   patchgap findings --severity high --scope sensitive
+    ///   patchgap findings --loaded -o json
+    Findings {
+        /// At least this severity.
+        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+        severity: Option<String>,
+        /// Only packages the process loaded, not merely installed.
+        #[arg(long)]
+        loaded: bool,
+        #[command(flatten)]
+        filter: FilterOpts,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// Outbound connections seen by eBPF: process, destination, first and
     /// last seen, count.
     ///
@@ -344,6 +362,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     )
                 }
             }
+        }
+        Command::Findings {
+            severity,
+            loaded,
+            filter,
+            read,
+        } => {
+            let mut client = connect(&read.collector).await?;
+            let resp = client
+                .list_findings(v1::ListFindingsRequest {
+                    filter: Some(filter.to_proto()),
+                    severity: severity.unwrap_or_default(),
+                    loaded,
+                })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            print(read.output, render::findings_json(&resp), || {
+                render::findings_table(&resp, render::width())
+            })
         }
         Command::Workloads { filter, read } => {
             let mut client = connect(&read.collector).await?;

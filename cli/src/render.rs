@@ -678,6 +678,63 @@ pub fn width() -> usize {
     }
 }
 
+/// The findings as a query answer (`matches` are the findings), plus how
+/// many advisories were evaluated and how long that took.
+pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
+    let as_query = v1::FindPackageResponse {
+        query: "findings".into(),
+        coverage: r.coverage.clone(),
+        matches: r.findings.clone(),
+        scope_map_error: r.scope_map_error.clone(),
+    };
+    let mut v = query_json(&as_query);
+    v["findings"] = v["matches"].take();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("matches");
+        o.remove("query");
+    }
+    v["advisories_evaluated"] = json!(r.advisories);
+    v["elapsed_ms"] = json!(r.elapsed_ms);
+    v
+}
+
+pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
+    let exe_width = width.saturating_sub(100).max(16);
+    let rows: Vec<Vec<String>> = r
+        .findings
+        .iter()
+        .map(|m| {
+            let p = m.package.clone().unwrap_or_default();
+            vec![
+                m.advisory.clone(),
+                or_dash(&m.severity),
+                m.workload.clone(),
+                m.host.clone(),
+                m.key.unwrap_or_default().pid.to_string(),
+                fit(&bytes_text(&m.exe), exe_width),
+                package_cell(&p),
+                p.version,
+                m.evidence.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ADVISORY", "SEVERITY", "WORKLOAD", "HOST", "PID", "EXE", "PACKAGE", "VERSION",
+            "EVIDENCE",
+        ],
+        &rows,
+        "",
+    );
+    out.push_str(&format!(
+        "{} finding(s) from {} advisories in {} ms\n",
+        r.findings.len(),
+        r.advisories,
+        r.elapsed_ms
+    ));
+    out
+}
+
 pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
     json!({
         "added": r.added,

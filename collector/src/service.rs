@@ -366,6 +366,45 @@ pub const ECOSYSTEMS: &[&str] = &[
     "deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo",
 ];
 
+/// Names each match's fleet workload (its key and summary), keeps those
+/// the filter passes, and sorts by workload, host and pid.
+fn place_in_workloads(
+    matches: &mut Vec<v1::Match>,
+    summaries: &[v1::WorkloadSummary],
+    by_instance: &std::collections::HashMap<(String, String), usize>,
+    filter: &v1::WorkloadFilter,
+) {
+    matches.retain_mut(|m| {
+        let detail = by_instance
+            .get(&(m.host_id.clone(), m.workload.clone()))
+            .map(|&i| &summaries[i]);
+        if let Some(d) = detail {
+            m.workload = d.key.clone();
+            m.workload_detail = Some(d.clone());
+        }
+        let empty = v1::WorkloadSummary::default();
+        workloads::passes(detail.unwrap_or(&empty), filter)
+    });
+    matches.sort_by(|a, b| {
+        (&a.workload, &a.host, a.key.map(|k| k.pid)).cmp(&(
+            &b.workload,
+            &b.host,
+            b.key.map(|k| k.pid),
+        ))
+    });
+}
+
+/// CVSS's qualitative ratings, in order; unknown is below them all.
+fn severity_rank(s: &str) -> u8 {
+    match s.to_ascii_uppercase().as_str() {
+        "LOW" => 1,
+        "MEDIUM" | "MODERATE" => 2,
+        "HIGH" => 3,
+        "CRITICAL" => 4,
+        _ => 0,
+    }
+}
+
 impl QueryService {
     /// The processes that have a package and version an advisory (by id or
     /// alias) affects. Withdrawn advisories expose nothing; OS packages must
@@ -570,25 +609,7 @@ impl Query for QueryService {
         if let Some(loaded) = evidence {
             matches.retain(|m| crate::store::evidence_loaded(&m.evidence) == loaded);
         }
-        // Each match names its fleet workload; the filter applies to that.
-        matches.retain_mut(|m| {
-            let detail = by_instance
-                .get(&(m.host_id.clone(), m.workload.clone()))
-                .map(|&i| &summaries[i]);
-            if let Some(d) = detail {
-                m.workload = d.key.clone();
-                m.workload_detail = Some(d.clone());
-            }
-            let empty = v1::WorkloadSummary::default();
-            workloads::passes(detail.unwrap_or(&empty), &filter)
-        });
-        matches.sort_by(|a, b| {
-            (&a.workload, &a.host, a.key.map(|k| k.pid)).cmp(&(
-                &b.workload,
-                &b.host,
-                b.key.map(|k| k.pid),
-            ))
-        });
+        place_in_workloads(&mut matches, &summaries, &by_instance, &filter);
         Ok(Response::new(v1::FindPackageResponse {
             query,
             coverage: Some(coverage),
@@ -674,6 +695,51 @@ impl Query for QueryService {
                 .iter()
                 .map(|a| String::from_utf8_lossy(&a.data).into_owned())
                 .collect(),
+        }))
+    }
+
+    async fn list_findings(
+        &self,
+        request: Request<v1::ListFindingsRequest>,
+    ) -> Result<Response<v1::ListFindingsResponse>, Status> {
+        let started = std::time::Instant::now();
+        let req = request.into_inner();
+        let min = match req.severity.trim() {
+            "" => 0,
+            s if severity_rank(s) > 0 => severity_rank(s),
+            s => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown severity {s:?}: use low, medium, high or critical"
+                )));
+            }
+        };
+        let filter = req.filter.unwrap_or_default();
+        let (coverage, _) = self.hosts().await?;
+        let (summaries, by_instance, scope_map_error) = self.workloads().await?;
+        let advisories = with_store(&self.store, |s| s.advisories(None)).await?;
+        let mut findings = Vec::new();
+        let mut evaluated = 0u32;
+        for a in advisories
+            .iter()
+            .filter(|a| a.withdrawn.is_none() && severity_rank(&a.severity) >= min)
+        {
+            evaluated += 1;
+            let matches = self.exposed_to(&a.id, None, None).await?;
+            findings.extend(
+                matches
+                    .into_iter()
+                    // Matches reached through an alias belong to that record.
+                    .filter(|m| m.advisory == a.id && m.status != "fixed-by-distro")
+                    .filter(|m| !req.loaded || crate::store::evidence_loaded(&m.evidence)),
+            );
+        }
+        place_in_workloads(&mut findings, &summaries, &by_instance, &filter);
+        Ok(Response::new(v1::ListFindingsResponse {
+            coverage: Some(coverage),
+            findings,
+            scope_map_error,
+            advisories: evaluated,
+            elapsed_ms: started.elapsed().as_millis() as i64,
         }))
     }
 

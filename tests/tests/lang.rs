@@ -333,6 +333,60 @@ async fn advisories_expose_the_processes_whose_versions_they_affect() {
     }
     eprintln!("system python3: {affected} affected, {fixed} fixed-by-distro, {clean} not affected");
     assert!(seen.contains("PYSEC-2023-11") && fixed >= 2 && affected >= 1);
+
+    // Findings: every advisory at once. The exposures above are there, the
+    // backported ones are not, and --loaded drops packages only installed.
+    let all = h
+        .client()
+        .await
+        .list_findings(v1::ListFindingsRequest::default())
+        .await
+        .expect("findings")
+        .into_inner();
+    assert_eq!(all.advisories, 88);
+    let of = |pid: u32, id: &str| {
+        all.findings
+            .iter()
+            .any(|m| m.key.is_some_and(|k| k.pid == pid) && m.advisory == id)
+    };
+    assert!(of(system.pid(), "PYSEC-2023-228"), "pip 23.0.1");
+    assert!(!of(system.pid(), "PYSEC-2023-11"), "fixed by Debian");
+    assert!(of(python.pid(), "PYSEC-2023-228"), "pip 23.2.1");
+    assert!(
+        all.findings
+            .iter()
+            .all(|m| m.status == "affected" && !m.advisory.is_empty())
+    );
+    let loaded = h
+        .client()
+        .await
+        .list_findings(v1::ListFindingsRequest {
+            loaded: true,
+            ..Default::default()
+        })
+        .await
+        .expect("findings")
+        .into_inner();
+    assert!(
+        loaded.findings.iter().all(|m| m.evidence != "installed"),
+        "{loaded:?}"
+    );
+    let err = h
+        .client()
+        .await
+        .list_findings(v1::ListFindingsRequest {
+            severity: "urgent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    eprintln!(
+        "findings: {} from {} advisories in {} ms",
+        all.findings.len(),
+        all.advisories,
+        all.elapsed_ms
+    );
     drop(system);
 
     // An unknown advisory is NotFound; a package and an advisory together
