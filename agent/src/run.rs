@@ -582,7 +582,6 @@ async fn handle_event(
                     })
                 }
             };
-            tracing::trace!(pid, alive, "exec");
             base.record_exec(process, workload, &mut pending.delta);
             if alive {
                 let due = tokio::time::Instant::now() + config.exec_rescan_delay;
@@ -597,7 +596,6 @@ async fn handle_event(
             pending.rescans.retain(|_, pids| !pids.is_empty());
         }
         Event::Open { pid, path, .. } => {
-            tracing::trace!(pid, path = %String::from_utf8_lossy(&path), "open");
             if base.by_pid(pid).is_none()
                 && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
             {
@@ -606,10 +604,8 @@ async fn handle_event(
             // A handful of syscalls: done in place, a thread hop would cost more.
             let ppid = base.by_pid(pid).map(|p| p.ppid);
             let artifacts = scanner.as_mut()?.opened_artifacts(pid, ppid, &path);
-            let n = artifacts.len();
             if !artifacts.is_empty() {
-                let added = base.add_opened(pid, artifacts, &mut pending.delta);
-                tracing::trace!(pid, n, added, "opened");
+                base.add_opened(pid, artifacts, &mut pending.delta);
             }
         }
         Event::Connect {

@@ -185,7 +185,12 @@ impl Python {
                 venvs.push(dirname(dirname(dirname(site))).to_vec());
             }
         }
+        // Many mappings share one site directory: each candidate once.
+        let mut tried = HashSet::new();
         for venv in venvs {
+            if !tried.insert(venv.clone()) {
+                continue;
+            }
             let Ok(cfg) = root.read(&join(&venv, b"pyvenv.cfg"), SMALL_LIMIT) else {
                 continue;
             };
