@@ -413,11 +413,12 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
                 w.privilege,
             ));
         }
+        let with_status = ms.iter().any(|m| !m.status.is_empty());
         let rows: Vec<Vec<String>> = ms
             .iter()
             .map(|m| {
                 let p = m.package.clone().unwrap_or_default();
-                vec![
+                let mut row = vec![
                     m.host.clone(),
                     m.key.unwrap_or_default().pid.to_string(),
                     fit(&bytes_text(&m.exe), exe_width),
@@ -434,16 +435,20 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
                     } else {
                         "running".into()
                     },
-                ]
+                ];
+                if with_status {
+                    row.push(m.status.clone());
+                }
+                row
             })
             .collect();
-        out.push_str(&table(
-            &[
-                "HOST", "PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE", "EXITED",
-            ],
-            &rows,
-            "  ",
-        ));
+        let mut header = vec![
+            "HOST", "PID", "EXE", "PACKAGE", "VERSION", "EVIDENCE", "STALE", "EXITED",
+        ];
+        if with_status {
+            header.push("STATUS");
+        }
+        out.push_str(&table(&header, &rows, "  "));
     }
     out.push_str(&format!("{} match(es) for {}\n", r.matches.len(), r.query));
     if !r.scope_map_error.is_empty() {

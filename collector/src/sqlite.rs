@@ -197,6 +197,9 @@ const MIGRATIONS: &[&str] = &[
         severity TEXT NOT NULL,
         score REAL,
         vector TEXT NOT NULL,
+        -- The aliases as the advisory spells them, comma-separated; the
+        -- alias table holds them upper-cased for lookups.
+        aliases TEXT NOT NULL,
         source TEXT NOT NULL,
         -- The advisory as imported, as canonical JSON.
         data BLOB NOT NULL,
@@ -286,7 +289,7 @@ impl SqliteStore {
     ) -> Result<Vec<AdvisoryRecord>> {
         let sql = format!(
             "SELECT a.id, a.modified, a.modified_ms, a.withdrawn, a.summary, a.severity, a.score,
-                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END
+                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END, a.aliases
              FROM advisory a {filter} ORDER BY a.id"
         );
         let mut rows: Vec<AdvisoryRecord> = self
@@ -304,21 +307,21 @@ impl SqliteStore {
                     vector: r.get(7)?,
                     source: r.get(8)?,
                     data: r.get(9)?,
+                    aliases: r
+                        .get::<_, String>(10)?
+                        .split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect(),
                     ..Default::default()
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut aliases = self.conn.prepare_cached(
-            "SELECT alias FROM advisory_alias WHERE advisory_id = ?1 AND alias != upper(?1) ORDER BY alias",
-        )?;
         let mut packages = self.conn.prepare_cached(
             "SELECT ecosystem, osv_ecosystem, name FROM advisory_package WHERE advisory_id = ?1
              ORDER BY osv_ecosystem, name",
         )?;
         for a in &mut rows {
-            a.aliases = aliases
-                .query_map([&a.id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
             a.packages = packages
                 .query_map([&a.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
@@ -1208,7 +1211,8 @@ impl Store for SqliteStore {
                 .execute([&a.id])?;
             tx.prepare_cached(
                 "INSERT INTO advisory (id, modified, modified_ms, withdrawn, summary, severity, score,
-                 vector, source, data, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 vector, aliases, source, data, imported_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 a.id,
@@ -1219,6 +1223,7 @@ impl Store for SqliteStore {
                 a.severity,
                 a.score,
                 a.vector,
+                a.aliases.join(","),
                 a.source,
                 a.data,
                 now
