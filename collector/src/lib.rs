@@ -8,6 +8,8 @@
 
 pub mod advisories;
 pub mod conformance;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod osv;
 pub mod sbom;
 pub mod scope;

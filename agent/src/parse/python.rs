@@ -1273,74 +1273,17 @@ mod tests {
 
     // ---- Fuzz and hostile sizes ------------------------------------------
 
-    /// A xorshift64* generator: deterministic, dependency-free, good enough to
-    /// shake out panics.
-    struct Rng(u64);
+    use crate::parse::fuzz::Rng;
+    fn mutate(rng: &mut Rng, fixture: &[u8]) -> Vec<u8> {
+        crate::parse::fuzz::mutate(rng, fixture, ALPHABET)
+    }
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 {
-                0
-            } else {
-                (self.next() % n as u64) as usize
-            }
-        }
+    fn random_input(rng: &mut Rng) -> Vec<u8> {
+        crate::parse::fuzz::random_input(rng, ALPHABET)
     }
 
     /// Bytes that are structurally meaningful to these parsers.
     const ALPHABET: &[u8] = b"Nnamevrsio:- _.\"\r\n\t,=/\\#\xef\xbb\xbf\xc3\xa90123456789";
-
-    fn random_input(rng: &mut Rng) -> Vec<u8> {
-        let len = rng.below(300);
-        (0..len)
-            .map(|_| {
-                if rng.below(4) == 0 {
-                    rng.next() as u8
-                } else {
-                    ALPHABET[rng.below(ALPHABET.len())]
-                }
-            })
-            .collect()
-    }
-
-    fn mutate(rng: &mut Rng, fixture: &[u8]) -> Vec<u8> {
-        let mut out = fixture.to_vec();
-        for _ in 0..=rng.below(8) {
-            let pos = rng.below(out.len() + 1);
-            match rng.below(6) {
-                // Overwrite one byte with something random.
-                0 if pos < out.len() => out[pos] = rng.next() as u8,
-                // Overwrite one byte with a structural byte.
-                1 if pos < out.len() => out[pos] = ALPHABET[rng.below(ALPHABET.len())],
-                // Insert a structural byte.
-                2 => out.insert(pos, ALPHABET[rng.below(ALPHABET.len())]),
-                // Delete a short range.
-                3 => {
-                    let end = (pos + rng.below(16)).min(out.len());
-                    out.drain(pos..end);
-                }
-                // Truncate.
-                4 => out.truncate(pos),
-                // Duplicate a short range somewhere else.
-                _ => {
-                    let end = (pos + rng.below(64)).min(out.len());
-                    let chunk = out[pos..end].to_vec();
-                    let at = rng.below(out.len() + 1);
-                    out.splice(at..at, chunk);
-                }
-            }
-        }
-        out
-    }
 
     /// Runs every parser on `input` and checks the bounds they promise.
     fn feed_all(input: &[u8]) {

@@ -1655,54 +1655,13 @@ mod tests {
         assert_eq!(parse_yaml(ok.as_bytes(), "x").unwrap().aliases, ["OSV-1"]);
     }
 
-    /// xorshift64*, as in the agent's parse tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 {
-                0
-            } else {
-                (self.next() % n as u64) as usize
-            }
-        }
+    use crate::fuzz::Rng;
+    fn mutate(rng: &mut Rng, fixture: &[u8]) -> Vec<u8> {
+        crate::fuzz::mutate(rng, fixture, ALPHABET)
     }
 
     /// Bytes that mean something to JSON or YAML.
     const ALPHABET: &[u8] = b"{}[]:,\"'\\ \n\t-&*!|>#0123456789.eEuU~nulltruefalse\xff\xc3";
-
-    fn mutate(rng: &mut Rng, fixture: &[u8]) -> Vec<u8> {
-        let mut out = fixture.to_vec();
-        for _ in 0..=rng.below(8) {
-            let pos = rng.below(out.len() + 1);
-            match rng.below(6) {
-                0 if pos < out.len() => out[pos] = rng.next() as u8,
-                1 if pos < out.len() => out[pos] = ALPHABET[rng.below(ALPHABET.len())],
-                2 => out.insert(pos, ALPHABET[rng.below(ALPHABET.len())]),
-                3 => {
-                    let end = (pos + rng.below(16)).min(out.len());
-                    out.drain(pos..end);
-                }
-                4 => out.truncate(pos),
-                _ => {
-                    let end = (pos + rng.below(64)).min(out.len());
-                    let chunk = out[pos..end].to_vec();
-                    let at = rng.below(out.len() + 1);
-                    out.splice(at..at, chunk);
-                }
-            }
-        }
-        out
-    }
 
     /// Checks one JSON input against serde_json: whatever this parser
     /// accepts, serde_json accepts with the same value, except numbers too
