@@ -9,6 +9,8 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
+use patchgap_proto::purl::pep503;
+
 use patchgap_agent::{
     ScanConfig, Scanner,
     model::{ArtifactKind, Inventory, Process},
@@ -66,18 +68,6 @@ fn packages(p: &Process, kind: ArtifactKind, ecosystem: &str) -> BTreeSet<(Strin
         .filter(|pkg| pkg.ecosystem == ecosystem)
         .map(|pkg| (pep503(&pkg.name), pkg.version.clone()))
         .collect()
-}
-
-/// PEP 503 for PyPI names; harmless for the npm and crate names used here.
-fn pep503(name: &str) -> String {
-    let mut out = String::new();
-    for part in name.split(['-', '_', '.']).filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(&part.to_lowercase());
-    }
-    out
 }
 
 /// `pip list --format json` as vendored.

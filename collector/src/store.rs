@@ -76,23 +76,8 @@ pub fn evidence_loaded(evidence: &str) -> bool {
     matches!(evidence, "exe" | "mapped" | "embedded" | "opened")
 }
 
-/// PEP 503 normalization.
-pub fn pep503(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-            continue;
-        }
-        if sep && !out.is_empty() {
-            out.push('-');
-        }
-        sep = false;
-        out.extend(c.to_lowercase());
-    }
-    out
-}
+/// PEP 503 normalization (one implementation, shared with the agent).
+pub use patchgap_proto::purl::pep503;
 
 /// Where an agent session stands after its Hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

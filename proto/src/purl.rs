@@ -536,8 +536,10 @@ fn join_segments<'a>(segments: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
-/// PEP 503: lower case, runs of `-`, `_` and `.` become one `-`.
-fn pep503(name: &str) -> String {
+/// PEP 503: lower case, runs of `-`, `_` and `.` become one `-`. How
+/// PyPI, pip and Package URLs compare Python distribution names; the agent
+/// and the collector use this one function.
+pub fn pep503(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut in_run = false;
     for c in name.chars() {

@@ -390,20 +390,7 @@ pub fn parse_pyvenv_cfg(bytes: &[u8]) -> PyvenvCfg {
 /// `lazr.restfulclient` becomes `lazr-restfulclient`. This is how PyPI, pip
 /// and Package URLs compare names.
 pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut in_run = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_run {
-                out.push('-');
-            }
-            in_run = true;
-        } else {
-            out.extend(c.to_lowercase());
-            in_run = false;
-        }
-    }
-    out
+    patchgap_proto::purl::pep503(name)
 }
 
 /// Which kind of metadata directory (or file) a name denotes.
