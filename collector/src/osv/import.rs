@@ -104,6 +104,12 @@ impl ImportError {
 /// paths, and everything that did not parse or was skipped.
 pub type Imported = (Vec<(PathBuf, Advisory)>, Vec<ImportError>);
 
+/// One step of a walk: a file read (its path and bytes), or what went wrong.
+type Step = Result<(PathBuf, Vec<u8>), ImportError>;
+
+/// Advisory files read but not parsed, and what could not be read.
+pub type Files = (Vec<(PathBuf, Vec<u8>)>, Vec<ImportError>);
+
 /// Whether `name` has an advisory extension (`.json`, `.yaml`, `.yml`,
 /// any case).
 pub fn is_advisory_name(name: &str) -> bool {
@@ -151,6 +157,31 @@ fn parse_into(out: &mut Imported, path: PathBuf, bytes: &[u8]) {
 /// by path; paths are relative to `root`.
 pub fn read_tree(root: &Path) -> Imported {
     let mut out: Imported = (Vec::new(), Vec::new());
+    walk_tree(root, &mut |item| match item {
+        Ok((path, bytes)) => parse_into(&mut out, path, &bytes),
+        Err(e) => out.1.push(e),
+    });
+    out.0.sort_by(|a, b| a.0.cmp(&b.0));
+    out.1.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+/// The advisory files under `root` as bytes, unparsed, by the same walk as
+/// [`read_tree`] (for a client that sends them to the collector to parse).
+pub fn tree_files(root: &Path) -> Files {
+    let mut out: Files = (Vec::new(), Vec::new());
+    walk_tree(root, &mut |item| match item {
+        Ok(file) => out.0.push(file),
+        Err(e) => out.1.push(e),
+    });
+    out.0.sort_by(|a, b| a.0.cmp(&b.0));
+    out.1.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+/// The walk behind [`read_tree`] and [`tree_files`]: each advisory file's
+/// bytes, or what went wrong, go to `emit` in the order met.
+fn walk_tree(root: &Path, emit: &mut dyn FnMut(Step)) {
     let io = |path: &Path, e: std::io::Error| ImportError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -158,8 +189,8 @@ pub fn read_tree(root: &Path) -> Imported {
     let root = match fs::canonicalize(root) {
         Ok(r) => r,
         Err(e) => {
-            out.1.push(io(root, e));
-            return out;
+            emit(Err(io(root, e)));
+            return;
         }
     };
     let mut files = 0usize;
@@ -168,7 +199,7 @@ pub fn read_tree(root: &Path) -> Imported {
         let entries = match fs::read_dir(root.join(&rel_dir)) {
             Ok(rd) => rd,
             Err(e) => {
-                out.1.push(io(&rel_dir, e));
+                emit(Err(io(&rel_dir, e)));
                 continue;
             }
         };
@@ -176,7 +207,7 @@ pub fn read_tree(root: &Path) -> Imported {
         for entry in entries {
             match entry {
                 Ok(entry) => listed.push(entry),
-                Err(e) => out.1.push(io(&rel_dir, e)),
+                Err(e) => emit(Err(io(&rel_dir, e))),
             }
         }
         listed.sort_by_key(|e| e.file_name());
@@ -189,15 +220,15 @@ pub fn read_tree(root: &Path) -> Imported {
             let file_type = match entry.file_type() {
                 Ok(t) => t,
                 Err(e) => {
-                    out.1.push(io(&rel, e));
+                    emit(Err(io(&rel, e)));
                     continue;
                 }
             };
             if file_type.is_dir() {
                 if depth + 1 > MAX_TREE_DEPTH {
-                    out.1.push(skip(&format!(
+                    emit(Err(skip(&format!(
                         "deeper than {MAX_TREE_DEPTH} directory levels"
-                    )));
+                    ))));
                 } else {
                     stack.push((rel, depth + 1));
                 }
@@ -210,52 +241,49 @@ pub fn read_tree(root: &Path) -> Imported {
             if file_type.is_symlink() {
                 match fs::canonicalize(&full) {
                     Err(e) => {
-                        out.1.push(io(&rel, e));
+                        emit(Err(io(&rel, e)));
                         continue;
                     }
                     Ok(target) if !target.starts_with(&root) => {
-                        out.1.push(skip("symlink leads outside the tree"));
+                        emit(Err(skip("symlink leads outside the tree")));
                         continue;
                     }
                     Ok(target) => match fs::metadata(&target) {
                         Ok(m) if m.is_file() => {}
                         Ok(m) if m.is_dir() => {
-                            out.1.push(skip("symlinked directory not followed"));
+                            emit(Err(skip("symlinked directory not followed")));
                             continue;
                         }
                         Ok(_) => {
-                            out.1.push(skip("not a regular file"));
+                            emit(Err(skip("not a regular file")));
                             continue;
                         }
                         Err(e) => {
-                            out.1.push(io(&rel, e));
+                            emit(Err(io(&rel, e)));
                             continue;
                         }
                     },
                 }
             } else if !file_type.is_file() {
-                out.1.push(skip("not a regular file"));
+                emit(Err(skip("not a regular file")));
                 continue;
             }
             files += 1;
             if files > MAX_FILES {
-                out.1.push(skip(&format!(
+                emit(Err(skip(&format!(
                     "more than {MAX_FILES} advisory files; the rest of the tree is not read"
-                )));
+                ))));
                 break 'walk;
             }
             match read_capped(&full) {
-                Ok(bytes) => parse_into(&mut out, rel, &bytes),
-                Err(ReadError::Io(e)) => out.1.push(io(&rel, e)),
-                Err(ReadError::TooBig(len)) => out.1.push(skip(&format!(
+                Ok(bytes) => emit(Ok((rel, bytes))),
+                Err(ReadError::Io(e)) => emit(Err(io(&rel, e))),
+                Err(ReadError::TooBig(len)) => emit(Err(skip(&format!(
                     "file is {len} bytes, larger than the {MAX_FILE_BYTES}-byte limit"
-                ))),
+                )))),
             }
         }
     }
-    out.0.sort_by(|a, b| a.0.cmp(&b.0));
-    out.1.sort_by(|a, b| a.path().cmp(b.path()));
-    out
 }
 
 enum ReadError {
@@ -292,22 +320,42 @@ pub fn read_zip(bytes: &[u8]) -> Imported {
 /// small one).
 fn read_zip_with_budget(bytes: &[u8], min_budget: u64) -> Imported {
     let mut out: Imported = (Vec::new(), Vec::new());
+    walk_zip(bytes, min_budget, &mut |item| match item {
+        Ok((path, data)) => parse_into(&mut out, path, &data),
+        Err(e) => out.1.push(e),
+    });
+    out
+}
+
+/// The advisory entries of a zip archive as bytes, unparsed, with the same
+/// limits as [`read_zip`].
+pub fn zip_files(bytes: &[u8]) -> Files {
+    let mut out: Files = (Vec::new(), Vec::new());
+    walk_zip(bytes, MIN_ZIP_BUDGET, &mut |item| match item {
+        Ok(file) => out.0.push(file),
+        Err(e) => out.1.push(e),
+    });
+    out
+}
+
+/// The reading behind [`read_zip`] and [`zip_files`].
+fn walk_zip(bytes: &[u8], min_budget: u64, emit: &mut dyn FnMut(Step)) {
     let archive_error = |path: PathBuf, reason: String| ImportError::Archive { path, reason };
     let archive = match zip::open(bytes, MAX_FILES) {
         Ok(a) => a,
         Err(reason) => {
-            out.1.push(archive_error(PathBuf::new(), reason));
-            return out;
+            emit(Err(archive_error(PathBuf::new(), reason)));
+            return;
         }
     };
     if archive.skipped > 0 {
-        out.1.push(archive_error(
+        emit(Err(archive_error(
             PathBuf::new(),
             format!(
                 "{} central directory records malformed or over the {MAX_FILES}-entry limit",
                 archive.skipped
             ),
-        ));
+        )));
     }
     let name_of = |e: &zip::Entry| -> String {
         String::from_utf8_lossy(&e.name)
@@ -325,7 +373,7 @@ fn read_zip_with_budget(bytes: &[u8], min_budget: u64) -> Imported {
         }
         match archive.extent(e) {
             Ok((header, data)) => wanted.push((i, header..data.end)),
-            Err(reason) => out.1.push(archive_error(PathBuf::from(name_of(e)), reason)),
+            Err(reason) => emit(Err(archive_error(PathBuf::from(name_of(e)), reason))),
         }
     }
     let mut by_start: Vec<usize> = (0..wanted.len()).collect();
@@ -345,36 +393,35 @@ fn read_zip_with_budget(bytes: &[u8], min_budget: u64) -> Imported {
         let e = &archive.entries[*i];
         let path = PathBuf::from(name_of(e));
         if overlapping[k] {
-            out.1.push(archive_error(
+            emit(Err(archive_error(
                 path,
                 "entry overlaps another entry's data".to_string(),
-            ));
+            )));
             continue;
         }
         let cost = e.uncompressed_size.min(MAX_FILE_BYTES as u64);
         if cost > budget {
-            out.1.push(archive_error(
+            emit(Err(archive_error(
                 path,
                 format!(
                     "archive inflates to more than {ZIP_EXPANSION_RATIO} times its size; \
                      this and later entries are not read"
                 ),
-            ));
+            )));
             break;
         }
         match archive.read(e, MAX_FILE_BYTES) {
             Ok(data) => {
                 budget -= cost;
-                parse_into(&mut out, path, &data);
+                emit(Ok((path, data.into_owned())));
             }
             Err(reason) => {
                 // A lying entry may have cost a full MAX_FILE_BYTES.
                 budget = budget.saturating_sub(MAX_FILE_BYTES as u64);
-                out.1.push(archive_error(path, reason));
+                emit(Err(archive_error(path, reason)));
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
