@@ -133,8 +133,13 @@ impl Python {
             if a.kind == ArtifactKind::Exe {
                 continue;
             }
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0).to_vec();
-            if let Some(p) = self.owner_of_file(view.root, view.db, &in_root) {
+            // Most mappings of most processes are not under a site
+            // directory: a string check, no allocation, decides.
+            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
+            if site_dir_of(in_root).is_none() {
+                continue;
+            }
+            if let Some(p) = self.owner_of_file(view.root, view.db, in_root) {
                 out.push(with_package(a, p));
             }
         }
