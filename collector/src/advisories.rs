@@ -226,8 +226,12 @@ pub fn distro_matches(purl: &str, osv_ecosystem: &str) -> bool {
         .split(['?', '&'])
         .find_map(|q| q.strip_prefix("distro="))
         .unwrap_or("");
-    // "debian-12", or "ubuntu-22.04"; an unknown release matches.
-    distro.is_empty() || distro.rsplit_once('-').is_some_and(|(_, r)| r == release)
+    // "debian-12", "ubuntu-22.04", or with a point release as trivy writes
+    // it ("debian-12.11"); an unknown release matches.
+    distro.is_empty()
+        || distro.rsplit_once('-').is_some_and(|(_, r)| {
+            r == release || r.strip_prefix(release).is_some_and(|p| p.starts_with('.'))
+        })
 }
 
 /// (name, source) to look a package up by: Maven's "group:artifact" is the
@@ -316,6 +320,10 @@ mod tests {
         assert!(distro_matches(deb12, "Debian"));
         assert!(!distro_matches(deb12, "Debian:11"));
         assert!(!distro_matches(deb12, "Ubuntu:22.04:LTS"));
+        let trivy = "pkg:deb/debian/libc6@2.36-9%2Bdeb12u10?arch=amd64&distro=debian-12.11";
+        assert!(distro_matches(trivy, "Debian:12"));
+        assert!(!distro_matches(trivy, "Debian:11"));
+        assert!(!distro_matches(trivy, "Debian:1"));
         let jammy = "pkg:deb/ubuntu/libc6@2.35?arch=amd64&distro=ubuntu-22.04";
         assert!(distro_matches(jammy, "Ubuntu:22.04:LTS"));
         assert_eq!(

@@ -8,10 +8,12 @@
 
 pub mod advisories;
 pub mod conformance;
+pub mod matching;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod osv;
 pub mod sbom;
+pub mod sboms;
 pub mod scope;
 pub mod service;
 pub mod sqlite;
@@ -83,6 +85,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Packages stored but not matched yet (a crash between an ingest and
+    // its matching pass, or a database from before schema 8).
+    {
+        let mut guard = store.lock().unwrap_or_else(|e| e.into_inner());
+        let pass = matching::refresh(guard.as_mut(), &store::MatchScope::Unmatched)
+            .map_err(|e| anyhow::anyhow!("matching stored packages: {e}"))?;
+        if pass.candidates > 0 {
+            tracing::info!(candidates = pass.candidates, matches = pass.matches, "matched stored packages");
+        }
+    }
     let connected = Arc::new(Mutex::new(HashSet::new()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     scope::ScopeMap,
-    store::{PackageQuery, Store, StoreError},
+    store::{FindingsQuery, MatchScope, PackageQuery, PutOutcome, Store, StoreError},
     version::{Constraint, Ecosystem, parse_query},
     workloads,
 };
@@ -202,7 +202,18 @@ impl Ingest for IngestService {
                         .await;
                     break;
                 }
-                match with_store(&store, move |s| s.apply(&session, &msg, now_ms())).await {
+                let applied = with_store(&store, move |s| {
+                    s.apply(&session, &msg, now_ms())?;
+                    // New packages against the stored advisories. The ack
+                    // does not wait on it: a failed pass leaves them
+                    // unmatched, and the next message's pass retries.
+                    if let Err(e) = crate::matching::refresh(s, &MatchScope::Unmatched) {
+                        warn!(error = %e, "matching new packages failed; will retry");
+                    }
+                    Ok(())
+                })
+                .await;
+                match applied {
                     // Committed: only now may the agent forget it.
                     Ok(()) => {
                         let ack = v1::CollectorMessage {
@@ -407,8 +418,8 @@ fn severity_rank(s: &str) -> u8 {
 
 impl QueryService {
     /// The processes that have a package and version an advisory (by id or
-    /// alias) affects. Withdrawn advisories expose nothing; OS packages must
-    /// be of the distribution and release the advisory names.
+    /// alias) affects, from the matcher's stored verdicts: fixed-by-distro
+    /// ones included, with their status. Withdrawn advisories expose nothing.
     async fn exposed_to(
         &self,
         id: &str,
@@ -422,61 +433,29 @@ impl QueryService {
                 "no advisory is known as {id}: import it with `patchgap advisories import`"
             )));
         }
+        let ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
+        let mut matches = with_store(&self.store, move |s| {
+            s.findings(&FindingsQuery {
+                advisories: Some(ids),
+                window,
+                include_fixed: true,
+            })
+        })
+        .await?;
+        if let Some(e) = ecosystem {
+            matches.retain(|m| m.package.as_ref().is_some_and(|p| p.ecosystem == e));
+        }
+        // One row per process and package, even when several of the
+        // advisories (an id and its aliases' records) match it.
         let mut out: Vec<v1::Match> = Vec::new();
-        for rec in found.into_iter().filter(|r| r.withdrawn.is_none()) {
-            let Some(Ok(adv)) = crate::osv::import::parse_file(&rec.source, &rec.data) else {
-                continue;
-            };
-            for af in adv.affected {
-                let Some(p) = af.package.clone() else {
-                    continue;
-                };
-                let ty = crate::advisories::purl_type(&p.ecosystem);
-                if ty.is_empty() || ecosystem.as_deref().is_some_and(|e| e != ty) {
-                    continue;
-                }
-                let (name, source) = crate::advisories::lookup_name(&p.ecosystem, &p.name);
-                let order = Ecosystem::from_purl_type(ty);
-                let matches = with_store(&self.store, move |s| {
-                    s.find_package(&PackageQuery {
-                        name: &name,
-                        ecosystem: Some(ty),
-                        source: source.as_deref(),
-                        version_ok: &|_, v| crate::advisories::affects(&af, v, order),
-                        window,
-                    })
-                })
-                .await?;
-                for mut m in matches {
-                    let purl = m.package.as_ref().map(|p| p.purl.as_str()).unwrap_or("");
-                    if matches!(ty, "deb" | "rpm" | "apk")
-                        && !crate::advisories::distro_matches(purl, &p.ecosystem)
-                    {
-                        continue;
-                    }
-                    m.advisory = rec.id.clone();
-                    m.severity = rec.severity.clone();
-                    // A backport: the distro identity's changelog names one
-                    // of the advisory's ids as fixed at or before this
-                    // version.
-                    let fixed = m
-                        .package
-                        .as_ref()
-                        .and_then(|p| p.distro.as_ref())
-                        .is_some_and(|d| {
-                            d.fixed_cves.iter().any(|c| {
-                                c.eq_ignore_ascii_case(&rec.id)
-                                    || rec.aliases.iter().any(|a| a.eq_ignore_ascii_case(c))
-                            })
-                        });
-                    m.status = if fixed { "fixed-by-distro" } else { "affected" }.into();
-                    let dup = out.iter().any(|o| {
-                        o.host_id == m.host_id && o.key == m.key && o.package == m.package
-                    });
-                    if !dup {
-                        out.push(m);
-                    }
-                }
+        for m in matches {
+            match out
+                .iter_mut()
+                .find(|o| o.host_id == m.host_id && o.key == m.key && o.package == m.package)
+            {
+                Some(o) if o.status != "affected" && m.status == "affected" => *o = m,
+                Some(_) => {}
+                None => out.push(m),
             }
         }
         Ok(out)
@@ -579,11 +558,10 @@ impl Query for QueryService {
         };
         let evidence = match req.evidence.trim() {
             "" => None,
-            "loaded" => Some(true),
-            "installed" => Some(false),
+            e @ ("loaded" | "installed" | "declared") => Some(e.to_string()),
             e => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown evidence {e:?}: use loaded or installed"
+                    "unknown evidence {e:?}: use loaded, installed or declared"
                 )));
             }
         };
@@ -606,8 +584,11 @@ impl Query for QueryService {
         } else {
             self.exposed_to(&advisory, ecosystem, window).await?
         };
-        if let Some(loaded) = evidence {
-            matches.retain(|m| crate::store::evidence_loaded(&m.evidence) == loaded);
+        if let Some(wanted) = evidence {
+            matches.retain(|m| match wanted.as_str() {
+                "loaded" => crate::store::evidence_loaded(&m.evidence),
+                other => m.evidence == other,
+            });
         }
         place_in_workloads(&mut matches, &summaries, &by_instance, &filter);
         Ok(Response::new(v1::FindPackageResponse {
@@ -639,6 +620,7 @@ impl Query for QueryService {
         &self,
         request: Request<v1::ImportAdvisoriesRequest>,
     ) -> Result<Response<v1::ImportAdvisoriesResponse>, Status> {
+        let started = std::time::Instant::now();
         let files = request.into_inner().files;
         // Parsing is CPU work: off the async workers.
         let (records, errors) =
@@ -649,12 +631,32 @@ impl Query for QueryService {
             errors,
             ..Default::default()
         };
-        let (records, put) = with_store(&self.store, move |s| {
+        let (records, put, pass) = with_store(&self.store, move |s| {
             let put = s.put_advisories(&records)?;
-            Ok((records, put))
+            // Match what changed (and the advisories that share an alias
+            // with it) against every package, now: the import's answer
+            // means the findings are complete.
+            let changed: Vec<_> = records
+                .iter()
+                .zip(&put)
+                .filter(|(_, o)| matches!(o, PutOutcome::Added | PutOutcome::Updated))
+                .map(|(r, _)| r.clone())
+                .collect();
+            let ids = crate::matching::related(s, &changed)?;
+            let pass = crate::matching::refresh(s, &MatchScope::Advisories(ids))?;
+            Ok((records, put, pass))
         })
         .await?;
         crate::advisories::count(&mut resp, &records, &put);
+        resp.matches = pass.matches as u32;
+        resp.time_to_scope_ms = started.elapsed().as_millis() as i64;
+        info!(
+            added = resp.added,
+            updated = resp.updated,
+            matches = resp.matches,
+            time_to_scope_ms = resp.time_to_scope_ms,
+            "advisories imported"
+        );
         Ok(Response::new(resp))
     }
 
@@ -716,23 +718,23 @@ impl Query for QueryService {
         let filter = req.filter.unwrap_or_default();
         let (coverage, _) = self.hosts().await?;
         let (summaries, by_instance, scope_map_error) = self.workloads().await?;
-        let advisories = with_store(&self.store, |s| s.advisories(None)).await?;
-        let mut findings = Vec::new();
-        let mut evaluated = 0u32;
-        for a in advisories
+        let evaluated = with_store(&self.store, |s| s.advisories(None))
+            .await?
             .iter()
             .filter(|a| a.withdrawn.is_none() && severity_rank(&a.severity) >= min)
-        {
-            evaluated += 1;
-            let matches = self.exposed_to(&a.id, None, None).await?;
-            findings.extend(
-                matches
-                    .into_iter()
-                    // Matches reached through an alias belong to that record.
-                    .filter(|m| m.advisory == a.id && m.status != "fixed-by-distro")
-                    .filter(|m| !req.loaded || crate::store::evidence_loaded(&m.evidence)),
-            );
-        }
+            .count() as u32;
+        let mut findings = with_store(&self.store, |s| {
+            s.findings(&FindingsQuery {
+                advisories: None,
+                window: None,
+                include_fixed: false,
+            })
+        })
+        .await?;
+        findings.retain(|m| {
+            severity_rank(&m.severity) >= min
+                && (!req.loaded || crate::store::evidence_loaded(&m.evidence))
+        });
         place_in_workloads(&mut findings, &summaries, &by_instance, &filter);
         Ok(Response::new(v1::ListFindingsResponse {
             coverage: Some(coverage),
@@ -740,6 +742,66 @@ impl Query for QueryService {
             scope_map_error,
             advisories: evaluated,
             elapsed_ms: started.elapsed().as_millis() as i64,
+        }))
+    }
+
+    async fn push_sbom(
+        &self,
+        request: Request<v1::PushSbomRequest>,
+    ) -> Result<Response<v1::PushSbomResponse>, Status> {
+        let req = request.into_inner();
+        let image = crate::sboms::image_digest(&req.image).map_err(Status::invalid_argument)?;
+        let name = if req.name.is_empty() {
+            "sbom".to_string()
+        } else {
+            req.name
+        };
+        // Parsing is CPU work: off the async workers. A document that does
+        // not parse changes nothing.
+        let record = tokio::task::spawn_blocking(move || {
+            crate::sbom::Sbom::parse(&req.data, &name)
+                .map(|sbom| crate::sboms::record(&sbom, &image, &name, &req.data, now_ms()))
+        })
+        .await
+        .map_err(|_| Status::internal("SBOM parsing failed"))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let image = record.image.clone();
+        let (outcome, stored) = with_store(&self.store, move |s| {
+            let outcome = s.put_sbom(&record)?;
+            crate::matching::refresh(s, &MatchScope::Unmatched)?;
+            let stored = s.sboms(Some(&record.image))?;
+            Ok((outcome, stored))
+        })
+        .await?;
+        let stored = stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal(format!("the SBOM of {image} was not stored")))?;
+        Ok(Response::new(v1::PushSbomResponse {
+            sbom: Some(crate::sboms::summary(&stored)),
+            outcome: match outcome {
+                PutOutcome::Added => "added",
+                PutOutcome::Updated => "replaced",
+                PutOutcome::Unchanged | PutOutcome::Older => "unchanged",
+            }
+            .into(),
+            matches: stored.packages.iter().map(|p| p.advisories.len() as u32).sum(),
+        }))
+    }
+
+    async fn list_sboms(
+        &self,
+        request: Request<v1::ListSbomsRequest>,
+    ) -> Result<Response<v1::ListSbomsResponse>, Status> {
+        let image = request.into_inner().image;
+        let image = if image.trim().is_empty() {
+            None
+        } else {
+            Some(crate::sboms::image_digest(&image).map_err(Status::invalid_argument)?)
+        };
+        let sboms = with_store(&self.store, move |s| s.sboms(image.as_deref())).await?;
+        Ok(Response::new(v1::ListSbomsResponse {
+            sboms: sboms.iter().map(crate::sboms::summary).collect(),
         }))
     }
 

@@ -11,7 +11,8 @@ use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::store::{
-    AdvisoryRecord, HostRow, PackageQuery, PutOutcome, Result, Session, Store, StoreError,
+    AdvisoryMatch, AdvisoryRecord, DeclaredPackage, FindingsQuery, HostRow, MatchCandidate,
+    MatchScope, PackageQuery, PutOutcome, Result, SbomRecord, Session, Store, StoreError,
     WorkloadRow, package_key, pep503,
 };
 
@@ -229,6 +230,50 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE package ADD COLUMN fixed_cves TEXT NOT NULL DEFAULT '';
     "#,
+    // 8: incremental matching and SBOMs. advisory_match holds the matcher's
+    // verdicts per (advisory, package); a package is `matched` once every
+    // advisory was tested on it. Workloads get their image columns, so an
+    // SBOM's image finds them; SBOM components are packages.
+    r#"
+    CREATE TABLE advisory_match (
+        advisory_id TEXT NOT NULL REFERENCES advisory (id) ON DELETE CASCADE,
+        package_id INTEGER NOT NULL REFERENCES package (id),
+        -- "affected" or "fixed-by-distro".
+        status TEXT NOT NULL,
+        PRIMARY KEY (advisory_id, package_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX advisory_match_by_package ON advisory_match (package_id);
+    ALTER TABLE package ADD COLUMN matched INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX package_unmatched ON package (id) WHERE matched = 0;
+    ALTER TABLE workload ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE workload ADD COLUMN image_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX workload_by_image_digest ON workload (image_digest) WHERE image_digest != '';
+    CREATE INDEX workload_by_image_id ON workload (image_id) WHERE image_id != '';
+    CREATE TABLE sbom (
+        id INTEGER PRIMARY KEY,
+        -- sha256:<64 hex>; one SBOM per image.
+        image TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        format TEXT NOT NULL,
+        syntax TEXT NOT NULL,
+        spec_version TEXT NOT NULL,
+        tools TEXT NOT NULL,
+        components INTEGER NOT NULL,
+        edges INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        pushed_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sbom_component (
+        sbom_id INTEGER NOT NULL REFERENCES sbom (id) ON DELETE CASCADE,
+        package_id INTEGER NOT NULL REFERENCES package (id),
+        ref TEXT NOT NULL,
+        -- The "pulled in by" chain, root first, newline-separated.
+        chain TEXT NOT NULL,
+        PRIMARY KEY (sbom_id, package_id, ref)
+    ) WITHOUT ROWID;
+    CREATE INDEX sbom_component_by_package ON sbom_component (package_id);
+    "#,
 ];
 
 pub struct SqliteStore {
@@ -274,6 +319,9 @@ impl SqliteStore {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
+            if i + 1 == 8 {
+                backfill_workload_images(&tx)?;
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
@@ -376,11 +424,12 @@ impl Interner {
             return Ok(*id);
         }
         let args = params![key.0, key.1, key.2, key.3, key.4, key.5, key.6];
-        tx.prepare_cached(
+        let changed = tx.prepare_cached(
             "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key, fixed_cves)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (ecosystem, name, source, version, arch, purl, distro_id)
-             DO UPDATE SET fixed_cves = excluded.fixed_cves WHERE excluded.fixed_cves != ''",
+             DO UPDATE SET fixed_cves = excluded.fixed_cves
+                 WHERE excluded.fixed_cves != '' AND excluded.fixed_cves != package.fixed_cves",
         )?
         .execute(params![
             key.0,
@@ -392,13 +441,19 @@ impl Interner {
             key.6,
             crate::store::package_key(&p.ecosystem, &p.name),
             p.fixed_cves.join(",")
-        ])?;
+        ])? > 0;
         let id = tx
             .prepare_cached(
                 "SELECT id FROM package WHERE ecosystem = ?1 AND name = ?2 AND source = ?3 AND version = ?4
                  AND arch = ?5 AND purl = ?6 AND distro_id = ?7",
             )?
             .query_row(args, |r| r.get(0))?;
+        // New changelog CVEs can turn a match into fixed-by-distro: this
+        // package and the language packages it installed are matched again.
+        if changed && !p.fixed_cves.is_empty() {
+            tx.prepare_cached("UPDATE package SET matched = 0 WHERE id = ?1 OR distro_id = ?1")?
+                .execute([id])?;
+        }
         self.packages.insert(key, id);
         Ok(id)
     }
@@ -574,6 +629,22 @@ fn set_privilege(tx: &Transaction, id: i64, p: &v1::Process) -> Result<()> {
     Ok(())
 }
 
+/// Migration 8: the image columns of workloads stored before it, from
+/// their encoded records.
+fn backfill_workload_images(tx: &Transaction) -> Result<()> {
+    let rows: Vec<(i64, String, Vec<u8>)> = tx
+        .prepare("SELECT host, id, data FROM workload")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update =
+        tx.prepare("UPDATE workload SET image_digest = ?3, image_id = ?4 WHERE host = ?1 AND id = ?2")?;
+    for (host, id, data) in rows {
+        let w = v1::Workload::decode(data.as_slice()).unwrap_or_default();
+        update.execute(params![host, id, w.image_digest, w.image_id])?;
+    }
+    Ok(())
+}
+
 fn upsert_workloads(
     tx: &Transaction,
     host: i64,
@@ -581,14 +652,23 @@ fn upsert_workloads(
     at_ms: i64,
 ) -> Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO workload (host, id, data, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (host, id) DO UPDATE SET data = excluded.data, last_seen_ms = excluded.last_seen_ms",
+        "INSERT INTO workload (host, id, data, last_seen_ms, image_digest, image_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (host, id) DO UPDATE SET data = excluded.data, last_seen_ms = excluded.last_seen_ms,
+             image_digest = excluded.image_digest, image_id = excluded.image_id",
     )?;
     for w in workloads {
         if w.id.is_empty() {
             return Err(StoreError::Invalid("workload without an id".into()));
         }
-        stmt.execute(params![host, w.id, w.encode_to_vec(), at_ms])?;
+        stmt.execute(params![
+            host,
+            w.id,
+            w.encode_to_vec(),
+            at_ms,
+            w.image_digest,
+            w.image_id
+        ])?;
     }
     Ok(())
 }
@@ -691,6 +771,250 @@ fn mark_exited(
             .execute([id])?;
     }
     Ok(())
+}
+
+/// A package and its distro identity; [`package_row`] reads the columns.
+const PACKAGE_COLUMNS: &str =
+    "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
+            d.ecosystem, d.name, d.source, d.version, d.arch, d.purl, d.fixed_cves
+     FROM package p LEFT JOIN package d ON d.id = p.distro_id AND p.distro_id != 0";
+
+fn split_cves(s: String) -> Vec<String> {
+    s.split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Package)> {
+    let distro = match r.get::<_, Option<String>>(7)? {
+        Some(ecosystem) => Some(Box::new(v1::Package {
+            ecosystem,
+            name: r.get(8)?,
+            source: r.get(9)?,
+            version: r.get(10)?,
+            arch: r.get(11)?,
+            purl: r.get(12)?,
+            distro: None,
+            fixed_cves: split_cves(r.get(13)?),
+        })),
+        None => None,
+    };
+    Ok((
+        r.get(0)?,
+        v1::Package {
+            ecosystem: r.get(1)?,
+            name: r.get(2)?,
+            source: r.get(3)?,
+            version: r.get(4)?,
+            arch: r.get(5)?,
+            purl: r.get(6)?,
+            distro,
+            fixed_cves: Vec::new(),
+        },
+    ))
+}
+
+/// What identifies "the same package" when an SBOM's component and a
+/// package the agent found meet in one process: ecosystem, name as compared,
+/// version.
+fn identity(p: &v1::Package) -> (String, String, String) {
+    (
+        p.ecosystem.clone(),
+        package_key(&p.ecosystem, &p.name),
+        p.version.clone(),
+    )
+}
+
+impl SqliteStore {
+    /// The processes that have any of `packages`: through their artifacts
+    /// (running processes, or with `window` the history), and through the
+    /// SBOM of the image their workload runs (`declared`). One match per
+    /// process and package identity, with the ids of the package rows that
+    /// contributed, sorted by host, workload and pid.
+    fn processes_having(
+        &mut self,
+        packages: &[(i64, v1::Package)],
+        window: Option<(i64, i64)>,
+    ) -> Result<Vec<(Vec<i64>, v1::Match)>> {
+        let mut matches: Vec<(Vec<i64>, v1::Match)> = Vec::new();
+        // (process row id, package identity) → index in `matches`.
+        let mut index: HashMap<(i64, (String, String, String)), usize> = HashMap::new();
+        // "Now" walks the running processes' current sets; a window walks the
+        // history intervals, so exited processes and sets a process had
+        // earlier are found too.
+        const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                    p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
+                    p.exit_time_ms
+             FROM artifact a
+             JOIN artifact_set_member m ON m.artifact_id = a.id";
+        let sql = match window {
+            None => format!(
+                "{COLUMNS}
+                 JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
+                 JOIN host h ON h.id = p.host
+                 WHERE a.package_id = ?1
+                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+            ),
+            Some(_) => format!(
+                "{COLUMNS}
+                 JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
+                      AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
+                 JOIN process p ON p.id = hs.process_id
+                 JOIN host h ON h.id = p.host
+                 WHERE a.package_id = ?1
+                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+            ),
+        };
+        // The declared side: the SBOM's image → workloads running it (by
+        // digest or image id) → their processes.
+        let declared_sql = format!(
+            "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                    p.exe, p.cmdline, p.uid, sc.ref, s.image, sc.chain, p.privilege, p.exit_time_ms
+             FROM sbom_component sc
+             JOIN sbom s ON s.id = sc.sbom_id
+             JOIN workload w ON w.image_digest = s.image OR w.image_id = s.image
+             JOIN process p ON p.host = w.host AND p.workload = w.id AND {}
+             JOIN host h ON h.id = p.host
+             WHERE sc.package_id = ?1
+             ORDER BY h.hostname, p.workload, p.pid",
+            match window {
+                None => "p.exit_time_ms IS NULL",
+                Some(_) => "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
+            }
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        // (process row id, package id, path, kind) already listed.
+        let mut seen_paths: std::collections::HashSet<(i64, i64, Vec<u8>, i32)> =
+            Default::default();
+        let new_match = |r: &rusqlite::Row, package: &v1::Package, privilege: usize| {
+            Ok::<_, rusqlite::Error>(v1::Match {
+                host: r.get(1)?,
+                host_id: r.get(2)?,
+                workload: r.get(3)?,
+                key: Some(v1::ProcessKey {
+                    pid: r.get(4)?,
+                    start_ticks: r.get::<_, i64>(5)? as u64,
+                }),
+                process_start_ms: r.get(6)?,
+                exe: r.get(7)?,
+                cmdline: r.get(8)?,
+                uid: r.get(9)?,
+                privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(privilege)?.as_slice()).ok(),
+                exit_time_ms: r.get::<_, Option<i64>>(privilege + 1)?.unwrap_or(0),
+                package: Some(package.clone()),
+                ..Default::default()
+            })
+        };
+        for (package_id, package) in packages {
+            let mut rows = match window {
+                None => stmt.query([package_id])?,
+                Some((since, until)) => stmt.query(params![package_id, since, until])?,
+            };
+            while let Some(r) = rows.next()? {
+                let pid_row: i64 = r.get(0)?;
+                let kind: i32 = r.get(11)?;
+                let path_bytes: Vec<u8> = r.get(10)?;
+                if !seen_paths.insert((pid_row, *package_id, path_bytes.clone(), kind)) {
+                    continue;
+                }
+                let path = v1::MatchPath {
+                    path: path_bytes,
+                    evidence: evidence_name(kind).into(),
+                    stale: r.get(12)?,
+                    deleted: r.get(13)?,
+                    dev: r.get::<_, i64>(14)? as u64,
+                    inode: r.get::<_, i64>(15)? as u64,
+                };
+                let i = match index.get(&(pid_row, identity(package))) {
+                    Some(i) => *i,
+                    None => {
+                        matches.push((Vec::new(), new_match(r, package, 16)?));
+                        index.insert((pid_row, identity(package)), matches.len() - 1);
+                        matches.len() - 1
+                    }
+                };
+                let (ids, m) = &mut matches[i];
+                if !ids.contains(package_id) {
+                    ids.push(*package_id);
+                }
+                m.stale |= path.stale;
+                // The strongest evidence wins (see `evidence_rank`).
+                if crate::store::evidence_rank(&path.evidence)
+                    > crate::store::evidence_rank(&m.evidence)
+                {
+                    m.evidence = path.evidence.clone();
+                }
+                m.paths.push(path);
+            }
+        }
+        drop(stmt);
+        let mut stmt = self.conn.prepare_cached(&declared_sql)?;
+        for (package_id, package) in packages {
+            let mut rows = match window {
+                None => stmt.query([package_id])?,
+                Some((since, until)) => stmt.query(params![package_id, since, until])?,
+            };
+            while let Some(r) = rows.next()? {
+                let pid_row: i64 = r.get(0)?;
+                let reference: String = r.get(10)?;
+                let image: String = r.get(11)?;
+                let chain: String = r.get(12)?;
+                let i = match index.get(&(pid_row, identity(package))) {
+                    Some(i) => *i,
+                    None => {
+                        let mut m = new_match(r, package, 13)?;
+                        m.evidence = "declared".into();
+                        matches.push((Vec::new(), m));
+                        index.insert((pid_row, identity(package)), matches.len() - 1);
+                        matches.len() - 1
+                    }
+                };
+                let (ids, m) = &mut matches[i];
+                if !ids.contains(package_id) {
+                    ids.push(*package_id);
+                }
+                if m.sbom_image.is_empty() {
+                    m.sbom_image = image.clone();
+                    m.pulled_in_by = chain
+                        .split('\n')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
+                let path = format!("sbom {image} {reference}").into_bytes();
+                if !m.paths.iter().any(|p| p.path == path) {
+                    m.paths.push(v1::MatchPath {
+                        path,
+                        evidence: "declared".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        matches.sort_by(|(_, a), (_, b)| {
+            (&a.host, &a.workload, a.key.map(|k| k.pid)).cmp(&(
+                &b.host,
+                &b.workload,
+                b.key.map(|k| k.pid),
+            ))
+        });
+        Ok(matches)
+    }
+
+    /// Package rows by id.
+    fn packages_by_id(&mut self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.id = ?1"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = stmt.query_row([id], package_row).optional()? {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Store for SqliteStore {
@@ -927,49 +1251,14 @@ impl Store for SqliteStore {
     }
 
     fn find_package(&mut self, q: &PackageQuery<'_>) -> Result<Vec<v1::Match>> {
-        let window = q.window;
         let packages: Vec<(i64, v1::Package)> = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
-                        d.ecosystem, d.name, d.source, d.version, d.arch, d.purl, d.fixed_cves
-                 FROM package p LEFT JOIN package d ON d.id = p.distro_id AND p.distro_id != 0
-                 WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3",
-            )?;
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "{PACKAGE_COLUMNS}
+                 WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3"
+            ))?;
             let rows = stmt.query_map(
                 params![q.name.to_lowercase(), pep503(q.name), q.name],
-                |r| {
-                    let distro = match r.get::<_, Option<String>>(7)? {
-                        Some(ecosystem) => Some(Box::new(v1::Package {
-                            ecosystem,
-                            name: r.get(8)?,
-                            source: r.get(9)?,
-                            version: r.get(10)?,
-                            arch: r.get(11)?,
-                            purl: r.get(12)?,
-                            distro: None,
-                            fixed_cves: r
-                                .get::<_, String>(13)?
-                                .split(',')
-                                .filter(|c| !c.is_empty())
-                                .map(str::to_string)
-                                .collect(),
-                        })),
-                        None => None,
-                    };
-                    Ok((
-                        r.get(0)?,
-                        v1::Package {
-                            ecosystem: r.get(1)?,
-                            name: r.get(2)?,
-                            source: r.get(3)?,
-                            version: r.get(4)?,
-                            arch: r.get(5)?,
-                            purl: r.get(6)?,
-                            distro,
-                            fixed_cves: Vec::new(),
-                        },
-                    ))
-                },
+                package_row,
             )?;
             rows.collect::<Result<Vec<_>, _>>()?
                 .into_iter()
@@ -978,103 +1267,11 @@ impl Store for SqliteStore {
                 .filter(|(_, p)| (q.version_ok)(&p.ecosystem, &p.version))
                 .collect()
         };
-        let mut matches: Vec<v1::Match> = Vec::new();
-        // (process row id, package id) → index in `matches`.
-        let mut index: HashMap<(i64, i64), usize> = HashMap::new();
-        // "Now" walks the running processes' current sets; a window walks the
-        // history intervals, so exited processes and sets a process had
-        // earlier are found too.
-        const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                    p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
-                    p.exit_time_ms
-             FROM artifact a
-             JOIN artifact_set_member m ON m.artifact_id = a.id";
-        let sql = match window {
-            None => format!(
-                "{COLUMNS}
-                 JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
-                 JOIN host h ON h.id = p.host
-                 WHERE a.package_id = ?1
-                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-            ),
-            Some(_) => format!(
-                "{COLUMNS}
-                 JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
-                      AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
-                 JOIN process p ON p.id = hs.process_id
-                 JOIN host h ON h.id = p.host
-                 WHERE a.package_id = ?1
-                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-            ),
-        };
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        // (process row id, package id, path, kind) already listed.
-        let mut seen_paths: std::collections::HashSet<(i64, i64, Vec<u8>, i32)> =
-            Default::default();
-        for (package_id, package) in &packages {
-            let mut rows = match window {
-                None => stmt.query([package_id])?,
-                Some((since, until)) => stmt.query(params![package_id, since, until])?,
-            };
-            while let Some(r) = rows.next()? {
-                let pid_row: i64 = r.get(0)?;
-                let kind: i32 = r.get(11)?;
-                let path_bytes: Vec<u8> = r.get(10)?;
-                if !seen_paths.insert((pid_row, *package_id, path_bytes.clone(), kind)) {
-                    continue;
-                }
-                let path = v1::MatchPath {
-                    path: path_bytes,
-                    evidence: evidence_name(kind).into(),
-                    stale: r.get(12)?,
-                    deleted: r.get(13)?,
-                    dev: r.get::<_, i64>(14)? as u64,
-                    inode: r.get::<_, i64>(15)? as u64,
-                };
-                let i = match index.get(&(pid_row, *package_id)) {
-                    Some(i) => *i,
-                    None => {
-                        matches.push(v1::Match {
-                            host: r.get(1)?,
-                            host_id: r.get(2)?,
-                            workload: r.get(3)?,
-                            key: Some(v1::ProcessKey {
-                                pid: r.get(4)?,
-                                start_ticks: r.get::<_, i64>(5)? as u64,
-                            }),
-                            process_start_ms: r.get(6)?,
-                            exe: r.get(7)?,
-                            cmdline: r.get(8)?,
-                            uid: r.get(9)?,
-                            privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
-                                .ok(),
-                            exit_time_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0),
-                            package: Some(package.clone()),
-                            ..Default::default()
-                        });
-                        index.insert((pid_row, *package_id), matches.len() - 1);
-                        matches.len() - 1
-                    }
-                };
-                let m = &mut matches[i];
-                m.stale |= path.stale;
-                // The strongest evidence wins (see `evidence_rank`).
-                if crate::store::evidence_rank(&path.evidence)
-                    > crate::store::evidence_rank(&m.evidence)
-                {
-                    m.evidence = path.evidence.clone();
-                }
-                m.paths.push(path);
-            }
-        }
-        matches.sort_by(|a, b| {
-            (&a.host, &a.workload, a.key.map(|k| k.pid)).cmp(&(
-                &b.host,
-                &b.workload,
-                b.key.map(|k| k.pid),
-            ))
-        });
-        Ok(matches)
+        Ok(self
+            .processes_having(&packages, q.window)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect())
     }
 
     fn workloads(&mut self) -> Result<Vec<WorkloadRow>> {
@@ -1271,6 +1468,286 @@ impl Store for SqliteStore {
             ),
             None => self.advisory_rows("WHERE ?1 = ?1", "", false),
         }
+    }
+
+    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Vec<MatchCandidate>> {
+        let mut out = Vec::new();
+        match scope {
+            MatchScope::Unmatched => {
+                // Each new package against the advisories naming it: by its
+                // key, its source (Debian and rpm advisories name source
+                // packages) or Maven's group:artifact.
+                let packages: Vec<(i64, v1::Package)> = self
+                    .conn
+                    .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.matched = 0"))?
+                    .query_map([], package_row)?
+                    .collect::<Result<_, _>>()?;
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT DISTINCT advisory_id FROM advisory_package
+                     WHERE ecosystem = ?1 AND key IN (?2, ?3, ?4)",
+                )?;
+                for (id, p) in packages {
+                    let key = package_key(&p.ecosystem, &p.name);
+                    let source = p.source.to_lowercase();
+                    let maven = format!("{source}:{key}");
+                    let ids: Vec<String> = stmt
+                        .query_map(params![p.ecosystem, key, source, maven], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    for advisory_id in ids {
+                        out.push(MatchCandidate {
+                            package_id: id,
+                            package: p.clone(),
+                            advisory_id,
+                        });
+                    }
+                }
+            }
+            MatchScope::Advisories(ids) => {
+                let mut names = self.conn.prepare_cached(
+                    "SELECT DISTINCT ecosystem, key, name FROM advisory_package WHERE advisory_id = ?1",
+                )?;
+                let mut by_key = self.conn.prepare_cached(&format!(
+                    "{PACKAGE_COLUMNS} WHERE p.key = ?2 AND p.ecosystem = ?1
+                     UNION {PACKAGE_COLUMNS} WHERE p.source = ?3 AND p.ecosystem = ?1"
+                ))?;
+                let mut maven = self.conn.prepare_cached(&format!(
+                    "{PACKAGE_COLUMNS} WHERE p.key = ?2 AND p.source = ?3 AND p.ecosystem = 'maven'"
+                ))?;
+                for advisory_id in ids {
+                    let wanted: Vec<(String, String, String)> = names
+                        .query_map([advisory_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let mut seen = std::collections::HashSet::new();
+                    for (eco, key, name) in wanted {
+                        let rows: Vec<(i64, v1::Package)> = match (eco.as_str(), name.split_once(':')) {
+                            ("maven", Some((group, artifact))) => maven
+                                .query_map(params![eco, artifact.to_lowercase(), group], package_row)?
+                                .collect::<Result<_, _>>()?,
+                            ("maven", None) | ("", _) => Vec::new(),
+                            _ => by_key
+                                .query_map(params![eco, key, name], package_row)?
+                                .collect::<Result<_, _>>()?,
+                        };
+                        for (id, package) in rows {
+                            if seen.insert(id) {
+                                out.push(MatchCandidate {
+                                    package_id: id,
+                                    package,
+                                    advisory_id: advisory_id.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_matches(&mut self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        match scope {
+            MatchScope::Unmatched => {
+                tx.execute(
+                    "DELETE FROM advisory_match WHERE package_id IN (SELECT id FROM package WHERE matched = 0)",
+                    [],
+                )?;
+            }
+            MatchScope::Advisories(ids) => {
+                let mut del = tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?;
+                for id in ids {
+                    del.execute([id])?;
+                }
+            }
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO advisory_match (advisory_id, package_id, status) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (advisory_id, package_id) DO UPDATE SET status = excluded.status",
+            )?;
+            for m in matches {
+                ins.execute(params![m.advisory_id, m.package_id, m.status])?;
+            }
+        }
+        if *scope == MatchScope::Unmatched {
+            tx.execute("UPDATE package SET matched = 1 WHERE matched = 0", [])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn findings(&mut self, q: &FindingsQuery) -> Result<Vec<v1::Match>> {
+        // (advisory, severity, status) per package id.
+        let mut verdicts: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+        {
+            let sql = "SELECT m.advisory_id, a.severity, m.status, m.package_id
+                 FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id AND a.withdrawn IS NULL
+                 WHERE (?1 IS NULL OR m.advisory_id = ?1) AND (?2 OR m.status = 'affected')
+                 ORDER BY m.advisory_id";
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let mut collect = |id: Option<&str>| -> Result<()> {
+                let rows = stmt.query_map(params![id, q.include_fixed], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                })?;
+                for row in rows {
+                    let (advisory, severity, status, package) = row?;
+                    verdicts.entry(package).or_default().push((advisory, severity, status));
+                }
+                Ok(())
+            };
+            match &q.advisories {
+                None => collect(None)?,
+                Some(ids) => {
+                    for id in ids {
+                        collect(Some(id))?;
+                    }
+                }
+            }
+        }
+        let mut ids: Vec<i64> = verdicts.keys().copied().collect();
+        ids.sort_unstable();
+        let packages = self.packages_by_id(&ids)?;
+        let mut out = Vec::new();
+        for (package_ids, m) in self.processes_having(&packages, q.window)? {
+            // Per advisory: affected if any contributing package row is.
+            let mut per_advisory: Vec<(String, String, String)> = Vec::new();
+            for id in &package_ids {
+                for (advisory, severity, status) in verdicts.get(id).into_iter().flatten() {
+                    match per_advisory.iter_mut().find(|(a, _, _)| a == advisory) {
+                        Some(v) if status == "affected" => v.2 = status.clone(),
+                        Some(_) => {}
+                        None => per_advisory.push((advisory.clone(), severity.clone(), status.clone())),
+                    }
+                }
+            }
+            per_advisory.sort();
+            for (advisory, severity, status) in per_advisory {
+                let mut f = m.clone();
+                f.advisory = advisory;
+                f.severity = severity;
+                f.status = status;
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_sbom(&mut self, sbom: &SbomRecord) -> Result<PutOutcome> {
+        let tx = self.conn.transaction()?;
+        let stored: Option<(i64, String)> = tx
+            .prepare_cached("SELECT id, sha256 FROM sbom WHERE image = ?1")?
+            .query_row([&sbom.image], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let outcome = match &stored {
+            Some((_, sha)) if *sha == sbom.sha256 => return Ok(PutOutcome::Unchanged),
+            Some((id, _)) => {
+                // ON DELETE CASCADE clears its components.
+                tx.execute("DELETE FROM sbom WHERE id = ?1", [id])?;
+                PutOutcome::Updated
+            }
+            None => PutOutcome::Added,
+        };
+        tx.execute(
+            "INSERT INTO sbom (image, name, sha256, format, syntax, spec_version, tools, components, edges, data, pushed_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                sbom.image,
+                sbom.name,
+                sbom.sha256,
+                sbom.format,
+                sbom.syntax,
+                sbom.spec_version,
+                sbom.tools,
+                sbom.components,
+                sbom.edges,
+                sbom.data,
+                sbom.pushed_ms
+            ],
+        )?;
+        let sbom_id = tx.last_insert_rowid();
+        let mut interner = Interner::default();
+        for d in &sbom.packages {
+            let package_id = interner.package(&tx, &d.package)?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO sbom_component (sbom_id, package_id, ref, chain) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![sbom_id, package_id, d.reference, d.pulled_in_by.join("\n")])?;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn sboms(&mut self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
+        let mut rows: Vec<(i64, SbomRecord)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, image, name, sha256, format, syntax, spec_version, tools, components, edges, pushed_ms
+                 FROM sbom WHERE ?1 IS NULL OR image = ?1 ORDER BY image",
+            )?
+            .query_map([image], |r| {
+                Ok((
+                    r.get(0)?,
+                    SbomRecord {
+                        image: r.get(1)?,
+                        name: r.get(2)?,
+                        sha256: r.get(3)?,
+                        format: r.get(4)?,
+                        syntax: r.get(5)?,
+                        spec_version: r.get(6)?,
+                        tools: r.get(7)?,
+                        components: r.get(8)?,
+                        edges: r.get(9)?,
+                        pushed_ms: r.get(10)?,
+                        ..Default::default()
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sc.package_id, sc.ref, sc.chain FROM sbom_component sc WHERE sc.sbom_id = ?1
+             ORDER BY sc.package_id, sc.ref",
+        )?;
+        let mut components: Vec<Vec<(i64, String, String)>> = Vec::new();
+        for (id, _) in &rows {
+            components.push(
+                stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        drop(stmt);
+        let mut affected = self.conn.prepare_cached(
+            "SELECT m.advisory_id FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id
+             WHERE m.package_id = ?1 AND m.status = 'affected' AND a.withdrawn IS NULL
+             ORDER BY m.advisory_id",
+        )?;
+        let mut advisories: HashMap<i64, Vec<String>> = HashMap::new();
+        for comps in &components {
+            for (id, _, _) in comps {
+                if !advisories.contains_key(id) {
+                    let ids = affected
+                        .query_map([id], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    advisories.insert(*id, ids);
+                }
+            }
+        }
+        drop(affected);
+        for ((_, rec), comps) in rows.iter_mut().zip(components) {
+            let ids: Vec<i64> = comps.iter().map(|c| c.0).collect();
+            let packages: HashMap<i64, v1::Package> = self.packages_by_id(&ids)?.into_iter().collect();
+            rec.packages = comps
+                .into_iter()
+                .filter_map(|(id, reference, chain)| {
+                    Some(DeclaredPackage {
+                        package: packages.get(&id)?.clone(),
+                        reference,
+                        pulled_in_by: chain.split('\n').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+                        advisories: advisories.get(&id).cloned().unwrap_or_default(),
+                    })
+                })
+                .collect();
+        }
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 }
 

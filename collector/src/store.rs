@@ -66,6 +66,7 @@ pub fn evidence_rank(evidence: &str) -> u8 {
         "embedded" => 3,
         "opened" => 2,
         "installed" => 1,
+        // "declared": an image SBOM lists it; nothing on the host shows it.
         _ => 0,
     }
 }
@@ -165,6 +166,114 @@ pub trait Store: Send + 'static {
     /// Every advisory, optionally only those affecting an ecosystem (a purl
     /// type). Without their `data`.
     fn advisories(&mut self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>>;
+
+    /// The (package, advisory) pairs whose ecosystem and name agree, for
+    /// the matcher to test versions on: the packages not matched yet
+    /// against every advisory, or every package against some advisories.
+    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Vec<MatchCandidate>>;
+
+    /// Records what the matcher decided for `scope`'s candidates, in one
+    /// transaction: `Unmatched` marks every package that was unmatched as
+    /// matched; `Advisories` replaces those advisories' earlier matches.
+    /// The caller holds the store between `match_candidates` and this call.
+    fn put_matches(&mut self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()>;
+
+    /// The processes with a package an advisory affects (as recorded by
+    /// `put_matches`), one `Match` per process, package and advisory, with
+    /// `advisory`, `severity` and `status` set; packages an image SBOM
+    /// declares are found through the workloads running that image.
+    fn findings(&mut self, query: &FindingsQuery) -> Result<Vec<v1::Match>>;
+
+    /// Attaches an SBOM to an image digest, replacing the image's earlier
+    /// SBOM. Its components become packages (so advisories match them) and
+    /// `declared` evidence for the processes of workloads running the image.
+    fn put_sbom(&mut self, sbom: &SbomRecord) -> Result<PutOutcome>;
+
+    /// The stored SBOMs (without their documents), optionally of one image.
+    fn sboms(&mut self, image: Option<&str>) -> Result<Vec<SbomRecord>>;
+}
+
+/// Which packages and advisories the matcher evaluates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchScope {
+    /// Packages stored since the last pass (new inventory), against every
+    /// advisory.
+    Unmatched,
+    /// These advisories (by id), against every package.
+    Advisories(Vec<String>),
+}
+
+/// A package that an advisory names (same ecosystem, and a name or source
+/// that agrees); the matcher decides on the version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchCandidate {
+    pub package_id: i64,
+    /// With its distro identity, if any.
+    pub package: v1::Package,
+    pub advisory_id: String,
+}
+
+/// The matcher's verdict on one package and advisory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisoryMatch {
+    pub advisory_id: String,
+    pub package_id: i64,
+    /// "affected" or "fixed-by-distro".
+    pub status: String,
+}
+
+/// What `findings` looks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FindingsQuery {
+    /// Only these advisories (ids); None for every one.
+    pub advisories: Option<Vec<String>>,
+    /// (since, until) ms, as in [`PackageQuery::window`]; None: running
+    /// processes.
+    pub window: Option<(i64, i64)>,
+    /// Include matches a distro backport fixed.
+    pub include_fixed: bool,
+}
+
+/// An SBOM attached to an image, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SbomRecord {
+    /// The image digest, "sha256:" and 64 lowercase hex digits.
+    pub image: String,
+    /// The file name it was pushed as.
+    pub name: String,
+    /// sha256 of the document, hex.
+    pub sha256: String,
+    /// "cyclonedx" or "spdx", the syntax ("json", "xml", "tag-value") and
+    /// the spec version.
+    pub format: String,
+    pub syntax: String,
+    pub spec_version: String,
+    /// Tools that wrote it, "name version", comma-separated.
+    pub tools: String,
+    /// Every component in the document, and the dependency edges.
+    pub components: u32,
+    pub edges: u32,
+    /// The components stored as packages: those with a purl of an
+    /// ecosystem patchgap matches.
+    pub packages: Vec<DeclaredPackage>,
+    pub pushed_ms: i64,
+    /// The document as pushed; empty when listed.
+    pub data: Vec<u8>,
+}
+
+/// One component of an SBOM as a package.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeclaredPackage {
+    pub package: v1::Package,
+    /// The component's id in the document (bom-ref, SPDXID).
+    pub reference: String,
+    /// The shortest chain that brought it in, from the root or a top-level
+    /// component to the component itself ("name@version" each); empty when
+    /// the document has no dependency graph for it.
+    pub pulled_in_by: Vec<String>,
+    /// When listed: the advisories that affect it (fixed-by-distro left
+    /// out). Ignored by `put_sbom`.
+    pub advisories: Vec<String>,
 }
 
 /// An OSV advisory as the store keeps it.
