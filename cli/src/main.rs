@@ -91,6 +91,27 @@ enum AdvisoriesCommand {
 }
 
 #[derive(Subcommand)]
+enum SbomCommand {
+    /// Attach an SBOM (CycloneDX JSON or XML, SPDX JSON or tag-value) to an
+    /// image digest. Its components become `declared` evidence for every
+    /// workload running that image, and advisories are matched against them.
+    ///
+    /// Example: patchgap sbom push --image sha256:4f67c834… trainer.cdx.json
+    Push {
+        /// The image's digest or id: sha256: and 64 hex digits.
+        #[arg(long)]
+        image: String,
+        file: PathBuf,
+    },
+    /// List the SBOMs attached to images.
+    List {
+        /// Only this image's.
+        #[arg(long)]
+        image: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a collector and a local agent in one process, for a first look.
     ///
@@ -135,8 +156,9 @@ enum Command {
         ecosystem: Option<String>,
         /// loaded: the process runs, maps or opened the package, or has it
         /// compiled in; installed: it is only installed where the process
-        /// would find it (its Python environment, its node_modules).
-        #[arg(long, value_parser = ["loaded", "installed"])]
+        /// would find it (its Python environment, its node_modules);
+        /// declared: only the SBOM of the image it runs lists it.
+        #[arg(long, value_parser = ["loaded", "installed", "declared"])]
         evidence: Option<String>,
         /// History: processes that had the package at any time since T (an
         /// RFC 3339 time or a duration ago such as 10m, 2h, 1d), exited ones
@@ -160,6 +182,17 @@ enum Command {
     Advisories {
         #[command(subcommand)]
         command: AdvisoriesCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Image SBOMs: push one for an image digest, list them.
+    ///
+    /// Examples:
+    ///   patchgap sbom push --image sha256:4f67c834… trainer.cdx.json
+    ///   patchgap sbom list -o json
+    Sbom {
+        #[command(subcommand)]
+        command: SbomCommand,
         #[command(flatten)]
         read: ReadOpts,
     },
@@ -360,6 +393,49 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                         render::advisories_json(&resp.advisories, &resp.documents),
                         || render::advisory_detail(&resp.advisories, &resp.documents),
                     )
+                }
+            }
+        }
+        Command::Sbom { command, read } => {
+            let mut client = connect(&read.collector).await?;
+            match command {
+                SbomCommand::Push { image, file } => {
+                    let meta = std::fs::metadata(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let max = patchgap_collector::sbom::MAX_INPUT_BYTES as u64;
+                    if meta.len() > max {
+                        anyhow::bail!(
+                            "{}: {} bytes is more than the {max} accepted",
+                            file.display(),
+                            meta.len()
+                        );
+                    }
+                    let data = std::fs::read(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let resp = client
+                        .push_sbom(v1::PushSbomRequest {
+                            image,
+                            name: file.display().to_string(),
+                            data,
+                        })
+                        .await
+                        .map_err(|s| status_error(&read.collector, s))?
+                        .into_inner();
+                    print(read.output, render::sbom_push_json(&resp), || {
+                        render::sbom_push_table(&resp)
+                    })
+                }
+                SbomCommand::List { image } => {
+                    let resp = client
+                        .list_sboms(v1::ListSbomsRequest {
+                            image: image.unwrap_or_default(),
+                        })
+                        .await
+                        .map_err(|s| status_error(&read.collector, s))?
+                        .into_inner();
+                    print(read.output, render::sboms_json(&resp), || {
+                        render::sboms_table(&resp)
+                    })
                 }
             }
         }

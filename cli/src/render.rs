@@ -210,6 +210,8 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                 "advisory": (!m.advisory.is_empty()).then_some(&m.advisory),
                 "severity": (!m.severity.is_empty()).then_some(&m.severity),
                 "status": (!m.status.is_empty()).then_some(&m.status),
+                "sbom_image": (!m.sbom_image.is_empty()).then_some(&m.sbom_image),
+                "pulled_in_by": (!m.pulled_in_by.is_empty()).then_some(&m.pulled_in_by),
                 "workload_detail": m.workload_detail.as_ref().map(workload_json),
                 "privilege": m.privilege.as_ref().map(privilege_json),
             })
@@ -449,6 +451,7 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
             header.push("STATUS");
         }
         out.push_str(&table(&header, &rows, "  "));
+        out.push_str(&chains(&ms));
     }
     out.push_str(&format!("{} match(es) for {}\n", r.matches.len(), r.query));
     if !r.scope_map_error.is_empty() {
@@ -459,6 +462,34 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
     }
     out.push_str(&coverage_line(&r.coverage));
     out
+}
+
+/// "pulled in by" lines under a table, one per package an image SBOM
+/// declares with a chain (each package once).
+fn chains(ms: &[&v1::Match]) -> String {
+    let mut out = String::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in ms {
+        if m.pulled_in_by.len() < 2 {
+            continue;
+        }
+        let p = m.package.clone().unwrap_or_default();
+        if seen.insert((p.name.clone(), p.version.clone(), m.sbom_image.clone())) {
+            out.push_str(&format!(
+                "  {} {}: pulled in by {} (SBOM of {})\n",
+                package_cell(&p),
+                p.version,
+                m.pulled_in_by[..m.pulled_in_by.len() - 1].join(" -> "),
+                short_digest(&m.sbom_image)
+            ));
+        }
+    }
+    out
+}
+
+/// "sha256:4f67c83422ec" for a table.
+fn short_digest(d: &str) -> &str {
+    &d[..d.len().min(19)]
 }
 
 pub fn connections_json(r: &v1::ListConnectionsResponse) -> Value {
@@ -731,6 +762,7 @@ pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
         &rows,
         "",
     );
+    out.push_str(&chains(&r.findings.iter().collect::<Vec<_>>()));
     out.push_str(&format!(
         "{} finding(s) from {} advisories in {} ms\n",
         r.findings.len(),
@@ -747,6 +779,8 @@ pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
         "unchanged": r.unchanged,
         "older": r.older,
         "withdrawn": r.withdrawn,
+        "matches": r.matches,
+        "time_to_scope_ms": r.time_to_scope_ms,
         "errors": r.errors.iter().map(|e| json!({
             "file": e.file,
             "position": e.position,
@@ -757,8 +791,9 @@ pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
 
 pub fn import_table(r: &v1::ImportAdvisoriesResponse) -> String {
     let mut out = format!(
-        "{} added, {} updated, {} unchanged, {} older than stored (left out), {} withdrawn\n",
-        r.added, r.updated, r.unchanged, r.older, r.withdrawn
+        "{} added, {} updated, {} unchanged, {} older than stored (left out), {} withdrawn\n\
+         {} package match(es) for what changed; findings complete after {} ms (time to scope)\n",
+        r.added, r.updated, r.unchanged, r.older, r.withdrawn, r.matches, r.time_to_scope_ms
     );
     for e in &r.errors {
         if e.position.is_empty() {
@@ -918,4 +953,81 @@ mod tests {
         assert_eq!(fit("/usr/lib/python3.11", 8), "…hon3.11");
         assert_eq!(fit("/bin/sh", 8), "/bin/sh");
     }
+}
+
+fn sbom_json(s: &v1::SbomSummary) -> Value {
+    json!({
+        "image": s.image,
+        "name": s.name,
+        "sha256": s.sha256,
+        "format": s.format,
+        "syntax": s.syntax,
+        "spec_version": s.spec_version,
+        "tools": s.tools,
+        "components": s.components,
+        "edges": s.edges,
+        "packages": s.packages,
+        "ecosystems": s.ecosystems.iter().collect::<BTreeMap<_, _>>(),
+        "pushed": rfc3339(s.pushed_ms),
+    })
+}
+
+pub fn sbom_push_json(r: &v1::PushSbomResponse) -> Value {
+    json!({
+        "outcome": r.outcome,
+        "matches": r.matches,
+        "sbom": r.sbom.as_ref().map(sbom_json),
+    })
+}
+
+pub fn sbom_push_table(r: &v1::PushSbomResponse) -> String {
+    let s = r.sbom.clone().unwrap_or_default();
+    let ecosystems: BTreeMap<_, _> = s.ecosystems.iter().collect();
+    format!(
+        "{} {} SBOM of {} ({} {} {}, by {}): {} components, {} edges; {} matched as packages ({}); {} advisory match(es)\n",
+        s.name,
+        r.outcome,
+        s.image,
+        s.format,
+        s.spec_version,
+        s.syntax,
+        if s.tools.is_empty() { "-".to_string() } else { s.tools.join(", ") },
+        s.components,
+        s.edges,
+        s.packages,
+        ecosystems
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.matches
+    )
+}
+
+pub fn sboms_json(r: &v1::ListSbomsResponse) -> Value {
+    json!({ "sboms": r.sboms.iter().map(sbom_json).collect::<Vec<_>>() })
+}
+
+pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .sboms
+        .iter()
+        .map(|s| {
+            vec![
+                s.image.clone(),
+                s.name.clone(),
+                format!("{} {}", s.format, s.spec_version),
+                s.components.to_string(),
+                s.packages.to_string(),
+                rfc3339(s.pushed_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["IMAGE", "FILE", "FORMAT", "COMPONENTS", "PACKAGES", "PUSHED"],
+        &rows,
+        "",
+    );
+    out.push_str(&format!("{} SBOM(s)\n", r.sboms.len()));
+    out
 }

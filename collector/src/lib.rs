@@ -121,7 +121,9 @@ pub async fn serve(
         config.fresh_after,
         scope,
     ))
-    .max_decoding_message_size(config.max_message_bytes)
+    // An SBOM push carries a whole document: room for the largest the
+    // parser accepts, so it (not the transport) says what is wrong.
+    .max_decoding_message_size(config.max_message_bytes.max(sbom::MAX_INPUT_BYTES + (1 << 20)))
     .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -25,7 +25,7 @@ use patchgap_proto::v1;
 
 use crate::{
     advisories::{affects, distro_matches, lookup_name, purl_type},
-    osv::{Advisory, import::parse_file},
+    osv::{Advisory, Affected, import::parse_file},
     store::{AdvisoryMatch, AdvisoryRecord, MatchScope, Result, Store, package_key},
     version::Ecosystem,
 };
@@ -91,7 +91,13 @@ fn load(store: &mut dyn Store, id: &str) -> Result<Option<(AdvisoryRecord, Advis
 /// Whether one of the advisory's affected entries names this package and
 /// covers its version.
 pub fn affects_package(adv: &Advisory, p: &v1::Package) -> bool {
-    adv.affected.iter().any(|af| {
+    adv.affected.iter().any(|af| names(af, p) && affects_entry(af, p))
+}
+
+/// Whether an affected entry names this package (ecosystem, and name or
+/// source; an OS package's distribution and release too).
+pub fn names(af: &Affected, p: &v1::Package) -> bool {
+    {
         let Some(ap) = &af.package else {
             return false;
         };
@@ -103,16 +109,25 @@ pub fn affects_package(adv: &Advisory, p: &v1::Package) -> bool {
         let named = match source {
             // Maven: groupId and artifactId.
             Some(group) => p.source == group && package_key(ty, &p.name) == package_key(ty, &name),
+            // Go's vulndb files the go command's own vulnerabilities under
+            // "toolchain"; a Go release is one version of both, and the
+            // agent reports the release a binary was built with as stdlib.
+            None if ty == "golang" && name == "toolchain" => p.name == "stdlib",
             None => {
                 package_key(ty, &p.name) == package_key(ty, &name)
                     // Debian and rpm advisories name source packages.
                     || (matches!(ty, "deb" | "rpm" | "apk") && p.source == name)
             }
         };
-        named
-            && (!matches!(ty, "deb" | "rpm" | "apk") || distro_matches(&p.purl, &ap.ecosystem))
-            && affects(af, &p.version, Ecosystem::from_purl_type(ty))
-    })
+        named && (!matches!(ty, "deb" | "rpm" | "apk") || distro_matches(&p.purl, &ap.ecosystem))
+    }
+}
+
+/// Whether the package's version is inside the entry's ranges or list, in
+/// its ecosystem's order. (OSV's evaluation is per entry: an advisory
+/// affects a version when any entry naming the package does.)
+pub fn affects_entry(af: &Affected, p: &v1::Package) -> bool {
+    affects(af, &p.version, Ecosystem::from_purl_type(&p.ecosystem))
 }
 
 /// Distro advisories by the upstream advisory id they share an alias with.

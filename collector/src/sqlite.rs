@@ -1489,9 +1489,15 @@ impl Store for SqliteStore {
                 for (id, p) in packages {
                     let key = package_key(&p.ecosystem, &p.name);
                     let source = p.source.to_lowercase();
-                    let maven = format!("{source}:{key}");
+                    // Maven's group:artifact; Go's stdlib is also the
+                    // toolchain (see `matching::affects_package`).
+                    let other = if p.ecosystem == "golang" && key == "stdlib" {
+                        "toolchain".to_string()
+                    } else {
+                        format!("{source}:{key}")
+                    };
                     let ids: Vec<String> = stmt
-                        .query_map(params![p.ecosystem, key, source, maven], |r| r.get(0))?
+                        .query_map(params![p.ecosystem, key, source, other], |r| r.get(0))?
                         .collect::<Result<_, _>>()?;
                     for advisory_id in ids {
                         out.push(MatchCandidate {
@@ -1524,6 +1530,9 @@ impl Store for SqliteStore {
                                 .query_map(params![eco, artifact.to_lowercase(), group], package_row)?
                                 .collect::<Result<_, _>>()?,
                             ("maven", None) | ("", _) => Vec::new(),
+                            ("golang", _) if key == "toolchain" => by_key
+                                .query_map(params![eco, "stdlib", "stdlib"], package_row)?
+                                .collect::<Result<_, _>>()?,
                             _ => by_key
                                 .query_map(params![eco, key, name], package_row)?
                                 .collect::<Result<_, _>>()?,
