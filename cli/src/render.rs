@@ -991,7 +991,11 @@ pub fn sbom_push_table(r: &v1::PushSbomResponse) -> String {
         s.format,
         s.spec_version,
         s.syntax,
-        if s.tools.is_empty() { "-".to_string() } else { s.tools.join(", ") },
+        if s.tools.is_empty() {
+            "-".to_string()
+        } else {
+            s.tools.join(", ")
+        },
         s.components,
         s.edges,
         s.packages,
@@ -1024,7 +1028,14 @@ pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
         })
         .collect();
     let mut out = table(
-        &["IMAGE", "FILE", "FORMAT", "COMPONENTS", "PACKAGES", "PUSHED"],
+        &[
+            "IMAGE",
+            "FILE",
+            "FORMAT",
+            "COMPONENTS",
+            "PACKAGES",
+            "PUSHED",
+        ],
         &rows,
         "",
     );

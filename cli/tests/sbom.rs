@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
 use patchgap_agent::ScanConfig;
 use patchgap_collector::CollectorConfig;
-use patchgap_tests::{Cgroup, Harness, spawn_mapping, write};
+use patchgap_tests::{Cgroup, Harness, spawn_mapping, spawn_ready, write};
 use serde_json::Value;
 
 fn testdata(rel: &str) -> PathBuf {
@@ -59,10 +59,9 @@ fn expected() -> Vec<(String, u64)> {
 
 /// (advisory id, package) pairs the ground truth says affect `where`.
 fn ground_truth(place: &str) -> BTreeSet<(String, String)> {
-    let rows: Value = serde_json::from_slice(
-        &std::fs::read(testdata("osv/ground_truth_matches.json")).unwrap(),
-    )
-    .unwrap();
+    let rows: Value =
+        serde_json::from_slice(&std::fs::read(testdata("osv/ground_truth_matches.json")).unwrap())
+            .unwrap();
     rows.as_array()
         .unwrap()
         .iter()
@@ -210,13 +209,26 @@ async fn sboms_are_pushed_counted_matched_and_declared_for_the_workloads_running
         "{}",
         refused[0]
     );
-    assert!(refused[1].to_lowercase().contains("doctype"), "{}", refused[1]);
-    assert!(refused[2].contains("huge.spdx.json") && refused[2].contains("bytes"), "{}", refused[2]);
+    assert!(
+        refused[1].to_lowercase().contains("doctype"),
+        "{}",
+        refused[1]
+    );
+    assert!(
+        refused[2].contains("huge.spdx.json") && refused[2].contains("bytes"),
+        "{}",
+        refused[2]
+    );
     let s = &stored["sboms"][0];
     assert_eq!(stored["sboms"].as_array().unwrap().len(), 1);
     assert_eq!(s["components"], 94);
     assert_eq!(s["packages"], 94);
-    assert!(s["name"].as_str().unwrap().ends_with("cdxpy_pyenv311.cdx.json"));
+    assert!(
+        s["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("cdxpy_pyenv311.cdx.json")
+    );
 
     // Declared: the trainer process runs the image, so it has the SBOM's
     // packages, with the chain that pulled each in.
@@ -263,6 +275,34 @@ async fn sboms_are_pushed_counted_matched_and_declared_for_the_workloads_running
         })
         .collect();
     assert_eq!(got, truth);
+
+    // Incremental: an interpreter that starts after the import is a
+    // finding at the next scan, with no re-import (its packages are matched
+    // when its inventory is stored).
+    let python = spawn_ready(Command::new("/root/.pyenv/versions/3.11.7/bin/python3.11").args([
+        "-c",
+        "import time; print('ready', flush=True); time.sleep(120)",
+    ]));
+    h.sync().await;
+    let addr = h.addr.to_string();
+    let later = tokio::task::spawn_blocking(move || patchgap(&addr, &["findings"]).0)
+        .await
+        .unwrap();
+    let pid = python.pid() as u64;
+    let got: BTreeSet<(String, String)> = later["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["pid"] == pid)
+        .map(|f| {
+            (
+                f["advisory"].as_str().unwrap().to_string(),
+                patchgap_proto::purl::pep503(f["package"]["name"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(got, truth, "the interpreter's own packages, as the SBOM's");
+    drop(python);
     drop(trainer);
     drop(cgroup);
     h.stop().await;

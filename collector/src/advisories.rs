@@ -44,7 +44,15 @@ pub fn record(a: &Advisory, source: &str, document: &[u8]) -> AdvisoryRecord {
             String::new(),
         ),
     };
-    let mut aliases: Vec<String> = a.aliases.iter().filter(|x| **x != a.id).cloned().collect();
+    // A distribution's record is found by its upstream ids too: `show
+    // CVE-…` lists the upstream advisory and the distro's.
+    let mut aliases: Vec<String> = a
+        .aliases
+        .iter()
+        .chain(&a.upstream)
+        .filter(|x| **x != a.id)
+        .cloned()
+        .collect();
     aliases.sort();
     aliases.dedup();
     let mut packages: Vec<(String, String, String)> = a

@@ -11,7 +11,10 @@ use patchgap_proto::v1::{
     ProcessKey, ProcessSockets, Snapshot, Socket, agent_message::Body,
 };
 
-use crate::store::{AdvisoryRecord, PackageQuery, PutOutcome, Session, Store, StoreError};
+use crate::store::{
+    AdvisoryMatch, AdvisoryRecord, DeclaredPackage, FindingsQuery, MatchScope, PackageQuery,
+    PutOutcome, SbomRecord, Session, Store, StoreError,
+};
 
 /// One check: it gets a fresh, empty store.
 pub type Check = fn(&mut dyn Store);
@@ -59,6 +62,8 @@ pub const CHECKS: &[(&str, Check)] = &[
         "workloads_with_running_processes",
         workloads_with_running_processes,
     ),
+    ("matches_and_findings", matches_and_findings),
+    ("sboms_declare_packages", sboms_declare_packages),
 ];
 
 /// Runs every check, each on a store from `make`. Panics on the first
@@ -1747,4 +1752,317 @@ mod tests {
             Ok(_) => panic!("opened a database with a newer schema"),
         }
     }
+}
+
+fn pypi(name: &str, version: &str, distro: Option<Package>) -> Package {
+    Package {
+        ecosystem: "pypi".into(),
+        name: name.into(),
+        source: String::new(),
+        version: version.into(),
+        arch: String::new(),
+        purl: format!("pkg:pypi/{name}@{version}"),
+        distro: distro.map(Box::new),
+        fixed_cves: Vec::new(),
+    }
+}
+
+fn verdict(advisory: &str, package_id: i64, status: &str) -> AdvisoryMatch {
+    AdvisoryMatch {
+        advisory_id: advisory.into(),
+        package_id,
+        status: status.into(),
+    }
+}
+
+fn candidate_id(store: &mut dyn Store, scope: &MatchScope, advisory: &str, name: &str) -> i64 {
+    let found = store.match_candidates(scope).expect("candidates");
+    found
+        .pairs
+        .iter()
+        .find(|c| c.advisory_id == advisory && c.package.name == name)
+        .unwrap_or_else(|| panic!("no candidate {name} for {advisory}: {found:?}"))
+        .package_id
+}
+
+/// New packages are unmatched until a pass records them; candidates pair
+/// packages and advisories by ecosystem and name (a Debian advisory by
+/// source package); findings join the recorded verdicts with the processes.
+pub fn matches_and_findings(store: &mut dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let mut python3_cryptography = deb(
+        "python3-cryptography",
+        "python-cryptography",
+        "38.0.4-3+deb12u1",
+    );
+    python3_cryptography.fixed_cves = vec!["CVE-2023-23931".into()];
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![
+                    process(
+                        10,
+                        vec![mapped(
+                            "/usr/lib/libssl.so.3",
+                            300,
+                            Some(deb("libssl3", "openssl", "3.0.11-1")),
+                        )],
+                    ),
+                    process(
+                        11,
+                        vec![artifact(
+                            "/usr/lib/python3/dist-packages/cryptography/__init__.py",
+                            301,
+                            ArtifactKind::Installed,
+                            Some(pypi("cryptography", "38.0.4", Some(python3_cryptography))),
+                        )],
+                    ),
+                ],
+                vec![],
+            ),
+        ),
+    );
+    let unmatched = store
+        .match_candidates(&MatchScope::Unmatched)
+        .expect("candidates");
+    assert!(unmatched.scope_size >= 3, "{unmatched:?}");
+    assert!(unmatched.pairs.is_empty(), "no advisories yet");
+    store.put_matches(&MatchScope::Unmatched, &[]).expect("put");
+    assert_eq!(
+        store
+            .match_candidates(&MatchScope::Unmatched)
+            .expect("candidates")
+            .scope_size,
+        0,
+        "a pass leaves nothing unmatched"
+    );
+
+    let openssl = AdvisoryRecord {
+        packages: vec![("deb".into(), "Debian:12".into(), "openssl".into())],
+        ..advisory_record("DSA-5532-1", 1000, &["CVE-2023-5678"])
+    };
+    let upstream = advisory_record("PYSEC-2023-11", 1000, &["CVE-2023-23931"]);
+    store
+        .put_advisories(&[openssl.clone(), upstream.clone()])
+        .expect("put");
+    let scope = MatchScope::Advisories(vec![openssl.id.clone(), upstream.id.clone()]);
+    let libssl = candidate_id(store, &scope, &openssl.id, "libssl3");
+    let crypto = candidate_id(store, &scope, &upstream.id, "cryptography");
+    let found = store.match_candidates(&scope).expect("candidates");
+    assert_eq!(found.scope_size, 2);
+    let c = found.pairs.iter().find(|c| c.package_id == crypto).unwrap();
+    let d = c
+        .package
+        .distro
+        .as_deref()
+        .expect("the distro identity comes along");
+    assert_eq!(d.fixed_cves, ["CVE-2023-23931"]);
+    store
+        .put_matches(
+            &scope,
+            &[
+                verdict(&openssl.id, libssl, "affected"),
+                verdict(&upstream.id, crypto, "fixed-by-distro"),
+            ],
+        )
+        .expect("put");
+
+    let all = store.findings(&FindingsQuery::default()).expect("findings");
+    assert_eq!(pids(&all), [10], "fixed-by-distro is left out: {all:?}");
+    assert_eq!(all[0].advisory, openssl.id);
+    assert_eq!(all[0].severity, "HIGH");
+    assert_eq!(all[0].status, "affected");
+    assert_eq!(all[0].evidence, "mapped");
+    let with_fixed = store
+        .findings(&FindingsQuery {
+            include_fixed: true,
+            ..Default::default()
+        })
+        .expect("findings");
+    assert_eq!(pids(&with_fixed), [10, 11]);
+    assert_eq!(with_fixed[1].status, "fixed-by-distro");
+    let one = store
+        .findings(&FindingsQuery {
+            advisories: Some(vec![upstream.id.clone()]),
+            include_fixed: true,
+            ..Default::default()
+        })
+        .expect("findings");
+    assert_eq!(pids(&one), [11]);
+
+    // Re-evaluating an advisory replaces its verdicts.
+    store
+        .put_matches(&MatchScope::Advisories(vec![openssl.id.clone()]), &[])
+        .expect("put");
+    assert!(
+        store
+            .findings(&FindingsQuery::default())
+            .expect("findings")
+            .is_empty()
+    );
+
+    // A package that appears later is unmatched until a pass records it.
+    apply(
+        store,
+        &s,
+        msg(
+            2,
+            delta(
+                vec![process(
+                    12,
+                    vec![mapped(
+                        "/usr/lib/libssl.so.3",
+                        302,
+                        Some(deb("libssl3", "openssl", "3.0.9-1")),
+                    )],
+                )],
+                &[],
+                vec![],
+            ),
+        ),
+    );
+    let newer = candidate_id(store, &MatchScope::Unmatched, &openssl.id, "libssl3");
+    assert_ne!(newer, libssl);
+    store
+        .put_matches(
+            &MatchScope::Unmatched,
+            &[verdict(&openssl.id, newer, "affected")],
+        )
+        .expect("put");
+    assert_eq!(
+        pids(&store.findings(&FindingsQuery::default()).expect("findings")),
+        [12]
+    );
+    // An exited process is no finding now, but is one in a window.
+    apply(store, &s, msg(3, delta(vec![], &[12], vec![])));
+    assert!(
+        store
+            .findings(&FindingsQuery::default())
+            .expect("findings")
+            .is_empty()
+    );
+    let window = store
+        .findings(&FindingsQuery {
+            window: Some((T0, T0 + 20_000)),
+            ..Default::default()
+        })
+        .expect("findings");
+    assert_eq!(pids(&window), [12]);
+    // A withdrawn advisory exposes nothing.
+    let withdrawn = AdvisoryRecord {
+        withdrawn: Some("2024-01-01T00:00:00Z".into()),
+        ..advisory_record("DSA-5532-1", 2000, &["CVE-2023-5678"])
+    };
+    store.put_advisories(&[withdrawn]).expect("put");
+    assert!(
+        store
+            .findings(&FindingsQuery {
+                window: Some((T0, T0 + 20_000)),
+                ..Default::default()
+            })
+            .expect("findings")
+            .is_empty()
+    );
+}
+
+/// An SBOM attached to an image declares its packages for the processes of
+/// workloads running that image, with the chain that pulled each in.
+pub fn sboms_declare_packages(store: &mut dyn Store) {
+    let image = format!("sha256:{}", "ab".repeat(32));
+    let s = open(store, &hello("session-a"));
+    let container = v1::Workload {
+        id: "container/c1".into(),
+        kind: "container".into(),
+        runtime: "docker".into(),
+        image_digest: image.clone(),
+        ..Default::default()
+    };
+    let mut in_container = plain(20);
+    in_container.workload = container.id.clone();
+    let Body::Snapshot(mut snap) = snapshot("snap-1", vec![plain(10), in_container], vec![]) else {
+        unreachable!()
+    };
+    snap.workloads.push(container);
+    apply(store, &s, msg(1, Body::Snapshot(snap)));
+
+    let requests = DeclaredPackage {
+        package: pypi("requests", "2.19.0", None),
+        reference: "requests==2.19.0".into(),
+        pulled_in_by: vec!["app@1.0".into(), "requests@2.19.0".into()],
+        advisories: Vec::new(),
+    };
+    let sbom = SbomRecord {
+        image: image.clone(),
+        name: "app.cdx.json".into(),
+        sha256: "1".repeat(64),
+        format: "cyclonedx".into(),
+        syntax: "json".into(),
+        spec_version: "1.6".into(),
+        tools: "cyclonedx-py 7.1.0".into(),
+        components: 2,
+        edges: 1,
+        packages: vec![requests],
+        pushed_ms: T0,
+        data: b"{}".to_vec(),
+    };
+    assert_eq!(store.put_sbom(&sbom).expect("put"), PutOutcome::Added);
+    assert_eq!(store.put_sbom(&sbom).expect("put"), PutOutcome::Unchanged);
+
+    // Its packages are found by name like any other, declared for the
+    // container's process only.
+    let m = find(store, "requests");
+    assert_eq!(pids(&m), [20], "{m:?}");
+    assert_eq!(m[0].evidence, "declared");
+    assert_eq!(m[0].sbom_image, image);
+    assert_eq!(m[0].pulled_in_by, ["app@1.0", "requests@2.19.0"]);
+
+    let adv = AdvisoryRecord {
+        packages: vec![("pypi".into(), "PyPI".into(), "requests".into())],
+        ..advisory_record("PYSEC-2018-28", 1000, &["CVE-2018-18074"])
+    };
+    store
+        .put_advisories(std::slice::from_ref(&adv))
+        .expect("put");
+    let scope = MatchScope::Advisories(vec![adv.id.clone()]);
+    let id = candidate_id(store, &scope, &adv.id, "requests");
+    store
+        .put_matches(&scope, &[verdict(&adv.id, id, "affected")])
+        .expect("put");
+    let f = store.findings(&FindingsQuery::default()).expect("findings");
+    assert_eq!(pids(&f), [20]);
+    assert_eq!(f[0].evidence, "declared");
+    assert_eq!(f[0].advisory, adv.id);
+
+    let listed = store.sboms(None).expect("sboms");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].data.is_empty(), "lists leave the document out");
+    assert_eq!(listed[0].packages.len(), 1);
+    assert_eq!(listed[0].packages[0].advisories, [adv.id.clone()]);
+    assert_eq!(
+        listed[0].packages[0].pulled_in_by,
+        ["app@1.0", "requests@2.19.0"]
+    );
+
+    // Another document for the image replaces the first.
+    let replacement = SbomRecord {
+        sha256: "2".repeat(64),
+        packages: Vec::new(),
+        ..sbom
+    };
+    assert_eq!(
+        store.put_sbom(&replacement).expect("put"),
+        PutOutcome::Updated
+    );
+    assert!(find(store, "requests").is_empty());
+    assert!(
+        store
+            .findings(&FindingsQuery::default())
+            .expect("findings")
+            .is_empty()
+    );
+    assert!(store.sboms(Some("sha256:00")).expect("sboms").is_empty());
 }

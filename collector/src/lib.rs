@@ -8,9 +8,9 @@
 
 pub mod advisories;
 pub mod conformance;
-pub mod matching;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod matching;
 pub mod osv;
 pub mod sbom;
 pub mod sboms;
@@ -92,7 +92,11 @@ pub async fn serve(
         let pass = matching::refresh(guard.as_mut(), &store::MatchScope::Unmatched)
             .map_err(|e| anyhow::anyhow!("matching stored packages: {e}"))?;
         if pass.candidates > 0 {
-            tracing::info!(candidates = pass.candidates, matches = pass.matches, "matched stored packages");
+            tracing::info!(
+                candidates = pass.candidates,
+                matches = pass.matches,
+                "matched stored packages"
+            );
         }
     }
     let connected = Arc::new(Mutex::new(HashSet::new()));
@@ -123,7 +127,11 @@ pub async fn serve(
     ))
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
-    .max_decoding_message_size(config.max_message_bytes.max(sbom::MAX_INPUT_BYTES + (1 << 20)))
+    .max_decoding_message_size(
+        config
+            .max_message_bytes
+            .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
+    )
     .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -42,7 +42,12 @@ pub struct Pass {
 /// Tests `scope`'s candidates and stores the verdicts. The caller holds the
 /// store for the whole pass.
 pub fn refresh(store: &mut dyn Store, scope: &MatchScope) -> Result<Pass> {
-    let candidates = store.match_candidates(scope)?;
+    let found = store.match_candidates(scope)?;
+    if found.scope_size == 0 {
+        // Nothing new: no transaction (this runs after every agent message).
+        return Ok(Pass::default());
+    }
+    let candidates = found.pairs;
     let mut pass = Pass {
         candidates: candidates.len(),
         matches: 0,
@@ -91,7 +96,9 @@ fn load(store: &mut dyn Store, id: &str) -> Result<Option<(AdvisoryRecord, Advis
 /// Whether one of the advisory's affected entries names this package and
 /// covers its version.
 pub fn affects_package(adv: &Advisory, p: &v1::Package) -> bool {
-    adv.affected.iter().any(|af| names(af, p) && affects_entry(af, p))
+    adv.affected
+        .iter()
+        .any(|af| names(af, p) && affects_entry(af, p))
 }
 
 /// Whether an affected entry names this package (ecosystem, and name or
@@ -210,4 +217,212 @@ pub fn related(store: &mut dyn Store, changed: &[AdvisoryRecord]) -> Result<Vec<
     ids.sort();
     ids.dedup();
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use patchgap_proto::v1;
+
+    use super::*;
+    use crate::{
+        SqliteStore,
+        store::{DeclaredPackage, SbomRecord},
+    };
+
+    /// The real PyPA advisory for CVE-2023-23931 (fixed upstream in 39.0.1).
+    fn upstream() -> (String, Vec<u8>) {
+        let rel = "../testdata/osv/pypa/vulns/cryptography/PYSEC-2023-11.yaml";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        (rel.into(), std::fs::read(path).unwrap())
+    }
+
+    /// A Debian record for the same CVE, shaped as osv.dev publishes
+    /// DEBIAN-CVE records (no real one could be obtained offline; see
+    /// testdata/osv/PROVENANCE.md): it names the source package and the
+    /// release, and the CVE under `upstream`.
+    fn debian(release: &str, fixed: &str, modified: &str) -> (String, Vec<u8>) {
+        let doc = serde_json::json!({
+            "id": "DEBIAN-CVE-2023-23931",
+            "modified": modified,
+            "upstream": ["CVE-2023-23931"],
+            "affected": [{
+                "package": {"ecosystem": format!("Debian:{release}"), "name": "python-cryptography"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+            }],
+        });
+        (
+            "DEBIAN-CVE-2023-23931.json".into(),
+            doc.to_string().into_bytes(),
+        )
+    }
+
+    /// A store whose only package is Debian 12's cryptography 38.0.4, shipped
+    /// by python3-cryptography 38.0.4-3+deb12u1 (with or without the
+    /// changelog naming the CVE).
+    fn store(changelog_names_cve: bool) -> SqliteStore {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let distro = v1::Package {
+            ecosystem: "deb".into(),
+            name: "python3-cryptography".into(),
+            source: "python-cryptography".into(),
+            version: "38.0.4-3+deb12u1".into(),
+            arch: "amd64".into(),
+            purl:
+                "pkg:deb/debian/python3-cryptography@38.0.4-3%2Bdeb12u1?arch=amd64&distro=debian-12"
+                    .into(),
+            distro: None,
+            fixed_cves: if changelog_names_cve {
+                vec!["CVE-2023-23931".into()]
+            } else {
+                Vec::new()
+            },
+        };
+        let sbom = SbomRecord {
+            image: format!("sha256:{}", "0".repeat(64)),
+            sha256: "x".into(),
+            packages: vec![DeclaredPackage {
+                package: v1::Package {
+                    ecosystem: "pypi".into(),
+                    name: "cryptography".into(),
+                    version: "38.0.4".into(),
+                    purl: "pkg:pypi/cryptography@38.0.4".into(),
+                    distro: Some(Box::new(distro)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        s.put_sbom(&sbom).unwrap();
+        refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        s
+    }
+
+    /// Imports as the service does: store, then match what changed and
+    /// the advisories related to it.
+    fn import(s: &mut SqliteStore, files: &[(String, Vec<u8>)]) -> Pass {
+        let files: Vec<v1::AdvisoryFile> = files
+            .iter()
+            .map(|(name, data)| v1::AdvisoryFile {
+                name: name.clone(),
+                data: data.clone(),
+            })
+            .collect();
+        let (records, errors) = crate::advisories::parse_files(&files);
+        assert!(errors.is_empty(), "{errors:?}");
+        s.put_advisories(&records).unwrap();
+        let ids = related(s, &records).unwrap();
+        refresh(s, &MatchScope::Advisories(ids)).unwrap()
+    }
+
+    /// The upstream advisory's verdict on the pypi package: None when it
+    /// does not match, else its status.
+    fn verdict(s: &mut SqliteStore) -> Option<&'static str> {
+        let upstream = s.findings(&Default::default()).unwrap();
+        assert!(upstream.is_empty(), "no process runs the image");
+        let sboms = s.sboms(None).unwrap();
+        let affected = sboms[0]
+            .packages
+            .iter()
+            .any(|p| p.advisories.iter().any(|a| a == "PYSEC-2023-11"));
+        let pass = refresh(s, &MatchScope::Advisories(vec!["PYSEC-2023-11".into()])).unwrap();
+        match (pass.matches, affected) {
+            (0, _) => None,
+            (_, true) => Some("affected"),
+            (_, false) => Some("fixed-by-distro"),
+        }
+    }
+
+    #[test]
+    fn the_changelog_proves_a_backport_when_the_distro_has_no_advisory() {
+        let mut s = store(true);
+        import(&mut s, &[upstream()]);
+        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
+        let mut s = store(false);
+        import(&mut s, &[upstream()]);
+        assert_eq!(verdict(&mut s), Some("affected"));
+    }
+
+    #[test]
+    fn the_distros_own_advisory_decides_when_it_exists() {
+        // Debian says its 38.0.4-3+deb12u1 is fixed: fixed-by-distro, even
+        // without the changelog.
+        let mut s = store(false);
+        import(
+            &mut s,
+            &[
+                upstream(),
+                debian("12", "38.0.4-3+deb12u1", "2024-01-01T00:00:00Z"),
+            ],
+        );
+        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
+        // Debian says the fix came later: affected, whatever the changelog
+        // says.
+        let mut s = store(true);
+        import(
+            &mut s,
+            &[
+                upstream(),
+                debian("12", "38.0.4-3+deb12u2", "2024-01-01T00:00:00Z"),
+            ],
+        );
+        assert_eq!(verdict(&mut s), Some("affected"));
+        // A record for another release does not decide for Debian 12.
+        let mut s = store(false);
+        import(
+            &mut s,
+            &[upstream(), debian("11", "3.3.2-1", "2024-01-01T00:00:00Z")],
+        );
+        assert_eq!(verdict(&mut s), Some("affected"));
+    }
+
+    #[test]
+    fn a_distro_advisory_imported_later_reevaluates_the_upstream_one() {
+        let mut s = store(false);
+        import(&mut s, &[upstream()]);
+        assert_eq!(verdict(&mut s), Some("affected"));
+        import(
+            &mut s,
+            &[debian("12", "38.0.4-3+deb12u1", "2024-01-01T00:00:00Z")],
+        );
+        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
+        // A newer Debian record moving the fix later turns it back.
+        import(
+            &mut s,
+            &[debian("12", "38.0.4-3+deb12u2", "2024-02-01T00:00:00Z")],
+        );
+        assert_eq!(verdict(&mut s), Some("affected"));
+        // The CVE names both records.
+        let ids: Vec<String> = s
+            .advisory("CVE-2023-23931")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["DEBIAN-CVE-2023-23931", "PYSEC-2023-11"]);
+    }
+
+    #[test]
+    fn new_packages_are_matched_against_stored_advisories() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        import(&mut s, &[upstream()]);
+        let pass = refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        assert_eq!(pass, Pass::default(), "nothing to match yet");
+        let mut with_package = store(false);
+        import(&mut with_package, &[upstream()]);
+        // The same package arriving after the import is matched by the
+        // Unmatched pass alone.
+        let sbom = with_package.sboms(None).unwrap().remove(0);
+        let sbom = SbomRecord {
+            sha256: "y".into(),
+            ..sbom
+        };
+        s.put_sbom(&sbom).unwrap();
+        let pass = refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        assert_eq!(pass.matches, 1);
+        assert_eq!(
+            s.sboms(None).unwrap()[0].packages[0].advisories,
+            ["PYSEC-2023-11"]
+        );
+    }
 }

@@ -93,7 +93,12 @@ pub fn record(sbom: &Sbom, image: &str, name: &str, data: &[u8], now_ms: i64) ->
                 .map(|chain| {
                     chain
                         .iter()
-                        .map(|id| graph.component(id).map(label).unwrap_or_else(|| id.to_string()))
+                        .map(|id| {
+                            graph
+                                .component(id)
+                                .map(label)
+                                .unwrap_or_else(|| id.to_string())
+                        })
                         .collect()
                 })
                 .unwrap_or_default()
@@ -177,7 +182,13 @@ mod tests {
             image_digest(&format!("sha256:{}", hex.to_uppercase())).unwrap(),
             format!("sha256:{hex}")
         );
-        for bad in ["", "sha256:", "sha256:abcd", "nginx:1.25", &format!("sha512:{hex}")] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:abcd",
+            "nginx:1.25",
+            &format!("sha512:{hex}"),
+        ] {
             assert!(image_digest(bad).is_err(), "{bad}");
         }
     }
@@ -218,7 +229,11 @@ mod tests {
         );
         // Every package but the top-level ones came in through a chain that
         // ends at itself.
-        let chained = r.packages.iter().filter(|p| !p.pulled_in_by.is_empty()).count();
+        let chained = r
+            .packages
+            .iter()
+            .filter(|p| !p.pulled_in_by.is_empty())
+            .count();
         assert!(chained > 200, "{chained}");
         for p in &r.packages {
             if let Some(last) = p.pulled_in_by.last() {

@@ -785,7 +785,11 @@ impl Query for QueryService {
                 PutOutcome::Unchanged | PutOutcome::Older => "unchanged",
             }
             .into(),
-            matches: stored.packages.iter().map(|p| p.advisories.len() as u32).sum(),
+            matches: stored
+                .packages
+                .iter()
+                .map(|p| p.advisories.len() as u32)
+                .sum(),
         }))
     }
 

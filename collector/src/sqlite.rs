@@ -11,9 +11,9 @@ use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, DeclaredPackage, FindingsQuery, HostRow, MatchCandidate,
-    MatchScope, PackageQuery, PutOutcome, Result, SbomRecord, Session, Store, StoreError,
-    WorkloadRow, package_key, pep503,
+    AdvisoryMatch, AdvisoryRecord, Candidates, DeclaredPackage, FindingsQuery, HostRow,
+    MatchCandidate, MatchScope, PackageQuery, PutOutcome, Result, SbomRecord, Session, Store,
+    StoreError, WorkloadRow, package_key, pep503,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -636,8 +636,9 @@ fn backfill_workload_images(tx: &Transaction) -> Result<()> {
         .prepare("SELECT host, id, data FROM workload")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let mut update =
-        tx.prepare("UPDATE workload SET image_digest = ?3, image_id = ?4 WHERE host = ?1 AND id = ?2")?;
+    let mut update = tx.prepare(
+        "UPDATE workload SET image_digest = ?3, image_id = ?4 WHERE host = ?1 AND id = ?2",
+    )?;
     for (host, id, data) in rows {
         let w = v1::Workload::decode(data.as_slice()).unwrap_or_default();
         update.execute(params![host, id, w.image_digest, w.image_id])?;
@@ -880,7 +881,8 @@ impl SqliteStore {
              ORDER BY h.hostname, p.workload, p.pid",
             match window {
                 None => "p.exit_time_ms IS NULL",
-                Some(_) => "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
+                Some(_) =>
+                    "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
             }
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -1470,8 +1472,9 @@ impl Store for SqliteStore {
         }
     }
 
-    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Vec<MatchCandidate>> {
+    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Candidates> {
         let mut out = Vec::new();
+        let scope_size;
         match scope {
             MatchScope::Unmatched => {
                 // Each new package against the advisories naming it: by its
@@ -1482,6 +1485,7 @@ impl Store for SqliteStore {
                     .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.matched = 0"))?
                     .query_map([], package_row)?
                     .collect::<Result<_, _>>()?;
+                scope_size = packages.len();
                 let mut stmt = self.conn.prepare_cached(
                     "SELECT DISTINCT advisory_id FROM advisory_package
                      WHERE ecosystem = ?1 AND key IN (?2, ?3, ?4)",
@@ -1509,6 +1513,7 @@ impl Store for SqliteStore {
                 }
             }
             MatchScope::Advisories(ids) => {
+                scope_size = ids.len();
                 let mut names = self.conn.prepare_cached(
                     "SELECT DISTINCT ecosystem, key, name FROM advisory_package WHERE advisory_id = ?1",
                 )?;
@@ -1525,18 +1530,22 @@ impl Store for SqliteStore {
                         .collect::<Result<_, _>>()?;
                     let mut seen = std::collections::HashSet::new();
                     for (eco, key, name) in wanted {
-                        let rows: Vec<(i64, v1::Package)> = match (eco.as_str(), name.split_once(':')) {
-                            ("maven", Some((group, artifact))) => maven
-                                .query_map(params![eco, artifact.to_lowercase(), group], package_row)?
-                                .collect::<Result<_, _>>()?,
-                            ("maven", None) | ("", _) => Vec::new(),
-                            ("golang", _) if key == "toolchain" => by_key
-                                .query_map(params![eco, "stdlib", "stdlib"], package_row)?
-                                .collect::<Result<_, _>>()?,
-                            _ => by_key
-                                .query_map(params![eco, key, name], package_row)?
-                                .collect::<Result<_, _>>()?,
-                        };
+                        let rows: Vec<(i64, v1::Package)> =
+                            match (eco.as_str(), name.split_once(':')) {
+                                ("maven", Some((group, artifact))) => maven
+                                    .query_map(
+                                        params![eco, artifact.to_lowercase(), group],
+                                        package_row,
+                                    )?
+                                    .collect::<Result<_, _>>()?,
+                                ("maven", None) | ("", _) => Vec::new(),
+                                ("golang", _) if key == "toolchain" => by_key
+                                    .query_map(params![eco, "stdlib", "stdlib"], package_row)?
+                                    .collect::<Result<_, _>>()?,
+                                _ => by_key
+                                    .query_map(params![eco, key, name], package_row)?
+                                    .collect::<Result<_, _>>()?,
+                            };
                         for (id, package) in rows {
                             if seen.insert(id) {
                                 out.push(MatchCandidate {
@@ -1550,7 +1559,10 @@ impl Store for SqliteStore {
                 }
             }
         }
-        Ok(out)
+        Ok(Candidates {
+            scope_size,
+            pairs: out,
+        })
     }
 
     fn put_matches(&mut self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()> {
@@ -1563,7 +1575,8 @@ impl Store for SqliteStore {
                 )?;
             }
             MatchScope::Advisories(ids) => {
-                let mut del = tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?;
+                let mut del =
+                    tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?;
                 for id in ids {
                     del.execute([id])?;
                 }
@@ -1596,11 +1609,19 @@ impl Store for SqliteStore {
             let mut stmt = self.conn.prepare_cached(sql)?;
             let mut collect = |id: Option<&str>| -> Result<()> {
                 let rows = stmt.query_map(params![id, q.include_fixed], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })?;
                 for row in rows {
                     let (advisory, severity, status, package) = row?;
-                    verdicts.entry(package).or_default().push((advisory, severity, status));
+                    verdicts
+                        .entry(package)
+                        .or_default()
+                        .push((advisory, severity, status));
                 }
                 Ok(())
             };
@@ -1625,7 +1646,9 @@ impl Store for SqliteStore {
                     match per_advisory.iter_mut().find(|(a, _, _)| a == advisory) {
                         Some(v) if status == "affected" => v.2 = status.clone(),
                         Some(_) => {}
-                        None => per_advisory.push((advisory.clone(), severity.clone(), status.clone())),
+                        None => {
+                            per_advisory.push((advisory.clone(), severity.clone(), status.clone()))
+                        }
                     }
                 }
             }
@@ -1743,14 +1766,19 @@ impl Store for SqliteStore {
         drop(affected);
         for ((_, rec), comps) in rows.iter_mut().zip(components) {
             let ids: Vec<i64> = comps.iter().map(|c| c.0).collect();
-            let packages: HashMap<i64, v1::Package> = self.packages_by_id(&ids)?.into_iter().collect();
+            let packages: HashMap<i64, v1::Package> =
+                self.packages_by_id(&ids)?.into_iter().collect();
             rec.packages = comps
                 .into_iter()
                 .filter_map(|(id, reference, chain)| {
                     Some(DeclaredPackage {
                         package: packages.get(&id)?.clone(),
                         reference,
-                        pulled_in_by: chain.split('\n').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+                        pulled_in_by: chain
+                            .split('\n')
+                            .filter(|c| !c.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                         advisories: advisories.get(&id).cloned().unwrap_or_default(),
                     })
                 })

@@ -170,7 +170,7 @@ pub trait Store: Send + 'static {
     /// The (package, advisory) pairs whose ecosystem and name agree, for
     /// the matcher to test versions on: the packages not matched yet
     /// against every advisory, or every package against some advisories.
-    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Vec<MatchCandidate>>;
+    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Candidates>;
 
     /// Records what the matcher decided for `scope`'s candidates, in one
     /// transaction: `Unmatched` marks every package that was unmatched as
@@ -201,6 +201,15 @@ pub enum MatchScope {
     Unmatched,
     /// These advisories (by id), against every package.
     Advisories(Vec<String>),
+}
+
+/// What `match_candidates` found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidates {
+    /// For `Unmatched`: how many packages were unmatched (0 means there is
+    /// nothing to record); for `Advisories`: how many advisories.
+    pub scope_size: usize,
+    pub pairs: Vec<MatchCandidate>,
 }
 
 /// A package that an advisory names (same ecosystem, and a name or source

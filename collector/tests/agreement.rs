@@ -84,7 +84,9 @@ fn every_ground_truth_row_agrees() {
         assert!(!entries.is_empty(), "{id:?}: no entry names the package");
         let got = affects_entry(entries[(*k).min(entries.len() - 1)], &p);
         *k += 1;
-        let any = per_package.entry(id).or_insert((false, affects_package(&adv, &p)));
+        let any = per_package
+            .entry(id)
+            .or_insert((false, affects_package(&adv, &p)));
         any.0 |= want;
         let key = (
             r["source"].as_str().unwrap().to_string(),

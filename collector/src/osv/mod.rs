@@ -117,6 +117,9 @@ pub struct Advisory {
     pub aliases: Vec<String>,
     /// Ids of closely related but distinct vulnerabilities.
     pub related: Vec<String>,
+    /// Ids of the upstream vulnerabilities a distribution's record is about
+    /// (OSV 1.6: Debian's DEBIAN-CVE-… and DSA records name their CVEs here).
+    pub upstream: Vec<String>,
     /// One-line summary.
     pub summary: Option<String>,
     /// Longer description (often Markdown).
@@ -793,6 +796,7 @@ impl Cx<'_> {
             withdrawn: self.opt(f.get("withdrawn"), "withdrawn", |cx, n| cx.timestamp(n))?,
             aliases: self.list(f.get("aliases"), "aliases", MAX_ALIASES, |cx, n| cx.id(n))?,
             related: self.list(f.get("related"), "related", MAX_ALIASES, |cx, n| cx.id(n))?,
+            upstream: self.list(f.get("upstream"), "upstream", MAX_ALIASES, |cx, n| cx.id(n))?,
             summary: self.opt(f.get("summary"), "summary", |cx, n| cx.string(n))?,
             details: self.opt(f.get("details"), "details", |cx, n| cx.string(n))?,
             severity: self.list(f.get("severity"), "severity", MAX_SEVERITIES, Cx::severity)?,
@@ -925,6 +929,7 @@ const TOP_FIELDS: &[&str] = &[
     "withdrawn",
     "aliases",
     "related",
+    "upstream",
     "summary",
     "details",
     "severity",
