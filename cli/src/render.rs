@@ -917,44 +917,6 @@ pub fn advisory_detail(list: &[v1::AdvisorySummary], documents: &[String]) -> St
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_900_000_000), "2026-11-28T21:06:40.000Z");
-    }
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for ms in [0, 951_782_400_123, 1_795_900_000_000] {
-            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-28T07:00:00+01:00"),
-            parse_rfc3339("2026-11-28T06:00:00Z")
-        );
-        for bad in [
-            "",
-            "2026-11-28",
-            "2026-13-01T00:00:00Z",
-            "2026-11-28T06:00:00",
-            "x026-11-28T06:00:00Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn fit_keeps_the_tail() {
-        assert_eq!(fit("/usr/lib/python3.11", 8), "…hon3.11");
-        assert_eq!(fit("/bin/sh", 8), "/bin/sh");
-    }
-}
-
 fn sbom_json(s: &v1::SbomSummary) -> Value {
     json!({
         "image": s.image,
@@ -1041,4 +1003,42 @@ pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
     );
     out.push_str(&format!("{} SBOM(s)\n", r.sboms.len()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_900_000_000), "2026-11-28T21:06:40.000Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ms in [0, 951_782_400_123, 1_795_900_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28T07:00:00+01:00"),
+            parse_rfc3339("2026-11-28T06:00:00Z")
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T06:00:00",
+            "x026-11-28T06:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fit_keeps_the_tail() {
+        assert_eq!(fit("/usr/lib/python3.11", 8), "…hon3.11");
+        assert_eq!(fit("/bin/sh", 8), "/bin/sh");
+    }
 }

@@ -279,10 +279,12 @@ async fn sboms_are_pushed_counted_matched_and_declared_for_the_workloads_running
     // Incremental: an interpreter that starts after the import is a
     // finding at the next scan, with no re-import (its packages are matched
     // when its inventory is stored).
-    let python = spawn_ready(Command::new("/root/.pyenv/versions/3.11.7/bin/python3.11").args([
-        "-c",
-        "import time; print('ready', flush=True); time.sleep(120)",
-    ]));
+    let python = spawn_ready(
+        Command::new("/root/.pyenv/versions/3.11.7/bin/python3.11").args([
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(120)",
+        ]),
+    );
     h.sync().await;
     let addr = h.addr.to_string();
     let later = tokio::task::spawn_blocking(move || patchgap(&addr, &["findings"]).0)

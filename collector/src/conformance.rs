@@ -1604,156 +1604,6 @@ pub fn processes_by_host(store: &mut dyn Store) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::sqlite::SqliteStore;
-
-    #[test]
-    fn sqlite_in_memory_conforms() {
-        run_all(&mut || Box::new(SqliteStore::in_memory().expect("in-memory store")));
-    }
-
-    #[test]
-    fn sqlite_on_disk_conforms() {
-        let mut dirs = Vec::new();
-        run_all(&mut || {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = SqliteStore::open(dir.path()).expect("open store");
-            dirs.push(dir);
-            Box::new(store)
-        });
-    }
-
-    /// The number of migrations this build knows: a fresh store has run them all.
-    fn migrations() -> i64 {
-        let known = SqliteStore::in_memory()
-            .expect("in-memory store")
-            .schema_version()
-            .expect("schema version");
-        assert!(known > 0, "a fresh store has run its migrations");
-        known
-    }
-
-    fn raw(dir: &Path) -> rusqlite::Connection {
-        rusqlite::Connection::open(dir.join("patchgap.db")).expect("open the db file")
-    }
-
-    #[test]
-    fn sqlite_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let session = {
-            let mut store = SqliteStore::open(dir.path()).expect("open");
-            let s = open(&mut store, &hello("session-a"));
-            apply(
-                &mut store,
-                &s,
-                msg(
-                    1,
-                    snapshot(
-                        "snap-1",
-                        vec![plain(10), plain(11)],
-                        vec![sockets(10, vec![socket(40000, 443, true, 1)])],
-                    ),
-                ),
-            );
-            apply(
-                &mut store,
-                &s,
-                msg(2, delta(vec![plain(12)], &[11], vec![])),
-            );
-            s
-        };
-
-        let mut store = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(
-            open(&mut store, &hello("session-a")),
-            Session {
-                host: session.host,
-                acked_seq: 2,
-                new: false,
-                epoch: session.epoch,
-            }
-        );
-        assert_eq!(running(&mut store, None), vec![10, 12]);
-        assert_eq!(summary(&mut store, 10).outbound_sockets, 1);
-        assert_eq!(pids(&find(&mut store, "libc6")), vec![10, 12]);
-        assert_eq!(
-            store.schema_version().expect("schema version"),
-            migrations()
-        );
-        // A resend after the reopen is still recognised.
-        apply(
-            &mut store,
-            &session,
-            msg(2, delta(vec![plain(11)], &[], vec![])),
-        );
-        assert_eq!(running(&mut store, None), vec![10, 12]);
-    }
-
-    #[test]
-    fn sqlite_keeps_exited_processes_as_history() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteStore::open(dir.path()).expect("open");
-        let s = open(&mut store, &hello("session-a"));
-        apply(
-            &mut store,
-            &s,
-            msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
-        );
-        apply(
-            &mut store,
-            &s,
-            msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
-        );
-        assert_eq!(running(&mut store, None), vec![10]);
-        drop(store);
-
-        let conn = raw(dir.path());
-        let (exit, until): (Option<i64>, Option<i64>) = conn
-            .query_row(
-                "SELECT p.exit_time_ms, h.until_ms FROM process p
-                 JOIN process_set_history h ON h.process_id = p.id WHERE p.pid = 11",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("the exited process is still in the database");
-        assert_eq!(
-            exit,
-            Some(T0),
-            "exited at the complete snapshot's scan time"
-        );
-        assert_eq!(until, Some(T0), "its history interval is closed");
-        let running: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM process WHERE pid = 10 AND exit_time_ms IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(running, 1);
-    }
-
-    #[test]
-    fn sqlite_refuses_a_newer_schema() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        drop(SqliteStore::open(dir.path()).expect("create"));
-        let known = migrations();
-        raw(dir.path())
-            .pragma_update(None, "user_version", known + 1)
-            .expect("set user_version");
-        match SqliteStore::open(dir.path()) {
-            Err(StoreError::SchemaTooNew { found, known: k }) => {
-                assert_eq!((found, k), (known + 1, known));
-            }
-            Err(e) => panic!("expected SchemaTooNew, got {e}"),
-            Ok(_) => panic!("opened a database with a newer schema"),
-        }
-    }
-}
-
 fn pypi(name: &str, version: &str, distro: Option<Package>) -> Package {
     Package {
         ecosystem: "pypi".into(),
@@ -2041,7 +1891,10 @@ pub fn sboms_declare_packages(store: &mut dyn Store) {
     assert_eq!(listed.len(), 1);
     assert!(listed[0].data.is_empty(), "lists leave the document out");
     assert_eq!(listed[0].packages.len(), 1);
-    assert_eq!(listed[0].packages[0].advisories, [adv.id.clone()]);
+    assert_eq!(
+        listed[0].packages[0].advisories,
+        std::slice::from_ref(&adv.id)
+    );
     assert_eq!(
         listed[0].packages[0].pulled_in_by,
         ["app@1.0", "requests@2.19.0"]
@@ -2065,4 +1918,154 @@ pub fn sboms_declare_packages(store: &mut dyn Store) {
             .is_empty()
     );
     assert!(store.sboms(Some("sha256:00")).expect("sboms").is_empty());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    #[test]
+    fn sqlite_in_memory_conforms() {
+        run_all(&mut || Box::new(SqliteStore::in_memory().expect("in-memory store")));
+    }
+
+    #[test]
+    fn sqlite_on_disk_conforms() {
+        let mut dirs = Vec::new();
+        run_all(&mut || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = SqliteStore::open(dir.path()).expect("open store");
+            dirs.push(dir);
+            Box::new(store)
+        });
+    }
+
+    /// The number of migrations this build knows: a fresh store has run them all.
+    fn migrations() -> i64 {
+        let known = SqliteStore::in_memory()
+            .expect("in-memory store")
+            .schema_version()
+            .expect("schema version");
+        assert!(known > 0, "a fresh store has run its migrations");
+        known
+    }
+
+    fn raw(dir: &Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("patchgap.db")).expect("open the db file")
+    }
+
+    #[test]
+    fn sqlite_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = {
+            let mut store = SqliteStore::open(dir.path()).expect("open");
+            let s = open(&mut store, &hello("session-a"));
+            apply(
+                &mut store,
+                &s,
+                msg(
+                    1,
+                    snapshot(
+                        "snap-1",
+                        vec![plain(10), plain(11)],
+                        vec![sockets(10, vec![socket(40000, 443, true, 1)])],
+                    ),
+                ),
+            );
+            apply(
+                &mut store,
+                &s,
+                msg(2, delta(vec![plain(12)], &[11], vec![])),
+            );
+            s
+        };
+
+        let mut store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            open(&mut store, &hello("session-a")),
+            Session {
+                host: session.host,
+                acked_seq: 2,
+                new: false,
+                epoch: session.epoch,
+            }
+        );
+        assert_eq!(running(&mut store, None), vec![10, 12]);
+        assert_eq!(summary(&mut store, 10).outbound_sockets, 1);
+        assert_eq!(pids(&find(&mut store, "libc6")), vec![10, 12]);
+        assert_eq!(
+            store.schema_version().expect("schema version"),
+            migrations()
+        );
+        // A resend after the reopen is still recognised.
+        apply(
+            &mut store,
+            &session,
+            msg(2, delta(vec![plain(11)], &[], vec![])),
+        );
+        assert_eq!(running(&mut store, None), vec![10, 12]);
+    }
+
+    #[test]
+    fn sqlite_keeps_exited_processes_as_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path()).expect("open");
+        let s = open(&mut store, &hello("session-a"));
+        apply(
+            &mut store,
+            &s,
+            msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
+        );
+        apply(
+            &mut store,
+            &s,
+            msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
+        );
+        assert_eq!(running(&mut store, None), vec![10]);
+        drop(store);
+
+        let conn = raw(dir.path());
+        let (exit, until): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT p.exit_time_ms, h.until_ms FROM process p
+                 JOIN process_set_history h ON h.process_id = p.id WHERE p.pid = 11",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the exited process is still in the database");
+        assert_eq!(
+            exit,
+            Some(T0),
+            "exited at the complete snapshot's scan time"
+        );
+        assert_eq!(until, Some(T0), "its history interval is closed");
+        let running: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM process WHERE pid = 10 AND exit_time_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(running, 1);
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SqliteStore::open(dir.path()).expect("create"));
+        let known = migrations();
+        raw(dir.path())
+            .pragma_update(None, "user_version", known + 1)
+            .expect("set user_version");
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::SchemaTooNew { found, known: k }) => {
+                assert_eq!((found, k), (known + 1, known));
+            }
+            Err(e) => panic!("expected SchemaTooNew, got {e}"),
+            Ok(_) => panic!("opened a database with a newer schema"),
+        }
+    }
 }
