@@ -121,3 +121,4 @@ fn every_ground_truth_row_agrees() {
         per_package.len()
     );
 }
+

@@ -404,3 +404,128 @@ async fn advisories_expose_the_processes_whose_versions_they_affect() {
     drop(python);
     h.stop().await;
 }
+
+/// A real process of `exe`, stopped by ptrace at its exec: the kernel has
+/// mapped the executable, and not one of its instructions has run (the
+/// binaries here are CLIs that would exit or reach for the network).
+fn stopped_at_exec(exe: &str) -> patchgap_tests::Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(exe);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no
+    // memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn under ptrace");
+    let pid = child.id();
+    // Wait for the stop at exec (SIGTRAP) without reaping.
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
+    assert_eq!(r, pid as i32);
+    assert!(libc::WIFSTOPPED(status), "{exe} did not stop at exec");
+    patchgap_tests::Proc(child)
+}
+
+/// The real Go vulndb advisories against real Go binaries on this image
+/// (terraform, the docker CLI, terraform-provider-aws), each a process
+/// whose modules and Go release the agent reads from the executable: the
+/// findings per process are exactly the ground truth's affected
+/// (advisory, module) pairs for that binary, except for withdrawn
+/// advisories: the ground truth evaluates ranges alone, and a withdrawn
+/// advisory exposes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_binaries_findings_agree_with_the_ground_truth() {
+    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
+    let binaries = [
+        "/usr/local/bin/terraform",
+        "/usr/local/bin/docker",
+        "/opt/tf-plugins/registry.terraform.io/hashicorp/aws/5.100.0/linux_amd64/terraform-provider-aws_v5.100.0_x5",
+    ];
+    let procs: Vec<_> = binaries.iter().map(|b| stopped_at_exec(b)).collect();
+    let h = Harness::start().await;
+    h.sync().await;
+    let mut files = Vec::new();
+    for f in std::fs::read_dir(osv.join("golang-vulndb/data/osv")).unwrap() {
+        let path = f.unwrap().path();
+        files.push(v1::AdvisoryFile {
+            name: path.display().to_string(),
+            data: std::fs::read(&path).unwrap(),
+        });
+    }
+    let imported = h
+        .client()
+        .await
+        .import_advisories(v1::ImportAdvisoriesRequest { files })
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!((imported.added, imported.errors.len()), (205, 0));
+    let findings = h
+        .client()
+        .await
+        .list_findings(v1::ListFindingsRequest::default())
+        .await
+        .expect("findings")
+        .into_inner();
+    let truth: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
+            .unwrap();
+    for (exe, p) in binaries.iter().zip(&procs) {
+        // Affected when any of the advisory's entries for the module is.
+        let mut withdrawn = std::collections::BTreeSet::new();
+        let want: std::collections::BTreeSet<(String, String)> = truth
+            .iter()
+            .filter(|r| r["where"] == *exe && r["affected_per_osv_ranges"] == true)
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["package"].as_str().unwrap().to_string(),
+                )
+            })
+            .filter(|(id, module)| {
+                let doc: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(osv.join(format!("golang-vulndb/data/osv/{id}.json"))).unwrap(),
+                )
+                .unwrap();
+                let gone = doc.get("withdrawn").is_some();
+                if gone {
+                    withdrawn.insert((id.clone(), module.clone()));
+                }
+                !gone
+            })
+            .collect();
+        let got: std::collections::BTreeSet<(String, String)> = findings
+            .findings
+            .iter()
+            .filter(|m| m.key.is_some_and(|k| k.pid == p.pid()))
+            .map(|m| {
+                assert_eq!(m.evidence, "embedded", "{m:?}");
+                (m.advisory.clone(), m.package.as_ref().unwrap().name.clone())
+            })
+            .collect();
+        eprintln!(
+            "{exe}: {} affected (advisory, module) pairs agree, {} more are of withdrawn advisories",
+            want.len(),
+            withdrawn.len()
+        );
+        assert!(!want.is_empty());
+        assert_eq!(
+            got,
+            want,
+            "{exe}: missing {:?}, extra {:?}",
+            want.difference(&got).collect::<Vec<_>>(),
+            got.difference(&want).collect::<Vec<_>>()
+        );
+    }
+    drop(procs);
+    h.stop().await;
+}
