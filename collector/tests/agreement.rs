@@ -121,4 +121,3 @@ fn every_ground_truth_row_agrees() {
         per_package.len()
     );
 }
-

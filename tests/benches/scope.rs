@@ -18,32 +18,6 @@ use std::{
 use patchgap_collector::{CollectorConfig, SqliteStore, Store};
 use patchgap_proto::v1::{self, agent_message::Body};
 
-fn advisory_files() -> Vec<v1::AdvisoryFile> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
-    let mut out = Vec::new();
-    let mut stack: Vec<std::path::PathBuf> = [
-        "ghsa",
-        "golang-vulndb/data",
-        "pypa/vulns",
-        "rustsec/crates",
-        "ubuntu",
-    ]
-    .iter()
-    .map(|d| root.join(d))
-    .collect();
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else if p.extension().is_some_and(|e| e == "json" || e == "yaml") {
-            out.push(v1::AdvisoryFile {
-                name: p.display().to_string(),
-                data: std::fs::read(&p).unwrap(),
-            });
-        }
-    }
-    out
-}
-
 #[tokio::main]
 async fn main() {
     let hosts: usize = std::env::var("PATCHGAP_BENCH_HOSTS")
@@ -186,7 +160,13 @@ async fn scope(inv: &patchgap_agent::model::Inventory, hosts: usize) -> Scope {
         .unwrap()
         .max_decoding_message_size(1 << 30);
 
-    let files = advisory_files();
+    let files = patchgap_tests::osv_files(&[
+        "ghsa",
+        "golang-vulndb/data",
+        "pypa/vulns",
+        "rustsec/crates",
+        "ubuntu",
+    ]);
     let n_files = files.len();
     let t0 = Instant::now();
     let imported = client

@@ -193,6 +193,26 @@ pub fn python_with_ssl() -> Proc {
 }
 
 /// The version dpkg reports for a package on this host.
+/// Every advisory file (*.json, *.yaml) below these folders of
+/// testdata/osv, as `patchgap advisories import` would send them.
+pub fn osv_files(dirs: &[&str]) -> Vec<v1::AdvisoryFile> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.extension().is_some_and(|e| e == "json" || e == "yaml") {
+            out.push(v1::AdvisoryFile {
+                name: p.display().to_string(),
+                data: std::fs::read(&p).unwrap(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 pub fn dpkg_version(package: &str) -> String {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f", "${Version}", package])

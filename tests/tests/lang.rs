@@ -9,7 +9,7 @@ use std::{
 };
 
 use patchgap_proto::v1;
-use patchgap_tests::{Harness, ebpf_wanted, spawn_ready, timeout};
+use patchgap_tests::{Harness, ebpf_wanted, osv_files, spawn_ready, timeout};
 
 /// python3 -m venv, then a wheel built from testdata/python/tinydist
 /// (offline, by testdata/python/build_wheel.py) installed with pip.
@@ -199,16 +199,7 @@ async fn advisories_expose_the_processes_whose_versions_they_affect() {
     );
     h.sync().await;
     // Import every PyPA advisory, the way `patchgap advisories import` does.
-    let mut files = Vec::new();
-    for dir in std::fs::read_dir(osv.join("pypa/vulns")).unwrap() {
-        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
-            let path = f.unwrap().path();
-            files.push(v1::AdvisoryFile {
-                name: path.display().to_string(),
-                data: std::fs::read(&path).unwrap(),
-            });
-        }
-    }
+    let files = osv_files(&["pypa/vulns"]);
     let imported = h
         .client()
         .await
@@ -453,14 +444,7 @@ async fn go_binaries_findings_agree_with_the_ground_truth() {
     let procs: Vec<_> = binaries.iter().map(|b| stopped_at_exec(b)).collect();
     let h = Harness::start().await;
     h.sync().await;
-    let mut files = Vec::new();
-    for f in std::fs::read_dir(osv.join("golang-vulndb/data/osv")).unwrap() {
-        let path = f.unwrap().path();
-        files.push(v1::AdvisoryFile {
-            name: path.display().to_string(),
-            data: std::fs::read(&path).unwrap(),
-        });
-    }
+    let files = osv_files(&["golang-vulndb/data/osv"]);
     let imported = h
         .client()
         .await
