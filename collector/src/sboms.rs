@@ -43,7 +43,16 @@ pub fn package(c: &Component) -> Option<v1::Package> {
         .map(str::to_string)
         .or_else(|| c.version.clone())?;
     let (name, source) = match (ty, purl.namespace()) {
-        ("npm" | "golang", Some(ns)) => (format!("{ns}/{}", purl.name()), String::new()),
+        // syft splits a Go module path's tail into the purl's subpath
+        // (pkg:golang/github.com/golang-jwt/jwt@v4.5.2#v4).
+        ("golang", Some(ns)) => {
+            let mut path = format!("{ns}/{}", purl.name());
+            if let Some(sub) = purl.subpath() {
+                path = format!("{path}/{sub}");
+            }
+            (path, String::new())
+        }
+        ("npm", Some(ns)) => (format!("{ns}/{}", purl.name()), String::new()),
         ("maven", Some(ns)) => (purl.name().to_string(), ns.to_string()),
         ("deb" | "rpm" | "apk", _) => {
             let upstream = purl
@@ -227,6 +236,14 @@ mod tests {
                 .iter()
                 .any(|p| p.package.name.starts_with("github.com/hashicorp/"))
         );
+        // A module path's tail in the purl's subpath is part of the name.
+        let jwt = r
+            .packages
+            .iter()
+            .find(|p| p.package.name.starts_with("github.com/golang-jwt/jwt"))
+            .unwrap();
+        assert_eq!(jwt.package.name, "github.com/golang-jwt/jwt/v4");
+        assert_eq!(jwt.package.version, "v4.5.2");
         // Every package but the top-level ones came in through a chain that
         // ends at itself.
         let chained = r
