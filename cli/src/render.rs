@@ -209,6 +209,8 @@ pub fn query_json(r: &v1::FindPackageResponse) -> Value {
                 "exit_time": (m.exit_time_ms > 0).then(|| rfc3339(m.exit_time_ms)),
                 "advisory": (!m.advisory.is_empty()).then_some(&m.advisory),
                 "severity": (!m.severity.is_empty()).then_some(&m.severity),
+                "score": m.score,
+                "vector": (!m.vector.is_empty()).then_some(&m.vector),
                 "status": (!m.status.is_empty()).then_some(&m.status),
                 "sbom_image": (!m.sbom_image.is_empty()).then_some(&m.sbom_image),
                 "pulled_in_by": (!m.pulled_in_by.is_empty()).then_some(&m.pulled_in_by),
@@ -743,7 +745,10 @@ pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
             let p = m.package.clone().unwrap_or_default();
             vec![
                 m.advisory.clone(),
-                or_dash(&m.severity),
+                match m.score {
+                    Some(score) => format!("{} {score:.1}", or_dash(&m.severity)),
+                    None => or_dash(&m.severity),
+                },
                 m.workload.clone(),
                 m.host.clone(),
                 m.key.unwrap_or_default().pid.to_string(),

@@ -1725,6 +1725,8 @@ pub fn matches_and_findings(store: &mut dyn Store) {
     assert_eq!(pids(&all), [10], "fixed-by-distro is left out: {all:?}");
     assert_eq!(all[0].advisory, openssl.id);
     assert_eq!(all[0].severity, "HIGH");
+    assert_eq!(all[0].score, Some(7.5));
+    assert!(all[0].vector.starts_with("CVSS:3.1/"));
     assert_eq!(all[0].status, "affected");
     assert_eq!(all[0].evidence, "mapped");
     let with_fixed = store

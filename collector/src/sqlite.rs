@@ -1599,10 +1599,12 @@ impl Store for SqliteStore {
     }
 
     fn findings(&mut self, q: &FindingsQuery) -> Result<Vec<v1::Match>> {
-        // (advisory, severity, status) per package id.
+        // (advisory, severity, status) per package id, and each advisory's
+        // score and vector.
         let mut verdicts: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+        let mut scores: HashMap<String, (Option<f64>, String)> = HashMap::new();
         {
-            let sql = "SELECT m.advisory_id, a.severity, m.status, m.package_id
+            let sql = "SELECT m.advisory_id, a.severity, m.status, m.package_id, a.score, a.vector
                  FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id AND a.withdrawn IS NULL
                  WHERE (?1 IS NULL OR m.advisory_id = ?1) AND (?2 OR m.status = 'affected')
                  ORDER BY m.advisory_id";
@@ -1614,10 +1616,13 @@ impl Store for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
+                        r.get::<_, Option<f64>>(4)?,
+                        r.get::<_, String>(5)?,
                     ))
                 })?;
                 for row in rows {
-                    let (advisory, severity, status, package) = row?;
+                    let (advisory, severity, status, package, score, vector) = row?;
+                    scores.entry(advisory.clone()).or_insert((score, vector));
                     verdicts
                         .entry(package)
                         .or_default()
@@ -1655,6 +1660,10 @@ impl Store for SqliteStore {
             per_advisory.sort();
             for (advisory, severity, status) in per_advisory {
                 let mut f = m.clone();
+                if let Some((score, vector)) = scores.get(&advisory) {
+                    f.score = *score;
+                    f.vector = vector.clone();
+                }
                 f.advisory = advisory;
                 f.severity = severity;
                 f.status = status;
