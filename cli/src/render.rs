@@ -951,7 +951,7 @@ pub fn sbom_push_table(r: &v1::PushSbomResponse) -> String {
     let s = r.sbom.clone().unwrap_or_default();
     let ecosystems: BTreeMap<_, _> = s.ecosystems.iter().collect();
     format!(
-        "{} {} SBOM of {} ({} {} {}, by {}): {} components, {} edges; {} matched as packages ({}); {} advisory match(es)\n",
+        "{} {} SBOM of {} ({} {} {}, by {}): {} components, {} edges; {} with a purl patchgap matches ({}); {} advisory match(es)\n",
         s.name,
         r.outcome,
         s.image,
