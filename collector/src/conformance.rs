@@ -1746,6 +1746,54 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         .expect("findings");
     assert_eq!(pids(&one), [11]);
 
+    // New changelog CVEs for the distro package (an upgrade's changelog
+    // read later) put the language package it shipped up for matching
+    // again: its verdict may now be fixed-by-distro.
+    let mut more = deb(
+        "python3-cryptography",
+        "python-cryptography",
+        "38.0.4-3+deb12u1",
+    );
+    more.fixed_cves = vec!["CVE-2023-23931".into(), "CVE-2023-49083".into()];
+    apply(
+        store,
+        &s,
+        msg(
+            2,
+            delta(
+                vec![process(
+                    11,
+                    vec![artifact(
+                        "/usr/lib/python3/dist-packages/cryptography/__init__.py",
+                        301,
+                        ArtifactKind::Installed,
+                        Some(pypi("cryptography", "38.0.4", Some(more))),
+                    )],
+                )],
+                &[],
+                vec![],
+            ),
+        ),
+    );
+    assert_eq!(
+        candidate_id(store, &MatchScope::Unmatched, &upstream.id, "cryptography"),
+        crypto,
+        "the same package, unmatched again"
+    );
+    store
+        .put_matches(
+            &MatchScope::Unmatched,
+            &[verdict(&upstream.id, crypto, "fixed-by-distro")],
+        )
+        .expect("put");
+    assert_eq!(
+        store
+            .match_candidates(&MatchScope::Unmatched)
+            .expect("candidates")
+            .scope_size,
+        0
+    );
+
     // Re-evaluating an advisory replaces its verdicts.
     store
         .put_matches(&MatchScope::Advisories(vec![openssl.id.clone()]), &[])
@@ -1762,7 +1810,7 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         store,
         &s,
         msg(
-            2,
+            3,
             delta(
                 vec![process(
                     12,
@@ -1790,7 +1838,7 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         [12]
     );
     // An exited process is no finding now, but is one in a window.
-    apply(store, &s, msg(3, delta(vec![], &[12], vec![])));
+    apply(store, &s, msg(4, delta(vec![], &[12], vec![])));
     assert!(
         store
             .findings(&FindingsQuery::default())
