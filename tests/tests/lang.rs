@@ -513,3 +513,76 @@ async fn go_binaries_findings_agree_with_the_ground_truth() {
     drop(procs);
     h.stop().await;
 }
+
+/// Every pyenv interpreter on this image (2.7 to 3.13), idle, against the
+/// real PyPA and GHSA advisories: each process's findings are exactly the
+/// ground truth's affected (advisory, package) pairs for that interpreter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pyenv_interpreters_findings_agree_with_the_ground_truth() {
+    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
+    let versions = [
+        "2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0",
+    ];
+    let procs: Vec<_> = versions
+        .iter()
+        .map(|v| {
+            let minor: String = v.split('.').take(2).collect::<Vec<_>>().join(".");
+            spawn_ready(
+                Command::new(format!("/root/.pyenv/versions/{v}/bin/python{minor}")).args([
+                    "-c",
+                    "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(120)",
+                ]),
+            )
+        })
+        .collect();
+    let h = Harness::start().await;
+    h.sync().await;
+    let imported = h
+        .client()
+        .await
+        .import_advisories(v1::ImportAdvisoriesRequest {
+            files: osv_files(&["pypa/vulns", "ghsa"]),
+        })
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!((imported.added, imported.errors.len()), (96, 0));
+    let findings = h
+        .client()
+        .await
+        .list_findings(v1::ListFindingsRequest::default())
+        .await
+        .expect("findings")
+        .into_inner();
+    let truth: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
+            .unwrap();
+    for (v, p) in versions.iter().zip(&procs) {
+        let place = format!("pyenv_{v}");
+        let want: std::collections::BTreeSet<(String, String)> = truth
+            .iter()
+            .filter(|r| r["where"] == place.as_str() && r["affected_per_osv_ranges"] == true)
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    patchgap_proto::purl::pep503(r["package"].as_str().unwrap()),
+                )
+            })
+            .collect();
+        let got: std::collections::BTreeSet<(String, String)> = findings
+            .findings
+            .iter()
+            .filter(|m| m.key.is_some_and(|k| k.pid == p.pid()))
+            .map(|m| {
+                (
+                    m.advisory.clone(),
+                    patchgap_proto::purl::pep503(&m.package.as_ref().unwrap().name),
+                )
+            })
+            .collect();
+        eprintln!("{place}: {} affected pairs agree", want.len());
+        assert_eq!(got, want, "{place}");
+    }
+    drop(procs);
+    h.stop().await;
+}
