@@ -204,8 +204,9 @@ impl Ingest for IngestService {
                 }
                 let applied = with_store(&store, move |s| {
                     s.apply(&session, &msg, now_ms())?;
-                    // New packages against the stored advisories. The ack
-                    // does not wait on it: a failed pass leaves them
+                    // New packages against the stored advisories, before
+                    // the ack (one indexed query when nothing is new). The
+                    // ack does not depend on it: a failed pass leaves them
                     // unmatched, and the next message's pass retries.
                     if let Err(e) = crate::matching::refresh(s, &MatchScope::Unmatched) {
                         warn!(error = %e, "matching new packages failed; will retry");
