@@ -237,7 +237,10 @@ fn with_fixed_cves(root: &RootFs, pkg: &Arc<PackageInfo>) -> Arc<PackageInfo> {
         return pkg.clone();
     };
     let (entries, _) = parse_changelog(&text);
-    let Some(at) = entries.iter().position(|e| e.version == pkg.version) else {
+    // A binNMU (`1.0.8-5+b1`) is a rebuild of the source entry `1.0.8-5`;
+    // its own entry is in changelog.Debian.ARCH.gz and names no fixes.
+    let version = binnmu_base(&pkg.version);
+    let Some(at) = entries.iter().position(|e| e.version == version) else {
         return pkg.clone();
     };
     let mut cves: Vec<String> = entries[at..]
@@ -253,6 +256,15 @@ fn with_fixed_cves(root: &RootFs, pkg: &Arc<PackageInfo>) -> Arc<PackageInfo> {
         fixed_cves: cves,
         ..(**pkg).clone()
     })
+}
+
+/// The source version a binNMU version was rebuilt from: `1.0.8-5+b1` →
+/// `1.0.8-5`; any other version as it is.
+fn binnmu_base(version: &str) -> &str {
+    match version.rsplit_once("+b") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => version,
+    }
 }
 
 /// A language package's identity.
@@ -299,6 +311,30 @@ fn artifact_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binnmu_versions_look_up_their_source_entry() {
+        assert_eq!(binnmu_base("1.0.8-5+b1"), "1.0.8-5");
+        assert_eq!(binnmu_base("5.2.15-2+b8"), "5.2.15-2");
+        assert_eq!(binnmu_base("38.0.4-3+deb12u1"), "38.0.4-3+deb12u1");
+        assert_eq!(binnmu_base("1.0+b"), "1.0+b");
+        assert_eq!(binnmu_base("2.0+bookworm1"), "2.0+bookworm1");
+        // This host's bzip2 is a binNMU whose source entries name CVEs.
+        let installed = std::process::Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", "bzip2"])
+            .output()
+            .expect("dpkg-query");
+        let version = String::from_utf8(installed.stdout).unwrap();
+        assert!(version.contains("+b"), "bzip2 {version} is no binNMU here");
+        let root = RootFs::open(std::path::Path::new("/")).unwrap();
+        let pkg = package("deb", "bzip2", "bzip2", &version, String::new(), None);
+        let got = with_fixed_cves(&root, &pkg);
+        assert!(
+            got.fixed_cves.iter().any(|c| c == "CVE-2019-12900"),
+            "{:?}",
+            got.fixed_cves
+        );
+    }
 
     #[test]
     fn paths() {
