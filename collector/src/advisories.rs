@@ -322,6 +322,18 @@ mod tests {
     }
 
     #[test]
+    fn golang_vulndb_times_are_the_unknown_sentinel() {
+        let rel = "../testdata/osv/golang-vulndb/data/osv/GO-2025-3408.json";
+        let data =
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap();
+        let a = osv::parse_json(&data, rel).unwrap();
+        assert_eq!(
+            record(&a, rel, &data).modified_ms,
+            crate::store::UNKNOWN_MODIFIED_MS
+        );
+    }
+
+    #[test]
     fn distros_and_releases() {
         let deb12 = "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64&distro=debian-12";
         assert!(distro_matches(deb12, "Debian:12"));

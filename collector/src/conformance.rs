@@ -1183,6 +1183,37 @@ pub fn advisories(store: &mut dyn Store) {
     let deb = store.advisories(Some("deb")).expect("list");
     assert_eq!(deb.len(), 1);
     assert_eq!(deb[0].id, "DSA-5417-1");
+
+    // golang/vulndb writes modified 0001-01-01 in every record: then the
+    // content decides.
+    let unknown = crate::store::UNKNOWN_MODIFIED_MS;
+    let go = advisory_record("GO-2024-0001", unknown, &[]);
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&go))
+            .expect("put"),
+        [PutOutcome::Added]
+    );
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&go))
+            .expect("put"),
+        [PutOutcome::Unchanged]
+    );
+    let changed = AdvisoryRecord {
+        data: b"{\"id\":\"GO-2024-0001\",\"summary\":\"revised\"}".to_vec(),
+        ..go
+    };
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&changed))
+            .expect("put"),
+        [PutOutcome::Updated]
+    );
+    assert_eq!(
+        store.advisory("GO-2024-0001").expect("advisory")[0].data,
+        changed.data
+    );
 }
 
 /// The version predicate sees each stored package version.

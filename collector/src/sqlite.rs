@@ -1391,14 +1391,22 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(advisories.len());
         let now = crate::service::now_ms();
         for a in advisories {
-            let stored: Option<i64> = tx
-                .prepare_cached("SELECT modified_ms FROM advisory WHERE id = ?1")?
-                .query_row([&a.id], |r| r.get(0))
+            let stored: Option<(i64, Vec<u8>)> = tx
+                .prepare_cached("SELECT modified_ms, data FROM advisory WHERE id = ?1")?
+                .query_row([&a.id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let outcome = match stored {
                 None => PutOutcome::Added,
-                Some(m) if m == a.modified_ms => PutOutcome::Unchanged,
-                Some(m) if m > a.modified_ms => PutOutcome::Older,
+                // A time that says nothing: the content decides.
+                Some((m, data))
+                    if m == a.modified_ms
+                        && m == crate::store::UNKNOWN_MODIFIED_MS
+                        && data != a.data =>
+                {
+                    PutOutcome::Updated
+                }
+                Some((m, _)) if m == a.modified_ms => PutOutcome::Unchanged,
+                Some((m, _)) if m > a.modified_ms => PutOutcome::Older,
                 Some(_) => PutOutcome::Updated,
             };
             out.push(outcome);

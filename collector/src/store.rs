@@ -310,6 +310,11 @@ pub struct AdvisoryRecord {
     pub data: Vec<u8>,
 }
 
+/// `modified` of 0001-01-01T00:00:00Z in ms: what golang/vulndb writes in
+/// every record. With it, `modified` says nothing, so a record with this
+/// time and other content replaces the stored one.
+pub const UNKNOWN_MODIFIED_MS: i64 = -62_135_596_800_000;
+
 /// What `put_advisories` did with one advisory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
