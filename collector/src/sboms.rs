@@ -55,9 +55,11 @@ pub fn package(c: &Component) -> Option<v1::Package> {
         ("npm", Some(ns)) => (format!("{ns}/{}", purl.name()), String::new()),
         ("maven", Some(ns)) => (purl.name().to_string(), ns.to_string()),
         ("deb" | "rpm" | "apk", _) => {
-            let upstream = purl
-                .qualifier("upstream")
-                .map(|u| u.split(['@', ' ']).next().unwrap_or(u).to_string());
+            // trivy's SrcName property, or syft's `upstream` qualifier.
+            let upstream = c.source.clone().or_else(|| {
+                purl.qualifier("upstream")
+                    .map(|u| u.split(['@', ' ']).next().unwrap_or(u).to_string())
+            });
             (
                 purl.name().to_string(),
                 upstream.unwrap_or_else(|| purl.name().to_string()),
@@ -217,6 +219,7 @@ mod tests {
             .find(|p| p.package.name == "libc6")
             .expect("libc6");
         assert_eq!(libc.package.ecosystem, "deb");
+        assert_eq!(libc.package.source, "glibc", "trivy's SrcName");
         assert_eq!(libc.package.arch, "amd64");
         assert!(!libc.package.version.is_empty());
         let tf = Sbom::parse(

@@ -100,6 +100,16 @@ struct LicenseObject {
     name: Option<Field>,
 }
 
+/// A `properties[]` entry.
+#[derive(Deserialize)]
+struct Property {
+    name: Option<Field>,
+    value: Option<Field>,
+}
+
+/// The property trivy names an OS package's source package with.
+const TRIVY_SOURCE: &str = "aquasecurity:trivy:SrcName";
+
 /// A tool in either the 1.4 array or the 1.5+ `components`/`services`.
 #[derive(Deserialize)]
 struct ToolEntry {
@@ -321,6 +331,14 @@ impl<'de> Visitor<'de> for ComponentSeed<'_> {
                         .collect();
                 }
                 "components" => map.next_value_seed(ComponentsSeed { b: &mut *self.b })?,
+                "properties" => {
+                    let list: Option<CappedVec<Property>> = map.next_value()?;
+                    c.source = list.and_then(|l| {
+                        l.0.into_iter()
+                            .find(|p| non_empty(p.name.clone()).as_deref() == Some(TRIVY_SOURCE))
+                            .and_then(|p| non_empty(p.value))
+                    });
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -663,6 +681,14 @@ impl<'a> XmlBom<'a> {
                 "cpe" => c.cpe = x.text()?,
                 "licenses" => x.read_licenses(&mut c.licenses)?,
                 "components" => x.read_components()?,
+                "properties" => x.children(|x, local, s| {
+                    if local == "property" && x.attr(&s, "name")?.as_deref() == Some(TRIVY_SOURCE) {
+                        c.source = x.text()?;
+                        Ok(())
+                    } else {
+                        x.r.skip_element()
+                    }
+                })?,
                 _ => x.r.skip_element()?,
             }
             Ok(())
@@ -753,7 +779,8 @@ pub(super) mod tests {
        {"bom-ref": "lib-a-1", "type": "library", "name": "a-inner", "version": "1.0",
         "components": [{"type": "data", "name": "no-ref"}]}
      ]},
-    {"bom-ref": "lib-b", "type": "machine-learning-model", "name": "b", "unknown": {"deep": [1, 2, {"x": null}]}},
+    {"bom-ref": "lib-b", "type": "machine-learning-model", "name": "b", "unknown": {"deep": [1, 2, {"x": null}]},
+     "properties": [{"name": "other", "value": "x"}, {"name": "aquasecurity:trivy:SrcName", "value": "b-src"}]},
     {"bom-ref": "lib-c", "type": "something-new", "name": "c", "version": null}
   ]
 }"#;
@@ -784,7 +811,8 @@ pub(super) mod tests {
       </cdx:components>
     </cdx:component>
     <cdx:component bom-ref="lib-b" type="machine-learning-model"><cdx:name>b</cdx:name>
-      <ext:component bom-ref="not-ours"><ext:name>foreign</ext:name></ext:component></cdx:component>
+      <ext:component bom-ref="not-ours"><ext:name>foreign</ext:name></ext:component>
+      <cdx:properties><cdx:property name="other">x</cdx:property><cdx:property name="aquasecurity:trivy:SrcName">b-src</cdx:property></cdx:properties></cdx:component>
     <cdx:component bom-ref="lib-c" type="something-new"><cdx:name>c</cdx:name></cdx:component>
     <ext:component bom-ref="also-not-ours"/>
     <cdx:component bom-ref="redeclared" xmlns:cdx="http://example.com/other"><cdx:name>x</cdx:name></cdx:component>
@@ -808,8 +836,17 @@ pub(super) mod tests {
             kind,
             cpe: None,
             licenses: vec![],
+            source: None,
         };
         let mut a = c(Some("lib-a"), ComponentKind::Library, "a", Some("1.0"));
+        // trivy's source package property.
+        let mut b = c(
+            Some("lib-b"),
+            ComponentKind::MachineLearningModel,
+            "b",
+            None,
+        );
+        b.source = Some("b-src".into());
         a.group = Some("org.example".into());
         a.purl = Some("pkg:maven/org.example/a@1.0".into());
         a.licenses = vec![
@@ -828,12 +865,7 @@ pub(super) mod tests {
                 Some("1.0"),
             ),
             c(None, ComponentKind::Data, "no-ref", None),
-            c(
-                Some("lib-b"),
-                ComponentKind::MachineLearningModel,
-                "b",
-                None,
-            ),
+            b,
             c(Some("lib-c"), ComponentKind::Other, "c", None),
         ]
     }

@@ -281,6 +281,10 @@ pub struct Component {
     /// `NONE` are left out. SPDX gives the declared licence, then the
     /// concluded one if it differs.
     pub licenses: Vec<String>,
+    /// The OS source package, where the tool records it (trivy's
+    /// `aquasecurity:trivy:SrcName` property); distro advisories name
+    /// source packages.
+    pub source: Option<String>,
 }
 
 impl Component {
@@ -294,6 +298,7 @@ impl Component {
             kind: ComponentKind::Unspecified,
             cpe: None,
             licenses: Vec::new(),
+            source: None,
         }
     }
 }

@@ -143,6 +143,7 @@ impl Package {
                 .map_or(ComponentKind::Unspecified, |p| ComponentKind::parse(&p)),
             cpe: self.cpe.filter(|s| !s.is_empty()),
             licenses: declared.into_iter().chain(concluded).collect(),
+            source: None,
         }
     }
 }
