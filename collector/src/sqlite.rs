@@ -1844,4 +1844,59 @@ mod tests {
             (7, false, 0)
         );
     }
+
+    /// Schema 8 fills the workloads' image columns from the records stored
+    /// before it, so an SBOM pushed after the upgrade finds them; packages
+    /// stored before it are unmatched, for the collector's start-up pass.
+    #[test]
+    fn a_version_7_database_gets_image_columns_and_unmatched_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        {
+            let conn = Connection::open(dir.path().join("patchgap.db")).unwrap();
+            for m in &MIGRATIONS[..7] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            conn.execute(
+                "INSERT INTO host (host_id, hostname, boot_id, kernel, labels, agent_version, capabilities,
+                 session_id, acked_seq, last_seen_ms) VALUES ('m1', 'old-host', '', '', '{}', '', x'', 's', 7, 1)",
+                [],
+            )
+            .unwrap();
+            let w = v1::Workload {
+                id: "container/c1".into(),
+                image_digest: digest.clone(),
+                image_id: "sha256:11".into(),
+                ..Default::default()
+            };
+            conn.execute(
+                "INSERT INTO workload (host, id, data, last_seen_ms) VALUES (1, ?1, ?2, 1)",
+                params![w.id, w.encode_to_vec()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key)
+                 VALUES ('pypi', 'requests', '', '2.19.0', '', 'pkg:pypi/requests@2.19.0', 0, 'requests')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let (got_digest, got_id): (String, String) = store
+            .conn
+            .query_row(
+                "SELECT image_digest, image_id FROM workload WHERE id = 'container/c1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (got_digest.as_str(), got_id.as_str()),
+            (digest.as_str(), "sha256:11")
+        );
+        let unmatched = store.match_candidates(&MatchScope::Unmatched).unwrap();
+        assert_eq!(unmatched.scope_size, 1);
+    }
 }
