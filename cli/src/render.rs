@@ -737,7 +737,7 @@ pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
 }
 
 pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
-    let exe_width = width.saturating_sub(100).max(16);
+    let exe_width = width.saturating_sub(125).max(16);
     let rows: Vec<Vec<String>> = r
         .findings
         .iter()
@@ -756,13 +756,28 @@ pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
                 package_cell(&p),
                 p.version,
                 m.evidence.clone(),
+                m.workload_detail
+                    .as_ref()
+                    .map_or_else(|| "-".into(), scope_text),
+                m.privilege
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |p| or_dash(&p.summary)),
             ]
         })
         .collect();
     let mut out = table(
         &[
-            "ADVISORY", "SEVERITY", "WORKLOAD", "HOST", "PID", "EXE", "PACKAGE", "VERSION",
+            "ADVISORY",
+            "SEVERITY",
+            "WORKLOAD",
+            "HOST",
+            "PID",
+            "EXE",
+            "PACKAGE",
+            "VERSION",
             "EVIDENCE",
+            "SCOPE",
+            "PRIVILEGE",
         ],
         &rows,
         "",
@@ -1013,6 +1028,66 @@ pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finding a responder reads at 7 a.m.: which advisory, how bad, in
+    /// which workload and data scope, with which privilege, and for a
+    /// declared package the chain that pulled it in.
+    #[test]
+    fn findings_table_shows_scope_privilege_and_chain() {
+        let m = v1::Match {
+            host: "node-1".into(),
+            workload: "container:node-1/trainer".into(),
+            key: Some(v1::ProcessKey {
+                pid: 4242,
+                start_ticks: 1,
+            }),
+            exe: b"/usr/bin/python3".to_vec(),
+            package: Some(v1::Package {
+                ecosystem: "pypi".into(),
+                name: "setuptools".into(),
+                version: "65.5.0".into(),
+                ..Default::default()
+            }),
+            evidence: "declared".into(),
+            advisory: "PYSEC-2022-43012".into(),
+            severity: "HIGH".into(),
+            score: Some(7.5),
+            status: "affected".into(),
+            sbom_image: format!("sha256:{}", "ab".repeat(32)),
+            pulled_in_by: vec!["ipython@8.12.3".into(), "setuptools@65.5.0".into()],
+            workload_detail: Some(v1::WorkloadSummary {
+                scope: Some(v1::DataScope {
+                    classification: "sensitive".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            privilege: Some(v1::Privilege {
+                summary: "root,CAP_SYS_ADMIN".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = findings_table(
+            &v1::ListFindingsResponse {
+                findings: vec![m],
+                advisories: 1,
+                ..Default::default()
+            },
+            200,
+        );
+        for want in [
+            "PYSEC-2022-43012",
+            "HIGH 7.5",
+            "sensitive",
+            "root,CAP_SYS_ADMIN",
+            "declared",
+            "pypi:setuptools 65.5.0: pulled in by ipython@8.12.3 (SBOM of sha256:abababababab)",
+            "1 finding(s) from 1 advisories",
+        ] {
+            assert!(out.contains(want), "{want:?} not in\n{out}");
+        }
+    }
 
     #[test]
     fn rfc3339_known_instants() {
