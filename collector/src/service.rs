@@ -769,7 +769,11 @@ impl Query for QueryService {
         let image = record.image.clone();
         let (outcome, stored) = with_store(&self.store, move |s| {
             let outcome = s.put_sbom(&record)?;
-            crate::matching::refresh(s, &MatchScope::Unmatched)?;
+            // Stored either way: a failed pass leaves its packages
+            // unmatched, for the next pass (the next agent message).
+            if let Err(e) = crate::matching::refresh(s, &MatchScope::Unmatched) {
+                warn!(error = %e, "matching the SBOM's packages failed; will retry");
+            }
             let stored = s.sboms(Some(&record.image))?;
             Ok((outcome, stored))
         })
