@@ -104,30 +104,28 @@ pub fn affects_package(adv: &Advisory, p: &v1::Package) -> bool {
 /// Whether an affected entry names this package (ecosystem, and name or
 /// source; an OS package's distribution and release too).
 pub fn names(af: &Affected, p: &v1::Package) -> bool {
-    {
-        let Some(ap) = &af.package else {
-            return false;
-        };
-        let ty = purl_type(&ap.ecosystem);
-        if ty.is_empty() || ty != p.ecosystem {
-            return false;
-        }
-        let (name, source) = lookup_name(&ap.ecosystem, &ap.name);
-        let named = match source {
-            // Maven: groupId and artifactId.
-            Some(group) => p.source == group && package_key(ty, &p.name) == package_key(ty, &name),
-            // Go's vulndb files the go command's own vulnerabilities under
-            // "toolchain"; a Go release is one version of both, and the
-            // agent reports the release a binary was built with as stdlib.
-            None if ty == "golang" && name == "toolchain" => p.name == "stdlib",
-            None => {
-                package_key(ty, &p.name) == package_key(ty, &name)
-                    // Debian and rpm advisories name source packages.
-                    || (matches!(ty, "deb" | "rpm" | "apk") && p.source == name)
-            }
-        };
-        named && (!matches!(ty, "deb" | "rpm" | "apk") || distro_matches(&p.purl, &ap.ecosystem))
+    let Some(ap) = &af.package else {
+        return false;
+    };
+    let ty = purl_type(&ap.ecosystem);
+    if ty.is_empty() || ty != p.ecosystem {
+        return false;
     }
+    let (name, source) = lookup_name(&ap.ecosystem, &ap.name);
+    let named = match source {
+        // Maven: groupId and artifactId.
+        Some(group) => p.source == group && package_key(ty, &p.name) == package_key(ty, &name),
+        // Go's vulndb files the go command's own vulnerabilities under
+        // "toolchain"; a Go release is one version of both, and the
+        // agent reports the release a binary was built with as stdlib.
+        None if ty == "golang" && name == "toolchain" => p.name == "stdlib",
+        None => {
+            package_key(ty, &p.name) == package_key(ty, &name)
+                // Debian and rpm advisories name source packages.
+                || (matches!(ty, "deb" | "rpm" | "apk") && p.source == name)
+        }
+    };
+    named && (!matches!(ty, "deb" | "rpm" | "apk") || distro_matches(&p.purl, &ap.ecosystem))
 }
 
 /// Whether the package's version is inside the entry's ranges or list, in
