@@ -57,29 +57,13 @@ fn expected() -> Vec<(String, u64)> {
         .collect()
 }
 
-/// (advisory id, package) pairs the ground truth says affect `where`,
-/// leaving out withdrawn advisories (the ground truth evaluates ranges
-/// alone; a withdrawn advisory affects nothing).
+/// (advisory id, PEP 503 package) pairs of live advisories the ground truth
+/// says affect `where`.
 fn ground_truth(place: &str) -> BTreeSet<(String, String)> {
-    let rows: Value =
-        serde_json::from_slice(&std::fs::read(testdata("osv/ground_truth_matches.json")).unwrap())
-            .unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["where"] == place && r["affected_per_osv_ranges"] == true)
-        .filter(|r| {
-            let doc =
-                std::fs::read_to_string(testdata(&format!("osv/{}", r["file"].as_str().unwrap())))
-                    .unwrap();
-            !(doc.contains("\"withdrawn\":") || doc.contains("\nwithdrawn:"))
-        })
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().to_string(),
-                patchgap_proto::purl::pep503(r["package"].as_str().unwrap()),
-            )
-        })
+    patchgap_tests::ground_truth(place)
+        .live
+        .into_iter()
+        .map(|(id, package)| (id, patchgap_proto::purl::pep503(&package)))
         .collect()
 }
 

@@ -97,6 +97,25 @@ impl Harness {
             .into_inner()
     }
 
+    /// Imports advisory files, then lists every finding.
+    pub async fn import_then_findings(
+        &self,
+        files: Vec<v1::AdvisoryFile>,
+    ) -> (v1::ImportAdvisoriesResponse, v1::ListFindingsResponse) {
+        let mut client = self.client().await;
+        let imported = client
+            .import_advisories(v1::ImportAdvisoriesRequest { files })
+            .await
+            .expect("import")
+            .into_inner();
+        let findings = client
+            .list_findings(v1::ListFindingsRequest::default())
+            .await
+            .expect("findings")
+            .into_inner();
+        (imported, findings)
+    }
+
     /// Scans now and waits until the collector has stored the result.
     pub async fn sync(&self) {
         timeout(self.agent.rescan_and_sync()).await;
@@ -210,6 +229,44 @@ pub fn osv_files(dirs: &[&str]) -> Vec<v1::AdvisoryFile> {
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The (advisory id, package) pairs testdata/osv/ground_truth_matches.json
+/// says are affected at `place` (a row's `where`), with package names as
+/// the data spells them: those of live advisories, and those of withdrawn
+/// ones (the ground truth evaluates ranges alone; a withdrawn advisory
+/// affects nothing).
+pub struct GroundTruth {
+    pub live: std::collections::BTreeSet<(String, String)>,
+    pub withdrawn: std::collections::BTreeSet<(String, String)>,
+}
+
+pub fn ground_truth(place: &str) -> GroundTruth {
+    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
+            .unwrap();
+    let mut out = GroundTruth {
+        live: Default::default(),
+        withdrawn: Default::default(),
+    };
+    for r in rows.as_array().unwrap() {
+        if r["where"] != place || r["affected_per_osv_ranges"] != true {
+            continue;
+        }
+        let doc = std::fs::read_to_string(osv.join(r["file"].as_str().unwrap())).unwrap();
+        let pair = (
+            r["id"].as_str().unwrap().to_string(),
+            r["package"].as_str().unwrap().to_string(),
+        );
+        // OSV JSON, or PyPA's YAML.
+        if doc.contains("\"withdrawn\":") || doc.contains("\nwithdrawn:") {
+            out.withdrawn.insert(pair);
+        } else {
+            out.live.insert(pair);
+        }
+    }
     out
 }
 

@@ -9,7 +9,9 @@ use std::{
 };
 
 use patchgap_proto::v1;
-use patchgap_tests::{Harness, ebpf_wanted, osv_files, spawn_ready, timeout};
+use patchgap_tests::{
+    GroundTruth, Harness, ebpf_wanted, ground_truth, osv_files, spawn_ready, timeout,
+};
 
 /// python3 -m venv, then a wheel built from testdata/python/tinydist
 /// (offline, by testdata/python/build_wheel.py) installed with pip.
@@ -435,7 +437,6 @@ fn stopped_at_exec(exe: &str) -> patchgap_tests::Proc {
 /// advisory exposes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_binaries_findings_agree_with_the_ground_truth() {
-    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
     let binaries = [
         "/usr/local/bin/terraform",
         "/usr/local/bin/docker",
@@ -444,49 +445,16 @@ async fn go_binaries_findings_agree_with_the_ground_truth() {
     let procs: Vec<_> = binaries.iter().map(|b| stopped_at_exec(b)).collect();
     let h = Harness::start().await;
     h.sync().await;
-    let files = osv_files(&["golang-vulndb/data/osv"]);
-    let imported = h
-        .client()
-        .await
-        .import_advisories(v1::ImportAdvisoriesRequest { files })
-        .await
-        .expect("import")
-        .into_inner();
+    let (imported, findings) = h
+        .import_then_findings(osv_files(&["golang-vulndb/data/osv"]))
+        .await;
     assert_eq!((imported.added, imported.errors.len()), (205, 0));
-    let findings = h
-        .client()
-        .await
-        .list_findings(v1::ListFindingsRequest::default())
-        .await
-        .expect("findings")
-        .into_inner();
-    let truth: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
-            .unwrap();
     for (exe, p) in binaries.iter().zip(&procs) {
         // Affected when any of the advisory's entries for the module is.
-        let mut withdrawn = std::collections::BTreeSet::new();
-        let want: std::collections::BTreeSet<(String, String)> = truth
-            .iter()
-            .filter(|r| r["where"] == *exe && r["affected_per_osv_ranges"] == true)
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_string(),
-                    r["package"].as_str().unwrap().to_string(),
-                )
-            })
-            .filter(|(id, module)| {
-                let doc: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(osv.join(format!("golang-vulndb/data/osv/{id}.json"))).unwrap(),
-                )
-                .unwrap();
-                let gone = doc.get("withdrawn").is_some();
-                if gone {
-                    withdrawn.insert((id.clone(), module.clone()));
-                }
-                !gone
-            })
-            .collect();
+        let GroundTruth {
+            live: want,
+            withdrawn,
+        } = ground_truth(exe);
         let got: std::collections::BTreeSet<(String, String)> = findings
             .findings
             .iter()
@@ -519,7 +487,6 @@ async fn go_binaries_findings_agree_with_the_ground_truth() {
 /// ground truth's affected (advisory, package) pairs for that interpreter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pyenv_interpreters_findings_agree_with_the_ground_truth() {
-    let osv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/osv");
     let versions = [
         "2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0",
     ];
@@ -537,37 +504,18 @@ async fn every_pyenv_interpreters_findings_agree_with_the_ground_truth() {
         .collect();
     let h = Harness::start().await;
     h.sync().await;
-    let imported = h
-        .client()
-        .await
-        .import_advisories(v1::ImportAdvisoriesRequest {
-            files: osv_files(&["pypa/vulns", "ghsa"]),
-        })
-        .await
-        .expect("import")
-        .into_inner();
+    let (imported, findings) = h
+        .import_then_findings(osv_files(&["pypa/vulns", "ghsa"]))
+        .await;
     assert_eq!((imported.added, imported.errors.len()), (96, 0));
-    let findings = h
-        .client()
-        .await
-        .list_findings(v1::ListFindingsRequest::default())
-        .await
-        .expect("findings")
-        .into_inner();
-    let truth: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(osv.join("ground_truth_matches.json")).unwrap())
-            .unwrap();
     for (v, p) in versions.iter().zip(&procs) {
         let place = format!("pyenv_{v}");
+        let truth = ground_truth(&place);
+        assert!(truth.withdrawn.is_empty());
         let want: std::collections::BTreeSet<(String, String)> = truth
-            .iter()
-            .filter(|r| r["where"] == place.as_str() && r["affected_per_osv_ranges"] == true)
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_string(),
-                    patchgap_proto::purl::pep503(r["package"].as_str().unwrap()),
-                )
-            })
+            .live
+            .into_iter()
+            .map(|(id, package)| (id, patchgap_proto::purl::pep503(&package)))
             .collect();
         let got: std::collections::BTreeSet<(String, String)> = findings
             .findings
