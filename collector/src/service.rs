@@ -449,14 +449,21 @@ impl QueryService {
         // One row per process and package, even when several of the
         // advisories (an id and its aliases' records) match it.
         let mut out: Vec<v1::Match> = Vec::new();
+        let mut index: HashMap<(String, Option<v1::ProcessKey>, String, String, String), usize> =
+            HashMap::new();
         for m in matches {
-            match out
-                .iter_mut()
-                .find(|o| o.host_id == m.host_id && o.key == m.key && o.package == m.package)
-            {
-                Some(o) if o.status != "affected" && m.status == "affected" => *o = m,
-                Some(_) => {}
-                None => out.push(m),
+            let p = m.package.clone().unwrap_or_default();
+            match index.entry((m.host_id.clone(), m.key, p.purl, p.name, p.version)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let o = &mut out[*e.get()];
+                    if o.status != "affected" && m.status == "affected" {
+                        *o = m;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push(m);
+                }
             }
         }
         Ok(out)
