@@ -958,12 +958,7 @@ fn thread_cpu_micros() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use patchgap_proto::time::now_ms;
 
 /// Scans the given procfs root once. The entry point of `patchgap-agent scan`.
 pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventory {

@@ -520,7 +520,7 @@ fn print(
 /// A point in time from an RFC 3339 string or a duration ago ("90s", "10m",
 /// "2h", "1d"), as milliseconds since the epoch.
 fn parse_time(s: &str) -> Result<i64, String> {
-    let now = patchgap_agent::scan::now_ms();
+    let now = patchgap_proto::time::now_ms();
     if let Some(unit) = s.chars().last().filter(|c| c.is_ascii_alphabetic())
         && let Ok(n) = s[..s.len() - 1].parse::<i64>()
     {

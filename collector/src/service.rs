@@ -26,12 +26,7 @@ use crate::{
 
 pub type SharedStore = Arc<Mutex<Box<dyn Store>>>;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use patchgap_proto::time::now_ms;
 
 /// Runs a store call off the async workers.
 async fn with_store<T: Send + 'static>(

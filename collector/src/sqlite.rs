@@ -1389,7 +1389,7 @@ impl Store for SqliteStore {
     fn put_advisories(&mut self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(advisories.len());
-        let now = crate::service::now_ms();
+        let now = patchgap_proto::time::now_ms();
         for a in advisories {
             let stored: Option<(i64, Vec<u8>)> = tx
                 .prepare_cached("SELECT modified_ms, data FROM advisory WHERE id = ?1")?

@@ -33,6 +33,9 @@ pub mod reflection {
 /// Package URLs: built by the agent, parsed from what a responder types.
 pub mod purl;
 
+/// Milliseconds since the epoch, for every crate.
+pub mod time;
+
 /// Re-exported so other crates can size and encode messages without knowing
 /// prost themselves.
 pub use prost::Message;
