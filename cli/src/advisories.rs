@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use patchgap_collector::osv::{
+use patchgap_collector::advisories::osv::{
     MAX_FILE_BYTES,
     import::{ImportError, is_advisory_name, tree_files, zip_files},
 };

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use patchgap_collector::{CollectorConfig, version::parse_query};
+use patchgap_collector::{CollectorConfig, advisories::version::parse_query, ecosystem::Ecosystem};
 use patchgap_proto::v1::{self, query_client::QueryClient};
 use tonic::transport::Channel;
 
@@ -83,7 +83,7 @@ enum AdvisoriesCommand {
     /// List the stored advisories.
     List {
         /// Only those affecting this ecosystem.
-        #[arg(long, value_parser = ["deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo"])]
+        #[arg(long, value_parser = ecosystems())]
         ecosystem: Option<String>,
     },
     /// One advisory, by its id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC, DSA).
@@ -152,7 +152,7 @@ enum Command {
         #[arg(long, conflicts_with = "spec")]
         advisory: Option<String>,
         /// Only packages of this ecosystem.
-        #[arg(long, value_parser = ["deb", "rpm", "apk", "pypi", "npm", "maven", "golang", "cargo"])]
+        #[arg(long, value_parser = ecosystems())]
         ecosystem: Option<String>,
         /// loaded: the process runs, maps or opened the package, or has it
         /// compiled in; installed: it is only installed where the process
@@ -650,4 +650,10 @@ async fn up(
     agent.shutdown().await;
     let _ = stop_tx.send(true);
     collector.await.context("collector task")?
+}
+
+/// The `--ecosystem` values: the purl types patchgap inventories, from the
+/// one list the collector keeps.
+fn ecosystems() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Ecosystem::ALL.map(Ecosystem::purl_type))
 }

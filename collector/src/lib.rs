@@ -1,25 +1,22 @@
 //! The patchgap collector: ingests agent streams, stores the runtime truth and
-//! answers responders' queries.
+//! answers responders' queries. It is grouped by stage of the response loop:
 //!
-//! `store` is the storage boundary and `sqlite` its default backend;
-//! `service` is the gRPC edge; `version` is each ecosystem's version order
-//! and query constraints; `osv` reads OSV advisories and `advisories` turns
-//! them into store records. [`run`] serves everything on one listener.
+//! - `api`: the gRPC edge (tonic), the only module that knows it;
+//! - `fleet`: the runtime truth as responders read it (workloads, scope);
+//! - `advisories`: Detect (OSV, version orders, matching);
+//! - `sbom`: image SBOMs (CycloneDX, SPDX) and their records;
+//! - `store`: the storage contract, its conformance suite and backends.
+//!
+//! [`run`] serves everything on one listener.
 
 pub mod advisories;
-pub mod conformance;
+pub mod api;
+pub mod ecosystem;
+pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
-pub mod matching;
-pub mod osv;
 pub mod sbom;
-pub mod sboms;
-pub mod scope;
-pub mod service;
-pub mod sqlite;
 pub mod store;
-pub mod version;
-pub mod workloads;
 
 use std::{
     collections::HashSet,
@@ -33,10 +30,9 @@ use patchgap_proto::v1::{ingest_server::IngestServer, query_server::QueryServer}
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use scope::ScopeMap;
-pub use service::{IngestService, QueryService, SharedStore};
-pub use sqlite::SqliteStore;
-pub use store::Store;
+pub use api::{IngestService, QueryService, SharedStore};
+pub use fleet::{ingest::Ingest, scope::ScopeMap};
+pub use store::{Store, sqlite::SqliteStore};
 
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -68,14 +64,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&config.data_dir)?;
-    serve(
-        config,
-        Arc::new(Mutex::new(Box::new(store))),
-        listener,
-        shutdown,
-    )
-    .await
+    let store = SqliteStore::open(&config.data_dir).map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "opening the store in {}",
+            config.data_dir.display()
+        ))
+    })?;
+    serve(config, Arc::new(store), listener, shutdown).await
 }
 
 /// Serves with a store the caller opened (tests use this to share one).
@@ -85,19 +80,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let ingest = Arc::new(Ingest::new(store));
     // Packages stored but not matched yet (a crash between an ingest and
     // its matching pass, or a database from before schema 8).
     {
-        let mut guard = store.lock().unwrap_or_else(|e| e.into_inner());
-        let pass = matching::refresh(guard.as_mut(), &store::MatchScope::Unmatched)
-            .map_err(|e| anyhow::anyhow!("matching stored packages: {e}"))?;
-        if pass.candidates > 0 {
-            tracing::info!(
-                candidates = pass.candidates,
-                matches = pass.matches,
-                "matched stored packages"
-            );
-        }
+        let ingest = ingest.clone();
+        tokio::task::spawn_blocking(move || ingest.match_unmatched())
+            .await?
+            .map_err(|e| anyhow::Error::new(e).context("matching stored packages"))?;
     }
     let connected = Arc::new(Mutex::new(HashSet::new()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -106,8 +96,8 @@ pub async fn serve(
         // End the agents' streams; they reconnect to whoever serves next.
         let _ = stopping_tx.send(true);
     };
-    let ingest = IngestServer::new(IngestService::new(
-        store.clone(),
+    let ingest_api = IngestServer::new(IngestService::new(
+        ingest.clone(),
         connected.clone(),
         stopping,
     ))
@@ -120,7 +110,7 @@ pub async fn serve(
         None => ScopeMap::default(),
     };
     let query = QueryServer::new(QueryService::new(
-        store,
+        ingest,
         connected,
         config.fresh_after,
         scope,
@@ -135,7 +125,7 @@ pub async fn serve(
     .max_encoding_message_size(64 << 20);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(ingest)
+        .add_service(ingest_api)
         .add_service(query)
         .add_service(patchgap_proto::reflection::v1())
         .add_service(patchgap_proto::reflection::v1alpha())

@@ -14,10 +14,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use patchgap_collector::{
-    advisories::purl_type,
+use patchgap_collector::advisories::{
     matching::{affects_entry, affects_package, names},
     osv::import::parse_file,
+    records::purl_type,
 };
 use patchgap_proto::v1;
 use serde_json::Value;

@@ -11,7 +11,7 @@
 
 use std::{
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Instant,
 };
 
@@ -115,7 +115,7 @@ impl Scope {
 async fn scope(inv: &patchgap_agent::model::Inventory, hosts: usize) -> Scope {
     // The fleet: this inventory under `hosts` identities.
     let data = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(data.path()).unwrap();
+    let store = SqliteStore::open(data.path()).unwrap();
     let ingest = Instant::now();
     let parts = patchgap_agent::wire::snapshot_parts(inv, "bench", 4 << 20);
     let now = inv.scanned_at_ms;
@@ -151,7 +151,7 @@ async fn scope(inv: &patchgap_agent::model::Inventory, hosts: usize) -> Scope {
         data_dir: data.path().to_path_buf(),
         ..Default::default()
     };
-    let shared: patchgap_collector::SharedStore = Arc::new(Mutex::new(Box::new(store)));
+    let shared: patchgap_collector::SharedStore = Arc::new(store);
     let server = tokio::spawn(patchgap_collector::serve(config, shared, listener, async {
         let _ = stopped.await;
     }));

@@ -4,7 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -52,7 +52,7 @@ impl Harness {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(patchgap_collector::serve(
             config,
-            Arc::new(Mutex::new(Box::new(store))),
+            Arc::new(store),
             listener,
             async {
                 let _ = stopped.await;

@@ -63,6 +63,7 @@
 //! few bytes of the input.
 
 mod cyclonedx;
+pub mod records;
 mod spdx;
 mod xml;
 

@@ -24,10 +24,12 @@ use std::collections::HashMap;
 use patchgap_proto::v1;
 
 use crate::{
-    advisories::{affects, distro_matches, lookup_name, purl_type},
-    osv::{Advisory, Affected, import::parse_file},
-    store::{AdvisoryMatch, AdvisoryRecord, MatchScope, Result, Store, package_key},
-    version::Ecosystem,
+    advisories::{
+        osv::{Advisory, Affected, import::parse_file},
+        records::{affects, distro_matches, lookup_name, purl_type},
+    },
+    ecosystem::{Ecosystem, package_key, purl_order},
+    store::{AdvisoryMatch, AdvisoryRecord, MatchScope, Result, Store},
 };
 
 /// What one pass did.
@@ -41,7 +43,7 @@ pub struct Pass {
 
 /// Tests `scope`'s candidates and stores the verdicts. The caller holds the
 /// store for the whole pass.
-pub fn refresh(store: &mut dyn Store, scope: &MatchScope) -> Result<Pass> {
+pub fn refresh(store: &dyn Store, scope: &MatchScope) -> Result<Pass> {
     let found = store.match_candidates(scope)?;
     if found.scope_size == 0 {
         // Nothing new: no transaction (this runs after every agent message).
@@ -80,7 +82,7 @@ pub fn refresh(store: &mut dyn Store, scope: &MatchScope) -> Result<Pass> {
 
 /// The advisory `id` and its parsed document; None when it is withdrawn
 /// (it affects nothing) or no longer parses.
-fn load(store: &mut dyn Store, id: &str) -> Result<Option<(AdvisoryRecord, Advisory)>> {
+fn load(store: &dyn Store, id: &str) -> Result<Option<(AdvisoryRecord, Advisory)>> {
     let rec = store.advisory(id)?.into_iter().find(|r| r.id == id);
     Ok(rec.and_then(|rec| {
         if rec.withdrawn.is_some() {
@@ -122,17 +124,22 @@ pub fn names(af: &Affected, p: &v1::Package) -> bool {
         None => {
             package_key(ty, &p.name) == package_key(ty, &name)
                 // Debian and rpm advisories name source packages.
-                || (matches!(ty, "deb" | "rpm" | "apk") && p.source == name)
+                || (is_os(ty) && p.source == name)
         }
     };
-    named && (!matches!(ty, "deb" | "rpm" | "apk") || distro_matches(&p.purl, &ap.ecosystem))
+    named && (!is_os(ty) || distro_matches(&p.purl, &ap.ecosystem))
 }
 
 /// Whether the package's version is inside the entry's ranges or list, in
 /// its ecosystem's order. (OSV's evaluation is per entry: an advisory
 /// affects a version when any entry naming the package does.)
 pub fn affects_entry(af: &Affected, p: &v1::Package) -> bool {
-    affects(af, &p.version, Ecosystem::from_purl_type(&p.ecosystem))
+    affects(af, &p.version, purl_order(&p.ecosystem))
+}
+
+/// Whether a purl type is an operating system's package manager's.
+fn is_os(ty: &str) -> bool {
+    Ecosystem::from_purl_type(ty).is_some_and(Ecosystem::is_os)
 }
 
 /// Distro advisories by the upstream advisory id they share an alias with.
@@ -140,7 +147,7 @@ type DistroAdvisories = HashMap<String, Vec<Advisory>>;
 
 /// "affected" or "fixed-by-distro" for a package the advisory affects.
 fn status(
-    store: &mut dyn Store,
+    store: &dyn Store,
     cache: &mut DistroAdvisories,
     rec: &AdvisoryRecord,
     p: &v1::Package,
@@ -180,17 +187,14 @@ fn status(
 
 /// The stored OS-ecosystem advisories that share the id or an alias with
 /// `rec`.
-fn distro_advisories(store: &mut dyn Store, rec: &AdvisoryRecord) -> Result<Vec<Advisory>> {
+fn distro_advisories(store: &dyn Store, rec: &AdvisoryRecord) -> Result<Vec<Advisory>> {
     let mut out: Vec<Advisory> = Vec::new();
     for name in std::iter::once(&rec.id).chain(&rec.aliases) {
         for other in store.advisory(name)? {
             if other.id == rec.id
                 || other.withdrawn.is_some()
                 || out.iter().any(|a| a.id == other.id)
-                || !other
-                    .packages
-                    .iter()
-                    .any(|(ty, _, _)| matches!(ty.as_str(), "deb" | "rpm" | "apk"))
+                || !other.packages.iter().any(|(ty, _, _)| is_os(ty))
             {
                 continue;
             }
@@ -204,7 +208,7 @@ fn distro_advisories(store: &mut dyn Store, rec: &AdvisoryRecord) -> Result<Vec<
 
 /// The advisories to re-test after an import changed `changed`: those, and
 /// every stored advisory that shares an id or alias with one of them.
-pub fn related(store: &mut dyn Store, changed: &[AdvisoryRecord]) -> Result<Vec<String>> {
+pub fn related(store: &dyn Store, changed: &[AdvisoryRecord]) -> Result<Vec<String>> {
     let mut ids: Vec<String> = Vec::new();
     for rec in changed {
         ids.push(rec.id.clone());
@@ -258,7 +262,7 @@ mod tests {
     /// by python3-cryptography 38.0.4-3+deb12u1 (with or without the
     /// changelog naming the CVE).
     fn store(changelog_names_cve: bool) -> SqliteStore {
-        let mut s = SqliteStore::in_memory().unwrap();
+        let s = SqliteStore::in_memory().unwrap();
         let distro = v1::Package {
             ecosystem: "deb".into(),
             name: "python3-cryptography".into(),
@@ -292,13 +296,13 @@ mod tests {
             ..Default::default()
         };
         s.put_sbom(&sbom).unwrap();
-        refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        refresh(&s, &MatchScope::Unmatched).unwrap();
         s
     }
 
     /// Imports as the service does: store, then match what changed and
     /// the advisories related to it.
-    fn import(s: &mut SqliteStore, files: &[(String, Vec<u8>)]) -> Pass {
+    fn import(s: &SqliteStore, files: &[(String, Vec<u8>)]) -> Pass {
         let files: Vec<v1::AdvisoryFile> = files
             .iter()
             .map(|(name, data)| v1::AdvisoryFile {
@@ -306,7 +310,7 @@ mod tests {
                 data: data.clone(),
             })
             .collect();
-        let (records, errors) = crate::advisories::parse_files(&files);
+        let (records, errors) = crate::advisories::records::parse_files(&files);
         assert!(errors.is_empty(), "{errors:?}");
         s.put_advisories(&records).unwrap();
         let ids = related(s, &records).unwrap();
@@ -315,8 +319,8 @@ mod tests {
 
     /// The upstream advisory's verdict on the pypi package: None when it
     /// does not match, else its status.
-    fn verdict(s: &mut SqliteStore) -> Option<&'static str> {
-        let upstream = s.findings(&Default::default()).unwrap();
+    fn verdict(s: &SqliteStore) -> Option<&'static str> {
+        let upstream = crate::fleet::exposure::findings(s, &Default::default()).unwrap();
         assert!(upstream.is_empty(), "no process runs the image");
         let sboms = s.sboms(None).unwrap();
         let affected = sboms[0]
@@ -333,63 +337,63 @@ mod tests {
 
     #[test]
     fn the_changelog_proves_a_backport_when_the_distro_has_no_advisory() {
-        let mut s = store(true);
-        import(&mut s, &[upstream()]);
-        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
-        let mut s = store(false);
-        import(&mut s, &[upstream()]);
-        assert_eq!(verdict(&mut s), Some("affected"));
+        let s = store(true);
+        import(&s, &[upstream()]);
+        assert_eq!(verdict(&s), Some("fixed-by-distro"));
+        let s = store(false);
+        import(&s, &[upstream()]);
+        assert_eq!(verdict(&s), Some("affected"));
     }
 
     #[test]
     fn the_distros_own_advisory_decides_when_it_exists() {
         // Debian says its 38.0.4-3+deb12u1 is fixed: fixed-by-distro, even
         // without the changelog.
-        let mut s = store(false);
+        let s = store(false);
         import(
-            &mut s,
+            &s,
             &[
                 upstream(),
                 debian("12", "38.0.4-3+deb12u1", "2024-01-01T00:00:00Z"),
             ],
         );
-        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
+        assert_eq!(verdict(&s), Some("fixed-by-distro"));
         // Debian says the fix came later: affected, whatever the changelog
         // says.
-        let mut s = store(true);
+        let s = store(true);
         import(
-            &mut s,
+            &s,
             &[
                 upstream(),
                 debian("12", "38.0.4-3+deb12u2", "2024-01-01T00:00:00Z"),
             ],
         );
-        assert_eq!(verdict(&mut s), Some("affected"));
+        assert_eq!(verdict(&s), Some("affected"));
         // A record for another release does not decide for Debian 12.
-        let mut s = store(false);
+        let s = store(false);
         import(
-            &mut s,
+            &s,
             &[upstream(), debian("11", "3.3.2-1", "2024-01-01T00:00:00Z")],
         );
-        assert_eq!(verdict(&mut s), Some("affected"));
+        assert_eq!(verdict(&s), Some("affected"));
     }
 
     #[test]
     fn a_distro_advisory_imported_later_reevaluates_the_upstream_one() {
-        let mut s = store(false);
-        import(&mut s, &[upstream()]);
-        assert_eq!(verdict(&mut s), Some("affected"));
+        let s = store(false);
+        import(&s, &[upstream()]);
+        assert_eq!(verdict(&s), Some("affected"));
         import(
-            &mut s,
+            &s,
             &[debian("12", "38.0.4-3+deb12u1", "2024-01-01T00:00:00Z")],
         );
-        assert_eq!(verdict(&mut s), Some("fixed-by-distro"));
+        assert_eq!(verdict(&s), Some("fixed-by-distro"));
         // A newer Debian record moving the fix later turns it back.
         import(
-            &mut s,
+            &s,
             &[debian("12", "38.0.4-3+deb12u2", "2024-02-01T00:00:00Z")],
         );
-        assert_eq!(verdict(&mut s), Some("affected"));
+        assert_eq!(verdict(&s), Some("affected"));
         // The CVE names both records.
         let ids: Vec<String> = s
             .advisory("CVE-2023-23931")
@@ -402,12 +406,12 @@ mod tests {
 
     #[test]
     fn new_packages_are_matched_against_stored_advisories() {
-        let mut s = SqliteStore::in_memory().unwrap();
-        import(&mut s, &[upstream()]);
-        let pass = refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        let s = SqliteStore::in_memory().unwrap();
+        import(&s, &[upstream()]);
+        let pass = refresh(&s, &MatchScope::Unmatched).unwrap();
         assert_eq!(pass, Pass::default(), "nothing to match yet");
-        let mut with_package = store(false);
-        import(&mut with_package, &[upstream()]);
+        let with_package = store(false);
+        import(&with_package, &[upstream()]);
         // The same package arriving after the import is matched by the
         // Unmatched pass alone.
         let sbom = with_package.sboms(None).unwrap().remove(0);
@@ -416,7 +420,7 @@ mod tests {
             ..sbom
         };
         s.put_sbom(&sbom).unwrap();
-        let pass = refresh(&mut s, &MatchScope::Unmatched).unwrap();
+        let pass = refresh(&s, &MatchScope::Unmatched).unwrap();
         assert_eq!(pass.matches, 1);
         assert_eq!(
             s.sboms(None).unwrap()[0].packages[0].advisories,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use patchgap_proto::v1;
 
 use crate::{
-    scope::{self, Rule, Subject},
+    fleet::scope::{self, Rule, Subject},
     store::WorkloadRow,
 };
 

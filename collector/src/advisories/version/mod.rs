@@ -16,7 +16,7 @@
 //!
 //! The other ecosystems' orders live in submodules, one per scheme: [`pep440`] (PyPI),
 //! [`semver`] (npm, crates.io, Go), [`maven`], [`rpm`] (Red Hat and the other RPM
-//! distributions) and [`apk`] (Alpine). [`Ecosystem`] picks the order for an OSV ecosystem
+//! distributions) and [`apk`] (Alpine). [`Order`] is the order, and `crate::ecosystem` picks it for an OSV ecosystem
 //! name. Every comparator orders any two strings, never panics, and compares digit runs of any
 //! length as strings.
 
@@ -463,7 +463,7 @@ impl Comparison {
     }
 
     /// Whether `version` satisfies this comparison in an ecosystem's order.
-    pub fn matches_in(&self, version: &str, ecosystem: Ecosystem) -> bool {
+    pub fn matches_in(&self, version: &str, ecosystem: Order) -> bool {
         self.op.holds(ecosystem.compare(version, &self.version))
     }
 }
@@ -543,7 +543,7 @@ impl Constraint {
     }
 
     /// Whether `version` satisfies every comparison in an ecosystem's order.
-    pub fn matches_in(&self, version: &str, ecosystem: Ecosystem) -> bool {
+    pub fn matches_in(&self, version: &str, ecosystem: Order) -> bool {
         self.comparisons
             .iter()
             .all(|c| c.matches_in(version, ecosystem))
@@ -640,12 +640,12 @@ pub fn parse_query(spec: &str) -> Result<(String, Option<Constraint>), Constrain
     Ok((name.to_owned(), constraint))
 }
 
-/// A version order, chosen for an OSV ecosystem with [`Ecosystem::from_osv`].
+/// A version order; `crate::ecosystem` says which one each ecosystem uses.
 ///
 /// OSV advisories give affected versions in the ecosystem's own order; an installed version is
 /// compared with them with the order of the ecosystem the package came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Ecosystem {
+pub enum Order {
     /// dpkg's order ([`dpkg_cmp`]): Debian, Ubuntu.
     Dpkg,
     /// PEP 440 ([`pep440::compare`]): PyPI.
@@ -662,61 +662,7 @@ pub enum Ecosystem {
     Apk,
 }
 
-/// OSV ecosystem names (without their `:release` suffix) and the order each one uses.
-const OSV_ECOSYSTEMS: &[(&str, Ecosystem)] = &[
-    ("AlmaLinux", Ecosystem::Rpm),
-    ("Alpine", Ecosystem::Apk),
-    ("Azure Linux", Ecosystem::Rpm),
-    ("Bitnami", Ecosystem::SemVer),
-    ("Chainguard", Ecosystem::Apk),
-    ("crates.io", Ecosystem::SemVer),
-    ("Debian", Ecosystem::Dpkg),
-    ("Go", Ecosystem::SemVer),
-    ("Hex", Ecosystem::SemVer),
-    ("Mageia", Ecosystem::Rpm),
-    ("Maven", Ecosystem::Maven),
-    ("MinimOS", Ecosystem::Apk),
-    ("npm", Ecosystem::SemVer),
-    ("openEuler", Ecosystem::Rpm),
-    ("openSUSE", Ecosystem::Rpm),
-    ("Photon OS", Ecosystem::Rpm),
-    ("PyPI", Ecosystem::Pep440),
-    ("Red Hat", Ecosystem::Rpm),
-    ("Rocky Linux", Ecosystem::Rpm),
-    ("SUSE", Ecosystem::Rpm),
-    ("SwiftURL", Ecosystem::SemVer),
-    ("Ubuntu", Ecosystem::Dpkg),
-    ("Wolfi", Ecosystem::Apk),
-];
-
-impl Ecosystem {
-    /// The order for a purl type, as packages carry their ecosystem
-    /// (`deb`, `pypi`, `golang`, ...). Unknown types compare as dpkg does.
-    pub fn from_purl_type(ty: &str) -> Ecosystem {
-        match ty {
-            "pypi" => Ecosystem::Pep440,
-            "npm" | "cargo" | "golang" => Ecosystem::SemVer,
-            "maven" => Ecosystem::Maven,
-            "rpm" => Ecosystem::Rpm,
-            "apk" => Ecosystem::Apk,
-            _ => Ecosystem::Dpkg,
-        }
-    }
-
-    /// The order for an OSV ecosystem name such as `PyPI`, `Debian:12`, `Alpine:v3.18` or
-    /// `Red Hat:enterprise_linux:9::appstream`, or `None` for an ecosystem without one here
-    /// (for example NuGet, RubyGems or Packagist).
-    ///
-    /// Only the text before the first ':' counts, and it must match OSV's spelling exactly
-    /// (OSV names are case-sensitive: `npm`, `crates.io`, `openSUSE`).
-    pub fn from_osv(name: &str) -> Option<Ecosystem> {
-        let base = name.split_once(':').map_or(name, |(base, _)| base);
-        OSV_ECOSYSTEMS
-            .iter()
-            .find(|(n, _)| *n == base)
-            .map(|&(_, e)| e)
-    }
-
+impl Order {
     /// Compares two versions in this order. Any two strings are ordered; see each module for
     /// how versions that break the scheme's grammar are placed.
     ///
@@ -726,12 +672,12 @@ impl Ecosystem {
     /// version with range bounds is fine.
     pub fn compare(self, a: &str, b: &str) -> Ordering {
         match self {
-            Ecosystem::Dpkg => dpkg_cmp(a, b),
-            Ecosystem::Pep440 => pep440::compare(a, b),
-            Ecosystem::SemVer => semver::compare(a, b),
-            Ecosystem::Maven => maven::compare(a, b),
-            Ecosystem::Rpm => rpm::compare(a, b),
-            Ecosystem::Apk => apk::compare(a, b),
+            Order::Dpkg => dpkg_cmp(a, b),
+            Order::Pep440 => pep440::compare(a, b),
+            Order::SemVer => semver::compare(a, b),
+            Order::Maven => maven::compare(a, b),
+            Order::Rpm => rpm::compare(a, b),
+            Order::Apk => apk::compare(a, b),
         }
     }
 }
@@ -1351,60 +1297,57 @@ mod ecosystem_tests {
     use std::time::{Duration, Instant};
 
     /// Each ecosystem with the vector files for it.
-    const FILES: &[(Ecosystem, &[&str])] = &[
+    const FILES: &[(Order, &[&str])] = &[
         (
-            Ecosystem::Dpkg,
+            Order::Dpkg,
             &["debian-versions.txt", "debian-versions-generated.txt"],
         ),
         (
-            Ecosystem::Pep440,
+            Order::Pep440,
             &["pypi-versions.txt", "pypi-versions-generated.txt"],
         ),
-        (Ecosystem::SemVer, &["semver-versions.txt"]),
+        (Order::SemVer, &["semver-versions.txt"]),
         (
-            Ecosystem::Maven,
+            Order::Maven,
             &["maven-versions.txt", "maven-versions-generated.txt"],
         ),
-        (Ecosystem::Rpm, &["redhat-versions.txt"]),
+        (Order::Rpm, &["redhat-versions.txt"]),
         (
-            Ecosystem::Apk,
+            Order::Apk,
             &["alpine-versions.txt", "alpine-versions-generated.txt"],
         ),
     ];
 
-    const ALL: [Ecosystem; 6] = [
-        Ecosystem::Dpkg,
-        Ecosystem::Pep440,
-        Ecosystem::SemVer,
-        Ecosystem::Maven,
-        Ecosystem::Rpm,
-        Ecosystem::Apk,
+    const ALL: [Order; 6] = [
+        Order::Dpkg,
+        Order::Pep440,
+        Order::SemVer,
+        Order::Maven,
+        Order::Rpm,
+        Order::Apk,
     ];
 
     #[test]
     fn osv_names() {
         let cases = [
-            ("PyPI", Some(Ecosystem::Pep440)),
-            ("npm", Some(Ecosystem::SemVer)),
-            ("crates.io", Some(Ecosystem::SemVer)),
-            ("Go", Some(Ecosystem::SemVer)),
-            ("Maven", Some(Ecosystem::Maven)),
-            ("Debian", Some(Ecosystem::Dpkg)),
-            ("Debian:12", Some(Ecosystem::Dpkg)),
-            ("Ubuntu:22.04:LTS", Some(Ecosystem::Dpkg)),
-            ("Ubuntu:Pro:18.04:LTS", Some(Ecosystem::Dpkg)),
-            ("Alpine", Some(Ecosystem::Apk)),
-            ("Alpine:v3.18", Some(Ecosystem::Apk)),
-            ("Wolfi", Some(Ecosystem::Apk)),
-            ("Red Hat", Some(Ecosystem::Rpm)),
-            (
-                "Red Hat:enterprise_linux:9::appstream",
-                Some(Ecosystem::Rpm),
-            ),
-            ("Rocky Linux:9", Some(Ecosystem::Rpm)),
-            ("AlmaLinux:8", Some(Ecosystem::Rpm)),
-            ("openSUSE:Leap 15.5", Some(Ecosystem::Rpm)),
-            ("SUSE:Linux Enterprise Server 15 SP5", Some(Ecosystem::Rpm)),
+            ("PyPI", Some(Order::Pep440)),
+            ("npm", Some(Order::SemVer)),
+            ("crates.io", Some(Order::SemVer)),
+            ("Go", Some(Order::SemVer)),
+            ("Maven", Some(Order::Maven)),
+            ("Debian", Some(Order::Dpkg)),
+            ("Debian:12", Some(Order::Dpkg)),
+            ("Ubuntu:22.04:LTS", Some(Order::Dpkg)),
+            ("Ubuntu:Pro:18.04:LTS", Some(Order::Dpkg)),
+            ("Alpine", Some(Order::Apk)),
+            ("Alpine:v3.18", Some(Order::Apk)),
+            ("Wolfi", Some(Order::Apk)),
+            ("Red Hat", Some(Order::Rpm)),
+            ("Red Hat:enterprise_linux:9::appstream", Some(Order::Rpm)),
+            ("Rocky Linux:9", Some(Order::Rpm)),
+            ("AlmaLinux:8", Some(Order::Rpm)),
+            ("openSUSE:Leap 15.5", Some(Order::Rpm)),
+            ("SUSE:Linux Enterprise Server 15 SP5", Some(Order::Rpm)),
             ("NuGet", None),
             ("RubyGems", None),
             ("pypi", None),
@@ -1413,25 +1356,25 @@ mod ecosystem_tests {
             (":", None),
         ];
         for (name, want) in cases {
-            assert_eq!(Ecosystem::from_osv(name), want, "{name:?}");
+            assert_eq!(crate::ecosystem::osv_order(name), want, "{name:?}");
         }
     }
 
     #[test]
     fn dispatch() {
         let cases = [
-            (Ecosystem::Dpkg, "1.0~rc1", "1.0", Less),
-            (Ecosystem::Pep440, "1.0rc1", "1.0", Less),
-            (Ecosystem::SemVer, "1.0.0-rc.1", "1.0.0", Less),
-            (Ecosystem::Maven, "1.0-RC1", "1.0", Less),
-            (Ecosystem::Rpm, "1.0~rc1", "1.0", Less),
-            (Ecosystem::Apk, "1.0_rc1", "1.0", Less),
+            (Order::Dpkg, "1.0~rc1", "1.0", Less),
+            (Order::Pep440, "1.0rc1", "1.0", Less),
+            (Order::SemVer, "1.0.0-rc.1", "1.0.0", Less),
+            (Order::Maven, "1.0-RC1", "1.0", Less),
+            (Order::Rpm, "1.0~rc1", "1.0", Less),
+            (Order::Apk, "1.0_rc1", "1.0", Less),
             // Where the schemes disagree.
-            (Ecosystem::Dpkg, "1.0a", "1.0", Greater),
-            (Ecosystem::Pep440, "1.0a", "1.0", Less),
-            (Ecosystem::Maven, "1.0-1", "1.0.1", Less),
-            (Ecosystem::SemVer, "1.0.0-1", "1.0.0", Less),
-            (Ecosystem::Pep440, "1.0-1", "1.0", Greater),
+            (Order::Dpkg, "1.0a", "1.0", Greater),
+            (Order::Pep440, "1.0a", "1.0", Less),
+            (Order::Maven, "1.0-1", "1.0.1", Less),
+            (Order::SemVer, "1.0.0-1", "1.0.0", Less),
+            (Order::Pep440, "1.0-1", "1.0", Greater),
         ];
         for (eco, a, b, want) in cases {
             assert_eq!(eco.compare(a, b), want, "{eco:?}: {a} vs {b}");
@@ -1440,7 +1383,7 @@ mod ecosystem_tests {
 
     /// Checks that three versions are ordered consistently: reflexive, antisymmetric and, when
     /// `transitive` is set, transitive.
-    fn check_triple(eco: Ecosystem, t: [&str; 3], transitive: bool, failures: &mut Vec<String>) {
+    fn check_triple(eco: Order, t: [&str; 3], transitive: bool, failures: &mut Vec<String>) {
         let m: [[Ordering; 3]; 3] =
             std::array::from_fn(|i| std::array::from_fn(|j| eco.compare(t[i], t[j])));
         for x in 0..3 {
@@ -1527,7 +1470,7 @@ mod ecosystem_tests {
         let mut rng = Rng::new(0xf022_1234);
         let mut failures = Vec::new();
         for (eco, files) in FILES {
-            let transitive = *eco != Ecosystem::Maven;
+            let transitive = *eco != Order::Maven;
             let real = load_vectors(files[0]);
             for _ in 0..5_000 {
                 let a = random_version(&mut rng, ALPHABET);

@@ -297,15 +297,13 @@ pub fn osv_ecosystem(ecosystem: &str) -> &str {
         .map_or(ecosystem, |(base, _)| base)
 }
 
-/// A package name normalized for comparison, as the store compares names:
-/// PyPI names by PEP 503 (lowercase, runs of `-`, `_` and `.` become one
-/// `-`), Go module paths as they are (they are case-sensitive), every other
-/// ecosystem lowercased.
+/// A package name normalized for comparison, exactly as the store and the
+/// matcher compare names ([`crate::ecosystem::Ecosystem::key`]); an OSV
+/// ecosystem patchgap does not inventory is lowercased.
 pub fn package_key(ecosystem: &str, name: &str) -> String {
-    match osv_ecosystem(ecosystem) {
-        "PyPI" => crate::store::pep503(name),
-        "Go" => name.to_string(),
-        _ => name.to_lowercase(),
+    match crate::ecosystem::Ecosystem::from_osv(ecosystem) {
+        Some(e) => e.key(name),
+        None => name.to_lowercase(),
     }
 }
 
@@ -1446,9 +1444,11 @@ mod tests {
     fn package_keys() {
         assert_eq!(package_key("PyPI", "Flask_CORS"), "flask-cors");
         assert_eq!(package_key("PyPI", "zope.interface"), "zope-interface");
+        // Regression: this kept the case while the store lowercased, two
+        // definitions of one key.
         assert_eq!(
             package_key("Go", "github.com/BurntSushi/toml"),
-            "github.com/BurntSushi/toml"
+            crate::store::package_key("golang", "github.com/BurntSushi/toml")
         );
         assert_eq!(package_key("crates.io", "Serde"), "serde");
         assert_eq!(

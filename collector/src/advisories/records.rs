@@ -7,27 +7,18 @@ use std::cmp::Ordering;
 use patchgap_proto::v1;
 
 use crate::{
-    osv::{self, Advisory, Affected, Event, RangeKind},
+    advisories::{
+        osv::{self, Advisory, Affected, Event, RangeKind},
+        version::Order,
+    },
+    ecosystem::Ecosystem,
     store::{AdvisoryRecord, PutOutcome},
-    version::Ecosystem,
 };
 
 /// The purl type patchgap inventories for an OSV ecosystem, or "" for one
 /// it does not (NuGet, RubyGems, ...).
 pub fn purl_type(osv_ecosystem: &str) -> &'static str {
-    match osv::osv_ecosystem(osv_ecosystem) {
-        "PyPI" => "pypi",
-        "npm" => "npm",
-        "Go" => "golang",
-        "crates.io" => "cargo",
-        "Maven" => "maven",
-        "Debian" | "Ubuntu" => "deb",
-        "Alpine" | "Chainguard" | "Wolfi" => "apk",
-        "Red Hat" | "Rocky Linux" | "AlmaLinux" | "SUSE" | "openSUSE" | "Mageia" | "openEuler" => {
-            "rpm"
-        }
-        _ => "",
-    }
+    Ecosystem::from_osv(osv_ecosystem).map_or("", Ecosystem::purl_type)
 }
 
 /// The store's record of a parsed advisory. `document` is the file as
@@ -158,7 +149,7 @@ pub fn summary(a: &AdvisoryRecord) -> v1::AdvisorySummary {
 /// Whether `version` of a package is affected by one `affected` entry:
 /// listed in `versions`, or inside one of its ECOSYSTEM or SEMVER ranges
 /// (GIT ranges name commits, which no installed package has).
-pub fn affects(af: &Affected, version: &str, order: Ecosystem) -> bool {
+pub fn affects(af: &Affected, version: &str, order: Order) -> bool {
     if version.is_empty() {
         return false;
     }
@@ -172,7 +163,7 @@ pub fn affects(af: &Affected, version: &str, order: Ecosystem) -> bool {
     af.ranges.iter().any(|r| {
         let order = match r.kind {
             RangeKind::Ecosystem => order,
-            RangeKind::Semver => Ecosystem::SemVer,
+            RangeKind::Semver => Order::SemVer,
             RangeKind::Git => return false,
         };
         range_affects(&r.events, version, order)
@@ -182,7 +173,7 @@ pub fn affects(af: &Affected, version: &str, order: Ecosystem) -> bool {
 /// OSV's evaluation: the events in version order ("0" first), each moving
 /// the state when `version` is at or past it. A range without `fixed`
 /// stays affected up to the latest version.
-fn range_affects(events: &[Event], version: &str, order: Ecosystem) -> bool {
+fn range_affects(events: &[Event], version: &str, order: Order) -> bool {
     let mut sorted: Vec<&Event> = events.iter().collect();
     sorted.sort_by(|a, b| match (a.version(), b.version()) {
         ("0", "0") => Ordering::Equal,
@@ -278,7 +269,7 @@ mod tests {
     #[test]
     fn ranges_follow_osv_evaluation() {
         use Event::*;
-        let pep = Ecosystem::Pep440;
+        let pep = Order::Pep440;
         let af = entry(vec![Introduced("0".into()), Fixed("39.0.1".into())], &[]);
         assert!(affects(&af, "38.0.4", pep));
         assert!(!affects(&af, "39.0.1", pep));

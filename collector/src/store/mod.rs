@@ -7,10 +7,19 @@
 
 use patchgap_proto::v1;
 
+#[cfg(test)]
+mod conformance;
+pub mod sqlite;
+
+/// A store failure, free of any backend's types: the backend's own error
+/// is the boxed source, so the cause chain survives to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("the database failed")]
+    Backend {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot open the data directory {path}")]
     DataDir {
         path: std::path::PathBuf,
@@ -27,55 +36,73 @@ pub enum StoreError {
     Superseded,
 }
 
+impl StoreError {
+    /// Wraps a backend's error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend {
+            source: Box::new(e),
+        }
+    }
+
+    /// The message and every cause, joined with ": ", for logs.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            src = s.source();
+        }
+        out
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// What `find_package` looks for.
-pub struct PackageQuery<'a> {
-    /// Compared by [`package_key`]; a deb or rpm source package name also
-    /// matches.
+/// Which package rows `packages_named` returns.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageName<'a> {
+    /// Compared by [`package_key`] in the package's ecosystem; a deb or rpm
+    /// source package name also matches.
     pub name: &'a str,
-    /// Only packages of this ecosystem (a purl type), when set.
-    pub ecosystem: Option<&'a str>,
-    /// Only packages with this source (a Maven groupId from a purl).
-    pub source: Option<&'a str>,
-    /// Whether a package's version qualifies: (ecosystem, version).
-    pub version_ok: &'a dyn Fn(&str, &str) -> bool,
-    /// (since, until) ms: every process that had the package at any time in
-    /// the window, exited ones included. None: the running processes.
-    pub window: Option<(i64, i64)>,
 }
 
-/// The name as queries compare it: lowercase, and for PyPI normalized as
-/// PEP 503 says (runs of `-`, `_` and `.` are one `-`), so `PyYAML`,
-/// `pyyaml` and `zope.interface` / `zope-interface` find their packages.
-pub fn package_key(ecosystem: &str, name: &str) -> String {
-    if ecosystem == "pypi" {
-        pep503(name)
-    } else {
-        name.to_lowercase()
-    }
+/// One piece of evidence that a process has a package row: an artifact of
+/// its set (running processes, or with a window every set it had in the
+/// window), or the SBOM of the image its workload runs (`declared`).
+/// `fleet::exposure` merges these into one `v1::Match` per process and
+/// package; the backend only finds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The store's id of the process row: evidence of one process shares it.
+    pub process: i64,
+    pub package_id: i64,
+    /// The process's side of a match: host, host id, workload, key, start
+    /// and exit time, exe, cmdline, uid and privilege. No package, paths or
+    /// evidence.
+    pub holder: v1::Match,
+    /// The artifact (path, evidence name, stale, deleted, dev, inode), or
+    /// for `declared` the path `sbom IMAGE REF`.
+    pub path: v1::MatchPath,
+    /// For `declared`: the image digest and the "pulled in by" chain.
+    pub sbom: Option<(String, Vec<String>)>,
 }
 
-/// How strongly a match's evidence shows the process uses the package: the
-/// executable itself, a mapping, a module compiled in, an open, and last a
-/// package merely installed where the process would find it.
-pub fn evidence_rank(evidence: &str) -> u8 {
-    match evidence {
-        "exe" => 5,
-        "mapped" => 4,
-        "embedded" => 3,
-        "opened" => 2,
-        "installed" => 1,
-        // "declared": an image SBOM lists it; nothing on the host shows it.
-        _ => 0,
-    }
+/// The matcher's stored verdict on a package, with its advisory's severity
+/// and score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub advisory_id: String,
+    pub package_id: i64,
+    pub status: String,
+    pub severity: String,
+    pub score: Option<f64>,
+    pub vector: String,
 }
 
-/// Evidence that the process loaded the package, as `--evidence loaded`
-/// means it: everything but "installed".
-pub fn evidence_loaded(evidence: &str) -> bool {
-    matches!(evidence, "exe" | "mapped" | "embedded" | "opened")
-}
+/// The name as queries compare it (one definition, for every backend and
+/// the matcher): see [`crate::ecosystem::Ecosystem::key`].
+pub use crate::ecosystem::package_key;
 
 /// PEP 503 normalization (one implementation, shared with the agent).
 pub use patchgap_proto::purl::pep503;
@@ -121,76 +148,89 @@ pub struct WorkloadRow {
     pub privileges: Vec<v1::Privilege>,
 }
 
-/// The narrow interface the services need. Every `apply` is one durable
+/// The narrow interface the domain needs: SQL (or its equivalent) only.
+/// What the data means (evidence ranking, merging a process's evidence
+/// into one match, which path runs the matcher) lives above it, in
+/// `fleet` and `advisories`, so a second backend implements storage and
+/// nothing else; `conformance` is the contract it must pass.
+///
+/// Every method takes `&self`: a backend serves reads while one write
+/// commits (SQLite from a pool of WAL readers). Writers are serialized by
+/// the caller (`fleet::ingest::Ingest`). Every `apply` is one durable
 /// transaction that also records the message's sequence number, so an ack
-/// sent after it returns is never a lie, and a resent message is recognised.
-pub trait Store: Send + 'static {
+/// sent after it returns is never a lie, and a resent message is
+/// recognised.
+pub trait Store: Send + Sync + 'static {
     /// Registers the host and session of a Hello.
-    fn hello(&mut self, hello: &v1::Hello, now_ms: i64) -> Result<Session>;
+    fn hello(&self, hello: &v1::Hello, now_ms: i64) -> Result<Session>;
 
     /// Applies one sequenced message of a session. Messages with a sequence
     /// number at or below the session's acked one are ignored (resends).
-    fn apply(&mut self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()>;
+    fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()>;
 
-    fn hosts(&mut self) -> Result<Vec<HostRow>>;
+    fn hosts(&self) -> Result<Vec<HostRow>>;
 
-    /// Processes that have a package whose binary or source name is `name`
-    /// and whose version satisfies `version_ok`: running ones, or with
-    /// `window` = (since, until) ms, every process that had it at any time in
-    /// that window, exited ones included (with their exit time).
-    fn find_package(&mut self, query: &PackageQuery<'_>) -> Result<Vec<v1::Match>>;
+    /// Package rows whose name (by [`package_key`]) or source package is
+    /// `name`, of every ecosystem and version: the caller filters.
+    fn packages_named(&self, name: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>>;
+
+    /// Package rows by id (ids that do not exist are left out).
+    fn packages_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>>;
+
+    /// Every piece of evidence that a process has one of `package_ids`:
+    /// running processes, or with `window` = (since, until) ms every
+    /// process that had it at any time in the window, exited ones included
+    /// (with their exit time). Artifacts first, then SBOM declarations,
+    /// each ordered by host, workload, pid, evidence kind and path.
+    fn evidence(&self, package_ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>>;
 
     /// Connections last seen at or after `since_ms`, optionally of one host.
-    fn connections(
-        &mut self,
-        host: Option<&str>,
-        since_ms: i64,
-    ) -> Result<Vec<v1::ConnectionSummary>>;
+    fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>>;
 
     /// Workload instances with running processes, on every host.
-    fn workloads(&mut self) -> Result<Vec<WorkloadRow>>;
+    fn workloads(&self) -> Result<Vec<WorkloadRow>>;
 
     /// Running processes, optionally of one host (by hostname or host id).
-    fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;
+    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;
 
     /// Stores advisories in one transaction: each is added, replaces an
     /// older record of the same id, or is left out because the stored one
     /// is as new or newer. Nothing is lost when one fails: the whole batch
     /// is refused.
-    fn put_advisories(&mut self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>>;
+    fn put_advisories(&self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>>;
 
     /// The advisories an id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC,
     /// DSA...) names.
-    fn advisory(&mut self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>>;
+    fn advisory(&self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>>;
 
     /// Every advisory, optionally only those affecting an ecosystem (a purl
     /// type). Without their `data`.
-    fn advisories(&mut self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>>;
+    fn advisories(&self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>>;
 
     /// The (package, advisory) pairs whose ecosystem and name agree, for
     /// the matcher to test versions on: the packages not matched yet
     /// against every advisory, or every package against some advisories.
-    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Candidates>;
+    fn match_candidates(&self, scope: &MatchScope) -> Result<Candidates>;
 
     /// Records what the matcher decided for `scope`'s candidates, in one
     /// transaction: `Unmatched` marks every package that was unmatched as
     /// matched; `Advisories` replaces those advisories' earlier matches.
-    /// The caller holds the store between `match_candidates` and this call.
-    fn put_matches(&mut self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()>;
+    /// The caller serializes writers between `match_candidates` and this
+    /// call.
+    fn put_matches(&self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()>;
 
-    /// The processes with a package an advisory affects (as recorded by
-    /// `put_matches`), one `Match` per process, package and advisory, with
-    /// `advisory`, `severity` and `status` set; packages an image SBOM
-    /// declares are found through the workloads running that image.
-    fn findings(&mut self, query: &FindingsQuery) -> Result<Vec<v1::Match>>;
+    /// The stored verdicts of non-withdrawn advisories (only `advisories`,
+    /// when given; fixed-by-distro ones only with `include_fixed`), ordered
+    /// by advisory id.
+    fn verdicts(&self, advisories: Option<&[String]>, include_fixed: bool) -> Result<Vec<Verdict>>;
 
     /// Attaches an SBOM to an image digest, replacing the image's earlier
     /// SBOM. Its components become packages (so advisories match them) and
     /// `declared` evidence for the processes of workloads running the image.
-    fn put_sbom(&mut self, sbom: &SbomRecord) -> Result<PutOutcome>;
+    fn put_sbom(&self, sbom: &SbomRecord) -> Result<PutOutcome>;
 
     /// The stored SBOMs (without their documents), optionally of one image.
-    fn sboms(&mut self, image: Option<&str>) -> Result<Vec<SbomRecord>>;
+    fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>>;
 }
 
 /// Which packages and advisories the matcher evaluates.
@@ -229,18 +269,6 @@ pub struct AdvisoryMatch {
     pub package_id: i64,
     /// "affected" or "fixed-by-distro".
     pub status: String,
-}
-
-/// What `findings` looks for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FindingsQuery {
-    /// Only these advisories (ids); None for every one.
-    pub advisories: Option<Vec<String>>,
-    /// (since, until) ms, as in [`PackageQuery::window`]; None: running
-    /// processes.
-    pub window: Option<(i64, i64)>,
-    /// Include matches a distro backport fixed.
-    pub include_fixed: bool,
 }
 
 /// An SBOM attached to an image, as the store keeps it.

@@ -427,7 +427,7 @@ fn walk_zip(bytes: &[u8], min_budget: u64, emit: &mut dyn FnMut(Step)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::osv::zip::build_zip;
+    use crate::advisories::osv::zip::build_zip;
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 

@@ -3,79 +3,76 @@
 //! Every check is a plain function that takes a fresh, empty store and
 //! panics when the store breaks the contract the services rely on: sessions
 //! and acks, idempotent resends, snapshots in parts, deltas, sockets and the
-//! exposure query. SQLite runs it in this module's tests; another backend
-//! (PostgreSQL) runs it with [`run_all`] from its own tests.
+//! exposure query (through `fleet::exposure`, as the services read it).
+//! The `checks!` list below gives every backend one `#[test]` per check; a
+//! new backend (PostgreSQL) adds its module to that macro.
 
 use patchgap_proto::v1::{
     self, AgentMessage, Artifact, ArtifactKind, Delta, Exit, Hello, HostIdentity, Package, Process,
     ProcessKey, ProcessSockets, Snapshot, Socket, agent_message::Body,
 };
 
-use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, DeclaredPackage, FindingsQuery, MatchScope, PackageQuery,
-    PutOutcome, SbomRecord, Session, Store, StoreError,
+use crate::{
+    fleet::exposure::{self, FindingsQuery, PackageQuery},
+    store::{
+        AdvisoryMatch, AdvisoryRecord, DeclaredPackage, MatchScope, PutOutcome, SbomRecord,
+        Session, Store, StoreError,
+    },
 };
 
-/// One check: it gets a fresh, empty store.
-pub type Check = fn(&mut dyn Store);
+/// Declares the checks once: each backend gets one `#[test]` per check
+/// from this list, and a check left out of it is a private function that
+/// nothing calls, which the compiler flags (`dead_code`, denied in CI), so
+/// a check cannot be written and never run.
+macro_rules! checks {
+    ($($check:ident),* $(,)?) => {
+        /// The SQLite backend, in memory.
+        mod sqlite_in_memory {
+            $(
+                #[test]
+                fn $check() {
+                    let store = crate::store::sqlite::SqliteStore::in_memory().expect("in-memory store");
+                    super::$check(&store);
+                }
+            )*
+        }
 
-/// Every check, by name.
-pub const CHECKS: &[(&str, Check)] = &[
-    ("hello_sessions", hello_sessions),
-    (
-        "hello_rejects_missing_identity",
-        hello_rejects_missing_identity,
-    ),
-    (
-        "apply_rejects_invalid_messages",
-        apply_rejects_invalid_messages,
-    ),
-    ("apply_ignores_resends", apply_ignores_resends),
-    ("snapshot_in_parts", snapshot_in_parts),
-    (
-        "new_session_snapshot_supersedes",
-        new_session_snapshot_supersedes,
-    ),
-    ("delta_upserts_and_exits", delta_upserts_and_exits),
-    ("delta_replaces_sockets", delta_replaces_sockets),
-    ("snapshot_replaces_sockets", snapshot_replaces_sockets),
-    (
-        "find_package_by_name_and_source",
-        find_package_by_name_and_source,
-    ),
-    (
-        "find_package_version_predicate",
-        find_package_version_predicate,
-    ),
-    ("language_packages", language_packages),
-    ("advisories", advisories),
-    (
-        "find_package_evidence_and_paths",
-        find_package_evidence_and_paths,
-    ),
-    (
-        "stale_mapping_keeps_its_version",
-        stale_mapping_keeps_its_version,
-    ),
-    ("processes_by_host", processes_by_host),
-    (
-        "workloads_with_running_processes",
-        workloads_with_running_processes,
-    ),
-    ("matches_and_findings", matches_and_findings),
-    ("sboms_declare_packages", sboms_declare_packages),
-];
-
-/// Runs every check, each on a store from `make`. Panics on the first
-/// failure; the name of the failing check is printed (to the captured test
-/// output) before it runs.
-pub fn run_all(make: &mut dyn FnMut() -> Box<dyn Store>) {
-    for (name, check) in CHECKS {
-        eprintln!("store conformance: {name}");
-        let mut store = make();
-        check(store.as_mut());
-    }
+        /// The SQLite backend, on disk (pooled WAL readers beside the writer).
+        mod sqlite_on_disk {
+            $(
+                #[test]
+                fn $check() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let store = crate::store::sqlite::SqliteStore::open(dir.path()).expect("open store");
+                    super::$check(&store);
+                }
+            )*
+        }
+    };
 }
+
+checks!(
+    hello_sessions,
+    hello_rejects_missing_identity,
+    apply_rejects_invalid_messages,
+    apply_ignores_resends,
+    snapshot_in_parts,
+    new_session_snapshot_supersedes,
+    delta_upserts_and_exits,
+    delta_replaces_sockets,
+    snapshot_replaces_sockets,
+    find_package_by_name_and_source,
+    find_package_version_predicate,
+    language_packages,
+    advisories,
+    find_package_evidence_and_paths,
+    stale_mapping_keeps_its_version,
+    processes_by_host,
+    workloads_with_running_processes,
+    matches_and_findings,
+    sboms_declare_packages,
+    history_and_connections,
+);
 
 // ---- Message builders -------------------------------------------------------
 
@@ -299,13 +296,13 @@ fn heartbeat() -> Body {
 
 // ---- Store helpers -----------------------------------------------------------
 
-fn open(store: &mut dyn Store, h: &Hello) -> Session {
+fn open(store: &dyn Store, h: &Hello) -> Session {
     store
         .hello(h, T0)
         .unwrap_or_else(|e| panic!("hello {:?}: {e}", h.session_id))
 }
 
-fn apply(store: &mut dyn Store, session: &Session, m: AgentMessage) {
+fn apply(store: &dyn Store, session: &Session, m: AgentMessage) {
     let seq = m.seq;
     store
         .apply(session, &m, T0 + seq as i64)
@@ -313,7 +310,7 @@ fn apply(store: &mut dyn Store, session: &Session, m: AgentMessage) {
 }
 
 /// The running pids (of `host`, or of every host), sorted.
-fn running(store: &mut dyn Store, host: Option<&str>) -> Vec<u32> {
+fn running(store: &dyn Store, host: Option<&str>) -> Vec<u32> {
     let mut pids: Vec<u32> = store
         .processes(host)
         .expect("processes")
@@ -324,7 +321,7 @@ fn running(store: &mut dyn Store, host: Option<&str>) -> Vec<u32> {
     pids
 }
 
-fn summary(store: &mut dyn Store, pid: u32) -> v1::ProcessSummary {
+fn summary(store: &dyn Store, pid: u32) -> v1::ProcessSummary {
     store
         .processes(None)
         .expect("processes")
@@ -333,14 +330,12 @@ fn summary(store: &mut dyn Store, pid: u32) -> v1::ProcessSummary {
         .unwrap_or_else(|| panic!("pid {pid} is not running"))
 }
 
-fn find(store: &mut dyn Store, name: &str) -> Vec<v1::Match> {
+fn find(store: &dyn Store, name: &str) -> Vec<v1::Match> {
     find_where(store, name, &|_| true)
 }
 
-fn find_where(store: &mut dyn Store, name: &str, ok: &dyn Fn(&str) -> bool) -> Vec<v1::Match> {
-    store
-        .find_package(&query(name, &|_, v| ok(v), None))
-        .expect("find_package")
+fn find_where(store: &dyn Store, name: &str, ok: &dyn Fn(&str) -> bool) -> Vec<v1::Match> {
+    exposure::find_package(store, &query(name, &|_, v| ok(v), None)).expect("find_package")
 }
 
 fn query<'a>(
@@ -375,7 +370,7 @@ fn is_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
 
 /// New hosts and sessions start at 0; a known session resumes at its ack; a
 /// new session of a known host starts over on the same host.
-pub fn hello_sessions(store: &mut dyn Store) {
+fn hello_sessions(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     assert!(s.new, "a new host's session is new");
     assert_eq!(s.acked_seq, 0, "a new session has nothing acked");
@@ -439,7 +434,7 @@ pub fn hello_sessions(store: &mut dyn Store) {
 }
 
 /// A Hello must say which host it is.
-pub fn hello_rejects_missing_identity(store: &mut dyn Store) {
+fn hello_rejects_missing_identity(store: &dyn Store) {
     let mut h = hello("session-a");
     h.host = None;
     assert!(
@@ -456,7 +451,7 @@ pub fn hello_rejects_missing_identity(store: &mut dyn Store) {
 
 /// Bodiless messages, Hellos after the first message and processes without
 /// keys are invalid, and a rejected message is not acked.
-pub fn apply_rejects_invalid_messages(store: &mut dyn Store) {
+fn apply_rejects_invalid_messages(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -494,7 +489,7 @@ pub fn apply_rejects_invalid_messages(store: &mut dyn Store) {
 }
 
 /// A message at or below the acked seq is a resend and changes nothing.
-pub fn apply_ignores_resends(store: &mut dyn Store) {
+fn apply_ignores_resends(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -547,7 +542,7 @@ pub fn apply_ignores_resends(store: &mut dyn Store) {
 
 /// A snapshot in parts: every part's processes run; only the last part
 /// retires what the whole snapshot did not name, and it stays in history.
-pub fn snapshot_in_parts(store: &mut dyn Store) {
+fn snapshot_in_parts(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -610,7 +605,7 @@ pub fn snapshot_in_parts(store: &mut dyn Store) {
 
 /// After an agent restart, the new session's first snapshot replaces the
 /// old session's view of the host.
-pub fn new_session_snapshot_supersedes(store: &mut dyn Store) {
+fn new_session_snapshot_supersedes(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -628,7 +623,7 @@ pub fn new_session_snapshot_supersedes(store: &mut dyn Store) {
 }
 
 /// Delta upserts add and replace processes; exits retire them.
-pub fn delta_upserts_and_exits(store: &mut dyn Store) {
+fn delta_upserts_and_exits(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -693,7 +688,7 @@ pub fn delta_upserts_and_exits(store: &mut dyn Store) {
 
 /// Delta socket lists replace a process's sockets; an upsert without one
 /// keeps them; an exit drops them.
-pub fn delta_replaces_sockets(store: &mut dyn Store) {
+fn delta_replaces_sockets(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -774,7 +769,7 @@ pub fn delta_replaces_sockets(store: &mut dyn Store) {
 
 /// A snapshot is a full inventory: a process it names without a socket list
 /// has no sockets, whatever was stored before.
-pub fn snapshot_replaces_sockets(store: &mut dyn Store) {
+fn snapshot_replaces_sockets(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -816,7 +811,7 @@ pub fn snapshot_replaces_sockets(store: &mut dyn Store) {
 }
 
 /// find_package answers by binary package name and by source name.
-pub fn find_package_by_name_and_source(store: &mut dyn Store) {
+fn find_package_by_name_and_source(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let ssl = deb("libssl3", "openssl", "3.0.15-1~deb12u1");
     let cli = deb("openssl", "openssl", "3.0.15-1~deb12u1");
@@ -899,7 +894,7 @@ pub fn find_package_by_name_and_source(store: &mut dyn Store) {
 /// Language packages: both identities of a distro-shipped one, PEP 503 names,
 /// the ecosystem and source filters, and the evidence levels beyond exe and
 /// mapped.
-pub fn language_packages(store: &mut dyn Store) {
+fn language_packages(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let distro = deb(
         "python3-cryptography",
@@ -1046,13 +1041,13 @@ pub fn language_packages(store: &mut dyn Store) {
         "PEP 503 is for PyPI only"
     );
 
-    let only = |store: &mut dyn Store, name: &str, eco: Option<&str>, src: Option<&str>| {
+    let only = |store: &dyn Store, name: &str, eco: Option<&str>, src: Option<&str>| {
         let q = PackageQuery {
             source: src,
             ecosystem: eco,
             ..query(name, &|_, _| true, None)
         };
-        pids(&store.find_package(&q).expect("find_package"))
+        pids(&exposure::find_package(store, &q).expect("find_package"))
     };
     assert_eq!(
         only(store, "cryptography", Some("pypi"), None),
@@ -1077,7 +1072,7 @@ pub fn language_packages(store: &mut dyn Store) {
         true
     };
     let q = query("cryptography", &record, None);
-    store.find_package(&q).expect("find_package");
+    exposure::find_package(store, &q).expect("find_package");
     assert!(
         seen.borrow().iter().all(|s| s == "pypi 38.0.4"),
         "{:?}",
@@ -1104,7 +1099,7 @@ fn advisory_record(id: &str, modified_ms: i64, aliases: &[&str]) -> AdvisoryReco
 
 /// Advisories: idempotent re-import, newer replaces older, older is left
 /// out, every alias resolves, withdrawn ones are kept and say so.
-pub fn advisories(store: &mut dyn Store) {
+fn advisories(store: &dyn Store) {
     let a = advisory_record(
         "GHSA-aaaa-bbbb-cccc",
         1000,
@@ -1217,7 +1212,7 @@ pub fn advisories(store: &mut dyn Store) {
 }
 
 /// The version predicate sees each stored package version.
-pub fn find_package_version_predicate(store: &mut dyn Store) {
+fn find_package_version_predicate(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let lib = |pid: u32, version: &str, inode: u64| {
         process(
@@ -1255,7 +1250,9 @@ pub fn find_package_version_predicate(store: &mut dyn Store) {
     seen.dedup();
     assert_eq!(seen, vec!["2.9.14+dfsg-1.1", "2.9.14+dfsg-1.3"]);
 
-    let old = |v: &str| crate::version::dpkg_cmp(v, "2.9.14+dfsg-1.2") == std::cmp::Ordering::Less;
+    let old = |v: &str| {
+        crate::advisories::version::dpkg_cmp(v, "2.9.14+dfsg-1.2") == std::cmp::Ordering::Less
+    };
     let vulnerable = find_where(store, "libxml2", &old);
     assert_eq!(pids(&vulnerable), vec![10]);
     assert_eq!(
@@ -1267,7 +1264,7 @@ pub fn find_package_version_predicate(store: &mut dyn Store) {
 
 /// Evidence "exe" beats "mapped"; one Match per process and package with all
 /// its paths; any stale path makes the match stale.
-pub fn find_package_evidence_and_paths(store: &mut dyn Store) {
+fn find_package_evidence_and_paths(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let py = deb("python3.11-minimal", "python3.11", "3.11.2-6");
     let libpy = deb("libpython3.11-minimal", "python3.11", "3.11.2-6");
@@ -1408,7 +1405,7 @@ pub fn find_package_evidence_and_paths(store: &mut dyn Store) {
 
 /// A process that still maps the old file of an upgraded package is found
 /// under the old version, and a new process under the new one.
-pub fn stale_mapping_keeps_its_version(store: &mut dyn Store) {
+fn stale_mapping_keeps_its_version(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let path = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
     let old = deb("libssl3", "openssl", "3.0.11-1~deb12u2");
@@ -1481,7 +1478,7 @@ pub fn stale_mapping_keeps_its_version(store: &mut dyn Store) {
 /// other's processes or sequence numbers.
 /// Workloads come with their snapshot, count running processes, carry their
 /// processes' distinct privileges, and drop out when nothing runs in them.
-pub fn workloads_with_running_processes(store: &mut dyn Store) {
+fn workloads_with_running_processes(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -1514,7 +1511,7 @@ pub fn workloads_with_running_processes(store: &mut dyn Store) {
 
 /// A window query finds exited processes with their exit time; connection
 /// records add up per destination.
-pub fn history_and_connections(store: &mut dyn Store) {
+fn history_and_connections(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(
         store,
@@ -1553,14 +1550,15 @@ pub fn history_and_connections(store: &mut dyn Store) {
     // Exit at T0 + 10 s (the delta's time): gone from now, there in history.
     apply(store, &s, msg(3, delta(vec![], &[10], vec![])));
     assert!(find(store, "libc6").is_empty());
-    let hist = store
-        .find_package(&query("libc6", &|_, _| true, Some((T0 - 1, T0 + 60_000))))
-        .expect("history");
+    let hist = exposure::find_package(
+        store,
+        &query("libc6", &|_, _| true, Some((T0 - 1, T0 + 60_000))),
+    )
+    .expect("history");
     assert_eq!(hist.len(), 1, "{hist:?}");
     assert_eq!(hist[0].exit_time_ms, T0 + 10_000);
     // A window that ends before the process was first seen misses it.
-    let before = store
-        .find_package(&query("libc6", &|_, _| true, Some((0, T0 - 1))))
+    let before = exposure::find_package(store, &query("libc6", &|_, _| true, Some((0, T0 - 1))))
         .expect("history");
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(
@@ -1569,7 +1567,7 @@ pub fn history_and_connections(store: &mut dyn Store) {
     );
 }
 
-pub fn processes_by_host(store: &mut dyn Store) {
+fn processes_by_host(store: &dyn Store) {
     let a = open(store, &hello_for("machine-1", "alpha", "session-a"));
     let b = open(store, &hello_for("machine-2", "beta", "session-b"));
     assert_ne!(a.host, b.host);
@@ -1656,7 +1654,7 @@ fn verdict(advisory: &str, package_id: i64, status: &str) -> AdvisoryMatch {
     }
 }
 
-fn candidate_id(store: &mut dyn Store, scope: &MatchScope, advisory: &str, name: &str) -> i64 {
+fn candidate_id(store: &dyn Store, scope: &MatchScope, advisory: &str, name: &str) -> i64 {
     let found = store.match_candidates(scope).expect("candidates");
     found
         .pairs
@@ -1669,7 +1667,7 @@ fn candidate_id(store: &mut dyn Store, scope: &MatchScope, advisory: &str, name:
 /// New packages are unmatched until a pass records them; candidates pair
 /// packages and advisories by ecosystem and name (a Debian advisory by
 /// source package); findings join the recorded verdicts with the processes.
-pub fn matches_and_findings(store: &mut dyn Store) {
+fn matches_and_findings(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let mut python3_cryptography = deb(
         "python3-cryptography",
@@ -1752,7 +1750,7 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         )
         .expect("put");
 
-    let all = store.findings(&FindingsQuery::default()).expect("findings");
+    let all = exposure::findings(store, &FindingsQuery::default()).expect("findings");
     assert_eq!(pids(&all), [10], "fixed-by-distro is left out: {all:?}");
     assert_eq!(all[0].advisory, openssl.id);
     assert_eq!(all[0].severity, "HIGH");
@@ -1760,21 +1758,25 @@ pub fn matches_and_findings(store: &mut dyn Store) {
     assert!(all[0].vector.starts_with("CVSS:3.1/"));
     assert_eq!(all[0].status, "affected");
     assert_eq!(all[0].evidence, "mapped");
-    let with_fixed = store
-        .findings(&FindingsQuery {
+    let with_fixed = exposure::findings(
+        store,
+        &FindingsQuery {
             include_fixed: true,
             ..Default::default()
-        })
-        .expect("findings");
+        },
+    )
+    .expect("findings");
     assert_eq!(pids(&with_fixed), [10, 11]);
     assert_eq!(with_fixed[1].status, "fixed-by-distro");
-    let one = store
-        .findings(&FindingsQuery {
+    let one = exposure::findings(
+        store,
+        &FindingsQuery {
             advisories: Some(vec![upstream.id.clone()]),
             include_fixed: true,
             ..Default::default()
-        })
-        .expect("findings");
+        },
+    )
+    .expect("findings");
     assert_eq!(pids(&one), [11]);
 
     // New changelog CVEs for the distro package (an upgrade's changelog
@@ -1830,8 +1832,7 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         .put_matches(&MatchScope::Advisories(vec![openssl.id.clone()]), &[])
         .expect("put");
     assert!(
-        store
-            .findings(&FindingsQuery::default())
+        exposure::findings(store, &FindingsQuery::default())
             .expect("findings")
             .is_empty()
     );
@@ -1865,23 +1866,24 @@ pub fn matches_and_findings(store: &mut dyn Store) {
         )
         .expect("put");
     assert_eq!(
-        pids(&store.findings(&FindingsQuery::default()).expect("findings")),
+        pids(&exposure::findings(store, &FindingsQuery::default()).expect("findings")),
         [12]
     );
     // An exited process is no finding now, but is one in a window.
     apply(store, &s, msg(4, delta(vec![], &[12], vec![])));
     assert!(
-        store
-            .findings(&FindingsQuery::default())
+        exposure::findings(store, &FindingsQuery::default())
             .expect("findings")
             .is_empty()
     );
-    let window = store
-        .findings(&FindingsQuery {
+    let window = exposure::findings(
+        store,
+        &FindingsQuery {
             window: Some((T0, T0 + 20_000)),
             ..Default::default()
-        })
-        .expect("findings");
+        },
+    )
+    .expect("findings");
     assert_eq!(pids(&window), [12]);
     // A withdrawn advisory exposes nothing.
     let withdrawn = AdvisoryRecord {
@@ -1890,19 +1892,21 @@ pub fn matches_and_findings(store: &mut dyn Store) {
     };
     store.put_advisories(&[withdrawn]).expect("put");
     assert!(
-        store
-            .findings(&FindingsQuery {
+        exposure::findings(
+            store,
+            &FindingsQuery {
                 window: Some((T0, T0 + 20_000)),
                 ..Default::default()
-            })
-            .expect("findings")
-            .is_empty()
+            }
+        )
+        .expect("findings")
+        .is_empty()
     );
 }
 
 /// An SBOM attached to an image declares its packages for the processes of
 /// workloads running that image, with the chain that pulled each in.
-pub fn sboms_declare_packages(store: &mut dyn Store) {
+fn sboms_declare_packages(store: &dyn Store) {
     let image = format!("sha256:{}", "ab".repeat(32));
     let s = open(store, &hello("session-a"));
     let container = v1::Workload {
@@ -1963,7 +1967,7 @@ pub fn sboms_declare_packages(store: &mut dyn Store) {
     store
         .put_matches(&scope, &[verdict(&adv.id, id, "affected")])
         .expect("put");
-    let f = store.findings(&FindingsQuery::default()).expect("findings");
+    let f = exposure::findings(store, &FindingsQuery::default()).expect("findings");
     assert_eq!(pids(&f), [20]);
     assert_eq!(f[0].evidence, "declared");
     assert_eq!(f[0].advisory, adv.id);
@@ -1993,8 +1997,7 @@ pub fn sboms_declare_packages(store: &mut dyn Store) {
     );
     assert!(find(store, "requests").is_empty());
     assert!(
-        store
-            .findings(&FindingsQuery::default())
+        exposure::findings(store, &FindingsQuery::default())
             .expect("findings")
             .is_empty()
     );
@@ -2006,23 +2009,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::sqlite::SqliteStore;
-
-    #[test]
-    fn sqlite_in_memory_conforms() {
-        run_all(&mut || Box::new(SqliteStore::in_memory().expect("in-memory store")));
-    }
-
-    #[test]
-    fn sqlite_on_disk_conforms() {
-        let mut dirs = Vec::new();
-        run_all(&mut || {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = SqliteStore::open(dir.path()).expect("open store");
-            dirs.push(dir);
-            Box::new(store)
-        });
-    }
+    use crate::store::sqlite::SqliteStore;
 
     /// The number of migrations this build knows: a fresh store has run them all.
     fn migrations() -> i64 {
@@ -2042,10 +2029,10 @@ mod tests {
     fn sqlite_survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let session = {
-            let mut store = SqliteStore::open(dir.path()).expect("open");
-            let s = open(&mut store, &hello("session-a"));
+            let store = SqliteStore::open(dir.path()).expect("open");
+            let s = open(&store, &hello("session-a"));
             apply(
-                &mut store,
+                &store,
                 &s,
                 msg(
                     1,
@@ -2056,17 +2043,13 @@ mod tests {
                     ),
                 ),
             );
-            apply(
-                &mut store,
-                &s,
-                msg(2, delta(vec![plain(12)], &[11], vec![])),
-            );
+            apply(&store, &s, msg(2, delta(vec![plain(12)], &[11], vec![])));
             s
         };
 
-        let mut store = SqliteStore::open(dir.path()).expect("reopen");
+        let store = SqliteStore::open(dir.path()).expect("reopen");
         assert_eq!(
-            open(&mut store, &hello("session-a")),
+            open(&store, &hello("session-a")),
             Session {
                 host: session.host,
                 acked_seq: 2,
@@ -2074,38 +2057,38 @@ mod tests {
                 epoch: session.epoch,
             }
         );
-        assert_eq!(running(&mut store, None), vec![10, 12]);
-        assert_eq!(summary(&mut store, 10).outbound_sockets, 1);
-        assert_eq!(pids(&find(&mut store, "libc6")), vec![10, 12]);
+        assert_eq!(running(&store, None), vec![10, 12]);
+        assert_eq!(summary(&store, 10).outbound_sockets, 1);
+        assert_eq!(pids(&find(&store, "libc6")), vec![10, 12]);
         assert_eq!(
             store.schema_version().expect("schema version"),
             migrations()
         );
         // A resend after the reopen is still recognised.
         apply(
-            &mut store,
+            &store,
             &session,
             msg(2, delta(vec![plain(11)], &[], vec![])),
         );
-        assert_eq!(running(&mut store, None), vec![10, 12]);
+        assert_eq!(running(&store, None), vec![10, 12]);
     }
 
     #[test]
     fn sqlite_keeps_exited_processes_as_history() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteStore::open(dir.path()).expect("open");
-        let s = open(&mut store, &hello("session-a"));
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let s = open(&store, &hello("session-a"));
         apply(
-            &mut store,
+            &store,
             &s,
             msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
         );
         apply(
-            &mut store,
+            &store,
             &s,
             msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
         );
-        assert_eq!(running(&mut store, None), vec![10]);
+        assert_eq!(running(&store, None), vec![10]);
         drop(store);
 
         let conn = raw(dir.path());

@@ -5,16 +5,26 @@
 //! sorted member ids) and a process points at its set. The exposure query
 //! walks package → artifact → set → running process → host.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
 
 use patchgap_proto::{Message, v1};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, Candidates, DeclaredPackage, FindingsQuery, HostRow,
-    MatchCandidate, MatchScope, PackageQuery, PutOutcome, Result, SbomRecord, Session, Store,
-    StoreError, WorkloadRow, package_key, pep503,
+    AdvisoryMatch, AdvisoryRecord, Candidates, DeclaredPackage, Evidence, HostRow, MatchCandidate,
+    MatchScope, PackageName, PutOutcome, Result, SbomRecord, Session, Store, StoreError, Verdict,
+    WorkloadRow, package_key, pep503,
 };
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::backend(e)
+    }
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run. Never edit a released migration: append a new one.
@@ -276,8 +286,52 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// One writer connection, and for a database file a pool of read-only
+/// connections: WAL lets each reader see the last commit while the writer
+/// holds its transaction, so a large snapshot commit does not stall
+/// queries. An in-memory database has one connection for both.
 pub struct SqliteStore {
-    conn: Connection,
+    writer: Mutex<Connection>,
+    readers: Option<Readers>,
+}
+
+/// Idle read-only connections to the database file; more are opened when
+/// all are busy, and at most `MAX_IDLE_READERS` are kept.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 8;
+
+/// A connection to read with: a pooled reader (returned to the pool when
+/// dropped) or, for an in-memory database, the writer.
+enum Reader<'a> {
+    Pooled(Option<Connection>, &'a Readers),
+    Writer(MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Reader::Pooled(c, _) => c.as_ref().expect("a pooled reader until dropped"),
+            Reader::Writer(g) => g,
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Reader::Pooled(c, pool) = self
+            && let Some(c) = c.take()
+        {
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(c);
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -287,101 +341,136 @@ impl SqliteStore {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(data_dir.join("patchgap.db"))?;
-        Self::init(conn)
+        let path = data_dir.join("patchgap.db");
+        let conn = Connection::open(&path)?;
+        Self::init(
+            conn,
+            Some(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        )
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<SqliteStore> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore> {
+    fn init(mut conn: Connection, readers: Option<Readers>) -> Result<SqliteStore> {
         // WAL lets readers run beside the writer; synchronous=FULL makes a
         // commit survive power loss, which is what an ack promises.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = SqliteStore { conn };
-        store.migrate()?;
-        Ok(store)
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(conn),
+            readers,
+        })
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if found > known {
-            return Err(StoreError::SchemaTooNew { found, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            if i + 1 == 8 {
-                backfill_workload_images(&tx)?;
+    /// The writer. Callers serialize writes above the store; this lock
+    /// only keeps one connection's use exclusive.
+    fn write(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection to read from, without waiting for the writer when the
+    /// database is a file.
+    fn read(&self) -> Result<Reader<'_>> {
+        let Some(pool) = &self.readers else {
+            return Ok(Reader::Writer(self.write()));
+        };
+        let idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &pool.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                        | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c
             }
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    /// Advisories with their aliases and packages; `data` only when asked.
-    fn advisory_rows(
-        &mut self,
-        filter: &str,
-        arg: &str,
-        with_data: bool,
-    ) -> Result<Vec<AdvisoryRecord>> {
-        let sql = format!(
-            "SELECT a.id, a.modified, a.modified_ms, a.withdrawn, a.summary, a.severity, a.score,
-                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END, a.aliases
-             FROM advisory a {filter} ORDER BY a.id"
-        );
-        let mut rows: Vec<AdvisoryRecord> = self
-            .conn
-            .prepare_cached(&sql)?
-            .query_map(params![arg, with_data], |r| {
-                Ok(AdvisoryRecord {
-                    id: r.get(0)?,
-                    modified: r.get(1)?,
-                    modified_ms: r.get(2)?,
-                    withdrawn: r.get(3)?,
-                    summary: r.get(4)?,
-                    severity: r.get(5)?,
-                    score: r.get(6)?,
-                    vector: r.get(7)?,
-                    source: r.get(8)?,
-                    data: r.get(9)?,
-                    aliases: r
-                        .get::<_, String>(10)?
-                        .split(',')
-                        .filter(|x| !x.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    ..Default::default()
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut packages = self.conn.prepare_cached(
-            "SELECT ecosystem, osv_ecosystem, name FROM advisory_package WHERE advisory_id = ?1
-             ORDER BY osv_ecosystem, name",
-        )?;
-        for a in &mut rows {
-            a.packages = packages
-                .query_map([&a.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-        }
-        Ok(rows)
+        };
+        Ok(Reader::Pooled(Some(conn), pool))
     }
 
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self
-            .conn
+            .read()?
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        if i + 1 == 8 {
+            backfill_workload_images(&tx)?;
+        }
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Advisories with their aliases and packages; `data` only when asked.
+fn advisory_rows(
+    conn: &Connection,
+    filter: &str,
+    arg: &str,
+    with_data: bool,
+) -> Result<Vec<AdvisoryRecord>> {
+    let sql = format!(
+        "SELECT a.id, a.modified, a.modified_ms, a.withdrawn, a.summary, a.severity, a.score,
+                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END, a.aliases
+             FROM advisory a {filter} ORDER BY a.id"
+    );
+    let mut rows: Vec<AdvisoryRecord> = conn
+        .prepare_cached(&sql)?
+        .query_map(params![arg, with_data], |r| {
+            Ok(AdvisoryRecord {
+                id: r.get(0)?,
+                modified: r.get(1)?,
+                modified_ms: r.get(2)?,
+                withdrawn: r.get(3)?,
+                summary: r.get(4)?,
+                severity: r.get(5)?,
+                score: r.get(6)?,
+                vector: r.get(7)?,
+                source: r.get(8)?,
+                data: r.get(9)?,
+                aliases: r
+                    .get::<_, String>(10)?
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                ..Default::default()
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut packages = conn.prepare_cached(
+        "SELECT ecosystem, osv_ecosystem, name FROM advisory_package WHERE advisory_id = ?1
+             ORDER BY osv_ecosystem, name",
+    )?;
+    for a in &mut rows {
+        a.packages = packages
+            .query_map([&a.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(rows)
 }
 
 /// path, dev, inode, kind, deleted, stale, package id.
@@ -816,211 +905,151 @@ fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Package)> {
     ))
 }
 
-/// What identifies "the same package" when an SBOM's component and a
-/// package the agent found meet in one process: ecosystem, name as compared,
-/// version.
-fn identity(p: &v1::Package) -> (String, String, String) {
-    (
-        p.ecosystem.clone(),
-        package_key(&p.ecosystem, &p.name),
-        p.version.clone(),
-    )
-}
-
-impl SqliteStore {
-    /// The processes that have any of `packages`: through their artifacts
-    /// (running processes, or with `window` the history), and through the
-    /// SBOM of the image their workload runs (`declared`). One match per
-    /// process and package identity, with the ids of the package rows that
-    /// contributed, sorted by host, workload and pid.
-    fn processes_having(
-        &mut self,
-        packages: &[(i64, v1::Package)],
-        window: Option<(i64, i64)>,
-    ) -> Result<Vec<(Vec<i64>, v1::Match)>> {
-        let mut matches: Vec<(Vec<i64>, v1::Match)> = Vec::new();
-        // (process row id, package identity) → index in `matches`.
-        let mut index: HashMap<(i64, (String, String, String)), usize> = HashMap::new();
-        // "Now" walks the running processes' current sets; a window walks the
-        // history intervals, so exited processes and sets a process had
-        // earlier are found too.
-        const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                    p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
-                    p.exit_time_ms
-             FROM artifact a
-             JOIN artifact_set_member m ON m.artifact_id = a.id";
-        let sql = match window {
-            None => format!(
-                "{COLUMNS}
-                 JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
-                 JOIN host h ON h.id = p.host
-                 WHERE a.package_id = ?1
-                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-            ),
-            Some(_) => format!(
-                "{COLUMNS}
-                 JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
-                      AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
-                 JOIN process p ON p.id = hs.process_id
-                 JOIN host h ON h.id = p.host
-                 WHERE a.package_id = ?1
-                 ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-            ),
-        };
-        // The declared side: the SBOM's image → workloads running it (by
-        // digest or image id) → their processes.
-        let declared_sql = format!(
-            "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                    p.exe, p.cmdline, p.uid, sc.ref, s.image, sc.chain, p.privilege, p.exit_time_ms
-             FROM sbom_component sc
-             JOIN sbom s ON s.id = sc.sbom_id
-             JOIN workload w ON w.image_digest = s.image OR w.image_id = s.image
-             JOIN process p ON p.host = w.host AND p.workload = w.id AND {}
+/// The evidence rows for `Store::evidence`: artifacts (of running
+/// processes' current sets, or with a window of every set in the window's
+/// history), then SBOM declarations through the workloads running an
+/// image.
+fn evidence(
+    conn: &Connection,
+    package_ids: &[i64],
+    window: Option<(i64, i64)>,
+) -> Result<Vec<Evidence>> {
+    // "Now" walks the running processes' current sets; a window walks the
+    // history intervals, so exited processes and sets a process had
+    // earlier are found too.
+    const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
+                p.exit_time_ms
+         FROM artifact a
+         JOIN artifact_set_member m ON m.artifact_id = a.id";
+    let sql = match window {
+        None => format!(
+            "{COLUMNS}
+             JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
              JOIN host h ON h.id = p.host
-             WHERE sc.package_id = ?1
-             ORDER BY h.hostname, p.workload, p.pid",
-            match window {
-                None => "p.exit_time_ms IS NULL",
-                Some(_) =>
-                    "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
-            }
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        // (process row id, package id, path, kind) already listed.
-        let mut seen_paths: std::collections::HashSet<(i64, i64, Vec<u8>, i32)> =
-            Default::default();
-        let new_match = |r: &rusqlite::Row, package: &v1::Package, privilege: usize| {
-            Ok::<_, rusqlite::Error>(v1::Match {
-                host: r.get(1)?,
-                host_id: r.get(2)?,
-                workload: r.get(3)?,
-                key: Some(v1::ProcessKey {
-                    pid: r.get(4)?,
-                    start_ticks: r.get::<_, i64>(5)? as u64,
-                }),
-                process_start_ms: r.get(6)?,
-                exe: r.get(7)?,
-                cmdline: r.get(8)?,
-                uid: r.get(9)?,
-                privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(privilege)?.as_slice()).ok(),
-                exit_time_ms: r.get::<_, Option<i64>>(privilege + 1)?.unwrap_or(0),
-                package: Some(package.clone()),
-                ..Default::default()
-            })
+             WHERE a.package_id = ?1
+             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+        ),
+        Some(_) => format!(
+            "{COLUMNS}
+             JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
+                  AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
+             JOIN process p ON p.id = hs.process_id
+             JOIN host h ON h.id = p.host
+             WHERE a.package_id = ?1
+             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
+        ),
+    };
+    // The declared side: the SBOM's image → workloads running it (by
+    // digest or image id) → their processes.
+    let declared_sql = format!(
+        "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                p.exe, p.cmdline, p.uid, sc.ref, s.image, sc.chain, p.privilege, p.exit_time_ms
+         FROM sbom_component sc
+         JOIN sbom s ON s.id = sc.sbom_id
+         JOIN workload w ON w.image_digest = s.image OR w.image_id = s.image
+         JOIN process p ON p.host = w.host AND p.workload = w.id AND {}
+         JOIN host h ON h.id = p.host
+         WHERE sc.package_id = ?1
+         ORDER BY h.hostname, p.workload, p.pid",
+        match window {
+            None => "p.exit_time_ms IS NULL",
+            Some(_) => "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
+        }
+    );
+    // The process's side of a match; `privilege` is the column of its
+    // privilege, and its exit time follows.
+    let holder = |r: &rusqlite::Row, privilege: usize| {
+        Ok::<_, rusqlite::Error>(v1::Match {
+            host: r.get(1)?,
+            host_id: r.get(2)?,
+            workload: r.get(3)?,
+            key: Some(v1::ProcessKey {
+                pid: r.get(4)?,
+                start_ticks: r.get::<_, i64>(5)? as u64,
+            }),
+            process_start_ms: r.get(6)?,
+            exe: r.get(7)?,
+            cmdline: r.get(8)?,
+            uid: r.get(9)?,
+            privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(privilege)?.as_slice()).ok(),
+            exit_time_ms: r.get::<_, Option<i64>>(privilege + 1)?.unwrap_or(0),
+            ..Default::default()
+        })
+    };
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for &package_id in package_ids {
+        let mut rows = match window {
+            None => stmt.query([package_id])?,
+            Some((since, until)) => stmt.query(params![package_id, since, until])?,
         };
-        for (package_id, package) in packages {
-            let mut rows = match window {
-                None => stmt.query([package_id])?,
-                Some((since, until)) => stmt.query(params![package_id, since, until])?,
-            };
-            while let Some(r) = rows.next()? {
-                let pid_row: i64 = r.get(0)?;
-                let kind: i32 = r.get(11)?;
-                let path_bytes: Vec<u8> = r.get(10)?;
-                if !seen_paths.insert((pid_row, *package_id, path_bytes.clone(), kind)) {
-                    continue;
-                }
-                let path = v1::MatchPath {
-                    path: path_bytes,
-                    evidence: evidence_name(kind).into(),
+        while let Some(r) = rows.next()? {
+            out.push(Evidence {
+                process: r.get(0)?,
+                package_id,
+                holder: holder(r, 16)?,
+                path: v1::MatchPath {
+                    path: r.get(10)?,
+                    evidence: evidence_name(r.get(11)?).into(),
                     stale: r.get(12)?,
                     deleted: r.get(13)?,
                     dev: r.get::<_, i64>(14)? as u64,
                     inode: r.get::<_, i64>(15)? as u64,
-                };
-                let i = match index.get(&(pid_row, identity(package))) {
-                    Some(i) => *i,
-                    None => {
-                        matches.push((Vec::new(), new_match(r, package, 16)?));
-                        index.insert((pid_row, identity(package)), matches.len() - 1);
-                        matches.len() - 1
-                    }
-                };
-                let (ids, m) = &mut matches[i];
-                if !ids.contains(package_id) {
-                    ids.push(*package_id);
-                }
-                m.stale |= path.stale;
-                // The strongest evidence wins (see `evidence_rank`).
-                if crate::store::evidence_rank(&path.evidence)
-                    > crate::store::evidence_rank(&m.evidence)
-                {
-                    m.evidence = path.evidence.clone();
-                }
-                m.paths.push(path);
-            }
+                },
+                sbom: None,
+            });
         }
-        drop(stmt);
-        let mut stmt = self.conn.prepare_cached(&declared_sql)?;
-        for (package_id, package) in packages {
-            let mut rows = match window {
-                None => stmt.query([package_id])?,
-                Some((since, until)) => stmt.query(params![package_id, since, until])?,
-            };
-            while let Some(r) = rows.next()? {
-                let pid_row: i64 = r.get(0)?;
-                let reference: String = r.get(10)?;
-                let image: String = r.get(11)?;
-                let chain: String = r.get(12)?;
-                let i = match index.get(&(pid_row, identity(package))) {
-                    Some(i) => *i,
-                    None => {
-                        let mut m = new_match(r, package, 13)?;
-                        m.evidence = "declared".into();
-                        matches.push((Vec::new(), m));
-                        index.insert((pid_row, identity(package)), matches.len() - 1);
-                        matches.len() - 1
-                    }
-                };
-                let (ids, m) = &mut matches[i];
-                if !ids.contains(package_id) {
-                    ids.push(*package_id);
-                }
-                if m.sbom_image.is_empty() {
-                    m.sbom_image = image.clone();
-                    m.pulled_in_by = chain
+    }
+    drop(stmt);
+    let mut stmt = conn.prepare_cached(&declared_sql)?;
+    for &package_id in package_ids {
+        let mut rows = match window {
+            None => stmt.query([package_id])?,
+            Some((since, until)) => stmt.query(params![package_id, since, until])?,
+        };
+        while let Some(r) = rows.next()? {
+            let reference: String = r.get(10)?;
+            let image: String = r.get(11)?;
+            let chain: String = r.get(12)?;
+            out.push(Evidence {
+                process: r.get(0)?,
+                package_id,
+                holder: holder(r, 13)?,
+                path: v1::MatchPath {
+                    path: format!("sbom {image} {reference}").into_bytes(),
+                    evidence: "declared".into(),
+                    ..Default::default()
+                },
+                sbom: Some((
+                    image,
+                    chain
                         .split('\n')
                         .filter(|c| !c.is_empty())
                         .map(str::to_string)
-                        .collect();
-                }
-                let path = format!("sbom {image} {reference}").into_bytes();
-                if !m.paths.iter().any(|p| p.path == path) {
-                    m.paths.push(v1::MatchPath {
-                        path,
-                        evidence: "declared".into(),
-                        ..Default::default()
-                    });
-                }
-            }
+                        .collect(),
+                )),
+            });
         }
-        matches.sort_by(|(_, a), (_, b)| {
-            (&a.host, &a.workload, a.key.map(|k| k.pid)).cmp(&(
-                &b.host,
-                &b.workload,
-                b.key.map(|k| k.pid),
-            ))
-        });
-        Ok(matches)
     }
+    Ok(out)
+}
 
-    /// Package rows by id.
-    fn packages_by_id(&mut self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.id = ?1"))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(row) = stmt.query_row([id], package_row).optional()? {
-                out.push(row);
-            }
+/// Package rows by id.
+fn packages_by_id(conn: &Connection, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
+    let mut stmt = conn.prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.id = ?1"))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = stmt.query_row([id], package_row).optional()? {
+            out.push(row);
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 impl Store for SqliteStore {
-    fn hello(&mut self, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
+    fn hello(&self, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
+        let mut conn = self.write();
         let id = hello
             .host
             .as_ref()
@@ -1041,7 +1070,7 @@ impl Store for SqliteStore {
             .unwrap_or_default()
             .encode_to_vec();
         let labels = serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into());
-        let tx = self.conn.transaction()?;
+        let tx = conn.transaction()?;
         let existing: Option<(i64, String, i64, i64)> = tx
             .query_row(
                 "SELECT id, session_id, acked_seq, session_epoch FROM host WHERE host_id = ?1",
@@ -1097,9 +1126,10 @@ impl Store for SqliteStore {
         Ok(session)
     }
 
-    fn apply(&mut self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
+    fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
+        let mut conn = self.write();
         use v1::agent_message::Body;
-        let tx = self.conn.transaction()?;
+        let tx = conn.transaction()?;
         let (acked, boot_id, epoch): (i64, String, i64) = tx.query_row(
             "SELECT acked_seq, boot_id, session_epoch FROM host WHERE id = ?1",
             [session.host],
@@ -1220,8 +1250,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn hosts(&mut self) -> Result<Vec<HostRow>> {
-        let mut stmt = self.conn.prepare_cached(
+    fn hosts(&self) -> Result<Vec<HostRow>> {
+        let conn = self.read()?;
+        let mut stmt = conn.prepare_cached(
             "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
              h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
              (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense
@@ -1252,33 +1283,31 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn find_package(&mut self, q: &PackageQuery<'_>) -> Result<Vec<v1::Match>> {
-        let packages: Vec<(i64, v1::Package)> = {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "{PACKAGE_COLUMNS}
-                 WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3"
-            ))?;
-            let rows = stmt.query_map(
-                params![q.name.to_lowercase(), pep503(q.name), q.name],
-                package_row,
-            )?;
-            rows.collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(|(_, p)| q.ecosystem.is_none_or(|e| p.ecosystem == e))
-                .filter(|(_, p)| q.source.is_none_or(|s| p.source == s))
-                .filter(|(_, p)| (q.version_ok)(&p.ecosystem, &p.version))
-                .collect()
-        };
-        Ok(self
-            .processes_having(&packages, q.window)?
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect())
+    fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
+        let conn = self.read()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "{PACKAGE_COLUMNS}
+             WHERE p.key = ?1 OR (p.key = ?2 AND p.ecosystem = 'pypi') OR p.source = ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![q.name.to_lowercase(), pep503(q.name), q.name],
+            package_row,
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn workloads(&mut self) -> Result<Vec<WorkloadRow>> {
+    fn packages_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
+        packages_by_id(&*self.read()?, ids)
+    }
+
+    fn evidence(&self, package_ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>> {
+        evidence(&*self.read()?, package_ids, window)
+    }
+
+    fn workloads(&self) -> Result<Vec<WorkloadRow>> {
+        let conn = self.read()?;
         let mut rows: Vec<(i64, WorkloadRow)> = {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(
                 "SELECT w.host, h.hostname, h.host_id, h.labels, w.data,
                         (SELECT count(*) FROM process p
                           WHERE p.host = w.host AND p.workload = w.id AND p.exit_time_ms IS NULL)
@@ -1303,7 +1332,7 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         rows.retain(|(_, w)| w.processes > 0);
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT privilege FROM process WHERE host = ?1 AND workload = ?2 AND exit_time_ms IS NULL",
         )?;
         for (host, row) in &mut rows {
@@ -1317,12 +1346,9 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|(_, w)| w).collect())
     }
 
-    fn connections(
-        &mut self,
-        host: Option<&str>,
-        since_ms: i64,
-    ) -> Result<Vec<v1::ConnectionSummary>> {
-        let mut stmt = self.conn.prepare_cached(
+    fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>> {
+        let conn = self.read()?;
+        let mut stmt = conn.prepare_cached(
             "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.exe, c.protocol, c.remote_addr, c.remote_port,
                     c.first_seen_ms, c.last_seen_ms, c.count, c.last_result, p.exit_time_ms
              FROM connection c JOIN process p ON p.id = c.process_id JOIN host h ON h.id = p.host
@@ -1351,8 +1377,9 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn processes(&mut self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
-        let mut stmt = self.conn.prepare_cached(
+    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
+        let conn = self.read()?;
+        let mut stmt = conn.prepare_cached(
             "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.ppid, p.uid, p.exe, p.cmdline, p.start_time_ms,
                     s.size,
                     (SELECT count(DISTINCT a.package_id) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
@@ -1386,8 +1413,9 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn put_advisories(&mut self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
-        let tx = self.conn.transaction()?;
+    fn put_advisories(&self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(advisories.len());
         let now = patchgap_proto::time::now_ms();
         for a in advisories {
@@ -1454,9 +1482,9 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn advisory(&mut self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {
-        let ids: Vec<String> = self
-            .conn
+    fn advisory(&self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {
+        let conn = self.read()?;
+        let ids: Vec<String> = conn
             .prepare_cached(
                 "SELECT DISTINCT advisory_id FROM advisory_alias WHERE alias = ?1 ORDER BY advisory_id",
             )?
@@ -1464,23 +1492,26 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for id in ids {
-            out.extend(self.advisory_rows("WHERE a.id = ?1", &id, true)?);
+            out.extend(advisory_rows(&conn, "WHERE a.id = ?1", &id, true)?);
         }
         Ok(out)
     }
 
-    fn advisories(&mut self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>> {
+    fn advisories(&self, ecosystem: Option<&str>) -> Result<Vec<AdvisoryRecord>> {
+        let conn = self.read()?;
         match ecosystem {
-            Some(eco) => self.advisory_rows(
+            Some(eco) => advisory_rows(
+                &conn,
                 "WHERE a.id IN (SELECT advisory_id FROM advisory_package WHERE ecosystem = ?1)",
                 eco,
                 false,
             ),
-            None => self.advisory_rows("WHERE ?1 = ?1", "", false),
+            None => advisory_rows(&conn, "WHERE ?1 = ?1", "", false),
         }
     }
 
-    fn match_candidates(&mut self, scope: &MatchScope) -> Result<Candidates> {
+    fn match_candidates(&self, scope: &MatchScope) -> Result<Candidates> {
+        let conn = self.read()?;
         let mut out = Vec::new();
         let scope_size;
         match scope {
@@ -1488,13 +1519,12 @@ impl Store for SqliteStore {
                 // Each new package against the advisories naming it: by its
                 // key, its source (Debian and rpm advisories name source
                 // packages) or Maven's group:artifact.
-                let packages: Vec<(i64, v1::Package)> = self
-                    .conn
+                let packages: Vec<(i64, v1::Package)> = conn
                     .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.matched = 0"))?
                     .query_map([], package_row)?
                     .collect::<Result<_, _>>()?;
                 scope_size = packages.len();
-                let mut stmt = self.conn.prepare_cached(
+                let mut stmt = conn.prepare_cached(
                     "SELECT DISTINCT advisory_id FROM advisory_package
                      WHERE ecosystem = ?1 AND key IN (?2, ?3, ?4)",
                 )?;
@@ -1522,14 +1552,14 @@ impl Store for SqliteStore {
             }
             MatchScope::Advisories(ids) => {
                 scope_size = ids.len();
-                let mut names = self.conn.prepare_cached(
+                let mut names = conn.prepare_cached(
                     "SELECT DISTINCT ecosystem, key, name FROM advisory_package WHERE advisory_id = ?1",
                 )?;
-                let mut by_key = self.conn.prepare_cached(&format!(
+                let mut by_key = conn.prepare_cached(&format!(
                     "{PACKAGE_COLUMNS} WHERE p.key = ?2 AND p.ecosystem = ?1
                      UNION {PACKAGE_COLUMNS} WHERE p.source = ?3 AND p.ecosystem = ?1"
                 ))?;
-                let mut maven = self.conn.prepare_cached(&format!(
+                let mut maven = conn.prepare_cached(&format!(
                     "{PACKAGE_COLUMNS} WHERE p.key = ?2 AND p.source = ?3 AND p.ecosystem = 'maven'"
                 ))?;
                 for advisory_id in ids {
@@ -1573,8 +1603,9 @@ impl Store for SqliteStore {
         })
     }
 
-    fn put_matches(&mut self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+    fn put_matches(&self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
         match scope {
             MatchScope::Unmatched => {
                 tx.execute(
@@ -1606,83 +1637,45 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn findings(&mut self, q: &FindingsQuery) -> Result<Vec<v1::Match>> {
-        // (advisory, severity, status) per package id, and each advisory's
-        // score and vector.
-        let mut verdicts: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
-        let mut scores: HashMap<String, (Option<f64>, String)> = HashMap::new();
-        {
-            let sql = "SELECT m.advisory_id, a.severity, m.status, m.package_id, a.score, a.vector
-                 FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id AND a.withdrawn IS NULL
-                 WHERE (?1 IS NULL OR m.advisory_id = ?1) AND (?2 OR m.status = 'affected')
-                 ORDER BY m.advisory_id";
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let mut collect = |id: Option<&str>| -> Result<()> {
-                let rows = stmt.query_map(params![id, q.include_fixed], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<f64>>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (advisory, severity, status, package, score, vector) = row?;
-                    scores.entry(advisory.clone()).or_insert((score, vector));
-                    verdicts
-                        .entry(package)
-                        .or_default()
-                        .push((advisory, severity, status));
-                }
-                Ok(())
-            };
-            match &q.advisories {
-                None => collect(None)?,
-                Some(ids) => {
-                    for id in ids {
-                        collect(Some(id))?;
-                    }
-                }
-            }
-        }
-        let mut ids: Vec<i64> = verdicts.keys().copied().collect();
-        ids.sort_unstable();
-        let packages = self.packages_by_id(&ids)?;
+    fn verdicts(&self, advisories: Option<&[String]>, include_fixed: bool) -> Result<Vec<Verdict>> {
+        let conn = self.read()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT m.advisory_id, m.package_id, m.status, a.severity, a.score, a.vector
+             FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id AND a.withdrawn IS NULL
+             WHERE (?1 IS NULL OR m.advisory_id = ?1) AND (?2 OR m.status = 'affected')
+             ORDER BY m.advisory_id, m.package_id",
+        )?;
         let mut out = Vec::new();
-        for (package_ids, m) in self.processes_having(&packages, q.window)? {
-            // Per advisory: affected if any contributing package row is.
-            let mut per_advisory: Vec<(String, String, String)> = Vec::new();
-            for id in &package_ids {
-                for (advisory, severity, status) in verdicts.get(id).into_iter().flatten() {
-                    match per_advisory.iter_mut().find(|(a, _, _)| a == advisory) {
-                        Some(v) if status == "affected" => v.2 = status.clone(),
-                        Some(_) => {}
-                        None => {
-                            per_advisory.push((advisory.clone(), severity.clone(), status.clone()))
-                        }
-                    }
-                }
+        let mut collect = |id: Option<&str>| -> Result<()> {
+            let rows = stmt.query_map(params![id, include_fixed], |r| {
+                Ok(Verdict {
+                    advisory_id: r.get(0)?,
+                    package_id: r.get(1)?,
+                    status: r.get(2)?,
+                    severity: r.get(3)?,
+                    score: r.get(4)?,
+                    vector: r.get(5)?,
+                })
+            })?;
+            for row in rows {
+                out.push(row?);
             }
-            per_advisory.sort();
-            for (advisory, severity, status) in per_advisory {
-                let mut f = m.clone();
-                if let Some((score, vector)) = scores.get(&advisory) {
-                    f.score = *score;
-                    f.vector = vector.clone();
+            Ok(())
+        };
+        match advisories {
+            None => collect(None)?,
+            Some(ids) => {
+                for id in ids {
+                    collect(Some(id))?;
                 }
-                f.advisory = advisory;
-                f.severity = severity;
-                f.status = status;
-                out.push(f);
             }
         }
         Ok(out)
     }
 
-    fn put_sbom(&mut self, sbom: &SbomRecord) -> Result<PutOutcome> {
-        let tx = self.conn.transaction()?;
+    fn put_sbom(&self, sbom: &SbomRecord) -> Result<PutOutcome> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
         let stored: Option<(i64, String)> = tx
             .prepare_cached("SELECT id, sha256 FROM sbom WHERE image = ?1")?
             .query_row([&sbom.image], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1726,9 +1719,9 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    fn sboms(&mut self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
-        let mut rows: Vec<(i64, SbomRecord)> = self
-            .conn
+    fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
+        let conn = self.read()?;
+        let mut rows: Vec<(i64, SbomRecord)> = conn
             .prepare_cached(
                 "SELECT id, image, name, sha256, format, syntax, spec_version, tools, components, edges, pushed_ms
                  FROM sbom WHERE ?1 IS NULL OR image = ?1 ORDER BY image",
@@ -1752,7 +1745,7 @@ impl Store for SqliteStore {
                 ))
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(
             "SELECT sc.package_id, sc.ref, sc.chain FROM sbom_component sc WHERE sc.sbom_id = ?1
              ORDER BY sc.package_id, sc.ref",
         )?;
@@ -1764,7 +1757,7 @@ impl Store for SqliteStore {
             );
         }
         drop(stmt);
-        let mut affected = self.conn.prepare_cached(
+        let mut affected = conn.prepare_cached(
             "SELECT m.advisory_id FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id
              WHERE m.package_id = ?1 AND m.status = 'affected' AND a.withdrawn IS NULL
              ORDER BY m.advisory_id",
@@ -1784,7 +1777,7 @@ impl Store for SqliteStore {
         for ((_, rec), comps) in rows.iter_mut().zip(components) {
             let ids: Vec<i64> = comps.iter().map(|c| c.0).collect();
             let packages: HashMap<i64, v1::Package> =
-                self.packages_by_id(&ids)?.into_iter().collect();
+                packages_by_id(&conn, &ids)?.into_iter().collect();
             rec.packages = comps
                 .into_iter()
                 .filter_map(|(id, reference, chain)| {
@@ -1824,7 +1817,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let hosts = store.hosts().unwrap();
         assert_eq!(hosts.len(), 1);
@@ -1882,10 +1875,11 @@ mod tests {
             )
             .unwrap();
         }
-        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let (got_digest, got_id): (String, String) = store
-            .conn
+            .read()
+            .unwrap()
             .query_row(
                 "SELECT image_digest, image_id FROM workload WHERE id = 'container/c1'",
                 [],

@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     sbom::{Component, Sbom, SbomSyntax},
-    service::ECOSYSTEMS,
     store::{DeclaredPackage, SbomRecord},
 };
 
@@ -35,9 +34,7 @@ pub fn image_digest(input: &str) -> Result<String, String> {
 pub fn package(c: &Component) -> Option<v1::Package> {
     let purl = Purl::parse(c.purl.as_deref()?.trim()).ok()?;
     let ty = purl.ty();
-    if !ECOSYSTEMS.contains(&ty) {
-        return None;
-    }
+    crate::ecosystem::Ecosystem::from_purl_type(ty)?;
     let version = purl
         .version()
         .map(str::to_string)

@@ -1,0 +1,180 @@
+//! Advisories: import OSV files (then match, so the answer means the
+//! findings are complete), list and show them, and the findings: every
+//! running process with a package an advisory affects.
+
+use patchgap_proto::v1;
+use tonic::Status;
+use tracing::info;
+
+use super::{blocking, invalid, query::QueryService, query::place_in_workloads};
+use crate::{
+    advisories::records,
+    ecosystem::Ecosystem,
+    fleet::exposure::{self, FindingsQuery, evidence_loaded},
+};
+
+pub(super) async fn import(
+    svc: &QueryService,
+    req: v1::ImportAdvisoriesRequest,
+) -> Result<v1::ImportAdvisoriesResponse, Status> {
+    let started = std::time::Instant::now();
+    let files = req.files;
+    // Parsing is CPU work: off the async workers.
+    let (parsed, errors) = tokio::task::spawn_blocking(move || records::parse_files(&files))
+        .await
+        .map_err(|_| Status::internal("advisory parsing failed"))?;
+    let mut resp = v1::ImportAdvisoriesResponse {
+        errors,
+        ..Default::default()
+    };
+    let ingest = svc.ingest.clone();
+    let (parsed, imported) = blocking(move || {
+        let imported = ingest.import_advisories(&parsed)?;
+        Ok((parsed, imported))
+    })
+    .await?;
+    records::count(&mut resp, &parsed, &imported.outcomes);
+    resp.matches = imported.pass.matches as u32;
+    resp.time_to_scope_ms = started.elapsed().as_millis() as i64;
+    info!(
+        added = resp.added,
+        updated = resp.updated,
+        matches = resp.matches,
+        time_to_scope_ms = resp.time_to_scope_ms,
+        "advisories imported"
+    );
+    Ok(resp)
+}
+
+pub(super) async fn list(
+    svc: &QueryService,
+    req: v1::ListAdvisoriesRequest,
+) -> Result<v1::ListAdvisoriesResponse, Status> {
+    let eco = req.ecosystem;
+    if !eco.is_empty() && Ecosystem::from_purl_type(&eco).is_none() {
+        return Err(invalid(format!(
+            "unknown ecosystem {eco:?}: use one of {}",
+            Ecosystem::list()
+        )));
+    }
+    let list = svc
+        .read(move |s| s.advisories((!eco.is_empty()).then_some(eco.as_str())))
+        .await?;
+    Ok(v1::ListAdvisoriesResponse {
+        advisories: list.iter().map(records::summary).collect(),
+    })
+}
+
+pub(super) async fn get(
+    svc: &QueryService,
+    req: v1::GetAdvisoryRequest,
+) -> Result<v1::GetAdvisoryResponse, Status> {
+    let id = req.id;
+    if id.trim().is_empty() {
+        return Err(invalid(
+            "give an advisory id or alias, such as CVE-2023-23931",
+        ));
+    }
+    let found = svc.read(move |s| s.advisory(&id)).await?;
+    Ok(v1::GetAdvisoryResponse {
+        advisories: found.iter().map(records::summary).collect(),
+        documents: found
+            .iter()
+            .map(|a| String::from_utf8_lossy(&a.data).into_owned())
+            .collect(),
+    })
+}
+
+/// CVSS's qualitative ratings, in order; unknown is below them all.
+fn severity_rank(s: &str) -> u8 {
+    match s.to_ascii_uppercase().as_str() {
+        "LOW" => 1,
+        "MEDIUM" | "MODERATE" => 2,
+        "HIGH" => 3,
+        "CRITICAL" => 4,
+        _ => 0,
+    }
+}
+
+/// What a ListFindings request asks, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListFindings {
+    /// The lowest severity rank shown (0: every one).
+    pub min_severity: u8,
+    /// Only loaded evidence.
+    pub loaded: bool,
+    pub filter: v1::WorkloadFilter,
+}
+
+impl TryFrom<v1::ListFindingsRequest> for ListFindings {
+    type Error = Status;
+
+    fn try_from(req: v1::ListFindingsRequest) -> Result<ListFindings, Status> {
+        let min_severity = match req.severity.trim() {
+            "" => 0,
+            s if severity_rank(s) > 0 => severity_rank(s),
+            s => {
+                return Err(invalid(format!(
+                    "unknown severity {s:?}: use low, medium, high or critical"
+                )));
+            }
+        };
+        Ok(ListFindings {
+            min_severity,
+            loaded: req.loaded,
+            filter: req.filter.unwrap_or_default(),
+        })
+    }
+}
+
+impl ListFindings {
+    pub(super) async fn apply(
+        self,
+        svc: &QueryService,
+    ) -> Result<v1::ListFindingsResponse, Status> {
+        let started = std::time::Instant::now();
+        let min = self.min_severity;
+        let (coverage, _) = svc.hosts().await?;
+        let fleet = svc.workloads().await?;
+        let evaluated = svc
+            .read(|s| s.advisories(None))
+            .await?
+            .iter()
+            .filter(|a| a.withdrawn.is_none() && severity_rank(&a.severity) >= min)
+            .count() as u32;
+        let mut findings = svc
+            .read(|s| exposure::findings(s, &FindingsQuery::default()))
+            .await?;
+        findings.retain(|m| {
+            severity_rank(&m.severity) >= min && (!self.loaded || evidence_loaded(&m.evidence))
+        });
+        place_in_workloads(&mut findings, &fleet, &self.filter);
+        Ok(v1::ListFindingsResponse {
+            coverage: Some(coverage),
+            findings,
+            scope_map_error: fleet.scope_map_error,
+            advisories: evaluated,
+            elapsed_ms: started.elapsed().as_millis() as i64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities() {
+        let parse = |s: &str| {
+            ListFindings::try_from(v1::ListFindingsRequest {
+                severity: s.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(parse("").unwrap().min_severity, 0);
+        assert_eq!(parse("High").unwrap().min_severity, 3);
+        assert_eq!(parse("moderate").unwrap().min_severity, 2);
+        let err = parse("urgent").unwrap_err();
+        assert!(err.message().contains("use low, medium, high or critical"));
+    }
+}

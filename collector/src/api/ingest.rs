@@ -1,0 +1,193 @@
+//! The Ingest service: one bidirectional stream per agent. The first
+//! message must be a Hello; every later one is stored durably (and its new
+//! packages matched) before it is acked, so an ack never lies.
+
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use patchgap_proto::{
+    time::now_ms,
+    v1::{self, agent_message::Body, collector_message, ingest_server::Ingest as IngestApi},
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::blocking;
+use crate::fleet::{coverage, ingest::Ingest};
+
+#[derive(Clone)]
+pub struct IngestService {
+    ingest: Arc<Ingest>,
+    /// Set when the collector shuts down: open streams end, so the server's
+    /// graceful shutdown does not wait forever on agents that never hang up.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// Hosts with a stream open right now.
+    connected: Arc<Mutex<HashSet<String>>>,
+}
+
+impl IngestService {
+    pub fn new(
+        ingest: Arc<Ingest>,
+        connected: Arc<Mutex<HashSet<String>>>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        IngestService {
+            ingest,
+            connected,
+            stopping,
+        }
+    }
+}
+
+type CollectorStream = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, Status>> + Send>>;
+
+/// Removes the host from the connected set when the stream task ends, however
+/// it ends.
+struct ConnectedGuard(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+#[tonic::async_trait]
+impl IngestApi for IngestService {
+    type StreamStream = CollectorStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<CollectorStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        // The first message must be a Hello; answer it before returning the
+        // response stream, so a bad opener is a plain error status.
+        let hello = match inbound.message().await {
+            Ok(Some(v1::AgentMessage {
+                body: Some(Body::Hello(h)),
+                ..
+            })) => h,
+            Ok(Some(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a stream must be a Hello",
+                ));
+            }
+            Ok(None) => {
+                return Err(Status::cancelled(
+                    "the agent closed the stream before its Hello",
+                ));
+            }
+            Err(status) => return Err(inbound_error(status)),
+        };
+        let hello_copy = hello.clone();
+        let ingest = self.ingest.clone();
+        let session = blocking(move || ingest.hello(&hello_copy, now_ms())).await?;
+        let host_name = hello
+            .host
+            .as_ref()
+            .map(|h| h.hostname.clone())
+            .unwrap_or_default();
+        // The same key the store uses: the machine-id, else the hostname.
+        let host_key = hello
+            .host
+            .as_ref()
+            .map(|h| coverage::host_key(h).to_string())
+            .unwrap_or_default();
+        info!(host = %host_name, %peer, session = %hello.session_id, resume_after = session.acked_seq, new = session.new, "agent connected");
+
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = v1::Welcome {
+            acked_seq: session.acked_seq,
+            resync: session.new,
+        };
+        tx.send(Ok(v1::CollectorMessage {
+            body: Some(collector_message::Body::Welcome(welcome)),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("agent went away"))?;
+
+        let ingest = self.ingest.clone();
+        let mut stopping = self.stopping.clone();
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host_key.clone());
+        let guard = ConnectedGuard(self.connected.clone(), host_key);
+        tokio::spawn(async move {
+            let _guard = guard;
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = stopping.wait_for(|s| *s) => break,
+                };
+                let msg = match next {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let status = inbound_error(status);
+                        warn!(host = %host_name, code = ?status.code(), message = status.message(), "rejected agent message");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                let seq = msg.seq;
+                if seq == 0 || matches!(msg.body, Some(Body::Hello(_)) | None) {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(
+                            "after the Hello, every message needs a body and a sequence number above 0",
+                        )))
+                        .await;
+                    break;
+                }
+                // Stored, then its new packages matched, before the ack
+                // (the ack does not wait on a failed pass; see `Ingest`).
+                let ingest = ingest.clone();
+                let applied = blocking(move || ingest.apply(&session, &msg, now_ms())).await;
+                match applied {
+                    // Committed: only now may the agent forget it.
+                    Ok(()) => {
+                        let ack = v1::CollectorMessage {
+                            body: Some(collector_message::Body::Ack(v1::Ack { seq })),
+                        };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+            info!(host = %host_name, "agent stream ended");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// An error while reading the agent's stream: tonic reports a message over
+/// the size limit as OutOfRange/ResourceExhausted and undecodable bytes as
+/// Internal. Both are the agent's fault, so say so plainly.
+fn inbound_error(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+            Status::resource_exhausted(format!("agent message rejected: {}", status.message()))
+        }
+        tonic::Code::Internal | tonic::Code::InvalidArgument | tonic::Code::DataLoss => {
+            Status::invalid_argument(format!("malformed agent message: {}", status.message()))
+        }
+        _ => status,
+    }
+}

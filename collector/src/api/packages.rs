@@ -1,0 +1,340 @@
+//! FindPackage: who has a package (by name, constraint or purl) or is
+//! exposed to an advisory, now or in a time window. The request is parsed
+//! and validated into [`FindPackage`] without any I/O; `apply` asks the
+//! domain.
+
+use patchgap_proto::{purl::Purl, v1};
+use tonic::Status;
+
+use super::{invalid, query::QueryService, query::place_in_workloads};
+use crate::{
+    advisories::version::{Constraint, parse_query},
+    ecosystem::{Ecosystem, purl_order},
+    fleet::exposure::{self, FindingsQuery, PackageQuery, evidence_loaded},
+};
+
+/// What a FindPackage request asks, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindPackage {
+    /// The query as echoed back: `name@constraint` or `advisory ID`.
+    pub query: String,
+    pub target: Target,
+    /// Only packages of this ecosystem.
+    pub ecosystem: Option<Ecosystem>,
+    /// `loaded`, `installed` or `declared`.
+    pub evidence: Option<String>,
+    /// (since, until) ms; None: running processes.
+    pub window: Option<(i64, i64)>,
+    pub filter: v1::WorkloadFilter,
+}
+
+/// A package (with an optional version constraint and Maven group) or an
+/// advisory id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Package {
+        name: String,
+        constraint: Option<Constraint>,
+        /// A Maven groupId from a purl.
+        source: Option<String>,
+    },
+    Advisory(String),
+}
+
+impl TryFrom<v1::FindPackageRequest> for FindPackage {
+    type Error = Status;
+
+    fn try_from(mut req: v1::FindPackageRequest) -> Result<FindPackage, Status> {
+        // A purl names the ecosystem, the package and an exact version.
+        let mut source = None;
+        if req.name.trim_start().starts_with("pkg:") {
+            let purl = Purl::parse(req.name.trim())
+                .map_err(|e| invalid(format!("bad purl {:?}: {e}", req.name)))?;
+            let eco = purl.ty().to_string();
+            if Ecosystem::from_purl_type(&eco).is_none() {
+                return Err(invalid(format!(
+                    "purl type {eco:?} is not one patchgap inventories: use one of {}",
+                    Ecosystem::list()
+                )));
+            }
+            if !req.ecosystem.is_empty() && req.ecosystem != eco {
+                return Err(invalid(format!(
+                    "the purl says {eco}, --ecosystem says {}",
+                    req.ecosystem
+                )));
+            }
+            if let Some(v) = purl.version() {
+                if !req.constraint.is_empty() {
+                    return Err(invalid(
+                        "give the version in the purl or as a constraint, not both",
+                    ));
+                }
+                req.constraint = v.to_string();
+            }
+            req.name = match (eco.as_str(), purl.namespace()) {
+                // Their names include the namespace.
+                ("npm" | "golang", Some(ns)) => format!("{ns}/{}", purl.name()),
+                // The groupId is stored as the source.
+                ("maven", Some(ns)) => {
+                    source = Some(ns.to_string());
+                    purl.name().to_string()
+                }
+                // deb, rpm, apk: the namespace is the distribution.
+                _ => purl.name().to_string(),
+            };
+            req.ecosystem = eco;
+        }
+        let advisory = req.advisory.trim().to_string();
+        if !advisory.is_empty() && (!req.name.is_empty() || !req.constraint.is_empty()) {
+            return Err(invalid("give a package or an advisory, not both"));
+        }
+        let (query, target) = if advisory.is_empty() {
+            let spec = if req.constraint.is_empty() {
+                req.name.clone()
+            } else {
+                format!("{}@{}", req.name, req.constraint)
+            };
+            let (name, constraint) = parse_query(&spec).map_err(|e| invalid(e.to_string()))?;
+            let query = match &constraint {
+                Some(c) => format!("{name}@{c}"),
+                None => name.clone(),
+            };
+            (
+                query,
+                Target::Package {
+                    name,
+                    constraint,
+                    source,
+                },
+            )
+        } else {
+            (format!("advisory {advisory}"), Target::Advisory(advisory))
+        };
+        if req.since_ms < 0 || req.until_ms < 0 || (req.until_ms > 0 && req.until_ms < req.since_ms)
+        {
+            return Err(invalid("the time window needs 0 <= since <= until"));
+        }
+        let until = if req.until_ms > 0 {
+            req.until_ms
+        } else {
+            i64::MAX
+        };
+        let window = (req.since_ms > 0 || req.until_ms > 0).then_some((req.since_ms, until));
+        let ecosystem = match req.ecosystem.trim() {
+            "" => None,
+            e => Some(Ecosystem::from_purl_type(e).ok_or_else(|| {
+                invalid(format!(
+                    "unknown ecosystem {e:?}: use one of {}",
+                    Ecosystem::list()
+                ))
+            })?),
+        };
+        let evidence = match req.evidence.trim() {
+            "" => None,
+            e @ ("loaded" | "installed" | "declared") => Some(e.to_string()),
+            e => {
+                return Err(invalid(format!(
+                    "unknown evidence {e:?}: use loaded, installed or declared"
+                )));
+            }
+        };
+        Ok(FindPackage {
+            query,
+            target,
+            ecosystem,
+            evidence,
+            window,
+            filter: req.filter.unwrap_or_default(),
+        })
+    }
+}
+
+impl FindPackage {
+    pub(super) async fn apply(self, svc: &QueryService) -> Result<v1::FindPackageResponse, Status> {
+        let (coverage, _) = svc.hosts().await?;
+        let fleet = svc.workloads().await?;
+        let FindPackage {
+            query,
+            target,
+            ecosystem,
+            evidence,
+            window,
+            filter,
+        } = self;
+        let mut matches = match target {
+            Target::Package {
+                name,
+                constraint,
+                source,
+            } => {
+                svc.read(move |s| {
+                    exposure::find_package(
+                        s,
+                        &PackageQuery {
+                            name: &name,
+                            ecosystem: ecosystem.map(Ecosystem::purl_type),
+                            source: source.as_deref(),
+                            // Each package's version in its own ecosystem's order.
+                            version_ok: &|eco, v| {
+                                constraint
+                                    .as_ref()
+                                    .is_none_or(|c| c.matches_in(v, purl_order(eco)))
+                            },
+                            window,
+                        },
+                    )
+                })
+                .await?
+            }
+            Target::Advisory(id) => exposed_to(svc, id, ecosystem, window).await?,
+        };
+        if let Some(wanted) = evidence {
+            matches.retain(|m| match wanted.as_str() {
+                "loaded" => evidence_loaded(&m.evidence),
+                other => m.evidence == other,
+            });
+        }
+        place_in_workloads(&mut matches, &fleet, &filter);
+        Ok(v1::FindPackageResponse {
+            query,
+            coverage: Some(coverage),
+            matches,
+            scope_map_error: fleet.scope_map_error,
+        })
+    }
+}
+
+/// The processes that have a package and version an advisory (by id or
+/// alias) affects, from the matcher's stored verdicts: fixed-by-distro
+/// ones included, with their status. Withdrawn advisories expose nothing.
+async fn exposed_to(
+    svc: &QueryService,
+    id: String,
+    ecosystem: Option<Ecosystem>,
+    window: Option<(i64, i64)>,
+) -> Result<Vec<v1::Match>, Status> {
+    let wanted = id.clone();
+    let found = svc.read(move |s| s.advisory(&wanted)).await?;
+    if found.is_empty() {
+        return Err(Status::not_found(format!(
+            "no advisory is known as {id}: import it with `patchgap advisories import`"
+        )));
+    }
+    let ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
+    let mut matches = svc
+        .read(move |s| {
+            exposure::findings(
+                s,
+                &FindingsQuery {
+                    advisories: Some(ids),
+                    window,
+                    include_fixed: true,
+                },
+            )
+        })
+        .await?;
+    if let Some(e) = ecosystem {
+        matches.retain(|m| {
+            m.package
+                .as_ref()
+                .is_some_and(|p| p.ecosystem == e.purl_type())
+        });
+    }
+    Ok(exposure::one_per_package(matches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(req: v1::FindPackageRequest) -> Result<FindPackage, String> {
+        FindPackage::try_from(req).map_err(|s| s.message().to_string())
+    }
+
+    #[test]
+    fn a_purl_names_ecosystem_group_and_version() {
+        let q = parse(v1::FindPackageRequest {
+            name: "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(q.ecosystem, Some(Ecosystem::Maven));
+        assert_eq!(q.query, "log4j-core@=2.14.1");
+        match q.target {
+            Target::Package { name, source, .. } => {
+                assert_eq!(name, "log4j-core");
+                assert_eq!(source.as_deref(), Some("org.apache.logging.log4j"));
+            }
+            t => panic!("{t:?}"),
+        }
+        let npm = parse(v1::FindPackageRequest {
+            name: "pkg:npm/%40babel/core".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(npm.target, Target::Package { ref name, .. } if name == "@babel/core"));
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        let cases = [
+            (
+                v1::FindPackageRequest {
+                    name: "pkg:nuget/Foo@1".into(),
+                    ..Default::default()
+                },
+                "not one patchgap inventories",
+            ),
+            (
+                v1::FindPackageRequest {
+                    name: "libc6".into(),
+                    advisory: "CVE-1".into(),
+                    ..Default::default()
+                },
+                "not both",
+            ),
+            (
+                v1::FindPackageRequest {
+                    name: "libc6".into(),
+                    ecosystem: "nuget".into(),
+                    ..Default::default()
+                },
+                "unknown ecosystem \"nuget\": use one of deb, rpm, apk, pypi, npm, maven, golang, cargo",
+            ),
+            (
+                v1::FindPackageRequest {
+                    name: "libc6".into(),
+                    since_ms: 10,
+                    until_ms: 5,
+                    ..Default::default()
+                },
+                "0 <= since <= until",
+            ),
+            (
+                v1::FindPackageRequest {
+                    name: "libc6".into(),
+                    evidence: "smelled".into(),
+                    ..Default::default()
+                },
+                "unknown evidence",
+            ),
+        ];
+        for (req, want) in cases {
+            let err = parse(req.clone()).unwrap_err();
+            assert!(err.contains(want), "{req:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_window_without_an_end_is_open() {
+        let q = parse(v1::FindPackageRequest {
+            advisory: " CVE-2023-23931 ".into(),
+            since_ms: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(q.target, Target::Advisory("CVE-2023-23931".into()));
+        assert_eq!(q.window, Some((1000, i64::MAX)));
+        assert_eq!(q.query, "advisory CVE-2023-23931");
+    }
+}

@@ -1,0 +1,128 @@
+//! Coverage: which hosts an answer covers, which are fresh or stale, where
+//! eBPF is on and how many events were lost. Every answer carries it, so
+//! "not found" is never confused with "not observed".
+
+use std::{collections::HashSet, time::Duration};
+
+use patchgap_proto::v1;
+
+use crate::store::HostRow;
+
+/// The hosts as responders see them and the coverage they give, at `now`.
+/// A host is fresh when it reported within `fresh_after` and has sent a
+/// full scan; `connected` holds the keys (machine-id, else hostname) of
+/// hosts with a stream open.
+pub fn summarize(
+    rows: Vec<HostRow>,
+    connected: &HashSet<String>,
+    fresh_after: Duration,
+    now_ms: i64,
+) -> (v1::Coverage, Vec<v1::HostSummary>) {
+    let mut coverage = v1::Coverage {
+        generated_at_ms: now_ms,
+        ..Default::default()
+    };
+    let hosts = rows
+        .into_iter()
+        .map(|h| {
+            let fresh = now_ms - h.last_seen_ms <= fresh_after.as_millis() as i64
+                && h.last_full_scan_ms > 0;
+            coverage.hosts_total += 1;
+            if fresh {
+                coverage.hosts_fresh += 1;
+                let scanned = h.last_scan.scanned_at_ms.max(h.last_full_scan_ms);
+                if coverage.oldest_scan_ms == 0 || scanned < coverage.oldest_scan_ms {
+                    coverage.oldest_scan_ms = scanned;
+                }
+            } else {
+                coverage.hosts_stale += 1;
+            }
+            if !h.capabilities.ebpf {
+                coverage.hosts_scan_only += 1;
+            }
+            coverage.hosts.push(v1::HostCoverage {
+                host: h.identity.hostname.clone(),
+                fresh,
+                ebpf: h.capabilities.ebpf,
+                ebpf_reason: h.capabilities.ebpf_reason.clone(),
+                events_lost: h.sense.lost_kernel + h.sense.lost_user,
+            });
+            v1::HostSummary {
+                connected: connected.contains(host_key(&h.identity)),
+                identity: Some(h.identity),
+                agent_version: h.agent_version,
+                capabilities: Some(h.capabilities),
+                last_seen_ms: h.last_seen_ms,
+                last_full_scan_ms: h.last_full_scan_ms,
+                fresh,
+                processes_running: h.processes_running,
+                last_scan: Some(h.last_scan),
+            }
+        })
+        .collect();
+    (coverage, hosts)
+}
+
+/// The key a host is known by, as the store keys it: the machine-id, else
+/// the hostname.
+pub fn host_key(id: &v1::HostIdentity) -> &str {
+    if id.host_id.is_empty() {
+        &id.hostname
+    } else {
+        &id.host_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, last_seen_ms: i64, full_scan_ms: i64, ebpf: bool) -> HostRow {
+        HostRow {
+            identity: v1::HostIdentity {
+                hostname: name.into(),
+                host_id: format!("id-{name}"),
+                ..Default::default()
+            },
+            agent_version: "0".into(),
+            capabilities: v1::Capabilities {
+                ebpf,
+                ..Default::default()
+            },
+            last_seen_ms,
+            last_full_scan_ms: full_scan_ms,
+            processes_running: 1,
+            last_scan: Default::default(),
+            sense: v1::SenseStats {
+                lost_kernel: 2,
+                lost_user: 3,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn fresh_needs_a_recent_report_and_a_full_scan() {
+        let now = 1_000_000;
+        let connected: HashSet<String> = ["id-a".to_string()].into();
+        let (c, hosts) = summarize(
+            vec![
+                row("a", now - 1_000, now - 5_000, true),
+                row("b", now - 100_000, now - 100_000, false),
+                row("c", now, 0, true),
+            ],
+            &connected,
+            Duration::from_secs(90),
+            now,
+        );
+        assert_eq!((c.hosts_total, c.hosts_fresh, c.hosts_stale), (3, 1, 2));
+        assert_eq!(c.hosts_scan_only, 1);
+        assert_eq!(c.oldest_scan_ms, now - 5_000);
+        assert_eq!(c.hosts[0].events_lost, 5);
+        assert!(hosts[0].connected && !hosts[1].connected);
+        assert_eq!(
+            hosts.iter().map(|h| h.fresh).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! Scope: the runtime truth as it comes in and as responders read it.
+//! `ingest` is every write path (store, then match), `exposure` turns the
+//! store's evidence into matches, `workloads` folds host instances into
+//! fleet workloads, `scope` is the operator's data-scope mapping.
+//!
+//! **Invariant:** this layer knows the store's trait, never a backend nor
+//! gRPC.
+
+pub mod coverage;
+pub mod exposure;
+pub mod ingest;
+pub mod scope;
+pub mod workloads;
