@@ -29,33 +29,36 @@ pub enum Ecosystem {
 }
 
 /// OSV ecosystem names (the text before the first ':'), the version order
-/// each one's ranges use, and the ecosystem of the packages it names, if
-/// patchgap inventories them. An entry with an order but no ecosystem is
-/// parsed and compared but names nothing the agent can find.
-const OSV: &[(&str, Order, Option<Ecosystem>)] = &[
-    ("AlmaLinux", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("Alpine", Order::Apk, Some(Ecosystem::Apk)),
-    ("Azure Linux", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("Bitnami", Order::SemVer, None),
-    ("Chainguard", Order::Apk, Some(Ecosystem::Apk)),
-    ("crates.io", Order::SemVer, Some(Ecosystem::Cargo)),
-    ("Debian", Order::Dpkg, Some(Ecosystem::Deb)),
-    ("Go", Order::SemVer, Some(Ecosystem::Golang)),
-    ("Hex", Order::SemVer, None),
-    ("Mageia", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("Maven", Order::Maven, Some(Ecosystem::Maven)),
-    ("MinimOS", Order::Apk, Some(Ecosystem::Apk)),
-    ("npm", Order::SemVer, Some(Ecosystem::Npm)),
-    ("openEuler", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("openSUSE", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("Photon OS", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("PyPI", Order::Pep440, Some(Ecosystem::Pypi)),
-    ("Red Hat", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("Rocky Linux", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("SUSE", Order::Rpm, Some(Ecosystem::Rpm)),
-    ("SwiftURL", Order::SemVer, None),
-    ("Ubuntu", Order::Dpkg, Some(Ecosystem::Deb)),
-    ("Wolfi", Order::Apk, Some(Ecosystem::Apk)),
+/// each one's ranges use, the ecosystem of the packages it names if
+/// patchgap inventories them, and for an operating system the os-release
+/// `ID`s its packages' purls carry as their namespace (the agent names a
+/// distro package `pkg:rpm/<ID>/…`). An entry with an order but no
+/// ecosystem is parsed and compared but names nothing the agent can find.
+#[rustfmt::skip]
+const OSV: &[(&str, Order, Option<Ecosystem>, &[&str])] = &[
+    ("AlmaLinux", Order::Rpm, Some(Ecosystem::Rpm), &["almalinux"]),
+    ("Alpine", Order::Apk, Some(Ecosystem::Apk), &["alpine"]),
+    ("Azure Linux", Order::Rpm, Some(Ecosystem::Rpm), &["azurelinux", "mariner"]),
+    ("Bitnami", Order::SemVer, None, &[]),
+    ("Chainguard", Order::Apk, Some(Ecosystem::Apk), &["chainguard"]),
+    ("crates.io", Order::SemVer, Some(Ecosystem::Cargo), &[]),
+    ("Debian", Order::Dpkg, Some(Ecosystem::Deb), &["debian"]),
+    ("Go", Order::SemVer, Some(Ecosystem::Golang), &[]),
+    ("Hex", Order::SemVer, None, &[]),
+    ("Mageia", Order::Rpm, Some(Ecosystem::Rpm), &["mageia"]),
+    ("Maven", Order::Maven, Some(Ecosystem::Maven), &[]),
+    ("MinimOS", Order::Apk, Some(Ecosystem::Apk), &["minimos"]),
+    ("npm", Order::SemVer, Some(Ecosystem::Npm), &[]),
+    ("openEuler", Order::Rpm, Some(Ecosystem::Rpm), &["openeuler"]),
+    ("openSUSE", Order::Rpm, Some(Ecosystem::Rpm), &["opensuse", "opensuse-leap", "opensuse-tumbleweed"]),
+    ("Photon OS", Order::Rpm, Some(Ecosystem::Rpm), &["photon"]),
+    ("PyPI", Order::Pep440, Some(Ecosystem::Pypi), &[]),
+    ("Red Hat", Order::Rpm, Some(Ecosystem::Rpm), &["rhel", "redhat"]),
+    ("Rocky Linux", Order::Rpm, Some(Ecosystem::Rpm), &["rocky"]),
+    ("SUSE", Order::Rpm, Some(Ecosystem::Rpm), &["sles", "sled", "sles_sap", "suse"]),
+    ("SwiftURL", Order::SemVer, None, &[]),
+    ("Ubuntu", Order::Dpkg, Some(Ecosystem::Deb), &["ubuntu"]),
+    ("Wolfi", Order::Apk, Some(Ecosystem::Apk), &["wolfi"]),
 ];
 
 /// The text of an OSV ecosystem before the first ':' (`Debian:12` is
@@ -104,7 +107,7 @@ impl Ecosystem {
     /// case-sensitive.
     pub fn from_osv(name: &str) -> Option<Ecosystem> {
         let base = osv_base(name);
-        OSV.iter().find(|(n, _, _)| *n == base).and_then(|e| e.2)
+        OSV.iter().find(|e| e.0 == base).and_then(|e| e.2)
     }
 
     /// Packages of an operating system's package manager: their advisories
@@ -152,7 +155,14 @@ impl std::fmt::Display for Ecosystem {
 /// here (NuGet, RubyGems, Packagist).
 pub fn osv_order(name: &str) -> Option<Order> {
     let base = osv_base(name);
-    OSV.iter().find(|(n, _, _)| *n == base).map(|e| e.1)
+    OSV.iter().find(|e| e.0 == base).map(|e| e.1)
+}
+
+/// The purl namespaces (os-release `ID`s) of an OSV operating-system
+/// ecosystem's packages; empty for a language ecosystem or an unknown one.
+pub fn osv_namespaces(name: &str) -> &'static [&'static str] {
+    let base = osv_base(name);
+    OSV.iter().find(|e| e.0 == base).map_or(&[], |e| e.3)
 }
 
 /// The version order of a package's ecosystem (a purl type); an unknown
@@ -178,11 +188,12 @@ mod tests {
     /// but no purl type, so their advisories matched nothing.
     #[test]
     fn every_osv_ecosystem_with_an_os_order_names_an_os_ecosystem() {
-        for (name, order, eco) in OSV {
+        for (name, order, eco, namespaces) in OSV {
             if matches!(order, Order::Dpkg | Order::Rpm | Order::Apk) {
                 let eco = eco.unwrap_or_else(|| panic!("{name} has no ecosystem"));
                 assert!(eco.is_os(), "{name}");
                 assert_eq!(eco.order(), *order, "{name}");
+                assert!(!namespaces.is_empty(), "{name} names no os-release ID");
             }
         }
         assert_eq!(Ecosystem::from_osv("Azure Linux:3"), Some(Ecosystem::Rpm));
@@ -192,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_inventoried_ecosystem_uses_its_own_order_in_osv() {
-        for (name, order, eco) in OSV {
+        for (name, order, eco, _) in OSV {
             if let Some(eco) = eco {
                 assert_eq!(eco.order(), *order, "{name}");
             }

@@ -462,3 +462,59 @@ async fn sent_but_unacked_delta_is_resent_after_sigkill() {
     within("the agent to shut down", t.agent.shutdown()).await;
     drop((child, t.collector));
 }
+
+/// Regression: a store error at start printed "database error" and lost
+/// SQLite's cause ("matching stored packages: database error"). The
+/// binary must name the cause, so an operator can act on it.
+#[test]
+fn a_failing_start_names_the_database_cause() {
+    use patchgap_collector::{
+        SqliteStore, Store,
+        store::{DeclaredPackage, SbomRecord},
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // A package stored but never matched, and the advisory index gone:
+        // the start-up matching pass must fail on it.
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store
+            .put_sbom(&SbomRecord {
+                image: format!("sha256:{}", "2".repeat(64)),
+                sha256: "x".into(),
+                packages: vec![DeclaredPackage {
+                    package: v1::Package {
+                        ecosystem: "pypi".into(),
+                        name: "requests".into(),
+                        version: "2.0.0".into(),
+                        purl: "pkg:pypi/requests@2.0.0".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .expect("put_sbom");
+    }
+    rusqlite_drop_table(&dir.path().join("patchgap.db"), "advisory_package");
+    let out = Command::new(env!("CARGO_BIN_EXE_patchgap-collector"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run patchgap-collector");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("matching stored packages"), "{stderr}");
+    assert!(
+        stderr.contains("no such table: advisory_package"),
+        "the SQLite cause is printed: {stderr}"
+    );
+}
+
+/// Drops a table with the sqlite3 library the collector links (through a
+/// second connection, as an operator's mistake or a damaged file would).
+fn rusqlite_drop_table(db: &Path, table: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open the db file");
+    conn.execute_batch(&format!("DROP TABLE {table}"))
+        .expect("drop table");
+}

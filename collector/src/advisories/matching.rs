@@ -335,6 +335,78 @@ mod tests {
         }
     }
 
+    /// Regression: Azure Linux, Photon OS and MinimOS had a version order
+    /// but no purl type, and rpm namespaces are os-release IDs (rocky, not
+    /// "rocky linux"), so these distributions' advisories matched nothing.
+    #[test]
+    fn os_advisories_match_their_distributions_packages() {
+        let cases = [
+            (
+                "Azure Linux:3",
+                "rpm",
+                "azurelinux",
+                "3.0",
+                "3.3.2-1.azl3",
+                "3.3.2-2.azl3",
+            ),
+            (
+                "Photon OS:5",
+                "rpm",
+                "photon",
+                "5.0",
+                "3.0.9-1.ph5",
+                "3.0.9-2.ph5",
+            ),
+            (
+                "Rocky Linux:9",
+                "rpm",
+                "rocky",
+                "9.3",
+                "3.0.7-24.el9",
+                "3.0.7-25.el9",
+            ),
+            ("MinimOS", "apk", "minimos", "", "3.3.2-r0", "3.3.2-r1"),
+        ];
+        for (osv, ty, id, release, installed, fixed) in cases {
+            let s = SqliteStore::in_memory().unwrap();
+            let distro = if release.is_empty() {
+                String::new()
+            } else {
+                format!("&distro={id}-{release}")
+            };
+            let package = v1::Package {
+                ecosystem: ty.into(),
+                name: "openssl".into(),
+                source: "openssl".into(),
+                version: installed.into(),
+                arch: "x86_64".into(),
+                purl: format!("pkg:{ty}/{id}/openssl@{installed}?arch=x86_64{distro}"),
+                ..Default::default()
+            };
+            s.put_sbom(&SbomRecord {
+                image: format!("sha256:{}", "1".repeat(64)),
+                sha256: "x".into(),
+                packages: vec![DeclaredPackage {
+                    package,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .unwrap();
+            refresh(&s, &MatchScope::Unmatched).unwrap();
+            let doc = serde_json::json!({
+                "id": format!("TEST-{id}"),
+                "modified": "2024-01-01T00:00:00Z",
+                "affected": [{
+                    "package": {"ecosystem": osv, "name": "openssl"},
+                    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+                }],
+            });
+            let pass = import(&s, &[(format!("{id}.json"), doc.to_string().into_bytes())]);
+            assert_eq!(pass.matches, 1, "{osv}");
+        }
+    }
+
     #[test]
     fn the_changelog_proves_a_backport_when_the_distro_has_no_advisory() {
         let s = store(true);

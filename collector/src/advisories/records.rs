@@ -215,7 +215,11 @@ pub fn distro_matches(purl: &str, osv_ecosystem: &str) -> bool {
         return false;
     };
     let namespace = rest.split('/').next().unwrap_or("");
-    if namespace != base {
+    // The agent names a distro package by its root's os-release ID
+    // (`pkg:rpm/rhel/…`, `pkg:rpm/rocky/…`), which is not OSV's name for
+    // the distribution ("Red Hat", "Rocky Linux").
+    let namespaces = crate::ecosystem::osv_namespaces(osv_ecosystem);
+    if !(namespaces.contains(&namespace) || namespace == base) {
         return false;
     }
     if release.is_empty() {
@@ -337,6 +341,15 @@ mod tests {
         assert!(!distro_matches(trivy, "Debian:1"));
         let jammy = "pkg:deb/ubuntu/libc6@2.35?arch=amd64&distro=ubuntu-22.04";
         assert!(distro_matches(jammy, "Ubuntu:22.04:LTS"));
+        // Regression: the namespace is the os-release ID, not OSV's name.
+        let rocky = "pkg:rpm/rocky/openssl@3.0.7-24.el9?arch=x86_64&distro=rocky-9.3";
+        assert!(distro_matches(rocky, "Rocky Linux:9"));
+        assert!(!distro_matches(rocky, "Rocky Linux:8"));
+        assert!(!distro_matches(rocky, "AlmaLinux:9"));
+        let azl = "pkg:rpm/azurelinux/openssl@3.3.2-1.azl3?arch=x86_64&distro=azurelinux-3.0";
+        assert!(distro_matches(azl, "Azure Linux:3"));
+        let photon = "pkg:rpm/photon/openssl@3.0.9-1.ph5?arch=x86_64&distro=photon-5.0";
+        assert!(distro_matches(photon, "Photon OS:5"));
         assert_eq!(
             lookup_name("Maven", "org.apache.logging.log4j:log4j-core"),
             (

@@ -1,0 +1,276 @@
+//! Queries while a large snapshot commits: the p50 and p99 of FindPackage
+//! (over gRPC, against a real collector with its SQLite store on disk)
+//! while an agent's 1,000-process snapshots commit back to back, next to
+//! the same query on an idle store, in one run.
+//!
+//! Two stores are measured the same way:
+//! - `one lock`: every store call behind one mutex, as the collector was
+//!   before the store took `&self` (`Arc<Mutex<Box<dyn Store>>>`);
+//! - `pooled`: the store as it is, reads on pooled WAL readers beside the
+//!   writer.
+//!
+//! The snapshot is this host's real inventory (a scan), its processes
+//! repeated under other pids up to 1,000.
+//!
+//! usage: cargo bench -p patchgap-tests --bench commit   (PATCHGAP_BENCH_SECONDS, default 10)
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use patchgap_collector::{
+    CollectorConfig, SqliteStore, Store,
+    store::{
+        AdvisoryMatch, AdvisoryRecord, Candidates, Evidence, HostRow, MatchScope, PackageName,
+        PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
+    },
+};
+use patchgap_proto::v1::{self, agent_message::Body};
+
+const PROCESSES: usize = 1000;
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("PATCHGAP_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut inv = patchgap_agent::Scanner::new(Default::default()).scan();
+    let real = inv.processes.clone();
+    let mut pid = 4_000_000;
+    while inv.processes.len() < PROCESSES {
+        for p in &real {
+            if inv.processes.len() == PROCESSES {
+                break;
+            }
+            let mut p = p.clone();
+            p.key.pid = pid;
+            pid += 1;
+            inv.processes.push(p);
+        }
+    }
+    inv.processes.truncate(PROCESSES);
+    println!(
+        "commit bench: {} processes per snapshot ({} real), {seconds} s per phase",
+        inv.processes.len(),
+        real.len()
+    );
+    for mode in [Mode::OneLock, Mode::Pooled] {
+        let r = measure(&inv, mode, Duration::from_secs(seconds)).await;
+        println!(
+            "{:>8}: FindPackage idle p50 {:.1} ms p99 {:.1} ms ({} queries); during commits p50 {:.1} ms p99 {:.1} ms ({} queries, {} snapshots committed, {:.0} ms each p50); p99 ratio during/idle {:.1}x",
+            mode.name(),
+            r.idle.0,
+            r.idle.1,
+            r.idle.2,
+            r.busy.0,
+            r.busy.1,
+            r.busy.2,
+            r.commits,
+            r.commit_p50_ms,
+            r.busy.1 / r.idle.1.max(0.001),
+        );
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    OneLock,
+    Pooled,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::OneLock => "one lock",
+            Mode::Pooled => "pooled",
+        }
+    }
+}
+
+struct Measured {
+    /// p50 ms, p99 ms, count.
+    idle: (f64, f64, usize),
+    busy: (f64, f64, usize),
+    commits: usize,
+    commit_p50_ms: f64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64, usize) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99), v.len())
+}
+
+async fn measure(inv: &patchgap_agent::model::Inventory, mode: Mode, phase: Duration) -> Measured {
+    let data = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(data.path()).unwrap();
+    let store: Arc<dyn Store> = match mode {
+        Mode::OneLock => Arc::new(OneLock(Mutex::new(sqlite))),
+        Mode::Pooled => Arc::new(sqlite),
+    };
+    let now = inv.scanned_at_ms;
+    let session = store
+        .hello(
+            &v1::Hello {
+                host: Some(patchgap_agent::wire::host(&inv.host)),
+                agent_version: "bench".into(),
+                capabilities: Some(Default::default()),
+                session_id: "bench".into(),
+            },
+            now,
+        )
+        .unwrap();
+    let mut seq = 0u64;
+    let mut commit = |store: &dyn Store, n: usize| {
+        let parts = patchgap_agent::wire::snapshot_parts(inv, &format!("snap-{n}"), 4 << 20);
+        for part in parts {
+            seq += 1;
+            let msg = v1::AgentMessage {
+                seq,
+                body: Some(Body::Snapshot(part)),
+            };
+            store.apply(&session, &msg, now).unwrap();
+        }
+    };
+    commit(store.as_ref(), 0);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = CollectorConfig {
+        data_dir: data.path().to_path_buf(),
+        ..Default::default()
+    };
+    let server = tokio::spawn(patchgap_collector::serve(
+        config,
+        store.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut client = v1::query_client::QueryClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_decoding_message_size(1 << 30);
+    let query = v1::FindPackageRequest {
+        name: "libc6".into(),
+        ..Default::default()
+    };
+    let mut run = async |until: Instant| {
+        let mut lat = Vec::new();
+        while Instant::now() < until {
+            let t = Instant::now();
+            let r = client
+                .find_package(query.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!r.matches.is_empty(), "libc6 is mapped by every process");
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat
+    };
+    let idle = run(Instant::now() + phase).await;
+
+    // The writer: full snapshots back to back, on its own thread.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let store = store.clone();
+        let writing = writing.clone();
+        let mut commit = commit;
+        std::thread::spawn(move || {
+            let mut times = Vec::new();
+            let mut n = 1;
+            while writing.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                commit(store.as_ref(), n);
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                n += 1;
+            }
+            times
+        })
+    };
+    let busy = run(Instant::now() + phase).await;
+    writing.store(false, Ordering::Relaxed);
+    let commits = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    let _ = stop.send(());
+    let _ = server.await;
+    let commit_p50_ms = percentiles(commits.clone()).0;
+    Measured {
+        idle: percentiles(idle),
+        busy: percentiles(busy),
+        commits: commits.len(),
+        commit_p50_ms,
+    }
+}
+
+/// Every call behind one lock: the store as the collector held it before.
+struct OneLock(Mutex<SqliteStore>);
+
+impl OneLock {
+    fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> T) -> T {
+        f(&self.0.lock().unwrap())
+    }
+}
+
+impl Store for OneLock {
+    fn hello(&self, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
+        self.with(|s| s.hello(hello, now_ms))
+    }
+    fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
+        self.with(|s| s.apply(session, msg, now_ms))
+    }
+    fn hosts(&self) -> Result<Vec<HostRow>> {
+        self.with(|s| s.hosts())
+    }
+    fn packages_named(&self, name: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
+        self.with(|s| s.packages_named(name))
+    }
+    fn packages_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
+        self.with(|s| s.packages_by_id(ids))
+    }
+    fn evidence(&self, ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>> {
+        self.with(|s| s.evidence(ids, window))
+    }
+    fn connections(&self, host: Option<&str>, since: i64) -> Result<Vec<v1::ConnectionSummary>> {
+        self.with(|s| s.connections(host, since))
+    }
+    fn workloads(&self) -> Result<Vec<WorkloadRow>> {
+        self.with(|s| s.workloads())
+    }
+    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
+        self.with(|s| s.processes(host))
+    }
+    fn put_advisories(&self, a: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
+        self.with(|s| s.put_advisories(a))
+    }
+    fn advisory(&self, id: &str) -> Result<Vec<AdvisoryRecord>> {
+        self.with(|s| s.advisory(id))
+    }
+    fn advisories(&self, eco: Option<&str>) -> Result<Vec<AdvisoryRecord>> {
+        self.with(|s| s.advisories(eco))
+    }
+    fn match_candidates(&self, scope: &MatchScope) -> Result<Candidates> {
+        self.with(|s| s.match_candidates(scope))
+    }
+    fn put_matches(&self, scope: &MatchScope, m: &[AdvisoryMatch]) -> Result<()> {
+        self.with(|s| s.put_matches(scope, m))
+    }
+    fn verdicts(&self, a: Option<&[String]>, fixed: bool) -> Result<Vec<Verdict>> {
+        self.with(|s| s.verdicts(a, fixed))
+    }
+    fn put_sbom(&self, sbom: &SbomRecord) -> Result<PutOutcome> {
+        self.with(|s| s.put_sbom(sbom))
+    }
+    fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
+        self.with(|s| s.sboms(image))
+    }
+}
