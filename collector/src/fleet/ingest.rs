@@ -121,3 +121,94 @@ impl Ingest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        SqliteStore,
+        store::{DeclaredPackage, MatchScope},
+    };
+
+    fn unmatched(ingest: &Ingest) -> usize {
+        ingest
+            .store()
+            .match_candidates(&MatchScope::Unmatched)
+            .unwrap()
+            .scope_size
+    }
+
+    /// Every write path leaves nothing unmatched: the matcher runs in the
+    /// one place, whichever path stored the packages.
+    #[test]
+    fn every_write_path_matches_what_it_stored() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let package = |name: &str| v1::Package {
+            ecosystem: "pypi".into(),
+            name: name.into(),
+            version: "1.0".into(),
+            purl: format!("pkg:pypi/{name}@1.0"),
+            ..Default::default()
+        };
+        let sbom = SbomRecord {
+            image: format!("sha256:{}", "3".repeat(64)),
+            sha256: "x".into(),
+            packages: vec![DeclaredPackage {
+                package: package("alpha"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ingest.push_sbom(&sbom).unwrap();
+        assert_eq!(unmatched(&ingest), 0, "after an SBOM push");
+
+        let hello = v1::Hello {
+            host: Some(v1::HostIdentity {
+                host_id: "m1".into(),
+                hostname: "h1".into(),
+                ..Default::default()
+            }),
+            session_id: "s1".into(),
+            ..Default::default()
+        };
+        let session = ingest.hello(&hello, 1).unwrap();
+        let process = v1::Process {
+            key: Some(v1::ProcessKey {
+                pid: 10,
+                start_ticks: 1,
+            }),
+            artifacts: vec![v1::Artifact {
+                path: b"/venv/lib/beta/__init__.py".to_vec(),
+                kind: v1::ArtifactKind::Opened as i32,
+                package: Some(package("beta")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let msg = v1::AgentMessage {
+            seq: 1,
+            body: Some(v1::agent_message::Body::Snapshot(v1::Snapshot {
+                snapshot_id: "snap".into(),
+                processes: vec![process],
+                last: true,
+                ..Default::default()
+            })),
+        };
+        ingest.apply(&session, &msg, 2).unwrap();
+        assert_eq!(unmatched(&ingest), 0, "after an agent message");
+
+        let doc = serde_json::json!({
+            "id": "PYSEC-0000-1",
+            "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "beta"}, "versions": ["1.0"]}],
+        });
+        let (records, errors) = crate::advisories::records::parse_files(&[v1::AdvisoryFile {
+            name: "PYSEC-0000-1.json".into(),
+            data: doc.to_string().into_bytes(),
+        }]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let imported = ingest.import_advisories(&records).unwrap();
+        assert_eq!(imported.outcomes, vec![PutOutcome::Added]);
+        assert_eq!(imported.pass.matches, 1, "the import matched beta 1.0");
+    }
+}
