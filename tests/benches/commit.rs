@@ -125,19 +125,13 @@ async fn measure(inv: &patchgap_agent::model::Inventory, mode: Mode, phase: Dura
             now,
         )
         .unwrap();
-    let mut seq = 0u64;
-    let mut commit = |store: &dyn Store, n: usize| {
-        let parts = patchgap_agent::wire::snapshot_parts(inv, &format!("snap-{n}"), 4 << 20);
-        for part in parts {
-            seq += 1;
-            let msg = v1::AgentMessage {
-                seq,
-                body: Some(Body::Snapshot(part)),
-            };
-            store.apply(&session, &msg, now).unwrap();
-        }
+    let mut committer = Committer {
+        inv: Arc::new(inv.clone()),
+        session,
+        seq: 0,
+        now,
     };
-    commit(store.as_ref(), 0);
+    committer.commit(store.as_ref(), 0);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -183,13 +177,12 @@ async fn measure(inv: &patchgap_agent::model::Inventory, mode: Mode, phase: Dura
     let writer = {
         let store = store.clone();
         let writing = writing.clone();
-        let mut commit = commit;
         std::thread::spawn(move || {
             let mut times = Vec::new();
             let mut n = 1;
             while writing.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                commit(store.as_ref(), n);
+                committer.commit(store.as_ref(), n);
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
                 n += 1;
             }
@@ -209,6 +202,29 @@ async fn measure(inv: &patchgap_agent::model::Inventory, mode: Mode, phase: Dura
         busy: percentiles(busy),
         commits: commits.len(),
         commit_p50_ms,
+    }
+}
+
+/// Sends full snapshots of one agent session, as the agent does: in parts
+/// under 4 MiB, each part one message (one transaction).
+struct Committer {
+    inv: Arc<patchgap_agent::model::Inventory>,
+    session: Session,
+    seq: u64,
+    now: i64,
+}
+
+impl Committer {
+    fn commit(&mut self, store: &dyn Store, n: usize) {
+        let parts = patchgap_agent::wire::snapshot_parts(&self.inv, &format!("snap-{n}"), 4 << 20);
+        for part in parts {
+            self.seq += 1;
+            let msg = v1::AgentMessage {
+                seq: self.seq,
+                body: Some(Body::Snapshot(part)),
+            };
+            store.apply(&self.session, &msg, self.now).unwrap();
+        }
     }
 }
 
