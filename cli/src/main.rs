@@ -3,6 +3,8 @@
 
 mod advisories;
 mod render;
+#[cfg(test)]
+mod snapshots;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -507,7 +509,7 @@ fn print(
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let text = match output {
-        Output::Json => serde_json::to_string_pretty(&json)? + "\n",
+        Output::Json => render::json_text(&json)?,
         Output::Table => table(),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
