@@ -6,6 +6,7 @@
 //! successive inventories into patchgap.v1 messages; `run` streams them.
 
 pub mod diff;
+#[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod lang;
 pub mod model;

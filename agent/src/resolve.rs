@@ -11,6 +11,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use patchgap_proto::purl::Purl;
+
 use crate::{
     model::PackageInfo,
     parse::{
@@ -133,14 +135,15 @@ impl PackageDb {
         let (packages, malformed) = parse_installed(&bytes);
         self.malformed += malformed;
         for p in packages {
-            let purl = format!(
-                "pkg:apk/{}/{}@{}?arch={}{}",
-                purl_encode(&distro.id),
-                purl_encode(&p.name),
-                purl_encode(&p.version),
-                purl_encode(&p.arch),
-                distro.qualifier()
-            );
+            let purl = Purl::apk(
+                &distro.id,
+                &p.name,
+                &p.version,
+                &p.arch,
+                distro.qualifier().as_deref(),
+            )
+            .map(|p| p.to_string())
+            .unwrap_or_default();
             let info = PackageInfo {
                 ecosystem: "apk".into(),
                 name: p.name.clone(),
@@ -251,17 +254,20 @@ fn rpm_package(h: &RpmHeader, distro: &Distro) -> PackageInfo {
         .and_then(|s| s.rsplitn(3, '-').nth(2))
         .unwrap_or(&h.name)
         .to_string();
-    let mut purl = format!(
-        "pkg:rpm/{}/{}@{}?arch={}",
-        purl_encode(&distro.id),
-        purl_encode(&h.name),
-        purl_encode(&format!("{}-{}", h.version, h.release)),
-        purl_encode(&arch)
-    );
-    if let Some(epoch) = h.epoch {
-        purl.push_str(&format!("&epoch={epoch}"));
-    }
-    purl.push_str(&distro.qualifier());
+    // The builder moves an epoch prefix into the `epoch` qualifier.
+    let version = match h.epoch {
+        Some(epoch) => format!("{epoch}:{}-{}", h.version, h.release),
+        None => format!("{}-{}", h.version, h.release),
+    };
+    let purl = Purl::rpm(
+        &distro.id,
+        &h.name,
+        &version,
+        &arch,
+        distro.qualifier().as_deref(),
+    )
+    .map(|p| p.to_string())
+    .unwrap_or_default();
     PackageInfo {
         ecosystem: "rpm".into(),
         name: h.name.clone(),
@@ -314,17 +320,9 @@ struct Distro {
 }
 
 impl Distro {
-    /// "&distro=<id>-<version>" for a purl, or nothing.
-    fn qualifier(&self) -> String {
-        if self.version_id.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "&distro={}-{}",
-                purl_encode(&self.id),
-                purl_encode(&self.version_id)
-            )
-        }
+    /// "<id>-<version>", a purl's `distro` qualifier, when the version is known.
+    fn qualifier(&self) -> Option<String> {
+        (!self.version_id.is_empty()).then(|| format!("{}-{}", self.id, self.version_id))
     }
 
     fn read(root: &RootFs) -> Distro {
@@ -352,20 +350,15 @@ impl Distro {
 }
 
 fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
-    let mut purl = format!(
-        "pkg:deb/{}/{}@{}?arch={}",
-        purl_encode(&distro.id),
-        purl_encode(&pkg.name),
-        purl_encode(&pkg.version),
-        purl_encode(&pkg.arch)
-    );
-    if !distro.version_id.is_empty() {
-        purl.push_str(&format!(
-            "&distro={}-{}",
-            purl_encode(&distro.id),
-            purl_encode(&distro.version_id)
-        ));
-    }
+    let purl = Purl::deb(
+        &distro.id,
+        &pkg.name,
+        &pkg.version,
+        &pkg.arch,
+        distro.qualifier().as_deref(),
+    )
+    .map(|p| p.to_string())
+    .unwrap_or_default();
     PackageInfo {
         ecosystem: "deb".into(),
         name: pkg.name.clone(),
@@ -376,20 +369,6 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
         distro: None,
         fixed_cves: Vec::new(),
     }
-}
-
-/// Percent-encodes everything but the purl spec's unreserved characters; so
-/// an epoch's ':' becomes %3A and '+' becomes %2B.
-pub fn purl_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// What identifies a database's contents: when any of these change, dpkg has
@@ -550,11 +529,6 @@ mod tests {
         assert_eq!(normalize(b"/library/x"), b"/library/x");
     }
 
-    #[test]
-    fn purl_encodes_epoch_and_plus() {
-        assert_eq!(purl_encode("1:2.36-9+deb12u4"), "1%3A2.36-9%2Bdeb12u4");
-    }
-
     /// Distroless images have no status file: one control file per package
     /// in status.d/, with its file list in <pkg>.md5sums.
     #[test]
@@ -677,5 +651,86 @@ mod rpm_apk_tests {
             musl.purl,
             "pkg:apk/alpine/musl@1.1.16-r9?arch=x86_64&distro=alpine-3.6.2"
         );
+    }
+}
+
+/// OS package URLs come from `patchgap_proto::purl::Purl`'s builders, so
+/// they are in the canonical form the collector gives an SBOM's or a
+/// responder's purl for the same package.
+#[cfg(test)]
+mod purl_tests {
+    use super::*;
+
+    fn assert_canonical(purl: &str) {
+        let canonical = Purl::parse(purl)
+            .unwrap_or_else(|e| panic!("{purl}: {e:?}"))
+            .to_string();
+        assert_eq!(purl, canonical, "not in canonical form");
+    }
+
+    /// A Debian epoch stays `1:` (the purl spec keeps `:`), while `+` is
+    /// `%2B`. The private encoder wrote `1%3A2.38.1-5%2Bdeb12u1`, which an
+    /// SBOM's purl for the same package never equals.
+    #[test]
+    fn deb_purl_keeps_the_epoch_colon() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("var/lib/dpkg/status.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("bsdutils"),
+            "Package: bsdutils\nStatus: install ok installed\nArchitecture: amd64\nSource: util-linux (2.38.1-5+deb12u1)\nVersion: 1:2.38.1-5+deb12u1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("bsdutils.md5sums"),
+            "0123456789abcdef0123456789abcdef  usr/bin/logger\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/os-release"),
+            "ID=debian\nVERSION_ID=\"12\"\n",
+        )
+        .unwrap();
+        let db = PackageDb::load(&RootFs::open(dir.path()).unwrap()).unwrap();
+        let owner = db.owner(b"/usr/bin/logger").expect("owned");
+        assert_eq!(
+            owner.purl,
+            "pkg:deb/debian/bsdutils@1:2.38.1-5%2Bdeb12u1?arch=amd64&distro=debian-12"
+        );
+        assert_canonical(&owner.purl);
+    }
+
+    /// An rpm epoch goes into the `epoch` qualifier, and qualifiers are
+    /// sorted: the private encoder wrote `arch=…&epoch=2&distro=fedora-40`.
+    #[test]
+    fn rpm_purl_qualifiers_are_sorted() {
+        let dir = format!("{}/../testdata/rpm/root", env!("CARGO_MANIFEST_DIR"));
+        let db = PackageDb::load(&RootFs::open(std::path::Path::new(&dir)).unwrap()).unwrap();
+        let data = db.owner(b"/usr/share/demo/read me.txt").expect("owned");
+        assert_eq!(
+            data.purl,
+            "pkg:rpm/fedora/demo-data@0.9-1.fc40?arch=noarch&distro=fedora-40&epoch=2"
+        );
+    }
+
+    /// Every package of this host's dpkg database and of the real rpm and
+    /// apk roots has a canonical purl.
+    #[test]
+    fn every_os_purl_is_canonical() {
+        let roots = [
+            "/".to_string(),
+            format!("{}/../testdata/rpm/root", env!("CARGO_MANIFEST_DIR")),
+            format!("{}/../testdata/apk/root", env!("CARGO_MANIFEST_DIR")),
+        ];
+        let mut checked = 0;
+        for dir in roots {
+            let db = PackageDb::load(&RootFs::open(std::path::Path::new(&dir)).unwrap()).unwrap();
+            for p in &db.packages {
+                assert_canonical(&p.purl);
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} packages");
     }
 }

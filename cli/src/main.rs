@@ -3,6 +3,8 @@
 
 mod advisories;
 mod render;
+#[cfg(test)]
+mod snapshots;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -111,6 +113,40 @@ enum SbomCommand {
     },
 }
 
+/// What `patchgap query` takes.
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// NAME[@CONSTRAINT], or a purl such as pkg:pypi/cryptography@38.0.4
+    #[arg(required_unless_present = "advisory")]
+    spec: Option<String>,
+    /// Instead of a package: the processes exposed to this advisory (id
+    /// or alias, such as CVE-2023-23931): every package and version it
+    /// affects.
+    #[arg(long, conflicts_with = "spec")]
+    advisory: Option<String>,
+    /// Only packages of this ecosystem.
+    #[arg(long, value_parser = ecosystems())]
+    ecosystem: Option<String>,
+    /// loaded: the process runs, maps or opened the package, or has it
+    /// compiled in; installed: it is only installed where the process
+    /// would find it (its Python environment, its node_modules);
+    /// declared: only the SBOM of the image it runs lists it.
+    #[arg(long, value_parser = ["loaded", "installed", "declared"])]
+    evidence: Option<String>,
+    /// History: processes that had the package at any time since T (an
+    /// RFC 3339 time or a duration ago such as 10m, 2h, 1d), exited ones
+    /// included.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// History: until T (default now). Needs --since.
+    #[arg(long, value_parser = parse_time, requires = "since")]
+    until: Option<i64>,
+    #[command(flatten)]
+    filter: FilterOpts,
+    #[command(flatten)]
+    read: ReadOpts,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a collector and a local agent in one process, for a first look.
@@ -142,37 +178,7 @@ enum Command {
     ///   patchgap query libssl3
     ///   patchgap query openssl@'<3.0.13'
     ///   patchgap query libc6@'>=2.36,<2.37' -o json
-    Query {
-        /// NAME[@CONSTRAINT], or a purl such as pkg:pypi/cryptography@38.0.4
-        #[arg(required_unless_present = "advisory")]
-        spec: Option<String>,
-        /// Instead of a package: the processes exposed to this advisory (id
-        /// or alias, such as CVE-2023-23931): every package and version it
-        /// affects.
-        #[arg(long, conflicts_with = "spec")]
-        advisory: Option<String>,
-        /// Only packages of this ecosystem.
-        #[arg(long, value_parser = ecosystems())]
-        ecosystem: Option<String>,
-        /// loaded: the process runs, maps or opened the package, or has it
-        /// compiled in; installed: it is only installed where the process
-        /// would find it (its Python environment, its node_modules);
-        /// declared: only the SBOM of the image it runs lists it.
-        #[arg(long, value_parser = ["loaded", "installed", "declared"])]
-        evidence: Option<String>,
-        /// History: processes that had the package at any time since T (an
-        /// RFC 3339 time or a duration ago such as 10m, 2h, 1d), exited ones
-        /// included.
-        #[arg(long, value_parser = parse_time)]
-        since: Option<i64>,
-        /// History: until T (default now). Needs --since.
-        #[arg(long, value_parser = parse_time, requires = "since")]
-        until: Option<i64>,
-        #[command(flatten)]
-        filter: FilterOpts,
-        #[command(flatten)]
-        read: ReadOpts,
-    },
+    Query(QueryArgs),
     /// OSV advisories: import them offline, list them, show one by any id.
     ///
     /// Examples:
@@ -295,208 +301,246 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             proc_root,
             no_ebpf,
         } => up(data_dir, listen, interval, proc_root, !no_ebpf).await,
-        Command::Query {
-            spec,
-            advisory,
-            ecosystem,
-            evidence,
-            since,
-            until,
-            filter,
-            read,
-        } => {
-            // Check the constraint here, so a typo never costs a round trip;
-            // a purl is checked by the collector, which knows the types.
-            let spec = spec.unwrap_or_default();
-            let (name, constraint) = if spec.trim_start().starts_with("pkg:") || spec.is_empty() {
-                (spec.trim().to_string(), None)
-            } else {
-                parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?
-            };
-            let mut client = connect(&read.collector).await?;
-            let resp = client
-                .find_package(v1::FindPackageRequest {
-                    name,
-                    constraint: constraint.map(|c| c.to_string()).unwrap_or_default(),
-                    filter: Some(filter.to_proto()),
-                    since_ms: since.unwrap_or(0),
-                    until_ms: until.unwrap_or(0),
-                    ecosystem: ecosystem.unwrap_or_default(),
-                    evidence: evidence.unwrap_or_default(),
-                    advisory: advisory.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| status_error(&read.collector, s))?
-                .into_inner();
-            print(read.output, render::query_json(&resp), || {
-                render::query_table(&resp, render::width())
-            })
-        }
-        Command::Connections { host, since, read } => {
-            let mut client = connect(&read.collector).await?;
-            let resp = client
-                .list_connections(v1::ListConnectionsRequest {
-                    host: host.unwrap_or_default(),
-                    since_ms: since.unwrap_or(0),
-                })
-                .await
-                .map_err(|s| status_error(&read.collector, s))?
-                .into_inner();
-            print(read.output, render::connections_json(&resp), || {
-                render::connections_table(&resp)
-            })
-        }
-        Command::Advisories { command, read } => {
-            let mut client = connect(&read.collector).await?;
-            match command {
-                AdvisoriesCommand::Import { path } => {
-                    let resp = advisories::import(&mut client, &path).await.map_err(|e| {
-                        match e.downcast::<tonic::Status>() {
-                            Ok(s) => status_error(&read.collector, s),
-                            Err(e) => e,
-                        }
-                    })?;
-                    let failed = !resp.errors.is_empty();
-                    print(read.output, render::import_json(&resp), || {
-                        render::import_table(&resp)
-                    })?;
-                    if failed {
-                        anyhow::bail!("{} file(s) were not imported", resp.errors.len());
-                    }
-                    Ok(())
-                }
-                AdvisoriesCommand::List { ecosystem } => {
-                    let resp = client
-                        .list_advisories(v1::ListAdvisoriesRequest {
-                            ecosystem: ecosystem.unwrap_or_default(),
-                        })
-                        .await
-                        .map_err(|s| status_error(&read.collector, s))?
-                        .into_inner();
-                    print(
-                        read.output,
-                        render::advisories_json(&resp.advisories, &[]),
-                        || render::advisories_table(&resp.advisories),
-                    )
-                }
-                AdvisoriesCommand::Show { id } => {
-                    let resp = client
-                        .get_advisory(v1::GetAdvisoryRequest { id: id.clone() })
-                        .await
-                        .map_err(|s| status_error(&read.collector, s))?
-                        .into_inner();
-                    if resp.advisories.is_empty() {
-                        anyhow::bail!("no advisory is known as {id}");
-                    }
-                    print(
-                        read.output,
-                        render::advisories_json(&resp.advisories, &resp.documents),
-                        || render::advisory_detail(&resp.advisories, &resp.documents),
-                    )
-                }
-            }
-        }
-        Command::Sbom { command, read } => {
-            let mut client = connect(&read.collector).await?;
-            match command {
-                SbomCommand::Push { image, file } => {
-                    let meta = std::fs::metadata(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    let max = patchgap_collector::sbom::MAX_INPUT_BYTES as u64;
-                    if meta.len() > max {
-                        anyhow::bail!(
-                            "{}: {} bytes is more than the {max} accepted",
-                            file.display(),
-                            meta.len()
-                        );
-                    }
-                    let data = std::fs::read(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    let resp = client
-                        .push_sbom(v1::PushSbomRequest {
-                            image,
-                            name: file.display().to_string(),
-                            data,
-                        })
-                        .await
-                        .map_err(|s| status_error(&read.collector, s))?
-                        .into_inner();
-                    print(read.output, render::sbom_push_json(&resp), || {
-                        render::sbom_push_table(&resp)
-                    })
-                }
-                SbomCommand::List { image } => {
-                    let resp = client
-                        .list_sboms(v1::ListSbomsRequest {
-                            image: image.unwrap_or_default(),
-                        })
-                        .await
-                        .map_err(|s| status_error(&read.collector, s))?
-                        .into_inner();
-                    print(read.output, render::sboms_json(&resp), || {
-                        render::sboms_table(&resp)
-                    })
-                }
-            }
-        }
+        Command::Query(args) => query(args).await,
+        Command::Connections { host, since, read } => connections(host, since, read).await,
+        Command::Advisories { command, read } => advisories(command, read).await,
+        Command::Sbom { command, read } => sbom(command, read).await,
         Command::Findings {
             severity,
             loaded,
             filter,
             read,
-        } => {
-            let mut client = connect(&read.collector).await?;
+        } => findings(severity, loaded, filter, read).await,
+        Command::Workloads { filter, read } => workloads(filter, read).await,
+        Command::Hosts { read } => hosts(read).await,
+        Command::Ps { host, read } => ps(host, read).await,
+    }
+}
+
+/// `patchgap query`: the constraint is checked here, so a typo never costs
+/// a round trip; a purl is checked by the collector, which knows the types.
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let spec = args.spec.unwrap_or_default();
+    let (name, constraint) = if spec.trim_start().starts_with("pkg:") || spec.is_empty() {
+        (spec.trim().to_string(), None)
+    } else {
+        parse_query(&spec).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let request = v1::FindPackageRequest {
+        name,
+        constraint: constraint.map(|c| c.to_string()).unwrap_or_default(),
+        filter: Some(args.filter.to_proto()),
+        since_ms: args.since.unwrap_or(0),
+        until_ms: args.until.unwrap_or(0),
+        ecosystem: args.ecosystem.unwrap_or_default(),
+        evidence: args.evidence.unwrap_or_default(),
+        advisory: args.advisory.unwrap_or_default(),
+    };
+    let read = args.read;
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .find_package(request)
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::query_json(&resp), || {
+        render::query_table(&resp, render::width())
+    })
+}
+
+/// `patchgap connections`.
+async fn connections(
+    host: Option<String>,
+    since: Option<i64>,
+    read: ReadOpts,
+) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .list_connections(v1::ListConnectionsRequest {
+            host: host.unwrap_or_default(),
+            since_ms: since.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::connections_json(&resp), || {
+        render::connections_table(&resp)
+    })
+}
+
+/// `patchgap advisories import|list|show`.
+async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    match command {
+        AdvisoriesCommand::Import { path } => advisories_import(&mut client, &path, &read).await,
+        AdvisoriesCommand::List { ecosystem } => {
             let resp = client
-                .list_findings(v1::ListFindingsRequest {
-                    filter: Some(filter.to_proto()),
-                    severity: severity.unwrap_or_default(),
-                    loaded,
+                .list_advisories(v1::ListAdvisoriesRequest {
+                    ecosystem: ecosystem.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?
                 .into_inner();
-            print(read.output, render::findings_json(&resp), || {
-                render::findings_table(&resp, render::width())
-            })
+            print(
+                read.output,
+                render::advisories_json(&resp.advisories, &[]),
+                || render::advisories_table(&resp.advisories),
+            )
         }
-        Command::Workloads { filter, read } => {
-            let mut client = connect(&read.collector).await?;
+        AdvisoriesCommand::Show { id } => {
             let resp = client
-                .list_workloads(v1::ListWorkloadsRequest {
-                    filter: Some(filter.to_proto()),
+                .get_advisory(v1::GetAdvisoryRequest { id: id.clone() })
+                .await
+                .map_err(|s| status_error(&read.collector, s))?
+                .into_inner();
+            if resp.advisories.is_empty() {
+                anyhow::bail!("no advisory is known as {id}");
+            }
+            print(
+                read.output,
+                render::advisories_json(&resp.advisories, &resp.documents),
+                || render::advisory_detail(&resp.advisories, &resp.documents),
+            )
+        }
+    }
+}
+
+/// `patchgap advisories import`: the counts are printed even when some
+/// files failed, and then the command fails.
+async fn advisories_import(
+    client: &mut QueryClient<Channel>,
+    path: &std::path::Path,
+    read: &ReadOpts,
+) -> anyhow::Result<()> {
+    let resp = advisories::import(client, path).await.map_err(|e| {
+        match e.downcast::<tonic::Status>() {
+            Ok(s) => status_error(&read.collector, s),
+            Err(e) => e,
+        }
+    })?;
+    let failed = !resp.errors.is_empty();
+    print(read.output, render::import_json(&resp), || {
+        render::import_table(&resp)
+    })?;
+    if failed {
+        anyhow::bail!("{} file(s) were not imported", resp.errors.len());
+    }
+    Ok(())
+}
+
+/// `patchgap sbom push|list`.
+async fn sbom(command: SbomCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    match command {
+        SbomCommand::Push { image, file } => {
+            let data = read_sbom(&file)?;
+            let resp = client
+                .push_sbom(v1::PushSbomRequest {
+                    image,
+                    name: file.display().to_string(),
+                    data,
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?
                 .into_inner();
-            print(read.output, render::workloads_json(&resp), || {
-                render::workloads_table(&resp, render::width())
+            print(read.output, render::sbom_push_json(&resp), || {
+                render::sbom_push_table(&resp)
             })
         }
-        Command::Hosts { read } => {
-            let mut client = connect(&read.collector).await?;
+        SbomCommand::List { image } => {
             let resp = client
-                .list_hosts(v1::ListHostsRequest {})
-                .await
-                .map_err(|s| status_error(&read.collector, s))?
-                .into_inner();
-            print(read.output, render::hosts_json(&resp), || {
-                render::hosts_table(&resp)
-            })
-        }
-        Command::Ps { host, read } => {
-            let mut client = connect(&read.collector).await?;
-            let resp = client
-                .list_processes(v1::ListProcessesRequest {
-                    host: host.unwrap_or_default(),
+                .list_sboms(v1::ListSbomsRequest {
+                    image: image.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| status_error(&read.collector, s))?
                 .into_inner();
-            print(read.output, render::ps_json(&resp), || {
-                render::ps_table(&resp, render::width())
+            print(read.output, render::sboms_json(&resp), || {
+                render::sboms_table(&resp)
             })
         }
     }
+}
+
+/// An SBOM file's bytes, refused before reading when larger than the
+/// collector accepts.
+fn read_sbom(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let max = patchgap_collector::sbom::MAX_INPUT_BYTES as u64;
+    if meta.len() > max {
+        anyhow::bail!(
+            "{}: {} bytes is more than the {max} accepted",
+            file.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// `patchgap findings`.
+async fn findings(
+    severity: Option<String>,
+    loaded: bool,
+    filter: FilterOpts,
+    read: ReadOpts,
+) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .list_findings(v1::ListFindingsRequest {
+            filter: Some(filter.to_proto()),
+            severity: severity.unwrap_or_default(),
+            loaded,
+        })
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::findings_json(&resp), || {
+        render::findings_table(&resp, render::width())
+    })
+}
+
+/// `patchgap workloads`.
+async fn workloads(filter: FilterOpts, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .list_workloads(v1::ListWorkloadsRequest {
+            filter: Some(filter.to_proto()),
+        })
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::workloads_json(&resp), || {
+        render::workloads_table(&resp, render::width())
+    })
+}
+
+/// `patchgap hosts`.
+async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .list_hosts(v1::ListHostsRequest {})
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::hosts_json(&resp), || {
+        render::hosts_table(&resp)
+    })
+}
+
+/// `patchgap ps`.
+async fn ps(host: Option<String>, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read.collector).await?;
+    let resp = client
+        .list_processes(v1::ListProcessesRequest {
+            host: host.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| status_error(&read.collector, s))?
+        .into_inner();
+    print(read.output, render::ps_json(&resp), || {
+        render::ps_table(&resp, render::width())
+    })
 }
 
 fn print(
@@ -507,7 +551,7 @@ fn print(
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let text = match output {
-        Output::Json => serde_json::to_string_pretty(&json)? + "\n",
+        Output::Json => render::json_text(&json)?,
         Output::Table => table(),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -65,6 +65,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + ms)
 }
 
+/// The text `-o json` prints: the value pretty-printed, with a final newline.
+/// Snapshot tests pin these bytes.
+pub fn json_text(v: &Value) -> serde_json::Result<String> {
+    Ok(serde_json::to_string_pretty(v)? + "\n")
+}
+
 /// RFC 3339 in UTC with milliseconds, from milliseconds since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

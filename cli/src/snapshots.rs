@@ -1,0 +1,738 @@
+//! Snapshot tests of the documented JSON answers (README, "JSON output"):
+//! for each command that prints JSON, a realistic patchgap.v1 response goes
+//! through the render function and the text function the binary prints with,
+//! and the bytes must equal the committed file in `cli/tests/snapshots/`.
+//! `UPDATE_SNAPSHOTS=1 cargo test -p cli --bin patchgap snapshots` rewrites
+//! the files; a changed file is then a reviewed change of the interface.
+
+use std::path::PathBuf;
+
+use patchgap_proto::v1;
+use serde_json::Value;
+
+use crate::render;
+
+/// 2026-11-28T21:06:40.000Z, the instant the answers below were "computed".
+const NOW: i64 = 1_795_900_000_000;
+
+fn key(pid: u32, start_ticks: u64) -> Option<v1::ProcessKey> {
+    Some(v1::ProcessKey { pid, start_ticks })
+}
+
+/// Two hosts: one fresh with eBPF, one stale and scan-only.
+fn coverage() -> Option<v1::Coverage> {
+    Some(v1::Coverage {
+        hosts_total: 2,
+        hosts_fresh: 1,
+        hosts_stale: 1,
+        generated_at_ms: NOW,
+        hosts_scan_only: 1,
+        oldest_scan_ms: NOW - 12_345,
+        hosts: vec![
+            v1::HostCoverage {
+                host: "node-1".into(),
+                fresh: true,
+                ebpf: true,
+                ebpf_reason: String::new(),
+                events_lost: 17,
+            },
+            v1::HostCoverage {
+                host: "web-2".into(),
+                fresh: false,
+                ebpf: false,
+                ebpf_reason: "not root".into(),
+                events_lost: 0,
+            },
+        ],
+    })
+}
+
+fn libssl3() -> v1::Package {
+    v1::Package {
+        ecosystem: "deb".into(),
+        name: "libssl3".into(),
+        source: "openssl".into(),
+        version: "3.0.11-1~deb12u2".into(),
+        arch: "amd64".into(),
+        purl: "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12".into(),
+        ..Default::default()
+    }
+}
+
+fn trainer_workload() -> v1::WorkloadSummary {
+    v1::WorkloadSummary {
+        key: "k8s:prod/ml/Deployment/trainer/main".into(),
+        kind: "pod".into(),
+        cluster: "prod".into(),
+        namespace: "ml".into(),
+        name: "trainer-7d9f8b6c5-x2x4q".into(),
+        owner: Some(v1::Owner {
+            kind: "Deployment".into(),
+            name: "trainer".into(),
+            source: "inferred".into(),
+        }),
+        container: "main".into(),
+        runtime: "containerd".into(),
+        image: "registry.example/ml/trainer:1.4".into(),
+        image_digest: format!("sha256:{}", "4f67c834".repeat(8)),
+        unit: String::new(),
+        pods: vec!["trainer-7d9f8b6c5-x2x4q".into()],
+        hosts: vec!["node-1".into()],
+        processes: 3,
+        scope: Some(v1::DataScope {
+            classification: "sensitive".into(),
+            writes_to: vec!["s3://ml-models".into(), "postgres://features".into()],
+            source: "mapping:3".into(),
+        }),
+        privilege: "root,CAP_SYS_ADMIN".into(),
+        privileged: true,
+        metadata_warnings: 1,
+    }
+}
+
+fn root_privilege() -> v1::Privilege {
+    v1::Privilege {
+        uid0: true,
+        euid0: true,
+        cap_eff: vec!["CAP_NET_BIND_SERVICE".into(), "CAP_SYS_ADMIN".into()],
+        all_caps: false,
+        no_new_privs: Some(false),
+        seccomp: "filter".into(),
+        host_pid_ns: false,
+        host_net_ns: true,
+        host_mnt_ns: false,
+        privileged: true,
+        summary: "root,CAP_SYS_ADMIN,hostnet".into(),
+    }
+}
+
+/// A process in a pod that maps libssl3, one mapping of it deleted on disk,
+/// with a path that is not UTF-8 and one with a backslash.
+fn pod_match() -> v1::Match {
+    v1::Match {
+        host: "node-1".into(),
+        host_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        workload: "k8s:prod/ml/Deployment/trainer/main".into(),
+        key: key(4242, 987_654),
+        process_start_ms: NOW - 3_600_000,
+        exe: b"/usr/bin/python3.11".to_vec(),
+        cmdline: "python3 train.py --token <redacted>".into(),
+        package: Some(libssl3()),
+        evidence: "mapped".into(),
+        stale: true,
+        paths: vec![
+            v1::MatchPath {
+                path: b"/usr/lib/x86_64-linux-gnu/libssl.so.3".to_vec(),
+                evidence: "mapped".into(),
+                stale: true,
+                deleted: true,
+                dev: 2049,
+                inode: 1_311_234,
+            },
+            v1::MatchPath {
+                path: b"/opt/caf\xe9\\lib/libssl.so.3".to_vec(),
+                evidence: "opened".into(),
+                stale: false,
+                deleted: false,
+                dev: 2049,
+                inode: 77,
+            },
+        ],
+        uid: 0,
+        workload_detail: Some(trainer_workload()),
+        privilege: Some(root_privilege()),
+        ..Default::default()
+    }
+}
+
+/// A process on a plain host whose executable the package owns.
+fn host_match() -> v1::Match {
+    v1::Match {
+        host: "web-2".into(),
+        host_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+        workload: "unit:nginx.service".into(),
+        key: key(812, 4_100),
+        process_start_ms: NOW - 86_400_000,
+        exe: b"/usr/sbin/nginx".to_vec(),
+        cmdline: "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into(),
+        package: Some(libssl3()),
+        evidence: "exe".into(),
+        stale: false,
+        paths: vec![v1::MatchPath {
+            path: b"/usr/lib/x86_64-linux-gnu/libssl.so.3".to_vec(),
+            evidence: "mapped".into(),
+            stale: false,
+            deleted: false,
+            dev: 64_768,
+            inode: 393_222,
+        }],
+        uid: 33,
+        workload_detail: Some(v1::WorkloadSummary {
+            key: "unit:nginx.service".into(),
+            kind: "systemd".into(),
+            name: "nginx.service".into(),
+            unit: "nginx.service".into(),
+            hosts: vec!["web-2".into()],
+            processes: 5,
+            scope: Some(v1::DataScope::default()),
+            privilege: "root".into(),
+            ..Default::default()
+        }),
+        privilege: Some(v1::Privilege {
+            seccomp: "disabled".into(),
+            summary: String::new(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A PyPI distribution a Debian package installed, with the CVEs the
+/// Debian changelog says it fixed.
+fn distro_match() -> v1::Match {
+    v1::Match {
+        host: "node-1".into(),
+        host_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        workload: "host:node-1".into(),
+        key: key(3100, 55_000),
+        process_start_ms: NOW - 600_000,
+        exe: b"/usr/bin/python3.11".to_vec(),
+        cmdline: "/usr/bin/python3 /usr/bin/certbot renew".into(),
+        package: Some(v1::Package {
+            ecosystem: "pypi".into(),
+            name: "cryptography".into(),
+            version: "38.0.4".into(),
+            purl: "pkg:pypi/cryptography@38.0.4".into(),
+            distro: Some(Box::new(v1::Package {
+                ecosystem: "deb".into(),
+                name: "python3-cryptography".into(),
+                source: "python-cryptography".into(),
+                version: "38.0.4-3~deb12u1".into(),
+                arch: "amd64".into(),
+                purl: "pkg:deb/debian/python3-cryptography@38.0.4-3~deb12u1?arch=amd64".into(),
+                fixed_cves: vec!["CVE-2023-23931".into(), "CVE-2023-49083".into()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        evidence: "installed".into(),
+        paths: vec![v1::MatchPath {
+            path: b"/usr/lib/python3/dist-packages/cryptography".to_vec(),
+            evidence: "installed".into(),
+            dev: 2049,
+            inode: 4_455,
+            ..Default::default()
+        }],
+        workload_detail: Some(v1::WorkloadSummary {
+            key: "host:node-1".into(),
+            kind: "host".into(),
+            name: "node-1".into(),
+            hosts: vec!["node-1".into()],
+            processes: 120,
+            ..Default::default()
+        }),
+        privilege: Some(root_privilege()),
+        ..Default::default()
+    }
+}
+
+/// A package only an image's SBOM declares, as an advisory finding.
+fn declared_finding() -> v1::Match {
+    v1::Match {
+        host: "node-1".into(),
+        host_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        workload: "k8s:prod/ml/Deployment/trainer/main".into(),
+        key: key(4242, 987_654),
+        process_start_ms: NOW - 3_600_000,
+        exe: b"/usr/bin/python3.11".to_vec(),
+        cmdline: "python3 train.py --token <redacted>".into(),
+        package: Some(v1::Package {
+            ecosystem: "pypi".into(),
+            name: "setuptools".into(),
+            version: "65.5.0".into(),
+            purl: "pkg:pypi/setuptools@65.5.0".into(),
+            ..Default::default()
+        }),
+        evidence: "declared".into(),
+        workload_detail: Some(trainer_workload()),
+        privilege: Some(root_privilege()),
+        advisory: "PYSEC-2022-43012".into(),
+        severity: "HIGH".into(),
+        status: "affected".into(),
+        sbom_image: format!("sha256:{}", "4f67c834".repeat(8)),
+        pulled_in_by: vec![
+            "trainer@1.4".into(),
+            "ipython@8.12.3".into(),
+            "setuptools@65.5.0".into(),
+        ],
+        score: Some(7.5),
+        vector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H".into(),
+        ..Default::default()
+    }
+}
+
+/// The advisory verdicts on the two libssl3 processes.
+fn advisory_matches() -> Vec<v1::Match> {
+    let mut pod = pod_match();
+    pod.advisory = "DSA-5764-1".into();
+    pod.severity = "CRITICAL".into();
+    pod.score = Some(9.8);
+    pod.vector = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H".into();
+    pod.status = "affected".into();
+    let mut host = host_match();
+    host.advisory = "DSA-5764-1".into();
+    host.severity = "CRITICAL".into();
+    host.status = "fixed-by-distro".into();
+    vec![pod, host]
+}
+
+fn query() -> Value {
+    render::query_json(&v1::FindPackageResponse {
+        query: "libssl3@<3.0.13".into(),
+        coverage: coverage(),
+        matches: vec![pod_match(), host_match()],
+        scope_map_error: String::new(),
+    })
+}
+
+/// Nothing found, no host fresh (so no `oldest_scan_at`), and a scope
+/// mapping that failed to reload.
+fn query_empty() -> Value {
+    render::query_json(&v1::FindPackageResponse {
+        query: "pkg:pypi/cryptography@38.0.4".into(),
+        coverage: Some(v1::Coverage {
+            generated_at_ms: NOW,
+            ..Default::default()
+        }),
+        matches: Vec::new(),
+        scope_map_error: "line 4: unknown selector \"namespce\"".into(),
+    })
+}
+
+fn query_distro() -> Value {
+    render::query_json(&v1::FindPackageResponse {
+        query: "cryptography".into(),
+        coverage: coverage(),
+        matches: vec![distro_match()],
+        scope_map_error: String::new(),
+    })
+}
+
+/// `query --since`: an exited process has its exit time.
+fn history() -> Value {
+    let mut exited = host_match();
+    exited.key = key(9001, 123_456);
+    exited.exit_time_ms = NOW - 1_800_000;
+    render::query_json(&v1::FindPackageResponse {
+        query: "libssl3".into(),
+        coverage: coverage(),
+        matches: vec![exited, pod_match()],
+        scope_map_error: String::new(),
+    })
+}
+
+fn query_advisory() -> Value {
+    let mut matches = advisory_matches();
+    matches.push(declared_finding());
+    render::query_json(&v1::FindPackageResponse {
+        query: "advisory DSA-5764-1".into(),
+        coverage: coverage(),
+        matches,
+        scope_map_error: String::new(),
+    })
+}
+
+fn findings() -> Value {
+    let mut findings = advisory_matches();
+    findings.push(declared_finding());
+    render::findings_json(&v1::ListFindingsResponse {
+        coverage: coverage(),
+        findings,
+        scope_map_error: "line 9: expected =>".into(),
+        advisories: 1_234,
+        elapsed_ms: 42,
+    })
+}
+
+fn workloads() -> Value {
+    render::workloads_json(&v1::ListWorkloadsResponse {
+        coverage: coverage(),
+        workloads: vec![
+            trainer_workload(),
+            v1::WorkloadSummary {
+                key: "container:web-2/redis".into(),
+                kind: "container".into(),
+                name: "redis".into(),
+                owner: None,
+                container: "redis".into(),
+                runtime: "docker".into(),
+                image: "redis:7".into(),
+                image_digest: String::new(),
+                hosts: vec!["web-2".into()],
+                processes: 1,
+                scope: Some(v1::DataScope {
+                    classification: "internal".into(),
+                    writes_to: Vec::new(),
+                    source: "label".into(),
+                }),
+                privilege: "-".into(),
+                ..Default::default()
+            },
+            v1::WorkloadSummary {
+                key: "unit:nginx.service".into(),
+                kind: "systemd".into(),
+                name: "nginx.service".into(),
+                unit: "nginx.service".into(),
+                hosts: vec!["web-2".into(), "web-3".into()],
+                processes: 5,
+                privilege: "root".into(),
+                ..Default::default()
+            },
+        ],
+        scope_map_error: String::new(),
+    })
+}
+
+fn hosts() -> Value {
+    render::hosts_json(&v1::ListHostsResponse {
+        coverage: coverage(),
+        hosts: vec![
+            v1::HostSummary {
+                identity: Some(v1::HostIdentity {
+                    host_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+                    hostname: "node-1".into(),
+                    boot_id: "6c2a9d1e-6b1f-4c47-9d3e-2f4b8a7c5e10".into(),
+                    kernel: "6.1.0-27-amd64".into(),
+                    labels: [
+                        ("zone".to_string(), "eu-west-1a".to_string()),
+                        ("cluster".to_string(), "prod".to_string()),
+                        ("role".to_string(), "gpu".to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                }),
+                agent_version: "0.1.0".into(),
+                capabilities: Some(v1::Capabilities {
+                    ebpf: true,
+                    ebpf_reason: String::new(),
+                    root: true,
+                    rescan_interval_secs: 30,
+                }),
+                last_seen_ms: NOW - 2_000,
+                last_full_scan_ms: NOW - 12_345,
+                fresh: true,
+                processes_running: 214,
+                last_scan: Some(v1::ScanStats {
+                    processes: 214,
+                    vanished: 3,
+                    denied: 0,
+                    artifacts: 5_120,
+                    unresolved_artifacts: 12,
+                    cpu_micros: 48_000,
+                    wall_micros: 61_000,
+                    resolve_cache_hits: 5_000,
+                    resolve_cache_misses: 120,
+                    scanned_at_ms: NOW - 12_345,
+                    reconciled: 2,
+                }),
+                connected: true,
+            },
+            v1::HostSummary {
+                identity: Some(v1::HostIdentity {
+                    host_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                    hostname: "web-2".into(),
+                    boot_id: "0b7e7c1a-93f2-4f43-8d52-61c1f0a3b2d4".into(),
+                    kernel: "5.15.0-119-generic".into(),
+                    labels: Default::default(),
+                }),
+                agent_version: "0.1.0".into(),
+                capabilities: Some(v1::Capabilities {
+                    ebpf: false,
+                    ebpf_reason: "not root".into(),
+                    root: false,
+                    rescan_interval_secs: 30,
+                }),
+                last_seen_ms: NOW - 400_000,
+                last_full_scan_ms: 0,
+                fresh: false,
+                processes_running: 0,
+                last_scan: None,
+                connected: false,
+            },
+        ],
+    })
+}
+
+fn ps() -> Value {
+    render::ps_json(&v1::ListProcessesResponse {
+        coverage: coverage(),
+        processes: vec![
+            v1::ProcessSummary {
+                host: "node-1".into(),
+                workload: "k8s:prod/ml/Deployment/trainer/main".into(),
+                key: key(4242, 987_654),
+                ppid: 4200,
+                uid: 0,
+                exe: b"/usr/bin/python3.11".to_vec(),
+                cmdline: "python3 train.py --token <redacted>".into(),
+                start_time_ms: NOW - 3_600_000,
+                artifacts: 61,
+                packages: 23,
+                stale_artifacts: 1,
+                outbound_sockets: 2,
+            },
+            v1::ProcessSummary {
+                host: "node-1".into(),
+                workload: "host:node-1".into(),
+                key: key(2, 0),
+                ppid: 0,
+                uid: 0,
+                exe: Vec::new(),
+                cmdline: String::new(),
+                start_time_ms: NOW - 864_000_000,
+                ..Default::default()
+            },
+        ],
+    })
+}
+
+fn connections() -> Value {
+    render::connections_json(&v1::ListConnectionsResponse {
+        coverage: coverage(),
+        connections: vec![
+            v1::ConnectionSummary {
+                host: "node-1".into(),
+                workload: "k8s:prod/ml/Deployment/trainer/main".into(),
+                key: key(4242, 987_654),
+                exe: b"/usr/bin/python3.11".to_vec(),
+                protocol: "tcp".into(),
+                remote_addr: "10.0.3.17".into(),
+                remote_port: 5432,
+                first_seen_ms: NOW - 3_000_000,
+                last_seen_ms: NOW - 1_000,
+                count: 1_812,
+                last_result: 0,
+                exit_time_ms: 0,
+            },
+            v1::ConnectionSummary {
+                host: "node-1".into(),
+                workload: "host:node-1".into(),
+                key: key(9100, 777),
+                exe: b"/usr/bin/curl".to_vec(),
+                protocol: "tcp6".into(),
+                remote_addr: "2001:db8::1".into(),
+                remote_port: 443,
+                first_seen_ms: NOW - 60_000,
+                last_seen_ms: NOW - 60_000,
+                count: 1,
+                last_result: -111,
+                exit_time_ms: NOW - 59_000,
+            },
+        ],
+    })
+}
+
+fn advisory_summaries() -> Vec<v1::AdvisorySummary> {
+    vec![
+        v1::AdvisorySummary {
+            id: "GHSA-w7pp-m8wf-vj6r".into(),
+            aliases: vec!["CVE-2023-23931".into(), "PYSEC-2023-254".into()],
+            modified: "2024-09-18T21:48:52Z".into(),
+            withdrawn: String::new(),
+            summary: "Cipher.update_into can corrupt memory if passed an immutable python object as the outbuf".into(),
+            severity: "MEDIUM".into(),
+            score: Some(4.8),
+            vector: "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:N/I:L/A:L".into(),
+            packages: vec![v1::AffectedPackage {
+                ecosystem: "pypi".into(),
+                osv_ecosystem: "PyPI".into(),
+                name: "cryptography".into(),
+            }],
+            source: "advisory-database/vulns/GHSA-w7pp-m8wf-vj6r.json".into(),
+        },
+        v1::AdvisorySummary {
+            id: "DSA-5764-1".into(),
+            aliases: vec!["CVE-2024-5535".into(), "CVE-2024-6119".into()],
+            modified: "2024-09-04T12:00:00Z".into(),
+            withdrawn: "2024-10-01T00:00:00Z".into(),
+            summary: "openssl - security update".into(),
+            severity: String::new(),
+            score: None,
+            vector: String::new(),
+            packages: vec![
+                v1::AffectedPackage {
+                    ecosystem: "deb".into(),
+                    osv_ecosystem: "Debian:12".into(),
+                    name: "openssl".into(),
+                },
+                v1::AffectedPackage {
+                    ecosystem: "deb".into(),
+                    osv_ecosystem: "Debian:11".into(),
+                    name: "openssl".into(),
+                },
+            ],
+            source: "osv-Debian-all.zip!/DSA-5764-1.json".into(),
+        },
+    ]
+}
+
+fn advisories_list() -> Value {
+    render::advisories_json(&advisory_summaries(), &[])
+}
+
+fn advisory_show() -> Value {
+    let one = advisory_summaries()[..1].to_vec();
+    let document = "{\n  \"id\": \"GHSA-w7pp-m8wf-vj6r\",\n  \"modified\": \"2024-09-18T21:48:52Z\",\n  \"aliases\": [\"CVE-2023-23931\"]\n}\n";
+    render::advisories_json(&one, &[document.to_string()])
+}
+
+fn advisories_import() -> Value {
+    render::import_json(&v1::ImportAdvisoriesResponse {
+        added: 1_204,
+        updated: 7,
+        unchanged: 30_112,
+        older: 2,
+        withdrawn: 11,
+        errors: vec![
+            v1::ImportError {
+                file: "vulns/PYSEC-2099-1.json".into(),
+                position: "12:7".into(),
+                reason: "affected[0].ranges[0].type: expected a string".into(),
+            },
+            v1::ImportError {
+                file: "osv.zip!/../evil.json".into(),
+                position: String::new(),
+                reason: "path leaves the archive".into(),
+            },
+        ],
+        time_to_scope_ms: 5_321,
+        matches: 88,
+    })
+}
+
+fn sbom_summary() -> v1::SbomSummary {
+    v1::SbomSummary {
+        image: format!("sha256:{}", "4f67c834".repeat(8)),
+        name: "trainer.cdx.json".into(),
+        sha256: "9a".repeat(32),
+        format: "cyclonedx".into(),
+        syntax: "json".into(),
+        spec_version: "1.6".into(),
+        tools: vec!["syft 1.14.0".into(), "cyclonedx-py 4.1".into()],
+        components: 312,
+        edges: 540,
+        packages: 298,
+        ecosystems: [
+            ("pypi".to_string(), 240),
+            ("deb".to_string(), 55),
+            ("npm".to_string(), 3),
+        ]
+        .into_iter()
+        .collect(),
+        pushed_ms: NOW - 5_000,
+    }
+}
+
+fn sbom_push() -> Value {
+    render::sbom_push_json(&v1::PushSbomResponse {
+        sbom: Some(sbom_summary()),
+        outcome: "replaced".into(),
+        matches: 14,
+    })
+}
+
+fn sbom_list() -> Value {
+    let mut spdx = sbom_summary();
+    spdx.image = format!("sha256:{}", "0d".repeat(32));
+    spdx.name = "redis.spdx".into();
+    spdx.format = "spdx".into();
+    spdx.syntax = "tag-value".into();
+    spdx.spec_version = "SPDX-2.3".into();
+    spdx.tools = Vec::new();
+    spdx.ecosystems = [("apk".to_string(), 20)].into_iter().collect();
+    render::sboms_json(&v1::ListSbomsResponse {
+        sboms: vec![sbom_summary(), spdx],
+    })
+}
+
+/// A case: the snapshot's file name, and the answer as the command prints it.
+type Case = (&'static str, fn() -> Value);
+
+/// Every documented JSON answer.
+const CASES: &[Case] = &[
+    // patchgap query NAME[@CONSTRAINT] -o json
+    ("query", query),
+    ("query_empty", query_empty),
+    ("query_distro", query_distro),
+    // patchgap query NAME --since T -o json
+    ("history", history),
+    // patchgap query --advisory ID -o json
+    ("query_advisory", query_advisory),
+    // patchgap findings -o json
+    ("findings", findings),
+    // patchgap workloads -o json
+    ("workloads", workloads),
+    // patchgap hosts -o json
+    ("hosts", hosts),
+    // patchgap ps -o json
+    ("ps", ps),
+    // patchgap connections -o json
+    ("connections", connections),
+    // patchgap advisories list -o json
+    ("advisories_list", advisories_list),
+    // patchgap advisories show ID -o json
+    ("advisory_show", advisory_show),
+    // patchgap advisories import PATH -o json
+    ("advisories_import", advisories_import),
+    // patchgap sbom push --image D FILE -o json
+    ("sbom_push", sbom_push),
+    // patchgap sbom list -o json
+    ("sbom_list", sbom_list),
+];
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+/// Each answer's bytes equal its committed snapshot; every mismatch is
+/// reported, not only the first.
+#[test]
+fn json_answers_match_their_snapshots() {
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1");
+    let mut failures = Vec::new();
+    for (name, answer) in CASES {
+        let text = render::json_text(&answer()).unwrap();
+        let path = dir().join(format!("{name}.json"));
+        if update {
+            std::fs::create_dir_all(dir()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(want) if want == text => {}
+            Ok(want) => failures.push(format!(
+                "{name}: the JSON differs from {}\n--- want\n{want}--- got\n{text}",
+                path.display()
+            )),
+            Err(e) => failures.push(format!("{name}: {}: {e}", path.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n(if the change is intended: UPDATE_SNAPSHOTS=1 cargo test -p cli --bin patchgap snapshots)",
+        failures.join("\n")
+    );
+}
+
+/// A snapshot without a case would pin nothing: every file is one of the cases.
+#[test]
+fn every_snapshot_file_has_a_case() {
+    let mut files: Vec<String> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = CASES.iter().map(|(n, _)| format!("{n}.json")).collect();
+    names.sort();
+    assert_eq!(files, names);
+}
