@@ -755,8 +755,36 @@ async fn a_pip_replaced_extension_stays_named_at_the_version_it_was_loaded_at() 
     let now = mapped_pypi(&h, q.pid(), &truth).await;
     assert_eq!(now, truth, "agreement after");
     assert_eq!(now.get("pyyaml").map(String::as_str), Some("6.0.2"));
+    // `pip list` agrees: every distribution of the venv, at its version.
+    let out = Command::new(&pip)
+        .args(["list", "--format", "json", "--disable-pip-version-check"])
+        .output()
+        .expect("pip list");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<String> = listed
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    let ours: std::collections::BTreeSet<(String, String)> = matches_of(&h, q.pid(), &names)
+        .await
+        .iter()
+        .map(|m| {
+            let p = m.package.as_ref().unwrap();
+            (p.name.to_lowercase(), p.version.clone())
+        })
+        .collect();
+    let pip_says: std::collections::BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_lowercase(),
+                d["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ours, pip_says, "pip list");
     eprintln!(
-        "pip-replaced _yaml: before {before:?}, after upgrade (old process) 6.0.1 stale, new process {now:?}"
+        "pip-replaced _yaml: before {before:?}, after upgrade (old process) 6.0.1 stale, new process {now:?}, pip list {pip_says:?}"
     );
     drop((p, q));
     h.stop().await;
