@@ -847,6 +847,19 @@ async fn python_files_resolve_by_record_wherever_sys_path_put_them() {
             .arg(said("c")),
     );
     let h = Harness::start().await;
+    // (d) imports from the PYTHONPATH directory once the agent runs, so
+    // eBPF sees its opens of simplejson's modules.
+    let d = spawn_ready(
+        Command::new("/usr/bin/python3")
+            .env("PYTHONPATH", &plain)
+            .args([
+                "-c",
+                "import sys, time, json; print('ready', flush=True); time.sleep(1); import simplejson\n\
+                 json.dump(sorted(m.__cached__ for m in list(sys.modules.values()) if 'simplejson' in (getattr(m, '__cached__', None) or '')), open(sys.argv[1], 'w'))\n\
+                 time.sleep(300)",
+            ])
+            .arg(said("d")),
+    );
     h.sync().await;
 
     // Every check is made before any fails, so one run shows them all.
@@ -880,7 +893,41 @@ async fn python_files_resolve_by_record_wherever_sys_path_put_them() {
     if versions != ["6.0.1"] {
         wrong.push(format!("c: PyYAML {versions:?}"));
     }
+    // (d): every module file eBPF saw it open under the PYTHONPATH
+    // directory is named simplejson 3.19.3, and each one it imported was seen.
+    if ebpf_wanted() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (imported, opened) = loop {
+            let imported: Vec<String> = std::fs::read(said("d"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let names = vec!["simplejson".to_string()];
+            let opened: std::collections::BTreeSet<String> = matches_of(&h, d.pid(), &names)
+                .await
+                .iter()
+                .filter(|m| m.package.as_ref().unwrap().version == "3.19.3")
+                .flat_map(|m| m.paths.iter())
+                .filter(|p| p.evidence == "opened")
+                .map(|p| String::from_utf8_lossy(&p.path).into_owned())
+                .collect();
+            let done = !imported.is_empty() && imported.iter().all(|f| opened.contains(f));
+            if done || Instant::now() > deadline {
+                break (imported, opened);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!(
+            "d        imported {} simplejson module files, patchgap names {} opened",
+            imported.len(),
+            imported.iter().filter(|f| opened.contains(*f)).count()
+        );
+        let missing: Vec<&String> = imported.iter().filter(|f| !opened.contains(*f)).collect();
+        if imported.is_empty() || !missing.is_empty() {
+            wrong.push(format!("d: opened but not named: {missing:?}"));
+        }
+    }
     assert!(wrong.is_empty(), "{wrong:#?}");
-    drop((a, b, c));
+    drop((a, b, c, d));
     h.stop().await;
 }
