@@ -619,5 +619,66 @@ mod tests {
         assert_eq!(major_minor("3"), None);
         assert!(is_python(b"python3.11"));
         assert!(!is_python(b"node"));
+        assert!(has_abi_tag("_speedups.cpython-311-x86_64-linux-gnu.so"));
+        assert!(has_abi_tag("_rust.abi3.so"));
+        assert!(has_abi_tag("decoder.cpython-311.pyc"));
+        assert!(!has_abi_tag("libgconv.so"));
+        assert!(!has_abi_tag("pam_unix.so"));
+    }
+
+    /// A pip `--target` directory (no site-packages in its path): a module
+    /// file is named by the RECORD of the dist-info beside its package,
+    /// a file that RECORD does not list by the top-level name, and nothing
+    /// outside it.
+    #[test]
+    fn a_module_file_resolves_by_the_record_of_a_directory_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let vendor = dir.path().join("vendor");
+        let write = |rel: &str, body: &str| {
+            let p = vendor.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        };
+        write("simplejson/__init__.py", "");
+        write("simplejson/_speedups.cpython-311-x86_64-linux-gnu.so", "");
+        write("simplejson/late.py", "");
+        write(
+            "simplejson-3.19.3.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: simplejson\nVersion: 3.19.3\n\n",
+        );
+        write(
+            "simplejson-3.19.3.dist-info/RECORD",
+            "simplejson/__init__.py,,\nsimplejson/_speedups.cpython-311-x86_64-linux-gnu.so,,\n",
+        );
+        write("namespace/other.py", "");
+        let root = RootFs::open(std::path::Path::new("/")).unwrap();
+        let mut py = Python::default();
+        let at = |rel: &str| {
+            let mut p = vendor.as_os_str().as_encoded_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(rel.as_bytes());
+            p
+        };
+        for rel in [
+            "simplejson/_speedups.cpython-311-x86_64-linux-gnu.so",
+            "simplejson/__init__.py",
+            "simplejson/late.py",
+        ] {
+            let p = py.owner_of_file(&root, None, &at(rel), true);
+            assert_eq!(
+                p.map(|p| (p.name.clone(), p.version.clone())),
+                Some(("simplejson".into(), "3.19.3".into())),
+                "{rel}"
+            );
+        }
+        // No walk asked for, or a file no distribution provides: nothing.
+        assert!(
+            py.owner_of_file(&root, None, &at("simplejson/__init__.py"), false)
+                .is_none()
+        );
+        assert!(
+            py.owner_of_file(&root, None, &at("namespace/other.py"), true)
+                .is_none()
+        );
     }
 }
