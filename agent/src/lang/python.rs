@@ -91,8 +91,10 @@ struct Site {
     /// Importable top-level name → index in `dists`.
     by_top: HashMap<String, usize>,
     /// The hash of each loadable file a RECORD lists (its path relative to
-    /// the site directory, see `record_key`) → index in `dists`.
-    by_file: HashMap<u64, usize>,
+    /// the site directory, see `record_key`) → index in `dists`. Read on the
+    /// first lookup of a file: an idle interpreter's environment costs no
+    /// RECORD reads.
+    by_file: std::sync::OnceLock<HashMap<u64, usize>>,
 }
 
 #[derive(Debug)]
@@ -103,6 +105,8 @@ struct Dist {
     path: Vec<u8>,
     id: FileId,
     package: Arc<PackageInfo>,
+    /// What lists its files (None for a single-file egg-info).
+    records: Option<DistKind>,
 }
 
 impl Python {
@@ -199,7 +203,7 @@ impl Python {
                 .is_ok_and(|n| is_module_file(n) && (interpreter || has_abi_tag(n)));
         let found = env
             .iter()
-            .find_map(|(dir, site)| site.owner(dir, in_root))
+            .find_map(|(dir, site)| site.owner(root, dir, in_root))
             .or_else(|| self.owner_of_file(root, db, in_root, walk))?;
         if self.files.len() >= MAX_FILES {
             self.files.clear();
@@ -222,7 +226,7 @@ impl Python {
         // Most mappings of most processes are neither under a site
         // directory nor module files: string checks, no I/O, decide.
         if let Some(dir) = site_dir_of(in_root) {
-            return self.site(root, db, dir)?.owner(dir, in_root);
+            return self.site(root, db, dir)?.owner(root, dir, in_root);
         }
         if !walk {
             return None;
@@ -235,7 +239,7 @@ impl Python {
             if let Some(site) = self.site(root, db, dir)
                 && !site.dists.is_empty()
             {
-                return site.owner(dir, in_root);
+                return site.owner(root, dir, in_root);
             }
             dir = dirname(dir);
         }
@@ -321,14 +325,32 @@ impl Site {
     /// The distribution that a file under this site directory (`dir`)
     /// belongs to: the one whose RECORD lists it, else the one that provides
     /// its importable top-level name.
-    fn owner(&self, dir: &[u8], in_root: &[u8]) -> Option<Arc<PackageInfo>> {
+    fn owner(&self, root: &RootFs, dir: &[u8], in_root: &[u8]) -> Option<Arc<PackageInfo>> {
         let rel = in_root.strip_prefix(dir)?.strip_prefix(b"/")?;
         let rel = std::str::from_utf8(rel).ok()?;
-        let i = match record_key(rel).and_then(|k| self.by_file.get(&path_hash(k))) {
+        let by_file = |k: &str| self.by_file(root).get(&path_hash(k));
+        let i = match record_key(rel).and_then(by_file) {
             Some(&i) => i,
             None => *self.by_top.get(&top_level_of(rel)?)?,
         };
         Some(self.dists[i].package.clone())
+    }
+
+    /// The loadable files each distribution's RECORD (or installed-files.txt)
+    /// lists, read once.
+    fn by_file(&self, root: &RootFs) -> &HashMap<u64, usize> {
+        self.by_file.get_or_init(|| {
+            let mut by_file = HashMap::new();
+            for (i, d) in self.dists.iter().enumerate() {
+                let Some(kind) = d.records else { continue };
+                for f in installed_files(root, &d.path, kind) {
+                    if let Some(k) = record_key(&f) {
+                        by_file.entry(path_hash(k)).or_insert(i);
+                    }
+                }
+            }
+            by_file
+        })
     }
 }
 
@@ -529,17 +551,7 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
         });
         let pkg = package("pypi", &fields.name, "", &fields.version, purl, distro);
         let index = site.dists.len();
-        let files = if meta.is_dir {
-            installed_files(root, &path, parsed.kind)
-        } else {
-            Vec::new()
-        };
-        for f in &files {
-            if let Some(k) = record_key(f) {
-                site.by_file.entry(path_hash(k)).or_insert(index);
-            }
-        }
-        let mut tops = top_levels(root, &path, meta.is_dir, &files);
+        let mut tops = top_levels(root, &path, parsed.kind, meta.is_dir);
         if tops.is_empty() {
             tops.push(key.replace('-', "_"));
         }
@@ -551,6 +563,7 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
             path,
             id: meta.id,
             package: pkg,
+            records: meta.is_dir.then_some(parsed.kind),
         });
     }
     site
@@ -558,7 +571,7 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
 
 /// The importable names a distribution provides: top_level.txt, else the
 /// first components of the files it installed.
-fn top_levels(root: &RootFs, path: &[u8], is_dir: bool, files: &[String]) -> Vec<String> {
+fn top_levels(root: &RootFs, path: &[u8], kind: DistKind, is_dir: bool) -> Vec<String> {
     if !is_dir {
         return Vec::new();
     }
@@ -568,6 +581,7 @@ fn top_levels(root: &RootFs, path: &[u8], is_dir: bool, files: &[String]) -> Vec
             return tops;
         }
     }
+    let files = installed_files(root, path, kind);
     let mut tops: Vec<String> = files.iter().filter_map(|f| top_level_of(f)).collect();
     tops.sort();
     tops.dedup();
