@@ -534,3 +534,400 @@ async fn every_pyenv_interpreters_findings_agree_with_the_ground_truth() {
     drop(procs);
     h.stop().await;
 }
+
+/// A real wheel from PyPI for CPython 3.11 on x86_64 (`spec` is
+/// `name==version`), downloaded once by `pip` into the tests' target tmp
+/// dir; later runs are offline.
+fn wheel(pip: &Path, spec: &str) -> std::path::PathBuf {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheels");
+    let (name, version) = spec.split_once("==").unwrap();
+    let prefix = format!("{}-{version}-", name.to_lowercase());
+    let find = || {
+        std::fs::read_dir(&cache)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                let f = p.file_name().unwrap().to_string_lossy().to_lowercase();
+                f.starts_with(&prefix) && f.ends_with(".whl")
+            })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    let ok = Command::new(pip)
+        .args([
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
+        .arg(&cache)
+        .arg(spec)
+        .status()
+        .expect("pip download");
+    assert!(ok.success(), "pip download {spec}");
+    find().unwrap_or_else(|| panic!("no wheel for {spec} in {}", cache.display()))
+}
+
+/// `pip install` of local wheels only, with extra arguments (`--target`).
+fn pip_install(pip: &Path, args: &[&std::ffi::OsStr]) {
+    let ok = Command::new(pip)
+        .args([
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
+        .args(args)
+        .status()
+        .expect("pip install");
+    assert!(ok.success(), "pip install {args:?}");
+}
+
+fn new_venv(dir: &Path) -> std::path::PathBuf {
+    let venv = dir.join("venv");
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(ok.success());
+    venv
+}
+
+/// What the interpreter itself says it loaded, written by the test's
+/// python to a file before it prints "ready": every distribution
+/// (importlib.metadata, over its real sys.path) that lists an extension
+/// module the process has imported, lower-cased name → version.
+const LOADED_EXTENSION_DISTS: &str = r#"
+import importlib.metadata as md, json, os, sys
+loaded = {os.path.realpath(m.__file__) for m in list(sys.modules.values())
+          if (getattr(m, '__file__', None) or '').endswith('.so')}
+found = {}
+for d in md.distributions():
+    for f in d.files or []:
+        if os.path.realpath(d.locate_file(f)) in loaded:
+            found[d.metadata['Name'].lower()] = d.version
+open(sys.argv[1], 'w').write(json.dumps(found))
+print('ready', flush=True)
+import time; time.sleep(300)
+"#;
+
+/// The interpreter's own answer (see [`LOADED_EXTENSION_DISTS`]).
+fn interpreter_says(file: &Path) -> std::collections::BTreeMap<String, String> {
+    let m: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    m
+}
+
+/// The distributions the tests here install (the collector is asked by
+/// name).
+const TEST_DISTS: [&str; 2] = ["pyyaml", "simplejson"];
+
+/// The collector's matches of a process for these PyPI names.
+async fn matches_of(h: &Harness, pid: u32, names: &[String]) -> Vec<v1::Match> {
+    let mut out = Vec::new();
+    for name in names {
+        let r = timeout(find(h, name, "pypi", "")).await;
+        out.extend(
+            r.matches
+                .into_iter()
+                .filter(|m| m.key.is_some_and(|k| k.pid == pid)),
+        );
+    }
+    out
+}
+
+/// The PyPI distributions the collector says a process maps, lower-cased
+/// name → version, among `truth`'s names and the tests' own.
+async fn mapped_pypi(
+    h: &Harness,
+    pid: u32,
+    truth: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut names: Vec<String> = truth.keys().cloned().collect();
+    names.extend(TEST_DISTS.iter().map(|n| n.to_string()));
+    names.sort();
+    names.dedup();
+    let mut out = std::collections::BTreeMap::new();
+    for m in matches_of(h, pid, &names).await {
+        if m.paths.iter().any(|p| p.evidence == "mapped") {
+            let p = m.package.as_ref().unwrap();
+            out.insert(p.name.to_lowercase(), p.version.clone());
+        }
+    }
+    out
+}
+
+/// The mapped files of a process that the collector names no PyPI
+/// distribution for, though they lie in the test's directory.
+async fn unresolved_under(h: &Harness, pid: u32, dir: &Path) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let dir = dir.to_string_lossy().into_owned();
+    let names: Vec<String> = TEST_DISTS.iter().map(|n| n.to_string()).collect();
+    let named: std::collections::BTreeSet<Vec<u8>> = matches_of(h, pid, &names)
+        .await
+        .iter()
+        .flat_map(|m| m.paths.iter().map(|p| p.path.clone()))
+        .collect();
+    let mut out: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_once(&dir).map(|(_, rest)| format!("{dir}{rest}")))
+        .map(|p| p.trim_end_matches(" (deleted)").to_string())
+        .filter(|p| p.contains(".so") && !named.contains(p.as_bytes()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Issue 11, defect 6: a venv python imports yaml (PyYAML 6.0.1's `_yaml`
+/// C extension is mapped), then a real `pip install PyYAML==6.0.2`
+/// replaces it. The old `.so` stays mapped, `(deleted)`, at pip's stash
+/// path; the collector must answer it stale and as PyYAML 6.0.1, the
+/// version the process loaded, while the venv now installs 6.0.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pip_replaced_extension_stays_named_at_the_version_it_was_loaded_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = new_venv(dir.path());
+    let pip = venv.join("bin/pip");
+    let (old, new) = (wheel(&pip, "PyYAML==6.0.1"), wheel(&pip, "PyYAML==6.0.2"));
+    pip_install(&pip, &[old.as_os_str()]);
+    let said = dir.path().join("said.json");
+    let p = spawn_ready(
+        Command::new(venv.join("bin/python"))
+            .args(["-c", &format!("import yaml\n{LOADED_EXTENSION_DISTS}")])
+            .arg(&said),
+    );
+    let h = Harness::start().await;
+    h.sync().await;
+    let truth = interpreter_says(&said);
+    let before = mapped_pypi(&h, p.pid(), &truth).await;
+    assert_eq!(before, truth, "agreement before");
+    assert_eq!(before.get("pyyaml").map(String::as_str), Some("6.0.1"));
+
+    pip_install(&pip, &[std::ffi::OsStr::new("--upgrade"), new.as_os_str()]);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.pid())).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains("_yaml.cpython"))
+        .expect("_yaml still mapped");
+    assert!(line.ends_with(" (deleted)"), "{line}");
+    h.sync().await;
+
+    let r = timeout(find(&h, "PyYAML", "pypi", "")).await;
+    let ours: Vec<&v1::Match> = r
+        .matches
+        .iter()
+        .filter(|m| m.key.is_some_and(|k| k.pid == p.pid()))
+        .collect();
+    let version = |m: &&v1::Match| m.package.as_ref().unwrap().version.clone();
+    let loaded = ours
+        .iter()
+        .find(|m| m.paths.iter().any(|p| p.evidence == "mapped"))
+        .unwrap_or_else(|| panic!("the old _yaml is named by no distribution: {ours:#?}"));
+    assert_eq!(version(loaded), "6.0.1", "{loaded:#?}");
+    assert!(loaded.stale, "{loaded:#?}");
+    let path = loaded
+        .paths
+        .iter()
+        .find(|p| p.evidence == "mapped")
+        .unwrap();
+    assert!(path.stale && path.deleted, "{path:?}");
+    assert!(
+        ours.iter()
+            .any(|m| version(m) == "6.0.2" && m.evidence == "installed"),
+        "{ours:#?}"
+    );
+    assert!(unresolved_under(&h, p.pid(), dir.path()).await.is_empty());
+    // A process started now maps the new version, not stale.
+    let said2 = dir.path().join("said2.json");
+    let q = spawn_ready(
+        Command::new(venv.join("bin/python"))
+            .args(["-c", &format!("import yaml\n{LOADED_EXTENSION_DISTS}")])
+            .arg(&said2),
+    );
+    h.sync().await;
+    let truth = interpreter_says(&said2);
+    let now = mapped_pypi(&h, q.pid(), &truth).await;
+    assert_eq!(now, truth, "agreement after");
+    assert_eq!(now.get("pyyaml").map(String::as_str), Some("6.0.2"));
+    // `pip list` agrees: every distribution of the venv, at its version.
+    let out = Command::new(&pip)
+        .args(["list", "--format", "json", "--disable-pip-version-check"])
+        .output()
+        .expect("pip list");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<String> = listed
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    let ours: std::collections::BTreeSet<(String, String)> = matches_of(&h, q.pid(), &names)
+        .await
+        .iter()
+        .map(|m| {
+            let p = m.package.as_ref().unwrap();
+            (p.name.to_lowercase(), p.version.clone())
+        })
+        .collect();
+    let pip_says: std::collections::BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_lowercase(),
+                d["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ours, pip_says, "pip list");
+    eprintln!(
+        "pip-replaced _yaml: before {before:?}, after upgrade (old process) 6.0.1 stale, new process {now:?}, pip list {pip_says:?}"
+    );
+    drop((p, q));
+    h.stop().await;
+}
+
+/// Issue 11, defect 7: environments beyond the guessed one. Debian's
+/// python3 processes load C extensions from (a) a PYTHONPATH directory
+/// that is no site-packages (`pip install --target`), (b) another
+/// site-packages added to sys.path, and (c) a venv's site-packages added
+/// with `sys.path.insert`. Every mapped extension must be named by the
+/// distribution whose RECORD lists it (agreeing with what the interpreter
+/// says it imported), and in (c) Debian's dist-packages stay installed.
+/// The agent reads no environment: the PYTHONPATH below is the child's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_files_resolve_by_record_wherever_sys_path_put_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = new_venv(dir.path());
+    let pip = venv.join("bin/pip");
+    let simplejson = wheel(&pip, "simplejson==3.19.3");
+    let yaml = wheel(&pip, "PyYAML==6.0.1");
+    // (a) a plain directory, (b) a site-packages outside any venv, (c) the venv.
+    let plain = dir.path().join("vendor");
+    let other = dir.path().join("other/lib/python3.11/site-packages");
+    let t = std::ffi::OsStr::new("--target");
+    pip_install(&pip, &[t, plain.as_os_str(), simplejson.as_os_str()]);
+    pip_install(&pip, &[t, other.as_os_str(), simplejson.as_os_str()]);
+    pip_install(&pip, &[yaml.as_os_str()]);
+    let venv_site = venv.join("lib/python3.11/site-packages");
+
+    let said = |n: &str| dir.path().join(format!("said-{n}.json"));
+    let a = spawn_ready(
+        Command::new("/usr/bin/python3")
+            .env("PYTHONPATH", &plain)
+            .args([
+                "-c",
+                &format!("import simplejson._speedups\n{LOADED_EXTENSION_DISTS}"),
+            ])
+            .arg(said("a")),
+    );
+    let b = spawn_ready(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                &format!(
+                    "import sys; sys.path.append({:?})\nimport simplejson._speedups\n{LOADED_EXTENSION_DISTS}",
+                    other.to_str().unwrap()
+                ),
+            ])
+            .arg(said("b")),
+    );
+    let c = spawn_ready(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                &format!(
+                    "import sys; sys.path.insert(0, {:?})\nimport yaml\n{LOADED_EXTENSION_DISTS}",
+                    venv_site.to_str().unwrap()
+                ),
+            ])
+            .arg(said("c")),
+    );
+    let h = Harness::start().await;
+    // (d) imports from the PYTHONPATH directory once the agent runs, so
+    // eBPF sees its opens of simplejson's modules.
+    let d = spawn_ready(
+        Command::new("/usr/bin/python3")
+            .env("PYTHONPATH", &plain)
+            .args([
+                "-c",
+                "import sys, time, json; print('ready', flush=True); time.sleep(1); import simplejson\n\
+                 json.dump(sorted(m.__cached__ for m in list(sys.modules.values()) if 'simplejson' in (getattr(m, '__cached__', None) or '')), open(sys.argv[1], 'w'))\n\
+                 time.sleep(300)",
+            ])
+            .arg(said("d")),
+    );
+    h.sync().await;
+
+    // Every check is made before any fails, so one run shows them all.
+    let mut wrong = Vec::new();
+    eprintln!("process  interpreter says  patchgap mapped  unresolved .so");
+    for (name, p) in [("a", &a), ("b", &b), ("c", &c)] {
+        let truth = interpreter_says(&said(name));
+        let ours = mapped_pypi(&h, p.pid(), &truth).await;
+        let missing = unresolved_under(&h, p.pid(), dir.path()).await;
+        eprintln!("{name}        {truth:?}  {ours:?}  {missing:?}");
+        assert!(!truth.is_empty(), "{name}");
+        if ours != truth || !missing.is_empty() {
+            wrong.push(format!(
+                "{name}: {ours:?} != {truth:?}, unresolved {missing:?}"
+            ));
+        }
+    }
+    // (c) is Debian's python3: its own dist-packages are still on sys.path.
+    let r = timeout(find(&h, "cryptography", "pypi", "")).await;
+    if evidence_of(&r, c.pid()).as_deref() != Some("installed") {
+        wrong.push("c: Debian's dist-packages dropped".into());
+    }
+    // The venv's PyYAML shadows Debian's for (c).
+    let r = timeout(find(&h, "PyYAML", "pypi", "")).await;
+    let versions: Vec<String> = r
+        .matches
+        .iter()
+        .filter(|m| m.key.is_some_and(|k| k.pid == c.pid()))
+        .map(|m| m.package.as_ref().unwrap().version.clone())
+        .collect();
+    if versions != ["6.0.1"] {
+        wrong.push(format!("c: PyYAML {versions:?}"));
+    }
+    // (d): every module file eBPF saw it open under the PYTHONPATH
+    // directory is named simplejson 3.19.3, and each one it imported was seen.
+    if ebpf_wanted() {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (imported, opened) = loop {
+            let imported: Vec<String> = std::fs::read(said("d"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let names = vec!["simplejson".to_string()];
+            let opened: std::collections::BTreeSet<String> = matches_of(&h, d.pid(), &names)
+                .await
+                .iter()
+                .filter(|m| m.package.as_ref().unwrap().version == "3.19.3")
+                .flat_map(|m| m.paths.iter())
+                .filter(|p| p.evidence == "opened")
+                .map(|p| String::from_utf8_lossy(&p.path).into_owned())
+                .collect();
+            let done = !imported.is_empty() && imported.iter().all(|f| opened.contains(f));
+            if done || Instant::now() > deadline {
+                break (imported, opened);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!(
+            "d        imported {} simplejson module files, patchgap names {} opened",
+            imported.len(),
+            imported.iter().filter(|f| opened.contains(*f)).count()
+        );
+        let missing: Vec<&String> = imported.iter().filter(|f| !opened.contains(*f)).collect();
+        if imported.is_empty() || !missing.is_empty() {
+            wrong.push(format!("d: opened but not named: {missing:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    drop((a, b, c, d));
+    h.stop().await;
+}

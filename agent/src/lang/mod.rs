@@ -102,7 +102,7 @@ impl LangResolver {
     ) -> Vec<Artifact> {
         let mut out = Vec::new();
         let in_root = crate::scan::in_root_path(root_link, &opened.path.0).to_vec();
-        if let Some(p) = self.python.owner_of_file(root, db, &in_root) {
+        if let Some(p) = self.python.opened(root, db, root_link, opened) {
             out.push(with_package(opened, p));
         }
         if let Some(p) = self.node.owner_of_file(root, db, &in_root) {

@@ -6,20 +6,34 @@
 //!
 //! 1. a virtualenv: `pyvenv.cfg` next to the `bin/` of argv[0] (a venv's
 //!    `bin/python` is a symlink, so /proc/PID/exe names the base
-//!    interpreter, while argv[0] keeps the venv path), or above a
-//!    `lib/pythonX.Y/site-packages` that a mapping or an open names;
+//!    interpreter, while argv[0] keeps the venv path);
 //! 2. otherwise the prefix of the executable (`/usr/bin/python3.11` →
 //!    `/usr`, `~/.pyenv/versions/3.11.7/bin/python3.11` → that version).
 //!
 //! Site directories are then those CPython would put on sys.path for that
 //! prefix, Debian's `dist-packages` included; a venv adds its base's only
-//! with `include-system-site-packages = true`. Each distribution is read
-//! from its `*.dist-info` or `*.egg-info` (reported once when a package has
-//! both, as Debian's python3-cryptography does), and the first site
-//! directory that has a name wins, as it does for `import`.
+//! with `include-system-site-packages = true`. Any other `site-packages` or
+//! `dist-packages` that a mapping or an open lies under (a `sys.path.insert`,
+//! a PYTHONPATH entry, an activated venv run as plain `python`) comes first,
+//! as it does on sys.path. Each distribution is read from its `*.dist-info`
+//! or `*.egg-info` (reported once when a package has both, as Debian's
+//! python3-cryptography does), and the first site directory that has a name
+//! wins, as it does for `import`.
+//!
+//! A mapped or opened file belongs to the distribution whose `RECORD` lists
+//! it, wherever it is: under a site directory of the environment, under any
+//! other `site-packages` or `dist-packages`, or, for a module file, under
+//! the nearest directory above it that holds distributions; the importable
+//! top-level name decides only for files no `RECORD` lists (Debian's
+//! egg-infos have none). Each file's distribution is remembered by (root,
+//! device, inode), so a file that pip has since replaced (the old
+//! `_yaml….so` still mapped, `(deleted)`, at a stash path) stays named
+//! with the version that was installed when the process loaded it: the
+//! rule dpkg's resolution cache follows for OS packages.
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::{Hash, Hasher},
     sync::Arc,
 };
 
@@ -30,8 +44,8 @@ use super::{
 use crate::{
     model::{Artifact, ArtifactKind, PackageInfo},
     parse::python::{
-        DistKind, normalize_name, parse_dist_dir_name, parse_installed_files, parse_metadata,
-        parse_pyvenv_cfg, parse_record, parse_top_level, top_level_of,
+        DistKind, is_module_file, normalize_name, parse_dist_dir_name, parse_installed_files,
+        parse_metadata, parse_pyvenv_cfg, parse_record, parse_top_level, record_key, top_level_of,
     },
     resolve::PackageDb,
     rootfs::{FileId, RootFs},
@@ -46,6 +60,10 @@ const SMALL_LIMIT: u64 = 1 << 20;
 const MAX_DISTS: usize = 20_000;
 /// Site directories cached across all roots.
 const MAX_SITES: usize = 4096;
+/// Files whose distribution is remembered, across all roots.
+const MAX_FILES: usize = 1 << 16;
+/// Directories above a module file that are looked at for distributions.
+const MAX_ANCESTORS: usize = 6;
 
 /// Whether an executable's name is a Python interpreter's.
 pub(super) fn is_python(name: &[u8]) -> bool {
@@ -55,6 +73,9 @@ pub(super) fn is_python(name: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub(super) struct Python {
     sites: HashMap<(FileId, Vec<u8>), (Stamp, Arc<Site>)>,
+    /// The distribution of each file resolved while it was current, by
+    /// (root, device, inode): a stale file keeps it.
+    files: HashMap<(FileId, u64, u64), Arc<PackageInfo>>,
 }
 
 /// What identifies a site directory's contents: installing or removing a
@@ -69,6 +90,11 @@ struct Site {
     dists: Vec<Dist>,
     /// Importable top-level name → index in `dists`.
     by_top: HashMap<String, usize>,
+    /// The hash of each loadable file a RECORD lists (its path relative to
+    /// the site directory, see `record_key`) → index in `dists`. Read on the
+    /// first lookup of a file: an idle interpreter's environment costs no
+    /// RECORD reads.
+    by_file: std::sync::OnceLock<HashMap<u64, usize>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +105,8 @@ struct Dist {
     path: Vec<u8>,
     id: FileId,
     package: Arc<PackageInfo>,
+    /// What lists its files (None for a single-file egg-info).
+    records: Option<DistKind>,
 }
 
 impl Python {
@@ -111,12 +139,9 @@ impl Python {
             loaded.push((dir, site));
         }
         for a in artifacts {
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
-            for (dir, site) in &loaded {
-                if let Some(p) = site.owner(dir, in_root) {
-                    out.push(with_package(a, p));
-                    break;
-                }
+            if let Some(p) = self.resolve_file(view.root, view.db, view.root_link, a, &loaded, true)
+            {
+                out.push(with_package(a, p));
             }
         }
     }
@@ -133,32 +158,97 @@ impl Python {
             if a.kind == ArtifactKind::Exe {
                 continue;
             }
-            // Most mappings of most processes are not under a site
-            // directory: a string check, no allocation, decides.
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
-            if site_dir_of(in_root).is_none() {
-                continue;
-            }
-            if let Some(p) = self.owner_of_file(view.root, view.db, in_root) {
+            if let Some(p) = self.resolve_file(view.root, view.db, view.root_link, a, &[], false) {
                 out.push(with_package(a, p));
             }
         }
     }
 
-    /// The distribution a file under a site directory belongs to.
-    pub(super) fn owner_of_file(
+    /// The distribution of a file a process opened (an eBPF open event).
+    pub(super) fn opened(
+        &mut self,
+        root: &RootFs,
+        db: Option<&PackageDb>,
+        root_link: &[u8],
+        opened: &Artifact,
+    ) -> Option<Arc<PackageInfo>> {
+        self.resolve_file(root, db, root_link, opened, &[], true)
+    }
+
+    /// The distribution of one file a process maps or opened: by a site
+    /// directory of its environment (`env`), else wherever the file is. A
+    /// stale file (deleted, or its path now names another file) is named
+    /// only by what it resolved to while it was current: its path may be
+    /// pip's stash (`site-packages/~aml/…`) or name the new version.
+    /// `interpreter`: any module file may be Python's, not only an
+    /// extension module with its ABI tag.
+    fn resolve_file(
+        &mut self,
+        root: &RootFs,
+        db: Option<&PackageDb>,
+        root_link: &[u8],
+        a: &Artifact,
+        env: &[(Vec<u8>, Arc<Site>)],
+        interpreter: bool,
+    ) -> Option<Arc<PackageInfo>> {
+        let key = (root.id(), a.dev, a.inode);
+        if a.stale {
+            return self.files.get(&key).cloned();
+        }
+        let in_root = crate::scan::in_root_path(root_link, &a.path.0);
+        // Beyond site directories, only a module file that no OS package
+        // owns is looked for (the standard library's are dpkg's).
+        let walk = a.package.is_none()
+            && std::str::from_utf8(basename(in_root))
+                .is_ok_and(|n| is_module_file(n) && (interpreter || has_abi_tag(n)));
+        let found = env
+            .iter()
+            .find_map(|(dir, site)| site.owner(root, dir, in_root))
+            .or_else(|| self.owner_of_file(root, db, in_root, walk))?;
+        if self.files.len() >= MAX_FILES {
+            self.files.clear();
+        }
+        self.files.insert(key, found.clone());
+        Some(found)
+    }
+
+    /// The distribution a file belongs to: under a `site-packages` or
+    /// `dist-packages`, that directory's; elsewhere, for a module file, that
+    /// of the nearest directory above it that holds distributions (a
+    /// PYTHONPATH entry, a `pip install --target` directory).
+    fn owner_of_file(
         &mut self,
         root: &RootFs,
         db: Option<&PackageDb>,
         in_root: &[u8],
+        walk: bool,
     ) -> Option<Arc<PackageInfo>> {
-        let dir = site_dir_of(in_root)?;
-        let site = self.site(root, db, dir)?;
-        site.owner(dir, in_root)
+        // Most mappings of most processes are neither under a site
+        // directory nor module files: string checks, no I/O, decide.
+        if let Some(dir) = site_dir_of(in_root) {
+            return self.site(root, db, dir)?.owner(root, dir, in_root);
+        }
+        if !walk {
+            return None;
+        }
+        let mut dir = dirname(in_root);
+        for _ in 0..MAX_ANCESTORS {
+            if dir.len() <= 1 {
+                break;
+            }
+            if let Some(site) = self.site(root, db, dir)
+                && !site.dists.is_empty()
+            {
+                return site.owner(root, dir, in_root);
+            }
+            dir = dirname(dir);
+        }
+        None
     }
 
     pub(super) fn retain_roots(&mut self, live: &impl Fn(&FileId) -> bool) {
         self.sites.retain(|(root, _), _| live(root));
+        self.files.retain(|(root, _, _), _| live(root));
     }
 
     /// The site directories of the process's environment, in sys.path
@@ -167,57 +257,46 @@ impl Python {
         let root = view.root;
         let exe = crate::scan::in_root_path(view.root_link, view.exe);
         let exe_version = version_of_name(basename(exe));
-        // A venv named by argv[0] or by a site directory the process uses.
-        let mut venvs: Vec<Vec<u8>> = Vec::new();
-        if let Some(argv0) = view.argv.first()
-            && argv0.contains(&b'/')
-        {
-            let path = if argv0.starts_with(b"/") {
-                normalize(argv0)
-            } else {
-                let cwd = std::fs::read_link(view.proc_dir.join("cwd"))
-                    .map(|l| l.into_os_string().into_encoded_bytes())
-                    .unwrap_or_default();
-                let cwd = crate::scan::in_root_path(view.root_link, &cwd);
-                normalize(&join(cwd, argv0))
-            };
-            venvs.push(dirname(dirname(&path)).to_vec());
-        }
+        // A venv named by argv[0]; else the executable's prefix. A venv that
+        // only a site directory in use points at is not the environment: a
+        // system interpreter that inserted it into sys.path still has its
+        // own site directories.
+        let venv = view
+            .argv
+            .first()
+            .filter(|a| a.contains(&b'/'))
+            .map(|argv0| {
+                let path = if argv0.starts_with(b"/") {
+                    normalize(argv0)
+                } else {
+                    let cwd = std::fs::read_link(view.proc_dir.join("cwd"))
+                        .map(|l| l.into_os_string().into_encoded_bytes())
+                        .unwrap_or_default();
+                    let cwd = crate::scan::in_root_path(view.root_link, &cwd);
+                    normalize(&join(cwd, argv0))
+                };
+                dirname(dirname(&path)).to_vec()
+            });
+        let own = venv
+            .and_then(|v| venv_sites(root, &v, exe, exe_version.as_deref()))
+            .unwrap_or_else(|| {
+                let prefix = dirname(dirname(exe)).to_vec();
+                prefix_sites(root, &prefix, exe_version.as_deref())
+            });
+        // Other site directories the process's mappings and opens lie
+        // under come first, in the order they appear (many share one).
+        let mut sites: Vec<Vec<u8>> = Vec::new();
         for a in artifacts {
             let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
-            if let Some(site) = site_dir_of(in_root) {
-                // <venv>/lib/pythonX.Y/site-packages
-                venvs.push(dirname(dirname(dirname(site))).to_vec());
+            if let Some(site) = site_dir_of(in_root)
+                && !a.stale
+                && !own.iter().chain(&sites).any(|s| s == site)
+            {
+                sites.push(site.to_vec());
             }
         }
-        // Many mappings share one site directory: each candidate once.
-        let mut tried = HashSet::new();
-        for venv in venvs {
-            if !tried.insert(venv.clone()) {
-                continue;
-            }
-            let Ok(cfg) = root.read(&join(&venv, b"pyvenv.cfg"), SMALL_LIMIT) else {
-                continue;
-            };
-            let cfg = parse_pyvenv_cfg(&cfg);
-            let version = cfg
-                .version
-                .as_deref()
-                .and_then(major_minor)
-                .or(exe_version.clone());
-            let mut sites = versioned_sites(root, &venv, version.as_deref(), "site-packages");
-            if cfg.include_system_site_packages {
-                let base = cfg
-                    .home
-                    .as_deref()
-                    .map(|h| dirname(h.trim_end_matches('/').as_bytes()).to_vec())
-                    .unwrap_or_else(|| dirname(dirname(exe)).to_vec());
-                sites.extend(prefix_sites(root, &base, version.as_deref()));
-            }
-            return existing(root, sites);
-        }
-        let prefix = dirname(dirname(exe)).to_vec();
-        existing(root, prefix_sites(root, &prefix, exe_version.as_deref()))
+        sites.extend(own);
+        existing(root, sites)
     }
 
     /// One site directory, read again when it changed.
@@ -244,13 +323,71 @@ impl Python {
 
 impl Site {
     /// The distribution that a file under this site directory (`dir`)
-    /// belongs to, by its importable top-level name.
-    fn owner(&self, dir: &[u8], in_root: &[u8]) -> Option<Arc<PackageInfo>> {
+    /// belongs to: the one whose RECORD lists it, else the one that provides
+    /// its importable top-level name.
+    fn owner(&self, root: &RootFs, dir: &[u8], in_root: &[u8]) -> Option<Arc<PackageInfo>> {
         let rel = in_root.strip_prefix(dir)?.strip_prefix(b"/")?;
-        let top = top_level_of(std::str::from_utf8(rel).ok()?)?;
-        let i = *self.by_top.get(&top)?;
+        let rel = std::str::from_utf8(rel).ok()?;
+        let by_file = |k: &str| self.by_file(root).get(&path_hash(k));
+        let i = match record_key(rel).and_then(by_file) {
+            Some(&i) => i,
+            None => *self.by_top.get(&top_level_of(rel)?)?,
+        };
         Some(self.dists[i].package.clone())
     }
+
+    /// The loadable files each distribution's RECORD (or installed-files.txt)
+    /// lists, read once.
+    fn by_file(&self, root: &RootFs) -> &HashMap<u64, usize> {
+        self.by_file.get_or_init(|| {
+            let mut by_file = HashMap::new();
+            for (i, d) in self.dists.iter().enumerate() {
+                let Some(kind) = d.records else { continue };
+                for f in installed_files(root, &d.path, kind) {
+                    if let Some(k) = record_key(&f) {
+                        by_file.entry(path_hash(k)).or_insert(i);
+                    }
+                }
+            }
+            by_file
+        })
+    }
+}
+
+/// The key of a RECORD path in `Site::by_file`. SipHash with fixed keys: a
+/// collision needs two paths of one directory, and would name a sibling
+/// distribution of the same directory.
+fn path_hash(rel: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    rel.hash(&mut h);
+    h.finish()
+}
+
+/// The site directories of a venv (`<venv>/pyvenv.cfg`), its base's too
+/// with `include-system-site-packages = true`; None when it is no venv.
+fn venv_sites(
+    root: &RootFs,
+    venv: &[u8],
+    exe: &[u8],
+    exe_version: Option<&str>,
+) -> Option<Vec<Vec<u8>>> {
+    let cfg = root.read(&join(venv, b"pyvenv.cfg"), SMALL_LIMIT).ok()?;
+    let cfg = parse_pyvenv_cfg(&cfg);
+    let version = cfg
+        .version
+        .as_deref()
+        .and_then(major_minor)
+        .or(exe_version.map(str::to_string));
+    let mut sites = versioned_sites(root, venv, version.as_deref(), "site-packages");
+    if cfg.include_system_site_packages {
+        let base = cfg
+            .home
+            .as_deref()
+            .map(|h| dirname(h.trim_end_matches('/').as_bytes()).to_vec())
+            .unwrap_or_else(|| dirname(dirname(exe)).to_vec());
+        sites.extend(prefix_sites(root, &base, version.as_deref()));
+    }
+    Some(sites)
 }
 
 /// The site directory that a path lies under: everything up to and
@@ -267,6 +404,18 @@ fn site_dir_of(path: &[u8]) -> Option<&[u8]> {
         start = part_end + 1;
     }
     end.map(|e| &path[..e])
+}
+
+/// Whether an extension module's file name carries a Python ABI tag
+/// (`_speedups.cpython-311-x86_64-linux-gnu.so`, `_x.abi3.so`,
+/// `_x.pypy310-pp73-x86_64-linux-gnu.so`): a plain `libfoo.so` mapped by
+/// some program is not looked for.
+fn has_abi_tag(name: &str) -> bool {
+    name.ends_with(".py")
+        || name.ends_with(".pyc")
+        || name.contains(".cpython-")
+        || name.contains(".abi3.")
+        || name.contains(".pypy")
 }
 
 /// "3.11" from "python3.11", "python3.11d" or "pypy3.10"; None for "python3".
@@ -414,6 +563,7 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
             path,
             id: meta.id,
             package: pkg,
+            records: meta.is_dir.then_some(parsed.kind),
         });
     }
     site
@@ -431,7 +581,18 @@ fn top_levels(root: &RootFs, path: &[u8], kind: DistKind, is_dir: bool) -> Vec<S
             return tops;
         }
     }
-    let files: Vec<String> = match kind {
+    let files = installed_files(root, path, kind);
+    let mut tops: Vec<String> = files.iter().filter_map(|f| top_level_of(f)).collect();
+    tops.sort();
+    tops.dedup();
+    tops
+}
+
+/// The files a distribution installed, relative to its site directory:
+/// its RECORD, or an egg-info's installed-files.txt (which is relative to
+/// the egg-info directory itself).
+fn installed_files(root: &RootFs, path: &[u8], kind: DistKind) -> Vec<String> {
+    match kind {
         DistKind::DistInfo => root
             .read(&join(path, b"RECORD"), RECORD_LIMIT)
             .map(|b| parse_record(&b).0)
@@ -446,11 +607,7 @@ fn top_levels(root: &RootFs, path: &[u8], kind: DistKind, is_dir: bool) -> Vec<S
                     .collect()
             })
             .unwrap_or_default(),
-    };
-    let mut tops: Vec<String> = files.iter().filter_map(|f| top_level_of(f)).collect();
-    tops.sort();
-    tops.dedup();
-    tops
+    }
 }
 
 #[cfg(test)]
@@ -476,5 +633,66 @@ mod tests {
         assert_eq!(major_minor("3"), None);
         assert!(is_python(b"python3.11"));
         assert!(!is_python(b"node"));
+        assert!(has_abi_tag("_speedups.cpython-311-x86_64-linux-gnu.so"));
+        assert!(has_abi_tag("_rust.abi3.so"));
+        assert!(has_abi_tag("decoder.cpython-311.pyc"));
+        assert!(!has_abi_tag("libgconv.so"));
+        assert!(!has_abi_tag("pam_unix.so"));
+    }
+
+    /// A pip `--target` directory (no site-packages in its path): a module
+    /// file is named by the RECORD of the dist-info beside its package,
+    /// a file that RECORD does not list by the top-level name, and nothing
+    /// outside it.
+    #[test]
+    fn a_module_file_resolves_by_the_record_of_a_directory_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let vendor = dir.path().join("vendor");
+        let write = |rel: &str, body: &str| {
+            let p = vendor.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        };
+        write("simplejson/__init__.py", "");
+        write("simplejson/_speedups.cpython-311-x86_64-linux-gnu.so", "");
+        write("simplejson/late.py", "");
+        write(
+            "simplejson-3.19.3.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: simplejson\nVersion: 3.19.3\n\n",
+        );
+        write(
+            "simplejson-3.19.3.dist-info/RECORD",
+            "simplejson/__init__.py,,\nsimplejson/_speedups.cpython-311-x86_64-linux-gnu.so,,\n",
+        );
+        write("namespace/other.py", "");
+        let root = RootFs::open(std::path::Path::new("/")).unwrap();
+        let mut py = Python::default();
+        let at = |rel: &str| {
+            let mut p = vendor.as_os_str().as_encoded_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(rel.as_bytes());
+            p
+        };
+        for rel in [
+            "simplejson/_speedups.cpython-311-x86_64-linux-gnu.so",
+            "simplejson/__init__.py",
+            "simplejson/late.py",
+        ] {
+            let p = py.owner_of_file(&root, None, &at(rel), true);
+            assert_eq!(
+                p.map(|p| (p.name.clone(), p.version.clone())),
+                Some(("simplejson".into(), "3.19.3".into())),
+                "{rel}"
+            );
+        }
+        // No walk asked for, or a file no distribution provides: nothing.
+        assert!(
+            py.owner_of_file(&root, None, &at("simplejson/__init__.py"), false)
+                .is_none()
+        );
+        assert!(
+            py.owner_of_file(&root, None, &at("namespace/other.py"), true)
+                .is_none()
+        );
     }
 }

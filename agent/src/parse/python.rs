@@ -505,6 +505,48 @@ pub fn top_level_of(rel_path: &str) -> Option<String> {
     is_module_name(name).then(|| name.to_owned())
 }
 
+/// A loadable file's path from `RECORD` (or `installed-files.txt` without
+/// its `../`), relative to the site directory, in the form a file under that
+/// directory is looked up by: leading `./` removed, and `None` for what a
+/// process cannot load from there (`..` and absolute paths, metadata,
+/// data files). Loadable files are modules (see [`is_module_file`]) and the
+/// shared libraries wheels vendor (`numpy.libs/libgfortran-….so.5.0.0`).
+pub fn record_key(rel_path: &str) -> Option<&str> {
+    let mut path = rel_path;
+    while let Some(rest) = path.strip_prefix("./") {
+        path = rest;
+    }
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return None;
+    }
+    let name = path.rsplit('/').next()?;
+    (is_module_file(name) || is_shared_library(name)).then_some(path)
+}
+
+/// Whether a file name is a Python module's: `.py`, `.pyc`, `.pyo` or an
+/// extension module (`.so`, `.pyd`), with something before the extension.
+pub fn is_module_file(name: &str) -> bool {
+    module_of_file(name).is_some_and(|stem| !stem.is_empty())
+}
+
+/// Whether a file name is a shared library's: `libx.so` or `libx.so.1.2`.
+fn is_shared_library(name: &str) -> bool {
+    match name.split_once(".so") {
+        Some((stem, rest)) => {
+            !stem.is_empty()
+                && (rest.is_empty()
+                    || rest.strip_prefix('.').is_some_and(|v| {
+                        v.split('.')
+                            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    }))
+        }
+        None => false,
+    }
+}
+
 /// The module name of a module file name, if it is one.
 fn module_of_file(file: &str) -> Option<&str> {
     let (stem, _) = file.split_once('.')?;
@@ -591,6 +633,40 @@ command = /root/.pyenv/versions/3.11.7/bin/python3 -m venv /work/main/target/tmp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_keys_are_the_loadable_files() {
+        assert_eq!(record_key("yaml/__init__.py"), Some("yaml/__init__.py"));
+        assert_eq!(
+            record_key("./yaml/_yaml.cpython-311-x86_64-linux-gnu.so"),
+            Some("yaml/_yaml.cpython-311-x86_64-linux-gnu.so")
+        );
+        assert_eq!(
+            record_key("numpy.libs/libgfortran-040039e1.so.5.0.0"),
+            Some("numpy.libs/libgfortran-040039e1.so.5.0.0")
+        );
+        assert_eq!(
+            record_key("__pycache__/six.cpython-311.pyc"),
+            Some("__pycache__/six.cpython-311.pyc")
+        );
+        for no in [
+            "../../../bin/aws",
+            "/etc/passwd",
+            "a/../b.py",
+            "a//b.py",
+            "PyYAML-6.0.1.dist-info/RECORD",
+            "yaml/README.txt",
+            ".py",
+            "x.so.1a",
+            "",
+        ] {
+            assert_eq!(record_key(no), None, "{no}");
+        }
+        assert!(is_module_file("_speedups.cpython-311-x86_64-linux-gnu.so"));
+        assert!(is_module_file("six.py"));
+        assert!(!is_module_file("libc.so.6"));
+        assert!(!is_module_file("METADATA"));
+    }
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
@@ -1283,6 +1359,9 @@ mod tests {
         for p in paths.iter().chain(&parse_installed_files(input)) {
             assert!(valid_path(p));
             let _ = top_level_of(p);
+            if let Some(k) = record_key(p) {
+                assert!(!k.starts_with('/') && !k.split('/').any(|c| c == ".."));
+            }
         }
         for t in parse_top_level(input) {
             assert!(!t.is_empty() && !t.contains('/'));
