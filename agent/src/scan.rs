@@ -26,7 +26,7 @@ use crate::{
     },
     parse::{self, net::NetEntry},
     resolve::{PackageDb, Resolver},
-    rootfs::{FileId, RootFs},
+    rootfs::{FileId, RootFs, in_root_path, strip_deleted},
     workload::{
         attribute::attribute,
         meta::MetaReader,
@@ -921,33 +921,6 @@ pub fn primary_cgroup(lines: &[parse::cgroup::CgroupLine]) -> String {
     }
 }
 
-/// The kernel appends " (deleted)" to a path whose file was unlinked.
-fn strip_deleted(mut path: Vec<u8>) -> (Vec<u8>, bool) {
-    const SUFFIX: &[u8] = b" (deleted)";
-    if path.ends_with(SUFFIX) {
-        path.truncate(path.len() - SUFFIX.len());
-        (path, true)
-    } else {
-        (path, false)
-    }
-}
-
-/// For a process whose root is a plain directory of the host (chroot, or
-/// unshare --root), the kernel shows mapped paths in the host's view, with
-/// the root as a prefix; for a container that pivoted into its own mounts
-/// the paths are already the container's view and the root link reads "/".
-/// Either way this returns the path as seen from inside the root.
-pub fn in_root_path<'a>(root_link: &[u8], path: &'a [u8]) -> &'a [u8] {
-    if root_link.len() > 1
-        && path.starts_with(root_link)
-        && path.get(root_link.len()) == Some(&b'/')
-    {
-        &path[root_link.len()..]
-    } else {
-        path
-    }
-}
-
 fn thread_cpu_micros() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -973,28 +946,6 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_root_path_strips_a_chroot_prefix_only_on_a_component_boundary() {
-        assert_eq!(in_root_path(b"/", b"/usr/lib/x.so"), b"/usr/lib/x.so");
-        assert_eq!(
-            in_root_path(b"/srv/r", b"/srv/r/usr/lib/x.so"),
-            b"/usr/lib/x.so"
-        );
-        assert_eq!(
-            in_root_path(b"/srv/r", b"/srv/root/usr/lib/x.so"),
-            b"/srv/root/usr/lib/x.so"
-        );
-    }
-
-    #[test]
-    fn strip_deleted_marks_deleted() {
-        assert_eq!(
-            strip_deleted(b"/a b (deleted)".to_vec()),
-            (b"/a b".to_vec(), true)
-        );
-        assert_eq!(strip_deleted(b"/a b".to_vec()), (b"/a b".to_vec(), false));
-    }
 
     /// The database of a root that no process uses any more is dropped.
     #[test]

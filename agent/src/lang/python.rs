@@ -111,7 +111,7 @@ impl Python {
             loaded.push((dir, site));
         }
         for a in artifacts {
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
+            let in_root = crate::rootfs::in_root_path(view.root_link, &a.path.0);
             for (dir, site) in &loaded {
                 if let Some(p) = site.owner(dir, in_root) {
                     out.push(with_package(a, p));
@@ -135,7 +135,7 @@ impl Python {
             }
             // Most mappings of most processes are not under a site
             // directory: a string check, no allocation, decides.
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
+            let in_root = crate::rootfs::in_root_path(view.root_link, &a.path.0);
             if site_dir_of(in_root).is_none() {
                 continue;
             }
@@ -165,7 +165,7 @@ impl Python {
     /// order, existing ones only.
     fn environment(&mut self, view: &ProcView<'_>, artifacts: &[Artifact]) -> Vec<Vec<u8>> {
         let root = view.root;
-        let exe = crate::scan::in_root_path(view.root_link, view.exe);
+        let exe = crate::rootfs::in_root_path(view.root_link, view.exe);
         let exe_version = version_of_name(basename(exe));
         // A venv named by argv[0] or by a site directory the process uses.
         let mut venvs: Vec<Vec<u8>> = Vec::new();
@@ -178,13 +178,13 @@ impl Python {
                 let cwd = std::fs::read_link(view.proc_dir.join("cwd"))
                     .map(|l| l.into_os_string().into_encoded_bytes())
                     .unwrap_or_default();
-                let cwd = crate::scan::in_root_path(view.root_link, &cwd);
+                let cwd = crate::rootfs::in_root_path(view.root_link, &cwd);
                 normalize(&join(cwd, argv0))
             };
             venvs.push(dirname(dirname(&path)).to_vec());
         }
         for a in artifacts {
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
+            let in_root = crate::rootfs::in_root_path(view.root_link, &a.path.0);
             if let Some(site) = site_dir_of(in_root) {
                 // <venv>/lib/pythonX.Y/site-packages
                 venvs.push(dirname(dirname(dirname(site))).to_vec());
