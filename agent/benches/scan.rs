@@ -49,8 +49,8 @@ use patchgap_agent::{
     model::ScanStats,
     parse,
     resolve::PackageDb,
-    rootfs::RootFs,
-    scan::{ScanConfig, Scanner, in_root_path, primary_cgroup},
+    rootfs::{RootFs, in_root_path},
+    scan::{ScanConfig, Scanner, primary_cgroup},
 };
 
 /// CPU budget of a warm scan of 1000 processes.

@@ -440,6 +440,37 @@ impl Drop for DirStream {
     }
 }
 
+/// Paths as the kernel shows them for another process (in /proc/PID/maps,
+/// /proc/PID/map_files and /proc/PID/fd), turned into paths inside that
+/// process's root.
+///
+/// For a process whose root is a plain directory of the host (chroot, or
+/// unshare --root), the kernel shows mapped paths in the host's view, with
+/// the root as a prefix; for a container that pivoted into its own mounts
+/// the paths are already the container's view and the root link reads "/".
+/// Either way this returns the path as seen from inside the root.
+pub fn in_root_path<'a>(root_link: &[u8], path: &'a [u8]) -> &'a [u8] {
+    if root_link.len() > 1
+        && path.starts_with(root_link)
+        && path.get(root_link.len()) == Some(&b'/')
+    {
+        &path[root_link.len()..]
+    } else {
+        path
+    }
+}
+
+/// The kernel appends " (deleted)" to a path whose file was unlinked.
+pub fn strip_deleted(mut path: Vec<u8>) -> (Vec<u8>, bool) {
+    const SUFFIX: &[u8] = b" (deleted)";
+    if path.ends_with(SUFFIX) {
+        path.truncate(path.len() - SUFFIX.len());
+        (path, true)
+    } else {
+        (path, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +805,28 @@ mod tests {
                 ino: meta.ino()
             }
         );
+    }
+
+    #[test]
+    fn in_root_path_strips_a_chroot_prefix_only_on_a_component_boundary() {
+        assert_eq!(in_root_path(b"/", b"/usr/lib/x.so"), b"/usr/lib/x.so");
+        assert_eq!(
+            in_root_path(b"/srv/r", b"/srv/r/usr/lib/x.so"),
+            b"/usr/lib/x.so"
+        );
+        assert_eq!(
+            in_root_path(b"/srv/r", b"/srv/root/usr/lib/x.so"),
+            b"/srv/root/usr/lib/x.so"
+        );
+    }
+
+    #[test]
+    fn strip_deleted_marks_deleted() {
+        assert_eq!(
+            strip_deleted(b"/a b (deleted)".to_vec()),
+            (b"/a b".to_vec(), true)
+        );
+        assert_eq!(strip_deleted(b"/a b".to_vec()), (b"/a b".to_vec(), false));
     }
 
     fn open_fixture_beneath(dir: &TempDir) -> RootFs {

@@ -26,7 +26,7 @@ use crate::{
     },
     parse::{self, net::NetEntry},
     resolve::{PackageDb, Resolver},
-    rootfs::{FileId, RootFs},
+    rootfs::{FileId, RootFs, in_root_path, strip_deleted},
     workload::{
         attribute::attribute,
         meta::MetaReader,
@@ -162,6 +162,15 @@ struct ScanCtx {
     workload_by_cgroup: HashMap<Vec<parse::cgroup::CgroupLine>, String>,
     /// This scan's workloads by id.
     workloads: HashMap<String, Workload>,
+}
+
+/// Where a process's files are looked up: its root, that root's package
+/// database, and the root as the kernel names it (for paths in the host's
+/// view).
+struct ProcFiles<'a> {
+    root: Option<&'a RootFs>,
+    db: Option<&'a PackageDb>,
+    root_link: &'a [u8],
 }
 
 impl Scanner {
@@ -500,56 +509,35 @@ impl Scanner {
 
     /// Scans one pid. Only a missing or unreadable stat file skips the
     /// process; anything else missing later makes it `partial`.
+    /// One process, in the order a responder's answer needs it: identity,
+    /// workload, privilege, root, artifacts (executable, mappings, language
+    /// packages) and sockets. Only a process gone before its stat was read
+    /// is skipped; anything missing later makes it `partial`.
     fn scan_process(&mut self, pid: u32, btime: u64, ctx: &mut ScanCtx) -> Result<Process, Skip> {
-        let stat_bytes = std::fs::read(self.proc_path(pid, "stat")).map_err(|e| classify(&e))?;
-        let stat = parse::stat::parse_stat(&stat_bytes).map_err(|_| Skip::Vanished)?;
-        // Kernel threads have no user space to resolve.
-        if pid == 2 || stat.ppid == 2 {
-            return Err(Skip::KernelThread);
-        }
+        let stat = self.read_stat(pid)?;
         let mut gaps = Gaps::default();
-
-        let status = match std::fs::read(self.proc_path(pid, "status")) {
-            Ok(b) => parse::status::parse_status(&b).ok(),
-            Err(e) => {
-                gaps.note(&e);
-                None
-            }
-        };
+        let status = self.read_pid_file(pid, "status", &mut gaps, |b| {
+            parse::status::parse_status(b).ok()
+        });
         let (uid, euid) = status
             .as_ref()
             .map(|s| (s.uid[0], s.uid[1]))
             .unwrap_or((u32::MAX, u32::MAX));
         // The raw arguments stay in the agent: only argv[0] and an
         // interpreter's script path are used (to find its environment).
-        let args = match std::fs::read(self.proc_path(pid, "cmdline")) {
-            Ok(b) => parse::cmdline::parse_cmdline(&b),
-            Err(e) => {
-                gaps.note(&e);
-                Vec::new()
-            }
-        };
+        let args = self
+            .read_pid_file(pid, "cmdline", &mut gaps, |b| {
+                Some(parse::cmdline::parse_cmdline(b))
+            })
+            .unwrap_or_default();
         let cmdline = parse::cmdline::redact_cmdline(&args);
-        let cgroups = match std::fs::read(self.proc_path(pid, "cgroup")) {
-            Ok(b) => parse::cgroup::parse_cgroup(&b),
-            Err(e) => {
-                gaps.note(&e);
-                Vec::new()
-            }
-        };
+        let cgroups = self
+            .read_pid_file(pid, "cgroup", &mut gaps, |b| {
+                Some(parse::cgroup::parse_cgroup(b))
+            })
+            .unwrap_or_default();
         let cgroup = primary_cgroup(&cgroups);
-        // One attribution per distinct cgroup per scan: the processes of a
-        // container share it.
-        let workload_id = match ctx.workload_by_cgroup.get(&cgroups) {
-            Some(id) => id.clone(),
-            None => {
-                let w = attribute(&cgroups, &cgroup, self.meta.as_mut());
-                let id = w.id.clone();
-                ctx.workload_by_cgroup.insert(cgroups.clone(), id.clone());
-                ctx.workloads.entry(id.clone()).or_insert(w);
-                id
-            }
-        };
+        let workload_id = self.workload_of(&cgroups, &cgroup, ctx);
         let ns_ids = self.ns_ids(pid);
         let (mnt_ns, net_ns) = (ns_ids.mnt, ns_ids.net);
         let privilege = match &status {
@@ -567,83 +555,26 @@ impl Scanner {
         // The process's own root: its dpkg database and the files its mappings
         // name are looked up there.
         let root = RootFs::open(&self.proc_path(pid, "root")).ok();
-        let db = match &root {
-            Some(root) => {
-                let id = root.id();
-                ctx.dbs
-                    .entry(id)
-                    .or_insert_with(|| self.resolver.refresh(root).ok())
-                    .clone()
-            }
-            None => None,
+        let db = self.package_db(root.as_ref(), ctx);
+        let files = ProcFiles {
+            root: root.as_ref(),
+            db: db.as_deref(),
+            root_link: &root_link,
         };
 
         let mut artifacts = Vec::new();
-        // The executable. stat() on the magic link reaches the file even when
-        // it was deleted.
-        if let Ok(link) = std::fs::read_link(self.proc_path(pid, "exe")) {
-            let (path, deleted) = strip_deleted(link.into_os_string().into_encoded_bytes());
-            if let Ok(meta) = std::fs::metadata(self.proc_path(pid, "exe")) {
-                use std::os::unix::fs::MetadataExt;
-                artifacts.push(self.artifact(
-                    ctx,
-                    root.as_ref(),
-                    db.as_deref(),
-                    &root_link,
-                    path,
-                    meta.dev(),
-                    meta.ino(),
-                    ArtifactKind::Exe,
-                    deleted,
-                ));
-            }
-        } else if stat.state != b'Z' {
-            gaps.partial = true;
+        match std::fs::read_link(self.proc_path(pid, "exe")) {
+            Ok(link) => artifacts.extend(self.exe_artifact(pid, link, ctx, &files)),
+            // A zombie has no executable any more; anyone else should.
+            Err(_) if stat.state != b'Z' => gaps.partial = true,
+            Err(_) => {}
         }
         let exe = artifacts
             .first()
             .map(|a| a.path.clone())
             .unwrap_or_default();
-
-        match std::fs::read(self.proc_path(pid, "maps")) {
-            Ok(bytes) => {
-                let (entries, _malformed) = parse::maps::parse_maps(&bytes);
-                let mut seen = HashSet::new();
-                for m in entries {
-                    let dev = libc::makedev(m.dev_major, m.dev_minor);
-                    if !seen.insert((dev, m.inode, m.deleted, m.path.clone())) {
-                        continue;
-                    }
-                    artifacts.push(self.artifact(
-                        ctx,
-                        root.as_ref(),
-                        db.as_deref(),
-                        &root_link,
-                        m.path,
-                        dev,
-                        m.inode,
-                        ArtifactKind::Mapped,
-                        m.deleted,
-                    ));
-                }
-            }
-            Err(e) => gaps.note(&e),
-        }
-
-        // Language and binary packages: the process's Python environment,
-        // node_modules, open jars, and what its executable has compiled in.
-        if let Some(root) = &root {
-            let proc_dir = self.config.proc_root.join(pid.to_string());
-            let view = ProcView {
-                root,
-                db: db.as_deref(),
-                proc_dir: &proc_dir,
-                root_link: &root_link,
-                exe: &exe.0,
-                argv: &args,
-            };
-            self.lang.process(&view, &mut artifacts);
-        }
+        self.mapped_artifacts(pid, ctx, &files, &mut artifacts, &mut gaps);
+        self.lang_artifacts(pid, &files, &exe.0, &args, &mut artifacts);
 
         // A network namespace's tables list every socket in it (thousands in
         // TIME_WAIT on a busy host), so a single-process scan at an event
@@ -682,6 +613,146 @@ impl Scanner {
             partial: gaps.partial,
             privilege,
         })
+    }
+
+    /// /proc/PID/stat; a process without it is gone, and kernel threads have
+    /// no user space to resolve.
+    fn read_stat(&self, pid: u32) -> Result<parse::stat::Stat, Skip> {
+        let stat_bytes = std::fs::read(self.proc_path(pid, "stat")).map_err(|e| classify(&e))?;
+        let stat = parse::stat::parse_stat(&stat_bytes).map_err(|_| Skip::Vanished)?;
+        if pid == 2 || stat.ppid == 2 {
+            return Err(Skip::KernelThread);
+        }
+        Ok(stat)
+    }
+
+    /// A per-pid file, parsed; a read failure is a gap, not an error.
+    fn read_pid_file<T>(
+        &self,
+        pid: u32,
+        name: &str,
+        gaps: &mut Gaps,
+        parse: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<T> {
+        match std::fs::read(self.proc_path(pid, name)) {
+            Ok(b) => parse(&b),
+            Err(e) => {
+                gaps.note(&e);
+                None
+            }
+        }
+    }
+
+    /// The workload of a process's cgroup lines: one attribution per distinct
+    /// cgroup per scan, since the processes of a container share it.
+    fn workload_of(
+        &mut self,
+        cgroups: &[parse::cgroup::CgroupLine],
+        cgroup: &str,
+        ctx: &mut ScanCtx,
+    ) -> String {
+        if let Some(id) = ctx.workload_by_cgroup.get(cgroups) {
+            return id.clone();
+        }
+        let w = attribute(cgroups, cgroup, self.meta.as_mut());
+        let id = w.id.clone();
+        ctx.workload_by_cgroup.insert(cgroups.to_vec(), id.clone());
+        ctx.workloads.entry(id.clone()).or_insert(w);
+        id
+    }
+
+    /// The OS package database of a root, loaded once per root per scan.
+    fn package_db(&mut self, root: Option<&RootFs>, ctx: &mut ScanCtx) -> Option<Arc<PackageDb>> {
+        let root = root?;
+        ctx.dbs
+            .entry(root.id())
+            .or_insert_with(|| self.resolver.refresh(root).ok())
+            .clone()
+    }
+
+    /// The executable `link` (the /proc/PID/exe link's target). stat() on
+    /// the magic link reaches the file even when it was deleted; when that
+    /// fails there is no artifact (and no gap).
+    fn exe_artifact(
+        &mut self,
+        pid: u32,
+        link: PathBuf,
+        ctx: &mut ScanCtx,
+        files: &ProcFiles,
+    ) -> Option<Artifact> {
+        use std::os::unix::fs::MetadataExt;
+        let (path, deleted) = strip_deleted(link.into_os_string().into_encoded_bytes());
+        let meta = std::fs::metadata(self.proc_path(pid, "exe")).ok()?;
+        Some(self.artifact(
+            ctx,
+            files.root,
+            files.db,
+            files.root_link,
+            path,
+            meta.dev(),
+            meta.ino(),
+            ArtifactKind::Exe,
+            deleted,
+        ))
+    }
+
+    /// Every distinct file in /proc/PID/maps.
+    fn mapped_artifacts(
+        &mut self,
+        pid: u32,
+        ctx: &mut ScanCtx,
+        files: &ProcFiles,
+        artifacts: &mut Vec<Artifact>,
+        gaps: &mut Gaps,
+    ) {
+        let bytes = match std::fs::read(self.proc_path(pid, "maps")) {
+            Ok(bytes) => bytes,
+            Err(e) => return gaps.note(&e),
+        };
+        let (entries, _malformed) = parse::maps::parse_maps(&bytes);
+        let mut seen = HashSet::new();
+        for m in entries {
+            let dev = libc::makedev(m.dev_major, m.dev_minor);
+            if !seen.insert((dev, m.inode, m.deleted, m.path.clone())) {
+                continue;
+            }
+            artifacts.push(self.artifact(
+                ctx,
+                files.root,
+                files.db,
+                files.root_link,
+                m.path,
+                dev,
+                m.inode,
+                ArtifactKind::Mapped,
+                m.deleted,
+            ));
+        }
+    }
+
+    /// Language and binary packages: the process's Python environment,
+    /// node_modules, open jars, and what its executable has compiled in.
+    fn lang_artifacts(
+        &mut self,
+        pid: u32,
+        files: &ProcFiles,
+        exe: &[u8],
+        args: &[Vec<u8>],
+        artifacts: &mut Vec<Artifact>,
+    ) {
+        let Some(root) = files.root else {
+            return;
+        };
+        let proc_dir = self.config.proc_root.join(pid.to_string());
+        let view = ProcView {
+            root,
+            db: files.db,
+            proc_dir: &proc_dir,
+            root_link: files.root_link,
+            exe,
+            argv: args,
+        };
+        self.lang.process(&view, artifacts);
     }
 
     /// A process's pid, net and mount namespace ids (0 where unreadable).
@@ -921,33 +992,6 @@ pub fn primary_cgroup(lines: &[parse::cgroup::CgroupLine]) -> String {
     }
 }
 
-/// The kernel appends " (deleted)" to a path whose file was unlinked.
-fn strip_deleted(mut path: Vec<u8>) -> (Vec<u8>, bool) {
-    const SUFFIX: &[u8] = b" (deleted)";
-    if path.ends_with(SUFFIX) {
-        path.truncate(path.len() - SUFFIX.len());
-        (path, true)
-    } else {
-        (path, false)
-    }
-}
-
-/// For a process whose root is a plain directory of the host (chroot, or
-/// unshare --root), the kernel shows mapped paths in the host's view, with
-/// the root as a prefix; for a container that pivoted into its own mounts
-/// the paths are already the container's view and the root link reads "/".
-/// Either way this returns the path as seen from inside the root.
-pub fn in_root_path<'a>(root_link: &[u8], path: &'a [u8]) -> &'a [u8] {
-    if root_link.len() > 1
-        && path.starts_with(root_link)
-        && path.get(root_link.len()) == Some(&b'/')
-    {
-        &path[root_link.len()..]
-    } else {
-        path
-    }
-}
-
 fn thread_cpu_micros() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -973,28 +1017,6 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_root_path_strips_a_chroot_prefix_only_on_a_component_boundary() {
-        assert_eq!(in_root_path(b"/", b"/usr/lib/x.so"), b"/usr/lib/x.so");
-        assert_eq!(
-            in_root_path(b"/srv/r", b"/srv/r/usr/lib/x.so"),
-            b"/usr/lib/x.so"
-        );
-        assert_eq!(
-            in_root_path(b"/srv/r", b"/srv/root/usr/lib/x.so"),
-            b"/srv/root/usr/lib/x.so"
-        );
-    }
-
-    #[test]
-    fn strip_deleted_marks_deleted() {
-        assert_eq!(
-            strip_deleted(b"/a b (deleted)".to_vec()),
-            (b"/a b".to_vec(), true)
-        );
-        assert_eq!(strip_deleted(b"/a b".to_vec()), (b"/a b".to_vec(), false));
-    }
 
     /// The database of a root that no process uses any more is dropped.
     #[test]

@@ -73,7 +73,7 @@ impl Jvm {
             if !is_archive(&link) || !seen.insert(link.clone()) {
                 continue;
             }
-            let in_root = crate::scan::in_root_path(view.root_link, &link).to_vec();
+            let in_root = crate::rootfs::in_root_path(view.root_link, &link).to_vec();
             let Ok(meta) = view.root.metadata(&in_root) else {
                 continue;
             };

@@ -101,7 +101,7 @@ impl LangResolver {
         opened: &Artifact,
     ) -> Vec<Artifact> {
         let mut out = Vec::new();
-        let in_root = crate::scan::in_root_path(root_link, &opened.path.0).to_vec();
+        let in_root = crate::rootfs::in_root_path(root_link, &opened.path.0).to_vec();
         if let Some(p) = self.python.opened(root, db, root_link, opened) {
             out.push(with_package(opened, p));
         }

@@ -59,7 +59,7 @@ impl Node {
         let cwd = std::fs::read_link(view.proc_dir.join("cwd"))
             .map(|l| l.into_os_string().into_encoded_bytes())
             .unwrap_or_default();
-        let cwd = crate::scan::in_root_path(view.root_link, &cwd).to_vec();
+        let cwd = crate::rootfs::in_root_path(view.root_link, &cwd).to_vec();
         let mut starts = Vec::new();
         if let Some(script) = view.argv.iter().skip(1).find(|a| !a.starts_with(b"-")) {
             let script = if script.starts_with(b"/") {

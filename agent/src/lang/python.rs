@@ -195,7 +195,7 @@ impl Python {
         if a.stale {
             return self.files.get(&key).cloned();
         }
-        let in_root = crate::scan::in_root_path(root_link, &a.path.0);
+        let in_root = crate::rootfs::in_root_path(root_link, &a.path.0);
         // Beyond site directories, only a module file that no OS package
         // owns is looked for (the standard library's are dpkg's).
         let walk = a.package.is_none()
@@ -255,7 +255,7 @@ impl Python {
     /// order, existing ones only.
     fn environment(&mut self, view: &ProcView<'_>, artifacts: &[Artifact]) -> Vec<Vec<u8>> {
         let root = view.root;
-        let exe = crate::scan::in_root_path(view.root_link, view.exe);
+        let exe = crate::rootfs::in_root_path(view.root_link, view.exe);
         let exe_version = version_of_name(basename(exe));
         // A venv named by argv[0]; else the executable's prefix. A venv that
         // only a site directory in use points at is not the environment: a
@@ -272,7 +272,7 @@ impl Python {
                     let cwd = std::fs::read_link(view.proc_dir.join("cwd"))
                         .map(|l| l.into_os_string().into_encoded_bytes())
                         .unwrap_or_default();
-                    let cwd = crate::scan::in_root_path(view.root_link, &cwd);
+                    let cwd = crate::rootfs::in_root_path(view.root_link, &cwd);
                     normalize(&join(cwd, argv0))
                 };
                 dirname(dirname(&path)).to_vec()
@@ -287,7 +287,7 @@ impl Python {
         // under come first, in the order they appear (many share one).
         let mut sites: Vec<Vec<u8>> = Vec::new();
         for a in artifacts {
-            let in_root = crate::scan::in_root_path(view.root_link, &a.path.0);
+            let in_root = crate::rootfs::in_root_path(view.root_link, &a.path.0);
             if let Some(site) = site_dir_of(in_root)
                 && !a.stale
                 && !own.iter().chain(&sites).any(|s| s == site)
