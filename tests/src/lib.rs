@@ -14,6 +14,8 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+pub mod upgrade;
+
 /// A collector on an ephemeral loopback port plus an agent streaming to it.
 /// The agent's interval is long: tests drive scans with `agent.rescan_and_sync()`.
 pub struct Harness {
