@@ -187,6 +187,7 @@ impl PackageDb {
                 purl,
                 distro: None,
                 fixed_cves: Vec::new(),
+                replaced_by: String::new(),
             };
             self.add_files(info, p.files);
         }
@@ -395,6 +396,7 @@ fn rpm_package(h: &RpmHeader, distro: &Distro) -> PackageInfo {
         purl,
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 
@@ -499,6 +501,7 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
         purl,
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 

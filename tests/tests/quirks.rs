@@ -89,3 +89,57 @@ fn mysql_style_passwords_are_redacted_from_a_live_process() {
         p.cmdline
     );
 }
+
+/// The real terraform on this image replaces nine of its own modules by
+/// local directories (`=> ./internal/backend/remote-state/azure (devel)`):
+/// the agent names them by the module path the requirements give and
+/// records the replacement, through to the collector's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_local_replacements_keep_the_required_module_path() {
+    let exe = "/usr/local/bin/terraform";
+    let proc = stopped_at_exec(exe);
+    let p = scan(proc.pid());
+    let golang: Vec<_> = p
+        .artifacts
+        .iter()
+        .filter_map(|a| a.package.as_ref())
+        .filter(|pkg| pkg.ecosystem == "golang")
+        .collect();
+    assert!(golang.len() > 100, "{}", golang.len());
+    assert!(
+        golang.iter().all(|pkg| !pkg.name.starts_with("./")),
+        "no module named after a directory"
+    );
+    let azure = "github.com/hashicorp/terraform/internal/backend/remote-state/azure";
+    let m = golang
+        .iter()
+        .find(|pkg| pkg.name == azure)
+        .expect("the required module path");
+    assert_eq!(
+        (m.version.as_str(), m.replaced_by.as_str()),
+        (
+            "v0.0.0-00010101000000-000000000000",
+            "./internal/backend/remote-state/azure"
+        )
+    );
+    assert_eq!(
+        golang
+            .iter()
+            .filter(|pkg| pkg.replaced_by.starts_with("./"))
+            .count(),
+        9
+    );
+
+    let h = Harness::start().await;
+    h.sync().await;
+    let r = h.find(azure, "").await;
+    let found = r
+        .matches
+        .iter()
+        .find(|m| m.key.is_some_and(|k| k.pid == proc.pid()))
+        .expect("terraform listed under the module path");
+    let pkg = found.package.as_ref().unwrap();
+    assert_eq!(pkg.replaced_by, "./internal/backend/remote-state/azure");
+    assert_eq!(found.evidence, "embedded");
+    h.stop().await;
+}
