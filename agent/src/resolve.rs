@@ -77,6 +77,13 @@ impl PackageDb {
     /// layout `var/lib/dpkg/status.d/<pkg>` plus `<pkg>.md5sums`. A root
     /// without any of them is an empty database, not an error.
     pub fn load(root: &RootFs) -> Result<PackageDb, RootError> {
+        Self::load_with(root, &mut ListCache::default())
+    }
+
+    /// Like `load`, reusing the file lists of `lists` that did not change
+    /// since (same identity, mtime and size): an upgrade rewrites a few of
+    /// a host's thousand lists, so a reload reads those and stats the rest.
+    pub fn load_with(root: &RootFs, lists: &mut ListCache) -> Result<PackageDb, RootError> {
         let distro = Distro::read(root);
         let mut db = PackageDb {
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -92,15 +99,18 @@ impl PackageDb {
                     // Multi-Arch: same packages name their list "pkg:arch.list";
                     // older databases use "pkg.list" for everything.
                     let stem = pkg.list_stem();
-                    let list = read_optional(root, format!("/var/lib/dpkg/info/{stem}.list"))?.or(
-                        read_optional(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?,
-                    );
-                    let files_on_disk = list.map(|b| parse_file_list(&b)).unwrap_or_default();
+                    let keys = match lists.keys(root, format!("/var/lib/dpkg/info/{stem}.list"))? {
+                        Some(keys) => Some(keys),
+                        None => {
+                            lists.keys(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?
+                        }
+                    };
                     if files == Files::HalfInstalled {
                         db.unsettled.insert(db.packages.len() as u32);
                     }
-                    db.add(pkg, &distro, files_on_disk);
+                    db.add_keys(pkg, &distro, keys.as_deref().map_or(&[], |k| &k[..]));
                 }
+                lists.sweep(root.id());
             }
             Err(RootError::NotFound) => {}
             Err(e) => return Err(e),
@@ -206,24 +216,18 @@ impl PackageDb {
     }
 
     fn add(&mut self, pkg: &DpkgPackage, distro: &Distro, files: Vec<Vec<u8>>) {
+        self.add_keys(pkg, distro, &list_keys(&files));
+    }
+
+    fn add_keys(&mut self, pkg: &DpkgPackage, distro: &Distro, keys: &[u64]) {
         let idx = self.packages.len() as u32;
         let mut info = package_info(pkg, distro);
         if self.unsettled.contains(&idx) {
             info = without_version(info);
         }
         self.packages.push(Arc::new(info));
-        for (i, file) in files.iter().enumerate() {
-            // Lists are sorted with each directory before its contents, so an
-            // entry followed by "entry/..." is a directory. Directories are
-            // shared by many packages and never mapped: skip them.
-            if let Some(next) = files.get(i + 1)
-                && next.len() > file.len()
-                && next.starts_with(file)
-                && next[file.len()] == b'/'
-            {
-                continue;
-            }
-            self.by_path.insert(path_key(&normalize(file)), idx);
+        for key in keys {
+            self.by_path.insert(*key, idx);
         }
     }
 
@@ -249,6 +253,72 @@ impl PackageDb {
     /// Which load of a root's database this is.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+}
+
+/// The index keys of a dpkg file list's files. Lists are sorted with each
+/// directory before its contents, so an entry followed by "entry/..." is a
+/// directory. Directories are shared by many packages and never mapped:
+/// they are skipped.
+fn list_keys(files: &[Vec<u8>]) -> Vec<u64> {
+    let mut keys = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        if let Some(next) = files.get(i + 1)
+            && next.len() > file.len()
+            && next.starts_with(file)
+            && next[file.len()] == b'/'
+        {
+            continue;
+        }
+        keys.push(path_key(&normalize(file)));
+    }
+    keys
+}
+
+/// A list file's identity, mtime and size.
+type ListStamp = (FileId, i128, u64);
+/// A root and a list's path in it.
+type ListKey = (FileId, Vec<u8>);
+
+/// dpkg file lists already read, by root and path, with the identity,
+/// mtime and size they had: dpkg replaces a list by a rename when it
+/// changes, so an unchanged stamp means unchanged contents.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    lists: HashMap<ListKey, (ListStamp, Arc<Vec<u64>>)>,
+    /// Lists of the current load, so the entries of removed packages go.
+    used: std::collections::HashSet<ListKey>,
+}
+
+impl ListCache {
+    /// The keys of a list file, None when it does not exist.
+    fn keys(&mut self, root: &RootFs, path: String) -> Result<Option<Arc<Vec<u64>>>, RootError> {
+        let meta = match root.metadata(path.as_bytes()) {
+            Ok(m) => m,
+            Err(RootError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let stamp = (meta.id, meta.mtime_ns, meta.size);
+        let key = (root.id(), path.into_bytes());
+        self.used.insert(key.clone());
+        if let Some((s, keys)) = self.lists.get(&key)
+            && *s == stamp
+        {
+            return Ok(Some(keys.clone()));
+        }
+        let Some(bytes) = read_optional(root, &key.1)? else {
+            return Ok(None);
+        };
+        let keys = Arc::new(list_keys(&parse_file_list(&bytes)));
+        self.lists.insert(key, (stamp, keys.clone()));
+        Ok(Some(keys))
+    }
+
+    /// Forgets the lists of this root that its last load did not use (the
+    /// packages were removed).
+    fn sweep(&mut self, root: FileId) {
+        let used = std::mem::take(&mut self.used);
+        self.lists.retain(|k, _| k.0 != root || used.contains(k));
     }
 }
 
@@ -591,6 +661,7 @@ struct Cached {
 pub struct Resolver {
     dbs: HashMap<FileId, Loaded>,
     cache: HashMap<(FileId, u64, u64), Cached>,
+    lists: ListCache,
     /// The current scan or event batch: each root's database is checked at
     /// most once per batch, unless a newer file asks for it.
     batch: u64,
@@ -645,7 +716,7 @@ impl Resolver {
         // dpkg may be writing while we read; the stamp read before the load
         // makes the next check see any change made during it.
         self.loads += 1;
-        let db = Arc::new(PackageDb::load(root)?);
+        let db = Arc::new(PackageDb::load_with(root, &mut self.lists)?);
         self.dbs.insert(
             root.id(),
             Loaded {
@@ -723,6 +794,7 @@ impl Resolver {
     pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
         self.dbs.retain(|id, _| live(id));
         self.cache.retain(|(root, _, _), _| live(root));
+        self.lists.lists.retain(|(root, _), _| live(root));
     }
 
     pub fn loaded_roots(&self) -> usize {
