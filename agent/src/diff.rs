@@ -325,6 +325,7 @@ mod tests {
                     purl: format!("pkg:pypi/{name}@1.0"),
                     distro: None,
                     fixed_cves: Vec::new(),
+                    replaced_by: String::new(),
                 })
             }),
         }

@@ -33,6 +33,10 @@ pub struct PackageInfo {
     /// already applied.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fixed_cves: Vec<String>,
+    /// golang: the `=>` replacement the module was built from (see the
+    /// proto's `Package.replaced_by`); empty otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub replaced_by: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -8,6 +8,24 @@
 //! cache deliberately outlives a database reload, because an inode that dpkg
 //! has since replaced still belongs to the version that was installed when we
 //! first saw it. That is how a stale mapping keeps naming the old version.
+//!
+//! Under change (an upgrade while processes start), three rules keep the
+//! answers exact:
+//!
+//! * A database is checked against dpkg's files (the status file, its
+//!   `updates/` journal, `info/`, rpm's and apk's databases: device, inode,
+//!   mtime and size) at most once per scan or event batch, and again at
+//!   once when a file to resolve changed (its ctime) after the last check:
+//!   a file the loaded database may not know never gets that database's
+//!   answer.
+//! * dpkg's own view is the status file plus the journal in `updates/`, and
+//!   a package whose files are on disk counts whatever its configuration
+//!   state (`unpacked`, `half-configured`, ...). A `half-installed` package,
+//!   whose files dpkg is replacing, is named without a version, and that
+//!   answer is not cached.
+//! * A cached answer for a file that is still current (the path names that
+//!   inode) holds only for the database generation and the file ctime it was
+//!   made with; answers for stale inodes are kept as they are.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,7 +35,10 @@ use crate::{
     model::PackageInfo,
     parse::{
         apk::parse_installed,
-        dpkg::{DpkgPackage, parse_file_list, parse_md5sums, parse_status_db},
+        dpkg::{
+            DpkgPackage, Files, parse_file_list, parse_md5sums, parse_status_db,
+            parse_status_entries,
+        },
         rpm::{RpmHeader, parse_header_blob},
     },
     rootfs::{FileId, RootError, RootFs},
@@ -41,31 +62,57 @@ const CACHE_LIMIT: usize = 1 << 20;
 pub struct PackageDb {
     packages: Vec<Arc<PackageInfo>>,
     by_path: HashMap<u64, u32>,
+    /// Packages dpkg is half way through replacing (`half-installed`): named
+    /// without a version.
+    unsettled: std::collections::HashSet<u32>,
     /// Paragraphs of the status file that could not be parsed.
     pub malformed: usize,
+    /// Distinguishes loads: a cached answer names the load it came from.
+    generation: u64,
 }
+
+/// Hands out database generations.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl PackageDb {
     /// Loads `var/lib/dpkg/status` plus `info/*.list`, and the distroless
     /// layout `var/lib/dpkg/status.d/<pkg>` plus `<pkg>.md5sums`. A root
     /// without any of them is an empty database, not an error.
     pub fn load(root: &RootFs) -> Result<PackageDb, RootError> {
+        Self::load_with(root, &mut ListCache::default())
+    }
+
+    /// Like `load`, reusing the file lists of `lists` that did not change
+    /// since (same identity, mtime and size): an upgrade rewrites a few of
+    /// a host's thousand lists, so a reload reads those and stats the rest.
+    pub fn load_with(root: &RootFs, lists: &mut ListCache) -> Result<PackageDb, RootError> {
         let distro = Distro::read(root);
-        let mut db = PackageDb::default();
+        let mut db = PackageDb {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..PackageDb::default()
+        };
         match root.read(b"/var/lib/dpkg/status", STATUS_LIMIT) {
             Ok(bytes) => {
-                let (packages, malformed) = parse_status_db(&bytes);
+                let (entries, malformed) = parse_status_entries(&bytes);
                 db.malformed += malformed;
-                for pkg in packages {
+                let mut entries = DpkgState::from(entries);
+                db.malformed += entries.apply_journal(root)?;
+                for (files, pkg) in entries.packages() {
                     // Multi-Arch: same packages name their list "pkg:arch.list";
                     // older databases use "pkg.list" for everything.
                     let stem = pkg.list_stem();
-                    let list = read_optional(root, format!("/var/lib/dpkg/info/{stem}.list"))?.or(
-                        read_optional(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?,
-                    );
-                    let files = list.map(|b| parse_file_list(&b)).unwrap_or_default();
-                    db.add(&pkg, &distro, files);
+                    let keys = match lists.keys(root, format!("/var/lib/dpkg/info/{stem}.list"))? {
+                        Some(keys) => Some(keys),
+                        None => {
+                            lists.keys(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?
+                        }
+                    };
+                    if files == Files::HalfInstalled {
+                        db.unsettled.insert(db.packages.len() as u32);
+                    }
+                    db.add_keys(pkg, &distro, keys.as_deref().map_or(&[], |k| &k[..]));
                 }
+                lists.sweep(root.id());
             }
             Err(RootError::NotFound) => {}
             Err(e) => return Err(e),
@@ -153,6 +200,7 @@ impl PackageDb {
                 purl,
                 distro: None,
                 fixed_cves: Vec::new(),
+                replaced_by: String::new(),
             };
             self.add_files(info, p.files);
         }
@@ -171,20 +219,18 @@ impl PackageDb {
     }
 
     fn add(&mut self, pkg: &DpkgPackage, distro: &Distro, files: Vec<Vec<u8>>) {
+        self.add_keys(pkg, distro, &list_keys(&files));
+    }
+
+    fn add_keys(&mut self, pkg: &DpkgPackage, distro: &Distro, keys: &[u64]) {
         let idx = self.packages.len() as u32;
-        self.packages.push(Arc::new(package_info(pkg, distro)));
-        for (i, file) in files.iter().enumerate() {
-            // Lists are sorted with each directory before its contents, so an
-            // entry followed by "entry/..." is a directory. Directories are
-            // shared by many packages and never mapped: skip them.
-            if let Some(next) = files.get(i + 1)
-                && next.len() > file.len()
-                && next.starts_with(file)
-                && next[file.len()] == b'/'
-            {
-                continue;
-            }
-            self.by_path.insert(path_key(&normalize(file)), idx);
+        let mut info = package_info(pkg, distro);
+        if self.unsettled.contains(&idx) {
+            info = without_version(info);
+        }
+        self.packages.push(Arc::new(info));
+        for key in keys {
+            self.by_path.insert(*key, idx);
         }
     }
 
@@ -195,9 +241,158 @@ impl PackageDb {
     /// The package that owns `path` (inside the root), in either usrmerge
     /// spelling.
     pub fn owner(&self, path: &[u8]) -> Option<&Arc<PackageInfo>> {
-        let idx = *self.by_path.get(&path_key(&normalize(path)))?;
-        self.packages.get(idx as usize)
+        self.owner_settled(path).map(|(p, _)| p)
     }
+
+    /// The owner of `path` and whether its version is settled (false while
+    /// dpkg is replacing the package's files: the answer has no version and
+    /// must not be remembered).
+    pub fn owner_settled(&self, path: &[u8]) -> Option<(&Arc<PackageInfo>, bool)> {
+        let idx = *self.by_path.get(&path_key(&normalize(path)))?;
+        let pkg = self.packages.get(idx as usize)?;
+        Some((pkg, !self.unsettled.contains(&idx)))
+    }
+
+    /// Which load of a root's database this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// The index keys of a dpkg file list's files. Lists are sorted with each
+/// directory before its contents, so an entry followed by "entry/..." is a
+/// directory. Directories are shared by many packages and never mapped:
+/// they are skipped.
+fn list_keys(files: &[Vec<u8>]) -> Vec<u64> {
+    let mut keys = Vec::with_capacity(files.len());
+    for (i, file) in files.iter().enumerate() {
+        if let Some(next) = files.get(i + 1)
+            && next.len() > file.len()
+            && next.starts_with(file)
+            && next[file.len()] == b'/'
+        {
+            continue;
+        }
+        keys.push(path_key(&normalize(file)));
+    }
+    keys
+}
+
+/// A list file's identity, mtime and size.
+type ListStamp = (FileId, i128, u64);
+/// A root and a list's path in it.
+type ListKey = (FileId, Vec<u8>);
+
+/// dpkg file lists already read, by root and path, with the identity,
+/// mtime and size they had: dpkg replaces a list by a rename when it
+/// changes, so an unchanged stamp means unchanged contents.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    lists: HashMap<ListKey, (ListStamp, Arc<Vec<u64>>)>,
+    /// Lists of the current load, so the entries of removed packages go.
+    used: std::collections::HashSet<ListKey>,
+}
+
+impl ListCache {
+    /// The keys of a list file, None when it does not exist.
+    fn keys(&mut self, root: &RootFs, path: String) -> Result<Option<Arc<Vec<u64>>>, RootError> {
+        let meta = match root.metadata(path.as_bytes()) {
+            Ok(m) => m,
+            Err(RootError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let stamp = (meta.id, meta.mtime_ns, meta.size);
+        let key = (root.id(), path.into_bytes());
+        self.used.insert(key.clone());
+        if let Some((s, keys)) = self.lists.get(&key)
+            && *s == stamp
+        {
+            return Ok(Some(keys.clone()));
+        }
+        let Some(bytes) = read_optional(root, &key.1)? else {
+            return Ok(None);
+        };
+        let keys = Arc::new(list_keys(&parse_file_list(&bytes)));
+        self.lists.insert(key, (stamp, keys.clone()));
+        Ok(Some(keys))
+    }
+
+    /// Forgets the lists of this root that its last load did not use (the
+    /// packages were removed).
+    fn sweep(&mut self, root: FileId) {
+        let used = std::mem::take(&mut self.used);
+        self.lists.retain(|k, _| k.0 != root || used.contains(k));
+    }
+}
+
+/// dpkg's view of its packages: the status file's paragraphs, with the
+/// journal entries in `updates/` applied in order, as dpkg itself reads
+/// them. dpkg writes a journal entry at each state change of a run and folds
+/// them into the status file only at checkpoints and at the end, so during
+/// an upgrade the status file alone still names the old version.
+struct DpkgState {
+    entries: Vec<crate::parse::dpkg::StatusEntry>,
+}
+
+impl From<Vec<crate::parse::dpkg::StatusEntry>> for DpkgState {
+    fn from(entries: Vec<crate::parse::dpkg::StatusEntry>) -> Self {
+        DpkgState { entries }
+    }
+}
+
+impl DpkgState {
+    /// Applies `updates/NNNN` (decimal names; `tmp.i` is an entry being
+    /// written) in order. Returns the malformed paragraphs.
+    fn apply_journal(&mut self, root: &RootFs) -> Result<usize, RootError> {
+        let mut names = match root.read_dir(b"/var/lib/dpkg/updates") {
+            Ok(names) => names,
+            Err(RootError::NotFound) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        names.retain(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit));
+        names.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        let mut malformed = 0;
+        for name in names {
+            let mut path = b"/var/lib/dpkg/updates/".to_vec();
+            path.extend_from_slice(&name);
+            // An entry dpkg folded into the status file meanwhile is gone:
+            // the status file read before it has what it said.
+            let Some(bytes) = read_optional(root, path)? else {
+                continue;
+            };
+            let (entries, bad) = parse_status_entries(&bytes);
+            malformed += bad;
+            for e in entries {
+                self.entries.retain(|old| {
+                    old.name != e.name
+                        || (e.arch.is_some() && old.arch.is_some() && old.arch != e.arch)
+                });
+                self.entries.push(e);
+            }
+        }
+        Ok(malformed)
+    }
+
+    /// Packages whose files are on disk, with their state.
+    fn packages(&self) -> impl Iterator<Item = (Files, &DpkgPackage)> {
+        self.entries
+            .iter()
+            .filter(|e| e.files != Files::Absent)
+            .filter_map(|e| Some((e.files, e.package.as_ref()?)))
+    }
+}
+
+/// The package with an empty version (and none in its purl): its owner is
+/// known, the version of this file is not.
+fn without_version(mut info: PackageInfo) -> PackageInfo {
+    info.version.clear();
+    info.purl = match info.purl.split_once('@') {
+        Some((head, tail)) => {
+            format!("{head}{}", tail.find('?').map(|i| &tail[i..]).unwrap_or(""))
+        }
+        None => info.purl,
+    };
+    info
 }
 
 /// The index key of a normalized path: SipHash with fixed keys, so it is
@@ -277,6 +472,7 @@ fn rpm_package(h: &RpmHeader, distro: &Distro) -> PackageInfo {
         purl,
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 
@@ -368,18 +564,26 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
         purl,
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 
 /// What identifies a database's contents: when any of these change, dpkg has
-/// run and the database is read again.
+/// run and the database is read again. dpkg replaces the status file by a
+/// rename (a new inode), adds and removes journal entries in `updates/`, and
+/// renames lists into `info/`, so each write changes one of these.
+///
+/// A directory's mtime comes from a coarse clock, so two journal entries
+/// written within one tick leave it as it was after the first: the names of
+/// the entries are part of the stamp too (dpkg numbers them in sequence).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct DbStamp(Vec<Option<(FileId, i128, u64)>>);
+struct DbStamp(Vec<Option<(FileId, i128, u64)>>, Vec<Vec<u8>>);
 
 impl DbStamp {
     fn read(root: &RootFs) -> DbStamp {
-        let paths: [&[u8]; 6] = [
+        let paths: [&[u8]; 7] = [
             b"/var/lib/dpkg/status",
+            b"/var/lib/dpkg/updates",
             b"/var/lib/dpkg/status.d",
             b"/var/lib/dpkg/info",
             RPMDB_PATHS[0],
@@ -391,19 +595,61 @@ impl DbStamp {
                 .iter()
                 .map(|p| root.metadata(p).ok().map(|m| (m.id, m.mtime_ns, m.size)))
                 .collect(),
+            root.read_dir(b"/var/lib/dpkg/updates").unwrap_or_default(),
         )
     }
+}
+
+/// The kernel stamps ctime from a coarse clock (one tick, 4 ms at HZ=250,
+/// behind the real time), so a file renamed just after a check can carry a
+/// ctime a little before it. A file this close to a check counts as newer.
+const CTIME_SLACK_NS: i128 = 50_000_000;
+
+/// Wall-clock nanoseconds, comparable with file ctimes.
+fn wall_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// A root's loaded database and when it was last compared with dpkg's
+/// files.
+#[derive(Debug)]
+struct Loaded {
+    stamp: DbStamp,
+    db: Arc<PackageDb>,
+    /// The wall time just before the stamp was last read: a file changed
+    /// before it is known to the database (or to dpkg's files as read).
+    verified_ns: i128,
+    /// The batch in which it was last checked.
+    batch: u64,
+}
+
+/// A remembered answer for a file.
+#[derive(Debug, Clone)]
+struct Cached {
+    /// The database load it came from, and the file's ctime then: for a
+    /// file that is still current, it holds only while both are the same.
+    generation: u64,
+    ctime_ns: i128,
+    package: Option<Arc<PackageInfo>>,
 }
 
 /// Resolution state that lives across scans.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    dbs: HashMap<FileId, (DbStamp, Arc<PackageDb>)>,
-    /// When each root's database was last checked against dpkg's files.
-    checked: HashMap<FileId, (std::time::Instant, Arc<PackageDb>)>,
-    cache: HashMap<(FileId, u64, u64), Option<Arc<PackageInfo>>>,
+    dbs: HashMap<FileId, Loaded>,
+    cache: HashMap<(FileId, u64, u64), Cached>,
+    lists: ListCache,
+    /// The current scan or event batch: each root's database is checked at
+    /// most once per batch, unless a newer file asks for it.
+    batch: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Times dpkg's files were compared with the loaded database.
+    pub checks: u64,
+    /// Database loads.
+    pub loads: u64,
 }
 
 impl Resolver {
@@ -411,86 +657,114 @@ impl Resolver {
         Resolver::default()
     }
 
-    /// The database for this root, reloaded if dpkg touched it since. Call
-    /// once per root per scan.
-    pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
-        self.refresh_within(root, std::time::Duration::ZERO)
+    /// Starts a scan or an event batch: the next lookup of each root checks
+    /// its database against dpkg's files again.
+    pub fn begin_batch(&mut self) {
+        self.batch += 1;
     }
 
-    /// Like `refresh`, but trusts a database checked less than `max_age`
-    /// ago without looking at dpkg's files again: event-time lookups (an
-    /// open, an exec) come by the hundred per second.
-    pub fn refresh_within(
-        &mut self,
-        root: &RootFs,
-        max_age: std::time::Duration,
-    ) -> Result<Arc<PackageDb>, RootError> {
-        if !max_age.is_zero()
-            && let Some((checked, db)) = self.checked.get(&root.id())
-            && checked.elapsed() < max_age
+    /// The database for this root, reloaded if dpkg touched it since. Checks
+    /// dpkg's files now.
+    pub fn refresh(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
+        self.refresh_now(root)
+    }
+
+    /// The database for this root, checked against dpkg's files once per
+    /// batch (see [`Resolver::begin_batch`]): event-time lookups (an open,
+    /// an exec) come by the hundred per second.
+    pub fn refresh_batch(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
+        if let Some(l) = self.dbs.get(&root.id())
+            && l.batch == self.batch
         {
-            return Ok(db.clone());
+            return Ok(l.db.clone());
         }
-        let db = self.refresh_now(root)?;
-        self.checked
-            .insert(root.id(), (std::time::Instant::now(), db.clone()));
-        Ok(db)
+        self.refresh_now(root)
     }
 
     fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
+        self.checks += 1;
+        let verified_ns = wall_ns();
         let stamp = DbStamp::read(root);
-        if let Some((old, db)) = self.dbs.get(&root.id())
-            && *old == stamp
+        if let Some(l) = self.dbs.get_mut(&root.id())
+            && l.stamp == stamp
         {
-            return Ok(db.clone());
+            l.verified_ns = verified_ns;
+            l.batch = self.batch;
+            return Ok(l.db.clone());
         }
-        let db = Arc::new(PackageDb::load(root)?);
-        self.dbs.insert(root.id(), (stamp, db.clone()));
+        // dpkg may be writing while we read; the stamp read before the load
+        // makes the next check see any change made during it.
+        self.loads += 1;
+        let db = Arc::new(PackageDb::load_with(root, &mut self.lists)?);
+        self.dbs.insert(
+            root.id(),
+            Loaded {
+                stamp,
+                db: db.clone(),
+                verified_ns,
+                batch: self.batch,
+            },
+        );
         Ok(db)
     }
 
-    /// Resolves a file of this root. `current` says whether the file now at
-    /// `path` is this very inode; when it is not (the mapping is stale) and
-    /// the inode was never seen before, the path's owner is reported with an
-    /// empty version, because the database only knows what replaced it.
+    /// Resolves a file of this root against its database (loaded by
+    /// `refresh` or `refresh_batch`; None without one). `current` is the
+    /// file's ctime when the file now at `path` is this very inode, None
+    /// when it is not (the mapping is stale): a stale inode keeps the answer
+    /// it got when it was current, and one never seen before is reported
+    /// with its path's owner and an empty version, because the database
+    /// only knows what replaced it.
     pub fn resolve(
         &mut self,
-        root: FileId,
-        db: &PackageDb,
+        root: &RootFs,
         path: &[u8],
         dev: u64,
         inode: u64,
-        current: bool,
+        current: Option<i128>,
     ) -> Option<Arc<PackageInfo>> {
-        let key = (root, dev, inode);
-        if let Some(hit) = self.cache.get(&key) {
+        let root_id = root.id();
+        let key = (root_id, dev, inode);
+        let generation = self.dbs.get(&root_id)?.db.generation;
+        if let Some(hit) = self.cache.get(&key)
+            && current.is_none_or(|c| hit.generation == generation && hit.ctime_ns == c)
+        {
             self.hits += 1;
-            return hit.clone();
+            return hit.package.clone();
         }
         self.misses += 1;
-        let owner = db.owner(path)?.clone();
-        if !current {
-            // Not cached: do not remember a guess under this inode.
-            let mut unknown = (*owner).clone();
-            unknown.version.clear();
-            unknown.purl = match unknown.purl.split_once('@') {
-                Some((head, tail)) => {
-                    format!("{head}{}", tail.find('?').map(|i| &tail[i..]).unwrap_or(""))
-                }
-                None => unknown.purl,
-            };
-            return Some(Arc::new(unknown));
+        // A file changed after the last check may be newer than the
+        // database: look at dpkg's files again before answering.
+        if let Some(ctime) = current
+            && ctime.saturating_add(CTIME_SLACK_NS) >= self.dbs.get(&root_id)?.verified_ns
+        {
+            let _ = self.refresh_now(root);
         }
+        let db = self.dbs.get(&root_id)?.db.clone();
+        let Some(ctime_ns) = current else {
+            // Not cached: do not remember a guess under this inode.
+            let owner = db.owner(path)?;
+            return Some(Arc::new(without_version((**owner).clone())));
+        };
+        let package = match db.owner_settled(path) {
+            // dpkg is replacing the package's files: no version, and not
+            // remembered.
+            Some((owner, false)) => return Some(owner.clone()),
+            Some((owner, true)) => Some(owner.clone()),
+            None => None,
+        };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert(key, Some(owner.clone()));
-        Some(owner)
-    }
-
-    /// Caches that a current file has no owner, so the lookup is not repeated.
-    pub fn remember_unowned(&mut self, root: FileId, dev: u64, inode: u64) {
-        self.cache.insert((root, dev, inode), None);
+        self.cache.insert(
+            key,
+            Cached {
+                generation: db.generation,
+                ctime_ns,
+                package: package.clone(),
+            },
+        );
+        package
     }
 
     /// Forgets the databases and resolutions of roots that no process uses
@@ -498,8 +772,8 @@ impl Resolver {
     /// keep every one's database in memory.
     pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
         self.dbs.retain(|id, _| live(id));
-        self.checked.retain(|id, _| live(id));
         self.cache.retain(|(root, _, _), _| live(root));
+        self.lists.lists.retain(|(root, _), _| live(root));
     }
 
     pub fn loaded_roots(&self) -> usize {
@@ -565,6 +839,175 @@ mod tests {
         assert_eq!(
             owner.purl,
             "pkg:deb/debian/libssl3@3.0.15-1~deb12u1?arch=amd64&distro=debian-12"
+        );
+    }
+
+    /// A root with a dpkg database naming libfoo1 at `version` and owning
+    /// /usr/lib/libfoo.so.1. Files are written the way dpkg writes them: a
+    /// new file renamed over the old one.
+    fn write_db(dir: &std::path::Path, status: &str) {
+        let tmp = dir.join("var/lib/dpkg/status-new");
+        std::fs::write(&tmp, status).unwrap();
+        std::fs::rename(&tmp, dir.join("var/lib/dpkg/status")).unwrap();
+    }
+
+    fn paragraph(version: &str, state: &str) -> String {
+        format!(
+            "Package: libfoo1\nStatus: install ok {state}\nArchitecture: amd64\nSource: foo\nVersion: {version}\n\n"
+        )
+    }
+
+    fn foo_root(version: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "usr/lib"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("var/lib/dpkg/info/libfoo1.list"),
+            "/.\n/usr\n/usr/lib\n/usr/lib/libfoo.so.1\n",
+        )
+        .unwrap();
+        write_db(dir.path(), &paragraph(version, "installed"));
+        replace_lib(dir.path());
+        dir
+    }
+
+    fn replace_lib(dir: &std::path::Path) -> (u64, u64, i128) {
+        let tmp = dir.join("usr/lib/libfoo.so.1.dpkg-new");
+        std::fs::write(&tmp, b"\x7fELF").unwrap();
+        let path = dir.join("usr/lib/libfoo.so.1");
+        std::fs::rename(&tmp, &path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&path).unwrap();
+        (
+            m.dev(),
+            m.ino(),
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        )
+    }
+
+    /// During an upgrade dpkg records each state change in updates/ and
+    /// folds it into the status file only at the end: the journal decides.
+    /// Packages whose files are on disk count in every state, and while
+    /// dpkg replaces them (half-installed) their version is unknown.
+    #[test]
+    fn dpkg_journal_entries_override_the_status_file() {
+        let dir = foo_root("1.0-1");
+        let root = RootFs::open(dir.path()).unwrap();
+        let owner = |db: &PackageDb| {
+            let (p, settled) = db.owner_settled(b"/usr/lib/libfoo.so.1").expect("owned");
+            (p.version.clone(), p.purl.contains('@'), settled)
+        };
+        assert_eq!(
+            owner(&PackageDb::load(&root).unwrap()),
+            ("1.0-1".into(), true, true)
+        );
+        let updates = dir.path().join("var/lib/dpkg/updates");
+        std::fs::write(updates.join("0000"), paragraph("1.0-1", "half-installed")).unwrap();
+        assert_eq!(
+            owner(&PackageDb::load(&root).unwrap()),
+            (String::new(), false, false),
+            "half-installed: no version"
+        );
+        std::fs::write(updates.join("0001"), paragraph("2.0-1", "unpacked")).unwrap();
+        // An entry being written is not read.
+        std::fs::write(updates.join("tmp.i"), paragraph("9.9-9", "installed")).unwrap();
+        assert_eq!(
+            owner(&PackageDb::load(&root).unwrap()),
+            ("2.0-1".into(), true, true),
+            "unpacked: the files are the new version's"
+        );
+        std::fs::write(
+            updates.join("0002"),
+            "Package: libfoo1\nStatus: purge ok not-installed\n\n",
+        )
+        .unwrap();
+        assert!(
+            PackageDb::load(&root)
+                .unwrap()
+                .owner(b"/usr/lib/libfoo.so.1")
+                .is_none()
+        );
+    }
+
+    /// The live agent under an upgrade: a file newer than the database's
+    /// last check gets a fresh database in the same batch; a current file's
+    /// cached answer holds only for the load it came from; a stale inode
+    /// keeps the version it had.
+    #[test]
+    fn a_new_inode_is_never_answered_from_the_pre_upgrade_database() {
+        let dir = foo_root("1.0-1");
+        let root = RootFs::open(dir.path()).unwrap();
+        let path = b"/usr/lib/libfoo.so.1";
+        let (dev, old_ino, old_ctime) = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(dir.path().join("usr/lib/libfoo.so.1")).unwrap();
+            (
+                m.dev(),
+                m.ino(),
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            )
+        };
+        let mut r = Resolver::new();
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        let v = |p: Option<Arc<PackageInfo>>| p.map(|p| p.version.clone());
+        assert_eq!(
+            v(r.resolve(&root, path, dev, old_ino, Some(old_ctime))),
+            Some("1.0-1".into())
+        );
+
+        // Upgrade within the same batch: the file first, then the status.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let (_, new_ino, new_ctime) = replace_lib(dir.path());
+        write_db(dir.path(), &paragraph("2.0-1", "installed"));
+        // The batch's database was checked before the new file appeared.
+        let db = r.refresh_batch(&root).unwrap();
+        assert_eq!(db.owner(path).unwrap().version, "1.0-1");
+        let loads = r.loads;
+        assert_eq!(
+            v(r.resolve(&root, path, dev, new_ino, Some(new_ctime))),
+            Some("2.0-1".into()),
+            "the new inode is newer than the check: dpkg's files are read again"
+        );
+        assert_eq!(r.loads, loads + 1);
+        assert_eq!(
+            v(r.resolve(&root, path, dev, old_ino, None)),
+            Some("1.0-1".into()),
+            "the replaced inode keeps its version"
+        );
+
+        // A status change alone (the same file): the cached answer was made
+        // with the previous load and is not reused.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        write_db(dir.path(), &paragraph("2.0-2", "installed"));
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        assert_eq!(
+            v(r.resolve(&root, path, dev, new_ino, Some(new_ctime))),
+            Some("2.0-2".into())
+        );
+        // Half way through the next upgrade: no version, and not cached.
+        std::fs::write(
+            dir.path().join("var/lib/dpkg/updates/0000"),
+            paragraph("2.0-2", "half-installed"),
+        )
+        .unwrap();
+        let (_, ino3, ctime3) = replace_lib(dir.path());
+        assert_eq!(
+            v(r.resolve(&root, path, dev, ino3, Some(ctime3))),
+            Some(String::new())
+        );
+        std::fs::write(
+            dir.path().join("var/lib/dpkg/updates/0001"),
+            paragraph("3.0-1", "unpacked"),
+        )
+        .unwrap();
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        assert_eq!(
+            v(r.resolve(&root, path, dev, ino3, Some(ctime3))),
+            Some("3.0-1".into())
         );
     }
 

@@ -81,6 +81,8 @@ pub struct FileMeta {
     pub size: u64,
     /// The modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: i128,
+    /// The status change time (a rename, a chmod, a write), likewise.
+    pub ctime_ns: i128,
     /// Whether the file is a directory.
     pub is_dir: bool,
     /// Whether the file is a regular file.
@@ -360,6 +362,7 @@ fn file_meta(file: &File) -> Result<FileMeta, RootError> {
         },
         size: m.size(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         is_dir: m.is_dir(),
         is_file: m.is_file(),
     })

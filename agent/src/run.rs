@@ -442,7 +442,11 @@ async fn scan_loop(
                     continue;
                 };
                 // Events come in bursts (an exec brings its opens): one
-                // pass of this loop per burst, not per event.
+                // pass of this loop per burst, not per event. Package
+                // databases are checked against dpkg's files once per burst.
+                if let Some(s) = scanner.as_mut() {
+                    s.begin_batch();
+                }
                 for event in batch.drain(..) {
                     if let Some(base) = baseline.as_mut()
                         && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
@@ -460,6 +464,9 @@ async fn scan_loop(
             }
             _ = async { tokio::time::sleep_until(next_rescan.expect("guarded")).await }, if next_rescan.is_some() => {
                 let due = pending.rescans.pop_first().map(|(_, pids)| pids).unwrap_or_default();
+                if let Some(s) = scanner.as_mut() {
+                    s.begin_batch();
+                }
                 for pid in due {
                     let Some(found) = on_scanner(&mut scanner, move |s| s.scan_pid(pid)).await else { return };
                     if let (Some((p, w)), Some(base)) = (found, baseline.as_mut()) {

@@ -91,8 +91,9 @@ pub struct Scanner {
     config: ScanConfig,
     resolver: Resolver,
     lang: LangResolver,
-    /// Recent answers to opens: (root, path) → artifacts.
-    recent: HashMap<(FileId, Vec<u8>), (Instant, Vec<Artifact>)>,
+    /// Recent answers to opens: (root, path) → the answer, valid only for
+    /// the same file (identity and ctime) and the same database load.
+    recent: HashMap<(FileId, Vec<u8>), Recent>,
     /// Recently used parents' roots, for opens of processes already gone.
     recent_roots: HashMap<u32, (Instant, ProcRoot)>,
     /// Read sockets in one full scan out of this many (1: every scan).
@@ -109,6 +110,21 @@ pub struct Scanner {
     /// Workload attributions of the last full scan, by cgroup lines, for
     /// event-time records.
     workload_cache: HashMap<Vec<parse::cgroup::CgroupLine>, Workload>,
+}
+
+/// The file at a path now: its identity and ctime.
+type FileNow = (FileId, i128);
+
+/// A recent answer to an open.
+#[derive(Debug)]
+struct Recent {
+    at: Instant,
+    /// The file the answer is for: after an upgrade the path names a new
+    /// inode, which must not get the old one's answer.
+    file: (FileId, i128),
+    /// The database load it was resolved with (0: none).
+    generation: u64,
+    artifacts: Vec<Artifact>,
 }
 
 /// Why one process could not be scanned.
@@ -152,7 +168,7 @@ struct ScanCtx {
     skip_sockets: bool,
     dbs: HashMap<FileId, Option<Arc<PackageDb>>>,
     /// (root, in-root path) → the file now at that path.
-    current: HashMap<(FileId, Vec<u8>), Option<FileId>>,
+    current: HashMap<(FileId, Vec<u8>), Option<FileNow>>,
     /// network namespace inode → socket inode → (protocol, entry).
     net: HashMap<u64, Arc<NetTable>>,
     stats: ScanStats,
@@ -351,8 +367,9 @@ impl Scanner {
     /// used, which is the same root unless the process chrooted itself.
     ///
     /// Opens come by the hundred per second (every exec's loader opens
-    /// libc), so a root's answer for a path is reused for a second, and a
-    /// parent's root is kept as long.
+    /// libc), so a root's answer for a path is reused for a second, as long
+    /// as the path still names the same file (one statx) and the root's
+    /// database was not reloaded; a parent's root is kept as long.
     pub fn opened_artifacts(&mut self, pid: u32, ppid: Option<u32>, path: &[u8]) -> Vec<Artifact> {
         if !path.starts_with(b"/") {
             return Vec::new();
@@ -385,48 +402,73 @@ impl Scanner {
         let Some(root) = root else {
             return Vec::new();
         };
-        let key = (root.0.id(), path.to_vec());
-        if let Some((at, found)) = self.recent.get(&key)
-            && at.elapsed() < RECENT_FOR
-        {
-            return found.clone();
+        let (root, root_link) = (&root.0, &root.1);
+        let Ok(meta) = root.metadata(in_root_path(root_link, path)) else {
+            return Vec::new();
+        };
+        if !meta.is_file {
+            return Vec::new();
         }
-        let found = self.opened_in(&root.0, &root.1, path).unwrap_or_default();
-        self.recent.insert(key, (Instant::now(), found.clone()));
+        let db = self.resolver.refresh_batch(root).ok();
+        let generation = db.as_ref().map_or(0, |db| db.generation());
+        let file = (meta.id, meta.ctime_ns);
+        let key = (root.id(), path.to_vec());
+        if let Some(r) = self.recent.get(&key)
+            && r.at.elapsed() < RECENT_FOR
+            && r.file == file
+            && r.generation == generation
+        {
+            return r.artifacts.clone();
+        }
+        let found = self.opened_in(root, root_link, path, db.as_deref(), file);
+        // The resolution may have reloaded the database (a file newer than
+        // its last check): remember the answer under the load it used.
+        let generation = self
+            .resolver
+            .refresh_batch(root)
+            .map_or(0, |db| db.generation());
+        self.recent.insert(
+            key,
+            Recent {
+                at: Instant::now(),
+                file,
+                generation,
+                artifacts: found.clone(),
+            },
+        );
         found
     }
 
-    fn opened_in(&mut self, root: &RootFs, root_link: &[u8], path: &[u8]) -> Option<Vec<Artifact>> {
-        let meta = root.metadata(in_root_path(root_link, path)).ok()?;
-        if !meta.is_file {
-            return None;
-        }
-        let db = self
-            .resolver
-            .refresh_within(root, std::time::Duration::from_secs(1))
-            .ok();
+    fn opened_in(
+        &mut self,
+        root: &RootFs,
+        root_link: &[u8],
+        path: &[u8],
+        db: Option<&PackageDb>,
+        file: (FileId, i128),
+    ) -> Vec<Artifact> {
+        let meta_id = file.0;
         let mut ctx = ScanCtx::default();
         // The file was just looked up: artifact() need not stat it again.
         ctx.current.insert(
             (root.id(), in_root_path(root_link, path).to_vec()),
-            Some(meta.id),
+            Some(file),
         );
         let opened = self.artifact(
             &mut ctx,
             Some(root),
-            db.as_deref(),
             root_link,
             path.to_vec(),
-            meta.id.dev,
-            meta.id.ino,
+            meta_id.dev,
+            meta_id.ino,
             ArtifactKind::Opened,
             false,
         );
         // The same file under its language package's name: a module of a
         // Python distribution, a file of an npm package.
-        let mut out = self.lang.opened(root, db.as_deref(), root_link, &opened);
+        let mut out = self.lang.opened(root, db, root_link, &opened);
         out.insert(0, opened);
-        Some(out)
+        out
     }
 
     /// One full pass over the procfs root.
@@ -434,6 +476,8 @@ impl Scanner {
         let wall = Instant::now();
         let cpu = thread_cpu_micros();
         let (hits, misses) = (self.resolver.hits, self.resolver.misses);
+        // Each root's database is checked against dpkg's files once per scan.
+        self.resolver.begin_batch();
         // The host's namespaces are PID 1's. Where PID 1 cannot be read (a
         // non-dumpable init, as on this project's VMs), the agent's own stand
         // in: a host agent, or a DaemonSet with hostPID and hostNetwork.
@@ -666,7 +710,7 @@ impl Scanner {
         let root = root?;
         ctx.dbs
             .entry(root.id())
-            .or_insert_with(|| self.resolver.refresh(root).ok())
+            .or_insert_with(|| self.resolver.refresh_batch(root).ok())
             .clone()
     }
 
@@ -683,10 +727,17 @@ impl Scanner {
         use std::os::unix::fs::MetadataExt;
         let (path, deleted) = strip_deleted(link.into_os_string().into_encoded_bytes());
         let meta = std::fs::metadata(self.proc_path(pid, "exe")).ok()?;
+        let (path, deleted) = real_name(
+            files.root,
+            files.root_link,
+            path,
+            deleted,
+            meta.dev(),
+            meta.ino(),
+        );
         Some(self.artifact(
             ctx,
             files.root,
-            files.db,
             files.root_link,
             path,
             meta.dev(),
@@ -716,16 +767,17 @@ impl Scanner {
             if !seen.insert((dev, m.inode, m.deleted, m.path.clone())) {
                 continue;
             }
+            let (path, deleted) =
+                real_name(files.root, files.root_link, m.path, m.deleted, dev, m.inode);
             artifacts.push(self.artifact(
                 ctx,
                 files.root,
-                files.db,
                 files.root_link,
-                m.path,
+                path,
                 dev,
                 m.inode,
                 ArtifactKind::Mapped,
-                m.deleted,
+                deleted,
             ));
         }
     }
@@ -781,7 +833,6 @@ impl Scanner {
         &mut self,
         ctx: &mut ScanCtx,
         root: Option<&RootFs>,
-        db: Option<&PackageDb>,
         root_link: &[u8],
         path: Vec<u8>,
         dev: u64,
@@ -810,7 +861,7 @@ impl Scanner {
             let now = ctx
                 .current
                 .entry((root_id, in_root.clone()))
-                .or_insert_with(|| root.metadata(&in_root).ok().map(|m| m.id))
+                .or_insert_with(|| root.metadata(&in_root).ok().map(|m| (m.id, m.ctime_ns)))
                 .to_owned();
             // The kernel marks a mapping whose file was unlinked (which is
             // what dpkg's rename-over does to the old file) as deleted. Beyond
@@ -818,17 +869,17 @@ impl Scanner {
             // means the file was replaced. On overlayfs the path's st_dev is
             // the overlay's while maps shows the underlying device, so a
             // device mismatch alone proves nothing and is not called stale.
-            let replaced = matches!(now, Some(id) if id.dev == dev && id.ino != inode);
+            let replaced = matches!(now, Some((id, _)) if id.dev == dev && id.ino != inode);
             stale |= replaced;
-            let current = !stale;
-            if let Some(db) = db {
-                package = self
-                    .resolver
-                    .resolve(root_id, db, &in_root, dev, inode, current);
-                if package.is_none() && current {
-                    self.resolver.remember_unowned(root_id, dev, inode);
-                }
-            }
+            // The ctime of the file at the path, when that is this file (on
+            // overlayfs the device differs: see above). A file gone from its
+            // path without a "(deleted)" mark has no ctime to go by (0).
+            let current = match now {
+                _ if stale => None,
+                Some((_, ctime)) => Some(ctime),
+                None => Some(0),
+            };
+            package = self.resolver.resolve(root, &in_root, dev, inode, current);
         }
         Artifact {
             path: PathBytes(path),
@@ -912,6 +963,12 @@ impl Scanner {
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
     }
+
+    /// Starts an event batch: each root's package database is checked
+    /// against dpkg's files at its first lookup in the batch.
+    pub fn begin_batch(&mut self) {
+        self.resolver.begin_batch();
+    }
 }
 
 /// Reads a procfs seq_file in large chunks. /proc/net/tcp restarts its walk
@@ -989,6 +1046,31 @@ pub fn primary_cgroup(lines: &[parse::cgroup::CgroupLine]) -> String {
     match named.or(any).or(v2) {
         Some(l) => String::from_utf8_lossy(&l.path).into_owned(),
         None => String::new(),
+    }
+}
+
+/// The kernel appends " (deleted)" to the name of an unlinked file, and a
+/// file may really be named "x (deleted)": the two read the same in
+/// /proc/PID/maps and in the exe link. When a file with the full name
+/// exists inside the process's root and is the mapped one (same device and
+/// inode), it is that file, not a deleted one. Only names the parser marked
+/// deleted cost a lookup.
+fn real_name(
+    root: Option<&RootFs>,
+    root_link: &[u8],
+    path: Vec<u8>,
+    deleted: bool,
+    dev: u64,
+    inode: u64,
+) -> (Vec<u8>, bool) {
+    let Some(root) = root.filter(|_| deleted) else {
+        return (path, deleted);
+    };
+    let mut full = path.clone();
+    full.extend_from_slice(b" (deleted)");
+    match root.metadata(in_root_path(root_link, &full)) {
+        Ok(m) if m.id.dev == dev && m.id.ino == inode => (full, false),
+        _ => (path, true),
     }
 }
 

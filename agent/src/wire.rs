@@ -62,6 +62,7 @@ pub fn package(p: &model::PackageInfo) -> v1::Package {
         purl: p.purl.clone(),
         distro: p.distro.as_deref().map(|d| Box::new(package(d))),
         fixed_cves: p.fixed_cves.clone(),
+        replaced_by: p.replaced_by.clone(),
     }
 }
 

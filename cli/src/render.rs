@@ -169,6 +169,10 @@ fn package_json(p: &Option<v1::Package>) -> Value {
     if !p.fixed_cves.is_empty() {
         v["fixed_cves"] = json!(p.fixed_cves);
     }
+    // A Go module built from a `=>` replacement.
+    if !p.replaced_by.is_empty() {
+        v["replaced_by"] = json!(p.replaced_by);
+    }
     v
 }
 

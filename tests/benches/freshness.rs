@@ -6,6 +6,14 @@
 //! scan-only path, bounded by the rescan interval). The agent's periodic
 //! rescan is an hour, so only the exec event can make a process appear.
 //! `PATCHGAP_BENCH_RUNS` (default 200) runs; p50, p90, p99 and max reported.
+//!
+//! The upgrade case (issue 11): apt installs the other version of a real
+//! library package (libaom3, both versions cached as .deb files), then a
+//! new process that loads the library is started; the time is from its
+//! exec to the collector listing it at the version dpkg now reports. An
+//! answer naming any other version is counted as wrong.
+//! `PATCHGAP_BENCH_UPGRADE_RUNS` (default 20) upgrades and downgrades
+//! alternate; the package is put back as it was.
 
 use std::{
     process::{Command, Stdio},
@@ -13,7 +21,7 @@ use std::{
 };
 
 use patchgap_proto::v1;
-use patchgap_tests::{Harness, ebpf_wanted};
+use patchgap_tests::{Harness, dpkg_version, ebpf_wanted, upgrade};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -69,15 +77,7 @@ async fn main() {
             None => timeouts += 1,
         }
     }
-    latencies.sort();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1000.0
-    };
-    let (p50, p90, p99, max) = (pct(0.50), pct(0.90), pct(0.99), pct(1.0));
+    let (p50, p90, p99, max) = percentiles(&mut latencies);
     println!(
         "exec -> queryable at the collector, ms: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}  (timeouts {timeouts})"
     );
@@ -99,5 +99,116 @@ async fn main() {
             "timeouts": timeouts,
         })
     );
+    upgrade_case(&h, status.ebpf).await;
     h.stop().await;
+}
+
+/// p50, p90, p99 and max in milliseconds.
+fn percentiles(latencies: &mut [Duration]) -> (f64, f64, f64, f64) {
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    (pct(0.50), pct(0.90), pct(0.99), pct(1.0))
+}
+
+/// After each apt upgrade or downgrade, exec → listed at the new version.
+async fn upgrade_case(h: &Harness, ebpf: bool) {
+    use upgrade::{PACKAGE, VERSIONS};
+    let runs: usize = std::env::var("PATCHGAP_BENCH_UPGRADE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let before = dpkg_version(PACKAGE);
+    let _restore = upgrade::Restore(before);
+    for v in VERSIONS {
+        upgrade::deb(v);
+    }
+    let mut client = h.client().await;
+    let (mut latencies, mut timeouts, mut wrong) = (Vec::with_capacity(runs), 0, 0);
+    for _ in 0..runs {
+        let installed = dpkg_version(PACKAGE);
+        let next = *VERSIONS
+            .iter()
+            .find(|v| **v != installed)
+            .expect("two versions");
+        upgrade::apt_install(&upgrade::deb(next));
+        let expected = dpkg_version(PACKAGE);
+        let started = Instant::now();
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                &format!(
+                    "import ctypes,time;ctypes.CDLL('{}');time.sleep(30)",
+                    upgrade::SONAME
+                ),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let deadline = started + Duration::from_secs(if ebpf { 5 } else { 1 });
+        let found = loop {
+            let r = client
+                .find_package(v1::FindPackageRequest {
+                    name: PACKAGE.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("query")
+                .into_inner();
+            let mine: Vec<_> = r
+                .matches
+                .iter()
+                .filter(|m| m.key.is_some_and(|k| k.pid == pid))
+                .collect();
+            if mine
+                .iter()
+                .any(|m| m.package.as_ref().is_none_or(|p| p.version != expected))
+            {
+                wrong += 1;
+                break None;
+            }
+            if !mine.is_empty() {
+                break Some(started.elapsed());
+            }
+            if Instant::now() > deadline {
+                timeouts += 1;
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(d) = found {
+            latencies.push(d);
+        }
+    }
+    let (p50, p90, p99, max) = percentiles(&mut latencies);
+    println!(
+        "after an apt upgrade/downgrade of {PACKAGE}: exec -> queryable at the new version, ms: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}  (runs {runs}, timeouts {timeouts}, wrong version {wrong})"
+    );
+    println!(
+        "goal: p99 under 1000 ms, never the old version: {}",
+        if p99 < 1000.0 && timeouts == 0 && wrong == 0 {
+            "met"
+        } else {
+            "NOT MET"
+        }
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "freshness_after_upgrade",
+            "runs": runs,
+            "ebpf": ebpf,
+            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+            "timeouts": timeouts,
+            "wrong_version": wrong,
+        })
+    );
 }

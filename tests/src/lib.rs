@@ -14,6 +14,8 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+pub mod upgrade;
+
 /// A collector on an ephemeral loopback port plus an agent streaming to it.
 /// The agent's interval is long: tests drive scans with `agent.rescan_and_sync()`.
 pub struct Harness {
@@ -185,6 +187,36 @@ pub fn spawn_mapping(cmd: &mut Command, needle: &str) -> Proc {
         assert!(Instant::now() < deadline, "process never mapped {needle}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A real process of `exe`, stopped by ptrace at its exec: the kernel has
+/// mapped the executable, and not one of its instructions has run (for
+/// CLIs that would exit or reach for the network).
+pub fn stopped_at_exec(exe: &str) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no
+    // memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn under ptrace");
+    let pid = child.id();
+    // Wait for the stop at exec (SIGTRAP) without reaping.
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
+    assert_eq!(r, pid as i32);
+    assert!(libc::WIFSTOPPED(status), "{exe} did not stop at exec");
+    Proc(child)
 }
 
 /// Starts `cmd` and waits until it prints a line "ready" on stdout.

@@ -16,7 +16,7 @@ use crate::{
     parse::{
         auditable::read_elf_audit_data,
         elf::ElfFile,
-        gobuild::{ModInfo, read_elf_buildinfo},
+        gobuild::{ModInfo, Module, read_elf_buildinfo},
     },
     rootfs::FileId,
 };
@@ -104,24 +104,30 @@ pub fn embedded_in(file: &File) -> Vec<Arc<PackageInfo>> {
     out
 }
 
-/// The main module, every dependency (as built: a replacement's path and
-/// version when there is one), and the toolchain as `stdlib`.
+/// The main module, every dependency, and the toolchain as `stdlib`. A
+/// module replaced by another module is named as built (the replacement's
+/// path and version); one replaced by a local directory
+/// (`=> ./internal/x (devel)`) has no identity of its own, so it keeps the
+/// path and version the binary's requirements name. Either way the
+/// replacement is recorded in `replaced_by`.
 fn go_packages(info: &ModInfo) -> Vec<Arc<PackageInfo>> {
     let mut out = Vec::new();
-    let mut add = |path: &str, version: &str| {
+    let mut add = |path: &str, version: &str, replaced_by: String| {
         if path.is_empty() {
             return;
         }
         let purl = patchgap_proto::purl::Purl::golang(path, version)
             .map(|p| p.to_string())
             .unwrap_or_default();
-        out.push(package("golang", path, "", version, purl, None));
+        let mut p = package("golang", path, "", version, purl, None);
+        if !replaced_by.is_empty() {
+            Arc::make_mut(&mut p).replaced_by = replaced_by;
+        }
+        out.push(p);
     };
-    let main = info.main.replace.as_deref().unwrap_or(&info.main);
-    add(&main.path, &main.version);
-    for dep in &info.deps {
-        let built = dep.replace.as_deref().unwrap_or(dep);
-        add(&built.path, &built.version);
+    for module in std::iter::once(&info.main).chain(&info.deps) {
+        let (path, version, replaced_by) = go_identity(module);
+        add(path, version, replaced_by);
     }
     // "go1.22.1" → "1.22.1", the form Go's advisories use for stdlib.
     let go = info
@@ -130,7 +136,99 @@ fn go_packages(info: &ModInfo) -> Vec<Arc<PackageInfo>> {
         .unwrap_or(&info.go_version);
     let go = go.split([' ', 'X']).next().unwrap_or(go);
     if !go.is_empty() {
-        add("stdlib", go);
+        add("stdlib", go, String::new());
     }
     out
+}
+
+/// A module's name, version and replacement (see [`go_packages`]).
+fn go_identity(module: &Module) -> (&str, &str, String) {
+    let Some(r) = module.replace.as_deref() else {
+        return (&module.path, &module.version, String::new());
+    };
+    // Go writes a local replacement as a relative or absolute directory.
+    let local = r.path.starts_with("./") || r.path.starts_with("../") || r.path.starts_with('/');
+    let named = if r.version.is_empty() || r.version == "(devel)" {
+        r.path.clone()
+    } else {
+        format!("{}@{}", r.path, r.version)
+    };
+    if local {
+        (&module.path, &module.version, named)
+    } else {
+        (&r.path, &r.version, named)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::gobuild::parse_modinfo;
+
+    /// `go version -m` of the terraform on this image (testdata/gobuildinfo):
+    /// nine modules replaced by local directories keep their module path,
+    /// and the replacement is a field; the main module is unchanged.
+    #[test]
+    fn local_replacements_keep_the_required_module_path() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/gobuildinfo/terraform.txt"
+        ))
+        .unwrap();
+        let info = modinfo_from_go_version_m(&text);
+        let pkgs = go_packages(&info);
+        assert!(pkgs.iter().all(|p| !p.name.starts_with("./")), "{pkgs:?}");
+        let azure = pkgs
+            .iter()
+            .find(|p| {
+                p.name == "github.com/hashicorp/terraform/internal/backend/remote-state/azure"
+            })
+            .expect("named after the requirement");
+        assert_eq!(azure.version, "v0.0.0-00010101000000-000000000000");
+        assert_eq!(azure.replaced_by, "./internal/backend/remote-state/azure");
+        assert_eq!(
+            pkgs.iter()
+                .filter(|p| p.replaced_by.starts_with("./"))
+                .count(),
+            9
+        );
+    }
+
+    /// A module replaced by another module is named as built.
+    #[test]
+    fn module_replacements_are_named_as_built() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/gobuildinfo/terraform-provider-aws_v5.100.0_x5.txt"
+        ))
+        .unwrap();
+        let pkgs = go_packages(&modinfo_from_go_version_m(&text));
+        let log = pkgs
+            .iter()
+            .find(|p| p.name == "github.com/gdavison/terraform-plugin-log")
+            .expect("as built");
+        assert_eq!(log.version, "v0.0.0-20230928191232-6c653d8ef8fb");
+        assert_eq!(
+            log.replaced_by,
+            "github.com/gdavison/terraform-plugin-log@v0.0.0-20230928191232-6c653d8ef8fb"
+        );
+    }
+
+    /// The modinfo text inside a binary is `go version -m`'s output without
+    /// the first line and the leading tab of each line.
+    fn modinfo_from_go_version_m(text: &str) -> ModInfo {
+        let body: String = text
+            .lines()
+            .skip(1)
+            .map(|l| format!("{}\n", l.strip_prefix('\t').unwrap_or(l)))
+            .collect();
+        let mut info = parse_modinfo(body.as_bytes()).expect("modinfo");
+        info.go_version = text
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_default()
+            .to_string();
+        info
+    }
 }

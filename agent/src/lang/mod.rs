@@ -285,6 +285,7 @@ fn package(
         purl,
         distro,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     })
 }
 

@@ -44,7 +44,8 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// of ASCII letters and digits, some run ends with one of the secret words
 /// (`password`, `passwd`, `pwd`, `passphrase`, `secret(s)`, `token`, `apikey`,
 /// `accesskey`, `privatekey`, `sessionkey`, `credential(s)`, `auth`,
-/// `authorization`, `cookie`), or two adjacent runs spell `api key`,
+/// `authorization`, `cookie`), or is one of `pass` and `pw` as a whole,
+/// or two adjacent runs spell `api key`,
 /// `access key`, `private key` or `session key`. Matching the *end* of a run
 /// catches `PGPASSWORD`, `keyStorePassword` and `oauth` while leaving
 /// `--tokenizer-path`, `--author` and `--max-tokens` alone.
@@ -61,13 +62,19 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// 4. `key=value` where `key` looks secret (`--password=x`, `PGPASSWORD=x`,
 ///    `https://h/?token=x`) becomes `key=<redacted>`.
 /// 5. `--flag` (starting with `-`, no `=`) whose name looks secret arms rule
-///    1 for the next argument. Names starting with `no-` are not armed, and
-///    since no single letter looks secret, `-p` never is: it is too ambiguous.
+///    1 for the next argument. Names starting with `no-` are not armed.
+/// 6. `-p` is a password only for the programs known to take one there
+///    (argv\[0\]'s file name): MySQL's and MariaDB's clients, whose `-pVALUE`
+///    is the password attached, and sshpass. There `-pVALUE` becomes
+///    `-p<redacted>` and `-p VALUE` redacts the next argument (for mysql
+///    that may be a database name; a password is likelier meant). Elsewhere
+///    `-p` is a port, a path or a flag (`ssh -p 22`, `mkdir -p`).
 ///
 /// Everything else is kept byte-exact (lossy only for invalid UTF-8).
 pub fn redact_cmdline(args: &[Vec<u8>]) -> String {
     let mut out = String::new();
     let mut next_is_secret = false;
+    let short_p = args.first().is_some_and(|a| takes_password_p(a));
     for (i, raw) in args.iter().enumerate() {
         if i > 0 {
             out.push(' ');
@@ -77,9 +84,33 @@ pub fn redact_cmdline(args: &[Vec<u8>]) -> String {
             out.push_str(REDACTED);
             continue;
         }
+        // Rule 6.
+        if short_p && i > 0 && !arg.starts_with("--") {
+            if arg == "-p" {
+                out.push_str("-p");
+                next_is_secret = true;
+                continue;
+            }
+            if arg.len() > 2 && arg.starts_with("-p") {
+                out.push_str("-p");
+                out.push_str(REDACTED);
+                continue;
+            }
+        }
         next_is_secret = redact_arg(&arg, &mut out);
     }
     out
+}
+
+/// Whether a program (argv\[0\], a path or a name) takes its password as
+/// `-p`: MySQL's and MariaDB's command-line tools, and sshpass.
+fn takes_password_p(argv0: &[u8]) -> bool {
+    let name = argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0);
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    name == "sshpass"
+        || name.starts_with("mysql")
+        || name == "mariadb"
+        || name.starts_with("mariadb-")
 }
 
 /// Appends the redacted form of one argument to `out`. Returns whether the
@@ -149,6 +180,11 @@ const SECRET_WORDS: &[&str] = &[
     "cookie",
 ];
 
+/// Words that make a key look secret only as a whole component: as a suffix
+/// they would catch `--bypass` and `--compass`. So `--pass`, `--db-pass=`
+/// and `DB_PASS=` are secret.
+const SECRET_RUNS: &[&str] = &["pass", "pw"];
+
 /// Two-component spellings of the multi-word secret words: the first
 /// component must end with the first word and the next be the second word,
 /// so `api-key`, `x_api_key` and `AWS_ACCESS_KEY_ID` match.
@@ -163,7 +199,7 @@ const SECRET_PAIRS: &[(&str, &str)] = &[
 /// each pair's second word contains one of them.
 const PREFILTER: &[&str] = &[
     "pass",
-    "pwd",
+    "pw",
     "secret",
     "token",
     "key",
@@ -186,7 +222,7 @@ fn looks_secret(key: &str) -> bool {
         .filter(|c| !c.is_empty())
         .peekable();
     while let Some(c) = components.next() {
-        if SECRET_WORDS.iter().any(|w| c.ends_with(w)) {
+        if SECRET_WORDS.iter().any(|w| c.ends_with(w)) || SECRET_RUNS.contains(&c) {
             return true;
         }
         if let Some(next) = components.peek()
@@ -406,9 +442,42 @@ mod tests {
                 &["mysql", "--password", "hunter2", "db"],
                 format!("mysql --password {r} db"),
             ),
+            // Issue 11 (and 14): `-p` takes the password for these
+            // programs, attached or not; elsewhere it is left alone.
             (
                 &["sshpass", "-p", "hunter2", "ssh", "h"],
-                "sshpass -p hunter2 ssh h".into(),
+                format!("sshpass -p {r} ssh h"),
+            ),
+            (
+                &["/usr/bin/mysql", "-uroot", "-phunter2", "db"],
+                format!("/usr/bin/mysql -uroot -p{r} db"),
+            ),
+            (
+                &["mariadb-dump", "-h", "h", "-p", "hunter2"],
+                format!("mariadb-dump -h h -p {r}"),
+            ),
+            (
+                &["mysqldump", "-P", "3306", "--port=3306", "-p"],
+                "mysqldump -P 3306 --port=3306 -p".into(),
+            ),
+            (&["ssh", "-p", "22", "h"], "ssh -p 22 h".into()),
+            (&["ssh", "-p2222", "h"], "ssh -p2222 h".into()),
+            (&["mkdir", "-p", "/x"], "mkdir -p /x".into()),
+            (
+                &[
+                    "app",
+                    "--pass",
+                    "X",
+                    "--db-pass=Y",
+                    "DB_PASS=Z",
+                    "--pw",
+                    "W",
+                ],
+                format!("app --pass {r} --db-pass={r} DB_PASS={r} --pw {r}"),
+            ),
+            (
+                &["app", "--bypass", "x", "--compass=n", "--passes=3"],
+                "app --bypass x --compass=n --passes=3".into(),
             ),
             (
                 &["psql", "postgres://bob:s3cret@db.example:5432/app"],
@@ -640,7 +709,8 @@ mod tests {
     #[test]
     fn lossy_and_sample() {
         let got = redact_cmdline(&[b"\xffpass".to_vec(), b"--pass\xffword=x".to_vec()]);
-        assert_eq!(got, "\u{fffd}pass --pass\u{fffd}word=x");
+        // "pass" is a whole run of the key, so its value goes (issue 11).
+        assert_eq!(got, format!("\u{fffd}pass --pass\u{fffd}word={REDACTED}"));
         let got = redact_cmdline(&[b"--db\xff_password=\xff".to_vec()]);
         assert_eq!(got, format!("--db\u{fffd}_password={REDACTED}"));
         assert_eq!(

@@ -67,7 +67,55 @@ impl DpkgPackage {
 /// no valid `Version:` or `Architecture:`, or invalid names. Paragraphs that
 /// are well-formed but not installed are skipped without being counted.
 pub fn parse_status_db(bytes: &[u8]) -> (Vec<DpkgPackage>, usize) {
-    let mut packages = Vec::new();
+    let (entries, malformed) = parse_status_entries(bytes);
+    let packages = entries
+        .into_iter()
+        .filter(|e| e.files == Files::Installed)
+        .filter_map(|e| e.package)
+        .collect();
+    (packages, malformed)
+}
+
+/// What a paragraph says about the package's files on disk, from the third
+/// word of its `Status:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// `installed`: the files are `Version`'s.
+    Installed,
+    /// `unpacked`, `half-configured`, `triggers-awaited`,
+    /// `triggers-pending`: the files are `Version`'s, not yet (or no longer
+    /// fully) configured. An upgrade passes through these states between
+    /// apt's `dpkg --unpack` and `dpkg --configure`.
+    Unpacked,
+    /// `half-installed`: dpkg is replacing the files (or failed half way),
+    /// so some may be the old version's and some the new one's, and the
+    /// paragraph's `Version` may be either.
+    HalfInstalled,
+    /// `not-installed`, `config-files`: no program files.
+    Absent,
+}
+
+/// One paragraph of a status file or of a journal entry in `updates/`,
+/// whatever the package's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    /// The package name; with `arch`, the key a later journal entry
+    /// replaces.
+    pub name: String,
+    /// The architecture, absent from some `not-installed` paragraphs.
+    pub arch: Option<String>,
+    pub files: Files,
+    /// The package, unless its files are `Absent`.
+    pub package: Option<DpkgPackage>,
+}
+
+/// Parses a status file, or one of dpkg's journal entries
+/// (`/var/lib/dpkg/updates/NNNN`, the same format), keeping every state:
+/// a journal entry that says a package is now `half-installed` or
+/// `not-installed` must replace what the status file said. Malformed
+/// paragraphs are skipped and counted as in [`parse_status_db`].
+pub fn parse_status_entries(bytes: &[u8]) -> (Vec<StatusEntry>, usize) {
+    let mut entries = Vec::new();
     let mut malformed = 0;
     let mut para = Paragraph::default();
     let mut in_para = false;
@@ -76,7 +124,7 @@ pub fn parse_status_db(bytes: &[u8]) -> (Vec<DpkgPackage>, usize) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.trim_ascii().is_empty() {
             if in_para {
-                finish(&mut para, &mut packages, &mut malformed);
+                finish(&mut para, &mut entries, &mut malformed);
                 in_para = false;
             }
             continue;
@@ -85,16 +133,15 @@ pub fn parse_status_db(bytes: &[u8]) -> (Vec<DpkgPackage>, usize) {
         para.add_line(line);
     }
     if in_para {
-        finish(&mut para, &mut packages, &mut malformed);
+        finish(&mut para, &mut entries, &mut malformed);
     }
-    (packages, malformed)
+    (entries, malformed)
 }
 
-/// Converts the paragraph just read into a package (or a skip) and resets it.
-fn finish(para: &mut Paragraph<'_>, packages: &mut Vec<DpkgPackage>, malformed: &mut usize) {
-    match std::mem::take(para).into_package() {
-        Ok(Some(p)) => packages.push(p),
-        Ok(None) => {}
+/// Converts the paragraph just read into an entry (or a skip) and resets it.
+fn finish(para: &mut Paragraph<'_>, entries: &mut Vec<StatusEntry>, malformed: &mut usize) {
+    match std::mem::take(para).into_entry() {
+        Ok(e) => entries.push(e),
         Err(()) => *malformed += 1,
     }
 }
@@ -164,9 +211,8 @@ impl<'a> Paragraph<'a> {
         }
     }
 
-    /// `Ok(None)` for a well-formed paragraph of a package that is not
-    /// installed, `Err(())` for a malformed one.
-    fn into_package(self) -> Result<Option<DpkgPackage>, ()> {
+    /// The entry of a well-formed paragraph, `Err(())` for a malformed one.
+    fn into_entry(self) -> Result<StatusEntry, ()> {
         if self.bad {
             return Err(());
         }
@@ -179,8 +225,22 @@ impl<'a> Paragraph<'a> {
         if !valid_package_name(name) {
             return Err(());
         }
-        if state != b"installed" {
-            return Ok(None);
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| ());
+        let files = match state {
+            b"installed" => Files::Installed,
+            b"unpacked" | b"half-configured" | b"triggers-awaited" | b"triggers-pending" => {
+                Files::Unpacked
+            }
+            b"half-installed" => Files::HalfInstalled,
+            _ => Files::Absent,
+        };
+        if files == Files::Absent {
+            return Ok(StatusEntry {
+                name: text(name)?,
+                arch: self.arch.filter(|a| valid_arch(a)).map(text).transpose()?,
+                files,
+                package: None,
+            });
         }
         let arch = self.arch.filter(|a| valid_arch(a)).ok_or(())?;
         let version = self.version.filter(|v| valid_version(v)).ok_or(())?;
@@ -188,15 +248,20 @@ impl<'a> Paragraph<'a> {
             None => (name, version),
             Some(s) => parse_source(s, version)?,
         };
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| ());
-        Ok(Some(DpkgPackage {
+        let package = DpkgPackage {
             name: text(name)?,
             arch: text(arch)?,
             version: text(version)?,
             source: text(source)?,
             source_version: text(source_version)?,
             multi_arch_same: self.multi_arch == Some(b"same"),
-        }))
+        };
+        Ok(StatusEntry {
+            name: package.name.clone(),
+            arch: Some(package.arch.clone()),
+            files,
+            package: Some(package),
+        })
     }
 }
 

@@ -20,7 +20,9 @@
 //!   we decode it as the latter, like every other consumer of this file.
 //! * When the mapped file has been unlinked, `d_path()` appends ` (deleted)`.
 //!   We strip that suffix and set [`MapEntry::deleted`]. A file whose real
-//!   name ends in ` (deleted)` is, again, indistinguishable.
+//!   name ends in ` (deleted)` reads the same; bytes alone cannot tell, so
+//!   the scanner looks the full name up inside the process's root and
+//!   compares device and inode (`scan::real_name`).
 //! * The device numbers are printed with `%02x`, which is a minimum width:
 //!   majors above 0xff and minors above 0xff (up to 20 bits) print more digits.
 //! * Anonymous mappings have no pathname (the line ends with the padding

@@ -278,6 +278,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            replaced_by: String::new(),
         };
         let sbom = SbomRecord {
             image: format!("sha256:{}", "0".repeat(64)),

@@ -73,6 +73,7 @@ pub fn package(c: &Component) -> Option<v1::Package> {
         purl: purl.to_string(),
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     })
 }
 

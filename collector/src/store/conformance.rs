@@ -120,6 +120,7 @@ fn deb(name: &str, source: &str, version: &str) -> Package {
         purl: format!("pkg:deb/debian/{name}@{version}?arch=amd64"),
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 
@@ -910,6 +911,7 @@ fn language_packages(store: &dyn Store) {
         purl: "pkg:pypi/cryptography@38.0.4".into(),
         distro: Some(Box::new(distro.clone())),
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     };
     let from_pip = Package {
         distro: None,
@@ -924,6 +926,7 @@ fn language_packages(store: &dyn Store) {
         purl: "pkg:pypi/pyyaml@6.0.1".into(),
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     };
     let jar = Package {
         ecosystem: "maven".into(),
@@ -934,6 +937,7 @@ fn language_packages(store: &dyn Store) {
         purl: "pkg:maven/commons-io/commons-io@2.11.0".into(),
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     };
     let module = Package {
         ecosystem: "golang".into(),
@@ -944,6 +948,7 @@ fn language_packages(store: &dyn Store) {
         purl: "pkg:golang/golang.org/x/net@v0.23.0".into(),
         distro: None,
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     };
     let dist = "/usr/lib/python3/dist-packages/cryptography";
     let so = format!("{dist}/hazmat/bindings/_rust.abi3.so");
@@ -1643,6 +1648,7 @@ fn pypi(name: &str, version: &str, distro: Option<Package>) -> Package {
         purl: format!("pkg:pypi/{name}@{version}"),
         distro: distro.map(Box::new),
         fixed_cves: Vec::new(),
+        replaced_by: String::new(),
     }
 }
 

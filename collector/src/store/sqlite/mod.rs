@@ -284,6 +284,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX sbom_component_by_package ON sbom_component (package_id);
     "#,
+    // 9: Go modules replaced by a local directory keep the required module
+    // path; the replacement is an attribute (issue 11).
+    r#"
+    ALTER TABLE package ADD COLUMN replaced_by TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// One writer connection, and for a database file a pool of read-only
@@ -514,8 +519,8 @@ impl Interner {
         }
         let args = params![key.0, key.1, key.2, key.3, key.4, key.5, key.6];
         let changed = tx.prepare_cached(
-            "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key, fixed_cves)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO package (ecosystem, name, source, version, arch, purl, distro_id, key, fixed_cves, replaced_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (ecosystem, name, source, version, arch, purl, distro_id)
              DO UPDATE SET fixed_cves = excluded.fixed_cves
                  WHERE excluded.fixed_cves != '' AND excluded.fixed_cves != package.fixed_cves",
@@ -529,7 +534,8 @@ impl Interner {
             key.5,
             key.6,
             crate::store::package_key(&p.ecosystem, &p.name),
-            p.fixed_cves.join(",")
+            p.fixed_cves.join(","),
+            p.replaced_by
         ])? > 0;
         let id = tx
             .prepare_cached(
@@ -866,7 +872,8 @@ fn mark_exited(
 /// A package and its distro identity; [`package_row`] reads the columns.
 const PACKAGE_COLUMNS: &str =
     "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
-            d.ecosystem, d.name, d.source, d.version, d.arch, d.purl, d.fixed_cves
+            d.ecosystem, d.name, d.source, d.version, d.arch, d.purl, d.fixed_cves,
+            p.replaced_by
      FROM package p LEFT JOIN package d ON d.id = p.distro_id AND p.distro_id != 0";
 
 fn split_cves(s: String) -> Vec<String> {
@@ -887,6 +894,7 @@ fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Package)> {
             purl: r.get(12)?,
             distro: None,
             fixed_cves: split_cves(r.get(13)?),
+            replaced_by: String::new(),
         })),
         None => None,
     };
@@ -901,6 +909,7 @@ fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Package)> {
             purl: r.get(6)?,
             distro,
             fixed_cves: Vec::new(),
+            replaced_by: r.get(14)?,
         },
     ))
 }
