@@ -141,17 +141,31 @@ impl Baseline {
         self.workloads.get(id)
     }
 
-    /// Records the light record of an exec event, unless the process is
-    /// already known: events wait in the ring and the channel while a full
-    /// scan runs, so an exec can be handled after a scan that read the whole
-    /// process, and must not replace what that scan found.
+    /// Records the light record of an exec event. The process's files
+    /// `opened` so far are dropped: events arrive in the order they
+    /// happened, so every one of them was opened by the image this exec
+    /// replaced (`bash -c 'exec node'` must not leave node with bash's
+    /// libraries). A full record of the same process that already shows the
+    /// new image (a scan ran between the exec and the handling of its
+    /// event: same exe and command line) is kept, less those opens; any
+    /// other record of it is the old image and is replaced.
     pub fn record_exec(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
-        if self
+        if let Some(old) = self
             .processes
-            .get(&p.key.pid)
-            .is_some_and(|old| old.key == p.key)
+            .get_mut(&p.key.pid)
+            .filter(|old| old.key == p.key)
         {
-            return;
+            let before = old.artifacts.len();
+            old.artifacts.retain(|a| a.kind != ArtifactKind::Opened);
+            let dropped = old.artifacts.len() != before;
+            if !old.partial && old.exe == p.exe && old.cmdline == p.cmdline {
+                if dropped {
+                    upsert(delta, wire::process(old));
+                }
+                return;
+            }
+            // Replaced whole: record() must not carry anything over.
+            self.processes.remove(&p.key.pid);
         }
         self.record(p, w, delta);
     }
@@ -217,10 +231,20 @@ impl Baseline {
         added
     }
 
-    /// Records an exit seen by eBPF. Returns the process's key, or None when
-    /// it was never seen.
-    pub fn exit(&mut self, pid: u32, at_ms: i64, delta: &mut v1::Delta) -> Option<ProcessKey> {
+    /// Records an exit seen by eBPF. `start_ticks` (0: unknown) must match
+    /// the record's, so an exit is never put to a later process with the
+    /// same pid. Returns the process's key, or None when it was never seen.
+    pub fn exit(
+        &mut self,
+        pid: u32,
+        start_ticks: u64,
+        at_ms: i64,
+        delta: &mut v1::Delta,
+    ) -> Option<ProcessKey> {
         let key = self.by_pid(pid)?.key;
+        if start_ticks != 0 && key.start_ticks != start_ticks {
+            return None;
+        }
         self.processes.remove(&pid);
         delta.exits.push(v1::Exit {
             key: Some(wire::key(&key)),
@@ -441,7 +465,7 @@ mod tests {
         // An exit event closes it with the event's time.
         let mut d = v1::Delta::default();
         assert_eq!(
-            base.exit(10, 7000, &mut d),
+            base.exit(10, 0, 7000, &mut d),
             Some(ProcessKey {
                 pid: 10,
                 start_ticks: 3
@@ -449,6 +473,6 @@ mod tests {
         );
         assert_eq!(d.exits[0].exit_time_ms, 7000);
         assert!(base.by_pid(10).is_none());
-        assert_eq!(base.exit(10, 7000, &mut d), None);
+        assert_eq!(base.exit(10, 0, 7000, &mut d), None);
     }
 }

@@ -345,7 +345,7 @@ impl QueryService {
                     fresh,
                     ebpf: h.capabilities.ebpf,
                     ebpf_reason: h.capabilities.ebpf_reason.clone(),
-                    events_lost: h.sense.lost_kernel + h.sense.lost_user,
+                    events_lost: h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped,
                 });
                 v1::HostSummary {
                     connected: connected.contains(if h.identity.host_id.is_empty() {
