@@ -489,8 +489,28 @@ async fn scan_loop(
             }
             _ = stop.changed() => return,
         }
-        // A full scan. What events batched goes first, so the scan's delta
-        // is computed against a baseline the collector has been sent.
+        // A full scan. The events already queued are merged first: a
+        // process whose exit waits in the queue would otherwise be found
+        // missing from /proc and closed at the scan's time, not its own.
+        if let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) {
+            let mut handled = 0u64;
+            while let Ok(event) = rx.try_recv() {
+                handled += 1;
+                if handle_event(&config, &mut scanner, base, &mut pending, event)
+                    .await
+                    .is_none()
+                {
+                    warn!("scan task panicked; the agent stops scanning");
+                    return;
+                }
+            }
+            shared.status.send_if_modified(|s| {
+                s.events += handled;
+                false
+            });
+        }
+        // What events batched goes first, so the scan's delta is computed
+        // against a baseline the collector has been sent.
         flush_pending(&shared, &mut pending, config.part_bytes);
         let mut scan_number = 0;
         shared.status.send_modify(|s| {

@@ -13,6 +13,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -332,7 +333,8 @@ impl Scanner {
     }
 
     /// The `exe` artifact of a just-exec'd process from the path exec was
-    /// given, resolved inside its root (its parent's when it is gone).
+    /// given, resolved inside its root (its parent's when it is gone), under
+    /// the path of the file it reached.
     /// None for a relative path or a file that is not there any more.
     fn exe_artifact(&mut self, pid: u32, ppid: u32, filename: &[u8]) -> Option<Artifact> {
         if !filename.starts_with(b"/") {
@@ -340,7 +342,17 @@ impl Scanner {
         }
         let root = self.root_of(pid, Some(ppid))?;
         let (root, root_link) = (&root.0, &root.1);
-        let meta = root.metadata(in_root_path(root_link, filename)).ok()?;
+        // The path exec was given may be a symlink (/usr/bin/python3); the
+        // exe is the file it reached, as /proc/PID/exe would name it. The
+        // kernel names the file we open the same way (inside the root, no
+        // symlink followed out of it).
+        let file = root.open_file(in_root_path(root_link, filename)).ok()?;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()?
+            .into_os_string()
+            .into_encoded_bytes();
+        drop(file);
+        let meta = root.metadata(in_root_path(root_link, &path)).ok()?;
         if !meta.is_file {
             return None;
         }
@@ -350,7 +362,7 @@ impl Scanner {
             .ok();
         let mut ctx = ScanCtx::default();
         ctx.current.insert(
-            (root.id(), in_root_path(root_link, filename).to_vec()),
+            (root.id(), in_root_path(root_link, &path).to_vec()),
             Some(meta.id),
         );
         Some(self.artifact(
@@ -358,7 +370,7 @@ impl Scanner {
             Some(root),
             db.as_deref(),
             root_link,
-            filename.to_vec(),
+            path,
             meta.id.dev,
             meta.id.ino,
             ArtifactKind::Exe,

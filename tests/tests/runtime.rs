@@ -131,13 +131,14 @@ async fn short_lived_processes_keep_cmdline_exe_times_and_connections() {
     // exec and the wakeup of its own waiter, and nothing else.
     let threads: Vec<_> = (0..PARALLEL)
         .map(|t| {
-            let (exe, script, nonce) = (python.clone(), script.clone(), nonce.clone());
+            let (script, nonce) = (script.clone(), nonce.clone());
             std::thread::spawn(move || {
                 let mut out = Vec::new();
                 for i in (t..N).step_by(PARALLEL) {
                     let marker = format!("pgshort-{nonce}-{i}");
                     let spawned_ms = now_ms();
-                    let mut child = Command::new(&exe)
+                    // Through the symlink: the exe is the file it reaches.
+                    let mut child = Command::new("/usr/bin/python3")
                         .args(["-c", &script, &marker, "--password", "hunter2"])
                         .stdin(Stdio::null())
                         .spawn()
@@ -165,84 +166,93 @@ async fn short_lived_processes_keep_cmdline_exe_times_and_connections() {
     .unwrap();
     DONE.store(true, Ordering::Relaxed);
     acceptor.join().unwrap();
-    settle(&h).await;
-
-    let matches = history(&h, &package, since, "").await;
-    let connections = h
-        .client()
-        .await
-        .list_connections(v1::ListConnectionsRequest {
-            since_ms: since,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connections;
-    let mut problems = Vec::new();
-    let mut worst_life_error = 0i64;
-    let mut off_by_more_than_50 = 0usize;
-    let mut life_errors = Vec::new();
-    for r in &runs {
-        let Some(m) = matches
-            .iter()
-            .find(|m| m.key.unwrap().pid == r.pid && m.cmdline.contains(&r.marker))
-        else {
-            let any = matches.iter().find(|m| m.key.unwrap().pid == r.pid);
-            problems.push(format!(
-                "{}: no history row with its cmdline ({:?})",
-                r.marker,
-                any.map(|m| (&m.cmdline, String::from_utf8_lossy(&m.exe)))
-            ));
-            continue;
-        };
-        if m.cmdline.contains("hunter2") || !m.cmdline.contains("<redacted>") {
-            problems.push(format!("{}: not redacted: {}", r.marker, m.cmdline));
+    // The agent merges events as fast as the host lets it; on a loaded
+    // host it may lag the workload by seconds. Ask again until the answer
+    // is complete or 30 s have passed: this test is about what is
+    // recorded, not how fast (the freshness bench measures that).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (problems, worst_life_error, off_by_more_than_50, mut life_errors) = loop {
+        settle(&h).await;
+        let matches = history(&h, &package, since, "").await;
+        let connections = h
+            .client()
+            .await
+            .list_connections(v1::ListConnectionsRequest {
+                since_ms: since,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .connections;
+        let mut problems = Vec::new();
+        let mut worst_life_error = 0i64;
+        let mut off_by_more_than_50 = 0usize;
+        let mut life_errors = Vec::new();
+        for r in &runs {
+            let Some(m) = matches
+                .iter()
+                .find(|m| m.key.unwrap().pid == r.pid && m.cmdline.contains(&r.marker))
+            else {
+                let any = matches.iter().find(|m| m.key.unwrap().pid == r.pid);
+                problems.push(format!(
+                    "{}: no history row with its cmdline ({:?})",
+                    r.marker,
+                    any.map(|m| (&m.cmdline, String::from_utf8_lossy(&m.exe)))
+                ));
+                continue;
+            };
+            if m.cmdline.contains("hunter2") || !m.cmdline.contains("<redacted>") {
+                problems.push(format!("{}: not redacted: {}", r.marker, m.cmdline));
+            }
+            if m.exe != python.as_bytes() || m.evidence != "exe" {
+                problems.push(format!(
+                    "{}: exe {:?} evidence {}",
+                    r.marker,
+                    String::from_utf8_lossy(&m.exe),
+                    m.evidence
+                ));
+            }
+            // The kernel's start is the fork, after `spawned_ms`; /proc's clock
+            // ticks floor it by up to 10 ms. The exit is before the reap.
+            let (start, exit) = (m.process_start_ms, m.exit_time_ms);
+            let life = exit - start;
+            let window = r.reaped_ms - r.spawned_ms;
+            worst_life_error = worst_life_error.max((window - life).abs());
+            if start < r.spawned_ms - 12 || start > r.reaped_ms {
+                problems.push(format!(
+                    "{}: start {} outside [{}, {}]",
+                    r.marker, start, r.spawned_ms, r.reaped_ms
+                ));
+            }
+            if exit < r.spawned_ms + 100 || exit > r.reaped_ms + 2 {
+                problems.push(format!(
+                    "{}: exit {} outside [{}, {}]",
+                    r.marker,
+                    exit,
+                    r.spawned_ms + 100,
+                    r.reaped_ms
+                ));
+            }
+            if life < 100 {
+                problems.push(format!("{}: lifetime {life} ms < 100 ms", r.marker));
+            }
+            if (window - life).abs() > 50 {
+                off_by_more_than_50 += 1;
+            }
+            life_errors.push((window - life).abs());
+            let key = m.key.unwrap();
+            if !connections
+                .iter()
+                .any(|c| c.key == Some(key) && c.remote_port == u32::from(port))
+            {
+                problems.push(format!("{}: connection lost", r.marker));
+            }
         }
-        if m.exe != python.as_bytes() || m.evidence != "exe" {
-            problems.push(format!(
-                "{}: exe {:?} evidence {}",
-                r.marker,
-                String::from_utf8_lossy(&m.exe),
-                m.evidence
-            ));
+        if problems.is_empty() || std::time::Instant::now() > deadline {
+            break (problems, worst_life_error, off_by_more_than_50, life_errors);
         }
-        // The kernel's start is the fork, after `spawned_ms`; /proc's clock
-        // ticks floor it by up to 10 ms. The exit is before the reap.
-        let (start, exit) = (m.process_start_ms, m.exit_time_ms);
-        let life = exit - start;
-        let window = r.reaped_ms - r.spawned_ms;
-        worst_life_error = worst_life_error.max((window - life).abs());
-        if start < r.spawned_ms - 12 || start > r.reaped_ms {
-            problems.push(format!(
-                "{}: start {} outside [{}, {}]",
-                r.marker, start, r.spawned_ms, r.reaped_ms
-            ));
-        }
-        if exit < r.spawned_ms + 100 || exit > r.reaped_ms + 2 {
-            problems.push(format!(
-                "{}: exit {} outside [{}, {}]",
-                r.marker,
-                exit,
-                r.spawned_ms + 100,
-                r.reaped_ms
-            ));
-        }
-        if life < 100 {
-            problems.push(format!("{}: lifetime {life} ms < 100 ms", r.marker));
-        }
-        if (window - life).abs() > 50 {
-            off_by_more_than_50 += 1;
-        }
-        life_errors.push((window - life).abs());
-        let key = m.key.unwrap();
-        if !connections
-            .iter()
-            .any(|c| c.key == Some(key) && c.remote_port == u32::from(port))
-        {
-            problems.push(format!("{}: connection lost", r.marker));
-        }
-    }
+    };
     let status = h.agent.status();
     life_errors.sort_unstable();
     let median = life_errors.get(life_errors.len() / 2).copied().unwrap_or(0);
