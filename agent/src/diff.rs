@@ -258,9 +258,12 @@ impl Baseline {
 /// its new record: an open is history that a /proc scan cannot see again.
 fn keep_opened(old: &[Artifact], new: &mut Vec<Artifact>) {
     for a in old.iter().filter(|a| a.kind == ArtifactKind::Opened) {
+        // Compared with the new record's opened artifacts only: the same
+        // file may be there as `installed` (a node package's package.json
+        // is both its installed record and what `require` opens).
         if !new
             .iter()
-            .any(|b| b.path == a.path && b.package == a.package)
+            .any(|b| b.kind == a.kind && b.path == a.path && b.package == a.package)
         {
             new.push(a.clone());
         }
@@ -268,9 +271,13 @@ fn keep_opened(old: &[Artifact], new: &mut Vec<Artifact>) {
 }
 
 /// One file under one package identity (a file can have two: Debian's
-/// python3-cryptography and PyPI's cryptography).
+/// python3-cryptography and PyPI's cryptography) with one evidence (a node
+/// package's package.json is `installed`, and `opened` once required).
 fn same_file_and_package(a: &Artifact, b: &Artifact) -> bool {
-    a.path == b.path && (a.dev, a.inode) == (b.dev, b.inode) && a.package == b.package
+    a.kind == b.kind
+        && a.path == b.path
+        && (a.dev, a.inode) == (b.dev, b.inode)
+        && a.package == b.package
 }
 
 /// Puts a process record into a pending delta, replacing an earlier record

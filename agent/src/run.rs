@@ -493,8 +493,13 @@ async fn scan_loop(
         // process whose exit waits in the queue would otherwise be found
         // missing from /proc and closed at the scan's time, not its own.
         if let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) {
+            // Only what is queued now: on a busy host events keep coming,
+            // and the scan must not wait for a lull.
+            let queued = rx.len();
             let mut handled = 0u64;
-            while let Ok(event) = rx.try_recv() {
+            while handled < queued as u64
+                && let Ok(event) = rx.try_recv()
+            {
                 handled += 1;
                 if handle_event(&config, &mut scanner, base, &mut pending, event)
                     .await

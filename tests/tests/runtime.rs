@@ -387,3 +387,78 @@ async fn an_exec_drops_what_the_old_image_opened() {
     proc.kill();
     h.stop().await;
 }
+
+/// An npm project with lodash in its node_modules (npm's cache keeps the
+/// second install offline).
+fn npm_project_with_lodash() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name":"pg-require-test","version":"1.0.0","private":true}"#,
+    )
+    .unwrap();
+    let out = Command::new("npm")
+        .args([
+            "install",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "lodash@4.17.21",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("npm");
+    assert!(
+        out.status.success(),
+        "npm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Issue 11, defect 3: `require("lodash")` opens lodash's package.json and
+/// lodash.js; the process loaded lodash and must be listed with `opened`
+/// evidence, not only `installed` (which every package in its node_modules
+/// is). A second node in the same project that does not require it stays at
+/// `installed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_require_gives_opened_evidence() {
+    let project = npm_project_with_lodash();
+    let h = Harness::start().await;
+    if !ebpf_on(&h) {
+        return h.stop().await;
+    }
+    let node = |script: &str| {
+        spawn_ready(
+            Command::new("/usr/bin/node")
+                .args(["-e", script])
+                .current_dir(project.path()),
+        )
+    };
+    let requirer = node("require('lodash'); console.log('ready'); setTimeout(() => {}, 60000)");
+    let idle = node("console.log('ready'); setTimeout(() => {}, 60000)");
+    settle(&h).await;
+
+    let r = h.find("lodash", "").await;
+    let evidence = |pid: u32| {
+        r.matches
+            .iter()
+            .find(|m| m.key.unwrap().pid == pid)
+            .map(|m| m.evidence.clone())
+    };
+    assert_eq!(
+        evidence(requirer.pid()).as_deref(),
+        Some("opened"),
+        "{:?}",
+        r.matches
+    );
+    assert_eq!(
+        evidence(idle.pid()).as_deref(),
+        Some("installed"),
+        "{:?}",
+        r.matches
+    );
+    requirer.kill();
+    idle.kill();
+    h.stop().await;
+}
