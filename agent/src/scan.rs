@@ -101,6 +101,8 @@ pub struct Scanner {
     lang: LangResolver,
     /// Recent answers to opens: (root, path) → artifacts.
     recent: HashMap<(FileId, Vec<u8>), (Instant, Vec<Artifact>)>,
+    /// Recent answers to execs: (root, path exec was given) → exe artifact.
+    recent_exes: HashMap<(FileId, Vec<u8>), (Instant, Option<Artifact>)>,
     /// Recently used parents' roots, for opens of processes already gone.
     recent_roots: HashMap<u32, (Instant, ProcRoot)>,
     /// Read sockets in one full scan out of this many (1: every scan).
@@ -184,6 +186,7 @@ impl Scanner {
             resolver: Resolver::new(),
             lang: LangResolver::new(),
             recent: HashMap::new(),
+            recent_exes: HashMap::new(),
             recent_roots: HashMap::new(),
             socket_scans_every: 1,
             scans: 0,
@@ -341,7 +344,29 @@ impl Scanner {
             return None;
         }
         let root = self.root_of(pid, Some(ppid))?;
-        let (root, root_link) = (&root.0, &root.1);
+        // Execs come by the hundred per second, mostly of a few binaries:
+        // a root's answer for a path is reused for a second.
+        let key = (root.0.id(), filename.to_vec());
+        if let Some((at, found)) = self.recent_exes.get(&key)
+            && at.elapsed() < RECENT_FOR
+        {
+            return found.clone();
+        }
+        if self.recent_exes.len() > RECENT_LIMIT {
+            self.recent_exes.clear();
+        }
+        let found = self.exe_artifact_in(&root.0, &root.1, filename);
+        self.recent_exes
+            .insert(key, (Instant::now(), found.clone()));
+        found
+    }
+
+    fn exe_artifact_in(
+        &mut self,
+        root: &RootFs,
+        root_link: &[u8],
+        filename: &[u8],
+    ) -> Option<Artifact> {
         // The path exec was given may be a symlink (/usr/bin/python3); the
         // exe is the file it reached, as /proc/PID/exe would name it. The
         // kernel names the file we open the same way (inside the root, no
