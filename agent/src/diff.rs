@@ -18,7 +18,23 @@ pub struct Baseline {
     processes: HashMap<u32, Process>,
     workloads: HashMap<String, Workload>,
     last_reconciled: u32,
+    /// When an exec event last recorded each pid: a full scan that no
+    /// longer finds such a process leaves it to its exit event (which may
+    /// still wait in the kernel's ring) for [`EXIT_GRACE`].
+    exec_at: HashMap<u32, std::time::Instant>,
+    /// Keys of processes closed lately, by pid: a late event of one (a
+    /// connect read after the scan that closed it) is put to its key, not
+    /// turned into a new record that would reopen it.
+    closed: HashMap<u32, (ProcessKey, std::time::Instant)>,
 }
+
+/// How long a process an exec event recorded is kept after a scan no
+/// longer finds it, waiting for its exit event and its time.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a closed process's key answers for its pid.
+const CLOSED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// Entries of `closed` before it is emptied.
+const CLOSED_LIMIT: usize = 4096;
 
 impl Baseline {
     pub fn new(inv: &Inventory) -> Baseline {
@@ -34,6 +50,8 @@ impl Baseline {
                 .map(|w| (w.id.clone(), w.clone()))
                 .collect(),
             last_reconciled: 0,
+            exec_at: HashMap::new(),
+            closed: HashMap::new(),
         }
     }
 
@@ -92,11 +110,19 @@ impl Baseline {
             }
             next.insert(p.key.pid, p);
         }
-        // Whatever is left was not seen in this scan: it exited.
-        for key in self.processes.values().map(|p| &p.key) {
+        // Whatever is left was not seen in this scan: it exited. With eBPF
+        // on, a process an exec event recorded moments ago is left to its
+        // exit event, which carries the true time.
+        self.exec_at.retain(|_, at| at.elapsed() < EXIT_GRACE);
+        for (pid, p) in std::mem::take(&mut self.processes) {
+            if sensing && self.exec_at.contains_key(&pid) && !next.contains_key(&pid) {
+                next.insert(pid, p);
+                continue;
+            }
             reconciled += 1;
+            self.note_closed(p.key);
             delta.exits.push(v1::Exit {
-                key: Some(wire::key(key)),
+                key: Some(wire::key(&p.key)),
                 exit_time_ms: inv.scanned_at_ms,
             });
         }
@@ -141,19 +167,51 @@ impl Baseline {
         self.workloads.get(id)
     }
 
-    /// Records the light record of an exec event, unless the process is
-    /// already known: events wait in the ring and the channel while a full
-    /// scan runs, so an exec can be handled after a scan that read the whole
-    /// process, and must not replace what that scan found.
+    /// Records the light record of an exec event. The process's files
+    /// `opened` so far are dropped: events arrive in the order they
+    /// happened, so every one of them was opened by the image this exec
+    /// replaced (`bash -c 'exec node'` must not leave node with bash's
+    /// libraries). A full record of the same process that already shows the
+    /// new image (a scan ran between the exec and the handling of its
+    /// event: same exe and command line) is kept, less those opens; any
+    /// other record of it is the old image and is replaced.
     pub fn record_exec(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
-        if self
+        if let Some(old) = self
             .processes
-            .get(&p.key.pid)
-            .is_some_and(|old| old.key == p.key)
+            .get_mut(&p.key.pid)
+            .filter(|old| old.key == p.key)
         {
-            return;
+            let before = old.artifacts.len();
+            old.artifacts.retain(|a| a.kind != ArtifactKind::Opened);
+            let dropped = old.artifacts.len() != before;
+            if !old.partial && old.exe == p.exe && old.cmdline == p.cmdline {
+                if dropped {
+                    upsert(delta, wire::process(old));
+                }
+                return;
+            }
+            // Replaced whole: record() must not carry anything over.
+            self.processes.remove(&p.key.pid);
         }
+        self.exec_at.insert(p.key.pid, std::time::Instant::now());
         self.record(p, w, delta);
+    }
+
+    /// The key of a process with this pid that was closed lately (in the
+    /// last few seconds: later, the pid may well be another process's).
+    pub fn closed(&self, pid: u32) -> Option<ProcessKey> {
+        self.closed
+            .get(&pid)
+            .filter(|(_, at)| at.elapsed() < CLOSED_FOR)
+            .map(|(k, _)| *k)
+    }
+
+    fn note_closed(&mut self, key: ProcessKey) {
+        if self.closed.len() >= CLOSED_LIMIT {
+            self.closed.clear();
+        }
+        self.closed
+            .insert(key.pid, (key, std::time::Instant::now()));
     }
 
     /// Records a process scanned at an event (exec, or an unknown pid), and
@@ -217,11 +275,23 @@ impl Baseline {
         added
     }
 
-    /// Records an exit seen by eBPF. Returns the process's key, or None when
-    /// it was never seen.
-    pub fn exit(&mut self, pid: u32, at_ms: i64, delta: &mut v1::Delta) -> Option<ProcessKey> {
+    /// Records an exit seen by eBPF. `start_ticks` (0: unknown) must match
+    /// the record's, so an exit is never put to a later process with the
+    /// same pid. Returns the process's key, or None when it was never seen.
+    pub fn exit(
+        &mut self,
+        pid: u32,
+        start_ticks: u64,
+        at_ms: i64,
+        delta: &mut v1::Delta,
+    ) -> Option<ProcessKey> {
         let key = self.by_pid(pid)?.key;
+        if start_ticks != 0 && key.start_ticks != start_ticks {
+            return None;
+        }
         self.processes.remove(&pid);
+        self.exec_at.remove(&pid);
+        self.note_closed(key);
         delta.exits.push(v1::Exit {
             key: Some(wire::key(&key)),
             exit_time_ms: at_ms,
@@ -234,9 +304,12 @@ impl Baseline {
 /// its new record: an open is history that a /proc scan cannot see again.
 fn keep_opened(old: &[Artifact], new: &mut Vec<Artifact>) {
     for a in old.iter().filter(|a| a.kind == ArtifactKind::Opened) {
+        // Compared with the new record's opened artifacts only: the same
+        // file may be there as `installed` (a node package's package.json
+        // is both its installed record and what `require` opens).
         if !new
             .iter()
-            .any(|b| b.path == a.path && b.package == a.package)
+            .any(|b| b.kind == a.kind && b.path == a.path && b.package == a.package)
         {
             new.push(a.clone());
         }
@@ -244,9 +317,13 @@ fn keep_opened(old: &[Artifact], new: &mut Vec<Artifact>) {
 }
 
 /// One file under one package identity (a file can have two: Debian's
-/// python3-cryptography and PyPI's cryptography).
+/// python3-cryptography and PyPI's cryptography) with one evidence (a node
+/// package's package.json is `installed`, and `opened` once required).
 fn same_file_and_package(a: &Artifact, b: &Artifact) -> bool {
-    a.path == b.path && (a.dev, a.inode) == (b.dev, b.inode) && a.package == b.package
+    a.kind == b.kind
+        && a.path == b.path
+        && (a.dev, a.inode) == (b.dev, b.inode)
+        && a.package == b.package
 }
 
 /// Puts a process record into a pending delta, replacing an earlier record
@@ -442,7 +519,7 @@ mod tests {
         // An exit event closes it with the event's time.
         let mut d = v1::Delta::default();
         assert_eq!(
-            base.exit(10, 7000, &mut d),
+            base.exit(10, 0, 7000, &mut d),
             Some(ProcessKey {
                 pid: 10,
                 start_ticks: 3
@@ -450,6 +527,6 @@ mod tests {
         );
         assert_eq!(d.exits[0].exit_time_ms, 7000);
         assert!(base.by_pid(10).is_none());
-        assert_eq!(base.exit(10, 7000, &mut d), None);
+        assert_eq!(base.exit(10, 0, 7000, &mut d), None);
     }
 }

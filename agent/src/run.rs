@@ -28,8 +28,7 @@ use tracing::{info, warn};
 
 use crate::{
     diff::Baseline,
-    model::ProcessKey,
-    model::Workload,
+    model::{Process, ProcessKey, Workload},
     scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},
     sense::{Event, SenseConfig, Sensor},
     wire,
@@ -109,8 +108,8 @@ pub struct AgentStatus {
     pub ebpf_reason: String,
     /// Kernel events handled.
     pub events: u64,
-    /// Kernel events lost (ring buffer full, or the agent's queue full), as
-    /// of the last heartbeat.
+    /// Kernel events lost (ring buffer full, the agent's queue full, or no
+    /// process to put them to), as of the last heartbeat.
     pub lost_events: u64,
 }
 
@@ -323,7 +322,19 @@ struct Pending {
     connections: HashMap<(ProcessKey, &'static str, std::net::SocketAddr), v1::Connection>,
     /// Pids whose maps are read again when their time comes.
     rescans: BTreeMap<tokio::time::Instant, Vec<u32>>,
+    /// Opens of shared objects not mapped yet: pid → descriptor → path.
+    held: HashMap<u32, HashMap<i32, Vec<u8>>>,
+    /// Paths in `held`.
+    held_paths: usize,
+    /// Events dropped because no process could be put to them (gone, and
+    /// the event did not say enough to record it), since the start.
+    dropped: u64,
 }
+
+/// Held opens before they are all forgotten: opens that are never mapped
+/// (readers) are dropped at their process's exit, so this bounds only a
+/// host full of long-lived readers.
+const HELD_LIMIT: usize = 65_536;
 
 impl Pending {
     fn is_empty(&self) -> bool {
@@ -336,6 +347,7 @@ impl Pending {
 
     /// Takes the batched delta, connections included.
     fn take(&mut self) -> Option<v1::Delta> {
+        // (held, held_paths and dropped are state, not news.)
         if self.is_empty() {
             return None;
         }
@@ -417,8 +429,9 @@ async fn scan_loop(
                         lost_kernel: s.lost_kernel,
                         lost_user: s.lost_user,
                         reconciled: reconciled_total,
+                        dropped: pending.dropped,
                     };
-                    shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user);
+                    shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user + pending.dropped);
                 }
                 // Heartbeats say "alive"; queuing them while disconnected would
                 // only replay stale news.
@@ -433,7 +446,9 @@ async fn scan_loop(
                 }
                 continue;
             }
-            n = async { Some(events.as_mut()?.recv_many(&mut batch, EVENT_BATCH).await) }, if events.is_some() => {
+            // Events wait in the channel until the first scan has made a
+            // baseline to merge them into: none is dropped for want of one.
+            n = async { Some(events.as_mut()?.recv_many(&mut batch, EVENT_BATCH).await) }, if events.is_some() && baseline.is_some() => {
                 // recv_many returns 0 only when the channel is closed.
                 let n = n.filter(|&n| n > 0);
                 let Some(n) = n else {
@@ -481,8 +496,33 @@ async fn scan_loop(
             }
             _ = stop.changed() => return,
         }
-        // A full scan. What events batched goes first, so the scan's delta
-        // is computed against a baseline the collector has been sent.
+        // A full scan. The events already queued are merged first: a
+        // process whose exit waits in the queue would otherwise be found
+        // missing from /proc and closed at the scan's time, not its own.
+        if let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) {
+            // Only what is queued now: on a busy host events keep coming,
+            // and the scan must not wait for a lull.
+            let queued = rx.len();
+            let mut handled = 0u64;
+            while handled < queued as u64
+                && let Ok(event) = rx.try_recv()
+            {
+                handled += 1;
+                if handle_event(&config, &mut scanner, base, &mut pending, event)
+                    .await
+                    .is_none()
+                {
+                    warn!("scan task panicked; the agent stops scanning");
+                    return;
+                }
+            }
+            shared.status.send_if_modified(|s| {
+                s.events += handled;
+                false
+            });
+        }
+        // What events batched goes first, so the scan's delta is computed
+        // against a baseline the collector has been sent.
         flush_pending(&shared, &mut pending, config.part_bytes);
         let mut scan_number = 0;
         shared.status.send_modify(|s| {
@@ -537,6 +577,36 @@ async fn scan_loop(
     }
 }
 
+/// Whether an open of this path is a load only when a mapping follows: a
+/// shared object (`.so`, `.so.N`) or a native Node addon (`.node`), which
+/// the dynamic loader maps executable. Reading such a file (sha256sum, a
+/// Python `open().read()`, another agent resolving it) is not loading it.
+/// Language modules (`.py`, `.pyc`, `.jar`, `package.json`) are loaded by
+/// reading, so their opens count as they are.
+fn needs_mapping(path: &[u8]) -> bool {
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    base.ends_with(b".so")
+        || base.ends_with(b".node")
+        || base
+            .windows(5)
+            .any(|w| &w[..4] == b".so." && w[4].is_ascii_digit())
+}
+
+/// The workload record of a process known only from an event: its
+/// parent's, or the host's.
+fn parent_workload(base: &Baseline, process: &mut Process) -> Workload {
+    let parent = base
+        .by_pid(process.ppid)
+        .map(|p| p.workload.clone())
+        .unwrap_or_else(|| "host".into());
+    process.workload = parent.clone();
+    base.workload(&parent).cloned().unwrap_or_else(|| Workload {
+        id: parent,
+        kind: "host".into(),
+        ..Default::default()
+    })
+}
+
 /// Merges one kernel event into the baseline and the pending delta. None
 /// when the scanner was lost.
 async fn handle_event(
@@ -553,19 +623,24 @@ async fn handle_event(
             uid,
             comm,
             filename,
+            args,
+            args_truncated,
             start_ticks,
             ..
         } => {
-            // A light record now, from the event and two small /proc reads,
-            // so that even a process that lived for a millisecond is
-            // recorded (its libraries come as open events); the full scan
-            // shortly, once the loader has mapped them, if it still runs.
+            // A light record now, from the event (argv, the exe resolved in
+            // the process's root, the kernel's start time) and a small /proc
+            // read, so that even a process that lived for a millisecond is
+            // recorded whole; the full scan shortly, once the loader has
+            // mapped its libraries, if it still runs.
             let info = ExecInfo {
                 pid,
                 ppid,
                 uid,
                 comm: &comm,
                 filename: &filename,
+                args: &args,
+                args_truncated,
                 start_ticks,
             };
             let ExecRecord {
@@ -576,59 +651,95 @@ async fn handle_event(
             let workload = match workload {
                 Some(w) => w,
                 // Gone already: a child shares its parent's cgroup.
-                None => {
-                    let parent = base
-                        .by_pid(process.ppid)
-                        .map(|p| p.workload.clone())
-                        .unwrap_or_else(|| "host".into());
-                    process.workload = parent.clone();
-                    base.workload(&parent).cloned().unwrap_or_else(|| Workload {
-                        id: parent,
-                        kind: "host".into(),
-                        ..Default::default()
-                    })
-                }
+                None => parent_workload(base, &mut process),
             };
+            // A new image: what the old one opened is not this one's.
+            pending.held.remove(&pid);
             base.record_exec(process, workload, &mut pending.delta);
             if alive {
                 let due = tokio::time::Instant::now() + config.exec_rescan_delay;
                 pending.rescans.entry(due).or_default().push(pid);
             }
         }
-        Event::Exit { pid, at_ms, .. } => {
-            base.exit(pid, at_ms, &mut pending.delta);
+        Event::Exit {
+            pid,
+            start_ticks,
+            at_ms,
+            ..
+        } => {
+            pending.held.remove(&pid);
+            base.exit(pid, start_ticks, at_ms, &mut pending.delta);
             for pids in pending.rescans.values_mut() {
                 pids.retain(|p| *p != pid);
             }
             pending.rescans.retain(|_, pids| !pids.is_empty());
         }
-        Event::Open { pid, path, .. } => {
-            if base.by_pid(pid).is_none()
-                && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
-            {
-                base.record(p, w, &mut pending.delta);
+        Event::Open { pid, path, fd, .. } => {
+            if needs_mapping(&path) {
+                // Held until its descriptor is mapped executable (a Map
+                // event), or forgotten at exec and exit.
+                if pending.held_paths >= HELD_LIMIT {
+                    pending.held.clear();
+                    pending.held_paths = 0;
+                }
+                if pending
+                    .held
+                    .entry(pid)
+                    .or_default()
+                    .insert(fd, path)
+                    .is_none()
+                {
+                    pending.held_paths += 1;
+                }
+                return Some(());
             }
-            // A handful of syscalls: done in place, a thread hop would cost more.
-            let ppid = base.by_pid(pid).map(|p| p.ppid);
-            let artifacts = scanner.as_mut()?.opened_artifacts(pid, ppid, &path);
-            if !artifacts.is_empty() {
-                base.add_opened(pid, artifacts, &mut pending.delta);
+            opened(scanner, base, pending, pid, path).await?;
+        }
+        Event::Map { pid, fd, .. } => {
+            let path = pending.held.get_mut(&pid).and_then(|fds| fds.remove(&fd));
+            if let Some(path) = path {
+                pending.held_paths = pending.held_paths.saturating_sub(1);
+                opened(scanner, base, pending, pid, path).await?;
             }
         }
         Event::Connect {
             pid,
+            ppid,
+            start_ticks,
+            uid,
+            comm,
             addr,
             protocol,
             ret,
             at_ms,
             ..
         } => {
-            if base.by_pid(pid).is_none()
-                && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
-            {
-                base.record(p, w, &mut pending.delta);
+            let known = base.by_pid(pid).map(|p| p.key);
+            let want = ProcessKey { pid, start_ticks };
+            // A late connect of a process already closed: the collector
+            // knows it by its key, and a new record would reopen it.
+            let closed = start_ticks > 0 && known.is_none() && base.closed(pid) == Some(want);
+            if !closed && ((start_ticks > 0 && known != Some(want)) || known.is_none()) {
+                // Not seen yet (it forked without exec'ing, or it came
+                // before the agent): scan it, or when it is gone already,
+                // record what the event says, so the connection is kept.
+                match on_scanner(scanner, move |s| s.scan_pid(pid)).await? {
+                    Some((p, w)) if start_ticks == 0 || p.key == want => {
+                        base.record(p, w, &mut pending.delta)
+                    }
+                    _ if start_ticks > 0 => {
+                        let mut p =
+                            scanner
+                                .as_mut()?
+                                .event_record(pid, ppid, uid, &comm, start_ticks);
+                        let w = parent_workload(base, &mut p);
+                        base.record(p, w, &mut pending.delta);
+                    }
+                    _ => {}
+                }
             }
-            let Some(key) = base.by_pid(pid).map(|p| p.key) else {
+            let Some(key) = base.by_pid(pid).map(|p| p.key).or(closed.then_some(want)) else {
+                pending.dropped += 1;
                 return Some(());
             };
             let c = pending
@@ -649,6 +760,36 @@ async fn handle_event(
             c.count += 1;
             c.last_result = ret;
         }
+    }
+    Some(())
+}
+
+/// Adds what a process opened (a module it read, or a library it mapped)
+/// as `opened` artifacts. None when the scanner was lost.
+async fn opened(
+    scanner: &mut Option<Scanner>,
+    base: &mut Baseline,
+    pending: &mut Pending,
+    pid: u32,
+    path: Vec<u8>,
+) -> Option<()> {
+    if base.by_pid(pid).is_none()
+        && base.closed(pid).is_none()
+        && let Some((p, w)) = on_scanner(scanner, move |s| s.scan_pid(pid)).await?
+    {
+        base.record(p, w, &mut pending.delta);
+    }
+    // (An open read after its process was closed is counted, not put to a
+    // new record that would reopen it.)
+    if base.by_pid(pid).is_none() {
+        pending.dropped += 1;
+        return Some(());
+    }
+    // A handful of syscalls: done in place, a thread hop would cost more.
+    let ppid = base.by_pid(pid).map(|p| p.ppid);
+    let artifacts = scanner.as_mut()?.opened_artifacts(pid, ppid, &path);
+    if !artifacts.is_empty() {
+        base.add_opened(pid, artifacts, &mut pending.delta);
     }
     Some(())
 }

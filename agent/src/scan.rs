@@ -13,6 +13,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Arc,
     time::Instant,
@@ -42,6 +43,10 @@ pub struct ExecInfo<'a> {
     pub uid: u32,
     pub comm: &'a str,
     pub filename: &'a [u8],
+    /// argv, NUL-separated (from the exec event, not /proc), redacted here.
+    pub args: &'a [u8],
+    /// argv was cut (the event carries a bounded prefix).
+    pub args_truncated: bool,
     /// From the kernel's start_boottime, in clock ticks.
     pub start_ticks: u64,
 }
@@ -80,6 +85,9 @@ impl Default for ScanConfig {
 /// A process's root and where it is, as the agent sees it.
 type ProcRoot = Arc<(RootFs, Vec<u8>)>;
 
+/// Appended to a command line the exec event cut at its bound.
+pub const TRUNCATED: &str = " …(truncated)";
+
 /// How long an open's answer, or a parent's root, is reused.
 const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Entries of those caches before they are emptied.
@@ -94,6 +102,9 @@ pub struct Scanner {
     /// Recent answers to opens: (root, path) → the answer, valid only for
     /// the same file (identity and ctime) and the same database load.
     recent: HashMap<(FileId, Vec<u8>), Recent>,
+    /// Recent answers to execs: (root, path exec was given) → the exe
+    /// artifact, valid like `recent`'s.
+    recent_exes: HashMap<(FileId, Vec<u8>), Recent>,
     /// Recently used parents' roots, for opens of processes already gone.
     recent_roots: HashMap<u32, (Instant, ProcRoot)>,
     /// Read sockets in one full scan out of this many (1: every scan).
@@ -107,6 +118,8 @@ pub struct Scanner {
     /// event-time scans of one pid.
     host_ns: Option<NsIds>,
     btime: Option<u64>,
+    /// Wall-clock ms at boot (see [`Scanner::boot_ms_cached`]).
+    boot_ms: Option<i64>,
     /// Workload attributions of the last full scan, by cgroup lines, for
     /// event-time records.
     workload_cache: HashMap<Vec<parse::cgroup::CgroupLine>, Workload>,
@@ -199,6 +212,7 @@ impl Scanner {
             resolver: Resolver::new(),
             lang: LangResolver::new(),
             recent: HashMap::new(),
+            recent_exes: HashMap::new(),
             recent_roots: HashMap::new(),
             socket_scans_every: 1,
             scans: 0,
@@ -207,6 +221,7 @@ impl Scanner {
             meta,
             host_ns: None,
             btime: None,
+            boot_ms: None,
             workload_cache: HashMap::new(),
         }
     }
@@ -258,8 +273,7 @@ impl Scanner {
             skip_sockets: true,
             ..Default::default()
         };
-        let btime = self.btime_cached();
-        let process = self.scan_process(pid, btime, &mut ctx).ok()?;
+        let process = self.scan_process(pid, &mut ctx).ok()?;
         let workload = ctx.workloads.remove(&process.workload)?;
         Some((process, workload))
     }
@@ -272,10 +286,10 @@ impl Scanner {
     /// caller takes the parent's. `alive` says whether /proc still had it,
     /// so a full scan is worth scheduling.
     pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
-        // The event carries the start time (the key) and the parent; only
-        // the cgroup needs /proc, and reading it tells whether the process
-        // still runs. The start time is 0 only from an old object: then
-        // /proc/PID/stat supplies it.
+        // The event carries the start time (the key), the parent, argv and
+        // the path exec was given; only the cgroup needs /proc, and reading
+        // it tells whether the process still runs. The start time is 0 only
+        // from an old object: then /proc/PID/stat supplies it.
         let start_ticks = if e.start_ticks > 0 {
             Some(e.start_ticks)
         } else {
@@ -303,7 +317,20 @@ impl Scanner {
                 }
             })
         };
-        let btime = self.btime_cached();
+        // The command line from the event, redacted like /proc's; a cut
+        // argv says so, so nobody takes the prefix for all of it.
+        let mut cmdline = parse::cmdline::redact_cmdline(&parse::cmdline::parse_cmdline(e.args));
+        if e.args_truncated && !cmdline.is_empty() {
+            cmdline.push_str(TRUNCATED);
+        }
+        // The executable, resolved to its package now: a process that lived
+        // for milliseconds is never scanned, and this is all it leaves.
+        let exe_artifact = self.exec_artifact(e.pid, e.ppid, e.filename);
+        let exe = exe_artifact
+            .as_ref()
+            .map(|a| a.path.clone())
+            .unwrap_or_else(|| PathBytes(e.filename.to_vec()));
+        let boot_ms = self.boot_ms_cached();
         let process = Process {
             key: ProcessKey {
                 pid: e.pid,
@@ -313,15 +340,15 @@ impl Scanner {
             uid: e.uid,
             euid: e.uid,
             comm: e.comm.to_string(),
-            exe: PathBytes(e.filename.to_vec()),
-            cmdline: String::new(),
+            exe,
+            cmdline,
             cgroup,
             mnt_ns: 0,
             net_ns: 0,
-            start_time_ms: ((btime * 1000) + start_ticks * 1000 / self.clk_tck) as i64,
+            start_time_ms: self.start_time_ms(boot_ms, start_ticks),
             workload: workload.as_ref().map(|w| w.id.clone()).unwrap_or_default(),
             root: PathBytes::default(),
-            artifacts: Vec::new(),
+            artifacts: exe_artifact.into_iter().collect(),
             sockets: Vec::new(),
             // Not read yet: the full scan fills it in, if the process lives.
             partial: true,
@@ -331,6 +358,148 @@ impl Scanner {
             process,
             workload,
             alive,
+        }
+    }
+
+    /// The `exe` artifact of a just-exec'd process from the path exec was
+    /// given, resolved inside its root (its parent's when it is gone), under
+    /// the path of the file it reached.
+    /// None for a relative path or a file that is not there any more.
+    fn exec_artifact(&mut self, pid: u32, ppid: u32, filename: &[u8]) -> Option<Artifact> {
+        if !filename.starts_with(b"/") {
+            return None;
+        }
+        let root = self.root_of(pid, Some(ppid))?;
+        // Execs come by the hundred per second, mostly of a few binaries:
+        // a root's answer for a path is reused for a second, as long as the
+        // path still reaches the same file and the database was not
+        // reloaded (an upgrade renames a new file over the path).
+        let (root, root_link) = (&root.0, &root.1);
+        let meta = root.metadata(in_root_path(root_link, filename)).ok()?;
+        let file = (meta.id, meta.ctime_ns);
+        let generation = |r: &mut Resolver| r.refresh_batch(root).map_or(0, |db| db.generation());
+        let key = (root.id(), filename.to_vec());
+        let now_generation = generation(&mut self.resolver);
+        if let Some(r) = self.recent_exes.get(&key)
+            && r.at.elapsed() < RECENT_FOR
+            && r.file == file
+            && r.generation == now_generation
+        {
+            return r.artifacts.first().cloned();
+        }
+        if self.recent_exes.len() > RECENT_LIMIT {
+            self.recent_exes.clear();
+        }
+        let found = self.exec_artifact_in(root, root_link, filename);
+        let generation = generation(&mut self.resolver);
+        self.recent_exes.insert(
+            key,
+            Recent {
+                at: Instant::now(),
+                file,
+                generation,
+                artifacts: found.iter().cloned().collect(),
+            },
+        );
+        found
+    }
+
+    fn exec_artifact_in(
+        &mut self,
+        root: &RootFs,
+        root_link: &[u8],
+        filename: &[u8],
+    ) -> Option<Artifact> {
+        // The path exec was given may be a symlink (/usr/bin/python3); the
+        // exe is the file it reached, as /proc/PID/exe would name it. The
+        // kernel names the file we open the same way (inside the root, no
+        // symlink followed out of it).
+        let file = root.open_file(in_root_path(root_link, filename)).ok()?;
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()?
+            .into_os_string()
+            .into_encoded_bytes();
+        drop(file);
+        let meta = root.metadata(in_root_path(root_link, &path)).ok()?;
+        if !meta.is_file {
+            return None;
+        }
+        let mut ctx = ScanCtx::default();
+        ctx.current.insert(
+            (root.id(), in_root_path(root_link, &path).to_vec()),
+            Some((meta.id, meta.ctime_ns)),
+        );
+        Some(self.artifact(
+            &mut ctx,
+            Some(root),
+            root_link,
+            path,
+            meta.id.dev,
+            meta.id.ino,
+            ArtifactKind::Exe,
+            false,
+        ))
+    }
+
+    /// A light record of a process known only from a kernel event other
+    /// than its exec (a connect of a process that forked without exec'ing
+    /// and is gone): its key, parent, uid and comm. The caller fills in the
+    /// workload (the parent's).
+    pub fn event_record(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        comm: &str,
+        start_ticks: u64,
+    ) -> Process {
+        let boot_ms = self.boot_ms_cached();
+        Process {
+            key: ProcessKey { pid, start_ticks },
+            ppid,
+            uid,
+            euid: uid,
+            comm: comm.to_string(),
+            exe: PathBytes::default(),
+            cmdline: String::new(),
+            cgroup: String::new(),
+            mnt_ns: 0,
+            net_ns: 0,
+            start_time_ms: self.start_time_ms(boot_ms, start_ticks),
+            workload: String::new(),
+            root: PathBytes::default(),
+            artifacts: Vec::new(),
+            sockets: Vec::new(),
+            partial: true,
+            privilege: Privilege::default(),
+        }
+    }
+
+    /// Wall-clock ms of a start time in clock ticks since boot.
+    fn start_time_ms(&self, boot_ms: i64, start_ticks: u64) -> i64 {
+        boot_ms + (start_ticks * 1000 / self.clk_tck) as i64
+    }
+
+    /// The wall-clock time of boot in ms: CLOCK_REALTIME − CLOCK_BOOTTIME,
+    /// which is what /proc/stat's btime is in whole seconds (so btime alone
+    /// puts every start up to a second early). Used only when it agrees with
+    /// the btime of the procfs being scanned (a fixture tree or another
+    /// host's /proc has its own); kept while it moves less than 50 ms, so
+    /// start times do not jitter between scans.
+    fn boot_ms_cached(&mut self) -> i64 {
+        let btime_ms = self.btime_cached() as i64 * 1000;
+        let precise = clock_ms(libc::CLOCK_REALTIME) - clock_ms(libc::CLOCK_BOOTTIME);
+        let fresh = if btime_ms > 0 && !(-1000..2000).contains(&(precise - btime_ms)) {
+            btime_ms
+        } else {
+            precise
+        };
+        match self.boot_ms {
+            Some(old) if (old - fresh).abs() <= 50 => old,
+            _ => {
+                self.boot_ms = Some(fresh);
+                fresh
+            }
         }
     }
 
@@ -377,29 +546,7 @@ impl Scanner {
         if self.recent.len() > RECENT_LIMIT {
             self.recent.clear();
         }
-        let own = match RootFs::open(&self.proc_path(pid, "root")) {
-            Ok(root) => std::fs::read_link(self.proc_path(pid, "root"))
-                .ok()
-                .map(|l| Arc::new((root, l.into_os_string().into_encoded_bytes()))),
-            Err(_) => None,
-        };
-        let root = own.or_else(|| {
-            let ppid = ppid.filter(|&p| p > 0)?;
-            if let Some((at, r)) = self.recent_roots.get(&ppid)
-                && at.elapsed() < RECENT_FOR
-            {
-                return Some(r.clone());
-            }
-            let root = RootFs::open(&self.proc_path(ppid, "root")).ok()?;
-            let link = std::fs::read_link(self.proc_path(ppid, "root")).ok()?;
-            let r = Arc::new((root, link.into_os_string().into_encoded_bytes()));
-            if self.recent_roots.len() > RECENT_LIMIT {
-                self.recent_roots.clear();
-            }
-            self.recent_roots.insert(ppid, (Instant::now(), r.clone()));
-            Some(r)
-        });
-        let Some(root) = root else {
+        let Some(root) = self.root_of(pid, ppid) else {
             return Vec::new();
         };
         let (root, root_link) = (&root.0, &root.1);
@@ -437,6 +584,34 @@ impl Scanner {
             },
         );
         found
+    }
+
+    /// The root of a process, or of its parent when it is gone (the same
+    /// root unless the process chrooted itself). Parents' roots are reused
+    /// for a second.
+    fn root_of(&mut self, pid: u32, ppid: Option<u32>) -> Option<ProcRoot> {
+        let own = match RootFs::open(&self.proc_path(pid, "root")) {
+            Ok(root) => std::fs::read_link(self.proc_path(pid, "root"))
+                .ok()
+                .map(|l| Arc::new((root, l.into_os_string().into_encoded_bytes()))),
+            Err(_) => None,
+        };
+        own.or_else(|| {
+            let ppid = ppid.filter(|&p| p > 0)?;
+            if let Some((at, r)) = self.recent_roots.get(&ppid)
+                && at.elapsed() < RECENT_FOR
+            {
+                return Some(r.clone());
+            }
+            let root = RootFs::open(&self.proc_path(ppid, "root")).ok()?;
+            let link = std::fs::read_link(self.proc_path(ppid, "root")).ok()?;
+            let r = Arc::new((root, link.into_os_string().into_encoded_bytes()));
+            if self.recent_roots.len() > RECENT_LIMIT {
+                self.recent_roots.clear();
+            }
+            self.recent_roots.insert(ppid, (Instant::now(), r.clone()));
+            Some(r)
+        })
     }
 
     fn opened_in(
@@ -495,8 +670,6 @@ impl Scanner {
         if let Some(meta) = &mut self.meta {
             meta.begin_scan();
         }
-        let btime = self.btime_cached();
-
         let mut pids: Vec<u32> = match std::fs::read_dir(&self.config.proc_root) {
             Ok(dir) => dir
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -506,7 +679,7 @@ impl Scanner {
         pids.sort_unstable();
         let mut processes = Vec::with_capacity(pids.len());
         for pid in pids {
-            match self.scan_process(pid, btime, &mut ctx) {
+            match self.scan_process(pid, &mut ctx) {
                 Ok(p) => processes.push(p),
                 Err(Skip::Vanished) => ctx.stats.vanished += 1,
                 Err(Skip::Denied) => ctx.stats.denied += 1,
@@ -557,7 +730,7 @@ impl Scanner {
     /// workload, privilege, root, artifacts (executable, mappings, language
     /// packages) and sockets. Only a process gone before its stat was read
     /// is skipped; anything missing later makes it `partial`.
-    fn scan_process(&mut self, pid: u32, btime: u64, ctx: &mut ScanCtx) -> Result<Process, Skip> {
+    fn scan_process(&mut self, pid: u32, ctx: &mut ScanCtx) -> Result<Process, Skip> {
         let stat = self.read_stat(pid)?;
         let mut gaps = Gaps::default();
         let status = self.read_pid_file(pid, "status", &mut gaps, |b| {
@@ -634,7 +807,8 @@ impl Scanner {
         ctx.stats.artifacts += artifacts.len() as u32;
         ctx.stats.unresolved_artifacts +=
             artifacts.iter().filter(|a| a.package.is_none()).count() as u32;
-        let start_time_ms = ((btime * 1000) + stat.start_ticks * 1000 / self.clk_tck) as i64;
+        let boot_ms = self.boot_ms_cached();
+        let start_time_ms = self.start_time_ms(boot_ms, stat.start_ticks);
         Ok(Process {
             key: ProcessKey {
                 pid,
@@ -1072,6 +1246,18 @@ fn real_name(
         Ok(m) if m.id.dev == dev && m.id.ino == inode => (full, false),
         _ => (path, true),
     }
+}
+
+/// A clock's reading in ms.
+fn clock_ms(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; REALTIME and BOOTTIME exist
+    // on every kernel this runs on.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }
 
 fn thread_cpu_micros() -> u64 {

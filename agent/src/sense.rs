@@ -66,7 +66,8 @@ pub struct SenseConfig {
     /// [`Sensor::start`] instead of being silently rounded.
     pub ring_bytes: u32,
     /// Record successful opens of library-like files (`.so`, `.so.N`, `.py`,
-    /// `.pyc`, `.jar`, `.node`, `package.json`).
+    /// `.pyc`, `.jar`, `.node`, `package.json`), and executable mappings of
+    /// the descriptors those opens returned.
     pub opens: bool,
     /// Record IPv4/IPv6 connect(2) calls with their result.
     pub connects: bool,
@@ -100,6 +101,12 @@ pub enum Event {
         cgroup_id: u64,
         comm: String,
         filename: Vec<u8>,
+        /// argv of the new image, NUL-separated as /proc/PID/cmdline, at most
+        /// [`patchgap_ebpf::ARGS_LEN`] bytes (unredacted: it stays in the
+        /// agent until `parse::cmdline` has redacted it).
+        args: Vec<u8>,
+        /// argv was longer than `args`.
+        args_truncated: bool,
         /// The process's start in clock ticks since boot (the kernel's
         /// start_boottime): with the pid, the process's key.
         start_ticks: u64,
@@ -110,6 +117,8 @@ pub enum Event {
     /// `exit(1)` gives 256 and a SIGKILL gives 9.
     Exit {
         pid: u32,
+        /// The process's start in clock ticks (its key with the pid).
+        start_ticks: u64,
         exit_code: i32,
         at_ms: i64,
     },
@@ -118,6 +127,9 @@ pub enum Event {
     /// "tcp", "udp", "tcp6", "udp6", or "" when the socket type was unknown.
     Connect {
         pid: u32,
+        ppid: u32,
+        /// The process's start in clock ticks (its key with the pid).
+        start_ticks: u64,
         uid: u32,
         cgroup_id: u64,
         comm: String,
@@ -128,6 +140,8 @@ pub enum Event {
     },
     /// A successful openat/openat2 of a library-like path; `fd` is the new
     /// descriptor. The path is as the caller passed it (maybe relative).
+    /// An open is not a load: a shared object is loaded only when a
+    /// [`Event::Map`] of its descriptor follows.
     Open {
         pid: u32,
         cgroup_id: u64,
@@ -135,6 +149,10 @@ pub enum Event {
         fd: i32,
         at_ms: i64,
     },
+    /// The descriptor `fd` that an [`Event::Open`] of this process returned
+    /// was mapped executable while it still named that file: the file was
+    /// loaded as code (the dynamic loader does this for every library).
+    Map { pid: u32, fd: i32, at_ms: i64 },
 }
 
 impl Event {
@@ -144,7 +162,8 @@ impl Event {
             Event::Exec { pid, .. }
             | Event::Exit { pid, .. }
             | Event::Connect { pid, .. }
-            | Event::Open { pid, .. } => *pid,
+            | Event::Open { pid, .. }
+            | Event::Map { pid, .. } => *pid,
         }
     }
 
@@ -154,7 +173,8 @@ impl Event {
             Event::Exec { at_ms, .. }
             | Event::Exit { at_ms, .. }
             | Event::Connect { at_ms, .. }
-            | Event::Open { at_ms, .. } => *at_ms,
+            | Event::Open { at_ms, .. }
+            | Event::Map { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -643,6 +663,7 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
     // k::decode copies the record out with read_unaligned and checks its
     // length against the struct its kind names; filename/path are cut at
     // the recorded *_len and at the first NUL by the *_bytes() helpers.
+    let ticks = |h: &k::EventHeader| h.start_ns / (1_000_000_000 / clk_tck());
     Some(match k::decode(bytes)? {
         k::Event::Exec(e) => Event::Exec {
             pid: e.h.pid,
@@ -651,16 +672,21 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             cgroup_id: e.h.cgroup_id,
             comm: comm_string(&e.h),
             filename: e.filename_bytes().to_vec(),
-            start_ticks: e.start_boottime_ns / (1_000_000_000 / clk_tck()),
+            args: e.args_bytes().to_vec(),
+            args_truncated: e.args_truncated(),
+            start_ticks: ticks(&e.h),
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Exit(e) => Event::Exit {
             pid: e.h.pid,
+            start_ticks: ticks(&e.h),
             exit_code: e.exit_code,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Connect(e) => Event::Connect {
             pid: e.h.pid,
+            ppid: e.h.ppid,
+            start_ticks: ticks(&e.h),
             uid: e.h.uid,
             cgroup_id: e.h.cgroup_id,
             comm: comm_string(&e.h),
@@ -676,6 +702,11 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             cgroup_id: e.h.cgroup_id,
             path: e.path_bytes().to_vec(),
             fd: e.ret,
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+        k::Event::Map(e) => Event::Map {
+            pid: e.h.pid,
+            fd: e.fd,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
     })
@@ -945,6 +976,105 @@ mod tests {
         assert_eq!(event_ticks, proc_ticks);
     }
 
+    /// Every event of `pid` until its exit (or 5 s).
+    async fn events_of(rx: &mut mpsc::Receiver<Event>, pid: u32) -> Vec<Event> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if ev.pid() == pid {
+                let exit = matches!(ev, Event::Exit { .. });
+                out.push(ev);
+                if exit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The exec event carries argv as /proc/PID/cmdline would, and says when
+    /// it cut a long one at its bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_event_carries_argv_and_says_when_it_was_cut() {
+        let (_sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let long = "x".repeat(3000);
+        for (args, want, cut) in [
+            (
+                vec!["a b", "--c=d"],
+                b"/usr/bin/true\0a b\0--c=d\0".to_vec(),
+                false,
+            ),
+            (vec![long.as_str()], Vec::new(), true),
+        ] {
+            let mut child = std::process::Command::new("/usr/bin/true")
+                .args(&args)
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            let events = events_of(&mut rx, pid).await;
+            let Some(Event::Exec {
+                args,
+                args_truncated,
+                ..
+            }) = events.iter().find(|e| matches!(e, Event::Exec { .. }))
+            else {
+                panic!("no exec event for {pid}: {events:?}");
+            };
+            assert_eq!(*args_truncated, cut);
+            if cut {
+                assert_eq!(args.len(), patchgap_ebpf::ARGS_LEN);
+                assert!(args.starts_with(b"/usr/bin/true\0xxxx"));
+            } else {
+                assert_eq!(*args, want);
+            }
+        }
+    }
+
+    /// A library that is only read gives an open and no mapping; one that
+    /// is loaded (dlopen: open, then an executable mmap of the descriptor)
+    /// gives a Map event for the descriptor the open returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loaded_library_is_mapped_a_read_one_is_not() {
+        const LIB: &str = "/usr/lib/x86_64-linux-gnu/libbz2.so.1.0";
+        let (_sensor, mut rx) = Sensor::start(&SenseConfig {
+            connects: false,
+            ..Default::default()
+        })
+        .unwrap();
+        for (script, loads) in [
+            (format!("open('{LIB}', 'rb').read()"), false),
+            (format!("import ctypes; ctypes.CDLL('{LIB}')"), true),
+        ] {
+            let mut child = std::process::Command::new("/usr/bin/python3")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            let events = events_of(&mut rx, pid).await;
+            // The Map must follow this open, before the descriptor's next
+            // open (ld.so reuses descriptor 3 for every library).
+            let at = events
+                .iter()
+                .position(|e| matches!(e, Event::Open { path, .. } if contains(path, b"libbz2.so")))
+                .unwrap_or_else(|| panic!("no open of {LIB}: {events:?}"));
+            let Event::Open { fd, .. } = events[at] else {
+                unreachable!()
+            };
+            let mapped = events[at + 1..]
+                .iter()
+                .take_while(|e| !matches!(e, Event::Open { fd: f, .. } if *f == fd))
+                .any(|e| matches!(e, Event::Map { fd: f, .. } if *f == fd));
+            assert_eq!(mapped, loads, "{script}: {events:?}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opens_off_means_no_open_events() {
         let config = SenseConfig {
@@ -1023,6 +1153,8 @@ mod tests {
             uid: 1000,
             _pad0: 0,
             comm: c,
+            // 12.34 s after boot: 1234 ticks at USER_HZ 100.
+            start_ns: 12_340_000_000,
         }
     }
 
@@ -1035,13 +1167,16 @@ mod tests {
         // filename_len wins over a later NUL; a full 16-byte comm has no NUL.
         let mut filename = [0u8; k::PATH_LEN];
         filename[..20].copy_from_slice(b"/usr/bin/python3\0xyz");
+        let mut args = [0u8; k::ARGS_LEN];
+        args[..13].copy_from_slice(b"python3\0-c\0x\0");
         let exec = k::ExecEvent {
             h: header(k::EVENT_EXEC, b"0123456789abcdef"),
-            // 12.34 s after boot: 1234 ticks at USER_HZ 100.
-            start_boottime_ns: 12_340_000_000,
             filename_len: 8,
+            args_len: 13,
+            args_total: 4000,
             _pad0: 0,
             filename,
+            args,
         };
         assert_eq!(
             decode(&bytes_of(&exec), &clock),
@@ -1052,6 +1187,8 @@ mod tests {
                 cgroup_id: 77,
                 comm: "0123456789abcdef".into(),
                 filename: b"/usr/bin".to_vec(),
+                args: b"python3\0-c\0x\0".to_vec(),
+                args_truncated: true,
                 start_ticks: 12_340_000_000 / (1_000_000_000 / clk_tck()),
                 at_ms: 1_700_000_000_005,
             })

@@ -7,12 +7,16 @@
 
 #define PG_COMM_LEN 16
 #define PG_PATH_LEN 256
+/* Bytes of argv an exec record carries: the command line as
+ * /proc/PID/cmdline gives it (NUL-separated), cut at this bound. */
+#define PG_ARGS_LEN 1024
 
 enum pg_event_kind {
 	PG_EVENT_EXEC = 1,
 	PG_EVENT_EXIT = 2,
 	PG_EVENT_CONNECT = 3,
 	PG_EVENT_OPEN = 4,
+	PG_EVENT_MAP = 5,
 };
 
 /* First in every event. ts_ns is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns). */
@@ -26,18 +30,25 @@ struct pg_event_header {
 	__u32 uid;
 	__u32 _pad0;
 	char comm[PG_COMM_LEN];
+	/* group_leader->start_boottime: the process's start in ns since boot,
+	 * what /proc/PID/stat's starttime is in clock ticks. With it the agent
+	 * keys the process (pid + start time) of any event without reading
+	 * /proc, so even a process that is gone by the time its events are read
+	 * is recorded. */
+	__u64 start_ns;
 };
 
 struct pg_exec_event {
 	struct pg_event_header h;
-	/* task->start_boottime: the process's start in ns since boot, what
-	 * /proc/PID/stat's starttime is in clock ticks. With it the agent keys
-	 * the process (pid + start time) without reading /proc, so even a
-	 * process that is gone by the time its event is read is recorded. */
-	__u64 start_boottime_ns;
 	__u32 filename_len; /* bytes of filename used, without the NUL */
+	/* Bytes of args used: argv as NUL-separated strings (mm->arg_start ..
+	 * arg_end of the new image), at most PG_ARGS_LEN. */
+	__u32 args_len;
+	/* arg_end - arg_start: more than args_len when argv was cut. */
+	__u32 args_total;
 	__u32 _pad0;
 	char filename[PG_PATH_LEN];
+	char args[PG_ARGS_LEN];
 };
 
 /* One per process: the last thread of the group exited (signal->live reached
@@ -66,6 +77,15 @@ struct pg_open_event {
 	__u32 path_len;
 	__u32 _pad0;
 	char path[PG_PATH_LEN];
+};
+
+/* An executable mapping (mmap with PROT_EXEC) of a descriptor that a
+ * recorded open of this process returned, and that still names the same
+ * file: the library was loaded, not just read. Once per open. */
+struct pg_map_event {
+	struct pg_event_header h;
+	__s32 fd;
+	__u32 prot;
 };
 
 #endif

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* patchgap live sensing: exec, exit, IPv4/IPv6 connects and opens of
- * library-like files, as fixed-size records (events.h) in one ring buffer.
+/* patchgap live sensing: exec (with argv), exit, IPv4/IPv6 connects, opens
+ * of library-like files and executable mappings of those opens, as
+ * fixed-size records (events.h) in one ring buffer.
  *
  * Built by ebpf/build.sh (clang -g -O2 -target bpf, then llvm-strip -g, which
  * keeps .BTF and .BTF.ext). CO-RE: every kernel struct read goes through
@@ -44,6 +45,7 @@ const struct pg_exec_event *const pg_btf_exec_event __attribute__((unused)) = 0;
 const struct pg_exit_event *const pg_btf_exit_event __attribute__((unused)) = 0;
 const struct pg_connect_event *const pg_btf_connect_event __attribute__((unused)) = 0;
 const struct pg_open_event *const pg_btf_open_event __attribute__((unused)) = 0;
+const struct pg_map_event *const pg_btf_map_event __attribute__((unused)) = 0;
 const enum pg_event_kind pg_btf_event_kind __attribute__((unused)) = PG_EVENT_EXEC;
 
 /* ---- Maps ---- */
@@ -84,6 +86,8 @@ struct {
 struct pg_open_start {
 	__u32 flags;
 	__u32 path_len;
+	__u32 lib_kind; /* PG_LIB_MODULE or PG_LIB_CODE */
+	__u32 _pad0;
 	char path[PG_PATH_LEN];
 };
 
@@ -104,6 +108,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pg_open_start);
 } open_scratch SEC(".maps");
+
+/* Descriptors that a recorded open returned, by (tgid << 32 | fd), with the
+ * struct file they named then: an executable mmap of the same descriptor
+ * and file makes a map record (the library was loaded). An LRU, because
+ * an open that is read and closed, never mapped, leaves its entry behind;
+ * the file pointer check keeps a reused descriptor from matching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} lib_fds SEC(".maps");
 
 /* ---- Helpers ---- */
 
@@ -157,9 +173,36 @@ static __always_inline void pg_fill_header(struct pg_event_header *h, __u32 kind
 	h->uid = (__u32)bpf_get_current_uid_gid();
 	h->_pad0 = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	/* The process's start, not the thread's: the key is per process. */
+	h->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+}
+
+/* The struct file behind descriptor fd of the current task, or 0 when there
+ * is none (fd out of range, closed, a failed read). Lock-free reads of the
+ * fd table are what /proc does under RCU; a racing close() at worst yields
+ * 0 or a stale pointer, which is only compared, never dereferenced here. */
+static __always_inline struct file *pg_fd_file(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = 0;
+
+	if (fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0)
+		return 0;
+	return file;
 }
 
 /* ---- Exec ---- */
+
+#define PG_ARGS_MASK (PG_ARGS_LEN - 1)
+_Static_assert((PG_ARGS_LEN & PG_ARGS_MASK) == 0, "PG_ARGS_LEN must be a power of two");
 
 /* sched:sched_process_exec fires once per successful execve/execveat, in
  * exec_binprm() right after the binary handler has loaded the new image
@@ -171,9 +214,12 @@ static __always_inline void pg_fill_header(struct pg_event_header *h, __u32 kind
 SEC("tracepoint/sched/sched_process_exec")
 int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 arg_start, arg_end, total;
 	struct pg_exec_event *e;
-	__u32 loc;
+	struct mm_struct *mm;
+	__u32 loc, want;
 	long n;
 
 	if (pg_is_self(pid_tgid))
@@ -181,9 +227,9 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	e = pg_reserve(sizeof(*e));
 	if (!e)
 		return 0;
+	/* Exec keeps the task (and its start time) of the process; after
+	 * de_thread() current is the group leader. */
 	pg_fill_header(&e->h, PG_EVENT_EXEC, pid_tgid);
-	/* Exec keeps the task (and its start time) of the process. */
-	e->start_boottime_ns = BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), start_boottime);
 	/* __data_loc: low 16 bits are the string's offset from the record start. */
 	loc = ctx->__data_loc_filename;
 	n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename),
@@ -191,6 +237,25 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	e->filename_len = n > 0 ? n - 1 : 0;
 	if (n <= 0)
 		e->filename[0] = 0;
+	/* argv: exec copied the strings onto the new stack moments ago
+	 * (copy_strings), and current->mm is already the new image's, so the
+	 * pages are resident and a non-sleepable read finds them. */
+	mm = BPF_CORE_READ(task, mm);
+	arg_start = BPF_CORE_READ(mm, arg_start);
+	arg_end = BPF_CORE_READ(mm, arg_end);
+	total = arg_end > arg_start ? arg_end - arg_start : 0;
+	e->args_total = total > 0xFFFFFFFF ? 0xFFFFFFFF : (__u32)total;
+	want = total > PG_ARGS_LEN ? PG_ARGS_LEN : (__u32)total;
+	e->args_len = 0;
+	/* The mask is a no-op for want < PG_ARGS_LEN and tells the verifier
+	 * the size is bounded; PG_ARGS_LEN itself takes the other branch. */
+	if (want == PG_ARGS_LEN) {
+		if (bpf_probe_read_user(e->args, PG_ARGS_LEN, (const void *)arg_start) == 0)
+			e->args_len = PG_ARGS_LEN;
+	} else if (want > 0) {
+		if (bpf_probe_read_user(e->args, want & PG_ARGS_MASK, (const void *)arg_start) == 0)
+			e->args_len = want & PG_ARGS_MASK;
+	}
 	e->_pad0 = 0;
 	pg_submit(e);
 	return 0;
@@ -245,20 +310,11 @@ int pg_exit(void *ctx)
  * a racing close() at worst yields 0 or a stale type. */
 static __always_inline __u16 pg_sock_type(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt;
-	struct file **fds;
-	struct file *file = 0;
+	struct file *file = pg_fd_file(fd);
 	struct socket *sock;
 	umode_t mode;
 
-	if (fd < 0)
-		return 0;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) != 0 || !file)
+	if (!file)
 		return 0;
 	mode = BPF_CORE_READ(file, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -350,10 +406,17 @@ int pg_connect_exit(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- Opens of library-like files ---- */
 
+/* What pg_is_library() says of a path. Code is loaded by mapping it
+ * executable (a mapping must follow the open for it to count); a module is
+ * loaded by reading it. */
+#define PG_LIB_MODULE 1
+#define PG_LIB_CODE 2
+
 /* Whether the path p[0..len) (NUL-terminated at p[len]) names a
- * library-like file, by its basename: ends in ".so", ".py", ".pyc", ".jar"
- * or ".node"; contains ".so." and a digit (libfoo.so.3, libbz2.so.1.0.4);
- * or is "package.json". The digit keeps out ld.so.cache (read by every
+ * library-like file, by its basename, and which kind: code when it ends in
+ * ".so" or ".node" or contains ".so." and a digit (libfoo.so.3,
+ * libbz2.so.1.0.4); a module when it ends in ".py", ".pyc" or ".jar" or is
+ * "package.json"; else 0. The digit keeps out ld.so.cache (read by every
  * dynamically linked exec), ld.so.conf and ld.so.preload.
  *
  * Verifier-friendly: no string literals (they would land in a .rodata.str
@@ -373,15 +436,16 @@ static __always_inline int pg_is_library(const char *p, __u32 len)
 	if (len == 0 || len >= PG_PATH_LEN)
 		return 0;
 	/* The suffixes hold no '/', so they are the basename's. */
-	if (PG_ENDS3('.', 's', 'o') || PG_ENDS3('.', 'p', 'y') || PG_ENDS4('.', 'p', 'y', 'c') ||
-	    PG_ENDS4('.', 'j', 'a', 'r') || PG_ENDS5('.', 'n', 'o', 'd', 'e'))
-		return 1;
+	if (PG_ENDS3('.', 's', 'o') || PG_ENDS5('.', 'n', 'o', 'd', 'e'))
+		return PG_LIB_CODE;
+	if (PG_ENDS3('.', 'p', 'y') || PG_ENDS4('.', 'p', 'y', 'c') || PG_ENDS4('.', 'j', 'a', 'r'))
+		return PG_LIB_MODULE;
 	/* "package.json", the whole basename. */
 	if (PG_ENDS5('.', 'j', 's', 'o', 'n') && len >= 12 && PG_AT(len - 12) == 'p' &&
 	    PG_AT(len - 11) == 'a' && PG_AT(len - 10) == 'c' && PG_AT(len - 9) == 'k' &&
 	    PG_AT(len - 8) == 'a' && PG_AT(len - 7) == 'g' && PG_AT(len - 6) == 'e' &&
 	    (len == 12 || PG_AT(len - 13) == '/'))
-		return 1;
+		return PG_LIB_MODULE;
 	/* ".so.<digit>" inside the basename. p[i + 1..i + 4] stay before the
 	 * NUL whenever they match, since none of them is 0. */
 	for (__u32 i = 0; i < PG_PATH_LEN - 4; i++) {
@@ -395,7 +459,7 @@ static __always_inline int pg_is_library(const char *p, __u32 len)
 			 (unsigned char)(p[i + 4] - '0') <= 9)
 			so_dot = 1;
 	}
-	return so_dot;
+	return so_dot ? PG_LIB_CODE : 0;
 #undef PG_ENDS5
 #undef PG_ENDS4
 #undef PG_ENDS3
@@ -421,7 +485,8 @@ static __always_inline int pg_open_stash(__u32 tid, const char *upath, __u32 fla
 	if (n <= 1)
 		return 0;
 	st->path_len = (__u32)(n - 1);
-	if (!pg_is_library(st->path, st->path_len))
+	st->lib_kind = pg_is_library(st->path, st->path_len);
+	if (!st->lib_kind)
 		return 0;
 	st->flags = flags;
 	bpf_map_update_elem(&open_start, &tid, st, BPF_ANY);
@@ -449,6 +514,16 @@ static __always_inline int pg_open_done(long ret)
 			e->_pad0 = 0;
 			__builtin_memcpy(e->path, st->path, sizeof(e->path));
 			pg_submit(e);
+		}
+		/* Remember the descriptor's file, so an executable mapping of it
+		 * can say the open was a load (pg_map_enter). Code only: modules
+		 * are never mapped, and their entries would only churn the LRU. */
+		if (st->lib_kind == PG_LIB_CODE) {
+			__u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (__u32)ret;
+			__u64 file = (__u64)pg_fd_file((int)ret);
+
+			if (file)
+				bpf_map_update_elem(&lib_fds, &key, &file, BPF_ANY);
 		}
 	}
 	bpf_map_delete_elem(&open_start, &tid);
@@ -503,4 +578,45 @@ SEC("tracepoint/syscalls/sys_exit_openat2")
 int pg_open2_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return pg_open_done(ctx->ret);
+}
+
+/* ---- Executable mappings of opened files ---- */
+
+/* syscalls:sys_enter_mmap fires at the entry of mmap(2), in the caller's
+ * context (args: addr, len, prot, flags, fd, off). The dynamic loader maps
+ * each library's code segment with PROT_EXEC from the descriptor it opened,
+ * so an executable mapping of a descriptor in lib_fds, still naming the file
+ * the open returned, is the load of that library; a program that only reads
+ * a library never does this. Anonymous and non-executable mappings (nearly
+ * all of them) return after two compares. Emitted once per open: the entry
+ * is deleted. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int pg_map_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 prot = (__u32)ctx->args[2];
+	int fd = (int)ctx->args[4];
+	struct pg_map_event *e;
+	__u64 key, *file;
+
+	if (!enable_opens || !(prot & PROT_EXEC) || fd < 0 || pg_is_self(pid_tgid))
+		return 0;
+	key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (__u32)fd;
+	file = bpf_map_lookup_elem(&lib_fds, &key);
+	if (!file)
+		return 0;
+	if (*file != (__u64)pg_fd_file(fd)) {
+		/* The descriptor was closed and reused for another file. */
+		bpf_map_delete_elem(&lib_fds, &key);
+		return 0;
+	}
+	bpf_map_delete_elem(&lib_fds, &key);
+	e = pg_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	pg_fill_header(&e->h, PG_EVENT_MAP, pid_tgid);
+	e->fd = fd;
+	e->prot = prot;
+	pg_submit(e);
+	return 0;
 }

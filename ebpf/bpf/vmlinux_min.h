@@ -37,6 +37,7 @@ typedef struct {
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -82,11 +83,19 @@ struct socket {
 	short int type; /* SOCK_STREAM, SOCK_DGRAM, ... */
 } __attribute__((preserve_access_index));
 
+/* The argv strings of the image, NUL-separated, in its user memory. */
+struct mm_struct {
+	long unsigned int arg_start;
+	long unsigned int arg_end;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int exit_code;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct mm_struct *mm;
 	struct files_struct *files;
 	struct signal_struct *signal;
 	__u64 start_boottime;
@@ -190,6 +199,8 @@ struct open_how {
 	__u64 mode;
 	__u64 resolve;
 };
+
+#define PROT_EXEC 0x4
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000

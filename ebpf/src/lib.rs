@@ -30,6 +30,9 @@ pub const COMM_LEN: usize = 16;
 /// Bytes of a path buffer (`PG_PATH_LEN`): paths are cut at `PATH_LEN - 1`
 /// bytes.
 pub const PATH_LEN: usize = 256;
+/// Bytes of argv an exec record carries (`PG_ARGS_LEN`); longer command
+/// lines are cut, and [`ExecEvent::args_truncated`] says so.
+pub const ARGS_LEN: usize = 1024;
 
 /// `kind` of an [`ExecEvent`].
 pub const EVENT_EXEC: u32 = 1;
@@ -39,6 +42,8 @@ pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_CONNECT: u32 = 3;
 /// `kind` of an [`OpenEvent`].
 pub const EVENT_OPEN: u32 = 4;
+/// `kind` of a [`MapEvent`].
+pub const EVENT_MAP: u32 = 5;
 
 /// Program on `sched/sched_process_exec`: one [`ExecEvent`] per successful exec.
 pub const PROG_EXEC: &str = "pg_exec";
@@ -57,6 +62,9 @@ pub const PROG_OPEN_EXIT: &str = "pg_open_exit";
 pub const PROG_OPEN2_ENTER: &str = "pg_open2_enter";
 /// Program on `syscalls/sys_exit_openat2`: as [`PROG_OPEN_EXIT`].
 pub const PROG_OPEN2_EXIT: &str = "pg_open2_exit";
+/// Program on `syscalls/sys_enter_mmap`: emits a [`MapEvent`] when a
+/// descriptor an [`OpenEvent`] reported is mapped executable.
+pub const PROG_MAP_ENTER: &str = "pg_map_enter";
 
 /// The ring buffer of records (`BPF_MAP_TYPE_RINGBUF`). Its size in the object
 /// is [`EVENTS_DEFAULT_BYTES`]; a loader may set another power of two that is a
@@ -71,6 +79,8 @@ pub const MAP_CONNECT_START: &str = "connect_start";
 pub const MAP_OPEN_START: &str = "open_start";
 /// Per-CPU scratch buffer for the path being filtered (internal).
 pub const MAP_OPEN_SCRATCH: &str = "open_scratch";
+/// Descriptors recorded opens returned, with their file (internal, LRU).
+pub const MAP_LIB_FDS: &str = "lib_fds";
 /// Default size of [`MAP_EVENTS`] in the object: 16 MiB.
 pub const EVENTS_DEFAULT_BYTES: u32 = 16 << 20;
 
@@ -159,6 +169,12 @@ pub const PROGRAMS: &[Program] = &[
         tracepoint: "sys_enter_openat2",
         feature: Feature::Opens,
     },
+    Program {
+        name: PROG_MAP_ENTER,
+        category: "syscalls",
+        tracepoint: "sys_enter_mmap",
+        feature: Feature::Opens,
+    },
 ];
 
 /// `struct pg_event_header`: first in every record.
@@ -183,6 +199,10 @@ pub struct EventHeader {
     pub _pad0: u32,
     /// The task's comm, NUL-terminated unless 16 bytes long.
     pub comm: [u8; COMM_LEN],
+    /// `group_leader->start_boottime`: the process's start in ns since boot
+    /// (/proc/PID/stat's starttime is this in clock ticks). With the pid,
+    /// the process's key.
+    pub start_ns: u64,
 }
 
 /// `struct pg_exec_event`: a successful execve/execveat.
@@ -190,14 +210,18 @@ pub struct EventHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecEvent {
     pub h: EventHeader,
-    /// `task->start_boottime`: the start, in ns since boot (/proc/PID/stat's
-    /// starttime is this in clock ticks).
-    pub start_boottime_ns: u64,
     /// Bytes of `filename` used, without the NUL.
     pub filename_len: u32,
+    /// Bytes of `args` used.
+    pub args_len: u32,
+    /// Bytes of argv in the process (`arg_end - arg_start`): more than
+    /// `args_len` when it was cut.
+    pub args_total: u32,
     pub _pad0: u32,
     /// The path as passed to exec (maybe relative, or /dev/fd/N).
     pub filename: [u8; PATH_LEN],
+    /// argv as NUL-separated strings, what /proc/PID/cmdline gives.
+    pub args: [u8; ARGS_LEN],
 }
 
 /// `struct pg_exit_event`: the last thread of a process exited.
@@ -245,6 +269,18 @@ pub struct OpenEvent {
     pub path: [u8; PATH_LEN],
 }
 
+/// `struct pg_map_event`: a descriptor an [`OpenEvent`] of this process
+/// returned was mapped with PROT_EXEC while it still named that file.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEvent {
+    pub h: EventHeader,
+    /// The descriptor (the `ret` of the open).
+    pub fd: i32,
+    /// mmap's prot (PROT_EXEC always set).
+    pub prot: u32,
+}
+
 /// `buf` up to `len` bytes and before the first NUL.
 fn c_prefix(buf: &[u8], len: u32) -> &[u8] {
     let buf = &buf[..buf.len().min(len as usize)];
@@ -263,6 +299,17 @@ impl ExecEvent {
     /// The filename bytes that were recorded.
     pub fn filename_bytes(&self) -> &[u8] {
         c_prefix(&self.filename, self.filename_len)
+    }
+
+    /// The argv bytes that were recorded (NUL-separated, as
+    /// /proc/PID/cmdline), possibly cut mid-argument.
+    pub fn args_bytes(&self) -> &[u8] {
+        &self.args[..(self.args_len as usize).min(ARGS_LEN)]
+    }
+
+    /// argv was longer than what was recorded.
+    pub fn args_truncated(&self) -> bool {
+        self.args_total > self.args_len
     }
 }
 
@@ -307,6 +354,8 @@ unsafe impl Plain for ExitEvent {}
 unsafe impl Plain for ConnectEvent {}
 // SAFETY: as above.
 unsafe impl Plain for OpenEvent {}
+// SAFETY: as above.
+unsafe impl Plain for MapEvent {}
 
 /// Copies a `T` out of the front of `bytes`, whatever their alignment; None if
 /// they are too few.
@@ -347,14 +396,19 @@ record!(ExecEvent, EVENT_EXEC);
 record!(ExitEvent, EVENT_EXIT);
 record!(ConnectEvent, EVENT_CONNECT);
 record!(OpenEvent, EVENT_OPEN);
+record!(MapEvent, EVENT_MAP);
 
 /// A decoded record: a copy of the struct that `kind` named.
+// A transient value, decoded and converted at once by the reader: boxing
+// the 1.4 KiB exec record would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Exec(ExecEvent),
     Exit(ExitEvent),
     Connect(ConnectEvent),
     Open(OpenEvent),
+    Map(MapEvent),
 }
 
 impl Event {
@@ -365,12 +419,13 @@ impl Event {
             Event::Exit(e) => &e.h,
             Event::Connect(e) => &e.h,
             Event::Open(e) => &e.h,
+            Event::Map(e) => &e.h,
         }
     }
 }
 
 /// Decodes one ring-buffer record. None if it is shorter than its struct or
-/// its kind is unknown. Copies (the records are at most 328 bytes), so `bytes`
+/// its kind is unknown. Copies (the records are at most about 1.4 KiB), so `bytes`
 /// need not be aligned and the result does not borrow them.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
     match EventHeader::from_bytes(bytes)?.kind {
@@ -378,6 +433,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
         EVENT_EXIT => ExitEvent::from_bytes(bytes).map(Event::Exit),
         EVENT_CONNECT => ConnectEvent::from_bytes(bytes).map(Event::Connect),
         EVENT_OPEN => OpenEvent::from_bytes(bytes).map(Event::Open),
+        EVENT_MAP => MapEvent::from_bytes(bytes).map(Event::Map),
         _ => None,
     }
 }
@@ -407,7 +463,14 @@ mod tests {
             uid: 1000,
             _pad0: 0,
             comm,
+            start_ns: 987_654_321,
         }
+    }
+
+    fn args(s: &[u8]) -> [u8; ARGS_LEN] {
+        let mut a = [0u8; ARGS_LEN];
+        a[..s.len()].copy_from_slice(s);
+        a
     }
 
     fn path(s: &[u8]) -> [u8; PATH_LEN] {
@@ -425,11 +488,18 @@ mod tests {
     #[test]
     fn decodes_every_kind_at_any_alignment() {
         let exec = ExecEvent {
-            start_boottime_ns: 0,
             h: header(EVENT_EXEC),
             filename_len: 16,
+            args_len: 13,
+            args_total: 13,
             _pad0: 0,
             filename: path(b"/usr/bin/python3"),
+            args: args(b"python3\0-c\0x\0"),
+        };
+        let map = MapEvent {
+            h: header(EVENT_MAP),
+            fd: 3,
+            prot: 5,
         };
         let exit = ExitEvent {
             h: header(EVENT_EXIT),
@@ -461,6 +531,7 @@ mod tests {
             (bytes_of(&exit), Event::Exit(exit)),
             (bytes_of(&connect), Event::Connect(connect)),
             (bytes_of(&open), Event::Open(open)),
+            (bytes_of(&map), Event::Map(map)),
         ];
         for (bytes, want) in cases {
             for shift in 0..8 {
@@ -476,6 +547,8 @@ mod tests {
             assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
         }
         assert_eq!(exec.filename_bytes(), b"/usr/bin/python3");
+        assert_eq!(exec.args_bytes(), b"python3\0-c\0x\0");
+        assert!(!exec.args_truncated());
         assert_eq!(open.path_bytes(), b"/lib/x86_64-linux-gnu/libc.so.6");
         assert_eq!(exec.h.comm_bytes(), b"python3");
         assert_eq!(connect.ip(), Some("10.1.2.3".parse().unwrap()));
@@ -508,13 +581,20 @@ mod tests {
     #[test]
     fn lengths_are_clamped() {
         let mut exec = ExecEvent {
-            start_boottime_ns: 0,
             h: header(EVENT_EXEC),
             filename_len: u32::MAX,
+            args_len: u32::MAX,
+            args_total: u32::MAX,
             _pad0: 0,
             filename: [b'a'; PATH_LEN],
+            args: [b'b'; ARGS_LEN],
         };
         assert_eq!(exec.filename_bytes().len(), PATH_LEN);
+        assert_eq!(exec.args_bytes().len(), ARGS_LEN);
+        assert!(!exec.args_truncated());
+        exec.args_len = ARGS_LEN as u32;
+        exec.args_total = 5000;
+        assert!(exec.args_truncated());
         exec.filename[10] = 0;
         assert_eq!(exec.filename_bytes().len(), 10);
         let mut connect = ConnectEvent::from_bytes(&bytes_of(&ConnectEvent {

@@ -301,7 +301,8 @@ fn event_header_matches_c() {
             cgroup_id,
             uid,
             _pad0,
-            comm
+            comm,
+            start_ns
         }),
     );
 }
@@ -312,10 +313,12 @@ fn exec_event_matches_c() {
         "pg_exec_event",
         rust_layout!(ExecEvent {
             h,
-            start_boottime_ns,
             filename_len,
+            args_len,
+            args_total,
             _pad0,
-            filename
+            filename,
+            args
         }),
     );
 }
@@ -365,12 +368,18 @@ fn open_event_matches_c() {
 }
 
 #[test]
+fn map_event_matches_c() {
+    assert_same("pg_map_event", rust_layout!(MapEvent { h, fd, prot }));
+}
+
+#[test]
 fn kinds_match_c() {
     let want: Vec<(String, i64)> = [
         ("PG_EVENT_EXEC", EVENT_EXEC),
         ("PG_EVENT_EXIT", EVENT_EXIT),
         ("PG_EVENT_CONNECT", EVENT_CONNECT),
         ("PG_EVENT_OPEN", EVENT_OPEN),
+        ("PG_EVENT_MAP", EVENT_MAP),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), i64::from(*v)))
@@ -381,9 +390,10 @@ fn kinds_match_c() {
             ExecEvent::KIND,
             ExitEvent::KIND,
             ConnectEvent::KIND,
-            OpenEvent::KIND
+            OpenEvent::KIND,
+            MapEvent::KIND
         ],
-        [EVENT_EXEC, EVENT_EXIT, EVENT_CONNECT, EVENT_OPEN]
+        [EVENT_EXEC, EVENT_EXIT, EVENT_CONNECT, EVENT_OPEN, EVENT_MAP]
     );
 }
 
@@ -430,6 +440,7 @@ fn programs_maps_and_globals_exist() {
         MAP_CONNECT_START,
         MAP_OPEN_START,
         MAP_OPEN_SCRATCH,
+        MAP_LIB_FDS,
     ] {
         let s = sym(m);
         assert_eq!((s.kind, s.section), (STT_OBJECT, ".maps"), "map {m}");

@@ -45,7 +45,7 @@ pub fn summarize(
                 fresh,
                 ebpf: h.capabilities.ebpf,
                 ebpf_reason: h.capabilities.ebpf_reason.clone(),
-                events_lost: h.sense.lost_kernel + h.sense.lost_user,
+                events_lost: h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped,
             });
             v1::HostSummary {
                 connected: connected.contains(host_key(&h.identity)),
