@@ -1,7 +1,7 @@
 //! What changed between two scans: the Delta the agent sends between full
 //! snapshots.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use patchgap_proto::v1;
 
@@ -18,19 +18,16 @@ pub struct Baseline {
     processes: HashMap<u32, Process>,
     workloads: HashMap<String, Workload>,
     last_reconciled: u32,
-    /// When an exec event last recorded each pid: a full scan that no
-    /// longer finds such a process leaves it to its exit event (which may
-    /// still wait in the kernel's ring) for [`EXIT_GRACE`].
-    exec_at: HashMap<u32, std::time::Instant>,
+    /// When an exec event was merged for each pid, until the next full
+    /// scan: a process recorded after that scan started could not be in
+    /// it, and is not closed for being missing.
+    exec_at: HashMap<u32, Instant>,
     /// Keys of processes closed lately, by pid: a late event of one (a
     /// connect read after the scan that closed it) is put to its key, not
     /// turned into a new record that would reopen it.
-    closed: HashMap<u32, (ProcessKey, std::time::Instant)>,
+    closed: HashMap<u32, (ProcessKey, Instant)>,
 }
 
-/// How long a process an exec event recorded is kept after a scan no
-/// longer finds it, waiting for its exit event and its time.
-const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a closed process's key answers for its pid.
 const CLOSED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 /// Entries of `closed` before it is emptied.
@@ -59,7 +56,18 @@ impl Baseline {
     /// The baseline then becomes `inv`. With `sensing` (eBPF on), every
     /// process this scan finds that the baseline lacks, and every exit it
     /// finds, is something eBPF missed: counted as `reconciled`.
-    pub fn advance(&mut self, inv: &Inventory, sensing: bool) -> Option<v1::Delta> {
+    ///
+    /// `scan_started` is when the scan began reading /proc. The caller
+    /// merges the events the kernel had sent by the scan's end first, so a
+    /// process that exited before the scan is closed by its own exit event
+    /// and time; one whose exec was merged after the scan started is kept
+    /// (the scan could not see it).
+    pub fn advance(
+        &mut self,
+        inv: &Inventory,
+        sensing: bool,
+        scan_started: Instant,
+    ) -> Option<v1::Delta> {
         let mut delta = v1::Delta {
             scanned_at_ms: inv.scanned_at_ms,
             ..Default::default()
@@ -110,10 +118,10 @@ impl Baseline {
             }
             next.insert(p.key.pid, p);
         }
-        // Whatever is left was not seen in this scan: it exited. With eBPF
-        // on, a process an exec event recorded moments ago is left to its
-        // exit event, which carries the true time.
-        self.exec_at.retain(|_, at| at.elapsed() < EXIT_GRACE);
+        // Whatever is left was not seen in this scan: it exited (and its
+        // exit event was lost), unless an exec event recorded it after the
+        // scan had started.
+        self.exec_at.retain(|_, at| *at >= scan_started);
         for (pid, p) in std::mem::take(&mut self.processes) {
             if sensing && self.exec_at.contains_key(&pid) && !next.contains_key(&pid) {
                 next.insert(pid, p);
@@ -193,7 +201,7 @@ impl Baseline {
             // Replaced whole: record() must not carry anything over.
             self.processes.remove(&p.key.pid);
         }
-        self.exec_at.insert(p.key.pid, std::time::Instant::now());
+        self.exec_at.insert(p.key.pid, Instant::now());
         self.record(p, w, delta);
     }
 
@@ -210,8 +218,7 @@ impl Baseline {
         if self.closed.len() >= CLOSED_LIMIT {
             self.closed.clear();
         }
-        self.closed
-            .insert(key.pid, (key, std::time::Instant::now()));
+        self.closed.insert(key.pid, (key, Instant::now()));
     }
 
     /// Records a process scanned at an event (exec, or an unknown pid), and
@@ -435,7 +442,8 @@ mod tests {
             "event-time record"
         );
         assert!(
-            base.advance(&inv(vec![proc(10, 1)]), true).is_none(),
+            base.advance(&inv(vec![proc(10, 1)]), true, Instant::now())
+                .is_none(),
             "a rescan changes nothing"
         );
         assert_eq!(base.by_pid(10).unwrap().artifacts.len(), 2);
@@ -471,10 +479,13 @@ mod tests {
         let mut base = Baseline::new(&inv(vec![with_socket]));
         let mut skipped = inv(vec![proc(10, 1)]);
         skipped.sockets_read = false;
-        assert!(base.advance(&skipped, true).is_none(), "nothing changed");
+        assert!(
+            base.advance(&skipped, true, Instant::now()).is_none(),
+            "nothing changed"
+        );
         assert_eq!(base.by_pid(10).unwrap().sockets.len(), 1);
         let d = base
-            .advance(&inv(vec![proc(10, 1)]), true)
+            .advance(&inv(vec![proc(10, 1)]), true, Instant::now())
             .expect("sockets closed");
         assert_eq!(d.sockets.len(), 1);
         assert!(d.sockets[0].sockets.is_empty());
@@ -498,7 +509,9 @@ mod tests {
         assert!(d.upserts.is_empty() && d.exits.is_empty());
 
         // A scan that finds pid 10 started again, and pid 11 gone.
-        let d = base.advance(&inv(vec![proc(10, 3)]), true).unwrap();
+        let d = base
+            .advance(&inv(vec![proc(10, 3)]), true, Instant::now())
+            .unwrap();
         let mut exits = keys(&d.exits);
         exits.sort();
         assert_eq!(exits, [(10, 2), (11, 1)]);

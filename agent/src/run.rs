@@ -499,27 +499,19 @@ async fn scan_loop(
         // A full scan. The events already queued are merged first: a
         // process whose exit waits in the queue would otherwise be found
         // missing from /proc and closed at the scan's time, not its own.
-        if let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) {
-            // Only what is queued now: on a busy host events keep coming,
-            // and the scan must not wait for a lull.
-            let queued = rx.len();
-            let mut handled = 0u64;
-            while handled < queued as u64
-                && let Ok(event) = rx.try_recv()
-            {
-                handled += 1;
-                if handle_event(&config, &mut scanner, base, &mut pending, event)
-                    .await
-                    .is_none()
-                {
-                    warn!("scan task panicked; the agent stops scanning");
-                    return;
-                }
-            }
-            shared.status.send_if_modified(|s| {
-                s.events += handled;
-                false
-            });
+        if merge_queued(
+            &config,
+            &mut scanner,
+            &mut events,
+            &mut baseline,
+            &mut pending,
+            &shared,
+        )
+        .await
+        .is_none()
+        {
+            warn!("scan task panicked; the agent stops scanning");
+            return;
         }
         // What events batched goes first, so the scan's delta is computed
         // against a baseline the collector has been sent.
@@ -529,10 +521,34 @@ async fn scan_loop(
             s.scans_started += 1;
             scan_number = s.scans_started;
         });
+        let scan_started = std::time::Instant::now();
         let Some(inv) = on_scanner(&mut scanner, |s| s.scan()).await else {
             warn!("scan task panicked; the agent stops scanning");
             return;
         };
+        // And what the kernel sent while the scan read /proc: an exit
+        // before the scan reached its pid is closed by its own event and
+        // time, not found missing (see Baseline::advance).
+        if let Some(sensor) = &sensor
+            && baseline.is_some()
+        {
+            sensor.flush().await;
+            if merge_queued(
+                &config,
+                &mut scanner,
+                &mut events,
+                &mut baseline,
+                &mut pending,
+                &shared,
+            )
+            .await
+            .is_none()
+            {
+                warn!("scan task panicked; the agent stops scanning");
+                return;
+            }
+            flush_pending(&shared, &mut pending, config.part_bytes);
+        }
         let mut inv = inv;
         last_stats = wire::stats(&inv.stats);
         // Always consume the flag: the first scan's snapshot answers the
@@ -559,7 +575,7 @@ async fn scan_loop(
             let base = baseline
                 .as_mut()
                 .expect("baseline set after the first scan");
-            let delta = base.advance(&inv, sensor.is_some());
+            let delta = base.advance(&inv, sensor.is_some(), scan_started);
             reconciled_total += u64::from(base.last_reconciled());
             delta
                 .map(|d| wire::split_delta(d, config.part_bytes))
@@ -605,6 +621,35 @@ fn parent_workload(base: &Baseline, process: &mut Process) -> Workload {
         kind: "host".into(),
         ..Default::default()
     })
+}
+
+/// Merges the events queued now (only those: on a busy host events keep
+/// coming, and a scan must not wait for a lull). None when the scanner was
+/// lost.
+async fn merge_queued(
+    config: &AgentConfig,
+    scanner: &mut Option<Scanner>,
+    events: &mut Option<mpsc::Receiver<Event>>,
+    baseline: &mut Option<Baseline>,
+    pending: &mut Pending,
+    shared: &Shared,
+) -> Option<()> {
+    let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) else {
+        return Some(());
+    };
+    let queued = rx.len();
+    let mut handled = 0u64;
+    while handled < queued as u64
+        && let Ok(event) = rx.try_recv()
+    {
+        handled += 1;
+        handle_event(config, scanner, base, pending, event).await?;
+    }
+    shared.status.send_if_modified(|s| {
+        s.events += handled;
+        false
+    });
+    Some(())
 }
 
 /// Merges one kernel event into the baseline and the pending delta. None

@@ -179,6 +179,11 @@ impl Gaps {
 struct ScanCtx {
     /// Event-time scans of one pid do not read the socket tables.
     skip_sockets: bool,
+    /// A process exiting (no exe any more) or a zombie with no threads
+    /// left is gone, not a process with nothing mapped: an event-time scan
+    /// must not replace the record its exec made with an empty one (its
+    /// exit event closes it).
+    skip_exited: bool,
     dbs: HashMap<FileId, Option<Arc<PackageDb>>>,
     /// (root, in-root path) → the file now at that path.
     current: HashMap<(FileId, Vec<u8>), Option<FileNow>>,
@@ -271,6 +276,7 @@ impl Scanner {
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: true,
+            skip_exited: true,
             ..Default::default()
         };
         let process = self.scan_process(pid, &mut ctx).ok()?;
@@ -732,6 +738,9 @@ impl Scanner {
     /// is skipped; anything missing later makes it `partial`.
     fn scan_process(&mut self, pid: u32, ctx: &mut ScanCtx) -> Result<Process, Skip> {
         let stat = self.read_stat(pid)?;
+        if ctx.skip_exited && stat.state == b'Z' && stat.num_threads <= 1 {
+            return Err(Skip::Vanished);
+        }
         let mut gaps = Gaps::default();
         let status = self.read_pid_file(pid, "status", &mut gaps, |b| {
             parse::status::parse_status(b).ok()
@@ -782,6 +791,10 @@ impl Scanner {
         let mut artifacts = Vec::new();
         match std::fs::read_link(self.proc_path(pid, "exe")) {
             Ok(link) => artifacts.extend(self.exe_artifact(pid, link, ctx, &files)),
+            // Exiting: its memory is gone (no exe, an empty cmdline) before
+            // it is a zombie. At an event that is no news: its exec record
+            // stands and its exit event closes it.
+            Err(_) if ctx.skip_exited => return Err(Skip::Vanished),
             // A zombie has no executable any more; anyone else should.
             Err(_) if stat.state != b'Z' => gaps.partial = true,
             Err(_) => {}

@@ -41,7 +41,7 @@ use patchgap_ebpf::{
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -331,6 +331,8 @@ pub struct Sensor {
     lost: PerCpuArray<MapData, u64>,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
+    /// Asks the reader to drain the ring now (see [`Sensor::flush`]).
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -466,13 +468,15 @@ impl Sensor {
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(read_loop(afd, tx, Arc::clone(&counters), clock));
+        let (flushes, flush_rx) = mpsc::channel(4);
+        let task = tokio::spawn(read_loop(afd, tx, flush_rx, Arc::clone(&counters), clock));
         Ok((
             Sensor {
                 _ebpf: ebpf,
                 lost,
                 counters,
                 task,
+                flushes,
             },
             rx,
         ))
@@ -497,6 +501,25 @@ impl Sensor {
     }
 }
 
+impl Sensor {
+    /// Returns once every event the kernel had written when this was called
+    /// is on the event channel (or was counted lost): the reader drains the
+    /// ring and answers. A full scan calls it before judging what /proc no
+    /// longer shows, so an exit is closed by its own event, at its own
+    /// time. False when the reader is gone or did not answer within a
+    /// second (a stalled host: the scan goes on without it).
+    pub async fn flush(&self) -> bool {
+        let (done, answer) = oneshot::channel();
+        if self.flushes.send(done).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), answer).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
 impl Drop for Sensor {
     fn drop(&mut self) {
         // The task owns the ring buffer; aborting makes the runtime drop its
@@ -517,6 +540,7 @@ const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 async fn read_loop(
     mut afd: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Event>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
     counters: Arc<Counters>,
     clock: Clock,
 ) {
@@ -545,6 +569,12 @@ async fn read_loop(
                 if !drain(afd.get_mut(), &tx, &counters, &clock).await {
                     return;
                 }
+            }
+            Some(done) = flushes.recv() => {
+                if !drain(afd.get_mut(), &tx, &counters, &clock).await {
+                    return;
+                }
+                let _ = done.send(());
             }
         }
     }

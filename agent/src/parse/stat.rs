@@ -32,10 +32,15 @@ pub struct Stat {
     pub state: u8,
     /// Field 4: the parent process id (0 for init and kernel threads).
     pub ppid: u32,
+    /// Field 20: threads in the thread group (0 if unreadable). A zombie
+    /// leader with threads left is a running process.
+    pub num_threads: u32,
     /// Field 22: start time in clock ticks after boot.
     pub start_ticks: u64,
 }
 
+/// The 1-based index of `num_threads` in the whole line.
+const NUM_THREADS_FIELD: usize = 20;
 /// The 1-based index of `starttime` in the whole line.
 const STARTTIME_FIELD: usize = 22;
 /// The 1-based index of the first field after the comm.
@@ -84,8 +89,11 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
         .ok_or_else(|| malformed(WHAT, "truncated before ppid"))?;
     let ppid = parse_dec_u32(ppid_field)
         .ok_or_else(|| malformed(WHAT, format!("bad ppid '{}'", preview(ppid_field))))?;
-    // State and ppid are fields 3 and 4, so starttime is this many further on.
-    let skip = STARTTIME_FIELD - FIRST_FIELD_AFTER_COMM - 2;
+    // State and ppid are fields 3 and 4, so num_threads is this many
+    // further on, and starttime two after it.
+    let skip = NUM_THREADS_FIELD - FIRST_FIELD_AFTER_COMM - 2;
+    let num_threads = rest.nth(skip).and_then(parse_dec_u32).unwrap_or(0);
+    let skip = STARTTIME_FIELD - NUM_THREADS_FIELD - 1;
     let start_field = rest
         .nth(skip)
         .ok_or_else(|| malformed(WHAT, "truncated before starttime"))?;
@@ -97,6 +105,7 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
         comm,
         state,
         ppid,
+        num_threads,
         start_ticks,
     })
 }
@@ -166,6 +175,7 @@ mod tests {
                 comm: b"cat".to_vec(),
                 state: b'R',
                 ppid: 5145,
+                num_threads: 1,
                 start_ticks: 17087,
             }
         );
@@ -180,6 +190,7 @@ mod tests {
         let s = parse_stat(&bytes).unwrap();
         assert_eq!(s.pid, std::process::id());
         assert!(s.start_ticks > 0);
+        assert!(s.num_threads >= 1, "{s:?}");
         let Ok(proc_stat) = std::fs::read("/proc/stat") else {
             return;
         };
