@@ -392,6 +392,7 @@ mod tests {
             kind: ArtifactKind::Opened,
             deleted: false,
             stale: false,
+            content: None,
             package: package.map(|name| {
                 std::sync::Arc::new(crate::model::PackageInfo {
                     ecosystem: "pypi".into(),
