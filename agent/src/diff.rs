@@ -399,6 +399,7 @@ mod tests {
             kind: ArtifactKind::Opened,
             deleted: false,
             stale: false,
+            content: None,
             package: package.map(|name| {
                 std::sync::Arc::new(crate::model::PackageInfo {
                     ecosystem: "pypi".into(),

@@ -50,6 +50,22 @@ pub enum ArtifactKind {
     Installed,
     /// A module compiled into the executable.
     Embedded,
+    /// Code mapped executable from a file that no path on disk names and
+    /// no package owns: a memfd (`/memfd:NAME`) or an unlinked file. Its
+    /// `content` says what it held.
+    Anonymous,
+}
+
+/// What a file held, as read through the process's mapping of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Content {
+    pub size: u64,
+    /// SHA-256 of the whole file, lowercase hex; empty when not hashed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    /// Why `sha256` is empty; empty when hashed.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub unhashed: &'static str,
 }
 
 /// A file as the process sees it.
@@ -64,6 +80,9 @@ pub struct Artifact {
     /// Deleted, or the file now at this path has another inode.
     pub stale: bool,
     pub package: Option<Arc<PackageInfo>>,
+    /// For an `anonymous` artifact: what the file held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

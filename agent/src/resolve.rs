@@ -633,6 +633,12 @@ struct Cached {
     generation: u64,
     ctime_ns: i128,
     package: Option<Arc<PackageInfo>>,
+    /// For "no package": the path it was asked under. An owner found holds
+    /// for the inode under any name, but dpkg lists one spelling of a file
+    /// and knows nothing of another (Perl opens its XS modules through
+    /// `perl/5.36`, a symlink to the `perl/5.36.0` dpkg lists), so a miss
+    /// holds only for the path that missed.
+    missed_as: Option<Box<[u8]>>,
 }
 
 /// Resolution state that lives across scans.
@@ -728,6 +734,7 @@ impl Resolver {
         let generation = self.dbs.get(&root_id)?.db.generation;
         if let Some(hit) = self.cache.get(&key)
             && current.is_none_or(|c| hit.generation == generation && hit.ctime_ns == c)
+            && hit.missed_as.as_deref().is_none_or(|p| p == path)
         {
             self.hits += 1;
             return hit.package.clone();
@@ -761,6 +768,7 @@ impl Resolver {
             Cached {
                 generation: db.generation,
                 ctime_ns,
+                missed_as: package.is_none().then(|| path.into()),
                 package: package.clone(),
             },
         );
@@ -1009,6 +1017,53 @@ mod tests {
             v(r.resolve(&root, path, dev, ino3, Some(ctime3))),
             Some("3.0-1".into())
         );
+    }
+
+    /// Issue 11, defect 4: Perl opens an XS module through a symlinked
+    /// directory (`perl/5.36` → `perl/5.36.0`) that dpkg does not list.
+    /// That spelling's "no package" must not be cached for the inode: the
+    /// mapping of the same file under dpkg's spelling still resolves.
+    #[test]
+    fn a_miss_under_one_spelling_does_not_hide_the_owner() {
+        let dir = foo_root("1.0-1");
+        std::os::unix::fs::symlink("lib", dir.path().join("usr/lib64")).unwrap();
+        let root = RootFs::open(dir.path()).unwrap();
+        let (dev, ino, ctime) = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(dir.path().join("usr/lib/libfoo.so.1")).unwrap();
+            (
+                m.dev(),
+                m.ino(),
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            )
+        };
+        let mut r = Resolver::new();
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        let v = |p: Option<Arc<PackageInfo>>| p.map(|p| p.version.clone());
+        let via_link = b"/usr/lib64/libfoo.so.1";
+        assert_eq!(v(r.resolve(&root, via_link, dev, ino, Some(ctime))), None);
+        assert_eq!(
+            v(r.resolve(&root, b"/usr/lib/libfoo.so.1", dev, ino, Some(ctime))),
+            Some("1.0-1".into())
+        );
+        // Found once, the owner holds for the inode under any spelling, and
+        // a miss is still cached for the spelling that missed.
+        assert_eq!(
+            v(r.resolve(&root, via_link, dev, ino, Some(ctime))),
+            Some("1.0-1".into())
+        );
+        assert_eq!(
+            v(r.resolve(&root, b"/usr/lib/libfoo.so.1", dev, ino, None)),
+            Some("1.0-1".into())
+        );
+        let mut r = Resolver::new();
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        assert_eq!(v(r.resolve(&root, via_link, dev, ino, Some(ctime))), None);
+        let misses = r.misses;
+        assert_eq!(v(r.resolve(&root, via_link, dev, ino, Some(ctime))), None);
+        assert_eq!(r.misses, misses, "the same spelling is a cache hit");
     }
 
     /// Every row of the usrmerge table gathered on this image resolves in

@@ -22,8 +22,8 @@ use std::{
 use crate::{
     lang::{LangResolver, ProcView},
     model::{
-        Artifact, ArtifactKind, HostIdentity, Inventory, PathBytes, Process, ProcessKey, ScanStats,
-        Socket, Workload,
+        Artifact, ArtifactKind, Content, HostIdentity, Inventory, PathBytes, Process, ProcessKey,
+        ScanStats, Socket, Workload,
     },
     parse::{self, net::NetEntry},
     resolve::{PackageDb, Resolver},
@@ -123,7 +123,20 @@ pub struct Scanner {
     /// Workload attributions of the last full scan, by cgroup lines, for
     /// event-time records.
     workload_cache: HashMap<Vec<parse::cgroup::CgroupLine>, Workload>,
+    /// Contents of anonymous code, by (device, inode), valid while the
+    /// file's size and mtime stay the same.
+    contents: HashMap<(u64, u64), (ContentStamp, Content)>,
 }
+
+/// A file's size, mtime seconds and mtime nanoseconds: while they hold,
+/// its hashed content does.
+type ContentStamp = (u64, i64, i64);
+
+/// The largest anonymous file that is hashed: reading more would cost the
+/// scan too much. A larger one is reported with its size and the reason.
+const HASH_LIMIT: u64 = 64 << 20;
+/// Entries of `Scanner::contents` before it is emptied.
+const CONTENTS_LIMIT: usize = 1024;
 
 /// The file at a path now: its identity and ctime.
 type FileNow = (FileId, i128);
@@ -228,6 +241,7 @@ impl Scanner {
             btime: None,
             boot_ms: None,
             workload_cache: HashMap::new(),
+            contents: HashMap::new(),
         }
     }
 
@@ -934,7 +948,10 @@ impl Scanner {
         ))
     }
 
-    /// Every distinct file in /proc/PID/maps.
+    /// Every distinct file in /proc/PID/maps. Code mapped from a file that
+    /// no path names and no package owns (a memfd, or an unlinked file:
+    /// fileless loading) is `anonymous`, with a hash of its content; a memfd
+    /// that is not mapped executable is shared memory and left out.
     fn mapped_artifacts(
         &mut self,
         pid: u32,
@@ -948,15 +965,32 @@ impl Scanner {
             Err(e) => return gaps.note(&e),
         };
         let (entries, _malformed) = parse::maps::parse_maps(&bytes);
+        // The files mapped executable, each with the range of one such
+        // mapping, through which its content is read.
+        let mut code = HashMap::new();
+        for m in entries.iter().filter(|m| m.is_exec()) {
+            code.entry((libc::makedev(m.dev_major, m.dev_minor), m.inode))
+                .or_insert((m.start, m.end));
+        }
         let mut seen = HashSet::new();
         for m in entries {
             let dev = libc::makedev(m.dev_major, m.dev_minor);
+            let exec = code.get(&(dev, m.inode)).copied();
+            // A memfd mapped only readable or writable is shared memory
+            // (Wayland's cursor buffers, a JIT's data), not code.
+            if m.is_memfd() && exec.is_none() {
+                continue;
+            }
             if !seen.insert((dev, m.inode, m.deleted, m.path.clone())) {
                 continue;
             }
-            let (path, deleted) =
-                real_name(files.root, files.root_link, m.path, m.deleted, dev, m.inode);
-            artifacts.push(self.artifact(
+            let memfd = m.is_memfd();
+            let (path, deleted) = if memfd {
+                (m.path, m.deleted)
+            } else {
+                real_name(files.root, files.root_link, m.path, m.deleted, dev, m.inode)
+            };
+            let mut a = self.artifact(
                 ctx,
                 files.root,
                 files.root_link,
@@ -965,8 +999,94 @@ impl Scanner {
                 m.inode,
                 ArtifactKind::Mapped,
                 deleted,
-            ));
+            );
+            if let Some(range) = exec
+                && a.package.is_none()
+                && (memfd || a.deleted)
+            {
+                a.kind = ArtifactKind::Anonymous;
+                a.content = Some(self.content_of(pid, range, m.inode));
+            }
+            artifacts.push(a);
         }
+    }
+
+    /// What the file mapped at `range` of a process holds: its size and
+    /// SHA-256 (up to [`HASH_LIMIT`]), cached by identity, size and mtime.
+    ///
+    /// /proc/PID/map_files/START-END is a link to the very file mapped
+    /// there, not a path lookup: opening it cannot leave the file the kernel
+    /// holds for that mapping (root may open it; the link needs
+    /// CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). The file is only read,
+    /// never executed. The inode is checked against the maps line, so a
+    /// range remapped in between is not mistaken for it; the device is not,
+    /// as on overlayfs maps shows one device and fstat another.
+    fn content_of(&mut self, pid: u32, range: (u64, u64), inode: u64) -> Content {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let unhashed = |size, why| Content {
+            size,
+            sha256: String::new(),
+            unhashed: why,
+        };
+        let link = self.proc_path(pid, &format!("map_files/{:x}-{:x}", range.0, range.1));
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&link)
+        {
+            Ok(f) => f,
+            // Gone (the process exited or unmapped it) or refused.
+            Err(_) => return unhashed(0, "unreadable"),
+        };
+        let Ok(meta) = file.metadata() else {
+            return unhashed(0, "unreadable");
+        };
+        if !meta.is_file() || meta.ino() != inode {
+            return unhashed(0, "unreadable");
+        }
+        let key = (meta.dev(), meta.ino());
+        let stamp = (meta.size(), meta.mtime(), meta.mtime_nsec());
+        if let Some((s, c)) = self.contents.get(&key)
+            && *s == stamp
+        {
+            return c.clone();
+        }
+        let content = if meta.size() > HASH_LIMIT {
+            unhashed(meta.size(), "larger than 64 MiB")
+        } else {
+            let mut hasher = sha2::Sha256::default();
+            let mut buf = vec![0; 64 << 10];
+            let mut read = 0u64;
+            let mut reader = file.take(HASH_LIMIT + 1);
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sha2::Digest::update(&mut hasher, &buf[..n]);
+                        read += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return unhashed(meta.size(), "unreadable"),
+                }
+            }
+            if read > HASH_LIMIT {
+                // It grew while being read.
+                unhashed(read, "larger than 64 MiB")
+            } else {
+                let digest = sha2::Digest::finalize(hasher);
+                Content {
+                    size: read,
+                    sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                    unhashed: "",
+                }
+            }
+        };
+        if self.contents.len() >= CONTENTS_LIMIT {
+            self.contents.clear();
+        }
+        self.contents.insert(key, (stamp, content.clone()));
+        content
     }
 
     /// Language and binary packages: the process's Python environment,
@@ -1038,6 +1158,7 @@ impl Scanner {
                 deleted,
                 stale: false,
                 package: None,
+                content: None,
             };
         }
         let in_root = in_root_path(root_link, &path).to_vec();
@@ -1076,6 +1197,7 @@ impl Scanner {
             deleted,
             stale,
             package,
+            content: None,
         }
     }
 

@@ -41,10 +41,16 @@ fn process_full(p: &Process) -> v1::Process {
                     ArtifactKind::Opened => v1::ArtifactKind::Opened,
                     ArtifactKind::Installed => v1::ArtifactKind::Installed,
                     ArtifactKind::Embedded => v1::ArtifactKind::Embedded,
+                    ArtifactKind::Anonymous => v1::ArtifactKind::Anonymous,
                 } as i32,
                 deleted: a.deleted,
                 stale: a.stale,
                 package: a.package.as_deref().map(package),
+                content: a.content.as_ref().map(|c| v1::Content {
+                    size: c.size,
+                    sha256: c.sha256.clone(),
+                    unhashed: c.unhashed.into(),
+                }),
             })
             .collect(),
         partial: p.partial,
@@ -293,6 +299,7 @@ mod tests {
                     deleted: false,
                     stale: false,
                     package: None,
+                    content: None,
                 })
                 .collect(),
             sockets: Vec::new(),

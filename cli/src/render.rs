@@ -667,6 +667,18 @@ pub fn ps_json(r: &v1::ListProcessesResponse) -> Value {
                 "packages": p.packages,
                 "stale_artifacts": p.stale_artifacts,
                 "outbound_sockets": p.outbound_sockets,
+                // Code mapped from no file on disk (memfds, unlinked
+                // files no package owns): a sign of fileless loading.
+                "anonymous_code": p.anonymous_code.iter().map(|a| {
+                    let c = a.content.clone().unwrap_or_default();
+                    json!({
+                        "path": bytes_text(&a.path),
+                        "deleted": a.deleted,
+                        "size": c.size,
+                        "sha256": c.sha256,
+                        "unhashed": c.unhashed,
+                    })
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();

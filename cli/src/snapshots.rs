@@ -480,6 +480,20 @@ fn ps() -> Value {
                 packages: 23,
                 stale_artifacts: 1,
                 outbound_sockets: 2,
+                anonymous_code: vec![v1::Artifact {
+                    path: b"/memfd:payload".to_vec(),
+                    dev: 1,
+                    inode: 2051,
+                    kind: v1::ArtifactKind::Anonymous as i32,
+                    deleted: true,
+                    content: Some(v1::Content {
+                        size: 14_480,
+                        sha256: "5f0e1d7c9b3a8e2f4d6c1b0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
+                            .into(),
+                        unhashed: String::new(),
+                    }),
+                    ..Default::default()
+                }],
             },
             v1::ProcessSummary {
                 host: "node-1".into(),

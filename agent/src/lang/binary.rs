@@ -56,6 +56,7 @@ impl Binaries {
             out.push(Artifact {
                 kind: ArtifactKind::Embedded,
                 package: Some(p.clone()),
+                content: None,
                 ..exe.clone()
             });
         }

@@ -105,6 +105,7 @@ impl Jvm {
                     deleted: false,
                     stale: false,
                     package: Some(f.package.clone()),
+                    content: None,
                 });
             }
         }

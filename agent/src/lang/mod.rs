@@ -124,6 +124,7 @@ impl LangResolver {
 fn with_package(a: &Artifact, package: Arc<PackageInfo>) -> Artifact {
     Artifact {
         package: Some(package),
+        content: None,
         ..a.clone()
     }
 }
@@ -306,6 +307,7 @@ fn artifact_at(
         deleted: false,
         stale: false,
         package: Some(package),
+        content: None,
     }
 }
 

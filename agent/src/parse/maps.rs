@@ -30,9 +30,15 @@
 //!   `[stack]` or `anon_inode:...` which do not start with `/`.
 //! * Some kernel-internal objects are shmem files that *do* look like absolute
 //!   deleted paths: shared anonymous memory (`/dev/zero (deleted)`), System V
-//!   shared memory (`/SYSV0000abcd (deleted)`), `memfd_create()` files
-//!   (`/memfd:name (deleted)`) and AIO rings (`/[aio] (deleted)`). They are
-//!   not on any filesystem a package could own, so they are skipped too.
+//!   shared memory (`/SYSV0000abcd (deleted)`) and AIO rings
+//!   (`/[aio] (deleted)`). They are not on any filesystem a package could
+//!   own, so they are skipped too.
+//! * `memfd_create()` files print as `/memfd:NAME (deleted)`. They are not
+//!   on any filesystem either, but code loaded from one (fileless loading)
+//!   is what a responder wants to see, so they are kept, with
+//!   [`MapEntry::is_memfd`] to tell them apart; the scanner reports only
+//!   those mapped executable (a rw memfd is shared memory, as Wayland's
+//!   cursor buffers are).
 
 use super::{parse_dec_u64, parse_hex_u32, parse_hex_u64};
 
@@ -60,14 +66,30 @@ pub struct MapEntry {
     pub deleted: bool,
 }
 
+impl MapEntry {
+    /// Whether the mapping may be executed (`x` in the permissions).
+    pub fn is_exec(&self) -> bool {
+        self.perms[2] == b'x'
+    }
+
+    /// Whether the file is a `memfd_create()` file (`/memfd:NAME`), which
+    /// no directory holds.
+    pub fn is_memfd(&self) -> bool {
+        self.path.starts_with(MEMFD_PREFIX)
+    }
+}
+
+/// How the kernel names `memfd_create()` files (then the name given).
+pub const MEMFD_PREFIX: &[u8] = b"/memfd:";
+
 /// The suffix `d_path()` appends to unlinked files.
 const DELETED_SUFFIX: &[u8] = b" (deleted)";
 
 /// Parses `/proc/PID/maps` and returns the file-backed mappings only.
 ///
-/// File-backed mappings only (pathname starts with '/' and inode != 0); pseudo
-/// entries ([heap], [vdso], anon, memfd: etc.) are skipped. Returns the
-/// entries and the number of malformed lines skipped.
+/// File-backed mappings only (pathname starts with '/' and inode != 0), and
+/// memfd files; pseudo entries ([heap], [vdso], anon, SysV shm etc.) are
+/// skipped. Returns the entries and the number of malformed lines skipped.
 ///
 /// Skipped pseudo entries and blank lines are not counted as malformed.
 pub fn parse_maps(bytes: &[u8]) -> (Vec<MapEntry>, usize) {
@@ -175,11 +197,8 @@ fn split_space(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 /// are not files on any real filesystem. `raw` is the path with the
 /// ` (deleted)` suffix already removed.
 fn is_pseudo_path(raw: &[u8], deleted: bool) -> bool {
-    // memfd_create() files are named "memfd:<name>" on an internal shmem
-    // mount. They are always shown as deleted, but be lenient about that.
-    if raw.starts_with(b"/memfd:") {
-        return true;
-    }
+    // memfd_create() files ("memfd:<name>" on an internal shmem mount) are
+    // kept: see the module comment.
     if !deleted {
         return false;
     }
@@ -260,6 +279,7 @@ mod tests {
                 b"/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
                 b"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
                 b"/opt/my app/lib foo.so",
+                b"/memfd:wayland-cursor",
             ]
         );
         assert_eq!(
@@ -277,10 +297,13 @@ mod tests {
             }
         );
         assert_eq!(entries[5].perms, *b"r--s");
-        let last = entries.last().unwrap();
-        assert!(last.deleted);
-        assert_eq!((last.dev_major, last.dev_minor), (0x103, 2));
+        let deleted = &entries[7];
+        assert!(deleted.deleted && deleted.is_exec() && !deleted.is_memfd());
+        assert_eq!((deleted.dev_major, deleted.dev_minor), (0x103, 2));
         assert!(entries[..7].iter().all(|e| !e.deleted));
+        let memfd = &entries[8];
+        assert!(memfd.deleted && memfd.is_memfd() && !memfd.is_exec());
+        assert_eq!(memfd.inode, 4242);
     }
 
     #[test]
@@ -297,6 +320,7 @@ mod tests {
                 .iter()
                 .all(|e| e.path.starts_with(b"/") && e.inode != 0)
         );
+        assert!(entries.iter().all(|e| !e.is_memfd()));
     }
 
     #[test]
@@ -336,7 +360,6 @@ mod tests {
 1000-2000 rw-p 00000000 00:00 0      [heap]
 1000-2000 rw-p 00000000 00:0e 9      anon_inode:[perf_event]
 1000-2000 rw-p 00000000 fe:00 0      /inode/zero
-1000-2000 rw-s 00000000 00:01 9      /memfd:x
 1000-2000 rw-s 00000000 00:01 9      /[aio] (deleted)
 1000-2000 rw-s 00000000 00:01 9      /SYSV000000zz (deleted)
 1000-2000 rw-s 00000000 00:01 9      /dev/zero
@@ -348,6 +371,40 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].path, b"/SYSV000000zz");
         assert_eq!(e[1].path, b"/dev/zero");
+    }
+
+    /// Issue 11, defect 5: code loaded from a memfd (fexecve, or dlopen of
+    /// /proc/self/fd/N) shows as `/memfd:NAME (deleted)`; the name is kept
+    /// byte-exact (it may hold spaces), and a memfd mapped rw is told apart
+    /// by its permissions.
+    #[test]
+    fn memfd_mappings_are_kept_with_their_name() {
+        let input = b"\
+7f00-7f01 r--p 00000000 00:01 2051                       /memfd:payload (deleted)
+7f01-7f02 r-xp 00001000 00:01 2051                       /memfd:payload (deleted)
+7f02-7f03 rw-s 00000000 00:01 2052                       /memfd:wayland-cursor (deleted)
+7f03-7f04 r-xp 00000000 00:01 2053                       /memfd:  a b  (deleted)
+7f04-7f05 r-xp 00000000 00:01 2054                       /memfd:
+7f05-7f06 r-xp 00000000 00:05 2055                       /memfd (deleted)
+";
+        let (e, bad) = parse_maps(input);
+        assert_eq!(bad, 0);
+        let got: Vec<(&[u8], bool, bool, bool)> = e
+            .iter()
+            .map(|e| (e.path.as_slice(), e.is_memfd(), e.is_exec(), e.deleted))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"/memfd:payload" as &[u8], true, false, true),
+                (b"/memfd:payload", true, true, true),
+                (b"/memfd:wayland-cursor", true, false, true),
+                (b"/memfd:  a b ", true, true, true),
+                (b"/memfd:", true, true, false),
+                // A real file named "/memfd" is no memfd.
+                (b"/memfd", false, true, true),
+            ]
+        );
     }
 
     #[test]

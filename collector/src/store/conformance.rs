@@ -52,6 +52,7 @@ macro_rules! checks {
 }
 
 checks!(
+    anonymous_code_keeps_its_content,
     hello_sessions,
     hello_rejects_missing_identity,
     apply_rejects_invalid_messages,
@@ -133,6 +134,7 @@ fn artifact(path: &str, inode: u64, kind: ArtifactKind, package: Option<Package>
         deleted: false,
         stale: false,
         package,
+        content: None,
     }
 }
 
@@ -621,6 +623,62 @@ fn new_session_snapshot_supersedes(store: &dyn Store) {
         msg(1, snapshot("snap-b", vec![plain(11), plain(13)], vec![])),
     );
     assert_eq!(running(store, None), vec![11, 13]);
+}
+
+/// Code mapped from no file on disk (issue 11, defect 5) is listed with the
+/// process, with its content: a memfd hashed, an unlinked file too large to
+/// hash with the reason. The same memfd rewritten (same inode, another
+/// hash) is another artifact, and packages never include it.
+fn anonymous_code_keeps_its_content(store: &dyn Store) {
+    let anon = |path: &str, inode, content: v1::Content| Artifact {
+        deleted: true,
+        stale: path.starts_with("/tmp"),
+        content: Some(content),
+        ..artifact(path, inode, ArtifactKind::Anonymous, None)
+    };
+    let hashed = |sha: &str| v1::Content {
+        size: 4096,
+        sha256: sha.into(),
+        unhashed: String::new(),
+    };
+    let s = open(store, &hello("session-a"));
+    let mut p10 = plain(10);
+    p10.artifacts
+        .push(anon("/memfd:payload", 7, hashed("ab01")));
+    p10.artifacts.push(anon(
+        "/tmp/x.so",
+        8,
+        v1::Content {
+            size: 100 << 20,
+            sha256: String::new(),
+            unhashed: "larger than 64 MiB".into(),
+        },
+    ));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![p10.clone(), plain(11)], vec![])),
+    );
+    let p = summary(store, 10);
+    assert_eq!((p.artifacts, p.packages), (4, 2));
+    // By path.
+    assert_eq!(p.anonymous_code, p10.artifacts[2..].to_vec());
+    assert!(summary(store, 11).anonymous_code.is_empty());
+
+    p10.artifacts[2] = anon("/memfd:payload", 7, hashed("cd02"));
+    apply(store, &s, msg(2, delta(vec![p10], &[], vec![])));
+    let p = summary(store, 10);
+    let memfd = p
+        .anonymous_code
+        .iter()
+        .find(|a| a.path == b"/memfd:payload");
+    assert_eq!(
+        memfd
+            .and_then(|a| a.content.as_ref())
+            .map(|c| c.sha256.as_str()),
+        Some("cd02")
+    );
+    assert!(find(store, "").is_empty(), "anonymous code matches no name");
 }
 
 /// Delta upserts add and replace processes; exits retire them.

@@ -289,6 +289,33 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE package ADD COLUMN replaced_by TEXT NOT NULL DEFAULT '';
     "#,
+    // 10: anonymous code (memfds, unlinked files no package owns) carries
+    // what the file held: size, SHA-256, or why it was not hashed (issue
+    // 11). The content is part of an artifact's identity, and SQLite cannot
+    // change a UNIQUE constraint in place, so the table is rebuilt; ids are
+    // kept, so sets still point right.
+    r#"
+    CREATE TABLE artifact_v10 (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL,
+        dev INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        stale INTEGER NOT NULL,
+        package_id INTEGER NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT NOT NULL DEFAULT '',
+        unhashed TEXT NOT NULL DEFAULT '',
+        UNIQUE (path, dev, inode, kind, deleted, stale, package_id, size, sha256, unhashed)
+    );
+    INSERT INTO artifact_v10 (id, path, dev, inode, kind, deleted, stale, package_id)
+        SELECT id, path, dev, inode, kind, deleted, stale, package_id FROM artifact;
+    DROP TABLE artifact;
+    ALTER TABLE artifact_v10 RENAME TO artifact;
+    CREATE INDEX artifact_by_package ON artifact (package_id);
+    CREATE INDEX artifact_anonymous ON artifact (id) WHERE kind = 6;
+    "#,
 ];
 
 /// One writer connection, and for a database file a pool of read-only
@@ -478,8 +505,18 @@ fn advisory_rows(
     Ok(rows)
 }
 
-/// path, dev, inode, kind, deleted, stale, package id.
-type ArtifactKey = (Vec<u8>, u64, u64, i32, bool, bool, i64);
+/// path, dev, inode, kind, deleted, stale, package id, and the content
+/// (size, sha256, why unhashed).
+type ArtifactKey = (
+    Vec<u8>,
+    u64,
+    u64,
+    i32,
+    bool,
+    bool,
+    i64,
+    (u64, String, String),
+);
 
 /// Interning caches for one transaction: processes of a snapshot share most
 /// of their packages and artifacts.
@@ -566,6 +603,10 @@ impl Interner {
             a.deleted,
             a.stale,
             package,
+            a.content
+                .as_ref()
+                .map(|c| (c.size, c.sha256.clone(), c.unhashed.clone()))
+                .unwrap_or_default(),
         );
         if let Some(id) = self.artifacts.get(&key) {
             return Ok(*id);
@@ -577,17 +618,21 @@ impl Interner {
             key.3,
             key.4,
             key.5,
-            key.6
+            key.6,
+            key.7.0 as i64,
+            key.7.1,
+            key.7.2
         ];
         tx.prepare_cached(
-            "INSERT INTO artifact (path, dev, inode, kind, deleted, stale, package_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            "INSERT INTO artifact (path, dev, inode, kind, deleted, stale, package_id, size, sha256, unhashed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
         )?
         .execute(args)?;
         let id = tx
             .prepare_cached(
                 "SELECT id FROM artifact WHERE path = ?1 AND dev = ?2 AND inode = ?3 AND kind = ?4
-                 AND deleted = ?5 AND stale = ?6 AND package_id = ?7",
+                 AND deleted = ?5 AND stale = ?6 AND package_id = ?7 AND size = ?8 AND sha256 = ?9
+                 AND unhashed = ?10",
             )?
             .query_row(args, |r| r.get(0))?;
         self.artifacts.insert(key, id);
@@ -713,6 +758,7 @@ fn evidence_name(kind: i32) -> &'static str {
         Ok(v1::ArtifactKind::Opened) => "opened",
         Ok(v1::ArtifactKind::Installed) => "installed",
         Ok(v1::ArtifactKind::Embedded) => "embedded",
+        Ok(v1::ArtifactKind::Anonymous) => "anonymous",
         _ => "mapped",
     }
 }
@@ -1396,12 +1442,47 @@ impl Store for SqliteStore {
                     (SELECT count(*) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
                        WHERE m.set_id = p.set_id AND a.stale),
                     (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound)
+                    , p.set_id
              FROM process p JOIN host h ON h.id = p.host JOIN artifact_set s ON s.id = p.set_id
              WHERE p.exit_time_ms IS NULL AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
              ORDER BY h.hostname, p.pid",
         )?;
+        // Anonymous code is rare: all of it at once, by set.
+        let mut anonymous: HashMap<i64, Vec<v1::Artifact>> = HashMap::new();
+        let mut q = conn.prepare_cached(
+            "SELECT m.set_id, a.path, a.dev, a.inode, a.deleted, a.stale, a.size, a.sha256, a.unhashed
+             FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
+             WHERE a.kind = 6 ORDER BY a.path",
+        )?;
+        let found = q.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                v1::Artifact {
+                    path: r.get(1)?,
+                    dev: r.get::<_, i64>(2)? as u64,
+                    inode: r.get::<_, i64>(3)? as u64,
+                    kind: v1::ArtifactKind::Anonymous as i32,
+                    deleted: r.get(4)?,
+                    stale: r.get(5)?,
+                    package: None,
+                    content: Some(v1::Content {
+                        size: r.get::<_, i64>(6)? as u64,
+                        sha256: r.get(7)?,
+                        unhashed: r.get(8)?,
+                    }),
+                },
+            ))
+        })?;
+        for row in found {
+            let (set, a) = row?;
+            anonymous.entry(set).or_default().push(a);
+        }
         let rows = stmt.query_map([host], |r| {
             Ok(v1::ProcessSummary {
+                anonymous_code: anonymous
+                    .get(&r.get::<_, i64>(13)?)
+                    .cloned()
+                    .unwrap_or_default(),
                 host: r.get(0)?,
                 workload: r.get(1)?,
                 key: Some(v1::ProcessKey {
