@@ -576,11 +576,6 @@ async fn a_connect_shows_in_ps_within_two_seconds() {
             .iter()
             .all(|s| u32::from(port) != s.remote_port)
     );
-    assert!(
-        before.sockets_read_ms > 0 && before.sockets_read_ms <= now_ms(),
-        "ps does not say when the socket tables were read: {}",
-        before.sockets_read_ms
-    );
 
     writeln!(stdin, "go").unwrap();
     let mut line = String::new();
@@ -593,7 +588,8 @@ async fn a_connect_shows_in_ps_within_two_seconds() {
         if ebpf { "on" } else { "off" }
     );
     if ebpf {
-        let latency = latency.expect("the connection never showed in ps without a rescan");
+        let latency =
+            latency.expect("the connection never showed in ps within 5 s without a rescan");
         assert!(latency < Duration::from_secs(2), "took {latency:?}");
         let entry = entry.unwrap();
         let s = entry
@@ -609,6 +605,12 @@ async fn a_connect_shows_in_ps_within_two_seconds() {
         assert!(latency.is_none(), "no eBPF: only a rescan reads sockets");
         assert_eq!(entry.unwrap().sockets_read_ms, before.sockets_read_ms);
     }
+    // The answer says how old the socket view is.
+    assert!(
+        before.sockets_read_ms > 0 && before.sockets_read_ms <= now_ms(),
+        "ps does not say when the socket tables were read: {}",
+        before.sockets_read_ms
+    );
     // A rescan reads the tables: the socket now comes from them, with its
     // local end, and the read time moves on.
     h.sync().await;
