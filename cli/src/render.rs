@@ -1168,6 +1168,60 @@ mod tests {
         }
     }
 
+    /// ps names each process's network namespace, and says how old each
+    /// host's socket view is; connections name a named namespace.
+    #[test]
+    fn ps_and_connections_tables_name_the_netns_and_the_socket_age() {
+        let now = 1_795_900_000_000;
+        let coverage = Some(v1::Coverage {
+            generated_at_ms: now,
+            ..Default::default()
+        });
+        let proc = |pid, net_ns, name: &str, host_net_ns, read| v1::ProcessSummary {
+            host: "node-1".into(),
+            key: Some(v1::ProcessKey {
+                pid,
+                start_ticks: 1,
+            }),
+            net_ns,
+            net_ns_name: name.into(),
+            host_net_ns,
+            sockets_read_ms: read,
+            ..Default::default()
+        };
+        let out = ps_table(
+            &v1::ListProcessesResponse {
+                coverage: coverage.clone(),
+                processes: vec![
+                    proc(1, 4026531840, "", true, now - 42_000),
+                    proc(2, 4026532999, "blue", false, now - 42_000),
+                    proc(3, 4026533000, "", false, now - 42_000),
+                    proc(4, 0, "", false, 0),
+                ],
+            },
+            160,
+        );
+        for want in [
+            "NETNS",
+            "0    host",
+            "0    blue",
+            "net:[4026533000]",
+            "node-1's socket tables were read at 2026-11-28T21:05:58.000Z (42 s before this answer)",
+        ] {
+            assert!(out.contains(want), "{want:?} not in\n{out}");
+        }
+        let out = connections_table(&v1::ListConnectionsResponse {
+            coverage,
+            connections: vec![v1::ConnectionSummary {
+                remote_addr: "127.0.0.1".into(),
+                remote_port: 19090,
+                net_ns_name: "blue".into(),
+                ..Default::default()
+            }],
+        });
+        assert!(out.contains("127.0.0.1:19090 (netns blue)"), "{out}");
+    }
+
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
