@@ -762,18 +762,29 @@ pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
         let t = read.entry(&p.host).or_default();
         *t = (*t).max(p.sockets_read_ms);
     }
-    for (host, at) in read {
-        if at > 0 {
-            out.push_str(&format!(
-                "note: {host}'s socket tables were read at {} ({} s before this answer); connects eBPF saw since are included\n",
-                rfc3339(at),
-                (now - at).max(0) / 1000
-            ));
-        } else {
-            out.push_str(&format!(
-                "note: {host} did not say when it read its socket tables\n"
-            ));
-        }
+    let unknown: Vec<&str> = read
+        .iter()
+        .filter(|(_, at)| **at == 0)
+        .map(|(h, _)| *h)
+        .collect();
+    // One line for a fleet: the oldest view (each host's: -o json).
+    if let Some((host, at)) = read
+        .iter()
+        .filter(|(_, at)| **at > 0)
+        .min_by_key(|(_, at)| **at)
+    {
+        out.push_str(&format!(
+            "note: sockets are as of the last read of the socket tables{}: {host} at {} ({} s before this answer); connects eBPF saw since are included\n",
+            if read.len() > 1 { ", oldest" } else { "" },
+            rfc3339(*at),
+            (now - at).max(0) / 1000
+        ));
+    }
+    if !unknown.is_empty() {
+        out.push_str(&format!(
+            "note: no time of the last socket-table read from {}\n",
+            unknown.join(", ")
+        ));
     }
     out
 }
@@ -1206,7 +1217,7 @@ mod tests {
             "0    host",
             "0    blue",
             "net:[4026533000]",
-            "node-1's socket tables were read at 2026-11-28T21:05:58.000Z (42 s before this answer)",
+            "node-1 at 2026-11-28T21:05:58.000Z (42 s before this answer)",
         ] {
             assert!(out.contains(want), "{want:?} not in\n{out}");
         }
