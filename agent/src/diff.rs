@@ -204,8 +204,17 @@ impl Baseline {
                 }
                 return;
             }
-            // Replaced whole: record() must not carry anything over.
-            self.processes.remove(&p.key.pid);
+            // Replaced whole: record() must not carry anything over, but
+            // the sockets, which an exec keeps (descriptors without
+            // CLOEXEC) until the next read of the tables says otherwise.
+            let old = self.processes.remove(&p.key.pid).expect("found above");
+            let mut p = p;
+            if p.sockets.is_empty() {
+                p.sockets = old.sockets;
+            }
+            self.exec_at.insert(p.key.pid, std::time::Instant::now());
+            self.record(p, w, delta);
+            return;
         }
         self.exec_at.insert(p.key.pid, std::time::Instant::now());
         self.record(p, w, delta);
