@@ -714,6 +714,7 @@ pub fn ps_json(r: &v1::ListProcessesResponse) -> Value {
                 "host_net_ns": p.host_net_ns,
                 "sockets_read_at": (p.sockets_read_ms > 0).then(|| rfc3339(p.sockets_read_ms)),
                 "sockets": p.sockets.iter().map(socket_json).collect::<Vec<_>>(),
+                "sockets_total": p.sockets_total,
             })
         })
         .collect();

@@ -505,6 +505,7 @@ fn ps() -> Value {
                         ..Default::default()
                     },
                 ],
+                sockets_total: 2,
                 sockets_read_ms: NOW - 42_000,
                 net_ns: 4_026_532_999,
                 net_ns_name: "trainer-net".into(),

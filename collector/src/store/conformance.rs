@@ -829,7 +829,7 @@ fn sockets_carry_their_age_and_namespace(store: &dyn Store) {
     apply(store, &s, msg(2, Body::Delta(d)));
     let got = summary(store, 10);
     assert_eq!(got.sockets, vec![from_connect]);
-    assert_eq!(got.outbound_sockets, 1);
+    assert_eq!((got.outbound_sockets, got.sockets_total), (1, 1));
     assert_eq!(got.sockets_read_ms, T0 - 5_000);
     let c = store.connections(None, 0).expect("connections");
     assert_eq!(c.len(), 1, "{c:?}");
@@ -837,6 +837,26 @@ fn sockets_carry_their_age_and_namespace(store: &dyn Store) {
         (c[0].net_ns, c[0].net_ns_name.as_str()),
         (4026532999, "blue")
     );
+    // A busy server: the summary lists 256 sockets, outbound ones first,
+    // and counts them all.
+    let many: Vec<Socket> = (0..300u32)
+        .map(|i| {
+            socket(
+                8080,
+                if i < 10 { 443 } else { 0 },
+                i < 10,
+                1000 + u64::from(i),
+            )
+        })
+        .collect();
+    apply(
+        store,
+        &s,
+        msg(3, delta(vec![], &[], vec![sockets(11, many)])),
+    );
+    let got = summary(store, 11);
+    assert_eq!((got.sockets.len(), got.sockets_total), (256, 300));
+    assert!(got.sockets[..10].iter().all(|s| s.outbound));
 }
 
 fn snapshot_replaces_sockets(store: &dyn Store) {

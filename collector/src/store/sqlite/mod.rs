@@ -886,6 +886,10 @@ fn mark_exited(
     Ok(())
 }
 
+/// Sockets listed per process in a process summary (a busy server has
+/// thousands; `sockets_total` counts them all).
+const PS_SOCKETS_LIMIT: i64 = 256;
+
 /// A package and its distro identity; [`package_row`] reads the columns.
 const PACKAGE_COLUMNS: &str =
     "SELECT p.id, p.ecosystem, p.name, p.source, p.version, p.arch, p.purl,
@@ -1415,7 +1419,8 @@ impl Store for SqliteStore {
                     (SELECT count(*) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
                        WHERE m.set_id = p.set_id AND a.stale),
                     (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound),
-                    p.id, p.net_ns, p.net_ns_name, p.privilege, h.last_scan
+                    p.id, p.net_ns, p.net_ns_name, p.privilege, h.last_scan,
+                    (SELECT count(*) FROM socket k WHERE k.process_id = p.id)
              FROM process p JOIN host h ON h.id = p.host JOIN artifact_set s ON s.id = p.set_id
              WHERE p.exit_time_ms IS NULL AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
              ORDER BY h.hostname, p.pid",
@@ -1446,16 +1451,18 @@ impl Store for SqliteStore {
                 host_net_ns: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
                     .unwrap_or_default()
                     .host_net_ns,
+                sockets_total: r.get(18)?,
             };
             Ok((r.get::<_, i64>(13)?, summary))
         })?;
         let mut out: Vec<(i64, v1::ProcessSummary)> = rows.collect::<Result<_, _>>()?;
         let mut sockets = conn.prepare_cached(
             "SELECT protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms
-             FROM socket WHERE process_id = ?1 ORDER BY connect_ms, inode, remote_addr, remote_port",
+             FROM socket WHERE process_id = ?1
+             ORDER BY connect_ms DESC, outbound DESC, inode, remote_addr, remote_port LIMIT ?2",
         )?;
         for (id, p) in &mut out {
-            let rows = sockets.query_map([*id], |r| {
+            let rows = sockets.query_map(params![*id, PS_SOCKETS_LIMIT], |r| {
                 Ok(v1::Socket {
                     protocol: r.get(0)?,
                     local_addr: r.get(1)?,
