@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Instant};
 use patchgap_proto::v1;
 
 use crate::{
-    model::{Artifact, ArtifactKind, Inventory, Process, ProcessKey, Workload},
+    model::{Artifact, ArtifactKind, Inventory, Process, ProcessKey, Socket, Workload},
     wire,
 };
 
@@ -26,6 +26,8 @@ pub struct Baseline {
     /// connect read after the scan that closed it) is put to its key, not
     /// turned into a new record that would reopen it.
     closed: HashMap<u32, (ProcessKey, Instant)>,
+    /// When the socket tables were read, as the collector was last told.
+    sockets_read_ms: i64,
 }
 
 /// How long a closed process's key answers for its pid.
@@ -49,6 +51,7 @@ impl Baseline {
             last_reconciled: 0,
             exec_at: HashMap::new(),
             closed: HashMap::new(),
+            sockets_read_ms: inv.stats.sockets_read_ms,
         }
     }
 
@@ -107,6 +110,12 @@ impl Baseline {
                     // A scan that did not read sockets knows nothing new.
                     if !inv.sockets_read {
                         p.sockets = old.sockets.clone();
+                    } else {
+                        keep_later_connects(
+                            &old.sockets,
+                            &mut p.sockets,
+                            inv.stats.sockets_read_ms,
+                        );
                     }
                     if !old.same_record(&p) {
                         delta.upserts.push(wire::process(&p));
@@ -135,10 +144,15 @@ impl Baseline {
             });
         }
         self.processes = next;
-        let changed = !(delta.upserts.is_empty()
-            && delta.exits.is_empty()
-            && delta.sockets.is_empty()
-            && delta.workloads.is_empty());
+        // A scan that read the socket tables is news even when no socket
+        // changed: the stats say how old the socket view is now.
+        let read_news = inv.stats.sockets_read_ms != self.sockets_read_ms;
+        self.sockets_read_ms = inv.stats.sockets_read_ms;
+        let changed = read_news
+            || !(delta.upserts.is_empty()
+                && delta.exits.is_empty()
+                && delta.sockets.is_empty()
+                && delta.workloads.is_empty());
         let mut stats = inv.stats;
         stats.reconciled = if sensing { reconciled } else { 0 };
         self.last_reconciled = stats.reconciled;
@@ -198,8 +212,17 @@ impl Baseline {
                 }
                 return;
             }
-            // Replaced whole: record() must not carry anything over.
-            self.processes.remove(&p.key.pid);
+            // Replaced whole: record() must not carry anything over, but
+            // the sockets, which an exec keeps (descriptors without
+            // CLOEXEC) until the next read of the tables says otherwise.
+            let old = self.processes.remove(&p.key.pid).expect("found above");
+            let mut p = p;
+            if p.sockets.is_empty() {
+                p.sockets = old.sockets;
+            }
+            self.exec_at.insert(p.key.pid, Instant::now());
+            self.record(p, w, delta);
+            return;
         }
         self.exec_at.insert(p.key.pid, Instant::now());
         self.record(p, w, delta);
@@ -243,6 +266,11 @@ impl Baseline {
         let mut p = p;
         if let Some(old) = self.processes.get(&p.key.pid) {
             keep_opened(&old.artifacts, &mut p.artifacts);
+            // A scan of one pid does not read the socket tables: what the
+            // last full scan and the connects since said still holds.
+            if p.sockets.is_empty() {
+                p.sockets = old.sockets.clone();
+            }
             if old.same_record(&p) {
                 return;
             }
@@ -282,6 +310,30 @@ impl Baseline {
         added
     }
 
+    /// Adds a socket a connect event made to its process's current view,
+    /// unless the view has that destination already. Returns whether it
+    /// was added (and the process's sockets put into `delta`).
+    pub fn add_connect(&mut self, pid: u32, socket: Socket, delta: &mut v1::Delta) -> bool {
+        let Some(p) = self.processes.get_mut(&pid) else {
+            return false;
+        };
+        if p.sockets.iter().any(|s| {
+            s.protocol == socket.protocol
+                && s.remote_addr == socket.remote_addr
+                && s.remote_port == socket.remote_port
+        }) {
+            return false;
+        }
+        p.sockets.push(socket);
+        let sockets = wire::sockets(p);
+        // One list per process in a delta: the latest.
+        match delta.sockets.iter_mut().find(|s| s.key == sockets.key) {
+            Some(s) => *s = sockets,
+            None => delta.sockets.push(sockets),
+        }
+        true
+    }
+
     /// Records an exit seen by eBPF. `start_ticks` (0: unknown) must match
     /// the record's, so an exit is never put to a later process with the
     /// same pid. Returns the process's key, or None when it was never seen.
@@ -304,6 +356,23 @@ impl Baseline {
             exit_time_ms: at_ms,
         });
         Some(key)
+    }
+}
+
+/// Carries over the sockets that connect events added after the socket
+/// tables were read (at `read_ms`): the tables may not show them yet.
+fn keep_later_connects(old: &[Socket], new: &mut Vec<Socket>, read_ms: i64) {
+    for s in old {
+        if s.connect_ms > 0
+            && s.connect_ms >= read_ms
+            && !new.iter().any(|n| {
+                n.protocol == s.protocol
+                    && n.remote_addr == s.remote_addr
+                    && n.remote_port == s.remote_port
+            })
+        {
+            new.push(s.clone());
+        }
     }
 }
 
@@ -359,6 +428,7 @@ mod tests {
             cgroup: "/".into(),
             mnt_ns: 1,
             net_ns: 1,
+            net_ns_name: String::new(),
             start_time_ms: 1000,
             workload: "host".into(),
             root: PathBytes(b"/".to_vec()),
@@ -476,6 +546,7 @@ mod tests {
             state: "ESTABLISHED",
             inode: 7,
             outbound: true,
+            connect_ms: 0,
         });
         let mut base = Baseline::new(&inv(vec![with_socket]));
         let mut skipped = inv(vec![proc(10, 1)]);
@@ -494,6 +565,70 @@ mod tests {
 
     /// A reused pid is another process: the old one exits, wherever the new
     /// one is learned (an event or a scan).
+    fn connected(remote_port: u16, connect_ms: i64) -> crate::model::Socket {
+        crate::model::Socket {
+            protocol: "tcp",
+            local_addr: String::new(),
+            local_port: 0,
+            remote_addr: "127.0.0.1".into(),
+            remote_port,
+            state: "ESTABLISHED",
+            inode: 0,
+            outbound: true,
+            connect_ms,
+        }
+    }
+
+    /// A connect event puts its socket into the process's view at once;
+    /// event-time records and scans that skip the tables keep it; a read of
+    /// the tables replaces it, unless the connect came after that read.
+    /// Each read of the tables is news (its time), even with no change.
+    #[test]
+    fn connects_show_until_the_tables_are_read() {
+        let mut base = Baseline::new(&inv(vec![proc(10, 1)]));
+        let mut d = v1::Delta::default();
+        assert!(base.add_connect(10, connected(19090, 6000), &mut d));
+        assert!(
+            !base.add_connect(10, connected(19090, 6001), &mut d),
+            "known"
+        );
+        assert!(
+            !base.add_connect(11, connected(19090, 6001), &mut d),
+            "no such pid"
+        );
+        assert_eq!(d.sockets.len(), 1);
+        assert_eq!(d.sockets[0].sockets[0].connect_ms, 6000);
+
+        let host = base.workload("host").cloned().unwrap();
+        let mut changed = proc(10, 1);
+        changed.cmdline = "x --new".into();
+        base.record(changed.clone(), host, &mut d);
+        assert_eq!(
+            base.by_pid(10).unwrap().sockets.len(),
+            1,
+            "event-time record"
+        );
+
+        let mut skipped = inv(vec![changed.clone()]);
+        skipped.sockets_read = false;
+        assert!(base.advance(&skipped, true, Instant::now()).is_none());
+        assert_eq!(base.by_pid(10).unwrap().sockets.len(), 1);
+
+        // Read before the connect: the tables may lack it, it stays.
+        let mut early = inv(vec![changed.clone()]);
+        early.stats.sockets_read_ms = 5500;
+        let d = base.advance(&early, true, Instant::now()).expect("a read is news");
+        assert!(d.sockets.is_empty());
+        assert_eq!(d.stats.unwrap().sockets_read_ms, 5500);
+        assert_eq!(base.by_pid(10).unwrap().sockets.len(), 1);
+        // Read after it, and the socket is gone: the tables are the truth.
+        let mut late = inv(vec![changed]);
+        late.stats.sockets_read_ms = 7000;
+        let d = base.advance(&late, true, Instant::now()).expect("sockets changed");
+        assert!(d.sockets[0].sockets.is_empty());
+        assert!(base.by_pid(10).unwrap().sockets.is_empty());
+    }
+
     #[test]
     fn pid_reuse_exits_the_old_process() {
         let mut base = Baseline::new(&inv(vec![proc(10, 1), proc(11, 1)]));

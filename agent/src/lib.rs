@@ -10,6 +10,7 @@ pub mod diff;
 pub mod fixture;
 pub mod lang;
 pub mod model;
+pub mod netns;
 pub mod parse;
 pub mod resolve;
 pub mod rootfs;

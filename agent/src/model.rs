@@ -95,6 +95,10 @@ pub struct Socket {
     pub state: &'static str,
     pub inode: u64,
     pub outbound: bool,
+    /// When eBPF saw the connect that added this socket (ms since the
+    /// epoch), for a socket not read from the tables yet (its local end and
+    /// inode unknown); 0 for one read from the tables.
+    pub connect_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,6 +115,9 @@ pub struct Process {
     pub cgroup: String,
     pub mnt_ns: u64,
     pub net_ns: u64,
+    /// The name `ip netns add` gave the network namespace (its /run/netns
+    /// entry); empty when it has none.
+    pub net_ns_name: String,
     pub start_time_ms: i64,
     pub workload: String,
     pub root: PathBytes,
@@ -168,6 +175,7 @@ impl Process {
             && self.cgroup == other.cgroup
             && self.mnt_ns == other.mnt_ns
             && self.net_ns == other.net_ns
+            && self.net_ns_name == other.net_ns_name
             && self.workload == other.workload
             && self.root == other.root
             && self.artifacts == other.artifacts
@@ -201,6 +209,9 @@ pub struct ScanStats {
     pub scanned_at_ms: i64,
     /// Processes and exits this scan found that eBPF had not reported.
     pub reconciled: u32,
+    /// When the socket tables were last read (this scan or an earlier
+    /// one), ms since the epoch; 0 when never.
+    pub sockets_read_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

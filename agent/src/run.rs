@@ -804,9 +804,37 @@ async fn handle_event(
             c.last_seen_ms = c.last_seen_ms.max(at_ms);
             c.count += 1;
             c.last_result = ret;
+            // The process's current socket view gets the new socket now,
+            // not at the next read of the socket tables (one scan in ten).
+            if base.by_pid(pid).is_some_and(|p| p.key == key)
+                && let Some(state) = connect_state(protocol, ret)
+            {
+                let socket = crate::model::Socket {
+                    protocol,
+                    local_addr: String::new(),
+                    local_port: 0,
+                    remote_addr: c.remote_addr.clone(),
+                    remote_port: addr.port(),
+                    state,
+                    inode: 0,
+                    outbound: true,
+                    connect_ms: at_ms,
+                };
+                base.add_connect(pid, socket, &mut pending.delta);
+            }
         }
     }
     Some(())
+}
+
+/// The state a socket is in after connect(2) returned `ret`, as the socket
+/// tables name it; None when the connect failed (no connection to show).
+fn connect_state(protocol: &str, ret: i32) -> Option<&'static str> {
+    match ret {
+        0 => Some("ESTABLISHED"),
+        r if r == -libc::EINPROGRESS && !protocol.starts_with("udp") => Some("SYN_SENT"),
+        _ => None,
+    }
 }
 
 /// Adds what a process opened (a module it read, or a library it mapped)

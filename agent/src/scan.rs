@@ -25,6 +25,7 @@ use crate::{
         Artifact, ArtifactKind, Content, HostIdentity, Inventory, PathBytes, Process, ProcessKey,
         ScanStats, Socket, Workload,
     },
+    netns::NetnsNames,
     parse::{self, net::NetEntry},
     resolve::{PackageDb, Resolver},
     rootfs::{FileId, RootFs, in_root_path, strip_deleted},
@@ -111,6 +112,10 @@ pub struct Scanner {
     socket_scans_every: u32,
     scans: u32,
     force_sockets: bool,
+    /// When a full scan last read the socket tables, ms since the epoch.
+    sockets_read_ms: i64,
+    /// Names of network namespaces (/run/netns).
+    netns: NetnsNames,
     clk_tck: u64,
     /// Runtime metadata; None when the runtime root cannot be opened.
     meta: Option<MetaReader>,
@@ -225,6 +230,7 @@ impl Scanner {
         // SAFETY: sysconf has no preconditions.
         let clk_tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let meta = MetaReader::new(&config.runtime_root).ok();
+        let netns = NetnsNames::new(&config.runtime_root);
         Scanner {
             config,
             resolver: Resolver::new(),
@@ -235,6 +241,8 @@ impl Scanner {
             socket_scans_every: 1,
             scans: 0,
             force_sockets: false,
+            sockets_read_ms: 0,
+            netns,
             clk_tck: if clk_tck > 0 { clk_tck as u64 } else { 100 },
             meta,
             host_ns: None,
@@ -365,6 +373,7 @@ impl Scanner {
             cgroup,
             mnt_ns: 0,
             net_ns: 0,
+            net_ns_name: String::new(),
             start_time_ms: self.start_time_ms(boot_ms, start_ticks),
             workload: workload.as_ref().map(|w| w.id.clone()).unwrap_or_default(),
             root: PathBytes::default(),
@@ -485,6 +494,7 @@ impl Scanner {
             cgroup: String::new(),
             mnt_ns: 0,
             net_ns: 0,
+            net_ns_name: String::new(),
             start_time_ms: self.start_time_ms(boot_ms, start_ticks),
             workload: String::new(),
             root: PathBytes::default(),
@@ -682,6 +692,12 @@ impl Scanner {
         let sockets_read = self.scans.is_multiple_of(self.socket_scans_every.max(1));
         self.scans = self.scans.wrapping_add(1);
         let sockets_read = sockets_read || std::mem::take(&mut self.force_sockets);
+        if sockets_read {
+            // As of the start of the walk: a connect after this may be
+            // missing from the tables, and eBPF adds it.
+            self.sockets_read_ms = now_ms();
+        }
+        self.netns.refresh();
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: !sockets_read,
@@ -714,6 +730,7 @@ impl Scanner {
         stats.resolve_cache_misses = self.resolver.misses - misses;
         let scanned_at_ms = now_ms();
         stats.scanned_at_ms = scanned_at_ms;
+        stats.sockets_read_ms = self.sockets_read_ms;
         stats.cpu_micros = thread_cpu_micros().saturating_sub(cpu);
         stats.wall_micros = wall.elapsed().as_micros() as u64;
         self.workload_cache = ctx
@@ -780,6 +797,7 @@ impl Scanner {
         let workload_id = self.workload_of(&cgroups, &cgroup, ctx);
         let ns_ids = self.ns_ids(pid);
         let (mnt_ns, net_ns) = (ns_ids.mnt, ns_ids.net);
+        let net_ns_name = self.netns.name(net_ns, net_ns != ctx.host_ns.net);
         let privilege = match &status {
             Some(s) => privilege(s, ns_ids, ctx.host_ns),
             None => Privilege::default(),
@@ -851,6 +869,7 @@ impl Scanner {
             cgroup,
             mnt_ns,
             net_ns,
+            net_ns_name,
             start_time_ms,
             root: PathBytes(root_link),
             artifacts,
@@ -1250,6 +1269,7 @@ impl Scanner {
                     outbound: has_remote
                         && !is_listening(proto, e)
                         && !listening.contains(&e.local.port()),
+                    connect_ms: 0,
                 }
             })
             .collect();

@@ -25,6 +25,7 @@ fn process_full(p: &Process) -> v1::Process {
         cgroup: p.cgroup.clone(),
         mnt_ns: p.mnt_ns,
         net_ns: p.net_ns,
+        net_ns_name: p.net_ns_name.clone(),
         start_time_ms: p.start_time_ms,
         workload: p.workload.clone(),
         root: p.root.0.clone(),
@@ -160,6 +161,7 @@ pub fn sockets(p: &Process) -> v1::ProcessSockets {
                 state: s.state.into(),
                 inode: s.inode,
                 outbound: s.outbound,
+                connect_ms: s.connect_ms,
             })
             .collect(),
     }
@@ -178,6 +180,7 @@ pub fn stats(s: &model::ScanStats) -> v1::ScanStats {
         resolve_cache_misses: s.resolve_cache_misses,
         scanned_at_ms: s.scanned_at_ms,
         reconciled: s.reconciled,
+        sockets_read_ms: s.sockets_read_ms,
     }
 }
 
@@ -287,6 +290,7 @@ mod tests {
             cgroup: "/".into(),
             mnt_ns: 1,
             net_ns: 1,
+            net_ns_name: String::new(),
             start_time_ms: 0,
             workload: "host".into(),
             root: PathBytes(b"/".to_vec()),

@@ -524,10 +524,51 @@ pub fn connections_json(r: &v1::ListConnectionsResponse) -> Value {
                 "count": c.count,
                 "last_result": c.last_result,
                 "exit_time": (c.exit_time_ms > 0).then(|| rfc3339(c.exit_time_ms)),
+                "net_ns": c.net_ns,
+                "net_ns_name": c.net_ns_name,
             })
         })
         .collect();
     json!({ "coverage": coverage_json(&r.coverage), "connections": conns })
+}
+
+/// A destination, with the network namespace it is in when that one has a
+/// name (an address such as 127.0.0.1 means nothing without it).
+fn remote_text(c: &v1::ConnectionSummary) -> String {
+    let addr = format!("{}:{}", c.remote_addr, c.remote_port);
+    if c.net_ns_name.is_empty() {
+        addr
+    } else {
+        format!("{addr} (netns {})", c.net_ns_name)
+    }
+}
+
+/// A process's network namespace for tables: "host", its /run/netns name,
+/// its inode, or "-" when unknown.
+fn netns_text(p: &v1::ProcessSummary) -> String {
+    if p.host_net_ns {
+        "host".into()
+    } else if !p.net_ns_name.is_empty() {
+        p.net_ns_name.clone()
+    } else if p.net_ns != 0 {
+        format!("net:[{}]", p.net_ns)
+    } else {
+        "-".into()
+    }
+}
+
+fn socket_json(s: &v1::Socket) -> Value {
+    json!({
+        "protocol": s.protocol,
+        "local_addr": s.local_addr,
+        "local_port": s.local_port,
+        "remote_addr": s.remote_addr,
+        "remote_port": s.remote_port,
+        "state": s.state,
+        "inode": s.inode,
+        "outbound": s.outbound,
+        "connect_seen_at": (s.connect_ms > 0).then(|| rfc3339(s.connect_ms)),
+    })
 }
 
 pub fn connections_table(r: &v1::ListConnectionsResponse) -> String {
@@ -540,7 +581,7 @@ pub fn connections_table(r: &v1::ListConnectionsResponse) -> String {
                 c.key.unwrap_or_default().pid.to_string(),
                 fit(&bytes_text(&c.exe), 32),
                 or_dash(&c.protocol),
-                format!("{}:{}", c.remote_addr, c.remote_port),
+                remote_text(c),
                 c.count.to_string(),
                 c.last_result.to_string(),
                 rfc3339(c.first_seen_ms),
@@ -601,6 +642,7 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                     "cpu_micros": scan.cpu_micros,
                     "wall_micros": scan.wall_micros,
                     "scanned_at": (scan.scanned_at_ms > 0).then(|| rfc3339(scan.scanned_at_ms)),
+                    "sockets_read_at": (scan.sockets_read_ms > 0).then(|| rfc3339(scan.sockets_read_ms)),
                 },
             })
         })
@@ -679,6 +721,12 @@ pub fn ps_json(r: &v1::ListProcessesResponse) -> Value {
                         "unhashed": c.unhashed,
                     })
                 }).collect::<Vec<_>>(),
+                "net_ns": p.net_ns,
+                "net_ns_name": p.net_ns_name,
+                "host_net_ns": p.host_net_ns,
+                "sockets_read_at": (p.sockets_read_ms > 0).then(|| rfc3339(p.sockets_read_ms)),
+                "sockets": p.sockets.iter().map(socket_json).collect::<Vec<_>>(),
+                "sockets_total": p.sockets_total,
             })
         })
         .collect();
@@ -698,6 +746,7 @@ pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
                 p.packages.to_string(),
                 p.stale_artifacts.to_string(),
                 p.outbound_sockets.to_string(),
+                fit(&netns_text(p), 16),
                 fit(&p.workload, 24),
                 fit(
                     if p.cmdline.is_empty() {
@@ -712,12 +761,44 @@ pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
         .collect();
     let mut out = table(
         &[
-            "HOST", "PID", "UID", "PKGS", "STALE", "OUT", "WORKLOAD", "CMD",
+            "HOST", "PID", "UID", "PKGS", "STALE", "OUT", "NETNS", "WORKLOAD", "CMD",
         ],
         &rows,
         "",
     );
     out.push_str(&coverage_line(&r.coverage));
+    // How old each host's socket view is: the tables are read at rescans
+    // (one in ten with eBPF, which adds each connect as it happens).
+    let now = r.coverage.as_ref().map_or(0, |c| c.generated_at_ms);
+    let mut read: std::collections::BTreeMap<&str, i64> = Default::default();
+    for p in &r.processes {
+        let t = read.entry(&p.host).or_default();
+        *t = (*t).max(p.sockets_read_ms);
+    }
+    let unknown: Vec<&str> = read
+        .iter()
+        .filter(|(_, at)| **at == 0)
+        .map(|(h, _)| *h)
+        .collect();
+    // One line for a fleet: the oldest view (each host's: -o json).
+    if let Some((host, at)) = read
+        .iter()
+        .filter(|(_, at)| **at > 0)
+        .min_by_key(|(_, at)| **at)
+    {
+        out.push_str(&format!(
+            "note: sockets are as of the last read of the socket tables{}: {host} at {} ({} s before this answer); connects eBPF saw since are included\n",
+            if read.len() > 1 { ", oldest" } else { "" },
+            rfc3339(*at),
+            (now - at).max(0) / 1000
+        ));
+    }
+    if !unknown.is_empty() {
+        out.push_str(&format!(
+            "note: no time of the last socket-table read from {}\n",
+            unknown.join(", ")
+        ));
+    }
     out
 }
 
@@ -1109,6 +1190,60 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want:?} not in\n{out}");
         }
+    }
+
+    /// ps names each process's network namespace, and says how old each
+    /// host's socket view is; connections name a named namespace.
+    #[test]
+    fn ps_and_connections_tables_name_the_netns_and_the_socket_age() {
+        let now = 1_795_900_000_000;
+        let coverage = Some(v1::Coverage {
+            generated_at_ms: now,
+            ..Default::default()
+        });
+        let proc = |pid, net_ns, name: &str, host_net_ns, read| v1::ProcessSummary {
+            host: "node-1".into(),
+            key: Some(v1::ProcessKey {
+                pid,
+                start_ticks: 1,
+            }),
+            net_ns,
+            net_ns_name: name.into(),
+            host_net_ns,
+            sockets_read_ms: read,
+            ..Default::default()
+        };
+        let out = ps_table(
+            &v1::ListProcessesResponse {
+                coverage: coverage.clone(),
+                processes: vec![
+                    proc(1, 4026531840, "", true, now - 42_000),
+                    proc(2, 4026532999, "blue", false, now - 42_000),
+                    proc(3, 4026533000, "", false, now - 42_000),
+                    proc(4, 0, "", false, 0),
+                ],
+            },
+            160,
+        );
+        for want in [
+            "NETNS",
+            "0    host",
+            "0    blue",
+            "net:[4026533000]",
+            "node-1 at 2026-11-28T21:05:58.000Z (42 s before this answer)",
+        ] {
+            assert!(out.contains(want), "{want:?} not in\n{out}");
+        }
+        let out = connections_table(&v1::ListConnectionsResponse {
+            coverage,
+            connections: vec![v1::ConnectionSummary {
+                remote_addr: "127.0.0.1".into(),
+                remote_port: 19090,
+                net_ns_name: "blue".into(),
+                ..Default::default()
+            }],
+        });
+        assert!(out.contains("127.0.0.1:19090 (netns blue)"), "{out}");
     }
 
     #[test]

@@ -434,6 +434,7 @@ fn hosts() -> Value {
                     resolve_cache_misses: 120,
                     scanned_at_ms: NOW - 12_345,
                     reconciled: 2,
+                    sockets_read_ms: NOW - 42_000,
                 }),
                 connected: true,
             },
@@ -494,6 +495,35 @@ fn ps() -> Value {
                     }),
                     ..Default::default()
                 }],
+                // One socket as the tables showed it, one from a connect
+                // eBPF saw since (no local end yet).
+                sockets: vec![
+                    v1::Socket {
+                        protocol: "tcp".into(),
+                        local_addr: "10.0.3.5".into(),
+                        local_port: 41822,
+                        remote_addr: "10.0.3.17".into(),
+                        remote_port: 5432,
+                        state: "ESTABLISHED".into(),
+                        inode: 918_273,
+                        outbound: true,
+                        connect_ms: 0,
+                    },
+                    v1::Socket {
+                        protocol: "tcp".into(),
+                        remote_addr: "127.0.0.1".into(),
+                        remote_port: 19090,
+                        state: "ESTABLISHED".into(),
+                        outbound: true,
+                        connect_ms: NOW - 2_000,
+                        ..Default::default()
+                    },
+                ],
+                sockets_total: 2,
+                sockets_read_ms: NOW - 42_000,
+                net_ns: 4_026_532_999,
+                net_ns_name: "trainer-net".into(),
+                host_net_ns: false,
             },
             v1::ProcessSummary {
                 host: "node-1".into(),
@@ -504,6 +534,9 @@ fn ps() -> Value {
                 exe: Vec::new(),
                 cmdline: String::new(),
                 start_time_ms: NOW - 864_000_000,
+                sockets_read_ms: NOW - 42_000,
+                net_ns: 4_026_531_840,
+                host_net_ns: true,
                 ..Default::default()
             },
         ],
@@ -527,6 +560,8 @@ fn connections() -> Value {
                 count: 1_812,
                 last_result: 0,
                 exit_time_ms: 0,
+                net_ns: 4_026_532_999,
+                net_ns_name: "trainer-net".into(),
             },
             v1::ConnectionSummary {
                 host: "node-1".into(),
@@ -541,6 +576,8 @@ fn connections() -> Value {
                 count: 1,
                 last_result: -111,
                 exit_time_ms: NOW - 59_000,
+                net_ns: 4_026_531_840,
+                net_ns_name: String::new(),
             },
         ],
     })

@@ -160,13 +160,16 @@ async fn hosts_and_ps() {
     assert_eq!(hosts["hosts"][0]["ebpf"], patchgap_tests::ebpf_wanted());
     let ps: Value = serde_json::from_slice(&ps.stdout).unwrap();
     let me = std::process::id() as u64;
-    assert!(
-        ps["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pid"] == me),
-        "this test process is listed"
-    );
+    let me = ps["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == me)
+        .expect("this test process is listed");
+    // How old the socket view is, and which network namespace it is in.
+    assert!(me["sockets_read_at"].is_string(), "{me}");
+    assert!(hosts["hosts"][0]["last_scan"]["sockets_read_at"].is_string());
+    assert_eq!(me["host_net_ns"], true, "{me}");
+    assert!(me["net_ns"].as_u64().unwrap() > 0 && me["sockets"].is_array());
     h.stop().await;
 }

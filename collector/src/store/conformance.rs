@@ -62,6 +62,7 @@ checks!(
     delta_upserts_and_exits,
     delta_replaces_sockets,
     snapshot_replaces_sockets,
+    sockets_carry_their_age_and_namespace,
     find_package_by_name_and_source,
     find_package_version_predicate,
     language_packages,
@@ -173,6 +174,7 @@ fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
             privileged: pid == 10,
             ..Default::default()
         }),
+        net_ns_name: String::new(),
     }
 }
 
@@ -220,6 +222,7 @@ fn socket(local_port: u32, remote_port: u32, outbound: bool, inode: u64) -> Sock
         },
         inode,
         outbound,
+        connect_ms: 0,
     }
 }
 
@@ -828,6 +831,92 @@ fn delta_replaces_sockets(store: &dyn Store) {
 
 /// A snapshot is a full inventory: a process it names without a socket list
 /// has no sockets, whatever was stored before.
+/// The process summary carries the sockets themselves (with the time of
+/// the connect that added one the tables have not shown yet), when its
+/// agent last read the socket tables, and the network namespace by inode
+/// and name; connections name the namespace too (issue 11, defect 9).
+fn sockets_carry_their_age_and_namespace(store: &dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let mut p = plain(10);
+    p.net_ns = 4026532999;
+    p.net_ns_name = "blue".into();
+    p.privilege.as_mut().expect("privilege").host_net_ns = false;
+    let mut host = plain(11);
+    host.privilege.as_mut().expect("privilege").host_net_ns = true;
+    let mut snap = snapshot("snap-1", vec![p, host], vec![]);
+    if let Body::Snapshot(sn) = &mut snap {
+        sn.stats
+            .as_mut()
+            .expect("last part has stats")
+            .sockets_read_ms = T0 - 5_000;
+    }
+    apply(store, &s, msg(1, snap));
+    let got = summary(store, 10);
+    assert_eq!(
+        (got.net_ns, got.net_ns_name.as_str(), got.host_net_ns),
+        (4026532999, "blue", false)
+    );
+    assert_eq!(got.sockets_read_ms, T0 - 5_000);
+    assert!(got.sockets.is_empty());
+    assert!(summary(store, 11).host_net_ns);
+
+    // A connect eBPF saw: the socket (no local end, no inode yet) and its
+    // connection, in one delta whose stats say the tables are as old as before.
+    let mut from_connect = socket(0, 19090, true, 0);
+    from_connect.local_addr = String::new();
+    from_connect.remote_addr = "127.0.0.1".into();
+    from_connect.connect_ms = T0 + 9_000;
+    let mut d = match delta(vec![], &[], vec![sockets(10, vec![from_connect.clone()])]) {
+        Body::Delta(d) => d,
+        _ => unreachable!(),
+    };
+    d.stats = Some(v1::ScanStats {
+        sockets_read_ms: T0 - 5_000,
+        ..Default::default()
+    });
+    d.connections = vec![v1::Connection {
+        key: Some(key(10)),
+        protocol: "tcp".into(),
+        remote_addr: "127.0.0.1".into(),
+        remote_port: 19090,
+        first_seen_ms: T0 + 9_000,
+        last_seen_ms: T0 + 9_000,
+        count: 1,
+        last_result: 0,
+    }];
+    apply(store, &s, msg(2, Body::Delta(d)));
+    let got = summary(store, 10);
+    assert_eq!(got.sockets, vec![from_connect]);
+    assert_eq!((got.outbound_sockets, got.sockets_total), (1, 1));
+    assert_eq!(got.sockets_read_ms, T0 - 5_000);
+    let c = store.connections(None, 0).expect("connections");
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(
+        (c[0].net_ns, c[0].net_ns_name.as_str()),
+        (4026532999, "blue")
+    );
+    // A busy server: the summary lists 256 sockets, outbound ones first,
+    // and counts them all.
+    let many: Vec<Socket> = (0..300u32)
+        .map(|i| {
+            socket(
+                8080,
+                if i < 10 { 443 } else { 0 },
+                i < 10,
+                1000 + u64::from(i),
+            )
+        })
+        .collect();
+    apply(
+        store,
+        &s,
+        msg(3, delta(vec![], &[], vec![sockets(11, many)])),
+    );
+    let got = summary(store, 11);
+    assert_eq!((got.sockets.len(), got.sockets_total), (256, 300));
+    assert!(got.sockets[..10].iter().all(|s| s.outbound));
+}
+
 fn snapshot_replaces_sockets(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     apply(

@@ -316,6 +316,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX artifact_by_package ON artifact (package_id);
     CREATE INDEX artifact_anonymous ON artifact (id) WHERE kind = 6;
     "#,
+    // 11: the name of a process's network namespace (/run/netns), and when
+    // eBPF saw the connect that added a socket not read from the tables yet
+    // (issue 11).
+    r#"
+    ALTER TABLE process ADD COLUMN net_ns_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE socket ADD COLUMN connect_ms INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// One writer connection, and for a database file a pool of read-only
@@ -725,7 +732,7 @@ fn upsert_process(
                 fields.iter().copied().chain(params![host, boot_id, key.pid, key.start_ticks as i64].iter().copied()),
             ))?;
             let id = tx.last_insert_rowid();
-            set_privilege(tx, id, p)?;
+            set_later_columns(tx, id, p)?;
             tx.prepare_cached(
                 "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES (?1, ?2, ?3)",
             )?
@@ -738,7 +745,7 @@ fn upsert_process(
                  set_id = ?14, last_seen_ms = ?15, snapshot_id = ?16, exit_time_ms = NULL WHERE id = ?17",
             )?
             .execute(rusqlite::params_from_iter(fields.iter().copied().chain(params![id].iter().copied())))?;
-            set_privilege(tx, id, p)?;
+            set_later_columns(tx, id, p)?;
             if old_set != set_id || exit.is_some() {
                 tx.prepare_cached(
                     "UPDATE process_set_history SET until_ms = ?2 WHERE process_id = ?1 AND until_ms IS NULL",
@@ -763,10 +770,19 @@ fn evidence_name(kind: i32) -> &'static str {
     }
 }
 
-fn set_privilege(tx: &Transaction, id: i64, p: &v1::Process) -> Result<()> {
+/// The process columns later migrations added: privilege, the network
+/// namespace's name.
+fn set_later_columns(tx: &Transaction, id: i64, p: &v1::Process) -> Result<()> {
     let privilege = p.privilege.clone().unwrap_or_default();
-    tx.prepare_cached("UPDATE process SET privilege = ?2, privileged = ?3 WHERE id = ?1")?
-        .execute(params![id, privilege.encode_to_vec(), privilege.privileged])?;
+    tx.prepare_cached(
+        "UPDATE process SET privilege = ?2, privileged = ?3, net_ns_name = ?4 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        privilege.encode_to_vec(),
+        privilege.privileged,
+        p.net_ns_name
+    ])?;
     Ok(())
 }
 
@@ -871,8 +887,8 @@ fn replace_sockets(
     tx.prepare_cached("DELETE FROM socket WHERE process_id = ?1")?
         .execute([id])?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for s in &ps.sockets {
         stmt.execute(params![
@@ -884,7 +900,8 @@ fn replace_sockets(
             s.remote_port,
             s.state,
             s.inode as i64,
-            s.outbound
+            s.outbound,
+            s.connect_ms
         ])?;
     }
     Ok(())
@@ -914,6 +931,10 @@ fn mark_exited(
     }
     Ok(())
 }
+
+/// Sockets listed per process in a process summary (a busy server has
+/// thousands; `sockets_total` counts them all).
+const PS_SOCKETS_LIMIT: i64 = 256;
 
 /// A package and its distro identity; [`package_row`] reads the columns.
 const PACKAGE_COLUMNS: &str =
@@ -1405,7 +1426,7 @@ impl Store for SqliteStore {
         let conn = self.read()?;
         let mut stmt = conn.prepare_cached(
             "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.exe, c.protocol, c.remote_addr, c.remote_port,
-                    c.first_seen_ms, c.last_seen_ms, c.count, c.last_result, p.exit_time_ms
+                    c.first_seen_ms, c.last_seen_ms, c.count, c.last_result, p.exit_time_ms, p.net_ns, p.net_ns_name
              FROM connection c JOIN process p ON p.id = c.process_id JOIN host h ON h.id = p.host
              WHERE c.last_seen_ms >= ?2 AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
              ORDER BY h.hostname, c.first_seen_ms, p.pid",
@@ -1427,6 +1448,8 @@ impl Store for SqliteStore {
                 count: r.get::<_, i64>(10)? as u64,
                 last_result: r.get(11)?,
                 exit_time_ms: r.get::<_, Option<i64>>(12)?.unwrap_or(0),
+                net_ns: r.get::<_, i64>(13)? as u64,
+                net_ns_name: r.get(14)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1441,8 +1464,9 @@ impl Store for SqliteStore {
                        WHERE m.set_id = p.set_id AND a.package_id != 0),
                     (SELECT count(*) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
                        WHERE m.set_id = p.set_id AND a.stale),
-                    (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound)
-                    , p.set_id
+                    (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound),
+                    p.id, p.net_ns, p.net_ns_name, p.privilege, h.last_scan,
+                    (SELECT count(*) FROM socket k WHERE k.process_id = p.id), p.set_id
              FROM process p JOIN host h ON h.id = p.host JOIN artifact_set s ON s.id = p.set_id
              WHERE p.exit_time_ms IS NULL AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
              ORDER BY h.hostname, p.pid",
@@ -1478,9 +1502,9 @@ impl Store for SqliteStore {
             anonymous.entry(set).or_default().push(a);
         }
         let rows = stmt.query_map([host], |r| {
-            Ok(v1::ProcessSummary {
+            let summary = v1::ProcessSummary {
                 anonymous_code: anonymous
-                    .get(&r.get::<_, i64>(13)?)
+                    .get(&r.get::<_, i64>(19)?)
                     .cloned()
                     .unwrap_or_default(),
                 host: r.get(0)?,
@@ -1498,9 +1522,42 @@ impl Store for SqliteStore {
                 packages: r.get(10)?,
                 stale_artifacts: r.get(11)?,
                 outbound_sockets: r.get(12)?,
-            })
+                sockets: Vec::new(),
+                sockets_read_ms: v1::ScanStats::decode(r.get::<_, Vec<u8>>(17)?.as_slice())
+                    .unwrap_or_default()
+                    .sockets_read_ms,
+                net_ns: r.get::<_, i64>(14)? as u64,
+                net_ns_name: r.get(15)?,
+                host_net_ns: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
+                    .unwrap_or_default()
+                    .host_net_ns,
+                sockets_total: r.get(18)?,
+            };
+            Ok((r.get::<_, i64>(13)?, summary))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out: Vec<(i64, v1::ProcessSummary)> = rows.collect::<Result<_, _>>()?;
+        let mut sockets = conn.prepare_cached(
+            "SELECT protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms
+             FROM socket WHERE process_id = ?1
+             ORDER BY connect_ms DESC, outbound DESC, inode, remote_addr, remote_port LIMIT ?2",
+        )?;
+        for (id, p) in &mut out {
+            let rows = sockets.query_map(params![*id, PS_SOCKETS_LIMIT], |r| {
+                Ok(v1::Socket {
+                    protocol: r.get(0)?,
+                    local_addr: r.get(1)?,
+                    local_port: r.get(2)?,
+                    remote_addr: r.get(3)?,
+                    remote_port: r.get(4)?,
+                    state: r.get(5)?,
+                    inode: r.get::<_, i64>(6)? as u64,
+                    outbound: r.get(7)?,
+                    connect_ms: r.get(8)?,
+                })
+            })?;
+            p.sockets = rows.collect::<Result<_, _>>()?;
+        }
+        Ok(out.into_iter().map(|(_, p)| p).collect())
     }
 
     fn put_advisories(&self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
