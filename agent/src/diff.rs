@@ -617,14 +617,18 @@ mod tests {
         // Read before the connect: the tables may lack it, it stays.
         let mut early = inv(vec![changed.clone()]);
         early.stats.sockets_read_ms = 5500;
-        let d = base.advance(&early, true, Instant::now()).expect("a read is news");
+        let d = base
+            .advance(&early, true, Instant::now())
+            .expect("a read is news");
         assert!(d.sockets.is_empty());
         assert_eq!(d.stats.unwrap().sockets_read_ms, 5500);
         assert_eq!(base.by_pid(10).unwrap().sockets.len(), 1);
         // Read after it, and the socket is gone: the tables are the truth.
         let mut late = inv(vec![changed]);
         late.stats.sockets_read_ms = 7000;
-        let d = base.advance(&late, true, Instant::now()).expect("sockets changed");
+        let d = base
+            .advance(&late, true, Instant::now())
+            .expect("sockets changed");
         assert!(d.sockets[0].sockets.is_empty());
         assert!(base.by_pid(10).unwrap().sockets.is_empty());
     }
