@@ -1,0 +1,132 @@
+//! SBOMs, one per image, with their components stored as packages. A push
+//! replaces the image's SBOM in one transaction; the same document again
+//! writes nothing.
+
+use std::collections::HashMap;
+
+use patchgap_proto::v1;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{ingest::Interner, packages::packages_by_id};
+use crate::store::{DeclaredPackage, PutOutcome, Result, SbomRecord};
+
+pub(super) fn put_sbom(conn: &mut Connection, sbom: &SbomRecord) -> Result<PutOutcome> {
+    let tx = conn.transaction()?;
+    let stored: Option<(i64, String)> = tx
+        .prepare_cached("SELECT id, sha256 FROM sbom WHERE image = ?1")?
+        .query_row([&sbom.image], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let outcome = match &stored {
+        Some((_, sha)) if *sha == sbom.sha256 => return Ok(PutOutcome::Unchanged),
+        Some((id, _)) => {
+            // ON DELETE CASCADE clears its components.
+            tx.execute("DELETE FROM sbom WHERE id = ?1", [id])?;
+            PutOutcome::Updated
+        }
+        None => PutOutcome::Added,
+    };
+    tx.execute(
+        "INSERT INTO sbom (image, name, sha256, format, syntax, spec_version, tools, components, edges, data, pushed_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            sbom.image,
+            sbom.name,
+            sbom.sha256,
+            sbom.format,
+            sbom.syntax,
+            sbom.spec_version,
+            sbom.tools,
+            sbom.components,
+            sbom.edges,
+            sbom.data,
+            sbom.pushed_ms
+        ],
+    )?;
+    let sbom_id = tx.last_insert_rowid();
+    let mut interner = Interner::default();
+    for d in &sbom.packages {
+        let package_id = interner.package(&tx, &d.package)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO sbom_component (sbom_id, package_id, ref, chain) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![sbom_id, package_id, d.reference, d.pulled_in_by.join("\n")])?;
+    }
+    tx.commit()?;
+    Ok(outcome)
+}
+
+pub(super) fn sboms(conn: &Connection, image: Option<&str>) -> Result<Vec<SbomRecord>> {
+    let mut rows: Vec<(i64, SbomRecord)> = conn
+        .prepare_cached(
+            "SELECT id, image, name, sha256, format, syntax, spec_version, tools, components, edges, pushed_ms
+             FROM sbom WHERE ?1 IS NULL OR image = ?1 ORDER BY image",
+        )?
+        .query_map([image], |r| {
+            Ok((
+                r.get(0)?,
+                SbomRecord {
+                    image: r.get(1)?,
+                    name: r.get(2)?,
+                    sha256: r.get(3)?,
+                    format: r.get(4)?,
+                    syntax: r.get(5)?,
+                    spec_version: r.get(6)?,
+                    tools: r.get(7)?,
+                    components: r.get(8)?,
+                    edges: r.get(9)?,
+                    pushed_ms: r.get(10)?,
+                    ..Default::default()
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT sc.package_id, sc.ref, sc.chain FROM sbom_component sc WHERE sc.sbom_id = ?1
+         ORDER BY sc.package_id, sc.ref",
+    )?;
+    let mut components: Vec<Vec<(i64, String, String)>> = Vec::new();
+    for (id, _) in &rows {
+        components.push(
+            stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    drop(stmt);
+    let mut affected = conn.prepare_cached(
+        "SELECT m.advisory_id FROM advisory_match m JOIN advisory a ON a.id = m.advisory_id
+         WHERE m.package_id = ?1 AND m.status = 'affected' AND a.withdrawn IS NULL
+         ORDER BY m.advisory_id",
+    )?;
+    let mut advisories: HashMap<i64, Vec<String>> = HashMap::new();
+    for comps in &components {
+        for (id, _, _) in comps {
+            if !advisories.contains_key(id) {
+                let ids = affected
+                    .query_map([id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                advisories.insert(*id, ids);
+            }
+        }
+    }
+    drop(affected);
+    for ((_, rec), comps) in rows.iter_mut().zip(components) {
+        let ids: Vec<i64> = comps.iter().map(|c| c.0).collect();
+        let packages: HashMap<i64, v1::Package> = packages_by_id(conn, &ids)?.into_iter().collect();
+        rec.packages = comps
+            .into_iter()
+            .filter_map(|(id, reference, chain)| {
+                Some(DeclaredPackage {
+                    package: packages.get(&id)?.clone(),
+                    reference,
+                    pulled_in_by: chain
+                        .split('\n')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    advisories: advisories.get(&id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+    }
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
