@@ -837,6 +837,7 @@ impl Scanner {
             .unwrap_or_default();
         self.mapped_artifacts(pid, ctx, &files, &mut artifacts, &mut gaps);
         self.lang_artifacts(pid, &files, &exe.0, &args, &mut artifacts);
+        named_code_is_not_anonymous(&mut artifacts);
 
         // A network namespace's tables list every socket in it (thousands in
         // TIME_WAIT on a busy host), so a single-process scan at an event
@@ -1413,6 +1414,25 @@ fn clock_ms(clock: libc::clockid_t) -> i64 {
     // on every kernel this runs on.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+/// Unlinked code a language resolver named (a C extension pip replaced
+/// keeps the distribution and version it was loaded at) is a package's
+/// file, mapped, not anonymous code: the scan called it anonymous only
+/// because dpkg knew no owner.
+fn named_code_is_not_anonymous(artifacts: &mut [Artifact]) {
+    let named: HashSet<(u64, u64)> = artifacts
+        .iter()
+        .filter(|a| a.package.is_some())
+        .map(|a| (a.dev, a.inode))
+        .collect();
+    for a in artifacts
+        .iter_mut()
+        .filter(|a| a.kind == ArtifactKind::Anonymous && named.contains(&(a.dev, a.inode)))
+    {
+        a.kind = ArtifactKind::Mapped;
+        a.content = None;
+    }
 }
 
 fn thread_cpu_micros() -> u64 {
