@@ -118,21 +118,22 @@ fn percentiles(latencies: &mut [Duration]) -> (f64, f64, f64, f64) {
 
 /// After each apt upgrade or downgrade, exec → listed at the new version.
 async fn upgrade_case(h: &Harness, ebpf: bool) {
-    use upgrade::{PACKAGE, VERSIONS};
+    use upgrade::PACKAGE;
     let runs: usize = std::env::var("PATCHGAP_BENCH_UPGRADE_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let before = dpkg_version(PACKAGE);
     let _restore = upgrade::Restore(before);
-    for v in VERSIONS {
+    let versions = upgrade::versions();
+    for v in &versions {
         upgrade::deb(v);
     }
     let mut client = h.client().await;
     let (mut latencies, mut timeouts, mut wrong) = (Vec::with_capacity(runs), 0, 0);
     for _ in 0..runs {
         let installed = dpkg_version(PACKAGE);
-        let next = *VERSIONS
+        let next = versions
             .iter()
             .find(|v| **v != installed)
             .expect("two versions");

@@ -9,14 +9,40 @@ use std::{
 
 use crate::{Proc, dpkg_version, spawn_mapping};
 
-/// Two versions of libaom3 that the Debian archive serves (bookworm and
-/// bookworm-security), so the test can go both ways. Nothing else on this
-/// host uses libaom, and it depends on libc6 alone.
+/// A library package to move between two versions the Debian archive
+/// serves (bookworm and bookworm-security): nothing else on this host uses
+/// libaom, and it depends on libc6 alone.
 pub const PACKAGE: &str = "libaom3";
-pub const VERSIONS: [&str; 2] = ["3.6.0-1+deb12u1", "3.6.0-1+deb12u2"];
 pub const SONAME: &str = "libaom.so.3";
 /// Downloaded once; reruns need no network.
 pub const CACHE: &str = "/var/cache/patchgap-tests/debs";
+
+/// The two newest versions of [`PACKAGE`] the archive serves now, older
+/// first. The archive moves (a security update replaces the older of the
+/// two), so they are asked for, not written down.
+pub fn versions() -> [String; 2] {
+    let out = Command::new("apt-cache")
+        .args(["madison", PACKAGE])
+        .output()
+        .expect("apt-cache madison");
+    let mut served: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(version) = line.split('|').nth(1).map(str::trim) else {
+            continue;
+        };
+        if !served.iter().any(|v| v == version) {
+            served.push(version.to_string());
+        }
+    }
+    match &served[..] {
+        [newer, older, ..] => [older.clone(), newer.clone()],
+        _ => panic!(
+            "the apt archive serves {} version(s) of {PACKAGE}, two are needed \
+             (apt-get update?): {served:?}",
+            served.len()
+        ),
+    }
+}
 
 pub fn deb(version: &str) -> PathBuf {
     let path = Path::new(CACHE).join(format!("{PACKAGE}_{version}_amd64.deb"));
@@ -63,7 +89,7 @@ pub struct Restore(pub String);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if dpkg_version(PACKAGE) != self.0 && VERSIONS.contains(&self.0.as_str()) {
+        if dpkg_version(PACKAGE) != self.0 && versions().contains(&self.0) {
             apt_install(&deb(&self.0));
         }
     }

@@ -56,12 +56,13 @@ async fn wait_new(h: &Harness, what: &str, pid: u32, version: &str) -> v1::Match
 async fn a_process_started_after_a_dpkg_upgrade_gets_the_new_version_and_the_old_one_goes_stale() {
     let before = dpkg_version(PACKAGE);
     // Start from one of the two archive versions.
-    if !VERSIONS.contains(&before.as_str()) {
-        apt_install(&deb(VERSIONS[0]));
+    let versions = versions();
+    if !versions.contains(&before) {
+        apt_install(&deb(&versions[0]));
     }
     let original = dpkg_version(PACKAGE);
     let _restore = Restore(before.clone());
-    let other = *VERSIONS.iter().find(|v| **v != original).unwrap();
+    let other = versions.iter().find(|v| **v != original).unwrap().as_str();
     deb(other);
 
     let h = Harness::start().await;
