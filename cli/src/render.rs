@@ -799,6 +799,36 @@ pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
             unknown.join(", ")
         ));
     }
+    out.push_str(&anonymous_code_lines(&r.processes));
+    out
+}
+
+/// One warning per process that maps code from no file on disk (a memfd,
+/// an unlinked file no package owns): fileless loading is what a responder
+/// looks for first, so the table says it, not only `-o json`.
+fn anonymous_code_lines(processes: &[v1::ProcessSummary]) -> String {
+    let mut out = String::new();
+    for p in processes.iter().filter(|p| !p.anonymous_code.is_empty()) {
+        let what: Vec<String> = p
+            .anonymous_code
+            .iter()
+            .map(|a| {
+                let c = a.content.clone().unwrap_or_default();
+                let hash = if c.sha256.is_empty() {
+                    format!("not hashed: {}", c.unhashed)
+                } else {
+                    format!("sha256 {}", c.sha256)
+                };
+                format!("{} ({hash})", bytes_text(&a.path))
+            })
+            .collect();
+        out.push_str(&format!(
+            "warning: {} pid {} maps code from no file on disk: {}\n",
+            p.host,
+            p.key.unwrap_or_default().pid,
+            what.join(", ")
+        ));
+    }
     out
 }
 
@@ -1225,6 +1255,7 @@ mod tests {
             },
             160,
         );
+        assert!(!out.contains("warning:"), "{out}");
         for want in [
             "NETNS",
             "0    host",
@@ -1244,6 +1275,52 @@ mod tests {
             }],
         });
         assert!(out.contains("127.0.0.1:19090 (netns blue)"), "{out}");
+    }
+
+    #[test]
+    fn ps_warns_of_anonymous_code() {
+        let p = v1::ProcessSummary {
+            host: "node-1".into(),
+            key: Some(v1::ProcessKey {
+                pid: 7,
+                start_ticks: 1,
+            }),
+            anonymous_code: vec![
+                v1::Artifact {
+                    path: b"/memfd:payload".to_vec(),
+                    deleted: true,
+                    content: Some(v1::Content {
+                        size: 3,
+                        sha256: "ab12".into(),
+                        unhashed: String::new(),
+                    }),
+                    ..Default::default()
+                },
+                v1::Artifact {
+                    path: b"/tmp/x.so".to_vec(),
+                    deleted: true,
+                    content: Some(v1::Content {
+                        unhashed: "larger than 64 MiB".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let out = ps_table(
+            &v1::ListProcessesResponse {
+                coverage: None,
+                processes: vec![p],
+            },
+            160,
+        );
+        assert!(
+            out.contains(
+                "warning: node-1 pid 7 maps code from no file on disk: /memfd:payload (sha256 ab12), /tmp/x.so (not hashed: larger than 64 MiB)"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
