@@ -682,4 +682,36 @@ mod tests {
         assert!(base.by_pid(10).is_none());
         assert_eq!(base.exit(10, 0, 7000, &mut d), None);
     }
+
+    /// A process whose exec was merged while a scan read /proc could not be
+    /// in that scan: it stays open. One exec'd before the scan started and
+    /// missing from it exited (its exit event was lost): it is closed.
+    #[test]
+    fn a_scan_closes_only_what_it_could_have_seen() {
+        let mut base = Baseline::new(&inv(vec![proc(10, 1)]));
+        let host = base.workload("host").cloned().unwrap();
+        let mut d = v1::Delta::default();
+        base.record_exec(proc(20, 1), host.clone(), &mut d);
+        let scan_started = Instant::now();
+        base.record_exec(proc(21, 1), host, &mut d);
+        let d = base
+            .advance(&inv(vec![proc(10, 1)]), true, scan_started)
+            .expect("an exit");
+        assert_eq!(keys(&d.exits), [(20, 1)]);
+        assert!(base.by_pid(21).is_some(), "exec'd during the scan");
+
+        // The next scan started after it: missing now means gone.
+        let d = base
+            .advance(&inv(vec![proc(10, 1)]), true, Instant::now())
+            .expect("an exit");
+        assert_eq!(keys(&d.exits), [(21, 1)]);
+
+        // Without eBPF nothing is waited for.
+        let mut base = Baseline::new(&inv(vec![]));
+        let host = base.workload("host").cloned().unwrap_or_default();
+        let scan_started = Instant::now();
+        base.record_exec(proc(30, 1), host, &mut v1::Delta::default());
+        let d = base.advance(&inv(vec![]), false, scan_started).unwrap();
+        assert_eq!(keys(&d.exits), [(30, 1)]);
+    }
 }

@@ -1461,6 +1461,53 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
 mod tests {
     use super::*;
 
+    /// Unlinked code the Python resolver named (a pip-replaced extension)
+    /// is mapped; unlinked code nobody named stays anonymous, with its hash.
+    #[test]
+    fn named_code_is_mapped_unnamed_code_stays_anonymous() {
+        let anonymous = |ino: u64| Artifact {
+            path: PathBytes(format!("/tmp/{ino}.so").into_bytes()),
+            dev: 1,
+            inode: ino,
+            kind: ArtifactKind::Anonymous,
+            deleted: true,
+            stale: true,
+            package: None,
+            content: Some(Content {
+                size: 3,
+                sha256: "ab".into(),
+                unhashed: "",
+            }),
+        };
+        let pyyaml = Arc::new(crate::model::PackageInfo {
+            ecosystem: "pypi".into(),
+            name: "PyYAML".into(),
+            source: String::new(),
+            version: "6.0.1".into(),
+            arch: String::new(),
+            purl: "pkg:pypi/pyyaml@6.0.1".into(),
+            distro: None,
+            fixed_cves: Vec::new(),
+            replaced_by: String::new(),
+        });
+        let mut named = anonymous(7);
+        named.package = Some(pyyaml);
+        let mut artifacts = vec![anonymous(7), named, anonymous(8)];
+        named_code_is_not_anonymous(&mut artifacts);
+        let kinds: Vec<(u64, ArtifactKind, bool)> = artifacts
+            .iter()
+            .map(|a| (a.inode, a.kind, a.content.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (7, ArtifactKind::Mapped, false),
+                (7, ArtifactKind::Mapped, false),
+                (8, ArtifactKind::Anonymous, true),
+            ]
+        );
+    }
+
     /// The database of a root that no process uses any more is dropped.
     #[test]
     fn databases_of_vanished_roots_are_forgotten() {
