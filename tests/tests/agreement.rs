@@ -257,6 +257,16 @@ async fn agreement_with_dpkg_and_ss() {
     let (ss, ss_orphans) = ss_sockets();
     let pids = user_pids();
     let mut maps: BTreeMap<u32, Maps> = BTreeMap::new();
+    // Processes whose maps even root may not read (this VM's init): neither
+    // side can see their files.
+    let unreadable: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/maps"))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        })
+        .collect();
     for &pid in &pids {
         if let Some((files, deleted)) = mapped_paths(pid)
             && (!files.is_empty() || !deleted.is_empty())
@@ -466,6 +476,12 @@ async fn agreement_with_dpkg_and_ss() {
     );
     for (pid, files) in &unowned {
         eprintln!("    pid {pid}: {}", files.join(" "));
+    }
+    for pid in &unreadable {
+        let a = pg_procs.get(pid).map(|p| p.artifacts);
+        eprintln!(
+            "  pid {pid}: /proc/{pid}/maps unreadable (EACCES), not compared; patchgap artifacts: {a:?}"
+        );
     }
     for pid in started {
         let n = dpkg_pairs.iter().filter(|p| p.0 == pid).count();
