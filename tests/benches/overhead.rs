@@ -8,6 +8,12 @@
 //! share of one core), its peak RSS, and the events it lost. The storms run
 //! in a child python process. Goal: under 0.5 % of one core and 40 MB, with
 //! no lost events. `PATCHGAP_BENCH_SECONDS` (default 10) sets each phase.
+//!
+//! `PATCHGAP_BENCH_REALISTIC=1` runs every phase (off and on alike) on a
+//! host that looks like a worker: a Python process with ssl, sqlite3 and
+//! ctypes loaded hashing in a loop, a node HTTP server on loopback that
+//! requests itself ten times a second, and a JVM allocating in a loop. Use
+//! phases of 40 s or more, so that a full rescan (every 30 s) falls in each.
 
 use std::{
     path::PathBuf,
@@ -88,6 +94,62 @@ fn rss_mb(pid: u32) -> (f64, f64) {
 
 struct Agent(Child);
 
+/// The processes of a realistic host, killed when dropped.
+struct Workload(Vec<Child>, Option<tempfile::TempDir>);
+
+impl Workload {
+    fn start() -> Workload {
+        let dir = tempfile::tempdir().unwrap();
+        let java = dir.path().join("Busy.java");
+        std::fs::write(
+            &java,
+            "public class Busy { public static void main(String[] a) throws Exception {\n\
+             while (true) { StringBuilder s = new StringBuilder();\n\
+             for (int i = 0; i < 10000; i++) s.append(i); Thread.sleep(50); } } }\n",
+        )
+        .unwrap();
+        let spawn = |cmd: &mut Command| {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a workload process")
+        };
+        let children = vec![
+            spawn(Command::new("/usr/bin/python3").args([
+                "-c",
+                "import ssl, sqlite3, ctypes, json, hashlib, time\n\
+                 while True:\n    hashlib.sha256(b'x' * 65536).digest(); time.sleep(0.01)",
+            ])),
+            spawn(Command::new("node").args([
+                "-e",
+                "const http = require('http');\
+                 http.createServer((q, r) => r.end('ok')).listen(0, '127.0.0.1', function () {\
+                 const port = this.address().port;\
+                 setInterval(() => http.get({host: '127.0.0.1', port}, r => r.resume()), 100); });",
+            ])),
+            spawn(Command::new("java").arg(&java)),
+        ];
+        // The JVM compiles its source first: let everything settle.
+        std::thread::sleep(Duration::from_secs(5));
+        Workload(children, Some(dir))
+    }
+
+    fn describe(&self) -> String {
+        let pids: Vec<String> = self.0.iter().map(|c| c.id().to_string()).collect();
+        format!("python, node and a JVM running (pids {})", pids.join(", "))
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.1.take();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -102,6 +164,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
     let binary = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    let workload = (std::env::var("PATCHGAP_BENCH_REALISTIC").as_deref() == Ok("1"))
+        .then(|| tokio::task::block_in_place(Workload::start));
     // A collector in this process; the only agent is the child process.
     let data = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,8 +232,11 @@ async fn main() {
     let ebpf = cov.hosts.iter().all(|h| h.ebpf);
     let lost: u64 = cov.hosts.iter().map(|h| h.events_lost).sum();
     let cpu_pct = 100.0 * cpu / (seconds + 0.5);
+    let host = workload
+        .as_ref()
+        .map_or_else(|| "a quiet host".to_string(), Workload::describe);
     println!(
-        "overhead bench: {seconds} s per phase, 2 CPUs, agent pid {pid}, ebpf {}",
+        "overhead bench: {seconds} s per phase, 2 CPUs, agent pid {pid}, ebpf {}, {host}",
         if ebpf { "on" } else { "OFF" }
     );
     println!(
@@ -195,6 +262,7 @@ async fn main() {
         "{}",
         serde_json::json!({
             "bench": "overhead",
+            "realistic": workload.is_some(),
             "seconds": seconds,
             "ebpf": ebpf,
             "exec_per_s": {"off": exec_off, "on": exec_on, "ratio": exec_on / exec_off},
@@ -204,6 +272,7 @@ async fn main() {
         })
     );
     drop(agent);
+    drop(workload);
     let _ = stop.send(());
     let _ = server.await;
 }
