@@ -731,7 +731,7 @@ async fn pg_packages(
     ecosystem: &str,
     names: &BTreeSet<String>,
 ) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     for name in names {
         let r = client
             .find_package(v1::FindPackageRequest {
@@ -752,11 +752,16 @@ async fn pg_packages(
                 } else {
                     pkg.name
                 };
-                out.insert((name, pkg.version));
+                out.insert((name, pkg.version), m.evidence);
             }
         }
     }
-    out
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in out.values() {
+        *by.entry(e).or_default() += 1;
+    }
+    eprintln!("  pid {pid}: patchgap's evidence {by:?}");
+    out.into_keys().collect()
 }
 
 /// Compares a reference tool's (name, version) pairs with patchgap's for
