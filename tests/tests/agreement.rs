@@ -7,6 +7,15 @@
 //!   or `mapped` evidence for that process.
 //! - Table B: TCP sockets (established and listening) per process from
 //!   `ss -tanpH`, against ListProcesses' per-process sockets.
+//! - Table C: a venv python (six, idna from PyPI) and Debian's python3,
+//!   `python -m pip list` against the PyPI packages patchgap reports.
+//! - Table D: a node process in an npm project (ms, is-number), `npm ls
+//!   --json --all` against the npm packages patchgap reports.
+//! - Table E: a running `terraform console`, `go version -m` (as recorded
+//!   in testdata/gobuildinfo) against the golang modules patchgap reports.
+//! - Table F: needrestart's rule (a process maps a deleted file) from
+//!   /proc/PID/maps, per process, against patchgap's stale artifacts
+//!   (needrestart itself is not on this image).
 //!
 //! Every difference is listed with a reason; the assertion allows only the
 //! classified ones that the moment of reading explains (a process that
@@ -26,6 +35,10 @@ use patchgap_tests::*;
 /// Reasons a difference may have without patchgap being wrong: the host
 /// changed between the scan and the independent read.
 const EXPLAINED: &[&str] = &["vanished", "started-after-scan", "maps-changed"];
+
+/// The tests here read every process: one at a time, so that one's venv,
+/// npm install and children are not the other's moving host.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The pids of /proc that are user processes (kernel threads map nothing),
 /// except ours (the agent and collector run in the test process).
@@ -227,6 +240,7 @@ fn print_diffs<T: std::fmt::Debug>(title: &str, diffs: &[(T, String)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agreement_with_dpkg_and_ss() {
+    let _serial = SERIAL.lock().await;
     // The set: Debian's python with libssl3 and a loopback listener with an
     // established connection; perl with an XS module; node. (Go binaries
     // are not dpkg's: agent/tests/lang.rs checks them against go version -m.)
@@ -614,4 +628,463 @@ async fn agreement_with_dpkg_and_ss() {
     );
     h.stop().await;
     drop((python, perl, node));
+}
+
+/// PEP 503's normal form of a Python distribution name.
+fn pep503(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.to_lowercase().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What an interpreter says it has installed: `python -m pip list` when
+/// it has pip, else importlib.metadata run by the same interpreter.
+/// (PEP 503 name, version), and which tool said it.
+fn python_says(python: &str) -> (BTreeSet<(String, String)>, &'static str) {
+    let pip = Command::new(python)
+        .args(["-m", "pip", "list", "--format=json"])
+        .arg("--disable-pip-version-check")
+        .output()
+        .expect("pip list");
+    let (json, tool) = if pip.status.success() {
+        (pip.stdout, "pip list")
+    } else {
+        let code = "import importlib.metadata as m, json\n\
+                    print(json.dumps([{'name': d.metadata['Name'], 'version': d.version}\n\
+                    for d in m.distributions()]))";
+        let out = Command::new(python).args(["-c", code]).output().unwrap();
+        (out.stdout, "importlib.metadata")
+    };
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("json");
+    let pairs = listed
+        .iter()
+        .map(|d| {
+            let name = d["name"].as_str().unwrap_or_default();
+            (pep503(name), d["version"].as_str().unwrap().to_string())
+        })
+        .collect();
+    (pairs, tool)
+}
+
+/// `npm ls --json --all` in `dir`, flattened: (name, version) of every
+/// dependency at any depth.
+fn npm_ls(dir: &std::path::Path) -> BTreeSet<(String, String)> {
+    let out = Command::new("npm")
+        .args(["ls", "--json", "--all"])
+        .current_dir(dir)
+        .output()
+        .expect("npm ls");
+    let tree: serde_json::Value = serde_json::from_slice(&out.stdout).expect("npm ls json");
+    let mut out = BTreeSet::new();
+    let mut stack = vec![&tree];
+    while let Some(node) = stack.pop() {
+        for (name, dep) in node["dependencies"].as_object().into_iter().flatten() {
+            out.insert((name.clone(), dep["version"].as_str().unwrap_or("").into()));
+            stack.push(dep);
+        }
+    }
+    out
+}
+
+/// The modules `go version -m` printed for a binary (testdata/gobuildinfo):
+/// (module path, version), the toolchain as "stdlib"; a replacement by a
+/// local directory keeps the required path and version, another one is
+/// named as built (as agent/tests/lang.rs reads it).
+fn go_version_m(file: &str) -> BTreeSet<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/gobuildinfo")
+        .join(file);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        if !line.starts_with('\t') {
+            if let Some((_, go)) = line.rsplit_once(": go") {
+                out.push(("stdlib".into(), go.trim().into()));
+            }
+            continue;
+        }
+        match line.trim_start().split('\t').collect::<Vec<_>>()[..] {
+            ["mod", path, version, ..] | ["dep", path, version, ..] => {
+                out.push((path.into(), version.into()))
+            }
+            ["=>", path, ..] if path.starts_with('.') || path.starts_with('/') => {}
+            ["=>", path, version, ..] => *out.last_mut().unwrap() = (path.into(), version.into()),
+            _ => {}
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The (name, version) pairs of `ecosystem` that patchgap reports for
+/// `pid`, with any evidence but "declared", asking by each of `names`
+/// (there is no per-process listing). Python names in PEP 503 form.
+async fn pg_packages(
+    client: &mut patchgap_proto::v1::query_client::QueryClient<tonic::transport::Channel>,
+    pid: u32,
+    ecosystem: &str,
+    names: &BTreeSet<String>,
+) -> BTreeSet<(String, String)> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let r = client
+            .find_package(v1::FindPackageRequest {
+                name: name.clone(),
+                ecosystem: ecosystem.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("find_package")
+            .into_inner();
+        for m in r.matches {
+            let (Some(key), Some(pkg)) = (m.key, m.package) else {
+                continue;
+            };
+            if key.pid == pid && m.evidence != "declared" {
+                let name = if ecosystem == "pypi" {
+                    pep503(&pkg.name)
+                } else {
+                    pkg.name
+                };
+                out.insert((name, pkg.version), m.evidence);
+            }
+        }
+    }
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in out.values() {
+        *by.entry(e).or_default() += 1;
+    }
+    eprintln!("  pid {pid}: patchgap's evidence {by:?}");
+    out.into_keys().collect()
+}
+
+/// Compares a reference tool's (name, version) pairs with patchgap's for
+/// one process; prints the table; returns the differences with reasons.
+/// A name on both sides at other versions is "version-differs"; `reason`
+/// classifies the rest (true: only in the tool).
+fn compare_pairs(
+    title: &str,
+    tool: &BTreeSet<(String, String)>,
+    pg: &BTreeSet<(String, String)>,
+    reason: impl Fn(&(String, String), bool) -> String,
+) -> Vec<((String, String), String)> {
+    let agreed = tool.intersection(pg).count();
+    eprintln!(
+        "  {title}: tool {}, patchgap {}, agreed {agreed} ({:.1} %)",
+        tool.len(),
+        pg.len(),
+        100.0 * agreed as f64 / tool.len().max(1) as f64
+    );
+    let mut diffs = Vec::new();
+    for p in tool.difference(pg) {
+        let r = match pg.iter().find(|q| q.0 == p.0) {
+            Some(q) => format!("version-differs (patchgap says {})", q.1),
+            None => reason(p, true),
+        };
+        diffs.push((p.clone(), r));
+    }
+    for p in pg.difference(tool) {
+        if !tool.iter().any(|q| q.0 == p.0) {
+            diffs.push((p.clone(), reason(p, false)));
+        }
+    }
+    let (only_tool, only_pg): (Vec<_>, Vec<_>) =
+        diffs.iter().cloned().partition(|d| tool.contains(&d.0));
+    print_diffs("only in the tool", &only_tool);
+    print_diffs("only in patchgap", &only_pg);
+    diffs
+}
+
+/// Mapped files of a process marked " (deleted)": (path, mapped executable).
+fn deleted_mappings(pid: u32) -> Option<BTreeSet<(String, bool)>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut out = BTreeSet::new();
+    for line in maps.lines() {
+        let mut f = line.splitn(6, ' ');
+        let perms = f.nth(1).unwrap_or("");
+        let path = f.nth(3).unwrap_or("").trim_start();
+        if let Some(p) = path.strip_suffix(" (deleted)")
+            && p.starts_with('/')
+        {
+            out.insert((p.to_string(), perms.contains('x')));
+        }
+    }
+    Some(out)
+}
+
+/// Tables C to F: a venv python and Debian's python against pip, a node
+/// project against npm ls, terraform against go version -m, and every
+/// process's stale artifacts against its deleted mappings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreement_with_pip_npm_go_and_deleted_mappings() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // C: a venv with two wheels from PyPI, and Debian's python.
+    let venv = py::new_venv(dir.path());
+    let pip = venv.join("bin/pip");
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheels");
+    let wheels = [
+        py::wheel(&pip, "six==1.16.0", &cache),
+        py::wheel(&pip, "idna==3.7", &cache),
+    ];
+    let args: Vec<&std::ffi::OsStr> = wheels.iter().map(|w| w.as_os_str()).collect();
+    py::pip_install(&pip, &args);
+    let venv_python = venv.join("bin/python");
+    let vpy = spawn_ready(Command::new(&venv_python).args([
+        "-c",
+        "import six, idna, time; print('ready', flush=True); time.sleep(600)",
+    ]));
+    // F's started case: a library mapped, then deleted (what needrestart flags).
+    let lib = dir.path().join("libzcopy.so.1");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libz.so.1", &lib).unwrap();
+    let spy = spawn_ready(Command::new("/usr/bin/python3").args([
+        "-c",
+        "import ctypes, os, sys, time\n\
+         ctypes.CDLL(sys.argv[1]); os.unlink(sys.argv[1])\n\
+         print('ready', flush=True); time.sleep(600)",
+        lib.to_str().unwrap(),
+    ]));
+    // D: a node project with two packages from the npm registry.
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("package.json"),
+        "{\"name\": \"agreement-app\", \"version\": \"1.0.0\"}",
+    )
+    .unwrap();
+    let ok = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--save-exact",
+            "--silent",
+        ])
+        .args(["ms@2.1.3", "is-number@7.0.0"])
+        .current_dir(&app)
+        .status()
+        .expect("npm install");
+    assert!(ok.success(), "npm install");
+    let node = spawn_ready(Command::new("/usr/bin/node").current_dir(&app).args([
+        "-e",
+        "require('ms'); require('is-number'); console.log('ready'); setTimeout(() => {}, 1e9)",
+    ]));
+    // E: terraform console, reading a stdin that stays open; no config, no
+    // checkpoint call: no network.
+    let tf_dir = dir.path().join("tf");
+    std::fs::create_dir(&tf_dir).unwrap();
+    let tf = Proc(
+        Command::new("/usr/local/bin/terraform")
+            .arg("console")
+            .current_dir(&tf_dir)
+            .env_remove("TF_CLI_CONFIG_FILE")
+            .env("CHECKPOINT_DISABLE", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("terraform console"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut tf = tf;
+    let tf_exited = tf.0.try_wait().unwrap();
+
+    let h = Harness::start().await;
+    let mut client = h.client().await;
+    h.sync().await;
+    let mut unexplained: Vec<String> = Vec::new();
+    let mut keep = |table: &str, diffs: &[((String, String), String)], ok: &[&str]| {
+        for (d, r) in diffs {
+            if !ok.iter().any(|o| r.starts_with(o)) {
+                unexplained.push(format!("{table} [{r}] {d:?}"));
+            }
+        }
+    };
+
+    // Table C.
+    eprintln!("\n=== Table C: python -m pip list vs patchgap (pypi, any evidence) ===");
+    let (venv_says, venv_tool) = python_says(venv_python.to_str().unwrap());
+    let (sys_says, sys_tool) = python_says("/usr/bin/python3");
+    // Ask by every name either interpreter lists: a Debian package that
+    // leaked into the venv, or a venv one into Debian's, would show.
+    let names: BTreeSet<String> = venv_says
+        .iter()
+        .chain(&sys_says)
+        .map(|p| p.0.clone())
+        .collect();
+    for (label, pid, says, tool) in [
+        ("venv python (six, idna)", vpy.pid(), &venv_says, venv_tool),
+        ("/usr/bin/python3", spy.pid(), &sys_says, sys_tool),
+    ] {
+        let pg = pg_packages(&mut client, pid, "pypi", &names).await;
+        let d = compare_pairs(
+            &format!("pid {pid} {label}, {tool}"),
+            says,
+            &pg,
+            |_, in_tool| {
+                if in_tool {
+                    "missed-by-patchgap"
+                } else {
+                    "extra-in-patchgap"
+                }
+                .into()
+            },
+        );
+        keep("C", &d, &[]);
+    }
+
+    // Table D.
+    eprintln!("\n=== Table D: npm ls --json --all vs patchgap (npm, any evidence) ===");
+    let npm_says = npm_ls(&app);
+    let mut names: BTreeSet<String> = npm_says.iter().map(|p| p.0.clone()).collect();
+    names.insert("agreement-app".into()); // the project itself
+    let pg = pg_packages(&mut client, node.pid(), "npm", &names).await;
+    let d = compare_pairs(
+        &format!("pid {} node in {}", node.pid(), app.display()),
+        &npm_says,
+        &pg,
+        |p, in_tool| {
+            if !in_tool && p.0 == "agreement-app" {
+                "the-project-itself (npm ls lists it as the root, not a dependency)".into()
+            } else if in_tool {
+                "missed-by-patchgap".into()
+            } else {
+                "extra-in-patchgap".into()
+            }
+        },
+    );
+    keep("D", &d, &["the-project-itself"]);
+
+    // Table E.
+    eprintln!(
+        "\n=== Table E: go version -m (testdata/gobuildinfo/terraform.txt) vs patchgap (golang) ==="
+    );
+    if let Some(status) = tf_exited {
+        eprintln!("  terraform console exited at once ({status}): skipped");
+    } else {
+        let want = go_version_m("terraform.txt");
+        let names: BTreeSet<String> = want.iter().map(|p| p.0.clone()).collect();
+        let pg = pg_packages(&mut client, tf.pid(), "golang", &names).await;
+        let d = compare_pairs(
+            &format!("pid {} terraform console", tf.pid()),
+            &want,
+            &pg,
+            |_, in_tool| {
+                if in_tool {
+                    "missed-by-patchgap"
+                } else {
+                    "extra-in-patchgap"
+                }
+                .into()
+            },
+        );
+        keep("E", &d, &[]);
+        // Nothing patchgap reports for it goes unasked: the static binary
+        // has no deb package, so every package is a module above.
+        let listed = client
+            .list_processes(v1::ListProcessesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .processes;
+        let total = listed
+            .iter()
+            .find(|p| p.key.is_some_and(|k| k.pid == tf.pid()))
+            .map(|p| p.packages);
+        eprintln!(
+            "  patchgap's package count for the process: {total:?} (asked: {})",
+            pg.len()
+        );
+        if total != Some(pg.len() as u32) {
+            unexplained.push(format!("E [unasked-packages] {total:?} != {}", pg.len()));
+        }
+    }
+    drop(tf);
+
+    // Table F.
+    eprintln!(
+        "\n=== Table F: needrestart's rule (deleted mapped files in /proc/PID/maps) vs patchgap stale_artifacts ==="
+    );
+    eprintln!("  (needrestart itself is not installed on this image)");
+    let listed = client
+        .list_processes(v1::ListProcessesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .processes;
+    let (mut agree, mut flagged, mut compared, mut memfds, mut diffs) = (0, 0, 0, 0, Vec::new());
+    for p in &listed {
+        let Some(key) = p.key else { continue };
+        if key.pid == std::process::id() || start_ticks(key.pid) != Some(key.start_ticks) {
+            continue; // ours, or gone (a reused pid)
+        }
+        let Some(del) = deleted_mappings(key.pid) else {
+            continue;
+        };
+        let exec: BTreeSet<&String> = del.iter().filter(|d| d.1).map(|d| &d.0).collect();
+        // memfds are no library (needrestart skips them): patchgap reports
+        // them as anonymous code, not stale.
+        let (memfd, paths): (BTreeSet<&String>, BTreeSet<&String>) = del
+            .iter()
+            .map(|d| &d.0)
+            .partition(|p| p.starts_with("/memfd:"));
+        let anon: BTreeSet<String> = p
+            .anonymous_code
+            .iter()
+            .map(|a| String::from_utf8_lossy(&a.path).into_owned())
+            .collect();
+        memfds += memfd.len();
+        for m in memfd.iter().filter(|m| !anon.contains(**m)) {
+            diffs.push((
+                format!("pid {}: {m} not in anonymous_code {anon:?}", key.pid),
+                "memfd-missed".into(),
+            ));
+        }
+        compared += 1;
+        let (files, pg) = (paths.len(), p.stale_artifacts as usize);
+        flagged += usize::from(files > 0);
+        if files == pg {
+            agree += 1;
+        } else {
+            diffs.push((
+                format!(
+                    "pid {} {:.40}: maps deleted {files} ({} exec) {paths:?}, patchgap stale {pg}",
+                    key.pid,
+                    p.cmdline,
+                    exec.len()
+                ),
+                "differs".to_string(),
+            ));
+        }
+    }
+    eprintln!(
+        "  processes: {compared} compared (of {} listed), {flagged} with deleted mapped files, {agree} agree; deleted memfd mappings {memfds}, all in anonymous_code unless listed below",
+        listed.len()
+    );
+    print_diffs("differing", &diffs);
+    let spy_stale = listed
+        .iter()
+        .find(|p| p.key.is_some_and(|k| k.pid == spy.pid()))
+        .map(|p| p.stale_artifacts);
+    eprintln!(
+        "  started pid {} (maps a deleted copy of libz): patchgap stale {spy_stale:?}",
+        spy.pid()
+    );
+    for (d, r) in &diffs {
+        unexplained.push(format!("F [{r}] {d}"));
+    }
+    assert_eq!(spy_stale, Some(1), "the deleted copy of libz is stale");
+    h.stop().await;
+    assert!(
+        unexplained.is_empty(),
+        "unexplained:\n{}",
+        unexplained.join("\n")
+    );
+    drop((vpy, spy, node));
 }

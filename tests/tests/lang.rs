@@ -10,7 +10,9 @@ use std::{
 
 use patchgap_proto::v1;
 use patchgap_tests::{
-    GroundTruth, Harness, ebpf_wanted, ground_truth, osv_files, spawn_ready, timeout,
+    GroundTruth, Harness, ebpf_wanted, ground_truth, osv_files,
+    py::{self, new_venv, pip_install},
+    spawn_ready, timeout,
 };
 
 /// python3 -m venv, then a wheel built from testdata/python/tinydist
@@ -535,67 +537,14 @@ async fn every_pyenv_interpreters_findings_agree_with_the_ground_truth() {
     h.stop().await;
 }
 
-/// A real wheel from PyPI for CPython 3.11 on x86_64 (`spec` is
-/// `name==version`), downloaded once by `pip` into the tests' target tmp
-/// dir; later runs are offline.
+/// A real wheel from PyPI, cached in the tests' target tmp dir (see
+/// [`patchgap_tests::py::wheel`]).
 fn wheel(pip: &Path, spec: &str) -> std::path::PathBuf {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheels");
-    let (name, version) = spec.split_once("==").unwrap();
-    let prefix = format!("{}-{version}-", name.to_lowercase());
-    let find = || {
-        std::fs::read_dir(&cache)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                let f = p.file_name().unwrap().to_string_lossy().to_lowercase();
-                f.starts_with(&prefix) && f.ends_with(".whl")
-            })
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    let ok = Command::new(pip)
-        .args([
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-d",
-        ])
-        .arg(&cache)
-        .arg(spec)
-        .status()
-        .expect("pip download");
-    assert!(ok.success(), "pip download {spec}");
-    find().unwrap_or_else(|| panic!("no wheel for {spec} in {}", cache.display()))
-}
-
-/// `pip install` of local wheels only, with extra arguments (`--target`).
-fn pip_install(pip: &Path, args: &[&std::ffi::OsStr]) {
-    let ok = Command::new(pip)
-        .args([
-            "install",
-            "--quiet",
-            "--no-index",
-            "--no-deps",
-            "--disable-pip-version-check",
-        ])
-        .args(args)
-        .status()
-        .expect("pip install");
-    assert!(ok.success(), "pip install {args:?}");
-}
-
-fn new_venv(dir: &Path) -> std::path::PathBuf {
-    let venv = dir.join("venv");
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 -m venv");
-    assert!(ok.success());
-    venv
+    py::wheel(
+        pip,
+        spec,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("wheels"),
+    )
 }
 
 /// What the interpreter itself says it loaded, written by the test's
