@@ -242,7 +242,7 @@ fn print_diffs<T: std::fmt::Debug>(title: &str, diffs: &[(T, String)]) {
 async fn agreement_with_dpkg_and_ss() {
     let _serial = SERIAL.lock().await;
     // The set: Debian's python with libssl3 and a loopback listener with an
-    // established connection; perl with an XS module; node. (Go binaries
+    // established connection; perl with an XS module; node; a JVM. (Go binaries
     // are not dpkg's: agent/tests/lang.rs checks them against go version -m.)
     let python = spawn_ready(std::process::Command::new("/usr/bin/python3").args([
         "-c",
@@ -259,7 +259,17 @@ async fn agreement_with_dpkg_and_ss() {
         Command::new("/usr/bin/node").args(["-e", "setTimeout(() => {}, 600000)"]),
         "libstdc++",
     );
-    let started = [python.pid(), perl.pid(), node.pid()];
+    // A JVM running a source file: libjvm.so and the JDK's modules image
+    // are dpkg's (openjdk-*-jre-headless).
+    let java_dir = tempfile::tempdir().unwrap();
+    let java_src = java_dir.path().join("Idle.java");
+    std::fs::write(
+        &java_src,
+        "public class Idle { public static void main(String[] a) throws Exception { Thread.sleep(600000); } }\n",
+    )
+    .unwrap();
+    let java = spawn_mapping(Command::new("java").arg(&java_src), "libjvm.so");
+    let started = [python.pid(), perl.pid(), node.pid(), java.pid()];
 
     let h = Harness::start().await;
     // One client for every query: its connection exists before the scan.
@@ -627,7 +637,7 @@ async fn agreement_with_dpkg_and_ss() {
         unexplained.join("\n")
     );
     h.stop().await;
-    drop((python, perl, node));
+    drop((python, perl, node, java, java_dir));
 }
 
 /// PEP 503's normal form of a Python distribution name.
