@@ -17,6 +17,7 @@ pub mod rootfs;
 pub mod run;
 pub mod scan;
 pub mod sense;
+pub mod tls;
 pub mod wire;
 pub mod workload;
 

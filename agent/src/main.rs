@@ -21,15 +21,24 @@ struct Cli {
 enum Command {
     /// Scan continuously and stream to a collector.
     ///
-    /// Example: patchgap-agent run --collector http://10.0.0.5:7373 --label cluster=prod
+    /// Example: patchgap-agent run --collector https://10.0.0.5:7373 --ca pki/ca.crt
+    ///   --cert pki/agent-web-1.crt --key pki/agent-web-1.key --label cluster=prod
     Run {
-        /// The collector's address.
-        #[arg(
-            long,
-            env = "PATCHGAP_COLLECTOR",
-            default_value = "http://127.0.0.1:7373"
-        )]
+        /// The collector's address: https://HOST:PORT (TLS, never plaintext),
+        /// http://HOST:PORT (plaintext), or HOST:PORT (https:// when --ca is given).
+        #[arg(long, env = "PATCHGAP_COLLECTOR", default_value = "127.0.0.1:7373")]
         collector: String,
+        /// The CA that signed the collector's certificate (PEM).
+        #[arg(long, env = "PATCHGAP_CA")]
+        ca: Option<PathBuf>,
+        /// This agent's certificate (`patchgap pki issue agent --host NAME`);
+        /// the collector takes only Hellos for the host it names. Re-read at
+        /// each reconnect.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// This agent's private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// The procfs root to scan (a host /proc mounted elsewhere works).
         #[arg(long, default_value = "/proc")]
         proc_root: PathBuf,
@@ -80,14 +89,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn collector_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // glibc gives each thread that allocates its own arena; a handful of
@@ -126,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run {
             collector,
+            ca,
+            cert,
+            key,
             proc_root,
             runtime_root,
             interval,
@@ -140,8 +144,14 @@ async fn main() -> anyhow::Result<()> {
                 ring_mib.is_power_of_two(),
                 "--ring-mib must be a power of two"
             );
+            let tls = patchgap_agent::tls::ClientTls { ca, cert, key };
+            let collector = patchgap_agent::tls::collector_url(&collector, &tls);
+            // A wrong scheme or an unreadable file stops the agent now,
+            // rather than in a retry loop.
+            patchgap_agent::tls::endpoint(&collector, &tls)?;
             let config = AgentConfig {
-                collector: collector_url(&collector),
+                collector,
+                tls,
                 scan: ScanConfig {
                     proc_root,
                     labels: labels.into_iter().collect(),

@@ -23,7 +23,6 @@ use patchgap_proto::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 use crate::{
@@ -36,8 +35,11 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The collector's URL, such as http://127.0.0.1:7373.
+    /// The collector's URL, such as http://127.0.0.1:7373 or
+    /// https://collector:7373 (which needs `tls.ca`).
     pub collector: String,
+    /// TLS files, read again at each connect.
+    pub tls: crate::tls::ClientTls,
     pub scan: ScanConfig,
     /// Time between full /proc rescans.
     pub interval: Duration,
@@ -66,6 +68,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             collector: "http://127.0.0.1:7373".into(),
+            tls: Default::default(),
             scan: ScanConfig::default(),
             interval: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
@@ -948,7 +951,7 @@ async fn stream_once(
     host: &v1::HostIdentity,
     shared: &Shared,
 ) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(config.collector.clone())?
+    let channel = crate::tls::endpoint(&config.collector, &config.tls)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()

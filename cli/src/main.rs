@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod pki;
 mod render;
 #[cfg(test)]
 mod snapshots;
@@ -36,6 +37,17 @@ struct ReadOpts {
         global = true
     )]
     collector: String,
+    /// The CA that signed the collector's certificate (PEM), for an
+    /// https:// collector. A bare HOST:PORT is https:// when it is given.
+    #[arg(long, env = "PATCHGAP_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// A client certificate (`patchgap pki issue cli --name NAME`), for
+    /// collectors that ask for one.
+    #[arg(long, env = "PATCHGAP_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "PATCHGAP_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
@@ -74,6 +86,66 @@ impl FilterOpts {
 enum Output {
     Table,
     Json,
+}
+
+/// Options of every `pki` command.
+#[derive(clap::Args, Clone)]
+struct PkiOpts {
+    /// The PKI directory (made 0700; keys in it are 0600).
+    #[arg(long, default_value = "pki")]
+    dir: PathBuf,
+    /// Days the certificate is valid.
+    #[arg(long)]
+    days: Option<u32>,
+    /// Replace an existing key and certificate (the old ones stop working
+    /// once the other side reloads).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Make a CA: DIR/ca.crt and DIR/ca.key (valid 10 years by default).
+    Init {
+        #[command(flatten)]
+        opts: PkiOpts,
+    },
+    /// Issue a key and a certificate signed by DIR's CA (valid 1 year by default).
+    #[command(subcommand)]
+    Issue(PkiIssue),
+}
+
+#[derive(Subcommand)]
+enum PkiIssue {
+    /// The collector's server certificate: DIR/collector.crt and .key.
+    ///
+    /// Example: patchgap pki issue collector --dir pki --san collector.example,10.0.0.5
+    Collector {
+        /// DNS names and IP addresses agents and clients reach it by.
+        #[arg(long, value_delimiter = ',', required = true)]
+        san: Vec<String>,
+        #[command(flatten)]
+        opts: PkiOpts,
+    },
+    /// An agent's certificate: DIR/agent-HOST.crt and .key. The host name is
+    /// its CN and its URI SAN urn:patchgap:agent:HOST; the collector takes
+    /// its Hello only for HOST.
+    Agent {
+        /// The host name, as the agent reports it (`hostname`).
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        opts: PkiOpts,
+    },
+    /// A CLI client certificate: DIR/cli-NAME.crt and .key (CN NAME, URI SAN
+    /// urn:patchgap:cli:NAME). It can query, never ingest.
+    Cli {
+        /// Who holds it.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        opts: PkiOpts,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +221,14 @@ struct QueryArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A private CA and the certificates for mTLS between agents, the
+    /// collector and clients.
+    ///
+    /// Example: patchgap pki init --dir pki && patchgap pki issue agent --dir pki --host web-1
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
     /// Run a collector and a local agent in one process, for a first look.
     ///
     /// Example: sudo patchgap up --data-dir /tmp/patchgap
@@ -294,6 +374,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Pki { command } => pki_command(command),
         Command::Up {
             data_dir,
             listen,
@@ -317,6 +398,34 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// `patchgap pki`.
+fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
+    let (written, what) = match command {
+        PkiCommand::Init { opts } => (
+            pki::init(&opts.dir, opts.days.unwrap_or(3650), opts.force)?,
+            "CA".to_string(),
+        ),
+        PkiCommand::Issue(issue) => {
+            let (leaf, opts) = match issue {
+                PkiIssue::Collector { san, opts } => (pki::Leaf::Collector { sans: san }, opts),
+                PkiIssue::Agent { host, opts } => (pki::Leaf::Agent { host }, opts),
+                PkiIssue::Cli { name, opts } => (pki::Leaf::Cli { name }, opts),
+            };
+            let what = format!("{leaf:?}");
+            (
+                pki::issue(&opts.dir, &leaf, opts.days.unwrap_or(365), opts.force)?,
+                what,
+            )
+        }
+    };
+    println!(
+        "wrote {} and {} (key 0600): {what}",
+        written.cert.display(),
+        written.key.display()
+    );
+    Ok(())
+}
+
 /// `patchgap query`: the constraint is checked here, so a typo never costs
 /// a round trip; a purl is checked by the collector, which knows the types.
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
@@ -337,11 +446,11 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         advisory: args.advisory.unwrap_or_default(),
     };
     let read = args.read;
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .find_package(request)
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::query_json(&resp), || {
         render::query_table(&resp, render::width())
@@ -354,14 +463,14 @@ async fn connections(
     since: Option<i64>,
     read: ReadOpts,
 ) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .list_connections(v1::ListConnectionsRequest {
             host: host.unwrap_or_default(),
             since_ms: since.unwrap_or(0),
         })
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::connections_json(&resp), || {
         render::connections_table(&resp)
@@ -370,7 +479,7 @@ async fn connections(
 
 /// `patchgap advisories import|list|show`.
 async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     match command {
         AdvisoriesCommand::Import { path } => advisories_import(&mut client, &path, &read).await,
         AdvisoriesCommand::List { ecosystem } => {
@@ -379,7 +488,7 @@ async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Resul
                     ecosystem: ecosystem.unwrap_or_default(),
                 })
                 .await
-                .map_err(|s| status_error(&read.collector, s))?
+                .map_err(|s| status_error(&read, s))?
                 .into_inner();
             print(
                 read.output,
@@ -391,7 +500,7 @@ async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Resul
             let resp = client
                 .get_advisory(v1::GetAdvisoryRequest { id: id.clone() })
                 .await
-                .map_err(|s| status_error(&read.collector, s))?
+                .map_err(|s| status_error(&read, s))?
                 .into_inner();
             if resp.advisories.is_empty() {
                 anyhow::bail!("no advisory is known as {id}");
@@ -414,7 +523,7 @@ async fn advisories_import(
 ) -> anyhow::Result<()> {
     let resp = advisories::import(client, path).await.map_err(|e| {
         match e.downcast::<tonic::Status>() {
-            Ok(s) => status_error(&read.collector, s),
+            Ok(s) => status_error(read, s),
             Err(e) => e,
         }
     })?;
@@ -430,7 +539,7 @@ async fn advisories_import(
 
 /// `patchgap sbom push|list`.
 async fn sbom(command: SbomCommand, read: ReadOpts) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     match command {
         SbomCommand::Push { image, file } => {
             let data = read_sbom(&file)?;
@@ -441,7 +550,7 @@ async fn sbom(command: SbomCommand, read: ReadOpts) -> anyhow::Result<()> {
                     data,
                 })
                 .await
-                .map_err(|s| status_error(&read.collector, s))?
+                .map_err(|s| status_error(&read, s))?
                 .into_inner();
             print(read.output, render::sbom_push_json(&resp), || {
                 render::sbom_push_table(&resp)
@@ -453,7 +562,7 @@ async fn sbom(command: SbomCommand, read: ReadOpts) -> anyhow::Result<()> {
                     image: image.unwrap_or_default(),
                 })
                 .await
-                .map_err(|s| status_error(&read.collector, s))?
+                .map_err(|s| status_error(&read, s))?
                 .into_inner();
             print(read.output, render::sboms_json(&resp), || {
                 render::sboms_table(&resp)
@@ -485,7 +594,7 @@ async fn findings(
     filter: FilterOpts,
     read: ReadOpts,
 ) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .list_findings(v1::ListFindingsRequest {
             filter: Some(filter.to_proto()),
@@ -493,7 +602,7 @@ async fn findings(
             loaded,
         })
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::findings_json(&resp), || {
         render::findings_table(&resp, render::width())
@@ -502,13 +611,13 @@ async fn findings(
 
 /// `patchgap workloads`.
 async fn workloads(filter: FilterOpts, read: ReadOpts) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .list_workloads(v1::ListWorkloadsRequest {
             filter: Some(filter.to_proto()),
         })
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::workloads_json(&resp), || {
         render::workloads_table(&resp, render::width())
@@ -517,11 +626,11 @@ async fn workloads(filter: FilterOpts, read: ReadOpts) -> anyhow::Result<()> {
 
 /// `patchgap hosts`.
 async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .list_hosts(v1::ListHostsRequest {})
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::hosts_json(&resp), || {
         render::hosts_table(&resp)
@@ -530,13 +639,13 @@ async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
 
 /// `patchgap ps`.
 async fn ps(host: Option<String>, read: ReadOpts) -> anyhow::Result<()> {
-    let mut client = connect(&read.collector).await?;
+    let mut client = connect(&read).await?;
     let resp = client
         .list_processes(v1::ListProcessesRequest {
             host: host.unwrap_or_default(),
         })
         .await
-        .map_err(|s| status_error(&read.collector, s))?
+        .map_err(|s| status_error(&read, s))?
         .into_inner();
     print(read.output, render::ps_json(&resp), || {
         render::ps_table(&resp, render::width())
@@ -582,40 +691,55 @@ fn parse_time(s: &str) -> Result<i64, String> {
     })
 }
 
-fn collector_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+impl ReadOpts {
+    fn tls(&self) -> patchgap_agent::tls::ClientTls {
+        patchgap_agent::tls::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    fn url(&self) -> String {
+        patchgap_agent::tls::collector_url(&self.collector, &self.tls())
     }
 }
 
 const START_HINT: &str = "start one with `patchgap up`, or point --collector (or PATCHGAP_COLLECTOR) at a running collector";
 
-async fn connect(addr: &str) -> anyhow::Result<QueryClient<Channel>> {
-    let url = collector_url(addr);
-    let endpoint = Channel::from_shared(url.clone())
-        .map_err(|_| {
-            anyhow::anyhow!("--collector {addr:?} is not an address such as 127.0.0.1:7373")
-        })?
+async fn connect(read: &ReadOpts) -> anyhow::Result<QueryClient<Channel>> {
+    let url = read.url();
+    // https:// without a CA is refused here: never a plaintext fallback.
+    let endpoint = patchgap_agent::tls::endpoint(&url, &read.tls())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
         .connect_timeout(Duration::from_secs(5));
     match endpoint.connect().await {
         Ok(channel) => Ok(QueryClient::new(channel).max_decoding_message_size(64 << 20)),
         Err(e) => {
-            let cause = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string());
-            anyhow::bail!("cannot reach the collector at {url} ({cause}); {START_HINT}")
+            // The whole chain: a TLS failure says why only in its depths.
+            let mut causes = Vec::new();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                causes.push(s.to_string());
+                source = s.source();
+            }
+            if causes.is_empty() {
+                causes.push(e.to_string());
+            }
+            anyhow::bail!(
+                "cannot reach the collector at {url} ({}); {START_HINT}",
+                causes.join(": ")
+            )
         }
     }
 }
 
-fn status_error(addr: &str, s: tonic::Status) -> anyhow::Error {
+fn status_error(read: &ReadOpts, s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::Unavailable => {
             anyhow::anyhow!(
                 "cannot reach the collector at {} ({}); {START_HINT}",
-                collector_url(addr),
+                read.url(),
                 s.message()
             )
         }
@@ -655,7 +779,7 @@ async fn up(
         );
     }
     println!(
-        "patchgap collector listening on {addr} (data in {})",
+        "patchgap collector listening on {addr}, plaintext on loopback, no authentication (data in {})",
         data_dir.display()
     );
     println!(

@@ -629,6 +629,7 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                 "ebpf_reason": caps.ebpf_reason,
                 "root": caps.root,
                 "connected": h.connected,
+                "cert_expires": (h.cert_not_after_ms > 0).then(|| rfc3339(h.cert_not_after_ms)),
                 "fresh": h.fresh,
                 "last_seen": rfc3339(h.last_seen_ms),
                 "last_full_scan": (h.last_full_scan_ms > 0).then(|| rfc3339(h.last_full_scan_ms)),
@@ -669,6 +670,11 @@ pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
                 },
                 if caps.root { "root" } else { "NOT ROOT" }.into(),
                 rfc3339(h.last_seen_ms),
+                if h.cert_not_after_ms > 0 {
+                    rfc3339(h.cert_not_after_ms)
+                } else {
+                    "-".into()
+                },
             ]
         })
         .collect();
@@ -681,6 +687,7 @@ pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
             "EBPF",
             "AGENT",
             "LAST SEEN",
+            "CERT EXPIRES",
         ],
         &rows,
         "",

@@ -437,6 +437,7 @@ fn hosts() -> Value {
                     sockets_read_ms: NOW - 42_000,
                 }),
                 connected: true,
+                cert_not_after_ms: 1_796_083_200_000,
             },
             v1::HostSummary {
                 identity: Some(v1::HostIdentity {
@@ -459,6 +460,7 @@ fn hosts() -> Value {
                 processes_running: 0,
                 last_scan: None,
                 connected: false,
+                cert_not_after_ms: 0,
             },
         ],
     })

@@ -5,7 +5,8 @@
 //! - `fleet`: the runtime truth as responders read it (workloads, scope);
 //! - `advisories`: Detect (OSV, version orders, matching);
 //! - `sbom`: image SBOMs (CycloneDX, SPDX) and their records;
-//! - `store`: the storage contract, its conformance suite and backends.
+//! - `store`: the storage contract, its conformance suite and backends;
+//! - `tls`: mTLS with certificates reloaded from disk.
 //!
 //! [`run`] serves everything on one listener.
 
@@ -17,10 +18,12 @@ pub mod fleet;
 pub(crate) mod fuzz;
 pub mod sbom;
 pub mod store;
+pub mod tls;
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     future::Future,
+    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -30,9 +33,10 @@ use patchgap_proto::v1::{ingest_server::IngestServer, query_server::QueryServer}
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use api::{IngestService, QueryService, SharedStore};
+pub use api::{IngestService, IngestTls, QueryService, SharedStore};
 pub use fleet::{ingest::Ingest, scope::ScopeMap};
 pub use store::{Store, sqlite::SqliteStore};
+pub use tls::TlsFiles;
 
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -44,6 +48,11 @@ pub struct CollectorConfig {
     pub fresh_after: Duration,
     /// The operator's data-scope mapping file (see `scope`), if any.
     pub scope_map: Option<PathBuf>,
+    /// mTLS: the collector's certificate and key and the client CA. Without
+    /// it the collector serves plaintext, on loopback only.
+    pub tls: Option<TlsFiles>,
+    /// Serve plaintext on a non-loopback address anyway (warned at start).
+    pub insecure_plaintext: bool,
 }
 
 impl Default for CollectorConfig {
@@ -53,8 +62,34 @@ impl Default for CollectorConfig {
             max_message_bytes: 16 << 20,
             fresh_after: Duration::from_secs(90),
             scope_map: None,
+            tls: None,
+            insecure_plaintext: false,
         }
     }
+}
+
+/// How to set TLS up, for the refusal to serve plaintext off loopback.
+pub const TLS_HINT: &str = "set up TLS: `patchgap pki init --dir DIR`, `patchgap pki issue collector --dir DIR --san NAME[,IP]`, then pass --tls-cert DIR/collector.crt --tls-key DIR/collector.key --client-ca DIR/ca.crt (or --insecure-plaintext to accept the risk)";
+
+/// Plaintext is for loopback only: anyone who can reach a plaintext port
+/// can feed the collector any host's inventory. Returns the refusal, or a
+/// warning to print when `--insecure-plaintext` overrides it.
+pub fn check_listen(
+    addr: SocketAddr,
+    tls: bool,
+    insecure_plaintext: bool,
+) -> Result<Option<String>, String> {
+    if tls || addr.ip().is_loopback() {
+        return Ok(None);
+    }
+    if insecure_plaintext {
+        return Ok(Some(format!(
+            "serving PLAINTEXT on {addr} (--insecure-plaintext): anyone who can reach it can send any host's inventory and read the fleet"
+        )));
+    }
+    Err(format!(
+        "refusing to serve plaintext on {addr}, which is not a loopback address; {TLS_HINT}"
+    ))
 }
 
 /// Opens the store and serves Ingest, Query and reflection on `listener`
@@ -64,6 +99,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Refuse before opening anything.
+    if let Err(e) = check_listen(
+        listener.local_addr()?,
+        config.tls.is_some(),
+        config.insecure_plaintext,
+    ) {
+        anyhow::bail!(e);
+    }
     let store = SqliteStore::open(&config.data_dir).map_err(|e| {
         anyhow::Error::new(e).context(format!(
             "opening the store in {}",
@@ -80,6 +123,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    match check_listen(
+        listener.local_addr()?,
+        config.tls.is_some(),
+        config.insecure_plaintext,
+    ) {
+        Err(e) => anyhow::bail!(e),
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Ok(None) => {}
+    }
+    // Load TLS before anything else, so a bad file stops the start.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            tls::ReloadingConfig::load(files.clone()).map_err(|e| {
+                anyhow::Error::new(e).context("loading the TLS certificate, key and client CA")
+            })?,
+        )),
+        None => None,
+    };
     let ingest = Arc::new(Ingest::new(store));
     // Packages stored but not matched yet (a crash between an ingest and
     // its matching pass, or a database from before schema 8).
@@ -89,7 +150,7 @@ pub async fn serve(
             .await?
             .map_err(|e| anyhow::Error::new(e).context("matching stored packages"))?;
     }
-    let connected = Arc::new(Mutex::new(HashSet::new()));
+    let connected: api::Connected = Arc::new(Mutex::new(HashMap::new()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -100,6 +161,11 @@ pub async fn serve(
         ingest.clone(),
         connected.clone(),
         stopping,
+        if tls.is_some() {
+            IngestTls::Required
+        } else {
+            IngestTls::Off
+        },
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -123,13 +189,28 @@ pub async fn serve(
             .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
     )
     .max_encoding_message_size(64 << 20);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(ingest_api)
         .add_service(query)
         .add_service(patchgap_proto::reflection::v1())
-        .add_service(patchgap_proto::reflection::v1alpha())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .add_service(patchgap_proto::reflection::v1alpha());
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?
+        }
+        Some(config) => {
+            // Our own acceptor (see `tls`), so certificates reload without
+            // a restart. The accept task goes when the server does.
+            let (incoming, accept_task) = tls::incoming(listener, config);
+            let served = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            accept_task.abort();
+            served?
+        }
+    }
     Ok(())
 }

@@ -9,6 +9,10 @@ use patchgap_collector::CollectorConfig;
 /// patchgap collector: holds the runtime truth and answers queries.
 ///
 /// Example: patchgap-collector --listen 0.0.0.0:7373 --data-dir /var/lib/patchgap
+///   --tls-cert pki/collector.crt --tls-key pki/collector.key --client-ca pki/ca.crt
+///
+/// Plaintext is served on loopback only; any other address needs TLS
+/// (`patchgap pki init` and `patchgap pki issue collector` make the files).
 #[derive(Parser)]
 #[command(name = "patchgap-collector", version)]
 struct Cli {
@@ -28,6 +32,21 @@ struct Cli {
     /// It is reloaded when it changes; a bad reload keeps the previous mapping.
     #[arg(long)]
     scope_map: Option<PathBuf>,
+    /// The collector's TLS certificate (PEM; `patchgap pki issue collector`).
+    /// It is reloaded when it changes, without dropping streams.
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The collector's TLS private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA that agents' and clients' certificates must chain to (PEM;
+    /// `patchgap pki init` makes it). Agents must present a certificate.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address. Anyone who can reach it can
+    /// then send any host's inventory; warned at every start.
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Only check the --scope-map file, print the result and exit (1 when it is bad).
     #[arg(long, requires = "scope_map")]
     check_scope_map: bool,
@@ -55,15 +74,32 @@ async fn main() -> anyhow::Result<()> {
             }
         };
     }
+    let tls = match (cli.tls_cert, cli.tls_key, cli.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(patchgap_collector::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        _ => None,
+    };
+    // Refused before binding, so a wrong address opens no socket at all.
+    if let Err(e) =
+        patchgap_collector::check_listen(cli.listen, tls.is_some(), cli.insecure_plaintext)
+    {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %cli.data_dir.display(), "collector listening");
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %cli.data_dir.display(), tls = tls.is_some(), "collector listening");
     let config = CollectorConfig {
         data_dir: cli.data_dir,
         max_message_bytes: cli.max_message_mib << 20,
         fresh_after: Duration::from_secs(cli.fresh_after),
         scope_map: cli.scope_map,
+        tls,
+        insecure_plaintext: cli.insecure_plaintext,
     };
     patchgap_collector::run(config, listener, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -2,11 +2,7 @@
 //! message must be a Hello; every later one is stored durably (and its new
 //! packages matched) before it is acked, so an ack never lies.
 
-use std::{
-    collections::HashSet,
-    pin::Pin,
-    sync::{Arc, Mutex},
-};
+use std::{pin::Pin, sync::Arc};
 
 use patchgap_proto::{
     time::now_ms,
@@ -17,8 +13,20 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use super::blocking;
-use crate::fleet::{coverage, ingest::Ingest};
+use super::{Connected, blocking, refused};
+use crate::{
+    fleet::{coverage, ingest::Ingest},
+    tls::{Role, peer_identity},
+};
+
+/// Whether streams must come with an agent certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestTls {
+    /// Plaintext (loopback, or `--insecure-plaintext`): a Hello is believed.
+    Off,
+    /// mTLS: each stream is bound to the host its client certificate names.
+    Required,
+}
 
 #[derive(Clone)]
 pub struct IngestService {
@@ -27,19 +35,22 @@ pub struct IngestService {
     /// graceful shutdown does not wait forever on agents that never hang up.
     stopping: tokio::sync::watch::Receiver<bool>,
     /// Hosts with a stream open right now.
-    connected: Arc<Mutex<HashSet<String>>>,
+    connected: Connected,
+    tls: IngestTls,
 }
 
 impl IngestService {
     pub fn new(
         ingest: Arc<Ingest>,
-        connected: Arc<Mutex<HashSet<String>>>,
+        connected: Connected,
         stopping: tokio::sync::watch::Receiver<bool>,
+        tls: IngestTls,
     ) -> Self {
         IngestService {
             ingest,
             connected,
             stopping,
+            tls,
         }
     }
 }
@@ -48,7 +59,7 @@ type CollectorStream = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, St
 
 /// Removes the host from the connected set when the stream task ends, however
 /// it ends.
-struct ConnectedGuard(Arc<Mutex<HashSet<String>>>, String);
+struct ConnectedGuard(Connected, String);
 
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
@@ -71,6 +82,33 @@ impl IngestApi for IngestService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // Under mTLS, who the stream may speak for comes from its client
+        // certificate (already verified against the client CA by the
+        // handshake), never from what it says.
+        let mut cert_host = None;
+        let mut cert_not_after_ms = 0;
+        let mut subject = String::new();
+        if self.tls == IngestTls::Required {
+            let identity = request
+                .peer_certs()
+                .and_then(|certs| certs.first().and_then(|c| peer_identity(c)));
+            let Some(identity) = identity else {
+                refused(&peer, "", "Ingest/Stream", "no client certificate");
+                return Err(Status::unauthenticated(
+                    "ingest needs an agent certificate (patchgap pki issue agent)",
+                ));
+            };
+            subject = identity.subject.clone();
+            match identity.role {
+                Role::Agent(host) => cert_host = Some(host),
+                _ => {
+                    let reason = "only an agent certificate can ingest";
+                    refused(&peer, &subject, "Ingest/Stream", reason);
+                    return Err(Status::permission_denied(reason));
+                }
+            }
+            cert_not_after_ms = identity.not_after_ms;
+        }
         let mut inbound = request.into_inner();
         // The first message must be a Hello; answer it before returning the
         // response stream, so a bad opener is a plain error status.
@@ -93,7 +131,22 @@ impl IngestApi for IngestService {
         };
         let hello_copy = hello.clone();
         let ingest = self.ingest.clone();
-        let session = blocking(move || ingest.hello(&hello_copy, now_ms())).await?;
+        let session = match cert_host {
+            None => blocking(move || ingest.hello(&hello_copy, now_ms())).await?,
+            Some(cert_host) => {
+                match blocking(move || ingest.hello_bound(&hello_copy, &cert_host, now_ms()))
+                    .await?
+                {
+                    Ok(session) => session,
+                    Err(reason) => {
+                        refused(&peer, &subject, "Ingest/Stream", &reason);
+                        return Err(Status::permission_denied(format!(
+                            "this agent may not speak for that host: {reason}"
+                        )));
+                    }
+                }
+            }
+        };
         let host_name = hello
             .host
             .as_ref()
@@ -123,7 +176,7 @@ impl IngestApi for IngestService {
         self.connected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(host_key.clone());
+            .insert(host_key.clone(), cert_not_after_ms);
         let guard = ConnectedGuard(self.connected.clone(), host_key);
         tokio::spawn(async move {
             let _guard = guard;

@@ -17,12 +17,15 @@ mod packages;
 mod query;
 mod sboms;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tonic::Status;
 use tracing::warn;
 
-pub use ingest::IngestService;
+pub use ingest::{IngestService, IngestTls};
 pub use query::QueryService;
 
 use crate::store::{Store, StoreError};
@@ -30,6 +33,18 @@ use crate::store::{Store, StoreError};
 /// The store every service shares: `&self` methods, safe to call from
 /// many tasks at once.
 pub type SharedStore = Arc<dyn Store>;
+
+/// The agents with a stream open right now, by host key (machine-id, else
+/// host name), with the expiry of the certificate each connected with (ms
+/// since the epoch; 0 without TLS).
+pub type Connected = Arc<Mutex<HashMap<String, i64>>>;
+
+/// A call refused for who the caller is (its certificate does not allow
+/// it). The one place every such refusal goes through: today it logs; the
+/// audit log will record it here too.
+pub fn refused(peer: &str, subject: &str, method: &str, reason: &str) {
+    warn!(peer, subject, method, reason, "refused");
+}
 
 /// Runs blocking domain work (the store, the matcher) off the async
 /// workers, and maps its error at the edge.

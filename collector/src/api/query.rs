@@ -3,7 +3,7 @@
 //! the data-scope mapping in force) live here.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,13 +14,13 @@ use patchgap_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{SharedStore, advisories, blocking, fleet, packages, sboms};
+use super::{Connected, SharedStore, advisories, blocking, fleet, packages, sboms};
 use crate::fleet::{coverage, ingest::Ingest, scope::ScopeMap, workloads};
 
 #[derive(Clone)]
 pub struct QueryService {
     pub(super) ingest: Arc<Ingest>,
-    connected: Arc<Mutex<HashSet<String>>>,
+    connected: Connected,
     /// A host is fresh when it reported within this long.
     fresh_after: Duration,
     /// The operator's data-scope mapping, reloaded when its file changes.
@@ -39,7 +39,7 @@ pub(super) struct Fleet {
 impl QueryService {
     pub fn new(
         ingest: Arc<Ingest>,
-        connected: Arc<Mutex<HashSet<String>>>,
+        connected: Connected,
         fresh_after: Duration,
         scope: ScopeMap,
     ) -> Self {

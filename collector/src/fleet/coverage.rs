@@ -2,7 +2,7 @@
 //! eBPF is on and how many events were lost. Every answer carries it, so
 //! "not found" is never confused with "not observed".
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use patchgap_proto::v1;
 
@@ -11,10 +11,11 @@ use crate::store::HostRow;
 /// The hosts as responders see them and the coverage they give, at `now`.
 /// A host is fresh when it reported within `fresh_after` and has sent a
 /// full scan; `connected` holds the keys (machine-id, else hostname) of
-/// hosts with a stream open.
+/// hosts with a stream open, each with its certificate's expiry (ms, 0
+/// without TLS).
 pub fn summarize(
     rows: Vec<HostRow>,
-    connected: &HashSet<String>,
+    connected: &HashMap<String, i64>,
     fresh_after: Duration,
     now_ms: i64,
 ) -> (v1::Coverage, Vec<v1::HostSummary>) {
@@ -48,7 +49,8 @@ pub fn summarize(
                 events_lost: h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped,
             });
             v1::HostSummary {
-                connected: connected.contains(host_key(&h.identity)),
+                connected: connected.contains_key(host_key(&h.identity)),
+                cert_not_after_ms: connected.get(host_key(&h.identity)).copied().unwrap_or(0),
                 identity: Some(h.identity),
                 agent_version: h.agent_version,
                 capabilities: Some(h.capabilities),
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn fresh_needs_a_recent_report_and_a_full_scan() {
         let now = 1_000_000;
-        let connected: HashSet<String> = ["id-a".to_string()].into();
+        let connected: HashMap<String, i64> = [("id-a".to_string(), 0)].into();
         let (c, hosts) = summarize(
             vec![
                 row("a", now - 1_000, now - 5_000, true),

@@ -76,6 +76,37 @@ impl Ingest {
         self.store.hello(hello, now_ms)
     }
 
+    /// Registers the Hello of an agent whose certificate names `cert_host`,
+    /// or says why it may not speak for the host it names (`Ok(Err(reason))`):
+    /// its host name must be the certificate's, and the key it names (its
+    /// machine-id) must not already belong to a host of another name. Checked
+    /// and registered under the write lock, so two streams cannot race.
+    pub fn hello_bound(
+        &self,
+        hello: &v1::Hello,
+        cert_host: &str,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Session, String>> {
+        let _w = self.lock();
+        let id = hello.host.clone().unwrap_or_default();
+        if id.hostname != cert_host {
+            return Ok(Err(format!(
+                "the certificate is for host {cert_host:?}, the Hello names {:?}",
+                id.hostname
+            )));
+        }
+        let key = crate::fleet::coverage::host_key(&id);
+        if let Some(other) = self.store.hosts()?.into_iter().find(|h| {
+            crate::fleet::coverage::host_key(&h.identity) == key && h.identity.hostname != cert_host
+        }) {
+            return Ok(Err(format!(
+                "host id {key:?} belongs to host {:?}, not to {cert_host:?}",
+                other.identity.hostname
+            )));
+        }
+        self.store.hello(hello, now_ms).map(Ok)
+    }
+
     /// Stores one agent message durably, then matches its new packages
     /// against the stored advisories (one indexed query when nothing is
     /// new). The result means the message is committed: a failed pass
