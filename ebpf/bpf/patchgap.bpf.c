@@ -467,6 +467,13 @@ static __always_inline int pg_is_library(const char *p, __u32 len)
 #undef PG_AT
 }
 
+/* open(2)'s O_PATH (octal 010000000): the descriptor can neither be read
+ * nor mapped, so such an open is never a load. It is how an agent (this one
+ * or another patchgap agent on the host) stats a file inside a process's
+ * root: two agents resolving each other's lookups would otherwise feed each
+ * other events without end. */
+#define PG_O_PATH 010000000
+
 /* Read the user path, filter it, and keep it for the exit of this syscall. */
 static __always_inline int pg_open_stash(__u32 tid, const char *upath, __u32 flags)
 {
@@ -474,7 +481,7 @@ static __always_inline int pg_open_stash(__u32 tid, const char *upath, __u32 fla
 	struct pg_open_start *st;
 	long n;
 
-	if (!upath)
+	if (!upath || (flags & PG_O_PATH))
 		return 0;
 	st = bpf_map_lookup_elem(&open_scratch, &zero);
 	if (!st)
