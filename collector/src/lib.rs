@@ -5,12 +5,16 @@
 //! - `fleet`: the runtime truth as responders read it (workloads, scope);
 //! - `advisories`: Detect (OSV, version orders, matching);
 //! - `sbom`: image SBOMs (CycloneDX, SPDX) and their records;
-//! - `store`: the storage contract, its conformance suite and backends.
+//! - `store`: the storage contract, its conformance suite and backends;
+//! - `auth`: scoped PASETO tokens and their revocation;
+//! - `audit`: the hash-chained, checkpointed audit log.
 //!
 //! [`run`] serves everything on one listener.
 
 pub mod advisories;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
@@ -44,6 +48,12 @@ pub struct CollectorConfig {
     pub fresh_after: Duration,
     /// The operator's data-scope mapping file (see `scope`), if any.
     pub scope_map: Option<PathBuf>,
+    /// Every Query call needs a bearer token with the RPC's scope. Off,
+    /// only `admin` calls (tokens, the audit log) need one: the loopback
+    /// first look of `patchgap up`.
+    pub require_tokens: bool,
+    /// Token lifetimes: the default and the longest allowed.
+    pub token_policy: auth::TokenPolicy,
 }
 
 impl Default for CollectorConfig {
@@ -53,6 +63,8 @@ impl Default for CollectorConfig {
             max_message_bytes: 16 << 20,
             fresh_after: Duration::from_secs(90),
             scope_map: None,
+            require_tokens: false,
+            token_policy: auth::TokenPolicy::default(),
         }
     }
 }
@@ -80,6 +92,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The signing key lives beside the database (0600, in the 0700 data
+    // directory); the audit log and the tokens share it.
+    let tokens = {
+        let (dir, policy, store) = (config.data_dir.clone(), config.token_policy, store.clone());
+        tokio::task::spawn_blocking(move || auth::Tokens::open(&dir, policy, store.as_ref()))
+            .await?
+            .map_err(|e| anyhow::Error::new(e).context("loading the token signing key"))?
+    };
+    let key = tokens.key();
+    let audit = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            audit::AuditLog::open(store, key, audit::CheckpointPolicy::default())
+        })
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("opening the audit log"))?
+    };
+    let (tokens, audit) = (Arc::new(tokens), Arc::new(audit));
     let ingest = Arc::new(Ingest::new(store));
     // Packages stored but not matched yet (a crash between an ingest and
     // its matching pass, or a database from before schema 8).
@@ -114,6 +144,8 @@ pub async fn serve(
         connected,
         config.fresh_after,
         scope,
+        tokens.clone(),
+        audit.clone(),
     ))
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
@@ -123,6 +155,16 @@ pub async fn serve(
             .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
     )
     .max_encoding_message_size(64 << 20);
+    // Every Query call passes the token check first (the agents' Ingest
+    // stream is authenticated by its client certificate instead).
+    let query = api::auth::Authorized::new(
+        query,
+        Arc::new(api::auth::Guard {
+            tokens,
+            audit: audit.clone(),
+            require_tokens: config.require_tokens,
+        }),
+    );
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(ingest_api)
@@ -131,5 +173,9 @@ pub async fn serve(
         .add_service(patchgap_proto::reflection::v1alpha())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
+    // Seal what was logged since the last checkpoint.
+    tokio::task::spawn_blocking(move || audit.checkpoint_now())
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
     Ok(())
 }

@@ -11,11 +11,13 @@
 //! **Invariant:** nothing below `api` knows tonic or `Status`.
 
 mod advisories;
+pub mod auth;
 mod fleet;
 mod ingest;
 mod packages;
 mod query;
 mod sboms;
+mod security;
 
 use std::sync::Arc;
 
