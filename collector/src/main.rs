@@ -175,3 +175,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap's own checks of the flags (duplicate names, types that do not
+    /// match their parsers), which otherwise fail only when run.
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
