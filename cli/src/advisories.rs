@@ -9,8 +9,9 @@ use patchgap_collector::advisories::osv::{
     MAX_FILE_BYTES,
     import::{ImportError, is_advisory_name, tree_files, zip_files},
 };
-use patchgap_proto::v1::{self, query_client::QueryClient};
-use tonic::transport::Channel;
+use patchgap_proto::v1;
+
+use crate::Client;
 
 /// A request stays well under the collector's 16 MiB message limit.
 const BATCH_BYTES: usize = 4 << 20;
@@ -113,7 +114,7 @@ fn collect(path: &Path) -> (Vec<v1::AdvisoryFile>, Vec<v1::ImportError>) {
 /// Imports everything under `path`; the counts and errors of every batch,
 /// added up.
 pub async fn import(
-    client: &mut QueryClient<Channel>,
+    client: &mut Client,
     path: &Path,
 ) -> anyhow::Result<v1::ImportAdvisoriesResponse> {
     let started = std::time::Instant::now();

@@ -13,7 +13,23 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use patchgap_collector::{CollectorConfig, advisories::version::parse_query, ecosystem::Ecosystem};
 use patchgap_proto::v1::{self, query_client::QueryClient};
-use tonic::transport::Channel;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+
+/// A Query client that sends the caller's bearer token, if any.
+type Client = QueryClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +67,9 @@ struct ReadOpts {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    /// A file holding the bearer token to send (else PATCHGAP_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
 }
 
 /// Filters on workloads.
@@ -162,6 +181,46 @@ enum AdvisoriesCommand {
     },
     /// One advisory, by its id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC, DSA).
     Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token signed by the collector's key (needs `admin`). The
+    /// token is printed once; the collector keeps only its id.
+    ///
+    /// Example: patchgap token issue --subject ci --scope read,ingest-sbom --ttl 2h
+    Issue {
+        /// Who the token is for.
+        #[arg(long)]
+        subject: String,
+        /// Comma-separated: read, ingest-sbom, advisories, respond, approve, admin.
+        #[arg(long)]
+        scope: String,
+        /// Its lifetime (90s, 30m, 1h, 1d); the collector's default when left out.
+        #[arg(long, value_parser = patchgap_collector::auth::parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// The tokens issued, with their expiry and revocation.
+    List,
+    /// Revoke a token by its id: every later call with it is refused.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Have the collector recompute the audit log's hash chain and check
+    /// its signed checkpoints. Exit 0 when intact, 4 when broken (the first
+    /// entry edited, deleted or reordered is named), 1 on errors.
+    Verify,
+    /// Show the audit log.
+    Tail {
+        /// Only entries since T (RFC 3339, or a duration ago such as 10m).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// At most this many entries (the latest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -326,6 +385,29 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Tokens for people and automation (needs an `admin` token).
+    ///
+    /// Examples:
+    ///   patchgap token issue --subject ci --scope read --ttl 1h
+    ///   patchgap token list -o json
+    ///   patchgap token revoke 3f2a…
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// The collector's tamper-evident audit log (needs an `admin` token).
+    ///
+    /// Examples:
+    ///   patchgap audit verify
+    ///   patchgap audit tail --since 1h -o json
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// The hosts the collector knows, with freshness and coverage.
     ///
     /// Example: patchgap hosts -o json
@@ -365,6 +447,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<AuditBroken>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(4)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -394,6 +480,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => findings(severity, loaded, filter, read).await,
         Command::Workloads { filter, read } => workloads(filter, read).await,
         Command::Hosts { read } => hosts(read).await,
+        Command::Token { command, read } => token(command, read).await,
+        Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, read } => ps(host, read).await,
     }
 }
@@ -517,7 +605,7 @@ async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Resul
 /// `patchgap advisories import`: the counts are printed even when some
 /// files failed, and then the command fails.
 async fn advisories_import(
-    client: &mut QueryClient<Channel>,
+    client: &mut Client,
     path: &std::path::Path,
     read: &ReadOpts,
 ) -> anyhow::Result<()> {
@@ -652,6 +740,198 @@ async fn ps(host: Option<String>, read: ReadOpts) -> anyhow::Result<()> {
     })
 }
 
+/// `patchgap audit verify` found the log broken: exit status 4.
+#[derive(Debug)]
+struct AuditBroken(String);
+
+impl std::fmt::Display for AuditBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuditBroken {}
+
+fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "subject": t.subject,
+        "scopes": t.scopes,
+        "issued": render::rfc3339(t.issued_ms),
+        "expires": render::rfc3339(t.expires_ms),
+        "issued_by": t.issued_by,
+        "revoked": (t.revoked_ms != 0).then(|| render::rfc3339(t.revoked_ms)),
+    })
+}
+
+fn token_line(t: &v1::TokenInfo) -> String {
+    let state = if t.revoked_ms != 0 {
+        format!("revoked {}", render::rfc3339(t.revoked_ms))
+    } else if t.expires_ms < patchgap_proto::time::now_ms() {
+        "expired".to_string()
+    } else {
+        format!("expires {}", render::rfc3339(t.expires_ms))
+    };
+    format!(
+        "{}  {:<16} {:<28} {}\n",
+        t.id,
+        t.subject,
+        t.scopes.join(","),
+        state
+    )
+}
+
+/// `patchgap token issue|list|revoke`.
+async fn token(command: TokenCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let err = |s| status_error(&read, s);
+    match command {
+        TokenCommand::Issue {
+            subject,
+            scope,
+            ttl,
+        } => {
+            let resp = client
+                .issue_token(v1::IssueTokenRequest {
+                    subject,
+                    scopes: scope.split(',').map(|s| s.trim().to_string()).collect(),
+                    ttl_seconds: ttl.map_or(0, |d| d.as_secs()),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let info = resp.info.unwrap_or_default();
+            let mut json = token_json(&info);
+            json["token"] = resp.token.clone().into();
+            print(read.output, json, || {
+                eprint!("{}", token_line(&info));
+                format!("{}\n", resp.token)
+            })
+        }
+        TokenCommand::List => {
+            let resp = client
+                .list_tokens(v1::ListTokensRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            print(
+                read.output,
+                serde_json::json!({"tokens": resp.tokens.iter().map(token_json).collect::<Vec<_>>()}),
+                || resp.tokens.iter().map(token_line).collect(),
+            )
+        }
+        TokenCommand::Revoke { id } => {
+            let resp = client
+                .revoke_token(v1::RevokeTokenRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let info = resp.info.unwrap_or_default();
+            print(read.output, token_json(&info), || token_line(&info))
+        }
+    }
+}
+
+/// `patchgap audit verify|tail`.
+async fn audit(command: AuditCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let err = |s| status_error(&read, s);
+    match command {
+        AuditCommand::Verify => {
+            let r = client
+                .verify_audit(v1::VerifyAuditRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            let json = serde_json::json!({
+                "intact": r.intact,
+                "entries": r.entries,
+                "checkpoints": r.checkpoints,
+                "first_bad_seq": (!r.intact).then_some(r.first_bad_seq),
+                "kind": (!r.intact).then_some(r.kind.clone()),
+                "message": (!r.intact).then_some(r.message.clone()),
+            });
+            print(read.output, json, || {
+                if r.intact {
+                    format!(
+                        "audit log intact: {} entries, {} signed checkpoints\n",
+                        r.entries, r.checkpoints
+                    )
+                } else {
+                    String::new()
+                }
+            })?;
+            if !r.intact {
+                return Err(AuditBroken(format!(
+                    "the audit log is broken at entry {}: {}",
+                    r.first_bad_seq, r.message
+                ))
+                .into());
+            }
+            Ok(())
+        }
+        AuditCommand::Tail { since, limit } => {
+            // Page through from `since`, keeping the last `limit`.
+            let mut entries: std::collections::VecDeque<v1::AuditEntry> = Default::default();
+            let mut after = 0;
+            loop {
+                let page = client
+                    .list_audit(v1::ListAuditRequest {
+                        since_ms: since.unwrap_or(0),
+                        after_seq: after,
+                        limit: 1000,
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner()
+                    .entries;
+                // Each page read is itself audited: stop at a short page,
+                // or this would follow its own entries forever.
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                let short = page.len() < 1000;
+                for e in page {
+                    entries.push_back(e);
+                    if entries.len() > limit {
+                        entries.pop_front();
+                    }
+                }
+                if short {
+                    break;
+                }
+            }
+            let json = serde_json::json!({"entries": entries.iter().map(|e| serde_json::json!({
+                "seq": e.seq,
+                "time": render::rfc3339(e.time_ms),
+                "subject": e.subject,
+                "scopes": e.scopes,
+                "peer": e.peer,
+                "method": e.method,
+                "args": e.args,
+                "result": e.result,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            })).collect::<Vec<_>>()});
+            print(read.output, json, || {
+                entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{:>6} {} {:<12} {:<22} {:<24} {}\n",
+                            e.seq,
+                            render::rfc3339(e.time_ms),
+                            e.subject,
+                            e.peer,
+                            e.method,
+                            e.result
+                        )
+                    })
+                    .collect()
+            })
+        }
+    }
+}
+
 fn print(
     output: Output,
     json: serde_json::Value,
@@ -707,14 +987,40 @@ impl ReadOpts {
 
 const START_HINT: &str = "start one with `patchgap up`, or point --collector (or PATCHGAP_COLLECTOR) at a running collector";
 
-async fn connect(read: &ReadOpts) -> anyhow::Result<QueryClient<Channel>> {
+/// The bearer token: the --token-file's content, else PATCHGAP_TOKEN.
+fn bearer(read: &ReadOpts) -> anyhow::Result<Bearer> {
+    let token = match &read.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        ),
+        None => std::env::var("PATCHGAP_TOKEN").ok(),
+    };
+    let token = token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    Ok(Bearer(
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot"))
+            })
+            .transpose()?,
+    ))
+}
+
+async fn connect(read: &ReadOpts) -> anyhow::Result<Client> {
     let url = read.url();
+    let bearer = bearer(read)?;
     // https:// without a CA is refused here: never a plaintext fallback.
     let endpoint = patchgap_agent::tls::endpoint(&url, &read.tls())
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .connect_timeout(Duration::from_secs(5));
     match endpoint.connect().await {
-        Ok(channel) => Ok(QueryClient::new(channel).max_decoding_message_size(64 << 20)),
+        Ok(channel) => {
+            Ok(QueryClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
+        }
         Err(e) => {
             // The whole chain: a TLS failure says why only in its depths.
             let mut causes = Vec::new();
@@ -779,7 +1085,7 @@ async fn up(
         );
     }
     println!(
-        "patchgap collector listening on {addr}, plaintext on loopback, no authentication (data in {})",
+        "patchgap collector listening on {addr}, plaintext on loopback; tokens off: queries need no token on this first look (data in {})",
         data_dir.display()
     );
     println!(

@@ -65,6 +65,21 @@ async fn cli_over_https_needs_the_ca_and_works_with_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let data = tempfile::tempdir().unwrap();
+    // Under TLS every query needs a token: a `read` one, minted on the
+    // collector's host from its data directory.
+    let token = {
+        let store = patchgap_collector::SqliteStore::open(data.path()).unwrap();
+        patchgap_collector::auth::issue_local(
+            data.path(),
+            &store,
+            "tls-test",
+            &[patchgap_collector::auth::Scope::Read],
+            None,
+            Default::default(),
+        )
+        .unwrap()
+        .0
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(patchgap_collector::run(
         CollectorConfig {
@@ -87,13 +102,24 @@ async fn cli_over_https_needs_the_ca_and_works_with_it() {
 
     let o = patchgap(
         &["hosts", "--collector", &url, "--ca", ca, "-o", "json"],
-        &[],
+        &[("PATCHGAP_TOKEN", &token)],
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));
+    // Without the token: refused, and the message says what is missing.
+    let o = patchgap(&["hosts", "--collector", &url, "--ca", ca], &[]).await;
+    assert!(
+        !o.status.success() && text(&o).contains("token"),
+        "{}",
+        text(&o)
+    );
     // PATCHGAP_CA and a bare address: https.
     let bare = format!("127.0.0.1:{port}");
-    let o = patchgap(&["hosts", "--collector", &bare], &[("PATCHGAP_CA", ca)]).await;
+    let o = patchgap(
+        &["hosts", "--collector", &bare],
+        &[("PATCHGAP_CA", ca), ("PATCHGAP_TOKEN", &token)],
+    )
+    .await;
     assert!(o.status.success(), "{}", text(&o));
     // With a client certificate too.
     let (cert, key) = (dir.join("cli-ops.crt"), dir.join("cli-ops.key"));
@@ -109,7 +135,7 @@ async fn cli_over_https_needs_the_ca_and_works_with_it() {
             "--key",
             key.to_str().unwrap(),
         ],
-        &[],
+        &[("PATCHGAP_TOKEN", &token)],
     )
     .await;
     assert!(o.status.success(), "{}", text(&o));

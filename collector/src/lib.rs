@@ -7,11 +7,15 @@
 //! - `sbom`: image SBOMs (CycloneDX, SPDX) and their records;
 //! - `store`: the storage contract, its conformance suite and backends;
 //! - `tls`: mTLS with certificates reloaded from disk.
+//! - `auth`: scoped PASETO tokens and their revocation;
+//! - `audit`: the hash-chained, checkpointed audit log.
 //!
 //! [`run`] serves everything on one listener.
 
 pub mod advisories;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
@@ -53,6 +57,12 @@ pub struct CollectorConfig {
     pub tls: Option<TlsFiles>,
     /// Serve plaintext on a non-loopback address anyway (warned at start).
     pub insecure_plaintext: bool,
+    /// Every Query call needs a bearer token with the RPC's scope. Off,
+    /// only `admin` calls (tokens, the audit log) need one: the loopback
+    /// first look of `patchgap up`.
+    pub require_tokens: bool,
+    /// Token lifetimes: the default and the longest allowed.
+    pub token_policy: auth::TokenPolicy,
 }
 
 impl Default for CollectorConfig {
@@ -64,6 +74,8 @@ impl Default for CollectorConfig {
             scope_map: None,
             tls: None,
             insecure_plaintext: false,
+            require_tokens: false,
+            token_policy: auth::TokenPolicy::default(),
         }
     }
 }
@@ -141,6 +153,24 @@ pub async fn serve(
         )),
         None => None,
     };
+    // The signing key lives beside the database (0600, in the 0700 data
+    // directory); the audit log and the tokens share it.
+    let tokens = {
+        let (dir, policy, store) = (config.data_dir.clone(), config.token_policy, store.clone());
+        tokio::task::spawn_blocking(move || auth::Tokens::open(&dir, policy, store.as_ref()))
+            .await?
+            .map_err(|e| anyhow::Error::new(e).context("loading the token signing key"))?
+    };
+    let key = tokens.key();
+    let audit = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            audit::AuditLog::open(store, key, audit::CheckpointPolicy::default())
+        })
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("opening the audit log"))?
+    };
+    let (tokens, audit) = (Arc::new(tokens), Arc::new(audit));
     let ingest = Arc::new(Ingest::new(store));
     // Packages stored but not matched yet (a crash between an ingest and
     // its matching pass, or a database from before schema 8).
@@ -166,6 +196,7 @@ pub async fn serve(
         } else {
             IngestTls::Off
         },
+        audit.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -180,6 +211,8 @@ pub async fn serve(
         connected,
         config.fresh_after,
         scope,
+        tokens.clone(),
+        audit.clone(),
     ))
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
@@ -189,6 +222,17 @@ pub async fn serve(
             .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
     )
     .max_encoding_message_size(64 << 20);
+    // Every Query call passes the token check first (the agents' Ingest
+    // stream is authenticated by its client certificate instead). Off
+    // loopback the collector serves TLS, and then every call needs a token.
+    let query = api::auth::Authorized::new(
+        query,
+        Arc::new(api::auth::Guard {
+            tokens,
+            audit: audit.clone(),
+            require_tokens: config.require_tokens || config.tls.is_some(),
+        }),
+    );
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(ingest_api)
@@ -212,5 +256,9 @@ pub async fn serve(
             served?
         }
     }
+    // Seal what was logged since the last checkpoint.
+    tokio::task::spawn_blocking(move || audit.checkpoint_now())
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
     Ok(())
 }

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use patchgap_collector::CollectorConfig;
+use patchgap_collector::{
+    CollectorConfig,
+    auth::{Scope, TokenPolicy, parse_ttl},
+};
 
 /// patchgap collector: holds the runtime truth and answers queries.
 ///
@@ -16,6 +19,8 @@ use patchgap_collector::CollectorConfig;
 #[derive(Parser)]
 #[command(name = "patchgap-collector", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to serve agents and responders on.
     #[arg(long, default_value = "127.0.0.1:7373")]
     listen: SocketAddr,
@@ -50,6 +55,94 @@ struct Cli {
     /// Only check the --scope-map file, print the result and exit (1 when it is bad).
     #[arg(long, requires = "scope_map")]
     check_scope_map: bool,
+    /// Every query, import and push needs a bearer token with its scope.
+    /// Without it only admin calls (tokens, the audit log) need one.
+    #[arg(long)]
+    require_tokens: bool,
+    /// The lifetime of a token issued without --ttl.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    token_ttl: Duration,
+    /// The longest lifetime a token may be issued with.
+    #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+    token_max_ttl: Duration,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Tokens, minted on the collector's host from its data directory.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokenCommand {
+    /// Mint a token (the first admin token) with the collector's key, and
+    /// print it. The collector may be running.
+    ///
+    /// Example: patchgap-collector token issue --data-dir /var/lib/patchgap --subject alice --scope admin
+    Issue {
+        /// The collector's data directory (its key and database).
+        #[arg(long, default_value = "/var/lib/patchgap")]
+        data_dir: PathBuf,
+        /// Who the token is for.
+        #[arg(long)]
+        subject: String,
+        /// Comma-separated scopes: read, ingest-sbom, advisories, respond, approve, admin.
+        #[arg(long)]
+        scope: String,
+        /// Its lifetime (90s, 30m, 1h, 1d); at most 24h.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Print the token and its id as JSON.
+        #[arg(short, long)]
+        json: bool,
+    },
+}
+
+/// `patchgap-collector token issue`.
+fn issue_local(command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Issue {
+        data_dir,
+        subject,
+        scope,
+        ttl,
+        json,
+    } = command;
+    let scope = Scope::parse_list(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+    let store = patchgap_collector::SqliteStore::open(&data_dir)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let (token, record) = patchgap_collector::auth::issue_local(
+        &data_dir,
+        &store,
+        &subject,
+        &scope,
+        Some(ttl),
+        TokenPolicy::default(),
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": token,
+                "id": record.id,
+                "subject": record.subject,
+                "scopes": record.scopes,
+                "expires_ms": record.expires_ms,
+            })
+        );
+    } else {
+        eprintln!(
+            "token {} for {} ({}), expires in {}s; keep it secret:",
+            record.id,
+            record.subject,
+            record.scopes.join(","),
+            ttl.as_secs()
+        );
+        println!("{token}");
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -61,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Token { command }) = cli.command {
+        return issue_local(command);
+    }
     if cli.check_scope_map {
         let path = cli.scope_map.as_deref().expect("clap requires --scope-map");
         return match patchgap_collector::ScopeMap::load(path) {
@@ -100,9 +196,30 @@ async fn main() -> anyhow::Result<()> {
         scope_map: cli.scope_map,
         tls,
         insecure_plaintext: cli.insecure_plaintext,
+        require_tokens: cli.require_tokens,
+        token_policy: TokenPolicy {
+            default_ttl: cli.token_ttl,
+            max_ttl: cli.token_max_ttl,
+        },
     };
+    anyhow::ensure!(
+        config.token_policy.default_ttl <= config.token_policy.max_ttl,
+        "--token-ttl is longer than --token-max-ttl"
+    );
     patchgap_collector::run(config, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap's own checks of the flags (duplicate names, types that do not
+    /// match their parsers), which otherwise fail only when run.
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -289,4 +289,40 @@ impl Store for OneLock {
     fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
         self.with(|s| s.sboms(image))
     }
+    fn append_audit(&self, e: &patchgap_collector::store::AuditEntry) -> Result<()> {
+        self.with(|s| s.append_audit(e))
+    }
+    fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        self.with(|s| s.audit_head())
+    }
+    fn audit_entries(
+        &self,
+        after: i64,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<patchgap_collector::store::AuditEntry>> {
+        self.with(|s| s.audit_entries(after, since, limit))
+    }
+    fn append_audit_checkpoint(
+        &self,
+        c: &patchgap_collector::store::AuditCheckpoint,
+    ) -> Result<()> {
+        self.with(|s| s.append_audit_checkpoint(c))
+    }
+    fn audit_checkpoints(&self) -> Result<Vec<patchgap_collector::store::AuditCheckpoint>> {
+        self.with(|s| s.audit_checkpoints())
+    }
+    fn put_token(&self, t: &patchgap_collector::store::TokenRecord) -> Result<()> {
+        self.with(|s| s.put_token(t))
+    }
+    fn tokens(&self) -> Result<Vec<patchgap_collector::store::TokenRecord>> {
+        self.with(|s| s.tokens())
+    }
+    fn revoke_token(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<patchgap_collector::store::TokenRecord>> {
+        self.with(|s| s.revoke_token(id, now_ms))
+    }
 }

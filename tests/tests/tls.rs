@@ -98,6 +98,9 @@ struct Tls {
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _data: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    /// A `read` token: under TLS every query needs one.
+    token: String,
 }
 
 impl Tls {
@@ -124,11 +127,20 @@ impl Tls {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let store = SqliteStore::open(data.path()).unwrap();
+        let store = Arc::new(SqliteStore::open(data.path()).unwrap());
+        let (token, _) = patchgap_collector::auth::issue_local(
+            data.path(),
+            store.as_ref(),
+            "tls-test",
+            &[patchgap_collector::auth::Scope::Read],
+            None,
+            Default::default(),
+        )
+        .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(patchgap_collector::serve(
             config,
-            Arc::new(store),
+            store.clone(),
             listener,
             async {
                 let _ = stopped.await;
@@ -142,7 +154,27 @@ impl Tls {
             stop: Some(stop),
             server,
             _data: data,
+            store,
+            token,
         }
+    }
+
+    /// A query client over `channel` that sends the `read` token.
+    fn query(
+        &self,
+        channel: tonic::transport::Channel,
+    ) -> QueryClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            impl tonic::service::Interceptor,
+        >,
+    > {
+        let bearer: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", self.token).parse().unwrap();
+        QueryClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        })
     }
 
     fn url(&self) -> String {
@@ -308,6 +340,30 @@ async fn an_agent_certificate_speaks_only_for_its_own_host() {
 
     // The refusals did not disturb the genuine stream.
     timeout(heartbeat(&mut own, 2)).await.unwrap();
+
+    // Each refusal is in the audit log, with the certificate's subject.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        use patchgap_collector::Store;
+        let refused: Vec<_> = t
+            .store
+            .audit_entries(0, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.method == "Ingest/Stream" && e.result.starts_with("refused"))
+            .collect();
+        if refused.len() >= 3 || std::time::Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.subject.contains("agent-a") && e.result.contains("host-b")),
+        "{refused:#?}"
+    );
     t.stop().await;
 }
 
@@ -379,7 +435,8 @@ async fn certificates_that_cannot_connect() {
         .connect()
         .await
         .unwrap();
-    let hosts = QueryClient::new(channel)
+    let hosts = t
+        .query(channel)
         .list_hosts(v1::ListHostsRequest {})
         .await
         .unwrap()
@@ -421,7 +478,8 @@ async fn a_real_agent_streams_over_mtls_and_hosts_shows_its_expiry() {
         .connect()
         .await
         .unwrap();
-    let hosts = QueryClient::new(channel)
+    let hosts = t
+        .query(channel)
         .max_decoding_message_size(64 << 20)
         .list_hosts(v1::ListHostsRequest {})
         .await

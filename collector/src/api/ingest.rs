@@ -37,6 +37,8 @@ pub struct IngestService {
     /// Hosts with a stream open right now.
     connected: Connected,
     tls: IngestTls,
+    /// Where refused streams are recorded.
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 impl IngestService {
@@ -45,12 +47,14 @@ impl IngestService {
         connected: Connected,
         stopping: tokio::sync::watch::Receiver<bool>,
         tls: IngestTls,
+        audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
         IngestService {
             ingest,
             connected,
             stopping,
             tls,
+            audit,
         }
     }
 }
@@ -93,7 +97,13 @@ impl IngestApi for IngestService {
                 .peer_certs()
                 .and_then(|certs| certs.first().and_then(|c| peer_identity(c)));
             let Some(identity) = identity else {
-                refused(&peer, "", "Ingest/Stream", "no client certificate");
+                refused(
+                    &self.audit,
+                    &peer,
+                    "",
+                    "Ingest/Stream",
+                    "no client certificate",
+                );
                 return Err(Status::unauthenticated(
                     "ingest needs an agent certificate (patchgap pki issue agent)",
                 ));
@@ -103,7 +113,7 @@ impl IngestApi for IngestService {
                 Role::Agent(host) => cert_host = Some(host),
                 _ => {
                     let reason = "only an agent certificate can ingest";
-                    refused(&peer, &subject, "Ingest/Stream", reason);
+                    refused(&self.audit, &peer, &subject, "Ingest/Stream", reason);
                     return Err(Status::permission_denied(reason));
                 }
             }
@@ -139,7 +149,7 @@ impl IngestApi for IngestService {
                 {
                     Ok(session) => session,
                     Err(reason) => {
-                        refused(&peer, &subject, "Ingest/Stream", &reason);
+                        refused(&self.audit, &peer, &subject, "Ingest/Stream", &reason);
                         return Err(Status::permission_denied(format!(
                             "this agent may not speak for that host: {reason}"
                         )));

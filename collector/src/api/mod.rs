@@ -11,11 +11,13 @@
 //! **Invariant:** nothing below `api` knows tonic or `Status`.
 
 mod advisories;
+pub mod auth;
 mod fleet;
 mod ingest;
 mod packages;
 mod query;
 mod sboms;
+mod security;
 
 use std::{
     collections::HashMap,
@@ -42,8 +44,28 @@ pub type Connected = Arc<Mutex<HashMap<String, i64>>>;
 /// A call refused for who the caller is (its certificate does not allow
 /// it). The one place every such refusal goes through: today it logs; the
 /// audit log will record it here too.
-pub fn refused(peer: &str, subject: &str, method: &str, reason: &str) {
+pub fn refused(
+    audit: &Arc<crate::audit::AuditLog>,
+    peer: &str,
+    subject: &str,
+    method: &str,
+    reason: &str,
+) {
     warn!(peer, subject, method, reason, "refused");
+    // A store write: off the async workers, and never in the way of the
+    // refusal itself.
+    let (audit, peer, subject, method, reason) = (
+        audit.clone(),
+        peer.to_string(),
+        subject.to_string(),
+        method.to_string(),
+        reason.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = crate::audit::record_refusal(&audit, &peer, &subject, &method, &reason) {
+            warn!(error = %e, "the refusal could not be audited");
+        }
+    });
 }
 
 /// Runs blocking domain work (the store, the matcher) off the async

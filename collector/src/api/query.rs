@@ -14,8 +14,17 @@ use patchgap_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{Connected, SharedStore, advisories, blocking, fleet, packages, sboms};
-use crate::fleet::{coverage, ingest::Ingest, scope::ScopeMap, workloads};
+use super::{
+    Connected, SharedStore, advisories,
+    auth::Caller,
+    blocking, fleet, packages, sboms,
+    security::{self, AuditArgs},
+};
+use crate::{
+    audit::{AuditLog, Event},
+    auth::Tokens,
+    fleet::{coverage, ingest::Ingest, scope::ScopeMap, workloads},
+};
 
 #[derive(Clone)]
 pub struct QueryService {
@@ -25,6 +34,8 @@ pub struct QueryService {
     fresh_after: Duration,
     /// The operator's data-scope mapping, reloaded when its file changes.
     scope: Arc<Mutex<ScopeMap>>,
+    pub(super) tokens: Arc<Tokens>,
+    pub(super) audit: Arc<AuditLog>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -42,13 +53,65 @@ impl QueryService {
         connected: Connected,
         fresh_after: Duration,
         scope: ScopeMap,
+        tokens: Arc<Tokens>,
+        audit: Arc<AuditLog>,
     ) -> Self {
         QueryService {
             ingest,
             connected,
             fresh_after,
             scope: Arc::new(Mutex::new(scope)),
+            tokens,
+            audit,
         }
+    }
+
+    /// Runs one RPC and appends its audit entry: who (the [`Caller`] that
+    /// `api::auth` attached), the arguments, and the result. The entry is
+    /// written after the call's own store work has committed, never inside
+    /// it. A failure to write it is logged; the call's answer stands.
+    async fn audited<Req: AuditArgs, Resp, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        summary: fn(&Resp) -> String,
+        f: impl FnOnce(Req, Caller) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: std::future::Future<Output = Result<Resp, Status>>,
+    {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let args = req.audit_args();
+        let event = Event {
+            subject: caller.subject.clone(),
+            scopes: caller.scopes.clone(),
+            peer: caller.peer.clone(),
+            method: format!("Query/{method}"),
+            args,
+            result: String::new(),
+        };
+        let result = f(req, caller).await;
+        let event = Event {
+            result: match &result {
+                Ok(r) => summary(r),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            },
+            ..event
+        };
+        let audit = self.audit.clone();
+        match tokio::task::spawn_blocking(move || audit.record(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e.chain(), method, "cannot write the audit entry")
+            }
+            Err(_) => tracing::warn!(method, "the audit task failed"),
+        }
+        result.map(Response::new)
     }
 
     /// The store, for reads.
@@ -141,104 +204,206 @@ pub(super) fn place_in_workloads(
     });
 }
 
+/// Audit summaries of a successful call.
+fn ok<T>(_: &T) -> String {
+    "ok".into()
+}
+
+fn imported(r: &v1::ImportAdvisoriesResponse) -> String {
+    format!(
+        "ok: {} added, {} updated, {} unchanged, {} older, {} errors",
+        r.added,
+        r.updated,
+        r.unchanged,
+        r.older,
+        r.errors.len()
+    )
+}
+
+fn pushed(r: &v1::PushSbomResponse) -> String {
+    format!("ok: {}", r.outcome)
+}
+
+fn issued(r: &v1::IssueTokenResponse) -> String {
+    // The token id, never the token.
+    format!(
+        "ok: token {}",
+        r.info.as_ref().map_or("", |i| i.id.as_str())
+    )
+}
+
+fn verified(r: &v1::VerifyAuditResponse) -> String {
+    if r.intact {
+        format!("ok: intact, {} entries", r.entries)
+    } else {
+        format!("ok: broken at entry {} ({})", r.first_bad_seq, r.kind)
+    }
+}
+
+/// Each RPC goes through [`QueryService::audited`] to its area's file.
 #[tonic::async_trait]
 impl Query for QueryService {
     async fn find_package(
         &self,
         request: Request<v1::FindPackageRequest>,
     ) -> Result<Response<v1::FindPackageResponse>, Status> {
-        let query = packages::FindPackage::try_from(request.into_inner())?;
-        Ok(Response::new(query.apply(self).await?))
+        self.audited("FindPackage", request, ok, |req, _| async move {
+            packages::FindPackage::try_from(req)?.apply(self).await
+        })
+        .await
     }
 
     async fn list_workloads(
         &self,
         request: Request<v1::ListWorkloadsRequest>,
     ) -> Result<Response<v1::ListWorkloadsResponse>, Status> {
-        Ok(Response::new(
-            fleet::list_workloads(self, request.into_inner()).await?,
-        ))
+        self.audited("ListWorkloads", request, ok, |req, _| async move {
+            fleet::list_workloads(self, req).await
+        })
+        .await
     }
 
     async fn import_advisories(
         &self,
         request: Request<v1::ImportAdvisoriesRequest>,
     ) -> Result<Response<v1::ImportAdvisoriesResponse>, Status> {
-        Ok(Response::new(
-            advisories::import(self, request.into_inner()).await?,
-        ))
+        self.audited("ImportAdvisories", request, imported, |req, _| async move {
+            advisories::import(self, req).await
+        })
+        .await
     }
 
     async fn list_advisories(
         &self,
         request: Request<v1::ListAdvisoriesRequest>,
     ) -> Result<Response<v1::ListAdvisoriesResponse>, Status> {
-        Ok(Response::new(
-            advisories::list(self, request.into_inner()).await?,
-        ))
+        self.audited("ListAdvisories", request, ok, |req, _| async move {
+            advisories::list(self, req).await
+        })
+        .await
     }
 
     async fn get_advisory(
         &self,
         request: Request<v1::GetAdvisoryRequest>,
     ) -> Result<Response<v1::GetAdvisoryResponse>, Status> {
-        Ok(Response::new(
-            advisories::get(self, request.into_inner()).await?,
-        ))
+        self.audited("GetAdvisory", request, ok, |req, _| async move {
+            advisories::get(self, req).await
+        })
+        .await
     }
 
     async fn list_findings(
         &self,
         request: Request<v1::ListFindingsRequest>,
     ) -> Result<Response<v1::ListFindingsResponse>, Status> {
-        let query = advisories::ListFindings::try_from(request.into_inner())?;
-        Ok(Response::new(query.apply(self).await?))
+        self.audited("ListFindings", request, ok, |req, _| async move {
+            advisories::ListFindings::try_from(req)?.apply(self).await
+        })
+        .await
     }
 
     async fn push_sbom(
         &self,
         request: Request<v1::PushSbomRequest>,
     ) -> Result<Response<v1::PushSbomResponse>, Status> {
-        Ok(Response::new(
-            sboms::push(self, request.into_inner()).await?,
-        ))
+        self.audited("PushSbom", request, pushed, |req, _| async move {
+            sboms::push(self, req).await
+        })
+        .await
     }
 
     async fn list_sboms(
         &self,
         request: Request<v1::ListSbomsRequest>,
     ) -> Result<Response<v1::ListSbomsResponse>, Status> {
-        Ok(Response::new(
-            sboms::list(self, request.into_inner()).await?,
-        ))
+        self.audited("ListSboms", request, ok, |req, _| async move {
+            sboms::list(self, req).await
+        })
+        .await
     }
 
     async fn list_connections(
         &self,
         request: Request<v1::ListConnectionsRequest>,
     ) -> Result<Response<v1::ListConnectionsResponse>, Status> {
-        Ok(Response::new(
-            fleet::list_connections(self, request.into_inner()).await?,
-        ))
+        self.audited("ListConnections", request, ok, |req, _| async move {
+            fleet::list_connections(self, req).await
+        })
+        .await
     }
 
     async fn list_hosts(
         &self,
-        _: Request<v1::ListHostsRequest>,
+        request: Request<v1::ListHostsRequest>,
     ) -> Result<Response<v1::ListHostsResponse>, Status> {
-        let (coverage, hosts) = self.hosts().await?;
-        Ok(Response::new(v1::ListHostsResponse {
-            coverage: Some(coverage),
-            hosts,
-        }))
+        self.audited("ListHosts", request, ok, |_, _| async move {
+            let (coverage, hosts) = self.hosts().await?;
+            Ok(v1::ListHostsResponse {
+                coverage: Some(coverage),
+                hosts,
+            })
+        })
+        .await
     }
 
     async fn list_processes(
         &self,
         request: Request<v1::ListProcessesRequest>,
     ) -> Result<Response<v1::ListProcessesResponse>, Status> {
-        Ok(Response::new(
-            fleet::list_processes(self, request.into_inner()).await?,
-        ))
+        self.audited("ListProcesses", request, ok, |req, _| async move {
+            fleet::list_processes(self, req).await
+        })
+        .await
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<v1::IssueTokenRequest>,
+    ) -> Result<Response<v1::IssueTokenResponse>, Status> {
+        self.audited("IssueToken", request, issued, |req, caller| async move {
+            security::issue_token(self, req, caller).await
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.audited("ListTokens", request, ok, |_, _| async move {
+            security::list_tokens(self).await
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        self.audited("RevokeToken", request, ok, |req, _| async move {
+            security::revoke_token(self, req).await
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        self.audited("ListAudit", request, ok, |req, _| async move {
+            security::list_audit(self, req).await
+        })
+        .await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<v1::VerifyAuditRequest>,
+    ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
+        self.audited("VerifyAudit", request, verified, |_, _| async move {
+            security::verify_audit(self).await
+        })
+        .await
     }
 }

@@ -15,8 +15,8 @@ use patchgap_proto::v1::{
 use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
-        AdvisoryMatch, AdvisoryRecord, DeclaredPackage, MatchScope, PutOutcome, SbomRecord,
-        Session, Store, StoreError,
+        AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
+        MatchScope, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -74,6 +74,8 @@ checks!(
     matches_and_findings,
     sboms_declare_packages,
     history_and_connections,
+    audit_log_only_extends_its_chain,
+    tokens_and_revocation,
 );
 
 // ---- Message builders -------------------------------------------------------
@@ -2155,6 +2157,87 @@ fn sboms_declare_packages(store: &dyn Store) {
             .is_empty()
     );
     assert!(store.sboms(Some("sha256:00")).expect("sboms").is_empty());
+}
+
+// ---- Audit log and tokens ---------------------------------------------------
+
+fn audit_entry(seq: i64, prev: &str) -> AuditEntry {
+    AuditEntry {
+        seq,
+        time_ms: T0 + seq,
+        subject: "ci".into(),
+        scopes: "read".into(),
+        peer: "127.0.0.1:1".into(),
+        method: "Query/FindPackage".into(),
+        args: format!("n={seq}"),
+        result: "ok".into(),
+        prev_hash: prev.into(),
+        hash: format!("{seq:064}"),
+    }
+}
+
+fn audit_log_only_extends_its_chain(store: &dyn Store) {
+    assert_eq!(store.audit_head().unwrap(), None);
+    // The first entry links to the genesis hash.
+    assert!(matches!(
+        store.append_audit(&audit_entry(1, "x")),
+        Err(StoreError::Invalid(_))
+    ));
+    let first = audit_entry(1, AUDIT_GENESIS);
+    store.append_audit(&first).unwrap();
+    // A fork (same seq again) and a gap are refused.
+    assert!(store.append_audit(&audit_entry(1, AUDIT_GENESIS)).is_err());
+    assert!(store.append_audit(&audit_entry(3, &first.hash)).is_err());
+    let second = audit_entry(2, &first.hash);
+    store.append_audit(&second).unwrap();
+    assert!(store.append_audit(&audit_entry(3, "wrong")).is_err());
+    assert_eq!(store.audit_head().unwrap(), Some((2, second.hash.clone())));
+    assert_eq!(
+        store.audit_entries(0, i64::MIN, 10).unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        store.audit_entries(1, i64::MIN, 10).unwrap(),
+        vec![second.clone()]
+    );
+    assert_eq!(store.audit_entries(0, T0 + 2, 10).unwrap(), vec![second]);
+    assert_eq!(store.audit_entries(0, i64::MIN, 1).unwrap(), vec![first]);
+    let cp = AuditCheckpoint {
+        seq: 2,
+        hash: "h".into(),
+        time_ms: T0,
+        signature: "s".into(),
+    };
+    store.append_audit_checkpoint(&cp).unwrap();
+    assert!(store.append_audit_checkpoint(&cp).is_err());
+    assert_eq!(store.audit_checkpoints().unwrap(), vec![cp]);
+}
+
+fn tokens_and_revocation(store: &dyn Store) {
+    let token = |id: &str, issued_ms| TokenRecord {
+        id: id.into(),
+        subject: "ci".into(),
+        scopes: vec!["read".into(), "ingest-sbom".into()],
+        issued_ms,
+        expires_ms: issued_ms + 3_600_000,
+        issued_by: "local".into(),
+        revoked_ms: 0,
+    };
+    store.put_token(&token("a", T0)).unwrap();
+    store.put_token(&token("b", T0 + 1)).unwrap();
+    assert!(store.put_token(&token("a", T0)).is_err());
+    assert_eq!(
+        store.tokens().unwrap(),
+        vec![token("b", T0 + 1), token("a", T0)]
+    );
+    let revoked = store.revoke_token("a", T0 + 5).unwrap().unwrap();
+    assert_eq!(revoked.revoked_ms, T0 + 5);
+    // A second revocation keeps the first time.
+    assert_eq!(
+        store.revoke_token("a", T0 + 9).unwrap().unwrap().revoked_ms,
+        T0 + 5
+    );
+    assert_eq!(store.revoke_token("nope", T0).unwrap(), None);
 }
 
 #[cfg(test)]

@@ -231,6 +231,90 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored SBOMs (without their documents), optionally of one image.
     fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>>;
+
+    /// Appends one entry to the audit log, in its own transaction. The
+    /// entry must extend the stored chain: its `seq` is one more than the
+    /// last entry's and its `prev_hash` is that entry's `hash` (or, for the
+    /// first entry, [`AUDIT_GENESIS`]); otherwise nothing is written and
+    /// the error is `Invalid`. There is no method to update or delete an
+    /// entry: the log is append-only through this trait.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// The last entry's (seq, hash), if any.
+    fn audit_head(&self) -> Result<Option<(i64, String)>>;
+
+    /// Entries with `seq` above `after_seq` and `time_ms` at or above
+    /// `since_ms`, in `seq` order, at most `limit`.
+    fn audit_entries(&self, after_seq: i64, since_ms: i64, limit: usize)
+    -> Result<Vec<AuditEntry>>;
+
+    /// Appends a signed checkpoint (append-only, like the entries).
+    fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<()>;
+
+    /// Every checkpoint, in `seq` order.
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>>;
+
+    /// Records a token the collector issued (never the token itself).
+    fn put_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// Every token issued, newest first.
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Marks a token revoked at `now_ms` (a token already revoked keeps its
+    /// first time). `None` when no token has this id.
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>>;
+}
+
+/// The `prev_hash` of the first audit entry: 64 zeros.
+pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One entry of the audit log, as stored. `hash` is the SHA-256 (hex) of
+/// the entry's canonical encoding, `prev_hash` included (see
+/// `crate::audit`); `seq` numbers the entries from 1.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub time_ms: i64,
+    /// Who called: a token's subject, or `anonymous` when tokens are off.
+    pub subject: String,
+    /// The caller's scopes, comma-separated.
+    pub scopes: String,
+    /// The caller's address.
+    pub peer: String,
+    /// The RPC, such as `Query/FindPackage`.
+    pub method: String,
+    /// The arguments, with secrets left out (never a token).
+    pub args: String,
+    /// `ok` and a short summary, or the status code and its message.
+    pub result: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A signed statement that the log's entry `seq` had `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub time_ms: i64,
+    /// A PASETO v4.public token whose payload is the checkpoint, signed
+    /// with the collector's key.
+    pub signature: String,
+}
+
+/// A token the collector issued, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenRecord {
+    /// The token's `jti`.
+    pub id: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    /// The subject that issued it (`local` for the collector's own CLI).
+    pub issued_by: String,
+    /// 0 while not revoked.
+    pub revoked_ms: i64,
 }
 
 /// Which packages and advisories the matcher evaluates.

@@ -14,11 +14,13 @@ use patchgap_proto::v1;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, Candidates, Evidence, HostRow, MatchScope, PackageName,
-    PutOutcome, Result, SbomRecord, Session, Store, StoreError, Verdict, WorkloadRow,
+    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, Evidence, HostRow,
+    MatchScope, PackageName, PutOutcome, Result, SbomRecord, Session, Store, StoreError,
+    TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
+mod audit;
 mod fleet;
 mod ingest;
 mod packages;
@@ -83,12 +85,24 @@ impl Drop for Reader<'_> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `patchgap.db` in `data_dir` and migrates it.
+    /// The directory is made 0700 and the database file 0600 (SQLite gives
+    /// its -wal and -shm files the database file's mode), so only the
+    /// collector's user reads the fleet's inventory and the audit log.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        let dir_error = |source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
-        })?;
+        };
+        private_dir(data_dir).map_err(dir_error)?;
         let path = data_dir.join("patchgap.db");
+        private_file(&path).map_err(dir_error)?;
+        // A database from before schema 12 may have left these readable.
+        for side in ["patchgap.db-wal", "patchgap.db-shm"] {
+            let side = data_dir.join(side);
+            if side.exists() {
+                private_file(&side).map_err(dir_error)?;
+            }
+        }
         let conn = Connection::open(&path)?;
         Self::init(
             conn,
@@ -152,6 +166,28 @@ impl SqliteStore {
             .read()?
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
+}
+
+/// Creates `dir` (and its parents) if needed, and makes it 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist, and makes an
+/// existing one 0600.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 impl Store for SqliteStore {
@@ -221,5 +257,42 @@ impl Store for SqliteStore {
 
     fn sboms(&self, image: Option<&str>) -> Result<Vec<SbomRecord>> {
         sboms::sboms(&*self.read()?, image)
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        audit::append(&mut self.write(), entry)
+    }
+
+    fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        audit::head(&*self.read()?)
+    }
+
+    fn audit_entries(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        audit::entries(&*self.read()?, after_seq, since_ms, limit)
+    }
+
+    fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<()> {
+        audit::append_checkpoint(&self.write(), checkpoint)
+    }
+
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
+        audit::checkpoints(&*self.read()?)
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        audit::put_token(&self.write(), token)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        audit::tokens(&*self.read()?)
+    }
+
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>> {
+        audit::revoke_token(&mut self.write(), id, now_ms)
     }
 }

@@ -304,6 +304,51 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE process ADD COLUMN net_ns_name TEXT NOT NULL DEFAULT '';
     ALTER TABLE socket ADD COLUMN connect_ms INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 12: the tamper-evident audit log, its signed checkpoints, and the
+    // tokens the collector issued (issue 13). The triggers make the log
+    // append-only for this collector's own SQL: an UPDATE or DELETE is an
+    // error. Someone with the file can drop them, which is what the hash
+    // chain and the signed checkpoints are for.
+    r#"
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        method TEXT NOT NULL,
+        args TEXT NOT NULL,
+        result TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (time_ms);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE audit_checkpoint (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        signature TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE token (
+        id TEXT PRIMARY KEY,
+        subject TEXT NOT NULL,
+        -- Comma-separated scope names.
+        scopes TEXT NOT NULL,
+        issued_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        issued_by TEXT NOT NULL,
+        -- 0 while the token is not revoked.
+        revoked_ms INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
