@@ -116,6 +116,8 @@ fn collect(path: &Path) -> (Vec<v1::AdvisoryFile>, Vec<v1::ImportError>) {
 pub async fn import(
     client: &mut Client,
     path: &Path,
+    source: &str,
+    replace: bool,
 ) -> anyhow::Result<v1::ImportAdvisoriesResponse> {
     let started = std::time::Instant::now();
     let (files, errors) = collect(path);
@@ -142,6 +144,8 @@ pub async fn import(
             let resp = client
                 .import_advisories(v1::ImportAdvisoriesRequest {
                     files: std::mem::take(&mut batch),
+                    source: source.to_string(),
+                    replace,
                 })
                 .await?
                 .into_inner();
@@ -150,6 +154,7 @@ pub async fn import(
             total.unchanged += resp.unchanged;
             total.older += resp.older;
             total.withdrawn += resp.withdrawn;
+            total.refused += resp.refused;
             total.matches += resp.matches;
             total.errors.extend(resp.errors);
             size = 0;

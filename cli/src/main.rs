@@ -171,8 +171,24 @@ enum PkiIssue {
 enum AdvisoriesCommand {
     /// Import OSV advisories from a file, a directory tree (*.json, *.yaml,
     /// *.yml) or a zip of OSV JSON. Re-importing changes nothing; a newer
-    /// `modified` replaces the stored record.
-    Import { path: PathBuf },
+    /// `modified` replaces the stored record. Each record keeps who
+    /// imported it, when, from which source, and its SHA-256; a record
+    /// whose id is held from another source is refused (the others are
+    /// imported) unless --replace. Needs the `advisories` scope.
+    Import {
+        path: PathBuf,
+        /// The source's name, kept with each record (such as osv-pypa);
+        /// the path's base name when left out.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Replace the stored records of these ids whatever their source,
+        /// even with an older `modified`: restores a genuine source.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove one advisory by its id (not an alias), with its findings.
+    /// Needs the `advisories` scope; audited.
+    Delete { id: String },
     /// List the stored advisories.
     List {
         /// Only those affecting this ecosystem.
@@ -235,6 +251,10 @@ enum SbomCommand {
         #[arg(long)]
         image: String,
         file: PathBuf,
+        /// The source's name, kept as the SBOM's provenance; the file's
+        /// base name when left out.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
     },
     /// List the SBOMs attached to images.
     List {
@@ -569,7 +589,24 @@ async fn connections(
 async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
     match command {
-        AdvisoriesCommand::Import { path } => advisories_import(&mut client, &path, &read).await,
+        AdvisoriesCommand::Import {
+            path,
+            source,
+            replace,
+        } => {
+            let source = source.unwrap_or_else(|| default_source(&path));
+            advisories_import(&mut client, &path, &source, replace, &read).await
+        }
+        AdvisoriesCommand::Delete { id } => {
+            let resp = client
+                .delete_advisory(v1::DeleteAdvisoryRequest { id })
+                .await
+                .map_err(|s| status_error(&read, s))?
+                .into_inner();
+            print(read.output, render::delete_json(&resp), || {
+                render::delete_table(&resp)
+            })
+        }
         AdvisoriesCommand::List { ecosystem } => {
             let resp = client
                 .list_advisories(v1::ListAdvisoriesRequest {
@@ -607,34 +644,54 @@ async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Resul
 async fn advisories_import(
     client: &mut Client,
     path: &std::path::Path,
+    source: &str,
+    replace: bool,
     read: &ReadOpts,
 ) -> anyhow::Result<()> {
-    let resp = advisories::import(client, path).await.map_err(|e| {
-        match e.downcast::<tonic::Status>() {
+    let resp = advisories::import(client, path, source, replace)
+        .await
+        .map_err(|e| match e.downcast::<tonic::Status>() {
             Ok(s) => status_error(read, s),
             Err(e) => e,
-        }
-    })?;
+        })?;
     let failed = !resp.errors.is_empty();
     print(read.output, render::import_json(&resp), || {
         render::import_table(&resp)
     })?;
     if failed {
-        anyhow::bail!("{} file(s) were not imported", resp.errors.len());
+        anyhow::bail!(
+            "{} file(s) or record(s) were not imported",
+            resp.errors.len()
+        );
     }
     Ok(())
+}
+
+/// The source an import names when --source is left out: the path's base
+/// name, or `unnamed`.
+fn default_source(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unnamed".into())
 }
 
 /// `patchgap sbom push|list`.
 async fn sbom(command: SbomCommand, read: ReadOpts) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
     match command {
-        SbomCommand::Push { image, file } => {
+        SbomCommand::Push {
+            image,
+            file,
+            source,
+        } => {
+            let source = source.unwrap_or_else(|| default_source(&file));
             let data = read_sbom(&file)?;
             let resp = client
                 .push_sbom(v1::PushSbomRequest {
                     image,
                     name: file.display().to_string(),
+                    source,
                     data,
                 })
                 .await

@@ -938,6 +938,7 @@ pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
         "updated": r.updated,
         "unchanged": r.unchanged,
         "older": r.older,
+        "refused": r.refused,
         "withdrawn": r.withdrawn,
         "matches": r.matches,
         "time_to_scope_ms": r.time_to_scope_ms,
@@ -951,9 +952,16 @@ pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
 
 pub fn import_table(r: &v1::ImportAdvisoriesResponse) -> String {
     let mut out = format!(
-        "{} added, {} updated, {} unchanged, {} older than stored (left out), {} withdrawn\n\
+        "{} added, {} updated, {} unchanged, {} older than stored (left out), {} held from another source (refused), {} withdrawn\n\
          {} package match(es) for what changed; findings complete after {} ms (time to scope)\n",
-        r.added, r.updated, r.unchanged, r.older, r.withdrawn, r.matches, r.time_to_scope_ms
+        r.added,
+        r.updated,
+        r.unchanged,
+        r.older,
+        r.refused,
+        r.withdrawn,
+        r.matches,
+        r.time_to_scope_ms
     );
     for e in &r.errors {
         if e.position.is_empty() {
@@ -981,7 +989,38 @@ fn advisory_json(a: &v1::AdvisorySummary) -> Value {
             "name": p.name,
         })).collect::<Vec<_>>(),
         "source": a.source,
+        "provenance": provenance_json(a.provenance.as_ref()),
     })
+}
+
+/// Who imported a record, when, from which source, and its hash.
+fn provenance_json(p: Option<&v1::Provenance>) -> Value {
+    let p = p.cloned().unwrap_or_default();
+    json!({
+        "imported_by": p.imported_by,
+        "imported_at": (p.imported_ms != 0).then(|| rfc3339(p.imported_ms)),
+        "source": p.source,
+        "sha256": p.sha256,
+    })
+}
+
+pub fn delete_json(r: &v1::DeleteAdvisoryResponse) -> Value {
+    json!({
+        "deleted": r.advisory.as_ref().map(advisory_json),
+        "matches": r.matches,
+    })
+}
+
+pub fn delete_table(r: &v1::DeleteAdvisoryResponse) -> String {
+    let a = r.advisory.clone().unwrap_or_default();
+    let p = a.provenance.clone().unwrap_or_default();
+    format!(
+        "deleted {} (source {}, imported by {}, sha256 {}); its findings are gone\n",
+        a.id,
+        or_dash(&p.source),
+        or_dash(&p.imported_by),
+        or_dash(&p.sha256)
+    )
 }
 
 /// `documents` (the advisories as imported) when showing one.
@@ -1069,7 +1108,19 @@ pub fn advisory_detail(list: &[v1::AdvisorySummary], documents: &[String]) -> St
         for p in &a.packages {
             out.push_str(&format!("  affects   {} {}\n", p.osv_ecosystem, p.name));
         }
-        out.push_str(&format!("  source    {}\n", a.source));
+        out.push_str(&format!("  file      {}\n", a.source));
+        let p = a.provenance.clone().unwrap_or_default();
+        out.push_str(&format!("  source    {}\n", or_dash(&p.source)));
+        out.push_str(&format!(
+            "  imported  by {} at {}\n",
+            or_dash(&p.imported_by),
+            if p.imported_ms == 0 {
+                "-".to_string()
+            } else {
+                rfc3339(p.imported_ms)
+            }
+        ));
+        out.push_str(&format!("  sha256    {}\n", or_dash(&p.sha256)));
         if documents.get(i).is_some() && list.len() == 1 {
             out.push_str("  (-o json includes the advisory as imported)\n");
         }
@@ -1091,6 +1142,7 @@ fn sbom_json(s: &v1::SbomSummary) -> Value {
         "packages": s.packages,
         "ecosystems": s.ecosystems.iter().collect::<BTreeMap<_, _>>(),
         "pushed": rfc3339(s.pushed_ms),
+        "provenance": provenance_json(s.provenance.as_ref()),
     })
 }
 

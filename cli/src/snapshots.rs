@@ -602,6 +602,12 @@ fn advisory_summaries() -> Vec<v1::AdvisorySummary> {
                 name: "cryptography".into(),
             }],
             source: "advisory-database/vulns/GHSA-w7pp-m8wf-vj6r.json".into(),
+            provenance: Some(v1::Provenance {
+                imported_by: "feeds".into(),
+                imported_ms: NOW - 3_600_000,
+                source: "osv-ghsa".into(),
+                sha256: "5e".repeat(32),
+            }),
         },
         v1::AdvisorySummary {
             id: "DSA-5764-1".into(),
@@ -625,6 +631,12 @@ fn advisory_summaries() -> Vec<v1::AdvisorySummary> {
                 },
             ],
             source: "osv-Debian-all.zip!/DSA-5764-1.json".into(),
+            // Stored before provenance was kept.
+            provenance: Some(v1::Provenance {
+                imported_ms: NOW - 7_200_000,
+                sha256: "d1".repeat(32),
+                ..Default::default()
+            }),
         },
     ]
 }
@@ -645,6 +657,7 @@ fn advisories_import() -> Value {
         updated: 7,
         unchanged: 30_112,
         older: 2,
+        refused: 1,
         withdrawn: 11,
         errors: vec![
             v1::ImportError {
@@ -656,6 +669,11 @@ fn advisories_import() -> Value {
                 file: "osv.zip!/../evil.json".into(),
                 position: String::new(),
                 reason: "path leaves the archive".into(),
+            },
+            v1::ImportError {
+                file: "vulns/PYSEC-2023-11.json".into(),
+                position: String::new(),
+                reason: "PYSEC-2023-11 is held from source \"osv-pypa\" (imported by feeds); not replaced: use --replace to take it over from \"mirror\"".into(),
             },
         ],
         time_to_scope_ms: 5_321,
@@ -683,6 +701,12 @@ fn sbom_summary() -> v1::SbomSummary {
         .into_iter()
         .collect(),
         pushed_ms: NOW - 5_000,
+        provenance: Some(v1::Provenance {
+            imported_by: "ci".into(),
+            imported_ms: NOW - 5_000,
+            source: "build-pipeline".into(),
+            sha256: "9a".repeat(32),
+        }),
     }
 }
 

@@ -265,8 +265,11 @@ impl Store for OneLock {
     fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
         self.with(|s| s.processes(host))
     }
-    fn put_advisories(&self, a: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
-        self.with(|s| s.put_advisories(a))
+    fn put_advisories(&self, a: &[AdvisoryRecord], replace: bool) -> Result<Vec<PutOutcome>> {
+        self.with(|s| s.put_advisories(a, replace))
+    }
+    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>> {
+        self.with(|s| s.delete_advisory(id))
     }
     fn advisory(&self, id: &str) -> Result<Vec<AdvisoryRecord>> {
         self.with(|s| s.advisory(id))

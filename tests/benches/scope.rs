@@ -170,7 +170,10 @@ async fn scope(inv: &patchgap_agent::model::Inventory, hosts: usize) -> Scope {
     let n_files = files.len();
     let t0 = Instant::now();
     let imported = client
-        .import_advisories(v1::ImportAdvisoriesRequest { files })
+        .import_advisories(v1::ImportAdvisoriesRequest {
+            files,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -194,6 +197,7 @@ async fn scope(inv: &patchgap_agent::model::Inventory, hosts: usize) -> Scope {
                 name: "PYSEC-2023-228.json".into(),
                 data: doc.to_string().into_bytes(),
             }],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -107,7 +107,10 @@ impl Harness {
     ) -> (v1::ImportAdvisoriesResponse, v1::ListFindingsResponse) {
         let mut client = self.client().await;
         let imported = client
-            .import_advisories(v1::ImportAdvisoriesRequest { files })
+            .import_advisories(v1::ImportAdvisoriesRequest {
+                files,
+                ..Default::default()
+            })
             .await
             .expect("import")
             .into_inner();

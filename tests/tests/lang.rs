@@ -207,7 +207,10 @@ async fn advisories_expose_the_processes_whose_versions_they_affect() {
     let imported = h
         .client()
         .await
-        .import_advisories(v1::ImportAdvisoriesRequest { files })
+        .import_advisories(v1::ImportAdvisoriesRequest {
+            files,
+            ..Default::default()
+        })
         .await
         .expect("import")
         .into_inner();

@@ -313,7 +313,7 @@ mod tests {
             .collect();
         let (records, errors) = crate::advisories::records::parse_files(&files);
         assert!(errors.is_empty(), "{errors:?}");
-        s.put_advisories(&records).unwrap();
+        s.put_advisories(&records, false).unwrap();
         let ids = related(s, &records).unwrap();
         refresh(s, &MatchScope::Advisories(ids)).unwrap()
     }

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 
 use patchgap_proto::v1;
+use sha2::Digest;
 
 use crate::{
     advisories::{
@@ -72,6 +73,10 @@ pub fn record(a: &Advisory, source: &str, document: &[u8]) -> AdvisoryRecord {
         vector,
         packages,
         source: source.to_string(),
+        provenance: crate::store::Provenance {
+            sha256: crate::auth::hex(&sha2::Sha256::digest(document)),
+            ..Default::default()
+        },
         data: document.to_vec(),
     }
 }
@@ -115,6 +120,7 @@ pub fn count(
             PutOutcome::Updated => resp.updated += 1,
             PutOutcome::Unchanged => resp.unchanged += 1,
             PutOutcome::Older => resp.older += 1,
+            PutOutcome::OtherSource => resp.refused += 1,
         }
         if matches!(o, PutOutcome::Added | PutOutcome::Updated) && r.withdrawn.is_some() {
             resp.withdrawn += 1;
@@ -143,6 +149,17 @@ pub fn summary(a: &AdvisoryRecord) -> v1::AdvisorySummary {
             })
             .collect(),
         source: a.source.clone(),
+        provenance: Some(provenance(&a.provenance)),
+    }
+}
+
+/// The wire form of a record's provenance.
+pub fn provenance(p: &crate::store::Provenance) -> v1::Provenance {
+    v1::Provenance {
+        imported_by: p.imported_by.clone(),
+        imported_ms: p.imported_ms,
+        source: p.source.clone(),
+        sha256: p.sha256.clone(),
     }
 }
 

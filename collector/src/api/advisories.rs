@@ -11,39 +11,110 @@ use crate::{
     advisories::records,
     ecosystem::Ecosystem,
     fleet::exposure::{self, FindingsQuery, evidence_loaded},
+    store::PutOutcome,
 };
+
+/// The source name an import gives when it names none.
+pub const UNNAMED_SOURCE: &str = "unnamed";
 
 pub(super) async fn import(
     svc: &QueryService,
     req: v1::ImportAdvisoriesRequest,
+    imported_by: String,
 ) -> Result<v1::ImportAdvisoriesResponse, Status> {
     let started = std::time::Instant::now();
+    let source = match req.source.trim() {
+        "" => UNNAMED_SOURCE.to_string(),
+        s if s.len() > 200 || s.chars().any(char::is_control) => {
+            return Err(invalid(
+                "the source name must be at most 200 printable characters",
+            ));
+        }
+        s => s.to_string(),
+    };
+    let replace = req.replace;
     let files = req.files;
     // Parsing is CPU work: off the async workers.
-    let (parsed, errors) = tokio::task::spawn_blocking(move || records::parse_files(&files))
+    let (mut parsed, errors) = tokio::task::spawn_blocking(move || records::parse_files(&files))
         .await
         .map_err(|_| Status::internal("advisory parsing failed"))?;
+    let now = patchgap_proto::time::now_ms();
+    for r in &mut parsed {
+        r.provenance.imported_by = imported_by.clone();
+        r.provenance.imported_ms = now;
+        r.provenance.source = source.clone();
+    }
     let mut resp = v1::ImportAdvisoriesResponse {
         errors,
         ..Default::default()
     };
     let ingest = svc.ingest.clone();
-    let (parsed, imported) = blocking(move || {
-        let imported = ingest.import_advisories(&parsed)?;
-        Ok((parsed, imported))
+    let (parsed, imported, held) = blocking(move || {
+        let imported = ingest.import_advisories(&parsed, replace)?;
+        // Who holds each refused id, for its error.
+        let mut held = Vec::new();
+        for (r, o) in parsed.iter().zip(&imported.outcomes) {
+            if *o == PutOutcome::OtherSource {
+                let by = ingest
+                    .store()
+                    .advisory(&r.id)?
+                    .into_iter()
+                    .find(|a| a.id == r.id)
+                    .map(|a| a.provenance)
+                    .unwrap_or_default();
+                held.push((r.source.clone(), r.id.clone(), by));
+            }
+        }
+        Ok((parsed, imported, held))
     })
     .await?;
     records::count(&mut resp, &parsed, &imported.outcomes);
+    for (file, id, by) in held {
+        resp.errors.push(v1::ImportError {
+            file,
+            position: String::new(),
+            reason: format!(
+                "{id} is held from source {:?} (imported by {}); not replaced: use --replace to take it over from {source:?}",
+                by.source, by.imported_by
+            ),
+        });
+    }
     resp.matches = imported.pass.matches as u32;
     resp.time_to_scope_ms = started.elapsed().as_millis() as i64;
     info!(
         added = resp.added,
         updated = resp.updated,
         matches = resp.matches,
+        refused = resp.refused,
+        source,
+        replace,
         time_to_scope_ms = resp.time_to_scope_ms,
         "advisories imported"
     );
     Ok(resp)
+}
+
+pub(super) async fn delete(
+    svc: &QueryService,
+    req: v1::DeleteAdvisoryRequest,
+) -> Result<v1::DeleteAdvisoryResponse, Status> {
+    let id = req.id.trim().to_string();
+    if id.is_empty() {
+        return Err(invalid("give the id of the advisory to delete"));
+    }
+    let ingest = svc.ingest.clone();
+    let key = id.clone();
+    let removed = blocking(move || ingest.delete_advisory(&key)).await?;
+    let Some((record, pass)) = removed else {
+        return Err(Status::not_found(format!(
+            "no advisory has the id {id} (give its id, not an alias)"
+        )));
+    };
+    info!(id, matches = pass.matches, "advisory deleted");
+    Ok(v1::DeleteAdvisoryResponse {
+        advisory: Some(records::summary(&record)),
+        matches: pass.matches as u32,
+    })
 }
 
 pub(super) async fn list(

@@ -30,7 +30,7 @@ pub fn required_scope(method: &str) -> Scope {
     match method {
         "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
         | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" => Scope::Read,
-        "ImportAdvisories" => Scope::Advisories,
+        "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         "PushSbom" => Scope::IngestSbom,
         _ => Scope::Admin,
     }

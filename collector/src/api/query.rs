@@ -211,13 +211,31 @@ fn ok<T>(_: &T) -> String {
 
 fn imported(r: &v1::ImportAdvisoriesResponse) -> String {
     format!(
-        "ok: {} added, {} updated, {} unchanged, {} older, {} errors",
+        "ok: {} added, {} updated, {} unchanged, {} older, {} refused (other source), {} errors",
         r.added,
         r.updated,
         r.unchanged,
         r.older,
+        r.refused,
         r.errors.len()
     )
+}
+
+fn deleted(r: &v1::DeleteAdvisoryResponse) -> String {
+    format!(
+        "ok: deleted {}",
+        r.advisory.as_ref().map_or("", |a| a.id.as_str())
+    )
+}
+
+/// The subject a stored record's provenance names: the caller's, or
+/// `anonymous` when the call passed without a token.
+fn imported_by(caller: &Caller) -> String {
+    if caller.subject.is_empty() {
+        "anonymous".into()
+    } else {
+        caller.subject.clone()
+    }
 }
 
 fn pushed(r: &v1::PushSbomResponse) -> String {
@@ -267,9 +285,12 @@ impl Query for QueryService {
         &self,
         request: Request<v1::ImportAdvisoriesRequest>,
     ) -> Result<Response<v1::ImportAdvisoriesResponse>, Status> {
-        self.audited("ImportAdvisories", request, imported, |req, _| async move {
-            advisories::import(self, req).await
-        })
+        self.audited(
+            "ImportAdvisories",
+            request,
+            imported,
+            |req, caller| async move { advisories::import(self, req, imported_by(&caller)).await },
+        )
         .await
     }
 
@@ -293,6 +314,16 @@ impl Query for QueryService {
         .await
     }
 
+    async fn delete_advisory(
+        &self,
+        request: Request<v1::DeleteAdvisoryRequest>,
+    ) -> Result<Response<v1::DeleteAdvisoryResponse>, Status> {
+        self.audited("DeleteAdvisory", request, deleted, |req, _| async move {
+            advisories::delete(self, req).await
+        })
+        .await
+    }
+
     async fn list_findings(
         &self,
         request: Request<v1::ListFindingsRequest>,
@@ -307,8 +338,8 @@ impl Query for QueryService {
         &self,
         request: Request<v1::PushSbomRequest>,
     ) -> Result<Response<v1::PushSbomResponse>, Status> {
-        self.audited("PushSbom", request, pushed, |req, _| async move {
-            sboms::push(self, req).await
+        self.audited("PushSbom", request, pushed, |req, caller| async move {
+            sboms::push(self, req, imported_by(&caller)).await
         })
         .await
     }

@@ -13,6 +13,7 @@ use crate::{
 pub(super) async fn push(
     svc: &QueryService,
     req: v1::PushSbomRequest,
+    imported_by: String,
 ) -> Result<v1::PushSbomResponse, Status> {
     let image = records::image_digest(&req.image).map_err(invalid)?;
     let name = if req.name.is_empty() {
@@ -20,11 +21,22 @@ pub(super) async fn push(
     } else {
         req.name
     };
+    let source = match req.source.trim() {
+        "" => std::path::Path::new(&name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.clone()),
+        s => s.to_string(),
+    };
     // Parsing is CPU work: off the async workers. A document that does not
     // parse changes nothing.
     let record = tokio::task::spawn_blocking(move || {
-        Sbom::parse(&req.data, &name)
-            .map(|sbom| records::record(&sbom, &image, &name, &req.data, now_ms()))
+        Sbom::parse(&req.data, &name).map(|sbom| {
+            let mut record = records::record(&sbom, &image, &name, &req.data, now_ms());
+            record.provenance.imported_by = imported_by;
+            record.provenance.source = source;
+            record
+        })
     })
     .await
     .map_err(|_| Status::internal("SBOM parsing failed"))?
@@ -46,7 +58,7 @@ pub(super) async fn push(
         outcome: match outcome {
             PutOutcome::Added => "added",
             PutOutcome::Updated => "replaced",
-            PutOutcome::Unchanged | PutOutcome::Older => "unchanged",
+            PutOutcome::Unchanged | PutOutcome::Older | PutOutcome::OtherSource => "unchanged",
         }
         .into(),
         matches: stored

@@ -151,6 +151,7 @@ plain_args!(
     v1::ListConnectionsRequest,
     v1::ListAdvisoriesRequest,
     v1::GetAdvisoryRequest,
+    v1::DeleteAdvisoryRequest,
     v1::ListFindingsRequest,
     v1::ListSbomsRequest,
     v1::ListTokensRequest,
@@ -179,16 +180,22 @@ impl AuditArgs for v1::ImportAdvisoriesRequest {
                 )
             })
             .collect();
-        format!("files: [{}]", files.join(", "))
+        format!(
+            "source: {:?}, replace: {}, files: [{}]",
+            self.source,
+            self.replace,
+            files.join(", ")
+        )
     }
 }
 
 impl AuditArgs for v1::PushSbomRequest {
     fn audit_args(&self) -> String {
         format!(
-            "image: {}, name: {}, {} bytes, sha256 {}",
+            "image: {}, name: {}, source: {:?}, {} bytes, sha256 {}",
             self.image,
             self.name,
+            self.source,
             self.data.len(),
             sha256(&self.data)
         )

@@ -121,10 +121,11 @@ impl Ingest {
 
     /// Stores advisories, then matches what changed (and the advisories
     /// that share an alias with it) against every package: the answer
-    /// means the findings are complete.
-    pub fn import_advisories(&self, records: &[AdvisoryRecord]) -> Result<Imported> {
+    /// means the findings are complete. `replace`: see
+    /// [`Store::put_advisories`].
+    pub fn import_advisories(&self, records: &[AdvisoryRecord], replace: bool) -> Result<Imported> {
         let _w = self.lock();
-        let outcomes = self.store.put_advisories(records)?;
+        let outcomes = self.store.put_advisories(records, replace)?;
         let changed: Vec<AdvisoryRecord> = records
             .iter()
             .zip(&outcomes)
@@ -134,6 +135,24 @@ impl Ingest {
         let ids = matching::related(self.store.as_ref(), &changed)?;
         let pass = matching::refresh(self.store.as_ref(), &MatchScope::Advisories(ids))?;
         Ok(Imported { outcomes, pass })
+    }
+
+    /// Removes one advisory (by id) with its verdicts, then matches again
+    /// the advisories that shared an alias with it (a distribution's
+    /// record is judged beside the upstream one). The removed record, or
+    /// `None` when no advisory has this id.
+    pub fn delete_advisory(&self, id: &str) -> Result<Option<(AdvisoryRecord, Pass)>> {
+        let _w = self.lock();
+        let Some(stored) = self.store.advisory(id)?.into_iter().find(|a| a.id == id) else {
+            return Ok(None);
+        };
+        let mut ids = matching::related(self.store.as_ref(), std::slice::from_ref(&stored))?;
+        ids.retain(|x| x != id);
+        let Some(removed) = self.store.delete_advisory(id)? else {
+            return Ok(None);
+        };
+        let pass = matching::refresh(self.store.as_ref(), &MatchScope::Advisories(ids))?;
+        Ok(Some((removed, pass)))
     }
 
     /// Attaches an SBOM to its image, then matches its packages. Stored
@@ -238,7 +257,7 @@ mod tests {
             data: doc.to_string().into_bytes(),
         }]);
         assert!(errors.is_empty(), "{errors:?}");
-        let imported = ingest.import_advisories(&records).unwrap();
+        let imported = ingest.import_advisories(&records, false).unwrap();
         assert_eq!(imported.outcomes, vec![PutOutcome::Added]);
         assert_eq!(imported.pass.matches, 1, "the import matched beta 1.0");
     }

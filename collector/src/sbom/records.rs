@@ -119,10 +119,17 @@ pub fn record(sbom: &Sbom, image: &str, name: &str, data: &[u8], now_ms: i64) ->
             advisories: Vec::new(),
         });
     }
+    let sha256 = hex(&Sha256::digest(data));
     SbomRecord {
         image: image.to_string(),
         name: name.to_string(),
-        sha256: hex(&Sha256::digest(data)),
+        // Who pushed it and from where: the caller's to fill in.
+        provenance: crate::store::Provenance {
+            imported_ms: now_ms,
+            sha256: sha256.clone(),
+            ..Default::default()
+        },
+        sha256,
         format: sbom.format.as_str().to_string(),
         syntax: match sbom.syntax {
             SbomSyntax::Json => "json",
@@ -176,6 +183,7 @@ pub fn summary(r: &SbomRecord) -> v1::SbomSummary {
         packages: r.packages.len() as u32,
         ecosystems: ecosystems.into_iter().collect(),
         pushed_ms: r.pushed_ms,
+        provenance: Some(crate::advisories::records::provenance(&r.provenance)),
     }
 }
 

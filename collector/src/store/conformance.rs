@@ -16,7 +16,7 @@ use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
-        MatchScope, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
+        MatchScope, Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -67,6 +67,9 @@ checks!(
     find_package_version_predicate,
     language_packages,
     advisories,
+    advisory_provenance_and_sources,
+    delete_advisory_takes_its_verdicts,
+    sbom_provenance,
     find_package_evidence_and_paths,
     stale_mapping_keeps_its_version,
     processes_by_host,
@@ -1263,10 +1266,12 @@ fn advisories(store: &dyn Store) {
         packages: vec![("deb".into(), "Debian:12".into(), "openssl".into())],
         ..advisory_record("DSA-5417-1", 1000, &["CVE-2023-0464"])
     };
-    let put = store.put_advisories(&[a.clone(), b.clone()]).expect("put");
+    let put = store
+        .put_advisories(&[a.clone(), b.clone()], false)
+        .expect("put");
     assert_eq!(put, [PutOutcome::Added, PutOutcome::Added]);
     let again = store
-        .put_advisories(&[a.clone(), b.clone()])
+        .put_advisories(&[a.clone(), b.clone()], false)
         .expect("put again");
     assert_eq!(again, [PutOutcome::Unchanged, PutOutcome::Unchanged]);
 
@@ -1298,7 +1303,7 @@ fn advisories(store: &dyn Store) {
         ..advisory_record("GHSA-aaaa-bbbb-cccc", 2000, &["CVE-2023-23931"])
     };
     assert_eq!(
-        store.put_advisories(&[newer]).expect("put"),
+        store.put_advisories(&[newer], false).expect("put"),
         [PutOutcome::Updated]
     );
     assert!(
@@ -1312,7 +1317,9 @@ fn advisories(store: &dyn Store) {
     assert_eq!(got[0].modified_ms, 2000);
     assert_eq!(got[0].withdrawn.as_deref(), Some("2024-01-01T00:00:00Z"));
     assert_eq!(
-        store.put_advisories(std::slice::from_ref(&a)).expect("put"),
+        store
+            .put_advisories(std::slice::from_ref(&a), false)
+            .expect("put"),
         [PutOutcome::Older]
     );
     assert_eq!(
@@ -1339,13 +1346,13 @@ fn advisories(store: &dyn Store) {
     let go = advisory_record("GO-2024-0001", unknown, &[]);
     assert_eq!(
         store
-            .put_advisories(std::slice::from_ref(&go))
+            .put_advisories(std::slice::from_ref(&go), false)
             .expect("put"),
         [PutOutcome::Added]
     );
     assert_eq!(
         store
-            .put_advisories(std::slice::from_ref(&go))
+            .put_advisories(std::slice::from_ref(&go), false)
             .expect("put"),
         [PutOutcome::Unchanged]
     );
@@ -1355,7 +1362,7 @@ fn advisories(store: &dyn Store) {
     };
     assert_eq!(
         store
-            .put_advisories(std::slice::from_ref(&changed))
+            .put_advisories(std::slice::from_ref(&changed), false)
             .expect("put"),
         [PutOutcome::Updated]
     );
@@ -1801,6 +1808,233 @@ fn pypi(name: &str, version: &str, distro: Option<Package>) -> Package {
     }
 }
 
+fn provenance(by: &str, ms: i64, source: &str, sha: &str) -> Provenance {
+    Provenance {
+        imported_by: by.into(),
+        imported_ms: ms,
+        source: source.into(),
+        sha256: sha.repeat(64),
+    }
+}
+
+/// Each advisory keeps who imported it, when, from which source and its
+/// hash; an id held from another source is refused unless `replace`, and
+/// `replace` also takes an older `modified`.
+fn advisory_provenance_and_sources(store: &dyn Store) {
+    let genuine = AdvisoryRecord {
+        provenance: provenance("feeds", T0, "osv-pypa", "a"),
+        ..advisory_record("PYSEC-2023-11", 1000, &["CVE-2023-23931"])
+    };
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&genuine), false)
+            .expect("put"),
+        [PutOutcome::Added]
+    );
+    let got = &store.advisory("CVE-2023-23931").expect("advisory")[0];
+    assert_eq!(got.provenance, genuine.provenance);
+    let listed = store.advisories(None).expect("advisories");
+    assert_eq!(listed[0].provenance, genuine.provenance, "listed too");
+
+    // A newer record of the same id from another source is refused, and
+    // changes nothing.
+    let forged = AdvisoryRecord {
+        packages: Vec::new(),
+        data: b"{\"forged\":true}".to_vec(),
+        provenance: provenance("mallory", T0 + 1, "mirror", "b"),
+        ..advisory_record("PYSEC-2023-11", 9000, &[])
+    };
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&forged), false)
+            .expect("put"),
+        [PutOutcome::OtherSource]
+    );
+    let got = &store.advisory("PYSEC-2023-11").expect("advisory")[0];
+    assert_eq!(got.modified_ms, 1000);
+    assert_eq!(got.provenance, genuine.provenance);
+    assert_eq!(got.data, genuine.data);
+
+    // With `replace` it takes the id over, provenance and all.
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&forged), true)
+            .expect("put"),
+        [PutOutcome::Updated]
+    );
+    let got = &store.advisory("PYSEC-2023-11").expect("advisory")[0];
+    assert_eq!(got.provenance, forged.provenance);
+    assert!(got.packages.is_empty());
+    assert!(
+        store
+            .advisory("CVE-2023-23931")
+            .expect("advisory")
+            .is_empty(),
+        "the forgery's aliases replace the genuine ones"
+    );
+    // The genuine record is older: refused as another source without
+    // `replace`, taken back with it.
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&genuine), false)
+            .expect("put"),
+        [PutOutcome::OtherSource]
+    );
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&genuine), true)
+            .expect("put"),
+        [PutOutcome::Updated]
+    );
+    let got = &store.advisory("CVE-2023-23931").expect("advisory")[0];
+    assert_eq!(got.modified_ms, 1000);
+    assert_eq!(got.provenance, genuine.provenance);
+    assert_eq!(got.packages, genuine.packages);
+    // The same record from the same source again: unchanged, even with
+    // `replace`; the first import's provenance stays.
+    let again = AdvisoryRecord {
+        provenance: provenance("other", T0 + 5, "osv-pypa", "a"),
+        ..genuine.clone()
+    };
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&again), true)
+            .expect("put"),
+        [PutOutcome::Unchanged]
+    );
+    assert_eq!(
+        store.put_advisories(&[again], false).expect("put"),
+        [PutOutcome::Unchanged]
+    );
+    assert_eq!(
+        store.advisory("PYSEC-2023-11").expect("advisory")[0].provenance,
+        genuine.provenance
+    );
+    // The same source with a newer record updates as before.
+    let newer = AdvisoryRecord {
+        provenance: provenance("feeds", T0 + 9, "osv-pypa", "c"),
+        ..advisory_record("PYSEC-2023-11", 2000, &["CVE-2023-23931"])
+    };
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&newer), false)
+            .expect("put"),
+        [PutOutcome::Updated]
+    );
+    assert_eq!(
+        store.advisory("PYSEC-2023-11").expect("advisory")[0].provenance,
+        newer.provenance
+    );
+    // A record without a source (stored before provenance was kept) is
+    // held from no source: any source may update it.
+    let legacy = advisory_record("GHSA-1111-2222-3333", 1000, &[]);
+    store.put_advisories(&[legacy], false).expect("put");
+    let named = AdvisoryRecord {
+        provenance: provenance("feeds", T0, "osv-ghsa", "d"),
+        ..advisory_record("GHSA-1111-2222-3333", 2000, &[])
+    };
+    assert_eq!(
+        store.put_advisories(&[named], false).expect("put"),
+        [PutOutcome::Updated]
+    );
+}
+
+/// Deleting an advisory removes it, its aliases and its verdicts; an
+/// unknown id deletes nothing.
+fn delete_advisory_takes_its_verdicts(store: &dyn Store) {
+    let image = format!("sha256:{}", "d".repeat(64));
+    let sbom = SbomRecord {
+        image,
+        name: "app.cdx.json".into(),
+        sha256: "2".repeat(64),
+        packages: vec![DeclaredPackage {
+            package: pypi("cryptography", "39.0.0", None),
+            reference: "cryptography==39.0.0".into(),
+            ..Default::default()
+        }],
+        pushed_ms: T0,
+        data: b"{}".to_vec(),
+        ..Default::default()
+    };
+    store.put_sbom(&sbom).expect("sbom");
+    let a = AdvisoryRecord {
+        provenance: provenance("feeds", T0, "osv-pypa", "a"),
+        ..advisory_record("PYSEC-2023-11", 1000, &["CVE-2023-23931"])
+    };
+    let other = advisory_record("GHSA-x", 1000, &[]);
+    store
+        .put_advisories(&[a.clone(), other], false)
+        .expect("put");
+    let scope = MatchScope::Advisories(vec![a.id.clone(), "GHSA-x".into()]);
+    let pkg = candidate_id(store, &scope, &a.id, "cryptography");
+    store
+        .put_matches(
+            &scope,
+            &[
+                verdict(&a.id, pkg, "affected"),
+                verdict("GHSA-x", pkg, "affected"),
+            ],
+        )
+        .expect("matches");
+    assert_eq!(store.verdicts(None, false).expect("verdicts").len(), 2);
+
+    let removed = store
+        .delete_advisory(&a.id)
+        .expect("delete")
+        .expect("it was stored");
+    assert_eq!(removed.id, a.id);
+    assert_eq!(removed.provenance, a.provenance);
+    assert!(store.advisory(&a.id).expect("advisory").is_empty());
+    assert!(store.advisory("CVE-2023-23931").expect("alias").is_empty());
+    let left = store.verdicts(None, false).expect("verdicts");
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].advisory_id, "GHSA-x",
+        "the other advisory's verdict stays"
+    );
+    assert_eq!(store.advisories(Some("pypi")).expect("list").len(), 1);
+    assert!(
+        store
+            .match_candidates(&MatchScope::Advisories(vec![a.id.clone()]))
+            .expect("candidates")
+            .pairs
+            .is_empty(),
+        "its packages are gone"
+    );
+    assert_eq!(store.delete_advisory(&a.id).expect("delete"), None);
+    assert_eq!(
+        store.delete_advisory("CVE-2023-23931").expect("delete"),
+        None
+    );
+    // The id is free again: any source may add it.
+    assert_eq!(
+        store.put_advisories(&[a], false).expect("put"),
+        [PutOutcome::Added]
+    );
+}
+
+/// An SBOM keeps who pushed it, from which source, and its hash.
+fn sbom_provenance(store: &dyn Store) {
+    let sbom = SbomRecord {
+        image: format!("sha256:{}", "e".repeat(64)),
+        name: "app.cdx.json".into(),
+        sha256: "3".repeat(64),
+        pushed_ms: T0,
+        provenance: Provenance {
+            imported_by: "ci".into(),
+            imported_ms: T0,
+            source: "build-pipeline".into(),
+            sha256: "3".repeat(64),
+        },
+        data: b"{}".to_vec(),
+        ..Default::default()
+    };
+    store.put_sbom(&sbom).expect("sbom");
+    let listed = store.sboms(None).expect("sboms");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].provenance, sbom.provenance);
+}
+
 fn verdict(advisory: &str, package_id: i64, status: &str) -> AdvisoryMatch {
     AdvisoryMatch {
         advisory_id: advisory.into(),
@@ -1881,7 +2115,7 @@ fn matches_and_findings(store: &dyn Store) {
     };
     let upstream = advisory_record("PYSEC-2023-11", 1000, &["CVE-2023-23931"]);
     store
-        .put_advisories(&[openssl.clone(), upstream.clone()])
+        .put_advisories(&[openssl.clone(), upstream.clone()], false)
         .expect("put");
     let scope = MatchScope::Advisories(vec![openssl.id.clone(), upstream.id.clone()]);
     let libssl = candidate_id(store, &scope, &openssl.id, "libssl3");
@@ -2045,7 +2279,7 @@ fn matches_and_findings(store: &dyn Store) {
         withdrawn: Some("2024-01-01T00:00:00Z".into()),
         ..advisory_record("DSA-5532-1", 2000, &["CVE-2023-5678"])
     };
-    store.put_advisories(&[withdrawn]).expect("put");
+    store.put_advisories(&[withdrawn], false).expect("put");
     assert!(
         exposure::findings(
             store,
@@ -2097,6 +2331,12 @@ fn sboms_declare_packages(store: &dyn Store) {
         edges: 1,
         packages: vec![requests],
         pushed_ms: T0,
+        provenance: Provenance {
+            imported_by: "ci".into(),
+            imported_ms: T0,
+            source: "app.cdx.json".into(),
+            sha256: "1".repeat(64),
+        },
         data: b"{}".to_vec(),
     };
     assert_eq!(store.put_sbom(&sbom).expect("put"), PutOutcome::Added);
@@ -2115,7 +2355,7 @@ fn sboms_declare_packages(store: &dyn Store) {
         ..advisory_record("PYSEC-2018-28", 1000, &["CVE-2018-18074"])
     };
     store
-        .put_advisories(std::slice::from_ref(&adv))
+        .put_advisories(std::slice::from_ref(&adv), false)
         .expect("put");
     let scope = MatchScope::Advisories(vec![adv.id.clone()]);
     let id = candidate_id(store, &scope, &adv.id, "requests");

@@ -195,9 +195,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores advisories in one transaction: each is added, replaces an
     /// older record of the same id, or is left out because the stored one
-    /// is as new or newer. Nothing is lost when one fails: the whole batch
-    /// is refused.
-    fn put_advisories(&self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>>;
+    /// is as new or newer. A record whose id is held from another
+    /// [`Provenance::source`] (an empty stored source, from before schema
+    /// 13, is no source) is left out as [`PutOutcome::OtherSource`]. With
+    /// `replace`, neither the source nor `modified` holds a record back:
+    /// it replaces the stored one unless both source and content hash are
+    /// the same (`Unchanged`). Each stored record keeps the provenance it
+    /// came with. Nothing is lost when one fails: the whole batch is
+    /// refused.
+    fn put_advisories(
+        &self,
+        advisories: &[AdvisoryRecord],
+        replace: bool,
+    ) -> Result<Vec<PutOutcome>>;
+
+    /// Removes the advisory of this id (not an alias) with its aliases,
+    /// packages and verdicts, in one transaction. The record as it was
+    /// stored (without `data`), or `None` when no advisory has this id.
+    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>>;
 
     /// The advisories an id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC,
     /// DSA...) names.
@@ -378,8 +393,26 @@ pub struct SbomRecord {
     /// ecosystem patchgap matches.
     pub packages: Vec<DeclaredPackage>,
     pub pushed_ms: i64,
+    /// Who pushed it, from where, and the document's hash.
+    pub provenance: Provenance,
     /// The document as pushed; empty when listed.
     pub data: Vec<u8>,
+}
+
+/// Who imported a stored advisory or SBOM, when, from which source, and
+/// the SHA-256 of the record's bytes as imported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Provenance {
+    /// The token's subject; `anonymous` when tokens are off and none was
+    /// sent, `local` for the collector's own process.
+    pub imported_by: String,
+    pub imported_ms: i64,
+    /// The name the import gave its source (`--source osv-pypa`), or the
+    /// import path's base name; empty for records stored before schema 13.
+    pub source: String,
+    /// SHA-256 of the record's bytes (the advisory file or SBOM document),
+    /// lowercase hex.
+    pub sha256: String,
 }
 
 /// One component of an SBOM as a package.
@@ -418,6 +451,8 @@ pub struct AdvisoryRecord {
     pub packages: Vec<(String, String, String)>,
     /// Where it was imported from (a file name).
     pub source: String,
+    /// Who imported it, when, from which named source, and its hash.
+    pub provenance: Provenance,
     /// The advisory as canonical JSON.
     pub data: Vec<u8>,
 }
@@ -437,4 +472,6 @@ pub enum PutOutcome {
     Unchanged,
     /// The stored record is newer: this one was left out.
     Older,
+    /// The id is held from another source: left out (without `replace`).
+    OtherSource,
 }

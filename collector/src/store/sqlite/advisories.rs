@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::packages::{PACKAGE_COLUMNS, package_row};
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, Candidates, MatchCandidate, MatchScope, PutOutcome, Result,
-    Verdict, package_key,
+    AdvisoryMatch, AdvisoryRecord, Candidates, MatchCandidate, MatchScope, Provenance, PutOutcome,
+    Result, Verdict, package_key,
 };
 
 /// Advisories with their aliases and packages; `data` only when asked.
@@ -20,7 +20,8 @@ fn advisory_rows(
 ) -> Result<Vec<AdvisoryRecord>> {
     let sql = format!(
         "SELECT a.id, a.modified, a.modified_ms, a.withdrawn, a.summary, a.severity, a.score,
-                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END, a.aliases
+                    a.vector, a.source, CASE WHEN ?2 THEN a.data ELSE x'' END, a.aliases,
+                    a.imported_by, a.imported_ms, a.origin, a.sha256
              FROM advisory a {filter} ORDER BY a.id"
     );
     let mut rows: Vec<AdvisoryRecord> = conn
@@ -43,6 +44,12 @@ fn advisory_rows(
                     .filter(|x| !x.is_empty())
                     .map(str::to_string)
                     .collect(),
+                provenance: Provenance {
+                    imported_by: r.get(11)?,
+                    imported_ms: r.get(12)?,
+                    source: r.get(13)?,
+                    sha256: r.get(14)?,
+                },
                 ..Default::default()
             })
         })?
@@ -62,31 +69,45 @@ fn advisory_rows(
 pub(super) fn put_advisories(
     conn: &mut Connection,
     advisories: &[AdvisoryRecord],
+    replace: bool,
 ) -> Result<Vec<PutOutcome>> {
     let tx = conn.transaction()?;
     let mut out = Vec::with_capacity(advisories.len());
-    let now = patchgap_proto::time::now_ms();
     for a in advisories {
-        let stored: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT modified_ms, data FROM advisory WHERE id = ?1")?
-            .query_row([&a.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        let stored: Option<(i64, Vec<u8>, String, String)> = tx
+            .prepare_cached("SELECT modified_ms, data, origin, sha256 FROM advisory WHERE id = ?1")?
+            .query_row([&a.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let outcome = match stored {
             None => PutOutcome::Added,
+            // Replacing: neither the source nor the time holds it back.
+            Some((_, _, origin, sha)) if replace => {
+                if origin == a.provenance.source && sha == a.provenance.sha256 {
+                    PutOutcome::Unchanged
+                } else {
+                    PutOutcome::Updated
+                }
+            }
+            // Held from another source: only a replace may take it over.
+            Some((_, _, origin, _)) if !origin.is_empty() && origin != a.provenance.source => {
+                PutOutcome::OtherSource
+            }
             // A time that says nothing: the content decides.
-            Some((m, data))
+            Some((m, data, _, _))
                 if m == a.modified_ms
                     && m == crate::store::UNKNOWN_MODIFIED_MS
                     && data != a.data =>
             {
                 PutOutcome::Updated
             }
-            Some((m, _)) if m == a.modified_ms => PutOutcome::Unchanged,
-            Some((m, _)) if m > a.modified_ms => PutOutcome::Older,
+            Some((m, ..)) if m == a.modified_ms => PutOutcome::Unchanged,
+            Some((m, ..)) if m > a.modified_ms => PutOutcome::Older,
             Some(_) => PutOutcome::Updated,
         };
         out.push(outcome);
-        if matches!(outcome, PutOutcome::Unchanged | PutOutcome::Older) {
+        if !matches!(outcome, PutOutcome::Added | PutOutcome::Updated) {
             continue;
         }
         // ON DELETE CASCADE clears the aliases and packages.
@@ -94,8 +115,8 @@ pub(super) fn put_advisories(
             .execute([&a.id])?;
         tx.prepare_cached(
             "INSERT INTO advisory (id, modified, modified_ms, withdrawn, summary, severity, score,
-             vector, aliases, source, data, imported_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             vector, aliases, source, data, imported_ms, imported_by, origin, sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             a.id,
@@ -109,7 +130,10 @@ pub(super) fn put_advisories(
             a.aliases.join(","),
             a.source,
             a.data,
-            now
+            a.provenance.imported_ms,
+            a.provenance.imported_by,
+            a.provenance.source,
+            a.provenance.sha256
         ])?;
         let mut alias = tx.prepare_cached(
             "INSERT OR IGNORE INTO advisory_alias (alias, advisory_id) VALUES (?1, ?2)",
@@ -128,6 +152,27 @@ pub(super) fn put_advisories(
     }
     tx.commit()?;
     Ok(out)
+}
+
+pub(super) fn delete_advisory(conn: &mut Connection, id: &str) -> Result<Option<AdvisoryRecord>> {
+    let tx = conn.transaction()?;
+    let Some(record) = advisory_rows(&tx, "WHERE a.id = ?1", id, false)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    // Explicit, though ON DELETE CASCADE would clear them too.
+    tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM advisory_alias WHERE advisory_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM advisory_package WHERE advisory_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM advisory WHERE id = ?1")?
+        .execute([id])?;
+    tx.commit()?;
+    Ok(Some(record))
 }
 
 pub(super) fn advisory(conn: &Connection, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {

@@ -227,8 +227,16 @@ impl Store for SqliteStore {
         fleet::processes(&*self.read()?, host)
     }
 
-    fn put_advisories(&self, advisories: &[AdvisoryRecord]) -> Result<Vec<PutOutcome>> {
-        advisories::put_advisories(&mut self.write(), advisories)
+    fn put_advisories(
+        &self,
+        advisories: &[AdvisoryRecord],
+        replace: bool,
+    ) -> Result<Vec<PutOutcome>> {
+        advisories::put_advisories(&mut self.write(), advisories, replace)
+    }
+
+    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>> {
+        advisories::delete_advisory(&mut self.write(), id)
     }
 
     fn advisory(&self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {

@@ -26,8 +26,9 @@ pub(super) fn put_sbom(conn: &mut Connection, sbom: &SbomRecord) -> Result<PutOu
         None => PutOutcome::Added,
     };
     tx.execute(
-        "INSERT INTO sbom (image, name, sha256, format, syntax, spec_version, tools, components, edges, data, pushed_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO sbom (image, name, sha256, format, syntax, spec_version, tools, components, edges, data, pushed_ms,
+             imported_by, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             sbom.image,
             sbom.name,
@@ -39,7 +40,9 @@ pub(super) fn put_sbom(conn: &mut Connection, sbom: &SbomRecord) -> Result<PutOu
             sbom.components,
             sbom.edges,
             sbom.data,
-            sbom.pushed_ms
+            sbom.pushed_ms,
+            sbom.provenance.imported_by,
+            sbom.provenance.source
         ],
     )?;
     let sbom_id = tx.last_insert_rowid();
@@ -58,7 +61,8 @@ pub(super) fn put_sbom(conn: &mut Connection, sbom: &SbomRecord) -> Result<PutOu
 pub(super) fn sboms(conn: &Connection, image: Option<&str>) -> Result<Vec<SbomRecord>> {
     let mut rows: Vec<(i64, SbomRecord)> = conn
         .prepare_cached(
-            "SELECT id, image, name, sha256, format, syntax, spec_version, tools, components, edges, pushed_ms
+            "SELECT id, image, name, sha256, format, syntax, spec_version, tools, components, edges, pushed_ms,
+                    imported_by, origin
              FROM sbom WHERE ?1 IS NULL OR image = ?1 ORDER BY image",
         )?
         .query_map([image], |r| {
@@ -75,6 +79,13 @@ pub(super) fn sboms(conn: &Connection, image: Option<&str>) -> Result<Vec<SbomRe
                     components: r.get(8)?,
                     edges: r.get(9)?,
                     pushed_ms: r.get(10)?,
+                    // The hash and time are the document's and the push's.
+                    provenance: crate::store::Provenance {
+                        imported_by: r.get(11)?,
+                        imported_ms: r.get(10)?,
+                        source: r.get(12)?,
+                        sha256: r.get(3)?,
+                    },
                     ..Default::default()
                 },
             ))

@@ -349,6 +349,17 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 13: provenance of advisories and SBOMs (issue 13): who imported each
+    // record, from which named source (`origin`; `source` stays the file
+    // name), and the SHA-256 of its bytes. Rows stored before it have no
+    // subject and no source; migration 13's fix-up hashes their advisories.
+    r#"
+    ALTER TABLE advisory ADD COLUMN imported_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE advisory ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+    ALTER TABLE advisory ADD COLUMN sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sbom ADD COLUMN imported_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sbom ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
@@ -362,6 +373,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(sql)?;
         if i + 1 == 8 {
             backfill_workload_images(&tx)?;
+        }
+        if i + 1 == 13 {
+            backfill_advisory_hashes(&tx)?;
         }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -382,6 +396,20 @@ fn backfill_workload_images(tx: &Transaction) -> Result<()> {
     for (host, id, data) in rows {
         let w = v1::Workload::decode(data.as_slice()).unwrap_or_default();
         update.execute(params![host, id, w.image_digest, w.image_id])?;
+    }
+    Ok(())
+}
+
+/// Migration 13: the content hash of advisories stored before it.
+fn backfill_advisory_hashes(tx: &Transaction) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let rows: Vec<(String, Vec<u8>)> = tx
+        .prepare("SELECT id, data FROM advisory")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = tx.prepare("UPDATE advisory SET sha256 = ?2 WHERE id = ?1")?;
+    for (id, data) in rows {
+        update.execute(params![id, crate::auth::hex(&Sha256::digest(&data))])?;
     }
     Ok(())
 }
