@@ -178,7 +178,8 @@ enum AdvisoriesCommand {
     Import {
         path: PathBuf,
         /// The source's name, kept with each record (such as osv-pypa);
-        /// the path's base name when left out.
+        /// `unnamed` when left out. Name your feeds: a record held from a
+        /// named source is refused from any other.
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
         /// Replace the stored records of these ids whatever their source,
@@ -594,7 +595,7 @@ async fn advisories(command: AdvisoriesCommand, read: ReadOpts) -> anyhow::Resul
             source,
             replace,
         } => {
-            let source = source.unwrap_or_else(|| default_source(&path));
+            let source = source.unwrap_or_default();
             advisories_import(&mut client, &path, &source, replace, &read).await
         }
         AdvisoriesCommand::Delete { id } => {
@@ -667,8 +668,8 @@ async fn advisories_import(
     Ok(())
 }
 
-/// The source an import names when --source is left out: the path's base
-/// name, or `unnamed`.
+/// The source an SBOM push names when --source is left out: the file's
+/// base name.
 fn default_source(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -255,7 +255,9 @@ async fn a_forged_advisory_is_scoped_audited_and_undone() {
     assert_eq!(r["updated"], 0);
     let reason = r["errors"][0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("held from source \"osv-pypa\"") && reason.contains("--replace"),
+        reason.contains("held from source \"osv-pypa\"")
+            && reason.contains("--replace")
+            && reason.contains("from \"unnamed\""),
         "{reason}"
     );
     assert_eq!(findings(&h, &ci, &sbom), 1, "the forgery changed nothing");

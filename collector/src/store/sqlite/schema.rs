@@ -510,4 +510,37 @@ mod tests {
         let unmatched = store.match_candidates(&MatchScope::Unmatched).unwrap();
         assert_eq!(unmatched.scope_size, 1);
     }
+
+    /// Schema 13 hashes the advisories stored before it; they keep no
+    /// subject and no source, so any source may update them.
+    #[test]
+    fn a_version_12_database_gets_advisory_hashes() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("patchgap.db")).unwrap();
+            for m in &MIGRATIONS[..12] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 12).unwrap();
+            conn.execute(
+                "INSERT INTO advisory (id, modified, modified_ms, summary, severity, vector, aliases,
+                 source, data, imported_ms) VALUES ('PYSEC-1', 'x', 1, '', '', '', '', 'a.json', x'7b7d', 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let got = &store.advisories(None).unwrap()[0];
+        assert_eq!(
+            got.provenance,
+            crate::store::Provenance {
+                imported_by: String::new(),
+                imported_ms: 5,
+                source: String::new(),
+                sha256: crate::auth::hex(&Sha256::digest(b"{}")),
+            }
+        );
+    }
 }
