@@ -199,3 +199,24 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writes that change what the fleet is exposed to need their own
+    /// scopes; an RPC left out of the table needs `admin`.
+    #[test]
+    fn rpc_scopes() {
+        for (method, scope) in [
+            ("ImportAdvisories", Scope::Advisories),
+            ("DeleteAdvisory", Scope::Advisories),
+            ("PushSbom", Scope::IngestSbom),
+            ("GetAdvisory", Scope::Read),
+            ("ListAudit", Scope::Admin),
+            ("SomethingNew", Scope::Admin),
+        ] {
+            assert_eq!(required_scope(method), scope, "{method}");
+        }
+    }
+}

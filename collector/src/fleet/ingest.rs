@@ -261,4 +261,59 @@ mod tests {
         assert_eq!(imported.outcomes, vec![PutOutcome::Added]);
         assert_eq!(imported.pass.matches, 1, "the import matched beta 1.0");
     }
+
+    /// A delete takes the advisory's verdicts with it, and an import with
+    /// `replace` restores a record whose id another source holds.
+    #[test]
+    fn delete_and_replace_rematch() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let sbom = SbomRecord {
+            image: format!("sha256:{}", "4".repeat(64)),
+            sha256: "y".into(),
+            packages: vec![DeclaredPackage {
+                package: v1::Package {
+                    ecosystem: "pypi".into(),
+                    name: "beta".into(),
+                    version: "1.0".into(),
+                    purl: "pkg:pypi/beta@1.0".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ingest.push_sbom(&sbom).unwrap();
+        let record = |modified: &str, versions: &[&str], source: &str| {
+            let doc = serde_json::json!({
+                "id": "PYSEC-0000-2",
+                "modified": modified,
+                "affected": [{"package": {"ecosystem": "PyPI", "name": "beta"}, "versions": versions}],
+            });
+            let (mut records, errors) =
+                crate::advisories::records::parse_files(&[v1::AdvisoryFile {
+                    name: "PYSEC-0000-2.json".into(),
+                    data: doc.to_string().into_bytes(),
+                }]);
+            assert!(errors.is_empty(), "{errors:?}");
+            records[0].provenance.source = source.into();
+            records
+        };
+        let affected = |ingest: &Ingest| ingest.store().verdicts(None, false).unwrap().len();
+        let genuine = record("2024-01-01T00:00:00Z", &["1.0"], "osv");
+        ingest.import_advisories(&genuine, false).unwrap();
+        assert_eq!(affected(&ingest), 1);
+        let forged = record("2099-01-01T00:00:00Z", &[], "mirror");
+        let refused = ingest.import_advisories(&forged, false).unwrap();
+        assert_eq!(refused.outcomes, [PutOutcome::OtherSource]);
+        assert_eq!(affected(&ingest), 1);
+        ingest.import_advisories(&forged, true).unwrap();
+        assert_eq!(affected(&ingest), 0, "the forgery hides it");
+        let restored = ingest.import_advisories(&genuine, true).unwrap();
+        assert_eq!(restored.outcomes, [PutOutcome::Updated]);
+        assert_eq!(affected(&ingest), 1, "replace restores it");
+        let (removed, _) = ingest.delete_advisory("PYSEC-0000-2").unwrap().unwrap();
+        assert_eq!(removed.provenance.source, "osv");
+        assert_eq!(affected(&ingest), 0);
+        assert!(ingest.delete_advisory("PYSEC-0000-2").unwrap().is_none());
+    }
 }
