@@ -232,8 +232,7 @@ fn secure_it_across_two_network_namespaces() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The first token, minted on the collector's host from its data dir
-    // once the collector has made its store, as the README does it (two
-    // processes creating a fresh store at once race on its schema).
+    // once the collector serves, in the README's order.
     let out = run(Command::new(&collector)
         .args(["token", "issue", "--data-dir"])
         .arg(&data)
