@@ -2,7 +2,8 @@
 //! real binaries: a veth pair with documentation addresses, the collector
 //! in one namespace serving TLS on 192.0.2.1, a real agent in the other
 //! connecting over mTLS, and the CLI there with a `read` token listing the
-//! agent's host (and its certificate expiry). No traffic leaves the
+//! agent's host (and its certificate expiry); with `--critical-needs-cert`,
+//! `token list` needs the CLI certificate besides an admin token. No traffic leaves the
 //! namespaces this test makes; they go in a drop guard.
 //!
 //! Needs root and `ip`; skipped (with a line saying so) otherwise.
@@ -164,6 +165,7 @@ fn secure_it_across_two_network_namespaces() {
         COLLECTOR_IP,
     ]));
     run(Command::new(&patchgap).args(["pki", "issue", "agent", "--dir", pki_s, "--host", &host]));
+    run(Command::new(&patchgap).args(["pki", "issue", "cli", "--dir", pki_s, "--name", "ops"]));
 
     let ns = Netns::new();
     let listen = format!("{COLLECTOR_IP}:7373");
@@ -185,6 +187,7 @@ fn secure_it_across_two_network_namespaces() {
             .arg(pki.join("collector.key"))
             .arg("--client-ca")
             .arg(pki.join("ca.crt"))
+            .arg("--critical-needs-cert")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(work.path().join("collector.log")).unwrap())
             .spawn()
@@ -261,6 +264,42 @@ fn secure_it_across_two_network_namespaces() {
         text.contains("\"cert_expires\":\"20"),
         "no certificate expiry: {text}"
     );
+    // --critical-needs-cert: an admin token alone cannot list tokens; with
+    // the CLI certificate it can.
+    let out = run(Command::new(&collector)
+        .args(["token", "issue", "--data-dir"])
+        .arg(&data)
+        .args(["--subject", "alice", "--scope", "admin"]));
+    let admin = work.path().join("admin.token");
+    std::fs::write(&admin, out.stdout).unwrap();
+    let token_list = |cert: bool| {
+        let mut c = in_ns(&ns.agent, &patchgap);
+        c.args(["token", "list", "-o", "json", "--collector", &url])
+            .arg("--token-file")
+            .arg(&admin)
+            .env("PATCHGAP_CA", pki.join("ca.crt"))
+            .env_remove("PATCHGAP_TOKEN");
+        if cert {
+            c.arg("--cert")
+                .arg(pki.join("cli-ops.crt"))
+                .arg("--key")
+                .arg(pki.join("cli-ops.key"));
+        }
+        c.output().unwrap()
+    };
+    let out = token_list(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs a CLI client certificate"),
+        "{err}"
+    );
+    let out = token_list(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
 }
 
 /// Runs `cmd`, which must fail within 30 s; its stderr and stdout.
