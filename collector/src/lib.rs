@@ -61,6 +61,9 @@ pub struct CollectorConfig {
     /// only `admin` calls (tokens, the audit log) need one: the loopback
     /// first look of `patchgap up`.
     pub require_tokens: bool,
+    /// Critical paths (`approve` and `admin` calls) also need a verified
+    /// CLI client certificate (`patchgap pki issue cli`). Needs `tls`.
+    pub critical_needs_cert: bool,
     /// Token lifetimes: the default and the longest allowed.
     pub token_policy: auth::TokenPolicy,
 }
@@ -75,6 +78,7 @@ impl Default for CollectorConfig {
             tls: None,
             insecure_plaintext: false,
             require_tokens: false,
+            critical_needs_cert: false,
             token_policy: auth::TokenPolicy::default(),
         }
     }
@@ -144,6 +148,10 @@ pub async fn serve(
         Ok(Some(warning)) => tracing::warn!("{warning}"),
         Ok(None) => {}
     }
+    anyhow::ensure!(
+        !config.critical_needs_cert || config.tls.is_some(),
+        "--critical-needs-cert needs TLS (client certificates come with it): {TLS_HINT}"
+    );
     // Load TLS before anything else, so a bad file stops the start.
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(
@@ -231,6 +239,7 @@ pub async fn serve(
             tokens,
             audit: audit.clone(),
             require_tokens: config.require_tokens || config.tls.is_some(),
+            critical_needs_cert: config.critical_needs_cert,
         }),
     );
     let router = tonic::transport::Server::builder()

@@ -59,6 +59,11 @@ struct Cli {
     /// Without it only admin calls (tokens, the audit log) need one.
     #[arg(long)]
     require_tokens: bool,
+    /// Critical paths (approve and admin calls: tokens, the audit log) also
+    /// need a CLI client certificate (`patchgap pki issue cli`), not only a
+    /// token. Needs TLS.
+    #[arg(long, requires = "tls_cert")]
+    critical_needs_cert: bool,
     /// The lifetime of a token issued without --ttl.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     token_ttl: Duration,
@@ -197,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         tls,
         insecure_plaintext: cli.insecure_plaintext,
         require_tokens: cli.require_tokens,
+        critical_needs_cert: cli.critical_needs_cert,
         token_policy: TokenPolicy {
             default_ttl: cli.token_ttl,
             max_ttl: cli.token_max_ttl,

@@ -14,7 +14,7 @@ use patchgap_agent::{
     AgentConfig, ScanConfig,
     tls::{ClientTls, endpoint},
 };
-use patchgap_collector::{CollectorConfig, SqliteStore, TlsFiles};
+use patchgap_collector::{CollectorConfig, SqliteStore, Store, TlsFiles};
 use patchgap_proto::v1::{
     self, agent_message::Body, ingest_client::IngestClient, query_client::QueryClient,
 };
@@ -105,6 +105,12 @@ struct Tls {
 
 impl Tls {
     async fn start() -> Tls {
+        Tls::start_with(false).await
+    }
+
+    /// `critical_needs_cert`: approve and admin calls also need a CLI
+    /// client certificate.
+    async fn start_with(critical_needs_cert: bool) -> Tls {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -123,6 +129,7 @@ impl Tls {
                 key,
                 client_ca: client_ca.clone(),
             }),
+            critical_needs_cert,
             ..Default::default()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -569,4 +576,122 @@ async fn certificate_files_reload_without_dropping_streams() {
         .await
         .expect("the open stream survived the reload");
     t.stop().await;
+}
+
+/// `--critical-needs-cert`: an admin token alone cannot list tokens; the
+/// same token over a connection with a CLI certificate can. An agent
+/// certificate does not count, and reads still need only the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn critical_paths_need_a_cli_certificate_as_well_as_the_token() {
+    let t = Tls::start_with(true).await;
+    let (admin, _) = patchgap_collector::auth::issue_local(
+        t._data.path(),
+        t.store.as_ref(),
+        "alice",
+        &[patchgap_collector::auth::Scope::Admin],
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    let cli = leaf(
+        t.dir.path(),
+        &t.ca,
+        "cli-ops",
+        Some("urn:patchgap:cli:ops"),
+        false,
+        false,
+    );
+    let agent = leaf(
+        t.dir.path(),
+        &t.ca,
+        "agent-a",
+        Some("urn:patchgap:agent:host-a"),
+        false,
+        false,
+    );
+    let list_tokens = async |pair: Option<(PathBuf, PathBuf)>| {
+        let channel = endpoint(&t.url(), &t.client_tls(pair))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin}").parse().unwrap();
+        QueryClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        })
+        .list_tokens(v1::ListTokensRequest {})
+        .await
+    };
+    // The token alone: refused, naming the missing certificate.
+    let e = timeout(list_tokens(None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("needs a CLI client certificate")
+            && e.message().contains("presented none"),
+        "{}",
+        e.message()
+    );
+    // An agent's certificate is not a person's.
+    let e = timeout(list_tokens(Some(agent))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("an agent certificate"),
+        "{}",
+        e.message()
+    );
+    // The CLI certificate and the token: accepted.
+    let tokens = timeout(list_tokens(Some(cli.clone())))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    assert!(tokens.iter().any(|k| k.subject == "alice"), "{tokens:?}");
+    // The certificate does not stand in for the token.
+    let channel = endpoint(&t.url(), &t.client_tls(Some(cli)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = timeout(QueryClient::new(channel.clone()).list_tokens(v1::ListTokensRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    // Reads are not critical: the read token alone, no certificate.
+    let channel = endpoint(&t.url(), &t.client_tls(None))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    timeout(t.query(channel).list_hosts(v1::ListHostsRequest {}))
+        .await
+        .unwrap();
+    // The refusals are in the audit log, under the token's subject.
+    let log = t.store.audit_entries(0, 0, 1000).unwrap();
+    assert!(
+        log.iter()
+            .filter(|e| e.subject == "alice" && e.method.contains("ListTokens"))
+            .count()
+            >= 2,
+        "{log:?}"
+    );
+    t.stop().await;
+}
+
+/// A collector told to require certificates on critical paths without TLS
+/// does not start: there could be no certificate.
+#[tokio::test]
+async fn critical_needs_cert_without_tls_does_not_start() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(data.path()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = CollectorConfig {
+        data_dir: data.path().into(),
+        critical_needs_cert: true,
+        ..Default::default()
+    };
+    let e = timeout(patchgap_collector::serve(config, store, listener, async {}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("needs TLS"), "{e}");
 }

@@ -8,6 +8,12 @@
 //! and advisory imports pass without a token, but `admin` calls (tokens,
 //! the audit log) always need one: otherwise anyone who reached a
 //! tokenless collector could mint an admin token that outlives that mode.
+//!
+//! With `critical_needs_cert` (`--critical-needs-cert`), the critical paths
+//! (calls that need `approve` or `admin`) also need the connection to
+//! present a CLI client certificate (`patchgap pki issue cli`), verified
+//! against the client CA by the TLS handshake: a stolen token alone cannot
+//! mint tokens or approve actions.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -22,6 +28,7 @@ use tonic::{
 use crate::{
     audit::{AuditLog, record_refusal},
     auth::{AuthError, Identity, Scope, Tokens},
+    tls::{Role, peer_identity},
 };
 
 /// The scope an RPC of the Query service needs. A method this table does
@@ -52,15 +59,27 @@ pub struct Guard {
     pub tokens: Arc<Tokens>,
     pub audit: Arc<AuditLog>,
     pub require_tokens: bool,
+    /// `approve` and `admin` calls also need a verified CLI client
+    /// certificate.
+    pub critical_needs_cert: bool,
+}
+
+/// Whether a call needing `scope` is a critical path.
+pub fn is_critical(scope: Scope) -> bool {
+    matches!(scope, Scope::Approve | Scope::Admin)
 }
 
 impl Guard {
     /// Decides one call: the caller, or the status to refuse it with and
     /// the subject to audit the refusal under.
+    ///
+    /// `cert` is the connection's client certificate (DER), present only
+    /// when the TLS handshake verified it against the client CA.
     fn check(
         &self,
         method: &str,
         bearer: Option<&str>,
+        cert: Option<&[u8]>,
         peer: String,
     ) -> Result<Caller, (Status, String)> {
         let needed = required_scope(method);
@@ -105,6 +124,26 @@ impl Guard {
                 )),
                 id.subject,
             ));
+        }
+        if self.critical_needs_cert && is_critical(needed) {
+            // Only a CLI certificate speaks for a person; an agent's key
+            // sits on every host it runs on.
+            match cert.and_then(peer_identity).map(|p| p.role) {
+                Some(Role::Cli(_)) => {}
+                other => {
+                    let presented = match other {
+                        None => "none",
+                        Some(Role::Agent(_)) => "an agent certificate",
+                        Some(_) => "a certificate that names no CLI client",
+                    };
+                    return Err((
+                        Status::permission_denied(format!(
+                            "{method} is a critical path (`{needed}`): it needs a CLI client certificate (patchgap pki issue cli; --cert/--key) as well as the token; this connection presented {presented}"
+                        )),
+                        id.subject,
+                    ));
+                }
+            }
         }
         Ok(Caller {
             subject: id.subject.clone(),
@@ -160,20 +199,22 @@ where
         let method = path.rsplit('/').next().unwrap_or_default().to_string();
         // Plaintext gives TcpConnectInfo; TLS (see `tls`) wraps it.
         let ext = req.extensions();
+        let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
         let peer = ext
             .get::<TcpConnectInfo>()
-            .or_else(|| {
-                ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .map(|i| i.get_ref())
-            })
+            .or_else(|| tls.map(|i| i.get_ref()))
             .and_then(|i| i.remote_addr())
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // The handshake verified the chain; the leaf comes first.
+        let certs = tls.and_then(|i| i.peer_certs());
+        let cert = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
         // Verifying is one ed25519 check: cheap enough to do inline.
-        match self
+        let checked = self
             .guard
-            .check(&method, bearer(req.headers()), peer.clone())
-        {
+            .check(&method, bearer(req.headers()), cert, peer.clone());
+        drop(certs);
+        match checked {
             Ok(caller) => {
                 req.extensions_mut().insert(caller);
                 // The clone that was polled ready serves this call.

@@ -119,12 +119,26 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection, readers: Option<Readers>) -> Result<SqliteStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL lets readers run beside the writer; synchronous=FULL makes a
         // commit survive power loss, which is what an ack promises.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a fresh file to WAL needs it to itself, and SQLite
+        // answers BUSY without waiting when another process (`token
+        // issue` beside a starting collector) has it open: retry a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             writer: Mutex::new(conn),

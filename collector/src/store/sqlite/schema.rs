@@ -3,7 +3,7 @@
 //! transaction, which also advances `PRAGMA user_version`.
 
 use patchgap_proto::{Message, v1};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::store::{Result, StoreError};
 
@@ -363,24 +363,34 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
-    if found > known {
-        return Err(StoreError::SchemaTooNew { found, known });
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found == known {
+        return Ok(());
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        if i + 1 == 8 {
+    // Another process (`patchgap-collector token issue` beside a starting
+    // collector) may be migrating the same file: each step takes the write
+    // lock first (IMMEDIATE), then reads the version under it, so a step
+    // is applied exactly once.
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > known {
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        if found == known {
+            return Ok(());
+        }
+        tx.execute_batch(MIGRATIONS[found as usize])?;
+        if found + 1 == 8 {
             backfill_workload_images(&tx)?;
         }
-        if i + 1 == 13 {
+        if found + 1 == 13 {
             backfill_advisory_hashes(&tx)?;
         }
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 /// Migration 8: the image columns of workloads stored before it, from
@@ -418,6 +428,29 @@ fn backfill_advisory_hashes(tx: &Transaction) -> Result<()> {
 mod tests {
     use super::*;
     use crate::store::{MatchScope, Store, sqlite::SqliteStore};
+
+    /// Two processes opening a fresh data directory at once (a collector
+    /// starting, `token issue` beside it) both get a store; neither trips
+    /// on the other's half-made schema.
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (dir.path().to_path_buf(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for open in opens {
+                open.join().unwrap().unwrap();
+            }
+        }
+    }
 
     /// A database written by the first schema migrates forward and keeps its rows.
     #[test]
