@@ -365,6 +365,21 @@ async fn an_agent_certificate_speaks_only_for_its_own_host() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(refused.len(), 3, "{refused:#?}");
+    // And the genuine stream's opening, under its certificate's subject.
+    use patchgap_collector::Store;
+    let opened: Vec<_> = t
+        .store
+        .audit_entries(0, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.method == "Ingest/Stream" && e.result.starts_with("ok: stream open"))
+        .collect();
+    assert!(
+        opened
+            .iter()
+            .any(|e| e.subject.contains("agent-a") && e.args.contains("host=host-a")),
+        "{opened:#?}"
+    );
     assert!(
         refused
             .iter()

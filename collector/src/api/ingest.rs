@@ -169,6 +169,30 @@ impl IngestApi for IngestService {
             .map(|h| coverage::host_key(h).to_string())
             .unwrap_or_default();
         info!(host = %host_name, %peer, session = %hello.session_id, resume_after = session.acked_seq, new = session.new, "agent connected");
+        // An agent's stream writes the runtime truth: each one it opens is
+        // in the audit log (its messages are not, one by one).
+        super::audited(
+            &self.audit,
+            crate::audit::Event {
+                subject: if subject.is_empty() {
+                    "anonymous".into()
+                } else {
+                    subject.clone()
+                },
+                scopes: String::new(),
+                peer: peer.clone(),
+                method: "Ingest/Stream".into(),
+                args: format!(
+                    "host={host_name} host_key={host_key} session={}",
+                    hello.session_id
+                ),
+                result: format!(
+                    "ok: stream open, resume after {}{}",
+                    session.acked_seq,
+                    if session.new { ", new session" } else { "" }
+                ),
+            },
+        );
 
         let (tx, rx) = mpsc::channel(64);
         let welcome = v1::Welcome {

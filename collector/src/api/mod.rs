@@ -68,6 +68,17 @@ pub fn refused(
     });
 }
 
+/// Appends an event to the audit log off the async workers; a failure is
+/// logged, never in the way of the call.
+pub fn audited(audit: &Arc<crate::audit::AuditLog>, event: crate::audit::Event) {
+    let audit = audit.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = audit.record(event) {
+            warn!(error = %e, "an audit entry could not be written");
+        }
+    });
+}
+
 /// Runs blocking domain work (the store, the matcher) off the async
 /// workers, and maps its error at the edge.
 async fn blocking<T: Send + 'static>(
