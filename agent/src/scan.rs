@@ -835,9 +835,17 @@ impl Scanner {
             .first()
             .map(|a| a.path.clone())
             .unwrap_or_default();
-        self.mapped_artifacts(pid, ctx, &files, &mut artifacts, &mut gaps);
+        let code_ranges = self.mapped_artifacts(pid, ctx, &files, &mut artifacts, &mut gaps);
         self.lang_artifacts(pid, &files, &exe.0, &args, &mut artifacts);
+        // Only now is it known which unlinked code no resolver named: that
+        // is anonymous, and only that is read and hashed.
         named_code_is_not_anonymous(&mut artifacts);
+        for (i, range) in code_ranges {
+            if artifacts[i].kind == ArtifactKind::Anonymous {
+                let inode = artifacts[i].inode;
+                artifacts[i].content = Some(self.content_of(pid, range, inode));
+            }
+        }
 
         // A network namespace's tables list every socket in it (thousands in
         // TIME_WAIT on a busy host), so a single-process scan at an event
@@ -970,8 +978,10 @@ impl Scanner {
 
     /// Every distinct file in /proc/PID/maps. Code mapped from a file that
     /// no path names and no package owns (a memfd, or an unlinked file:
-    /// fileless loading) is `anonymous`, with a hash of its content; a memfd
-    /// that is not mapped executable is shared memory and left out.
+    /// fileless loading) is `anonymous`; returned with the index and one
+    /// executable range of each, for its content to be hashed once the
+    /// language resolvers have had their say. A memfd that is not mapped
+    /// executable is shared memory and left out.
     fn mapped_artifacts(
         &mut self,
         pid: u32,
@@ -979,10 +989,14 @@ impl Scanner {
         files: &ProcFiles,
         artifacts: &mut Vec<Artifact>,
         gaps: &mut Gaps,
-    ) {
+    ) -> Vec<(usize, (u64, u64))> {
+        let mut code_ranges = Vec::new();
         let bytes = match std::fs::read(self.proc_path(pid, "maps")) {
             Ok(bytes) => bytes,
-            Err(e) => return gaps.note(&e),
+            Err(e) => {
+                gaps.note(&e);
+                return code_ranges;
+            }
         };
         let (entries, _malformed) = parse::maps::parse_maps(&bytes);
         // The files mapped executable, each with the range of one such
@@ -1024,11 +1038,14 @@ impl Scanner {
                 && a.package.is_none()
                 && (memfd || a.deleted)
             {
+                // Anonymous unless a language resolver names it; its
+                // content is read once that is settled (see scan_process).
                 a.kind = ArtifactKind::Anonymous;
-                a.content = Some(self.content_of(pid, range, m.inode));
+                code_ranges.push((artifacts.len(), range));
             }
             artifacts.push(a);
         }
+        code_ranges
     }
 
     /// What the file mapped at `range` of a process holds: its size and
