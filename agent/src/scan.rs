@@ -152,10 +152,18 @@ struct Recent {
     at: Instant,
     /// The file the answer is for: after an upgrade the path names a new
     /// inode, which must not get the old one's answer.
-    file: (FileId, i128),
+    file: FileNow,
     /// The database load it was resolved with (0: none).
     generation: u64,
     artifacts: Vec<Artifact>,
+}
+
+impl Recent {
+    /// Whether the answer still holds: young, for the same file, and from
+    /// the same database load.
+    fn holds(&self, file: FileNow, generation: u64) -> bool {
+        self.at.elapsed() < RECENT_FOR && self.file == file && self.generation == generation
+    }
 }
 
 /// Why one process could not be scanned.
@@ -406,13 +414,10 @@ impl Scanner {
         let (root, root_link) = (&root.0, &root.1);
         let meta = root.metadata(in_root_path(root_link, filename)).ok()?;
         let file = (meta.id, meta.ctime_ns);
-        let generation = |r: &mut Resolver| r.refresh_batch(root).map_or(0, |db| db.generation());
         let key = (root.id(), filename.to_vec());
-        let now_generation = generation(&mut self.resolver);
+        let generation = self.generation(root);
         if let Some(r) = self.recent_exes.get(&key)
-            && r.at.elapsed() < RECENT_FOR
-            && r.file == file
-            && r.generation == now_generation
+            && r.holds(file, generation)
         {
             return r.artifacts.first().cloned();
         }
@@ -420,7 +425,7 @@ impl Scanner {
             self.recent_exes.clear();
         }
         let found = self.exec_artifact_in(root, root_link, filename);
-        let generation = generation(&mut self.resolver);
+        let generation = self.generation(root);
         self.recent_exes.insert(
             key,
             Recent {
@@ -591,19 +596,14 @@ impl Scanner {
         let file = (meta.id, meta.ctime_ns);
         let key = (root.id(), path.to_vec());
         if let Some(r) = self.recent.get(&key)
-            && r.at.elapsed() < RECENT_FOR
-            && r.file == file
-            && r.generation == generation
+            && r.holds(file, generation)
         {
             return r.artifacts.clone();
         }
         let found = self.opened_in(root, root_link, path, db.as_deref(), file);
         // The resolution may have reloaded the database (a file newer than
         // its last check): remember the answer under the load it used.
-        let generation = self
-            .resolver
-            .refresh_batch(root)
-            .map_or(0, |db| db.generation());
+        let generation = self.generation(root);
         self.recent.insert(
             key,
             Recent {
@@ -614,6 +614,13 @@ impl Scanner {
             },
         );
         found
+    }
+
+    /// Which load of the root's package database answers now (0: none).
+    fn generation(&mut self, root: &RootFs) -> u64 {
+        self.resolver
+            .refresh_batch(root)
+            .map_or(0, |db| db.generation())
     }
 
     /// The root of a process, or of its parent when it is gone (the same
@@ -650,7 +657,7 @@ impl Scanner {
         root_link: &[u8],
         path: &[u8],
         db: Option<&PackageDb>,
-        file: (FileId, i128),
+        file: FileNow,
     ) -> Vec<Artifact> {
         let meta_id = file.0;
         let mut ctx = ScanCtx::default();
