@@ -184,6 +184,26 @@ impl Tls {
         })
     }
 
+    /// A valid agent certificate for `host` from this collector's CA.
+    fn agent(&self, host: &str) -> (PathBuf, PathBuf) {
+        let uri = format!("urn:patchgap:agent:{host}");
+        let stem = format!("agent-{}", host.trim_start_matches("host-"));
+        leaf(self.dir.path(), &self.ca, &stem, Some(&uri), false, false)
+    }
+
+    /// A valid CLI certificate for `name` from this collector's CA.
+    fn cli(&self, name: &str) -> (PathBuf, PathBuf) {
+        let uri = format!("urn:patchgap:cli:{name}");
+        leaf(
+            self.dir.path(),
+            &self.ca,
+            &format!("cli-{name}"),
+            Some(&uri),
+            false,
+            false,
+        )
+    }
+
     fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
@@ -280,30 +300,9 @@ async fn heartbeat(stream: &mut Stream, seq: u64) -> Result<(), String> {
 #[tokio::test]
 async fn an_agent_certificate_speaks_only_for_its_own_host() {
     let t = Tls::start().await;
-    let a = leaf(
-        t.dir.path(),
-        &t.ca,
-        "agent-a",
-        Some("urn:patchgap:agent:host-a"),
-        false,
-        false,
-    );
-    let c = leaf(
-        t.dir.path(),
-        &t.ca,
-        "agent-c",
-        Some("urn:patchgap:agent:host-c"),
-        false,
-        false,
-    );
-    let cli = leaf(
-        t.dir.path(),
-        &t.ca,
-        "cli-ops",
-        Some("urn:patchgap:cli:ops"),
-        false,
-        false,
-    );
+    let a = t.agent("host-a");
+    let c = t.agent("host-c");
+    let cli = t.cli("ops");
 
     // Its own host: welcomed, and its messages acked.
     let mut own = timeout(ingest(
@@ -529,14 +528,7 @@ async fn a_real_agent_streams_over_mtls_and_hosts_shows_its_expiry() {
 #[tokio::test]
 async fn certificate_files_reload_without_dropping_streams() {
     let t = Tls::start().await;
-    let a = leaf(
-        t.dir.path(),
-        &t.ca,
-        "agent-a",
-        Some("urn:patchgap:agent:host-a"),
-        false,
-        false,
-    );
+    let a = t.agent("host-a");
     let mut open = timeout(ingest(
         &t.url(),
         &t.client_tls(Some(a)),
@@ -608,22 +600,8 @@ async fn critical_paths_need_a_cli_certificate_as_well_as_the_token() {
         Default::default(),
     )
     .unwrap();
-    let cli = leaf(
-        t.dir.path(),
-        &t.ca,
-        "cli-ops",
-        Some("urn:patchgap:cli:ops"),
-        false,
-        false,
-    );
-    let agent = leaf(
-        t.dir.path(),
-        &t.ca,
-        "agent-a",
-        Some("urn:patchgap:agent:host-a"),
-        false,
-        false,
-    );
+    let cli = t.cli("ops");
+    let agent = t.agent("host-a");
     let list_tokens = async |pair: Option<(PathBuf, PathBuf)>| {
         let channel = endpoint(&t.url(), &t.client_tls(pair))
             .unwrap()
