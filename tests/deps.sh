@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests use from the OS (Debian 12), and
+# nothing that is there already. Idempotent; the README's test command and
+# .ci/run both start with it. Needs root when something is missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# What the tests use from the OS:
+# - gcc builds the bundled SQLite (rusqlite's `bundled` feature);
+# - Debian's own /usr/bin/python3 imports ssl, which maps libssl3 from dpkg;
+# - chroot (coreutils) gives a real process its own root and dpkg database;
+# - ip netns (iproute2) gives a real process its own network namespace;
+# - dpkg-query is the reference the tests compare versions against;
+# - clang, llvm-strip (llvm) and libbpf's BPF headers (libbpf-dev) rebuild the
+#   checked-in eBPF object to prove it current (ebpf/build.sh --check);
+# - language packages: python3 -m venv (python3-venv), PyYAML's C extension
+#   and Debian's cryptography (python3-yaml, python3-cryptography), objcopy
+#   (binutils) for a real .dep-v0 section, node (nodejs), a JDK that runs a
+#   source file (default-jdk-headless) and a Debian jar (libcommons-io-java);
+# - bpftool, whose changelog (the kernel's) the changelog parser is checked on.
+#   The image's pyenv 3.11.7, terraform and docker CLI are compared with what
+#   pip list and go version -m saw on it (testdata/).
+need=()
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+[ -x /usr/bin/python3 ] || need+=(python3)
+command -v chroot >/dev/null || need+=(coreutils)
+command -v ip >/dev/null || need+=(iproute2)
+dpkg-query -W -f '${Status}' libssl3 2>/dev/null | grep -q 'ok installed' || need+=(libssl3)
+command -v clang >/dev/null || need+=(clang)
+command -v llvm-strip >/dev/null || need+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+/usr/bin/python3 -c 'import yaml._yaml' 2>/dev/null || need+=(python3-yaml)
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
+command -v objcopy >/dev/null || need+=(binutils)
+command -v node >/dev/null || need+=(nodejs)
+# npm installs two small packages from the registry for tests/tests/agreement.rs.
+command -v npm >/dev/null || need+=(npm)
+# perl with IPC::SysV and Devel::Peek (XS modules) for the loader tests.
+perl -MIPC::SysV -MDevel::Peek -e1 2>/dev/null || need+=(perl)
+command -v javac >/dev/null || need+=(default-jdk-headless)
+[ -f /usr/share/java/commons-io.jar ] || need+=(libcommons-io-java)
+# The changelog parser is checked against every Debian changelog a TSV of
+# this image lists; bpftool's (the kernel's) carries most of its CVEs.
+[ -f /usr/share/doc/bpftool/changelog.Debian.gz ] || need+=(bpftool)
+# The upgrade test moves libaom3 between the two versions the archive
+# serves: apt's lists must know both.
+lists_fresh=0
+if [ "$(apt-cache madison libaom3 2>/dev/null | wc -l)" -lt 2 ]; then
+    apt-get update -qq
+    lists_fresh=1
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "tests/deps.sh: installing ${need[*]}"
+    [ "$lists_fresh" = 1 ] || apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+
