@@ -576,27 +576,47 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
 /// A directory's mtime comes from a coarse clock, so two journal entries
 /// written within one tick leave it as it was after the first: the names of
 /// the entries are part of the stamp too (dpkg numbers them in sequence).
+/// They are read again only when they may have changed (see `read`): a
+/// check runs per event batch, many times a second, and listing the
+/// directory was most of its cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DbStamp(Vec<Option<(FileId, i128, u64)>>, Vec<Vec<u8>>);
 
+/// Where the journal is, and its index in `DbStamp`'s files.
+const UPDATES: &[u8] = b"/var/lib/dpkg/updates";
+const UPDATES_AT: usize = 1;
+
 impl DbStamp {
-    fn read(root: &RootFs) -> DbStamp {
+    /// The stamp now. `last` is the previous stamp of this root and the
+    /// wall time just before it was read: its journal names still hold when
+    /// the journal directory is the same (identity, mtime, size) and its
+    /// mtime is older than that time by more than the clock's slack, since
+    /// any change after then would have moved the mtime past it.
+    fn read(root: &RootFs, last: Option<(&DbStamp, i128)>) -> DbStamp {
         let paths: [&[u8]; 7] = [
             b"/var/lib/dpkg/status",
-            b"/var/lib/dpkg/updates",
+            UPDATES,
             b"/var/lib/dpkg/status.d",
             b"/var/lib/dpkg/info",
             RPMDB_PATHS[0],
             RPMDB_PATHS[1],
             b"/lib/apk/db/installed",
         ];
-        DbStamp(
-            paths
-                .iter()
-                .map(|p| root.metadata(p).ok().map(|m| (m.id, m.mtime_ns, m.size)))
-                .collect(),
-            root.read_dir(b"/var/lib/dpkg/updates").unwrap_or_default(),
-        )
+        let files: Vec<_> = paths
+            .iter()
+            .map(|p| root.metadata(p).ok().map(|m| (m.id, m.mtime_ns, m.size)))
+            .collect();
+        let names = match (last, files[UPDATES_AT]) {
+            (_, None) => Vec::new(),
+            (Some((last, verified_ns)), Some(now))
+                if last.0[UPDATES_AT] == Some(now)
+                    && now.1.saturating_add(CTIME_SLACK_NS) < verified_ns =>
+            {
+                last.1.clone()
+            }
+            _ => root.read_dir(UPDATES).unwrap_or_default(),
+        };
+        DbStamp(files, names)
     }
 }
 
@@ -690,7 +710,8 @@ impl Resolver {
     fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
         self.checks += 1;
         let verified_ns = wall_ns();
-        let stamp = DbStamp::read(root);
+        let last = self.dbs.get(&root.id()).map(|l| (&l.stamp, l.verified_ns));
+        let stamp = DbStamp::read(root, last);
         if let Some(l) = self.dbs.get_mut(&root.id())
             && l.stamp == stamp
         {

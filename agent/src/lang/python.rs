@@ -76,7 +76,20 @@ pub(super) struct Python {
     /// The distribution of each file resolved while it was current, by
     /// (root, device, inode): a stale file keeps it.
     files: HashMap<(FileId, u64, u64), Arc<PackageInfo>>,
+    /// Module files outside every site directory that no directory above
+    /// them claims, by (root, device, inode), and when that was found: the
+    /// walk up their directories is not done again for `MISS_FOR`. An
+    /// interpreter outside dpkg (pyenv, a build's python) opens hundreds of
+    /// its standard library's modules, each an ancestor walk of stats.
+    misses: HashMap<(FileId, u64, u64), std::time::Instant>,
+    /// What each OS package's changelog says it fixed, by (root, name,
+    /// version): a site directory is read again whenever its mtime moves,
+    /// and unpacking every changelog each time cost more than the rest.
+    changelogs: HashMap<(FileId, String, String), Arc<PackageInfo>>,
 }
+
+/// How long a module file no distribution claims is taken as unclaimed.
+const MISS_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What identifies a site directory's contents: installing or removing a
 /// distribution adds or removes a directory entry, which changes the
@@ -204,7 +217,24 @@ impl Python {
         let found = env
             .iter()
             .find_map(|(dir, site)| site.owner(root, dir, in_root))
-            .or_else(|| self.owner_of_file(root, db, in_root, walk))?;
+            .or_else(|| {
+                if walk
+                    && self
+                        .misses
+                        .get(&key)
+                        .is_some_and(|at| at.elapsed() < MISS_FOR)
+                {
+                    return None;
+                }
+                let found = self.owner_of_file(root, db, in_root, walk);
+                if walk && found.is_none() {
+                    if self.misses.len() >= MAX_FILES {
+                        self.misses.clear();
+                    }
+                    self.misses.insert(key, std::time::Instant::now());
+                }
+                found
+            })?;
         if self.files.len() >= MAX_FILES {
             self.files.clear();
         }
@@ -249,6 +279,8 @@ impl Python {
     pub(super) fn retain_roots(&mut self, live: &impl Fn(&FileId) -> bool) {
         self.sites.retain(|(root, _), _| live(root));
         self.files.retain(|(root, _, _), _| live(root));
+        self.misses.retain(|(root, _, _), _| live(root));
+        self.changelogs.retain(|(root, _, _), _| live(root));
     }
 
     /// The site directories of the process's environment, in sys.path
@@ -315,7 +347,10 @@ impl Python {
         if self.sites.len() >= MAX_SITES {
             self.sites.clear();
         }
-        let site = Arc::new(load_site(root, db, dir));
+        if self.changelogs.len() >= MAX_SITES {
+            self.changelogs.clear();
+        }
+        let site = Arc::new(load_site(root, db, dir, &mut self.changelogs));
         self.sites.insert(key, (stamp, site.clone()));
         Some(site)
     }
@@ -502,9 +537,14 @@ fn existing(root: &RootFs, sites: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 /// Reads every distribution of one site directory.
-fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
+/// `changelogs` keeps what each OS package's changelog said, across loads.
+fn load_site(
+    root: &RootFs,
+    db: Option<&PackageDb>,
+    dir: &[u8],
+    changelogs: &mut HashMap<(FileId, String, String), Arc<PackageInfo>>,
+) -> Site {
     let mut site = Site::default();
-    let mut changelogs: HashMap<String, Arc<PackageInfo>> = HashMap::new();
     let mut names = root.read_dir(dir).unwrap_or_default();
     // dist-info before egg-info of the same name: the newer format wins.
     names.sort_by_key(|n| !n.ends_with(b".dist-info"));
@@ -542,10 +582,10 @@ fn load_site(root: &RootFs, db: Option<&PackageDb>, dir: &[u8]) -> Site {
             .map(|p| p.to_string())
             .unwrap_or_default();
         // The distro identity carries what its changelog says it fixed;
-        // read once per OS package per site load.
+        // read once per OS package version (an upgrade brings a new one).
         let distro = distro_owner(db, &metadata_path).map(|d| {
             changelogs
-                .entry(d.name.clone())
+                .entry((root.id(), d.name.clone(), d.version.clone()))
                 .or_insert_with(|| with_fixed_cves(root, &d))
                 .clone()
         });
