@@ -759,6 +759,7 @@ async fn handle_event(
             addr,
             protocol,
             ret,
+            repeats,
             at_ms,
             ..
         } => {
@@ -805,7 +806,7 @@ async fn handle_event(
                 });
             c.first_seen_ms = c.first_seen_ms.min(at_ms);
             c.last_seen_ms = c.last_seen_ms.max(at_ms);
-            c.count += 1;
+            c.count += 1 + u64::from(repeats);
             c.last_result = ret;
             // The process's current socket view gets the new socket now,
             // not at the next read of the socket tables (one scan in ten).

@@ -136,6 +136,10 @@ pub enum Event {
         addr: SocketAddr,
         protocol: &'static str,
         ret: i32,
+        /// Connects like this one (same process, destination and result)
+        /// that the kernel counted instead of sending, since the last one
+        /// it sent: this event stands for `1 + repeats`.
+        repeats: u32,
         at_ms: i64,
     },
     /// A successful openat/openat2 of a library-like path; `fd` is the new
@@ -725,6 +729,7 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             addr: SocketAddr::new(e.ip()?, e.port),
             protocol: protocol(e.family, e.sock_type),
             ret: e.ret,
+            repeats: e.repeats,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Open(e) => Event::Open {
@@ -904,6 +909,58 @@ mod tests {
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A burst of connects to one destination comes as one record that
+    /// counts the rest later: 50 connects, a pause longer than the kernel's
+    /// repeat window, then one more. Every connect is counted once, and the
+    /// burst is not 50 records.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_connects_are_counted_in_the_kernel() {
+        let (_sensor, mut rx) = Sensor::start(&SenseConfig::default()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = format!(
+            "import socket, time\n\
+             def c():\n    s = socket.create_connection(('127.0.0.1', {port})); s.close()\n\
+             for _ in range(50): c()\n\
+             time.sleep(1.5)\n\
+             c()"
+        );
+        let mut child = tokio::process::Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        let (mut records, mut counted) = (0u64, 0u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => panic!("sensor channel closed"),
+                Err(_) => panic!("no exit event for pid {pid}"),
+            };
+            match ev {
+                Event::Connect {
+                    pid: p,
+                    addr,
+                    repeats,
+                    ret,
+                    ..
+                } if p == pid && addr == target => {
+                    assert_eq!(ret, 0);
+                    records += 1;
+                    counted += 1 + u64::from(repeats);
+                }
+                Event::Exit { pid: p, .. } if p == pid => break,
+                _ => {}
+            }
+        }
+        assert!(child.wait().await.unwrap().success());
+        drop(listener);
+        assert_eq!(counted, 51, "{records} records");
+        assert!(records < 10, "{records} records for 51 connects");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1231,7 +1288,7 @@ mod tests {
             sock_type: libc::SOCK_DGRAM as u16,
             _pad0: 0,
             ret: -115,
-            _pad1: 0,
+            repeats: 0,
             addr: std::net::Ipv6Addr::LOCALHOST.octets(),
         };
         let Some(Event::Connect {

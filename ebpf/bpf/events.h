@@ -66,7 +66,9 @@ struct pg_connect_event {
 	__u16 sock_type;/* socket->type: SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_RAW (3)...; 0 unknown */
 	__u16 _pad0;
 	__s32 ret;      /* connect()'s result: 0, or -errno (-EINPROGRESS for non-blocking) */
-	__u32 _pad1;
+	__u32 repeats;  /* connects of this process to this destination, with this
+			 * result, counted in connect_seen and not sent since the
+			 * previous record: this record stands for 1 + repeats */
 	__u8 addr[16];  /* IPv4 in the first 4 bytes, network order */
 };
 

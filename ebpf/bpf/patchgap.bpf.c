@@ -36,6 +36,12 @@ const volatile __u32 enable_connects = 1;
  * event would cost it a context switch per event. The agent also drains the
  * ring on a short timer, so a quiet trickle still arrives promptly. */
 const volatile __u64 wakeup_bytes = 65536;
+/* A connect of a process to a destination, with the result of the last one
+ * sent, within this many ns of that record is counted in connect_seen, not
+ * sent: a client opening a thousand connections a second to one service
+ * costs the agent one record a second, which carries the count. 0 sends
+ * every connect. */
+const volatile __u64 connect_repeat_ns = 1000000000;
 
 /* The event types and their kinds, named in the object's BTF so a reader of
  * the object (the Rust layout test) finds the one definition there. Never
@@ -80,6 +86,35 @@ struct {
 	__type(key, __u32); /* tid */
 	__type(value, struct pg_connect_start);
 } connect_start SEC(".maps");
+
+/* What a connect record is keyed by: the process (tgid and its start, so a
+ * reused pid is another key), the destination and the result. */
+struct pg_connect_key {
+	__u32 tgid;
+	__u16 family;
+	__u16 port;
+	__u64 start_ns;
+	__u8 addr[16];
+	__u16 sock_type;
+	__u16 _pad0;
+	__s32 ret;
+};
+
+/* When a key's last record was sent, and the repeats counted since. */
+struct pg_connect_seen {
+	__u64 sent_ns;
+	__u64 repeats;
+};
+
+/* An LRU: a key evicted only costs one more record, never a lost connect.
+ * Repeats counted after a key's last record are not reported when the process
+ * never connects there again (at most connect_repeat_ns of them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pg_connect_key);
+	__type(value, struct pg_connect_seen);
+} connect_seen SEC(".maps");
 
 /* openat(2)/openat2(2) of a library-like path in flight. Also the layout of
  * the per-CPU scratch buffer the path is first read into. */
@@ -385,9 +420,43 @@ int pg_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	struct pg_connect_start *st;
 	struct pg_connect_event *e;
 
+	struct pg_connect_key key = {};
+	struct pg_connect_seen *seen;
+	struct pg_connect_seen fresh = {};
+	struct task_struct *task;
+	__u64 repeats = 0;
+	__u64 now;
+
 	st = bpf_map_lookup_elem(&connect_start, &tid);
 	if (!st)
 		return 0;
+	now = bpf_ktime_get_boot_ns();
+	if (connect_repeat_ns) {
+		task = (struct task_struct *)bpf_get_current_task();
+		key.tgid = pid_tgid >> 32;
+		key.family = st->family;
+		key.port = st->port;
+		key.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+		__builtin_memcpy(key.addr, st->addr, sizeof(key.addr));
+		key.sock_type = st->sock_type;
+		key.ret = (__s32)ctx->ret;
+		seen = bpf_map_lookup_elem(&connect_seen, &key);
+		if (seen && now - seen->sent_ns < connect_repeat_ns) {
+			__sync_fetch_and_add(&seen->repeats, 1);
+			bpf_map_delete_elem(&connect_start, &tid);
+			return 0;
+		}
+		/* Two CPUs racing here may each send a record, or lose a
+		 * repeat to the reset: counts are exact but for such races. */
+		if (seen) {
+			repeats = seen->repeats;
+			seen->repeats = 0;
+			seen->sent_ns = now;
+		} else {
+			fresh.sent_ns = now;
+			bpf_map_update_elem(&connect_seen, &key, &fresh, BPF_ANY);
+		}
+	}
 	e = pg_reserve(sizeof(*e));
 	if (e) {
 		pg_fill_header(&e->h, PG_EVENT_CONNECT, pid_tgid);
@@ -396,7 +465,7 @@ int pg_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		e->sock_type = st->sock_type;
 		e->_pad0 = 0;
 		e->ret = (__s32)ctx->ret;
-		e->_pad1 = 0;
+		e->repeats = repeats > 0xffffffff ? 0xffffffff : (__u32)repeats;
 		__builtin_memcpy(e->addr, st->addr, sizeof(e->addr));
 		pg_submit(e);
 	}

@@ -248,7 +248,10 @@ pub struct ConnectEvent {
     pub _pad0: u16,
     /// connect(2)'s result: 0 or -errno (-EINPROGRESS for non-blocking TCP).
     pub ret: i32,
-    pub _pad1: u32,
+    /// Connects of this process to this destination, with this result,
+    /// counted in the kernel and not sent since the previous record: this
+    /// record stands for `1 + repeats`.
+    pub repeats: u32,
     /// Destination address, network order; IPv4 in the first 4 bytes.
     pub addr: [u8; 16],
 }
@@ -515,7 +518,7 @@ mod tests {
             sock_type: 1,
             _pad0: 0,
             ret: -115,
-            _pad1: 0,
+            repeats: 0,
             addr,
         };
         let open = OpenEvent {
@@ -604,7 +607,7 @@ mod tests {
             sock_type: 2,
             _pad0: 0,
             ret: 0,
-            _pad1: 0,
+            repeats: 0,
             addr: std::net::Ipv6Addr::LOCALHOST.octets(),
         }))
         .unwrap();

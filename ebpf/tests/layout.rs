@@ -346,7 +346,7 @@ fn connect_event_matches_c() {
             sock_type,
             _pad0,
             ret,
-            _pad1,
+            repeats,
             addr
         }),
     );
