@@ -1193,6 +1193,37 @@ mod tests {
         assert_eq!(seen.opens_of_child, 0);
     }
 
+    /// The watchdog's shedding detaches opens (level 1), then connects
+    /// (level 2), in the kernel; going back attaches them again. Exec and
+    /// exit stay throughout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shedding_detaches_opens_then_connects_and_restores_them() {
+        let (mut sensor, mut rx) = Sensor::start(&SenseConfig::default()).unwrap();
+        let all = sensor.links.len();
+        sensor.shed(1);
+        assert_eq!(sensor.shed_level(), 1);
+        let seen = run_workload(&mut rx, false).await;
+        assert!(
+            seen.exec.is_some() && seen.exit.is_some(),
+            "child {}",
+            seen.child
+        );
+        assert!(seen.connect.is_some(), "connects stay at level 1");
+        assert_eq!(seen.opens_of_child, 0, "opens are shed");
+        sensor.shed(2);
+        let seen = run_workload(&mut rx, false).await;
+        assert!(seen.exec.is_some() && seen.exit.is_some());
+        assert!(seen.connect.is_none() && seen.opens_of_child == 0);
+        sensor.shed(0);
+        assert_eq!(sensor.links.len(), all, "every program attached again");
+        let seen = run_workload(&mut rx, false).await;
+        assert!(
+            seen.connect.is_some() && seen.opens_of_child > 0,
+            "{}",
+            seen.opens_of_child
+        );
+    }
+
     #[test]
     fn reasons_are_short_and_lower_case() {
         let errors = [

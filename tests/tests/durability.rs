@@ -156,7 +156,10 @@ fn spool_bytes(state: &Path) -> u64 {
 fn wait_agent_ready(state: &Path, before: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while spool_bytes(state) <= before {
-        assert!(Instant::now() < deadline, "the agent never wrote its first scan");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never wrote its first scan"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Its first snapshot may still be in parts; a moment for the rest.
@@ -247,7 +250,12 @@ impl Drop for Listener {
 
 /// What the history says of each run: the problems found, and the worst
 /// start and exit errors (ms).
-async fn check_history(port: u16, listen: u16, since: i64, runs: &[Short]) -> (Vec<String>, i64, i64) {
+async fn check_history(
+    port: u16,
+    listen: u16,
+    since: i64,
+    runs: &[Short],
+) -> (Vec<String>, i64, i64) {
     let mut c = client(port).await;
     let matches = c
         .find_package(v1::FindPackageRequest {
@@ -274,8 +282,7 @@ async fn check_history(port: u16, listen: u16, since: i64, runs: &[Short]) -> (V
         // The kernel's start is the fork, just after `spawned_ms`; the exit
         // is just before the reap.
         let Some(m) = matches.iter().find(|m| {
-            m.key.unwrap().pid == r.pid
-                && (m.process_start_ms - r.spawned_ms).abs() < 10_000
+            m.key.unwrap().pid == r.pid && (m.process_start_ms - r.spawned_ms).abs() < 10_000
         }) else {
             problems.push(format!("pid {}: not in history with {PACKAGE}", r.pid));
             continue;
@@ -324,7 +331,10 @@ async fn outage_run(kill_agent: bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let h = hosts(port).await;
-        if h.hosts.iter().any(|h| h.last_full_scan_ms > 0 && h.connected) {
+        if h.hosts
+            .iter()
+            .any(|h| h.last_full_scan_ms > 0 && h.connected)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "agent never reported: {h:?}");
@@ -379,7 +389,11 @@ async fn outage_run(kill_agent: bool) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let h = hosts(port).await;
-    let health = h.hosts.first().and_then(|h| h.health.clone()).unwrap_or_default();
+    let health = h
+        .hosts
+        .first()
+        .and_then(|h| h.health.clone())
+        .unwrap_or_default();
     eprintln!(
         "outage (agent killed: {kill_agent}): {:.0} s down, {} of {N} processes complete; \
          worst start error {worst_start} ms, worst exit error {worst_exit} ms; health {health:?}",
@@ -392,6 +406,18 @@ async fn outage_run(kill_agent: bool) {
         problems.len(),
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if kill_agent {
+        // The restarted agent found its predecessor's unsent messages.
+        let resumed: u64 = log_text
+            .split("resumed=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        eprintln!("the restarted agent resumed {resumed} spooled message(s)");
+        assert!(resumed > 0, "no spool resumed:\n{log_text}");
+    }
     assert_eq!(health.spool_dropped, 0, "nothing was dropped: {health:?}");
     assert!(health.spool_on_disk, "{health:?}");
     assert_eq!(health.shedding, "", "the watchdog shed nothing: {health:?}");
