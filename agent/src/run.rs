@@ -197,9 +197,16 @@ struct Shared {
 const SCAN_STALL: Duration = Duration::from_secs(120);
 
 impl Shared {
+    /// The spool. A panic while it was held (the scan loop's, which the
+    /// supervisor survives) leaves it consistent: every change to it is
+    /// complete before the next fallible step, so the poison is ignored.
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn health(&self, stall: Duration) -> v1::AgentHealth {
         let alive = self.scan_alive_ms.load(Ordering::Relaxed);
-        let spool = self.spool.lock().expect("spool lock");
+        let spool = self.spool();
         v1::AgentHealth {
             scanning: alive > 0 && now_ms() - alive <= stall.as_millis() as i64,
             scan_alive_ms: alive,
@@ -276,9 +283,7 @@ impl AgentHandle {
         }
         // What the last batches wrote reaches the disk.
         let shared = self.shared;
-        let _ =
-            tokio::task::spawn_blocking(move || shared.spool.lock().expect("spool lock").sync())
-                .await;
+        let _ = tokio::task::spawn_blocking(move || shared.spool().sync()).await;
     }
 }
 
@@ -627,7 +632,7 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                     changed
                 });
                 let dropped = {
-                    let mut spool = shared.spool.lock().expect("spool lock");
+                    let mut spool = shared.spool();
                     if let Err(error) = spool.collect() {
                         warn!(%error, "spool: housekeeping failed");
                     }
@@ -1059,7 +1064,7 @@ fn enqueue(shared: &Shared, bodies: Vec<v1::agent_message::Body>) {
     let mut last = None;
     let mut failed = None;
     let dropped = {
-        let mut spool = shared.spool.lock().expect("spool lock");
+        let mut spool = shared.spool();
         for body in bodies {
             match spool.push(body) {
                 Ok((seq, l)) => {
@@ -1180,7 +1185,7 @@ async fn stream_once(
     let resync = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            let mut spool = shared.spool.lock().expect("spool lock");
+            let mut spool = shared.spool();
             if welcome.acked_seq >= spool.next_seq() {
                 // The collector has more of this session than the spool
                 // (an older copy of the state directory): number on after
@@ -1213,14 +1218,9 @@ async fn stream_once(
         loop {
             let from = sent;
             let reader = shared.clone();
-            let batch = tokio::task::spawn_blocking(move || {
-                reader
-                    .spool
-                    .lock()
-                    .expect("spool lock")
-                    .read_after(from, READ_BATCH)
-            })
-            .await??;
+            let batch =
+                tokio::task::spawn_blocking(move || reader.spool().read_after(from, READ_BATCH))
+                    .await??;
             if batch.is_empty() {
                 break;
             }
@@ -1248,7 +1248,7 @@ async fn stream_once(
             }
             msg = inbound.message() => match msg?.map(|m| m.body) {
                 Some(Some(v1::collector_message::Body::Ack(ack))) => {
-                    shared.spool.lock().expect("spool lock").ack(ack.seq);
+                    shared.spool().ack(ack.seq);
                     shared.status.send_modify(|s| s.acked_seq = s.acked_seq.max(ack.seq));
                 }
                 Some(Some(v1::collector_message::Body::Command(cmd))) => {

@@ -406,7 +406,17 @@ async fn outage_run(kill_agent: bool) {
         problems.len(),
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // (The log is colored: drop the escape sequences.)
+    let mut log_text = String::new();
+    let mut in_escape = false;
+    for c in std::fs::read_to_string(&log).unwrap_or_default().chars() {
+        match c {
+            '\u{1b}' => in_escape = true,
+            'm' if in_escape => in_escape = false,
+            _ if in_escape => {}
+            _ => log_text.push(c),
+        }
+    }
     if kill_agent {
         // The restarted agent found its predecessor's unsent messages.
         let resumed: u64 = log_text
