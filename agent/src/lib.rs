@@ -17,7 +17,9 @@ pub mod rootfs;
 pub mod run;
 pub mod scan;
 pub mod sense;
+pub mod spool;
 pub mod tls;
+pub mod watchdog;
 pub mod wire;
 pub mod workload;
 

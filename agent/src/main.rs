@@ -65,6 +65,28 @@ enum Command {
         /// Do not watch connects in the kernel.
         #[arg(long)]
         no_connects: bool,
+        /// Where the agent keeps its state: the spool of messages the
+        /// collector has not acked yet (resent after a restart) and its
+        /// session. Made 0700.
+        #[arg(
+            long,
+            env = "PATCHGAP_STATE_DIR",
+            default_value = "/var/lib/patchgap-agent"
+        )]
+        state_dir: PathBuf,
+        /// The spool's size cap in MiB; past it the oldest unacked messages
+        /// are dropped (counted in coverage).
+        #[arg(long, default_value_t = 256)]
+        spool_mib: u64,
+        /// The agent's CPU cap, in percent of one core, averaged over a
+        /// minute; over it the agent stops watching opens, then connects.
+        /// 0 turns the CPU cap off.
+        #[arg(long, default_value_t = 5.0)]
+        max_cpu_percent: f64,
+        /// The agent's resident memory cap in MB; over it the agent sheds
+        /// the same way. 0 turns it off.
+        #[arg(long, default_value_t = 200)]
+        max_rss_mb: u64,
     },
     /// Print one full inventory of this host as JSON and exit. Needs no collector.
     ///
@@ -138,7 +160,16 @@ async fn main() -> anyhow::Result<()> {
             ring_mib,
             no_opens,
             no_connects,
+            state_dir,
+            spool_mib,
+            max_cpu_percent,
+            max_rss_mb,
         } => {
+            anyhow::ensure!(spool_mib > 0, "--spool-mib must be at least 1");
+            anyhow::ensure!(
+                (0.0..=100.0 * 1024.0).contains(&max_cpu_percent),
+                "--max-cpu-percent must be between 0 and the machine's cores x 100"
+            );
             anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
             anyhow::ensure!(
                 ring_mib.is_power_of_two(),
@@ -163,6 +194,16 @@ async fn main() -> anyhow::Result<()> {
                     ring_bytes: ring_mib << 20,
                     opens: !no_opens,
                     connects: !no_connects,
+                },
+                spool: patchgap_agent::spool::SpoolConfig {
+                    dir: Some(state_dir),
+                    limit_bytes: spool_mib << 20,
+                    ..Default::default()
+                },
+                watchdog: patchgap_agent::watchdog::WatchdogConfig {
+                    cpu_percent: max_cpu_percent,
+                    rss_bytes: max_rss_mb * 1_000_000,
+                    ..Default::default()
                 },
                 ..AgentConfig::default()
             };

@@ -1,26 +1,35 @@
 //! The agent's runtime: a scan loop that never waits on the network, and a
 //! connection loop that streams what the scans produce to the collector.
 //!
-//! The two meet in the [`Outbox`]: scans append sequenced messages, the
-//! connection sends them and drops them once the collector acks them. The
-//! collector acks only what it has durably committed, and acks are
-//! cumulative, so after any disconnect the agent resends everything after
-//! the collector's last ack (the Welcome tells it where that is).
+//! The two meet in the [`Spool`]: scans append sequenced messages (on disk,
+//! under the state directory), the connection sends them and the spool
+//! deletes them once the collector acks them. The collector acks only what
+//! it has durably committed, and acks are cumulative, so after any
+//! disconnect the agent resends everything after the collector's last ack
+//! (the Welcome tells it where that is). The spool keeps the session id and
+//! the sequence numbers across restarts, so an agent killed and started
+//! again resends its predecessor's messages under the same session, and
+//! the collector recognises what it already stored.
+//!
+//! The scan loop runs on a thread of its own (its own single-threaded
+//! runtime, for its timers), so /proc reads, package database loads and
+//! spool writes never run on the async workers. It is supervised: a panic
+//! is caught, counted, reported with the next heartbeat, and the loop starts
+//! again after a backoff with a full scan. Heartbeats come from the
+//! connection loop and say whether the scan loop is alive.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     future::Future,
+    panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use patchgap_proto::{
-    Message,
-    v1::{self, ingest_client::IngestClient},
-};
+use patchgap_proto::v1::{self, ingest_client::IngestClient};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
@@ -30,6 +39,8 @@ use crate::{
     model::{Process, ProcessKey, Workload},
     scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},
     sense::{Event, SenseConfig, Sensor},
+    spool::{Spool, SpoolConfig},
+    watchdog::{Shed, WatchdogConfig},
     wire,
 };
 
@@ -46,9 +57,10 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Target size of one snapshot part on the wire.
     pub part_bytes: usize,
-    /// Bound of the unacked queue. Past it, the queue is dropped and the next
-    /// scan is sent as a full snapshot, which supersedes everything dropped.
-    pub outbox_limit_bytes: usize,
+    /// The unacked messages: where (the state directory; None keeps them in
+    /// memory), how many bytes at most (past it the oldest go, counted, and
+    /// the next scan is a full snapshot), how often they are synced.
+    pub spool: SpoolConfig,
     /// Largest message the agent accepts from the collector.
     pub max_message_bytes: usize,
     pub backoff_min: Duration,
@@ -62,6 +74,13 @@ pub struct AgentConfig {
     /// After an exec, the process's maps are read again this much later,
     /// once the dynamic loader has mapped its libraries.
     pub exec_rescan_delay: Duration,
+    /// The agent's own CPU and memory caps.
+    pub watchdog: WatchdogConfig,
+    /// First wait before a panicked scan loop starts again (doubling up to
+    /// a minute; back to this after a minute without a panic).
+    pub restart_backoff: Duration,
+    /// Test-only fault injection; does nothing in release builds.
+    pub faults: Faults,
 }
 
 impl Default for AgentConfig {
@@ -73,7 +92,7 @@ impl Default for AgentConfig {
             interval: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             part_bytes: 1 << 20,
-            outbox_limit_bytes: 256 << 20,
+            spool: SpoolConfig::default(),
             max_message_bytes: 16 << 20,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
@@ -81,6 +100,37 @@ impl Default for AgentConfig {
             sense: SenseConfig::default(),
             event_flush: Duration::from_millis(200),
             exec_rescan_delay: Duration::from_millis(100),
+            watchdog: WatchdogConfig::default(),
+            restart_backoff: Duration::from_secs(1),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Faults a test can inject. The hooks exist only under `cfg(test)` or the
+/// `faults` feature (which only the test crates turn on, through a
+/// dev-dependency): a release build has no way to trigger them.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    #[cfg(any(test, feature = "faults"))]
+    scan_panics: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    /// The next `n` full scans panic inside the scanner.
+    #[cfg(any(test, feature = "faults"))]
+    pub fn panic_next_scans(&self, n: u32) {
+        self.scan_panics.store(n, Ordering::SeqCst);
+    }
+
+    fn scan(&self) {
+        #[cfg(any(test, feature = "faults"))]
+        if self
+            .scan_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected scanner panic (test hook)");
         }
     }
 }
@@ -101,8 +151,11 @@ pub struct AgentStatus {
     pub connected: bool,
     /// Successful handshakes so far.
     pub connects: u64,
-    /// Times the unacked queue overflowed and was replaced by a resync.
-    pub overflows: u64,
+    /// Messages the spool dropped (full, oldest first), counted across
+    /// restarts of the agent with the same state directory.
+    pub spool_dropped: u64,
+    /// Times the scan loop panicked and was restarted.
+    pub scan_restarts: u64,
     /// Processes in the last scan.
     pub processes: u32,
     /// eBPF sensing is on.
@@ -114,55 +167,13 @@ pub struct AgentStatus {
     /// Kernel events lost (ring buffer full, the agent's queue full, or no
     /// process to put them to), as of the last heartbeat.
     pub lost_events: u64,
-}
-
-/// Unacked messages, in sequence order.
-struct Outbox {
-    next_seq: u64,
-    queue: VecDeque<(u64, v1::AgentMessage, usize)>,
-    bytes: usize,
-    limit: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, body: v1::agent_message::Body) -> Result<u64, ()> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let msg = v1::AgentMessage {
-            seq,
-            body: Some(body),
-        };
-        let len = msg.encoded_len();
-        if self.bytes + len > self.limit {
-            // Whatever is queued is superseded by the next full snapshot.
-            self.queue.clear();
-            self.bytes = 0;
-            return Err(());
-        }
-        self.bytes += len;
-        self.queue.push_back((seq, msg, len));
-        Ok(seq)
-    }
-
-    fn ack(&mut self, seq: u64) {
-        while self.queue.front().is_some_and(|(s, _, _)| *s <= seq) {
-            let (_, _, len) = self.queue.pop_front().expect("front exists");
-            self.bytes -= len;
-        }
-    }
-
-    fn after(&self, seq: u64) -> Vec<v1::AgentMessage> {
-        self.queue
-            .iter()
-            .filter(|(s, _, _)| *s > seq)
-            .map(|(_, m, _)| m.clone())
-            .collect()
-    }
+    /// What the watchdog sheds now (0 nothing, 1 opens, 2 connects too).
+    pub shed_level: u8,
 }
 
 struct Shared {
-    outbox: Mutex<Outbox>,
-    /// Wakes the connection loop when the outbox grows.
+    spool: Mutex<Spool>,
+    /// Wakes the connection loop when the spool grows.
     wake: Notify,
     /// The next scan must be a full snapshot.
     resync: AtomicBool,
@@ -170,6 +181,51 @@ struct Shared {
     rescan: mpsc::Sender<()>,
     /// The sensor's counters, refreshed by the scan loop.
     sense: Mutex<v1::SenseStats>,
+    /// The last scan's numbers, for heartbeats.
+    last_stats: Mutex<v1::ScanStats>,
+    /// When the scan loop last made progress (ms), 0 while it waits to be
+    /// restarted.
+    scan_alive_ms: AtomicI64,
+    scan_restarts: AtomicU64,
+    last_panic: Mutex<String>,
+    shed: Arc<Shed>,
+}
+
+/// The scan loop is taken for dead when it made no progress for this long
+/// (it ticks every heartbeat interval even when idle; a full scan of a
+/// large host takes seconds).
+const SCAN_STALL: Duration = Duration::from_secs(120);
+
+impl Shared {
+    /// The spool. A panic while it was held (the scan loop's, which the
+    /// supervisor survives) leaves it consistent: every change to it is
+    /// complete before the next fallible step, so the poison is ignored.
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn health(&self, stall: Duration) -> v1::AgentHealth {
+        let alive = self.scan_alive_ms.load(Ordering::Relaxed);
+        let spool = self.spool();
+        v1::AgentHealth {
+            scanning: alive > 0 && now_ms() - alive <= stall.as_millis() as i64,
+            scan_alive_ms: alive,
+            scan_restarts: self.scan_restarts.load(Ordering::Relaxed),
+            last_panic: self.last_panic.lock().expect("panic lock").clone(),
+            spool_dropped: spool.dropped(),
+            spool_bytes: spool.bytes(),
+            spool_unacked: spool.unacked(),
+            spool_on_disk: spool.is_disk(),
+            shedding: Shed::describe(self.shed.level()).into(),
+            watchdog_trips: self.shed.trips(),
+            cpu_permille: self.shed.cpu_permille(),
+            rss_bytes: self.shed.rss_bytes(),
+        }
+    }
+
+    fn alive(&self) {
+        self.scan_alive_ms.store(now_ms(), Ordering::Relaxed);
+    }
 }
 
 /// A running agent. Dropping the handle does not stop it; call `shutdown`.
@@ -178,11 +234,18 @@ pub struct AgentHandle {
     rescan: mpsc::Sender<()>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    scan_thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl AgentHandle {
     pub fn status(&self) -> AgentStatus {
         self.status.borrow().clone()
+    }
+
+    /// The health the next heartbeat reports.
+    pub fn health(&self) -> v1::AgentHealth {
+        self.shared.health(SCAN_STALL)
     }
 
     /// Asks for a scan now, as if the interval had elapsed.
@@ -209,39 +272,78 @@ impl AgentHandle {
         self.wait_for(|x| x.acked_seq >= s.last_seq).await
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.shared.shed.stop();
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(t) = self.scan_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        // What the last batches wrote reaches the disk.
+        let shared = self.shared;
+        let _ = tokio::task::spawn_blocking(move || shared.spool().sync()).await;
     }
 }
 
-/// Starts the agent's tasks on the current runtime.
+/// Starts the agent: the scan thread, the connection task on the current
+/// runtime, and the watchdog's thread when it has caps.
 pub fn spawn(config: AgentConfig) -> AgentHandle {
-    let session_id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+    let boot_id = std::fs::read_to_string(config.scan.proc_root.join("sys/kernel/random/boot_id"))
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| format!("{}-{}", std::process::id(), now_ms()));
+        .unwrap_or_default();
+    // A spool that cannot be opened (a read-only or full disk, a bad
+    // directory) must not stop the agent: it runs on a memory spool and
+    // says so in its health (spool_on_disk false).
+    let spool = match Spool::open(&config.spool, &boot_id) {
+        Ok((spool, opened)) => {
+            if opened.resumed > 0 || opened.truncated_bytes > 0 || opened.new_boot {
+                info!(
+                    resumed = opened.resumed,
+                    truncated_bytes = opened.truncated_bytes,
+                    new_boot = opened.new_boot,
+                    next_seq = spool.next_seq(),
+                    "spool opened"
+                );
+            }
+            spool
+        }
+        Err(error) => {
+            warn!(%error, dir = ?config.spool.dir, "spool: cannot open the state directory; keeping unacked messages in memory");
+            let memory = SpoolConfig {
+                dir: None,
+                ..config.spool.clone()
+            };
+            Spool::open(&memory, &boot_id)
+                .expect("a memory spool opens")
+                .0
+        }
+    };
     let (status_tx, status_rx) = watch::channel(AgentStatus {
-        session_id,
+        session_id: spool.session_id().to_string(),
+        last_seq: spool.next_seq() - 1,
+        spool_dropped: spool.dropped(),
         ..Default::default()
     });
     let (rescan_tx, rescan_rx) = mpsc::channel(4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        outbox: Mutex::new(Outbox {
-            next_seq: 1,
-            queue: VecDeque::new(),
-            bytes: 0,
-            limit: config.outbox_limit_bytes,
-        }),
+        spool: Mutex::new(spool),
         wake: Notify::new(),
         resync: AtomicBool::new(true),
         status: status_tx,
         rescan: rescan_tx.clone(),
         sense: Mutex::new(v1::SenseStats::default()),
+        last_stats: Mutex::new(v1::ScanStats::default()),
+        scan_alive_ms: AtomicI64::new(now_ms()),
+        scan_restarts: AtomicU64::new(0),
+        last_panic: Mutex::new(String::new()),
+        shed: Arc::new(Shed::default()),
     });
     // Start sensing before the first scan, so nothing falls between them.
+    // (Its reader task runs on this runtime; the sensor itself moves to the
+    // scan thread.)
     let (sensor, events) = if config.ebpf {
         match Sensor::start(&config.sense) {
             Ok((sensor, events)) => (Some(sensor), Some(events)),
@@ -261,30 +363,39 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         (None, None)
     };
     shared.status.send_modify(|s| s.ebpf = sensor.is_some());
-    let mut scanner = Scanner::new(config.scan.clone());
-    if sensor.is_some() && config.sense.connects {
-        // eBPF sees every connect; the socket tables (a walk of the kernel's
-        // whole socket hash per network namespace) are read every tenth scan.
-        scanner.set_socket_scans_every(SOCKET_SCANS_EVERY);
+    if let Err(error) = crate::watchdog::start(config.watchdog.clone(), shared.shed.clone()) {
+        warn!(%error, "watchdog: cannot start its thread; running without caps");
     }
-    let hello_host = wire::host(&scanner.host_identity());
-    let tasks = vec![
-        tokio::spawn(scan_loop(
-            config.clone(),
-            scanner,
-            shared.clone(),
-            rescan_rx,
-            stop_rx.clone(),
-            sensor,
-            events,
-        )),
-        tokio::spawn(connection_loop(config, hello_host, shared, stop_rx)),
-    ];
+    let hello_host = wire::host(&Scanner::new(config.scan.clone()).host_identity());
+    let state = ScanState {
+        rescan: rescan_rx,
+        stop: stop_rx.clone(),
+        sensor,
+        events,
+        baseline: None,
+        pending: Pending::default(),
+        reconciled_total: 0,
+    };
+    let scan_thread = {
+        let (config, shared) = (config.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("patchgap-scan".into())
+            .spawn(move || supervise(config, shared, state))
+            .expect("spawn the scan thread")
+    };
+    let tasks = vec![tokio::spawn(connection_loop(
+        config,
+        hello_host,
+        shared.clone(),
+        stop_rx,
+    ))];
     AgentHandle {
         status: status_rx,
         rescan: rescan_tx,
         stop: stop_tx,
         tasks,
+        scan_thread: Some(scan_thread),
+        shared,
     }
 }
 
@@ -293,6 +404,84 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) {
     let handle = spawn(config);
     shutdown.await;
     handle.shutdown().await;
+}
+
+/// What the scan loop keeps across a restart: its channels, the sensor,
+/// and what it merged (a panic must not lose merged events).
+struct ScanState {
+    rescan: mpsc::Receiver<()>,
+    stop: watch::Receiver<bool>,
+    sensor: Option<Sensor>,
+    events: Option<mpsc::Receiver<Event>>,
+    baseline: Option<Baseline>,
+    pending: Pending,
+    reconciled_total: u64,
+}
+
+/// Runs the scan loop on this thread and starts it again after a panic:
+/// a new scanner (its caches may be half-updated), the pending batch sent,
+/// and a full snapshot at the restarted loop's first scan (the baseline may
+/// be half-updated too; the snapshot supersedes it). The wait doubles from
+/// `restart_backoff` up to a minute, and starts over once the loop ran a
+/// minute without a panic. While it waits the agent reports that it does
+/// not scan.
+fn supervise(config: AgentConfig, shared: Arc<Shared>, mut state: ScanState) {
+    let mut backoff = config.restart_backoff;
+    loop {
+        // A runtime per run: a panic leaves nothing of the last one behind.
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(error) => {
+                warn!(%error, "scan thread: no runtime; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let started = std::time::Instant::now();
+        shared.alive();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(scan_loop(&config, &shared, &mut state))
+        }));
+        let payload = match run {
+            Ok(()) => return,
+            Err(payload) => payload,
+        };
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let message: String = message.chars().take(200).collect();
+        let restarts = shared.scan_restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(panic = %message, restarts, backoff_ms = backoff.as_millis() as u64, "scan loop panicked; restarting it");
+        *shared.last_panic.lock().expect("panic lock") = message;
+        shared.scan_alive_ms.store(0, Ordering::Relaxed);
+        shared.status.send_modify(|s| s.scan_restarts = restarts);
+        if started.elapsed() >= Duration::from_secs(60) {
+            backoff = config.restart_backoff;
+        }
+        // What was merged before the panic goes out; then a full snapshot.
+        let flushed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            flush_pending(&shared, &mut state.pending, config.part_bytes)
+        }));
+        if flushed.is_err() {
+            state.pending = Pending::default();
+        }
+        shared.resync.store(true, Ordering::SeqCst);
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => false,
+                r = state.stop.wait_for(|v| *v) => r.is_ok(),
+            }
+        });
+        if stopped {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
 }
 
 fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
@@ -372,48 +561,46 @@ fn flush_pending(shared: &Shared, pending: &mut Pending, part_bytes: usize) {
     }
 }
 
-/// Runs `f` on the scanner in a blocking thread: /proc reads are synchronous
-/// and must not stall the async workers. None when the thread panicked (the
-/// scanner is then lost and the loop stops).
-async fn on_scanner<T: Send + 'static>(
-    slot: &mut Option<Scanner>,
-    f: impl FnOnce(&mut Scanner) -> T + Send + 'static,
-) -> Option<T> {
-    let mut scanner = slot.take()?;
-    let (scanner, out) = tokio::task::spawn_blocking(move || {
-        let out = f(&mut scanner);
-        (scanner, out)
-    })
-    .await
-    .ok()?;
-    *slot = Some(scanner);
-    Some(out)
+/// Runs `f` on the scanner. The scan loop has a thread of its own, so the
+/// synchronous /proc reads happen right here. None when there is no
+/// scanner (never, since the supervisor gives each run a new one; kept so
+/// callers say what they would do without one).
+async fn on_scanner<T>(slot: &mut Option<Scanner>, f: impl FnOnce(&mut Scanner) -> T) -> Option<T> {
+    Some(f(slot.as_mut()?))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn scan_loop(
-    config: AgentConfig,
-    scanner: Scanner,
-    shared: Arc<Shared>,
-    mut rescan: mpsc::Receiver<()>,
-    mut stop: watch::Receiver<bool>,
-    sensor: Option<Sensor>,
-    mut events: Option<mpsc::Receiver<Event>>,
-) {
-    let mut scanner = Some(scanner);
-    let mut baseline: Option<Baseline> = None;
-    let mut pending = Pending::default();
-    let mut reconciled_total = 0u64;
+/// The scan loop: full scans on the interval (or when asked), kernel
+/// events merged in batches, and the spool's housekeeping. Returns when the
+/// agent stops; a panic anywhere in it goes to [`supervise`].
+async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanState) {
+    let ScanState {
+        rescan,
+        stop,
+        sensor,
+        events,
+        baseline,
+        pending,
+        reconciled_total,
+    } = state;
+    let mut scanner = Some(Scanner::new(config.scan.clone()));
+    if sensor.is_some() && config.sense.connects {
+        // eBPF sees every connect; the socket tables (a walk of the kernel's
+        // whole socket hash per network namespace) are read every tenth scan.
+        if let Some(s) = scanner.as_mut() {
+            s.set_socket_scans_every(SOCKET_SCANS_EVERY);
+        }
+    }
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
+    // Counters, liveness and the watchdog's level, between scans.
+    let mut tick = tokio::time::interval(config.heartbeat.min(Duration::from_secs(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     let mut flush = tokio::time::interval(config.event_flush);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_stats = v1::ScanStats::default();
     let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
+        shared.alive();
         let next_rescan = pending.rescans.keys().next().copied();
         tokio::select! {
             _ = ticker.tick() => {}
@@ -424,29 +611,38 @@ async fn scan_loop(
                     s.read_sockets_next();
                 }
             }
-            _ = heartbeat.tick() => {
-                if let Some(sensor) = &sensor {
+            _ = tick.tick() => {
+                if let Some(sensor) = sensor.as_mut() {
                     let s = sensor.stats();
                     *shared.sense.lock().expect("sense lock") = v1::SenseStats {
                         events: s.events,
                         lost_kernel: s.lost_kernel,
                         lost_user: s.lost_user,
-                        reconciled: reconciled_total,
+                        reconciled: *reconciled_total,
                         dropped: pending.dropped,
                     };
                     shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user + pending.dropped);
+                    // The watchdog decides; the sensor's owner applies it.
+                    sensor.shed(shared.shed.level());
                 }
-                // Heartbeats say "alive"; queuing them while disconnected would
-                // only replay stale news.
-                if shared.status.borrow().connected {
-                    let body = v1::agent_message::Body::Heartbeat(v1::Heartbeat {
-                        sent_at_ms: now_ms(),
-                        last_scan: Some(last_stats),
-                        capabilities: Some(capabilities(&config, &shared)),
-                        sense: Some(*shared.sense.lock().expect("sense lock")),
-                    });
-                    enqueue(&shared, vec![body]);
-                }
+                let level = shared.shed.level();
+                shared.status.send_if_modified(|s| {
+                    let changed = s.shed_level != level;
+                    s.shed_level = level;
+                    changed
+                });
+                let dropped = {
+                    let mut spool = shared.spool();
+                    if let Err(error) = spool.collect() {
+                        warn!(%error, "spool: housekeeping failed");
+                    }
+                    spool.dropped()
+                };
+                shared.status.send_if_modified(|s| {
+                    let changed = s.spool_dropped != dropped;
+                    s.spool_dropped = dropped;
+                    changed
+                });
                 continue;
             }
             // Events wait in the channel until the first scan has made a
@@ -456,7 +652,7 @@ async fn scan_loop(
                 let n = n.filter(|&n| n > 0);
                 let Some(n) = n else {
                     // The sensor is gone: its channel closed.
-                    events = None;
+                    *events = None;
                     continue;
                 };
                 // Events come in bursts (an exec brings its opens): one
@@ -465,12 +661,10 @@ async fn scan_loop(
                 if let Some(s) = scanner.as_mut() {
                     s.begin_batch();
                 }
+                let shed = shared.shed.level();
                 for event in batch.drain(..) {
-                    if let Some(base) = baseline.as_mut()
-                        && handle_event(&config, &mut scanner, base, &mut pending, event).await.is_none()
-                    {
-                        warn!("scan task panicked; the agent stops scanning");
-                        return;
+                    if let Some(base) = baseline.as_mut() {
+                        handle_event(config, &mut scanner, base, pending, event, shed).await;
                     }
                 }
                 // A counter, not news: nobody needs waking for it.
@@ -486,7 +680,7 @@ async fn scan_loop(
                     s.begin_batch();
                 }
                 for pid in due {
-                    let Some(found) = on_scanner(&mut scanner, move |s| s.scan_pid(pid)).await else { return };
+                    let found = on_scanner(&mut scanner, move |s| s.scan_pid(pid)).await.flatten();
                     if let (Some((p, w)), Some(base)) = (found, baseline.as_mut()) {
                         base.record(p, w, &mut pending.delta);
                     }
@@ -494,66 +688,49 @@ async fn scan_loop(
                 continue;
             }
             _ = flush.tick() => {
-                flush_pending(&shared, &mut pending, config.part_bytes);
+                flush_pending(shared, pending, config.part_bytes);
                 continue;
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // What events batched is not lost at a clean stop.
+                flush_pending(shared, pending, config.part_bytes);
+                return;
+            }
         }
         // A full scan. The events already queued are merged first: a
         // process whose exit waits in the queue would otherwise be found
         // missing from /proc and closed at the scan's time, not its own.
-        if merge_queued(
-            &config,
-            &mut scanner,
-            &mut events,
-            &mut baseline,
-            &mut pending,
-            &shared,
-        )
-        .await
-        .is_none()
-        {
-            warn!("scan task panicked; the agent stops scanning");
-            return;
-        }
+        merge_queued(config, &mut scanner, events, baseline, pending, shared).await;
         // What events batched goes first, so the scan's delta is computed
         // against a baseline the collector has been sent.
-        flush_pending(&shared, &mut pending, config.part_bytes);
+        flush_pending(shared, pending, config.part_bytes);
         let mut scan_number = 0;
         shared.status.send_modify(|s| {
             s.scans_started += 1;
             scan_number = s.scans_started;
         });
         let scan_started = std::time::Instant::now();
-        let Some(inv) = on_scanner(&mut scanner, |s| s.scan()).await else {
-            warn!("scan task panicked; the agent stops scanning");
+        let faults = &config.faults;
+        let Some(inv) = on_scanner(&mut scanner, |s| {
+            faults.scan();
+            s.scan()
+        })
+        .await
+        else {
             return;
         };
         // And what the kernel sent while the scan read /proc: an exit
         // before the scan reached its pid is closed by its own event and
         // time, not found missing (see Baseline::advance).
-        if let Some(sensor) = &sensor
+        if let Some(sensor) = sensor.as_ref()
             && baseline.is_some()
         {
             sensor.flush().await;
-            if merge_queued(
-                &config,
-                &mut scanner,
-                &mut events,
-                &mut baseline,
-                &mut pending,
-                &shared,
-            )
-            .await
-            .is_none()
-            {
-                warn!("scan task panicked; the agent stops scanning");
-                return;
-            }
-            flush_pending(&shared, &mut pending, config.part_bytes);
+            merge_queued(config, &mut scanner, events, baseline, pending, shared).await;
+            flush_pending(shared, pending, config.part_bytes);
         }
         let mut inv = inv;
-        last_stats = wire::stats(&inv.stats);
+        *shared.last_stats.lock().expect("stats lock") = wire::stats(&inv.stats);
         // Always consume the flag: the first scan's snapshot answers the
         // initial request, and a second full snapshot would be wasted.
         let resync = shared.resync.swap(false, Ordering::SeqCst);
@@ -561,10 +738,10 @@ async fn scan_loop(
         let bodies: Vec<v1::agent_message::Body> = if full {
             // A resync starts over from /proc, which cannot see what
             // processes opened: carry that over from the old baseline.
-            if let Some(old) = &baseline {
+            if let Some(old) = baseline.as_ref() {
                 old.carry_opened(&mut inv);
             }
-            baseline = Some(Baseline::new(&inv));
+            *baseline = Some(Baseline::new(&inv));
             let id = format!(
                 "{}-{}",
                 shared.status.borrow().session_id,
@@ -579,7 +756,7 @@ async fn scan_loop(
                 .as_mut()
                 .expect("baseline set after the first scan");
             let delta = base.advance(&inv, sensor.is_some(), scan_started);
-            reconciled_total += u64::from(base.last_reconciled());
+            *reconciled_total += u64::from(base.last_reconciled());
             delta
                 .map(|d| wire::split_delta(d, config.part_bytes))
                 .unwrap_or_default()
@@ -587,7 +764,7 @@ async fn scan_loop(
                 .map(v1::agent_message::Body::Delta)
                 .collect()
         };
-        enqueue(&shared, bodies);
+        enqueue(shared, bodies);
         shared.status.send_modify(|s| {
             s.scans += 1;
             s.last_scan = scan_number;
@@ -627,8 +804,7 @@ fn parent_workload(base: &Baseline, process: &mut Process) -> Workload {
 }
 
 /// Merges the events queued now (only those: on a busy host events keep
-/// coming, and a scan must not wait for a lull). None when the scanner was
-/// lost.
+/// coming, and a scan must not wait for a lull).
 async fn merge_queued(
     config: &AgentConfig,
     scanner: &mut Option<Scanner>,
@@ -636,34 +812,42 @@ async fn merge_queued(
     baseline: &mut Option<Baseline>,
     pending: &mut Pending,
     shared: &Shared,
-) -> Option<()> {
+) {
     let (Some(rx), Some(base)) = (events.as_mut(), baseline.as_mut()) else {
-        return Some(());
+        return;
     };
+    let shed = shared.shed.level();
     let queued = rx.len();
     let mut handled = 0u64;
     while handled < queued as u64
         && let Ok(event) = rx.try_recv()
     {
         handled += 1;
-        handle_event(config, scanner, base, pending, event).await?;
+        handle_event(config, scanner, base, pending, event, shed).await;
     }
     shared.status.send_if_modified(|s| {
         s.events += handled;
         false
     });
-    Some(())
 }
 
-/// Merges one kernel event into the baseline and the pending delta. None
-/// when the scanner was lost.
+/// Merges one kernel event into the baseline and the pending delta. With
+/// the watchdog shedding (`shed` 1: opens, 2: connects too), those events
+/// still in the queue are dropped here as well. None when there is no
+/// scanner.
 async fn handle_event(
     config: &AgentConfig,
     scanner: &mut Option<Scanner>,
     base: &mut Baseline,
     pending: &mut Pending,
     event: Event,
+    shed: u8,
 ) -> Option<()> {
+    match &event {
+        Event::Open { .. } | Event::Map { .. } if shed >= 1 => return Some(()),
+        Event::Connect { .. } if shed >= 2 => return Some(()),
+        _ => {}
+    }
     match event {
         Event::Exec {
             pid,
@@ -871,36 +1055,50 @@ async fn opened(
     Some(())
 }
 
+/// Appends messages to the spool. It writes a file: called on the scan
+/// thread, or from the connection loop through spawn_blocking.
 fn enqueue(shared: &Shared, bodies: Vec<v1::agent_message::Body>) {
-    let mut overflowed = false;
+    if bodies.is_empty() {
+        return;
+    }
+    let mut lost = 0;
     let mut last = None;
-    {
-        let mut outbox = shared.outbox.lock().expect("outbox lock");
+    let mut failed = None;
+    let dropped = {
+        let mut spool = shared.spool();
         for body in bodies {
-            match outbox.push(body) {
-                Ok(seq) => last = Some(seq),
-                Err(()) => {
-                    overflowed = true;
-                    break;
+            match spool.push(body) {
+                Ok((seq, l)) => {
+                    last = Some(seq);
+                    lost += l;
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    lost += 1;
                 }
             }
         }
-        if overflowed {
-            outbox.queue.clear();
-            outbox.bytes = 0;
-        }
-    }
-    if overflowed {
+        spool.dropped()
+    };
+    if lost > 0 {
+        // What survived goes out as it is; a full snapshot after it
+        // restores what the dropped messages would have said about now.
         shared.resync.store(true, Ordering::SeqCst);
-        warn!("unacked queue is full; dropping it and resyncing with a full snapshot");
+        match failed {
+            Some(error) => {
+                warn!(%error, lost, "spool: cannot write; messages lost, resyncing with a full snapshot")
+            }
+            None => warn!(
+                lost,
+                "spool full: dropped the oldest unacked messages; resyncing with a full snapshot"
+            ),
+        }
     }
     shared.status.send_modify(|s| {
         if let Some(seq) = last {
             s.last_seq = seq;
         }
-        if overflowed {
-            s.overflows += 1;
-        }
+        s.spool_dropped = dropped;
     });
     shared.wake.notify_one();
 }
@@ -947,10 +1145,13 @@ async fn connection_loop(
     }
 }
 
+/// Spool reads per hop to the blocking pool, in bytes.
+const READ_BATCH: usize = 4 << 20;
+
 async fn stream_once(
     config: &AgentConfig,
     host: &v1::HostIdentity,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
     let channel = crate::tls::endpoint(&config.collector, &config.tls)?
         .connect_timeout(Duration::from_secs(5))
@@ -977,22 +1178,32 @@ async fn stream_once(
         Some(v1::collector_message::Body::Welcome(w)) => w,
         other => anyhow::bail!("collector did not answer Hello with Welcome: {other:?}"),
     };
-    let mut sent = welcome.acked_seq;
-    // Until something was acked, the queue still starts with this session's
-    // first full snapshot, and a new collector needs nothing else.
+    let sent = welcome.acked_seq;
+    // Until something was acked in this run, the spool still holds this
+    // run's first full snapshot, and a collector that does not know the
+    // session needs nothing else.
     let ever_acked = shared.status.borrow().acked_seq > 0;
-    {
-        let mut outbox = shared.outbox.lock().expect("outbox lock");
-        outbox.ack(welcome.acked_seq);
-        if (welcome.resync && ever_acked) || welcome.acked_seq >= outbox.next_seq {
-            // The collector lost this session's history (or has more than we
-            // sent, which means it is someone else's): start over.
-            outbox.queue.clear();
-            outbox.bytes = 0;
-            sent = outbox.next_seq - 1;
-            shared.resync.store(true, Ordering::SeqCst);
-            let _ = shared.rescan.try_send(());
-        }
+    let resync = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let mut spool = shared.spool();
+            if welcome.acked_seq >= spool.next_seq() {
+                // The collector has more of this session than the spool
+                // (an older copy of the state directory): number on after
+                // it, or it would take new messages for resends.
+                spool.skip_to(welcome.acked_seq + 1)?;
+                return Ok(true);
+            }
+            spool.ack(welcome.acked_seq);
+            // A collector that lost this session gets what is spooled (the
+            // history in it is still true) and then a full snapshot.
+            Ok(welcome.resync && ever_acked)
+        })
+        .await??
+    };
+    if resync {
+        shared.resync.store(true, Ordering::SeqCst);
+        let _ = shared.rescan.try_send(());
     }
     shared.status.send_modify(|s| {
         s.connected = true;
@@ -1000,18 +1211,45 @@ async fn stream_once(
         s.acked_seq = s.acked_seq.max(welcome.acked_seq);
     });
     info!(collector = %config.collector, resume_after = welcome.acked_seq, "connected to collector");
+    let mut sent = sent;
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let notified = shared.wake.notified();
-        let pending = shared.outbox.lock().expect("outbox lock").after(sent);
-        for msg in pending {
-            sent = msg.seq;
-            tx.send(msg).await?;
+        loop {
+            let from = sent;
+            let reader = shared.clone();
+            let batch =
+                tokio::task::spawn_blocking(move || reader.spool().read_after(from, READ_BATCH))
+                    .await??;
+            if batch.is_empty() {
+                break;
+            }
+            for msg in batch {
+                sent = msg.seq;
+                tx.send(msg).await?;
+            }
         }
         tokio::select! {
             _ = notified => {}
+            // Heartbeats say "alive" and how the agent is; queuing them
+            // while disconnected would only replay stale news. They come
+            // from here, not from the scan loop, so a scan loop that died
+            // is reported, not silent.
+            _ = heartbeat.tick() => {
+                let body = v1::agent_message::Body::Heartbeat(v1::Heartbeat {
+                    sent_at_ms: now_ms(),
+                    last_scan: Some(*shared.last_stats.lock().expect("stats lock")),
+                    capabilities: Some(capabilities(config, shared)),
+                    sense: Some(*shared.sense.lock().expect("sense lock")),
+                    health: Some(shared.health(SCAN_STALL)),
+                });
+                let writer = shared.clone();
+                tokio::task::spawn_blocking(move || enqueue(&writer, vec![body])).await?;
+            }
             msg = inbound.message() => match msg?.map(|m| m.body) {
                 Some(Some(v1::collector_message::Body::Ack(ack))) => {
-                    shared.outbox.lock().expect("outbox lock").ack(ack.seq);
+                    shared.spool().ack(ack.seq);
                     shared.status.send_modify(|s| s.acked_seq = s.acked_seq.max(ack.seq));
                 }
                 Some(Some(v1::collector_message::Body::Command(cmd))) => {
@@ -1030,50 +1268,15 @@ async fn stream_once(
 mod tests {
     use super::*;
 
-    fn heartbeat() -> v1::agent_message::Body {
-        v1::agent_message::Body::Heartbeat(v1::Heartbeat {
-            sent_at_ms: 1,
-            ..Default::default()
-        })
-    }
-
     #[test]
-    fn outbox_acks_are_cumulative_and_resend_starts_after_the_ack() {
-        let mut o = Outbox {
-            next_seq: 1,
-            queue: VecDeque::new(),
-            bytes: 0,
-            limit: 1 << 20,
-        };
-        for _ in 0..5 {
-            o.push(heartbeat()).unwrap();
+    fn an_injected_panic_fires_only_as_often_as_asked() {
+        let faults = Faults::default();
+        faults.scan();
+        faults.panic_next_scans(2);
+        for _ in 0..2 {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| faults.scan()));
+            assert!(r.is_err());
         }
-        o.ack(3);
-        assert_eq!(o.after(0).iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
-        assert_eq!(o.after(4).iter().map(|m| m.seq).collect::<Vec<_>>(), [5]);
-        o.ack(5);
-        assert!(o.queue.is_empty());
-        assert_eq!(o.bytes, 0);
-    }
-
-    #[test]
-    fn outbox_overflow_drops_the_queue_and_keeps_sequence_numbers_increasing() {
-        let one = v1::AgentMessage {
-            seq: 1,
-            body: Some(heartbeat()),
-        }
-        .encoded_len();
-        let mut o = Outbox {
-            next_seq: 1,
-            queue: VecDeque::new(),
-            bytes: 0,
-            limit: one * 3,
-        };
-        assert!(o.push(heartbeat()).is_ok());
-        assert!(o.push(heartbeat()).is_ok());
-        assert!(o.push(heartbeat()).is_ok());
-        assert!(o.push(heartbeat()).is_err(), "over the limit");
-        assert!(o.queue.is_empty() && o.bytes == 0);
-        assert_eq!(o.push(heartbeat()), Ok(5), "sequence numbers never go back");
+        faults.scan();
     }
 }

@@ -131,6 +131,89 @@ pub struct Scanner {
     /// Contents of anonymous code, by (device, inode), valid while the
     /// file's size and mtime stay the same.
     contents: HashMap<(u64, u64), (ContentStamp, Content)>,
+    /// The /proc/PID directory of the process being read, if any.
+    pid_dir: Option<PidDir>,
+}
+
+/// One process's /proc/PID directory, held open (O_PATH) while the process
+/// is read. Files are opened relative to it (openat, readlinkat), and paths
+/// handed to other readers go through it (`/proc/self/fd/N/...`): once the
+/// process is gone, its pid reused, lookups through the descriptor fail
+/// instead of reaching the new process.
+#[derive(Debug)]
+struct PidDir {
+    pid: u32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PidDir {
+    fn open(proc_root: &Path, pid: u32) -> io::Result<PidDir> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(proc_root.join(pid.to_string()).as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a NUL-terminated path; the descriptor returned is owned below.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a descriptor we just opened and nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(PidDir { pid, fd })
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    fn name(name: &str) -> io::Result<std::ffi::CString> {
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let name = Self::name(name)?;
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned by the File.
+        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut out = Vec::new();
+        file.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn read_link(&self, name: &str) -> io::Result<PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        let name = Self::name(name)?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: buf is writable for its length; the name is NUL-terminated.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+    }
 }
 
 /// A file's size, mtime seconds and mtime nanoseconds: while they hold,
@@ -258,6 +341,7 @@ impl Scanner {
             boot_ms: None,
             workload_cache: HashMap::new(),
             contents: HashMap::new(),
+            pid_dir: None,
         }
     }
 
@@ -265,8 +349,48 @@ impl Scanner {
         &self.config
     }
 
+    /// The path of a file of /proc/PID: through the descriptor of the
+    /// process being read (`/proc/self/fd/N/NAME`, so a recycled pid cannot
+    /// slip in between two files), else by pid.
     fn proc_path(&self, pid: u32, name: &str) -> PathBuf {
-        self.config.proc_root.join(pid.to_string()).join(name)
+        self.pid_path(pid).join(name)
+    }
+
+    /// /proc/PID itself, as `proc_path` reaches it.
+    fn pid_path(&self, pid: u32) -> PathBuf {
+        match &self.pid_dir {
+            Some(d) if d.pid == pid => d.path(),
+            _ => self.config.proc_root.join(pid.to_string()),
+        }
+    }
+
+    /// Reads /proc/PID/NAME, with openat(2) on the pid's descriptor when it
+    /// is the one being read.
+    fn pid_read(&self, pid: u32, name: &str) -> io::Result<Vec<u8>> {
+        match &self.pid_dir {
+            Some(d) if d.pid == pid => d.read(name),
+            _ => std::fs::read(self.proc_path(pid, name)),
+        }
+    }
+
+    /// readlink of /proc/PID/NAME, with readlinkat(2) likewise.
+    fn pid_read_link(&self, pid: u32, name: &str) -> io::Result<PathBuf> {
+        match &self.pid_dir {
+            Some(d) if d.pid == pid => d.read_link(name),
+            _ => std::fs::read_link(self.proc_path(pid, name)),
+        }
+    }
+
+    /// Holds /proc/PID open while `f` reads the process, so every file of
+    /// it comes from one process even if the pid is recycled meanwhile.
+    /// (Without the descriptor, when it cannot be opened, `f` reads by
+    /// pid and fails as the files are gone.)
+    fn with_pid_dir<T>(&mut self, pid: u32, f: impl FnOnce(&mut Self) -> T) -> T {
+        let outer = self.pid_dir.take();
+        self.pid_dir = PidDir::open(&self.config.proc_root, pid).ok();
+        let out = f(self);
+        self.pid_dir = outer;
+        out
     }
 
     /// This host's identity. Missing pieces are empty, not errors.
@@ -322,6 +446,10 @@ impl Scanner {
     /// caller takes the parent's. `alive` says whether /proc still had it,
     /// so a full scan is worth scheduling.
     pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
+        self.with_pid_dir(e.pid, |s| s.exec_record_in(e))
+    }
+
+    fn exec_record_in(&mut self, e: ExecInfo<'_>) -> ExecRecord {
         // The event carries the start time (the key), the parent, argv and
         // the path exec was given; only the cgroup needs /proc, and reading
         // it tells whether the process still runs. The start time is 0 only
@@ -329,13 +457,14 @@ impl Scanner {
         let start_ticks = if e.start_ticks > 0 {
             Some(e.start_ticks)
         } else {
-            std::fs::read(self.proc_path(e.pid, "stat"))
+            self.pid_read(e.pid, "stat")
                 .ok()
                 .and_then(|b| parse::stat::parse_stat(&b).ok())
                 .map(|s| s.start_ticks)
         };
-        let cgroups =
-            std::fs::read(self.proc_path(e.pid, "cgroup")).map(|b| parse::cgroup::parse_cgroup(&b));
+        let cgroups = self
+            .pid_read(e.pid, "cgroup")
+            .map(|b| parse::cgroup::parse_cgroup(&b));
         let alive = cgroups.is_ok() && start_ticks.is_some();
         let start_ticks = start_ticks.unwrap_or(0);
         let ppid = e.ppid;
@@ -628,7 +757,8 @@ impl Scanner {
     /// for a second.
     fn root_of(&mut self, pid: u32, ppid: Option<u32>) -> Option<ProcRoot> {
         let own = match RootFs::open(&self.proc_path(pid, "root")) {
-            Ok(root) => std::fs::read_link(self.proc_path(pid, "root"))
+            Ok(root) => self
+                .pid_read_link(pid, "root")
                 .ok()
                 .map(|l| Arc::new((root, l.into_os_string().into_encoded_bytes()))),
             Err(_) => None,
@@ -775,6 +905,21 @@ impl Scanner {
     /// packages) and sockets. Only a process gone before its stat was read
     /// is skipped; anything missing later makes it `partial`.
     fn scan_process(&mut self, pid: u32, ctx: &mut ScanCtx) -> Result<Process, Skip> {
+        self.with_pid_dir(pid, |s| {
+            let p = s.scan_process_in(pid, ctx)?;
+            // The start time again, through the same descriptor, at the
+            // end: every file above belongs to the process it keys.
+            if s.pid_dir.is_some()
+                && let Ok(again) = s.read_stat(pid)
+                && again.start_ticks != p.key.start_ticks
+            {
+                return Err(Skip::Vanished);
+            }
+            Ok(p)
+        })
+    }
+
+    fn scan_process_in(&mut self, pid: u32, ctx: &mut ScanCtx) -> Result<Process, Skip> {
         let stat = self.read_stat(pid)?;
         if ctx.skip_exited && stat.state == b'Z' && stat.num_threads <= 1 {
             return Err(Skip::Vanished);
@@ -809,7 +954,7 @@ impl Scanner {
             Some(s) => privilege(s, ns_ids, ctx.host_ns),
             None => Privilege::default(),
         };
-        let root_link = match std::fs::read_link(self.proc_path(pid, "root")) {
+        let root_link = match self.pid_read_link(pid, "root") {
             Ok(l) => l.into_os_string().into_encoded_bytes(),
             Err(e) => {
                 gaps.note(&e);
@@ -828,7 +973,7 @@ impl Scanner {
         };
 
         let mut artifacts = Vec::new();
-        match std::fs::read_link(self.proc_path(pid, "exe")) {
+        match self.pid_read_link(pid, "exe") {
             Ok(link) => artifacts.extend(self.exe_artifact(pid, link, ctx, &files)),
             // Exiting: its memory is gone (no exe, an empty cmdline) before
             // it is a zombie. At an event that is no news: its exec record
@@ -898,7 +1043,7 @@ impl Scanner {
     /// /proc/PID/stat; a process without it is gone, and kernel threads have
     /// no user space to resolve.
     fn read_stat(&self, pid: u32) -> Result<parse::stat::Stat, Skip> {
-        let stat_bytes = std::fs::read(self.proc_path(pid, "stat")).map_err(|e| classify(&e))?;
+        let stat_bytes = self.pid_read(pid, "stat").map_err(|e| classify(&e))?;
         let stat = parse::stat::parse_stat(&stat_bytes).map_err(|_| Skip::Vanished)?;
         if pid == 2 || stat.ppid == 2 {
             return Err(Skip::KernelThread);
@@ -914,7 +1059,7 @@ impl Scanner {
         gaps: &mut Gaps,
         parse: impl FnOnce(&[u8]) -> Option<T>,
     ) -> Option<T> {
-        match std::fs::read(self.proc_path(pid, name)) {
+        match self.pid_read(pid, name) {
             Ok(b) => parse(&b),
             Err(e) => {
                 gaps.note(&e);
@@ -998,7 +1143,7 @@ impl Scanner {
         gaps: &mut Gaps,
     ) -> Vec<(usize, (u64, u64))> {
         let mut code_ranges = Vec::new();
-        let bytes = match std::fs::read(self.proc_path(pid, "maps")) {
+        let bytes = match self.pid_read(pid, "maps") {
             Ok(bytes) => bytes,
             Err(e) => {
                 gaps.note(&e);
@@ -1146,7 +1291,7 @@ impl Scanner {
         let Some(root) = files.root else {
             return;
         };
-        let proc_dir = self.config.proc_root.join(pid.to_string());
+        let proc_dir = self.pid_path(pid);
         let view = ProcView {
             root,
             db: files.db,
@@ -1160,12 +1305,16 @@ impl Scanner {
 
     /// A process's pid, net and mount namespace ids (0 where unreadable).
     fn ns_ids(&self, pid: u32) -> NsIds {
-        self.ns_ids_of(&pid.to_string())
+        self.ns_ids_at(&self.pid_path(pid))
     }
 
     fn ns_ids_of(&self, dir: &str) -> NsIds {
+        self.ns_ids_at(&self.config.proc_root.join(dir))
+    }
+
+    fn ns_ids_at(&self, dir: &Path) -> NsIds {
         let ns = |name: &str| {
-            std::fs::read_link(self.config.proc_root.join(dir).join("ns").join(name))
+            std::fs::read_link(dir.join("ns").join(name))
                 .ok()
                 .and_then(|l| parse::cgroup::parse_ns_link(l.as_os_str().as_encoded_bytes()))
                 .unwrap_or(0)
@@ -1575,6 +1724,44 @@ mod tests {
 
     /// A real scan of this host finds this test process, with libc resolved
     /// to the version dpkg reports.
+    /// A descriptor of /proc/PID keeps reading its own process: once that
+    /// one is gone (and its pid free for another), reads through the
+    /// descriptor fail rather than reaching whoever holds the pid now.
+    #[test]
+    fn a_pid_directory_reads_only_its_own_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let dir = PidDir::open(Path::new("/proc"), pid).unwrap();
+        let stat = parse::stat::parse_stat(&dir.read("stat").unwrap()).unwrap();
+        assert_eq!(stat.ppid, std::process::id());
+        assert_eq!(
+            dir.read_link("exe").unwrap(),
+            std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()
+        );
+        assert!(
+            dir.path().join("maps").exists(),
+            "paths go through the descriptor"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            dir.read("stat").is_err(),
+            "the process is gone; so is what the descriptor reads"
+        );
+        assert!(dir.read_link("exe").is_err());
+        assert!(!dir.path().join("maps").exists());
+        // The scanner reads through such a descriptor and re-checks the
+        // start time at the end; a live process comes out whole.
+        let mut scanner = Scanner::new(ScanConfig::default());
+        let (me, _) = scanner.scan_pid(std::process::id()).expect("this process");
+        assert!(!me.exe.0.is_empty() && !me.artifacts.is_empty());
+        assert!(scanner.pid_dir.is_none(), "released after the read");
+        assert!(scanner.scan_pid(pid).is_none());
+    }
+
     #[test]
     fn scans_this_process() {
         let inv = scan_once(Path::new("/proc"), BTreeMap::new());

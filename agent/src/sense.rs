@@ -33,11 +33,11 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
 };
 use patchgap_ebpf::{
     Feature, GLOBAL_ENABLE_CONNECTS, GLOBAL_ENABLE_OPENS, GLOBAL_SELF_TGID, MAP_EVENTS, MAP_LOST,
-    OBJECT, PROGRAMS,
+    OBJECT, PROGRAMS, Program,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -331,6 +331,10 @@ struct Counters {
 pub struct Sensor {
     /// Owns the programs and their links; dropping it detaches them.
     _ebpf: Ebpf,
+    /// The attached programs, in attach order, with their links.
+    links: Vec<(&'static Program, TracePointLinkId)>,
+    /// What is shed now (see [`Sensor::shed`]).
+    shed: u8,
     /// The kernel's per-CPU drop counter (taken out of `_ebpf`).
     lost: PerCpuArray<MapData, u64>,
     counters: Arc<Counters>,
@@ -410,6 +414,7 @@ impl Sensor {
             Feature::Connects => config.connects,
             Feature::Opens => config.opens,
         };
+        let mut links = Vec::new();
         for p in PROGRAMS.iter().filter(|p| wanted(p.feature)) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(p.name)
@@ -427,11 +432,13 @@ impl Sensor {
                 program: p.name,
                 source,
             })?;
-            prog.attach(p.category, p.tracepoint)
-                .map_err(|source| SenseError::Attach {
-                    program: p.name,
-                    source,
-                })?;
+            let link =
+                prog.attach(p.category, p.tracepoint)
+                    .map_err(|source| SenseError::Attach {
+                        program: p.name,
+                        source,
+                    })?;
+            links.push((p, link));
         }
 
         // Take the maps out of the Ebpf so the reader task can own the ring
@@ -477,6 +484,8 @@ impl Sensor {
         Ok((
             Sensor {
                 _ebpf: ebpf,
+                links,
+                shed: 0,
                 lost,
                 counters,
                 task,
@@ -506,6 +515,71 @@ impl Sensor {
 }
 
 impl Sensor {
+    /// Sheds work for the watchdog: level 1 detaches the open and mmap
+    /// programs, level 2 the connect programs too (the kernel then spends
+    /// nothing on them); a lower level attaches them again. Exec and exit
+    /// are never shed. Within an enter/exit pair the enter half is detached
+    /// first and attached last, so no per-thread state is left behind. A
+    /// failed re-attach is logged and tried again at the next call.
+    pub fn shed(&mut self, level: u8) {
+        if level == self.shed {
+            return;
+        }
+        let off = |f: Feature| match f {
+            Feature::Process => false,
+            Feature::Opens => level >= 1,
+            Feature::Connects => level >= 2,
+        };
+        // Detach, in reverse attach order.
+        let mut kept = Vec::with_capacity(self.links.len());
+        for (p, link) in std::mem::take(&mut self.links).into_iter().rev() {
+            if !off(p.feature) {
+                kept.push((p, link));
+                continue;
+            }
+            if let Some(prog) = self._ebpf.program_mut(p.name)
+                && let Ok(tp) = <&mut TracePoint>::try_from(prog)
+                && let Err(error) = tp.detach(link)
+            {
+                tracing::warn!(program = p.name, %error, "ebpf: detach failed");
+            }
+        }
+        kept.reverse();
+        self.links = kept;
+        // Attach what is wanted again (only what was loaded at start).
+        let mut ok = true;
+        for p in PROGRAMS.iter() {
+            if off(p.feature) || self.links.iter().any(|(q, _)| q.name == p.name) {
+                continue;
+            }
+            let Some(prog) = self._ebpf.program_mut(p.name) else {
+                continue;
+            };
+            let Ok(tp) = <&mut TracePoint>::try_from(prog) else {
+                continue;
+            };
+            if tp.fd().is_err() {
+                // Never loaded: disabled by configuration.
+                continue;
+            }
+            match tp.attach(p.category, p.tracepoint) {
+                Ok(link) => self.links.push((p, link)),
+                Err(error) => {
+                    tracing::warn!(program = p.name, %error, "ebpf: re-attach failed");
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            self.shed = level;
+        }
+    }
+
+    /// What is shed now: 0 nothing, 1 opens, 2 opens and connects.
+    pub fn shed_level(&self) -> u8 {
+        self.shed
+    }
+
     /// Returns once every event the kernel had written when this was called
     /// is on the event channel (or was counted lost): the reader drains the
     /// ring and answers. A full scan calls it before judging what /proc no
@@ -1174,6 +1248,37 @@ mod tests {
         assert!(seen.exit.is_some(), "no exit event for pid {}", seen.child);
         assert!(seen.exec.is_some() && seen.connect.is_some());
         assert_eq!(seen.opens_of_child, 0);
+    }
+
+    /// The watchdog's shedding detaches opens (level 1), then connects
+    /// (level 2), in the kernel; going back attaches them again. Exec and
+    /// exit stay throughout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shedding_detaches_opens_then_connects_and_restores_them() {
+        let (mut sensor, mut rx) = Sensor::start(&SenseConfig::default()).unwrap();
+        let all = sensor.links.len();
+        sensor.shed(1);
+        assert_eq!(sensor.shed_level(), 1);
+        let seen = run_workload(&mut rx, false).await;
+        assert!(
+            seen.exec.is_some() && seen.exit.is_some(),
+            "child {}",
+            seen.child
+        );
+        assert!(seen.connect.is_some(), "connects stay at level 1");
+        assert_eq!(seen.opens_of_child, 0, "opens are shed");
+        sensor.shed(2);
+        let seen = run_workload(&mut rx, false).await;
+        assert!(seen.exec.is_some() && seen.exit.is_some());
+        assert!(seen.connect.is_none() && seen.opens_of_child == 0);
+        sensor.shed(0);
+        assert_eq!(sensor.links.len(), all, "every program attached again");
+        let seen = run_workload(&mut rx, false).await;
+        assert!(
+            seen.connect.is_some() && seen.opens_of_child > 0,
+            "{}",
+            seen.opens_of_child
+        );
     }
 
     #[test]

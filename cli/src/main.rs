@@ -1153,6 +1153,9 @@ async fn up(
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    // The agent's spool lives beside the store, so unsent history survives
+    // a restart of `up` too.
+    let agent_state = data_dir.join("agent");
     let mut collector = tokio::spawn(patchgap_collector::run(
         CollectorConfig {
             data_dir,
@@ -1169,6 +1172,12 @@ async fn up(
         },
         interval: Duration::from_secs(interval),
         ebpf,
+        spool: patchgap_agent::spool::SpoolConfig {
+            dir: Some(agent_state),
+            ..Default::default()
+        },
+        // No watchdog: this process is the collector's too, and its CPU
+        // and memory are not the agent's alone.
         ..Default::default()
     });
     tokio::select! {

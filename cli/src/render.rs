@@ -110,6 +110,10 @@ fn coverage_json(c: &Option<v1::Coverage>) -> Value {
             "ebpf": h.ebpf,
             "ebpf_reason": h.ebpf_reason,
             "events_lost": h.events_lost,
+            "scanning": h.scanning,
+            "scan_restarts": h.scan_restarts,
+            "spool_dropped": h.spool_dropped,
+            "shedding": h.shedding,
         })).collect::<Vec<_>>(),
     })
 }
@@ -141,6 +145,30 @@ fn coverage_line(c: &Option<v1::Coverage>) -> String {
             line.push_str(&format!(
                 "warning: {} lost {} kernel events\n",
                 h.host, h.events_lost
+            ));
+        }
+        if !h.scanning {
+            line.push_str(&format!(
+                "warning: {}'s agent is not scanning (its scan loop stalled or is restarting)\n",
+                h.host
+            ));
+        }
+        if h.scan_restarts > 0 {
+            line.push_str(&format!(
+                "warning: {}'s agent restarted its scan loop {} time(s) after a panic\n",
+                h.host, h.scan_restarts
+            ));
+        }
+        if h.spool_dropped > 0 {
+            line.push_str(&format!(
+                "warning: {}'s agent dropped {} unsent message(s) from its full spool; history there has gaps\n",
+                h.host, h.spool_dropped
+            ));
+        }
+        if !h.shedding.is_empty() {
+            line.push_str(&format!(
+                "warning: {}'s agent is over its CPU or memory cap and does not watch {}\n",
+                h.host, h.shedding
             ));
         }
     }
@@ -645,6 +673,20 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                     "scanned_at": (scan.scanned_at_ms > 0).then(|| rfc3339(scan.scanned_at_ms)),
                     "sockets_read_at": (scan.sockets_read_ms > 0).then(|| rfc3339(scan.sockets_read_ms)),
                 },
+                "health": h.health.as_ref().map(|x| json!({
+                    "scanning": x.scanning,
+                    "scan_alive_at": (x.scan_alive_ms > 0).then(|| rfc3339(x.scan_alive_ms)),
+                    "scan_restarts": x.scan_restarts,
+                    "last_panic": x.last_panic,
+                    "spool_dropped": x.spool_dropped,
+                    "spool_bytes": x.spool_bytes,
+                    "spool_unacked": x.spool_unacked,
+                    "spool_on_disk": x.spool_on_disk,
+                    "shedding": x.shedding,
+                    "watchdog_trips": x.watchdog_trips,
+                    "cpu_permille": x.cpu_permille,
+                    "rss_bytes": x.rss_bytes,
+                })),
             })
         })
         .collect();

@@ -35,6 +35,8 @@ fn coverage() -> Option<v1::Coverage> {
                 ebpf: true,
                 ebpf_reason: String::new(),
                 events_lost: 17,
+                scanning: true,
+                ..Default::default()
             },
             v1::HostCoverage {
                 host: "web-2".into(),
@@ -42,6 +44,10 @@ fn coverage() -> Option<v1::Coverage> {
                 ebpf: false,
                 ebpf_reason: "not root".into(),
                 events_lost: 0,
+                scanning: false,
+                scan_restarts: 2,
+                spool_dropped: 40,
+                shedding: "opens".into(),
             },
         ],
     })
@@ -438,6 +444,20 @@ fn hosts() -> Value {
                 }),
                 connected: true,
                 cert_not_after_ms: 1_796_083_200_000,
+                health: Some(v1::AgentHealth {
+                    scanning: true,
+                    scan_alive_ms: NOW - 3_000,
+                    scan_restarts: 0,
+                    last_panic: String::new(),
+                    spool_dropped: 0,
+                    spool_bytes: 81_920,
+                    spool_unacked: 2,
+                    spool_on_disk: true,
+                    shedding: String::new(),
+                    watchdog_trips: 0,
+                    cpu_permille: 4,
+                    rss_bytes: 31_457_280,
+                }),
             },
             v1::HostSummary {
                 identity: Some(v1::HostIdentity {
@@ -461,6 +481,7 @@ fn hosts() -> Value {
                 last_scan: None,
                 connected: false,
                 cert_not_after_ms: 0,
+                health: None,
             },
         ],
     })

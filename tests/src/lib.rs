@@ -139,6 +139,36 @@ impl Harness {
     }
 }
 
+/// The directory of the workspace's binaries (`patchgap`,
+/// `patchgap-collector`, `patchgap-agent`), built for this profile first
+/// if they are stale, for tests that run them as child processes.
+pub fn built_bins() -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut build = Command::new(env!("CARGO"));
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "cli",
+        "-p",
+        "patchgap-collector",
+        "-p",
+        "patchgap-agent",
+        "--bins",
+    ]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    assert!(build.status().unwrap().success(), "cargo build --bins");
+    dir
+}
+
 /// Whether tests run the agent with eBPF: yes, unless PATCHGAP_EBPF=off
 /// (CI runs the end-to-end tests both ways).
 pub fn ebpf_wanted() -> bool {

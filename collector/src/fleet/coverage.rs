@@ -9,10 +9,12 @@ use patchgap_proto::v1;
 use crate::store::HostRow;
 
 /// The hosts as responders see them and the coverage they give, at `now`.
-/// A host is fresh when it reported within `fresh_after` and has sent a
-/// full scan; `connected` holds the keys (machine-id, else hostname) of
-/// hosts with a stream open, each with its certificate's expiry (ms, 0
-/// without TLS).
+/// A host is fresh when it reported within `fresh_after`, has sent a full
+/// scan and its agent still scans (its last heartbeat's health says so);
+/// `connected` holds the keys (machine-id, else hostname) of hosts with a
+/// stream open, each with its certificate's expiry (ms, 0 without TLS). A
+/// host whose agent no longer scans is never shown as connected: its
+/// stream may be open, but nothing on it is current.
 pub fn summarize(
     rows: Vec<HostRow>,
     connected: &HashMap<String, i64>,
@@ -26,8 +28,11 @@ pub fn summarize(
     let hosts = rows
         .into_iter()
         .map(|h| {
+            // Agents that report no health (older ones) are taken at their word.
+            let scanning = h.health.as_ref().is_none_or(|x| x.scanning);
             let fresh = now_ms - h.last_seen_ms <= fresh_after.as_millis() as i64
-                && h.last_full_scan_ms > 0;
+                && h.last_full_scan_ms > 0
+                && scanning;
             coverage.hosts_total += 1;
             if fresh {
                 coverage.hosts_fresh += 1;
@@ -47,9 +52,17 @@ pub fn summarize(
                 ebpf: h.capabilities.ebpf,
                 ebpf_reason: h.capabilities.ebpf_reason.clone(),
                 events_lost: h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped,
+                scanning,
+                scan_restarts: h.health.as_ref().map_or(0, |x| x.scan_restarts),
+                spool_dropped: h.health.as_ref().map_or(0, |x| x.spool_dropped),
+                shedding: h
+                    .health
+                    .as_ref()
+                    .map(|x| x.shedding.clone())
+                    .unwrap_or_default(),
             });
             v1::HostSummary {
-                connected: connected.contains_key(host_key(&h.identity)),
+                connected: scanning && connected.contains_key(host_key(&h.identity)),
                 cert_not_after_ms: connected.get(host_key(&h.identity)).copied().unwrap_or(0),
                 identity: Some(h.identity),
                 agent_version: h.agent_version,
@@ -59,6 +72,7 @@ pub fn summarize(
                 fresh,
                 processes_running: h.processes_running,
                 last_scan: Some(h.last_scan),
+                health: h.health,
             }
         })
         .collect();
@@ -100,6 +114,7 @@ mod tests {
                 lost_user: 3,
                 ..Default::default()
             },
+            health: None,
         }
     }
 
@@ -126,5 +141,41 @@ mod tests {
             hosts.iter().map(|h| h.fresh).collect::<Vec<_>>(),
             [true, false, false]
         );
+    }
+
+    #[test]
+    fn a_host_whose_agent_does_not_scan_is_neither_connected_nor_fresh() {
+        let now = 1_000_000;
+        let connected: HashMap<String, i64> =
+            [("id-a".to_string(), 0), ("id-b".to_string(), 0)].into();
+        let mut stalled = row("a", now - 1_000, now - 5_000, true);
+        stalled.health = Some(v1::AgentHealth {
+            scanning: false,
+            scan_restarts: 3,
+            spool_dropped: 7,
+            shedding: "opens".into(),
+            ..Default::default()
+        });
+        let mut healthy = row("b", now - 1_000, now - 5_000, true);
+        healthy.health = Some(v1::AgentHealth {
+            scanning: true,
+            ..Default::default()
+        });
+        let (c, hosts) = summarize(
+            vec![stalled, healthy],
+            &connected,
+            Duration::from_secs(90),
+            now,
+        );
+        assert!(!hosts[0].connected && !hosts[0].fresh);
+        assert!(hosts[1].connected && hosts[1].fresh);
+        assert_eq!((c.hosts_fresh, c.hosts_stale), (1, 1));
+        let a = &c.hosts[0];
+        assert!(!a.scanning);
+        assert_eq!(
+            (a.scan_restarts, a.spool_dropped, a.shedding.as_str()),
+            (3, 7, "opens")
+        );
+        assert_eq!(hosts[0].health.as_ref().unwrap().scan_restarts, 3);
     }
 }

@@ -302,6 +302,12 @@ fn heartbeat() -> Body {
             rescan_interval_secs: 30,
         }),
         sense: None,
+        health: Some(v1::AgentHealth {
+            scanning: true,
+            scan_restarts: 2,
+            spool_dropped: 5,
+            ..Default::default()
+        }),
     })
 }
 
@@ -442,6 +448,8 @@ fn hello_sessions(store: &dyn Store) {
     assert_eq!(h.agent_version, "0.1.0");
     assert_eq!(h.processes_running, 2);
     assert!(h.last_full_scan_ms > 0, "a complete snapshot was stored");
+    let health = h.health.as_ref().expect("the heartbeat's health is kept");
+    assert_eq!((health.scan_restarts, health.spool_dropped), (2, 5));
 }
 
 /// A Hello must say which host it is.

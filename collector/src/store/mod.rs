@@ -133,6 +133,9 @@ pub struct HostRow {
     pub processes_running: u32,
     pub last_scan: v1::ScanStats,
     pub sense: v1::SenseStats,
+    /// The agent's health from its last heartbeat; None from agents that
+    /// do not report it.
+    pub health: Option<v1::AgentHealth>,
 }
 
 /// A workload instance on one host that has running processes.

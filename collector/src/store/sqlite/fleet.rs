@@ -12,7 +12,8 @@ pub(super) fn hosts(conn: &Connection) -> Result<Vec<HostRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
          h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
-         (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense
+         (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense,
+         h.health
          FROM host h ORDER BY h.hostname, h.host_id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -34,6 +35,9 @@ pub(super) fn hosts(conn: &Connection) -> Result<Vec<HostRow>> {
             last_scan: v1::ScanStats::decode(scan.as_slice()).unwrap_or_default(),
             processes_running: r.get(10)?,
             sense: v1::SenseStats::decode(r.get::<_, Vec<u8>>(11)?.as_slice()).unwrap_or_default(),
+            health: r
+                .get::<_, Option<Vec<u8>>>(12)?
+                .map(|b| v1::AgentHealth::decode(b.as_slice()).unwrap_or_default()),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

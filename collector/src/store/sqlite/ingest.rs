@@ -597,6 +597,12 @@ pub(super) fn apply(
                     params![host, caps.encode_to_vec()],
                 )?;
             }
+            if let Some(health) = &h.health {
+                tx.execute(
+                    "UPDATE host SET health = ?2 WHERE id = ?1",
+                    params![host, health.encode_to_vec()],
+                )?;
+            }
         }
     }
     tx.execute(

@@ -360,6 +360,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sbom ADD COLUMN imported_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE sbom ADD COLUMN origin TEXT NOT NULL DEFAULT '';
     "#,
+    // 14: the agent's own health from its last heartbeat (issue 14): scan
+    // loop liveness and restarts, spool losses, watchdog shedding. NULL
+    // until an agent that reports it sends a heartbeat.
+    r#"
+    ALTER TABLE host ADD COLUMN health BLOB;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
