@@ -229,7 +229,14 @@ impl Admission {
                 Some(v) => {
                     v.closing.store(true, Ordering::Relaxed);
                     if let Some(suppressed) = self.rate_log() {
-                        info!(peer = %v.peer, suppressed, "closing a connection that sent no request, to make room");
+                        warn!(
+                            suppressed,
+                            "closing idle connection from {} (no request in {} ms) to make room: {in_use} of {} descriptors in use, {} connections open",
+                            v.peer,
+                            v.accepted.elapsed().as_millis(),
+                            self.fd_limit,
+                            conns.len()
+                        );
                     }
                     true
                 }
