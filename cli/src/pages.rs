@@ -70,7 +70,11 @@ impl JsonArray {
     pub fn push(&mut self, sink: &mut Sink, items: Vec<Value>) -> anyhow::Result<bool> {
         let mut text = String::new();
         for item in items {
-            text.push_str(if self.written == 0 { "\n    " } else { ",\n    " });
+            text.push_str(if self.written == 0 {
+                "\n    "
+            } else {
+                ",\n    "
+            });
             text.push_str(&serde_json::to_string_pretty(&item)?.replace('\n', "\n    "));
             self.written += 1;
         }

@@ -798,7 +798,8 @@ pub fn ps_rows(processes: &[v1::ProcessSummary], width: usize, header: bool) -> 
     if header {
         out
     } else {
-        out.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string())
+        out.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_string())
     }
 }
 
@@ -917,7 +918,11 @@ pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
 #[cfg(test)]
 pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
     let mut out = findings_rows(&r.findings, width, true);
-    out.push_str(&findings_footer(r.findings.len(), r.advisories, r.elapsed_ms));
+    out.push_str(&findings_footer(
+        r.findings.len(),
+        r.advisories,
+        r.elapsed_ms,
+    ));
     out
 }
 
@@ -971,7 +976,8 @@ pub fn findings_rows(findings: &[v1::Match], width: usize, header: bool) -> Stri
     let mut out = if header {
         out
     } else {
-        out.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string())
+        out.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_string())
     };
     out.push_str(&chains(&findings.iter().collect::<Vec<_>>()));
     out

@@ -26,13 +26,20 @@ impl Up {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("up.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchgap"));
-        cmd.args(["up", "--no-ebpf", "--listen", "127.0.0.1:0", "--interval", "2"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.args([
+            "up",
+            "--no-ebpf",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
         if let Some(n) = nofile {
             // SAFETY: setrlimit is async-signal-safe and touches only the
             // child's own limits.
@@ -117,7 +124,15 @@ fn text(o: &Output) -> String {
 
 /// The host's `last_seen` (RFC 3339) as `patchgap hosts` says it.
 fn hosts(addr: &str) -> serde_json::Value {
-    let (o, _) = patchgap(&["hosts", "--collector", addr, "-o", "json", "--timeout", "20"]);
+    let (o, _) = patchgap(&[
+        "hosts",
+        "--collector",
+        addr,
+        "-o",
+        "json",
+        "--timeout",
+        "20",
+    ]);
     assert!(o.status.success(), "hosts: {}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -141,7 +156,10 @@ fn two_thousand_idle_connections_under_1024_descriptors() {
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
         if rl.rlim_max < 4096 {
-            eprintln!("skipped: the hard descriptor limit ({}) is below 4096", rl.rlim_max);
+            eprintln!(
+                "skipped: the hard descriptor limit ({}) is below 4096",
+                rl.rlim_max
+            );
             return;
         }
         rl.rlim_cur = rl.rlim_max;
@@ -175,7 +193,11 @@ fn two_thousand_idle_connections_under_1024_descriptors() {
     assert!(idle.len() >= 1900, "only {} connections opened", idle.len());
     // While they are held: the CLI is served.
     let (o, took) = patchgap(&["ps", "--collector", &addr, "-o", "json", "--timeout", "20"]);
-    assert!(o.status.success(), "ps during the flood ({took:?}): {}", text(&o));
+    assert!(
+        o.status.success(),
+        "ps during the flood ({took:?}): {}",
+        text(&o)
+    );
     let ps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(!ps["processes"].as_array().unwrap().is_empty());
     peak = peak.max(up.descriptors());
@@ -229,7 +251,10 @@ fn a_stopped_collector_times_out_naming_it() {
         &["query", "libc6", "--collector", &addr, "--timeout", "3s"][..],
     ] {
         let (o, took) = patchgap(args);
-        assert!(!o.status.success(), "{args:?} succeeded against a stopped collector");
+        assert!(
+            !o.status.success(),
+            "{args:?} succeeded against a stopped collector"
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             err.contains(&format!("http://{addr}")) && err.contains("did not answer within 3 s"),
@@ -237,9 +262,16 @@ fn a_stopped_collector_times_out_naming_it() {
         );
         // 3 s, and generous room for a loaded machine.
         assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
-        assert!(took >= Duration::from_secs(2), "{args:?} gave up early: {took:?}");
+        assert!(
+            took >= Duration::from_secs(2),
+            "{args:?} gave up early: {took:?}"
+        );
     }
     // The default is 30 s; a bad value is refused before anything is sent.
     let (o, _) = patchgap(&["ps", "--collector", &addr, "--timeout", "0"]);
-    assert!(!o.status.success() && text(&o).contains("at least 1s"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("at least 1s"),
+        "{}",
+        text(&o)
+    );
 }

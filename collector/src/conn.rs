@@ -111,8 +111,10 @@ pub struct ConnState {
 
 impl ConnState {
     fn touch(&self) {
-        self.active_ms
-            .store(self.accepted.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.active_ms.store(
+            self.accepted.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Why the connection should close now, if it should.
@@ -124,7 +126,9 @@ impl ConnState {
         if !self.proven.load(Ordering::Relaxed) {
             return (age > limits.handshake_timeout).then_some("no request in time");
         }
-        let idle = age.saturating_sub(Duration::from_millis(self.active_ms.load(Ordering::Relaxed)));
+        let idle = age.saturating_sub(Duration::from_millis(
+            self.active_ms.load(Ordering::Relaxed),
+        ));
         (idle > limits.idle_timeout).then_some("idle")
     }
 
@@ -220,9 +224,7 @@ impl Admission {
             // The oldest connection that never sent a request makes room.
             let victim = conns
                 .values()
-                .filter(|c| {
-                    !c.proven.load(Ordering::Relaxed) && !c.closing.load(Ordering::Relaxed)
-                })
+                .filter(|c| !c.proven.load(Ordering::Relaxed) && !c.closing.load(Ordering::Relaxed))
                 .min_by_key(|c| c.accepted)
                 .cloned();
             let made_room = match victim {
@@ -242,8 +244,7 @@ impl Admission {
                 }
                 None => false,
             };
-            if !made_room || in_use >= self.hard || conns.len() >= self.limits.max_connections * 2
-            {
+            if !made_room || in_use >= self.hard || conns.len() >= self.limits.max_connections * 2 {
                 if let Some(suppressed) = self.rate_log() {
                     warn!(
                         suppressed,
@@ -546,7 +547,17 @@ mod tests {
     use super::*;
 
     fn frame(ty: u8, len: usize) -> Vec<u8> {
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, 0, 0, 0, 0, 1];
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            ty,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
         f.extend(std::iter::repeat_n(0xAB, len));
         f
     }
@@ -603,8 +614,14 @@ mod tests {
         let b = admission.admit(peer).unwrap();
         b.proven.store(true, Ordering::Relaxed);
         let c = admission.admit(peer).expect("the idle one makes room");
-        assert!(a.closing.load(Ordering::Relaxed), "the oldest without a request");
-        assert!(!b.closing.load(Ordering::Relaxed), "a connection with requests stays");
+        assert!(
+            a.closing.load(Ordering::Relaxed),
+            "the oldest without a request"
+        );
+        assert!(
+            !b.closing.load(Ordering::Relaxed),
+            "a connection with requests stays"
+        );
         assert!(
             a.expired(&ConnLimits::default()).is_some(),
             "asked to close"

@@ -191,7 +191,11 @@ async fn ps_pages(client: &mut QueryClient<Channel>, size: i32) -> Vec<Vec<(Stri
             .await
             .expect("ps page")
             .into_inner();
-        assert_eq!(r.coverage.is_some(), pages.is_empty(), "coverage on the first page only");
+        assert_eq!(
+            r.coverage.is_some(),
+            pages.is_empty(),
+            "coverage on the first page only"
+        );
         assert!(r.processes.len() <= size as usize);
         pages.push(
             r.processes
@@ -206,10 +210,7 @@ async fn ps_pages(client: &mut QueryClient<Channel>, size: i32) -> Vec<Vec<(Stri
     }
 }
 
-async fn query_pages(
-    client: &mut QueryClient<Channel>,
-    size: i32,
-) -> (Vec<v1::Match>, usize) {
+async fn query_pages(client: &mut QueryClient<Channel>, size: i32) -> (Vec<v1::Match>, usize) {
     let mut all = Vec::new();
     let mut token = String::new();
     let mut pages = 0;
@@ -299,7 +300,11 @@ async fn pages_are_the_whole_answer() {
         "beta in every third process"
     );
     assert!(unpaged.iter().all(|f| f.advisory == "PYSEC-0000-9"));
-    assert_eq!(findings_pages(&mut client, 50).await, unpaged, "findings pages");
+    assert_eq!(
+        findings_pages(&mut client, 50).await,
+        unpaged,
+        "findings pages"
+    );
 
     // A token is for its own request.
     let r = client
@@ -360,7 +365,10 @@ async fn pages_hold_under_concurrent_ingest() {
             *counts.entry(p).or_default() += 1;
         }
         let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "listed twice (pages of {size}): {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "listed twice (pages of {size}): {twice:?}"
+        );
         let missing: Vec<_> = stable.iter().filter(|p| !counts.contains_key(p)).collect();
         assert!(missing.is_empty(), "missed (pages of {size}): {missing:?}");
 
@@ -370,8 +378,15 @@ async fn pages_hold_under_concurrent_ingest() {
             .map(|m| (m.host.clone(), m.key.unwrap().pid))
             .collect();
         let unique: BTreeSet<_> = keys.iter().cloned().collect();
-        assert_eq!(unique.len(), keys.len(), "a process twice in query pages of {size}");
-        assert!(stable.is_subset(&unique), "query pages of {size} missed a stable process");
+        assert_eq!(
+            unique.len(),
+            keys.len(),
+            "a process twice in query pages of {size}"
+        );
+        assert!(
+            stable.is_subset(&unique),
+            "query pages of {size} missed a stable process"
+        );
     }
     writing.store(false, Ordering::Relaxed);
     let rounds = writer.join().unwrap();
@@ -429,7 +444,10 @@ async fn ingest_acks_while_large_queries_run() {
         .expect("stream")
         .into_inner();
     let welcome = inbound.message().await.unwrap().unwrap();
-    assert!(matches!(welcome.body, Some(collector_message::Body::Welcome(_))));
+    assert!(matches!(
+        welcome.body,
+        Some(collector_message::Body::Welcome(_))
+    ));
     let mut acked_at = Vec::new();
     for seq in 1..=3 {
         tx.send(v1::AgentMessage {

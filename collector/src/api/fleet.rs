@@ -90,10 +90,8 @@ pub(super) async fn list_processes(
     let next = (page.len() >= paging.size)
         .then(|| page.last().map(|(c, _)| c.clone()))
         .flatten();
-    let (processes, next_page_token) = paging.fill(
-        page.into_iter().map(|(c, p)| (c, vec![p])).collect(),
-        next,
-    );
+    let (processes, next_page_token) =
+        paging.fill(page.into_iter().map(|(c, p)| (c, vec![p])).collect(), next);
     Ok(v1::ListProcessesResponse {
         coverage,
         processes,

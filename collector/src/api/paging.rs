@@ -173,7 +173,10 @@ mod tests {
         assert!(Paging::parse(5, &t[..t.len() - 1], &req("a")).is_err());
         assert!(Paging::parse(5, "p1.zz", &req("a")).is_err());
         assert!(Paging::parse(-1, "", &req("a")).is_err());
-        assert_eq!(Paging::parse(0, "", &req("a")).unwrap().size, DEFAULT_PAGE_SIZE);
+        assert_eq!(
+            Paging::parse(0, "", &req("a")).unwrap().size,
+            DEFAULT_PAGE_SIZE
+        );
         assert_eq!(
             Paging::parse(i32::MAX, "", &req("a")).unwrap().size,
             MAX_PAGE_SIZE
@@ -198,10 +201,16 @@ mod tests {
         ];
         let (items, token) = p.fill(groups.clone(), None);
         assert_eq!(items.len(), 4, "the second process is not split");
-        assert_eq!(Paging::parse(3, &token, &req("")).unwrap().after, Some(c(2)));
+        assert_eq!(
+            Paging::parse(3, &token, &req("")).unwrap().after,
+            Some(c(2))
+        );
         let (items, token) = p.fill(groups[2..].to_vec(), None);
         assert_eq!((items.len(), token.as_str()), (1, ""));
         let (_, token) = p.fill(groups[2..].to_vec(), Some(c(9)));
-        assert_eq!(Paging::parse(3, &token, &req("")).unwrap().after, Some(c(9)));
+        assert_eq!(
+            Paging::parse(3, &token, &req("")).unwrap().after,
+            Some(c(9))
+        );
     }
 }

@@ -79,7 +79,9 @@ impl MatchPage {
 
 /// Runs `page` from the start until it says there is no more: the whole
 /// answer at once (tests and small fleets; the API pages).
-fn all_pages(mut page: impl FnMut(Option<&ProcessCursor>) -> Result<MatchPage>) -> Result<Vec<v1::Match>> {
+fn all_pages(
+    mut page: impl FnMut(Option<&ProcessCursor>) -> Result<MatchPage>,
+) -> Result<Vec<v1::Match>> {
     let mut out = Vec::new();
     let mut after: Option<ProcessCursor> = None;
     loop {

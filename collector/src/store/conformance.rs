@@ -16,7 +16,8 @@ use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
-        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
+        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord,
+        Session, Store, StoreError, TokenRecord,
     },
 };
 

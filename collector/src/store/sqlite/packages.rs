@@ -7,9 +7,7 @@ use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::fleet::start_in;
-use crate::store::{
-    Evidence, EvidencePage, PackageName, PageLimit, ProcessCursor, Result, pep503,
-};
+use crate::store::{Evidence, EvidencePage, PackageName, PageLimit, ProcessCursor, Result, pep503};
 
 /// A package and its distro identity; [`package_row`] reads the columns.
 pub(super) const PACKAGE_COLUMNS: &str =
@@ -123,10 +121,13 @@ pub(super) fn evidence_page(
             }
             let mut rows = decls.query([package_id])?;
             while let Some(r) = rows.next()? {
-                declared
-                    .entry((r.get(0)?, r.get(1)?))
-                    .or_default()
-                    .push((pos, package_id, r.get(2)?, r.get(3)?, r.get(4)?));
+                declared.entry((r.get(0)?, r.get(1)?)).or_default().push((
+                    pos,
+                    package_id,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ));
             }
         }
     }
@@ -184,9 +185,8 @@ pub(super) fn evidence_page(
             match window {
                 None => sets.push(set),
                 Some((since, until)) if !by_set.is_empty() => {
-                    let found = history.query_map(params![cursor.id, since, until], |r| {
-                        r.get::<_, i64>(0)
-                    })?;
+                    let found = history
+                        .query_map(params![cursor.id, since, until], |r| r.get::<_, i64>(0))?;
                     for s in found {
                         sets.push(s?);
                     }
