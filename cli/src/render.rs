@@ -900,7 +900,6 @@ pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
         coverage: r.coverage.clone(),
         matches: r.findings.clone(),
         scope_map_error: r.scope_map_error.clone(),
-        ..Default::default()
     };
     let mut v = query_json(&as_query);
     v["findings"] = v["matches"].take();

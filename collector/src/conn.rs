@@ -280,16 +280,16 @@ impl Admission {
     }
 }
 
+/// An admitted connection: its socket, peer and state.
+pub type Admitted = (TcpStream, SocketAddr, Arc<ConnState>);
+
 /// Accepts on `listener` until the receiver goes, admitting each
 /// connection (see [`Admission::admit`]) and handing it on with its state.
 /// Accept errors back off instead of spinning.
 pub fn accept_loop(
     listener: TcpListener,
     admission: Arc<Admission>,
-) -> (
-    mpsc::Receiver<(TcpStream, SocketAddr, Arc<ConnState>)>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (mpsc::Receiver<Admitted>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);

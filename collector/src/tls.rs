@@ -36,7 +36,7 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
-use crate::conn::{Admission, ConnState, Guarded};
+use crate::conn::{Admission, Admitted, Guarded};
 
 /// The URI SAN prefix of an agent certificate; the host name follows.
 pub const AGENT_URI_PREFIX: &str = "urn:patchgap:agent:";
@@ -186,17 +186,20 @@ impl ReloadingConfig {
     }
 }
 
+/// A connection through its TLS handshake, as the server gets it.
+pub type TlsConnection = Guarded<TlsStream<TcpStream>>;
+
 /// Takes the connections admission let in (see `conn`) and yields those
 /// whose TLS handshake succeeded. Each handshake runs in its own task
 /// (bounded by a timeout, and given up when admission needs the room), so
 /// a slow or hostile client holds up nobody. The task ends when the
 /// returned stream is dropped, or when the caller aborts the handle.
 pub fn incoming(
-    mut accepted: tokio::sync::mpsc::Receiver<(TcpStream, SocketAddr, Arc<ConnState>)>,
+    mut accepted: tokio::sync::mpsc::Receiver<Admitted>,
     admission: Arc<Admission>,
     config: Arc<ReloadingConfig>,
 ) -> (
-    ReceiverStream<io::Result<Guarded<TlsStream<TcpStream>>>>,
+    ReceiverStream<io::Result<TlsConnection>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);

@@ -91,7 +91,7 @@ async fn main() {
                     pid: 10_000_000 + i,
                     start_ticks: u64::from(i),
                 });
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     p.artifacts.push(v1::Artifact {
                         path: format!("/venv/lib/bench_{}/__init__.py", (i / 10) % 50).into_bytes(),
                         kind: v1::ArtifactKind::Opened as i32,

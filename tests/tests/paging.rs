@@ -48,7 +48,7 @@ fn process(pid: u32, flavour: u32) -> v1::Process {
             ..Default::default()
         },
     ];
-    if flavour % 3 == 0 {
+    if flavour.is_multiple_of(3) {
         artifacts.push(v1::Artifact {
             path: b"/venv/lib/beta/__init__.py".to_vec(),
             kind: v1::ArtifactKind::Opened as i32,
@@ -268,7 +268,7 @@ async fn pages_are_the_whole_answer() {
         if size == 1 {
             // 2,100 round trips in a debug build: check the first hundred.
             let mut token = String::new();
-            for i in 0..100 {
+            for expected in &whole[..100] {
                 let r = client
                     .list_processes(v1::ListProcessesRequest {
                         page_size: 1,
@@ -278,7 +278,7 @@ async fn pages_are_the_whole_answer() {
                     .await
                     .unwrap()
                     .into_inner();
-                assert_eq!(r.processes[0].key.unwrap().pid, whole[i].1);
+                assert_eq!(r.processes[0].key.unwrap().pid, expected.1);
                 token = r.next_page_token;
             }
             continue;
@@ -296,7 +296,7 @@ async fn pages_are_the_whole_answer() {
     let unpaged = findings_pages(&mut client, 10_000).await;
     assert_eq!(
         unpaged.len(),
-        3 * (1000..1700).filter(|p| p % 3 == 0).count(),
+        3 * (1000u32..1700).filter(|p| p.is_multiple_of(3)).count(),
         "beta in every third process"
     );
     assert!(unpaged.iter().all(|f| f.advisory == "PYSEC-0000-9"));

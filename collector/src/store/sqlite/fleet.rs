@@ -267,8 +267,8 @@ pub(super) fn processes_page(
     )?;
     let mut page = Vec::with_capacity(out.len());
     for (cursor, set, mut p) in out {
-        if !sets.contains_key(&set) {
-            sets.insert(set, set_facts(conn, set)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = sets.entry(set) {
+            e.insert(set_facts(conn, set)?);
         }
         let (artifacts, packages, stale, anonymous) = &sets[&set];
         p.artifacts = *artifacts;
