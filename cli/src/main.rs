@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod pages;
 mod pki;
 mod render;
 #[cfg(test)]
@@ -70,6 +71,36 @@ struct ReadOpts {
     /// A file holding the bearer token to send (else PATCHGAP_TOKEN).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+    /// How long to wait for the collector on each call (connect, and
+    /// each request or page): 30s, 2m, ...
+    #[arg(
+        long,
+        global = true,
+        default_value = "30s",
+        value_parser = parse_timeout
+    )]
+    timeout: Duration,
+}
+
+/// Paging of a large answer.
+#[derive(clap::Args, Clone, Default)]
+struct PageOpts {
+    /// Print at most this many processes (with all their rows), then the
+    /// --page-token to continue with; without it every page is fetched.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: Option<u32>,
+    /// Continue where an earlier --limit stopped (the token it printed,
+    /// with the same command and filters).
+    #[arg(long, value_name = "TOKEN")]
+    page_token: Option<String>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = patchgap_collector::auth::parse_ttl(s)?;
+    if d.is_zero() {
+        return Err("the timeout must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 /// Filters on workloads.
@@ -296,6 +327,8 @@ struct QueryArgs {
     #[command(flatten)]
     filter: FilterOpts,
     #[command(flatten)]
+    page: PageOpts,
+    #[command(flatten)]
     read: ReadOpts,
 }
 
@@ -378,6 +411,8 @@ enum Command {
         #[command(flatten)]
         filter: FilterOpts,
         #[command(flatten)]
+        page: PageOpts,
+        #[command(flatten)]
         read: ReadOpts,
     },
     /// Outbound connections seen by eBPF: process, destination, first and
@@ -444,6 +479,8 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
         #[command(flatten)]
+        page: PageOpts,
+        #[command(flatten)]
         read: ReadOpts,
     },
 }
@@ -497,13 +534,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             severity,
             loaded,
             filter,
+            page,
             read,
-        } => findings(severity, loaded, filter, read).await,
+        } => findings(severity, loaded, filter, page, read).await,
         Command::Workloads { filter, read } => workloads(filter, read).await,
         Command::Hosts { read } => hosts(read).await,
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
-        Command::Ps { host, read } => ps(host, read).await,
+        Command::Ps { host, page, read } => ps(host, page, read).await,
     }
 }
 
@@ -553,17 +591,109 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         ecosystem: args.ecosystem.unwrap_or_default(),
         evidence: args.evidence.unwrap_or_default(),
         advisory: args.advisory.unwrap_or_default(),
+        ..Default::default()
     };
     let read = args.read;
     let mut client = connect(&read).await?;
-    let resp = client
-        .find_package(request)
-        .await
-        .map_err(|s| status_error(&read, s))?
-        .into_inner();
-    print(read.output, render::query_json(&resp), || {
-        render::query_table(&resp, render::width())
-    })
+    let width = render::width();
+    let mut footer: Option<v1::FindPackageResponse> = None;
+    let mut count = 0;
+    paged(
+        &read,
+        &args.page,
+        "matches",
+        async |token, size| {
+            client
+                .find_package(v1::FindPackageRequest {
+                    page_size: size,
+                    page_token: token,
+                    ..request.clone()
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        },
+        |r: &v1::FindPackageResponse| r.next_page_token.clone(),
+        render::query_json,
+        |r, _first| {
+            count += r.matches.len();
+            if footer.is_none() {
+                footer = Some(v1::FindPackageResponse {
+                    matches: Vec::new(),
+                    ..r.clone()
+                });
+            }
+            render::query_groups(&r.matches, width)
+        },
+    )
+    .await?;
+    if read.output == Output::Table {
+        let f = footer.unwrap_or_default();
+        pages::Sink::stdout().write(&render::query_footer(
+            count,
+            &f.query,
+            &f.scope_map_error,
+            &f.coverage,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Fetches a paged answer and prints it as it comes: every page, or with
+/// --limit one page and then the token to continue with (on stderr, and
+/// as `next_page_token` in JSON). `json` renders a page as a document
+/// whose `key` array holds its items; `table` renders a page's rows.
+#[allow(clippy::too_many_arguments)]
+async fn paged<R>(
+    read: &ReadOpts,
+    page: &PageOpts,
+    key: &str,
+    mut fetch: impl AsyncFnMut(String, i32) -> Result<R, tonic::Status>,
+    next_token: impl Fn(&R) -> String,
+    json: impl Fn(&R) -> serde_json::Value,
+    mut table: impl FnMut(&R, bool) -> String,
+) -> anyhow::Result<()> {
+    let mut sink = pages::Sink::stdout();
+    let mut token = page.page_token.clone().unwrap_or_default();
+    let size = page.limit.map_or(0, |n| n as i32);
+    let mut array: Option<pages::JsonArray> = None;
+    let mut first = true;
+    loop {
+        let resp = fetch(token, size)
+            .await
+            .map_err(|s| status_error(read, s))?;
+        let next = next_token(&resp);
+        let stop = next.is_empty() || page.limit.is_some();
+        let open = match read.output {
+            Output::Json => {
+                let mut doc = json(&resp);
+                let items = pages::take_array(&mut doc, key);
+                if array.is_none() {
+                    doc[key] = serde_json::json!([]);
+                    if stop && !next.is_empty() {
+                        doc["next_page_token"] = next.clone().into();
+                    }
+                    array = Some(pages::JsonArray::begin(&mut sink, &doc, key)?);
+                }
+                array
+                    .as_mut()
+                    .expect("begun above")
+                    .push(&mut sink, items)?
+            }
+            Output::Table => sink.write(&table(&resp, first))?,
+        };
+        first = false;
+        if stop || !open {
+            if !next.is_empty() && open {
+                eprintln!("more: continue with --page-token {next}");
+            }
+            break;
+        }
+        token = next;
+    }
+    if let Some(array) = array {
+        array.finish(&mut sink)?;
+    }
+    Ok(())
 }
 
 /// `patchgap connections`.
@@ -738,21 +868,50 @@ async fn findings(
     severity: Option<String>,
     loaded: bool,
     filter: FilterOpts,
+    page: PageOpts,
     read: ReadOpts,
 ) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
-    let resp = client
-        .list_findings(v1::ListFindingsRequest {
-            filter: Some(filter.to_proto()),
-            severity: severity.unwrap_or_default(),
-            loaded,
-        })
-        .await
-        .map_err(|s| status_error(&read, s))?
-        .into_inner();
-    print(read.output, render::findings_json(&resp), || {
-        render::findings_table(&resp, render::width())
-    })
+    let request = v1::ListFindingsRequest {
+        filter: Some(filter.to_proto()),
+        severity: severity.unwrap_or_default(),
+        loaded,
+        ..Default::default()
+    };
+    let width = render::width();
+    let (mut count, mut advisories, mut elapsed_ms) = (0, None, 0);
+    paged(
+        &read,
+        &page,
+        "findings",
+        async |token, size| {
+            client
+                .list_findings(v1::ListFindingsRequest {
+                    page_size: size,
+                    page_token: token,
+                    ..request.clone()
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        },
+        |r: &v1::ListFindingsResponse| r.next_page_token.clone(),
+        render::findings_json,
+        |r, first| {
+            count += r.findings.len();
+            advisories.get_or_insert(r.advisories);
+            elapsed_ms += r.elapsed_ms;
+            render::findings_rows(&r.findings, width, first)
+        },
+    )
+    .await?;
+    if read.output == Output::Table {
+        pages::Sink::stdout().write(&render::findings_footer(
+            count,
+            advisories.unwrap_or_default(),
+            elapsed_ms,
+        ))?;
+    }
+    Ok(())
 }
 
 /// `patchgap workloads`.
@@ -784,18 +943,62 @@ async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
 }
 
 /// `patchgap ps`.
-async fn ps(host: Option<String>, read: ReadOpts) -> anyhow::Result<()> {
+async fn ps(host: Option<String>, page: PageOpts, read: ReadOpts) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
-    let resp = client
-        .list_processes(v1::ListProcessesRequest {
-            host: host.unwrap_or_default(),
-        })
-        .await
-        .map_err(|s| status_error(&read, s))?
-        .into_inner();
-    print(read.output, render::ps_json(&resp), || {
-        render::ps_table(&resp, render::width())
-    })
+    let host = host.unwrap_or_default();
+    let width = render::width();
+    // What the notes under the table need: the first page's coverage, each
+    // host's latest socket-table read, the processes with anonymous code.
+    let mut notes = v1::ListProcessesResponse::default();
+    let mut read_at: std::collections::BTreeMap<String, i64> = Default::default();
+    paged(
+        &read,
+        &page,
+        "processes",
+        async |token, size| {
+            client
+                .list_processes(v1::ListProcessesRequest {
+                    host: host.clone(),
+                    page_size: size,
+                    page_token: token,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        },
+        |r: &v1::ListProcessesResponse| r.next_page_token.clone(),
+        render::ps_json,
+        |r, first| {
+            if first {
+                notes.coverage = r.coverage.clone();
+            }
+            for p in &r.processes {
+                let t = read_at.entry(p.host.clone()).or_default();
+                *t = (*t).max(p.sockets_read_ms);
+                if !p.anonymous_code.is_empty() {
+                    notes.processes.push(v1::ProcessSummary {
+                        host: p.host.clone(),
+                        key: p.key,
+                        sockets_read_ms: p.sockets_read_ms,
+                        anonymous_code: p.anonymous_code.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+            render::ps_rows(&r.processes, width, first)
+        },
+    )
+    .await?;
+    if read.output == Output::Table {
+        for (host, at) in read_at {
+            notes.processes.push(v1::ProcessSummary {
+                host,
+                sockets_read_ms: at,
+                ..Default::default()
+            });
+        }
+        pages::Sink::stdout().write(&render::ps_notes(&notes))?;
+    }
+    Ok(())
 }
 
 /// `patchgap audit verify` found the log broken: exit status 4.
@@ -1074,8 +1277,13 @@ async fn connect(read: &ReadOpts) -> anyhow::Result<Client> {
     // https:// without a CA is refused here: never a plaintext fallback.
     let endpoint = patchgap_agent::tls::endpoint(&url, &read.tls())
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .connect_timeout(Duration::from_secs(5));
-    match endpoint.connect().await {
+        .connect_timeout(read.timeout.min(Duration::from_secs(5)))
+        // Every call has a deadline (sent as grpc-timeout, and kept here).
+        .timeout(read.timeout);
+    let connected = tokio::time::timeout(read.timeout, endpoint.connect())
+        .await
+        .map_err(|_| no_answer(read))?;
+    match connected {
         Ok(channel) => {
             Ok(QueryClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
         }
@@ -1098,7 +1306,23 @@ async fn connect(read: &ReadOpts) -> anyhow::Result<Client> {
     }
 }
 
+/// The collector did not answer within --timeout.
+fn no_answer(read: &ReadOpts) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the collector at {} did not answer within {} s (--timeout); is it running, stopped or overloaded?",
+        read.url(),
+        read.timeout.as_secs()
+    )
+}
+
 fn status_error(read: &ReadOpts, s: tonic::Status) -> anyhow::Error {
+    // tonic's own deadline ends the call as Cancelled ("Timeout expired");
+    // the collector's as DeadlineExceeded.
+    let timed_out = s.code() == tonic::Code::DeadlineExceeded
+        || (s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired"));
+    if timed_out {
+        return no_answer(read);
+    }
     match s.code() {
         tonic::Code::Unavailable => {
             anyhow::anyhow!(

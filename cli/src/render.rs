@@ -429,13 +429,12 @@ fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
     out
 }
 
-pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
+/// The matches grouped by workload, one table each (a page's worth, when
+/// the answer comes in pages).
+pub fn query_groups(matches: &[v1::Match], width: usize) -> String {
     let mut out = String::new();
-    if r.matches.is_empty() {
-        out.push_str(&format!("no running process includes {}\n", r.query));
-    }
     let mut groups: BTreeMap<&str, Vec<&v1::Match>> = BTreeMap::new();
-    for m in &r.matches {
+    for m in matches {
         groups.entry(&m.workload).or_default().push(m);
     }
     // Room for the exe column: the rest of the row is about 70 columns.
@@ -493,14 +492,28 @@ pub fn query_table(r: &v1::FindPackageResponse, width: usize) -> String {
         out.push_str(&table(&header, &rows, "  "));
         out.push_str(&chains(&ms));
     }
-    out.push_str(&format!("{} match(es) for {}\n", r.matches.len(), r.query));
-    if !r.scope_map_error.is_empty() {
+    out
+}
+
+/// What follows the tables: the count, the scope mapping's error, the
+/// coverage.
+pub fn query_footer(
+    count: usize,
+    query: &str,
+    scope_map_error: &str,
+    coverage: &Option<v1::Coverage>,
+) -> String {
+    let mut out = String::new();
+    if count == 0 {
+        out.push_str(&format!("no running process includes {query}\n"));
+    }
+    out.push_str(&format!("{count} match(es) for {query}\n"));
+    if !scope_map_error.is_empty() {
         out.push_str(&format!(
-            "warning: scope mapping not reloaded, previous one in force: {}\n",
-            r.scope_map_error
+            "warning: scope mapping not reloaded, previous one in force: {scope_map_error}\n"
         ));
     }
-    out.push_str(&coverage_line(&r.coverage));
+    out.push_str(&coverage_line(coverage));
     out
 }
 
@@ -782,10 +795,19 @@ pub fn ps_json(r: &v1::ListProcessesResponse) -> Value {
     json!({ "coverage": coverage_json(&r.coverage), "processes": procs })
 }
 
+/// A whole answer at once (the CLI prints it page by page with
+/// [`ps_rows`] and [`ps_notes`]).
+#[cfg(test)]
 pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
+    let mut out = ps_rows(&r.processes, width, true);
+    out.push_str(&ps_notes(r));
+    out
+}
+
+/// The processes' rows, with the header or without (a later page).
+pub fn ps_rows(processes: &[v1::ProcessSummary], width: usize, header: bool) -> String {
     let cmd_width = width.saturating_sub(70).max(20);
-    let rows: Vec<Vec<String>> = r
-        .processes
+    let rows: Vec<Vec<String>> = processes
         .iter()
         .map(|p| {
             vec![
@@ -808,13 +830,26 @@ pub fn ps_table(r: &v1::ListProcessesResponse, width: usize) -> String {
             ]
         })
         .collect();
-    let mut out = table(
+    let out = table(
         &[
             "HOST", "PID", "UID", "PKGS", "STALE", "OUT", "NETNS", "WORKLOAD", "CMD",
         ],
         &rows,
         "",
     );
+    if header {
+        out
+    } else {
+        out.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_string())
+    }
+}
+
+/// What follows the rows: the coverage, how old each host's socket view
+/// is, and the processes that map code from no file on disk. It reads
+/// only each process's host, socket-read time, key and anonymous code.
+pub fn ps_notes(r: &v1::ListProcessesResponse) -> String {
+    let mut out = String::new();
     out.push_str(&coverage_line(&r.coverage));
     // How old each host's socket view is: the tables are read at rescans
     // (one in ten with eBPF, which adds each connect as it happens).
@@ -902,6 +937,7 @@ pub fn width() -> usize {
 /// many advisories were evaluated and how long that took.
 pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
     let as_query = v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "findings".into(),
         coverage: r.coverage.clone(),
         matches: r.findings.clone(),
@@ -918,10 +954,24 @@ pub fn findings_json(r: &v1::ListFindingsResponse) -> Value {
     v
 }
 
+/// A whole answer at once (the CLI prints it page by page with
+/// [`findings_rows`] and [`findings_footer`]).
+#[cfg(test)]
 pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
+    let mut out = findings_rows(&r.findings, width, true);
+    out.push_str(&findings_footer(
+        r.findings.len(),
+        r.advisories,
+        r.elapsed_ms,
+    ));
+    out
+}
+
+/// The findings' rows and their "pulled in by" lines, with the header or
+/// without (a later page).
+pub fn findings_rows(findings: &[v1::Match], width: usize, header: bool) -> String {
     let exe_width = width.saturating_sub(125).max(16);
-    let rows: Vec<Vec<String>> = r
-        .findings
+    let rows: Vec<Vec<String>> = findings
         .iter()
         .map(|m| {
             let p = m.package.clone().unwrap_or_default();
@@ -947,7 +997,7 @@ pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
             ]
         })
         .collect();
-    let mut out = table(
+    let out = table(
         &[
             "ADVISORY",
             "SEVERITY",
@@ -964,14 +1014,18 @@ pub fn findings_table(r: &v1::ListFindingsResponse, width: usize) -> String {
         &rows,
         "",
     );
-    out.push_str(&chains(&r.findings.iter().collect::<Vec<_>>()));
-    out.push_str(&format!(
-        "{} finding(s) from {} advisories in {} ms\n",
-        r.findings.len(),
-        r.advisories,
-        r.elapsed_ms
-    ));
+    let mut out = if header {
+        out
+    } else {
+        out.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_string())
+    };
+    out.push_str(&chains(&findings.iter().collect::<Vec<_>>()));
     out
+}
+
+pub fn findings_footer(count: usize, advisories: u32, elapsed_ms: i64) -> String {
+    format!("{count} finding(s) from {advisories} advisories in {elapsed_ms} ms\n")
 }
 
 pub fn import_json(r: &v1::ImportAdvisoriesResponse) -> Value {
@@ -1304,6 +1358,7 @@ mod tests {
         };
         let out = findings_table(
             &v1::ListFindingsResponse {
+                next_page_token: String::new(),
                 findings: vec![m],
                 advisories: 1,
                 ..Default::default()
@@ -1346,6 +1401,7 @@ mod tests {
         };
         let out = ps_table(
             &v1::ListProcessesResponse {
+                next_page_token: String::new(),
                 coverage: coverage.clone(),
                 processes: vec![
                     proc(1, 4026531840, "", true, now - 42_000),
@@ -1411,6 +1467,7 @@ mod tests {
         };
         let out = ps_table(
             &v1::ListProcessesResponse {
+                next_page_token: String::new(),
                 coverage: None,
                 processes: vec![p],
             },

@@ -294,6 +294,7 @@ fn advisory_matches() -> Vec<v1::Match> {
 
 fn query() -> Value {
     render::query_json(&v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "libssl3@<3.0.13".into(),
         coverage: coverage(),
         matches: vec![pod_match(), host_match()],
@@ -305,6 +306,7 @@ fn query() -> Value {
 /// mapping that failed to reload.
 fn query_empty() -> Value {
     render::query_json(&v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "pkg:pypi/cryptography@38.0.4".into(),
         coverage: Some(v1::Coverage {
             generated_at_ms: NOW,
@@ -317,6 +319,7 @@ fn query_empty() -> Value {
 
 fn query_distro() -> Value {
     render::query_json(&v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "cryptography".into(),
         coverage: coverage(),
         matches: vec![distro_match()],
@@ -330,6 +333,7 @@ fn history() -> Value {
     exited.key = key(9001, 123_456);
     exited.exit_time_ms = NOW - 1_800_000;
     render::query_json(&v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "libssl3".into(),
         coverage: coverage(),
         matches: vec![exited, pod_match()],
@@ -341,6 +345,7 @@ fn query_advisory() -> Value {
     let mut matches = advisory_matches();
     matches.push(declared_finding());
     render::query_json(&v1::FindPackageResponse {
+        next_page_token: String::new(),
         query: "advisory DSA-5764-1".into(),
         coverage: coverage(),
         matches,
@@ -352,6 +357,7 @@ fn findings() -> Value {
     let mut findings = advisory_matches();
     findings.push(declared_finding());
     render::findings_json(&v1::ListFindingsResponse {
+        next_page_token: String::new(),
         coverage: coverage(),
         findings,
         scope_map_error: "line 9: expected =>".into(),
@@ -489,6 +495,7 @@ fn hosts() -> Value {
 
 fn ps() -> Value {
     render::ps_json(&v1::ListProcessesResponse {
+        next_page_token: String::new(),
         coverage: coverage(),
         processes: vec![
             v1::ProcessSummary {

@@ -9,6 +9,7 @@
 //! - `tls`: mTLS with certificates reloaded from disk.
 //! - `auth`: scoped PASETO tokens and their revocation;
 //! - `audit`: the hash-chained, checkpointed audit log.
+//! - `conn`: connection admission (descriptors, idle connections).
 //!
 //! [`run`] serves everything on one listener.
 
@@ -16,6 +17,7 @@ pub mod advisories;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod conn;
 pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
@@ -35,7 +37,7 @@ use std::{
 
 use patchgap_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub use api::{IngestService, IngestTls, QueryService, SharedStore};
 pub use fleet::{ingest::Ingest, scope::ScopeMap};
@@ -66,6 +68,8 @@ pub struct CollectorConfig {
     pub critical_needs_cert: bool,
     /// Token lifetimes: the default and the longest allowed.
     pub token_policy: auth::TokenPolicy,
+    /// Connections: how many, how long idle, HTTP/2 keepalive.
+    pub limits: conn::ConnLimits,
 }
 
 impl Default for CollectorConfig {
@@ -80,6 +84,7 @@ impl Default for CollectorConfig {
             require_tokens: false,
             critical_needs_cert: false,
             token_policy: auth::TokenPolicy::default(),
+            limits: conn::ConnLimits::default(),
         }
     }
 }
@@ -242,26 +247,48 @@ pub async fn serve(
             critical_needs_cert: config.critical_needs_cert,
         }),
     );
+    let limits = config.limits;
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(limits.streams_per_connection)
+        .concurrency_limit_per_connection(limits.requests_per_connection)
         .add_service(ingest_api)
         .add_service(query)
         .add_service(patchgap_proto::reflection::v1())
         .add_service(patchgap_proto::reflection::v1alpha());
+    // We accept TCP ourselves, plaintext and TLS alike: descriptors stay
+    // below the process's limit, idle connections go (see `conn`), and
+    // under TLS certificates reload without a restart (see `tls`). The
+    // tasks go when the server does.
+    let admission = conn::Admission::new(limits);
+    let (accepted, accept_task) = conn::accept_loop(listener, admission.clone());
     match tls {
         None => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await?
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let wrap_task = tokio::spawn(async move {
+                let mut accepted = accepted;
+                while let Some((tcp, _, state)) = accepted.recv().await {
+                    let io = conn::Guarded::new(tcp, state, admission.clone());
+                    if tx.send(Ok::<_, std::io::Error>(io)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let served = router
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+                .await;
+            accept_task.abort();
+            wrap_task.abort();
+            served?
         }
         Some(config) => {
-            // Our own acceptor (see `tls`), so certificates reload without
-            // a restart. The accept task goes when the server does.
-            let (incoming, accept_task) = tls::incoming(listener, config);
+            let (incoming, tls_task) = tls::incoming(accepted, admission, config);
             let served = router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
             accept_task.abort();
+            tls_task.abort();
             served?
         }
     }

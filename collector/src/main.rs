@@ -70,6 +70,16 @@ struct Cli {
     /// The longest lifetime a token may be issued with.
     #[arg(long, default_value = "24h", value_parser = parse_ttl)]
     token_max_ttl: Duration,
+    /// Connections open at once, at most. Descriptors are also kept below
+    /// the process's limit (RLIMIT_NOFILE): above a high-water mark, a
+    /// connection that has sent no request is closed to make room, else
+    /// the new one is refused (logged).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Close a connection after this long without traffic (HTTP/2 keepalive
+    /// pings do not count); agents send a heartbeat every 10 s.
+    #[arg(long, default_value = "5m", value_parser = parse_ttl)]
+    idle_timeout: Duration,
 }
 
 #[derive(clap::Subcommand)]
@@ -206,6 +216,11 @@ async fn main() -> anyhow::Result<()> {
         token_policy: TokenPolicy {
             default_ttl: cli.token_ttl,
             max_ttl: cli.token_max_ttl,
+        },
+        limits: patchgap_collector::conn::ConnLimits {
+            max_connections: cli.max_connections.max(1),
+            idle_timeout: cli.idle_timeout,
+            ..Default::default()
         },
     };
     anyhow::ensure!(

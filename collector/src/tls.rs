@@ -31,10 +31,12 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
+
+use crate::conn::{Admission, Admitted, Guarded};
 
 /// The URI SAN prefix of an agent certificate; the host name follows.
 pub const AGENT_URI_PREFIX: &str = "urn:patchgap:agent:";
@@ -184,40 +186,42 @@ impl ReloadingConfig {
     }
 }
 
-/// Accepts TCP connections on `listener` and yields those whose TLS
-/// handshake succeeded. Each handshake runs in its own task (bounded by a
-/// timeout), so a slow or hostile client holds up nobody. The accept task
-/// ends when the returned stream is dropped and the next connection comes,
-/// or when the caller aborts the handle.
+/// A connection through its TLS handshake, as the server gets it.
+pub type TlsConnection = Guarded<TlsStream<TcpStream>>;
+
+/// Takes the connections admission let in (see `conn`) and yields those
+/// whose TLS handshake succeeded. Each handshake runs in its own task
+/// (bounded by a timeout, and given up when admission needs the room), so
+/// a slow or hostile client holds up nobody. The task ends when the
+/// returned stream is dropped, or when the caller aborts the handle.
 pub fn incoming(
-    listener: TcpListener,
+    mut accepted: tokio::sync::mpsc::Receiver<Admitted>,
+    admission: Arc<Admission>,
     config: Arc<ReloadingConfig>,
 ) -> (
-    ReceiverStream<io::Result<TlsStream<TcpStream>>>,
+    ReceiverStream<io::Result<TlsConnection>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(error) => {
-                    // Out of descriptors and the like: wait, do not spin.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        while let Some((tcp, peer, state)) = accepted.recv().await {
             if tx.is_closed() {
                 return;
             }
-            let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(config.current());
             let tx = tx.clone();
+            let admission = admission.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::select! {
+                    r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+                    _ = state.closed() => {
+                        handshake_failed(peer, "closed to make room");
+                        return;
+                    }
+                };
+                match handshake {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(Guarded::new(tls, state, admission))).await;
                     }
                     Ok(Err(error)) => handshake_failed(peer, &error.to_string()),
                     Err(_) => handshake_failed(peer, "handshake timed out"),

@@ -25,8 +25,8 @@ use std::{
 use patchgap_collector::{
     CollectorConfig, SqliteStore, Store,
     store::{
-        AdvisoryMatch, AdvisoryRecord, Candidates, Evidence, HostRow, MatchScope, PackageName,
-        PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
+        AdvisoryMatch, AdvisoryRecord, Candidates, EvidencePage, HostRow, MatchScope, PackageName,
+        PageLimit, ProcessCursor, PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
     },
 };
 use patchgap_proto::v1::{self, agent_message::Body};
@@ -253,8 +253,14 @@ impl Store for OneLock {
     fn packages_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>> {
         self.with(|s| s.packages_by_id(ids))
     }
-    fn evidence(&self, ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>> {
-        self.with(|s| s.evidence(ids, window))
+    fn evidence_page(
+        &self,
+        ids: &[i64],
+        window: Option<(i64, i64)>,
+        after: Option<&ProcessCursor>,
+        limit: PageLimit,
+    ) -> Result<EvidencePage> {
+        self.with(|s| s.evidence_page(ids, window, after, limit))
     }
     fn connections(&self, host: Option<&str>, since: i64) -> Result<Vec<v1::ConnectionSummary>> {
         self.with(|s| s.connections(host, since))
@@ -262,8 +268,13 @@ impl Store for OneLock {
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
         self.with(|s| s.workloads())
     }
-    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
-        self.with(|s| s.processes(host))
+    fn processes_page(
+        &self,
+        host: Option<&str>,
+        after: Option<&ProcessCursor>,
+        limit: usize,
+    ) -> Result<Vec<(ProcessCursor, v1::ProcessSummary)>> {
+        self.with(|s| s.processes_page(host, after, limit))
     }
     fn put_advisories(&self, a: &[AdvisoryRecord], replace: bool) -> Result<Vec<PutOutcome>> {
         self.with(|s| s.put_advisories(a, replace))

@@ -6,7 +6,7 @@ use patchgap_proto::v1;
 use tonic::Status;
 use tracing::info;
 
-use super::{blocking, invalid, query::QueryService, query::place_in_workloads};
+use super::{blocking, invalid, paging::Paging, query::QueryService, query::place_in_workloads};
 use crate::{
     advisories::records,
     ecosystem::Ecosystem,
@@ -202,30 +202,57 @@ impl ListFindings {
     pub(super) async fn apply(
         self,
         svc: &QueryService,
+        paging: Paging,
     ) -> Result<v1::ListFindingsResponse, Status> {
         let started = std::time::Instant::now();
         let min = self.min_severity;
-        let (coverage, _) = svc.hosts().await?;
-        let fleet = svc.workloads().await?;
-        let evaluated = svc
-            .read(|s| s.advisories(None))
-            .await?
-            .iter()
-            .filter(|a| a.withdrawn.is_none() && severity_rank(&a.severity) >= min)
-            .count() as u32;
-        let mut findings = svc
-            .read(|s| exposure::findings(s, &FindingsQuery::default()))
+        let first = paging.first();
+        let coverage = if first {
+            Some(svc.hosts().await?.0)
+        } else {
+            None
+        };
+        let fleet = svc.workloads_for(first).await?;
+        let evaluated = if first {
+            svc.read(|s| s.advisories(None))
+                .await?
+                .iter()
+                .filter(|a| a.withdrawn.is_none() && severity_rank(&a.severity) >= min)
+                .count() as u32
+        } else {
+            0
+        };
+        // Every stored verdict, by package: loaded for the first page,
+        // reused by the pages after it.
+        let index = svc
+            .reused(&svc.findings_reuse, first, || {
+                svc.read(|s| exposure::FindingsIndex::load(s, &FindingsQuery::default()))
+            })
             .await?;
-        findings.retain(|m| {
-            severity_rank(&m.severity) >= min && (!self.loaded || evidence_loaded(&m.evidence))
-        });
-        place_in_workloads(&mut findings, &fleet, &self.filter);
+        let (after, limit) = (paging.after.clone(), paging.limit());
+        let page = svc
+            .read(move |s| exposure::findings_page(s, &index, None, after.as_ref(), limit))
+            .await?;
+        let groups = page
+            .processes
+            .into_iter()
+            .map(|(cursor, mut findings)| {
+                findings.retain(|m| {
+                    severity_rank(&m.severity) >= min
+                        && (!self.loaded || evidence_loaded(&m.evidence))
+                });
+                place_in_workloads(&mut findings, &fleet, &self.filter);
+                (cursor, findings)
+            })
+            .collect();
+        let (findings, next_page_token) = paging.fill(groups, page.next);
         Ok(v1::ListFindingsResponse {
-            coverage: Some(coverage),
+            coverage,
             findings,
-            scope_map_error: fleet.scope_map_error,
+            scope_map_error: fleet.scope_map_error.clone(),
             advisories: evaluated,
             elapsed_ms: started.elapsed().as_millis() as i64,
+            next_page_token,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use patchgap_proto::v1;
 use tonic::Status;
 
-use super::query::QueryService;
+use super::{paging::Paging, query::QueryService};
 use crate::fleet::workloads;
 
 pub(super) async fn list_workloads(
@@ -60,13 +60,41 @@ pub(super) async fn list_processes(
     svc: &QueryService,
     req: v1::ListProcessesRequest,
 ) -> Result<v1::ListProcessesResponse, Status> {
+    let paging = Paging::parse(
+        req.page_size,
+        &req.page_token,
+        &v1::ListProcessesRequest {
+            page_size: 0,
+            page_token: String::new(),
+            ..req.clone()
+        },
+    )?;
+    // Coverage counts every host's processes: once per listing.
+    let coverage = if paging.first() {
+        Some(svc.hosts().await?.0)
+    } else {
+        None
+    };
     let host = req.host;
-    let (coverage, _) = svc.hosts().await?;
-    let processes = svc
-        .read(move |s| s.processes((!host.is_empty()).then_some(host.as_str())))
+    let (after, size) = (paging.after.clone(), paging.size);
+    let page = svc
+        .read(move |s| {
+            s.processes_page(
+                (!host.is_empty()).then_some(host.as_str()),
+                after.as_ref(),
+                size,
+            )
+        })
         .await?;
+    // A full page may have more after it; a short one is the last.
+    let next = (page.len() >= paging.size)
+        .then(|| page.last().map(|(c, _)| c.clone()))
+        .flatten();
+    let (processes, next_page_token) =
+        paging.fill(page.into_iter().map(|(c, p)| (c, vec![p])).collect(), next);
     Ok(v1::ListProcessesResponse {
-        coverage: Some(coverage),
+        coverage,
         processes,
+        next_page_token,
     })
 }

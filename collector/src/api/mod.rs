@@ -15,6 +15,7 @@ pub mod auth;
 mod fleet;
 mod ingest;
 mod packages;
+pub mod paging;
 mod query;
 mod sboms;
 mod security;

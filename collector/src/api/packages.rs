@@ -6,7 +6,7 @@
 use patchgap_proto::{purl::Purl, v1};
 use tonic::Status;
 
-use super::{invalid, query::QueryService, query::place_in_workloads};
+use super::{invalid, paging::Paging, query::QueryService, query::place_in_workloads};
 use crate::{
     advisories::version::{Constraint, parse_query},
     ecosystem::{Ecosystem, purl_order},
@@ -150,9 +150,17 @@ impl TryFrom<v1::FindPackageRequest> for FindPackage {
 }
 
 impl FindPackage {
-    pub(super) async fn apply(self, svc: &QueryService) -> Result<v1::FindPackageResponse, Status> {
-        let (coverage, _) = svc.hosts().await?;
-        let fleet = svc.workloads().await?;
+    pub(super) async fn apply(
+        self,
+        svc: &QueryService,
+        paging: Paging,
+    ) -> Result<v1::FindPackageResponse, Status> {
+        let coverage = if paging.first() {
+            Some(svc.hosts().await?.0)
+        } else {
+            None
+        };
+        let fleet = svc.workloads_for(paging.first()).await?;
         let FindPackage {
             query,
             target,
@@ -161,14 +169,15 @@ impl FindPackage {
             window,
             filter,
         } = self;
-        let mut matches = match target {
+        let (after, limit) = (paging.after.clone(), paging.limit());
+        let page = match target {
             Target::Package {
                 name,
                 constraint,
                 source,
             } => {
                 svc.read(move |s| {
-                    exposure::find_package(
+                    exposure::find_package_page(
                         s,
                         &PackageQuery {
                             name: &name,
@@ -182,24 +191,35 @@ impl FindPackage {
                             },
                             window,
                         },
+                        after.as_ref(),
+                        limit,
                     )
                 })
                 .await?
             }
-            Target::Advisory(id) => exposed_to(svc, id, ecosystem, window).await?,
+            Target::Advisory(id) => exposed_to(svc, id, ecosystem, window, &paging).await?,
         };
-        if let Some(wanted) = evidence {
-            matches.retain(|m| match wanted.as_str() {
-                "loaded" => evidence_loaded(&m.evidence),
-                other => m.evidence == other,
-            });
-        }
-        place_in_workloads(&mut matches, &fleet, &filter);
+        let groups = page
+            .processes
+            .into_iter()
+            .map(|(cursor, mut matches)| {
+                if let Some(wanted) = &evidence {
+                    matches.retain(|m| match wanted.as_str() {
+                        "loaded" => evidence_loaded(&m.evidence),
+                        other => m.evidence == other,
+                    });
+                }
+                place_in_workloads(&mut matches, &fleet, &filter);
+                (cursor, matches)
+            })
+            .collect();
+        let (matches, next_page_token) = paging.fill(groups, page.next);
         Ok(v1::FindPackageResponse {
             query,
-            coverage: Some(coverage),
+            coverage,
             matches,
-            scope_map_error: fleet.scope_map_error,
+            scope_map_error: fleet.scope_map_error.clone(),
+            next_page_token,
         })
     }
 }
@@ -212,7 +232,8 @@ async fn exposed_to(
     id: String,
     ecosystem: Option<Ecosystem>,
     window: Option<(i64, i64)>,
-) -> Result<Vec<v1::Match>, Status> {
+    paging: &Paging,
+) -> Result<exposure::MatchPage, Status> {
     let wanted = id.clone();
     let found = svc.read(move |s| s.advisory(&wanted)).await?;
     if found.is_empty() {
@@ -221,26 +242,32 @@ async fn exposed_to(
         )));
     }
     let ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
-    let mut matches = svc
+    let (after, limit) = (paging.after.clone(), paging.limit());
+    let mut page = svc
         .read(move |s| {
-            exposure::findings(
+            let index = exposure::FindingsIndex::load(
                 s,
                 &FindingsQuery {
                     advisories: Some(ids),
                     window,
                     include_fixed: true,
                 },
-            )
+            )?;
+            exposure::findings_page(s, &index, window, after.as_ref(), limit)
         })
         .await?;
-    if let Some(e) = ecosystem {
-        matches.retain(|m| {
-            m.package
-                .as_ref()
-                .is_some_and(|p| p.ecosystem == e.purl_type())
-        });
+    for (_, matches) in &mut page.processes {
+        if let Some(e) = ecosystem {
+            matches.retain(|m| {
+                m.package
+                    .as_ref()
+                    .is_some_and(|p| p.ecosystem == e.purl_type())
+            });
+        }
+        // A process's matches are all on one page: one row per package.
+        *matches = exposure::one_per_package(std::mem::take(matches));
     }
-    Ok(exposure::one_per_package(matches))
+    Ok(page)
 }
 
 #[cfg(test)]

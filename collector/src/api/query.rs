@@ -17,7 +17,9 @@ use tonic::{Request, Response, Status};
 use super::{
     Connected, SharedStore, advisories,
     auth::Caller,
-    blocking, fleet, packages, sboms,
+    blocking, fleet, packages,
+    paging::Paging,
+    sboms,
     security::{self, AuditArgs},
 };
 use crate::{
@@ -25,6 +27,19 @@ use crate::{
     auth::Tokens,
     fleet::{coverage, ingest::Ingest, scope::ScopeMap, workloads},
 };
+
+/// Store reads that may run at once. Each takes a pooled reader and a
+/// blocking thread for at most a page's time; past this they queue here,
+/// so a burst of queries never takes every blocking thread or reader from
+/// ingest, whose writes do not wait on this.
+pub const CONCURRENT_READS: usize = 4;
+
+/// How long a listing's later pages reuse what its first page loaded (the
+/// fleet's workloads, the findings' verdicts).
+const LISTING_REUSE: Duration = Duration::from_secs(60);
+
+/// A value loaded for a first page and reused by the pages after it.
+type Reused<T> = Arc<Mutex<Option<(std::time::Instant, Arc<T>)>>>;
 
 #[derive(Clone)]
 pub struct QueryService {
@@ -36,6 +51,10 @@ pub struct QueryService {
     scope: Arc<Mutex<ScopeMap>>,
     pub(super) tokens: Arc<Tokens>,
     pub(super) audit: Arc<AuditLog>,
+    /// See [`CONCURRENT_READS`].
+    reads: Arc<tokio::sync::Semaphore>,
+    fleet_reuse: Reused<Fleet>,
+    pub(super) findings_reuse: Reused<crate::fleet::exposure::FindingsIndex>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -63,6 +82,9 @@ impl QueryService {
             scope: Arc::new(Mutex::new(scope)),
             tokens,
             audit,
+            reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
+            fleet_reuse: Arc::default(),
+            findings_reuse: Arc::default(),
         }
     }
 
@@ -125,7 +147,50 @@ impl QueryService {
         f: impl FnOnce(&dyn crate::store::Store) -> crate::store::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let store = self.store();
-        blocking(move || f(store.as_ref())).await
+        let permit = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the collector is stopping"))?;
+        blocking(move || {
+            let _permit = permit;
+            f(store.as_ref())
+        })
+        .await
+    }
+
+    /// A value a listing's first page loads (`load`) and its later pages
+    /// reuse for a while, so a page costs its own processes only.
+    pub(super) async fn reused<T, F, Fut>(
+        &self,
+        slot: &Reused<T>,
+        first_page: bool,
+        load: F,
+    ) -> Result<Arc<T>, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        if !first_page {
+            let held = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some((at, value)) = held
+                && at.elapsed() < LISTING_REUSE
+            {
+                return Ok(value);
+            }
+        }
+        let value = Arc::new(load().await?);
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    /// The fleet's workloads: loaded for a first page, reused by the
+    /// pages after it.
+    pub(super) async fn workloads_for(&self, first_page: bool) -> Result<Arc<Fleet>, Status> {
+        self.reused(&self.fleet_reuse, first_page, || self.workloads())
+            .await
     }
 
     pub(super) async fn workloads(&self) -> Result<Fleet, Status> {
@@ -176,8 +241,9 @@ impl QueryService {
     }
 }
 
-/// Names each match's fleet workload (its key and summary), keeps those
-/// the filter passes, and sorts by workload, host and pid.
+/// Names each match's fleet workload (its key and summary) and keeps
+/// those the filter passes, in the order given (host, pid: the paging
+/// order).
 pub(super) fn place_in_workloads(
     matches: &mut Vec<v1::Match>,
     fleet: &Fleet,
@@ -194,13 +260,6 @@ pub(super) fn place_in_workloads(
         }
         let empty = v1::WorkloadSummary::default();
         workloads::passes(detail.unwrap_or(&empty), filter)
-    });
-    matches.sort_by(|a, b| {
-        (&a.workload, &a.host, a.key.map(|k| k.pid)).cmp(&(
-            &b.workload,
-            &b.host,
-            b.key.map(|k| k.pid),
-        ))
     });
 }
 
@@ -266,7 +325,18 @@ impl Query for QueryService {
         request: Request<v1::FindPackageRequest>,
     ) -> Result<Response<v1::FindPackageResponse>, Status> {
         self.audited("FindPackage", request, ok, |req, _| async move {
-            packages::FindPackage::try_from(req)?.apply(self).await
+            let paging = Paging::parse(
+                req.page_size,
+                &req.page_token,
+                &v1::FindPackageRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..req.clone()
+                },
+            )?;
+            packages::FindPackage::try_from(req)?
+                .apply(self, paging)
+                .await
         })
         .await
     }
@@ -329,7 +399,18 @@ impl Query for QueryService {
         request: Request<v1::ListFindingsRequest>,
     ) -> Result<Response<v1::ListFindingsResponse>, Status> {
         self.audited("ListFindings", request, ok, |req, _| async move {
-            advisories::ListFindings::try_from(req)?.apply(self).await
+            let paging = Paging::parse(
+                req.page_size,
+                &req.page_token,
+                &v1::ListFindingsRequest {
+                    page_size: 0,
+                    page_token: String::new(),
+                    ..req.clone()
+                },
+            )?;
+            advisories::ListFindings::try_from(req)?
+                .apply(self, paging)
+                .await
         })
         .await
     }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, hash_map::Entry};
 
 use patchgap_proto::v1;
 
-use crate::store::{Evidence, PackageName, Result, Store};
+use crate::store::{Evidence, PackageName, PageLimit, ProcessCursor, Result, Store};
 
 /// What `find_package` looks for.
 pub struct PackageQuery<'a> {
@@ -61,61 +61,158 @@ pub fn evidence_loaded(evidence: &str) -> bool {
     matches!(evidence, "exe" | "mapped" | "embedded" | "opened")
 }
 
-/// The processes that have a package the query names, one match per
-/// process and package identity, sorted by host, workload and pid.
-pub fn find_package(store: &dyn Store, q: &PackageQuery<'_>) -> Result<Vec<v1::Match>> {
-    let packages: Vec<(i64, v1::Package)> = store
+/// One page of matches: each process's matches (never split across
+/// pages), in cursor order, and where the next page starts (None: no
+/// more).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchPage {
+    pub processes: Vec<(ProcessCursor, Vec<v1::Match>)>,
+    pub next: Option<ProcessCursor>,
+}
+
+impl MatchPage {
+    /// The matches of every process of the page, in order.
+    pub fn matches(self) -> Vec<v1::Match> {
+        self.processes.into_iter().flat_map(|(_, m)| m).collect()
+    }
+}
+
+/// Runs `page` from the start until it says there is no more: the whole
+/// answer at once (tests and small fleets; the API pages).
+fn all_pages(
+    mut page: impl FnMut(Option<&ProcessCursor>) -> Result<MatchPage>,
+) -> Result<Vec<v1::Match>> {
+    let mut out = Vec::new();
+    let mut after: Option<ProcessCursor> = None;
+    loop {
+        let p = page(after.as_ref())?;
+        let next = p.next.clone();
+        out.extend(p.matches());
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The package rows a package query names.
+fn named_packages(store: &dyn Store, q: &PackageQuery<'_>) -> Result<Vec<(i64, v1::Package)>> {
+    Ok(store
         .packages_named(&PackageName { name: q.name })?
         .into_iter()
         .filter(|(_, p)| q.ecosystem.is_none_or(|e| p.ecosystem == e))
         .filter(|(_, p)| q.source.is_none_or(|s| p.source == s))
         .filter(|(_, p)| (q.version_ok)(&p.ecosystem, &p.version))
-        .collect();
-    Ok(merge(store, &packages, q.window)?
-        .into_iter()
-        .map(|(_, m)| m)
         .collect())
+}
+
+/// The processes that have a package the query names, one match per
+/// process and package identity, ordered by host and pid.
+pub fn find_package(store: &dyn Store, q: &PackageQuery<'_>) -> Result<Vec<v1::Match>> {
+    all_pages(|after| find_package_page(store, q, after, PageLimit::ALL))
+}
+
+/// One page of [`find_package`].
+pub fn find_package_page(
+    store: &dyn Store,
+    q: &PackageQuery<'_>,
+    after: Option<&ProcessCursor>,
+    limit: PageLimit,
+) -> Result<MatchPage> {
+    let packages = named_packages(store, q)?;
+    let page = merge_page(store, &packages, q.window, after, limit)?;
+    Ok(MatchPage {
+        processes: page
+            .processes
+            .into_iter()
+            .map(|(c, ms)| (c, ms.into_iter().map(|(_, m)| m).collect()))
+            .collect(),
+        next: page.next,
+    })
+}
+
+/// The verdicts a findings query looks at, by package, with the package
+/// rows: what every page of one listing shares (bounded by advisories
+/// and packages, not by processes).
+#[derive(Debug, Default)]
+pub struct FindingsIndex {
+    by_package: HashMap<i64, Vec<crate::store::Verdict>>,
+    packages: Vec<(i64, v1::Package)>,
+}
+
+impl FindingsIndex {
+    pub fn load(store: &dyn Store, q: &FindingsQuery) -> Result<FindingsIndex> {
+        let mut by_package: HashMap<i64, Vec<crate::store::Verdict>> = HashMap::new();
+        for v in store.verdicts(q.advisories.as_deref(), q.include_fixed)? {
+            by_package.entry(v.package_id).or_default().push(v);
+        }
+        let mut ids: Vec<i64> = by_package.keys().copied().collect();
+        ids.sort_unstable();
+        let packages = store.packages_by_id(&ids)?;
+        Ok(FindingsIndex {
+            by_package,
+            packages,
+        })
+    }
 }
 
 /// The processes with a package an advisory affects (from the matcher's
 /// stored verdicts), one match per process, package and advisory, with
 /// `advisory`, `severity`, `score` and `status` set.
 pub fn findings(store: &dyn Store, q: &FindingsQuery) -> Result<Vec<v1::Match>> {
-    let verdicts = store.verdicts(q.advisories.as_deref(), q.include_fixed)?;
-    let mut by_package: HashMap<i64, Vec<&crate::store::Verdict>> = HashMap::new();
-    for v in &verdicts {
-        by_package.entry(v.package_id).or_default().push(v);
-    }
-    let mut ids: Vec<i64> = by_package.keys().copied().collect();
-    ids.sort_unstable();
-    let packages = store.packages_by_id(&ids)?;
-    let mut out = Vec::new();
-    for (package_ids, m) in merge(store, &packages, q.window)? {
-        // Per advisory: affected if any contributing package row is.
-        let mut per_advisory: Vec<&crate::store::Verdict> = Vec::new();
-        for id in &package_ids {
-            for v in by_package.get(id).into_iter().flatten() {
-                match per_advisory
-                    .iter_mut()
-                    .find(|p| p.advisory_id == v.advisory_id)
-                {
-                    Some(p) if v.status == "affected" => *p = v,
-                    Some(_) => {}
-                    None => per_advisory.push(v),
+    let index = FindingsIndex::load(store, q)?;
+    all_pages(|after| findings_page(store, &index, q.window, after, PageLimit::ALL))
+}
+
+/// One page of [`findings`], with the index loaded once for the listing.
+pub fn findings_page(
+    store: &dyn Store,
+    index: &FindingsIndex,
+    window: Option<(i64, i64)>,
+    after: Option<&ProcessCursor>,
+    limit: PageLimit,
+) -> Result<MatchPage> {
+    let page = merge_page(store, &index.packages, window, after, limit)?;
+    let mut out = MatchPage {
+        processes: Vec::with_capacity(page.processes.len()),
+        next: page.next,
+    };
+    for (cursor, merged) in page.processes {
+        let mut found = Vec::new();
+        for (package_ids, m) in merged {
+            // Per advisory: affected if any contributing package row is.
+            let mut per_advisory: Vec<&crate::store::Verdict> = Vec::new();
+            for id in &package_ids {
+                for v in index.by_package.get(id).into_iter().flatten() {
+                    match per_advisory
+                        .iter_mut()
+                        .find(|p| p.advisory_id == v.advisory_id)
+                    {
+                        Some(p) if v.status == "affected" => *p = v,
+                        Some(_) => {}
+                        None => per_advisory.push(v),
+                    }
                 }
             }
+            per_advisory.sort_by(|a, b| {
+                (&a.advisory_id, &a.severity, &a.status).cmp(&(
+                    &b.advisory_id,
+                    &b.severity,
+                    &b.status,
+                ))
+            });
+            for v in per_advisory {
+                let mut f = m.clone();
+                f.score = v.score;
+                f.vector = v.vector.clone();
+                f.advisory = v.advisory_id.clone();
+                f.severity = v.severity.clone();
+                f.status = v.status.clone();
+                found.push(f);
+            }
         }
-        per_advisory.sort_by(|a, b| {
-            (&a.advisory_id, &a.severity, &a.status).cmp(&(&b.advisory_id, &b.severity, &b.status))
-        });
-        for v in per_advisory {
-            let mut f = m.clone();
-            f.score = v.score;
-            f.vector = v.vector.clone();
-            f.advisory = v.advisory_id.clone();
-            f.severity = v.severity.clone();
-            f.status = v.status.clone();
-            out.push(f);
+        if !found.is_empty() {
+            out.processes.push((cursor, found));
         }
     }
     Ok(out)
@@ -156,52 +253,73 @@ fn identity(p: &v1::Package) -> (String, String, String) {
     )
 }
 
-/// The store's evidence for `packages`, merged into one match per process
-/// and package identity, with the ids of the package rows that
-/// contributed, sorted by host, workload and pid. The strongest evidence
-/// names the match; a stale path makes it stale; an SBOM declaration adds
-/// its image and chain.
-fn merge(
+/// A page of the store's evidence for `packages`, each process's merged
+/// into one match per package identity, with the ids of the package rows
+/// that contributed. The strongest evidence names the match; a stale path
+/// makes it stale; an SBOM declaration adds its image and chain.
+type Merged = Vec<(Vec<i64>, v1::Match)>;
+
+struct MergedPage {
+    processes: Vec<(ProcessCursor, Merged)>,
+    next: Option<ProcessCursor>,
+}
+
+fn merge_page(
     store: &dyn Store,
     packages: &[(i64, v1::Package)],
     window: Option<(i64, i64)>,
-) -> Result<Vec<(Vec<i64>, v1::Match)>> {
+    after: Option<&ProcessCursor>,
+    limit: PageLimit,
+) -> Result<MergedPage> {
+    if packages.is_empty() {
+        return Ok(MergedPage {
+            processes: Vec::new(),
+            next: None,
+        });
+    }
     let ids: Vec<i64> = packages.iter().map(|(id, _)| *id).collect();
     let by_id: HashMap<i64, &v1::Package> = packages.iter().map(|(id, p)| (*id, p)).collect();
-    let evidence = store.evidence(&ids, window)?;
-    let mut matches: Vec<(Vec<i64>, v1::Match)> = Vec::new();
-    // (process row id, package identity) → index in `matches`.
-    let mut index: HashMap<(i64, (String, String, String)), usize> = HashMap::new();
-    // (process row id, package id, path, evidence) already listed.
-    let mut seen: HashSet<(i64, i64, Vec<u8>, String)> = HashSet::new();
+    let page = store.evidence_page(&ids, window, after, limit)?;
+    let processes = page
+        .processes
+        .into_iter()
+        .map(|(cursor, evidence)| (cursor, merge(&by_id, evidence)))
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    Ok(MergedPage {
+        processes,
+        next: page.next,
+    })
+}
+
+/// One process's evidence merged into one match per package identity.
+fn merge(by_id: &HashMap<i64, &v1::Package>, evidence: Vec<Evidence>) -> Merged {
+    let mut matches: Merged = Vec::new();
+    // package identity → index in `matches`.
+    let mut index: HashMap<(String, String, String), usize> = HashMap::new();
+    // (package id, path, evidence) already listed.
+    let mut seen: HashSet<(i64, Vec<u8>, String)> = HashSet::new();
     for Evidence {
-        process,
         package_id,
         holder,
         path,
         sbom,
+        ..
     } in evidence
     {
         let Some(package) = by_id.get(&package_id) else {
             continue;
         };
-        if !seen.insert((
-            process,
-            package_id,
-            path.path.clone(),
-            path.evidence.clone(),
-        )) {
+        if !seen.insert((package_id, path.path.clone(), path.evidence.clone())) {
             continue;
         }
-        let i = *index
-            .entry((process, identity(package)))
-            .or_insert_with(|| {
-                let mut m = holder;
-                m.package = Some((*package).clone());
-                m.evidence = path.evidence.clone();
-                matches.push((Vec::new(), m));
-                matches.len() - 1
-            });
+        let i = *index.entry(identity(package)).or_insert_with(|| {
+            let mut m = holder;
+            m.package = Some((*package).clone());
+            m.evidence = path.evidence.clone();
+            matches.push((Vec::new(), m));
+            matches.len() - 1
+        });
         let (ids, m) = &mut matches[i];
         if !ids.contains(&package_id) {
             ids.push(package_id);
@@ -227,14 +345,7 @@ fn merge(
         }
         m.paths.push(path);
     }
-    matches.sort_by(|(_, a), (_, b)| {
-        (&a.host, &a.workload, a.key.map(|k| k.pid)).cmp(&(
-            &b.host,
-            &b.workload,
-            b.key.map(|k| k.pid),
-        ))
-    });
-    Ok(matches)
+    matches
 }
 
 #[cfg(test)]

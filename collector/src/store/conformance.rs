@@ -16,7 +16,8 @@ use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
-        MatchScope, Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
+        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord,
+        Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -73,6 +74,7 @@ checks!(
     find_package_evidence_and_paths,
     stale_mapping_keeps_its_version,
     processes_by_host,
+    pages_walk_the_whole_answer,
     workloads_with_running_processes,
     matches_and_findings,
     sboms_declare_packages,
@@ -2486,6 +2488,74 @@ fn tokens_and_revocation(store: &dyn Store) {
         T0 + 5
     );
     assert_eq!(store.revoke_token("nope", T0).unwrap(), None);
+}
+
+/// Pages of any size, each started after the last one's cursor, are the
+/// whole answer in order, with no process twice: running processes across
+/// two hosts, and the evidence for a package (now and in a window), with
+/// a scan budget that cuts pages short.
+fn pages_walk_the_whole_answer(store: &dyn Store) {
+    let a = open(store, &hello("paging-a"));
+    apply(
+        store,
+        &a,
+        msg(1, snapshot("snap-a", (10..40).map(plain).collect(), vec![])),
+    );
+    let b = open(store, &hello_for("machine-2", "beta", "paging-b"));
+    apply(
+        store,
+        &b,
+        msg(1, snapshot("snap-b", (5..25).map(plain).collect(), vec![])),
+    );
+    let all = store.processes(None).expect("processes");
+    assert_eq!(all.len(), 50);
+    let order: Vec<(String, u32)> = all
+        .iter()
+        .map(|p| (p.host.clone(), p.key.expect("key").pid))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "by host, then pid");
+    for size in [1, 3, 7, 49, 50, 51] {
+        let mut after: Option<ProcessCursor> = None;
+        let mut got = Vec::new();
+        loop {
+            let page = store
+                .processes_page(None, after.as_ref(), size)
+                .expect("page");
+            assert!(page.len() <= size);
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            got.extend(page.into_iter().map(|(_, p)| p));
+        }
+        assert_eq!(got, all, "pages of {size}");
+    }
+    let libc: Vec<i64> = store
+        .packages_named(&PackageName { name: "libc6" })
+        .expect("packages")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for window in [None, Some((0, i64::MAX))] {
+        let whole = store.evidence(&libc, window).expect("evidence");
+        assert_eq!(whole.len(), 50, "{window:?}");
+        for (items, scan) in [(1, usize::MAX), (4, 3), (100, 9)] {
+            let mut after: Option<ProcessCursor> = None;
+            let mut got = Vec::new();
+            loop {
+                let page = store
+                    .evidence_page(&libc, window, after.as_ref(), PageLimit { items, scan })
+                    .expect("evidence page");
+                assert!(page.processes.len() <= items.min(scan));
+                got.extend(page.processes.into_iter().flat_map(|(_, e)| e));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(got, whole, "{window:?}, {items} per page, scan {scan}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,48 @@ pub struct Evidence {
     pub sbom: Option<(String, Vec<String>)>,
 }
 
+/// A process's place in the order paged answers list processes in: host
+/// name, host row, pid, then process row. Paging is by keyset (the next
+/// page starts after this key), never by offset, so a process present
+/// throughout a listing is listed exactly once however ingest moves
+/// others in and out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessCursor {
+    pub hostname: String,
+    /// The store's id of the host.
+    pub host: i64,
+    pub pid: u32,
+    /// The store's id of the process row.
+    pub id: i64,
+}
+
+/// How much one page may hold and read: at most `items` processes, and
+/// at most `scan` process rows looked at to find them (a page that stops
+/// on `scan` holds fewer, and says where to go on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub items: usize,
+    pub scan: usize,
+}
+
+impl PageLimit {
+    /// Everything at once (tests, and the unpaged helpers).
+    pub const ALL: PageLimit = PageLimit {
+        items: usize::MAX,
+        scan: usize::MAX,
+    };
+}
+
+/// One page of evidence: each process with evidence, in cursor order,
+/// with its pieces (artifacts in the order of the packages asked for, then
+/// by kind and path; then SBOM declarations); and where the next page
+/// starts (None: nothing more).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvidencePage {
+    pub processes: Vec<(ProcessCursor, Vec<Evidence>)>,
+    pub next: Option<ProcessCursor>,
+}
+
 /// The matcher's stored verdict on a package, with its advisory's severity
 /// and score.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,12 +222,26 @@ pub trait Store: Send + Sync + 'static {
     /// Package rows by id (ids that do not exist are left out).
     fn packages_by_id(&self, ids: &[i64]) -> Result<Vec<(i64, v1::Package)>>;
 
-    /// Every piece of evidence that a process has one of `package_ids`:
+    /// One page of the evidence that a process has one of `package_ids`:
     /// running processes, or with `window` = (since, until) ms every
     /// process that had it at any time in the window, exited ones included
-    /// (with their exit time). Artifacts first, then SBOM declarations,
-    /// each ordered by host, workload, pid, evidence kind and path.
-    fn evidence(&self, package_ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>>;
+    /// (with their exit time); the processes after `after` in cursor order,
+    /// within `limit`. Memory and time are bounded by the page (and the
+    /// packages' artifacts), not by the fleet.
+    fn evidence_page(
+        &self,
+        package_ids: &[i64],
+        window: Option<(i64, i64)>,
+        after: Option<&ProcessCursor>,
+        limit: PageLimit,
+    ) -> Result<EvidencePage>;
+
+    /// Every piece of evidence at once ([`Store::evidence_page`] without
+    /// limits), process by process in cursor order.
+    fn evidence(&self, package_ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>> {
+        let page = self.evidence_page(package_ids, window, None, PageLimit::ALL)?;
+        Ok(page.processes.into_iter().flat_map(|(_, e)| e).collect())
+    }
 
     /// Connections last seen at or after `since_ms`, optionally of one host.
     fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>>;
@@ -193,8 +249,24 @@ pub trait Store: Send + Sync + 'static {
     /// Workload instances with running processes, on every host.
     fn workloads(&self) -> Result<Vec<WorkloadRow>>;
 
-    /// Running processes, optionally of one host (by hostname or host id).
-    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>>;
+    /// Running processes, optionally of one host (by hostname or host id):
+    /// at most `limit` after `after`, in cursor order, each with its
+    /// cursor.
+    fn processes_page(
+        &self,
+        host: Option<&str>,
+        after: Option<&ProcessCursor>,
+        limit: usize,
+    ) -> Result<Vec<(ProcessCursor, v1::ProcessSummary)>>;
+
+    /// Every running process at once (tests, small fleets).
+    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
+        Ok(self
+            .processes_page(host, None, usize::MAX)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
 
     /// Stores advisories in one transaction: each is added, replaces an
     /// older record of the same id, or is left out because the stored one

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, params};
 
-use crate::store::{HostRow, Result, WorkloadRow};
+use crate::store::{HostRow, ProcessCursor, Result, WorkloadRow};
 
 pub(super) fn hosts(conn: &Connection) -> Result<Vec<HostRow>> {
     let mut stmt = conn.prepare_cached(
@@ -123,93 +123,163 @@ pub(super) fn connections(
 /// thousands; `sockets_total` counts them all).
 const PS_SOCKETS_LIMIT: i64 = 256;
 
-pub(super) fn processes(conn: &Connection, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
+/// The hosts a page walks, from the cursor's on, in (host name, id)
+/// order: (id, host name, last scan), optionally only the one named
+/// (hostname or host id).
+pub(super) fn hosts_from(
+    conn: &Connection,
+    host: Option<&str>,
+    after: Option<&ProcessCursor>,
+) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    let (name, id) = match after {
+        Some(c) => (c.hostname.as_str(), c.host),
+        None => ("", i64::MIN),
+    };
     let mut stmt = conn.prepare_cached(
-        "SELECT h.hostname, p.workload, p.pid, p.start_ticks, p.ppid, p.uid, p.exe, p.cmdline, p.start_time_ms,
-                s.size,
-                (SELECT count(DISTINCT a.package_id) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
-                   WHERE m.set_id = p.set_id AND a.package_id != 0),
-                (SELECT count(*) FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
-                   WHERE m.set_id = p.set_id AND a.stale),
-                (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound),
-                p.id, p.net_ns, p.net_ns_name, p.privilege, h.last_scan,
-                (SELECT count(*) FROM socket k WHERE k.process_id = p.id), p.set_id
-         FROM process p JOIN host h ON h.id = p.host JOIN artifact_set s ON s.id = p.set_id
-         WHERE p.exit_time_ms IS NULL AND (?1 IS NULL OR h.hostname = ?1 OR h.host_id = ?1)
-         ORDER BY h.hostname, p.pid",
+        "SELECT id, hostname, last_scan FROM host
+         WHERE (?1 IS NULL OR hostname = ?1 OR host_id = ?1) AND (hostname, id) >= (?2, ?3)
+         ORDER BY hostname, id",
     )?;
-    // Anonymous code is rare: all of it at once, by set.
-    let mut anonymous: HashMap<i64, Vec<v1::Artifact>> = HashMap::new();
+    let rows = stmt.query_map(params![host, name, id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Where a host's walk starts: after the cursor's (pid, id) on the
+/// cursor's host, from the first pid on any later host.
+pub(super) fn start_in(host: i64, after: Option<&ProcessCursor>) -> (i64, i64) {
+    match after {
+        Some(c) if c.host == host => (i64::from(c.pid), c.id),
+        _ => (-1, i64::MIN),
+    }
+}
+
+/// What a process summary says of its artifact set: (artifacts, packages,
+/// stale artifacts, anonymous code).
+type SetFacts = (u32, u32, u32, Vec<v1::Artifact>);
+
+fn set_facts(conn: &Connection, set: i64) -> Result<SetFacts> {
+    let size: u32 = conn
+        .prepare_cached("SELECT size FROM artifact_set WHERE id = ?1")?
+        .query_row([set], |r| r.get(0))?;
+    let (packages, stale): (u32, u32) = conn
+        .prepare_cached(
+            "SELECT count(DISTINCT CASE WHEN a.package_id != 0 THEN a.package_id END),
+                    coalesce(sum(a.stale != 0), 0)
+             FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
+             WHERE m.set_id = ?1",
+        )?
+        .query_row([set], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // Anonymous code is rare; its artifacts are listed with their content.
     let mut q = conn.prepare_cached(
-        "SELECT m.set_id, a.path, a.dev, a.inode, a.deleted, a.stale, a.size, a.sha256, a.unhashed
-         FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
-         WHERE a.kind = 6 ORDER BY a.path",
+        "SELECT a.path, a.dev, a.inode, a.deleted, a.stale, a.size, a.sha256, a.unhashed
+         FROM artifact_set_member m JOIN artifact a ON a.id = m.artifact_id
+         WHERE m.set_id = ?1 AND a.kind = 6 ORDER BY a.path",
     )?;
-    let found = q.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            v1::Artifact {
-                path: r.get(1)?,
-                dev: r.get::<_, i64>(2)? as u64,
-                inode: r.get::<_, i64>(3)? as u64,
+    let anonymous = q
+        .query_map([set], |r| {
+            Ok(v1::Artifact {
+                path: r.get(0)?,
+                dev: r.get::<_, i64>(1)? as u64,
+                inode: r.get::<_, i64>(2)? as u64,
                 kind: v1::ArtifactKind::Anonymous as i32,
-                deleted: r.get(4)?,
-                stale: r.get(5)?,
+                deleted: r.get(3)?,
+                stale: r.get(4)?,
                 package: None,
                 content: Some(v1::Content {
-                    size: r.get::<_, i64>(6)? as u64,
-                    sha256: r.get(7)?,
-                    unhashed: r.get(8)?,
+                    size: r.get::<_, i64>(5)? as u64,
+                    sha256: r.get(6)?,
+                    unhashed: r.get(7)?,
                 }),
-            },
-        ))
-    })?;
-    for row in found {
-        let (set, a) = row?;
-        anonymous.entry(set).or_default().push(a);
-    }
-    let rows = stmt.query_map([host], |r| {
-        let summary = v1::ProcessSummary {
-            anonymous_code: anonymous
-                .get(&r.get::<_, i64>(19)?)
-                .cloned()
-                .unwrap_or_default(),
-            host: r.get(0)?,
-            workload: r.get(1)?,
-            key: Some(v1::ProcessKey {
-                pid: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok((size, packages, stale, anonymous))
+}
+
+/// One page of running processes in cursor order (see
+/// `Store::processes_page`): each host's processes are walked in pid
+/// order from the cursor on an index, and each distinct artifact set of
+/// the page is summarised once.
+pub(super) fn processes_page(
+    conn: &Connection,
+    host: Option<&str>,
+    after: Option<&ProcessCursor>,
+    limit: usize,
+) -> Result<Vec<(ProcessCursor, v1::ProcessSummary)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.id, p.pid, p.workload, p.start_ticks, p.ppid, p.uid, p.exe, p.cmdline, p.start_time_ms,
+                p.set_id, p.net_ns, p.net_ns_name, p.privilege,
+                (SELECT count(*) FROM socket k WHERE k.process_id = p.id AND k.outbound),
+                (SELECT count(*) FROM socket k WHERE k.process_id = p.id)
+         FROM process p INDEXED BY process_running_by_host_pid
+         WHERE p.host = ?1 AND p.exit_time_ms IS NULL AND (p.pid, p.id) > (?2, ?3)
+         ORDER BY p.pid, p.id LIMIT ?4",
+    )?;
+    let mut out: Vec<(ProcessCursor, i64, v1::ProcessSummary)> = Vec::new();
+    for (host_row, hostname, last_scan) in hosts_from(conn, host, after)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (pid, id) = start_in(host_row, after);
+        let sockets_read_ms = v1::ScanStats::decode(last_scan.as_slice())
+            .unwrap_or_default()
+            .sockets_read_ms;
+        let room = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![host_row, pid, id, room], |r| {
+            let key = v1::ProcessKey {
+                pid: r.get(1)?,
                 start_ticks: r.get::<_, i64>(3)? as u64,
-            }),
-            ppid: r.get(4)?,
-            uid: r.get(5)?,
-            exe: r.get(6)?,
-            cmdline: r.get(7)?,
-            start_time_ms: r.get(8)?,
-            artifacts: r.get(9)?,
-            packages: r.get(10)?,
-            stale_artifacts: r.get(11)?,
-            outbound_sockets: r.get(12)?,
-            sockets: Vec::new(),
-            sockets_read_ms: v1::ScanStats::decode(r.get::<_, Vec<u8>>(17)?.as_slice())
-                .unwrap_or_default()
-                .sockets_read_ms,
-            net_ns: r.get::<_, i64>(14)? as u64,
-            net_ns_name: r.get(15)?,
-            host_net_ns: v1::Privilege::decode(r.get::<_, Vec<u8>>(16)?.as_slice())
-                .unwrap_or_default()
-                .host_net_ns,
-            sockets_total: r.get(18)?,
-        };
-        Ok((r.get::<_, i64>(13)?, summary))
-    })?;
-    let mut out: Vec<(i64, v1::ProcessSummary)> = rows.collect::<Result<_, _>>()?;
+            };
+            let summary = v1::ProcessSummary {
+                host: hostname.clone(),
+                workload: r.get(2)?,
+                key: Some(key),
+                ppid: r.get(4)?,
+                uid: r.get(5)?,
+                exe: r.get(6)?,
+                cmdline: r.get(7)?,
+                start_time_ms: r.get(8)?,
+                net_ns: r.get::<_, i64>(10)? as u64,
+                net_ns_name: r.get(11)?,
+                host_net_ns: v1::Privilege::decode(r.get::<_, Vec<u8>>(12)?.as_slice())
+                    .unwrap_or_default()
+                    .host_net_ns,
+                outbound_sockets: r.get(13)?,
+                sockets_total: r.get(14)?,
+                sockets_read_ms,
+                ..Default::default()
+            };
+            let cursor = ProcessCursor {
+                hostname: hostname.clone(),
+                host: host_row,
+                pid: key.pid,
+                id: r.get(0)?,
+            };
+            Ok((cursor, r.get::<_, i64>(9)?, summary))
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    let mut sets: HashMap<i64, SetFacts> = HashMap::new();
     let mut sockets = conn.prepare_cached(
         "SELECT protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms
          FROM socket WHERE process_id = ?1
          ORDER BY connect_ms DESC, outbound DESC, inode, remote_addr, remote_port LIMIT ?2",
     )?;
-    for (id, p) in &mut out {
-        let rows = sockets.query_map(params![*id, PS_SOCKETS_LIMIT], |r| {
+    let mut page = Vec::with_capacity(out.len());
+    for (cursor, set, mut p) in out {
+        if let std::collections::hash_map::Entry::Vacant(e) = sets.entry(set) {
+            e.insert(set_facts(conn, set)?);
+        }
+        let (artifacts, packages, stale, anonymous) = &sets[&set];
+        p.artifacts = *artifacts;
+        p.packages = *packages;
+        p.stale_artifacts = *stale;
+        p.anonymous_code = anonymous.clone();
+        let rows = sockets.query_map(params![cursor.id, PS_SOCKETS_LIMIT], |r| {
             Ok(v1::Socket {
                 protocol: r.get(0)?,
                 local_addr: r.get(1)?,
@@ -223,6 +293,7 @@ pub(super) fn processes(conn: &Connection, host: Option<&str>) -> Result<Vec<v1:
             })
         })?;
         p.sockets = rows.collect::<Result<_, _>>()?;
+        page.push((cursor, p));
     }
-    Ok(out.into_iter().map(|(_, p)| p).collect())
+    Ok(page)
 }

@@ -14,9 +14,9 @@ use patchgap_proto::v1;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, Evidence, HostRow,
-    MatchScope, PackageName, PutOutcome, Result, SbomRecord, Session, Store, StoreError,
-    TokenRecord, Verdict, WorkloadRow,
+    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, EvidencePage, HostRow,
+    MatchScope, PackageName, PageLimit, ProcessCursor, PutOutcome, Result, SbomRecord, Session,
+    Store, StoreError, TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
@@ -225,8 +225,14 @@ impl Store for SqliteStore {
         packages::packages_by_id(&*self.read()?, ids)
     }
 
-    fn evidence(&self, package_ids: &[i64], window: Option<(i64, i64)>) -> Result<Vec<Evidence>> {
-        packages::evidence(&*self.read()?, package_ids, window)
+    fn evidence_page(
+        &self,
+        package_ids: &[i64],
+        window: Option<(i64, i64)>,
+        after: Option<&ProcessCursor>,
+        limit: PageLimit,
+    ) -> Result<EvidencePage> {
+        packages::evidence_page(&*self.read()?, package_ids, window, after, limit)
     }
 
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
@@ -237,8 +243,13 @@ impl Store for SqliteStore {
         fleet::connections(&*self.read()?, host, since_ms)
     }
 
-    fn processes(&self, host: Option<&str>) -> Result<Vec<v1::ProcessSummary>> {
-        fleet::processes(&*self.read()?, host)
+    fn processes_page(
+        &self,
+        host: Option<&str>,
+        after: Option<&ProcessCursor>,
+        limit: usize,
+    ) -> Result<Vec<(ProcessCursor, v1::ProcessSummary)>> {
+        fleet::processes_page(&*self.read()?, host, after, limit)
     }
 
     fn put_advisories(

@@ -1,10 +1,13 @@
 //! Package rows and the evidence that places them on processes and in
 //! SBOMs. Reads only, on the connection the caller holds.
 
+use std::collections::HashMap;
+
 use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{Evidence, PackageName, Result, pep503};
+use super::fleet::start_in;
+use crate::store::{Evidence, EvidencePage, PackageName, PageLimit, ProcessCursor, Result, pep503};
 
 /// A package and its distro identity; [`package_row`] reads the columns.
 pub(super) const PACKAGE_COLUMNS: &str =
@@ -62,134 +65,221 @@ fn evidence_name(kind: i32) -> &'static str {
     }
 }
 
-/// The evidence rows for `Store::evidence`: artifacts (of running
-/// processes' current sets, or with a window of every set in the window's
-/// history), then SBOM declarations through the workloads running an
-/// image.
-pub(super) fn evidence(
+/// An artifact of one of the packages asked for, as a set holds it:
+/// (the package's position in the request, package id, kind, path, stale,
+/// deleted, dev, inode).
+type SetArtifact = (usize, i64, i32, Vec<u8>, bool, bool, i64, i64);
+
+/// An SBOM declaration of one of the packages asked for, as the workloads
+/// running its image see it: (position, package id, image, reference,
+/// chain).
+type Declared = (usize, i64, String, String, String);
+
+/// One page of evidence (see `Store::evidence_page`). The packages'
+/// artifacts are found by package and grouped by the sets that hold them,
+/// and their SBOM declarations by the workload instances that run the
+/// image; then each host's processes are walked in pid order from the
+/// cursor (on an index), and a process is kept when its set (or, with a
+/// window, a set it had in the window) or its workload has some. So a page
+/// costs its processes and at most `limit.scan` index steps, never a
+/// sort of the fleet.
+pub(super) fn evidence_page(
     conn: &Connection,
     package_ids: &[i64],
     window: Option<(i64, i64)>,
-) -> Result<Vec<Evidence>> {
-    // "Now" walks the running processes' current sets; a window walks the
-    // history intervals, so exited processes and sets a process had
-    // earlier are found too.
-    const COLUMNS: &str = "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                p.exe, p.cmdline, p.uid, a.path, a.kind, a.stale, a.deleted, a.dev, a.inode, p.privilege,
-                p.exit_time_ms
-         FROM artifact a
-         JOIN artifact_set_member m ON m.artifact_id = a.id";
-    let sql = match window {
-        None => format!(
-            "{COLUMNS}
-             JOIN process p ON p.set_id = m.set_id AND p.exit_time_ms IS NULL
-             JOIN host h ON h.id = p.host
-             WHERE a.package_id = ?1
-             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-        ),
-        Some(_) => format!(
-            "{COLUMNS}
-             JOIN process_set_history hs ON hs.set_id = m.set_id AND hs.from_ms <= ?3
-                  AND (hs.until_ms IS NULL OR hs.until_ms >= ?2)
-             JOIN process p ON p.id = hs.process_id
-             JOIN host h ON h.id = p.host
-             WHERE a.package_id = ?1
-             ORDER BY h.hostname, p.workload, p.pid, a.kind, a.path"
-        ),
-    };
-    // The declared side: the SBOM's image → workloads running it (by
-    // digest or image id) → their processes.
-    let declared_sql = format!(
-        "SELECT p.id, h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                p.exe, p.cmdline, p.uid, sc.ref, s.image, sc.chain, p.privilege, p.exit_time_ms
-         FROM sbom_component sc
-         JOIN sbom s ON s.id = sc.sbom_id
-         JOIN workload w ON w.image_digest = s.image OR w.image_id = s.image
-         JOIN process p ON p.host = w.host AND p.workload = w.id AND {}
-         JOIN host h ON h.id = p.host
-         WHERE sc.package_id = ?1
-         ORDER BY h.hostname, p.workload, p.pid",
-        match window {
-            None => "p.exit_time_ms IS NULL",
-            Some(_) => "p.start_time_ms <= ?3 AND (p.exit_time_ms IS NULL OR p.exit_time_ms >= ?2)",
-        }
-    );
-    // The process's side of a match; `privilege` is the column of its
-    // privilege, and its exit time follows.
-    let holder = |r: &rusqlite::Row, privilege: usize| {
-        Ok::<_, rusqlite::Error>(v1::Match {
-            host: r.get(1)?,
-            host_id: r.get(2)?,
-            workload: r.get(3)?,
-            key: Some(v1::ProcessKey {
-                pid: r.get(4)?,
-                start_ticks: r.get::<_, i64>(5)? as u64,
-            }),
-            process_start_ms: r.get(6)?,
-            exe: r.get(7)?,
-            cmdline: r.get(8)?,
-            uid: r.get(9)?,
-            privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(privilege)?.as_slice()).ok(),
-            exit_time_ms: r.get::<_, Option<i64>>(privilege + 1)?.unwrap_or(0),
-            ..Default::default()
-        })
-    };
-    let mut out = Vec::new();
-    let mut stmt = conn.prepare_cached(&sql)?;
-    for &package_id in package_ids {
-        let mut rows = match window {
-            None => stmt.query([package_id])?,
-            Some((since, until)) => stmt.query(params![package_id, since, until])?,
-        };
-        while let Some(r) = rows.next()? {
-            out.push(Evidence {
-                process: r.get(0)?,
-                package_id,
-                holder: holder(r, 16)?,
-                path: v1::MatchPath {
-                    path: r.get(10)?,
-                    evidence: evidence_name(r.get(11)?).into(),
-                    stale: r.get(12)?,
-                    deleted: r.get(13)?,
-                    dev: r.get::<_, i64>(14)? as u64,
-                    inode: r.get::<_, i64>(15)? as u64,
-                },
-                sbom: None,
-            });
+    after: Option<&ProcessCursor>,
+    limit: PageLimit,
+) -> Result<EvidencePage> {
+    let mut by_set: HashMap<i64, Vec<SetArtifact>> = HashMap::new();
+    let mut declared: HashMap<(i64, String), Vec<Declared>> = HashMap::new();
+    {
+        let mut arts = conn.prepare_cached(
+            "SELECT m.set_id, a.kind, a.path, a.stale, a.deleted, a.dev, a.inode
+             FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
+             WHERE a.package_id = ?1",
+        )?;
+        let mut decls = conn.prepare_cached(
+            "SELECT w.host, w.id, s.image, sc.ref, sc.chain
+             FROM sbom_component sc
+             JOIN sbom s ON s.id = sc.sbom_id
+             JOIN workload w ON w.image_digest = s.image OR w.image_id = s.image
+             WHERE sc.package_id = ?1",
+        )?;
+        for (pos, &package_id) in package_ids.iter().enumerate() {
+            let mut rows = arts.query([package_id])?;
+            while let Some(r) = rows.next()? {
+                by_set.entry(r.get(0)?).or_default().push((
+                    pos,
+                    package_id,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ));
+            }
+            let mut rows = decls.query([package_id])?;
+            while let Some(r) = rows.next()? {
+                declared.entry((r.get(0)?, r.get(1)?)).or_default().push((
+                    pos,
+                    package_id,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ));
+            }
         }
     }
-    drop(stmt);
-    let mut stmt = conn.prepare_cached(&declared_sql)?;
-    for &package_id in package_ids {
-        let mut rows = match window {
-            None => stmt.query([package_id])?,
-            Some((since, until)) => stmt.query(params![package_id, since, until])?,
-        };
+    if by_set.is_empty() && declared.is_empty() {
+        return Ok(EvidencePage::default());
+    }
+    for arts in by_set.values_mut() {
+        arts.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
+    }
+    for decls in declared.values_mut() {
+        decls.sort();
+    }
+    // "Now" walks the running processes and their current sets; a window
+    // walks every process and the sets its history intervals had in the
+    // window, so exited processes and sets a process had earlier count.
+    let mut walk = conn.prepare_cached(match window {
+        None => {
+            "SELECT p.id, p.pid, p.set_id, p.workload, p.start_time_ms, p.exit_time_ms
+             FROM process p INDEXED BY process_running_by_host_pid
+             WHERE p.host = ?1 AND p.exit_time_ms IS NULL AND (p.pid, p.id) > (?2, ?3)
+             ORDER BY p.pid, p.id"
+        }
+        Some(_) => {
+            "SELECT p.id, p.pid, p.set_id, p.workload, p.start_time_ms, p.exit_time_ms
+             FROM process p INDEXED BY process_by_host_pid
+             WHERE p.host = ?1 AND (p.pid, p.id) > (?2, ?3)
+             ORDER BY p.pid, p.id"
+        }
+    })?;
+    let mut history = conn.prepare_cached(
+        "SELECT DISTINCT set_id FROM process_set_history
+         WHERE process_id = ?1 AND from_ms <= ?3 AND (until_ms IS NULL OR until_ms >= ?2)",
+    )?;
+    let mut holder = conn.prepare_cached(
+        "SELECT h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
+                p.exe, p.cmdline, p.uid, p.privilege, p.exit_time_ms
+         FROM process p JOIN host h ON h.id = p.host WHERE p.id = ?1",
+    )?;
+    let mut page = EvidencePage::default();
+    let mut scanned = 0usize;
+    for (host, hostname, _) in super::fleet::hosts_from(conn, None, after)? {
+        let (pid, id) = start_in(host, after);
+        let mut rows = walk.query(params![host, pid, id])?;
         while let Some(r) = rows.next()? {
-            let reference: String = r.get(10)?;
-            let image: String = r.get(11)?;
-            let chain: String = r.get(12)?;
-            out.push(Evidence {
-                process: r.get(0)?,
-                package_id,
-                holder: holder(r, 13)?,
-                path: v1::MatchPath {
-                    path: format!("sbom {image} {reference}").into_bytes(),
-                    evidence: "declared".into(),
-                    ..Default::default()
-                },
-                sbom: Some((
-                    image,
-                    chain
-                        .split('\n')
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                )),
-            });
+            let cursor = ProcessCursor {
+                hostname: hostname.clone(),
+                host,
+                pid: r.get(1)?,
+                id: r.get(0)?,
+            };
+            scanned += 1;
+            let set: i64 = r.get(2)?;
+            let workload: String = r.get(3)?;
+            let mut sets = Vec::new();
+            match window {
+                None => sets.push(set),
+                Some((since, until)) if !by_set.is_empty() => {
+                    let found = history
+                        .query_map(params![cursor.id, since, until], |r| r.get::<_, i64>(0))?;
+                    for s in found {
+                        sets.push(s?);
+                    }
+                    sets.sort_unstable();
+                }
+                Some(_) => {}
+            }
+            let lived = match window {
+                None => true,
+                Some((since, until)) => {
+                    let start: i64 = r.get(4)?;
+                    let exit: Option<i64> = r.get(5)?;
+                    start <= until && exit.is_none_or(|e| e >= since)
+                }
+            };
+            let decls = if lived {
+                declared.get(&(host, workload))
+            } else {
+                None
+            };
+            let arts: Vec<&SetArtifact> = sets
+                .iter()
+                .filter_map(|s| by_set.get(s))
+                .flatten()
+                .collect();
+            if !arts.is_empty() || decls.is_some() {
+                let who = holder.query_row([cursor.id], |r| {
+                    Ok(v1::Match {
+                        host: r.get(0)?,
+                        host_id: r.get(1)?,
+                        workload: r.get(2)?,
+                        key: Some(v1::ProcessKey {
+                            pid: r.get(3)?,
+                            start_ticks: r.get::<_, i64>(4)? as u64,
+                        }),
+                        process_start_ms: r.get(5)?,
+                        exe: r.get(6)?,
+                        cmdline: r.get(7)?,
+                        uid: r.get(8)?,
+                        privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(9)?.as_slice()).ok(),
+                        exit_time_ms: r.get::<_, Option<i64>>(10)?.unwrap_or(0),
+                        ..Default::default()
+                    })
+                })?;
+                let mut evidence = Vec::new();
+                // With several sets in the window, the packages' order first.
+                let mut arts = arts;
+                arts.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
+                for &(_, package_id, kind, ref path, stale, deleted, dev, inode) in arts {
+                    evidence.push(Evidence {
+                        process: cursor.id,
+                        package_id,
+                        holder: who.clone(),
+                        path: v1::MatchPath {
+                            path: path.clone(),
+                            evidence: evidence_name(kind).into(),
+                            stale,
+                            deleted,
+                            dev: dev as u64,
+                            inode: inode as u64,
+                        },
+                        sbom: None,
+                    });
+                }
+                for (_, package_id, image, reference, chain) in decls.into_iter().flatten() {
+                    evidence.push(Evidence {
+                        process: cursor.id,
+                        package_id: *package_id,
+                        holder: who.clone(),
+                        path: v1::MatchPath {
+                            path: format!("sbom {image} {reference}").into_bytes(),
+                            evidence: "declared".into(),
+                            ..Default::default()
+                        },
+                        sbom: Some((
+                            image.clone(),
+                            chain
+                                .split('\n')
+                                .filter(|c| !c.is_empty())
+                                .map(str::to_string)
+                                .collect(),
+                        )),
+                    });
+                }
+                page.processes.push((cursor.clone(), evidence));
+            }
+            if page.processes.len() >= limit.items || scanned >= limit.scan {
+                page.next = Some(cursor);
+                return Ok(page);
+            }
         }
     }
-    Ok(out)
+    Ok(page)
 }
 
 /// Package rows by id.

@@ -366,6 +366,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE host ADD COLUMN health BLOB;
     "#,
+    // 15: keyset paging. Paged answers walk each host's processes in pid
+    // order (running ones, or all of them for a time window) and seek to a
+    // cursor; a set's members are found by set (ps's counts, anonymous
+    // code, the evidence of a page's processes) without scanning them all.
+    r#"
+    CREATE INDEX process_running_by_host_pid ON process (host, pid) WHERE exit_time_ms IS NULL;
+    CREATE INDEX process_by_host_pid ON process (host, pid);
+    CREATE INDEX artifact_set_member_by_set ON artifact_set_member (set_id);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
