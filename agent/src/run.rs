@@ -1218,10 +1218,28 @@ async fn stream_once(
         let notified = shared.wake.notified();
         loop {
             let from = sent;
-            let reader = shared.clone();
-            let batch =
-                tokio::task::spawn_blocking(move || reader.spool().read_after(from, READ_BATCH))
-                    .await??;
+            // What the scan thread just wrote is taken from memory, in
+            // place (the lock is only ever held for a write and, at most
+            // once a second, an fdatasync: a busy lock sends us to the
+            // blocking pool); the rest is read back from disk there.
+            let live = match shared.spool.try_lock() {
+                Ok(mut spool) => spool.take_live(from, READ_BATCH),
+                Err(_) => None,
+            };
+            let batch = match live {
+                Some(batch) => batch,
+                None => {
+                    let reader = shared.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut spool = reader.spool();
+                        match spool.take_live(from, READ_BATCH) {
+                            Some(batch) => Ok(batch),
+                            None => spool.read_after(from, READ_BATCH),
+                        }
+                    })
+                    .await??
+                }
+            };
             if batch.is_empty() {
                 break;
             }

@@ -43,6 +43,14 @@ use patchgap_proto::{Message, v1};
 const HEADER: usize = 8;
 /// No single message is larger (the wire limit is far below).
 const MAX_RECORD: usize = 64 << 20;
+/// Encoded bytes of messages kept in memory for the sender after they are
+/// written (see `Spool::take_live`). In steady state it holds a batch or
+/// two; while the collector is away its oldest leave it, for the disk.
+const LIVE_LIMIT: usize = 2 << 20;
+/// A fully acked segment being written is replaced by a fresh one once it
+/// is this long: a new file costs a create, an fsync of the directory and
+/// an unlink, so not once a second on a busy host.
+const ROTATE_ACKED: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
@@ -132,6 +140,11 @@ pub struct Spool {
     dirty: bool,
     last_sync: Instant,
     cursor: Option<Cursor>,
+    /// Messages of this run as pushed, each with its encoded length, not
+    /// yet taken by the sender: what was just written is handed over as it
+    /// is, not read back and decoded.
+    live: VecDeque<(v1::AgentMessage, usize)>,
+    live_bytes: usize,
 }
 
 impl std::fmt::Debug for Spool {
@@ -195,6 +208,8 @@ impl Spool {
             dirty: false,
             last_sync: Instant::now(),
             cursor: None,
+            live: VecDeque::new(),
+            live_bytes: 0,
         };
         let mut opened = Opened::default();
         let Some(state) = &config.dir else {
@@ -361,6 +376,13 @@ impl Spool {
         tail.len += record.len() as u64;
         self.bytes += record.len() as u64;
         self.dirty = true;
+        self.live_bytes += record.len();
+        self.live.push_back((msg, record.len()));
+        while self.live_bytes > LIVE_LIMIT
+            && let Some((_, len)) = self.live.pop_front()
+        {
+            self.live_bytes -= len;
+        }
         if lost > 0 {
             self.dropped += lost;
             self.write_session()?;
@@ -394,7 +416,7 @@ impl Spool {
         let tail_done = self
             .segments
             .back()
-            .is_some_and(|s| s.count > 0 && s.last_seq() <= self.acked && s.len >= 64 << 10);
+            .is_some_and(|s| s.count > 0 && s.last_seq() <= self.acked && s.len >= ROTATE_ACKED);
         if tail_done {
             self.new_segment()?;
         }
@@ -429,6 +451,35 @@ impl Spool {
         self.dirty = false;
         self.last_sync = Instant::now();
         Ok(())
+    }
+
+    /// Messages after `after`, in order, up to about `max_bytes`, from
+    /// memory: Some when the next one (`after + 1`) is the oldest message
+    /// kept there, or none is due (empty then); None when it must be read
+    /// from disk (`read_after`: after a reconnect, a restart, or an outage
+    /// longer than memory holds). Messages up to `after` are let go.
+    pub fn take_live(&mut self, after: u64, max_bytes: usize) -> Option<Vec<v1::AgentMessage>> {
+        while let Some((m, len)) = self.live.front()
+            && m.seq <= after
+        {
+            self.live_bytes -= len;
+            self.live.pop_front();
+        }
+        match self.live.front() {
+            None if after + 1 >= self.next_seq => return Some(Vec::new()),
+            Some((m, _)) if m.seq == after + 1 => {}
+            _ => return None,
+        }
+        let mut out = Vec::new();
+        let mut taken = 0usize;
+        while taken < max_bytes.max(1)
+            && let Some((m, len)) = self.live.pop_front()
+        {
+            self.live_bytes -= len;
+            taken += len;
+            out.push(m);
+        }
+        Some(out)
     }
 
     /// Messages after `after`, in order, up to about `max_bytes` (at least
@@ -714,6 +765,57 @@ mod tests {
             Some(v1::agent_message::Body::Delta(d)) => d.exits[0].exit_time_ms,
             _ => panic!("not a delta"),
         }
+    }
+
+    /// What was just written is handed to the sender from memory, the same
+    /// messages a read from disk gives; anything memory no longer holds (a
+    /// restart, a reconnect further back, an outage past its limit) sends
+    /// the reader to disk.
+    #[test]
+    fn the_sender_takes_fresh_messages_from_memory_and_the_rest_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(&config(dir.path(), 64 << 20), "boot-a").unwrap();
+        assert_eq!(s.take_live(0, usize::MAX).unwrap(), Vec::new(), "none due");
+        for n in 1..=5 {
+            s.push(delta(n)).unwrap();
+        }
+        let from_disk = s.read_after(0, usize::MAX).unwrap();
+        let live = s.take_live(0, usize::MAX).unwrap();
+        assert_eq!(live, from_disk, "memory and disk agree");
+        assert_eq!(s.take_live(5, usize::MAX).unwrap(), Vec::new(), "all sent");
+        // A reconnect that resumes after 2: taken already, so from disk.
+        assert_eq!(s.take_live(2, usize::MAX), None);
+        assert_eq!(seqs(&mut s, 2), [3, 4, 5]);
+        // Past the memory limit the oldest are only on disk.
+        let big = |n: u64| {
+            v1::agent_message::Body::Delta(v1::Delta {
+                scanned_at_ms: n as i64,
+                exits: (0..20_000)
+                    .map(|i| v1::Exit {
+                        key: Some(v1::ProcessKey {
+                            pid: i,
+                            start_ticks: n,
+                        }),
+                        exit_time_ms: 1,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        for n in 6..=40 {
+            s.push(big(n)).unwrap();
+        }
+        assert_eq!(s.take_live(5, usize::MAX), None, "6 left memory");
+        let rest = s.read_after(5, usize::MAX).unwrap();
+        assert_eq!(rest.first().map(|m| m.seq), Some(6));
+        assert_eq!(rest.last().map(|m| m.seq), Some(40));
+        let live = s.take_live(38, usize::MAX).expect("39.. still in memory");
+        assert_eq!(live.first().map(|m| m.seq), Some(39));
+        // Reopened: memory is empty, the disk has them all.
+        drop(s);
+        let (mut s, _) = Spool::open(&config(dir.path(), 64 << 20), "boot-a").unwrap();
+        assert_eq!(s.take_live(0, usize::MAX), None);
+        assert_eq!(s.read_after(0, usize::MAX).unwrap().len(), 40);
     }
 
     #[test]
