@@ -249,8 +249,12 @@ impl Store for SqliteStore {
         advisories::put_advisories(&mut self.write(), advisories, replace)
     }
 
-    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>> {
-        advisories::delete_advisory(&mut self.write(), id)
+    fn delete_advisory(&self, id: &str, rematch: &[String]) -> Result<Option<AdvisoryRecord>> {
+        advisories::delete_advisory(&mut self.write(), id, rematch)
+    }
+
+    fn pending_advisories(&self, limit: usize) -> Result<Vec<String>> {
+        advisories::pending_advisories(&*self.read()?, limit)
     }
 
     fn advisory(&self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {
