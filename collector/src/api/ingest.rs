@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{Connected, blocking, refused};
 use crate::{
-    fleet::{coverage, ingest::Ingest},
+    fleet::{bounds, coverage, ingest::Ingest},
     tls::{Role, peer_identity},
 };
 
@@ -122,7 +122,7 @@ impl IngestApi for IngestService {
         let mut inbound = request.into_inner();
         // The first message must be a Hello; answer it before returning the
         // response stream, so a bad opener is a plain error status.
-        let hello = match inbound.message().await {
+        let mut hello = match inbound.message().await {
             Ok(Some(v1::AgentMessage {
                 body: Some(Body::Hello(h)),
                 ..
@@ -139,6 +139,11 @@ impl IngestApi for IngestService {
             }
             Err(status) => return Err(inbound_error(status)),
         };
+        // Every field within its bound before anything is stored.
+        let cut = bounds::hello(&mut hello);
+        if cut.0 > 0 {
+            warn!(%peer, fields = cut.0, "cut the Hello's fields that were over their length bounds");
+        }
         let hello_copy = hello.clone();
         let ingest = self.ingest.clone();
         let session = match cert_host {
@@ -241,7 +246,16 @@ impl IngestApi for IngestService {
                 // Stored, then its new packages matched, before the ack
                 // (the ack does not wait on a failed pass; see `Ingest`).
                 let ingest = ingest.clone();
-                let applied = blocking(move || ingest.apply(&session, &msg, now_ms())).await;
+                let host = host_name.clone();
+                let applied = blocking(move || {
+                    let mut msg = msg;
+                    let cut = bounds::message(&mut msg);
+                    if cut.0 > 0 {
+                        warn!(%host, seq, fields = cut.0, "cut fields over their length bounds");
+                    }
+                    ingest.apply(&session, &msg, now_ms())
+                })
+                .await;
                 match applied {
                     // Committed: only now may the agent forget it.
                     Ok(()) => {
