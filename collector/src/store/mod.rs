@@ -30,6 +30,23 @@ pub enum StoreError {
         "database schema version {found} is newer than this collector knows ({known}); upgrade the collector"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// The store file is not a patchgap store (zero-length, not SQLite,
+    /// another application's database): refused, never reinitialised.
+    #[error(
+        "{path} is not a patchgap store: {reason}; move it aside or point --data-dir elsewhere"
+    )]
+    Foreign {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The store file fails SQLite's check: refused before anything is served.
+    #[error(
+        "{path} is corrupt ({problems}); restore it from a backup, or run `patchgap-collector check --data-dir DIR` for every problem"
+    )]
+    Corrupt {
+        path: std::path::PathBuf,
+        problems: String,
+    },
     #[error("invalid message: {0}")]
     Invalid(String),
     #[error("this agent session was superseded by a newer session of the same host")]

@@ -373,6 +373,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this collector writes.
+pub(super) const KNOWN_VERSION: i64 = MIGRATIONS.len() as i64;
+
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let known = MIGRATIONS.len() as i64;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
