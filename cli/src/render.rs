@@ -393,14 +393,19 @@ fn push_escaped(out: &mut String, c: char) {
 /// the terminal or forges a row, then clipped to [`MAX_CELL`] characters
 /// with a trailing "…".
 pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_CELL * 4));
+    clean_to(s, MAX_CELL)
+}
+
+/// [`clean`] with another bound, for a sentence rather than a cell.
+fn clean_to(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
     let mut n = 0;
     for c in s.chars() {
-        if n >= MAX_CELL {
+        if n >= max {
             // Keep room for the marker.
             let cut = out
                 .char_indices()
-                .nth(MAX_CELL - 1)
+                .nth(max - 1)
                 .map_or(out.len(), |(i, _)| i);
             out.truncate(cut);
             out.push('…');
@@ -415,10 +420,10 @@ pub fn clean(s: &str) -> String {
             n += 1;
         }
     }
-    if n > MAX_CELL {
+    if n > max {
         let cut = out
             .char_indices()
-            .nth(MAX_CELL - 1)
+            .nth(max - 1)
             .map_or(out.len(), |(i, _)| i);
         out.truncate(cut);
         out.push('…');
@@ -724,6 +729,8 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                 "root": caps.root,
                 "connected": h.connected,
                 "cert_expires": (h.cert_not_after_ms > 0).then(|| rfc3339(h.cert_not_after_ms)),
+                // Two agents claiming this host's identity; null when none.
+                "conflict": (!h.conflict.is_empty()).then_some(&h.conflict),
                 "fresh": h.fresh,
                 "last_seen": rfc3339(h.last_seen_ms),
                 "last_full_scan": (h.last_full_scan_ms > 0).then(|| rfc3339(h.last_full_scan_ms)),
@@ -786,6 +793,14 @@ pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
         &rows,
         "",
     );
+    for h in r.hosts.iter().filter(|h| !h.conflict.is_empty()) {
+        let id = h.identity.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "CONFLICT: {}: {}\n",
+            clean(&id.hostname),
+            clean_to(&h.conflict, 1024)
+        ));
+    }
     out.push_str(&coverage_line(&r.coverage));
     out
 }
@@ -1541,6 +1556,7 @@ mod tests {
                     hostname: host.clone(),
                     ..Default::default()
                 }),
+                conflict: "two agents\nclaim it".into(),
                 ..Default::default()
             }],
             coverage: Some(v1::Coverage {
@@ -1555,6 +1571,10 @@ mod tests {
         let t = hosts_table(&hosts);
         assert!(t.lines().all(|l| l.chars().count() < 600), "{t}");
         assert!(t.contains("x\\ny"), "{t}");
+        assert!(
+            t.contains("CONFLICT: hhh") && t.contains(": two agents\\nclaim it"),
+            "{t}"
+        );
         let ps = v1::ListProcessesResponse {
             processes: vec![v1::ProcessSummary {
                 host: host.clone(),

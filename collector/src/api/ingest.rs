@@ -61,16 +61,16 @@ impl IngestService {
 
 type CollectorStream = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, Status>> + Send>>;
 
-/// Removes the host from the connected set when the stream task ends, however
-/// it ends.
-struct ConnectedGuard(Connected, String);
+/// Removes the stream from the connected set when its task ends, however
+/// it ends (unless a later stream of its host holds the key).
+struct ConnectedGuard(Connected, String, u64);
 
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
+            .close(&self.1, self.2);
     }
 }
 
@@ -144,6 +144,27 @@ impl IngestApi for IngestService {
         if cut.0 > 0 {
             warn!(%peer, fields = cut.0, "cut the Hello's fields that were over their length bounds");
         }
+        // Two agents with one machine-id: the one that comes back after it
+        // was superseded, while the other streams, is refused and the host
+        // flagged, so they do not take the host from each other forever.
+        {
+            let id = hello.host.clone().unwrap_or_default();
+            let admitted = self
+                .connected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(
+                    coverage::host_key(&id),
+                    &hello.session_id,
+                    &peer,
+                    &id.hostname,
+                    now_ms(),
+                );
+            if let Err(conflict) = admitted {
+                refused(&self.audit, &peer, &subject, "Ingest/Stream", &conflict);
+                return Err(Status::already_exists(conflict));
+            }
+        }
         let hello_copy = hello.clone();
         let ingest = self.ingest.clone();
         let session = match cert_host {
@@ -212,11 +233,22 @@ impl IngestApi for IngestService {
 
         let ingest = self.ingest.clone();
         let mut stopping = self.stopping.clone();
-        self.connected
+        let stream = self
+            .connected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(host_key.clone(), cert_not_after_ms);
-        let guard = ConnectedGuard(self.connected.clone(), host_key);
+            .open(
+                &host_key,
+                super::Live {
+                    stream: 0,
+                    session: hello.session_id.clone(),
+                    peer: peer.clone(),
+                    hostname: host_name.clone(),
+                    not_after_ms: cert_not_after_ms,
+                },
+                now_ms(),
+            );
+        let guard = ConnectedGuard(self.connected.clone(), host_key, stream);
         tokio::spawn(async move {
             let _guard = guard;
             loop {

@@ -59,6 +59,8 @@ pub fn summarize(
                 fresh,
                 processes_running: h.processes_running,
                 last_scan: Some(h.last_scan),
+                // The API layer knows the streams that fought over it.
+                conflict: String::new(),
             }
         })
         .collect();
