@@ -169,8 +169,7 @@ async fn a_superseded_twin_coming_back_is_refused_and_named() {
     // It comes back with its session: refused, naming the live stream.
     let refused = stream(addr, hello("twin-id", "web-1", "session-a"))
         .await
-        .err()
-        .expect("the superseded twin is refused");
+        .expect_err("the superseded twin is refused");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
     for says in ["web-2", "session-b", "web-1", "session-a", "machine-id"] {
         assert!(refused.message().contains(says), "{says}: {refused:?}");
@@ -183,6 +182,5 @@ async fn a_superseded_twin_coming_back_is_refused_and_named() {
         Some("web-2")
     );
     assert!(list[0].conflict.contains("session-b"), "{list:?}");
-    // The live one keeps streaming.
-    let (_c_tx, _) = (a_tx, ());
+    drop(a_tx);
 }

@@ -1956,7 +1956,9 @@ fn advisories_stay_pending_until_their_verdicts(store: &dyn Store) {
     assert_eq!(store.pending_advisories(1).expect("pending"), ["GHSA-x"]);
     // Re-importing what is pending does not clear it.
     assert_eq!(
-        store.put_advisories(&[b.clone()], false).expect("put"),
+        store
+            .put_advisories(std::slice::from_ref(&b), false)
+            .expect("put"),
         [PutOutcome::Unchanged]
     );
     store
@@ -1977,7 +1979,9 @@ fn advisories_stay_pending_until_their_verdicts(store: &dyn Store) {
         .expect("matches");
     assert!(store.pending_advisories(10).expect("pending").is_empty());
     assert_eq!(
-        store.put_advisories(&[a.clone()], false).expect("put"),
+        store
+            .put_advisories(std::slice::from_ref(&a), false)
+            .expect("put"),
         [PutOutcome::Unchanged]
     );
     assert!(store.pending_advisories(10).expect("pending").is_empty());

@@ -424,7 +424,8 @@ mod tests {
     /// and left exactly as they were.
     #[test]
     fn foreign_files_are_refused_and_left_alone() {
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        type Make = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Make, &str)> = vec![
             (
                 "zero-length",
                 Box::new(|p: &Path| std::fs::write(p, b"").unwrap()),
