@@ -170,14 +170,33 @@ fn batches(files: &[v1::AdvisoryFile]) -> Vec<v1::ImportAdvisoriesRequest> {
 /// (coverage, freshness): per match its host, process, package, status.
 type Answer = Option<Vec<String>>;
 
+/// Queries whose transport failed (a stream reset under load) and were
+/// asked again; counted, so a run says how often it happened.
+static RETRIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn answer(client: &mut QueryClient<tonic::transport::Channel>, id: &str) -> Answer {
-    match client
-        .find_package(v1::FindPackageRequest {
-            advisory: id.into(),
-            ..Default::default()
-        })
-        .await
-    {
+    let mut tries = 0;
+    let reply = loop {
+        let reply = client
+            .find_package(v1::FindPackageRequest {
+                advisory: id.into(),
+                ..Default::default()
+            })
+            .await;
+        match &reply {
+            // The transport, not the answer: ask again (a few times).
+            Err(s)
+                if tries < 5
+                    && matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unavailable) =>
+            {
+                tries += 1;
+                RETRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break reply,
+        }
+    };
+    match reply {
         Ok(r) => {
             let mut rows: Vec<String> = r
                 .into_inner()
@@ -455,7 +474,8 @@ async fn import_killed_at_random_points_is_matched_after_restart() {
         eprintln!(
             "round {round}: killed at {at:?} after {acked} acked requests; {stored_at_kill} \
              stored, {pending_at_kill} of them without verdicts; after restart {known} known, \
-             0 pending, all equal to the clean import"
+             0 pending, all equal to the clean import ({} queries retried so far)",
+            RETRIED.load(std::sync::atomic::Ordering::Relaxed)
         );
         equal += 1;
         drop(collector);
