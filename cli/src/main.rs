@@ -1202,7 +1202,8 @@ fn print(
     let mut out = std::io::stdout().lock();
     let text = match output {
         Output::Json => render::json_text(&json)?,
-        Output::Table => table(),
+        // Fields are escaped where tables place them; this catches the rest.
+        Output::Table => render::terminal_safe(&table()).into_owned(),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `patchgap query libc6 | head` is not an error.

@@ -139,36 +139,41 @@ fn coverage_line(c: &Option<v1::Coverage>) -> String {
         if !h.ebpf {
             line.push_str(&format!(
                 "note: {} is scan-only (ebpf: off, {}): processes and connections that lived between rescans are not seen\n",
-                h.host, h.ebpf_reason
+                clean(&h.host),
+                clean(&h.ebpf_reason)
             ));
         } else if h.events_lost > 0 {
             line.push_str(&format!(
                 "warning: {} lost {} kernel events\n",
-                h.host, h.events_lost
+                clean(&h.host),
+                h.events_lost
             ));
         }
         if !h.scanning {
             line.push_str(&format!(
                 "warning: {}'s agent is not scanning (its scan loop stalled or is restarting)\n",
-                h.host
+                clean(&h.host)
             ));
         }
         if h.scan_restarts > 0 {
             line.push_str(&format!(
                 "warning: {}'s agent restarted its scan loop {} time(s) after a panic\n",
-                h.host, h.scan_restarts
+                clean(&h.host),
+                h.scan_restarts
             ));
         }
         if h.spool_dropped > 0 {
             line.push_str(&format!(
                 "warning: {}'s agent dropped {} unsent message(s) from its full spool; history there has gaps\n",
-                h.host, h.spool_dropped
+                clean(&h.host),
+                h.spool_dropped
             ));
         }
         if !h.shedding.is_empty() {
             line.push_str(&format!(
                 "warning: {}'s agent is over its CPU or memory cap and does not watch {}\n",
-                h.host, h.shedding
+                clean(&h.host),
+                clean(&h.shedding)
             ));
         }
     }
@@ -392,6 +397,90 @@ pub fn workloads_table(r: &v1::ListWorkloadsResponse, width: usize) -> String {
     out
 }
 
+/// The longest a table cell, or a field inside a note, gets (in
+/// characters, after escaping); `-o json` keeps every field whole.
+pub const MAX_CELL: usize = 256;
+
+/// Whether a character must not reach a terminal raw: C0 controls, DEL, C1
+/// controls (CSI is U+009B), and the bidirectional overrides and isolates
+/// that reorder what is shown (U+202A..U+202E, U+2066..U+2069).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes `c` visibly: `\n`, `\r`, `\t`, `\x1b`, `\u{202e}`.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+    }
+}
+
+/// A field as a table or a note shows it: every unsafe character (see
+/// [`is_unsafe`]) written visibly, so no field moves the cursor, recolours
+/// the terminal or forges a row, then clipped to [`MAX_CELL`] characters
+/// with a trailing "…".
+pub fn clean(s: &str) -> String {
+    clean_to(s, MAX_CELL)
+}
+
+/// [`clean`] with another bound, for a sentence rather than a cell.
+fn clean_to(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
+    let mut n = 0;
+    for c in s.chars() {
+        if n >= max {
+            // Keep room for the marker.
+            let cut = out
+                .char_indices()
+                .nth(max - 1)
+                .map_or(out.len(), |(i, _)| i);
+            out.truncate(cut);
+            out.push('…');
+            return out;
+        }
+        if is_unsafe(c) {
+            let before = out.len();
+            push_escaped(&mut out, c);
+            n += out[before..].chars().count();
+        } else {
+            out.push(c);
+            n += 1;
+        }
+    }
+    if n > max {
+        let cut = out
+            .char_indices()
+            .nth(max - 1)
+            .map_or(out.len(), |(i, _)| i);
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// The last line of defence for table output: every unsafe character but
+/// the newlines that make its lines, written visibly. Fields are [`clean`]ed
+/// where they are placed; this catches text that was not (an advisory's
+/// summary, an error), so no escape sequence reaches the terminal raw.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c != '\n' && is_unsafe(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Shortens from the left, keeping the file name visible.
 fn fit(s: &str, max: usize) -> String {
     let n = s.chars().count();
@@ -402,10 +491,15 @@ fn fit(s: &str, max: usize) -> String {
     format!("…{tail}")
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart. Every cell is [`clean`]ed:
+/// escaped and clipped, so one row is one line whatever the agents sent.
 fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| clean(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -414,17 +508,18 @@ fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
         let mut s = indent.to_string();
         let last = cells.len() - 1;
         for (i, c) in cells.into_iter().enumerate() {
-            if i == last {
-                s.push_str(&c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            s.push_str(&c);
+            if i != last {
+                // By hand: `{:<w$}` refuses widths above u16::MAX.
+                let pad = widths[i].saturating_sub(c.chars().count()) + 2;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        out.push_str(&line(row.clone()));
+        out.push_str(&line(row));
     }
     out
 }
@@ -440,18 +535,18 @@ pub fn query_groups(matches: &[v1::Match], width: usize) -> String {
     // Room for the exe column: the rest of the row is about 70 columns.
     let exe_width = width.saturating_sub(72).max(16);
     for (workload, ms) in groups {
-        out.push_str(&format!("workload {workload}\n"));
+        out.push_str(&format!("workload {}\n", clean(workload)));
         if let Some(w) = &ms[0].workload_detail {
             out.push_str(&format!(
                 "  kind {}  namespace {}  owner {}  container {}  image {}  digest {}  scope {}  privilege {}\n",
-                w.kind,
-                or_dash(&w.namespace),
-                owner_text(w),
-                or_dash(&w.container),
-                or_dash(&w.image),
-                if w.image_digest.is_empty() { "unknown" } else { &w.image_digest },
-                scope_text(w),
-                w.privilege,
+                clean(&w.kind),
+                clean(&or_dash(&w.namespace)),
+                clean(&owner_text(w)),
+                clean(&or_dash(&w.container)),
+                clean(&or_dash(&w.image)),
+                clean(if w.image_digest.is_empty() { "unknown" } else { &w.image_digest }),
+                clean(&scope_text(w)),
+                clean(&w.privilege),
             ));
         }
         let with_status = ms.iter().any(|m| !m.status.is_empty());
@@ -505,12 +600,13 @@ pub fn query_footer(
 ) -> String {
     let mut out = String::new();
     if count == 0 {
-        out.push_str(&format!("no running process includes {query}\n"));
+        out.push_str(&format!("no running process includes {}\n", clean(query)));
     }
-    out.push_str(&format!("{count} match(es) for {query}\n"));
+    out.push_str(&format!("{count} match(es) for {}\n", clean(query)));
     if !scope_map_error.is_empty() {
         out.push_str(&format!(
-            "warning: scope mapping not reloaded, previous one in force: {scope_map_error}\n"
+            "warning: scope mapping not reloaded, previous one in force: {}\n",
+            clean(scope_map_error)
         ));
     }
     out.push_str(&coverage_line(coverage));
@@ -530,10 +626,10 @@ fn chains(ms: &[&v1::Match]) -> String {
         if seen.insert((p.name.clone(), p.version.clone(), m.sbom_image.clone())) {
             out.push_str(&format!(
                 "  {} {}: pulled in by {} (SBOM of {})\n",
-                package_cell(&p),
-                p.version,
-                m.pulled_in_by[..m.pulled_in_by.len() - 1].join(" -> "),
-                short_digest(&m.sbom_image)
+                clean(&package_cell(&p)),
+                clean(&p.version),
+                clean(&m.pulled_in_by[..m.pulled_in_by.len() - 1].join(" -> ")),
+                clean(short_digest(&m.sbom_image))
             ));
         }
     }
@@ -671,6 +767,8 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                 "root": caps.root,
                 "connected": h.connected,
                 "cert_expires": (h.cert_not_after_ms > 0).then(|| rfc3339(h.cert_not_after_ms)),
+                // Two agents claiming this host's identity; null when none.
+                "conflict": (!h.conflict.is_empty()).then_some(&h.conflict),
                 "fresh": h.fresh,
                 "last_seen": rfc3339(h.last_seen_ms),
                 "last_full_scan": (h.last_full_scan_ms > 0).then(|| rfc3339(h.last_full_scan_ms)),
@@ -747,6 +845,14 @@ pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
         &rows,
         "",
     );
+    for h in r.hosts.iter().filter(|h| !h.conflict.is_empty()) {
+        let id = h.identity.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "CONFLICT: {}: {}\n",
+            clean(&id.hostname),
+            clean_to(&h.conflict, 1024)
+        ));
+    }
     out.push_str(&coverage_line(&r.coverage));
     out
 }
@@ -871,8 +977,9 @@ pub fn ps_notes(r: &v1::ListProcessesResponse) -> String {
         .min_by_key(|(_, at)| **at)
     {
         out.push_str(&format!(
-            "note: sockets are as of the last read of the socket tables{}: {host} at {} ({} s before this answer); connects eBPF saw since are included\n",
+            "note: sockets are as of the last read of the socket tables{}: {} at {} ({} s before this answer); connects eBPF saw since are included\n",
             if read.len() > 1 { ", oldest" } else { "" },
+            clean(host),
             rfc3339(*at),
             (now - at).max(0) / 1000
         ));
@@ -880,7 +987,7 @@ pub fn ps_notes(r: &v1::ListProcessesResponse) -> String {
     if !unknown.is_empty() {
         out.push_str(&format!(
             "note: no time of the last socket-table read from {}\n",
-            unknown.join(", ")
+            clean(&unknown.join(", "))
         ));
     }
     out.push_str(&anonymous_code_lines(&r.processes));
@@ -903,12 +1010,12 @@ fn anonymous_code_lines(processes: &[v1::ProcessSummary]) -> String {
                 } else {
                     format!("sha256 {}", c.sha256)
                 };
-                format!("{} ({hash})", bytes_text(&a.path))
+                format!("{} ({})", clean(&bytes_text(&a.path)), clean(&hash))
             })
             .collect();
         out.push_str(&format!(
             "warning: {} pid {} maps code from no file on disk: {}\n",
-            p.host,
+            clean(&p.host),
             p.key.unwrap_or_default().pid,
             what.join(", ")
         ));
@@ -1512,5 +1619,83 @@ mod tests {
     fn fit_keeps_the_tail() {
         assert_eq!(fit("/usr/lib/python3.11", 8), "…hon3.11");
         assert_eq!(fit("/bin/sh", 8), "/bin/sh");
+    }
+
+    #[test]
+    fn clean_escapes_control_characters_and_clips() {
+        assert_eq!(clean("a\x1b[31mred\x1b[0m"), "a\\x1b[31mred\\x1b[0m");
+        assert_eq!(clean("a\nb\tc\rd\x7f"), "a\\nb\\tc\\rd\\x7f");
+        assert_eq!(
+            clean("csi\u{9b}2J bidi\u{202e}x"),
+            "csi\\u{9b}2J bidi\\u{202e}x"
+        );
+        assert_eq!(clean("é ü /usr/lib"), "é ü /usr/lib");
+        let long = clean(&"h".repeat(100_000));
+        assert_eq!(long.chars().count(), MAX_CELL);
+        assert!(long.ends_with('…'));
+        // Escapes count toward the bound.
+        let esc = clean(&"\x1b".repeat(MAX_CELL));
+        assert_eq!(esc.chars().count(), MAX_CELL);
+        assert_eq!(clean(&"x".repeat(MAX_CELL)), "x".repeat(MAX_CELL));
+        assert_eq!(terminal_safe("a\x1bb\nc\n"), "a\\x1bb\nc\n");
+    }
+
+    /// Issue 14: a 100,000-character hostname panicked every table
+    /// ("Formatting argument out of range"), and a newline in a command
+    /// line forged a row.
+    #[test]
+    fn hostile_fields_render_one_line_per_row() {
+        let host = "h".repeat(100_000);
+        let hosts = v1::ListHostsResponse {
+            hosts: vec![v1::HostSummary {
+                identity: Some(v1::HostIdentity {
+                    hostname: host.clone(),
+                    ..Default::default()
+                }),
+                conflict: "two agents\nclaim it".into(),
+                ..Default::default()
+            }],
+            coverage: Some(v1::Coverage {
+                hosts: vec![v1::HostCoverage {
+                    host: host.clone(),
+                    ebpf_reason: "x\ny".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let t = hosts_table(&hosts);
+        assert!(t.lines().all(|l| l.chars().count() < 600), "{t}");
+        assert!(t.contains("x\\ny"), "{t}");
+        assert!(
+            t.contains("CONFLICT: hhh") && t.contains(": two agents\\nclaim it"),
+            "{t}"
+        );
+        let ps = v1::ListProcessesResponse {
+            processes: vec![v1::ProcessSummary {
+                host: host.clone(),
+                cmdline: "sh -c \x1b[2J\nFORGED 1 2 3".into(),
+                workload: "w\rX".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = ps_table(&ps, 100_000);
+        assert!(!t.contains('\x1b') && !t.contains('\r'), "{t}");
+        assert!(!t.lines().any(|l| l.starts_with("FORGED")), "{t}");
+        assert!(t.contains("\\x1b[2J\\nFORGED"), "{t}");
+        let q = v1::FindPackageResponse {
+            query: "p\x1b".into(),
+            matches: vec![v1::Match {
+                host,
+                workload: "\x1b]0;title\x07".into(),
+                exe: b"/bin/\x1b[1m".to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = query_groups(&q.matches, 100_000)
+            + &query_footer(q.matches.len(), &q.query, "", &q.coverage);
+        assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t}");
     }
 }

@@ -464,6 +464,7 @@ fn hosts() -> Value {
                     cpu_permille: 4,
                     rss_bytes: 31_457_280,
                 }),
+                conflict: String::new(),
             },
             v1::HostSummary {
                 identity: Some(v1::HostIdentity {
@@ -488,6 +489,7 @@ fn hosts() -> Value {
                 connected: false,
                 cert_not_after_ms: 0,
                 health: None,
+                conflict: "two agents claim host id \"a1b2c3d4e5f60718293a4b5c6d7e8f90\": a stream from 10.0.0.12:51544 (host name \"web-2-clone\", session 5d0c2b8e) was refused while the stream from 10.0.0.11:40322 (host name \"web-2\", session 9a7f3e21) is live; give each host its own /etc/machine-id".into(),
             },
         ],
     })

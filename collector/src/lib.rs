@@ -27,7 +27,6 @@ pub mod store;
 pub mod tls;
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     path::PathBuf,
@@ -193,7 +192,7 @@ pub async fn serve(
             .await?
             .map_err(|e| anyhow::Error::new(e).context("matching stored packages"))?;
     }
-    let connected: api::Connected = Arc::new(Mutex::new(HashMap::new()));
+    let connected: api::Connected = Arc::new(Mutex::new(api::Streams::default()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;

@@ -84,6 +84,17 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Check the store with the bundled SQLite and exit: SQLite's full
+    /// integrity_check and foreign_key_check, the schema version, and the
+    /// files' modes. Exits 1 naming every problem. Only reads, so it is safe
+    /// beside a running collector.
+    ///
+    /// Example: patchgap-collector check --data-dir /var/lib/patchgap
+    Check {
+        /// The collector's data directory.
+        #[arg(long, default_value = "/var/lib/patchgap")]
+        data_dir: PathBuf,
+    },
     /// Tokens, minted on the collector's host from its data directory.
     Token {
         #[command(subcommand)]
@@ -169,8 +180,36 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Token { command }) = cli.command {
-        return issue_local(command);
+    match cli.command {
+        Some(Command::Token { command }) => return issue_local(command),
+        Some(Command::Check { data_dir }) => {
+            let report = patchgap_collector::store::sqlite::file::check(&data_dir);
+            println!(
+                "{}: schema {} (this collector: {})",
+                report.path.display(),
+                report
+                    .schema_version
+                    .map_or_else(|| "unknown".to_string(), |v| v.to_string()),
+                report.known_version
+            );
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            if report.ok() {
+                println!("ok");
+                return Ok(());
+            }
+            eprintln!(
+                "error: {} problem(s) in {}",
+                report.problems.len(),
+                report.path.display()
+            );
+            std::process::exit(1);
+        }
+        None => {}
     }
     if cli.check_scope_map {
         let path = cli.scope_map.as_deref().expect("clap requires --scope-map");
@@ -200,6 +239,15 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    // The store is opened and checked before the port: a store that is
+    // corrupt or not ours stops the start, naming the file, and nothing
+    // ever listens on it.
+    let store = {
+        let dir = cli.data_dir.clone();
+        tokio::task::spawn_blocking(move || patchgap_collector::SqliteStore::open(&dir))
+            .await?
+            .with_context(|| format!("opening the store in {}", cli.data_dir.display()))?
+    };
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
@@ -227,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
         config.token_policy.default_ttl <= config.token_policy.max_ttl,
         "--token-ttl is longer than --token-max-ttl"
     );
-    patchgap_collector::run(config, listener, async {
+    patchgap_collector::serve(config, std::sync::Arc::new(store), listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

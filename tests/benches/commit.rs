@@ -279,8 +279,11 @@ impl Store for OneLock {
     fn put_advisories(&self, a: &[AdvisoryRecord], replace: bool) -> Result<Vec<PutOutcome>> {
         self.with(|s| s.put_advisories(a, replace))
     }
-    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>> {
-        self.with(|s| s.delete_advisory(id))
+    fn delete_advisory(&self, id: &str, rematch: &[String]) -> Result<Option<AdvisoryRecord>> {
+        self.with(|s| s.delete_advisory(id, rematch))
+    }
+    fn pending_advisories(&self, limit: usize) -> Result<Vec<String>> {
+        self.with(|s| s.pending_advisories(limit))
     }
     fn advisory(&self, id: &str) -> Result<Vec<AdvisoryRecord>> {
         self.with(|s| s.advisory(id))

@@ -45,10 +45,16 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<Vec<u8>> {
 /// (`password`, `passwd`, `pwd`, `passphrase`, `secret(s)`, `token`, `apikey`,
 /// `accesskey`, `privatekey`, `sessionkey`, `credential(s)`, `auth`,
 /// `authorization`, `cookie`), or is one of `pass` and `pw` as a whole,
-/// or two adjacent runs spell `api key`,
-/// `access key`, `private key` or `session key`. Matching the *end* of a run
-/// catches `PGPASSWORD`, `keyStorePassword` and `oauth` while leaving
-/// `--tokenizer-path`, `--author` and `--max-tokens` alone.
+/// or two adjacent runs spell `api key`, `access key`, `private key`,
+/// `session key` (or `encryption`, `signing`, `master`, `license`, `shared`,
+/// `client`, `storage`, `account` before `key`), or the whole key is `key`.
+/// Matching the *end* of a run catches `PGPASSWORD`, `keyStorePassword` and
+/// `oauth` while leaving `--tokenizer-path`, `--author` and `--max-tokens`
+/// alone. A key whose last run says where the secret is kept (`file`,
+/// `path`, `stdin`, `env`, `fd`, `dir`: `--password-file`,
+/// `--password-stdin`) is not secret: its value is evidence, not the
+/// secret. A key of the `key` family (`--key`, `--private-key`) keeps a
+/// value that is a file path (`/`, `./`, `../`, `~/`): a key file's path.
 ///
 /// Rules, applied to each argument in this order:
 ///
@@ -59,65 +65,216 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<Vec<u8>> {
 ///    become `scheme://user:<redacted>@host`.
 /// 3. `Key: value` where `Key` is a header-like name that looks secret
 ///    (`Authorization: Bearer x`) becomes `Key: <redacted>`.
-/// 4. `key=value` where `key` looks secret (`--password=x`, `PGPASSWORD=x`,
-///    `https://h/?token=x`) becomes `key=<redacted>`.
+/// 4. In an argument of several words (libpq's `"host=h password=x"`, a
+///    shell's `-c "PGPASSWORD=x psql"`), every word `key=value` whose key
+///    looks secret has its value (to the next blank, or a `'quoted'` one
+///    whole) redacted. Then `key=value` where `key` looks secret
+///    (`--password=x`, `PGPASSWORD=x`, `https://h/?token=x`) becomes
+///    `key=<redacted>`.
 /// 5. `--flag` (starting with `-`, no `=`) whose name looks secret arms rule
 ///    1 for the next argument. Names starting with `no-` are not armed.
-/// 6. `-p` is a password only for the programs known to take one there
-///    (argv\[0\]'s file name): MySQL's and MariaDB's clients, whose `-pVALUE`
-///    is the password attached, and sshpass. There `-pVALUE` becomes
-///    `-p<redacted>` and `-p VALUE` redacts the next argument (for mysql
-///    that may be a database name; a password is likelier meant). Elsewhere
-///    `-p` is a port, a path or a flag (`ssh -p 22`, `mkdir -p`).
+/// 6. Short flags are decided by the program (argv\[0\]'s file name, and for
+///    docker its subcommand), because the same letter is a port or a user
+///    elsewhere (`ssh -p 22`, `docker run -p 8080:80`, `mkdir -p`):
+///    - `-p` is a password for MySQL's and MariaDB's clients (`-pVALUE`
+///      attached; `-p VALUE` redacts the next argument, which for mysql
+///      may be a database name, but a password is likelier meant), for
+///      sshpass, and for `docker|podman|nerdctl login`;
+///    - `-a` is a password for redis-cli;
+///    - `-u`/`--user`/`-U`/`--proxy-user` of curl and `-a` of httpie
+///      (`http`, `https`) take `user:password`: the part after the first
+///      `:` is redacted (`-u admin:pw` becomes `-u admin:<redacted>`);
+///    - `aws configure set KEY VALUE` redacts VALUE when KEY looks secret.
 ///
 /// Everything else is kept byte-exact (lossy only for invalid UTF-8).
 pub fn redact_cmdline(args: &[Vec<u8>]) -> String {
     let mut out = String::new();
-    let mut next_is_secret = false;
-    let short_p = args.first().is_some_and(|a| takes_password_p(a));
+    let mut next: Next = Next::Plain;
+    let tool = Tool::of(args);
     for (i, raw) in args.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
         let arg = String::from_utf8_lossy(raw);
-        if std::mem::take(&mut next_is_secret) && !arg.starts_with('-') {
-            out.push_str(REDACTED);
+        match std::mem::replace(&mut next, Next::Plain) {
+            Next::Plain => {}
+            _ if arg.starts_with('-') => {}
+            Next::Secret(kind) => {
+                if kind == Kind::Key && is_path(&arg) {
+                    out.push_str(&arg);
+                } else {
+                    out.push_str(REDACTED);
+                }
+                continue;
+            }
+            Next::UserInfo => {
+                push_userinfo(&arg, &mut out);
+                continue;
+            }
+        }
+        if i > 0
+            && let Some(n) = tool.short_flag(&arg, i, args, &mut out)
+        {
+            next = n;
             continue;
         }
-        // Rule 6.
-        if short_p && i > 0 && !arg.starts_with("--") {
-            if arg == "-p" {
-                out.push_str("-p");
-                next_is_secret = true;
-                continue;
-            }
-            if arg.len() > 2 && arg.starts_with("-p") {
-                out.push_str("-p");
-                out.push_str(REDACTED);
-                continue;
-            }
-        }
-        next_is_secret = redact_arg(&arg, &mut out);
+        next = match redact_arg(&arg, &mut out) {
+            Some(kind) => Next::Secret(kind),
+            None => Next::Plain,
+        };
     }
     out
 }
 
-/// Whether a program (argv\[0\], a path or a name) takes its password as
-/// `-p`: MySQL's and MariaDB's command-line tools, and sshpass.
-fn takes_password_p(argv0: &[u8]) -> bool {
-    let name = argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0);
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    name == "sshpass"
-        || name.starts_with("mysql")
-        || name == "mariadb"
-        || name.starts_with("mariadb-")
+/// What rule 1 does with the next argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Plain,
+    /// Redact it whole (a `Key` keeps a path).
+    Secret(Kind),
+    /// `user:password`: redact after the first `:`.
+    UserInfo,
 }
 
-/// Appends the redacted form of one argument to `out`. Returns whether the
-/// argument is a secret flag whose value is the next argument.
-fn redact_arg(arg: &str, out: &mut String) -> bool {
+/// How a secret-looking key names its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A password, token, secret...: its value is always the secret.
+    Secret,
+    /// A key: its value is the key, or the path of a key file.
+    Key,
+}
+
+/// The programs whose short flags rule 6 knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    /// `-p` is the password (mysql, mariadb, sshpass, docker login).
+    PasswordP,
+    /// `-a` is the password (redis-cli).
+    PasswordA,
+    /// `-u user:password` (curl).
+    Curl,
+    /// `-a user:password` (httpie).
+    Httpie,
+    /// `aws configure set KEY VALUE`.
+    Aws,
+    Other,
+}
+
+impl Tool {
+    fn of(args: &[Vec<u8>]) -> Tool {
+        let Some(argv0) = args.first() else {
+            return Tool::Other;
+        };
+        let name = argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0);
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        match name.as_str() {
+            "sshpass" | "mariadb" => Tool::PasswordP,
+            n if n.starts_with("mysql") || n.starts_with("mariadb-") => Tool::PasswordP,
+            "redis-cli" | "valkey-cli" | "keydb-cli" => Tool::PasswordA,
+            "curl" => Tool::Curl,
+            "http" | "https" => Tool::Httpie,
+            "aws" => Tool::Aws,
+            // `-p` is a password only for `login` (`docker run -p 80:80`
+            // publishes a port): the first argument not a flag.
+            "docker" | "podman" | "nerdctl"
+                if args[1..]
+                    .iter()
+                    .find(|a| !a.starts_with(b"-"))
+                    .is_some_and(|a| a == b"login") =>
+            {
+                Tool::PasswordP
+            }
+            _ => Tool::Other,
+        }
+    }
+
+    /// Rule 6 for argument `i`: writes it to `out` and says what the next
+    /// argument is, or `None` when the generic rules decide.
+    fn short_flag(self, arg: &str, i: usize, args: &[Vec<u8>], out: &mut String) -> Option<Next> {
+        let attached = |flag: &str| {
+            arg.strip_prefix(flag)
+                .filter(|v| !v.is_empty() && !arg.starts_with("--"))
+        };
+        match self {
+            Tool::PasswordP | Tool::PasswordA => {
+                let flag = if self == Tool::PasswordP { "-p" } else { "-a" };
+                if arg == flag {
+                    out.push_str(flag);
+                    return Some(Next::Secret(Kind::Secret));
+                }
+                attached(flag)?;
+                out.push_str(flag);
+                out.push_str(REDACTED);
+                Some(Next::Plain)
+            }
+            Tool::Curl | Tool::Httpie => {
+                let (short, long): (&[&str], &[&str]) = if self == Tool::Curl {
+                    (&["-u", "-U"], &["--user", "--proxy-user"])
+                } else {
+                    (&["-a"], &[])
+                };
+                if short.contains(&arg) || long.contains(&arg) {
+                    out.push_str(arg);
+                    return Some(Next::UserInfo);
+                }
+                for flag in long {
+                    if let Some(v) = arg.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+                        out.push_str(flag);
+                        out.push('=');
+                        push_userinfo(v, out);
+                        return Some(Next::Plain);
+                    }
+                }
+                for flag in short {
+                    if let Some(v) = attached(flag) {
+                        out.push_str(flag);
+                        push_userinfo(v, out);
+                        return Some(Next::Plain);
+                    }
+                }
+                None
+            }
+            Tool::Aws => {
+                let is = |k: usize, w: &[u8]| args.get(k).is_some_and(|a| a == w);
+                (i == 4 && is(1, b"configure") && is(2, b"set")).then_some(())?;
+                let key = String::from_utf8_lossy(&args[3]);
+                let kind = secret_kind(&key)?;
+                if kind == Kind::Key && is_path(arg) {
+                    out.push_str(arg);
+                } else {
+                    out.push_str(REDACTED);
+                }
+                Some(Next::Plain)
+            }
+            Tool::Other => None,
+        }
+    }
+}
+
+/// `user:password` with the password redacted; a lone user is kept.
+fn push_userinfo(v: &str, out: &mut String) {
+    match v.split_once(':') {
+        Some((user, _)) => {
+            out.push_str(user);
+            out.push(':');
+            out.push_str(REDACTED);
+        }
+        None => out.push_str(v),
+    }
+}
+
+/// Whether a value is a file path (a key file's, kept as evidence).
+fn is_path(v: &str) -> bool {
+    ["/", "./", "../", "~/"].iter().any(|p| v.starts_with(p))
+}
+
+/// Appends the redacted form of one argument to `out`. Returns how the
+/// argument is a secret flag whose value is the next argument, if it is.
+fn redact_arg(arg: &str, out: &mut String) -> Option<Kind> {
     let arg = redact_urls(arg);
     let arg = redact_json_pairs(&arg);
+    let arg = redact_kv_words(&arg);
     let arg = arg.as_ref();
     let eq = arg.find('=');
     let colon = arg.find(':');
@@ -131,32 +288,108 @@ fn redact_arg(arg: &str, out: &mut String) -> bool {
             let value_start = value.len() - value.trim_start_matches([' ', '\t']).len();
             out.push_str(&arg[..c + 1 + value_start]);
             out.push_str(REDACTED);
-            return false;
+            return None;
         }
     }
 
-    // Rule 4: "key=value".
+    // Rule 4: "key=value", and "flag=key=value" (kubectl's
+    // `--from-literal=password=x`, helm's `--set=db.password=x`).
     if let Some(e) = eq {
-        if looks_secret(&arg[..e]) {
+        let secret_at = |e: usize| {
+            secret_kind(&arg[..e])
+                .is_some_and(|kind| !(kind == Kind::Key && is_path(&arg[e + 1..])))
+        };
+        // Words of several-word arguments were redacted above.
+        let nested = arg[e + 1..]
+            .find('=')
+            .map(|n| e + 1 + n)
+            .filter(|_| !arg.contains([' ', '\t']));
+        if secret_at(e) {
             out.push_str(&arg[..=e]);
+            out.push_str(REDACTED);
+        } else if let Some(n) = nested
+            && secret_kind(&arg[e + 1..n])
+                .is_some_and(|kind| !(kind == Kind::Key && is_path(&arg[n + 1..])))
+        {
+            out.push_str(&arg[..=n]);
             out.push_str(REDACTED);
         } else {
             out.push_str(arg);
         }
-        return false;
+        return None;
     }
 
     out.push_str(arg);
 
     // Rule 5: "--password" followed by the value as a separate argument.
-    let Some(name) = arg.strip_prefix('-') else {
-        return false;
-    };
+    let name = arg.strip_prefix('-')?;
     let name = name.trim_start_matches('-');
     let negated = name
         .get(..3)
         .is_some_and(|p| p.eq_ignore_ascii_case("no-") || p.eq_ignore_ascii_case("no_"));
-    !negated && looks_secret(name)
+    if negated {
+        return None;
+    }
+    secret_kind(name)
+}
+
+/// Rule 4's first half: in an argument with blanks, the value of every
+/// word `key=value` whose key looks secret. A value opening with `'` runs
+/// to the closing `'` (libpq's quoting, `\'` escaped).
+fn redact_kv_words(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b' ' || b == b'\t') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // A word starts after a blank (or at the start).
+        let start = i;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .position(|&b| b == b' ' || b == b'\t')
+                .unwrap_or(bytes.len() - start);
+        let word = &s[start..end];
+        let mut next = end + 1;
+        if let Some(e) = word.find('=')
+            && e > 0
+            && looks_secret(&word[..e])
+        {
+            let value_start = start + e + 1;
+            let value_end = if bytes.get(value_start) == Some(&b'\'') {
+                let mut k = value_start + 1;
+                loop {
+                    match bytes.get(k) {
+                        None => break bytes.len(),
+                        Some(b'\\') => k += 2,
+                        Some(b'\'') => break k + 1,
+                        Some(_) => k += 1,
+                    }
+                }
+                .min(bytes.len())
+            } else {
+                end
+            };
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[copied..value_start]);
+            o.push_str(REDACTED);
+            copied = value_end;
+            next = value_end + 1;
+        }
+        i = next;
+    }
+    match out {
+        None => Cow::Borrowed(s),
+        Some(mut o) => {
+            if copied < s.len() {
+                o.push_str(&s[copied..]);
+            }
+            Cow::Owned(o)
+        }
+    }
 }
 
 /// Words that make a key look secret when a component ends with them.
@@ -185,6 +418,10 @@ const SECRET_WORDS: &[&str] = &[
 /// and `DB_PASS=` are secret.
 const SECRET_RUNS: &[&str] = &["pass", "pw"];
 
+/// Last components that say where a secret is kept, not what it is
+/// (`--password-file`, `--password-stdin`, `AWS_SHARED_CREDENTIALS_FILE`).
+const SECRET_SOURCES: &[&str] = &["file", "path", "stdin", "env", "fd", "dir"];
+
 /// Two-component spellings of the multi-word secret words: the first
 /// component must end with the first word and the next be the second word,
 /// so `api-key`, `x_api_key` and `AWS_ACCESS_KEY_ID` match.
@@ -193,6 +430,14 @@ const SECRET_PAIRS: &[(&str, &str)] = &[
     ("access", "key"),
     ("private", "key"),
     ("session", "key"),
+    ("encryption", "key"),
+    ("signing", "key"),
+    ("master", "key"),
+    ("license", "key"),
+    ("shared", "key"),
+    ("client", "key"),
+    ("storage", "key"),
+    ("account", "key"),
 ];
 
 /// Substrings that every secret-looking key contains: each secret word and
@@ -211,29 +456,47 @@ const PREFILTER: &[&str] = &[
 /// Whether a key (flag name, variable name, header name) looks like it names
 /// a secret. See [`redact_cmdline`] for the rules.
 fn looks_secret(key: &str) -> bool {
+    secret_kind(key).is_some()
+}
+
+/// How a key names a secret, if it does.
+fn secret_kind(key: &str) -> Option<Kind> {
     let lower = key.to_ascii_lowercase();
     // Every match contains one of these substrings. Checking them first
     // keeps the common case (and huge hostile keys) to a few fast scans.
     if !PREFILTER.iter().any(|w| lower.contains(w)) {
-        return false;
+        return None;
     }
     let mut components = lower
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|c| !c.is_empty())
         .peekable();
+    let mut found = None;
+    let mut count = 0;
+    let mut last = "";
     while let Some(c) = components.next() {
-        if SECRET_WORDS.iter().any(|w| c.ends_with(w)) || SECRET_RUNS.contains(&c) {
-            return true;
+        count += 1;
+        last = c;
+        if found.is_some() {
+            continue;
         }
-        if let Some(next) = components.peek()
-            && SECRET_PAIRS
+        if SECRET_WORDS.iter().any(|w| c.ends_with(w)) || SECRET_RUNS.contains(&c) {
+            found = Some(Kind::Secret);
+        } else if let Some(next) = components.peek()
+            && let Some((_, b)) = SECRET_PAIRS
                 .iter()
-                .any(|(a, b)| c.ends_with(a) && next == b)
+                .find(|(a, b)| c.ends_with(a) && next == b)
         {
-            return true;
+            found = Some(if *b == "key" { Kind::Key } else { Kind::Secret });
         }
     }
-    false
+    if count == 1 && last == "key" {
+        return Some(Kind::Key);
+    }
+    if count > 1 && SECRET_SOURCES.contains(&last) {
+        return None;
+    }
+    found
 }
 
 /// Whether `key` could be an HTTP header name: non-empty, made of ASCII
@@ -703,6 +966,395 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(&redact_cmdline(&args(input)), want, "input {input:?}");
+        }
+    }
+
+    /// Real command lines of common tools (issue 14): each tool's own
+    /// spelling of its credentials, and beside them the same letters where
+    /// the tool means a port, a user or a file, which must stay as evidence.
+    #[test]
+    fn real_tool_command_lines() {
+        let r = REDACTED;
+        let cases: &[(&str, &[&str], String)] = &[
+            // mysql / mariadb: -pPASS attached, -p PASS, --password[=].
+            (
+                "mysql -p attached",
+                &["mysql", "-h", "db", "-u", "root", "-phunter2", "shop"],
+                format!("mysql -h db -u root -p{r} shop"),
+            ),
+            (
+                "mysql -p separate",
+                &["mysql", "-u", "root", "-p", "hunter2"],
+                format!("mysql -u root -p {r}"),
+            ),
+            (
+                "mysqladmin --password",
+                &[
+                    "/usr/bin/mysqladmin",
+                    "--user=root",
+                    "--password",
+                    "hunter2",
+                    "status",
+                ],
+                format!("/usr/bin/mysqladmin --user=root --password {r} status"),
+            ),
+            (
+                "mysql port is -P",
+                &["mysql", "-P", "3306", "-h", "db"],
+                "mysql -P 3306 -h db".into(),
+            ),
+            (
+                "mariadb-dump",
+                &["mariadb-dump", "-uroot", "-phunter2", "--all-databases"],
+                format!("mariadb-dump -uroot -p{r} --all-databases"),
+            ),
+            // psql: connection URIs and conninfo strings; -p is the port.
+            (
+                "psql URI",
+                &[
+                    "psql",
+                    "postgresql://app:hunter2@db.internal:5432/shop?sslmode=require",
+                ],
+                format!("psql postgresql://app:{r}@db.internal:5432/shop?sslmode=require"),
+            ),
+            (
+                "psql conninfo",
+                &[
+                    "psql",
+                    "host=db port=5432 user=app password=hunter2 dbname=shop",
+                ],
+                format!("psql host=db port=5432 user=app password={r} dbname=shop"),
+            ),
+            (
+                "psql conninfo quoted",
+                &["psql", "host=db password='hunter 2' dbname=shop"],
+                format!("psql host=db password={r} dbname=shop"),
+            ),
+            (
+                "psql -p port",
+                &["psql", "-h", "db", "-p", "5432", "-U", "app", "shop"],
+                "psql -h db -p 5432 -U app shop".into(),
+            ),
+            (
+                "pg_dump --dbname URI",
+                &["pg_dump", "--dbname=postgres://app:hunter2@db/shop"],
+                format!("pg_dump --dbname=postgres://app:{r}@db/shop"),
+            ),
+            // curl: -u user:pw (attached or not, --user), headers.
+            (
+                "curl -u",
+                &["curl", "-u", "admin:pw", "https://api.example/v1"],
+                format!("curl -u admin:{r} https://api.example/v1"),
+            ),
+            (
+                "curl -u attached",
+                &["curl", "-uadmin:pw", "https://h"],
+                format!("curl -uadmin:{r} https://h"),
+            ),
+            (
+                "curl --user=",
+                &["curl", "--user=admin:p:w", "https://h"],
+                format!("curl --user=admin:{r} https://h"),
+            ),
+            (
+                "curl --proxy-user",
+                &[
+                    "curl",
+                    "--proxy-user",
+                    "me:pw",
+                    "-x",
+                    "http://proxy:3128",
+                    "https://h",
+                ],
+                format!("curl --proxy-user me:{r} -x http://proxy:3128 https://h"),
+            ),
+            (
+                "curl -u user only",
+                &["curl", "-u", "admin", "https://h"],
+                "curl -u admin https://h".into(),
+            ),
+            (
+                "curl bearer",
+                &[
+                    "curl",
+                    "-sS",
+                    "-H",
+                    "Authorization: Bearer eyJhbGciOi",
+                    "https://h",
+                ],
+                format!("curl -sS -H Authorization: {r} https://h"),
+            ),
+            (
+                "curl private-token header",
+                &[
+                    "curl",
+                    "--header",
+                    "PRIVATE-TOKEN: glpat-x",
+                    "https://gitlab/api",
+                ],
+                format!("curl --header PRIVATE-TOKEN: {r} https://gitlab/api"),
+            ),
+            (
+                "curl --key is a key file",
+                &[
+                    "curl",
+                    "--cert",
+                    "c.pem",
+                    "--key",
+                    "/etc/ssl/private/c.key",
+                    "https://h",
+                ],
+                "curl --cert c.pem --key /etc/ssl/private/c.key https://h".into(),
+            ),
+            (
+                "httpie -a",
+                &["http", "-a", "admin:pw", "GET", "https://h"],
+                format!("http -a admin:{r} GET https://h"),
+            ),
+            // redis-cli: -a PASS, --pass PASS, --user; -p is the port.
+            (
+                "redis-cli -a",
+                &[
+                    "redis-cli",
+                    "-h",
+                    "cache",
+                    "-p",
+                    "6379",
+                    "-a",
+                    "hunter2",
+                    "PING",
+                ],
+                format!("redis-cli -h cache -p 6379 -a {r} PING"),
+            ),
+            (
+                "redis-cli --pass",
+                &["redis-cli", "--user", "app", "--pass", "hunter2"],
+                format!("redis-cli --user app --pass {r}"),
+            ),
+            (
+                "redis-cli -u URI",
+                &["redis-cli", "-u", "redis://app:hunter2@cache:6379/0"],
+                format!("redis-cli -u redis://app:{r}@cache:6379/0"),
+            ),
+            // aws: flags, and `configure set`.
+            (
+                "aws --secret-access-key",
+                &[
+                    "aws",
+                    "--access-key-id",
+                    "AKIA1",
+                    "--secret-access-key",
+                    "wJalr",
+                    "s3",
+                    "ls",
+                ],
+                format!("aws --access-key-id {r} --secret-access-key {r} s3 ls"),
+            ),
+            (
+                "aws configure set",
+                &[
+                    "aws",
+                    "configure",
+                    "set",
+                    "aws_secret_access_key",
+                    "wJalr",
+                    "--profile",
+                    "p",
+                ],
+                format!("aws configure set aws_secret_access_key {r} --profile p"),
+            ),
+            (
+                "aws configure set region",
+                &["aws", "configure", "set", "region", "eu-west-1"],
+                "aws configure set region eu-west-1".into(),
+            ),
+            (
+                "aws credentials file",
+                &[
+                    "env",
+                    "AWS_SHARED_CREDENTIALS_FILE=/etc/aws/creds",
+                    "aws",
+                    "s3",
+                    "ls",
+                ],
+                "env AWS_SHARED_CREDENTIALS_FILE=/etc/aws/creds aws s3 ls".into(),
+            ),
+            // kubectl: --token, --password (--username is not secret).
+            (
+                "kubectl --token",
+                &[
+                    "kubectl",
+                    "--server=https://k8s:6443",
+                    "--token=eyJhbGci",
+                    "get",
+                    "pods",
+                ],
+                format!("kubectl --server=https://k8s:6443 --token={r} get pods"),
+            ),
+            (
+                "kubectl --token separate",
+                &[
+                    "kubectl",
+                    "--token",
+                    "eyJhbGci",
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "pods",
+                ],
+                format!("kubectl --token {r} -n kube-system get pods"),
+            ),
+            (
+                "kubectl basic auth",
+                &[
+                    "kubectl",
+                    "--username",
+                    "admin",
+                    "--password",
+                    "hunter2",
+                    "get",
+                    "nodes",
+                ],
+                format!("kubectl --username admin --password {r} get nodes"),
+            ),
+            (
+                "kubectl client key file",
+                &["kubectl", "--client-key=/etc/k8s/admin.key", "get", "nodes"],
+                "kubectl --client-key=/etc/k8s/admin.key get nodes".into(),
+            ),
+            (
+                "kubectl create secret",
+                &[
+                    "kubectl",
+                    "create",
+                    "secret",
+                    "generic",
+                    "db",
+                    "--from-literal=password=hunter2",
+                ],
+                format!("kubectl create secret generic db --from-literal=password={r}"),
+            ),
+            // java -D system properties.
+            (
+                "java keystore",
+                &[
+                    "java",
+                    "-Djavax.net.ssl.keyStore=/etc/app/ks.jks",
+                    "-Djavax.net.ssl.keyStorePassword=changeit",
+                    "-Djavax.net.ssl.trustStorePassword=changeit",
+                    "-jar",
+                    "app.jar",
+                ],
+                format!(
+                    "java -Djavax.net.ssl.keyStore=/etc/app/ks.jks -Djavax.net.ssl.keyStorePassword={r} -Djavax.net.ssl.trustStorePassword={r} -jar app.jar"
+                ),
+            ),
+            (
+                "java jmx password file",
+                &[
+                    "java",
+                    "-Dcom.sun.management.jmxremote.password.file=/etc/jmx.pw",
+                    "-jar",
+                    "a.jar",
+                ],
+                "java -Dcom.sun.management.jmxremote.password.file=/etc/jmx.pw -jar a.jar".into(),
+            ),
+            (
+                "java datasource",
+                &[
+                    "java",
+                    "-Dspring.datasource.password=pw",
+                    "-Dserver.port=8080",
+                    "-jar",
+                    "a.jar",
+                ],
+                format!("java -Dspring.datasource.password={r} -Dserver.port=8080 -jar a.jar"),
+            ),
+            // docker login: -p/--password; elsewhere -p publishes a port.
+            (
+                "docker login -p",
+                &[
+                    "docker",
+                    "login",
+                    "-u",
+                    "bob",
+                    "-p",
+                    "hunter2",
+                    "registry.example",
+                ],
+                format!("docker login -u bob -p {r} registry.example"),
+            ),
+            (
+                "docker login --password",
+                &[
+                    "/usr/bin/docker",
+                    "login",
+                    "--username=bob",
+                    "--password=hunter2",
+                    "r.example",
+                ],
+                format!("/usr/bin/docker login --username=bob --password={r} r.example"),
+            ),
+            (
+                "docker login --password-stdin",
+                &["docker", "login", "--password-stdin", "registry.example"],
+                "docker login --password-stdin registry.example".into(),
+            ),
+            (
+                "docker run -p",
+                &["docker", "run", "-p", "8080:80", "-u", "1000:1000", "nginx"],
+                "docker run -p 8080:80 -u 1000:1000 nginx".into(),
+            ),
+            (
+                "podman login",
+                &[
+                    "podman",
+                    "--log-level=info",
+                    "login",
+                    "-p",
+                    "hunter2",
+                    "quay.io",
+                ],
+                format!("podman --log-level=info login -p {r} quay.io"),
+            ),
+            // Generic forms the issue names.
+            (
+                "--pass, --db-pass=, --key=",
+                &["app", "--pass", "X", "--db-pass=Y", "--key=Z", "KEY=K"],
+                format!("app --pass {r} --db-pass={r} --key={r} KEY={r}"),
+            ),
+            (
+                "-p elsewhere",
+                &["ssh", "-p", "2222", "-i", "/root/.ssh/id_ed25519", "h"],
+                "ssh -p 2222 -i /root/.ssh/id_ed25519 h".into(),
+            ),
+            (
+                "sh -c",
+                &["sh", "-c", "PGPASSWORD=hunter2 pg_dump shop"],
+                format!("sh -c PGPASSWORD={r}"),
+            ),
+            (
+                "helm --set",
+                &[
+                    "helm",
+                    "upgrade",
+                    "app",
+                    "./chart",
+                    "--set",
+                    "db.password=hunter2,db.user=app",
+                ],
+                format!("helm upgrade app ./chart --set db.password={r}"),
+            ),
+            // `--key` is a secret's name in too many tools to keep: sort's
+            // field spec goes too (a known loss, not a leak).
+            (
+                "sort key",
+                &["sort", "--key=2", "-u", "f"],
+                format!("sort --key={r} -u f"),
+            ),
+        ];
+        for (what, input, want) in cases {
+            assert_eq!(&redact_cmdline(&args(input)), want, "{what}: {input:?}");
         }
     }
 

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{Connected, blocking, refused};
 use crate::{
-    fleet::{coverage, ingest::Ingest},
+    fleet::{bounds, coverage, ingest::Ingest},
     tls::{Role, peer_identity},
 };
 
@@ -61,16 +61,16 @@ impl IngestService {
 
 type CollectorStream = Pin<Box<dyn Stream<Item = Result<v1::CollectorMessage, Status>> + Send>>;
 
-/// Removes the host from the connected set when the stream task ends, however
-/// it ends.
-struct ConnectedGuard(Connected, String);
+/// Removes the stream from the connected set when its task ends, however
+/// it ends (unless a later stream of its host holds the key).
+struct ConnectedGuard(Connected, String, u64);
 
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.1);
+            .close(&self.1, self.2);
     }
 }
 
@@ -122,7 +122,7 @@ impl IngestApi for IngestService {
         let mut inbound = request.into_inner();
         // The first message must be a Hello; answer it before returning the
         // response stream, so a bad opener is a plain error status.
-        let hello = match inbound.message().await {
+        let mut hello = match inbound.message().await {
             Ok(Some(v1::AgentMessage {
                 body: Some(Body::Hello(h)),
                 ..
@@ -139,6 +139,32 @@ impl IngestApi for IngestService {
             }
             Err(status) => return Err(inbound_error(status)),
         };
+        // Every field within its bound before anything is stored.
+        let cut = bounds::hello(&mut hello);
+        if cut.0 > 0 {
+            warn!(%peer, fields = cut.0, "cut the Hello's fields that were over their length bounds");
+        }
+        // Two agents with one machine-id: the one that comes back after it
+        // was superseded, while the other streams, is refused and the host
+        // flagged, so they do not take the host from each other forever.
+        {
+            let id = hello.host.clone().unwrap_or_default();
+            let admitted = self
+                .connected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(
+                    coverage::host_key(&id),
+                    &hello.session_id,
+                    &peer,
+                    &id.hostname,
+                    now_ms(),
+                );
+            if let Err(conflict) = admitted {
+                refused(&self.audit, &peer, &subject, "Ingest/Stream", &conflict);
+                return Err(Status::already_exists(conflict));
+            }
+        }
         let hello_copy = hello.clone();
         let ingest = self.ingest.clone();
         let session = match cert_host {
@@ -207,11 +233,22 @@ impl IngestApi for IngestService {
 
         let ingest = self.ingest.clone();
         let mut stopping = self.stopping.clone();
-        self.connected
+        let stream = self
+            .connected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(host_key.clone(), cert_not_after_ms);
-        let guard = ConnectedGuard(self.connected.clone(), host_key);
+            .open(
+                &host_key,
+                super::Live {
+                    stream: 0,
+                    session: hello.session_id.clone(),
+                    peer: peer.clone(),
+                    hostname: host_name.clone(),
+                    not_after_ms: cert_not_after_ms,
+                },
+                now_ms(),
+            );
+        let guard = ConnectedGuard(self.connected.clone(), host_key, stream);
         tokio::spawn(async move {
             let _guard = guard;
             loop {
@@ -241,7 +278,16 @@ impl IngestApi for IngestService {
                 // Stored, then its new packages matched, before the ack
                 // (the ack does not wait on a failed pass; see `Ingest`).
                 let ingest = ingest.clone();
-                let applied = blocking(move || ingest.apply(&session, &msg, now_ms())).await;
+                let host = host_name.clone();
+                let applied = blocking(move || {
+                    let mut msg = msg;
+                    let cut = bounds::message(&mut msg);
+                    if cut.0 > 0 {
+                        warn!(%host, seq, fields = cut.0, "cut fields over their length bounds");
+                    }
+                    ingest.apply(&session, &msg, now_ms())
+                })
+                .await;
                 match applied {
                     // Committed: only now may the agent forget it.
                     Ok(()) => {

@@ -227,17 +227,17 @@ impl QueryService {
 
     pub(super) async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
         let rows = self.read(|s| s.hosts()).await?;
-        let connected = self
-            .connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Ok(coverage::summarize(
-            rows,
-            &connected,
-            self.fresh_after,
-            now_ms(),
-        ))
+        let now = now_ms();
+        let streams = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let (coverage, mut hosts) =
+            coverage::summarize(rows, &streams.expiries(), self.fresh_after, now);
+        for h in &mut hosts {
+            let key = h.identity.as_ref().map(coverage::host_key).unwrap_or("");
+            if let Some(c) = streams.conflict(key, now) {
+                h.conflict = c.to_string();
+            }
+        }
+        Ok((coverage, hosts))
     }
 }
 

@@ -73,6 +73,8 @@ pub fn summarize(
                 processes_running: h.processes_running,
                 last_scan: Some(h.last_scan),
                 health: h.health,
+                // The API layer knows the streams that fought over it.
+                conflict: String::new(),
             }
         })
         .collect();

@@ -22,6 +22,10 @@ use crate::{
     store::{AdvisoryRecord, MatchScope, PutOutcome, Result, SbomRecord, Session, Store},
 };
 
+/// How many pending advisories one matching pass takes: each pass's
+/// verdicts are one transaction, and its candidates bound its memory.
+pub const PENDING_CHUNK: usize = 1000;
+
 /// The write side of the runtime truth.
 pub struct Ingest {
     store: Arc<dyn Store>,
@@ -54,9 +58,11 @@ impl Ingest {
         self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Matches packages stored but not matched yet: a crash between an
-    /// ingest and its pass, or a database from before schema 8. Runs at
-    /// start, before anything is served.
+    /// Matches packages stored but not matched yet, and advisories stored
+    /// without their verdicts: a crash between a write and its pass, or a
+    /// database from before schema 8 (packages) or 14 (advisories). Runs
+    /// at start, before anything is served, so the store never serves an
+    /// advisory whose matching a crash left undone.
     pub fn match_unmatched(&self) -> Result<Pass> {
         let _w = self.lock();
         let pass = matching::refresh(self.store.as_ref(), &MatchScope::Unmatched)?;
@@ -67,7 +73,58 @@ impl Ingest {
                 "matched stored packages"
             );
         }
-        Ok(pass)
+        let pending = self.match_pending()?;
+        if pending.candidates > 0 {
+            info!(
+                candidates = pending.candidates,
+                matches = pending.matches,
+                "matched advisories stored without verdicts"
+            );
+        }
+        Ok(Pass {
+            candidates: pass.candidates + pending.candidates,
+            matches: pass.matches + pending.matches,
+        })
+    }
+
+    /// Matches every pending advisory (stored, or marked by a delete, and
+    /// not matched since), with the advisories sharing an alias with it,
+    /// in chunks of [`PENDING_CHUNK`]: each chunk's verdicts and the
+    /// clearing of its marks are one transaction. The caller holds the
+    /// lock.
+    fn match_pending(&self) -> Result<Pass> {
+        let store = self.store.as_ref();
+        let mut total = Pass::default();
+        let mut last: Vec<String> = Vec::new();
+        loop {
+            let ids = store.pending_advisories(PENDING_CHUNK)?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            if ids == last {
+                // put_matches clears the marks it matched; a mark that
+                // stays is a store that does not keep its contract.
+                return Err(crate::store::StoreError::backend(std::io::Error::other(
+                    format!("advisory {} stays pending after its matching pass", ids[0]),
+                )));
+            }
+            let records: Vec<AdvisoryRecord> = ids
+                .iter()
+                .map(|id| store.advisory(id))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .filter(|r| ids.contains(&r.id))
+                .collect();
+            let mut scope = matching::related(store, &records)?;
+            scope.extend(ids.iter().cloned());
+            scope.sort();
+            scope.dedup();
+            let pass = matching::refresh(store, &MatchScope::Advisories(scope))?;
+            total.candidates += pass.candidates;
+            total.matches += pass.matches;
+            last = ids;
+        }
     }
 
     /// Registers an agent's Hello.
@@ -122,18 +179,14 @@ impl Ingest {
     /// Stores advisories, then matches what changed (and the advisories
     /// that share an alias with it) against every package: the answer
     /// means the findings are complete. `replace`: see
-    /// [`Store::put_advisories`].
+    /// [`Store::put_advisories`]. The records are stored pending in one
+    /// transaction and the pass clears the marks with the verdicts, so a
+    /// crash in between leaves them for the start-up pass (and the next
+    /// import's), even when that import finds them unchanged.
     pub fn import_advisories(&self, records: &[AdvisoryRecord], replace: bool) -> Result<Imported> {
         let _w = self.lock();
         let outcomes = self.store.put_advisories(records, replace)?;
-        let changed: Vec<AdvisoryRecord> = records
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| matches!(o, PutOutcome::Added | PutOutcome::Updated))
-            .map(|(r, _)| r.clone())
-            .collect();
-        let ids = matching::related(self.store.as_ref(), &changed)?;
-        let pass = matching::refresh(self.store.as_ref(), &MatchScope::Advisories(ids))?;
+        let pass = self.match_pending()?;
         Ok(Imported { outcomes, pass })
     }
 
@@ -148,10 +201,11 @@ impl Ingest {
         };
         let mut ids = matching::related(self.store.as_ref(), std::slice::from_ref(&stored))?;
         ids.retain(|x| x != id);
-        let Some(removed) = self.store.delete_advisory(id)? else {
+        // Those are marked pending with the delete, in its transaction.
+        let Some(removed) = self.store.delete_advisory(id, &ids)? else {
             return Ok(None);
         };
-        let pass = matching::refresh(self.store.as_ref(), &MatchScope::Advisories(ids))?;
+        let pass = self.match_pending()?;
         Ok(Some((removed, pass)))
     }
 
@@ -260,6 +314,70 @@ mod tests {
         let imported = ingest.import_advisories(&records, false).unwrap();
         assert_eq!(imported.outcomes, vec![PutOutcome::Added]);
         assert_eq!(imported.pass.matches, 1, "the import matched beta 1.0");
+    }
+
+    /// An import that stored its records and died before its pass (the
+    /// store's put without the matcher, as a kill -9 leaves it) is matched
+    /// by the start-up pass, and a re-import that finds the records
+    /// unchanged matches them too.
+    #[test]
+    fn advisories_stored_without_verdicts_are_matched_at_start_and_on_reimport() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let sbom = SbomRecord {
+            image: format!("sha256:{}", "5".repeat(64)),
+            sha256: "z".into(),
+            packages: vec![DeclaredPackage {
+                package: v1::Package {
+                    ecosystem: "pypi".into(),
+                    name: "beta".into(),
+                    version: "1.0".into(),
+                    purl: "pkg:pypi/beta@1.0".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ingest.push_sbom(&sbom).unwrap();
+        let files: Vec<v1::AdvisoryFile> = (0..2500)
+            .map(|i| {
+                let doc = serde_json::json!({
+                    "id": format!("PYSEC-0000-{i}"),
+                    "modified": "2024-01-01T00:00:00Z",
+                    "affected": [{"package": {"ecosystem": "PyPI", "name": "beta"}, "versions": ["1.0"]}],
+                });
+                v1::AdvisoryFile {
+                    name: format!("PYSEC-0000-{i}.json"),
+                    data: doc.to_string().into_bytes(),
+                }
+            })
+            .collect();
+        let (records, errors) = crate::advisories::records::parse_files(&files);
+        assert!(errors.is_empty(), "{errors:?}");
+        let affected = |ingest: &Ingest| ingest.store().verdicts(None, false).unwrap().len();
+        // The crash: stored, never matched.
+        ingest.store().put_advisories(&records, false).unwrap();
+        assert_eq!(affected(&ingest), 0);
+        assert_eq!(
+            ingest.store().pending_advisories(usize::MAX).unwrap().len(),
+            2500
+        );
+        let pass = ingest.match_unmatched().unwrap();
+        assert_eq!(pass.matches, 2500, "in chunks of {PENDING_CHUNK}");
+        assert_eq!(affected(&ingest), 2500);
+        assert!(ingest.store().pending_advisories(1).unwrap().is_empty());
+
+        // The same crash, then a re-import that finds everything unchanged.
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        ingest.push_sbom(&sbom).unwrap();
+        ingest
+            .store()
+            .put_advisories(&records[..10], false)
+            .unwrap();
+        let again = ingest.import_advisories(&records[..10], false).unwrap();
+        assert!(again.outcomes.iter().all(|o| *o == PutOutcome::Unchanged));
+        assert_eq!(again.pass.matches, 10);
+        assert_eq!(affected(&ingest), 10);
     }
 
     /// A delete takes the advisory's verdicts with it, and an import with

@@ -1,4 +1,5 @@
 //! Scope: the runtime truth as it comes in and as responders read it.
+//! `bounds` cuts every field an agent sends to its length bound,
 //! `ingest` is every write path (store, then match), `exposure` turns the
 //! store's evidence into matches, `workloads` folds host instances into
 //! fleet workloads, `scope` is the operator's data-scope mapping.
@@ -6,6 +7,7 @@
 //! **Invariant:** this layer knows the store's trait, never a backend nor
 //! gRPC.
 
+pub mod bounds;
 pub mod coverage;
 pub mod exposure;
 pub mod ingest;

@@ -70,6 +70,7 @@ checks!(
     advisories,
     advisory_provenance_and_sources,
     delete_advisory_takes_its_verdicts,
+    advisories_stay_pending_until_their_verdicts,
     sbom_provenance,
     find_package_evidence_and_paths,
     stale_mapping_keeps_its_version,
@@ -1949,6 +1950,63 @@ fn advisory_provenance_and_sources(store: &dyn Store) {
     );
 }
 
+/// An added or updated advisory is pending from the transaction that
+/// stores it until the one that writes its verdicts; an unchanged one
+/// keeps its state, and `limit` bounds the answer.
+fn advisories_stay_pending_until_their_verdicts(store: &dyn Store) {
+    let a = advisory_record("PYSEC-2023-11", 1000, &["CVE-2023-23931"]);
+    let b = advisory_record("GHSA-x", 1000, &[]);
+    store
+        .put_advisories(&[a.clone(), b.clone()], false)
+        .expect("put");
+    assert_eq!(
+        store.pending_advisories(10).expect("pending"),
+        ["GHSA-x", "PYSEC-2023-11"]
+    );
+    assert_eq!(store.pending_advisories(1).expect("pending"), ["GHSA-x"]);
+    // Re-importing what is pending does not clear it.
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&b), false)
+            .expect("put"),
+        [PutOutcome::Unchanged]
+    );
+    store
+        .put_matches(&MatchScope::Advisories(vec!["GHSA-x".into()]), &[])
+        .expect("matches");
+    assert_eq!(
+        store.pending_advisories(10).expect("pending"),
+        ["PYSEC-2023-11"],
+        "verdicts written (none here), no longer pending"
+    );
+    // Packages' passes leave advisories' marks alone.
+    store
+        .put_matches(&MatchScope::Unmatched, &[])
+        .expect("matches");
+    assert_eq!(store.pending_advisories(10).expect("pending").len(), 1);
+    store
+        .put_matches(&MatchScope::Advisories(vec![a.id.clone()]), &[])
+        .expect("matches");
+    assert!(store.pending_advisories(10).expect("pending").is_empty());
+    assert_eq!(
+        store
+            .put_advisories(std::slice::from_ref(&a), false)
+            .expect("put"),
+        [PutOutcome::Unchanged]
+    );
+    assert!(store.pending_advisories(10).expect("pending").is_empty());
+    let newer = advisory_record("PYSEC-2023-11", 2000, &["CVE-2023-23931"]);
+    assert_eq!(
+        store.put_advisories(&[newer], false).expect("put"),
+        [PutOutcome::Updated]
+    );
+    assert_eq!(
+        store.pending_advisories(10).expect("pending"),
+        ["PYSEC-2023-11"],
+        "an update is pending again"
+    );
+}
+
 /// Deleting an advisory removes it, its aliases and its verdicts; an
 /// unknown id deletes nothing.
 fn delete_advisory_takes_its_verdicts(store: &dyn Store) {
@@ -1988,10 +2046,16 @@ fn delete_advisory_takes_its_verdicts(store: &dyn Store) {
         .expect("matches");
     assert_eq!(store.verdicts(None, false).expect("verdicts").len(), 2);
 
+    assert!(store.pending_advisories(10).expect("pending").is_empty());
     let removed = store
-        .delete_advisory(&a.id)
+        .delete_advisory(&a.id, &["GHSA-x".to_string()])
         .expect("delete")
         .expect("it was stored");
+    assert_eq!(
+        store.pending_advisories(10).expect("pending"),
+        ["GHSA-x"],
+        "the delete marks the advisories to judge again"
+    );
     assert_eq!(removed.id, a.id);
     assert_eq!(removed.provenance, a.provenance);
     assert!(store.advisory(&a.id).expect("advisory").is_empty());
@@ -2011,9 +2075,11 @@ fn delete_advisory_takes_its_verdicts(store: &dyn Store) {
             .is_empty(),
         "its packages are gone"
     );
-    assert_eq!(store.delete_advisory(&a.id).expect("delete"), None);
+    assert_eq!(store.delete_advisory(&a.id, &[]).expect("delete"), None);
     assert_eq!(
-        store.delete_advisory("CVE-2023-23931").expect("delete"),
+        store
+            .delete_advisory("CVE-2023-23931", &[])
+            .expect("delete"),
         None
     );
     // The id is free again: any source may add it.

@@ -30,6 +30,23 @@ pub enum StoreError {
         "database schema version {found} is newer than this collector knows ({known}); upgrade the collector"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// The store file is not a patchgap store (zero-length, not SQLite,
+    /// another application's database): refused, never reinitialised.
+    #[error(
+        "{path} is not a patchgap store: {reason}; move it aside or point --data-dir elsewhere"
+    )]
+    Foreign {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The store file fails SQLite's check: refused before anything is served.
+    #[error(
+        "{path} is corrupt ({problems}); restore it from a backup, or run `patchgap-collector check --data-dir DIR` for every problem"
+    )]
+    Corrupt {
+        path: std::path::PathBuf,
+        problems: String,
+    },
     #[error("invalid message: {0}")]
     Invalid(String),
     #[error("this agent session was superseded by a newer session of the same host")]
@@ -277,7 +294,9 @@ pub trait Store: Send + Sync + 'static {
     /// it replaces the stored one unless both source and content hash are
     /// the same (`Unchanged`). Each stored record keeps the provenance it
     /// came with. Nothing is lost when one fails: the whole batch is
-    /// refused.
+    /// refused. An added or updated record is stored pending (see
+    /// [`Store::pending_advisories`]) in the same transaction, so a crash
+    /// before its verdicts are written leaves it marked.
     fn put_advisories(
         &self,
         advisories: &[AdvisoryRecord],
@@ -287,7 +306,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the advisory of this id (not an alias) with its aliases,
     /// packages and verdicts, in one transaction. The record as it was
     /// stored (without `data`), or `None` when no advisory has this id.
-    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>>;
+    /// The advisories `rematch` names are marked pending in the same
+    /// transaction (the matcher judged them beside the removed one).
+    fn delete_advisory(&self, id: &str, rematch: &[String]) -> Result<Option<AdvisoryRecord>>;
+
+    /// Up to `limit` advisories (ids, in order) stored or marked since
+    /// their verdicts were last written: the matcher's work left undone,
+    /// by an import in flight or one a crash interrupted.
+    fn pending_advisories(&self, limit: usize) -> Result<Vec<String>>;
 
     /// The advisories an id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC,
     /// DSA...) names.
@@ -304,7 +330,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records what the matcher decided for `scope`'s candidates, in one
     /// transaction: `Unmatched` marks every package that was unmatched as
-    /// matched; `Advisories` replaces those advisories' earlier matches.
+    /// matched; `Advisories` replaces those advisories' earlier matches
+    /// and clears their pending mark.
     /// The caller serializes writers between `match_candidates` and this
     /// call.
     fn put_matches(&self, scope: &MatchScope, matches: &[AdvisoryMatch]) -> Result<()>;

@@ -113,10 +113,11 @@ pub(super) fn put_advisories(
         // ON DELETE CASCADE clears the aliases and packages.
         tx.prepare_cached("DELETE FROM advisory WHERE id = ?1")?
             .execute([&a.id])?;
+        // Pending (matched = 0) until put_matches writes its verdicts.
         tx.prepare_cached(
             "INSERT INTO advisory (id, modified, modified_ms, withdrawn, summary, severity, score,
-             vector, aliases, source, data, imported_ms, imported_by, origin, sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             vector, aliases, source, data, imported_ms, imported_by, origin, sha256, matched)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 0)",
         )?
         .execute(params![
             a.id,
@@ -154,7 +155,11 @@ pub(super) fn put_advisories(
     Ok(out)
 }
 
-pub(super) fn delete_advisory(conn: &mut Connection, id: &str) -> Result<Option<AdvisoryRecord>> {
+pub(super) fn delete_advisory(
+    conn: &mut Connection,
+    id: &str,
+    rematch: &[String],
+) -> Result<Option<AdvisoryRecord>> {
     let tx = conn.transaction()?;
     let Some(record) = advisory_rows(&tx, "WHERE a.id = ?1", id, false)?
         .into_iter()
@@ -171,8 +176,20 @@ pub(super) fn delete_advisory(conn: &mut Connection, id: &str) -> Result<Option<
         .execute([id])?;
     tx.prepare_cached("DELETE FROM advisory WHERE id = ?1")?
         .execute([id])?;
+    let mut pending = tx.prepare_cached("UPDATE advisory SET matched = 0 WHERE id = ?1")?;
+    for other in rematch {
+        pending.execute([other])?;
+    }
+    drop(pending);
     tx.commit()?;
     Ok(Some(record))
+}
+
+pub(super) fn pending_advisories(conn: &Connection, limit: usize) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM advisory WHERE matched = 0 ORDER BY id LIMIT ?1")?
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
 }
 
 pub(super) fn advisory(conn: &Connection, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {
@@ -307,8 +324,13 @@ pub(super) fn put_matches(
         }
         MatchScope::Advisories(ids) => {
             let mut del = tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?;
+            // Their verdicts are written in this transaction: no longer
+            // pending.
+            let mut done =
+                tx.prepare_cached("UPDATE advisory SET matched = 1 WHERE id = ?1 AND matched = 0")?;
             for id in ids {
                 del.execute([id])?;
+                done.execute([id])?;
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::store::{
 
 mod advisories;
 mod audit;
+pub mod file;
 mod fleet;
 mod ingest;
 mod packages;
@@ -84,17 +85,23 @@ impl Drop for Reader<'_> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `patchgap.db` in `data_dir` and migrates it.
-    /// The directory is made 0700 and the database file 0600 (SQLite gives
-    /// its -wal and -shm files the database file's mode), so only the
-    /// collector's user reads the fleet's inventory and the audit log.
+    /// Opens `patchgap.db` in `data_dir` (creating it where no file of
+    /// that name exists), checks it and migrates it. The directory is made
+    /// 0700 and the database file 0600 (SQLite gives its -wal and -shm
+    /// files the database file's mode), so only the collector's user reads
+    /// the fleet's inventory and the audit log. A file that is not a
+    /// patchgap store is refused ([`StoreError::Foreign`]), and one that
+    /// fails SQLite's quick check too ([`StoreError::Corrupt`]), each
+    /// naming the file: see [`file`].
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         let dir_error = |source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         };
         private_dir(data_dir).map_err(dir_error)?;
-        let path = data_dir.join("patchgap.db");
+        file::create_if_missing(data_dir)?;
+        let path = data_dir.join(file::FILE);
+        file::identify(&path)?;
         private_file(&path).map_err(dir_error)?;
         // A database from before schema 12 may have left these readable.
         for side in ["patchgap.db-wal", "patchgap.db-shm"] {
@@ -103,14 +110,39 @@ impl SqliteStore {
                 private_file(&side).map_err(dir_error)?;
             }
         }
-        let conn = Connection::open(&path)?;
-        Self::init(
+        // Never created here: `create_if_missing` made it whole.
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        file::identify_tables(&path, &conn)?;
+        let started = std::time::Instant::now();
+        file::quick_check(&path, &conn)?;
+        tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store passed its quick check");
+        let store = Self::init(
             conn,
             Some(Readers {
-                path,
+                path: path.clone(),
                 idle: Mutex::new(Vec::new()),
             }),
         )
+        .map_err(|e| match e {
+            StoreError::Backend { source } => match source.downcast::<rusqlite::Error>() {
+                Ok(e) => file::corrupt_or(&path, *e),
+                Err(source) => StoreError::Backend { source },
+            },
+            e => e,
+        })?;
+        // Stores from before the application id get it now.
+        let w = store.write();
+        let app: i32 = w.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        if app == 0 {
+            w.pragma_update(None, "application_id", file::APPLICATION_ID)?;
+        }
+        drop(w);
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -192,15 +224,9 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Creates `path` empty with mode 0600 if it does not exist, and makes an
-/// existing one 0600.
+/// Makes an existing file 0600.
 fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
@@ -260,8 +286,12 @@ impl Store for SqliteStore {
         advisories::put_advisories(&mut self.write(), advisories, replace)
     }
 
-    fn delete_advisory(&self, id: &str) -> Result<Option<AdvisoryRecord>> {
-        advisories::delete_advisory(&mut self.write(), id)
+    fn delete_advisory(&self, id: &str, rematch: &[String]) -> Result<Option<AdvisoryRecord>> {
+        advisories::delete_advisory(&mut self.write(), id, rematch)
+    }
+
+    fn pending_advisories(&self, limit: usize) -> Result<Vec<String>> {
+        advisories::pending_advisories(&*self.read()?, limit)
     }
 
     fn advisory(&self, id_or_alias: &str) -> Result<Vec<AdvisoryRecord>> {

@@ -375,7 +375,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX process_by_host_pid ON process (host, pid);
     CREATE INDEX artifact_set_member_by_set ON artifact_set_member (set_id);
     "#,
+    // 16: crash-safe detection (issue 14). An advisory is stored `matched =
+    // 0` in its import's transaction, and only the transaction that writes
+    // its verdicts sets it to 1, so a crash between the two leaves a mark
+    // the start-up pass finds. Every advisory stored before it is marked:
+    // an import killed before this schema left some without verdicts, and
+    // nothing says which.
+    r#"
+    ALTER TABLE advisory ADD COLUMN matched INTEGER NOT NULL DEFAULT 1;
+    UPDATE advisory SET matched = 0;
+    CREATE INDEX advisory_pending ON advisory (id) WHERE matched = 0;
+    "#,
 ];
+
+/// The schema version this collector writes.
+pub(super) const KNOWN_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let known = MIGRATIONS.len() as i64;
@@ -557,6 +571,34 @@ mod tests {
         );
         let unmatched = store.match_candidates(&MatchScope::Unmatched).unwrap();
         assert_eq!(unmatched.scope_size, 1);
+    }
+
+    /// Schema 14 marks every advisory stored before it pending: an import
+    /// killed under an older collector may have left any of them without
+    /// verdicts, so the start-up pass judges them all once.
+    #[test]
+    fn a_version_13_database_has_every_advisory_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("patchgap.db")).unwrap();
+            for m in &MIGRATIONS[..13] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 13).unwrap();
+            for id in ["PYSEC-1", "PYSEC-2"] {
+                conn.execute(
+                    "INSERT INTO advisory (id, modified, modified_ms, summary, severity, vector, aliases,
+                     source, data, imported_ms) VALUES (?1, 'x', 1, '', '', '', '', 'a.json', x'7b7d', 5)",
+                    [id],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.pending_advisories(10).unwrap(),
+            ["PYSEC-1", "PYSEC-2"]
+        );
     }
 
     /// Schema 13 hashes the advisories stored before it; they keep no
