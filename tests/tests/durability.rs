@@ -499,9 +499,14 @@ async fn a_panic_in_the_scanner_restarts_the_loop_and_coverage_says_so() {
     let coverage = loop {
         let h = hosts(port).await;
         let c = h.coverage.clone().unwrap_or_default();
-        if c.hosts.first().is_some_and(|x| x.scan_restarts == 1) {
+        // A heartbeat sent during the restart's backoff says "restarted,
+        // not scanning"; the next ones, "scanning again".
+        if c.hosts
+            .first()
+            .is_some_and(|x| x.scan_restarts == 1 && x.scanning)
+        {
             assert!(h.hosts[0].connected, "scanning again: {:?}", h.hosts[0]);
-            assert!(c.hosts[0].scanning && c.hosts[0].fresh, "{c:?}");
+            assert!(c.hosts[0].fresh, "{c:?}");
             let health = h.hosts[0].health.clone().unwrap();
             assert!(
                 health.last_panic.contains("injected scanner panic"),
