@@ -219,10 +219,12 @@ pub fn start(config: WatchdogConfig, shed: Arc<Shed>) -> std::io::Result<()> {
                 }
                 shed.cpu_permille.store(permille, Ordering::Relaxed);
                 shed.rss_bytes.store(s.rss, Ordering::Relaxed);
-                // Sleep in short steps so a stop is seen soon.
+                // Sleep in steps of a second, so a stop is seen within one
+                // (nothing waits for this thread) without waking the agent
+                // ten times a second for nothing.
                 let until = Instant::now() + config.interval;
                 while Instant::now() < until && !shed.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100).min(config.interval));
+                    std::thread::sleep(Duration::from_secs(1).min(config.interval));
                 }
             }
         })?;
