@@ -579,20 +579,29 @@ fn package_info(pkg: &DpkgPackage, distro: &Distro) -> PackageInfo {
 /// They are read again only when they may have changed (see `read`): a
 /// check runs per event batch, many times a second, and listing the
 /// directory was most of its cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct DbStamp(Vec<Option<(FileId, i128, u64)>>, Vec<Vec<u8>>);
+///
+/// The third field is the wall time just before the names were last read
+/// (not part of the comparison).
+#[derive(Debug, Clone)]
+struct DbStamp(Vec<Option<(FileId, i128, u64)>>, Vec<Vec<u8>>, i128);
+
+impl PartialEq for DbStamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 && self.1 == other.1
+    }
+}
 
 /// Where the journal is, and its index in `DbStamp`'s files.
 const UPDATES: &[u8] = b"/var/lib/dpkg/updates";
 const UPDATES_AT: usize = 1;
 
 impl DbStamp {
-    /// The stamp now. `last` is the previous stamp of this root and the
-    /// wall time just before it was read: its journal names still hold when
-    /// the journal directory is the same (identity, mtime, size) and its
-    /// mtime is older than that time by more than the clock's slack, since
-    /// any change after then would have moved the mtime past it.
-    fn read(root: &RootFs, last: Option<(&DbStamp, i128)>) -> DbStamp {
+    /// The stamp now. `last` is the previous stamp of this root: its
+    /// journal names still hold when the journal directory is the same
+    /// (identity, mtime, size) and its mtime was older than the time the
+    /// names were read by more than the clock's slack, since any change
+    /// after that read would have moved the mtime past it.
+    fn read(root: &RootFs, last: Option<&DbStamp>) -> DbStamp {
         let paths: [&[u8]; 7] = [
             b"/var/lib/dpkg/status",
             UPDATES,
@@ -606,17 +615,20 @@ impl DbStamp {
             .iter()
             .map(|p| root.metadata(p).ok().map(|m| (m.id, m.mtime_ns, m.size)))
             .collect();
-        let names = match (last, files[UPDATES_AT]) {
-            (_, None) => Vec::new(),
-            (Some((last, verified_ns)), Some(now))
+        let (names, read_ns) = match (last, files[UPDATES_AT]) {
+            (_, None) => (Vec::new(), wall_ns()),
+            (Some(last), Some(now))
                 if last.0[UPDATES_AT] == Some(now)
-                    && now.1.saturating_add(CTIME_SLACK_NS) < verified_ns =>
+                    && now.1.saturating_add(CTIME_SLACK_NS) < last.2 =>
             {
-                last.1.clone()
+                (last.1.clone(), last.2)
             }
-            _ => root.read_dir(UPDATES).unwrap_or_default(),
+            _ => {
+                let read_ns = wall_ns();
+                (root.read_dir(UPDATES).unwrap_or_default(), read_ns)
+            }
         };
-        DbStamp(files, names)
+        DbStamp(files, names, read_ns)
     }
 }
 
@@ -710,11 +722,13 @@ impl Resolver {
     fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
         self.checks += 1;
         let verified_ns = wall_ns();
-        let last = self.dbs.get(&root.id()).map(|l| (&l.stamp, l.verified_ns));
+        let last = self.dbs.get(&root.id()).map(|l| &l.stamp);
         let stamp = DbStamp::read(root, last);
         if let Some(l) = self.dbs.get_mut(&root.id())
             && l.stamp == stamp
         {
+            // The same, but maybe listed later: keep the later listing time.
+            l.stamp = stamp;
             l.verified_ns = verified_ns;
             l.batch = self.batch;
             return Ok(l.db.clone());
@@ -1038,6 +1052,41 @@ mod tests {
             v(r.resolve(&root, path, dev, ino3, Some(ctime3))),
             Some("3.0-1".into())
         );
+    }
+
+    /// The journal's names are listed again only when they may have
+    /// changed. A directory whose mtime is as it was, and was old when it
+    /// was last listed, is not listed; one touched within the clock's
+    /// slack of the last listing is, so an entry added in the same tick
+    /// (the mtime unchanged) is still seen.
+    #[test]
+    fn journal_names_are_listed_again_only_when_they_may_have_changed() {
+        let dir = foo_root("1.0-1");
+        let root = RootFs::open(dir.path()).unwrap();
+        let updates = dir.path().join("var/lib/dpkg/updates");
+        let set_mtime = |t: std::time::SystemTime| {
+            std::fs::File::open(&updates)
+                .unwrap()
+                .set_times(std::fs::FileTimes::new().set_modified(t))
+                .unwrap();
+        };
+        // Old: listed once, then reused while it stays so.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        set_mtime(old);
+        let first = DbStamp::read(&root, None);
+        let again = DbStamp::read(&root, Some(&first));
+        assert_eq!(again, first);
+        assert_eq!(again.2, first.2, "not listed again");
+        // Just touched: an entry that lands in the same tick leaves the
+        // mtime as it was, and must still be seen.
+        let now = std::time::SystemTime::now();
+        set_mtime(now);
+        let touched = DbStamp::read(&root, Some(&again));
+        std::fs::write(updates.join("0000"), paragraph("2.0-1", "unpacked")).unwrap();
+        set_mtime(now);
+        let after = DbStamp::read(&root, Some(&touched));
+        assert_eq!(after.1, vec![b"0000".to_vec()], "listed again");
+        assert_ne!(after, touched);
     }
 
     /// Issue 11, defect 4: Perl opens an XS module through a symlinked
