@@ -63,6 +63,7 @@ async fn main() {
         .then(|| tokio::task::block_in_place(Workload::start));
     // A collector in this process; the only agent is the child process.
     let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = patchgap_collector::CollectorConfig {
@@ -95,6 +96,9 @@ async fn main() {
                 // measures the whole agent.
                 "--max-cpu-percent",
                 "0",
+                // Its own spool, not another run's.
+                "--state-dir",
+                &state.path().to_string_lossy(),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

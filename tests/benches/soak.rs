@@ -94,6 +94,7 @@ async fn main() {
     workload.sleepers(sleepers);
 
     let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = patchgap_collector::CollectorConfig {
@@ -106,7 +107,14 @@ async fn main() {
     }));
     let agent = Agent(
         Command::new(&binary)
-            .args(["run", "--collector", &format!("http://{addr}")])
+            // Its own spool, not another run's.
+            .args([
+                "run",
+                "--collector",
+                &format!("http://{addr}"),
+                "--state-dir",
+                &state.path().to_string_lossy(),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -197,6 +197,9 @@ fn secure_it_across_two_network_namespaces() {
         in_ns(&ns.agent, &agent)
             .args(["run", "--collector", &url, "--no-ebpf", "--ca"])
             .arg(pki.join("ca.crt"))
+            // Its own spool: the default directory may hold another run's.
+            .arg("--state-dir")
+            .arg(work.path().join("agent-state"))
             .arg("--cert")
             .arg(pki.join(format!("agent-{host}.crt")))
             .arg("--key")
