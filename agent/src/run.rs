@@ -69,7 +69,10 @@ pub struct AgentConfig {
     /// /proc alone and says so in its capabilities.
     pub ebpf: bool,
     pub sense: SenseConfig,
-    /// How long event-derived changes wait to be batched into one delta.
+    /// The least time between two deltas of event-derived changes. A
+    /// change after a quiet spell goes out at once; under a steady stream
+    /// changes wait at most this long, batched into one delta (each delta
+    /// costs a spool write, a send and an ack: wakeups on every thread).
     pub event_flush: Duration,
     /// After an exec, the process's maps are read again this much later,
     /// once the dynamic loader has mapped its libraries.
@@ -98,7 +101,7 @@ impl Default for AgentConfig {
             backoff_max: Duration::from_secs(30),
             ebpf: true,
             sense: SenseConfig::default(),
-            event_flush: Duration::from_millis(200),
+            event_flush: Duration::from_millis(400),
             exec_rescan_delay: Duration::from_millis(100),
             watchdog: WatchdogConfig::default(),
             restart_backoff: Duration::from_secs(1),
@@ -596,12 +599,23 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
     let mut tick = tokio::time::interval(config.heartbeat.min(Duration::from_secs(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut flush = tokio::time::interval(config.event_flush);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the last delta of event changes went out: the next waits until
+    // `event_flush` after it, and no timer runs while nothing is pending.
+    let mut last_flush = tokio::time::Instant::now()
+        .checked_sub(config.event_flush)
+        .unwrap_or_else(tokio::time::Instant::now);
     let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
         shared.alive();
         let next_rescan = pending.rescans.keys().next().copied();
+        let flush_due = (!pending.is_empty()).then(|| last_flush + config.event_flush);
+        if flush_due.is_some_and(|due| due <= tokio::time::Instant::now()) {
+            // Due already (the batch just merged, or the first change after
+            // a quiet spell): sent in this wakeup, not a timer's.
+            flush_pending(shared, pending, config.part_bytes);
+            last_flush = tokio::time::Instant::now();
+            continue;
+        }
         tokio::select! {
             _ = ticker.tick() => {}
             // A requested rescan (a responder's, or a test's) reads
@@ -687,8 +701,9 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                 }
                 continue;
             }
-            _ = flush.tick() => {
+            _ = async { tokio::time::sleep_until(flush_due.expect("guarded")).await }, if flush_due.is_some() => {
                 flush_pending(shared, pending, config.part_bytes);
+                last_flush = tokio::time::Instant::now();
                 continue;
             }
             _ = stop.changed() => {
