@@ -674,6 +674,10 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                 // databases are checked against dpkg's files once per burst.
                 if let Some(s) = scanner.as_mut() {
                     s.begin_batch();
+                    s.note_exited(batch.iter().filter_map(|e| match e {
+                        Event::Exit { pid, start_ticks, .. } => Some((*pid, *start_ticks)),
+                        _ => None,
+                    }));
                 }
                 let shed = shared.shed.level();
                 for event in batch.drain(..) {
@@ -1062,8 +1066,8 @@ async fn opened(
         return Some(());
     }
     // A handful of syscalls: done in place, a thread hop would cost more.
-    let ppid = base.by_pid(pid).map(|p| p.ppid);
-    let artifacts = scanner.as_mut()?.opened_artifacts(pid, ppid, &path);
+    let (key, ppid) = base.by_pid(pid).map(|p| (p.key, p.ppid))?;
+    let artifacts = scanner.as_mut()?.opened_artifacts(key, Some(ppid), &path);
     if !artifacts.is_empty() {
         base.add_opened(pid, artifacts, &mut pending.delta);
     }

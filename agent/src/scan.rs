@@ -133,6 +133,8 @@ pub struct Scanner {
     contents: HashMap<(u64, u64), (ContentStamp, Content)>,
     /// The /proc/PID directory of the process being read, if any.
     pid_dir: Option<PidDir>,
+    /// See [`Scanner::note_exited`]; emptied at each batch.
+    exited: HashSet<(u32, u64)>,
 }
 
 /// One process's /proc/PID directory, held open (O_PATH) while the process
@@ -217,25 +219,40 @@ impl PidDir {
 /// `read_to_end` would first fstat and lseek for a size hint and then probe
 /// with a 32-byte read: twice the syscalls of reading into a page-sized
 /// buffer until read(2) returns 0. A full rescan reads half a dozen files
-/// of every process, so this is a third of its syscalls.
+/// of every process, so this is a third of its syscalls. The buffer is the
+/// thread's own and kept (up to [`PROC_BUF_KEEP`]): a fresh page per file
+/// made glibc consolidate its free lists on every read.
 fn read_proc_file(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        if len == out.len() {
-            out.resize(out.len() * 2, 0);
-        }
-        match file.read(&mut out[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    out.truncate(len);
-    Ok(out)
+    BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(4096, 0);
+        }
+        let mut len = 0;
+        let read = loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break Ok(buf[..len].to_vec()),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if buf.len() > PROC_BUF_KEEP {
+            *buf = Vec::new();
+        }
+        read
+    })
 }
+
+/// The largest read buffer a thread keeps between /proc reads (a JVM's
+/// maps runs to hundreds of KiB; most files are under a page).
+const PROC_BUF_KEEP: usize = 256 << 10;
 
 /// A file's size, mtime seconds and mtime nanoseconds: while they hold,
 /// its hashed content does.
@@ -363,6 +380,7 @@ impl Scanner {
             workload_cache: HashMap::new(),
             contents: HashMap::new(),
             pid_dir: None,
+            exited: HashSet::new(),
         }
     }
 
@@ -467,6 +485,9 @@ impl Scanner {
     /// caller takes the parent's. `alive` says whether /proc still had it,
     /// so a full scan is worth scheduling.
     pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
+        if self.exited(e.pid, e.start_ticks) {
+            return self.exec_record_in(e);
+        }
         self.with_pid_dir(e.pid, |s| s.exec_record_in(e))
     }
 
@@ -475,6 +496,7 @@ impl Scanner {
         // the path exec was given; only the cgroup needs /proc, and reading
         // it tells whether the process still runs. The start time is 0 only
         // from an old object: then /proc/PID/stat supplies it.
+        let gone = self.exited(e.pid, e.start_ticks);
         let start_ticks = if e.start_ticks > 0 {
             Some(e.start_ticks)
         } else {
@@ -483,9 +505,12 @@ impl Scanner {
                 .and_then(|b| parse::stat::parse_stat(&b).ok())
                 .map(|s| s.start_ticks)
         };
-        let cgroups = self
-            .pid_read(e.pid, "cgroup")
-            .map(|b| parse::cgroup::parse_cgroup(&b));
+        let cgroups = if gone {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        } else {
+            self.pid_read(e.pid, "cgroup")
+                .map(|b| parse::cgroup::parse_cgroup(&b))
+        };
         let alive = cgroups.is_ok() && start_ticks.is_some();
         let start_ticks = start_ticks.unwrap_or(0);
         let ppid = e.ppid;
@@ -511,7 +536,7 @@ impl Scanner {
         }
         // The executable, resolved to its package now: a process that lived
         // for milliseconds is never scanned, and this is all it leaves.
-        let exe_artifact = self.exec_artifact(e.pid, e.ppid, e.filename);
+        let exe_artifact = self.exec_artifact(e.pid, e.ppid, e.filename, gone);
         let exe = exe_artifact
             .as_ref()
             .map(|a| a.path.clone())
@@ -552,11 +577,17 @@ impl Scanner {
     /// given, resolved inside its root (its parent's when it is gone), under
     /// the path of the file it reached.
     /// None for a relative path or a file that is not there any more.
-    fn exec_artifact(&mut self, pid: u32, ppid: u32, filename: &[u8]) -> Option<Artifact> {
+    fn exec_artifact(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        filename: &[u8],
+        gone: bool,
+    ) -> Option<Artifact> {
         if !filename.starts_with(b"/") {
             return None;
         }
-        let root = self.root_of(pid, Some(ppid))?;
+        let root = self.root_of(pid, Some(ppid), gone)?;
         // Execs come by the hundred per second, mostly of a few binaries:
         // a root's answer for a path is reused for a second, as long as the
         // path still reaches the same file and the database was not
@@ -724,14 +755,20 @@ impl Scanner {
     /// libc), so a root's answer for a path is reused for a second, as long
     /// as the path still names the same file (one statx) and the root's
     /// database was not reloaded; a parent's root is kept as long.
-    pub fn opened_artifacts(&mut self, pid: u32, ppid: Option<u32>, path: &[u8]) -> Vec<Artifact> {
+    pub fn opened_artifacts(
+        &mut self,
+        key: ProcessKey,
+        ppid: Option<u32>,
+        path: &[u8],
+    ) -> Vec<Artifact> {
         if !path.starts_with(b"/") {
             return Vec::new();
         }
         if self.recent.len() > RECENT_LIMIT {
             self.recent.clear();
         }
-        let Some(root) = self.root_of(pid, ppid) else {
+        let gone = self.exited(key.pid, key.start_ticks);
+        let Some(root) = self.root_of(key.pid, ppid, gone) else {
             return Vec::new();
         };
         let (root, root_link) = (&root.0, &root.1);
@@ -776,13 +813,14 @@ impl Scanner {
     /// The root of a process, or of its parent when it is gone (the same
     /// root unless the process chrooted itself). Parents' roots are reused
     /// for a second.
-    fn root_of(&mut self, pid: u32, ppid: Option<u32>) -> Option<ProcRoot> {
-        let own = match RootFs::open(&self.proc_path(pid, "root")) {
-            Ok(root) => self
+    fn root_of(&mut self, pid: u32, ppid: Option<u32>, gone: bool) -> Option<ProcRoot> {
+        // (A process known to be gone has no root to open.)
+        let own = match (!gone).then(|| RootFs::open(&self.proc_path(pid, "root"))) {
+            Some(Ok(root)) => self
                 .pid_read_link(pid, "root")
                 .ok()
                 .map(|l| Arc::new((root, l.into_os_string().into_encoded_bytes()))),
-            Err(_) => None,
+            _ => None,
         };
         own.or_else(|| {
             let ppid = ppid.filter(|&p| p > 0)?;
@@ -1499,6 +1537,20 @@ impl Scanner {
     /// against dpkg's files at its first lookup in the batch.
     pub fn begin_batch(&mut self) {
         self.resolver.begin_batch();
+        self.exited.clear();
+    }
+
+    /// Processes (pid, start ticks) whose exit events are in this batch:
+    /// /proc no longer has them, so their exec records and opens go
+    /// straight to what the event says and to the parent's root, without
+    /// first failing to open /proc/PID (most exec'd processes live for
+    /// milliseconds: a batch usually holds both their exec and their exit).
+    pub fn note_exited(&mut self, exited: impl IntoIterator<Item = (u32, u64)>) {
+        self.exited.extend(exited);
+    }
+
+    fn exited(&self, pid: u32, start_ticks: u64) -> bool {
+        start_ticks > 0 && self.exited.contains(&(pid, start_ticks))
     }
 }
 
