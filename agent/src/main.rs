@@ -55,8 +55,8 @@ enum Command {
         #[arg(long)]
         no_ebpf: bool,
         /// eBPF ring buffer size in MiB (a power of two). Its pages count
-        /// twice in the agent's RSS; 1 MiB holds about 3,500 events, 50 ms
-        /// of a storm of 70,000 events/s.
+        /// twice in the agent's RSS; 1 MiB holds about 3,500 events, and the
+        /// kernel wakes the reader for every 64 KiB of them.
         #[arg(long, default_value_t = 1)]
         ring_mib: u32,
         /// Do not watch library opens in the kernel.

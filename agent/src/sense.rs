@@ -75,9 +75,10 @@ pub struct SenseConfig {
 
 impl Default for SenseConfig {
     fn default() -> Self {
-        // 1 MiB holds ~3,500 events: the reader drains every 50 ms, and 100
-        // exec/s with 1,000 connect/s is ~1,500 events/s, so 40x headroom
-        // (8x at this VM's exec ceiling of ~1.7k/s). The ring's data pages
+        // 1 MiB holds ~3,500 events: the reader drains every 100 ms (and at
+        // every 64 KiB), and 100 exec/s with 1,000 connect/s is ~1,500
+        // events/s, so 20x headroom (a storm past 64 KiB wakes the reader
+        // without waiting for the timer). The ring's data pages
         // are mapped twice and count twice in the agent's RSS, so bigger is
         // not free. --ring-mib raises it.
         Self {

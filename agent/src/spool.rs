@@ -14,7 +14,7 @@
 //!   one write(2) each, so a killed agent (kill -9, panic, OOM) loses none
 //!   of them; they are fdatasync'ed at most every `sync_every` (and when a
 //!   segment is closed), which bounds what a host crash can lose without an
-//!   fsync per 200 ms event batch. The newest segment always exists (a new
+//!   fsync per event delta. The newest segment always exists (a new
 //!   one is created before the old ones are deleted), so the next sequence
 //!   number survives even when everything was acked.
 //!
