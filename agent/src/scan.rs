@@ -1833,8 +1833,9 @@ mod tests {
         );
         assert!(dir.read_link("exe").is_err());
         assert!(!dir.path().join("maps").exists());
-        // The scanner reads through such a descriptor and re-checks the
-        // start time at the end; a live process comes out whole.
+        // The scanner reads each process through such a descriptor (so
+        // its first stat keys every later read); a live process comes out
+        // whole, a gone one not at all.
         let mut scanner = Scanner::new(ScanConfig::default());
         let (me, _) = scanner.scan_pid(std::process::id()).expect("this process");
         assert!(!me.exe.0.is_empty() && !me.artifacts.is_empty());
