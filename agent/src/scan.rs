@@ -191,7 +191,7 @@ impl PidDir {
         }
         // SAFETY: fd was just opened and is owned by the File.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        read_proc_file(&mut file)
+        read_to_eof(&mut file, 1)
     }
 
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
@@ -215,26 +215,25 @@ impl PidDir {
     }
 }
 
-/// Reads a /proc file to its end. /proc files say they are empty, so
-/// `read_to_end` would first fstat and lseek for a size hint and then probe
-/// with a 32-byte read: twice the syscalls of reading into a page-sized
-/// buffer until read(2) returns 0. A full rescan reads half a dozen files
-/// of every process, so this is a third of its syscalls. The buffer is the
-/// thread's own and kept (up to [`PROC_BUF_KEEP`]): a fresh page per file
-/// made glibc consolidate its free lists on every read.
-fn read_proc_file(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+/// Reads a /proc file to its end, each read(2) offered at least
+/// `min_read` bytes. /proc files say they are empty, so `read_to_end`
+/// would first fstat and lseek for a size hint and then probe with a
+/// 32-byte read: twice the syscalls of reading into a page-sized buffer
+/// until read(2) returns 0. A full rescan reads half a dozen files of every
+/// process, so this is a third of its syscalls. The buffer is the thread's
+/// own and kept (up to [`PROC_BUF_KEEP`]): a fresh page per file made glibc
+/// consolidate its free lists on every read.
+fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     BUF.with_borrow_mut(|buf| {
-        if buf.is_empty() {
-            buf.resize(4096, 0);
-        }
         let mut len = 0;
         let read = loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
+            if buf.len() - len < min_read.max(1) {
+                let want = (len + min_read).max(buf.len() * 2).max(4096);
+                buf.resize(want, 0);
             }
             match file.read(&mut buf[len..]) {
                 Ok(0) => break Ok(buf[..len].to_vec()),
@@ -486,17 +485,17 @@ impl Scanner {
     /// so a full scan is worth scheduling.
     pub fn exec_record(&mut self, e: ExecInfo<'_>) -> ExecRecord {
         if self.exited(e.pid, e.start_ticks) {
-            return self.exec_record_in(e);
+            return self.exec_record_in(e, true);
         }
-        self.with_pid_dir(e.pid, |s| s.exec_record_in(e))
+        self.with_pid_dir(e.pid, |s| s.exec_record_in(e, false))
     }
 
-    fn exec_record_in(&mut self, e: ExecInfo<'_>) -> ExecRecord {
+    /// `gone`: the process's exit is in this batch (see `note_exited`).
+    fn exec_record_in(&mut self, e: ExecInfo<'_>, gone: bool) -> ExecRecord {
         // The event carries the start time (the key), the parent, argv and
         // the path exec was given; only the cgroup needs /proc, and reading
         // it tells whether the process still runs. The start time is 0 only
         // from an old object: then /proc/PID/stat supplies it.
-        let gone = self.exited(e.pid, e.start_ticks);
         let start_ticks = if e.start_ticks > 0 {
             Some(e.start_ticks)
         } else {
@@ -1559,26 +1558,7 @@ impl Scanner {
 /// starts with small reads: after a connect storm (thousands of TIME_WAIT
 /// sockets) that made one scan cost tens of milliseconds in the kernel.
 fn read_seq_file(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    const CHUNK: usize = 256 << 10;
-    let mut file = std::fs::File::open(path)?;
-    let mut out = Vec::with_capacity(CHUNK);
-    loop {
-        if out.capacity() - out.len() < CHUNK {
-            out.reserve(CHUNK);
-        }
-        let len = out.len();
-        out.resize(out.capacity(), 0);
-        match file.read(&mut out[len..]) {
-            Ok(0) => {
-                out.truncate(len);
-                return Ok(out);
-            }
-            Ok(n) => out.truncate(len + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(len),
-            Err(e) => return Err(e),
-        }
-    }
+    read_to_eof(&mut std::fs::File::open(path)?, 256 << 10)
 }
 
 fn is_listening(proto: &str, e: &NetEntry) -> bool {
