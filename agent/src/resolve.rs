@@ -32,6 +32,7 @@ use std::{collections::HashMap, sync::Arc};
 use patchgap_proto::purl::Purl;
 
 use crate::{
+    dbwatch::DbWatch,
     model::PackageInfo,
     parse::{
         apk::parse_installed,
@@ -686,8 +687,39 @@ pub struct Resolver {
     pub misses: u64,
     /// Times dpkg's files were compared with the loaded database.
     pub checks: u64,
+    /// Batches whose comparison inotify made unnecessary.
+    pub unchanged: u64,
     /// Database loads.
     pub loads: u64,
+    watch: Watch,
+}
+
+/// The inotify instance, opened at the first batch.
+#[derive(Debug, Default)]
+enum Watch {
+    #[default]
+    Unopened,
+    Open(DbWatch),
+    /// inotify is unavailable: every batch compares.
+    Unavailable,
+}
+
+impl Watch {
+    fn get(&mut self) -> Option<&mut DbWatch> {
+        if matches!(self, Watch::Unopened) {
+            *self = match DbWatch::new() {
+                Ok(w) => Watch::Open(w),
+                Err(error) => {
+                    tracing::debug!(%error, "inotify unavailable: package databases are compared every batch");
+                    Watch::Unavailable
+                }
+            };
+        }
+        match self {
+            Watch::Open(w) => Some(w),
+            _ => None,
+        }
+    }
 }
 
 impl Resolver {
@@ -710,11 +742,28 @@ impl Resolver {
     /// The database for this root, checked against dpkg's files once per
     /// batch (see [`Resolver::begin_batch`]): event-time lookups (an open,
     /// an exec) come by the hundred per second.
+    ///
+    /// Where inotify watches the root's database directories and reported
+    /// nothing since the last comparison, the files are not compared at
+    /// all: the database is as current as it was then.
     pub fn refresh_batch(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
-        if let Some(l) = self.dbs.get(&root.id())
-            && l.batch == self.batch
-        {
-            return Ok(l.db.clone());
+        if let Some(l) = self.dbs.get_mut(&root.id()) {
+            if l.batch == self.batch {
+                return Ok(l.db.clone());
+            }
+            // Read before the events are: nothing changed up to here.
+            let verified_ns = wall_ns();
+            if self.watch.get().is_some_and(|w| w.unchanged(root.id())) {
+                l.batch = self.batch;
+                l.verified_ns = verified_ns;
+                self.unchanged += 1;
+                return Ok(l.db.clone());
+            }
+        }
+        // Armed before the comparison, so a change made during it is
+        // reported at the next batch.
+        if let Some(w) = self.watch.get() {
+            w.arm(root);
         }
         self.refresh_now(root)
     }
@@ -815,6 +864,9 @@ impl Resolver {
     /// keep every one's database in memory.
     pub fn retain_roots(&mut self, live: impl Fn(&FileId) -> bool) {
         self.dbs.retain(|id, _| live(id));
+        if let Watch::Open(w) = &mut self.watch {
+            w.retain_roots(&live);
+        }
         self.cache.retain(|(root, _, _), _| live(root));
         self.lists.lists.retain(|(root, _), _| live(root));
     }
@@ -1052,6 +1104,37 @@ mod tests {
             v(r.resolve(&root, path, dev, ino3, Some(ctime3))),
             Some("3.0-1".into())
         );
+    }
+
+    /// Event batches do not compare dpkg's files while inotify reports
+    /// nothing; a status file replaced between two batches is loaded at
+    /// the next one all the same.
+    #[test]
+    fn batches_compare_only_after_a_reported_change() {
+        let dir = foo_root("1.0-1");
+        let root = RootFs::open(dir.path()).unwrap();
+        let mut r = Resolver::new();
+        r.begin_batch();
+        r.refresh_batch(&root).unwrap();
+        let checks = r.checks;
+        for _ in 0..5 {
+            r.begin_batch();
+            assert_eq!(
+                r.refresh_batch(&root)
+                    .unwrap()
+                    .owner(b"/usr/lib/libfoo.so.1")
+                    .unwrap()
+                    .version,
+                "1.0-1"
+            );
+        }
+        assert_eq!(r.checks, checks, "nothing changed, nothing compared");
+        assert_eq!(r.unchanged, 5);
+        write_db(dir.path(), &paragraph("2.0-1", "installed"));
+        r.begin_batch();
+        let db = r.refresh_batch(&root).unwrap();
+        assert_eq!(db.owner(b"/usr/lib/libfoo.so.1").unwrap().version, "2.0-1");
+        assert_eq!(r.checks, checks + 1);
     }
 
     /// The journal's names are listed again only when they may have

@@ -201,6 +201,13 @@ impl RootFs {
         file_meta(&File::from(fd))
     }
 
+    /// A path descriptor (`O_PATH`) of a directory inside the root, to name
+    /// it to calls that take a path (inotify) through `/proc/self/fd`
+    /// without resolving the path again.
+    pub fn open_dir_path(&self, path: &[u8]) -> Result<OwnedFd, RootError> {
+        self.open_in_root(path, libc::O_PATH | libc::O_DIRECTORY)
+    }
+
     /// Opens a regular file inside the root for reading, for callers that
     /// read parts of large files (a jar's central directory, an
     /// executable's section headers) with `read_at`.

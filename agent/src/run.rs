@@ -69,10 +69,12 @@ pub struct AgentConfig {
     /// /proc alone and says so in its capabilities.
     pub ebpf: bool,
     pub sense: SenseConfig,
-    /// The least time between two deltas of event-derived changes. A
-    /// change after a quiet spell goes out at once; under a steady stream
-    /// changes wait at most this long, batched into one delta (each delta
-    /// costs a spool write, a send and an ack: wakeups on every thread).
+    /// The time between two deltas of event-derived changes. A change
+    /// after a quiet spell goes out at once; under a steady stream changes
+    /// are batched into one delta about this often (each delta costs a
+    /// spool write, a send and an ack: wakeups on every thread), sent with
+    /// the event batch nearest the deadline: at most a ring drain period
+    /// (100 ms) later than it.
     pub event_flush: Duration,
     /// After an exec, the process's maps are read again this much later,
     /// once the dynamic loader has mapped its libraries.
@@ -509,6 +511,18 @@ const SOCKET_SCANS_EVERY: u32 = 10;
 /// Events handled per pass of the scan loop, at most.
 const EVENT_BATCH: usize = 256;
 
+/// Pending changes ride on the event batch nearest their deadline
+/// (`event_flush` after the last delta): under a steady stream a batch
+/// arrives every drain of the ring, so a delta goes this much early rather
+/// than in a wakeup of its own. A timer of its own took about a quarter of
+/// the scan thread's wakeups, half of them the timer wheel's cascades.
+const FLUSH_EARLY: Duration = Duration::from_millis(50);
+
+/// When no batch comes (the stream stopped), the timer sends the changes
+/// this much after their deadline: late enough that a batch at the deadline
+/// cancels it before the timer wheel wakes the thread to cascade it.
+const FLUSH_LATE: Duration = crate::sense::DRAIN_EVERY;
+
 #[derive(Default)]
 struct Pending {
     delta: v1::Delta,
@@ -609,9 +623,10 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
         shared.alive();
         let next_rescan = pending.rescans.keys().next().copied();
         let flush_due = (!pending.is_empty()).then(|| last_flush + config.event_flush);
-        if flush_due.is_some_and(|due| due <= tokio::time::Instant::now()) {
-            // Due already (the batch just merged, or the first change after
-            // a quiet spell): sent in this wakeup, not a timer's.
+        if flush_due.is_some_and(|due| due <= tokio::time::Instant::now() + FLUSH_EARLY) {
+            // Due already, or nearly (the batch just merged, or the first
+            // change after a quiet spell): sent in this wakeup, not a
+            // timer's.
             flush_pending(shared, pending, config.part_bytes);
             last_flush = tokio::time::Instant::now();
             continue;
@@ -705,7 +720,8 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                 }
                 continue;
             }
-            _ = async { tokio::time::sleep_until(flush_due.expect("guarded")).await }, if flush_due.is_some() => {
+            // Only when no batch came near the deadline: the stream stopped.
+            _ = async { tokio::time::sleep_until(flush_due.expect("guarded") + FLUSH_LATE).await }, if flush_due.is_some() => {
                 flush_pending(shared, pending, config.part_bytes);
                 last_flush = tokio::time::Instant::now();
                 continue;

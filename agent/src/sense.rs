@@ -24,6 +24,7 @@
 use std::{
     io,
     net::SocketAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -56,9 +57,9 @@ const CHANNEL_CAPACITY: usize = 65_536;
 
 /// Records drained between two cooperative yields of the reader task, so a
 /// flood cannot pin a runtime worker while other tasks wait.
-const DRAIN_BATCH: u32 = 4096;
+const DRAIN_BATCH: usize = 4096;
 
-/// What to sense. `Default` senses everything with a 4 MiB ring.
+/// What to sense. `Default` senses everything with a 1 MiB ring.
 #[derive(Debug, Clone)]
 pub struct SenseConfig {
     /// Size of the kernel ring buffer in bytes. The kernel requires a power of
@@ -231,7 +232,8 @@ pub enum SenseError {
         #[source]
         source: Option<MapError>,
     },
-    /// Registering the ring buffer's fd with the tokio reactor failed.
+    /// Registering the ring buffer's fd with the tokio reactor, or
+    /// creating its drain timer, failed.
     #[error("cannot poll the ring buffer")]
     Poll(#[source] io::Error),
 }
@@ -478,10 +480,19 @@ impl Sensor {
         let afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| SenseError::Poll(e.into_parts().1))?;
 
+        let tick = Ticker::new(DRAIN_EVERY).map_err(SenseError::Poll)?;
+
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters::default());
         let (flushes, flush_rx) = mpsc::channel(4);
-        let task = tokio::spawn(read_loop(afd, tx, flush_rx, Arc::clone(&counters), clock));
+        let task = tokio::spawn(read_loop(
+            afd,
+            tick,
+            tx,
+            flush_rx,
+            Arc::clone(&counters),
+            clock,
+        ));
         Ok((
             Sensor {
                 _ebpf: ebpf,
@@ -616,19 +627,83 @@ impl Drop for Sensor {
 /// VMs a wakeup of both costs about as much as merging an exec, so 100 ms
 /// (not 50) took a fifth off the agent's CPU at 20 exec/s, within the
 /// freshness budget (an exec is queryable at the collector in under 1 s).
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A periodic kernel timer (timerfd) the runtime polls like a socket.
+///
+/// tokio's timer wheel keeps a deadline more than 64 ms away in a coarser
+/// level and wakes a worker to move it down before it fires: a 100 ms
+/// interval cost two wakeups a period. The kernel's timer costs one.
+struct Ticker(AsyncFd<OwnedFd>);
+
+impl Ticker {
+    fn new(period: std::time::Duration) -> io::Result<Ticker> {
+        // SAFETY: no pointers; the descriptor is owned right below.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: timerfd_create returned a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let every = libc::timespec {
+            tv_sec: period.as_secs() as libc::time_t,
+            tv_nsec: period.subsec_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: every,
+            it_value: every,
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
+        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the OwnedFd moves into the AsyncFd and stays open, as the
+        // descriptor it was registered with, until the AsyncFd drops.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map(Ticker)
+            .map_err(|e| e.into_parts().1)
+    }
+
+    /// Waits for the next expiry; expiries missed meanwhile count as one.
+    async fn tick(&mut self) -> io::Result<()> {
+        loop {
+            let mut guard = self.0.readable_mut().await?;
+            let read = guard.try_io(|fd| {
+                let mut expiries = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into an 8-byte buffer.
+                let n = unsafe {
+                    libc::read(fd.get_ref().as_raw_fd(), expiries.as_mut_ptr().cast(), 8)
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(result) => return result,
+                // Readiness was stale: wait for the next edge.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
 
 /// Drain the ring on every readiness and on a short timer, until the
 /// receiver goes away.
 async fn read_loop(
     mut afd: AsyncFd<RingBuf<MapData>>,
+    mut tick: Ticker,
     tx: mpsc::Sender<Event>,
     mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
     counters: Arc<Counters>,
     clock: Clock,
 ) {
-    let mut tick = tokio::time::interval(DRAIN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             ready = afd.readable_mut() => {
@@ -648,7 +723,11 @@ async fn read_loop(
                 // between the last next() == None and here is not lost.
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
+            ticked = tick.tick() => {
+                if let Err(e) = ticked {
+                    tracing::warn!(error = %e, "ebpf ring buffer: drain timer failed, reader stops");
+                    return;
+                }
                 if !drain(afd.get_mut(), &tx, &counters, &clock).await {
                     return;
                 }
@@ -664,47 +743,60 @@ async fn read_loop(
 }
 
 /// Reads every record the ring holds. False when nobody listens any more.
+///
+/// Records are decoded first and handed over together: the scan thread
+/// wakes at the first event sent, and events sent one per decode reached it
+/// in two or three passes per drain, each its own wakeup and its own check
+/// of the package databases.
 async fn drain(
     ring: &mut RingBuf<MapData>,
     tx: &mpsc::Sender<Event>,
     counters: &Counters,
     clock: &Clock,
 ) -> bool {
-    let mut batch = 0u32;
+    let mut decoded = Vec::new();
     loop {
-        let decoded = {
-            let Some(item) = ring.next() else {
-                return true;
-            };
-            counters.events.fetch_add(1, Ordering::Relaxed);
-            // Decode into an owned Event while the record is borrowed;
-            // dropping `item` advances the consumer position and frees the
-            // space for the kernel.
-            decode(&item, clock)
+        let Some(item) = ring.next() else {
+            return hand_over(tx, &mut decoded, counters);
         };
-        match decoded {
-            Some(ev) => match tx.try_send(ev) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    counters.lost_user.fetch_add(1, Ordering::Relaxed);
-                }
-                // Nobody listens: stop reading. The programs stay attached
-                // until the Sensor drops; the kernel then counts its drops in
-                // `lost`.
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            },
+        counters.events.fetch_add(1, Ordering::Relaxed);
+        // Decode into an owned Event while the record is borrowed;
+        // dropping `item` advances the consumer position and frees the
+        // space for the kernel.
+        match decode(&item, clock) {
+            Some(ev) => decoded.push(ev),
             None => {
                 counters.decode_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        batch += 1;
-        if batch == DRAIN_BATCH {
-            batch = 0;
+        drop(item);
+        if decoded.len() == DRAIN_BATCH {
+            if !hand_over(tx, &mut decoded, counters) {
+                return false;
+            }
             // Yield to the scheduler only if this task has used up its
             // budget; the ring is still drained to the end afterwards.
             tokio::task::coop::consume_budget().await;
         }
     }
+}
+
+/// Sends decoded events to the scan thread; a full channel drops (and
+/// counts) them, so the reader never queues. False when nobody listens.
+fn hand_over(tx: &mpsc::Sender<Event>, decoded: &mut Vec<Event>, counters: &Counters) -> bool {
+    for ev in decoded.drain(..) {
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                counters.lost_user.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nobody listens: stop reading. The programs stay attached
+            // until the Sensor drops; the kernel then counts its drops in
+            // `lost`.
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        }
+    }
+    true
 }
 
 /// USER_HZ, the unit of /proc/PID/stat's starttime.
