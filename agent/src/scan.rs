@@ -89,6 +89,23 @@ type ProcRoot = Arc<(RootFs, Vec<u8>)>;
 /// Appended to a command line the exec event cut at its bound.
 pub const TRUNCATED: &str = " …(truncated)";
 
+/// Parents' roots remembered at once. Each holds the root's descriptor, so
+/// expired ones are dropped as new ones come, not left until a limit: a
+/// 30-minute soak held one more descriptor every ten minutes.
+const RECENT_ROOTS_LIMIT: usize = 64;
+
+/// Remembers a parent's root for `RECENT_FOR`, dropping the expired ones
+/// (and, past the limit, all) first.
+fn remember_root(roots: &mut HashMap<u32, (Instant, ProcRoot)>, ppid: u32, root: ProcRoot) {
+    if roots.len() >= RECENT_ROOTS_LIMIT / 2 {
+        roots.retain(|_, (at, _)| at.elapsed() < RECENT_FOR);
+    }
+    if roots.len() >= RECENT_ROOTS_LIMIT {
+        roots.clear();
+    }
+    roots.insert(ppid, (Instant::now(), root));
+}
+
 /// How long an open's answer, or a parent's root, is reused.
 const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Entries of those caches before they are emptied.
@@ -831,10 +848,7 @@ impl Scanner {
             let root = RootFs::open(&self.proc_path(ppid, "root")).ok()?;
             let link = std::fs::read_link(self.proc_path(ppid, "root")).ok()?;
             let r = Arc::new((root, link.into_os_string().into_encoded_bytes()));
-            if self.recent_roots.len() > RECENT_LIMIT {
-                self.recent_roots.clear();
-            }
-            self.recent_roots.insert(ppid, (Instant::now(), r.clone()));
+            remember_root(&mut self.recent_roots, ppid, r.clone());
             Some(r)
         })
     }
@@ -1693,6 +1707,29 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each remembered parent's root holds a descriptor: the expired ones
+    /// go as new parents come, so the agent's descriptors stay few however
+    /// many parents its events name.
+    #[test]
+    fn parents_roots_do_not_pile_up_descriptors() {
+        let root: ProcRoot = Arc::new((RootFs::open(Path::new("/")).unwrap(), b"/".to_vec()));
+        let mut roots = HashMap::new();
+        let old = Instant::now() - RECENT_FOR - std::time::Duration::from_millis(10);
+        for ppid in 0..RECENT_ROOTS_LIMIT as u32 / 2 {
+            roots.insert(ppid, (old, root.clone()));
+        }
+        remember_root(&mut roots, 100_000, root.clone());
+        assert_eq!(roots.len(), 1, "the expired went");
+        for ppid in 0..10 * RECENT_ROOTS_LIMIT as u32 {
+            remember_root(&mut roots, ppid, root.clone());
+            assert!(roots.len() <= RECENT_ROOTS_LIMIT);
+        }
+        assert!(
+            roots.contains_key(&(10 * RECENT_ROOTS_LIMIT as u32 - 1)),
+            "the newest stays"
+        );
+    }
 
     /// Unlinked code the Python resolver named (a pip-replaced extension)
     /// is mapped; unlinked code nobody named stays anonymous, with its hash.
