@@ -154,10 +154,11 @@ async fn scoped_tokens_expire_revoke_and_resist_edits() {
         stderr(&o)
     );
 
-    // Expired.
-    let (short, _) = issue(&h, &admin, "read", "1s");
+    // Expired. Its life is long enough for one query on a loaded machine:
+    // a 1 s token once expired before its first query.
+    let (short, _) = issue(&h, &admin, "read", "5s");
     json(&patchgap(&h, Some(&short), &["hosts", "-o", "json"]));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(6100)).await;
     let o = patchgap(&h, Some(&short), &["hosts"]);
     assert!(stderr(&o).contains("expired"), "{}", stderr(&o));
 
