@@ -244,6 +244,14 @@ mod tests {
         (dir, root)
     }
 
+    /// A dpkg root and a watch armed on it.
+    fn armed() -> (tempfile::TempDir, RootFs, DbWatch) {
+        let (dir, root) = root_with_dpkg();
+        let mut w = DbWatch::new().unwrap();
+        assert!(w.arm(&root));
+        (dir, root, w)
+    }
+
     #[test]
     fn a_root_is_unchanged_only_after_arming_and_until_a_write() {
         let (dir, root) = root_with_dpkg();
@@ -271,9 +279,7 @@ mod tests {
 
     #[test]
     fn a_database_that_appears_later_is_seen_through_its_ancestor() {
-        let (dir, root) = root_with_dpkg();
-        let mut w = DbWatch::new().unwrap();
-        assert!(w.arm(&root));
+        let (dir, root, mut w) = armed();
         // No /var/lib/rpm yet: /var/lib is watched in its place.
         fs::create_dir_all(dir.path().join("var/lib/rpm")).unwrap();
         assert!(!w.unchanged(root.id()));
@@ -285,9 +291,7 @@ mod tests {
 
     #[test]
     fn a_removed_watch_makes_its_root_compare_again() {
-        let (dir, root) = root_with_dpkg();
-        let mut w = DbWatch::new().unwrap();
-        assert!(w.arm(&root));
+        let (dir, root, mut w) = armed();
         fs::remove_dir_all(dir.path().join("var/lib/dpkg/updates")).unwrap();
         assert!(!w.unchanged(root.id()));
         assert_eq!(w.watched_roots(), 0, "dropped with its watch");
@@ -297,9 +301,7 @@ mod tests {
 
     #[test]
     fn events_for_a_forgotten_root_are_ignored() {
-        let (dir, root) = root_with_dpkg();
-        let mut w = DbWatch::new().unwrap();
-        assert!(w.arm(&root));
+        let (dir, root, mut w) = armed();
         w.retain_roots(|_| false);
         fs::write(dir.path().join("var/lib/dpkg/updates/0001"), b"x").unwrap();
         assert!(!w.unchanged(root.id()), "not watched any more");

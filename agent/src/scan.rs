@@ -90,8 +90,8 @@ type ProcRoot = Arc<(RootFs, Vec<u8>)>;
 pub const TRUNCATED: &str = " …(truncated)";
 
 /// Parents' roots remembered at once. Each holds the root's descriptor, so
-/// expired ones are dropped as new ones come, not left until a limit: a
-/// 30-minute soak held one more descriptor every ten minutes.
+/// expired ones are dropped as new ones come, not left until a limit (at
+/// `RECENT_LIMIT` that would be thousands of descriptors).
 const RECENT_ROOTS_LIMIT: usize = 64;
 
 /// Remembers a parent's root for `RECENT_FOR`, dropping the expired ones

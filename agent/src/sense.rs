@@ -744,10 +744,8 @@ async fn read_loop(
 
 /// Reads every record the ring holds. False when nobody listens any more.
 ///
-/// Records are decoded first and handed over together: the scan thread
-/// wakes at the first event sent, and events sent one per decode reached it
-/// in two or three passes per drain, each its own wakeup and its own check
-/// of the package databases.
+/// Records are decoded first and handed over together, so the scan thread,
+/// which wakes at the first event sent, finds the whole drain waiting.
 async fn drain(
     ring: &mut RingBuf<MapData>,
     tx: &mpsc::Sender<Event>,
