@@ -212,6 +212,9 @@ pub struct ScanStats {
     /// When the socket tables were last read (this scan or an earlier
     /// one), ms since the epoch; 0 when never.
     pub sockets_read_ms: i64,
+    /// Processes whose last full read was reused: they had not run since
+    /// (see the scanner's `Quiet`).
+    pub reused: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

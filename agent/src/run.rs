@@ -32,7 +32,7 @@ use std::{
 use patchgap_proto::v1::{self, ingest_client::IngestClient};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     diff::Baseline,
@@ -765,6 +765,13 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
             flush_pending(shared, pending, config.part_bytes);
         }
         let mut inv = inv;
+        debug!(
+            processes = inv.stats.processes,
+            reused = inv.stats.reused,
+            cpu_ms = inv.stats.cpu_micros / 1000,
+            wall_ms = inv.stats.wall_micros / 1000,
+            "full scan"
+        );
         *shared.last_stats.lock().expect("stats lock") = wire::stats(&inv.stats);
         // Always consume the flag: the first scan's snapshot answers the
         // initial request, and a second full snapshot would be wasted.

@@ -152,6 +152,8 @@ pub struct Scanner {
     pid_dir: Option<PidDir>,
     /// See [`Scanner::note_exited`]; emptied at each batch.
     exited: HashSet<(u32, u64)>,
+    /// The last full scan's quiet processes, by pid (see [`Quiet`]).
+    quiet: HashMap<u32, Quiet>,
 }
 
 /// One process's /proc/PID directory, held open (O_PATH) while the process
@@ -348,8 +350,12 @@ struct ScanCtx {
     /// exit event closes it).
     skip_exited: bool,
     dbs: HashMap<FileId, Option<Arc<PackageDb>>>,
-    /// (root, in-root path) → the file now at that path.
-    current: HashMap<(FileId, Vec<u8>), Option<FileNow>>,
+    /// root → in-root path → the file now at that path.
+    current: HashMap<FileId, HashMap<Vec<u8>, Option<FileNow>>>,
+    /// Full scans only: reuse what a quiet process's last full read found
+    /// (see [`Quiet`]), and remember this scan's quiet processes here.
+    reuse: bool,
+    quiet: HashMap<u32, Quiet>,
     /// network namespace inode → socket inode → (protocol, entry).
     net: HashMap<u64, Arc<NetTable>>,
     stats: ScanStats,
@@ -359,6 +365,79 @@ struct ScanCtx {
     workload_by_cgroup: HashMap<Vec<parse::cgroup::CgroupLine>, String>,
     /// This scan's workloads by id.
     workloads: HashMap<String, Workload>,
+}
+
+impl ScanCtx {
+    /// The file at `in_root` in `root` now, looked up once per scan.
+    fn file_now(&mut self, root: &RootFs, in_root: &[u8]) -> Option<FileNow> {
+        let paths = self.current.entry(root.id()).or_default();
+        if let Some(now) = paths.get(in_root) {
+            return *now;
+        }
+        let now = root.metadata(in_root).ok().map(|m| (m.id, m.ctime_ns));
+        paths.insert(in_root.to_vec(), now);
+        now
+    }
+
+    /// Records what a caller just looked up, so `file_now` need not.
+    fn knows(&mut self, root: &RootFs, in_root: &[u8], now: Option<FileNow>) {
+        self.current
+            .entry(root.id())
+            .or_default()
+            .insert(in_root.to_vec(), now);
+    }
+}
+
+/// Full scans after which a quiet process is read in full again whatever
+/// its schedstat says. That bounds what a change the process did not make
+/// itself can hide: a process sharing its memory (clone with CLONE_VM but
+/// not CLONE_THREAD) mapping files, a pivot_root in its mount namespace,
+/// a ptracer writing its argv. At the 30 s default, 5 minutes.
+const QUIET_REFRESH: u32 = 10;
+
+/// A single-threaded process read in full by an earlier full scan, reused
+/// while it has not run since.
+///
+/// Its credentials, argv, namespaces, root and mappings change only by
+/// its own system calls (setuid, setns, chroot, mmap, exec), and
+/// /proc/PID/schedstat counts every time slice it gets: the same line means
+/// no call was made. Reading that one small file replaces status, cmdline,
+/// three namespace links, the root and exe links and the maps, which the
+/// kernel formats anew at each read (the costliest part of a scan). Most
+/// of a host's processes sleep between two scans.
+///
+/// What others can change is read every scan: the cgroup (a runtime moves
+/// processes) and the files the mappings name (an upgrade replaces them:
+/// any path that now names another file or ctime, a reloaded package
+/// database, or another root means a full read).
+#[derive(Debug)]
+struct Quiet {
+    start_ticks: u64,
+    /// /proc/PID/schedstat at the read: time on the CPU (ns), time waiting
+    /// and time slices.
+    schedstat: Vec<u8>,
+    /// Full scans since the full read.
+    age: u32,
+    own: OwnState,
+}
+
+/// What only the process itself can change, as one full read found it.
+#[derive(Debug, Clone)]
+struct OwnState {
+    status: Option<parse::status::Status>,
+    args: Vec<Vec<u8>>,
+    ns_ids: NsIds,
+    root_link: Vec<u8>,
+    /// The root's identity and the load of its package database the
+    /// artifacts were resolved with (0: none).
+    root_id: Option<FileId>,
+    generation: u64,
+    /// The executable and the mapped files, before the language resolvers
+    /// had their say, with the executable ranges of unnamed code.
+    artifacts: Vec<Artifact>,
+    code_ranges: Vec<(usize, (u64, u64))>,
+    /// What each artifact's path named at the read (None for a memfd).
+    files: Vec<Option<FileNow>>,
 }
 
 /// Where a process's files are looked up: its root, that root's package
@@ -397,6 +476,7 @@ impl Scanner {
             contents: HashMap::new(),
             pid_dir: None,
             exited: HashSet::new(),
+            quiet: HashMap::new(),
         }
     }
 
@@ -656,8 +736,9 @@ impl Scanner {
             return None;
         }
         let mut ctx = ScanCtx::default();
-        ctx.current.insert(
-            (root.id(), in_root_path(root_link, &path).to_vec()),
+        ctx.knows(
+            root,
+            in_root_path(root_link, &path),
             Some((meta.id, meta.ctime_ns)),
         );
         Some(self.artifact(
@@ -864,10 +945,7 @@ impl Scanner {
         let meta_id = file.0;
         let mut ctx = ScanCtx::default();
         // The file was just looked up: artifact() need not stat it again.
-        ctx.current.insert(
-            (root.id(), in_root_path(root_link, path).to_vec()),
-            Some(file),
-        );
+        ctx.knows(root, in_root_path(root_link, path), Some(file));
         let opened = self.artifact(
             &mut ctx,
             Some(root),
@@ -910,6 +988,7 @@ impl Scanner {
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: !sockets_read,
+            reuse: true,
             ..Default::default()
         };
         if let Some(meta) = &mut self.meta {
@@ -931,6 +1010,8 @@ impl Scanner {
                 Err(Skip::KernelThread) => {}
             }
         }
+        // Processes gone (or no longer quiet) are forgotten.
+        self.quiet = std::mem::take(&mut ctx.quiet);
         self.resolver.retain_roots(|id| ctx.dbs.contains_key(id));
         self.lang.retain_roots(|id| ctx.dbs.contains_key(id));
         let mut stats = ctx.stats;
@@ -992,21 +1073,7 @@ impl Scanner {
             return Err(Skip::Vanished);
         }
         let mut gaps = Gaps::default();
-        let status = self.read_pid_file(pid, "status", &mut gaps, |b| {
-            parse::status::parse_status(b).ok()
-        });
-        let (uid, euid) = status
-            .as_ref()
-            .map(|s| (s.uid[0], s.uid[1]))
-            .unwrap_or((u32::MAX, u32::MAX));
-        // The raw arguments stay in the agent: only argv[0] and an
-        // interpreter's script path are used (to find its environment).
-        let args = self
-            .read_pid_file(pid, "cmdline", &mut gaps, |b| {
-                Some(parse::cmdline::parse_cmdline(b))
-            })
-            .unwrap_or_default();
-        let cmdline = parse::cmdline::redact_cmdline(&args);
+        // Read every scan: a runtime moves processes between cgroups.
         let cgroups = self
             .read_pid_file(pid, "cgroup", &mut gaps, |b| {
                 Some(parse::cgroup::parse_cgroup(b))
@@ -1014,47 +1081,71 @@ impl Scanner {
             .unwrap_or_default();
         let cgroup = primary_cgroup(&cgroups);
         let workload_id = self.workload_of(&cgroups, &cgroup, ctx);
-        let ns_ids = self.ns_ids(pid);
+
+        // The process's own root: its dpkg database and the files its mappings
+        // name are looked up there.
+        let root = RootFs::open(&self.proc_path(pid, "root")).ok();
+        let db = self.package_db(root.as_ref(), ctx);
+        let schedstat = self.schedstat(pid, &stat, ctx);
+        let (own, age) = match self.quiet_own(pid, &stat, schedstat.as_deref(), root.as_ref(), ctx)
+        {
+            Some((own, age)) => {
+                ctx.stats.reused += 1;
+                (own, age + 1)
+            }
+            None => {
+                let own =
+                    self.read_own(pid, &stat, root.as_ref(), db.as_deref(), ctx, &mut gaps)?;
+                (own, 0)
+            }
+        };
+        // A complete read of a quiet process is kept for the next scan.
+        if let Some(schedstat) = schedstat
+            && !gaps.partial
+            && own.root_id.is_some()
+        {
+            ctx.quiet.insert(
+                pid,
+                Quiet {
+                    start_ticks: stat.start_ticks,
+                    schedstat,
+                    age,
+                    own: own.clone(),
+                },
+            );
+        }
+        let OwnState {
+            status,
+            args,
+            ns_ids,
+            root_link,
+            mut artifacts,
+            code_ranges,
+            ..
+        } = own;
+        let (uid, euid) = status
+            .as_ref()
+            .map(|s| (s.uid[0], s.uid[1]))
+            .unwrap_or((u32::MAX, u32::MAX));
+        // The raw arguments stay in the agent: only argv[0] and an
+        // interpreter's script path are used (to find its environment).
+        let cmdline = parse::cmdline::redact_cmdline(&args);
         let (mnt_ns, net_ns) = (ns_ids.mnt, ns_ids.net);
         let net_ns_name = self.netns.name(net_ns, net_ns != ctx.host_ns.net);
         let privilege = match &status {
             Some(s) => privilege(s, ns_ids, ctx.host_ns),
             None => Privilege::default(),
         };
-        let root_link = match self.pid_read_link(pid, "root") {
-            Ok(l) => l.into_os_string().into_encoded_bytes(),
-            Err(e) => {
-                gaps.note(&e);
-                Vec::new()
-            }
-        };
-
-        // The process's own root: its dpkg database and the files its mappings
-        // name are looked up there.
-        let root = RootFs::open(&self.proc_path(pid, "root")).ok();
-        let db = self.package_db(root.as_ref(), ctx);
         let files = ProcFiles {
             root: root.as_ref(),
             db: db.as_deref(),
             root_link: &root_link,
         };
-
-        let mut artifacts = Vec::new();
-        match self.pid_read_link(pid, "exe") {
-            Ok(link) => artifacts.extend(self.exe_artifact(pid, link, ctx, &files)),
-            // Exiting: its memory is gone (no exe, an empty cmdline) before
-            // it is a zombie. At an event that is no news: its exec record
-            // stands and its exit event closes it.
-            Err(_) if ctx.skip_exited => return Err(Skip::Vanished),
-            // A zombie has no executable any more; anyone else should.
-            Err(_) if stat.state != b'Z' => gaps.partial = true,
-            Err(_) => {}
-        }
         let exe = artifacts
-            .first()
+            .iter()
+            .find(|a| a.kind == ArtifactKind::Exe)
             .map(|a| a.path.clone())
             .unwrap_or_default();
-        let code_ranges = self.mapped_artifacts(pid, ctx, &files, &mut artifacts, &mut gaps);
         self.lang_artifacts(pid, &files, &exe.0, &args, &mut artifacts);
         // Only now is it known which unlinked code no resolver named: that
         // is anonymous, and only that is read and hashed.
@@ -1104,6 +1195,119 @@ impl Scanner {
             sockets,
             partial: gaps.partial,
             privilege,
+        })
+    }
+
+    /// /proc/PID/schedstat of a process whose state a full scan may reuse:
+    /// single-threaded (the file counts the leader's time slices only) and
+    /// not a zombie. None otherwise, or when the kernel accounts nothing.
+    fn schedstat(&self, pid: u32, stat: &parse::stat::Stat, ctx: &ScanCtx) -> Option<Vec<u8>> {
+        if !ctx.reuse || stat.num_threads != 1 || stat.state == b'Z' {
+            return None;
+        }
+        // "0 0 0": no scheduler statistics (a kernel without SCHED_INFO).
+        self.pid_read(pid, "schedstat")
+            .ok()
+            .filter(|s| !s.starts_with(b"0 "))
+    }
+
+    /// The last full read of `pid`, if the process has not run since and
+    /// everything it resolved still holds, with its age.
+    fn quiet_own(
+        &mut self,
+        pid: u32,
+        stat: &parse::stat::Stat,
+        schedstat: Option<&[u8]>,
+        root: Option<&RootFs>,
+        ctx: &mut ScanCtx,
+    ) -> Option<(OwnState, u32)> {
+        let schedstat = schedstat?;
+        let q = self.quiet.remove(&pid)?;
+        if q.start_ticks != stat.start_ticks
+            || q.schedstat != schedstat
+            || q.age + 1 >= QUIET_REFRESH
+        {
+            return None;
+        }
+        let root = root?;
+        if q.own.root_id != Some(root.id()) || q.own.generation != self.generation(root) {
+            return None;
+        }
+        // An upgrade replaced a file it maps (or anything touched one).
+        for (a, was) in q.own.artifacts.iter().zip(&q.own.files) {
+            if !is_memfd(&a.path.0)
+                && ctx.file_now(root, in_root_path(&q.own.root_link, &a.path.0)) != *was
+            {
+                return None;
+            }
+        }
+        Some((q.own, q.age))
+    }
+
+    /// Reads what only the process itself changes: credentials, argv,
+    /// namespaces, root, executable and mappings.
+    fn read_own(
+        &mut self,
+        pid: u32,
+        stat: &parse::stat::Stat,
+        root: Option<&RootFs>,
+        db: Option<&PackageDb>,
+        ctx: &mut ScanCtx,
+        gaps: &mut Gaps,
+    ) -> Result<OwnState, Skip> {
+        let status =
+            self.read_pid_file(pid, "status", gaps, |b| parse::status::parse_status(b).ok());
+        let args = self
+            .read_pid_file(pid, "cmdline", gaps, |b| {
+                Some(parse::cmdline::parse_cmdline(b))
+            })
+            .unwrap_or_default();
+        let ns_ids = self.ns_ids(pid);
+        let root_link = match self.pid_read_link(pid, "root") {
+            Ok(l) => l.into_os_string().into_encoded_bytes(),
+            Err(e) => {
+                gaps.note(&e);
+                Vec::new()
+            }
+        };
+        let files = ProcFiles {
+            root,
+            db,
+            root_link: &root_link,
+        };
+        let mut artifacts = Vec::new();
+        match self.pid_read_link(pid, "exe") {
+            Ok(link) => artifacts.extend(self.exe_artifact(pid, link, ctx, &files)),
+            // Exiting: its memory is gone (no exe, an empty cmdline) before
+            // it is a zombie. At an event that is no news: its exec record
+            // stands and its exit event closes it.
+            Err(_) if ctx.skip_exited => return Err(Skip::Vanished),
+            // A zombie has no executable any more; anyone else should.
+            Err(_) if stat.state != b'Z' => gaps.partial = true,
+            Err(_) => {}
+        }
+        let code_ranges = self.mapped_artifacts(pid, ctx, &files, &mut artifacts, gaps);
+        let (root_id, generation) = match root {
+            Some(root) => (Some(root.id()), self.generation(root)),
+            None => (None, 0),
+        };
+        let files = artifacts
+            .iter()
+            .map(|a| {
+                let root = root.filter(|_| !is_memfd(&a.path.0))?;
+                ctx.file_now(root, in_root_path(&root_link, &a.path.0))
+            })
+            .collect();
+        Ok(OwnState {
+            status,
+            args,
+            ns_ids,
+            root_link,
+            root_id,
+            generation,
+            artifacts,
+            code_ranges,
+            files,
         })
     }
 
@@ -1421,7 +1625,7 @@ impl Scanner {
     ) -> Artifact {
         // A memfd executable (fileless execution) never was a file on disk:
         // it is neither stale nor owned by a package.
-        if path.starts_with(b"/memfd:") {
+        if is_memfd(&path) {
             return Artifact {
                 path: PathBytes(path),
                 dev,
@@ -1433,16 +1637,11 @@ impl Scanner {
                 content: None,
             };
         }
-        let in_root = in_root_path(root_link, &path).to_vec();
+        let in_root = in_root_path(root_link, &path);
         let mut stale = deleted;
         let mut package = None;
         if let Some(root) = root {
-            let root_id = root.id();
-            let now = ctx
-                .current
-                .entry((root_id, in_root.clone()))
-                .or_insert_with(|| root.metadata(&in_root).ok().map(|m| (m.id, m.ctime_ns)))
-                .to_owned();
+            let now = ctx.file_now(root, in_root);
             // The kernel marks a mapping whose file was unlinked (which is
             // what dpkg's rename-over does to the old file) as deleted. Beyond
             // that, a different inode at the same path on the same device
@@ -1459,7 +1658,7 @@ impl Scanner {
                 Some((_, ctime)) => Some(ctime),
                 None => Some(0),
             };
-            package = self.resolver.resolve(root, &in_root, dev, inode, current);
+            package = self.resolver.resolve(root, in_root, dev, inode, current);
         }
         Artifact {
             path: PathBytes(path),
@@ -1651,6 +1850,11 @@ fn real_name(
     }
 }
 
+/// A memfd's name as the kernel shows it: never a file on disk.
+fn is_memfd(path: &[u8]) -> bool {
+    path.starts_with(b"/memfd:")
+}
+
 /// A clock's reading in ms.
 fn clock_ms(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
@@ -1707,6 +1911,143 @@ pub fn scan_once(proc_root: &Path, labels: BTreeMap<String, String>) -> Inventor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child that blocks reading its stdin; each line it reads names a
+    /// library to map with ctypes before it blocks again. Python's main
+    /// thread is its only one.
+    fn mapper() -> std::process::Child {
+        std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-S",
+                "-c",
+                "import ctypes,sys\nfor l in sys.stdin: ctypes.CDLL(l.strip()); print('ok', flush=True)",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Has the child map `lib`, and waits until it has.
+    fn map_in(child: &mut std::process::Child, lib: &Path) {
+        use std::io::{BufRead, Write};
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", lib.display()).unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ok");
+    }
+
+    fn scanned(s: &mut Scanner, pid: u32) -> (Process, ScanStats) {
+        let inv = s.scan();
+        let p = inv
+            .processes
+            .into_iter()
+            .find(|p| p.key.pid == pid)
+            .expect("child in scan");
+        (p, inv.stats)
+    }
+
+    fn maps_file(p: &Process, path: &Path) -> Option<Artifact> {
+        let path = path.as_os_str().as_encoded_bytes();
+        // (Unlinked and owned by no package, it is anonymous code.)
+        p.artifacts
+            .iter()
+            .find(|a| a.path.0 == path && a.kind != ArtifactKind::Exe)
+            .cloned()
+    }
+
+    /// A library in a directory of its own, so the test may replace it.
+    fn own_library(dir: &Path) -> PathBuf {
+        let lib = dir.join("libz-copy.so.1");
+        std::fs::copy("/usr/lib/x86_64-linux-gnu/libz.so.1", &lib).unwrap();
+        lib
+    }
+
+    /// A process that has not run since the last full scan is reused
+    /// from it, and reads exactly as a fresh scanner reads it.
+    #[test]
+    fn a_quiet_process_is_reused_and_reads_as_fresh() {
+        let mut child = mapper();
+        let pid = child.id();
+        map_in(&mut child, Path::new("libz.so.1"));
+        let mut s = Scanner::new(ScanConfig::default());
+        let (first, _) = scanned(&mut s, pid);
+        let (second, stats) = scanned(&mut s, pid);
+        assert_eq!(s.quiet.get(&pid).map(|q| q.age), Some(1), "reused");
+        assert!(stats.reused >= 1);
+        let (fresh, _) = scanned(&mut Scanner::new(ScanConfig::default()), pid);
+        assert_eq!(second, first);
+        assert_eq!(second, fresh);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A quiet process that runs (and maps a library) is read in full.
+    #[test]
+    fn a_process_that_ran_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = own_library(dir.path());
+        let mut child = mapper();
+        let pid = child.id();
+        map_in(&mut child, Path::new("libz.so.1"));
+        let mut s = Scanner::new(ScanConfig::default());
+        scanned(&mut s, pid);
+        let (p, _) = scanned(&mut s, pid);
+        assert!(maps_file(&p, &lib).is_none());
+        assert_eq!(s.quiet.get(&pid).map(|q| q.age), Some(1), "reused");
+        map_in(&mut child, &lib);
+        let (p, _) = scanned(&mut s, pid);
+        assert!(maps_file(&p, &lib).is_some(), "the new mapping is seen");
+        assert_eq!(s.quiet.get(&pid).map(|q| q.age), Some(0), "read in full");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// A file replaced under a quiet process (an upgrade's rename-over)
+    /// makes the process stale at the next scan, though it never ran.
+    #[test]
+    fn a_file_replaced_under_a_quiet_process_is_stale_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = own_library(dir.path());
+        let mut child = mapper();
+        let pid = child.id();
+        map_in(&mut child, &lib);
+        let mut s = Scanner::new(ScanConfig::default());
+        scanned(&mut s, pid);
+        let (p, _) = scanned(&mut s, pid);
+        assert!(!maps_file(&p, &lib).expect("mapped").stale);
+        assert_eq!(s.quiet.get(&pid).map(|q| q.age), Some(1), "reused");
+        let new = dir.path().join("new");
+        std::fs::copy(&lib, &new).unwrap();
+        std::fs::rename(&new, &lib).unwrap();
+        let (p, _) = scanned(&mut s, pid);
+        let a = maps_file(&p, &lib).expect("still mapped");
+        assert!(a.stale && a.deleted, "{a:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// However quiet, a process is read in full every `QUIET_REFRESH` scans.
+    #[test]
+    fn a_quiet_process_is_read_in_full_now_and_then() {
+        let mut child = mapper();
+        let pid = child.id();
+        map_in(&mut child, Path::new("libz.so.1"));
+        let mut s = Scanner::new(ScanConfig::default());
+        let mut ages = Vec::new();
+        for _ in 0..=QUIET_REFRESH {
+            scanned(&mut s, pid);
+            ages.push(s.quiet.get(&pid).map(|q| q.age));
+        }
+        let expected: Vec<_> = (0..QUIET_REFRESH).chain([0]).map(Some).collect();
+        assert_eq!(ages, expected);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     /// Each remembered parent's root holds a descriptor: the expired ones
     /// go as new parents come, so the agent's descriptors stay few however

@@ -181,6 +181,7 @@ pub fn stats(s: &model::ScanStats) -> v1::ScanStats {
         scanned_at_ms: s.scanned_at_ms,
         reconciled: s.reconciled,
         sockets_read_ms: s.sockets_read_ms,
+        reused: s.reused,
     }
 }
 

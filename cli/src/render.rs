@@ -781,6 +781,7 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                     "unresolved_artifacts": scan.unresolved_artifacts,
                     "cpu_micros": scan.cpu_micros,
                     "wall_micros": scan.wall_micros,
+                    "reused": scan.reused,
                     "scanned_at": (scan.scanned_at_ms > 0).then(|| rfc3339(scan.scanned_at_ms)),
                     "sockets_read_at": (scan.sockets_read_ms > 0).then(|| rfc3339(scan.sockets_read_ms)),
                 },

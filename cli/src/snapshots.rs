@@ -447,6 +447,7 @@ fn hosts() -> Value {
                     scanned_at_ms: NOW - 12_345,
                     reconciled: 2,
                     sockets_read_ms: NOW - 42_000,
+                    reused: 190,
                 }),
                 connected: true,
                 cert_not_after_ms: 1_796_083_200_000,
