@@ -28,7 +28,10 @@ fn the_example_policy_checks_ok() {
     let file = example();
     let (code, out, err) = check(&file, &[]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out, format!("{}: ok (3 tiers, 4 rules, 9 actions)\n", file.display()));
+    assert_eq!(
+        out,
+        format!("{}: ok (3 tiers, 4 rules, 9 actions)\n", file.display())
+    );
     assert_eq!(err, "");
 }
 
@@ -44,7 +47,10 @@ fn json_is_the_normalised_policy() {
     assert_eq!(tiers[0]["actions"][1]["approval"], "required");
     assert_eq!(tiers[0]["rules"][1]["min_score"], 9.0);
     assert_eq!(tiers[2]["actions"][0]["approval"], "auto");
-    assert_eq!(v["guards"]["namespaces"], serde_json::json!(["kube-system"]));
+    assert_eq!(
+        v["guards"]["namespaces"],
+        serde_json::json!(["kube-system"])
+    );
 }
 
 #[test]
@@ -79,7 +85,10 @@ fn syntax_errors_and_unreadable_files_exit_1() {
     let (code, _, err) = check(&file, &[]);
     assert_eq!(code, Some(1));
     let first = err.lines().next().unwrap();
-    assert!(first.starts_with(&format!("{}:3:8: ", file.display())), "{err}");
+    assert!(
+        first.starts_with(&format!("{}:3:8: ", file.display())),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing.toml");
     let (code, _, err) = check(&missing, &[]);
@@ -99,7 +108,10 @@ fn warnings_go_to_stderr_and_the_check_passes() {
     .unwrap();
     let (code, out, err) = check(&file, &[]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out, format!("{}: ok (1 tiers, 1 rules, 0 actions)\n", file.display()));
+    assert_eq!(
+        out,
+        format!("{}: ok (1 tiers, 1 rules, 0 actions)\n", file.display())
+    );
     assert_eq!(
         err,
         format!(

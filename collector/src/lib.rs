@@ -248,15 +248,17 @@ pub async fn serve(
         Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
         None => ScopeMap::default(),
     };
-    let query = QueryServer::new(QueryService::new(
-        ingest,
-        connected,
-        config.fresh_after,
-        scope,
-        tokens.clone(),
-        audit.clone(),
+    let query = QueryServer::new(
+        QueryService::new(
+            ingest,
+            connected,
+            config.fresh_after,
+            scope,
+            tokens.clone(),
+            audit.clone(),
+        )
+        .with_policy(policy),
     )
-    .with_policy(policy))
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
     .max_decoding_message_size(

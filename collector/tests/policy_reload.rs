@@ -74,14 +74,23 @@ fn sighup_reloads_and_a_bad_reload_keeps_the_previous_policy() {
     std::fs::write(&policy, GOOD).unwrap();
     let (mut child, rx) = spawn(&dir.path().join("data"), &policy);
     let line = wait_for(&rx, "response policy in force");
-    assert!(line.contains("tiers=1") && line.contains("actions=1"), "{line}");
+    assert!(
+        line.contains("tiers=1") && line.contains("actions=1"),
+        "{line}"
+    );
 
     std::fs::write(&policy, GOOD.replace("\"enforce\"", "\"shadow\"")).unwrap();
     hangup(&child);
     let line = wait_for(&rx, "policy reload failed, previous in force");
-    let place = format!("{}:7:8: open_ticket_sev3 has no shadow mode", policy.display());
+    let place = format!(
+        "{}:7:8: open_ticket_sev3 has no shadow mode",
+        policy.display()
+    );
     assert!(line.contains(&place), "{line}");
-    assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP must not end the collector");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP must not end the collector"
+    );
 
     std::fs::write(&policy, format!("{GOOD}[[tier.action]]\nkind = \"open_incident_sev2\"\nmode = \"observe\"\napproval = \"auto\"\n")).unwrap();
     hangup(&child);

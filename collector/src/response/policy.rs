@@ -236,7 +236,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -709,8 +711,7 @@ impl Policy {
         });
         match matched {
             Some((tier, rule_index, rule)) => Route {
-                open_incident_auto: rule.open_incident == OpenIncident::Auto
-                    && exception.is_none(),
+                open_incident_auto: rule.open_incident == OpenIncident::Auto && exception.is_none(),
                 tier: Some(RoutedTier {
                     number: tier.number,
                     name: tier.name.clone(),
@@ -739,9 +740,7 @@ impl Policy {
             return Some(GuardReason::Collector);
         }
         let cgroup = t.cgroup.trim_end_matches('/');
-        if t.pids.contains(&1)
-            || cgroup == "/init.scope"
-            || t.unit.as_deref() == Some("init.scope")
+        if t.pids.contains(&1) || cgroup == "/init.scope" || t.unit.as_deref() == Some("init.scope")
         {
             return Some(GuardReason::Pid1);
         }

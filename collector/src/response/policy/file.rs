@@ -260,7 +260,10 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         let t = raw_tier.into_inner();
         let number = *t.number.get_ref();
         if number < 1 {
-            c.error(t.number.span(), format!("tier {number}: tiers are numbered from 1"));
+            c.error(
+                t.number.span(),
+                format!("tier {number}: tiers are numbered from 1"),
+            );
             numbering_ok = false;
         } else if let Some(&line) = seen.get(&number) {
             c.error(
@@ -282,7 +285,10 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
             );
         }
         let actions = check_actions(c, number, t.action);
-        let touches = actions.iter().find(|a| a.kind.touches_workloads()).map(|a| a.kind);
+        let touches = actions
+            .iter()
+            .find(|a| a.kind.touches_workloads())
+            .map(|a| a.kind);
         let rules = t
             .rule
             .into_iter()
@@ -313,7 +319,9 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
     }
     tiers.sort_by_key(|t| t.number);
     // A catch-all rule before the last tier leaves the later ones unreachable.
-    if let Some(t) = tiers.iter().find(|t| t.rules.iter().any(Rule::is_catch_all))
+    if let Some(t) = tiers
+        .iter()
+        .find(|t| t.rules.iter().any(Rule::is_catch_all))
         && t.number as usize != tiers.len()
         && let Some(&line) = seen.get(&i64::from(t.number))
     {
@@ -375,10 +383,7 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
         }
         let revert_after_ms = a.revert_after.and_then(|r| {
             if let Some(why) = kind.irreversible() {
-                c.error(
-                    r.span(),
-                    format!("{kind} cannot have revert_after: {why}"),
-                );
+                c.error(r.span(), format!("{kind} cannot have revert_after: {why}"));
                 return None;
             }
             match parse_ttl(r.get_ref()) {
@@ -604,11 +609,7 @@ fn check_guards(c: &mut Checker, g: RawGuards) -> Guards {
     }
 }
 
-fn check_exception(
-    c: &mut Checker,
-    raw: Spanned<RawException>,
-    now_ms: i64,
-) -> Option<Exception> {
+fn check_exception(c: &mut Checker, raw: Spanned<RawException>, now_ms: i64) -> Option<Exception> {
     let span = raw.span();
     let e = raw.into_inner();
     let mut ok = true;
@@ -639,7 +640,10 @@ fn check_exception(
     {
         c.error(
             p.span(),
-            format!("purl {:?} is not a purl such as pkg:deb/debian/openssl", p.get_ref()),
+            format!(
+                "purl {:?} is not a purl such as pkg:deb/debian/openssl",
+                p.get_ref()
+            ),
         );
         ok = false;
     }
@@ -755,9 +759,7 @@ pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
         Some(p) => match p.parse::<u8>() {
             Ok(n) if n <= max && !p.starts_with('+') => n,
             _ => {
-                return Err(format!(
-                    "allow {s:?}: the prefix length must be 0 to {max}"
-                ));
+                return Err(format!("allow {s:?}: the prefix length must be 0 to {max}"));
             }
         },
     };

@@ -116,7 +116,11 @@ impl SharedPolicy {
 
     /// Puts a reload's outcome into force: the new policy, or the error
     /// beside the previous policy.
-    pub fn apply(&self, loaded: Result<Policy, PolicyLoadError>, now_ms: i64) -> Result<(), String> {
+    pub fn apply(
+        &self,
+        loaded: Result<Policy, PolicyLoadError>,
+        now_ms: i64,
+    ) -> Result<(), String> {
         let mut guard = self
             .state
             .write()
@@ -205,11 +209,17 @@ mod tests {
         std::fs::write(&path, GOOD.replace("open_ticket_sev3", "open_ticket_sev9")).unwrap();
         let e = shared.reload().unwrap_err();
         let now = shared.state();
-        assert!(Arc::ptr_eq(&now.current, &first.current), "previous policy in force");
+        assert!(
+            Arc::ptr_eq(&now.current, &first.current),
+            "previous policy in force"
+        );
         assert_eq!(now.loaded_at_ms, first.loaded_at_ms);
         assert_eq!(now.last_error.as_deref(), Some(e.as_str()));
         assert!(
-            e.starts_with(&format!("{}:6:8: unknown variant `open_ticket_sev9`", path.display())),
+            e.starts_with(&format!(
+                "{}:6:8: unknown variant `open_ticket_sev9`",
+                path.display()
+            )),
             "{e}"
         );
 
@@ -232,7 +242,10 @@ mod tests {
         let path = dir.path().join("p.toml");
         std::fs::write(&path, "[[tier]]\nnumber = 1\nname = \"x\"\nbogus = 2\n").unwrap();
         let e = SharedPolicy::load(&path).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}:4:1: unknown field `bogus`", path.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("{}:4:1: unknown field `bogus`", path.display())),
+            "{e}"
+        );
     }
 
     #[test]

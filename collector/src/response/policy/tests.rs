@@ -30,7 +30,11 @@ fn the_example_file_is_the_builtin_policy() {
     assert_eq!(parsed, Policy::builtin());
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     assert_eq!(
-        (parsed.tiers.len(), parsed.rule_count(), parsed.action_count()),
+        (
+            parsed.tiers.len(),
+            parsed.rule_count(),
+            parsed.action_count()
+        ),
         (3, 4, 9)
     );
 }
@@ -38,7 +42,8 @@ fn the_example_file_is_the_builtin_policy() {
 #[test]
 fn the_builtin_policy_is_the_seeds() {
     let p = Policy::builtin();
-    let kinds = |n: usize| -> Vec<&str> { p.tiers[n].actions.iter().map(|a| a.kind.as_str()).collect() };
+    let kinds =
+        |n: usize| -> Vec<&str> { p.tiers[n].actions.iter().map(|a| a.kind.as_str()).collect() };
     assert_eq!(
         kinds(0),
         [
@@ -58,9 +63,18 @@ fn the_builtin_policy_is_the_seeds() {
     );
     assert_eq!(kinds(2), ["queue_for_patch_window", "open_ticket_sev3"]);
     for t in &p.tiers[..2] {
-        assert!(t.actions.iter().all(|a| a.mode == Mode::Enforce && a.approval == Approval::Required));
+        assert!(
+            t.actions
+                .iter()
+                .all(|a| a.mode == Mode::Enforce && a.approval == Approval::Required)
+        );
     }
-    assert!(p.tiers[2].actions.iter().all(|a| a.approval == Approval::Auto));
+    assert!(
+        p.tiers[2]
+            .actions
+            .iter()
+            .all(|a| a.approval == Approval::Auto)
+    );
     assert_eq!(p.guards.namespaces, ["kube-system"]);
 }
 
@@ -72,20 +86,29 @@ fn bad_files_name_the_line_and_column() {
         &["p.toml:5:8: invalid basic string, expected `\"`"],
     );
     // Truncated after a table header's opening brackets.
-    check("[[tier]]\nnumber = 1\n[[tie", &["p.toml:3:6: invalid table header, expected `.`, `]]`"]);
+    check(
+        "[[tier]]\nnumber = 1\n[[tie",
+        &["p.toml:3:6: invalid table header, expected `.`, `]]`"],
+    );
     check(
         &with_action("kind = \"freeze_everything\"\nmode = \"enforce\"\napproval = \"auto\"\n"),
-        &["p.toml:8:8: unknown variant `freeze_everything`, expected one of `freeze_deployments`, `isolate_affected_workloads`, `rotate_scoped_tokens`, `open_incident_sev1`, `block_new_artifacts_with_package`, `start_patched_canary`, `open_incident_sev2`, `queue_for_patch_window`, `open_ticket_sev3`, `freeze_cgroup`, `kill_processes`"],
+        &[
+            "p.toml:8:8: unknown variant `freeze_everything`, expected one of `freeze_deployments`, `isolate_affected_workloads`, `rotate_scoped_tokens`, `open_incident_sev1`, `block_new_artifacts_with_package`, `start_patched_canary`, `open_incident_sev2`, `queue_for_patch_window`, `open_ticket_sev3`, `freeze_cgroup`, `kill_processes`",
+        ],
     );
     check(
         "[[tier]]\nnumber = 1\nname = \"x\"\nseverity = [\"high\"]\n",
-        &["p.toml:4:1: unknown field `severity`, expected one of `number`, `name`, `rule`, `action`"],
+        &[
+            "p.toml:4:1: unknown field `severity`, expected one of `number`, `name`, `rule`, `action`",
+        ],
     );
     check(
         &with_action(
             "kind = \"isolate_affected_workloads\"\nmode = \"enforce\"\napproval = \"required\"\nrevert_after = \"-5m\"\n",
         ),
-        &["p.toml:11:16: revert_after \"-5m\": a TTL cannot be negative: write a duration such as 30m, 2h or 1d"],
+        &[
+            "p.toml:11:16: revert_after \"-5m\": a TTL cannot be negative: write a duration such as 30m, 2h or 1d",
+        ],
     );
     check(
         &with_action(
@@ -101,20 +124,30 @@ fn bad_files_name_the_line_and_column() {
         &format!(
             "{ONE_TIER}[[exception]]\nadvisory = \"CVE-2024-1\"\nexpires = 2027-01-01T00:00:00Z\n"
         ),
-        &["p.toml:7:1: an exception needs a ticket (ticket = \"SEC-123\"): who accepted the risk, and where"],
+        &[
+            "p.toml:7:1: an exception needs a ticket (ticket = \"SEC-123\"): who accepted the risk, and where",
+        ],
     );
 }
 
 #[test]
 fn bad_values_are_refused_where_they_are() {
-    let action = |rest: &str| with_action(&format!("kind = \"isolate_affected_workloads\"\nmode = \"enforce\"\napproval = \"required\"\n{rest}"));
+    let action = |rest: &str| {
+        with_action(&format!(
+            "kind = \"isolate_affected_workloads\"\nmode = \"enforce\"\napproval = \"required\"\n{rest}"
+        ))
+    };
     check(
         &action("revert_after = \"0m\"\n"),
-        &["p.toml:11:16: revert_after \"0m\": a TTL of zero would lift the action at once: leave revert_after out to keep it until a responder reverts it"],
+        &[
+            "p.toml:11:16: revert_after \"0m\": a TTL of zero would lift the action at once: leave revert_after out to keep it until a responder reverts it",
+        ],
     );
     check(
         &action("revert_after = \"5 minutes\"\n"),
-        &["p.toml:11:16: revert_after \"5 minutes\": not a duration such as 30m, 2h or 1d (units: s, m, h, d)"],
+        &[
+            "p.toml:11:16: revert_after \"5 minutes\": not a duration such as 30m, 2h or 1d (units: s, m, h, d)",
+        ],
     );
     check(
         &action("revert_after = \"90\"\n"),
@@ -122,7 +155,9 @@ fn bad_values_are_refused_where_they_are() {
     );
     check(
         &action("revert_after = \"99999999999999999d\"\n"),
-        &["p.toml:11:16: revert_after \"99999999999999999d\": longer than 366d: leave revert_after out and revert by hand"],
+        &[
+            "p.toml:11:16: revert_after \"99999999999999999d\": longer than 366d: leave revert_after out and revert by hand",
+        ],
     );
     check(
         &action("allow = [\"198.51.100.7/24\", \"example.com\"]\n"),
@@ -133,10 +168,14 @@ fn bad_values_are_refused_where_they_are() {
     );
     check(
         &action("max_replica_share = 1.5\n"),
-        &["p.toml:11:21: max_replica_share 1.5 is out of range: a share of a workload's replicas, more than 0 and at most 1 (0.5 is half)"],
+        &[
+            "p.toml:11:21: max_replica_share 1.5 is out of range: a share of a workload's replicas, more than 0 and at most 1 (0.5 is half)",
+        ],
     );
     check(
-        &with_action("kind = \"open_ticket_sev3\"\nmode = \"enforce\"\napproval = \"auto\"\nallow = [\"10.0.0.0/8\"]\nmax_replica_share = 0.5\n"),
+        &with_action(
+            "kind = \"open_ticket_sev3\"\nmode = \"enforce\"\napproval = \"auto\"\nallow = [\"10.0.0.0/8\"]\nmax_replica_share = 0.5\n",
+        ),
         &[
             "p.toml:11:9: allow applies to isolate_affected_workloads only, not open_ticket_sev3",
             "p.toml:12:21: max_replica_share applies to isolate_affected_workloads, freeze_cgroup and kill_processes, not open_ticket_sev3",
@@ -152,7 +191,9 @@ fn bad_values_are_refused_where_they_are() {
     );
     check(
         "[[tier]]\nnumber = 1\nname = \"x\"\n[[tier.rule]]\nseverity = [\"severe\"]\n",
-        &["p.toml:5:13: unknown variant `severe`, expected one of `low`, `medium`, `high`, `critical`"],
+        &[
+            "p.toml:5:13: unknown variant `severe`, expected one of `low`, `medium`, `high`, `critical`",
+        ],
     );
     check(
         "[[tier]]\nnumber = 0\nname = \"a\"\n[[tier.rule]]\n[[tier]]\nnumber = 3\nname = \"\"\n[[tier.rule]]\n",
@@ -165,9 +206,17 @@ fn bad_values_are_refused_where_they_are() {
         "[[tier]]\nnumber = 1\nname = \"a\"\n[[tier.rule]]\n[[tier]]\nnumber = 3\nname = \"c\"\n[[tier.rule]]\n",
         &["p.toml:6:1: tier 3 in a policy of 2 tier(s): number the tiers 1 to 2 without gaps"],
     );
-    check("# nothing\n", &["p.toml:1:1: a policy needs at least one [[tier]] (without a file, the built-in three tiers apply)"]);
+    check(
+        "# nothing\n",
+        &[
+            "p.toml:1:1: a policy needs at least one [[tier]] (without a file, the built-in three tiers apply)",
+        ],
+    );
     let e = errors("[[tier]]\nnumber = 1\nname = \"\u{e9}\u{e9}\" = 2\n");
-    assert!(e[0].starts_with("p.toml:3:13: "), "columns count characters: {e:?}");
+    assert!(
+        e[0].starts_with("p.toml:3:13: "),
+        "columns count characters: {e:?}"
+    );
     let mut bytes = ONE_TIER.as_bytes().to_vec();
     bytes.extend_from_slice(b"# \xff\n");
     let e = Policy::parse_at("p.toml", &bytes, NOW).unwrap_err();
@@ -179,30 +228,49 @@ fn bad_values_are_refused_where_they_are() {
 
 #[test]
 fn actions_no_executor_can_perform_are_refused() {
-    for kind in ["open_incident_sev1", "open_incident_sev2", "open_ticket_sev3", "queue_for_patch_window"] {
+    for kind in [
+        "open_incident_sev1",
+        "open_incident_sev2",
+        "open_ticket_sev3",
+        "queue_for_patch_window",
+    ] {
         check(
             &with_action(&format!("kind = \"{kind}\"\nmode = \"shadow\"\napproval = \"auto\"\n")),
             &[format!("p.toml:9:8: {kind} has no shadow mode (it is a record, not a control): use observe or enforce").as_str()],
         );
     }
     check(
-        &with_action("kind = \"kill_processes\"\nmode = \"shadow\"\napproval = \"required\"\nrevert_after = \"1h\"\n"),
+        &with_action(
+            "kind = \"kill_processes\"\nmode = \"shadow\"\napproval = \"required\"\nrevert_after = \"1h\"\n",
+        ),
         &[
             "p.toml:9:8: kill_processes has no shadow mode (it blocks nothing whose attempts could be counted): use observe or enforce",
             "p.toml:11:16: kill_processes cannot have revert_after: a killed process cannot be brought back",
         ],
     );
     check(
-        &with_action("kind = \"open_incident_sev1\"\nmode = \"enforce\"\napproval = \"auto\"\nrevert_after = \"1h\"\n"),
-        &["p.toml:11:16: open_incident_sev1 cannot have revert_after: it is a record and changes nothing to revert"],
+        &with_action(
+            "kind = \"open_incident_sev1\"\nmode = \"enforce\"\napproval = \"auto\"\nrevert_after = \"1h\"\n",
+        ),
+        &[
+            "p.toml:11:16: open_incident_sev1 cannot have revert_after: it is a record and changes nothing to revert",
+        ],
     );
     // Shadow is fine where a control can count what it would block.
-    for kind in ["isolate_affected_workloads", "freeze_deployments", "block_new_artifacts_with_package"] {
-        let text = with_action(&format!("kind = \"{kind}\"\nmode = \"shadow\"\napproval = \"auto\"\n"));
+    for kind in [
+        "isolate_affected_workloads",
+        "freeze_deployments",
+        "block_new_artifacts_with_package",
+    ] {
+        let text = with_action(&format!(
+            "kind = \"{kind}\"\nmode = \"shadow\"\napproval = \"auto\"\n"
+        ));
         Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
     }
     check(
-        &with_action("kind = \"open_ticket_sev3\"\nmode = \"enforce\"\napproval = \"auto\"\n[[tier.action]]\nkind = \"open_ticket_sev3\"\nmode = \"observe\"\napproval = \"auto\"\n"),
+        &with_action(
+            "kind = \"open_ticket_sev3\"\nmode = \"enforce\"\napproval = \"auto\"\n[[tier.action]]\nkind = \"open_ticket_sev3\"\nmode = \"observe\"\napproval = \"auto\"\n",
+        ),
         &["p.toml:12:8: tier 1 lists open_ticket_sev3 twice"],
     );
 }
@@ -210,7 +278,9 @@ fn actions_no_executor_can_perform_are_refused() {
 #[test]
 fn the_builtin_guards_cannot_be_lifted() {
     check(
-        &format!("{ONE_TIER}[guards]\nprotect_agent = false\nprotect_pid1 = true\nprotect_collector = false\n"),
+        &format!(
+            "{ONE_TIER}[guards]\nprotect_agent = false\nprotect_pid1 = true\nprotect_collector = false\n"
+        ),
         &[
             "p.toml:8:17: protect_agent = false: the agent, the collector and PID 1 are always protected, and no policy can lift that",
             "p.toml:10:21: protect_collector = false: the agent, the collector and PID 1 are always protected, and no policy can lift that",
@@ -218,11 +288,17 @@ fn the_builtin_guards_cannot_be_lifted() {
     );
     check(
         &format!("{ONE_TIER}[guards]\nunits = [\"!patchgap-agent.service\"]\n"),
-        &["p.toml:8:10: unit \"!patchgap-agent.service\": guards only add protection; nothing can remove one"],
+        &[
+            "p.toml:8:10: unit \"!patchgap-agent.service\": guards only add protection; nothing can remove one",
+        ],
     );
     check(
-        &format!("{ONE_TIER}[[exception]]\nworkload = \"unit:patchgap-agent.service\"\nticket = \"SEC-1\"\nexpires = 2027-01-01T00:00:00Z\nguards = false\n"),
-        &["p.toml:11:10: an exception cannot lift a guard: it exempts findings, and the agent, the collector and PID 1 are always protected"],
+        &format!(
+            "{ONE_TIER}[[exception]]\nworkload = \"unit:patchgap-agent.service\"\nticket = \"SEC-1\"\nexpires = 2027-01-01T00:00:00Z\nguards = false\n"
+        ),
+        &[
+            "p.toml:11:10: an exception cannot lift a guard: it exempts findings, and the agent, the collector and PID 1 are always protected",
+        ],
     );
     // A tier that would isolate, freeze or kill the agent, the collector or PID 1.
     check(
@@ -263,12 +339,15 @@ fn exceptions_need_a_ticket_an_expiry_and_a_match() {
     // A local time has no offset: refused, never guessed.
     check(
         &exc("advisory = \"CVE-1\"\nticket = \"SEC-1\"\nexpires = 2027-01-01T00:00:00\n"),
-        &["p.toml:10:11: expires must be an RFC 3339 time with its offset, such as 2026-12-31T00:00:00Z"],
+        &[
+            "p.toml:10:11: expires must be an RFC 3339 time with its offset, such as 2026-12-31T00:00:00Z",
+        ],
     );
     // Expired: accepted with a warning; the string form is accepted too.
     let p = Policy::parse_at(
         "p.toml",
-        exc("advisory = \"CVE-1\"\nticket = \"SEC-1\"\nexpires = \"2026-01-01T00:00:00+01:00\"\n").as_bytes(),
+        exc("advisory = \"CVE-1\"\nticket = \"SEC-1\"\nexpires = \"2026-01-01T00:00:00+01:00\"\n")
+            .as_bytes(),
         NOW,
     )
     .unwrap();
@@ -327,13 +406,23 @@ fn the_builtin_policy_routes_the_seeds_tiers() {
     assert_eq!(tier_of(&p, &finding(crit, Some("sensitive"))), Some((1, 0)));
     let mut scored = finding(Some(Severity::High), Some("sensitive"));
     scored.score = Some(9.8);
-    assert_eq!(tier_of(&p, &scored), Some((1, 1)), "CVSS >= 9 in a sensitive scope");
+    assert_eq!(
+        tier_of(&p, &scored),
+        Some((1, 1)),
+        "CVSS >= 9 in a sensitive scope"
+    );
     scored.score = Some(8.9);
     assert_eq!(tier_of(&p, &scored), Some((2, 0)), "8.9 is not 9");
     assert_eq!(tier_of(&p, &finding(crit, Some("internal"))), Some((2, 0)));
     assert_eq!(tier_of(&p, &finding(crit, None)), Some((2, 0)));
-    assert_eq!(tier_of(&p, &finding(Some(Severity::High), None)), Some((2, 0)));
-    assert_eq!(tier_of(&p, &finding(Some(Severity::Medium), Some("sensitive"))), Some((3, 0)));
+    assert_eq!(
+        tier_of(&p, &finding(Some(Severity::High), None)),
+        Some((2, 0))
+    );
+    assert_eq!(
+        tier_of(&p, &finding(Some(Severity::Medium), Some("sensitive"))),
+        Some((3, 0))
+    );
     assert_eq!(tier_of(&p, &finding(None, None)), Some((3, 0)));
     let r = p.route(&finding(crit, Some("sensitive")));
     assert_eq!(r.actions().len(), 4);
@@ -388,7 +477,10 @@ expires = 2026-12-07T00:00:00Z
 #[test]
 fn the_first_tier_by_number_with_a_matching_rule_wins() {
     let p = Policy::parse_at("p.toml", ROUTING.as_bytes(), NOW).unwrap();
-    assert_eq!(p.tiers.iter().map(|t| t.number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        p.tiers.iter().map(|t| t.number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     let mut f = finding(Some(Severity::Low), None);
     f.advisory = "CVE-2024-9999".into();
     f.labels = [("team", "ml"), ("tier", "gpu"), ("extra", "x")]
@@ -397,11 +489,18 @@ fn the_first_tier_by_number_with_a_matching_rule_wins() {
     assert_eq!(tier_of(&p, &f), Some((2, 0)), "labels and namespace prefix");
     assert!(p.route(&f).open_incident_auto);
     f.root = true;
-    assert_eq!(tier_of(&p, &f), Some((1, 0)), "tier 1 wins though written second");
+    assert_eq!(
+        tier_of(&p, &f),
+        Some((1, 0)),
+        "tier 1 wins though written second"
+    );
     let r = p.route(&f);
     assert!(!r.open_incident_auto);
     let a = &r.actions()[0];
-    assert_eq!((a.mode, a.revert_after_ms, a.max_replica_share), (Mode::Shadow, Some(1_800_000), Some(0.5)));
+    assert_eq!(
+        (a.mode, a.revert_after_ms, a.max_replica_share),
+        (Mode::Shadow, Some(1_800_000), Some(0.5))
+    );
     assert!(a.allow[0].contains("198.51.100.77".parse().unwrap()));
     assert!(!a.allow[0].contains("198.51.101.1".parse().unwrap()));
     assert!(a.allow[1].contains("2001:db8::1".parse().unwrap()));
@@ -426,9 +525,16 @@ fn an_exception_exempts_until_it_expires() {
     let mut f = finding(Some(Severity::Critical), None);
     f.root = true;
     let r = p.route(&f);
-    let e = r.exception.as_ref().expect("the advisory id matches without regard to case");
+    let e = r
+        .exception
+        .as_ref()
+        .expect("the advisory id matches without regard to case");
     assert_eq!((e.index, e.ticket.as_str()), (0, "SEC-7"));
-    assert_eq!(r.tier.as_ref().map(|t| t.number), Some(1), "the tier is still named");
+    assert_eq!(
+        r.tier.as_ref().map(|t| t.number),
+        Some(1),
+        "the tier is still named"
+    );
     assert!(r.actions().is_empty(), "but nothing runs");
     f.workload = "k8s:staging/ml/Deployment/trainer/main".into();
     assert!(p.route(&f).exception.is_none(), "another workload");
@@ -470,46 +576,81 @@ fn guards_name_what_excludes_a_target() {
     assert_eq!(p.guarded(&target(pod)), None);
     let reason = |t: GuardTarget| p.guarded(&t).map(|r| r.to_string());
     assert_eq!(
-        reason(GuardTarget { is_agent: true, ..target(pod) }).as_deref(),
+        reason(GuardTarget {
+            is_agent: true,
+            ..target(pod)
+        })
+        .as_deref(),
         Some("the patchgap agent (always protected)")
     );
     assert_eq!(
-        p.guarded(&GuardTarget { is_collector: true, ..target(pod) }),
+        p.guarded(&GuardTarget {
+            is_collector: true,
+            ..target(pod)
+        }),
         Some(GuardReason::Collector)
     );
-    assert_eq!(p.guarded(&GuardTarget { pids: vec![7, 1], ..target(pod) }), Some(GuardReason::Pid1));
+    assert_eq!(
+        p.guarded(&GuardTarget {
+            pids: vec![7, 1],
+            ..target(pod)
+        }),
+        Some(GuardReason::Pid1)
+    );
     assert_eq!(p.guarded(&target("/init.scope")), Some(GuardReason::Pid1));
     assert_eq!(p.guarded(&target("/")), Some(GuardReason::HostRoot));
     assert_eq!(p.guarded(&target("")), Some(GuardReason::HostRoot));
     assert!(p.guarded(&target("/")).unwrap().is_builtin());
     assert_eq!(
-        p.guarded(&GuardTarget { unit: Some("systemd-resolved.service".into()), ..target("/x.slice/y") }),
+        p.guarded(&GuardTarget {
+            unit: Some("systemd-resolved.service".into()),
+            ..target("/x.slice/y")
+        }),
         Some(GuardReason::Unit("systemd-*".into()))
     );
     assert_eq!(
-        p.guarded(&GuardTarget { namespace: Some("istio-system".into()), ..target(pod) }),
+        p.guarded(&GuardTarget {
+            namespace: Some("istio-system".into()),
+            ..target(pod)
+        }),
         Some(GuardReason::Namespace("istio-*".into()))
     );
     assert_eq!(
         reason(target("/system.slice/nginx.service")).as_deref(),
         Some("guards.cgroups \"/system.slice/\"")
     );
-    assert_eq!(p.guarded(&target("/system.slice")), Some(GuardReason::Cgroup("/system.slice/".into())));
-    assert_eq!(p.guarded(&target("/system.slice2/x")), None, "whole components only");
+    assert_eq!(
+        p.guarded(&target("/system.slice")),
+        Some(GuardReason::Cgroup("/system.slice/".into()))
+    );
+    assert_eq!(
+        p.guarded(&target("/system.slice2/x")),
+        None,
+        "whole components only"
+    );
     let mut payments = target(pod);
     payments.workload = "k8s:prod/payments/Deployment/ledger/app".into();
-    assert_eq!(p.guarded(&payments), Some(GuardReason::Workload("k8s:prod/payments/*".into())));
+    assert_eq!(
+        p.guarded(&payments),
+        Some(GuardReason::Workload("k8s:prod/payments/*".into()))
+    );
     // The default guards kube-system.
     let builtin = Policy::builtin();
     assert_eq!(
-        builtin.guarded(&GuardTarget { namespace: Some("kube-system".into()), ..target(pod) }),
+        builtin.guarded(&GuardTarget {
+            namespace: Some("kube-system".into()),
+            ..target(pod)
+        }),
         Some(GuardReason::Namespace("kube-system".into()))
     );
 }
 
 #[test]
 fn severities_and_evidence_from_the_store() {
-    assert_eq!(Severity::from_advisory("CRITICAL"), Some(Severity::Critical));
+    assert_eq!(
+        Severity::from_advisory("CRITICAL"),
+        Some(Severity::Critical)
+    );
     assert_eq!(Severity::from_advisory("Moderate"), Some(Severity::Medium));
     assert_eq!(Severity::from_advisory(""), None);
     for (e, want) in [
@@ -532,8 +673,14 @@ fn the_normalised_policy_is_stable_json() {
     assert_eq!(iso["kind"], "isolate_affected_workloads");
     assert_eq!(iso["mode"], "shadow");
     assert_eq!(iso["revert_after_ms"], 1_800_000);
-    assert_eq!(iso["allow"], serde_json::json!(["198.51.100.0/24", "2001:db8::/32"]));
-    assert_eq!(json["guards"]["always"], serde_json::json!(["agent", "collector", "pid 1"]));
+    assert_eq!(
+        iso["allow"],
+        serde_json::json!(["198.51.100.0/24", "2001:db8::/32"])
+    );
+    assert_eq!(
+        json["guards"]["always"],
+        serde_json::json!(["agent", "collector", "pid 1"])
+    );
     assert_eq!(json["exceptions"][0]["expires"], "2026-12-07T00:00:00Z");
 }
 
