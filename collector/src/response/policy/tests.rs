@@ -83,12 +83,12 @@ fn bad_files_name_the_line_and_column() {
     // Truncated in the middle of a string.
     check(
         "[[tier]]\nnumber = 1\nname = \"x\"\n[[tier.action]]\nkind = \"isolate_aff",
-        &["p.toml:5:8: invalid basic string, expected `\"`"],
+        &["p.toml:5:20: invalid basic string, expected `\"`"],
     );
     // Truncated after a table header's opening brackets.
     check(
         "[[tier]]\nnumber = 1\n[[tie",
-        &["p.toml:3:6: invalid table header, expected `.`, `]]`"],
+        &["p.toml:3:6: unclosed array table, expected `]]`"],
     );
     check(
         &with_action("kind = \"freeze_everything\"\nmode = \"enforce\"\napproval = \"auto\"\n"),
