@@ -1496,3 +1496,36 @@ async fn up(
 fn ecosystems() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(Ecosystem::ALL.map(Ecosystem::purl_type))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    /// Clap's own checks of every command's flags, which otherwise fail
+    /// only when that command runs.
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_and_policy_check_take_a_policy_file() {
+        let cli = super::Cli::try_parse_from(["patchgap", "up", "--policy", "p.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Up { policy: Some(p), .. } if p.as_os_str() == "p.toml"
+        ));
+        let cli =
+            super::Cli::try_parse_from(["patchgap", "policy", "check", "p.toml", "-o", "json"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Policy {
+                command: super::PolicyCommand::Check {
+                    output: super::Output::Json,
+                    ..
+                }
+            }
+        ));
+    }
+}
