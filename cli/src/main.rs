@@ -272,6 +272,25 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check a response policy file without a collector: every problem is
+    /// printed as FILE:LINE:COLUMN: REASON (exit 1); a good file prints
+    /// its tiers, rules and actions, and warnings such as an expired
+    /// exception (exit 0). `-o json` prints the policy as the collector
+    /// reads it.
+    ///
+    /// Examples:
+    ///   patchgap policy check /etc/patchgap/policy.toml
+    ///   patchgap policy check packaging/policy.example.toml -o json
+    Check {
+        file: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
 enum SbomCommand {
     /// Attach an SBOM (CycloneDX JSON or XML, SPDX JSON or tag-value) to an
     /// image digest. Its components become `declared` evidence for every
@@ -361,6 +380,17 @@ enum Command {
         /// Scan /proc only: no eBPF sensing.
         #[arg(long)]
         no_ebpf: bool,
+        /// The response policy file (see `patchgap policy check`); the
+        /// built-in three tiers without it. SIGHUP reloads it.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// Response policies: check a file before a collector loads it.
+    ///
+    /// Example: patchgap policy check policy.toml
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Which running processes include a package, optionally in a version range.
     ///
@@ -525,7 +555,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             interval,
             proc_root,
             no_ebpf,
-        } => up(data_dir, listen, interval, proc_root, !no_ebpf).await,
+            policy,
+        } => up(data_dir, listen, interval, proc_root, !no_ebpf, policy).await,
+        Command::Policy { command } => policy_command(command),
         Command::Query(args) => query(args).await,
         Command::Connections { host, since, read } => connections(host, since, read).await,
         Command::Advisories { command, read } => advisories(command, read).await,
@@ -543,6 +575,40 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,
     }
+}
+
+/// `patchgap policy check`: the collector's own parser, run locally.
+fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
+    use patchgap_collector::response::PolicyLoadError;
+    let PolicyCommand::Check { file, output } = command;
+    let policy = match patchgap_collector::response::policy::state::load_file(&file) {
+        Ok(p) => p,
+        Err(PolicyLoadError::Invalid(errors)) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!(
+                "{}: {} problem(s); a collector would refuse this policy",
+                file.display(),
+                errors.len()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for w in &policy.warnings {
+        eprintln!("{w}");
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
+        Output::Table => println!(
+            "{}: ok ({} tiers, {} rules, {} actions)",
+            file.display(),
+            policy.tiers.len(),
+            policy.rule_count(),
+            policy.action_count()
+        ),
+    }
+    Ok(())
 }
 
 /// `patchgap pki`.
@@ -1354,8 +1420,14 @@ async fn up(
     interval: u64,
     proc_root: PathBuf,
     ebpf: bool,
+    policy: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
+    // A bad policy stops `up` before it listens, each problem at its place.
+    if let Some(path) = &policy {
+        patchgap_collector::response::policy::state::load_file(path)
+            .map_err(|e| anyhow::anyhow!("response policy not loaded:\n{e}"))?;
+    }
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -1384,6 +1456,7 @@ async fn up(
     let mut collector = tokio::spawn(patchgap_collector::run(
         CollectorConfig {
             data_dir,
+            policy,
             ..CollectorConfig::default()
         },
         listener,
@@ -1422,4 +1495,37 @@ async fn up(
 /// one list the collector keeps.
 fn ecosystems() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(Ecosystem::ALL.map(Ecosystem::purl_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    /// Clap's own checks of every command's flags, which otherwise fail
+    /// only when that command runs.
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_and_policy_check_take_a_policy_file() {
+        let cli = super::Cli::try_parse_from(["patchgap", "up", "--policy", "p.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Up { policy: Some(p), .. } if p.as_os_str() == "p.toml"
+        ));
+        let cli =
+            super::Cli::try_parse_from(["patchgap", "policy", "check", "p.toml", "-o", "json"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Policy {
+                command: super::PolicyCommand::Check {
+                    output: super::Output::Json,
+                    ..
+                }
+            }
+        ));
+    }
 }

@@ -10,6 +10,8 @@
 //! - `auth`: scoped PASETO tokens and their revocation;
 //! - `audit`: the hash-chained, checkpointed audit log.
 //! - `conn`: connection admission (descriptors, idle connections).
+//! - `response`: Contain (the response policy: tiers, actions, guards,
+//!   exceptions).
 //!
 //! [`run`] serves everything on one listener.
 
@@ -22,6 +24,7 @@ pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod response;
 pub mod sbom;
 pub mod store;
 pub mod tls;
@@ -40,6 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 pub use api::{IngestService, IngestTls, QueryService, SharedStore};
 pub use fleet::{ingest::Ingest, scope::ScopeMap};
+pub use response::{Policy, SharedPolicy};
 pub use store::{Store, sqlite::SqliteStore};
 pub use tls::TlsFiles;
 
@@ -53,6 +57,9 @@ pub struct CollectorConfig {
     pub fresh_after: Duration,
     /// The operator's data-scope mapping file (see `scope`), if any.
     pub scope_map: Option<PathBuf>,
+    /// The response policy file (see `response::policy`); None: the
+    /// built-in three tiers. Reloaded on SIGHUP.
+    pub policy: Option<PathBuf>,
     /// mTLS: the collector's certificate and key and the client CA. Without
     /// it the collector serves plaintext, on loopback only.
     pub tls: Option<TlsFiles>,
@@ -78,6 +85,7 @@ impl Default for CollectorConfig {
             max_message_bytes: 16 << 20,
             fresh_after: Duration::from_secs(90),
             scope_map: None,
+            policy: None,
             tls: None,
             insecure_plaintext: false,
             require_tokens: false,
@@ -156,6 +164,28 @@ pub async fn serve(
         !config.critical_needs_cert || config.tls.is_some(),
         "--critical-needs-cert needs TLS (client certificates come with it): {TLS_HINT}"
     );
+    // A policy file that does not load stops the start, naming
+    // file:line:column; later reloads (SIGHUP) keep the previous policy.
+    let policy = match &config.policy {
+        Some(path) => SharedPolicy::load(path)
+            .map_err(|e| anyhow::anyhow!("response policy not loaded:\n{e}"))?,
+        None => SharedPolicy::builtin(),
+    };
+    // Ends with `serve`, whichever way it returns.
+    let _reloads = response::policy::state::reload_on_sighup(policy.clone())
+        .map_err(|e| anyhow::Error::new(e).context("listening for SIGHUP (policy reloads)"))?;
+    {
+        // Logged once SIGHUP is handled, so a reload can follow this line.
+        let state = policy.state();
+        let p = &state.current;
+        tracing::info!(
+            policy = %state.source,
+            tiers = p.tiers.len(),
+            rules = p.rule_count(),
+            actions = p.action_count(),
+            "response policy in force; SIGHUP reloads it"
+        );
+    }
     // Load TLS before anything else, so a bad file stops the start.
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(
@@ -218,14 +248,17 @@ pub async fn serve(
         Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
         None => ScopeMap::default(),
     };
-    let query = QueryServer::new(QueryService::new(
-        ingest,
-        connected,
-        config.fresh_after,
-        scope,
-        tokens.clone(),
-        audit.clone(),
-    ))
+    let query = QueryServer::new(
+        QueryService::new(
+            ingest,
+            connected,
+            config.fresh_after,
+            scope,
+            tokens.clone(),
+            audit.clone(),
+        )
+        .with_policy(policy),
+    )
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
     .max_decoding_message_size(

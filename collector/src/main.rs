@@ -37,6 +37,13 @@ struct Cli {
     /// It is reloaded when it changes; a bad reload keeps the previous mapping.
     #[arg(long)]
     scope_map: Option<PathBuf>,
+    /// The response policy: risk tiers, their actions, guards and
+    /// exceptions (TOML; `patchgap policy check FILE` validates one, and
+    /// packaging/policy.example.toml is the built-in default written out).
+    /// Without it the built-in three tiers apply. SIGHUP reloads it; a file
+    /// that fails to reload leaves the previous policy in force.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// The collector's TLS certificate (PEM; `patchgap pki issue collector`).
     /// It is reloaded when it changes, without dropping streams.
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
@@ -239,6 +246,14 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    // A bad policy file stops the start before anything is opened, naming
+    // file:line:column for each problem.
+    if let Some(path) = &cli.policy
+        && let Err(e) = patchgap_collector::response::policy::state::load_file(path)
+    {
+        eprintln!("error: response policy not loaded:\n{e}");
+        std::process::exit(1);
+    }
     // The store is opened and checked before the port: a store that is
     // corrupt or not ours stops the start, naming the file, and nothing
     // ever listens on it.
@@ -257,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         max_message_bytes: cli.max_message_mib << 20,
         fresh_after: Duration::from_secs(cli.fresh_after),
         scope_map: cli.scope_map,
+        policy: cli.policy,
         tls,
         insecure_plaintext: cli.insecure_plaintext,
         require_tokens: cli.require_tokens,

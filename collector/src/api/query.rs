@@ -26,6 +26,7 @@ use crate::{
     audit::{AuditLog, Event},
     auth::Tokens,
     fleet::{coverage, ingest::Ingest, scope::ScopeMap, workloads},
+    response::SharedPolicy,
 };
 
 /// Store reads that may run at once. Each takes a pooled reader and a
@@ -55,6 +56,8 @@ pub struct QueryService {
     reads: Arc<tokio::sync::Semaphore>,
     fleet_reuse: Reused<Fleet>,
     pub(super) findings_reuse: Reused<crate::fleet::exposure::FindingsIndex>,
+    /// The response policy in force (reloaded on SIGHUP).
+    policy: SharedPolicy,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -85,7 +88,20 @@ impl QueryService {
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
             fleet_reuse: Arc::default(),
             findings_reuse: Arc::default(),
+            policy: SharedPolicy::builtin(),
         }
+    }
+
+    /// Serves with this response policy (the built-in one otherwise).
+    pub fn with_policy(mut self, policy: SharedPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The response policy holder: `policy().state()` is the policy in
+    /// force, its source, and the last reload's error, if it failed.
+    pub fn policy(&self) -> &SharedPolicy {
+        &self.policy
     }
 
     /// Runs one RPC and appends its audit entry: who (the [`Caller`] that

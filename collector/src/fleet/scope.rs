@@ -65,7 +65,7 @@ pub struct ScopeError {
 const SELECTORS: &str = "cluster, namespace, owner, label:KEY, unit, kind, container";
 
 /// Glob-light matching: exact, or a prefix when the pattern ends in `*`.
-fn matches(pattern: &str, value: &str) -> bool {
+pub(crate) fn matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => pattern == value,

@@ -1,0 +1,21 @@
+//! Contain: what the collector does about findings. `policy` routes each
+//! finding to a risk tier and that tier's actions (with their modes,
+//! approvals, TTLs, guards and exceptions), from a TOML file or the seed's
+//! built-in three tiers; `policy::state` holds the policy in force and
+//! reloads it on SIGHUP. Incidents, plans, executors, the gate and
+//! verification will live beside it.
+//!
+//! **Invariant:** decisions are pure functions of the store's facts and
+//! the policy: nothing here reads a file, the clock or the network while it
+//! decides (callers pass the facts and `now_ms`; only `policy::state`
+//! reads the policy file). Executors never run inside a store transaction,
+//! and the store knows nothing of this module.
+
+pub mod policy;
+
+pub use policy::{
+    Action, ActionKind, Approval, Cidr, Evidence, Exception, FindingFacts, GuardReason,
+    GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier, Rule,
+    Severity, Tier,
+    state::{PolicyLoadError, PolicyState, SharedPolicy},
+};
