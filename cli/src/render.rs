@@ -1668,7 +1668,7 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
             format!("{}: {}", h.host, list.join(" "))
         })
         .collect();
-    let lines = vec![
+    let lines = [
         ("state", format!("{} (tier {})", i.state, tier_text(i))),
         ("opened", format!("{} by {}", rfc3339(i.opened_at_ms), i.opened_by)),
         ("from", what),

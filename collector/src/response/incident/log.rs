@@ -247,10 +247,13 @@ pub fn replay(store: &dyn Store, id: i64) -> Result<Incident, LogError> {
         let chunk = store.incident_events(id, after, REPLAY_CHUNK)?;
         for r in &chunk {
             let r = Recorded::from_record(r).map_err(corrupt)?;
-            match &mut incident {
-                None => incident = Some(Incident::start(&r).map_err(corrupt)?),
-                Some(i) => i.apply(&r).map_err(corrupt)?,
-            }
+            incident = Some(match incident.take() {
+                None => Incident::start(&r).map_err(corrupt)?,
+                Some(mut i) => {
+                    i.apply(&r).map_err(corrupt)?;
+                    i
+                }
+            });
         }
         match chunk.last() {
             Some(last) if chunk.len() == REPLAY_CHUNK => after = last.seq,
@@ -297,14 +300,15 @@ pub fn list(
     store
         .incidents(before, open_only, limit)?
         .iter()
-        .map(|rec| Ok((rec.id, load(store, rec)?)))
+        .map(|rec| -> Result<(i64, Incident), LogError> { Ok((rec.id, load(store, rec)?)) })
         .collect()
 }
 
 /// Recomputes the scope of every open incident (the newest
 /// [`REFRESH_MAX`]) and appends `scope_changed` to those whose scope
-/// differs. An incident that fails (its advisory was deleted, its log
-/// does not project) is logged and counted, and the pass goes on.
+/// differs. An incident whose advisory was deleted keeps its last scope;
+/// one that fails (its log does not project, a store error) is logged and
+/// counted, and the pass goes on.
 pub fn refresh_open(ingest: &Ingest, rules: &[Rule], now_ms: i64) -> Result<Refreshed, LogError> {
     const PAGE: usize = 100;
     let store = ingest.store().as_ref();
@@ -328,8 +332,10 @@ pub fn refresh_open(ingest: &Ingest, rules: &[Rule], now_ms: i64) -> Result<Refr
             };
             let scope = match scope::compute(store, &incident.source, rules) {
                 Ok(s) => s,
-                // Nothing to recompute for this kind of source.
-                Err(ScopeError::NoQuery(_)) => continue,
+                // Nothing to recompute for this kind of source; or its
+                // advisory was deleted, and the scope stays as the last
+                // `scope_changed` says (no warning every pass).
+                Err(ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_)) => continue,
                 Err(error) => {
                     warn!(%error, incident = %id, "cannot refresh the incident's scope");
                     out.failed += 1;
