@@ -1422,11 +1422,7 @@ pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
 }
 
 fn opt_str(s: &str) -> Value {
-    if s.is_empty() {
-        Value::Null
-    } else {
-        s.into()
-    }
+    if s.is_empty() { Value::Null } else { s.into() }
 }
 
 fn incident_source_json(s: &Option<v1::IncidentSource>) -> Value {
@@ -1670,7 +1666,10 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
         .collect();
     let lines = [
         ("state", format!("{} (tier {})", i.state, tier_text(i))),
-        ("opened", format!("{} by {}", rfc3339(i.opened_at_ms), i.opened_by)),
+        (
+            "opened",
+            format!("{} by {}", rfc3339(i.opened_at_ms), i.opened_by),
+        ),
         ("from", what),
         ("key", i.dedup_key.clone()),
         ("updated", rfc3339(i.updated_at_ms)),
@@ -1682,7 +1681,11 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
                 s.hosts.len(),
                 or_dash(&s.evidence),
                 if s.privileged { "yes" } else { "no" },
-                if s.truncated { "; cut at the collector's bound" } else { "" }
+                if s.truncated {
+                    "; cut at the collector's bound"
+                } else {
+                    ""
+                }
             ),
         ),
         ("hosts", list_text(&s.hosts)),
@@ -1711,7 +1714,11 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["SEQ", "AT", "ACTOR", "KIND", "DETAIL"], &rows, "  "));
+        out.push_str(&table(
+            &["SEQ", "AT", "ACTOR", "KIND", "DETAIL"],
+            &rows,
+            "  ",
+        ));
         if more_events {
             out.push_str("  (more events than shown)\n");
         }

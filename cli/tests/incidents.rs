@@ -169,7 +169,10 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
             .any(|p| p.as_str().unwrap().starts_with("pkg:pypi/pip@23.0.1")),
         "{scope}"
     );
-    assert!(!scope["workloads"].as_array().unwrap().is_empty(), "{scope}");
+    assert!(
+        !scope["workloads"].as_array().unwrap().is_empty(),
+        "{scope}"
+    );
     assert!(scope["processes"].as_u64().unwrap() >= 1);
     eprintln!(
         "opened {id} in {open_ms} ms (the CLI's start included): {} process(es)",
@@ -184,10 +187,7 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
     );
     assert!(again.status.success(), "{}", stderr(&again));
     let text = String::from_utf8_lossy(&again.stdout);
-    assert!(
-        text.starts_with(&format!("already open: {id}\n")),
-        "{text}"
-    );
+    assert!(text.starts_with(&format!("already open: {id}\n")), "{text}");
     let again = ok_json(&patchgap(
         &h,
         &alice,
@@ -200,7 +200,10 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
             "json",
         ],
     ));
-    assert_eq!((again["id"].as_str(), &again["created"]), (Some(id.as_str()), &Value::from(false)));
+    assert_eq!(
+        (again["id"].as_str(), &again["created"]),
+        (Some(id.as_str()), &Value::from(false))
+    );
     // A host filter is another incident.
     let on_host = ok_json(&patchgap(
         &h,
@@ -252,7 +255,10 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
         ["opened", "scope_changed", "state_changed"],
         "{shown}"
     );
-    assert!(kinds[3..].iter().all(|k| *k == "scope_changed"), "{kinds:?}");
+    assert!(
+        kinds[3..].iter().all(|k| *k == "scope_changed"),
+        "{kinds:?}"
+    );
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert_eq!(events[0]["actor"], "alice");

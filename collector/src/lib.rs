@@ -23,6 +23,7 @@ pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod response;
 pub mod sbom;
 pub mod store;
 pub mod tls;

@@ -12,13 +12,11 @@ use super::{
     query::QueryService,
     to_status,
 };
-use crate::{
-    response::incident::{
-        Incident, Recorded, Scope, Source, display_id,
-        log::{self, LogError, MAX_EVENTS},
-        parse_id,
-        scope::ScopeError,
-    },
+use crate::response::incident::{
+    Incident, Recorded, Scope, Source, display_id,
+    log::{self, LogError, MAX_EVENTS},
+    parse_id,
+    scope::ScopeError,
 };
 
 /// Incidents a listing returns by default, and at most.
@@ -68,7 +66,11 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
         let package = bounded("the package", &req.package)?;
         let source = match (advisory.is_empty(), package.is_empty()) {
             (false, false) => return Err(invalid("give an advisory or a package, not both")),
-            (true, true) => return Err(invalid("give an advisory (--advisory) or a package (--package)")),
+            (true, true) => {
+                return Err(invalid(
+                    "give an advisory (--advisory) or a package (--package)",
+                ));
+            }
             (false, true) => Source::Advisory {
                 id: advisory.to_string(),
                 asked_as: String::new(),
@@ -226,7 +228,8 @@ fn source(s: &Source) -> v1::IncidentSource {
 }
 
 fn scope(s: &Scope) -> v1::IncidentScope {
-    let list = |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
+    let list =
+        |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
     v1::IncidentScope {
         workloads: list(&s.workloads),
         hosts: list(&s.hosts),
@@ -319,8 +322,14 @@ mod tests {
             }
             s => panic!("{s:?}"),
         }
-        assert_eq!(versionless_purl("pkg:npm/%40babel/core@7.0.0"), "pkg:npm/%40babel/core");
-        assert_eq!(versionless_purl("pkg:deb/debian/libssl3"), "pkg:deb/debian/libssl3");
+        assert_eq!(
+            versionless_purl("pkg:npm/%40babel/core@7.0.0"),
+            "pkg:npm/%40babel/core"
+        );
+        assert_eq!(
+            versionless_purl("pkg:deb/debian/libssl3"),
+            "pkg:deb/debian/libssl3"
+        );
     }
 
     #[test]

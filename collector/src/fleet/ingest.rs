@@ -25,8 +25,8 @@ use tracing::{info, warn};
 use crate::{
     advisories::matching::{self, Pass},
     store::{
-        AdvisoryRecord, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope,
-        PutOutcome, Result, SbomRecord, Session, Store,
+        AdvisoryRecord, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, PutOutcome,
+        Result, SbomRecord, Session, Store,
     },
 };
 

@@ -245,7 +245,11 @@ impl Scope {
             }
         }
         ScopeDiff {
-            workloads: self.workloads.difference(&other.workloads).cloned().collect(),
+            workloads: self
+                .workloads
+                .difference(&other.workloads)
+                .cloned()
+                .collect(),
             hosts: self.hosts.difference(&other.hosts).cloned().collect(),
             pids,
         }
@@ -597,7 +601,10 @@ mod tests {
         assert_eq!(i.state, State::Scoped);
         assert_eq!(i.dedup_key, "advisory:PYSEC-2023-228");
         assert_eq!(i.scope, s1);
-        assert_eq!((i.opened_at_ms, i.updated_at_ms, i.last_seq), (1000, 4000, 4));
+        assert_eq!(
+            (i.opened_at_ms, i.updated_at_ms, i.last_seq),
+            (1000, 4000, 4)
+        );
         assert_eq!(i.opened_by, "alice");
         assert_eq!(i.tier, None);
         // Pure: the same events, the same incident; a prefix is the
@@ -713,7 +720,10 @@ mod tests {
         // A finished incident's scope stays as it was.
         let mut log = log_to(State::FalsePositive);
         let n = log.len() as i64 + 1;
-        log.push(at(n, scope(&[("a", 1)]).change_from(&Scope::default()).unwrap()));
+        log.push(at(
+            n,
+            scope(&[("a", 1)]).change_from(&Scope::default()).unwrap(),
+        ));
         assert!(matches!(
             project(&log),
             Err(IncidentError::ScopeOfFinished { .. })
@@ -766,9 +776,19 @@ mod tests {
     fn events_round_trip_through_their_records() {
         let log = vec![
             at(1, opened()),
-            at(2, scope(&[("alpha", 10)]).change_from(&Scope::default()).unwrap()),
+            at(
+                2,
+                scope(&[("alpha", 10)])
+                    .change_from(&Scope::default())
+                    .unwrap(),
+            ),
             at(3, moved(State::Detected, State::Scoped)),
-            at(4, Event::Note { text: "\u{1b}[2J hostile".into() }),
+            at(
+                4,
+                Event::Note {
+                    text: "\u{1b}[2J hostile".into(),
+                },
+            ),
         ];
         for r in &log {
             let rec = r.to_record();

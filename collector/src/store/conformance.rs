@@ -2552,7 +2552,10 @@ fn cache<'a>(state: &'a str, open: bool, projection: &'a [u8]) -> IncidentCache<
 
 fn incidents_open_once_per_key(store: &dyn Store) {
     assert_eq!(store.open_incident_by_key("advisory:A").unwrap(), None);
-    let first = [incident_event(1, "opened"), incident_event(2, "scope_changed")];
+    let first = [
+        incident_event(1, "opened"),
+        incident_event(2, "scope_changed"),
+    ];
     let (a, new) = store
         .open_incident("advisory:A", T0, &first, &cache("scoped", true, b"p1"))
         .unwrap();
@@ -2581,7 +2584,10 @@ fn incidents_open_once_per_key(store: &dyn Store) {
     assert!(!new);
     assert_eq!(again, a);
     assert_eq!(store.incident_events(a.id, 0, 100).unwrap(), first.to_vec());
-    assert_eq!(store.open_incident_by_key("advisory:A").unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.open_incident_by_key("advisory:A").unwrap(),
+        Some(a.clone())
+    );
     // Another key is another incident.
     let (b, new) = store
         .open_incident(
@@ -2626,7 +2632,10 @@ fn incidents_open_once_per_key(store: &dyn Store) {
         .unwrap();
     assert!(new && c.id != a.id && c.id != b.id);
     assert_eq!(store.incident_events(a.id, 0, 100).unwrap().len(), 3);
-    assert_eq!(store.incident(a.id).unwrap().unwrap().state, "false_positive");
+    assert_eq!(
+        store.incident(a.id).unwrap().unwrap().state,
+        "false_positive"
+    );
 }
 
 fn incident_log_only_extends(store: &dyn Store) {
@@ -2658,12 +2667,21 @@ fn incident_log_only_extends(store: &dyn Store) {
     )));
     assert_eq!(store.incident(a.id).unwrap(), Some(a.clone()));
     assert_eq!(store.incident_events(a.id, 0, 100).unwrap().len(), 1);
-    let more = [incident_event(2, "scope_changed"), incident_event(3, "state_changed")];
+    let more = [
+        incident_event(2, "scope_changed"),
+        incident_event(3, "state_changed"),
+    ];
     let b = store
         .append_incident_events(a.id, &more, &cache("scoped", true, b"p3"))
         .unwrap();
     assert_eq!(
-        (b.id, b.last_seq, b.updated_ms, b.state.as_str(), b.created_ms),
+        (
+            b.id,
+            b.last_seq,
+            b.updated_ms,
+            b.state.as_str(),
+            b.created_ms
+        ),
         (a.id, 3, T0 + 3, "scoped", T0)
     );
     assert_eq!(b.projection, b"p3");
@@ -2677,7 +2695,10 @@ fn incident_log_only_extends(store: &dyn Store) {
     let all = store.incident_events(a.id, 0, 100).unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(all[1], more[0]);
-    assert_eq!(store.incident_events(a.id, 1, 1).unwrap(), vec![more[0].clone()]);
+    assert_eq!(
+        store.incident_events(a.id, 1, 1).unwrap(),
+        vec![more[0].clone()]
+    );
     assert!(store.incident_events(a.id, 3, 100).unwrap().is_empty());
     assert_eq!(store.incident(a.id + 1000).unwrap(), None);
 }

@@ -430,7 +430,10 @@ mod tests {
         assert_eq!(a.incident.state, State::Scoped);
         assert_eq!(a.incident.dedup_key, "package:libfoo1@<2");
         assert_eq!(pids(&a.incident), [10], "2.1-1 is outside the range");
-        assert_eq!(a.incident.scope.hosts, BTreeSet::from(["alpha".to_string()]));
+        assert_eq!(
+            a.incident.scope.hosts,
+            BTreeSet::from(["alpha".to_string()])
+        );
         assert_eq!(a.incident.scope.evidence, "mapped");
         assert_eq!(a.incident.scope.processes, 1);
         assert!(a.incident.scope.privileged, "pid 10 is privileged");
@@ -480,7 +483,10 @@ mod tests {
             shown.incident
         );
         assert!(!shown.more_events);
-        assert_eq!(show(ingest.store().as_ref(), a.id, 2).unwrap().events.len(), 2);
+        assert_eq!(
+            show(ingest.store().as_ref(), a.id, 2).unwrap().events.len(),
+            2
+        );
 
         // An illegal transition is refused and writes nothing.
         let refused = append(&ingest, a.id, "alice", T0 + 7, |i| {
@@ -504,7 +510,10 @@ mod tests {
         assert_eq!(pids(&c.incident), [30, 40]);
         let listed = list(ingest.store().as_ref(), None, false, 10).unwrap();
         assert_eq!(
-            listed.iter().map(|(id, i)| (*id, i.state)).collect::<Vec<_>>(),
+            listed
+                .iter()
+                .map(|(id, i)| (*id, i.state))
+                .collect::<Vec<_>>(),
             [(c.id, State::Scoped), (a.id, State::FalsePositive)]
         );
         assert!(matches!(
@@ -529,7 +538,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("no advisory is known as CVE-1999-0001"),
+            err.to_string()
+                .contains("no advisory is known as CVE-1999-0001"),
             "{err}"
         );
         assert!(

@@ -182,7 +182,10 @@ impl Fold<'_> {
             if let Some(k) = m.key {
                 s.pids.entry(m.host.clone()).or_default().insert(k.pid);
             }
-            match self.by_instance.get(&(m.host_id.clone(), m.workload.clone())) {
+            match self
+                .by_instance
+                .get(&(m.host_id.clone(), m.workload.clone()))
+            {
                 Some(w) => {
                     s.workloads.insert(w.key.clone());
                     if !w.image_digest.is_empty() {
