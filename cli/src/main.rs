@@ -315,6 +315,40 @@ enum SbomCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum IncidentCommand {
+    /// Open an incident for an advisory's or a package range's exposure:
+    /// its scope (workloads, hosts, image digests, pids, data scope,
+    /// privilege, evidence) is computed now and kept current by the
+    /// collector. The same advisory (and host) or package range opens
+    /// one incident: again, it prints "already open: ID". Needs the
+    /// `respond` scope.
+    ///
+    /// Examples:
+    ///   patchgap incident open --advisory CVE-2023-5752
+    ///   patchgap incident open --advisory GHSA-mq26-g339-26xf --host web-1 -o json
+    ///   patchgap incident open --package 'libssl3@<3.0.13'
+    ///   patchgap incident open --package pkg:pypi/pip@23.0.1
+    Open {
+        /// An advisory id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC, DSA).
+        #[arg(long, required_unless_present = "package", conflicts_with = "package")]
+        advisory: Option<String>,
+        /// With --advisory: only this host (hostname or host id).
+        #[arg(long, requires = "advisory")]
+        host: Option<String>,
+        /// NAME[@RANGE] or a purl (its version is a range of one).
+        #[arg(long, value_name = "PURL_OR_NAME@RANGE")]
+        package: Option<String>,
+    },
+    /// One incident with its scope and its event log (who did what, when).
+    ///
+    /// Example: patchgap incident show INC-3 -o json
+    Show {
+        /// INC-<n>, or n.
+        id: String,
+    },
+}
+
 /// What `patchgap query` takes.
 #[derive(clap::Args)]
 struct QueryArgs {
@@ -494,6 +528,36 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Incidents: open one from an advisory or a package range, show one
+    /// with its event log.
+    ///
+    /// Examples:
+    ///   patchgap incident open --advisory CVE-2023-5752
+    ///   patchgap incident show INC-3
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Incidents, newest first: state, tier, who opened them, scope size.
+    ///
+    /// Examples:
+    ///   patchgap incidents --open
+    ///   patchgap incidents -o json
+    Incidents {
+        /// Only open incidents (neither closed nor false_positive).
+        #[arg(long)]
+        open: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only incidents older than this one (INC-<n>): the next page.
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// The hosts the collector knows, with freshness and coverage.
     ///
     /// Example: patchgap hosts -o json
@@ -574,6 +638,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,
+        Command::Incident { command, read } => incident(command, read).await,
+        Command::Incidents {
+            open,
+            limit,
+            before,
+            read,
+        } => incidents(open, limit, before, read).await,
     }
 }
 
@@ -1257,6 +1328,75 @@ async fn audit(command: AuditCommand, read: ReadOpts) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `patchgap incident open|show`.
+async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let err = |s| status_error(&read, s);
+    match command {
+        IncidentCommand::Open {
+            advisory,
+            host,
+            package,
+        } => {
+            let r = client
+                .open_incident(v1::OpenIncidentRequest {
+                    advisory: advisory.unwrap_or_default(),
+                    host: host.unwrap_or_default(),
+                    package: package.unwrap_or_default(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let i = r.incident.unwrap_or_default();
+            let mut json = render::incident_json(&i, false);
+            json["created"] = r.created.into();
+            print(read.output, json, || {
+                let head = if r.created {
+                    format!("opened {}\n", render::clean(&i.id))
+                } else {
+                    format!("already open: {}\n", render::clean(&i.id))
+                };
+                head + &render::incident_detail(&i, false)
+            })
+        }
+        IncidentCommand::Show { id } => {
+            let r = client
+                .get_incident(v1::GetIncidentRequest { id, max_events: 0 })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let i = r.incident.unwrap_or_default();
+            let mut json = render::incident_json(&i, true);
+            json["more_events"] = r.more_events.into();
+            print(read.output, json, || {
+                render::incident_detail(&i, r.more_events)
+            })
+        }
+    }
+}
+
+/// `patchgap incidents`.
+async fn incidents(
+    open: bool,
+    limit: u32,
+    before: Option<String>,
+    read: ReadOpts,
+) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let r = client
+        .list_incidents(v1::ListIncidentsRequest {
+            limit,
+            before: before.unwrap_or_default(),
+            open_only: open,
+        })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    print(read.output, render::incidents_json(&r), || {
+        render::incidents_table(&r)
+    })
 }
 
 fn print(

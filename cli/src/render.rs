@@ -1421,6 +1421,311 @@ pub fn sboms_table(r: &v1::ListSbomsResponse) -> String {
     out
 }
 
+fn opt_str(s: &str) -> Value {
+    if s.is_empty() { Value::Null } else { s.into() }
+}
+
+fn incident_source_json(s: &Option<v1::IncidentSource>) -> Value {
+    let s = s.clone().unwrap_or_default();
+    match s.kind.as_str() {
+        "advisory" => json!({
+            "kind": s.kind,
+            "advisory": s.advisory,
+            "asked_as": opt_str(&s.asked_as),
+            "host": opt_str(&s.host),
+        }),
+        "package" => json!({
+            "kind": s.kind,
+            "package": s.package,
+            "range": opt_str(&s.range),
+        }),
+        "policy_rule" => json!({"kind": s.kind, "rule": s.rule, "subject": s.subject}),
+        "egress_alert" => json!({"kind": s.kind, "alert": s.alert}),
+        _ => json!({"kind": s.kind}),
+    }
+}
+
+fn incident_scope_json(s: &Option<v1::IncidentScope>) -> Value {
+    let s = s.clone().unwrap_or_default();
+    let pids: serde_json::Map<String, Value> = s
+        .pids
+        .iter()
+        .map(|h| (h.host.clone(), json!(h.pids)))
+        .collect();
+    json!({
+        "workloads": s.workloads,
+        "hosts": s.hosts,
+        "image_digests": s.image_digests,
+        "pids": pids,
+        "data_scopes": s.data_scopes,
+        "privileged": s.privileged,
+        "evidence": opt_str(&s.evidence),
+        "packages": s.packages,
+        "processes": s.processes,
+        "truncated": s.truncated,
+    })
+}
+
+/// One event: its number, time, actor and kind, then the fields of its
+/// payload (the collector's JSON, kept as it is).
+fn incident_event_json(e: &v1::IncidentEvent) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("seq".into(), e.seq.into());
+    out.insert("at".into(), rfc3339(e.at_ms).into());
+    out.insert("actor".into(), e.actor.clone().into());
+    out.insert("kind".into(), e.kind.clone().into());
+    match serde_json::from_str::<Value>(&e.payload_json) {
+        Ok(Value::Object(fields)) => {
+            for (k, v) in fields {
+                if k != "kind" {
+                    out.insert(k, v);
+                }
+            }
+        }
+        _ => {
+            out.insert("payload".into(), e.payload_json.clone().into());
+        }
+    }
+    Value::Object(out)
+}
+
+/// An incident as `incident open` and `incident show` print it (with its
+/// events when `events`), and as each element of `incidents`.
+pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
+    let mut v = json!({
+        "id": i.id,
+        "dedup_key": i.dedup_key,
+        "state": i.state,
+        "tier": i.tier,
+        "source": incident_source_json(&i.source),
+        "opened_at": rfc3339(i.opened_at_ms),
+        "opened_by": i.opened_by,
+        "updated_at": rfc3339(i.updated_at_ms),
+        "scope": incident_scope_json(&i.scope),
+    });
+    if events {
+        v["events"] = i.events.iter().map(incident_event_json).collect();
+    }
+    v
+}
+
+pub fn incidents_json(r: &v1::ListIncidentsResponse) -> Value {
+    json!({
+        "incidents": r.incidents.iter().map(|i| incident_json(i, false)).collect::<Vec<_>>(),
+        "next_before": opt_str(&r.next_before),
+    })
+}
+
+fn tier_text(i: &v1::Incident) -> String {
+    i.tier.map_or("-".into(), |t| t.to_string())
+}
+
+pub fn incidents_table(r: &v1::ListIncidentsResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .incidents
+        .iter()
+        .map(|i| {
+            let s = i.scope.clone().unwrap_or_default();
+            vec![
+                i.id.clone(),
+                i.state.clone(),
+                tier_text(i),
+                rfc3339(i.opened_at_ms),
+                i.opened_by.clone(),
+                s.processes.to_string(),
+                s.hosts.len().to_string(),
+                i.dedup_key.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID",
+            "STATE",
+            "TIER",
+            "OPENED",
+            "BY",
+            "PROCESSES",
+            "HOSTS",
+            "KEY",
+        ],
+        &rows,
+        "",
+    );
+    out.push_str(&format!("{} incident(s)", r.incidents.len()));
+    if !r.next_before.is_empty() {
+        out.push_str(&format!(
+            "; older ones with --before {}",
+            clean(&r.next_before)
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+fn list_text(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// What a scope change added and removed, from its payload: "+2 pids
+/// (alpha: 7, 9), -1 workload (host:alpha)".
+fn scope_change_text(payload: &Value) -> String {
+    let side = |sign: &str, d: &Value| -> Vec<String> {
+        let mut parts = Vec::new();
+        let pids: Vec<String> = d["pids"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(host, p)| {
+                let list: Vec<String> = p
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.to_string())
+                    .collect();
+                format!("{host}: {}", list.join(" "))
+            })
+            .collect();
+        if !pids.is_empty() {
+            parts.push(format!("{sign}pids ({})", pids.join("; ")));
+        }
+        for what in ["workloads", "hosts"] {
+            let names: Vec<&str> = d[what]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !names.is_empty() {
+                parts.push(format!("{sign}{what} ({})", names.join(", ")));
+            }
+        }
+        parts
+    };
+    let mut parts = side("+", &payload["added"]);
+    parts.extend(side("-", &payload["removed"]));
+    let processes = payload["scope"]["processes"].as_u64().unwrap_or(0);
+    if parts.is_empty() {
+        format!("{processes} process(es); evidence or data changed")
+    } else {
+        format!("{processes} process(es): {}", parts.join(", "))
+    }
+}
+
+/// One line of detail for an event in `incident show`.
+fn event_detail(e: &v1::IncidentEvent) -> String {
+    let payload: Value = serde_json::from_str(&e.payload_json).unwrap_or(Value::Null);
+    let s = |k: &str| payload[k].as_str().unwrap_or("").to_string();
+    match e.kind.as_str() {
+        "opened" => s("dedup_key"),
+        "scope_changed" => scope_change_text(&payload),
+        "state_changed" => {
+            let reason = s("reason");
+            if reason.is_empty() {
+                format!("{} -> {}", s("from"), s("to"))
+            } else {
+                format!("{} -> {}: {reason}", s("from"), s("to"))
+            }
+        }
+        "note" => s("text"),
+        _ => e.payload_json.clone(),
+    }
+}
+
+/// `incident show` (and `incident open`) for a person: the incident, its
+/// scope, and its event log.
+pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
+    let s = i.scope.clone().unwrap_or_default();
+    let src = i.source.clone().unwrap_or_default();
+    let what = match src.kind.as_str() {
+        "advisory" => {
+            let mut w = format!("advisory {}", src.advisory);
+            if !src.asked_as.is_empty() {
+                w.push_str(&format!(" (asked as {})", src.asked_as));
+            }
+            if !src.host.is_empty() {
+                w.push_str(&format!(" on host {}", src.host));
+            }
+            w
+        }
+        "package" if src.range.is_empty() => format!("package {}", src.package),
+        "package" => format!("package {} {}", src.package, src.range),
+        other => other.to_string(),
+    };
+    let pids: Vec<String> = s
+        .pids
+        .iter()
+        .map(|h| {
+            let list: Vec<String> = h.pids.iter().map(u32::to_string).collect();
+            format!("{}: {}", h.host, list.join(" "))
+        })
+        .collect();
+    let lines = [
+        ("state", format!("{} (tier {})", i.state, tier_text(i))),
+        (
+            "opened",
+            format!("{} by {}", rfc3339(i.opened_at_ms), i.opened_by),
+        ),
+        ("from", what),
+        ("key", i.dedup_key.clone()),
+        ("updated", rfc3339(i.updated_at_ms)),
+        (
+            "scope",
+            format!(
+                "{} process(es) on {} host(s); evidence {}; privileged {}{}",
+                s.processes,
+                s.hosts.len(),
+                or_dash(&s.evidence),
+                if s.privileged { "yes" } else { "no" },
+                if s.truncated {
+                    "; cut at the collector's bound"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        ("hosts", list_text(&s.hosts)),
+        ("workloads", list_text(&s.workloads)),
+        ("images", list_text(&s.image_digests)),
+        ("data", list_text(&s.data_scopes)),
+        ("pids", list_text(&pids)),
+        ("packages", list_text(&s.packages)),
+    ];
+    let mut out = format!("{}\n", clean(&i.id));
+    for (k, v) in lines {
+        out.push_str(&format!("  {k:<10} {}\n", clean_to(&v, 4096)));
+    }
+    if !i.events.is_empty() {
+        out.push_str("\nevents:\n");
+        let rows: Vec<Vec<String>> = i
+            .events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    rfc3339(e.at_ms),
+                    e.actor.clone(),
+                    e.kind.clone(),
+                    event_detail(e),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["SEQ", "AT", "ACTOR", "KIND", "DETAIL"],
+            &rows,
+            "  ",
+        ));
+        if more_events {
+            out.push_str("  (more events than shown)\n");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1698,5 +2003,63 @@ mod tests {
         let t = query_groups(&q.matches, 100_000)
             + &query_footer(q.matches.len(), &q.query, "", &q.coverage);
         assert!(!t.contains('\x1b') && !t.contains('\x07'), "{t}");
+    }
+
+    /// Every text field of an incident (agents name hosts, workloads and
+    /// packages; tokens name actors; notes are free text) reaches the
+    /// terminal escaped, one row per event; JSON keeps the exact text.
+    #[test]
+    fn hostile_incident_fields_render_safely() {
+        let evil = "\x1b[31mRED\x1b[0m\nFORGED-ROW\tx\u{202e}";
+        let payload = json!({"kind": "note", "text": evil}).to_string();
+        let i = v1::Incident {
+            id: format!("INC-1{evil}"),
+            dedup_key: format!("advisory:{evil}"),
+            state: "scoped".into(),
+            source: Some(v1::IncidentSource {
+                kind: "advisory".into(),
+                advisory: evil.into(),
+                host: evil.into(),
+                ..Default::default()
+            }),
+            opened_by: evil.into(),
+            scope: Some(v1::IncidentScope {
+                workloads: vec![evil.into()],
+                hosts: vec![evil.into()],
+                pids: vec![v1::HostPids {
+                    host: evil.into(),
+                    pids: vec![1],
+                }],
+                packages: vec![evil.into()],
+                processes: 1,
+                ..Default::default()
+            }),
+            events: vec![v1::IncidentEvent {
+                seq: 1,
+                actor: evil.into(),
+                kind: "note".into(),
+                payload_json: payload,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let list = v1::ListIncidentsResponse {
+            incidents: vec![i.clone()],
+            next_before: evil.into(),
+        };
+        for text in [incident_detail(&i, true), incidents_table(&list)] {
+            for bad in ['\x1b', '\r', '\t', '\u{202e}'] {
+                assert!(!text.contains(bad), "{bad:?} reached the terminal:\n{text}");
+            }
+            assert!(
+                !text.lines().any(|l| l.starts_with("FORGED-ROW")),
+                "a forged row:\n{text}"
+            );
+            assert!(text.contains("\\x1b[31mRED"), "{text}");
+        }
+        let json = incident_json(&i, true);
+        assert_eq!(json["opened_by"], evil);
+        assert_eq!(json["events"][0]["text"], evil);
+        assert_eq!(json["events"][0]["actor"], evil);
     }
 }

@@ -763,6 +763,118 @@ fn sbom_list() -> Value {
     })
 }
 
+fn an_incident() -> v1::Incident {
+    v1::Incident {
+        id: "INC-3".into(),
+        dedup_key: "advisory:PYSEC-2023-228".into(),
+        state: "scoped".into(),
+        tier: None,
+        source: Some(v1::IncidentSource {
+            kind: "advisory".into(),
+            advisory: "PYSEC-2023-228".into(),
+            asked_as: "CVE-2023-5752".into(),
+            ..Default::default()
+        }),
+        opened_at_ms: 1_764_900_000_000,
+        opened_by: "alice".into(),
+        updated_at_ms: 1_764_900_060_000,
+        scope: Some(v1::IncidentScope {
+            workloads: vec!["k8s:prod/ml/Deployment/trainer/trainer".into()],
+            hosts: vec!["web-1".into()],
+            image_digests: vec![format!("sha256:{}", "4f".repeat(32))],
+            pids: vec![v1::HostPids {
+                host: "web-1".into(),
+                pids: vec![4242, 4250],
+            }],
+            data_scopes: vec!["sensitive".into()],
+            privileged: false,
+            evidence: "installed".into(),
+            packages: vec!["pkg:pypi/pip@23.0.1".into()],
+            processes: 2,
+            truncated: false,
+        }),
+        events: Vec::new(),
+    }
+}
+
+fn incident_event(seq: i64, actor: &str, kind: &str, payload: Value) -> v1::IncidentEvent {
+    v1::IncidentEvent {
+        seq,
+        at_ms: 1_764_900_000_000 + (seq - 1) * 30_000,
+        actor: actor.into(),
+        kind: kind.into(),
+        payload_json: payload.to_string(),
+    }
+}
+
+fn incident_open() -> Value {
+    let mut v = render::incident_json(&an_incident(), false);
+    v["created"] = true.into();
+    v
+}
+
+fn incident_show() -> Value {
+    let mut i = an_incident();
+    let scope = serde_json::json!({
+        "workloads": ["k8s:prod/ml/Deployment/trainer/trainer"],
+        "hosts": ["web-1"],
+        "image_digests": [format!("sha256:{}", "4f".repeat(32))],
+        "pids": {"web-1": [4242, 4250]},
+        "data_scopes": ["sensitive"],
+        "privileged": false,
+        "evidence": "installed",
+        "packages": ["pkg:pypi/pip@23.0.1"],
+        "processes": 2,
+        "truncated": false
+    });
+    i.events = vec![
+        incident_event(
+            1,
+            "alice",
+            "opened",
+            serde_json::json!({"kind": "opened", "source": {"kind": "advisory", "id": "PYSEC-2023-228", "asked_as": "CVE-2023-5752"}, "dedup_key": "advisory:PYSEC-2023-228"}),
+        ),
+        incident_event(
+            2,
+            "alice",
+            "scope_changed",
+            serde_json::json!({"kind": "scope_changed", "scope": scope, "added": {"workloads": ["k8s:prod/ml/Deployment/trainer/trainer"], "hosts": ["web-1"], "pids": {"web-1": [4242]}}, "removed": {"workloads": [], "hosts": [], "pids": {}}}),
+        ),
+        incident_event(
+            3,
+            "alice",
+            "state_changed",
+            serde_json::json!({"kind": "state_changed", "from": "detected", "to": "scoped", "reason": "1 process(es) on 1 host(s)"}),
+        ),
+        incident_event(
+            4,
+            "collector",
+            "scope_changed",
+            serde_json::json!({"kind": "scope_changed", "scope": scope, "added": {"workloads": [], "hosts": [], "pids": {"web-1": [4250]}}, "removed": {"workloads": [], "hosts": [], "pids": {}}}),
+        ),
+    ];
+    let mut v = render::incident_json(&i, true);
+    v["more_events"] = false.into();
+    v
+}
+
+fn incidents_list() -> Value {
+    let mut package = an_incident();
+    package.id = "INC-2".into();
+    package.dedup_key = "package:libssl3@<3.0.13".into();
+    package.state = "false_positive".into();
+    package.source = Some(v1::IncidentSource {
+        kind: "package".into(),
+        package: "libssl3".into(),
+        range: "<3.0.13".into(),
+        ..Default::default()
+    });
+    render::incidents_json(&v1::ListIncidentsResponse {
+        incidents: vec![an_incident(), package],
+        next_before: "INC-2".into(),
+    })
+}
+
 /// A case: the snapshot's file name, and the answer as the command prints it.
 type Case = (&'static str, fn() -> Value);
 
@@ -796,6 +908,12 @@ const CASES: &[Case] = &[
     ("sbom_push", sbom_push),
     // patchgap sbom list -o json
     ("sbom_list", sbom_list),
+    // patchgap incident open --advisory ID -o json
+    ("incident_open", incident_open),
+    // patchgap incident show ID -o json
+    ("incident_show", incident_show),
+    // patchgap incidents -o json
+    ("incidents", incidents_list),
 ];
 
 fn dir() -> PathBuf {

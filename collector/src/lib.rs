@@ -10,8 +10,8 @@
 //! - `auth`: scoped PASETO tokens and their revocation;
 //! - `audit`: the hash-chained, checkpointed audit log.
 //! - `conn`: connection admission (descriptors, idle connections).
-//! - `response`: Contain (the response policy: tiers, actions, guards,
-//!   exceptions).
+//! - `response`: Contain: the response policy (tiers, actions, guards,
+//!   exceptions) and incidents (an append-only event log and its projection).
 //!
 //! [`run`] serves everything on one listener.
 
@@ -76,6 +76,10 @@ pub struct CollectorConfig {
     pub token_policy: auth::TokenPolicy,
     /// Connections: how many, how long idle, HTTP/2 keepalive.
     pub limits: conn::ConnLimits,
+    /// How often the scopes of open incidents are recomputed (also soon
+    /// after a write that can change an exposure, at most every fifth of
+    /// this).
+    pub incident_refresh: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -92,6 +96,7 @@ impl Default for CollectorConfig {
             critical_needs_cert: false,
             token_policy: auth::TokenPolicy::default(),
             limits: conn::ConnLimits::default(),
+            incident_refresh: Duration::from_secs(10),
         }
     }
 }
@@ -244,10 +249,16 @@ pub async fn serve(
     .max_encoding_message_size(config.max_message_bytes);
     // A mapping file that does not load stops the collector at start; later
     // reloads keep the previous mapping instead.
-    let scope = match &config.scope_map {
+    let scope = Arc::new(Mutex::new(match &config.scope_map {
         Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
         None => ScopeMap::default(),
-    };
+    }));
+    // Open incidents follow their exposure; the task goes when the server does.
+    let refresher = tokio::spawn(refresh_incidents(
+        ingest.clone(),
+        scope.clone(),
+        config.incident_refresh,
+    ));
     let query = QueryServer::new(
         QueryService::new(
             ingest,
@@ -312,6 +323,7 @@ pub async fn serve(
                 .await;
             accept_task.abort();
             wrap_task.abort();
+            refresher.abort();
             served?
         }
         Some(config) => {
@@ -321,6 +333,7 @@ pub async fn serve(
                 .await;
             accept_task.abort();
             tls_task.abort();
+            refresher.abort();
             served?
         }
     }
@@ -329,4 +342,47 @@ pub async fn serve(
         .await?
         .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
     Ok(())
+}
+
+/// Keeps the scopes of open incidents current: a pass every `every`, and
+/// one soon after a write that can change an exposure (agent messages,
+/// advisory imports and deletes, SBOM pushes), but never sooner than a
+/// fifth of `every` after the last pass, so a busy fleet costs at most
+/// five passes per period. A pass looks at most at
+/// `response::incident::log::REFRESH_MAX` incidents and runs on a
+/// blocking thread, outside any store transaction but its own appends.
+async fn refresh_incidents(ingest: Arc<Ingest>, scope: Arc<Mutex<ScopeMap>>, every: Duration) {
+    let every = every.max(Duration::from_millis(100));
+    let gap = every / 5;
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(last + every) => {}
+            _ = ingest.changed().notified() => {
+                tokio::time::sleep_until(last + gap).await;
+            }
+        }
+        last = tokio::time::Instant::now();
+        let rules = {
+            let mut scope = scope.lock().unwrap_or_else(|e| e.into_inner());
+            scope.refresh();
+            scope.rules().to_vec()
+        };
+        let ingest = ingest.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            response::incident::log::refresh_open(&ingest, &rules, patchgap_proto::time::now_ms())
+        })
+        .await;
+        match pass {
+            Ok(Ok(r)) if r.changed > 0 || r.failed > 0 => tracing::info!(
+                checked = r.checked,
+                changed = r.changed,
+                failed = r.failed,
+                "refreshed the scopes of open incidents"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot refresh open incidents"),
+            Err(error) => tracing::warn!(%error, "the incident refresh task failed"),
+        }
+    }
 }

@@ -286,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
             idle_timeout: cli.idle_timeout,
             ..Default::default()
         },
+        ..Default::default()
     };
     anyhow::ensure!(
         config.token_policy.default_ttl <= config.token_policy.max_ttl,

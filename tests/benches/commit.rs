@@ -25,8 +25,9 @@ use std::{
 use patchgap_collector::{
     CollectorConfig, SqliteStore, Store,
     store::{
-        AdvisoryMatch, AdvisoryRecord, Candidates, EvidencePage, HostRow, MatchScope, PackageName,
-        PageLimit, ProcessCursor, PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
+        AdvisoryMatch, AdvisoryRecord, Candidates, EvidencePage, HostRow, IncidentCache,
+        IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit, ProcessCursor,
+        PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
     },
 };
 use patchgap_proto::v1::{self, agent_message::Body};
@@ -341,5 +342,44 @@ impl Store for OneLock {
         now_ms: i64,
     ) -> Result<Option<patchgap_collector::store::TokenRecord>> {
         self.with(|s| s.revoke_token(id, now_ms))
+    }
+    fn open_incident(
+        &self,
+        dedup_key: &str,
+        created_ms: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<(IncidentRecord, bool)> {
+        self.with(|s| s.open_incident(dedup_key, created_ms, events, cache))
+    }
+    fn append_incident_events(
+        &self,
+        id: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<IncidentRecord> {
+        self.with(|s| s.append_incident_events(id, events, cache))
+    }
+    fn incident(&self, id: i64) -> Result<Option<IncidentRecord>> {
+        self.with(|s| s.incident(id))
+    }
+    fn open_incident_by_key(&self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
+        self.with(|s| s.open_incident_by_key(dedup_key))
+    }
+    fn incidents(
+        &self,
+        before: Option<i64>,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentRecord>> {
+        self.with(|s| s.incidents(before, open_only, limit))
+    }
+    fn incident_events(
+        &self,
+        id: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<IncidentEventRecord>> {
+        self.with(|s| s.incident_events(id, after_seq, limit))
     }
 }

@@ -36,8 +36,12 @@ use crate::{
 pub fn required_scope(method: &str) -> Scope {
     match method {
         "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
-        | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" => Scope::Read,
+        | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" | "ListIncidents"
+        | "GetIncident" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
+        // Opening an incident writes to its log (and, once the policy
+        // routes it, starts its playbook): a responder's act.
+        "OpenIncident" => Scope::Respond,
         "PushSbom" => Scope::IngestSbom,
         _ => Scope::Admin,
     }
@@ -254,6 +258,9 @@ mod tests {
             ("DeleteAdvisory", Scope::Advisories),
             ("PushSbom", Scope::IngestSbom),
             ("GetAdvisory", Scope::Read),
+            ("OpenIncident", Scope::Respond),
+            ("ListIncidents", Scope::Read),
+            ("GetIncident", Scope::Read),
             ("ListAudit", Scope::Admin),
             ("SomethingNew", Scope::Admin),
         ] {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{
     Connected, SharedStore, advisories,
     auth::Caller,
-    blocking, fleet, packages,
+    blocking, fleet, incidents, packages,
     paging::Paging,
     sboms,
     security::{self, AuditArgs},
@@ -74,7 +74,7 @@ impl QueryService {
         ingest: Arc<Ingest>,
         connected: Connected,
         fresh_after: Duration,
-        scope: ScopeMap,
+        scope: Arc<Mutex<ScopeMap>>,
         tokens: Arc<Tokens>,
         audit: Arc<AuditLog>,
     ) -> Self {
@@ -82,7 +82,7 @@ impl QueryService {
             ingest,
             connected,
             fresh_after,
-            scope: Arc::new(Mutex::new(scope)),
+            scope,
             tokens,
             audit,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
@@ -176,6 +176,28 @@ impl QueryService {
         .await
     }
 
+    /// Runs domain work that reads the store, and may append through
+    /// `ingest`, off the async workers under the same permits as
+    /// [`QueryService::read`]; the work maps its own errors.
+    pub(super) async fn domain<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ingest) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let ingest = self.ingest.clone();
+        let permit = self
+            .reads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the collector is stopping"))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&ingest)
+        })
+        .await
+        .map_err(|_| Status::internal("store task failed"))?
+    }
+
     /// A value a listing's first page loads (`load`) and its later pages
     /// reuse for a while, so a page costs its own processes only.
     pub(super) async fn reused<T, F, Fut>(
@@ -239,6 +261,13 @@ impl QueryService {
             by_instance,
             scope_map_error,
         })
+    }
+
+    /// The data-scope mapping in force (reloaded if its file changed).
+    pub(super) fn scope_rules(&self) -> Vec<crate::fleet::scope::Rule> {
+        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
+        scope.refresh();
+        scope.rules().to_vec()
     }
 
     pub(super) async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
@@ -323,6 +352,15 @@ fn issued(r: &v1::IssueTokenResponse) -> String {
         "ok: token {}",
         r.info.as_ref().map_or("", |i| i.id.as_str())
     )
+}
+
+fn opened(r: &v1::OpenIncidentResponse) -> String {
+    let id = r.incident.as_ref().map_or("", |i| i.id.as_str());
+    if r.created {
+        format!("ok: opened {id}")
+    } else {
+        format!("ok: already open: {id}")
+    }
 }
 
 fn verified(r: &v1::VerifyAuditResponse) -> String {
@@ -531,6 +569,38 @@ impl Query for QueryService {
     ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
         self.audited("VerifyAudit", request, verified, |_, _| async move {
             security::verify_audit(self).await
+        })
+        .await
+    }
+
+    async fn open_incident(
+        &self,
+        request: Request<v1::OpenIncidentRequest>,
+    ) -> Result<Response<v1::OpenIncidentResponse>, Status> {
+        self.audited("OpenIncident", request, opened, |req, caller| async move {
+            incidents::OpenIncident::try_from(req)?
+                .apply(self, imported_by(&caller))
+                .await
+        })
+        .await
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<v1::ListIncidentsRequest>,
+    ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
+        self.audited("ListIncidents", request, ok, |req, _| async move {
+            incidents::list(self, req).await
+        })
+        .await
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<v1::GetIncidentRequest>,
+    ) -> Result<Response<v1::GetIncidentResponse>, Status> {
+        self.audited("GetIncident", request, ok, |req, _| async move {
+            incidents::get(self, req).await
         })
         .await
     }

@@ -159,6 +159,9 @@ plain_args!(
     v1::ListAuditRequest,
     v1::VerifyAuditRequest,
     v1::IssueTokenRequest,
+    v1::OpenIncidentRequest,
+    v1::ListIncidentsRequest,
+    v1::GetIncidentRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

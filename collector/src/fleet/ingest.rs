@@ -8,6 +8,11 @@
 //! records verdicts, and nothing may commit in between. Readers never take
 //! this lock; the store serves them beside the writer.
 //!
+//! Incidents write through here too (`open_incident`,
+//! `append_incident_events`), so every write takes the one writer lock,
+//! and every write that can change an exposure wakes the incident
+//! refresher (`changed`).
+//!
 //! **Invariant:** `Store`'s write methods are called from this module only
 //! (and from the conformance suite); executors of later stages never run
 //! while its lock is held.
@@ -19,7 +24,10 @@ use tracing::{info, warn};
 
 use crate::{
     advisories::matching::{self, Pass},
-    store::{AdvisoryRecord, MatchScope, PutOutcome, Result, SbomRecord, Session, Store},
+    store::{
+        AdvisoryRecord, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, PutOutcome,
+        Result, SbomRecord, Session, Store,
+    },
 };
 
 /// How many pending advisories one matching pass takes: each pass's
@@ -31,6 +39,10 @@ pub struct Ingest {
     store: Arc<dyn Store>,
     /// Held for a write and its matching pass.
     writing: Mutex<()>,
+    /// Notified after every write that can change what is exposed (agent
+    /// messages, advisory imports and deletes, SBOM pushes): the incident
+    /// refresher waits on it beside its timer. Notifications coalesce.
+    changed: tokio::sync::Notify,
 }
 
 /// What an advisory import stored and matched.
@@ -46,7 +58,40 @@ impl Ingest {
         Ingest {
             store,
             writing: Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Wakes whoever waits for exposures to change (the incident
+    /// refresher): one stored permit, so a burst of writes wakes it once.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// Opens an incident (see [`Store::open_incident`]) under the writer
+    /// lock.
+    pub fn open_incident(
+        &self,
+        dedup_key: &str,
+        created_ms: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<(IncidentRecord, bool)> {
+        let _w = self.lock();
+        self.store
+            .open_incident(dedup_key, created_ms, events, cache)
+    }
+
+    /// Appends to an incident's log (see [`Store::append_incident_events`])
+    /// under the writer lock.
+    pub fn append_incident_events(
+        &self,
+        id: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<IncidentRecord> {
+        let _w = self.lock();
+        self.store.append_incident_events(id, events, cache)
     }
 
     /// The store, for reads.
@@ -173,6 +218,7 @@ impl Ingest {
         let _w = self.lock();
         self.store.apply(session, msg, now_ms)?;
         self.match_new("new packages");
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -187,6 +233,7 @@ impl Ingest {
         let _w = self.lock();
         let outcomes = self.store.put_advisories(records, replace)?;
         let pass = self.match_pending()?;
+        self.changed.notify_one();
         Ok(Imported { outcomes, pass })
     }
 
@@ -206,6 +253,7 @@ impl Ingest {
             return Ok(None);
         };
         let pass = self.match_pending()?;
+        self.changed.notify_one();
         Ok(Some((removed, pass)))
     }
 
@@ -215,6 +263,7 @@ impl Ingest {
         let _w = self.lock();
         let outcome = self.store.put_sbom(record)?;
         self.match_new("the SBOM's packages");
+        self.changed.notify_one();
         Ok(outcome)
     }
 

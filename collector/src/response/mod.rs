@@ -2,8 +2,10 @@
 //! finding to a risk tier and that tier's actions (with their modes,
 //! approvals, TTLs, guards and exceptions), from a TOML file or the seed's
 //! built-in three tiers; `policy::state` holds the policy in force and
-//! reloads it on SIGHUP. Incidents, plans, executors, the gate and
-//! verification will live beside it.
+//! reloads it on SIGHUP. `incident` keeps each incident as an append-only
+//! event log and its projection: every decision is a new event. Plans,
+//! approvals, executors, the gate and verification come next, as further
+//! events of the same log.
 //!
 //! **Invariant:** decisions are pure functions of the store's facts and
 //! the policy: nothing here reads a file, the clock or the network while it
@@ -11,6 +13,7 @@
 //! reads the policy file). Executors never run inside a store transaction,
 //! and the store knows nothing of this module.
 
+pub mod incident;
 pub mod policy;
 
 pub use policy::{

@@ -16,8 +16,8 @@ use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
-        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord,
-        Session, Store, StoreError, TokenRecord,
+        IncidentCache, IncidentEventRecord, MatchScope, PackageName, PageLimit, ProcessCursor,
+        Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -82,11 +82,14 @@ checks!(
     history_and_connections,
     audit_log_only_extends_its_chain,
     tokens_and_revocation,
+    incidents_open_once_per_key,
+    incident_log_only_extends,
+    incidents_list_newest_first,
 );
 
 // ---- Message builders -------------------------------------------------------
 
-const T0: i64 = 1_700_000_000_000;
+pub(crate) const T0: i64 = 1_700_000_000_000;
 
 fn identity(host_id: &str, hostname: &str) -> HostIdentity {
     HostIdentity {
@@ -108,7 +111,7 @@ fn hello_for(host_id: &str, hostname: &str, session: &str) -> Hello {
 }
 
 /// Hello for the default test host.
-fn hello(session: &str) -> Hello {
+pub(crate) fn hello(session: &str) -> Hello {
     hello_for("machine-1", "alpha", session)
 }
 
@@ -120,7 +123,7 @@ fn key(pid: u32) -> ProcessKey {
     }
 }
 
-fn deb(name: &str, source: &str, version: &str) -> Package {
+pub(crate) fn deb(name: &str, source: &str, version: &str) -> Package {
     Package {
         ecosystem: "deb".into(),
         name: name.into(),
@@ -147,15 +150,15 @@ fn artifact(path: &str, inode: u64, kind: ArtifactKind, package: Option<Package>
     }
 }
 
-fn exe(path: &str, inode: u64, package: Option<Package>) -> Artifact {
+pub(crate) fn exe(path: &str, inode: u64, package: Option<Package>) -> Artifact {
     artifact(path, inode, ArtifactKind::Exe, package)
 }
 
-fn mapped(path: &str, inode: u64, package: Option<Package>) -> Artifact {
+pub(crate) fn mapped(path: &str, inode: u64, package: Option<Package>) -> Artifact {
     artifact(path, inode, ArtifactKind::Mapped, package)
 }
 
-fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
+pub(crate) fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
     let exe = artifacts
         .iter()
         .find(|a| a.kind == ArtifactKind::Exe as i32)
@@ -241,7 +244,7 @@ fn sockets(pid: u32, sockets: Vec<Socket>) -> ProcessSockets {
     }
 }
 
-fn msg(seq: u64, body: Body) -> AgentMessage {
+pub(crate) fn msg(seq: u64, body: Body) -> AgentMessage {
     AgentMessage {
         seq,
         body: Some(body),
@@ -272,11 +275,11 @@ fn part(
 }
 
 /// A complete snapshot in one part.
-fn snapshot(id: &str, processes: Vec<Process>, socks: Vec<ProcessSockets>) -> Body {
+pub(crate) fn snapshot(id: &str, processes: Vec<Process>, socks: Vec<ProcessSockets>) -> Body {
     part(id, 0, true, processes, socks)
 }
 
-fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSockets>) -> Body {
+pub(crate) fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSockets>) -> Body {
     Body::Delta(Delta {
         scanned_at_ms: T0 + 10_000,
         upserts,
@@ -2529,6 +2532,218 @@ fn audit_log_only_extends_its_chain(store: &dyn Store) {
     assert_eq!(store.audit_checkpoints().unwrap(), vec![cp]);
 }
 
+fn incident_event(seq: i64, kind: &str) -> IncidentEventRecord {
+    IncidentEventRecord {
+        seq,
+        at_ms: T0 + seq,
+        actor: "responder".into(),
+        kind: kind.into(),
+        payload: format!("{{\"kind\":\"{kind}\",\"n\":{seq}}}"),
+    }
+}
+
+fn cache<'a>(state: &'a str, open: bool, projection: &'a [u8]) -> IncidentCache<'a> {
+    IncidentCache {
+        state,
+        open,
+        projection,
+    }
+}
+
+fn incidents_open_once_per_key(store: &dyn Store) {
+    assert_eq!(store.open_incident_by_key("advisory:A").unwrap(), None);
+    let first = [
+        incident_event(1, "opened"),
+        incident_event(2, "scope_changed"),
+    ];
+    let (a, new) = store
+        .open_incident("advisory:A", T0, &first, &cache("scoped", true, b"p1"))
+        .unwrap();
+    assert!(new);
+    assert_eq!(
+        (
+            a.dedup_key.as_str(),
+            a.created_ms,
+            a.state.as_str(),
+            a.open,
+            a.last_seq,
+            a.updated_ms,
+            a.projection.as_slice()
+        ),
+        ("advisory:A", T0, "scoped", true, 2, T0 + 2, &b"p1"[..])
+    );
+    // The same key again: the stored incident, and nothing written.
+    let (again, new) = store
+        .open_incident(
+            "advisory:A",
+            T0 + 9,
+            &[incident_event(1, "opened")],
+            &cache("detected", true, b"other"),
+        )
+        .unwrap();
+    assert!(!new);
+    assert_eq!(again, a);
+    assert_eq!(store.incident_events(a.id, 0, 100).unwrap(), first.to_vec());
+    assert_eq!(
+        store.open_incident_by_key("advisory:A").unwrap(),
+        Some(a.clone())
+    );
+    // Another key is another incident.
+    let (b, new) = store
+        .open_incident(
+            "advisory:B",
+            T0,
+            &[incident_event(1, "opened")],
+            &cache("detected", true, b""),
+        )
+        .unwrap();
+    assert!(new && b.id != a.id);
+    // An incident opens with events numbered from 1.
+    assert!(is_invalid(store.open_incident(
+        "advisory:C",
+        T0,
+        &[incident_event(2, "opened")],
+        &cache("detected", true, b""),
+    )));
+    assert!(is_invalid(store.open_incident(
+        "advisory:C",
+        T0,
+        &[],
+        &cache("detected", true, b""),
+    )));
+    assert_eq!(store.open_incident_by_key("advisory:C").unwrap(), None);
+    // Once closed, the key is free: the next open is a new incident, and
+    // the closed one keeps its log.
+    store
+        .append_incident_events(
+            a.id,
+            &[incident_event(3, "state_changed")],
+            &cache("false_positive", false, b"p3"),
+        )
+        .unwrap();
+    assert_eq!(store.open_incident_by_key("advisory:A").unwrap(), None);
+    let (c, new) = store
+        .open_incident(
+            "advisory:A",
+            T0 + 100,
+            &[incident_event(1, "opened")],
+            &cache("detected", true, b""),
+        )
+        .unwrap();
+    assert!(new && c.id != a.id && c.id != b.id);
+    assert_eq!(store.incident_events(a.id, 0, 100).unwrap().len(), 3);
+    assert_eq!(
+        store.incident(a.id).unwrap().unwrap().state,
+        "false_positive"
+    );
+}
+
+fn incident_log_only_extends(store: &dyn Store) {
+    let (a, _) = store
+        .open_incident(
+            "package:libssl3@<3.0.13",
+            T0,
+            &[incident_event(1, "opened")],
+            &cache("detected", true, b"p1"),
+        )
+        .unwrap();
+    // A gap, a fork (seq 1 again) and an unknown incident are refused,
+    // and leave the log and the cache as they were.
+    for events in [
+        vec![incident_event(3, "note")],
+        vec![incident_event(1, "note")],
+        vec![incident_event(2, "note"), incident_event(4, "note")],
+    ] {
+        assert!(is_invalid(store.append_incident_events(
+            a.id,
+            &events,
+            &cache("scoped", true, b"bad")
+        )));
+    }
+    assert!(is_invalid(store.append_incident_events(
+        a.id + 1000,
+        &[incident_event(1, "note")],
+        &cache("scoped", true, b"bad")
+    )));
+    assert_eq!(store.incident(a.id).unwrap(), Some(a.clone()));
+    assert_eq!(store.incident_events(a.id, 0, 100).unwrap().len(), 1);
+    let more = [
+        incident_event(2, "scope_changed"),
+        incident_event(3, "state_changed"),
+    ];
+    let b = store
+        .append_incident_events(a.id, &more, &cache("scoped", true, b"p3"))
+        .unwrap();
+    assert_eq!(
+        (
+            b.id,
+            b.last_seq,
+            b.updated_ms,
+            b.state.as_str(),
+            b.created_ms
+        ),
+        (a.id, 3, T0 + 3, "scoped", T0)
+    );
+    assert_eq!(b.projection, b"p3");
+    // Nothing to append changes nothing.
+    assert_eq!(
+        store
+            .append_incident_events(a.id, &[], &cache("closed", false, b"x"))
+            .unwrap(),
+        b
+    );
+    let all = store.incident_events(a.id, 0, 100).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all[1], more[0]);
+    assert_eq!(
+        store.incident_events(a.id, 1, 1).unwrap(),
+        vec![more[0].clone()]
+    );
+    assert!(store.incident_events(a.id, 3, 100).unwrap().is_empty());
+    assert_eq!(store.incident(a.id + 1000).unwrap(), None);
+}
+
+fn incidents_list_newest_first(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (r, _) = store
+            .open_incident(
+                &format!("advisory:{i}"),
+                T0 + i,
+                &[incident_event(1, "opened")],
+                &cache("scoped", true, b""),
+            )
+            .unwrap();
+        ids.push(r.id);
+    }
+    // Two are no longer open.
+    for &id in &ids[1..3] {
+        store
+            .append_incident_events(
+                id,
+                &[incident_event(2, "state_changed")],
+                &cache("false_positive", false, b""),
+            )
+            .unwrap();
+    }
+    let listed = |before, open_only, limit| -> Vec<i64> {
+        store
+            .incidents(before, open_only, limit)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+    assert_eq!(listed(None, false, 100), newest_first);
+    assert_eq!(listed(None, false, 2), newest_first[..2]);
+    // Paging: each page starts below the last id of the one before.
+    assert_eq!(listed(Some(newest_first[1]), false, 2), newest_first[2..4]);
+    assert_eq!(listed(None, true, 100), vec![ids[4], ids[3], ids[0]]);
+    assert_eq!(listed(Some(ids[3]), true, 100), vec![ids[0]]);
+    assert_eq!(listed(Some(ids[0]), false, 100), Vec::<i64>::new());
+}
+
 fn tokens_and_revocation(store: &dyn Store) {
     let token = |id: &str, issued_ms| TokenRecord {
         id: id.into(),
@@ -2734,6 +2949,48 @@ mod tests {
             )
             .unwrap();
         assert_eq!(running, 1);
+    }
+
+    /// Migration 17's triggers: the incident log refuses UPDATE and
+    /// DELETE from any SQL, and an incident keeps its identity.
+    #[test]
+    fn sqlite_incident_log_is_append_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store
+                .open_incident(
+                    "advisory:A",
+                    T0,
+                    &[incident_event(1, "opened")],
+                    &cache("detected", true, b""),
+                )
+                .unwrap()
+                .0
+                .id
+        };
+        let conn = raw(dir.path());
+        for sql in [
+            "UPDATE incident_event SET actor = 'mallory'",
+            "DELETE FROM incident_event",
+            "DELETE FROM incident",
+            "UPDATE incident SET dedup_key = 'advisory:B'",
+            "UPDATE incident SET created_ms = 0",
+        ] {
+            let err = conn.execute(sql, []).expect_err(sql).to_string();
+            assert!(
+                err.contains("append-only") || err.contains("never") || err.contains("keeps"),
+                "{sql}: {err}"
+            );
+        }
+        let actor: String = conn
+            .query_row(
+                "SELECT actor FROM incident_event WHERE incident = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(actor, "responder");
     }
 
     #[test]

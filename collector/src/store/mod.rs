@@ -7,8 +7,10 @@
 
 use patchgap_proto::v1;
 
+/// The contract every backend passes; its message builders serve other
+/// modules' tests too.
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 pub mod sqlite;
 
 /// A store failure, free of any backend's types: the backend's own error
@@ -380,6 +382,102 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a token revoked at `now_ms` (a token already revoked keeps its
     /// first time). `None` when no token has this id.
     fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>>;
+
+    /// Opens an incident under `dedup_key` with its first events (`seq`
+    /// from 1) and their projection, in one transaction: when an open
+    /// incident already holds the key, nothing is written and that
+    /// incident comes back with `false`; else the new one (ids from 1)
+    /// with `true`. Two callers racing on one key get one incident.
+    fn open_incident(
+        &self,
+        dedup_key: &str,
+        created_ms: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<(IncidentRecord, bool)>;
+
+    /// Appends events to incident `id` and replaces its cached projection,
+    /// in one transaction. The first event's `seq` must be one more than
+    /// the stored last one and the rest follow on (else `Invalid` and
+    /// nothing is written: another writer got there first, so the caller
+    /// projects again). `Invalid` for an incident that does not exist.
+    /// There is no method to change or remove an event.
+    fn append_incident_events(
+        &self,
+        id: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<IncidentRecord>;
+
+    /// The incident with this id.
+    fn incident(&self, id: i64) -> Result<Option<IncidentRecord>>;
+
+    /// The open incident that holds this dedup key.
+    fn open_incident_by_key(&self, dedup_key: &str) -> Result<Option<IncidentRecord>>;
+
+    /// Incidents, newest first: those with an id below `before` (None:
+    /// from the newest), only open ones with `open_only`, at most `limit`.
+    fn incidents(
+        &self,
+        before: Option<i64>,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentRecord>>;
+
+    /// Incident `id`'s events with `seq` above `after_seq`, in order, at
+    /// most `limit`.
+    fn incident_events(
+        &self,
+        id: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<IncidentEventRecord>>;
+}
+
+/// An incident as the store keeps it: its identity, and what the domain
+/// cached with its last event (the state for listings, and the projection
+/// of its log). The store never reads the projection; the log
+/// (`incident_events`) is the truth and `response::incident` derives
+/// everything from it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncidentRecord {
+    pub id: i64,
+    pub dedup_key: String,
+    pub created_ms: i64,
+    /// The state's name, as the domain spells it.
+    pub state: String,
+    /// Not closed and not a false positive: only one open incident holds
+    /// a dedup key at a time.
+    pub open: bool,
+    /// The `seq` of its last event.
+    pub last_seq: i64,
+    /// The `at_ms` of its last event.
+    pub updated_ms: i64,
+    /// The projection as of `last_seq`, in the domain's encoding.
+    pub projection: Vec<u8>,
+}
+
+/// One event of an incident's append-only log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncidentEventRecord {
+    /// From 1, without gaps, per incident.
+    pub seq: i64,
+    pub at_ms: i64,
+    /// Who: a token's subject, `anonymous`, or `collector` for the
+    /// collector's own refreshes.
+    pub actor: String,
+    /// The event's kind (`opened`, `scope_changed`, ...).
+    pub kind: String,
+    /// The event as JSON.
+    pub payload: String,
+}
+
+/// What the domain caches on the incident row beside the events it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentCache<'a> {
+    pub state: &'a str,
+    pub open: bool,
+    pub projection: &'a [u8],
 }
 
 /// The `prev_hash` of the first audit entry: 64 zeros.

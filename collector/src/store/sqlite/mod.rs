@@ -15,14 +15,16 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
     AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, EvidencePage, HostRow,
-    MatchScope, PackageName, PageLimit, ProcessCursor, PutOutcome, Result, SbomRecord, Session,
-    Store, StoreError, TokenRecord, Verdict, WorkloadRow,
+    IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit,
+    ProcessCursor, PutOutcome, Result, SbomRecord, Session, Store, StoreError, TokenRecord,
+    Verdict, WorkloadRow,
 };
 
 mod advisories;
 mod audit;
 pub mod file;
 mod fleet;
+mod incidents;
 mod ingest;
 mod packages;
 mod sboms;
@@ -357,5 +359,50 @@ impl Store for SqliteStore {
 
     fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Option<TokenRecord>> {
         audit::revoke_token(&mut self.write(), id, now_ms)
+    }
+
+    fn open_incident(
+        &self,
+        dedup_key: &str,
+        created_ms: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<(IncidentRecord, bool)> {
+        incidents::open(&mut self.write(), dedup_key, created_ms, events, cache)
+    }
+
+    fn append_incident_events(
+        &self,
+        id: i64,
+        events: &[IncidentEventRecord],
+        cache: &IncidentCache<'_>,
+    ) -> Result<IncidentRecord> {
+        incidents::append(&mut self.write(), id, events, cache)
+    }
+
+    fn incident(&self, id: i64) -> Result<Option<IncidentRecord>> {
+        incidents::get(&*self.read()?, id)
+    }
+
+    fn open_incident_by_key(&self, dedup_key: &str) -> Result<Option<IncidentRecord>> {
+        incidents::by_key(&*self.read()?, dedup_key)
+    }
+
+    fn incidents(
+        &self,
+        before: Option<i64>,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentRecord>> {
+        incidents::list(&*self.read()?, before, open_only, limit)
+    }
+
+    fn incident_events(
+        &self,
+        id: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<IncidentEventRecord>> {
+        incidents::events(&*self.read()?, id, after_seq, limit)
     }
 }

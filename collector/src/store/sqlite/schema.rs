@@ -386,6 +386,44 @@ const MIGRATIONS: &[&str] = &[
     UPDATE advisory SET matched = 0;
     CREATE INDEX advisory_pending ON advisory (id) WHERE matched = 0;
     "#,
+    // 17: incidents (issue 15). An incident is the projection of its
+    // append-only event log: `incident_event` rows are never changed or
+    // removed (the triggers refuse it), and the incident row keeps only
+    // its identity and what the domain cached with the last event (state,
+    // open, projection). One open incident holds a dedup key at a time; a
+    // closed or false-positive one frees it, so the same advisory can open
+    // again later as a new incident. The identity columns never change.
+    r#"
+    CREATE TABLE incident (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        open INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        projection BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX incident_open_key ON incident (dedup_key) WHERE open = 1;
+    CREATE INDEX incident_open ON incident (id) WHERE open = 1;
+    CREATE TRIGGER incident_identity_fixed BEFORE UPDATE OF id, dedup_key, created_ms ON incident
+        BEGIN SELECT RAISE(ABORT, 'an incident keeps its id, dedup key and creation time'); END;
+    CREATE TRIGGER incident_no_delete BEFORE DELETE ON incident
+        BEGIN SELECT RAISE(ABORT, 'incidents are never deleted'); END;
+    CREATE TABLE incident_event (
+        incident INTEGER NOT NULL REFERENCES incident (id),
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (incident, seq)
+    );
+    CREATE TRIGGER incident_event_no_update BEFORE UPDATE ON incident_event
+        BEGIN SELECT RAISE(ABORT, 'the incident log is append-only'); END;
+    CREATE TRIGGER incident_event_no_delete BEFORE DELETE ON incident_event
+        BEGIN SELECT RAISE(ABORT, 'the incident log is append-only'); END;
+    "#,
 ];
 
 /// The schema version this collector writes.

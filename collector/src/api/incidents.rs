@@ -1,0 +1,351 @@
+//! OpenIncident, ListIncidents, GetIncident. Each request is parsed into a
+//! plain type without I/O ([`OpenIncident::try_from`], ...); `apply` runs
+//! `response::incident::log` off the async workers and maps its errors.
+//! The projection becomes patchgap.v1 messages here, and only here.
+
+use patchgap_proto::{time::now_ms, v1};
+use tonic::Status;
+
+use super::{
+    invalid,
+    packages::{FindPackage, Target},
+    query::QueryService,
+    to_status,
+};
+use crate::response::incident::{
+    Incident, Recorded, Scope, Source, display_id,
+    log::{self, LogError, MAX_EVENTS},
+    parse_id,
+    scope::ScopeError,
+};
+
+/// Incidents a listing returns by default, and at most.
+const DEFAULT_LIST: usize = 100;
+const MAX_LIST: usize = 1_000;
+
+/// The longest advisory id, host or package spec accepted.
+const MAX_FIELD: usize = 512;
+
+/// What an OpenIncident request asks, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenIncident {
+    pub source: Source,
+}
+
+/// The purl without its version, qualifiers or subpath: how the incident
+/// names the package (the version is its range).
+fn versionless_purl(purl: &str) -> &str {
+    let base = purl.split(['?', '#']).next().unwrap_or(purl);
+    let last = base.rfind('/').map_or(0, |i| i + 1);
+    match base[last..].find('@') {
+        Some(at) => &base[..last + at],
+        None => base,
+    }
+}
+
+fn bounded<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    let value = value.trim();
+    if value.len() > MAX_FIELD {
+        return Err(invalid(format!(
+            "{field} is {} bytes long; at most {MAX_FIELD}",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!("{field} holds control characters")));
+    }
+    Ok(value)
+}
+
+impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
+    type Error = Status;
+
+    fn try_from(req: v1::OpenIncidentRequest) -> Result<OpenIncident, Status> {
+        let advisory = bounded("the advisory", &req.advisory)?;
+        let host = bounded("the host", &req.host)?;
+        let package = bounded("the package", &req.package)?;
+        let source = match (advisory.is_empty(), package.is_empty()) {
+            (false, false) => return Err(invalid("give an advisory or a package, not both")),
+            (true, true) => {
+                return Err(invalid(
+                    "give an advisory (--advisory) or a package (--package)",
+                ));
+            }
+            (false, true) => Source::Advisory {
+                id: advisory.to_string(),
+                asked_as: String::new(),
+                host: (!host.is_empty()).then(|| host.to_string()),
+            },
+            (true, false) => {
+                if !host.is_empty() {
+                    return Err(invalid("--host goes with --advisory only"));
+                }
+                // The query parser `patchgap query` uses: purls, names,
+                // ranges in each ecosystem's order, with its errors.
+                let q = FindPackage::try_from(v1::FindPackageRequest {
+                    name: package.to_string(),
+                    ..Default::default()
+                })?;
+                let Target::Package {
+                    name,
+                    constraint,
+                    source: group,
+                } = q.target
+                else {
+                    return Err(invalid("give a package"));
+                };
+                let shown = if package.starts_with("pkg:") {
+                    versionless_purl(package).to_string()
+                } else {
+                    name.clone()
+                };
+                Source::Package {
+                    package: shown,
+                    name,
+                    ecosystem: q.ecosystem.map(|e| e.purl_type().to_string()),
+                    group,
+                    range: constraint.map(|c| c.text),
+                }
+            }
+        };
+        Ok(OpenIncident { source })
+    }
+}
+
+/// The one mapping of the incident domain's errors to statuses.
+fn status(e: LogError) -> Status {
+    match e {
+        LogError::Scope(ScopeError::UnknownAdvisory(_)) | LogError::NotFound(_) => {
+            Status::not_found(e.to_string())
+        }
+        LogError::Scope(ScopeError::BadRange { .. }) => invalid(e.to_string()),
+        LogError::Scope(ScopeError::NoQuery(_)) | LogError::Refused(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        LogError::Conflict(_) => Status::aborted(e.to_string()),
+        LogError::Scope(ScopeError::Store(s)) | LogError::Store(s) => to_status(s),
+        LogError::Corrupt { .. } => {
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            tracing::warn!(error = %e, cause, "an incident's log does not project");
+            Status::internal(format!("{e}; see the collector log"))
+        }
+    }
+}
+
+impl OpenIncident {
+    pub(super) async fn apply(
+        self,
+        svc: &QueryService,
+        actor: String,
+    ) -> Result<v1::OpenIncidentResponse, Status> {
+        let rules = svc.scope_rules();
+        let opened = svc
+            .domain(move |ingest| {
+                log::open(ingest, self.source, &actor, &rules, now_ms()).map_err(status)
+            })
+            .await?;
+        Ok(v1::OpenIncidentResponse {
+            incident: Some(incident(opened.id, &opened.incident, &[])),
+            created: opened.new,
+        })
+    }
+}
+
+pub(super) async fn list(
+    svc: &QueryService,
+    req: v1::ListIncidentsRequest,
+) -> Result<v1::ListIncidentsResponse, Status> {
+    let limit = match req.limit as usize {
+        0 => DEFAULT_LIST,
+        n => n.min(MAX_LIST),
+    };
+    let before = match req.before.trim() {
+        "" => None,
+        b => Some(parse_id(b).ok_or_else(|| invalid(format!("{b:?} is not an incident id")))?),
+    };
+    let found = svc
+        .domain(move |ingest| {
+            log::list(ingest.store().as_ref(), before, req.open_only, limit).map_err(status)
+        })
+        .await?;
+    let next_before = match found.last() {
+        Some((id, _)) if found.len() == limit => display_id(*id),
+        _ => String::new(),
+    };
+    Ok(v1::ListIncidentsResponse {
+        incidents: found.iter().map(|(id, i)| incident(*id, i, &[])).collect(),
+        next_before,
+    })
+}
+
+pub(super) async fn get(
+    svc: &QueryService,
+    req: v1::GetIncidentRequest,
+) -> Result<v1::GetIncidentResponse, Status> {
+    let id = parse_id(&req.id)
+        .ok_or_else(|| invalid(format!("{:?} is not an incident id (INC-7, or 7)", req.id)))?;
+    let max = match req.max_events as usize {
+        0 => MAX_EVENTS,
+        n => n.min(MAX_EVENTS),
+    };
+    let shown = svc
+        .domain(move |ingest| log::show(ingest.store().as_ref(), id, max).map_err(status))
+        .await?;
+    Ok(v1::GetIncidentResponse {
+        incident: Some(incident(shown.id, &shown.incident, &shown.events)),
+        more_events: shown.more_events,
+    })
+}
+
+fn source(s: &Source) -> v1::IncidentSource {
+    let kind = |k: &str| k.to_string();
+    match s {
+        Source::Advisory { id, asked_as, host } => v1::IncidentSource {
+            kind: kind("advisory"),
+            advisory: id.clone(),
+            asked_as: asked_as.clone(),
+            host: host.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        Source::Package { package, range, .. } => v1::IncidentSource {
+            kind: kind("package"),
+            package: package.clone(),
+            range: range.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+        Source::PolicyRule { rule, subject } => v1::IncidentSource {
+            kind: kind("policy_rule"),
+            rule: rule.clone(),
+            subject: subject.clone(),
+            ..Default::default()
+        },
+        Source::EgressAlert { alert } => v1::IncidentSource {
+            kind: kind("egress_alert"),
+            alert: alert.clone(),
+            ..Default::default()
+        },
+    }
+}
+
+fn scope(s: &Scope) -> v1::IncidentScope {
+    let list =
+        |set: &std::collections::BTreeSet<String>| -> Vec<String> { set.iter().cloned().collect() };
+    v1::IncidentScope {
+        workloads: list(&s.workloads),
+        hosts: list(&s.hosts),
+        image_digests: list(&s.image_digests),
+        pids: s
+            .pids
+            .iter()
+            .map(|(host, pids)| v1::HostPids {
+                host: host.clone(),
+                pids: pids.iter().copied().collect(),
+            })
+            .collect(),
+        data_scopes: list(&s.data_scopes),
+        privileged: s.privileged,
+        evidence: s.evidence.clone(),
+        packages: list(&s.packages),
+        processes: s.processes,
+        truncated: s.truncated,
+    }
+}
+
+fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
+    v1::Incident {
+        id: display_id(id),
+        dedup_key: i.dedup_key.clone(),
+        state: i.state.name().to_string(),
+        tier: i.tier,
+        source: Some(source(&i.source)),
+        opened_at_ms: i.opened_at_ms,
+        opened_by: i.opened_by.clone(),
+        updated_at_ms: i.updated_at_ms,
+        scope: Some(scope(&i.scope)),
+        events: events
+            .iter()
+            .map(|r| {
+                let rec = r.to_record();
+                v1::IncidentEvent {
+                    seq: rec.seq,
+                    at_ms: rec.at_ms,
+                    actor: rec.actor,
+                    kind: rec.kind,
+                    payload_json: rec.payload,
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(advisory: &str, host: &str, package: &str) -> Result<Source, String> {
+        OpenIncident::try_from(v1::OpenIncidentRequest {
+            advisory: advisory.into(),
+            host: host.into(),
+            package: package.into(),
+        })
+        .map(|o| o.source)
+        .map_err(|s| s.message().to_string())
+    }
+
+    #[test]
+    fn requests_name_one_subject_with_its_dedup_key() {
+        let s = parse(" CVE-2023-5752 ", "web-1", "").unwrap();
+        assert_eq!(s.dedup_key(), "advisory:CVE-2023-5752 host=web-1");
+        let s = parse("", "", "pip@<23.3").unwrap();
+        assert_eq!(s.dedup_key(), "package:pip@<23.3");
+        let s = parse("", "", "pkg:pypi/pip@23.0.1").unwrap();
+        assert_eq!(s.dedup_key(), "package:pkg:pypi/pip@=23.0.1");
+        match s {
+            Source::Package {
+                name, ecosystem, ..
+            } => assert_eq!((name.as_str(), ecosystem.as_deref()), ("pip", Some("pypi"))),
+            s => panic!("{s:?}"),
+        }
+        let s = parse(
+            "",
+            "",
+            "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1?type=jar",
+        )
+        .unwrap();
+        assert_eq!(
+            s.dedup_key(),
+            "package:pkg:maven/org.apache.logging.log4j/log4j-core@=2.14.1"
+        );
+        match s {
+            Source::Package { group, .. } => {
+                assert_eq!(group.as_deref(), Some("org.apache.logging.log4j"))
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(
+            versionless_purl("pkg:npm/%40babel/core@7.0.0"),
+            "pkg:npm/%40babel/core"
+        );
+        assert_eq!(
+            versionless_purl("pkg:deb/debian/libssl3"),
+            "pkg:deb/debian/libssl3"
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        for (a, h, p, want) in [
+            ("CVE-1", "", "pip", "not both"),
+            ("", "", "", "give an advisory"),
+            ("", "web-1", "pip", "--host goes with --advisory"),
+            ("CVE-1\u{1b}[2J", "", "", "control characters"),
+            ("", "", "pkg:nuget/Foo@1", "not one patchgap inventories"),
+            ("", "", "p!p", "p!p"),
+        ] {
+            let err = parse(a, h, p).unwrap_err();
+            assert!(err.contains(want), "{a:?} {h:?} {p:?}: {err}");
+        }
+        let long = "x".repeat(MAX_FIELD + 1);
+        assert!(parse(&long, "", "").unwrap_err().contains("at most 512"));
+    }
+}

@@ -1,0 +1,860 @@
+//! The incident: what a responder opened (from an advisory, a package
+//! range, later a policy rule or an egress alert), what it covers (its
+//! scope: the exposure answer), and where it stands. It is never stored as
+//! such: an incident is [`project`]ed from its append-only event log, so
+//! who did what and when is the incident, not a note beside it. The policy
+//! (tiers), plans, approvals and actions come in as further [`Event`]
+//! kinds of the same log.
+//!
+//! `scope` computes the scope from the store's exposure answer; `log`
+//! opens, refreshes, appends to and reads incidents through the store.
+//!
+//! **Invariant:** the incident is only ever the projection of its
+//! append-only log; [`project`] is a pure function of the events, and a
+//! write appends only events that it has checked to project.
+
+pub mod log;
+pub mod scope;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::IncidentEventRecord;
+
+/// Where an incident stands. The names (snake_case) are an interface:
+/// `patchgap incident show -o json` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Opened; the scope is not computed yet.
+    Detected,
+    /// The exposed workloads, hosts and processes are known.
+    Scoped,
+    /// The policy chose actions (a plan with a hash).
+    Planned,
+    /// Some planned action waits for an approval of that plan.
+    ApprovalPending,
+    /// The containment actions took effect.
+    Contained,
+    /// Waiting for runtime evidence to converge.
+    Verifying,
+    /// Containment is being lifted after convergence.
+    Recovering,
+    /// Closed with evidence. Terminal.
+    Closed,
+    /// Not an exposure after all. Terminal; reachable from any open state.
+    FalsePositive,
+}
+
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Detected,
+        State::Scoped,
+        State::Planned,
+        State::ApprovalPending,
+        State::Contained,
+        State::Verifying,
+        State::Recovering,
+        State::Closed,
+        State::FalsePositive,
+    ];
+
+    /// The name as JSON and the store spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Detected => "detected",
+            State::Scoped => "scoped",
+            State::Planned => "planned",
+            State::ApprovalPending => "approval_pending",
+            State::Contained => "contained",
+            State::Verifying => "verifying",
+            State::Recovering => "recovering",
+            State::Closed => "closed",
+            State::FalsePositive => "false_positive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Open: neither closed nor a false positive. An open incident holds
+    /// its dedup key and has its scope refreshed.
+    pub fn is_open(self) -> bool {
+        !matches!(self, State::Closed | State::FalsePositive)
+    }
+
+    /// The transition table. Forward along the response loop, with the
+    /// few ways back a responder needs: a plan or a pending approval goes
+    /// back to `scoped` when the scope changed under it (the plan hash no
+    /// longer holds), an approval can be refused back to `planned`, and
+    /// a failed verification goes back to `contained`. A plan with
+    /// nothing to contain (tier 3: a patch window) goes straight to
+    /// `verifying`. `false_positive` is reachable from every open state;
+    /// `closed` and `false_positive` lead nowhere.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        if to == FalsePositive {
+            return self.is_open();
+        }
+        matches!(
+            (self, to),
+            (Detected, Scoped)
+                | (Scoped, Planned)
+                | (Planned, ApprovalPending)
+                | (Planned, Contained)
+                | (Planned, Verifying)
+                | (Planned, Scoped)
+                | (ApprovalPending, Contained)
+                | (ApprovalPending, Planned)
+                | (ApprovalPending, Scoped)
+                | (Contained, Verifying)
+                | (Verifying, Contained)
+                | (Verifying, Recovering)
+                | (Recovering, Closed)
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What opened the incident. Each kind has its own dedup key shape
+/// ([`Source::dedup_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// An advisory, by its stored id (an alias the responder typed is
+    /// resolved first, so CVE and GHSA ids of one record open one
+    /// incident), optionally only on one host.
+    Advisory {
+        id: String,
+        /// The id or alias as the responder gave it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        asked_as: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// A package and an optional version range in its ecosystem's order.
+    Package {
+        /// As the responder named it: a name, or a purl without its
+        /// version (the version became the range).
+        package: String,
+        /// The name queries compare (npm and Go names with their
+        /// namespace).
+        name: String,
+        /// A purl type, when a purl named it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ecosystem: Option<String>,
+        /// A Maven groupId, from a purl.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<String>,
+    },
+    /// A policy rule that opens incidents by itself (the policy engine).
+    PolicyRule { rule: String, subject: String },
+    /// An egress alert (a process talking to a destination its workload
+    /// never used).
+    EgressAlert { alert: String },
+}
+
+impl Source {
+    /// The key under which only one open incident may exist:
+    /// `advisory:<ID>` (with ` host=<H>` for a host filter),
+    /// `package:<purl-or-name>@<range>`, `policy:<rule>:<subject>`,
+    /// `egress:<alert>`.
+    pub fn dedup_key(&self) -> String {
+        match self {
+            Source::Advisory { id, host, .. } => match host {
+                Some(h) => format!("advisory:{id} host={h}"),
+                None => format!("advisory:{id}"),
+            },
+            Source::Package { package, range, .. } => match range {
+                Some(r) => format!("package:{package}@{r}"),
+                None => format!("package:{package}"),
+            },
+            Source::PolicyRule { rule, subject } => format!("policy:{rule}:{subject}"),
+            Source::EgressAlert { alert } => format!("egress:{alert}"),
+        }
+    }
+}
+
+/// The exposure answer for an incident's subject, folded for a responder:
+/// every set is sorted, so two scopes compare equal exactly when they say
+/// the same thing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// Fleet workload keys (`k8s:...`, `container:...`, `host:...`).
+    pub workloads: BTreeSet<String>,
+    /// Host names.
+    pub hosts: BTreeSet<String>,
+    /// Image digests the exposed workloads run (and SBOM images that
+    /// declare the package).
+    pub image_digests: BTreeSet<String>,
+    /// The exposed processes' pids, per host name.
+    pub pids: BTreeMap<String, BTreeSet<u32>>,
+    /// Data classifications of the exposed workloads (`sensitive`, ...).
+    pub data_scopes: BTreeSet<String>,
+    /// Some exposed workload runs a privileged process.
+    pub privileged: bool,
+    /// The strongest evidence among the exposed processes (`exe`,
+    /// `mapped`, `embedded`, `opened`, `installed`, `declared`); empty
+    /// when nothing is exposed.
+    pub evidence: String,
+    /// The packages found, as purls (or name@version).
+    pub packages: BTreeSet<String>,
+    /// How many processes are exposed.
+    pub processes: u32,
+    /// The answer was cut at `scope::MAX_PROCESSES` processes.
+    pub truncated: bool,
+}
+
+/// Workloads, hosts and pids that one scope has and another has not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeDiff {
+    pub workloads: BTreeSet<String>,
+    pub hosts: BTreeSet<String>,
+    pub pids: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl ScopeDiff {
+    pub fn is_empty(&self) -> bool {
+        self.workloads.is_empty() && self.hosts.is_empty() && self.pids.is_empty()
+    }
+}
+
+impl Scope {
+    /// What `self` has that `other` has not.
+    pub fn minus(&self, other: &Scope) -> ScopeDiff {
+        let mut pids = BTreeMap::new();
+        for (host, mine) in &self.pids {
+            let gone: BTreeSet<u32> = match other.pids.get(host) {
+                Some(theirs) => mine.difference(theirs).copied().collect(),
+                None => mine.clone(),
+            };
+            if !gone.is_empty() {
+                pids.insert(host.clone(), gone);
+            }
+        }
+        ScopeDiff {
+            workloads: self
+                .workloads
+                .difference(&other.workloads)
+                .cloned()
+                .collect(),
+            hosts: self.hosts.difference(&other.hosts).cloned().collect(),
+            pids,
+        }
+    }
+
+    /// The event that moves an incident from `old` to this scope, or
+    /// None when nothing differs.
+    pub fn change_from(&self, old: &Scope) -> Option<Event> {
+        (self != old).then(|| Event::ScopeChanged {
+            scope: self.clone(),
+            added: self.minus(old),
+            removed: old.minus(self),
+        })
+    }
+}
+
+/// One thing that happened to an incident. The `kind` names (snake_case)
+/// are an interface: they are stored and printed. New kinds (tier routed,
+/// plan, approval, action) are added here by the stages that make them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Opened {
+        source: Source,
+        dedup_key: String,
+    },
+    /// The full new scope, and what it added and removed.
+    ScopeChanged {
+        scope: Scope,
+        added: ScopeDiff,
+        removed: ScopeDiff,
+    },
+    StateChanged {
+        from: State,
+        to: State,
+        #[serde(default)]
+        reason: String,
+    },
+    Note {
+        text: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Opened { .. } => "opened",
+            Event::ScopeChanged { .. } => "scope_changed",
+            Event::StateChanged { .. } => "state_changed",
+            Event::Note { .. } => "note",
+        }
+    }
+}
+
+/// An event as the log holds it: numbered from 1, with when and who.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub event: Event,
+}
+
+impl Recorded {
+    pub fn to_record(&self) -> IncidentEventRecord {
+        IncidentEventRecord {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            actor: self.actor.clone(),
+            kind: self.event.kind().to_string(),
+            payload: serde_json::to_string(&self.event).expect("events serialize"),
+        }
+    }
+
+    /// The stored event, decoded; its payload must be the kind the row
+    /// says.
+    pub fn from_record(r: &IncidentEventRecord) -> Result<Recorded, IncidentError> {
+        let undecodable = |reason: String| IncidentError::Undecodable {
+            seq: r.seq,
+            kind: r.kind.clone(),
+            reason,
+        };
+        let event: Event =
+            serde_json::from_str(&r.payload).map_err(|e| undecodable(e.to_string()))?;
+        if event.kind() != r.kind {
+            return Err(undecodable(format!("the payload is a {}", event.kind())));
+        }
+        Ok(Recorded {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            actor: r.actor.clone(),
+            event,
+        })
+    }
+}
+
+/// The incident as its log says it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub dedup_key: String,
+    pub state: State,
+    /// The policy's tier (1 to 3). None until the policy routes the
+    /// incident, which is an event kind the policy stage adds.
+    pub tier: Option<u32>,
+    pub source: Source,
+    pub opened_at_ms: i64,
+    pub opened_by: String,
+    /// When the last event happened.
+    pub updated_at_ms: i64,
+    pub scope: Scope,
+    /// The last event's number.
+    pub last_seq: i64,
+}
+
+/// Why a log does not project, or an event may not be appended.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IncidentError {
+    #[error("the incident's log is empty")]
+    Empty,
+    #[error("an incident's log starts with `opened`, not `{kind}`")]
+    NotOpened { kind: String },
+    #[error("event {seq} follows event {last}: the log has a gap or a fork")]
+    OutOfOrder { seq: i64, last: i64 },
+    #[error("event {seq} opens an incident that is already open")]
+    OpenedTwice { seq: i64 },
+    #[error("an incident cannot go from {from} to {to}")]
+    IllegalTransition { from: State, to: State },
+    #[error("event {seq} moves the incident from {claimed}, but it is {actual}")]
+    StaleFrom {
+        seq: i64,
+        claimed: State,
+        actual: State,
+    },
+    #[error("event {seq}: the scope of a {state} incident does not change any more")]
+    ScopeOfFinished { seq: i64, state: State },
+    #[error("event {seq} ({kind}) does not decode: {reason}")]
+    Undecodable {
+        seq: i64,
+        kind: String,
+        reason: String,
+    },
+}
+
+impl Incident {
+    /// The incident its first event opens.
+    pub fn start(first: &Recorded) -> Result<Incident, IncidentError> {
+        let Event::Opened { source, dedup_key } = &first.event else {
+            return Err(IncidentError::NotOpened {
+                kind: first.event.kind().to_string(),
+            });
+        };
+        if first.seq != 1 {
+            return Err(IncidentError::OutOfOrder {
+                seq: first.seq,
+                last: 0,
+            });
+        }
+        Ok(Incident {
+            dedup_key: dedup_key.clone(),
+            state: State::Detected,
+            tier: None,
+            source: source.clone(),
+            opened_at_ms: first.at_ms,
+            opened_by: first.actor.clone(),
+            updated_at_ms: first.at_ms,
+            scope: Scope::default(),
+            last_seq: first.seq,
+        })
+    }
+
+    /// The incident after one more event; an event that does not follow
+    /// (numbering, an illegal transition) is an error and changes nothing.
+    pub fn apply(&mut self, r: &Recorded) -> Result<(), IncidentError> {
+        if r.seq != self.last_seq + 1 {
+            return Err(IncidentError::OutOfOrder {
+                seq: r.seq,
+                last: self.last_seq,
+            });
+        }
+        match &r.event {
+            Event::Opened { .. } => return Err(IncidentError::OpenedTwice { seq: r.seq }),
+            Event::ScopeChanged { scope, .. } => {
+                if !self.state.is_open() {
+                    return Err(IncidentError::ScopeOfFinished {
+                        seq: r.seq,
+                        state: self.state,
+                    });
+                }
+                self.scope = scope.clone();
+            }
+            Event::StateChanged { from, to, .. } => {
+                if *from != self.state {
+                    return Err(IncidentError::StaleFrom {
+                        seq: r.seq,
+                        claimed: *from,
+                        actual: self.state,
+                    });
+                }
+                if !from.can_become(*to) {
+                    return Err(IncidentError::IllegalTransition {
+                        from: *from,
+                        to: *to,
+                    });
+                }
+                self.state = *to;
+            }
+            Event::Note { .. } => {}
+        }
+        self.last_seq = r.seq;
+        self.updated_at_ms = r.at_ms;
+        Ok(())
+    }
+
+    /// A state change from where the incident stands, checked against
+    /// the transition table before anything is written.
+    pub fn transition(&self, to: State, reason: &str) -> Result<Event, IncidentError> {
+        if !self.state.can_become(to) {
+            return Err(IncidentError::IllegalTransition {
+                from: self.state,
+                to,
+            });
+        }
+        Ok(Event::StateChanged {
+            from: self.state,
+            to,
+            reason: reason.to_string(),
+        })
+    }
+}
+
+/// The incident a log describes: the first event opens it and every
+/// later one applies in order. Pure: the same events give the same
+/// incident.
+pub fn project(events: &[Recorded]) -> Result<Incident, IncidentError> {
+    let (first, rest) = events.split_first().ok_or(IncidentError::Empty)?;
+    let mut incident = Incident::start(first)?;
+    for r in rest {
+        incident.apply(r)?;
+    }
+    Ok(incident)
+}
+
+/// How incidents are named to people: `INC-<id>`.
+pub fn display_id(id: i64) -> String {
+    format!("INC-{id}")
+}
+
+/// The store's id from `INC-7`, `inc-7` or `7`.
+pub fn parse_id(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let digits = match s.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case("inc-") => &s[4..],
+        _ => s,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n: &i64| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seq: i64, event: Event) -> Recorded {
+        Recorded {
+            seq,
+            at_ms: 1_000 * seq,
+            actor: "alice".into(),
+            event,
+        }
+    }
+
+    fn opened() -> Event {
+        let source = Source::Advisory {
+            id: "PYSEC-2023-228".into(),
+            asked_as: "CVE-2023-5752".into(),
+            host: None,
+        };
+        Event::Opened {
+            dedup_key: source.dedup_key(),
+            source,
+        }
+    }
+
+    fn moved(from: State, to: State) -> Event {
+        Event::StateChanged {
+            from,
+            to,
+            reason: String::new(),
+        }
+    }
+
+    fn scope(pids: &[(&str, u32)]) -> Scope {
+        let mut s = Scope::default();
+        for (host, pid) in pids {
+            s.hosts.insert(host.to_string());
+            s.workloads.insert(format!("host:{host}"));
+            s.pids.entry(host.to_string()).or_default().insert(*pid);
+            s.processes += 1;
+        }
+        s
+    }
+
+    /// The path a state takes from `detected` to reach `to` along the
+    /// table's forward edges.
+    fn path_to(to: State) -> Vec<State> {
+        use State::*;
+        let forward = [
+            Detected,
+            Scoped,
+            Planned,
+            ApprovalPending,
+            Contained,
+            Verifying,
+            Recovering,
+            Closed,
+        ];
+        match to {
+            FalsePositive => vec![Detected, FalsePositive],
+            s => forward[..=forward.iter().position(|f| *f == s).unwrap()].to_vec(),
+        }
+    }
+
+    fn log_to(to: State) -> Vec<Recorded> {
+        let path = path_to(to);
+        let mut log = vec![at(1, opened())];
+        for w in path.windows(2) {
+            log.push(at(log.len() as i64 + 1, moved(w[0], w[1])));
+        }
+        log
+    }
+
+    #[test]
+    fn a_log_projects_to_its_incident() {
+        let s1 = scope(&[("alpha", 10)]);
+        let log = vec![
+            at(1, opened()),
+            at(2, s1.change_from(&Scope::default()).unwrap()),
+            at(3, moved(State::Detected, State::Scoped)),
+            at(
+                4,
+                Event::Note {
+                    text: "paged the ML team".into(),
+                },
+            ),
+        ];
+        let i = project(&log).unwrap();
+        assert_eq!(i.state, State::Scoped);
+        assert_eq!(i.dedup_key, "advisory:PYSEC-2023-228");
+        assert_eq!(i.scope, s1);
+        assert_eq!(
+            (i.opened_at_ms, i.updated_at_ms, i.last_seq),
+            (1000, 4000, 4)
+        );
+        assert_eq!(i.opened_by, "alice");
+        assert_eq!(i.tier, None);
+        // Pure: the same events, the same incident; a prefix is the
+        // incident as it was then.
+        assert_eq!(project(&log).unwrap(), i);
+        assert_eq!(project(&log[..2]).unwrap().state, State::Detected);
+    }
+
+    #[test]
+    fn every_state_is_reachable_and_the_table_is_exact() {
+        use State::*;
+        for s in State::ALL {
+            assert_eq!(project(&log_to(s)).unwrap().state, s, "{s}");
+            assert_eq!(State::parse(s.name()), Some(s));
+            // The serde name is the one the store and the CLI print.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+        let legal: BTreeSet<(State, State)> = State::ALL
+            .into_iter()
+            .flat_map(|a| State::ALL.into_iter().map(move |b| (a, b)))
+            .filter(|(a, b)| a.can_become(*b))
+            .collect();
+        let mut want: BTreeSet<(State, State)> = [
+            (Detected, Scoped),
+            (Scoped, Planned),
+            (Planned, ApprovalPending),
+            (Planned, Contained),
+            (Planned, Verifying),
+            (Planned, Scoped),
+            (ApprovalPending, Contained),
+            (ApprovalPending, Planned),
+            (ApprovalPending, Scoped),
+            (Contained, Verifying),
+            (Verifying, Contained),
+            (Verifying, Recovering),
+            (Recovering, Closed),
+        ]
+        .into();
+        for s in State::ALL.into_iter().filter(|s| s.is_open()) {
+            want.insert((s, FalsePositive));
+        }
+        assert_eq!(legal, want);
+        assert!(!Closed.is_open() && !FalsePositive.is_open());
+        assert_eq!(State::parse("open"), None);
+    }
+
+    #[test]
+    fn illegal_transitions_are_errors() {
+        use State::*;
+        let cases = [
+            (Detected, Contained),
+            (Scoped, Closed),
+            (Contained, Scoped),
+            (Closed, Scoped),
+            (FalsePositive, Detected),
+            (Closed, FalsePositive),
+            (FalsePositive, FalsePositive),
+        ];
+        for (from, to) in cases {
+            let mut log = log_to(from);
+            let next = log.len() as i64 + 1;
+            log.push(at(next, moved(from, to)));
+            assert_eq!(
+                project(&log),
+                Err(IncidentError::IllegalTransition { from, to }),
+                "{from} -> {to}"
+            );
+            let before = project(&log[..log.len() - 1]).unwrap();
+            assert_eq!(
+                before.transition(to, "x"),
+                Err(IncidentError::IllegalTransition { from, to })
+            );
+        }
+        // An event that claims another starting state is stale.
+        let mut log = log_to(Scoped);
+        log.push(at(3, moved(Detected, Scoped)));
+        assert!(matches!(
+            project(&log),
+            Err(IncidentError::StaleFrom {
+                claimed: Detected,
+                actual: Scoped,
+                ..
+            })
+        ));
+        // False positive from every open state.
+        for s in State::ALL.into_iter().filter(|s| s.is_open()) {
+            let i = project(&log_to(s)).unwrap();
+            assert!(i.transition(FalsePositive, "not loaded").is_ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_log_must_open_once_and_number_on() {
+        assert_eq!(project(&[]), Err(IncidentError::Empty));
+        assert_eq!(
+            project(&[at(1, Event::Note { text: "x".into() })]),
+            Err(IncidentError::NotOpened {
+                kind: "note".into()
+            })
+        );
+        assert_eq!(
+            project(&[at(1, opened()), at(2, opened())]),
+            Err(IncidentError::OpenedTwice { seq: 2 })
+        );
+        assert_eq!(
+            project(&[at(1, opened()), at(3, Event::Note { text: "x".into() })]),
+            Err(IncidentError::OutOfOrder { seq: 3, last: 1 })
+        );
+        assert_eq!(
+            project(&[at(2, opened())]),
+            Err(IncidentError::OutOfOrder { seq: 2, last: 0 })
+        );
+        // A finished incident's scope stays as it was.
+        let mut log = log_to(State::FalsePositive);
+        let n = log.len() as i64 + 1;
+        log.push(at(
+            n,
+            scope(&[("a", 1)]).change_from(&Scope::default()).unwrap(),
+        ));
+        assert!(matches!(
+            project(&log),
+            Err(IncidentError::ScopeOfFinished { .. })
+        ));
+    }
+
+    #[test]
+    fn scope_changes_say_what_was_added_and_removed() {
+        let old = scope(&[("alpha", 10), ("alpha", 11), ("beta", 7)]);
+        let new = scope(&[("alpha", 11), ("alpha", 12), ("gamma", 3)]);
+        assert_eq!(old.change_from(&old), None);
+        let Some(Event::ScopeChanged {
+            scope,
+            added,
+            removed,
+        }) = new.change_from(&old)
+        else {
+            panic!("the scopes differ")
+        };
+        assert_eq!(scope, new);
+        assert_eq!(added.hosts, BTreeSet::from(["gamma".to_string()]));
+        assert_eq!(removed.hosts, BTreeSet::from(["beta".to_string()]));
+        assert_eq!(
+            added.pids,
+            BTreeMap::from([
+                ("alpha".to_string(), BTreeSet::from([12])),
+                ("gamma".to_string(), BTreeSet::from([3]))
+            ])
+        );
+        assert_eq!(
+            removed.pids,
+            BTreeMap::from([
+                ("alpha".to_string(), BTreeSet::from([10])),
+                ("beta".to_string(), BTreeSet::from([7]))
+            ])
+        );
+        assert_eq!(added.workloads, BTreeSet::from(["host:gamma".to_string()]));
+        // Only the evidence changed: still a change, with empty diffs.
+        let mut stronger = old.clone();
+        stronger.evidence = "mapped".into();
+        match stronger.change_from(&old) {
+            Some(Event::ScopeChanged { added, removed, .. }) => {
+                assert!(added.is_empty() && removed.is_empty())
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_their_records() {
+        let log = vec![
+            at(1, opened()),
+            at(
+                2,
+                scope(&[("alpha", 10)])
+                    .change_from(&Scope::default())
+                    .unwrap(),
+            ),
+            at(3, moved(State::Detected, State::Scoped)),
+            at(
+                4,
+                Event::Note {
+                    text: "\u{1b}[2J hostile".into(),
+                },
+            ),
+        ];
+        for r in &log {
+            let rec = r.to_record();
+            assert_eq!(rec.kind, r.event.kind());
+            assert_eq!(&Recorded::from_record(&rec).unwrap(), r);
+        }
+        let json: serde_json::Value = serde_json::from_str(&log[0].to_record().payload).unwrap();
+        assert_eq!(json["kind"], "opened");
+        assert_eq!(json["source"]["kind"], "advisory");
+        assert_eq!(json["source"]["id"], "PYSEC-2023-228");
+        // A payload of another kind than its row, or not JSON, is refused
+        // with the event's number.
+        let mut wrong = log[3].to_record();
+        wrong.kind = "opened".into();
+        assert!(matches!(
+            Recorded::from_record(&wrong),
+            Err(IncidentError::Undecodable { seq: 4, .. })
+        ));
+        wrong.payload = "{not json".into();
+        assert!(Recorded::from_record(&wrong).is_err());
+        let unknown = IncidentEventRecord {
+            seq: 5,
+            kind: "teleported".into(),
+            payload: r#"{"kind":"teleported"}"#.into(),
+            ..Default::default()
+        };
+        assert!(Recorded::from_record(&unknown).is_err());
+    }
+
+    #[test]
+    fn dedup_keys_and_ids() {
+        let with_host = Source::Advisory {
+            id: "GHSA-x".into(),
+            asked_as: String::new(),
+            host: Some("web-1".into()),
+        };
+        assert_eq!(with_host.dedup_key(), "advisory:GHSA-x host=web-1");
+        let pkg = Source::Package {
+            package: "pkg:pypi/pip".into(),
+            name: "pip".into(),
+            ecosystem: Some("pypi".into()),
+            group: None,
+            range: Some("<23.3".into()),
+        };
+        assert_eq!(pkg.dedup_key(), "package:pkg:pypi/pip@<23.3");
+        let name = Source::Package {
+            package: "libssl3".into(),
+            name: "libssl3".into(),
+            ecosystem: None,
+            group: None,
+            range: None,
+        };
+        assert_eq!(name.dedup_key(), "package:libssl3");
+        assert_eq!(display_id(7), "INC-7");
+        for (s, want) in [
+            ("INC-7", Some(7)),
+            ("inc-12", Some(12)),
+            (" 3 ", Some(3)),
+            ("INC-", None),
+            ("INC-0", None),
+            ("INC--1", None),
+            ("7x", None),
+            ("99999999999999999999", None),
+            ("ÍNC-1", None),
+        ] {
+            assert_eq!(parse_id(s), want, "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! An incident's scope: the exposure answer for its subject, as
+//! `patchgap query --advisory ID` and `patchgap query NAME@RANGE` give it
+//! (the same `fleet::exposure` walk), folded into workloads, hosts, image
+//! digests, pids per host, data scopes, privilege and the strongest
+//! evidence. An advisory's scope leaves out matches a distro backport
+//! fixed: those processes are not exposed.
+//!
+//! Bounded: the walk goes a page at a time and stops at
+//! [`MAX_PROCESSES`] exposed processes (the scope then says `truncated`).
+
+use std::collections::HashMap;
+
+use patchgap_proto::v1;
+
+use super::{Scope, Source};
+use crate::{
+    advisories::version::Constraint,
+    ecosystem::purl_order,
+    fleet::{
+        exposure::{self, FindingsQuery, MatchPage, PackageQuery, evidence_rank},
+        scope::Rule,
+        workloads,
+    },
+    store::{PageLimit, ProcessCursor, Store, StoreError},
+};
+
+/// The most processes one scope lists. Past it the scope is cut and says
+/// so; the responder narrows the incident (a host, a range).
+pub const MAX_PROCESSES: usize = 10_000;
+
+/// One page of the walk: processes per page and rows looked at.
+const PAGE: PageLimit = PageLimit {
+    items: 1_000,
+    scan: 100_000,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("no advisory is known as {0}: import it with `patchgap advisories import`")]
+    UnknownAdvisory(String),
+    #[error("bad package range {spec:?}: {reason}")]
+    BadRange { spec: String, reason: String },
+    #[error("an incident from {0} has no exposure query to scope it yet")]
+    NoQuery(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The stored ids of the advisories an id or alias names, sorted: the
+/// first is the incident's canonical id, whichever of them was typed.
+pub fn advisory_ids(store: &dyn Store, id_or_alias: &str) -> Result<Vec<String>, ScopeError> {
+    let mut ids: Vec<String> = store
+        .advisory(id_or_alias)?
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    if ids.is_empty() {
+        return Err(ScopeError::UnknownAdvisory(id_or_alias.to_string()));
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The scope of `source` now, with the fleet's workloads named under the
+/// data-scope mapping `rules`.
+pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Scope, ScopeError> {
+    // Each instance's fleet workload: key, image, scope, privilege.
+    let rows = store.workloads()?;
+    let summaries = workloads::summarize(&rows, rules);
+    let by_key: HashMap<&str, &v1::WorkloadSummary> =
+        summaries.iter().map(|s| (s.key.as_str(), s)).collect();
+    let by_instance: HashMap<(String, String), &v1::WorkloadSummary> = rows
+        .iter()
+        .filter_map(|r| {
+            let s = by_key.get(workloads::key(r).as_str())?;
+            Some(((r.host_id.clone(), r.workload.id.clone()), *s))
+        })
+        .collect();
+
+    let mut fold = Fold {
+        scope: Scope::default(),
+        by_instance: &by_instance,
+        host: None,
+    };
+    match source {
+        Source::Advisory { id, host, .. } => {
+            fold.host = host.as_deref();
+            let ids = advisory_ids(store, id)?;
+            let index = exposure::FindingsIndex::load(
+                store,
+                &FindingsQuery {
+                    advisories: Some(ids),
+                    window: None,
+                    include_fixed: false,
+                },
+            )?;
+            walk(&mut fold, |after| {
+                exposure::findings_page(store, &index, None, after, PAGE)
+            })?;
+        }
+        Source::Package {
+            package,
+            name,
+            ecosystem,
+            group,
+            range,
+        } => {
+            let range: Option<Constraint> = match range {
+                Some(r) => Some(r.parse::<Constraint>().map_err(|e| ScopeError::BadRange {
+                    spec: format!("{package}@{r}"),
+                    reason: format!("{e}"),
+                })?),
+                None => None,
+            };
+            let version_ok = |eco: &str, v: &str| {
+                range
+                    .as_ref()
+                    .is_none_or(|c| c.matches_in(v, purl_order(eco)))
+            };
+            let query = PackageQuery {
+                name,
+                ecosystem: ecosystem.as_deref(),
+                source: group.as_deref(),
+                version_ok: &version_ok,
+                window: None,
+            };
+            walk(&mut fold, |after| {
+                exposure::find_package_page(store, &query, after, PAGE)
+            })?;
+        }
+        Source::PolicyRule { .. } => return Err(ScopeError::NoQuery("a policy rule")),
+        Source::EgressAlert { .. } => return Err(ScopeError::NoQuery("an egress alert")),
+    }
+    Ok(fold.scope)
+}
+
+/// Walks pages until the answer ends or the scope is full.
+fn walk(
+    fold: &mut Fold<'_>,
+    mut page: impl FnMut(Option<&ProcessCursor>) -> crate::store::Result<MatchPage>,
+) -> Result<(), ScopeError> {
+    let mut after: Option<ProcessCursor> = None;
+    loop {
+        let p = page(after.as_ref())?;
+        for (_, matches) in p.processes {
+            if fold.scope.processes as usize >= MAX_PROCESSES {
+                fold.scope.truncated = true;
+                return Ok(());
+            }
+            fold.process(&matches);
+        }
+        match p.next {
+            Some(n) => after = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
+struct Fold<'a> {
+    scope: Scope,
+    by_instance: &'a HashMap<(String, String), &'a v1::WorkloadSummary>,
+    /// Only this host (by name or host id).
+    host: Option<&'a str>,
+}
+
+impl Fold<'_> {
+    /// Adds one process's matches (all of one process: a page never
+    /// splits them).
+    fn process(&mut self, matches: &[v1::Match]) {
+        let mut counted = false;
+        for m in matches {
+            if self.host.is_some_and(|h| m.host != h && m.host_id != h) {
+                continue;
+            }
+            let s = &mut self.scope;
+            if !counted {
+                s.processes += 1;
+                counted = true;
+            }
+            s.hosts.insert(m.host.clone());
+            if let Some(k) = m.key {
+                s.pids.entry(m.host.clone()).or_default().insert(k.pid);
+            }
+            match self
+                .by_instance
+                .get(&(m.host_id.clone(), m.workload.clone()))
+            {
+                Some(w) => {
+                    s.workloads.insert(w.key.clone());
+                    if !w.image_digest.is_empty() {
+                        s.image_digests.insert(w.image_digest.clone());
+                    }
+                    if let Some(scope) = &w.scope
+                        && !scope.classification.is_empty()
+                    {
+                        s.data_scopes.insert(scope.classification.clone());
+                    }
+                    s.privileged |= w.privileged;
+                }
+                // A process whose workload row is gone (it just exited):
+                // its instance on its host.
+                None => {
+                    s.workloads.insert(format!("{}/{}", m.host, m.workload));
+                }
+            }
+            if !m.sbom_image.is_empty() {
+                s.image_digests.insert(m.sbom_image.clone());
+            }
+            if s.evidence.is_empty() || evidence_rank(&m.evidence) > evidence_rank(&s.evidence) {
+                s.evidence = m.evidence.clone();
+            }
+            if let Some(p) = &m.package {
+                s.packages.insert(if p.purl.is_empty() {
+                    format!("{}@{}", p.name, p.version)
+                } else {
+                    p.purl.clone()
+                });
+            }
+        }
+    }
+}
