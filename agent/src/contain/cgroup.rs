@@ -26,7 +26,9 @@ pub fn cgroup2_mount(mountinfo: &[u8]) -> Option<PathBuf> {
         if fields.len() < 6 || fields[3] != b"/" {
             continue;
         }
-        let mount = unescape(fields[4])?;
+        let Some(mount) = unescape(fields[4]) else {
+            continue;
+        };
         if mount.first() == Some(&b'/') {
             return Some(PathBuf::from(OsStr::from_bytes(&mount)));
         }
@@ -145,6 +147,11 @@ mod tests {
 29 24 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw
 ";
         assert_eq!(cgroup2_mount(v2), Some(PathBuf::from("/sys/fs/cgroup")));
+        // A malformed line does not hide a good one after it.
+        assert_eq!(
+            cgroup2_mount(b"1 0 0:1 / /mnt/bad\\04 rw - cgroup2 none rw\n2 0 0:1 / /cg rw - cgroup2 none rw\n"),
+            Some(PathBuf::from("/cg"))
+        );
         // Escaped mount points.
         assert_eq!(
             cgroup2_mount(b"1 0 0:1 / /mnt/my\\040cg rw - cgroup2 none rw\n"),
@@ -155,6 +162,7 @@ mod tests {
             b"32 31 0:27 / /sys/fs/cgroup/unified rw - cgroup cgroup rw\n",
             b"32 31 0:27 / /sys/fs/cgroup/unified rw cgroup2 cgroup2 rw\n",
             b"1 0 0:1 / /mnt/bad\\04 rw - cgroup2 none rw\n",
+            b"1 0 0:1 / /mnt/bad\\x40 rw - cgroup2 none rw\n",
             b"1 0 0:1 / /mnt/bad\\777 rw - cgroup2 none rw\n",
             b"1 0 0:1 / relative rw - cgroup2 none rw\n",
             b"1 0 0:1 / - cgroup2\n",

@@ -267,6 +267,8 @@ impl Executor {
 
     /// The counters of isolation `id` (its newest complete generation), or
     /// None when it is not pinned or its maps cannot be read (logged).
+    /// Counters belong to a generation: a swap starts from zero, and the
+    /// first-block time is then the new generation's.
     pub fn status(&self, id: &str) -> Option<Counters> {
         if !valid_id(id) {
             return None;
@@ -328,7 +330,7 @@ impl Executor {
         if let Err(error) = self.attach(&target, &dir) {
             // Nothing half-made stays; what was in force before still is.
             if let Err(cleanup) = remove_generation(&dir) {
-                tracing::warn!(error = %cleanup, id, "contain: cannot remove a failed generation");
+                tracing::warn!(error = %cleanup, id = %id, "contain: cannot remove a failed generation");
             }
             return Applied::Failed { id, error };
         }
