@@ -33,6 +33,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, Map, MapData};
 use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
+use aya::util::KernelVersion;
 use aya::{EbpfLoader, Pod};
 use patchgap_ebpf::CONTAIN_OBJECT;
 use patchgap_ebpf::contain as abi;
@@ -442,6 +443,18 @@ impl Executor {
     /// programs to the cgroup and pins everything in `dir`, the spec record
     /// last.
     fn attach(&self, t: &Target<'_>, dir: &Path) -> Result<(), ContainError> {
+        // Cgroup BPF links (pinnable, multi-attach): 5.7. A kernel without
+        // them is refused, not served an exclusive legacy attach.
+        let kernel = KernelVersion::current()
+            .map_err(|e| t.bpf("read the kernel version".into(), io::Error::other(e.to_string())))?;
+        if kernel < KernelVersion::new(5, 7, 0) {
+            return Err(t.bpf(
+                "check the kernel".into(),
+                io::Error::other(format!(
+                    "kernel {kernel:?} has no cgroup BPF links (5.7+): isolation cannot be pinned"
+                )),
+            ));
+        }
         let record = Record {
             version: SPEC_VERSION,
             spec: t.spec.clone(),
@@ -527,10 +540,17 @@ impl Executor {
                 .map_err(|e| t.bpf(format!("pin {name}"), e))?;
         }
 
-        // BPF_F_ALLOW_MULTI: our programs run next to any other BPF user's
-        // on this cgroup and its ancestors, and replace none. Each link is
-        // pinned at once, so nothing attached is ever held only by this
-        // process.
+        // Our programs must run next to any other BPF user's on this cgroup
+        // and its ancestors, and replace none: BPF_F_ALLOW_MULTI. With aya
+        // =0.14 on a kernel with cgroup BPF links (5.7+) attach() is
+        // BPF_LINK_CREATE, and the kernel attaches every cgroup link as
+        // BPF_F_ALLOW_MULTI by itself while refusing any flag with EINVAL
+        // (measured on 6.18: CgroupAttachMode::AllowMultiple fails). So the
+        // mode passed is Single, which is "no flags", and the multi-attach
+        // comes from the link. Older kernels would get a legacy
+        // BPF_PROG_ATTACH, exclusive and not pinnable: refused above.
+        // Each link is pinned at once, so nothing attached is ever held
+        // only by this process.
         for &name in abi::PROGRAMS {
             let program = ebpf.program_mut(name).ok_or_else(|| t.missing(name))?;
             let link: FdLink = if name == abi::PROG_EGRESS {
@@ -542,7 +562,7 @@ impl Executor {
                     .attach(
                         &t.dir,
                         CgroupSkbAttachType::Egress,
-                        CgroupAttachMode::AllowMultiple,
+                        CgroupAttachMode::Single,
                     )
                     .map_err(|e| t.bpf(format!("attach {name}"), e))?;
                 let link = p
@@ -557,7 +577,7 @@ impl Executor {
                     .map_err(|e| t.bpf(format!("program {name}"), e))?;
                 p.load().map_err(|e| t.bpf(format!("load {name}"), e))?;
                 let link_id = p
-                    .attach(&t.dir, CgroupAttachMode::AllowMultiple)
+                    .attach(&t.dir, CgroupAttachMode::Single)
                     .map_err(|e| t.bpf(format!("attach {name}"), e))?;
                 let link = p
                     .take_link(link_id)
