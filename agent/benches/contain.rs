@@ -133,7 +133,9 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let pid = std::process::id();
-    let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/pgct-bench-{pid}/contain")));
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/pgct-bench-{pid}/contain"
+    )));
     let isolated = Cgroup(Path::new(UNIFIED).join(format!("pgct-bench-{pid}-isolated")));
     let plain = Cgroup(Path::new(UNIFIED).join(format!("pgct-bench-{pid}-plain")));
     fs::create_dir(&isolated.0).expect("create the isolated cgroup (root needed)");

@@ -21,7 +21,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use patchgap_agent::contain::{Applied, ContainError, Executor, Isolation, Mode, Prefix, Protected};
+use patchgap_agent::contain::{
+    Applied, ContainError, Executor, Isolation, Mode, Prefix, Protected,
+};
 
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
 const NS_IP: &str = "198.51.100.2";
@@ -119,14 +121,24 @@ impl Netns {
         run("ip", &["netns", "add", &ns.name]);
         run(
             "ip",
-            &["link", "add", &ns.veth, "type", "veth", "peer", "name", &peer],
+            &[
+                "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer,
+            ],
         );
         run("ip", &["link", "set", &peer, "netns", &ns.name]);
         run("ip", &["addr", "add", "198.51.100.1/24", "dev", &ns.veth]);
         run("ip", &["link", "set", &ns.veth, "up"]);
         run(
             "ip",
-            &["-n", &ns.name, "addr", "add", "198.51.100.2/24", "dev", &peer],
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "198.51.100.2/24",
+                "dev",
+                &peer,
+            ],
         );
         run("ip", &["-n", &ns.name, "link", "set", &peer, "up"]);
         run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -210,7 +222,15 @@ while True:
 "#;
     // `ip netns exec` execs the interpreter itself: the pid is python's.
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "/usr/bin/python3", "-c", SERVER, NS_IP])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "/usr/bin/python3",
+            "-c",
+            SERVER,
+            NS_IP,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the namespace listener");
@@ -449,7 +469,10 @@ impl World {
             let (ok, seen) = world
                 .client
                 .wait_for(label, |r| r == "ok", Duration::from_secs(5));
-            assert!(ok.is_some(), "{label} never connected before isolation: {seen:?}");
+            assert!(
+                ok.is_some(),
+                "{label} never connected before isolation: {seen:?}"
+            );
         }
         world
     }
@@ -471,8 +494,13 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
     let t0 = Instant::now();
     let t0_ms = unix_ms();
     let applied = exec.reconcile(&[isolation(id, &w.cgroup.path, Mode::Enforce)]);
-    assert!(matches!(outcome(&applied, id), Applied::Attached { .. }), "{applied:?}");
-    let (blocked, seen) = w.client.wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+    assert!(
+        matches!(outcome(&applied, id), Applied::Attached { .. }),
+        "{applied:?}"
+    );
+    let (blocked, seen) = w
+        .client
+        .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
     let blocked = blocked.unwrap_or_else(|| panic!("no EPERM within 2 s: {seen:?}"));
     eprintln!(
         "time to containment (reconcile to the first failed connect): {:?}",
@@ -494,7 +522,10 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
     for label in ["loop", "loop6"] {
         let results: Vec<_> = rounds.iter().filter(|(l, _)| l == label).collect();
         assert!(!results.is_empty(), "no {label} results");
-        assert!(results.iter().all(|(_, r)| r == "ok"), "{label}: {results:?}");
+        assert!(
+            results.iter().all(|(_, r)| r == "ok"),
+            "{label}: {results:?}"
+        );
     }
     // A process outside the cgroup (this one) still connects.
     TcpStream::connect_timeout(&w.remote, Duration::from_secs(2))
@@ -510,22 +541,39 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
         first + 50 >= t0_ms && first <= unix_ms() + 50,
         "first block {first} not between {t0_ms} and now"
     );
-    assert_eq!(ours_attached(&w.cgroup.path), 3, "{}", bpftool_show(&w.cgroup.path));
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        3,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
 
     // Release: the pins go, the programs go, connects succeed again.
     let t1 = Instant::now();
     let applied = exec.reconcile(&[]);
-    assert!(matches!(outcome(&applied, id), Applied::Released { .. }), "{applied:?}");
-    let (ok, seen) = w.client.wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    assert!(
+        matches!(outcome(&applied, id), Applied::Released { .. }),
+        "{applied:?}"
+    );
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
     let ok = ok.unwrap_or_else(|| panic!("still blocked 2 s after release: {seen:?}"));
     eprintln!("time to release: {:?}", ok - t1);
-    let (udp, _) = w.client.wait_for("udp", |r| r == "ok", Duration::from_secs(2));
+    let (udp, _) = w
+        .client
+        .wait_for("udp", |r| r == "ok", Duration::from_secs(2));
     assert!(udp.is_some(), "UDP still dropped after release");
     let deadline = Instant::now() + Duration::from_secs(2);
     while ours_attached(&w.cgroup.path) != 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(ours_attached(&w.cgroup.path), 0, "{}", bpftool_show(&w.cgroup.path));
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        0,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
     assert!(!exec.bpffs_dir().join(id).exists(), "pins left behind");
     assert!(exec.status(id).is_none());
 }
@@ -538,11 +586,20 @@ fn shadow_counts_and_blocks_nothing() {
     let id = "inc-2";
 
     let applied = exec.reconcile(&[isolation(id, &w.cgroup.path, Mode::Shadow)]);
-    assert!(matches!(outcome(&applied, id), Applied::Attached { .. }), "{applied:?}");
+    assert!(
+        matches!(outcome(&applied, id), Applied::Attached { .. }),
+        "{applied:?}"
+    );
     let rounds = w.client.collect(Duration::from_millis(1000));
-    let remote: Vec<_> = rounds.iter().filter(|(l, _)| l != "loop" && l != "loop6").collect();
+    let remote: Vec<_> = rounds
+        .iter()
+        .filter(|(l, _)| l != "loop" && l != "loop6")
+        .collect();
     assert!(remote.len() >= 6, "{rounds:?}");
-    assert!(remote.iter().all(|(_, r)| r == "ok"), "shadow blocked something: {remote:?}");
+    assert!(
+        remote.iter().all(|(_, r)| r == "ok"),
+        "shadow blocked something: {remote:?}"
+    );
 
     let c = exec.status(id).expect("counters");
     assert_eq!(c.mode, Some(Mode::Shadow));
@@ -568,8 +625,13 @@ fn a_restarted_executor_keeps_the_isolation_and_swaps_without_a_window() {
     {
         let mut first = w.executor();
         let applied = first.reconcile(&desired);
-        assert!(matches!(outcome(&applied, id), Applied::Attached { .. }), "{applied:?}");
-        let (blocked, seen) = w.client.wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+        assert!(
+            matches!(outcome(&applied, id), Applied::Attached { .. }),
+            "{applied:?}"
+        );
+        let (blocked, seen) = w
+            .client
+            .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
         assert!(blocked.is_some(), "{seen:?}");
         // The three programs go on one after the other within reconcile: a
         // round of the client that straddled it may have seen some of them
@@ -585,24 +647,47 @@ fn a_restarted_executor_keeps_the_isolation_and_swaps_without_a_window() {
     // A new agent: it reads the isolation from bpffs, and reconciling the
     // same desired set touches nothing (the same program ids stay).
     let mut second = w.executor();
-    let c = second.status(id).expect("the new executor reads the counters");
+    let c = second
+        .status(id)
+        .expect("the new executor reads the counters");
     assert!(c.blocked_connects > 0, "{c:?}");
     let applied = second.reconcile(&desired);
-    assert!(matches!(outcome(&applied, id), Applied::Unchanged { .. }), "{applied:?}");
-    assert_eq!(bpftool_show(&w.cgroup.path), before, "programs were re-attached");
+    assert!(
+        matches!(outcome(&applied, id), Applied::Unchanged { .. }),
+        "{applied:?}"
+    );
+    assert_eq!(
+        bpftool_show(&w.cgroup.path),
+        before,
+        "programs were re-attached"
+    );
 
     // A changed spec (one more allowed prefix) is swapped in: new attached
     // first, old removed, and the client never gets through meanwhile.
     let mut changed = desired.clone();
-    changed[0].allow.push("203.0.113.0/24".parse::<Prefix>().unwrap());
+    changed[0]
+        .allow
+        .push("203.0.113.0/24".parse::<Prefix>().unwrap());
     let applied = second.reconcile(&changed);
-    assert!(matches!(outcome(&applied, id), Applied::Swapped { .. }), "{applied:?}");
+    assert!(
+        matches!(outcome(&applied, id), Applied::Swapped { .. }),
+        "{applied:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(2);
     while ours_attached(&w.cgroup.path) != 3 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(ours_attached(&w.cgroup.path), 3, "{}", bpftool_show(&w.cgroup.path));
-    assert_ne!(bpftool_show(&w.cgroup.path), before, "the swap attached new programs");
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        3,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
+    assert_ne!(
+        bpftool_show(&w.cgroup.path),
+        before,
+        "the swap attached new programs"
+    );
     let gens: Vec<_> = fs::read_dir(second.bpffs_dir().join(id))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -621,7 +706,9 @@ fn a_restarted_executor_keeps_the_isolation_and_swaps_without_a_window() {
 
     let applied = second.reconcile(&[]);
     assert!(matches!(outcome(&applied, id), Applied::Released { .. }));
-    let (ok, seen) = w.client.wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
     assert!(ok.is_some(), "{seen:?}");
 }
 
@@ -634,7 +721,11 @@ fn guards_refuse_and_attach_nothing() {
     let root = PathBuf::from(UNIFIED);
     let applied = exec.reconcile(&[
         isolation("root", &root, Mode::Enforce),
-        isolation("root-slash", Path::new("/sys/fs/cgroup/unified/"), Mode::Enforce),
+        isolation(
+            "root-slash",
+            Path::new("/sys/fs/cgroup/unified/"),
+            Mode::Enforce,
+        ),
         isolation("outside", Path::new("/tmp"), Mode::Enforce),
         isolation("v1", Path::new("/sys/fs/cgroup/memory"), Mode::Enforce),
         isolation("dotdot", &root.join("x/../.."), Mode::Enforce),
@@ -648,7 +739,10 @@ fn guards_refuse_and_attach_nothing() {
         assert!(
             matches!(
                 refused(&applied, id),
-                ContainError::Refused { what: Protected::Root, .. }
+                ContainError::Refused {
+                    what: Protected::Root,
+                    ..
+                }
             ),
             "{id}"
         );
@@ -659,11 +753,23 @@ fn guards_refuse_and_attach_nothing() {
             "{id}"
         );
     }
-    assert!(matches!(refused(&applied, "missing"), ContainError::CgroupMissing { .. }));
-    assert!(matches!(refused(&applied, "bad id!"), ContainError::InvalidId { .. }));
+    assert!(matches!(
+        refused(&applied, "missing"),
+        ContainError::CgroupMissing { .. }
+    ));
+    assert!(matches!(
+        refused(&applied, "bad id!"),
+        ContainError::InvalidId { .. }
+    ));
     let dups: Vec<_> = applied.iter().filter(|a| a.id() == Some("dup")).collect();
     assert_eq!(dups.len(), 2);
-    assert!(matches!(dups[1], Applied::Failed { error: ContainError::DuplicateId { .. }, .. }));
+    assert!(matches!(
+        dups[1],
+        Applied::Failed {
+            error: ContainError::DuplicateId { .. },
+            ..
+        }
+    ));
 
     // The agent's own cgroup and its ancestors: move this process into
     // parent/child for the duration (the lock keeps other live tests from
@@ -691,7 +797,10 @@ fn guards_refuse_and_attach_nothing() {
         assert!(
             matches!(
                 refused(&applied, id),
-                ContainError::Refused { what: Protected::Agent, .. }
+                ContainError::Refused {
+                    what: Protected::Agent,
+                    ..
+                }
             ),
             "{id}: {applied:?}"
         );
@@ -702,9 +811,15 @@ fn guards_refuse_and_attach_nothing() {
     // Back in the root, the sibling is fair game (the guard is about the
     // agent, not about the name).
     let applied = exec.reconcile(&[isolation("sibling", &sibling.path, Mode::Shadow)]);
-    assert!(matches!(outcome(&applied, "sibling"), Applied::Attached { .. }), "{applied:?}");
+    assert!(
+        matches!(outcome(&applied, "sibling"), Applied::Attached { .. }),
+        "{applied:?}"
+    );
     let applied = exec.reconcile(&[]);
-    assert!(matches!(outcome(&applied, "sibling"), Applied::Released { .. }));
+    assert!(matches!(
+        outcome(&applied, "sibling"),
+        Applied::Released { .. }
+    ));
 
     // Something under the bpffs directory that the executor did not create
     // (a name that is no containment id; bpffs refuses names with a dot)

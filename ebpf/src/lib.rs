@@ -28,8 +28,7 @@ const ALIGNED_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../obj/patchgap
 /// `aya::EbpfLoader::load`.
 pub const OBJECT: &[u8] = &ALIGNED_OBJECT.0;
 
-const ALIGNED_CONTAIN_OBJECT: &Aligned<[u8]> =
-    &Aligned(*include_bytes!("../obj/contain.bpf.o"));
+const ALIGNED_CONTAIN_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../obj/contain.bpf.o"));
 
 /// The compiled isolation object (`contain.bpf.c`), 8-byte aligned. The agent
 /// loads one instance per isolated cgroup (`aya::EbpfLoader::load`), so each

@@ -498,7 +498,10 @@ fn map_max_entries(btf: &Btf<'_>, map: &str) -> u32 {
 
 #[test]
 fn events_default_size_matches_object() {
-    assert_eq!(map_max_entries(&object_btf(), MAP_EVENTS), EVENTS_DEFAULT_BYTES);
+    assert_eq!(
+        map_max_entries(&object_btf(), MAP_EVENTS),
+        EVENTS_DEFAULT_BYTES
+    );
 }
 
 // ---- The isolation object (contain.bpf.o) ----
@@ -507,7 +510,11 @@ fn events_default_size_matches_object() {
 fn contain_structs_match_c() {
     use patchgap_ebpf::contain::*;
     let btf = contain_btf();
-    assert_same_in(&btf, "pg_contain_config", rust_layout!(Config { mode, _pad0 }));
+    assert_same_in(
+        &btf,
+        "pg_contain_config",
+        rust_layout!(Config { mode, _pad0 }),
+    );
     assert_same_in(
         &btf,
         "pg_contain_counters",
@@ -520,13 +527,24 @@ fn contain_structs_match_c() {
             first_would_block_ns
         }),
     );
-    assert_same_in(&btf, "pg_contain_v4_key", rust_layout!(V4Key { prefixlen, addr }));
-    assert_same_in(&btf, "pg_contain_v6_key", rust_layout!(V6Key { prefixlen, addr }));
+    assert_same_in(
+        &btf,
+        "pg_contain_v4_key",
+        rust_layout!(V4Key { prefixlen, addr }),
+    );
+    assert_same_in(
+        &btf,
+        "pg_contain_v6_key",
+        rust_layout!(V6Key { prefixlen, addr }),
+    );
     assert_same_in(&btf, "pg_contain_spec", rust_layout!(Spec { json }));
-    let modes: Vec<(String, i64)> = [("PG_CONTAIN_SHADOW", MODE_SHADOW), ("PG_CONTAIN_ENFORCE", MODE_ENFORCE)]
-        .iter()
-        .map(|(n, v)| (n.to_string(), i64::from(*v)))
-        .collect();
+    let modes: Vec<(String, i64)> = [
+        ("PG_CONTAIN_SHADOW", MODE_SHADOW),
+        ("PG_CONTAIN_ENFORCE", MODE_ENFORCE),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), i64::from(*v)))
+    .collect();
     assert_eq!(btf.enum_values("pg_contain_mode"), modes);
     for map in [MAP_ALLOW4, MAP_ALLOW6] {
         assert_eq!(map_max_entries(&btf, map) as usize, ALLOW_MAX, "{map}");
@@ -555,13 +573,20 @@ fn contain_programs_and_maps_exist() {
         let s = sym(prog);
         assert_eq!((s.kind, s.section), (STT_FUNC, section), "{prog}");
         // The kernel keeps 15 bytes of a program's name; bpftool shows those.
-        assert!(prog.len() <= 15, "{prog}: name longer than the kernel keeps");
+        assert!(
+            prog.len() <= 15,
+            "{prog}: name longer than the kernel keeps"
+        );
     }
     let in_object = syms
         .iter()
         .filter(|s| s.kind == STT_FUNC && s.section.starts_with("cgroup"))
         .count();
-    assert_eq!(in_object, PROGRAMS.len(), "programs in the object vs PROGRAMS");
+    assert_eq!(
+        in_object,
+        PROGRAMS.len(),
+        "programs in the object vs PROGRAMS"
+    );
     for m in MAPS {
         let s = sym(m);
         assert_eq!((s.kind, s.section), (STT_OBJECT, ".maps"), "map {m}");

@@ -140,7 +140,10 @@ mod tests {
 32 31 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
 33 31 0:28 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
 ";
-        assert_eq!(cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         // Pure v2, with a bind mount of a subtree listed first.
         let v2 = b"\
 40 31 0:27 /kubepods /run/pods rw - cgroup2 cgroup2 rw
@@ -193,7 +196,10 @@ mod tests {
         assert_eq!(check(""), Some(Protected::Root));
         assert_eq!(check("/"), Some(Protected::Root));
         assert_eq!(check("/./"), Some(Protected::Root));
-        assert_eq!(check("system.slice/patchgap-agent.service"), Some(Protected::Agent));
+        assert_eq!(
+            check("system.slice/patchgap-agent.service"),
+            Some(Protected::Agent)
+        );
         assert_eq!(check("/system.slice"), Some(Protected::Agent));
         assert_eq!(check("/init.scope"), Some(Protected::Pid1));
         // Siblings and descendants of the agent are fair game; a name that

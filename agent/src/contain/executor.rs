@@ -262,7 +262,12 @@ impl Executor {
                 },
             });
         }
-        out.extend(pinned.foreign.into_iter().map(|path| Applied::Foreign { path }));
+        out.extend(
+            pinned
+                .foreign
+                .into_iter()
+                .map(|path| Applied::Foreign { path }),
+        );
         out
     }
 
@@ -312,10 +317,9 @@ impl Executor {
         };
         // The newest generation that already applies exactly this spec is
         // kept as it is: detaching and attaching again would open a window.
-        let keep = gens
-            .iter()
-            .rev()
-            .find(|g| matches!(&g.record, Ok(r) if r.version == SPEC_VERSION && r.spec == target.spec));
+        let keep = gens.iter().rev().find(
+            |g| matches!(&g.record, Ok(r) if r.version == SPEC_VERSION && r.spec == target.spec),
+        );
         if let Some(keep) = keep {
             // Leftovers of a swap cut short go, now that the kept one is
             // known to be in place.
@@ -359,7 +363,10 @@ impl Executor {
             cgroup: iso.cgroup.clone(),
             mount: self.mount.clone(),
         };
-        let rel = iso.cgroup.strip_prefix(&self.mount).map_err(|_| not_inside())?;
+        let rel = iso
+            .cgroup
+            .strip_prefix(&self.mount)
+            .map_err(|_| not_inside())?;
         if rel
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
@@ -445,8 +452,12 @@ impl Executor {
     fn attach(&self, t: &Target<'_>, dir: &Path) -> Result<(), ContainError> {
         // Cgroup BPF links (pinnable, multi-attach): 5.7. A kernel without
         // them is refused, not served an exclusive legacy attach.
-        let kernel = KernelVersion::current()
-            .map_err(|e| t.bpf("read the kernel version".into(), io::Error::other(e.to_string())))?;
+        let kernel = KernelVersion::current().map_err(|e| {
+            t.bpf(
+                "read the kernel version".into(),
+                io::Error::other(e.to_string()),
+            )
+        })?;
         if kernel < KernelVersion::new(5, 7, 0) {
             return Err(t.bpf(
                 "check the kernel".into(),
@@ -491,7 +502,7 @@ impl Executor {
                 LpmTrie::try_from(map).map_err(|e| t.bpf(abi::MAP_ALLOW4.into(), e))?;
             for p in &t.spec.allow {
                 if let IpAddr::V4(a) = p.addr() {
-                    trie.insert(&Key::new(u32::from(p.len()), a.octets()), 1u8, 0)
+                    trie.insert(&Key::new(u32::from(p.prefix_len()), a.octets()), 1u8, 0)
                         .map_err(|e| t.bpf(format!("allow {p}"), e))?;
                 }
             }
@@ -504,7 +515,7 @@ impl Executor {
                 LpmTrie::try_from(map).map_err(|e| t.bpf(abi::MAP_ALLOW6.into(), e))?;
             for p in &t.spec.allow {
                 if let IpAddr::V6(a) = p.addr() {
-                    trie.insert(&Key::new(u32::from(p.len()), a.octets()), 1u8, 0)
+                    trie.insert(&Key::new(u32::from(p.prefix_len()), a.octets()), 1u8, 0)
                         .map_err(|e| t.bpf(format!("allow {p}"), e))?;
                 }
             }
@@ -729,7 +740,10 @@ fn ensure_bpffs(dir: &Path) -> Result<(), ContainError> {
         reason: reason.to_string(),
         source,
     };
-    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
     let mount = Path::new(BPFFS_MOUNT);
     if path_magic(existing).ok() != Some(BPF_FS_MAGIC)
         && dir.starts_with(mount)
@@ -859,7 +873,11 @@ mod tests {
     fn pin_names_links_first_spec_last() {
         let names = pin_names();
         assert_eq!(names.len(), abi::PROGRAMS.len() + abi::MAPS.len());
-        assert!(names[..abi::PROGRAMS.len()].iter().all(|n| n.starts_with("link_")));
+        assert!(
+            names[..abi::PROGRAMS.len()]
+                .iter()
+                .all(|n| n.starts_with("link_"))
+        );
         assert_eq!(names.last().map(String::as_str), Some(abi::MAP_SPEC));
         let mut unique = names.clone();
         unique.sort();
@@ -872,7 +890,11 @@ mod tests {
         // 64 prefixes of the longest IPv6 form, plus a long cgroup path: the
         // record must stay under the map's value size, or attach refuses.
         let allow: Vec<Prefix> = (0..64u16)
-            .map(|i| format!("2001:db8:ffff:{i:x}:ffff:ffff:ffff:ffff/128").parse().unwrap())
+            .map(|i| {
+                format!("2001:db8:ffff:{i:x}:ffff:ffff:ffff:ffff/128")
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         let record = Record {
             version: SPEC_VERSION,

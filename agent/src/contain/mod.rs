@@ -275,7 +275,17 @@ mod tests {
         for ok in ["a", "inc-42_isolate", &"x".repeat(64), "A-Z_09"] {
             assert!(valid_id(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a.b", "a b", &"x".repeat(65), "é", "a\0"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a.b",
+            "a b",
+            &"x".repeat(65),
+            "é",
+            "a\0",
+        ] {
             assert!(!valid_id(bad), "{bad:?}");
         }
     }
@@ -283,7 +293,10 @@ mod tests {
     #[test]
     fn mode_is_lowercase_json() {
         assert_eq!(serde_json::to_string(&Mode::Shadow).unwrap(), "\"shadow\"");
-        assert_eq!(serde_json::to_string(&Mode::Enforce).unwrap(), "\"enforce\"");
+        assert_eq!(
+            serde_json::to_string(&Mode::Enforce).unwrap(),
+            "\"enforce\""
+        );
         assert!(serde_json::from_str::<Mode>("\"observe\"").is_err());
     }
 }

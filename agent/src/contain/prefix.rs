@@ -65,7 +65,7 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -196,8 +196,20 @@ mod tests {
     #[test]
     fn rejects_bad_prefixes() {
         for bad in [
-            "", "/", "/8", "1.2.3.4/", "1.2.3.4/33", "1.2.3.4/+8", "1.2.3.4/-1", "::1/129",
-            "1.2.3.4/0008", "example.org", "1.2.3", "1.2.3.4/8/8", "1.2.3.4 /8", "fe80::1%eth0",
+            "",
+            "/",
+            "/8",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/+8",
+            "1.2.3.4/-1",
+            "::1/129",
+            "1.2.3.4/0008",
+            "example.org",
+            "1.2.3",
+            "1.2.3.4/8/8",
+            "1.2.3.4 /8",
+            "fe80::1%eth0",
         ] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad:?} parsed");
         }
