@@ -494,6 +494,7 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
     let t0 = Instant::now();
     let t0_ms = unix_ms();
     let applied = exec.reconcile(&[isolation(id, &w.cgroup.path, Mode::Enforce)]);
+    eprintln!("reconcile (load, fill, attach, pin): {:?}", t0.elapsed());
     assert!(
         matches!(outcome(&applied, id), Applied::Attached { .. }),
         "{applied:?}"
@@ -547,6 +548,8 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
         "{}",
         bpftool_show(&w.cgroup.path)
     );
+
+    eprintln!("bpftool cgroup show:\n{}", bpftool_show(&w.cgroup.path));
 
     // Release: the pins go, the programs go, connects succeed again.
     let t1 = Instant::now();
