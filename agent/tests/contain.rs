@@ -549,7 +549,12 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
         bpftool_show(&w.cgroup.path)
     );
 
-    eprintln!("bpftool cgroup show:\n{}", bpftool_show(&w.cgroup.path));
+    // Attached as multi (BPF_F_ALLOW_MULTI): other BPF users keep theirs.
+    let shown = bpftool_show(&w.cgroup.path);
+    eprintln!("bpftool cgroup show:\n{shown}");
+    for line in shown.lines().filter(|l| l.contains("pg_ct_")) {
+        assert!(line.contains(" multi "), "not multi-attach: {line}");
+    }
 
     // Release: the pins go, the programs go, connects succeed again.
     let t1 = Instant::now();

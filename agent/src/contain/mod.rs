@@ -3,6 +3,8 @@
 //! `ebpf/bpf/contain.bpf.c` (egress packets, connect4, connect6), which let
 //! through only loopback and an allow-list (the collector, the DNS
 //! resolvers), and either block the rest (`enforce`) or count it (`shadow`).
+//! They are attached as cgroup BPF links, always multi-attach, so other BPF
+//! users of the cgroup keep their programs.
 //!
 //! [`Executor::reconcile`] makes what is attached equal to a desired set of
 //! [`Isolation`]s. Everything it attaches lives in bpffs, not in the agent:
