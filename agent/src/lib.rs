@@ -5,6 +5,7 @@
 //! files to packages through each process's own root; `diff` and `wire` turn
 //! successive inventories into patchgap.v1 messages; `run` streams them.
 
+pub mod contain;
 pub mod dbwatch;
 pub mod diff;
 #[cfg(any(test, feature = "fixture"))]

@@ -36,9 +36,16 @@ typedef struct {
 /* uapi/linux/bpf.h: the values bpf_helpers.h users need. */
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+/* Map flags: an LPM trie must be created without preallocation. */
+enum {
+	BPF_F_NO_PREALLOC = 1,
 };
 
 enum {
@@ -201,6 +208,26 @@ struct open_how {
 };
 
 #define PROT_EXEC 0x4
+
+/* ---- BPF program contexts (uapi/linux/bpf.h; the verifier rewrites every
+ * access to them, so they are plain structs with the uapi layout) ---- */
+
+/* cgroup_skb programs read the packet with bpf_skb_load_bytes only. */
+struct __sk_buff;
+
+/* cgroup/connect4|6 (and sendmsg, bind) programs' context. */
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;    /* network byte order */
+	__u32 user_ip6[4]; /* network byte order */
+	__u32 user_port;   /* network byte order */
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__u64 sk; /* __bpf_md_ptr(struct bpf_sock *, sk) */
+};
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000

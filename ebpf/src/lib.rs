@@ -1,10 +1,13 @@
-//! The kernel side of patchgap's live sensing: the compiled eBPF object and the
-//! records its programs write.
+//! The kernel side of patchgap: the compiled eBPF objects, the records the
+//! sensing programs write, and the maps the isolation programs share with the
+//! agent.
 //!
-//! The C sources are in `ebpf/bpf/` (`patchgap.bpf.c`, CO-RE, on tracepoints);
-//! `ebpf/build.sh` compiles them into `ebpf/obj/patchgap.bpf.o`, which is
-//! checked in, so building this crate needs no clang. [`OBJECT`] embeds it for
-//! the agent's aya loader.
+//! The C sources are in `ebpf/bpf/`: `patchgap.bpf.c` (live sensing, CO-RE,
+//! on tracepoints) and `contain.bpf.c` (host isolation, on cgroup hooks).
+//! `ebpf/build.sh` compiles them into `ebpf/obj/patchgap.bpf.o` and
+//! `ebpf/obj/contain.bpf.o`, which are checked in, so building this crate
+//! needs no clang. [`OBJECT`] and [`CONTAIN_OBJECT`] embed them for the
+//! agent's aya loader.
 //!
 //! Every record in the `events` ring buffer starts with an [`EventHeader`]
 //! whose `kind` says which struct it is. The structs here are `#[repr(C)]`
@@ -24,6 +27,113 @@ const ALIGNED_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../obj/patchgap
 /// The compiled eBPF object (ELF, BTF included), 8-byte aligned. Pass it to
 /// `aya::EbpfLoader::load`.
 pub const OBJECT: &[u8] = &ALIGNED_OBJECT.0;
+
+const ALIGNED_CONTAIN_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../obj/contain.bpf.o"));
+
+/// The compiled isolation object (`contain.bpf.c`), 8-byte aligned. The agent
+/// loads one instance per isolated cgroup (`aya::EbpfLoader::load`), so each
+/// has its own maps. See [`contain`] for its names and map layouts.
+pub const CONTAIN_OBJECT: &[u8] = &ALIGNED_CONTAIN_OBJECT.0;
+
+/// Names and map layouts of [`CONTAIN_OBJECT`]; the structs are `#[repr(C)]`
+/// mirrors of `ebpf/bpf/contain.h`, checked against the object's BTF by
+/// `tests/layout.rs`.
+pub mod contain {
+    /// `cgroup_skb/egress`: drops (enforce) or counts (shadow) IPv4/IPv6
+    /// packets to destinations that are not allowed.
+    pub const PROG_EGRESS: &str = "pg_ct_egress";
+    /// `cgroup/connect4`: fails (EPERM) or counts connects of AF_INET sockets
+    /// to destinations that are not allowed.
+    pub const PROG_CONNECT4: &str = "pg_ct_connect4";
+    /// `cgroup/connect6`: the same for AF_INET6 sockets (v4-mapped
+    /// destinations are checked against the IPv4 list).
+    pub const PROG_CONNECT6: &str = "pg_ct_connect6";
+    /// Every program, in attach order. The connect hooks come first: they
+    /// give the workload an immediate EPERM, the egress hook then cuts what
+    /// was already open.
+    pub const PROGRAMS: &[&str] = &[PROG_CONNECT4, PROG_CONNECT6, PROG_EGRESS];
+
+    /// LPM trie of allowed IPv4 prefixes: key [`V4Key`], value `u8` (1).
+    /// 127.0.0.0/8 is allowed by the programs whatever the trie holds.
+    pub const MAP_ALLOW4: &str = "ct_allow4";
+    /// LPM trie of allowed IPv6 prefixes: key [`V6Key`], value `u8` (1). ::1
+    /// is allowed by the programs whatever the trie holds.
+    pub const MAP_ALLOW6: &str = "ct_allow6";
+    /// Array of one [`Config`].
+    pub const MAP_CONFIG: &str = "ct_config";
+    /// Array of one [`Counters`].
+    pub const MAP_COUNTERS: &str = "ct_counters";
+    /// Array of one [`Spec`]: the executor's JSON record of what it applied.
+    pub const MAP_SPEC: &str = "ct_spec";
+    /// Every map, as the executor pins them.
+    pub const MAPS: &[&str] = &[MAP_ALLOW4, MAP_ALLOW6, MAP_CONFIG, MAP_COUNTERS, MAP_SPEC];
+
+    /// Entries of each allow-list trie (`PG_CONTAIN_ALLOW_MAX`).
+    pub const ALLOW_MAX: usize = 1024;
+    /// Bytes of [`Spec::json`] (`PG_CONTAIN_SPEC_BYTES`).
+    pub const SPEC_BYTES: usize = 4096;
+
+    /// [`Config::mode`]: count what would be blocked, block nothing.
+    pub const MODE_SHADOW: u32 = 1;
+    /// [`Config::mode`]: block and count. Any value other than
+    /// [`MODE_SHADOW`] blocks, so an unset config fails closed.
+    pub const MODE_ENFORCE: u32 = 2;
+
+    /// `struct pg_contain_config`.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Config {
+        /// [`MODE_SHADOW`] or [`MODE_ENFORCE`].
+        pub mode: u32,
+        pub _pad0: u32,
+    }
+
+    /// `struct pg_contain_counters`. Times are CLOCK_BOOTTIME ns, 0 until the
+    /// first event of their kind.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Counters {
+        /// Connects failed with EPERM (enforce).
+        pub blocked_connects: u64,
+        /// Packets dropped (enforce).
+        pub blocked_packets: u64,
+        /// Connects that enforce would have failed (shadow).
+        pub would_block_connects: u64,
+        /// Packets that enforce would have dropped (shadow).
+        pub would_block_packets: u64,
+        /// When the first connect or packet was blocked.
+        pub first_block_ns: u64,
+        /// When the first connect or packet would have been blocked.
+        pub first_would_block_ns: u64,
+    }
+
+    /// `struct pg_contain_v4_key`: an LPM trie key.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct V4Key {
+        /// Prefix length in bits, 0..=32.
+        pub prefixlen: u32,
+        /// The address, network order.
+        pub addr: [u8; 4],
+    }
+
+    /// `struct pg_contain_v6_key`: an LPM trie key.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct V6Key {
+        /// Prefix length in bits, 0..=128.
+        pub prefixlen: u32,
+        /// The address, network order.
+        pub addr: [u8; 16],
+    }
+
+    /// `struct pg_contain_spec`: JSON, NUL-padded.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Spec {
+        pub json: [u8; SPEC_BYTES],
+    }
+}
 
 /// Bytes of `comm` in every header (`PG_COMM_LEN`, the kernel's TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;

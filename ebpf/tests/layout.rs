@@ -277,8 +277,17 @@ fn object_btf() -> Btf<'static> {
     Btf::parse(section(&secs, ".BTF").data)
 }
 
+fn contain_btf() -> Btf<'static> {
+    let secs = sections(CONTAIN_OBJECT);
+    Btf::parse(section(&secs, ".BTF").data)
+}
+
 fn assert_same(c_name: &str, rust: Layout) {
-    let c = object_btf().struct_layout(c_name);
+    assert_same_in(&object_btf(), c_name, rust);
+}
+
+fn assert_same_in(btf: &Btf<'_>, c_name: &str, rust: Layout) {
+    let c = btf.struct_layout(c_name);
     assert_eq!(
         rust, c,
         "struct {c_name}: the Rust mirror (left) differs from the C layout in the object's BTF (right)"
@@ -463,25 +472,18 @@ fn programs_maps_and_globals_exist() {
     section(&secs, ".BTF.ext");
 }
 
-#[test]
-fn events_default_size_matches_object() {
-    // The ring buffer's max_entries is encoded in the BTF of the `events`
-    // map definition: `int (*max_entries)[N]` is a pointer to an array of N.
-    let btf = object_btf();
-    let events = btf.find(BTF_KIND_DATASEC, ".maps");
-    let var_ids: Vec<u32> = events
+/// A BTF-defined map's max_entries: `int (*max_entries)[N]` in its
+/// definition is a pointer to an array of N.
+fn map_max_entries(btf: &Btf<'_>, map: &str) -> u32 {
+    let maps = btf.find(BTF_KIND_DATASEC, ".maps");
+    let var = maps
         .extra
         .chunks_exact(12)
-        .map(|v| u32_at(v, 0))
-        .collect();
-    let var = var_ids
-        .iter()
-        .map(|&id| btf.ty(id))
-        .find(|v| v.name == MAP_EVENTS)
-        .expect("no events map in .maps");
+        .map(|v| btf.ty(u32_at(v, 0)))
+        .find(|v| v.name == map)
+        .unwrap_or_else(|| panic!("no map {map} in .maps"));
     let def = btf.ty(var.size_or_type);
-    let max_entries = def
-        .extra
+    def.extra
         .chunks_exact(12)
         .find(|m| cstr_at(btf.strings, u32_at(m, 0) as usize) == "max_entries")
         .map(|m| {
@@ -491,6 +493,105 @@ fn events_default_size_matches_object() {
             assert_eq!(arr.kind, BTF_KIND_ARRAY);
             u32_at(arr.extra, 8)
         })
-        .expect("events has no max_entries");
-    assert_eq!(max_entries, EVENTS_DEFAULT_BYTES);
+        .unwrap_or_else(|| panic!("{map} has no max_entries"))
+}
+
+#[test]
+fn events_default_size_matches_object() {
+    assert_eq!(
+        map_max_entries(&object_btf(), MAP_EVENTS),
+        EVENTS_DEFAULT_BYTES
+    );
+}
+
+// ---- The isolation object (contain.bpf.o) ----
+
+#[test]
+fn contain_structs_match_c() {
+    use patchgap_ebpf::contain::*;
+    let btf = contain_btf();
+    assert_same_in(
+        &btf,
+        "pg_contain_config",
+        rust_layout!(Config { mode, _pad0 }),
+    );
+    assert_same_in(
+        &btf,
+        "pg_contain_counters",
+        rust_layout!(Counters {
+            blocked_connects,
+            blocked_packets,
+            would_block_connects,
+            would_block_packets,
+            first_block_ns,
+            first_would_block_ns
+        }),
+    );
+    assert_same_in(
+        &btf,
+        "pg_contain_v4_key",
+        rust_layout!(V4Key { prefixlen, addr }),
+    );
+    assert_same_in(
+        &btf,
+        "pg_contain_v6_key",
+        rust_layout!(V6Key { prefixlen, addr }),
+    );
+    assert_same_in(&btf, "pg_contain_spec", rust_layout!(Spec { json }));
+    let modes: Vec<(String, i64)> = [
+        ("PG_CONTAIN_SHADOW", MODE_SHADOW),
+        ("PG_CONTAIN_ENFORCE", MODE_ENFORCE),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), i64::from(*v)))
+    .collect();
+    assert_eq!(btf.enum_values("pg_contain_mode"), modes);
+    for map in [MAP_ALLOW4, MAP_ALLOW6] {
+        assert_eq!(map_max_entries(&btf, map) as usize, ALLOW_MAX, "{map}");
+    }
+    for map in [MAP_CONFIG, MAP_COUNTERS, MAP_SPEC] {
+        assert_eq!(map_max_entries(&btf, map), 1, "{map}: one entry");
+    }
+}
+
+#[test]
+fn contain_programs_and_maps_exist() {
+    use patchgap_ebpf::contain::*;
+    let secs = sections(CONTAIN_OBJECT);
+    let syms = symbols(&secs);
+    let sym = |name: &str| {
+        syms.iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no symbol {name} in contain.bpf.o"))
+    };
+    // aya takes the program type and the attach type from the section.
+    for (prog, section) in [
+        (PROG_EGRESS, "cgroup_skb/egress"),
+        (PROG_CONNECT4, "cgroup/connect4"),
+        (PROG_CONNECT6, "cgroup/connect6"),
+    ] {
+        let s = sym(prog);
+        assert_eq!((s.kind, s.section), (STT_FUNC, section), "{prog}");
+        // The kernel keeps 15 bytes of a program's name; bpftool shows those.
+        assert!(
+            prog.len() <= 15,
+            "{prog}: name longer than the kernel keeps"
+        );
+    }
+    let in_object = syms
+        .iter()
+        .filter(|s| s.kind == STT_FUNC && s.section.starts_with("cgroup"))
+        .count();
+    assert_eq!(
+        in_object,
+        PROGRAMS.len(),
+        "programs in the object vs PROGRAMS"
+    );
+    for m in MAPS {
+        let s = sym(m);
+        assert_eq!((s.kind, s.section), (STT_OBJECT, ".maps"), "map {m}");
+        assert!(m.len() <= 15, "{m}: name longer than the kernel keeps");
+    }
+    assert_eq!(section(&secs, "license").data, b"GPL\0");
+    section(&secs, ".BTF.ext");
 }

@@ -1,0 +1,851 @@
+//! Live tests of the host isolation executor (`patchgap_agent::contain`):
+//! real programs of contain.bpf.o on real cgroup v2 directories, a network
+//! namespace behind a veth pair (198.51.100.1/24 on the host, .2/24 inside),
+//! and real processes that connect. Root is assumed (CI runs as root).
+//!
+//! The tests share the veth addresses, so they take one lock and run one at
+//! a time. Every cgroup, namespace, veth, process and bpffs directory is
+//! owned by a guard whose Drop removes it, also when an assertion fails.
+//! Drop order matters: a client process is killed before its namespace
+//! goes (declared after it), so no connect to 198.51.100.2 can ever follow
+//! the default route off the host.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use patchgap_agent::contain::{
+    Applied, ContainError, Executor, Isolation, Mode, Prefix, Protected,
+};
+
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+const NS_IP: &str = "198.51.100.2";
+/// connect(2)'s errno when a cgroup/connect program says no.
+const EPERM: &str = "err1";
+
+static LIVE: Mutex<()> = Mutex::new(());
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn live() -> MutexGuard<'static, ()> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A name unique to this process and call.
+fn unique(tag: &str) -> String {
+    format!(
+        "pgct-{}-{}-{tag}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---- Guards ----
+
+/// A cgroup v2 directory; Drop moves what is left in it to the root and
+/// removes it.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new(parent: &Path, name: &str) -> Cgroup {
+        let path = parent.join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Cgroup { path }
+    }
+
+    fn add(&self, pid: u32) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = fs::write(Path::new(UNIFIED).join("cgroup.procs"), pid);
+            }
+        }
+        for _ in 0..100 {
+            if fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// A network namespace with a veth pair: 198.51.100.1/24 on the host,
+/// 198.51.100.2/24 inside.
+struct Netns {
+    name: String,
+    veth: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let ns = Netns {
+            name: unique("ns"),
+            veth: format!("pgc{}x{n}", std::process::id() % 1_000_000),
+        };
+        let peer = format!("{}p", ns.veth);
+        run("ip", &["netns", "add", &ns.name]);
+        run(
+            "ip",
+            &[
+                "link", "add", &ns.veth, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        run("ip", &["link", "set", &peer, "netns", &ns.name]);
+        run("ip", &["addr", "add", "198.51.100.1/24", "dev", &ns.veth]);
+        run("ip", &["link", "set", &ns.veth, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "198.51.100.2/24",
+                "dev",
+                &peer,
+            ],
+        );
+        run("ip", &["-n", &ns.name, "link", "set", &peer, "up"]);
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A child process, killed and reaped on Drop.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bpffs directory of its own for one test; Drop removes whatever the
+/// test's executors left in it (unpinning detaches).
+struct BpffsDir {
+    path: PathBuf,
+}
+
+impl BpffsDir {
+    fn new() -> BpffsDir {
+        BpffsDir {
+            path: PathBuf::from("/sys/fs/bpf").join(unique("bpffs")),
+        }
+    }
+}
+
+impl Drop for BpffsDir {
+    fn drop(&mut self) {
+        fn rm(p: &Path) {
+            if let Ok(entries) = fs::read_dir(p) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rm(&path);
+                    } else {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+            }
+            let _ = fs::remove_dir(p);
+        }
+        rm(&self.path);
+    }
+}
+
+// ---- Listeners and the client ----
+
+/// A TCP listener (and UDP socket) inside the namespace, accepting and
+/// closing; the port it printed.
+fn ns_listener(ns: &Netns) -> (Proc, u16) {
+    const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 0))
+s.listen(1024)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((sys.argv[1], s.getsockname()[1]))
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.close()
+"#;
+    // `ip netns exec` execs the interpreter itself: the pid is python's.
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "/usr/bin/python3",
+            "-c",
+            SERVER,
+            NS_IP,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the namespace listener");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("listener port");
+    let port = line.trim().parse().expect("listener printed its port");
+    (Proc { child }, port)
+}
+
+/// A loopback listener (v4 or v6) in this process, accepting forever on a
+/// thread of its own.
+fn loopback_listener(addr: &str) -> u16 {
+    let l = TcpListener::bind(addr).expect("bind loopback");
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    port
+}
+
+/// A process inside the isolated cgroup that tries, every 50 ms: a TCP
+/// connect to the namespace (`remote`), a UDP send there (`udp`: only the
+/// egress program sees it), a connect to it as a v4-mapped address from an
+/// AF_INET6 socket (`mapped`: connect6), and connects to 127.0.0.1 and ::1
+/// (`loop`, `loop6`). Each result is one line: label, then `ok` or
+/// `err<errno>` (err0 for a timeout).
+struct Client {
+    _proc: Proc,
+    _stdin: ChildStdin,
+    rx: Receiver<(Instant, String, String)>,
+}
+
+impl Client {
+    fn start(cgroup: &Cgroup, remote_port: u16, loop_port: u16, loop6_port: u16) -> Client {
+        const CLIENT: &str = r#"
+import socket, sys, time
+host, port, lport, l6port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def tcp(family, addr):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(addr)
+        return "ok"
+    except OSError as e:
+        return "err%d" % (e.errno or 0)
+    finally:
+        s.close()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", (host, port))
+        return "ok"
+    except OSError as e:
+        return "err%d" % (e.errno or 0)
+    finally:
+        s.close()
+sys.stdin.readline()
+while True:
+    print("remote", tcp(socket.AF_INET, (host, port)), flush=True)
+    print("udp", udp(), flush=True)
+    print("mapped", tcp(socket.AF_INET6, ("::ffff:" + host, port, 0, 0)), flush=True)
+    print("loop", tcp(socket.AF_INET, ("127.0.0.1", lport)), flush=True)
+    print("loop6", tcp(socket.AF_INET6, ("::1", l6port, 0, 0)), flush=True)
+    time.sleep(0.05)
+"#;
+        let mut child = Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                CLIENT,
+                NS_IP,
+                &remote_port.to_string(),
+                &loop_port.to_string(),
+                &loop6_port.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the client");
+        let stdout = child.stdout.take().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let proc = Proc { child };
+        // Into the cgroup before the first connect.
+        cgroup.add(proc.child.id());
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut words = line.split_whitespace();
+                let (Some(label), Some(result)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                if tx
+                    .send((Instant::now(), label.to_string(), result.to_string()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Client {
+            _proc: proc,
+            _stdin: stdin,
+            rx,
+        }
+    }
+
+    /// Waits for a result of `label` that satisfies `want`, for at most
+    /// `within`; returns when it arrived and every result read meanwhile.
+    fn wait_for(
+        &self,
+        label: &str,
+        want: impl Fn(&str) -> bool,
+        within: Duration,
+    ) -> (Option<Instant>, Vec<(String, String)>) {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((at, l, r)) => {
+                    let hit = l == label && want(&r);
+                    seen.push((l, r));
+                    if hit {
+                        return (Some(at), seen);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    return (None, seen);
+                }
+            }
+        }
+    }
+
+    /// Every result that arrives within `for_`.
+    fn collect(&self, for_: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + for_;
+        let mut seen = Vec::new();
+        while let Ok((_, l, r)) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            seen.push((l, r));
+        }
+        seen
+    }
+}
+
+/// What `bpftool cgroup show` lists for a cgroup (prog ids and names).
+fn bpftool_show(cgroup: &Path) -> String {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show", &cgroup.to_string_lossy()])
+        .output()
+        .expect("bpftool (Debian: apt-get install bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How many of our programs bpftool lists on the cgroup.
+fn ours_attached(cgroup: &Path) -> usize {
+    let shown = bpftool_show(cgroup);
+    ["pg_ct_egress", "pg_ct_connect4", "pg_ct_connect6"]
+        .iter()
+        .map(|p| shown.matches(p).count())
+        .sum()
+}
+
+fn isolation(id: &str, cgroup: &Path, mode: Mode) -> Isolation {
+    Isolation {
+        id: id.to_string(),
+        cgroup: cgroup.to_path_buf(),
+        mode,
+        allow: vec!["192.0.2.53".parse().unwrap()],
+    }
+}
+
+/// The error of the one entry of `applied` for `id`, which must have failed.
+fn refused<'a>(applied: &'a [Applied], id: &str) -> &'a ContainError {
+    match outcome(applied, id) {
+        Applied::Failed { error, .. } => {
+            // The message names the cgroup or the id: print it for the log.
+            eprintln!("{id}: {error}");
+            error
+        }
+        other => panic!("{id} was not refused: {other:?}"),
+    }
+}
+
+/// The one entry of `applied` for `id`.
+fn outcome<'a>(applied: &'a [Applied], id: &str) -> &'a Applied {
+    let mine: Vec<_> = applied.iter().filter(|a| a.id() == Some(id)).collect();
+    assert_eq!(mine.len(), 1, "one outcome for {id}: {applied:?}");
+    mine[0]
+}
+
+/// The whole fixture: a namespace with a listener, loopback listeners, an
+/// isolated-to-be cgroup with a client in it, and an executor with a bpffs
+/// directory of its own. Field order is drop order.
+struct World {
+    client: Client,
+    _listener: Proc,
+    cgroup: Cgroup,
+    _netns: Netns,
+    bpffs: BpffsDir,
+    remote: SocketAddr,
+}
+
+impl World {
+    fn new() -> World {
+        let bpffs = BpffsDir::new();
+        let netns = Netns::new();
+        let (listener, port) = ns_listener(&netns);
+        let cgroup = Cgroup::new(Path::new(UNIFIED), &unique("cg"));
+        let lport = loopback_listener("127.0.0.1:0");
+        let l6port = loopback_listener("[::1]:0");
+        let client = Client::start(&cgroup, port, lport, l6port);
+        let world = World {
+            client,
+            _listener: listener,
+            cgroup,
+            _netns: netns,
+            bpffs,
+            remote: format!("{NS_IP}:{port}").parse().unwrap(),
+        };
+        // Before any isolation everything connects.
+        for label in ["remote", "udp", "mapped", "loop", "loop6"] {
+            let (ok, seen) = world
+                .client
+                .wait_for(label, |r| r == "ok", Duration::from_secs(5));
+            assert!(
+                ok.is_some(),
+                "{label} never connected before isolation: {seen:?}"
+            );
+        }
+        world
+    }
+
+    fn executor(&self) -> Executor {
+        Executor::new(self.bpffs.path.join("contain")).expect("executor")
+    }
+}
+
+// ---- Tests ----
+
+#[test]
+fn enforce_blocks_within_2s_and_release_lifts_it() {
+    let _live = live();
+    let w = World::new();
+    let mut exec = w.executor();
+    let id = "inc-1_isolate";
+
+    let t0 = Instant::now();
+    let t0_ms = unix_ms();
+    let applied = exec.reconcile(&[isolation(id, &w.cgroup.path, Mode::Enforce)]);
+    eprintln!("reconcile (load, fill, attach, pin): {:?}", t0.elapsed());
+    assert!(
+        matches!(outcome(&applied, id), Applied::Attached { .. }),
+        "{applied:?}"
+    );
+    let (blocked, seen) = w
+        .client
+        .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+    let blocked = blocked.unwrap_or_else(|| panic!("no EPERM within 2 s: {seen:?}"));
+    eprintln!(
+        "time to containment (reconcile to the first failed connect): {:?}",
+        blocked - t0
+    );
+    assert!(blocked - t0 < Duration::from_secs(2));
+
+    // From then on: the namespace is unreachable by every path, loopback is
+    // not.
+    let rounds = w.client.collect(Duration::from_millis(800));
+    for label in ["remote", "mapped", "udp"] {
+        let results: Vec<_> = rounds.iter().filter(|(l, _)| l == label).collect();
+        assert!(!results.is_empty(), "no {label} results: {rounds:?}");
+        assert!(
+            results.iter().all(|(_, r)| r == EPERM),
+            "{label} got through or failed otherwise: {results:?}"
+        );
+    }
+    for label in ["loop", "loop6"] {
+        let results: Vec<_> = rounds.iter().filter(|(l, _)| l == label).collect();
+        assert!(!results.is_empty(), "no {label} results");
+        assert!(
+            results.iter().all(|(_, r)| r == "ok"),
+            "{label}: {results:?}"
+        );
+    }
+    // A process outside the cgroup (this one) still connects.
+    TcpStream::connect_timeout(&w.remote, Duration::from_secs(2))
+        .expect("a process outside the cgroup connects");
+
+    let c = exec.status(id).expect("counters");
+    assert_eq!(c.mode, Some(Mode::Enforce));
+    assert!(c.blocked_connects >= 2, "{c:?}");
+    assert!(c.blocked_packets >= 1, "the UDP sends: {c:?}");
+    assert_eq!((c.would_block_connects, c.would_block_packets), (0, 0));
+    let first = c.first_block_unix_ms.expect("first block time");
+    assert!(
+        first + 50 >= t0_ms && first <= unix_ms() + 50,
+        "first block {first} not between {t0_ms} and now"
+    );
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        3,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
+
+    // Attached as multi (BPF_F_ALLOW_MULTI): other BPF users keep theirs.
+    let shown = bpftool_show(&w.cgroup.path);
+    eprintln!("bpftool cgroup show:\n{shown}");
+    for line in shown.lines().filter(|l| l.contains("pg_ct_")) {
+        assert!(line.contains(" multi "), "not multi-attach: {line}");
+    }
+
+    // Release: the pins go, the programs go, connects succeed again.
+    let t1 = Instant::now();
+    let applied = exec.reconcile(&[]);
+    assert!(
+        matches!(outcome(&applied, id), Applied::Released { .. }),
+        "{applied:?}"
+    );
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    let ok = ok.unwrap_or_else(|| panic!("still blocked 2 s after release: {seen:?}"));
+    eprintln!("time to release: {:?}", ok - t1);
+    let (udp, _) = w
+        .client
+        .wait_for("udp", |r| r == "ok", Duration::from_secs(2));
+    assert!(udp.is_some(), "UDP still dropped after release");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ours_attached(&w.cgroup.path) != 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        0,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
+    assert!(!exec.bpffs_dir().join(id).exists(), "pins left behind");
+    assert!(exec.status(id).is_none());
+}
+
+#[test]
+fn shadow_counts_and_blocks_nothing() {
+    let _live = live();
+    let w = World::new();
+    let mut exec = w.executor();
+    let id = "inc-2";
+
+    let applied = exec.reconcile(&[isolation(id, &w.cgroup.path, Mode::Shadow)]);
+    assert!(
+        matches!(outcome(&applied, id), Applied::Attached { .. }),
+        "{applied:?}"
+    );
+    let rounds = w.client.collect(Duration::from_millis(1000));
+    let remote: Vec<_> = rounds
+        .iter()
+        .filter(|(l, _)| l != "loop" && l != "loop6")
+        .collect();
+    assert!(remote.len() >= 6, "{rounds:?}");
+    assert!(
+        remote.iter().all(|(_, r)| r == "ok"),
+        "shadow blocked something: {remote:?}"
+    );
+
+    let c = exec.status(id).expect("counters");
+    assert_eq!(c.mode, Some(Mode::Shadow));
+    assert!(c.would_block_connects >= 4, "{c:?}");
+    assert!(c.would_block_packets >= 4, "{c:?}");
+    assert_eq!((c.blocked_connects, c.blocked_packets), (0, 0), "{c:?}");
+    assert!(c.first_would_block_unix_ms.is_some() && c.first_block_unix_ms.is_none());
+    // The counts keep rising.
+    thread::sleep(Duration::from_millis(300));
+    let later = exec.status(id).unwrap();
+    assert!(later.would_block_connects > c.would_block_connects);
+
+    let applied = exec.reconcile(&[]);
+    assert!(matches!(outcome(&applied, id), Applied::Released { .. }));
+}
+
+#[test]
+fn a_restarted_executor_keeps_the_isolation_and_swaps_without_a_window() {
+    let _live = live();
+    let w = World::new();
+    let id = "inc-3";
+    let desired = [isolation(id, &w.cgroup.path, Mode::Enforce)];
+    {
+        let mut first = w.executor();
+        let applied = first.reconcile(&desired);
+        assert!(
+            matches!(outcome(&applied, id), Applied::Attached { .. }),
+            "{applied:?}"
+        );
+        let (blocked, seen) = w
+            .client
+            .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+        assert!(blocked.is_some(), "{seen:?}");
+        // The three programs go on one after the other within reconcile: a
+        // round of the client that straddled it may have seen some of them
+        // only. From here on every round started after all three were on.
+        thread::sleep(Duration::from_millis(200));
+        while w.client.rx.try_recv().is_ok() {}
+        // The agent goes away without a word (its executor dropped, nothing
+        // released).
+    }
+    let before = bpftool_show(&w.cgroup.path);
+    assert_eq!(ours_attached(&w.cgroup.path), 3, "{before}");
+
+    // A new agent: it reads the isolation from bpffs, and reconciling the
+    // same desired set touches nothing (the same program ids stay).
+    let mut second = w.executor();
+    let c = second
+        .status(id)
+        .expect("the new executor reads the counters");
+    assert!(c.blocked_connects > 0, "{c:?}");
+    let applied = second.reconcile(&desired);
+    assert!(
+        matches!(outcome(&applied, id), Applied::Unchanged { .. }),
+        "{applied:?}"
+    );
+    assert_eq!(
+        bpftool_show(&w.cgroup.path),
+        before,
+        "programs were re-attached"
+    );
+
+    // A changed spec (one more allowed prefix) is swapped in: new attached
+    // first, old removed, and the client never gets through meanwhile.
+    let mut changed = desired.clone();
+    changed[0]
+        .allow
+        .push("203.0.113.0/24".parse::<Prefix>().unwrap());
+    let applied = second.reconcile(&changed);
+    assert!(
+        matches!(outcome(&applied, id), Applied::Swapped { .. }),
+        "{applied:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ours_attached(&w.cgroup.path) != 3 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        ours_attached(&w.cgroup.path),
+        3,
+        "{}",
+        bpftool_show(&w.cgroup.path)
+    );
+    assert_ne!(
+        bpftool_show(&w.cgroup.path),
+        before,
+        "the swap attached new programs"
+    );
+    let gens: Vec<_> = fs::read_dir(second.bpffs_dir().join(id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(gens, ["g2"], "the old generation is gone");
+
+    // Through the drop, the restart, the no-op and the swap: not one
+    // connect or datagram to the namespace went out (every result since
+    // the isolation was complete).
+    let rest = w.client.collect(Duration::from_millis(500));
+    let leaked: Vec<_> = rest
+        .iter()
+        .filter(|(l, r)| ["remote", "udp", "mapped"].contains(&l.as_str()) && r != EPERM)
+        .collect();
+    assert!(leaked.is_empty(), "got through: {leaked:?}");
+
+    let applied = second.reconcile(&[]);
+    assert!(matches!(outcome(&applied, id), Applied::Released { .. }));
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    assert!(ok.is_some(), "{seen:?}");
+}
+
+#[test]
+fn guards_refuse_and_attach_nothing() {
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let mut exec = Executor::new(bpffs.path.join("contain")).expect("executor");
+    // The hierarchy's root, and paths that are not inside the mount.
+    let root = PathBuf::from(UNIFIED);
+    let applied = exec.reconcile(&[
+        isolation("root", &root, Mode::Enforce),
+        isolation(
+            "root-slash",
+            Path::new("/sys/fs/cgroup/unified/"),
+            Mode::Enforce,
+        ),
+        isolation("outside", Path::new("/tmp"), Mode::Enforce),
+        isolation("v1", Path::new("/sys/fs/cgroup/memory"), Mode::Enforce),
+        isolation("dotdot", &root.join("x/../.."), Mode::Enforce),
+        isolation("relative", Path::new("pg"), Mode::Enforce),
+        isolation("missing", &root.join(unique("never-made")), Mode::Enforce),
+        isolation("bad id!", &root.join("x"), Mode::Enforce),
+        isolation("dup", &root.join(unique("never-made")), Mode::Enforce),
+        isolation("dup", &root.join(unique("never-made")), Mode::Enforce),
+    ]);
+    for id in ["root", "root-slash"] {
+        assert!(
+            matches!(
+                refused(&applied, id),
+                ContainError::Refused {
+                    what: Protected::Root,
+                    ..
+                }
+            ),
+            "{id}"
+        );
+    }
+    for id in ["outside", "v1", "dotdot", "relative"] {
+        assert!(
+            matches!(refused(&applied, id), ContainError::NotInCgroup2 { .. }),
+            "{id}"
+        );
+    }
+    assert!(matches!(
+        refused(&applied, "missing"),
+        ContainError::CgroupMissing { .. }
+    ));
+    assert!(matches!(
+        refused(&applied, "bad id!"),
+        ContainError::InvalidId { .. }
+    ));
+    let dups: Vec<_> = applied.iter().filter(|a| a.id() == Some("dup")).collect();
+    assert_eq!(dups.len(), 2);
+    assert!(matches!(
+        dups[1],
+        Applied::Failed {
+            error: ContainError::DuplicateId { .. },
+            ..
+        }
+    ));
+
+    // The agent's own cgroup and its ancestors: move this process into
+    // parent/child for the duration (the lock keeps other live tests from
+    // spawning meanwhile), and back to the root in Drop.
+    struct Back;
+    impl Drop for Back {
+        fn drop(&mut self) {
+            let _ = fs::write(
+                Path::new(UNIFIED).join("cgroup.procs"),
+                std::process::id().to_string(),
+            );
+        }
+    }
+    let parent = Cgroup::new(Path::new(UNIFIED), &unique("agent-parent"));
+    let child = Cgroup::new(&parent.path, "agent");
+    let sibling = Cgroup::new(&parent.path, "workload");
+    let back = Back;
+    child.add(std::process::id());
+    let applied = exec.reconcile(&[
+        isolation("own", &child.path, Mode::Enforce),
+        isolation("ancestor", &parent.path, Mode::Shadow),
+    ]);
+    drop(back);
+    for id in ["own", "ancestor"] {
+        assert!(
+            matches!(
+                refused(&applied, id),
+                ContainError::Refused {
+                    what: Protected::Agent,
+                    ..
+                }
+            ),
+            "{id}: {applied:?}"
+        );
+    }
+    for cg in [&parent.path, &child.path, &sibling.path] {
+        assert_eq!(ours_attached(cg), 0, "{}", cg.display());
+    }
+    // Back in the root, the sibling is fair game (the guard is about the
+    // agent, not about the name).
+    let applied = exec.reconcile(&[isolation("sibling", &sibling.path, Mode::Shadow)]);
+    assert!(
+        matches!(outcome(&applied, "sibling"), Applied::Attached { .. }),
+        "{applied:?}"
+    );
+    let applied = exec.reconcile(&[]);
+    assert!(matches!(
+        outcome(&applied, "sibling"),
+        Applied::Released { .. }
+    ));
+
+    // Something under the bpffs directory that the executor did not create
+    // (a name that is no containment id; bpffs refuses names with a dot)
+    // is reported and left alone.
+    let foreign = exec.bpffs_dir().join("someone+else");
+    fs::create_dir(&foreign).unwrap();
+    let applied = exec.reconcile(&[]);
+    assert!(
+        applied
+            .iter()
+            .any(|a| matches!(a, Applied::Foreign { path } if *path == foreign)),
+        "{applied:?}"
+    );
+    assert!(foreign.exists());
+    // Nothing of ours is left anywhere.
+    let left: Vec<String> = fs::read_dir(exec.bpffs_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["someone+else"]);
+}
