@@ -15,6 +15,7 @@ pub mod model;
 pub mod netns;
 pub mod parse;
 pub mod resolve;
+pub mod respond;
 pub mod rootfs;
 pub mod run;
 pub mod scan;

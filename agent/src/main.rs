@@ -87,6 +87,14 @@ enum Command {
         /// the same way. 0 turns it off.
         #[arg(long, default_value_t = 200)]
         max_rss_mb: u64,
+        /// Where the collector's containments are pinned in bpffs. One
+        /// directory per host: the agent makes what is there equal to the
+        /// collector's set, and a pinned isolation outlives the agent.
+        #[arg(long, default_value = patchgap_agent::contain::DEFAULT_BPFFS_DIR)]
+        contain_dir: PathBuf,
+        /// Carry out no containment (the capabilities say so).
+        #[arg(long)]
+        no_contain: bool,
     },
     /// Print one full inventory of this host as JSON and exit. Needs no collector.
     ///
@@ -164,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
             spool_mib,
             max_cpu_percent,
             max_rss_mb,
+            contain_dir,
+            no_contain,
         } => {
             anyhow::ensure!(spool_mib > 0, "--spool-mib must be at least 1");
             anyhow::ensure!(
@@ -205,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                     rss_bytes: max_rss_mb * 1_000_000,
                     ..Default::default()
                 },
+                contain: (!no_contain).then_some(contain_dir),
                 ..AgentConfig::default()
             };
             tracing::info!(collector = %config.collector, interval, "agent starting");

@@ -22,6 +22,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     panic::AssertUnwindSafe,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -37,6 +38,7 @@ use tracing::{debug, info, warn};
 use crate::{
     diff::Baseline,
     model::{Process, ProcessKey, Workload},
+    respond::Responder,
     scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},
     sense::{Event, SenseConfig, Sensor},
     spool::{Spool, SpoolConfig},
@@ -86,6 +88,10 @@ pub struct AgentConfig {
     pub restart_backoff: Duration,
     /// Test-only fault injection; does nothing in release builds.
     pub faults: Faults,
+    /// Where containments are pinned in bpffs (one directory per host:
+    /// the agent makes what is there equal to the collector's set); None:
+    /// this agent contains nothing, and says so in its capabilities.
+    pub contain: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -108,6 +114,7 @@ impl Default for AgentConfig {
             watchdog: WatchdogConfig::default(),
             restart_backoff: Duration::from_secs(1),
             faults: Faults::default(),
+            contain: None,
         }
     }
 }
@@ -194,6 +201,8 @@ struct Shared {
     scan_restarts: AtomicU64,
     last_panic: Mutex<String>,
     shed: Arc<Shed>,
+    /// The host's containments (bpf(2) work: used on blocking threads).
+    responder: Mutex<Responder>,
 }
 
 /// The scan loop is taken for dead when it made no progress for this long
@@ -226,6 +235,11 @@ impl Shared {
             cpu_permille: self.shed.cpu_permille(),
             rss_bytes: self.shed.rss_bytes(),
         }
+    }
+
+    /// The responder; like the spool, consistent after a panic.
+    fn responder(&self) -> std::sync::MutexGuard<'_, Responder> {
+        self.responder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn alive(&self) {
@@ -345,6 +359,11 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         scan_restarts: AtomicU64::new(0),
         last_panic: Mutex::new(String::new()),
         shed: Arc::new(Shed::default()),
+        responder: Mutex::new(Responder::new(
+            config.contain.clone(),
+            config.scan.proc_root.clone(),
+            config.collector.clone(),
+        )),
     });
     // Start sensing before the first scan, so nothing falls between them.
     // (Its reader task runs on this runtime; the sensor itself moves to the
@@ -490,6 +509,7 @@ fn supervise(config: AgentConfig, shared: Arc<Shared>, mut state: ScanState) {
 }
 
 fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
+    let contain = shared.responder().capability();
     let status = shared.status.borrow();
     v1::Capabilities {
         ebpf: status.ebpf,
@@ -501,6 +521,8 @@ fn capabilities(config: &AgentConfig, shared: &Shared) -> v1::Capabilities {
         // SAFETY: geteuid has no preconditions.
         root: unsafe { libc::geteuid() } == 0,
         rescan_interval_secs: config.interval.as_secs() as u32,
+        contain: contain.0,
+        contain_reason: contain.1,
     }
 }
 
@@ -1297,26 +1319,44 @@ async fn stream_once(
             // from here, not from the scan loop, so a scan loop that died
             // is reported, not silent.
             _ = heartbeat.tick() => {
-                let body = v1::agent_message::Body::Heartbeat(v1::Heartbeat {
+                let mut beat = v1::Heartbeat {
                     sent_at_ms: now_ms(),
                     last_scan: Some(*shared.last_stats.lock().expect("stats lock")),
                     capabilities: Some(capabilities(config, shared)),
                     sense: Some(*shared.sense.lock().expect("sense lock")),
                     health: Some(shared.health(SCAN_STALL)),
-                });
+                    ..Default::default()
+                };
                 let writer = shared.clone();
-                tokio::task::spawn_blocking(move || enqueue(&writer, vec![body])).await?;
+                tokio::task::spawn_blocking(move || {
+                    // The containments' counters: a bpf(2) read each.
+                    (beat.containments_generation, beat.containments) =
+                        writer.responder().statuses();
+                    let body = v1::agent_message::Body::Heartbeat(beat);
+                    enqueue(&writer, vec![body])
+                })
+                .await?;
             }
             msg = inbound.message() => match msg?.map(|m| m.body) {
                 Some(Some(v1::collector_message::Body::Ack(ack))) => {
                     shared.spool().ack(ack.seq);
                     shared.status.send_modify(|s| s.acked_seq = s.acked_seq.max(ack.seq));
                 }
-                Some(Some(v1::collector_message::Body::Command(cmd))) => {
-                    if let Some(v1::command::Body::Rescan(_)) = cmd.body {
+                Some(Some(v1::collector_message::Body::Command(cmd))) => match cmd.body {
+                    Some(v1::command::Body::Rescan(_)) => {
                         let _ = shared.rescan.try_send(());
                     }
-                }
+                    // Applied in the order sent (awaited here): a later
+                    // set must never be overtaken by an earlier one.
+                    Some(v1::command::Body::Containments(set)) => {
+                        let responder = shared.clone();
+                        tokio::task::spawn_blocking(move || responder.responder().apply(&set))
+                            .await?;
+                        // Said at once, not at the next heartbeat.
+                        heartbeat.reset_immediately();
+                    }
+                    None => {}
+                },
                 Some(_) => {}
                 None => return Ok(()),
             },

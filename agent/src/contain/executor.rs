@@ -215,6 +215,13 @@ impl Executor {
     /// Runs no program and never blocks on the network; each step is a few
     /// bpf(2) calls.
     pub fn reconcile(&mut self, desired: &[Isolation]) -> Vec<Applied> {
+        self.reconcile_keeping(desired, &[])
+    }
+
+    /// [`Executor::reconcile`], but the ids in `keep` stay as they are
+    /// pinned (if they are): wanted, though their new spec could not be
+    /// read, so neither lifted nor changed.
+    pub fn reconcile_keeping(&mut self, desired: &[Isolation], keep: &[&str]) -> Vec<Applied> {
         let mut out = Vec::new();
         let pinned = match self.scan() {
             Ok(p) => p,
@@ -251,7 +258,7 @@ impl Executor {
             out.push(applied);
         }
         for (id, gens) in &pinned.ids {
-            if seen.contains(id.as_str()) {
+            if seen.contains(id.as_str()) || keep.contains(&id.as_str()) {
                 continue;
             }
             out.push(match self.remove_all(id, gens) {
