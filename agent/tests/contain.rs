@@ -849,3 +849,94 @@ fn guards_refuse_and_attach_nothing() {
         .collect();
     assert_eq!(left, ["someone+else"]);
 }
+
+/// The agent's side of the collector's desired state: a `Containments`
+/// set is applied through `Responder` (the cgroup named relative to the
+/// cgroup2 mount, as the collector names it), its status reports the
+/// effect, an item whose spec cannot be read stays in force, and a set that
+/// no longer names the containment lifts it.
+#[test]
+fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
+    use patchgap_agent::respond::Responder;
+    use patchgap_proto::v1;
+
+    let _live = live();
+    let w = World::new();
+    let mut responder = Responder::new(
+        Some(w.bpffs.path.join("contain")),
+        PathBuf::from("/proc"),
+        "http://127.0.0.1:7373".into(),
+    );
+    assert_eq!(responder.capability(), (true, String::new()));
+    let relative = w
+        .cgroup
+        .path
+        .strip_prefix(UNIFIED)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let item = |allow: &str| v1::Containment {
+        id: "inc-9_a0".into(),
+        cgroup: format!("/{relative}"),
+        mode: v1::ContainmentMode::Enforce as i32,
+        allow: vec![allow.into()],
+    };
+    let set = |generation, items| v1::Containments { generation, items };
+
+    responder.apply(&set(1, vec![item("192.0.2.0/24")]));
+    let (blocked, seen) = w
+        .client
+        .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+    assert!(blocked.is_some(), "not contained within 2 s: {seen:?}");
+    let (generation, statuses) = responder.statuses();
+    assert_eq!(generation, 1);
+    let s = &statuses[0];
+    assert!(s.applied && s.error.is_empty(), "{s:?}");
+    assert!(s.blocked_connects >= 1 && s.first_block_ms > 0, "{s:?}");
+    assert_eq!(s.mode, v1::ContainmentMode::Enforce as i32);
+
+    // A spec the agent cannot read is reported and changes nothing.
+    responder.apply(&set(2, vec![item("not-a-prefix")]));
+    let (_, statuses) = responder.statuses();
+    assert!(statuses[0].error.contains("not-a-prefix"), "{statuses:?}");
+    assert!(statuses[0].applied, "still in force: {statuses:?}");
+    let rounds = w.client.collect(Duration::from_millis(500));
+    assert!(
+        rounds
+            .iter()
+            .filter(|(l, _)| l == "remote")
+            .all(|(_, r)| r == EPERM),
+        "{rounds:?}"
+    );
+
+    // A new responder (a restarted agent) finds it in force.
+    drop(responder);
+    let mut responder = Responder::new(
+        Some(w.bpffs.path.join("contain")),
+        PathBuf::from("/proc"),
+        "http://127.0.0.1:7373".into(),
+    );
+    responder.apply(&set(3, vec![item("192.0.2.0/24")]));
+    assert!(responder.statuses().1[0].applied);
+    assert_eq!(ours_attached(&w.cgroup.path), 3);
+
+    // The set without it lifts it.
+    responder.apply(&set(4, vec![]));
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    assert!(
+        ok.is_some(),
+        "still blocked after the set lifted it: {seen:?}"
+    );
+    assert_eq!(responder.statuses(), (4, vec![]));
+    assert_eq!(ours_attached(&w.cgroup.path), 0);
+
+    // Without an executor nothing is in force, and every item says why.
+    let mut off = Responder::new(None, PathBuf::from("/proc"), String::new());
+    assert!(!off.capability().0);
+    off.apply(&set(5, vec![item("192.0.2.0/24")]));
+    let (_, statuses) = off.statuses();
+    assert!(!statuses[0].applied);
+    assert!(statuses[0].error.contains("disabled"), "{statuses:?}");
+}

@@ -765,6 +765,9 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                 "ebpf": caps.ebpf,
                 "ebpf_reason": caps.ebpf_reason,
                 "root": caps.root,
+                // Whether the agent can isolate workloads (cgroup BPF).
+                "contain": caps.contain,
+                "contain_reason": caps.contain_reason,
                 "connected": h.connected,
                 "cert_expires": (h.cert_not_after_ms > 0).then(|| rfc3339(h.cert_not_after_ms)),
                 // Two agents claiming this host's identity; null when none.

@@ -306,6 +306,7 @@ fn heartbeat() -> Body {
             ebpf_reason: "test".into(),
             root: true,
             rescan_interval_secs: 30,
+            ..Default::default()
         }),
         sense: None,
         health: Some(v1::AgentHealth {
@@ -314,6 +315,7 @@ fn heartbeat() -> Body {
             spool_dropped: 5,
             ..Default::default()
         }),
+        ..Default::default()
     })
 }
 
