@@ -17,7 +17,8 @@ export DEBIAN_FRONTEND=noninteractive
 #   and Debian's cryptography (python3-yaml, python3-cryptography), objcopy
 #   (binutils) for a real .dep-v0 section, node (nodejs), a JDK that runs a
 #   source file (default-jdk-headless) and a Debian jar (libcommons-io-java);
-# - bpftool, whose changelog (the kernel's) the changelog parser is checked on.
+# - bpftool, whose changelog (the kernel's) the changelog parser is checked on,
+#   and which lists the programs on a cgroup for the containment tests.
 #   The image's pyenv 3.11.7, terraform and docker CLI are compared with what
 #   pip list and go version -m saw on it (testdata/).
 need=()
