@@ -41,7 +41,9 @@ pub fn required_scope(method: &str) -> Scope {
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.
-        "OpenIncident" => Scope::Respond,
+        "OpenIncident" | "PlanIncident" | "RevertIncident" => Scope::Respond,
+        // Approving starts containment: the one act that needs `approve`.
+        "ApproveIncident" => Scope::Approve,
         "PushSbom" => Scope::IngestSbom,
         _ => Scope::Admin,
     }

@@ -275,6 +275,7 @@ fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
                 }
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -348,4 +349,28 @@ mod tests {
         let long = "x".repeat(MAX_FIELD + 1);
         assert!(parse(&long, "", "").unwrap_err().contains("at most 512"));
     }
+}
+
+pub(super) async fn plan(
+    _svc: &QueryService,
+    _req: v1::PlanIncidentRequest,
+    _actor: String,
+) -> Result<v1::PlanIncidentResponse, Status> {
+    Err(Status::unimplemented("plans: in progress"))
+}
+
+pub(super) async fn approve(
+    _svc: &QueryService,
+    _req: v1::ApproveIncidentRequest,
+    _actor: String,
+) -> Result<v1::ApproveIncidentResponse, Status> {
+    Err(Status::unimplemented("approvals: in progress"))
+}
+
+pub(super) async fn revert(
+    _svc: &QueryService,
+    _req: v1::RevertIncidentRequest,
+    _actor: String,
+) -> Result<v1::RevertIncidentResponse, Status> {
+    Err(Status::unimplemented("reverts: in progress"))
 }

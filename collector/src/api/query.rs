@@ -604,4 +604,34 @@ impl Query for QueryService {
         })
         .await
     }
+
+    async fn plan_incident(
+        &self,
+        request: Request<v1::PlanIncidentRequest>,
+    ) -> Result<Response<v1::PlanIncidentResponse>, Status> {
+        self.audited("PlanIncident", request, ok, |req, caller| async move {
+            incidents::plan(self, req, imported_by(&caller)).await
+        })
+        .await
+    }
+
+    async fn approve_incident(
+        &self,
+        request: Request<v1::ApproveIncidentRequest>,
+    ) -> Result<Response<v1::ApproveIncidentResponse>, Status> {
+        self.audited("ApproveIncident", request, ok, |req, caller| async move {
+            incidents::approve(self, req, imported_by(&caller)).await
+        })
+        .await
+    }
+
+    async fn revert_incident(
+        &self,
+        request: Request<v1::RevertIncidentRequest>,
+    ) -> Result<Response<v1::RevertIncidentResponse>, Status> {
+        self.audited("RevertIncident", request, ok, |req, caller| async move {
+            incidents::revert(self, req, imported_by(&caller)).await
+        })
+        .await
+    }
 }

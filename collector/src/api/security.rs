@@ -162,6 +162,9 @@ plain_args!(
     v1::OpenIncidentRequest,
     v1::ListIncidentsRequest,
     v1::GetIncidentRequest,
+    v1::PlanIncidentRequest,
+    v1::ApproveIncidentRequest,
+    v1::RevertIncidentRequest,
 );
 
 fn sha256(data: &[u8]) -> String {
