@@ -227,6 +227,23 @@ pub async fn serve(
             .await?
             .map_err(|e| anyhow::Error::new(e).context("matching stored packages"))?;
     }
+    // The desired containments come from the incident logs: published
+    // before any agent stream opens, so a restarted collector never sends
+    // an agent an empty set by mistake.
+    let hub = {
+        let mut hub = response::contain::Hub::new(patchgap_proto::time::now_ms().max(0) as u64);
+        if let Some((host, cgroup)) = own_host_and_cgroup() {
+            hub = hub.with_collector(host, cgroup);
+        }
+        let hub = Arc::new(hub);
+        let (ingest, h) = (ingest.clone(), hub.clone());
+        tokio::task::spawn_blocking(move || {
+            response::contain::rebuild(ingest.store().as_ref(), &h)
+        })
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("loading the desired containments"))?;
+        hub
+    };
     let connected: api::Connected = Arc::new(Mutex::new(api::Streams::default()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -244,6 +261,7 @@ pub async fn serve(
             IngestTls::Off
         },
         audit.clone(),
+        hub.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -257,8 +275,12 @@ pub async fn serve(
     let refresher = tokio::spawn(refresh_incidents(
         ingest.clone(),
         scope.clone(),
+        policy.clone(),
+        hub.clone(),
         config.incident_refresh,
     ));
+    // What the agents report about the actions in force.
+    let follower = tokio::spawn(follow_containments(ingest.clone(), hub.clone()));
     let query = QueryServer::new(
         QueryService::new(
             ingest,
@@ -268,7 +290,8 @@ pub async fn serve(
             tokens.clone(),
             audit.clone(),
         )
-        .with_policy(policy),
+        .with_policy(policy)
+        .with_hub(hub),
     )
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
@@ -324,6 +347,7 @@ pub async fn serve(
             accept_task.abort();
             wrap_task.abort();
             refresher.abort();
+            follower.abort();
             served?
         }
         Some(config) => {
@@ -334,6 +358,7 @@ pub async fn serve(
             accept_task.abort();
             tls_task.abort();
             refresher.abort();
+            follower.abort();
             served?
         }
     }
@@ -351,7 +376,13 @@ pub async fn serve(
 /// five passes per period. A pass looks at most at
 /// `response::incident::log::REFRESH_MAX` incidents and runs on a
 /// blocking thread, outside any store transaction but its own appends.
-async fn refresh_incidents(ingest: Arc<Ingest>, scope: Arc<Mutex<ScopeMap>>, every: Duration) {
+async fn refresh_incidents(
+    ingest: Arc<Ingest>,
+    scope: Arc<Mutex<ScopeMap>>,
+    policy: response::SharedPolicy,
+    hub: Arc<response::contain::Hub>,
+    every: Duration,
+) {
     let every = every.max(Duration::from_millis(100));
     let gap = every / 5;
     let mut last = tokio::time::Instant::now();
@@ -368,9 +399,18 @@ async fn refresh_incidents(ingest: Arc<Ingest>, scope: Arc<Mutex<ScopeMap>>, eve
             scope.refresh();
             scope.rules().to_vec()
         };
-        let ingest = ingest.clone();
+        let (ingest, policy, hub) = (ingest.clone(), policy.state(), hub.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            response::incident::log::refresh_open(&ingest, &rules, patchgap_proto::time::now_ms())
+            let now = patchgap_proto::time::now_ms();
+            let refreshed = response::incident::log::refresh_open(&ingest, &rules, now)?;
+            // Then each open incident's plan: the tier routed and the
+            // automatic actions requested, by the collector.
+            let planned = plan_open(&ingest, &rules, &policy.current, &hub, now)?;
+            if planned > 0 {
+                tracing::info!(planned, "planned open incidents");
+                response::contain::rebuild(ingest.store().as_ref(), &hub)?;
+            }
+            Ok::<_, response::incident::log::LogError>(refreshed)
         })
         .await;
         match pass {
@@ -385,4 +425,99 @@ async fn refresh_incidents(ingest: Arc<Ingest>, scope: Arc<Mutex<ScopeMap>>, eve
             Err(error) => tracing::warn!(%error, "the incident refresh task failed"),
         }
     }
+}
+
+/// Plans every open incident that needs it, each against the protected
+/// instances of its own hosts.
+fn plan_open(
+    ingest: &Ingest,
+    rules: &[fleet::scope::Rule],
+    policy: &response::Policy,
+    hub: &response::contain::Hub,
+    now_ms: i64,
+) -> Result<usize, response::incident::log::LogError> {
+    use response::incident::{State, act, log};
+    let store = ingest.store().as_ref();
+    let mut planned = 0;
+    for rec in store.incidents(None, true, log::REFRESH_MAX)? {
+        let incident = log::load(store, &rec)?;
+        if !matches!(
+            incident.state,
+            State::Scoped | State::Planned | State::ApprovalPending
+        ) {
+            continue;
+        }
+        let protected = response::contain::protected(store, &incident.scope, hub.collector())?;
+        let p = act::Planning {
+            policy,
+            rules,
+            protected: &protected,
+        };
+        match act::plan(ingest, rec.id, log::COLLECTOR, &p, now_ms) {
+            Ok(done) if done.recorded => planned += 1,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, incident = rec.id, "cannot plan the incident"),
+        }
+    }
+    Ok(planned)
+}
+
+/// Follows the actions in force: at each agent report that carries
+/// containments (and every second while some are in force), records what
+/// the reports show (applied, verified, failed, a revert seen, a
+/// `revert_after` run out) and publishes the set again when that changed
+/// it. Quiet when nothing is in force.
+async fn follow_containments(ingest: Arc<Ingest>, hub: Arc<response::contain::Hub>) {
+    let mut active = true;
+    loop {
+        if active {
+            tokio::select! {
+                _ = hub.reported().notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        } else {
+            hub.reported().notified().await;
+        }
+        let (ingest, h) = (ingest.clone(), hub.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let observed = h.observed();
+            let progress = response::incident::act::observe(
+                &ingest,
+                &observed,
+                patchgap_proto::time::now_ms(),
+            )?;
+            if progress.events > 0 {
+                response::contain::rebuild(ingest.store().as_ref(), &h)?;
+            }
+            Ok::<_, response::incident::log::LogError>(progress)
+        })
+        .await;
+        match pass {
+            Ok(Ok(p)) => active = p.active > 0 || !hub.desired().by_host.is_empty(),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot follow the containments in force"),
+            Err(error) => tracing::warn!(%error, "the containment task failed"),
+        }
+    }
+}
+
+/// This host's key as its agent names it (the machine id, else the host
+/// name) and the collector's own cgroup v2 path: never a containment
+/// target.
+fn own_host_and_cgroup() -> Option<(String, String)> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .to_string();
+    let host = std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })?;
+    Some((host, path))
 }

@@ -12,11 +12,17 @@ use super::{
     query::QueryService,
     to_status,
 };
-use crate::response::incident::{
-    Incident, Recorded, Scope, Source, display_id,
-    log::{self, LogError, MAX_EVENTS},
-    parse_id,
-    scope::ScopeError,
+use crate::response::{
+    Approval, Mode,
+    contain::{self, Hub},
+    incident::{
+        Incident, IncidentAction, Plan, RecordedPlan, Recorded, Scope, Source,
+        act::{self, Planning},
+        display_id,
+        log::{self, LogError, MAX_EVENTS},
+        parse_id,
+        scope::ScopeError,
+    },
 };
 
 /// Incidents a listing returns by default, and at most.
@@ -123,6 +129,7 @@ fn status(e: LogError) -> Status {
             Status::failed_precondition(e.to_string())
         }
         LogError::Conflict(_) => Status::aborted(e.to_string()),
+        LogError::Act(_) => Status::failed_precondition(e.to_string()),
         LogError::Scope(ScopeError::Store(s)) | LogError::Store(s) => to_status(s),
         LogError::Corrupt { .. } => {
             let cause = std::error::Error::source(&e).map(ToString::to_string);
@@ -191,8 +198,11 @@ pub(super) async fn get(
     let shown = svc
         .domain(move |ingest| log::show(ingest.store().as_ref(), id, max).map_err(status))
         .await?;
+    let mut out = incident(shown.id, &shown.incident, &shown.events);
+    out.policy = Some(policy_in_force(&svc.policy().state()));
+    fill_counters(&mut out, shown.id, &shown.incident, &svc.hub);
     Ok(v1::GetIncidentResponse {
-        incident: Some(incident(shown.id, &shown.incident, &shown.events)),
+        incident: Some(out),
         more_events: shown.more_events,
     })
 }
@@ -275,7 +285,10 @@ fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
                 }
             })
             .collect(),
-        ..Default::default()
+        tier_name: i.tier_name.clone(),
+        plan: i.plan.as_ref().map(|r| plan_message(&r.plan, Some(r))),
+        actions: i.actions.iter().map(action_message).collect(),
+        policy: None,
     }
 }
 
@@ -351,26 +364,265 @@ mod tests {
     }
 }
 
+/// The incident id of a request.
+fn incident_id(id: &str) -> Result<i64, Status> {
+    parse_id(id).ok_or_else(|| invalid(format!("{id:?} is not an incident id (INC-7, or 7)")))
+}
+
+/// What plans are made from, in force now.
+struct Inputs {
+    policy: std::sync::Arc<crate::response::PolicyState>,
+    rules: Vec<crate::fleet::scope::Rule>,
+    hub: std::sync::Arc<Hub>,
+}
+
+impl Inputs {
+    fn of(svc: &QueryService) -> Inputs {
+        Inputs {
+            policy: svc.policy().state(),
+            rules: svc.scope_rules(),
+            hub: svc.hub.clone(),
+        }
+    }
+
+    /// Runs `f` with the planning inputs for incident `id`'s scope.
+    fn with<T>(
+        &self,
+        ingest: &crate::fleet::ingest::Ingest,
+        id: i64,
+        f: impl FnOnce(&Planning<'_>) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let store = ingest.store().as_ref();
+        let rec = store
+            .incident(id)?
+            .ok_or_else(|| LogError::NotFound(display_id(id)))?;
+        let incident = log::load(store, &rec)?;
+        // The protected instances on every host the incident reaches now
+        // or reached when it was last scoped.
+        let protected = contain::protected(store, &incident.scope, self.hub.collector())?;
+        f(&Planning {
+            policy: &self.policy.current,
+            rules: &self.rules,
+            protected: &protected,
+        })
+    }
+
+    /// Publishes the containments the incidents now ask for.
+    fn publish(&self, ingest: &crate::fleet::ingest::Ingest) {
+        if let Err(error) = contain::rebuild(ingest.store().as_ref(), &self.hub) {
+            tracing::warn!(%error, "cannot publish the desired containments");
+        }
+    }
+}
+
 pub(super) async fn plan(
-    _svc: &QueryService,
-    _req: v1::PlanIncidentRequest,
-    _actor: String,
+    svc: &QueryService,
+    req: v1::PlanIncidentRequest,
+    actor: String,
 ) -> Result<v1::PlanIncidentResponse, Status> {
-    Err(Status::unimplemented("plans: in progress"))
+    let id = incident_id(&req.id)?;
+    let inputs = Inputs::of(svc);
+    let policy = policy_in_force(&inputs.policy);
+    let hub = inputs.hub.clone();
+    let planned = svc
+        .domain(move |ingest| {
+            let done = inputs
+                .with(ingest, id, |p| act::plan(ingest, id, &actor, p, now_ms()))
+                .map_err(status)?;
+            inputs.publish(ingest);
+            Ok(done)
+        })
+        .await?;
+    let mut incident = incident(id, &planned.incident, &[]);
+    incident.policy = Some(policy);
+    fill_counters(&mut incident, id, &planned.incident, &hub);
+    Ok(v1::PlanIncidentResponse {
+        plan: Some(plan_message(
+            &planned.plan,
+            planned.incident.plan.as_ref().filter(|r| r.plan.hash == planned.plan.hash),
+        )),
+        incident: Some(incident),
+        recorded: planned.recorded,
+    })
 }
 
 pub(super) async fn approve(
-    _svc: &QueryService,
-    _req: v1::ApproveIncidentRequest,
-    _actor: String,
+    svc: &QueryService,
+    req: v1::ApproveIncidentRequest,
+    actor: String,
 ) -> Result<v1::ApproveIncidentResponse, Status> {
-    Err(Status::unimplemented("approvals: in progress"))
+    let id = incident_id(&req.id)?;
+    let hash = req.plan.trim().to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "{:?} is not a plan hash: give the 64 hex digits `patchgap incident plan` printed",
+            req.plan
+        )));
+    }
+    let inputs = Inputs::of(svc);
+    let policy = policy_in_force(&inputs.policy);
+    let hub = inputs.hub.clone();
+    let (approved, requested) = svc
+        .domain(move |ingest| {
+            let done = inputs
+                .with(ingest, id, |p| act::approve(ingest, id, &actor, &hash, p, now_ms()))
+                .map_err(status)?;
+            inputs.publish(ingest);
+            Ok(done)
+        })
+        .await?;
+    let mut incident = incident(id, &approved, &[]);
+    incident.policy = Some(policy);
+    fill_counters(&mut incident, id, &approved, &hub);
+    Ok(v1::ApproveIncidentResponse {
+        incident: Some(incident),
+        requested,
+    })
 }
 
 pub(super) async fn revert(
-    _svc: &QueryService,
-    _req: v1::RevertIncidentRequest,
-    _actor: String,
+    svc: &QueryService,
+    req: v1::RevertIncidentRequest,
+    actor: String,
 ) -> Result<v1::RevertIncidentResponse, Status> {
-    Err(Status::unimplemented("reverts: in progress"))
+    let id = incident_id(&req.id)?;
+    let reason = req.reason.trim().to_string();
+    if !act::REVERT_REASONS.contains(&reason.as_str()) {
+        return Err(invalid(format!(
+            "--reason {reason:?}: one of {}",
+            act::REVERT_REASONS.join(", ")
+        )));
+    }
+    let action = (req.action > 0).then_some(req.action);
+    let inputs = Inputs::of(svc);
+    let policy = policy_in_force(&inputs.policy);
+    let hub = inputs.hub.clone();
+    let (reverted, lifted) = svc
+        .domain(move |ingest| {
+            let done = act::revert(ingest, id, &actor, action, &reason, now_ms()).map_err(status)?;
+            inputs.publish(ingest);
+            Ok(done)
+        })
+        .await?;
+    let mut incident = incident(id, &reverted, &[]);
+    incident.policy = Some(policy);
+    fill_counters(&mut incident, id, &reverted, &hub);
+    Ok(v1::RevertIncidentResponse {
+        incident: Some(incident),
+        reverted: lifted,
+    })
+}
+
+/// The policy in force, as answers state it.
+fn policy_in_force(p: &crate::response::PolicyState) -> v1::PolicyInForce {
+    v1::PolicyInForce {
+        source: p.source.clone(),
+        loaded_at_ms: p.loaded_at_ms,
+        reload_error: p.last_error.clone().unwrap_or_default(),
+    }
+}
+
+/// The agents' counters of each action in force, summed over its targets.
+fn fill_counters(out: &mut v1::Incident, id: i64, i: &Incident, hub: &Hub) {
+    for (msg, a) in out.actions.iter_mut().zip(&i.actions) {
+        let ids: Vec<String> = a
+            .planned
+            .targets
+            .iter()
+            .map(|t| contain::containment_id(id, a.planned.id, t))
+            .collect();
+        let c = hub.counters(&ids);
+        msg.blocked_connects = c.blocked_connects;
+        msg.blocked_packets = c.blocked_packets;
+        msg.would_block_connects = c.would_block_connects;
+        msg.would_block_packets = c.would_block_packets;
+    }
+}
+
+fn target_message(t: &crate::response::incident::Target) -> v1::PlanTarget {
+    v1::PlanTarget {
+        host: t.host.clone(),
+        workload: t.workload.clone(),
+        cgroup: t.cgroup.clone(),
+        pids: t.pids.clone(),
+        processes: t.processes,
+        shared_with: t.shared_with.clone(),
+    }
+}
+
+fn plan_message(p: &Plan, recorded: Option<&RecordedPlan>) -> v1::Plan {
+    v1::Plan {
+        hash: p.hash.clone(),
+        tier: p.tier,
+        tier_name: p.tier_name.clone(),
+        exception: p.exception.clone().unwrap_or_default(),
+        actions: p
+            .actions
+            .iter()
+            .map(|a| v1::PlanAction {
+                id: a.id,
+                kind: a.kind.as_str().to_string(),
+                mode: mode_name(a.mode).to_string(),
+                approval: approval_name(a.approval).to_string(),
+                revert_after_ms: a.revert_after_ms.unwrap_or(0),
+                allow: a.allow.clone(),
+                targets: a.targets.iter().map(target_message).collect(),
+                excluded: a
+                    .excluded
+                    .iter()
+                    .map(|e| v1::PlanExclusion {
+                        host: e.host.clone(),
+                        workload: e.workload.clone(),
+                        cgroup: e.cgroup.clone(),
+                        guard: e.guard.clone(),
+                        pids: e.pids.clone(),
+                    })
+                    .collect(),
+                no_executor: a.no_executor.clone().unwrap_or_default(),
+            })
+            .collect(),
+        made_at_ms: recorded.map_or(0, |r| r.at_ms),
+        requested_by: recorded.map(|r| r.by.clone()).unwrap_or_default(),
+        expires_at_ms: recorded.map_or(0, RecordedPlan::expires_at_ms),
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Observe => "observe",
+        Mode::Shadow => "shadow",
+        Mode::Enforce => "enforce",
+    }
+}
+
+fn approval_name(a: Approval) -> &'static str {
+    match a {
+        Approval::Auto => "auto",
+        Approval::Required => "required",
+    }
+}
+
+fn action_message(a: &IncidentAction) -> v1::IncidentAction {
+    let p = &a.planned;
+    v1::IncidentAction {
+        id: p.id,
+        kind: p.kind.as_str().to_string(),
+        mode: mode_name(p.mode).to_string(),
+        approval: approval_name(p.approval).to_string(),
+        state: a.state.name().to_string(),
+        reason: a.reason.clone(),
+        plan: a.plan.clone(),
+        targets: p.targets.iter().map(target_message).collect(),
+        planned_at_ms: a.times.planned,
+        requested_at_ms: a.times.requested,
+        applied_at_ms: a.times.applied,
+        verified_at_ms: a.times.verified,
+        reverted_at_ms: a.times.reverted,
+        failed_at_ms: a.times.failed,
+        time_to_containment_ms: a.time_to_containment_ms.unwrap_or(0),
+        revert_at_ms: a.revert_at_ms().unwrap_or(0),
+        revert_verified_at_ms: a.times.revert_verified,
+        approved_by: a.approved_by.clone(),
+        ..Default::default()
+    }
 }

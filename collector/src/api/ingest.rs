@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{Connected, blocking, refused};
 use crate::{
     fleet::{bounds, coverage, ingest::Ingest},
+    response::contain::Hub,
     tls::{Role, peer_identity},
 };
 
@@ -39,6 +40,9 @@ pub struct IngestService {
     tls: IngestTls,
     /// Where refused streams are recorded.
     audit: Arc<crate::audit::AuditLog>,
+    /// The desired containments each stream sends its agent, and where
+    /// their reports go.
+    hub: Arc<Hub>,
 }
 
 impl IngestService {
@@ -48,6 +52,7 @@ impl IngestService {
         stopping: tokio::sync::watch::Receiver<bool>,
         tls: IngestTls,
         audit: Arc<crate::audit::AuditLog>,
+        hub: Arc<Hub>,
     ) -> Self {
         IngestService {
             ingest,
@@ -55,6 +60,7 @@ impl IngestService {
             stopping,
             tls,
             audit,
+            hub,
         }
     }
 }
@@ -230,8 +236,16 @@ impl IngestApi for IngestService {
         }))
         .await
         .map_err(|_| Status::cancelled("agent went away"))?;
+        // Then the containments this host must have in force, whole: the
+        // agent lifts whatever the set does not name.
+        let mut desired = self.hub.subscribe();
+        let mut sent = containments(&desired.borrow_and_update(), &host_key);
+        tx.send(Ok(command(sent.clone())))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))?;
 
         let ingest = self.ingest.clone();
+        let hub = self.hub.clone();
         let mut stopping = self.stopping.clone();
         let stream = self
             .connected
@@ -248,13 +262,30 @@ impl IngestApi for IngestService {
                 },
                 now_ms(),
             );
-        let guard = ConnectedGuard(self.connected.clone(), host_key, stream);
+        let guard = ConnectedGuard(self.connected.clone(), host_key.clone(), stream);
         tokio::spawn(async move {
             let _guard = guard;
             loop {
-                let next = tokio::select! {
-                    next = inbound.message() => next,
+                let woke = tokio::select! {
+                    next = inbound.message() => Woke::Message(next),
                     _ = stopping.wait_for(|s| *s) => break,
+                    changed = desired.changed() => match changed {
+                        Ok(()) => Woke::SetChanged,
+                        Err(_) => break,
+                    },
+                };
+                let next = match woke {
+                    Woke::Message(next) => next,
+                    Woke::SetChanged => {
+                        let now = containments(&desired.borrow_and_update(), &host_key);
+                        if now.items != sent.items {
+                            sent = now;
+                            if tx.send(Ok(command(sent.clone()))).await.is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
                 };
                 let msg = match next {
                     Ok(Some(m)) => m,
@@ -266,6 +297,14 @@ impl IngestApi for IngestService {
                         break;
                     }
                 };
+                if let Some(Body::Heartbeat(beat)) = &msg.body {
+                    hub.report(
+                        &host_key,
+                        beat.containments_generation,
+                        beat.containments.clone(),
+                        now_ms(),
+                    );
+                }
                 let seq = msg.seq;
                 if seq == 0 || matches!(msg.body, Some(Body::Hello(_)) | None) {
                     let _ = tx
@@ -307,6 +346,25 @@ impl IngestApi for IngestService {
             info!(host = %host_name, "agent stream ended");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What woke a stream's task.
+enum Woke {
+    Message(Result<Option<v1::AgentMessage>, Status>),
+    SetChanged,
+}
+
+/// One host's desired containments.
+fn containments(d: &crate::response::contain::Desired, host_key: &str) -> v1::Containments {
+    d.for_host(host_key)
+}
+
+fn command(set: v1::Containments) -> v1::CollectorMessage {
+    v1::CollectorMessage {
+        body: Some(collector_message::Body::Command(v1::Command {
+            body: Some(v1::command::Body::Containments(set)),
+        })),
     }
 }
 

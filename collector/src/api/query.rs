@@ -58,6 +58,8 @@ pub struct QueryService {
     pub(super) findings_reuse: Reused<crate::fleet::exposure::FindingsIndex>,
     /// The response policy in force (reloaded on SIGHUP).
     policy: SharedPolicy,
+    /// The desired containments and the agents' reports.
+    pub(super) hub: Arc<crate::response::contain::Hub>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -89,7 +91,15 @@ impl QueryService {
             fleet_reuse: Arc::default(),
             findings_reuse: Arc::default(),
             policy: SharedPolicy::builtin(),
+            hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
         }
+    }
+
+    /// Plans, approvals and reverts publish to this hub (a hub of its own
+    /// otherwise, which no agent stream reads).
+    pub fn with_hub(mut self, hub: Arc<crate::response::contain::Hub>) -> Self {
+        self.hub = hub;
+        self
     }
 
     /// Serves with this response policy (the built-in one otherwise).

@@ -13,6 +13,7 @@
 //! append-only log; [`project`] is a pure function of the events, and a
 //! write appends only events that it has checked to project.
 
+pub mod act;
 pub mod log;
 pub mod scope;
 
@@ -23,6 +24,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use super::plan::{Plan, PlannedAction, Target};
+use super::{
+    Mode,
+    plan::PLAN_TTL_MS,
+};
 use crate::store::IncidentEventRecord;
 
 /// Where an incident stands. The names (snake_case) are an interface:
@@ -215,6 +221,64 @@ pub struct Scope {
     pub processes: u32,
     /// The answer was cut at `scope::MAX_PROCESSES` processes.
     pub truncated: bool,
+    /// Each exposed workload instance (a workload's processes on one
+    /// host), sorted by host key and instance: what the policy routes on
+    /// and what an action needs to reach it.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+}
+
+/// A workload's processes on one host, as the scope exposes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub host: String,
+    /// The host as its agent's stream is keyed (machine id, else name).
+    pub host_key: String,
+    /// The fleet workload key (`k8s:...`, `unit:...`, `host:...`).
+    pub workload: String,
+    /// The agent's id for it on its host (`pod/<uid>/<container>`, ...).
+    pub instance: String,
+    /// Its cgroup v2 path, as the agent read it ("" when unknown).
+    pub cgroup: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_scope: Option<String>,
+    pub privileged: bool,
+    /// Some exposed process runs as root.
+    pub root: bool,
+    /// Every running process of the instance, exposed or not.
+    pub processes: u32,
+    /// The exposed ones.
+    pub pids: BTreeSet<u32>,
+    /// What is exposed: each advisory (or package) and package, with the
+    /// strongest evidence among the instance's processes.
+    pub findings: BTreeSet<Finding>,
+}
+
+/// One package found in an instance, under one advisory (empty for an
+/// incident opened from a package range).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Finding {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub advisory: String,
+    /// The advisory's severity as stored (`critical`, ...), "" if none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub severity: String,
+    /// The CVSS base score, in tenths (98 for 9.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_x10: Option<u32>,
+    /// The purl type (`deb`, `pypi`, ...).
+    pub ecosystem: String,
+    /// The package's purl, or name@version without one.
+    pub purl: String,
+    pub evidence: String,
 }
 
 /// Workloads, hosts and pids that one scope has and another has not.
@@ -291,6 +355,27 @@ pub enum Event {
     Note {
         text: String,
     },
+    /// The policy routed the incident to a tier (None: no tier's rule
+    /// matches).
+    TierRouted {
+        tier: Option<u32>,
+        #[serde(default)]
+        name: String,
+    },
+    /// A plan, recorded for its actor (the requester an approval is
+    /// checked against). Actions of earlier plans that were neither
+    /// approved nor requested are superseded by it.
+    Planned { plan: Plan },
+    /// The actor approved the plan with this hash: these of its actions
+    /// are requested (or, without an executor, stay planned, approved).
+    Approved { plan: String, actions: Vec<u32> },
+    /// Actions that need no approval, requested when their plan was made.
+    Requested { actions: Vec<u32> },
+    /// What the agents reported about an action.
+    Observed { action: u32, observation: Observation },
+    /// Actions lifted, and why (`false-positive`, `not-affected`,
+    /// `resolved`, `revert_after`).
+    Reverted { actions: Vec<u32>, reason: String },
 }
 
 impl Event {
@@ -300,7 +385,130 @@ impl Event {
             Event::ScopeChanged { .. } => "scope_changed",
             Event::StateChanged { .. } => "state_changed",
             Event::Note { .. } => "note",
+            Event::TierRouted { .. } => "tier_routed",
+            Event::Planned { .. } => "planned",
+            Event::Approved { .. } => "approved",
+            Event::Requested { .. } => "requested",
+            Event::Observed { .. } => "observed",
+            Event::Reverted { .. } => "reverted",
         }
+    }
+}
+
+/// What the agents' reports showed about an action, at `at_ms` (the
+/// agents' time of it where they say it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "is", rename_all = "snake_case")]
+pub enum Observation {
+    /// In force on every target.
+    Applied { at_ms: i64 },
+    /// Its effect seen: the first connect or packet blocked (or, in
+    /// shadow mode, that would have been).
+    Verified { at_ms: i64, time_to_containment_ms: i64 },
+    /// An agent could not carry it out.
+    Failed { at_ms: i64, reason: String },
+    /// After a revert, no target's agent has it in force any more.
+    RevertVerified { at_ms: i64 },
+}
+
+/// Where an action stands. The names are an interface (`incident show -o
+/// json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Planned, not (yet) carried out: waiting for an approval, in
+    /// `observe` mode, or with no executor for it.
+    Planned,
+    /// Approved (or automatic) and sent to the agents.
+    Requested,
+    /// In force on every target.
+    Applied,
+    /// Its effect seen.
+    Verified,
+    /// Lifted.
+    Reverted,
+    /// An agent could not carry it out (it stays requested: an agent that
+    /// can later will).
+    Failed,
+}
+
+impl ActionState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionState::Planned => "planned",
+            ActionState::Requested => "requested",
+            ActionState::Applied => "applied",
+            ActionState::Verified => "verified",
+            ActionState::Reverted => "reverted",
+            ActionState::Failed => "failed",
+        }
+    }
+}
+
+/// One action of an incident, from its plan to its revert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentAction {
+    #[serde(flatten)]
+    pub planned: PlannedAction,
+    /// The hash of the plan it came from.
+    pub plan: String,
+    pub state: ActionState,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub approved_by: String,
+    #[serde(default)]
+    pub times: ActionTimes,
+    /// From the incident's detection to the effect seen.
+    #[serde(default)]
+    pub time_to_containment_ms: Option<i64>,
+}
+
+/// When an action entered each state (ms since the epoch; 0: not yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionTimes {
+    pub planned: i64,
+    pub requested: i64,
+    pub applied: i64,
+    pub verified: i64,
+    pub reverted: i64,
+    pub failed: i64,
+    pub revert_verified: i64,
+}
+
+impl IncidentAction {
+    /// The agents must have it in force: requested and not reverted, on
+    /// hosts, and not only observed.
+    pub fn in_force(&self) -> bool {
+        matches!(
+            self.state,
+            ActionState::Requested
+                | ActionState::Applied
+                | ActionState::Verified
+                | ActionState::Failed
+        ) && self.planned.on_hosts()
+            && self.planned.mode != Mode::Observe
+    }
+
+    /// When `revert_after` lifts it: that long after it took effect.
+    pub fn revert_at_ms(&self) -> Option<i64> {
+        let ttl = self.planned.revert_after_ms?;
+        (self.in_force() && self.times.applied > 0)
+            .then(|| self.times.applied.saturating_add(ttl as i64))
+    }
+}
+
+/// The plan recorded last, with when and for whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedPlan {
+    pub plan: Plan,
+    pub at_ms: i64,
+    pub by: String,
+}
+
+impl RecordedPlan {
+    pub fn expires_at_ms(&self) -> i64 {
+        self.at_ms.saturating_add(PLAN_TTL_MS)
     }
 }
 
@@ -362,6 +570,22 @@ pub struct Incident {
     pub scope: Scope,
     /// The last event's number.
     pub last_seq: i64,
+    #[serde(default)]
+    pub tier_name: String,
+    /// The plan recorded last.
+    #[serde(default)]
+    pub plan: Option<RecordedPlan>,
+    /// Every action of the plans recorded, but those superseded before
+    /// they were approved or requested.
+    #[serde(default)]
+    pub actions: Vec<IncidentAction>,
+    /// The number the next planned action gets.
+    #[serde(default = "one")]
+    pub next_action: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Why a log does not project, or an event may not be appended.
@@ -385,6 +609,32 @@ pub enum IncidentError {
     },
     #[error("event {seq}: the scope of a {state} incident does not change any more")]
     ScopeOfFinished { seq: i64, state: State },
+    #[error("event {seq}: action {action}: {reason}")]
+    BadAction {
+        seq: i64,
+        action: u32,
+        reason: String,
+    },
+    #[error("event {seq} approves plan {claimed}, but the plan in force is {actual}")]
+    StalePlan {
+        seq: i64,
+        claimed: String,
+        actual: String,
+    },
+    #[error("no plan is recorded")]
+    NoPlan,
+    #[error("plan {asked} no longer holds: the plan now is {now}")]
+    PlanChanged { asked: String, now: String },
+    #[error("plan {hash} expired at {expired_at_ms}")]
+    PlanExpired { hash: String, expired_at_ms: i64 },
+    #[error("nothing in the plan waits for an approval")]
+    NothingToApprove,
+    #[error("{requester} asked for the plan and cannot approve it")]
+    SameApprover { requester: String },
+    #[error("no action {0} in force")]
+    NoSuchAction(u32),
+    #[error("no action in force")]
+    NothingToRevert,
     #[error("event {seq} ({kind}) does not decode: {reason}")]
     Undecodable {
         seq: i64,
@@ -417,6 +667,10 @@ impl Incident {
             updated_at_ms: first.at_ms,
             scope: Scope::default(),
             last_seq: first.seq,
+            tier_name: String::new(),
+            plan: None,
+            actions: Vec::new(),
+            next_action: 1,
         })
     }
 
@@ -457,10 +711,133 @@ impl Incident {
                 self.state = *to;
             }
             Event::Note { .. } => {}
+            Event::TierRouted { tier, name } => {
+                self.tier = *tier;
+                self.tier_name = name.clone();
+            }
+            Event::Planned { plan } => self.record_plan(r, plan)?,
+            Event::Approved { plan, actions } => {
+                let actual = self.plan.as_ref().map(|p| p.plan.hash.clone());
+                if actual.as_deref() != Some(plan.as_str()) {
+                    return Err(IncidentError::StalePlan {
+                        seq: r.seq,
+                        claimed: plan.clone(),
+                        actual: actual.unwrap_or_default(),
+                    });
+                }
+                for id in actions {
+                    let a = self.action_in(r.seq, *id, ActionState::Planned)?;
+                    if a.plan != *plan {
+                        return Err(bad(r.seq, *id, "is not an action of that plan"));
+                    }
+                    a.approved_by = r.actor.clone();
+                    if a.planned.on_hosts() && a.planned.mode != Mode::Observe {
+                        a.state = ActionState::Requested;
+                        a.times.requested = r.at_ms;
+                    }
+                }
+            }
+            Event::Requested { actions } => {
+                for id in actions {
+                    let a = self.action_in(r.seq, *id, ActionState::Planned)?;
+                    a.state = ActionState::Requested;
+                    a.times.requested = r.at_ms;
+                }
+            }
+            Event::Observed {
+                action,
+                observation,
+            } => {
+                let opened = self.opened_at_ms;
+                let a = self
+                    .actions
+                    .iter_mut()
+                    .find(|a| a.planned.id == *action)
+                    .ok_or_else(|| bad(r.seq, *action, "no such action"))?;
+                observe(a, observation, opened).map_err(|why| bad(r.seq, *action, why))?;
+            }
+            Event::Reverted { actions, reason } => {
+                for id in actions {
+                    let a = self
+                        .actions
+                        .iter_mut()
+                        .find(|a| a.planned.id == *id)
+                        .ok_or_else(|| bad(r.seq, *id, "no such action"))?;
+                    if a.state == ActionState::Reverted {
+                        return Err(bad(r.seq, *id, "is reverted already"));
+                    }
+                    a.state = ActionState::Reverted;
+                    a.times.reverted = r.at_ms;
+                    a.reason = reason.clone();
+                }
+            }
         }
         self.last_seq = r.seq;
         self.updated_at_ms = r.at_ms;
         Ok(())
+    }
+
+    /// Records a plan: its actions are numbered on from `next_action`,
+    /// and earlier ones never approved nor requested are superseded.
+    fn record_plan(&mut self, r: &Recorded, plan: &Plan) -> Result<(), IncidentError> {
+        let mut next = self.next_action;
+        for a in &plan.actions {
+            if a.id != next {
+                return Err(bad(r.seq, a.id, "plans number their actions on, without gaps"));
+            }
+            next += 1;
+        }
+        self.actions.retain(|a| {
+            !(a.state == ActionState::Planned && a.approved_by.is_empty())
+        });
+        for a in &plan.actions {
+            let reason = match (&a.no_executor, a.mode) {
+                (Some(why), _) => why.clone(),
+                (None, Mode::Observe) => "observe mode: planned and reported, never carried out".into(),
+                (None, _) => String::new(),
+            };
+            self.actions.push(IncidentAction {
+                planned: a.clone(),
+                plan: plan.hash.clone(),
+                state: ActionState::Planned,
+                reason,
+                approved_by: String::new(),
+                times: ActionTimes {
+                    planned: r.at_ms,
+                    ..ActionTimes::default()
+                },
+                time_to_containment_ms: None,
+            });
+        }
+        self.next_action = next;
+        self.plan = Some(RecordedPlan {
+            plan: plan.clone(),
+            at_ms: r.at_ms,
+            by: r.actor.clone(),
+        });
+        Ok(())
+    }
+
+    /// Action `id`, which must be in state `want`.
+    fn action_in(
+        &mut self,
+        seq: i64,
+        id: u32,
+        want: ActionState,
+    ) -> Result<&mut IncidentAction, IncidentError> {
+        let a = self
+            .actions
+            .iter_mut()
+            .find(|a| a.planned.id == id)
+            .ok_or_else(|| bad(seq, id, "no such action"))?;
+        if a.state != want {
+            return Err(bad(
+                seq,
+                id,
+                &format!("is {}, not {}", a.state.name(), want.name()),
+            ));
+        }
+        Ok(a)
     }
 
     /// A state change from where the incident stands, checked against
@@ -478,6 +855,58 @@ impl Incident {
             reason: reason.to_string(),
         })
     }
+}
+
+fn bad(seq: i64, action: u32, reason: &str) -> IncidentError {
+    IncidentError::BadAction {
+        seq,
+        action,
+        reason: reason.to_string(),
+    }
+}
+
+/// An action after what the agents showed about it.
+fn observe(
+    a: &mut IncidentAction,
+    o: &Observation,
+    opened_at_ms: i64,
+) -> Result<(), &'static str> {
+    use ActionState::*;
+    match o {
+        Observation::RevertVerified { at_ms } => {
+            if a.state != Reverted {
+                return Err("a revert is verified only after a revert");
+            }
+            a.times.revert_verified = *at_ms;
+        }
+        _ if !matches!(a.state, Requested | Applied | Verified | Failed) => {
+            return Err("only a requested action is observed");
+        }
+        Observation::Applied { at_ms } => {
+            a.state = Applied;
+            a.times.applied = *at_ms;
+            a.reason.clear();
+        }
+        Observation::Verified {
+            at_ms,
+            time_to_containment_ms,
+        } => {
+            if a.times.applied == 0 {
+                a.times.applied = *at_ms;
+            }
+            a.state = Verified;
+            a.times.verified = *at_ms;
+            a.time_to_containment_ms = Some(*time_to_containment_ms);
+            a.reason.clear();
+        }
+        Observation::Failed { at_ms, reason } => {
+            a.state = Failed;
+            a.times.failed = *at_ms;
+            a.reason = reason.clone();
+        }
+    }
+    let _ = opened_at_ms;
+    Ok(())
 }
 
 /// The incident a log describes: the first event opens it and every

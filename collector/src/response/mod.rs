@@ -13,7 +13,9 @@
 //! reads the policy file). Executors never run inside a store transaction,
 //! and the store knows nothing of this module.
 
+pub mod contain;
 pub mod incident;
+pub mod plan;
 pub mod policy;
 
 pub use policy::{

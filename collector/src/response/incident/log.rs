@@ -52,6 +52,9 @@ pub enum LogError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A plan, approval or revert a responder can correct.
+    #[error(transparent)]
+    Act(#[from] super::act::ActError),
 }
 
 /// What `open` did: the incident, and whether this call opened it (false:
@@ -187,7 +190,7 @@ pub fn append(
     id: i64,
     actor: &str,
     now_ms: i64,
-    make: impl Fn(&Incident) -> Result<Vec<Event>, IncidentError>,
+    mut make: impl FnMut(&Incident) -> Result<Vec<Event>, IncidentError>,
 ) -> Result<Incident, LogError> {
     let store = ingest.store().as_ref();
     for _ in 0..RETRIES {

@@ -8,11 +8,11 @@
 //! Bounded: the walk goes a page at a time and stops at
 //! [`MAX_PROCESSES`] exposed processes (the scope then says `truncated`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use patchgap_proto::v1;
 
-use super::{Scope, Source};
+use super::{Finding, Instance, Scope, Source};
 use crate::{
     advisories::version::Constraint,
     ecosystem::purl_order,
@@ -21,7 +21,7 @@ use crate::{
         scope::Rule,
         workloads,
     },
-    store::{PageLimit, ProcessCursor, Store, StoreError},
+    store::{PageLimit, ProcessCursor, Store, StoreError, WorkloadRow},
 };
 
 /// The most processes one scope lists. Past it the scope is cut and says
@@ -70,11 +70,11 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
     let summaries = workloads::summarize(&rows, rules);
     let by_key: HashMap<&str, &v1::WorkloadSummary> =
         summaries.iter().map(|s| (s.key.as_str(), s)).collect();
-    let by_instance: HashMap<(String, String), &v1::WorkloadSummary> = rows
+    let by_instance: HashMap<(String, String), (&WorkloadRow, &v1::WorkloadSummary)> = rows
         .iter()
         .filter_map(|r| {
             let s = by_key.get(workloads::key(r).as_str())?;
-            Some(((r.host_id.clone(), r.workload.id.clone()), *s))
+            Some(((r.host_id.clone(), r.workload.id.clone()), (r, *s)))
         })
         .collect();
 
@@ -82,6 +82,7 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
         scope: Scope::default(),
         by_instance: &by_instance,
         host: None,
+        instances: BTreeMap::new(),
     };
     match source {
         Source::Advisory { id, host, .. } => {
@@ -132,7 +133,56 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
         Source::PolicyRule { .. } => return Err(ScopeError::NoQuery("a policy rule")),
         Source::EgressAlert { .. } => return Err(ScopeError::NoQuery("an egress alert")),
     }
-    Ok(fold.scope)
+    let mut scope = fold.scope;
+    scope.instances = fold.instances.into_values().collect();
+    Ok(scope)
+}
+
+/// An instance as its workload row describes it (or, for a process whose
+/// row is gone, as its match does).
+fn new_instance(
+    m: &v1::Match,
+    host_key: String,
+    found: Option<(&WorkloadRow, &v1::WorkloadSummary)>,
+) -> Instance {
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    match found {
+        Some((row, w)) => Instance {
+            host: m.host.clone(),
+            host_key,
+            workload: w.key.clone(),
+            instance: m.workload.clone(),
+            cgroup: row.workload.cgroup.clone(),
+            unit: nonempty(&row.workload.unit),
+            namespace: nonempty(&w.namespace),
+            cluster: nonempty(&w.cluster),
+            labels: row
+                .workload
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            data_scope: w
+                .scope
+                .as_ref()
+                .and_then(|s| nonempty(&s.classification)),
+            privileged: w.privileged,
+            processes: row.processes,
+            ..Instance::default()
+        },
+        None => Instance {
+            host: m.host.clone(),
+            host_key,
+            workload: format!("{}/{}", m.host, m.workload),
+            instance: m.workload.clone(),
+            ..Instance::default()
+        },
+    }
+}
+
+/// The purl's type: `pkg:pypi/x@1` is `pypi`.
+fn purl_type(purl: &str) -> Option<&str> {
+    purl.strip_prefix("pkg:")?.split('/').next()
 }
 
 /// Walks pages until the answer ends or the scope is full.
@@ -159,9 +209,11 @@ fn walk(
 
 struct Fold<'a> {
     scope: Scope,
-    by_instance: &'a HashMap<(String, String), &'a v1::WorkloadSummary>,
+    by_instance: &'a HashMap<(String, String), (&'a WorkloadRow, &'a v1::WorkloadSummary)>,
     /// Only this host (by name or host id).
     host: Option<&'a str>,
+    /// By host key and instance id.
+    instances: BTreeMap<(String, String), Instance>,
 }
 
 impl Fold<'_> {
@@ -182,11 +234,16 @@ impl Fold<'_> {
             if let Some(k) = m.key {
                 s.pids.entry(m.host.clone()).or_default().insert(k.pid);
             }
-            match self
+            let host_key = if m.host_id.is_empty() {
+                m.host.clone()
+            } else {
+                m.host_id.clone()
+            };
+            let found = self
                 .by_instance
-                .get(&(m.host_id.clone(), m.workload.clone()))
-            {
-                Some(w) => {
+                .get(&(m.host_id.clone(), m.workload.clone()));
+            match found {
+                Some((_, w)) => {
                     s.workloads.insert(w.key.clone());
                     if !w.image_digest.is_empty() {
                         s.image_digests.insert(w.image_digest.clone());
@@ -202,6 +259,46 @@ impl Fold<'_> {
                 // its instance on its host.
                 None => {
                     s.workloads.insert(format!("{}/{}", m.host, m.workload));
+                }
+            }
+            let instance = self
+                .instances
+                .entry((host_key.clone(), m.workload.clone()))
+                .or_insert_with(|| new_instance(m, host_key, found.copied()));
+            if let Some(k) = m.key {
+                instance.pids.insert(k.pid);
+            }
+            instance.root |= m.uid == 0 || m.privilege.as_ref().is_some_and(|p| p.euid0);
+            if let Some(p) = &m.package {
+                let purl = if p.purl.is_empty() {
+                    format!("{}@{}", p.name, p.version)
+                } else {
+                    p.purl.clone()
+                };
+                let finding = Finding {
+                    advisory: m.advisory.clone(),
+                    severity: m.severity.to_ascii_lowercase(),
+                    score_x10: m.score.map(|s| (s * 10.0).round().clamp(0.0, 100.0) as u32),
+                    ecosystem: purl_type(&purl).unwrap_or(&p.ecosystem).to_string(),
+                    purl,
+                    evidence: m.evidence.clone(),
+                };
+                // One finding per advisory and package: the strongest
+                // evidence among the instance's processes.
+                let weaker = instance
+                    .findings
+                    .iter()
+                    .find(|f| f.advisory == finding.advisory && f.purl == finding.purl)
+                    .cloned();
+                match weaker {
+                    Some(old) if evidence_rank(&old.evidence) >= evidence_rank(&finding.evidence) => {}
+                    Some(old) => {
+                        instance.findings.remove(&old);
+                        instance.findings.insert(finding);
+                    }
+                    None => {
+                        instance.findings.insert(finding);
+                    }
                 }
             }
             if !m.sbom_image.is_empty() {

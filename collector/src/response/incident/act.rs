@@ -1,0 +1,459 @@
+//! What responders and the collector do to an incident after it opens:
+//! plan (the policy's tier and actions for the scope as it is now),
+//! approve exactly one plan, revert actions, and record what the agents
+//! report about the actions in force. Each is a set of events appended
+//! through [`log::append`], checked against the projection first.
+//!
+//! Executors are not called here: an action in force is part of the
+//! desired containment set (`response::contain`), which the collector
+//! pushes to the agents after these appends have committed.
+
+use super::{
+    ActionState, Event, Incident, IncidentError, Plan, State, display_id,
+    log::{self, COLLECTOR, LogError},
+    scope::{self, ScopeError},
+};
+use crate::{
+    fleet::{ingest::Ingest, scope::Rule},
+    response::{
+        Approval, Policy,
+        contain::{self, Observed},
+        plan::{self, Protected},
+    },
+};
+
+/// Why a revert is asked for. The names are an interface (`patchgap
+/// incident revert --reason`).
+pub const REVERT_REASONS: [&str; 3] = ["false-positive", "not-affected", "resolved"];
+
+/// The reason the collector gives when an action's `revert_after` ran out.
+pub const REVERT_AFTER: &str = "revert_after";
+
+/// What a plan is made from.
+pub struct Planning<'a> {
+    pub policy: &'a Policy,
+    pub rules: &'a [Rule],
+    pub protected: &'a Protected,
+}
+
+/// A plan call's answer: the incident, its plan, and whether this call
+/// recorded it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub incident: Incident,
+    pub plan: Plan,
+    pub recorded: bool,
+}
+
+/// Refusals a responder can act on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActError {
+    #[error(
+        "the plan changed since {asked} was shown: the plan now is {now}. Nothing was approved; review it with `patchgap incident plan` and approve that hash"
+    )]
+    PlanChanged { asked: String, now: String },
+    #[error("plan {hash} expired at {expired_at_ms} ms: plan again")]
+    PlanExpired { hash: String, expired_at_ms: i64 },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The incident's scope now (recomputed; the stored one for sources that
+/// have no query).
+fn scope_now(
+    ingest: &Ingest,
+    incident: &Incident,
+    rules: &[Rule],
+) -> Result<super::Scope, LogError> {
+    match scope::compute(ingest.store().as_ref(), &incident.source, rules) {
+        Ok(s) => Ok(s),
+        Err(ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_)) => Ok(incident.scope.clone()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn current(ingest: &Ingest, id: i64) -> Result<Incident, LogError> {
+    let store = ingest.store().as_ref();
+    let rec = store
+        .incident(id)?
+        .ok_or_else(|| LogError::NotFound(display_id(id)))?;
+    log::load(store, &rec)
+}
+
+fn refused(why: impl Into<String>) -> LogError {
+    LogError::Act(ActError::Refused(why.into()))
+}
+
+/// The events that record `fresh` as the incident's plan, from where it
+/// stands: back to `scoped` when an earlier plan no longer holds, then
+/// `planned`, the automatic actions requested, and `approval_pending`
+/// when some action waits for an approval.
+fn record_plan_events(cur: &Incident, fresh: &Plan, reason: &str) -> Result<Vec<Event>, IncidentError> {
+    let mut events = Vec::new();
+    let mut state = cur.state;
+    if matches!(state, State::Planned | State::ApprovalPending) {
+        events.push(Event::StateChanged {
+            from: state,
+            to: State::Scoped,
+            reason: reason.to_string(),
+        });
+        state = State::Scoped;
+    }
+    events.push(Event::Planned {
+        plan: fresh.clone(),
+    });
+    let auto: Vec<u32> = fresh
+        .actions
+        .iter()
+        .filter(|a| {
+            a.approval == Approval::Auto && a.on_hosts() && a.mode != super::super::Mode::Observe
+        })
+        .map(|a| a.id)
+        .collect();
+    if !auto.is_empty() {
+        events.push(Event::Requested { actions: auto });
+    }
+    if state == State::Scoped {
+        events.push(Event::StateChanged {
+            from: State::Scoped,
+            to: State::Planned,
+            reason: format!("plan {}", short(&fresh.hash)),
+        });
+        if fresh.needs_approval() {
+            events.push(Event::StateChanged {
+                from: State::Planned,
+                to: State::ApprovalPending,
+                reason: "some action needs an approval of this plan".into(),
+            });
+        }
+    } else if state != State::Contained {
+        return Err(IncidentError::IllegalTransition {
+            from: cur.state,
+            to: State::Planned,
+        });
+    }
+    Ok(events)
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// The plan for incident `id` now. It is recorded (for `actor`, the
+/// requester an approval is checked against) when it differs from the
+/// recorded one, when that one expired, or when a person asks for the
+/// plan the collector made by itself. The scope is recomputed first and
+/// its change recorded with it.
+pub fn plan(
+    ingest: &Ingest,
+    id: i64,
+    actor: &str,
+    p: &Planning<'_>,
+    now_ms: i64,
+) -> Result<Planned, LogError> {
+    let before = current(ingest, id)?;
+    if !before.state.is_open() {
+        return Err(refused(format!(
+            "{} is {}: there is nothing to plan",
+            display_id(id),
+            before.state
+        )));
+    }
+    let scope = scope_now(ingest, &before, p.rules)?;
+    let mut made = None;
+    let incident = log::append(ingest, id, actor, now_ms, |cur| {
+        let fresh = plan::make(p.policy, &scope, p.protected, cur.next_action, now_ms);
+        made = Some(fresh.clone());
+        let mut events: Vec<Event> = scope.change_from(&cur.scope).into_iter().collect();
+        if cur.tier != fresh.tier || cur.tier_name != fresh.tier_name {
+            events.push(Event::TierRouted {
+                tier: fresh.tier,
+                name: fresh.tier_name.clone(),
+            });
+        }
+        let holds = cur.plan.as_ref().is_some_and(|r| {
+            r.plan.hash == fresh.hash
+                && now_ms < r.expires_at_ms()
+                && (r.by == actor || actor == COLLECTOR || r.by != COLLECTOR)
+        });
+        let plannable = matches!(
+            cur.state,
+            State::Scoped | State::Planned | State::ApprovalPending | State::Contained
+        );
+        if fresh.tier.is_some() && !holds && plannable {
+            let why = match &cur.plan {
+                Some(r) if r.plan.hash != fresh.hash => {
+                    format!("plan {} no longer holds: the scope or the policy changed", short(&r.plan.hash))
+                }
+                Some(_) => "the plan is made again".to_string(),
+                None => String::new(),
+            };
+            events.extend(record_plan_events(cur, &fresh, &why)?);
+        }
+        Ok(events)
+    })?;
+    let fresh = made.expect("append calls make at least once");
+    let recorded = incident
+        .plan
+        .as_ref()
+        .is_some_and(|r| r.plan.hash == fresh.hash && r.at_ms == now_ms && r.by == actor);
+    // The plan as recorded (its action numbers), or as made.
+    let plan = match &incident.plan {
+        Some(r) if r.plan.hash == fresh.hash => r.plan.clone(),
+        _ => fresh,
+    };
+    Ok(Planned {
+        incident,
+        plan,
+        recorded,
+    })
+}
+
+/// Approves plan `hash` of incident `id` for `actor`: refused when the
+/// plan now differs (the scope or the policy changed), when the recorded
+/// plan expired, or, for a tier 1 plan, when the approver is the
+/// requester (or the collector made the plan: a person must ask for it).
+/// The approved actions with an executor are requested.
+pub fn approve(
+    ingest: &Ingest,
+    id: i64,
+    actor: &str,
+    hash: &str,
+    p: &Planning<'_>,
+    now_ms: i64,
+) -> Result<(Incident, Vec<u32>), LogError> {
+    let hash = hash.trim().to_ascii_lowercase();
+    let before = current(ingest, id)?;
+    let scope = scope_now(ingest, &before, p.rules)?;
+    let mut requested = Vec::new();
+    let incident = log::append(ingest, id, actor, now_ms, |cur| {
+        let fresh = plan::make(p.policy, &scope, p.protected, cur.next_action, now_ms);
+        let Some(recorded) = &cur.plan else {
+            return Err(IncidentError::NoPlan);
+        };
+        if fresh.hash != hash || recorded.plan.hash != hash {
+            return Err(IncidentError::PlanChanged {
+                asked: hash.clone(),
+                now: fresh.hash,
+            });
+        }
+        if now_ms >= recorded.expires_at_ms() {
+            return Err(IncidentError::PlanExpired {
+                hash: hash.clone(),
+                expired_at_ms: recorded.expires_at_ms(),
+            });
+        }
+        let waiting: Vec<u32> = cur
+            .actions
+            .iter()
+            .filter(|a| {
+                a.plan == hash
+                    && a.state == ActionState::Planned
+                    && a.approved_by.is_empty()
+                    && a.planned.approval == Approval::Required
+            })
+            .map(|a| a.planned.id)
+            .collect();
+        if waiting.is_empty() {
+            return Err(IncidentError::NothingToApprove);
+        }
+        if recorded.plan.tier == Some(1) && (recorded.by == actor || recorded.by == COLLECTOR) {
+            return Err(IncidentError::SameApprover {
+                requester: recorded.by.clone(),
+            });
+        }
+        requested = cur
+            .actions
+            .iter()
+            .filter(|a| waiting.contains(&a.planned.id) && a.planned.on_hosts())
+            .filter(|a| a.planned.mode != super::super::Mode::Observe)
+            .map(|a| a.planned.id)
+            .collect();
+        let mut events = vec![Event::Approved {
+            plan: hash.clone(),
+            actions: waiting,
+        }];
+        if cur.state == State::ApprovalPending {
+            events.push(Event::StateChanged {
+                from: State::ApprovalPending,
+                to: State::Planned,
+                reason: format!("plan {} approved by {actor}", short(&hash)),
+            });
+        }
+        Ok(events)
+    })
+    .map_err(|e| match e {
+        LogError::Refused(IncidentError::PlanChanged { asked, now }) => {
+            LogError::Act(ActError::PlanChanged { asked, now })
+        }
+        LogError::Refused(IncidentError::PlanExpired {
+            hash,
+            expired_at_ms,
+        }) => LogError::Act(ActError::PlanExpired {
+            hash,
+            expired_at_ms,
+        }),
+        LogError::Refused(IncidentError::NoPlan) => {
+            refused("no plan is recorded: run `patchgap incident plan` first")
+        }
+        LogError::Refused(IncidentError::NothingToApprove) => {
+            refused("nothing in this plan waits for an approval")
+        }
+        LogError::Refused(IncidentError::SameApprover { requester }) => refused(if requester == COLLECTOR {
+            "a tier 1 plan is approved by a second person: the plan was made by the collector, so someone asks for it first (`patchgap incident plan`) and another person approves it".to_string()
+        } else {
+            format!("a tier 1 plan is approved by a second person: {requester} asked for this plan and cannot approve it (with tokens off, every caller is `anonymous`: send a token that names you)")
+        }),
+        other => other,
+    })?;
+    Ok((incident, requested))
+}
+
+/// Lifts action `action` (None: every action requested and not yet
+/// reverted) for `reason`. A false positive also ends the incident.
+pub fn revert(
+    ingest: &Ingest,
+    id: i64,
+    actor: &str,
+    action: Option<u32>,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(Incident, Vec<u32>), LogError> {
+    if !REVERT_REASONS.contains(&reason) && reason != REVERT_AFTER {
+        return Err(refused(format!(
+            "{reason:?} is not a reason to revert: one of {}",
+            REVERT_REASONS.join(", ")
+        )));
+    }
+    let mut lifted = Vec::new();
+    let incident = log::append(ingest, id, actor, now_ms, |cur| {
+        let ids: Vec<u32> = match action {
+            Some(n) => match cur.actions.iter().find(|a| a.planned.id == n) {
+                None => return Err(IncidentError::NoSuchAction(n)),
+                Some(a) if a.state == ActionState::Reverted => {
+                    return Err(IncidentError::NoSuchAction(n));
+                }
+                Some(a) => vec![a.planned.id],
+            },
+            None => cur
+                .actions
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.state,
+                        ActionState::Requested
+                            | ActionState::Applied
+                            | ActionState::Verified
+                            | ActionState::Failed
+                    ) || (a.state == ActionState::Planned && !a.approved_by.is_empty())
+                })
+                .map(|a| a.planned.id)
+                .collect(),
+        };
+        if ids.is_empty() {
+            return Err(IncidentError::NothingToRevert);
+        }
+        lifted = ids.clone();
+        let mut events = vec![Event::Reverted {
+            actions: ids,
+            reason: reason.to_string(),
+        }];
+        if reason == "false-positive" && cur.state.is_open() && action.is_none() {
+            events.push(cur.transition(State::FalsePositive, "reverted: a false positive")?);
+        }
+        Ok(events)
+    })
+    .map_err(|e| match e {
+        LogError::Refused(IncidentError::NoSuchAction(n)) => refused(format!(
+            "{} has no action {n} in force (see `patchgap incident show`)",
+            display_id(id)
+        )),
+        LogError::Refused(IncidentError::NothingToRevert) => {
+            refused(format!("{} has no action in force to revert", display_id(id)))
+        }
+        other => other,
+    })?;
+    Ok((incident, lifted))
+}
+
+/// What [`observe`] did in one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Incidents with an action in force or a revert not yet seen.
+    pub active: usize,
+    /// Events appended.
+    pub events: usize,
+    pub failed: usize,
+}
+
+/// Records what the agents' reports show about every action in force
+/// (applied, verified with its time to containment, failed) or reverted
+/// (the revert seen), and reverts the actions whose `revert_after` ran
+/// out. Looks at every open incident and the newest
+/// [`log::REFRESH_MAX`] of all.
+pub fn observe(ingest: &Ingest, observed: &Observed, now_ms: i64) -> Result<Progress, LogError> {
+    let mut out = Progress::default();
+    for (id, incident) in contain::incidents_to_watch(ingest.store().as_ref())? {
+        let events = contain::observations(id, &incident, observed, now_ms);
+        let expired: Vec<u32> = incident
+            .actions
+            .iter()
+            .filter(|a| a.revert_at_ms().is_some_and(|at| at <= now_ms))
+            .map(|a| a.planned.id)
+            .collect();
+        if contain::watching(&incident) {
+            out.active += 1;
+        }
+        if events.is_empty() && expired.is_empty() {
+            continue;
+        }
+        let wrote = log::append(ingest, id, COLLECTOR, now_ms, |cur| {
+            // Only what still applies to the incident as it is now.
+            let mut next = cur.clone();
+            let mut out = Vec::new();
+            for e in contain::observations(id, cur, observed, now_ms) {
+                let r = super::Recorded {
+                    seq: next.last_seq + 1,
+                    at_ms: now_ms,
+                    actor: COLLECTOR.into(),
+                    event: e.clone(),
+                };
+                if next.apply(&r).is_ok() {
+                    out.push(e);
+                }
+            }
+            let expired: Vec<u32> = next
+                .actions
+                .iter()
+                .filter(|a| a.revert_at_ms().is_some_and(|at| at <= now_ms))
+                .map(|a| a.planned.id)
+                .collect();
+            if !expired.is_empty() {
+                out.push(Event::Reverted {
+                    actions: expired,
+                    reason: REVERT_AFTER.into(),
+                });
+            }
+            // The first action in force makes the incident contained.
+            let applied = next.actions.iter().any(|a| {
+                a.in_force() && matches!(a.state, ActionState::Applied | ActionState::Verified)
+            });
+            if applied && next.state == State::Planned {
+                out.push(Event::StateChanged {
+                    from: State::Planned,
+                    to: State::Contained,
+                    reason: "an action is in force on its targets".into(),
+                });
+            }
+            Ok(out)
+        });
+        match wrote {
+            Ok(after) => out.events += (after.last_seq - incident.last_seq).max(0) as usize,
+            Err(error) => {
+                tracing::warn!(%error, incident = %display_id(id), "cannot record what the agents report");
+                out.failed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
