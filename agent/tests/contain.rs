@@ -880,6 +880,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
         cgroup: format!("/{relative}"),
         mode: v1::ContainmentMode::Enforce as i32,
         allow: vec![allow.into()],
+        kind: v1::ContainmentKind::Isolate as i32,
     };
     let set = |generation, items| v1::Containments { generation, items };
 

@@ -16,7 +16,7 @@ use crate::response::{
     Approval, Mode,
     contain::{self, Hub},
     incident::{
-        Incident, IncidentAction, Plan, RecordedPlan, Recorded, Scope, Source,
+        Incident, IncidentAction, Plan, Recorded, RecordedPlan, Scope, Source,
         act::{self, Planning},
         display_id,
         log::{self, LogError, MAX_EVENTS},
@@ -292,78 +292,6 @@ fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(advisory: &str, host: &str, package: &str) -> Result<Source, String> {
-        OpenIncident::try_from(v1::OpenIncidentRequest {
-            advisory: advisory.into(),
-            host: host.into(),
-            package: package.into(),
-        })
-        .map(|o| o.source)
-        .map_err(|s| s.message().to_string())
-    }
-
-    #[test]
-    fn requests_name_one_subject_with_its_dedup_key() {
-        let s = parse(" CVE-2023-5752 ", "web-1", "").unwrap();
-        assert_eq!(s.dedup_key(), "advisory:CVE-2023-5752 host=web-1");
-        let s = parse("", "", "pip@<23.3").unwrap();
-        assert_eq!(s.dedup_key(), "package:pip@<23.3");
-        let s = parse("", "", "pkg:pypi/pip@23.0.1").unwrap();
-        assert_eq!(s.dedup_key(), "package:pkg:pypi/pip@=23.0.1");
-        match s {
-            Source::Package {
-                name, ecosystem, ..
-            } => assert_eq!((name.as_str(), ecosystem.as_deref()), ("pip", Some("pypi"))),
-            s => panic!("{s:?}"),
-        }
-        let s = parse(
-            "",
-            "",
-            "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1?type=jar",
-        )
-        .unwrap();
-        assert_eq!(
-            s.dedup_key(),
-            "package:pkg:maven/org.apache.logging.log4j/log4j-core@=2.14.1"
-        );
-        match s {
-            Source::Package { group, .. } => {
-                assert_eq!(group.as_deref(), Some("org.apache.logging.log4j"))
-            }
-            s => panic!("{s:?}"),
-        }
-        assert_eq!(
-            versionless_purl("pkg:npm/%40babel/core@7.0.0"),
-            "pkg:npm/%40babel/core"
-        );
-        assert_eq!(
-            versionless_purl("pkg:deb/debian/libssl3"),
-            "pkg:deb/debian/libssl3"
-        );
-    }
-
-    #[test]
-    fn bad_requests_say_why() {
-        for (a, h, p, want) in [
-            ("CVE-1", "", "pip", "not both"),
-            ("", "", "", "give an advisory"),
-            ("", "web-1", "pip", "--host goes with --advisory"),
-            ("CVE-1\u{1b}[2J", "", "", "control characters"),
-            ("", "", "pkg:nuget/Foo@1", "not one patchgap inventories"),
-            ("", "", "p!p", "p!p"),
-        ] {
-            let err = parse(a, h, p).unwrap_err();
-            assert!(err.contains(want), "{a:?} {h:?} {p:?}: {err}");
-        }
-        let long = "x".repeat(MAX_FIELD + 1);
-        assert!(parse(&long, "", "").unwrap_err().contains("at most 512"));
-    }
-}
-
 /// The incident id of a request.
 fn incident_id(id: &str) -> Result<i64, Status> {
     parse_id(id).ok_or_else(|| invalid(format!("{id:?} is not an incident id (INC-7, or 7)")))
@@ -439,7 +367,11 @@ pub(super) async fn plan(
     Ok(v1::PlanIncidentResponse {
         plan: Some(plan_message(
             &planned.plan,
-            planned.incident.plan.as_ref().filter(|r| r.plan.hash == planned.plan.hash),
+            planned
+                .incident
+                .plan
+                .as_ref()
+                .filter(|r| r.plan.hash == planned.plan.hash),
         )),
         incident: Some(incident),
         recorded: planned.recorded,
@@ -465,7 +397,9 @@ pub(super) async fn approve(
     let (approved, requested) = svc
         .domain(move |ingest| {
             let done = inputs
-                .with(ingest, id, |p| act::approve(ingest, id, &actor, &hash, p, now_ms()))
+                .with(ingest, id, |p| {
+                    act::approve(ingest, id, &actor, &hash, p, now_ms())
+                })
                 .map_err(status)?;
             inputs.publish(ingest);
             Ok(done)
@@ -499,7 +433,8 @@ pub(super) async fn revert(
     let hub = inputs.hub.clone();
     let (reverted, lifted) = svc
         .domain(move |ingest| {
-            let done = act::revert(ingest, id, &actor, action, &reason, now_ms()).map_err(status)?;
+            let done =
+                act::revert(ingest, id, &actor, action, &reason, now_ms()).map_err(status)?;
             inputs.publish(ingest);
             Ok(done)
         })
@@ -624,5 +559,77 @@ fn action_message(a: &IncidentAction) -> v1::IncidentAction {
         revert_verified_at_ms: a.times.revert_verified,
         approved_by: a.approved_by.clone(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(advisory: &str, host: &str, package: &str) -> Result<Source, String> {
+        OpenIncident::try_from(v1::OpenIncidentRequest {
+            advisory: advisory.into(),
+            host: host.into(),
+            package: package.into(),
+        })
+        .map(|o| o.source)
+        .map_err(|s| s.message().to_string())
+    }
+
+    #[test]
+    fn requests_name_one_subject_with_its_dedup_key() {
+        let s = parse(" CVE-2023-5752 ", "web-1", "").unwrap();
+        assert_eq!(s.dedup_key(), "advisory:CVE-2023-5752 host=web-1");
+        let s = parse("", "", "pip@<23.3").unwrap();
+        assert_eq!(s.dedup_key(), "package:pip@<23.3");
+        let s = parse("", "", "pkg:pypi/pip@23.0.1").unwrap();
+        assert_eq!(s.dedup_key(), "package:pkg:pypi/pip@=23.0.1");
+        match s {
+            Source::Package {
+                name, ecosystem, ..
+            } => assert_eq!((name.as_str(), ecosystem.as_deref()), ("pip", Some("pypi"))),
+            s => panic!("{s:?}"),
+        }
+        let s = parse(
+            "",
+            "",
+            "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1?type=jar",
+        )
+        .unwrap();
+        assert_eq!(
+            s.dedup_key(),
+            "package:pkg:maven/org.apache.logging.log4j/log4j-core@=2.14.1"
+        );
+        match s {
+            Source::Package { group, .. } => {
+                assert_eq!(group.as_deref(), Some("org.apache.logging.log4j"))
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(
+            versionless_purl("pkg:npm/%40babel/core@7.0.0"),
+            "pkg:npm/%40babel/core"
+        );
+        assert_eq!(
+            versionless_purl("pkg:deb/debian/libssl3"),
+            "pkg:deb/debian/libssl3"
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        for (a, h, p, want) in [
+            ("CVE-1", "", "pip", "not both"),
+            ("", "", "", "give an advisory"),
+            ("", "web-1", "pip", "--host goes with --advisory"),
+            ("CVE-1\u{1b}[2J", "", "", "control characters"),
+            ("", "", "pkg:nuget/Foo@1", "not one patchgap inventories"),
+            ("", "", "p!p", "p!p"),
+        ] {
+            let err = parse(a, h, p).unwrap_err();
+            assert!(err.contains(want), "{a:?} {h:?} {p:?}: {err}");
+        }
+        let long = "x".repeat(MAX_FIELD + 1);
+        assert!(parse(&long, "", "").unwrap_err().contains("at most 512"));
     }
 }

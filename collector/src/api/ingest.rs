@@ -267,7 +267,7 @@ impl IngestApi for IngestService {
             let _guard = guard;
             loop {
                 let woke = tokio::select! {
-                    next = inbound.message() => Woke::Message(next),
+                    next = inbound.message() => Woke::Message(Box::new(next)),
                     _ = stopping.wait_for(|s| *s) => break,
                     changed = desired.changed() => match changed {
                         Ok(()) => Woke::SetChanged,
@@ -275,7 +275,7 @@ impl IngestApi for IngestService {
                     },
                 };
                 let next = match woke {
-                    Woke::Message(next) => next,
+                    Woke::Message(next) => *next,
                     Woke::SetChanged => {
                         let now = containments(&desired.borrow_and_update(), &host_key);
                         if now.items != sent.items {
@@ -351,7 +351,7 @@ impl IngestApi for IngestService {
 
 /// What woke a stream's task.
 enum Woke {
-    Message(Result<Option<v1::AgentMessage>, Status>),
+    Message(Box<Result<Option<v1::AgentMessage>, Status>>),
     SetChanged,
 }
 

@@ -25,10 +25,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use super::plan::{Plan, PlannedAction, Target};
-use super::{
-    Mode,
-    plan::PLAN_TTL_MS,
-};
+use super::{Mode, plan::PLAN_TTL_MS};
 use crate::store::IncidentEventRecord;
 
 /// Where an incident stands. The names (snake_case) are an interface:
@@ -365,17 +362,30 @@ pub enum Event {
     /// A plan, recorded for its actor (the requester an approval is
     /// checked against). Actions of earlier plans that were neither
     /// approved nor requested are superseded by it.
-    Planned { plan: Plan },
+    Planned {
+        plan: Plan,
+    },
     /// The actor approved the plan with this hash: these of its actions
     /// are requested (or, without an executor, stay planned, approved).
-    Approved { plan: String, actions: Vec<u32> },
+    Approved {
+        plan: String,
+        actions: Vec<u32>,
+    },
     /// Actions that need no approval, requested when their plan was made.
-    Requested { actions: Vec<u32> },
+    Requested {
+        actions: Vec<u32>,
+    },
     /// What the agents reported about an action.
-    Observed { action: u32, observation: Observation },
+    Observed {
+        action: u32,
+        observation: Observation,
+    },
     /// Actions lifted, and why (`false-positive`, `not-affected`,
     /// `resolved`, `revert_after`).
-    Reverted { actions: Vec<u32>, reason: String },
+    Reverted {
+        actions: Vec<u32>,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -404,7 +414,10 @@ pub enum Observation {
     Applied { at_ms: i64 },
     /// Its effect seen: the first connect or packet blocked (or, in
     /// shadow mode, that would have been).
-    Verified { at_ms: i64, time_to_containment_ms: i64 },
+    Verified {
+        at_ms: i64,
+        time_to_containment_ms: i64,
+    },
     /// An agent could not carry it out.
     Failed { at_ms: i64, reason: String },
     /// After a revert, no target's agent has it in force any more.
@@ -783,17 +796,22 @@ impl Incident {
         let mut next = self.next_action;
         for a in &plan.actions {
             if a.id != next {
-                return Err(bad(r.seq, a.id, "plans number their actions on, without gaps"));
+                return Err(bad(
+                    r.seq,
+                    a.id,
+                    "plans number their actions on, without gaps",
+                ));
             }
             next += 1;
         }
-        self.actions.retain(|a| {
-            !(a.state == ActionState::Planned && a.approved_by.is_empty())
-        });
+        self.actions
+            .retain(|a| !(a.state == ActionState::Planned && a.approved_by.is_empty()));
         for a in &plan.actions {
             let reason = match (&a.no_executor, a.mode) {
                 (Some(why), _) => why.clone(),
-                (None, Mode::Observe) => "observe mode: planned and reported, never carried out".into(),
+                (None, Mode::Observe) => {
+                    "observe mode: planned and reported, never carried out".into()
+                }
                 (None, _) => String::new(),
             };
             self.actions.push(IncidentAction {
@@ -866,11 +884,7 @@ fn bad(seq: i64, action: u32, reason: &str) -> IncidentError {
 }
 
 /// An action after what the agents showed about it.
-fn observe(
-    a: &mut IncidentAction,
-    o: &Observation,
-    opened_at_ms: i64,
-) -> Result<(), &'static str> {
+fn observe(a: &mut IncidentAction, o: &Observation, opened_at_ms: i64) -> Result<(), &'static str> {
     use ActionState::*;
     match o {
         Observation::RevertVerified { at_ms } => {

@@ -102,7 +102,9 @@ pub struct Plan {
 impl Plan {
     /// Whether some action waits for an approval.
     pub fn needs_approval(&self) -> bool {
-        self.actions.iter().any(|a| a.approval == Approval::Required)
+        self.actions
+            .iter()
+            .any(|a| a.approval == Approval::Required)
     }
 }
 
@@ -298,10 +300,9 @@ pub fn make(
                 .push(&i.instance);
         }
     }
-    let mut next = first_id;
-    for action in &in_tier[0].actions {
+    for (id, action) in (first_id..).zip(&in_tier[0].actions) {
         let mut planned = PlannedAction {
-            id: next,
+            id,
             kind: action.kind,
             mode: action.mode,
             approval: action.approval,
@@ -311,7 +312,6 @@ pub fn make(
             excluded: Vec::new(),
             no_executor: (!action.kind.touches_workloads()).then(|| NO_EXECUTOR.to_string()),
         };
-        next += 1;
         if action.kind.touches_workloads() {
             let mut per_workload: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
             for r in &in_tier {

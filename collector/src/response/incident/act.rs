@@ -88,7 +88,11 @@ fn refused(why: impl Into<String>) -> LogError {
 /// stands: back to `scoped` when an earlier plan no longer holds, then
 /// `planned`, the automatic actions requested, and `approval_pending`
 /// when some action waits for an approval.
-fn record_plan_events(cur: &Incident, fresh: &Plan, reason: &str) -> Result<Vec<Event>, IncidentError> {
+fn record_plan_events(
+    cur: &Incident,
+    fresh: &Plan,
+    reason: &str,
+) -> Result<Vec<Event>, IncidentError> {
     let mut events = Vec::new();
     let mut state = cur.state;
     if matches!(state, State::Planned | State::ApprovalPending) {
@@ -183,7 +187,10 @@ pub fn plan(
         if fresh.tier.is_some() && !holds && plannable {
             let why = match &cur.plan {
                 Some(r) if r.plan.hash != fresh.hash => {
-                    format!("plan {} no longer holds: the scope or the policy changed", short(&r.plan.hash))
+                    format!(
+                        "plan {} no longer holds: the scope or the policy changed",
+                        short(&r.plan.hash)
+                    )
                 }
                 Some(_) => "the plan is made again".to_string(),
                 None => String::new(),
@@ -368,9 +375,10 @@ pub fn revert(
             "{} has no action {n} in force (see `patchgap incident show`)",
             display_id(id)
         )),
-        LogError::Refused(IncidentError::NothingToRevert) => {
-            refused(format!("{} has no action in force to revert", display_id(id)))
-        }
+        LogError::Refused(IncidentError::NothingToRevert) => refused(format!(
+            "{} has no action in force to revert",
+            display_id(id)
+        )),
         other => other,
     })?;
     Ok((incident, lifted))
@@ -456,4 +464,271 @@ pub fn observe(ingest: &Ingest, observed: &Observed, now_ms: i64) -> Result<Prog
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use patchgap_proto::v1;
+
+    use super::*;
+    use crate::{
+        response::{
+            ActionKind, Mode, Policy,
+            contain::{Hub, containment_id, desired, rebuild},
+            incident::{Source, log},
+            plan::Protected,
+        },
+        store::{
+            conformance::{T0, deb, exe, hello, mapped, msg, process, snapshot},
+            sqlite::SqliteStore,
+        },
+    };
+
+    /// One tier for everything: isolate, enforce, approval required, lifted
+    /// after a minute.
+    fn policy() -> Policy {
+        let mut p = Policy::builtin();
+        p.tiers.truncate(1);
+        p.tiers[0].rules = vec![Default::default()];
+        p.tiers[0]
+            .actions
+            .retain(|a| a.kind == ActionKind::IsolateAffectedWorkloads);
+        p.tiers[0].actions[0].revert_after_ms = Some(60_000);
+        p
+    }
+
+    fn status(
+        id: &str,
+        applied_ms: i64,
+        first_block_ms: i64,
+        error: &str,
+    ) -> v1::ContainmentStatus {
+        v1::ContainmentStatus {
+            id: id.into(),
+            applied: error.is_empty(),
+            error: error.into(),
+            blocked_connects: u64::from(first_block_ms > 0),
+            first_block_ms,
+            applied_ms,
+            ..Default::default()
+        }
+    }
+
+    /// Plan, the two-person rule, a stale hash, approval, the set the
+    /// agents get, what their reports make of the action, `revert_after`,
+    /// the revert seen; and a responder's revert as a false positive.
+    #[test]
+    fn a_plan_is_approved_carried_out_observed_and_lifted() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let session = ingest.hello(&hello("s1"), T0).unwrap();
+        let p = process(
+            10,
+            vec![
+                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                mapped(
+                    "/usr/lib/libfoo.so.1",
+                    300,
+                    Some(deb("libfoo1", "foo", "1.5-1")),
+                ),
+            ],
+        );
+        ingest
+            .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
+            .unwrap();
+        let source = Source::Package {
+            package: "libfoo1".into(),
+            name: "libfoo1".into(),
+            ecosystem: None,
+            group: None,
+            range: Some("<2".into()),
+        };
+        let id = log::open(&ingest, source, "alice", &[], T0 + 1).unwrap().id;
+        let policy = policy();
+        let protected = Protected::default();
+        let planning = Planning {
+            policy: &policy,
+            rules: &[],
+            protected: &protected,
+        };
+
+        // The collector plans it by itself: routed, waiting for approval.
+        let by_collector = plan(&ingest, id, COLLECTOR, &planning, T0 + 2).unwrap();
+        assert!(by_collector.recorded);
+        assert_eq!(by_collector.incident.state, State::ApprovalPending);
+        assert_eq!(by_collector.incident.tier, Some(1));
+        let hash = by_collector.plan.hash.clone();
+        let action = &by_collector.plan.actions[0];
+        assert_eq!(action.targets[0].cgroup, "/system.slice/test.service");
+        // A tier 1 plan the collector made needs a person to ask for it.
+        let err = approve(&ingest, id, "bob", &hash, &planning, T0 + 3).unwrap_err();
+        assert!(err.to_string().contains("second person"), "{err}");
+        // The same plan asked again by the collector is not recorded twice.
+        assert!(
+            !plan(&ingest, id, COLLECTOR, &planning, T0 + 3)
+                .unwrap()
+                .recorded
+        );
+        // Alice asks: recorded for her, numbered on.
+        let asked = plan(&ingest, id, "alice", &planning, T0 + 4).unwrap();
+        assert!(asked.recorded);
+        assert_eq!(asked.plan.hash, hash);
+        assert_eq!(
+            asked.plan.actions[0].id, 2,
+            "the collector's plan was superseded"
+        );
+        assert_eq!(asked.incident.actions.len(), 1);
+        let err = approve(&ingest, id, "alice", &hash, &planning, T0 + 5).unwrap_err();
+        assert!(
+            err.to_string().contains("alice asked for this plan"),
+            "{err}"
+        );
+        let stale = "0".repeat(64);
+        let err = approve(&ingest, id, "bob", &stale, &planning, T0 + 5).unwrap_err();
+        assert!(
+            matches!(err, LogError::Act(ActError::PlanChanged { ref now, .. }) if *now == hash),
+            "{err}"
+        );
+        // Expired an hour later.
+        let late = T0 + 4 + crate::response::plan::PLAN_TTL_MS;
+        let err = approve(&ingest, id, "bob", &hash, &planning, late).unwrap_err();
+        assert!(
+            matches!(err, LogError::Act(ActError::PlanExpired { .. })),
+            "{err}"
+        );
+
+        let (approved, requested) = approve(&ingest, id, "bob", &hash, &planning, T0 + 6).unwrap();
+        assert_eq!(requested, [2]);
+        assert_eq!(approved.state, State::Planned);
+        assert_eq!(approved.actions[0].state, ActionState::Requested);
+        assert_eq!(approved.actions[0].approved_by, "bob");
+        // Approving again: nothing waits.
+        assert!(approve(&ingest, id, "bob", &hash, &planning, T0 + 7).is_err());
+
+        // The set the agents get.
+        let hub = Hub::new(100);
+        assert!(rebuild(ingest.store().as_ref(), &hub).unwrap());
+        let set = hub.desired();
+        assert_eq!(set.generation, 101);
+        let items = &set.by_host["machine-1"];
+        let cid = containment_id(id, 2, &approved.actions[0].planned.targets[0]);
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (
+                items[0].id.as_str(),
+                items[0].cgroup.as_str(),
+                items[0].mode
+            ),
+            (
+                cid.as_str(),
+                "/system.slice/test.service",
+                v1::ContainmentMode::Enforce as i32
+            )
+        );
+        assert!(
+            !rebuild(ingest.store().as_ref(), &hub).unwrap(),
+            "unchanged"
+        );
+
+        // Reports: applied, then the first block (time to containment).
+        hub.report("machine-1", 101, vec![status(&cid, T0 + 8, 0, "")], T0 + 9);
+        let p = observe(&ingest, &hub.observed(), T0 + 9).unwrap();
+        assert_eq!((p.active, p.events), (1, 2), "applied, and contained");
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        assert_eq!(i.state, State::Contained);
+        assert_eq!(
+            (i.actions[0].state, i.actions[0].times.applied),
+            (ActionState::Applied, T0 + 8)
+        );
+        hub.report(
+            "machine-1",
+            101,
+            vec![status(&cid, T0 + 8, T0 + 50, "")],
+            T0 + 60,
+        );
+        observe(&ingest, &hub.observed(), T0 + 60).unwrap();
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        assert_eq!(i.actions[0].state, ActionState::Verified);
+        assert_eq!(i.actions[0].time_to_containment_ms, Some(49));
+        assert_eq!(i.actions[0].revert_at_ms(), Some(T0 + 8 + 60_000));
+        // Nothing new: nothing written.
+        assert_eq!(
+            observe(&ingest, &hub.observed(), T0 + 61).unwrap().events,
+            0
+        );
+
+        // revert_after runs out: lifted by the collector, then seen gone.
+        let p = observe(&ingest, &hub.observed(), T0 + 8 + 60_000).unwrap();
+        assert_eq!(p.events, 1);
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        assert_eq!(
+            (i.actions[0].state, i.actions[0].reason.as_str()),
+            (ActionState::Reverted, REVERT_AFTER)
+        );
+        assert!(rebuild(ingest.store().as_ref(), &hub).unwrap());
+        assert!(hub.desired().by_host.is_empty());
+        // A report of the old set does not verify the revert; one of the
+        // new set without it does.
+        hub.report(
+            "machine-1",
+            101,
+            vec![status(&cid, T0 + 8, T0 + 50, "")],
+            T0 + 60_100,
+        );
+        assert_eq!(
+            observe(&ingest, &hub.observed(), T0 + 60_100)
+                .unwrap()
+                .events,
+            0
+        );
+        hub.report("machine-1", 102, vec![], T0 + 60_200);
+        assert_eq!(
+            observe(&ingest, &hub.observed(), T0 + 60_200)
+                .unwrap()
+                .events,
+            1
+        );
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        assert_eq!(i.actions[0].times.revert_verified, T0 + 60_200);
+        assert!(!crate::response::contain::watching(&i));
+        assert!(desired([(id, &i)]).is_empty());
+
+        // A failure is reported with its host and reason; a false positive
+        // revert ends the incident.
+        let mut shadow = policy.clone();
+        shadow.tiers[0].actions[0].mode = Mode::Shadow;
+        shadow.tiers[0].actions[0].approval = crate::response::Approval::Auto;
+        let planning = Planning {
+            policy: &shadow,
+            rules: &[],
+            protected: &protected,
+        };
+        let again = plan(&ingest, id, COLLECTOR, &planning, T0 + 70_000).unwrap();
+        assert!(again.recorded);
+        let auto = again.incident.actions.last().unwrap();
+        assert_eq!(
+            (auto.state, auto.planned.mode),
+            (ActionState::Requested, Mode::Shadow)
+        );
+        let cid = containment_id(id, auto.planned.id, &auto.planned.targets[0]);
+        hub.report(
+            "machine-1",
+            103,
+            vec![status(&cid, 0, 0, "no such cgroup")],
+            T0 + 70_001,
+        );
+        observe(&ingest, &hub.observed(), T0 + 70_001).unwrap();
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        let last = i.actions.last().unwrap();
+        assert_eq!(last.state, ActionState::Failed);
+        assert_eq!(last.reason, "alpha: no such cgroup");
+        let (done, lifted) =
+            revert(&ingest, id, "alice", None, "false-positive", T0 + 70_002).unwrap();
+        assert_eq!(lifted, [last.planned.id]);
+        assert_eq!(done.state, State::FalsePositive);
+        assert!(revert(&ingest, id, "alice", None, "bored", T0 + 70_003).is_err());
+        assert!(rebuild(ingest.store().as_ref(), &hub).is_ok());
+        assert!(hub.desired().by_host.is_empty());
+    }
 }

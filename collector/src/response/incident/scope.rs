@@ -162,10 +162,7 @@ fn new_instance(
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            data_scope: w
-                .scope
-                .as_ref()
-                .and_then(|s| nonempty(&s.classification)),
+            data_scope: w.scope.as_ref().and_then(|s| nonempty(&s.classification)),
             privileged: w.privileged,
             processes: row.processes,
             ..Instance::default()
@@ -291,7 +288,8 @@ impl Fold<'_> {
                     .find(|f| f.advisory == finding.advisory && f.purl == finding.purl)
                     .cloned();
                 match weaker {
-                    Some(old) if evidence_rank(&old.evidence) >= evidence_rank(&finding.evidence) => {}
+                    Some(old)
+                        if evidence_rank(&old.evidence) >= evidence_rank(&finding.evidence) => {}
                     Some(old) => {
                         instance.findings.remove(&old);
                         instance.findings.insert(finding);
