@@ -181,6 +181,7 @@ pub(super) async fn list(
     };
     Ok(v1::ListIncidentsResponse {
         incidents: found.iter().map(|(id, i)| incident(*id, i, &[])).collect(),
+        time_to_containment: per_tier(found.iter().map(|(_, i)| i)),
         next_before,
     })
 }
@@ -290,6 +291,30 @@ fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
         actions: i.actions.iter().map(action_message).collect(),
         policy: None,
     }
+}
+
+/// Time to containment per tier over these incidents' verified actions.
+fn per_tier<'a>(incidents: impl Iterator<Item = &'a Incident>) -> Vec<v1::TierContainment> {
+    let mut by_tier: std::collections::BTreeMap<u32, Vec<i64>> = Default::default();
+    for i in incidents {
+        let Some(tier) = i.tier else { continue };
+        for ms in i.actions.iter().filter_map(|a| a.time_to_containment_ms) {
+            by_tier.entry(tier).or_default().push(ms);
+        }
+    }
+    by_tier
+        .into_iter()
+        .map(|(tier, mut ms)| {
+            ms.sort_unstable();
+            v1::TierContainment {
+                tier,
+                actions: ms.len() as u32,
+                min_ms: ms[0],
+                median_ms: ms[ms.len() / 2],
+                max_ms: ms[ms.len() - 1],
+            }
+        })
+        .collect()
 }
 
 /// The incident id of a request.
