@@ -402,6 +402,12 @@ async fn refresh_incidents(
         let (ingest, policy, hub) = (ingest.clone(), policy.state(), hub.clone());
         let pass = tokio::task::spawn_blocking(move || {
             let now = patchgap_proto::time::now_ms();
+            // Incidents the policy opens by itself (none unless a rule
+            // says `open_incident = "auto"`), then every open one's scope.
+            let opened = response::incident::act::auto_open(&ingest, &policy.current, &rules, now)?;
+            if opened > 0 {
+                tracing::info!(opened, "the policy opened incidents");
+            }
             let refreshed = response::incident::log::refresh_open(&ingest, &rules, now)?;
             // Then each open incident's plan: the tier routed and the
             // automatic actions requested, by the collector.

@@ -193,6 +193,16 @@ fn route<'a>(policy: &Policy, i: &'a Instance, now_ms: i64) -> Option<Routed<'a>
     best
 }
 
+/// Whether a rule that routes some instance of `scope` says to open an
+/// incident by itself (`open_incident = "auto"`, no exception holding).
+pub fn opens_by_itself(policy: &Policy, scope: &Scope, now_ms: i64) -> bool {
+    scope.instances.iter().any(|i| {
+        i.findings
+            .iter()
+            .any(|f| policy.route(&facts(i, f, now_ms)).open_incident_auto)
+    })
+}
+
 fn target(i: &Instance, shared_with: Vec<String>) -> Target {
     Target {
         host: i.host.clone(),

@@ -466,6 +466,66 @@ pub fn observe(ingest: &Ingest, observed: &Observed, now_ms: i64) -> Result<Prog
     Ok(out)
 }
 
+/// The actor of incidents the policy opens by itself.
+pub const POLICY: &str = "policy";
+
+/// Advisories one pass of [`auto_open`] looks at, at most.
+pub const AUTO_OPEN_MAX: usize = 1_000;
+
+/// Opens an incident (as [`POLICY`]) for every advisory with exposed
+/// processes that a rule saying `open_incident = "auto"` routes, unless an
+/// incident was ever opened under its key (the newest
+/// [`log::REFRESH_MAX`] incidents are checked): a responder who closed
+/// one decided, and the policy does not open it again. Costs nothing when
+/// no rule says so.
+pub fn auto_open(ingest: &Ingest, policy: &Policy, rules: &[Rule], now_ms: i64) -> Result<usize, LogError> {
+    use crate::response::OpenIncident;
+    let wanted = policy
+        .tiers
+        .iter()
+        .flat_map(|t| &t.rules)
+        .any(|r| r.open_incident == OpenIncident::Auto);
+    if !wanted {
+        return Ok(0);
+    }
+    let store = ingest.store().as_ref();
+    let known: std::collections::HashSet<String> = store
+        .incidents(None, false, log::REFRESH_MAX)?
+        .into_iter()
+        .map(|r| r.dedup_key)
+        .collect();
+    let mut advisories: Vec<String> = store
+        .verdicts(None, false)?
+        .into_iter()
+        .filter(|v| v.status == "affected")
+        .map(|v| v.advisory_id)
+        .collect();
+    advisories.dedup();
+    let mut opened = 0;
+    for id in advisories.into_iter().take(AUTO_OPEN_MAX) {
+        let source = super::Source::Advisory {
+            id,
+            asked_as: String::new(),
+            host: None,
+        };
+        if known.contains(&source.dedup_key()) {
+            continue;
+        }
+        let scope = match scope::compute(store, &source, rules) {
+            Ok(s) => s,
+            Err(ScopeError::UnknownAdvisory(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if scope.processes == 0 || !plan::opens_by_itself(policy, &scope, now_ms) {
+            continue;
+        }
+        if log::open(ingest, source, POLICY, rules, now_ms)?.new {
+            opened += 1;
+        }
+    }
+    Ok(opened)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -730,5 +790,42 @@ mod tests {
         assert!(revert(&ingest, id, "alice", None, "bored", T0 + 70_003).is_err());
         assert!(rebuild(ingest.store().as_ref(), &hub).is_ok());
         assert!(hub.desired().by_host.is_empty());
+    }
+
+    /// A rule that says `open_incident = "auto"` opens one incident per
+    /// exposed advisory, once; without such a rule nothing opens.
+    #[test]
+    fn the_policy_opens_incidents_it_is_told_to_once() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let session = ingest.hello(&hello("s1"), T0).unwrap();
+        let p = process(
+            10,
+            vec![
+                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                mapped("/usr/lib/libfoo.so.1", 300, Some(deb("libfoo1", "foo", "1.5-1"))),
+            ],
+        );
+        ingest.apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0).unwrap();
+        let osv = br#"{"id": "TEST-2026-1", "modified": "2026-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Debian:12", "name": "foo"},
+              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0-1"}]}]}],
+            "database_specific": {"severity": "CRITICAL"}}"#;
+        let (records, errors) = crate::advisories::records::parse_files(&[v1::AdvisoryFile {
+            name: "TEST-2026-1.json".into(),
+            data: osv.to_vec(),
+        }]);
+        assert!(errors.is_empty(), "{errors:?}");
+        ingest.import_advisories(&records, false).unwrap();
+
+        let mut policy = policy();
+        assert_eq!(auto_open(&ingest, &policy, &[], T0 + 1).unwrap(), 0, "no rule says so");
+        policy.tiers[0].rules[0].open_incident = crate::response::OpenIncident::Auto;
+        assert_eq!(auto_open(&ingest, &policy, &[], T0 + 2).unwrap(), 1);
+        assert_eq!(auto_open(&ingest, &policy, &[], T0 + 3).unwrap(), 0, "once");
+        let listed = log::list(ingest.store().as_ref(), None, false, 10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1.opened_by, POLICY);
+        assert_eq!(listed[0].1.dedup_key, "advisory:TEST-2026-1");
+        assert_eq!(listed[0].1.scope.processes, 1);
     }
 }
