@@ -1492,6 +1492,143 @@ fn incident_event_json(e: &v1::IncidentEvent) -> Value {
     Value::Object(out)
 }
 
+/// A time the collector sends as milliseconds since the epoch, where 0
+/// means "not yet": RFC 3339, or null.
+fn time_or_null(ms: i64) -> Value {
+    if ms == 0 {
+        Value::Null
+    } else {
+        rfc3339(ms).into()
+    }
+}
+
+/// A workload an action acts on: its cgroup on one host, the exposed pids
+/// and how many processes the cgroup holds in all (what else an isolation
+/// would cut off), and the other workloads seen in that cgroup.
+fn plan_target_json(t: &v1::PlanTarget) -> Value {
+    json!({
+        "host": t.host,
+        "workload": t.workload,
+        "cgroup": t.cgroup,
+        "pids": t.pids,
+        "processes": t.processes,
+        "shared_with": t.shared_with,
+    })
+}
+
+fn plan_exclusion_json(e: &v1::PlanExclusion) -> Value {
+    json!({
+        "host": e.host,
+        "workload": e.workload,
+        "cgroup": e.cgroup,
+        "guard": e.guard,
+        "pids": e.pids,
+    })
+}
+
+fn plan_action_json(a: &v1::PlanAction) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "mode": a.mode,
+        "approval": a.approval,
+        // null: in force until a responder reverts it.
+        "revert_after_ms": (a.revert_after_ms > 0).then_some(a.revert_after_ms),
+        "allow": a.allow,
+        "no_executor": opt_str(&a.no_executor),
+        "targets": a.targets.iter().map(plan_target_json).collect::<Vec<_>>(),
+        "excluded": a.excluded.iter().map(plan_exclusion_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A plan's own fields, shared by `incident plan` (at the top level) and
+/// an incident's `plan`.
+fn plan_fields(p: &v1::Plan) -> serde_json::Map<String, Value> {
+    let Value::Object(fields) = json!({
+        "hash": p.hash,
+        "tier": p.tier,
+        "tier_name": opt_str(&p.tier_name),
+        "exception": opt_str(&p.exception),
+        "requested_by": opt_str(&p.requested_by),
+        "made_at": time_or_null(p.made_at_ms),
+        "expires_at": time_or_null(p.expires_at_ms),
+        "actions": p.actions.iter().map(plan_action_json).collect::<Vec<_>>(),
+    }) else {
+        unreachable!("json! of an object is an object")
+    };
+    fields
+}
+
+/// The policy in force when the collector answered; null when it did not
+/// say (a collector from before policies).
+fn policy_json(p: &Option<v1::PolicyInForce>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "source": p.source,
+            "loaded_at": time_or_null(p.loaded_at_ms),
+            "reload_error": opt_str(&p.reload_error),
+        }),
+    }
+}
+
+/// One of an incident's actions, with where it stands: each state's time
+/// (null until it entered it), the time to containment (null until the
+/// first block, or would-be block, was counted) and the agents' counters.
+pub fn incident_action_json(a: &v1::IncidentAction) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "mode": a.mode,
+        "approval": a.approval,
+        "state": a.state,
+        "reason": opt_str(&a.reason),
+        "plan": a.plan,
+        "approved_by": opt_str(&a.approved_by),
+        "targets": a.targets.iter().map(plan_target_json).collect::<Vec<_>>(),
+        "planned_at": time_or_null(a.planned_at_ms),
+        "requested_at": time_or_null(a.requested_at_ms),
+        "applied_at": time_or_null(a.applied_at_ms),
+        "verified_at": time_or_null(a.verified_at_ms),
+        "reverted_at": time_or_null(a.reverted_at_ms),
+        "failed_at": time_or_null(a.failed_at_ms),
+        "revert_at": time_or_null(a.revert_at_ms),
+        "revert_verified_at": time_or_null(a.revert_verified_at_ms),
+        "time_to_containment_ms": (a.time_to_containment_ms > 0).then_some(a.time_to_containment_ms),
+        "blocked_connects": a.blocked_connects,
+        "blocked_packets": a.blocked_packets,
+        "would_block_connects": a.would_block_connects,
+        "would_block_packets": a.would_block_packets,
+    })
+}
+
+/// `incident plan -o json`: the incident's id, the plan's fields, whether
+/// this call recorded it, and the policy it was made under.
+pub fn plan_json(r: &v1::PlanIncidentResponse) -> Value {
+    let i = r.incident.clone().unwrap_or_default();
+    let mut v = plan_fields(&r.plan.clone().unwrap_or_default());
+    v.insert("id".into(), i.id.into());
+    v.insert("recorded".into(), r.recorded.into());
+    v.insert("policy".into(), policy_json(&i.policy));
+    Value::Object(v)
+}
+
+/// `incident approve -o json`: the incident after the approval, and the
+/// actions it requested.
+pub fn approve_json(r: &v1::ApproveIncidentResponse) -> Value {
+    let mut v = incident_json(&r.incident.clone().unwrap_or_default(), false);
+    v["requested"] = json!(r.requested);
+    v
+}
+
+/// `incident revert -o json`: the incident after the revert, and the
+/// actions it lifted.
+pub fn revert_json(r: &v1::RevertIncidentResponse) -> Value {
+    let mut v = incident_json(&r.incident.clone().unwrap_or_default(), false);
+    v["reverted"] = json!(r.reverted);
+    v
+}
+
 /// An incident as `incident open` and `incident show` print it (with its
 /// events when `events`), and as each element of `incidents`.
 pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
@@ -1500,11 +1637,15 @@ pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
         "dedup_key": i.dedup_key,
         "state": i.state,
         "tier": i.tier,
+        "tier_name": opt_str(&i.tier_name),
         "source": incident_source_json(&i.source),
         "opened_at": rfc3339(i.opened_at_ms),
         "opened_by": i.opened_by,
         "updated_at": rfc3339(i.updated_at_ms),
         "scope": incident_scope_json(&i.scope),
+        "policy": policy_json(&i.policy),
+        "plan": i.plan.as_ref().map(|p| Value::Object(plan_fields(p))),
+        "actions": i.actions.iter().map(incident_action_json).collect::<Vec<_>>(),
     });
     if events {
         v["events"] = i.events.iter().map(incident_event_json).collect();
@@ -1520,7 +1661,324 @@ pub fn incidents_json(r: &v1::ListIncidentsResponse) -> Value {
 }
 
 fn tier_text(i: &v1::Incident) -> String {
-    i.tier.map_or("-".into(), |t| t.to_string())
+    tier_label(i.tier, &i.tier_name)
+}
+
+/// "1 critical-sensitive", "1" without a name, "-" when not routed.
+fn tier_label(tier: Option<u32>, name: &str) -> String {
+    match tier {
+        None => "-".into(),
+        Some(t) if name.is_empty() => t.to_string(),
+        Some(t) => format!("{t} {name}"),
+    }
+}
+
+/// A duration as the policy writes one: "90ms", "4.2s", "30m", "2h",
+/// "1d2h".
+fn duration_text(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 && ms % 1000 != 0 {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let secs = ms / 1000;
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3_600, "h"),
+        (secs % 3_600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
+/// The policy line of an incident or a plan; a failed reload is said
+/// first and loudly, since the plan is then the previous policy's.
+fn policy_lines(p: &Option<v1::PolicyInForce>) -> Vec<String> {
+    let Some(p) = p else { return Vec::new() };
+    let loaded = if p.loaded_at_ms > 0 {
+        format!(" (loaded {})", rfc3339(p.loaded_at_ms))
+    } else {
+        String::new()
+    };
+    let mut lines = Vec::new();
+    if !p.reload_error.is_empty() {
+        lines.push(format!(
+            "WARNING: policy reload failed, previous in force: {}{loaded}: {}",
+            p.source, p.reload_error
+        ));
+    }
+    lines.push(format!("policy     {}{loaded}", p.source));
+    lines
+}
+
+/// A target as one line: "web-1 k8s:prod/ml/Deployment/trainer/trainer
+/// cgroup /kubepods/…: 2 exposed pids (4242 4250) of 5 processes; shared
+/// with container:web-1/sidecar".
+fn target_text(t: &v1::PlanTarget) -> String {
+    let pids: Vec<String> = t.pids.iter().map(u32::to_string).collect();
+    let mut line = format!(
+        "{} {} cgroup {}: {} exposed pid(s) ({}) of {} process(es)",
+        t.host,
+        t.workload,
+        or_dash(&t.cgroup),
+        t.pids.len(),
+        if pids.is_empty() {
+            "-".into()
+        } else {
+            pids.join(" ")
+        },
+        t.processes
+    );
+    if !t.shared_with.is_empty() {
+        line.push_str(&format!("; shared with {}", t.shared_with.join(", ")));
+    }
+    line
+}
+
+fn exclusion_text(e: &v1::PlanExclusion) -> String {
+    let pids: Vec<String> = e.pids.iter().map(u32::to_string).collect();
+    format!(
+        "{} {} cgroup {}: left out by guard {}{}",
+        e.host,
+        e.workload,
+        or_dash(&e.cgroup),
+        e.guard,
+        if pids.is_empty() {
+            String::new()
+        } else {
+            format!(" (pids {})", pids.join(" "))
+        }
+    )
+}
+
+/// Appends `text` as one line (escaped, so no field can break it) after
+/// `indent`.
+fn push_line(out: &mut String, indent: &str, text: &str) {
+    out.push_str(indent);
+    out.push_str(&clean_to(text, 4096));
+    out.push('\n');
+}
+
+/// `incident plan` for a person: the tier, the hash to approve, then each
+/// action with its settings, its exact targets and what the guards leave
+/// out.
+pub fn plan_detail(r: &v1::PlanIncidentResponse) -> String {
+    let i = r.incident.clone().unwrap_or_default();
+    let p = r.plan.clone().unwrap_or_default();
+    let mut out = String::new();
+    for l in policy_lines(&i.policy) {
+        if l.starts_with("WARNING") {
+            push_line(&mut out, "", &l);
+        }
+    }
+    push_line(
+        &mut out,
+        "",
+        &format!(
+            "{} plan{}",
+            i.id,
+            if r.recorded {
+                " (new: recorded in the incident's log)"
+            } else {
+                " (unchanged since it was recorded)"
+            }
+        ),
+    );
+    push_line(&mut out, "  ", &format!("hash       {}", p.hash));
+    push_line(
+        &mut out,
+        "  ",
+        &format!("tier       {}", tier_label(p.tier, &p.tier_name)),
+    );
+    if !p.exception.is_empty() {
+        push_line(
+            &mut out,
+            "  ",
+            &format!("exception  {} (the incident is exempt)", p.exception),
+        );
+    }
+    if p.made_at_ms > 0 {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "made       {} by {}",
+                rfc3339(p.made_at_ms),
+                or_dash(&p.requested_by)
+            ),
+        );
+    }
+    if p.expires_at_ms > 0 {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "expires    {} (approve before, or plan again)",
+                rfc3339(p.expires_at_ms)
+            ),
+        );
+    }
+    for l in policy_lines(&i.policy) {
+        if !l.starts_with("WARNING") {
+            push_line(&mut out, "  ", &l);
+        }
+    }
+    if p.actions.is_empty() {
+        out.push_str("\nno actions: nothing to contain\n");
+        return out;
+    }
+    out.push_str("\nactions:\n");
+    for a in &p.actions {
+        let mut head = format!(
+            "#{} {}  mode {}  approval {}",
+            a.id, a.kind, a.mode, a.approval
+        );
+        if a.revert_after_ms > 0 {
+            head.push_str(&format!(
+                "  revert after {}",
+                duration_text(a.revert_after_ms)
+            ));
+        }
+        push_line(&mut out, "  ", &head);
+        if !a.no_executor.is_empty() {
+            push_line(
+                &mut out,
+                "     ",
+                &format!("not carried out: {}", a.no_executor),
+            );
+        }
+        if !a.allow.is_empty() {
+            push_line(
+                &mut out,
+                "     ",
+                &format!(
+                    "allowed beyond loopback, the collector and resolvers: {}",
+                    a.allow.join(", ")
+                ),
+            );
+        }
+        if a.targets.is_empty() {
+            push_line(&mut out, "     ", "targets: none");
+        } else {
+            push_line(&mut out, "     ", "targets:");
+            for t in &a.targets {
+                push_line(&mut out, "       ", &target_text(t));
+            }
+        }
+        if !a.excluded.is_empty() {
+            push_line(&mut out, "     ", "excluded:");
+            for e in &a.excluded {
+                push_line(&mut out, "       ", &exclusion_text(e));
+            }
+        }
+    }
+    if p.actions.iter().any(|a| a.approval == "required") {
+        push_line(
+            &mut out,
+            "\n",
+            &format!(
+                "approve with: patchgap incident approve {} --plan {}",
+                i.id, p.hash
+            ),
+        );
+    }
+    out
+}
+
+/// Where an action stands: its state with the time it entered it.
+fn action_state_text(a: &v1::IncidentAction) -> String {
+    let at = match a.state.as_str() {
+        "planned" => a.planned_at_ms,
+        "requested" => a.requested_at_ms,
+        "applied" => a.applied_at_ms,
+        "verified" => a.verified_at_ms,
+        "reverted" => a.reverted_at_ms,
+        "failed" => a.failed_at_ms,
+        _ => 0,
+    };
+    if at > 0 {
+        format!("{} since {}", a.state, rfc3339(at))
+    } else {
+        a.state.clone()
+    }
+}
+
+/// The actions of an incident, each with its state, times, effect and
+/// targets (`incident show`, `approve` and `revert`).
+pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
+    let mut out = String::new();
+    if actions.is_empty() {
+        return out;
+    }
+    out.push_str("\nactions:\n");
+    for a in actions {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "#{} {}  mode {}  approval {}  {}",
+                a.id,
+                a.kind,
+                a.mode,
+                a.approval,
+                action_state_text(a)
+            ),
+        );
+        let mut from = format!("plan {}", or_dash(&a.plan));
+        if !a.approved_by.is_empty() {
+            from.push_str(&format!("; approved by {}", a.approved_by));
+        }
+        push_line(&mut out, "     ", &from);
+        if !a.reason.is_empty() {
+            push_line(&mut out, "     ", &format!("reason: {}", a.reason));
+        }
+        let times: Vec<String> = [
+            ("planned", a.planned_at_ms),
+            ("requested", a.requested_at_ms),
+            ("applied", a.applied_at_ms),
+            ("verified", a.verified_at_ms),
+            ("failed", a.failed_at_ms),
+            ("reverted", a.reverted_at_ms),
+            ("revert verified", a.revert_verified_at_ms),
+            ("reverts at", a.revert_at_ms),
+        ]
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0)
+        .map(|(what, ms)| format!("{what} {}", rfc3339(ms)))
+        .collect();
+        if !times.is_empty() {
+            push_line(&mut out, "     ", &times.join(", "));
+        }
+        let effect = if a.mode == "shadow" {
+            format!(
+                "would block {} connect(s), {} packet(s)",
+                a.would_block_connects, a.would_block_packets
+            )
+        } else {
+            format!(
+                "blocked {} connect(s), {} packet(s)",
+                a.blocked_connects, a.blocked_packets
+            )
+        };
+        let ttc = if a.time_to_containment_ms > 0 {
+            format!(
+                "time to containment {}",
+                duration_text(a.time_to_containment_ms as u64)
+            )
+        } else {
+            "no effect seen yet".into()
+        };
+        push_line(&mut out, "     ", &format!("{effect}; {ttc}"));
+        for t in &a.targets {
+            push_line(&mut out, "     ", &format!("target {}", target_text(t)));
+        }
+    }
+    out
 }
 
 pub fn incidents_table(r: &v1::ListIncidentsResponse) -> String {
@@ -1698,10 +2156,36 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
         ("pids", list_text(&pids)),
         ("packages", list_text(&s.packages)),
     ];
-    let mut out = format!("{}\n", clean(&i.id));
+    let mut out = String::new();
+    let policy = policy_lines(&i.policy);
+    // A failed reload comes before anything else: every plan below was
+    // made under the previous policy.
+    for l in policy.iter().filter(|l| l.starts_with("WARNING")) {
+        push_line(&mut out, "", l);
+    }
+    out.push_str(&format!("{}\n", clean(&i.id)));
     for (k, v) in lines {
         out.push_str(&format!("  {k:<10} {}\n", clean_to(&v, 4096)));
     }
+    for l in policy.iter().filter(|l| !l.starts_with("WARNING")) {
+        push_line(&mut out, "  ", l);
+    }
+    if let Some(p) = &i.plan {
+        let mut plan = format!("plan       {}", or_dash(&p.hash));
+        if p.made_at_ms > 0 {
+            plan.push_str(&format!(
+                " (made {} by {}",
+                rfc3339(p.made_at_ms),
+                or_dash(&p.requested_by)
+            ));
+            if p.expires_at_ms > 0 {
+                plan.push_str(&format!("; expires {}", rfc3339(p.expires_at_ms)));
+            }
+            plan.push(')');
+        }
+        push_line(&mut out, "  ", &plan);
+    }
+    out.push_str(&actions_detail(&i.actions));
     if !i.events.is_empty() {
         out.push_str("\nevents:\n");
         let rows: Vec<Vec<String>> = i
