@@ -1679,7 +1679,7 @@ fn duration_text(ms: u64) -> String {
     if ms < 1000 {
         return format!("{ms}ms");
     }
-    if ms < 60_000 && ms % 1000 != 0 {
+    if ms < 60_000 && !ms.is_multiple_of(1000) {
         return format!("{:.1}s", ms as f64 / 1000.0);
     }
     let secs = ms / 1000;
@@ -1973,7 +1973,13 @@ pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
         } else {
             "no effect seen yet".into()
         };
-        push_line(&mut out, "     ", &format!("{effect}; {ttc}"));
+        // Records and rotations block nothing: no counters to show.
+        let counted =
+            a.blocked_connects + a.blocked_packets + a.would_block_connects + a.would_block_packets
+                > 0;
+        if !a.targets.is_empty() || counted || a.time_to_containment_ms > 0 {
+            push_line(&mut out, "     ", &format!("{effect}; {ttc}"));
+        }
         for t in &a.targets {
             push_line(&mut out, "     ", &format!("target {}", target_text(t)));
         }
@@ -2548,5 +2554,252 @@ mod tests {
         assert_eq!(json["opened_by"], evil);
         assert_eq!(json["events"][0]["text"], evil);
         assert_eq!(json["events"][0]["actor"], evil);
+    }
+
+    use crate::snapshots::{a_contained_incident, a_plan, an_incident};
+
+    fn planned() -> v1::PlanIncidentResponse {
+        v1::PlanIncidentResponse {
+            incident: Some(v1::Incident {
+                plan: Some(a_plan()),
+                ..an_incident()
+            }),
+            plan: Some(a_plan()),
+            recorded: true,
+        }
+    }
+
+    /// The plan a responder approves from: the hash whole (it is copied
+    /// into `approve`), the tier, each action's settings, its targets with
+    /// exposed pids of all processes, what a guard left out, and why an
+    /// action will not be carried out.
+    #[test]
+    fn plan_text_names_hash_targets_and_exclusions() {
+        let text = plan_detail(&planned());
+        println!("{text}");
+        let hash = "9c1f".repeat(16);
+        for want in [
+            "INC-3 plan (new: recorded in the incident's log)".to_string(),
+            format!("  hash       {hash}"),
+            "  tier       1 critical in a sensitive scope".into(),
+            "  made       2025-12-05T02:02:00.000Z by alice".into(),
+            "  expires    2025-12-05T03:02:00.000Z".into(),
+            "  policy     built-in (loaded 2025-12-05T01:43:20.000Z)".into(),
+            "  #1 isolate_affected_workloads  mode enforce  approval required  revert after 2h".into(),
+            "allowed beyond loopback, the collector and resolvers: 10.20.0.0/16".into(),
+            "web-1 k8s:prod/ml/Deployment/trainer/trainer cgroup /kubepods.slice/".into(),
+            ": 2 exposed pid(s) (4242 4250) of 5 process(es)".into(),
+            "web-1 unit:patchgap-agent.service cgroup /system.slice/patchgap-agent.service: left out by guard protect_agent (pids 812)".into(),
+            "  #2 rotate_scoped_tokens  mode enforce  approval required\n     not carried out: no executor configured".into(),
+            "  #3 open_incident_sev1  mode enforce  approval auto".into(),
+            format!("approve with: patchgap incident approve INC-3 --plan {hash}"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("WARNING"), "{text}");
+
+        let mut again = planned();
+        again.recorded = false;
+        assert!(plan_detail(&again).contains("(unchanged since it was recorded)"));
+        // Nothing waits for approval: no approve hint.
+        let mut auto = planned();
+        let p = auto.plan.as_mut().unwrap();
+        p.actions.retain(|a| a.approval == "auto");
+        assert!(!plan_detail(&auto).contains("approve with"));
+        auto.plan.as_mut().unwrap().actions.clear();
+        assert!(plan_detail(&auto).contains("no actions: nothing to contain"));
+    }
+
+    /// `-o json` of a plan: exact names, RFC 3339 times, null for what is
+    /// unset (0 ms, an empty string), and numbers kept as numbers.
+    #[test]
+    fn plan_json_fields_times_and_nulls() {
+        let v = plan_json(&planned());
+        assert_eq!(v["id"], "INC-3");
+        assert_eq!(v["hash"], "9c1f".repeat(16));
+        assert_eq!(v["tier"], 1);
+        assert_eq!(v["tier_name"], "critical in a sensitive scope");
+        assert_eq!(v["exception"], Value::Null);
+        assert_eq!(v["recorded"], true);
+        assert_eq!(v["requested_by"], "alice");
+        assert_eq!(v["made_at"], "2025-12-05T02:02:00.000Z");
+        assert_eq!(v["expires_at"], "2025-12-05T03:02:00.000Z");
+        assert_eq!(v["policy"]["source"], "built-in");
+        assert_eq!(v["policy"]["reload_error"], Value::Null);
+        let a = &v["actions"][0];
+        assert_eq!(a["id"], 1);
+        assert_eq!(a["kind"], "isolate_affected_workloads");
+        assert_eq!(a["revert_after_ms"], 7_200_000);
+        assert_eq!(a["no_executor"], Value::Null);
+        assert_eq!(a["allow"], json!(["10.20.0.0/16"]));
+        assert_eq!(a["targets"][0]["pids"], json!([4242, 4250]));
+        assert_eq!(a["targets"][0]["processes"], 5);
+        assert_eq!(a["targets"][0]["shared_with"], json!([]));
+        assert_eq!(a["excluded"][0]["guard"], "protect_agent");
+        assert_eq!(a["excluded"][0]["pids"], json!([812]));
+        let b = &v["actions"][1];
+        assert_eq!(b["revert_after_ms"], Value::Null, "0: until reverted");
+        assert_eq!(b["no_executor"], "no executor configured");
+
+        // An unrecorded plan has no times: null, never the epoch.
+        let mut bare = planned();
+        let p = bare.plan.as_mut().unwrap();
+        p.made_at_ms = 0;
+        p.expires_at_ms = 0;
+        p.tier = None;
+        p.exception = "SEC-1234".into();
+        let v = plan_json(&bare);
+        assert_eq!(v["made_at"], Value::Null);
+        assert_eq!(v["expires_at"], Value::Null);
+        assert_eq!(v["tier"], Value::Null);
+        assert_eq!(v["exception"], "SEC-1234");
+    }
+
+    /// Each action's times are RFC 3339 or null, the time to containment
+    /// null until an effect was seen, the counters as counted.
+    #[test]
+    fn action_json_times_are_rfc3339_or_null() {
+        let i = a_contained_incident();
+        let v = incident_json(&i, false);
+        assert_eq!(v["tier"], 1);
+        assert_eq!(v["tier_name"], "critical in a sensitive scope");
+        assert_eq!(v["plan"]["hash"], "9c1f".repeat(16));
+        let a = &v["actions"][0];
+        assert_eq!(a["state"], "applied");
+        assert_eq!(a["approved_by"], "bob");
+        assert_eq!(a["planned_at"], "2025-12-05T02:02:00.000Z");
+        assert_eq!(a["requested_at"], "2025-12-05T02:05:00.000Z");
+        assert_eq!(a["applied_at"], "2025-12-05T02:05:01.250Z");
+        assert_eq!(a["revert_at"], "2025-12-05T04:05:00.000Z");
+        for unset in [
+            "verified_at",
+            "reverted_at",
+            "failed_at",
+            "revert_verified_at",
+            "reason",
+        ] {
+            assert_eq!(a[unset], Value::Null, "{unset}");
+        }
+        assert_eq!(a["time_to_containment_ms"], 302_400);
+        assert_eq!(a["blocked_connects"], 3);
+        assert_eq!(a["blocked_packets"], 41);
+        assert_eq!(a["would_block_connects"], 0);
+        let failed = &v["actions"][1];
+        assert_eq!(failed["reason"], "no executor configured");
+        assert_eq!(failed["failed_at"], "2025-12-05T02:05:00.000Z");
+        assert_eq!(failed["time_to_containment_ms"], Value::Null, "0: not yet");
+        assert_eq!(failed["targets"], json!([]));
+        // Before any plan: null plan, empty actions.
+        let v = incident_json(&an_incident(), false);
+        assert_eq!(v["plan"], Value::Null);
+        assert_eq!(v["actions"], json!([]));
+    }
+
+    /// `incident show` for a person: tier with its name, the plan hash,
+    /// each action's state and effect; a failed policy reload first and
+    /// loudly.
+    #[test]
+    fn show_text_has_actions_plan_and_a_loud_reload_error() {
+        let mut i = a_contained_incident();
+        i.policy = Some(v1::PolicyInForce {
+            source: "/etc/patchgap/policy.toml".into(),
+            loaded_at_ms: 1_764_899_000_000,
+            reload_error: "policy.toml:12:8: unknown action kind".into(),
+        });
+        let text = incident_detail(&i, false);
+        println!("{text}");
+        assert!(
+            text.starts_with("WARNING: policy reload failed, previous in force: /etc/patchgap/policy.toml (loaded 2025-12-05T01:43:20.000Z): policy.toml:12:8: unknown action kind\n"),
+            "{text}"
+        );
+        for want in [
+            "  state      contained (tier 1 critical in a sensitive scope)".to_string(),
+            format!(
+                "  plan       {} (made 2025-12-05T02:02:00.000Z by alice; expires 2025-12-05T03:02:00.000Z)",
+                "9c1f".repeat(16)
+            ),
+            "  #1 isolate_affected_workloads  mode enforce  approval required  applied since 2025-12-05T02:05:01.250Z".into(),
+            "approved by bob".into(),
+            "blocked 3 connect(s), 41 packet(s); time to containment 5m2s".into(),
+            "reverts at 2025-12-05T04:05:00.000Z".into(),
+            "  #2 rotate_scoped_tokens  mode enforce  approval required  failed since 2025-12-05T02:05:00.000Z".into(),
+            "reason: no executor configured".into(),
+            "target web-1 k8s:prod/ml/Deployment/trainer/trainer".into(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // The listing shows the tier with its name.
+        let list = incidents_table(&v1::ListIncidentsResponse {
+            incidents: vec![i],
+            next_before: String::new(),
+        });
+        assert!(list.contains("1 critical in a sensitive scope"), "{list}");
+    }
+
+    #[test]
+    fn shadow_actions_say_what_they_would_block() {
+        let mut i = a_contained_incident();
+        i.actions.truncate(1);
+        let a = &mut i.actions[0];
+        a.mode = "shadow".into();
+        a.would_block_connects = 7;
+        a.would_block_packets = 9;
+        a.time_to_containment_ms = 0;
+        let text = actions_detail(&i.actions);
+        assert!(
+            text.contains("would block 7 connect(s), 9 packet(s); no effect seen yet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_the_policy_writes_them() {
+        assert_eq!(duration_text(7_200_000), "2h");
+        assert_eq!(duration_text(1_800_000), "30m");
+        assert_eq!(duration_text(90_000), "1m30s");
+        assert_eq!(duration_text(86_400_000 + 3_600_000), "1d1h");
+        assert_eq!(duration_text(4_200), "4.2s");
+        assert_eq!(duration_text(45_000), "45s");
+        assert_eq!(duration_text(250), "250ms");
+    }
+
+    /// Plans carry what agents named (hosts, workloads, cgroups) and what
+    /// the policy file says (guards, the reload error): escaped in text,
+    /// exact in JSON.
+    #[test]
+    fn hostile_plan_fields_render_safely() {
+        let evil = "\x1b[31mRED\x1b[0m\nFORGED-ROW\tx\u{202e}";
+        let mut r = planned();
+        let p = r.plan.as_mut().unwrap();
+        p.hash = evil.into();
+        p.tier_name = evil.into();
+        let a = &mut p.actions[0];
+        a.targets[0].workload = evil.into();
+        a.targets[0].shared_with = vec![evil.into()];
+        a.excluded[0].guard = evil.into();
+        a.allow = vec![evil.into()];
+        a.no_executor = evil.into();
+        r.incident.as_mut().unwrap().policy = Some(v1::PolicyInForce {
+            source: evil.into(),
+            reload_error: evil.into(),
+            ..Default::default()
+        });
+        let mut i = a_contained_incident();
+        i.actions[0].reason = evil.into();
+        i.actions[0].approved_by = evil.into();
+        i.actions[0].targets[0].cgroup = evil.into();
+        for text in [plan_detail(&r), actions_detail(&i.actions)] {
+            for bad in ['\x1b', '\r', '\t', '\u{202e}'] {
+                assert!(!text.contains(bad), "{bad:?} reached the terminal:\n{text}");
+            }
+            assert!(
+                !text.lines().any(|l| l.starts_with("FORGED-ROW")),
+                "a forged row:\n{text}"
+            );
+            assert!(text.contains("\\x1b[31mRED"), "{text}");
+        }
+        let v = plan_json(&r);
+        assert_eq!(v["hash"], evil);
+        assert_eq!(v["actions"][0]["excluded"][0]["guard"], evil);
     }
 }

@@ -767,7 +767,7 @@ fn sbom_list() -> Value {
     })
 }
 
-fn an_incident() -> v1::Incident {
+pub(crate) fn an_incident() -> v1::Incident {
     v1::Incident {
         id: "INC-3".into(),
         dedup_key: "advisory:PYSEC-2023-228".into(),
@@ -890,7 +890,7 @@ fn incidents_list() -> Value {
 const CGROUP: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7d1c.slice/cri-containerd-4f4f.scope";
 
 /// The trainer's cgroup, its two exposed pythons among five processes.
-fn a_target() -> v1::PlanTarget {
+pub(crate) fn a_target() -> v1::PlanTarget {
     v1::PlanTarget {
         host: "web-1".into(),
         workload: "k8s:prod/ml/Deployment/trainer/trainer".into(),
@@ -903,7 +903,7 @@ fn a_target() -> v1::PlanTarget {
 
 /// Tier 1's plan for INC-3: isolate (a guard leaves the agent out), rotate
 /// tokens (no executor here), and a record carried out at once.
-fn a_plan() -> v1::Plan {
+pub(crate) fn a_plan() -> v1::Plan {
     v1::Plan {
         hash: "9c1f".repeat(16),
         tier: Some(1),
@@ -951,7 +951,7 @@ fn a_plan() -> v1::Plan {
 
 /// INC-3 once its plan was approved: the isolation applied and blocking,
 /// the token rotation failed for want of an executor, the record done.
-fn a_contained_incident() -> v1::Incident {
+pub(crate) fn a_contained_incident() -> v1::Incident {
     let plan = a_plan();
     let t0 = 1_764_900_000_000;
     v1::Incident {
