@@ -340,7 +340,9 @@ enum IncidentCommand {
         #[arg(long, value_name = "PURL_OR_NAME@RANGE")]
         package: Option<String>,
     },
-    /// One incident with its scope and its event log (who did what, when).
+    /// One incident with its scope, tier, the policy in force (a failed
+    /// reload said first), its plan's hash, its actions (state, times,
+    /// what they blocked) and its event log (who did what, when).
     ///
     /// Example: patchgap incident show INC-3 -o json
     Show {
