@@ -1501,11 +1501,13 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
                         .await
                         .map_err(|s| {
                             anyhow::anyhow!(
-                                "cannot fetch the new plan: {:#}",
+                                "nothing approved; cannot fetch the new plan (`patchgap incident plan {}` needs the respond scope): {:#}",
+                                render::clean(&id),
                                 status_error(&read, s)
                             )
                         })?
                         .into_inner();
+                    warn_policy_json(read.output, &new.incident.clone().unwrap_or_default());
                     print(read.output, render::plan_json(&new), || {
                         render::plan_detail(&new)
                     })?;

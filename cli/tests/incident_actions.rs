@@ -38,6 +38,9 @@ enum Call {
 #[derive(Clone, Default)]
 struct Scripted {
     calls: Arc<Mutex<Vec<Call>>>,
+    /// PlanIncident refuses the caller, as for a token with `approve`
+    /// but not `respond`.
+    plan_refused: bool,
 }
 
 fn the_plan() -> v1::Plan {
@@ -154,6 +157,11 @@ query_impl! {
 impl Scripted {
     fn plan(&self, req: v1::PlanIncidentRequest) -> Result<v1::PlanIncidentResponse, Status> {
         self.calls.lock().unwrap().push(Call::Plan(req));
+        if self.plan_refused {
+            return Err(Status::permission_denied(
+                "this call needs the respond scope",
+            ));
+        }
         Ok(v1::PlanIncidentResponse {
             incident: Some(the_incident()),
             plan: Some(the_plan()),
@@ -198,9 +206,12 @@ impl Scripted {
 /// The scripted collector on an ephemeral loopback port; it stops with
 /// the test's runtime.
 async fn serve() -> (SocketAddr, Scripted) {
+    serve_script(Scripted::default()).await
+}
+
+async fn serve_script(script: Scripted) -> (SocketAddr, Scripted) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let script = Scripted::default();
     let service = QueryServer::new(script.clone());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -280,6 +291,27 @@ async fn a_stale_plan_hash_prints_the_refusal_then_the_new_plan() {
     assert_eq!(plan["id"], "INC-7");
     assert_eq!(plan["made_at"], "2025-12-05T02:02:00.000Z");
     assert!(stderr(&o).contains("the plan changed"), "{}", stderr(&o));
+}
+
+/// An approver whose token cannot plan still learns that nothing was
+/// approved, and how to see the new plan.
+#[tokio::test]
+async fn a_stale_hash_without_the_respond_scope_still_says_nothing_was_approved() {
+    let (addr, script) = serve_script(Scripted {
+        plan_refused: true,
+        ..Default::default()
+    })
+    .await;
+    let o = run(addr, &["incident", "approve", "INC-7", "--plan", OLD]).await;
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: the plan changed"), "{err}");
+    assert!(
+        err.contains("nothing approved; cannot fetch the new plan (`patchgap incident plan INC-7` needs the respond scope): this call needs the respond scope"),
+        "{err}"
+    );
+    assert_eq!(stdout(&o), "", "no plan to print");
+    assert_eq!(calls(&script).len(), 2);
 }
 
 #[tokio::test]
