@@ -184,7 +184,10 @@ fn up_refuses_a_bad_scope_map_and_a_contain_dir_alone() {
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(!out.contains("listening"), "{out}");
     assert!(
-        err.contains("scope mapping:") && err.contains(":2"),
+        err.contains(&format!(
+            "error: scope mapping: {}: line 2: missing \"=>\"",
+            map.display()
+        )),
         "{err}"
     );
     assert!(!dir.path().join("data").exists(), "nothing opened");
