@@ -340,13 +340,79 @@ enum IncidentCommand {
         #[arg(long, value_name = "PURL_OR_NAME@RANGE")]
         package: Option<String>,
     },
-    /// One incident with its scope and its event log (who did what, when).
+    /// One incident with its scope, tier, the policy in force (a failed
+    /// reload said first), its plan's hash, its actions (state, times,
+    /// what they blocked) and its event log (who did what, when).
     ///
     /// Example: patchgap incident show INC-3 -o json
     Show {
         /// INC-<n>, or n.
         id: String,
     },
+    /// What the response policy would do about the incident now: its
+    /// tier, then per action its mode, approval and revert_after, its
+    /// exact targets (host, workload, cgroup, the exposed pids of how many
+    /// processes share the cgroup, other workloads in it) and what the
+    /// guards leave out. A plan that differs from the last one is recorded
+    /// in the incident's log; its hash is what `incident approve` takes.
+    /// Needs the `respond` scope.
+    ///
+    /// Example: patchgap incident plan INC-7 -o json
+    Plan {
+        /// INC-<n>, or n.
+        id: String,
+    },
+    /// Approve one plan, by its hash: the actions that wait for approval
+    /// are requested. A plan that changed since it was printed (the scope
+    /// or the policy moved) is refused: the new plan is printed to review
+    /// and the exit is 1. Needs the `approve` scope.
+    ///
+    /// Example: patchgap incident approve INC-7 --plan 3f2a9c…
+    Approve {
+        /// INC-<n>, or n.
+        id: String,
+        /// The plan's hash, as `patchgap incident plan` printed it.
+        #[arg(long, value_name = "HASH")]
+        plan: String,
+    },
+    /// Lift one action, or every action in force, and say why (kept in the
+    /// incident's log). The revert is an action too: the agents lift it and
+    /// `incident show` says when that was seen. Needs the `respond` scope.
+    ///
+    /// Examples:
+    ///   patchgap incident revert INC-7 --reason false-positive
+    ///   patchgap incident revert INC-7 --action 2 --reason resolved
+    Revert {
+        /// INC-<n>, or n.
+        id: String,
+        /// Only this action (its number in `incident show`); every action
+        /// in force when left out.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        action: Option<u32>,
+        /// Why: false-positive (the incident was wrong), not-affected (the
+        /// targets do not run the affected code), resolved (fixed).
+        #[arg(long, value_enum)]
+        reason: RevertReason,
+    },
+}
+
+/// Why a responder lifts a containment; sent as its name.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum RevertReason {
+    FalsePositive,
+    NotAffected,
+    Resolved,
+}
+
+impl RevertReason {
+    /// The name the collector takes: false-positive, not-affected, resolved.
+    fn as_str(self) -> &'static str {
+        match self {
+            RevertReason::FalsePositive => "false-positive",
+            RevertReason::NotAffected => "not-affected",
+            RevertReason::Resolved => "resolved",
+        }
+    }
 }
 
 /// What `patchgap query` takes.
@@ -385,6 +451,54 @@ struct QueryArgs {
     read: ReadOpts,
 }
 
+/// What `patchgap up` takes: the collector's and the agent's flags of the
+/// same names, with the same meaning.
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Directory for the collector's database.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:7373")]
+    listen: SocketAddr,
+    /// Seconds between the agent's full rescans.
+    #[arg(long, default_value_t = 30)]
+    interval: u64,
+    /// The procfs root the agent scans.
+    #[arg(long, default_value = "/proc")]
+    proc_root: PathBuf,
+    /// Where the container runtimes' metadata lives (the host's root).
+    #[arg(long, default_value = "/")]
+    runtime_root: PathBuf,
+    /// Scan /proc only: no eBPF sensing.
+    #[arg(long)]
+    no_ebpf: bool,
+    /// The response policy file (see `patchgap policy check`); the
+    /// built-in three tiers without it. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// A data-scope mapping file: one rule per line, `SELECTOR... => CLASSIFICATION [writes_to=A,B]`.
+    /// It is reloaded when it changes; a bad reload keeps the previous mapping.
+    #[arg(long, value_name = "FILE")]
+    scope_map: Option<PathBuf>,
+    /// Let the local agent carry out the collector's containments (eBPF
+    /// egress isolation of a workload's cgroup, pinned in bpffs under
+    /// --contain-dir; needs root). Off by default: the agent then tells
+    /// the collector it cannot contain, and plans say so.
+    #[arg(long)]
+    contain: bool,
+    /// With --contain: where the containments are pinned in bpffs. One
+    /// directory per host: the agent makes what is there equal to the
+    /// collector's set, and a pinned isolation outlives `up`.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "contain",
+        default_value = patchgap_agent::contain::DEFAULT_BPFFS_DIR
+    )]
+    contain_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// A private CA and the certificates for mTLS between agents, the
@@ -397,28 +511,13 @@ enum Command {
     },
     /// Run a collector and a local agent in one process, for a first look.
     ///
-    /// Example: sudo patchgap up --data-dir /tmp/patchgap
-    Up {
-        /// Directory for the collector's database.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to serve on.
-        #[arg(long, default_value = "127.0.0.1:7373")]
-        listen: SocketAddr,
-        /// Seconds between the agent's full rescans.
-        #[arg(long, default_value_t = 30)]
-        interval: u64,
-        /// The procfs root the agent scans.
-        #[arg(long, default_value = "/proc")]
-        proc_root: PathBuf,
-        /// Scan /proc only: no eBPF sensing.
-        #[arg(long)]
-        no_ebpf: bool,
-        /// The response policy file (see `patchgap policy check`); the
-        /// built-in three tiers without it. SIGHUP reloads it.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-    },
+    /// Containment is off unless --contain: this is a first look, and an
+    /// isolation it carried out stays pinned in bpffs after it stops.
+    ///
+    /// Examples:
+    ///   sudo patchgap up --data-dir /tmp/patchgap
+    ///   sudo patchgap up --scope-map scopes.txt --policy policy.toml --contain
+    Up(UpArgs),
     /// Response policies: check a file before a collector loads it.
     ///
     /// Example: patchgap policy check policy.toml
@@ -529,11 +628,15 @@ enum Command {
         read: ReadOpts,
     },
     /// Incidents: open one from an advisory or a package range, show one
-    /// with its event log.
+    /// with its event log and actions, plan its response, approve the
+    /// plan, revert what it did.
     ///
     /// Examples:
     ///   patchgap incident open --advisory CVE-2023-5752
     ///   patchgap incident show INC-3
+    ///   patchgap incident plan INC-3
+    ///   patchgap incident approve INC-3 --plan 3f2a9c…
+    ///   patchgap incident revert INC-3 --reason false-positive
     Incident {
         #[command(subcommand)]
         command: IncidentCommand,
@@ -613,14 +716,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Pki { command } => pki_command(command),
-        Command::Up {
-            data_dir,
-            listen,
-            interval,
-            proc_root,
-            no_ebpf,
-            policy,
-        } => up(data_dir, listen, interval, proc_root, !no_ebpf, policy).await,
+        Command::Up(args) => up(args).await,
         Command::Policy { command } => policy_command(command),
         Command::Query(args) => query(args).await,
         Command::Connections { host, since, read } => connections(host, since, read).await,
@@ -1330,7 +1426,7 @@ async fn audit(command: AuditCommand, read: ReadOpts) -> anyhow::Result<()> {
     }
 }
 
-/// `patchgap incident open|show`.
+/// `patchgap incident open|show|plan|approve|revert`.
 async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
     let err = |s| status_error(&read, s);
@@ -1370,10 +1466,125 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
             let i = r.incident.unwrap_or_default();
             let mut json = render::incident_json(&i, true);
             json["more_events"] = r.more_events.into();
+            warn_policy_json(read.output, &i);
             print(read.output, json, || {
                 render::incident_detail(&i, r.more_events)
             })
         }
+        IncidentCommand::Plan { id } => {
+            let r = client
+                .plan_incident(v1::PlanIncidentRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            warn_policy_json(read.output, &r.incident.clone().unwrap_or_default());
+            print(read.output, render::plan_json(&r), || {
+                render::plan_detail(&r)
+            })
+        }
+        IncidentCommand::Approve { id, plan } => {
+            let approved = client
+                .approve_incident(v1::ApproveIncidentRequest {
+                    id: id.clone(),
+                    plan: plan.clone(),
+                })
+                .await;
+            let r = match approved {
+                Ok(r) => r.into_inner(),
+                // The plan moved since the responder read it: nothing was
+                // approved. Show what it is now, so the next approval is
+                // of a plan someone has seen.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    eprintln!("error: {}", render::terminal_safe(s.message()));
+                    let new = client
+                        .plan_incident(v1::PlanIncidentRequest { id: id.clone() })
+                        .await
+                        .map_err(|s| {
+                            anyhow::anyhow!(
+                                "nothing approved; cannot fetch the new plan (`patchgap incident plan {}` needs the respond scope): {:#}",
+                                render::clean(&id),
+                                status_error(&read, s)
+                            )
+                        })?
+                        .into_inner();
+                    warn_policy_json(read.output, &new.incident.clone().unwrap_or_default());
+                    print(read.output, render::plan_json(&new), || {
+                        render::plan_detail(&new)
+                    })?;
+                    let hash = render::clean(&new.plan.unwrap_or_default().hash);
+                    anyhow::bail!(
+                        "nothing approved: plan {plan} is not the plan in force; review the plan above, then approve it with --plan {hash}"
+                    );
+                }
+                Err(s) => return Err(err(s)),
+            };
+            let i = r.incident.clone().unwrap_or_default();
+            warn_policy_json(read.output, &i);
+            print(read.output, render::approve_json(&r), || {
+                let ids: Vec<String> = r.requested.iter().map(|n| format!("#{n}")).collect();
+                let head = if ids.is_empty() {
+                    format!(
+                        "approved plan {plan} of {}: no action was waiting for approval\n",
+                        render::clean(&i.id)
+                    )
+                } else {
+                    format!(
+                        "approved plan {plan} of {}: requested {}\n",
+                        render::clean(&i.id),
+                        ids.join(" ")
+                    )
+                };
+                head + &render::actions_detail(&i.actions)
+            })
+        }
+        IncidentCommand::Revert { id, action, reason } => {
+            let r = client
+                .revert_incident(v1::RevertIncidentRequest {
+                    id,
+                    action: action.unwrap_or(0),
+                    reason: reason.as_str().into(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let i = r.incident.clone().unwrap_or_default();
+            warn_policy_json(read.output, &i);
+            print(read.output, render::revert_json(&r), || {
+                let ids: Vec<String> = r.reverted.iter().map(|n| format!("#{n}")).collect();
+                let head = if ids.is_empty() {
+                    format!(
+                        "{}: no action was in force to revert\n",
+                        render::clean(&i.id)
+                    )
+                } else {
+                    format!(
+                        "{}: reverting {} ({})\n",
+                        render::clean(&i.id),
+                        ids.join(" "),
+                        reason.as_str()
+                    )
+                };
+                head + &render::actions_detail(&i.actions)
+            })
+        }
+    }
+}
+
+/// With `-o json`, a failed policy reload is also said on stderr: a
+/// script that reads only the fields it knows would otherwise act on a
+/// plan of the previous policy without a word. Tables say it themselves.
+fn warn_policy_json(output: Output, i: &v1::Incident) {
+    if output != Output::Json {
+        return;
+    }
+    if let Some(p) = &i.policy
+        && !p.reload_error.is_empty()
+    {
+        eprintln!(
+            "warning: policy reload failed, previous in force: {}: {}",
+            render::clean(&p.source),
+            render::clean(&p.reload_error)
+        );
     }
 }
 
@@ -1554,19 +1765,29 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-async fn up(
-    data_dir: Option<PathBuf>,
-    listen: SocketAddr,
-    interval: u64,
-    proc_root: PathBuf,
-    ebpf: bool,
-    policy: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let UpArgs {
+        data_dir,
+        listen,
+        interval,
+        proc_root,
+        runtime_root,
+        no_ebpf,
+        policy,
+        scope_map,
+        contain,
+        contain_dir,
+    } = args;
     anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
     // A bad policy stops `up` before it listens, each problem at its place.
     if let Some(path) = &policy {
         patchgap_collector::response::policy::state::load_file(path)
             .map_err(|e| anyhow::anyhow!("response policy not loaded:\n{e}"))?;
+    }
+    // So does a bad scope mapping (the collector would refuse it at start).
+    if let Some(path) = &scope_map {
+        patchgap_collector::ScopeMap::load(path)
+            .map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?;
     }
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -1583,6 +1804,14 @@ async fn up(
         "patchgap collector listening on {addr}, plaintext on loopback; tokens off: queries need no token on this first look (data in {})",
         data_dir.display()
     );
+    if contain {
+        println!(
+            "containment: on; the agent carries out approved isolations, pinned under {}",
+            contain_dir.display()
+        );
+    } else {
+        println!("containment: off (--contain turns it on)");
+    }
     println!(
         "hint: in another shell, run `patchgap query libc6` (add --collector {addr} if you changed --listen)"
     );
@@ -1597,6 +1826,7 @@ async fn up(
         CollectorConfig {
             data_dir,
             policy,
+            scope_map,
             ..CollectorConfig::default()
         },
         listener,
@@ -1606,10 +1836,12 @@ async fn up(
         collector: format!("http://{addr}"),
         scan: patchgap_agent::ScanConfig {
             proc_root,
+            runtime_root,
             ..Default::default()
         },
         interval: Duration::from_secs(interval),
-        ebpf,
+        ebpf: !no_ebpf,
+        contain: contain.then_some(contain_dir),
         spool: patchgap_agent::spool::SpoolConfig {
             dir: Some(agent_state),
             ..Default::default()
@@ -1653,7 +1885,7 @@ mod tests {
         let cli = super::Cli::try_parse_from(["patchgap", "up", "--policy", "p.toml"]).unwrap();
         assert!(matches!(
             cli.command,
-            super::Command::Up { policy: Some(p), .. } if p.as_os_str() == "p.toml"
+            super::Command::Up(super::UpArgs { policy: Some(p), .. }) if p.as_os_str() == "p.toml"
         ));
         let cli =
             super::Cli::try_parse_from(["patchgap", "policy", "check", "p.toml", "-o", "json"])
@@ -1667,5 +1899,117 @@ mod tests {
                 }
             }
         ));
+    }
+
+    fn up(args: &[&str]) -> Result<super::UpArgs, clap::Error> {
+        let cli = super::Cli::try_parse_from(["patchgap", "up"].iter().chain(args))?;
+        match cli.command {
+            super::Command::Up(a) => Ok(a),
+            _ => unreachable!("parsed as up"),
+        }
+    }
+
+    /// `up` passes the collector's --scope-map and the agent's
+    /// --runtime-root through, and contains nothing unless --contain.
+    #[test]
+    fn up_takes_scope_map_runtime_root_and_contain() {
+        let plain = up(&[]).unwrap();
+        assert!(!plain.contain, "containment must be off by default");
+        assert_eq!(plain.runtime_root.as_os_str(), "/");
+        assert!(plain.scope_map.is_none());
+        assert_eq!(
+            plain.contain_dir.as_os_str(),
+            patchgap_agent::contain::DEFAULT_BPFFS_DIR
+        );
+
+        let a = up(&[
+            "--scope-map",
+            "scopes.txt",
+            "--runtime-root",
+            "/host",
+            "--contain",
+        ])
+        .unwrap();
+        assert_eq!(a.scope_map.unwrap().as_os_str(), "scopes.txt");
+        assert_eq!(a.runtime_root.as_os_str(), "/host");
+        assert!(a.contain);
+        assert_eq!(
+            a.contain_dir.as_os_str(),
+            "/sys/fs/bpf/patchgap/contain",
+            "the agent's default directory"
+        );
+
+        let a = up(&["--contain", "--contain-dir", "/sys/fs/bpf/pg-test"]).unwrap();
+        assert_eq!(a.contain_dir.as_os_str(), "/sys/fs/bpf/pg-test");
+
+        // A directory without --contain would contain nothing: refused,
+        // not ignored.
+        let e = up(&["--contain-dir", "/sys/fs/bpf/x"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--contain"), "{e}");
+    }
+
+    fn incident(args: &[&str]) -> Result<super::IncidentCommand, clap::Error> {
+        let cli = super::Cli::try_parse_from(["patchgap", "incident"].iter().chain(args))?;
+        match cli.command {
+            super::Command::Incident { command, .. } => Ok(command),
+            _ => unreachable!("parsed as incident"),
+        }
+    }
+
+    #[test]
+    fn approve_needs_the_plan_hash() {
+        let e = incident(&["approve", "INC-7"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--plan <HASH>"), "{e}");
+        assert!(matches!(
+            incident(&["approve", "INC-7", "--plan", "9c1f", "-o", "json"]).unwrap(),
+            super::IncidentCommand::Approve { id, plan } if id == "INC-7" && plan == "9c1f"
+        ));
+    }
+
+    /// --reason is required and only takes the three reasons, each sent
+    /// under its own name; a bad one is refused listing the good ones.
+    #[test]
+    fn revert_reasons_are_checked_by_clap() {
+        let e = incident(&["revert", "INC-7"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--reason"), "{e}");
+
+        let e = incident(&["revert", "INC-7", "--reason", "oops"])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = e.to_string();
+        for good in ["false-positive", "not-affected", "resolved"] {
+            assert!(text.contains(good), "{good} not listed: {text}");
+        }
+
+        for (name, want) in [
+            ("false-positive", super::RevertReason::FalsePositive),
+            ("not-affected", super::RevertReason::NotAffected),
+            ("resolved", super::RevertReason::Resolved),
+        ] {
+            let c = incident(&["revert", "INC-7", "--reason", name]).unwrap();
+            let super::IncidentCommand::Revert { action, reason, .. } = c else {
+                panic!("not a revert")
+            };
+            assert_eq!(reason, want);
+            assert_eq!(reason.as_str(), name, "sent as typed");
+            assert_eq!(action, None, "every action by default");
+        }
+        let c = incident(&["revert", "7", "--action", "2", "--reason", "resolved"]).unwrap();
+        assert!(matches!(
+            c,
+            super::IncidentCommand::Revert {
+                action: Some(2),
+                ..
+            }
+        ));
+        // Action numbers start at 1; 0 would mean "all" on the wire.
+        let e = incident(&["revert", "7", "--action", "0", "--reason", "resolved"])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

@@ -1492,6 +1492,143 @@ fn incident_event_json(e: &v1::IncidentEvent) -> Value {
     Value::Object(out)
 }
 
+/// A time the collector sends as milliseconds since the epoch, where 0
+/// means "not yet": RFC 3339, or null.
+fn time_or_null(ms: i64) -> Value {
+    if ms == 0 {
+        Value::Null
+    } else {
+        rfc3339(ms).into()
+    }
+}
+
+/// A workload an action acts on: its cgroup on one host, the exposed pids
+/// and how many processes the cgroup holds in all (what else an isolation
+/// would cut off), and the other workloads seen in that cgroup.
+fn plan_target_json(t: &v1::PlanTarget) -> Value {
+    json!({
+        "host": t.host,
+        "workload": t.workload,
+        "cgroup": t.cgroup,
+        "pids": t.pids,
+        "processes": t.processes,
+        "shared_with": t.shared_with,
+    })
+}
+
+fn plan_exclusion_json(e: &v1::PlanExclusion) -> Value {
+    json!({
+        "host": e.host,
+        "workload": e.workload,
+        "cgroup": e.cgroup,
+        "guard": e.guard,
+        "pids": e.pids,
+    })
+}
+
+fn plan_action_json(a: &v1::PlanAction) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "mode": a.mode,
+        "approval": a.approval,
+        // null: in force until a responder reverts it.
+        "revert_after_ms": (a.revert_after_ms > 0).then_some(a.revert_after_ms),
+        "allow": a.allow,
+        "no_executor": opt_str(&a.no_executor),
+        "targets": a.targets.iter().map(plan_target_json).collect::<Vec<_>>(),
+        "excluded": a.excluded.iter().map(plan_exclusion_json).collect::<Vec<_>>(),
+    })
+}
+
+/// A plan's own fields, shared by `incident plan` (at the top level) and
+/// an incident's `plan`.
+fn plan_fields(p: &v1::Plan) -> serde_json::Map<String, Value> {
+    let Value::Object(fields) = json!({
+        "hash": p.hash,
+        "tier": p.tier,
+        "tier_name": opt_str(&p.tier_name),
+        "exception": opt_str(&p.exception),
+        "requested_by": opt_str(&p.requested_by),
+        "made_at": time_or_null(p.made_at_ms),
+        "expires_at": time_or_null(p.expires_at_ms),
+        "actions": p.actions.iter().map(plan_action_json).collect::<Vec<_>>(),
+    }) else {
+        unreachable!("json! of an object is an object")
+    };
+    fields
+}
+
+/// The policy in force when the collector answered; null when it did not
+/// say (a collector from before policies).
+fn policy_json(p: &Option<v1::PolicyInForce>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "source": p.source,
+            "loaded_at": time_or_null(p.loaded_at_ms),
+            "reload_error": opt_str(&p.reload_error),
+        }),
+    }
+}
+
+/// One of an incident's actions, with where it stands: each state's time
+/// (null until it entered it), the time to containment (null until the
+/// first block, or would-be block, was counted) and the agents' counters.
+pub fn incident_action_json(a: &v1::IncidentAction) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "mode": a.mode,
+        "approval": a.approval,
+        "state": a.state,
+        "reason": opt_str(&a.reason),
+        "plan": a.plan,
+        "approved_by": opt_str(&a.approved_by),
+        "targets": a.targets.iter().map(plan_target_json).collect::<Vec<_>>(),
+        "planned_at": time_or_null(a.planned_at_ms),
+        "requested_at": time_or_null(a.requested_at_ms),
+        "applied_at": time_or_null(a.applied_at_ms),
+        "verified_at": time_or_null(a.verified_at_ms),
+        "reverted_at": time_or_null(a.reverted_at_ms),
+        "failed_at": time_or_null(a.failed_at_ms),
+        "revert_at": time_or_null(a.revert_at_ms),
+        "revert_verified_at": time_or_null(a.revert_verified_at_ms),
+        "time_to_containment_ms": (a.time_to_containment_ms > 0).then_some(a.time_to_containment_ms),
+        "blocked_connects": a.blocked_connects,
+        "blocked_packets": a.blocked_packets,
+        "would_block_connects": a.would_block_connects,
+        "would_block_packets": a.would_block_packets,
+    })
+}
+
+/// `incident plan -o json`: the incident's id, the plan's fields, whether
+/// this call recorded it, and the policy it was made under.
+pub fn plan_json(r: &v1::PlanIncidentResponse) -> Value {
+    let i = r.incident.clone().unwrap_or_default();
+    let mut v = plan_fields(&r.plan.clone().unwrap_or_default());
+    v.insert("id".into(), i.id.into());
+    v.insert("recorded".into(), r.recorded.into());
+    v.insert("policy".into(), policy_json(&i.policy));
+    Value::Object(v)
+}
+
+/// `incident approve -o json`: the incident after the approval, and the
+/// actions it requested.
+pub fn approve_json(r: &v1::ApproveIncidentResponse) -> Value {
+    let mut v = incident_json(&r.incident.clone().unwrap_or_default(), false);
+    v["requested"] = json!(r.requested);
+    v
+}
+
+/// `incident revert -o json`: the incident after the revert, and the
+/// actions it lifted.
+pub fn revert_json(r: &v1::RevertIncidentResponse) -> Value {
+    let mut v = incident_json(&r.incident.clone().unwrap_or_default(), false);
+    v["reverted"] = json!(r.reverted);
+    v
+}
+
 /// An incident as `incident open` and `incident show` print it (with its
 /// events when `events`), and as each element of `incidents`.
 pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
@@ -1500,11 +1637,15 @@ pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
         "dedup_key": i.dedup_key,
         "state": i.state,
         "tier": i.tier,
+        "tier_name": opt_str(&i.tier_name),
         "source": incident_source_json(&i.source),
         "opened_at": rfc3339(i.opened_at_ms),
         "opened_by": i.opened_by,
         "updated_at": rfc3339(i.updated_at_ms),
         "scope": incident_scope_json(&i.scope),
+        "policy": policy_json(&i.policy),
+        "plan": i.plan.as_ref().map(|p| Value::Object(plan_fields(p))),
+        "actions": i.actions.iter().map(incident_action_json).collect::<Vec<_>>(),
     });
     if events {
         v["events"] = i.events.iter().map(incident_event_json).collect();
@@ -1520,7 +1661,330 @@ pub fn incidents_json(r: &v1::ListIncidentsResponse) -> Value {
 }
 
 fn tier_text(i: &v1::Incident) -> String {
-    i.tier.map_or("-".into(), |t| t.to_string())
+    tier_label(i.tier, &i.tier_name)
+}
+
+/// "1 critical-sensitive", "1" without a name, "-" when not routed.
+fn tier_label(tier: Option<u32>, name: &str) -> String {
+    match tier {
+        None => "-".into(),
+        Some(t) if name.is_empty() => t.to_string(),
+        Some(t) => format!("{t} {name}"),
+    }
+}
+
+/// A duration as the policy writes one: "90ms", "4.2s", "30m", "2h",
+/// "1d2h".
+fn duration_text(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 && !ms.is_multiple_of(1000) {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let secs = ms / 1000;
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3_600, "h"),
+        (secs % 3_600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
+/// The policy line of an incident or a plan; a failed reload is said
+/// first and loudly, since the plan is then the previous policy's.
+fn policy_lines(p: &Option<v1::PolicyInForce>) -> Vec<String> {
+    let Some(p) = p else { return Vec::new() };
+    let loaded = if p.loaded_at_ms > 0 {
+        format!(" (loaded {})", rfc3339(p.loaded_at_ms))
+    } else {
+        String::new()
+    };
+    let mut lines = Vec::new();
+    if !p.reload_error.is_empty() {
+        lines.push(format!(
+            "WARNING: policy reload failed, previous in force: {}{loaded}: {}",
+            p.source, p.reload_error
+        ));
+    }
+    lines.push(format!("policy     {}{loaded}", p.source));
+    lines
+}
+
+/// A target as one line: "web-1 k8s:prod/ml/Deployment/trainer/trainer
+/// cgroup /kubepods/…: 2 exposed pids (4242 4250) of 5 processes; shared
+/// with container:web-1/sidecar".
+fn target_text(t: &v1::PlanTarget) -> String {
+    let pids: Vec<String> = t.pids.iter().map(u32::to_string).collect();
+    let mut line = format!(
+        "{} {} cgroup {}: {} exposed pid(s) ({}) of {} process(es)",
+        t.host,
+        t.workload,
+        or_dash(&t.cgroup),
+        t.pids.len(),
+        if pids.is_empty() {
+            "-".into()
+        } else {
+            pids.join(" ")
+        },
+        t.processes
+    );
+    if !t.shared_with.is_empty() {
+        line.push_str(&format!("; shared with {}", t.shared_with.join(", ")));
+    }
+    line
+}
+
+fn exclusion_text(e: &v1::PlanExclusion) -> String {
+    let pids: Vec<String> = e.pids.iter().map(u32::to_string).collect();
+    format!(
+        "{} {} cgroup {}: left out by guard {}{}",
+        e.host,
+        e.workload,
+        or_dash(&e.cgroup),
+        e.guard,
+        if pids.is_empty() {
+            String::new()
+        } else {
+            format!(" (pids {})", pids.join(" "))
+        }
+    )
+}
+
+/// Appends `text` as one line (escaped, so no field can break it) after
+/// `indent`.
+fn push_line(out: &mut String, indent: &str, text: &str) {
+    out.push_str(indent);
+    out.push_str(&clean_to(text, 4096));
+    out.push('\n');
+}
+
+/// `incident plan` for a person: the tier, the hash to approve, then each
+/// action with its settings, its exact targets and what the guards leave
+/// out.
+pub fn plan_detail(r: &v1::PlanIncidentResponse) -> String {
+    let i = r.incident.clone().unwrap_or_default();
+    let p = r.plan.clone().unwrap_or_default();
+    let mut out = String::new();
+    for l in policy_lines(&i.policy) {
+        if l.starts_with("WARNING") {
+            push_line(&mut out, "", &l);
+        }
+    }
+    push_line(
+        &mut out,
+        "",
+        &format!(
+            "{} plan{}",
+            i.id,
+            if r.recorded {
+                " (new: recorded in the incident's log)"
+            } else {
+                " (unchanged since it was recorded)"
+            }
+        ),
+    );
+    push_line(&mut out, "  ", &format!("hash       {}", p.hash));
+    push_line(
+        &mut out,
+        "  ",
+        &format!("tier       {}", tier_label(p.tier, &p.tier_name)),
+    );
+    if !p.exception.is_empty() {
+        push_line(
+            &mut out,
+            "  ",
+            &format!("exception  {} (the incident is exempt)", p.exception),
+        );
+    }
+    if p.made_at_ms > 0 {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "made       {} by {}",
+                rfc3339(p.made_at_ms),
+                or_dash(&p.requested_by)
+            ),
+        );
+    }
+    if p.expires_at_ms > 0 {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "expires    {} (approve before, or plan again)",
+                rfc3339(p.expires_at_ms)
+            ),
+        );
+    }
+    for l in policy_lines(&i.policy) {
+        if !l.starts_with("WARNING") {
+            push_line(&mut out, "  ", &l);
+        }
+    }
+    if p.actions.is_empty() {
+        out.push_str("\nno actions: nothing to contain\n");
+        return out;
+    }
+    out.push_str("\nactions:\n");
+    for a in &p.actions {
+        let mut head = format!(
+            "#{} {}  mode {}  approval {}",
+            a.id, a.kind, a.mode, a.approval
+        );
+        if a.revert_after_ms > 0 {
+            head.push_str(&format!(
+                "  revert after {}",
+                duration_text(a.revert_after_ms)
+            ));
+        }
+        push_line(&mut out, "  ", &head);
+        if !a.no_executor.is_empty() {
+            push_line(
+                &mut out,
+                "     ",
+                &format!("not carried out: {}", a.no_executor),
+            );
+        }
+        if !a.allow.is_empty() {
+            push_line(
+                &mut out,
+                "     ",
+                &format!(
+                    "allowed beyond loopback, the collector and resolvers: {}",
+                    a.allow.join(", ")
+                ),
+            );
+        }
+        if a.targets.is_empty() {
+            push_line(&mut out, "     ", "targets: none");
+        } else {
+            push_line(&mut out, "     ", "targets:");
+            for t in &a.targets {
+                push_line(&mut out, "       ", &target_text(t));
+            }
+        }
+        if !a.excluded.is_empty() {
+            push_line(&mut out, "     ", "excluded:");
+            for e in &a.excluded {
+                push_line(&mut out, "       ", &exclusion_text(e));
+            }
+        }
+    }
+    if p.actions.iter().any(|a| a.approval == "required") {
+        push_line(
+            &mut out,
+            "\n",
+            &format!(
+                "approve with: patchgap incident approve {} --plan {}",
+                i.id, p.hash
+            ),
+        );
+    }
+    out
+}
+
+/// Where an action stands: its state with the time it entered it.
+fn action_state_text(a: &v1::IncidentAction) -> String {
+    let at = match a.state.as_str() {
+        "planned" => a.planned_at_ms,
+        "requested" => a.requested_at_ms,
+        "applied" => a.applied_at_ms,
+        "verified" => a.verified_at_ms,
+        "reverted" => a.reverted_at_ms,
+        "failed" => a.failed_at_ms,
+        _ => 0,
+    };
+    if at > 0 {
+        format!("{} since {}", a.state, rfc3339(at))
+    } else {
+        a.state.clone()
+    }
+}
+
+/// The actions of an incident, each with its state, times, effect and
+/// targets (`incident show`, `approve` and `revert`).
+pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
+    let mut out = String::new();
+    if actions.is_empty() {
+        return out;
+    }
+    out.push_str("\nactions:\n");
+    for a in actions {
+        push_line(
+            &mut out,
+            "  ",
+            &format!(
+                "#{} {}  mode {}  approval {}  {}",
+                a.id,
+                a.kind,
+                a.mode,
+                a.approval,
+                action_state_text(a)
+            ),
+        );
+        let mut from = format!("plan {}", or_dash(&a.plan));
+        if !a.approved_by.is_empty() {
+            from.push_str(&format!("; approved by {}", a.approved_by));
+        }
+        push_line(&mut out, "     ", &from);
+        if !a.reason.is_empty() {
+            push_line(&mut out, "     ", &format!("reason: {}", a.reason));
+        }
+        let times: Vec<String> = [
+            ("planned", a.planned_at_ms),
+            ("requested", a.requested_at_ms),
+            ("applied", a.applied_at_ms),
+            ("verified", a.verified_at_ms),
+            ("failed", a.failed_at_ms),
+            ("reverted", a.reverted_at_ms),
+            ("revert verified", a.revert_verified_at_ms),
+            ("reverts at", a.revert_at_ms),
+        ]
+        .into_iter()
+        .filter(|(_, ms)| *ms > 0)
+        .map(|(what, ms)| format!("{what} {}", rfc3339(ms)))
+        .collect();
+        if !times.is_empty() {
+            push_line(&mut out, "     ", &times.join(", "));
+        }
+        let effect = if a.mode == "shadow" {
+            format!(
+                "would block {} connect(s), {} packet(s)",
+                a.would_block_connects, a.would_block_packets
+            )
+        } else {
+            format!(
+                "blocked {} connect(s), {} packet(s)",
+                a.blocked_connects, a.blocked_packets
+            )
+        };
+        let ttc = if a.time_to_containment_ms > 0 {
+            format!(
+                "time to containment {}",
+                duration_text(a.time_to_containment_ms as u64)
+            )
+        } else {
+            "no effect seen yet".into()
+        };
+        // Records and rotations block nothing: no counters to show.
+        let counted =
+            a.blocked_connects + a.blocked_packets + a.would_block_connects + a.would_block_packets
+                > 0;
+        if !a.targets.is_empty() || counted || a.time_to_containment_ms > 0 {
+            push_line(&mut out, "     ", &format!("{effect}; {ttc}"));
+        }
+        for t in &a.targets {
+            push_line(&mut out, "     ", &format!("target {}", target_text(t)));
+        }
+    }
+    out
 }
 
 pub fn incidents_table(r: &v1::ListIncidentsResponse) -> String {
@@ -1698,10 +2162,36 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
         ("pids", list_text(&pids)),
         ("packages", list_text(&s.packages)),
     ];
-    let mut out = format!("{}\n", clean(&i.id));
+    let mut out = String::new();
+    let policy = policy_lines(&i.policy);
+    // A failed reload comes before anything else: every plan below was
+    // made under the previous policy.
+    for l in policy.iter().filter(|l| l.starts_with("WARNING")) {
+        push_line(&mut out, "", l);
+    }
+    out.push_str(&format!("{}\n", clean(&i.id)));
     for (k, v) in lines {
         out.push_str(&format!("  {k:<10} {}\n", clean_to(&v, 4096)));
     }
+    for l in policy.iter().filter(|l| !l.starts_with("WARNING")) {
+        push_line(&mut out, "  ", l);
+    }
+    if let Some(p) = &i.plan {
+        let mut plan = format!("plan       {}", or_dash(&p.hash));
+        if p.made_at_ms > 0 {
+            plan.push_str(&format!(
+                " (made {} by {}",
+                rfc3339(p.made_at_ms),
+                or_dash(&p.requested_by)
+            ));
+            if p.expires_at_ms > 0 {
+                plan.push_str(&format!("; expires {}", rfc3339(p.expires_at_ms)));
+            }
+            plan.push(')');
+        }
+        push_line(&mut out, "  ", &plan);
+    }
+    out.push_str(&actions_detail(&i.actions));
     if !i.events.is_empty() {
         out.push_str("\nevents:\n");
         let rows: Vec<Vec<String>> = i
@@ -2064,5 +2554,252 @@ mod tests {
         assert_eq!(json["opened_by"], evil);
         assert_eq!(json["events"][0]["text"], evil);
         assert_eq!(json["events"][0]["actor"], evil);
+    }
+
+    use crate::snapshots::{a_contained_incident, a_plan, an_incident};
+
+    fn planned() -> v1::PlanIncidentResponse {
+        v1::PlanIncidentResponse {
+            incident: Some(v1::Incident {
+                plan: Some(a_plan()),
+                ..an_incident()
+            }),
+            plan: Some(a_plan()),
+            recorded: true,
+        }
+    }
+
+    /// The plan a responder approves from: the hash whole (it is copied
+    /// into `approve`), the tier, each action's settings, its targets with
+    /// exposed pids of all processes, what a guard left out, and why an
+    /// action will not be carried out.
+    #[test]
+    fn plan_text_names_hash_targets_and_exclusions() {
+        let text = plan_detail(&planned());
+        println!("{text}");
+        let hash = "9c1f".repeat(16);
+        for want in [
+            "INC-3 plan (new: recorded in the incident's log)".to_string(),
+            format!("  hash       {hash}"),
+            "  tier       1 critical in a sensitive scope".into(),
+            "  made       2025-12-05T02:02:00.000Z by alice".into(),
+            "  expires    2025-12-05T03:02:00.000Z".into(),
+            "  policy     built-in (loaded 2025-12-05T01:43:20.000Z)".into(),
+            "  #1 isolate_affected_workloads  mode enforce  approval required  revert after 2h".into(),
+            "allowed beyond loopback, the collector and resolvers: 10.20.0.0/16".into(),
+            "web-1 k8s:prod/ml/Deployment/trainer/trainer cgroup /kubepods.slice/".into(),
+            ": 2 exposed pid(s) (4242 4250) of 5 process(es)".into(),
+            "web-1 unit:patchgap-agent.service cgroup /system.slice/patchgap-agent.service: left out by guard protect_agent (pids 812)".into(),
+            "  #2 rotate_scoped_tokens  mode enforce  approval required\n     not carried out: no executor configured".into(),
+            "  #3 open_incident_sev1  mode enforce  approval auto".into(),
+            format!("approve with: patchgap incident approve INC-3 --plan {hash}"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("WARNING"), "{text}");
+
+        let mut again = planned();
+        again.recorded = false;
+        assert!(plan_detail(&again).contains("(unchanged since it was recorded)"));
+        // Nothing waits for approval: no approve hint.
+        let mut auto = planned();
+        let p = auto.plan.as_mut().unwrap();
+        p.actions.retain(|a| a.approval == "auto");
+        assert!(!plan_detail(&auto).contains("approve with"));
+        auto.plan.as_mut().unwrap().actions.clear();
+        assert!(plan_detail(&auto).contains("no actions: nothing to contain"));
+    }
+
+    /// `-o json` of a plan: exact names, RFC 3339 times, null for what is
+    /// unset (0 ms, an empty string), and numbers kept as numbers.
+    #[test]
+    fn plan_json_fields_times_and_nulls() {
+        let v = plan_json(&planned());
+        assert_eq!(v["id"], "INC-3");
+        assert_eq!(v["hash"], "9c1f".repeat(16));
+        assert_eq!(v["tier"], 1);
+        assert_eq!(v["tier_name"], "critical in a sensitive scope");
+        assert_eq!(v["exception"], Value::Null);
+        assert_eq!(v["recorded"], true);
+        assert_eq!(v["requested_by"], "alice");
+        assert_eq!(v["made_at"], "2025-12-05T02:02:00.000Z");
+        assert_eq!(v["expires_at"], "2025-12-05T03:02:00.000Z");
+        assert_eq!(v["policy"]["source"], "built-in");
+        assert_eq!(v["policy"]["reload_error"], Value::Null);
+        let a = &v["actions"][0];
+        assert_eq!(a["id"], 1);
+        assert_eq!(a["kind"], "isolate_affected_workloads");
+        assert_eq!(a["revert_after_ms"], 7_200_000);
+        assert_eq!(a["no_executor"], Value::Null);
+        assert_eq!(a["allow"], json!(["10.20.0.0/16"]));
+        assert_eq!(a["targets"][0]["pids"], json!([4242, 4250]));
+        assert_eq!(a["targets"][0]["processes"], 5);
+        assert_eq!(a["targets"][0]["shared_with"], json!([]));
+        assert_eq!(a["excluded"][0]["guard"], "protect_agent");
+        assert_eq!(a["excluded"][0]["pids"], json!([812]));
+        let b = &v["actions"][1];
+        assert_eq!(b["revert_after_ms"], Value::Null, "0: until reverted");
+        assert_eq!(b["no_executor"], "no executor configured");
+
+        // An unrecorded plan has no times: null, never the epoch.
+        let mut bare = planned();
+        let p = bare.plan.as_mut().unwrap();
+        p.made_at_ms = 0;
+        p.expires_at_ms = 0;
+        p.tier = None;
+        p.exception = "SEC-1234".into();
+        let v = plan_json(&bare);
+        assert_eq!(v["made_at"], Value::Null);
+        assert_eq!(v["expires_at"], Value::Null);
+        assert_eq!(v["tier"], Value::Null);
+        assert_eq!(v["exception"], "SEC-1234");
+    }
+
+    /// Each action's times are RFC 3339 or null, the time to containment
+    /// null until an effect was seen, the counters as counted.
+    #[test]
+    fn action_json_times_are_rfc3339_or_null() {
+        let i = a_contained_incident();
+        let v = incident_json(&i, false);
+        assert_eq!(v["tier"], 1);
+        assert_eq!(v["tier_name"], "critical in a sensitive scope");
+        assert_eq!(v["plan"]["hash"], "9c1f".repeat(16));
+        let a = &v["actions"][0];
+        assert_eq!(a["state"], "applied");
+        assert_eq!(a["approved_by"], "bob");
+        assert_eq!(a["planned_at"], "2025-12-05T02:02:00.000Z");
+        assert_eq!(a["requested_at"], "2025-12-05T02:05:00.000Z");
+        assert_eq!(a["applied_at"], "2025-12-05T02:05:01.250Z");
+        assert_eq!(a["revert_at"], "2025-12-05T04:05:00.000Z");
+        for unset in [
+            "verified_at",
+            "reverted_at",
+            "failed_at",
+            "revert_verified_at",
+            "reason",
+        ] {
+            assert_eq!(a[unset], Value::Null, "{unset}");
+        }
+        assert_eq!(a["time_to_containment_ms"], 302_400);
+        assert_eq!(a["blocked_connects"], 3);
+        assert_eq!(a["blocked_packets"], 41);
+        assert_eq!(a["would_block_connects"], 0);
+        let failed = &v["actions"][1];
+        assert_eq!(failed["reason"], "no executor configured");
+        assert_eq!(failed["failed_at"], "2025-12-05T02:05:00.000Z");
+        assert_eq!(failed["time_to_containment_ms"], Value::Null, "0: not yet");
+        assert_eq!(failed["targets"], json!([]));
+        // Before any plan: null plan, empty actions.
+        let v = incident_json(&an_incident(), false);
+        assert_eq!(v["plan"], Value::Null);
+        assert_eq!(v["actions"], json!([]));
+    }
+
+    /// `incident show` for a person: tier with its name, the plan hash,
+    /// each action's state and effect; a failed policy reload first and
+    /// loudly.
+    #[test]
+    fn show_text_has_actions_plan_and_a_loud_reload_error() {
+        let mut i = a_contained_incident();
+        i.policy = Some(v1::PolicyInForce {
+            source: "/etc/patchgap/policy.toml".into(),
+            loaded_at_ms: 1_764_899_000_000,
+            reload_error: "policy.toml:12:8: unknown action kind".into(),
+        });
+        let text = incident_detail(&i, false);
+        println!("{text}");
+        assert!(
+            text.starts_with("WARNING: policy reload failed, previous in force: /etc/patchgap/policy.toml (loaded 2025-12-05T01:43:20.000Z): policy.toml:12:8: unknown action kind\n"),
+            "{text}"
+        );
+        for want in [
+            "  state      contained (tier 1 critical in a sensitive scope)".to_string(),
+            format!(
+                "  plan       {} (made 2025-12-05T02:02:00.000Z by alice; expires 2025-12-05T03:02:00.000Z)",
+                "9c1f".repeat(16)
+            ),
+            "  #1 isolate_affected_workloads  mode enforce  approval required  applied since 2025-12-05T02:05:01.250Z".into(),
+            "approved by bob".into(),
+            "blocked 3 connect(s), 41 packet(s); time to containment 5m2s".into(),
+            "reverts at 2025-12-05T04:05:00.000Z".into(),
+            "  #2 rotate_scoped_tokens  mode enforce  approval required  failed since 2025-12-05T02:05:00.000Z".into(),
+            "reason: no executor configured".into(),
+            "target web-1 k8s:prod/ml/Deployment/trainer/trainer".into(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // The listing shows the tier with its name.
+        let list = incidents_table(&v1::ListIncidentsResponse {
+            incidents: vec![i],
+            next_before: String::new(),
+        });
+        assert!(list.contains("1 critical in a sensitive scope"), "{list}");
+    }
+
+    #[test]
+    fn shadow_actions_say_what_they_would_block() {
+        let mut i = a_contained_incident();
+        i.actions.truncate(1);
+        let a = &mut i.actions[0];
+        a.mode = "shadow".into();
+        a.would_block_connects = 7;
+        a.would_block_packets = 9;
+        a.time_to_containment_ms = 0;
+        let text = actions_detail(&i.actions);
+        assert!(
+            text.contains("would block 7 connect(s), 9 packet(s); no effect seen yet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_the_policy_writes_them() {
+        assert_eq!(duration_text(7_200_000), "2h");
+        assert_eq!(duration_text(1_800_000), "30m");
+        assert_eq!(duration_text(90_000), "1m30s");
+        assert_eq!(duration_text(86_400_000 + 3_600_000), "1d1h");
+        assert_eq!(duration_text(4_200), "4.2s");
+        assert_eq!(duration_text(45_000), "45s");
+        assert_eq!(duration_text(250), "250ms");
+    }
+
+    /// Plans carry what agents named (hosts, workloads, cgroups) and what
+    /// the policy file says (guards, the reload error): escaped in text,
+    /// exact in JSON.
+    #[test]
+    fn hostile_plan_fields_render_safely() {
+        let evil = "\x1b[31mRED\x1b[0m\nFORGED-ROW\tx\u{202e}";
+        let mut r = planned();
+        let p = r.plan.as_mut().unwrap();
+        p.hash = evil.into();
+        p.tier_name = evil.into();
+        let a = &mut p.actions[0];
+        a.targets[0].workload = evil.into();
+        a.targets[0].shared_with = vec![evil.into()];
+        a.excluded[0].guard = evil.into();
+        a.allow = vec![evil.into()];
+        a.no_executor = evil.into();
+        r.incident.as_mut().unwrap().policy = Some(v1::PolicyInForce {
+            source: evil.into(),
+            reload_error: evil.into(),
+            ..Default::default()
+        });
+        let mut i = a_contained_incident();
+        i.actions[0].reason = evil.into();
+        i.actions[0].approved_by = evil.into();
+        i.actions[0].targets[0].cgroup = evil.into();
+        for text in [plan_detail(&r), actions_detail(&i.actions)] {
+            for bad in ['\x1b', '\r', '\t', '\u{202e}'] {
+                assert!(!text.contains(bad), "{bad:?} reached the terminal:\n{text}");
+            }
+            assert!(
+                !text.lines().any(|l| l.starts_with("FORGED-ROW")),
+                "a forged row:\n{text}"
+            );
+            assert!(text.contains("\\x1b[31mRED"), "{text}");
+        }
+        let v = plan_json(&r);
+        assert_eq!(v["hash"], evil);
+        assert_eq!(v["actions"][0]["excluded"][0]["guard"], evil);
     }
 }

@@ -767,7 +767,7 @@ fn sbom_list() -> Value {
     })
 }
 
-fn an_incident() -> v1::Incident {
+pub(crate) fn an_incident() -> v1::Incident {
     v1::Incident {
         id: "INC-3".into(),
         dedup_key: "advisory:PYSEC-2023-228".into(),
@@ -798,6 +798,14 @@ fn an_incident() -> v1::Incident {
             truncated: false,
         }),
         events: Vec::new(),
+        tier_name: String::new(),
+        plan: None,
+        actions: Vec::new(),
+        policy: Some(v1::PolicyInForce {
+            source: "built-in".into(),
+            loaded_at_ms: 1_764_899_000_000,
+            reload_error: String::new(),
+        }),
     }
 }
 
@@ -879,6 +887,175 @@ fn incidents_list() -> Value {
     })
 }
 
+const CGROUP: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7d1c.slice/cri-containerd-4f4f.scope";
+
+/// The trainer's cgroup, its two exposed pythons among five processes.
+pub(crate) fn a_target() -> v1::PlanTarget {
+    v1::PlanTarget {
+        host: "web-1".into(),
+        workload: "k8s:prod/ml/Deployment/trainer/trainer".into(),
+        cgroup: CGROUP.into(),
+        pids: vec![4242, 4250],
+        processes: 5,
+        shared_with: Vec::new(),
+    }
+}
+
+/// Tier 1's plan for INC-3: isolate (a guard leaves the agent out), rotate
+/// tokens (no executor here), and a record carried out at once.
+pub(crate) fn a_plan() -> v1::Plan {
+    v1::Plan {
+        hash: "9c1f".repeat(16),
+        tier: Some(1),
+        tier_name: "critical in a sensitive scope".into(),
+        exception: String::new(),
+        actions: vec![
+            v1::PlanAction {
+                id: 1,
+                kind: "isolate_affected_workloads".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                revert_after_ms: 7_200_000,
+                allow: vec!["10.20.0.0/16".into()],
+                targets: vec![a_target()],
+                excluded: vec![v1::PlanExclusion {
+                    host: "web-1".into(),
+                    workload: "unit:patchgap-agent.service".into(),
+                    cgroup: "/system.slice/patchgap-agent.service".into(),
+                    guard: "protect_agent".into(),
+                    pids: vec![812],
+                }],
+                no_executor: String::new(),
+            },
+            v1::PlanAction {
+                id: 2,
+                kind: "rotate_scoped_tokens".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                no_executor: "no executor configured".into(),
+                ..Default::default()
+            },
+            v1::PlanAction {
+                id: 3,
+                kind: "open_incident_sev1".into(),
+                mode: "enforce".into(),
+                approval: "auto".into(),
+                ..Default::default()
+            },
+        ],
+        made_at_ms: 1_764_900_120_000,
+        requested_by: "alice".into(),
+        expires_at_ms: 1_764_903_720_000,
+    }
+}
+
+/// INC-3 once its plan was approved: the isolation applied and blocking,
+/// the token rotation failed for want of an executor, the record done.
+pub(crate) fn a_contained_incident() -> v1::Incident {
+    let plan = a_plan();
+    let t0 = 1_764_900_000_000;
+    v1::Incident {
+        state: "contained".into(),
+        tier: Some(1),
+        tier_name: plan.tier_name.clone(),
+        actions: vec![
+            v1::IncidentAction {
+                id: 1,
+                kind: "isolate_affected_workloads".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                state: "applied".into(),
+                plan: plan.hash.clone(),
+                targets: vec![a_target()],
+                planned_at_ms: t0 + 120_000,
+                requested_at_ms: t0 + 300_000,
+                applied_at_ms: t0 + 301_250,
+                time_to_containment_ms: 302_400,
+                blocked_connects: 3,
+                blocked_packets: 41,
+                revert_at_ms: t0 + 300_000 + 7_200_000,
+                approved_by: "bob".into(),
+                ..Default::default()
+            },
+            v1::IncidentAction {
+                id: 2,
+                kind: "rotate_scoped_tokens".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                state: "failed".into(),
+                reason: "no executor configured".into(),
+                plan: plan.hash.clone(),
+                planned_at_ms: t0 + 120_000,
+                requested_at_ms: t0 + 300_000,
+                failed_at_ms: t0 + 300_000,
+                approved_by: "bob".into(),
+                ..Default::default()
+            },
+            v1::IncidentAction {
+                id: 3,
+                kind: "open_incident_sev1".into(),
+                mode: "enforce".into(),
+                approval: "auto".into(),
+                state: "applied".into(),
+                plan: plan.hash.clone(),
+                planned_at_ms: t0 + 120_000,
+                applied_at_ms: t0 + 120_000,
+                ..Default::default()
+            },
+        ],
+        plan: Some(plan),
+        updated_at_ms: t0 + 301_250,
+        ..an_incident()
+    }
+}
+
+fn incident_plan() -> Value {
+    render::plan_json(&v1::PlanIncidentResponse {
+        incident: Some(v1::Incident {
+            state: "planned".into(),
+            tier: Some(1),
+            tier_name: a_plan().tier_name,
+            plan: Some(a_plan()),
+            ..an_incident()
+        }),
+        plan: Some(a_plan()),
+        recorded: true,
+    })
+}
+
+fn incident_approve() -> Value {
+    render::approve_json(&v1::ApproveIncidentResponse {
+        incident: Some(a_contained_incident()),
+        requested: vec![1, 2],
+    })
+}
+
+fn incident_revert() -> Value {
+    let mut i = a_contained_incident();
+    let a = &mut i.actions[0];
+    a.state = "reverted".into();
+    a.reason = "false-positive".into();
+    a.reverted_at_ms = a.applied_at_ms + 600_000;
+    a.revert_verified_at_ms = a.reverted_at_ms + 900;
+    a.revert_at_ms = 0;
+    render::revert_json(&v1::RevertIncidentResponse {
+        incident: Some(i),
+        reverted: vec![1],
+    })
+}
+
+fn incident_show_contained() -> Value {
+    let mut i = a_contained_incident();
+    i.policy = Some(v1::PolicyInForce {
+        source: "/etc/patchgap/policy.toml".into(),
+        loaded_at_ms: 1_764_899_000_000,
+        reload_error: "/etc/patchgap/policy.toml:12:8: unknown action kind \"isolate\"".into(),
+    });
+    let mut v = render::incident_json(&i, true);
+    v["more_events"] = false.into();
+    v
+}
+
 /// A case: the snapshot's file name, and the answer as the command prints it.
 type Case = (&'static str, fn() -> Value);
 
@@ -918,6 +1095,15 @@ const CASES: &[Case] = &[
     ("incident_show", incident_show),
     // patchgap incidents -o json
     ("incidents", incidents_list),
+    // patchgap incident plan ID -o json
+    ("incident_plan", incident_plan),
+    // patchgap incident approve ID --plan HASH -o json
+    ("incident_approve", incident_approve),
+    // patchgap incident revert ID --reason false-positive -o json
+    ("incident_revert", incident_revert),
+    // patchgap incident show ID -o json, once contained (and under a
+    // policy whose reload failed)
+    ("incident_show_contained", incident_show_contained),
 ];
 
 fn dir() -> PathBuf {

@@ -18,19 +18,8 @@ use patchgap_collector::{
 use patchgap_tests::{Harness, Proc, spawn_ready};
 use serde_json::Value;
 
-fn patchgap(h: &Harness, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_patchgap"))
-        .args(args)
-        .args(["--collector", &h.addr.to_string()])
-        .env_remove("PATCHGAP_COLLECTOR")
-        .env("PATCHGAP_TOKEN", token)
-        .output()
-        .expect("run patchgap")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{patchgap, stderr};
 
 fn ok_json(o: &Output) -> Value {
     assert!(o.status.success(), "{}", stderr(o));

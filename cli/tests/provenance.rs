@@ -19,22 +19,11 @@ use patchgap_collector::{
 use patchgap_tests::Harness;
 use serde_json::{Value, json};
 
+mod common;
+use common::{patchgap, stderr};
+
 const IMAGE: &str = "sha256:5555555555555555555555555555555555555555555555555555555555555555";
 const ID: &str = "PYSEC-2023-11";
-
-fn patchgap(h: &Harness, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_patchgap"))
-        .args(args)
-        .args(["--collector", &h.addr.to_string()])
-        .env_remove("PATCHGAP_COLLECTOR")
-        .env("PATCHGAP_TOKEN", token)
-        .output()
-        .expect("run patchgap")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn json_of(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
