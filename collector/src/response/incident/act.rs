@@ -478,7 +478,12 @@ pub const AUTO_OPEN_MAX: usize = 1_000;
 /// [`log::REFRESH_MAX`] incidents are checked): a responder who closed
 /// one decided, and the policy does not open it again. Costs nothing when
 /// no rule says so.
-pub fn auto_open(ingest: &Ingest, policy: &Policy, rules: &[Rule], now_ms: i64) -> Result<usize, LogError> {
+pub fn auto_open(
+    ingest: &Ingest,
+    policy: &Policy,
+    rules: &[Rule],
+    now_ms: i64,
+) -> Result<usize, LogError> {
     use crate::response::OpenIncident;
     let wanted = policy
         .tiers
@@ -802,10 +807,16 @@ mod tests {
             10,
             vec![
                 exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
-                mapped("/usr/lib/libfoo.so.1", 300, Some(deb("libfoo1", "foo", "1.5-1"))),
+                mapped(
+                    "/usr/lib/libfoo.so.1",
+                    300,
+                    Some(deb("libfoo1", "foo", "1.5-1")),
+                ),
             ],
         );
-        ingest.apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0).unwrap();
+        ingest
+            .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
+            .unwrap();
         let osv = br#"{"id": "TEST-2026-1", "modified": "2026-01-01T00:00:00Z",
             "affected": [{"package": {"ecosystem": "Debian:12", "name": "foo"},
               "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0-1"}]}]}],
@@ -818,7 +829,11 @@ mod tests {
         ingest.import_advisories(&records, false).unwrap();
 
         let mut policy = policy();
-        assert_eq!(auto_open(&ingest, &policy, &[], T0 + 1).unwrap(), 0, "no rule says so");
+        assert_eq!(
+            auto_open(&ingest, &policy, &[], T0 + 1).unwrap(),
+            0,
+            "no rule says so"
+        );
         policy.tiers[0].rules[0].open_incident = crate::response::OpenIncident::Auto;
         assert_eq!(auto_open(&ingest, &policy, &[], T0 + 2).unwrap(), 1);
         assert_eq!(auto_open(&ingest, &policy, &[], T0 + 3).unwrap(), 0, "once");
