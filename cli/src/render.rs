@@ -1657,6 +1657,13 @@ pub fn incidents_json(r: &v1::ListIncidentsResponse) -> Value {
     json!({
         "incidents": r.incidents.iter().map(|i| incident_json(i, false)).collect::<Vec<_>>(),
         "next_before": opt_str(&r.next_before),
+        "time_to_containment": r.time_to_containment.iter().map(|t| json!({
+            "tier": t.tier,
+            "actions": t.actions,
+            "min_ms": t.min_ms,
+            "median_ms": t.median_ms,
+            "max_ms": t.max_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -2019,6 +2026,12 @@ pub fn incidents_table(r: &v1::ListIncidentsResponse) -> String {
         &rows,
         "",
     );
+    for t in &r.time_to_containment {
+        out.push_str(&format!(
+            "time to containment, tier {}: median {} ms (min {}, max {}) over {} action(s)\n",
+            t.tier, t.median_ms, t.min_ms, t.max_ms, t.actions
+        ));
+    }
     out.push_str(&format!("{} incident(s)", r.incidents.len()));
     if !r.next_before.is_empty() {
         out.push_str(&format!(
@@ -2539,6 +2552,7 @@ mod tests {
         let list = v1::ListIncidentsResponse {
             incidents: vec![i.clone()],
             next_before: evil.into(),
+            time_to_containment: vec![],
         };
         for text in [incident_detail(&i, true), incidents_table(&list)] {
             for bad in ['\x1b', '\r', '\t', '\u{202e}'] {
@@ -2732,8 +2746,21 @@ mod tests {
         let list = incidents_table(&v1::ListIncidentsResponse {
             incidents: vec![i],
             next_before: String::new(),
+            time_to_containment: vec![v1::TierContainment {
+                tier: 1,
+                actions: 3,
+                min_ms: 800,
+                median_ms: 1_200,
+                max_ms: 4_000,
+            }],
         });
         assert!(list.contains("1 critical in a sensitive scope"), "{list}");
+        assert!(
+            list.contains(
+                "time to containment, tier 1: median 1200 ms (min 800, max 4000) over 3 action(s)"
+            ),
+            "{list}"
+        );
     }
 
     #[test]

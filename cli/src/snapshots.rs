@@ -884,6 +884,13 @@ fn incidents_list() -> Value {
     render::incidents_json(&v1::ListIncidentsResponse {
         incidents: vec![an_incident(), package],
         next_before: "INC-2".into(),
+        time_to_containment: vec![v1::TierContainment {
+            tier: 1,
+            actions: 1,
+            min_ms: 1_450,
+            median_ms: 1_450,
+            max_ms: 1_450,
+        }],
     })
 }
 

@@ -244,8 +244,13 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
         ["opened", "scope_changed", "state_changed"],
         "{shown}"
     );
+    // Then the collector's own: the new scope, and the policy's plan
+    // (PYSEC-2023-228 is low: tier 3, a patch window, nothing to approve).
+    assert!(kinds[3..].contains(&"scope_changed"), "{kinds:?}");
     assert!(
-        kinds[3..].iter().all(|k| *k == "scope_changed"),
+        kinds[3..]
+            .iter()
+            .all(|k| ["scope_changed", "tier_routed", "planned", "state_changed"].contains(k)),
         "{kinds:?}"
     );
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -294,7 +299,7 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
     let table = patchgap(&h, &reader, &["incidents"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("ID "), "{table}");
-    assert!(table.contains(&id) && table.contains("scoped"), "{table}");
+    assert!(table.contains(&id) && table.contains("planned"), "{table}");
     let detail = patchgap(&h, &reader, &["incident", "show", &id]);
     let detail = String::from_utf8_lossy(&detail.stdout);
     assert!(detail.contains("events:"), "{detail}");
