@@ -30,6 +30,9 @@
 
 mod cgroup;
 mod executor;
+mod freeze;
+mod hierarchy;
+mod kill;
 mod prefix;
 
 use std::path::PathBuf;
@@ -38,6 +41,9 @@ use serde::{Deserialize, Serialize};
 
 pub use cgroup::{Protected, cgroup2_mount, protected_by};
 pub use executor::{DEFAULT_BPFFS_DIR, Executor};
+pub use freeze::{FREEZE_STATE_FILE, FreezeStatus, Freezer};
+pub use hierarchy::{CgroupDir, Hierarchy};
+pub use kill::{KillStatus, Killer};
 pub use prefix::{MAX_NAMESERVERS, Prefix, PrefixError, nameservers};
 
 /// One isolation, as the collector's desired state names it.
@@ -57,6 +63,18 @@ pub struct Isolation {
     /// workload's DNS resolvers ([`nameservers`]). At most
     /// [`patchgap_ebpf::contain::ALLOW_MAX`] per address family.
     pub allow: Vec<Prefix>,
+}
+
+/// A freeze or a kill, as the collector's desired state names it: which
+/// cgroup, under which id. Neither has a shadow form (the responder refuses
+/// one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupTarget {
+    /// The containment id, `[A-Za-z0-9_-]{1,64}`.
+    pub id: String,
+    /// The workload's cgroup v2 directory, an absolute path inside the
+    /// cgroup2 mount.
+    pub cgroup: PathBuf,
 }
 
 /// What an isolation does with traffic to a destination that is not allowed.
@@ -188,7 +206,7 @@ pub enum ContainError {
         cgroup: PathBuf,
     },
     /// A guard refused the cgroup.
-    #[error("refusing to isolate {cgroup}: it is {what}")]
+    #[error("refusing to contain {cgroup}: it is {what}")]
     Refused {
         /// The path as given.
         cgroup: PathBuf,
@@ -202,6 +220,17 @@ pub enum ContainError {
         id: String,
         /// Which limit.
         what: String,
+    },
+    /// The kernel lacks a cgroup core file this containment needs
+    /// (`cgroup.freeze` since 5.2, `cgroup.kill` since 5.14).
+    #[error("{cgroup} has no {file}: the kernel is older than {needs}")]
+    Unsupported {
+        /// The cgroup.
+        cgroup: PathBuf,
+        /// The missing file.
+        file: &'static str,
+        /// The kernel version that has it.
+        needs: &'static str,
     },
     /// No cgroup2 filesystem is mounted.
     #[error("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)")]
