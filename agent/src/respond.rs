@@ -470,4 +470,52 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
     }
+
+    #[test]
+    fn freezes_and_kills_are_enforce_only_and_inside_the_mount() {
+        let mount = Path::new("/sys/fs/cgroup/unified");
+        for kind in [v1::ContainmentKind::Freeze, v1::ContainmentKind::Kill] {
+            let ok = containment("f1", "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            let t = cgroup_target(&ok, kind, mount).unwrap();
+            assert_eq!(t.cgroup, mount.join("pods/x"));
+            assert_eq!(t.id, "f1");
+            for (mode, cgroup, why) in [
+                (v1::ContainmentMode::Shadow, "/pods/x", "no shadow mode"),
+                (v1::ContainmentMode::Unspecified, "/pods/x", "no mode"),
+                (v1::ContainmentMode::Enforce, "", "bad cgroup"),
+                (v1::ContainmentMode::Enforce, "/pods/../x", "bad cgroup"),
+                (v1::ContainmentMode::Enforce, "/pods/./x", "bad cgroup"),
+            ] {
+                let c = containment("f1", cgroup, mode, &[]);
+                let e = cgroup_target(&c, kind, mount).unwrap_err();
+                assert!(e.contains(why) && e.contains("f1"), "{kind:?} {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_containment_every_kind_says_why() {
+        let mut off = Responder::new(None, None, PathBuf::from("/proc"), String::new());
+        let mut items = Vec::new();
+        for (id, kind) in [
+            ("i", v1::ContainmentKind::Isolate),
+            ("f", v1::ContainmentKind::Freeze),
+            ("k", v1::ContainmentKind::Kill),
+        ] {
+            let mut c = containment(id, "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            c.kind = kind as i32;
+            items.push(c);
+        }
+        off.apply(&v1::Containments {
+            generation: 3,
+            items,
+        });
+        let (generation, statuses) = off.statuses();
+        assert_eq!(generation, 3);
+        for s in &statuses {
+            assert!(!s.applied && s.error.contains("disabled"), "{s:?}");
+        }
+        let kinds: Vec<i32> = statuses.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [0, 1, 2]);
+    }
 }
