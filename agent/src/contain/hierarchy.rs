@@ -71,7 +71,10 @@ impl Hierarchy {
     }
 
     /// Checks `cgroup` (an absolute path inside the mount) against the
-    /// guards read now and opens it: see [`Hierarchy::open_guarded`].
+    /// guards read now and opens it: a path inside the mount without `..`,
+    /// not a protected cgroup (the hierarchy's root, the agent's or PID 1's
+    /// cgroup, or an ancestor of either), an existing cgroup2 directory
+    /// reached without leaving the mount.
     pub fn open(&self, cgroup: &Path) -> Result<CgroupDir, ContainError> {
         self.open_guarded(cgroup, &Guards::read()?)
     }
@@ -83,10 +86,7 @@ impl Hierarchy {
         self.open_checked(cgroup, None)
     }
 
-    /// A path inside the mount without `..`, not a protected cgroup (the
-    /// hierarchy's root, the agent's or PID 1's cgroup, or an ancestor of
-    /// either), an existing cgroup2 directory reached without leaving the
-    /// mount.
+    /// [`Hierarchy::open`] with guards already read (once per reconcile).
     pub(super) fn open_guarded(
         &self,
         cgroup: &Path,
@@ -240,8 +240,8 @@ impl CgroupDir {
         Ok(n)
     }
 
-    /// The processes in the cgroup and its descendants (at most
-    /// [`WALK_LIMIT`] cgroups walked).
+    /// The processes in the cgroup and its descendants (at most 10,000
+    /// cgroups walked).
     pub fn processes(&self) -> Result<u64, ContainError> {
         let top = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
         let mut stack = vec![top];

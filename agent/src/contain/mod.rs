@@ -1,10 +1,14 @@
-//! Host isolation: the agent's executor for `isolate_affected_workloads`.
-//! A workload's cgroup v2 directory gets the programs of
-//! `ebpf/bpf/contain.bpf.c` (egress packets, connect4, connect6), which let
-//! through only loopback and an allow-list (the collector, the DNS
-//! resolvers), and either block the rest (`enforce`) or count it (`shadow`).
-//! They are attached as cgroup BPF links, always multi-attach, so other BPF
-//! users of the cgroup keep their programs.
+//! Containment on this host: the agent's executors for the collector's
+//! containments, one per kind (issue 15), all through one [`Hierarchy`]:
+//! the cgroup2 mount found in mountinfo, and each target cgroup checked by
+//! the guards and opened beneath it (`hierarchy.rs`).
+//!
+//! Isolation ([`Executor`]): a workload's cgroup v2 directory gets the
+//! programs of `ebpf/bpf/contain.bpf.c` (egress packets, connect4,
+//! connect6), which let through only loopback and an allow-list (the
+//! collector, the DNS resolvers), and either block the rest (`enforce`) or
+//! count it (`shadow`). They are attached as cgroup BPF links, always
+//! multi-attach, so other BPF users of the cgroup keep their programs.
 //!
 //! [`Executor::reconcile`] makes what is attached equal to a desired set of
 //! [`Isolation`]s. Everything it attaches lives in bpffs, not in the agent:
@@ -12,21 +16,30 @@
 //! pinned links (`link_pg_ct_*`; a pinned link stays attached after the
 //! agent exits, and removing the pin detaches it) and the instance's maps
 //! (`ct_*`), the last of which, `ct_spec`, records what was applied. The
-//! agent keeps no state of its own, so a restarted agent (or a `kill -9`)
+//! executor keeps no state of its own, so a restarted agent (or a `kill -9`)
 //! finds the isolation in force and compares the desired spec with the
 //! pinned one: the same spec is left alone, never detached and attached
 //! again; a changed spec is attached as the next generation first and the
 //! old one removed after (Tetragon's swap), so there is no window without
 //! isolation in either case.
 //!
-//! **Invariant:** the executor never executes anything; it only attaches to
-//! a cgroup inside the cgroup2 mount, reached with `openat2(RESOLVE_BENEATH)`
+//! Freeze ([`Freezer`], `freeze.rs`): `cgroup.freeze`; the kernel keeps the
+//! cgroup frozen across agent restarts, and the freezer records which
+//! freezes are its own in the agent's state directory so that a restarted
+//! agent can lift them. Kill ([`Killer`], `kill.rs`): `cgroup.kill` when a
+//! set names it and again at each periodic check that finds processes in
+//! the cgroup; nothing persists.
+//!
+//! **Invariant:** no executor ever executes anything; each acts only on a
+//! cgroup inside the cgroup2 mount, reached with `openat2(RESOLVE_BENEATH)`
 //! (no symlink leads out), and refuses the hierarchy's root, the agent's own
-//! cgroup, PID 1's and any ancestor of those (programs on a cgroup apply to
-//! its descendants). Under its bpffs directory it removes only what it
-//! created (isolation directories, generations, its own pin names); anything
-//! else is reported as [`Applied::Foreign`] and left alone. Parsers here
-//! (`prefix.rs`, `cgroup.rs`) take bytes and do no I/O.
+//! cgroup, PID 1's and any ancestor of those (programs, freezes and kills
+//! on a cgroup reach its descendants), with the guards read again at each
+//! act. Under its bpffs directory the isolation executor removes only what
+//! it created (isolation directories, generations, its own pin names);
+//! anything else is reported as [`Applied::Foreign`] and left alone. The
+//! freezer thaws only what its record says it froze. Parsers here
+//! (`prefix.rs`, `cgroup.rs`, the freeze record) take bytes and do no I/O.
 
 mod cgroup;
 mod executor;
