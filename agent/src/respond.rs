@@ -400,6 +400,7 @@ fn collector_addrs(url: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contain::ContainError;
 
     #[test]
     fn the_collector_is_found_in_its_url() {
@@ -516,5 +517,38 @@ mod tests {
         }
         let kinds: Vec<i32> = statuses.iter().map(|s| s.kind).collect();
         assert_eq!(kinds, [0, 1, 2]);
+    }
+
+    #[test]
+    fn without_cgroup2_freezes_and_kills_say_so_and_nothing_is_lifted() {
+        let why = ContainError::NoCgroup2.to_string();
+        let mut r = Responder::new(None, None, PathBuf::from("/proc"), String::new());
+        r.executor = Err(why.clone());
+        r.cgroups = Err(why.clone());
+        let mut items = Vec::new();
+        for (id, kind) in [
+            ("f", v1::ContainmentKind::Freeze),
+            ("k", v1::ContainmentKind::Kill),
+        ] {
+            let mut c = containment(id, "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            c.kind = kind as i32;
+            items.push(c);
+        }
+        r.apply(&v1::Containments {
+            generation: 1,
+            items,
+        });
+        let (_, statuses) = r.statuses();
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(
+            statuses[0].error,
+            format!("cannot freeze on this host: {why}")
+        );
+        assert_eq!(
+            statuses[1].error,
+            format!("cannot kill on this host: {why}")
+        );
+        assert!(why.contains("cgroup2"), "{why}");
+        assert!(statuses.iter().all(|s| !s.applied));
     }
 }
