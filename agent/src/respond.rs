@@ -36,7 +36,7 @@ use patchgap_proto::v1;
 use crate::{
     contain::{
         Applied, CgroupTarget, Executor, Freezer, Hierarchy, Isolation, Killer, Mode, Prefix,
-        nameservers,
+        describe, nameservers,
     },
     rootfs::RootFs,
     scan::now_ms,
@@ -82,8 +82,8 @@ impl Responder {
                 (Err(off.clone()), Err(off))
             }
             Some(dir) => (
-                Executor::new(dir).map_err(|e| e.to_string()),
-                Hierarchy::new().map_err(|e| e.to_string()),
+                Executor::new(dir).map_err(|e| describe(&e)),
+                Hierarchy::new().map_err(|e| describe(&e)),
             ),
         };
         Responder {
@@ -172,7 +172,7 @@ impl Responder {
                     }
                 }
                 Applied::Failed { id, error } => {
-                    errors.insert(id, error.to_string());
+                    errors.insert(id, describe(&error));
                 }
                 Applied::Foreign { path } => {
                     tracing::warn!(path = %path.display(), "contain: an entry in bpffs that is not ours; left alone");

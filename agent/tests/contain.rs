@@ -1356,3 +1356,30 @@ fn freeze_and_kill_refuse_the_agent_the_root_and_bad_specs() {
         assert!(!freeze_requested(c), "{}", c.display());
     }
 }
+
+/// A freeze the agent cannot record could never be lifted after a
+/// restart: it is refused, with the reason, and the cgroup stays running.
+#[test]
+fn a_freeze_that_cannot_be_recorded_is_not_made() {
+    use patchgap_proto::v1::{ContainmentKind::Freeze, ContainmentMode::Enforce};
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    // A file where the state directory should be: nothing can be written.
+    let blocked = state.path().join("not-a-directory");
+    fs::write(&blocked, "").unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("unrecorded"));
+    let ticker = Ticker::start(&cg);
+    let mut r = responder(&bpffs, &blocked);
+    r.apply(&containments(
+        1,
+        vec![item("frz-u", &collector_path(&cg.path), Freeze, Enforce)],
+    ));
+    let (_, statuses) = r.statuses();
+    let s = &statuses[0];
+    assert!(!s.applied && !s.frozen, "{s:?}");
+    assert!(s.error.contains("not-a-directory"), "{s:?}");
+    assert!(!freeze_requested(&cg.path));
+    assert!(ticker.ticks(Duration::from_millis(300)) > 5);
+}

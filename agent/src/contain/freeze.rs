@@ -298,17 +298,20 @@ impl Freezer {
         }
         let record_error = self.save(recorded.values().chain(lifted.iter()));
         for (id, mut entry, dir) in to_freeze {
+            let was = old.get(&id).is_some_and(|e| e.same_cgroup(&entry));
             if let Err(error) = &record_error {
-                // Unrecorded, a freeze could not be lifted after a restart.
-                if !old.contains_key(&id) {
+                // Unrecorded, a freeze could not be lifted after a restart:
+                // only one already recorded goes ahead.
+                if !was {
                     out.push(Applied::Failed {
                         id,
-                        error: copy(error),
+                        error: ContainError::Unrecorded {
+                            reason: super::describe(error),
+                        },
                     });
                     continue;
                 }
             }
-            let was = old.get(&id).is_some_and(|e| e.same_cgroup(&entry));
             let requested = dir.freeze_requested().unwrap_or(false);
             if was && !requested {
                 tracing::warn!(id = %id, cgroup = %dir.path().display(), "contain: a frozen cgroup was thawed by someone else; freezing it again");
@@ -339,10 +342,16 @@ impl Freezer {
             match thaw(cgroups, &e) {
                 Ok(()) => out.push(Applied::Released { id: e.id }),
                 Err(error) => {
-                    // Kept in the record: the next set tries again.
-                    tracing::warn!(%error, id = %e.id, "contain: cannot thaw");
                     let id = e.id.clone();
-                    next.insert(id.clone(), e);
+                    if next.contains_key(&id) {
+                        // The id now freezes another cgroup, and the record
+                        // holds one cgroup per id: this one is left frozen.
+                        tracing::error!(%error, id = %id, cgroup = %e.cgroup, "contain: cannot thaw the cgroup this id froze before; left frozen, thaw it by hand");
+                    } else {
+                        // Kept in the record: the next set tries again.
+                        tracing::warn!(%error, id = %id, cgroup = %e.cgroup, "contain: cannot thaw");
+                        next.insert(id.clone(), e);
+                    }
                     out.push(Applied::Failed { id, error });
                 }
             }
@@ -366,7 +375,7 @@ impl Freezer {
         };
         match open_entry(cgroups, &entry).and_then(|dir| dir.is_frozen()) {
             Ok(frozen) => s.frozen = frozen,
-            Err(e) => s.problem = Some(e.to_string()),
+            Err(e) => s.problem = Some(super::describe(&e)),
         }
         if s.frozen && entry.frozen_ms == 0 {
             s.frozen_ms = now_ms();
@@ -476,14 +485,6 @@ fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
         .take(RECORD_LIMIT)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-fn copy(e: &ContainError) -> ContainError {
-    ContainError::Io {
-        op: "record the freeze",
-        path: PathBuf::new(),
-        source: io::Error::other(e.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ fn kill_round(cgroups: &Hierarchy, a: &mut Active) -> Result<(), ContainError> {
             Ok(())
         }
         Err(error) => {
-            a.status.problem = Some(error.to_string());
+            a.status.problem = Some(super::describe(&error));
             Err(error)
         }
     }

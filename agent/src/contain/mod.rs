@@ -245,6 +245,13 @@ pub enum ContainError {
         /// The kernel version that has it.
         needs: &'static str,
     },
+    /// A freeze could not be recorded in the state directory, so it was not
+    /// made: a restarted agent could never lift it.
+    #[error("freeze not made: it cannot be recorded ({reason})")]
+    Unrecorded {
+        /// Why the record could not be written.
+        reason: String,
+    },
     /// No cgroup2 filesystem is mounted.
     #[error("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)")]
     NoCgroup2,
@@ -299,6 +306,19 @@ pub enum ContainError {
         /// The directory.
         path: PathBuf,
     },
+}
+
+/// An error with its causes, `outer: inner: ...`, for a status a responder
+/// reads (the sources of [`ContainError::Io`] carry the system's reason).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Whether `id` is a valid containment id, `[A-Za-z0-9_-]{1,64}`: it names a
