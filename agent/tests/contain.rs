@@ -1257,6 +1257,30 @@ fn a_kill_kills_now_and_at_each_tick_until_a_set_lifts_it() {
     r.tick();
     assert_eq!(ended_by(&mut third, Duration::from_millis(300)), None);
     assert_eq!(r.statuses(), (2, vec![]));
+    drop(third);
+
+    // A workload's cgroup removed once its processes died (what runtimes
+    // do) has nothing left to kill: no error, the count stays. A kill of
+    // a cgroup that was never there is refused.
+    let gone = Cgroup::new(Path::new(UNIFIED), &unique("kill-gone"));
+    let mut fourth = sleeper(&gone);
+    let kill_gone = item("kill-2", &collector_path(&gone.path), Kill, Enforce);
+    let never = item(
+        "kill-3",
+        &format!("/{}", unique("never-made")),
+        Kill,
+        Enforce,
+    );
+    r.apply(&containments(3, vec![kill_gone.clone(), never.clone()]));
+    assert_eq!(ended_by(&mut fourth, Duration::from_secs(2)), Some(9));
+    drop(gone);
+    r.tick();
+    r.apply(&containments(4, vec![kill_gone, never]));
+    let (_, statuses) = r.statuses();
+    let s = &statuses[0];
+    assert!(s.applied && s.error.is_empty() && s.killed == 1, "{s:?}");
+    let s = &statuses[1];
+    assert!(!s.applied && s.error.contains("does not exist"), "{s:?}");
 }
 
 /// Freeze and kill go through the same guards as isolation: the root, a

@@ -90,7 +90,7 @@ impl Killer {
                     false,
                 ),
             };
-            match kill_round(cgroups, &mut active) {
+            match kill_round(cgroups, &mut active, was) {
                 Ok(()) => {
                     out.push(if was {
                         Applied::Unchanged { id: d.id.clone() }
@@ -123,7 +123,7 @@ impl Killer {
     /// Kills again in every kill in force where processes appeared.
     pub fn tick(&mut self, cgroups: &Hierarchy) {
         for a in self.active.values_mut() {
-            if let Err(error) = kill_round(cgroups, a) {
+            if let Err(error) = kill_round(cgroups, a, true) {
                 tracing::warn!(%error, id = %a.target.id, "contain: kill round failed");
             }
         }
@@ -136,8 +136,10 @@ impl Killer {
 }
 
 /// One round: guards read now, the cgroup opened through them, its
-/// processes counted and, if any, killed.
-fn kill_round(cgroups: &Hierarchy, a: &mut Active) -> Result<(), ContainError> {
+/// processes counted and, if any, killed. For a kill already taken on, a
+/// cgroup that is gone is one with nothing left to kill (runtimes remove a
+/// container's cgroup once its processes died), not a failure.
+fn kill_round(cgroups: &Hierarchy, a: &mut Active, taken_on: bool) -> Result<(), ContainError> {
     let round = Guards::read()
         .and_then(|g| cgroups.open_guarded(&a.target.cgroup, &g))
         .and_then(|dir| dir.kill());
@@ -151,6 +153,10 @@ fn kill_round(cgroups: &Hierarchy, a: &mut Active) -> Result<(), ContainError> {
                 }
                 tracing::info!(id = %a.target.id, cgroup = %a.target.cgroup.display(), killed = n, "contain: killed");
             }
+            Ok(())
+        }
+        Err(ContainError::CgroupMissing { .. }) if taken_on => {
+            a.status.problem = None;
             Ok(())
         }
         Err(error) => {
