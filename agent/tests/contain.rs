@@ -1232,6 +1232,10 @@ fn a_kill_kills_now_and_at_each_tick_until_a_set_lifts_it() {
         vec![item("kill-1", &collector_path(&cg.path), Kill, Enforce)],
     ));
     assert_eq!(ended_by(&mut first, Duration::from_secs(2)), Some(9));
+    eprintln!(
+        "kill: the first process reaped {} ms after the set",
+        unix_ms() as i64 - before
+    );
     let (_, statuses) = r.statuses();
     let s = &statuses[0];
     assert!(s.applied && s.error.is_empty(), "{s:?}");
