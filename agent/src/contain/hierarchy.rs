@@ -291,7 +291,13 @@ impl CgroupDir {
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
-    fn core_error(&self, name: &'static str, needs: &'static str, e: io::Error) -> ContainError {
+    fn core_error(
+        &self,
+        op: &'static str,
+        name: &'static str,
+        needs: &'static str,
+        e: io::Error,
+    ) -> ContainError {
         if e.kind() == io::ErrorKind::NotFound {
             ContainError::Unsupported {
                 cgroup: self.path.clone(),
@@ -300,14 +306,8 @@ impl CgroupDir {
             }
         } else {
             ContainError::Io {
-                op: if name == "cgroup.events" {
-                    "read cgroup.events"
-                } else if name == "cgroup.kill" {
-                    "write cgroup.kill"
-                } else {
-                    "use cgroup.freeze"
-                },
-                path: self.path.clone(),
+                op,
+                path: self.path.join(name),
                 source: e,
             }
         }
@@ -321,14 +321,14 @@ impl CgroupDir {
     ) -> Result<(), ContainError> {
         self.open_core(name, libc::O_WRONLY)
             .and_then(|mut f| f.write_all(value))
-            .map_err(|e| self.core_error(name, needs, e))
+            .map_err(|e| self.core_error("write", name, needs, e))
     }
 
     fn read_core(&self, name: &'static str, needs: &'static str) -> Result<Vec<u8>, ContainError> {
         let mut bytes = Vec::new();
         self.open_core(name, libc::O_RDONLY)
             .and_then(|f| f.take(CORE_FILE_LIMIT).read_to_end(&mut bytes))
-            .map_err(|e| self.core_error(name, needs, e))?;
+            .map_err(|e| self.core_error("read", name, needs, e))?;
         Ok(bytes)
     }
 }
