@@ -66,8 +66,9 @@ enum Command {
         #[arg(long)]
         no_connects: bool,
         /// Where the agent keeps its state: the spool of messages the
-        /// collector has not acked yet (resent after a restart) and its
-        /// session. Made 0700.
+        /// collector has not acked yet (resent after a restart), its
+        /// session, and the record of the cgroups it froze (so that a
+        /// restarted agent can thaw them). Made 0700.
         #[arg(
             long,
             env = "PATCHGAP_STATE_DIR",
@@ -92,7 +93,8 @@ enum Command {
         /// collector's set, and a pinned isolation outlives the agent.
         #[arg(long, default_value = patchgap_agent::contain::DEFAULT_BPFFS_DIR)]
         contain_dir: PathBuf,
-        /// Carry out no containment (the capabilities say so).
+        /// Carry out no containment: no isolation, freeze or kill (the
+        /// capabilities say so).
         #[arg(long)]
         no_contain: bool,
     },

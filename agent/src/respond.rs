@@ -1,18 +1,28 @@
 //! Carries out the collector's containments on this host. The desired set
 //! comes whole in a `Containments` command (after every Welcome and at each
-//! change); [`Executor`] makes what is pinned in bpffs equal to it; the
-//! heartbeats report what is in force, with the counters that show its
-//! effect (the first blocked connect is the time of containment).
+//! change) and names three kinds: isolate ([`Executor`] makes what is
+//! pinned in bpffs equal to the set's isolations), freeze ([`Freezer`],
+//! `cgroup.freeze`) and kill ([`Killer`], `cgroup.kill`). The heartbeats
+//! report what is in force, with the evidence of its effect: the first
+//! blocked connect, the kernel reporting the cgroup frozen, the first kill
+//! (`first_block_ms`), and the counts.
 //!
-//! The set names cgroups relative to the cgroup2 mount; this side adds what
-//! must stay reachable whatever the policy says: the collector (or the
-//! agent could never be told to lift it) and the workload's DNS resolvers,
-//! read from its own root's /etc/resolv.conf (loopback is always allowed).
+//! The set names cgroups relative to the cgroup2 mount; every kind goes
+//! through the same guards (`contain::Hierarchy`: never the root, the
+//! agent's or PID 1's cgroup or an ancestor of them, never outside the
+//! mount). For isolation this side adds what must stay reachable whatever
+//! the policy says: the collector (or the agent could never be told to
+//! lift it) and the workload's DNS resolvers, read from its own root's
+//! /etc/resolv.conf (loopback is always allowed). Freeze and kill have no
+//! shadow mode: a shadow one is refused with an error and nothing is done.
 //!
 //! **Invariant:** a containment is lifted only when a set from the
 //! collector no longer names it: not when the agent restarts, loses the
-//! collector, or cannot read its pins. Executor calls are bpf(2) and bpffs
-//! work: they run on a blocking thread, never on an async worker.
+//! collector, or cannot read its pins (a freeze is lifted after a restart
+//! from the freezer's record; a kill is killing again at the next periodic
+//! [`Responder::tick`], which runs connected or not). Responder calls are
+//! bpf(2), bpffs and cgroupfs work: they run on a blocking thread, never
+//! on an async worker.
 
 use std::{
     collections::HashMap,
@@ -24,7 +34,10 @@ use std::{
 use patchgap_proto::v1;
 
 use crate::{
-    contain::{Applied, Executor, Isolation, Mode, Prefix, nameservers},
+    contain::{
+        Applied, CgroupTarget, Executor, Freezer, Hierarchy, Isolation, Killer, Mode, Prefix,
+        describe, nameservers,
+    },
     rootfs::RootFs,
     scan::now_ms,
 };
@@ -34,8 +47,12 @@ const RESOLV_CONF_LIMIT: u64 = 64 << 10;
 
 /// The host's containments, as this agent carries them out.
 pub struct Responder {
-    /// None when this host cannot contain, with the reason.
+    /// Isolation: None when this host cannot isolate, with the reason.
     executor: Result<Executor, String>,
+    /// Freeze and kill need only the cgroup2 hierarchy (no BPF).
+    cgroups: Result<Hierarchy, String>,
+    freezer: Freezer,
+    killer: Killer,
     proc_root: PathBuf,
     /// The collector's URL: its addresses stay reachable from a contained
     /// workload (looked up at each set, on the blocking thread).
@@ -49,15 +66,31 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder pinning under `bpffs_dir`; None turns containment off
+    /// A responder pinning isolations under `bpffs_dir` and recording its
+    /// freezes under `state_dir` (None: in memory only, so a restarted
+    /// agent cannot thaw them); a None `bpffs_dir` turns containment off
     /// (said in the capabilities).
-    pub fn new(bpffs_dir: Option<PathBuf>, proc_root: PathBuf, collector: String) -> Responder {
-        let executor = match bpffs_dir {
-            None => Err("disabled by configuration".to_string()),
-            Some(dir) => Executor::new(dir).map_err(|e| e.to_string()),
+    pub fn new(
+        bpffs_dir: Option<PathBuf>,
+        state_dir: Option<PathBuf>,
+        proc_root: PathBuf,
+        collector: String,
+    ) -> Responder {
+        let (executor, cgroups) = match bpffs_dir {
+            None => {
+                let off = "disabled by configuration".to_string();
+                (Err(off.clone()), Err(off))
+            }
+            Some(dir) => (
+                Executor::new(dir).map_err(|e| describe(&e)),
+                Hierarchy::new().map_err(|e| describe(&e)),
+            ),
         };
         Responder {
             executor,
+            cgroups,
+            freezer: Freezer::open(state_dir.as_deref()),
+            killer: Killer::new(),
             proc_root,
             collector,
             generation: 0,
@@ -67,7 +100,7 @@ impl Responder {
         }
     }
 
-    /// Whether this host can contain, and why not.
+    /// Whether this host can contain (isolate), and why not.
     pub fn capability(&self) -> (bool, String) {
         match &self.executor {
             Ok(_) => (true, String::new()),
@@ -75,43 +108,58 @@ impl Responder {
         }
     }
 
-    /// Makes the host's containments equal to `set`.
+    /// Makes the host's containments equal to `set`: isolations through the
+    /// executor, freezes through the freezer, kills through the killer
+    /// (which kill at once). An item that cannot be read keeps what is in
+    /// force for its id.
     pub fn apply(&mut self, set: &v1::Containments) {
-        let Ok(executor) = &mut self.executor else {
-            // Reported per id: nothing can be in force here.
-            let why = self.executor.as_ref().err().cloned().unwrap_or_default();
-            self.errors = set
-                .items
-                .iter()
-                .map(|c| (c.id.clone(), format!("cannot contain on this host: {why}")))
-                .collect();
-            self.generation = set.generation;
-            self.wanted = set.items.clone();
-            return;
-        };
-        let mount = executor.cgroup2_mount().to_path_buf();
-        let collector = collector_addrs(&self.collector);
         let mut errors = HashMap::new();
-        let mut desired = Vec::new();
+        let mut isolations = Vec::new();
+        let mut freezes = Vec::new();
+        let mut kills = Vec::new();
+        let collector = match &self.executor {
+            Ok(_)
+                if set
+                    .items
+                    .iter()
+                    .any(|c| c.kind == v1::ContainmentKind::Isolate as i32) =>
+            {
+                collector_addrs(&self.collector)
+            }
+            _ => Vec::new(),
+        };
         for c in &set.items {
-            match isolation(c, &mount, &self.proc_root, &collector) {
-                Ok(iso) => desired.push(iso),
-                Err(e) => {
-                    errors.insert(c.id.clone(), e);
-                }
+            let kind = v1::ContainmentKind::try_from(c.kind);
+            let done = match kind {
+                Ok(v1::ContainmentKind::Isolate) => match &self.executor {
+                    Ok(e) => isolation(c, e.cgroup2_mount(), &self.proc_root, &collector)
+                        .map(|iso| isolations.push(iso)),
+                    Err(why) => Err(format!("cannot contain on this host: {why}")),
+                },
+                Ok(kind) => match &self.cgroups {
+                    Ok(h) => cgroup_target(c, kind, h.mount()).map(|t| match kind {
+                        v1::ContainmentKind::Freeze => freezes.push(t),
+                        _ => kills.push(t),
+                    }),
+                    Err(why) => Err(format!("cannot {} on this host: {why}", kind_verb(kind))),
+                },
+                Err(_) => Err(format!("containment {}: unknown kind {}", c.id, c.kind)),
+            };
+            if let Err(e) = done {
+                errors.insert(c.id.clone(), e);
             }
         }
-        // An item that could not be turned into an isolation is left as it
-        // is pinned (if it is): it is still wanted, so it must not be lifted.
+        // An item that could not be read is left as it is in force (if it
+        // is): it is still wanted, so it must not be lifted.
         let keep: Vec<&str> = errors.keys().map(String::as_str).collect();
-        if !keep.is_empty() {
-            desired.retain(|d| !keep.contains(&d.id.as_str()));
+        let mut results = Vec::new();
+        if let Ok(executor) = &mut self.executor {
+            results.extend(executor.reconcile_keeping(&isolations, &keep));
         }
-        let results = if keep.is_empty() {
-            executor.reconcile(&desired)
-        } else {
-            executor.reconcile_keeping(&desired, &keep)
-        };
+        if let Ok(cgroups) = &self.cgroups {
+            results.extend(self.freezer.reconcile(cgroups, &freezes, &keep));
+            results.extend(self.killer.reconcile(cgroups, &kills, &keep));
+        }
         for r in results {
             match r {
                 Applied::Attached { id } | Applied::Swapped { id } | Applied::Unchanged { id } => {
@@ -119,10 +167,12 @@ impl Responder {
                     errors.remove(&id);
                 }
                 Applied::Released { id } => {
-                    self.applied_ms.remove(&id);
+                    if !set.items.iter().any(|c| c.id == id) {
+                        self.applied_ms.remove(&id);
+                    }
                 }
                 Applied::Failed { id, error } => {
-                    errors.insert(id, error.to_string());
+                    errors.insert(id, describe(&error));
                 }
                 Applied::Foreign { path } => {
                     tracing::warn!(path = %path.display(), "contain: an entry in bpffs that is not ours; left alone");
@@ -134,42 +184,136 @@ impl Responder {
         self.errors = errors;
     }
 
+    /// The periodic check between sets (the agent calls it at most every
+    /// heartbeat interval, connected or not): kills in force kill again
+    /// where processes appeared, freezes someone thawed are frozen again.
+    pub fn tick(&mut self) {
+        if let Ok(cgroups) = &self.cgroups {
+            self.killer.tick(cgroups);
+            self.freezer.tick(cgroups);
+        }
+    }
+
     /// What is in force, for a heartbeat: the generation reconciled to and
-    /// each wanted containment's state and counters.
-    pub fn statuses(&self) -> (u64, Vec<v1::ContainmentStatus>) {
-        let statuses = self
-            .wanted
-            .iter()
-            .map(|c| {
-                let counters = self.executor.as_ref().ok().and_then(|e| e.status(&c.id));
-                let mut s = v1::ContainmentStatus {
-                    id: c.id.clone(),
-                    applied: counters.is_some(),
-                    error: self.errors.get(&c.id).cloned().unwrap_or_default(),
-                    applied_ms: self.applied_ms.get(&c.id).copied().unwrap_or_default(),
-                    mode: c.mode,
-                    ..Default::default()
-                };
-                if let Some(k) = counters {
-                    s.blocked_connects = k.blocked_connects;
-                    s.blocked_packets = k.blocked_packets;
-                    s.would_block_connects = k.would_block_connects;
-                    s.would_block_packets = k.would_block_packets;
-                    s.first_block_ms = k
-                        .first_block_unix_ms
-                        .or(k.first_would_block_unix_ms)
-                        .unwrap_or_default() as i64;
-                    s.mode = match k.mode {
-                        Some(Mode::Shadow) => v1::ContainmentMode::Shadow as i32,
-                        Some(Mode::Enforce) => v1::ContainmentMode::Enforce as i32,
-                        None => c.mode,
-                    };
+    /// each wanted containment's state and counters. A freeze first seen
+    /// frozen here has that time recorded.
+    pub fn statuses(&mut self) -> (u64, Vec<v1::ContainmentStatus>) {
+        let mut statuses = Vec::with_capacity(self.wanted.len());
+        for c in &self.wanted {
+            let mut s = v1::ContainmentStatus {
+                id: c.id.clone(),
+                error: self.errors.get(&c.id).cloned().unwrap_or_default(),
+                applied_ms: self.applied_ms.get(&c.id).copied().unwrap_or_default(),
+                mode: c.mode,
+                kind: c.kind,
+                ..Default::default()
+            };
+            match v1::ContainmentKind::try_from(c.kind) {
+                Ok(v1::ContainmentKind::Isolate) => {
+                    let counters = self.executor.as_ref().ok().and_then(|e| e.status(&c.id));
+                    s.applied = counters.is_some();
+                    if let Some(k) = counters {
+                        s.blocked_connects = k.blocked_connects;
+                        s.blocked_packets = k.blocked_packets;
+                        s.would_block_connects = k.would_block_connects;
+                        s.would_block_packets = k.would_block_packets;
+                        s.first_block_ms = k
+                            .first_block_unix_ms
+                            .or(k.first_would_block_unix_ms)
+                            .unwrap_or_default() as i64;
+                        s.mode = match k.mode {
+                            Some(Mode::Shadow) => v1::ContainmentMode::Shadow as i32,
+                            Some(Mode::Enforce) => v1::ContainmentMode::Enforce as i32,
+                            None => c.mode,
+                        };
+                    }
                 }
-                s
-            })
-            .collect();
+                Ok(v1::ContainmentKind::Freeze) => {
+                    let status = match &self.cgroups {
+                        Ok(h) => self.freezer.status(h, &c.id),
+                        Err(_) => None,
+                    };
+                    if let Some(f) = status {
+                        s.applied = true;
+                        s.frozen = f.frozen;
+                        s.first_block_ms = f.frozen_ms;
+                        s.applied_ms = f.applied_ms;
+                        if s.error.is_empty() {
+                            s.error = f.problem.unwrap_or_default();
+                        }
+                    }
+                }
+                Ok(v1::ContainmentKind::Kill) => {
+                    if let Some(k) = self.killer.status(&c.id) {
+                        s.applied = true;
+                        s.killed = k.killed;
+                        s.first_block_ms = k.first_kill_ms;
+                        s.applied_ms = k.applied_ms;
+                        if s.error.is_empty() {
+                            s.error = k.problem.unwrap_or_default();
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+            statuses.push(s);
+        }
         (self.generation, statuses)
     }
+}
+
+/// The verb for a kind, in errors.
+fn kind_verb(kind: v1::ContainmentKind) -> &'static str {
+    match kind {
+        v1::ContainmentKind::Isolate => "isolate",
+        v1::ContainmentKind::Freeze => "freeze",
+        v1::ContainmentKind::Kill => "kill",
+    }
+}
+
+/// The cgroup a containment names, inside the cgroup2 mount: relative to
+/// it, never empty, no `..` (the executors check the rest: the guards, and
+/// that it resolves beneath the mount).
+fn cgroup_path(c: &v1::Containment, mount: &Path) -> Result<PathBuf, String> {
+    let relative = Path::new(c.cgroup.trim_start_matches('/'));
+    if c.cgroup.is_empty()
+        || relative
+            .components()
+            .any(|p| !matches!(p, Component::Normal(_)))
+    {
+        return Err(format!(
+            "containment {}: bad cgroup path {:?}",
+            c.id, c.cgroup
+        ));
+    }
+    Ok(mount.join(relative))
+}
+
+/// A freeze or kill as the freezer or killer takes it. Neither has a shadow
+/// form: a shadow freeze or kill is refused (an error, nothing done), as
+/// the policy refuses `shadow` on such actions; "counted, not done" would
+/// tell a responder nothing, and a silent downgrade is what DESIGN.md
+/// forbids.
+fn cgroup_target(
+    c: &v1::Containment,
+    kind: v1::ContainmentKind,
+    mount: &Path,
+) -> Result<CgroupTarget, String> {
+    match v1::ContainmentMode::try_from(c.mode) {
+        Ok(v1::ContainmentMode::Enforce) => {}
+        Ok(v1::ContainmentMode::Shadow) => {
+            return Err(format!(
+                "containment {}: {} has no shadow mode; refused, nothing done",
+                c.id,
+                kind_verb(kind)
+            ));
+        }
+        _ => return Err(format!("containment {}: no mode", c.id)),
+    }
+    Ok(CgroupTarget {
+        id: c.id.clone(),
+        cgroup: cgroup_path(c, mount)?,
+    })
 }
 
 /// One wanted containment as the executor takes it.
@@ -184,18 +328,7 @@ fn isolation(
         Ok(v1::ContainmentMode::Enforce) => Mode::Enforce,
         _ => return Err(format!("containment {}: no mode", c.id)),
     };
-    let relative = Path::new(c.cgroup.trim_start_matches('/'));
-    if c.cgroup.is_empty()
-        || relative
-            .components()
-            .any(|p| !matches!(p, Component::Normal(_)))
-    {
-        return Err(format!(
-            "containment {}: bad cgroup path {:?}",
-            c.id, c.cgroup
-        ));
-    }
-    let cgroup = mount.join(relative);
+    let cgroup = cgroup_path(c, mount)?;
     let mut allow = Vec::new();
     for a in &c.allow {
         allow.push(
@@ -267,6 +400,7 @@ fn collector_addrs(url: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contain::ContainError;
 
     #[test]
     fn the_collector_is_found_in_its_url() {
@@ -289,6 +423,7 @@ mod tests {
             cgroup: cgroup.into(),
             mode: mode as i32,
             allow: allow.iter().map(|s| s.to_string()).collect(),
+            kind: v1::ContainmentKind::Isolate as i32,
         }
     }
 
@@ -335,5 +470,85 @@ mod tests {
             let e = isolation(&c, mount, proc_root, &[]).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn freezes_and_kills_are_enforce_only_and_inside_the_mount() {
+        let mount = Path::new("/sys/fs/cgroup/unified");
+        for kind in [v1::ContainmentKind::Freeze, v1::ContainmentKind::Kill] {
+            let ok = containment("f1", "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            let t = cgroup_target(&ok, kind, mount).unwrap();
+            assert_eq!(t.cgroup, mount.join("pods/x"));
+            assert_eq!(t.id, "f1");
+            for (mode, cgroup, why) in [
+                (v1::ContainmentMode::Shadow, "/pods/x", "no shadow mode"),
+                (v1::ContainmentMode::Unspecified, "/pods/x", "no mode"),
+                (v1::ContainmentMode::Enforce, "", "bad cgroup"),
+                (v1::ContainmentMode::Enforce, "/pods/../x", "bad cgroup"),
+            ] {
+                let c = containment("f1", cgroup, mode, &[]);
+                let e = cgroup_target(&c, kind, mount).unwrap_err();
+                assert!(e.contains(why) && e.contains("f1"), "{kind:?} {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_containment_every_kind_says_why() {
+        let mut off = Responder::new(None, None, PathBuf::from("/proc"), String::new());
+        let mut items = Vec::new();
+        for (id, kind) in [
+            ("i", v1::ContainmentKind::Isolate),
+            ("f", v1::ContainmentKind::Freeze),
+            ("k", v1::ContainmentKind::Kill),
+        ] {
+            let mut c = containment(id, "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            c.kind = kind as i32;
+            items.push(c);
+        }
+        off.apply(&v1::Containments {
+            generation: 3,
+            items,
+        });
+        let (generation, statuses) = off.statuses();
+        assert_eq!(generation, 3);
+        for s in &statuses {
+            assert!(!s.applied && s.error.contains("disabled"), "{s:?}");
+        }
+        let kinds: Vec<i32> = statuses.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [0, 1, 2]);
+    }
+
+    #[test]
+    fn without_cgroup2_freezes_and_kills_say_so_and_nothing_is_lifted() {
+        let why = ContainError::NoCgroup2.to_string();
+        let mut r = Responder::new(None, None, PathBuf::from("/proc"), String::new());
+        r.executor = Err(why.clone());
+        r.cgroups = Err(why.clone());
+        let mut items = Vec::new();
+        for (id, kind) in [
+            ("f", v1::ContainmentKind::Freeze),
+            ("k", v1::ContainmentKind::Kill),
+        ] {
+            let mut c = containment(id, "/pods/x", v1::ContainmentMode::Enforce, &[]);
+            c.kind = kind as i32;
+            items.push(c);
+        }
+        r.apply(&v1::Containments {
+            generation: 1,
+            items,
+        });
+        let (_, statuses) = r.statuses();
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(
+            statuses[0].error,
+            format!("cannot freeze on this host: {why}")
+        );
+        assert_eq!(
+            statuses[1].error,
+            format!("cannot kill on this host: {why}")
+        );
+        assert!(why.contains("cgroup2"), "{why}");
+        assert!(statuses.iter().all(|s| !s.applied));
     }
 }

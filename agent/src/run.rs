@@ -361,6 +361,7 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         shed: Arc::new(Shed::default()),
         responder: Mutex::new(Responder::new(
             config.contain.clone(),
+            config.spool.dir.clone(),
             config.scan.proc_root.clone(),
             config.collector.clone(),
         )),
@@ -675,6 +676,14 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                     shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user + pending.dropped);
                     // The watchdog decides; the sensor's owner applies it.
                     sensor.shed(shared.shed.level());
+                }
+                // Kills in force kill again where processes appeared,
+                // connected or not. A set being applied holds the lock
+                // (and kills as it applies): skipped, not waited for.
+                match shared.responder.try_lock() {
+                    Ok(mut r) => r.tick(),
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().tick(),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
                 }
                 let level = shared.shed.level();
                 shared.status.send_if_modified(|s| {

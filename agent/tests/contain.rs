@@ -88,6 +88,9 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        // A frozen cgroup (a freeze test that failed) is thawed first; its
+        // processes would also thaw on the move to the root.
+        let _ = fs::write(self.path.join("cgroup.freeze"), "0");
         if let Ok(procs) = fs::read_to_string(self.path.join("cgroup.procs")) {
             for pid in procs.lines() {
                 let _ = fs::write(Path::new(UNIFIED).join("cgroup.procs"), pid);
@@ -864,6 +867,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     let w = World::new();
     let mut responder = Responder::new(
         Some(w.bpffs.path.join("contain")),
+        None,
         PathBuf::from("/proc"),
         "http://127.0.0.1:7373".into(),
     );
@@ -914,6 +918,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     drop(responder);
     let mut responder = Responder::new(
         Some(w.bpffs.path.join("contain")),
+        None,
         PathBuf::from("/proc"),
         "http://127.0.0.1:7373".into(),
     );
@@ -934,10 +939,475 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     assert_eq!(ours_attached(&w.cgroup.path), 0);
 
     // Without an executor nothing is in force, and every item says why.
-    let mut off = Responder::new(None, PathBuf::from("/proc"), String::new());
+    let mut off = Responder::new(None, None, PathBuf::from("/proc"), String::new());
     assert!(!off.capability().0);
     off.apply(&set(5, vec![item("192.0.2.0/24")]));
     let (_, statuses) = off.statuses();
     assert!(!statuses[0].applied);
     assert!(statuses[0].error.contains("disabled"), "{statuses:?}");
+}
+
+// ---- Freeze and kill (through the Responder, as the collector asks) ----
+
+/// A process that prints a line every 10 ms: whether it runs shows in
+/// whether lines come. Killed and reaped on Drop.
+struct Ticker {
+    _proc: Proc,
+    rx: Receiver<()>,
+}
+
+impl Ticker {
+    fn start(cgroup: &Cgroup) -> Ticker {
+        const TICK: &str = "import itertools, time\nfor i in itertools.count():\n    print(i, flush=True)\n    time.sleep(0.01)\n";
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-c", TICK])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the ticker");
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc { child };
+        cgroup.add(proc.child.id());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if line.is_err() || tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ticker { _proc: proc, rx }
+    }
+
+    /// Lines printed within `for_`, after what was already under way (in
+    /// the pipe or on its way to the channel) is dropped.
+    fn ticks(&self, for_: Duration) -> usize {
+        while self.rx.try_recv().is_ok() {}
+        thread::sleep(Duration::from_millis(50));
+        while self.rx.try_recv().is_ok() {}
+        let deadline = Instant::now() + for_;
+        let mut n = 0;
+        while self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A `sleep 1000` moved into `cgroup`.
+fn sleeper(cgroup: &Cgroup) -> Proc {
+    let child = Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("spawn sleep");
+    let proc = Proc { child };
+    cgroup.add(proc.child.id());
+    proc
+}
+
+/// The signal that ended `p` within `within`, or None if it still runs.
+fn ended_by(p: &mut Proc, within: Duration) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = p.child.try_wait().expect("waitpid") {
+            return Some(status.signal().unwrap_or(0));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn freeze_requested(cgroup: &Path) -> bool {
+    fs::read_to_string(cgroup.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+}
+
+fn kernel_says_frozen(cgroup: &Path) -> bool {
+    fs::read_to_string(cgroup.join("cgroup.events"))
+        .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+}
+
+/// The cgroup as the collector names it: relative to the cgroup2 mount.
+fn collector_path(cgroup: &Path) -> String {
+    format!("/{}", cgroup.strip_prefix(UNIFIED).unwrap().display())
+}
+
+fn item(
+    id: &str,
+    cgroup: &str,
+    kind: patchgap_proto::v1::ContainmentKind,
+    mode: patchgap_proto::v1::ContainmentMode,
+) -> patchgap_proto::v1::Containment {
+    patchgap_proto::v1::Containment {
+        id: id.into(),
+        cgroup: cgroup.into(),
+        mode: mode as i32,
+        allow: Vec::new(),
+        kind: kind as i32,
+    }
+}
+
+fn containments(
+    generation: u64,
+    items: Vec<patchgap_proto::v1::Containment>,
+) -> patchgap_proto::v1::Containments {
+    patchgap_proto::v1::Containments { generation, items }
+}
+
+fn responder(bpffs: &BpffsDir, state: &Path) -> patchgap_agent::respond::Responder {
+    patchgap_agent::respond::Responder::new(
+        Some(bpffs.path.join("contain")),
+        Some(state.to_path_buf()),
+        PathBuf::from("/proc"),
+        "http://127.0.0.1:7373".into(),
+    )
+}
+
+/// Moves this process back to the cgroup2 root on Drop.
+struct BackToRoot;
+
+impl Drop for BackToRoot {
+    fn drop(&mut self) {
+        let _ = fs::write(
+            Path::new(UNIFIED).join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+    }
+}
+
+/// A freeze stops a running process: the kernel reports the cgroup frozen
+/// (the status says so, with the time it was seen) and the process prints
+/// nothing more; a second freeze of the same cgroup keeps it frozen when
+/// the first is lifted; a set without either thaws it and it runs again.
+#[test]
+fn a_freeze_stops_a_process_until_a_set_without_it_thaws_it() {
+    use patchgap_proto::v1::{ContainmentKind::Freeze, ContainmentMode::Enforce};
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("freeze"));
+    let ticker = Ticker::start(&cg);
+    assert!(ticker.ticks(Duration::from_millis(300)) > 5, "not ticking");
+    let name = collector_path(&cg.path);
+    let frz = |id| item(id, &name, Freeze, Enforce);
+
+    let mut r = responder(&bpffs, state.path());
+    let before = unix_ms() as i64;
+    r.apply(&containments(1, vec![frz("frz-1")]));
+    let applied_in = unix_ms() as i64 - before;
+    let (generation, statuses) = r.statuses();
+    assert_eq!(generation, 1);
+    let s = &statuses[0];
+    assert!(s.applied && s.frozen && s.error.is_empty(), "{s:?}");
+    assert_eq!(s.kind, Freeze as i32);
+    assert!(
+        s.first_block_ms >= before && s.first_block_ms <= unix_ms() as i64,
+        "{s:?}"
+    );
+    eprintln!(
+        "freeze: applied in {applied_in} ms, seen frozen {} ms after the set",
+        s.first_block_ms - before
+    );
+    assert!(kernel_says_frozen(&cg.path));
+    assert_eq!(ticker.ticks(Duration::from_millis(500)), 0, "still running");
+    let record = fs::read_to_string(state.path().join("contain/frozen.json")).unwrap();
+    assert!(record.contains("\"frz-1\""), "{record}");
+
+    // Two freezes of one cgroup: lifting one leaves it frozen.
+    r.apply(&containments(2, vec![frz("frz-1"), frz("frz-2")]));
+    r.apply(&containments(3, vec![frz("frz-2")]));
+    assert!(freeze_requested(&cg.path) && kernel_says_frozen(&cg.path));
+    assert_eq!(ticker.ticks(Duration::from_millis(300)), 0);
+    let (_, statuses) = r.statuses();
+    assert!(statuses[0].applied && statuses[0].frozen, "{statuses:?}");
+
+    // A freeze someone thawed behind the agent's back is frozen again at
+    // the next periodic check.
+    fs::write(cg.path.join("cgroup.freeze"), "0").unwrap();
+    r.tick();
+    assert!(freeze_requested(&cg.path));
+
+    // The set without it thaws it.
+    r.apply(&containments(4, vec![]));
+    assert!(!freeze_requested(&cg.path));
+    assert!(
+        ticker.ticks(Duration::from_millis(500)) > 5,
+        "not running again after the thaw"
+    );
+    assert_eq!(r.statuses(), (4, vec![]));
+    let record = fs::read_to_string(state.path().join("contain/frozen.json")).unwrap();
+    assert!(!record.contains("frz-"), "{record}");
+}
+
+/// The kernel keeps a cgroup frozen across an agent restart; the restarted
+/// agent knows the freeze is its own (its record), reports it with the
+/// time it was first seen, and lifts it when a set no longer names it,
+/// while a cgroup someone else froze stays frozen.
+#[test]
+fn a_freeze_survives_a_responder_restart_and_a_later_set_thaws_it() {
+    use patchgap_proto::v1::{ContainmentKind::Freeze, ContainmentMode::Enforce};
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("freeze"));
+    let ticker = Ticker::start(&cg);
+    let frz = item("frz-r", &collector_path(&cg.path), Freeze, Enforce);
+
+    let mut first = responder(&bpffs, state.path());
+    first.apply(&containments(1, vec![frz.clone()]));
+    let seen_frozen = first.statuses().1[0].first_block_ms;
+    assert!(seen_frozen > 0);
+    drop(first);
+    assert!(
+        kernel_says_frozen(&cg.path),
+        "a dropped responder thawed it"
+    );
+    assert_eq!(ticker.ticks(Duration::from_millis(300)), 0);
+
+    // Restarted with the same set: still frozen, the same evidence.
+    let mut second = responder(&bpffs, state.path());
+    second.apply(&containments(2, vec![frz.clone()]));
+    let (_, statuses) = second.statuses();
+    let s = &statuses[0];
+    assert!(s.applied && s.frozen && s.error.is_empty(), "{s:?}");
+    assert_eq!(s.first_block_ms, seen_frozen);
+    drop(second);
+
+    // Someone else's freeze, which the agent never made.
+    let foreign = Cgroup::new(Path::new(UNIFIED), &unique("foreign-frozen"));
+    fs::write(foreign.path.join("cgroup.freeze"), "1").unwrap();
+
+    // Restarted again, with a set that no longer names it: thawed.
+    let mut third = responder(&bpffs, state.path());
+    third.apply(&containments(3, vec![]));
+    assert!(!freeze_requested(&cg.path));
+    assert!(
+        ticker.ticks(Duration::from_millis(500)) > 5,
+        "not running after the restarted agent lifted the freeze"
+    );
+    assert!(
+        freeze_requested(&foreign.path),
+        "thawed a freeze that was not the agent's"
+    );
+
+    // Frozen by someone else first, then by a containment: lifting the
+    // containment leaves the other freeze in place.
+    let frz_foreign = item("frz-f", &collector_path(&foreign.path), Freeze, Enforce);
+    third.apply(&containments(4, vec![frz_foreign]));
+    let (_, statuses) = third.statuses();
+    assert!(
+        statuses[0].applied && statuses[0].error.is_empty(),
+        "{statuses:?}"
+    );
+    third.apply(&containments(5, vec![]));
+    assert!(
+        freeze_requested(&foreign.path),
+        "lifting the containment thawed someone else's freeze"
+    );
+}
+
+/// A kill containment kills what is in the cgroup at once (SIGKILL), and a
+/// process moved in while it is named at the next periodic check; the
+/// status counts both. After a set without it, a new process survives.
+#[test]
+fn a_kill_kills_now_and_at_each_tick_until_a_set_lifts_it() {
+    use patchgap_proto::v1::{ContainmentKind::Kill, ContainmentMode::Enforce};
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("kill"));
+    let mut first = sleeper(&cg);
+    let mut r = responder(&bpffs, state.path());
+    let before = unix_ms() as i64;
+    r.apply(&containments(
+        1,
+        vec![item("kill-1", &collector_path(&cg.path), Kill, Enforce)],
+    ));
+    assert_eq!(ended_by(&mut first, Duration::from_secs(2)), Some(9));
+    eprintln!(
+        "kill: the first process reaped {} ms after the set",
+        unix_ms() as i64 - before
+    );
+    let (_, statuses) = r.statuses();
+    let s = &statuses[0];
+    assert!(s.applied && s.error.is_empty(), "{s:?}");
+    assert_eq!((s.kind, s.killed), (Kill as i32, 1), "{s:?}");
+    assert!(s.first_block_ms >= before, "{s:?}");
+    let first_kill = s.first_block_ms;
+
+    // Moved in while the kill is named: killed at the next tick, not
+    // before (nothing else kills here).
+    let mut second = sleeper(&cg);
+    assert_eq!(ended_by(&mut second, Duration::from_millis(100)), None);
+    r.tick();
+    assert_eq!(ended_by(&mut second, Duration::from_secs(2)), Some(9));
+    // An empty cgroup: a tick kills and counts nothing.
+    r.tick();
+    let (_, statuses) = r.statuses();
+    assert_eq!(statuses[0].killed, 2, "{statuses:?}");
+    assert_eq!(statuses[0].first_block_ms, first_kill);
+
+    // Lifted: a new process lives on through ticks.
+    r.apply(&containments(2, vec![]));
+    let mut third = sleeper(&cg);
+    r.tick();
+    assert_eq!(ended_by(&mut third, Duration::from_millis(300)), None);
+    assert_eq!(r.statuses(), (2, vec![]));
+    drop(third);
+
+    // A workload's cgroup removed once its processes died (what runtimes
+    // do) has nothing left to kill: no error, the count stays. A kill of
+    // a cgroup that was never there is refused.
+    let gone = Cgroup::new(Path::new(UNIFIED), &unique("kill-gone"));
+    let mut fourth = sleeper(&gone);
+    let kill_gone = item("kill-2", &collector_path(&gone.path), Kill, Enforce);
+    let never = item(
+        "kill-3",
+        &format!("/{}", unique("never-made")),
+        Kill,
+        Enforce,
+    );
+    r.apply(&containments(3, vec![kill_gone.clone(), never.clone()]));
+    assert_eq!(ended_by(&mut fourth, Duration::from_secs(2)), Some(9));
+    drop(gone);
+    r.tick();
+    r.apply(&containments(4, vec![kill_gone, never]));
+    let (_, statuses) = r.statuses();
+    let s = &statuses[0];
+    assert!(s.applied && s.error.is_empty() && s.killed == 1, "{s:?}");
+    let s = &statuses[1];
+    assert!(!s.applied && s.error.contains("does not exist"), "{s:?}");
+}
+
+/// Freeze and kill go through the same guards as isolation: the root, a
+/// path with `..`, an empty one, the agent's own cgroup and its ancestor
+/// are refused with an error and nothing is frozen or killed; a shadow
+/// freeze or kill and an unknown kind are refused too.
+#[test]
+fn freeze_and_kill_refuse_the_agent_the_root_and_bad_specs() {
+    use patchgap_proto::v1::{
+        ContainmentKind::{Freeze, Kill},
+        ContainmentMode::{Enforce, Shadow},
+    };
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("refuse"));
+    let mut witness = sleeper(&cg);
+    let name = collector_path(&cg.path);
+    let mut unknown = item("kind-9", &name, Freeze, Enforce);
+    unknown.kind = 9;
+    let mut r = responder(&bpffs, state.path());
+    r.apply(&containments(
+        1,
+        vec![
+            item("root-f", "/", Freeze, Enforce),
+            item("root-k", "/", Kill, Enforce),
+            item("empty", "", Freeze, Enforce),
+            item("dotdot", &format!("{name}/../x"), Kill, Enforce),
+            item("shadow-f", &name, Freeze, Shadow),
+            item("shadow-k", &name, Kill, Shadow),
+            unknown,
+        ],
+    ));
+    let (_, statuses) = r.statuses();
+    for (id, why) in [
+        ("root-f", "root of the cgroup2 hierarchy"),
+        ("root-k", "root of the cgroup2 hierarchy"),
+        ("empty", "bad cgroup path"),
+        ("dotdot", "bad cgroup path"),
+        ("shadow-f", "no shadow mode"),
+        ("shadow-k", "no shadow mode"),
+        ("kind-9", "unknown kind"),
+    ] {
+        let s = statuses.iter().find(|s| s.id == id).unwrap();
+        assert!(!s.applied && s.error.contains(why), "{id}: {s:?}");
+        eprintln!("{id}: {}", s.error);
+    }
+    assert!(!freeze_requested(&cg.path));
+    assert_eq!(ended_by(&mut witness, Duration::from_millis(100)), None);
+
+    // The agent's own cgroup and its ancestor. Should a guard ever let a
+    // freeze through, this process would stop: a watchdog outside thaws
+    // whatever is frozen there from 2 s on, every 200 ms (a thawed test
+    // may freeze itself again with the next item), and leaves a mark, so
+    // the test fails instead of hanging.
+    let parent = Cgroup::new(Path::new(UNIFIED), &unique("agent-parent"));
+    let own = Cgroup::new(&parent.path, "agent");
+    let mark = state.path().join("thawed-by-watchdog");
+    let _watchdog = Proc {
+        child: Command::new("/bin/sh")
+            .args([
+                "-c",
+                r#"sleep 2; m=$1; shift; while :; do for c in "$@"; do if [ "$(cat "$c/cgroup.freeze")" = 1 ]; then echo 0 > "$c/cgroup.freeze"; touch "$m"; fi; done; sleep 0.2; done"#,
+                "sh",
+            ])
+            .arg(&mark)
+            .arg(&parent.path)
+            .arg(&own.path)
+            .spawn()
+            .expect("spawn the watchdog"),
+    };
+    let back = BackToRoot;
+    own.add(std::process::id());
+    r.apply(&containments(
+        2,
+        vec![
+            item("own-f", &collector_path(&own.path), Freeze, Enforce),
+            item("own-k", &collector_path(&own.path), Kill, Enforce),
+            item("parent-f", &collector_path(&parent.path), Freeze, Enforce),
+            item("parent-k", &collector_path(&parent.path), Kill, Enforce),
+        ],
+    ));
+    // Nothing was taken on, so a tick while the agent is in there kills
+    // nothing (this test still runs).
+    r.tick();
+    drop(back);
+    assert!(!mark.exists(), "the agent froze itself");
+    let (_, statuses) = r.statuses();
+    for s in &statuses {
+        assert!(
+            !s.applied && s.error.contains("the agent's own cgroup"),
+            "{s:?}"
+        );
+    }
+    for c in [&parent.path, &own.path] {
+        assert!(!freeze_requested(c), "{}", c.display());
+    }
+}
+
+/// A freeze the agent cannot record could never be lifted after a
+/// restart: it is refused, with the reason, and the cgroup stays running.
+#[test]
+fn a_freeze_that_cannot_be_recorded_is_not_made() {
+    use patchgap_proto::v1::{ContainmentKind::Freeze, ContainmentMode::Enforce};
+
+    let _live = live();
+    let bpffs = BpffsDir::new();
+    let state = tempfile::tempdir().unwrap();
+    // A file where the state directory should be: nothing can be written.
+    let blocked = state.path().join("not-a-directory");
+    fs::write(&blocked, "").unwrap();
+    let cg = Cgroup::new(Path::new(UNIFIED), &unique("unrecorded"));
+    let ticker = Ticker::start(&cg);
+    let mut r = responder(&bpffs, &blocked);
+    r.apply(&containments(
+        1,
+        vec![item("frz-u", &collector_path(&cg.path), Freeze, Enforce)],
+    ));
+    let (_, statuses) = r.statuses();
+    let s = &statuses[0];
+    assert!(!s.applied && !s.frozen, "{s:?}");
+    assert!(s.error.contains("not-a-directory"), "{s:?}");
+    assert!(!freeze_requested(&cg.path));
+    assert!(ticker.ticks(Duration::from_millis(300)) > 5);
 }

@@ -19,13 +19,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,9 +37,8 @@ use patchgap_ebpf::CONTAIN_OBJECT;
 use patchgap_ebpf::contain as abi;
 use serde::{Deserialize, Serialize};
 
-use super::cgroup::{cgroup2_mount, protected_by, v2_path};
+use super::hierarchy::{CgroupDir, Guards, Hierarchy};
 use super::{Applied, ContainError, Counters, Isolation, Mode, Prefix, valid_id};
-use crate::rootfs::{RootError, RootFs};
 
 /// Where the agent pins its isolations unless told otherwise.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/patchgap/contain";
@@ -49,9 +46,8 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/patchgap/contain";
 /// Where bpffs is mounted when nobody has mounted it (PLATFORM.md: this
 /// host does not mount it at boot).
 const BPFFS_MOUNT: &str = "/sys/fs/bpf";
-/// statfs f_type of bpffs and of cgroup2 (linux/magic.h).
+/// statfs f_type of bpffs (linux/magic.h).
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
-const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 
 /// The spec record's format; a record of another version is not trusted to
 /// compare equal, so the isolation is swapped to this version's.
@@ -120,7 +116,7 @@ struct Target<'a> {
     iso: &'a Isolation,
     spec: Spec,
     /// The cgroup directory, opened for attaching.
-    dir: File,
+    dir: CgroupDir,
 }
 
 impl Target<'_> {
@@ -158,22 +154,14 @@ struct Pinned {
     foreign: Vec<PathBuf>,
 }
 
-/// The cgroups the guards protect, read at each reconcile (the agent may
-/// have been moved).
-struct Guards {
-    agent: PathBuf,
-    pid1: PathBuf,
-}
-
 /// Applies isolations by pinning BPF links and maps in bpffs. Holds no
 /// state but where things are: a new `Executor` over the same directory
 /// sees and keeps what an earlier one (or an earlier agent) applied.
 #[derive(Debug)]
 pub struct Executor {
     bpffs_dir: PathBuf,
-    mount: PathBuf,
-    /// The cgroup2 mount, opened so that lookups stay beneath it.
-    root: RootFs,
+    /// The cgroup2 hierarchy isolated cgroups must be inside.
+    cgroups: Hierarchy,
 }
 
 impl Executor {
@@ -183,18 +171,8 @@ impl Executor {
     /// directory, and finds the cgroup2 mount.
     pub fn new(bpffs_dir: PathBuf) -> Result<Executor, ContainError> {
         ensure_bpffs(&bpffs_dir)?;
-        let mountinfo = read("/proc/self/mountinfo")?;
-        let mount = cgroup2_mount(&mountinfo).ok_or(ContainError::NoCgroup2)?;
-        let root = RootFs::open_beneath(&mount).map_err(|e| ContainError::Io {
-            op: "open the cgroup2 mount",
-            path: mount.clone(),
-            source: root_io(e),
-        })?;
-        Ok(Executor {
-            bpffs_dir,
-            mount,
-            root,
-        })
+        let cgroups = Hierarchy::new()?;
+        Ok(Executor { bpffs_dir, cgroups })
     }
 
     /// The bpffs directory it pins under.
@@ -204,7 +182,7 @@ impl Executor {
 
     /// The cgroup2 mount point isolations' cgroups must be inside.
     pub fn cgroup2_mount(&self) -> &Path {
-        &self.mount
+        self.cgroups.mount()
     }
 
     /// Makes the attached set equal to `desired`: attaches what is new,
@@ -237,7 +215,7 @@ impl Executor {
                 return out;
             }
         };
-        let guards = self.guards();
+        let guards = Guards::read();
         let mut seen = HashSet::new();
         for iso in desired {
             if !seen.insert(iso.id.as_str()) {
@@ -358,77 +336,14 @@ impl Executor {
         }
     }
 
-    /// Checks an isolation and resolves its cgroup: a valid id, a path
-    /// inside the cgroup2 mount without `..`, not a protected cgroup, an
-    /// existing cgroup2 directory reached without leaving the mount, and an
-    /// allow-list that fits.
+    /// Checks an isolation and resolves its cgroup: a valid id, a cgroup
+    /// the hierarchy's guards let through ([`Hierarchy::open_guarded`]),
+    /// and an allow-list that fits.
     fn target<'a>(&self, iso: &'a Isolation, guards: &Guards) -> Result<Target<'a>, ContainError> {
         if !valid_id(&iso.id) {
             return Err(ContainError::InvalidId { id: iso.id.clone() });
         }
-        let not_inside = || ContainError::NotInCgroup2 {
-            cgroup: iso.cgroup.clone(),
-            mount: self.mount.clone(),
-        };
-        let rel = iso
-            .cgroup
-            .strip_prefix(&self.mount)
-            .map_err(|_| not_inside())?;
-        if rel
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(not_inside());
-        }
-        if let Some(what) = protected_by(rel, &guards.agent, &guards.pid1) {
-            return Err(ContainError::Refused {
-                cgroup: iso.cgroup.clone(),
-                what,
-            });
-        }
-        // RESOLVE_BENEATH: no symlink, absolute or "..", leads out of the
-        // mount. The O_PATH descriptor is then reopened for reading through
-        // its /proc/self/fd link, which names the very same directory.
-        let path_fd = self
-            .root
-            .open_dir_path(rel.as_os_str().as_bytes())
-            .map_err(|e| match e {
-                RootError::NotFound => ContainError::CgroupMissing {
-                    cgroup: iso.cgroup.clone(),
-                },
-                RootError::Escapes => ContainError::CgroupEscapes {
-                    cgroup: iso.cgroup.clone(),
-                },
-                other => ContainError::Io {
-                    op: "open cgroup",
-                    path: iso.cgroup.clone(),
-                    source: root_io(other),
-                },
-            })?;
-        let proc_link = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
-        let dir = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(&proc_link)
-            .map_err(|source| ContainError::Io {
-                op: "open cgroup",
-                path: iso.cgroup.clone(),
-                source,
-            })?;
-        if fs_magic(&dir).ok() != Some(CGROUP2_SUPER_MAGIC) {
-            return Err(ContainError::NotCgroup2Dir {
-                cgroup: iso.cgroup.clone(),
-            });
-        }
-        let cgroup_ino = dir
-            .metadata()
-            .map_err(|source| ContainError::Io {
-                op: "stat cgroup",
-                path: iso.cgroup.clone(),
-                source,
-            })?
-            .ino();
-
+        let dir = self.cgroups.open_guarded(&iso.cgroup, guards)?;
         let mut allow = iso.allow.clone();
         allow.sort();
         allow.dedup();
@@ -445,8 +360,8 @@ impl Executor {
         }
         let spec = Spec {
             id: iso.id.clone(),
-            cgroup: rel.to_string_lossy().into_owned(),
-            cgroup_ino,
+            cgroup: dir.relative().to_string_lossy().into_owned(),
+            cgroup_ino: dir.ino(),
             mode: iso.mode,
             allow,
         };
@@ -578,7 +493,7 @@ impl Executor {
                 p.load().map_err(|e| t.bpf(format!("load {name}"), e))?;
                 let link_id = p
                     .attach(
-                        &t.dir,
+                        t.dir.file(),
                         CgroupSkbAttachType::Egress,
                         CgroupAttachMode::Single,
                     )
@@ -595,7 +510,7 @@ impl Executor {
                     .map_err(|e| t.bpf(format!("program {name}"), e))?;
                 p.load().map_err(|e| t.bpf(format!("load {name}"), e))?;
                 let link_id = p
-                    .attach(&t.dir, CgroupAttachMode::Single)
+                    .attach(t.dir.file(), CgroupAttachMode::Single)
                     .map_err(|e| t.bpf(format!("attach {name}"), e))?;
                 let link = p
                     .take_link(link_id)
@@ -641,15 +556,6 @@ impl Executor {
             }
         }
         Ok(pinned)
-    }
-
-    /// Reads the agent's and PID 1's cgroup v2 paths. A process without a
-    /// `0::` line cannot be placed, and is taken to protect everything.
-    fn guards(&self) -> Result<Guards, ContainError> {
-        let unknown = || PathBuf::from("/..");
-        let agent = v2_path(&read("/proc/self/cgroup")?).unwrap_or_else(unknown);
-        let pid1 = v2_path(&read("/proc/1/cgroup")?).unwrap_or_else(unknown);
-        Ok(Guards { agent, pid1 })
     }
 }
 
@@ -797,34 +703,11 @@ fn path_magic(path: &Path) -> io::Result<u64> {
     u64::try_from(st.f_type).map_err(|_| io::Error::other("negative f_type"))
 }
 
-/// fstatfs(2)'s f_type of an open file.
-fn fs_magic(file: &File) -> io::Result<u64> {
-    // SAFETY: statfs is plain old data; all-zero bytes are a valid value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open for the duration of the call, `st` a
-    // writable statfs.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    u64::try_from(st.f_type).map_err(|_| io::Error::other("negative f_type"))
-}
-
-fn read(path: &str) -> Result<Vec<u8>, ContainError> {
-    fs::read(path).map_err(|e| io_error("read", Path::new(path), e))
-}
-
 fn io_error(op: &'static str, path: &Path, source: io::Error) -> ContainError {
     ContainError::Io {
         op,
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn root_io(e: RootError) -> io::Error {
-    match e {
-        RootError::Io { source, .. } => source,
-        other => io::Error::other(other.to_string()),
     }
 }
 

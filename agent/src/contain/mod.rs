@@ -1,10 +1,14 @@
-//! Host isolation: the agent's executor for `isolate_affected_workloads`.
-//! A workload's cgroup v2 directory gets the programs of
-//! `ebpf/bpf/contain.bpf.c` (egress packets, connect4, connect6), which let
-//! through only loopback and an allow-list (the collector, the DNS
-//! resolvers), and either block the rest (`enforce`) or count it (`shadow`).
-//! They are attached as cgroup BPF links, always multi-attach, so other BPF
-//! users of the cgroup keep their programs.
+//! Containment on this host: the agent's executors for the collector's
+//! containments, one per kind (issue 15), all through one [`Hierarchy`]:
+//! the cgroup2 mount found in mountinfo, and each target cgroup checked by
+//! the guards and opened beneath it (`hierarchy.rs`).
+//!
+//! Isolation ([`Executor`]): a workload's cgroup v2 directory gets the
+//! programs of `ebpf/bpf/contain.bpf.c` (egress packets, connect4,
+//! connect6), which let through only loopback and an allow-list (the
+//! collector, the DNS resolvers), and either block the rest (`enforce`) or
+//! count it (`shadow`). They are attached as cgroup BPF links, always
+//! multi-attach, so other BPF users of the cgroup keep their programs.
 //!
 //! [`Executor::reconcile`] makes what is attached equal to a desired set of
 //! [`Isolation`]s. Everything it attaches lives in bpffs, not in the agent:
@@ -12,24 +16,36 @@
 //! pinned links (`link_pg_ct_*`; a pinned link stays attached after the
 //! agent exits, and removing the pin detaches it) and the instance's maps
 //! (`ct_*`), the last of which, `ct_spec`, records what was applied. The
-//! agent keeps no state of its own, so a restarted agent (or a `kill -9`)
+//! executor keeps no state of its own, so a restarted agent (or a `kill -9`)
 //! finds the isolation in force and compares the desired spec with the
 //! pinned one: the same spec is left alone, never detached and attached
 //! again; a changed spec is attached as the next generation first and the
 //! old one removed after (Tetragon's swap), so there is no window without
 //! isolation in either case.
 //!
-//! **Invariant:** the executor never executes anything; it only attaches to
-//! a cgroup inside the cgroup2 mount, reached with `openat2(RESOLVE_BENEATH)`
+//! Freeze ([`Freezer`], `freeze.rs`): `cgroup.freeze`; the kernel keeps the
+//! cgroup frozen across agent restarts, and the freezer records which
+//! freezes are its own in the agent's state directory so that a restarted
+//! agent can lift them. Kill ([`Killer`], `kill.rs`): `cgroup.kill` when a
+//! set names it and again at each periodic check that finds processes in
+//! the cgroup; nothing persists.
+//!
+//! **Invariant:** no executor ever executes anything; each acts only on a
+//! cgroup inside the cgroup2 mount, reached with `openat2(RESOLVE_BENEATH)`
 //! (no symlink leads out), and refuses the hierarchy's root, the agent's own
-//! cgroup, PID 1's and any ancestor of those (programs on a cgroup apply to
-//! its descendants). Under its bpffs directory it removes only what it
-//! created (isolation directories, generations, its own pin names); anything
-//! else is reported as [`Applied::Foreign`] and left alone. Parsers here
-//! (`prefix.rs`, `cgroup.rs`) take bytes and do no I/O.
+//! cgroup, PID 1's and any ancestor of those (programs, freezes and kills
+//! on a cgroup reach its descendants), with the guards read again at each
+//! act. Under its bpffs directory the isolation executor removes only what
+//! it created (isolation directories, generations, its own pin names);
+//! anything else is reported as [`Applied::Foreign`] and left alone. The
+//! freezer thaws only what its record says it froze. Parsers here
+//! (`prefix.rs`, `cgroup.rs`, the freeze record) take bytes and do no I/O.
 
 mod cgroup;
 mod executor;
+mod freeze;
+mod hierarchy;
+mod kill;
 mod prefix;
 
 use std::path::PathBuf;
@@ -38,6 +54,9 @@ use serde::{Deserialize, Serialize};
 
 pub use cgroup::{Protected, cgroup2_mount, protected_by};
 pub use executor::{DEFAULT_BPFFS_DIR, Executor};
+pub use freeze::{FREEZE_STATE_FILE, FreezeStatus, Freezer};
+pub use hierarchy::{CgroupDir, Hierarchy};
+pub use kill::{KillStatus, Killer};
 pub use prefix::{MAX_NAMESERVERS, Prefix, PrefixError, nameservers};
 
 /// One isolation, as the collector's desired state names it.
@@ -57,6 +76,18 @@ pub struct Isolation {
     /// workload's DNS resolvers ([`nameservers`]). At most
     /// [`patchgap_ebpf::contain::ALLOW_MAX`] per address family.
     pub allow: Vec<Prefix>,
+}
+
+/// A freeze or a kill, as the collector's desired state names it: which
+/// cgroup, under which id. Neither has a shadow form (the responder refuses
+/// one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupTarget {
+    /// The containment id, `[A-Za-z0-9_-]{1,64}`.
+    pub id: String,
+    /// The workload's cgroup v2 directory, an absolute path inside the
+    /// cgroup2 mount.
+    pub cgroup: PathBuf,
 }
 
 /// What an isolation does with traffic to a destination that is not allowed.
@@ -188,7 +219,7 @@ pub enum ContainError {
         cgroup: PathBuf,
     },
     /// A guard refused the cgroup.
-    #[error("refusing to isolate {cgroup}: it is {what}")]
+    #[error("refusing to contain {cgroup}: it is {what}")]
     Refused {
         /// The path as given.
         cgroup: PathBuf,
@@ -202,6 +233,24 @@ pub enum ContainError {
         id: String,
         /// Which limit.
         what: String,
+    },
+    /// The kernel lacks a cgroup core file this containment needs
+    /// (`cgroup.freeze` since 5.2, `cgroup.kill` since 5.14).
+    #[error("{cgroup} has no {file}: the kernel is older than {needs}")]
+    Unsupported {
+        /// The cgroup.
+        cgroup: PathBuf,
+        /// The missing file.
+        file: &'static str,
+        /// The kernel version that has it.
+        needs: &'static str,
+    },
+    /// A freeze could not be recorded in the state directory, so it was not
+    /// made: a restarted agent could never lift it.
+    #[error("freeze not made: it cannot be recorded ({reason})")]
+    Unrecorded {
+        /// Why the record could not be written.
+        reason: String,
     },
     /// No cgroup2 filesystem is mounted.
     #[error("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)")]
@@ -257,6 +306,19 @@ pub enum ContainError {
         /// The directory.
         path: PathBuf,
     },
+}
+
+/// An error with its causes, `outer: inner: ...`, for a status a responder
+/// reads (the sources of [`ContainError::Io`] carry the system's reason).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Whether `id` is a valid containment id, `[A-Za-z0-9_-]{1,64}`: it names a
