@@ -3,14 +3,19 @@
 //! approvals, TTLs, guards and exceptions), from a TOML file or the seed's
 //! built-in three tiers; `policy::state` holds the policy in force and
 //! reloads it on SIGHUP. `incident` keeps each incident as an append-only
-//! event log and its projection: every decision is a new event. Plans,
-//! approvals, executors, the gate and verification come next, as further
-//! events of the same log.
+//! event log and its projection: every decision is a new event, plans,
+//! approvals, actions and what agents report of them included
+//! (`incident::act`). `plan` makes the exact plan a responder approves by
+//! its hash. `contain` derives the desired containments of every host from
+//! the incidents and publishes them for the ingest streams to send. The
+//! deploy gate and verification come next, as further events of the same
+//! log.
 //!
 //! **Invariant:** decisions are pure functions of the store's facts and
 //! the policy: nothing here reads a file, the clock or the network while it
 //! decides (callers pass the facts and `now_ms`; only `policy::state`
-//! reads the policy file). Executors never run inside a store transaction,
+//! reads the policy file). Executors never run inside a store transaction
+//! (the agents carry out a set published after the appends committed),
 //! and the store knows nothing of this module.
 
 pub mod contain;
