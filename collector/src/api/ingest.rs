@@ -276,9 +276,12 @@ impl IngestApi for IngestService {
                 };
                 let next = match woke {
                     Woke::Message(next) => *next,
+                    // Every generation goes to every agent, changed for it
+                    // or not: a revert is seen when the host reports a
+                    // generation at least as new as the set that lifted it.
                     Woke::SetChanged => {
                         let now = containments(&desired.borrow_and_update(), &host_key);
-                        if now.items != sent.items {
+                        if now != sent {
                             sent = now;
                             if tx.send(Ok(command(sent.clone()))).await.is_err() {
                                 break;

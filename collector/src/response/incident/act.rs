@@ -843,4 +843,81 @@ mod tests {
         assert_eq!(listed[0].1.dedup_key, "advisory:TEST-2026-1");
         assert_eq!(listed[0].1.scope.processes, 1);
     }
+
+    /// Freeze and kill go to the agents as their kinds, in enforce mode;
+    /// an action only observed is never in the set.
+    #[test]
+    fn freeze_kill_and_observe_in_the_set() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let session = ingest.hello(&hello("s1"), T0).unwrap();
+        let p = process(
+            10,
+            vec![
+                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                mapped(
+                    "/usr/lib/libfoo.so.1",
+                    300,
+                    Some(deb("libfoo1", "foo", "1.5-1")),
+                ),
+            ],
+        );
+        ingest
+            .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
+            .unwrap();
+        let source = Source::Package {
+            package: "libfoo1".into(),
+            name: "libfoo1".into(),
+            ecosystem: None,
+            group: None,
+            range: None,
+        };
+        let id = log::open(&ingest, source, "alice", &[], T0 + 1).unwrap().id;
+        let mut policy = policy();
+        let template = policy.tiers[0].actions[0].clone();
+        policy.tiers[0].actions = [
+            (ActionKind::FreezeCgroup, Mode::Enforce),
+            (ActionKind::KillProcesses, Mode::Enforce),
+            (ActionKind::IsolateAffectedWorkloads, Mode::Observe),
+        ]
+        .into_iter()
+        .map(|(kind, mode)| crate::response::Action {
+            kind,
+            mode,
+            approval: crate::response::Approval::Auto,
+            revert_after_ms: None,
+            ..template.clone()
+        })
+        .collect();
+        let protected = Protected::default();
+        let planning = Planning {
+            policy: &policy,
+            rules: &[],
+            protected: &protected,
+        };
+        let planned = plan(&ingest, id, COLLECTOR, &planning, T0 + 2).unwrap();
+        let states: Vec<_> = planned.incident.actions.iter().map(|a| a.state).collect();
+        assert_eq!(
+            states,
+            [
+                ActionState::Requested,
+                ActionState::Requested,
+                ActionState::Planned
+            ]
+        );
+        assert!(planned.incident.actions[2].reason.starts_with("observe"));
+        let hub = Hub::new(1);
+        rebuild(ingest.store().as_ref(), &hub).unwrap();
+        let kinds: Vec<(i32, i32)> = hub.desired().by_host["machine-1"]
+            .iter()
+            .map(|c| (c.kind, c.mode))
+            .collect();
+        let enforce = v1::ContainmentMode::Enforce as i32;
+        assert_eq!(
+            kinds,
+            [
+                (v1::ContainmentKind::Freeze as i32, enforce),
+                (v1::ContainmentKind::Kill as i32, enforce)
+            ]
+        );
+    }
 }
