@@ -306,6 +306,8 @@ async fn agent(url: String, running: Arc<AtomicBool>) -> Vec<f64> {
         .unwrap()
         .into_inner();
     let _welcome = inbound.message().await.unwrap();
+    // The host's desired containments come right after the Welcome.
+    let _set = inbound.message().await.unwrap();
     let mut lat = Vec::new();
     let mut seq = 0;
     while running.load(Ordering::Relaxed) {

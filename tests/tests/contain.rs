@@ -715,6 +715,27 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     assert!(!tree.contains(&trainer_rel), "{tree}");
     assert!(!tree.contains(&api_rel), "{tree}");
 
+    // A bad policy file (truncated) reloaded: refused at its place, the
+    // previous policy stays in force, and the answers say so.
+    let good = std::fs::read_to_string(&w.policy).unwrap();
+    std::fs::write(&w.policy, &good[..good.len() / 2]).unwrap();
+    run("kill", &["-HUP", &collector.pid().to_string()]);
+    let shown = w.show_until(&alice, &id, Duration::from_secs(10), |s| {
+        !s["policy"]["reload_error"].is_null()
+    });
+    let why = shown["policy"]["reload_error"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!("{}:", w.policy.display())),
+        "{why}"
+    );
+    assert_eq!(shown["tier_name"], "critical in a sensitive scope");
+    let replanned = w.json(&alice, &["incident", "plan", &id, "-o", "json"]);
+    assert_eq!(
+        replanned["hash"],
+        hash.as_str(),
+        "the policy in force changed"
+    );
+
     // Shadow mode: a policy whose tier 1 isolates sensitive workloads in
     // shadow, automatically. Reloaded with SIGHUP; a package incident.
     std::fs::write(

@@ -448,6 +448,14 @@ async fn ingest_acks_while_large_queries_run() {
         welcome.body,
         Some(collector_message::Body::Welcome(_))
     ));
+    // Then the host's desired containments: none.
+    let set = inbound.message().await.unwrap().unwrap();
+    match set.body {
+        Some(collector_message::Body::Command(v1::Command {
+            body: Some(v1::command::Body::Containments(c)),
+        })) => assert!(c.items.is_empty(), "{c:?}"),
+        other => panic!("no containment set after the Welcome: {other:?}"),
+    }
     let mut acked_at = Vec::new();
     for seq in 1..=3 {
         tx.send(v1::AgentMessage {

@@ -273,8 +273,16 @@ async fn ingest(url: &str, tls: &ClientTls, hello: v1::AgentMessage) -> Result<S
     match inbound.message().await {
         Ok(Some(v1::CollectorMessage {
             body: Some(v1::collector_message::Body::Welcome(_)),
+        })) => {}
+        Ok(other) => return Err(format!("no welcome: {other:?}")),
+        Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
+    }
+    // Then the host's desired containments (none here).
+    match inbound.message().await {
+        Ok(Some(v1::CollectorMessage {
+            body: Some(v1::collector_message::Body::Command(_)),
         })) => Ok(Stream { tx, rx: inbound }),
-        Ok(other) => Err(format!("no welcome: {other:?}")),
+        Ok(other) => Err(format!("no containment set: {other:?}")),
         Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
     }
 }

@@ -446,9 +446,11 @@ pub fn observe(ingest: &Ingest, observed: &Observed, now_ms: i64) -> Result<Prog
             let applied = next.actions.iter().any(|a| {
                 a.in_force() && matches!(a.state, ActionState::Applied | ActionState::Verified)
             });
-            if applied && next.state == State::Planned {
+            // (An approval still pending for other actions stays pending
+            // on them: `approve` looks at the actions, not the state.)
+            if applied && matches!(next.state, State::Planned | State::ApprovalPending) {
                 out.push(Event::StateChanged {
-                    from: State::Planned,
+                    from: next.state,
                     to: State::Contained,
                     reason: "an action is in force on its targets".into(),
                 });
