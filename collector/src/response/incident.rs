@@ -761,13 +761,12 @@ impl Incident {
                 action,
                 observation,
             } => {
-                let opened = self.opened_at_ms;
                 let a = self
                     .actions
                     .iter_mut()
                     .find(|a| a.planned.id == *action)
                     .ok_or_else(|| bad(r.seq, *action, "no such action"))?;
-                observe(a, observation, opened).map_err(|why| bad(r.seq, *action, why))?;
+                observe(a, observation).map_err(|why| bad(r.seq, *action, why))?;
             }
             Event::Reverted { actions, reason } => {
                 for id in actions {
@@ -884,7 +883,7 @@ fn bad(seq: i64, action: u32, reason: &str) -> IncidentError {
 }
 
 /// An action after what the agents showed about it.
-fn observe(a: &mut IncidentAction, o: &Observation, opened_at_ms: i64) -> Result<(), &'static str> {
+fn observe(a: &mut IncidentAction, o: &Observation) -> Result<(), &'static str> {
     use ActionState::*;
     match o {
         Observation::RevertVerified { at_ms } => {
@@ -919,7 +918,6 @@ fn observe(a: &mut IncidentAction, o: &Observation, opened_at_ms: i64) -> Result
             a.reason = reason.clone();
         }
     }
-    let _ = opened_at_ms;
     Ok(())
 }
 
