@@ -1605,6 +1605,13 @@ async fn incidents(
         .await
         .map_err(|s| status_error(&read, s))?
         .into_inner();
+    warn_policy_json(
+        read.output,
+        &v1::Incident {
+            policy: r.policy.clone(),
+            ..Default::default()
+        },
+    );
     print(read.output, render::incidents_json(&r), || {
         render::incidents_table(&r)
     })

@@ -1657,6 +1657,7 @@ pub fn incidents_json(r: &v1::ListIncidentsResponse) -> Value {
     json!({
         "incidents": r.incidents.iter().map(|i| incident_json(i, false)).collect::<Vec<_>>(),
         "next_before": opt_str(&r.next_before),
+        "policy": policy_json(&r.policy),
         "time_to_containment": r.time_to_containment.iter().map(|t| json!({
             "tier": t.tier,
             "actions": t.actions,
@@ -2026,6 +2027,10 @@ pub fn incidents_table(r: &v1::ListIncidentsResponse) -> String {
         &rows,
         "",
     );
+    for line in policy_lines(&r.policy) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     for t in &r.time_to_containment {
         out.push_str(&format!(
             "time to containment, tier {}: median {} ms (min {}, max {}) over {} action(s)\n",
@@ -2553,6 +2558,7 @@ mod tests {
             incidents: vec![i.clone()],
             next_before: evil.into(),
             time_to_containment: vec![],
+            policy: None,
         };
         for text in [incident_detail(&i, true), incidents_table(&list)] {
             for bad in ['\x1b', '\r', '\t', '\u{202e}'] {
@@ -2744,6 +2750,7 @@ mod tests {
         }
         // The listing shows the tier with its name.
         let list = incidents_table(&v1::ListIncidentsResponse {
+            policy: i.policy.clone(),
             incidents: vec![i],
             next_before: String::new(),
             time_to_containment: vec![v1::TierContainment {
@@ -2755,6 +2762,14 @@ mod tests {
             }],
         });
         assert!(list.contains("1 critical in a sensitive scope"), "{list}");
+        // The listing's tiers are the policy's routing: a failed reload is
+        // said there too.
+        assert!(
+            list.contains(
+                "WARNING: policy reload failed, previous in force: /etc/patchgap/policy.toml"
+            ),
+            "{list}"
+        );
         assert!(
             list.contains(
                 "time to containment, tier 1: median 1200 ms (min 800, max 4000) over 3 action(s)"

@@ -884,6 +884,11 @@ fn incidents_list() -> Value {
     render::incidents_json(&v1::ListIncidentsResponse {
         incidents: vec![an_incident(), package],
         next_before: "INC-2".into(),
+        policy: Some(v1::PolicyInForce {
+            source: "built-in".into(),
+            loaded_at_ms: 1_764_896_400_000,
+            reload_error: String::new(),
+        }),
         time_to_containment: vec![v1::TierContainment {
             tier: 1,
             actions: 1,

@@ -281,6 +281,9 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
         .collect();
     assert_eq!(ids, [on_host["id"].as_str().unwrap(), id.as_str()]);
     assert!(list["incidents"][0].get("events").is_none());
+    // The tiers listed are the policy's routing: which policy, said.
+    assert_eq!(list["policy"]["source"], "built-in", "{list}");
+    assert!(list["policy"]["reload_error"].is_null(), "{list}");
     let page = ok_json(&patchgap(
         &h,
         &reader,

@@ -182,6 +182,7 @@ pub(super) async fn list(
     Ok(v1::ListIncidentsResponse {
         incidents: found.iter().map(|(id, i)| incident(*id, i, &[])).collect(),
         time_to_containment: per_tier(found.iter().map(|(_, i)| i)),
+        policy: Some(policy_in_force(&svc.policy().state())),
         next_before,
     })
 }
