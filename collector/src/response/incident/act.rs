@@ -583,11 +583,8 @@ mod tests {
         }
     }
 
-    /// Plan, the two-person rule, a stale hash, approval, the set the
-    /// agents get, what their reports make of the action, `revert_after`,
-    /// the revert seen; and a responder's revert as a false positive.
-    #[test]
-    fn a_plan_is_approved_carried_out_observed_and_lifted() {
+    /// A host running one process that maps libfoo1 1.5-1.
+    fn libfoo_running() -> Ingest {
         let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
         let session = ingest.hello(&hello("s1"), T0).unwrap();
         let p = process(
@@ -604,6 +601,15 @@ mod tests {
         ingest
             .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
             .unwrap();
+        ingest
+    }
+
+    /// Plan, the two-person rule, a stale hash, approval, the set the
+    /// agents get, what their reports make of the action, `revert_after`,
+    /// the revert seen; and a responder's revert as a false positive.
+    #[test]
+    fn a_plan_is_approved_carried_out_observed_and_lifted() {
+        let ingest = libfoo_running();
         let source = Source::Package {
             package: "libfoo1".into(),
             name: "libfoo1".into(),
@@ -803,22 +809,7 @@ mod tests {
     /// exposed advisory, once; without such a rule nothing opens.
     #[test]
     fn the_policy_opens_incidents_it_is_told_to_once() {
-        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
-        let session = ingest.hello(&hello("s1"), T0).unwrap();
-        let p = process(
-            10,
-            vec![
-                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
-                mapped(
-                    "/usr/lib/libfoo.so.1",
-                    300,
-                    Some(deb("libfoo1", "foo", "1.5-1")),
-                ),
-            ],
-        );
-        ingest
-            .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
-            .unwrap();
+        let ingest = libfoo_running();
         let osv = br#"{"id": "TEST-2026-1", "modified": "2026-01-01T00:00:00Z",
             "affected": [{"package": {"ecosystem": "Debian:12", "name": "foo"},
               "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0-1"}]}]}],
@@ -850,22 +841,7 @@ mod tests {
     /// an action only observed is never in the set.
     #[test]
     fn freeze_kill_and_observe_in_the_set() {
-        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
-        let session = ingest.hello(&hello("s1"), T0).unwrap();
-        let p = process(
-            10,
-            vec![
-                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
-                mapped(
-                    "/usr/lib/libfoo.so.1",
-                    300,
-                    Some(deb("libfoo1", "foo", "1.5-1")),
-                ),
-            ],
-        );
-        ingest
-            .apply(&session, &msg(1, snapshot("snap-1", vec![p], vec![])), T0)
-            .unwrap();
+        let ingest = libfoo_running();
         let source = Source::Package {
             package: "libfoo1".into(),
             name: "libfoo1".into(),
