@@ -140,24 +140,11 @@ pub fn watching(incident: &Incident) -> bool {
 /// with an action in force, and the newest [`log::REFRESH_MAX`] of any
 /// state with a revert not yet seen.
 pub fn incidents_to_watch(store: &dyn Store) -> Result<Vec<(i64, Incident)>, LogError> {
-    const PAGE: usize = 100;
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut before = None;
-    loop {
-        let page = store.incidents(before, true, PAGE)?;
-        for rec in &page {
-            let i = log::load(store, rec)?;
-            if watching(&i) {
-                seen.insert(rec.id);
-                out.push((rec.id, i));
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => before = Some(last.id),
-            _ => break,
-        }
-    }
+    let mut out: Vec<(i64, Incident)> = open_incidents(store)?
+        .into_iter()
+        .filter(|(_, i)| watching(i))
+        .collect();
+    let seen: std::collections::HashSet<i64> = out.iter().map(|(id, _)| *id).collect();
     for rec in store.incidents(None, false, log::REFRESH_MAX)? {
         if rec.open || seen.contains(&rec.id) {
             continue;
@@ -386,22 +373,27 @@ impl Hub {
     }
 }
 
-/// Recomputes the desired set from the store's open incidents and
-/// publishes it when it changed.
-pub fn rebuild(store: &dyn Store, hub: &Hub) -> Result<bool, LogError> {
+/// Every open incident, read a page at a time.
+fn open_incidents(store: &dyn Store) -> Result<Vec<(i64, Incident)>, LogError> {
     const PAGE: usize = 100;
-    let mut incidents = Vec::new();
+    let mut out = Vec::new();
     let mut before = None;
     loop {
         let page = store.incidents(before, true, PAGE)?;
         for rec in &page {
-            incidents.push((rec.id, log::load(store, rec)?));
+            out.push((rec.id, log::load(store, rec)?));
         }
         match page.last() {
             Some(last) if page.len() == PAGE => before = Some(last.id),
-            _ => break,
+            _ => return Ok(out),
         }
     }
+}
+
+/// Recomputes the desired set from the store's open incidents and
+/// publishes it when it changed.
+pub fn rebuild(store: &dyn Store, hub: &Hub) -> Result<bool, LogError> {
+    let incidents = open_incidents(store)?;
     Ok(hub.publish(desired(incidents.iter().map(|(id, i)| (*id, i)))))
 }
 
