@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use atomic_waker::AtomicWaker;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -107,6 +108,12 @@ pub struct ConnState {
     proven: AtomicBool,
     /// Admission asked it to close (to make room).
     closing: AtomicBool,
+    /// The connection's reader, woken when admission asks it to close, so
+    /// that its descriptor is given back at once rather than at the next
+    /// deadline check.
+    reader: AtomicWaker,
+    /// The TLS handshake, if one is under way, waits on this.
+    handshake: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -132,11 +139,20 @@ impl ConnState {
         (idle > limits.idle_timeout).then_some("idle")
     }
 
+    /// Asks the connection to close, and wakes whoever serves it.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.reader.wake();
+        self.handshake.notify_one();
+    }
+
     /// Resolves once admission asks the connection to close (for a TLS
     /// handshake still under way).
     pub async fn closed(&self) {
-        while !self.closing.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        // `notify_one` keeps a permit when nobody waits yet, so a close
+        // between the check and the wait is not lost.
+        while !self.closing.load(Ordering::Acquire) {
+            self.handshake.notified().await;
         }
     }
 }
@@ -218,8 +234,16 @@ impl Admission {
     /// Admits a connection just accepted from `peer`, or refuses it
     /// (None: drop the socket).
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Arc<ConnState>> {
-        let in_use = descriptors_in_use();
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections already asked to close give their descriptors back
+        // within moments (their readers were woken): count them as gone,
+        // or a burst of connections would be refused while the room made
+        // for it is still being freed.
+        let leaving = conns
+            .values()
+            .filter(|c| c.closing.load(Ordering::Relaxed))
+            .count();
+        let in_use = descriptors_in_use().saturating_sub(leaving);
         if in_use >= self.high_water || conns.len() >= self.limits.max_connections {
             // The oldest connection that never sent a request makes room.
             let victim = conns
@@ -229,7 +253,7 @@ impl Admission {
                 .cloned();
             let made_room = match victim {
                 Some(v) => {
-                    v.closing.store(true, Ordering::Relaxed);
+                    v.close();
                     if let Some(suppressed) = self.rate_log() {
                         warn!(
                             suppressed,
@@ -263,6 +287,8 @@ impl Admission {
             active_ms: AtomicU64::new(0),
             proven: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            handshake: tokio::sync::Notify::new(),
         });
         conns.insert(state.id, state.clone());
         Some(state)
@@ -411,7 +437,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                // Wake up now and then to check the deadlines.
+                // Woken at once when admission asks us to close...
+                this.state.reader.register(cx.waker());
+                if let Some(why) = this.state.expired(this.admission.limits()) {
+                    return Poll::Ready(Err(closing(&this.state, why)));
+                }
+                // ...and now and then to check the deadlines.
                 while this.tick.as_mut().poll(cx).is_ready() {
                     if let Some(why) = this.state.expired(this.admission.limits()) {
                         return Poll::Ready(Err(closing(&this.state, why)));
