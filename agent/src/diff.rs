@@ -1,7 +1,10 @@
 //! What changed between two scans: the Delta the agent sends between full
 //! snapshots.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use patchgap_proto::v1;
 
@@ -28,6 +31,12 @@ pub struct Baseline {
     closed: HashMap<u32, (ProcessKey, Instant)>,
     /// When the socket tables were read, as the collector was last told.
     sockets_read_ms: i64,
+    /// Processes whose record gained files they opened since it last went
+    /// into a delta. The record is converted once, when the delta goes out
+    /// ([`Baseline::settle`]) or before the process leaves the baseline,
+    /// not once per open: an import of 200 modules was 200 conversions
+    /// (and frees) of the whole record.
+    unsent: HashSet<u32>,
 }
 
 /// How long a closed process's key answers for its pid.
@@ -52,6 +61,30 @@ impl Baseline {
             exec_at: HashMap::new(),
             closed: HashMap::new(),
             sockets_read_ms: inv.stats.sockets_read_ms,
+            unsent: HashSet::new(),
+        }
+    }
+
+    /// Whether some record changed that no delta carries yet.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Puts the records that changed since they last went out into `delta`.
+    pub fn settle(&mut self, delta: &mut v1::Delta) {
+        for pid in std::mem::take(&mut self.unsent) {
+            if let Some(p) = self.processes.get(&pid) {
+                upsert(delta, wire::process(p));
+            }
+        }
+    }
+
+    /// The same for one process, before its record leaves the baseline.
+    fn settle_one(&mut self, pid: u32, delta: &mut v1::Delta) {
+        if self.unsent.remove(&pid)
+            && let Some(p) = self.processes.get(&pid)
+        {
+            upsert(delta, wire::process(p));
         }
     }
 
@@ -76,6 +109,9 @@ impl Baseline {
             ..Default::default()
         };
         let mut reconciled = 0u32;
+        // Records with opens no delta carries yet go out with this one,
+        // whatever the scan finds.
+        let unsent = std::mem::take(&mut self.unsent);
         // New or changed workloads go first, so every upsert can name them.
         for w in &inv.workloads {
             if self.workloads.get(&w.id) != Some(w) {
@@ -89,6 +125,9 @@ impl Baseline {
             let mut old = self.processes.remove(&p.key.pid);
             // The same pid, another process: the old one exited.
             if let Some(o) = old.take_if(|o| o.key != p.key) {
+                if unsent.contains(&o.key.pid) {
+                    delta.upserts.push(wire::process(&o));
+                }
                 reconciled += 1;
                 delta.exits.push(v1::Exit {
                     key: Some(wire::key(&o.key)),
@@ -117,7 +156,7 @@ impl Baseline {
                             inv.stats.sockets_read_ms,
                         );
                     }
-                    if !old.same_record(&p) {
+                    if unsent.contains(&p.key.pid) || !old.same_record(&p) {
                         delta.upserts.push(wire::process(&p));
                     }
                     if old.sockets != p.sockets {
@@ -132,6 +171,9 @@ impl Baseline {
         // scan had started.
         self.exec_at.retain(|_, at| *at >= scan_started);
         for (pid, p) in std::mem::take(&mut self.processes) {
+            if unsent.contains(&pid) {
+                delta.upserts.push(wire::process(&p));
+            }
             if sensing && self.exec_at.contains_key(&pid) && !next.contains_key(&pid) {
                 next.insert(pid, p);
                 continue;
@@ -208,13 +250,15 @@ impl Baseline {
             let dropped = old.artifacts.len() != before;
             if !old.partial && old.exe == p.exe && old.cmdline == p.cmdline {
                 if dropped {
-                    upsert(delta, wire::process(old));
+                    self.unsent.insert(p.key.pid);
                 }
                 return;
             }
             // Replaced whole: record() must not carry anything over, but
             // the sockets, which an exec keeps (descriptors without
             // CLOEXEC) until the next read of the tables says otherwise.
+            // What the old image opened is dropped with it.
+            self.unsent.remove(&p.key.pid);
             let old = self.processes.remove(&p.key.pid).expect("found above");
             let mut p = p;
             if p.sockets.is_empty() {
@@ -257,6 +301,7 @@ impl Baseline {
             .get(&p.key.pid)
             .is_some_and(|old| old.key != p.key)
         {
+            self.settle_one(p.key.pid, delta);
             let old = self.processes.remove(&p.key.pid).expect("checked above");
             delta.exits.push(v1::Exit {
                 key: Some(wire::key(&old.key)),
@@ -275,6 +320,8 @@ impl Baseline {
                 return;
             }
         }
+        // This record goes out whole: nothing of the old one is left unsent.
+        self.unsent.remove(&p.key.pid);
         upsert(delta, wire::process(&p));
         if !p.sockets.is_empty() {
             delta.sockets.push(wire::sockets(&p));
@@ -282,14 +329,10 @@ impl Baseline {
         self.processes.insert(p.key.pid, p);
     }
 
-    /// Adds a file a process opened. Returns false when the process is not
-    /// known or already has that file.
-    pub fn add_opened(
-        &mut self,
-        pid: u32,
-        artifacts: Vec<Artifact>,
-        delta: &mut v1::Delta,
-    ) -> bool {
+    /// Adds files a process opened; the record goes out at the next
+    /// [`Baseline::settle`]. Returns false when the process is not known
+    /// or already has those files.
+    pub fn add_opened(&mut self, pid: u32, artifacts: Vec<Artifact>) -> bool {
         let Some(p) = self.processes.get_mut(&pid) else {
             return false;
         };
@@ -305,7 +348,7 @@ impl Baseline {
             }
         }
         if added {
-            upsert(delta, wire::process(p));
+            self.unsent.insert(pid);
         }
         added
     }
@@ -348,6 +391,8 @@ impl Baseline {
         if start_ticks != 0 && key.start_ticks != start_ticks {
             return None;
         }
+        // What it opened goes out before its exit.
+        self.settle_one(pid, delta);
         self.processes.remove(&pid);
         self.exec_at.remove(&pid);
         self.note_closed(key);
@@ -494,16 +539,13 @@ mod tests {
         let file = "/venv/lib/python3.11/site-packages/tiny/__init__.py";
         let mut d = v1::Delta::default();
         // The same file as an unowned file and as a PyPI module.
-        assert!(base.add_opened(
-            10,
-            vec![opened(file, None), opened(file, Some("tiny"))],
-            &mut d
-        ));
+        assert!(base.add_opened(10, vec![opened(file, None), opened(file, Some("tiny"))]));
         assert!(
-            !base.add_opened(10, vec![opened(file, Some("tiny"))], &mut d),
+            !base.add_opened(10, vec![opened(file, Some("tiny"))]),
             "no duplicate"
         );
         assert_eq!(base.by_pid(10).unwrap().artifacts.len(), 2);
+        base.settle(&mut d);
 
         let host = base.workload("host").cloned().unwrap();
         base.record(proc(10, 1), host, &mut d);
@@ -713,5 +755,62 @@ mod tests {
         base.record_exec(proc(30, 1), host, &mut v1::Delta::default());
         let d = base.advance(&inv(vec![]), false, scan_started).unwrap();
         assert_eq!(keys(&d.exits), [(30, 1)]);
+    }
+
+    /// Opens are sent once per flush, not once per open, and never lost:
+    /// a record with unsent opens goes out before its process leaves the
+    /// baseline (an exit event, a reused pid, a scan that misses it).
+    #[test]
+    fn opens_go_out_once_and_before_the_process_leaves() {
+        let file = |n: u32| format!("/venv/lib/python3.11/site-packages/m{n}.py");
+        let mut base = Baseline::new(&inv(vec![proc(10, 1), proc(11, 1), proc(12, 1)]));
+        for n in 0..50 {
+            assert!(base.add_opened(10, vec![opened(&file(n), Some("m"))]));
+        }
+        assert!(base.has_unsent());
+        let mut d = v1::Delta::default();
+        base.settle(&mut d);
+        assert_eq!(d.upserts.len(), 1, "one record for 50 opens");
+        assert_eq!(d.upserts[0].artifacts.len(), 50);
+        assert!(!base.has_unsent());
+
+        // An exit: the record with its opens first, then the exit.
+        base.add_opened(11, vec![opened(&file(1), Some("m"))]);
+        let mut d = v1::Delta::default();
+        base.exit(11, 1, 7000, &mut d);
+        assert_eq!(d.upserts.len(), 1);
+        assert_eq!(d.upserts[0].artifacts.len(), 1);
+        assert_eq!(keys(&d.exits), [(11, 1)]);
+        assert!(!base.has_unsent());
+
+        // A pid reused: the old process's opens, then its exit.
+        base.add_opened(12, vec![opened(&file(2), Some("m"))]);
+        let host = base.workload("host").cloned().unwrap();
+        let mut d = v1::Delta::default();
+        base.record(proc(12, 5), host, &mut d);
+        assert_eq!(keys(&d.exits), [(12, 1)]);
+        let sent: Vec<_> = d
+            .upserts
+            .iter()
+            .map(|u| (u.key.as_ref().unwrap().start_ticks, u.artifacts.len()))
+            .collect();
+        assert_eq!(sent, [(1, 1), (5, 0)]);
+
+        // A scan: unsent opens go with its delta, of a process it still
+        // finds (same record otherwise) and of one it finds gone.
+        base.add_opened(10, vec![opened(&file(99), Some("m"))]);
+        base.add_opened(12, vec![opened(&file(3), Some("m"))]);
+        let d = base
+            .advance(&inv(vec![proc(10, 1)]), true, Instant::now())
+            .expect("news");
+        let mut sent: Vec<_> = d
+            .upserts
+            .iter()
+            .map(|u| (u.key.as_ref().unwrap().pid, u.artifacts.len()))
+            .collect();
+        sent.sort();
+        assert_eq!(sent, [(10, 51), (12, 1)]);
+        assert_eq!(keys(&d.exits), [(12, 5)]);
+        assert!(!base.has_unsent());
     }
 }

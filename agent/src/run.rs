@@ -490,7 +490,12 @@ fn supervise(config: AgentConfig, shared: Arc<Shared>, mut state: ScanState) {
         }
         // What was merged before the panic goes out; then a full snapshot.
         let flushed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            flush_pending(&shared, &mut state.pending, config.part_bytes)
+            flush_pending(
+                &shared,
+                &mut state.pending,
+                state.baseline.as_mut(),
+                config.part_bytes,
+            )
         }));
         if flushed.is_err() {
             state.pending = Pending::default();
@@ -590,8 +595,17 @@ impl Pending {
     }
 }
 
-/// Sends what events batched, split to fit the message size limit.
-fn flush_pending(shared: &Shared, pending: &mut Pending, part_bytes: usize) {
+/// Sends what events batched, split to fit the message size limit, with
+/// the records of the baseline that changed since they last went out.
+fn flush_pending(
+    shared: &Shared,
+    pending: &mut Pending,
+    baseline: Option<&mut Baseline>,
+    part_bytes: usize,
+) {
+    if let Some(base) = baseline {
+        base.settle(&mut pending.delta);
+    }
     if let Some(delta) = pending.take() {
         let bodies = wire::split_delta(delta, part_bytes)
             .into_iter()
@@ -645,12 +659,13 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
     loop {
         shared.alive();
         let next_rescan = pending.rescans.keys().next().copied();
-        let flush_due = (!pending.is_empty()).then(|| last_flush + config.event_flush);
+        let news = !pending.is_empty() || baseline.as_ref().is_some_and(Baseline::has_unsent);
+        let flush_due = news.then(|| last_flush + config.event_flush);
         if flush_due.is_some_and(|due| due <= tokio::time::Instant::now() + FLUSH_EARLY) {
             // Due already, or nearly (the batch just merged, or the first
             // change after a quiet spell): sent in this wakeup, not a
             // timer's.
-            flush_pending(shared, pending, config.part_bytes);
+            flush_pending(shared, pending, baseline.as_mut(), config.part_bytes);
             last_flush = tokio::time::Instant::now();
             continue;
         }
@@ -753,13 +768,13 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
             }
             // Only when no batch came near the deadline: the stream stopped.
             _ = async { tokio::time::sleep_until(flush_due.expect("guarded") + FLUSH_LATE).await }, if flush_due.is_some() => {
-                flush_pending(shared, pending, config.part_bytes);
+                flush_pending(shared, pending, baseline.as_mut(), config.part_bytes);
                 last_flush = tokio::time::Instant::now();
                 continue;
             }
             _ = stop.changed() => {
                 // What events batched is not lost at a clean stop.
-                flush_pending(shared, pending, config.part_bytes);
+                flush_pending(shared, pending, baseline.as_mut(), config.part_bytes);
                 return;
             }
         }
@@ -769,7 +784,7 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
         merge_queued(config, &mut scanner, events, baseline, pending, shared).await;
         // What events batched goes first, so the scan's delta is computed
         // against a baseline the collector has been sent.
-        flush_pending(shared, pending, config.part_bytes);
+        flush_pending(shared, pending, baseline.as_mut(), config.part_bytes);
         let mut scan_number = 0;
         shared.status.send_modify(|s| {
             s.scans_started += 1;
@@ -793,7 +808,7 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
         {
             sensor.flush().await;
             merge_queued(config, &mut scanner, events, baseline, pending, shared).await;
-            flush_pending(shared, pending, config.part_bytes);
+            flush_pending(shared, pending, baseline.as_mut(), config.part_bytes);
         }
         let mut inv = inv;
         debug!(
@@ -1123,7 +1138,7 @@ async fn opened(
     let (key, ppid) = base.by_pid(pid).map(|p| (p.key, p.ppid))?;
     let artifacts = scanner.as_mut()?.opened_artifacts(key, Some(ppid), &path);
     if !artifacts.is_empty() {
-        base.add_opened(pid, artifacts, &mut pending.delta);
+        base.add_opened(pid, artifacts);
     }
     Some(())
 }
