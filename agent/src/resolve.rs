@@ -785,7 +785,15 @@ impl Resolver {
         // dpkg may be writing while we read; the stamp read before the load
         // makes the next check see any change made during it.
         self.loads += 1;
+        let started = std::time::Instant::now();
         let db = Arc::new(PackageDb::load_with(root, &mut self.lists)?);
+        tracing::debug!(
+            root.dev = root.id().dev,
+            root.ino = root.id().ino,
+            first = !self.dbs.contains_key(&root.id()),
+            ms = started.elapsed().as_millis() as u64,
+            "package database loaded"
+        );
         self.dbs.insert(
             root.id(),
             Loaded {
