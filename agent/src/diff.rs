@@ -31,11 +31,12 @@ pub struct Baseline {
     closed: HashMap<u32, (ProcessKey, Instant)>,
     /// When the socket tables were read, as the collector was last told.
     sockets_read_ms: i64,
-    /// Processes whose record gained files they opened since it last went
-    /// into a delta. The record is converted once, when the delta goes out
-    /// ([`Baseline::settle`]) or before the process leaves the baseline,
-    /// not once per open: an import of 200 modules was 200 conversions
-    /// (and frees) of the whole record.
+    /// Processes whose record changed (recorded at an event, or gained files
+    /// it opened) since it last went into a delta. The record is converted
+    /// once, when the delta goes out ([`Baseline::settle`]) or before the
+    /// process leaves the baseline, not once per change: an exec and its
+    /// loader's opens were three conversions (and frees) of the whole
+    /// record, an import of 200 modules two hundred.
     unsent: HashSet<u32>,
 }
 
@@ -289,7 +290,8 @@ impl Baseline {
     }
 
     /// Records a process scanned at an event (exec, or an unknown pid), and
-    /// puts what changed into `delta`.
+    /// puts what changed into `delta`: exits and workloads now, the record
+    /// at the next [`Baseline::settle`].
     pub fn record(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
         if self.workloads.get(&w.id) != Some(&w) {
             delta.workloads.push(wire::workload(&w));
@@ -320,9 +322,9 @@ impl Baseline {
                 return;
             }
         }
-        // This record goes out whole: nothing of the old one is left unsent.
-        self.unsent.remove(&p.key.pid);
-        upsert(delta, wire::process(&p));
+        // Converted when the delta goes out (or its process leaves): an
+        // exec and the opens of its loader are one conversion, not three.
+        self.unsent.insert(p.key.pid);
         if !p.sockets.is_empty() {
             delta.sockets.push(wire::sockets(&p));
         }
@@ -650,6 +652,7 @@ mod tests {
             1,
             "event-time record"
         );
+        base.settle(&mut d);
 
         let mut skipped = inv(vec![changed.clone()]);
         skipped.sockets_read = false;
@@ -682,12 +685,15 @@ mod tests {
         let mut d = v1::Delta::default();
         base.record(proc(10, 2), host.clone(), &mut d);
         assert_eq!(keys(&d.exits), [(10, 1)]);
+        assert!(d.upserts.is_empty(), "the record waits for the flush");
+        base.settle(&mut d);
         assert_eq!(d.upserts.len(), 1);
         assert_eq!(base.by_pid(10).unwrap().key.start_ticks, 2);
 
         // Recording the same process again changes nothing.
         let mut d = v1::Delta::default();
         base.record(proc(10, 2), host, &mut d);
+        base.settle(&mut d);
         assert!(d.upserts.is_empty() && d.exits.is_empty());
 
         // A scan that finds pid 10 started again, and pid 11 gone.
@@ -774,6 +780,17 @@ mod tests {
         assert_eq!(d.upserts[0].artifacts.len(), 50);
         assert!(!base.has_unsent());
 
+        // A short process (exec, its loader's open, exit): one conversion.
+        let host = base.workload("host").cloned().unwrap();
+        let mut d = v1::Delta::default();
+        base.record_exec(proc(40, 1), host, &mut d);
+        base.add_opened(40, vec![opened("/usr/lib/libc.so.6", Some("libc6"))]);
+        base.exit(40, 1, 6000, &mut d);
+        base.settle(&mut d);
+        assert_eq!(d.upserts.len(), 1);
+        assert_eq!(d.upserts[0].artifacts.len(), 1);
+        assert_eq!(keys(&d.exits), [(40, 1)]);
+
         // An exit: the record with its opens first, then the exit.
         base.add_opened(11, vec![opened(&file(1), Some("m"))]);
         let mut d = v1::Delta::default();
@@ -789,6 +806,7 @@ mod tests {
         let mut d = v1::Delta::default();
         base.record(proc(12, 5), host, &mut d);
         assert_eq!(keys(&d.exits), [(12, 1)]);
+        base.settle(&mut d);
         let sent: Vec<_> = d
             .upserts
             .iter()
