@@ -121,7 +121,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-#[tokio::main]
+// One async worker: it drains the ring and keeps the collector's stream,
+// small work that a second worker only made the two wake each other to
+// steal (the scan loop and the watchdog have threads of their own, and
+// blocking work goes to the blocking pool). The default is one per core.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     // glibc gives each thread that allocates its own arena; a handful of
     // runtime threads would then hold several partly used heaps. Two
