@@ -30,7 +30,10 @@ use std::{
     time::Duration,
 };
 
-use patchgap_proto::v1::{self, ingest_client::IngestClient};
+use patchgap_proto::{
+    encoded::{self, EncodedMessage},
+    v1,
+};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
@@ -1246,22 +1249,22 @@ async fn stream_once(
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let mut client = IngestClient::new(channel)
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(16);
+    // Messages go out as the spool encoded them (see `encoded`).
+    let (tx, rx) = mpsc::channel::<EncodedMessage>(16);
     let hello = v1::Hello {
         host: Some(host.clone()),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         capabilities: Some(capabilities(config, shared)),
         session_id: shared.status.borrow().session_id.clone(),
     };
-    tx.send(v1::AgentMessage {
+    tx.send(EncodedMessage::encode(&v1::AgentMessage {
         seq: 0,
         body: Some(v1::agent_message::Body::Hello(hello)),
-    })
+    }))
     .await?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut inbound = encoded::stream(channel, config.max_message_bytes, ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let welcome = match inbound.message().await?.and_then(|m| m.body) {
         Some(v1::collector_message::Body::Welcome(w)) => w,
         other => anyhow::bail!("collector did not answer Hello with Welcome: {other:?}"),

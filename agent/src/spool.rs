@@ -37,7 +37,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use patchgap_proto::{Message, v1};
+use patchgap_proto::{Message, encoded::EncodedMessage, v1};
 
 /// Record header: length and CRC-32 of the payload.
 const HEADER: usize = 8;
@@ -140,10 +140,10 @@ pub struct Spool {
     dirty: bool,
     last_sync: Instant,
     cursor: Option<Cursor>,
-    /// Messages of this run as pushed, each with its encoded length, not
-    /// yet taken by the sender: what was just written is handed over as it
-    /// is, not read back and decoded.
-    live: VecDeque<(v1::AgentMessage, usize)>,
+    /// Messages of this run as pushed, encoded (the record's own bytes),
+    /// not yet taken by the sender: what was just written is handed over as
+    /// it is, not read back, decoded, or encoded again.
+    live: VecDeque<EncodedMessage>,
     live_bytes: usize,
 }
 
@@ -377,11 +377,14 @@ impl Spool {
         self.bytes += record.len() as u64;
         self.dirty = true;
         self.live_bytes += record.len();
-        self.live.push_back((msg, record.len()));
+        self.live.push_back(EncodedMessage {
+            seq,
+            bytes: bytes::Bytes::from(record).slice(HEADER..),
+        });
         while self.live_bytes > LIVE_LIMIT
-            && let Some((_, len)) = self.live.pop_front()
+            && let Some(m) = self.live.pop_front()
         {
-            self.live_bytes -= len;
+            self.live_bytes -= HEADER + m.bytes.len();
         }
         if lost > 0 {
             self.dropped += lost;
@@ -458,23 +461,24 @@ impl Spool {
     /// kept there, or none is due (empty then); None when it must be read
     /// from disk (`read_after`: after a reconnect, a restart, or an outage
     /// longer than memory holds). Messages up to `after` are let go.
-    pub fn take_live(&mut self, after: u64, max_bytes: usize) -> Option<Vec<v1::AgentMessage>> {
-        while let Some((m, len)) = self.live.front()
+    pub fn take_live(&mut self, after: u64, max_bytes: usize) -> Option<Vec<EncodedMessage>> {
+        while let Some(m) = self.live.front()
             && m.seq <= after
         {
-            self.live_bytes -= len;
+            self.live_bytes -= HEADER + m.bytes.len();
             self.live.pop_front();
         }
         match self.live.front() {
             None if after + 1 >= self.next_seq => return Some(Vec::new()),
-            Some((m, _)) if m.seq == after + 1 => {}
+            Some(m) if m.seq == after + 1 => {}
             _ => return None,
         }
         let mut out = Vec::new();
         let mut taken = 0usize;
         while taken < max_bytes.max(1)
-            && let Some((m, len)) = self.live.pop_front()
+            && let Some(m) = self.live.pop_front()
         {
+            let len = HEADER + m.bytes.len();
             self.live_bytes -= len;
             taken += len;
             out.push(m);
@@ -485,11 +489,7 @@ impl Spool {
     /// Messages after `after`, in order, up to about `max_bytes` (at least
     /// one when there is one). A record that no longer reads back (the disk
     /// changed under us) ends this segment's part and is counted lost.
-    pub fn read_after(
-        &mut self,
-        after: u64,
-        max_bytes: usize,
-    ) -> io::Result<Vec<v1::AgentMessage>> {
+    pub fn read_after(&mut self, after: u64, max_bytes: usize) -> io::Result<Vec<EncodedMessage>> {
         let mut out = Vec::new();
         let mut taken = 0usize;
         let want = after + 1;
@@ -526,10 +526,16 @@ impl Spool {
                 && offset + (HEADER + len) as u64 <= seg.len
                 && seg.read_at(&mut payload, offset + HEADER as u64).is_ok()
                 && crc32fast::hash(&payload) == crc;
+            // Decoded to check it is whole and the one expected; sent as
+            // read.
             let msg = good
                 .then(|| v1::AgentMessage::decode(payload.as_slice()).ok())
                 .flatten()
-                .filter(|m| m.seq == seq);
+                .filter(|m| m.seq == seq)
+                .map(|m| EncodedMessage {
+                    seq: m.seq,
+                    bytes: payload.into(),
+                });
             let Some(msg) = msg else {
                 // Give up on the rest of this segment.
                 let rest = seg.last_seq() + 1 - seq;
@@ -760,7 +766,8 @@ mod tests {
             .collect()
     }
 
-    fn exit_time(m: &v1::AgentMessage) -> i64 {
+    fn exit_time(m: &EncodedMessage) -> i64 {
+        let m = v1::AgentMessage::decode(m.bytes.clone()).expect("a whole message");
         match &m.body {
             Some(v1::agent_message::Body::Delta(d)) => d.exits[0].exit_time_ms,
             _ => panic!("not a delta"),

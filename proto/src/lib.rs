@@ -36,6 +36,9 @@ pub mod purl;
 /// Milliseconds since the epoch, for every crate.
 pub mod time;
 
+/// The agent's stream, sending messages it has already encoded.
+pub mod encoded;
+
 /// Re-exported so other crates can size and encode messages without knowing
 /// prost themselves.
 pub use prost::Message;
