@@ -49,8 +49,8 @@ cleanup() {
         dpkg -P patchgap >/dev/null 2>&1 || true
     fi
     rm -rf /var/lib/patchgap-collector /var/lib/patchgap-agent "$contain_dir" "$work"
-    if getent passwd patchgap-collector >/dev/null; then deluser --system --quiet patchgap-collector || true; fi
-    if getent group patchgap-collector >/dev/null; then delgroup --system --quiet patchgap-collector || true; fi
+    if getent passwd patchgap-collector >/dev/null; then deluser --system --quiet patchgap-collector 2>/dev/null || true; fi
+    if getent group patchgap-collector >/dev/null; then delgroup --system --quiet patchgap-collector 2>/dev/null || true; fi
     [ $rc = 0 ] && say "ok in $(( $(date +%s) - started )) s"
     exit $rc
 }
@@ -134,7 +134,7 @@ say "agent: pid ${pids[1]} with $caps (CapEff $(awk '/^CapEff/ {print $2}' "/pro
 setpriv --reuid nobody --regid nogroup --clear-groups /usr/bin/sleep 300 &
 pids+=($!)
 sleeper=$!
-cli() { /usr/bin/patchgap --collector "127.0.0.1:$port" "$@"; }
+cli() { local verb=$1; shift; /usr/bin/patchgap "$verb" --collector "127.0.0.1:$port" "$@"; }
 found=
 for _ in $(seq 150); do
     if cli query libc6 -o json 2>/dev/null | grep -q "\"pid\": *$sleeper\b"; then found=1; break; fi
@@ -143,7 +143,13 @@ done
 [ -n "$found" ] || { cat "$work/agent.log" >&2; cli query libc6 >&2 || true; fail "the sleeper (pid $sleeper, user nobody) is not reported with libc6"; }
 cli hosts -o json >"$work/hosts.json"
 grep -q "\"$(hostname)\"" "$work/hosts.json" || { cat "$work/hosts.json" >&2; fail "this host is not listed"; }
-grep -qi 'ebpf: off\|"ebpf": *false' "$work/hosts.json" "$work/agent.log" && { cat "$work/agent.log" >&2; fail "eBPF is off under the unit's capabilities"; }
+# eBPF on and containment offered, under the unit's capabilities only.
+/usr/bin/python3 - "$work/hosts.json" "$(hostname)" <<'PY' || { cat "$work/agent.log" >&2; fail "eBPF or containment is off under the unit's capabilities"; }
+import json, sys
+host = next(h for h in json.load(open(sys.argv[1]))["hosts"] if h["host"] == sys.argv[2])
+print(f"host {host['host']}: ebpf={host['ebpf']} {host['ebpf_reason']!r} contain={host['contain']} {host['contain_reason']!r} denied={host['last_scan']['denied']} of {host['last_scan']['processes']}", file=sys.stderr)
+sys.exit(0 if host["ebpf"] and host["contain"] else 1)
+PY
 grep -qi 'ebpf.*off\|missing capab\|Operation not permitted\|EPERM' "$work/agent.log" && { cat "$work/agent.log" >&2; fail "the agent logged a refusal"; }
 say "CLI: this host, eBPF on, the sleeper of user nobody with libc6 mapped"
 cli query libc6 | tail -n 2 >&2

@@ -191,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd, stderr is the journal,
+        // where escape codes are noise (and break `grep key=value`).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // The config file's keys become flags before the real parse, so clap
     // checks them as it checks flags (patchgap-config).
