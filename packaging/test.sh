@@ -154,9 +154,12 @@ grep -qi 'ebpf.*off\|missing capab\|Operation not permitted\|EPERM' "$work/agent
 say "CLI: this host, eBPF on, the sleeper of user nobody with libc6 mapped"
 cli query libc6 | tail -n 2 >&2
 
-for p in "${pids[@]}"; do kill "$p"; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+# Stop as the units do (KillSignal=SIGINT): both daemons must exit 0.
+kill "$sleeper"; wait "$sleeper" 2>/dev/null || true
+kill -INT "${pids[1]}"; wait "${pids[1]}" || fail "the agent exited $? on SIGINT"
+kill -INT "${pids[0]}"; wait "${pids[0]}" || fail "the collector exited $? on SIGINT"
 pids=()
+say "SIGINT: both daemons exited 0"
 
 # 7. Purge: everything but the data, and the note that says where it is.
 dpkg -P patchgap >"$work/purge" 2>&1 || { cat "$work/purge" >&2; fail "dpkg -P"; }
