@@ -115,6 +115,10 @@ say "collector: pid ${pids[0]} as $(ps -o user= -p "${pids[0]}"), CapEff $(awk '
 
 # CAP_SYS_PTRACE CAP_DAC_READ_SEARCH ... -> +sys_ptrace,+dac_read_search,...
 caps=$(unit_value patchgap-agent CapabilityBoundingSet)
+# The DaemonSet grants the agent the same set (packaging/kubernetes).
+k8s_caps=$(sed -n 's/^ *add: \[\(.*\)\]$/\1/p' packaging/kubernetes/30-agent.yaml | tr -d '", ' | tr '\n' ' ')
+unit_caps=$(for c in $caps; do printf '%s' "${c#CAP_}"; done)
+[ "$(echo "$k8s_caps" | tr -d ' ')" = "$unit_caps" ] || fail "the DaemonSet adds [$k8s_caps], the unit bounds to [$caps]"
 setpriv_caps=$(for c in $caps; do printf ',+%s' "$(echo "${c#CAP_}" | tr 'A-Z' 'a-z')"; done)
 agent_cmd=$(unit_value patchgap-agent ExecStart)
 # A contain directory of its own, so that this agent never reconciles the
