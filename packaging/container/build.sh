@@ -49,9 +49,17 @@ dpkg-deb -x "$deb" "$context/deb"
 cp packaging/container/Containerfile.* "$context/"
 
 for daemon in agent collector; do
-    podman build "${runtime[@]}" "${limits[@]}" --pull=never --network=none \
+    # The image this tag named before, removed once replaced (unless a
+    # container still uses it), so rebuilds leave no untagged images.
+    previous=$(podman image inspect --format '{{.Id}}' "localhost/patchgap-$daemon:$version" 2>/dev/null || true)
+    # --layers=false: no cached stage images left behind (the build takes seconds).
+    podman build "${runtime[@]}" "${limits[@]}" --pull=never --network=none --layers=false \
         --build-arg "BASE=$base" --build-arg "VERSION=$version" \
         --file "$context/Containerfile.$daemon" \
         --tag "localhost/patchgap-$daemon:$version" "$context" >&2
+    current=$(podman image inspect --format '{{.Id}}' "localhost/patchgap-$daemon:$version")
+    if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
 done
 podman images --filter "reference=localhost/patchgap-*:$version" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
