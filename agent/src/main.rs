@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use patchgap_agent::{AgentConfig, ScanConfig, Scanner};
 
 #[derive(Parser)]
@@ -17,6 +17,9 @@ struct Cli {
     command: Command,
 }
 
+// `Run` carries every flag and `Scan` three: parsed once at start, so the
+// size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Scan continuously and stream to a collector.
@@ -24,6 +27,13 @@ enum Command {
     /// Example: patchgap-agent run --collector https://10.0.0.5:7373 --ca pki/ca.crt
     ///   --cert pki/agent-web-1.crt --key pki/agent-web-1.key --label cluster=prod
     Run {
+        /// A TOML file of settings for this command: each key is one of its
+        /// long flags (`interval = 30`, `no-ebpf = true`,
+        /// `label = { cluster = "prod" }`). A flag on the command line, or its
+        /// environment variable, wins over the key. The package's is
+        /// /etc/patchgap/agent.toml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The collector's address: https://HOST:PORT (TLS, never plaintext),
         /// http://HOST:PORT (plaintext), or HOST:PORT (https:// when --ca is given).
         #[arg(long, env = "PATCHGAP_COLLECTOR", default_value = "127.0.0.1:7373")]
@@ -137,8 +147,14 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd, stderr is the journal,
+        // where escape codes are noise (and break `grep key=value`).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    // The config file's keys become flags before the real parse, so clap
+    // checks them as it checks flags (patchgap-config).
+    let args = patchgap_config::expand(Cli::command(), std::env::args_os().collect())?;
+    match Cli::parse_from(args).command {
         Command::Scan {
             proc_root,
             runtime_root,
@@ -162,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Run {
+            config: _,
             collector,
             ca,
             cert,
@@ -232,4 +249,72 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    const PACKAGED: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/config/agent.toml"
+    );
+
+    /// Clap's own checks of the flags.
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The package's /etc/patchgap/agent.toml is read by the real parser,
+    /// every key it sets lands where it should, and a flag still wins.
+    #[test]
+    fn the_packaged_config_is_what_the_agent_reads() {
+        let args = |extra: &[&str]| {
+            let mut a: Vec<OsString> = ["patchgap-agent", "run", "--config", PACKAGED]
+                .map(OsString::from)
+                .to_vec();
+            a.extend(extra.iter().map(OsString::from));
+            Cli::parse_from(patchgap_config::expand(Cli::command(), a).unwrap())
+        };
+        let Command::Run {
+            collector,
+            interval,
+            state_dir,
+            ..
+        } = args(&[]).command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(collector, "127.0.0.1:7373");
+        assert_eq!(interval, 30);
+        assert_eq!(state_dir, std::path::Path::new("/var/lib/patchgap-agent"));
+        let Command::Run { interval, .. } = args(&["--interval", "5"]).command else {
+            panic!("not run")
+        };
+        assert_eq!(interval, 5);
+    }
+
+    /// Every flag of `run` is documented in the packaged file, set or as a
+    /// commented default, so a new flag cannot be forgotten there.
+    #[test]
+    fn the_packaged_config_documents_every_flag() {
+        let text = std::fs::read_to_string(PACKAGED).unwrap();
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        for key in patchgap_config::known_keys(run) {
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ="))
+            });
+            assert!(
+                documented,
+                "packaging/config/agent.toml does not document `{key}`"
+            );
+        }
+    }
 }

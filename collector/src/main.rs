@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use patchgap_collector::{
     CollectorConfig,
     auth::{Scope, TokenPolicy, parse_ttl},
@@ -21,6 +21,12 @@ use patchgap_collector::{
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// A TOML file of settings for serving: each key is one of the long
+    /// flags below (`listen = "127.0.0.1:7373"`, `require-tokens = true`).
+    /// A flag on the command line wins over the key. The package's is
+    /// /etc/patchgap/collector.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to serve agents and responders on.
     #[arg(long, default_value = "127.0.0.1:7373")]
     listen: SocketAddr,
@@ -185,8 +191,14 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under systemd, stderr is the journal,
+        // where escape codes are noise (and break `grep key=value`).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // The config file's keys become flags before the real parse, so clap
+    // checks them as it checks flags (patchgap-config).
+    let args = patchgap_config::expand(Cli::command(), std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
     match cli.command {
         Some(Command::Token { command }) => return issue_local(command),
         Some(Command::Check { data_dir }) => {
@@ -307,5 +319,57 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    const PACKAGED: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/config/collector.toml"
+    );
+
+    fn parse(args: &[&str]) -> super::Cli {
+        use clap::Parser;
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        super::Cli::parse_from(patchgap_config::expand(super::Cli::command(), args).unwrap())
+    }
+
+    /// The package's /etc/patchgap/collector.toml is read by the real
+    /// parser: its data directory replaces the built-in one, a flag still
+    /// wins, and a subcommand does not take the server's settings.
+    #[test]
+    fn the_packaged_config_is_what_the_collector_reads() {
+        let cli = parse(&["patchgap-collector", "--config", PACKAGED]);
+        assert_eq!(
+            cli.data_dir,
+            std::path::Path::new("/var/lib/patchgap-collector")
+        );
+        assert_eq!(cli.listen.to_string(), "127.0.0.1:7373");
+        assert!(!cli.require_tokens);
+        let cli = parse(&[
+            "patchgap-collector",
+            "--config",
+            PACKAGED,
+            "--data-dir",
+            "/srv/pg",
+        ]);
+        assert_eq!(cli.data_dir, std::path::Path::new("/srv/pg"));
+        let cli = parse(&["patchgap-collector", "--config", PACKAGED, "check"]);
+        assert!(matches!(cli.command, Some(super::Command::Check { .. })));
+    }
+
+    /// Every flag of the server is documented in the packaged file, set or
+    /// as a commented default.
+    #[test]
+    fn the_packaged_config_documents_every_flag() {
+        let text = std::fs::read_to_string(PACKAGED).unwrap();
+        for key in patchgap_config::known_keys(&super::Cli::command()) {
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ="))
+            });
+            assert!(
+                documented,
+                "packaging/config/collector.toml does not document `{key}`"
+            );
+        }
     }
 }
