@@ -62,6 +62,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::rootfs::{FileMeta, RootError, RootFs};
+use crate::workload::storage::{StorageFacts, StorageReader};
 
 /// The largest metadata file that is read; a larger one is refused (`too_large`).
 pub const MAX_META_BYTES: u64 = 4 << 20;
@@ -154,6 +155,44 @@ pub struct RuntimeMeta {
     /// The container is a pod sandbox (pause), from io.kubernetes.cri.container-type=sandbox /
     /// io.kubernetes.cri-o.ContainerType=sandbox / io.kubernetes.docker.type=podsandbox.
     pub sandbox: bool,
+    /// Where the image came from, where the runtime records its labels (Podman's image config,
+    /// Docker's merged container labels); empty fields are unknown.
+    pub provenance: Provenance,
+}
+
+/// An image's provenance, from its OCI labels (`org.opencontainers.image.revision`, `.source`,
+/// `.created`): the commit it was built from, the repository, and when it was built. These are
+/// what the image's builder wrote, not verified facts; a responder reads them as claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Provenance {
+    /// The source revision, usually a commit sha.
+    pub revision: String,
+    /// The source repository's URL.
+    pub source: String,
+    /// When the image was built (RFC 3339, as written).
+    pub created: String,
+}
+
+impl Provenance {
+    /// From OCI labels (or annotations); trimmed, empty when absent.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Provenance {
+        let get = |k: &str| {
+            labels
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        Provenance {
+            revision: get("org.opencontainers.image.revision"),
+            source: get("org.opencontainers.image.source"),
+            created: get("org.opencontainers.image.created"),
+        }
+    }
+
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.revision.is_empty() && self.source.is_empty() && self.created.is_empty()
+    }
 }
 
 /// Why a metadata file could not be parsed.
@@ -648,6 +687,8 @@ fn parse_docker(bytes: &[u8]) -> Result<Parsed, MetaError> {
         }
     }
     let sandbox_id = label(DOCKER_SANDBOX_ID).unwrap_or_default();
+    // Docker merges the image's labels into the container's, so its provenance labels are here.
+    meta.provenance = Provenance::from_labels(&labels);
     meta.labels = labels;
     Ok(Parsed {
         meta,
@@ -924,6 +965,8 @@ pub struct MetaReader {
     totals: MetaWarnings,
     /// How many metadata files were opened for reading.
     reads: u64,
+    /// containers/storage's lists, for Podman's names, images and digests.
+    storage: StorageReader,
 }
 
 impl MetaReader {
@@ -940,6 +983,7 @@ impl MetaReader {
             generation: 0,
             totals: MetaWarnings::default(),
             reads: 0,
+            storage: StorageReader::default(),
         })
     }
 
@@ -988,7 +1032,20 @@ impl MetaReader {
         {
             merge_sandbox(&mut parsed.meta, &sandbox.meta);
         }
-        (Some(parsed.meta), entry.warnings)
+        let mut warnings = entry.warnings;
+        if matches!(entry.layout, Layout::Podman | Layout::CriO) {
+            let (facts, w) = self.storage.container(&self.root, self.generation, id);
+            if w != MetaWarnings::default() {
+                // Counted once per change of outcome would need the file's version here; the
+                // lists are looked at once per scan, so this counts at most once per scan.
+                self.totals.add(&w);
+                warnings.add(&w);
+            }
+            if let Some(facts) = facts {
+                apply_storage(&mut parsed.meta, facts);
+            }
+        }
+        (Some(parsed.meta), warnings)
     }
 
     /// Finds namespace and pod name for a pod uid from /var/log/pods/<ns>_<pod>_<uid> (the
@@ -1008,6 +1065,7 @@ impl MetaReader {
     pub fn begin_scan(&mut self) {
         let current = self.generation;
         self.cache.retain(|_, e| e.generation == current);
+        self.storage.evict(current);
         self.generation = self.generation.wrapping_add(1);
         self.pods = None;
     }
@@ -1017,9 +1075,10 @@ impl MetaReader {
         self.totals.clone()
     }
 
-    /// How many metadata files were opened for reading since start (cache misses).
+    /// How many metadata files were opened for reading since start (cache misses), those of
+    /// containers/storage included.
     pub fn files_read(&self) -> u64 {
-        self.reads
+        self.reads + self.storage.files_read()
     }
 
     /// The outcome for container `id`, from the cache while its file is unchanged.
@@ -1143,6 +1202,40 @@ impl MetaReader {
     }
 }
 
+/// Fills in what containers/storage knows and the OCI config did not say: the name, the image
+/// id, reference and digest, and the image's provenance. What the config said wins (CRI-O's
+/// annotations name the container as the kubelet asked).
+fn apply_storage(meta: &mut RuntimeMeta, facts: StorageFacts) {
+    if meta.container_name.is_empty() && !meta.sandbox {
+        meta.container_name = facts.container.name;
+    }
+    if meta.image_id.is_empty() {
+        meta.image_id = facts.container.image_id;
+    }
+    if meta.image_ref.is_empty() {
+        // The reference asked for; else the image's first name that is not a digest reference.
+        let name = Some(facts.container.image_name)
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                facts
+                    .image
+                    .as_ref()
+                    .and_then(|i| i.names.iter().find(|n| !n.contains('@')).cloned())
+            });
+        if let Some(name) = name {
+            meta.image_ref = normalize_reference(&name).unwrap_or(name);
+        }
+    }
+    if meta.image_digest.is_empty()
+        && let Some(image) = &facts.image
+    {
+        meta.image_digest.clone_from(&image.digest);
+    }
+    if meta.provenance.is_empty() {
+        meta.provenance = facts.provenance;
+    }
+}
+
 /// Merges what a container's pod sandbox knows into the container's metadata; the
 /// container's own values win.
 fn merge_sandbox(meta: &mut RuntimeMeta, sandbox: &RuntimeMeta) {
@@ -1243,6 +1336,7 @@ mod tests {
                     (CRI_SANDBOX_UID, "6f0d2c1e-4b7a-4e59-9c3d-2a8b5e7f1c04"),
                 ]),
                 sandbox: false,
+                provenance: Provenance::default(),
             }
         );
         let p = parse_containerd(CONTAINERD_JSON.as_bytes()).expect("parse");
@@ -1896,6 +1990,132 @@ mod tests {
         let (m, w) = r.container(&plain, None);
         assert_eq!(m.expect("found").runtime, "containerd");
         assert_eq!(w, MetaWarnings::default());
+    }
+
+    /// Podman's files as Podman 4.3 wrote them for one container (see storage.rs's tests).
+    fn podman_host() -> (Host, &'static str) {
+        const ID: &str = "b9cdc87e57068b734cac5de981a5c0a5f416d56a60e4319d1e2f7367f7526efd";
+        const IMAGE: &str = "3e56b8b0befefa485efe449d1641f64e5028506e83a7d5874077cf5216a65800";
+        let host = Host::new();
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/{ID}/userdata/config.json"),
+            include_bytes!("testdata/podman-config.json"),
+        );
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            include_bytes!("testdata/podman-containers.json"),
+        );
+        host.write(
+            "var/lib/containers/storage/overlay-images/images.json",
+            include_bytes!("testdata/podman-images.json"),
+        );
+        host.write(
+            &format!(
+                "var/lib/containers/storage/overlay-images/{IMAGE}/{}",
+                crate::workload::storage::big_data_file_name(&format!("sha256:{IMAGE}"))
+            ),
+            include_bytes!("testdata/podman-image-config.json"),
+        );
+        (host, ID)
+    }
+
+    /// Issue 20: a Podman container's config.json names neither it nor its image;
+    /// containers/storage's lists do, and the image's config has its provenance.
+    #[test]
+    fn podman_name_image_digest_and_provenance_from_containers_storage() {
+        let (host, id) = podman_host();
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        assert_eq!(w, MetaWarnings::default());
+        let m = m.expect("found");
+        assert_eq!(m.runtime, "podman");
+        assert_eq!(m.container_name, "pg-explore");
+        assert_eq!(
+            m.image_ref,
+            "localhost/patchgap-test-debian:bookworm-hello-1"
+        );
+        assert_eq!(
+            m.image_id,
+            "sha256:3e56b8b0befefa485efe449d1641f64e5028506e83a7d5874077cf5216a65800"
+        );
+        assert_eq!(
+            m.image_digest,
+            "sha256:1f9252c1ec3b7aba187c3b49df2843e75bb10c2c7bb8f06a84e60ae44cd4b03c"
+        );
+        assert_eq!(
+            m.provenance,
+            Provenance {
+                revision: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+                source: "https://example.org/patchgap/test-image".into(),
+                created: "2026-12-01T00:00:00Z".into(),
+            }
+        );
+        // The files are read once: later scans with nothing new read none.
+        let read = r.files_read();
+        assert_eq!(read, 4, "config.json, two lists, the image config");
+        for _ in 0..3 {
+            r.begin_scan();
+            assert_eq!(r.container(id, Some("podman")).0, Some(m.clone()));
+        }
+        assert_eq!(r.files_read(), read);
+        // A renamed container: the list changed, and is read again at the next scan.
+        let renamed = std::fs::read_to_string(
+            host.root()
+                .join(format!("{PODMAN_CONTAINERS}/containers.json")),
+        )
+        .expect("read")
+        .replace("\"pg-explore\"", "\"pg-renamed-explore\"");
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            renamed.as_bytes(),
+        );
+        r.begin_scan();
+        let m2 = r.container(id, Some("podman")).0.expect("found");
+        assert_eq!(m2.container_name, "pg-renamed-explore");
+        assert_eq!(r.files_read(), read + 1);
+    }
+
+    #[test]
+    fn podman_lists_that_are_bad_or_escape_give_warnings_and_what_the_config_said() {
+        let (host, id) = podman_host();
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            b"[{\"id\":",
+        );
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        let m = m.expect("the config itself is fine");
+        assert_eq!(m.runtime, "podman");
+        assert_eq!(m.container_name, "");
+        assert_eq!(m.image_digest, "");
+        assert_eq!(w.bad_json, 1);
+        // Not read again, nor counted again, within the same scan.
+        let read = r.files_read();
+        assert_eq!(r.container(id, Some("podman")).1, MetaWarnings::default());
+        assert_eq!(r.files_read(), read);
+
+        // images.json as a link out of the root is refused, never followed.
+        let (host, id) = podman_host();
+        let outside = host.dir.path().join("images.json");
+        std::fs::write(&outside, include_bytes!("testdata/podman-images.json")).expect("write");
+        std::fs::remove_file(
+            host.root()
+                .join("var/lib/containers/storage/overlay-images/images.json"),
+        )
+        .expect("rm");
+        host.link(
+            "var/lib/containers/storage/overlay-images/images.json",
+            outside.to_str().expect("utf-8"),
+        );
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        let m = m.expect("found");
+        assert_eq!(m.container_name, "pg-explore");
+        assert_eq!(m.image_digest, "", "never read through the escaping link");
+        assert_eq!(w.escapes_root, 1);
     }
 
     #[test]

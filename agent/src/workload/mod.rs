@@ -4,3 +4,4 @@ pub mod attribute;
 pub mod cgroup;
 pub mod meta;
 pub mod privilege;
+pub mod storage;
