@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds, once per machine, the image the live runtime tests run: a minimal
 # Debian 12 debootstrapped from the apt mirror this machine is configured
-# with (no registry is ever asked), with GNU hello installed, a package the
-# host does not have, so that a package found for the container can only
-# come from the container's own root. Imported into Podman's storage as
+# with (no registry is ever asked), with busybox and GNU hello installed,
+# packages the host does not have, so that a package found for the
+# container's process (busybox sleep) can only come from the container's
+# own root. Imported into Podman's storage as
 # $TAG with OCI provenance labels; with --oci-archive FILE it also writes
 # the image as an OCI archive (what `ctr image import` reads).
 #
 # Re-running is cheap: an image already under $TAG is reused as it is.
 set -euo pipefail
-TAG=localhost/patchgap-test-debian:bookworm-hello-1
+TAG=localhost/patchgap-test-debian:bookworm-2
 # Fixed provenance, so that tests can assert it.
 REVISION=4b825dc642cb6eb9a060e54bf8d69288fbee4904
 SOURCE=https://example.org/patchgap/test-image
@@ -28,7 +29,7 @@ if ! "${PODMAN[@]}" image exists "$TAG"; then
     dir=$(mktemp -d /var/tmp/patchgap-image.XXXXXX)
     trap 'rm -rf "$dir"' EXIT
     echo "image.sh: debootstrap bookworm from $mirror (about a minute)" >&2
-    debootstrap --variant=minbase --include=hello bookworm "$dir/root" "$mirror" >"$dir/log" 2>&1 \
+    debootstrap --variant=minbase --include=hello,busybox bookworm "$dir/root" "$mirror" >"$dir/log" 2>&1 \
         || { tail -20 "$dir/log" >&2; exit 1; }
     # What the image does not need and would only make it larger.
     rm -rf "$dir/root/var/cache/apt/archives/"*.deb "$dir/root/var/lib/apt/lists/"*
