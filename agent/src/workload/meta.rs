@@ -62,6 +62,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::rootfs::{FileMeta, RootError, RootFs};
+use crate::workload::containerd::{ContainerdImage, ContainerdReader};
 use crate::workload::storage::{StorageFacts, StorageReader};
 
 /// The largest metadata file that is read; a larger one is refused (`too_large`).
@@ -967,6 +968,8 @@ pub struct MetaReader {
     reads: u64,
     /// containers/storage's lists, for Podman's names, images and digests.
     storage: StorageReader,
+    /// containerd's metadata database, for its containers' image digests.
+    containerd: ContainerdReader,
 }
 
 impl MetaReader {
@@ -984,6 +987,7 @@ impl MetaReader {
             totals: MetaWarnings::default(),
             reads: 0,
             storage: StorageReader::default(),
+            containerd: ContainerdReader::default(),
         })
     }
 
@@ -1045,6 +1049,20 @@ impl MetaReader {
                 apply_storage(&mut parsed.meta, facts);
             }
         }
+        if entry.layout == Layout::Containerd
+            && let Some(namespace) = containerd_namespace(&entry.path)
+        {
+            let (image, w) = self
+                .containerd
+                .container(&self.root, self.generation, &namespace, id);
+            if w != MetaWarnings::default() {
+                self.totals.add(&w);
+                warnings.add(&w);
+            }
+            if let Some(image) = image {
+                apply_containerd(&mut parsed.meta, image);
+            }
+        }
         (Some(parsed.meta), warnings)
     }
 
@@ -1066,6 +1084,7 @@ impl MetaReader {
         let current = self.generation;
         self.cache.retain(|_, e| e.generation == current);
         self.storage.evict(current);
+        self.containerd.evict(current);
         self.generation = self.generation.wrapping_add(1);
         self.pods = None;
     }
@@ -1078,7 +1097,7 @@ impl MetaReader {
     /// How many metadata files were opened for reading since start (cache misses), those of
     /// containers/storage included.
     pub fn files_read(&self) -> u64 {
-        self.reads + self.storage.files_read()
+        self.reads + self.storage.files_read() + self.containerd.files_read()
     }
 
     /// The outcome for container `id`, from the cache while its file is unchanged.
@@ -1233,6 +1252,33 @@ fn apply_storage(meta: &mut RuntimeMeta, facts: StorageFacts) {
     }
     if meta.provenance.is_empty() {
         meta.provenance = facts.provenance;
+    }
+}
+
+/// The namespace of a containerd task's config path
+/// (`run/containerd/io.containerd.runtime.v2.task/<namespace>/<id>/config.json`).
+fn containerd_namespace(path: &[u8]) -> Option<String> {
+    let rest = path
+        .strip_prefix(CONTAINERD_TASKS.as_bytes())?
+        .strip_prefix(b"/")?;
+    let end = rest.iter().position(|&b| b == b'/')?;
+    String::from_utf8(rest[..end].to_vec()).ok()
+}
+
+/// Fills in what containerd's database knows and the config did not say: the image's name
+/// (a `ctr run` container's config has none), its digest, its id and its provenance.
+fn apply_containerd(meta: &mut RuntimeMeta, image: ContainerdImage) {
+    if meta.image_ref.is_empty() && !image.name.is_empty() {
+        meta.image_ref = normalize_reference(&image.name).unwrap_or(image.name);
+    }
+    if meta.image_digest.is_empty() {
+        meta.image_digest = image.digest;
+    }
+    if meta.image_id.is_empty() {
+        meta.image_id = image.image_id;
+    }
+    if meta.provenance.is_empty() {
+        meta.provenance = image.provenance;
     }
 }
 
