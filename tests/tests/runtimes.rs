@@ -292,7 +292,311 @@ async fn podman_container_has_its_name_image_digest_provenance_own_packages_and_
     assert_eq!(declared[0]["package"]["version"], hello.as_str());
 }
 
-#[allow(dead_code)]
+/// containerd for a test: the one running here (its socket answers), or
+/// one this test starts with the default root and state (the agent looks
+/// there) and its own socket, stopped when dropped. The CRI plugin is off:
+/// the test makes its containers itself, as the plugin would.
+struct Containerd {
+    address: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let system = "/run/containerd/containerd.sock";
+        if Path::new(system).exists()
+            && Command::new("ctr")
+                .args(["-a", system, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        {
+            return Containerd {
+                address: system.into(),
+                child: None,
+                _dir: dir,
+            };
+        }
+        let address = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"/var/lib/containerd\"\nstate = \"/run/containerd\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n",
+                address.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd {
+            address: address.to_str().unwrap().into(),
+            child: Some(child),
+            _dir: dir,
+        };
+        wait_until("containerd to answer", || {
+            Command::new("ctr")
+                .args(["-a", &c.address, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        c
+    }
+
+    /// Runs `ctr -a ADDRESS -n k8s.io ARGS`.
+    fn ctr(&self, args: &[&str]) -> String {
+        let mut all = vec!["-a", &self.address, "-n", "k8s.io"];
+        all.extend_from_slice(args);
+        run("ctr", &all)
+    }
+
+    /// The same, for cleanup: failures ignored.
+    fn ctr_quiet(&self, args: &[&str]) {
+        let _ = Command::new("ctr")
+            .args(["-a", &self.address, "-n", "k8s.io"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM, so that it closes its database; the shims it started are gone by now.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The cgroup directories runc makes on the way to a container's cgroup
+/// (`/kubepods/besteffort/pod<uid>` in every hierarchy) that were not there
+/// before, removed innermost first when dropped; runc removes only the
+/// container's own.
+struct CgroupParents(Vec<PathBuf>);
+
+impl CgroupParents {
+    fn before(rel: &str) -> CgroupParents {
+        let mut hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        hierarchies.retain(|h| h.join("cgroup.procs").exists());
+        let mut missing = Vec::new();
+        for h in hierarchies {
+            let mut dir = h;
+            for part in rel.trim_matches('/').split('/') {
+                dir.push(part);
+                if !dir.exists() {
+                    missing.push(dir.clone());
+                }
+            }
+        }
+        CgroupParents(missing)
+    }
+}
+
+impl Drop for CgroupParents {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A task, its container (and so its snapshot) and the imported image,
+/// removed when dropped (before the containerd they live in).
+struct CtrContainer<'a> {
+    containerd: &'a Containerd,
+    id: String,
+}
+
+impl Drop for CtrContainer<'_> {
+    fn drop(&mut self) {
+        // No assertion here: a panic while a failed test unwinds would abort.
+        let c = self.containerd;
+        c.ctr_quiet(&["task", "kill", "-s", "SIGKILL", &self.id]);
+        // A killed task stays listed (STOPPED) until deleted; --force also
+        // deletes one still running.
+        for _ in 0..50 {
+            c.ctr_quiet(&["task", "delete", "--force", &self.id]);
+            let listed = Command::new("ctr")
+                .args(["-a", &c.address, "-n", "k8s.io", "task", "ls", "-q"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(&self.id))
+                .unwrap_or(false);
+            if !listed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.ctr_quiet(&["container", "delete", &self.id]);
+        c.ctr_quiet(&["image", "rm", "--sync", TAG]);
+    }
+}
+
+/// containerd through `ctr` in the `k8s.io` namespace: a container with the
+/// annotations the CRI plugin writes (io.kubernetes.cri.*) and the labels it
+/// sets (io.cri-containerd.kind, io.kubernetes.pod.*), in a kubelet-shaped
+/// cgroupfs path. Before issue 20 it had its pod and name but neither digest
+/// nor image id nor provenance: the spec carries none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_packages() {
+    if !have("containerd") || !have("ctr") {
+        eprintln!("containerd is not installed (tests/deps.sh installs it): skipped");
+        return;
+    }
+    if !have("podman") {
+        eprintln!("podman is not installed, and it builds the test image: skipped");
+        return;
+    }
+    assert_host_lacks("busybox");
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = archive_dir.path().join("image.oci.tar");
+    image(Some(&archive));
+    let containerd = Containerd::start();
+    containerd.ctr(&["image", "import", archive.to_str().unwrap()]);
+    // What containerd itself says: REF TYPE DIGEST ...
+    let listed = containerd.ctr(&["image", "ls"]);
+    let digest = listed
+        .lines()
+        .find(|l| l.starts_with(TAG))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("{TAG} not in {listed}"))
+        .to_string();
+
+    let run_id = std::process::id();
+    let id = format!("{run_id:08x}{:056x}", 0xc0ffee_u64);
+    let uid = format!("6f0d2c1e-4b7a-4e59-9c3d-{run_id:012x}");
+    let pod = "web-6c8f7b9d4c-h7k2p";
+    let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+    let labels = [
+        "io.cri-containerd.kind=container".to_string(),
+        format!("io.kubernetes.pod.name={pod}"),
+        "io.kubernetes.pod.namespace=shop".into(),
+        format!("io.kubernetes.pod.uid={uid}"),
+        "io.kubernetes.container.name=web".into(),
+    ];
+    let annotations = [
+        "io.kubernetes.cri.container-type=container".to_string(),
+        format!("io.kubernetes.cri.sandbox-name={pod}"),
+        "io.kubernetes.cri.sandbox-namespace=shop".into(),
+        format!("io.kubernetes.cri.sandbox-uid={uid}"),
+        "io.kubernetes.cri.container-name=web".into(),
+        format!("io.kubernetes.cri.image-name={TAG}"),
+    ];
+    let mut args = vec!["run", "-d", "--cgroup", &cgroup];
+    for l in &labels {
+        args.extend(["--label", l]);
+    }
+    for a in &annotations {
+        args.extend(["--annotation", a]);
+    }
+    args.extend([TAG, &id, "busybox", "sleep", "600"]);
+    let _parents = CgroupParents::before(&format!("/kubepods/besteffort/pod{uid}"));
+    let ctr = CtrContainer {
+        containerd: &containerd,
+        id: id.clone(),
+    };
+    containerd.ctr(&args);
+    let mut pid = 0u32;
+    wait_until("the task to run", || {
+        pid = containerd
+            .ctr(&["task", "ls"])
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    });
+    let busybox = run(
+        "ctr",
+        &[
+            "-a",
+            &containerd.address,
+            "-n",
+            "k8s.io",
+            "task",
+            "exec",
+            "--exec-id",
+            "dpkg",
+            &id,
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Version}",
+            "busybox",
+        ],
+    );
+
+    let h = Harness::start().await;
+    h.sync().await;
+    let addr = h.addr.to_string();
+    let (workloads, own) = tokio::task::spawn_blocking(move || {
+        (
+            patchgap(&addr, &["workloads"]),
+            matches_of(&addr, &["query", "busybox"], pid),
+        )
+    })
+    .await
+    .unwrap();
+    h.stop().await;
+    drop(ctr);
+
+    let key = format!("k8s:/shop/Deployment/web/web");
+    let w = workloads["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["key"] == key.as_str())
+        .unwrap_or_else(|| panic!("no workload {key} in {workloads:#}"));
+    eprintln!("containerd workload: {w}");
+    assert_eq!(w["kind"], "pod");
+    assert_eq!(w["runtime"], "containerd");
+    assert_eq!(w["namespace"], "shop");
+    assert_eq!(w["container"], "web");
+    assert_eq!(w["pods"], serde_json::json!([pod]));
+    assert_eq!(w["owner"]["kind"], "Deployment");
+    assert_eq!(w["owner"]["name"], "web");
+    assert_eq!(w["owner"]["source"], "inferred");
+    assert_eq!(w["image"], TAG);
+    assert_eq!(w["image_digest"], digest.as_str());
+    assert_eq!(w["provenance"]["revision"], REVISION);
+    assert_eq!(w["provenance"]["source"], SOURCE);
+    assert_eq!(w["provenance"]["created"], CREATED);
+
+    assert!(!own.is_empty(), "busybox not found for pid {pid}");
+    for m in &own {
+        assert_eq!(m["package"]["version"], busybox.as_str(), "{m}");
+        assert_eq!(m["exe"], "/usr/bin/busybox", "{m}");
+        assert_eq!(m["workload"], key.as_str(), "{m}");
+    }
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -303,6 +607,3 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
-#[allow(dead_code)]
-struct Killed(Child);
