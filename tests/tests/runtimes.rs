@@ -198,7 +198,6 @@ async fn podman_container_has_its_name_image_digest_provenance_own_packages_and_
         .expect("pid");
     // What Podman itself says, to compare with.
     let digest = run("podman", &["image", "inspect", "-f", "{{.Digest}}", TAG]);
-    let image_id = run("podman", &["image", "inspect", "-f", "{{.Id}}", TAG]);
     let in_image = |package: &str| {
         run(
             "podman",
@@ -271,7 +270,6 @@ async fn podman_container_has_its_name_image_digest_provenance_own_packages_and_
     assert_eq!(w["provenance"]["created"], CREATED);
     // A plain container has no owner.
     assert!(w["owner"].is_null(), "{w}");
-    let _ = image_id;
 
     // The container's own busybox (its executable), at the image's version.
     assert!(!own.is_empty(), "busybox not found for pid {pid}");
@@ -567,12 +565,12 @@ async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_
     h.stop().await;
     drop(ctr);
 
-    let key = format!("k8s:/shop/Deployment/web/web");
+    let key = "k8s:/shop/Deployment/web/web";
     let w = workloads["workloads"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|w| w["key"] == key.as_str())
+        .find(|w| w["key"] == key)
         .unwrap_or_else(|| panic!("no workload {key} in {workloads:#}"));
     eprintln!("containerd workload: {w}");
     assert_eq!(w["kind"], "pod");
@@ -593,7 +591,7 @@ async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_
     for m in &own {
         assert_eq!(m["package"]["version"], busybox.as_str(), "{m}");
         assert_eq!(m["exe"], "/usr/bin/busybox", "{m}");
-        assert_eq!(m["workload"], key.as_str(), "{m}");
+        assert_eq!(m["workload"], key, "{m}");
     }
 }
 

@@ -249,6 +249,9 @@ impl Version {
     }
 }
 
+/// A parser of one of the two lists.
+type ParseList<T> = fn(&[u8]) -> Result<HashMap<String, T>, MetaError>;
+
 /// One of the two lists, parsed, with the version it was parsed from.
 #[derive(Debug)]
 struct List<T> {
@@ -281,7 +284,7 @@ impl<T> List<T> {
         generation: u64,
         id: &str,
         limit: u64,
-        parse: fn(&[u8]) -> Result<HashMap<String, T>, MetaError>,
+        parse: ParseList<T>,
         reads: &mut u64,
     ) -> MetaWarnings {
         if self.checked == Some(generation) && (self.failed || self.entries.contains_key(id)) {
