@@ -253,3 +253,89 @@ impl<'a> Bolt<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::fuzz::{Rng, mutate};
+
+    /// containerd 1.6's meta.db (see workload/containerd.rs's tests).
+    const DB: &[u8] = include_bytes!("../workload/testdata/containerd-meta.db");
+
+    #[test]
+    fn nested_buckets_and_values_of_a_real_file() {
+        let bolt = Bolt::new(DB).expect("open");
+        assert_eq!(bolt.page_size, 4096);
+        assert!(
+            bolt.bucket(&[b"v1", b"k8s.io", b"images"])
+                .unwrap()
+                .is_some()
+        );
+        assert!(bolt.bucket(&[b"v1", b"nope"]).unwrap().is_none());
+        let v = bolt
+            .value(
+                &[
+                    b"v1",
+                    b"k8s.io",
+                    b"images",
+                    b"localhost/patchgap-test-debian:bookworm-2",
+                    b"target",
+                ],
+                b"mediatype",
+            )
+            .unwrap();
+        assert_eq!(v, Some(&b"application/vnd.oci.image.manifest.v1+json"[..]));
+        // A bucket asked for as a value is not one.
+        assert_eq!(bolt.value(&[b"v1"], b"k8s.io").unwrap(), None);
+    }
+
+    #[test]
+    fn the_newer_valid_meta_page_wins_and_a_bad_checksum_is_refused() {
+        let mut db = DB.to_vec();
+        let (a, b) = (meta_at(&db, 0).unwrap(), meta_at(&db, 4096).unwrap());
+        assert_ne!(a.0, b.0, "two transactions apart");
+        // Spoil the newer one: the older is used.
+        let newer = if a.0 > b.0 { 0 } else { 4096 };
+        db[newer + PAGE_HEADER + 48] ^= 1;
+        assert!(meta_at(&db, newer).is_none());
+        assert!(Bolt::new(&db).is_ok());
+        let older = 4096 - newer;
+        db[older + PAGE_HEADER + 48] ^= 1;
+        assert_eq!(Bolt::new(&db).unwrap_err(), BoltError::NoMeta);
+    }
+
+    #[test]
+    fn hostile_pages_give_errors_never_panics() {
+        const ALPHABET: &[u8] = b"\x00\x01\x02\x04\x10\xff\x10\x00v1k8s.io";
+        let mut rng = Rng(0x0b01_7db5);
+        let pages = DB[..8192].to_vec();
+        for _ in 0..2000 {
+            // Keep the meta pages, so the mutations reach the tree.
+            let mut db = pages.clone();
+            db.extend(mutate(&mut rng, &DB[8192..], ALPHABET));
+            if let Ok(bolt) = Bolt::new(&db) {
+                let _ = bolt.value(
+                    &[
+                        b"v1",
+                        b"k8s.io",
+                        b"containers",
+                        b"c0ffee0000000000000000000000000000000000000000000000000000000001",
+                    ],
+                    b"image",
+                );
+            }
+        }
+        // A branch that points at itself is refused, not followed forever.
+        let mut db = DB.to_vec();
+        let root = Bolt::new(&db).map(|b| match b.root {
+            Bucket::Paged(id) => id,
+            Bucket::Inline(_) => 0,
+        });
+        let root = root.unwrap() as usize * 4096;
+        db[root + 8..root + 10].copy_from_slice(&BRANCH.to_le_bytes());
+        db[root + 10..root + 12].copy_from_slice(&1u16.to_le_bytes());
+        db[root + 16..root + 32].fill(0);
+        db[root + 24..root + 32].copy_from_slice(&((root / 4096) as u64).to_le_bytes());
+        assert!(Bolt::new(&db).unwrap().bucket(&[b"v1"]).is_err());
+    }
+}

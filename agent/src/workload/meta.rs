@@ -161,6 +161,9 @@ pub struct RuntimeMeta {
     pub provenance: Provenance,
 }
 
+/// The longest provenance value kept.
+pub const MAX_PROVENANCE_BYTES: usize = 1024;
+
 /// An image's provenance, from its OCI labels (`org.opencontainers.image.revision`, `.source`,
 /// `.created`): the commit it was built from, the repository, and when it was built. These are
 /// what the image's builder wrote, not verified facts; a responder reads them as claims.
@@ -175,13 +178,17 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// From OCI labels (or annotations); trimmed, empty when absent.
-    pub fn from_labels(labels: &BTreeMap<String, String>) -> Provenance {
+    /// From OCI labels (or annotations), looked up by `labels`; trimmed, empty when absent.
+    /// Each value is cut to [`MAX_PROVENANCE_BYTES`] (at a character boundary): they are
+    /// whatever the image's builder wrote.
+    pub fn from_labels<'a>(labels: impl Fn(&str) -> Option<&'a String>) -> Provenance {
         let get = |k: &str| {
-            labels
-                .get(k)
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
+            let v = labels(k).map(|v| v.trim()).unwrap_or_default();
+            let mut end = v.len().min(MAX_PROVENANCE_BYTES);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v[..end].to_string()
         };
         Provenance {
             revision: get("org.opencontainers.image.revision"),
@@ -689,7 +696,7 @@ fn parse_docker(bytes: &[u8]) -> Result<Parsed, MetaError> {
     }
     let sandbox_id = label(DOCKER_SANDBOX_ID).unwrap_or_default();
     // Docker merges the image's labels into the container's, so its provenance labels are here.
-    meta.provenance = Provenance::from_labels(&labels);
+    meta.provenance = Provenance::from_labels(|k| labels.get(k));
     meta.labels = labels;
     Ok(Parsed {
         meta,

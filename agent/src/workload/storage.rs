@@ -50,9 +50,7 @@ const CONTAINERS_JSON: &str = "var/lib/containers/storage/overlay-containers/con
 /// The list of images, under [`GRAPH_ROOT`].
 const IMAGES_JSON: &str = "var/lib/containers/storage/overlay-images/images.json";
 
-/// The OCI annotation keys of an image's provenance (image-spec annotations.md).
-const LABEL_REVISION: &str = "org.opencontainers.image.revision";
-const LABEL_SOURCE: &str = "org.opencontainers.image.source";
+/// The OCI label of an image's build time (image-spec annotations.md).
 const LABEL_CREATED: &str = "org.opencontainers.image.created";
 
 /// What containers/storage records about one container.
@@ -187,19 +185,11 @@ pub fn parse_images_json(bytes: &[u8]) -> Result<HashMap<String, StoredImage>, M
 pub fn parse_image_config(bytes: &[u8]) -> Result<Provenance, MetaError> {
     let raw: RawImageConfig = serde_json::from_slice(bytes).map_err(json_error)?;
     let labels = raw.config.and_then(|c| c.labels).unwrap_or_default();
-    let label = |k: &str| {
-        labels
-            .get(k)
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    let mut p = Provenance {
-        revision: label(LABEL_REVISION),
-        source: label(LABEL_SOURCE),
-        created: label(LABEL_CREATED),
-    };
+    let created = raw.created.unwrap_or_default();
+    let mut p = Provenance::from_labels(|k| labels.get(k));
     if p.created.is_empty() {
-        p.created = raw.created.unwrap_or_default().trim().to_string();
+        // Without the label, the config's own time (when it was built, or imported).
+        p.created = Provenance::from_labels(|k| (k == LABEL_CREATED).then_some(&created)).created;
     }
     Ok(p)
 }
@@ -540,6 +530,13 @@ mod tests {
             .expect("parse");
         assert_eq!(p.created, "2026-01-02T03:04:05Z");
         assert_eq!(p.revision, "");
+        // A builder's long label is cut, at a character boundary.
+        let long = format!(
+            r#"{{"config":{{"Labels":{{"org.opencontainers.image.source":"{}"}}}}}}"#,
+            "é".repeat(2000)
+        );
+        let p = parse_image_config(long.as_bytes()).expect("parse");
+        assert_eq!(p.source, "é".repeat(512));
     }
 
     #[test]
