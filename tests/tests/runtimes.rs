@@ -488,9 +488,28 @@ async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_
 
     let run_id = std::process::id();
     let id = format!("{run_id:08x}{:056x}", 0xc0ffee_u64);
+    let sandbox = format!("{run_id:08x}{:056x}", 0x5a4d_b0c5_u64);
     let uid = format!("6f0d2c1e-4b7a-4e59-9c3d-{run_id:012x}");
     let pod = "web-6c8f7b9d4c-h7k2p";
-    let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+    let _parents = CgroupParents::before(&format!("/kubepods/besteffort/pod{uid}"));
+    // The pod's sandbox, as the CRI plugin makes it: the pod's labels are
+    // its containerd labels, and nowhere else on the node.
+    let sandbox_labels = [
+        "io.cri-containerd.kind=sandbox".to_string(),
+        "app=web".into(),
+        "pod-template-hash=6c8f7b9d4c".into(),
+        format!("io.kubernetes.pod.name={pod}"),
+        "io.kubernetes.pod.namespace=shop".into(),
+        format!("io.kubernetes.pod.uid={uid}"),
+    ];
+    let sandbox_annotations = [
+        "io.kubernetes.cri.container-type=sandbox".to_string(),
+        format!("io.kubernetes.cri.sandbox-id={sandbox}"),
+        format!("io.kubernetes.cri.sandbox-name={pod}"),
+        "io.kubernetes.cri.sandbox-namespace=shop".into(),
+        format!("io.kubernetes.cri.sandbox-uid={uid}"),
+    ];
+    // The application container: the kubelet's labels, the plugin's annotations.
     let labels = [
         "io.cri-containerd.kind=container".to_string(),
         format!("io.kubernetes.pod.name={pod}"),
@@ -500,37 +519,43 @@ async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_
     ];
     let annotations = [
         "io.kubernetes.cri.container-type=container".to_string(),
+        format!("io.kubernetes.cri.sandbox-id={sandbox}"),
         format!("io.kubernetes.cri.sandbox-name={pod}"),
         "io.kubernetes.cri.sandbox-namespace=shop".into(),
         format!("io.kubernetes.cri.sandbox-uid={uid}"),
         "io.kubernetes.cri.container-name=web".into(),
         format!("io.kubernetes.cri.image-name={TAG}"),
     ];
-    let mut args = vec!["run", "-d", "--cgroup", &cgroup];
-    for l in &labels {
-        args.extend(["--label", l]);
-    }
-    for a in &annotations {
-        args.extend(["--annotation", a]);
-    }
-    args.extend([TAG, &id, "busybox", "sleep", "600"]);
-    let _parents = CgroupParents::before(&format!("/kubepods/besteffort/pod{uid}"));
-    let ctr = CtrContainer {
-        containerd: &containerd,
-        id: id.clone(),
+    let start = |id: &str, labels: &[String], annotations: &[String]| {
+        let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+        let mut args = vec!["run", "-d", "--cgroup", &cgroup];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        for a in annotations {
+            args.extend(["--annotation", a]);
+        }
+        args.extend([TAG, id, "busybox", "sleep", "600"]);
+        let guard = CtrContainer {
+            containerd: &containerd,
+            id: id.to_string(),
+        };
+        containerd.ctr(&args);
+        let mut pid = 0u32;
+        wait_until("the task to run", || {
+            pid = containerd
+                .ctr(&["task", "ls"])
+                .lines()
+                .find(|l| l.starts_with(id))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            pid > 0
+        });
+        (guard, pid)
     };
-    containerd.ctr(&args);
-    let mut pid = 0u32;
-    wait_until("the task to run", || {
-        pid = containerd
-            .ctr(&["task", "ls"])
-            .lines()
-            .find(|l| l.starts_with(&id))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        pid > 0
-    });
+    let (_sandbox, _) = start(&sandbox, &sandbox_labels, &sandbox_annotations);
+    let (ctr, pid) = start(&id, &labels, &annotations);
     let busybox = run(
         "ctr",
         &[
@@ -580,7 +605,8 @@ async fn containerd_container_has_its_pod_owner_image_digest_provenance_and_own_
     assert_eq!(w["pods"], serde_json::json!([pod]));
     assert_eq!(w["owner"]["kind"], "Deployment");
     assert_eq!(w["owner"]["name"], "web");
-    assert_eq!(w["owner"]["source"], "inferred");
+    // From the pod-template-hash label of the sandbox, not from the name's pattern.
+    assert_eq!(w["owner"]["source"], "label");
     assert_eq!(w["image"], TAG);
     assert_eq!(w["image_digest"], digest.as_str());
     assert_eq!(w["provenance"]["revision"], REVISION);

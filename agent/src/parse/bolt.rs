@@ -229,6 +229,79 @@ impl<'a> Bolt<'a> {
         })
     }
 
+    /// Every (key, value) of `bucket`, in key order; at most `max` of them
+    /// (the rest are left out: a bucket of labels has a few dozen).
+    pub fn entries(
+        &self,
+        bucket: Bucket<'a>,
+        max: usize,
+    ) -> Result<Vec<(&'a [u8], Value<'a>)>, BoltError> {
+        let mut out = Vec::new();
+        // (page, its id, depth), children pushed last-first so keys come in order.
+        let mut stack = vec![match bucket {
+            Bucket::Paged(id) => (self.page(id)?, id, 0),
+            Bucket::Inline(p) => (p, 0, 0),
+        }];
+        let mut visited = 0usize;
+        while let Some((page, id, depth)) = stack.pop() {
+            let corrupt = |reason| BoltError::Corrupt { page: id, reason };
+            visited += 1;
+            if depth > MAX_DEPTH || visited > self.data.len() / self.page_size + 1 {
+                return Err(corrupt("tree deeper or larger than the file"));
+            }
+            let flags = u16_at(page, 8).ok_or(corrupt("short page"))?;
+            let count = usize::from(u16_at(page, 10).ok_or(corrupt("short page"))?);
+            if flags & BRANCH != 0 {
+                let mut children = Vec::with_capacity(count);
+                for i in 0..count {
+                    let e = PAGE_HEADER + i * ELEMENT;
+                    let child = u64_at(page, e + 8).ok_or(corrupt("element beyond the page"))?;
+                    if child == id {
+                        return Err(corrupt("branch points at itself"));
+                    }
+                    children.push(child);
+                }
+                for child in children.into_iter().rev() {
+                    stack.push((self.page(child)?, child, depth + 1));
+                }
+                continue;
+            }
+            if flags & LEAF == 0 {
+                return Err(corrupt("neither branch nor leaf"));
+            }
+            for i in 0..count {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                let e = PAGE_HEADER + i * ELEMENT;
+                let eflags = u32_at(page, e).ok_or(corrupt("element beyond the page"))?;
+                let pos = u32_at(page, e + 4).ok_or(corrupt("element beyond the page"))? as usize;
+                let ksize = u32_at(page, e + 8).ok_or(corrupt("element beyond the page"))? as usize;
+                let vsize =
+                    u32_at(page, e + 12).ok_or(corrupt("element beyond the page"))? as usize;
+                let start = e.checked_add(pos).ok_or(corrupt("key beyond the page"))?;
+                let k = page
+                    .get(start..start.saturating_add(ksize))
+                    .ok_or(corrupt("key beyond the page"))?;
+                let v = page
+                    .get(start + ksize..(start + ksize).saturating_add(vsize))
+                    .ok_or(corrupt("value beyond the page"))?;
+                let value = if eflags & BUCKET_FLAG == 0 {
+                    Value::Bytes(v)
+                } else {
+                    let root = u64_at(v, 0).ok_or(corrupt("short bucket header"))?;
+                    Value::Bucket(if root == 0 {
+                        Bucket::Inline(&v[BUCKET_HEADER.min(v.len())..])
+                    } else {
+                        Bucket::Paged(root)
+                    })
+                };
+                out.push((k, value));
+            }
+        }
+        Ok(out)
+    }
+
     /// Follows `path` through nested buckets; None when a step is missing
     /// or is not a bucket.
     pub fn bucket(&self, path: &[&[u8]]) -> Result<Option<Bucket<'a>>, BoltError> {
@@ -287,6 +360,53 @@ mod tests {
         assert_eq!(v, Some(&b"application/vnd.oci.image.manifest.v1+json"[..]));
         // A bucket asked for as a value is not one.
         assert_eq!(bolt.value(&[b"v1"], b"k8s.io").unwrap(), None);
+        // A container's labels, as `ctr run --label` wrote them.
+        let labels = bolt
+            .bucket(&[
+                b"v1",
+                b"k8s.io",
+                b"containers",
+                b"c0ffee0000000000000000000000000000000000000000000000000000000001",
+                b"labels",
+            ])
+            .unwrap()
+            .expect("labels");
+        let got: Vec<(String, String)> = bolt
+            .entries(labels, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::Bytes(v) => (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ),
+                Value::Bucket(_) => panic!("a bucket among labels"),
+            })
+            .collect();
+        // In key order, with the image config's labels that containerd copies in.
+        let want = [
+            ("io.containerd.image.config.stop-signal", "SIGTERM"),
+            ("io.cri-containerd.kind", "container"),
+            ("io.kubernetes.pod.name", "web-6c8f7b9d4c-h7k2p"),
+            ("org.opencontainers.image.created", "2026-12-01T00:00:00Z"),
+            (
+                "org.opencontainers.image.revision",
+                "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+            ),
+            (
+                "org.opencontainers.image.source",
+                "https://example.org/patchgap/test-image",
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(got, want);
+        assert_eq!(bolt.entries(labels, 1).unwrap().len(), 1);
+        // Every image, through however many pages the images bucket has.
+        let images = bolt
+            .bucket(&[b"v1", b"k8s.io", b"images"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(bolt.entries(images, 100).unwrap().len(), 1);
     }
 
     #[test]
@@ -323,6 +443,9 @@ mod tests {
                     ],
                     b"image",
                 );
+                if let Ok(Some(b)) = bolt.bucket(&[b"v1", b"k8s.io", b"containers"]) {
+                    let _ = bolt.entries(b, 1000);
+                }
             }
         }
         // A branch that points at itself is refused, not followed forever.

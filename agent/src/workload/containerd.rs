@@ -24,11 +24,11 @@
 //! life (a container's image never changes), so a scan with nothing new
 //! reads nothing. The database is read whole, up to [`MAX_DB_BYTES`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value as Json;
 
-use crate::parse::bolt::Bolt;
+use crate::parse::bolt::{Bolt, BoltError, Value};
 use crate::rootfs::{FileMeta, RootError, RootFs};
 use crate::workload::meta::{MetaWarnings, Provenance};
 use crate::workload::storage::parse_image_config;
@@ -53,30 +53,50 @@ pub struct ContainerdImage {
     pub image_id: String,
     /// The config's provenance labels.
     pub provenance: Provenance,
+    /// The container's labels in containerd (`v1/<ns>/containers/<id>/labels`): for a CRI
+    /// sandbox, the pod's labels; for a CRI container, the kubelet's `io.kubernetes.*` ones;
+    /// both with the image config's labels under them. At most [`MAX_LABELS`].
+    pub labels: BTreeMap<String, String>,
 }
 
-/// The image name and the target digest of container `id` in `namespace`
-/// of a containerd metadata database. Pure: bytes in.
-pub fn image_of_container(
+/// The most labels kept of one container.
+pub const MAX_LABELS: usize = 256;
+
+/// What containerd's metadata database records about container `id` in `namespace`: the
+/// image's name and target digest, and the container's labels. Pure: bytes in.
+pub fn container_record(
     db: &[u8],
     namespace: &str,
     id: &str,
-) -> Result<Option<(String, String)>, crate::parse::bolt::BoltError> {
+) -> Result<Option<ContainerdImage>, BoltError> {
     let bolt = Bolt::new(db)?;
     let ns = namespace.as_bytes();
-    let Some(name) = bolt.value(&[b"v1", ns, b"containers", id.as_bytes()], b"image")? else {
+    let container: [&[u8]; 4] = [b"v1", ns, b"containers", id.as_bytes()];
+    if bolt.bucket(&container)?.is_none() {
         return Ok(None);
+    }
+    let mut record = ContainerdImage::default();
+    if let Some(labels) = bolt.bucket(&[b"v1", ns, b"containers", id.as_bytes(), b"labels"])? {
+        for (k, v) in bolt.entries(labels, MAX_LABELS)? {
+            if let Value::Bytes(v) = v {
+                record.labels.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+            }
+        }
+    }
+    // A container made from a root filesystem, not an image, has none.
+    let Some(name) = bolt.value(&container, b"image")? else {
+        return Ok(Some(record));
     };
-    let name = String::from_utf8_lossy(name).into_owned();
-    let digest = bolt
-        .value(
-            &[b"v1", ns, b"images", name.as_bytes(), b"target"],
-            b"digest",
-        )?
+    record.name = String::from_utf8_lossy(name).into_owned();
+    record.digest = bolt
+        .value(&[b"v1", ns, b"images", name, b"target"], b"digest")?
         .map(|d| String::from_utf8_lossy(d).into_owned())
         .filter(|d| sha256_hex(d).is_some())
         .unwrap_or_default();
-    Ok(Some((name, digest)))
+    Ok(Some(record))
 }
 
 /// The 64 hex digits of "sha256:<64 hex>".
@@ -180,7 +200,7 @@ impl ContainerdReader {
             Ok(db) => db,
             Err(e) => return (None, warning(&e)),
         };
-        let found = match image_of_container(&db, namespace, id) {
+        let found = match container_record(&db, namespace, id) {
             Ok(found) => found,
             // Torn while containerd committed, most likely: tried again when the file changes.
             Err(_) => {
@@ -195,16 +215,11 @@ impl ContainerdReader {
             }
         };
         drop(db);
-        let Some((name, digest)) = found else {
+        let Some(mut image) = found else {
             self.missing.insert(key, version);
             return (None, MetaWarnings::default());
         };
         self.missing.remove(&key);
-        let mut image = ContainerdImage {
-            name,
-            digest,
-            ..Default::default()
-        };
         self.config(root, &mut image);
         self.resolved.insert(key, (image.clone(), generation));
         (Some(image), MetaWarnings::default())
@@ -267,41 +282,42 @@ mod tests {
     const ID: &str = "c0ffee0000000000000000000000000000000000000000000000000000000001";
 
     #[test]
-    fn a_container_s_image_and_digest_from_a_real_database() {
+    fn a_container_s_image_digest_and_labels_from_a_real_database() {
+        let r = container_record(DB, "k8s.io", ID)
+            .expect("read")
+            .expect("found");
+        assert_eq!(r.name, "localhost/patchgap-test-debian:bookworm-2");
         assert_eq!(
-            image_of_container(DB, "k8s.io", ID).expect("read"),
-            Some((
-                "localhost/patchgap-test-debian:bookworm-2".to_string(),
-                "sha256:9cc9f10b9807c97c37c3fbfb26cc6541b890e8568d70425b5aa3e600948917d0"
-                    .to_string()
-            ))
+            r.digest,
+            "sha256:9cc9f10b9807c97c37c3fbfb26cc6541b890e8568d70425b5aa3e600948917d0"
         );
         assert_eq!(
-            image_of_container(DB, "k8s.io", "nope").expect("read"),
-            None
+            r.labels.get("io.kubernetes.pod.name").map(String::as_str),
+            Some("web-6c8f7b9d4c-h7k2p")
         );
-        assert_eq!(image_of_container(DB, "default", ID).expect("read"), None);
+        assert_eq!(container_record(DB, "k8s.io", "nope").expect("read"), None);
+        assert_eq!(container_record(DB, "default", ID).expect("read"), None);
     }
 
     #[test]
     fn torn_or_foreign_files_are_errors_not_panics() {
         assert_eq!(
-            image_of_container(b"", "k8s.io", ID).unwrap_err(),
+            container_record(b"", "k8s.io", ID).unwrap_err(),
             BoltError::NoMeta
         );
         assert_eq!(
-            image_of_container(&[0u8; 8192], "k8s.io", ID).unwrap_err(),
+            container_record(&[0u8; 8192], "k8s.io", ID).unwrap_err(),
             BoltError::NoMeta
         );
         // Cut anywhere after the meta pages: an error or no answer, never a panic.
         for cut in (8192..DB.len()).step_by(4096) {
-            let _ = image_of_container(&DB[..cut], "k8s.io", ID);
+            let _ = container_record(&DB[..cut], "k8s.io", ID);
         }
         // Every byte of every page flipped in turn (a page at a time, to stay quick).
         let mut db = DB.to_vec();
         for at in (8192..db.len()).step_by(97) {
             db[at] ^= 0xff;
-            let _ = image_of_container(&db, "k8s.io", ID);
+            let _ = container_record(&db, "k8s.io", ID);
             db[at] ^= 0xff;
         }
     }

@@ -1069,6 +1069,19 @@ impl MetaReader {
             if let Some(image) = image {
                 apply_containerd(&mut parsed.meta, image);
             }
+            // The CRI plugin gives a pod's labels to its sandbox's containerd container only.
+            if parsed.kubernetes
+                && !parsed.meta.sandbox
+                && sandbox_id != id
+                && is_container_id(&sandbox_id)
+            {
+                let (sandbox, _) =
+                    self.containerd
+                        .container(&self.root, self.generation, &namespace, &sandbox_id);
+                if let Some(sandbox) = sandbox {
+                    merge_pod_labels(&mut parsed.meta, &sandbox.labels);
+                }
+            }
         }
         (Some(parsed.meta), warnings)
     }
@@ -1272,9 +1285,41 @@ fn containerd_namespace(path: &[u8]) -> Option<String> {
     String::from_utf8(rest[..end].to_vec()).ok()
 }
 
+/// The label prefixes containerd puts among a sandbox's labels that are not the pod's: the CRI
+/// plugin's kind marker, and the pause image's config (`io.containerd.image.config.*`) and OCI
+/// labels.
+const NOT_POD_LABELS: [&str; 3] = [
+    "io.cri-containerd.",
+    "io.containerd.",
+    "org.opencontainers.",
+];
+
+/// Takes a pod's labels from its sandbox's containerd labels; the container's own win.
+fn merge_pod_labels(meta: &mut RuntimeMeta, sandbox: &BTreeMap<String, String>) {
+    for (k, v) in sandbox {
+        if !NOT_POD_LABELS.iter().any(|p| k.starts_with(p)) {
+            meta.labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
 /// Fills in what containerd's database knows and the config did not say: the image's name
-/// (a `ctr run` container's config has none), its digest, its id and its provenance.
+/// (a `ctr run` container's config has none), its digest, its id and its provenance, and from
+/// the kubelet's labels (`io.kubernetes.*`) the pod and container names the annotations lacked.
 fn apply_containerd(meta: &mut RuntimeMeta, image: ContainerdImage) {
+    let label = |k: &str| image.labels.get(k).filter(|v| !v.is_empty()).cloned();
+    for (field, key) in [
+        (&mut meta.pod_name, POD_NAME),
+        (&mut meta.pod_namespace, POD_NAMESPACE),
+        (&mut meta.pod_uid, POD_UID),
+        (&mut meta.container_name, CONTAINER_NAME),
+    ] {
+        if field.is_empty()
+            && let Some(v) = label(key)
+        {
+            *field = v;
+        }
+    }
     if meta.image_ref.is_empty() && !image.name.is_empty() {
         meta.image_ref = normalize_reference(&image.name).unwrap_or(image.name);
     }
