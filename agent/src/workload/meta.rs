@@ -14,8 +14,10 @@
 //!   uses the namespace "k8s.io" and records the pod in `io.kubernetes.cri.*` annotations
 //!   (`sandbox-name`, `sandbox-namespace`, `sandbox-uid`, `container-name`, `image-name`,
 //!   `container-type`, `sandbox-id`). `image-name` is the image's reference, not a digest, and
-//!   no image id is recorded at all. Pod labels are never in the spec; pod annotations only when
-//!   the runtime's `pod_annotations` setting lets them through.
+//!   no image id is recorded in the spec. Pod labels are never in the spec; pod annotations only
+//!   when the runtime's `pod_annotations` setting lets them through. The digest, the image id,
+//!   the provenance labels and the pod's labels (on the sandbox) come from containerd's own
+//!   database and content store ([`super::containerd`]).
 //! - Docker runs its containers through containerd too, in the namespace "moby", with a
 //!   config.json that has no CRI annotations. Such a config is only a fallback: the lookup goes
 //!   on to Docker's own `config.v2.json`, which knows the image and the labels.
@@ -36,7 +38,9 @@
 //!   `io.container.manager=libpod`. Both use the containers/storage layout (CRI-O its run
 //!   root, Podman its graph root, and either can be configured to the other's), so the
 //!   `io.container.manager` annotation, not the directory, decides between "cri-o" and
-//!   "podman" when it is there.
+//!   "podman" when it is there. Podman's config names neither the container nor its image:
+//!   those, the digest and the image's provenance labels come from containers/storage's own
+//!   lists ([`super::storage`]), which fill in only what the config left empty.
 //! - Docker keeps `/var/lib/docker/containers/<id>/config.v2.json`: `Config.Image` is what was
 //!   asked for (a familiar name such as "nginx:1.25", or for cri-dockerd the image id), `Image`
 //!   is the image id, `Config.Labels` the labels and `Name` the name with a leading "/".
