@@ -333,7 +333,7 @@ mod tests {
     use crate::parse::fuzz::{Rng, mutate};
 
     /// containerd 1.6's meta.db (see workload/containerd.rs's tests).
-    const DB: &[u8] = include_bytes!("../workload/testdata/containerd-meta.db");
+    const DB: &[u8] = include_bytes!("../workload/testdata/containerd-meta.bolt");
 
     #[test]
     fn nested_buckets_and_values_of_a_real_file() {

@@ -278,7 +278,7 @@ mod tests {
 
     /// Written by containerd 1.6.20 (Debian) after `ctr -n k8s.io image import` of the test
     /// image's OCI archive and `ctr -n k8s.io run` of container "c0ffee…01".
-    const DB: &[u8] = include_bytes!("testdata/containerd-meta.db");
+    const DB: &[u8] = include_bytes!("testdata/containerd-meta.bolt");
     const ID: &str = "c0ffee0000000000000000000000000000000000000000000000000000000001";
 
     #[test]
