@@ -44,6 +44,14 @@ command -v javac >/dev/null || need+=(default-jdk-headless)
 # The changelog parser is checked against every Debian changelog a TSV of
 # this image lists; bpftool's (the kernel's) carries most of its CVEs.
 [ -f /usr/share/doc/bpftool/changelog.Debian.gz ] || need+=(bpftool)
+# The live runtime tests (tests/tests/runtimes.rs) run real containers:
+# Podman with runc (crun refuses this hybrid cgroup layout), containerd and
+# its ctr, and debootstrap, which builds their image offline from the apt
+# mirror (tests/runtimes/image.sh).
+command -v podman >/dev/null || need+=(podman)
+[ -x /usr/sbin/runc ] || need+=(runc)
+command -v containerd >/dev/null || need+=(containerd)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 # The upgrade test moves libaom3 between the two versions the archive
 # serves: apt's lists must know both.
 lists_fresh=0

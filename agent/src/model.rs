@@ -149,6 +149,8 @@ pub struct Workload {
     pub image_id: String,
     /// Empty when the runtime does not record it: never a guess.
     pub image_digest: String,
+    /// The image's OCI provenance labels, where the runtime records them.
+    pub provenance: crate::workload::meta::Provenance,
     pub unit: String,
     pub labels: BTreeMap<String, String>,
     pub classification: String,

@@ -124,6 +124,11 @@ pub fn workload(w: &crate::model::Workload) -> v1::Workload {
         }),
         metadata_warnings: w.metadata_warnings,
         cgroup: w.cgroup.clone(),
+        provenance: (!w.provenance.is_empty()).then(|| v1::ImageProvenance {
+            revision: w.provenance.revision.clone(),
+            source: w.provenance.source.clone(),
+            created: w.provenance.created.clone(),
+        }),
     }
 }
 

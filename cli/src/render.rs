@@ -299,6 +299,11 @@ fn workload_json(w: &v1::WorkloadSummary) -> Value {
         "runtime": w.runtime,
         "image": w.image,
         "image_digest": (!w.image_digest.is_empty()).then_some(&w.image_digest),
+        "provenance": w.provenance.as_ref().map(|p| json!({
+            "revision": p.revision,
+            "source": p.source,
+            "created": p.created,
+        })),
         "unit": w.unit,
         "pods": w.pods,
         "hosts": w.hosts,
@@ -328,6 +333,23 @@ fn owner_text(w: &v1::WorkloadSummary) -> String {
         Some(o) => format!("{}/{}", o.kind, o.name),
         None => "-".into(),
     }
+}
+
+/// The image's provenance as a note ("image from <source> at <revision>, built
+/// <created>"), None when nothing is known. These are the builder's claims.
+fn provenance_text(w: &v1::WorkloadSummary) -> Option<String> {
+    let p = w.provenance.as_ref()?;
+    let mut parts = Vec::new();
+    if !p.source.is_empty() {
+        parts.push(format!("source {}", clean(&p.source)));
+    }
+    if !p.revision.is_empty() {
+        parts.push(format!("revision {}", clean(&p.revision)));
+    }
+    if !p.created.is_empty() {
+        parts.push(format!("created {}", clean(&p.created)));
+    }
+    (!parts.is_empty()).then(|| format!("image {}", parts.join("  ")))
 }
 
 fn scope_text(w: &v1::WorkloadSummary) -> String {
@@ -387,6 +409,11 @@ pub fn workloads_table(r: &v1::ListWorkloadsResponse, width: usize) -> String {
         &rows,
         "",
     );
+    for w in &r.workloads {
+        if let Some(p) = provenance_text(w) {
+            out.push_str(&format!("{}: {p}\n", clean(&w.key)));
+        }
+    }
     if !r.scope_map_error.is_empty() {
         out.push_str(&format!(
             "warning: scope mapping not reloaded, previous one in force: {}\n",
@@ -548,6 +575,9 @@ pub fn query_groups(matches: &[v1::Match], width: usize) -> String {
                 clean(&scope_text(w)),
                 clean(&w.privilege),
             ));
+            if let Some(p) = provenance_text(w) {
+                out.push_str(&format!("  {p}\n"));
+            }
         }
         let with_status = ms.iter().any(|m| !m.status.is_empty());
         let rows: Vec<Vec<String>> = ms

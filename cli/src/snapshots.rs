@@ -93,6 +93,11 @@ fn trainer_workload() -> v1::WorkloadSummary {
         privilege: "root,CAP_SYS_ADMIN".into(),
         privileged: true,
         metadata_warnings: 1,
+        provenance: Some(v1::ImageProvenance {
+            revision: "9b2f1c4e7a3d5b6c8e0f1a2b3c4d5e6f7a8b9c0d".into(),
+            source: "https://git.example/ml/trainer".into(),
+            created: "2026-11-20T08:00:00Z".into(),
+        }),
     }
 }
 

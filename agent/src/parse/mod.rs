@@ -11,6 +11,7 @@
 
 pub mod apk;
 pub mod auditable;
+pub mod bolt;
 pub mod cgroup;
 pub mod changelog;
 pub mod cmdline;

@@ -113,6 +113,7 @@ fn apply_meta(w: &mut Workload, m: &RuntimeMeta) {
     w.image = m.image_ref.clone();
     w.image_id = m.image_id.clone();
     w.image_digest = m.image_digest.clone();
+    w.provenance = m.provenance.clone();
     w.labels = m.labels.clone();
     let (classification, writes_to) = data_scope(m);
     if !classification.is_empty() || !writes_to.is_empty() {

@@ -14,8 +14,10 @@
 //!   uses the namespace "k8s.io" and records the pod in `io.kubernetes.cri.*` annotations
 //!   (`sandbox-name`, `sandbox-namespace`, `sandbox-uid`, `container-name`, `image-name`,
 //!   `container-type`, `sandbox-id`). `image-name` is the image's reference, not a digest, and
-//!   no image id is recorded at all. Pod labels are never in the spec; pod annotations only when
-//!   the runtime's `pod_annotations` setting lets them through.
+//!   no image id is recorded in the spec. Pod labels are never in the spec; pod annotations only
+//!   when the runtime's `pod_annotations` setting lets them through. The digest, the image id,
+//!   the provenance labels and the pod's labels (on the sandbox) come from containerd's own
+//!   database and content store ([`super::containerd`]).
 //! - Docker runs its containers through containerd too, in the namespace "moby", with a
 //!   config.json that has no CRI annotations. Such a config is only a fallback: the lookup goes
 //!   on to Docker's own `config.v2.json`, which knows the image and the labels.
@@ -36,7 +38,9 @@
 //!   `io.container.manager=libpod`. Both use the containers/storage layout (CRI-O its run
 //!   root, Podman its graph root, and either can be configured to the other's), so the
 //!   `io.container.manager` annotation, not the directory, decides between "cri-o" and
-//!   "podman" when it is there.
+//!   "podman" when it is there. Podman's config names neither the container nor its image:
+//!   those, the digest and the image's provenance labels come from containers/storage's own
+//!   lists ([`super::storage`]), which fill in only what the config left empty.
 //! - Docker keeps `/var/lib/docker/containers/<id>/config.v2.json`: `Config.Image` is what was
 //!   asked for (a familiar name such as "nginx:1.25", or for cri-dockerd the image id), `Image`
 //!   is the image id, `Config.Labels` the labels and `Name` the name with a leading "/".
@@ -62,6 +66,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::rootfs::{FileMeta, RootError, RootFs};
+use crate::workload::containerd::{ContainerdImage, ContainerdReader};
+use crate::workload::storage::{StorageFacts, StorageReader};
 
 /// The largest metadata file that is read; a larger one is refused (`too_large`).
 pub const MAX_META_BYTES: u64 = 4 << 20;
@@ -154,6 +160,51 @@ pub struct RuntimeMeta {
     /// The container is a pod sandbox (pause), from io.kubernetes.cri.container-type=sandbox /
     /// io.kubernetes.cri-o.ContainerType=sandbox / io.kubernetes.docker.type=podsandbox.
     pub sandbox: bool,
+    /// Where the image came from, where the runtime records its labels (Podman's image config,
+    /// Docker's merged container labels); empty fields are unknown.
+    pub provenance: Provenance,
+}
+
+/// The longest provenance value kept.
+pub const MAX_PROVENANCE_BYTES: usize = 1024;
+
+/// An image's provenance, from its OCI labels (`org.opencontainers.image.revision`, `.source`,
+/// `.created`): the commit it was built from, the repository, and when it was built. These are
+/// what the image's builder wrote, not verified facts; a responder reads them as claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Provenance {
+    /// The source revision, usually a commit sha.
+    pub revision: String,
+    /// The source repository's URL.
+    pub source: String,
+    /// When the image was built (RFC 3339, as written).
+    pub created: String,
+}
+
+impl Provenance {
+    /// From OCI labels (or annotations), looked up by `labels`; trimmed, empty when absent.
+    /// Each value is cut to [`MAX_PROVENANCE_BYTES`] (at a character boundary): they are
+    /// whatever the image's builder wrote.
+    pub fn from_labels<'a>(labels: impl Fn(&str) -> Option<&'a String>) -> Provenance {
+        let get = |k: &str| {
+            let v = labels(k).map(|v| v.trim()).unwrap_or_default();
+            let mut end = v.len().min(MAX_PROVENANCE_BYTES);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v[..end].to_string()
+        };
+        Provenance {
+            revision: get("org.opencontainers.image.revision"),
+            source: get("org.opencontainers.image.source"),
+            created: get("org.opencontainers.image.created"),
+        }
+    }
+
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.revision.is_empty() && self.source.is_empty() && self.created.is_empty()
+    }
 }
 
 /// Why a metadata file could not be parsed.
@@ -648,6 +699,8 @@ fn parse_docker(bytes: &[u8]) -> Result<Parsed, MetaError> {
         }
     }
     let sandbox_id = label(DOCKER_SANDBOX_ID).unwrap_or_default();
+    // Docker merges the image's labels into the container's, so its provenance labels are here.
+    meta.provenance = Provenance::from_labels(|k| labels.get(k));
     meta.labels = labels;
     Ok(Parsed {
         meta,
@@ -924,6 +977,10 @@ pub struct MetaReader {
     totals: MetaWarnings,
     /// How many metadata files were opened for reading.
     reads: u64,
+    /// containers/storage's lists, for Podman's names, images and digests.
+    storage: StorageReader,
+    /// containerd's metadata database, for its containers' image digests.
+    containerd: ContainerdReader,
 }
 
 impl MetaReader {
@@ -940,6 +997,8 @@ impl MetaReader {
             generation: 0,
             totals: MetaWarnings::default(),
             reads: 0,
+            storage: StorageReader::default(),
+            containerd: ContainerdReader::default(),
         })
     }
 
@@ -988,7 +1047,47 @@ impl MetaReader {
         {
             merge_sandbox(&mut parsed.meta, &sandbox.meta);
         }
-        (Some(parsed.meta), entry.warnings)
+        let mut warnings = entry.warnings;
+        if matches!(entry.layout, Layout::Podman | Layout::CriO) {
+            let (facts, w) = self.storage.container(&self.root, self.generation, id);
+            if w != MetaWarnings::default() {
+                // Counted once per change of outcome would need the file's version here; the
+                // lists are looked at once per scan, so this counts at most once per scan.
+                self.totals.add(&w);
+                warnings.add(&w);
+            }
+            if let Some(facts) = facts {
+                apply_storage(&mut parsed.meta, facts);
+            }
+        }
+        if entry.layout == Layout::Containerd
+            && let Some(namespace) = containerd_namespace(&entry.path)
+        {
+            let (image, w) = self
+                .containerd
+                .container(&self.root, self.generation, &namespace, id);
+            if w != MetaWarnings::default() {
+                self.totals.add(&w);
+                warnings.add(&w);
+            }
+            if let Some(image) = image {
+                apply_containerd(&mut parsed.meta, image);
+            }
+            // The CRI plugin gives a pod's labels to its sandbox's containerd container only.
+            if parsed.kubernetes
+                && !parsed.meta.sandbox
+                && sandbox_id != id
+                && is_container_id(&sandbox_id)
+            {
+                let (sandbox, _) =
+                    self.containerd
+                        .container(&self.root, self.generation, &namespace, &sandbox_id);
+                if let Some(sandbox) = sandbox {
+                    merge_pod_labels(&mut parsed.meta, &sandbox.labels);
+                }
+            }
+        }
+        (Some(parsed.meta), warnings)
     }
 
     /// Finds namespace and pod name for a pod uid from /var/log/pods/<ns>_<pod>_<uid> (the
@@ -1008,6 +1107,8 @@ impl MetaReader {
     pub fn begin_scan(&mut self) {
         let current = self.generation;
         self.cache.retain(|_, e| e.generation == current);
+        self.storage.evict(current);
+        self.containerd.evict(current);
         self.generation = self.generation.wrapping_add(1);
         self.pods = None;
     }
@@ -1017,9 +1118,10 @@ impl MetaReader {
         self.totals.clone()
     }
 
-    /// How many metadata files were opened for reading since start (cache misses).
+    /// How many metadata files were opened for reading since start (cache misses), those of
+    /// containers/storage included.
     pub fn files_read(&self) -> u64 {
-        self.reads
+        self.reads + self.storage.files_read() + self.containerd.files_read()
     }
 
     /// The outcome for container `id`, from the cache while its file is unchanged.
@@ -1143,6 +1245,99 @@ impl MetaReader {
     }
 }
 
+/// Fills in what containers/storage knows and the OCI config did not say: the name, the image
+/// id, reference and digest, and the image's provenance. What the config said wins (CRI-O's
+/// annotations name the container as the kubelet asked).
+fn apply_storage(meta: &mut RuntimeMeta, facts: StorageFacts) {
+    if meta.container_name.is_empty() && !meta.sandbox {
+        meta.container_name = facts.container.name;
+    }
+    if meta.image_id.is_empty() {
+        meta.image_id = facts.container.image_id;
+    }
+    if meta.image_ref.is_empty() {
+        // The reference asked for; else the image's first name that is not a digest reference.
+        let name = Some(facts.container.image_name)
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                facts
+                    .image
+                    .as_ref()
+                    .and_then(|i| i.names.iter().find(|n| !n.contains('@')).cloned())
+            });
+        if let Some(name) = name {
+            meta.image_ref = normalize_reference(&name).unwrap_or(name);
+        }
+    }
+    if meta.image_digest.is_empty()
+        && let Some(image) = &facts.image
+    {
+        meta.image_digest.clone_from(&image.digest);
+    }
+    if meta.provenance.is_empty() {
+        meta.provenance = facts.provenance;
+    }
+}
+
+/// The namespace of a containerd task's config path
+/// (`run/containerd/io.containerd.runtime.v2.task/<namespace>/<id>/config.json`).
+fn containerd_namespace(path: &[u8]) -> Option<String> {
+    let rest = path
+        .strip_prefix(CONTAINERD_TASKS.as_bytes())?
+        .strip_prefix(b"/")?;
+    let end = rest.iter().position(|&b| b == b'/')?;
+    String::from_utf8(rest[..end].to_vec()).ok()
+}
+
+/// The label prefixes containerd puts among a sandbox's labels that are not the pod's: the CRI
+/// plugin's kind marker, and the pause image's config (`io.containerd.image.config.*`) and OCI
+/// labels.
+const NOT_POD_LABELS: [&str; 3] = [
+    "io.cri-containerd.",
+    "io.containerd.",
+    "org.opencontainers.",
+];
+
+/// Takes a pod's labels from its sandbox's containerd labels; the container's own win.
+fn merge_pod_labels(meta: &mut RuntimeMeta, sandbox: &BTreeMap<String, String>) {
+    for (k, v) in sandbox {
+        if !NOT_POD_LABELS.iter().any(|p| k.starts_with(p)) {
+            meta.labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+/// Fills in what containerd's database knows and the config did not say: the image's name
+/// (a `ctr run` container's config has none), its digest, its id and its provenance, and from
+/// the kubelet's labels (`io.kubernetes.*`) the pod and container names the annotations lacked.
+fn apply_containerd(meta: &mut RuntimeMeta, image: ContainerdImage) {
+    let label = |k: &str| image.labels.get(k).filter(|v| !v.is_empty()).cloned();
+    for (field, key) in [
+        (&mut meta.pod_name, POD_NAME),
+        (&mut meta.pod_namespace, POD_NAMESPACE),
+        (&mut meta.pod_uid, POD_UID),
+        (&mut meta.container_name, CONTAINER_NAME),
+    ] {
+        if field.is_empty()
+            && let Some(v) = label(key)
+        {
+            *field = v;
+        }
+    }
+    if meta.image_ref.is_empty() && !image.name.is_empty() {
+        meta.image_ref = normalize_reference(&image.name).unwrap_or(image.name);
+    }
+    if meta.image_digest.is_empty() {
+        meta.image_digest = image.digest;
+    }
+    if meta.image_id.is_empty() {
+        meta.image_id = image.image_id;
+    }
+    if meta.provenance.is_empty() {
+        meta.provenance = image.provenance;
+    }
+}
+
 /// Merges what a container's pod sandbox knows into the container's metadata; the
 /// container's own values win.
 fn merge_sandbox(meta: &mut RuntimeMeta, sandbox: &RuntimeMeta) {
@@ -1243,6 +1438,7 @@ mod tests {
                     (CRI_SANDBOX_UID, "6f0d2c1e-4b7a-4e59-9c3d-2a8b5e7f1c04"),
                 ]),
                 sandbox: false,
+                provenance: Provenance::default(),
             }
         );
         let p = parse_containerd(CONTAINERD_JSON.as_bytes()).expect("parse");
@@ -1896,6 +2092,132 @@ mod tests {
         let (m, w) = r.container(&plain, None);
         assert_eq!(m.expect("found").runtime, "containerd");
         assert_eq!(w, MetaWarnings::default());
+    }
+
+    /// Podman's files as Podman 4.3 wrote them for one container (see storage.rs's tests).
+    fn podman_host() -> (Host, &'static str) {
+        const ID: &str = "b9cdc87e57068b734cac5de981a5c0a5f416d56a60e4319d1e2f7367f7526efd";
+        const IMAGE: &str = "3e56b8b0befefa485efe449d1641f64e5028506e83a7d5874077cf5216a65800";
+        let host = Host::new();
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/{ID}/userdata/config.json"),
+            include_bytes!("testdata/podman-config.json"),
+        );
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            include_bytes!("testdata/podman-containers.json"),
+        );
+        host.write(
+            "var/lib/containers/storage/overlay-images/images.json",
+            include_bytes!("testdata/podman-images.json"),
+        );
+        host.write(
+            &format!(
+                "var/lib/containers/storage/overlay-images/{IMAGE}/{}",
+                crate::workload::storage::big_data_file_name(&format!("sha256:{IMAGE}"))
+            ),
+            include_bytes!("testdata/podman-image-config.json"),
+        );
+        (host, ID)
+    }
+
+    /// Issue 20: a Podman container's config.json names neither it nor its image;
+    /// containers/storage's lists do, and the image's config has its provenance.
+    #[test]
+    fn podman_name_image_digest_and_provenance_from_containers_storage() {
+        let (host, id) = podman_host();
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        assert_eq!(w, MetaWarnings::default());
+        let m = m.expect("found");
+        assert_eq!(m.runtime, "podman");
+        assert_eq!(m.container_name, "pg-explore");
+        assert_eq!(
+            m.image_ref,
+            "localhost/patchgap-test-debian:bookworm-hello-1"
+        );
+        assert_eq!(
+            m.image_id,
+            "sha256:3e56b8b0befefa485efe449d1641f64e5028506e83a7d5874077cf5216a65800"
+        );
+        assert_eq!(
+            m.image_digest,
+            "sha256:1f9252c1ec3b7aba187c3b49df2843e75bb10c2c7bb8f06a84e60ae44cd4b03c"
+        );
+        assert_eq!(
+            m.provenance,
+            Provenance {
+                revision: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+                source: "https://example.org/patchgap/test-image".into(),
+                created: "2026-12-01T00:00:00Z".into(),
+            }
+        );
+        // The files are read once: later scans with nothing new read none.
+        let read = r.files_read();
+        assert_eq!(read, 4, "config.json, two lists, the image config");
+        for _ in 0..3 {
+            r.begin_scan();
+            assert_eq!(r.container(id, Some("podman")).0, Some(m.clone()));
+        }
+        assert_eq!(r.files_read(), read);
+        // A renamed container: the list changed, and is read again at the next scan.
+        let renamed = std::fs::read_to_string(
+            host.root()
+                .join(format!("{PODMAN_CONTAINERS}/containers.json")),
+        )
+        .expect("read")
+        .replace("\"pg-explore\"", "\"pg-renamed-explore\"");
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            renamed.as_bytes(),
+        );
+        r.begin_scan();
+        let m2 = r.container(id, Some("podman")).0.expect("found");
+        assert_eq!(m2.container_name, "pg-renamed-explore");
+        assert_eq!(r.files_read(), read + 1);
+    }
+
+    #[test]
+    fn podman_lists_that_are_bad_or_escape_give_warnings_and_what_the_config_said() {
+        let (host, id) = podman_host();
+        host.write(
+            &format!("{PODMAN_CONTAINERS}/containers.json"),
+            b"[{\"id\":",
+        );
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        let m = m.expect("the config itself is fine");
+        assert_eq!(m.runtime, "podman");
+        assert_eq!(m.container_name, "");
+        assert_eq!(m.image_digest, "");
+        assert_eq!(w.bad_json, 1);
+        // Not read again, nor counted again, within the same scan.
+        let read = r.files_read();
+        assert_eq!(r.container(id, Some("podman")).1, MetaWarnings::default());
+        assert_eq!(r.files_read(), read);
+
+        // images.json as a link out of the root is refused, never followed.
+        let (host, id) = podman_host();
+        let outside = host.dir.path().join("images.json");
+        std::fs::write(&outside, include_bytes!("testdata/podman-images.json")).expect("write");
+        std::fs::remove_file(
+            host.root()
+                .join("var/lib/containers/storage/overlay-images/images.json"),
+        )
+        .expect("rm");
+        host.link(
+            "var/lib/containers/storage/overlay-images/images.json",
+            outside.to_str().expect("utf-8"),
+        );
+        let mut r = host.reader();
+        r.begin_scan();
+        let (m, w) = r.container(id, Some("podman"));
+        let m = m.expect("found");
+        assert_eq!(m.container_name, "pg-explore");
+        assert_eq!(m.image_digest, "", "never read through the escaping link");
+        assert_eq!(w.escapes_root, 1);
     }
 
     #[test]

@@ -2,5 +2,7 @@
 
 pub mod attribute;
 pub mod cgroup;
+pub mod containerd;
 pub mod meta;
 pub mod privilege;
+pub mod storage;

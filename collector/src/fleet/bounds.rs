@@ -189,6 +189,12 @@ impl Cut {
             self.list(&mut sc.writes_to, PATH);
             self.text(&mut sc.source, PATH);
         }
+        // The image builder's labels: anything it chose to write.
+        if let Some(p) = &mut w.provenance {
+            self.text(&mut p.revision, NAME);
+            self.text(&mut p.source, PATH);
+            self.text(&mut p.created, NAME);
+        }
     }
 }
 

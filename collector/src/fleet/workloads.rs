@@ -160,6 +160,9 @@ pub fn summarize(rows: &[WorkloadRow], rules: &[Rule]) -> Vec<v1::WorkloadSummar
         if s.image_digest.is_empty() {
             s.image_digest = w.image_digest.clone();
         }
+        if s.provenance.is_none() {
+            s.provenance = w.provenance.clone();
+        }
         for p in &row.privileges {
             s.privileged |= p.privileged;
             for token in p.summary.split(',').filter(|t| !t.is_empty() && *t != "-") {
