@@ -29,9 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value as Json;
 
 use crate::parse::bolt::{Bolt, BoltError, Value};
-use crate::rootfs::{FileMeta, RootError, RootFs};
+use crate::rootfs::{RootError, RootFs};
 use crate::workload::meta::{MetaWarnings, Provenance};
-use crate::workload::storage::parse_image_config;
+use crate::workload::storage::{Version, parse_image_config};
 
 /// The largest metadata database that is read. A node's is usually well
 /// under 10 MiB; a larger one is refused (`too_large`).
@@ -131,25 +131,6 @@ pub fn next_in_manifest(bytes: &[u8]) -> Option<(bool, String)> {
         .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == oci_arch())
         .or_else(|| (manifests.len() == 1).then(|| &manifests[0]))?;
     Some((false, pick["digest"].as_str()?.to_string()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Version {
-    dev: u64,
-    ino: u64,
-    mtime_ns: i128,
-    size: u64,
-}
-
-impl Version {
-    fn of(m: &FileMeta) -> Version {
-        Version {
-            dev: m.id.dev,
-            ino: m.id.ino,
-            mtime_ns: m.mtime_ns,
-            size: m.size,
-        }
-    }
 }
 
 /// Resolves containerd containers to their images (see the module docs).

@@ -505,19 +505,22 @@ pub fn data_scope(meta: &RuntimeMeta) -> (String, Vec<String>) {
 
 /// Parses `bytes` as JSON.
 fn parse_json(bytes: &[u8]) -> Result<Value, MetaError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        // serde_json's message ends with " at line L column C", which the variant says itself.
-        let message = e.to_string();
-        let reason = match message.rfind(" at line ") {
-            Some(at) => message[..at].to_string(),
-            None => message,
-        };
-        MetaError::Json {
-            line: e.line(),
-            column: e.column(),
-            reason,
-        }
-    })
+    serde_json::from_slice(bytes).map_err(json_error)
+}
+
+/// A JSON error as a `MetaError` (containers/storage's lists use it too).
+pub(super) fn json_error(e: serde_json::Error) -> MetaError {
+    // serde_json's message ends with " at line L column C", which the variant says itself.
+    let message = e.to_string();
+    let reason = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    };
+    MetaError::Json {
+        line: e.line(),
+        column: e.column(),
+        reason,
+    }
 }
 
 /// The string-valued members of a JSON object (others, such as `null`, are skipped).

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::rootfs::{FileMeta, RootError, RootFs};
-use crate::workload::meta::{MetaError, MetaWarnings, Provenance};
+use crate::workload::meta::{MetaError, MetaWarnings, Provenance, json_error};
 
 /// The largest `containers.json` or `images.json` that is read: about 10,000
 /// containers or images. A larger one is refused (`too_large`).
@@ -111,19 +111,6 @@ struct RawImageConfig {
 struct RawConfigSection {
     #[serde(default, rename = "Labels")]
     labels: Option<HashMap<String, String>>,
-}
-
-fn json_error(e: serde_json::Error) -> MetaError {
-    let message = e.to_string();
-    let reason = match message.rfind(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message,
-    };
-    MetaError::Json {
-        line: e.line(),
-        column: e.column(),
-        reason,
-    }
 }
 
 /// "sha256:<hex>" for 64 lower-case hex digits, bare or prefixed; None otherwise.
@@ -219,9 +206,9 @@ pub fn big_data_file_name(key: &str) -> String {
     out
 }
 
-/// What identifies one version of a file.
+/// What identifies one version of a file (containerd's reader uses it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Version {
+pub(super) struct Version {
     dev: u64,
     ino: u64,
     mtime_ns: i128,
@@ -229,7 +216,7 @@ struct Version {
 }
 
 impl Version {
-    fn of(m: &FileMeta) -> Version {
+    pub(super) fn of(m: &FileMeta) -> Version {
         Version {
             dev: m.id.dev,
             ino: m.id.ino,
