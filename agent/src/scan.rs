@@ -95,15 +95,19 @@ pub const TRUNCATED: &str = " …(truncated)";
 const RECENT_ROOTS_LIMIT: usize = 64;
 
 /// Remembers a parent's root for `RECENT_FOR`, dropping the expired ones
-/// (and, past the limit, all) first.
+/// (and, past the limit, all) first. Each holds a descriptor, so the
+/// expired go at every insert (at most `RECENT_ROOTS_LIMIT` to look at),
+/// and at every full scan (`forget_expired_roots`) for a quiet host.
 fn remember_root(roots: &mut HashMap<u32, (Instant, ProcRoot)>, ppid: u32, root: ProcRoot) {
-    if roots.len() >= RECENT_ROOTS_LIMIT / 2 {
-        roots.retain(|_, (at, _)| at.elapsed() < RECENT_FOR);
-    }
+    forget_expired_roots(roots);
     if roots.len() >= RECENT_ROOTS_LIMIT {
         roots.clear();
     }
     roots.insert(ppid, (Instant::now(), root));
+}
+
+fn forget_expired_roots(roots: &mut HashMap<u32, (Instant, ProcRoot)>) {
+    roots.retain(|_, (at, _)| at.elapsed() < RECENT_FOR);
 }
 
 /// How long an open's answer, or a parent's root, is reused.
@@ -821,11 +825,25 @@ impl Scanner {
             return ns;
         }
         let mut host_ns = self.ns_ids(1);
+        if host_ns == NsIds::default() && self.is_kthreadd(2) {
+            // Kernel threads live in the initial namespaces, as PID 1
+            // does, and their links stay readable where PID 1's are not.
+            host_ns = self.ns_ids(2);
+        }
         if host_ns == NsIds::default() {
             host_ns = self.ns_ids_of("self");
         }
         self.host_ns = Some(host_ns);
         host_ns
+    }
+
+    /// Whether `pid` is the kernel's thread spawner (parent 0, `kthreadd`):
+    /// only in the host's PID namespace.
+    fn is_kthreadd(&self, pid: u32) -> bool {
+        self.pid_read(pid, "stat")
+            .ok()
+            .and_then(|b| parse::stat::parse_stat(&b).ok())
+            .is_some_and(|s| s.ppid == 0 && s.comm == b"kthreadd")
     }
 
     fn btime_cached(&mut self) -> u64 {
@@ -970,9 +988,11 @@ impl Scanner {
         let (hits, misses) = (self.resolver.hits, self.resolver.misses);
         // Each root's database is checked against dpkg's files once per scan.
         self.resolver.begin_batch();
+        forget_expired_roots(&mut self.recent_roots);
         // The host's namespaces are PID 1's. Where PID 1 cannot be read (a
-        // non-dumpable init, as on this project's VMs), the agent's own stand
-        // in: a host agent, or a DaemonSet with hostPID and hostNetwork.
+        // non-dumpable init, as on this project's VMs), kthreadd's (the
+        // initial ones too); without the host's PID namespace, the agent's
+        // own stand in.
         self.host_ns = None;
         self.btime = None;
         let host_ns = self.host_ns_cached();
@@ -2061,11 +2081,12 @@ mod tests {
         let root: ProcRoot = Arc::new((RootFs::open(Path::new("/")).unwrap(), b"/".to_vec()));
         let mut roots = HashMap::new();
         let old = Instant::now() - RECENT_FOR - std::time::Duration::from_millis(10);
-        for ppid in 0..RECENT_ROOTS_LIMIT as u32 / 2 {
-            roots.insert(ppid, (old, root.clone()));
-        }
+        roots.insert(7, (old, root.clone()));
         remember_root(&mut roots, 100_000, root.clone());
-        assert_eq!(roots.len(), 1, "the expired went");
+        assert_eq!(roots.len(), 1, "one expired went at the next insert");
+        roots.insert(8, (old, root.clone()));
+        forget_expired_roots(&mut roots);
+        assert_eq!(roots.len(), 1, "and at a full scan");
         for ppid in 0..10 * RECENT_ROOTS_LIMIT as u32 {
             remember_root(&mut roots, ppid, root.clone());
             assert!(roots.len() <= RECENT_ROOTS_LIMIT);

@@ -10,6 +10,11 @@
 #     collector's network namespace, so nothing listens on the host;
 #   - the agent must report a process of user `nobody` on the host with
 #     libc6 mapped, with eBPF and containment on;
+#   - the agent image's inventory of the host (`patchgap-agent scan` with
+#     the same mounts and privileges) must equal the same binary's on the
+#     host, process by process, for the same moment: the host's processes
+#     and another Podman container's (compare.py lists what may differ,
+#     and why);
 #   - and, for the record, with the runtime's default seccomp profile
 #     instead, eBPF must be off (which is why the DaemonSet relaxes it).
 #
@@ -34,9 +39,11 @@ done
 run=(podman --runtime /usr/sbin/runc run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 tag=pgtest-$$
 sleeper=
+scans=
 cleanup() {
     local rc=$?
-    podman rm -f -t 2 "$tag-agent" "$tag-agent-default" "$tag-collector" >/dev/null 2>&1 || true
+    podman rm -f -t 2 "$tag-agent" "$tag-agent-default" "$tag-collector" "$tag-other" "$tag-copy" >/dev/null 2>&1 || true
+    [ -n "$scans" ] && rm -rf "$scans"
     podman volume rm -f "$tag-data" >/dev/null 2>&1 || true
     [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null || true
     rm -rf "/sys/fs/bpf/$tag-agent" "/sys/fs/bpf/$tag-agent-default"
@@ -59,6 +66,10 @@ mounts=(-v /sys/kernel/tracing:/sys/kernel/tracing:ro -v /sys/fs/bpf:/sys/fs/bpf
 for d in /var/lib/containers /run/containers /run/containerd /var/lib/containerd /var/lib/docker/containers /var/log/pods; do
     [ -d "$d" ] && mounts+=(-v "$d:/host$d:ro")
 done
+# Named network namespaces are bind mounts made at any time: rslave, as the
+# DaemonSet's HostToContainer.
+mkdir -p /run/netns
+mounts+=(-v /run/netns:/host/run/netns:ro,rslave)
 agent() {
     local name=$1; shift
     "${run[@]}" -d --name "$name" --pid=host --network "container:$tag-collector" \
@@ -90,6 +101,26 @@ done
 [ "$(host_field "$tag-agent" contain)" = True ] || fail "containment is off in the agent image"
 say "agent (DaemonSet settings, caps $caps): the host's nobody process with libc6, eBPF on, containment on"
 podman stop -t 5 "$tag-agent" >/dev/null
+
+# Both inventories of one moment: the image's view of the host and the
+# same binary's on the host (before and after it), with another container
+# running.
+tests/runtimes/image.sh >/dev/null
+"${run[@]}" -d --name "$tag-other" localhost/patchgap-test-debian:bookworm-2 busybox sleep 300 >/dev/null
+other=$(podman inspect -f '{{.State.Pid}}' "$tag-other")
+scans=$(mktemp -d /var/tmp/patchgap-compare.XXXXXX)
+podman create --name "$tag-copy" "localhost/patchgap-agent:$version" >/dev/null
+podman cp "$tag-copy:/usr/bin/patchgap-agent" "$scans/patchgap-agent"
+"$scans/patchgap-agent" scan >"$scans/host.json"
+"${run[@]}" --rm --pid=host --network "container:$tag-collector" --read-only --tmpfs /tmp \
+    "${mounts[@]}" --cap-drop=all --cap-add="$caps" --security-opt no-new-privileges \
+    --security-opt seccomp=unconfined --entrypoint /usr/bin/patchgap-agent \
+    "localhost/patchgap-agent:$version" scan --runtime-root /host >"$scans/image.json" \
+    || fail "the agent image's scan failed"
+"$scans/patchgap-agent" scan >"$scans/after.json"
+/usr/bin/python3 packaging/container/compare.py "$scans/image.json" "$scans/host.json" "$scans/after.json" "$sleeper" "$other" >&2 \
+    || fail "the agent image's inventory differs from the host agent's (above)"
+say "agent image's inventory equals the host agent's for the same processes (above)"
 
 agent "$tag-agent-default"
 for _ in $(seq 50); do [ "$(host_field "$tag-agent-default" ebpf)" != none ] && break; sleep 0.2; done

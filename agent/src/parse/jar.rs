@@ -1731,6 +1731,9 @@ public class Ref {
         // A nested "jar" that is a deflate bomb stops at the nested cap.
         let bomb = zero_bomb(1 << 30);
         assert!(zip::inflate(METHOD_DEFLATED, &bomb, MAX_NESTED_JAR_LEN).is_err());
-        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        // A bound against super-linear work (hours on these sizes), not a
+        // measure of speed: a debug build on a loaded 2-core machine took
+        // over 30 s, so the margin is wide.
+        assert!(t.elapsed() < Duration::from_secs(600), "{:?}", t.elapsed());
     }
 }
