@@ -167,10 +167,13 @@ async fn main() -> anyhow::Result<()> {
                 runtime_root,
             };
             let inv = tokio::task::spawn_blocking(move || Scanner::new(config).scan()).await?;
-            let mut out = std::io::stdout().lock();
+            // Buffered: stdout's own buffer writes each line on its own,
+            // one write(2) per line of a JSON that runs to megabytes.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             let written = serde_json::to_writer_pretty(&mut out, &inv)
                 .map_err(std::io::Error::from)
-                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"));
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+                .and_then(|()| std::io::Write::flush(&mut out));
             match written {
                 // `patchgap-agent scan | head` is fine.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
