@@ -1,0 +1,532 @@
+//! fleet-sim: a simulated fleet streaming real inventories to a collector.
+//!
+//! Each of `--hosts N` hosts has its own identity and its own ingest stream
+//! (several streams share one HTTP/2 connection, as far as the collector's
+//! per-connection stream limit allows), speaking the agent's protocol with
+//! the agent's own wire code: Hello, the Welcome and the desired
+//! containments, the inventory as `wire::snapshot_parts`, then deltas.
+//!
+//! The inventory is this host's, scanned once at start, or inventories
+//! recorded elsewhere (`--record FILE` writes this host's; `--inventory
+//! FILE`, repeatable, replays them, host i taking inventory i mod k). Churn:
+//! every `--delta-every` each host sends a delta that starts `--execs`
+//! processes (copies of its own, under new keys) and ends as many of the
+//! ones it started; an upgrade wave moves one package to a new version
+//! across the fleet, `--upgrade-hosts-per-min` hosts a minute; one host in
+//! `--silent-every` goes silent for `--silent-for` and comes back with a new
+//! session (and a new snapshot when the collector asks for a resync).
+//!
+//! Prints one line when every host's first snapshot is acked, then one line
+//! a minute (acks, ack latency p50/p99, hosts connected) until stopped.
+//!
+//!   cargo run --release -p patchgap-tests --bin fleet-sim -- --hosts 10000 --collector http://127.0.0.1:7373
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use patchgap_proto::v1::{
+    self, agent_message::Body, collector_message, ingest_client::IngestClient,
+};
+use prost::Message;
+use tokio::sync::{Mutex, mpsc};
+use tonic::transport::{Channel, Endpoint};
+
+struct Args {
+    hosts: usize,
+    collector: String,
+    hosts_per_connection: usize,
+    delta_every: Duration,
+    execs: usize,
+    upgrade_hosts_per_min: usize,
+    silent_every: usize,
+    silent_for: Duration,
+    inventories: Vec<PathBuf>,
+    record: Option<PathBuf>,
+}
+
+const USAGE: &str = "usage: fleet-sim --hosts N --collector URL [--hosts-per-connection 50] \
+[--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
+[--inventory FILE]... [--record FILE]";
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        hosts: 0,
+        collector: String::new(),
+        hosts_per_connection: 50,
+        delta_every: Duration::from_secs(30),
+        execs: 2,
+        upgrade_hosts_per_min: 0,
+        silent_every: 0,
+        silent_for: Duration::from_secs(60),
+        inventories: Vec::new(),
+        record: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--hosts" => args.hosts = value()?.parse()?,
+            "--collector" => args.collector = value()?,
+            "--hosts-per-connection" => args.hosts_per_connection = value()?.parse()?,
+            "--delta-every" => args.delta_every = duration(&value()?)?,
+            "--execs" => args.execs = value()?.parse()?,
+            "--upgrade-hosts-per-min" => args.upgrade_hosts_per_min = value()?.parse()?,
+            "--silent-every" => args.silent_every = value()?.parse()?,
+            "--silent-for" => args.silent_for = duration(&value()?)?,
+            "--inventory" => args.inventories.push(value()?.into()),
+            "--record" => args.record = Some(value()?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if args.record.is_none() && (args.hosts == 0 || args.collector.is_empty()) {
+        bail!("--hosts and --collector are needed\n{USAGE}");
+    }
+    if args.hosts_per_connection == 0 {
+        bail!("--hosts-per-connection must be at least 1");
+    }
+    Ok(args)
+}
+
+/// `500ms`, `30s`, `5m`, `2h`.
+fn duration(s: &str) -> anyhow::Result<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split]
+        .parse()
+        .with_context(|| format!("bad duration {s:?}"))?;
+    Ok(match &s[split..] {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("bad duration {s:?} (500ms, 30s, 5m, 2h)"),
+    })
+}
+
+/// One inventory to replay, as the agent sends it.
+struct Template {
+    host: v1::HostIdentity,
+    parts: Vec<v1::Snapshot>,
+    processes: Vec<v1::Process>,
+    /// The package the upgrade wave moves, and its version after it.
+    upgrade: Option<(String, String)>,
+}
+
+impl Template {
+    fn new(host: v1::HostIdentity, parts: Vec<v1::Snapshot>) -> Template {
+        let processes: Vec<v1::Process> = parts
+            .iter()
+            .flat_map(|p| p.processes.iter().cloned())
+            .collect();
+        // The deb package mapped by most processes: an upgrade of it reaches
+        // the most answers.
+        let mut count: HashMap<(&str, &str), usize> = HashMap::new();
+        for p in &processes {
+            for a in &p.artifacts {
+                if let Some(pkg) = &a.package
+                    && pkg.ecosystem == "deb"
+                {
+                    *count.entry((&pkg.name, &pkg.version)).or_default() += 1;
+                }
+            }
+        }
+        let upgrade = count
+            .into_iter()
+            .max_by_key(|(k, n)| (*n, *k))
+            .map(|((name, version), _)| (name.to_string(), format!("{version}+sim1")));
+        Template {
+            host,
+            parts,
+            processes,
+            upgrade,
+        }
+    }
+}
+
+/// Records this host's inventory: its host identity, then each snapshot
+/// part, each length-delimited protobuf.
+fn record(path: &PathBuf, host: &v1::HostIdentity, parts: &[v1::Snapshot]) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    host.encode_length_delimited(&mut out)?;
+    for p in parts {
+        p.encode_length_delimited(&mut out)?;
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Template> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = bytes.as_slice();
+    let host = v1::HostIdentity::decode_length_delimited(&mut buf)
+        .with_context(|| format!("{}: not a fleet-sim recording", path.display()))?;
+    let mut parts = Vec::new();
+    while !buf.is_empty() {
+        parts.push(
+            v1::Snapshot::decode_length_delimited(&mut buf)
+                .with_context(|| format!("{}: a cut or corrupt snapshot part", path.display()))?,
+        );
+    }
+    if parts.is_empty() {
+        bail!("{}: no snapshot in it", path.display());
+    }
+    Ok(Template::new(host, parts))
+}
+
+#[derive(Default)]
+struct Stats {
+    first_acked: AtomicUsize,
+    connected: AtomicUsize,
+    acks: AtomicU64,
+    /// Ack latencies in microseconds since the last report.
+    latencies: Mutex<Vec<u64>>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let templates: Vec<Arc<Template>> = if args.inventories.is_empty() {
+        let inv =
+            tokio::task::spawn_blocking(|| patchgap_agent::Scanner::new(Default::default()).scan())
+                .await?;
+        let parts = patchgap_agent::wire::snapshot_parts(&inv, "sim", 1 << 20);
+        let host = patchgap_agent::wire::host(&inv.host);
+        if let Some(path) = &args.record {
+            record(path, &host, &parts)?;
+            println!(
+                "fleet-sim: recorded {} processes to {}",
+                inv.processes.len(),
+                path.display()
+            );
+            return Ok(());
+        }
+        vec![Arc::new(Template::new(host, parts))]
+    } else {
+        args.inventories
+            .iter()
+            .map(|p| load(p).map(Arc::new))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let processes: usize = (0..args.hosts)
+        .map(|i| templates[i % templates.len()].processes.len())
+        .sum();
+    println!(
+        "fleet-sim: {} hosts, {} processes, {} inventories, {} hosts per connection, a delta every {:?}",
+        args.hosts,
+        processes,
+        templates.len(),
+        args.hosts_per_connection,
+        args.delta_every
+    );
+    if args.upgrade_hosts_per_min > 0 {
+        for t in &templates {
+            if let Some((name, version)) = &t.upgrade {
+                println!(
+                    "fleet-sim: upgrade wave: {name} to {version}, {} hosts a minute",
+                    args.upgrade_hosts_per_min
+                );
+            }
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    let started = Instant::now();
+    let endpoint = Endpoint::from_shared(args.collector.clone())?
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10));
+    let args = Arc::new(args);
+    let mut channel: Option<Channel> = None;
+    for i in 0..args.hosts {
+        if i.is_multiple_of(args.hosts_per_connection) {
+            channel = Some(
+                endpoint
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to {}", args.collector))?,
+            );
+        }
+        let sim = Host {
+            index: i,
+            template: templates[i % templates.len()].clone(),
+            channel: channel.clone().expect("set above"),
+            args: args.clone(),
+            stats: stats.clone(),
+            started,
+        };
+        tokio::spawn(sim.run());
+    }
+    let mut announced = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut last_report = Instant::now();
+    loop {
+        tick.tick().await;
+        if !announced && stats.first_acked.load(Ordering::Relaxed) == args.hosts {
+            announced = true;
+            println!(
+                "fleet-sim: every host's first snapshot acked: {} hosts, {} processes in {:.1} s",
+                args.hosts,
+                processes,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            last_report = Instant::now();
+            let mut lat = std::mem::take(&mut *stats.latencies.lock().await);
+            lat.sort_unstable();
+            let q = |f: f64| {
+                lat.get(((lat.len() as f64 - 1.0) * f) as usize)
+                    .map_or(0.0, |&v| v as f64 / 1000.0)
+            };
+            println!(
+                "fleet-sim: t={:.0}s connected {} first-acked {} acks {} ack ms p50 {:.1} p99 {:.1} max {:.1}",
+                started.elapsed().as_secs_f64(),
+                stats.connected.load(Ordering::Relaxed),
+                stats.first_acked.load(Ordering::Relaxed),
+                stats.acks.load(Ordering::Relaxed),
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            );
+        }
+    }
+}
+
+struct Host {
+    index: usize,
+    template: Arc<Template>,
+    channel: Channel,
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    started: Instant,
+}
+
+impl Host {
+    async fn run(self) {
+        let mut first = true;
+        let mut session = 0u32;
+        // The processes this host started and has not ended yet.
+        let mut running: Vec<v1::ProcessKey> = Vec::new();
+        let mut next_pid = 4_000_000u32;
+        loop {
+            session += 1;
+            match self
+                .session(session, &mut first, &mut running, &mut next_pid)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) => eprintln!("fleet-sim: host {}: {error:#}; reconnecting", self.index),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn identity(&self) -> v1::HostIdentity {
+        let mut host = self.template.host.clone();
+        host.host_id = format!("fleet-sim-{:06}", self.index);
+        host.hostname = format!("sim-{:06}", self.index);
+        host.boot_id = format!("fleet-sim-boot-{:06}", self.index);
+        host
+    }
+
+    /// The processes after the upgrade wave reached this host, or None.
+    fn upgraded(&self) -> Option<Vec<v1::Process>> {
+        let per_min = self.args.upgrade_hosts_per_min;
+        let (name, version) = self.template.upgrade.as_ref()?;
+        if per_min == 0
+            || self.started.elapsed().as_secs_f64() / 60.0 * (per_min as f64) < self.index as f64
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        for p in &self.template.processes {
+            let mut p = p.clone();
+            let mut changed = false;
+            for a in &mut p.artifacts {
+                if let Some(pkg) = &mut a.package
+                    && &pkg.name == name
+                {
+                    pkg.version = version.clone();
+                    changed = true;
+                }
+            }
+            if changed {
+                out.push(p);
+            }
+        }
+        Some(out)
+    }
+
+    async fn session(
+        &self,
+        session: u32,
+        first: &mut bool,
+        running: &mut Vec<v1::ProcessKey>,
+        next_pid: &mut u32,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(v1::AgentMessage {
+            seq: 0,
+            body: Some(Body::Hello(v1::Hello {
+                host: Some(self.identity()),
+                agent_version: "fleet-sim".into(),
+                // As a host agent with eBPF reports itself; it sends what
+                // such an agent would (no containment: nothing carries it out).
+                capabilities: Some(v1::Capabilities {
+                    ebpf: true,
+                    root: true,
+                    rescan_interval_secs: self.args.delta_every.as_secs() as u32,
+                    contain: false,
+                    contain_reason: "simulated host (fleet-sim)".into(),
+                    ..Default::default()
+                }),
+                session_id: format!("fleet-sim-{}-{session}", self.index),
+            })),
+        })
+        .await?;
+        let mut inbound = IngestClient::new(self.channel.clone())
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let welcome = match inbound.message().await?.and_then(|m| m.body) {
+            Some(collector_message::Body::Welcome(w)) => w,
+            other => bail!("expected a Welcome, got {other:?}"),
+        };
+        self.stats.connected.fetch_add(1, Ordering::Relaxed);
+        let _connected = Decrement(&self.stats.connected);
+        // Acks (and commands, which a simulated host does not carry out)
+        // on their own task; sends wait for nothing but the channel.
+        let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+        let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<u64>();
+        let reader = {
+            let (sent, stats) = (sent.clone(), self.stats.clone());
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = inbound.message().await {
+                    if let Some(collector_message::Body::Ack(a)) = m.body {
+                        if let Some(t) = sent.lock().await.remove(&a.seq) {
+                            stats
+                                .latencies
+                                .lock()
+                                .await
+                                .push(t.elapsed().as_micros() as u64);
+                        }
+                        stats.acks.fetch_add(1, Ordering::Relaxed);
+                        let _ = acked_tx.send(a.seq);
+                    }
+                }
+            })
+        };
+        let _reader = Abort(reader);
+        let mut seq = welcome.acked_seq;
+        let send = |seq: u64, body: Body| {
+            let (tx, sent) = (tx.clone(), sent.clone());
+            async move {
+                sent.lock().await.insert(seq, Instant::now());
+                tx.send(v1::AgentMessage {
+                    seq,
+                    body: Some(body),
+                })
+                .await
+                .map_err(|_| anyhow::anyhow!("the stream closed"))
+            }
+        };
+        if *first || welcome.resync {
+            let scanned_at_ms = patchgap_proto::time::now_ms();
+            let snapshot_id = format!("sim-{}-{session}", self.index);
+            let n = self.template.parts.len();
+            for (i, part) in self.template.parts.iter().enumerate() {
+                seq += 1;
+                let mut part = part.clone();
+                part.snapshot_id = snapshot_id.clone();
+                part.scanned_at_ms = scanned_at_ms;
+                part.part = i as u32;
+                part.last = i + 1 == n;
+                send(seq, Body::Snapshot(part)).await?;
+            }
+            running.clear();
+            while let Some(acked) = acked_rx.recv().await {
+                if acked >= seq {
+                    break;
+                }
+            }
+            if *first {
+                *first = false;
+                self.stats.first_acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let silent =
+            self.args.silent_every > 0 && self.index.is_multiple_of(self.args.silent_every);
+        let mut upgraded = false;
+        // Spread the hosts' deltas over the period.
+        let offset = self
+            .args
+            .delta_every
+            .mul_f64((self.index % 997) as f64 / 997.0);
+        tokio::time::sleep(offset).await;
+        let mut tick = tokio::time::interval(self.args.delta_every);
+        tick.tick().await;
+        let mut deltas = 0u32;
+        loop {
+            tick.tick().await;
+            deltas += 1;
+            if silent && deltas == 3 {
+                // Silent: the stream goes without a word, then a new session.
+                tokio::time::sleep(self.args.silent_for).await;
+                return Ok(());
+            }
+            let now = patchgap_proto::time::now_ms();
+            let mut delta = v1::Delta {
+                scanned_at_ms: now,
+                ..Default::default()
+            };
+            for key in running.drain(..) {
+                delta.exits.push(v1::Exit {
+                    key: Some(key),
+                    exit_time_ms: now,
+                });
+            }
+            let processes = &self.template.processes;
+            for i in 0..self.args.execs.min(processes.len()) {
+                let mut p = processes[(deltas as usize * 7 + i) % processes.len()].clone();
+                *next_pid = next_pid.wrapping_add(1).max(4_000_000);
+                let key = v1::ProcessKey {
+                    pid: *next_pid,
+                    start_ticks: u64::from(*next_pid) * 100 + u64::from(session),
+                };
+                p.key = Some(key);
+                p.start_time_ms = now;
+                running.push(key);
+                delta.upserts.push(p);
+            }
+            if !upgraded && let Some(changed) = self.upgraded() {
+                upgraded = true;
+                delta.upserts.extend(changed);
+            }
+            seq += 1;
+            send(seq, Body::Delta(delta)).await?;
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
