@@ -19,12 +19,13 @@
 //! and the store knows nothing of this module.
 
 pub mod contain;
+pub mod gate;
 pub mod incident;
 pub mod plan;
 pub mod policy;
 
 pub use policy::{
-    Action, ActionKind, Approval, Cidr, Evidence, Exception, FindingFacts, GuardReason,
+    Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, FindingFacts, GateSettings, GuardReason,
     GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier, Rule,
     Severity, Tier,
     state::{PolicyLoadError, PolicyState, SharedPolicy},
