@@ -461,6 +461,10 @@ struct UpArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:7373")]
     listen: SocketAddr,
+    /// Where the HTTP listener (the admission webhook, `POST
+    /// /v1/admission`) serves; plaintext, so loopback only.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7374")]
+    http_listen: SocketAddr,
     /// Seconds between the agent's full rescans.
     #[arg(long, default_value_t = 30)]
     interval: u64,
@@ -1776,6 +1780,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let UpArgs {
         data_dir,
         listen,
+        http_listen,
         interval,
         proc_root,
         runtime_root,
@@ -1834,6 +1839,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             data_dir,
             policy,
             scope_map,
+            http_listen: Some(http_listen),
             ..CollectorConfig::default()
         },
         listener,

@@ -644,4 +644,14 @@ impl Query for QueryService {
         })
         .await
     }
+
+    async fn gate_check(
+        &self,
+        request: Request<v1::GateCheckRequest>,
+    ) -> Result<Response<v1::GateCheckResponse>, Status> {
+        self.audited("GateCheck", request, super::gate::summary, |req, _| async move {
+            super::gate::check(self, req).await
+        })
+        .await
+    }
 }

@@ -165,6 +165,7 @@ plain_args!(
     v1::PlanIncidentRequest,
     v1::ApproveIncidentRequest,
     v1::RevertIncidentRequest,
+    v1::GateCheckRequest,
 );
 
 fn sha256(data: &[u8]) -> String {
