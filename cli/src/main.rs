@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod gate;
 mod pages;
 mod pki;
 mod render;
@@ -132,10 +133,29 @@ impl FilterOpts {
     }
 }
 
+/// `patchgap gate` commands.
+#[derive(Subcommand)]
+enum GateCommand {
+    /// The verdict for one image.
+    ///
+    /// Example: patchgap gate check --image sha256:4f67c834… -o json
+    Check {
+        /// The image digest (sha256:…), or a reference that pins one
+        /// (NAME@sha256:…). A tag alone is judged per the policy.
+        #[arg(long)]
+        image: String,
+        /// The namespace it goes to, so frozen namespaces count too.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
     Table,
     Json,
+    /// JUnit XML: `gate check` only.
+    Junit,
 }
 
 /// Options of every `pki` command.
@@ -647,6 +667,19 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// The deploy gate, for CI: may this image be deployed now? The
+    /// answer the admission webhook gives. Exit status 0 when allowed, 3
+    /// when denied, 1 on error; `-o junit` writes JUnit XML.
+    ///
+    /// Examples:
+    ///   patchgap gate check --image sha256:4f67c834…
+    ///   patchgap gate check --image registry.example/app@sha256:4f67… -o junit > gate.xml
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// Incidents, newest first: state, tier, who opened them, scope size.
     ///
     /// Examples:
@@ -706,6 +739,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<gate::GateDenied>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(3)
+        }
         Err(e) if e.downcast_ref::<AuditBroken>().is_some() => {
             eprintln!("error: {e:#}");
             ExitCode::from(4)
@@ -745,6 +782,44 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             before,
             read,
         } => incidents(open, limit, before, read).await,
+        Command::Gate { command, read } => gate_command(command, read).await,
+    }
+}
+
+/// `patchgap gate check`: the deploy gate's verdict for one image.
+async fn gate_command(command: GateCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let GateCommand::Check { image, namespace } = command;
+    let mut client = connect(&read).await?;
+    let r = client
+        .gate_check(v1::GateCheckRequest {
+            image: image.clone(),
+            namespace: namespace.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    match read.output {
+        Output::Junit => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(gate::junit(&image, &r).as_bytes())?;
+            out.flush()?;
+        }
+        output => print(output, gate::json(&image, &r), || gate::table(&image, &r))?,
+    }
+    if r.allowed {
+        Ok(())
+    } else {
+        let incidents: std::collections::BTreeSet<&str> =
+            r.denied.iter().map(|d| d.incident.as_str()).filter(|i| !i.is_empty()).collect();
+        Err(gate::GateDenied(format!(
+            "denied: {image} is blocked{}",
+            match incidents.is_empty() {
+                true => String::new(),
+                false => format!(" by {}", incidents.into_iter().collect::<Vec<_>>().join(", ")),
+            }
+        ))
+        .into())
     }
 }
 
@@ -771,6 +846,7 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
+        Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
         Output::Table => println!(
             "{}: ok ({} tiers, {} rules, {} actions)",
             file.display(),
@@ -916,7 +992,7 @@ async fn paged<R>(
                     .expect("begun above")
                     .push(&mut sink, items)?
             }
-            Output::Table => sink.write(&table(&resp, first))?,
+            Output::Table | Output::Junit => sink.write(&table(&resp, first))?,
         };
         first = false;
         if stop || !open {
@@ -1632,6 +1708,7 @@ fn print(
         Output::Json => render::json_text(&json)?,
         // Fields are escaped where tables place them; this catches the rest.
         Output::Table => render::terminal_safe(&table()).into_owned(),
+        Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `patchgap query libc6 | head` is not an error.
