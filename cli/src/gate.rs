@@ -73,7 +73,9 @@ pub fn table(image: &str, r: &v1::GateCheckResponse) -> String {
         .collect();
     if !rows.is_empty() {
         out.push_str(&crate::render::table(
-            &["VERDICT", "INCIDENT", "ACTION", "ADVISORY", "PACKAGE", "VIA"],
+            &[
+                "VERDICT", "INCIDENT", "ACTION", "ADVISORY", "PACKAGE", "VIA",
+            ],
             &rows,
             "",
         ));
@@ -119,7 +121,11 @@ pub fn junit(image: &str, r: &v1::GateCheckResponse) -> String {
             )
         ));
     }
-    let mut out: Vec<String> = r.warnings.iter().map(|w| format!("warning: {}", w.message)).collect();
+    let mut out: Vec<String> = r
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {}", w.message))
+        .collect();
     if !r.skipped.is_empty() {
         out.push(r.skipped.clone());
     }
@@ -180,8 +186,20 @@ mod tests {
         };
         let x = junit("sha256:ab", &r);
         assert!(x.contains("failures=\"1\""), "{x}");
-        assert!(x.contains("<failure type=\"denied\" message=\"carries &lt;pkg&gt; &amp; more\">"), "{x}");
-        let ok = junit("sha256:ab", &v1::GateCheckResponse { allowed: true, ..Default::default() });
-        assert!(ok.contains("failures=\"0\"") && !ok.contains("<failure"), "{ok}");
+        assert!(
+            x.contains("<failure type=\"denied\" message=\"carries &lt;pkg&gt; &amp; more\">"),
+            "{x}"
+        );
+        let ok = junit(
+            "sha256:ab",
+            &v1::GateCheckResponse {
+                allowed: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            ok.contains("failures=\"0\"") && !ok.contains("<failure"),
+            "{ok}"
+        );
     }
 }

@@ -810,13 +810,20 @@ async fn gate_command(command: GateCommand, read: ReadOpts) -> anyhow::Result<()
     if r.allowed {
         Ok(())
     } else {
-        let incidents: std::collections::BTreeSet<&str> =
-            r.denied.iter().map(|d| d.incident.as_str()).filter(|i| !i.is_empty()).collect();
+        let incidents: std::collections::BTreeSet<&str> = r
+            .denied
+            .iter()
+            .map(|d| d.incident.as_str())
+            .filter(|i| !i.is_empty())
+            .collect();
         Err(gate::GateDenied(format!(
             "denied: {image} is blocked{}",
             match incidents.is_empty() {
                 true => String::new(),
-                false => format!(" by {}", incidents.into_iter().collect::<Vec<_>>().join(", ")),
+                false => format!(
+                    " by {}",
+                    incidents.into_iter().collect::<Vec<_>>().join(", ")
+                ),
             }
         ))
         .into())

@@ -79,7 +79,11 @@ fn admit(http: &str, body: &str) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run curl");
-    curl.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    curl.stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = curl.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -161,13 +165,26 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
     let data_dir = h.data_dir.path().to_path_buf();
 
     tokio::task::spawn_blocking(move || {
-        let advisory: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "testdata/osv/ghsa/GHSA-cx63-2mw6-8hw5.json"]
-            .iter()
-            .collect();
+        let advisory: PathBuf = [
+            env!("CARGO_MANIFEST_DIR"),
+            "..",
+            "testdata/osv/ghsa/GHSA-cx63-2mw6-8hw5.json",
+        ]
+        .iter()
+        .collect();
         patchgap_json(&addr, &["advisories", "import", advisory.to_str().unwrap()]);
         let sbom_file = tempfile::NamedTempFile::with_suffix(".cdx.json").unwrap();
         std::fs::write(sbom_file.path(), sbom()).unwrap();
-        let pushed = patchgap_json(&addr, &["sbom", "push", "--image", &blocked, sbom_file.path().to_str().unwrap()]);
+        let pushed = patchgap_json(
+            &addr,
+            &[
+                "sbom",
+                "push",
+                "--image",
+                &blocked,
+                sbom_file.path().to_str().unwrap(),
+            ],
+        );
         assert_eq!(pushed["matches"], 1, "{pushed}");
 
         // Before any incident, nothing blocks the digest.
@@ -175,8 +192,15 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         assert_eq!(code, 0, "{out} {err}");
 
         // The existing flow: open, plan, approve (tier 2 for HIGH).
-        let opened = patchgap_json(&addr, &["incident", "open", "--advisory", "GHSA-cx63-2mw6-8hw5"]);
-        let id = opened["incident"]["id"].as_str().or(opened["id"].as_str()).unwrap().to_string();
+        let opened = patchgap_json(
+            &addr,
+            &["incident", "open", "--advisory", "GHSA-cx63-2mw6-8hw5"],
+        );
+        let id = opened["incident"]["id"]
+            .as_str()
+            .or(opened["id"].as_str())
+            .unwrap()
+            .to_string();
         let mut plan = Value::Null;
         for _ in 0..50 {
             plan = patchgap_json(&addr, &["incident", "plan", &id]);
@@ -186,7 +210,11 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
             std::thread::sleep(Duration::from_millis(200));
         }
         assert_eq!(plan["tier"], 2, "{plan}");
-        assert!(plan.to_string().contains("block_new_artifacts_with_package"), "{plan}");
+        assert!(
+            plan.to_string()
+                .contains("block_new_artifacts_with_package"),
+            "{plan}"
+        );
         let hash = plan["hash"].as_str().unwrap().to_string();
         patchgap_json(&addr, &["incident", "approve", &id, "--plan", &hash]);
 
@@ -197,7 +225,10 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
             let got = admit(&http, &body);
             assert_eq!(got["apiVersion"], "admission.k8s.io/v1", "{name}: {got}");
             assert_eq!(got["kind"], "AdmissionReview", "{name}: {got}");
-            assert_eq!(got["response"]["uid"], sent["request"]["uid"], "{name}: {got}");
+            assert_eq!(
+                got["response"]["uid"], sent["request"]["uid"],
+                "{name}: {got}"
+            );
             got["response"].clone()
         };
         let pod = answer("pod");
@@ -224,16 +255,31 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
 
         let tag = answer("pod-tag-only");
         assert_eq!(tag["allowed"], true, "{tag}");
-        assert!(tag["warnings"][0].as_str().unwrap().contains("nginx:1.25 names no digest"), "{tag}");
+        assert!(
+            tag["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("nginx:1.25 names no digest"),
+            "{tag}"
+        );
 
         // A dry run with a break-glass ticket: the same answer, no trace.
         let dry = answer("pod-dry-run");
         assert_eq!(dry["allowed"], true, "{dry}");
-        assert!(dry["warnings"][0].as_str().unwrap().contains("SEC-9999"), "{dry}");
+        assert!(
+            dry["warnings"][0].as_str().unwrap().contains("SEC-9999"),
+            "{dry}"
+        );
 
         let glass = answer("deployment-break-glass");
         assert_eq!(glass["allowed"], true, "{glass}");
-        assert!(glass["warnings"][0].as_str().unwrap().starts_with("break-glass SEC-4242 (audited)"), "{glass}");
+        assert!(
+            glass["warnings"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("break-glass SEC-4242 (audited)"),
+            "{glass}"
+        );
 
         // The break-glass is an event of the incident, the dry run is not.
         let shown = patchgap_json(&addr, &["incident", "show", &id]);
@@ -256,16 +302,24 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         // CI: exit 3 on the blocked digest, 0 on a clean one, JUnit valid.
         let (out, code, err) = patchgap(&addr, &["gate", "check", "--image", &blocked]);
         assert_eq!(code, 3, "{out} {err}");
-        assert!(out.contains("DENIED") && out.contains("GHSA-cx63-2mw6-8hw5"), "{out}");
+        assert!(
+            out.contains("DENIED") && out.contains("GHSA-cx63-2mw6-8hw5"),
+            "{out}"
+        );
         let (out, code, err) = patchgap(&addr, &["gate", "check", "--image", &clean]);
         assert_eq!(code, 0, "{out} {err}");
-        let (json_out, code, _) = patchgap(&addr, &["gate", "check", "--image", &blocked, "-o", "json"]);
+        let (json_out, code, _) =
+            patchgap(&addr, &["gate", "check", "--image", &blocked, "-o", "json"]);
         assert_eq!(code, 3);
         let v: Value = serde_json::from_str(&json_out).unwrap();
         assert_eq!(v["allowed"], false);
-        assert_eq!(v["denied"][0]["chain"], json!(["trainer@1.0", "pip-tools@7.0.0", "setuptools@65.5.0"]));
+        assert_eq!(
+            v["denied"][0]["chain"],
+            json!(["trainer@1.0", "pip-tools@7.0.0", "setuptools@65.5.0"])
+        );
         for (image, failures, want) in [(&blocked, "1", 3), (&clean, "0", 0)] {
-            let (xml, code, _) = patchgap(&addr, &["gate", "check", "--image", image, "-o", "junit"]);
+            let (xml, code, _) =
+                patchgap(&addr, &["gate", "check", "--image", image, "-o", "junit"]);
             assert_eq!(code, want);
             check_junit(&xml, failures);
         }
@@ -297,7 +351,11 @@ fn check_junit(xml: &str, failures: &str) {
         .expect("python3");
     py.stdin.take().unwrap().write_all(xml.as_bytes()).unwrap();
     let out = py.wait_with_output().unwrap();
-    assert!(out.status.success(), "{xml}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{xml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = String::from_utf8_lossy(&out.stdout);
     assert_eq!(got.trim(), format!("{failures} {failures}"), "{xml}");
 }

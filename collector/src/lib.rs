@@ -23,9 +23,9 @@ pub mod auth;
 pub mod conn;
 pub mod ecosystem;
 pub mod fleet;
-pub mod http;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod http;
 pub mod response;
 pub mod sbom;
 pub mod store;
@@ -272,9 +272,14 @@ pub async fn serve(
                 audit: audit.clone(),
             });
             let mut stop = stopping.clone();
-            Some(tokio::spawn(http::serve(listener, router, tls.clone(), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })))
+            Some(tokio::spawn(http::serve(
+                listener,
+                router,
+                tls.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
         }
         None => None,
     };

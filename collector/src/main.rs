@@ -264,7 +264,8 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     if let Some(addr) = cli.http_listen
-        && let Err(e) = patchgap_collector::check_listen(addr, tls.is_some(), cli.insecure_plaintext)
+        && let Err(e) =
+            patchgap_collector::check_listen(addr, tls.is_some(), cli.insecure_plaintext)
     {
         eprintln!("error: --http-listen: {e}");
         std::process::exit(1);

@@ -58,7 +58,11 @@ pub(super) async fn check(
     let verdict = q
         .domain(move |ingest| {
             let req = &check.request;
-            let digests: Vec<&str> = req.images.iter().filter_map(|i| i.digest.as_deref()).collect();
+            let digests: Vec<&str> = req
+                .images
+                .iter()
+                .filter_map(|i| i.digest.as_deref())
+                .collect();
             let facts = facts::load(ingest.store().as_ref(), &policy.current, &digests)
                 .map_err(incidents::status)?;
             Ok(gate::decide(req, &facts, &policy.current.gate))

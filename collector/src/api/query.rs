@@ -649,9 +649,12 @@ impl Query for QueryService {
         &self,
         request: Request<v1::GateCheckRequest>,
     ) -> Result<Response<v1::GateCheckResponse>, Status> {
-        self.audited("GateCheck", request, super::gate::summary, |req, _| async move {
-            super::gate::check(self, req).await
-        })
+        self.audited(
+            "GateCheck",
+            request,
+            super::gate::summary,
+            |req, _| async move { super::gate::check(self, req).await },
+        )
         .await
     }
 }

@@ -19,14 +19,20 @@ use crate::response::gate::{
     review,
 };
 
-pub async fn review(State(http): State<Http>, peer: Option<Extension<Peer>>, body: Bytes) -> Response {
+pub async fn review(
+    State(http): State<Http>,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> Response {
     let review = match review::parse(&body) {
         Ok(r) => r,
         // kube-apiserver never sends this; whoever did gets a plain 400
         // naming what is wrong.
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let peer = peer.map(|Extension(Peer(a))| a.to_string()).unwrap_or_default();
+    let peer = peer
+        .map(|Extension(Peer(a))| a.to_string())
+        .unwrap_or_default();
     let answer = tokio::task::spawn_blocking(move || judge(&http, &review, &peer)).await;
     match answer {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
@@ -65,7 +71,11 @@ fn judge(
         }
     };
     let policy = http.policy.state();
-    let digests: Vec<&str> = req.images.iter().filter_map(|i| i.digest.as_deref()).collect();
+    let digests: Vec<&str> = req
+        .images
+        .iter()
+        .filter_map(|i| i.digest.as_deref())
+        .collect();
     let facts = facts::load(http.ingest.store().as_ref(), &policy.current, &digests)?;
     let verdict = gate::decide(req, &facts, &policy.current.gate);
     if !r.dry_run && verdict.break_glass.is_some() {

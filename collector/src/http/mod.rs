@@ -82,7 +82,11 @@ async fn within_timeout(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
-            warn!(path, timeout_ms = REQUEST_TIMEOUT.as_millis() as u64, "HTTP request timed out");
+            warn!(
+                path,
+                timeout_ms = REQUEST_TIMEOUT.as_millis() as u64,
+                "HTTP request timed out"
+            );
             (StatusCode::SERVICE_UNAVAILABLE, "timed out\n").into_response()
         }
     }
@@ -133,11 +137,7 @@ pub async fn serve(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT);
             let served = match tls {
-                None => {
-                    builder
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await
-                }
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
                 Some(config) => {
                     // The gRPC configuration offers h2 only; webhooks
                     // speak HTTP/1.1 too.

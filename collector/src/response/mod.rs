@@ -25,8 +25,8 @@ pub mod plan;
 pub mod policy;
 
 pub use policy::{
-    Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, FindingFacts, GateSettings, GuardReason,
-    GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier, Rule,
-    Severity, Tier,
+    Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, FindingFacts, GateSettings,
+    GuardReason, GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier,
+    Rule, Severity, Tier,
     state::{PolicyLoadError, PolicyState, SharedPolicy},
 };

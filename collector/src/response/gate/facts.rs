@@ -155,7 +155,11 @@ pub fn record_break_glass(
     })?;
     let text = format!(
         "break-glass {ticket}: {} admitted {object} despite: {}",
-        if who.user.is_empty() { "someone" } else { &who.user },
+        if who.user.is_empty() {
+            "someone"
+        } else {
+            &who.user
+        },
         overridden_message(verdict)
     );
     for inc in incidents {

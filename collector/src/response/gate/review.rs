@@ -32,7 +32,9 @@ pub enum ReviewError {
     NoUid,
     #[error("{kind} has more than {MAX_CONTAINERS} containers")]
     TooManyContainers { kind: String },
-    #[error("the break-glass annotation {BREAK_GLASS} must hold a ticket id of 1 to {MAX_TICKET} printable characters")]
+    #[error(
+        "the break-glass annotation {BREAK_GLASS} must hold a ticket id of 1 to {MAX_TICKET} printable characters"
+    )]
     BadTicket,
 }
 
@@ -207,10 +209,7 @@ pub fn parse(bytes: &[u8]) -> Result<Review, ReviewError> {
     let break_glass = match annotations.get(BREAK_GLASS) {
         Some(t) => {
             let t = t.trim();
-            if t.is_empty()
-                || t.chars().count() > MAX_TICKET
-                || t.chars().any(|c| c.is_control())
-            {
+            if t.is_empty() || t.chars().count() > MAX_TICKET || t.chars().any(|c| c.is_control()) {
                 return Err(ReviewError::BadTicket);
             }
             Some(t.to_string())
@@ -298,11 +297,7 @@ const MAX_WARNING: usize = 512;
 
 /// The AdmissionReview answer for `uid`.
 pub fn respond(uid: &str, verdict: &Verdict) -> Vec<u8> {
-    let mut warnings: Vec<String> = verdict
-        .warnings
-        .iter()
-        .map(|r| r.message.clone())
-        .collect();
+    let mut warnings: Vec<String> = verdict.warnings.iter().map(|r| r.message.clone()).collect();
     if let Some(ticket) = &verdict.break_glass {
         for r in &verdict.overridden {
             warnings.push(format!("break-glass {ticket} (audited): {}", r.message));

@@ -42,7 +42,11 @@ fn facts(block: Option<(Admission, Mode)>, freeze: Option<(Admission, Mode)>) ->
                 ..Default::default()
             },
             reference: "pkg:pypi/requests@2.19.0".into(),
-            pulled_in_by: vec!["trainer@1.0".into(), "flask@1.0".into(), "requests@2.19.0".into()],
+            pulled_in_by: vec![
+                "trainer@1.0".into(),
+                "flask@1.0".into(),
+                "requests@2.19.0".into(),
+            ],
             advisories: vec!["GHSA-test".into()],
         }],
     );
@@ -124,8 +128,14 @@ fn a_tag_without_a_digest_warns_or_denies_per_policy_and_only_while_images_are_b
     let (_, v) = check("pod-tag-only", &facts(DENY, None));
     assert!(v.allowed);
     assert_eq!(v.warnings.len(), 1);
-    assert!(v.warnings[0].message.contains("nginx:1.25 names no digest"), "{v:?}");
-    let req = review::parse(&fixture("pod-tag-only")).unwrap().request.unwrap();
+    assert!(
+        v.warnings[0].message.contains("nginx:1.25 names no digest"),
+        "{v:?}"
+    );
+    let req = review::parse(&fixture("pod-tag-only"))
+        .unwrap()
+        .request
+        .unwrap();
     let strict = GateSettings {
         tag_without_digest: Admission::Deny,
         ..GateSettings::default()
@@ -177,12 +187,19 @@ fn warn_and_shadow_let_the_deploy_through_with_the_reason() {
 
 #[test]
 fn a_frozen_namespace_refuses_every_deploy_but_pods_its_controllers_make() {
-    let mut req = review::parse(&fixture("pod-tag-only")).unwrap().request.unwrap();
+    let mut req = review::parse(&fixture("pod-tag-only"))
+        .unwrap()
+        .request
+        .unwrap();
     req.namespace = Some("frozen".into());
     let v = decide(&req, &facts(None, DENY), &GateSettings::default());
     assert!(!v.allowed);
     assert_eq!(v.denied[0].action, "freeze_deployments");
-    assert!(v.message().contains("frozen there by INC-7"), "{}", v.message());
+    assert!(
+        v.message().contains("frozen there by INC-7"),
+        "{}",
+        v.message()
+    );
     req.controller_owned = true;
     assert!(decide(&req, &facts(None, DENY), &GateSettings::default()).allowed);
 }
@@ -210,23 +227,43 @@ fn a_clean_digest_is_allowed() {
         ..Request::default()
     };
     let v = decide(&req, &facts(DENY, DENY), &GateSettings::default());
-    assert!(v.allowed && v.denied.is_empty() && v.warnings.is_empty(), "{v:?}");
+    assert!(
+        v.allowed && v.denied.is_empty() && v.warnings.is_empty(),
+        "{v:?}"
+    );
 }
 
 #[test]
 fn bad_reviews_are_refused_with_the_reason() {
     let bad = |s: &str| review::parse(s.as_bytes()).unwrap_err().to_string();
     assert!(bad("{").starts_with("not an AdmissionReview"));
-    assert!(bad(r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#).contains("only admission.k8s.io/v1"));
-    assert!(bad(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).contains("no request"));
-    assert!(bad(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#).contains("no uid"));
+    assert!(
+        bad(r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#)
+            .contains("only admission.k8s.io/v1")
+    );
+    assert!(
+        bad(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#)
+            .contains("no request")
+    );
+    assert!(
+        bad(
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#
+        )
+        .contains("no uid")
+    );
     let huge = vec![b' '; review::MAX_REVIEW_BYTES + 1];
-    assert!(matches!(review::parse(&huge), Err(review::ReviewError::TooLarge(_))));
+    assert!(matches!(
+        review::parse(&huge),
+        Err(review::ReviewError::TooLarge(_))
+    ));
     // A control character in the ticket is refused, not logged.
     let text = String::from_utf8(fixture("deployment-break-glass"))
         .unwrap()
         .replace("SEC-4242", "SEC\\u001b[31m");
-    assert_eq!(review::parse(text.as_bytes()), Err(review::ReviewError::BadTicket));
+    assert_eq!(
+        review::parse(text.as_bytes()),
+        Err(review::ReviewError::BadTicket)
+    );
 }
 
 #[test]
@@ -236,8 +273,10 @@ fn kinds_without_a_pod_spec_and_deletes_are_allowed_unjudged() {
         .replace("\"operation\": \"CREATE\"", "\"operation\": \"DELETE\"");
     let r = review::parse(text.as_bytes()).unwrap();
     assert!(r.request.is_err());
-    let text = String::from_utf8(fixture("pod"))
-        .unwrap()
-        .replacen("\"kind\": \"Pod\"", "\"kind\": \"ConfigMap\"", 1);
+    let text = String::from_utf8(fixture("pod")).unwrap().replacen(
+        "\"kind\": \"Pod\"",
+        "\"kind\": \"ConfigMap\"",
+        1,
+    );
     assert!(review::parse(text.as_bytes()).unwrap().request.is_err());
 }

@@ -715,9 +715,8 @@ fn the_deploy_gate_actions_can_warn_instead_of_denying() {
     );
     let p = Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
     assert_eq!(p.tiers[0].actions[0].admission, Admission::Warn);
-    let text = with_action(
-        "kind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"auto\"\n",
-    );
+    let text =
+        with_action("kind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"auto\"\n");
     let p = Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
     assert_eq!(p.tiers[0].actions[0].admission, Admission::Deny);
     check(
@@ -732,7 +731,10 @@ fn the_deploy_gate_actions_can_warn_instead_of_denying() {
         "kind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"auto\"\nadmission = \"maybe\"\n",
     ));
     assert_eq!(bad.len(), 1);
-    assert!(bad[0].starts_with("p.toml:11:13: unknown variant `maybe`"), "{bad:?}");
+    assert!(
+        bad[0].starts_with("p.toml:11:13: unknown variant `maybe`"),
+        "{bad:?}"
+    );
 }
 
 #[test]
