@@ -359,3 +359,179 @@ fn check_junit(xml: &str, failures: &str) {
     let got = String::from_utf8_lossy(&out.stdout);
     assert_eq!(got.trim(), format!("{failures} {failures}"), "{xml}");
 }
+
+/// The webhook over HTTPS with the collector's own certificate (`patchgap
+/// pki`), as kube-apiserver calls it: no client certificate, HTTP/1.1 or
+/// HTTP/2, the CA as its caBundle. Plaintext to that port gets nothing,
+/// and plaintext off loopback is refused before anything listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_serves_https_with_the_collectors_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    for args in [
+        vec!["pki", "init", "--dir", pki_s],
+        vec![
+            "pki",
+            "issue",
+            "collector",
+            "--dir",
+            pki_s,
+            "--san",
+            "localhost,127.0.0.1",
+        ],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_patchgap"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let tls = patchgap_collector::TlsFiles {
+        cert: pki.join("collector.crt"),
+        key: pki.join("collector.key"),
+        client_ca: pki.join("ca.crt"),
+    };
+
+    // Plaintext off loopback: refused, naming the flag.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = patchgap_collector::serve(
+        CollectorConfig {
+            data_dir: dir.path().join("refused"),
+            http_listen: Some("0.0.0.0:7374".parse().unwrap()),
+            ..CollectorConfig::default()
+        },
+        std::sync::Arc::new(SqliteStore::open(&dir.path().join("refused")).unwrap()),
+        listener,
+        async {},
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("--http-listen") && refused.contains("plaintext"),
+        "{refused}"
+    );
+
+    let http = free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let data = dir.path().join("data");
+    let store = std::sync::Arc::new(SqliteStore::open(&data).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(patchgap_collector::serve(
+        CollectorConfig {
+            data_dir: data,
+            tls: Some(tls),
+            http_listen: Some(http),
+            ..CollectorConfig::default()
+        },
+        store,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ca = pki.join("ca.crt");
+    let body = fixture(
+        "pod",
+        &format!("sha256:{:064x}", 1),
+        &format!("sha256:{:064x}", 2),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        let curl = |extra: &[&str], url: &str| {
+            let mut c = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    "@-",
+                ])
+                .args(extra)
+                .arg(url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+            c.wait_with_output().unwrap()
+        };
+        let url = format!("https://localhost:{}/v1/admission", http.port());
+        // The listener comes up with the server: wait for it.
+        let mut out = curl(&["--cacert", ca.to_str().unwrap()], &url);
+        for _ in 0..50 {
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = curl(&["--cacert", ca.to_str().unwrap()], &url);
+        }
+        for (name, extra) in [("http/1.1", "--http1.1"), ("h2", "--http2")] {
+            let out = curl(
+                &[
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    extra,
+                    "-w",
+                    "\n%{http_version}",
+                ],
+                &url,
+            );
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (json_text, version) = text.rsplit_once('\n').unwrap();
+            let v: Value = serde_json::from_str(json_text).unwrap();
+            assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+            assert_eq!(v["response"]["allowed"], true, "no incident: {v}");
+            assert_eq!(version, if name == "h2" { "2" } else { "1.1" });
+        }
+        // A client that does not trust the CA, and plaintext, get nothing.
+        assert!(!curl(&[], &url).status.success());
+        let plain = curl(
+            &[],
+            &format!("http://127.0.0.1:{}/v1/admission", http.port()),
+        );
+        assert!(
+            !plain.status.success()
+                || !String::from_utf8_lossy(&plain.stdout).contains("AdmissionReview"),
+            "plaintext answered"
+        );
+        // Not an AdmissionReview: 400 with the reason.
+        let mut c = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "-",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca.to_str().unwrap(),
+            ])
+            .args(["--data-binary", "{\"kind\":\"Pod\"}", &url])
+            .output()
+            .unwrap();
+        c.stdout.retain(|b| *b != b'\r');
+        let text = String::from_utf8_lossy(&c.stdout).into_owned();
+        assert!(
+            text.ends_with("400") && text.contains("only admission.k8s.io/v1"),
+            "{text}"
+        );
+    })
+    .await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    result.unwrap();
+}
