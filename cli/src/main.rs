@@ -147,6 +147,10 @@ enum GateCommand {
         /// The namespace it goes to, so frozen namespaces count too.
         #[arg(long)]
         namespace: Option<String>,
+        /// The image's SBOM (CycloneDX or SPDX, as `sbom push` takes),
+        /// judged with the stored one and not stored.
+        #[arg(long, value_name = "FILE")]
+        sbom: Option<PathBuf>,
     },
 }
 
@@ -674,6 +678,7 @@ enum Command {
     /// Examples:
     ///   patchgap gate check --image sha256:4f67c834…
     ///   patchgap gate check --image registry.example/app@sha256:4f67… -o junit > gate.xml
+    ///   patchgap gate check --image sha256:4f67c834… --sbom app.cdx.json
     Gate {
         #[command(subcommand)]
         command: GateCommand,
@@ -788,12 +793,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 /// `patchgap gate check`: the deploy gate's verdict for one image.
 async fn gate_command(command: GateCommand, read: ReadOpts) -> anyhow::Result<()> {
-    let GateCommand::Check { image, namespace } = command;
+    let GateCommand::Check {
+        image,
+        namespace,
+        sbom,
+    } = command;
+    let (sbom, sbom_name) = match &sbom {
+        Some(file) => (read_sbom(file)?, file.display().to_string()),
+        None => (Vec::new(), String::new()),
+    };
     let mut client = connect(&read).await?;
     let r = client
         .gate_check(v1::GateCheckRequest {
             image: image.clone(),
             namespace: namespace.unwrap_or_default(),
+            sbom,
+            sbom_name,
         })
         .await
         .map_err(|s| status_error(&read, s))?

@@ -325,6 +325,38 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         }
         let (_, code, err) = patchgap(&addr, &["gate", "check", "--image", "not-a@digest"]);
         assert_eq!(code, 1, "{err}");
+
+        // --sbom: a document CI has, judged and not stored.
+        let unpushed = format!("sha256:{run:08x}{:056x}", 0x5b0b_u128);
+        let doc = tempfile::NamedTempFile::with_suffix(".cdx.json").unwrap();
+        std::fs::write(doc.path(), sbom()).unwrap();
+        let doc_path = doc.path().to_str().unwrap();
+        let (out, code, err) = patchgap(
+            &addr,
+            &[
+                "gate", "check", "--image", &unpushed, "--sbom", doc_path, "-o", "json",
+            ],
+        );
+        assert_eq!(code, 3, "{out} {err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["denied"][0]["advisory"], "GHSA-cx63-2mw6-8hw5", "{v}");
+        assert_eq!(v["denied"][0]["via"], "sbom", "{v}");
+        let fixed = sbom().replace("65.5.0", "70.0.0");
+        std::fs::write(doc.path(), fixed).unwrap();
+        let (out, code, err) = patchgap(
+            &addr,
+            &["gate", "check", "--image", &unpushed, "--sbom", doc_path],
+        );
+        assert_eq!(code, 0, "{out} {err}");
+        std::fs::write(doc.path(), "{\"bomFormat\": \"CycloneDX\",").unwrap();
+        let (_, code, err) = patchgap(
+            &addr,
+            &["gate", "check", "--image", &unpushed, "--sbom", doc_path],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(".cdx.json"), "{err}");
+        let listed = patchgap_json(&addr, &["sbom", "list", "--image", &unpushed]);
+        assert_eq!(listed["sboms"], json!([]), "not stored: {listed}");
     })
     .await
     .unwrap();

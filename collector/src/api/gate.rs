@@ -11,9 +11,11 @@ use crate::response::gate::{self, Image, Request, facts};
 const MAX_IMAGE: usize = 1024;
 
 /// A GateCheckRequest, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GateCheck {
     pub request: Request,
+    /// The packages of the SBOM document given with it (not stored).
+    pub document: Option<Vec<crate::store::DeclaredPackage>>,
 }
 
 impl TryFrom<v1::GateCheckRequest> for GateCheck {
@@ -36,8 +38,28 @@ impl TryFrom<v1::GateCheckRequest> for GateCheck {
                 image.reference
             ));
         }
+        let document = match r.sbom.is_empty() {
+            true => None,
+            false => {
+                let name = match r.sbom_name.trim() {
+                    "" => "sbom",
+                    n => n,
+                };
+                if r.sbom.len() > crate::sbom::MAX_INPUT_BYTES {
+                    return Err(format!(
+                        "{name}: {} bytes is more than the {} accepted",
+                        r.sbom.len(),
+                        crate::sbom::MAX_INPUT_BYTES
+                    ));
+                }
+                let parsed = crate::sbom::Sbom::parse(&r.sbom, name).map_err(|e| e.to_string())?;
+                let digest = image.digest.clone().unwrap_or_default();
+                Some(crate::sbom::records::record(&parsed, &digest, name, &r.sbom, 0).packages)
+            }
+        };
         let namespace = r.namespace.trim();
         Ok(GateCheck {
+            document,
             request: Request {
                 namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
                 object: format!("image {}", image.reference),
@@ -63,8 +85,20 @@ pub(super) async fn check(
                 .iter()
                 .filter_map(|i| i.digest.as_deref())
                 .collect();
-            let facts = facts::load(ingest.store().as_ref(), &policy.current, &digests)
-                .map_err(incidents::status)?;
+            let store = ingest.store().as_ref();
+            let mut facts =
+                facts::load(store, &policy.current, &digests).map_err(incidents::status)?;
+            // A document given with the request counts with the stored
+            // SBOM; it is judged here and never stored.
+            if let (Some(packages), Some(digest)) = (check.document, digests.first()) {
+                let judged = facts::judge_document(store, &facts.blockers, packages)
+                    .map_err(incidents::status)?;
+                facts
+                    .sboms
+                    .entry(digest.to_string())
+                    .or_default()
+                    .extend(judged);
+            }
             Ok(gate::decide(req, &facts, &policy.current.gate))
         })
         .await?;

@@ -165,7 +165,6 @@ plain_args!(
     v1::PlanIncidentRequest,
     v1::ApproveIncidentRequest,
     v1::RevertIncidentRequest,
-    v1::GateCheckRequest,
 );
 
 fn sha256(data: &[u8]) -> String {
@@ -192,6 +191,26 @@ impl AuditArgs for v1::ImportAdvisoriesRequest {
             self.source,
             self.replace,
             files.join(", ")
+        )
+    }
+}
+
+/// The SBOM a gate check may carry is named by its size and hash, never
+/// written whole into the log.
+impl AuditArgs for v1::GateCheckRequest {
+    fn audit_args(&self) -> String {
+        let sbom = match self.sbom.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", sbom: {:?}, {} bytes, sha256 {}",
+                self.sbom_name,
+                self.sbom.len(),
+                sha256(&self.sbom)
+            ),
+        };
+        format!(
+            "image: {:?}, namespace: {:?}{sbom}",
+            self.image, self.namespace
         )
     }
 }

@@ -48,6 +48,32 @@ pub fn load(store: &dyn Store, policy: &Policy, digests: &[&str]) -> Result<Fact
     Ok(Facts { blockers, sboms })
 }
 
+/// The packages of an SBOM document that comes with the request and is
+/// not stored (`gate check --sbom`): each gets the advisories, among those
+/// of the blockers, that affect it, judged here as the matcher would.
+pub fn judge_document(
+    store: &dyn Store,
+    blockers: &[Blocker],
+    mut packages: Vec<crate::store::DeclaredPackage>,
+) -> Result<Vec<crate::store::DeclaredPackage>, LogError> {
+    use crate::advisories::{matching::affects_package, osv::import::parse_file};
+    let ids: std::collections::BTreeSet<&String> =
+        blockers.iter().flat_map(|b| &b.advisories).collect();
+    for id in ids {
+        for rec in store.advisory(id)? {
+            let Some(Ok(adv)) = parse_file(&rec.source, &rec.data) else {
+                continue;
+            };
+            for p in &mut packages {
+                if affects_package(&adv, &p.package) && !p.advisories.contains(&rec.id) {
+                    p.advisories.push(rec.id.clone());
+                }
+            }
+        }
+    }
+    Ok(packages)
+}
+
 /// Whether the gate carries this action out now: one of its two kinds,
 /// not observe-only, not reverted, and approved (or needing no approval,
 /// or requested). The gate has no agent to wait for: an action it
