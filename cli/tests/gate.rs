@@ -357,6 +357,14 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         assert!(err.contains(".cdx.json"), "{err}");
         let listed = patchgap_json(&addr, &["sbom", "list", "--image", &unpushed]);
         assert_eq!(listed["sboms"], json!([]), "not stored: {listed}");
+
+        // Reverting the action lifts the block at once (the gate's cache
+        // sees the incident's log grow).
+        patchgap_json(&addr, &["incident", "revert", &id, "--reason", "resolved"]);
+        let (out, code, err) = patchgap(&addr, &["gate", "check", "--image", &blocked]);
+        assert_eq!(code, 0, "{out} {err}");
+        let pod = answer("pod");
+        assert_eq!(pod["allowed"], true, "{pod}");
     })
     .await
     .unwrap();

@@ -270,6 +270,7 @@ pub async fn serve(
                 ingest: ingest.clone(),
                 policy: policy.clone(),
                 audit: audit.clone(),
+                gate: Default::default(),
             });
             let mut stop = stopping.clone();
             Some(tokio::spawn(http::serve(

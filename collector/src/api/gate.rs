@@ -77,6 +77,7 @@ pub(super) async fn check(
 ) -> Result<v1::GateCheckResponse, Status> {
     let check = GateCheck::try_from(req).map_err(invalid)?;
     let policy = q.policy().state();
+    let cache = q.gate.clone();
     let verdict = q
         .domain(move |ingest| {
             let req = &check.request;
@@ -86,8 +87,9 @@ pub(super) async fn check(
                 .filter_map(|i| i.digest.as_deref())
                 .collect();
             let store = ingest.store().as_ref();
-            let mut facts =
-                facts::load(store, &policy.current, &digests).map_err(incidents::status)?;
+            let mut facts = cache
+                .load(store, &policy.current, &digests)
+                .map_err(incidents::status)?;
             // A document given with the request counts with the stored
             // SBOM; it is judged here and never stored.
             if let (Some(packages), Some(digest)) = (check.document, digests.first()) {

@@ -60,6 +60,8 @@ pub struct QueryService {
     policy: SharedPolicy,
     /// The desired containments and the agents' reports.
     pub(super) hub: Arc<crate::response::contain::Hub>,
+    /// GateCheck's open-incident facts between calls.
+    pub(super) gate: Arc<crate::response::gate::facts::Cache>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -92,6 +94,7 @@ impl QueryService {
             findings_reuse: Arc::default(),
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
+            gate: Default::default(),
         }
     }
 

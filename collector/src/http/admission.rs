@@ -76,7 +76,9 @@ fn judge(
         .iter()
         .filter_map(|i| i.digest.as_deref())
         .collect();
-    let facts = facts::load(http.ingest.store().as_ref(), &policy.current, &digests)?;
+    let facts = http
+        .gate
+        .load(http.ingest.store().as_ref(), &policy.current, &digests)?;
     let verdict = gate::decide(req, &facts, &policy.current.gate);
     if !r.dry_run && verdict.break_glass.is_some() {
         let who = Requester {

@@ -59,6 +59,8 @@ pub struct Http {
     pub ingest: Arc<Ingest>,
     pub policy: SharedPolicy,
     pub audit: Arc<AuditLog>,
+    /// The open incidents' gate facts between requests.
+    pub gate: Arc<crate::response::gate::facts::Cache>,
 }
 
 /// The client's address, for logs and the audit log.

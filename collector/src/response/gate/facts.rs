@@ -1,7 +1,10 @@
 //! What the gate reads from the store, and the one thing it writes: a
 //! break-glass admission, audited and noted on the incidents it overrode.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use super::{Blocker, Facts, Verdict};
 use crate::{
@@ -25,15 +28,24 @@ pub const MAX_INCIDENTS: usize = log::REFRESH_MAX;
 pub const MAX_IMAGES: usize = 64;
 
 /// The gate's facts for these digests: every open incident with a gate
-/// action in force, and the SBOM packages of each digest.
+/// action in force, and the SBOM packages of each digest. Decodes every
+/// open incident; the servers use [`Cache::load`].
 pub fn load(store: &dyn Store, policy: &Policy, digests: &[&str]) -> Result<Facts, LogError> {
     let mut blockers = Vec::new();
     for rec in store.incidents(None, true, MAX_INCIDENTS)? {
         let incident = log::load(store, &rec)?;
         if let Some(b) = blocker(rec.id, &incident, policy) {
-            blockers.push(b);
+            blockers.push(Arc::new(b));
         }
     }
+    with_sboms(store, blockers, digests)
+}
+
+fn with_sboms(
+    store: &dyn Store,
+    blockers: Vec<Arc<Blocker>>,
+    digests: &[&str],
+) -> Result<Facts, LogError> {
     let mut sboms = BTreeMap::new();
     if !blockers.is_empty() {
         for d in digests.iter().take(MAX_IMAGES) {
@@ -48,12 +60,69 @@ pub fn load(store: &dyn Store, policy: &Policy, digests: &[&str]) -> Result<Fact
     Ok(Facts { blockers, sboms })
 }
 
+/// The open incidents' gate facts, kept between requests: an incident's
+/// projection is decoded again only when its log grew or the policy in
+/// force changed, so a request reads the open incidents' rows and decodes
+/// none of them in the steady state. One per server (the webhook, the
+/// gRPC API); it holds at most [`MAX_INCIDENTS`] entries.
+#[derive(Debug, Default)]
+pub struct Cache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    policy: Option<Arc<Policy>>,
+    /// Incident id -> (last seq decoded, its blocker if it has one).
+    by_id: HashMap<i64, (i64, Option<Arc<Blocker>>)>,
+}
+
+impl Cache {
+    /// [`load`], decoding only incidents changed since the last call.
+    pub fn load(
+        &self,
+        store: &dyn Store,
+        policy: &Arc<Policy>,
+        digests: &[&str],
+    ) -> Result<Facts, LogError> {
+        let records = store.incidents(None, true, MAX_INCIDENTS)?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state
+            .policy
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, policy))
+        {
+            state.by_id.clear();
+            state.policy = Some(policy.clone());
+        }
+        let mut fresh = HashMap::with_capacity(records.len());
+        let mut blockers = Vec::new();
+        for rec in &records {
+            let b = match state.by_id.remove(&rec.id) {
+                Some((seq, b)) if seq == rec.last_seq => b,
+                _ => {
+                    let incident = log::load(store, rec)?;
+                    blocker(rec.id, &incident, policy).map(Arc::new)
+                }
+            };
+            if let Some(b) = &b {
+                blockers.push(b.clone());
+            }
+            fresh.insert(rec.id, (rec.last_seq, b));
+        }
+        // Closed incidents fall out here.
+        state.by_id = fresh;
+        drop(state);
+        with_sboms(store, blockers, digests)
+    }
+}
+
 /// The packages of an SBOM document that comes with the request and is
 /// not stored (`gate check --sbom`): each gets the advisories, among those
 /// of the blockers, that affect it, judged here as the matcher would.
 pub fn judge_document(
     store: &dyn Store,
-    blockers: &[Blocker],
+    blockers: &[Arc<Blocker>],
     mut packages: Vec<crate::store::DeclaredPackage>,
 ) -> Result<Vec<crate::store::DeclaredPackage>, LogError> {
     use crate::advisories::{matching::affects_package, osv::import::parse_file};

@@ -112,7 +112,7 @@ pub struct Blocker {
 /// actions are in force, and the SBOM packages of each digest asked about.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
-    pub blockers: Vec<Blocker>,
+    pub blockers: Vec<std::sync::Arc<Blocker>>,
     pub sboms: BTreeMap<String, Vec<DeclaredPackage>>,
 }
 

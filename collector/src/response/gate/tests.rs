@@ -52,14 +52,14 @@ fn facts(block: Option<(Admission, Mode)>, freeze: Option<(Admission, Mode)>) ->
     );
     sboms.insert(CLEAN.to_string(), Vec::new());
     Facts {
-        blockers: vec![Blocker {
+        blockers: vec![std::sync::Arc::new(Blocker {
             incident: 7,
             block,
             freeze,
             advisories: ["GHSA-test".to_string()].into(),
             namespaces: ["frozen".to_string()].into(),
             ..Blocker::default()
-        }],
+        })],
         sboms,
     }
 }
@@ -208,9 +208,9 @@ fn a_frozen_namespace_refuses_every_deploy_but_pods_its_controllers_make() {
 fn a_digest_the_scope_saw_running_is_blocked_without_an_sbom() {
     let mut f = facts(DENY, None);
     f.sboms.clear();
-    f.blockers[0].image_digests.insert(BLOCKED.into());
-    f.blockers[0]
-        .findings
+    let b = std::sync::Arc::make_mut(&mut f.blockers[0]);
+    b.image_digests.insert(BLOCKED.into());
+    b.findings
         .push(("GHSA-test".into(), "pkg:deb/debian/libssl3@3.0.11-1".into()));
     let (_, v) = check("pod", &f);
     assert!(!v.allowed);
