@@ -291,8 +291,9 @@ struct StatusOut {
     message: String,
 }
 
-/// kube-apiserver shows a warning's first 120 characters or so in
-/// kubectl; longer ones are kept whole here but cut at this bound.
+/// kube-apiserver may shorten long warnings before kubectl prints them;
+/// each is cut here at this many bytes, so a long chain cannot crowd out
+/// the others.
 const MAX_WARNING: usize = 512;
 
 /// The AdmissionReview answer for `uid`.
