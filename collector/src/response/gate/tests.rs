@@ -280,3 +280,117 @@ fn kinds_without_a_pod_spec_and_deletes_are_allowed_unjudged() {
     );
     assert!(review::parse(text.as_bytes()).unwrap().request.is_err());
 }
+
+/// An incident's log, projected: opened, routed to tier 2, planned with
+/// the block action (approval required) and freeze (observe only), then
+/// `more`.
+fn incident_with(
+    more: Vec<crate::response::incident::Event>,
+) -> crate::response::incident::Incident {
+    use crate::response::{
+        ActionKind, Approval,
+        incident::{Event, Recorded, Source, State, project},
+        plan::{Plan, PlannedAction},
+    };
+    let action = |id, kind, mode, approval| PlannedAction {
+        id,
+        kind,
+        mode,
+        approval,
+        revert_after_ms: None,
+        allow: Vec::new(),
+        targets: Vec::new(),
+        excluded: Vec::new(),
+        no_executor: Some(crate::response::plan::NO_EXECUTOR.into()),
+    };
+    let mut plan = Plan {
+        hash: String::new(),
+        tier: Some(2),
+        tier_name: "high or critical".into(),
+        exception: None,
+        actions: vec![
+            action(
+                1,
+                ActionKind::BlockNewArtifactsWithPackage,
+                Mode::Enforce,
+                Approval::Required,
+            ),
+            action(
+                2,
+                ActionKind::FreezeDeployments,
+                Mode::Observe,
+                Approval::Auto,
+            ),
+        ],
+    };
+    plan.hash = crate::response::plan::hash(&plan);
+    let source = Source::Advisory {
+        id: "GHSA-test".into(),
+        asked_as: String::new(),
+        host: None,
+    };
+    let mut events = vec![
+        Event::Opened {
+            dedup_key: source.dedup_key(),
+            source,
+        },
+        Event::StateChanged {
+            from: State::Detected,
+            to: State::Scoped,
+            reason: String::new(),
+        },
+        Event::TierRouted {
+            tier: Some(2),
+            name: "high or critical".into(),
+        },
+        Event::Planned { plan: plan.clone() },
+    ];
+    events.extend(more.into_iter().map(|e| match e {
+        Event::Approved { actions, .. } => Event::Approved {
+            plan: plan.hash.clone(),
+            actions,
+        },
+        e => e,
+    }));
+    let recorded: Vec<Recorded> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Recorded {
+            seq: i as i64 + 1,
+            at_ms: 1_000 + i as i64,
+            actor: "alice".into(),
+            event,
+        })
+        .collect();
+    project(&recorded).unwrap()
+}
+
+#[test]
+fn a_gate_action_blocks_once_approved_never_in_observe_and_not_after_a_revert() {
+    use crate::response::{Policy, incident::Event};
+    let policy = Policy::builtin();
+    // Waiting for its approval: nothing blocks; freeze is observe-only.
+    assert_eq!(facts::blocker(1, &incident_with(vec![]), &policy), None);
+    let approved = Event::Approved {
+        plan: String::new(),
+        actions: vec![1],
+    };
+    let b = facts::blocker(1, &incident_with(vec![approved.clone()]), &policy).unwrap();
+    assert_eq!(b.block, Some((Admission::Deny, Mode::Enforce)));
+    assert_eq!(b.freeze, None);
+    assert!(b.advisories.contains("GHSA-test"));
+    // The policy in force says how tier 2 answers.
+    let mut warn = Policy::builtin();
+    warn.tiers[1].actions[0].admission = Admission::Warn;
+    let b = facts::blocker(1, &incident_with(vec![approved.clone()]), &warn).unwrap();
+    assert_eq!(b.block, Some((Admission::Warn, Mode::Enforce)));
+    // Reverted: nothing blocks.
+    let reverted = Event::Reverted {
+        actions: vec![1],
+        reason: "resolved".into(),
+    };
+    assert_eq!(
+        facts::blocker(1, &incident_with(vec![approved, reverted]), &policy),
+        None
+    );
+}
