@@ -575,3 +575,121 @@ async fn the_webhook_serves_https_with_the_collectors_certificate() {
     server.await.unwrap().unwrap();
     result.unwrap();
 }
+
+/// `--http-client-cert`: only a client presenting a CLI certificate of the
+/// client CA (what kube-apiserver presents through its AdmissionConfiguration
+/// kubeconfig) is served; no certificate, or an agent's, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_can_require_a_cli_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    for args in [
+        vec!["pki", "init", "--dir", pki_s],
+        vec![
+            "pki",
+            "issue",
+            "collector",
+            "--dir",
+            pki_s,
+            "--san",
+            "localhost",
+        ],
+        vec![
+            "pki",
+            "issue",
+            "cli",
+            "--dir",
+            pki_s,
+            "--name",
+            "kube-apiserver",
+        ],
+        vec!["pki", "issue", "agent", "--dir", pki_s, "--host", "web-1"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_patchgap"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let http = free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let data = dir.path().join("data");
+    let store = std::sync::Arc::new(SqliteStore::open(&data).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(patchgap_collector::serve(
+        CollectorConfig {
+            data_dir: data,
+            tls: Some(patchgap_collector::TlsFiles {
+                cert: pki.join("collector.crt"),
+                key: pki.join("collector.key"),
+                client_ca: pki.join("ca.crt"),
+            }),
+            http_listen: Some(http),
+            http_client_cert: true,
+            ..CollectorConfig::default()
+        },
+        store,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let body = fixture(
+        "pod",
+        &format!("sha256:{:064x}", 1),
+        &format!("sha256:{:064x}", 2),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        let url = format!("https://localhost:{}/v1/admission", http.port());
+        let curl = |who: Option<&str>| {
+            let mut c = Command::new("curl");
+            c.args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--data-binary",
+                &body,
+                "--cacert",
+            ])
+            .arg(pki.join("ca.crt"));
+            if let Some(who) = who {
+                c.arg("--cert")
+                    .arg(pki.join(format!("{who}.crt")))
+                    .arg("--key")
+                    .arg(pki.join(format!("{who}.key")));
+            }
+            c.arg(&url).output().unwrap()
+        };
+        let mut out = curl(Some("cli-kube-apiserver"));
+        for _ in 0..50 {
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = curl(Some("cli-kube-apiserver"));
+        }
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        for who in [None, Some("agent-web-1")] {
+            let out = curl(who);
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).contains("AdmissionReview"),
+                "{who:?} was answered"
+            );
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    result.unwrap();
+}

@@ -85,6 +85,11 @@ pub struct CollectorConfig {
     /// Where the HTTP listener (the admission webhook) listens; None: off.
     /// TLS with `tls`'s certificate, else loopback only.
     pub http_listen: Option<SocketAddr>,
+    /// The HTTP listener takes only clients presenting a CLI certificate
+    /// of the client CA (`patchgap pki issue cli --name kube-apiserver`,
+    /// which kube-apiserver presents through its AdmissionConfiguration
+    /// kubeconfig). Needs `tls`.
+    pub http_client_cert: bool,
 }
 
 impl Default for CollectorConfig {
@@ -103,6 +108,7 @@ impl Default for CollectorConfig {
             limits: conn::ConnLimits::default(),
             incident_refresh: Duration::from_secs(10),
             http_listen: None,
+            http_client_cert: false,
         }
     }
 }
@@ -178,6 +184,10 @@ pub async fn serve(
             Ok(None) => {}
         }
     }
+    anyhow::ensure!(
+        !config.http_client_cert || config.tls.is_some(),
+        "--http-client-cert needs TLS (client certificates come with it): {TLS_HINT}"
+    );
     anyhow::ensure!(
         !config.critical_needs_cert || config.tls.is_some(),
         "--critical-needs-cert needs TLS (client certificates come with it): {TLS_HINT}"
@@ -273,10 +283,14 @@ pub async fn serve(
                 gate: Default::default(),
             });
             let mut stop = stopping.clone();
+            let tls = tls.clone().map(|t| http::Tls {
+                config: t,
+                client_cert: config.http_client_cert,
+            });
             Some(tokio::spawn(http::serve(
                 listener,
                 router,
-                tls.clone(),
+                tls,
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },

@@ -70,6 +70,12 @@ struct Cli {
     /// certificate above; plaintext on loopback only, as for --listen.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+    /// The HTTP listener takes only clients that present a CLI certificate
+    /// of the client CA (`patchgap pki issue cli --name kube-apiserver`;
+    /// kube-apiserver presents it through its AdmissionConfiguration
+    /// kubeconfig). Needs the TLS flags.
+    #[arg(long, requires = "http_listen")]
+    http_client_cert: bool,
     /// Only check the --scope-map file, print the result and exit (1 when it is bad).
     #[arg(long, requires = "scope_map")]
     check_scope_map: bool,
@@ -300,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
         tls,
         insecure_plaintext: cli.insecure_plaintext,
         http_listen: cli.http_listen,
+        http_client_cert: cli.http_client_cert,
         require_tokens: cli.require_tokens,
         critical_needs_cert: cli.critical_needs_cert,
         token_policy: TokenPolicy {

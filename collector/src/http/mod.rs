@@ -7,7 +7,8 @@
 //! handler that takes `State<Http>` (and, if it reads a body, `Bytes`,
 //! bounded by [`MAX_BODY_BYTES`]). The listener around it is shared: TLS
 //! with the collector's certificate (reloaded like gRPC's; a client
-//! certificate is optional, as kube-apiserver presents none by default),
+//! certificate is optional, as kube-apiserver presents none by default,
+//! unless `--http-client-cert` requires a CLI certificate of the client CA),
 //! plaintext on loopback only, HTTP/1.1 and HTTP/2, at most
 //! [`MAX_CONNECTIONS`] connections, and every request answered within
 //! [`REQUEST_TIMEOUT`] or given 503.
@@ -51,6 +52,24 @@ pub const MAX_CONNECTIONS: usize = 512;
 
 /// How long a client may take for its TLS handshake and its headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listener's TLS: the collector's reloading configuration, and
+/// whether a client must present a CLI certificate of the client CA.
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<ReloadingConfig>,
+    pub client_cert: bool,
+}
+
+/// Whether a verified client certificate chain holds a CLI identity
+/// (`urn:patchgap:cli:NAME`): an agent's key sits on every host, so an
+/// agent certificate is not enough to speak for kube-apiserver.
+fn cli_certificate(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> bool {
+    certs
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::peer_identity(c))
+        .is_some_and(|p| matches!(p.role, crate::tls::Role::Cli(_)))
+}
 
 /// What handlers share: the write path (for the incident log), the policy
 /// in force and the audit log.
@@ -100,7 +119,7 @@ async fn within_timeout(req: Request, next: Next) -> Response {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Option<Arc<ReloadingConfig>>,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let addr = listener.local_addr().ok();
@@ -140,14 +159,20 @@ pub async fn serve(
                 .header_read_timeout(HANDSHAKE_TIMEOUT);
             let served = match tls {
                 None => builder.serve_connection(TokioIo::new(tcp), service).await,
-                Some(config) => {
+                Some(tls) => {
                     // The gRPC configuration offers h2 only; webhooks
                     // speak HTTP/1.1 too.
-                    let mut c = (*config.current()).clone();
+                    let mut c = (*tls.config.current()).clone();
                     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
                     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(c));
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
+                            if tls.client_cert
+                                && !cli_certificate(stream.get_ref().1.peer_certificates())
+                            {
+                                info!(%peer, "HTTP client refused: --http-client-cert needs a CLI certificate of the client CA");
+                                return;
+                            }
                             builder
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await
