@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod gate;
 mod pages;
 mod pki;
 mod render;
@@ -132,10 +133,33 @@ impl FilterOpts {
     }
 }
 
+/// `patchgap gate` commands.
+#[derive(Subcommand)]
+enum GateCommand {
+    /// The verdict for one image.
+    ///
+    /// Example: patchgap gate check --image sha256:4f67c834… -o json
+    Check {
+        /// The image digest (sha256:…), or a reference that pins one
+        /// (NAME@sha256:…). A tag alone is judged per the policy.
+        #[arg(long)]
+        image: String,
+        /// The namespace it goes to, so frozen namespaces count too.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The image's SBOM (CycloneDX or SPDX, as `sbom push` takes),
+        /// judged with the stored one and not stored.
+        #[arg(long, value_name = "FILE")]
+        sbom: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
     Table,
     Json,
+    /// JUnit XML: `gate check` only.
+    Junit,
 }
 
 /// Options of every `pki` command.
@@ -461,6 +485,10 @@ struct UpArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:7373")]
     listen: SocketAddr,
+    /// Where the HTTP listener (the admission webhook, `POST
+    /// /v1/admission`) serves; plaintext, so loopback only.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7374")]
+    http_listen: SocketAddr,
     /// Seconds between the agent's full rescans.
     #[arg(long, default_value_t = 30)]
     interval: u64,
@@ -643,6 +671,20 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// The deploy gate, for CI: may this image be deployed now? The
+    /// answer the admission webhook gives. Exit status 0 when allowed, 3
+    /// when denied, 1 on error; `-o junit` writes JUnit XML.
+    ///
+    /// Examples:
+    ///   patchgap gate check --image sha256:4f67c834…
+    ///   patchgap gate check --image registry.example/app@sha256:4f67… -o junit > gate.xml
+    ///   patchgap gate check --image sha256:4f67c834… --sbom app.cdx.json
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// Incidents, newest first: state, tier, who opened them, scope size.
     ///
     /// Examples:
@@ -702,6 +744,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<gate::GateDenied>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(3)
+        }
         Err(e) if e.downcast_ref::<AuditBroken>().is_some() => {
             eprintln!("error: {e:#}");
             ExitCode::from(4)
@@ -741,6 +787,61 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             before,
             read,
         } => incidents(open, limit, before, read).await,
+        Command::Gate { command, read } => gate_command(command, read).await,
+    }
+}
+
+/// `patchgap gate check`: the deploy gate's verdict for one image.
+async fn gate_command(command: GateCommand, read: ReadOpts) -> anyhow::Result<()> {
+    let GateCommand::Check {
+        image,
+        namespace,
+        sbom,
+    } = command;
+    let (sbom, sbom_name) = match &sbom {
+        Some(file) => (read_sbom(file)?, file.display().to_string()),
+        None => (Vec::new(), String::new()),
+    };
+    let mut client = connect(&read).await?;
+    let r = client
+        .gate_check(v1::GateCheckRequest {
+            image: image.clone(),
+            namespace: namespace.unwrap_or_default(),
+            sbom,
+            sbom_name,
+        })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    match read.output {
+        Output::Junit => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(gate::junit(&image, &r).as_bytes())?;
+            out.flush()?;
+        }
+        output => print(output, gate::json(&image, &r), || gate::table(&image, &r))?,
+    }
+    if r.allowed {
+        Ok(())
+    } else {
+        let incidents: std::collections::BTreeSet<&str> = r
+            .denied
+            .iter()
+            .map(|d| d.incident.as_str())
+            .filter(|i| !i.is_empty())
+            .collect();
+        Err(gate::GateDenied(format!(
+            "denied: {image} is blocked{}",
+            match incidents.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " by {}",
+                    incidents.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            }
+        ))
+        .into())
     }
 }
 
@@ -767,6 +868,7 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
+        Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
         Output::Table => println!(
             "{}: ok ({} tiers, {} rules, {} actions)",
             file.display(),
@@ -912,7 +1014,7 @@ async fn paged<R>(
                     .expect("begun above")
                     .push(&mut sink, items)?
             }
-            Output::Table => sink.write(&table(&resp, first))?,
+            Output::Table | Output::Junit => sink.write(&table(&resp, first))?,
         };
         first = false;
         if stop || !open {
@@ -1628,6 +1730,7 @@ fn print(
         Output::Json => render::json_text(&json)?,
         // Fields are escaped where tables place them; this catches the rest.
         Output::Table => render::terminal_safe(&table()).into_owned(),
+        Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `patchgap query libc6 | head` is not an error.
@@ -1776,6 +1879,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let UpArgs {
         data_dir,
         listen,
+        http_listen,
         interval,
         proc_root,
         runtime_root,
@@ -1834,6 +1938,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             data_dir,
             policy,
             scope_map,
+            http_listen: Some(http_listen),
             ..CollectorConfig::default()
         },
         listener,

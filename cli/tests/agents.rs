@@ -48,7 +48,8 @@ async fn another_agents_lookups_are_not_loads() {
     let data = tempfile::tempdir().unwrap();
     let other = Proc(
         Command::new(env!("CARGO_BIN_EXE_patchgap"))
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

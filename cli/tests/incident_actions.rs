@@ -146,6 +146,7 @@ query_impl! {
         open_incident(v1::OpenIncidentRequest) -> v1::OpenIncidentResponse;
         list_incidents(v1::ListIncidentsRequest) -> v1::ListIncidentsResponse;
         get_incident(v1::GetIncidentRequest) -> v1::GetIncidentResponse;
+        gate_check(v1::GateCheckRequest) -> v1::GateCheckResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -31,6 +31,8 @@ impl Up {
             "--no-ebpf",
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--interval",
             "2",
         ])

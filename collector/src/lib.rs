@@ -12,6 +12,7 @@
 //! - `conn`: connection admission (descriptors, idle connections).
 //! - `response`: Contain: the response policy (tiers, actions, guards,
 //!   exceptions) and incidents (an append-only event log and its projection).
+//! - `http`: the HTTP listener (`--http-listen`): the admission webhook.
 //!
 //! [`run`] serves everything on one listener.
 
@@ -24,6 +25,7 @@ pub mod ecosystem;
 pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod http;
 pub mod response;
 pub mod sbom;
 pub mod store;
@@ -80,6 +82,14 @@ pub struct CollectorConfig {
     /// after a write that can change an exposure, at most every fifth of
     /// this).
     pub incident_refresh: Duration,
+    /// Where the HTTP listener (the admission webhook) listens; None: off.
+    /// TLS with `tls`'s certificate, else loopback only.
+    pub http_listen: Option<SocketAddr>,
+    /// The HTTP listener takes only clients presenting a CLI certificate
+    /// of the client CA (`patchgap pki issue cli --name kube-apiserver`,
+    /// which kube-apiserver presents through its AdmissionConfiguration
+    /// kubeconfig). Needs `tls`.
+    pub http_client_cert: bool,
 }
 
 impl Default for CollectorConfig {
@@ -97,6 +107,8 @@ impl Default for CollectorConfig {
             token_policy: auth::TokenPolicy::default(),
             limits: conn::ConnLimits::default(),
             incident_refresh: Duration::from_secs(10),
+            http_listen: None,
+            http_client_cert: false,
         }
     }
 }
@@ -165,6 +177,17 @@ pub async fn serve(
         Ok(Some(warning)) => tracing::warn!("{warning}"),
         Ok(None) => {}
     }
+    if let Some(addr) = config.http_listen {
+        match check_listen(addr, config.tls.is_some(), config.insecure_plaintext) {
+            Err(e) => anyhow::bail!("--http-listen: {e}"),
+            Ok(Some(warning)) => tracing::warn!("--http-listen: {warning}"),
+            Ok(None) => {}
+        }
+    }
+    anyhow::ensure!(
+        !config.http_client_cert || config.tls.is_some(),
+        "--http-client-cert needs TLS (client certificates come with it): {TLS_HINT}"
+    );
     anyhow::ensure!(
         !config.critical_needs_cert || config.tls.is_some(),
         "--critical-needs-cert needs TLS (client certificates come with it): {TLS_HINT}"
@@ -246,6 +269,35 @@ pub async fn serve(
     };
     let connected: api::Connected = Arc::new(Mutex::new(api::Streams::default()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    // The HTTP listener (the admission webhook): bound before the gRPC
+    // server starts, so a taken port stops the start; it stops with it.
+    let http_task = match config.http_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context(format!("--http-listen {addr}")))?;
+            let router = http::router(http::Http {
+                ingest: ingest.clone(),
+                policy: policy.clone(),
+                audit: audit.clone(),
+                gate: Default::default(),
+            });
+            let mut stop = stopping.clone();
+            let tls = tls.clone().map(|t| http::Tls {
+                config: t,
+                client_cert: config.http_client_cert,
+            });
+            Some(tokio::spawn(http::serve(
+                listener,
+                router,
+                tls,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     let shutdown = async move {
         shutdown.await;
         // End the agents' streams; they reconnect to whoever serves next.
@@ -361,6 +413,9 @@ pub async fn serve(
             follower.abort();
             served?
         }
+    }
+    if let Some(task) = http_task {
+        task.abort();
     }
     // Seal what was logged since the last checkpoint.
     tokio::task::spawn_blocking(move || audit.checkpoint_now())

@@ -65,6 +65,17 @@ struct Cli {
     /// then send any host's inventory; warned at every start.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Also serve HTTP on this address: the Kubernetes admission webhook
+    /// (`POST /v1/admission`, the deploy gate). HTTPS with the TLS
+    /// certificate above; plaintext on loopback only, as for --listen.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// The HTTP listener takes only clients that present a CLI certificate
+    /// of the client CA (`patchgap pki issue cli --name kube-apiserver`;
+    /// kube-apiserver presents it through its AdmissionConfiguration
+    /// kubeconfig). Needs the TLS flags.
+    #[arg(long, requires = "http_listen")]
+    http_client_cert: bool,
     /// Only check the --scope-map file, print the result and exit (1 when it is bad).
     #[arg(long, requires = "scope_map")]
     check_scope_map: bool,
@@ -258,6 +269,13 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    if let Some(addr) = cli.http_listen
+        && let Err(e) =
+            patchgap_collector::check_listen(addr, tls.is_some(), cli.insecure_plaintext)
+    {
+        eprintln!("error: --http-listen: {e}");
+        std::process::exit(1);
+    }
     // A bad policy file stops the start before anything is opened, naming
     // file:line:column for each problem.
     if let Some(path) = &cli.policy
@@ -287,6 +305,8 @@ async fn main() -> anyhow::Result<()> {
         policy: cli.policy,
         tls,
         insecure_plaintext: cli.insecure_plaintext,
+        http_listen: cli.http_listen,
+        http_client_cert: cli.http_client_cert,
         require_tokens: cli.require_tokens,
         critical_needs_cert: cli.critical_needs_cert,
         token_policy: TokenPolicy {

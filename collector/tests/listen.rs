@@ -43,3 +43,29 @@ fn the_rule_itself() {
             .contains("PLAINTEXT")
     );
 }
+
+#[test]
+fn plaintext_http_off_loopback_is_refused_at_start_too() {
+    let data = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_patchgap-collector"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--http-listen")
+            && err.contains("0.0.0.0:0")
+            && err.contains("patchgap pki init"),
+        "{err}"
+    );
+    // Refused before opening the store.
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}

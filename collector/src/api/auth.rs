@@ -37,7 +37,7 @@ pub fn required_scope(method: &str) -> Scope {
     match method {
         "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
         | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" | "ListIncidents"
-        | "GetIncident" => Scope::Read,
+        | "GetIncident" | "GateCheck" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

@@ -119,7 +119,7 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
 }
 
 /// The one mapping of the incident domain's errors to statuses.
-fn status(e: LogError) -> Status {
+pub(super) fn status(e: LogError) -> Status {
     match e {
         LogError::Scope(ScopeError::UnknownAdvisory(_)) | LogError::NotFound(_) => {
             Status::not_found(e.to_string())

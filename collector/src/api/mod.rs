@@ -13,6 +13,7 @@
 mod advisories;
 pub mod auth;
 mod fleet;
+mod gate;
 mod incidents;
 mod ingest;
 mod packages;

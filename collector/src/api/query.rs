@@ -60,6 +60,8 @@ pub struct QueryService {
     policy: SharedPolicy,
     /// The desired containments and the agents' reports.
     pub(super) hub: Arc<crate::response::contain::Hub>,
+    /// GateCheck's open-incident facts between calls.
+    pub(super) gate: Arc<crate::response::gate::facts::Cache>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -92,6 +94,7 @@ impl QueryService {
             findings_reuse: Arc::default(),
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
+            gate: Default::default(),
         }
     }
 
@@ -642,6 +645,19 @@ impl Query for QueryService {
         self.audited("RevertIncident", request, ok, |req, caller| async move {
             incidents::revert(self, req, imported_by(&caller)).await
         })
+        .await
+    }
+
+    async fn gate_check(
+        &self,
+        request: Request<v1::GateCheckRequest>,
+    ) -> Result<Response<v1::GateCheckResponse>, Status> {
+        self.audited(
+            "GateCheck",
+            request,
+            super::gate::summary,
+            |req, _| async move { super::gate::check(self, req).await },
+        )
         .await
     }
 }

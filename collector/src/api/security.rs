@@ -195,6 +195,26 @@ impl AuditArgs for v1::ImportAdvisoriesRequest {
     }
 }
 
+/// The SBOM a gate check may carry is named by its size and hash, never
+/// written whole into the log.
+impl AuditArgs for v1::GateCheckRequest {
+    fn audit_args(&self) -> String {
+        let sbom = match self.sbom.is_empty() {
+            true => String::new(),
+            false => format!(
+                ", sbom: {:?}, {} bytes, sha256 {}",
+                self.sbom_name,
+                self.sbom.len(),
+                sha256(&self.sbom)
+            ),
+        };
+        format!(
+            "image: {:?}, namespace: {:?}{sbom}",
+            self.image, self.namespace
+        )
+    }
+}
+
 impl AuditArgs for v1::PushSbomRequest {
     fn audit_args(&self) -> String {
         format!(

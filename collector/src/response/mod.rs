@@ -7,9 +7,10 @@
 //! approvals, actions and what agents report of them included
 //! (`incident::act`). `plan` makes the exact plan a responder approves by
 //! its hash. `contain` derives the desired containments of every host from
-//! the incidents and publishes them for the ingest streams to send. The
-//! deploy gate and verification come next, as further events of the same
-//! log.
+//! the incidents and publishes them for the ingest streams to send.
+//! `gate` is the deploy gate: the admission webhook's and `gate check`'s
+//! decision from the incidents whose gate actions are in force.
+//! Verification comes next, as further events of the same log.
 //!
 //! **Invariant:** decisions are pure functions of the store's facts and
 //! the policy: nothing here reads a file, the clock or the network while it
@@ -19,13 +20,14 @@
 //! and the store knows nothing of this module.
 
 pub mod contain;
+pub mod gate;
 pub mod incident;
 pub mod plan;
 pub mod policy;
 
 pub use policy::{
-    Action, ActionKind, Approval, Cidr, Evidence, Exception, FindingFacts, GuardReason,
-    GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier, Rule,
-    Severity, Tier,
+    Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, FindingFacts, GateSettings,
+    GuardReason, GuardTarget, Guards, Mode, OpenIncident, Policy, PolicyError, Route, RoutedTier,
+    Rule, Severity, Tier,
     state::{PolicyLoadError, PolicyState, SharedPolicy},
 };

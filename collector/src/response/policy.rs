@@ -279,6 +279,9 @@ pub struct Action {
     /// At most this share of a workload's replicas at once (0 < x <= 1);
     /// None: all of them.
     pub max_replica_share: Option<f64>,
+    /// The deploy gate's two actions only: whether an admission they
+    /// cover is denied or let through with a warning.
+    pub admission: Admission,
 }
 
 impl Action {
@@ -290,6 +293,50 @@ impl Action {
             revert_after_ms: None,
             allow: Vec::new(),
             max_replica_share: None,
+            admission: Admission::Deny,
+        }
+    }
+}
+
+/// How the deploy gate answers what it would stop: `deny` refuses the
+/// admission, `warn` lets it through with a warning kubectl prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    #[default]
+    Deny,
+    Warn,
+}
+
+impl Admission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Deny => "deny",
+            Admission::Warn => "warn",
+        }
+    }
+}
+
+/// The deploy gate's settings that no tier owns (`[gate]` in the file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateSettings {
+    /// An image named by a tag alone (no `@sha256:`) while some incident
+    /// blocks images: the gate cannot know what the tag points at without
+    /// a registry, which it never calls.
+    pub tag_without_digest: Admission,
+    /// Namespaces the gate never judges (exact, or a prefix ending in
+    /// `*`): the control plane's own, so a gate outage or an incident
+    /// cannot stop the cluster from healing itself.
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings {
+            tag_without_digest: Admission::Warn,
+            exclude_namespaces: ["kube-system", "kube-public", "kube-node-lease"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -449,6 +496,8 @@ pub struct Policy {
     pub tiers: Vec<Tier>,
     pub guards: Guards,
     pub exceptions: Vec<Exception>,
+    /// The deploy gate's own settings.
+    pub gate: GateSettings,
     /// What `policy check` warns about (such as an expired exception), as
     /// `file:line:column: warning: ...`.
     #[serde(skip)]
@@ -460,6 +509,7 @@ impl PartialEq for Policy {
         self.tiers == other.tiers
             && self.guards == other.guards
             && self.exceptions == other.exceptions
+            && self.gate == other.gate
     }
 }
 
@@ -663,6 +713,7 @@ impl Policy {
             ],
             guards: Guards::default(),
             exceptions: Vec::new(),
+            gate: GateSettings::default(),
             warnings: Vec::new(),
         }
     }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Action, ActionKind, Approval, Cidr, Evidence, Exception, Guards, Mode, OpenIncident, Policy,
-    Rule, Severity, Tier,
+    Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, GateSettings, Guards, Mode,
+    OpenIncident, Policy, Rule, Severity, Tier,
 };
 use crate::{advisories::osv::Timestamp, ecosystem::Ecosystem};
 
@@ -52,6 +52,14 @@ struct RawPolicy {
     guards: Option<Spanned<RawGuards>>,
     #[serde(default)]
     exception: Vec<Spanned<RawException>>,
+    gate: Option<RawGate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    tag_without_digest: Option<Admission>,
+    exclude_namespaces: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +110,7 @@ struct RawAction {
     revert_after: Option<Spanned<String>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     max_replica_share: Option<Spanned<f64>>,
+    admission: Option<Spanned<Admission>>,
 }
 
 #[derive(Deserialize)]
@@ -343,12 +352,33 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         .into_iter()
         .filter_map(|e| check_exception(c, e, now_ms))
         .collect();
+    let gate = match raw.gate {
+        Some(g) => GateSettings {
+            tag_without_digest: g
+                .tag_without_digest
+                .unwrap_or(GateSettings::default().tag_without_digest),
+            exclude_namespaces: match g.exclude_namespaces {
+                Some(list) => c.strings("gate.exclude_namespaces entry", list),
+                None => GateSettings::default().exclude_namespaces,
+            },
+        },
+        None => GateSettings::default(),
+    };
     Policy {
         tiers,
         guards,
         exceptions,
+        gate,
         warnings: Vec::new(),
     }
+}
+
+/// The deploy gate carries these out: they take an `admission` answer.
+fn is_gate(kind: ActionKind) -> bool {
+    matches!(
+        kind,
+        ActionKind::FreezeDeployments | ActionKind::BlockNewArtifactsWithPackage
+    )
 }
 
 /// The byte offset of a 1-based line's start.
@@ -431,6 +461,19 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
                 Some(share)
             }
         });
+        let admission = match a.admission {
+            Some(m) if !is_gate(kind) => {
+                c.error(
+                    m.span(),
+                    format!(
+                        "admission applies to the deploy gate's actions (freeze_deployments, block_new_artifacts_with_package), not {kind}"
+                    ),
+                );
+                Admission::Deny
+            }
+            Some(m) => *m.get_ref(),
+            None => Admission::Deny,
+        };
         actions.push(Action {
             kind,
             mode,
@@ -438,6 +481,7 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
             revert_after_ms,
             allow,
             max_replica_share,
+            admission,
         });
     }
     actions

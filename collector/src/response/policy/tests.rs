@@ -707,3 +707,54 @@ fn no_panic_on_hostile_input() {
         let _ = Policy::parse_at("p.toml", &bytes, NOW);
     }
 }
+
+#[test]
+fn the_deploy_gate_actions_can_warn_instead_of_denying() {
+    let text = with_action(
+        "kind = \"block_new_artifacts_with_package\"\nmode = \"enforce\"\napproval = \"auto\"\nadmission = \"warn\"\n",
+    );
+    let p = Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
+    assert_eq!(p.tiers[0].actions[0].admission, Admission::Warn);
+    let text =
+        with_action("kind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"auto\"\n");
+    let p = Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
+    assert_eq!(p.tiers[0].actions[0].admission, Admission::Deny);
+    check(
+        &with_action(
+            "kind = \"isolate_affected_workloads\"\nmode = \"enforce\"\napproval = \"auto\"\nadmission = \"warn\"\n",
+        ),
+        &[
+            "p.toml:11:13: admission applies to the deploy gate's actions (freeze_deployments, block_new_artifacts_with_package), not isolate_affected_workloads",
+        ],
+    );
+    let bad = errors(&with_action(
+        "kind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"auto\"\nadmission = \"maybe\"\n",
+    ));
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].starts_with("p.toml:11:13: unknown variant `maybe`"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn the_gate_section_sets_tags_and_excluded_namespaces() {
+    let text = format!(
+        "{ONE_TIER}[gate]\ntag_without_digest = \"deny\"\nexclude_namespaces = [\"kube-system\", \"istio-*\"]\n"
+    );
+    let p = Policy::parse_at("p.toml", text.as_bytes(), NOW).unwrap();
+    assert_eq!(p.gate.tag_without_digest, Admission::Deny);
+    assert_eq!(p.gate.exclude_namespaces, ["kube-system", "istio-*"]);
+    let defaults = Policy::parse_at("p.toml", ONE_TIER.as_bytes(), NOW).unwrap();
+    assert_eq!(defaults.gate, GateSettings::default());
+    assert_eq!(
+        defaults.gate.exclude_namespaces,
+        ["kube-system", "kube-public", "kube-node-lease"]
+    );
+    check(
+        &format!("{ONE_TIER}[gate]\nexclude_namespaces = [\"\"]\n"),
+        &["p.toml:8:23: an empty gate.exclude_namespaces entry"],
+    );
+    let bad = errors(&format!("{ONE_TIER}[gate]\ntag = \"deny\"\n"));
+    assert!(bad[0].contains("unknown field `tag`"), "{bad:?}");
+}
