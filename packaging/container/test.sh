@@ -42,7 +42,7 @@ sleeper=
 scans=
 cleanup() {
     local rc=$?
-    podman rm -f -t 2 "$tag-agent" "$tag-agent-default" "$tag-collector" "$tag-other" "$tag-copy" >/dev/null 2>&1 || true
+    podman rm -f -i -t 2 "$tag-agent" "$tag-agent-default" "$tag-collector" "$tag-other" "$tag-copy" >/dev/null 2>&1 || true
     [ -n "$scans" ] && rm -rf "$scans"
     podman volume rm -f "$tag-data" >/dev/null 2>&1 || true
     [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null || true
