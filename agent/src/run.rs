@@ -79,7 +79,7 @@ pub struct AgentConfig {
     /// are batched into one delta about this often (each delta costs a
     /// spool write, a send and an ack: wakeups on every thread), sent with
     /// the event batch nearest the deadline: at most a ring drain period
-    /// (100 ms) later than it.
+    /// (200 ms) later than it.
     pub event_flush: Duration,
     /// After an exec, the process's maps are read again this much later,
     /// once the dynamic loader has mapped its libraries.
