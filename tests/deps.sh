@@ -31,10 +31,15 @@ command -v clang >/dev/null || need+=(clang)
 command -v llvm-strip >/dev/null || need+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -f /usr/lib/python3/dist-packages/pip/__init__.py ] || need+=(python3-pip)
+command -v curl >/dev/null || need+=(curl)
 /usr/bin/python3 -c 'import yaml._yaml' 2>/dev/null || need+=(python3-yaml)
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v node >/dev/null || need+=(nodejs)
+# - Debian's pip (python3-pip, 23.0.1): the incident tests scope the real
+#   PYSEC-2023-228 record to the system python3, which has it installed;
+# - curl posts the deploy gate's AdmissionReview fixtures over HTTP(S).
 # npm installs two small packages from the registry for tests/tests/agreement.rs.
 command -v npm >/dev/null || need+=(npm)
 # perl with IPC::SysV and Devel::Peek (XS modules) for the loader tests.
