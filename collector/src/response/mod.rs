@@ -19,6 +19,7 @@
 //! and the store knows nothing of this module.
 
 pub mod contain;
+pub mod deliver;
 pub mod incident;
 pub mod plan;
 pub mod policy;

@@ -18,6 +18,7 @@
 //! Everything here is pure: routing takes the finding's facts and the time
 //! from the caller, so a plan can say exactly why it chose what it chose.
 
+pub mod endpoint;
 mod file;
 pub mod state;
 
@@ -25,6 +26,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use endpoint::{Endpoint, SecretRef};
 pub use file::{MAX_POLICY_BYTES, PolicyError};
 
 use crate::fleet::scope::matches as glob;
@@ -279,6 +281,9 @@ pub struct Action {
     /// At most this share of a workload's replicas at once (0 < x <= 1);
     /// None: all of them.
     pub max_replica_share: Option<f64>,
+    /// The `[[endpoint]]` it is sent to as a signed webhook (None: an
+    /// agent carries it out, or nothing does).
+    pub endpoint: Option<String>,
 }
 
 impl Action {
@@ -290,6 +295,7 @@ impl Action {
             revert_after_ms: None,
             allow: Vec::new(),
             max_replica_share: None,
+            endpoint: None,
         }
     }
 }
@@ -449,6 +455,8 @@ pub struct Policy {
     pub tiers: Vec<Tier>,
     pub guards: Guards,
     pub exceptions: Vec<Exception>,
+    /// Receivers of signed webhooks.
+    pub endpoints: Vec<Endpoint>,
     /// What `policy check` warns about (such as an expired exception), as
     /// `file:line:column: warning: ...`.
     #[serde(skip)]
@@ -460,6 +468,7 @@ impl PartialEq for Policy {
         self.tiers == other.tiers
             && self.guards == other.guards
             && self.exceptions == other.exceptions
+            && self.endpoints == other.endpoints
     }
 }
 
@@ -663,6 +672,7 @@ impl Policy {
             ],
             guards: Guards::default(),
             exceptions: Vec::new(),
+            endpoints: Vec::new(),
             warnings: Vec::new(),
         }
     }

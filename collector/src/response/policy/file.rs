@@ -52,6 +52,8 @@ struct RawPolicy {
     guards: Option<Spanned<RawGuards>>,
     #[serde(default)]
     exception: Vec<Spanned<RawException>>,
+    #[serde(default)]
+    endpoint: Vec<Spanned<super::endpoint::RawEndpoint>>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +104,8 @@ struct RawAction {
     revert_after: Option<Spanned<String>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     max_replica_share: Option<Spanned<f64>>,
+    /// The `[[endpoint]]` a webhook action goes to.
+    endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +249,16 @@ pub(super) fn parse(file: &str, bytes: &[u8], now_ms: i64) -> Result<Policy, Vec
 }
 
 fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
+    let endpoints = {
+        let mut errors = Vec::new();
+        let endpoints = super::endpoint::check(raw.endpoint, &mut |span, why| {
+            errors.push((span, why));
+        });
+        for (span, why) in errors {
+            c.error(span, why);
+        }
+        endpoints
+    };
     if raw.tier.is_empty() {
         c.error(
             0..0,
@@ -284,7 +298,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
                 format!("tier {number} has no [[tier.rule]], so no finding reaches it"),
             );
         }
-        let actions = check_actions(c, number, t.action);
+        let actions = check_actions(c, number, t.action, &endpoints);
         let touches = actions
             .iter()
             .find(|a| a.kind.touches_workloads())
@@ -347,6 +361,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         tiers,
         guards,
         exceptions,
+        endpoints,
         warnings: Vec::new(),
     }
 }
@@ -359,7 +374,12 @@ fn line_offset(text: &str, line: usize) -> usize {
         .sum()
 }
 
-fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Vec<Action> {
+fn check_actions(
+    c: &mut Checker,
+    tier: i64,
+    raw: Vec<Spanned<RawAction>>,
+    endpoints: &[super::Endpoint],
+) -> Vec<Action> {
     let mut kinds: Vec<ActionKind> = Vec::new();
     let mut actions = Vec::new();
     for a in raw {
@@ -431,6 +451,26 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
                 Some(share)
             }
         });
+        let endpoint = a.endpoint.and_then(|e| {
+            if kind.touches_workloads() {
+                c.error(
+                    e.span(),
+                    format!("{kind} is carried out by the agents, not sent to an endpoint"),
+                );
+                None
+            } else if !endpoints.iter().any(|d| d.name == *e.get_ref()) {
+                c.error(
+                    e.span(),
+                    format!(
+                        "endpoint {:?} is not defined: add an [[endpoint]] with that name",
+                        e.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(e.into_inner())
+            }
+        });
         actions.push(Action {
             kind,
             mode,
@@ -438,6 +478,7 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
             revert_after_ms,
             allow,
             max_replica_share,
+            endpoint,
         });
     }
     actions
