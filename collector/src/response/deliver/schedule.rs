@@ -116,7 +116,7 @@ mod tests {
     fn follows_the_specifications_schedule_then_gives_up() {
         let waits: Vec<u64> = (1..=7)
             .map(|n| match verdict(n, &status(500), 1.0, MID) {
-                Verdict::RetryAfter(d) => d.as_secs(),
+                Verdict::RetryAfter(d) => d.as_secs_f64().round() as u64,
                 v => panic!("{v:?}"),
             })
             .collect();
