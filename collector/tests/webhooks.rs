@@ -779,3 +779,28 @@ async fn alertmanager_shows_the_incident_and_resolves_it_when_it_closes() {
     );
     assert!(calls.last().unwrap().args.ends_with("resolved"));
 }
+
+/// An action reverted after its webhook was enqueued but before it went
+/// out is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_action_is_not_sent() {
+    let t = in_process("200");
+    let store = t.ingest.store().as_ref();
+    assert_eq!(
+        deliver::enqueue_requested(store, None, now_ms()).unwrap(),
+        1
+    );
+    assert_eq!(
+        deliver::enqueue_requested(store, None, now_ms()).unwrap(),
+        0
+    );
+    act::revert(&t.ingest, t.id, "alice", None, "not-affected", now_ms()).unwrap();
+    deliver_until_settled(&t, &compressed()).await;
+    let d = store.deliveries(Some(t.id), 10).unwrap().remove(0);
+    assert_eq!(d.state, DeliveryState::Failed);
+    assert_eq!(
+        d.last_error,
+        "action 1 was reverted before it was delivered"
+    );
+    assert!(t.receiver.requests().is_empty());
+}

@@ -347,7 +347,7 @@ fn record(
         }
         Verdict::Gone => {
             let reason = format!(
-                "endpoint {} answered 410 Gone: it is disabled (`patchgap` shows it; enable it once the receiver is back)",
+                "endpoint {} answered 410 Gone: it is disabled, and nothing more is sent to it",
                 d.endpoint
             );
             (
@@ -402,6 +402,28 @@ fn record(
     Ok(())
 }
 
+/// Why delivery `d` should not be sent any more (None: send it): its
+/// action was reverted, or its incident ended.
+fn still_wanted(store: &dyn Store, d: &DeliveryRecord) -> Result<Option<String>, LogError> {
+    let Some(rec) = store.incident(d.incident)? else {
+        return Ok(Some(format!("{} does not exist", display_id(d.incident))));
+    };
+    let incident = log::load(store, &rec)?;
+    if !incident.state.is_open() {
+        return Ok(Some(format!(
+            "{} is {}: not sent",
+            display_id(d.incident),
+            incident.state
+        )));
+    }
+    Ok(incident
+        .actions
+        .iter()
+        .find(|a| a.planned.id == d.action)
+        .filter(|a| a.state == ActionState::Reverted)
+        .map(|_| format!("action {} was reverted before it was delivered", d.action)))
+}
+
 /// One pass: enqueue, lease, deliver, record. Returns the deliveries
 /// attempted.
 pub async fn pass(
@@ -420,7 +442,27 @@ pub async fn pass(
             if new > 0 {
                 tracing::info!(new, "webhook actions enqueued");
             }
-            Ok::<_, LogError>(store.claim_deliveries(now, lease_ms, CLAIM_BATCH)?)
+            let mut due = store.claim_deliveries(now, lease_ms, CLAIM_BATCH)?;
+            // An action reverted (or its incident ended) before its
+            // webhook went out is not sent any more.
+            due.retain(|d| match still_wanted(store, d) {
+                Ok(None) => true,
+                Ok(Some(why)) => {
+                    let gave_up = DeliveryOutcome::Failed {
+                        status: 0,
+                        error: why,
+                    };
+                    if let Err(error) = store.finish_delivery(d.id, now, &gave_up) {
+                        tracing::warn!(%error, webhook_id = %d.webhook_id, "cannot drop a delivery");
+                    }
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%error, webhook_id = %d.webhook_id, "cannot read the delivery's incident");
+                    true
+                }
+            });
+            Ok::<_, LogError>(due)
         })
         .await
         .map_err(|e| LogError::Store(StoreError::backend(e)))??

@@ -162,3 +162,114 @@ pub(super) fn check(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::response::{Policy, SecretRef};
+
+    const NOW: i64 = 1_780_000_000_000;
+
+    fn policy(endpoints: &str, route: &str) -> String {
+        format!(
+            "{endpoints}\n[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"rotate_scoped_tokens\"\nmode = \"enforce\"\napproval = \"required\"\n{route}"
+        )
+    }
+
+    /// Every bad file goes through here, with all its expected errors.
+    fn check(text: &str, expected: &[&str]) {
+        let got: Vec<String> = match Policy::parse_at("p.toml", text.as_bytes(), NOW) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, expected, "{text}");
+    }
+
+    const TOKENS: &str = "[[endpoint]]\nname = \"tokens\"\nurl = \"https://vault.example.org/hooks/rotate\"\nsecret_env = \"PATCHGAP_TOKENS_SECRET\"\nconfirms = true\n";
+
+    #[test]
+    fn an_action_routes_to_a_defined_endpoint() {
+        let p = Policy::parse_at(
+            "p.toml",
+            policy(TOKENS, "endpoint = \"tokens\"\n").as_bytes(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(p.endpoints.len(), 1);
+        let e = &p.endpoints[0];
+        assert_eq!(e.url, "https://vault.example.org/hooks/rotate");
+        assert_eq!(e.secret, SecretRef::Env("PATCHGAP_TOKENS_SECRET".into()));
+        assert!(e.confirms);
+        assert_eq!(p.tiers[0].actions[0].endpoint.as_deref(), Some("tokens"));
+    }
+
+    #[test]
+    fn bad_endpoints_and_routes_name_their_place() {
+        check(
+            &policy(TOKENS, "endpoint = \"vault\"\n"),
+            &[
+                "p.toml:15:12: endpoint \"vault\" is not defined: add an [[endpoint]] with that name",
+            ],
+        );
+        check(
+            &policy(
+                "[[endpoint]]\nname = \"a\"\nurl = \"http://198.51.100.7/hook\"\nsecret_file = \"/etc/patchgap/a.secret\"\n",
+                "",
+            ),
+            &[
+                "p.toml:3:7: url \"http://198.51.100.7/hook\" is plain http to a host that is not loopback: use https",
+            ],
+        );
+        check(
+            &policy(
+                "[[endpoint]]\nname = \"a\"\nurl = \"https://u:pw@example.org/\"\nsecret_file = \"a.secret\"\n",
+                "",
+            ),
+            &[
+                "p.toml:3:7: url \"https://u:pw@example.org/\" carries credentials: put the secret in secret_file or secret_env",
+                "p.toml:4:15: secret_file \"a.secret\" is not an absolute path",
+            ],
+        );
+        check(
+            &policy(
+                "[[endpoint]]\nname = \"a\"\nurl = \"https://example.org/\"\n",
+                "",
+            ),
+            &[
+                "p.toml:1:1: endpoint \"a\" needs exactly one of secret_file or secret_env (the whsec_ secret it signs with)",
+            ],
+        );
+        check(
+            &policy(&format!("{TOKENS}{TOKENS}"), ""),
+            &["p.toml:7:8: endpoint \"tokens\" is defined twice"],
+        );
+        // Isolation is the agents' work, never a webhook's.
+        check(
+            &format!(
+                "{TOKENS}\n[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"isolate_affected_workloads\"\nmode = \"enforce\"\napproval = \"required\"\nendpoint = \"tokens\"\n"
+            ),
+            &[
+                "p.toml:15:12: isolate_affected_workloads is carried out by the agents, not sent to an endpoint",
+            ],
+        );
+    }
+
+    #[test]
+    fn urls_the_collector_may_call() {
+        for ok in [
+            "https://example.org/x",
+            "http://127.0.0.1:9093",
+            "http://[::1]:8080/a",
+            "http://localhost/",
+        ] {
+            assert!(super::check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.org/",
+            "example.org",
+            "http://10.0.0.1/",
+            "/relative",
+        ] {
+            assert!(super::check_url(bad).is_err(), "{bad}");
+        }
+    }
+}
