@@ -165,7 +165,7 @@ pub(super) fn check(
 
 #[cfg(test)]
 mod tests {
-    use crate::response::{Policy, SecretRef};
+    use crate::response::{Policy, policy::SecretRef};
 
     const NOW: i64 = 1_780_000_000_000;
 
