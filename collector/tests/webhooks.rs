@@ -328,6 +328,8 @@ struct InProcess {
     audit: Arc<AuditLog>,
     receiver: Receiver,
     id: i64,
+    /// The deliverer's memory across passes, as `deliver::run` keeps it.
+    scanned: Arc<Mutex<deliver::Scanned>>,
 }
 
 /// A store, the receiver answering per `script`, and an incident whose
@@ -357,6 +359,7 @@ fn in_process(script: &str) -> InProcess {
         audit,
         receiver,
         id,
+        scanned: Arc::default(),
     }
 }
 
@@ -374,7 +377,7 @@ fn compressed() -> DeliverConfig {
 async fn deliver_until_settled(t: &InProcess, config: &DeliverConfig) {
     let deadline = Instant::now() + WAIT;
     loop {
-        deliver::pass(&t.ingest, &t.policy, &t.audit, config)
+        deliver::pass(&t.ingest, &t.policy, &t.audit, config, &t.scanned)
             .await
             .unwrap();
         let d = t.ingest.store().deliveries(Some(t.id), 10).unwrap();
@@ -472,7 +475,7 @@ async fn a_receiver_answering_500_500_200_gets_one_webhook_id_three_times() {
         assert!(!format!("{peer}{args}{result}").contains("MfKQ9r8G"));
     }
     // Enqueueing again (every pass, every restart) sends nothing more.
-    deliver::pass(&t.ingest, &t.policy, &t.audit, &config)
+    deliver::pass(&t.ingest, &t.policy, &t.audit, &config, &t.scanned)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -508,7 +511,7 @@ async fn a_410_disables_the_endpoint() {
     let config = compressed();
     deliver_until_settled(&t, &config).await;
     for _ in 0..10 {
-        deliver::pass(&t.ingest, &t.policy, &t.audit, &config)
+        deliver::pass(&t.ingest, &t.policy, &t.audit, &config, &t.scanned)
             .await
             .unwrap();
     }

@@ -96,8 +96,29 @@ pub fn enqueue_requested(
     link_base: Option<&str>,
     now_ms: i64,
 ) -> Result<usize, LogError> {
+    enqueue_changed(store, link_base, now_ms, &mut Scanned::default())
+}
+
+/// The last event of each incident [`enqueue_changed`] looked at: an
+/// incident whose log has not grown since has nothing new to enqueue
+/// (enqueueing is a function of the log), so a pass every second decodes
+/// only the incidents that changed.
+#[derive(Debug, Default)]
+pub struct Scanned(std::collections::HashMap<i64, i64>);
+
+fn enqueue_changed(
+    store: &dyn Store,
+    link_base: Option<&str>,
+    now_ms: i64,
+    scanned: &mut Scanned,
+) -> Result<usize, LogError> {
     let mut new = 0;
-    for rec in store.incidents(None, true, ENQUEUE_MAX)? {
+    let open = store.incidents(None, true, ENQUEUE_MAX)?;
+    scanned.0.retain(|id, _| open.iter().any(|r| r.id == *id));
+    for rec in open {
+        if scanned.0.get(&rec.id) == Some(&rec.last_seq) {
+            continue;
+        }
         let incident = log::load(store, &rec)?;
         for a in &incident.actions {
             if a.state != ActionState::Requested
@@ -120,6 +141,7 @@ pub fn enqueue_requested(
                 new += 1;
             }
         }
+        scanned.0.insert(rec.id, rec.last_seq);
     }
     Ok(new)
 }
@@ -431,14 +453,16 @@ pub async fn pass(
     policy: &SharedPolicy,
     audit: &Arc<AuditLog>,
     config: &DeliverConfig,
+    scanned: &Arc<std::sync::Mutex<Scanned>>,
 ) -> Result<usize, LogError> {
     let lease_ms = (config.timeouts.total + Duration::from_secs(30)).as_millis() as i64;
     let claimed = {
-        let (ingest, link) = (ingest.clone(), config.link_base.clone());
+        let (ingest, link, scanned) = (ingest.clone(), config.link_base.clone(), scanned.clone());
         tokio::task::spawn_blocking(move || {
             let store = ingest.store().as_ref();
             let now = patchgap_proto::time::now_ms();
-            let new = enqueue_requested(store, link.as_deref(), now)?;
+            let mut scanned = scanned.lock().unwrap_or_else(|e| e.into_inner());
+            let new = enqueue_changed(store, link.as_deref(), now, &mut scanned)?;
             if new > 0 {
                 tracing::info!(new, "webhook actions enqueued");
             }
@@ -500,8 +524,9 @@ pub async fn run(
     config: DeliverConfig,
 ) {
     let poll = config.poll.max(Duration::from_millis(10));
+    let scanned = Arc::default();
     loop {
-        if let Err(error) = pass(&ingest, &policy, &audit, &config).await {
+        if let Err(error) = pass(&ingest, &policy, &audit, &config, &scanned).await {
             tracing::warn!(%error, "webhook delivery pass failed");
         }
         tokio::time::sleep(poll).await;
