@@ -757,6 +757,10 @@ async fn alertmanager_shows_the_incident_and_resolves_it_when_it_closes() {
     // Re-sent while active: still there after several intervals.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(ours(&am.alerts()).len(), 1);
+    // The page action shows what happened: Alertmanager took it.
+    let a = action_of(&ingest, id);
+    assert_eq!(a.state, ActionState::Applied, "{a:?}");
+    assert_eq!(a.reason, "acknowledged by alertmanager (HTTP 200)");
 
     force_close(&ingest, id);
     // Resolved by endsAt (without it Alertmanager would keep it for its

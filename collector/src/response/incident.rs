@@ -941,11 +941,20 @@ fn observe(a: &mut IncidentAction, o: &Observation) -> Result<(), &'static str> 
             status,
             awaits_confirmation,
         } => {
-            if !a.planned.via_endpoint() {
-                return Err("only an action sent to an endpoint is acknowledged");
+            // Webhook actions, and the pages Alertmanager takes.
+            let pages = matches!(
+                a.planned.kind,
+                super::ActionKind::OpenIncidentSev1 | super::ActionKind::OpenIncidentSev2
+            );
+            if !a.planned.via_endpoint() && !pages {
+                return Err("only an action sent to an endpoint or a page is acknowledged");
             }
-            let ack =
-                format!("acknowledged by {endpoint} (HTTP {status}, webhook-id {webhook_id})");
+            let ack = match webhook_id.is_empty() {
+                true => format!("acknowledged by {endpoint} (HTTP {status})"),
+                false => {
+                    format!("acknowledged by {endpoint} (HTTP {status}, webhook-id {webhook_id})")
+                }
+            };
             if *awaits_confirmation {
                 // Still requested: done when confirmed.
                 a.reason = format!("{ack}; waiting for its confirmation");

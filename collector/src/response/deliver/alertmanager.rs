@@ -31,7 +31,7 @@ use crate::{
     fleet::ingest::Ingest,
     response::{
         ActionKind, Approval, Mode,
-        incident::{ActionState, Incident, display_id, log},
+        incident::{ActionState, Event, Incident, IncidentError, Observation, display_id, log},
     },
 };
 
@@ -177,6 +177,46 @@ fn due(
     Ok(out)
 }
 
+/// Records in incident `id`'s log that Alertmanager took its page (the
+/// first time): the page action `requested` if it was only planned (a
+/// page has no executor but this one), then `acknowledged`, so it shows
+/// `applied`. Blocking.
+fn record_page(ingest: &Ingest, id: i64, status: u16) {
+    let now = patchgap_proto::time::now_ms();
+    let wrote = log::append(ingest, id, log::COLLECTOR, now, |cur| {
+        let Some(a) = cur.actions.iter().find(|a| {
+            matches!(
+                a.planned.kind,
+                ActionKind::OpenIncidentSev1 | ActionKind::OpenIncidentSev2
+            ) && a.planned.mode == Mode::Enforce
+                && matches!(a.state, ActionState::Planned | ActionState::Requested)
+                && (a.planned.approval == Approval::Auto || !a.approved_by.is_empty())
+        }) else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        if a.state == ActionState::Planned {
+            events.push(Event::Requested {
+                actions: vec![a.planned.id],
+            });
+        }
+        events.push(Event::Observed {
+            action: a.planned.id,
+            observation: Observation::Acknowledged {
+                at_ms: now,
+                endpoint: "alertmanager".into(),
+                webhook_id: String::new(),
+                status,
+                awaits_confirmation: false,
+            },
+        });
+        Ok::<_, IncidentError>(events)
+    });
+    if let Err(error) = wrote {
+        tracing::warn!(%error, incident = %display_id(id), "cannot record the page in the incident");
+    }
+}
+
 /// Posts and re-posts alerts until the task is dropped: a pass every
 /// `config.alert_interval` (scaled by `config.time_scale`).
 pub async fn run(ingest: Arc<Ingest>, audit: Arc<AuditLog>, base: String, config: DeliverConfig) {
@@ -232,9 +272,16 @@ pub async fn run(ingest: Arc<Ingest>, audit: Arc<AuditLog>, base: String, config
             if !ok {
                 tracing::warn!(incident = %display_id(id), %result, "Alertmanager did not take the alerts");
             }
-            let (audit, target) = (audit.clone(), target.clone());
+            let (audit, target, ingest) = (audit.clone(), target.clone(), ingest.clone());
             let n = alerts.len();
+            let status = match &answer {
+                Answer::Status { status, .. } => *status,
+                Answer::NoAnswer(_) => 0,
+            };
             let _ = tokio::task::spawn_blocking(move || {
+                if ok && !ended {
+                    record_page(&ingest, id, status);
+                }
                 audit.record(audit::Event {
                     subject: log::COLLECTOR.into(),
                     scopes: String::new(),
