@@ -429,6 +429,7 @@ async fn a_receiver_answering_500_500_200_gets_one_webhook_id_three_times() {
     assert_eq!(data["incident"]["dedup_key"], "package:libfoo1@<2");
     assert_eq!(data["action"]["kind"], "rotate_scoped_tokens");
     assert_eq!(data["action"]["endpoint"], "tokens");
+    assert_eq!(data["targets_total"], 1);
     assert_eq!(data["targets"][0]["host"], "alpha");
     assert_eq!(data["targets"][0]["workload"], "unit:test.service");
     assert_eq!(

@@ -35,8 +35,15 @@ struct Data<'a> {
     action: ActionView<'a>,
     plan_hash: &'a str,
     targets: Vec<TargetView<'a>>,
+    /// How many targets there are; `targets` holds at most
+    /// [`MAX_TARGETS`] of them.
+    targets_total: usize,
     link: String,
 }
+
+/// Targets an event lists at most, so a body stays small (an incident's
+/// scope can hold thousands of instances; the link has them all).
+pub const MAX_TARGETS: usize = 1_000;
 
 #[derive(Serialize)]
 struct IncidentView<'a> {
@@ -81,7 +88,7 @@ pub fn action_requested(
 ) -> Vec<u8> {
     // The action's own targets, or (for actions that do not act on
     // workloads, which have none) the incident's exposed instances.
-    let targets = if a.planned.targets.is_empty() {
+    let mut targets: Vec<TargetView<'_>> = if a.planned.targets.is_empty() {
         incident
             .scope
             .instances
@@ -107,6 +114,8 @@ pub fn action_requested(
             })
             .collect()
     };
+    let targets_total = targets.len();
+    targets.truncate(MAX_TARGETS);
     let link = match link_base {
         Some(base) => format!(
             "{}/incidents/{}",
@@ -143,6 +152,7 @@ pub fn action_requested(
             },
             plan_hash: &a.plan,
             targets,
+            targets_total,
             link,
         },
     };
