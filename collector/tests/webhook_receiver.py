@@ -6,12 +6,14 @@ a script of statuses (the last one repeats). Each request is one JSON line
 in the log: its webhook-id, timestamp, signature, whether it verified, the
 status answered and the body.
 
-    python webhook_receiver.py SECRET LOG 500,500,200
+    python webhook_receiver.py SECRET LOG 500,500,200 [CERT KEY]
 
-prints the port it listens on (127.0.0.1) as its first line.
+prints the port it listens on (127.0.0.1) as its first line. With CERT and
+KEY (PEM) it serves HTTPS.
 """
 
 import json
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,5 +59,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 5:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -110,15 +110,24 @@ struct Receiver {
 
 impl Receiver {
     fn start(dir: &Path, script: &str) -> Receiver {
+        Receiver::start_tls(dir, script, None)
+    }
+
+    /// With `tls` (certificate and key files), over HTTPS.
+    fn start_tls(dir: &Path, script: &str, tls: Option<(&Path, &Path)>) -> Receiver {
         let log = dir.join("received.jsonl");
-        let mut child = Command::new(python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/webhook_receiver.py"
-            ))
-            .arg(SECRET)
-            .arg(&log)
-            .arg(script)
+        let mut cmd = Command::new(python());
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/webhook_receiver.py"
+        ))
+        .arg(SECRET)
+        .arg(&log)
+        .arg(script);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the receiver");
@@ -811,4 +820,87 @@ async fn a_reverted_action_is_not_sent() {
         "action 1 was reverted before it was delivered"
     );
     assert!(t.receiver.requests().is_empty());
+}
+
+/// HTTPS to a receiver whose certificate chains to the endpoint's
+/// `ca_file`: delivered and verified. The same receiver under the system's
+/// roots (no `ca_file`) is refused at the TLS handshake and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_receiver_trusted_through_the_endpoints_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hooks test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca, cert, key_file) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("hooks.crt"),
+        dir.path().join("hooks.key"),
+    );
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let receiver = Receiver::start_tls(dir.path(), "200", Some((&cert, &key_file)));
+
+    for (trusted, n) in [(false, 1), (true, 2)] {
+        let sub = dir.path().join(format!("run-{n}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let secret = sub.join("tokens.secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let ca_line = match trusted {
+            true => format!("ca_file = \"{}\"\n", ca.display()),
+            false => String::new(),
+        };
+        let policy_path = sub.join("policy.toml");
+        std::fs::write(
+            &policy_path,
+            format!(
+                "[[endpoint]]\nname = \"tokens\"\nurl = \"https://localhost:{}/hooks\"\nsecret_file = \"{}\"\n{ca_line}\n[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"start_patched_canary\"\nmode = \"enforce\"\napproval = \"auto\"\nendpoint = \"tokens\"\n",
+                receiver.port,
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let policy = SharedPolicy::load(&policy_path).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&sub.join("data")).unwrap());
+        let signing = Arc::new(SigningKey::load_or_create(&sub.join("data")).unwrap());
+        let audit =
+            Arc::new(AuditLog::open(store.clone(), signing, CheckpointPolicy::default()).unwrap());
+        let ingest = Arc::new(Ingest::new(store));
+        let id = seed(&ingest, &policy);
+        let scanned = Arc::default();
+        deliver::pass(&ingest, &policy, &audit, &compressed(), &scanned)
+            .await
+            .unwrap();
+        let d = ingest.store().deliveries(Some(id), 10).unwrap().remove(0);
+        if trusted {
+            assert_eq!(
+                (d.state, d.last_status),
+                (DeliveryState::Delivered, 200),
+                "{d:?}"
+            );
+            let got = receiver.requests();
+            assert_eq!(got.len(), 1, "{got:#?}");
+            assert_eq!(got[0]["verified"], true);
+            assert_eq!(got[0]["webhook_id"], d.webhook_id.as_str());
+        } else {
+            assert_eq!(d.state, DeliveryState::Pending, "{d:?}");
+            assert!(
+                d.last_error.starts_with("TLS with localhost:"),
+                "{}",
+                d.last_error
+            );
+            assert!(receiver.requests().is_empty());
+        }
+    }
 }
