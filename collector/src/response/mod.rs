@@ -7,7 +7,9 @@
 //! approvals, actions and what agents report of them included
 //! (`incident::act`). `plan` makes the exact plan a responder approves by
 //! its hash. `contain` derives the desired containments of every host from
-//! the incidents and publishes them for the ingest streams to send. The
+//! the incidents and publishes them for the ingest streams to send.
+//! `deliver` carries out the actions that reach other systems: signed
+//! webhooks through the store's outbox, and pages to Alertmanager. The
 //! deploy gate and verification come next, as further events of the same
 //! log.
 //!
@@ -15,8 +17,9 @@
 //! the policy: nothing here reads a file, the clock or the network while it
 //! decides (callers pass the facts and `now_ms`; only `policy::state`
 //! reads the policy file). Executors never run inside a store transaction
-//! (the agents carry out a set published after the appends committed),
-//! and the store knows nothing of this module.
+//! (the agents carry out a set published after the appends committed;
+//! `deliver` leases an outbox row, commits, then calls out), and the store
+//! knows nothing of this module.
 
 pub mod contain;
 pub mod deliver;

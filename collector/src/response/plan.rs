@@ -23,8 +23,9 @@ use super::{
 /// refused, and the responder plans again (and sees what changed).
 pub const PLAN_TTL_MS: i64 = 3_600_000;
 
-/// Why nothing carries out an action that needs another system. The next
-/// stage adds those executors; until then the action stays `planned`.
+/// Why nothing carries out an action that needs another system and names
+/// no `[[endpoint]]` to send it to: it stays `planned` (a page to
+/// Alertmanager, `--alertmanager`, is recorded when Alertmanager takes it).
 pub const NO_EXECUTOR: &str = "no executor configured";
 
 /// One action of a plan with its exact targets.
