@@ -57,6 +57,9 @@ command -v podman >/dev/null || need+=(podman)
 [ -x /usr/sbin/runc ] || need+=(runc)
 command -v containerd >/dev/null || need+=(containerd)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# The paging test (collector/tests/webhooks.rs) starts a real Alertmanager on
+# loopback, with clustering off and its own storage and config.
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 # The upgrade test moves libaom3 between the two versions the archive
 # serves: apt's lists must know both.
 lists_fresh=0

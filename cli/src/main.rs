@@ -525,6 +525,15 @@ struct UpArgs {
         default_value = patchgap_agent::contain::DEFAULT_BPFFS_DIR
     )]
     contain_dir: PathBuf,
+    /// Prometheus Alertmanager to page through (its base URL, such as
+    /// http://127.0.0.1:9093): incidents whose plan opens a sev1 or sev2
+    /// are posted to its API v2 while active and resolved when they close.
+    #[arg(long, value_name = "URL", value_parser = parse_alertmanager)]
+    alertmanager: Option<String>,
+}
+
+fn parse_alertmanager(s: &str) -> Result<String, String> {
+    patchgap_collector::response::policy::endpoint::check_url(s).map(|_| s.to_string())
 }
 
 #[derive(Subcommand)]
@@ -1888,6 +1897,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         scope_map,
         contain,
         contain_dir,
+        alertmanager,
     } = args;
     anyhow::ensure!(interval > 0, "--interval must be at least 1 second");
     // A bad policy stops `up` before it listens, each problem at its place.
@@ -1939,6 +1949,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             policy,
             scope_map,
             http_listen: Some(http_listen),
+            deliver: patchgap_collector::response::deliver::DeliverConfig {
+                alertmanager,
+                ..Default::default()
+            },
             ..CollectorConfig::default()
         },
         listener,

@@ -90,6 +90,8 @@ pub struct CollectorConfig {
     /// which kube-apiserver presents through its AdmissionConfiguration
     /// kubeconfig). Needs `tls`.
     pub http_client_cert: bool,
+    /// Signed webhooks and Alertmanager (see `response::deliver`).
+    pub deliver: response::deliver::DeliverConfig,
 }
 
 impl Default for CollectorConfig {
@@ -109,6 +111,7 @@ impl Default for CollectorConfig {
             incident_refresh: Duration::from_secs(10),
             http_listen: None,
             http_client_cert: false,
+            deliver: response::deliver::DeliverConfig::default(),
         }
     }
 }
@@ -333,6 +336,24 @@ pub async fn serve(
     ));
     // What the agents report about the actions in force.
     let follower = tokio::spawn(follow_containments(ingest.clone(), hub.clone()));
+    // Outbound actions: the outbox's webhooks, and the pages to
+    // Alertmanager when one is configured. Aborted with the server; a
+    // delivery cut short is leased again after a restart.
+    let deliverer = tokio::spawn(response::deliver::run(
+        ingest.clone(),
+        policy.clone(),
+        audit.clone(),
+        config.deliver.clone(),
+    ));
+    let pager = config.deliver.alertmanager.clone().map(|url| {
+        tokio::spawn(response::deliver::alertmanager::run(
+            ingest.clone(),
+            audit.clone(),
+            url,
+            config.deliver.clone(),
+        ))
+    });
+    let outbound = OutboundTasks(Some(deliverer), pager);
     let query = QueryServer::new(
         QueryService::new(
             ingest,
@@ -417,11 +438,27 @@ pub async fn serve(
     if let Some(task) = http_task {
         task.abort();
     }
+    drop(outbound);
     // Seal what was logged since the last checkpoint.
     tokio::task::spawn_blocking(move || audit.checkpoint_now())
         .await?
         .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
     Ok(())
+}
+
+/// The outbound tasks, aborted when dropped (also when `run` returns
+/// early with an error).
+struct OutboundTasks(
+    Option<tokio::task::JoinHandle<()>>,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+impl Drop for OutboundTasks {
+    fn drop(&mut self) {
+        for t in [self.0.take(), self.1.take()].into_iter().flatten() {
+            t.abort();
+        }
+    }
 }
 
 /// Keeps the scopes of open incidents current: a pass every `every`, and

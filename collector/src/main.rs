@@ -104,6 +104,30 @@ struct Cli {
     /// pings do not count); agents send a heartbeat every 10 s.
     #[arg(long, default_value = "5m", value_parser = parse_ttl)]
     idle_timeout: Duration,
+    /// Prometheus Alertmanager to page through (its base URL, such as
+    /// http://127.0.0.1:9093): incidents whose plan opens a sev1 or sev2
+    /// are posted to /api/v2/alerts while active, and resolved when they
+    /// close. https, or http to loopback only.
+    #[arg(long, value_name = "URL", value_parser = parse_outbound_url)]
+    alertmanager: Option<String>,
+    /// How often an active incident's alerts are sent again; keep it below
+    /// Alertmanager's resolve_timeout (5m by default).
+    #[arg(long, default_value = "1m", value_parser = parse_ttl)]
+    alert_interval: Duration,
+    /// The collector's public URL, for the link back in webhook events and
+    /// alerts (`URL/incidents/INC-7`). Without it the link is the CLI
+    /// command that shows the incident.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Multiplies every outbound wait (the webhook retry schedule,
+    /// retry-after, the alert interval): 1 in production; tests compress
+    /// the 27-hour retry schedule with 0.001.
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    delivery_time_scale: f64,
+}
+
+fn parse_outbound_url(s: &str) -> Result<String, String> {
+    patchgap_collector::response::policy::endpoint::check_url(s).map(|_| s.to_string())
 }
 
 #[derive(clap::Subcommand)]
@@ -316,6 +340,17 @@ async fn main() -> anyhow::Result<()> {
         limits: patchgap_collector::conn::ConnLimits {
             max_connections: cli.max_connections.max(1),
             idle_timeout: cli.idle_timeout,
+            ..Default::default()
+        },
+        deliver: patchgap_collector::response::deliver::DeliverConfig {
+            time_scale: if cli.delivery_time_scale > 0.0 {
+                cli.delivery_time_scale
+            } else {
+                1.0
+            },
+            link_base: cli.public_url,
+            alertmanager: cli.alertmanager,
+            alert_interval: cli.alert_interval,
             ..Default::default()
         },
         ..Default::default()

@@ -25,9 +25,10 @@ use std::{
 use patchgap_collector::{
     CollectorConfig, SqliteStore, Store,
     store::{
-        AdvisoryMatch, AdvisoryRecord, Candidates, EvidencePage, HostRow, IncidentCache,
-        IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit, ProcessCursor,
-        PutOutcome, Result, SbomRecord, Session, Verdict, WorkloadRow,
+        AdvisoryMatch, AdvisoryRecord, Candidates, DeliveryOutcome, DeliveryRecord,
+        DisabledEndpoint, EvidencePage, HostRow, IncidentCache, IncidentEventRecord,
+        IncidentRecord, MatchScope, NewDelivery, PackageName, PageLimit, ProcessCursor, PutOutcome,
+        Result, SbomRecord, Session, Verdict, WorkloadRow,
     },
 };
 use patchgap_proto::v1::{self, agent_message::Body};
@@ -381,5 +382,28 @@ impl Store for OneLock {
         limit: usize,
     ) -> Result<Vec<IncidentEventRecord>> {
         self.with(|s| s.incident_events(id, after_seq, limit))
+    }
+    fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<bool> {
+        self.with(|s| s.enqueue_delivery(delivery))
+    }
+    fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.with(|s| s.claim_deliveries(now_ms, lease_ms, limit))
+    }
+    fn finish_delivery(&self, id: i64, now_ms: i64, outcome: &DeliveryOutcome) -> Result<()> {
+        self.with(|s| s.finish_delivery(id, now_ms, outcome))
+    }
+    fn deliveries(&self, incident: Option<i64>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        self.with(|s| s.deliveries(incident, limit))
+    }
+    fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
+        self.with(|s| s.disabled_endpoints())
+    }
+    fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        self.with(|s| s.enable_endpoint(name))
     }
 }

@@ -139,6 +139,7 @@ fn main() {
                 targets: Vec::new(),
                 excluded: Vec::new(),
                 no_executor: None,
+                endpoint: None,
             };
             let mut plan = Plan {
                 hash: String::new(),

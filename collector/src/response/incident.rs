@@ -422,6 +422,23 @@ pub enum Observation {
     Failed { at_ms: i64, reason: String },
     /// After a revert, no target's agent has it in force any more.
     RevertVerified { at_ms: i64 },
+    /// The endpoint a webhook action went to answered 2xx. Done then,
+    /// unless the endpoint confirms what it did: then it stays requested
+    /// until [`Observation::Confirmed`].
+    Acknowledged {
+        at_ms: i64,
+        endpoint: String,
+        webhook_id: String,
+        status: u16,
+        awaits_confirmation: bool,
+    },
+    /// The receiver confirmed it carried the action out (its callback).
+    Confirmed {
+        at_ms: i64,
+        by: String,
+        #[serde(default)]
+        note: String,
+    },
 }
 
 /// Where an action stands. The names are an interface (`incident show -o
@@ -744,7 +761,7 @@ impl Incident {
                         return Err(bad(r.seq, *id, "is not an action of that plan"));
                     }
                     a.approved_by = r.actor.clone();
-                    if a.planned.on_hosts() && a.planned.mode != Mode::Observe {
+                    if a.planned.has_executor() && a.planned.mode != Mode::Observe {
                         a.state = ActionState::Requested;
                         a.times.requested = r.at_ms;
                     }
@@ -916,6 +933,53 @@ fn observe(a: &mut IncidentAction, o: &Observation) -> Result<(), &'static str> 
             a.state = Failed;
             a.times.failed = *at_ms;
             a.reason = reason.clone();
+        }
+        Observation::Acknowledged {
+            at_ms,
+            endpoint,
+            webhook_id,
+            status,
+            awaits_confirmation,
+        } => {
+            // Webhook actions, and the pages Alertmanager takes.
+            let pages = matches!(
+                a.planned.kind,
+                super::ActionKind::OpenIncidentSev1 | super::ActionKind::OpenIncidentSev2
+            );
+            if !a.planned.via_endpoint() && !pages {
+                return Err("only an action sent to an endpoint or a page is acknowledged");
+            }
+            let ack = match webhook_id.is_empty() {
+                true => format!("acknowledged by {endpoint} (HTTP {status})"),
+                false => {
+                    format!("acknowledged by {endpoint} (HTTP {status}, webhook-id {webhook_id})")
+                }
+            };
+            if *awaits_confirmation {
+                // Still requested: done when confirmed.
+                a.reason = format!("{ack}; waiting for its confirmation");
+            } else {
+                a.state = Applied;
+                a.times.applied = *at_ms;
+                a.reason = ack;
+            }
+        }
+        Observation::Confirmed { at_ms, by, note } => {
+            if !a.planned.via_endpoint() {
+                return Err("only an action sent to an endpoint is confirmed");
+            }
+            if a.state == Failed {
+                return Err("a failed delivery cannot be confirmed");
+            }
+            if a.times.applied == 0 {
+                a.times.applied = *at_ms;
+            }
+            a.state = Verified;
+            a.times.verified = *at_ms;
+            a.reason = match note.is_empty() {
+                true => format!("confirmed by {by}"),
+                false => format!("confirmed by {by}: {note}"),
+            };
         }
     }
     Ok(())

@@ -10,16 +10,20 @@
 //! the incidents and publishes them for the ingest streams to send.
 //! `gate` is the deploy gate: the admission webhook's and `gate check`'s
 //! decision from the incidents whose gate actions are in force.
+//! `deliver` carries out the actions that reach other systems: signed
+//! webhooks through the store's outbox, and pages to Alertmanager.
 //! Verification comes next, as further events of the same log.
 //!
 //! **Invariant:** decisions are pure functions of the store's facts and
 //! the policy: nothing here reads a file, the clock or the network while it
 //! decides (callers pass the facts and `now_ms`; only `policy::state`
 //! reads the policy file). Executors never run inside a store transaction
-//! (the agents carry out a set published after the appends committed),
-//! and the store knows nothing of this module.
+//! (the agents carry out a set published after the appends committed;
+//! `deliver` leases an outbox row, commits, then calls out), and the store
+//! knows nothing of this module.
 
 pub mod contain;
+pub mod deliver;
 pub mod gate;
 pub mod incident;
 pub mod plan;

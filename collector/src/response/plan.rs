@@ -23,8 +23,9 @@ use super::{
 /// refused, and the responder plans again (and sees what changed).
 pub const PLAN_TTL_MS: i64 = 3_600_000;
 
-/// Why nothing carries out an action that needs another system. The next
-/// stage adds those executors; until then the action stays `planned`.
+/// Why nothing carries out an action that needs another system and names
+/// no `[[endpoint]]` to send it to: it stays `planned` (a page to
+/// Alertmanager, `--alertmanager`, is recorded when Alertmanager takes it).
 pub const NO_EXECUTOR: &str = "no executor configured";
 
 /// One action of a plan with its exact targets.
@@ -46,12 +47,28 @@ pub struct PlannedAction {
     /// Why nothing will carry it out (None: an executor will).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_executor: Option<String>,
+    /// The policy's `[[endpoint]]` it goes to as a signed webhook (its
+    /// name only: never the URL's secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl PlannedAction {
     /// An agent carries it out on the targets' hosts.
     pub fn on_hosts(&self) -> bool {
         self.kind.touches_workloads() && self.no_executor.is_none()
+    }
+
+    /// A signed webhook to its endpoint carries it out
+    /// (`response::deliver`).
+    pub fn via_endpoint(&self) -> bool {
+        self.endpoint.is_some() && self.no_executor.is_none()
+    }
+
+    /// Something carries it out once it is requested (outside observe
+    /// mode).
+    pub fn has_executor(&self) -> bool {
+        self.on_hosts() || self.via_endpoint()
     }
 }
 
@@ -320,7 +337,9 @@ pub fn make(
             allow: action.allow.iter().map(ToString::to_string).collect(),
             targets: Vec::new(),
             excluded: Vec::new(),
-            no_executor: (!action.kind.touches_workloads()).then(|| NO_EXECUTOR.to_string()),
+            no_executor: (!action.kind.touches_workloads() && action.endpoint.is_none())
+                .then(|| NO_EXECUTOR.to_string()),
+            endpoint: action.endpoint.clone(),
         };
         if action.kind.touches_workloads() {
             let mut per_workload: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
@@ -393,6 +412,9 @@ pub fn hash(plan: &Plan) -> String {
         revert_after_ms: Option<u64>,
         allow: &'a [String],
         no_executor: &'a Option<String>,
+        // Left out when None, so plans without endpoints keep their hash.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: &'a Option<String>,
         targets: Vec<(&'a str, &'a str, &'a str)>,
         excluded: Vec<(&'a str, &'a str, &'a str, &'a str)>,
     }
@@ -409,6 +431,7 @@ pub fn hash(plan: &Plan) -> String {
                 revert_after_ms: a.revert_after_ms,
                 allow: &a.allow,
                 no_executor: &a.no_executor,
+                endpoint: &a.endpoint,
                 targets: a
                     .targets
                     .iter()

@@ -18,6 +18,7 @@
 //! Everything here is pure: routing takes the finding's facts and the time
 //! from the caller, so a plan can say exactly why it chose what it chose.
 
+pub mod endpoint;
 mod file;
 pub mod state;
 
@@ -25,6 +26,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use endpoint::{Endpoint, SecretRef};
 pub use file::{MAX_POLICY_BYTES, PolicyError};
 
 use crate::fleet::scope::matches as glob;
@@ -282,6 +284,9 @@ pub struct Action {
     /// The deploy gate's two actions only: whether an admission they
     /// cover is denied or let through with a warning.
     pub admission: Admission,
+    /// The `[[endpoint]]` it is sent to as a signed webhook (None: an
+    /// agent carries it out, or nothing does).
+    pub endpoint: Option<String>,
 }
 
 impl Action {
@@ -294,6 +299,7 @@ impl Action {
             allow: Vec::new(),
             max_replica_share: None,
             admission: Admission::Deny,
+            endpoint: None,
         }
     }
 }
@@ -498,6 +504,8 @@ pub struct Policy {
     pub exceptions: Vec<Exception>,
     /// The deploy gate's own settings.
     pub gate: GateSettings,
+    /// Receivers of signed webhooks.
+    pub endpoints: Vec<Endpoint>,
     /// What `policy check` warns about (such as an expired exception), as
     /// `file:line:column: warning: ...`.
     #[serde(skip)]
@@ -510,6 +518,7 @@ impl PartialEq for Policy {
             && self.guards == other.guards
             && self.exceptions == other.exceptions
             && self.gate == other.gate
+            && self.endpoints == other.endpoints
     }
 }
 
@@ -714,6 +723,7 @@ impl Policy {
             guards: Guards::default(),
             exceptions: Vec::new(),
             gate: GateSettings::default(),
+            endpoints: Vec::new(),
             warnings: Vec::new(),
         }
     }

@@ -85,7 +85,17 @@ checks!(
     incidents_open_once_per_key,
     incident_log_only_extends,
     incidents_list_newest_first,
+    outbox_enqueues_once_per_webhook_id,
+    outbox_leases_exclude_and_expire,
+    outbox_records_outcomes_once,
+    outbox_gone_disables_the_endpoint,
 );
+
+mod outbox;
+use outbox::{
+    outbox_enqueues_once_per_webhook_id, outbox_gone_disables_the_endpoint,
+    outbox_leases_exclude_and_expire, outbox_records_outcomes_once,
+};
 
 // ---- Message builders -------------------------------------------------------
 

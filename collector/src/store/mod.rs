@@ -11,7 +11,10 @@ use patchgap_proto::v1;
 /// modules' tests too.
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod outbox;
 pub mod sqlite;
+
+pub use outbox::{DeliveryOutcome, DeliveryRecord, DeliveryState, DisabledEndpoint, NewDelivery};
 
 /// A store failure, free of any backend's types: the backend's own error
 /// is the boxed source, so the cause chain survives to the log.
@@ -432,6 +435,39 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<IncidentEventRecord>>;
+
+    // ---- The outbox (see `outbox`): each call is one short transaction.
+
+    /// Stores a delivery, due now, unless one with its `webhook_id` exists
+    /// (then nothing changes and the answer is `false`).
+    fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<bool>;
+
+    /// Leases up to `limit` pending deliveries due at `now_ms` (not leased,
+    /// or their lease ran out; their endpoint not disabled), oldest due
+    /// first, until `now_ms + lease_ms`, and counts the attempt. A worker
+    /// that dies leaves the lease to run out, and the delivery is claimed
+    /// again.
+    fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>>;
+
+    /// Records an attempt's outcome and ends the lease. `Invalid` when the
+    /// delivery does not exist or is not pending any more (recorded
+    /// already).
+    fn finish_delivery(&self, id: i64, now_ms: i64, outcome: &DeliveryOutcome) -> Result<()>;
+
+    /// Deliveries, newest first: of incident `incident` (None: all), at
+    /// most `limit`.
+    fn deliveries(&self, incident: Option<i64>, limit: usize) -> Result<Vec<DeliveryRecord>>;
+
+    /// Endpoints disabled (by a 410), by name.
+    fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>>;
+
+    /// Calls endpoint `name` again; `false` when it was not disabled.
+    fn enable_endpoint(&self, name: &str) -> Result<bool>;
 }
 
 /// An incident as the store keeps it: its identity, and what the domain

@@ -302,6 +302,7 @@ fn incident_with(
         targets: Vec::new(),
         excluded: Vec::new(),
         no_executor: Some(crate::response::plan::NO_EXECUTOR.into()),
+        endpoint: None,
     };
     let mut plan = Plan {
         hash: String::new(),

@@ -110,7 +110,9 @@ fn record_plan_events(
         .actions
         .iter()
         .filter(|a| {
-            a.approval == Approval::Auto && a.on_hosts() && a.mode != super::super::Mode::Observe
+            a.approval == Approval::Auto
+                && a.has_executor()
+                && a.mode != super::super::Mode::Observe
         })
         .map(|a| a.id)
         .collect();
@@ -272,7 +274,7 @@ pub fn approve(
         requested = cur
             .actions
             .iter()
-            .filter(|a| waiting.contains(&a.planned.id) && a.planned.on_hosts())
+            .filter(|a| waiting.contains(&a.planned.id) && a.planned.has_executor())
             .filter(|a| a.planned.mode != super::super::Mode::Observe)
             .map(|a| a.planned.id)
             .collect();

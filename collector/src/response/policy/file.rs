@@ -53,6 +53,8 @@ struct RawPolicy {
     #[serde(default)]
     exception: Vec<Spanned<RawException>>,
     gate: Option<RawGate>,
+    #[serde(default)]
+    endpoint: Vec<Spanned<super::endpoint::RawEndpoint>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +113,8 @@ struct RawAction {
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     max_replica_share: Option<Spanned<f64>>,
     admission: Option<Spanned<Admission>>,
+    /// The `[[endpoint]]` a webhook action goes to.
+    endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +258,16 @@ pub(super) fn parse(file: &str, bytes: &[u8], now_ms: i64) -> Result<Policy, Vec
 }
 
 fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
+    let endpoints = {
+        let mut errors = Vec::new();
+        let endpoints = super::endpoint::check(raw.endpoint, &mut |span, why| {
+            errors.push((span, why));
+        });
+        for (span, why) in errors {
+            c.error(span, why);
+        }
+        endpoints
+    };
     if raw.tier.is_empty() {
         c.error(
             0..0,
@@ -293,7 +307,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
                 format!("tier {number} has no [[tier.rule]], so no finding reaches it"),
             );
         }
-        let actions = check_actions(c, number, t.action);
+        let actions = check_actions(c, number, t.action, &endpoints);
         let touches = actions
             .iter()
             .find(|a| a.kind.touches_workloads())
@@ -369,6 +383,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         guards,
         exceptions,
         gate,
+        endpoints,
         warnings: Vec::new(),
     }
 }
@@ -389,7 +404,12 @@ fn line_offset(text: &str, line: usize) -> usize {
         .sum()
 }
 
-fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Vec<Action> {
+fn check_actions(
+    c: &mut Checker,
+    tier: i64,
+    raw: Vec<Spanned<RawAction>>,
+    endpoints: &[super::Endpoint],
+) -> Vec<Action> {
     let mut kinds: Vec<ActionKind> = Vec::new();
     let mut actions = Vec::new();
     for a in raw {
@@ -474,6 +494,26 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
             Some(m) => *m.get_ref(),
             None => Admission::Deny,
         };
+        let endpoint = a.endpoint.and_then(|e| {
+            if kind.touches_workloads() {
+                c.error(
+                    e.span(),
+                    format!("{kind} is carried out by the agents, not sent to an endpoint"),
+                );
+                None
+            } else if !endpoints.iter().any(|d| d.name == *e.get_ref()) {
+                c.error(
+                    e.span(),
+                    format!(
+                        "endpoint {:?} is not defined: add an [[endpoint]] with that name",
+                        e.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(e.into_inner())
+            }
+        });
         actions.push(Action {
             kind,
             mode,
@@ -482,6 +522,7 @@ fn check_actions(c: &mut Checker, tier: i64, raw: Vec<Spanned<RawAction>>) -> Ve
             allow,
             max_replica_share,
             admission,
+            endpoint,
         });
     }
     actions

@@ -14,10 +14,10 @@ use patchgap_proto::v1;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, EvidencePage, HostRow,
-    IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit,
-    ProcessCursor, PutOutcome, Result, SbomRecord, Session, Store, StoreError, TokenRecord,
-    Verdict, WorkloadRow,
+    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, DeliveryOutcome,
+    DeliveryRecord, DisabledEndpoint, EvidencePage, HostRow, IncidentCache, IncidentEventRecord,
+    IncidentRecord, MatchScope, NewDelivery, PackageName, PageLimit, ProcessCursor, PutOutcome,
+    Result, SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
@@ -26,6 +26,7 @@ pub mod file;
 mod fleet;
 mod incidents;
 mod ingest;
+mod outbox;
 mod packages;
 mod sboms;
 mod schema;
@@ -404,5 +405,34 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<IncidentEventRecord>> {
         incidents::events(&*self.read()?, id, after_seq, limit)
+    }
+
+    fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<bool> {
+        outbox::enqueue(&self.write(), delivery)
+    }
+
+    fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>> {
+        outbox::claim(&mut self.write(), now_ms, lease_ms, limit)
+    }
+
+    fn finish_delivery(&self, id: i64, now_ms: i64, outcome: &DeliveryOutcome) -> Result<()> {
+        outbox::finish(&mut self.write(), id, now_ms, outcome)
+    }
+
+    fn deliveries(&self, incident: Option<i64>, limit: usize) -> Result<Vec<DeliveryRecord>> {
+        outbox::list(&*self.read()?, incident, limit)
+    }
+
+    fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
+        outbox::disabled(&*self.read()?)
+    }
+
+    fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        outbox::enable(&self.write(), name)
     }
 }

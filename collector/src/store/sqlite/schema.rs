@@ -424,6 +424,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER incident_event_no_delete BEFORE DELETE ON incident_event
         BEGIN SELECT RAISE(ABORT, 'the incident log is append-only'); END;
     "#,
+    // 18: the outbox of signed webhooks (issue 16). One row per delivery,
+    // unique by its webhook-id, so enqueueing after a restart is a no-op;
+    // a worker leases a due row (claimed_until_ms), commits, calls out,
+    // then records the outcome. An endpoint a receiver answered 410 for is
+    // a row of `outbox_endpoint_disabled`; its deliveries wait.
+    r#"
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        webhook_id TEXT NOT NULL UNIQUE,
+        endpoint TEXT NOT NULL,
+        incident INTEGER NOT NULL,
+        action INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at_ms INTEGER NOT NULL,
+        claimed_until_ms INTEGER NOT NULL DEFAULT 0,
+        last_status INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        done_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox (next_at_ms) WHERE state = 'pending';
+    CREATE INDEX outbox_by_incident ON outbox (incident, id);
+    CREATE TABLE outbox_endpoint_disabled (
+        name TEXT PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this collector writes.
