@@ -7,6 +7,7 @@ mod pki;
 mod render;
 #[cfg(test)]
 mod snapshots;
+mod verify;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -394,6 +395,69 @@ enum IncidentCommand {
         #[arg(long, value_enum)]
         reason: RevertReason,
     },
+    /// Close an incident without converged evidence. An incident closes by
+    /// itself once its checks succeed K runs in a row and its containment
+    /// is lifted; this is for when that cannot happen. Whatever is in
+    /// force is lifted; the close is audited and counts as "closed
+    /// without evidence". Needs the `respond` scope.
+    ///
+    /// Example: patchgap incident close INC-7 --force --reason "host rebuilt from a clean image"
+    Close {
+        /// INC-<n>, or n.
+        id: String,
+        /// Required: closing is only ever forced from the command line.
+        #[arg(long, required = true)]
+        force: bool,
+        /// Why it closes without evidence (kept in the incident's log).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// The signed evidence of the incident (a DSSE envelope around an
+    /// in-toto Statement): its checks with their queries, results and
+    /// coverage, its timeline, its actions and their verified effects,
+    /// and the policy in force. `patchgap evidence verify` checks it.
+    ///
+    /// Example: patchgap incident evidence INC-7 > bundle.json
+    Evidence {
+        /// INC-<n>, or n.
+        id: String,
+    },
+}
+
+/// `patchgap evidence`.
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Verify an evidence bundle offline: the DSSE signature over the
+    /// in-toto Statement (one changed byte fails it). Exit 1 when it does
+    /// not verify.
+    ///
+    /// Example: patchgap evidence verify bundle.json --key ed25519:3b6a…
+    Verify {
+        /// The bundle, as `patchgap incident evidence` wrote it.
+        file: PathBuf,
+        /// The collector's key (`ed25519:<hex>` as `incident evidence`
+        /// prints it on stderr): required to have signed it. Without it,
+        /// the key the bundle names is used.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+}
+
+/// `patchgap hosts` subcommands.
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// A host decommissioned on purpose: every open incident stops asking
+    /// for its reports (an audited `host_retired` event each), so a
+    /// silent retired host no longer keeps an incident inconclusive.
+    /// Needs the `respond` scope.
+    ///
+    /// Example: patchgap hosts retire web-3 --reason "decommissioned, CHG-1234"
+    Retire {
+        /// The host's name as `patchgap hosts` shows it.
+        name: String,
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+    },
 }
 
 /// Why a responder lifts a containment; sent as its name.
@@ -665,8 +729,17 @@ enum Command {
     ///
     /// Example: patchgap hosts -o json
     Hosts {
+        #[command(subcommand)]
+        command: Option<HostsCommand>,
         #[command(flatten)]
         read: ReadOpts,
+    },
+    /// Evidence bundles, checked offline.
+    ///
+    /// Example: patchgap evidence verify bundle.json
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
     },
     /// Running processes, with their package and socket counts.
     ///
@@ -730,7 +803,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             read,
         } => findings(severity, loaded, filter, page, read).await,
         Command::Workloads { filter, read } => workloads(filter, read).await,
-        Command::Hosts { read } => hosts(read).await,
+        Command::Hosts {
+            command: None,
+            read,
+        } => hosts(read).await,
+        Command::Hosts {
+            command: Some(HostsCommand::Retire { name, reason }),
+            read,
+        } => retire_host(name, reason, read).await,
+        Command::Evidence {
+            command: EvidenceCommand::Verify { file, key },
+        } => {
+            print!("{}", verify::verify_bundle(&file, key.as_deref())?);
+            Ok(())
+        }
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,
@@ -1175,6 +1261,34 @@ async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
     })
 }
 
+/// `patchgap hosts retire`.
+async fn retire_host(name: String, reason: String, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let r = client
+        .retire_host(v1::RetireHostRequest {
+            host: name.clone(),
+            reason,
+        })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    print(
+        read.output,
+        serde_json::json!({"host": name, "incidents": r.incidents}),
+        || {
+            if r.incidents.is_empty() {
+                format!("{}: retired; no open incident covered it\n", render::clean(&name))
+            } else {
+                format!(
+                    "{}: retired from {}\n",
+                    render::clean(&name),
+                    render::clean(&r.incidents.join(", "))
+                )
+            }
+        },
+    )
+}
+
 /// `patchgap ps`.
 async fn ps(host: Option<String>, page: PageOpts, read: ReadOpts) -> anyhow::Result<()> {
     let mut client = connect(&read).await?;
@@ -1566,6 +1680,43 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
                 };
                 head + &render::actions_detail(&i.actions)
             })
+        }
+        IncidentCommand::Close { id, force, reason } => {
+            let r = client
+                .close_incident(v1::CloseIncidentRequest { id, force, reason })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let json = serde_json::json!({
+                "id": r.id,
+                "state": r.state,
+                "reverted": r.reverted,
+                "closed_with_evidence": false,
+            });
+            print(read.output, json, || {
+                let ids: Vec<String> = r.reverted.iter().map(|n| format!("#{n}")).collect();
+                let lifted = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!("; lifting {}", ids.join(" "))
+                };
+                format!(
+                    "{}: {} by force, without evidence{lifted}\n",
+                    render::clean(&r.id),
+                    render::clean(&r.state)
+                )
+            })
+        }
+        IncidentCommand::Evidence { id } => {
+            let r = client
+                .get_incident_evidence(v1::GetIncidentEvidenceRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            // The bundle is the output, whatever -o says: it is a file.
+            eprintln!("signed by {}", r.keyid);
+            println!("{}", r.bundle_json);
+            Ok(())
         }
     }
 }

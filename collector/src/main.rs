@@ -93,6 +93,19 @@ struct Cli {
     /// pings do not count); agents send a heartbeat every 10 s.
     #[arg(long, default_value = "5m", value_parser = parse_ttl)]
     idle_timeout: Duration,
+    /// How often the incidents past containment are verified (their
+    /// convergence checks run and the gate decides).
+    #[arg(long, default_value = "1m", value_parser = parse_ttl)]
+    verify_every: Duration,
+    /// Successful verification runs in a row (K) before an incident's
+    /// containment is lifted and it closes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    verify_streak: u32,
+    /// Evidence levels that count as "still affected" in the package
+    /// check (comma-separated: loaded, installed, declared). Stale
+    /// mappings always count.
+    #[arg(long, default_value = "loaded", value_delimiter = ',', value_parser = ["loaded", "installed", "declared"])]
+    verify_evidence: Vec<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -297,6 +310,12 @@ async fn main() -> anyhow::Result<()> {
             max_connections: cli.max_connections.max(1),
             idle_timeout: cli.idle_timeout,
             ..Default::default()
+        },
+        verify: patchgap_collector::response::verify::Settings {
+            every: cli.verify_every,
+            streak: cli.verify_streak,
+            counted: cli.verify_evidence,
+            fresh_after: Duration::from_secs(cli.fresh_after),
         },
         ..Default::default()
     };

@@ -22,6 +22,7 @@ pub mod contain;
 pub mod incident;
 pub mod plan;
 pub mod policy;
+pub mod verify;
 
 pub use policy::{
     Action, ActionKind, Approval, Cidr, Evidence, Exception, FindingFacts, GuardReason,
