@@ -440,7 +440,9 @@ mod tests {
         let b = blockers(&i);
         assert_eq!(b.len(), 1, "{b:?}");
         assert!(
-            b[0].starts_with("package (failed): pid 10 (/usr/bin/app) on alpha runs libfoo1"),
+            b[0].starts_with(
+                "package (failed): pid 10 (/usr/bin/app) on alpha runs pkg:deb/debian/libfoo1@1.5-1"
+            ),
             "{b:?}"
         );
         assert!(b[0].ends_with("(mapped)"), "{b:?}");
@@ -536,7 +538,7 @@ mod tests {
         let b = blockers(&i);
         assert!(
             b.iter().any(|l| l.contains("pid 10")
-                && l.contains("on alpha still maps libfoo1")
+                && l.contains("on alpha still maps pkg:deb/debian/libfoo1@1.5-1")
                 && l.ends_with("replaced on disk: restart it")),
             "{b:?}"
         );
