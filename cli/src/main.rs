@@ -1277,7 +1277,10 @@ async fn retire_host(name: String, reason: String, read: ReadOpts) -> anyhow::Re
         serde_json::json!({"host": name, "incidents": r.incidents}),
         || {
             if r.incidents.is_empty() {
-                format!("{}: retired; no open incident covered it\n", render::clean(&name))
+                format!(
+                    "{}: retired; no open incident covered it\n",
+                    render::clean(&name)
+                )
             } else {
                 format!(
                     "{}: retired from {}\n",

@@ -85,8 +85,7 @@ pub fn verification_detail(state: &str, v: &v1::Verification) -> String {
 /// `patchgap evidence verify FILE [--key HEX]`: checks the DSSE envelope
 /// locally; an error (exit 1) names what failed.
 pub fn verify_bundle(file: &Path, key: Option<&str>) -> anyhow::Result<String> {
-    let meta =
-        std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
+    let meta = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
     anyhow::ensure!(
         meta.len() <= evidence::MAX_BUNDLE_BYTES as u64,
         "{}: {} bytes, more than the {} a bundle may have",
@@ -113,7 +112,9 @@ pub fn verify_bundle(file: &Path, key: Option<&str>) -> anyhow::Result<String> {
         s(&ok.statement["subject"][0]["digest"]["sha256"]),
     );
     if expected.is_none() {
-        out.push_str("  (the key is the one the bundle names: pass --key to require the collector's)\n");
+        out.push_str(
+            "  (the key is the one the bundle names: pass --key to require the collector's)\n",
+        );
     }
     Ok(out)
 }

@@ -146,6 +146,9 @@ query_impl! {
         open_incident(v1::OpenIncidentRequest) -> v1::OpenIncidentResponse;
         list_incidents(v1::ListIncidentsRequest) -> v1::ListIncidentsResponse;
         get_incident(v1::GetIncidentRequest) -> v1::GetIncidentResponse;
+        close_incident(v1::CloseIncidentRequest) -> v1::CloseIncidentResponse;
+        get_incident_evidence(v1::GetIncidentEvidenceRequest) -> v1::GetIncidentEvidenceResponse;
+        retire_host(v1::RetireHostRequest) -> v1::RetireHostResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -35,9 +35,18 @@ use crate::{
 /// not know needs `admin`, so a new RPC is closed until it is listed.
 pub fn required_scope(method: &str) -> Scope {
     match method {
-        "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
-        | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" | "ListIncidents"
-        | "GetIncident" | "GetIncidentEvidence" => Scope::Read,
+        "FindPackage"
+        | "ListHosts"
+        | "ListProcesses"
+        | "ListWorkloads"
+        | "ListConnections"
+        | "ListAdvisories"
+        | "GetAdvisory"
+        | "ListFindings"
+        | "ListSboms"
+        | "ListIncidents"
+        | "GetIncident"
+        | "GetIncidentEvidence" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

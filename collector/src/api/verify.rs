@@ -5,11 +5,7 @@
 use patchgap_proto::{time::now_ms, v1};
 use tonic::Status;
 
-use super::{
-    incidents::status,
-    invalid,
-    query::QueryService,
-};
+use super::{incidents::status, invalid, query::QueryService};
 use crate::response::{
     incident::{Incident, display_id, log, parse_id},
     verify::{
@@ -74,10 +70,14 @@ pub(super) async fn close(
     }
     let reason = req.reason.trim().to_string();
     if reason.is_empty() {
-        return Err(invalid("--force needs --reason TEXT: why it closes without evidence"));
+        return Err(invalid(
+            "--force needs --reason TEXT: why it closes without evidence",
+        ));
     }
     if reason.len() > MAX_REASON {
-        return Err(invalid(format!("--reason is longer than {MAX_REASON} bytes")));
+        return Err(invalid(format!(
+            "--reason is longer than {MAX_REASON} bytes"
+        )));
     }
     let hub = svc.hub.clone();
     let (before, after) = svc
@@ -86,10 +86,12 @@ pub(super) async fn close(
             let rec = store
                 .incident(id)
                 .map_err(|e| status(e.into()))?
-                .ok_or_else(|| Status::not_found(format!("no incident is known as {}", display_id(id))))?;
+                .ok_or_else(|| {
+                    Status::not_found(format!("no incident is known as {}", display_id(id)))
+                })?;
             let before = log::load(store, &rec).map_err(status)?;
-            let after = verify::pass::force_close(ingest, id, &actor, &reason, now_ms())
-                .map_err(status)?;
+            let after =
+                verify::pass::force_close(ingest, id, &actor, &reason, now_ms()).map_err(status)?;
             if let Err(error) = crate::response::contain::rebuild(store, &hub) {
                 tracing::warn!(%error, "cannot publish the desired containments");
             }
@@ -129,7 +131,9 @@ pub(super) async fn evidence(
         let rec = store
             .incident(id)
             .map_err(|e| status(e.into()))?
-            .ok_or_else(|| Status::not_found(format!("no incident is known as {}", display_id(id))))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("no incident is known as {}", display_id(id)))
+            })?;
         let incident = log::load(store, &rec).map_err(status)?;
         // The whole log, read in pages: the bundle is the timeline.
         let mut events = Vec::new();
@@ -139,14 +143,14 @@ pub(super) async fn evidence(
                 .incident_events(id, after, 1_000)
                 .map_err(|e| status(e.into()))?;
             for r in &page {
-                events.push(
-                    crate::response::incident::Recorded::from_record(r).map_err(|source| {
+                events.push(crate::response::incident::Recorded::from_record(r).map_err(
+                    |source| {
                         status(log::LogError::Corrupt {
                             id: display_id(id),
                             source,
                         })
-                    })?,
-                );
+                    },
+                )?);
             }
             match page.last() {
                 Some(last) if page.len() == 1_000 => after = last.seq,
@@ -174,7 +178,9 @@ pub(super) async fn retire(
     }
     let reason = req.reason.trim().to_string();
     if reason.len() > MAX_REASON {
-        return Err(invalid(format!("--reason is longer than {MAX_REASON} bytes")));
+        return Err(invalid(format!(
+            "--reason is longer than {MAX_REASON} bytes"
+        )));
     }
     let changed = svc
         .domain(move |ingest| {

@@ -240,7 +240,10 @@ pub fn digest(incident: &Incident, facts: &Facts) -> CheckResult {
             Verdict::Failed
         },
         query,
-        evidence: vec![format!("{} affected image digest(s) in scope", blockers.len())],
+        evidence: vec![format!(
+            "{} affected image digest(s) in scope",
+            blockers.len()
+        )],
         blockers: capped(blockers),
     }
 }
@@ -260,15 +263,17 @@ pub fn policy(incident: &Incident) -> CheckResult {
     for a in &carried {
         let name = format!("action {} ({})", a.planned.id, a.planned.kind.as_str());
         match a.state {
-            ActionState::Applied | ActionState::Verified => {
-                evidence.push(format!("{name} {} in {:?} mode", a.state.name(), a.planned.mode))
-            }
+            ActionState::Applied | ActionState::Verified => evidence.push(format!(
+                "{name} {} in {:?} mode",
+                a.state.name(),
+                a.planned.mode
+            )),
             // Lifted on purpose (by the gate, a responder, or its TTL).
             ActionState::Reverted => evidence.push(format!("{name} reverted ({})", a.reason)),
             ActionState::Failed => blockers.push(format!("{name} failed: {}", a.reason)),
-            ActionState::Requested => {
-                blockers.push(format!("{name} requested, not yet in force on every target"))
-            }
+            ActionState::Requested => blockers.push(format!(
+                "{name} requested, not yet in force on every target"
+            )),
             ActionState::Planned => {}
         }
     }
@@ -312,18 +317,21 @@ pub fn egress(incident: &Incident, facts: &Facts) -> CheckResult {
             continue;
         }
         watched += 1;
-        let allow: Vec<Cidr> = a.planned.allow.iter().filter_map(|s| parse_allow(s)).collect();
+        let allow: Vec<Cidr> = a
+            .planned
+            .allow
+            .iter()
+            .filter_map(|s| parse_allow(s))
+            .collect();
         let until = if a.times.reverted > 0 {
             a.times.reverted
         } else {
             i64::MAX
         };
         for c in &facts.connections {
-            let ours = a
-                .planned
-                .targets
-                .iter()
-                .any(|t| t.host == c.host && (t.instance == c.workload || t.workload == c.workload));
+            let ours = a.planned.targets.iter().any(|t| {
+                t.host == c.host && (t.instance == c.workload || t.workload == c.workload)
+            });
             if !ours || c.last_seen_ms < a.times.applied || c.last_seen_ms > until {
                 continue;
             }

@@ -83,7 +83,9 @@ pub enum EvidenceError {
     NoSignature,
     #[error("signed by {found}, not by the expected key {expected}")]
     WrongKey { found: String, expected: String },
-    #[error("the signature does not match the payload: the bundle was changed or not signed by {keyid}")]
+    #[error(
+        "the signature does not match the payload: the bundle was changed or not signed by {keyid}"
+    )]
     BadSignature { keyid: String },
     #[error("the payload is not an in-toto Statement v1 with the patchgap predicate: {0}")]
     NotStatement(String),

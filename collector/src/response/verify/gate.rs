@@ -73,7 +73,10 @@ pub fn after_run(
         return Ok(out);
     }
     if next.state == State::Contained {
-        let e = next.transition(State::Verifying, "containment in force: verification started")?;
+        let e = next.transition(
+            State::Verifying,
+            "containment in force: verification started",
+        )?;
         push(&mut next, &mut out, e)?;
     }
     push(&mut next, &mut out, Event::Checked { run: run.clone() })?;
@@ -332,7 +335,11 @@ mod tests {
             })
         ));
         // A closed incident is no longer checked.
-        assert!(after_run(&i, &run(Verdict::Successful), &s).unwrap().is_empty());
+        assert!(
+            after_run(&i, &run(Verdict::Successful), &s)
+                .unwrap()
+                .is_empty()
+        );
         // `checked` on an incident not being verified is refused.
         let r = Recorded {
             seq: i.last_seq + 1,

@@ -270,7 +270,9 @@ pub fn force_close(
     if reason.is_empty() {
         return Err(LogError::Refused(IncidentError::ForceWithoutReason));
     }
-    log::append(ingest, id, actor, now_ms, |cur| gate::force_close(cur, reason))
+    log::append(ingest, id, actor, now_ms, |cur| {
+        gate::force_close(cur, reason)
+    })
 }
 
 /// `patchgap hosts retire NAME`: the host is decommissioned on purpose,
@@ -495,7 +497,10 @@ mod tests {
         assert_eq!((i.state, i.reopened), (State::Scoped, 1));
         assert_eq!(i.verification, None, "the gate starts over");
         assert_eq!(
-            i.scope.pids.get("alpha").map(|p| p.iter().copied().collect::<Vec<_>>()),
+            i.scope
+                .pids
+                .get("alpha")
+                .map(|p| p.iter().copied().collect::<Vec<_>>()),
             Some(vec![12])
         );
         let events = f.events(id);
@@ -561,7 +566,10 @@ mod tests {
         f.ingest
             .apply(
                 &beta,
-                &msg(1, snapshot("snap-b", vec![with_libfoo(20, "1.2-1", 500)], vec![])),
+                &msg(
+                    1,
+                    snapshot("snap-b", vec![with_libfoo(20, "1.2-1", 500)], vec![]),
+                ),
                 T0,
             )
             .unwrap();
@@ -584,16 +592,32 @@ mod tests {
         let b = blockers(&i);
         assert_eq!(b.len(), 1, "{b:?}");
         assert!(
-            b[0].starts_with("coverage (inconclusive): host beta silent since 2023-11-14T22:13:20.002Z"),
+            b[0].starts_with(
+                "coverage (inconclusive): host beta silent since 2023-11-14T22:13:20.002Z"
+            ),
             "{b:?}"
         );
         // eBPF and lost events are evidence.
-        let coverage = v.last.checks.iter().find(|c| c.check == "coverage").unwrap();
-        assert!(coverage.evidence.iter().any(|e| e.contains("host alpha") && e.contains("event(s) lost")));
+        let coverage = v
+            .last
+            .checks
+            .iter()
+            .find(|c| c.check == "coverage")
+            .unwrap();
+        assert!(
+            coverage
+                .evidence
+                .iter()
+                .any(|e| e.contains("host alpha") && e.contains("event(s) lost"))
+        );
 
         let retired = retire_host(&f.ingest, "beta", "alice", "decommissioned", late + 5).unwrap();
         assert_eq!(retired, vec![id]);
-        assert!(retire_host(&f.ingest, "beta", "alice", "again", late + 6).unwrap().is_empty());
+        assert!(
+            retire_host(&f.ingest, "beta", "alice", "again", late + 6)
+                .unwrap()
+                .is_empty()
+        );
         f.pass(1, late + 7);
         let i = f.incident(id);
         assert_eq!(i.state, State::Closed);
