@@ -24,6 +24,25 @@ pub fn verifying(state: State) -> bool {
     )
 }
 
+/// A plan with nothing to carry out on hosts (tier 3's patch window, a
+/// ticket; or every action in `observe` mode) and nothing waiting for an
+/// approval: there is no containment to wait for, so verification starts
+/// from `planned` (the table's `planned → verifying` edge).
+pub fn nothing_to_contain(incident: &Incident) -> bool {
+    incident.state == State::Planned
+        && incident.plan.is_some()
+        && !incident.actions.iter().any(|a| {
+            a.planned.on_hosts()
+                && a.planned.mode != Mode::Observe
+                && a.state != ActionState::Reverted
+        })
+}
+
+/// Whether a pass checks the incident now.
+pub fn checkable(incident: &Incident) -> bool {
+    verifying(incident.state) || nothing_to_contain(incident)
+}
+
 /// Appends `e` to the simulated incident and the output, so the next
 /// decision sees it.
 fn push(next: &mut Incident, out: &mut Vec<Event>, e: Event) -> Result<(), IncidentError> {
@@ -69,6 +88,13 @@ pub fn after_run(
 ) -> Result<Vec<Event>, IncidentError> {
     let mut next = incident.clone();
     let mut out = Vec::new();
+    if nothing_to_contain(&next) {
+        let e = next.transition(
+            State::Verifying,
+            "nothing to contain on hosts: verification started",
+        )?;
+        push(&mut next, &mut out, e)?;
+    }
     if !verifying(next.state) {
         return Ok(out);
     }
@@ -353,6 +379,45 @@ mod tests {
             i.clone().apply(&r),
             Err(IncidentError::NotVerifying { .. })
         ));
+    }
+
+    #[test]
+    fn a_plan_with_nothing_to_contain_is_verified_from_planned() {
+        let s = Settings {
+            streak: 1,
+            ..Settings::default()
+        };
+        let mut i = incident(State::Planned, vec![]);
+        assert!(!checkable(&i), "no plan recorded yet");
+        i.plan = Some(crate::response::incident::RecordedPlan {
+            plan: crate::response::incident::Plan {
+                hash: "h".into(),
+                tier: Some(3),
+                tier_name: "patch-window".into(),
+                exception: None,
+                actions: vec![],
+            },
+            at_ms: 1,
+            by: "collector".into(),
+        });
+        assert!(checkable(&i));
+        let e = after_run(&i, &run(Verdict::Successful), &s).unwrap();
+        apply(&mut i, &e);
+        assert_eq!(i.state, State::Closed, "K = 1, nothing to lift");
+        // An isolation still planned (waiting for its approval) is
+        // something to contain: not verified yet.
+        let mut waiting = incident(
+            State::Planned,
+            vec![action(1, ActionKind::IsolateAffectedWorkloads)],
+        );
+        waiting.actions[0].state = ActionState::Planned;
+        waiting.plan = i.plan.clone();
+        assert!(!checkable(&waiting));
+        assert!(
+            after_run(&waiting, &run(Verdict::Successful), &s)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub fn run_pass(
                 continue;
             }
         };
-        let done = if gate::verifying(incident.state) {
+        let done = if gate::checkable(&incident) {
             out.checked += 1;
             verify_one(ingest, rec.id, &incident, settings, now_ms)
         } else if incident.state == State::Closed && incident.forced_close.is_none() {
