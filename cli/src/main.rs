@@ -137,6 +137,9 @@ impl FilterOpts {
 enum Output {
     Table,
     Json,
+    /// Graphviz DOT: only `incident graph` draws it; other commands print
+    /// their table.
+    Dot,
 }
 
 /// Options of every `pki` command.
@@ -419,6 +422,18 @@ enum IncidentCommand {
     ///
     /// Example: patchgap incident evidence INC-7 > bundle.json
     Evidence {
+        /// INC-<n>, or n.
+        id: String,
+    },
+    /// The incident's exposure graph: advisory → package@version → the
+    /// chain that pulled it in → image digest (with its provenance
+    /// labels) → workload → host → data scope and writes_to, each node
+    /// exposed, contained or converged. `-o dot` draws it for Graphviz.
+    ///
+    /// Examples:
+    ///   patchgap incident graph INC-7 -o json
+    ///   patchgap incident graph INC-7 -o dot | dot -Tsvg > inc-7.svg
+    Graph {
         /// INC-<n>, or n.
         id: String,
     },
@@ -853,7 +868,7 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
-        Output::Table => println!(
+        Output::Table | Output::Dot => println!(
             "{}: ok ({} tiers, {} rules, {} actions)",
             file.display(),
             policy.tiers.len(),
@@ -998,7 +1013,7 @@ async fn paged<R>(
                     .expect("begun above")
                     .push(&mut sink, items)?
             }
-            Output::Table => sink.write(&table(&resp, first))?,
+            Output::Table | Output::Dot => sink.write(&table(&resp, first))?,
         };
         first = false;
         if stop || !open {
@@ -1710,6 +1725,27 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
                 )
             })
         }
+        IncidentCommand::Graph { id } => {
+            let r = client
+                .get_incident_graph(v1::GetIncidentGraphRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let graph: patchgap_collector::response::verify::graph::Graph =
+                serde_json::from_str(&r.graph_json).context("the collector's graph")?;
+            if read.output == Output::Dot {
+                use std::io::Write;
+                let text = patchgap_collector::response::verify::graph::to_dot(&graph);
+                let mut out = std::io::stdout().lock();
+                return match out.write_all(text.as_bytes()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => Ok(other?),
+                };
+            }
+            print(read.output, serde_json::to_value(&graph)?, || {
+                verify::graph_table(&graph)
+            })
+        }
         IncidentCommand::Evidence { id } => {
             let r = client
                 .get_incident_evidence(v1::GetIncidentEvidenceRequest { id })
@@ -1781,7 +1817,7 @@ fn print(
     let text = match output {
         Output::Json => render::json_text(&json)?,
         // Fields are escaped where tables place them; this catches the rest.
-        Output::Table => render::terminal_safe(&table()).into_owned(),
+        Output::Table | Output::Dot => render::terminal_safe(&table()).into_owned(),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `patchgap query libc6 | head` is not an error.

@@ -131,3 +131,30 @@ fn parse_key(k: &str) -> anyhow::Result<[u8; 32]> {
     }
     Ok(out)
 }
+
+/// The graph for a person: each node with its status, then each edge.
+pub fn graph_table(g: &patchgap_collector::response::verify::graph::Graph) -> String {
+    let mut out = format!(
+        "{}: {} node(s), {} edge(s)\n",
+        clean(&g.incident),
+        g.nodes.len(),
+        g.edges.len()
+    );
+    for n in &g.nodes {
+        let status = if n.status.is_empty() {
+            "-"
+        } else {
+            n.status.as_str()
+        };
+        out.push_str(&format!(
+            "  {:<10} {:<10} {}\n",
+            clean(&n.kind),
+            status,
+            clean(&n.label)
+        ));
+    }
+    for e in &g.edges {
+        out.push_str(&format!("  {} -> {}\n", clean(&e.from), clean(&e.to)));
+    }
+    out
+}

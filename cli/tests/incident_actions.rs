@@ -149,6 +149,7 @@ query_impl! {
         close_incident(v1::CloseIncidentRequest) -> v1::CloseIncidentResponse;
         get_incident_evidence(v1::GetIncidentEvidenceRequest) -> v1::GetIncidentEvidenceResponse;
         retire_host(v1::RetireHostRequest) -> v1::RetireHostResponse;
+        get_incident_graph(v1::GetIncidentGraphRequest) -> v1::GetIncidentGraphResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -212,6 +212,44 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
     assert!(table.contains("blocks closure:"), "{table}");
     assert!(table.contains("runs pkg:pypi/pgdemo@1.0"), "{table}");
 
+    // The exposure graph: the package exposed, down to its host.
+    let graph = ok_json(&patchgap(
+        &h,
+        &reader,
+        &["incident", "graph", &id, "-o", "json"],
+    ));
+    let node = |g: &Value, id: &str| {
+        g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} in {g:#}"))
+    };
+    assert_eq!(
+        node(&graph, "package:pkg:pypi/pgdemo@1.0")["status"],
+        "exposed"
+    );
+    assert_eq!(node(&graph, "advisory:pgdemo@<2")["kind"], "advisory");
+    let host = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"].as_str().unwrap().starts_with("host:"))
+        .unwrap_or_else(|| panic!("no workload -> host edge: {graph:#}"))["to"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(node(&graph, &host)["status"], "exposed");
+    let dot = patchgap(&h, &reader, &["incident", "graph", &id, "-o", "dot"]);
+    assert!(
+        stdout(&dot).starts_with(&format!("digraph \"{id}\" {{")),
+        "{}",
+        stdout(&dot)
+    );
+    assert!(stdout(&dot).contains("-> \"package:pkg:pypi/pgdemo@1.0\""));
+
     // The upgrade lands on disk; the process still maps the old library.
     install(&site, "2.0");
     let shown = show_until(&h, &reader, &id, |s| {
@@ -250,6 +288,14 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
     ] {
         assert!(joined.contains(step), "{step} not in {joined}");
     }
+
+    // Converged: the host is marked so in the graph.
+    let graph = ok_json(&patchgap(
+        &h,
+        &reader,
+        &["incident", "graph", &id, "-o", "json"],
+    ));
+    assert_eq!(node(&graph, &host)["status"], "converged", "{graph:#}");
 
     // The evidence bundle verifies, with the collector's key too; one
     // changed byte does not.
@@ -357,6 +403,11 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
     let statement = decode_payload(env["payload"].as_str().unwrap());
     assert_eq!(statement["predicate"]["closed_with_evidence"], false);
     assert_eq!(statement["predicate"]["reopened"], 1);
+    assert!(
+        statement["predicate"]["exposure_graph"]["nodes"].is_array(),
+        "{statement:#}"
+    );
+    assert!(statement["predicate"]["runs"].as_array().unwrap().len() >= 4);
     drop(back);
     h.stop().await;
 }

@@ -46,7 +46,8 @@ pub fn required_scope(method: &str) -> Scope {
         | "ListSboms"
         | "ListIncidents"
         | "GetIncident"
-        | "GetIncidentEvidence" => Scope::Read,
+        | "GetIncidentEvidence"
+        | "GetIncidentGraph" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

@@ -687,4 +687,14 @@ impl Query for QueryService {
         })
         .await
     }
+
+    async fn get_incident_graph(
+        &self,
+        request: Request<v1::GetIncidentGraphRequest>,
+    ) -> Result<Response<v1::GetIncidentGraphResponse>, Status> {
+        self.audited("GetIncidentGraph", request, ok, |req, _| async move {
+            super::verify::graph(self, req).await
+        })
+        .await
+    }
 }

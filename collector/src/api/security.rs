@@ -168,6 +168,7 @@ plain_args!(
     v1::CloseIncidentRequest,
     v1::GetIncidentEvidenceRequest,
     v1::RetireHostRequest,
+    v1::GetIncidentGraphRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

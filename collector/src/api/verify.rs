@@ -157,7 +157,15 @@ pub(super) async fn evidence(
                 _ => break,
             }
         }
-        let statement = evidence::statement(id, &incident, &events, &policy, None);
+        let facts = verify::pass::facts(store, &incident, now_ms()).map_err(status)?;
+        let graph = verify::graph::build(&display_id(id), &incident, &facts);
+        let statement = evidence::statement(
+            id,
+            &incident,
+            &events,
+            &policy,
+            serde_json::to_value(&graph).ok(),
+        );
         let bundle_json = evidence::seal(&statement, key.as_ref());
         Ok(v1::GetIncidentEvidenceResponse {
             bundle_json,
@@ -190,4 +198,27 @@ pub(super) async fn retire(
     Ok(v1::RetireHostResponse {
         incidents: changed.into_iter().map(display_id).collect(),
     })
+}
+
+pub(super) async fn graph(
+    svc: &QueryService,
+    req: v1::GetIncidentGraphRequest,
+) -> Result<v1::GetIncidentGraphResponse, Status> {
+    let id = incident_id(&req.id)?;
+    svc.domain(move |ingest| {
+        let store = ingest.store().as_ref();
+        let rec = store
+            .incident(id)
+            .map_err(|e| status(e.into()))?
+            .ok_or_else(|| {
+                Status::not_found(format!("no incident is known as {}", display_id(id)))
+            })?;
+        let incident = log::load(store, &rec).map_err(status)?;
+        let facts = verify::pass::facts(store, &incident, now_ms()).map_err(status)?;
+        let graph = verify::graph::build(&display_id(id), &incident, &facts);
+        Ok(v1::GetIncidentGraphResponse {
+            graph_json: serde_json::to_string(&graph).expect("graphs serialize"),
+        })
+    })
+    .await
 }

@@ -59,6 +59,16 @@ pub struct ProcessFact {
     pub stale: bool,
     /// Only an image SBOM declares it (no process): the image.
     pub sbom_image: String,
+    /// For the exposure graph: the advisory matched ("" for a package
+    /// range), the chain that pulled the package in (SBOM), the fleet
+    /// workload key, its data scope and where it writes, and the image's
+    /// provenance labels.
+    pub advisory: String,
+    pub pulled_in_by: Vec<String>,
+    pub workload_key: String,
+    pub data_scope: String,
+    pub writes_to: Vec<String>,
+    pub provenance: Vec<(String, String)>,
 }
 
 /// A host the incident covers, as its agent reported last.

@@ -21,6 +21,7 @@
 pub mod check;
 pub mod evidence;
 pub mod gate;
+pub mod graph;
 pub mod pass;
 
 use std::time::Duration;

@@ -68,6 +68,22 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
             }
             let w = m.workload_detail.clone().unwrap_or_default();
             let pkg = m.package.clone().unwrap_or_default();
+            let scope = w.scope.clone().unwrap_or_default();
+            let provenance = w
+                .provenance
+                .as_ref()
+                .map(|p| {
+                    [
+                        ("revision", &p.revision),
+                        ("source", &p.source),
+                        ("created", &p.created),
+                    ]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+                })
+                .unwrap_or_default();
             out.processes.push(ProcessFact {
                 host: m.host.clone(),
                 pid: m.key.map_or(0, |k| k.pid),
@@ -83,6 +99,12 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
                 evidence: m.evidence.clone(),
                 stale: m.stale,
                 sbom_image: m.sbom_image.clone(),
+                advisory: m.advisory.clone(),
+                pulled_in_by: m.pulled_in_by.clone(),
+                workload_key: w.key.clone(),
+                data_scope: scope.classification,
+                writes_to: scope.writes_to,
+                provenance,
             });
         }
         true
