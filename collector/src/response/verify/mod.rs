@@ -22,6 +22,7 @@ pub mod check;
 pub mod evidence;
 pub mod gate;
 pub mod graph;
+pub mod metrics;
 pub mod pass;
 
 use std::time::Duration;

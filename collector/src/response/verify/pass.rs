@@ -279,6 +279,50 @@ fn reopen_if_regressed(
     })
 }
 
+/// Incidents a report reads at most (newest first).
+pub const REPORT_MAX: usize = 10_000;
+
+/// The response report over the incidents opened at or after `since_ms`
+/// (the newest [`REPORT_MAX`]), each from its whole log.
+pub fn report(store: &dyn Store, since_ms: i64) -> Result<super::metrics::Report, LogError> {
+    const PAGE: usize = 500;
+    let mut times = Vec::new();
+    let mut before = None;
+    'pages: loop {
+        let page = store.incidents(before, false, PAGE)?;
+        for rec in &page {
+            if times.len() >= REPORT_MAX {
+                break 'pages;
+            }
+            let mut events = Vec::new();
+            let mut after = 0;
+            loop {
+                let chunk = store.incident_events(rec.id, after, 1_000)?;
+                for r in &chunk {
+                    events.push(crate::response::incident::Recorded::from_record(r).map_err(
+                        |source| LogError::Corrupt {
+                            id: display_id(rec.id),
+                            source,
+                        },
+                    )?);
+                }
+                match chunk.last() {
+                    Some(last) if chunk.len() == 1_000 => after = last.seq,
+                    _ => break,
+                }
+            }
+            if events.first().is_some_and(|e| e.at_ms >= since_ms) {
+                times.push(super::metrics::from_log(rec.id, &events));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => before = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(super::metrics::report(&times))
+}
+
 /// `patchgap incident close --force --reason TEXT`: lifts what is in
 /// force and closes without evidence, for `actor`.
 pub fn force_close(
