@@ -740,6 +740,22 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// How well the response went, from the incidents' logs: time to
+    /// scope, time to containment by tier (approval wait apart),
+    /// convergence time, the share closed with evidence, the
+    /// false-positive containment rate by tier, reopens. Distributions as
+    /// p50, p90 and max.
+    ///
+    /// Examples:
+    ///   patchgap report
+    ///   patchgap report --since 30d -o json
+    Report {
+        /// Only incidents opened within this long (90s, 30m, 12h, 30d).
+        #[arg(long, value_name = "DURATION", value_parser = patchgap_collector::auth::parse_ttl)]
+        since: Option<Duration>,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// The hosts the collector knows, with freshness and coverage.
     ///
     /// Example: patchgap hosts -o json
@@ -826,6 +842,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             command: Some(HostsCommand::Retire { name, reason }),
             read,
         } => retire_host(name, reason, read).await,
+        Command::Report { since, read } => report(since, read).await,
         Command::Evidence {
             command: EvidenceCommand::Verify { file, key },
         } => {
@@ -1274,6 +1291,22 @@ async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
     print(read.output, render::hosts_json(&resp), || {
         render::hosts_table(&resp)
     })
+}
+
+/// `patchgap report`.
+async fn report(since: Option<Duration>, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let since_ms = since.map_or(0, |d| {
+        patchgap_proto::time::now_ms().saturating_sub(d.as_millis() as i64)
+    });
+    let r = client
+        .get_response_report(v1::GetResponseReportRequest { since_ms })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    let json: serde_json::Value =
+        serde_json::from_str(&r.report_json).context("the collector's report")?;
+    print(read.output, json.clone(), || verify::report_table(&json))
 }
 
 /// `patchgap hosts retire`.

@@ -158,3 +158,56 @@ pub fn graph_table(g: &patchgap_collector::response::verify::graph::Graph) -> St
     }
     out
 }
+
+/// The report for a person: one line per measure, durations as seconds.
+pub fn report_table(r: &Value) -> String {
+    let secs = |v: &Value| match v.as_i64() {
+        Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+        None => "-".into(),
+    };
+    let dist = |d: &Value| {
+        format!(
+            "n={} p50={} p90={} max={}",
+            d["count"],
+            secs(&d["p50_ms"]),
+            secs(&d["p90_ms"]),
+            secs(&d["max_ms"])
+        )
+    };
+    let mut out = format!("incidents: {}\n", r["incidents"]);
+    out.push_str(&format!(
+        "time to scope:        {}\n",
+        dist(&r["time_to_scope"])
+    ));
+    if let Some(m) = r["time_to_containment"].as_object() {
+        for (tier, d) in m {
+            out.push_str(&format!("time to containment, tier {tier}: {}\n", dist(d)));
+        }
+    }
+    if let Some(m) = r["approval_wait"].as_object() {
+        for (tier, d) in m {
+            out.push_str(&format!("approval wait, tier {tier}:       {}\n", dist(d)));
+        }
+    }
+    out.push_str(&format!(
+        "convergence:          {}\n",
+        dist(&r["convergence"])
+    ));
+    let share = r["share_closed_with_evidence"]
+        .as_f64()
+        .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
+    out.push_str(&format!(
+        "closed: {} ({} with evidence, {share})\n",
+        r["closed"], r["closed_with_evidence"]
+    ));
+    if let Some(m) = r["false_positive_rate"].as_object() {
+        for (tier, rate) in m {
+            let rate = rate.as_f64().unwrap_or(0.0) * 100.0;
+            out.push_str(&format!(
+                "false-positive containment, tier {tier}: {rate:.0}%\n"
+            ));
+        }
+    }
+    out.push_str(&format!("reopens: {}\n", r["reopens"]));
+    out
+}

@@ -150,6 +150,7 @@ query_impl! {
         get_incident_evidence(v1::GetIncidentEvidenceRequest) -> v1::GetIncidentEvidenceResponse;
         retire_host(v1::RetireHostRequest) -> v1::RetireHostResponse;
         get_incident_graph(v1::GetIncidentGraphRequest) -> v1::GetIncidentGraphResponse;
+        get_response_report(v1::GetResponseReportRequest) -> v1::GetResponseReportResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

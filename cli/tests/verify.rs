@@ -340,6 +340,56 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         stderr(&refused)
     );
 
+    // The report equals what the log's timestamps give, computed here
+    // from the bundle's timeline.
+    let statement = decode_payload(env["payload"].as_str().unwrap());
+    let timeline = statement["predicate"]["timeline"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let at = |e: &Value| e["at_ms"].as_i64().unwrap();
+    let opened_at = at(&timeline[0]);
+    let scoped_at = timeline
+        .iter()
+        .find(|e| e["event"]["kind"] == "state_changed" && e["event"]["to"] == "scoped")
+        .map(at)
+        .unwrap();
+    let mut streak: Option<i64> = None;
+    let mut converged = None;
+    for e in &timeline {
+        match e["event"]["kind"].as_str().unwrap() {
+            "checked" if e["event"]["run"]["verdict"] == "successful" => {
+                streak.get_or_insert(at(e));
+            }
+            "checked" => streak = None,
+            "state_changed" if e["event"]["to"] == "recovering" => converged = streak,
+            _ => {}
+        }
+    }
+    let converged = converged.expect("a closing streak") - opened_at;
+    let report = ok_json(&patchgap(&h, &reader, &["report", "-o", "json"]));
+    assert_eq!(report["incidents"], 1, "{report:#}");
+    assert_eq!(report["time_to_scope"]["count"], 1);
+    assert_eq!(report["time_to_scope"]["p50_ms"], scoped_at - opened_at);
+    assert_eq!(report["time_to_scope"]["max_ms"], scoped_at - opened_at);
+    assert_eq!(report["convergence"]["p50_ms"], converged, "{report:#}");
+    assert_eq!(report["convergence"]["p90_ms"], converged);
+    assert_eq!(report["closed"], 1);
+    assert_eq!(report["closed_with_evidence"], 1);
+    assert_eq!(report["share_closed_with_evidence"], 1.0);
+    assert_eq!(report["reopens"], 0);
+    let since = ok_json(&patchgap(
+        &h,
+        &reader,
+        &["report", "--since", "1h", "-o", "json"],
+    ));
+    assert_eq!(since["incidents"], 1);
+    let table = stdout(&patchgap(&h, &reader, &["report"]));
+    assert!(
+        table.contains("closed: 1 (1 with evidence, 100%)"),
+        "{table}"
+    );
+
     // A rollback: the old version runs again and the incident reopens.
     new.kill();
     install(&site, "1.0");
@@ -408,6 +458,16 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         "{statement:#}"
     );
     assert!(statement["predicate"]["runs"].as_array().unwrap().len() >= 4);
+    let report = ok_json(&patchgap(&h, &reader, &["report", "-o", "json"]));
+    assert_eq!(report["reopens"], 1, "{report:#}");
+    assert_eq!(
+        (
+            report["closed"].as_u64(),
+            report["closed_with_evidence"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(report["share_closed_with_evidence"], 0.0);
     drop(back);
     h.stop().await;
 }

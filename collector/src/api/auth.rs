@@ -47,7 +47,8 @@ pub fn required_scope(method: &str) -> Scope {
         | "ListIncidents"
         | "GetIncident"
         | "GetIncidentEvidence"
-        | "GetIncidentGraph" => Scope::Read,
+        | "GetIncidentGraph"
+        | "GetResponseReport" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

@@ -697,4 +697,14 @@ impl Query for QueryService {
         })
         .await
     }
+
+    async fn get_response_report(
+        &self,
+        request: Request<v1::GetResponseReportRequest>,
+    ) -> Result<Response<v1::GetResponseReportResponse>, Status> {
+        self.audited("GetResponseReport", request, ok, |req, _| async move {
+            super::verify::report(self, req).await
+        })
+        .await
+    }
 }

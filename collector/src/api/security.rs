@@ -169,6 +169,7 @@ plain_args!(
     v1::GetIncidentEvidenceRequest,
     v1::RetireHostRequest,
     v1::GetIncidentGraphRequest,
+    v1::GetResponseReportRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

@@ -222,3 +222,17 @@ pub(super) async fn graph(
     })
     .await
 }
+
+pub(super) async fn report(
+    svc: &QueryService,
+    req: v1::GetResponseReportRequest,
+) -> Result<v1::GetResponseReportResponse, Status> {
+    let since = req.since_ms.max(0);
+    svc.domain(move |ingest| {
+        let r = verify::pass::report(ingest.store().as_ref(), since).map_err(status)?;
+        Ok(v1::GetResponseReportResponse {
+            report_json: serde_json::to_string(&r).expect("reports serialize"),
+        })
+    })
+    .await
+}

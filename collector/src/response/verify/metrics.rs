@@ -91,11 +91,9 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                 action,
                 observation,
             } => match observation {
-                Observation::Applied { .. } => {
-                    if !took_effect.contains_key(action) {
-                        took_effect.insert(*action, t.tier);
-                        *t.applied.entry(t.tier).or_default() += 1;
-                    }
+                Observation::Applied { .. } if !took_effect.contains_key(action) => {
+                    took_effect.insert(*action, t.tier);
+                    *t.applied.entry(t.tier).or_default() += 1;
                 }
                 Observation::Verified {
                     time_to_containment_ms,

@@ -323,6 +323,29 @@ pub fn report(store: &dyn Store, since_ms: i64) -> Result<super::metrics::Report
     Ok(super::metrics::report(&times))
 }
 
+/// The operational gauges the store knows (lost events summed over hosts,
+/// hosts not fresh within `fresh_after`); the caller adds what only it
+/// knows (streams connected, the ingest lag, the database's size on disk).
+pub fn operational(
+    store: &dyn Store,
+    fresh_after: std::time::Duration,
+    now_ms: i64,
+) -> Result<super::metrics::Operational, LogError> {
+    let hosts = store.hosts()?;
+    let fresh_ms = fresh_after.as_millis() as i64;
+    Ok(super::metrics::Operational {
+        lost_events: hosts
+            .iter()
+            .map(|h| h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped)
+            .sum(),
+        stale_hosts: hosts
+            .iter()
+            .filter(|h| now_ms - h.last_seen_ms > fresh_ms)
+            .count() as u64,
+        ..super::metrics::Operational::default()
+    })
+}
+
 /// `patchgap incident close --force --reason TEXT`: lifts what is in
 /// force and closes without evidence, for `actor`.
 pub fn force_close(
@@ -677,6 +700,8 @@ mod tests {
                 .any(|e| e.contains("host alpha") && e.contains("event(s) lost"))
         );
 
+        let ops = operational(f.ingest.store().as_ref(), Duration::from_secs(90), late).unwrap();
+        assert_eq!(ops.stale_hosts, 1, "beta");
         let retired = retire_host(&f.ingest, "beta", "alice", "decommissioned", late + 5).unwrap();
         assert_eq!(retired, vec![id]);
         assert!(
