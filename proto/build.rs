@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/patchgap/v1/inventory.proto",
         "proto/patchgap/v1/ingest.proto",
+        "proto/patchgap/v1/verify.proto",
         "proto/patchgap/v1/incident.proto",
         "proto/patchgap/v1/gate.proto",
         "proto/patchgap/v1/query.proto",

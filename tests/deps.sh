@@ -67,6 +67,18 @@ if [ "$(apt-cache madison libaom3 2>/dev/null | wc -l)" -lt 2 ]; then
     apt-get update -qq
     lists_fresh=1
 fi
+# promtool (from Debian's prometheus package, only the binary, not the
+# server) checks the collector's /metrics exposition
+# (response::verify::metrics): extracted from the .deb into a cache, never
+# installed.
+PROMTOOL_DIR=/var/cache/patchgap-tests/prometheus
+if [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
+    mkdir -p "$PROMTOOL_DIR"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq prometheus)
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$PROMTOOL_DIR"
+    rm -rf "$tmp"
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "tests/deps.sh: installing ${need[*]}"
     [ "$lists_fresh" = 1 ] || apt-get update -qq

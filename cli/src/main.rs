@@ -8,6 +8,7 @@ mod pki;
 mod render;
 #[cfg(test)]
 mod snapshots;
+mod verify;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -160,6 +161,9 @@ enum Output {
     Json,
     /// JUnit XML: `gate check` only.
     Junit,
+    /// Graphviz DOT: only `incident graph` draws it; other commands print
+    /// their table.
+    Dot,
 }
 
 /// Options of every `pki` command.
@@ -417,6 +421,81 @@ enum IncidentCommand {
         /// targets do not run the affected code), resolved (fixed).
         #[arg(long, value_enum)]
         reason: RevertReason,
+    },
+    /// Close an incident without converged evidence. An incident closes by
+    /// itself once its checks succeed K runs in a row and its containment
+    /// is lifted; this is for when that cannot happen. Whatever is in
+    /// force is lifted; the close is audited and counts as "closed
+    /// without evidence". Needs the `respond` scope.
+    ///
+    /// Example: patchgap incident close INC-7 --force --reason "host rebuilt from a clean image"
+    Close {
+        /// INC-<n>, or n.
+        id: String,
+        /// Required: closing is only ever forced from the command line.
+        #[arg(long, required = true)]
+        force: bool,
+        /// Why it closes without evidence (kept in the incident's log).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// The signed evidence of the incident (a DSSE envelope around an
+    /// in-toto Statement): its checks with their queries, results and
+    /// coverage, its timeline, its actions and their verified effects,
+    /// and the policy in force. `patchgap evidence verify` checks it.
+    ///
+    /// Example: patchgap incident evidence INC-7 > bundle.json
+    Evidence {
+        /// INC-<n>, or n.
+        id: String,
+    },
+    /// The incident's exposure graph: advisory → package@version → the
+    /// chain that pulled it in → image digest (with its provenance
+    /// labels) → workload → host → data scope and writes_to, each node
+    /// exposed, contained or converged. `-o dot` draws it for Graphviz.
+    ///
+    /// Examples:
+    ///   patchgap incident graph INC-7 -o json
+    ///   patchgap incident graph INC-7 -o dot | dot -Tsvg > inc-7.svg
+    Graph {
+        /// INC-<n>, or n.
+        id: String,
+    },
+}
+
+/// `patchgap evidence`.
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Verify an evidence bundle offline: the DSSE signature over the
+    /// in-toto Statement (one changed byte fails it). Exit 1 when it does
+    /// not verify.
+    ///
+    /// Example: patchgap evidence verify bundle.json --key ed25519:3b6a…
+    Verify {
+        /// The bundle, as `patchgap incident evidence` wrote it.
+        file: PathBuf,
+        /// The collector's key (`ed25519:<hex>` as `incident evidence`
+        /// prints it on stderr): required to have signed it. Without it,
+        /// the key the bundle names is used.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+}
+
+/// `patchgap hosts` subcommands.
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// A host decommissioned on purpose: every open incident stops asking
+    /// for its reports (an audited `host_retired` event each), so a
+    /// silent retired host no longer keeps an incident inconclusive.
+    /// Needs the `respond` scope.
+    ///
+    /// Example: patchgap hosts retire web-3 --reason "decommissioned, CHG-1234"
+    Retire {
+        /// The host's name as `patchgap hosts` shows it.
+        name: String,
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
     },
 }
 
@@ -712,12 +791,37 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// How well the response went, from the incidents' logs: time to
+    /// scope, time to containment by tier (approval wait apart),
+    /// convergence time, the share closed with evidence, the
+    /// false-positive containment rate by tier, reopens. Distributions as
+    /// p50, p90 and max.
+    ///
+    /// Examples:
+    ///   patchgap report
+    ///   patchgap report --since 30d -o json
+    Report {
+        /// Only incidents opened within this long (90s, 30m, 12h, 30d).
+        #[arg(long, value_name = "DURATION", value_parser = patchgap_collector::auth::parse_ttl)]
+        since: Option<Duration>,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// The hosts the collector knows, with freshness and coverage.
     ///
     /// Example: patchgap hosts -o json
     Hosts {
+        #[command(subcommand)]
+        command: Option<HostsCommand>,
         #[command(flatten)]
         read: ReadOpts,
+    },
+    /// Evidence bundles, checked offline.
+    ///
+    /// Example: patchgap evidence verify bundle.json
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
     },
     /// Running processes, with their package and socket counts.
     ///
@@ -785,7 +889,21 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             read,
         } => findings(severity, loaded, filter, page, read).await,
         Command::Workloads { filter, read } => workloads(filter, read).await,
-        Command::Hosts { read } => hosts(read).await,
+        Command::Hosts {
+            command: None,
+            read,
+        } => hosts(read).await,
+        Command::Hosts {
+            command: Some(HostsCommand::Retire { name, reason }),
+            read,
+        } => retire_host(name, reason, read).await,
+        Command::Report { since, read } => report(since, read).await,
+        Command::Evidence {
+            command: EvidenceCommand::Verify { file, key },
+        } => {
+            print!("{}", verify::verify_bundle(&file, key.as_deref())?);
+            Ok(())
+        }
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,
@@ -878,7 +996,7 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&policy)?),
         Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
-        Output::Table => println!(
+        Output::Table | Output::Dot => println!(
             "{}: ok ({} tiers, {} rules, {} actions)",
             file.display(),
             policy.tiers.len(),
@@ -1023,7 +1141,7 @@ async fn paged<R>(
                     .expect("begun above")
                     .push(&mut sink, items)?
             }
-            Output::Table | Output::Junit => sink.write(&table(&resp, first))?,
+            Output::Table | Output::Junit | Output::Dot => sink.write(&table(&resp, first))?,
         };
         first = false;
         if stop || !open {
@@ -1284,6 +1402,53 @@ async fn hosts(read: ReadOpts) -> anyhow::Result<()> {
     print(read.output, render::hosts_json(&resp), || {
         render::hosts_table(&resp)
     })
+}
+
+/// `patchgap report`.
+async fn report(since: Option<Duration>, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let since_ms = since.map_or(0, |d| {
+        patchgap_proto::time::now_ms().saturating_sub(d.as_millis() as i64)
+    });
+    let r = client
+        .get_response_report(v1::GetResponseReportRequest { since_ms })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    let json: serde_json::Value =
+        serde_json::from_str(&r.report_json).context("the collector's report")?;
+    print(read.output, json.clone(), || verify::report_table(&json))
+}
+
+/// `patchgap hosts retire`.
+async fn retire_host(name: String, reason: String, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let r = client
+        .retire_host(v1::RetireHostRequest {
+            host: name.clone(),
+            reason,
+        })
+        .await
+        .map_err(|s| status_error(&read, s))?
+        .into_inner();
+    print(
+        read.output,
+        serde_json::json!({"host": name, "incidents": r.incidents}),
+        || {
+            if r.incidents.is_empty() {
+                format!(
+                    "{}: retired; no open incident covered it\n",
+                    render::clean(&name)
+                )
+            } else {
+                format!(
+                    "{}: retired from {}\n",
+                    render::clean(&name),
+                    render::clean(&r.incidents.join(", "))
+                )
+            }
+        },
+    )
 }
 
 /// `patchgap ps`.
@@ -1678,6 +1843,64 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
                 head + &render::actions_detail(&i.actions)
             })
         }
+        IncidentCommand::Close { id, force, reason } => {
+            let r = client
+                .close_incident(v1::CloseIncidentRequest { id, force, reason })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let json = serde_json::json!({
+                "id": r.id,
+                "state": r.state,
+                "reverted": r.reverted,
+                "closed_with_evidence": false,
+            });
+            print(read.output, json, || {
+                let ids: Vec<String> = r.reverted.iter().map(|n| format!("#{n}")).collect();
+                let lifted = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!("; lifting {}", ids.join(" "))
+                };
+                format!(
+                    "{}: {} by force, without evidence{lifted}\n",
+                    render::clean(&r.id),
+                    render::clean(&r.state)
+                )
+            })
+        }
+        IncidentCommand::Graph { id } => {
+            let r = client
+                .get_incident_graph(v1::GetIncidentGraphRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let graph: patchgap_collector::response::verify::graph::Graph =
+                serde_json::from_str(&r.graph_json).context("the collector's graph")?;
+            if read.output == Output::Dot {
+                use std::io::Write;
+                let text = patchgap_collector::response::verify::graph::to_dot(&graph);
+                let mut out = std::io::stdout().lock();
+                return match out.write_all(text.as_bytes()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => Ok(other?),
+                };
+            }
+            print(read.output, serde_json::to_value(&graph)?, || {
+                verify::graph_table(&graph)
+            })
+        }
+        IncidentCommand::Evidence { id } => {
+            let r = client
+                .get_incident_evidence(v1::GetIncidentEvidenceRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            // The bundle is the output, whatever -o says: it is a file.
+            eprintln!("signed by {}", r.keyid);
+            println!("{}", r.bundle_json);
+            Ok(())
+        }
     }
 }
 
@@ -1738,7 +1961,7 @@ fn print(
     let text = match output {
         Output::Json => render::json_text(&json)?,
         // Fields are escaped where tables place them; this catches the rest.
-        Output::Table => render::terminal_safe(&table()).into_owned(),
+        Output::Table | Output::Dot => render::terminal_safe(&table()).into_owned(),
         Output::Junit => anyhow::bail!("-o junit is for `patchgap gate check` only"),
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

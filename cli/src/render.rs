@@ -1677,6 +1677,9 @@ pub fn incident_json(i: &v1::Incident, events: bool) -> Value {
         "plan": i.plan.as_ref().map(|p| Value::Object(plan_fields(p))),
         "actions": i.actions.iter().map(incident_action_json).collect::<Vec<_>>(),
     });
+    if let Some(ver) = &i.verification {
+        v["verification"] = crate::verify::verification_json(ver);
+    }
     if events {
         v["events"] = i.events.iter().map(incident_event_json).collect();
     }
@@ -2240,6 +2243,9 @@ pub fn incident_detail(i: &v1::Incident, more_events: bool) -> String {
         push_line(&mut out, "  ", &plan);
     }
     out.push_str(&actions_detail(&i.actions));
+    if let Some(v) = &i.verification {
+        out.push_str(&crate::verify::verification_detail(&i.state, v));
+    }
     if !i.events.is_empty() {
         out.push_str("\nevents:\n");
         let rows: Vec<Vec<String>> = i

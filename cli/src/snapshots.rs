@@ -811,6 +811,7 @@ pub(crate) fn an_incident() -> v1::Incident {
             loaded_at_ms: 1_764_899_000_000,
             reload_error: String::new(),
         }),
+        verification: None,
     }
 }
 

@@ -147,6 +147,11 @@ query_impl! {
         list_incidents(v1::ListIncidentsRequest) -> v1::ListIncidentsResponse;
         get_incident(v1::GetIncidentRequest) -> v1::GetIncidentResponse;
         gate_check(v1::GateCheckRequest) -> v1::GateCheckResponse;
+        close_incident(v1::CloseIncidentRequest) -> v1::CloseIncidentResponse;
+        get_incident_evidence(v1::GetIncidentEvidenceRequest) -> v1::GetIncidentEvidenceResponse;
+        retire_host(v1::RetireHostRequest) -> v1::RetireHostResponse;
+        get_incident_graph(v1::GetIncidentGraphRequest) -> v1::GetIncidentGraphResponse;
+        get_response_report(v1::GetResponseReportRequest) -> v1::GetResponseReportResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -92,6 +92,10 @@ pub struct CollectorConfig {
     pub http_client_cert: bool,
     /// Signed webhooks and Alertmanager (see `response::deliver`).
     pub deliver: response::deliver::DeliverConfig,
+    /// Verify and Recover: how often incidents past containment are
+    /// checked, K, and the evidence levels counted (`response::verify`).
+    /// Its `fresh_after` is replaced by the one above.
+    pub verify: response::verify::Settings,
 }
 
 impl Default for CollectorConfig {
@@ -112,6 +116,7 @@ impl Default for CollectorConfig {
             http_listen: None,
             http_client_cert: false,
             deliver: response::deliver::DeliverConfig::default(),
+            verify: response::verify::Settings::default(),
         }
     }
 }
@@ -284,6 +289,9 @@ pub async fn serve(
                 policy: policy.clone(),
                 audit: audit.clone(),
                 gate: Default::default(),
+                connected: connected.clone(),
+                fresh_after: config.fresh_after,
+                data_dir: config.data_dir.clone(),
             });
             let mut stop = stopping.clone();
             let tls = tls.clone().map(|t| http::Tls {
@@ -354,6 +362,18 @@ pub async fn serve(
         ))
     });
     let outbound = OutboundTasks(Some(deliverer), pager);
+    // Incidents past containment are verified, recovered and closed (or
+    // reopened); the task goes when the server does.
+    let verify_settings = response::verify::Settings {
+        fresh_after: config.fresh_after,
+        ..config.verify.clone()
+    };
+    let verifier = tokio::spawn(verify_incidents(
+        ingest.clone(),
+        scope.clone(),
+        hub.clone(),
+        verify_settings.clone(),
+    ));
     let query = QueryServer::new(
         QueryService::new(
             ingest,
@@ -364,7 +384,8 @@ pub async fn serve(
             audit.clone(),
         )
         .with_policy(policy)
-        .with_hub(hub),
+        .with_hub(hub)
+        .with_verify(verify_settings),
     )
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
@@ -421,6 +442,7 @@ pub async fn serve(
             wrap_task.abort();
             refresher.abort();
             follower.abort();
+            verifier.abort();
             served?
         }
         Some(config) => {
@@ -432,6 +454,7 @@ pub async fn serve(
             tls_task.abort();
             refresher.abort();
             follower.abort();
+            verifier.abort();
             served?
         }
     }
@@ -521,6 +544,51 @@ async fn refresh_incidents(
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "cannot refresh open incidents"),
             Err(error) => tracing::warn!(%error, "the incident refresh task failed"),
+        }
+    }
+}
+
+/// Verifies the incidents past containment every `settings.every`: each
+/// pass runs on a blocking thread (the checks read the store, then the
+/// gate's events are appended, outside any transaction but their own), and
+/// publishes the desired containments again when the gate lifted or
+/// closed something, so the agents lift it.
+async fn verify_incidents(
+    ingest: Arc<Ingest>,
+    scope: Arc<Mutex<ScopeMap>>,
+    hub: Arc<response::contain::Hub>,
+    settings: response::verify::Settings,
+) {
+    let every = settings.every.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let rules = {
+            let scope = scope.lock().unwrap_or_else(|e| e.into_inner());
+            scope.rules().to_vec()
+        };
+        let (ingest, h, settings) = (ingest.clone(), hub.clone(), settings.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let now = patchgap_proto::time::now_ms();
+            let done = response::verify::pass::run_pass(&ingest, &settings, &rules, now)?;
+            if done.lifted > 0 || done.closed > 0 || done.reopened > 0 {
+                response::contain::rebuild(ingest.store().as_ref(), &h)?;
+            }
+            Ok::<_, response::incident::log::LogError>(done)
+        })
+        .await;
+        match pass {
+            Ok(Ok(p)) if p.events > 0 || p.failed > 0 => tracing::info!(
+                checked = p.checked,
+                events = p.events,
+                lifted = p.lifted,
+                closed = p.closed,
+                reopened = p.reopened,
+                failed = p.failed,
+                "verified incidents"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot verify incidents"),
+            Err(error) => tracing::warn!(%error, "the verification task failed"),
         }
     }
 }

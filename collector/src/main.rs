@@ -124,6 +124,19 @@ struct Cli {
     /// the 27-hour retry schedule with 0.001.
     #[arg(long, default_value_t = 1.0, hide = true)]
     delivery_time_scale: f64,
+    /// How often the incidents past containment are verified (their
+    /// convergence checks run and the gate decides).
+    #[arg(long, default_value = "1m", value_parser = parse_ttl)]
+    verify_every: Duration,
+    /// Successful verification runs in a row (K) before an incident's
+    /// containment is lifted and it closes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    verify_streak: u32,
+    /// Evidence levels that count as "still affected" in the package
+    /// check (comma-separated: loaded, installed, declared). Stale
+    /// mappings always count.
+    #[arg(long, default_value = "loaded", value_delimiter = ',', value_parser = ["loaded", "installed", "declared"])]
+    verify_evidence: Vec<String>,
 }
 
 fn parse_outbound_url(s: &str) -> Result<String, String> {
@@ -352,6 +365,12 @@ async fn main() -> anyhow::Result<()> {
             alertmanager: cli.alertmanager,
             alert_interval: cli.alert_interval,
             ..Default::default()
+        },
+        verify: patchgap_collector::response::verify::Settings {
+            every: cli.verify_every,
+            streak: cli.verify_streak,
+            counted: cli.verify_evidence,
+            fresh_after: Duration::from_secs(cli.fresh_after),
         },
         ..Default::default()
     };

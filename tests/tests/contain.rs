@@ -142,6 +142,12 @@ struct Connector {
 
 impl Connector {
     fn start(cgroup_rel: &str, imports: &str) -> Connector {
+        Connector::start_with(Path::new("/usr/bin/python3"), cgroup_rel, imports)
+    }
+
+    /// With another interpreter (a venv's `bin/python`, exec'd by that
+    /// path so the agent finds the venv from argv[0]).
+    fn start_with(python: &Path, cgroup_rel: &str, imports: &str) -> Connector {
         let script = format!(
             "import socket, time\n{imports}\n\
              print('ready', flush=True)\n\
@@ -162,7 +168,7 @@ impl Connector {
         let mut child = Command::new("/bin/sh")
             .args([
                 "-c",
-                &format!("{moves}exec /usr/bin/python3 -c \"$0\""),
+                &format!("{moves}exec {} -c \"$0\"", python.display()),
                 &script,
             ])
             .stdin(Stdio::null())
@@ -270,6 +276,8 @@ struct World {
     policy: PathBuf,
     scope_map: PathBuf,
     port: u16,
+    /// More collector flags (verification's interval and K).
+    collector_args: Vec<String>,
 }
 
 impl World {
@@ -283,6 +291,7 @@ impl World {
             .arg("--policy")
             .arg(&self.policy)
             .arg("--require-tokens")
+            .args(&self.collector_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -452,6 +461,7 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
         policy: scratch.path().join("policy.toml"),
         scope_map: scratch.path().join("scope.map"),
         port,
+        collector_args: Vec::new(),
     };
     // The built-in tiers, written out (the file is reloaded later).
     std::fs::copy(
@@ -776,4 +786,299 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     );
 
     drop((agent, collector, trainer, api, trainer_cg, api_cg, net));
+}
+
+/// A venv without pip, and its site-packages.
+fn venv(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = dir.join("venv");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&root)
+        .output()
+        .expect("python3 -m venv");
+    assert!(
+        out.status.success(),
+        "venv: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = std::fs::read_dir(root.join("lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python3")
+        })
+        .expect("lib/python3.X");
+    (root.join("bin/python"), lib.join("site-packages"))
+}
+
+/// Installs a `pip` distribution of `version` into `site` as a wheel
+/// would land: the package with a native library (a copy of libbz2 with
+/// its own inode, so the evidence is `mapped`) and its dist-info. A
+/// locally built stand-in: nothing is downloaded. The library is renamed
+/// over the old one, so a process that mapped it keeps the old file.
+fn install_pip(site: &Path, version: &str) {
+    for e in std::fs::read_dir(site).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("pip-") {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+    }
+    let pkg = site.join("pip");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__init__.py"),
+        format!("__version__ = {version:?}\n"),
+    )
+    .unwrap();
+    let tmp = pkg.join("_native.so.tmp");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libbz2.so.1.0", &tmp).unwrap();
+    std::fs::rename(&tmp, pkg.join("_native.so")).unwrap();
+    let dist = site.join(format!("pip-{version}.dist-info"));
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(
+        dist.join("METADATA"),
+        format!("Metadata-Version: 2.1\nName: pip\nVersion: {version}\n"),
+    )
+    .unwrap();
+    std::fs::write(dist.join("top_level.txt"), "pip\n").unwrap();
+    std::fs::write(
+        dist.join("RECORD"),
+        format!(
+            "pip/__init__.py,,\npip/_native.so,,\npip-{version}.dist-info/METADATA,,\npip-{version}.dist-info/RECORD,,\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// What the trainer imports: pip, and its native library mapped.
+const LOAD_PIP: &str = "import ctypes, os, pip\n\
+     ctypes.CDLL(os.path.join(os.path.dirname(pip.__file__), '_native.so'))";
+
+/// Issue 17's full loop: the trainer (pip 23.0.1 in its venv, a
+/// sensitive pod) is isolated by an approved plan; pip is upgraded to
+/// 23.3 in the venv and the trainer restarted; the checks go green, after
+/// K = 2 runs the isolation is lifted (reverted, and seen lifted by the
+/// agent: the trainer connects again), the incident is closed, and its
+/// evidence bundle verifies, but not with one byte changed.
+#[test]
+fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_closes() {
+    let bins = built_bins();
+    let scratch = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let w = World {
+        bins,
+        data: tempfile::tempdir().unwrap(),
+        runtime: tempfile::tempdir().unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        bpffs: Bpffs(PathBuf::from(format!(
+            "/sys/fs/bpf/pgtest-recover-{}",
+            std::process::id()
+        ))),
+        policy: scratch.path().join("policy.toml"),
+        scope_map: scratch.path().join("scope.map"),
+        port,
+        collector_args: ["--verify-every", "1s", "--verify-streak", "2"]
+            .map(String::from)
+            .to_vec(),
+    };
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/policy.example.toml"),
+        &w.policy,
+    )
+    .unwrap();
+    std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
+    let (feeds, alice, bob) = tokens(w.data.path());
+    let (python, site) = venv(scratch.path());
+    install_pip(&site, "23.0.1");
+
+    let net = Internet::new();
+    let (trainer_cg, trainer_rel) = pod(
+        w.runtime.path(),
+        "ml",
+        "trainer-7d9f8b6c5d-x2x4z",
+        "trainer",
+        3,
+    );
+    let trainer = Connector::start_with(&python, &trainer_rel, LOAD_PIP);
+    let start = now_ms();
+    assert!(
+        trainer
+            .wait_for(start, Duration::from_secs(5), |r| r == "ok")
+            .is_some()
+    );
+    let collector = w.collector();
+    let agent = w.agent();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w
+        .json(&alice, &["ps", "-o", "json"])
+        .to_string()
+        .contains(&format!("\"pid\":{}", trainer.pid()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never reported the trainer"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+
+    // Import, open, plan, approve, contain.
+    let advisory = critical_pip_advisory(scratch.path());
+    w.json(
+        &feeds,
+        &[
+            "advisories",
+            "import",
+            advisory.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let opened = w.json(
+        &alice,
+        &[
+            "incident",
+            "open",
+            "--advisory",
+            "PYSEC-2023-228",
+            "-o",
+            "json",
+        ],
+    );
+    let id = opened["id"].as_str().unwrap().to_string();
+    let plan = w.json(&alice, &["incident", "plan", &id, "-o", "json"]);
+    assert_eq!(plan["tier"], 1, "{plan:#}");
+    let hash = plan["hash"].as_str().unwrap().to_string();
+    let approved_at = now_ms();
+    let out = w.patchgap(&bob, &["incident", "approve", &id, "--plan", &hash]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        trainer
+            .wait_for(approved_at, Duration::from_secs(3), |r| r
+                .starts_with("err"))
+            .is_some(),
+        "the trainer was not isolated"
+    );
+    // Verification runs while contained: pip 23.0.1 still runs, mapped.
+    let shown = w.show_until(&alice, &id, Duration::from_secs(30), |s| {
+        s["verification"]["verdict"] == "failed"
+    });
+    assert_eq!(shown["state"], "verifying", "{shown:#}");
+    let blockers = shown["verification"]["blockers"].to_string();
+    assert!(
+        blockers.contains(&format!("pid {}", trainer.pid()))
+            && blockers.contains("pkg:pypi/pip@23.0.1"),
+        "{blockers}"
+    );
+
+    // The fix: pip 23.3 in the venv, the trainer restarted (still in its
+    // isolated pod: its connects keep failing until the lift).
+    install_pip(&site, "23.3");
+    drop(trainer);
+    let fixed_at = now_ms();
+    let trainer = Connector::start_with(&python, &trainer_rel, LOAD_PIP);
+    let shown = w.show_until(&alice, &id, Duration::from_secs(90), |s| {
+        s["state"] == "closed"
+    });
+    let isolate = shown["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "isolate_affected_workloads")
+        .unwrap()
+        .clone();
+    assert_eq!(isolate["state"], "reverted", "{isolate:#}");
+    assert!(!isolate["revert_verified_at"].is_null(), "{isolate:#}");
+    assert_eq!(shown["verification"]["verdict"], "successful");
+    let transitions: Vec<String> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state_changed")
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for step in [
+        "contained->verifying",
+        "verifying->recovering",
+        "recovering->closed",
+    ] {
+        assert!(
+            transitions.iter().any(|t| t == step),
+            "{step}: {transitions:?}"
+        );
+    }
+    // The lift is real: the restarted trainer connects again.
+    let lifted = trainer.wait_for(fixed_at, Duration::from_secs(5), |r| r == "ok");
+    assert!(
+        lifted.is_some(),
+        "still isolated: {:?}",
+        trainer.since(fixed_at)
+    );
+    let tree = attached_cgroups();
+    assert!(!tree.contains(&trainer_rel), "{tree}");
+
+    // The evidence: verifies with the collector's key; one changed byte
+    // does not.
+    let ev = w.patchgap(&alice, &["incident", "evidence", &id]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let keyid = String::from_utf8_lossy(&ev.stderr)
+        .trim()
+        .trim_start_matches("signed by ")
+        .to_string();
+    let bundle = scratch.path().join("bundle.json");
+    std::fs::write(&bundle, &ev.stdout).unwrap();
+    let verify = |file: &Path, key: &str| {
+        Command::new(w.bins.join("patchgap"))
+            .args(["evidence", "verify"])
+            .arg(file)
+            .args(["--key", key])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&bundle, &keyid);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("closed with evidence: true"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let mut changed = ev.stdout.clone();
+    let at = String::from_utf8_lossy(&changed)
+        .find("\"payload\": \"")
+        .unwrap()
+        + 64;
+    changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+    let tampered = scratch.path().join("tampered.json");
+    std::fs::write(&tampered, &changed).unwrap();
+    let refused = verify(&tampered, &keyid);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    drop((agent, collector, trainer, trainer_cg, net));
 }

@@ -35,13 +35,28 @@ use crate::{
 /// not know needs `admin`, so a new RPC is closed until it is listed.
 pub fn required_scope(method: &str) -> Scope {
     match method {
-        "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
-        | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" | "ListIncidents"
-        | "GetIncident" | "GateCheck" => Scope::Read,
+        "FindPackage"
+        | "ListHosts"
+        | "ListProcesses"
+        | "ListWorkloads"
+        | "ListConnections"
+        | "ListAdvisories"
+        | "GetAdvisory"
+        | "ListFindings"
+        | "ListSboms"
+        | "ListIncidents"
+        | "GetIncident"
+        | "GateCheck"
+        | "GetIncidentEvidence"
+        | "GetIncidentGraph"
+        | "GetResponseReport" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.
         "OpenIncident" | "PlanIncident" | "RevertIncident" => Scope::Respond,
+        // A forced close lifts containment; a retired host leaves the
+        // coverage of every open incident.
+        "CloseIncident" | "RetireHost" => Scope::Respond,
         // Approving starts containment: the one act that needs `approve`.
         "ApproveIncident" => Scope::Approve,
         "PushSbom" => Scope::IngestSbom,

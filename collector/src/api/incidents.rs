@@ -202,6 +202,9 @@ pub(super) async fn get(
         .await?;
     let mut out = incident(shown.id, &shown.incident, &shown.events);
     out.policy = Some(policy_in_force(&svc.policy().state()));
+    if let Some(v) = &mut out.verification {
+        v.streak_required = svc.verify_settings().streak;
+    }
     fill_counters(&mut out, shown.id, &shown.incident, &svc.hub);
     Ok(v1::GetIncidentResponse {
         incident: Some(out),
@@ -263,7 +266,7 @@ fn scope(s: &Scope) -> v1::IncidentScope {
     }
 }
 
-fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
+pub(super) fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
     v1::Incident {
         id: display_id(id),
         dedup_key: i.dedup_key.clone(),
@@ -291,6 +294,7 @@ fn incident(id: i64, i: &Incident, events: &[Recorded]) -> v1::Incident {
         plan: i.plan.as_ref().map(|r| plan_message(&r.plan, Some(r))),
         actions: i.actions.iter().map(action_message).collect(),
         policy: None,
+        verification: super::verify::verification(i),
     }
 }
 

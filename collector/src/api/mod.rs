@@ -21,6 +21,7 @@ pub mod paging;
 mod query;
 mod sboms;
 mod security;
+mod verify;
 
 use std::{
     collections::HashMap,

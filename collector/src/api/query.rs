@@ -62,6 +62,8 @@ pub struct QueryService {
     pub(super) hub: Arc<crate::response::contain::Hub>,
     /// GateCheck's open-incident facts between calls.
     pub(super) gate: Arc<crate::response::gate::facts::Cache>,
+    /// How verification runs (K, the evidence counted), for answers.
+    verify: crate::response::verify::Settings,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -95,7 +97,18 @@ impl QueryService {
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
             gate: Default::default(),
+            verify: crate::response::verify::Settings::default(),
         }
+    }
+
+    /// Answers with these verification settings (the collector's).
+    pub fn with_verify(mut self, settings: crate::response::verify::Settings) -> Self {
+        self.verify = settings;
+        self
+    }
+
+    pub(super) fn verify_settings(&self) -> &crate::response::verify::Settings {
+        &self.verify
     }
 
     /// Plans, approvals and reverts publish to this hub (a hub of its own
@@ -658,6 +671,56 @@ impl Query for QueryService {
             super::gate::summary,
             |req, _| async move { super::gate::check(self, req).await },
         )
+        .await
+    }
+
+    async fn close_incident(
+        &self,
+        request: Request<v1::CloseIncidentRequest>,
+    ) -> Result<Response<v1::CloseIncidentResponse>, Status> {
+        self.audited("CloseIncident", request, ok, |req, caller| async move {
+            super::verify::close(self, req, imported_by(&caller)).await
+        })
+        .await
+    }
+
+    async fn get_incident_evidence(
+        &self,
+        request: Request<v1::GetIncidentEvidenceRequest>,
+    ) -> Result<Response<v1::GetIncidentEvidenceResponse>, Status> {
+        self.audited("GetIncidentEvidence", request, ok, |req, _| async move {
+            super::verify::evidence(self, req).await
+        })
+        .await
+    }
+
+    async fn retire_host(
+        &self,
+        request: Request<v1::RetireHostRequest>,
+    ) -> Result<Response<v1::RetireHostResponse>, Status> {
+        self.audited("RetireHost", request, ok, |req, caller| async move {
+            super::verify::retire(self, req, imported_by(&caller)).await
+        })
+        .await
+    }
+
+    async fn get_incident_graph(
+        &self,
+        request: Request<v1::GetIncidentGraphRequest>,
+    ) -> Result<Response<v1::GetIncidentGraphResponse>, Status> {
+        self.audited("GetIncidentGraph", request, ok, |req, _| async move {
+            super::verify::graph(self, req).await
+        })
+        .await
+    }
+
+    async fn get_response_report(
+        &self,
+        request: Request<v1::GetResponseReportRequest>,
+    ) -> Result<Response<v1::GetResponseReportResponse>, Status> {
+        self.audited("GetResponseReport", request, ok, |req, _| async move {
+            super::verify::report(self, req).await
+        })
         .await
     }
 }

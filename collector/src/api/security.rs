@@ -165,6 +165,11 @@ plain_args!(
     v1::PlanIncidentRequest,
     v1::ApproveIncidentRequest,
     v1::RevertIncidentRequest,
+    v1::CloseIncidentRequest,
+    v1::GetIncidentEvidenceRequest,
+    v1::RetireHostRequest,
+    v1::GetIncidentGraphRequest,
+    v1::GetResponseReportRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

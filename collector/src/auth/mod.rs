@@ -231,6 +231,21 @@ impl SigningKey {
         PublicToken::sign(&self.secret, payload, None, Some(b"patchgap-audit"))
     }
 
+    /// The ed25519 public key, as 32 bytes (evidence bundles name it).
+    pub fn ed25519_public(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.public.as_bytes());
+        out
+    }
+
+    /// A plain ed25519 signature of `msg` (DSSE evidence bundles), by the
+    /// same key as the tokens and audit checkpoints.
+    pub fn sign_ed25519(&self, msg: &[u8]) -> [u8; 64] {
+        let sk = ed25519_compact::SecretKey::from_slice(self.secret.as_bytes())
+            .expect("a loaded key is a valid ed25519 secret key");
+        *sk.sign(msg, None)
+    }
+
     /// The payload of a token made by [`Self::sign_bytes`], if its
     /// signature holds.
     pub fn verify_bytes(&self, signed: &str) -> Option<Vec<u8>> {

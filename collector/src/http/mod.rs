@@ -1,7 +1,8 @@
 //! The collector's HTTP listener (`--http-listen`): what speaks plain HTTP
 //! rather than gRPC. Today the Kubernetes admission webhook
-//! (`POST /v1/admission`, `admission.rs`); `/metrics` and webhook
-//! callbacks come next on the same listener.
+//! (`POST /v1/admission`, `admission.rs`) and the Prometheus exposition
+//! (`GET /metrics`, `metrics.rs`); webhook callbacks come next on the same
+//! listener.
 //!
 //! Adding a route is one line in [`router`]: a path, a method and a
 //! handler that takes `State<Http>` (and, if it reads a body, `Bytes`,
@@ -18,6 +19,7 @@
 //! a store transaction across an await, and nothing here knows SQL.
 
 pub mod admission;
+pub mod metrics;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -27,7 +29,7 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -80,6 +82,12 @@ pub struct Http {
     pub audit: Arc<AuditLog>,
     /// The open incidents' gate facts between requests.
     pub gate: Arc<crate::response::gate::facts::Cache>,
+    /// The agents streaming now (`/metrics`' agents connected).
+    pub connected: crate::api::Connected,
+    /// When a host counts as stale (`/metrics`).
+    pub fresh_after: Duration,
+    /// The store's directory (`/metrics`' store size).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The client's address, for logs and the audit log.
@@ -90,6 +98,7 @@ pub struct Peer(pub SocketAddr);
 pub fn router(state: Http) -> Router {
     Router::new()
         .route("/v1/admission", post(admission::review))
+        .route("/metrics", get(metrics::scrape))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(within_timeout))
         .with_state(state)

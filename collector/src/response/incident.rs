@@ -97,8 +97,12 @@ impl State {
     /// longer holds), an approval can be refused back to `planned`, and
     /// a failed verification goes back to `contained`. A plan with
     /// nothing to contain (tier 3: a patch window) goes straight to
-    /// `verifying`. `false_positive` is reachable from every open state;
-    /// `closed` and `false_positive` lead nowhere.
+    /// `verifying`. A closed incident reopens to `scoped` when an affected
+    /// version runs in its scope again (a rollback, a new host, an old
+    /// image: `verify` decides), so the policy plans it again.
+    /// `false_positive` is reachable from every open state and leads
+    /// nowhere. (A forced close is its own event, [`Event::ForceClosed`],
+    /// not an edge: no `state_changed` skips the gate.)
     pub fn can_become(self, to: State) -> bool {
         use State::*;
         if to == FalsePositive {
@@ -119,6 +123,7 @@ impl State {
                 | (Verifying, Contained)
                 | (Verifying, Recovering)
                 | (Recovering, Closed)
+                | (Closed, Scoped)
         )
     }
 }
@@ -386,6 +391,23 @@ pub enum Event {
         actions: Vec<u32>,
         reason: String,
     },
+    /// One verification run: each convergence check's verdict with its
+    /// evidence (`response::verify`).
+    Checked {
+        run: super::verify::Run,
+    },
+    /// A responder closed the incident without converged evidence, for
+    /// `reason`. The metrics count it as closed without evidence.
+    ForceClosed {
+        reason: String,
+    },
+    /// A host left the incident's coverage on purpose (`patchgap hosts
+    /// retire`): it is decommissioned, not silent.
+    HostRetired {
+        host: String,
+        #[serde(default)]
+        reason: String,
+    },
 }
 
 impl Event {
@@ -401,6 +423,9 @@ impl Event {
             Event::Requested { .. } => "requested",
             Event::Observed { .. } => "observed",
             Event::Reverted { .. } => "reverted",
+            Event::Checked { .. } => "checked",
+            Event::ForceClosed { .. } => "force_closed",
+            Event::HostRetired { .. } => "host_retired",
         }
     }
 }
@@ -612,6 +637,23 @@ pub struct Incident {
     /// The number the next planned action gets.
     #[serde(default = "one")]
     pub next_action: u32,
+    /// Every host any scope of the incident named, but those retired:
+    /// the hosts whose freshness the coverage check asks for, also after
+    /// the affected processes left the scope.
+    #[serde(default)]
+    pub hosts_seen: BTreeSet<String>,
+    /// Hosts retired on purpose (decommissioned), never asked for again.
+    #[serde(default)]
+    pub hosts_retired: BTreeSet<String>,
+    /// The last verification run and the successful streak it ends.
+    #[serde(default)]
+    pub verification: Option<super::verify::Verification>,
+    /// Why a responder closed it without evidence (`force_closed`).
+    #[serde(default)]
+    pub forced_close: Option<String>,
+    /// How often it reopened after a close.
+    #[serde(default)]
+    pub reopened: u32,
 }
 
 fn one() -> u32 {
@@ -665,6 +707,10 @@ pub enum IncidentError {
     NoSuchAction(u32),
     #[error("no action in force")]
     NothingToRevert,
+    #[error("a forced close needs a reason (--reason TEXT)")]
+    ForceWithoutReason,
+    #[error("event {seq}: a {state} incident is not being verified")]
+    NotVerifying { seq: i64, state: State },
     #[error("event {seq} ({kind}) does not decode: {reason}")]
     Undecodable {
         seq: i64,
@@ -701,6 +747,11 @@ impl Incident {
             plan: None,
             actions: Vec::new(),
             next_action: 1,
+            hosts_seen: BTreeSet::new(),
+            hosts_retired: BTreeSet::new(),
+            verification: None,
+            forced_close: None,
+            reopened: 0,
         })
     }
 
@@ -723,6 +774,13 @@ impl Incident {
                     });
                 }
                 self.scope = scope.clone();
+                self.hosts_seen.extend(
+                    scope
+                        .hosts
+                        .iter()
+                        .filter(|h| !self.hosts_retired.contains(*h))
+                        .cloned(),
+                );
             }
             Event::StateChanged { from, to, .. } => {
                 if *from != self.state {
@@ -738,9 +796,57 @@ impl Incident {
                         to: *to,
                     });
                 }
+                if *from == State::Closed {
+                    // Reopened: the gate starts over.
+                    self.reopened += 1;
+                    self.verification = None;
+                    self.forced_close = None;
+                }
                 self.state = *to;
             }
             Event::Note { .. } => {}
+            Event::Checked { run } => {
+                if !matches!(
+                    self.state,
+                    State::Contained | State::Verifying | State::Recovering
+                ) {
+                    return Err(IncidentError::NotVerifying {
+                        seq: r.seq,
+                        state: self.state,
+                    });
+                }
+                let streak = match (&self.verification, run.verdict) {
+                    (_, super::verify::Verdict::Successful) => {
+                        self.verification.as_ref().map_or(0, |v| v.streak) + 1
+                    }
+                    _ => 0,
+                };
+                let streak_since_ms = match &self.verification {
+                    Some(v) if streak > 1 => v.streak_since_ms,
+                    _ if streak == 1 => r.at_ms,
+                    _ => 0,
+                };
+                self.verification = Some(super::verify::Verification {
+                    last: run.clone(),
+                    at_ms: r.at_ms,
+                    streak,
+                    streak_since_ms,
+                });
+            }
+            Event::ForceClosed { reason } => {
+                if !self.state.is_open() {
+                    return Err(IncidentError::IllegalTransition {
+                        from: self.state,
+                        to: State::Closed,
+                    });
+                }
+                self.state = State::Closed;
+                self.forced_close = Some(reason.clone());
+            }
+            Event::HostRetired { host, .. } => {
+                self.hosts_seen.remove(host);
+                self.hosts_retired.insert(host.clone());
+            }
             Event::TierRouted { tier, name } => {
                 self.tier = *tier;
                 self.tier_name = name.clone();
@@ -1146,6 +1252,7 @@ mod tests {
             (Verifying, Contained),
             (Verifying, Recovering),
             (Recovering, Closed),
+            (Closed, Scoped),
         ]
         .into();
         for s in State::ALL.into_iter().filter(|s| s.is_open()) {
@@ -1163,7 +1270,9 @@ mod tests {
             (Detected, Contained),
             (Scoped, Closed),
             (Contained, Scoped),
-            (Closed, Scoped),
+            (Closed, Verifying),
+            (Closed, Contained),
+            (FalsePositive, Scoped),
             (FalsePositive, Detected),
             (Closed, FalsePositive),
             (FalsePositive, FalsePositive),

@@ -28,6 +28,7 @@ pub mod gate;
 pub mod incident;
 pub mod plan;
 pub mod policy;
+pub mod verify;
 
 pub use policy::{
     Action, ActionKind, Admission, Approval, Cidr, Evidence, Exception, FindingFacts, GateSettings,

@@ -111,7 +111,7 @@ fn identity(host_id: &str, hostname: &str) -> HostIdentity {
     }
 }
 
-fn hello_for(host_id: &str, hostname: &str, session: &str) -> Hello {
+pub(crate) fn hello_for(host_id: &str, hostname: &str, session: &str) -> Hello {
     Hello {
         host: Some(identity(host_id, hostname)),
         agent_version: "0.1.0".into(),

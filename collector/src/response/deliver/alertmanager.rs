@@ -361,6 +361,11 @@ mod tests {
                 time_to_containment_ms: None,
             }],
             next_action: 2,
+            hosts_seen: Default::default(),
+            hosts_retired: Default::default(),
+            verification: None,
+            forced_close: None,
+            reopened: 0,
         }
     }
 

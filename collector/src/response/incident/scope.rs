@@ -84,9 +84,33 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
         host: None,
         instances: BTreeMap::new(),
     };
+    if let Source::Advisory { host, .. } = source {
+        fold.host = host.as_deref();
+    }
+    walk_source(store, source, &mut |matches| {
+        if fold.scope.processes as usize >= MAX_PROCESSES {
+            fold.scope.truncated = true;
+            return false;
+        }
+        fold.process(matches);
+        true
+    })?;
+    let mut scope = fold.scope;
+    scope.instances = fold.instances.into_values().collect();
+    Ok(scope)
+}
+
+/// Every exposed process of `source`'s answer, its matches at a time, in
+/// pages, until `visit` says stop (returns false) or the answer ends.
+/// What the scope folds, and what `verify` checks process by process
+/// (evidence, stale mappings) without the fold.
+pub fn walk_source(
+    store: &dyn Store,
+    source: &Source,
+    visit: &mut dyn FnMut(&[v1::Match]) -> bool,
+) -> Result<(), ScopeError> {
     match source {
-        Source::Advisory { id, host, .. } => {
-            fold.host = host.as_deref();
+        Source::Advisory { id, .. } => {
             let ids = advisory_ids(store, id)?;
             let index = exposure::FindingsIndex::load(
                 store,
@@ -96,7 +120,7 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
                     include_fixed: false,
                 },
             )?;
-            walk(&mut fold, |after| {
+            walk(visit, |after| {
                 exposure::findings_page(store, &index, None, after, PAGE)
             })?;
         }
@@ -126,16 +150,14 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
                 version_ok: &version_ok,
                 window: None,
             };
-            walk(&mut fold, |after| {
+            walk(visit, |after| {
                 exposure::find_package_page(store, &query, after, PAGE)
             })?;
         }
         Source::PolicyRule { .. } => return Err(ScopeError::NoQuery("a policy rule")),
         Source::EgressAlert { .. } => return Err(ScopeError::NoQuery("an egress alert")),
     }
-    let mut scope = fold.scope;
-    scope.instances = fold.instances.into_values().collect();
-    Ok(scope)
+    Ok(())
 }
 
 /// An instance as its workload row describes it (or, for a process whose
@@ -182,20 +204,18 @@ fn purl_type(purl: &str) -> Option<&str> {
     purl.strip_prefix("pkg:")?.split('/').next()
 }
 
-/// Walks pages until the answer ends or the scope is full.
+/// Walks pages until the answer ends or `visit` says stop.
 fn walk(
-    fold: &mut Fold<'_>,
+    visit: &mut dyn FnMut(&[v1::Match]) -> bool,
     mut page: impl FnMut(Option<&ProcessCursor>) -> crate::store::Result<MatchPage>,
 ) -> Result<(), ScopeError> {
     let mut after: Option<ProcessCursor> = None;
     loop {
         let p = page(after.as_ref())?;
         for (_, matches) in p.processes {
-            if fold.scope.processes as usize >= MAX_PROCESSES {
-                fold.scope.truncated = true;
+            if !visit(&matches) {
                 return Ok(());
             }
-            fold.process(&matches);
         }
         match p.next {
             Some(n) => after = Some(n),

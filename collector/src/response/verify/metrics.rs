@@ -1,0 +1,690 @@
+//! How well the response went, from the incidents' event logs alone: time
+//! to scope (detected → scoped), time to containment per tier (detected →
+//! the action's verified effect) with the approval wait apart (plan
+//! recorded → approved), convergence time (detected → the start of the
+//! closing streak), the share of incidents closed with evidence, the
+//! false-positive containment rate per tier (actions reverted as
+//! `false-positive` or `not-affected` over actions applied), and reopens.
+//! Distributions as p50, p90 and max (nearest rank), never bare means.
+//!
+//! `render` writes the same values, with the collector's operational
+//! gauges, in the Prometheus text exposition format (version 0.0.4) for
+//! the HTTP listener's `/metrics`. Everything here is pure.
+
+use std::{collections::BTreeMap, fmt::Write};
+
+use serde::Serialize;
+
+use crate::response::incident::{Event, Observation, Recorded, State};
+
+/// What one incident's log says, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IncidentTimes {
+    pub id: i64,
+    pub opened_at_ms: i64,
+    /// The tier routed last (0: none).
+    pub tier: u32,
+    pub time_to_scope_ms: Option<i64>,
+    /// (tier, detected → verified effect) per action that took effect.
+    pub time_to_containment_ms: Vec<(u32, i64)>,
+    /// (tier, plan recorded → approved) per approval.
+    pub approval_wait_ms: Vec<(u32, i64)>,
+    /// Detected → the first run of each streak that moved it to
+    /// `recovering`.
+    pub convergence_ms: Vec<i64>,
+    /// Where it ended: Some(true) closed with evidence, Some(false) closed
+    /// by force, None not closed.
+    pub closed_with_evidence: Option<bool>,
+    pub reopens: u32,
+    /// Per tier: actions that took effect, and those reverted as a false
+    /// positive or not affected.
+    pub applied: BTreeMap<u32, u64>,
+    pub false_positive: BTreeMap<u32, u64>,
+}
+
+/// Reads one incident's log.
+pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
+    let mut t = IncidentTimes {
+        id,
+        ..IncidentTimes::default()
+    };
+    let Some(first) = events.first() else {
+        return t;
+    };
+    t.opened_at_ms = first.at_ms;
+    let opened = first.at_ms;
+    let mut plans: BTreeMap<String, i64> = BTreeMap::new();
+    // Action id → its tier when it took effect.
+    let mut took_effect: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut streak_start: Option<i64> = None;
+    for r in events {
+        match &r.event {
+            Event::TierRouted { tier, .. } => t.tier = tier.unwrap_or(0),
+            Event::StateChanged { from, to, .. } => {
+                if *to == State::Scoped && *from == State::Detected && t.time_to_scope_ms.is_none()
+                {
+                    t.time_to_scope_ms = Some(r.at_ms - opened);
+                }
+                if *to == State::Recovering
+                    && let Some(s) = streak_start
+                {
+                    t.convergence_ms.push(s - opened);
+                }
+                if *from == State::Closed {
+                    t.reopens += 1;
+                    t.closed_with_evidence = None;
+                }
+                if *to == State::Closed {
+                    t.closed_with_evidence = Some(true);
+                }
+            }
+            Event::ForceClosed { .. } => t.closed_with_evidence = Some(false),
+            Event::Planned { plan } => {
+                plans.insert(plan.hash.clone(), r.at_ms);
+            }
+            Event::Approved { plan, .. } => {
+                if let Some(at) = plans.get(plan) {
+                    t.approval_wait_ms.push((t.tier, r.at_ms - at));
+                }
+            }
+            Event::Observed {
+                action,
+                observation,
+            } => match observation {
+                Observation::Applied { .. } if !took_effect.contains_key(action) => {
+                    took_effect.insert(*action, t.tier);
+                    *t.applied.entry(t.tier).or_default() += 1;
+                }
+                Observation::Verified {
+                    time_to_containment_ms,
+                    ..
+                } => {
+                    if !took_effect.contains_key(action) {
+                        took_effect.insert(*action, t.tier);
+                        *t.applied.entry(t.tier).or_default() += 1;
+                    }
+                    t.time_to_containment_ms
+                        .push((took_effect[action], *time_to_containment_ms));
+                }
+                _ => {}
+            },
+            Event::Reverted { actions, reason }
+                if reason == "false-positive" || reason == "not-affected" =>
+            {
+                for a in actions {
+                    if let Some(tier) = took_effect.get(a) {
+                        *t.false_positive.entry(*tier).or_default() += 1;
+                    }
+                }
+            }
+            Event::Checked { run } => {
+                if run.verdict == super::Verdict::Successful {
+                    streak_start.get_or_insert(r.at_ms);
+                } else {
+                    streak_start = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+/// p50, p90 and max of a sample (nearest rank), with its count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Dist {
+    pub count: u64,
+    pub p50_ms: Option<i64>,
+    pub p90_ms: Option<i64>,
+    pub max_ms: Option<i64>,
+}
+
+impl Dist {
+    pub fn of(samples: &[i64]) -> Dist {
+        let mut s = samples.to_vec();
+        s.sort_unstable();
+        let rank = |p: u64| -> Option<i64> {
+            if s.is_empty() {
+                return None;
+            }
+            // Nearest rank: ceil(p/100 * n), from 1.
+            let n = s.len() as u64;
+            let k = (p * n).div_ceil(100).max(1);
+            Some(s[(k - 1) as usize])
+        };
+        Dist {
+            count: s.len() as u64,
+            p50_ms: rank(50),
+            p90_ms: rank(90),
+            max_ms: s.last().copied(),
+        }
+    }
+}
+
+/// The report over a set of incidents, with the samples behind it (for
+/// the histograms).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub incidents: u64,
+    pub time_to_scope: Dist,
+    /// By tier (0: none routed).
+    pub time_to_containment: BTreeMap<u32, Dist>,
+    pub approval_wait: BTreeMap<u32, Dist>,
+    pub convergence: Dist,
+    pub closed: u64,
+    pub closed_with_evidence: u64,
+    /// closed_with_evidence / closed (None when none closed).
+    pub share_closed_with_evidence: Option<f64>,
+    pub actions_applied: BTreeMap<u32, u64>,
+    pub false_positive_reverts: BTreeMap<u32, u64>,
+    /// false positives / applied, per tier.
+    pub false_positive_rate: BTreeMap<u32, f64>,
+    pub reopens: u64,
+    #[serde(skip)]
+    pub samples: Samples,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    pub time_to_scope: Vec<i64>,
+    pub time_to_containment: BTreeMap<u32, Vec<i64>>,
+    pub approval_wait: BTreeMap<u32, Vec<i64>>,
+    pub convergence: Vec<i64>,
+}
+
+pub fn report(incidents: &[IncidentTimes]) -> Report {
+    let mut s = Samples::default();
+    let mut r = Report {
+        incidents: incidents.len() as u64,
+        ..Report::default()
+    };
+    for i in incidents {
+        s.time_to_scope.extend(i.time_to_scope_ms);
+        for (tier, ms) in &i.time_to_containment_ms {
+            s.time_to_containment.entry(*tier).or_default().push(*ms);
+        }
+        for (tier, ms) in &i.approval_wait_ms {
+            s.approval_wait.entry(*tier).or_default().push(*ms);
+        }
+        s.convergence.extend(&i.convergence_ms);
+        if let Some(with) = i.closed_with_evidence {
+            r.closed += 1;
+            r.closed_with_evidence += u64::from(with);
+        }
+        r.reopens += u64::from(i.reopens);
+        for (tier, n) in &i.applied {
+            *r.actions_applied.entry(*tier).or_default() += n;
+        }
+        for (tier, n) in &i.false_positive {
+            *r.false_positive_reverts.entry(*tier).or_default() += n;
+        }
+    }
+    r.time_to_scope = Dist::of(&s.time_to_scope);
+    r.time_to_containment = s
+        .time_to_containment
+        .iter()
+        .map(|(t, v)| (*t, Dist::of(v)))
+        .collect();
+    r.approval_wait = s
+        .approval_wait
+        .iter()
+        .map(|(t, v)| (*t, Dist::of(v)))
+        .collect();
+    r.convergence = Dist::of(&s.convergence);
+    r.share_closed_with_evidence =
+        (r.closed > 0).then(|| r.closed_with_evidence as f64 / r.closed as f64);
+    r.false_positive_rate = r
+        .actions_applied
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| {
+            let fp = r.false_positive_reverts.get(t).copied().unwrap_or(0);
+            (*t, fp as f64 / *n as f64)
+        })
+        .collect();
+    r.samples = s;
+    r
+}
+
+/// The collector's own state, for the same exposition.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Operational {
+    pub agents_connected: u64,
+    /// The oldest unacknowledged agent message's age, seconds.
+    pub ingest_lag_seconds: f64,
+    /// Events the agents lost (kernel and user side, summed).
+    pub lost_events: u64,
+    pub stale_hosts: u64,
+    pub store_bytes: u64,
+}
+
+/// Histogram buckets, in seconds: a second to a week.
+pub const BUCKETS_SECONDS: [f64; 11] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0,
+];
+
+fn histogram(out: &mut String, name: &str, help: &str, series: &[(Option<String>, &[i64])]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (label, samples) in series {
+        let lbl = |extra: &str| -> String {
+            match (label, extra.is_empty()) {
+                (Some(l), true) => format!("{{{l}}}"),
+                (Some(l), false) => format!("{{{l},{extra}}}"),
+                (None, true) => String::new(),
+                (None, false) => format!("{{{extra}}}"),
+            }
+        };
+        let secs: Vec<f64> = samples.iter().map(|ms| *ms as f64 / 1000.0).collect();
+        for b in BUCKETS_SECONDS {
+            let n = secs.iter().filter(|s| **s <= b).count();
+            let _ = writeln!(out, "{name}_bucket{} {n}", lbl(&format!("le=\"{b}\"")));
+        }
+        let _ = writeln!(out, "{name}_bucket{} {}", lbl("le=\"+Inf\""), secs.len());
+        let _ = writeln!(out, "{name}_sum{} {}", lbl(""), secs.iter().sum::<f64>());
+        let _ = writeln!(out, "{name}_count{} {}", lbl(""), secs.len());
+    }
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, series: &[(Option<String>, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (label, v) in series {
+        match label {
+            Some(l) => {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+            None => {
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+    }
+}
+
+fn tier_label(t: u32) -> String {
+    format!("tier=\"{t}\"")
+}
+
+/// The report and the operational gauges in the Prometheus text format.
+/// Label values are tier numbers and fixed words only: nothing a caller
+/// controls reaches the exposition.
+pub fn render(report: &Report, ops: &Operational) -> String {
+    let mut out = String::new();
+    let s = &report.samples;
+    histogram(
+        &mut out,
+        "patchgap_incident_time_to_scope_seconds",
+        "From an incident's detection to its scope.",
+        &[(None, &s.time_to_scope)],
+    );
+    let by_tier = |m: &BTreeMap<u32, Vec<i64>>| -> Vec<(Option<String>, Vec<i64>)> {
+        m.iter()
+            .map(|(t, v)| (Some(tier_label(*t)), v.clone()))
+            .collect()
+    };
+    let ttc = by_tier(&s.time_to_containment);
+    histogram(
+        &mut out,
+        "patchgap_incident_time_to_containment_seconds",
+        "From detection to a containment action's verified effect, by tier.",
+        &ttc.iter()
+            .map(|(l, v)| (l.clone(), v.as_slice()))
+            .collect::<Vec<_>>(),
+    );
+    let wait = by_tier(&s.approval_wait);
+    histogram(
+        &mut out,
+        "patchgap_incident_approval_wait_seconds",
+        "From a plan recorded to its approval, by tier.",
+        &wait
+            .iter()
+            .map(|(l, v)| (l.clone(), v.as_slice()))
+            .collect::<Vec<_>>(),
+    );
+    histogram(
+        &mut out,
+        "patchgap_incident_convergence_seconds",
+        "From detection to the start of the streak of successful checks that closed it.",
+        &[(None, &s.convergence)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_incidents_closed_total",
+        "counter",
+        "Incidents closed, with runtime evidence or by force without it.",
+        &[
+            (
+                Some("evidence=\"true\"".into()),
+                report.closed_with_evidence as f64,
+            ),
+            (
+                Some("evidence=\"false\"".into()),
+                (report.closed - report.closed_with_evidence) as f64,
+            ),
+        ],
+    );
+    scalar(
+        &mut out,
+        "patchgap_incident_reopens_total",
+        "counter",
+        "Closed incidents reopened because an affected version ran again.",
+        &[(None, report.reopens as f64)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_containment_actions_applied_total",
+        "counter",
+        "Containment actions that took effect, by tier.",
+        &report
+            .actions_applied
+            .iter()
+            .map(|(t, n)| (Some(tier_label(*t)), *n as f64))
+            .collect::<Vec<_>>(),
+    );
+    scalar(
+        &mut out,
+        "patchgap_containment_false_positive_total",
+        "counter",
+        "Containment actions reverted as a false positive or not affected, by tier.",
+        &report
+            .actions_applied
+            .keys()
+            .map(|t| {
+                let n = report.false_positive_reverts.get(t).copied().unwrap_or(0);
+                (Some(tier_label(*t)), n as f64)
+            })
+            .collect::<Vec<_>>(),
+    );
+    scalar(
+        &mut out,
+        "patchgap_agents_connected",
+        "gauge",
+        "Agent streams connected now.",
+        &[(None, ops.agents_connected as f64)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_ingest_lag_seconds",
+        "gauge",
+        "Age of the oldest agent message not yet stored.",
+        &[(None, ops.ingest_lag_seconds)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_agent_lost_events",
+        "gauge",
+        "Events the agents report lost, summed over hosts (their counters reset when an agent restarts).",
+        &[(None, ops.lost_events as f64)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_hosts_stale",
+        "gauge",
+        "Hosts that have not reported within the freshness window.",
+        &[(None, ops.stale_hosts as f64)],
+    );
+    scalar(
+        &mut out,
+        "patchgap_store_size_bytes",
+        "gauge",
+        "Size of the store on disk.",
+        &[(None, ops.store_bytes as f64)],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::{
+        incident::{Plan, Source},
+        verify::{Run, Verdict},
+    };
+
+    fn at(seq: i64, at_ms: i64, event: Event) -> Recorded {
+        Recorded {
+            seq,
+            at_ms,
+            actor: "a".into(),
+            event,
+        }
+    }
+
+    fn moved(from: State, to: State) -> Event {
+        Event::StateChanged {
+            from,
+            to,
+            reason: String::new(),
+        }
+    }
+
+    fn checked(v: Verdict) -> Event {
+        Event::Checked {
+            run: Run {
+                verdict: v,
+                checks: vec![],
+            },
+        }
+    }
+
+    pub(super) fn log() -> Vec<Recorded> {
+        let source = Source::Package {
+            package: "x".into(),
+            name: "x".into(),
+            ecosystem: None,
+            group: None,
+            range: None,
+        };
+        let plan = Plan {
+            hash: "h1".into(),
+            tier: Some(1),
+            tier_name: String::new(),
+            exception: None,
+            actions: vec![],
+        };
+        use State::*;
+        vec![
+            at(
+                1,
+                1_000,
+                Event::Opened {
+                    dedup_key: source.dedup_key(),
+                    source,
+                },
+            ),
+            at(2, 1_250, moved(Detected, Scoped)),
+            at(
+                3,
+                2_000,
+                Event::TierRouted {
+                    tier: Some(1),
+                    name: String::new(),
+                },
+            ),
+            at(4, 2_000, Event::Planned { plan }),
+            at(
+                5,
+                9_000,
+                Event::Approved {
+                    plan: "h1".into(),
+                    actions: vec![1],
+                },
+            ),
+            at(
+                6,
+                9_500,
+                Event::Observed {
+                    action: 1,
+                    observation: Observation::Verified {
+                        at_ms: 9_400,
+                        time_to_containment_ms: 8_400,
+                    },
+                },
+            ),
+            at(7, 9_600, moved(ApprovalPending, Contained)),
+            at(8, 10_000, checked(Verdict::Failed)),
+            at(9, 11_000, checked(Verdict::Successful)),
+            at(10, 12_000, checked(Verdict::Inconclusive)),
+            at(11, 13_000, checked(Verdict::Successful)),
+            at(12, 14_000, checked(Verdict::Successful)),
+            at(13, 14_000, moved(Verifying, Recovering)),
+            at(
+                14,
+                15_000,
+                Event::Reverted {
+                    actions: vec![1],
+                    reason: "resolved".into(),
+                },
+            ),
+            at(15, 16_000, moved(Recovering, Closed)),
+        ]
+    }
+
+    #[test]
+    fn the_log_gives_each_time() {
+        let t = from_log(7, &log());
+        assert_eq!(t.time_to_scope_ms, Some(250));
+        assert_eq!(t.time_to_containment_ms, vec![(1, 8_400)]);
+        assert_eq!(t.approval_wait_ms, vec![(1, 7_000)]);
+        // The closing streak started at 13 000 (the inconclusive run at
+        // 12 000 broke the first one).
+        assert_eq!(t.convergence_ms, vec![12_000]);
+        assert_eq!(t.closed_with_evidence, Some(true));
+        assert_eq!(t.applied, BTreeMap::from([(1, 1)]));
+        assert!(
+            t.false_positive.is_empty(),
+            "resolved is not a false positive"
+        );
+    }
+
+    #[test]
+    fn distributions_are_nearest_rank_and_rates_per_tier() {
+        let d = Dist::of(&[5, 1, 4, 2, 3, 10, 9, 8, 7, 6]);
+        assert_eq!(
+            (d.count, d.p50_ms, d.p90_ms, d.max_ms),
+            (10, Some(5), Some(9), Some(10))
+        );
+        assert_eq!(Dist::of(&[]).p50_ms, None);
+        assert_eq!(Dist::of(&[42]).p90_ms, Some(42));
+        let mut forced = from_log(8, &log());
+        forced.closed_with_evidence = Some(false);
+        forced.false_positive = BTreeMap::from([(1, 1)]);
+        let r = report(&[from_log(7, &log()), forced]);
+        assert_eq!((r.closed, r.closed_with_evidence), (2, 1));
+        assert_eq!(r.share_closed_with_evidence, Some(0.5));
+        assert_eq!(r.false_positive_rate, BTreeMap::from([(1, 0.5)]));
+        assert_eq!(r.time_to_containment[&1].count, 2);
+    }
+
+    #[test]
+    fn the_exposition_has_every_family_with_consistent_histograms() {
+        let r = report(&[from_log(7, &log())]);
+        let text = render(
+            &r,
+            &Operational {
+                agents_connected: 2,
+                stale_hosts: 1,
+                ..Operational::default()
+            },
+        );
+        assert!(
+            text.contains("patchgap_incident_time_to_scope_seconds_bucket{le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("patchgap_incident_time_to_scope_seconds_count 1\n"));
+        assert!(text.contains(
+            "patchgap_incident_time_to_containment_seconds_bucket{tier=\"1\",le=\"5\"} 0\n"
+        ));
+        assert!(text.contains(
+            "patchgap_incident_time_to_containment_seconds_bucket{tier=\"1\",le=\"15\"} 1\n"
+        ));
+        assert!(
+            text.contains("patchgap_incident_time_to_containment_seconds_sum{tier=\"1\"} 8.4\n")
+        );
+        assert!(text.contains("patchgap_incidents_closed_total{evidence=\"true\"} 1\n"));
+        assert!(text.contains("patchgap_agents_connected 2\n"));
+        // Every family has HELP and TYPE, once.
+        for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = family.split(' ').next().unwrap();
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The exposition checked by Prometheus's own linter (`promtool check
+/// metrics`, from Debian's prometheus package; tests/deps.sh extracts it
+/// to /var/cache/patchgap-tests/prometheus, or PATCHGAP_PROMTOOL names
+/// it).
+#[cfg(test)]
+mod promtool {
+    use std::{io::Write, process::Stdio};
+
+    use super::*;
+
+    fn promtool() -> std::path::PathBuf {
+        let path = std::env::var_os("PATCHGAP_PROMTOOL")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/var/cache/patchgap-tests/prometheus/usr/bin/promtool".into());
+        assert!(
+            path.exists(),
+            "{} is missing: run tests/deps.sh",
+            path.display()
+        );
+        path
+    }
+
+    fn check(text: &str) -> (bool, String) {
+        let mut child = std::process::Command::new(promtool())
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success() && said.trim().is_empty(), said)
+    }
+
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let empty = render(&Report::default(), &Operational::default());
+        let (ok, said) = check(&empty);
+        assert!(ok, "{said}\n{empty}");
+        let r = report(&[from_log(7, &tests_log())]);
+        let full = render(
+            &r,
+            &Operational {
+                agents_connected: 3,
+                ingest_lag_seconds: 0.25,
+                lost_events: 12,
+                stale_hosts: 1,
+                store_bytes: 1 << 20,
+            },
+        );
+        let (ok, said) = check(&full);
+        assert!(ok, "{said}\n{full}");
+        // promtool does find problems: a counter without `_total`.
+        let (ok, said) =
+            check("# HELP x_count_things a\n# TYPE x_count_things counter\nx_count_things 1\n");
+        assert!(!ok, "promtool said nothing: {said}");
+    }
+
+    fn tests_log() -> Vec<Recorded> {
+        super::tests::log()
+    }
+}

@@ -1,0 +1,742 @@
+//! One verification pass through the store: for each incident being
+//! verified, read the facts, run the checks, and append the run and what
+//! the gate decides; for each closed incident, look for a regression and
+//! reopen it. Also the two responder writes of this stage: a forced close
+//! and a retired host.
+
+use std::collections::HashMap;
+
+use tracing::warn;
+
+use super::{
+    Run, Settings,
+    check::{self, ConnectionFact, Facts, HostFact, ProcessFact},
+    gate,
+};
+use crate::{
+    fleet::{ingest::Ingest, scope::Rule},
+    response::incident::{
+        Event, Incident, IncidentError, Source, State, display_id,
+        log::{self, COLLECTOR, LogError},
+        scope::{self, MAX_PROCESSES, ScopeError},
+    },
+    store::{HostRow, Store},
+};
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Passed {
+    /// Incidents checked (being verified).
+    pub checked: usize,
+    /// Events appended.
+    pub events: usize,
+    /// Containment actions the gate lifted: the desired set must be
+    /// published again.
+    pub lifted: usize,
+    pub closed: usize,
+    pub reopened: usize,
+    /// Incidents that could not be checked (logged).
+    pub failed: usize,
+}
+
+/// The facts the checks of `incident` need, read from the store now.
+pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Facts, LogError> {
+    let mut out = Facts {
+        now_ms,
+        ..Facts::default()
+    };
+    let host_filter = match &incident.source {
+        Source::Advisory { host, .. } => host.clone(),
+        _ => None,
+    };
+    let mut count = 0usize;
+    let walked = scope::walk_source(store, &incident.source, &mut |matches| {
+        if count >= MAX_PROCESSES {
+            out.truncated = true;
+            return false;
+        }
+        count += 1;
+        for m in matches {
+            if host_filter
+                .as_deref()
+                .is_some_and(|h| m.host != h && m.host_id != h)
+            {
+                continue;
+            }
+            if m.exit_time_ms > 0 {
+                continue;
+            }
+            let w = m.workload_detail.clone().unwrap_or_default();
+            let pkg = m.package.clone().unwrap_or_default();
+            let scope = w.scope.clone().unwrap_or_default();
+            let provenance = w
+                .provenance
+                .as_ref()
+                .map(|p| {
+                    [
+                        ("revision", &p.revision),
+                        ("source", &p.source),
+                        ("created", &p.created),
+                    ]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+                })
+                .unwrap_or_default();
+            out.processes.push(ProcessFact {
+                host: m.host.clone(),
+                pid: m.key.map_or(0, |k| k.pid),
+                exe: String::from_utf8_lossy(&m.exe).into_owned(),
+                workload: m.workload.clone(),
+                namespace: w.namespace,
+                image_digest: w.image_digest,
+                purl: if pkg.purl.is_empty() {
+                    format!("{}@{}", pkg.name, pkg.version)
+                } else {
+                    pkg.purl
+                },
+                evidence: m.evidence.clone(),
+                stale: m.stale,
+                sbom_image: m.sbom_image.clone(),
+                advisory: m.advisory.clone(),
+                pulled_in_by: m.pulled_in_by.clone(),
+                workload_key: w.key.clone(),
+                data_scope: scope.classification,
+                writes_to: scope.writes_to,
+                provenance,
+            });
+        }
+        true
+    });
+    match walked {
+        Ok(()) => {}
+        Err(ScopeError::NoQuery(what)) => out.no_query = Some(what.to_string()),
+        Err(e) => return Err(e.into()),
+    }
+    let rows = store.hosts()?;
+    let by_name: HashMap<&str, &HostRow> = rows
+        .iter()
+        .map(|h| (h.identity.hostname.as_str(), h))
+        .collect();
+    let mut names = incident.hosts_seen.clone();
+    names.extend(incident.scope.hosts.iter().cloned());
+    for p in &out.processes {
+        names.insert(p.host.clone());
+    }
+    for name in names {
+        if incident.hosts_retired.contains(&name) {
+            continue;
+        }
+        out.hosts.push(match by_name.get(name.as_str()) {
+            Some(h) => HostFact {
+                name,
+                known: true,
+                last_seen_ms: h.last_seen_ms,
+                last_full_scan_ms: h.last_full_scan_ms,
+                ebpf: h.capabilities.ebpf,
+                ebpf_reason: h.capabilities.ebpf_reason.clone(),
+                lost_events: h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped,
+            },
+            None => HostFact {
+                name,
+                ..HostFact::default()
+            },
+        });
+    }
+    // Connections of the isolated workloads' hosts since isolation.
+    let mut since: HashMap<&str, i64> = HashMap::new();
+    for a in &incident.actions {
+        if a.times.applied == 0 {
+            continue;
+        }
+        for t in &a.planned.targets {
+            let e = since.entry(t.host.as_str()).or_insert(a.times.applied);
+            *e = (*e).min(a.times.applied);
+        }
+    }
+    for (host, since_ms) in since {
+        for c in store.connections(Some(host), since_ms)? {
+            out.connections.push(ConnectionFact {
+                host: c.host,
+                workload: c.workload,
+                pid: c.key.map_or(0, |k| k.pid),
+                remote: c.remote_addr,
+                port: c.remote_port,
+                last_seen_ms: c.last_seen_ms,
+                last_result: c.last_result,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The checks of one incident now (what `incident verify` would record).
+pub fn check_now(
+    store: &dyn Store,
+    incident: &Incident,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<Run, LogError> {
+    let f = facts(store, incident, now_ms)?;
+    Ok(check::run_checks(incident, &f, settings))
+}
+
+/// One pass over the open incidents being verified (the newest
+/// [`log::REFRESH_MAX`]) and the newest closed ones.
+pub fn run_pass(
+    ingest: &Ingest,
+    settings: &Settings,
+    rules: &[Rule],
+    now_ms: i64,
+) -> Result<Passed, LogError> {
+    let store = ingest.store().as_ref();
+    let mut out = Passed::default();
+    for rec in store.incidents(None, false, log::REFRESH_MAX)? {
+        let id = display_id(rec.id);
+        let incident = match log::load(store, &rec) {
+            Ok(i) => i,
+            Err(error) => {
+                warn!(%error, incident = %id, "cannot verify the incident");
+                out.failed += 1;
+                continue;
+            }
+        };
+        let done = if gate::checkable(&incident) {
+            out.checked += 1;
+            verify_one(ingest, rec.id, &incident, settings, now_ms)
+        } else if incident.state == State::Closed && incident.forced_close.is_none() {
+            reopen_if_regressed(ingest, rec.id, &incident, settings, rules, now_ms)
+        } else {
+            continue;
+        };
+        match done {
+            Ok(after) => {
+                out.events += (after.last_seq - incident.last_seq).max(0) as usize;
+                let lifted = |i: &Incident| {
+                    i.actions
+                        .iter()
+                        .filter(|a| a.reason == gate::RESOLVED && a.times.reverted > 0)
+                        .count()
+                };
+                out.lifted += lifted(&after).saturating_sub(lifted(&incident));
+                if after.state == State::Closed && incident.state != State::Closed {
+                    out.closed += 1;
+                }
+                if after.reopened > incident.reopened {
+                    out.reopened += 1;
+                }
+            }
+            Err(error) => {
+                warn!(%error, incident = %id, "cannot verify the incident");
+                out.failed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn verify_one(
+    ingest: &Ingest,
+    id: i64,
+    incident: &Incident,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<Incident, LogError> {
+    let run = check_now(ingest.store().as_ref(), incident, settings, now_ms)?;
+    log::append(ingest, id, COLLECTOR, now_ms, |cur| {
+        gate::after_run(cur, &run, settings)
+    })
+}
+
+fn reopen_if_regressed(
+    ingest: &Ingest,
+    id: i64,
+    incident: &Incident,
+    settings: &Settings,
+    rules: &[Rule],
+    now_ms: i64,
+) -> Result<Incident, LogError> {
+    let store = ingest.store().as_ref();
+    let f = facts(store, incident, now_ms)?;
+    let package = check::package(incident, &f, settings);
+    if gate::regression(incident, &package).is_none() {
+        return Ok(incident.clone());
+    }
+    // Another incident opened under the same key since: that one
+    // follows the exposure; this one stays closed.
+    if store.open_incident_by_key(&incident.dedup_key)?.is_some() {
+        return Ok(incident.clone());
+    }
+    let scope = scope::compute(store, &incident.source, rules)?;
+    log::append(ingest, id, COLLECTOR, now_ms, |cur| {
+        let Some(reopen) = gate::regression(cur, &package) else {
+            return Ok(Vec::new());
+        };
+        let mut events = vec![reopen];
+        events.extend(scope.change_from(&cur.scope));
+        Ok(events)
+    })
+}
+
+/// Incidents a report reads at most (newest first).
+pub const REPORT_MAX: usize = 10_000;
+
+/// The response report over the incidents opened at or after `since_ms`
+/// (the newest [`REPORT_MAX`]), each from its whole log.
+pub fn report(store: &dyn Store, since_ms: i64) -> Result<super::metrics::Report, LogError> {
+    const PAGE: usize = 500;
+    let mut times = Vec::new();
+    let mut before = None;
+    'pages: loop {
+        let page = store.incidents(before, false, PAGE)?;
+        for rec in &page {
+            if times.len() >= REPORT_MAX {
+                break 'pages;
+            }
+            let mut events = Vec::new();
+            let mut after = 0;
+            loop {
+                let chunk = store.incident_events(rec.id, after, 1_000)?;
+                for r in &chunk {
+                    events.push(crate::response::incident::Recorded::from_record(r).map_err(
+                        |source| LogError::Corrupt {
+                            id: display_id(rec.id),
+                            source,
+                        },
+                    )?);
+                }
+                match chunk.last() {
+                    Some(last) if chunk.len() == 1_000 => after = last.seq,
+                    _ => break,
+                }
+            }
+            if events.first().is_some_and(|e| e.at_ms >= since_ms) {
+                times.push(super::metrics::from_log(rec.id, &events));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => before = Some(last.id),
+            _ => break,
+        }
+    }
+    Ok(super::metrics::report(&times))
+}
+
+/// The operational gauges the store knows (lost events summed over hosts,
+/// hosts not fresh within `fresh_after`); the caller adds what only it
+/// knows (streams connected, the ingest lag, the database's size on disk).
+pub fn operational(
+    store: &dyn Store,
+    fresh_after: std::time::Duration,
+    now_ms: i64,
+) -> Result<super::metrics::Operational, LogError> {
+    let hosts = store.hosts()?;
+    let fresh_ms = fresh_after.as_millis() as i64;
+    Ok(super::metrics::Operational {
+        lost_events: hosts
+            .iter()
+            .map(|h| h.sense.lost_kernel + h.sense.lost_user + h.sense.dropped)
+            .sum(),
+        stale_hosts: hosts
+            .iter()
+            .filter(|h| now_ms - h.last_seen_ms > fresh_ms)
+            .count() as u64,
+        ..super::metrics::Operational::default()
+    })
+}
+
+/// `patchgap incident close --force --reason TEXT`: lifts what is in
+/// force and closes without evidence, for `actor`.
+pub fn force_close(
+    ingest: &Ingest,
+    id: i64,
+    actor: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Incident, LogError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(LogError::Refused(IncidentError::ForceWithoutReason));
+    }
+    log::append(ingest, id, actor, now_ms, |cur| {
+        gate::force_close(cur, reason)
+    })
+}
+
+/// `patchgap hosts retire NAME`: the host is decommissioned on purpose,
+/// so every open incident that covers it stops asking for its reports
+/// (a `host_retired` event each). Returns the incidents changed.
+pub fn retire_host(
+    ingest: &Ingest,
+    host: &str,
+    actor: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Vec<i64>, LogError> {
+    let store = ingest.store().as_ref();
+    let mut changed = Vec::new();
+    for rec in store.incidents(None, true, log::REFRESH_MAX)? {
+        let incident = log::load(store, &rec)?;
+        let covers = incident.hosts_seen.contains(host) || incident.scope.hosts.contains(host);
+        if !covers || incident.hosts_retired.contains(host) {
+            continue;
+        }
+        log::append(ingest, rec.id, actor, now_ms, |cur| {
+            Ok(if cur.hosts_retired.contains(host) {
+                Vec::new()
+            } else {
+                vec![Event::HostRetired {
+                    host: host.to_string(),
+                    reason: reason.to_string(),
+                }]
+            })
+        })?;
+        changed.push(rec.id);
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use patchgap_proto::v1;
+
+    use super::*;
+    use crate::{
+        response::{
+            incident::{Recorded, log::show},
+            verify::Verdict,
+        },
+        store::{
+            Session,
+            conformance::{T0, deb, delta, exe, hello, hello_for, mapped, msg, process, snapshot},
+            sqlite::SqliteStore,
+        },
+    };
+
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/libfoo.so.1";
+
+    fn with_libfoo(pid: u32, version: &str, inode: u64) -> v1::Process {
+        process(
+            pid,
+            vec![
+                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                mapped(LIB, inode, Some(deb("libfoo1", "foo", version))),
+            ],
+        )
+    }
+
+    fn libfoo_below_2() -> Source {
+        Source::Package {
+            package: "libfoo1".into(),
+            name: "libfoo1".into(),
+            ecosystem: None,
+            group: None,
+            range: Some("<2".into()),
+        }
+    }
+
+    fn settings(k: u32) -> Settings {
+        Settings {
+            every: Duration::from_secs(1),
+            streak: k,
+            counted: vec!["loaded".into()],
+            fresh_after: Duration::from_secs(90),
+        }
+    }
+
+    struct Fleet {
+        ingest: Ingest,
+        alpha: Session,
+        seq: u64,
+    }
+
+    impl Fleet {
+        fn new(processes: Vec<v1::Process>) -> Fleet {
+            let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+            let alpha = ingest.hello(&hello("s1"), T0).unwrap();
+            ingest
+                .apply(&alpha, &msg(1, snapshot("snap-1", processes, vec![])), T0)
+                .unwrap();
+            Fleet {
+                ingest,
+                alpha,
+                seq: 1,
+            }
+        }
+
+        /// An agent message from alpha at `at` (also its heartbeat).
+        fn alpha(&mut self, started: Vec<v1::Process>, exited: &[u32], at: i64) {
+            self.seq += 1;
+            let d = delta(started, exited, vec![]);
+            self.ingest
+                .apply(&self.alpha, &msg(self.seq, d), at)
+                .unwrap();
+        }
+
+        /// Opens the incident and moves it to `contained` (no action on
+        /// hosts: what is under test is the checks and the gate).
+        fn open_contained(&self, at: i64) -> i64 {
+            let o = log::open(&self.ingest, libfoo_below_2(), "alice", &[], at).unwrap();
+            log::append(&self.ingest, o.id, "alice", at, |i| {
+                let planned = i.transition(State::Planned, "")?;
+                Ok(vec![
+                    planned,
+                    Event::StateChanged {
+                        from: State::Planned,
+                        to: State::Contained,
+                        reason: "test".into(),
+                    },
+                ])
+            })
+            .unwrap();
+            o.id
+        }
+
+        fn pass(&self, k: u32, at: i64) -> Passed {
+            run_pass(&self.ingest, &settings(k), &[], at).unwrap()
+        }
+
+        fn incident(&self, id: i64) -> Incident {
+            show(self.ingest.store().as_ref(), id, 1000)
+                .unwrap()
+                .incident
+        }
+
+        fn events(&self, id: i64) -> Vec<Recorded> {
+            show(self.ingest.store().as_ref(), id, 1000).unwrap().events
+        }
+    }
+
+    fn blockers(i: &Incident) -> Vec<String> {
+        i.verification.as_ref().unwrap().last.blockers()
+    }
+
+    /// The whole loop in the store: failed while the affected version
+    /// runs, K successful runs after the upgrade, recovering, closed (no
+    /// containment to lift), and a rollback reopens it with an event.
+    #[test]
+    fn an_incident_closes_after_k_green_runs_and_a_rollback_reopens_it() {
+        let mut f = Fleet::new(vec![with_libfoo(10, "1.5-1", 300)]);
+        let id = f.open_contained(T0 + 1);
+
+        let p = f.pass(3, T0 + 2);
+        assert_eq!((p.checked, p.closed), (1, 0));
+        let i = f.incident(id);
+        assert_eq!(i.state, State::Verifying, "verification started");
+        let v = i.verification.as_ref().unwrap();
+        assert_eq!((v.last.verdict, v.streak), (Verdict::Failed, 0));
+        let b = blockers(&i);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(
+            b[0].starts_with(
+                "package (failed): pid 10 (/usr/bin/app) on alpha runs pkg:deb/debian/libfoo1@1.5-1"
+            ),
+            "{b:?}"
+        );
+        assert!(b[0].ends_with("(mapped)"), "{b:?}");
+
+        // The upgrade: 10 exits, 11 runs the fixed version.
+        f.alpha(vec![with_libfoo(11, "2.1-1", 301)], &[10], T0 + 10);
+        for (n, at) in [(1, T0 + 11), (2, T0 + 12)] {
+            f.pass(3, at);
+            let i = f.incident(id);
+            assert_eq!(i.state, State::Verifying);
+            let v = i.verification.as_ref().unwrap();
+            assert_eq!((v.last.verdict, v.streak), (Verdict::Successful, n));
+            assert_eq!(v.streak_since_ms, T0 + 11);
+            assert!(blockers(&i).is_empty());
+        }
+        let p = f.pass(3, T0 + 13);
+        assert_eq!(p.closed, 1);
+        let i = f.incident(id);
+        assert_eq!(i.state, State::Closed);
+        assert_eq!(i.forced_close, None);
+        let kinds: Vec<String> = f
+            .events(id)
+            .iter()
+            .skip(5)
+            .map(|r| match &r.event {
+                Event::StateChanged { from, to, .. } => format!("{from}->{to}"),
+                e => e.kind().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "contained->verifying",
+                "checked",
+                "checked",
+                "checked",
+                "checked",
+                "verifying->recovering",
+                "recovering->closed"
+            ]
+        );
+        // Closed and still converged: nothing more is written.
+        assert_eq!(f.pass(3, T0 + 14).events, 0);
+
+        // A rollback: the old version starts again.
+        f.alpha(vec![with_libfoo(12, "1.5-1", 300)], &[], T0 + 20);
+        let p = f.pass(3, T0 + 21);
+        assert_eq!(p.reopened, 1);
+        let i = f.incident(id);
+        assert_eq!((i.state, i.reopened), (State::Scoped, 1));
+        assert_eq!(i.verification, None, "the gate starts over");
+        assert_eq!(
+            i.scope
+                .pids
+                .get("alpha")
+                .map(|p| p.iter().copied().collect::<Vec<_>>()),
+            Some(vec![12])
+        );
+        let events = f.events(id);
+        let reopened = events
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::StateChanged {
+                    from: State::Closed,
+                    reason,
+                    ..
+                } => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(reopened.contains("pid 12"), "{reopened}");
+        // Reopened once: the next pass does not reopen it again.
+        assert_eq!(f.pass(3, T0 + 22).reopened, 0);
+    }
+
+    /// The seed's "patches deployed, alerts continue": the library was
+    /// replaced on disk, the process still maps the old one, and the
+    /// package check names it as needing a restart.
+    #[test]
+    fn a_stale_mapping_blocks_closure_and_is_named() {
+        let mut f = Fleet::new(vec![with_libfoo(10, "1.5-1", 300)]);
+        let id = f.open_contained(T0 + 1);
+        let mut stale = mapped(LIB, 300, Some(deb("libfoo1", "foo", "1.5-1")));
+        stale.stale = true;
+        stale.deleted = true;
+        f.alpha(
+            vec![process(10, vec![exe("/usr/bin/app", 100, None), stale])],
+            &[],
+            T0 + 5,
+        );
+        for at in [T0 + 6, T0 + 7, T0 + 8, T0 + 9] {
+            f.pass(1, at);
+        }
+        let i = f.incident(id);
+        assert_eq!(i.state, State::Verifying, "never closes while it is stale");
+        let b = blockers(&i);
+        assert!(
+            b.iter().any(|l| l.contains("pid 10")
+                && l.contains("on alpha still maps pkg:deb/debian/libfoo1@1.5-1")
+                && l.ends_with("replaced on disk: restart it")),
+            "{b:?}"
+        );
+        // Restarted: the new process maps the new file.
+        f.alpha(vec![with_libfoo(13, "2.1-1", 301)], &[10], T0 + 10);
+        f.pass(1, T0 + 11);
+        assert_eq!(f.incident(id).state, State::Closed, "K = 1");
+    }
+
+    /// A host that stopped reporting keeps the incident open as
+    /// inconclusive, naming it; retiring it (an audited event) takes it
+    /// out of the coverage.
+    #[test]
+    fn a_silent_host_is_inconclusive_until_retired() {
+        let mut f = Fleet::new(vec![with_libfoo(10, "1.5-1", 300)]);
+        let beta = f
+            .ingest
+            .hello(&hello_for("host-beta", "beta", "s2"), T0)
+            .unwrap();
+        f.ingest
+            .apply(
+                &beta,
+                &msg(
+                    1,
+                    snapshot("snap-b", vec![with_libfoo(20, "1.2-1", 500)], vec![]),
+                ),
+                T0,
+            )
+            .unwrap();
+        let id = f.open_contained(T0 + 1);
+        assert_eq!(f.incident(id).hosts_seen.len(), 2);
+        // Both fixed; only alpha keeps reporting.
+        f.alpha(vec![with_libfoo(11, "2.1-1", 301)], &[10], T0 + 2);
+        f.ingest
+            .apply(&beta, &msg(2, delta(vec![], &[20], vec![])), T0 + 2)
+            .unwrap();
+        let late = T0 + 200_000;
+        f.alpha(vec![], &[], late);
+        for n in 0..3 {
+            f.pass(1, late + n);
+        }
+        let i = f.incident(id);
+        assert_eq!(i.state, State::Verifying);
+        let v = i.verification.as_ref().unwrap();
+        assert_eq!((v.last.verdict, v.streak), (Verdict::Inconclusive, 0));
+        let b = blockers(&i);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(
+            b[0].starts_with(
+                "coverage (inconclusive): host beta silent since 2023-11-14T22:13:20.002Z"
+            ),
+            "{b:?}"
+        );
+        // eBPF and lost events are evidence.
+        let coverage = v
+            .last
+            .checks
+            .iter()
+            .find(|c| c.check == "coverage")
+            .unwrap();
+        assert!(
+            coverage
+                .evidence
+                .iter()
+                .any(|e| e.contains("host alpha") && e.contains("event(s) lost"))
+        );
+
+        let ops = operational(f.ingest.store().as_ref(), Duration::from_secs(90), late).unwrap();
+        assert_eq!(ops.stale_hosts, 1, "beta");
+        let retired = retire_host(&f.ingest, "beta", "alice", "decommissioned", late + 5).unwrap();
+        assert_eq!(retired, vec![id]);
+        assert!(
+            retire_host(&f.ingest, "beta", "alice", "again", late + 6)
+                .unwrap()
+                .is_empty()
+        );
+        f.pass(1, late + 7);
+        let i = f.incident(id);
+        assert_eq!(i.state, State::Closed);
+        assert!(i.hosts_retired.contains("beta") && !i.hosts_seen.contains("beta"));
+    }
+
+    /// A forced close needs a reason, is recorded with its actor, counts
+    /// as without evidence, and never reopens by itself.
+    #[test]
+    fn a_forced_close_is_recorded_and_stays_closed() {
+        let mut f = Fleet::new(vec![with_libfoo(10, "1.5-1", 300)]);
+        let id = f.open_contained(T0 + 1);
+        f.pass(3, T0 + 2);
+        assert!(matches!(
+            force_close(&f.ingest, id, "bob", "  ", T0 + 3),
+            Err(LogError::Refused(IncidentError::ForceWithoutReason))
+        ));
+        let i = force_close(&f.ingest, id, "bob", "host rebuilt", T0 + 3).unwrap();
+        assert_eq!(i.state, State::Closed);
+        assert_eq!(i.forced_close.as_deref(), Some("host rebuilt"));
+        let last = f.events(id).pop().unwrap();
+        assert_eq!(last.actor, "bob");
+        assert!(matches!(last.event, Event::ForceClosed { .. }));
+        // Closed twice: refused.
+        assert!(force_close(&f.ingest, id, "bob", "again", T0 + 4).is_err());
+        // What still runs does not reopen a forced close.
+        f.alpha(vec![with_libfoo(12, "1.5-1", 300)], &[], T0 + 5);
+        assert_eq!(f.pass(3, T0 + 6).reopened, 0);
+        assert_eq!(f.incident(id).state, State::Closed);
+    }
+}
