@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/patchgap/v1/inventory.proto",
         "proto/patchgap/v1/ingest.proto",
         "proto/patchgap/v1/incident.proto",
+        "proto/patchgap/v1/egress.proto",
         "proto/patchgap/v1/query.proto",
     ];
     for file in files {

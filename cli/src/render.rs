@@ -520,7 +520,7 @@ fn fit(s: &str, max: usize) -> String {
 
 /// Left-aligned columns, two spaces apart. Every cell is [`clean`]ed:
 /// escaped and clipped, so one row is one line whatever the agents sent.
-fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
+pub fn table(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| row.iter().map(|c| clean(c)).collect())

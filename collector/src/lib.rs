@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod conn;
 pub mod ecosystem;
+pub mod egress;
 pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
@@ -80,6 +81,9 @@ pub struct CollectorConfig {
     /// after a write that can change an exposure, at most every fifth of
     /// this).
     pub incident_refresh: Duration,
+    /// Unexpected egress: the `--egress-*` learning durations, over the
+    /// defaults.
+    pub egress: egress::flags::EgressFlags,
 }
 
 impl Default for CollectorConfig {
@@ -97,6 +101,7 @@ impl Default for CollectorConfig {
             token_policy: auth::TokenPolicy::default(),
             limits: conn::ConnLimits::default(),
             incident_refresh: Duration::from_secs(10),
+            egress: egress::flags::EgressFlags::default(),
         }
     }
 }
@@ -271,6 +276,14 @@ pub async fn serve(
         Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
         None => ScopeMap::default(),
     }));
+    // Unexpected egress: every agent message's connections are judged
+    // after they commit; alerts go quiet into resolved.
+    let egress_stage = Arc::new(egress::stage::Stage::from_policy(
+        policy.clone(),
+        config.egress,
+    ));
+    ingest.attach_egress(egress_stage, scope.clone());
+    let resolver = tokio::spawn(resolve_egress(ingest.clone()));
     // Open incidents follow their exposure; the task goes when the server does.
     let refresher = tokio::spawn(refresh_incidents(
         ingest.clone(),
@@ -348,6 +361,7 @@ pub async fn serve(
             wrap_task.abort();
             refresher.abort();
             follower.abort();
+            resolver.abort();
             served?
         }
         Some(config) => {
@@ -359,6 +373,7 @@ pub async fn serve(
             tls_task.abort();
             refresher.abort();
             follower.abort();
+            resolver.abort();
             served?
         }
     }
@@ -367,6 +382,23 @@ pub async fn serve(
         .await?
         .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
     Ok(())
+}
+
+/// Resolves egress alerts that went quiet, every ten seconds, on a
+/// blocking thread (the store's write lock).
+async fn resolve_egress(ingest: Arc<Ingest>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let i = ingest.clone();
+        match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms())).await {
+            Ok(Ok(resolved)) if !resolved.is_empty() => {
+                tracing::info!(resolved = resolved.len(), "egress alerts resolved after their quiet period");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.chain(), "resolving egress alerts failed"),
+            Err(e) => tracing::warn!(error = %e, "resolving egress alerts panicked"),
+        }
+    }
 }
 
 /// Keeps the scopes of open incidents current: a pass every `every`, and

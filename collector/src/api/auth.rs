@@ -37,7 +37,7 @@ pub fn required_scope(method: &str) -> Scope {
     match method {
         "FindPackage" | "ListHosts" | "ListProcesses" | "ListWorkloads" | "ListConnections"
         | "ListAdvisories" | "GetAdvisory" | "ListFindings" | "ListSboms" | "ListIncidents"
-        | "GetIncident" => Scope::Read,
+        | "GetIncident" | "ListEgressAlerts" | "GetEgressBaseline" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.
@@ -263,6 +263,8 @@ mod tests {
             ("OpenIncident", Scope::Respond),
             ("ListIncidents", Scope::Read),
             ("GetIncident", Scope::Read),
+            ("ListEgressAlerts", Scope::Read),
+            ("GetEgressBaseline", Scope::Read),
             ("ListAudit", Scope::Admin),
             ("SomethingNew", Scope::Admin),
         ] {

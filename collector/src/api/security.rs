@@ -165,6 +165,8 @@ plain_args!(
     v1::PlanIncidentRequest,
     v1::ApproveIncidentRequest,
     v1::RevertIncidentRequest,
+    v1::ListEgressAlertsRequest,
+    v1::GetEgressBaselineRequest,
 );
 
 fn sha256(data: &[u8]) -> String {
