@@ -241,6 +241,6 @@ mod tests {
         let a = j.alert.unwrap();
         assert_eq!((a.reason, a.mode.as_str()), (Reason::NewDestination, "audit"));
         assert_eq!(a.destination.names_source, "none");
-        assert_eq!(a.dedup_key, "k|192.0.2.99/32|443|tcp");
+        assert_eq!(a.dedup_key, "pod:ml/Deployment/trainer/trainer|192.0.2.99/32|443|tcp");
     }
 }

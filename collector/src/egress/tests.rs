@@ -226,7 +226,10 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
     s.ingest.apply(&session, &msg(2, delta(vec![], &[], learn, T0 + 300)), T0 + 300).unwrap();
     assert!(store.egress_alerts(0, 10).unwrap().is_empty());
     let trainer_key = "k8s:/ml/Deployment/trainer/trainer";
-    let record = store.egress_baseline(trainer_key, None).unwrap().expect("a baseline");
+    let record = store
+        .egress_baseline(trainer_key, None)
+        .unwrap()
+        .unwrap_or_else(|| panic!("a baseline: {:?}", store.egress_baselines().unwrap()));
     let baseline: Baseline = serde_json::from_str(&record.body).unwrap();
     assert_eq!(baseline.entries.len(), 2, "{baseline:?}");
     assert!(baseline.entries[0].promoted, "seen on both replicas");

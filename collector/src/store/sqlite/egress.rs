@@ -267,24 +267,31 @@ pub(super) fn process_chain(
         ppid = next;
         chain.links.push(link);
     }
-    // The strongest evidence per package: the lowest kind that is not
-    // "installed" or "embedded" ranks first (exe, mapped, opened), as the
-    // exposure query ranks them.
-    let mut packages = conn.prepare_cached(&format!(
-        "{PACKAGE_COLUMNS}, (SELECT a.kind FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
-                              WHERE m.set_id = ?1 AND a.package_id = p.id
-                              ORDER BY CASE a.kind WHEN 4 THEN 10 WHEN 5 THEN 9 ELSE a.kind END LIMIT 1)
-         WHERE p.id IN (SELECT a.package_id FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
-                        WHERE m.set_id = ?1 AND a.package_id != 0)
-         ORDER BY p.ecosystem, p.name, p.version"
-    ))?;
-    chain.packages = packages
-        .query_map([set_id], |r| {
-            let (_, package) = package_row(r)?;
-            let kind: i32 = r.get(15)?;
-            Ok((package, evidence_name(kind).to_string()))
-        })?
+    // The strongest evidence per package: exe, mapped, opened and
+    // anonymous by their kind's number, then embedded, then installed.
+    let mut kinds = conn.prepare_cached(
+        "SELECT a.package_id, MIN(CASE a.kind WHEN 4 THEN 10 WHEN 5 THEN 9 ELSE a.kind END)
+         FROM artifact a JOIN artifact_set_member m ON m.artifact_id = a.id
+         WHERE m.set_id = ?1 AND a.package_id != 0
+         GROUP BY a.package_id",
+    )?;
+    let found: Vec<(i64, i32)> = kinds
+        .query_map([set_id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let mut package = conn.prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.id = ?1"))?;
+    for (id, rank) in found {
+        let kind = match rank {
+            10 => v1::ArtifactKind::Installed as i32,
+            9 => v1::ArtifactKind::Embedded as i32,
+            k => k,
+        };
+        if let Some((_, p)) = package.query_row([id], package_row).optional()? {
+            chain.packages.push((p, evidence_name(kind).to_string()));
+        }
+    }
+    chain
+        .packages
+        .sort_by(|(a, _), (b, _)| (&a.ecosystem, &a.name, &a.version).cmp(&(&b.ecosystem, &b.name, &b.version)));
     chain.workload = conn
         .prepare_cached("SELECT data FROM workload WHERE host = ?1 AND id = ?2")?
         .query_row(params![host, workload_id], |r| r.get::<_, Vec<u8>>(0))
