@@ -40,7 +40,11 @@ pub fn alert_json(a: &v1::EgressAlert) -> Value {
         o.insert("count".into(), json!(a.count));
         o.insert(
             "resolved_ms".into(),
-            if a.resolved_ms == 0 { Value::Null } else { json!(a.resolved_ms) },
+            if a.resolved_ms == 0 {
+                Value::Null
+            } else {
+                json!(a.resolved_ms)
+            },
         );
     }
     doc
@@ -107,7 +111,15 @@ pub fn alerts_table(alerts: &[Value]) -> String {
         })
         .collect();
     table(
-        &["ID", "LAST SEEN", "REASON", "WORKLOAD", "DESTINATION", "COUNT", "CHANGED"],
+        &[
+            "ID",
+            "LAST SEEN",
+            "REASON",
+            "WORKLOAD",
+            "DESTINATION",
+            "COUNT",
+            "CHANGED",
+        ],
         &rows,
         "",
     )
@@ -125,7 +137,9 @@ pub async fn alerts(since: Option<i64>, limit: u32, read: ReadOpts) -> anyhow::R
         .map_err(|s| status_error(&read, s))?
         .into_inner();
     let alerts: Vec<Value> = resp.alerts.iter().map(alert_json).collect();
-    print(read.output, json!({ "alerts": alerts }), || alerts_table(&alerts))
+    print(read.output, json!({ "alerts": alerts }), || {
+        alerts_table(&alerts)
+    })
 }
 
 /// `patchgap egress ...`.
@@ -181,13 +195,27 @@ pub async fn egress(command: EgressCommand, read: ReadOpts) -> anyhow::Result<()
                     rfc3339(e["first_seen_ms"].as_i64().unwrap_or(0)),
                     e["count"].to_string(),
                     e["replicas"].as_array().map_or(0, Vec::len).to_string(),
-                    if e["promoted"] == json!(true) { "yes" } else { "no" }.to_string(),
+                    if e["promoted"] == json!(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_string(),
                     e["exe"].as_str().unwrap_or("").to_string(),
                 ]
             })
             .collect();
         head + &table(
-            &["DESTINATION", "PORT", "PROTO", "FIRST SEEN", "COUNT", "REPLICAS", "PROMOTED", "EXE"],
+            &[
+                "DESTINATION",
+                "PORT",
+                "PROTO",
+                "FIRST SEEN",
+                "COUNT",
+                "REPLICAS",
+                "PROMOTED",
+                "EXE",
+            ],
             &rows,
             "",
         )

@@ -146,6 +146,8 @@ query_impl! {
         open_incident(v1::OpenIncidentRequest) -> v1::OpenIncidentResponse;
         list_incidents(v1::ListIncidentsRequest) -> v1::ListIncidentsResponse;
         get_incident(v1::GetIncidentRequest) -> v1::GetIncidentResponse;
+        list_egress_alerts(v1::ListEgressAlertsRequest) -> v1::ListEgressAlertsResponse;
+        get_egress_baseline(v1::GetEgressBaselineRequest) -> v1::GetEgressBaselineResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -390,9 +390,14 @@ async fn resolve_egress(ingest: Arc<Ingest>) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let i = ingest.clone();
-        match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms())).await {
+        match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms()))
+            .await
+        {
             Ok(Ok(resolved)) if !resolved.is_empty() => {
-                tracing::info!(resolved = resolved.len(), "egress alerts resolved after their quiet period");
+                tracing::info!(
+                    resolved = resolved.len(),
+                    "egress alerts resolved after their quiet period"
+                );
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e.chain(), "resolving egress alerts failed"),

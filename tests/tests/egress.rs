@@ -73,11 +73,27 @@ impl Internet {
             .stderr(Stdio::null())
             .status();
         run("ip", &["netns", "add", &net.ns]);
-        run("ip", &["link", "add", &net.veth, "type", "veth", "peer", "name", &peer]);
+        run(
+            "ip",
+            &[
+                "link", "add", &net.veth, "type", "veth", "peer", "name", &peer,
+            ],
+        );
         run("ip", &["link", "set", &peer, "netns", &net.ns]);
         run("ip", &["addr", "add", "198.51.100.1/24", "dev", &net.veth]);
         run("ip", &["link", "set", &net.veth, "up"]);
-        run("ip", &["-n", &net.ns, "addr", "add", "198.51.100.2/24", "dev", &peer]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &net.ns,
+                "addr",
+                "add",
+                "198.51.100.2/24",
+                "dev",
+                &peer,
+            ],
+        );
         for extra in ["192.0.2.10/32", "203.0.113.66/32"] {
             run("ip", &["-n", &net.ns, "addr", "add", extra, "dev", &peer]);
         }
@@ -86,7 +102,18 @@ impl Internet {
         // The other blocks are reached through the namespace; the routes
         // go with the veth.
         for block in ["192.0.2.0/24", "203.0.113.0/24"] {
-            run("ip", &["route", "add", block, "via", "198.51.100.2", "dev", &net.veth]);
+            run(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    block,
+                    "via",
+                    "198.51.100.2",
+                    "dev",
+                    &net.veth,
+                ],
+            );
         }
         let script = format!(
             "import socket\n\
@@ -175,7 +202,10 @@ fn trainer(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.starts_with("ready"), "the trainer did not start: {line:?}");
+    assert!(
+        line.starts_with("ready"),
+        "the trainer did not start: {line:?}"
+    );
     Daemon(Some(child))
 }
 
@@ -355,9 +385,11 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
         Duration::from_secs(90),
         |v| {
             v["state"] == "stable"
-                && v["baseline"]["entries"]
-                    .as_array()
-                    .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["replicas"].as_array().is_some_and(|r| r.len() == 2)))
+                && v["baseline"]["entries"].as_array().is_some_and(|e| {
+                    e.len() == 2
+                        && e.iter()
+                            .all(|e| e["replicas"].as_array().is_some_and(|r| r.len() == 2))
+                })
         },
     );
     let key = baseline["key"].as_str().unwrap().to_string();
@@ -380,7 +412,10 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
         Duration::from_secs(30),
         |v| v["state"] == "stable",
     );
-    assert_eq!(again["baseline"]["entries"], baseline["baseline"]["entries"]);
+    assert_eq!(
+        again["baseline"]["entries"],
+        baseline["baseline"]["entries"]
+    );
 
     // The upgrade, then the restart with a new destination.
     pip_install(&pip, &[wheel(scratch.path(), "2.0.0").as_os_str()]);
@@ -406,11 +441,27 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     assert_eq!(alert["workload"]["key"], key.as_str());
     assert_eq!(alert["workload"]["namespace"], "ml");
     assert_eq!(alert["scope"]["classification"], "sensitive");
-    assert!(alert["lineage"][0]["exe"].as_str().unwrap().contains("python3"), "{alert:#}");
-    assert!(alert["lineage"][0]["argv"].as_str().unwrap().contains("trainlib"), "{alert:#}");
+    assert!(
+        alert["lineage"][0]["exe"]
+            .as_str()
+            .unwrap()
+            .contains("python3"),
+        "{alert:#}"
+    );
+    assert!(
+        alert["lineage"][0]["argv"]
+            .as_str()
+            .unwrap()
+            .contains("trainlib"),
+        "{alert:#}"
+    );
     let changed = alert["packages_changed"].as_array().unwrap();
     assert!(
-        changed.iter().any(|c| c["name"].as_str().unwrap().ends_with("trainlib") && c["from"] == "1.0.0" && c["to"] == "2.0.0"),
+        changed
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().ends_with("trainlib")
+                && c["from"] == "1.0.0"
+                && c["to"] == "2.0.0"),
         "{alert:#}"
     );
     assert!(alert["count"].as_u64().unwrap() >= 2);

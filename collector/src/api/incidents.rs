@@ -73,7 +73,9 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
         let alert = bounded("the alert", &req.alert)?;
         if !alert.is_empty() {
             if !advisory.is_empty() || !package.is_empty() || !host.is_empty() {
-                return Err(invalid("give an alert alone, without an advisory, package or host"));
+                return Err(invalid(
+                    "give an alert alone, without an advisory, package or host",
+                ));
             }
             if alert.trim_start_matches("EGR-").parse::<i64>().is_err() {
                 return Err(invalid(format!("{alert:?} is not an egress alert id")));
@@ -136,9 +138,7 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
 fn status(e: LogError) -> Status {
     match e {
         LogError::Scope(ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_))
-        | LogError::NotFound(_) => {
-            Status::not_found(e.to_string())
-        }
+        | LogError::NotFound(_) => Status::not_found(e.to_string()),
         LogError::Scope(ScopeError::BadRange { .. }) => invalid(e.to_string()),
         LogError::Scope(ScopeError::NoQuery(_)) | LogError::Refused(_) => {
             Status::failed_precondition(e.to_string())
@@ -695,7 +695,11 @@ mod tests {
             parse_alert("EGR-12", ""),
             Ok(Source::EgressAlert { alert: "12".into() })
         );
-        assert!(parse_alert("twelve", "").unwrap_err().contains("not an egress alert id"));
+        assert!(
+            parse_alert("twelve", "")
+                .unwrap_err()
+                .contains("not an egress alert id")
+        );
         assert!(parse_alert("12", "libc6").unwrap_err().contains("alone"));
     }
 }

@@ -15,9 +15,9 @@ use patchgap_proto::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    Connected, SharedStore, advisories, egress,
+    Connected, SharedStore, advisories,
     auth::Caller,
-    blocking, fleet, incidents, packages,
+    blocking, egress, fleet, incidents, packages,
     paging::Paging,
     sboms,
     security::{self, AuditArgs},

@@ -391,7 +391,9 @@ impl Baseline {
         let now = obs.at_ms;
         let mut changed = self.settle(learning, now);
         if let Some(e) = self.entries.iter_mut().find(|e| {
-            e.port == obs.port && e.protocol == obs.protocol && e.destination.matches(obs.ip, &obs.names)
+            e.port == obs.port
+                && e.protocol == obs.protocol
+                && e.destination.matches(obs.ip, &obs.names)
         }) {
             e.count += 1;
             e.last_seen_ms = e.last_seen_ms.max(now);
@@ -441,7 +443,11 @@ impl Baseline {
 }
 
 /// What changed between two package sets, by name.
-fn diff(old: &BTreeMap<String, Seen>, new: &BTreeMap<String, Seen>, now_ms: i64) -> Vec<PackageChange> {
+fn diff(
+    old: &BTreeMap<String, Seen>,
+    new: &BTreeMap<String, Seen>,
+    now_ms: i64,
+) -> Vec<PackageChange> {
     let mut out = Vec::new();
     for (name, n) in new {
         match old.get(name) {
@@ -506,12 +512,19 @@ mod tests {
         let mut b = Baseline::new("pod/ml/Deployment/trainer/trainer", "g1", 0);
         assert_eq!(b.state(&l, 500), State::WarmingUp);
         assert_eq!(
-            b.observe(&obs(Some("data.example.org"), "198.51.100.10", "a", 500), &l).0,
+            b.observe(
+                &obs(Some("data.example.org"), "198.51.100.10", "a", 500),
+                &l
+            )
+            .0,
             Verdict::Learned
         );
         assert!(!b.entries[0].promoted);
         // The same name on another address (a CDN) is the same entry.
-        let (v, changed) = b.observe(&obs(Some("DATA.example.org."), "198.51.100.11", "b", 1500), &l);
+        let (v, changed) = b.observe(
+            &obs(Some("DATA.example.org."), "198.51.100.11", "b", 1500),
+            &l,
+        );
         assert_eq!(v, Verdict::Known);
         assert!(changed && b.entries[0].promoted);
         assert_eq!(b.state(&l, 2500), State::Learning);
@@ -522,7 +535,11 @@ mod tests {
         );
         assert_eq!(b.stable_since_ms, Some(3100));
         assert_eq!(
-            b.observe(&obs(Some("data.example.org"), "198.51.100.10", "a", 3200), &l).0,
+            b.observe(
+                &obs(Some("data.example.org"), "198.51.100.10", "a", 3200),
+                &l
+            )
+            .0,
             Verdict::Known
         );
         assert_eq!(b.entries.len(), 1);
@@ -554,7 +571,10 @@ mod tests {
     fn upgrade_inherits_and_quarantines() {
         let l = learning();
         let mut b = Baseline::new("k", "g1", 0);
-        b.observe(&obs(Some("data.example.org"), "198.51.100.10", "a", 1000), &l);
+        b.observe(
+            &obs(Some("data.example.org"), "198.51.100.10", "a", 1000),
+            &l,
+        );
         let change = PackageChange {
             name: "requests".into(),
             from: "2.31.0".into(),
@@ -565,11 +585,19 @@ mod tests {
         b.new_generation("g2", vec![change.clone()], 1500);
         assert_eq!(b.previous_generations, vec!["g1".to_string()]);
         assert_eq!(
-            b.observe(&obs(Some("data.example.org"), "198.51.100.10", "a", 1600), &l).0,
+            b.observe(
+                &obs(Some("data.example.org"), "198.51.100.10", "a", 1600),
+                &l
+            )
+            .0,
             Verdict::Known
         );
         assert_eq!(
-            b.observe(&obs(Some("exfil.example.net"), "203.0.113.66", "a", 1700), &l).0,
+            b.observe(
+                &obs(Some("exfil.example.net"), "203.0.113.66", "a", 1700),
+                &l
+            )
+            .0,
             Verdict::NewSinceUpgrade {
                 changes: vec![change]
             }
@@ -577,7 +605,11 @@ mod tests {
         // Not learned silently.
         assert_eq!(b.entries.len(), 1);
         assert_eq!(
-            b.observe(&obs(Some("exfil.example.net"), "203.0.113.66", "a", 70_000), &l).0,
+            b.observe(
+                &obs(Some("exfil.example.net"), "203.0.113.66", "a", 70_000),
+                &l
+            )
+            .0,
             Verdict::New
         );
     }

@@ -95,8 +95,18 @@ pub fn judge(
             names: obs.names.clone(),
             names_source: if obs.names.is_empty() { "none" } else { "dns" }.into(),
         },
-        lineage: facts.lineage.iter().take(alert::MAX_LINEAGE).cloned().collect(),
-        packages: facts.purls.iter().take(alert::MAX_PACKAGES).cloned().collect(),
+        lineage: facts
+            .lineage
+            .iter()
+            .take(alert::MAX_LINEAGE)
+            .cloned()
+            .collect(),
+        packages: facts
+            .purls
+            .iter()
+            .take(alert::MAX_PACKAGES)
+            .cloned()
+            .collect(),
         packages_changed: match &verdict {
             Verdict::NewSinceUpgrade { changes } => changes.clone(),
             _ if baseline.quarantined(learning, obs.at_ms) => baseline.changes.clone(),
@@ -169,7 +179,11 @@ mod tests {
     fn obs(name: &str, ip: &str, replica: &str, at_ms: i64) -> Observation {
         Observation {
             ip: ip.parse().unwrap(),
-            names: if name.is_empty() { vec![] } else { vec![name.into()] },
+            names: if name.is_empty() {
+                vec![]
+            } else {
+                vec![name.into()]
+            },
             port: 443,
             protocol: "tcp".into(),
             replica: replica.into(),
@@ -189,29 +203,59 @@ mod tests {
         let mut b = Baseline::new("pod:ml/Deployment/trainer/trainer", "", 0);
         let f1 = facts("1.0.0");
         for (i, r) in ["a", "b"].iter().enumerate() {
-            let j = judge(&mut b, &p, &l, &f1, &obs("data.example.org", "198.51.100.10", r, 100 + i as i64));
+            let j = judge(
+                &mut b,
+                &p,
+                &l,
+                &f1,
+                &obs("data.example.org", "198.51.100.10", r, 100 + i as i64),
+            );
             assert!(j.alert.is_none() && j.baseline_changed);
         }
         assert!(b.entries[0].promoted);
         // Learned destination after stabilising: nothing.
-        let j = judge(&mut b, &p, &l, &f1, &obs("data.example.org", "198.51.100.10", "a", 4000));
+        let j = judge(
+            &mut b,
+            &p,
+            &l,
+            &f1,
+            &obs("data.example.org", "198.51.100.10", "a", 4000),
+        );
         assert_eq!((j.verdict, j.alert), (Verdict::Known, None));
         // The upgrade.
         let f2 = facts("2.0.0");
-        let j = judge(&mut b, &p, &l, &f2, &obs("telemetry.example.net", "203.0.113.66", "a", 5000));
+        let j = judge(
+            &mut b,
+            &p,
+            &l,
+            &f2,
+            &obs("telemetry.example.net", "203.0.113.66", "a", 5000),
+        );
         let alert = j.alert.expect("an alert");
         assert_eq!(alert.reason, Reason::NewSinceUpgrade);
-        assert_eq!(alert.destination.names, vec!["telemetry.example.net".to_string()]);
+        assert_eq!(
+            alert.destination.names,
+            vec!["telemetry.example.net".to_string()]
+        );
         assert_eq!(alert.packages_changed.len(), 1);
         assert_eq!(
-            (alert.packages_changed[0].from.as_str(), alert.packages_changed[0].to.as_str()),
+            (
+                alert.packages_changed[0].from.as_str(),
+                alert.packages_changed[0].to.as_str()
+            ),
             ("1.0.0", "2.0.0")
         );
         assert_eq!(alert.scope.classification, "sensitive");
         assert_eq!(alert.baseline.state, "stable");
         // The other replica (still on 1.0.0) makes the same connection:
         // the same key, so the store folds it into the one alert.
-        let j2 = judge(&mut b, &p, &l, &f1, &obs("telemetry.example.net", "203.0.113.66", "b", 5100));
+        let j2 = judge(
+            &mut b,
+            &p,
+            &l,
+            &f1,
+            &obs("telemetry.example.net", "203.0.113.66", "b", 5100),
+        );
         assert_eq!(j2.alert.unwrap().dedup_key, alert.dedup_key);
     }
 
@@ -230,17 +274,39 @@ mod tests {
             }],
         };
         let mut b = Baseline::new("k", "", 0);
-        assert!(judge(&mut b, &enforce, &l, &f, &obs("data.example.org", "198.51.100.10", "a", 10)).alert.is_none());
+        assert!(
+            judge(
+                &mut b,
+                &enforce,
+                &l,
+                &f,
+                &obs("data.example.org", "198.51.100.10", "a", 10)
+            )
+            .alert
+            .is_none()
+        );
         let j = judge(&mut b, &enforce, &l, &f, &obs("", "10.1.2.3", "a", 20));
         assert_eq!(j.alert.unwrap().reason, Reason::Policy);
         enforce.mode = Mode::Audit;
         let mut b = Baseline::new("k", "", 0);
-        judge(&mut b, &enforce, &l, &f, &obs("data.example.org", "198.51.100.10", "a", 10));
+        judge(
+            &mut b,
+            &enforce,
+            &l,
+            &f,
+            &obs("data.example.org", "198.51.100.10", "a", 10),
+        );
         // A destination with no name alerts with the address alone.
         let j = judge(&mut b, &enforce, &l, &f, &obs("", "192.0.2.99", "a", 5000));
         let a = j.alert.unwrap();
-        assert_eq!((a.reason, a.mode.as_str()), (Reason::NewDestination, "audit"));
+        assert_eq!(
+            (a.reason, a.mode.as_str()),
+            (Reason::NewDestination, "audit")
+        );
         assert_eq!(a.destination.names_source, "none");
-        assert_eq!(a.dedup_key, "pod:ml/Deployment/trainer/trainer|192.0.2.99/32|443|tcp");
+        assert_eq!(
+            a.dedup_key,
+            "pod:ml/Deployment/trainer/trainer|192.0.2.99/32|443|tcp"
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn allow_list(baseline: &Baseline, mode: &str) -> String {
     let _ = writeln!(out, "mode = {}", quote(mode));
     let mut by_port: BTreeMap<(u16, &str), Vec<&super::baseline::Entry>> = BTreeMap::new();
     for e in &baseline.entries {
-        by_port.entry((e.port, e.protocol.as_str())).or_default().push(e);
+        by_port
+            .entry((e.port, e.protocol.as_str()))
+            .or_default()
+            .push(e);
     }
     for ((port, protocol), entries) in by_port {
         let _ = writeln!(out, "\n[[egress.allow]]");
@@ -91,7 +94,11 @@ mod tests {
             b.observe(
                 &Observation {
                     ip: ip.parse().unwrap(),
-                    names: if name.is_empty() { vec![] } else { vec![name.into()] },
+                    names: if name.is_empty() {
+                        vec![]
+                    } else {
+                        vec![name.into()]
+                    },
                     port,
                     protocol: "tcp".into(),
                     replica: "alpha/pod/1".into(),
@@ -103,7 +110,10 @@ mod tests {
             );
         }
         let text = allow_list(&b, "policy+learn");
-        assert!(text.contains("workload = \"k8s:/ml/Deployment/trainer/trainer\""), "{text}");
+        assert!(
+            text.contains("workload = \"k8s:/ml/Deployment/trainer/trainer\""),
+            "{text}"
+        );
         assert!(text.contains("ports = [443]  # tcp\nnames = [\n  \"data.example.org\",  # first seen 1970-01-01T00:00:00.01Z, 1 connects, 1 replica(s), not promoted yet, by /venv/bin/python3\n]\ncidrs = [\n  \"192.0.2.7/32\","), "{text}");
         assert!(text.contains("ports = [9090]"), "{text}");
         // It parses as TOML.

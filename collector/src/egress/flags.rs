@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn flags_override_only_what_they_name() {
-        let cli = Cli::try_parse_from(["x", "--egress-warmup", "2s", "--egress-quarantine", "24h"]).unwrap();
+        let cli = Cli::try_parse_from(["x", "--egress-warmup", "2s", "--egress-quarantine", "24h"])
+            .unwrap();
         let l = cli.egress.over(Learning::default());
         assert_eq!(l.warmup, Duration::from_secs(2));
         assert_eq!(l.quarantine, Duration::from_secs(86_400));

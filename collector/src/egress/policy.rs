@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("k8s:*/ml/Deployment/trainer/*", "k8s:/ml/Deployment/trainer/trainer"));
+        assert!(glob(
+            "k8s:*/ml/Deployment/trainer/*",
+            "k8s:/ml/Deployment/trainer/trainer"
+        ));
         assert!(glob("*", ""));
         assert!(glob("*trainer*", "k8s:/ml/Deployment/trainer/c"));
         assert!(!glob("k8s:*/ml/*", "k8s:/prod/Deployment/x/y"));
@@ -167,8 +170,16 @@ mod tests {
             ..EgressPolicy::default()
         };
         assert!(!p.allows("10.0.0.5".parse().unwrap(), &[], 443));
-        assert!(p.allows("192.0.2.1".parse().unwrap(), &["cdn.example.com".into()], 443));
-        assert!(!p.allows("192.0.2.1".parse().unwrap(), &["cdn.example.com".into()], 80));
+        assert!(p.allows(
+            "192.0.2.1".parse().unwrap(),
+            &["cdn.example.com".into()],
+            443
+        ));
+        assert!(!p.allows(
+            "192.0.2.1".parse().unwrap(),
+            &["cdn.example.com".into()],
+            80
+        ));
         p.allow.push(Allow {
             cidrs: vec![Cidr {
                 addr: "10.0.0.0".parse().unwrap(),

@@ -152,7 +152,11 @@ impl Stage {
     /// The settings in force: the policy file's (with the flags over its
     /// durations) when the stage follows one, else those set.
     pub fn config(&self) -> EgressConfig {
-        let mut config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut config = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some((policy, flags)) = &self.policy {
             let current = policy.state().current.clone();
             config.policies = current.egress.clone();
@@ -206,10 +210,22 @@ impl Stage {
                     .first()
                     .map(|l| l.exe.clone())
                     .unwrap_or_default(),
-                lineage: instance.facts.lineage.iter().map(|l| l.exe.clone()).collect(),
-                at_ms: if c.last_seen_ms > 0 { c.last_seen_ms } else { now_ms },
+                lineage: instance
+                    .facts
+                    .lineage
+                    .iter()
+                    .map(|l| l.exe.clone())
+                    .collect(),
+                at_ms: if c.last_seen_ms > 0 {
+                    c.last_seen_ms
+                } else {
+                    now_ms
+                },
             };
-            let policy = config.policies.for_workload(&instance.facts.workload).clone();
+            let policy = config
+                .policies
+                .for_workload(&instance.facts.workload)
+                .clone();
             let key = instance.facts.workload.key.clone();
             let judgement = {
                 let mut cache = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,7 +248,8 @@ impl Stage {
                 let (version, baseline) = cache.get_mut(&key).expect("inserted above");
                 let j = engine::judge(baseline, &policy, &config.learning, &instance.facts, &obs);
                 if j.baseline_changed {
-                    let body = serde_json::to_string(baseline).map_err(crate::store::StoreError::backend)?;
+                    let body = serde_json::to_string(baseline)
+                        .map_err(crate::store::StoreError::backend)?;
                     match store.put_egress_baseline(&key, *version, now_ms, &body) {
                         Ok(r) => *version = r.version,
                         Err(e) => {
@@ -245,7 +262,9 @@ impl Stage {
                 }
                 j
             };
-            let Some(mut alert) = judgement.alert else { continue };
+            let Some(mut alert) = judgement.alert else {
+                continue;
+            };
             let count = i64::try_from(c.count.max(1)).unwrap_or(i64::MAX);
             // The stored alert keeps its first sighting's story; a later
             // sighting adds its replica and counts.

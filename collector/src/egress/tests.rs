@@ -91,8 +91,10 @@ fn python(pid: u32, ppid: u32, w: &v1::Workload, version: &str) -> Process {
                 ..Default::default()
             },
             Artifact {
-                path: format!("/venv/lib/python3.11/site-packages/trainlib-{version}.dist-info/METADATA")
-                    .into_bytes(),
+                path: format!(
+                    "/venv/lib/python3.11/site-packages/trainlib-{version}.dist-info/METADATA"
+                )
+                .into_bytes(),
                 inode: 20 + u64::from(pid),
                 kind: ArtifactKind::Installed as i32,
                 package: Some(pypi),
@@ -223,7 +225,13 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
         connect(200, "192.0.2.10", &[], T0 + 300),
         connect(300, "198.51.100.10", &["data.example.org"], T0 + 300),
     ];
-    s.ingest.apply(&session, &msg(2, delta(vec![], &[], learn, T0 + 300)), T0 + 300).unwrap();
+    s.ingest
+        .apply(
+            &session,
+            &msg(2, delta(vec![], &[], learn, T0 + 300)),
+            T0 + 300,
+        )
+        .unwrap();
     assert!(store.egress_alerts(0, 10).unwrap().is_empty());
     let trainer_key = "k8s:/ml/Deployment/trainer/trainer";
     let record = store
@@ -239,47 +247,94 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
     // from the store. A learned name on another address (a CDN) is known.
     drop(s);
     let mut s = attach(store.clone(), tempfile::tempdir().unwrap());
-    let known = vec![connect(100, "198.51.100.77", &["data.example.org"], T0 + 4000)];
-    s.ingest.apply(&session, &msg(3, delta(vec![], &[], known, T0 + 4000)), T0 + 4000).unwrap();
+    let known = vec![connect(
+        100,
+        "198.51.100.77",
+        &["data.example.org"],
+        T0 + 4000,
+    )];
+    s.ingest
+        .apply(
+            &session,
+            &msg(3, delta(vec![], &[], known, T0 + 4000)),
+            T0 + 4000,
+        )
+        .unwrap();
     assert!(store.egress_alerts(0, 10).unwrap().is_empty());
 
     // The upgrade: both replicas restart with trainlib 2.0.0, then reach a
     // new name on an unexpected address.
-    let restarted = vec![
-        python(101, 1, &a, "2.0.0"),
-        python(201, 1, &b, "2.0.0"),
-    ];
+    let restarted = vec![python(101, 1, &a, "2.0.0"), python(201, 1, &b, "2.0.0")];
     s.ingest
-        .apply(&session, &msg(4, delta(restarted, &[100, 110, 200], vec![], T0 + 5000)), T0 + 5000)
+        .apply(
+            &session,
+            &msg(4, delta(restarted, &[100, 110, 200], vec![], T0 + 5000)),
+            T0 + 5000,
+        )
         .unwrap();
     let new = vec![
-        connect(101, "203.0.113.66", &["telemetry.example.net", "cdn.example.net"], T0 + 6000),
+        connect(
+            101,
+            "203.0.113.66",
+            &["telemetry.example.net", "cdn.example.net"],
+            T0 + 6000,
+        ),
         connect(201, "203.0.113.66", &["telemetry.example.net"], T0 + 6100),
         connect(300, "203.0.113.66", &["telemetry.example.net"], T0 + 6200),
     ];
-    s.ingest.apply(&session, &msg(5, delta(vec![], &[], new, T0 + 6200)), T0 + 6200).unwrap();
+    s.ingest
+        .apply(
+            &session,
+            &msg(5, delta(vec![], &[], new, T0 + 6200)),
+            T0 + 6200,
+        )
+        .unwrap();
 
     let alerts = store.egress_alerts(0, 10).unwrap();
-    assert_eq!(alerts.len(), 2, "one for the trainer, one for batch: {alerts:?}");
-    let trainer = alerts.iter().find(|r| r.workload == trainer_key).expect("trainer's alert");
+    assert_eq!(
+        alerts.len(),
+        2,
+        "one for the trainer, one for batch: {alerts:?}"
+    );
+    let trainer = alerts
+        .iter()
+        .find(|r| r.workload == trainer_key)
+        .expect("trainer's alert");
     assert_eq!(trainer.count, 2, "both replicas, one alert");
     let alert: super::alert::Alert = serde_json::from_str(&trainer.body).unwrap();
     assert_eq!(alert.reason, Reason::NewSinceUpgrade);
     assert_eq!(alert.destination.ip, "203.0.113.66");
     assert_eq!(
         alert.destination.names,
-        vec!["telemetry.example.net".to_string(), "cdn.example.net".to_string()]
+        vec![
+            "telemetry.example.net".to_string(),
+            "cdn.example.net".to_string()
+        ]
     );
     assert_eq!(alert.destination.names_source, "dns");
     assert_eq!(alert.scope.classification, "sensitive");
     assert_eq!(alert.scope.writes_to, vec!["s3://ml-data".to_string()]);
-    assert_eq!((alert.workload.owner.as_str(), alert.workload.namespace.as_str()), ("trainer", "ml"));
+    assert_eq!(
+        (
+            alert.workload.owner.as_str(),
+            alert.workload.namespace.as_str()
+        ),
+        ("trainer", "ml")
+    );
     assert_eq!(alert.workload.image_digest, "sha256:aaaa");
     assert_eq!(alert.lineage[0].pid, 101);
-    assert_eq!(alert.lineage[0].argv, "python3 train.py --api-key <redacted>");
+    assert_eq!(
+        alert.lineage[0].argv,
+        "python3 train.py --api-key <redacted>"
+    );
     let change = &alert.packages_changed[0];
     assert_eq!(
-        (change.name.as_str(), change.from.as_str(), change.to.as_str(), change.at_ms),
+        (
+            change.name.as_str(),
+            change.from.as_str(),
+            change.to.as_str(),
+            change.at_ms
+        ),
         ("pypi/trainlib", "1.0.0", "2.0.0", T0 + 6000)
     );
     assert_eq!(alert.packages, vec!["pkg:pypi/trainlib@2.0.0".to_string()]);
@@ -287,10 +342,15 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
     assert_eq!(alert.baseline.state, "stable");
     // One event for the trainer; batch is in audit mode: listed, not sent.
     match s.events.try_recv() {
-        Ok(AlertEvent::New(a)) => assert_eq!((a.id, a.workload.key.as_str()), (trainer.id, trainer_key)),
+        Ok(AlertEvent::New(a)) => {
+            assert_eq!((a.id, a.workload.key.as_str()), (trainer.id, trainer_key))
+        }
         other => panic!("expected the trainer's alert, got {other:?}"),
     }
-    assert!(s.events.try_recv().is_err(), "one event, not one per replica or for audit");
+    assert!(
+        s.events.try_recv().is_err(),
+        "one event, not one per replica or for audit"
+    );
     let audit = alerts.iter().find(|r| r.workload != trainer_key).unwrap();
     assert!(audit.body.contains("\"mode\":\"audit\""), "{}", audit.body);
 
@@ -314,12 +374,126 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
     assert_eq!(scope.instances.len(), 2);
     assert!(scope.data_scopes.contains("sensitive"));
     assert!(matches!(
-        log::open(&s.ingest, Source::EgressAlert { alert: "999".into() }, "test", &rules, T0),
-        Err(log::LogError::Scope(crate::response::incident::scope::ScopeError::UnknownAlert(_)))
+        log::open(
+            &s.ingest,
+            Source::EgressAlert {
+                alert: "999".into()
+            },
+            "test",
+            &rules,
+            T0
+        ),
+        Err(log::LogError::Scope(
+            crate::response::incident::scope::ScopeError::UnknownAlert(_)
+        ))
     ));
 
     // Quiet for the resolve period: resolved and published.
-    let resolved = s.stage.resolve_quiet(store.as_ref(), T0 + 6200 + 16 * 60_000).unwrap();
+    let resolved = s
+        .stage
+        .resolve_quiet(store.as_ref(), T0 + 6200 + 16 * 60_000)
+        .unwrap();
     assert_eq!(resolved.len(), 2);
     assert!(matches!(s.events.try_recv(), Ok(AlertEvent::Resolved(a)) if a.id == trainer.id));
+}
+
+/// The policy file's `[[egress]]` sections and `[egress_learning]`: read,
+/// checked with positions, and what the stage applies (the flags over
+/// the file's durations).
+#[test]
+fn policy_file_egress_sections() {
+    let text = br#"
+[[tier]]
+number = 1
+name = "all"
+[[tier.rule]]
+
+[egress_learning]
+warmup = "2s"
+quarantine = "1h"
+
+[[egress]]
+workload = "*"
+mode = "audit"
+
+[[egress]]
+workload = "k8s:*/ml/Deployment/trainer/*"
+mode = "enforce"
+[[egress.allow]]
+names = ["*.example.org", "api.example.net"]
+cidrs = ["198.51.100.0/24"]
+ports = [443]
+"#;
+    let policy = crate::Policy::parse("p.toml", text).unwrap();
+    let e = &policy.egress;
+    assert_eq!(e.default.mode, Mode::Audit);
+    assert_eq!(e.workloads.len(), 1);
+    let trainer = super::alert::WorkloadRef {
+        key: "k8s:/ml/Deployment/trainer/trainer".into(),
+        ..Default::default()
+    };
+    let p = e.for_workload(&trainer);
+    assert_eq!(p.mode, Mode::Enforce);
+    assert!(p.allows("198.51.100.7".parse().unwrap(), &[], 443));
+    assert!(p.allows("192.0.2.1".parse().unwrap(), &["x.example.org".into()], 443));
+    assert!(!p.allows("192.0.2.1".parse().unwrap(), &["x.example.org".into()], 80));
+    assert!(
+        !p.allows("10.0.0.1".parse().unwrap(), &[], 443),
+        "private is not exempt"
+    );
+    let other = super::alert::WorkloadRef {
+        key: "unit:cron".into(),
+        ..Default::default()
+    };
+    assert_eq!(e.for_workload(&other).mode, Mode::Audit);
+    let flags = super::flags::EgressFlags {
+        quarantine: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let l = flags.over(policy.egress_learning.over(Learning::default()));
+    assert_eq!(
+        (l.warmup, l.quarantine, l.stable),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Learning::default().stable
+        )
+    );
+
+    // Mistakes, each at its place.
+    let bad = br#"
+[[tier]]
+number = 1
+name = "all"
+[[tier.rule]]
+
+[egress_learning]
+warmup = "300"
+
+[[egress]]
+workload = "x"
+mode = "learn"
+[[egress.allow]]
+names = ["a b"]
+cidrs = ["10.0.0.1/8"]
+ports = [70000]
+"#;
+    let errors: Vec<String> = crate::Policy::parse("p.toml", bad)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let want = [
+        "p.toml:8:10: duration \"300\" has no unit",
+        "p.toml:12:8: egress mode \"learn\"",
+        "p.toml:14:10: egress name \"a b\"",
+        "p.toml:15:10: egress cidr \"10.0.0.1/8\" has host bits set",
+        "p.toml:16:10: egress port 70000",
+    ];
+    for w in want {
+        assert!(
+            errors.iter().any(|e| e.starts_with(w)),
+            "{w} not in {errors:#?}"
+        );
+    }
 }

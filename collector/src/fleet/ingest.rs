@@ -50,7 +50,10 @@ pub struct Ingest {
     changed: tokio::sync::Notify,
     /// The unexpected-egress stage and the data-scope mapping it reads,
     /// once the collector attached them.
-    egress: OnceLock<(Arc<crate::egress::stage::Stage>, Arc<Mutex<crate::ScopeMap>>)>,
+    egress: OnceLock<(
+        Arc<crate::egress::stage::Stage>,
+        Arc<Mutex<crate::ScopeMap>>,
+    )>,
 }
 
 /// What an advisory import stored and matched.
@@ -319,9 +322,13 @@ impl Ingest {
             scope.refresh();
             scope.rules().to_vec()
         };
-        if let Err(e) =
-            stage.on_connections(self.store.as_ref(), session, &delta.connections, &rules, now_ms)
-        {
+        if let Err(e) = stage.on_connections(
+            self.store.as_ref(),
+            session,
+            &delta.connections,
+            &rules,
+            now_ms,
+        ) {
             warn!(error = %e.chain(), "egress verdicts failed for this message");
         }
     }

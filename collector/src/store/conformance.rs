@@ -17,8 +17,8 @@ use crate::{
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
         EGRESS_BASELINE_VERSIONS, EgressAlertUpsert, IncidentCache, IncidentEventRecord,
-        MatchScope, PackageName, PageLimit, ProcessCursor,
-        Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
+        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord,
+        Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -3062,10 +3062,16 @@ fn egress_baselines_are_versioned(store: &dyn Store) {
             .version;
     }
     assert_eq!(version, 2 + EGRESS_BASELINE_VERSIONS);
-    assert_eq!(store.egress_baseline("pod:ml/trainer", Some(2)).unwrap(), None);
+    assert_eq!(
+        store.egress_baseline("pod:ml/trainer", Some(2)).unwrap(),
+        None
+    );
     assert!(
         store
-            .egress_baseline("pod:ml/trainer", Some(version - EGRESS_BASELINE_VERSIONS + 1))
+            .egress_baseline(
+                "pod:ml/trainer",
+                Some(version - EGRESS_BASELINE_VERSIONS + 1)
+            )
             .unwrap()
             .is_some()
     );
@@ -3084,40 +3090,73 @@ fn egress_alerts_one_open_per_key(store: &dyn Store) {
         body,
     };
     let k = "pod:ml/trainer|telemetry.example.net|443|tcp";
-    let (a, new) = store.upsert_egress_alert(&sighting(k, T0, 1, "first")).unwrap();
+    let (a, new) = store
+        .upsert_egress_alert(&sighting(k, T0, 1, "first"))
+        .unwrap();
     assert!(new);
-    assert_eq!((a.first_seen_ms, a.last_seen_ms, a.count, a.resolved_ms), (T0, T0, 1, None));
+    assert_eq!(
+        (a.first_seen_ms, a.last_seen_ms, a.count, a.resolved_ms),
+        (T0, T0, 1, None)
+    );
     let (b, new) = store
         .upsert_egress_alert(&sighting(k, T0 + 500, 3, "second"))
         .unwrap();
     assert!(!new);
-    assert_eq!((b.id, b.last_seen_ms, b.count, b.body.as_str()), (a.id, T0 + 500, 4, "second"));
+    assert_eq!(
+        (b.id, b.last_seen_ms, b.count, b.body.as_str()),
+        (a.id, T0 + 500, 4, "second")
+    );
     assert_eq!(store.open_egress_alert(k).unwrap(), Some(b.clone()));
     // A sighting reported late does not move the last sighting back.
-    let (b, _) = store.upsert_egress_alert(&sighting(k, T0 + 100, 1, "late")).unwrap();
+    let (b, _) = store
+        .upsert_egress_alert(&sighting(k, T0 + 100, 1, "late"))
+        .unwrap();
     assert_eq!((b.last_seen_ms, b.count), (T0 + 500, 5));
     assert!(matches!(
         store.upsert_egress_alert(&sighting(k, T0, 0, "none")),
         Err(StoreError::Invalid(_))
     ));
     let (other, new) = store
-        .upsert_egress_alert(&sighting("pod:ml/trainer|192.0.2.99/32|443|tcp", T0 + 1000, 1, "x"))
+        .upsert_egress_alert(&sighting(
+            "pod:ml/trainer|192.0.2.99/32|443|tcp",
+            T0 + 1000,
+            1,
+            "x",
+        ))
         .unwrap();
     assert!(new && other.id != a.id);
-    let listed: Vec<i64> = store.egress_alerts(0, 10).unwrap().iter().map(|a| a.id).collect();
+    let listed: Vec<i64> = store
+        .egress_alerts(0, 10)
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
     assert_eq!(listed, vec![other.id, a.id]);
     assert_eq!(store.egress_alerts(T0 + 600, 10).unwrap().len(), 1);
     assert_eq!(store.egress_alerts(0, 1).unwrap().len(), 1);
     // Quiet since before T0 + 600: the first resolves, the other stays.
     let resolved = store.resolve_egress_alerts(T0 + 600, T0 + 2000).unwrap();
-    assert_eq!(resolved.iter().map(|a| a.id).collect::<Vec<_>>(), vec![a.id]);
+    assert_eq!(
+        resolved.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![a.id]
+    );
     assert_eq!(resolved[0].resolved_ms, Some(T0 + 2000));
-    assert!(store.resolve_egress_alerts(T0 + 600, T0 + 2001).unwrap().is_empty());
+    assert!(
+        store
+            .resolve_egress_alerts(T0 + 600, T0 + 2001)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.open_egress_alert(k).unwrap(), None);
-    let (again, new) = store.upsert_egress_alert(&sighting(k, T0 + 3000, 1, "again")).unwrap();
+    let (again, new) = store
+        .upsert_egress_alert(&sighting(k, T0 + 3000, 1, "again"))
+        .unwrap();
     assert!(new && again.id != a.id);
     assert_eq!(
-        store.egress_alert(a.id).unwrap().map(|a| (a.count, a.resolved_ms)),
+        store
+            .egress_alert(a.id)
+            .unwrap()
+            .map(|a| (a.count, a.resolved_ms)),
         Some((5, Some(T0 + 2000)))
     );
     assert_eq!(store.egress_alert(9999).unwrap(), None);
@@ -3156,7 +3195,14 @@ fn process_chain_walks_to_the_root(store: &dyn Store) {
     apply(
         store,
         &s,
-        msg(1, snapshot("snap-1", vec![root, child, grandchild, orphan, late], vec![])),
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![root, child, grandchild, orphan, late],
+                vec![],
+            ),
+        ),
     );
     let chain = store
         .process_chain(s.host, &key(12), 16)
@@ -3168,7 +3214,10 @@ fn process_chain_walks_to_the_root(store: &dyn Store) {
         vec![12, 11, 10]
     );
     assert_eq!(chain.links[0].exe, b"/venv/bin/python3");
-    assert_eq!(chain.links[1].cmdline, "python3 train.py --token <redacted>");
+    assert_eq!(
+        chain.links[1].cmdline,
+        "python3 train.py --token <redacted>"
+    );
     assert_eq!(chain.links[0].start_ticks, key(12).start_ticks);
     assert_eq!(chain.links[2].privilege.summary, "uid10");
     assert_eq!(
@@ -3186,7 +3235,13 @@ fn process_chain_walks_to_the_root(store: &dyn Store) {
     let depth = store.process_chain(s.host, &key(12), 2).unwrap().unwrap();
     assert_eq!(depth.links.len(), 2);
     let orphan = store.process_chain(s.host, &key(13), 16).unwrap().unwrap();
-    assert_eq!(orphan.links.iter().map(|l| l.pid).collect::<Vec<_>>(), vec![13]);
+    assert_eq!(
+        orphan.links.iter().map(|l| l.pid).collect::<Vec<_>>(),
+        vec![13]
+    );
     assert_eq!(store.process_chain(s.host, &key(99), 16).unwrap(), None);
-    assert_eq!(store.process_chain(s.host + 100, &key(12), 16).unwrap(), None);
+    assert_eq!(
+        store.process_chain(s.host + 100, &key(12), 16).unwrap(),
+        None
+    );
 }

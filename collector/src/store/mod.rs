@@ -449,8 +449,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<EgressBaselineRecord>;
 
     /// The newest version of baseline `key`, or of a given `version`.
-    fn egress_baseline(&self, key: &str, version: Option<i64>)
-    -> Result<Option<EgressBaselineRecord>>;
+    fn egress_baseline(
+        &self,
+        key: &str,
+        version: Option<i64>,
+    ) -> Result<Option<EgressBaselineRecord>>;
 
     /// The newest version of every baseline, by key.
     fn egress_baselines(&self) -> Result<Vec<EgressBaselineRecord>>;
@@ -460,13 +463,19 @@ pub trait Store: Send + Sync + 'static {
     /// open one with `last_seen_ms` raised, `count` added to and `body`
     /// replaced, `false`. One transaction; two callers racing on one key
     /// get one alert.
-    fn upsert_egress_alert(&self, alert: &EgressAlertUpsert<'_>) -> Result<(EgressAlertRecord, bool)>;
+    fn upsert_egress_alert(
+        &self,
+        alert: &EgressAlertUpsert<'_>,
+    ) -> Result<(EgressAlertRecord, bool)>;
 
     /// Resolves the open alerts last seen before `quiet_before_ms` (at
     /// `now_ms`), and returns them. A later sighting of the key opens a
     /// new alert.
-    fn resolve_egress_alerts(&self, quiet_before_ms: i64, now_ms: i64)
-    -> Result<Vec<EgressAlertRecord>>;
+    fn resolve_egress_alerts(
+        &self,
+        quiet_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<EgressAlertRecord>>;
 
     /// The process `key` on host row `host` (a session's), with its
     /// ancestors on that host by ppid (parent first, at most `depth` in

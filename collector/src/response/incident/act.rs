@@ -67,7 +67,9 @@ fn scope_now(
 ) -> Result<super::Scope, LogError> {
     match scope::compute(ingest.store().as_ref(), &incident.source, rules) {
         Ok(s) => Ok(s),
-        Err(ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_)) => Ok(incident.scope.clone()),
+        Err(
+            ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_),
+        ) => Ok(incident.scope.clone()),
         Err(e) => Err(e.into()),
     }
 }

@@ -405,7 +405,10 @@ fn check_egress(
         let e = section.into_inner();
         let workload = e.workload.get_ref().trim().to_string();
         if workload.is_empty() {
-            c.error(e.workload.span(), "an [[egress]] section needs a workload (a baseline key, a glob, or \"*\")");
+            c.error(
+                e.workload.span(),
+                "an [[egress]] section needs a workload (a baseline key, a glob, or \"*\")",
+            );
             continue;
         }
         if let Some(&line) = seen.get(&workload) {
@@ -414,7 +417,10 @@ fn check_egress(
                 format!("egress workload {workload:?} is named twice (first on line {line})"),
             );
         }
-        seen.insert(workload.clone(), position(c.text, e.workload.span().start).0);
+        seen.insert(
+            workload.clone(),
+            position(c.text, e.workload.span().start).0,
+        );
         let mode = match &e.mode {
             None => EgressMode::default(),
             Some(m) => match EgressMode::parse(m.get_ref()) {

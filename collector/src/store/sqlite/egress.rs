@@ -178,7 +178,11 @@ pub(super) fn open_alert(conn: &Connection, dedup_key: &str) -> Result<Option<Eg
         .optional()?)
 }
 
-pub(super) fn alerts(conn: &Connection, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>> {
+pub(super) fn alerts(
+    conn: &Connection,
+    since_ms: i64,
+    limit: usize,
+) -> Result<Vec<EgressAlertRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ALERT_COLUMNS} FROM egress_alert WHERE last_seen_ms >= ?1
          ORDER BY last_seen_ms DESC, id DESC LIMIT ?2"
@@ -232,10 +236,7 @@ pub(super) fn process_chain(
             "SELECT {LINK_COLUMNS} FROM process WHERE host = ?1 AND pid = ?2 AND start_ticks = ?3
              ORDER BY exit_time_ms IS NULL DESC, id DESC LIMIT 1"
         ))?
-        .query_row(
-            params![host, key.pid, key.start_ticks as i64],
-            link_row,
-        )
+        .query_row(params![host, key.pid, key.start_ticks as i64], link_row)
         .optional()?;
     let Some((_, set_id, mut ppid, link)) = first else {
         return Ok(None);
@@ -289,9 +290,9 @@ pub(super) fn process_chain(
             chain.packages.push((p, evidence_name(kind).to_string()));
         }
     }
-    chain
-        .packages
-        .sort_by(|(a, _), (b, _)| (&a.ecosystem, &a.name, &a.version).cmp(&(&b.ecosystem, &b.name, &b.version)));
+    chain.packages.sort_by(|(a, _), (b, _)| {
+        (&a.ecosystem, &a.name, &a.version).cmp(&(&b.ecosystem, &b.name, &b.version))
+    });
     chain.workload = conn
         .prepare_cached("SELECT data FROM workload WHERE host = ?1 AND id = ?2")?
         .query_row(params![host, workload_id], |r| r.get::<_, Vec<u8>>(0))

@@ -14,11 +14,11 @@ use patchgap_proto::v1;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
-    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, EgressAlertRecord, EgressAlertUpsert,
-    EgressBaselineRecord, EvidencePage, HostRow,
-    IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit,
+    AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, EgressAlertRecord,
+    EgressAlertUpsert, EgressBaselineRecord, EvidencePage, HostRow, IncidentCache,
+    IncidentEventRecord, IncidentRecord, MatchScope, PackageName, PageLimit, ProcessChain,
     ProcessCursor, PutOutcome, Result, SbomRecord, Session, Store, StoreError, TokenRecord,
-    Verdict, WorkloadRow, ProcessChain,
+    Verdict, WorkloadRow,
 };
 
 mod advisories;

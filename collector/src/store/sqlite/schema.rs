@@ -423,7 +423,7 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the incident log is append-only'); END;
     CREATE TRIGGER incident_event_no_delete BEFORE DELETE ON incident_event
         BEGIN SELECT RAISE(ABORT, 'the incident log is append-only'); END;
-    "#,    // egress (issue 18): learned baselines, versioned (the newest few
+    "#, // egress (issue 18): learned baselines, versioned (the newest few
     // versions of each key are kept), and unexpected-egress alerts, one
     // open alert per dedup key (workload, destination, port). Both are
     // documents the domain owns; the store keeps them with their identity
