@@ -241,7 +241,7 @@ mod tests {
         let j = alert_json(&a);
         assert_eq!((j["id"].as_i64(), j["count"].as_u64()), (Some(7), Some(3)));
         assert!(j["resolved_ms"].is_null());
-        let t = alerts_table(&[j.clone()]);
+        let t = alerts_table(std::slice::from_ref(&j));
         assert!(t.contains("t.example.net (203.0.113.66:443)"), "{t}");
         assert!(t.contains("trainlib 1.0.0→2.0.0"), "{t}");
         // A name from a DNS answer cannot drive the terminal.

@@ -104,20 +104,18 @@ impl Internet {
         run("ip", &["-n", &net.ns, "link", "set", "lo", "up"]);
         // 203.0.113.0/24 is reached through the namespace; the route
         // goes with the veth.
-        for block in ["203.0.113.0/24"] {
-            run(
-                "ip",
-                &[
-                    "route",
-                    "add",
-                    block,
-                    "via",
-                    "198.51.100.2",
-                    "dev",
-                    &net.veth,
-                ],
-            );
-        }
+        run(
+            "ip",
+            &[
+                "route",
+                "add",
+                "203.0.113.0/24",
+                "via",
+                "198.51.100.2",
+                "dev",
+                &net.veth,
+            ],
+        );
         let script = format!(
             "import socket\n\
              s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\

@@ -2847,178 +2847,6 @@ fn pages_walk_the_whole_answer(store: &dyn Store) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-
-    /// The number of migrations this build knows: a fresh store has run them all.
-    fn migrations() -> i64 {
-        let known = SqliteStore::in_memory()
-            .expect("in-memory store")
-            .schema_version()
-            .expect("schema version");
-        assert!(known > 0, "a fresh store has run its migrations");
-        known
-    }
-
-    fn raw(dir: &Path) -> rusqlite::Connection {
-        rusqlite::Connection::open(dir.join("patchgap.db")).expect("open the db file")
-    }
-
-    #[test]
-    fn sqlite_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let session = {
-            let store = SqliteStore::open(dir.path()).expect("open");
-            let s = open(&store, &hello("session-a"));
-            apply(
-                &store,
-                &s,
-                msg(
-                    1,
-                    snapshot(
-                        "snap-1",
-                        vec![plain(10), plain(11)],
-                        vec![sockets(10, vec![socket(40000, 443, true, 1)])],
-                    ),
-                ),
-            );
-            apply(&store, &s, msg(2, delta(vec![plain(12)], &[11], vec![])));
-            s
-        };
-
-        let store = SqliteStore::open(dir.path()).expect("reopen");
-        assert_eq!(
-            open(&store, &hello("session-a")),
-            Session {
-                host: session.host,
-                acked_seq: 2,
-                new: false,
-                epoch: session.epoch,
-            }
-        );
-        assert_eq!(running(&store, None), vec![10, 12]);
-        assert_eq!(summary(&store, 10).outbound_sockets, 1);
-        assert_eq!(pids(&find(&store, "libc6")), vec![10, 12]);
-        assert_eq!(
-            store.schema_version().expect("schema version"),
-            migrations()
-        );
-        // A resend after the reopen is still recognised.
-        apply(
-            &store,
-            &session,
-            msg(2, delta(vec![plain(11)], &[], vec![])),
-        );
-        assert_eq!(running(&store, None), vec![10, 12]);
-    }
-
-    #[test]
-    fn sqlite_keeps_exited_processes_as_history() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let s = open(&store, &hello("session-a"));
-        apply(
-            &store,
-            &s,
-            msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
-        );
-        apply(
-            &store,
-            &s,
-            msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
-        );
-        assert_eq!(running(&store, None), vec![10]);
-        drop(store);
-
-        let conn = raw(dir.path());
-        let (exit, until): (Option<i64>, Option<i64>) = conn
-            .query_row(
-                "SELECT p.exit_time_ms, h.until_ms FROM process p
-                 JOIN process_set_history h ON h.process_id = p.id WHERE p.pid = 11",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("the exited process is still in the database");
-        assert_eq!(
-            exit,
-            Some(T0),
-            "exited at the complete snapshot's scan time"
-        );
-        assert_eq!(until, Some(T0), "its history interval is closed");
-        let running: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM process WHERE pid = 10 AND exit_time_ms IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(running, 1);
-    }
-
-    /// Migration 17's triggers: the incident log refuses UPDATE and
-    /// DELETE from any SQL, and an incident keeps its identity.
-    #[test]
-    fn sqlite_incident_log_is_append_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let id = {
-            let store = SqliteStore::open(dir.path()).expect("open");
-            store
-                .open_incident(
-                    "advisory:A",
-                    T0,
-                    &[incident_event(1, "opened")],
-                    &cache("detected", true, b""),
-                )
-                .unwrap()
-                .0
-                .id
-        };
-        let conn = raw(dir.path());
-        for sql in [
-            "UPDATE incident_event SET actor = 'mallory'",
-            "DELETE FROM incident_event",
-            "DELETE FROM incident",
-            "UPDATE incident SET dedup_key = 'advisory:B'",
-            "UPDATE incident SET created_ms = 0",
-        ] {
-            let err = conn.execute(sql, []).expect_err(sql).to_string();
-            assert!(
-                err.contains("append-only") || err.contains("never") || err.contains("keeps"),
-                "{sql}: {err}"
-            );
-        }
-        let actor: String = conn
-            .query_row(
-                "SELECT actor FROM incident_event WHERE incident = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(actor, "responder");
-    }
-
-    #[test]
-    fn sqlite_refuses_a_newer_schema() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        drop(SqliteStore::open(dir.path()).expect("create"));
-        let known = migrations();
-        raw(dir.path())
-            .pragma_update(None, "user_version", known + 1)
-            .expect("set user_version");
-        match SqliteStore::open(dir.path()) {
-            Err(StoreError::SchemaTooNew { found, known: k }) => {
-                assert_eq!((found, k), (known + 1, known));
-            }
-            Err(e) => panic!("expected SchemaTooNew, got {e}"),
-            Ok(_) => panic!("opened a database with a newer schema"),
-        }
-    }
-}
-
 // ---- Egress (issue 18) -------------------------------------------------------
 
 /// Baselines: versions number from 1, a writer that read an older version
@@ -3244,4 +3072,176 @@ fn process_chain_walks_to_the_root(store: &dyn Store) {
         store.process_chain(s.host + 100, &key(12), 16).unwrap(),
         None
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// The number of migrations this build knows: a fresh store has run them all.
+    fn migrations() -> i64 {
+        let known = SqliteStore::in_memory()
+            .expect("in-memory store")
+            .schema_version()
+            .expect("schema version");
+        assert!(known > 0, "a fresh store has run its migrations");
+        known
+    }
+
+    fn raw(dir: &Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("patchgap.db")).expect("open the db file")
+    }
+
+    #[test]
+    fn sqlite_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            let s = open(&store, &hello("session-a"));
+            apply(
+                &store,
+                &s,
+                msg(
+                    1,
+                    snapshot(
+                        "snap-1",
+                        vec![plain(10), plain(11)],
+                        vec![sockets(10, vec![socket(40000, 443, true, 1)])],
+                    ),
+                ),
+            );
+            apply(&store, &s, msg(2, delta(vec![plain(12)], &[11], vec![])));
+            s
+        };
+
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            open(&store, &hello("session-a")),
+            Session {
+                host: session.host,
+                acked_seq: 2,
+                new: false,
+                epoch: session.epoch,
+            }
+        );
+        assert_eq!(running(&store, None), vec![10, 12]);
+        assert_eq!(summary(&store, 10).outbound_sockets, 1);
+        assert_eq!(pids(&find(&store, "libc6")), vec![10, 12]);
+        assert_eq!(
+            store.schema_version().expect("schema version"),
+            migrations()
+        );
+        // A resend after the reopen is still recognised.
+        apply(
+            &store,
+            &session,
+            msg(2, delta(vec![plain(11)], &[], vec![])),
+        );
+        assert_eq!(running(&store, None), vec![10, 12]);
+    }
+
+    #[test]
+    fn sqlite_keeps_exited_processes_as_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let s = open(&store, &hello("session-a"));
+        apply(
+            &store,
+            &s,
+            msg(1, snapshot("snap-1", vec![plain(10), plain(11)], vec![])),
+        );
+        apply(
+            &store,
+            &s,
+            msg(2, snapshot("snap-2", vec![plain(10)], vec![])),
+        );
+        assert_eq!(running(&store, None), vec![10]);
+        drop(store);
+
+        let conn = raw(dir.path());
+        let (exit, until): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT p.exit_time_ms, h.until_ms FROM process p
+                 JOIN process_set_history h ON h.process_id = p.id WHERE p.pid = 11",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the exited process is still in the database");
+        assert_eq!(
+            exit,
+            Some(T0),
+            "exited at the complete snapshot's scan time"
+        );
+        assert_eq!(until, Some(T0), "its history interval is closed");
+        let running: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM process WHERE pid = 10 AND exit_time_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(running, 1);
+    }
+
+    /// Migration 17's triggers: the incident log refuses UPDATE and
+    /// DELETE from any SQL, and an incident keeps its identity.
+    #[test]
+    fn sqlite_incident_log_is_append_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store
+                .open_incident(
+                    "advisory:A",
+                    T0,
+                    &[incident_event(1, "opened")],
+                    &cache("detected", true, b""),
+                )
+                .unwrap()
+                .0
+                .id
+        };
+        let conn = raw(dir.path());
+        for sql in [
+            "UPDATE incident_event SET actor = 'mallory'",
+            "DELETE FROM incident_event",
+            "DELETE FROM incident",
+            "UPDATE incident SET dedup_key = 'advisory:B'",
+            "UPDATE incident SET created_ms = 0",
+        ] {
+            let err = conn.execute(sql, []).expect_err(sql).to_string();
+            assert!(
+                err.contains("append-only") || err.contains("never") || err.contains("keeps"),
+                "{sql}: {err}"
+            );
+        }
+        let actor: String = conn
+            .query_row(
+                "SELECT actor FROM incident_event WHERE incident = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(actor, "responder");
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SqliteStore::open(dir.path()).expect("create"));
+        let known = migrations();
+        raw(dir.path())
+            .pragma_update(None, "user_version", known + 1)
+            .expect("set user_version");
+        match SqliteStore::open(dir.path()) {
+            Err(StoreError::SchemaTooNew { found, known: k }) => {
+                assert_eq!((found, k), (known + 1, known));
+            }
+            Err(e) => panic!("expected SchemaTooNew, got {e}"),
+            Ok(_) => panic!("opened a database with a newer schema"),
+        }
+    }
 }
