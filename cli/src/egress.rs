@@ -30,22 +30,47 @@ pub enum EgressCommand {
 }
 
 /// An alert as `-o json` lists it: the collector's document with the
-/// store's identity and counters laid over it.
+/// store's identity and counters laid over it, times as RFC 3339 (as
+/// every command's JSON writes them).
 pub fn alert_json(a: &v1::EgressAlert) -> Value {
     let mut doc: Value = serde_json::from_str(&a.document).unwrap_or_else(|_| json!({}));
     if let Some(o) = doc.as_object_mut() {
+        o.remove("first_seen_ms");
+        o.remove("last_seen_ms");
         o.insert("id".into(), json!(a.id));
-        o.insert("first_seen_ms".into(), json!(a.first_seen_ms));
-        o.insert("last_seen_ms".into(), json!(a.last_seen_ms));
+        o.insert("first_seen".into(), json!(rfc3339(a.first_seen_ms)));
+        o.insert("last_seen".into(), json!(rfc3339(a.last_seen_ms)));
         o.insert("count".into(), json!(a.count));
         o.insert(
-            "resolved_ms".into(),
+            "resolved".into(),
             if a.resolved_ms == 0 {
                 Value::Null
             } else {
-                json!(a.resolved_ms)
+                json!(rfc3339(a.resolved_ms))
             },
         );
+        for c in o
+            .get_mut("packages_changed")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ms) = c["at"].as_i64() {
+                c["at"] = json!(rfc3339(ms));
+            }
+        }
+        for l in o
+            .get_mut("lineage")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(l) = l.as_object_mut()
+                && let Some(ms) = l.remove("start_time_ms").and_then(|v| v.as_i64())
+            {
+                l.insert("start_time".into(), json!(rfc3339(ms)));
+            }
+        }
     }
     doc
 }
@@ -97,7 +122,7 @@ pub fn alerts_table(alerts: &[Value]) -> String {
             };
             vec![
                 a["id"].to_string(),
-                rfc3339(a["last_seen_ms"].as_i64().unwrap_or(0)),
+                a["last_seen"].as_str().unwrap_or("").to_string(),
                 reason,
                 a["workload"]["key"].as_str().unwrap_or("").to_string(),
                 destination(&a["destination"]),
@@ -240,7 +265,9 @@ mod tests {
         };
         let j = alert_json(&a);
         assert_eq!((j["id"].as_i64(), j["count"].as_u64()), (Some(7), Some(3)));
-        assert!(j["resolved_ms"].is_null());
+        assert!(j["resolved"].is_null());
+        assert_eq!(j["last_seen"], "1970-01-01T00:00:00.002Z");
+        assert_eq!(j["packages_changed"][0]["at"], "1970-01-01T00:00:00.005Z");
         let t = alerts_table(std::slice::from_ref(&j));
         assert!(t.contains("t.example.net (203.0.113.66:443)"), "{t}");
         assert!(t.contains("trainlib 1.0.0→2.0.0"), "{t}");
