@@ -1078,6 +1078,8 @@ async fn handle_event(
                     last_seen_ms: at_ms,
                     count: 0,
                     last_result: ret,
+                    // DNS names: not captured by the agent yet (issue 18).
+                    names: Vec::new(),
                 });
             c.first_seen_ms = c.first_seen_ms.min(at_ms);
             c.last_seen_ms = c.last_seen_ms.max(at_ms);

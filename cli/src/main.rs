@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod egress;
 mod gate;
 mod pages;
 mod pki;
@@ -357,16 +358,25 @@ enum IncidentCommand {
     ///   patchgap incident open --advisory GHSA-mq26-g339-26xf --host web-1 -o json
     ///   patchgap incident open --package 'libssl3@<3.0.13'
     ///   patchgap incident open --package pkg:pypi/pip@23.0.1
+    ///   patchgap incident open --alert 12
     Open {
         /// An advisory id or any alias (CVE, GHSA, PYSEC, GO, RUSTSEC, DSA).
-        #[arg(long, required_unless_present = "package", conflicts_with = "package")]
+        #[arg(
+            long,
+            required_unless_present_any = ["package", "alert"],
+            conflicts_with_all = ["package", "alert"]
+        )]
         advisory: Option<String>,
         /// With --advisory: only this host (hostname or host id).
         #[arg(long, requires = "advisory")]
         host: Option<String>,
         /// NAME[@RANGE] or a purl (its version is a range of one).
-        #[arg(long, value_name = "PURL_OR_NAME@RANGE")]
+        #[arg(long, value_name = "PURL_OR_NAME@RANGE", conflicts_with = "alert")]
         package: Option<String>,
+        /// An egress alert's id (`patchgap alerts`): the incident is
+        /// scoped to the alert's workload, every replica of it.
+        #[arg(long, value_name = "ID")]
+        alert: Option<String>,
     },
     /// One incident with its scope, tier, the policy in force (a failed
     /// reload said first), its plan's hash, its actions (state, times,
@@ -588,6 +598,8 @@ struct UpArgs {
     /// It is reloaded when it changes; a bad reload keeps the previous mapping.
     #[arg(long, value_name = "FILE")]
     scope_map: Option<PathBuf>,
+    #[command(flatten)]
+    egress: patchgap_collector::egress::flags::EgressFlags,
     /// Let the local agent carry out the collector's containments (eBPF
     /// egress isolation of a workload's cgroup, pinned in bpffs under
     /// --contain-dir; needs root). Off by default: the agent then tells
@@ -705,6 +717,29 @@ enum Command {
         /// Only connections seen since T (RFC 3339, or a duration ago such as 10m).
         #[arg(long, value_parser = parse_time)]
         since: Option<i64>,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Unexpected egress: one alert per workload, destination and port,
+    /// with the lineage, the packages changed, the workload and its scope.
+    ///
+    /// Examples:
+    ///   patchgap alerts --since 1h
+    ///   patchgap alerts -o json
+    Alerts {
+        /// Only alerts seen since T (RFC 3339, or a duration ago such as 10m).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// At most this many, newest first (at most 1,000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Unexpected egress: the learned baselines.
+    Egress {
+        #[command(subcommand)]
+        command: egress::EgressCommand,
         #[command(flatten)]
         read: ReadOpts,
     },
@@ -904,6 +939,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             print!("{}", verify::verify_bundle(&file, key.as_deref())?);
             Ok(())
         }
+        Command::Alerts { since, limit, read } => egress::alerts(since, limit, read).await,
+        Command::Egress { command, read } => egress::egress(command, read).await,
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,
@@ -1711,12 +1748,14 @@ async fn incident(command: IncidentCommand, read: ReadOpts) -> anyhow::Result<()
             advisory,
             host,
             package,
+            alert,
         } => {
             let r = client
                 .open_incident(v1::OpenIncidentRequest {
                     advisory: advisory.unwrap_or_default(),
                     host: host.unwrap_or_default(),
                     package: package.unwrap_or_default(),
+                    alert: alert.unwrap_or_default(),
                 })
                 .await
                 .map_err(err)?
@@ -2118,6 +2157,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         no_ebpf,
         policy,
         scope_map,
+        egress,
         contain,
         contain_dir,
         alertmanager,
@@ -2176,6 +2216,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 alertmanager,
                 ..Default::default()
             },
+            egress,
             ..CollectorConfig::default()
         },
         listener,

@@ -152,6 +152,8 @@ query_impl! {
         retire_host(v1::RetireHostRequest) -> v1::RetireHostResponse;
         get_incident_graph(v1::GetIncidentGraphRequest) -> v1::GetIncidentGraphResponse;
         get_response_report(v1::GetResponseReportRequest) -> v1::GetResponseReportResponse;
+        list_egress_alerts(v1::ListEgressAlertsRequest) -> v1::ListEgressAlertsResponse;
+        get_egress_baseline(v1::GetEgressBaselineRequest) -> v1::GetEgressBaselineResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

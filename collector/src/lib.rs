@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod conn;
 pub mod ecosystem;
+pub mod egress;
 pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
@@ -96,6 +97,9 @@ pub struct CollectorConfig {
     /// checked, K, and the evidence levels counted (`response::verify`).
     /// Its `fresh_after` is replaced by the one above.
     pub verify: response::verify::Settings,
+    /// Unexpected egress: the `--egress-*` learning durations, over the
+    /// defaults.
+    pub egress: egress::flags::EgressFlags,
 }
 
 impl Default for CollectorConfig {
@@ -117,6 +121,7 @@ impl Default for CollectorConfig {
             http_client_cert: false,
             deliver: response::deliver::DeliverConfig::default(),
             verify: response::verify::Settings::default(),
+            egress: egress::flags::EgressFlags::default(),
         }
     }
 }
@@ -334,6 +339,14 @@ pub async fn serve(
         Some(path) => ScopeMap::load(path).map_err(|e| anyhow::anyhow!("scope mapping: {e}"))?,
         None => ScopeMap::default(),
     }));
+    // Unexpected egress: every agent message's connections are judged
+    // after they commit; alerts go quiet into resolved.
+    let egress_stage = Arc::new(egress::stage::Stage::from_policy(
+        policy.clone(),
+        config.egress,
+    ));
+    ingest.attach_egress(egress_stage, scope.clone());
+    let resolver = tokio::spawn(resolve_egress(ingest.clone()));
     // Open incidents follow their exposure; the task goes when the server does.
     let refresher = tokio::spawn(refresh_incidents(
         ingest.clone(),
@@ -443,6 +456,7 @@ pub async fn serve(
             refresher.abort();
             follower.abort();
             verifier.abort();
+            resolver.abort();
             served?
         }
         Some(config) => {
@@ -455,6 +469,7 @@ pub async fn serve(
             refresher.abort();
             follower.abort();
             verifier.abort();
+            resolver.abort();
             served?
         }
     }
@@ -480,6 +495,28 @@ impl Drop for OutboundTasks {
     fn drop(&mut self) {
         for t in [self.0.take(), self.1.take()].into_iter().flatten() {
             t.abort();
+        }
+    }
+}
+
+/// Resolves egress alerts that went quiet, every ten seconds, on a
+/// blocking thread (the store's write lock).
+async fn resolve_egress(ingest: Arc<Ingest>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let i = ingest.clone();
+        match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms()))
+            .await
+        {
+            Ok(Ok(resolved)) if !resolved.is_empty() => {
+                tracing::info!(
+                    resolved = resolved.len(),
+                    "egress alerts resolved after their quiet period"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.chain(), "resolving egress alerts failed"),
+            Err(e) => tracing::warn!(error = %e, "resolving egress alerts panicked"),
         }
     }
 }

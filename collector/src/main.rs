@@ -50,6 +50,8 @@ struct Cli {
     /// that fails to reload leaves the previous policy in force.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    egress: patchgap_collector::egress::flags::EgressFlags,
     /// The collector's TLS certificate (PEM; `patchgap pki issue collector`).
     /// It is reloaded when it changes, without dropping streams.
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
@@ -340,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
         fresh_after: Duration::from_secs(cli.fresh_after),
         scope_map: cli.scope_map,
         policy: cli.policy,
+        egress: cli.egress,
         tls,
         insecure_plaintext: cli.insecure_plaintext,
         http_listen: cli.http_listen,

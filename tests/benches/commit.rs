@@ -26,9 +26,10 @@ use patchgap_collector::{
     CollectorConfig, SqliteStore, Store,
     store::{
         AdvisoryMatch, AdvisoryRecord, Candidates, DeliveryOutcome, DeliveryRecord,
-        DisabledEndpoint, EvidencePage, HostRow, IncidentCache, IncidentEventRecord,
-        IncidentRecord, MatchScope, NewDelivery, PackageName, PageLimit, ProcessCursor, PutOutcome,
-        Result, SbomRecord, Session, Verdict, WorkloadRow,
+        DisabledEndpoint, EgressAlertRecord, EgressAlertUpsert, EgressBaselineRecord, EvidencePage,
+        HostRow, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, NewDelivery,
+        PackageName, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result, SbomRecord,
+        Session, Verdict, WorkloadRow,
     },
 };
 use patchgap_proto::v1::{self, agent_message::Body};
@@ -405,5 +406,54 @@ impl Store for OneLock {
     }
     fn enable_endpoint(&self, name: &str) -> Result<bool> {
         self.with(|s| s.enable_endpoint(name))
+    }
+    fn put_egress_baseline(
+        &self,
+        key: &str,
+        expected_version: i64,
+        updated_ms: i64,
+        body: &str,
+    ) -> Result<EgressBaselineRecord> {
+        self.with(|s| s.put_egress_baseline(key, expected_version, updated_ms, body))
+    }
+    fn egress_baseline(
+        &self,
+        key: &str,
+        version: Option<i64>,
+    ) -> Result<Option<EgressBaselineRecord>> {
+        self.with(|s| s.egress_baseline(key, version))
+    }
+    fn egress_baselines(&self) -> Result<Vec<EgressBaselineRecord>> {
+        self.with(|s| s.egress_baselines())
+    }
+    fn upsert_egress_alert(
+        &self,
+        alert: &EgressAlertUpsert<'_>,
+    ) -> Result<(EgressAlertRecord, bool)> {
+        self.with(|s| s.upsert_egress_alert(alert))
+    }
+    fn resolve_egress_alerts(
+        &self,
+        quiet_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<EgressAlertRecord>> {
+        self.with(|s| s.resolve_egress_alerts(quiet_before_ms, now_ms))
+    }
+    fn process_chain(
+        &self,
+        host: i64,
+        key: &v1::ProcessKey,
+        depth: usize,
+    ) -> Result<Option<ProcessChain>> {
+        self.with(|s| s.process_chain(host, key, depth))
+    }
+    fn open_egress_alert(&self, dedup_key: &str) -> Result<Option<EgressAlertRecord>> {
+        self.with(|s| s.open_egress_alert(dedup_key))
+    }
+    fn egress_alert(&self, id: i64) -> Result<Option<EgressAlertRecord>> {
+        self.with(|s| s.egress_alert(id))
+    }
+    fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>> {
+        self.with(|s| s.egress_alerts(since_ms, limit))
     }
 }

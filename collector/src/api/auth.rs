@@ -49,7 +49,9 @@ pub fn required_scope(method: &str) -> Scope {
         | "GateCheck"
         | "GetIncidentEvidence"
         | "GetIncidentGraph"
-        | "GetResponseReport" => Scope::Read,
+        | "GetResponseReport"
+        | "ListEgressAlerts"
+        | "GetEgressBaseline" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.
@@ -278,6 +280,8 @@ mod tests {
             ("OpenIncident", Scope::Respond),
             ("ListIncidents", Scope::Read),
             ("GetIncident", Scope::Read),
+            ("ListEgressAlerts", Scope::Read),
+            ("GetEgressBaseline", Scope::Read),
             ("ListAudit", Scope::Admin),
             ("SomethingNew", Scope::Admin),
         ] {

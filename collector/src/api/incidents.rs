@@ -70,6 +70,22 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
         let advisory = bounded("the advisory", &req.advisory)?;
         let host = bounded("the host", &req.host)?;
         let package = bounded("the package", &req.package)?;
+        let alert = bounded("the alert", &req.alert)?;
+        if !alert.is_empty() {
+            if !advisory.is_empty() || !package.is_empty() || !host.is_empty() {
+                return Err(invalid(
+                    "give an alert alone, without an advisory, package or host",
+                ));
+            }
+            if alert.trim_start_matches("EGR-").parse::<i64>().is_err() {
+                return Err(invalid(format!("{alert:?} is not an egress alert id")));
+            }
+            return Ok(OpenIncident {
+                source: Source::EgressAlert {
+                    alert: alert.trim_start_matches("EGR-").to_string(),
+                },
+            });
+        }
         let source = match (advisory.is_empty(), package.is_empty()) {
             (false, false) => return Err(invalid("give an advisory or a package, not both")),
             (true, true) => {
@@ -121,9 +137,8 @@ impl TryFrom<v1::OpenIncidentRequest> for OpenIncident {
 /// The one mapping of the incident domain's errors to statuses.
 pub(super) fn status(e: LogError) -> Status {
     match e {
-        LogError::Scope(ScopeError::UnknownAdvisory(_)) | LogError::NotFound(_) => {
-            Status::not_found(e.to_string())
-        }
+        LogError::Scope(ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_))
+        | LogError::NotFound(_) => Status::not_found(e.to_string()),
         LogError::Scope(ScopeError::BadRange { .. }) => invalid(e.to_string()),
         LogError::Scope(ScopeError::NoQuery(_)) | LogError::Refused(_) => {
             Status::failed_precondition(e.to_string())
@@ -601,6 +616,7 @@ mod tests {
             advisory: advisory.into(),
             host: host.into(),
             package: package.into(),
+            alert: String::new(),
         })
         .map(|o| o.source)
         .map_err(|s| s.message().to_string())
@@ -661,5 +677,33 @@ mod tests {
         }
         let long = "x".repeat(MAX_FIELD + 1);
         assert!(parse(&long, "", "").unwrap_err().contains("at most 512"));
+    }
+
+    /// `--alert` goes alone, and takes an alert id.
+    #[test]
+    fn alert_sources() {
+        let parse_alert = |alert: &str, package: &str| {
+            OpenIncident::try_from(v1::OpenIncidentRequest {
+                alert: alert.into(),
+                package: package.into(),
+                ..Default::default()
+            })
+            .map(|o| o.source)
+            .map_err(|s| s.message().to_string())
+        };
+        assert_eq!(
+            parse_alert("12", ""),
+            Ok(Source::EgressAlert { alert: "12".into() })
+        );
+        assert_eq!(
+            parse_alert("EGR-12", ""),
+            Ok(Source::EgressAlert { alert: "12".into() })
+        );
+        assert!(
+            parse_alert("twelve", "")
+                .unwrap_err()
+                .contains("not an egress alert id")
+        );
+        assert!(parse_alert("12", "libc6").unwrap_err().contains("alone"));
     }
 }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{
     Connected, SharedStore, advisories,
     auth::Caller,
-    blocking, fleet, incidents, packages,
+    blocking, egress, fleet, incidents, packages,
     paging::Paging,
     sboms,
     security::{self, AuditArgs},
@@ -595,6 +595,26 @@ impl Query for QueryService {
     ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
         self.audited("VerifyAudit", request, verified, |_, _| async move {
             security::verify_audit(self).await
+        })
+        .await
+    }
+
+    async fn list_egress_alerts(
+        &self,
+        request: Request<v1::ListEgressAlertsRequest>,
+    ) -> Result<Response<v1::ListEgressAlertsResponse>, Status> {
+        self.audited("ListEgressAlerts", request, ok, |req, _| async move {
+            egress::list_alerts(self, req).await
+        })
+        .await
+    }
+
+    async fn get_egress_baseline(
+        &self,
+        request: Request<v1::GetEgressBaselineRequest>,
+    ) -> Result<Response<v1::GetEgressBaselineResponse>, Status> {
+        self.audited("GetEgressBaseline", request, ok, |req, _| async move {
+            egress::get_baseline(self, req).await
         })
         .await
     }

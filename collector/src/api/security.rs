@@ -170,6 +170,8 @@ plain_args!(
     v1::RetireHostRequest,
     v1::GetIncidentGraphRequest,
     v1::GetResponseReportRequest,
+    v1::ListEgressAlertsRequest,
+    v1::GetEgressBaselineRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

@@ -13,11 +13,16 @@
 //! and every write that can change an exposure wakes the incident
 //! refresher (`changed`).
 //!
+//! Unexpected egress runs here too: after an agent message with
+//! connections commits, `egress::stage` judges them under the same lock
+//! and writes its baselines and alerts through the store it is handed.
+//!
 //! **Invariant:** `Store`'s write methods are called from this module only
-//! (and from the conformance suite); executors of later stages never run
-//! while its lock is held.
+//! (and from `egress::stage`, which this module calls under its lock, and
+//! the conformance suite); executors of later stages never run while its
+//! lock is held.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use patchgap_proto::v1;
 use tracing::{info, warn};
@@ -43,6 +48,12 @@ pub struct Ingest {
     /// messages, advisory imports and deletes, SBOM pushes): the incident
     /// refresher waits on it beside its timer. Notifications coalesce.
     changed: tokio::sync::Notify,
+    /// The unexpected-egress stage and the data-scope mapping it reads,
+    /// once the collector attached them.
+    egress: OnceLock<(
+        Arc<crate::egress::stage::Stage>,
+        Arc<Mutex<crate::ScopeMap>>,
+    )>,
 }
 
 /// What an advisory import stored and matched.
@@ -59,7 +70,32 @@ impl Ingest {
             store,
             writing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
+            egress: OnceLock::new(),
         }
+    }
+
+    /// Judges the connections of every agent message from now on (see
+    /// `egress::stage`). Once; a second call is ignored.
+    pub fn attach_egress(
+        &self,
+        stage: Arc<crate::egress::stage::Stage>,
+        scope: Arc<Mutex<crate::ScopeMap>>,
+    ) {
+        let _ = self.egress.set((stage, scope));
+    }
+
+    /// The egress stage, when attached.
+    pub fn egress(&self) -> Option<&Arc<crate::egress::stage::Stage>> {
+        self.egress.get().map(|(s, _)| s)
+    }
+
+    /// Resolves quiet egress alerts under the writer lock.
+    pub fn resolve_egress(&self, now_ms: i64) -> Result<Vec<crate::egress::alert::Alert>> {
+        let Some((stage, _)) = self.egress.get() else {
+            return Ok(Vec::new());
+        };
+        let _w = self.lock();
+        stage.resolve_quiet(self.store.as_ref(), now_ms)
     }
 
     /// Wakes whoever waits for exposures to change (the incident
@@ -218,6 +254,7 @@ impl Ingest {
         let _w = self.lock();
         self.store.apply(session, msg, now_ms)?;
         self.match_new("new packages");
+        self.judge_egress(session, msg, now_ms);
         self.changed.notify_one();
         Ok(())
     }
@@ -265,6 +302,35 @@ impl Ingest {
         self.match_new("the SBOM's packages");
         self.changed.notify_one();
         Ok(outcome)
+    }
+
+    /// The egress verdicts on a committed message's connections; the
+    /// caller holds the lock. A failure is logged: the message is stored
+    /// either way, and the ack must not wait on the verdict.
+    fn judge_egress(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) {
+        let Some((stage, scope)) = self.egress.get() else {
+            return;
+        };
+        let Some(v1::agent_message::Body::Delta(delta)) = &msg.body else {
+            return;
+        };
+        if delta.connections.is_empty() {
+            return;
+        }
+        let rules = {
+            let mut scope = scope.lock().unwrap_or_else(|e| e.into_inner());
+            scope.refresh();
+            scope.rules().to_vec()
+        };
+        if let Err(e) = stage.on_connections(
+            self.store.as_ref(),
+            session,
+            &delta.connections,
+            &rules,
+            now_ms,
+        ) {
+            warn!(error = %e.chain(), "egress verdicts failed for this message");
+        }
     }
 
     /// The unmatched packages' pass; the caller holds the lock.

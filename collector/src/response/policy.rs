@@ -510,6 +510,13 @@ pub struct Policy {
     /// `file:line:column: warning: ...`.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// Unexpected egress (issue 18): each workload's allow-list and mode
+    /// (`[[egress]]`), and the learning durations (`[egress_learning]`),
+    /// which the `--egress-*` flags override.
+    #[serde(skip)]
+    pub egress: crate::egress::stage::EgressPolicies,
+    #[serde(skip)]
+    pub egress_learning: crate::egress::flags::EgressFlags,
 }
 
 impl PartialEq for Policy {
@@ -519,6 +526,8 @@ impl PartialEq for Policy {
             && self.exceptions == other.exceptions
             && self.gate == other.gate
             && self.endpoints == other.endpoints
+            && self.egress == other.egress
+            && self.egress_learning == other.egress_learning
     }
 }
 
@@ -671,6 +680,8 @@ impl Policy {
             |kind: ActionKind| Action::new(kind, Mode::Enforce, Approval::Required);
         let sensitive = vec!["sensitive".to_string()];
         Policy {
+            egress: Default::default(),
+            egress_learning: Default::default(),
             tiers: vec![
                 Tier {
                     number: 1,

@@ -16,8 +16,9 @@ use crate::{
     fleet::exposure::{self, FindingsQuery, PackageQuery},
     store::{
         AUDIT_GENESIS, AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, DeclaredPackage,
-        IncidentCache, IncidentEventRecord, MatchScope, PackageName, PageLimit, ProcessCursor,
-        Provenance, PutOutcome, SbomRecord, Session, Store, StoreError, TokenRecord,
+        EGRESS_BASELINE_VERSIONS, EgressAlertUpsert, IncidentCache, IncidentEventRecord,
+        MatchScope, PackageName, PageLimit, ProcessCursor, Provenance, PutOutcome, SbomRecord,
+        Session, Store, StoreError, TokenRecord,
     },
 };
 
@@ -89,6 +90,9 @@ checks!(
     outbox_leases_exclude_and_expire,
     outbox_records_outcomes_once,
     outbox_gone_disables_the_endpoint,
+    egress_baselines_are_versioned,
+    egress_alerts_one_open_per_key,
+    process_chain_walks_to_the_root,
 );
 
 mod outbox;
@@ -914,6 +918,7 @@ fn sockets_carry_their_age_and_namespace(store: &dyn Store) {
         last_seen_ms: T0 + 9_000,
         count: 1,
         last_result: 0,
+        names: Vec::new(),
     }];
     apply(store, &s, msg(2, Body::Delta(d)));
     let got = summary(store, 10);
@@ -1714,6 +1719,7 @@ fn history_and_connections(store: &dyn Store) {
         last_seen_ms: at,
         count,
         last_result: 0,
+        names: Vec::new(),
     };
     let mut d = match delta(vec![], &[], vec![]) {
         Body::Delta(d) => d,
@@ -2849,6 +2855,233 @@ fn pages_walk_the_whole_answer(store: &dyn Store) {
             assert_eq!(got, whole, "{window:?}, {items} per page, scan {scan}");
         }
     }
+}
+
+// ---- Egress (issue 18) -------------------------------------------------------
+
+/// Baselines: versions number from 1, a writer that read an older version
+/// is refused and nothing is written, every kept version reads back, only
+/// the newest few are kept, and listings give each key's newest.
+fn egress_baselines_are_versioned(store: &dyn Store) {
+    assert_eq!(store.egress_baseline("pod:ml/trainer", None).unwrap(), None);
+    let v1 = store
+        .put_egress_baseline("pod:ml/trainer", 0, T0, "{\"v\":1}")
+        .unwrap();
+    assert_eq!((v1.version, v1.updated_ms), (1, T0));
+    let err = store
+        .put_egress_baseline("pod:ml/trainer", 0, T0 + 1, "{\"lost\":1}")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let v2 = store
+        .put_egress_baseline("pod:ml/trainer", 1, T0 + 2, "{\"v\":2}")
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    store.put_egress_baseline("unit:cron", 0, T0, "{}").unwrap();
+    assert_eq!(
+        store.egress_baseline("pod:ml/trainer", None).unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        store.egress_baseline("pod:ml/trainer", Some(1)).unwrap(),
+        Some(v1)
+    );
+    let all = store.egress_baselines().unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|b| (b.key.as_str(), b.version))
+            .collect::<Vec<_>>(),
+        vec![("pod:ml/trainer", 2), ("unit:cron", 1)]
+    );
+    let mut version = 2;
+    for i in 0..EGRESS_BASELINE_VERSIONS {
+        version = store
+            .put_egress_baseline("pod:ml/trainer", version, T0 + 10 + i, "{}")
+            .unwrap()
+            .version;
+    }
+    assert_eq!(version, 2 + EGRESS_BASELINE_VERSIONS);
+    assert_eq!(
+        store.egress_baseline("pod:ml/trainer", Some(2)).unwrap(),
+        None
+    );
+    assert!(
+        store
+            .egress_baseline(
+                "pod:ml/trainer",
+                Some(version - EGRESS_BASELINE_VERSIONS + 1)
+            )
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Alerts: one open alert per dedup key (sightings raise its count and
+/// last sighting, and replace its document); resolving the quiet ones
+/// frees the key, so the next sighting opens a new alert; listings are
+/// newest first and bounded by time.
+fn egress_alerts_one_open_per_key(store: &dyn Store) {
+    let sighting = |key: &'static str, at: i64, count: i64, body: &'static str| EgressAlertUpsert {
+        dedup_key: key,
+        workload: "pod:ml/trainer",
+        seen_ms: at,
+        count,
+        body,
+    };
+    let k = "pod:ml/trainer|telemetry.example.net|443|tcp";
+    let (a, new) = store
+        .upsert_egress_alert(&sighting(k, T0, 1, "first"))
+        .unwrap();
+    assert!(new);
+    assert_eq!(
+        (a.first_seen_ms, a.last_seen_ms, a.count, a.resolved_ms),
+        (T0, T0, 1, None)
+    );
+    let (b, new) = store
+        .upsert_egress_alert(&sighting(k, T0 + 500, 3, "second"))
+        .unwrap();
+    assert!(!new);
+    assert_eq!(
+        (b.id, b.last_seen_ms, b.count, b.body.as_str()),
+        (a.id, T0 + 500, 4, "second")
+    );
+    assert_eq!(store.open_egress_alert(k).unwrap(), Some(b.clone()));
+    // A sighting reported late does not move the last sighting back.
+    let (b, _) = store
+        .upsert_egress_alert(&sighting(k, T0 + 100, 1, "late"))
+        .unwrap();
+    assert_eq!((b.last_seen_ms, b.count), (T0 + 500, 5));
+    assert!(matches!(
+        store.upsert_egress_alert(&sighting(k, T0, 0, "none")),
+        Err(StoreError::Invalid(_))
+    ));
+    let (other, new) = store
+        .upsert_egress_alert(&sighting(
+            "pod:ml/trainer|192.0.2.99/32|443|tcp",
+            T0 + 1000,
+            1,
+            "x",
+        ))
+        .unwrap();
+    assert!(new && other.id != a.id);
+    let listed: Vec<i64> = store
+        .egress_alerts(0, 10)
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(listed, vec![other.id, a.id]);
+    assert_eq!(store.egress_alerts(T0 + 600, 10).unwrap().len(), 1);
+    assert_eq!(store.egress_alerts(0, 1).unwrap().len(), 1);
+    // Quiet since before T0 + 600: the first resolves, the other stays.
+    let resolved = store.resolve_egress_alerts(T0 + 600, T0 + 2000).unwrap();
+    assert_eq!(
+        resolved.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![a.id]
+    );
+    assert_eq!(resolved[0].resolved_ms, Some(T0 + 2000));
+    assert!(
+        store
+            .resolve_egress_alerts(T0 + 600, T0 + 2001)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.open_egress_alert(k).unwrap(), None);
+    let (again, new) = store
+        .upsert_egress_alert(&sighting(k, T0 + 3000, 1, "again"))
+        .unwrap();
+    assert!(new && again.id != a.id);
+    assert_eq!(
+        store
+            .egress_alert(a.id)
+            .unwrap()
+            .map(|a| (a.count, a.resolved_ms)),
+        Some((5, Some(T0 + 2000)))
+    );
+    assert_eq!(store.egress_alert(9999).unwrap(), None);
+}
+
+/// The chain of the process that connected: it, then its parents on its
+/// host by ppid (a parent that started later is another process with a
+/// recycled pid and stops the walk), its packages with their strongest
+/// evidence, and its workload.
+fn process_chain_walks_to_the_root(store: &dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let mut root = plain(10);
+    root.ppid = 0;
+    let mut child = plain(11);
+    child.ppid = 10;
+    child.start_time_ms = T0 - 30_000;
+    child.cmdline = "python3 train.py --token <redacted>".into();
+    let mut grandchild = process(
+        12,
+        vec![
+            exe("/venv/bin/python3", 300, None),
+            mapped(
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                200,
+                Some(deb("libc6", "glibc", "2.36-9")),
+            ),
+        ],
+    );
+    grandchild.ppid = 11;
+    grandchild.start_time_ms = T0 - 10_000;
+    // pid 13's parent pid 14 started after it: not its parent.
+    let mut orphan = plain(13);
+    orphan.ppid = 14;
+    let mut late = plain(14);
+    late.start_time_ms = T0;
+    apply(
+        store,
+        &s,
+        msg(
+            1,
+            snapshot(
+                "snap-1",
+                vec![root, child, grandchild, orphan, late],
+                vec![],
+            ),
+        ),
+    );
+    let chain = store
+        .process_chain(s.host, &key(12), 16)
+        .unwrap()
+        .expect("the process");
+    assert_eq!(chain.hostname, "alpha");
+    assert_eq!(
+        chain.links.iter().map(|l| l.pid).collect::<Vec<_>>(),
+        vec![12, 11, 10]
+    );
+    assert_eq!(chain.links[0].exe, b"/venv/bin/python3");
+    assert_eq!(
+        chain.links[1].cmdline,
+        "python3 train.py --token <redacted>"
+    );
+    assert_eq!(chain.links[0].start_ticks, key(12).start_ticks);
+    assert_eq!(chain.links[2].privilege.summary, "uid10");
+    assert_eq!(
+        chain
+            .packages
+            .iter()
+            .map(|(p, e)| (p.name.as_str(), p.version.as_str(), e.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("libc6", "2.36-9", "mapped")]
+    );
+    assert_eq!(
+        chain.workload.as_ref().map(|w| w.id.as_str()),
+        Some("unit/test.service")
+    );
+    let depth = store.process_chain(s.host, &key(12), 2).unwrap().unwrap();
+    assert_eq!(depth.links.len(), 2);
+    let orphan = store.process_chain(s.host, &key(13), 16).unwrap().unwrap();
+    assert_eq!(
+        orphan.links.iter().map(|l| l.pid).collect::<Vec<_>>(),
+        vec![13]
+    );
+    assert_eq!(store.process_chain(s.host, &key(99), 16).unwrap(), None);
+    assert_eq!(
+        store.process_chain(s.host + 100, &key(12), 16).unwrap(),
+        None
+    );
 }
 
 #[cfg(test)]

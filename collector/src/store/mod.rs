@@ -468,6 +468,135 @@ pub trait Store: Send + Sync + 'static {
 
     /// Calls endpoint `name` again; `false` when it was not disabled.
     fn enable_endpoint(&self, name: &str) -> Result<bool>;
+    // ---- Egress (issue 18): baselines and alerts as opaque documents ----
+
+    /// Stores version `expected_version + 1` of the baseline `key` (0: the
+    /// first), in one transaction; `Invalid` and nothing written when the
+    /// stored version is not `expected_version` (another writer got there
+    /// first, so the caller reloads). Versions are kept, the newest
+    /// [`EGRESS_BASELINE_VERSIONS`] of each key.
+    fn put_egress_baseline(
+        &self,
+        key: &str,
+        expected_version: i64,
+        updated_ms: i64,
+        body: &str,
+    ) -> Result<EgressBaselineRecord>;
+
+    /// The newest version of baseline `key`, or of a given `version`.
+    fn egress_baseline(
+        &self,
+        key: &str,
+        version: Option<i64>,
+    ) -> Result<Option<EgressBaselineRecord>>;
+
+    /// The newest version of every baseline, by key.
+    fn egress_baselines(&self) -> Result<Vec<EgressBaselineRecord>>;
+
+    /// Records a sighting of the alert `dedup_key`: when no open alert
+    /// holds the key, a new one (ids from 1) with `body`, `true`; else the
+    /// open one with `last_seen_ms` raised, `count` added to and `body`
+    /// replaced, `false`. One transaction; two callers racing on one key
+    /// get one alert.
+    fn upsert_egress_alert(
+        &self,
+        alert: &EgressAlertUpsert<'_>,
+    ) -> Result<(EgressAlertRecord, bool)>;
+
+    /// Resolves the open alerts last seen before `quiet_before_ms` (at
+    /// `now_ms`), and returns them. A later sighting of the key opens a
+    /// new alert.
+    fn resolve_egress_alerts(
+        &self,
+        quiet_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<EgressAlertRecord>>;
+
+    /// The process `key` on host row `host` (a session's), with its
+    /// ancestors on that host by ppid (parent first, at most `depth` in
+    /// all), its packages with their evidence, and its workload: what an
+    /// egress verdict needs to know about the process that connected.
+    /// The running process with the key is preferred, else the latest.
+    fn process_chain(
+        &self,
+        host: i64,
+        key: &v1::ProcessKey,
+        depth: usize,
+    ) -> Result<Option<ProcessChain>>;
+
+    /// The open alert that holds this dedup key.
+    fn open_egress_alert(&self, dedup_key: &str) -> Result<Option<EgressAlertRecord>>;
+
+    /// The alert with this id.
+    fn egress_alert(&self, id: i64) -> Result<Option<EgressAlertRecord>>;
+
+    /// Alerts last seen at or after `since_ms`, newest first (by last
+    /// sighting, then id), at most `limit`.
+    fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>>;
+}
+
+/// A process and its ancestors (see [`Store::process_chain`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProcessChain {
+    pub hostname: String,
+    /// The process first, then its parent, and so on.
+    pub links: Vec<ChainLink>,
+    /// The first process's packages, each with its strongest evidence
+    /// ("mapped", "opened", "installed", …).
+    pub packages: Vec<(v1::Package, String)>,
+    /// The first process's workload, when the store has it.
+    pub workload: Option<v1::Workload>,
+}
+
+/// One process of a [`ProcessChain`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChainLink {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub start_time_ms: i64,
+    pub exe: Vec<u8>,
+    pub cmdline: String,
+    pub workload: String,
+    pub privilege: v1::Privilege,
+}
+
+/// Baseline versions kept per key.
+pub const EGRESS_BASELINE_VERSIONS: i64 = 32;
+
+/// One version of a workload's egress baseline. `body` is the domain's
+/// document (`egress::baseline::Baseline` as JSON); the store never reads
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressBaselineRecord {
+    pub key: String,
+    pub version: i64,
+    pub updated_ms: i64,
+    pub body: String,
+}
+
+/// An egress alert as the store keeps it: its identity and counters, and
+/// the domain's document (`egress::alert::Alert` as JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressAlertRecord {
+    pub id: i64,
+    pub dedup_key: String,
+    pub workload: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub count: i64,
+    /// None while open.
+    pub resolved_ms: Option<i64>,
+    pub body: String,
+}
+
+/// A sighting for [`Store::upsert_egress_alert`].
+#[derive(Debug, Clone, Copy)]
+pub struct EgressAlertUpsert<'a> {
+    pub dedup_key: &'a str,
+    pub workload: &'a str,
+    pub seen_ms: i64,
+    pub count: i64,
+    pub body: &'a str,
 }
 
 /// An incident as the store keeps it: its identity, and what the domain

@@ -67,7 +67,9 @@ fn scope_now(
 ) -> Result<super::Scope, LogError> {
     match scope::compute(ingest.store().as_ref(), &incident.source, rules) {
         Ok(s) => Ok(s),
-        Err(ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_)) => Ok(incident.scope.clone()),
+        Err(
+            ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_),
+        ) => Ok(incident.scope.clone()),
         Err(e) => Err(e.into()),
     }
 }
@@ -522,7 +524,7 @@ pub fn auto_open(
         }
         let scope = match scope::compute(store, &source, rules) {
             Ok(s) => s,
-            Err(ScopeError::UnknownAdvisory(_)) => continue,
+            Err(ScopeError::UnknownAdvisory(_) | ScopeError::UnknownAlert(_)) => continue,
             Err(e) => return Err(e.into()),
         };
         if scope.processes == 0 || !plan::opens_by_itself(policy, &scope, now_ms) {

@@ -338,7 +338,11 @@ pub fn refresh_open(ingest: &Ingest, rules: &[Rule], now_ms: i64) -> Result<Refr
                 // Nothing to recompute for this kind of source; or its
                 // advisory was deleted, and the scope stays as the last
                 // `scope_changed` says (no warning every pass).
-                Err(ScopeError::NoQuery(_) | ScopeError::UnknownAdvisory(_)) => continue,
+                Err(
+                    ScopeError::NoQuery(_)
+                    | ScopeError::UnknownAdvisory(_)
+                    | ScopeError::UnknownAlert(_),
+                ) => continue,
                 Err(error) => {
                     warn!(%error, incident = %id, "cannot refresh the incident's scope");
                     out.failed += 1;

@@ -40,6 +40,8 @@ pub enum ScopeError {
     UnknownAdvisory(String),
     #[error("bad package range {spec:?}: {reason}")]
     BadRange { spec: String, reason: String },
+    #[error("no egress alert {0} (patchgap alerts lists them)")]
+    UnknownAlert(String),
     #[error("an incident from {0} has no exposure query to scope it yet")]
     NoQuery(&'static str),
     #[error(transparent)]
@@ -87,14 +89,67 @@ pub fn compute(store: &dyn Store, source: &Source, rules: &[Rule]) -> Result<Sco
     if let Source::Advisory { host, .. } = source {
         fold.host = host.as_deref();
     }
-    walk_source(store, source, &mut |matches| {
-        if fold.scope.processes as usize >= MAX_PROCESSES {
-            fold.scope.truncated = true;
-            return false;
+    if let Source::EgressAlert { alert } = source {
+        // The alert's workload: every running instance of it (all
+        // replicas, on every host), whatever they load.
+        let id: i64 = alert
+            .trim_start_matches("EGR-")
+            .parse()
+            .map_err(|_| ScopeError::UnknownAlert(alert.clone()))?;
+        let record = store
+            .egress_alert(id)?
+            .ok_or_else(|| ScopeError::UnknownAlert(alert.clone()))?;
+        // A host executable's baseline key is its host's key and the
+        // executable; the instance is the host's.
+        let key = record
+            .workload
+            .split_once("/exe:")
+            .map_or(record.workload.as_str(), |(k, _)| k);
+        for row in rows.iter().filter(|r| workloads::key(r) == key) {
+            let m = v1::Match {
+                host: row.host.clone(),
+                host_id: row.host_id.clone(),
+                workload: row.workload.id.clone(),
+                ..Default::default()
+            };
+            let found = by_instance
+                .get(&(row.host_id.clone(), row.workload.id.clone()))
+                .copied();
+            let s = &mut fold.scope;
+            s.processes += row.processes;
+            s.hosts.insert(row.host.clone());
+            s.workloads.insert(key.to_string());
+            if let Some((_, w)) = found {
+                if !w.image_digest.is_empty() {
+                    s.image_digests.insert(w.image_digest.clone());
+                }
+                if let Some(scope) = &w.scope
+                    && !scope.classification.is_empty()
+                {
+                    s.data_scopes.insert(scope.classification.clone());
+                }
+                s.privileged |= w.privileged;
+            }
+            let host_key = if row.host_id.is_empty() {
+                row.host.clone()
+            } else {
+                row.host_id.clone()
+            };
+            fold.instances.insert(
+                (host_key.clone(), row.workload.id.clone()),
+                new_instance(&m, host_key, found),
+            );
         }
-        fold.process(matches);
-        true
-    })?;
+    } else {
+        walk_source(store, source, &mut |matches| {
+            if fold.scope.processes as usize >= MAX_PROCESSES {
+                fold.scope.truncated = true;
+                return false;
+            }
+            fold.process(matches);
+            true
+        })?;
+    }
     let mut scope = fold.scope;
     scope.instances = fold.instances.into_values().collect();
     Ok(scope)
@@ -155,6 +210,8 @@ pub fn walk_source(
             })?;
         }
         Source::PolicyRule { .. } => return Err(ScopeError::NoQuery("a policy rule")),
+        // An alert's scope is its workload's instances, not an answer
+        // (`compute` takes it from the workload rows).
         Source::EgressAlert { .. } => return Err(ScopeError::NoQuery("an egress alert")),
     }
     Ok(())

@@ -55,6 +55,9 @@ struct RawPolicy {
     gate: Option<RawGate>,
     #[serde(default)]
     endpoint: Vec<Spanned<super::endpoint::RawEndpoint>>,
+    #[serde(default)]
+    egress: Vec<Spanned<RawEgress>>,
+    egress_learning: Option<Spanned<RawEgressLearning>>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +65,37 @@ struct RawPolicy {
 struct RawGate {
     tag_without_digest: Option<Admission>,
     exclude_namespaces: Option<Vec<Spanned<String>>>,
+}
+
+/// `[[egress]]`: one workload's egress policy (issue 18).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    workload: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<RawEgressAllow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgressAllow {
+    #[serde(default)]
+    names: Vec<Spanned<String>>,
+    #[serde(default)]
+    cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    ports: Vec<Spanned<i64>>,
+}
+
+/// `[egress_learning]`: durations such as "10m" or "24h".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgressLearning {
+    warmup: Option<Spanned<String>>,
+    stable: Option<Spanned<String>>,
+    max_learning: Option<Spanned<String>>,
+    quarantine: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +412,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         },
         None => GateSettings::default(),
     };
+    let (egress, egress_learning) = check_egress(c, raw.egress, raw.egress_learning);
     Policy {
         tiers,
         guards,
@@ -385,6 +420,8 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         gate,
         endpoints,
         warnings: Vec::new(),
+        egress,
+        egress_learning,
     }
 }
 
@@ -394,6 +431,121 @@ fn is_gate(kind: ActionKind) -> bool {
         kind,
         ActionKind::FreezeDeployments | ActionKind::BlockNewArtifactsWithPackage
     )
+}
+
+/// The `[[egress]]` sections and `[egress_learning]`. A workload `"*"`
+/// sets the default for every workload no other section names.
+fn check_egress(
+    c: &mut Checker,
+    raw: Vec<Spanned<RawEgress>>,
+    learning: Option<Spanned<RawEgressLearning>>,
+) -> (
+    crate::egress::stage::EgressPolicies,
+    crate::egress::flags::EgressFlags,
+) {
+    use crate::egress::policy::{Allow, EgressPolicy, Mode as EgressMode};
+    let mut policies = crate::egress::stage::EgressPolicies::default();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for section in raw {
+        let e = section.into_inner();
+        let workload = e.workload.get_ref().trim().to_string();
+        if workload.is_empty() {
+            c.error(
+                e.workload.span(),
+                "an [[egress]] section needs a workload (a baseline key, a glob, or \"*\")",
+            );
+            continue;
+        }
+        if let Some(&line) = seen.get(&workload) {
+            c.error(
+                e.workload.span(),
+                format!("egress workload {workload:?} is named twice (first on line {line})"),
+            );
+        }
+        seen.insert(
+            workload.clone(),
+            position(c.text, e.workload.span().start).0,
+        );
+        let mode = match &e.mode {
+            None => EgressMode::default(),
+            Some(m) => match EgressMode::parse(m.get_ref()) {
+                Some(mode) => mode,
+                None => {
+                    c.error(
+                        m.span(),
+                        format!(
+                            "egress mode {:?}: use \"enforce\", \"policy+learn\" or \"audit\"",
+                            m.get_ref()
+                        ),
+                    );
+                    EgressMode::default()
+                }
+            },
+        };
+        let mut allow = Vec::new();
+        for a in e.allow {
+            let a = a.into_inner();
+            let mut rule = Allow::default();
+            for n in a.names {
+                let name = n.get_ref().trim();
+                let bare = name.strip_prefix("*.").unwrap_or(name);
+                if bare.is_empty()
+                    || bare.contains('*')
+                    || bare.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                {
+                    c.error(
+                        n.span(),
+                        format!("egress name {name:?}: a DNS name, or *.SUFFIX for its subdomains"),
+                    );
+                } else {
+                    rule.names.push(name.to_string());
+                }
+            }
+            for cidr in a.cidrs {
+                match parse_cidr(cidr.get_ref().trim()) {
+                    Ok(net) => rule.cidrs.push(net),
+                    Err(reason) => c.error(cidr.span(), reason.replacen("allow", "egress cidr", 1)),
+                }
+            }
+            for p in a.ports {
+                match u16::try_from(*p.get_ref()) {
+                    Ok(port) if port > 0 => rule.ports.push(port),
+                    _ => c.error(p.span(), format!("egress port {}: 1 to 65535", p.get_ref())),
+                }
+            }
+            if rule.names.is_empty() && rule.cidrs.is_empty() {
+                c.warn(
+                    e.workload.span(),
+                    format!("an allow of egress workload {workload:?} names no destination, so it allows nothing"),
+                );
+            }
+            allow.push(rule);
+        }
+        let policy = EgressPolicy { mode, allow };
+        if workload == "*" {
+            policies.default = policy;
+        } else {
+            policies.workloads.push((workload, policy));
+        }
+    }
+    let mut flags = crate::egress::flags::EgressFlags::default();
+    if let Some(l) = learning {
+        let l = l.into_inner();
+        for (field, slot) in [
+            (l.warmup, &mut flags.warmup),
+            (l.stable, &mut flags.stable),
+            (l.max_learning, &mut flags.max_learning),
+            (l.quarantine, &mut flags.quarantine),
+        ] {
+            if let Some(v) = field {
+                match crate::egress::duration::parse(v.get_ref()) {
+                    Ok(d) => *slot = Some(d),
+                    Err(e) => c.error(v.span(), e.to_string()),
+                }
+            }
+        }
+    }
+    (policies, flags)
 }
 
 /// The byte offset of a 1-based line's start.

@@ -15,13 +15,15 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{
     AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, DeliveryOutcome,
-    DeliveryRecord, DisabledEndpoint, EvidencePage, HostRow, IncidentCache, IncidentEventRecord,
-    IncidentRecord, MatchScope, NewDelivery, PackageName, PageLimit, ProcessCursor, PutOutcome,
-    Result, SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
+    DeliveryRecord, DisabledEndpoint, EgressAlertRecord, EgressAlertUpsert, EgressBaselineRecord,
+    EvidencePage, HostRow, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope,
+    NewDelivery, PackageName, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result,
+    SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
 mod audit;
+mod egress;
 pub mod file;
 mod fleet;
 mod incidents;
@@ -434,5 +436,63 @@ impl Store for SqliteStore {
 
     fn enable_endpoint(&self, name: &str) -> Result<bool> {
         outbox::enable(&self.write(), name)
+    }
+
+    fn put_egress_baseline(
+        &self,
+        key: &str,
+        expected_version: i64,
+        updated_ms: i64,
+        body: &str,
+    ) -> Result<EgressBaselineRecord> {
+        egress::put_baseline(&mut self.write(), key, expected_version, updated_ms, body)
+    }
+
+    fn egress_baseline(
+        &self,
+        key: &str,
+        version: Option<i64>,
+    ) -> Result<Option<EgressBaselineRecord>> {
+        egress::baseline(&*self.read()?, key, version)
+    }
+
+    fn egress_baselines(&self) -> Result<Vec<EgressBaselineRecord>> {
+        egress::baselines(&*self.read()?)
+    }
+
+    fn upsert_egress_alert(
+        &self,
+        alert: &EgressAlertUpsert<'_>,
+    ) -> Result<(EgressAlertRecord, bool)> {
+        egress::upsert_alert(&mut self.write(), alert)
+    }
+
+    fn resolve_egress_alerts(
+        &self,
+        quiet_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<EgressAlertRecord>> {
+        egress::resolve_alerts(&mut self.write(), quiet_before_ms, now_ms)
+    }
+
+    fn process_chain(
+        &self,
+        host: i64,
+        key: &v1::ProcessKey,
+        depth: usize,
+    ) -> Result<Option<ProcessChain>> {
+        egress::process_chain(&*self.read()?, host, key, depth)
+    }
+
+    fn open_egress_alert(&self, dedup_key: &str) -> Result<Option<EgressAlertRecord>> {
+        egress::open_alert(&*self.read()?, dedup_key)
+    }
+
+    fn egress_alert(&self, id: i64) -> Result<Option<EgressAlertRecord>> {
+        egress::alert(&*self.read()?, id)
+    }
+
+    fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>> {
+        egress::alerts(&*self.read()?, since_ms, limit)
     }
 }

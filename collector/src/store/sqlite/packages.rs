@@ -54,7 +54,7 @@ pub(super) fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Packa
     ))
 }
 
-fn evidence_name(kind: i32) -> &'static str {
+pub(super) fn evidence_name(kind: i32) -> &'static str {
     match v1::ArtifactKind::try_from(kind) {
         Ok(v1::ArtifactKind::Exe) => "exe",
         Ok(v1::ArtifactKind::Opened) => "opened",

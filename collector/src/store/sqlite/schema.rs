@@ -455,6 +455,32 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     "#,
+    // 19: egress (issue 18): learned baselines, versioned (the newest few
+    // versions of each key are kept), and unexpected-egress alerts, one
+    // open alert per dedup key (workload, destination, port). Both are
+    // documents the domain owns; the store keeps them with their identity
+    // and counters.
+    r#"
+    CREATE TABLE egress_baseline (
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (key, version)
+    );
+    CREATE TABLE egress_alert (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL,
+        workload TEXT NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        resolved_ms INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX egress_alert_open_key ON egress_alert (dedup_key) WHERE resolved_ms IS NULL;
+    CREATE INDEX egress_alert_by_time ON egress_alert (last_seen_ms);
+    "#,
 ];
 
 /// The schema version this collector writes.

@@ -1,0 +1,492 @@
+//! Unexpected egress, live (issue 18's acceptance, without DNS names and
+//! delivery): the real `patchgap-collector` and `patchgap-agent` binaries
+//! as child processes; "the internet" is a network namespace behind a
+//! veth pair holding documentation addresses (198.51.100.2, 203.0.113.10,
+//! 203.0.113.66; 192.0.2.0/24 is this machine's uplink), with a listener
+//! on each. A "trainer" Deployment with
+//! two replicas, pod-shaped cgroups named as containerd names them, in
+//! namespace `ml` (mapped `sensitive`), runs a real Python interpreter
+//! from a venv that imports `trainlib` 1.0.0, a wheel built here. It
+//! learns its usual destinations on both replicas until the baseline is
+//! stable; then `trainlib` 2.0.0 is installed with pip from a local
+//! wheel, the trainer restarts and also connects to 203.0.113.66: one
+//! alert (not one per replica) with the address, the lineage, trainlib
+//! 1.0.0 → 2.0.0, the workload and scope `sensitive`, and `incident open
+//! --alert` scopes an incident to the trainer.
+//!
+//! Not here yet: DNS names (the agent does not capture answers yet, so
+//! the alert has the address alone) and delivery (another branch).
+//!
+//! Root is assumed (CI runs as root). Every cgroup, namespace, veth and
+//! process has a guard that removes it, also when an assertion fails.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use patchgap_tests::{
+    Cgroup, built_bins,
+    py::{new_venv, pip_install},
+    write,
+};
+use serde_json::Value;
+
+const PORT: u16 = 18453;
+// 192.0.2.0/24 is this machine's own uplink, so it stays out of "the
+// internet" here.
+const USUAL: [&str; 2] = ["198.51.100.2", "203.0.113.10"];
+const NEW: &str = "203.0.113.66";
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// "The internet": a namespace behind a veth pair, the documentation
+/// addresses on its side and routed from the host's, and a listener that
+/// accepts and closes every connection.
+struct Internet {
+    ns: String,
+    veth: String,
+    listener: Option<Child>,
+}
+
+impl Internet {
+    fn new() -> Internet {
+        let id = std::process::id();
+        let mut net = Internet {
+            ns: format!("pgegress-{id}"),
+            veth: format!("pge{}", id % 1_000_000),
+            listener: None,
+        };
+        let peer = format!("{}p", net.veth);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &net.ns])
+            .stderr(Stdio::null())
+            .status();
+        run("ip", &["netns", "add", &net.ns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &net.veth, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        run("ip", &["link", "set", &peer, "netns", &net.ns]);
+        run("ip", &["addr", "add", "198.51.100.1/24", "dev", &net.veth]);
+        run("ip", &["link", "set", &net.veth, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &net.ns,
+                "addr",
+                "add",
+                "198.51.100.2/24",
+                "dev",
+                &peer,
+            ],
+        );
+        for extra in ["203.0.113.10/32", "203.0.113.66/32"] {
+            run("ip", &["-n", &net.ns, "addr", "add", extra, "dev", &peer]);
+        }
+        run("ip", &["-n", &net.ns, "link", "set", &peer, "up"]);
+        run("ip", &["-n", &net.ns, "link", "set", "lo", "up"]);
+        // 203.0.113.0/24 is reached through the namespace; the route
+        // goes with the veth.
+        run(
+            "ip",
+            &[
+                "route",
+                "add",
+                "203.0.113.0/24",
+                "via",
+                "198.51.100.2",
+                "dev",
+                &net.veth,
+            ],
+        );
+        let script = format!(
+            "import socket\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {PORT})); s.listen(512)\n\
+             print('ready', flush=True)\n\
+             while True:\n    c, _ = s.accept(); c.close()\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.ns, "/usr/bin/python3", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the listener");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        net.listener = Some(child);
+        assert_eq!(line.trim(), "ready", "the listener did not start");
+        net
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+        // Deleting the veth takes its routes.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// A child process, killed when dropped.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The trainer's interpreter (the venv's python3, exec'd in the pod's
+/// cgroup), importing trainlib and connecting to each target every 200 ms.
+fn trainer(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
+    let script = format!(
+        "import socket, time, trainlib\n\
+         print('ready', trainlib.__version__, flush=True)\n\
+         while True:\n\
+         \x20   for t in {targets:?}:\n\
+         \x20       try: socket.create_connection((t, {PORT}), timeout=0.5).close()\n\
+         \x20       except OSError: pass\n\
+         \x20   time.sleep(0.2)\n"
+    );
+    let moves: String = Cgroup::HIERARCHIES
+        .iter()
+        .map(|h| format!("echo $$ > {h}{cgroup_rel}/cgroup.procs && "))
+        .collect();
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("{moves}exec \"$1\" -c \"$0\""),
+            &script,
+            &python.to_string_lossy(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn a trainer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("ready"),
+        "the trainer did not start: {line:?}"
+    );
+    Daemon(Some(child))
+}
+
+/// A pure-Python wheel of `trainlib` at `version`, built with zipfile
+/// (no setuptools, no index).
+fn wheel(dir: &Path, version: &str) -> PathBuf {
+    let path = dir.join(format!("trainlib-{version}-py3-none-any.whl"));
+    let script = format!(
+        "import zipfile, hashlib, base64\n\
+         files = {{'trainlib/__init__.py': \"__version__ = '{version}'\\n\",\n\
+         \x20        'trainlib-{version}.dist-info/METADATA': 'Metadata-Version: 2.1\\nName: trainlib\\nVersion: {version}\\n',\n\
+         \x20        'trainlib-{version}.dist-info/WHEEL': 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}}\n\
+         rec = []\n\
+         with zipfile.ZipFile({path:?}, 'w') as z:\n\
+         \x20   for n, c in files.items():\n\
+         \x20       z.writestr(n, c)\n\
+         \x20       h = base64.urlsafe_b64encode(hashlib.sha256(c.encode()).digest()).rstrip(b'=').decode()\n\
+         \x20       rec.append('%s,sha256=%s,%d' % (n, h, len(c)))\n\
+         \x20   rec.append('trainlib-{version}.dist-info/RECORD,,')\n\
+         \x20   z.writestr('trainlib-{version}.dist-info/RECORD', '\\n'.join(rec) + '\\n')\n"
+    );
+    run("/usr/bin/python3", &["-c", &script]);
+    path
+}
+
+/// A pod's container as containerd names it (see tests/tests/contain.rs).
+fn pod(rt: &Path, name: &str, tag: u32) -> (Cgroup, String) {
+    let run = std::process::id();
+    let uid = format!("{tag:08x}-6b3c-4d58-8e1f-{run:012x}");
+    let cid = format!("{tag:08x}{run:08x}{:048x}", 0xe9e55_u128);
+    write(
+        rt,
+        &format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{cid}/config.json"),
+        &serde_json::json!({
+            "ociVersion": "1.1.0",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["python3"], "cwd": "/"},
+            "root": {"path": "rootfs"},
+            "annotations": {
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.container-name": "trainer",
+                "io.kubernetes.cri.image-name": "registry.example/ml/trainer:1",
+                "io.kubernetes.cri.sandbox-id": format!("{:064x}", u128::from(tag) + 77),
+                "io.kubernetes.cri.sandbox-name": name,
+                "io.kubernetes.cri.sandbox-namespace": "ml",
+                "io.kubernetes.cri.sandbox-uid": uid,
+            },
+            "linux": {"cgroupsPath": format!("kubepods-besteffort-pod{}.slice:cri-containerd:{cid}", uid.replace('-', "_"))},
+        })
+        .to_string(),
+    );
+    let rel = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{cid}.scope",
+        uid.replace('-', "_")
+    );
+    (Cgroup::create(&rel), rel)
+}
+
+struct World {
+    bins: PathBuf,
+    data: tempfile::TempDir,
+    runtime: tempfile::TempDir,
+    state: tempfile::TempDir,
+    scope_map: PathBuf,
+    port: u16,
+}
+
+impl World {
+    fn collector(&self) -> Daemon {
+        let child = Command::new(self.bins.join("patchgap-collector"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--scope-map")
+            .arg(&self.scope_map)
+            .args(["--egress-warmup", "1s", "--egress-stable", "3s"])
+            .args(["--egress-max-learning", "10m", "--egress-quarantine", "24h"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the collector");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the collector did not listen");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Daemon(Some(child))
+    }
+
+    fn agent(&self) -> Daemon {
+        let child = Command::new(self.bins.join("patchgap-agent"))
+            .arg("run")
+            .args(["--collector", &format!("http://127.0.0.1:{}", self.port)])
+            .arg("--runtime-root")
+            .arg(self.runtime.path())
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(["--interval", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        Daemon(Some(child))
+    }
+
+    fn patchgap(&self, args: &[&str]) -> Output {
+        Command::new(self.bins.join("patchgap"))
+            .args(args)
+            .args(["--collector", &format!("127.0.0.1:{}", self.port)])
+            .env_remove("PATCHGAP_COLLECTOR")
+            .env_remove("PATCHGAP_TOKEN")
+            .output()
+            .expect("run patchgap")
+    }
+
+    fn json(&self, args: &[&str]) -> Option<Value> {
+        let o = self.patchgap(args);
+        if !o.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// Polls `args` (JSON) until `pred` holds, at most `within`.
+    fn until(&self, args: &[&str], within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = self.json(args)
+                && pred(&v)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never true: patchgap {args:?}: {:?} {}",
+                self.json(args),
+                String::from_utf8_lossy(&self.patchgap(args).stderr)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
+    let bins = built_bins();
+    let scratch = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let w = World {
+        bins,
+        data: tempfile::tempdir().unwrap(),
+        runtime: tempfile::tempdir().unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        scope_map: scratch.path().join("scope.map"),
+        port,
+    };
+    std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
+    let venv = new_venv(scratch.path());
+    let pip = venv.join("bin/pip");
+    let python = venv.join("bin/python3");
+    pip_install(&pip, &[wheel(scratch.path(), "1.0.0").as_os_str()]);
+
+    let net = Internet::new();
+    let (a_cg, a_rel) = pod(w.runtime.path(), "trainer-7d9f8b6c5d-x2x4z", 1);
+    let (b_cg, b_rel) = pod(w.runtime.path(), "trainer-7d9f8b6c5d-b4k7q", 2);
+    let mut collector = w.collector();
+    let mut agent = w.agent();
+
+    // Learning: both replicas reach their usual destinations until the
+    // baseline is stable.
+    let mut a = trainer(&python, &a_rel, &USUAL);
+    let mut b = trainer(&python, &b_rel, &USUAL);
+    let baseline = w.until(
+        &["egress", "baseline", "ml/Deployment/trainer", "-o", "json"],
+        Duration::from_secs(90),
+        |v| {
+            v["state"] == "stable"
+                && v["baseline"]["entries"].as_array().is_some_and(|e| {
+                    e.len() == 2
+                        && e.iter()
+                            .all(|e| e["replicas"].as_array().is_some_and(|r| r.len() == 2))
+                })
+        },
+    );
+    let key = baseline["key"].as_str().unwrap().to_string();
+    assert!(key.contains("/ml/Deployment/trainer/trainer"), "{key}");
+    assert!(
+        w.json(&["alerts", "-o", "json"]).unwrap()["alerts"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no alert while learning and for learned destinations"
+    );
+
+    // The collector and the agent restart: the baseline stays.
+    collector.stop();
+    agent.stop();
+    let mut collector = w.collector();
+    let mut agent = w.agent();
+    let again = w.until(
+        &["egress", "baseline", &key, "-o", "json"],
+        Duration::from_secs(30),
+        |v| v["state"] == "stable",
+    );
+    // The same entries (their counts move on as the trainers keep
+    // connecting), first seen before the restarts.
+    let learned = |v: &Value| -> Vec<String> {
+        v["baseline"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {} {}", e["destination"], e["port"], e["first_seen_ms"]))
+            .collect()
+    };
+    assert_eq!(learned(&again), learned(&baseline));
+
+    // The upgrade, then the restart with a new destination.
+    pip_install(&pip, &[wheel(scratch.path(), "2.0.0").as_os_str()]);
+    a.stop();
+    b.stop();
+    let upgraded_at = Instant::now();
+    let targets = [USUAL[0], USUAL[1], NEW];
+    let _a = trainer(&python, &a_rel, &targets);
+    let _b = trainer(&python, &b_rel, &targets);
+    let alerts = w.until(&["alerts", "-o", "json"], Duration::from_secs(30), |v| {
+        v["alerts"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let took = upgraded_at.elapsed();
+    // Let the second replica's connects arrive too: still one alert.
+    thread::sleep(Duration::from_secs(4));
+    let alerts = w.json(&["alerts", "-o", "json"]).unwrap_or(alerts);
+    let list = alerts["alerts"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "one alert, not one per replica: {alerts:#}");
+    let alert = &list[0];
+    assert_eq!(alert["destination"]["ip"], NEW);
+    assert_eq!(alert["destination"]["port"], PORT);
+    assert_eq!(alert["reason"], "new_since_upgrade");
+    assert_eq!(alert["workload"]["key"], key.as_str());
+    assert_eq!(alert["workload"]["namespace"], "ml");
+    assert_eq!(alert["scope"]["classification"], "sensitive");
+    assert!(
+        alert["lineage"][0]["exe"]
+            .as_str()
+            .unwrap()
+            .contains("python3"),
+        "{alert:#}"
+    );
+    assert!(
+        alert["lineage"][0]["argv"]
+            .as_str()
+            .unwrap()
+            .contains("trainlib"),
+        "{alert:#}"
+    );
+    let changed = alert["packages_changed"].as_array().unwrap();
+    assert!(
+        changed
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().ends_with("trainlib")
+                && c["from"] == "1.0.0"
+                && c["to"] == "2.0.0"),
+        "{alert:#}"
+    );
+    assert!(alert["count"].as_u64().unwrap() >= 2);
+    eprintln!("egress: the alert was listed {took:?} after the restart with the new destination");
+
+    // An incident from the alert, scoped to the trainer.
+    let id = alert["id"].to_string();
+    let o = w.patchgap(&["incident", "open", "--alert", &id, "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let incident: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = incident.to_string();
+    assert!(text.contains(&key), "{incident:#}");
+    assert!(text.contains("sensitive"), "{incident:#}");
+
+    agent.stop();
+    collector.stop();
+    // The trainers go first (declared last), then the cgroups and the
+    // namespace, also when an assertion above fails.
+    let _ = (&a_cg, &b_cg, &net);
+}
