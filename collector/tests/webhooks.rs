@@ -904,3 +904,137 @@ async fn https_to_a_receiver_trusted_through_the_endpoints_ca() {
         }
     }
 }
+
+/// POSTs `body` to `path` of a plaintext HTTP listener with `headers`;
+/// the status and the answer's body.
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, rest.to_string())
+}
+
+/// The receiver confirms through the collector's callback route, as a
+/// Standard Webhooks message signed with the endpoint's own secret: a
+/// wrong signature, an old timestamp or an unknown delivery are refused
+/// (and audited); the right one makes the action `verified`, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_confirms_through_the_signed_callback_route() {
+    use patchgap_collector::{http, response::deliver::sign};
+    let t = in_process("200");
+    deliver_until_settled(&t, &compressed()).await;
+    let got = t.receiver.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let delivered = got[0]["webhook_id"].as_str().unwrap().to_string();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = http::router(http::Http {
+        ingest: t.ingest.clone(),
+        policy: t.policy.clone(),
+        audit: t.audit.clone(),
+        gate: Default::default(),
+        connected: Default::default(),
+        fresh_after: Duration::from_secs(90),
+        data_dir: t._dir.path().join("data"),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, router, None, async {
+        let _ = stopped.await;
+    }));
+    let secret = sign::Secret::parse(SECRET).unwrap();
+    let callback = |webhook_id: &str| {
+        serde_json::json!({
+            "type": "patchgap.action.confirmed",
+            "data": {"webhook_id": webhook_id, "incident": format!("INC-{}", t.id),
+                     "by": "token-rotator", "note": "rotated 3 tokens"}
+        })
+        .to_string()
+    };
+    let signed = |id: &str, ts: i64, body: &str, key: &sign::Secret| {
+        vec![
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            (
+                "webhook-signature",
+                sign::sign(key, id, ts, body.as_bytes()),
+            ),
+        ]
+    };
+    let now_s = now_ms() / 1000;
+    let body = callback(&delivered);
+    let path = "/v1/webhooks/confirm";
+    let (addr2, body2) = (addr, body.clone());
+    let ask = move |h: Vec<(&'static str, String)>, b: String| {
+        tokio::task::spawn_blocking(move || post(addr2, path, &h, b.as_bytes()))
+    };
+    // Unsigned, signed with another key, too old, for a delivery that
+    // does not exist: refused.
+    let (status, _) = ask(Vec::new(), body2.clone()).await.unwrap();
+    assert_eq!(status, 400);
+    let other = sign::Secret::parse("whsec_ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleQ==").unwrap();
+    let (status, said) = ask(signed("cb_1", now_s, &body, &other), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{said}");
+    let (status, said) = ask(signed("cb_2", now_s - 3600, &body, &secret), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{said}");
+    let unknown = callback("msg_000000000000000000000000");
+    let (status, said) = ask(signed("cb_3", now_s, &unknown, &secret), unknown.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{said}");
+    assert_eq!(action_of(&t.ingest, t.id).state, ActionState::Applied);
+    // Signed with the endpoint's secret: verified, by the endpoint.
+    let (status, said) = ask(signed("cb_4", now_s, &body, &secret), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{said}");
+    let answer: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(answer["state"], "verified", "{answer}");
+    let a = action_of(&t.ingest, t.id);
+    assert_eq!(a.state, ActionState::Verified);
+    assert_eq!(
+        a.reason,
+        "confirmed by endpoint tokens (token-rotator): rotated 3 tokens"
+    );
+    // Again: nothing more in the log.
+    let before = t.ingest.store().incident(t.id).unwrap().unwrap().last_seq;
+    let (status, _) = ask(signed("cb_5", now_s, &body, &secret), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        t.ingest.store().incident(t.id).unwrap().unwrap().last_seq,
+        before
+    );
+    // Every call is in the audit log, refusals with their reason.
+    let calls = audited(&t, "webhook.confirm");
+    assert_eq!(calls.len(), 6, "{calls:#?}");
+    assert!(
+        calls.iter().filter(|(_, _, r)| r == "ok").count() == 2,
+        "{calls:#?}"
+    );
+    assert!(
+        calls.iter().any(|(_, _, r)| r.starts_with("refused 401")),
+        "{calls:#?}"
+    );
+    assert!(!format!("{calls:?}").contains("MfKQ9r8G"));
+    let _ = stop.send(());
+    let _ = server.await;
+}

@@ -1,8 +1,8 @@
 //! The collector's HTTP listener (`--http-listen`): what speaks plain HTTP
 //! rather than gRPC. Today the Kubernetes admission webhook
 //! (`POST /v1/admission`, `admission.rs`) and the Prometheus exposition
-//! (`GET /metrics`, `metrics.rs`); webhook callbacks come next on the same
-//! listener.
+//! (`GET /metrics`, `metrics.rs`) and webhook receivers' confirmations
+//! (`POST /v1/webhooks/confirm`, `confirm.rs`).
 //!
 //! Adding a route is one line in [`router`]: a path, a method and a
 //! handler that takes `State<Http>` (and, if it reads a body, `Bytes`,
@@ -19,6 +19,7 @@
 //! a store transaction across an await, and nothing here knows SQL.
 
 pub mod admission;
+pub mod confirm;
 pub mod metrics;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -99,6 +100,7 @@ pub fn router(state: Http) -> Router {
     Router::new()
         .route("/v1/admission", post(admission::review))
         .route("/metrics", get(metrics::scrape))
+        .route("/v1/webhooks/confirm", post(confirm::confirm))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(within_timeout))
         .with_state(state)
