@@ -291,7 +291,22 @@ async fn agreement_with_dpkg_and_ss() {
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
         })
         .collect();
+    // Processes in another root (a chroot, a container) map that root's
+    // files, which the host's dpkg -S cannot name: not compared here (their
+    // own roots are checked by tests/runtimes.rs and
+    // packaging/container/compare.py).
+    let other_root: BTreeSet<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/root"))
+                .is_ok_and(|r| r != std::path::Path::new("/"))
+        })
+        .collect();
     for &pid in &pids {
+        if other_root.contains(&pid) {
+            continue;
+        }
         if let Some((files, deleted)) = mapped_paths(pid)
             && (!files.is_empty() || !deleted.is_empty())
         {
@@ -357,7 +372,10 @@ async fn agreement_with_dpkg_and_ss() {
             let (Some(key), Some(pkg)) = (m.key, m.package) else {
                 continue;
             };
-            if &pkg.name == name && matches!(m.evidence.as_str(), "exe" | "mapped") {
+            if &pkg.name == name
+                && matches!(m.evidence.as_str(), "exe" | "mapped")
+                && !other_root.contains(&key.pid)
+            {
                 pg_pairs.insert((key.pid, pkg.name, pkg.version));
             }
         }
@@ -500,6 +518,13 @@ async fn agreement_with_dpkg_and_ss() {
     );
     for (pid, files) in &unowned {
         eprintln!("    pid {pid}: {}", files.join(" "));
+    }
+    if !other_root.is_empty() {
+        println!(
+            "  in another root, not compared: {} processes {:?}",
+            other_root.len(),
+            other_root
+        );
     }
     for pid in &unreadable {
         let a = pg_procs.get(pid).map(|p| p.artifacts);
