@@ -53,6 +53,11 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// "The internet": a namespace behind a veth pair with a listener that
 /// accepts and closes every connection.
+///
+/// One at a time: every test's Internet takes 198.51.100.1/24 on the host
+/// side (and their veths were named after the test binary's pid).
+static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Internet {
     ns: String,
     veth: String,
@@ -443,6 +448,7 @@ fn critical_pip_advisory(dir: &Path) -> PathBuf {
 
 #[test]
 fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lifts_it() {
+    let _one = ONE_INTERNET.lock().unwrap_or_else(|e| e.into_inner());
     let bins = built_bins();
     let scratch = tempfile::tempdir().unwrap();
     let port = {
@@ -865,6 +871,7 @@ const LOAD_PIP: &str = "import ctypes, os, pip\n\
 /// evidence bundle verifies, but not with one byte changed.
 #[test]
 fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_closes() {
+    let _one = ONE_INTERNET.lock().unwrap_or_else(|e| e.into_inner());
     let bins = built_bins();
     let scratch = tempfile::tempdir().unwrap();
     let port = {
