@@ -97,6 +97,9 @@ fn mysql_style_passwords_are_redacted_from_a_live_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_local_replacements_keep_the_required_module_path() {
     let exe = "/usr/local/bin/terraform";
+    if !patchgap_tests::image::has(exe) {
+        return;
+    }
     let proc = stopped_at_exec(exe);
     let p = scan(proc.pid());
     let golang: Vec<_> = p

@@ -922,10 +922,10 @@ mod tests {
         // header is then found at the start of the first writable segment,
         // as Go's own reader finds it.
         let path = "/usr/local/bin/docker";
-        let Ok(file) = std::fs::File::open(path) else {
-            eprintln!("no {path} here; skipping");
+        if !crate::parse::image::has(path) {
             return;
-        };
+        }
+        let file = std::fs::File::open(path).unwrap();
         let total = Cell::new(0);
         let mut inner = file_reader(&file, &total);
         let mut read_at = |offset: u64, len: usize| {

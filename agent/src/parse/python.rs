@@ -747,8 +747,7 @@ mod tests {
             eprintln!("no inventory {dist_json} here; skipping");
             return;
         };
-        if !site.is_dir() {
-            eprintln!("no {site:?} here; skipping");
+        if !crate::parse::image::has(&site.to_string_lossy()) {
             return;
         }
         let got = scan_site(site);
@@ -826,10 +825,10 @@ mod tests {
                 "2.7.18",
             ),
         ] {
-            let Ok(bytes) = std::fs::read(path) else {
-                eprintln!("no {path} here; skipping");
+            if !crate::parse::image::has(path) {
                 continue;
-            };
+            }
+            let bytes = std::fs::read(path).unwrap();
             assert!(Path::new(path).is_file());
             assert_eq!(parse_metadata(&bytes), meta(name, version), "{path}");
             let file_name = Path::new(path).file_name().unwrap().to_str().unwrap();
@@ -910,10 +909,10 @@ mod tests {
         // Every importable file a RECORD lists belongs to a name in the same
         // distribution's top_level.txt.
         let site = Path::new("/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages");
-        let Ok(entries) = std::fs::read_dir(site) else {
-            eprintln!("no {site:?} here; skipping");
+        if !crate::parse::image::has(&site.to_string_lossy()) {
             return;
-        };
+        }
+        let entries = std::fs::read_dir(site).unwrap();
         let mut checked = 0;
         for entry in entries {
             let path = entry.unwrap().path();
