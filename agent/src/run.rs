@@ -576,6 +576,9 @@ struct Pending {
 /// host full of long-lived readers.
 const HELD_LIMIT: usize = 65_536;
 
+/// The most process records a new pending delta reserves room for.
+const UPSERT_HINT: usize = 256;
+
 impl Pending {
     fn is_empty(&self) -> bool {
         self.connections.is_empty()
@@ -591,7 +594,18 @@ impl Pending {
         if self.is_empty() {
             return None;
         }
-        let mut delta = std::mem::take(&mut self.delta);
+        // The next delta starts with room for as many records as this one
+        // had (at most UPSERT_HINT): growing a Vec of process records by
+        // doubling, batch after batch, was 6 % of the agent's CPU at 100
+        // exec/s (reallocations, and glibc consolidating the freed ones).
+        let hint = self.delta.upserts.len().min(UPSERT_HINT);
+        let mut delta = std::mem::replace(
+            &mut self.delta,
+            v1::Delta {
+                upserts: Vec::with_capacity(hint),
+                ..Default::default()
+            },
+        );
         delta.scanned_at_ms = now_ms();
         delta.connections = self.connections.drain().map(|(_, c)| c).collect();
         Some(delta)
