@@ -944,6 +944,7 @@ pub(crate) fn a_plan() -> v1::Plan {
                     pids: vec![812],
                 }],
                 no_executor: String::new(),
+                executor: "agents".into(),
             },
             v1::PlanAction {
                 id: 2,
@@ -958,6 +959,14 @@ pub(crate) fn a_plan() -> v1::Plan {
                 kind: "open_incident_sev1".into(),
                 mode: "enforce".into(),
                 approval: "auto".into(),
+                ..Default::default()
+            },
+            v1::PlanAction {
+                id: 4,
+                kind: "freeze_deployments".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                executor: "deploy_gate".into(),
                 ..Default::default()
             },
         ],
@@ -993,6 +1002,7 @@ pub(crate) fn a_contained_incident() -> v1::Incident {
                 blocked_packets: 41,
                 revert_at_ms: t0 + 300_000 + 7_200_000,
                 approved_by: "bob".into(),
+                executor: "agents".into(),
                 ..Default::default()
             },
             v1::IncidentAction {
@@ -1018,6 +1028,26 @@ pub(crate) fn a_contained_incident() -> v1::Incident {
                 plan: plan.hash.clone(),
                 planned_at_ms: t0 + 120_000,
                 applied_at_ms: t0 + 120_000,
+                ..Default::default()
+            },
+            // The deploy gate's: applied from the approval's commit,
+            // verified by its own decision, with the admissions it denied.
+            v1::IncidentAction {
+                id: 4,
+                kind: "freeze_deployments".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                state: "verified".into(),
+                plan: plan.hash.clone(),
+                planned_at_ms: t0 + 120_000,
+                requested_at_ms: t0 + 300_000,
+                applied_at_ms: t0 + 300_000,
+                verified_at_ms: t0 + 300_480,
+                time_to_containment_ms: 300_480,
+                approved_by: "bob".into(),
+                executor: "deploy_gate".into(),
+                denied_admissions: 2,
+                overridden_admissions: 1,
                 ..Default::default()
             },
         ],

@@ -315,6 +315,7 @@ fn seed(ingest: &Ingest, policy: &SharedPolicy) -> i64 {
         policy: &state.current,
         rules: &[],
         protected: &protected,
+        executors: &Default::default(),
     };
     let planned = act::plan(ingest, id, log::COLLECTOR, &planning, now).unwrap();
     assert!(planned.recorded);

@@ -118,6 +118,13 @@ impl QueryService {
         self
     }
 
+    /// Shares the deploy gate's facts and admission tally with the HTTP
+    /// listener (a cache of its own otherwise, whose tally stays empty).
+    pub fn with_gate(mut self, gate: Arc<crate::response::gate::facts::Cache>) -> Self {
+        self.gate = gate;
+        self
+    }
+
     /// Serves with this response policy (the built-in one otherwise).
     pub fn with_policy(mut self, policy: SharedPolicy) -> Self {
         self.policy = policy;
