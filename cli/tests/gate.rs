@@ -476,7 +476,7 @@ async fn shadow_gate_actions_warn_and_count_what_they_would_deny() {
     let policy = dir.path().join("shadow.toml");
     std::fs::write(
         &policy,
-        "[[tier]]\nnumber = 2\nname = \"high or critical\"\n\n[[tier.rule]]\nseverity = [\"high\", \"critical\"]\n\n[[tier.action]]\nkind = \"block_new_artifacts_with_package\"\nmode = \"shadow\"\napproval = \"auto\"\n",
+        "[[tier]]\nnumber = 1\nname = \"high or critical\"\n\n[[tier.rule]]\nseverity = [\"high\", \"critical\"]\n\n[[tier.action]]\nkind = \"block_new_artifacts_with_package\"\nmode = \"shadow\"\napproval = \"auto\"\n",
     )
     .unwrap();
     let Scene {

@@ -721,6 +721,32 @@ impl Query for QueryService {
         .await
     }
 
+    async fn list_deliveries(
+        &self,
+        request: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        self.audited(
+            "ListDeliveries",
+            request,
+            super::deliveries::listed_summary,
+            |req, _| async move { super::deliveries::list(self, req).await },
+        )
+        .await
+    }
+
+    async fn enable_endpoint(
+        &self,
+        request: Request<v1::EnableEndpointRequest>,
+    ) -> Result<Response<v1::EnableEndpointResponse>, Status> {
+        self.audited(
+            "EnableEndpoint",
+            request,
+            super::deliveries::enabled_summary,
+            |req, _| async move { super::deliveries::enable(self, req).await },
+        )
+        .await
+    }
+
     async fn retire_host(
         &self,
         request: Request<v1::RetireHostRequest>,
