@@ -533,6 +533,10 @@ async fn shadow_gate_actions_warn_and_count_what_they_would_deny() {
 
 /// The incident's (or plan's) `block_new_artifacts_with_package` action.
 fn gate_action(v: &Value) -> Value {
+    find_gate_action(v).unwrap_or_else(|| panic!("no block action: {v}"))
+}
+
+fn find_gate_action(v: &Value) -> Option<Value> {
     v["actions"]
         .as_array()
         .and_then(|a| {
@@ -540,7 +544,6 @@ fn gate_action(v: &Value) -> Value {
                 .rfind(|a| a["kind"] == "block_new_artifacts_with_package")
         })
         .cloned()
-        .unwrap_or_else(|| panic!("no block action: {v}"))
 }
 
 /// `incident show ID -o json` once its block action satisfies `done`
@@ -549,7 +552,9 @@ fn wait_for_gate_action(addr: &str, id: &str, done: impl Fn(&Value) -> bool) -> 
     let mut shown = Value::Null;
     for _ in 0..100 {
         shown = patchgap_json(addr, &["incident", "show", id]);
-        if done(&gate_action(&shown)) {
+        // (The collector plans an incident by itself a moment after it
+        // opens.)
+        if find_gate_action(&shown).is_some_and(|a| done(&a)) {
             return shown;
         }
         std::thread::sleep(Duration::from_millis(100));
