@@ -583,10 +583,18 @@ async fn a_410_disables_the_endpoint() {
     assert_eq!(listed.deliveries.len(), 1, "{listed:?}");
     let l = &listed.deliveries[0];
     assert_eq!(
-        (l.state.as_str(), l.last_status, l.endpoint.as_str(), l.attempts),
+        (
+            l.state.as_str(),
+            l.last_status,
+            l.endpoint.as_str(),
+            l.attempts
+        ),
         ("failed", 410, "tokens", 1)
     );
-    assert!(l.endpoint_disabled && l.webhook_id.starts_with("msg_"), "{l:?}");
+    assert!(
+        l.endpoint_disabled && l.webhook_id.starts_with("msg_"),
+        "{l:?}"
+    );
     assert_eq!(listed.disabled_endpoints[0].name, "tokens");
     assert!(!format!("{listed:?}").contains(SECRET), "no secret");
     let enabled = svc
