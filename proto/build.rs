@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/patchgap/v1/verify.proto",
         "proto/patchgap/v1/incident.proto",
         "proto/patchgap/v1/gate.proto",
+        "proto/patchgap/v1/deliver.proto",
         "proto/patchgap/v1/egress.proto",
         "proto/patchgap/v1/query.proto",
     ];

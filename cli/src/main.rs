@@ -2,6 +2,7 @@
 //! `patchgap up` runs a collector and a local agent in one process.
 
 mod advisories;
+mod deliveries;
 mod egress;
 mod gate;
 mod pages;
@@ -808,6 +809,34 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// The signed webhooks' outbox, newest first: each delivery's
+    /// endpoint, incident action, state, attempts, next attempt and the
+    /// receiver's last answer, and the endpoints a 410 disabled. Never a
+    /// body or a secret.
+    ///
+    /// Examples:
+    ///   patchgap deliveries --incident INC-7
+    ///   patchgap deliveries -o json
+    Deliveries {
+        /// Only this incident's deliveries (INC-<n>).
+        #[arg(long, value_name = "ID")]
+        incident: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Webhook endpoints: call one again that a receiver disabled with
+    /// 410 (gone).
+    ///
+    /// Example: patchgap endpoint enable tokens
+    Endpoint {
+        #[command(subcommand)]
+        command: deliveries::EndpointCommand,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// Incidents, newest first: state, tier, who opened them, scope size.
     ///
     /// Examples:
@@ -952,6 +981,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             read,
         } => incidents(open, limit, before, read).await,
         Command::Gate { command, read } => gate_command(command, read).await,
+        Command::Deliveries {
+            incident,
+            limit,
+            read,
+        } => deliveries::deliveries(incident, limit, read).await,
+        Command::Endpoint { command, read } => deliveries::endpoint(command, read).await,
     }
 }
 

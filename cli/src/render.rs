@@ -1545,6 +1545,7 @@ fn plan_action_json(a: &v1::PlanAction) -> Value {
         "revert_after_ms": (a.revert_after_ms > 0).then_some(a.revert_after_ms),
         "allow": a.allow,
         "no_executor": opt_str(&a.no_executor),
+        "executor": opt_str(&a.executor),
         "targets": a.targets.iter().map(plan_target_json).collect::<Vec<_>>(),
         "excluded": a.excluded.iter().map(plan_exclusion_json).collect::<Vec<_>>(),
     })
@@ -1608,6 +1609,11 @@ pub fn incident_action_json(a: &v1::IncidentAction) -> Value {
         "blocked_packets": a.blocked_packets,
         "would_block_connects": a.would_block_connects,
         "would_block_packets": a.would_block_packets,
+        "executor": opt_str(&a.executor),
+        "denied_admissions": a.denied_admissions,
+        "would_deny_admissions": a.would_deny_admissions,
+        "warned_admissions": a.warned_admissions,
+        "overridden_admissions": a.overridden_admissions,
     })
 }
 
@@ -1872,6 +1878,13 @@ pub fn plan_detail(r: &v1::PlanIncidentResponse) -> String {
                 &format!("not carried out: {}", a.no_executor),
             );
         }
+        if !a.executor.is_empty() {
+            push_line(
+                &mut out,
+                "     ",
+                &format!("carried out by {}", executor_text(&a.executor)),
+            );
+        }
         if !a.allow.is_empty() {
             push_line(
                 &mut out,
@@ -1882,7 +1895,14 @@ pub fn plan_detail(r: &v1::PlanIncidentResponse) -> String {
                 ),
             );
         }
-        if a.targets.is_empty() {
+        if a.executor == "deploy_gate" {
+            // It acts on admissions, not on workloads.
+            push_line(
+                &mut out,
+                "     ",
+                "targets: admissions of the incident's image digests and namespaces",
+            );
+        } else if a.targets.is_empty() {
             push_line(&mut out, "     ", "targets: none");
         } else {
             push_line(&mut out, "     ", "targets:");
@@ -1930,6 +1950,18 @@ fn action_state_text(a: &v1::IncidentAction) -> String {
 
 /// The actions of an incident, each with its state, times, effect and
 /// targets (`incident show`, `approve` and `revert`).
+/// Who carries an action out, in words.
+fn executor_text(executor: &str) -> String {
+    match executor {
+        "deploy_gate" => "the deploy gate (admission webhook)".into(),
+        "agents" => "the agents".into(),
+        e => match e.strip_prefix("endpoint:") {
+            Some(name) => format!("a signed webhook to endpoint {name}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
     let mut out = String::new();
     if actions.is_empty() {
@@ -1952,6 +1984,9 @@ pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
         let mut from = format!("plan {}", or_dash(&a.plan));
         if !a.approved_by.is_empty() {
             from.push_str(&format!("; approved by {}", a.approved_by));
+        }
+        if !a.executor.is_empty() {
+            from.push_str(&format!("; carried out by {}", executor_text(&a.executor)));
         }
         push_line(&mut out, "     ", &from);
         if !a.reason.is_empty() {
@@ -1997,7 +2032,18 @@ pub fn actions_detail(actions: &[v1::IncidentAction]) -> String {
         let counted =
             a.blocked_connects + a.blocked_packets + a.would_block_connects + a.would_block_packets
                 > 0;
-        if !a.targets.is_empty() || counted || a.time_to_containment_ms > 0 {
+        if a.executor == "deploy_gate" {
+            // The gate's effect is on admissions, not connects.
+            let admissions = if a.mode == "shadow" {
+                format!("would deny {} admission(s)", a.would_deny_admissions)
+            } else {
+                format!(
+                    "denied {} admission(s), warned {}, break-glass {}",
+                    a.denied_admissions, a.warned_admissions, a.overridden_admissions
+                )
+            };
+            push_line(&mut out, "     ", &format!("{admissions}; {ttc}"));
+        } else if !a.targets.is_empty() || counted || a.time_to_containment_ms > 0 {
             push_line(&mut out, "     ", &format!("{effect}; {ttc}"));
         }
         for t in &a.targets {

@@ -944,6 +944,7 @@ pub(crate) fn a_plan() -> v1::Plan {
                     pids: vec![812],
                 }],
                 no_executor: String::new(),
+                executor: "agents".into(),
             },
             v1::PlanAction {
                 id: 2,
@@ -958,6 +959,14 @@ pub(crate) fn a_plan() -> v1::Plan {
                 kind: "open_incident_sev1".into(),
                 mode: "enforce".into(),
                 approval: "auto".into(),
+                ..Default::default()
+            },
+            v1::PlanAction {
+                id: 4,
+                kind: "freeze_deployments".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                executor: "deploy_gate".into(),
                 ..Default::default()
             },
         ],
@@ -993,6 +1002,7 @@ pub(crate) fn a_contained_incident() -> v1::Incident {
                 blocked_packets: 41,
                 revert_at_ms: t0 + 300_000 + 7_200_000,
                 approved_by: "bob".into(),
+                executor: "agents".into(),
                 ..Default::default()
             },
             v1::IncidentAction {
@@ -1018,6 +1028,26 @@ pub(crate) fn a_contained_incident() -> v1::Incident {
                 plan: plan.hash.clone(),
                 planned_at_ms: t0 + 120_000,
                 applied_at_ms: t0 + 120_000,
+                ..Default::default()
+            },
+            // The deploy gate's: applied from the approval's commit,
+            // verified by its own decision, with the admissions it denied.
+            v1::IncidentAction {
+                id: 4,
+                kind: "freeze_deployments".into(),
+                mode: "enforce".into(),
+                approval: "required".into(),
+                state: "verified".into(),
+                plan: plan.hash.clone(),
+                planned_at_ms: t0 + 120_000,
+                requested_at_ms: t0 + 300_000,
+                applied_at_ms: t0 + 300_000,
+                verified_at_ms: t0 + 300_480,
+                time_to_containment_ms: 300_480,
+                approved_by: "bob".into(),
+                executor: "deploy_gate".into(),
+                denied_admissions: 2,
+                overridden_admissions: 1,
                 ..Default::default()
             },
         ],
@@ -1074,6 +1104,52 @@ fn incident_show_contained() -> Value {
     v
 }
 
+/// The outbox: one delivery retried after a 503, one given up on a 410
+/// that disabled its endpoint.
+fn deliveries() -> Value {
+    let t0 = 1_764_900_000_000;
+    crate::deliveries::deliveries_json(&v1::ListDeliveriesResponse {
+        deliveries: vec![
+            v1::Delivery {
+                id: 2,
+                webhook_id: "msg_5d0c6a1e9b7f42a8c3e1d0b4".into(),
+                endpoint: "canary".into(),
+                incident: "INC-3".into(),
+                action: 5,
+                event_type: "patchgap.action.requested".into(),
+                state: "pending".into(),
+                attempts: 2,
+                next_attempt_at_ms: t0 + 305_000,
+                last_status: 503,
+                last_error: "HTTP 503 Service Unavailable".into(),
+                created_at_ms: t0,
+                ..Default::default()
+            },
+            v1::Delivery {
+                id: 1,
+                webhook_id: "msg_3b2f0c8e1d9a4f7b6c5d2e10".into(),
+                endpoint: "tokens".into(),
+                endpoint_disabled: true,
+                incident: "INC-3".into(),
+                action: 2,
+                event_type: "patchgap.action.requested".into(),
+                state: "failed".into(),
+                attempts: 1,
+                last_status: 410,
+                last_error: "endpoint gone".into(),
+                created_at_ms: t0,
+                done_at_ms: t0 + 1_000,
+                ..Default::default()
+            },
+        ],
+        disabled_endpoints: vec![v1::DisabledEndpoint {
+            name: "tokens".into(),
+            disabled_at_ms: t0 + 1_000,
+            reason: "HTTP 410 Gone".into(),
+        }],
+    })
+}
+
 /// A case: the snapshot's file name, and the answer as the command prints it.
 type Case = (&'static str, fn() -> Value);
 
@@ -1122,6 +1198,8 @@ const CASES: &[Case] = &[
     // patchgap incident show ID -o json, once contained (and under a
     // policy whose reload failed)
     ("incident_show_contained", incident_show_contained),
+    // patchgap deliveries -o json
+    ("deliveries", deliveries),
 ];
 
 fn dir() -> PathBuf {

@@ -122,15 +122,29 @@ fn sbom() -> String {
     .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
+/// One live scene: a Docker-shaped container (systemd cgroup driver)
+/// running an image whose SBOM pulls in setuptools 65.5.0, a collector
+/// with its HTTP listener (and `policy`) and an agent, GitHub's real
+/// GHSA-cx63-2mw6-8hw5 imported and the SBOM pushed. `salt` keeps the
+/// digests and the container apart between the tests of this binary.
+struct Scene {
+    h: Harness,
+    addr: String,
+    http: String,
+    blocked: String,
+    clean: String,
+    trainer: patchgap_tests::Proc,
+    _cgroup: Cgroup,
+    _runtime_root: tempfile::TempDir,
+}
+
+async fn scene(salt: u32, policy: Option<PathBuf>) -> Scene {
     let run = std::process::id();
-    let blocked = format!("sha256:{run:08x}{:056x}", 0x9a7e_u128);
-    let clean = format!("sha256:{run:08x}{:056x}", 0xc1ea_u128);
+    let blocked = format!("sha256:{run:08x}{salt:08x}{:048x}", 0x9a7e_u128);
+    let clean = format!("sha256:{run:08x}{salt:08x}{:048x}", 0xc1ea_u128);
     let runtime_root = tempfile::tempdir().unwrap();
     let rt = runtime_root.path();
-    // A Docker container (systemd cgroup driver) running the blocked image.
-    let cid = format!("{:08x}{run:08x}{:048x}", 0x6a7e_u32, 0xfeed_u128);
+    let cid = format!("{:08x}{run:08x}{salt:08x}{:040x}", 0x6a7e_u32, 0xfeed_u128);
     write(
         rt,
         &format!("/var/lib/docker/containers/{cid}/config.v2.json"),
@@ -151,6 +165,7 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         CollectorConfig {
             http_listen: Some(http),
             incident_refresh: Duration::from_millis(500),
+            policy,
             ..CollectorConfig::default()
         },
         ScanConfig {
@@ -161,9 +176,7 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
     .await;
     h.sync().await;
     let addr = h.addr.to_string();
-    let http = http.to_string();
-    let data_dir = h.data_dir.path().to_path_buf();
-
+    let (a, b) = (addr.clone(), blocked.clone());
     tokio::task::spawn_blocking(move || {
         let advisory: PathBuf = [
             env!("CARGO_MANIFEST_DIR"),
@@ -172,35 +185,85 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         ]
         .iter()
         .collect();
-        patchgap_json(&addr, &["advisories", "import", advisory.to_str().unwrap()]);
+        patchgap_json(&a, &["advisories", "import", advisory.to_str().unwrap()]);
         let sbom_file = tempfile::NamedTempFile::with_suffix(".cdx.json").unwrap();
         std::fs::write(sbom_file.path(), sbom()).unwrap();
         let pushed = patchgap_json(
-            &addr,
+            &a,
             &[
                 "sbom",
                 "push",
                 "--image",
-                &blocked,
+                &b,
                 sbom_file.path().to_str().unwrap(),
             ],
         );
         assert_eq!(pushed["matches"], 1, "{pushed}");
+    })
+    .await
+    .unwrap();
+    Scene {
+        h,
+        addr,
+        http: http.to_string(),
+        blocked,
+        clean,
+        trainer,
+        _cgroup: cgroup,
+        _runtime_root: runtime_root,
+    }
+}
 
+/// `patchgap incident open --advisory GHSA-cx63-2mw6-8hw5`: its id.
+fn open_incident(addr: &str) -> String {
+    let opened = patchgap_json(
+        addr,
+        &["incident", "open", "--advisory", "GHSA-cx63-2mw6-8hw5"],
+    );
+    opened["incident"]["id"]
+        .as_str()
+        .or(opened["id"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// An AdmissionReview fixture sent to the webhook, checked for its
+/// envelope; the `response`.
+fn answer(http: &str, name: &str, blocked: &str, clean: &str) -> Value {
+    let body = fixture(name, blocked, clean);
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    let got = admit(http, &body);
+    assert_eq!(got["apiVersion"], "admission.k8s.io/v1", "{name}: {got}");
+    assert_eq!(got["kind"], "AdmissionReview", "{name}: {got}");
+    assert_eq!(
+        got["response"]["uid"], sent["request"]["uid"],
+        "{name}: {got}"
+    );
+    got["response"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
+    let Scene {
+        h,
+        addr,
+        http,
+        blocked,
+        clean,
+        trainer,
+        _cgroup,
+        _runtime_root,
+    } = scene(1, None).await;
+    let run = std::process::id();
+    let data_dir = h.data_dir.path().to_path_buf();
+
+    tokio::task::spawn_blocking(move || {
         // Before any incident, nothing blocks the digest.
         let (out, code, err) = patchgap(&addr, &["gate", "check", "--image", &blocked]);
         assert_eq!(code, 0, "{out} {err}");
 
         // The existing flow: open, plan, approve (tier 2 for HIGH).
-        let opened = patchgap_json(
-            &addr,
-            &["incident", "open", "--advisory", "GHSA-cx63-2mw6-8hw5"],
-        );
-        let id = opened["incident"]["id"]
-            .as_str()
-            .or(opened["id"].as_str())
-            .unwrap()
-            .to_string();
+        let id = open_incident(&addr);
         let mut plan = Value::Null;
         for _ in 0..50 {
             plan = patchgap_json(&addr, &["incident", "plan", &id]);
@@ -215,22 +278,34 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
                 .contains("block_new_artifacts_with_package"),
             "{plan}"
         );
+        // The deploy gate carries the block out: the plan says so.
+        let block = gate_action(&plan);
+        assert_eq!(block["executor"], "deploy_gate", "{plan}");
+        assert_eq!(block["no_executor"], Value::Null, "{plan}");
         let hash = plan["hash"].as_str().unwrap().to_string();
-        patchgap_json(&addr, &["incident", "approve", &id, "--plan", &hash]);
+        let approved = patchgap_json(&addr, &["incident", "approve", &id, "--plan", &hash]);
+        let requested_at = gate_action(&approved)["requested_at"].clone();
+        assert!(requested_at.is_string(), "{approved}");
+
+        // Applied from the approval's commit (every decision since read
+        // it), then verified by the gate's own decision on the incident's
+        // digest, with its time to containment; the incident is contained.
+        let shown = wait_for_gate_action(&addr, &id, |a| a["state"] == "verified");
+        let block = gate_action(&shown);
+        assert_eq!(block["applied_at"], requested_at, "{block}");
+        assert!(block["verified_at"].is_string(), "{block}");
+        assert!(
+            block["time_to_containment_ms"].as_i64().unwrap() > 0,
+            "{block}"
+        );
+        // (The verifier may have moved it on already.)
+        assert!(
+            matches!(shown["state"].as_str(), Some("contained" | "verifying")),
+            "{shown}"
+        );
 
         // The AdmissionReviews, each answered with its own uid.
-        let answer = |name: &str| {
-            let body = fixture(name, &blocked, &clean);
-            let sent: Value = serde_json::from_str(&body).unwrap();
-            let got = admit(&http, &body);
-            assert_eq!(got["apiVersion"], "admission.k8s.io/v1", "{name}: {got}");
-            assert_eq!(got["kind"], "AdmissionReview", "{name}: {got}");
-            assert_eq!(
-                got["response"]["uid"], sent["request"]["uid"],
-                "{name}: {got}"
-            );
-            got["response"].clone()
-        };
+        let answer = |name: &str| answer(&http, name, &blocked, &clean);
         let pod = answer("pod");
         assert_eq!(pod["allowed"], false, "{pod}");
         assert_eq!(pod["status"]["code"], 403);
@@ -283,6 +358,19 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
 
         // The break-glass is an event of the incident, the dry run is not.
         let shown = patchgap_json(&addr, &["incident", "show", &id]);
+        // The admissions, counted on the action: the Pod and the
+        // Deployment denied, the break-glass overridden; kube-system, the
+        // tag and the dry run are not the block's.
+        let block = gate_action(&shown);
+        assert_eq!(
+            (
+                &block["denied_admissions"],
+                &block["overridden_admissions"],
+                &block["would_deny_admissions"]
+            ),
+            (&json!(2), &json!(1), &json!(0)),
+            "{block}"
+        );
         let text = shown.to_string();
         assert!(text.contains("break-glass SEC-4242"), "{shown}");
         assert!(text.contains("bob@example.com"), "{shown}");
@@ -365,11 +453,113 @@ async fn admission_reviews_and_gate_check_answer_from_a_real_incident() {
         assert_eq!(code, 0, "{out} {err}");
         let pod = answer("pod");
         assert_eq!(pod["allowed"], true, "{pod}");
+        // ...and the revert is verified by the same decision.
+        let shown = wait_for_gate_action(&addr, &id, |a| a["revert_verified_at"].is_string());
+        let block = gate_action(&shown);
+        assert_eq!(block["state"], "reverted", "{block}");
+        assert_eq!(block["reason"], "resolved", "{block}");
     })
     .await
     .unwrap();
     drop(trainer);
     h.stop().await;
+}
+
+/// Shadow mode (issue 16's gate with a policy that says `mode =
+/// "shadow"`): the block is requested automatically, the gate carries it
+/// out by warning instead of denying (verified by that warning), and
+/// every admission it would have denied is counted on the action and on
+/// `/metrics`; a dry run is not an admission and is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_gate_actions_warn_and_count_what_they_would_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("shadow.toml");
+    std::fs::write(
+        &policy,
+        "[[tier]]\nnumber = 1\nname = \"high or critical\"\n\n[[tier.rule]]\nseverity = [\"high\", \"critical\"]\n\n[[tier.action]]\nkind = \"block_new_artifacts_with_package\"\nmode = \"shadow\"\napproval = \"auto\"\n",
+    )
+    .unwrap();
+    let Scene {
+        h,
+        addr,
+        http,
+        blocked,
+        clean,
+        trainer,
+        _cgroup,
+        _runtime_root,
+    } = scene(2, Some(policy)).await;
+    tokio::task::spawn_blocking(move || {
+        let id = open_incident(&addr);
+        // The collector plans it and requests the automatic block; the
+        // gate's shadow warning verifies it.
+        let shown = wait_for_gate_action(&addr, &id, |a| a["state"] == "verified");
+        let block = gate_action(&shown);
+        assert_eq!((&block["mode"], &block["executor"]), (&json!("shadow"), &json!("deploy_gate")));
+        assert_eq!(block["would_deny_admissions"], 0, "{block}");
+
+        for n in 1..=3 {
+            let pod = answer(&http, "pod", &blocked, &clean);
+            assert_eq!(pod["allowed"], true, "shadow never denies: {pod}");
+            let warning = pod["warnings"][0].as_str().unwrap();
+            assert!(warning.starts_with("shadow (would deny)"), "{pod}");
+            assert!(warning.contains(&id), "{pod}");
+            let block = gate_action(&patchgap_json(&addr, &["incident", "show", &id]));
+            assert_eq!(block["would_deny_admissions"], n, "{block}");
+            assert_eq!(block["denied_admissions"], 0, "{block}");
+        }
+        // A dry run is answered the same and not counted.
+        let dry = answer(&http, "pod-dry-run", &blocked, &clean);
+        assert_eq!(dry["allowed"], true, "{dry}");
+        let block = gate_action(&patchgap_json(&addr, &["incident", "show", &id]));
+        assert_eq!(block["would_deny_admissions"], 3, "{block}");
+
+        // /metrics says the same, by action and outcome.
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "10"])
+            .arg(format!("http://{http}/metrics"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = "patchgap_gate_admissions_total{action=\"block_new_artifacts_with_package\",outcome=\"would_deny\"} 3";
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    })
+    .await
+    .unwrap();
+    drop(trainer);
+    h.stop().await;
+}
+
+/// The incident's (or plan's) `block_new_artifacts_with_package` action.
+fn gate_action(v: &Value) -> Value {
+    find_gate_action(v).unwrap_or_else(|| panic!("no block action: {v}"))
+}
+
+fn find_gate_action(v: &Value) -> Option<Value> {
+    v["actions"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .rfind(|a| a["kind"] == "block_new_artifacts_with_package")
+        })
+        .cloned()
+}
+
+/// `incident show ID -o json` once its block action satisfies `done`
+/// (within 10 s).
+fn wait_for_gate_action(addr: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        shown = patchgap_json(addr, &["incident", "show", id]);
+        // (The collector plans an incident by itself a moment after it
+        // opens.)
+        if find_gate_action(&shown).is_some_and(|a| done(&a)) {
+            return shown;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the block action never got there: {shown}");
 }
 
 /// Parses JUnit XML with Python's xml.etree (a parser that is not ours)

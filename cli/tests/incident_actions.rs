@@ -154,6 +154,8 @@ query_impl! {
         get_response_report(v1::GetResponseReportRequest) -> v1::GetResponseReportResponse;
         list_egress_alerts(v1::ListEgressAlertsRequest) -> v1::ListEgressAlertsResponse;
         get_egress_baseline(v1::GetEgressBaselineRequest) -> v1::GetEgressBaselineResponse;
+        list_deliveries(v1::ListDeliveriesRequest) -> v1::ListDeliveriesResponse;
+        enable_endpoint(v1::EnableEndpointRequest) -> v1::EnableEndpointResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

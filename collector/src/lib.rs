@@ -271,6 +271,10 @@ pub async fn serve(
         if let Some((host, cgroup)) = own_host_and_cgroup() {
             hub = hub.with_collector(host, cgroup);
         }
+        // The deploy gate carries out its actions on the HTTP listener.
+        if let Some(addr) = config.http_listen {
+            hub = hub.with_admission(addr.to_string());
+        }
         let hub = Arc::new(hub);
         let (ingest, h) = (ingest.clone(), hub.clone());
         tokio::task::spawn_blocking(move || {
@@ -281,6 +285,9 @@ pub async fn serve(
         hub
     };
     let connected: api::Connected = Arc::new(Mutex::new(api::Streams::default()));
+    // The deploy gate's facts and admission tally: one for the webhook,
+    // the API and the gate's executor.
+    let gate = Arc::new(response::gate::facts::Cache::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     // The HTTP listener (the admission webhook): bound before the gRPC
     // server starts, so a taken port stops the start; it stops with it.
@@ -293,7 +300,7 @@ pub async fn serve(
                 ingest: ingest.clone(),
                 policy: policy.clone(),
                 audit: audit.clone(),
-                gate: Default::default(),
+                gate: gate.clone(),
                 connected: connected.clone(),
                 fresh_after: config.fresh_after,
                 data_dir: config.data_dir.clone(),
@@ -375,6 +382,15 @@ pub async fn serve(
         ))
     });
     let outbound = OutboundTasks(Some(deliverer), pager);
+    // The deploy gate carries out its actions where it serves admission:
+    // what it enforces is recorded on the incidents.
+    let gate_follower = config.http_listen.map(|_| {
+        GateTask(tokio::spawn(follow_gate(
+            ingest.clone(),
+            policy.clone(),
+            gate.clone(),
+        )))
+    });
     // Incidents past containment are verified, recovered and closed (or
     // reopened); the task goes when the server does.
     let verify_settings = response::verify::Settings {
@@ -397,6 +413,7 @@ pub async fn serve(
             audit.clone(),
         )
         .with_policy(policy)
+        .with_gate(gate)
         .with_hub(hub)
         .with_verify(verify_settings),
     )
@@ -477,6 +494,7 @@ pub async fn serve(
         task.abort();
     }
     drop(outbound);
+    drop(gate_follower);
     // Seal what was logged since the last checkpoint.
     tokio::task::spawn_blocking(move || audit.checkpoint_now())
         .await?
@@ -495,6 +513,58 @@ impl Drop for OutboundTasks {
     fn drop(&mut self) {
         for t in [self.0.take(), self.1.take()].into_iter().flatten() {
             t.abort();
+        }
+    }
+}
+
+/// The gate's executor task, aborted when dropped.
+struct GateTask(tokio::task::JoinHandle<()>);
+
+impl Drop for GateTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Records what the deploy gate enforces (`response::gate::execute`):
+/// a pass every half second, on a blocking thread, outside any store
+/// transaction but its appends. A steady collector reads the open
+/// incidents' rows and decodes only those whose log grew.
+async fn follow_gate(
+    ingest: Arc<Ingest>,
+    policy: SharedPolicy,
+    gate: Arc<response::gate::facts::Cache>,
+) {
+    let follower = Arc::new(response::gate::execute::Follower::default());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (ingest, policy, gate, f) = (
+            ingest.clone(),
+            policy.state(),
+            gate.clone(),
+            follower.clone(),
+        );
+        let pass = tokio::task::spawn_blocking(move || {
+            // The policy's own Arc: the cache keeps its entries while it
+            // is the one in force.
+            f.pass(
+                &ingest,
+                &gate,
+                &policy.current,
+                patchgap_proto::time::now_ms(),
+            )
+        })
+        .await;
+        match pass {
+            Ok(Ok(p)) if p.events > 0 || p.failed > 0 => tracing::info!(
+                active = p.active,
+                events = p.events,
+                failed = p.failed,
+                "recorded what the deploy gate enforces"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot follow the deploy gate's actions"),
+            Err(error) => tracing::warn!(%error, "the deploy gate's task failed"),
         }
     }
 }
@@ -655,6 +725,7 @@ fn plan_open(
             policy,
             rules,
             protected: &protected,
+            executors: hub.executors(),
         };
         match act::plan(ingest, rec.id, log::COLLECTOR, &p, now_ms) {
             Ok(done) if done.recorded => planned += 1,

@@ -315,6 +315,7 @@ fn seed(ingest: &Ingest, policy: &SharedPolicy) -> i64 {
         policy: &state.current,
         rules: &[],
         protected: &protected,
+        executors: &Default::default(),
     };
     let planned = act::plan(ingest, id, log::COLLECTOR, &planning, now).unwrap();
     assert!(planned.recorded);
@@ -548,6 +549,85 @@ async fn a_410_disables_the_endpoint() {
     let calls = audited(&t, "webhook.deliver");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].2, "endpoint disabled (HTTP 410)");
+
+    // A responder sees it through the API (`patchgap deliveries`), with no
+    // body or secret, and calls the endpoint again (`patchgap endpoint
+    // enable`): both audited.
+    use patchgap_collector::QueryService;
+    use patchgap_proto::v1::query_server::Query;
+    let data = t._dir.path().join("data");
+    let tokens = Arc::new(
+        patchgap_collector::auth::Tokens::open(
+            &data,
+            Default::default(),
+            t.ingest.store().as_ref(),
+        )
+        .unwrap(),
+    );
+    let svc = QueryService::new(
+        t.ingest.clone(),
+        Default::default(),
+        Duration::from_secs(90),
+        Default::default(),
+        tokens,
+        t.audit.clone(),
+    );
+    let listed = svc
+        .list_deliveries(tonic::Request::new(v1::ListDeliveriesRequest {
+            incident: format!("INC-{}", t.id),
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.deliveries.len(), 1, "{listed:?}");
+    let l = &listed.deliveries[0];
+    assert_eq!(
+        (
+            l.state.as_str(),
+            l.last_status,
+            l.endpoint.as_str(),
+            l.attempts
+        ),
+        ("failed", 410, "tokens", 1)
+    );
+    assert!(
+        l.endpoint_disabled && l.webhook_id.starts_with("msg_"),
+        "{l:?}"
+    );
+    assert_eq!(listed.disabled_endpoints[0].name, "tokens");
+    assert!(!format!("{listed:?}").contains(SECRET), "no secret");
+    let enabled = svc
+        .enable_endpoint(tonic::Request::new(v1::EnableEndpointRequest {
+            name: "tokens".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(enabled.enabled);
+    assert!(t.ingest.store().disabled_endpoints().unwrap().is_empty());
+    let again = svc
+        .enable_endpoint(tonic::Request::new(v1::EnableEndpointRequest {
+            name: "tokens".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.enabled, "it was not disabled any more");
+    let listed = svc
+        .list_deliveries(tonic::Request::new(v1::ListDeliveriesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!listed.deliveries[0].endpoint_disabled);
+    assert!(listed.disabled_endpoints.is_empty());
+    let enables = audited(&t, "Query/EnableEndpoint");
+    assert_eq!(enables.len(), 2, "{enables:?}");
+    assert_eq!(
+        enables[0].2,
+        "enabled: its pending deliveries are tried again"
+    );
+    assert_eq!(audited(&t, "Query/ListDeliveries").len(), 2);
 }
 
 fn free_port() -> SocketAddr {

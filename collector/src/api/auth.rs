@@ -51,7 +51,8 @@ pub fn required_scope(method: &str) -> Scope {
         | "GetIncidentGraph"
         | "GetResponseReport"
         | "ListEgressAlerts"
-        | "GetEgressBaseline" => Scope::Read,
+        | "GetEgressBaseline"
+        | "ListDeliveries" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.
@@ -59,6 +60,8 @@ pub fn required_scope(method: &str) -> Scope {
         // A forced close lifts containment; a retired host leaves the
         // coverage of every open incident.
         "CloseIncident" | "RetireHost" => Scope::Respond,
+        // Calling a receiver again that answered 410 (gone).
+        "EnableEndpoint" => Scope::Respond,
         // Approving starts containment: the one act that needs `approve`.
         "ApproveIncident" => Scope::Approve,
         "PushSbom" => Scope::IngestSbom,
@@ -282,6 +285,8 @@ mod tests {
             ("GetIncident", Scope::Read),
             ("ListEgressAlerts", Scope::Read),
             ("GetEgressBaseline", Scope::Read),
+            ("ListDeliveries", Scope::Read),
+            ("EnableEndpoint", Scope::Respond),
             ("ListAudit", Scope::Admin),
             ("SomethingNew", Scope::Admin),
         ] {

@@ -220,7 +220,7 @@ pub(super) async fn get(
     if let Some(v) = &mut out.verification {
         v.streak_required = svc.verify_settings().streak;
     }
-    fill_counters(&mut out, shown.id, &shown.incident, &svc.hub);
+    fill_counters(&mut out, shown.id, &shown.incident, &svc.hub, &svc.gate);
     Ok(v1::GetIncidentResponse {
         incident: Some(out),
         more_events: shown.more_events,
@@ -377,6 +377,7 @@ impl Inputs {
             policy: &self.policy.current,
             rules: &self.rules,
             protected: &protected,
+            executors: self.hub.executors(),
         })
     }
 
@@ -408,7 +409,7 @@ pub(super) async fn plan(
         .await?;
     let mut incident = incident(id, &planned.incident, &[]);
     incident.policy = Some(policy);
-    fill_counters(&mut incident, id, &planned.incident, &hub);
+    fill_counters(&mut incident, id, &planned.incident, &hub, &svc.gate);
     Ok(v1::PlanIncidentResponse {
         plan: Some(plan_message(
             &planned.plan,
@@ -452,7 +453,7 @@ pub(super) async fn approve(
         .await?;
     let mut incident = incident(id, &approved, &[]);
     incident.policy = Some(policy);
-    fill_counters(&mut incident, id, &approved, &hub);
+    fill_counters(&mut incident, id, &approved, &hub, &svc.gate);
     Ok(v1::ApproveIncidentResponse {
         incident: Some(incident),
         requested,
@@ -486,7 +487,7 @@ pub(super) async fn revert(
         .await?;
     let mut incident = incident(id, &reverted, &[]);
     incident.policy = Some(policy);
-    fill_counters(&mut incident, id, &reverted, &hub);
+    fill_counters(&mut incident, id, &reverted, &hub, &svc.gate);
     Ok(v1::RevertIncidentResponse {
         incident: Some(incident),
         reverted: lifted,
@@ -502,9 +503,36 @@ fn policy_in_force(p: &crate::response::PolicyState) -> v1::PolicyInForce {
     }
 }
 
-/// The agents' counters of each action in force, summed over its targets.
-fn fill_counters(out: &mut v1::Incident, id: i64, i: &Incident, hub: &Hub) {
+/// The agents' counters of each action in force, summed over its
+/// targets, and the deploy gate's admissions of each gate action.
+fn fill_counters(
+    out: &mut v1::Incident,
+    id: i64,
+    i: &Incident,
+    hub: &Hub,
+    gate: &crate::response::gate::facts::Cache,
+) {
     for (msg, a) in out.actions.iter_mut().zip(&i.actions) {
+        if a.planned.by_gate() {
+            // The tally counts by incident and kind, and an incident holds
+            // one gate action of a kind in force at a time: the counts go
+            // to the last one of its kind carried out.
+            let last = i
+                .actions
+                .iter()
+                .filter(|b| b.planned.kind == a.planned.kind && b.times.requested > 0)
+                .map(|b| b.planned.id)
+                .max();
+            if last != Some(a.planned.id) {
+                continue;
+            }
+            let c = gate.tally.of(id, a.planned.kind);
+            msg.denied_admissions = c.denied;
+            msg.would_deny_admissions = c.would_deny;
+            msg.warned_admissions = c.warned;
+            msg.overridden_admissions = c.overridden;
+            continue;
+        }
         let ids: Vec<String> = a
             .planned
             .targets
@@ -559,6 +587,7 @@ fn plan_message(p: &Plan, recorded: Option<&RecordedPlan>) -> v1::Plan {
                     })
                     .collect(),
                 no_executor: a.no_executor.clone().unwrap_or_default(),
+                executor: a.executor().unwrap_or_default(),
             })
             .collect(),
         made_at_ms: recorded.map_or(0, |r| r.at_ms),
@@ -603,6 +632,7 @@ fn action_message(a: &IncidentAction) -> v1::IncidentAction {
         revert_at_ms: a.revert_at_ms().unwrap_or(0),
         revert_verified_at_ms: a.times.revert_verified,
         approved_by: a.approved_by.clone(),
+        executor: p.executor().unwrap_or_default(),
         ..Default::default()
     }
 }

@@ -118,6 +118,13 @@ impl QueryService {
         self
     }
 
+    /// Shares the deploy gate's facts and admission tally with the HTTP
+    /// listener (a cache of its own otherwise, whose tally stays empty).
+    pub fn with_gate(mut self, gate: Arc<crate::response::gate::facts::Cache>) -> Self {
+        self.gate = gate;
+        self
+    }
+
     /// Serves with this response policy (the built-in one otherwise).
     pub fn with_policy(mut self, policy: SharedPolicy) -> Self {
         self.policy = policy;
@@ -711,6 +718,32 @@ impl Query for QueryService {
         self.audited("GetIncidentEvidence", request, ok, |req, _| async move {
             super::verify::evidence(self, req).await
         })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<v1::ListDeliveriesRequest>,
+    ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
+        self.audited(
+            "ListDeliveries",
+            request,
+            super::deliveries::listed_summary,
+            |req, _| async move { super::deliveries::list(self, req).await },
+        )
+        .await
+    }
+
+    async fn enable_endpoint(
+        &self,
+        request: Request<v1::EnableEndpointRequest>,
+    ) -> Result<Response<v1::EnableEndpointResponse>, Status> {
+        self.audited(
+            "EnableEndpoint",
+            request,
+            super::deliveries::enabled_summary,
+            |req, _| async move { super::deliveries::enable(self, req).await },
+        )
         .await
     }
 

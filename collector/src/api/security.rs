@@ -172,6 +172,8 @@ plain_args!(
     v1::GetResponseReportRequest,
     v1::ListEgressAlertsRequest,
     v1::GetEgressBaselineRequest,
+    v1::ListDeliveriesRequest,
+    v1::EnableEndpointRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

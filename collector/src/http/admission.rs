@@ -80,6 +80,10 @@ fn judge(
         .gate
         .load(http.ingest.store().as_ref(), &policy.current, &digests)?;
     let verdict = gate::decide(req, &facts, &policy.current.gate);
+    // A dry run asks; only admissions count.
+    if !r.dry_run {
+        http.gate.tally.record(&verdict);
+    }
     if !r.dry_run && verdict.break_glass.is_some() {
         let who = Requester {
             user: r.user.clone(),

@@ -2,7 +2,8 @@
 //! tier, convergence, closed with evidence, false-positive containment,
 //! reopens) and the collector's operational gauges, in Prometheus' text
 //! exposition format (`response::verify::metrics::render`, checked by
-//! `promtool check metrics` in its tests).
+//! `promtool check metrics` in its tests), then the deploy gate's
+//! admissions per action and outcome (`response::gate::tally`).
 
 use axum::{
     extract::State,
@@ -20,6 +21,8 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn scrape(State(http): State<Http>) -> Response {
     let agents = http.connected.lock().map(|s| s.live.len()).unwrap_or(0) as u64;
     let (ingest, fresh_after, dir) = (http.ingest.clone(), http.fresh_after, http.data_dir.clone());
+    // The deploy gate's admissions per action and outcome (in memory).
+    let gate = http.gate.tally.render();
     let now_ms = patchgap_proto::time::now_ms();
     let rendered = tokio::task::spawn_blocking(move || {
         let store = ingest.store();
@@ -27,7 +30,9 @@ pub async fn scrape(State(http): State<Http>) -> Response {
         let mut ops = pass::operational(store.as_ref(), fresh_after, now_ms)?;
         ops.agents_connected = agents;
         ops.store_bytes = store_bytes(&dir);
-        Ok::<_, crate::response::incident::log::LogError>(metrics::render(&report, &ops))
+        let mut text = metrics::render(&report, &ops);
+        text.push_str(&gate);
+        Ok::<_, crate::response::incident::log::LogError>(text)
     })
     .await;
     match rendered {

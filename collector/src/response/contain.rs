@@ -265,6 +265,9 @@ pub struct Hub {
     /// The collector's own host key and cgroup, when it knows them: never
     /// a target (see `plan::Protected`).
     collector: Option<(String, String)>,
+    /// What carries out actions beyond the agents, for the plans made
+    /// here (the deploy gate, when the collector serves admission).
+    executors: super::plan::Executors,
 }
 
 impl Hub {
@@ -279,7 +282,20 @@ impl Hub {
             observed: Mutex::new(Observed::default()),
             reported: tokio::sync::Notify::new(),
             collector: None,
+            executors: super::plan::Executors::default(),
         }
+    }
+
+    /// Names the HTTP listener that serves the admission webhook: the
+    /// deploy gate carries out `freeze_deployments` and
+    /// `block_new_artifacts_with_package` there.
+    pub fn with_admission(mut self, addr: String) -> Hub {
+        self.executors.admission = Some(addr);
+        self
+    }
+
+    pub fn executors(&self) -> &super::plan::Executors {
+        &self.executors
     }
 
     /// Names the collector's own host key and cgroup.

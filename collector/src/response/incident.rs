@@ -532,8 +532,10 @@ pub struct ActionTimes {
 }
 
 impl IncidentAction {
-    /// The agents must have it in force: requested and not reverted, on
-    /// hosts, and not only observed.
+    /// Its executor must hold it in force: requested and not reverted,
+    /// not only observed, and carried out by the agents on hosts or by
+    /// the deploy gate at admission (from the moment it is requested:
+    /// the gate reads this from the store at every decision).
     pub fn in_force(&self) -> bool {
         matches!(
             self.state,
@@ -541,7 +543,7 @@ impl IncidentAction {
                 | ActionState::Applied
                 | ActionState::Verified
                 | ActionState::Failed
-        ) && self.planned.on_hosts()
+        ) && (self.planned.on_hosts() || self.planned.by_gate())
             && self.planned.mode != Mode::Observe
     }
 

@@ -28,6 +28,35 @@ pub const PLAN_TTL_MS: i64 = 3_600_000;
 /// Alertmanager, `--alertmanager`, is recorded when Alertmanager takes it).
 pub const NO_EXECUTOR: &str = "no executor configured";
 
+/// Why nothing carries out a deploy gate action (`freeze_deployments`,
+/// `block_new_artifacts_with_package`): the gate is the admission webhook
+/// on the collector's HTTP listener, and this collector serves none. It
+/// stays `planned`, and the gate denies nothing for it.
+pub const NO_ADMISSION: &str =
+    "no admission listener configured (the deploy gate runs on the collector's --http-listen)";
+
+/// The executor a plan names for the deploy gate's actions.
+pub const DEPLOY_GATE: &str = "deploy_gate";
+
+/// What carries out the actions that reach other systems, in the
+/// collector as it runs now. A plan says who executes each action, so it
+/// depends on this; the agents and the `[[endpoint]]`s are always there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executors {
+    /// The HTTP listener serving the admission webhook (`--http-listen`),
+    /// as `ADDR`: the deploy gate enforces its actions there. None: the
+    /// gate's actions have no executor.
+    pub admission: Option<String>,
+}
+
+/// The deploy gate's two action kinds.
+pub fn is_gate_kind(kind: ActionKind) -> bool {
+    matches!(
+        kind,
+        ActionKind::FreezeDeployments | ActionKind::BlockNewArtifactsWithPackage
+    )
+}
+
 /// One action of a plan with its exact targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedAction {
@@ -62,13 +91,35 @@ impl PlannedAction {
     /// A signed webhook to its endpoint carries it out
     /// (`response::deliver`).
     pub fn via_endpoint(&self) -> bool {
-        self.endpoint.is_some() && self.no_executor.is_none()
+        self.endpoint.is_some() && self.no_executor.is_none() && !is_gate_kind(self.kind)
+    }
+
+    /// The deploy gate carries it out (`response::gate`): it denies (or
+    /// warns about) admissions while the action is in force. Plans made
+    /// before the gate was an executor said "no executor configured" and
+    /// stay without one.
+    pub fn by_gate(&self) -> bool {
+        is_gate_kind(self.kind) && self.no_executor.is_none()
     }
 
     /// Something carries it out once it is requested (outside observe
     /// mode).
     pub fn has_executor(&self) -> bool {
-        self.on_hosts() || self.via_endpoint()
+        self.on_hosts() || self.via_endpoint() || self.by_gate()
+    }
+
+    /// Who carries it out, as the plan names it: `agents`, `deploy_gate`,
+    /// `endpoint:NAME`; None when nothing does.
+    pub fn executor(&self) -> Option<String> {
+        if self.on_hosts() {
+            Some("agents".into())
+        } else if self.by_gate() {
+            Some(DEPLOY_GATE.into())
+        } else if self.via_endpoint() {
+            self.endpoint.as_ref().map(|e| format!("endpoint:{e}"))
+        } else {
+            None
+        }
     }
 }
 
@@ -277,12 +328,31 @@ fn cgroup_within(target: &str, inner: &str) -> bool {
     }
 }
 
+/// Why nothing would carry out an action of `kind` (None: something will).
+/// The agents carry out what touches workloads, the deploy gate its two
+/// kinds when this collector serves admission, an `[[endpoint]]` the rest
+/// that name one.
+fn no_executor(action: &Action, executors: &Executors) -> Option<String> {
+    if action.kind.touches_workloads() {
+        None
+    } else if is_gate_kind(action.kind) {
+        executors
+            .admission
+            .is_none()
+            .then(|| NO_ADMISSION.to_string())
+    } else {
+        action.endpoint.is_none().then(|| NO_EXECUTOR.to_string())
+    }
+}
+
 /// The plan for `scope` under `policy` at `now_ms`, its actions numbered
-/// from `first_id`. The hash does not depend on `first_id` or on pids.
+/// from `first_id`, carried out by `executors`. The hash does not depend
+/// on `first_id` or on pids.
 pub fn make(
     policy: &Policy,
     scope: &Scope,
     protected: &Protected,
+    executors: &Executors,
     first_id: u32,
     now_ms: i64,
 ) -> Plan {
@@ -337,8 +407,7 @@ pub fn make(
             allow: action.allow.iter().map(ToString::to_string).collect(),
             targets: Vec::new(),
             excluded: Vec::new(),
-            no_executor: (!action.kind.touches_workloads() && action.endpoint.is_none())
-                .then(|| NO_EXECUTOR.to_string()),
+            no_executor: no_executor(action, executors),
             endpoint: action.endpoint.clone(),
         };
         if action.kind.touches_workloads() {

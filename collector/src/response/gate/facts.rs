@@ -16,6 +16,7 @@ use crate::{
             ActionState, Event, Incident, IncidentAction, Source,
             log::{self, LogError},
         },
+        plan,
     },
     store::Store,
 };
@@ -63,11 +64,16 @@ fn with_sboms(
 /// The open incidents' gate facts, kept between requests: an incident's
 /// projection is decoded again only when its log grew or the policy in
 /// force changed, so a request reads the open incidents' rows and decodes
-/// none of them in the steady state. One per server (the webhook, the
-/// gRPC API); it holds at most [`MAX_INCIDENTS`] entries.
+/// none of them in the steady state. One per collector (the webhook, the
+/// gRPC API and the gate's executor share it); it holds at most
+/// [`MAX_INCIDENTS`] entries.
 #[derive(Debug, Default)]
 pub struct Cache {
     state: Mutex<CacheState>,
+    /// What the gate answered at admission, per incident action (shared
+    /// by the webhook, which counts, and the API and `/metrics`, which
+    /// read).
+    pub tally: super::tally::Tally,
 }
 
 #[derive(Debug, Default)]
@@ -144,18 +150,26 @@ pub fn judge_document(
 }
 
 /// Whether the gate carries this action out now: one of its two kinds,
-/// not observe-only, not reverted, and approved (or needing no approval,
-/// or requested). The gate has no agent to wait for: an action it
-/// executes is in force once allowed to be.
+/// the gate its executor (the plan was made with the admission listener
+/// on), and in force: requested, applied, verified or failed, not
+/// reverted, not observe-only. The gate denies from the commit of the
+/// request (or approval) on, since every decision reads this from the
+/// store; `execute` records that as `applied`.
+///
+/// Plans recorded before the gate was an executor said "no executor
+/// configured" for its kinds, and their approved (or automatic) actions
+/// stayed `planned` while the gate enforced them: those still count, so
+/// an upgrade lifts no block by surprise.
 pub fn in_force(a: &IncidentAction) -> bool {
-    matches!(
-        a.planned.kind,
-        ActionKind::FreezeDeployments | ActionKind::BlockNewArtifactsWithPackage
-    ) && a.planned.mode != Mode::Observe
-        && a.state != ActionState::Reverted
-        && (a.state != ActionState::Planned
-            || !a.approved_by.is_empty()
-            || a.planned.approval == crate::response::Approval::Auto)
+    if !plan::is_gate_kind(a.planned.kind) || a.planned.mode == Mode::Observe {
+        return false;
+    }
+    if a.planned.by_gate() {
+        return a.in_force();
+    }
+    a.planned.no_executor.as_deref() == Some(plan::NO_EXECUTOR)
+        && a.state == ActionState::Planned
+        && (!a.approved_by.is_empty() || a.planned.approval == crate::response::Approval::Auto)
 }
 
 /// An open incident's gate actions in force, with its scope's facts;

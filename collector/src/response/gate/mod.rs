@@ -13,16 +13,27 @@
 //! warns. A break-glass annotation lets a denied deploy through; the
 //! caller audits it and notes it on each incident it overrode.
 //!
+//! The gate is these actions' executor only where the collector serves
+//! admission (`--http-listen`; the plan says so). `execute` records on
+//! each incident what it enforces (`applied` from the request, `verified`
+//! by [`decide`] on the incident's digests and namespaces, the revert
+//! seen the same way), and `tally` counts each admission per action,
+//! shadow-mode would-be denials included.
+//!
 //! **Invariant:** [`decide`] is a pure function of the request, the facts
 //! (`facts::load`, read from the store only: never a registry, never the
 //! network) and the policy's gate settings; it has no side effects, so a
 //! `dryRun` admission and `gate check` get exactly the answer a real one
 //! does. Side effects (the break-glass audit and incident note) happen in
 //! `facts::record_break_glass`, after the decision, outside any store
-//! transaction but their own appends.
+//! transaction but their own appends; the gate's record of its own
+//! actions (`execute`) comes from `decide` on the store's facts, never
+//! from an assumption.
 
+pub mod execute;
 pub mod facts;
 pub mod review;
+pub mod tally;
 #[cfg(test)]
 mod tests;
 
@@ -134,6 +145,10 @@ pub struct Reason {
     /// How the gate knows: `sbom`, `runtime`, `freeze` or `tag`.
     pub via: String,
     pub message: String,
+    /// Only a shadow-mode action stops it: a warning that would have been
+    /// a denial (counted per action, `tally`).
+    #[serde(skip)]
+    pub shadow: bool,
 }
 
 /// The gate's answer.
@@ -254,6 +269,7 @@ pub fn decide(req: &Request, facts: &Facts, settings: &GateSettings) -> Verdict 
             (Admission::Deny, Mode::Enforce) => v.denied.push(r),
             (_, Mode::Shadow) => {
                 r.message = format!("shadow (would deny): {}", r.message);
+                r.shadow = true;
                 v.warnings.push(r);
             }
             _ => v.warnings.push(r),
@@ -282,6 +298,7 @@ fn empty_reason() -> Reason {
         chain: Vec::new(),
         via: String::new(),
         message: String::new(),
+        shadow: false,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
     response::{
         Approval, Policy,
         contain::{self, Observed},
-        plan::{self, Protected},
+        plan::{self, Executors, Protected},
     },
 };
 
@@ -34,6 +34,8 @@ pub struct Planning<'a> {
     pub policy: &'a Policy,
     pub rules: &'a [Rule],
     pub protected: &'a Protected,
+    /// What carries out actions beyond the agents (the deploy gate).
+    pub executors: &'a Executors,
 }
 
 /// A plan call's answer: the incident, its plan, and whether this call
@@ -170,7 +172,14 @@ pub fn plan(
     let scope = scope_now(ingest, &before, p.rules)?;
     let mut made = None;
     let incident = log::append(ingest, id, actor, now_ms, |cur| {
-        let fresh = plan::make(p.policy, &scope, p.protected, cur.next_action, now_ms);
+        let fresh = plan::make(
+            p.policy,
+            &scope,
+            p.protected,
+            p.executors,
+            cur.next_action,
+            now_ms,
+        );
         made = Some(fresh.clone());
         let mut events: Vec<Event> = scope.change_from(&cur.scope).into_iter().collect();
         if cur.tier != fresh.tier || cur.tier_name != fresh.tier_name {
@@ -238,7 +247,14 @@ pub fn approve(
     let scope = scope_now(ingest, &before, p.rules)?;
     let mut requested = Vec::new();
     let incident = log::append(ingest, id, actor, now_ms, |cur| {
-        let fresh = plan::make(p.policy, &scope, p.protected, cur.next_action, now_ms);
+        let fresh = plan::make(
+            p.policy,
+            &scope,
+            p.protected,
+            p.executors,
+            cur.next_action,
+            now_ms,
+        );
         let Some(recorded) = &cur.plan else {
             return Err(IncidentError::NoPlan);
         };
@@ -628,6 +644,7 @@ mod tests {
             policy: &policy,
             rules: &[],
             protected: &protected,
+            executors: &Executors::default(),
         };
 
         // The collector plans it by itself: routed, waiting for approval.
@@ -780,6 +797,7 @@ mod tests {
             policy: &shadow,
             rules: &[],
             protected: &protected,
+            executors: &Executors::default(),
         };
         let again = plan(&ingest, id, COLLECTOR, &planning, T0 + 70_000).unwrap();
         assert!(again.recorded);
@@ -875,6 +893,7 @@ mod tests {
             policy: &policy,
             rules: &[],
             protected: &protected,
+            executors: &Executors::default(),
         };
         let planned = plan(&ingest, id, COLLECTOR, &planning, T0 + 2).unwrap();
         let states: Vec<_> = planned.incident.actions.iter().map(|a| a.state).collect();

@@ -53,7 +53,14 @@ fn the_most_severe_instance_names_the_tier_and_only_its_tier_is_targeted() {
         instance("a", "trainer", Some("sensitive"), "critical"),
         instance("a", "api", None, "critical"),
     ]);
-    let plan = make(&Policy::builtin(), &s, &Protected::default(), 1, 0);
+    let plan = make(
+        &Policy::builtin(),
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
     assert_eq!(plan.tier, Some(1));
     let kinds: Vec<_> = plan.actions.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(
@@ -70,16 +77,30 @@ fn the_most_severe_instance_names_the_tier_and_only_its_tier_is_targeted() {
     assert!(iso.targets[0].workload.contains("trainer"));
     assert_eq!(iso.targets[0].pids, [100, 101]);
     assert!(iso.on_hosts());
-    // The rest have no executor yet, and say so.
+    // The rest have no executor here, and say why: the freeze's gate
+    // needs an admission listener, the others an endpoint.
     for a in plan
         .actions
         .iter()
         .filter(|a| a.kind != ActionKind::IsolateAffectedWorkloads)
     {
-        assert_eq!(a.no_executor.as_deref(), Some(NO_EXECUTOR), "{a:?}");
+        let why = match a.kind {
+            ActionKind::FreezeDeployments => NO_ADMISSION,
+            _ => NO_EXECUTOR,
+        };
+        assert_eq!(a.no_executor.as_deref(), Some(why), "{a:?}");
+        assert!(!a.has_executor() && a.executor().is_none(), "{a:?}");
     }
+    assert_eq!(iso.executor().as_deref(), Some("agents"));
     // Numbered from where the incident is; the hash does not care.
-    let later = make(&Policy::builtin(), &s, &Protected::default(), 9, 0);
+    let later = make(
+        &Policy::builtin(),
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        9,
+        0,
+    );
     assert_eq!(later.actions[0].id, 9);
     assert_eq!(later.hash, plan.hash);
     assert_eq!(plan.hash.len(), 64);
@@ -94,21 +115,69 @@ fn the_hash_follows_targets_and_settings_not_pids() {
         "critical",
     )]);
     let p = Policy::builtin();
-    let h = make(&p, &base, &Protected::default(), 1, 0).hash;
+    let h = make(
+        &p,
+        &base,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    )
+    .hash;
     let mut more_pids = base.clone();
     more_pids.instances[0].pids.insert(999);
-    assert_eq!(make(&p, &more_pids, &Protected::default(), 1, 0).hash, h);
+    assert_eq!(
+        make(
+            &p,
+            &more_pids,
+            &Protected::default(),
+            &Executors::default(),
+            1,
+            0
+        )
+        .hash,
+        h
+    );
     let mut moved = base.clone();
     moved.instances[0].cgroup = "/kubepods.slice/elsewhere.scope".into();
-    assert_ne!(make(&p, &moved, &Protected::default(), 1, 0).hash, h);
+    assert_ne!(
+        make(
+            &p,
+            &moved,
+            &Protected::default(),
+            &Executors::default(),
+            1,
+            0
+        )
+        .hash,
+        h
+    );
     let mut grown = base.clone();
     grown
         .instances
         .push(instance("b", "trainer", Some("sensitive"), "critical"));
-    assert_ne!(make(&p, &grown, &Protected::default(), 1, 0).hash, h);
+    assert_ne!(
+        make(
+            &p,
+            &grown,
+            &Protected::default(),
+            &Executors::default(),
+            1,
+            0
+        )
+        .hash,
+        h
+    );
     // A lower severity is another tier: another plan.
     let high = scope(vec![instance("a", "trainer", Some("sensitive"), "high")]);
-    let plan = make(&p, &high, &Protected::default(), 1, 0);
+    let plan = make(
+        &p,
+        &high,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
     assert_eq!(plan.tier, Some(2));
     assert_ne!(plan.hash, h);
     assert!(plan.actions.iter().all(|a| !a.on_hosts()));
@@ -141,7 +210,14 @@ fn guards_exclude_with_their_reason() {
             "/system.slice/patchgap-collector.service".into(),
         )),
     };
-    let plan = make(&Policy::builtin(), &s, &protected, 1, 0);
+    let plan = make(
+        &Policy::builtin(),
+        &s,
+        &protected,
+        &Executors::default(),
+        1,
+        0,
+    );
     let iso = isolate(&plan);
     assert_eq!(iso.targets.len(), 1, "{iso:#?}");
     assert!(iso.targets[0].workload.contains("trainer"));
@@ -169,7 +245,14 @@ fn replica_share_and_exceptions_leave_instances_out() {
             .map(|h| instance(h, "trainer", Some("sensitive"), "critical"))
             .collect(),
     );
-    let plan = make(&policy, &s, &Protected::default(), 1, 0);
+    let plan = make(
+        &policy,
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
     let iso = isolate(&plan);
     assert_eq!((iso.targets.len(), iso.excluded.len()), (2, 2), "{iso:#?}");
     assert!(iso.excluded[0].guard.starts_with("max_replica_share 0.5"));
@@ -182,11 +265,25 @@ fn replica_share_and_exceptions_leave_instances_out() {
         expires: "2027-01-01T00:00:00Z".into(),
         expires_ms: 1_800_000_000_000,
     });
-    let plan = make(&policy, &s, &Protected::default(), 1, 0);
+    let plan = make(
+        &policy,
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
     assert_eq!(plan.exception.as_deref(), Some("SEC-42"));
     assert!(plan.actions.is_empty());
     // Expired, it exempts nothing.
-    let plan = make(&policy, &s, &Protected::default(), 1, 1_900_000_000_000);
+    let plan = make(
+        &policy,
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        1_900_000_000_000,
+    );
     assert_eq!(plan.exception, None);
     assert!(!plan.actions.is_empty());
     let _ = Guards::default();
@@ -197,7 +294,14 @@ fn nothing_routed_is_an_empty_plan() {
     let mut policy = Policy::builtin();
     policy.tiers.truncate(1);
     let s = scope(vec![instance("a", "api", None, "low")]);
-    let plan = make(&policy, &s, &Protected::default(), 1, 0);
+    let plan = make(
+        &policy,
+        &s,
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
     assert_eq!((plan.tier, plan.actions.len()), (None, 0));
     assert_eq!(plan.hash, hash(&Plan::default()));
 }
@@ -212,4 +316,88 @@ fn the_agent_and_collector_are_known_by_their_executables() {
     assert!(Protected::is_agent_exe(b"/usr/local/bin/patchgap"));
     assert!(!Protected::is_agent_exe(b"/usr/bin/patchgap-agentx"));
     assert!(!Protected::is_collector_exe(b"/usr/bin/python3"));
+}
+
+/// With the admission listener on, the deploy gate is the executor of
+/// its two kinds, and only of those: the plan names it, the hash says
+/// so (a plan made without the listener is another plan), and the
+/// address is not hashed (a collector moved to another port keeps its
+/// approvals).
+#[test]
+fn the_gate_executes_freezes_and_blocks_when_admission_is_served() {
+    let tier1 = scope(vec![instance(
+        "a",
+        "trainer",
+        Some("sensitive"),
+        "critical",
+    )]);
+    let tier2 = scope(vec![instance("a", "trainer", Some("sensitive"), "high")]);
+    let p = Policy::builtin();
+    let none = Executors::default();
+    let served = Executors {
+        admission: Some("127.0.0.1:7374".into()),
+    };
+    let moved = Executors {
+        admission: Some("10.0.0.1:8443".into()),
+    };
+    for (s, kind) in [
+        (&tier1, ActionKind::FreezeDeployments),
+        (&tier2, ActionKind::BlockNewArtifactsWithPackage),
+    ] {
+        let off = make(&p, s, &Protected::default(), &none, 1, 0);
+        let on = make(&p, s, &Protected::default(), &served, 1, 0);
+        let gate = |plan: &Plan| {
+            plan.actions
+                .iter()
+                .find(|a| a.kind == kind)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(gate(&off).no_executor.as_deref(), Some(NO_ADMISSION));
+        assert!(!gate(&off).by_gate() && !gate(&off).has_executor());
+        let g = gate(&on);
+        assert_eq!(g.no_executor, None, "{g:?}");
+        assert!(g.by_gate() && g.has_executor() && !g.on_hosts() && !g.via_endpoint());
+        assert_eq!(g.executor().as_deref(), Some(DEPLOY_GATE));
+        assert!(
+            g.targets.is_empty(),
+            "the gate acts on admissions, not on hosts"
+        );
+        // Only the gate's kinds changed.
+        for (a, b) in off.actions.iter().zip(&on.actions) {
+            if a.kind != kind {
+                assert_eq!(a, b);
+            }
+        }
+        assert_ne!(off.hash, on.hash);
+        assert_eq!(
+            make(&p, s, &Protected::default(), &moved, 1, 0).hash,
+            on.hash
+        );
+    }
+}
+
+/// The hash of a plan whose actions have no executor, pinned: plans
+/// recorded before the deploy gate became an executor said "no executor
+/// configured" for its kinds, and such a plan's hash must not move, or
+/// every approval of it would be refused after an upgrade.
+#[test]
+fn a_plan_recorded_before_the_gate_keeps_its_hash() {
+    let mut plan = make(
+        &Policy::builtin(),
+        &scope(vec![instance("a", "trainer", Some("sensitive"), "high")]),
+        &Protected::default(),
+        &Executors::default(),
+        1,
+        0,
+    );
+    for a in &mut plan.actions {
+        a.no_executor = Some(NO_EXECUTOR.into());
+    }
+    let before = hash(&plan);
+    assert_eq!(
+        before,
+        "f7755e216b065040046efb3ef9e14b8471abc2b040c388191ec6d177158b2e6b"
+    );
+    assert!(plan.actions.iter().all(|a| !a.by_gate()));
 }

@@ -251,6 +251,16 @@ mod tests {
                 "p.toml:15:12: isolate_affected_workloads is carried out by the agents, not sent to an endpoint",
             ],
         );
+        // A freeze is the deploy gate's, never a webhook's: two executors
+        // would say two things about one action.
+        check(
+            &format!(
+                "{TOKENS}\n[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"freeze_deployments\"\nmode = \"enforce\"\napproval = \"required\"\nendpoint = \"tokens\"\n"
+            ),
+            &[
+                "p.toml:15:12: freeze_deployments is carried out by the deploy gate (the admission webhook on the collector's --http-listen), not sent to an endpoint",
+            ],
+        );
     }
 
     #[test]

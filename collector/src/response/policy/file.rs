@@ -653,6 +653,14 @@ fn check_actions(
                     format!("{kind} is carried out by the agents, not sent to an endpoint"),
                 );
                 None
+            } else if is_gate(kind) {
+                c.error(
+                    e.span(),
+                    format!(
+                        "{kind} is carried out by the deploy gate (the admission webhook on the collector's --http-listen), not sent to an endpoint"
+                    ),
+                );
+                None
             } else if !endpoints.iter().any(|d| d.name == *e.get_ref()) {
                 c.error(
                     e.span(),

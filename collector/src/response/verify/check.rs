@@ -259,7 +259,8 @@ pub fn digest(incident: &Incident, facts: &Facts) -> CheckResult {
 }
 
 /// The containment is still in force: every action carried out on hosts
-/// is applied (or verified) on every target, and none failed. (The
+/// (or by the deploy gate) is applied (or verified) on every target, and
+/// none failed. (The
 /// deploy gate has no bypass record in this build: said in the evidence.)
 pub fn policy(incident: &Incident) -> CheckResult {
     let mut blockers = Vec::new();
@@ -267,7 +268,9 @@ pub fn policy(incident: &Incident) -> CheckResult {
     let carried: Vec<_> = incident
         .actions
         .iter()
-        .filter(|a| a.planned.on_hosts() && a.planned.mode != Mode::Observe)
+        .filter(|a| {
+            (a.planned.on_hosts() || a.planned.by_gate()) && a.planned.mode != Mode::Observe
+        })
         .filter(|a| a.state != ActionState::Planned)
         .collect();
     for a in &carried {

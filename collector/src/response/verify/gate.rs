@@ -24,18 +24,23 @@ pub fn verifying(state: State) -> bool {
     )
 }
 
-/// A plan with nothing to carry out on hosts (tier 3's patch window, a
-/// ticket; or every action in `observe` mode) and nothing waiting for an
-/// approval: there is no containment to wait for, so verification starts
-/// from `planned` (the table's `planned → verifying` edge).
+/// A plan with nothing to carry out on hosts or at the deploy gate
+/// (tier 3's patch window, a ticket; or every action in `observe` mode)
+/// and nothing waiting for an approval: there is no containment to wait
+/// for, so verification starts from `planned` (the table's `planned →
+/// verifying` edge).
 pub fn nothing_to_contain(incident: &Incident) -> bool {
     incident.state == State::Planned
         && incident.plan.is_some()
         && !incident.actions.iter().any(|a| {
-            a.planned.on_hosts()
-                && a.planned.mode != Mode::Observe
-                && a.state != ActionState::Reverted
+            contains(a) && a.planned.mode != Mode::Observe && a.state != ActionState::Reverted
         })
+}
+
+/// Containment: carried out by the agents on hosts, or by the deploy
+/// gate at admission (`response::gate::execute` records it).
+fn contains(a: &IncidentAction) -> bool {
+    a.planned.on_hosts() || a.planned.by_gate()
 }
 
 /// Whether a pass checks the incident now.
@@ -69,10 +74,11 @@ fn lift_rank(a: &IncidentAction) -> (u8, std::cmp::Reverse<u32>) {
     (kind, std::cmp::Reverse(a.planned.id))
 }
 
-/// A revert the agents have not yet shown lifted.
+/// A revert the agents (or the deploy gate's own decision) have not yet
+/// shown lifted.
 fn revert_unseen(a: &IncidentAction) -> bool {
     a.state == ActionState::Reverted
-        && a.planned.on_hosts()
+        && contains(a)
         && a.planned.mode != Mode::Observe
         && a.times.requested > 0
         && a.times.revert_verified == 0
@@ -380,6 +386,52 @@ mod tests {
             i.clone().apply(&r),
             Err(IncidentError::NotVerifying { .. })
         ));
+    }
+
+    /// The deploy gate's actions are lifted after isolation, freeze then
+    /// block, each only once the gate's own decision showed the previous
+    /// revert lifted; a plan made without an admission listener has no
+    /// gate action to lift.
+    #[test]
+    fn gate_actions_are_lifted_after_isolation_each_revert_seen_first() {
+        let s = Settings {
+            streak: 1,
+            ..Settings::default()
+        };
+        let mut i = incident(
+            State::Contained,
+            vec![
+                action(1, ActionKind::BlockNewArtifactsWithPackage),
+                action(2, ActionKind::FreezeDeployments),
+                action(3, ActionKind::IsolateAffectedWorkloads),
+            ],
+        );
+        i.actions[0].planned.targets.clear();
+        i.actions[1].planned.targets.clear();
+        assert!(i.actions.iter().all(|a| a.in_force()));
+        let mut order = Vec::new();
+        for seen in 0..3 {
+            let e = after_run(&i, &run(Verdict::Successful), &s).unwrap();
+            order.extend(lifted(&e));
+            apply(&mut i, &e);
+            // Until its revert is seen, nothing else is lifted.
+            let e = after_run(&i, &run(Verdict::Successful), &s).unwrap();
+            assert!(lifted(&e).is_empty(), "{e:?}");
+            apply(&mut i, &e);
+            let last = *order.last().unwrap();
+            let a = i.actions.iter_mut().find(|a| a.planned.id == last).unwrap();
+            a.times.revert_verified = 100 + seen;
+        }
+        assert_eq!(order, [3, 2, 1]);
+        let e = after_run(&i, &run(Verdict::Successful), &s).unwrap();
+        apply(&mut i, &e);
+        assert_eq!(i.state, State::Closed);
+
+        // Without the gate as executor, a freeze is not containment.
+        let mut no_gate = action(1, ActionKind::FreezeDeployments);
+        no_gate.planned.no_executor = Some(crate::response::plan::NO_ADMISSION.into());
+        no_gate.state = ActionState::Planned;
+        assert!(!no_gate.in_force());
     }
 
     #[test]

@@ -620,7 +620,7 @@ mod tests {
 /// to /var/cache/patchgap-tests/prometheus, or PATCHGAP_PROMTOOL names
 /// it).
 #[cfg(test)]
-mod promtool {
+pub(crate) mod promtool {
     use std::{io::Write, process::Stdio};
 
     use super::*;
@@ -637,7 +637,8 @@ mod promtool {
         path
     }
 
-    fn check(text: &str) -> (bool, String) {
+    /// promtool's verdict on an exposition (ok, and what it said).
+    pub(crate) fn check(text: &str) -> (bool, String) {
         let mut child = std::process::Command::new(promtool())
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
