@@ -7,6 +7,7 @@
 
 pub mod contain;
 pub mod dbwatch;
+pub mod dns;
 pub mod diff;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
