@@ -1441,6 +1441,156 @@ mod tests {
         assert_eq!(seen.opens_of_child, 0);
     }
 
+    /// This process's cgroup v2 id: the inode of its directory.
+    fn own_cgroup_id() -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mountinfo = std::fs::read("/proc/self/mountinfo").unwrap();
+        let root = crate::contain::cgroup2_mount(&mountinfo).expect("a cgroup2 mount");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line");
+        std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .unwrap()
+            .ino()
+    }
+
+    /// The DNS events from `server` that arrive within a second (the
+    /// program sees the whole host: other tests' answers and the host's
+    /// own lookups arrive too).
+    async fn dns_events(rx: &mut mpsc::Receiver<Event>, from: std::net::IpAddr) -> Vec<Event> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if matches!(ev, Event::Dns { server: Some(s), .. } if s == from) {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// Binds port 53 on a loopback address of its own (127.0.0.0/8 is all
+    /// loopback), so parallel tests and a resolver on 127.0.0.53 never
+    /// collide with it.
+    fn port53_addr(salt: u8) -> std::net::Ipv4Addr {
+        let pid = std::process::id();
+        std::net::Ipv4Addr::new(127, 53, (pid >> 8) as u8, (pid as u8) ^ salt)
+    }
+
+    /// Packets from port 53 reach the ring with the receiving socket's
+    /// cgroup, the server and the payload, over UDP (IPv4 and IPv6) and
+    /// TCP (after the handshake, which carries no payload); longer than
+    /// 512 bytes is cut and says so; a packet from another port is not
+    /// copied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dns_answers_reach_the_ring_with_the_receiving_cgroup() {
+        let (sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(sensor.dns_off(), None);
+        let cgroup = own_cgroup_id();
+        let answer: Vec<u8> = (0..100u8).collect();
+
+        // UDP, IPv4: 100 bytes, then 600 (cut), then from port 5353.
+        let server_ip = port53_addr(0);
+        let server = std::net::UdpSocket::bind((server_ip, 53)).unwrap();
+        let other = std::net::UdpSocket::bind((server_ip, 5353)).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = client.local_addr().unwrap();
+        server.send_to(&answer, to).unwrap();
+        server.send_to(&[7u8; 600], to).unwrap();
+        other.send_to(&answer, to).unwrap();
+        let mut buf = [0u8; 1024];
+        for _ in 0..3 {
+            client.recv(&mut buf).unwrap();
+        }
+        let got = dns_events(&mut rx, server_ip.into()).await;
+        assert_eq!(got.len(), 2, "two answers from port 53, none from 5353: {got:?}");
+        match &got[0] {
+            Event::Dns {
+                cgroup_id,
+                server,
+                tcp,
+                payload,
+                truncated,
+                ..
+            } => {
+                assert_eq!(*cgroup_id, cgroup);
+                assert_eq!(*server, Some(server_ip.into()));
+                assert!(!tcp && !truncated);
+                assert_eq!(payload, &answer);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &got[1] {
+            Event::Dns {
+                payload, truncated, ..
+            } => {
+                assert_eq!(payload.len(), patchgap_ebpf::DNS_LEN);
+                assert!(truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // TCP: the handshake's SYN-ACK from port 53 has no payload; the
+        // length-prefixed message does.
+        let tcp_ip = port53_addr(1);
+        let listener = std::net::TcpListener::bind((tcp_ip, 53)).unwrap();
+        let mut stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&answer);
+        std::io::Write::write_all(&mut accepted, &framed).unwrap();
+        let mut back = vec![0u8; framed.len()];
+        std::io::Read::read_exact(&mut stream, &mut back).unwrap();
+        let got = dns_events(&mut rx, tcp_ip.into()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], Event::Dns { tcp: true, payload, cgroup_id, .. } if *payload == framed && *cgroup_id == cgroup)
+        );
+
+        // UDP, IPv6 (::1 is the only IPv6 loopback address: skipped when
+        // something else holds its port 53).
+        match std::net::UdpSocket::bind("[::1]:53") {
+            Ok(server6) => {
+                let client6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+                server6
+                    .send_to(&answer, client6.local_addr().unwrap())
+                    .unwrap();
+                client6.recv(&mut buf).unwrap();
+                let got = dns_events(&mut rx, std::net::Ipv6Addr::LOCALHOST.into()).await;
+                assert!(
+                    matches!(&got[..], [Event::Dns { server: Some(s), payload, .. }] if s.is_ipv6() && *payload == answer),
+                    "{got:?}"
+                );
+            }
+            Err(e) => eprintln!("IPv6 part skipped: [::1]:53 is taken ({e})"),
+        }
+    }
+
+    /// With `dns` off nothing is attached and the sensor says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dns_off_copies_nothing() {
+        let (sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            dns: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(sensor.dns_off(), Some("off (--no-dns)"));
+        let server_ip = port53_addr(2);
+        let server = std::net::UdpSocket::bind((server_ip, 53)).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.send_to(b"answer", client.local_addr().unwrap()).unwrap();
+        client.recv(&mut [0u8; 16]).unwrap();
+        assert!(dns_events(&mut rx, server_ip.into()).await.is_empty());
+    }
+
     /// The watchdog's shedding detaches opens (level 1), then connects
     /// (level 2), in the kernel; going back attaches them again. Exec and
     /// exit stay throughout.
