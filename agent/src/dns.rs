@@ -336,10 +336,18 @@ mod tests {
     fn one_address_may_have_several_names_newest_first() {
         let mut n = Names::new(config());
         n.learn(7, &answer("a.test", &[], &[("a.test", "192.0.2.9", 60)]), 0);
-        n.learn(7, &answer("b.test", &[], &[("b.test", "192.0.2.9", 60)]), 10);
+        n.learn(
+            7,
+            &answer("b.test", &[], &[("b.test", "192.0.2.9", 60)]),
+            10,
+        );
         assert_eq!(n.names(7, ip("192.0.2.9"), 20), ["b.test", "a.test"]);
         // The same name answered again is one binding, now the newest.
-        n.learn(7, &answer("a.test", &[], &[("a.test", "192.0.2.9", 60)]), 30);
+        n.learn(
+            7,
+            &answer("a.test", &[], &[("a.test", "192.0.2.9", 60)]),
+            30,
+        );
         assert_eq!(n.names(7, ip("192.0.2.9"), 40), ["a.test", "b.test"]);
         assert_eq!(n.stats().held, 2);
     }
@@ -348,11 +356,23 @@ mod tests {
     fn ttls_expire_within_the_floor_and_the_ceiling() {
         let mut n = Names::new(config());
         // TTL 0: held for the 1 s floor.
-        n.learn(7, &answer("zero.test", &[], &[("zero.test", "192.0.2.1", 0)]), 0);
+        n.learn(
+            7,
+            &answer("zero.test", &[], &[("zero.test", "192.0.2.1", 0)]),
+            0,
+        );
         // TTL a day: held for the 600 s ceiling.
-        n.learn(7, &answer("day.test", &[], &[("day.test", "192.0.2.2", 86_400)]), 0);
+        n.learn(
+            7,
+            &answer("day.test", &[], &[("day.test", "192.0.2.2", 86_400)]),
+            0,
+        );
         // TTL 5 s: its own.
-        n.learn(7, &answer("five.test", &[], &[("five.test", "192.0.2.3", 5)]), 0);
+        n.learn(
+            7,
+            &answer("five.test", &[], &[("five.test", "192.0.2.3", 5)]),
+            0,
+        );
         assert_eq!(n.names(7, ip("192.0.2.1"), 999), ["zero.test"]);
         assert!(n.names(7, ip("192.0.2.1"), 1_000).is_empty());
         assert_eq!(n.names(7, ip("192.0.2.3"), 4_999), ["five.test"]);
@@ -384,7 +404,11 @@ mod tests {
             n.learn(2, &answer(&name, &[], &[(&name, &addr, 60)]), 20);
         }
         assert_eq!(n.stats().held, 6);
-        n.learn(2, &answer("m2.test", &[], &[("m2.test", "198.51.100.2", 60)]), 21);
+        n.learn(
+            2,
+            &answer("m2.test", &[], &[("m2.test", "198.51.100.2", 60)]),
+            21,
+        );
         assert_eq!(n.stats().held, 6);
         assert!(n.names(1, ip("192.0.2.1"), 30).is_empty());
         assert_eq!(n.stats().evicted, 2);

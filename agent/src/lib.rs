@@ -7,8 +7,8 @@
 
 pub mod contain;
 pub mod dbwatch;
-pub mod dns;
 pub mod diff;
+pub mod dns;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod lang;

@@ -1070,9 +1070,7 @@ async fn handle_event(
         } => {
             // What is no usable answer (a query from port 53, a TCP
             // continuation, garbage) is counted in the names' stats.
-            let _ = pending
-                .names
-                .learn_packet(cgroup_id, &payload, tcp, at_ms);
+            let _ = pending.names.learn_packet(cgroup_id, &payload, tcp, at_ms);
         }
         Event::Connect {
             pid,

@@ -677,8 +677,8 @@ impl Drop for Sensor {
 fn attach_dns(ebpf: &mut Ebpf) -> Result<(), String> {
     let mountinfo = std::fs::read("/proc/self/mountinfo")
         .map_err(|e| format!("read mountinfo: {}", io_reason(&e)))?;
-    let root = crate::contain::cgroup2_mount(&mountinfo)
-        .ok_or_else(|| "no cgroup2 mount".to_owned())?;
+    let root =
+        crate::contain::cgroup2_mount(&mountinfo).ok_or_else(|| "no cgroup2 mount".to_owned())?;
     let dir = std::fs::File::open(&root)
         .map_err(|e| format!("open {}: {}", root.display(), io_reason(&e)))?;
     let prog: &mut CgroupSkb = ebpf
@@ -1509,7 +1509,11 @@ mod tests {
             client.recv(&mut buf).unwrap();
         }
         let got = dns_events(&mut rx, server_ip.into()).await;
-        assert_eq!(got.len(), 2, "two answers from port 53, none from 5353: {got:?}");
+        assert_eq!(
+            got.len(),
+            2,
+            "two answers from port 53, none from 5353: {got:?}"
+        );
         match &got[0] {
             Event::Dns {
                 cgroup_id,
@@ -1586,7 +1590,9 @@ mod tests {
         let server_ip = port53_addr(2);
         let server = std::net::UdpSocket::bind((server_ip, 53)).unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.send_to(b"answer", client.local_addr().unwrap()).unwrap();
+        server
+            .send_to(b"answer", client.local_addr().unwrap())
+            .unwrap();
         client.recv(&mut [0u8; 16]).unwrap();
         assert!(dns_events(&mut rx, server_ip.into()).await.is_empty());
     }

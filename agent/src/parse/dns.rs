@@ -166,12 +166,14 @@ fn answer_of(p: &Packet<'_>, cut: bool) -> Answer {
         }
         let owner = || name_text(&rr.name);
         match &rr.rdata {
-            RData::A(r) => a
-                .addresses
-                .push((owner(), IpAddr::from(r.address.to_be_bytes()), rr.ttl)),
-            RData::AAAA(r) => a
-                .addresses
-                .push((owner(), IpAddr::from(r.address.to_be_bytes()), rr.ttl)),
+            RData::A(r) => {
+                a.addresses
+                    .push((owner(), IpAddr::from(r.address.to_be_bytes()), rr.ttl))
+            }
+            RData::AAAA(r) => {
+                a.addresses
+                    .push((owner(), IpAddr::from(r.address.to_be_bytes()), rr.ttl))
+            }
             RData::CNAME(c) => a.aliases.push((owner(), name_text(&c.0), rr.ttl)),
             _ => {}
         }
@@ -217,8 +219,8 @@ impl Answer {
         }
         self.addresses
             .iter()
-            .map(|(owner, ip, ttl)| {
-                match chain.iter().position(|(n, _)| n == owner) {
+            .map(
+                |(owner, ip, ttl)| match chain.iter().position(|(n, _)| n == owner) {
                     Some(i) => Binding {
                         ip: *ip,
                         names: chain[..=i].iter().map(|(n, _)| n.clone()).collect(),
@@ -229,8 +231,8 @@ impl Answer {
                         names: vec![owner.clone()],
                         ttl: *ttl,
                     },
-                }
-            })
+                },
+            )
             .collect()
     }
 }
@@ -327,7 +329,10 @@ mod tests {
             .aaaa("api.example.test", 40, v6);
         let b = parse_response(&m.bytes).unwrap().bindings();
         let ips: Vec<IpAddr> = b.iter().map(|b| b.ip).collect();
-        assert_eq!(ips, [ip("198.51.100.7"), ip("198.51.100.8"), IpAddr::V6(v6)]);
+        assert_eq!(
+            ips,
+            [ip("198.51.100.7"), ip("198.51.100.8"), IpAddr::V6(v6)]
+        );
         assert!(b.iter().all(|b| b.names == ["api.example.test"]));
         assert_eq!(b[2].ttl, 40);
     }
@@ -376,9 +381,11 @@ mod tests {
 
     #[test]
     fn unsolicited_records_bind_their_owner_only() {
-        let m = Msg::new("a.test", 2)
-            .a("a.test", 60, [192, 0, 2, 1])
-            .a("bank.test", 60, [192, 0, 2, 2]);
+        let m = Msg::new("a.test", 2).a("a.test", 60, [192, 0, 2, 1]).a(
+            "bank.test",
+            60,
+            [192, 0, 2, 2],
+        );
         let b = parse_response(&m.bytes).unwrap().bindings();
         assert_eq!(b[1].names, ["bank.test"]);
     }
@@ -396,16 +403,10 @@ mod tests {
     fn counts_the_bytes_cannot_hold_are_refused_before_allocating() {
         let mut m = Msg::new("a.test", 1).a("a.test", 60, [192, 0, 2, 1]).bytes;
         m[6..8].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert!(matches!(
-            parse_response(&m),
-            Err(DnsError::Counts { .. })
-        ));
+        assert!(matches!(parse_response(&m), Err(DnsError::Counts { .. })));
         m[6..8].copy_from_slice(&1u16.to_be_bytes());
         m[4..6].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert!(matches!(
-            parse_response(&m),
-            Err(DnsError::Counts { .. })
-        ));
+        assert!(matches!(parse_response(&m), Err(DnsError::Counts { .. })));
     }
 
     #[test]
