@@ -8,6 +8,7 @@
 pub mod contain;
 pub mod dbwatch;
 pub mod diff;
+pub mod dns;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod lang;

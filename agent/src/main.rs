@@ -75,6 +75,11 @@ enum Command {
         /// Do not watch connects in the kernel.
         #[arg(long)]
         no_connects: bool,
+        /// Do not capture DNS answers (packets from port 53 delivered to
+        /// the host's sockets): connections then carry no names. Capture
+        /// costs every received packet a few loads in the kernel.
+        #[arg(long)]
+        no_dns: bool,
         /// Where the agent keeps its state: the spool of messages the
         /// collector has not acked yet (resent after a restart), its
         /// session, and the record of the cgroups it froze (so that a
@@ -194,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
             ring_mib,
             no_opens,
             no_connects,
+            no_dns,
             state_dir,
             spool_mib,
             max_cpu_percent,
@@ -230,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
                     ring_bytes: ring_mib << 20,
                     opens: !no_opens,
                     connects: !no_connects,
+                    dns: !no_dns,
                 },
                 spool: patchgap_agent::spool::SpoolConfig {
                     dir: Some(state_dir),

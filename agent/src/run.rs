@@ -95,6 +95,9 @@ pub struct AgentConfig {
     /// the agent makes what is there equal to the collector's set); None:
     /// this agent contains nothing, and says so in its capabilities.
     pub contain: Option<PathBuf>,
+    /// How long and how many DNS answers are kept per workload (capture
+    /// itself is `sense.dns`).
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl Default for AgentConfig {
@@ -118,6 +121,7 @@ impl Default for AgentConfig {
             restart_backoff: Duration::from_secs(1),
             faults: Faults::default(),
             contain: None,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 }
@@ -184,6 +188,11 @@ pub struct AgentStatus {
     pub lost_events: u64,
     /// What the watchdog sheds now (0 nothing, 1 opens, 2 connects too).
     pub shed_level: u8,
+    /// Why DNS answers are not captured ("" when they are, or when eBPF is
+    /// off altogether).
+    pub dns_reason: String,
+    /// DNS capture's counters, as of the last heartbeat tick.
+    pub dns: crate::dns::DnsStats,
 }
 
 struct Shared {
@@ -390,7 +399,14 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
             .send_modify(|s| s.ebpf_reason = "disabled by configuration".into());
         (None, None)
     };
-    shared.status.send_modify(|s| s.ebpf = sensor.is_some());
+    shared.status.send_modify(|s| {
+        s.ebpf = sensor.is_some();
+        s.dns_reason = sensor
+            .as_ref()
+            .and_then(Sensor::dns_off)
+            .unwrap_or_default()
+            .to_owned();
+    });
     if let Err(error) = crate::watchdog::start(config.watchdog.clone(), shared.shed.clone()) {
         warn!(%error, "watchdog: cannot start its thread; running without caps");
     }
@@ -401,7 +417,7 @@ pub fn spawn(config: AgentConfig) -> AgentHandle {
         sensor,
         events,
         baseline: None,
-        pending: Pending::default(),
+        pending: Pending::new(config.dns.clone()),
         reconciled_total: 0,
     };
     let scan_thread = {
@@ -501,7 +517,13 @@ fn supervise(config: AgentConfig, shared: Arc<Shared>, mut state: ScanState) {
             )
         }));
         if flushed.is_err() {
-            state.pending = Pending::default();
+            // The names learnt stay: they are not news, and the answers
+            // will not come again before their TTL.
+            let names = std::mem::take(&mut state.pending.names);
+            state.pending = Pending {
+                names,
+                ..Pending::default()
+            };
         }
         shared.resync.store(true, Ordering::SeqCst);
         let stopped = rt.block_on(async {
@@ -569,6 +591,9 @@ struct Pending {
     /// Events dropped because no process could be put to them (gone, and
     /// the event did not say enough to record it), since the start.
     dropped: u64,
+    /// The names each workload (cgroup) was told for an address, from the
+    /// DNS answers the kernel copied: what connections are named by.
+    names: crate::dns::Names,
 }
 
 /// Held opens before they are all forgotten: opens that are never mapped
@@ -580,6 +605,13 @@ const HELD_LIMIT: usize = 65_536;
 const UPSERT_HINT: usize = 256;
 
 impl Pending {
+    fn new(dns: crate::dns::DnsConfig) -> Pending {
+        Pending {
+            names: crate::dns::Names::new(dns),
+            ..Pending::default()
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.connections.is_empty()
             && self.delta.upserts.is_empty()
@@ -705,7 +737,11 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
                         reconciled: *reconciled_total,
                         dropped: pending.dropped,
                     };
-                    shared.status.send_modify(|st| st.lost_events = s.lost_kernel + s.lost_user + pending.dropped);
+                    let dns = pending.names.stats();
+                    shared.status.send_modify(|st| {
+                        st.lost_events = s.lost_kernel + s.lost_user + pending.dropped;
+                        st.dns = dns;
+                    });
                     // The watchdog decides; the sensor's owner applies it.
                     sensor.shed(shared.shed.level());
                 }
@@ -1039,18 +1075,29 @@ async fn handle_event(
                 opened(scanner, base, pending, pid, path).await?;
             }
         }
+        Event::Dns {
+            cgroup_id,
+            tcp,
+            payload,
+            at_ms,
+            ..
+        } => {
+            // What is no usable answer (a query from port 53, a TCP
+            // continuation, garbage) is counted in the names' stats.
+            let _ = pending.names.learn_packet(cgroup_id, &payload, tcp, at_ms);
+        }
         Event::Connect {
             pid,
             ppid,
             start_ticks,
             uid,
+            cgroup_id,
             comm,
             addr,
             protocol,
             ret,
             repeats,
             at_ms,
-            ..
         } => {
             let known = base.by_pid(pid).map(|p| p.key);
             let want = ProcessKey { pid, start_ticks };
@@ -1080,6 +1127,7 @@ async fn handle_event(
                 pending.dropped += 1;
                 return Some(());
             };
+            let names = &pending.names;
             let c = pending
                 .connections
                 .entry((key, protocol, addr))
@@ -1092,8 +1140,10 @@ async fn handle_event(
                     last_seen_ms: at_ms,
                     count: 0,
                     last_result: ret,
-                    // DNS names: not captured by the agent yet (issue 18).
-                    names: Vec::new(),
+                    // The names this workload (the connecting process's
+                    // cgroup, as the answer's socket's) was told for the
+                    // address, still within their TTL at the connect.
+                    names: names.names(cgroup_id, addr.ip(), at_ms),
                 });
             c.first_seen_ms = c.first_seen_ms.min(at_ms);
             c.last_seen_ms = c.last_seen_ms.max(at_ms);

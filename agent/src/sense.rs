@@ -34,11 +34,14 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint,
+        trace_point::TracePointLinkId,
+    },
 };
 use patchgap_ebpf::{
     Feature, GLOBAL_ENABLE_CONNECTS, GLOBAL_ENABLE_OPENS, GLOBAL_SELF_TGID, MAP_EVENTS, MAP_LOST,
-    OBJECT, PROGRAMS, Program,
+    OBJECT, PROG_DNS, PROGRAMS, Program,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -72,6 +75,10 @@ pub struct SenseConfig {
     pub opens: bool,
     /// Record IPv4/IPv6 connect(2) calls with their result.
     pub connects: bool,
+    /// Copy DNS answers (packets from port 53) delivered to the host's
+    /// sockets, so connections carry the names their workload was told
+    /// (`pg_dns` on the cgroup v2 root; `--no-dns` turns it off).
+    pub dns: bool,
 }
 
 impl Default for SenseConfig {
@@ -86,6 +93,7 @@ impl Default for SenseConfig {
             ring_bytes: 1 << 20,
             opens: true,
             connects: true,
+            dns: true,
         }
     }
 }
@@ -159,12 +167,31 @@ pub enum Event {
     /// was mapped executable while it still named that file: the file was
     /// loaded as code (the dynamic loader does this for every library).
     Map { pid: u32, fd: i32, at_ms: i64 },
+    /// A packet from source port 53 was delivered to a socket of
+    /// `cgroup_id` (the receiving socket's cgroup v2: the workload that
+    /// asked): a DNS answer, parsed by the scan loop (`crate::dns`). Seen
+    /// in the receiving path, so it has no pid.
+    Dns {
+        cgroup_id: u64,
+        /// The answering server.
+        server: Option<std::net::IpAddr>,
+        /// Over TCP: `payload` starts with a 2-byte length when the
+        /// segment starts a message.
+        tcp: bool,
+        /// At most [`patchgap_ebpf::DNS_LEN`] bytes of the message.
+        payload: Vec<u8>,
+        /// The message was longer than `payload`.
+        truncated: bool,
+        at_ms: i64,
+    },
 }
 
 impl Event {
-    /// The thread-group id (the "pid" of ps) the event belongs to.
+    /// The thread-group id (the "pid" of ps) the event belongs to; 0 for a
+    /// DNS answer, which belongs to a socket.
     pub fn pid(&self) -> u32 {
         match self {
+            Event::Dns { .. } => 0,
             Event::Exec { pid, .. }
             | Event::Exit { pid, .. }
             | Event::Connect { pid, .. }
@@ -180,7 +207,8 @@ impl Event {
             | Event::Exit { at_ms, .. }
             | Event::Connect { at_ms, .. }
             | Event::Open { at_ms, .. }
-            | Event::Map { at_ms, .. } => *at_ms,
+            | Event::Map { at_ms, .. }
+            | Event::Dns { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -344,6 +372,8 @@ pub struct Sensor {
     task: JoinHandle<()>,
     /// Asks the reader to drain the ring now (see [`Sensor::flush`]).
     flushes: mpsc::Sender<oneshot::Sender<()>>,
+    /// Why DNS answers are not captured, or None when they are.
+    dns_off: Option<String>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -418,6 +448,16 @@ impl Sensor {
             Feature::Opens => config.opens,
         };
         let mut links = Vec::new();
+        // DNS first: a cgroup program, not a tracepoint. Its failure (no
+        // cgroup2 mount, an old kernel) costs the names, not the sensor:
+        // reported once, and connections go on without names.
+        let dns_off = if config.dns {
+            attach_dns(&mut ebpf).err().inspect(|reason| {
+                tracing::warn!(%reason, "ebpf: DNS answers not captured; connections carry no names");
+            })
+        } else {
+            Some("off (--no-dns)".to_owned())
+        };
         for p in PROGRAMS.iter().filter(|p| wanted(p.feature)) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(p.name)
@@ -502,9 +542,16 @@ impl Sensor {
                 counters,
                 task,
                 flushes,
+                dns_off,
             },
             rx,
         ))
+    }
+
+    /// Why DNS answers are not captured ("off (--no-dns)", "no cgroup2
+    /// mount", ...), or None when they are.
+    pub fn dns_off(&self) -> Option<&str> {
+        self.dns_off.as_deref()
     }
 
     /// Current counters. `lost_kernel` is read from the kernel map (one
@@ -618,6 +665,34 @@ impl Drop for Sensor {
         // its programs, whose links detach from the tracepoints at once.
         self.task.abort();
     }
+}
+
+/// Attaches `pg_dns` to the root of the cgroup v2 hierarchy (from this
+/// process's mountinfo: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+/// hybrid host), so it runs for every socket of the host. With aya =0.14 on
+/// 5.7+ this is a BPF link (BPF_LINK_CREATE), which the kernel attaches as
+/// multi by itself: other programs on the root stay, and ours goes when the
+/// link's last descriptor closes (the `Ebpf` drops, or the agent dies; it
+/// is never pinned). The error is a short reason for the log.
+fn attach_dns(ebpf: &mut Ebpf) -> Result<(), String> {
+    let mountinfo = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| format!("read mountinfo: {}", io_reason(&e)))?;
+    let root =
+        crate::contain::cgroup2_mount(&mountinfo).ok_or_else(|| "no cgroup2 mount".to_owned())?;
+    let dir = std::fs::File::open(&root)
+        .map_err(|e| format!("open {}: {}", root.display(), io_reason(&e)))?;
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(PROG_DNS)
+        .ok_or_else(|| format!("no program {PROG_DNS}"))?
+        .try_into()
+        .map_err(|e| program_reason(&e))?;
+    prog.load()
+        .map_err(|e| format!("{PROG_DNS} rejected: {}", program_reason(&e)))?;
+    // Single is "no flags": see contain/executor.rs, the kernel refuses
+    // BPF_F_ALLOW_MULTI on a link and makes every cgroup link multi.
+    prog.attach(&dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+        .map_err(|e| format!("attach {PROG_DNS}: {}", program_reason(&e)))?;
+    Ok(())
 }
 
 /// How often the ring is drained without a wakeup. The programs wake the
@@ -924,6 +999,14 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
         k::Event::Map(e) => Event::Map {
             pid: e.h.pid,
             fd: e.fd,
+            at_ms: clock.to_ms(e.h.ts_ns),
+        },
+        k::Event::Dns(e) => Event::Dns {
+            cgroup_id: e.h.cgroup_id,
+            server: e.server(),
+            tcp: e.is_tcp(),
+            payload: e.payload_bytes().to_vec(),
+            truncated: e.truncated(),
             at_ms: clock.to_ms(e.h.ts_ns),
         },
     })
@@ -1356,6 +1439,162 @@ mod tests {
         assert!(seen.exit.is_some(), "no exit event for pid {}", seen.child);
         assert!(seen.exec.is_some() && seen.connect.is_some());
         assert_eq!(seen.opens_of_child, 0);
+    }
+
+    /// This process's cgroup v2 id: the inode of its directory.
+    fn own_cgroup_id() -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mountinfo = std::fs::read("/proc/self/mountinfo").unwrap();
+        let root = crate::contain::cgroup2_mount(&mountinfo).expect("a cgroup2 mount");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line");
+        std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .unwrap()
+            .ino()
+    }
+
+    /// The DNS events from `server` that arrive within a second (the
+    /// program sees the whole host: other tests' answers and the host's
+    /// own lookups arrive too).
+    async fn dns_events(rx: &mut mpsc::Receiver<Event>, from: std::net::IpAddr) -> Vec<Event> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            if matches!(ev, Event::Dns { server: Some(s), .. } if s == from) {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// Binds port 53 on a loopback address of its own (127.0.0.0/8 is all
+    /// loopback), so parallel tests and a resolver on 127.0.0.53 never
+    /// collide with it.
+    fn port53_addr(salt: u8) -> std::net::Ipv4Addr {
+        let pid = std::process::id();
+        std::net::Ipv4Addr::new(127, 53, (pid >> 8) as u8, (pid as u8) ^ salt)
+    }
+
+    /// Packets from port 53 reach the ring with the receiving socket's
+    /// cgroup, the server and the payload, over UDP (IPv4 and IPv6) and
+    /// TCP (after the handshake, which carries no payload); longer than
+    /// 512 bytes is cut and says so; a packet from another port is not
+    /// copied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dns_answers_reach_the_ring_with_the_receiving_cgroup() {
+        let (sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(sensor.dns_off(), None);
+        let cgroup = own_cgroup_id();
+        let answer: Vec<u8> = (0..100u8).collect();
+
+        // UDP, IPv4: 100 bytes, then 600 (cut), then from port 5353.
+        let server_ip = port53_addr(0);
+        let server = std::net::UdpSocket::bind((server_ip, 53)).unwrap();
+        let other = std::net::UdpSocket::bind((server_ip, 5353)).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = client.local_addr().unwrap();
+        server.send_to(&answer, to).unwrap();
+        server.send_to(&[7u8; 600], to).unwrap();
+        other.send_to(&answer, to).unwrap();
+        let mut buf = [0u8; 1024];
+        for _ in 0..3 {
+            client.recv(&mut buf).unwrap();
+        }
+        let got = dns_events(&mut rx, server_ip.into()).await;
+        assert_eq!(
+            got.len(),
+            2,
+            "two answers from port 53, none from 5353: {got:?}"
+        );
+        match &got[0] {
+            Event::Dns {
+                cgroup_id,
+                server,
+                tcp,
+                payload,
+                truncated,
+                ..
+            } => {
+                assert_eq!(*cgroup_id, cgroup);
+                assert_eq!(*server, Some(server_ip.into()));
+                assert!(!tcp && !truncated);
+                assert_eq!(payload, &answer);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &got[1] {
+            Event::Dns {
+                payload, truncated, ..
+            } => {
+                assert_eq!(payload.len(), patchgap_ebpf::DNS_LEN);
+                assert!(truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // TCP: the handshake's SYN-ACK from port 53 has no payload; the
+        // length-prefixed message does.
+        let tcp_ip = port53_addr(1);
+        let listener = std::net::TcpListener::bind((tcp_ip, 53)).unwrap();
+        let mut stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&answer);
+        std::io::Write::write_all(&mut accepted, &framed).unwrap();
+        let mut back = vec![0u8; framed.len()];
+        std::io::Read::read_exact(&mut stream, &mut back).unwrap();
+        let got = dns_events(&mut rx, tcp_ip.into()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            matches!(&got[0], Event::Dns { tcp: true, payload, cgroup_id, .. } if *payload == framed && *cgroup_id == cgroup)
+        );
+
+        // UDP, IPv6 (::1 is the only IPv6 loopback address: skipped when
+        // something else holds its port 53).
+        match std::net::UdpSocket::bind("[::1]:53") {
+            Ok(server6) => {
+                let client6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+                server6
+                    .send_to(&answer, client6.local_addr().unwrap())
+                    .unwrap();
+                client6.recv(&mut buf).unwrap();
+                let got = dns_events(&mut rx, std::net::Ipv6Addr::LOCALHOST.into()).await;
+                assert!(
+                    matches!(&got[..], [Event::Dns { server: Some(s), payload, .. }] if s.is_ipv6() && *payload == answer),
+                    "{got:?}"
+                );
+            }
+            Err(e) => eprintln!("IPv6 part skipped: [::1]:53 is taken ({e})"),
+        }
+    }
+
+    /// With `dns` off nothing is attached and the sensor says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dns_off_copies_nothing() {
+        let (sensor, mut rx) = Sensor::start(&SenseConfig {
+            opens: false,
+            connects: false,
+            dns: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(sensor.dns_off(), Some("off (--no-dns)"));
+        let server_ip = port53_addr(2);
+        let server = std::net::UdpSocket::bind((server_ip, 53)).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .send_to(b"answer", client.local_addr().unwrap())
+            .unwrap();
+        client.recv(&mut [0u8; 16]).unwrap();
+        assert!(dns_events(&mut rx, server_ip.into()).await.is_empty());
     }
 
     /// The watchdog's shedding detaches opens (level 1), then connects

@@ -10,6 +10,10 @@
 /* Bytes of argv an exec record carries: the command line as
  * /proc/PID/cmdline gives it (NUL-separated), cut at this bound. */
 #define PG_ARGS_LEN 1024
+/* Bytes of a DNS message a DNS record carries: the classic UDP limit
+ * (RFC 1035); a longer answer (EDNS0, TCP) is cut, and payload_total says
+ * by how much. */
+#define PG_DNS_LEN 512
 
 enum pg_event_kind {
 	PG_EVENT_EXEC = 1,
@@ -17,6 +21,7 @@ enum pg_event_kind {
 	PG_EVENT_CONNECT = 3,
 	PG_EVENT_OPEN = 4,
 	PG_EVENT_MAP = 5,
+	PG_EVENT_DNS = 6,
 };
 
 /* First in every event. ts_ns is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns). */
@@ -88,6 +93,27 @@ struct pg_map_event {
 	struct pg_event_header h;
 	__s32 fd;
 	__u32 prot;
+};
+
+/* A packet from source port 53 (UDP, or TCP with a payload) delivered to a
+ * socket on this host: a DNS answer, copied for the agent to parse. It runs
+ * in the receiving path (often softirq), not in the asking process, so the
+ * header says only what the socket says: kind, ts_ns, cgroup_id (the
+ * receiving socket's cgroup v2, bpf_skb_cgroup_id) and uid (the socket's
+ * owner, bpf_get_socket_uid); pid, tid, ppid, comm and start_ns are 0. */
+struct pg_dns_event {
+	struct pg_event_header h;
+	__u16 family;        /* AF_INET (2) or AF_INET6 (10): the packet's */
+	__u16 proto;         /* IPPROTO_UDP (17) or IPPROTO_TCP (6) */
+	__u32 payload_len;   /* bytes of payload used */
+	/* The transport payload's length in the packet: more than
+	 * payload_len when it was cut at PG_DNS_LEN. */
+	__u32 payload_total;
+	__u32 _pad0;
+	__u8 saddr[16];      /* the answering server, network order; IPv4 in the first 4 bytes */
+	/* The UDP payload (the DNS message), or the TCP segment's payload (a
+	 * 2-byte length, then the message, when the segment starts one). */
+	__u8 payload[PG_DNS_LEN];
 };
 
 #endif

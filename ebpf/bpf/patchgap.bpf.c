@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* patchgap live sensing: exec (with argv), exit, IPv4/IPv6 connects, opens
- * of library-like files and executable mappings of those opens, as
- * fixed-size records (events.h) in one ring buffer.
+ * of library-like files and executable mappings of those opens, and DNS
+ * answers delivered to the host's sockets, as fixed-size records (events.h)
+ * in one ring buffer.
  *
  * Built by ebpf/build.sh (clang -g -O2 -target bpf, then llvm-strip -g, which
  * keeps .BTF and .BTF.ext). CO-RE: every kernel struct read goes through
@@ -19,6 +20,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "events.h"
+#include "skb.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -52,6 +54,7 @@ const struct pg_exit_event *const pg_btf_exit_event __attribute__((unused)) = 0;
 const struct pg_connect_event *const pg_btf_connect_event __attribute__((unused)) = 0;
 const struct pg_open_event *const pg_btf_open_event __attribute__((unused)) = 0;
 const struct pg_map_event *const pg_btf_map_event __attribute__((unused)) = 0;
+const struct pg_dns_event *const pg_btf_dns_event __attribute__((unused)) = 0;
 const enum pg_event_kind pg_btf_event_kind __attribute__((unused)) = PG_EVENT_EXEC;
 
 /* ---- Maps ---- */
@@ -695,4 +698,108 @@ int pg_map_enter(struct trace_event_raw_sys_enter *ctx)
 	e->prot = prot;
 	pg_submit(e);
 	return 0;
+}
+
+/* ---- DNS answers ---- */
+
+/* A cgroup_skb/ingress program runs for every packet delivered to an
+ * AF_INET/AF_INET6 socket of a cgroup it is attached to or below
+ * (sk_filter_trim_cap -> BPF_CGROUP_RUN_PROG_INET_INGRESS, since 4.10), in
+ * the receiving path: softirq for a packet off the wire, the sender's
+ * context for loopback. The agent attaches it once, to the root of the
+ * cgroup v2 hierarchy (as a BPF link, which is always multi: other programs
+ * there stay), so every socket on the host passes here, in every network
+ * namespace. skb->data is the network header (the hook pushes it back), and
+ * IP fragments are reassembled by then.
+ *
+ * Everything that is not a packet from source port 53 with a payload
+ * returns after a few loads from the linear header (direct packet access,
+ * no helper call): this runs for every packet the host receives. A DNS
+ * answer costs one ring record of PG_DNS_LEN bytes plus the header.
+ * bpf_skb_cgroup_id is the receiving socket's cgroup: the workload that
+ * asked, wherever the answer came from (wire or a stub on loopback).
+ *
+ * Not followed: IPv6 extension headers (a DNS answer carries none in
+ * practice), packets whose headers are not in the linear part (never for
+ * UDP, whose header the stack pulled before delivery). Always returns 1:
+ * the packet goes on, whatever this program does. */
+SEC("cgroup_skb/ingress")
+int pg_dns(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct pg_dns_event *e;
+	__u32 l4, off, total, n;
+	__u16 family;
+	__u8 proto;
+	__u8 *p;
+
+	if (skb->protocol == bpf_htons(PG_ETH_P_IP)) {
+		p = data;
+		if ((void *)(p + 20) > data_end)
+			return 1;
+		l4 = (__u32)(p[0] & 0x0F) * 4;
+		proto = p[9];
+		family = AF_INET;
+	} else if (skb->protocol == bpf_htons(PG_ETH_P_IPV6)) {
+		p = data;
+		if ((void *)(p + 40) > data_end)
+			return 1;
+		l4 = 40;
+		proto = p[6];
+		family = AF_INET6;
+	} else {
+		return 1;
+	}
+	if (proto != PG_IPPROTO_UDP && proto != PG_IPPROTO_TCP)
+		return 1;
+	if (l4 < 20 || l4 > 60)
+		return 1;
+	p = data + l4;
+	/* 20 bytes: the whole TCP header without options, or the UDP header
+	 * and 12 bytes of payload (a DNS header is 12 bytes). */
+	if ((void *)(p + 20) > data_end)
+		return 1;
+	/* Source port 53, in network order. */
+	if (p[0] != 0 || p[1] != 53)
+		return 1;
+	if (proto == PG_IPPROTO_UDP)
+		off = l4 + 8;
+	else
+		off = l4 + (__u32)(p[12] >> 4) * 4;
+	if (skb->len <= off)
+		return 1; /* no payload: a bare TCP ACK or FIN */
+	total = skb->len - off;
+
+	e = pg_reserve(sizeof(*e));
+	if (!e)
+		return 1;
+	__builtin_memset(&e->h, 0, sizeof(e->h));
+	e->h.kind = PG_EVENT_DNS;
+	e->h.ts_ns = bpf_ktime_get_boot_ns();
+	e->h.cgroup_id = bpf_skb_cgroup_id(skb);
+	e->h.uid = bpf_get_socket_uid(skb);
+	e->family = family;
+	e->proto = proto;
+	e->payload_total = total;
+	e->_pad0 = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	if (family == AF_INET)
+		__builtin_memcpy(e->saddr, data + 12, 4);
+	else
+		__builtin_memcpy(e->saddr, data + 8, 16);
+	/* Copy at most PG_DNS_LEN bytes, wherever they lie (linear or paged
+	 * data): the helper needs a length the verifier can bound, > 0. */
+	n = total < PG_DNS_LEN ? total : PG_DNS_LEN;
+	e->payload_len = 0;
+	if (n == PG_DNS_LEN) {
+		if (bpf_skb_load_bytes(skb, off, e->payload, PG_DNS_LEN) == 0)
+			e->payload_len = PG_DNS_LEN;
+	} else if (n > 0) {
+		n &= PG_DNS_LEN - 1;
+		if (n > 0 && bpf_skb_load_bytes(skb, off, e->payload, n) == 0)
+			e->payload_len = n;
+	}
+	pg_submit(e);
+	return 1;
 }

@@ -154,6 +154,11 @@ pub const EVENT_CONNECT: u32 = 3;
 pub const EVENT_OPEN: u32 = 4;
 /// `kind` of a [`MapEvent`].
 pub const EVENT_MAP: u32 = 5;
+/// `kind` of a [`DnsEvent`].
+pub const EVENT_DNS: u32 = 6;
+/// Bytes of a DNS message a [`DnsEvent`] carries (`PG_DNS_LEN`); longer
+/// ones are cut, and [`DnsEvent::truncated`] says so.
+pub const DNS_LEN: usize = 512;
 
 /// Program on `sched/sched_process_exec`: one [`ExecEvent`] per successful exec.
 pub const PROG_EXEC: &str = "pg_exec";
@@ -175,6 +180,13 @@ pub const PROG_OPEN2_EXIT: &str = "pg_open2_exit";
 /// Program on `syscalls/sys_enter_mmap`: emits a [`MapEvent`] when a
 /// descriptor an [`OpenEvent`] reported is mapped executable.
 pub const PROG_MAP_ENTER: &str = "pg_map_enter";
+
+/// Program on `cgroup_skb/ingress`, attached to the root of the cgroup v2
+/// hierarchy (not a tracepoint, so not in [`PROGRAMS`]): emits a
+/// [`DnsEvent`] for every packet from source port 53 with a payload that a
+/// socket on the host receives, and returns after a few loads for every
+/// other packet.
+pub const PROG_DNS: &str = "pg_dns";
 
 /// The ring buffer of records (`BPF_MAP_TYPE_RINGBUF`). Its size in the object
 /// is [`EVENTS_DEFAULT_BYTES`]; a loader may set another power of two that is a
@@ -394,6 +406,33 @@ pub struct MapEvent {
     pub prot: u32,
 }
 
+/// `struct pg_dns_event`: a packet from source port 53 delivered to a
+/// socket on this host (a DNS answer). It was seen in the receiving path,
+/// not in the asking process: the header carries `kind`, `ts_ns`,
+/// `cgroup_id` (the receiving socket's cgroup v2) and `uid` (the socket's
+/// owner); pid, tid, ppid, comm and start_ns are 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub h: EventHeader,
+    /// The packet's family: AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// IPPROTO_UDP (17) or IPPROTO_TCP (6).
+    pub proto: u16,
+    /// Bytes of `payload` used.
+    pub payload_len: u32,
+    /// The transport payload's length in the packet: more than
+    /// `payload_len` when it was cut at [`DNS_LEN`].
+    pub payload_total: u32,
+    pub _pad0: u32,
+    /// The answering server's address, network order; IPv4 in the first 4
+    /// bytes.
+    pub saddr: [u8; 16],
+    /// The UDP payload (a DNS message), or a TCP segment's payload (a
+    /// 2-byte length, then the message, when the segment starts one).
+    pub payload: [u8; DNS_LEN],
+}
+
 /// `buf` up to `len` bytes and before the first NUL.
 fn c_prefix(buf: &[u8], len: u32) -> &[u8] {
     let buf = &buf[..buf.len().min(len as usize)];
@@ -433,18 +472,43 @@ impl OpenEvent {
     }
 }
 
+impl DnsEvent {
+    /// The payload bytes that were recorded.
+    pub fn payload_bytes(&self) -> &[u8] {
+        &self.payload[..(self.payload_len as usize).min(DNS_LEN)]
+    }
+
+    /// The message was longer than what was recorded.
+    pub fn truncated(&self) -> bool {
+        self.payload_total > self.payload_len
+    }
+
+    /// The answering server, or None for a family other than
+    /// AF_INET/AF_INET6.
+    pub fn server(&self) -> Option<std::net::IpAddr> {
+        ip_of(self.family, &self.saddr)
+    }
+
+    /// Carried over TCP (a 2-byte length prefix before the message).
+    pub fn is_tcp(&self) -> bool {
+        self.proto == 6
+    }
+}
+
+/// An address of `family` from 16 bytes (IPv4 in the first 4).
+fn ip_of(family: u16, addr: &[u8; 16]) -> Option<std::net::IpAddr> {
+    match family {
+        2 => Some(std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()),
+        10 => Some(std::net::Ipv6Addr::from(*addr).into()),
+        _ => None,
+    }
+}
+
 impl ConnectEvent {
     /// The destination address, or None for a family other than
     /// AF_INET/AF_INET6.
     pub fn ip(&self) -> Option<std::net::IpAddr> {
-        match self.family {
-            2 => Some(
-                std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3])
-                    .into(),
-            ),
-            10 => Some(std::net::Ipv6Addr::from(self.addr).into()),
-            _ => None,
-        }
+        ip_of(self.family, &self.addr)
     }
 }
 
@@ -469,6 +533,8 @@ unsafe impl Plain for ConnectEvent {}
 unsafe impl Plain for OpenEvent {}
 // SAFETY: as above.
 unsafe impl Plain for MapEvent {}
+// SAFETY: as above.
+unsafe impl Plain for DnsEvent {}
 
 /// Copies a `T` out of the front of `bytes`, whatever their alignment; None if
 /// they are too few.
@@ -510,6 +576,7 @@ record!(ExitEvent, EVENT_EXIT);
 record!(ConnectEvent, EVENT_CONNECT);
 record!(OpenEvent, EVENT_OPEN);
 record!(MapEvent, EVENT_MAP);
+record!(DnsEvent, EVENT_DNS);
 
 /// A decoded record: a copy of the struct that `kind` named.
 // A transient value, decoded and converted at once by the reader: boxing
@@ -522,6 +589,7 @@ pub enum Event {
     Connect(ConnectEvent),
     Open(OpenEvent),
     Map(MapEvent),
+    Dns(DnsEvent),
 }
 
 impl Event {
@@ -533,6 +601,7 @@ impl Event {
             Event::Connect(e) => &e.h,
             Event::Open(e) => &e.h,
             Event::Map(e) => &e.h,
+            Event::Dns(e) => &e.h,
         }
     }
 }
@@ -547,6 +616,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
         EVENT_CONNECT => ConnectEvent::from_bytes(bytes).map(Event::Connect),
         EVENT_OPEN => OpenEvent::from_bytes(bytes).map(Event::Open),
         EVENT_MAP => MapEvent::from_bytes(bytes).map(Event::Map),
+        EVENT_DNS => DnsEvent::from_bytes(bytes).map(Event::Dns),
         _ => None,
     }
 }
@@ -639,7 +709,24 @@ mod tests {
             _pad0: 0,
             path: path(b"/lib/x86_64-linux-gnu/libc.so.6"),
         };
+        let mut payload = [0u8; DNS_LEN];
+        payload[..4].copy_from_slice(&[0x12, 0x34, 0x81, 0x80]);
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[198, 51, 100, 53]);
+        let mut dh = header(EVENT_DNS);
+        (dh.pid, dh.tid, dh.ppid, dh.start_ns, dh.comm) = (0, 0, 0, 0, [0; COMM_LEN]);
+        let dns = DnsEvent {
+            h: dh,
+            family: 2,
+            proto: 17,
+            payload_len: 4,
+            payload_total: 4,
+            _pad0: 0,
+            saddr,
+            payload,
+        };
         let cases = [
+            (bytes_of(&dns), Event::Dns(dns)),
             (bytes_of(&exec), Event::Exec(exec)),
             (bytes_of(&exit), Event::Exit(exit)),
             (bytes_of(&connect), Event::Connect(connect)),
@@ -665,6 +752,14 @@ mod tests {
         assert_eq!(open.path_bytes(), b"/lib/x86_64-linux-gnu/libc.so.6");
         assert_eq!(exec.h.comm_bytes(), b"python3");
         assert_eq!(connect.ip(), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(dns.payload_bytes(), [0x12, 0x34, 0x81, 0x80]);
+        assert_eq!(dns.server(), Some("198.51.100.53".parse().unwrap()));
+        assert!(!dns.truncated() && !dns.is_tcp());
+        let mut cut = dns;
+        (cut.payload_len, cut.payload_total) = (u32::MAX, 9000);
+        assert_eq!(cut.payload_bytes().len(), DNS_LEN);
+        cut.payload_len = DNS_LEN as u32;
+        assert!(cut.truncated());
     }
 
     #[test]

@@ -382,6 +382,23 @@ fn map_event_matches_c() {
 }
 
 #[test]
+fn dns_event_matches_c() {
+    assert_same(
+        "pg_dns_event",
+        rust_layout!(DnsEvent {
+            h,
+            family,
+            proto,
+            payload_len,
+            payload_total,
+            _pad0,
+            saddr,
+            payload
+        }),
+    );
+}
+
+#[test]
 fn kinds_match_c() {
     let want: Vec<(String, i64)> = [
         ("PG_EVENT_EXEC", EVENT_EXEC),
@@ -389,6 +406,7 @@ fn kinds_match_c() {
         ("PG_EVENT_CONNECT", EVENT_CONNECT),
         ("PG_EVENT_OPEN", EVENT_OPEN),
         ("PG_EVENT_MAP", EVENT_MAP),
+        ("PG_EVENT_DNS", EVENT_DNS),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), i64::from(*v)))
@@ -400,9 +418,17 @@ fn kinds_match_c() {
             ExitEvent::KIND,
             ConnectEvent::KIND,
             OpenEvent::KIND,
-            MapEvent::KIND
+            MapEvent::KIND,
+            DnsEvent::KIND
         ],
-        [EVENT_EXEC, EVENT_EXIT, EVENT_CONNECT, EVENT_OPEN, EVENT_MAP]
+        [
+            EVENT_EXEC,
+            EVENT_EXIT,
+            EVENT_CONNECT,
+            EVENT_OPEN,
+            EVENT_MAP,
+            EVENT_DNS
+        ]
     );
 }
 
@@ -432,6 +458,13 @@ fn programs_maps_and_globals_exist() {
             p.name
         );
     }
+    // The one program that is not a tracepoint: DNS answers.
+    let dns = sym(PROG_DNS);
+    assert_eq!(
+        (dns.kind, dns.section),
+        (STT_FUNC, "cgroup_skb/ingress"),
+        "{PROG_DNS}"
+    );
     // Every program in the object is listed.
     let in_object = syms
         .iter()

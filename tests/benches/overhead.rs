@@ -11,6 +11,11 @@
 //! the agent's CPU is read in clock ticks (10 ms), and a 10 s phase both
 //! rounds it coarsely (±0.1 % of a core) and misses the 30 s rescan.
 //!
+//! Then DNS capture's share (issue 18): the same fixed load, plus 50 DNS
+//! lookups a second answered by a server on loopback, once with the agent
+//! as above (DNS capture on) and once with a second agent started with
+//! `--no-dns`, reported as the agent's CPU and the ratio on/off.
+//!
 //! `PATCHGAP_BENCH_REALISTIC=1` runs every phase (off and on alike) on a
 //! host that looks like a worker: a Python process with ssl, sqlite3 and
 //! ctypes loaded hashing in a loop, a node HTTP server on loopback that
@@ -23,6 +28,7 @@ use std::{
 };
 
 use host::{Agent, Workload, agent_binary, cpu_s, rss_mb};
+use patchgap_tests::dns::{DnsServer, RESOLVE_PY, Zone};
 
 use patchgap_proto::v1;
 
@@ -50,6 +56,38 @@ fn storm(seconds: f64, exec_rate: f64, connect_rate: f64) -> (f64, f64) {
         v["execs"].as_f64().unwrap() / seconds,
         v["connects"].as_f64().unwrap() / seconds,
     )
+}
+
+/// Lookups at `rate` a second against `server` until killed: the DNS
+/// answers the agent parses during a fixed-load phase.
+fn lookups(server: &str, rate: f64) -> Agent {
+    let script = format!(
+        "import time\n{RESOLVE_PY}\n\
+         t0, n = time.monotonic(), 0\n\
+         while True:\n\
+         \x20   resolve({server:?}, 'api.bench.test')\n\
+         \x20   n += 1\n\
+         \x20   time.sleep(max(0, t0 + n / {rate} - time.monotonic()))\n"
+    );
+    Agent(
+        Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the lookups"),
+    )
+}
+
+/// The agent's CPU (share of one core, %) over a fixed load with lookups.
+async fn fixed_with_lookups(pid: u32, seconds: f64, server: &str) -> f64 {
+    let dns = lookups(server, 50.0);
+    let cpu0 = cpu_s(pid);
+    tokio::task::spawn_blocking(move || storm(seconds, 100.0, 1000.0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(dns);
+    100.0 * (cpu_s(pid) - cpu0) / (seconds + 0.5)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -82,29 +120,33 @@ async fn main() {
         .await
         .unwrap();
 
-    let agent = Agent(
-        Command::new(&binary)
-            .args([
-                "run",
-                "--collector",
-                &format!("http://{addr}"),
-                "--interval",
-                "30",
-                // The full-speed storms would trip the watchdog's CPU cap
-                // (5 % over a minute) and the fixed load would then be
-                // measured with opens shed: off here, so every phase
-                // measures the whole agent.
-                "--max-cpu-percent",
-                "0",
-                // Its own spool, not another run's.
-                "--state-dir",
-                &state.path().to_string_lossy(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start patchgap-agent"),
-    );
+    let start_agent = |extra: &[&str]| {
+        Agent(
+            Command::new(&binary)
+                .args([
+                    "run",
+                    "--collector",
+                    &format!("http://{addr}"),
+                    "--interval",
+                    "30",
+                    // The full-speed storms would trip the watchdog's CPU cap
+                    // (5 % over a minute) and the fixed load would then be
+                    // measured with opens shed: off here, so every phase
+                    // measures the whole agent.
+                    "--max-cpu-percent",
+                    "0",
+                    // Its own spool, not another run's.
+                    "--state-dir",
+                    &state.path().to_string_lossy(),
+                ])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start patchgap-agent"),
+        )
+    };
+    let agent = start_agent(&[]);
     let pid = agent.0.id();
     // Let it load eBPF, scan once and stream its snapshot.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -174,6 +216,33 @@ async fn main() {
             "connect_per_s": {"off": conn_off, "on": conn_on, "ratio": conn_on / conn_off},
             "fixed": {"exec_per_s": execs, "connect_per_s": conns, "agent_cpu_pct_of_core": cpu_pct,
                       "rss_mb": rss, "rss_peak_mb": hwm, "lost": lost},
+        })
+    );
+
+    // DNS capture on (this agent) and off (a new one with --no-dns), under
+    // the fixed load and 50 lookups/s to a server on a loopback address of
+    // the bench's own.
+    let server_ip = format!("127.53.{}.{}", (pid >> 8) as u8, pid as u8);
+    let _server = DnsServer::start(
+        None,
+        server_ip.parse().unwrap(),
+        &Zone::new().a("api.bench.test", "198.51.100.7", 60),
+    );
+    let dns_on = fixed_with_lookups(pid, seconds, &server_ip).await;
+    drop(agent);
+    let agent = start_agent(&["--no-dns"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dns_off = fixed_with_lookups(agent.0.id(), seconds, &server_ip).await;
+    println!(
+        "fixed load + 50 lookups/s: agent CPU with DNS capture {dns_on:.2} %, without {dns_off:.2} %, ratio on/off {:.3}",
+        dns_on / dns_off
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "overhead-dns",
+            "seconds": seconds,
+            "agent_cpu_pct_of_core": {"dns_on": dns_on, "dns_off": dns_off, "ratio": dns_on / dns_off},
         })
     );
     drop(agent);

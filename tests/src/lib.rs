@@ -14,6 +14,7 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+pub mod dns;
 pub mod image;
 pub mod py;
 pub mod upgrade;
@@ -40,7 +41,17 @@ impl Harness {
 
     /// A collector with `config` (its data dir is replaced by a temporary
     /// one) and an agent scanning with `scan`.
-    pub async fn start_full(mut config: CollectorConfig, scan: ScanConfig) -> Harness {
+    pub async fn start_full(config: CollectorConfig, scan: ScanConfig) -> Harness {
+        Self::start_tuned(config, scan, |_| {}).await
+    }
+
+    /// As [`Harness::start_full`], with the agent's config changed by
+    /// `tune` before it starts.
+    pub async fn start_tuned(
+        mut config: CollectorConfig,
+        scan: ScanConfig,
+        tune: impl FnOnce(&mut AgentConfig),
+    ) -> Harness {
         // RUST_LOG=info shows the collector's and agent's logs in a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -62,14 +73,16 @@ impl Harness {
                 let _ = stopped.await;
             },
         ));
-        let agent = patchgap_agent::spawn(AgentConfig {
+        let mut agent_config = AgentConfig {
             collector: format!("http://{addr}"),
             scan,
             ebpf: ebpf_wanted(),
             interval: Duration::from_secs(3600),
             backoff_max: Duration::from_secs(1),
             ..Default::default()
-        });
+        };
+        tune(&mut agent_config);
+        let agent = patchgap_agent::spawn(agent_config);
         // The first scan is a full snapshot; wait until it is stored.
         timeout(agent.wait_for(|s| s.scans >= 1 && s.acked_seq >= s.last_seq && s.last_seq > 0))
             .await;

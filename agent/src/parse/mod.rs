@@ -15,6 +15,7 @@ pub mod bolt;
 pub mod cgroup;
 pub mod changelog;
 pub mod cmdline;
+pub mod dns;
 pub mod dpkg;
 pub mod elf;
 #[cfg(test)]
