@@ -14,6 +14,10 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+/// A throwaway PostgreSQL 15 (the collector's own test harness, included
+/// by path rather than copied: it uses only std).
+#[path = "../../collector/src/store/postgres/harness.rs"]
+pub mod postgres;
 pub mod py;
 pub mod upgrade;
 

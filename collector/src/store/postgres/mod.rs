@@ -125,6 +125,23 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for PgStore {
+    /// Closing a client blocks on its private runtime, which panics on a
+    /// thread that drives async tasks (the collector drops its store at
+    /// the end of `main`): the idle clients are closed on a thread of
+    /// their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop(idle))
+            .map(|t| t.join());
+    }
+}
+
 impl PgStore {
     /// Connects to `target` (a `postgres://USER@HOST:PORT/DB` URL or a
     /// libpq key=value string) and migrates the database. A database with

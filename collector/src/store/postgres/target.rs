@@ -24,13 +24,23 @@ impl PgTarget {
         s.starts_with("postgres://") || s.starts_with("postgresql://")
     }
 
-    /// The parsed client configuration.
+    /// The parsed client configuration. Without a password in the string,
+    /// libpq's `PGPASSWORD` supplies it (the client library reads no
+    /// environment of its own), so the password stays out of command
+    /// lines and config files.
     pub(super) fn config(&self) -> Result<postgres::Config> {
-        self.0.parse::<postgres::Config>().map_err(|e| {
+        let mut config = self.0.parse::<postgres::Config>().map_err(|e| {
             // The parser's message quotes no part of the string, but the
             // string itself is only ever shown redacted.
             StoreError::Invalid(format!("cannot parse the store URL {self}: {e}"))
-        })
+        })?;
+        if config.get_password().is_none()
+            && let Some(password) = std::env::var_os("PGPASSWORD")
+        {
+            use std::os::unix::ffi::OsStrExt;
+            config.password(password.as_bytes());
+        }
+        Ok(config)
     }
 
     /// The string itself, password included: only for connecting.
