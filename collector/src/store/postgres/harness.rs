@@ -71,6 +71,7 @@ impl Cluster {
             );
             return None;
         }
+        reap_orphans(&bin);
         let cluster = Arc::new(Cluster::start(bin).unwrap_or_else(|e| panic!("{e}")));
         *shared = Arc::downgrade(&cluster);
         Some(cluster)
@@ -271,6 +272,37 @@ impl Drop for TestDatabase {
         let _ = self
             .cluster
             .client_tool("dropdb", &["--force", "--if-exists", &self.name]);
+    }
+}
+
+/// Stops and removes the clusters of test processes that died without
+/// their `Drop` (SIGKILL, a `timeout`): a directory named after a pid that
+/// no longer runs.
+fn reap_orphans(bin: &Path) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("patchgap-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let orphan = Cluster {
+            dir: entry.path(),
+            bin: bin.to_path_buf(),
+            // Non-zero: Drop stops the server if its pid file is there.
+            port: 1,
+            run_as: is_root().then(|| "postgres".to_string()),
+        };
+        drop(orphan);
     }
 }
 
