@@ -477,6 +477,37 @@ mod tests {
         assert!(matches!(cli.command, Some(super::Command::Check { .. })));
     }
 
+    /// `--store` (and the `store` key) takes only a PostgreSQL URL, and
+    /// what it parsed prints without the password.
+    #[test]
+    fn store_takes_a_postgres_url() {
+        let cli = parse(&[
+            "patchgap-collector",
+            "--store",
+            "postgres://patchgap:s3cret@db.example:5432/fleet",
+        ]);
+        let store = cli.store.expect("parsed");
+        assert_eq!(
+            store.to_string(),
+            "postgres://patchgap:***@db.example:5432/fleet"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("collector.toml");
+        std::fs::write(
+            &file,
+            "store = \"postgres://patchgap@127.0.0.1:5432/fleet\"\n",
+        )
+        .unwrap();
+        let cli = parse(&["patchgap-collector", "--config", file.to_str().unwrap()]);
+        assert_eq!(
+            cli.store.map(|s| s.to_string()).as_deref(),
+            Some("postgres://patchgap@127.0.0.1:5432/fleet")
+        );
+        use clap::Parser;
+        let refused = super::Cli::try_parse_from(["patchgap-collector", "--store", "/var/lib/x"]);
+        assert!(refused.is_err(), "a path is not a store URL");
+    }
+
     /// Every flag of the server is documented in the packaged file, set or
     /// as a commented default.
     #[test]
