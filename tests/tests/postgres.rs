@@ -141,6 +141,12 @@ fn a_real_agent_reports_to_a_collector_on_postgres() {
     );
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!log.contains(secret), "the password was logged:\n{log}");
+    // A PostgreSQL client blocks: a store call made on an async worker
+    // would panic ("Cannot start a runtime from within a runtime").
+    assert!(
+        !log.contains("panicked") && !log.contains("Cannot start a runtime"),
+        "the collector panicked:\n{log}"
+    );
     assert!(
         log.contains("postgres:***@127.0.0.1"),
         "the store is named, redacted:\n{log}"
