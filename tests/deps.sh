@@ -60,6 +60,10 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 # The paging test (collector/tests/webhooks.rs) starts a real Alertmanager on
 # loopback, with clustering off and its own storage and config.
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+# The PostgreSQL store's conformance suite (collector/src/store/postgres/)
+# starts a throwaway PostgreSQL 15 of its own: initdb and pg_ctl, run as the
+# `postgres` user the package creates. The package's own cluster is never used.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 # The upgrade test moves libaom3 between the two versions the archive
 # serves: apt's lists must know both.
 lists_fresh=0

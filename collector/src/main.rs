@@ -30,9 +30,16 @@ struct Cli {
     /// Address to serve agents and responders on.
     #[arg(long, default_value = "127.0.0.1:7373")]
     listen: SocketAddr,
-    /// Directory for the database.
+    /// Directory for the database (SQLite, without --store) and the
+    /// token signing key.
     #[arg(long, default_value = "/var/lib/patchgap")]
     data_dir: PathBuf,
+    /// Keep the fleet in PostgreSQL instead of SQLite:
+    /// postgres://USER@HOST:PORT/DB. A password is better kept in
+    /// PGPASSWORD, used when the URL has none; it is never logged. Without
+    /// it, SQLite in --data-dir.
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    store: Option<patchgap_collector::store::postgres::PgTarget>,
     /// Seconds since its last report after which a host counts as stale.
     #[arg(long, default_value_t = 90)]
     fresh_after: u64,
@@ -141,6 +148,40 @@ struct Cli {
     verify_evidence: Vec<String>,
 }
 
+fn parse_store(s: &str) -> Result<patchgap_collector::store::postgres::PgTarget, String> {
+    use patchgap_collector::store::postgres::PgTarget;
+    if !PgTarget::is_url(s) {
+        return Err("expected postgres://USER@HOST:PORT/DB".into());
+    }
+    PgTarget::new(s).map_err(|e| e.to_string())
+}
+
+/// Opens the store the flags name: PostgreSQL with --store, else SQLite in
+/// the data directory. Off the async workers (a PostgreSQL client blocks).
+async fn open_store(
+    store: Option<patchgap_collector::store::postgres::PgTarget>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<patchgap_collector::SharedStore> {
+    let dir = data_dir.to_path_buf();
+    Ok(match store {
+        Some(target) => {
+            let shown = target.to_string();
+            std::sync::Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    patchgap_collector::store::postgres::PgStore::connect(&target)
+                })
+                .await?
+                .with_context(|| format!("opening the store {shown}"))?,
+            )
+        }
+        None => std::sync::Arc::new(
+            tokio::task::spawn_blocking(move || patchgap_collector::SqliteStore::open(&dir))
+                .await?
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        ),
+    })
+}
+
 fn parse_outbound_url(s: &str) -> Result<String, String> {
     patchgap_collector::response::policy::endpoint::check_url(s).map(|_| s.to_string())
 }
@@ -175,6 +216,10 @@ enum TokenCommand {
         /// The collector's data directory (its key and database).
         #[arg(long, default_value = "/var/lib/patchgap")]
         data_dir: PathBuf,
+        /// The collector's PostgreSQL store, when it has one (as
+        /// `--store` of the server).
+        #[arg(long, value_name = "URL", value_parser = parse_store)]
+        store: Option<patchgap_collector::store::postgres::PgTarget>,
         /// Who the token is for.
         #[arg(long)]
         subject: String,
@@ -191,20 +236,20 @@ enum TokenCommand {
 }
 
 /// `patchgap-collector token issue`.
-fn issue_local(command: TokenCommand) -> anyhow::Result<()> {
+async fn issue_local(command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Issue {
         data_dir,
+        store,
         subject,
         scope,
         ttl,
         json,
     } = command;
     let scope = Scope::parse_list(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
-    let store = patchgap_collector::SqliteStore::open(&data_dir)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = open_store(store, &data_dir).await?;
     let (token, record) = patchgap_collector::auth::issue_local(
         &data_dir,
-        &store,
+        store.as_ref(),
         &subject,
         &scope,
         Some(ttl),
@@ -250,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
     let args = patchgap_config::expand(Cli::command(), std::env::args_os().collect())?;
     let cli = Cli::parse_from(args);
     match cli.command {
-        Some(Command::Token { command }) => return issue_local(command),
+        Some(Command::Token { command }) => return issue_local(command).await,
         Some(Command::Check { data_dir }) => {
             let report = patchgap_collector::store::sqlite::file::check(&data_dir);
             println!(
@@ -326,16 +371,15 @@ async fn main() -> anyhow::Result<()> {
     // The store is opened and checked before the port: a store that is
     // corrupt or not ours stops the start, naming the file, and nothing
     // ever listens on it.
-    let store = {
-        let dir = cli.data_dir.clone();
-        tokio::task::spawn_blocking(move || patchgap_collector::SqliteStore::open(&dir))
-            .await?
-            .with_context(|| format!("opening the store in {}", cli.data_dir.display()))?
+    let store_name = match &cli.store {
+        Some(target) => target.to_string(),
+        None => "sqlite".to_string(),
     };
+    let store = open_store(cli.store, &cli.data_dir).await?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %cli.data_dir.display(), tls = tls.is_some(), "collector listening");
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %cli.data_dir.display(), store = %store_name, tls = tls.is_some(), "collector listening");
     let config = CollectorConfig {
         data_dir: cli.data_dir,
         max_message_bytes: cli.max_message_mib << 20,
@@ -381,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
         config.token_policy.default_ttl <= config.token_policy.max_ttl,
         "--token-ttl is longer than --token-max-ttl"
     );
-    patchgap_collector::serve(config, std::sync::Arc::new(store), listener, async {
+    patchgap_collector::serve(config, store, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
@@ -431,6 +475,37 @@ mod tests {
         assert_eq!(cli.data_dir, std::path::Path::new("/srv/pg"));
         let cli = parse(&["patchgap-collector", "--config", PACKAGED, "check"]);
         assert!(matches!(cli.command, Some(super::Command::Check { .. })));
+    }
+
+    /// `--store` (and the `store` key) takes only a PostgreSQL URL, and
+    /// what it parsed prints without the password.
+    #[test]
+    fn store_takes_a_postgres_url() {
+        let cli = parse(&[
+            "patchgap-collector",
+            "--store",
+            "postgres://patchgap:s3cret@db.example:5432/fleet",
+        ]);
+        let store = cli.store.expect("parsed");
+        assert_eq!(
+            store.to_string(),
+            "postgres://patchgap:***@db.example:5432/fleet"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("collector.toml");
+        std::fs::write(
+            &file,
+            "store = \"postgres://patchgap@127.0.0.1:5432/fleet\"\n",
+        )
+        .unwrap();
+        let cli = parse(&["patchgap-collector", "--config", file.to_str().unwrap()]);
+        assert_eq!(
+            cli.store.map(|s| s.to_string()).as_deref(),
+            Some("postgres://patchgap@127.0.0.1:5432/fleet")
+        );
+        use clap::Parser;
+        let refused = super::Cli::try_parse_from(["patchgap-collector", "--store", "/var/lib/x"]);
+        assert!(refused.is_err(), "a path is not a store URL");
     }
 
     /// Every flag of the server is documented in the packaged file, set or

@@ -16,6 +16,10 @@ use tonic::transport::Channel;
 
 pub mod dns;
 pub mod image;
+/// A throwaway PostgreSQL 15 (the collector's own test harness, included
+/// by path rather than copied: it uses only std).
+#[path = "../../collector/src/store/postgres/harness.rs"]
+pub mod postgres;
 pub mod py;
 pub mod upgrade;
 

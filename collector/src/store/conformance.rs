@@ -4,8 +4,8 @@
 //! panics when the store breaks the contract the services rely on: sessions
 //! and acks, idempotent resends, snapshots in parts, deltas, sockets and the
 //! exposure query (through `fleet::exposure`, as the services read it).
-//! The `checks!` list below gives every backend one `#[test]` per check; a
-//! new backend (PostgreSQL) adds its module to that macro.
+//! The `checks!` list below gives every backend one `#[test]` per check:
+//! SQLite in memory and on disk, and PostgreSQL on a real server.
 
 use patchgap_proto::v1::{
     self, AgentMessage, Artifact, ArtifactKind, Delta, Exit, Hello, HostIdentity, Package, Process,
@@ -46,6 +46,25 @@ macro_rules! checks {
                 fn $check() {
                     let dir = tempfile::tempdir().expect("tempdir");
                     let store = crate::store::sqlite::SqliteStore::open(dir.path()).expect("open store");
+                    super::$check(&store);
+                }
+            )*
+        }
+
+        /// The PostgreSQL backend, on a real PostgreSQL 15 that the test
+        /// starts (`store::postgres::harness`), one fresh database per
+        /// check. Skipped, saying so, only where PostgreSQL is not
+        /// installed and `PATCHGAP_REQUIRE_POSTGRES` is unset (CI sets it).
+        mod postgres_server {
+            $(
+                #[test]
+                fn $check() {
+                    let Some(cluster) = crate::store::postgres::harness::Cluster::shared() else {
+                        return;
+                    };
+                    let db = cluster.database();
+                    let target = crate::store::postgres::PgTarget::new(&db.url()).expect("target");
+                    let store = crate::store::postgres::PgStore::connect(&target).expect("connect");
                     super::$check(&store);
                 }
             )*

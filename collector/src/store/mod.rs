@@ -12,6 +12,7 @@ use patchgap_proto::v1;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 pub use outbox::{DeliveryOutcome, DeliveryRecord, DeliveryState, DisabledEndpoint, NewDelivery};
