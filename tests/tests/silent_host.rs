@@ -175,6 +175,17 @@ fn a_second_host_gone_silent_keeps_the_incident_open_as_inconclusive_and_names_i
     py::install_native_dist(&site, "pip", "23.0.1");
 
     let data = scratch.path().join("data");
+    // The built-in policy written out, with a [verify] table.
+    let policy = scratch.path().join("policy.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/policy.example.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &policy,
+        format!("{example}\n[verify]\nstreak = 7\nevidence = [\"loaded\"]\n"),
+    )
+    .unwrap();
     let _collector = Daemon(
         Command::new(bins.join("patchgap-collector"))
             .args([
@@ -186,8 +197,11 @@ fn a_second_host_gone_silent_keeps_the_incident_open_as_inconclusive_and_names_i
             .arg(&data)
             .args(["--fresh-after", &FRESH_AFTER_S.to_string()])
             // K out of reach: the green runs never close the incident
-            // while the test watches.
+            // while the test watches. The flag wins over the policy
+            // file's streak; its evidence levels apply.
             .args(["--verify-every", "1s", "--verify-streak", "1000"])
+            .arg("--policy")
+            .arg(&policy)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(logs.join("collector.log")).unwrap())
@@ -336,6 +350,17 @@ exec 3<&-
     let shown = w.show_until(&inc, Duration::from_secs(30), logs, |s| {
         s["verification"]["verdict"] == "failed"
     });
+    // How verification runs, and where each setting came from.
+    let v = &shown["policy"]["verify"];
+    assert_eq!(
+        (&v["every_ms"], &v["streak"], &v["evidence"]),
+        (&1000.into(), &1000.into(), &serde_json::json!(["loaded"])),
+        "{shown:#}"
+    );
+    assert_eq!(
+        v["from"],
+        serde_json::json!({"every": "flag", "streak": "flag", "evidence": "policy file"})
+    );
     let b = blockers(&shown);
     for host in [&alpha, &beta] {
         assert!(
