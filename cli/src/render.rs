@@ -1574,11 +1574,27 @@ fn plan_fields(p: &v1::Plan) -> serde_json::Map<String, Value> {
 fn policy_json(p: &Option<v1::PolicyInForce>) -> Value {
     match p {
         None => Value::Null,
-        Some(p) => json!({
-            "source": p.source,
-            "loaded_at": time_or_null(p.loaded_at_ms),
-            "reload_error": opt_str(&p.reload_error),
-        }),
+        Some(p) => {
+            let mut v = json!({
+                "source": p.source,
+                "loaded_at": time_or_null(p.loaded_at_ms),
+                "reload_error": opt_str(&p.reload_error),
+            });
+            // Incident open and show say how verification runs.
+            if let Some(s) = &p.verify {
+                v["verify"] = json!({
+                    "every_ms": s.every_ms,
+                    "streak": s.streak,
+                    "evidence": s.evidence,
+                    "from": {
+                        "every": s.every_from,
+                        "streak": s.streak_from,
+                        "evidence": s.evidence_from,
+                    },
+                });
+            }
+            v
+        }
     }
 }
 
@@ -1739,6 +1755,17 @@ fn policy_lines(p: &Option<v1::PolicyInForce>) -> Vec<String> {
         ));
     }
     lines.push(format!("policy     {}{loaded}", p.source));
+    if let Some(v) = &p.verify {
+        lines.push(format!(
+            "verify     every {} ms ({}), streak {} ({}), evidence {} ({})",
+            v.every_ms,
+            clean(&v.every_from),
+            v.streak,
+            clean(&v.streak_from),
+            clean(&v.evidence.join(", ")),
+            clean(&v.evidence_from)
+        ));
+    }
     lines
 }
 
@@ -2786,6 +2813,7 @@ mod tests {
             source: "/etc/patchgap/policy.toml".into(),
             loaded_at_ms: 1_764_899_000_000,
             reload_error: "policy.toml:12:8: unknown action kind".into(),
+            verify: None,
         });
         let text = incident_detail(&i, false);
         println!("{text}");

@@ -810,6 +810,7 @@ pub(crate) fn an_incident() -> v1::Incident {
             source: "built-in".into(),
             loaded_at_ms: 1_764_899_000_000,
             reload_error: String::new(),
+            verify: None,
         }),
         verification: None,
     }
@@ -894,6 +895,7 @@ fn incidents_list() -> Value {
             source: "built-in".into(),
             loaded_at_ms: 1_764_896_400_000,
             reload_error: String::new(),
+            verify: None,
         }),
         time_to_containment: vec![v1::TierContainment {
             tier: 1,
@@ -1098,6 +1100,7 @@ fn incident_show_contained() -> Value {
         source: "/etc/patchgap/policy.toml".into(),
         loaded_at_ms: 1_764_899_000_000,
         reload_error: "/etc/patchgap/policy.toml:12:8: unknown action kind \"isolate\"".into(),
+        verify: None,
     });
     let mut v = render::incident_json(&i, true);
     v["more_events"] = false.into();

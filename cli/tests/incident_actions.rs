@@ -81,6 +81,7 @@ fn the_incident() -> v1::Incident {
             source: "built-in".into(),
             loaded_at_ms: 1_764_899_000_000,
             reload_error: String::new(),
+            verify: None,
         }),
         ..Default::default()
     }

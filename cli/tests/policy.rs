@@ -124,3 +124,49 @@ fn warnings_go_to_stderr_and_the_check_passes() {
         )
     );
 }
+
+/// Verification's `[verify]` table: shown in the JSON as written, and
+/// each bad value at its place.
+#[test]
+fn the_verify_table_is_checked_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(example()).unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("{example}\n[verify]\nevery = \"30s\"\nstreak = 5\nevidence = [\"loaded\", \"installed\"]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = check(&good, &["-o", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["verify"],
+        serde_json::json!({"every": "30s", "streak": 5, "evidence": ["loaded", "installed"]})
+    );
+    let bad = dir.path().join("bad.toml");
+    let lines = example.lines().count();
+    std::fs::write(
+        &bad,
+        format!("{example}[verify]\nstreak = 0\nevidence = [\"installed\"]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = check(&bad, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let name = bad.display();
+    assert!(
+        err.contains(&format!(
+            "{name}:{}:10: verify streak 0: successful runs in a row before containment is lifted, 1 to 1000\n",
+            lines + 2
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{name}:{}:12: verify the evidence levels must include \"loaded\"",
+            lines + 3
+        )),
+        "{err}"
+    );
+    assert!(err.contains("2 problem(s)"), "{err}");
+}

@@ -94,9 +94,12 @@ pub struct CollectorConfig {
     /// Signed webhooks and Alertmanager (see `response::deliver`).
     pub deliver: response::deliver::DeliverConfig,
     /// Verify and Recover: how often incidents past containment are
-    /// checked, K, and the evidence levels counted (`response::verify`).
+    /// checked, K, and the evidence levels counted (`response::verify`):
+    /// the base, under the policy file's `[verify]` and `verify_flags`.
     /// Its `fresh_after` is replaced by the one above.
     pub verify: response::verify::Settings,
+    /// The `--verify-*` flags given: each wins over the policy file.
+    pub verify_flags: response::verify::settings::VerifyFlags,
     /// Unexpected egress: the `--egress-*` learning durations, over the
     /// defaults.
     pub egress: egress::flags::EgressFlags,
@@ -121,6 +124,7 @@ impl Default for CollectorConfig {
             http_client_cert: false,
             deliver: response::deliver::DeliverConfig::default(),
             verify: response::verify::Settings::default(),
+            verify_flags: Default::default(),
             egress: egress::flags::EgressFlags::default(),
         }
     }
@@ -401,7 +405,9 @@ pub async fn serve(
         ingest.clone(),
         scope.clone(),
         hub.clone(),
+        policy.clone(),
         verify_settings.clone(),
+        config.verify_flags.clone(),
     ));
     let query = QueryServer::new(
         QueryService::new(
@@ -415,7 +421,7 @@ pub async fn serve(
         .with_policy(policy)
         .with_gate(gate)
         .with_hub(hub)
-        .with_verify(verify_settings),
+        .with_verify(verify_settings, config.verify_flags.clone()),
     )
     // An SBOM push carries a whole document: room for the largest the
     // parser accepts, so it (not the transport) says what is wrong.
@@ -655,20 +661,30 @@ async fn refresh_incidents(
     }
 }
 
-/// Verifies the incidents past containment every `settings.every`: each
-/// pass runs on a blocking thread (the checks read the store, then the
-/// gate's events are appended, outside any transaction but their own), and
-/// publishes the desired containments again when the gate lifted or
-/// closed something, so the agents lift it.
+/// Verifies the incidents past containment every `every` of the settings
+/// in force (the flags over the policy's `[verify]` over `base`, read
+/// again each pass so a reload applies): each pass runs on a blocking
+/// thread (the checks read the store, then the gate's events are
+/// appended, outside any transaction but their own), and publishes the
+/// desired containments again when the gate lifted or closed something,
+/// so the agents lift it.
 async fn verify_incidents(
     ingest: Arc<Ingest>,
     scope: Arc<Mutex<ScopeMap>>,
     hub: Arc<response::contain::Hub>,
-    settings: response::verify::Settings,
+    policy: response::SharedPolicy,
+    base: response::verify::Settings,
+    flags: response::verify::settings::VerifyFlags,
 ) {
-    let every = settings.every.max(Duration::from_millis(100));
     loop {
-        tokio::time::sleep(every).await;
+        let every =
+            response::verify::settings::resolve(&base, &policy.state().current.verify, &flags)
+                .settings
+                .every;
+        tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+        // The policy as it is now (a reload during the sleep applies).
+        let current = policy.state().current.clone();
+        let settings = response::verify::settings::resolve(&base, &current.verify, &flags).settings;
         let rules = {
             let scope = scope.lock().unwrap_or_else(|e| e.into_inner());
             scope.rules().to_vec()
@@ -676,7 +692,7 @@ async fn verify_incidents(
         let (ingest, h, settings) = (ingest.clone(), hub.clone(), settings.clone());
         let pass = tokio::task::spawn_blocking(move || {
             let now = patchgap_proto::time::now_ms();
-            let done = response::verify::pass::run_pass(&ingest, &settings, &rules, now)?;
+            let done = response::verify::pass::run_pass(&ingest, &settings, &rules, &current, now)?;
             if done.lifted > 0 || done.closed > 0 || done.reopened > 0 {
                 response::contain::rebuild(ingest.store().as_ref(), &h)?;
             }

@@ -133,19 +133,11 @@ struct Cli {
     /// the 27-hour retry schedule with 0.001.
     #[arg(long, default_value_t = 1.0, hide = true)]
     delivery_time_scale: f64,
-    /// How often the incidents past containment are verified (their
-    /// convergence checks run and the gate decides).
-    #[arg(long, default_value = "1m", value_parser = parse_ttl)]
-    verify_every: Duration,
-    /// Successful verification runs in a row (K) before an incident's
-    /// containment is lifted and it closes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    verify_streak: u32,
-    /// Evidence levels that count as "still affected" in the package
-    /// check (comma-separated: loaded, installed, declared). Stale
-    /// mappings always count.
-    #[arg(long, default_value = "loaded", value_delimiter = ',', value_parser = ["loaded", "installed", "declared"])]
-    verify_evidence: Vec<String>,
+    /// Verification's interval, K and evidence levels: each flag given
+    /// wins over the policy file's [verify] table, which wins over the
+    /// built-in (1m, 3, loaded).
+    #[command(flatten)]
+    verify: patchgap_collector::response::verify::settings::VerifyFlags,
 }
 
 fn parse_store(s: &str) -> Result<patchgap_collector::store::postgres::PgTarget, String> {
@@ -360,6 +352,10 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("error: --http-listen: {e}");
         std::process::exit(1);
     }
+    if let Err(e) = cli.verify.check() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     // A bad policy file stops the start before anything is opened, naming
     // file:line:column for each problem.
     if let Some(path) = &cli.policy
@@ -414,11 +410,10 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         verify: patchgap_collector::response::verify::Settings {
-            every: cli.verify_every,
-            streak: cli.verify_streak,
-            counted: cli.verify_evidence,
             fresh_after: Duration::from_secs(cli.fresh_after),
+            ..Default::default()
         },
+        verify_flags: cli.verify,
         ..Default::default()
     };
     anyhow::ensure!(

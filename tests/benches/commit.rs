@@ -271,6 +271,9 @@ impl Store for OneLock {
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
         self.with(|s| s.workloads())
     }
+    fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
+        self.with(|s| s.instance_first_start(host, instance))
+    }
     fn processes_page(
         &self,
         host: Option<&str>,

@@ -485,3 +485,96 @@ impl Drop for Cgroup {
         }
     }
 }
+
+/// Runs `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace joined to this one by a veth pair, an address on
+/// each end. Use documentation ranges only (198.51.100.0/24,
+/// 203.0.113.0/24): 192.0.2.0/24 is this machine's uplink. The namespace
+/// and the pair are deleted when dropped, also when a step of their
+/// making failed; kill the processes inside first.
+pub struct VethNamespace {
+    pub ns: String,
+    veth: String,
+}
+
+impl VethNamespace {
+    /// `ns` and `veth` (at most 13 bytes: the peer is `{veth}p`) must be
+    /// unique to the test binary; `host_cidr` goes on this side,
+    /// `ns_cidr` on the namespace's.
+    pub fn create(ns: &str, veth: &str, host_cidr: &str, ns_cidr: &str) -> VethNamespace {
+        let net = VethNamespace {
+            ns: ns.to_string(),
+            veth: veth.to_string(),
+        };
+        // Left by a run that was killed before its guard ran.
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", veth])
+            .stderr(Stdio::null())
+            .status();
+        let peer = format!("{veth}p");
+        ip(&["netns", "add", ns]);
+        ip(&["link", "add", veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", ns]);
+        ip(&["addr", "add", host_cidr, "dev", veth]);
+        ip(&["link", "set", veth, "up"]);
+        ip(&["-n", ns, "addr", "add", ns_cidr, "dev", &peer]);
+        ip(&["-n", ns, "link", "set", &peer, "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        net
+    }
+}
+
+impl Drop for VethNamespace {
+    fn drop(&mut self) {
+        // Deleting the host end deletes the pair.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A free TCP port on loopback now (the caller binds it soon after).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().unwrap().port()
+}
+
+/// The pids whose executable is `exe` and whose command line contains
+/// `needle` (to find a daemon a wrapper such as `ip netns exec` or
+/// `unshare --fork` started).
+pub fn pids_of(exe: &Path, needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let is_exe = std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe);
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if is_exe && String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -67,3 +67,86 @@ pub fn new_venv(dir: &Path) -> PathBuf {
     assert!(ok.success());
     venv
 }
+
+/// A venv without pip (`/usr/bin/python3 -m venv --without-pip DIR/venv`):
+/// its python and its site-packages, for distributions the test lays down
+/// itself with [`install_native_dist`].
+pub fn bare_venv(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = dir.join("venv");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&root)
+        .output()
+        .expect("python3 -m venv");
+    assert!(
+        out.status.success(),
+        "venv: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = std::fs::read_dir(root.join("lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python3")
+        })
+        .expect("lib/python3.X");
+    (root.join("bin/python"), lib.join("site-packages"))
+}
+
+/// Installs the distribution `name` at `version` into `site` as a wheel
+/// would land: the package with a native library (`NAME/_native.so`, a
+/// copy of libbz2 with an inode of its own, so a process that loads it
+/// with ctypes has the evidence `mapped`) and its dist-info. A locally
+/// built stand-in: nothing is downloaded. An older version's dist-info is
+/// removed, and the library is renamed over the old one, so a process
+/// that mapped the old one keeps it (`(deleted)`: a stale mapping).
+pub fn install_native_dist(site: &Path, name: &str, version: &str) {
+    let prefix = format!("{name}-");
+    for e in std::fs::read_dir(site).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&prefix)
+        {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+    }
+    let pkg = site.join(name);
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__init__.py"),
+        format!("__version__ = {version:?}\n"),
+    )
+    .unwrap();
+    let tmp = pkg.join("_native.so.tmp");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libbz2.so.1.0", &tmp).unwrap();
+    std::fs::rename(&tmp, pkg.join("_native.so")).unwrap();
+    let dist = site.join(format!("{name}-{version}.dist-info"));
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(
+        dist.join("METADATA"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
+    )
+    .unwrap();
+    std::fs::write(dist.join("top_level.txt"), format!("{name}\n")).unwrap();
+    std::fs::write(
+        dist.join("RECORD"),
+        format!(
+            "{name}/__init__.py,,\n{name}/_native.so,,\n{name}-{version}.dist-info/METADATA,,\n{name}-{version}.dist-info/RECORD,,\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Python that imports the distribution `name` laid down by
+/// [`install_native_dist`] and maps its native library.
+pub fn load_native_dist(name: &str) -> String {
+    format!(
+        "import ctypes, os, {name}\n\
+         ctypes.CDLL(os.path.join(os.path.dirname({name}.__file__), '_native.so'))"
+    )
+}

@@ -26,7 +26,7 @@ use patchgap_collector::{
     SqliteStore,
     auth::{Scope, TokenPolicy, issue_local},
 };
-use patchgap_tests::{Cgroup, built_bins, write};
+use patchgap_tests::{Cgroup, built_bins, py, write};
 use serde_json::Value;
 
 const NS_IP: &str = "198.51.100.2";
@@ -802,74 +802,10 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     drop((agent, collector, trainer, api, trainer_cg, api_cg, net));
 }
 
-/// A venv without pip, and its site-packages.
-fn venv(dir: &Path) -> (PathBuf, PathBuf) {
-    let root = dir.join("venv");
-    let out = Command::new("/usr/bin/python3")
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&root)
-        .output()
-        .expect("python3 -m venv");
-    assert!(
-        out.status.success(),
-        "venv: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lib = std::fs::read_dir(root.join("lib"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("python3")
-        })
-        .expect("lib/python3.X");
-    (root.join("bin/python"), lib.join("site-packages"))
-}
-
-/// Installs a `pip` distribution of `version` into `site` as a wheel
-/// would land: the package with a native library (a copy of libbz2 with
-/// its own inode, so the evidence is `mapped`) and its dist-info. A
-/// locally built stand-in: nothing is downloaded. The library is renamed
-/// over the old one, so a process that mapped it keeps the old file.
-fn install_pip(site: &Path, version: &str) {
-    for e in std::fs::read_dir(site).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("pip-") {
-            std::fs::remove_dir_all(&p).unwrap();
-        }
-    }
-    let pkg = site.join("pip");
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("__init__.py"),
-        format!("__version__ = {version:?}\n"),
-    )
-    .unwrap();
-    let tmp = pkg.join("_native.so.tmp");
-    std::fs::copy("/usr/lib/x86_64-linux-gnu/libbz2.so.1.0", &tmp).unwrap();
-    std::fs::rename(&tmp, pkg.join("_native.so")).unwrap();
-    let dist = site.join(format!("pip-{version}.dist-info"));
-    std::fs::create_dir_all(&dist).unwrap();
-    std::fs::write(
-        dist.join("METADATA"),
-        format!("Metadata-Version: 2.1\nName: pip\nVersion: {version}\n"),
-    )
-    .unwrap();
-    std::fs::write(dist.join("top_level.txt"), "pip\n").unwrap();
-    std::fs::write(
-        dist.join("RECORD"),
-        format!(
-            "pip/__init__.py,,\npip/_native.so,,\npip-{version}.dist-info/METADATA,,\npip-{version}.dist-info/RECORD,,\n"
-        ),
-    )
-    .unwrap();
-}
-
 /// What the trainer imports: pip, and its native library mapped.
-const LOAD_PIP: &str = "import ctypes, os, pip\n\
-     ctypes.CDLL(os.path.join(os.path.dirname(pip.__file__), '_native.so'))";
+fn load_pip() -> String {
+    py::load_native_dist("pip")
+}
 
 /// Issue 17's full loop: the trainer (pip 23.0.1 in its venv, a
 /// sensitive pod) is isolated by an approved plan; pip is upgraded to
@@ -909,8 +845,8 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
     .unwrap();
     std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
     let (feeds, alice, bob) = tokens(w.data.path());
-    let (python, site) = venv(scratch.path());
-    install_pip(&site, "23.0.1");
+    let (python, site) = py::bare_venv(scratch.path());
+    py::install_native_dist(&site, "pip", "23.0.1");
 
     let net = Internet::new();
     let (trainer_cg, trainer_rel) = pod(
@@ -920,7 +856,7 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
         "trainer",
         3,
     );
-    let trainer = Connector::start_with(&python, &trainer_rel, LOAD_PIP);
+    let trainer = Connector::start_with(&python, &trainer_rel, &load_pip());
     let start = now_ms();
     assert!(
         trainer
@@ -997,10 +933,10 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
 
     // The fix: pip 23.3 in the venv, the trainer restarted (still in its
     // isolated pod: its connects keep failing until the lift).
-    install_pip(&site, "23.3");
+    py::install_native_dist(&site, "pip", "23.3");
     drop(trainer);
     let fixed_at = now_ms();
-    let trainer = Connector::start_with(&python, &trainer_rel, LOAD_PIP);
+    let trainer = Connector::start_with(&python, &trainer_rel, &load_pip());
     let shown = w.show_until(&alice, &id, Duration::from_secs(90), |s| {
         s["state"] == "closed"
     });

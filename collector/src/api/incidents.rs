@@ -197,7 +197,10 @@ pub(super) async fn list(
     Ok(v1::ListIncidentsResponse {
         incidents: found.iter().map(|(id, i)| incident(*id, i, &[])).collect(),
         time_to_containment: per_tier(found.iter().map(|(_, i)| i)),
-        policy: Some(policy_in_force(&svc.policy().state())),
+        policy: Some(v1::PolicyInForce {
+            verify: Some(verify_in_force(&svc.verify_in_force())),
+            ..policy_in_force(&svc.policy().state())
+        }),
         next_before,
     })
 }
@@ -216,7 +219,10 @@ pub(super) async fn get(
         .domain(move |ingest| log::show(ingest.store().as_ref(), id, max).map_err(status))
         .await?;
     let mut out = incident(shown.id, &shown.incident, &shown.events);
-    out.policy = Some(policy_in_force(&svc.policy().state()));
+    out.policy = Some(v1::PolicyInForce {
+        verify: Some(verify_in_force(&svc.verify_in_force())),
+        ..policy_in_force(&svc.policy().state())
+    });
     if let Some(v) = &mut out.verification {
         v.streak_required = svc.verify_settings().streak;
     }
@@ -500,6 +506,19 @@ fn policy_in_force(p: &crate::response::PolicyState) -> v1::PolicyInForce {
         source: p.source.clone(),
         loaded_at_ms: p.loaded_at_ms,
         reload_error: p.last_error.clone().unwrap_or_default(),
+        verify: None,
+    }
+}
+
+/// Verification's settings in force, as answers state them.
+fn verify_in_force(v: &crate::response::verify::settings::InForce) -> v1::VerifyInForce {
+    v1::VerifyInForce {
+        every_ms: v.settings.every.as_millis() as i64,
+        streak: v.settings.streak,
+        evidence: v.settings.counted.clone(),
+        every_from: v.every.name().into(),
+        streak_from: v.streak.name().into(),
+        evidence_from: v.evidence.name().into(),
     }
 }
 

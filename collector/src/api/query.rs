@@ -62,8 +62,10 @@ pub struct QueryService {
     pub(super) hub: Arc<crate::response::contain::Hub>,
     /// GateCheck's open-incident facts between calls.
     pub(super) gate: Arc<crate::response::gate::facts::Cache>,
-    /// How verification runs (K, the evidence counted), for answers.
+    /// How verification runs (K, the evidence counted), for answers: the
+    /// base and the flags, resolved with the policy in force.
     verify: crate::response::verify::Settings,
+    verify_flags: crate::response::verify::settings::VerifyFlags,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -98,17 +100,33 @@ impl QueryService {
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
             gate: Default::default(),
             verify: crate::response::verify::Settings::default(),
+            verify_flags: Default::default(),
         }
     }
 
-    /// Answers with these verification settings (the collector's).
-    pub fn with_verify(mut self, settings: crate::response::verify::Settings) -> Self {
+    /// Answers with these verification settings (the collector's base
+    /// and its `--verify-*` flags; the policy's `[verify]` between them).
+    pub fn with_verify(
+        mut self,
+        settings: crate::response::verify::Settings,
+        flags: crate::response::verify::settings::VerifyFlags,
+    ) -> Self {
         self.verify = settings;
+        self.verify_flags = flags;
         self
     }
 
-    pub(super) fn verify_settings(&self) -> &crate::response::verify::Settings {
-        &self.verify
+    /// The verification settings in force now, and where each came from.
+    pub(super) fn verify_in_force(&self) -> crate::response::verify::settings::InForce {
+        crate::response::verify::settings::resolve(
+            &self.verify,
+            &self.policy.state().current.verify,
+            &self.verify_flags,
+        )
+    }
+
+    pub(super) fn verify_settings(&self) -> crate::response::verify::Settings {
+        self.verify_in_force().settings
     }
 
     /// Plans, approvals and reverts publish to this hub (a hub of its own

@@ -408,6 +408,18 @@ pub enum Event {
         #[serde(default)]
         reason: String,
     },
+    /// A deploy the gate stopped, let through by a break-glass ticket
+    /// (`patchgap.io/break-glass`), with the image digests it overrode:
+    /// verification's policy check counts a workload running one of them
+    /// as admitted with a ticket, not as a bypass of the gate.
+    BreakGlass {
+        ticket: String,
+        #[serde(default)]
+        by: String,
+        object: String,
+        #[serde(default)]
+        digests: Vec<String>,
+    },
 }
 
 impl Event {
@@ -426,6 +438,7 @@ impl Event {
             Event::Checked { .. } => "checked",
             Event::ForceClosed { .. } => "force_closed",
             Event::HostRetired { .. } => "host_retired",
+            Event::BreakGlass { .. } => "break_glass",
         }
     }
 }
@@ -656,6 +669,25 @@ pub struct Incident {
     /// How often it reopened after a close.
     #[serde(default)]
     pub reopened: u32,
+    /// The image digests break-glass tickets let through the gate, each
+    /// with the first ticket that did (bounded by the digests blocked).
+    #[serde(default)]
+    pub break_glass: BTreeMap<String, BreakGlassRecord>,
+    /// Reopened since its last plan: that plan's containment was lifted
+    /// when it closed, so it no longer holds, even with the same hash.
+    /// The next plan is recorded afresh: `auto` actions run again, and
+    /// `required` ones wait for a new approval.
+    #[serde(default)]
+    pub plan_stale: bool,
+}
+
+/// A break-glass admission of one digest: the ticket, who, what, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRecord {
+    pub ticket: String,
+    pub by: String,
+    pub object: String,
+    pub at_ms: i64,
 }
 
 fn one() -> u32 {
@@ -754,6 +786,8 @@ impl Incident {
             verification: None,
             forced_close: None,
             reopened: 0,
+            break_glass: BTreeMap::new(),
+            plan_stale: false,
         })
     }
 
@@ -799,10 +833,12 @@ impl Incident {
                     });
                 }
                 if *from == State::Closed {
-                    // Reopened: the gate starts over.
+                    // Reopened: the gate starts over, and so does the
+                    // containment (see `plan_stale`).
                     self.reopened += 1;
                     self.verification = None;
                     self.forced_close = None;
+                    self.plan_stale = self.plan.is_some();
                 }
                 self.state = *to;
             }
@@ -849,11 +885,31 @@ impl Incident {
                 self.hosts_seen.remove(host);
                 self.hosts_retired.insert(host.clone());
             }
+            Event::BreakGlass {
+                ticket,
+                by,
+                object,
+                digests,
+            } => {
+                for d in digests {
+                    self.break_glass
+                        .entry(d.clone())
+                        .or_insert_with(|| BreakGlassRecord {
+                            ticket: ticket.clone(),
+                            by: by.clone(),
+                            object: object.clone(),
+                            at_ms: r.at_ms,
+                        });
+                }
+            }
             Event::TierRouted { tier, name } => {
                 self.tier = *tier;
                 self.tier_name = name.clone();
             }
-            Event::Planned { plan } => self.record_plan(r, plan)?,
+            Event::Planned { plan } => {
+                self.record_plan(r, plan)?;
+                self.plan_stale = false;
+            }
             Event::Approved { plan, actions } => {
                 let actual = self.plan.as_ref().map(|p| p.plan.hash.clone());
                 if actual.as_deref() != Some(plan.as_str()) {

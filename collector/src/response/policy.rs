@@ -517,6 +517,10 @@ pub struct Policy {
     pub egress: crate::egress::stage::EgressPolicies,
     #[serde(skip)]
     pub egress_learning: crate::egress::flags::EgressFlags,
+    /// Verification's settings (`[verify]`: `every`, `streak` K,
+    /// `evidence`), which the `--verify-*` flags override.
+    #[serde(skip_serializing_if = "crate::response::verify::settings::VerifyTable::is_empty")]
+    pub verify: crate::response::verify::settings::VerifyTable,
 }
 
 impl PartialEq for Policy {
@@ -528,6 +532,7 @@ impl PartialEq for Policy {
             && self.endpoints == other.endpoints
             && self.egress == other.egress
             && self.egress_learning == other.egress_learning
+            && self.verify == other.verify
     }
 }
 
@@ -682,6 +687,7 @@ impl Policy {
         Policy {
             egress: Default::default(),
             egress_learning: Default::default(),
+            verify: Default::default(),
             tiers: vec![
                 Tier {
                     number: 1,
@@ -842,3 +848,5 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;

@@ -112,8 +112,11 @@ checks!(
     egress_baselines_are_versioned,
     egress_alerts_one_open_per_key,
     process_chain_walks_to_the_root,
+    instance_first_start_keeps_exited_processes,
 );
 
+mod instances;
+use instances::instance_first_start_keeps_exited_processes;
 mod outbox;
 use outbox::{
     outbox_enqueues_once_per_webhook_id, outbox_gone_disables_the_endpoint,

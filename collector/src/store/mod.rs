@@ -272,6 +272,14 @@ pub trait Store: Send + Sync + 'static {
     /// Workload instances with running processes, on every host.
     fn workloads(&self) -> Result<Vec<WorkloadRow>>;
 
+    /// When the workload instance `instance` (an agent's instance id) on
+    /// the host `host` (hostname or host id) first ran a process, as far
+    /// as the stored history holds, exited processes included: the
+    /// earliest process start time; None when no process of it is stored.
+    /// A container restarted in its pod keeps its instance's first start,
+    /// so verification tells a new deploy from a restart by it.
+    fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>>;
+
     /// Running processes, optionally of one host (by hostname or host id):
     /// at most `limit` after `after`, in cursor order, each with its
     /// cursor.

@@ -363,6 +363,8 @@ mod tests {
             next_action: 2,
             hosts_seen: Default::default(),
             hosts_retired: Default::default(),
+            break_glass: Default::default(),
+            plan_stale: false,
             verification: None,
             forced_close: None,
             reopened: 0,

@@ -275,11 +275,31 @@ pub fn record_break_glass(
         let Some(id) = crate::response::incident::parse_id(&inc) else {
             continue;
         };
+        // The note for people; the digests it let through for the
+        // policy check (a workload running one is admitted, not a bypass).
+        let glass = Event::BreakGlass {
+            ticket: ticket.clone(),
+            by: who.user.clone(),
+            object: object.to_string(),
+            digests: overridden_digests(verdict, &inc),
+        };
         log::append(ingest, id, log::COLLECTOR, now_ms, |_| {
-            Ok(vec![Event::Note { text: text.clone() }])
+            Ok(vec![Event::Note { text: text.clone() }, glass.clone()])
         })?;
     }
     Ok(())
+}
+
+/// The pinned digests of the images a break-glass let through despite
+/// incident `inc`, each once.
+fn overridden_digests(v: &Verdict, inc: &str) -> Vec<String> {
+    let digests: std::collections::BTreeSet<String> = v
+        .overridden
+        .iter()
+        .filter(|r| r.incident == inc)
+        .filter_map(|r| super::Image::from_reference(&r.container, &r.image).digest)
+        .collect();
+    digests.into_iter().collect()
 }
 
 fn overridden_message(v: &Verdict) -> String {

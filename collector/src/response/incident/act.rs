@@ -127,7 +127,11 @@ fn record_plan_events(
         events.push(Event::StateChanged {
             from: State::Scoped,
             to: State::Planned,
-            reason: format!("plan {}", short(&fresh.hash)),
+            reason: if cur.plan_stale {
+                format!("plan {}: {reason}", short(&fresh.hash))
+            } else {
+                format!("plan {}", short(&fresh.hash))
+            },
         });
         if fresh.needs_approval() {
             events.push(Event::StateChanged {
@@ -188,17 +192,23 @@ pub fn plan(
                 name: fresh.tier_name.clone(),
             });
         }
-        let holds = cur.plan.as_ref().is_some_and(|r| {
-            r.plan.hash == fresh.hash
-                && now_ms < r.expires_at_ms()
-                && (r.by == actor || actor == COLLECTOR || r.by != COLLECTOR)
-        });
+        // A reopened incident's plan was lifted with its containment:
+        // never held, whatever its hash.
+        let holds = !cur.plan_stale
+            && cur.plan.as_ref().is_some_and(|r| {
+                r.plan.hash == fresh.hash
+                    && now_ms < r.expires_at_ms()
+                    && (r.by == actor || actor == COLLECTOR || r.by != COLLECTOR)
+            });
         let plannable = matches!(
             cur.state,
             State::Scoped | State::Planned | State::ApprovalPending | State::Contained
         );
         if fresh.tier.is_some() && !holds && plannable {
             let why = match &cur.plan {
+                Some(_) if cur.plan_stale => {
+                    "reopened: the earlier plan's containment was lifted when it closed, so it is planned and contained again".to_string()
+                }
                 Some(r) if r.plan.hash != fresh.hash => {
                     format!(
                         "plan {} no longer holds: the scope or the policy changed",
@@ -553,6 +563,8 @@ pub fn auto_open(
     Ok(opened)
 }
 
+#[cfg(test)]
+mod reopen_tests;
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

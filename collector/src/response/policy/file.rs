@@ -58,6 +58,16 @@ struct RawPolicy {
     #[serde(default)]
     egress: Vec<Spanned<RawEgress>>,
     egress_learning: Option<Spanned<RawEgressLearning>>,
+    verify: Option<Spanned<RawVerify>>,
+}
+
+/// `[verify]`: how incidents past containment are verified (issue 17).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    every: Option<Spanned<String>>,
+    streak: Option<Spanned<i64>>,
+    evidence: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -413,7 +423,12 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         None => GateSettings::default(),
     };
     let (egress, egress_learning) = check_egress(c, raw.egress, raw.egress_learning);
+    let verify = match raw.verify {
+        Some(v) => check_verify(c, v.into_inner()),
+        None => Default::default(),
+    };
     Policy {
+        verify,
         tiers,
         guards,
         exceptions,
@@ -546,6 +561,62 @@ fn check_egress(
         }
     }
     (policies, flags)
+}
+
+/// `[verify]`: each key checked on its own (see
+/// `response::verify::settings`), every problem reported.
+fn check_verify(c: &mut Checker, v: RawVerify) -> crate::response::verify::settings::VerifyTable {
+    use crate::response::verify::settings::{self, VerifyTable};
+    let mut out = VerifyTable::default();
+    if let Some(e) = v.every {
+        match crate::egress::duration::parse(e.get_ref())
+            .map_err(|err| format!("verify {err}"))
+            .and_then(|d| settings::check_every(d).map_err(|err| format!("verify {err}")))
+        {
+            Ok(d) => out.every = Some(d),
+            Err(why) => c.error(e.span(), why),
+        }
+    }
+    if let Some(k) = v.streak {
+        match settings::check_streak(*k.get_ref()) {
+            Ok(k) => out.streak = Some(k),
+            Err(why) => c.error(k.span(), format!("verify {why}")),
+        }
+    }
+    if let Some(list) = v.evidence {
+        let span = list.span();
+        let mut levels = Vec::new();
+        let mut ok = true;
+        for l in list.into_inner() {
+            let level = l.get_ref().trim().to_string();
+            // Each entry's own problem at its place; the list's (no
+            // "loaded") at the list.
+            let why = if !crate::response::verify::LEVELS.contains(&level.as_str()) {
+                Some(format!(
+                    "verify evidence level {level:?} is not one of {}",
+                    crate::response::verify::LEVELS.join(", ")
+                ))
+            } else if levels.contains(&level) {
+                Some(format!("verify evidence level {level:?} is listed twice"))
+            } else {
+                None
+            };
+            match why {
+                Some(why) => {
+                    c.error(l.span(), why);
+                    ok = false;
+                }
+                None => levels.push(level),
+            }
+        }
+        if ok {
+            match settings::check_levels(&levels) {
+                Ok(()) => out.evidence = Some(levels),
+                Err(why) => c.error(span, format!("verify {why}")),
+            }
+        }
+    }
+    out
 }
 
 /// The byte offset of a 1-based line's start.

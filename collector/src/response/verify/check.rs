@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Run, Settings, Verdict};
 use crate::response::{
-    ActionKind, Cidr, Mode,
-    incident::{ActionState, Incident},
+    ActionKind, Admission, Cidr, Mode,
+    incident::{ActionState, Incident, IncidentAction},
 };
 
 /// The most blockers one check lists; past it the last line says how
@@ -97,6 +97,21 @@ pub struct ConnectionFact {
     pub last_result: i32,
 }
 
+/// A workload instance running an image digest the incident's gate
+/// blocks, as the store has it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFact {
+    pub host: String,
+    /// The agent's instance id (`pod/<uid>/<container>`, ...).
+    pub instance: String,
+    pub namespace: String,
+    pub image_digest: String,
+    /// The earliest start of its processes in the store's history, exited
+    /// ones included (a restarted container keeps its first start); 0
+    /// when unknown.
+    pub first_start_ms: i64,
+}
+
 /// What one pass read for one incident.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -110,6 +125,47 @@ pub struct Facts {
     /// The incident's subject cannot be queried (a policy rule, an egress
     /// alert): the package and digest checks have nothing to ask.
     pub no_query: Option<String>,
+    /// While a `block_new_artifacts_with_package` action is in force: the
+    /// workload instances that run a digest it blocks (at most
+    /// [`MAX_INSTANCES`]).
+    pub instances: Vec<InstanceFact>,
+    /// How the policy in force answers the incident's block
+    /// (`admission`); None: as a denial.
+    pub gate_admission: Option<Admission>,
+}
+
+/// The most workload instances of blocked digests one pass reads.
+pub const MAX_INSTANCES: usize = 200;
+
+/// The image digests the incident's gate blocks, as far as the pass
+/// knows them: those its scope saw running with an affected version, and
+/// those whose SBOM declares one.
+pub fn blocked_digests(incident: &Incident, facts: &Facts) -> BTreeSet<String> {
+    let mut out = incident.scope.image_digests.clone();
+    for p in &facts.processes {
+        if !p.image_digest.is_empty() {
+            out.insert(p.image_digest.clone());
+        }
+        if p.pid == 0 && !p.sbom_image.is_empty() {
+            out.insert(p.sbom_image.clone());
+        }
+    }
+    out
+}
+
+/// When a gate action came into force: when it was requested (approved,
+/// or at once with `approval = auto`) or applied, whichever was first;
+/// an `auto` action still `planned` (no executor to request it from)
+/// since it was planned.
+pub fn gate_since(a: &IncidentAction) -> Option<i64> {
+    if !crate::response::gate::facts::in_force(a) {
+        return None;
+    }
+    [a.times.requested, a.times.applied, a.times.verified]
+        .into_iter()
+        .filter(|t| *t > 0)
+        .min()
+        .or((a.times.planned > 0).then_some(a.times.planned))
 }
 
 /// Every check, in the order `incident show` lists them.
@@ -117,7 +173,7 @@ pub fn run_checks(incident: &Incident, facts: &Facts, settings: &Settings) -> Ru
     let checks = vec![
         package(incident, facts, settings),
         digest(incident, facts),
-        policy(incident),
+        policy(incident, facts),
         egress(incident, facts),
         coverage(incident, facts, settings),
     ];
@@ -258,11 +314,15 @@ pub fn digest(incident: &Incident, facts: &Facts) -> CheckResult {
     }
 }
 
-/// The containment is still in force: every action carried out on hosts
-/// (or by the deploy gate) is applied (or verified) on every target, and
-/// none failed. (The
-/// deploy gate has no bypass record in this build: said in the evidence.)
-pub fn policy(incident: &Incident) -> CheckResult {
+/// The containment and the gate are still in force, and nothing bypassed
+/// the gate: every action carried out on hosts or by the deploy gate is
+/// applied (or verified) on every target, and none failed; and while a
+/// `block_new_artifacts_with_package` action denies (enforce mode, and
+/// not `admission = "warn"`), no workload instance first started after it
+/// came into force runs a digest it blocks, unless a break-glass ticket
+/// let that digest through (a deploy while the webhook was down, or with
+/// `failurePolicy: Ignore`, has none).
+pub fn policy(incident: &Incident, facts: &Facts) -> CheckResult {
     let mut blockers = Vec::new();
     let mut evidence = Vec::new();
     let carried: Vec<_> = incident
@@ -293,7 +353,7 @@ pub fn policy(incident: &Incident) -> CheckResult {
     if carried.is_empty() {
         evidence.push("no containment was carried out on hosts".into());
     }
-    evidence.push("deploy gate bypasses: not recorded by this build".into());
+    gate_bypasses(incident, facts, &mut evidence, &mut blockers);
     CheckResult {
         check: "policy".into(),
         verdict: if blockers.is_empty() {
@@ -301,10 +361,91 @@ pub fn policy(incident: &Incident) -> CheckResult {
         } else {
             Verdict::Failed
         },
-        query: "the incident's actions as the agents report them".into(),
+        query: "the incident's actions as the agents report them, and workloads started from digests the gate blocks".into(),
         evidence,
-        blockers,
+        blockers: capped(blockers),
     }
+}
+
+/// The gate part of the policy check (see [`policy`]).
+fn gate_bypasses(
+    incident: &Incident,
+    facts: &Facts,
+    evidence: &mut Vec<String>,
+    blockers: &mut Vec<String>,
+) {
+    let blocks: Vec<(&IncidentAction, i64)> = incident
+        .actions
+        .iter()
+        .filter(|a| a.planned.kind == ActionKind::BlockNewArtifactsWithPackage)
+        .filter_map(|a| gate_since(a).map(|t| (a, t)))
+        .collect();
+    for (a, since) in &blocks {
+        evidence.push(format!(
+            "action {} (block_new_artifacts_with_package) in force in the deploy gate since {} in {:?} mode",
+            a.planned.id,
+            utc(*since),
+            a.planned.mode
+        ));
+    }
+    let warns = facts.gate_admission == Some(Admission::Warn);
+    let Some(since) = blocks
+        .iter()
+        .filter(|(a, _)| a.planned.mode == Mode::Enforce && !warns)
+        .map(|(_, t)| *t)
+        .min()
+    else {
+        if !blocks.is_empty() {
+            evidence.push(
+                "the gate only warns (shadow mode or admission = \"warn\"): deploys it lets through are not bypasses".into(),
+            );
+        }
+        return;
+    };
+    let blocked = blocked_digests(incident, facts);
+    let (mut admitted, mut bypassed) = (0, 0);
+    for i in &facts.instances {
+        if !blocked.contains(&i.image_digest) || i.first_start_ms <= since {
+            continue;
+        }
+        let ns = if i.namespace.is_empty() {
+            "-"
+        } else {
+            i.namespace.as_str()
+        };
+        match incident.break_glass.get(&i.image_digest) {
+            Some(g) => {
+                admitted += 1;
+                evidence.push(format!(
+                    "workload {} on {} (namespace {ns}) started {} from blocked digest {}: admitted by break-glass {} ({} for {} at {})",
+                    i.instance,
+                    i.host,
+                    utc(i.first_start_ms),
+                    i.image_digest,
+                    g.ticket,
+                    if g.by.is_empty() { "someone" } else { &g.by },
+                    g.object,
+                    utc(g.at_ms)
+                ));
+            }
+            None => {
+                bypassed += 1;
+                blockers.push(format!(
+                    "workload {} on {} (namespace {ns}) started {} from blocked digest {} after the gate blocked it at {}, with no break-glass ticket: a deploy bypassed the gate",
+                    i.instance,
+                    i.host,
+                    utc(i.first_start_ms),
+                    i.image_digest,
+                    utc(since)
+                ));
+            }
+        }
+    }
+    evidence.push(format!(
+        "deploy gate: {} blocked digest(s), {bypassed} workload(s) started from one since {} without a ticket, {admitted} with a break-glass ticket",
+        blocked.len(),
+        utc(since)
+    ));
 }
 
 fn parse_allow(s: &str) -> Option<Cidr> {

@@ -18,12 +18,15 @@
 //! from the set published after its appends committed. Only `evidence`
 //! knows DSSE and in-toto.
 
+#[cfg(test)]
+mod bypass_tests;
 pub mod check;
 pub mod evidence;
 pub mod gate;
 pub mod graph;
 pub mod metrics;
 pub mod pass;
+pub mod settings;
 
 use std::time::Duration;
 
@@ -107,9 +110,10 @@ pub struct Verification {
 pub const LEVELS: [&str; 3] = ["loaded", "installed", "declared"];
 
 /// How verification runs: how often, how many successful runs in a row
-/// close an incident, and which evidence levels count. From the
-/// collector's configuration (`--verify-every`, `--verify-streak`,
-/// `--verify-evidence`).
+/// close an incident, and which evidence levels count. Resolved by
+/// [`settings::resolve`] from the collector's `--verify-*` flags, the
+/// policy file's `[verify]` table and the built-in defaults (this type's
+/// `Default`), in that order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub every: Duration,

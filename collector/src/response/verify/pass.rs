@@ -15,10 +15,13 @@ use super::{
 };
 use crate::{
     fleet::{ingest::Ingest, scope::Rule},
-    response::incident::{
-        Event, Incident, IncidentError, Source, State, display_id,
-        log::{self, COLLECTOR, LogError},
-        scope::{self, MAX_PROCESSES, ScopeError},
+    response::{
+        Policy,
+        incident::{
+            Event, Incident, IncidentError, Source, State, display_id,
+            log::{self, COLLECTOR, LogError},
+            scope::{self, MAX_PROCESSES, ScopeError},
+        },
     },
     store::{HostRow, Store},
 };
@@ -144,6 +147,7 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
             },
         });
     }
+    gate_instances(store, incident, &mut out)?;
     // Connections of the isolated workloads' hosts since isolation.
     let mut since: HashMap<&str, i64> = HashMap::new();
     for a in &incident.actions {
@@ -171,6 +175,42 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
     Ok(out)
 }
 
+/// While a `block_new_artifacts_with_package` action is in force: the
+/// workload instances running a digest it blocks, each with its first
+/// start from the store's history (at most [`check::MAX_INSTANCES`]).
+fn gate_instances(store: &dyn Store, incident: &Incident, out: &mut Facts) -> Result<(), LogError> {
+    let blocking = incident.actions.iter().any(|a| {
+        a.planned.kind == crate::response::ActionKind::BlockNewArtifactsWithPackage
+            && check::gate_since(a).is_some()
+    });
+    if !blocking {
+        return Ok(());
+    }
+    let blocked = check::blocked_digests(incident, out);
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    for w in store.workloads()? {
+        if out.instances.len() >= check::MAX_INSTANCES {
+            break;
+        }
+        if !blocked.contains(&w.workload.image_digest) {
+            continue;
+        }
+        let first = store
+            .instance_first_start(&w.host_id, &w.workload.id)?
+            .unwrap_or(0);
+        out.instances.push(check::InstanceFact {
+            host: w.host,
+            instance: w.workload.id,
+            namespace: w.workload.namespace,
+            image_digest: w.workload.image_digest,
+            first_start_ms: first,
+        });
+    }
+    Ok(())
+}
+
 /// The checks of one incident now (what `incident verify` would record).
 pub fn check_now(
     store: &dyn Store,
@@ -178,7 +218,24 @@ pub fn check_now(
     settings: &Settings,
     now_ms: i64,
 ) -> Result<Run, LogError> {
-    let f = facts(store, incident, now_ms)?;
+    check_with_policy(store, 0, incident, settings, None, now_ms)
+}
+
+/// [`check_now`] with the policy in force, which says how the gate
+/// answers the incident's block (`admission`).
+fn check_with_policy(
+    store: &dyn Store,
+    id: i64,
+    incident: &Incident,
+    settings: &Settings,
+    policy: Option<&Policy>,
+    now_ms: i64,
+) -> Result<Run, LogError> {
+    let mut f = facts(store, incident, now_ms)?;
+    f.gate_admission = policy
+        .and_then(|p| crate::response::gate::facts::blocker(id, incident, p))
+        .and_then(|b| b.block)
+        .map(|(admission, _)| admission);
     Ok(check::run_checks(incident, &f, settings))
 }
 
@@ -188,6 +245,7 @@ pub fn run_pass(
     ingest: &Ingest,
     settings: &Settings,
     rules: &[Rule],
+    policy: &Policy,
     now_ms: i64,
 ) -> Result<Passed, LogError> {
     let store = ingest.store().as_ref();
@@ -204,7 +262,7 @@ pub fn run_pass(
         };
         let done = if gate::checkable(&incident) {
             out.checked += 1;
-            verify_one(ingest, rec.id, &incident, settings, now_ms)
+            verify_one(ingest, rec.id, &incident, settings, policy, now_ms)
         } else if incident.state == State::Closed && incident.forced_close.is_none() {
             reopen_if_regressed(ingest, rec.id, &incident, settings, rules, now_ms)
         } else {
@@ -241,9 +299,17 @@ fn verify_one(
     id: i64,
     incident: &Incident,
     settings: &Settings,
+    policy: &Policy,
     now_ms: i64,
 ) -> Result<Incident, LogError> {
-    let run = check_now(ingest.store().as_ref(), incident, settings, now_ms)?;
+    let run = check_with_policy(
+        ingest.store().as_ref(),
+        id,
+        incident,
+        settings,
+        Some(policy),
+        now_ms,
+    )?;
     log::append(ingest, id, COLLECTOR, now_ms, |cur| {
         gate::after_run(cur, &run, settings)
     })
@@ -496,7 +562,7 @@ mod tests {
         }
 
         fn pass(&self, k: u32, at: i64) -> Passed {
-            run_pass(&self.ingest, &settings(k), &[], at).unwrap()
+            run_pass(&self.ingest, &settings(k), &[], &Policy::builtin(), at).unwrap()
         }
 
         fn incident(&self, id: i64) -> Incident {

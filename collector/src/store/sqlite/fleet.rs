@@ -297,3 +297,17 @@ pub(super) fn processes_page(
     }
     Ok(page)
 }
+
+/// The earliest start of any stored process of the instance on the host
+/// (by hostname or host id), exited ones included.
+pub(super) fn instance_first_start(
+    conn: &Connection,
+    host: &str,
+    instance: &str,
+) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT min(p.start_time_ms) FROM process p JOIN host h ON h.id = p.host
+         WHERE (h.hostname = ?1 OR h.host_id = ?1) AND p.workload = ?2",
+    )?;
+    Ok(stmt.query_row(params![host, instance], |r| r.get::<_, Option<i64>>(0))?)
+}

@@ -274,6 +274,10 @@ impl Store for SqliteStore {
         fleet::connections(&*self.read()?, host, since_ms)
     }
 
+    fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
+        fleet::instance_first_start(&*self.read()?, host, instance)
+    }
+
     fn processes_page(
         &self,
         host: Option<&str>,
