@@ -122,6 +122,12 @@ impl World {
                     },
                 },
                 Event::Requested { actions: vec![1] },
+                // What the deploy gate's follower records once its facts
+                // hold the block (gate/execute.rs).
+                Event::Observed {
+                    action: 1,
+                    observation: crate::response::incident::Observation::Applied { at_ms: GATE_AT },
+                },
                 planned,
                 Event::StateChanged {
                     from: State::Planned,

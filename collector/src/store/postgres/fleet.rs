@@ -301,3 +301,18 @@ pub(super) fn processes_page(
     }
     Ok(page)
 }
+
+/// The earliest stored start of any process of `instance` on `host` (by
+/// hostname or host id), exited ones included.
+pub(super) fn instance_first_start(
+    c: &mut impl GenericClient,
+    host: &str,
+    instance: &str,
+) -> Result<Option<i64>> {
+    let row = c.query_one(
+        "SELECT min(p.start_time_ms) FROM process p JOIN host h ON h.id = p.host
+         WHERE (h.hostname = $1 OR h.host_id = $1) AND p.workload = $2",
+        &[&host, &instance],
+    )?;
+    Ok(row.get::<_, Option<i64>>(0))
+}

@@ -201,6 +201,10 @@ impl Store for PgStore {
         fleet::hosts(&mut *self.conn()?)
     }
 
+    fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
+        fleet::instance_first_start(&mut *self.conn()?, host, instance)
+    }
+
     fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
         packages::packages_named(&mut *self.conn()?, q)
     }

@@ -68,6 +68,7 @@ fn a_reopened_incident_gets_a_fresh_plan_auto_actions_run_again_required_ones_wa
         policy: &policy,
         rules: &[],
         protected: &protected,
+        executors: &Executors::default(),
     };
     let first = plan(&ingest, id, COLLECTOR, &planning, T0 + 2).unwrap();
     assert!(first.recorded);
