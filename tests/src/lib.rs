@@ -14,6 +14,7 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+pub mod alertmanager;
 pub mod py;
 pub mod upgrade;
 

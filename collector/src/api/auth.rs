@@ -51,7 +51,8 @@ pub fn required_scope(method: &str) -> Scope {
         | "GetIncidentGraph"
         | "GetResponseReport"
         | "ListEgressAlerts"
-        | "GetEgressBaseline" => Scope::Read,
+        | "GetEgressBaseline"
+        | "ListWorkloadChanges" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

@@ -12,6 +12,7 @@
 
 mod advisories;
 pub mod auth;
+mod changes;
 mod egress;
 mod fleet;
 mod gate;

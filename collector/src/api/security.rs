@@ -172,6 +172,7 @@ plain_args!(
     v1::GetResponseReportRequest,
     v1::ListEgressAlertsRequest,
     v1::GetEgressBaselineRequest,
+    v1::ListWorkloadChangesRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

@@ -28,6 +28,11 @@ pub struct EgressFlags {
     /// Overrides the policy file.
     #[arg(long = "egress-quarantine", value_name = "DURATION", value_parser = parse_arg)]
     pub quarantine: Option<Duration>,
+    /// Unexpected egress: an alert not seen again for this long is
+    /// resolved, and Alertmanager and webhook receivers are told (default
+    /// 15m).
+    #[arg(long = "egress-resolve-after", value_name = "DURATION", value_parser = parse_arg)]
+    pub resolve_after: Option<Duration>,
 }
 
 impl EgressFlags {
