@@ -229,9 +229,11 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused_clearly() {
-        let msg = |r| ListChanges::try_from(r).unwrap_err().message().to_string();
+        let msg = |r: v1::ListWorkloadChangesRequest| {
+            ListChanges::try_from(r).unwrap_err().message().to_string()
+        };
         assert!(msg(req("", 0, 0, "")).contains("give a workload"));
-        assert!(msg(req("x\n", 0, 0, "")).contains("give a workload"));
+        assert!(msg(req("x\ny", 0, 0, "")).contains("give a workload"));
         assert!(msg(req("x", -1, 0, "")).contains("not negative"));
         assert!(msg(req("x", 0, 0, "garbage")).contains("not one this query gave"));
         assert!(msg(req("x", 0, 0, "c1.zz")).contains("not one this query gave"));

@@ -327,6 +327,9 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
         alert.lineage[0].argv,
         "python3 train.py --api-key <redacted>"
     );
+    // From `fleet::changes` (what `patchgap changes` answers): when the
+    // upgraded processes were first held, not when they connected.
+    assert_eq!(alert.packages_changed.len(), 1, "{alert:?}");
     let change = &alert.packages_changed[0];
     assert_eq!(
         (
@@ -335,7 +338,7 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
             change.to.as_str(),
             change.at_ms
         ),
-        ("pypi/trainlib", "1.0.0", "2.0.0", T0 + 6000)
+        ("pypi/trainlib", "1.0.0", "2.0.0", T0 + 5000)
     );
     assert_eq!(alert.packages, vec!["pkg:pypi/trainlib@2.0.0".to_string()]);
     assert_eq!(alert.replicas.len(), 2, "{:?}", alert.replicas);

@@ -9,7 +9,9 @@
 //! ones included); [`fold`] decides, pure, what is a change:
 //! - a version first held at or after T is new; its `from` is the
 //!   version of the same package first held before it (the latest such),
-//!   or empty when the package is new to the workload;
+//!   or empty when the package is new to the workload (what the
+//!   workload held when it was first seen is not a change: a young
+//!   workload's packages are not all "added");
 //! - a package no instance holds any more, while the workload still runs
 //!   something, is removed (`to` empty) at its last end, if that end is
 //!   at or after T.
@@ -148,6 +150,13 @@ pub fn fold(instances: &[InstanceSpans], since_ms: i64) -> Vec<Change> {
             v.replicas.insert(i.replica.clone());
         }
     }
+    // When the workload was first seen: what it held then is its start,
+    // not a change.
+    let start = instances
+        .iter()
+        .flat_map(|i| i.spans.iter().map(|s| s.first_ms))
+        .min()
+        .unwrap_or(i64::MIN);
     let mut out = Vec::new();
     for (name, versions) in packages {
         let mut by_time: Vec<(&String, &Version)> = versions.iter().collect();
@@ -162,6 +171,9 @@ pub fn fold(instances: &[InstanceSpans], since_ms: i64) -> Vec<Change> {
                 .find(|(_, u)| u.first_ms < v.first_ms)
                 .map(|(u, _)| u.to_string())
                 .unwrap_or_default();
+            if from.is_empty() && v.first_ms <= start {
+                continue;
+            }
             out.push(Change {
                 name: name.clone(),
                 from,
@@ -313,6 +325,9 @@ mod tests {
                 "pypi/newlib ->3.0 @5100 opened [\"alpha/a\"]",
             ]
         );
+        // T before everything: what the workload started with is not a
+        // change (numpy, trainlib 1.0.0 and oldlib at 100 are not listed).
+        assert_eq!(fold(&[a.clone()], 0).len(), 3);
         // T after everything: nothing changed since.
         assert!(fold(&[a.clone()], 10_000).is_empty());
         // A workload with nothing running has no removals: it is gone,
