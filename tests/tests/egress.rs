@@ -425,7 +425,11 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
         scope_map: scratch.path().join("scope.map"),
         port,
     };
-    let checked = w.patchgap(&["policy", "check", &w.policy.to_string_lossy()]);
+    let checked = Command::new(w.bins.join("patchgap"))
+        .args(["policy", "check"])
+        .arg(&w.policy)
+        .output()
+        .unwrap();
     assert!(
         checked.status.success(),
         "{}{}",
