@@ -154,6 +154,7 @@ query_impl! {
         get_response_report(v1::GetResponseReportRequest) -> v1::GetResponseReportResponse;
         list_egress_alerts(v1::ListEgressAlertsRequest) -> v1::ListEgressAlertsResponse;
         get_egress_baseline(v1::GetEgressBaselineRequest) -> v1::GetEgressBaselineResponse;
+        list_workload_changes(v1::ListWorkloadChangesRequest) -> v1::ListWorkloadChangesResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -173,7 +173,7 @@ fn process(w: usize, replica: usize, packages: usize, wl: &v1::Workload) -> Proc
 /// Learned destination `d` of workload `w`: (address, names, port).
 fn destination(w: usize, d: usize) -> (String, Vec<String>, u32) {
     let ip = format!("203.0.{}.{}", (w * 31 + d) % 250, (w + d * 7) % 250 + 1);
-    if d % 2 == 0 {
+    if d.is_multiple_of(2) {
         (ip, vec![format!("api-{d}.svc-{w}.example.net")], 443)
     } else {
         (ip, Vec::new(), 5432)

@@ -499,4 +499,52 @@ ports = [70000]
             "{w} not in {errors:#?}"
         );
     }
+
+    // An [[egress]] routes its alerts to an [[endpoint]] by name; a name
+    // the file does not define is an error at its place.
+    let routed = br#"
+[[tier]]
+number = 1
+name = "all"
+[[tier.rule]]
+
+[[endpoint]]
+name = "soc"
+url = "http://127.0.0.1:9/hook"
+secret_env = "SOC_SECRET"
+
+[[egress]]
+workload = "ml/trainer"
+endpoint = "soc"
+
+[[egress]]
+workload = "ml/batch"
+endpoint = "nowhere"
+"#;
+    let errors: Vec<String> = crate::Policy::parse("p.toml", routed)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e
+                .starts_with("p.toml:18:12: egress endpoint \"nowhere\" is not an [[endpoint]]")),
+        "{errors:#?}"
+    );
+    let ok = std::str::from_utf8(routed)
+        .unwrap()
+        .replace("\"nowhere\"", "\"soc\"");
+    let policy = crate::Policy::parse("p.toml", ok.as_bytes()).unwrap();
+    let trainer = super::alert::WorkloadRef {
+        namespace: "ml".into(),
+        owner: "trainer".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        policy.egress.for_workload(&trainer).endpoint.as_deref(),
+        Some("soc")
+    );
+    assert_eq!(policy.egress.default.endpoint, None);
 }

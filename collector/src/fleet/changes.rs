@@ -327,9 +327,9 @@ mod tests {
         );
         // T before everything: what the workload started with is not a
         // change (numpy, trainlib 1.0.0 and oldlib at 100 are not listed).
-        assert_eq!(fold(&[a.clone()], 0).len(), 3);
+        assert_eq!(fold(std::slice::from_ref(&a), 0).len(), 3);
         // T after everything: nothing changed since.
-        assert!(fold(&[a.clone()], 10_000).is_empty());
+        assert!(fold(std::slice::from_ref(&a), 10_000).is_empty());
         // A workload with nothing running has no removals: it is gone,
         // not stripped.
         let gone = instance(

@@ -482,6 +482,27 @@ fn enqueue(
     done
 }
 
+/// What a pass prepared: the alerts to post, and the webhook events
+/// enqueued (alert id, resolved).
+pub type Prepared = (Vec<Stored>, Vec<(i64, bool)>);
+
+/// One pass's store work (blocking): reads the alerts, enqueues the
+/// webhook events due, and returns the alerts to post and the events
+/// enqueued.
+pub fn prepare(
+    store: &dyn Store,
+    egress: &crate::egress::stage::EgressConfig,
+    sent: &Sent,
+    resend: bool,
+    link_base: Option<&str>,
+    now_ms: i64,
+) -> Result<Prepared, StoreError> {
+    let alerts = read(store, egress.resolve_after, now_ms)?;
+    let due = due(&alerts, &egress.policies, sent, resend, now_ms);
+    let enqueued = enqueue(store, &due.enqueue, link_base, now_ms);
+    Ok((due.post, enqueued))
+}
+
 /// Delivers egress alerts until the task is dropped: a pass at once on
 /// each alert the stage publishes, and one every `config.alert_interval`
 /// (scaled) that posts every active alert again.
@@ -530,12 +551,14 @@ pub async fn run(
                     enqueued,
                 };
                 let now = patchgap_proto::time::now_ms();
-                let egress = stage.config();
-                let store = ingest.store().as_ref();
-                let alerts = read(store, egress.resolve_after, now)?;
-                let due = due(&alerts, &egress.policies, &sent, resend, now);
-                let enqueued = enqueue(store, &due.enqueue, link.as_deref(), now);
-                Ok::<_, StoreError>((due.post, enqueued))
+                prepare(
+                    ingest.store().as_ref(),
+                    &stage.config(),
+                    &sent,
+                    resend,
+                    link.as_deref(),
+                    now,
+                )
             })
             .await
         };
@@ -844,6 +867,70 @@ mod tests {
             [1]
         );
         assert!(late.enqueue.is_empty());
+    }
+
+    /// Through a real store: an open alert's opening goes to the outbox
+    /// once (incident 0), its resolution once more after it resolves, and
+    /// an audit-mode alert never.
+    #[test]
+    fn webhook_events_go_through_the_outbox_once() {
+        use crate::{SqliteStore, egress::stage::EgressConfig, store::EgressAlertUpsert};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let now = 1_800_000_000_000;
+        for (key, mode) in [("k|sent", "policy+learn"), ("k|audit", "audit")] {
+            let mut a = alert(0, mode, &[]);
+            a.dedup_key = key.into();
+            let body = serde_json::to_string(&a).unwrap();
+            store
+                .upsert_egress_alert(&EgressAlertUpsert {
+                    dedup_key: key,
+                    workload: &a.workload.key,
+                    seen_ms: now - 1_000,
+                    count: 1,
+                    body: &body,
+                })
+                .unwrap();
+        }
+        let config = EgressConfig {
+            policies: policies(Some("soc")),
+            ..EgressConfig::default()
+        };
+        let mut sent = Sent::default();
+        let (post, enqueued) = prepare(&store, &config, &sent, false, None, now).unwrap();
+        assert_eq!(post.len(), 1, "audit is not posted");
+        assert_eq!(enqueued.len(), 1, "audit is not enqueued");
+        let id = post[0].alert.id;
+        sent.enqueued.extend(enqueued);
+        // A restarted deliverer (nothing remembered) enqueues again: the
+        // outbox keeps one row per webhook-id.
+        prepare(&store, &config, &Sent::default(), false, None, now).unwrap();
+        let rows = store.deliveries(Some(0), 10).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (
+                rows[0].event_type.as_str(),
+                rows[0].endpoint.as_str(),
+                rows[0].incident
+            ),
+            (OPENED, "soc", 0)
+        );
+        assert_eq!(rows[0].webhook_id, webhook_id(id, false));
+        // Quiet: resolved, and the resolution goes out too.
+        store.resolve_egress_alerts(now, now + 5_000).unwrap();
+        let (post, enqueued) = prepare(&store, &config, &sent, false, None, now + 5_000).unwrap();
+        assert_eq!(
+            post.iter()
+                .map(|s| (s.alert.id, s.resolved_ms))
+                .collect::<Vec<_>>(),
+            [(id, Some(now + 5_000))]
+        );
+        assert_eq!(enqueued, [(id, true)]);
+        let rows = store.deliveries(Some(0), 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        let body: serde_json::Value = serde_json::from_slice(&rows[0].body).unwrap();
+        assert_eq!(body["type"], RESOLVED);
+        assert_eq!(body["data"]["alert"]["id"], id);
     }
 
     #[test]
