@@ -590,6 +590,12 @@ pub async fn run(
                     tokio::time::sleep_until(next_resend).await;
                 }
                 // Lagged: the store holds every alert; this pass reads it.
+                // A burst is one pass, not one per alert: what else came
+                // meanwhile is in the store too.
+                while !matches!(
+                    events.try_recv(),
+                    Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+                ) {}
             }
             _ = tokio::time::sleep_until(next_resend) => {}
         }
