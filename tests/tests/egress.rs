@@ -676,6 +676,14 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     let text = incident.to_string();
     assert!(text.contains(&key), "{incident:#}");
     assert!(text.contains("sensitive"), "{incident:#}");
+    // The incident shows what changed on the workload (`patchgap
+    // changes`' answer for the alert's quarantine window).
+    assert!(
+        text.contains("trainlib")
+            && text.contains(r#""from":"1.0.0""#)
+            && text.contains(r#""to":"2.0.0""#),
+        "{incident:#}"
+    );
 
     // The trainer stops: quiet for --egress-resolve-after, the alert
     // resolves, and Alertmanager takes its endsAt.

@@ -122,6 +122,53 @@ pub fn page<'a>(
     (&all[start..end], end < all.len())
 }
 
+fn to_wire(c: &Change) -> v1::WorkloadPackageChange {
+    v1::WorkloadPackageChange {
+        name: c.name.clone(),
+        from_version: c.from.clone(),
+        to_version: c.to.clone(),
+        at_ms: c.at_ms,
+        evidence: c.evidence.clone(),
+        purl: c.purl.clone(),
+        hosts: c.hosts.clone(),
+        replicas: c.replicas.clone(),
+    }
+}
+
+/// Changes an incident opened from an egress alert shows: its workload's
+/// within the quarantine window before the alert's first sighting (at
+/// most 100). Empty for other incidents, or when the alert is gone.
+/// Blocking.
+pub(super) fn of_incident(
+    ingest: &crate::Ingest,
+    incident: &crate::response::incident::Incident,
+) -> Vec<v1::WorkloadPackageChange> {
+    let crate::response::incident::Source::EgressAlert { alert } = &incident.source else {
+        return Vec::new();
+    };
+    let Ok(id) = alert.trim_start_matches("EGR-").parse::<i64>() else {
+        return Vec::new();
+    };
+    let store = ingest.store().as_ref();
+    let Ok(Some(record)) = store.egress_alert(id) else {
+        return Vec::new();
+    };
+    let quarantine = ingest
+        .egress()
+        .map(|s| s.config().learning.quarantine)
+        .unwrap_or_default();
+    let since = record
+        .first_seen_ms
+        .saturating_sub(i64::try_from(quarantine.as_millis()).unwrap_or(i64::MAX / 4));
+    match changes::for_workload(store, &record.workload, since) {
+        Ok(found) => found.changes.iter().take(100).map(to_wire).collect(),
+        Err(error) => {
+            tracing::warn!(error = %error.chain(), alert = id, "cannot read the alert's package changes");
+            Vec::new()
+        }
+    }
+}
+
 pub(super) async fn list(
     svc: &QueryService,
     req: v1::ListWorkloadChangesRequest,
@@ -158,19 +205,7 @@ pub(super) async fn list(
                 (true, Some(last)) => token(&q.workload, q.since_ms, last),
                 _ => String::new(),
             },
-            changes: items
-                .iter()
-                .map(|c| v1::WorkloadPackageChange {
-                    name: c.name.clone(),
-                    from_version: c.from.clone(),
-                    to_version: c.to.clone(),
-                    at_ms: c.at_ms,
-                    evidence: c.evidence.clone(),
-                    purl: c.purl.clone(),
-                    hosts: c.hosts.clone(),
-                    replicas: c.replicas.clone(),
-                })
-                .collect(),
+            changes: items.iter().map(to_wire).collect(),
             instances: u32::try_from(found.instances).unwrap_or(u32::MAX),
             truncated: found.truncated,
         })
