@@ -117,7 +117,9 @@ pub fn alerts_table(alerts: &[Value]) -> String {
                 })
                 .unwrap_or_default();
             let reason = match a["mode"].as_str() {
-                Some("audit") => format!("{} (audit)", a["reason"].as_str().unwrap_or("")),
+                Some("audit") => {
+                    format!("{} (audit: not sent)", a["reason"].as_str().unwrap_or(""))
+                }
                 _ => a["reason"].as_str().unwrap_or("").to_string(),
             };
             vec![
@@ -165,6 +167,116 @@ pub async fn alerts(since: Option<i64>, limit: u32, read: ReadOpts) -> anyhow::R
     print(read.output, json!({ "alerts": alerts }), || {
         alerts_table(&alerts)
     })
+}
+
+/// `patchgap changes -o json`: the collector's answer with times as RFC
+/// 3339 and `from`/`to` as alerts' `packages_changed` spell them.
+pub fn changes_json(pages: &[v1::ListWorkloadChangesResponse], since_ms: i64) -> Value {
+    let first = pages.first();
+    let changes: Vec<Value> = pages
+        .iter()
+        .flat_map(|p| &p.changes)
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "from": c.from_version,
+                "to": c.to_version,
+                "at": rfc3339(c.at_ms),
+                "evidence": c.evidence,
+                "purl": c.purl,
+                "hosts": c.hosts,
+                "replicas": c.replicas,
+            })
+        })
+        .collect();
+    json!({
+        "workload": first.map_or("", |p| p.key.as_str()),
+        "since": rfc3339(since_ms),
+        "instances": first.map_or(0, |p| p.instances),
+        "truncated": pages.iter().any(|p| p.truncated),
+        "changes": changes,
+    })
+}
+
+/// The changes as a table (cells cleaned by `render::table`).
+pub fn changes_table(doc: &Value) -> String {
+    let empty = Vec::new();
+    let list = doc["changes"].as_array().unwrap_or(&empty);
+    let head = format!(
+        "{}: {} instance(s) since {}{}\n",
+        doc["workload"].as_str().unwrap_or(""),
+        doc["instances"],
+        doc["since"].as_str().unwrap_or(""),
+        if doc["truncated"] == true {
+            " (truncated: a bound was reached, changes may be missing)"
+        } else {
+            ""
+        }
+    );
+    if list.is_empty() {
+        return format!("{}(no package changes)\n", clean(&head));
+    }
+    let or = |v: &Value, none: &str| match v.as_str() {
+        Some("") | None => none.to_string(),
+        Some(s) => s.to_string(),
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                or(&c["at"], ""),
+                or(&c["name"], ""),
+                or(&c["from"], "(new)"),
+                or(&c["to"], "(removed)"),
+                or(&c["evidence"], ""),
+                c["replicas"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    format!(
+        "{}{}",
+        clean(&head),
+        table(
+            &["AT", "PACKAGE", "FROM", "TO", "EVIDENCE", "REPLICAS"],
+            &rows,
+            ""
+        )
+    )
+}
+
+/// `patchgap changes`: every page, then one answer.
+pub async fn changes(workload: String, since: i64, read: ReadOpts) -> anyhow::Result<()> {
+    let mut client = connect(&read).await?;
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_workload_changes(v1::ListWorkloadChangesRequest {
+                workload: workload.clone(),
+                since_ms: since,
+                page_size: 1_000,
+                page_token: token.clone(),
+            })
+            .await
+            .map_err(|s| status_error(&read, s))?
+            .into_inner();
+        token = page.next_page_token.clone();
+        pages.push(page);
+        // Bounded: the collector caps what one workload can hold.
+        if token.is_empty() || pages.len() >= 1_000 {
+            break;
+        }
+    }
+    let doc = changes_json(&pages, since);
+    print(read.output, doc.clone(), || changes_table(&doc))
 }
 
 /// `patchgap egress ...`.

@@ -737,6 +737,24 @@ enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// What changed in one workload's packages since T: each package
+    /// from → to, when, with which evidence, on which replicas (the
+    /// changes egress alerts carry).
+    ///
+    /// Examples:
+    ///   patchgap changes --workload ml/Deployment/trainer --since 24h
+    ///   patchgap changes --workload ml/Deployment/trainer --since 2026-12-06T07:00:00Z -o json
+    Changes {
+        /// The workload's baseline key, or part of it that names one
+        /// workload.
+        #[arg(long)]
+        workload: String,
+        /// Changes since T (RFC 3339, or a duration ago such as 24h).
+        #[arg(long, value_parser = parse_time)]
+        since: i64,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
     /// Unexpected egress: the learned baselines.
     Egress {
         #[command(subcommand)]
@@ -970,6 +988,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Alerts { since, limit, read } => egress::alerts(since, limit, read).await,
         Command::Egress { command, read } => egress::egress(command, read).await,
+        Command::Changes {
+            workload,
+            since,
+            read,
+        } => egress::changes(workload, since, read).await,
         Command::Token { command, read } => token(command, read).await,
         Command::Audit { command, read } => audit(command, read).await,
         Command::Ps { host, page, read } => ps(host, page, read).await,

@@ -1452,7 +1452,17 @@ fn incident_source_json(s: &Option<v1::IncidentSource>) -> Value {
             "range": opt_str(&s.range),
         }),
         "policy_rule" => json!({"kind": s.kind, "rule": s.rule, "subject": s.subject}),
-        "egress_alert" => json!({"kind": s.kind, "alert": s.alert}),
+        "egress_alert" => json!({
+            "kind": s.kind,
+            "alert": s.alert,
+            "changes": s.changes.iter().map(|c| json!({
+                "name": c.name,
+                "from": c.from_version,
+                "to": c.to_version,
+                "at": rfc3339(c.at_ms),
+                "evidence": c.evidence,
+            })).collect::<Vec<_>>(),
+        }),
         _ => json!({"kind": s.kind}),
     }
 }

@@ -1156,6 +1156,53 @@ fn deliveries() -> Value {
 /// A case: the snapshot's file name, and the answer as the command prints it.
 type Case = (&'static str, fn() -> Value);
 
+/// `patchgap changes --workload ml/Deployment/trainer --since 24h`: an
+/// upgrade on both replicas, a package new to the workload and one gone.
+fn changes() -> Value {
+    let page = v1::ListWorkloadChangesResponse {
+        key: "k8s:prod/ml/Deployment/trainer/trainer".into(),
+        changes: vec![
+            v1::WorkloadPackageChange {
+                name: "pypi/trainlib".into(),
+                from_version: "1.0.0".into(),
+                to_version: "2.0.0".into(),
+                at_ms: NOW - 3_600_000,
+                evidence: "installed".into(),
+                purl: "pkg:pypi/trainlib@2.0.0".into(),
+                hosts: vec!["node-1".into(), "node-2".into()],
+                replicas: vec![
+                    "node-1/pod/2f0c/trainer".into(),
+                    "node-2/pod/9a41/trainer".into(),
+                ],
+            },
+            v1::WorkloadPackageChange {
+                name: "pypi/telemetry-sdk".into(),
+                from_version: String::new(),
+                to_version: "0.9.1".into(),
+                at_ms: NOW - 3_600_000,
+                evidence: "opened".into(),
+                purl: "pkg:pypi/telemetry-sdk@0.9.1".into(),
+                hosts: vec!["node-1".into()],
+                replicas: vec!["node-1/pod/2f0c/trainer".into()],
+            },
+            v1::WorkloadPackageChange {
+                name: "deb/libbz2-1.0".into(),
+                from_version: "1.0.8-5+b1".into(),
+                to_version: String::new(),
+                at_ms: NOW - 600_000,
+                evidence: "mapped".into(),
+                purl: "pkg:deb/debian/libbz2-1.0@1.0.8-5+b1?arch=amd64".into(),
+                hosts: vec!["node-1".into()],
+                replicas: vec!["node-1/pod/2f0c/trainer".into()],
+            },
+        ],
+        next_page_token: String::new(),
+        instances: 3,
+        truncated: false,
+    };
+    crate::egress::changes_json(&[page], NOW - 86_400_000)
+}
+
 /// Every documented JSON answer.
 const CASES: &[Case] = &[
     // patchgap query NAME[@CONSTRAINT] -o json
@@ -1203,6 +1250,8 @@ const CASES: &[Case] = &[
     ("incident_show_contained", incident_show_contained),
     // patchgap deliveries -o json
     ("deliveries", deliveries),
+    // patchgap changes --workload W --since T -o json
+    ("changes", changes),
 ];
 
 fn dir() -> PathBuf {

@@ -157,6 +157,7 @@ query_impl! {
         get_egress_baseline(v1::GetEgressBaselineRequest) -> v1::GetEgressBaselineResponse;
         list_deliveries(v1::ListDeliveriesRequest) -> v1::ListDeliveriesResponse;
         enable_endpoint(v1::EnableEndpointRequest) -> v1::EnableEndpointResponse;
+        list_workload_changes(v1::ListWorkloadChangesRequest) -> v1::ListWorkloadChangesResponse;
     }
     scripted {
         plan_incident(v1::PlanIncidentRequest) -> v1::PlanIncidentResponse => plan;

@@ -356,6 +356,7 @@ pub async fn serve(
         policy.clone(),
         config.egress,
     ));
+    let egress_events = egress_stage.subscribe();
     ingest.attach_egress(egress_stage, scope.clone());
     let resolver = tokio::spawn(resolve_egress(ingest.clone()));
     // Open incidents follow their exposure; the task goes when the server does.
@@ -385,7 +386,6 @@ pub async fn serve(
             config.deliver.clone(),
         ))
     });
-    let outbound = OutboundTasks(Some(deliverer), pager);
     // The deploy gate carries out its actions where it serves admission:
     // what it enforces is recorded on the incidents.
     let gate_follower = config.http_listen.map(|_| {
@@ -395,6 +395,15 @@ pub async fn serve(
             gate.clone(),
         )))
     });
+    // Egress alerts: to Alertmanager, and to the endpoints their
+    // workloads' policies name, through the same outbox.
+    let egress_deliverer = tokio::spawn(response::deliver::egress::run(
+        ingest.clone(),
+        audit.clone(),
+        config.deliver.clone(),
+        egress_events,
+    ));
+    let outbound = OutboundTasks(Some(deliverer), pager, Some(egress_deliverer));
     // Incidents past containment are verified, recovered and closed (or
     // reopened); the task goes when the server does.
     let verify_settings = response::verify::Settings {
@@ -513,11 +522,15 @@ pub async fn serve(
 struct OutboundTasks(
     Option<tokio::task::JoinHandle<()>>,
     Option<tokio::task::JoinHandle<()>>,
+    Option<tokio::task::JoinHandle<()>>,
 );
 
 impl Drop for OutboundTasks {
     fn drop(&mut self) {
-        for t in [self.0.take(), self.1.take()].into_iter().flatten() {
+        for t in [self.0.take(), self.1.take(), self.2.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
     }
@@ -575,11 +588,16 @@ async fn follow_gate(
     }
 }
 
-/// Resolves egress alerts that went quiet, every ten seconds, on a
+/// Resolves egress alerts that went quiet, every ten seconds (or a
+/// quarter of `--egress-resolve-after` when that is shorter), on a
 /// blocking thread (the store's write lock).
 async fn resolve_egress(ingest: Arc<Ingest>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let quiet = ingest
+            .egress()
+            .map_or(Duration::from_secs(40), |s| s.config().resolve_after);
+        let tick = (quiet / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::time::sleep(tick).await;
         let i = ingest.clone();
         match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms()))
             .await

@@ -1118,3 +1118,121 @@ async fn a_receiver_confirms_through_the_signed_callback_route() {
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// An unexpected-egress alert (issue 18) of a workload whose `[[egress]]`
+/// names the endpoint goes out through the same outbox: signed (the
+/// independent verifier accepts it), once per webhook-id however often it
+/// is enqueued, audited with its event type, and its resolution after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_egress_alert_goes_to_its_endpoint_through_the_outbox() {
+    use patchgap_collector::{
+        egress::{
+            policy::EgressPolicy,
+            stage::{EgressConfig, EgressPolicies},
+        },
+        response::deliver::egress::{self, Sent},
+        store::EgressAlertUpsert,
+    };
+    let t = in_process("200");
+    let config = compressed();
+    // The incident's own webhook first, so only the alert's are left.
+    deliver_until_settled(&t, &config).await;
+    let store = t.ingest.store().as_ref();
+    let doc = serde_json::json!({
+        "id": 0, "dedup_key": "k8s:/ml/Deployment/trainer/trainer|203.0.113.66/32|443|tcp",
+        "reason": "new_since_upgrade", "mode": "policy+learn", "host": "node-1",
+        "workload": {"key": "k8s:/ml/Deployment/trainer/trainer", "kind": "pod",
+                     "owner_kind": "Deployment", "owner": "trainer", "namespace": "ml",
+                     "container": "trainer", "image_digest": ""},
+        "scope": {"classification": "sensitive", "writes_to": []},
+        "privilege": {"root": false, "privileged": false, "host_network": false},
+        "destination": {"ip": "203.0.113.66", "port": 443, "protocol": "tcp",
+                        "names": [], "names_source": "none"},
+        "lineage": [{"pid": 42, "start_time_ms": 1, "exe": "/venv/bin/python3",
+                     "argv": "python3 train.py"}],
+        "packages": ["pkg:pypi/trainlib@2.0.0"],
+        "packages_changed": [{"name": "pypi/trainlib", "from": "1.0.0", "to": "2.0.0",
+                              "at": 5, "evidence": "installed"}],
+        "baseline": {"state": "stable", "generation": "g2"},
+        "first_seen_ms": 6, "last_seen_ms": 7, "count": 1, "replicas": ["node-1/a"],
+        "delivery": "sent"
+    })
+    .to_string();
+    let now = now_ms();
+    let (rec, _) = store
+        .upsert_egress_alert(&EgressAlertUpsert {
+            dedup_key: "k8s:/ml/Deployment/trainer/trainer|203.0.113.66/32|443|tcp",
+            workload: "k8s:/ml/Deployment/trainer/trainer",
+            seen_ms: now,
+            count: 1,
+            body: &doc,
+        })
+        .unwrap();
+    let routed = EgressConfig {
+        policies: EgressPolicies {
+            default: EgressPolicy {
+                endpoint: Some("tokens".into()),
+                ..EgressPolicy::default()
+            },
+            workloads: Vec::new(),
+        },
+        ..EgressConfig::default()
+    };
+    let sent = Sent::default();
+    // Enqueued twice (a restarted deliverer remembers nothing): one row.
+    for _ in 0..2 {
+        egress::prepare(store, &routed, &sent, false, None, now).unwrap();
+    }
+    let rows = settle(&t, &config, egress::webhook_id(rec.id, false)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    store.resolve_egress_alerts(now + 1, now + 2).unwrap();
+    egress::prepare(store, &routed, &sent, false, None, now + 2).unwrap();
+    let rows = settle(&t, &config, egress::webhook_id(rec.id, true)).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let got: Vec<Value> = t
+        .receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r["body"].as_str().unwrap_or("").contains("patchgap.egress"))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let first: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(first["type"], "patchgap.egress.alert.opened");
+    assert_eq!(first["data"]["alert"]["destination"]["ip"], "203.0.113.66");
+    assert_eq!(first["data"]["alert"]["packages_changed"][0]["to"], "2.0.0");
+    let second: Value = serde_json::from_str(got[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(second["type"], "patchgap.egress.alert.resolved");
+    let calls = audited(&t, "webhook.deliver");
+    assert!(
+        calls
+            .iter()
+            .any(|(_, args, _)| args.contains("event=patchgap.egress.alert.opened")),
+        "{calls:#?}"
+    );
+    assert!(calls.iter().all(|(_, args, _)| !args.contains("whsec_")));
+}
+
+/// Runs delivery passes until the egress delivery `wanted` (incident 0)
+/// is delivered; returns the egress rows.
+async fn settle(
+    t: &InProcess,
+    config: &DeliverConfig,
+    wanted: String,
+) -> Vec<patchgap_collector::store::DeliveryRecord> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        deliver::pass(&t.ingest, &t.policy, &t.audit, config, &t.scanned)
+            .await
+            .unwrap();
+        let rows = t.ingest.store().deliveries(Some(0), 10).unwrap();
+        if rows
+            .iter()
+            .any(|d| d.webhook_id == wanted && d.state == DeliveryState::Delivered)
+        {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {rows:?}");
+        tokio::time::sleep(config.poll).await;
+    }
+}

@@ -28,8 +28,8 @@ use patchgap_collector::{
         AdvisoryMatch, AdvisoryRecord, Candidates, DeliveryOutcome, DeliveryRecord,
         DisabledEndpoint, EgressAlertRecord, EgressAlertUpsert, EgressBaselineRecord, EvidencePage,
         HostRow, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope, NewDelivery,
-        PackageName, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result, SbomRecord,
-        Session, Verdict, WorkloadRow,
+        PackageName, PackageSpan, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result,
+        SbomRecord, Session, Verdict, WorkloadRow,
     },
 };
 use patchgap_proto::v1::{self, agent_message::Body};
@@ -458,5 +458,19 @@ impl Store for OneLock {
     }
     fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>> {
         self.with(|s| s.egress_alerts(since_ms, limit))
+    }
+
+    fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>> {
+        self.with(|s| s.workload_instances(seen_since_ms, limit))
+    }
+
+    fn workload_package_spans(
+        &self,
+        host_id: &str,
+        workload: &str,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PackageSpan>> {
+        self.with(|s| s.workload_package_spans(host_id, workload, after_ms, limit))
     }
 }

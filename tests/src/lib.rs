@@ -14,6 +14,7 @@ use patchgap_proto::v1::{self, query_client::QueryClient};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
+pub mod alertmanager;
 pub mod dns;
 pub mod image;
 /// A throwaway PostgreSQL 15 (the collector's own test harness, included

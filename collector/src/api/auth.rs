@@ -53,6 +53,7 @@ pub fn required_scope(method: &str) -> Scope {
         | "ListEgressAlerts"
         | "GetEgressBaseline"
         | "ListDeliveries" => Scope::Read,
+        "ListWorkloadChanges" => Scope::Read,
         "ImportAdvisories" | "DeleteAdvisory" => Scope::Advisories,
         // Opening an incident writes to its log (and, once the policy
         // routes it, starts its playbook): a responder's act.

@@ -161,13 +161,20 @@ impl OpenIncident {
         actor: String,
     ) -> Result<v1::OpenIncidentResponse, Status> {
         let rules = svc.scope_rules();
-        let opened = svc
+        let (opened, changes) = svc
             .domain(move |ingest| {
-                log::open(ingest, self.source, &actor, &rules, now_ms()).map_err(status)
+                let opened =
+                    log::open(ingest, self.source, &actor, &rules, now_ms()).map_err(status)?;
+                let changes = super::changes::of_incident(ingest, &opened.incident);
+                Ok((opened, changes))
             })
             .await?;
+        let mut out = incident(opened.id, &opened.incident, &[]);
+        if let Some(s) = &mut out.source {
+            s.changes = changes;
+        }
         Ok(v1::OpenIncidentResponse {
-            incident: Some(incident(opened.id, &opened.incident, &[])),
+            incident: Some(out),
             created: opened.new,
         })
     }
@@ -215,10 +222,17 @@ pub(super) async fn get(
         0 => MAX_EVENTS,
         n => n.min(MAX_EVENTS),
     };
-    let shown = svc
-        .domain(move |ingest| log::show(ingest.store().as_ref(), id, max).map_err(status))
+    let (shown, changes) = svc
+        .domain(move |ingest| {
+            let shown = log::show(ingest.store().as_ref(), id, max).map_err(status)?;
+            let changes = super::changes::of_incident(ingest, &shown.incident);
+            Ok((shown, changes))
+        })
         .await?;
     let mut out = incident(shown.id, &shown.incident, &shown.events);
+    if let Some(s) = &mut out.source {
+        s.changes = changes;
+    }
     out.policy = Some(v1::PolicyInForce {
         verify: Some(verify_in_force(&svc.verify_in_force())),
         ..policy_in_force(&svc.policy().state())

@@ -12,6 +12,7 @@
 
 mod advisories;
 pub mod auth;
+mod changes;
 mod deliveries;
 mod egress;
 mod fleet;

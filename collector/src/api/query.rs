@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{
     Connected, SharedStore, advisories,
     auth::Caller,
-    blocking, egress, fleet, incidents, packages,
+    blocking, changes, egress, fleet, incidents, packages,
     paging::Paging,
     sboms,
     security::{self, AuditArgs},
@@ -640,6 +640,16 @@ impl Query for QueryService {
     ) -> Result<Response<v1::GetEgressBaselineResponse>, Status> {
         self.audited("GetEgressBaseline", request, ok, |req, _| async move {
             egress::get_baseline(self, req).await
+        })
+        .await
+    }
+
+    async fn list_workload_changes(
+        &self,
+        request: Request<v1::ListWorkloadChangesRequest>,
+    ) -> Result<Response<v1::ListWorkloadChangesResponse>, Status> {
+        self.audited("ListWorkloadChanges", request, ok, |req, _| async move {
+            changes::list(self, req).await
         })
         .await
     }

@@ -174,6 +174,7 @@ plain_args!(
     v1::GetEgressBaselineRequest,
     v1::ListDeliveriesRequest,
     v1::EnableEndpointRequest,
+    v1::ListWorkloadChangesRequest,
 );
 
 fn sha256(data: &[u8]) -> String {

@@ -106,7 +106,15 @@ pub struct Alert {
     pub count: u64,
     /// Workload instances (host and instance) seen making it.
     pub replicas: Vec<String>,
+    /// Whether it goes out: "not sent (audit mode)" for a workload in
+    /// `audit` mode, else "sent" (to Alertmanager and the policy's
+    /// endpoint, those configured).
+    #[serde(default)]
+    pub delivery: String,
 }
+
+/// [`Alert::delivery`] of an `audit`-mode alert.
+pub const NOT_SENT_AUDIT: &str = "not sent (audit mode)";
 
 /// Longest lists an alert carries, so one alert stays a page.
 pub const MAX_PACKAGES: usize = 200;

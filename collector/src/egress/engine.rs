@@ -120,6 +120,10 @@ pub fn judge(
         last_seen_ms: obs.at_ms,
         count: 1,
         replicas: vec![obs.replica.clone()],
+        delivery: match policy.mode {
+            Mode::Audit => alert::NOT_SENT_AUDIT.into(),
+            _ => "sent".into(),
+        },
     });
     Judgement {
         verdict,
@@ -272,6 +276,7 @@ mod tests {
                 names: vec!["*.example.org".into()],
                 ..Default::default()
             }],
+            endpoint: None,
         };
         let mut b = Baseline::new("k", "", 0);
         assert!(

@@ -28,6 +28,11 @@ pub struct EgressFlags {
     /// Overrides the policy file.
     #[arg(long = "egress-quarantine", value_name = "DURATION", value_parser = parse_arg)]
     pub quarantine: Option<Duration>,
+    /// Unexpected egress: an alert not seen again for this long is
+    /// resolved, and Alertmanager and webhook receivers are told (default
+    /// 15m).
+    #[arg(long = "egress-resolve-after", value_name = "DURATION", value_parser = parse_arg)]
+    pub resolve_after: Option<Duration>,
 }
 
 impl EgressFlags {
@@ -70,5 +75,8 @@ mod tests {
         assert_eq!(l.quarantine, Duration::from_secs(86_400));
         assert_eq!(l.stable, Learning::default().stable);
         assert!(Cli::try_parse_from(["x", "--egress-stable", "300"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--egress-resolve-after", "5s"]).unwrap();
+        assert_eq!(cli.egress.resolve_after, Some(Duration::from_secs(5)));
+        assert_eq!(cli.egress.over(Learning::default()), Learning::default());
     }
 }

@@ -121,6 +121,10 @@ impl Allow {
 pub struct EgressPolicy {
     pub mode: Mode,
     pub allow: Vec<Allow>,
+    /// The policy's `[[endpoint]]` (by name) that receives this
+    /// workload's alerts as signed webhooks, beside Alertmanager. Looked
+    /// up at delivery, so a reload applies; never in `audit` mode.
+    pub endpoint: Option<String>,
 }
 
 impl EgressPolicy {

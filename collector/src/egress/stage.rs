@@ -29,7 +29,7 @@ use super::{
     policy::{EgressPolicy, Mode, glob},
 };
 use crate::{
-    fleet::{scope::Rule, workloads},
+    fleet::{changes, scope::Rule, workloads},
     store::{EgressAlertUpsert, ProcessChain, Result, Session, Store, WorkloadRow},
 };
 
@@ -161,6 +161,9 @@ impl Stage {
             let current = policy.state().current.clone();
             config.policies = current.egress.clone();
             config.learning = flags.over(current.egress_learning.over(Learning::default()));
+            if let Some(d) = flags.resolve_after {
+                config.resolve_after = d;
+            }
         }
         config
     }
@@ -277,6 +280,21 @@ impl Stage {
                     replicas.push(obs.replica.clone());
                 }
                 alert = Alert { replicas, ..prev };
+            } else {
+                // A new alert: what changed on the workload within the
+                // quarantine window, among the packages this process has,
+                // from the query `patchgap changes` answers.
+                let since = obs.at_ms.saturating_sub(
+                    i64::try_from(config.learning.quarantine.as_millis()).unwrap_or(i64::MAX / 4),
+                );
+                match changes::for_workload(store, &key, since) {
+                    Ok(found) => {
+                        alert.packages_changed = loaded_changes(&found.changes, &instance.facts)
+                    }
+                    Err(e) => {
+                        warn!(error = %e.chain(), key, "package changes not read; the alert keeps the baseline's")
+                    }
+                }
             }
             let body = serde_json::to_string(&alert).map_err(crate::store::StoreError::backend)?;
             let (record, new) = store.upsert_egress_alert(&EgressAlertUpsert {
@@ -316,6 +334,17 @@ impl Stage {
         }
         Ok(out)
     }
+}
+
+/// The changes among the packages the connecting process has (by
+/// ecosystem/name), at most [`super::alert::MAX_PACKAGES`].
+fn loaded_changes(found: &[changes::Change], facts: &Facts) -> Vec<super::baseline::PackageChange> {
+    found
+        .iter()
+        .filter(|c| facts.packages.contains_key(&c.name))
+        .take(super::alert::MAX_PACKAGES)
+        .map(Into::into)
+        .collect()
 }
 
 /// The facts of a process chain: the workload (by its fleet key, so

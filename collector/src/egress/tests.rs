@@ -327,6 +327,9 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
         alert.lineage[0].argv,
         "python3 train.py --api-key <redacted>"
     );
+    // From `fleet::changes` (what `patchgap changes` answers): when the
+    // upgraded processes were first held, not when they connected.
+    assert_eq!(alert.packages_changed.len(), 1, "{alert:?}");
     let change = &alert.packages_changed[0];
     assert_eq!(
         (
@@ -335,7 +338,7 @@ fn upgrade_then_new_name_is_one_alert_with_the_story() {
             change.to.as_str(),
             change.at_ms
         ),
-        ("pypi/trainlib", "1.0.0", "2.0.0", T0 + 6000)
+        ("pypi/trainlib", "1.0.0", "2.0.0", T0 + 5000)
     );
     assert_eq!(alert.packages, vec!["pkg:pypi/trainlib@2.0.0".to_string()]);
     assert_eq!(alert.replicas.len(), 2, "{:?}", alert.replicas);
@@ -496,4 +499,52 @@ ports = [70000]
             "{w} not in {errors:#?}"
         );
     }
+
+    // An [[egress]] routes its alerts to an [[endpoint]] by name; a name
+    // the file does not define is an error at its place.
+    let routed = br#"
+[[tier]]
+number = 1
+name = "all"
+[[tier.rule]]
+
+[[endpoint]]
+name = "soc"
+url = "http://127.0.0.1:9/hook"
+secret_env = "SOC_SECRET"
+
+[[egress]]
+workload = "ml/trainer"
+endpoint = "soc"
+
+[[egress]]
+workload = "ml/batch"
+endpoint = "nowhere"
+"#;
+    let errors: Vec<String> = crate::Policy::parse("p.toml", routed)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e
+                .starts_with("p.toml:18:12: egress endpoint \"nowhere\" is not an [[endpoint]]")),
+        "{errors:#?}"
+    );
+    let ok = std::str::from_utf8(routed)
+        .unwrap()
+        .replace("\"nowhere\"", "\"soc\"");
+    let policy = crate::Policy::parse("p.toml", ok.as_bytes()).unwrap();
+    let trainer = super::alert::WorkloadRef {
+        namespace: "ml".into(),
+        owner: "trainer".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        policy.egress.for_workload(&trainer).endpoint.as_deref(),
+        Some("soc")
+    );
+    assert_eq!(policy.egress.default.endpoint, None);
 }

@@ -8,6 +8,7 @@
 //! gRPC.
 
 pub mod bounds;
+pub mod changes;
 pub mod coverage;
 pub mod exposure;
 pub mod ingest;

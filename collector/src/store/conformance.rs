@@ -113,6 +113,7 @@ checks!(
     egress_alerts_one_open_per_key,
     process_chain_walks_to_the_root,
     instance_first_start_keeps_exited_processes,
+    workload_package_spans_over_history,
 );
 
 mod instances;
@@ -3104,6 +3105,108 @@ fn process_chain_walks_to_the_root(store: &dyn Store) {
         store.process_chain(s.host + 100, &key(12), 16).unwrap(),
         None
     );
+}
+
+/// A workload's packages over its processes' history: an exited process
+/// keeps its span (with its end), a running one's goes on; the instance
+/// is listed after its processes are gone; `fleet::changes` folds the
+/// spans into libc6 2.36-9 -> 2.36-10.
+fn workload_package_spans_over_history(store: &dyn Store) {
+    let s = open(store, &hello("session-a"));
+    apply(
+        store,
+        &s,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    let mut upgraded = plain(11);
+    upgraded.artifacts[1].package = Some(deb("libc6", "glibc", "2.36-10"));
+    upgraded.artifacts[1].inode = 201;
+    apply(store, &s, msg(2, delta(vec![upgraded], &[10], vec![])));
+
+    let instances = store.workload_instances(0, 10).unwrap();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(
+        (
+            instances[0].host.as_str(),
+            instances[0].host_id.as_str(),
+            instances[0].workload.id.as_str()
+        ),
+        ("alpha", "machine-1", "unit/test.service")
+    );
+    assert!(
+        store
+            .workload_instances(T0 + 1_000_000, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    let spans = store
+        .workload_package_spans("machine-1", "unit/test.service", 0, 100)
+        .unwrap();
+    let view = |name: &str, version: &str| {
+        spans
+            .iter()
+            .find(|p| p.package.name == name && p.package.version == version)
+            .unwrap_or_else(|| panic!("{name} {version} in {spans:?}"))
+    };
+    let old = view("libc6", "2.36-9");
+    let new = view("libc6", "2.36-10");
+    let exe = view("plain", "1.0-1");
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    assert_eq!(old.evidence, "mapped");
+    assert_eq!(exe.evidence, "exe");
+    assert_eq!((old.processes, new.processes, exe.processes), (1, 1, 2));
+    assert!(old.last_ms.is_some_and(|end| end >= T0), "{old:?}");
+    assert_eq!((new.last_ms, exe.last_ms), (None, None));
+    assert!(new.first_ms > old.first_ms, "{new:?} {old:?}");
+    assert_eq!(new.package.purl, "pkg:deb/debian/libc6@2.36-10?arch=amd64");
+    // Intervals that ended before `after_ms` are left out.
+    let after = store
+        .workload_package_spans("machine-1", "unit/test.service", T0 + 20_000, 100)
+        .unwrap();
+    assert!(
+        after.iter().all(|p| p.package.version != "2.36-9"),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        store
+            .workload_package_spans("machine-1", "unit/test.service", 0, 1)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .workload_package_spans("machine-9", "unit/test.service", 0, 100)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .workload_package_spans("machine-1", "unit/other.service", 0, 100)
+            .unwrap()
+            .is_empty()
+    );
+
+    let changes =
+        crate::fleet::changes::for_workload(store, "unit:test.service", old.first_ms + 1).unwrap();
+    let got: Vec<(String, String, String)> = changes
+        .changes
+        .iter()
+        .map(|c| (c.name.clone(), c.from.clone(), c.to.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [(
+            "deb/libc6".to_string(),
+            "2.36-9".to_string(),
+            "2.36-10".to_string()
+        )],
+        "{changes:?}"
+    );
+    assert_eq!(changes.changes[0].replicas, ["alpha/unit/test.service"]);
+    assert_eq!(changes.instances, 1);
 }
 
 #[cfg(test)]

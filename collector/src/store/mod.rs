@@ -542,6 +542,42 @@ pub trait Store: Send + Sync + 'static {
     /// Alerts last seen at or after `since_ms`, newest first (by last
     /// sighting, then id), at most `limit`.
     fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>>;
+
+    // ---- Package changes (issue 18, `fleet::changes`) ----
+
+    /// Workload instances (of every host) last reported at or after
+    /// `seen_since_ms`, running or gone, newest first, at most `limit`:
+    /// what a rollout leaves behind is still named. `processes` and
+    /// `privileges` are left empty.
+    fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>>;
+
+    /// The packages the processes of workload instance (`host_id`,
+    /// `workload`) held in history intervals that end at or after
+    /// `after_ms` or go on: per package, the earliest start, the latest
+    /// end (None while a running process holds it), the strongest
+    /// evidence and how many processes; at most `limit` packages, by
+    /// package row. Exited processes count.
+    fn workload_package_spans(
+        &self,
+        host_id: &str,
+        workload: &str,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PackageSpan>>;
+}
+
+/// When one workload instance held one package (see
+/// [`Store::workload_package_spans`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageSpan {
+    pub package: v1::Package,
+    /// The strongest evidence of any interval: "exe", "mapped",
+    /// "opened", "embedded", "installed".
+    pub evidence: String,
+    pub first_ms: i64,
+    /// None while a running process holds it.
+    pub last_ms: Option<i64>,
+    pub processes: u32,
 }
 
 /// A process and its ancestors (see [`Store::process_chain`]).

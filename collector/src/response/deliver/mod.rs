@@ -25,6 +25,7 @@
 //! can carry a token).
 
 pub mod alertmanager;
+pub mod egress;
 pub mod event;
 pub mod http;
 pub mod schedule;
@@ -391,19 +392,26 @@ fn record(
         scopes: String::new(),
         peer: a.target.clone(),
         method: "webhook.deliver".into(),
-        args: format!(
-            "endpoint={} webhook-id={} incident={} action={} attempt={}",
-            d.endpoint,
-            d.webhook_id,
-            display_id(d.incident),
-            d.action,
-            d.attempts
-        ),
+        args: match d.incident {
+            0 => format!(
+                "endpoint={} webhook-id={} event={} attempt={}",
+                d.endpoint, d.webhook_id, d.event_type, d.attempts
+            ),
+            _ => format!(
+                "endpoint={} webhook-id={} incident={} action={} attempt={}",
+                d.endpoint,
+                d.webhook_id,
+                display_id(d.incident),
+                d.action,
+                d.attempts
+            ),
+        },
         result,
     }) {
         tracing::warn!(%error, webhook_id = %d.webhook_id, "cannot audit a delivery");
     }
-    if let Some(observation) = settled {
+    // An egress alert's event (incident 0) has no incident log to tell.
+    if let Some(observation) = settled.filter(|_| d.incident != 0) {
         let wrote = log::append(ingest, d.incident, COLLECTOR, now_ms, |cur| {
             let open = cur.actions.iter().any(|x| {
                 x.planned.id == d.action
@@ -427,6 +435,11 @@ fn record(
 /// Why delivery `d` should not be sent any more (None: send it): its
 /// action was reverted, or its incident ended.
 fn still_wanted(store: &dyn Store, d: &DeliveryRecord) -> Result<Option<String>, LogError> {
+    if d.incident == 0 {
+        // An egress alert's event (`egress`): always wanted, its
+        // resolution included.
+        return Ok(None);
+    }
     let Some(rec) = store.incident(d.incident)? else {
         return Ok(Some(format!("{} does not exist", display_id(d.incident))));
     };

@@ -85,6 +85,9 @@ struct RawEgress {
     mode: Option<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<RawEgressAllow>>,
+    /// An `[[endpoint]]`'s name: the workload's alerts also go there as
+    /// signed webhooks.
+    endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +425,7 @@ fn check(c: &mut Checker, raw: RawPolicy, now_ms: i64) -> Policy {
         },
         None => GateSettings::default(),
     };
-    let (egress, egress_learning) = check_egress(c, raw.egress, raw.egress_learning);
+    let (egress, egress_learning) = check_egress(c, raw.egress, raw.egress_learning, &endpoints);
     let verify = match raw.verify {
         Some(v) => check_verify(c, v.into_inner()),
         None => Default::default(),
@@ -454,6 +457,7 @@ fn check_egress(
     c: &mut Checker,
     raw: Vec<Spanned<RawEgress>>,
     learning: Option<Spanned<RawEgressLearning>>,
+    endpoints: &[super::Endpoint],
 ) -> (
     crate::egress::stage::EgressPolicies,
     crate::egress::flags::EgressFlags,
@@ -536,7 +540,33 @@ fn check_egress(
             }
             allow.push(rule);
         }
-        let policy = EgressPolicy { mode, allow };
+        let endpoint = match &e.endpoint {
+            None => None,
+            Some(name) if endpoints.iter().any(|ep| ep.name == *name.get_ref()) => {
+                if mode == EgressMode::Audit {
+                    c.warn(
+                        name.span(),
+                        format!("egress workload {workload:?} is in audit mode: its alerts are listed, never sent to endpoint {:?}", name.get_ref()),
+                    );
+                }
+                Some(name.get_ref().clone())
+            }
+            Some(name) => {
+                c.error(
+                    name.span(),
+                    format!(
+                        "egress endpoint {:?} is not an [[endpoint]] of this file",
+                        name.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let policy = EgressPolicy {
+            mode,
+            allow,
+            endpoint,
+        };
         if workload == "*" {
             policies.default = policy;
         } else {

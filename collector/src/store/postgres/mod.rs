@@ -44,12 +44,13 @@ use crate::store::{
     AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, DeliveryOutcome,
     DeliveryRecord, DisabledEndpoint, EgressAlertRecord, EgressAlertUpsert, EgressBaselineRecord,
     EvidencePage, HostRow, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope,
-    NewDelivery, PackageName, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result,
-    SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
+    NewDelivery, PackageName, PackageSpan, PageLimit, ProcessChain, ProcessCursor, PutOutcome,
+    Result, SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
 mod audit;
+mod changes;
 mod egress;
 mod fleet;
 mod incidents;
@@ -203,6 +204,20 @@ impl Store for PgStore {
 
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
         fleet::instance_first_start(&mut *self.conn()?, host, instance)
+    }
+
+    fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>> {
+        changes::workload_instances(&mut *self.conn()?, seen_since_ms, limit)
+    }
+
+    fn workload_package_spans(
+        &self,
+        host_id: &str,
+        workload: &str,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PackageSpan>> {
+        changes::package_spans(&mut *self.conn()?, host_id, workload, after_ms, limit)
     }
 
     fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {

@@ -17,12 +17,13 @@ use crate::store::{
     AdvisoryMatch, AdvisoryRecord, AuditCheckpoint, AuditEntry, Candidates, DeliveryOutcome,
     DeliveryRecord, DisabledEndpoint, EgressAlertRecord, EgressAlertUpsert, EgressBaselineRecord,
     EvidencePage, HostRow, IncidentCache, IncidentEventRecord, IncidentRecord, MatchScope,
-    NewDelivery, PackageName, PageLimit, ProcessChain, ProcessCursor, PutOutcome, Result,
-    SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
+    NewDelivery, PackageName, PackageSpan, PageLimit, ProcessChain, ProcessCursor, PutOutcome,
+    Result, SbomRecord, Session, Store, StoreError, TokenRecord, Verdict, WorkloadRow,
 };
 
 mod advisories;
 mod audit;
+mod changes;
 mod egress;
 pub mod file;
 mod fleet;
@@ -498,5 +499,19 @@ impl Store for SqliteStore {
 
     fn egress_alerts(&self, since_ms: i64, limit: usize) -> Result<Vec<EgressAlertRecord>> {
         egress::alerts(&*self.read()?, since_ms, limit)
+    }
+
+    fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>> {
+        changes::workload_instances(&*self.read()?, seen_since_ms, limit)
+    }
+
+    fn workload_package_spans(
+        &self,
+        host_id: &str,
+        workload: &str,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PackageSpan>> {
+        changes::package_spans(&*self.read()?, host_id, workload, after_ms, limit)
     }
 }
