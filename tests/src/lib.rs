@@ -567,3 +567,51 @@ mod internet_tests {
         drop(again);
     }
 }
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::Cgroup;
+    use std::path::Path;
+
+    fn in_every_hierarchy(rel: &str) -> Vec<bool> {
+        Cgroup::HIERARCHIES
+            .iter()
+            .map(|h| Path::new(h).join(rel).exists())
+            .collect()
+    }
+
+    /// Two pods under one parent that the first guard made: the first
+    /// guard drops while the second still lives (as `drop((trainer_cg,
+    /// api_cg))` in tests/contain.rs does), and the parents must still go
+    /// with the second. A parent that was there before is left alone.
+    #[test]
+    fn shared_parents_go_with_the_last_guard_and_foreign_ones_stay() {
+        let top = format!("pgtest-cgparents-{}", std::process::id());
+        let foreign = Cgroup::create(&format!("{top}/foreign"));
+        let first = Cgroup::create(&format!("{top}/foreign/slice/pod-a"));
+        let second = Cgroup::create(&format!("{top}/foreign/slice/pod-b"));
+        drop(first);
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice/pod-a")),
+            [false; 3]
+        );
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice")),
+            [true; 3],
+            "the parent still holds the second pod"
+        );
+        drop(second);
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice")),
+            [false; 3],
+            "the first guard's parent outlived the last pod"
+        );
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign")),
+            [true; 3],
+            "a parent neither pod guard made was removed"
+        );
+        drop(foreign);
+        assert_eq!(in_every_hierarchy(&top), [false; 3]);
+    }
+}
