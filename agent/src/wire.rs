@@ -207,18 +207,22 @@ pub fn host(h: &model::HostIdentity) -> v1::HostIdentity {
 /// Splits a delta whose encoded size is over `part_bytes` into several, in
 /// order: the upserts spread over the parts, the exits and socket lists in
 /// the last one (after every process they could name).
+///
+/// Every part is at most about `part_bytes`, counting the workloads of the
+/// first and the exits and sockets of the last, unless one record alone is
+/// larger: a collector whose limit is above both accepts them all.
 pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
     if delta.encoded_len() <= part_bytes {
         return vec![delta];
     }
     let mut parts = Vec::new();
     // Workloads go in the first part, before any upsert that names them.
+    let mut size = delta.workloads.iter().map(|w| w.encoded_len() + 8).sum();
     let mut cur = v1::Delta {
         scanned_at_ms: delta.scanned_at_ms,
         workloads: delta.workloads,
         ..Default::default()
     };
-    let mut size = 0;
     for p in delta.upserts {
         let len = p.encoded_len() + 16;
         if size + len > part_bytes && !cur.upserts.is_empty() {
@@ -232,6 +236,23 @@ pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
         size += len;
         cur.upserts.push(p);
     }
+    let tail = delta
+        .exits
+        .iter()
+        .map(|e| e.encoded_len() + 4)
+        .sum::<usize>()
+        + delta
+            .sockets
+            .iter()
+            .map(|s| s.encoded_len() + 8)
+            .sum::<usize>();
+    if size + tail > part_bytes && !cur.upserts.is_empty() {
+        let next = v1::Delta {
+            scanned_at_ms: delta.scanned_at_ms,
+            ..Default::default()
+        };
+        parts.push(std::mem::replace(&mut cur, next));
+    }
     cur.exits = delta.exits;
     cur.sockets = delta.sockets;
     cur.stats = delta.stats;
@@ -240,12 +261,18 @@ pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
 }
 
 /// Splits a full inventory into snapshot parts of at most about
-/// `part_bytes` encoded bytes each. A single process larger than that still
-/// gets a part of its own; the collector's limit is well above `part_bytes`.
+/// `part_bytes` encoded bytes each, the first part's workloads included. A
+/// single process larger than that still gets a part of its own (at most
+/// [`MAX_PROCESS_BYTES`] and its sockets); the collector's limit is well
+/// above both.
 pub fn snapshot_parts(inv: &Inventory, snapshot_id: &str, part_bytes: usize) -> Vec<v1::Snapshot> {
     let mut parts = Vec::new();
-    let mut cur = v1::Snapshot::default();
-    let mut size = 0;
+    // Workloads travel first, before any process that names them.
+    let mut cur = v1::Snapshot {
+        workloads: inv.workloads.iter().map(workload).collect(),
+        ..Default::default()
+    };
+    let mut size = cur.workloads.iter().map(|w| w.encoded_len() + 8).sum();
     for p in &inv.processes {
         let proc_msg = process(p);
         let sock_msg = sockets(p);
@@ -259,10 +286,6 @@ pub fn snapshot_parts(inv: &Inventory, snapshot_id: &str, part_bytes: usize) -> 
         if !sock_msg.sockets.is_empty() {
             cur.sockets.push(sock_msg);
         }
-    }
-    // Workloads travel first, before any process that names them.
-    if let Some(first) = parts.first_mut().or(Some(&mut cur)) {
-        first.workloads = inv.workloads.iter().map(workload).collect();
     }
     parts.push(cur);
     let n = parts.len();
@@ -360,5 +383,86 @@ mod tests {
         assert!(parts[..parts.len() - 1].iter().all(|p| p.exits.is_empty()));
         assert_eq!(parts.last().unwrap().exits.len(), 1);
         assert!(parts.iter().all(|p| p.scanned_at_ms == 5));
+    }
+
+    /// A host with many workloads: the first part carries them all, and
+    /// used to be that many bytes over `part_bytes` (a collector with a
+    /// limit just above the agent's part size refused it).
+    fn inventory(workloads: usize, processes: usize) -> Inventory {
+        Inventory {
+            host: Default::default(),
+            scanned_at_ms: 5,
+            stats: Default::default(),
+            workloads: (0..workloads)
+                .map(|i| crate::model::Workload {
+                    id: format!("pod/{i:036}/{:064x}", i),
+                    kind: "pod".into(),
+                    cgroup: format!("/kubepods.slice/kubepods-pod{i:036}.slice"),
+                    ..Default::default()
+                })
+                .collect(),
+            processes: (0..processes as u32)
+                .map(|pid| proc_with(pid, 100))
+                .collect(),
+            sockets_read: false,
+        }
+    }
+
+    #[test]
+    fn snapshot_parts_count_the_workloads_of_the_first_part() {
+        let part_bytes = 64 << 10;
+        let inv = inventory(200, 300);
+        let parts = snapshot_parts(&inv, "s", part_bytes);
+        assert!(parts.len() > 2, "{}", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                p.encoded_len() <= part_bytes + 1024,
+                "part {i} is {} bytes, over {part_bytes}",
+                p.encoded_len()
+            );
+        }
+        assert_eq!(parts[0].workloads.len(), 200);
+        assert!(parts[1..].iter().all(|p| p.workloads.is_empty()));
+        let pids: Vec<u32> = parts
+            .iter()
+            .flat_map(|p| p.processes.iter().map(|u| u.key.unwrap().pid))
+            .collect();
+        assert_eq!(pids, (0..300).collect::<Vec<_>>());
+        assert!(parts.last().unwrap().last && parts.last().unwrap().stats.is_some());
+    }
+
+    #[test]
+    fn delta_parts_count_the_workloads_and_the_exits_and_sockets() {
+        let part_bytes = 64 << 10;
+        let inv = inventory(200, 0);
+        let delta = v1::Delta {
+            scanned_at_ms: 5,
+            workloads: inv.workloads.iter().map(workload).collect(),
+            upserts: (0..60).map(|pid| process(&proc_with(pid, 100))).collect(),
+            exits: (1000..5000)
+                .map(|pid| v1::Exit {
+                    key: Some(v1::ProcessKey {
+                        pid,
+                        start_ticks: 1,
+                    }),
+                    exit_time_ms: 5,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let parts = split_delta(delta, part_bytes);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                p.encoded_len() <= part_bytes + 1024,
+                "part {i} is {} bytes, over {part_bytes}",
+                p.encoded_len()
+            );
+        }
+        assert_eq!(parts.last().unwrap().exits.len(), 4000);
+        assert_eq!(
+            parts.iter().map(|p| p.upserts.len()).sum::<usize>(),
+            60,
+            "every upsert is sent once"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! and real processes that connect. Root is assumed (CI runs as root).
 //!
 //! The tests share the veth addresses, so they take one lock and run one at
-//! a time. Every cgroup, namespace, veth, process and bpffs directory is
+//! a time; each namespace also holds the machine-wide [`InternetLock`]
+//! while it lives, so another test binary's namespace on the same
+//! addresses cannot take their connects. Every cgroup, namespace, veth, process and bpffs directory is
 //! owned by a guard whose Drop removes it, also when an assertion fails.
 //! Drop order matters: a client process is killed before its namespace
 //! goes (declared after it), so no connect to 198.51.100.2 can ever follow
@@ -29,6 +31,13 @@ const UNIFIED: &str = "/sys/fs/cgroup/unified";
 const NS_IP: &str = "198.51.100.2";
 /// connect(2)'s errno when a cgroup/connect program says no.
 const EPERM: &str = "err1";
+
+// The lock is defined once, in the end-to-end tests' harness crate (which
+// depends on this one, so this test includes the std-only file instead).
+#[path = "../../tests/src/internet.rs"]
+#[allow(dead_code)]
+mod internet;
+use internet::InternetLock;
 
 static LIVE: Mutex<()> = Mutex::new(());
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -111,6 +120,8 @@ impl Drop for Cgroup {
 struct Netns {
     name: String,
     veth: String,
+    /// Released after Drop has deleted the veth and the namespace.
+    _lock: InternetLock,
 }
 
 impl Netns {
@@ -119,6 +130,7 @@ impl Netns {
         let ns = Netns {
             name: unique("ns"),
             veth: format!("pgc{}x{n}", std::process::id() % 1_000_000),
+            _lock: InternetLock::acquire(),
         };
         let peer = format!("{}p", ns.veth);
         run("ip", &["netns", "add", &ns.name]);

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 pub mod alertmanager;
 pub mod dns;
 pub mod image;
+pub mod internet;
 /// A throwaway PostgreSQL 15 (the collector's own test harness, included
 /// by path rather than copied: it uses only std).
 #[path = "../../collector/src/store/postgres/harness.rs"]
@@ -70,7 +71,7 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let store = SqliteStore::open(&config.data_dir).expect("open store");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(patchgap_collector::serve(
+        let mut server = tokio::spawn(patchgap_collector::serve(
             config,
             Arc::new(store),
             listener,
@@ -88,9 +89,26 @@ impl Harness {
         };
         tune(&mut agent_config);
         let agent = patchgap_agent::spawn(agent_config);
-        // The first scan is a full snapshot; wait until it is stored.
-        timeout(agent.wait_for(|s| s.scans >= 1 && s.acked_seq >= s.last_seq && s.last_seq > 0))
-            .await;
+        // The first scan is a full snapshot; wait until it is stored. A
+        // collector that refuses to start (a bad policy, say) ends its task
+        // at once: fail with its error then, not after the timeout.
+        let stored =
+            agent.wait_for(|s| s.scans >= 1 && s.acked_seq >= s.last_seq && s.last_seq > 0);
+        let ended = tokio::select! {
+            _ = timeout(stored) => None,
+            ended = &mut server => Some(ended),
+        };
+        if let Some(ended) = ended {
+            // Bounded: a first scan in progress is not worth the wait.
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent.shutdown()).await;
+            match ended {
+                Ok(Err(e)) => panic!("the collector did not start: {e:#}"),
+                Ok(Ok(())) => {
+                    panic!("the collector stopped before the agent's first snapshot was stored")
+                }
+                Err(e) => panic!("the collector's task failed: {e}"),
+            }
+        }
         Harness {
             addr,
             agent,
@@ -434,10 +452,23 @@ pub fn write_dpkg(dir: &Path, libc_version: &str) {
 /// A real cgroup, made under the v2 hierarchy (/sys/fs/cgroup/unified) and
 /// the v1 `pids` and `name=systemd` hierarchies of this hybrid host, removed
 /// (innermost first) when dropped. Kill its processes before dropping it.
+///
+/// Only directories this process made are ever removed. Parents are often
+/// shared: two pods of one test both live under
+/// `kubepods.slice/kubepods-besteffort.slice`, which the first guard made.
+/// When that guard goes first, its parents still hold the other pod, so
+/// they are left to [`SHARED_PARENTS`], and the last guard of the process
+/// to drop removes them.
 pub struct Cgroup {
     created: Vec<PathBuf>,
     leaves: Vec<PathBuf>,
 }
+
+/// Directories a [`Cgroup`] of this process made that could not be removed
+/// when it dropped, because another guard's cgroup lived below them. The
+/// lock is also held while guards create and remove, so no guard makes a
+/// child under a parent that another guard is removing.
+static SHARED_PARENTS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 impl Cgroup {
     pub const HIERARCHIES: [&'static str; 3] = [
@@ -447,6 +478,9 @@ impl Cgroup {
     ];
 
     pub fn create(rel: &str) -> Cgroup {
+        let _made = SHARED_PARENTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut created = Vec::new();
         let mut leaves = Vec::new();
         for h in Self::HIERARCHIES {
@@ -473,17 +507,117 @@ impl Cgroup {
     }
 }
 
+/// Whether a cgroup directory has child cgroups (removing it cannot succeed
+/// until they go).
+fn has_child_cgroups(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+    })
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        let mut shared = SHARED_PARENTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for dir in self.created.iter().rev() {
-            // A cgroup whose last process just exited can be busy for a moment.
+            // A cgroup whose last process just exited can be busy for a
+            // moment; one with another guard's cgroup below it stays busy
+            // until that guard drops.
             for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() || has_child_cgroups(dir) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            if dir.exists() {
+                shared.push(dir.clone());
+            }
         }
+        // Parents left by guards that dropped earlier, innermost first:
+        // those now empty go (a failed rmdir of a busy one is harmless).
+        shared.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        shared.retain(|dir| std::fs::remove_dir(dir).is_err() && dir.exists());
+    }
+}
+
+#[cfg(test)]
+mod internet_tests {
+    use super::internet::InternetLock;
+    use std::process::Command;
+
+    /// `flock -n PATH true` fails while the lock is held.
+    fn free_for_another_process() -> bool {
+        Command::new("flock")
+            .args(["-n", InternetLock::PATH, "true"])
+            .status()
+            .expect("run flock(1)")
+            .success()
+    }
+
+    #[test]
+    fn the_internet_is_held_against_other_processes_and_threads_until_dropped() {
+        let held = InternetLock::acquire();
+        assert!(!free_for_another_process(), "another process got the lock");
+        assert!(
+            std::thread::spawn(InternetLock::try_acquire)
+                .join()
+                .unwrap()
+                .is_none(),
+            "another thread got the lock"
+        );
+        drop(held);
+        // Another test binary may take it in between; wait for it then.
+        let again = InternetLock::acquire();
+        drop(again);
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::Cgroup;
+    use std::path::Path;
+
+    fn in_every_hierarchy(rel: &str) -> Vec<bool> {
+        Cgroup::HIERARCHIES
+            .iter()
+            .map(|h| Path::new(h).join(rel).exists())
+            .collect()
+    }
+
+    /// Two pods under one parent that the first guard made: the first
+    /// guard drops while the second still lives (as `drop((trainer_cg,
+    /// api_cg))` in tests/contain.rs does), and the parents must still go
+    /// with the second. A parent that was there before is left alone.
+    #[test]
+    fn shared_parents_go_with_the_last_guard_and_foreign_ones_stay() {
+        let top = format!("pgtest-cgparents-{}", std::process::id());
+        let foreign = Cgroup::create(&format!("{top}/foreign"));
+        let first = Cgroup::create(&format!("{top}/foreign/slice/pod-a"));
+        let second = Cgroup::create(&format!("{top}/foreign/slice/pod-b"));
+        drop(first);
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice/pod-a")),
+            [false; 3]
+        );
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice")),
+            [true; 3],
+            "the parent still holds the second pod"
+        );
+        drop(second);
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign/slice")),
+            [false; 3],
+            "the first guard's parent outlived the last pod"
+        );
+        assert_eq!(
+            in_every_hierarchy(&format!("{top}/foreign")),
+            [true; 3],
+            "a parent neither pod guard made was removed"
+        );
+        drop(foreign);
+        assert_eq!(in_every_hierarchy(&top), [false; 3]);
     }
 }
 

@@ -26,7 +26,7 @@ use patchgap_collector::{
     SqliteStore,
     auth::{Scope, TokenPolicy, issue_local},
 };
-use patchgap_tests::{Cgroup, built_bins, py, write};
+use patchgap_tests::{Cgroup, built_bins, internet::InternetLock, py, write};
 use serde_json::Value;
 
 const NS_IP: &str = "198.51.100.2";
@@ -55,13 +55,18 @@ fn run(cmd: &str, args: &[&str]) {
 /// accepts and closes every connection.
 ///
 /// One at a time: every test's Internet takes 198.51.100.1/24 on the host
-/// side (and their veths were named after the test binary's pid).
+/// side (and their veths were named after the test binary's pid). The
+/// mutex keeps this binary's tests apart from start to end; the
+/// Internet's own [`InternetLock`] keeps other test processes out while
+/// it lives.
 static ONE_INTERNET: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Internet {
     ns: String,
     veth: String,
     listener: Option<Child>,
+    /// Released after Drop has deleted the veth and the namespace.
+    _lock: InternetLock,
 }
 
 impl Internet {
@@ -71,6 +76,7 @@ impl Internet {
             ns: format!("pgcontain-{id}"),
             veth: format!("pgk{}", id % 1_000_000),
             listener: None,
+            _lock: InternetLock::acquire(),
         };
         let peer = format!("{}p", net.veth);
         let _ = Command::new("ip")

@@ -195,12 +195,24 @@ async fn a_chrooted_process_is_resolved_against_its_own_root_and_goes_stale_on_r
 }
 
 /// A message over the size limit and a malformed one each get a clear status,
-/// and the collector keeps serving.
+/// and the collector keeps serving, the real agent's traffic included.
+///
+/// The limit is set from what the agent can send, not from this host: the
+/// agent's parts hold at most `part_bytes` (1 MiB) of records, or one
+/// process alone, and a process record is at most
+/// `wire::MAX_PROCESS_BYTES` (agent/src/wire.rs). A fixed 256 KiB limit
+/// made this test fail on any host whose first snapshot part was larger
+/// (320,643 bytes on a busy one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_messages_are_rejected_and_the_collector_stays_up() {
     use patchgap_proto::v1::ingest_client::IngestClient;
+    let limit = 2 * patchgap_agent::wire::MAX_PROCESS_BYTES;
+    assert!(
+        patchgap_agent::AgentConfig::default().part_bytes <= limit / 2,
+        "the agent's parts must fit well within the test's limit"
+    );
     let h = Harness::start_with(patchgap_collector::CollectorConfig {
-        max_message_bytes: 256 << 10,
+        max_message_bytes: limit,
         ..Default::default()
     })
     .await;
@@ -222,7 +234,7 @@ async fn oversized_and_malformed_messages_are_rejected_and_the_collector_stays_u
         seq: 1,
         body: Some(v1::agent_message::Body::Delta(v1::Delta {
             upserts: vec![v1::Process {
-                cmdline: "x".repeat(1 << 20),
+                cmdline: "x".repeat(limit + (1 << 20)),
                 ..Default::default()
             }],
             ..Default::default()
@@ -231,7 +243,7 @@ async fn oversized_and_malformed_messages_are_rejected_and_the_collector_stays_u
     let mut client = IngestClient::connect(url.clone())
         .await
         .unwrap()
-        .max_encoding_message_size(8 << 20);
+        .max_encoding_message_size(2 * limit);
     let mut inbound = client
         .stream(tokio_stream::iter(vec![hello.clone(), huge]))
         .await
@@ -271,7 +283,9 @@ async fn oversized_and_malformed_messages_are_rejected_and_the_collector_stays_u
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
-    // Still up and answering.
+    // Still up and answering: the real agent's next scan is stored, and
+    // queries work.
+    h.sync().await;
     let hosts = h
         .client()
         .await
@@ -285,6 +299,38 @@ async fn oversized_and_malformed_messages_are_rejected_and_the_collector_stays_u
     );
     assert!(!h.find("libc6", "").await.matches.is_empty());
     h.stop().await;
+}
+
+/// `Harness::start_full` waited out its 60 s timeout when the collector
+/// refused to start (here: a policy file that does not parse), and then
+/// said only "timed out". It must fail at once, with the collector's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_fails_at_once_with_the_error_of_a_collector_that_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[tier]\nthis is not a policy\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let started = tokio::spawn(Harness::start_with(patchgap_collector::CollectorConfig {
+        policy: Some(policy),
+        ..Default::default()
+    }))
+    .await;
+    let elapsed = t0.elapsed();
+    let panic = match started {
+        Ok(_) => panic!("the harness started with a policy that does not parse"),
+        Err(e) => e.into_panic(),
+    };
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_else(|| format!("{panic:?}"));
+    assert!(
+        message.contains("the collector did not start") && message.contains("policy"),
+        "{message}"
+    );
+    // The agent's shutdown is bounded at 10 s, well short of the 60 s.
+    assert!(elapsed < std::time::Duration::from_secs(15), "{elapsed:?}");
+    eprintln!("failed after {elapsed:?}: {message}");
 }
 
 /// Sends one raw gRPC message on the Ingest stream and returns the error status.

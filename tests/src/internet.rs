@@ -1,0 +1,74 @@
+//! One "internet" at a time on this machine, across test processes.
+//!
+//! Several live tests give a network namespace fixed documentation
+//! addresses behind a veth pair, with the host side at 198.51.100.1/24.
+//! Two such namespaces alive at once, in two test binaries that a developer
+//! (or a fresh machine's first run) has going side by side, put two routes
+//! to 198.51.100.0/24 on the host: connects then reach the other
+//! namespace, where nothing listens, and fail with "connection refused".
+//! A mutex serialises the tests of one binary only; this lock serialises
+//! them all.
+//!
+//! It is an flock(2) on a well-known file: the kernel releases it when
+//! the holder's file is closed, also when a test process is killed, so a
+//! crashed run never leaves it taken. flock locks belong to the open file,
+//! so two threads of one process that each take it also wait for each
+//! other.
+//!
+//! This file uses only std: the agent's own live tests (agent/tests/
+//! contain.rs), which cannot depend on this crate, include it by path.
+
+use std::fs::{File, OpenOptions};
+use std::time::Instant;
+
+/// Held for the whole life of a test's namespace "internet" (its veth,
+/// addresses and listener); drop it after the namespace is gone.
+#[derive(Debug)]
+pub struct InternetLock {
+    _file: File,
+}
+
+impl InternetLock {
+    /// The lock file every test that puts a documentation subnet on the
+    /// host side of a veth takes. /run/lock is root's and tmpfs on Debian,
+    /// so the file goes with a reboot.
+    pub const PATH: &'static str = "/run/lock/patchgap-tests-internet.lock";
+
+    /// Waits until no other test (of any process) holds the internet, then
+    /// holds it. Tests assume root, who can always open the file.
+    pub fn acquire() -> InternetLock {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::PATH)
+            .unwrap_or_else(|e| panic!("open {}: {e}", Self::PATH));
+        let waited = Instant::now();
+        file.lock()
+            .unwrap_or_else(|e| panic!("flock {}: {e}", Self::PATH));
+        let waited = waited.elapsed();
+        if waited.as_secs() >= 1 {
+            eprintln!(
+                "waited {:.1} s for another test's namespace internet ({})",
+                waited.as_secs_f64(),
+                Self::PATH
+            );
+        }
+        InternetLock { _file: file }
+    }
+
+    /// Takes the internet only if nobody holds it now.
+    pub fn try_acquire() -> Option<InternetLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::PATH)
+            .unwrap_or_else(|e| panic!("open {}: {e}", Self::PATH));
+        match file.try_lock() {
+            Ok(()) => Some(InternetLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(e)) => panic!("flock {}: {e}", Self::PATH),
+        }
+    }
+}
