@@ -505,15 +505,25 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
 }
 
 /// The statement inside an envelope (standard base64).
+/// Through stdin: a bundle can be larger than one argument may be
+/// (MAX_ARG_STRLEN, 128 KiB), as on a host with many processes.
 fn decode_payload(b64: &str) -> Value {
-    let out = Command::new("/usr/bin/python3")
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
         .args([
             "-c",
-            "import base64, sys; sys.stdout.buffer.write(base64.b64decode(sys.argv[1]))",
-            b64,
+            "import base64, sys; sys.stdout.buffer.write(base64.b64decode(sys.stdin.buffer.read()))",
         ])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = b64.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "base64 decode");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
