@@ -140,15 +140,7 @@ impl Internet {
         run("ip", &["link", "set", &net.veth, "up"]);
         run(
             "ip",
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                "198.51.100.2/24",
-                "dev",
-                &peer,
-            ],
+            &["-n", &ns, "addr", "add", "198.51.100.2/24", "dev", &peer],
         );
         for extra in [
             "198.51.100.3/32",
