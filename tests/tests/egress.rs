@@ -3,9 +3,17 @@
 //! and a real Alertmanager (Debian's `prometheus-alertmanager`) on
 //! loopback. "The internet" is a network namespace behind a veth pair
 //! holding documentation addresses (198.51.100.2 and 203.0.113.10, the
-//! usual destinations; 198.51.100.3, allowed by policy; 203.0.113.66,
-//! the new one; 203.0.113.77, an address no DNS name points to;
-//! 192.0.2.0/24 is this machine's uplink), with a listener on each.
+//! usual destinations; 198.51.100.3, allowed by policy as a CIDR;
+//! 198.51.100.4, allowed by policy as a name pattern; 203.0.113.66, the
+//! new one; 203.0.113.77, an address no DNS name points to; 192.0.2.0/24
+//! is this machine's uplink), with a listener on each, and a DNS server
+//! on 198.51.100.53 (tests/src/dns.rs). Its zone names every destination
+//! but the nameless one: two names share 198.51.100.2, and the new
+//! destination is a CNAME chain (telemetry.trainlib.example.net →
+//! ingest.eu.example.net → 203.0.113.66). Every workload resolves each
+//! name through that server only (`RESOLVE_PY`, never this machine's
+//! resolver) right before it connects, so the agent's DNS capture
+//! (`pg_dns`) names its connections.
 //!
 //! A "trainer" Deployment with two replicas, pod-shaped cgroups named as
 //! containerd names them, in namespace `ml` (mapped `sensitive`), runs a
@@ -15,17 +23,16 @@
 //! collector restart mid-learning and the baseline stays. Then
 //! `trainlib` 2.0.0 is installed with pip from a local wheel and the
 //! trainer restarts: within 2 s Alertmanager shows ONE alert for
-//! 203.0.113.66 (not one per replica) with the address, the lineage,
-//! trainlib 1.0.0 -> 2.0.0, the workload and scope `sensitive`; the
-//! learned and the policy-allowed destinations do not alert; batch's
-//! connection to the same address is listed by `patchgap alerts` and
-//! never sent; the address without a name alerts with the address
+//! telemetry.trainlib.example.net (not one per replica) with the name
+//! and its CNAME chain from DNS, the address, the lineage, trainlib
+//! 1.0.0 -> 2.0.0, the workload and scope `sensitive`; the learned
+//! destinations (by name: the baseline learns names) and the
+//! policy-allowed ones (by CIDR and by name pattern) do not alert;
+//! batch's connection to the same name is listed by `patchgap alerts`
+//! and never sent; the address without a name alerts with the address
 //! alone; `patchgap changes` shows the upgrade on both replicas;
 //! `incident open --alert` scopes an incident to the trainer; once the
 //! trainer stops, the alert resolves in Alertmanager (endsAt).
-//!
-//! DNS names: the agent's DNS capture is another branch's (wt-c). The
-//! place where the story's name assertions go is marked `DNS NAMES`.
 //!
 //! Root is assumed (CI runs as root). Every cgroup, namespace, veth and
 //! process has a guard that removes it, also when an assertion fails.
@@ -42,6 +49,7 @@ use patchgap_tests::{
     Cgroup,
     alertmanager::Alertmanager,
     built_bins,
+    dns::{DnsServer, Netns, RESOLVE_PY, Zone},
     py::{new_venv, pip_install},
     write,
 };
@@ -50,12 +58,43 @@ use serde_json::Value;
 const PORT: u16 = 18453;
 // 192.0.2.0/24 is this machine's own uplink, so it stays out of "the
 // internet" here.
+/// The addresses of the usual destinations.
 const USUAL: [&str; 2] = ["198.51.100.2", "203.0.113.10"];
+/// The usual destinations as the workloads ask for them: two names for
+/// USUAL[0] (one address shared by two names), one for USUAL[1]. The
+/// first name asked for an address is the one the baseline learns.
+const USUAL_NAMES: [&str; 3] = [
+    "datasets.example.test",
+    "mirror.example.test",
+    "weights.example.test",
+];
 /// Allowed by the trainer's egress policy (a CIDR), never learned before.
 const ALLOWED: &str = "198.51.100.3";
+const ALLOWED_NAME: &str = "status.example.test";
+/// Allowed by the trainer's egress policy by a name pattern only
+/// (`*.hub.example.test`), never learned before.
+const ALLOWED_BY_NAME: &str = "198.51.100.4";
+const ALLOWED_BY_NAME_NAME: &str = "models.hub.example.test";
 const NEW: &str = "203.0.113.66";
+/// The new destination's name, a CNAME to [`NEW_CNAME`], which has NEW.
+const NEW_NAME: &str = "telemetry.trainlib.example.net";
+const NEW_CNAME: &str = "ingest.eu.example.net";
 /// An address no DNS answer names.
 const NO_NAME: &str = "203.0.113.77";
+/// The test's DNS server, in "the internet".
+const DNS: &str = "198.51.100.53";
+
+/// What the DNS server answers: every destination but [`NO_NAME`].
+fn zone() -> Zone {
+    Zone::new()
+        .a(USUAL_NAMES[0], USUAL[0], 300)
+        .a(USUAL_NAMES[1], USUAL[0], 300)
+        .a(USUAL_NAMES[2], USUAL[1], 300)
+        .a(ALLOWED_NAME, ALLOWED, 300)
+        .a(ALLOWED_BY_NAME_NAME, ALLOWED_BY_NAME, 300)
+        .cname(NEW_NAME, NEW_CNAME, 300)
+        .a(NEW_CNAME, NEW, 300)
+}
 
 fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
@@ -70,59 +109,50 @@ fn run(cmd: &str, args: &[&str]) {
 }
 
 /// "The internet": a namespace behind a veth pair, the documentation
-/// addresses on its side and routed from the host's, and a listener that
-/// accepts and closes every connection.
+/// addresses on its side and routed from the host's, a listener that
+/// accepts and closes every connection, and the DNS server for [`zone`].
 struct Internet {
-    ns: String,
+    ns: Netns,
     veth: String,
     listener: Option<Child>,
+    dns: Option<DnsServer>,
 }
 
 impl Internet {
     fn new() -> Internet {
         let id = std::process::id();
         let mut net = Internet {
-            ns: format!("pgegress-{id}"),
+            ns: Netns::new(&format!("pgegress-{id}")),
             veth: format!("pge{}", id % 1_000_000),
             listener: None,
+            dns: None,
         };
+        let ns = net.ns.name.clone();
         let peer = format!("{}p", net.veth);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &net.ns])
-            .stderr(Stdio::null())
-            .status();
-        run("ip", &["netns", "add", &net.ns]);
         run(
             "ip",
             &[
                 "link", "add", &net.veth, "type", "veth", "peer", "name", &peer,
             ],
         );
-        run("ip", &["link", "set", &peer, "netns", &net.ns]);
+        run("ip", &["link", "set", &peer, "netns", &ns]);
         run("ip", &["addr", "add", "198.51.100.1/24", "dev", &net.veth]);
         run("ip", &["link", "set", &net.veth, "up"]);
         run(
             "ip",
-            &[
-                "-n",
-                &net.ns,
-                "addr",
-                "add",
-                "198.51.100.2/24",
-                "dev",
-                &peer,
-            ],
+            &["-n", &ns, "addr", "add", "198.51.100.2/24", "dev", &peer],
         );
         for extra in [
             "198.51.100.3/32",
+            "198.51.100.4/32",
+            "198.51.100.53/32",
             "203.0.113.10/32",
             "203.0.113.66/32",
             "203.0.113.77/32",
         ] {
-            run("ip", &["-n", &net.ns, "addr", "add", extra, "dev", &peer]);
+            run("ip", &["-n", &ns, "addr", "add", extra, "dev", &peer]);
         }
-        run("ip", &["-n", &net.ns, "link", "set", &peer, "up"]);
-        run("ip", &["-n", &net.ns, "link", "set", "lo", "up"]);
+        run("ip", &["-n", &ns, "link", "set", &peer, "up"]);
         // 203.0.113.0/24 is reached through the namespace; the route
         // goes with the veth.
         run(
@@ -145,7 +175,7 @@ impl Internet {
              while True:\n    c, _ = s.accept(); c.close()\n"
         );
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &net.ns, "/usr/bin/python3", "-c", &script])
+            .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -156,6 +186,11 @@ impl Internet {
             .unwrap();
         net.listener = Some(child);
         assert_eq!(line.trim(), "ready", "the listener did not start");
+        net.dns = Some(DnsServer::start(
+            Some(&net.ns),
+            DNS.parse().unwrap(),
+            &zone(),
+        ));
         net
     }
 }
@@ -166,12 +201,13 @@ impl Drop for Internet {
             let _ = l.kill();
             let _ = l.wait();
         }
-        // Deleting the veth takes its routes.
+        self.dns.take();
+        // Deleting the veth takes its routes; the namespace goes with
+        // `self.ns`.
         let _ = Command::new("ip")
             .args(["link", "del", &self.veth])
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 
@@ -194,17 +230,26 @@ impl Drop for Daemon {
 }
 
 /// A workload's interpreter (exec'd in the pod's cgroup), importing
-/// trainlib when it has it and connecting to each target every 200 ms.
+/// trainlib when it has it and, every 200 ms, reaching each target: a
+/// name is resolved through the test's DNS server (and nothing else)
+/// right before the connection to its first address; an address is
+/// connected to as it is, told by no DNS answer.
 fn trainer(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
     let script = format!(
         "import socket, time\n\
          try:\n    import trainlib; v = trainlib.__version__\n\
          except ImportError:\n    v = '-'\n\
+         {RESOLVE_PY}\n\
+         def addrs(t):\n\
+         \x20   if t.replace('.', '').isdigit(): return [t]\n\
+         \x20   try: return resolve({DNS:?}, t)[:1]\n\
+         \x20   except Exception: return []\n\
          print('ready', v, flush=True)\n\
          while True:\n\
          \x20   for t in {targets:?}:\n\
-         \x20       try: socket.create_connection((t, {PORT}), timeout=0.5).close()\n\
-         \x20       except OSError: pass\n\
+         \x20       for ip in addrs(t):\n\
+         \x20           try: socket.create_connection((ip, {PORT}), timeout=0.5).close()\n\
+         \x20           except OSError: pass\n\
          \x20   time.sleep(0.2)\n"
     );
     let moves: String = Cgroup::HIERARCHIES
@@ -384,13 +429,15 @@ impl World {
 }
 
 /// The response policy: the built-in one, plus the egress sections of
-/// the story (the trainer may reach ALLOWED; batch is in audit mode).
+/// the story (the trainer may reach ALLOWED by its address and
+/// ALLOWED_BY_NAME by its name; batch is in audit mode).
 fn policy_file(dir: &Path) -> PathBuf {
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/policy.example.toml");
     let mut text = std::fs::read_to_string(&builtin).expect("packaging/policy.example.toml");
     text.push_str(&format!(
         "\n[[egress]]\nworkload = \"ml/trainer\"\nmode = \"policy+learn\"\n\
          [[egress.allow]]\ncidrs = [\"{ALLOWED}/32\"]\n\
+         [[egress.allow]]\nnames = [\"*.hub.example.test\"]\n\
          \n[[egress]]\nworkload = \"ml/batch\"\nmode = \"audit\"\n"
     ));
     let path = dir.join("policy.toml");
@@ -451,9 +498,9 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     let mut agent = w.agent();
 
     // Learning: both replicas reach their usual destinations; batch too.
-    let mut a = trainer(&python, &a_rel, &USUAL);
-    let mut b = trainer(&python, &b_rel, &USUAL);
-    let _batch = trainer(system_python, &batch_rel, &USUAL);
+    let mut a = trainer(&python, &a_rel, &USUAL_NAMES);
+    let mut b = trainer(&python, &b_rel, &USUAL_NAMES);
+    let _batch = trainer(system_python, &batch_rel, &USUAL_NAMES);
     let shared = |v: &Value| {
         v["baseline"]["entries"].as_array().is_some_and(|e| {
             e.len() == 2
@@ -490,6 +537,24 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
             .collect()
     };
     assert_eq!(learned(&again), learned(&baseline));
+    // The baseline learned names, not addresses: the address two names
+    // share is one entry, by the name asked for it first, and a
+    // connection told the other name is that entry too.
+    let mut by_name: Vec<&Value> = again["baseline"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["destination"])
+        .collect();
+    by_name.sort_by_key(|d| d.to_string());
+    assert_eq!(
+        by_name,
+        [
+            &serde_json::json!({"name": USUAL_NAMES[0]}),
+            &serde_json::json!({"name": USUAL_NAMES[2]}),
+        ],
+        "{again:#}"
+    );
     w.until(
         &["egress", "baseline", "ml/Deployment/batch", "-o", "json"],
         Duration::from_secs(60),
@@ -511,14 +576,23 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     a.stop();
     b.stop();
     let upgraded_at = Instant::now();
-    let targets = [USUAL[0], USUAL[1], ALLOWED, NEW, NO_NAME];
+    let targets = [
+        USUAL_NAMES[0],
+        USUAL_NAMES[1],
+        USUAL_NAMES[2],
+        ALLOWED_NAME,
+        ALLOWED_BY_NAME_NAME,
+        NEW_NAME,
+        NO_NAME,
+    ];
     let mut a = trainer(&python, &a_rel, &targets);
     let mut b = trainer(&python, &b_rel, &targets);
-    // Batch (audit mode) reaches the same new address.
-    let mut batch_new = trainer(system_python, &batch_rel, &[NEW]);
+    // Batch (audit mode) reaches the same new name.
+    let mut batch_new = trainer(system_python, &batch_rel, &[NEW_NAME]);
 
-    // Within 2 s Alertmanager shows the alert.
-    let new_label = format!("{NEW}/32");
+    // Within 2 s Alertmanager shows the alert, labelled with the
+    // destination as the baseline would learn it: the name asked.
+    let new_label = NEW_NAME.to_string();
     let deadline = upgraded_at + Duration::from_secs(30);
     let took = loop {
         if !am_egress(&am.alerts(), "destination", &new_label).is_empty() {
@@ -559,16 +633,21 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     );
     assert!(note("scope").starts_with("sensitive"), "{notes:#}");
     assert!(note("baseline").starts_with("stable"), "{notes:#}");
-    // DNS NAMES (wt-c): once the agent captures DNS answers, the new
-    // destination comes with its name (the story's telemetry name, a
-    // CNAME chain in the test's DNS server): assert here that
-    // `labels["destination"]` is that name, `note("destination")` lists
-    // it with "from dns", and that the alert for the address nobody
-    // named (below) still has the address alone. Until then every
-    // destination is by address.
-    if note("destination").contains("from dns") {
-        assert!(!labels["destination"].as_str().unwrap().ends_with("/32"));
-    }
+    // DNS NAMES: the name asked, then the CNAME chain to the address,
+    // and where the names came from.
+    assert_eq!(labels["destination"], NEW_NAME);
+    assert!(
+        note("destination").contains(&format!(
+            "{NEW}:{PORT}/tcp (names: {NEW_NAME}, {NEW_CNAME}, from dns)"
+        )),
+        "{notes:#}"
+    );
+    // No connection to the new address went without its names (that
+    // would be a second alert, by address).
+    assert!(
+        am_egress(&shown, "destination", &format!("{NEW}/32")).is_empty(),
+        "{shown:#?}"
+    );
     // The address without a name: its own alert, by the address alone.
     let no_name = am_egress(&shown, "destination", &format!("{NO_NAME}/32"));
     assert_eq!(no_name.len(), 1, "{shown:#?}");
@@ -580,9 +659,18 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     );
     // Nothing for the learned or the allowed destinations, nothing from
     // batch (audit).
-    for quiet in [USUAL[0], USUAL[1], ALLOWED] {
+    for quiet in [USUAL[0], USUAL[1], ALLOWED, ALLOWED_BY_NAME] {
         assert!(
             am_egress(&shown, "destination", &format!("{quiet}/32")).is_empty(),
+            "{quiet}: {shown:#?}"
+        );
+    }
+    for quiet in USUAL_NAMES
+        .iter()
+        .chain([&ALLOWED_NAME, &ALLOWED_BY_NAME_NAME])
+    {
+        assert!(
+            am_egress(&shown, "destination", quiet).is_empty(),
             "{quiet}: {shown:#?}"
         );
     }
@@ -610,7 +698,11 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     assert_eq!(trainer_alerts.len(), 1, "{listed:#}");
     let alert = trainer_alerts[0];
     assert_eq!(alert["destination"]["port"], PORT);
-    assert_eq!(alert["destination"]["names_source"], "none");
+    assert_eq!(
+        alert["destination"]["names"],
+        serde_json::json!([NEW_NAME, NEW_CNAME])
+    );
+    assert_eq!(alert["destination"]["names_source"], "dns");
     assert_eq!(alert["workload"]["key"], key.as_str());
     assert_eq!(alert["scope"]["classification"], "sensitive");
     assert_eq!(alert["delivery"], "sent");
@@ -634,8 +726,20 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     assert_eq!(batch_alerts.len(), 1, "{listed:#}");
     assert_eq!(batch_alerts[0]["mode"], "audit");
     assert_eq!(batch_alerts[0]["delivery"], "not sent (audit mode)");
+    assert_eq!(
+        batch_alerts[0]["destination"]["names"],
+        serde_json::json!([NEW_NAME, NEW_CNAME])
+    );
     assert!(to(ALLOWED, "").is_empty(), "{listed:#}");
-    assert_eq!(to(NO_NAME, "/trainer/").len(), 1, "{listed:#}");
+    assert!(to(ALLOWED_BY_NAME, "").is_empty(), "{listed:#}");
+    let nameless = to(NO_NAME, "/trainer/");
+    assert_eq!(nameless.len(), 1, "{listed:#}");
+    assert_eq!(
+        nameless[0]["destination"]["names"],
+        serde_json::json!([]),
+        "{listed:#}"
+    );
+    assert_eq!(nameless[0]["destination"]["names_source"], "none");
 
     // `patchgap changes`: the upgrade, on both replicas.
     let since = format!("{}s", before_upgrade.elapsed().as_secs() + 1);
