@@ -116,16 +116,21 @@ struct Internet {
     veth: String,
     listener: Option<Child>,
     dns: Option<DnsServer>,
+    /// 198.51.100.1/24 on the host's side, as the contain tests use:
+    /// released after Drop has deleted the veth and the namespace.
+    _lock: patchgap_tests::internet::InternetLock,
 }
 
 impl Internet {
     fn new() -> Internet {
         let id = std::process::id();
+        let lock = patchgap_tests::internet::InternetLock::acquire();
         let mut net = Internet {
             ns: Netns::new(&format!("pgegress-{id}")),
             veth: format!("pge{}", id % 1_000_000),
             listener: None,
             dns: None,
+            _lock: lock,
         };
         let ns = net.ns.name.clone();
         let peer = format!("{}p", net.veth);
