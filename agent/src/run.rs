@@ -39,8 +39,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use crate::{
-    failover::Collectors,
     diff::Baseline,
+    failover::Collectors,
     model::{Process, ProcessKey, Workload},
     respond::Responder,
     scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},

@@ -224,7 +224,7 @@ fn an_agent_fails_over_between_two_collectors_on_one_postgres() {
         return;
     };
     let db = cluster.database();
-    let url = db.url().to_string();
+    let url = db.url();
     let bins = built_bins();
     let work = tempfile::tempdir().unwrap();
     let (a, b) = (
@@ -252,7 +252,8 @@ fn an_agent_fails_over_between_two_collectors_on_one_postgres() {
     wait_for_pids(&bins, &a, &[before.pid()], 120, &log_a);
     let agent = std::fs::read_to_string(&agent_log).unwrap();
     assert!(
-        agent.contains(&format!("collector=http://{a}")) && agent.contains("connected to collector"),
+        agent.contains(&format!("collector=http://{a}"))
+            && agent.contains("connected to collector"),
         "the agent did not connect to A first:\n{agent}"
     );
 
