@@ -9,6 +9,7 @@ pub mod contain;
 pub mod dbwatch;
 pub mod diff;
 pub mod dns;
+pub mod failover;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod lang;

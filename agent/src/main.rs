@@ -36,6 +36,10 @@ enum Command {
         config: Option<PathBuf>,
         /// The collector's address: https://HOST:PORT (TLS, never plaintext),
         /// http://HOST:PORT (plaintext), or HOST:PORT (https:// when --ca is given).
+        /// Several comma-separated addresses (collectors sharing one
+        /// PostgreSQL): the agent streams to the first that answers and
+        /// moves to the next when a connect fails or a stream breaks;
+        /// nothing unacked is lost in the move.
         #[arg(long, env = "PATCHGAP_COLLECTOR", default_value = "127.0.0.1:7373")]
         collector: String,
         /// The CA that signed the collector's certificate (PEM).
@@ -218,10 +222,15 @@ async fn main() -> anyhow::Result<()> {
                 "--ring-mib must be a power of two"
             );
             let tls = patchgap_agent::tls::ClientTls { ca, cert, key };
-            let collector = patchgap_agent::tls::collector_url(&collector, &tls);
+            let collectors = patchgap_agent::failover::Collectors::parse(&collector, |addr| {
+                patchgap_agent::tls::collector_url(addr, &tls)
+            })?;
             // A wrong scheme or an unreadable file stops the agent now,
             // rather than in a retry loop.
-            patchgap_agent::tls::endpoint(&collector, &tls)?;
+            for url in collectors.all() {
+                patchgap_agent::tls::endpoint(url, &tls)?;
+            }
+            let collector = collectors.joined();
             let config = AgentConfig {
                 collector,
                 tls,

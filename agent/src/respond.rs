@@ -375,12 +375,22 @@ fn resolvers(cgroup: &Path, proc_root: &Path) -> Vec<IpAddr> {
     Vec::new()
 }
 
-/// The addresses of the collector in `url` (`http://HOST:PORT` or
-/// `https://...`): a literal address as is, a name looked up (none when
+/// The addresses of the collectors in `urls` (`http://HOST:PORT` or
+/// `https://...`, comma-separated): a literal address as is, a name looked up (none when
 /// the lookup fails: the collector is then unreachable from contained
 /// workloads until the next set, and the status says nothing of it).
-fn collector_addrs(url: &str) -> Vec<IpAddr> {
+fn collector_addrs(urls: &str) -> Vec<IpAddr> {
+    // Every collector in a failover list stays reachable: the agent may
+    // move to any of them while the isolation holds.
+    let mut addrs: Vec<IpAddr> = urls.split(',').flat_map(one_collector_addrs).collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+fn one_collector_addrs(url: &str) -> Vec<IpAddr> {
     use std::net::ToSocketAddrs;
+    let url = url.trim();
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let with_port = if authority.ends_with(']') || !authority.contains(':') {
@@ -388,13 +398,10 @@ fn collector_addrs(url: &str) -> Vec<IpAddr> {
     } else {
         authority.to_string()
     };
-    let mut addrs: Vec<IpAddr> = with_port
+    with_port
         .to_socket_addrs()
         .map(|a| a.map(|s| s.ip()).collect())
-        .unwrap_or_default();
-    addrs.sort();
-    addrs.dedup();
-    addrs
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -409,6 +416,10 @@ mod tests {
         assert_eq!(collector_addrs("http://127.0.0.1:7373"), vec![v4]);
         assert_eq!(collector_addrs("https://[::1]:7373/"), vec![v6]);
         assert_eq!(collector_addrs("https://[::1]"), vec![v6]);
+        assert_eq!(
+            collector_addrs("http://127.0.0.1:7373,https://[::1]:7373"),
+            vec![v4, v6]
+        );
         assert!(collector_addrs("http://localhost:7373").contains(&v4));
     }
 

@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     diff::Baseline,
+    failover::Collectors,
     model::{Process, ProcessKey, Workload},
     respond::Responder,
     scan::{ExecInfo, ExecRecord, ScanConfig, Scanner, now_ms},
@@ -52,7 +53,9 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The collector's URL, such as http://127.0.0.1:7373 or
-    /// https://collector:7373 (which needs `tls.ca`).
+    /// https://collector:7373 (which needs `tls.ca`), or several of them
+    /// comma-separated: the agent moves to the next when one fails
+    /// ([`crate::failover::Collectors`]).
     pub collector: String,
     /// TLS files, read again at each connect.
     pub tls: crate::tls::ClientTls,
@@ -1268,10 +1271,18 @@ async fn connection_loop(
 ) {
     let mut backoff = config.backoff_min;
     let mut logged_down = false;
+    let mut collectors = match Collectors::parse(&config.collector, |u| u.to_string()) {
+        Ok(c) => c,
+        Err(error) => {
+            warn!(%error, "no collector to stream to; the agent scans and spools only");
+            return;
+        }
+    };
     loop {
         let connects = shared.status.borrow().connects;
+        let collector = collectors.current().to_string();
         let result = tokio::select! {
-            r = stream_once(&config, &host, &shared) => r,
+            r = stream_once(&config, &collector, &host, &shared) => r,
             _ = stop.changed() => return,
         };
         shared.status.send_modify(|s| s.connected = false);
@@ -1280,13 +1291,18 @@ async fn connection_loop(
             backoff = config.backoff_min;
             logged_down = false;
         }
+        // Whatever ended this stream, the next attempt goes to the next
+        // collector in the list (the same one when there is one): what was
+        // not acked is still in the spool, and the next collector's
+        // Welcome says where the shared database stands.
+        let next = collectors.fail_over().to_string();
         match result {
             Ok(()) => {
-                info!(collector = %config.collector, "collector closed the stream; reconnecting")
+                info!(%collector, %next, "collector closed the stream; reconnecting")
             }
             // One line when the collector goes away, not one per attempt.
             Err(error) if !logged_down => {
-                warn!(%error, collector = %config.collector, "collector unreachable; retrying with backoff");
+                warn!(%error, %collector, %next, "collector unreachable; retrying with backoff");
                 logged_down = true;
             }
             Err(_) => {}
@@ -1307,10 +1323,11 @@ const READ_BATCH: usize = 4 << 20;
 
 async fn stream_once(
     config: &AgentConfig,
+    collector: &str,
     host: &v1::HostIdentity,
     shared: &Arc<Shared>,
 ) -> anyhow::Result<()> {
-    let channel = crate::tls::endpoint(&config.collector, &config.tls)?
+    let channel = crate::tls::endpoint(collector, &config.tls)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
@@ -1367,7 +1384,7 @@ async fn stream_once(
         s.connects += 1;
         s.acked_seq = s.acked_seq.max(welcome.acked_seq);
     });
-    info!(collector = %config.collector, resume_after = welcome.acked_seq, "connected to collector");
+    info!(%collector, resume_after = welcome.acked_seq, "connected to collector");
     let mut sent = sent;
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -27,6 +27,7 @@ pub mod fleet;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod http;
+pub mod once;
 pub mod response;
 pub mod sbom;
 pub mod store;
@@ -599,8 +600,13 @@ async fn resolve_egress(ingest: Arc<Ingest>) {
         let tick = (quiet / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         tokio::time::sleep(tick).await;
         let i = ingest.clone();
-        match tokio::task::spawn_blocking(move || i.resolve_egress(patchgap_proto::time::now_ms()))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            once::run_once(i.store().as_ref(), once::EGRESS_RESOLVE, || {
+                i.resolve_egress(patchgap_proto::time::now_ms())
+            })
+            .unwrap_or_else(|| Ok(Vec::new()))
+        })
+        .await
         {
             Ok(Ok(resolved)) if !resolved.is_empty() => {
                 tracing::info!(
@@ -647,33 +653,46 @@ async fn refresh_incidents(
         };
         let (ingest, policy, hub) = (ingest.clone(), policy.state(), hub.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            let now = patchgap_proto::time::now_ms();
-            // Incidents the policy opens by itself (none unless a rule
-            // says `open_incident = "auto"`), then every open one's scope.
-            let opened = response::incident::act::auto_open(&ingest, &policy.current, &rules, now)?;
-            if opened > 0 {
-                tracing::info!(opened, "the policy opened incidents");
-            }
-            let refreshed = response::incident::log::refresh_open(&ingest, &rules, now)?;
-            // Then each open incident's plan: the tier routed and the
-            // automatic actions requested, by the collector.
-            let planned = plan_open(&ingest, &rules, &policy.current, &hub, now)?;
-            if planned > 0 {
-                tracing::info!(planned, "planned open incidents");
-                response::contain::rebuild(ingest.store().as_ref(), &hub)?;
-            }
-            Ok::<_, response::incident::log::LogError>(refreshed)
+            let store = ingest.store().clone();
+            once::run_once(store.as_ref(), once::INCIDENT_REFRESH, || {
+                let now = patchgap_proto::time::now_ms();
+                // Incidents the policy opens by itself (none unless a rule
+                // says `open_incident = "auto"`), then every open one's scope.
+                let opened =
+                    response::incident::act::auto_open(&ingest, &policy.current, &rules, now)?;
+                if opened > 0 {
+                    tracing::info!(opened, "the policy opened incidents");
+                }
+                let refreshed = response::incident::log::refresh_open(&ingest, &rules, now)?;
+                // Then each open incident's plan: the tier routed and the
+                // automatic actions requested, by the collector.
+                let planned = plan_open(&ingest, &rules, &policy.current, &hub, now)?;
+                if planned > 0 {
+                    tracing::info!(planned, "planned open incidents");
+                    response::contain::rebuild(ingest.store().as_ref(), &hub)?;
+                }
+                Ok::<_, response::incident::log::LogError>(refreshed)
+            })
+            .or_else(|| {
+                // Another collector refreshed and planned: what it decided
+                // reaches the agents streaming here through the logs.
+                response::contain::rebuild(store.as_ref(), &hub)
+                    .err()
+                    .map(Err)
+            })
         })
         .await;
         match pass {
-            Ok(Ok(r)) if r.changed > 0 || r.failed > 0 => tracing::info!(
+            // Another collector refreshed them.
+            Ok(None) => {}
+            Ok(Some(Ok(r))) if r.changed > 0 || r.failed > 0 => tracing::info!(
                 checked = r.checked,
                 changed = r.changed,
                 failed = r.failed,
                 "refreshed the scopes of open incidents"
             ),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "cannot refresh open incidents"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => tracing::warn!(%error, "cannot refresh open incidents"),
             Err(error) => tracing::warn!(%error, "the incident refresh task failed"),
         }
     }
@@ -709,16 +728,22 @@ async fn verify_incidents(
         };
         let (ingest, h, settings) = (ingest.clone(), hub.clone(), settings.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            let now = patchgap_proto::time::now_ms();
-            let done = response::verify::pass::run_pass(&ingest, &settings, &rules, &current, now)?;
-            if done.lifted > 0 || done.closed > 0 || done.reopened > 0 {
-                response::contain::rebuild(ingest.store().as_ref(), &h)?;
-            }
-            Ok::<_, response::incident::log::LogError>(done)
+            let store = ingest.store().clone();
+            once::run_once(store.as_ref(), once::VERIFY, || {
+                let now = patchgap_proto::time::now_ms();
+                let done =
+                    response::verify::pass::run_pass(&ingest, &settings, &rules, &current, now)?;
+                if done.lifted > 0 || done.closed > 0 || done.reopened > 0 {
+                    response::contain::rebuild(ingest.store().as_ref(), &h)?;
+                }
+                Ok::<_, response::incident::log::LogError>(done)
+            })
         })
         .await;
         match pass {
-            Ok(Ok(p)) if p.events > 0 || p.failed > 0 => tracing::info!(
+            // Another collector verified them.
+            Ok(None) => {}
+            Ok(Some(Ok(p))) if p.events > 0 || p.failed > 0 => tracing::info!(
                 checked = p.checked,
                 events = p.events,
                 lifted = p.lifted,
@@ -727,8 +752,8 @@ async fn verify_incidents(
                 failed = p.failed,
                 "verified incidents"
             ),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "cannot verify incidents"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => tracing::warn!(%error, "cannot verify incidents"),
             Err(error) => tracing::warn!(%error, "the verification task failed"),
         }
     }

@@ -1236,3 +1236,78 @@ async fn settle(
         tokio::time::sleep(config.poll).await;
     }
 }
+
+/// A throwaway PostgreSQL 15 (the store's own test harness, included by
+/// path: it uses only std).
+#[path = "../src/store/postgres/harness.rs"]
+#[allow(dead_code)]
+mod pg_harness;
+
+/// Two real collectors on one PostgreSQL, one policy naming one endpoint,
+/// one incident whose action goes to it: the receiver gets one delivery,
+/// not one per collector. Each collector runs the deliverer, the
+/// incident refresh and the verify pass; the outbox's leases (`FOR UPDATE
+/// SKIP LOCKED`) and the passes' advisory locks leave one of them the
+/// work. Skipped where PostgreSQL is not installed (unless
+/// PATCHGAP_REQUIRE_POSTGRES is set, as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_postgres_deliver_a_webhook_once() {
+    let Some(cluster) = pg_harness::Cluster::shared() else {
+        return;
+    };
+    let db = cluster.database();
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), "200");
+    let policy_path = write_policy(dir.path(), receiver.port, "rotate_scoped_tokens", true);
+    let id = {
+        use patchgap_collector::store::postgres::{PgStore, PgTarget};
+        let policy = SharedPolicy::load(&policy_path).unwrap();
+        let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || {
+            Arc::new(PgStore::connect(&PgTarget::new(&url).unwrap()).unwrap()) as Arc<dyn Store>
+        })
+        .await
+        .unwrap();
+        tokio::task::spawn_blocking(move || seed(&Ingest::new(store), &policy))
+            .await
+            .unwrap()
+    };
+    let log = dir.path().join("collectors.log");
+    let start = |name: &str| {
+        let child = Command::new(env!("CARGO_BIN_EXE_patchgap-collector"))
+            .arg("--listen")
+            .arg(free_port().to_string())
+            .arg("--store")
+            .arg(db.url())
+            .arg("--data-dir")
+            .arg(dir.path().join(name))
+            .arg("--policy")
+            .arg(&policy_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("spawn patchgap-collector");
+        Guard(child)
+    };
+    let (_a, _b) = (start("a"), start("b"));
+    let got = receiver.wait_for(1);
+    assert_eq!(got[0]["status"], 200, "{got:#?}");
+    assert!(got[0]["verified"] == true, "{got:#?}");
+    // Both collectors get several passes over the outbox and the incident.
+    std::thread::sleep(Duration::from_secs(5));
+    let got = receiver.requests();
+    assert_eq!(
+        got.len(),
+        1,
+        "incident {id}: delivered more than once; collectors' log:\n{}\n{got:#?}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

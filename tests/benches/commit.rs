@@ -113,7 +113,7 @@ async fn measure(inv: &patchgap_agent::model::Inventory, mode: Mode, phase: Dura
     let data = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(data.path()).unwrap();
     let store: Arc<dyn Store> = match mode {
-        Mode::OneLock => Arc::new(OneLock(Mutex::new(sqlite))),
+        Mode::OneLock => Arc::new(OneLock(Mutex::new(sqlite), Default::default())),
         Mode::Pooled => Arc::new(sqlite),
     };
     let now = inv.scanned_at_ms;
@@ -232,7 +232,10 @@ impl Committer {
 }
 
 /// Every call behind one lock: the store as the collector held it before.
-struct OneLock(Mutex<SqliteStore>);
+struct OneLock(
+    Mutex<SqliteStore>,
+    patchgap_collector::store::singleton::LocalSingletons,
+);
 
 impl OneLock {
     fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> T) -> T {
@@ -472,5 +475,11 @@ impl Store for OneLock {
         limit: usize,
     ) -> Result<Vec<PackageSpan>> {
         self.with(|s| s.workload_package_spans(host_id, workload, after_ms, limit))
+    }
+    fn try_singleton(
+        &self,
+        name: &str,
+    ) -> Result<Option<patchgap_collector::store::Singleton<'_>>> {
+        Ok(self.1.try_take(name))
     }
 }

@@ -114,10 +114,13 @@ checks!(
     process_chain_walks_to_the_root,
     instance_first_start_keeps_exited_processes,
     workload_package_spans_over_history,
+    singletons_exclude_until_dropped,
 );
 
 mod instances;
 use instances::instance_first_start_keeps_exited_processes;
+mod singletons;
+use singletons::singletons_exclude_until_dropped;
 mod outbox;
 use outbox::{
     outbox_enqueues_once_per_webhook_id, outbox_gone_disables_the_endpoint,

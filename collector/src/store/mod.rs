@@ -13,9 +13,11 @@ use patchgap_proto::v1;
 pub(crate) mod conformance;
 pub mod outbox;
 pub mod postgres;
+pub mod singleton;
 pub mod sqlite;
 
 pub use outbox::{DeliveryOutcome, DeliveryRecord, DeliveryState, DisabledEndpoint, NewDelivery};
+pub use singleton::Singleton;
 
 /// A store failure, free of any backend's types: the backend's own error
 /// is the boxed source, so the cause chain survives to the log.
@@ -564,6 +566,12 @@ pub trait Store: Send + Sync + 'static {
         after_ms: i64,
         limit: usize,
     ) -> Result<Vec<PackageSpan>>;
+
+    /// The guard of a background pass that must run once across all the
+    /// collectors of this database (the matching pass, incident refresh,
+    /// verification; see `singleton`), or None while another guard for
+    /// `name` lives: the caller skips its pass. Never blocks.
+    fn try_singleton(&self, name: &str) -> Result<Option<Singleton<'_>>>;
 }
 
 /// When one workload instance held one package (see

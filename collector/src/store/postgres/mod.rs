@@ -59,6 +59,7 @@ mod outbox;
 mod packages;
 mod sboms;
 mod schema;
+mod singleton;
 mod target;
 
 pub use target::PgTarget;
@@ -218,6 +219,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<PackageSpan>> {
         changes::package_spans(&mut *self.conn()?, host_id, workload, after_ms, limit)
+    }
+
+    fn try_singleton(&self, name: &str) -> Result<Option<crate::store::Singleton<'_>>> {
+        singleton::try_singleton(self.conn()?, name)
     }
 
     fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {

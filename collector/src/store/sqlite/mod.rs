@@ -49,6 +49,8 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Option<Readers>,
+    /// One collector per file: the singleton passes are held in memory.
+    singletons: crate::store::singleton::LocalSingletons,
 }
 
 /// Idle read-only connections to the database file; more are opened when
@@ -181,6 +183,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(conn),
             readers,
+            singletons: Default::default(),
         })
     }
 
@@ -513,5 +516,9 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<PackageSpan>> {
         changes::package_spans(&*self.read()?, host_id, workload, after_ms, limit)
+    }
+
+    fn try_singleton(&self, name: &str) -> Result<Option<crate::store::Singleton<'_>>> {
+        Ok(self.singletons.try_take(name))
     }
 }
