@@ -46,6 +46,14 @@ command -v npm >/dev/null || need+=(npm)
 perl -MIPC::SysV -MDevel::Peek -e1 2>/dev/null || need+=(perl)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 [ -f /usr/share/java/commons-io.jar ] || need+=(libcommons-io-java)
+# The jar and zip parsers are checked against every jar Debian installs
+# under /usr/share/java (maven brings about 150) and build fat jars from
+# commons-cli's.
+[ -f /usr/share/java/commons-cli.jar ] || need+=(libcommons-cli-java)
+command -v mvn >/dev/null || need+=(maven)
+# bzip2, a binNMU (1.0.8-5+b1) whose source changelog names CVEs: the
+# lookup of a binNMU's source entry is checked on it.
+command -v bzip2 >/dev/null || need+=(bzip2)
 # The changelog parser is checked against every Debian changelog a TSV of
 # this image lists; bpftool's (the kernel's) carries most of its CVEs.
 [ -f /usr/share/doc/bpftool/changelog.Debian.gz ] || need+=(bpftool)

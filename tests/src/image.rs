@@ -18,6 +18,20 @@ use std::path::Path;
 /// skipped and `false`.
 #[allow(dead_code)]
 pub fn has(path: &str) -> bool {
+    present(path, path)
+}
+
+/// Whether this machine is the image the testdata was taken from, for a
+/// test that compares against a fact of the image's whole package set
+/// (what a Debian python's dist-packages or node's global packages hold
+/// there), `what`. The image's pyenv 3.11.7 is its mark; the same
+/// `PATCHGAP_REQUIRE_IMAGE=1` rule applies.
+#[allow(dead_code)]
+pub fn is_the_image(what: &str) -> bool {
+    present("/root/.pyenv/versions/3.11.7", what)
+}
+
+fn present(path: &str, what: &str) -> bool {
     if Path::new(path).exists() {
         return true;
     }
@@ -27,7 +41,7 @@ pub fn has(path: &str) -> bool {
         );
     }
     eprintln!(
-        "skipped: {path} is not on this machine (an asset of the machine image the testdata was taken from)"
+        "skipped: {what} (not on this machine: {path} is the image's, which the testdata was taken from)"
     );
     false
 }

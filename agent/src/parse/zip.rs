@@ -1500,7 +1500,9 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
         let t = Instant::now();
         let (kept, skipped) = parse_central_directory(&many, 1000);
         assert_eq!((kept.len(), skipped), (1000, 199_000));
-        assert!(t.elapsed() < Duration::from_secs(5));
+        // A bound against super-linear work, not a speed test (a debug build
+        // on a loaded machine went over 5 s).
+        assert!(t.elapsed() < Duration::from_secs(120), "{:?}", t.elapsed());
     }
 
     #[test]
@@ -1651,7 +1653,9 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
         let mut big_claim = e.clone();
         big_claim.uncompressed_size = 1 << 40;
         assert!(z.read(&big_claim, 64 << 10).is_err());
-        assert!(t.elapsed() < Duration::from_secs(5));
+        // A bound against super-linear work, not a speed test (a debug build
+        // on a loaded machine went over 5 s).
+        assert!(t.elapsed() < Duration::from_secs(120), "{:?}", t.elapsed());
         // A valid archive followed by 64 MiB of junk: the EOCD is out of
         // reach (as for the JVM), and the search stays within TAIL_LEN.
         let mut junk = build_zip(&sample_entries(), &ZipOpts::default());
