@@ -230,6 +230,46 @@ pub struct WorkloadRow {
 /// transaction that also records the message's sequence number, so an ack
 /// sent after it returns is never a lie, and a resent message is
 /// recognised.
+/// What every backend stores of a Hello's host, checked the same way:
+/// the host's key (its host id, else its hostname), its capabilities
+/// encoded and its labels as JSON.
+pub(crate) struct HelloHost<'a> {
+    pub id: &'a v1::HostIdentity,
+    pub host_key: &'a String,
+    pub caps: Vec<u8>,
+    pub labels: String,
+}
+
+impl<'a> HelloHost<'a> {
+    pub fn of(hello: &'a v1::Hello) -> Result<HelloHost<'a>> {
+        use patchgap_proto::Message;
+        let id = hello
+            .host
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid("hello without host identity".into()))?;
+        let host_key = if id.host_id.is_empty() {
+            &id.hostname
+        } else {
+            &id.host_id
+        };
+        if host_key.is_empty() {
+            return Err(StoreError::Invalid(
+                "hello names neither a host id nor a hostname".into(),
+            ));
+        }
+        Ok(HelloHost {
+            id,
+            host_key,
+            caps: hello
+                .capabilities
+                .clone()
+                .unwrap_or_default()
+                .encode_to_vec(),
+            labels: serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into()),
+        })
+    }
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Registers the host and session of a Hello.
     fn hello(&self, hello: &v1::Hello, now_ms: i64) -> Result<Session>;

@@ -15,7 +15,7 @@ use patchgap_proto::{Message, v1};
 use postgres::{Client, Statement, Transaction, types::ToSql};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Result, Session, StoreError};
+use crate::store::{HelloHost, Result, Session, StoreError};
 
 /// path, dev, inode, kind, deleted, stale, package id, and the content
 /// (size, sha256, why unhashed).
@@ -481,26 +481,12 @@ fn mark_exited(
 }
 
 pub(super) fn hello(client: &mut Client, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
-    let id = hello
-        .host
-        .as_ref()
-        .ok_or_else(|| StoreError::Invalid("hello without host identity".into()))?;
-    let host_key = if id.host_id.is_empty() {
-        &id.hostname
-    } else {
-        &id.host_id
-    };
-    if host_key.is_empty() {
-        return Err(StoreError::Invalid(
-            "hello names neither a host id nor a hostname".into(),
-        ));
-    }
-    let caps = hello
-        .capabilities
-        .clone()
-        .unwrap_or_default()
-        .encode_to_vec();
-    let labels = serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into());
+    let HelloHost {
+        id,
+        host_key,
+        caps,
+        labels,
+    } = HelloHost::of(hello)?;
     let mut tx = client.transaction()?;
     // Two collectors greeting one host at once: one inserts, and both
     // then hold the row locked in turn.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::store::{Result, Session, StoreError};
+use crate::store::{HelloHost, Result, Session, StoreError};
 
 /// path, dev, inode, kind, deleted, stale, package id, and the content
 /// (size, sha256, why unhashed).
@@ -403,26 +403,12 @@ fn mark_exited(
 }
 
 pub(super) fn hello(conn: &mut Connection, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
-    let id = hello
-        .host
-        .as_ref()
-        .ok_or_else(|| StoreError::Invalid("hello without host identity".into()))?;
-    let host_key = if id.host_id.is_empty() {
-        &id.hostname
-    } else {
-        &id.host_id
-    };
-    if host_key.is_empty() {
-        return Err(StoreError::Invalid(
-            "hello names neither a host id nor a hostname".into(),
-        ));
-    }
-    let caps = hello
-        .capabilities
-        .clone()
-        .unwrap_or_default()
-        .encode_to_vec();
-    let labels = serde_json::to_string(&id.labels).unwrap_or_else(|_| "{}".into());
+    let HelloHost {
+        id,
+        host_key,
+        caps,
+        labels,
+    } = HelloHost::of(hello)?;
     let tx = conn.transaction()?;
     let existing: Option<(i64, String, i64, i64)> = tx
         .query_row(
