@@ -587,14 +587,27 @@ fn a_cached_chain_follows_its_process_record() {
         connect(200, "198.51.100.10", &["data.example.org"], T0 + 200),
     ];
     s.ingest
-        .apply(&session, &msg(2, delta(vec![], &[], learn, T0 + 200)), T0 + 200)
+        .apply(
+            &session,
+            &msg(2, delta(vec![], &[], learn, T0 + 200)),
+            T0 + 200,
+        )
         .unwrap();
     let learned = s.stage.chain_cache_stats();
     assert_eq!((learned.misses, learned.entries), (2, 2), "{learned:?}");
     // Stable now; a connections-only message is answered from the cache.
-    let known = vec![connect(100, "198.51.100.10", &["data.example.org"], T0 + 4000)];
+    let known = vec![connect(
+        100,
+        "198.51.100.10",
+        &["data.example.org"],
+        T0 + 4000,
+    )];
     s.ingest
-        .apply(&session, &msg(3, delta(vec![], &[], known, T0 + 4000)), T0 + 4000)
+        .apply(
+            &session,
+            &msg(3, delta(vec![], &[], known, T0 + 4000)),
+            T0 + 4000,
+        )
         .unwrap();
     let cached = s.stage.chain_cache_stats();
     assert_eq!((cached.hits, cached.misses), (1, 2), "{cached:?}");
@@ -617,16 +630,27 @@ fn a_cached_chain_follows_its_process_record() {
         (0, 2),
         "{forgotten:?}"
     );
-    let new = vec![connect(100, "203.0.113.66", &["telemetry.example.net"], T0 + 6000)];
+    let new = vec![connect(
+        100,
+        "203.0.113.66",
+        &["telemetry.example.net"],
+        T0 + 6000,
+    )];
     s.ingest
-        .apply(&session, &msg(5, delta(vec![], &[], new, T0 + 6000)), T0 + 6000)
+        .apply(
+            &session,
+            &msg(5, delta(vec![], &[], new, T0 + 6000)),
+            T0 + 6000,
+        )
         .unwrap();
     let alerts = store.egress_alerts(0, 10).unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let alert: super::alert::Alert = serde_json::from_str(&alerts[0].body).unwrap();
     assert_eq!(alert.reason, Reason::NewSinceUpgrade, "{alert:?}");
     assert!(
-        alert.packages.contains(&"pkg:pypi/trainlib@2.0.0".to_string()),
+        alert
+            .packages
+            .contains(&"pkg:pypi/trainlib@2.0.0".to_string()),
         "{:?}",
         alert.packages
     );
