@@ -677,5 +677,10 @@ mod tests {
         assert!(!b.track_packages("/venv/bin/python3", "sha256:aa", &v1, 4100));
         assert_eq!(b.generation, g2);
         assert_eq!(b.upgraded_ms, Some(4000));
+        // A known set on a new image is not answered by the shortcut for
+        // known sets: the image moves the generation.
+        assert!(b.track_packages("/venv/bin/python3", "sha256:bb", &v1, 4200));
+        assert_ne!(b.generation, g2);
+        assert_eq!(b.image_digest, "sha256:bb");
     }
 }

@@ -16,6 +16,9 @@
 //! Unexpected egress runs here too: after an agent message with
 //! connections commits, `egress::stage` judges them under the same lock
 //! and writes its baselines and alerts through the store it is handed.
+//! The stage caches process facts across messages, so this module tells it
+//! first of every write that can change them (`Stage::before_write` before
+//! an agent message is stored, `Stage::forget_chains` on a Hello).
 //!
 //! **Invariant:** `Store`'s write methods are called from this module only
 //! (and from `egress::stage`, which this module calls under its lock, and
