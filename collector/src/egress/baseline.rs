@@ -275,13 +275,26 @@ impl Baseline {
         packages: &BTreeMap<String, Seen>,
         now_ms: i64,
     ) -> bool {
+        let image_changed = !self.image_digest.is_empty()
+            && !image_digest.is_empty()
+            && self.image_digest != image_digest;
+        // The common case, once per connection: a known set on the same
+        // image. Answered without copying the set (the copy below costs
+        // two allocations per package).
+        if !image_changed
+            && self.package_sets.get(exe).is_some_and(|known| {
+                let kept = packages.len().min(MAX_PACKAGES);
+                known
+                    .iter()
+                    .any(|k| k.len() == kept && k.iter().eq(packages.iter().take(kept)))
+            })
+        {
+            return false;
+        }
         let mut packages = packages.clone();
         while packages.len() > MAX_PACKAGES {
             packages.pop_last();
         }
-        let image_changed = !self.image_digest.is_empty()
-            && !image_digest.is_empty()
-            && self.image_digest != image_digest;
         if !self.package_sets.contains_key(exe) && self.package_sets.len() >= MAX_EXES {
             return false;
         }
@@ -397,7 +410,9 @@ impl Baseline {
         }) {
             e.count += 1;
             e.last_seen_ms = e.last_seen_ms.max(now);
-            changed |= e.replicas.insert(obs.replica.clone());
+            if !e.replicas.contains(&obs.replica) {
+                changed |= e.replicas.insert(obs.replica.clone());
+            }
             if !e.promoted
                 && (e.replicas.len() >= learning.promote_replicas.max(1) as usize
                     || now - e.first_seen_ms >= ms(learning.promote_after))
@@ -662,5 +677,10 @@ mod tests {
         assert!(!b.track_packages("/venv/bin/python3", "sha256:aa", &v1, 4100));
         assert_eq!(b.generation, g2);
         assert_eq!(b.upgraded_ms, Some(4000));
+        // A known set on a new image is not answered by the shortcut for
+        // known sets: the image moves the generation.
+        assert!(b.track_packages("/venv/bin/python3", "sha256:bb", &v1, 4200));
+        assert_ne!(b.generation, g2);
+        assert_eq!(b.image_digest, "sha256:bb");
     }
 }

@@ -10,11 +10,20 @@
 //! transaction. Delivery is not done here: [`Stage::subscribe`] hands out
 //! a receiver of [`AlertEvent`]s (new and resolved alerts, not those of
 //! workloads in `audit` mode) for the delivery stage to send.
+//!
+//! A process's facts (its chain, packages, workload and scope) are read
+//! from the store once and kept per (host, process key) across messages:
+//! most connections come from processes already seen. `Ingest` tells the
+//! stage before it writes anything that can change them
+//! ([`Stage::before_write`], [`Stage::forget_chains`]), so a cached chain
+//! is never older than the store's record of its process. A host's
+//! messages between two Hellos all reach one collector (its session), so
+//! a second collector on the same store cannot change them unseen.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -41,6 +50,10 @@ pub const LINEAGE_DEPTH: usize = 16;
 /// workloads).
 pub const CACHED_BASELINES: usize = 4096;
 
+/// Process facts kept across messages; past it one is evicted (counted)
+/// for each new one, so memory stays bounded on a large fleet.
+pub const CACHED_CHAINS: usize = 8192;
+
 /// The egress policies of the policy file: the first whose selector
 /// matches a workload applies, else `default`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,6 +67,9 @@ pub struct EgressPolicies {
 
 impl EgressPolicies {
     pub fn for_workload(&self, w: &WorkloadRef) -> &EgressPolicy {
+        if self.workloads.is_empty() {
+            return &self.default;
+        }
         let short = format!("{}/{}", w.namespace, w.owner);
         self.workloads
             .iter()
@@ -100,7 +116,68 @@ pub struct Stage {
     policy: Option<(crate::response::SharedPolicy, super::flags::EgressFlags)>,
     /// Baselines by key, with the store version they were read at.
     baselines: Mutex<HashMap<String, (i64, Baseline)>>,
+    /// Process facts by (host, pid, start ticks).
+    chains: Mutex<Chains>,
     events: broadcast::Sender<AlertEvent>,
+}
+
+/// The cache of process facts, valid for the scope rules they were
+/// computed with.
+struct Chains {
+    /// At most this many (`CACHED_CHAINS`).
+    cap: usize,
+    rules: Vec<Rule>,
+    by_process: HashMap<(i64, u32, u64), Arc<Instance>>,
+    stats: ChainCacheStats,
+}
+
+impl Chains {
+    fn new(cap: usize) -> Chains {
+        Chains {
+            cap,
+            rules: Vec::new(),
+            by_process: HashMap::new(),
+            stats: ChainCacheStats::default(),
+        }
+    }
+
+    fn forget_host(&mut self, host: i64) {
+        let before = self.by_process.len();
+        self.by_process.retain(|(h, _, _), _| *h != host);
+        self.stats.invalidated += (before - self.by_process.len()) as u64;
+    }
+
+    fn forget_all(&mut self) {
+        self.stats.invalidated += self.by_process.len() as u64;
+        self.by_process.clear();
+    }
+
+    fn insert(&mut self, key: (i64, u32, u64), instance: Arc<Instance>) {
+        if self.by_process.len() >= self.cap
+            && !self.by_process.contains_key(&key)
+            && let Some(old) = self.by_process.keys().next().copied()
+        {
+            self.by_process.remove(&old);
+            self.stats.evicted += 1;
+        }
+        self.by_process.insert(key, instance);
+    }
+}
+
+/// How the process-facts cache fared (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainCacheStats {
+    /// Processes whose facts came from the cache (once per message).
+    pub hits: u64,
+    /// Processes read from the store.
+    pub misses: u64,
+    /// Dropped at the cap.
+    pub evicted: u64,
+    /// Dropped because their host's processes, workloads or identity
+    /// changed, or the scope rules did.
+    pub invalidated: u64,
+    /// Held now.
+    pub entries: usize,
 }
 
 impl std::fmt::Debug for Stage {
@@ -121,6 +198,7 @@ impl Stage {
             config: Mutex::new(config),
             policy: None,
             baselines: Mutex::new(HashMap::new()),
+            chains: Mutex::new(Chains::new(CACHED_CHAINS)),
             events: broadcast::channel(1024).0,
         }
     }
@@ -142,6 +220,51 @@ impl Stage {
     /// keeps every alert, so delivery can catch up from `egress_alerts`.
     pub fn subscribe(&self) -> broadcast::Receiver<AlertEvent> {
         self.events.subscribe()
+    }
+
+    /// Forgets the cached facts that `msg`, about to be stored for
+    /// `host`, may change: every process of the host for a snapshot or a
+    /// delta with process upserts, exits or workloads (a new process can
+    /// become another's parent, so the host's chains go together); none
+    /// for connections or heartbeats alone. `Ingest` calls it before the
+    /// store write, under its writer lock, so no judgement can cache the
+    /// old record in between.
+    pub fn before_write(&self, host: i64, msg: &v1::AgentMessage) {
+        use v1::agent_message::Body;
+        let changes = match &msg.body {
+            Some(Body::Delta(d)) => {
+                !(d.upserts.is_empty() && d.exits.is_empty() && d.workloads.is_empty())
+            }
+            Some(Body::Heartbeat(_)) => false,
+            // A snapshot, or anything newer than this stage: assume the
+            // host's records changed.
+            _ => true,
+        };
+        if changes {
+            self.chains
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_host(host);
+        }
+    }
+
+    /// Forgets every cached process fact: a Hello (a host's identity or
+    /// labels, or a reboot that reuses process keys) or any other write
+    /// that is not one host's agent message.
+    pub fn forget_chains(&self) {
+        self.chains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_all();
+    }
+
+    /// The process-facts cache's counters.
+    pub fn chain_cache_stats(&self) -> ChainCacheStats {
+        let chains = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+        ChainCacheStats {
+            entries: chains.by_process.len(),
+            ..chains.stats
+        }
     }
 
     /// Replaces the settings (a policy reload).
@@ -182,8 +305,16 @@ impl Stage {
         now_ms: i64,
     ) -> Result<Vec<Alert>> {
         let config = self.config();
-        let hosts = store.hosts()?;
-        let mut chains: HashMap<(u32, u64), Option<Instance>> = HashMap::new();
+        // Read once per message, and only when a process is not cached.
+        let mut hosts = None;
+        let mut chains: HashMap<(u32, u64), Option<Arc<Instance>>> = HashMap::new();
+        {
+            let mut cache = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.rules != scope_rules {
+                cache.forget_all();
+                cache.rules = scope_rules.to_vec();
+            }
+        }
         let mut out = Vec::new();
         for c in connections {
             let Some(key) = &c.key else { continue };
@@ -196,11 +327,42 @@ impl Stage {
             let instance = match chains.entry((key.pid, key.start_ticks)) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let chain = store.process_chain(session.host, key, LINEAGE_DEPTH)?;
-                    v.insert(chain.map(|ch| instance(&ch, &hosts, scope_rules)))
+                    let id = (session.host, key.pid, key.start_ticks);
+                    let cached = {
+                        let mut cache = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+                        let found = cache.by_process.get(&id).cloned();
+                        match found {
+                            Some(_) => cache.stats.hits += 1,
+                            None => cache.stats.misses += 1,
+                        }
+                        found
+                    };
+                    let found = match cached {
+                        Some(i) => Some(i),
+                        None => match store.process_chain(session.host, key, LINEAGE_DEPTH)? {
+                            // Not cached when unknown: its snapshot may
+                            // be on the way.
+                            None => None,
+                            Some(ch) => {
+                                if hosts.is_none() {
+                                    hosts = Some(store.hosts()?);
+                                }
+                                let hosts = hosts.as_deref().unwrap_or_default();
+                                let i = Arc::new(instance(&ch, hosts, scope_rules));
+                                self.chains
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(id, i.clone());
+                                Some(i)
+                            }
+                        },
+                    };
+                    v.insert(found)
                 }
             };
-            let Some(instance) = instance else { continue };
+            let Some(instance) = instance.as_deref() else {
+                continue;
+            };
             let obs = Observation {
                 ip,
                 names: c.names.clone(),
@@ -225,10 +387,7 @@ impl Stage {
                     now_ms
                 },
             };
-            let policy = config
-                .policies
-                .for_workload(&instance.facts.workload)
-                .clone();
+            let policy = config.policies.for_workload(&instance.facts.workload);
             let key = instance.facts.workload.key.clone();
             let judgement = {
                 let mut cache = self.baselines.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,7 +408,7 @@ impl Stage {
                     cache.insert(key.clone(), loaded);
                 }
                 let (version, baseline) = cache.get_mut(&key).expect("inserted above");
-                let j = engine::judge(baseline, &policy, &config.learning, &instance.facts, &obs);
+                let j = engine::judge(baseline, policy, &config.learning, &instance.facts, &obs);
                 if j.baseline_changed {
                     let body = serde_json::to_string(baseline)
                         .map_err(crate::store::StoreError::backend)?;
@@ -424,5 +583,46 @@ fn instance(chain: &ProcessChain, hosts: &[crate::store::HostRow], rules: &[Rule
             packages,
             purls,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(key: &str) -> Arc<Instance> {
+        Arc::new(Instance {
+            facts: Facts {
+                workload: WorkloadRef {
+                    key: key.into(),
+                    ..WorkloadRef::default()
+                },
+                ..Facts::default()
+            },
+            replica: String::new(),
+        })
+    }
+
+    /// The cache holds at most its cap, evicting one (counted) per new
+    /// process past it; a host's invalidation leaves other hosts' facts.
+    #[test]
+    fn chains_are_bounded_and_forgotten_by_host() {
+        let mut c = Chains::new(3);
+        for pid in 0..5 {
+            c.insert((1, pid, 0), facts("a"));
+        }
+        assert_eq!((c.by_process.len(), c.stats.evicted), (3, 2));
+        // Replacing a held key evicts nothing.
+        let held = *c.by_process.keys().next().unwrap();
+        c.insert(held, facts("b"));
+        assert_eq!((c.by_process.len(), c.stats.evicted), (3, 2));
+        c.insert((2, 9, 0), facts("c"));
+        assert_eq!(c.stats.evicted, 3);
+        c.forget_host(1);
+        assert_eq!(c.by_process.len(), 1);
+        assert_eq!(c.stats.invalidated, 2);
+        assert!(c.by_process.contains_key(&(2, 9, 0)));
+        c.forget_all();
+        assert_eq!((c.by_process.len(), c.stats.invalidated), (0, 3));
     }
 }

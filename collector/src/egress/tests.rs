@@ -548,3 +548,123 @@ endpoint = "nowhere"
     );
     assert_eq!(policy.egress.default.endpoint, None);
 }
+
+/// The stage keeps a process's facts across messages, and forgets them
+/// when the process's record changes: the same process key upserted with
+/// trainlib 2.0.0 (no restart) is judged with 2.0.0 at once, so its new
+/// destination alerts as new since the upgrade with 1.0.0 → 2.0.0. A
+/// stale chain would still show 1.0.0 and call it a plain new
+/// destination. A Hello forgets every chain.
+#[test]
+fn a_cached_chain_follows_its_process_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let s = attach(store.clone(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        pod("uid-a", "trainer-5d8c7b9f4-x2k9p", "trainer"),
+        pod("uid-b", "trainer-5d8c7b9f4-q7w4z", "trainer"),
+    );
+    let session = s.ingest.hello(&hello("s1"), T0).unwrap();
+    s.ingest
+        .apply(
+            &session,
+            &msg(
+                1,
+                Body::Snapshot(Snapshot {
+                    snapshot_id: "snap".into(),
+                    last: true,
+                    scanned_at_ms: T0,
+                    processes: vec![python(100, 1, &a, "1.0.0"), python(200, 1, &b, "1.0.0")],
+                    workloads: vec![a.clone(), b.clone()],
+                    ..Default::default()
+                }),
+            ),
+            T0,
+        )
+        .unwrap();
+    let learn = vec![
+        connect(100, "198.51.100.10", &["data.example.org"], T0 + 100),
+        connect(200, "198.51.100.10", &["data.example.org"], T0 + 200),
+    ];
+    s.ingest
+        .apply(
+            &session,
+            &msg(2, delta(vec![], &[], learn, T0 + 200)),
+            T0 + 200,
+        )
+        .unwrap();
+    let learned = s.stage.chain_cache_stats();
+    assert_eq!((learned.misses, learned.entries), (2, 2), "{learned:?}");
+    // Stable now; a connections-only message is answered from the cache.
+    let known = vec![connect(
+        100,
+        "198.51.100.10",
+        &["data.example.org"],
+        T0 + 4000,
+    )];
+    s.ingest
+        .apply(
+            &session,
+            &msg(3, delta(vec![], &[], known, T0 + 4000)),
+            T0 + 4000,
+        )
+        .unwrap();
+    let cached = s.stage.chain_cache_stats();
+    assert_eq!((cached.hits, cached.misses), (1, 2), "{cached:?}");
+    assert!(store.egress_alerts(0, 10).unwrap().is_empty());
+
+    // The same process, its record replaced: trainlib upgraded in place.
+    s.ingest
+        .apply(
+            &session,
+            &msg(
+                4,
+                delta(vec![python(100, 1, &a, "2.0.0")], &[], vec![], T0 + 5000),
+            ),
+            T0 + 5000,
+        )
+        .unwrap();
+    let forgotten = s.stage.chain_cache_stats();
+    assert_eq!(
+        (forgotten.entries, forgotten.invalidated),
+        (0, 2),
+        "{forgotten:?}"
+    );
+    let new = vec![connect(
+        100,
+        "203.0.113.66",
+        &["telemetry.example.net"],
+        T0 + 6000,
+    )];
+    s.ingest
+        .apply(
+            &session,
+            &msg(5, delta(vec![], &[], new, T0 + 6000)),
+            T0 + 6000,
+        )
+        .unwrap();
+    let alerts = store.egress_alerts(0, 10).unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert: super::alert::Alert = serde_json::from_str(&alerts[0].body).unwrap();
+    assert_eq!(alert.reason, Reason::NewSinceUpgrade, "{alert:?}");
+    assert!(
+        alert
+            .packages
+            .contains(&"pkg:pypi/trainlib@2.0.0".to_string()),
+        "{:?}",
+        alert.packages
+    );
+    assert_eq!(
+        alert
+            .packages_changed
+            .iter()
+            .map(|c| (c.from.as_str(), c.to.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("1.0.0", "2.0.0")]
+    );
+    assert_eq!(s.stage.chain_cache_stats().entries, 1);
+
+    // A Hello (a reconnect, maybe a reboot reusing process keys).
+    s.ingest.hello(&hello("s2"), T0 + 7000).unwrap();
+    assert_eq!(s.stage.chain_cache_stats().entries, 0);
+}

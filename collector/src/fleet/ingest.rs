@@ -16,6 +16,9 @@
 //! Unexpected egress runs here too: after an agent message with
 //! connections commits, `egress::stage` judges them under the same lock
 //! and writes its baselines and alerts through the store it is handed.
+//! The stage caches process facts across messages, so this module tells it
+//! first of every write that can change them (`Stage::before_write` before
+//! an agent message is stored, `Stage::forget_chains` on a Hello).
 //!
 //! **Invariant:** `Store`'s write methods are called from this module only
 //! (and from `egress::stage`, which this module calls under its lock, and
@@ -81,6 +84,8 @@ impl Ingest {
         stage: Arc<crate::egress::stage::Stage>,
         scope: Arc<Mutex<crate::ScopeMap>>,
     ) {
+        // Chains it may have cached came from writes it was not told of.
+        stage.forget_chains();
         let _ = self.egress.set((stage, scope));
     }
 
@@ -211,6 +216,7 @@ impl Ingest {
     /// Registers an agent's Hello.
     pub fn hello(&self, hello: &v1::Hello, now_ms: i64) -> Result<Session> {
         let _w = self.lock();
+        self.forget_egress_chains();
         self.store.hello(hello, now_ms)
     }
 
@@ -242,6 +248,7 @@ impl Ingest {
                 other.identity.hostname
             )));
         }
+        self.forget_egress_chains();
         self.store.hello(hello, now_ms).map(Ok)
     }
 
@@ -252,6 +259,10 @@ impl Ingest {
     /// retries, so an ack never waits on the matcher.
     pub fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
         let _w = self.lock();
+        if let Some((stage, _)) = self.egress.get() {
+            // Before the write: a judgement never caches the old record.
+            stage.before_write(session.host, msg);
+        }
         self.store.apply(session, msg, now_ms)?;
         self.match_new("new packages");
         self.judge_egress(session, msg, now_ms);
@@ -302,6 +313,14 @@ impl Ingest {
         self.match_new("the SBOM's packages");
         self.changed.notify_one();
         Ok(outcome)
+    }
+
+    /// A Hello may change a host's identity or labels, or start a new
+    /// boot that reuses process keys: the egress stage reads chains anew.
+    fn forget_egress_chains(&self) {
+        if let Some((stage, _)) = self.egress.get() {
+            stage.forget_chains();
+        }
     }
 
     /// The egress verdicts on a committed message's connections; the

@@ -28,25 +28,21 @@ pub(super) fn put_baseline(
     body: &str,
 ) -> Result<EgressBaselineRecord> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let stored: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM egress_baseline WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    )?;
+    let stored: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM egress_baseline WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?;
     if stored != expected_version {
         return Err(StoreError::Invalid(format!(
             "egress baseline {key:?} is at version {stored}, not {expected_version}: reload it"
         )));
     }
     let version = stored + 1;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO egress_baseline (key, version, updated_ms, body) VALUES (?1, ?2, ?3, ?4)",
-        params![key, version, updated_ms, body],
-    )?;
-    tx.execute(
-        "DELETE FROM egress_baseline WHERE key = ?1 AND version <= ?2",
-        params![key, version - EGRESS_BASELINE_VERSIONS],
-    )?;
+    )?
+    .execute(params![key, version, updated_ms, body])?;
+    tx.prepare_cached("DELETE FROM egress_baseline WHERE key = ?1 AND version <= ?2")?
+        .execute(params![key, version - EGRESS_BASELINE_VERSIONS])?;
     tx.commit()?;
     Ok(EgressBaselineRecord {
         key: key.into(),
@@ -109,35 +105,32 @@ pub(super) fn upsert_alert(
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let open: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM egress_alert WHERE dedup_key = ?1 AND resolved_ms IS NULL",
-            [a.dedup_key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM egress_alert WHERE dedup_key = ?1 AND resolved_ms IS NULL")?
+        .query_row([a.dedup_key], |r| r.get(0))
         .optional()?;
     let (id, new) = match open {
         Some(id) => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE egress_alert SET last_seen_ms = MAX(last_seen_ms, ?2),
                  count = count + ?3, body = ?4 WHERE id = ?1",
-                params![id, a.seen_ms, a.count, a.body],
-            )?;
+            )?
+            .execute(params![id, a.seen_ms, a.count, a.body])?;
             (id, false)
         }
         None => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO egress_alert (dedup_key, workload, first_seen_ms, last_seen_ms, count, body)
                  VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
-                params![a.dedup_key, a.workload, a.seen_ms, a.count, a.body],
-            )?;
+            )?
+            .execute(params![a.dedup_key, a.workload, a.seen_ms, a.count, a.body])?;
             (tx.last_insert_rowid(), true)
         }
     };
-    let record = tx.query_row(
-        &format!("SELECT {ALERT_COLUMNS} FROM egress_alert WHERE id = ?1"),
-        [id],
-        alert_row,
-    )?;
+    let record = tx
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM egress_alert WHERE id = ?1"
+        ))?
+        .query_row([id], alert_row)?;
     tx.commit()?;
     Ok((record, new))
 }
@@ -149,7 +142,7 @@ pub(super) fn resolve_alerts(
 ) -> Result<Vec<EgressAlertRecord>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let resolved = tx
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "UPDATE egress_alert SET resolved_ms = ?2
              WHERE resolved_ms IS NULL AND last_seen_ms < ?1
              RETURNING {ALERT_COLUMNS}"
