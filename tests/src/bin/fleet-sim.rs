@@ -19,9 +19,19 @@
 //! Prints one line when every host's first snapshot is acked, then one line
 //! a minute (acks, ack latency p50/p99, hosts connected) until stopped.
 //!
+//! Several collectors (`--collector A,B`) share the fleet: connection groups
+//! take them in turn, and a host whose stream breaks moves to the next one
+//! and resumes its session there as the agent does (its session id kept, the
+//! deltas not yet acked sent again after the Welcome). A Welcome that knows
+//! less of the session than was acked is a lost acked message: counted,
+//! printed, and in the `--acked FILE` report (one line per host: host id,
+//! session id, last acked sequence number), written when SIGTERM or SIGINT
+//! stops the fleet. After a second without any ack, the next ack prints
+//! `acks resumed`, with its time: the HA script's measure of a failover.
+//!
 //!   cargo run --release -p patchgap-tests --bin fleet-sim -- --hosts 10000 --collector http://127.0.0.1:7373
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,7 +47,8 @@ use tonic::transport::{Channel, Endpoint};
 
 struct Args {
     hosts: usize,
-    collector: String,
+    /// The collectors, from the comma-separated `--collector` list.
+    collectors: Vec<String>,
     hosts_per_connection: usize,
     delta_every: Duration,
     execs: usize,
@@ -46,16 +57,17 @@ struct Args {
     silent_for: Duration,
     inventories: Vec<PathBuf>,
     record: Option<PathBuf>,
+    acked: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: fleet-sim --hosts N --collector URL [--hosts-per-connection 50] \
+const USAGE: &str = "usage: fleet-sim --hosts N --collector URL[,URL...] [--hosts-per-connection 50] \
 [--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
-[--inventory FILE]... [--record FILE]";
+[--inventory FILE]... [--record FILE] [--acked FILE]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         hosts: 0,
-        collector: String::new(),
+        collectors: Vec::new(),
         hosts_per_connection: 50,
         delta_every: Duration::from_secs(30),
         execs: 2,
@@ -64,6 +76,7 @@ fn parse_args() -> anyhow::Result<Args> {
         silent_for: Duration::from_secs(60),
         inventories: Vec::new(),
         record: None,
+        acked: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,7 +86,13 @@ fn parse_args() -> anyhow::Result<Args> {
         };
         match flag.as_str() {
             "--hosts" => args.hosts = value()?.parse()?,
-            "--collector" => args.collector = value()?,
+            "--collector" => {
+                let list = value()?;
+                args.collectors = list.split(',').map(|c| c.trim().to_string()).collect();
+                if args.collectors.iter().any(String::is_empty) {
+                    bail!("empty address in the collector list {list:?}");
+                }
+            }
             "--hosts-per-connection" => args.hosts_per_connection = value()?.parse()?,
             "--delta-every" => args.delta_every = duration(&value()?)?,
             "--execs" => args.execs = value()?.parse()?,
@@ -82,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--silent-for" => args.silent_for = duration(&value()?)?,
             "--inventory" => args.inventories.push(value()?.into()),
             "--record" => args.record = Some(value()?.into()),
+            "--acked" => args.acked = Some(value()?.into()),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -89,7 +109,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    if args.record.is_none() && (args.hosts == 0 || args.collector.is_empty()) {
+    if args.record.is_none() && (args.hosts == 0 || args.collectors.is_empty()) {
         bail!("--hosts and --collector are needed\n{USAGE}");
     }
     if args.hosts_per_connection == 0 {
@@ -182,13 +202,63 @@ fn load(path: &PathBuf) -> anyhow::Result<Template> {
     Ok(Template::new(host, parts))
 }
 
-#[derive(Default)]
 struct Stats {
     first_acked: AtomicUsize,
     connected: AtomicUsize,
     acks: AtomicU64,
     /// Ack latencies in microseconds since the last report.
     latencies: Mutex<Vec<u64>>,
+    /// Acked messages a later Welcome of the same session did not know.
+    lost: AtomicU64,
+    /// When the last ack came (Unix ms), for the `acks resumed` line.
+    last_ack_ms: AtomicU64,
+    /// Each host's session id and last acked sequence number, for `--acked`.
+    acked: Vec<std::sync::Mutex<(String, u64)>>,
+}
+
+/// A pause in acks this long, fleet-wide, is an outage worth a line.
+const ACK_GAP_MS: u64 = 1000;
+
+impl Stats {
+    fn new(hosts: usize) -> Stats {
+        Stats {
+            first_acked: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            acks: AtomicU64::new(0),
+            latencies: Mutex::default(),
+            lost: AtomicU64::new(0),
+            last_ack_ms: AtomicU64::new(0),
+            acked: (0..hosts).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Counts an ack, and prints when it ends a fleet-wide pause.
+    fn ack(&self) {
+        self.acks.fetch_add(1, Ordering::Relaxed);
+        let now = patchgap_proto::time::now_ms() as u64;
+        let before = self.last_ack_ms.swap(now, Ordering::Relaxed);
+        if before != 0 && now.saturating_sub(before) >= ACK_GAP_MS {
+            println!(
+                "fleet-sim: acks resumed at {now} ms (Unix), {} ms after the last one",
+                now - before
+            );
+        }
+    }
+
+    /// `--acked`: one line per host, `HOST_ID SESSION_ID LAST_ACKED_SEQ`.
+    fn write_acked(&self, path: &PathBuf) -> anyhow::Result<()> {
+        let mut out = String::new();
+        for (i, a) in self.acked.iter().enumerate() {
+            let (session, seq) = &*a.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str(&format!("{} {session} {seq}\n", host_id(i)));
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The host id of simulated host `index`.
+fn host_id(index: usize) -> String {
+    format!("fleet-sim-{index:06}")
 }
 
 #[tokio::main]
@@ -237,26 +307,44 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(args.hosts));
     let started = Instant::now();
-    let endpoint = Endpoint::from_shared(args.collector.clone())?
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10));
+    let endpoints = args
+        .collectors
+        .iter()
+        .map(|c| {
+            Ok(Endpoint::from_shared(c.clone())?
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .connect_timeout(Duration::from_secs(10)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let args = Arc::new(args);
-    let mut channel: Option<Channel> = None;
+    // Per connection group, a channel to each collector: the group's own
+    // (connected now, so a wrong address fails at start), the others lazy,
+    // for failing over.
+    let mut channels: Arc<Vec<Channel>> = Arc::default();
+    let mut home = 0;
     for i in 0..args.hosts {
         if i.is_multiple_of(args.hosts_per_connection) {
-            channel = Some(
-                endpoint
-                    .connect()
-                    .await
-                    .with_context(|| format!("connecting to {}", args.collector))?,
-            );
+            home = (i / args.hosts_per_connection) % endpoints.len();
+            let mut group = Vec::new();
+            for (k, endpoint) in endpoints.iter().enumerate() {
+                group.push(if k == home {
+                    endpoint
+                        .connect()
+                        .await
+                        .with_context(|| format!("connecting to {}", args.collectors[k]))?
+                } else {
+                    endpoint.connect_lazy()
+                });
+            }
+            channels = Arc::new(group);
         }
         let sim = Host {
             index: i,
             template: templates[i % templates.len()].clone(),
-            channel: channel.clone().expect("set above"),
+            channels: channels.clone(),
+            home,
             args: args.clone(),
             stats: stats.clone(),
             started,
@@ -266,8 +354,13 @@ async fn main() -> anyhow::Result<()> {
     let mut announced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_report = Instant::now();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
         if !announced && stats.first_acked.load(Ordering::Relaxed) == args.hosts {
             announced = true;
             println!(
@@ -297,12 +390,26 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(path) = &args.acked {
+        stats.write_acked(path)?;
+    }
+    let lost = stats.lost.load(Ordering::Relaxed);
+    println!(
+        "fleet-sim: stopped: {} acks, {lost} acked messages lost",
+        stats.acks.load(Ordering::Relaxed)
+    );
+    if lost > 0 {
+        bail!("{lost} acked messages were lost");
+    }
+    Ok(())
 }
 
 struct Host {
     index: usize,
     template: Arc<Template>,
-    channel: Channel,
+    /// A channel to each collector, and the one this host starts on.
+    channels: Arc<Vec<Channel>>,
+    home: usize,
     args: Arc<Args>,
     stats: Arc<Stats>,
     started: Instant,
@@ -312,20 +419,49 @@ impl Host {
     async fn run(self) {
         let mut first = true;
         let mut session = 0u32;
+        let mut collector = self.home;
+        let mut state = Resume::default();
         // The processes this host started and has not ended yet.
         let mut running: Vec<v1::ProcessKey> = Vec::new();
         let mut next_pid = 4_000_000u32;
+        let mut new_session = true;
         loop {
-            session += 1;
+            if new_session {
+                session += 1;
+                state = Resume::default();
+                *self.stats.acked[self.index]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = (self.session_id(session), 0);
+            }
             match self
-                .session(session, &mut first, &mut running, &mut next_pid)
+                .session(
+                    session,
+                    collector,
+                    &mut first,
+                    &mut state,
+                    &mut running,
+                    &mut next_pid,
+                )
                 .await
             {
-                Ok(()) => {}
-                Err(error) => eprintln!("fleet-sim: host {}: {error:#}; reconnecting", self.index),
+                // Went silent: comes back as a new session, as after a restart.
+                Ok(()) => new_session = true,
+                // A broken stream: the same session, on the next collector.
+                Err(error) => {
+                    new_session = false;
+                    collector = (collector + 1) % self.channels.len();
+                    eprintln!(
+                        "fleet-sim: host {}: {error:#}; reconnecting to {}",
+                        self.index, self.args.collectors[collector]
+                    );
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    fn session_id(&self, session: u32) -> String {
+        format!("fleet-sim-{}-{session}", self.index)
     }
 
     fn identity(&self) -> v1::HostIdentity {
@@ -367,7 +503,9 @@ impl Host {
     async fn session(
         &self,
         session: u32,
+        collector: usize,
         first: &mut bool,
+        state: &mut Resume,
         running: &mut Vec<v1::ProcessKey>,
         next_pid: &mut u32,
     ) -> anyhow::Result<()> {
@@ -387,11 +525,11 @@ impl Host {
                     contain_reason: "simulated host (fleet-sim)".into(),
                     ..Default::default()
                 }),
-                session_id: format!("fleet-sim-{}-{session}", self.index),
+                session_id: self.session_id(session),
             })),
         })
         .await?;
-        let mut inbound = IngestClient::new(self.channel.clone())
+        let mut inbound = IngestClient::new(self.channels[collector].clone())
             .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
@@ -401,12 +539,27 @@ impl Host {
         };
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         let _connected = Decrement(&self.stats.connected);
+        let acked = &self.stats.acked[self.index];
+        let last_acked = acked.lock().unwrap_or_else(|e| e.into_inner()).1;
+        let mut resync = welcome.resync;
+        if welcome.acked_seq < last_acked {
+            // The database knows less of this session than was acked.
+            let lost = last_acked - welcome.acked_seq;
+            self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+            println!(
+                "fleet-sim: LOST: host {} was acked up to {last_acked}, the collector's Welcome knows {}",
+                self.index, welcome.acked_seq
+            );
+            acked.lock().unwrap_or_else(|e| e.into_inner()).1 = welcome.acked_seq;
+            resync = true;
+        }
         // Acks (and commands, which a simulated host does not carry out)
         // on their own task; sends wait for nothing but the channel.
         let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
         let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<u64>();
         let reader = {
-            let (sent, stats) = (sent.clone(), self.stats.clone());
+            let (sent, stats, pending) = (sent.clone(), self.stats.clone(), state.pending.clone());
+            let index = self.index;
             tokio::spawn(async move {
                 while let Ok(Some(m)) = inbound.message().await {
                     if let Some(collector_message::Body::Ack(a)) = m.body {
@@ -417,7 +570,18 @@ impl Host {
                                 .await
                                 .push(t.elapsed().as_micros() as u64);
                         }
-                        stats.acks.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                            while pending.front().is_some_and(|m| m.seq <= a.seq) {
+                                pending.pop_front();
+                            }
+                        }
+                        {
+                            let mut acked =
+                                stats.acked[index].lock().unwrap_or_else(|e| e.into_inner());
+                            acked.1 = acked.1.max(a.seq);
+                        }
+                        stats.ack();
                         let _ = acked_tx.send(a.seq);
                     }
                 }
@@ -437,9 +601,15 @@ impl Host {
                 .map_err(|_| anyhow::anyhow!("the stream closed"))
             }
         };
-        if *first || welcome.resync {
+        if *first || resync || state.snapshot_unacked {
+            state
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            state.snapshot_unacked = true;
             let scanned_at_ms = patchgap_proto::time::now_ms();
-            let snapshot_id = format!("sim-{}-{session}", self.index);
+            let snapshot_id = format!("sim-{}-{session}-{seq}", self.index);
             let n = self.template.parts.len();
             for (i, part) in self.template.parts.iter().enumerate() {
                 seq += 1;
@@ -451,14 +621,31 @@ impl Host {
                 send(seq, Body::Snapshot(part)).await?;
             }
             running.clear();
-            while let Some(acked) = acked_rx.recv().await {
-                if acked >= seq {
-                    break;
+            loop {
+                match acked_rx.recv().await {
+                    Some(acked) if acked >= seq => break,
+                    Some(_) => {}
+                    None => bail!("the stream ended before the snapshot was acked"),
                 }
             }
+            state.snapshot_unacked = false;
             if *first {
                 *first = false;
                 self.stats.first_acked.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            // The deltas the last stream did not get acked, again, as the
+            // agent's spool sends them.
+            let again: Vec<v1::AgentMessage> = {
+                let mut pending = state.pending.lock().unwrap_or_else(|e| e.into_inner());
+                while pending.front().is_some_and(|m| m.seq <= welcome.acked_seq) {
+                    pending.pop_front();
+                }
+                pending.iter().cloned().collect()
+            };
+            for m in again {
+                seq = m.seq;
+                send(m.seq, m.body.expect("a pending message has a body")).await?;
             }
         }
         let silent =
@@ -510,9 +697,27 @@ impl Host {
                 delta.upserts.extend(changed);
             }
             seq += 1;
+            state
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(v1::AgentMessage {
+                    seq,
+                    body: Some(Body::Delta(delta.clone())),
+                });
             send(seq, Body::Delta(delta)).await?;
         }
     }
+}
+
+/// What a host carries from a broken stream to the next, within one
+/// session: the deltas sent and not acked (sent again after the Welcome),
+/// and whether its snapshot still waits for its ack (then it is sent whole
+/// again, under a new id, rather than kept: snapshots are large).
+#[derive(Default)]
+struct Resume {
+    pending: Arc<std::sync::Mutex<VecDeque<v1::AgentMessage>>>,
+    snapshot_unacked: bool,
 }
 
 struct Decrement<'a>(&'a AtomicUsize);

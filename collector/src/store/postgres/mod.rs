@@ -115,14 +115,22 @@ impl std::ops::DerefMut for Conn<'_> {
 }
 
 impl Drop for Conn<'_> {
+    /// A client whose connection broke is dropped, and so are the idle
+    /// ones: they were connected to the same server, which most likely
+    /// went away (a failover, a restart), and each would fail its next
+    /// call, costing an agent its ack and a reconnect. Connecting anew
+    /// reaches whatever the address leads to now (through HAProxy, the new
+    /// primary), so one failed call per collector is the price of a
+    /// failover rather than one per idle client.
     fn drop(&mut self) {
-        if let Some(c) = self.client.take()
-            && !c.is_closed()
-        {
-            let mut idle = self.store.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(c);
-            }
+        let Some(c) = self.client.take() else { return };
+        let mut idle = self.store.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if c.is_closed() {
+            let stale = std::mem::take(&mut *idle);
+            drop(idle);
+            drop(stale);
+        } else if idle.len() < MAX_IDLE {
+            idle.push(c);
         }
     }
 }
@@ -165,7 +173,14 @@ impl PgStore {
 
     /// A client from the pool, or a new connection.
     fn conn(&self) -> Result<Conn<'_>> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // One known to be closed is skipped (most are not known to be
+        // until used: see `Conn`'s drop).
+        let idle = loop {
+            match self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(c) if c.is_closed() => continue,
+                other => break other,
+            }
+        };
         let client = match idle {
             Some(c) => c,
             None => self
@@ -501,6 +516,49 @@ mod tests {
         let db = Cluster::shared()?.database();
         let target = PgTarget::new(&db.url()).expect("target");
         Some((db, target))
+    }
+
+    /// When the server ends the pool's connections (as a failover does),
+    /// one call fails and the next connects anew, rather than every idle
+    /// client failing in turn, each an agent message without its ack.
+    #[test]
+    fn broken_connections_leave_the_pool_at_the_first_failure() {
+        let Some((db, target)) = fresh() else { return };
+        let store = PgStore::connect(&target).unwrap();
+        // Four idle clients.
+        let held: Vec<Conn<'_>> = (0..4).map(|_| store.conn().unwrap()).collect();
+        drop(held);
+        assert_eq!(store.idle.lock().unwrap().len(), 4);
+        let mut admin = postgres::Client::connect(&db.url(), NoTls).unwrap();
+        let ended = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name()],
+            )
+            .unwrap();
+        assert_eq!(ended, 4, "the pool's four backends ended");
+        // Ended, not only signalled.
+        for _ in 0..500 {
+            let left: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&db.name()],
+                )
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut failures = 0;
+        while store.schema_version().is_err() {
+            failures += 1;
+            assert!(failures <= 4, "the pool never recovered");
+        }
+        assert_eq!(failures, 1, "only the first call after the failover fails");
+        assert_eq!(store.schema_version().unwrap(), schema::KNOWN_VERSION);
     }
 
     /// A database migrated by a newer collector is refused, like SQLite's,
