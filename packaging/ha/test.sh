@@ -321,6 +321,7 @@ say "$(grep "every host's first snapshot acked" "$TMP/fleet.log")"
 q() { "${PSQL[@]}" -d patchgap -At -c "$1"; }
 sleep 10
 acks_before=$(q "SELECT sum(acked_seq) FROM host WHERE host_id LIKE 'fleet-sim-%'")
+bytes_before=$(q "SELECT pg_database_size('patchgap')")
 say "steady ingest: $acks_before messages stored before the failover"
 
 # --- Kill the primary ------------------------------------------------------
@@ -399,7 +400,8 @@ say "nothing acked is lost: $HOSTS hosts, $acked_total acked messages, each host
 
 # What the database holds per host (the README's sizing uses it).
 db_bytes=$(q "SELECT pg_database_size('patchgap')")
-say "database: $db_bytes bytes for $HOSTS hosts ($((db_bytes / HOSTS)) bytes per host, $(q "SELECT count(*) FROM host WHERE host_id LIKE 'fleet-sim-%'") host rows)"
+acks_after=$(q "SELECT sum(acked_seq) FROM host WHERE host_id LIKE 'fleet-sim-%'")
+say "database: $db_bytes bytes for $HOSTS hosts; $((db_bytes - bytes_before)) bytes more for $((acks_after - acks_before)) more messages (deltas, and snapshots a failed stream sent again)"
 
 echo "ha: RESULT hosts=$HOSTS delta_every=$DELTA_EVERY ingest_resumed_ms=$INGEST_MS queries_resumed_ms=$QUERY_MS all_agents_back_ms=$BACK_MS lost=0"
 [ "$INGEST_MS" -le $((INGEST_BOUND_S * 1000)) ] || fail "ingest resumed after $INGEST_MS ms, over the ${INGEST_BOUND_S} s bound"

@@ -68,6 +68,9 @@ const INSERT_PACKAGE: &str = "INSERT INTO package (ecosystem, name, source, vers
 const SELECT_PACKAGE: &str =
     "SELECT id FROM package WHERE ecosystem = $1 AND name = $2 AND source = $3 AND version = $4
      AND arch = $5 AND purl = $6 AND distro_id = $7";
+const SELECT_PACKAGE_CVES: &str =
+    "SELECT id, fixed_cves FROM package WHERE ecosystem = $1 AND name = $2 AND source = $3
+     AND version = $4 AND arch = $5 AND purl = $6 AND distro_id = $7";
 const INSERT_ARTIFACT: &str = "INSERT INTO artifact (path, dev, inode, kind, deleted, stale, package_id, size, sha256, unhashed)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id";
 const SELECT_ARTIFACT: &str = "SELECT id FROM artifact WHERE path = $1 AND dev = $2 AND inode = $3 AND kind = $4
@@ -97,6 +100,23 @@ impl Interner {
         {
             return Ok(*id);
         }
+        let fixed_cves = p.fixed_cves.join(",");
+        // Stored already, with nothing to change: read, not upserted. An
+        // upsert locks the row even when its WHERE turns the update down,
+        // so every ingest touching libc6 would queue behind the others on
+        // that row until they commit, and two touching the same packages
+        // in another order deadlock (collectors on one database do).
+        let select = self.sql.get(tx, SELECT_PACKAGE_CVES)?;
+        if let Some(row) = tx.query_opt(
+            &select,
+            &[&key.0, &key.1, &key.2, &key.3, &key.4, &key.5, &key.6],
+        )? {
+            let (id, stored): (i64, String) = (row.get(0), row.get(1));
+            if fixed_cves.is_empty() || fixed_cves == stored {
+                self.packages.insert(key, id);
+                return Ok(id);
+            }
+        }
         let insert = self.sql.get(tx, INSERT_PACKAGE)?;
         let written = tx.query_opt(
             &insert,
@@ -109,7 +129,7 @@ impl Interner {
                 &key.5,
                 &key.6,
                 &crate::store::package_key(&p.ecosystem, &p.name),
-                &p.fixed_cves.join(","),
+                &fixed_cves,
                 &p.replaced_by,
             ],
         )?;

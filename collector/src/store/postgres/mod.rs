@@ -561,6 +561,53 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), schema::KNOWN_VERSION);
     }
 
+    /// Two ingests naming the same stored packages in opposite orders (two
+    /// collectors' agents, one database) both commit: a package stored
+    /// already is read, not upserted, so neither holds a row lock the other
+    /// waits for (an upsert's lock made one of them a deadlock victim).
+    #[test]
+    fn ingests_naming_stored_packages_in_opposite_orders_do_not_deadlock() {
+        let Some((_db, target)) = fresh() else { return };
+        let store = PgStore::connect(&target).unwrap();
+        let package = |name: &str| v1::Package {
+            ecosystem: "deb".into(),
+            name: name.into(),
+            version: "1.0".into(),
+            fixed_cves: vec!["CVE-2024-0001".into()],
+            ..Default::default()
+        };
+        let (a, b) = (package("liba"), package("libb"));
+        {
+            let mut conn = store.conn().unwrap();
+            let mut tx = conn.transaction().unwrap();
+            let mut interner = ingest::Interner::default();
+            interner.package(&mut tx, &a).unwrap();
+            interner.package(&mut tx, &b).unwrap();
+            tx.commit().unwrap();
+        }
+        let barrier = std::sync::Barrier::new(2);
+        let ingest = |first: &v1::Package, second: &v1::Package| -> Result<()> {
+            let mut conn = store.conn()?;
+            let mut tx = conn.transaction()?;
+            let mut interner = ingest::Interner::default();
+            interner.package(&mut tx, first)?;
+            // Both hold their first package before either takes its second.
+            barrier.wait();
+            interner.package(&mut tx, second)?;
+            tx.commit()?;
+            Ok(())
+        };
+        let (one, two) = std::thread::scope(|s| {
+            let one = s.spawn(|| ingest(&a, &b));
+            let two = s.spawn(|| ingest(&b, &a));
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        assert!(
+            one.is_ok() && two.is_ok(),
+            "both ingests commit: {one:?} {two:?}"
+        );
+    }
+
     /// A database migrated by a newer collector is refused, like SQLite's,
     /// and nothing is changed in it.
     #[test]
