@@ -329,6 +329,7 @@ PRIMARY=$(primary_member) || fail "no primary before the kill"
 postmaster=$(head -n 1 "$TMP/pg$PRIMARY/data/postmaster.pid")
 KILL_MS=$(now_ms)
 kill -KILL "$postmaster"
+kill -USR1 "$FLEET_PID"
 say "SIGKILLed the primary's postmaster (pg$PRIMARY, pid $postmaster)"
 
 # Queries: the first `patchgap hosts` that answers, each try bounded.
@@ -342,9 +343,11 @@ QUERY_MS=$(($(now_ms) - KILL_MS))
 NEW_PRIMARY=$(primary_member) || true
 say "queries answer again after $QUERY_MS ms ($query_failed failed tries; primary now pg${NEW_PRIMARY:-?})"
 
-# Ingest: fleet-sim prints the first ack after a second without one.
+# Ingest: fleet-sim marks the moment (SIGUSR1, sent right after the kill)
+# and prints when the first message it sent after the mark is acked: a
+# commit on the new primary.
 resumed() {
-    awk -v kill="$KILL_MS" '/acks resumed at/ { if ($5 > kill) { print $5; exit 0 } } END { exit 1 }' "$TMP/fleet.log"
+    grep -m 1 "ingest resumed: acked at" "$TMP/fleet.log" | awk '{ print $6 }' | grep .
 }
 if wait_for $((INGEST_BOUND_S * 2)) resumed; then
     INGEST_MS=$(($(resumed) - KILL_MS))

@@ -26,8 +26,9 @@
 //! less of the session than was acked is a lost acked message: counted,
 //! printed, and in the `--acked FILE` report (one line per host: host id,
 //! session id, last acked sequence number), written when SIGTERM or SIGINT
-//! stops the fleet. After a second without any ack, the next ack prints
-//! `acks resumed`, with its time: the HA script's measure of a failover.
+//! stops the fleet. SIGUSR1 sets a mark (the HA script sends it right after
+//! it kills the primary): the first ack of a message sent after the mark is
+//! printed with its time, `ingest resumed`, the script's measure.
 //!
 //!   cargo run --release -p patchgap-tests --bin fleet-sim -- --hosts 10000 --collector http://127.0.0.1:7373
 
@@ -210,14 +211,13 @@ struct Stats {
     latencies: Mutex<Vec<u64>>,
     /// Acked messages a later Welcome of the same session did not know.
     lost: AtomicU64,
-    /// When the last ack came (Unix ms), for the `acks resumed` line.
-    last_ack_ms: AtomicU64,
+    /// When SIGUSR1 came (Unix ms; 0 before), and whether a message sent
+    /// after it was acked yet (`ingest resumed`).
+    mark_ms: AtomicU64,
+    resumed: std::sync::atomic::AtomicBool,
     /// Each host's session id and last acked sequence number, for `--acked`.
     acked: Vec<std::sync::Mutex<(String, u64)>>,
 }
-
-/// A pause in acks this long, fleet-wide, is an outage worth a line.
-const ACK_GAP_MS: u64 = 1000;
 
 impl Stats {
     fn new(hosts: usize) -> Stats {
@@ -227,20 +227,25 @@ impl Stats {
             acks: AtomicU64::new(0),
             latencies: Mutex::default(),
             lost: AtomicU64::new(0),
-            last_ack_ms: AtomicU64::new(0),
+            mark_ms: AtomicU64::new(0),
+            resumed: Default::default(),
             acked: (0..hosts).map(|_| Default::default()).collect(),
         }
     }
 
-    /// Counts an ack, and prints when it ends a fleet-wide pause.
-    fn ack(&self) {
+    /// Counts the ack of a message sent at `sent_ms`, and prints the first
+    /// one of a message sent after the mark.
+    fn ack(&self, sent_ms: Option<u64>) {
         self.acks.fetch_add(1, Ordering::Relaxed);
-        let now = patchgap_proto::time::now_ms() as u64;
-        let before = self.last_ack_ms.swap(now, Ordering::Relaxed);
-        if before != 0 && now.saturating_sub(before) >= ACK_GAP_MS {
+        let mark = self.mark_ms.load(Ordering::Relaxed);
+        if mark > 0
+            && sent_ms.is_some_and(|t| t >= mark)
+            && !self.resumed.swap(true, Ordering::Relaxed)
+        {
+            let now = patchgap_proto::time::now_ms() as u64;
             println!(
-                "fleet-sim: acks resumed at {now} ms (Unix), {} ms after the last one",
-                now - before
+                "fleet-sim: ingest resumed: acked at {now} ms (Unix), {} ms after the mark",
+                now - mark
             );
         }
     }
@@ -354,10 +359,18 @@ async fn main() -> anyhow::Result<()> {
     let mut announced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_report = Instant::now();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = usr1.recv() => {
+                let now = patchgap_proto::time::now_ms() as u64;
+                stats.mark_ms.store(now, Ordering::Relaxed);
+                stats.resumed.store(false, Ordering::Relaxed);
+                println!("fleet-sim: mark at {now} ms (Unix)");
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -555,7 +568,9 @@ impl Host {
         }
         // Acks (and commands, which a simulated host does not carry out)
         // on their own task; sends wait for nothing but the channel.
-        let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+        // When each message in flight was sent: Instant for the latency,
+        // Unix ms for the mark.
+        let sent: Arc<Mutex<HashMap<u64, (Instant, u64)>>> = Arc::default();
         let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<u64>();
         let reader = {
             let (sent, stats, pending) = (sent.clone(), self.stats.clone(), state.pending.clone());
@@ -563,7 +578,8 @@ impl Host {
             tokio::spawn(async move {
                 while let Ok(Some(m)) = inbound.message().await {
                     if let Some(collector_message::Body::Ack(a)) = m.body {
-                        if let Some(t) = sent.lock().await.remove(&a.seq) {
+                        let sent = sent.lock().await.remove(&a.seq);
+                        if let Some((t, _)) = sent {
                             stats
                                 .latencies
                                 .lock()
@@ -581,7 +597,7 @@ impl Host {
                                 stats.acked[index].lock().unwrap_or_else(|e| e.into_inner());
                             acked.1 = acked.1.max(a.seq);
                         }
-                        stats.ack();
+                        stats.ack(sent.map(|(_, ms)| ms));
                         let _ = acked_tx.send(a.seq);
                     }
                 }
@@ -592,7 +608,10 @@ impl Host {
         let send = |seq: u64, body: Body| {
             let (tx, sent) = (tx.clone(), sent.clone());
             async move {
-                sent.lock().await.insert(seq, Instant::now());
+                sent.lock().await.insert(
+                    seq,
+                    (Instant::now(), patchgap_proto::time::now_ms() as u64),
+                );
                 tx.send(v1::AgentMessage {
                     seq,
                     body: Some(body),
