@@ -608,10 +608,9 @@ impl Host {
         let send = |seq: u64, body: Body| {
             let (tx, sent) = (tx.clone(), sent.clone());
             async move {
-                sent.lock().await.insert(
-                    seq,
-                    (Instant::now(), patchgap_proto::time::now_ms() as u64),
-                );
+                sent.lock()
+                    .await
+                    .insert(seq, (Instant::now(), patchgap_proto::time::now_ms() as u64));
                 tx.send(v1::AgentMessage {
                     seq,
                     body: Some(body),
