@@ -259,17 +259,26 @@ impl RootFs {
     /// The limit is checked against the reported size first and then while reading, so a file
     /// that reports a size of 0 (as procfs files do) or grows meanwhile is still refused.
     pub fn read(&self, path: &[u8], limit: u64) -> Result<Vec<u8>, RootError> {
+        self.read_with_meta(path, limit).map(|(_, data)| data)
+    }
+
+    /// [`read`](Self::read), and the file's metadata as of the open: for a
+    /// caller that keys what it makes of the contents by the file's
+    /// identity, mtime and size, without resolving the path a second time.
+    pub fn read_with_meta(
+        &self,
+        path: &[u8],
+        limit: u64,
+    ) -> Result<(FileMeta, Vec<u8>), RootError> {
         let file = self.open_file(path)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| RootError::from_io("fstat", e))?;
-        if meta.size() > limit {
+        let meta = file_meta(&file)?;
+        if meta.size > limit {
             return Err(RootError::TooLarge {
-                size: meta.size(),
+                size: meta.size,
                 limit,
             });
         }
-        let reserve = usize::try_from(meta.size().min(MAX_PREALLOC)).unwrap_or(0);
+        let reserve = usize::try_from(meta.size.min(MAX_PREALLOC)).unwrap_or(0);
         let mut data = Vec::with_capacity(reserve);
         (&file)
             .take(limit.saturating_add(1))
@@ -279,7 +288,7 @@ impl RootFs {
         if read > limit {
             return Err(RootError::TooLarge { size: read, limit });
         }
-        Ok(data)
+        Ok((meta, data))
     }
 
     /// List a directory's entry names inside the root (bytes), skipping "." and "..".
@@ -395,11 +404,11 @@ fn type_name(t: FileType) -> &'static str {
 }
 
 /// A directory stream from `fdopendir`, closed with `closedir` on drop.
-struct DirStream(NonNull<libc::DIR>);
+pub(crate) struct DirStream(NonNull<libc::DIR>);
 
 impl DirStream {
     /// Wraps an open directory descriptor; the stream takes it over.
-    fn new(fd: OwnedFd) -> Result<DirStream, RootError> {
+    pub(crate) fn new(fd: OwnedFd) -> Result<DirStream, RootError> {
         // SAFETY: `fd` is an open directory descriptor opened for reading. On success the stream
         // owns it (closedir closes it), so ownership is released below; on failure it stays
         // ours and is closed when `fd` drops.
@@ -413,8 +422,15 @@ impl DirStream {
         }
     }
 
+    /// The stream's directory descriptor, for `*at` calls on its entries;
+    /// valid while the stream lives.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        // SAFETY: the stream is open until drop.
+        unsafe { libc::dirfd(self.0.as_ptr()) }
+    }
+
     /// Reads all entry names except "." and "..".
-    fn names(&mut self) -> Result<Vec<Vec<u8>>, RootError> {
+    pub(crate) fn names(&mut self) -> Result<Vec<Vec<u8>>, RootError> {
         let mut names = Vec::new();
         loop {
             // SAFETY: errno is thread-local; it is reset so that the end of the stream (NULL

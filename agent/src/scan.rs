@@ -158,6 +158,9 @@ pub struct Scanner {
     exited: HashSet<(u32, u64)>,
     /// The last full scan's quiet processes, by pid (see [`Quiet`]).
     quiet: HashMap<u32, Quiet>,
+    /// Whether full scans keep quiet processes for the next one (false
+    /// for [`Scanner::single_scan`]).
+    keep_quiet: bool,
 }
 
 /// One process's /proc/PID directory, held open (O_PATH) while the process
@@ -221,21 +224,58 @@ impl PidDir {
         use std::os::unix::ffi::OsStringExt;
         let name = Self::name(name)?;
         let mut buf = vec![0u8; 4096];
-        // SAFETY: buf is writable for its length; the name is NUL-terminated.
-        let n = unsafe {
-            libc::readlinkat(
-                self.fd.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf.truncate(n as usize);
+        let n = readlinkat(self.fd.as_raw_fd(), &name, &mut buf)?;
+        buf.truncate(n);
         Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
     }
+
+    /// The socket inodes among the process's open files (the `fd/*` links
+    /// that read `socket:[INODE]`). The links are read relative to the
+    /// `fd` directory's descriptor: through `/proc/self/fd/N/fd/M`, each
+    /// of a thousand processes' links cost a walk of five path components.
+    fn socket_inodes(&self) -> io::Result<Vec<u64>> {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c"fd".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and nobody else owns it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut dir = crate::rootfs::DirStream::new(fd).map_err(io::Error::other)?;
+        let names = dir.names().map_err(io::Error::other)?;
+        // "socket:[" + 20 digits + "]" fits; a longer target is no socket.
+        let mut buf = [0u8; 64];
+        let mut inodes = Vec::new();
+        for name in names {
+            let Ok(name) = std::ffi::CString::new(name) else {
+                continue;
+            };
+            if let Ok(n) = readlinkat(dir.raw_fd(), &name, &mut buf)
+                && n < buf.len()
+                && let Some(inode) = parse::cgroup::parse_socket_link(&buf[..n])
+            {
+                inodes.push(inode);
+            }
+        }
+        Ok(inodes)
+    }
+}
+
+/// readlinkat(2) into `buf`; the length of the target (truncated to the
+/// buffer, as readlinkat does).
+fn readlinkat(dir: std::os::fd::RawFd, name: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length; the name is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Reads a /proc file to its end, each read(2) offered at least
@@ -481,6 +521,19 @@ impl Scanner {
             pid_dir: None,
             exited: HashSet::new(),
             quiet: HashMap::new(),
+            keep_quiet: true,
+        }
+    }
+
+    /// A scanner for one full scan and no next one (`patchgap-agent
+    /// scan`): it keeps no quiet processes for a next scan, so it reads no
+    /// schedstat file and copies no process's state for later, work that
+    /// only a next scan could make good. Later scans, if any, are correct,
+    /// only never reuse a quiet process.
+    pub fn single_scan(config: ScanConfig) -> Scanner {
+        Scanner {
+            keep_quiet: false,
+            ..Scanner::new(config)
         }
     }
 
@@ -1008,7 +1061,7 @@ impl Scanner {
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: !sockets_read,
-            reuse: true,
+            reuse: self.keep_quiet,
             ..Default::default()
         };
         if let Some(meta) = &mut self.meta {
@@ -1311,13 +1364,18 @@ impl Scanner {
             Some(root) => (Some(root.id()), self.generation(root)),
             None => (None, 0),
         };
-        let files = artifacts
-            .iter()
-            .map(|a| {
-                let root = root.filter(|_| !is_memfd(&a.path.0))?;
-                ctx.file_now(root, in_root_path(&root_link, &a.path.0))
-            })
-            .collect();
+        // Only a quiet process's next scan compares them.
+        let files = if ctx.reuse {
+            artifacts
+                .iter()
+                .map(|a| {
+                    let root = root.filter(|_| !is_memfd(&a.path.0))?;
+                    ctx.file_now(root, in_root_path(&root_link, &a.path.0))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(OwnState {
             status,
             args,
@@ -1695,18 +1753,20 @@ impl Scanner {
     /// The process's sockets, from its fd links and its network namespace's
     /// tables.
     fn sockets(&self, pid: u32, net_ns: u64, ctx: &mut ScanCtx) -> Vec<Socket> {
-        let Ok(fds) = std::fs::read_dir(self.proc_path(pid, "fd")) else {
-            return Vec::new();
-        };
-        let mut inodes = Vec::new();
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path())
-                && let Some(inode) =
-                    parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes())
-            {
-                inodes.push(inode);
+        let inodes = match &self.pid_dir {
+            Some(d) if d.pid == pid => d.socket_inodes().unwrap_or_default(),
+            _ => {
+                let Ok(fds) = std::fs::read_dir(self.proc_path(pid, "fd")) else {
+                    return Vec::new();
+                };
+                fds.flatten()
+                    .filter_map(|fd| {
+                        let link = std::fs::read_link(fd.path()).ok()?;
+                        parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes())
+                    })
+                    .collect()
             }
-        }
+        };
         if inodes.is_empty() {
             return Vec::new();
         }
