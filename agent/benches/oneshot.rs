@@ -190,6 +190,9 @@ impl Cmd {
 
     /// Runs the command once, output to /dev/null, and returns its
     /// resource usage. Panics if it fails.
+    // The child is reaped by `wait4`, which std's `wait` cannot replace:
+    // it does not give the child's rusage.
+    #[allow(clippy::zombie_processes)]
     fn run(&self) -> Usage {
         // A file, not a pipe: nothing reads stderr while the child runs.
         let mut stderr = tempfile::tempfile().expect("a temporary file for stderr");
