@@ -31,6 +31,9 @@
 //! processes of the tree, resolves no artifact to a package, or a warm scan
 //! has no resolve cache hit.
 //!
+//! The whole `patchgap-agent scan` command, side by side with `lsof -nP`
+//! and needrestart, is measured by the `oneshot` bench (`benches/oneshot.rs`).
+//!
 //! For a profile of one kind of scan alone, set `PATCHGAP_BENCH_PROFILE` to
 //! `synthetic-warm`, `synthetic-cold`, `real-warm` or `real-cold` and run
 //! the bench binary under `perf record`.

@@ -518,6 +518,11 @@ impl Crowd {
         Ok(crowd)
     }
 
+    /// The pids of the processes it started.
+    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(std::process::Child::id)
+    }
+
     /// How many processes it started.
     pub fn len(&self) -> usize {
         self.0.len()

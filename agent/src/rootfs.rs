@@ -404,11 +404,11 @@ fn type_name(t: FileType) -> &'static str {
 }
 
 /// A directory stream from `fdopendir`, closed with `closedir` on drop.
-pub(crate) struct DirStream(NonNull<libc::DIR>);
+struct DirStream(NonNull<libc::DIR>);
 
 impl DirStream {
     /// Wraps an open directory descriptor; the stream takes it over.
-    pub(crate) fn new(fd: OwnedFd) -> Result<DirStream, RootError> {
+    fn new(fd: OwnedFd) -> Result<DirStream, RootError> {
         // SAFETY: `fd` is an open directory descriptor opened for reading. On success the stream
         // owns it (closedir closes it), so ownership is released below; on failure it stays
         // ours and is closed when `fd` drops.
@@ -422,15 +422,8 @@ impl DirStream {
         }
     }
 
-    /// The stream's directory descriptor, for `*at` calls on its entries;
-    /// valid while the stream lives.
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        // SAFETY: the stream is open until drop.
-        unsafe { libc::dirfd(self.0.as_ptr()) }
-    }
-
     /// Reads all entry names except "." and "..".
-    pub(crate) fn names(&mut self) -> Result<Vec<Vec<u8>>, RootError> {
+    fn names(&mut self) -> Result<Vec<Vec<u8>>, RootError> {
         let mut names = Vec::new();
         loop {
             // SAFETY: errno is thread-local; it is reset so that the end of the stream (NULL

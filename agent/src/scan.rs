@@ -223,16 +223,23 @@ impl PidDir {
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
         use std::os::unix::ffi::OsStringExt;
         let name = Self::name(name)?;
-        let mut buf = vec![0u8; 4096];
+        // On the stack, and the target copied out at its length: a 4 KiB
+        // heap buffer per link, kept by the path it became, was a page
+        // fault and a 4 KiB memset per link of every process.
+        let mut buf = [0u8; 4096];
         let n = readlinkat(self.fd.as_raw_fd(), &name, &mut buf)?;
-        buf.truncate(n);
-        Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(
+            buf[..n].to_vec(),
+        )))
     }
 
     /// The socket inodes among the process's open files (the `fd/*` links
     /// that read `socket:[INODE]`). The links are read relative to the
     /// `fd` directory's descriptor: through `/proc/self/fd/N/fd/M`, each
     /// of a thousand processes' links cost a walk of five path components.
+    /// The directory is listed with getdents64(2) into a buffer on the
+    /// stack: opendir's 32 KiB stream per process cost more than the
+    /// listing.
     fn socket_inodes(&self) -> io::Result<Vec<u64>> {
         // SAFETY: a valid directory descriptor and a NUL-terminated name.
         let fd = unsafe {
@@ -247,24 +254,62 @@ impl PidDir {
         }
         // SAFETY: fd was just opened and nobody else owns it.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut dir = crate::rootfs::DirStream::new(fd).map_err(io::Error::other)?;
-        let names = dir.names().map_err(io::Error::other)?;
+        let mut dents = [0u8; 4096];
         // "socket:[" + 20 digits + "]" fits; a longer target is no socket.
-        let mut buf = [0u8; 64];
+        let mut link = [0u8; 64];
         let mut inodes = Vec::new();
-        for name in names {
-            let Ok(name) = std::ffi::CString::new(name) else {
-                continue;
+        loop {
+            // SAFETY: dents is writable for its length; fd is open.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    fd.as_raw_fd(),
+                    dents.as_mut_ptr(),
+                    dents.len(),
+                )
             };
-            if let Ok(n) = readlinkat(dir.raw_fd(), &name, &mut buf)
-                && n < buf.len()
-                && let Some(inode) = parse::cgroup::parse_socket_link(&buf[..n])
-            {
-                inodes.push(inode);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(inodes);
+            }
+            for name in dirent_names(&dents[..n as usize]) {
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let Ok(name) = std::ffi::CStr::from_bytes_with_nul(name) else {
+                    continue;
+                };
+                if let Ok(n) = readlinkat(fd.as_raw_fd(), name, &mut link)
+                    && n < link.len()
+                    && let Some(inode) = parse::cgroup::parse_socket_link(&link[..n])
+                {
+                    inodes.push(inode);
+                }
             }
         }
-        Ok(inodes)
     }
+}
+
+/// The entry names (each with its NUL) in a buffer getdents64(2) filled:
+/// records of d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1) and the
+/// NUL-terminated name, padded to d_reclen. A record that does not fit, or
+/// a name without its NUL, ends the walk.
+fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const NAME_AT: usize = 19;
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let reclen = usize::from(u16::from_ne_bytes([*rest.get(16)?, *rest.get(17)?]));
+        if reclen <= NAME_AT || reclen > rest.len() {
+            return None;
+        }
+        let (record, tail) = rest.split_at(reclen);
+        rest = tail;
+        let name = &record[NAME_AT..];
+        let nul = name.iter().position(|&b| b == 0)?;
+        Some(&name[..=nul])
+    })
 }
 
 /// readlinkat(2) into `buf`; the length of the target (truncated to the
@@ -2247,6 +2292,54 @@ mod tests {
 
     /// A real scan of this host finds this test process, with libc resolved
     /// to the version dpkg reports.
+    /// The socket inodes of a process are read from its `fd` links: a
+    /// listener this test opens is among them, and its other descriptors
+    /// (files, pipes) are not.
+    #[test]
+    fn socket_inodes_are_read_from_the_fd_links() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let inode = parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes()).unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let dir = PidDir::open(Path::new("/proc"), std::process::id()).unwrap();
+        let inodes = dir.socket_inodes().unwrap();
+        assert!(inodes.contains(&inode), "{inode} not in {inodes:?}");
+        let file_ino = std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap());
+        assert!(!inodes.contains(&file_ino) || file_ino == inode);
+        drop(listener);
+        assert!(!dir.socket_inodes().unwrap().contains(&inode), "closed");
+    }
+
+    /// getdents64 records are walked by their length; a short, zero-length
+    /// or unterminated record ends the walk instead of looping or reading
+    /// past the buffer.
+    #[test]
+    fn dirent_records_are_walked_by_their_length() {
+        fn record(name: &[u8], reclen: u16) -> Vec<u8> {
+            let mut r = vec![0u8; 19];
+            r[16..18].copy_from_slice(&reclen.to_ne_bytes());
+            r.extend_from_slice(name);
+            r.push(0);
+            r.resize(usize::from(reclen).max(r.len()), 0);
+            r
+        }
+        let mut buf = record(b".", 24);
+        buf.extend(record(b"10", 24));
+        buf.extend(record(b"255", 32));
+        let names: Vec<&[u8]> = dirent_names(&buf).collect();
+        assert_eq!(names, vec![&b".\0"[..], b"10\0", b"255\0"]);
+        // Cut mid-record: the whole records before it only.
+        assert_eq!(dirent_names(&buf[..30]).count(), 1);
+        // A zero length, or one shorter than the header, ends the walk.
+        assert_eq!(dirent_names(&record(b"x", 0)).count(), 0);
+        assert_eq!(dirent_names(&record(b"x", 12)).count(), 0);
+        // No NUL within the record.
+        let mut unterminated = record(b"abc", 24);
+        unterminated[19..].fill(b'a');
+        assert_eq!(dirent_names(&unterminated).count(), 0);
+        assert_eq!(dirent_names(&[]).count(), 0);
+    }
+
     /// A descriptor of /proc/PID keeps reading its own process: once that
     /// one is gone (and its pid free for another), reads through the
     /// descriptor fail rather than reaching whoever holds the pid now.
