@@ -447,11 +447,12 @@ fn without_version(mut info: PackageInfo) -> PackageInfo {
 }
 
 /// The index key of a normalized path: SipHash with fixed keys, so it is
-/// the same in every run.
+/// the same in every run of a build. SipHash-1-3 (`DefaultHasher::new`),
+/// not the deprecated SipHash-2-4: a one-shot scan keys the 7 MB of a
+/// Debian host's file lists, and the keys never leave the process.
 fn path_key(path: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
+    let mut h = std::hash::DefaultHasher::new();
     path.hash(&mut h);
     h.finish()
 }

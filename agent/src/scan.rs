@@ -217,7 +217,7 @@ impl PidDir {
         }
         // SAFETY: fd was just opened and is owned by the File.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        read_to_eof(&mut file, 1)
+        read_to_eof(&mut file, 1, ONE_RECORD_FILES.contains(&name.to_bytes()))
     }
 
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
@@ -331,7 +331,12 @@ fn readlinkat(dir: std::os::fd::RawFd, name: &std::ffi::CStr, buf: &mut [u8]) ->
 /// process, so this is a third of its syscalls. The buffer is the thread's
 /// own and kept (up to [`PROC_BUF_KEEP`]): a fresh page per file made glibc
 /// consolidate its free lists on every read.
-fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>> {
+///
+/// With `one_record`, a read that leaves room in the buffer is the whole
+/// file, and the read(2) that would return 0 is not made: for the files of
+/// [`ONE_RECORD_FILES`], three thousand system calls in a scan of a
+/// thousand processes.
+fn read_to_eof(file: &mut std::fs::File, min_read: usize, one_record: bool) -> io::Result<Vec<u8>> {
     use std::io::Read;
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -345,6 +350,9 @@ fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>>
             }
             match file.read(&mut buf[len..]) {
                 Ok(0) => break Ok(buf[..len].to_vec()),
+                Ok(n) if one_record && len + n < buf.len() => {
+                    break Ok(buf[..len + n].to_vec());
+                }
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
@@ -356,6 +364,11 @@ fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>>
         read
     })
 }
+
+/// /proc/PID files that the kernel formats whole, in one `show` of a
+/// `single_open` seq_file, and hands out whole to a read(2) with room for
+/// them: a short read is the end of the file.
+const ONE_RECORD_FILES: [&[u8]; 3] = [b"stat", b"status", b"cgroup"];
 
 /// The largest read buffer a thread keeps between /proc reads (a JVM's
 /// maps runs to hundreds of KiB; most files are under a page).
@@ -1896,7 +1909,7 @@ impl Scanner {
 /// starts with small reads: after a connect storm (thousands of TIME_WAIT
 /// sockets) that made one scan cost tens of milliseconds in the kernel.
 fn read_seq_file(path: &Path) -> io::Result<Vec<u8>> {
-    read_to_eof(&mut std::fs::File::open(path)?, 256 << 10)
+    read_to_eof(&mut std::fs::File::open(path)?, 256 << 10, false)
 }
 
 fn is_listening(proto: &str, e: &NetEntry) -> bool {
