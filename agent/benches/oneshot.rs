@@ -108,14 +108,14 @@ fn main() {
     let lsof_cpu: Vec<f64> = commands[lsof].samples.iter().map(Usage::cpu_s).collect();
     println!();
     println!(
-        "{:<22} | {:>8} {:>8} {:>8} {:>8} | {:>13} | {:>8} | {:>8}",
-        "command", "user s", "sys s", "CPU s", "CPU min", "ratio to lsof", "wall s", "max RSS"
+        "{:<22} | {:>8} {:>8} {:>8} {:>8} | {:>13} | {:>8}",
+        "command", "user s", "sys s", "CPU s", "CPU min", "ratio to lsof", "wall s"
     );
     println!(
-        "{:<22} | {:>35} | {:>13} | {:>8} | {:>8}",
-        "", "median over rounds", "median", "median", "MiB"
+        "{:<22} | {:>35} | {:>13} | {:>8}",
+        "", "median over rounds", "median", "median"
     );
-    println!("{}", "-".repeat(95));
+    println!("{}", "-".repeat(84));
     let mut json = serde_json::Map::new();
     for c in &commands {
         let cpu: Vec<f64> = c.samples.iter().map(Usage::cpu_s).collect();
@@ -127,14 +127,12 @@ fn main() {
         let user = median(c.samples.iter().map(|u| u.user_s).collect());
         let sys = median(c.samples.iter().map(|u| u.sys_s).collect());
         let wall = median(c.samples.iter().map(|u| u.wall_s).collect());
-        let rss = c.samples.iter().map(|u| u.max_rss_kib).max().unwrap_or(0);
         let cpu_min = cpu.iter().copied().fold(f64::INFINITY, f64::min);
         let cpu_med = median(cpu.clone());
         let ratio = median(ratios.clone());
         println!(
-            "{:<22} | {user:>8.3} {sys:>8.3} {cpu_med:>8.3} {cpu_min:>8.3} | {ratio:>12.2}x | {wall:>8.3} | {:>8.1}",
-            c.name,
-            rss as f64 / 1024.0
+            "{:<22} | {user:>8.3} {sys:>8.3} {cpu_med:>8.3} {cpu_min:>8.3} | {ratio:>12.2}x | {wall:>8.3}",
+            c.name
         );
         json.insert(
             c.name.to_string(),
@@ -147,7 +145,6 @@ fn main() {
                 "ratio_to_lsof_median": ratio,
                 "ratio_to_lsof": ratios,
                 "wall_s_median": wall,
-                "max_rss_kib": rss,
             }),
         );
     }
@@ -220,13 +217,13 @@ impl Cmd {
     }
 }
 
-/// A child's CPU and memory, from `wait4`.
+/// A child's CPU, from `wait4`. (Not its peak RSS: a child's `ru_maxrss`
+/// counts the bench's own pages from before the exec.)
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     user_s: f64,
     sys_s: f64,
     wall_s: f64,
-    max_rss_kib: i64,
 }
 
 impl Usage {
@@ -263,7 +260,6 @@ fn wait4(child: &Child) -> (std::process::ExitStatus, Usage) {
             user_s: tv(ru.ru_utime),
             sys_s: tv(ru.ru_stime),
             wall_s: 0.0,
-            max_rss_kib: ru.ru_maxrss,
         },
     )
 }
