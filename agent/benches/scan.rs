@@ -31,6 +31,9 @@
 //! processes of the tree, resolves no artifact to a package, or a warm scan
 //! has no resolve cache hit.
 //!
+//! The whole `patchgap-agent scan` command, side by side with `lsof -nP`
+//! and needrestart, is measured by the `oneshot` bench (`benches/oneshot.rs`).
+//!
 //! For a profile of one kind of scan alone, set `PATCHGAP_BENCH_PROFILE` to
 //! `synthetic-warm`, `synthetic-cold`, `real-warm` or `real-cold` and run
 //! the bench binary under `perf record`.
@@ -101,7 +104,7 @@ fn main() {
     // files the kernel generates on every read (the synthetic tree's are
     // plain files, which understates the kernel's share).
     let crowd_size = env_u32("PATCHGAP_BENCH_REAL_PROCS", 1000);
-    let crowd = spawn_crowd(crowd_size);
+    let crowd = fixture::Crowd::spawn(crowd_size).expect("starting the real crowd");
 
     println!(
         "patchgap-agent scan bench: {procs} synthetic processes, {iters} iterations, {} CPUs, tree {}",
@@ -654,41 +657,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Starts `n` real long-sleeping processes: one python importing ssl in ten,
-/// `sleep` for the rest. Waits until each python has loaded libssl.
-fn spawn_crowd(n: u32) -> Vec<ChildGuard> {
-    let mut crowd = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let mut cmd = if i % 10 == 0 {
-            let mut c = Command::new(PYTHON);
-            c.args(["-c", "import ssl, json, sqlite3, time; time.sleep(900)"]);
-            c
-        } else {
-            let mut c = Command::new("/usr/bin/sleep");
-            c.arg("900");
-            c
-        };
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning crowd process {i}: {e}"));
-        crowd.push(ChildGuard(child));
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    for (i, c) in crowd.iter().enumerate().step_by(10) {
-        let maps = format!("/proc/{}/maps", c.0.id());
-        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("libssl.so")) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "crowd python {i} never loaded libssl"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-    crowd
 }
 
 /// Starts python with ssl, json, sqlite3 and other C extensions imported,

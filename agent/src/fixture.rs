@@ -1,4 +1,5 @@
-//! Synthetic procfs trees, for benchmarks and tests.
+//! Synthetic procfs trees, for benchmarks and tests, and the [`Crowd`] of
+//! real processes that benchmarks start to fill a host.
 //!
 //! [`write_proc_tree`] lays out a directory that the [`Scanner`] reads like
 //! /proc: per pid `stat`, `status`, `cmdline`, `cgroup`, `ns/{mnt,net}`,
@@ -472,5 +473,73 @@ mod tests {
             p.artifacts.iter().all(|a| !a.stale),
             "a mapped file of the fixture is not the host's current file"
         );
+    }
+}
+
+/// Real processes that crowd the host for a benchmark, killed and reaped
+/// when dropped (also when the benchmark panics).
+#[derive(Debug)]
+pub struct Crowd(Vec<std::process::Child>);
+
+impl Crowd {
+    /// Starts `n` real long-sleeping processes: one python importing ssl
+    /// in ten, `sleep` for the rest, so the host has that many more
+    /// processes whose /proc files the kernel generates on every read.
+    /// Waits (up to two minutes) until each python has loaded libssl, so
+    /// that every scan after this sees the same maps.
+    pub fn spawn(n: u32) -> io::Result<Crowd> {
+        use std::process::{Command, Stdio};
+        let mut crowd = Crowd(Vec::with_capacity(n as usize));
+        for i in 0..n {
+            let mut cmd = if i % 10 == 0 {
+                let mut c = Command::new("/usr/bin/python3");
+                c.args(["-c", "import ssl, json, sqlite3, time; time.sleep(900)"]);
+                c
+            } else {
+                let mut c = Command::new("/usr/bin/sleep");
+                c.arg("900");
+                c
+            };
+            let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+            crowd.0.push(child);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        for (i, c) in crowd.0.iter().enumerate().step_by(10) {
+            let maps = format!("/proc/{}/maps", c.id());
+            while !fs::read_to_string(&maps).is_ok_and(|m| m.contains("libssl.so")) {
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "crowd python {i} never loaded libssl"
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(crowd)
+    }
+
+    /// The pids of the processes it started.
+    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(std::process::Child::id)
+    }
+
+    /// How many processes it started.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `patchgap-agent`: the per-host agent.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -140,12 +140,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-// One async worker: it drains the ring and keeps the collector's stream,
-// small work that a second worker only made the two wake each other to
-// steal (the scan loop and the watchdog have threads of their own, and
-// blocking work goes to the blocking pool). The default is one per core.
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // glibc gives each thread that allocates its own arena; a handful of
     // runtime threads would then hold several partly used heaps. Two
     // arenas keep the agent's RSS close to what it actually uses.
@@ -168,27 +163,55 @@ async fn main() -> anyhow::Result<()> {
             proc_root,
             runtime_root,
             labels,
-        } => {
-            let labels: BTreeMap<_, _> = labels.into_iter().collect();
-            let config = ScanConfig {
-                proc_root,
-                labels,
-                runtime_root,
-            };
-            let inv = tokio::task::spawn_blocking(move || Scanner::new(config).scan()).await?;
-            // Buffered: stdout's own buffer writes each line on its own,
-            // one write(2) per line of a JSON that runs to megabytes.
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-            let written = serde_json::to_writer_pretty(&mut out, &inv)
-                .map_err(std::io::Error::from)
-                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
-                .and_then(|()| std::io::Write::flush(&mut out));
-            match written {
-                // `patchgap-agent scan | head` is fine.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other.context("writing the inventory")?,
-            }
+        } => scan(ScanConfig {
+            proc_root,
+            labels: labels.into_iter().collect(),
+            runtime_root,
+        }),
+        run @ Command::Run { .. } => {
+            // One async worker: it drains the ring and keeps the collector's
+            // stream, small work that a second worker only made the two wake
+            // each other to steal (the scan loop and the watchdog have
+            // threads of their own, and blocking work goes to the blocking
+            // pool). The default is one per core.
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(run_agent(run))
         }
+    }
+}
+
+/// `patchgap-agent scan`: one inventory on stdout. No async runtime: the
+/// scan is one thread's work from start to end, and a responder may run it
+/// on a host in trouble, where the threads of a runtime are cost for
+/// nothing.
+fn scan(config: ScanConfig) -> anyhow::Result<()> {
+    let inv = Scanner::single_scan(config).scan();
+    // Buffered: stdout's own buffer writes each line on its own,
+    // one write(2) per line of a JSON that runs to megabytes.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, &inv)
+        .map_err(std::io::Error::from)
+        .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+        .and_then(|()| std::io::Write::flush(&mut out));
+    // The process ends here: freeing the inventory's hundred thousand
+    // allocations one by one would cost a few percent of the scan for
+    // memory the exit returns anyway.
+    std::mem::forget(inv);
+    match written {
+        // `patchgap-agent scan | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the inventory"),
+    }
+}
+
+/// `patchgap-agent run`, inside the async runtime.
+async fn run_agent(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Scan { .. } => unreachable!("scan runs without the async runtime"),
         Command::Run {
             config: _,
             collector,

@@ -37,7 +37,7 @@ use crate::{
     parse::{
         apk::parse_installed,
         dpkg::{
-            DpkgPackage, Files, parse_file_list, parse_md5sums, parse_status_db,
+            DpkgPackage, Files, file_list_entries, parse_md5sums, parse_status_db,
             parse_status_entries,
         },
         rpm::{RpmHeader, parse_header_blob},
@@ -62,7 +62,7 @@ const CACHE_LIMIT: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub struct PackageDb {
     packages: Vec<Arc<PackageInfo>>,
-    by_path: HashMap<u64, u32>,
+    by_path: ByPathKey<u32>,
     /// Packages dpkg is half way through replacing (`half-installed`): named
     /// without a version.
     unsettled: std::collections::HashSet<u32>,
@@ -98,6 +98,7 @@ impl PackageDb {
                 db.malformed += malformed;
                 let mut entries = DpkgState::from(entries);
                 db.malformed += entries.apply_journal(root)?;
+                let mut listed = Vec::new();
                 for (files, pkg) in entries.packages() {
                     // Multi-Arch: same packages name their list "pkg:arch.list";
                     // older databases use "pkg.list" for everything.
@@ -108,6 +109,17 @@ impl PackageDb {
                             lists.keys(root, format!("/var/lib/dpkg/info/{}.list", pkg.name))?
                         }
                     };
+                    listed.push((files, pkg, keys));
+                }
+                // The index sized once, not grown through a dozen rehashes
+                // of a hundred thousand keys.
+                db.by_path.reserve(
+                    listed
+                        .iter()
+                        .map(|(_, _, k)| k.as_ref().map_or(0, |k| k.len()))
+                        .sum(),
+                );
+                for (files, pkg, keys) in listed {
                     if files == Files::HalfInstalled {
                         db.unsettled.insert(db.packages.len() as u32);
                     }
@@ -220,7 +232,7 @@ impl PackageDb {
     }
 
     fn add(&mut self, pkg: &DpkgPackage, distro: &Distro, files: Vec<Vec<u8>>) {
-        self.add_keys(pkg, distro, &list_keys(&files));
+        self.add_keys(pkg, distro, &list_keys(files.iter().map(Vec::as_slice)));
     }
 
     fn add_keys(&mut self, pkg: &DpkgPackage, distro: &Distro, keys: &[u64]) {
@@ -264,19 +276,50 @@ impl PackageDb {
 /// directory before its contents, so an entry followed by "entry/..." is a
 /// directory. Directories are shared by many packages and never mapped:
 /// they are skipped.
-fn list_keys(files: &[Vec<u8>]) -> Vec<u64> {
-    let mut keys = Vec::with_capacity(files.len());
-    for (i, file) in files.iter().enumerate() {
-        if let Some(next) = files.get(i + 1)
+fn list_keys<'a>(files: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+    let mut files = files.into_iter().peekable();
+    let mut keys = Vec::with_capacity(files.size_hint().0);
+    // One buffer for every normalized path: a list has thousands.
+    let mut normalized = Vec::new();
+    while let Some(file) = files.next() {
+        if let Some(next) = files.peek()
             && next.len() > file.len()
             && next.starts_with(file)
             && next[file.len()] == b'/'
         {
             continue;
         }
-        keys.push(path_key(&normalize(file)));
+        normalize_into(file, &mut normalized);
+        keys.push(path_key(&normalized));
     }
     keys
+}
+
+/// A map keyed by [`path_key`]s, which are SipHash values already: hashing
+/// them again (the default hasher) cost a one-shot scan more than a tenth
+/// of the index's build, so the key is its own hash.
+type ByPathKey<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PathKeyHasher>>;
+
+/// The hasher of [`ByPathKey`]: a `u64` key is its own hash.
+#[derive(Debug, Default)]
+struct PathKeyHasher(u64);
+
+impl std::hash::Hasher for PathKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with it; anything else still hashes
+        // (FNV-1a), never panics.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 /// A list file's identity, mtime and size.
@@ -297,24 +340,31 @@ pub struct ListCache {
 impl ListCache {
     /// The keys of a list file, None when it does not exist.
     fn keys(&mut self, root: &RootFs, path: String) -> Result<Option<Arc<Vec<u64>>>, RootError> {
-        let meta = match root.metadata(path.as_bytes()) {
-            Ok(m) => m,
-            Err(RootError::NotFound) => return Ok(None),
+        let key = (root.id(), path.into_bytes());
+        if let Some((s, keys)) = self.lists.get(&key) {
+            let meta = match root.metadata(&key.1) {
+                Ok(m) => m,
+                Err(RootError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if *s == (meta.id, meta.mtime_ns, meta.size) {
+                let keys = keys.clone();
+                self.used.insert(key);
+                return Ok(Some(keys));
+            }
+        }
+        // Not known, or changed: read it, stamped with the metadata of the
+        // very file read (a first load, as in a one-shot scan, resolves
+        // each of a host's thousand list paths once, not twice).
+        let (meta, bytes) = match root.read_with_meta(&key.1, LIST_LIMIT) {
+            Ok(read) => read,
+            Err(RootError::NotFound | RootError::TooLarge { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let stamp = (meta.id, meta.mtime_ns, meta.size);
-        let key = (root.id(), path.into_bytes());
+        let keys = Arc::new(list_keys(file_list_entries(&bytes)));
         self.used.insert(key.clone());
-        if let Some((s, keys)) = self.lists.get(&key)
-            && *s == stamp
-        {
-            return Ok(Some(keys.clone()));
-        }
-        let Some(bytes) = read_optional(root, &key.1)? else {
-            return Ok(None);
-        };
-        let keys = Arc::new(list_keys(&parse_file_list(&bytes)));
-        self.lists.insert(key, (stamp, keys.clone()));
+        self.lists
+            .insert(key, ((meta.id, meta.mtime_ns, meta.size), keys.clone()));
         Ok(Some(keys))
     }
 
@@ -397,11 +447,12 @@ fn without_version(mut info: PackageInfo) -> PackageInfo {
 }
 
 /// The index key of a normalized path: SipHash with fixed keys, so it is
-/// the same in every run.
+/// the same in every run of a build. SipHash-1-3 (`DefaultHasher::new`),
+/// not the deprecated SipHash-2-4: a one-shot scan keys the 7 MB of a
+/// Debian host's file lists, and the keys never leave the process.
 fn path_key(path: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
+    let mut h = std::hash::DefaultHasher::new();
     path.hash(&mut h);
     h.finish()
 }
@@ -490,6 +541,14 @@ fn read_optional(root: &RootFs, path: impl AsRef<[u8]>) -> Result<Option<Vec<u8>
 /// /lib/x86_64-linux-gnu/libc.so.6 (and a few packages the other way round).
 /// Both sides are mapped to the /usr spelling.
 pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len() + 4);
+    normalize_into(path, &mut out);
+    out
+}
+
+/// [`normalize`] into `out` (cleared first), for callers that normalize
+/// many paths with one buffer.
+fn normalize_into(path: &[u8], out: &mut Vec<u8>) {
     const MERGED: [&[u8]; 6] = [
         b"/lib/",
         b"/lib32/",
@@ -498,15 +557,11 @@ pub fn normalize(path: &[u8]) -> Vec<u8> {
         b"/bin/",
         b"/sbin/",
     ];
-    for prefix in MERGED {
-        if path.starts_with(prefix) {
-            let mut out = Vec::with_capacity(path.len() + 4);
-            out.extend_from_slice(b"/usr");
-            out.extend_from_slice(path);
-            return out;
-        }
+    out.clear();
+    if MERGED.iter().any(|prefix| path.starts_with(prefix)) {
+        out.extend_from_slice(b"/usr");
     }
-    path.to_vec()
+    out.extend_from_slice(path);
 }
 
 /// The distribution of a root, from its os-release, for purls.
@@ -891,6 +946,37 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list's keys are those of its files (directories skipped), each in
+    /// the /usr spelling, as a lookup of the mapped path computes them; the
+    /// one buffer reused for every path leaves nothing of a longer path in
+    /// a shorter one's key.
+    #[test]
+    fn list_keys_are_the_lookup_keys_of_the_files() {
+        let list = b"/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libcrypto.so.3\n\
+/lib/x86_64-linux-gnu/libssl.so.3\n/usr\n/usr/bin\n/usr/bin/openssl\n/etc/ssl/a\n";
+        let keys = list_keys(file_list_entries(list));
+        let expected: Vec<u64> = [
+            &b"/usr/lib/x86_64-linux-gnu/libcrypto.so.3"[..],
+            b"/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            b"/usr/bin/openssl",
+            b"/etc/ssl/a",
+        ]
+        .iter()
+        .map(|p| path_key(p))
+        .collect();
+        assert_eq!(keys, expected);
+        // The map keyed by them finds each, and nothing else.
+        let mut map = ByPathKey::default();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(*k, i);
+        }
+        assert_eq!(
+            map.get(&path_key(&normalize(b"/lib/x86_64-linux-gnu/libssl.so.3"))),
+            Some(&1)
+        );
+        assert_eq!(map.get(&path_key(b"/usr/bin/openssl.old")), None);
+    }
 
     #[test]
     fn usrmerge_spellings_meet() {

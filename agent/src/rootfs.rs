@@ -259,17 +259,26 @@ impl RootFs {
     /// The limit is checked against the reported size first and then while reading, so a file
     /// that reports a size of 0 (as procfs files do) or grows meanwhile is still refused.
     pub fn read(&self, path: &[u8], limit: u64) -> Result<Vec<u8>, RootError> {
+        self.read_with_meta(path, limit).map(|(_, data)| data)
+    }
+
+    /// [`read`](Self::read), and the file's metadata as of the open: for a
+    /// caller that keys what it makes of the contents by the file's
+    /// identity, mtime and size, without resolving the path a second time.
+    pub fn read_with_meta(
+        &self,
+        path: &[u8],
+        limit: u64,
+    ) -> Result<(FileMeta, Vec<u8>), RootError> {
         let file = self.open_file(path)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| RootError::from_io("fstat", e))?;
-        if meta.size() > limit {
+        let meta = file_meta(&file)?;
+        if meta.size > limit {
             return Err(RootError::TooLarge {
-                size: meta.size(),
+                size: meta.size,
                 limit,
             });
         }
-        let reserve = usize::try_from(meta.size().min(MAX_PREALLOC)).unwrap_or(0);
+        let reserve = usize::try_from(meta.size.min(MAX_PREALLOC)).unwrap_or(0);
         let mut data = Vec::with_capacity(reserve);
         (&file)
             .take(limit.saturating_add(1))
@@ -279,7 +288,7 @@ impl RootFs {
         if read > limit {
             return Err(RootError::TooLarge { size: read, limit });
         }
-        Ok(data)
+        Ok((meta, data))
     }
 
     /// List a directory's entry names inside the root (bytes), skipping "." and "..".

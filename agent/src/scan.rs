@@ -158,6 +158,9 @@ pub struct Scanner {
     exited: HashSet<(u32, u64)>,
     /// The last full scan's quiet processes, by pid (see [`Quiet`]).
     quiet: HashMap<u32, Quiet>,
+    /// Whether full scans keep quiet processes for the next one (false
+    /// for [`Scanner::single_scan`]).
+    keep_quiet: bool,
 }
 
 /// One process's /proc/PID directory, held open (O_PATH) while the process
@@ -214,28 +217,110 @@ impl PidDir {
         }
         // SAFETY: fd was just opened and is owned by the File.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        read_to_eof(&mut file, 1)
+        read_to_eof(&mut file, 1, ONE_RECORD_FILES.contains(&name.to_bytes()))
     }
 
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
         use std::os::unix::ffi::OsStringExt;
         let name = Self::name(name)?;
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: buf is writable for its length; the name is NUL-terminated.
-        let n = unsafe {
-            libc::readlinkat(
+        // On the stack, and the target copied out at its length: a 4 KiB
+        // heap buffer per link, kept by the path it became, was a page
+        // fault and a 4 KiB memset per link of every process.
+        let mut buf = [0u8; 4096];
+        let n = readlinkat(self.fd.as_raw_fd(), &name, &mut buf)?;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(
+            buf[..n].to_vec(),
+        )))
+    }
+
+    /// The socket inodes among the process's open files (the `fd/*` links
+    /// that read `socket:[INODE]`). The links are read relative to the
+    /// `fd` directory's descriptor: through `/proc/self/fd/N/fd/M`, each
+    /// of a thousand processes' links cost a walk of five path components.
+    /// The directory is listed with getdents64(2) into a buffer on the
+    /// stack: opendir's 32 KiB stream per process cost more than the
+    /// listing.
+    fn socket_inodes(&self) -> io::Result<Vec<u64>> {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
                 self.fd.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
+                c"fd".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         };
-        if n < 0 {
+        if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        buf.truncate(n as usize);
-        Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+        // SAFETY: fd was just opened and nobody else owns it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut dents = [0u8; 4096];
+        // "socket:[" + 20 digits + "]" fits; a longer target is no socket.
+        let mut link = [0u8; 64];
+        let mut inodes = Vec::new();
+        loop {
+            // SAFETY: dents is writable for its length; fd is open.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    fd.as_raw_fd(),
+                    dents.as_mut_ptr(),
+                    dents.len(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(inodes);
+            }
+            for name in dirent_names(&dents[..n as usize]) {
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let Ok(name) = std::ffi::CStr::from_bytes_with_nul(name) else {
+                    continue;
+                };
+                if let Ok(n) = readlinkat(fd.as_raw_fd(), name, &mut link)
+                    && n < link.len()
+                    && let Some(inode) = parse::cgroup::parse_socket_link(&link[..n])
+                {
+                    inodes.push(inode);
+                }
+            }
+        }
     }
+}
+
+/// The entry names (each with its NUL) in a buffer getdents64(2) filled:
+/// records of d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1) and the
+/// NUL-terminated name, padded to d_reclen. A record that does not fit, or
+/// a name without its NUL, ends the walk.
+fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const NAME_AT: usize = 19;
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let reclen = usize::from(u16::from_ne_bytes([*rest.get(16)?, *rest.get(17)?]));
+        if reclen <= NAME_AT || reclen > rest.len() {
+            return None;
+        }
+        let (record, tail) = rest.split_at(reclen);
+        rest = tail;
+        let name = &record[NAME_AT..];
+        let nul = name.iter().position(|&b| b == 0)?;
+        Some(&name[..=nul])
+    })
+}
+
+/// readlinkat(2) into `buf`; the length of the target (truncated to the
+/// buffer, as readlinkat does).
+fn readlinkat(dir: std::os::fd::RawFd, name: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length; the name is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Reads a /proc file to its end, each read(2) offered at least
@@ -246,7 +331,12 @@ impl PidDir {
 /// process, so this is a third of its syscalls. The buffer is the thread's
 /// own and kept (up to [`PROC_BUF_KEEP`]): a fresh page per file made glibc
 /// consolidate its free lists on every read.
-fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>> {
+///
+/// With `one_record`, a read that leaves room in the buffer is the whole
+/// file, and the read(2) that would return 0 is not made: for the files of
+/// [`ONE_RECORD_FILES`], three thousand system calls in a scan of a
+/// thousand processes.
+fn read_to_eof(file: &mut std::fs::File, min_read: usize, one_record: bool) -> io::Result<Vec<u8>> {
     use std::io::Read;
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -260,6 +350,9 @@ fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>>
             }
             match file.read(&mut buf[len..]) {
                 Ok(0) => break Ok(buf[..len].to_vec()),
+                Ok(n) if one_record && len + n < buf.len() => {
+                    break Ok(buf[..len + n].to_vec());
+                }
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
@@ -271,6 +364,11 @@ fn read_to_eof(file: &mut std::fs::File, min_read: usize) -> io::Result<Vec<u8>>
         read
     })
 }
+
+/// /proc/PID files that the kernel formats whole, in one `show` of a
+/// `single_open` seq_file, and hands out whole to a read(2) with room for
+/// them: a short read is the end of the file.
+const ONE_RECORD_FILES: [&[u8]; 3] = [b"stat", b"status", b"cgroup"];
 
 /// The largest read buffer a thread keeps between /proc reads (a JVM's
 /// maps runs to hundreds of KiB; most files are under a page).
@@ -481,6 +579,19 @@ impl Scanner {
             pid_dir: None,
             exited: HashSet::new(),
             quiet: HashMap::new(),
+            keep_quiet: true,
+        }
+    }
+
+    /// A scanner for one full scan and no next one (`patchgap-agent
+    /// scan`): it keeps no quiet processes for a next scan, so it reads no
+    /// schedstat file and copies no process's state for later, work that
+    /// only a next scan could make good. Later scans, if any, are correct,
+    /// only never reuse a quiet process.
+    pub fn single_scan(config: ScanConfig) -> Scanner {
+        Scanner {
+            keep_quiet: false,
+            ..Scanner::new(config)
         }
     }
 
@@ -1008,7 +1119,7 @@ impl Scanner {
         let mut ctx = ScanCtx {
             host_ns,
             skip_sockets: !sockets_read,
-            reuse: true,
+            reuse: self.keep_quiet,
             ..Default::default()
         };
         if let Some(meta) = &mut self.meta {
@@ -1311,13 +1422,18 @@ impl Scanner {
             Some(root) => (Some(root.id()), self.generation(root)),
             None => (None, 0),
         };
-        let files = artifacts
-            .iter()
-            .map(|a| {
-                let root = root.filter(|_| !is_memfd(&a.path.0))?;
-                ctx.file_now(root, in_root_path(&root_link, &a.path.0))
-            })
-            .collect();
+        // Only a quiet process's next scan compares them.
+        let files = if ctx.reuse {
+            artifacts
+                .iter()
+                .map(|a| {
+                    let root = root.filter(|_| !is_memfd(&a.path.0))?;
+                    ctx.file_now(root, in_root_path(&root_link, &a.path.0))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(OwnState {
             status,
             args,
@@ -1695,18 +1811,20 @@ impl Scanner {
     /// The process's sockets, from its fd links and its network namespace's
     /// tables.
     fn sockets(&self, pid: u32, net_ns: u64, ctx: &mut ScanCtx) -> Vec<Socket> {
-        let Ok(fds) = std::fs::read_dir(self.proc_path(pid, "fd")) else {
-            return Vec::new();
-        };
-        let mut inodes = Vec::new();
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path())
-                && let Some(inode) =
-                    parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes())
-            {
-                inodes.push(inode);
+        let inodes = match &self.pid_dir {
+            Some(d) if d.pid == pid => d.socket_inodes().unwrap_or_default(),
+            _ => {
+                let Ok(fds) = std::fs::read_dir(self.proc_path(pid, "fd")) else {
+                    return Vec::new();
+                };
+                fds.flatten()
+                    .filter_map(|fd| {
+                        let link = std::fs::read_link(fd.path()).ok()?;
+                        parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes())
+                    })
+                    .collect()
             }
-        }
+        };
         if inodes.is_empty() {
             return Vec::new();
         }
@@ -1791,7 +1909,7 @@ impl Scanner {
 /// starts with small reads: after a connect storm (thousands of TIME_WAIT
 /// sockets) that made one scan cost tens of milliseconds in the kernel.
 fn read_seq_file(path: &Path) -> io::Result<Vec<u8>> {
-    read_to_eof(&mut std::fs::File::open(path)?, 256 << 10)
+    read_to_eof(&mut std::fs::File::open(path)?, 256 << 10, false)
 }
 
 fn is_listening(proto: &str, e: &NetEntry) -> bool {
@@ -2187,6 +2305,54 @@ mod tests {
 
     /// A real scan of this host finds this test process, with libc resolved
     /// to the version dpkg reports.
+    /// The socket inodes of a process are read from its `fd` links: a
+    /// listener this test opens is among them, and its other descriptors
+    /// (files, pipes) are not.
+    #[test]
+    fn socket_inodes_are_read_from_the_fd_links() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let inode = parse::cgroup::parse_socket_link(link.as_os_str().as_encoded_bytes()).unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let dir = PidDir::open(Path::new("/proc"), std::process::id()).unwrap();
+        let inodes = dir.socket_inodes().unwrap();
+        assert!(inodes.contains(&inode), "{inode} not in {inodes:?}");
+        let file_ino = std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap());
+        assert!(!inodes.contains(&file_ino) || file_ino == inode);
+        drop(listener);
+        assert!(!dir.socket_inodes().unwrap().contains(&inode), "closed");
+    }
+
+    /// getdents64 records are walked by their length; a short, zero-length
+    /// or unterminated record ends the walk instead of looping or reading
+    /// past the buffer.
+    #[test]
+    fn dirent_records_are_walked_by_their_length() {
+        fn record(name: &[u8], reclen: u16) -> Vec<u8> {
+            let mut r = vec![0u8; 19];
+            r[16..18].copy_from_slice(&reclen.to_ne_bytes());
+            r.extend_from_slice(name);
+            r.push(0);
+            r.resize(usize::from(reclen).max(r.len()), 0);
+            r
+        }
+        let mut buf = record(b".", 24);
+        buf.extend(record(b"10", 24));
+        buf.extend(record(b"255", 32));
+        let names: Vec<&[u8]> = dirent_names(&buf).collect();
+        assert_eq!(names, vec![&b".\0"[..], b"10\0", b"255\0"]);
+        // Cut mid-record: the whole records before it only.
+        assert_eq!(dirent_names(&buf[..30]).count(), 1);
+        // A zero length, or one shorter than the header, ends the walk.
+        assert_eq!(dirent_names(&record(b"x", 0)).count(), 0);
+        assert_eq!(dirent_names(&record(b"x", 12)).count(), 0);
+        // No NUL within the record.
+        let mut unterminated = record(b"abc", 24);
+        unterminated[19..].fill(b'a');
+        assert_eq!(dirent_names(&unterminated).count(), 0);
+        assert_eq!(dirent_names(&[]).count(), 0);
+    }
+
     /// A descriptor of /proc/PID keeps reading its own process: once that
     /// one is gone (and its pid free for another), reads through the
     /// descriptor fail rather than reaching whoever holds the pid now.

@@ -312,10 +312,15 @@ fn valid_version(version: &[u8]) -> bool {
 /// as well. No other normalisation is done; in particular a trailing `\r` is
 /// kept because it is a legal file-name byte.
 pub fn parse_file_list(bytes: &[u8]) -> Vec<Vec<u8>> {
-    super::lines(bytes)
-        .filter(|l| l.first() == Some(&b'/') && *l != b"/.")
-        .map(<[u8]>::to_vec)
-        .collect()
+    file_list_entries(bytes).map(<[u8]>::to_vec).collect()
+}
+
+/// The paths of `parse_file_list`, borrowed from `bytes`: a host's lists
+/// hold about 120,000 paths, which a scan then indexes and drops, so
+/// copying each into its own allocation first was a tenth of a one-shot
+/// scan's CPU.
+pub fn file_list_entries(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    super::lines(bytes).filter(|l| l.first() == Some(&b'/') && *l != b"/.")
 }
 
 /// status.d/<pkg>.md5sums (distroless): "<md5>  <path without leading
