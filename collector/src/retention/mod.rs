@@ -103,6 +103,16 @@ impl PassReport {
     }
 }
 
+/// What an answer whose window starts at `since_ms` reports as dropped,
+/// given the stored `horizon`: the horizon when the window reaches before
+/// it, else 0 (`Coverage.history_dropped_before_ms`).
+pub fn dropped_before(horizon: Option<i64>, since_ms: i64) -> i64 {
+    match horizon {
+        Some(h) if since_ms < h => h,
+        _ => 0,
+    }
+}
+
 /// One retention pass at `now_ms` (call it under `once::RETENTION`).
 pub fn enforce(
     store: &dyn Store,
