@@ -6,7 +6,9 @@
 pub enum SizeError {
     #[error("size {text:?} has no number (expected e.g. 10GB, 500MiB)")]
     NoNumber { text: String },
-    #[error("size {text:?} has no unit or an unknown one (use B, kB, MB, GB, TB or KiB, MiB, GiB, TiB)")]
+    #[error(
+        "size {text:?} has no unit or an unknown one (use B, kB, MB, GB, TB or KiB, MiB, GiB, TiB)"
+    )]
     Unit { text: String },
     #[error("size {text:?} is too large")]
     TooLarge { text: String },
@@ -59,7 +61,10 @@ mod tests {
         assert!(matches!(parse_size("300"), Err(SizeError::Unit { .. })));
         assert!(matches!(parse_size("3PB"), Err(SizeError::Unit { .. })));
         assert!(matches!(parse_size("GB"), Err(SizeError::NoNumber { .. })));
-        assert!(matches!(parse_size("-1GB"), Err(SizeError::NoNumber { .. })));
+        assert!(matches!(
+            parse_size("-1GB"),
+            Err(SizeError::NoNumber { .. })
+        ));
         assert!(matches!(
             parse_size("99999999999TiB"),
             Err(SizeError::TooLarge { .. })

@@ -17,8 +17,8 @@ pub mod retention;
 pub mod singleton;
 pub mod sqlite;
 
-pub use retention::{PruneStep, StorageUse};
 pub use outbox::{DeliveryOutcome, DeliveryRecord, DeliveryState, DisabledEndpoint, NewDelivery};
+pub use retention::{PruneStep, StorageUse};
 pub use singleton::Singleton;
 
 /// A store failure, free of any backend's types: the backend's own error
