@@ -183,7 +183,8 @@ fn report(
     }
     let retain_s = started.elapsed().as_secs_f64();
     let after = store.storage_use().unwrap();
-    let per_day = (day.used_bytes.saturating_sub(inventory.used_bytes)) as f64 * 24.0 / hours as f64;
+    let per_day =
+        (day.used_bytes.saturating_sub(inventory.used_bytes)) as f64 * 24.0 / hours as f64;
     println!(
         "{name:>8}: empty {:.2} MB; after the snapshot {:.2} MB used ({:.2} MB on disk); after {hours} h of churn {:.2} MB used ({:.2} MB on disk), ingested in {ingest_s:.1} s",
         mb(empty.used_bytes),
