@@ -72,6 +72,15 @@ pub(super) fn prune(client: &mut Client, before_ms: i64, limit: usize) -> Result
              ORDER BY w.last_seen_ms LIMIT $2)",
         &[&before_ms, &limit],
     )?;
+    // A row skipped as locked is still there: not done until it went too,
+    // so the horizon recorded is never one with history left before it.
+    let skipped: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM process
+                            WHERE exit_time_ms IS NOT NULL AND exit_time_ms < $1)",
+            &[&before_ms],
+        )?
+        .get(0);
     tx.commit()?;
     let (processes, intervals, limit) = (ids.len() as u64, intervals as u64, limit as u64);
     Ok(PruneStep {
@@ -79,7 +88,11 @@ pub(super) fn prune(client: &mut Client, before_ms: i64, limit: usize) -> Result
         intervals,
         connections,
         workloads,
-        done: processes < limit && intervals < limit && connections < limit && workloads < limit,
+        done: !skipped
+            && processes < limit
+            && intervals < limit
+            && connections < limit
+            && workloads < limit,
     })
 }
 
