@@ -139,11 +139,22 @@ pub fn enforce(
         prune_before(store, before, now_ms, &mut batches, &mut report)?;
     }
     if let Some(bound) = flags.max_bytes {
+        let mut last_used = u64::MAX;
         loop {
             compact(store, &mut batches, &mut report)?;
-            if store.storage_use()?.used_bytes <= bound || batches >= MAX_BATCHES {
+            let used = store.storage_use()?.used_bytes;
+            if used <= bound || batches >= MAX_BATCHES {
                 break;
             }
+            // The last round freed nothing the backend counts (PostgreSQL's
+            // size drops only once vacuum returns the space): stop here
+            // rather than drop all history for a figure that cannot move
+            // in this pass. The next pass goes on.
+            if used >= last_used {
+                report.size_unmet = true;
+                break;
+            }
+            last_used = used;
             // The oldest BATCH exited processes, and everything else that
             // ended as early, go next.
             let Some(cutoff) = store.history_cutoff(BATCH)? else {
