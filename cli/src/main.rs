@@ -601,6 +601,8 @@ struct UpArgs {
     scope_map: Option<PathBuf>,
     #[command(flatten)]
     egress: patchgap_collector::egress::flags::EgressFlags,
+    #[command(flatten)]
+    retention: patchgap_collector::retention::RetentionFlags,
     /// Let the local agent carry out the collector's containments (eBPF
     /// egress isolation of a workload's cgroup, pinned in bpffs under
     /// --contain-dir; needs root). Off by default: the agent then tells
@@ -2216,6 +2218,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         policy,
         scope_map,
         egress,
+        retention,
         contain,
         contain_dir,
         alertmanager,
@@ -2275,6 +2278,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             egress,
+            retention,
             ..CollectorConfig::default()
         },
         listener,

@@ -83,6 +83,8 @@ fn coverage_json(c: &Option<v1::Coverage>) -> Value {
         "hosts_scan_only": c.hosts_scan_only,
         "oldest_scan_at": (c.oldest_scan_ms > 0).then(|| rfc3339(c.oldest_scan_ms)),
         "generated_at": rfc3339(c.generated_at_ms),
+        "history_dropped_before": (c.history_dropped_before_ms > 0)
+            .then(|| rfc3339(c.history_dropped_before_ms)),
         "hosts": c.hosts.iter().map(|h| json!({
             "host": h.host,
             "fresh": h.fresh,
@@ -114,6 +116,12 @@ fn coverage_line(c: &Option<v1::Coverage>) -> String {
         c.hosts_scan_only,
         rfc3339(as_of)
     );
+    if c.history_dropped_before_ms > 0 {
+        line.push_str(&format!(
+            "note: history before {} was dropped by retention: what ran or connected earlier is not in this answer\n",
+            rfc3339(c.history_dropped_before_ms)
+        ));
+    }
     for h in &c.hosts {
         if !h.ebpf {
             line.push_str(&format!(

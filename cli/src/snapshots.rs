@@ -28,6 +28,7 @@ fn coverage() -> Option<v1::Coverage> {
         generated_at_ms: NOW,
         hosts_scan_only: 1,
         oldest_scan_ms: NOW - 12_345,
+        history_dropped_before_ms: 0,
         hosts: vec![
             v1::HostCoverage {
                 host: "node-1".into(),
@@ -332,15 +333,21 @@ fn query_distro() -> Value {
     })
 }
 
-/// `query --since`: an exited process has its exit time.
+/// `query --since`: an exited process has its exit time; the window
+/// reaches before the retention horizon (30 days ago), which coverage
+/// names.
 fn history() -> Value {
     let mut exited = host_match();
     exited.key = key(9001, 123_456);
     exited.exit_time_ms = NOW - 1_800_000;
+    let mut coverage = coverage();
+    if let Some(c) = coverage.as_mut() {
+        c.history_dropped_before_ms = NOW - 30 * 86_400_000;
+    }
     render::query_json(&v1::FindPackageResponse {
         next_page_token: String::new(),
         query: "libssl3".into(),
-        coverage: coverage(),
+        coverage,
         matches: vec![exited, pod_match()],
         scope_map_error: String::new(),
     })

@@ -29,6 +29,7 @@ pub(crate) mod fuzz;
 pub mod http;
 pub mod once;
 pub mod response;
+pub mod retention;
 pub mod sbom;
 pub mod store;
 pub mod tls;
@@ -104,6 +105,9 @@ pub struct CollectorConfig {
     /// Unexpected egress: the `--egress-*` learning durations, over the
     /// defaults.
     pub egress: egress::flags::EgressFlags,
+    /// History retention: `--retain` and `--retain-size` (see
+    /// `retention`); off by default.
+    pub retention: retention::RetentionFlags,
 }
 
 impl Default for CollectorConfig {
@@ -127,6 +131,7 @@ impl Default for CollectorConfig {
             verify: response::verify::Settings::default(),
             verify_flags: Default::default(),
             egress: egress::flags::EgressFlags::default(),
+            retention: retention::RetentionFlags::default(),
         }
     }
 }
@@ -360,6 +365,11 @@ pub async fn serve(
     let egress_events = egress_stage.subscribe();
     ingest.attach_egress(egress_stage, scope.clone());
     let resolver = tokio::spawn(resolve_egress(ingest.clone()));
+    // Old history goes, once across collectors; the task goes with the server.
+    let retainer = config
+        .retention
+        .enabled()
+        .then(|| tokio::spawn(retention::run(ingest.store().clone(), config.retention)));
     // Open incidents follow their exposure; the task goes when the server does.
     let refresher = tokio::spawn(refresh_incidents(
         ingest.clone(),
@@ -507,6 +517,9 @@ pub async fn serve(
         }
     }
     if let Some(task) = http_task {
+        task.abort();
+    }
+    if let Some(task) = retainer {
         task.abort();
     }
     drop(outbound);

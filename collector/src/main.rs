@@ -59,6 +59,8 @@ struct Cli {
     policy: Option<PathBuf>,
     #[command(flatten)]
     egress: patchgap_collector::egress::flags::EgressFlags,
+    #[command(flatten)]
+    retention: patchgap_collector::retention::RetentionFlags,
     /// The collector's TLS certificate (PEM; `patchgap pki issue collector`).
     /// It is reloaded when it changes, without dropping streams.
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
@@ -383,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
         scope_map: cli.scope_map,
         policy: cli.policy,
         egress: cli.egress,
+        retention: cli.retention,
         tls,
         insecure_plaintext: cli.insecure_plaintext,
         http_listen: cli.http_listen,

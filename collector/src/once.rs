@@ -10,7 +10,9 @@
 //! - [`VERIFY`]: the verification gate's runs are counted into a streak,
 //!   so a second pass would count each run twice and lift early;
 //! - [`EGRESS_RESOLVE`]: resolving quiet egress alerts, which tells the
-//!   receivers once.
+//!   receivers once;
+//! - [`RETENTION`]: dropping old history; two at once would fight over
+//!   the same rows and each wait on the other's locks.
 //!
 //! Passes that stay per collector, because each one's input is what its
 //! own agents or its own listener saw: the containment follower (the
@@ -31,6 +33,8 @@ pub const INCIDENT_REFRESH: &str = "incident-refresh";
 pub const VERIFY: &str = "verify";
 /// Resolving egress alerts that went quiet.
 pub const EGRESS_RESOLVE: &str = "egress-resolve";
+/// History retention (`crate::retention`).
+pub const RETENTION: &str = "retention";
 
 /// Runs `pass` when this collector can take the singleton `name`, and
 /// returns its result; None when another collector holds it (or the

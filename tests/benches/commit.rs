@@ -482,4 +482,29 @@ impl Store for OneLock {
     ) -> Result<Option<patchgap_collector::store::Singleton<'_>>> {
         Ok(self.1.try_take(name))
     }
+    fn prune_history(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<patchgap_collector::store::PruneStep> {
+        self.with(|s| s.prune_history(before_ms, limit))
+    }
+    fn compact_history(&self, limit: usize) -> Result<u64> {
+        self.with(|s| s.compact_history(limit))
+    }
+    fn history_cutoff(&self, nth: usize) -> Result<Option<i64>> {
+        self.with(|s| s.history_cutoff(nth))
+    }
+    fn storage_use(&self) -> Result<patchgap_collector::store::StorageUse> {
+        self.with(|s| s.storage_use())
+    }
+    fn reclaim(&self, max_bytes: u64) -> Result<u64> {
+        self.with(|s| s.reclaim(max_bytes))
+    }
+    fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()> {
+        self.with(|s| s.set_retention_horizon(horizon_ms, now_ms))
+    }
+    fn retention_horizon(&self) -> Result<Option<i64>> {
+        self.with(|s| s.retention_horizon())
+    }
 }

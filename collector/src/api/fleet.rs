@@ -31,7 +31,8 @@ pub(super) async fn list_connections(
     svc: &QueryService,
     req: v1::ListConnectionsRequest,
 ) -> Result<v1::ListConnectionsResponse, Status> {
-    let (coverage, hosts) = svc.hosts().await?;
+    let (mut coverage, hosts) = svc.hosts().await?;
+    svc.mark_retention(&mut coverage, req.since_ms).await?;
     let fleet = svc.workloads().await?;
     let host_ids: HashMap<String, String> = hosts
         .into_iter()

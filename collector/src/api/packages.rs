@@ -155,11 +155,14 @@ impl FindPackage {
         svc: &QueryService,
         paging: Paging,
     ) -> Result<v1::FindPackageResponse, Status> {
-        let coverage = if paging.first() {
+        let mut coverage = if paging.first() {
             Some(svc.hosts().await?.0)
         } else {
             None
         };
+        if let (Some(c), Some((since, _))) = (coverage.as_mut(), self.window) {
+            svc.mark_retention(c, since).await?;
+        }
         let fleet = svc.workloads_for(paging.first()).await?;
         let FindPackage {
             query,

@@ -321,6 +321,18 @@ impl QueryService {
         scope.rules().to_vec()
     }
 
+    /// Says in `coverage` that history before the retention horizon was
+    /// dropped, when the answer's window starts at `since_ms` before it.
+    pub(super) async fn mark_retention(
+        &self,
+        coverage: &mut v1::Coverage,
+        since_ms: i64,
+    ) -> Result<(), Status> {
+        let horizon = self.read(|s| s.retention_horizon()).await?;
+        coverage.history_dropped_before_ms = crate::retention::dropped_before(horizon, since_ms);
+        Ok(())
+    }
+
     pub(super) async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
         let rows = self.read(|s| s.hosts()).await?;
         let now = now_ms();

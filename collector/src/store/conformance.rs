@@ -115,12 +115,20 @@ checks!(
     instance_first_start_keeps_exited_processes,
     workload_package_spans_over_history,
     singletons_exclude_until_dropped,
+    retention_drops_old_history_and_keeps_current,
+    retention_keeps_what_open_incidents_may_need,
+    retention_size_bound_evicts_oldest_first,
 );
 
 mod instances;
 use instances::instance_first_start_keeps_exited_processes;
 mod singletons;
 use singletons::singletons_exclude_until_dropped;
+mod retention;
+use retention::{
+    retention_drops_old_history_and_keeps_current, retention_keeps_what_open_incidents_may_need,
+    retention_size_bound_evicts_oldest_first,
+};
 mod outbox;
 use outbox::{
     outbox_enqueues_once_per_webhook_id, outbox_gone_disables_the_endpoint,

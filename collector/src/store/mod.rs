@@ -13,10 +13,12 @@ use patchgap_proto::v1;
 pub(crate) mod conformance;
 pub mod outbox;
 pub mod postgres;
+pub mod retention;
 pub mod singleton;
 pub mod sqlite;
 
 pub use outbox::{DeliveryOutcome, DeliveryRecord, DeliveryState, DisabledEndpoint, NewDelivery};
+pub use retention::{PruneStep, StorageUse};
 pub use singleton::Singleton;
 
 /// A store failure, free of any backend's types: the backend's own error
@@ -612,6 +614,46 @@ pub trait Store: Send + Sync + 'static {
     /// verification; see `singleton`), or None while another guard for
     /// `name` lives: the caller skips its pass. Never blocks.
     fn try_singleton(&self, name: &str) -> Result<Option<Singleton<'_>>>;
+
+    // ---- History retention (issue 19, `crate::retention`) ----
+
+    /// One bounded batch of retention, in one short transaction: deletes
+    /// up to `limit` exited processes whose exit is before `before_ms`
+    /// (oldest first, with their intervals, sockets and connections), and
+    /// up to `limit` each of closed intervals and connections that ended
+    /// before it and of workload instances last reported before it with
+    /// no process left. The artifact sets the deleted rows pointed at
+    /// become candidates for [`Store::compact_history`]. Running processes
+    /// and their open intervals are never deleted.
+    fn prune_history(&self, before_ms: i64, limit: usize) -> Result<PruneStep>;
+
+    /// Checks up to `limit` of the artifact sets that pruning left behind,
+    /// and deletes those nothing references any more, with their members
+    /// and the artifacts no set holds any more, in one short transaction;
+    /// how many sets were checked. 0: nothing left to compact.
+    fn compact_history(&self, limit: usize) -> Result<u64>;
+
+    /// The exit time of the `nth` oldest exited process (from 1), or of
+    /// the newest when fewer are stored; None when none is. A size bound
+    /// prunes up to it, so the oldest history goes first.
+    fn history_cutoff(&self, nth: usize) -> Result<Option<i64>>;
+
+    /// How much room the database takes.
+    fn storage_use(&self) -> Result<StorageUse>;
+
+    /// Hands up to `max_bytes` of free space back to the file system
+    /// where the backend can do so in a bounded step (SQLite with
+    /// `auto_vacuum=incremental`), and returns how many bytes; 0 when it
+    /// cannot (PostgreSQL reuses the space, and autovacuum owns it).
+    fn reclaim(&self, max_bytes: u64) -> Result<u64>;
+
+    /// Records that history before `horizon_ms` was dropped (at `now_ms`).
+    /// The stored horizon only moves forward.
+    fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()>;
+
+    /// The retention horizon: history before it was dropped. None while
+    /// retention never dropped anything.
+    fn retention_horizon(&self) -> Result<Option<i64>>;
 }
 
 /// When one workload instance held one package (see

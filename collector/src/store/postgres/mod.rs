@@ -57,6 +57,7 @@ mod incidents;
 mod ingest;
 mod outbox;
 mod packages;
+mod retention;
 mod sboms;
 mod schema;
 mod singleton;
@@ -238,6 +239,35 @@ impl Store for PgStore {
 
     fn try_singleton(&self, name: &str) -> Result<Option<crate::store::Singleton<'_>>> {
         singleton::try_singleton(self.conn()?, name)
+    }
+
+    fn prune_history(&self, before_ms: i64, limit: usize) -> Result<crate::store::PruneStep> {
+        retention::prune(&mut *self.conn()?, before_ms, limit)
+    }
+
+    fn compact_history(&self, limit: usize) -> Result<u64> {
+        retention::compact(&mut *self.conn()?, limit)
+    }
+
+    fn history_cutoff(&self, nth: usize) -> Result<Option<i64>> {
+        retention::cutoff(&mut *self.conn()?, nth)
+    }
+
+    fn storage_use(&self) -> Result<crate::store::StorageUse> {
+        retention::storage(&mut *self.conn()?)
+    }
+
+    fn reclaim(&self, _max_bytes: u64) -> Result<u64> {
+        // PostgreSQL reuses freed space; autovacuum owns it.
+        Ok(0)
+    }
+
+    fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()> {
+        retention::set_horizon(&mut *self.conn()?, horizon_ms, now_ms)
+    }
+
+    fn retention_horizon(&self) -> Result<Option<i64>> {
+        retention::horizon(&mut *self.conn()?)
     }
 
     fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {

@@ -367,6 +367,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX egress_alert_open_key ON egress_alert (dedup_key) WHERE resolved_ms IS NULL;
     CREATE INDEX egress_alert_by_time ON egress_alert (last_seen_ms);
     "#,
+    // 2: SQLite's 20, history retention (issue 19): the horizon enforced,
+    // the artifact sets left for compaction to check, and the indexes that
+    // find the oldest ended history and a set's processes.
+    r#"
+    CREATE TABLE retention (
+        one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+        horizon_ms BIGINT NOT NULL,
+        enforced_ms BIGINT NOT NULL
+    );
+    CREATE TABLE retention_orphan (set_id BIGINT PRIMARY KEY);
+    CREATE INDEX process_exited ON process (exit_time_ms) WHERE exit_time_ms IS NOT NULL;
+    CREATE INDEX process_by_set ON process (set_id);
+    CREATE INDEX history_closed ON process_set_history (until_ms) WHERE until_ms IS NOT NULL;
+    CREATE INDEX workload_by_time ON workload (last_seen_ms);
+    "#,
 ];
 
 /// The schema version this collector writes.

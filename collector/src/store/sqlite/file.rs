@@ -77,6 +77,9 @@ pub(super) fn create_if_missing(dir: &Path) -> Result<()> {
                 source,
             })?;
         let mut conn = Connection::open(&tmp)?;
+        // Only before the first table: retention can then hand freed
+        // pages back to the file system (see `retention`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn)?;
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;

@@ -31,6 +31,7 @@ mod incidents;
 mod ingest;
 mod outbox;
 mod packages;
+mod retention;
 mod sboms;
 mod schema;
 
@@ -155,7 +156,10 @@ impl SqliteStore {
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<SqliteStore> {
-        Self::init(Connection::open_in_memory()?, None)
+        let conn = Connection::open_in_memory()?;
+        // Before the first table, as for a file (see `retention`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        Self::init(conn, None)
     }
 
     fn init(mut conn: Connection, readers: Option<Readers>) -> Result<SqliteStore> {
@@ -520,5 +524,34 @@ impl Store for SqliteStore {
 
     fn try_singleton(&self, name: &str) -> Result<Option<crate::store::Singleton<'_>>> {
         Ok(self.singletons.try_take(name))
+    }
+
+    fn prune_history(&self, before_ms: i64, limit: usize) -> Result<crate::store::PruneStep> {
+        retention::prune(&mut self.write(), before_ms, limit)
+    }
+
+    fn compact_history(&self, limit: usize) -> Result<u64> {
+        retention::compact(&mut self.write(), limit)
+    }
+
+    fn history_cutoff(&self, nth: usize) -> Result<Option<i64>> {
+        retention::cutoff(&*self.read()?, nth)
+    }
+
+    fn storage_use(&self) -> Result<crate::store::StorageUse> {
+        // The writer sees its own last commit and the freelist as it is.
+        retention::storage(&self.write())
+    }
+
+    fn reclaim(&self, max_bytes: u64) -> Result<u64> {
+        retention::reclaim(&self.write(), max_bytes)
+    }
+
+    fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()> {
+        retention::set_horizon(&self.write(), horizon_ms, now_ms)
+    }
+
+    fn retention_horizon(&self) -> Result<Option<i64>> {
+        retention::horizon(&*self.read()?)
     }
 }

@@ -481,6 +481,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX egress_alert_open_key ON egress_alert (dedup_key) WHERE resolved_ms IS NULL;
     CREATE INDEX egress_alert_by_time ON egress_alert (last_seen_ms);
     "#,
+    // 20: history retention (issue 19). `retention` holds the horizon the
+    // collector enforced (history before it was dropped), so answers over
+    // an older window say so. `retention_orphan` lists the artifact sets
+    // that pruned rows pointed at, for compaction to check one by one
+    // instead of scanning every set. The indexes find the oldest ended
+    // history, and the processes of a set whether they run or not.
+    r#"
+    CREATE TABLE retention (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        horizon_ms INTEGER NOT NULL,
+        enforced_ms INTEGER NOT NULL
+    );
+    CREATE TABLE retention_orphan (set_id INTEGER PRIMARY KEY);
+    CREATE INDEX process_exited ON process (exit_time_ms) WHERE exit_time_ms IS NOT NULL;
+    CREATE INDEX process_by_set ON process (set_id);
+    CREATE INDEX history_closed ON process_set_history (until_ms) WHERE until_ms IS NOT NULL;
+    CREATE INDEX workload_by_time ON workload (last_seen_ms);
+    "#,
 ];
 
 /// The schema version this collector writes.
