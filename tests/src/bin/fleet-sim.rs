@@ -17,7 +17,8 @@
 //! session (and a new snapshot when the collector asks for a resync).
 //!
 //! Prints one line when every host's first snapshot is acked, then one line
-//! a minute (acks, ack latency p50/p99, hosts connected) until stopped.
+//! a minute (`--report-every`: acks, ack latency p50/p99, hosts connected)
+//! until stopped.
 //!
 //!   cargo run --release -p patchgap-tests --bin fleet-sim -- --hosts 10000 --collector http://127.0.0.1:7373
 
@@ -46,11 +47,14 @@ struct Args {
     silent_for: Duration,
     inventories: Vec<PathBuf>,
     record: Option<PathBuf>,
+    /// How often the progress line is printed (the fleet bench reads
+    /// ingest lag from it over a churn window shorter than a minute).
+    report_every: Duration,
 }
 
 const USAGE: &str = "usage: fleet-sim --hosts N --collector URL [--hosts-per-connection 50] \
 [--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
-[--inventory FILE]... [--record FILE]";
+[--inventory FILE]... [--record FILE] [--report-every 60s]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -64,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         silent_for: Duration::from_secs(60),
         inventories: Vec::new(),
         record: None,
+        report_every: Duration::from_secs(60),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +87,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--silent-for" => args.silent_for = duration(&value()?)?,
             "--inventory" => args.inventories.push(value()?.into()),
             "--record" => args.record = Some(value()?.into()),
+            "--report-every" => args.report_every = duration(&value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -277,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        if last_report.elapsed() >= Duration::from_secs(60) {
+        if last_report.elapsed() >= args.report_every {
             last_report = Instant::now();
             let mut lat = std::mem::take(&mut *stats.latencies.lock().await);
             lat.sort_unstable();
