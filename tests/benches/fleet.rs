@@ -80,8 +80,8 @@ impl Drop for Bin {
 async fn main() {
     let hosts = env_or("PATCHGAP_BENCH_HOSTS", 10_000);
     let sqlite_hosts = env_or("PATCHGAP_BENCH_SQLITE_HOSTS", hosts);
-    let backends = std::env::var("PATCHGAP_BENCH_BACKENDS")
-        .unwrap_or_else(|_| "postgres,sqlite".into());
+    let backends =
+        std::env::var("PATCHGAP_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".into());
     let bins = built_bins();
     let work = tempfile::tempdir().unwrap();
     let fleet = Fleet::record(work.path(), hosts.max(sqlite_hosts));
@@ -108,7 +108,10 @@ async fn main() {
         let f = phase(&bins, &fleet, sqlite_hosts, None, work.path()).await;
         figures.push(("sqlite", sqlite_hosts, f));
     }
-    println!("\nfleet bench summary ({} processes per host):", fleet.processes_per_host);
+    println!(
+        "\nfleet bench summary ({} processes per host):",
+        fleet.processes_per_host
+    );
     for (backend, n, f) in &figures {
         f.print(backend, *n);
     }
@@ -192,12 +195,16 @@ impl Fleet {
             .iter_mut()
             .flat_map(|p| p.processes.iter_mut())
             .find_map(|p| {
-                let a = p.artifacts.iter().find(|a| {
-                    a.package
-                        .as_ref()
-                        .is_some_and(|pkg| pkg.purl.starts_with("pkg:deb/debian/"))
-                })?;
-                Some((p, a.clone()))
+                let a = p
+                    .artifacts
+                    .iter()
+                    .find(|a| {
+                        a.package
+                            .as_ref()
+                            .is_some_and(|pkg| pkg.purl.starts_with("pkg:deb/debian/"))
+                    })?
+                    .clone();
+                Some((p, a))
             });
         let (process, mut artifact) = carrier.expect("a process mapping a deb package");
         let pkg = artifact.package.as_mut().unwrap();
@@ -421,7 +428,11 @@ async fn phase(
     store: Option<String>,
     work: &Path,
 ) -> Figures {
-    let label: &'static str = if store.is_some() { "postgres" } else { "sqlite" };
+    let label: &'static str = if store.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     let runs = env_or("PATCHGAP_BENCH_RUNS", 100);
     let churn_secs = env_or("PATCHGAP_BENCH_CHURN_SECS", 90) as u64;
     let ingest_timeout = env_or("PATCHGAP_BENCH_INGEST_TIMEOUT_SECS", 900) as u64;
@@ -471,11 +482,7 @@ async fn phase(
                 break;
             }
             f.first_acked = st.reports.last().map_or(0, |r| r.1);
-            assert!(
-                !st.ended,
-                "fleet-sim ended; collector log:\n{}",
-                tail(&log)
-            );
+            assert!(!st.ended, "fleet-sim ended; collector log:\n{}", tail(&log));
         }
         if started.elapsed() > Duration::from_secs(ingest_timeout) {
             println!(
