@@ -38,7 +38,9 @@
 //! (0 skips it); `PATCHGAP_BENCH_INGEST_TIMEOUT_SECS` (default 900) bounds
 //! the wait for the first snapshots: past it the figure is NOT met with the
 //! count acked so far, and the queries are measured on what is stored.
-//! `PATCHGAP_BENCH_BACKENDS=postgres` (or `sqlite`) runs one phase.
+//! `PATCHGAP_BENCH_BACKENDS=postgres` (or `sqlite`) runs one phase;
+//! `PATCHGAP_BENCH_BINS=DIR` takes the collector and CLI from DIR instead
+//! of building them.
 //! Needs root (the recording scans every process) and PostgreSQL 15
 //! (tests/deps.sh); without it the PostgreSQL phase is skipped with a line.
 
@@ -82,7 +84,12 @@ async fn main() {
     let sqlite_hosts = env_or("PATCHGAP_BENCH_SQLITE_HOSTS", hosts);
     let backends =
         std::env::var("PATCHGAP_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".into());
-    let bins = built_bins();
+    // Building the three binaries together unifies other features than
+    // the bench's own build: on a busy machine that is a second release
+    // build. PATCHGAP_BENCH_BINS names a directory already holding fresh
+    // `patchgap` and `patchgap-collector` (target/release after `cargo
+    // build --release -p patchgap-collector -p cli`).
+    let bins = std::env::var_os("PATCHGAP_BENCH_BINS").map_or_else(built_bins, PathBuf::from);
     let work = tempfile::tempdir().unwrap();
     let fleet = Fleet::record(work.path(), hosts.max(sqlite_hosts));
     println!(
