@@ -501,8 +501,11 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Churn: one delta per host every 30 s, from fleet-sim's reports. The
-    // window starts at the first report after the first snapshots.
+    // Churn: one delta per host every 30 s, from fleet-sim's reports. A
+    // host's first delta comes up to 30 s after its snapshot (the hosts'
+    // deltas are spread over the period): the window starts one period
+    // after the first snapshots, when every host is sending.
+    tokio::time::sleep(Duration::from_secs(DELTA_EVERY_SECS)).await;
     let from = state.lock().unwrap().reports.len();
     tokio::time::sleep(Duration::from_secs(churn_secs)).await;
     {
