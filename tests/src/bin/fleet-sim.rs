@@ -17,7 +17,8 @@
 //! session (and a new snapshot when the collector asks for a resync).
 //!
 //! Prints one line when every host's first snapshot is acked, then one line
-//! a minute (acks, ack latency p50/p99, hosts connected) until stopped.
+//! a minute (`--report-every`: acks, ack latency p50/p99, hosts connected)
+//! until stopped.
 //!
 //! Several collectors (`--collector A,B`) share the fleet: connection groups
 //! take them in turn, and a host whose stream breaks moves to the next one
@@ -59,11 +60,14 @@ struct Args {
     inventories: Vec<PathBuf>,
     record: Option<PathBuf>,
     acked: Option<PathBuf>,
+    /// How often the progress line is printed (the fleet bench reads
+    /// ingest lag from it over a churn window shorter than a minute).
+    report_every: Duration,
 }
 
 const USAGE: &str = "usage: fleet-sim --hosts N --collector URL[,URL...] [--hosts-per-connection 50] \
 [--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
-[--inventory FILE]... [--record FILE] [--acked FILE]";
+[--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -78,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
         inventories: Vec::new(),
         record: None,
         acked: None,
+        report_every: Duration::from_secs(60),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -103,6 +108,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--inventory" => args.inventories.push(value()?.into()),
             "--record" => args.record = Some(value()?.into()),
             "--acked" => args.acked = Some(value()?.into()),
+            "--report-every" => args.report_every = duration(&value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -383,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        if last_report.elapsed() >= Duration::from_secs(60) {
+        if last_report.elapsed() >= args.report_every {
             last_report = Instant::now();
             let mut lat = std::mem::take(&mut *stats.latencies.lock().await);
             lat.sort_unstable();
