@@ -295,12 +295,16 @@ async fn agreement_with_dpkg_and_ss() {
     // files, which the host's dpkg -S cannot name: not compared here (their
     // own roots are checked by tests/runtimes.rs and
     // packaging/container/compare.py).
+    // By the root directory itself, not its name: from inside a chroot
+    // the host's root reads as "/" too.
+    use std::os::unix::fs::MetadataExt;
+    let own_root = std::fs::metadata("/").map(|m| (m.dev(), m.ino())).ok();
     let other_root: BTreeSet<u32> = pids
         .iter()
         .copied()
         .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/root"))
-                .is_ok_and(|r| r != std::path::Path::new("/"))
+            std::fs::metadata(format!("/proc/{p}/root/"))
+                .is_ok_and(|m| Some((m.dev(), m.ino())) != own_root)
         })
         .collect();
     for &pid in &pids {
