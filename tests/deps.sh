@@ -35,6 +35,7 @@ command -v llvm-strip >/dev/null || need+=(llvm)
 command -v curl >/dev/null || need+=(curl)
 /usr/bin/python3 -c 'import yaml._yaml' 2>/dev/null || need+=(python3-yaml)
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
+/usr/bin/python3 -c 'import pygments' 2>/dev/null || need+=(python3-pygments)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v node >/dev/null || need+=(nodejs)
 # - Debian's pip (python3-pip, 23.0.1): the incident tests scope the real

@@ -51,6 +51,14 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
+/// SIGHUP to `pid` (a policy reload), without procps' kill(1), which a
+/// fresh machine lacks.
+fn sighup(pid: u32) {
+    // SAFETY: kill(2) with a pid of our own child and a valid signal.
+    let r = unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    assert_eq!(r, 0, "SIGHUP {pid}: {}", std::io::Error::last_os_error());
+}
+
 /// "The internet": a namespace behind a veth pair with a listener that
 /// accepts and closes every connection.
 ///
@@ -749,7 +757,7 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     // previous policy stays in force, and the answers say so.
     let good = std::fs::read_to_string(&w.policy).unwrap();
     std::fs::write(&w.policy, &good[..good.len() / 2]).unwrap();
-    run("kill", &["-HUP", &collector.pid().to_string()]);
+    sighup(collector.pid());
     let shown = w.show_until(&alice, &id, Duration::from_secs(10), |s| {
         !s["policy"]["reload_error"].is_null()
     });
@@ -774,7 +782,7 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
          [[tier.action]]\nkind = \"isolate_affected_workloads\"\nmode = \"shadow\"\napproval = \"auto\"\n",
     )
     .unwrap();
-    run("kill", &["-HUP", &collector.pid().to_string()]);
+    sighup(collector.pid());
     thread::sleep(Duration::from_millis(500));
     let shadow_at = now_ms();
     let opened = w.json(
