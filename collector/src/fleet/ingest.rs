@@ -21,9 +21,10 @@
 //! an agent message is stored, `Stage::forget_chains` on a Hello).
 //!
 //! **Invariant:** `Store`'s write methods are called from this module only
-//! (and from `egress::stage`, which this module calls under its lock, and
-//! the conformance suite); executors of later stages never run while its
-//! lock is held.
+//! (and from `egress::stage`, which this module calls under its lock, the
+//! conformance suite, and `retention`, whose deletes touch only history
+//! that ended before its horizon, which no agent message writes); executors
+//! of later stages never run while its lock is held.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
