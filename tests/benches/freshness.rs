@@ -123,8 +123,7 @@ async fn upgrade_case(h: &Harness, ebpf: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let before = dpkg_version(PACKAGE);
-    let _restore = upgrade::Restore(before);
+    let _restore = upgrade::Restore(patchgap_tests::installed_version(PACKAGE));
     let versions = upgrade::versions();
     for v in &versions {
         upgrade::deb(v);

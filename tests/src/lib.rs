@@ -373,6 +373,18 @@ pub fn ground_truth(place: &str) -> GroundTruth {
     out
 }
 
+/// The installed version of `package`, or None when it is not installed.
+pub fn installed_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Abbrev}\t${Version}", package])
+        .output()
+        .expect("dpkg-query");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (status, version) = text.split_once('\t')?;
+    // The second letter is the state ("i": installed), whatever is wanted.
+    (out.status.success() && status.as_bytes().get(1) == Some(&b'i')).then(|| version.to_string())
+}
+
 pub fn dpkg_version(package: &str) -> String {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f", "${Version}", package])

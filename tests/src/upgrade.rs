@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use crate::{Proc, dpkg_version, spawn_mapping};
+use crate::{Proc, installed_version, spawn_mapping};
 
 /// A library package to move between two versions the Debian archive
 /// serves (bookworm and bookworm-security): nothing else on this host uses
@@ -85,12 +85,21 @@ pub fn apt_install(deb: &Path) {
 
 /// Puts the package back at the version the machine had, even when the
 /// test fails half way.
-pub struct Restore(pub String);
+/// Puts the package back as the test found it: at its version, or not
+/// installed at all (a fresh machine has no libaom3).
+pub struct Restore(pub Option<String>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if dpkg_version(PACKAGE) != self.0 && versions().contains(&self.0) {
-            apt_install(&deb(&self.0));
+        match &self.0 {
+            Some(v) => {
+                if installed_version(PACKAGE).as_ref() != Some(v) && versions().contains(v) {
+                    apt_install(&deb(v));
+                }
+            }
+            None => {
+                let _ = Command::new("dpkg").args(["--purge", PACKAGE]).output();
+            }
         }
     }
 }
