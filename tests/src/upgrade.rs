@@ -83,10 +83,9 @@ pub fn apt_install(deb: &Path) {
     );
 }
 
-/// Puts the package back at the version the machine had, even when the
-/// test fails half way.
-/// Puts the package back as the test found it: at its version, or not
-/// installed at all (a fresh machine has no libaom3).
+/// Puts the package back as the test found it, even when the test fails
+/// half way: at its version, or not installed at all (a fresh machine has
+/// no libaom3).
 pub struct Restore(pub Option<String>);
 
 impl Drop for Restore {
