@@ -264,6 +264,8 @@ pub async fn serve(
         .map_err(|e| anyhow::Error::new(e).context("opening the audit log"))?
     };
     let (tokens, audit) = (Arc::new(tokens), Arc::new(audit));
+    // Kept to flush it on a clean stop.
+    let store_at_stop = store.clone();
     let ingest = Arc::new(Ingest::new(store));
     // Packages stored but not matched yet (a crash between an ingest and
     // its matching pass, or a database from before schema 8).
@@ -528,6 +530,10 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || audit.checkpoint_now())
         .await?
         .map_err(|e| anyhow::Error::new(e).context("signing the last audit checkpoint"))?;
+    // Leave the store whole in its file (SQLite's WAL folded in).
+    tokio::task::spawn_blocking(move || store_at_stop.flush())
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("flushing the store on stop"))?;
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use serde_json::Value;
 struct Bin(Child);
 
 impl Bin {
-    /// SIGINT, as ctrl-c: the collector shuts down and its last
-    /// connection folds the WAL into the file.
+    /// SIGINT, as ctrl-c: the collector shuts down and folds its WAL
+    /// into the file.
     fn interrupt(mut self) {
         let pid = self.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
@@ -88,10 +88,15 @@ fn exited(v: &Value) -> usize {
         .count()
 }
 
-/// The database file's size: the collector stopped, so the WAL is folded in.
+/// The database file's size. The collector stopped cleanly, so its WAL
+/// is folded into the file and truncated: the file alone is the store.
 fn db_bytes(data: &Path) -> u64 {
     let wal = std::fs::metadata(data.join("patchgap.db-wal")).map_or(0, |m| m.len());
-    std::fs::metadata(data.join("patchgap.db")).unwrap().len() + wal
+    assert_eq!(
+        wal, 0,
+        "a clean stop left {wal} bytes of WAL beside the file"
+    );
+    std::fs::metadata(data.join("patchgap.db")).unwrap().len()
 }
 
 #[test]

@@ -647,6 +647,11 @@ pub trait Store: Send + Sync + 'static {
     /// cannot (PostgreSQL reuses the space, and autovacuum owns it).
     fn reclaim(&self, max_bytes: u64) -> Result<u64>;
 
+    /// On a clean stop: folds what the backend keeps beside its file into
+    /// it (SQLite's WAL, truncated to nothing), so the file alone is whole
+    /// and its size is what the store takes. Nothing for PostgreSQL.
+    fn flush(&self) -> Result<()>;
+
     /// Records that history before `horizon_ms` was dropped (at `now_ms`).
     /// The stored horizon only moves forward.
     fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()>;

@@ -395,6 +395,26 @@ mod tests {
         store.apply(&session, &msg, 2).unwrap();
     }
 
+    /// A clean stop folds the WAL into the file while the store is still
+    /// open (readers pooled): the file alone is then the whole store.
+    #[test]
+    fn flush_leaves_the_whole_store_in_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        filled(&dir);
+        let store = SqliteStore::open(&dir).unwrap();
+        let before = store.storage_use().unwrap().used_bytes;
+        store.set_retention_horizon(1, 2).unwrap();
+        // A read leaves a connection in the pool, as in a collector.
+        assert!(store.retention_horizon().unwrap().is_some());
+        let wal = || std::fs::metadata(dir.join("patchgap.db-wal")).map_or(0, |m| m.len());
+        assert!(wal() > 0, "the write went to the WAL");
+        store.flush().unwrap();
+        assert_eq!(wal(), 0);
+        assert!(std::fs::metadata(dir.join(FILE)).unwrap().len() >= before);
+        assert_eq!(store.retention_horizon().unwrap(), Some(1));
+    }
+
     #[test]
     fn a_new_store_is_private_and_marked_as_ours() {
         let tmp = tempfile::tempdir().unwrap();

@@ -547,6 +547,10 @@ impl Store for SqliteStore {
         retention::reclaim(&self.write(), max_bytes)
     }
 
+    fn flush(&self) -> Result<()> {
+        retention::checkpoint(&self.write())
+    }
+
     fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()> {
         retention::set_horizon(&self.write(), horizon_ms, now_ms)
     }

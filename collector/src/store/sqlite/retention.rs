@@ -183,6 +183,15 @@ pub(super) fn reclaim(conn: &Connection, max_bytes: u64) -> Result<u64> {
     Ok(((before - after).max(0) * page) as u64)
 }
 
+/// Copies the whole WAL into the database file and truncates the WAL
+/// (waiting for readers, up to the busy timeout). A reader that holds an
+/// old snapshot makes SQLite answer "busy" in the result row, not an
+/// error: the WAL then stays for the next checkpoint, which is fine.
+pub(super) fn checkpoint(conn: &Connection) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
 pub(super) fn set_horizon(conn: &Connection, horizon_ms: i64, now_ms: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO retention (one, horizon_ms, enforced_ms) VALUES (1, ?1, ?2)
