@@ -501,6 +501,9 @@ impl Store for OneLock {
     fn reclaim(&self, max_bytes: u64) -> Result<u64> {
         self.with(|s| s.reclaim(max_bytes))
     }
+    fn flush(&self) -> Result<()> {
+        self.with(|s| s.flush())
+    }
     fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()> {
         self.with(|s| s.set_retention_horizon(horizon_ms, now_ms))
     }
