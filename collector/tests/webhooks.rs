@@ -171,6 +171,18 @@ impl Receiver {
 /// The policy file: one endpoint, and one tier that routes every finding
 /// to `action` (sent to the endpoint when `endpoint` is true).
 fn write_policy(dir: &Path, port: u16, action: &str, endpoint: bool) -> PathBuf {
+    write_policy_with(dir, port, action, endpoint, false)
+}
+
+/// As [`write_policy`], with the endpoint's `confirms` set: its actions
+/// count as done when the receiver confirms them, not when it answers 2xx.
+fn write_policy_with(
+    dir: &Path,
+    port: u16,
+    action: &str,
+    endpoint: bool,
+    confirms: bool,
+) -> PathBuf {
     let secret = dir.join("tokens.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let route = if endpoint {
@@ -183,6 +195,7 @@ fn write_policy(dir: &Path, port: u16, action: &str, endpoint: bool) -> PathBuf 
 name = "tokens"
 url = "http://127.0.0.1:{port}/hooks/patchgap"
 secret_file = "{}"
+confirms = {confirms}
 
 [[tier]]
 number = 1
@@ -345,13 +358,19 @@ struct InProcess {
 /// A store, the receiver answering per `script`, and an incident whose
 /// `rotate_scoped_tokens` went to it... requested, not yet sent.
 fn in_process(script: &str) -> InProcess {
+    in_process_with(script, false)
+}
+
+/// As [`in_process`], the endpoint with `confirms` as given.
+fn in_process_with(script: &str, confirms: bool) -> InProcess {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path(), script);
-    let policy = SharedPolicy::load(&write_policy(
+    let policy = SharedPolicy::load(&write_policy_with(
         dir.path(),
         receiver.port,
         "rotate_scoped_tokens",
         true,
+        confirms,
     ))
     .unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
@@ -700,6 +719,18 @@ async fn a_collector_killed_mid_retry_delivers_after_restart_once() {
     assert_eq!(got[1]["status"], 200);
     assert_eq!(got[1]["webhook_id"], got[0]["webhook_id"]);
     assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    // Re-signed by the new process: the attempts are at least the
+    // schedule's 5 s less its 20 % jitter apart, so the later one carries
+    // a timestamp (whole seconds) at least 4 s later and, over different
+    // signed content, another signature. A replayed first attempt would
+    // have neither.
+    let ts = |r: &Value| -> i64 { r["timestamp"].as_str().unwrap().parse().unwrap() };
+    assert!(
+        ts(&got[1]) >= ts(&got[0]) + 4,
+        "the retry was not signed afresh: {got:#?}"
+    );
+    assert_ne!(got[1]["signature"], got[0]["signature"], "{got:#?}");
+    assert_eq!(got[1]["body"], got[0]["body"]);
     // Once: nothing more comes (the outcome is recorded; enqueueing again
     // after the restart was a no-op).
     std::thread::sleep(Duration::from_secs(3));
@@ -1007,19 +1038,16 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &[u8]) -
     (status, rest.to_string())
 }
 
-/// The receiver confirms through the collector's callback route, as a
-/// Standard Webhooks message signed with the endpoint's own secret: a
-/// wrong signature, an old timestamp or an unknown delivery are refused
-/// (and audited); the right one makes the action `verified`, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_confirms_through_the_signed_callback_route() {
-    use patchgap_collector::{http, response::deliver::sign};
-    let t = in_process("200");
-    deliver_until_settled(&t, &compressed()).await;
-    let got = t.receiver.requests();
-    assert_eq!(got.len(), 1, "{got:#?}");
-    let delivered = got[0]["webhook_id"].as_str().unwrap().to_string();
-
+/// The collector's HTTP listener (plaintext, loopback) over `t`'s store
+/// and policy: its address, and the sender that stops it.
+async fn serve_http(
+    t: &InProcess,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use patchgap_collector::http;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = http::router(http::Http {
@@ -1035,25 +1063,55 @@ async fn a_receiver_confirms_through_the_signed_callback_route() {
     let server = tokio::spawn(http::serve(listener, router, None, async {
         let _ = stopped.await;
     }));
+    (addr, stop, server)
+}
+
+/// A receiver's confirmation of delivery `webhook_id` of incident `id`,
+/// the body `POST /v1/webhooks/confirm` takes.
+fn callback_body(id: i64, webhook_id: &str) -> String {
+    serde_json::json!({
+        "type": "patchgap.action.confirmed",
+        "data": {"webhook_id": webhook_id, "incident": format!("INC-{id}"),
+                 "by": "token-rotator", "note": "rotated 3 tokens"}
+    })
+    .to_string()
+}
+
+/// The Standard Webhooks headers of message `id` at `ts` (seconds) over
+/// `body`, signed with `key`.
+fn signed(
+    id: &str,
+    ts: i64,
+    body: &str,
+    key: &patchgap_collector::response::deliver::sign::Secret,
+) -> Vec<(&'static str, String)> {
+    use patchgap_collector::response::deliver::sign;
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        (
+            "webhook-signature",
+            sign::sign(key, id, ts, body.as_bytes()),
+        ),
+    ]
+}
+
+/// The receiver confirms through the collector's callback route, as a
+/// Standard Webhooks message signed with the endpoint's own secret: a
+/// wrong signature, an old timestamp or an unknown delivery are refused
+/// (and audited); the right one makes the action `verified`, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_confirms_through_the_signed_callback_route() {
+    use patchgap_collector::response::deliver::sign;
+    let t = in_process("200");
+    deliver_until_settled(&t, &compressed()).await;
+    let got = t.receiver.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let delivered = got[0]["webhook_id"].as_str().unwrap().to_string();
+
+    let (addr, stop, server) = serve_http(&t).await;
     let secret = sign::Secret::parse(SECRET).unwrap();
-    let callback = |webhook_id: &str| {
-        serde_json::json!({
-            "type": "patchgap.action.confirmed",
-            "data": {"webhook_id": webhook_id, "incident": format!("INC-{}", t.id),
-                     "by": "token-rotator", "note": "rotated 3 tokens"}
-        })
-        .to_string()
-    };
-    let signed = |id: &str, ts: i64, body: &str, key: &sign::Secret| {
-        vec![
-            ("webhook-id", id.to_string()),
-            ("webhook-timestamp", ts.to_string()),
-            (
-                "webhook-signature",
-                sign::sign(key, id, ts, body.as_bytes()),
-            ),
-        ]
-    };
+    let callback = |webhook_id: &str| callback_body(t.id, webhook_id);
     let now_s = now_ms() / 1000;
     let body = callback(&delivered);
     let path = "/v1/webhooks/confirm";
@@ -1115,6 +1173,70 @@ async fn a_receiver_confirms_through_the_signed_callback_route() {
         "{calls:#?}"
     );
     assert!(!format!("{calls:?}").contains("MfKQ9r8G"));
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
+/// An endpoint with `confirms = true`: its 200 is an acknowledgement, not
+/// the deed. The action stays `requested`, saying it waits for the
+/// receiver's confirmation, until the signed callback comes; then it is
+/// `verified`, by that endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirming_endpoint_leaves_the_action_requested_until_its_callback() {
+    use patchgap_collector::response::deliver::sign;
+    let t = in_process_with("200", true);
+    deliver_until_settled(&t, &compressed()).await;
+    let got = t.receiver.requests();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        (&got[0]["status"], &got[0]["verified"]),
+        (&200.into(), &true.into())
+    );
+    let delivered = got[0]["webhook_id"].as_str().unwrap().to_string();
+    let d = t
+        .ingest
+        .store()
+        .deliveries(Some(t.id), 10)
+        .unwrap()
+        .remove(0);
+    assert_eq!((d.state, d.last_status), (DeliveryState::Delivered, 200));
+    let a = action_of(&t.ingest, t.id);
+    assert_eq!(a.state, ActionState::Requested, "{a:?}");
+    assert_eq!(
+        a.reason,
+        format!(
+            "acknowledged by tokens (HTTP 200, webhook-id {delivered}); waiting for its confirmation"
+        )
+    );
+    assert_eq!(a.times.applied, 0, "{a:?}");
+    // Further passes do not move it: only the receiver can.
+    deliver::pass(&t.ingest, &t.policy, &t.audit, &compressed(), &t.scanned)
+        .await
+        .unwrap();
+    assert_eq!(action_of(&t.ingest, t.id).state, ActionState::Requested);
+
+    let (addr, stop, server) = serve_http(&t).await;
+    let secret = sign::Secret::parse(SECRET).unwrap();
+    let body = callback_body(t.id, &delivered);
+    let headers = signed("cb_confirm", now_ms() / 1000, &body, &secret);
+    let (status, said) = tokio::task::spawn_blocking(move || {
+        post(addr, "/v1/webhooks/confirm", &headers, body.as_bytes())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{said}");
+    let answer: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(answer["state"], "verified", "{answer}");
+    let a = action_of(&t.ingest, t.id);
+    assert_eq!(a.state, ActionState::Verified, "{a:?}");
+    assert_eq!(
+        a.reason,
+        "confirmed by endpoint tokens (token-rotator): rotated 3 tokens"
+    );
+    assert!(
+        a.times.applied > 0 && a.times.verified >= a.times.applied,
+        "{a:?}"
+    );
     let _ = stop.send(());
     let _ = server.await;
 }
