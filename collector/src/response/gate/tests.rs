@@ -21,6 +21,9 @@ fn fixture(name: &str) -> Vec<u8> {
         "deployment-two-containers" => include_str!("fixtures/deployment-two-containers.json"),
         "deployment-break-glass" => include_str!("fixtures/deployment-break-glass.json"),
         "cronjob" => include_str!("fixtures/cronjob.json"),
+        "statefulset" => include_str!("fixtures/statefulset.json"),
+        "daemonset" => include_str!("fixtures/daemonset.json"),
+        "job" => include_str!("fixtures/job.json"),
         _ => panic!("no fixture {name}"),
     };
     text.replace("@@BLOCKED@@", BLOCKED)
@@ -114,6 +117,75 @@ fn a_cronjob_is_read_through_its_job_template() {
     assert_eq!(names, ["train", "init:fetch"]);
     assert_eq!(req.images[0].digest.as_deref(), Some(BLOCKED));
     assert_eq!(req.object, "CronJob ml/nightly");
+}
+
+/// The other pod-template kinds the webhook is registered for, each as
+/// kube-apiserver sends it (a StatefulSet created by a GitOps controller,
+/// a DaemonSet updated by a rollout restart with its old object, a Job
+/// created by hand): read down to their containers, denied for the
+/// blocked digest only, and answered with the request's own uid.
+#[test]
+fn statefulsets_daemonsets_and_jobs_are_read_and_denied_for_the_blocked_digest() {
+    for (name, uid, object, containers, blocked) in [
+        (
+            "statefulset",
+            "0c9a3f2e-5b1d-4e7a-8c6f-2d4b9e1a7f35",
+            "StatefulSet payments/ledger-db",
+            &["db"][..],
+            "db",
+        ),
+        (
+            "daemonset",
+            "9e4d1b7c-2a6f-4c3e-b8d5-7f0a1c9e2b64",
+            "DaemonSet observability/log-shipper",
+            &["shipper", "init:config"][..],
+            "shipper",
+        ),
+        (
+            "job",
+            "3f7b2c9e-8d1a-4b6c-a5e4-0c2d9f8b1e73",
+            "Job ml/backfill-2026-12",
+            &["backfill"][..],
+            "backfill",
+        ),
+    ] {
+        let (r, v) = check(name, &facts(DENY, None));
+        assert_eq!(r.uid, uid, "{name}");
+        assert!(!r.dry_run, "{name}");
+        let req = r.request.as_ref().unwrap();
+        assert_eq!(req.object, object, "{name}");
+        let names: Vec<&str> = req.images.iter().map(|i| i.container.as_str()).collect();
+        assert_eq!(names, containers, "{name}");
+        assert!(!v.allowed, "{name}: {v:?}");
+        assert_eq!(v.denied.len(), 1, "{name}: {v:?}");
+        assert_eq!(v.denied[0].container, blocked, "{name}");
+        let m = v.message();
+        let container = format!("container {blocked} image");
+        for want in [
+            "INC-7",
+            "GHSA-test",
+            "pkg:pypi/requests@2.19.0",
+            "trainer@1.0 -> flask@1.0 -> requests@2.19.0",
+            &container,
+        ] {
+            assert!(m.contains(want), "{name}: {want} missing from {m}");
+        }
+        let out: serde_json::Value = serde_json::from_slice(&review::respond(&r.uid, &v)).unwrap();
+        assert_eq!(out["response"]["uid"], uid, "{name}");
+        assert_eq!(out["response"]["allowed"], false, "{name}");
+        assert_eq!(out["response"]["status"]["code"], 403, "{name}");
+        // The same objects with clean images only: allowed.
+        let clean = String::from_utf8(fixture(name))
+            .unwrap()
+            .replace(BLOCKED, CLEAN);
+        let r = review::parse(clean.as_bytes()).unwrap();
+        let v = decide(
+            &r.request.unwrap(),
+            &facts(DENY, None),
+            &GateSettings::default(),
+        );
+        assert!(v.allowed && v.denied.is_empty(), "{name}: {v:?}");
+    }
 }
 
 #[test]
