@@ -21,6 +21,8 @@
 #[cfg(test)]
 mod bypass_tests;
 pub mod check;
+#[cfg(test)]
+mod check_tests;
 pub mod evidence;
 pub mod gate;
 pub mod graph;
