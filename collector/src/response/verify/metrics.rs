@@ -35,6 +35,12 @@ pub struct IncidentTimes {
     /// Where it ended: Some(true) closed with evidence, Some(false) closed
     /// by force, None not closed.
     pub closed_with_evidence: Option<bool>,
+    /// Every close the log records, each counted once however the
+    /// incident ended later (a reopen does not take a close back): with
+    /// evidence (`recovering → closed`), and by force (`force_closed`).
+    /// The counter on `/metrics` is made of these, so it never goes down.
+    pub closes_with_evidence: u64,
+    pub closes_forced: u64,
     pub reopens: u32,
     /// Per tier: actions that took effect, and those reverted as a false
     /// positive or not affected.
@@ -76,9 +82,13 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                 }
                 if *to == State::Closed {
                     t.closed_with_evidence = Some(true);
+                    t.closes_with_evidence += 1;
                 }
             }
-            Event::ForceClosed { .. } => t.closed_with_evidence = Some(false),
+            Event::ForceClosed { .. } => {
+                t.closed_with_evidence = Some(false);
+                t.closes_forced += 1;
+            }
             Event::Planned { plan } => {
                 plans.insert(plan.hash.clone(), r.at_ms);
             }
@@ -171,10 +181,16 @@ pub struct Report {
     pub time_to_containment: BTreeMap<u32, Dist>,
     pub approval_wait: BTreeMap<u32, Dist>,
     pub convergence: Dist,
+    /// Incidents closed now, and those of them closed with evidence
+    /// (a reopened incident leaves both until it closes again).
     pub closed: u64,
     pub closed_with_evidence: u64,
     /// closed_with_evidence / closed (None when none closed).
     pub share_closed_with_evidence: Option<f64>,
+    /// Close events over the logs, with evidence and by force: these only
+    /// grow (see [`IncidentTimes::closes_with_evidence`]).
+    pub closes_with_evidence: u64,
+    pub closes_forced: u64,
     pub actions_applied: BTreeMap<u32, u64>,
     pub false_positive_reverts: BTreeMap<u32, u64>,
     /// false positives / applied, per tier.
@@ -212,6 +228,8 @@ pub fn report(incidents: &[IncidentTimes]) -> Report {
             r.closed_with_evidence += u64::from(with);
         }
         r.reopens += u64::from(i.reopens);
+        r.closes_with_evidence += i.closes_with_evidence;
+        r.closes_forced += i.closes_forced;
         for (tier, n) in &i.applied {
             *r.actions_applied.entry(*tier).or_default() += n;
         }
@@ -247,11 +265,17 @@ pub fn report(incidents: &[IncidentTimes]) -> Report {
 }
 
 /// The collector's own state, for the same exposition.
+///
+/// There is no ingest lag gauge: the collector stores each agent message
+/// before it acks it, on the stream that brought it, so it holds no queue
+/// whose age it could report, and a gauge that always read 0 would say
+/// "no lag" when it knows nothing. The backlog lives in each agent's
+/// spool: `patchgap hosts -o json` gives its `health.spool_unacked` and
+/// `spool_bytes` per host, and a host whose messages stop arriving shows
+/// in `patchgap_hosts_stale`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Operational {
     pub agents_connected: u64,
-    /// The oldest unacknowledged agent message's age, seconds.
-    pub ingest_lag_seconds: f64,
     /// Events the agents lost (kernel and user side, summed).
     pub lost_events: u64,
     pub stale_hosts: u64,
@@ -347,19 +371,22 @@ pub fn render(report: &Report, ops: &Operational) -> String {
         "From detection to the start of the streak of successful checks that closed it.",
         &[(None, &s.convergence)],
     );
+    // Counted from the close events, not from the incidents closed now:
+    // a reopen must not lower a counter (Prometheus reads a decrease as
+    // a reset and `rate()` would invent a burst of closes).
     scalar(
         &mut out,
         "patchgap_incidents_closed_total",
         "counter",
-        "Incidents closed, with runtime evidence or by force without it.",
+        "Incident closes in the event logs, with runtime evidence or by force without it; a reopened incident's earlier close still counts.",
         &[
             (
                 Some("evidence=\"true\"".into()),
-                report.closed_with_evidence as f64,
+                report.closes_with_evidence as f64,
             ),
             (
                 Some("evidence=\"false\"".into()),
-                (report.closed - report.closed_with_evidence) as f64,
+                report.closes_forced as f64,
             ),
         ],
     );
@@ -401,13 +428,6 @@ pub fn render(report: &Report, ops: &Operational) -> String {
         "gauge",
         "Agent streams connected now.",
         &[(None, ops.agents_connected as f64)],
-    );
-    scalar(
-        &mut out,
-        "patchgap_ingest_lag_seconds",
-        "gauge",
-        "Age of the oldest agent message not yet stored.",
-        &[(None, ops.ingest_lag_seconds)],
     );
     scalar(
         &mut out,
@@ -576,6 +596,152 @@ mod tests {
         assert_eq!(r.time_to_containment[&1].count, 2);
     }
 
+    fn observed(seq: i64, at_ms: i64, action: u32, verified: bool) -> Recorded {
+        let observation = match verified {
+            true => Observation::Verified {
+                at_ms,
+                time_to_containment_ms: at_ms - 1_000,
+            },
+            false => Observation::Applied { at_ms },
+        };
+        at(
+            seq,
+            at_ms,
+            Event::Observed {
+                action,
+                observation,
+            },
+        )
+    }
+
+    fn routed(seq: i64, at_ms: i64, tier: u32) -> Recorded {
+        at(
+            seq,
+            at_ms,
+            Event::TierRouted {
+                tier: Some(tier),
+                name: String::new(),
+            },
+        )
+    }
+
+    fn reverted(seq: i64, at_ms: i64, actions: Vec<u32>, reason: &str) -> Recorded {
+        at(
+            seq,
+            at_ms,
+            Event::Reverted {
+                actions,
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// Reverts as `false-positive` or `not-affected` count against the
+    /// tier the action took effect in; other reasons, and actions that
+    /// never took effect, do not.
+    #[test]
+    fn false_positive_reverts_give_the_rate_per_tier() {
+        let opened = log().remove(0);
+        // Tier 1: three actions take effect (one only verified); one is
+        // reverted as a false positive, one as resolved; action 4 never
+        // took effect. Then the incident moves to tier 2 and action 3 is
+        // reverted as not affected: it counts for tier 1, where it took
+        // effect.
+        let one = vec![
+            opened.clone(),
+            routed(2, 2_000, 1),
+            observed(3, 3_000, 1, false),
+            observed(4, 3_100, 2, true),
+            observed(5, 3_200, 3, false),
+            // Verified after applied: still one action.
+            observed(6, 3_300, 1, true),
+            reverted(7, 4_000, vec![1], "false-positive"),
+            reverted(8, 4_100, vec![2], "resolved"),
+            reverted(9, 4_200, vec![4], "false-positive"),
+            routed(10, 5_000, 2),
+            reverted(11, 5_100, vec![3], "not-affected"),
+        ];
+        let t = from_log(1, &one);
+        assert_eq!(t.applied, BTreeMap::from([(1, 3)]));
+        assert_eq!(t.false_positive, BTreeMap::from([(1, 2)]));
+        // Tier 2: one action, reverted as not affected.
+        let two = vec![
+            opened,
+            routed(2, 2_000, 2),
+            observed(3, 3_000, 1, false),
+            reverted(4, 4_000, vec![1], "not-affected"),
+        ];
+        let u = from_log(2, &two);
+        assert_eq!(u.applied, BTreeMap::from([(2, 1)]));
+        assert_eq!(u.false_positive, BTreeMap::from([(2, 1)]));
+        let r = report(&[t, u]);
+        assert_eq!(r.actions_applied, BTreeMap::from([(1, 3), (2, 1)]));
+        assert_eq!(r.false_positive_reverts, BTreeMap::from([(1, 2), (2, 1)]));
+        assert_eq!(
+            r.false_positive_rate,
+            BTreeMap::from([(1, 2.0 / 3.0), (2, 1.0)])
+        );
+        let text = render(&r, &Operational::default());
+        for line in [
+            "patchgap_containment_actions_applied_total{tier=\"1\"} 3\n",
+            "patchgap_containment_actions_applied_total{tier=\"2\"} 1\n",
+            "patchgap_containment_false_positive_total{tier=\"1\"} 2\n",
+            "patchgap_containment_false_positive_total{tier=\"2\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    /// The value of `series` (name and labels) in an exposition.
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// A reopen takes the incident out of "closed now" (the report's
+    /// share), but the counter of closes keeps the close it had: a
+    /// Prometheus counter never goes down. The next close adds to it.
+    #[test]
+    fn a_reopen_never_lowers_the_closed_counter() {
+        let closes = |events: &[Recorded]| {
+            let r = report(&[from_log(7, events)]);
+            let text = render(&r, &Operational::default());
+            (
+                r,
+                sample(&text, "patchgap_incidents_closed_total{evidence=\"true\"}"),
+                sample(&text, "patchgap_incidents_closed_total{evidence=\"false\"}"),
+            )
+        };
+        let mut events = log();
+        let (r, with, forced) = closes(&events);
+        assert_eq!((r.closed, with, forced), (1, 1.0, 0.0));
+        // A rollback reopens it.
+        events.push(at(16, 20_000, moved(State::Closed, State::Scoped)));
+        let (r, with, forced) = closes(&events);
+        assert_eq!((r.closed, r.reopens), (0, 1), "{r:?}");
+        assert_eq!((with, forced), (1.0, 0.0), "the close stays counted");
+        // Closed again, by force this time.
+        events.push(at(
+            17,
+            21_000,
+            Event::ForceClosed {
+                reason: "host rebuilt".into(),
+            },
+        ));
+        let (r, with, forced) = closes(&events);
+        assert_eq!((r.closed, r.closed_with_evidence), (1, 0), "{r:?}");
+        assert_eq!((with, forced), (1.0, 1.0));
+        // Reopened and closed with evidence again: 2 with evidence.
+        events.push(at(18, 30_000, moved(State::Closed, State::Scoped)));
+        events.push(at(19, 40_000, moved(State::Recovering, State::Closed)));
+        let (r, with, forced) = closes(&events);
+        assert_eq!((r.closed, r.closed_with_evidence, r.reopens), (1, 1, 2));
+        assert_eq!((with, forced), (2.0, 1.0));
+    }
+
     #[test]
     fn the_exposition_has_every_family_with_consistent_histograms() {
         let r = report(&[from_log(7, &log())]);
@@ -671,7 +837,6 @@ pub(crate) mod promtool {
             &r,
             &Operational {
                 agents_connected: 3,
-                ingest_lag_seconds: 0.25,
                 lost_events: 12,
                 stale_hosts: 1,
                 store_bytes: 1 << 20,

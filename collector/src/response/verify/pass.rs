@@ -391,7 +391,7 @@ pub fn report(store: &dyn Store, since_ms: i64) -> Result<super::metrics::Report
 
 /// The operational gauges the store knows (lost events summed over hosts,
 /// hosts not fresh within `fresh_after`); the caller adds what only it
-/// knows (streams connected, the ingest lag, the database's size on disk).
+/// knows (streams connected, the database's size on disk).
 pub fn operational(
     store: &dyn Store,
     fresh_after: std::time::Duration,
