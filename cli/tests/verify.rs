@@ -7,8 +7,9 @@
 //! K = 2. The distribution is upgraded on disk under the running process
 //! (a stale mapping: named as blocking, "restart it"), the process is
 //! restarted, the checks go green, the incident closes, its evidence
-//! bundle verifies and fails with one byte changed; a rollback reopens it;
-//! a forced close is recorded as without evidence.
+//! bundle verifies and fails with one byte changed; a rollback reopens it
+//! (and `/metrics`' counter of closes keeps the first close); a forced
+//! close is recorded as without evidence, and counted apart.
 
 use std::{
     path::{Path, PathBuf},
@@ -440,6 +441,16 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         reopened.contains(&format!("pid {}", back.pid())),
         "{reopened}"
     );
+    // The reopen takes nothing back from the counter of closes: a
+    // Prometheus counter never goes down.
+    let exposition = metrics(http);
+    for line in [
+        "patchgap_incidents_closed_total{evidence=\"true\"} 1\n",
+        "patchgap_incidents_closed_total{evidence=\"false\"} 0\n",
+        "patchgap_incident_reopens_total 1\n",
+    ] {
+        assert!(exposition.contains(line), "{line} in\n{exposition}");
+    }
 
     // Closed by force: recorded with its actor and reason, no evidence.
     let refused = patchgap(&h, &alice, &["incident", "close", &id, "--force"]);
@@ -500,6 +511,14 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         (Some(1), Some(0))
     );
     assert_eq!(report["share_closed_with_evidence"], 0.0);
+    // The counter has both closes, each once.
+    let exposition = metrics(http);
+    for line in [
+        "patchgap_incidents_closed_total{evidence=\"true\"} 1\n",
+        "patchgap_incidents_closed_total{evidence=\"false\"} 1\n",
+    ] {
+        assert!(exposition.contains(line), "{line} in\n{exposition}");
+    }
     drop(back);
     h.stop().await;
 }
