@@ -422,6 +422,22 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         exposition.contains("patchgap_agents_connected 1\n"),
         "{exposition}"
     );
+    // The real agent's deltas were committed, each with its lag from
+    // the agent's scan: counted, and (on one machine, one clock) none
+    // took a minute.
+    let sample = |name: &str| -> f64 {
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {exposition}"))
+    };
+    let deltas = sample("patchgap_ingest_lag_seconds_count");
+    assert!(deltas > 0.0, "no delta's lag was counted: {exposition}");
+    assert_eq!(
+        sample("patchgap_ingest_lag_seconds_bucket{le=\"60\"}"),
+        deltas,
+        "{exposition}"
+    );
 
     // A rollback: the old version runs again and the incident reopens.
     new.kill();

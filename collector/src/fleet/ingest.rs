@@ -54,6 +54,8 @@ pub struct Ingest {
     changed: tokio::sync::Notify,
     /// The unexpected-egress stage and the data-scope mapping it reads,
     /// once the collector attached them.
+    /// From an agent's scan to the commit of its delta (`/metrics`).
+    lag: super::lag::IngestLag,
     egress: OnceLock<(
         Arc<crate::egress::stage::Stage>,
         Arc<Mutex<crate::ScopeMap>>,
@@ -74,6 +76,7 @@ impl Ingest {
             store,
             writing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
+            lag: Default::default(),
             egress: OnceLock::new(),
         }
     }
@@ -102,6 +105,11 @@ impl Ingest {
         };
         let _w = self.lock();
         stage.resolve_quiet(self.store.as_ref(), now_ms)
+    }
+
+    /// The delta ingest lag so far.
+    pub fn lag(&self) -> super::lag::LagSnapshot {
+        self.lag.snapshot()
     }
 
     /// Wakes whoever waits for exposures to change (the incident
@@ -265,6 +273,9 @@ impl Ingest {
             stage.before_write(session.host, msg);
         }
         self.store.apply(session, msg, now_ms)?;
+        if let Some(v1::agent_message::Body::Delta(d)) = &msg.body {
+            self.lag.observe(d.scanned_at_ms, now_ms);
+        }
         self.match_new("new packages");
         self.judge_egress(session, msg, now_ms);
         self.changed.notify_one();

@@ -1,6 +1,7 @@
 //! Scope: the runtime truth as it comes in and as responders read it.
 //! `bounds` cuts every field an agent sends to its length bound,
-//! `ingest` is every write path (store, then match), `exposure` turns the
+//! `ingest` is every write path (store, then match), `lag` its delta
+//! ingest lag for `/metrics`, `exposure` turns the
 //! store's evidence into matches, `workloads` folds host instances into
 //! fleet workloads, `scope` is the operator's data-scope mapping.
 //!
@@ -12,5 +13,6 @@ pub mod changes;
 pub mod coverage;
 pub mod exposure;
 pub mod ingest;
+pub mod lag;
 pub mod scope;
 pub mod workloads;

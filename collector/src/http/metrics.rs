@@ -29,6 +29,7 @@ pub async fn scrape(State(http): State<Http>) -> Response {
         let report = pass::report(store.as_ref(), 0)?;
         let mut ops = pass::operational(store.as_ref(), fresh_after, now_ms)?;
         ops.agents_connected = agents;
+        ops.ingest_lag = ingest.lag();
         ops.store_bytes = store_bytes(&dir);
         let mut text = metrics::render(&report, &ops);
         text.push_str(&gate);

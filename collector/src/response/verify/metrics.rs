@@ -265,17 +265,14 @@ pub fn report(incidents: &[IncidentTimes]) -> Report {
 }
 
 /// The collector's own state, for the same exposition.
-///
-/// There is no ingest lag gauge: the collector stores each agent message
-/// before it acks it, on the stream that brought it, so it holds no queue
-/// whose age it could report, and a gauge that always read 0 would say
-/// "no lag" when it knows nothing. The backlog lives in each agent's
-/// spool: `patchgap hosts -o json` gives its `health.spool_unacked` and
-/// `spool_bytes` per host, and a host whose messages stop arriving shows
-/// in `patchgap_hosts_stale`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Operational {
     pub agents_connected: u64,
+    /// From each delta's scan on its agent to its commit here
+    /// (`fleet::lag`): a backlog in an agent's spool shows as lag once
+    /// it is caught up; per host, `patchgap hosts -o json` gives the
+    /// backlog itself (`health.spool_unacked`).
+    pub ingest_lag: crate::fleet::lag::LagSnapshot,
     /// Events the agents lost (kernel and user side, summed).
     pub lost_events: u64,
     pub stale_hosts: u64,
@@ -308,6 +305,23 @@ fn histogram(out: &mut String, name: &str, help: &str, series: &[(Option<String>
         let _ = writeln!(out, "{name}_sum{} {}", lbl(""), secs.iter().sum::<f64>());
         let _ = writeln!(out, "{name}_count{} {}", lbl(""), secs.len());
     }
+}
+
+/// `patchgap_ingest_lag_seconds`, from the running histogram's buckets.
+fn lag_histogram(out: &mut String, lag: &crate::fleet::lag::LagSnapshot) {
+    let name = "patchgap_ingest_lag_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From an agent's scan that built a delta to its commit by this collector (includes time in the agent's spool)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, n) in crate::fleet::lag::BUCKETS_MS.iter().zip(lag.cumulative) {
+        let le = *bound as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", lag.count);
+    let _ = writeln!(out, "{name}_sum {}", lag.sum_ms as f64 / 1000.0);
+    let _ = writeln!(out, "{name}_count {}", lag.count);
 }
 
 fn scalar(out: &mut String, name: &str, kind: &str, help: &str, series: &[(Option<String>, f64)]) {
@@ -429,6 +443,7 @@ pub fn render(report: &Report, ops: &Operational) -> String {
         "Agent streams connected now.",
         &[(None, ops.agents_connected as f64)],
     );
+    lag_histogram(&mut out, &ops.ingest_lag);
     scalar(
         &mut out,
         "patchgap_agent_lost_events",
@@ -750,9 +765,26 @@ mod tests {
             &Operational {
                 agents_connected: 2,
                 stale_hosts: 1,
+                ingest_lag: {
+                    let lag = crate::fleet::lag::IngestLag::default();
+                    lag.observe(1_000, 1_300);
+                    lag.observe(1_000, 4_000);
+                    lag.snapshot()
+                },
                 ..Operational::default()
             },
         );
+        // The lag: 0.3 s and 3 s, cumulative buckets, sum in seconds.
+        for line in [
+            "patchgap_ingest_lag_seconds_bucket{le=\"0.25\"} 0\n",
+            "patchgap_ingest_lag_seconds_bucket{le=\"0.5\"} 1\n",
+            "patchgap_ingest_lag_seconds_bucket{le=\"5\"} 2\n",
+            "patchgap_ingest_lag_seconds_bucket{le=\"+Inf\"} 2\n",
+            "patchgap_ingest_lag_seconds_sum 3.3\n",
+            "patchgap_ingest_lag_seconds_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
         assert!(
             text.contains("patchgap_incident_time_to_scope_seconds_bucket{le=\"1\"} 1\n"),
             "{text}"
@@ -837,6 +869,12 @@ pub(crate) mod promtool {
             &r,
             &Operational {
                 agents_connected: 3,
+                ingest_lag: {
+                    let lag = crate::fleet::lag::IngestLag::default();
+                    lag.observe(0, 120);
+                    lag.observe(0, 7_200_000);
+                    lag.snapshot()
+                },
                 lost_events: 12,
                 stale_hosts: 1,
                 store_bytes: 1 << 20,
