@@ -438,6 +438,52 @@ mod tests {
         }
     }
 
+    /// The resolvers come from the workload's own root: the first process
+    /// of the cgroup whose root opens, its /etc/resolv.conf resolved inside
+    /// that root (an absolute symlink, as containers have, stays in it). A
+    /// root without the file, a cgroup without processes or one that is
+    /// gone gives no resolver (loopback stays allowed regardless).
+    #[test]
+    fn resolvers_are_read_from_the_workloads_own_root() {
+        use std::{fs, os::unix::fs::symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        let proc_root = dir.path().join("proc");
+        fs::create_dir(&cgroup).unwrap();
+        // Pid 41 has exited (no root); pid 42's resolv.conf links to
+        // /run/resolv.conf, which exists only inside its root.
+        let root = proc_root.join("42/root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("run")).unwrap();
+        fs::write(
+            root.join("run/resolv.conf"),
+            "search svc.example\nnameserver 203.0.113.53\nnameserver 2001:db8::53\noptions ndots:5\n",
+        )
+        .unwrap();
+        symlink("/run/resolv.conf", root.join("etc/resolv.conf")).unwrap();
+        fs::write(cgroup.join("cgroup.procs"), "41\n42\n").unwrap();
+        let want: Vec<IpAddr> = vec![
+            "203.0.113.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ];
+        assert_eq!(resolvers(&cgroup, &proc_root), want);
+        let c = containment("r1", "/cgroup", v1::ContainmentMode::Enforce, &[]);
+        let iso = isolation(&c, dir.path(), &proc_root, &[]).unwrap();
+        let allow: Vec<String> = iso.allow.iter().map(|p| p.to_string()).collect();
+        assert_eq!(allow, ["203.0.113.53/32", "2001:db8::53/128"]);
+
+        // The first process with a root decides: its root has no
+        // resolv.conf, so none (not the next process's).
+        fs::create_dir_all(proc_root.join("43/root/etc")).unwrap();
+        fs::write(cgroup.join("cgroup.procs"), "43\n42\n").unwrap();
+        assert!(resolvers(&cgroup, &proc_root).is_empty());
+
+        // No process yet; a cgroup that is gone.
+        fs::write(cgroup.join("cgroup.procs"), "").unwrap();
+        assert!(resolvers(&cgroup, &proc_root).is_empty());
+        assert!(resolvers(&dir.path().join("gone"), &proc_root).is_empty());
+    }
+
     #[test]
     fn a_containment_becomes_an_isolation_with_what_must_stay_reachable() {
         let collector: IpAddr = "192.0.2.7".parse().unwrap();

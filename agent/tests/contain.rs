@@ -219,9 +219,9 @@ impl Drop for BpffsDir {
 
 // ---- Listeners and the client ----
 
-/// A TCP listener (and UDP socket) inside the namespace, accepting and
-/// closing; the port it printed.
-fn ns_listener(ns: &Netns) -> (Proc, u16) {
+/// A TCP listener (and UDP socket) on `addr` inside the namespace,
+/// accepting and closing; the port it printed.
+fn ns_listener(ns: &Netns, addr: &str) -> (Proc, u16) {
     const SERVER: &str = r#"
 import socket, sys
 s = socket.socket()
@@ -244,7 +244,7 @@ while True:
             "/usr/bin/python3",
             "-c",
             SERVER,
-            NS_IP,
+            addr,
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -283,7 +283,13 @@ struct Client {
 }
 
 impl Client {
-    fn start(cgroup: &Cgroup, remote_port: u16, loop_port: u16, loop6_port: u16) -> Client {
+    fn start(
+        cgroup: &Cgroup,
+        remote: &str,
+        remote_port: u16,
+        loop_port: u16,
+        loop6_port: u16,
+    ) -> Client {
         const CLIENT: &str = r#"
 import socket, sys, time
 host, port, lport, l6port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -319,7 +325,7 @@ while True:
             .args([
                 "-c",
                 CLIENT,
-                NS_IP,
+                remote,
                 &remote_port.to_string(),
                 &loop_port.to_string(),
                 &loop6_port.to_string(),
@@ -427,7 +433,7 @@ fn isolation(id: &str, cgroup: &Path, mode: Mode) -> Isolation {
         id: id.to_string(),
         cgroup: cgroup.to_path_buf(),
         mode,
-        allow: vec!["192.0.2.53".parse().unwrap()],
+        allow: vec!["203.0.113.53".parse().unwrap()],
     }
 }
 
@@ -466,11 +472,11 @@ impl World {
     fn new() -> World {
         let bpffs = BpffsDir::new();
         let netns = Netns::new();
-        let (listener, port) = ns_listener(&netns);
+        let (listener, port) = ns_listener(&netns, NS_IP);
         let cgroup = Cgroup::new(Path::new(UNIFIED), &unique("cg"));
         let lport = loopback_listener("127.0.0.1:0");
         let l6port = loopback_listener("[::1]:0");
-        let client = Client::start(&cgroup, port, lport, l6port);
+        let client = Client::start(&cgroup, NS_IP, port, lport, l6port);
         let world = World {
             client,
             _listener: listener,
@@ -599,6 +605,99 @@ fn enforce_blocks_within_2s_and_release_lifts_it() {
     );
     assert!(!exec.bpffs_dir().join(id).exists(), "pins left behind");
     assert!(exec.status(id).is_none());
+}
+
+/// The allow-list holds while the rest is cut off: a second address in
+/// the namespace (198.51.100.3, its own listener) is allow-listed, and a
+/// second client in the same isolated cgroup keeps reaching it by every
+/// path (TCP, UDP through the egress program, v4-mapped through connect6),
+/// while the first client's connects to the address next to it
+/// (198.51.100.2, not listed) get EPERM. Released, both connect.
+#[test]
+fn an_allow_listed_address_stays_reachable_while_isolated() {
+    const ALLOWED_IP: &str = "198.51.100.3";
+    let _live = live();
+    let w = World::new();
+    run(
+        "ip",
+        &[
+            "-n",
+            &w._netns.name,
+            "addr",
+            "add",
+            &format!("{ALLOWED_IP}/24"),
+            "dev",
+            &format!("{}p", w._netns.veth),
+        ],
+    );
+    // Declared after the world: dropped (killed) before its namespace goes.
+    let (_allowed_listener, allowed_port) = ns_listener(&w._netns, ALLOWED_IP);
+    let allowed = Client::start(
+        &w.cgroup,
+        ALLOWED_IP,
+        allowed_port,
+        loopback_listener("127.0.0.1:0"),
+        loopback_listener("[::1]:0"),
+    );
+    for label in ["remote", "udp", "mapped"] {
+        let (ok, seen) = allowed.wait_for(label, |r| r == "ok", Duration::from_secs(5));
+        assert!(
+            ok.is_some(),
+            "{label} to {ALLOWED_IP} never connected: {seen:?}"
+        );
+    }
+
+    let mut exec = w.executor();
+    let id = "inc-allow";
+    let mut spec = isolation(id, &w.cgroup.path, Mode::Enforce);
+    spec.allow
+        .push(format!("{ALLOWED_IP}/32").parse::<Prefix>().unwrap());
+    let applied = exec.reconcile(&[spec]);
+    assert!(
+        matches!(outcome(&applied, id), Applied::Attached { .. }),
+        "{applied:?}"
+    );
+    let (blocked, seen) = w
+        .client
+        .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
+    assert!(
+        blocked.is_some(),
+        "{NS_IP} not blocked within 2 s: {seen:?}"
+    );
+    // Every round from here on started with the programs attached.
+    thread::sleep(Duration::from_millis(200));
+    while allowed.rx.try_recv().is_ok() {}
+    while w.client.rx.try_recv().is_ok() {}
+
+    let through = allowed.collect(Duration::from_millis(800));
+    // What the first client printed meanwhile, read from its channel.
+    let cut = w.client.collect(Duration::from_millis(100));
+    for label in ["remote", "udp", "mapped"] {
+        let results: Vec<_> = through.iter().filter(|(l, _)| l == label).collect();
+        assert!(!results.is_empty(), "no {label} results: {through:?}");
+        assert!(
+            results.iter().all(|(_, r)| r == "ok"),
+            "{label} to the allow-listed {ALLOWED_IP} was refused: {results:?}"
+        );
+    }
+    let refused: Vec<_> = cut.iter().filter(|(l, _)| l == "remote").collect();
+    assert!(refused.len() >= 3, "too few results to {NS_IP}: {cut:?}");
+    assert!(
+        refused.iter().all(|(_, r)| r == EPERM),
+        "{NS_IP} (not listed) got through: {refused:?}"
+    );
+    let c = exec.status(id).expect("counters");
+    assert!(c.blocked_connects >= 1, "{c:?}");
+
+    let applied = exec.reconcile(&[]);
+    assert!(matches!(outcome(&applied, id), Applied::Released { .. }));
+    let (ok, seen) = w
+        .client
+        .wait_for("remote", |r| r == "ok", Duration::from_secs(2));
+    assert!(
+        ok.is_some(),
+        "{NS_IP} still blocked after release: {seen:?}"
+    );
 }
 
 #[test]
@@ -900,7 +999,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     };
     let set = |generation, items| v1::Containments { generation, items };
 
-    responder.apply(&set(1, vec![item("192.0.2.0/24")]));
+    responder.apply(&set(1, vec![item("203.0.113.0/24")]));
     let (blocked, seen) = w
         .client
         .wait_for("remote", |r| r == EPERM, Duration::from_secs(2));
@@ -934,7 +1033,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
         PathBuf::from("/proc"),
         "http://127.0.0.1:7373".into(),
     );
-    responder.apply(&set(3, vec![item("192.0.2.0/24")]));
+    responder.apply(&set(3, vec![item("203.0.113.0/24")]));
     assert!(responder.statuses().1[0].applied);
     assert_eq!(ours_attached(&w.cgroup.path), 3);
 
@@ -953,7 +1052,7 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     // Without an executor nothing is in force, and every item says why.
     let mut off = Responder::new(None, None, PathBuf::from("/proc"), String::new());
     assert!(!off.capability().0);
-    off.apply(&set(5, vec![item("192.0.2.0/24")]));
+    off.apply(&set(5, vec![item("203.0.113.0/24")]));
     let (_, statuses) = off.statuses();
     assert!(!statuses[0].applied);
     assert!(statuses[0].error.contains("disabled"), "{statuses:?}");

@@ -330,3 +330,132 @@ async fn an_incident_opens_once_scopes_the_real_process_and_keeps_its_log() {
     );
     h.stop().await;
 }
+
+/// One tier that takes everything, with one action that needs an
+/// approval. `observe`: the approval is recorded and nothing is carried
+/// out. The action touches no workload, so its plan (and hash) does not
+/// move when other python3 processes on this shared host come and go
+/// between `plan` and `approve`.
+const APPROVAL_POLICY: &str = "[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"open_incident_sev1\"\nmode = \"observe\"\napproval = \"required\"\n";
+
+/// The first action of `incident show -o json` (the only one here).
+fn first_action(h: &Harness, token: &str, id: &str) -> Value {
+    let shown = ok_json(&patchgap(h, token, &["incident", "show", id, "-o", "json"]));
+    shown["actions"][0].clone()
+}
+
+/// Issue 15, point 3: a tier 1 approval needs the `approve` scope, held
+/// by someone other than the requester. Bob is not the requester but
+/// holds only `respond`: the collector refuses him before the incident
+/// is touched (PermissionDenied, audited). Alice holds `approve` too but
+/// asked for the plan: refused. Carol, with `approve`, approves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_tier_1_plan_needs_the_approve_scope_and_a_second_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, APPROVAL_POLICY).unwrap();
+    let h = Harness::start_with(CollectorConfig {
+        require_tokens: true,
+        policy: Some(policy.clone()),
+        ..Default::default()
+    })
+    .await;
+    let data = h.data_dir.path();
+    let feeds = token(data, "feeds", &[Scope::Advisories, Scope::Read]);
+    let alice = token(data, "alice", &[Scope::Respond, Scope::Read]);
+    let alice_approver = token(data, "alice", &[Scope::Approve, Scope::Read]);
+    let bob = token(data, "bob", &[Scope::Respond, Scope::Read]);
+    let carol = token(data, "carol", &[Scope::Approve, Scope::Read]);
+    let admin = token(data, "admin", &[Scope::Admin]);
+
+    let _python = system_python();
+    h.sync().await;
+    ok_json(&patchgap(
+        &h,
+        &feeds,
+        &[
+            "advisories",
+            "import",
+            &osv("pypa/vulns/pip/PYSEC-2023-228.yaml"),
+            "-o",
+            "json",
+        ],
+    ));
+    let opened = ok_json(&patchgap(
+        &h,
+        &alice,
+        &[
+            "incident",
+            "open",
+            "--advisory",
+            "PYSEC-2023-228",
+            "-o",
+            "json",
+        ],
+    ));
+    let id = opened["id"].as_str().unwrap().to_string();
+    let plan = ok_json(&patchgap(
+        &h,
+        &alice,
+        &["incident", "plan", &id, "-o", "json"],
+    ));
+    assert_eq!(plan["tier"], 1, "{plan}");
+    assert_eq!(plan["actions"][0]["approval"], "required", "{plan}");
+    assert_eq!(
+        plan["policy"]["source"],
+        policy.display().to_string(),
+        "{plan}"
+    );
+    let hash = plan["hash"].as_str().unwrap().to_string();
+
+    // Bob, `respond` only, not the requester: refused for the scope.
+    let refused = patchgap(&h, &bob, &["incident", "approve", &id, "--plan", &hash]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("needs the `approve` scope"),
+        "{}",
+        stderr(&refused)
+    );
+    let tail = ok_json(&patchgap(
+        &h,
+        &admin,
+        &["audit", "tail", "--limit", "1000", "-o", "json"],
+    ));
+    assert!(
+        tail["entries"].as_array().unwrap().iter().any(|e| {
+            e["method"] == "Query/ApproveIncident"
+                && e["subject"] == "bob"
+                && e["result"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("refused: PermissionDenied")
+        }),
+        "{tail}"
+    );
+    assert_eq!(first_action(&h, &alice, &id)["approved_by"], Value::Null);
+
+    // Alice holds `approve` under another token, but asked for the plan.
+    let own = patchgap(
+        &h,
+        &alice_approver,
+        &["incident", "approve", &id, "--plan", &hash],
+    );
+    assert!(!own.status.success());
+    assert!(
+        stderr(&own).contains("alice asked for this plan"),
+        "{}",
+        stderr(&own)
+    );
+    assert_eq!(first_action(&h, &alice, &id)["approved_by"], Value::Null);
+
+    // Carol holds `approve` and did not ask: approved.
+    let approved = ok_json(&patchgap(
+        &h,
+        &carol,
+        &["incident", "approve", &id, "--plan", &hash, "-o", "json"],
+    ));
+    assert_eq!(approved["actions"][0]["approved_by"], "carol", "{approved}");
+    // Observed only: approved, and nothing requested of the agents.
+    assert_eq!(approved["requested"], serde_json::json!([]), "{approved}");
+    h.stop().await;
+}

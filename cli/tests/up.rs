@@ -233,3 +233,53 @@ fn up_with_contain_pins_under_its_directory() {
     assert_eq!(host["contain_reason"], "", "{host}");
     assert!(pins.0.is_dir(), "the agent made its bpffs directory");
 }
+
+/// `up --policy FILE` hands the file to its collector: the answers name
+/// the file as the policy in force (not the built-in one), and a plan is
+/// routed by the file's one tier (a name and an action the built-in tier
+/// 1 does not have).
+#[test]
+fn up_puts_its_policy_file_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[tier]]\nnumber = 1\nname = \"from the up test\"\n[[tier.rule]]\n\
+         [[tier.action]]\nkind = \"open_ticket_sev3\"\nmode = \"observe\"\napproval = \"auto\"\n",
+    )
+    .unwrap();
+    let up = Up::start(dir.path(), &["--policy", policy.to_str().unwrap()]);
+    let listed = up.json(&["incidents"]);
+    assert_eq!(
+        listed["policy"]["source"],
+        policy.display().to_string(),
+        "{listed}"
+    );
+    assert!(listed["policy"]["reload_error"].is_null(), "{listed}");
+
+    // Every process on this host maps Debian's libc6: an incident for it
+    // is planned by the file's tier once the agent's first scan is in.
+    up.host();
+    let opened = up.json(&["incident", "open", "--package", "libc6"]);
+    let id = opened["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let plan = loop {
+        let plan = up.json(&["incident", "plan", &id]);
+        if !plan["tier"].is_null() {
+            break plan;
+        }
+        assert!(Instant::now() < deadline, "never routed: {plan}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        (&plan["tier"], &plan["tier_name"]),
+        (&Value::from(1), &Value::from("from the up test")),
+        "{plan}"
+    );
+    assert_eq!(plan["actions"][0]["kind"], "open_ticket_sev3", "{plan}");
+    assert_eq!(
+        plan["policy"]["source"],
+        policy.display().to_string(),
+        "{plan}"
+    );
+}

@@ -432,6 +432,19 @@ fn attached_cgroups() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The program names `bpftool cgroup tree` lists under the cgroup whose
+/// path ends with `rel` (its lines are indented under the path line).
+fn programs_on(tree: &str, rel: &str) -> Vec<String> {
+    let mut lines = tree.lines().skip_while(|l| !l.trim_end().ends_with(rel));
+    if lines.next().is_none() {
+        return Vec::new();
+    }
+    lines
+        .take_while(|l| l.starts_with(char::is_whitespace))
+        .filter_map(|l| l.split_whitespace().last().map(String::from))
+        .collect()
+}
+
 fn tokens(dir: &Path) -> (String, String, String) {
     let store = SqliteStore::open(dir).unwrap();
     let mint = |subject: &str, scopes: &[Scope]| {
@@ -557,6 +570,18 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
         ],
     );
     let id = opened["id"].as_str().unwrap().to_string();
+    // Both pods have the affected pip: the incident's scope holds the api
+    // as well as the trainer, so a plan that targets the trainer only is
+    // the policy choosing by data scope, not the api missing from scope.
+    let in_scope = |pid: u32| {
+        opened["scope"]["pids"].as_object().is_some_and(|hosts| {
+            hosts
+                .values()
+                .any(|p| p.as_array().is_some_and(|p| p.iter().any(|x| x == pid)))
+        })
+    };
+    assert!(in_scope(trainer.pid()), "trainer not in scope: {opened:#}");
+    assert!(in_scope(api.pid()), "api not in scope: {opened:#}");
 
     // The plan: tier 1, isolation of the trainer only.
     let plan = w.json(&alice, &["incident", "plan", &id, "-o", "json"]);
@@ -684,6 +709,20 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     );
     assert_eq!(shown["tier"], 1);
     eprintln!("time to containment: {ttc} ms from detection (the incident's opening)");
+    // The kernel's view while contained: bpftool lists the three programs
+    // on the trainer's cgroup and none on the api's.
+    let tree = attached_cgroups();
+    let mut on_trainer: Vec<String> = programs_on(&tree, &trainer_rel)
+        .into_iter()
+        .filter(|p| p.starts_with("pg_ct_"))
+        .collect();
+    on_trainer.sort();
+    assert_eq!(
+        on_trainer,
+        ["pg_ct_connect4", "pg_ct_connect6", "pg_ct_egress"],
+        "{tree}"
+    );
+    assert!(programs_on(&tree, &api_rel).is_empty(), "{tree}");
     let action_id = action["id"].as_u64().unwrap().to_string();
 
     // The agent killed with -9: the isolation holds with no window.

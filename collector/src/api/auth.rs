@@ -273,7 +273,9 @@ mod tests {
     use super::*;
 
     /// The writes that change what the fleet is exposed to need their own
-    /// scopes; an RPC left out of the table needs `admin`.
+    /// scopes; an RPC left out of the table needs `admin`. Approving is
+    /// the one response act that needs `approve`: a responder who asks for
+    /// a plan (`respond`) cannot also start containment with that token.
     #[test]
     fn rpc_scopes() {
         for (method, scope) in [
@@ -282,6 +284,12 @@ mod tests {
             ("PushSbom", Scope::IngestSbom),
             ("GetAdvisory", Scope::Read),
             ("OpenIncident", Scope::Respond),
+            ("PlanIncident", Scope::Respond),
+            ("ApproveIncident", Scope::Approve),
+            ("RevertIncident", Scope::Respond),
+            ("CloseIncident", Scope::Respond),
+            ("RetireHost", Scope::Respond),
+            ("ListWorkloadChanges", Scope::Read),
             ("ListIncidents", Scope::Read),
             ("GetIncident", Scope::Read),
             ("ListEgressAlerts", Scope::Read),

@@ -839,6 +839,110 @@ mod tests {
         assert!(hub.desired().by_host.is_empty());
     }
 
+    /// The scope grows between `plan` and `approve`: a process in another
+    /// cgroup starts mapping the affected library. The hash the responder
+    /// was shown no longer describes what would be isolated, so approving
+    /// it is refused, and the refusal carries the hash of the plan as it is
+    /// now, which reaches the new cgroup too. Nothing is approved.
+    #[test]
+    fn a_process_joining_after_the_plan_makes_its_hash_stale() {
+        let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+        let session = ingest.hello(&hello("s1"), T0).unwrap();
+        let libfoo = |pid: u32| {
+            process(
+                pid,
+                vec![
+                    exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                    mapped(
+                        "/usr/lib/libfoo.so.1",
+                        300,
+                        Some(deb("libfoo1", "foo", "1.5-1")),
+                    ),
+                ],
+            )
+        };
+        ingest
+            .apply(
+                &session,
+                &msg(1, snapshot("snap-1", vec![libfoo(10)], vec![])),
+                T0,
+            )
+            .unwrap();
+        let source = Source::Package {
+            package: "libfoo1".into(),
+            name: "libfoo1".into(),
+            ecosystem: None,
+            group: None,
+            range: Some("<2".into()),
+        };
+        let id = log::open(&ingest, source, "alice", &[], T0 + 1).unwrap().id;
+        let policy = policy();
+        let protected = Protected::default();
+        let planning = Planning {
+            policy: &policy,
+            rules: &[],
+            protected: &protected,
+            executors: &Executors::default(),
+        };
+        let shown = plan(&ingest, id, "alice", &planning, T0 + 2).unwrap();
+        assert!(shown.recorded);
+        let old = shown.plan.hash.clone();
+        let cgroups = |p: &Plan| -> Vec<String> {
+            p.actions[0]
+                .targets
+                .iter()
+                .map(|t| t.cgroup.clone())
+                .collect()
+        };
+        assert_eq!(cgroups(&shown.plan), ["/system.slice/test.service"]);
+
+        // A second workload on the host loads libfoo after the plan: the
+        // agent's next snapshot has its process and its cgroup.
+        let mut joined = libfoo(30);
+        joined.cgroup = "/system.slice/other.service".into();
+        joined.workload = "unit/other.service".into();
+        let mut next = snapshot("snap-2", vec![libfoo(10), joined], vec![]);
+        let v1::agent_message::Body::Snapshot(s) = &mut next else {
+            unreachable!("snapshot() makes a snapshot")
+        };
+        s.workloads.push(v1::Workload {
+            id: "unit/other.service".into(),
+            kind: "systemd".into(),
+            unit: "other.service".into(),
+            cgroup: "/system.slice/other.service".into(),
+            ..Default::default()
+        });
+        ingest.apply(&session, &msg(2, next), T0 + 3).unwrap();
+
+        let err = approve(&ingest, id, "bob", &old, &planning, T0 + 4).unwrap_err();
+        let now = match err {
+            LogError::Act(ActError::PlanChanged { ref asked, ref now }) => {
+                assert_eq!(*asked, old);
+                now.clone()
+            }
+            other => panic!("expected PlanChanged, got {other}"),
+        };
+        assert_ne!(now, old, "the refusal shows the new plan's hash");
+        // The hash it names is the plan a responder gets by asking again,
+        // and that plan reaches the new cgroup.
+        let again = plan(&ingest, id, "alice", &planning, T0 + 5).unwrap();
+        assert_eq!(again.plan.hash, now);
+        let mut reached = cgroups(&again.plan);
+        reached.sort();
+        assert_eq!(
+            reached,
+            ["/system.slice/other.service", "/system.slice/test.service"]
+        );
+        // The refused approval wrote nothing: no action was approved.
+        let i = log::replay(ingest.store().as_ref(), id).unwrap();
+        assert!(i.actions.iter().all(|a| a.approved_by.is_empty()));
+        assert_eq!(i.state, State::ApprovalPending);
+        // The new hash is approved by the second person.
+        let (approved, requested) = approve(&ingest, id, "bob", &now, &planning, T0 + 6).unwrap();
+        assert_eq!(requested.len(), 1);
+        assert_eq!(approved.actions.last().unwrap().approved_by, "bob");
+    }
+
     /// A rule that says `open_incident = "auto"` opens one incident per
     /// exposed advisory, once; without such a rule nothing opens.
     #[test]
