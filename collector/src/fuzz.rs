@@ -3,6 +3,34 @@
 //! fixtures. The agent's parsers have the same in agent/src/parse/fuzz.rs;
 //! test code of one crate cannot be shared with another's tests.
 
+/// The calling thread's CPU time since [`CpuTimer::start`]: what the
+/// "finishes quickly" guards bound. They guard against super-linear work,
+/// and a wall clock on a shared, loaded machine measures the neighbours
+/// too (a 60 s wall bound failed at 62.6 s in CI while the work itself was
+/// unchanged); the thread's own CPU time does not grow with the load.
+pub(crate) struct CpuTimer(std::time::Duration);
+
+impl CpuTimer {
+    pub(crate) fn start() -> CpuTimer {
+        CpuTimer(thread_cpu())
+    }
+
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        thread_cpu().saturating_sub(self.0)
+    }
+}
+
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// A xorshift64* generator: deterministic, dependency-free, good enough to
 /// shake out panics.
 pub(crate) struct Rng(pub(crate) u64);

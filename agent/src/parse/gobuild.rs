@@ -1294,7 +1294,7 @@ build\tlast=1";
 
     #[test]
     fn caps_and_hostile_sizes() {
-        let start = std::time::Instant::now();
+        let start = crate::parse::fuzz::CpuTimer::start();
         // More deps than the cap.
         let mut input = Vec::new();
         for i in 0..MAX_DEPS + 10 {
