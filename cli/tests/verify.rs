@@ -167,8 +167,18 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    // The built-in policy written out, as a file: the bundle must name
+    // the version of the policy that decided, as the hash of its bytes.
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy_file = policy_dir.path().join("policy.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/policy.example.toml"),
+        &policy_file,
+    )
+    .unwrap();
     let h = Harness::start_with(CollectorConfig {
         require_tokens: true,
+        policy: Some(policy_file.clone()),
         incident_refresh: Duration::from_millis(300),
         http_listen: Some(http),
         verify: Settings {
@@ -349,6 +359,20 @@ async fn a_fix_closes_the_incident_on_evidence_a_rollback_reopens_it() {
     // The report equals what the log's timestamps give, computed here
     // from the bundle's timeline.
     let statement = decode_payload(env["payload"].as_str().unwrap());
+    // The policy's version is the SHA-256 of the file the collector was
+    // given, as `sha256sum` computes it.
+    let summed = Command::new("sha256sum")
+        .arg(&policy_file)
+        .output()
+        .unwrap();
+    assert!(summed.status.success(), "{}", stderr(&summed));
+    let policy = &statement["predicate"]["policy"];
+    assert_eq!(
+        policy["sha256"].as_str(),
+        stdout(&summed).split_whitespace().next(),
+        "{policy:#}"
+    );
+    assert_eq!(policy["source"], policy_file.display().to_string());
     let timeline = statement["predicate"]["timeline"]
         .as_array()
         .unwrap()

@@ -120,12 +120,8 @@ pub(super) async fn evidence(
     let key = svc.tokens.key();
     let settings = svc.verify_settings();
     let state = svc.policy().state();
-    let policy = PolicyRef {
-        source: state.source.clone(),
-        loaded_at_ms: state.loaded_at_ms,
-        streak_required: settings.streak,
-        evidence_counted: settings.counted.clone(),
-    };
+    let policy = PolicyRef::in_force(&state, &settings);
+    let rules = svc.scope_rules();
     svc.domain(move |ingest| {
         let store = ingest.store().as_ref();
         let rec = store
@@ -157,7 +153,7 @@ pub(super) async fn evidence(
                 _ => break,
             }
         }
-        let facts = verify::pass::facts(store, &incident, now_ms()).map_err(status)?;
+        let facts = verify::pass::facts(store, &incident, &rules, now_ms()).map_err(status)?;
         let graph = verify::graph::build(&display_id(id), &incident, &facts);
         let statement = evidence::statement(
             id,
@@ -205,6 +201,7 @@ pub(super) async fn graph(
     req: v1::GetIncidentGraphRequest,
 ) -> Result<v1::GetIncidentGraphResponse, Status> {
     let id = incident_id(&req.id)?;
+    let rules = svc.scope_rules();
     svc.domain(move |ingest| {
         let store = ingest.store().as_ref();
         let rec = store
@@ -214,7 +211,7 @@ pub(super) async fn graph(
                 Status::not_found(format!("no incident is known as {}", display_id(id)))
             })?;
         let incident = log::load(store, &rec).map_err(status)?;
-        let facts = verify::pass::facts(store, &incident, now_ms()).map_err(status)?;
+        let facts = verify::pass::facts(store, &incident, &rules, now_ms()).map_err(status)?;
         let graph = verify::graph::build(&display_id(id), &incident, &facts);
         Ok(v1::GetIncidentGraphResponse {
             graph_json: serde_json::to_string(&graph).expect("graphs serialize"),

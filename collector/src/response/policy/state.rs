@@ -13,6 +13,8 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use sha2::{Digest, Sha256};
+
 use super::{MAX_POLICY_BYTES, Policy, PolicyError};
 
 /// The policy in force and where it came from.
@@ -23,6 +25,12 @@ pub struct PolicyState {
     pub source: String,
     /// When `current` was loaded (ms since the epoch).
     pub loaded_at_ms: i64,
+    /// The SHA-256 (hex) of the policy file's bytes as they were read for
+    /// `current`, or of the built-in policy's normalised form
+    /// ([`builtin_sha256`]). The path and load time alone do not say
+    /// which policy decided: the file can be edited and reloaded under
+    /// the same path, so the evidence bundle carries this hash.
+    pub sha256: String,
     /// Why the last reload failed, with every `file:line:column: reason`;
     /// None after a load that succeeded.
     pub last_error: Option<String>,
@@ -42,6 +50,12 @@ pub enum PolicyLoadError {
 /// Reads and checks a policy file (at most [`MAX_POLICY_BYTES`]); errors
 /// name the path as given.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyLoadError> {
+    read_file(path).map(|(policy, _)| policy)
+}
+
+/// [`load_file`], with the SHA-256 (hex) of the very bytes parsed, so the
+/// hash names the policy in force even if the file changes afterwards.
+pub fn read_file(path: &Path) -> Result<(Policy, String), PolicyLoadError> {
     let name = path.display().to_string();
     let read_error = |error| PolicyLoadError::Read {
         path: name.clone(),
@@ -51,7 +65,17 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyLoadError> {
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_POLICY_BYTES as u64 + 1).read_to_end(&mut bytes))
         .map_err(read_error)?;
-    Policy::parse(&name, &bytes).map_err(PolicyLoadError::Invalid)
+    let policy = Policy::parse(&name, &bytes).map_err(PolicyLoadError::Invalid)?;
+    Ok((policy, crate::auth::hex(&Sha256::digest(&bytes))))
+}
+
+/// The SHA-256 (hex) of the built-in policy, normalised as the compact
+/// JSON of [`Policy::builtin`] (serde's field order; maps are ordered).
+/// The built-in has no file bytes to hash, and its JSON changes exactly
+/// when what it decides changes, so a bundle can still name it.
+pub fn builtin_sha256() -> String {
+    let json = serde_json::to_vec(&Policy::builtin()).expect("the built-in policy serializes");
+    crate::auth::hex(&Sha256::digest(&json))
 }
 
 /// The collector's policy, shared by every request and the SIGHUP task.
@@ -71,6 +95,7 @@ impl SharedPolicy {
                 current: Arc::new(Policy::builtin()),
                 source: "built-in".into(),
                 loaded_at_ms: patchgap_proto::time::now_ms(),
+                sha256: builtin_sha256(),
                 last_error: None,
             }))),
         }
@@ -78,7 +103,7 @@ impl SharedPolicy {
 
     /// Loads `path` now; an error here should stop the collector's start.
     pub fn load(path: &Path) -> Result<SharedPolicy, PolicyLoadError> {
-        let policy = load_file(path)?;
+        let (policy, sha256) = read_file(path)?;
         for w in &policy.warnings {
             tracing::warn!(policy = %path.display(), "{w}");
         }
@@ -88,6 +113,7 @@ impl SharedPolicy {
                 current: Arc::new(policy),
                 source: path.display().to_string(),
                 loaded_at_ms: patchgap_proto::time::now_ms(),
+                sha256,
                 last_error: None,
             }))),
         })
@@ -111,14 +137,15 @@ impl SharedPolicy {
             tracing::info!("SIGHUP: no --policy file, the built-in policy stays in force");
             return Ok(());
         };
-        self.apply(load_file(path), patchgap_proto::time::now_ms())
+        self.apply(read_file(path), patchgap_proto::time::now_ms())
     }
 
-    /// Puts a reload's outcome into force: the new policy, or the error
-    /// beside the previous policy.
+    /// Puts a reload's outcome into force: the new policy with the hash
+    /// of its bytes, or the error beside the previous policy (and its
+    /// hash).
     pub fn apply(
         &self,
-        loaded: Result<Policy, PolicyLoadError>,
+        loaded: Result<(Policy, String), PolicyLoadError>,
         now_ms: i64,
     ) -> Result<(), String> {
         let mut guard = self
@@ -127,7 +154,7 @@ impl SharedPolicy {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let previous = guard.clone();
         match loaded {
-            Ok(policy) => {
+            Ok((policy, sha256)) => {
                 for w in &policy.warnings {
                     tracing::warn!(policy = %previous.source, "{w}");
                 }
@@ -142,6 +169,7 @@ impl SharedPolicy {
                     current: Arc::new(policy),
                     source: previous.source.clone(),
                     loaded_at_ms: now_ms,
+                    sha256,
                     last_error: None,
                 });
                 Ok(())
@@ -201,6 +229,10 @@ mod tests {
         std::fs::write(&path, GOOD).unwrap();
         let shared = SharedPolicy::load(&path).unwrap();
         let first = shared.state();
+        assert_eq!(
+            first.sha256,
+            crate::auth::hex(&Sha256::digest(GOOD.as_bytes()))
+        );
         assert_eq!(first.current.tiers.len(), 1);
         assert_eq!(first.source, path.display().to_string());
         assert!(first.last_error.is_none());
@@ -214,6 +246,7 @@ mod tests {
             "previous policy in force"
         );
         assert_eq!(now.loaded_at_ms, first.loaded_at_ms);
+        assert_eq!(now.sha256, first.sha256, "the hash of the policy in force");
         assert_eq!(now.last_error.as_deref(), Some(e.as_str()));
         assert!(
             e.starts_with(&format!(
@@ -233,6 +266,12 @@ mod tests {
         shared.reload().unwrap();
         let now = shared.state();
         assert_eq!(now.current.tiers[0].name, "everything");
+        assert_eq!(
+            now.sha256,
+            crate::auth::hex(&Sha256::digest(
+                GOOD.replace("\"all\"", "\"everything\"").as_bytes()
+            ))
+        );
         assert!(now.last_error.is_none());
     }
 
@@ -255,5 +294,10 @@ mod tests {
         let s = shared.state();
         assert_eq!(s.source, "built-in");
         assert_eq!(*s.current, Policy::builtin());
+        // The built-in's hash is its normalised JSON's; a file with the
+        // same tiers written out hashes as its own bytes.
+        let json = serde_json::to_vec(&Policy::builtin()).unwrap();
+        assert_eq!(s.sha256, crate::auth::hex(&Sha256::digest(&json)));
+        assert_eq!(s.sha256.len(), 64);
     }
 }

@@ -216,12 +216,20 @@ fn a_new_workload_from_a_blocked_digest_without_a_ticket_fails_the_policy_check(
     // A deploy while the webhook was down: pod/new/app runs the blocked
     // digest, first started after the gate; the old pod's container
     // restarts (a new process in its old instance); another pod runs an
-    // image the gate does not block.
+    // image with the fixed version, which the gate does not block (one
+    // running the affected version would be an affected digest, blocked
+    // too: the pass places each process in its workload and image).
+    let mut fixed = app(30, "pod/other/app", GATE_AT + 9_500);
+    fixed.artifacts[1] = mapped(
+        "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
+        301,
+        Some(deb("libfoo1", "foo", "2.1-1")),
+    );
     w.started(
         vec![
             app(20, "pod/new/app", GATE_AT + 8_000),
             app(11, "pod/old/app", GATE_AT + 9_000),
-            app(30, "pod/other/app", GATE_AT + 9_500),
+            fixed,
         ],
         vec![
             workload("pod/new/app", DIGEST),
@@ -314,7 +322,7 @@ fn a_gate_in_shadow_or_warning_has_no_bypasses() {
         &[],
     );
     let i = w.incident();
-    let mut facts = pass::facts(w.ingest.store().as_ref(), &i, GATE_AT + 11_000).unwrap();
+    let mut facts = pass::facts(w.ingest.store().as_ref(), &i, &[], GATE_AT + 11_000).unwrap();
     assert_eq!(facts.instances.len(), 2, "{:?}", facts.instances);
     assert_eq!(check::policy(&i, &facts).verdict, Verdict::Failed);
     facts.gate_admission = Some(Admission::Warn);

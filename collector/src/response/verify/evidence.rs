@@ -119,9 +119,29 @@ pub struct PolicyRef {
     /// The file's path, or "built-in".
     pub source: String,
     pub loaded_at_ms: i64,
+    /// The SHA-256 (hex) of the policy file's bytes as the collector read
+    /// them, or of the built-in policy's normalised JSON
+    /// (`policy::state::builtin_sha256`): the version of the policy, which
+    /// a path and a load time do not pin (a file edited and reloaded keeps
+    /// its path). A verifier compares it with `sha256sum` of the file.
+    pub sha256: String,
     /// K, as the gate applied it.
     pub streak_required: u32,
     pub evidence_counted: Vec<String>,
+}
+
+impl PolicyRef {
+    /// The reference to the policy in force (`state`) with the
+    /// verification settings the gate applies under it.
+    pub fn in_force(state: &crate::response::PolicyState, settings: &super::Settings) -> PolicyRef {
+        PolicyRef {
+            source: state.source.clone(),
+            loaded_at_ms: state.loaded_at_ms,
+            sha256: state.sha256.clone(),
+            streak_required: settings.streak,
+            evidence_counted: settings.counted.clone(),
+        }
+    }
 }
 
 /// The SHA-256 of an incident's log: each event's record (seq, time,
@@ -440,6 +460,79 @@ mod tests {
         let mut raw = bundle.clone().into_bytes();
         raw[at] = if raw[at] == b'A' { b'B' } else { b'A' };
         assert!(verify(&raw, None).is_err());
+    }
+
+    /// An incident as its first event makes it.
+    fn opened() -> (Incident, Vec<Recorded>) {
+        use crate::response::incident::{Source, project};
+        let source = Source::Advisory {
+            id: "PYSEC-2023-228".into(),
+            asked_as: String::new(),
+            host: None,
+        };
+        let events = vec![Recorded {
+            seq: 1,
+            at_ms: 1_700_000_000_000,
+            actor: "alice".into(),
+            event: Event::Opened {
+                dedup_key: source.dedup_key(),
+                source,
+            },
+        }];
+        (project(&events).unwrap(), events)
+    }
+
+    /// The policy's hash in the bundle is the hash of the bytes the
+    /// collector put in force: a reload of an edited file under the same
+    /// path changes it, a failed reload does not, and the built-in has
+    /// its own. Each sealed bundle still verifies with the hash in it.
+    #[test]
+    fn the_bundle_carries_the_hash_of_the_policy_in_force_and_verifies() {
+        use crate::response::policy::state::{SharedPolicy, builtin_sha256};
+        let sha = |b: &[u8]| hex(&Sha256::digest(b));
+        let key = TestKey::new(7);
+        let (incident, events) = opened();
+        let settings = crate::response::verify::Settings {
+            streak: 4,
+            ..Default::default()
+        };
+        let bundled = |shared: &SharedPolicy| {
+            let policy = PolicyRef::in_force(&shared.state(), &settings);
+            let bundle = seal(&statement(1, &incident, &events, &policy, None), &key);
+            let ok = verify(bundle.as_bytes(), Some(&key.public_key())).unwrap();
+            ok.statement["predicate"]["policy"].clone()
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let first = "[[tier]]\nnumber = 1\nname = \"all\"\n[[tier.rule]]\n[[tier.action]]\nkind = \"open_ticket_sev3\"\nmode = \"enforce\"\napproval = \"auto\"\n";
+        std::fs::write(&path, first).unwrap();
+        let shared = SharedPolicy::load(&path).unwrap();
+        let p = bundled(&shared);
+        assert_eq!(p["sha256"], sha(first.as_bytes()), "{p:#}");
+        assert_eq!(p["source"], path.display().to_string());
+        assert_eq!(p["streak_required"], 4);
+
+        // Edited in place and reloaded: same path, another version.
+        let second = first.replace("\"all\"", "\"everything\"");
+        std::fs::write(&path, &second).unwrap();
+        shared.reload().unwrap();
+        let p = bundled(&shared);
+        assert_eq!(p["sha256"], sha(second.as_bytes()));
+        assert_ne!(p["sha256"], sha(first.as_bytes()));
+        assert_eq!(p["source"], path.display().to_string());
+
+        // A reload that fails leaves the previous policy, and its hash.
+        std::fs::write(&path, "[[tier]]\nbogus = 1\n").unwrap();
+        assert!(shared.reload().is_err());
+        assert_eq!(bundled(&shared)["sha256"], sha(second.as_bytes()));
+
+        // The built-in: the hash of its normalised JSON.
+        let p = bundled(&SharedPolicy::builtin());
+        assert_eq!(p["source"], "built-in");
+        assert_eq!(p["sha256"], builtin_sha256());
+        let json = serde_json::to_vec(&crate::response::Policy::builtin()).unwrap();
+        assert_eq!(p["sha256"], sha(&json));
     }
 
     #[test]

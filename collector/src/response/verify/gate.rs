@@ -155,18 +155,29 @@ fn lift_step(next: &mut Incident, out: &mut Vec<Event>) -> Result<(), IncidentEr
 }
 
 /// The reopen of a closed incident whose affected version runs again in
-/// its scope (`package` is the package check's result now). Incidents a
-/// responder closed by force stay closed: what ran then still runs, and
-/// that was the responder's decision.
-pub fn regression(incident: &Incident, package: &CheckResult) -> Option<Event> {
-    if incident.state != State::Closed
-        || incident.forced_close.is_some()
-        || package.verdict != Verdict::Failed
-    {
+/// its scope: the package check (`package`, its result now) or the digest
+/// check (`digest`) fails. Both, because they see different things: an old
+/// image started again may carry the affected version only installed
+/// (not loaded, so not counted by the package check under the default
+/// levels), and the digest check that kept the incident open before it
+/// closed must reopen it too. Incidents a responder closed by force stay
+/// closed: what ran then still runs, and that was the responder's
+/// decision.
+pub fn regression(
+    incident: &Incident,
+    package: &CheckResult,
+    digest: &CheckResult,
+) -> Option<Event> {
+    let failed: Vec<&CheckResult> = [package, digest]
+        .into_iter()
+        .filter(|c| c.verdict == Verdict::Failed)
+        .collect();
+    if incident.state != State::Closed || incident.forced_close.is_some() || failed.is_empty() {
         return None;
     }
-    let first = package.blockers.first().cloned().unwrap_or_default();
-    let more = package.blockers.len().saturating_sub(1);
+    let blockers: Vec<&String> = failed.iter().flat_map(|c| &c.blockers).collect();
+    let first = blockers.first().map(|b| b.to_string()).unwrap_or_default();
+    let more = blockers.len().saturating_sub(1);
     let reason = if more > 0 {
         format!("reopened: an affected version runs again: {first} (and {more} more)")
     } else {
@@ -473,23 +484,90 @@ mod tests {
         );
     }
 
+    /// A digest check's result: failed naming `digest`, or successful.
+    fn digest_check(failed_on: Option<&str>) -> CheckResult {
+        CheckResult {
+            check: "digest".into(),
+            verdict: if failed_on.is_some() {
+                Verdict::Failed
+            } else {
+                Verdict::Successful
+            },
+            query: "q".into(),
+            evidence: vec![],
+            blockers: failed_on
+                .map(|d| {
+                    vec![format!(
+                        "digest {d} in namespace ml carries pkg:pypi/pip@23.0.1"
+                    )]
+                })
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
+
     #[test]
     fn only_a_closed_with_evidence_incident_reopens_and_only_on_a_failure() {
         let mut closed = incident(State::Closed, vec![]);
         let failed = &run(Verdict::Failed).checks[0];
         let ok = &run(Verdict::Successful).checks[0];
-        match regression(&closed, failed) {
+        let no_digest = &digest_check(None);
+        match regression(&closed, failed, no_digest) {
             Some(Event::StateChanged { from, to, reason }) => {
                 assert_eq!((from, to), (State::Closed, State::Scoped));
                 assert!(reason.contains("pid 7 on alpha"), "{reason}");
             }
             e => panic!("{e:?}"),
         }
-        assert_eq!(regression(&closed, ok), None);
+        assert_eq!(regression(&closed, ok, no_digest), None);
         closed.forced_close = Some("rebuilt".into());
-        assert_eq!(regression(&closed, failed), None);
+        assert_eq!(regression(&closed, failed, no_digest), None);
         let open = incident(State::Verifying, vec![]);
-        assert_eq!(regression(&open, failed), None);
+        assert_eq!(regression(&open, failed, no_digest), None);
+    }
+
+    /// An old image started again whose affected package is installed,
+    /// not loaded: the package check (loaded only) passes, the digest
+    /// check fails, and the incident reopens naming the digest. With both
+    /// failing, the reason names the process first and counts the rest.
+    /// A forced close stays closed either way.
+    #[test]
+    fn a_digest_failure_alone_reopens_a_closed_incident() {
+        const OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let mut closed = incident(State::Closed, vec![]);
+        let package_ok = &run(Verdict::Successful).checks[0];
+        let package_failed = &run(Verdict::Failed).checks[0];
+        let old_image = &digest_check(Some(OLD));
+        match regression(&closed, package_ok, old_image) {
+            Some(Event::StateChanged { from, to, reason }) => {
+                assert_eq!((from, to), (State::Closed, State::Scoped));
+                assert_eq!(
+                    reason,
+                    format!(
+                        "reopened: an affected version runs again: digest {OLD} in namespace ml carries pkg:pypi/pip@23.0.1"
+                    )
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        match regression(&closed, package_failed, old_image) {
+            Some(Event::StateChanged { reason, .. }) => {
+                assert!(
+                    reason.starts_with("reopened: an affected version runs again: pid 7 on alpha"),
+                    "{reason}"
+                );
+                assert!(reason.ends_with("(and 1 more)"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
+        // The event applies: the incident is open again, counted.
+        let e = regression(&closed, package_ok, old_image).unwrap();
+        let mut reopened = closed.clone();
+        apply(&mut reopened, &[e]);
+        assert_eq!((reopened.state, reopened.reopened), (State::Scoped, 1));
+        closed.forced_close = Some("rebuilt".into());
+        assert_eq!(regression(&closed, package_ok, old_image), None);
     }
 
     #[test]

@@ -56,6 +56,17 @@ struct Builder {
     cut: bool,
 }
 
+/// How bad a node's status is: exposed over contained over converged
+/// (facts, with no status, never change).
+fn rank(status: &str) -> u8 {
+    match status {
+        "exposed" => 3,
+        "contained" => 2,
+        "converged" => 1,
+        _ => 0,
+    }
+}
+
 impl Builder {
     fn node(&mut self, kind: &str, name: &str, status: &str) -> String {
         let id = format!("{kind}:{name}");
@@ -75,8 +86,10 @@ impl Builder {
                 },
             );
         } else if let Some(n) = self.nodes.get_mut(&id) {
-            // Exposed wins over converged: any path still exposed.
-            if n.status == "converged" && !status.is_empty() {
+            // The worst path wins, whatever order the processes come in:
+            // a package still exposed through one workload is exposed even
+            // if another workload that runs it is isolated.
+            if rank(status) > rank(&n.status) {
                 n.status = status.into();
             }
         }
@@ -362,6 +375,217 @@ mod tests {
             "\"workload:k8s:c/ml/Deployment/trainer/trainer\" -> \"data_scope:sensitive\";"
         ));
         assert!(dot.contains("color=darkgreen"));
+    }
+
+    /// An isolation of `workload` on `host`, in `state`.
+    fn isolation(
+        id: u32,
+        host: &str,
+        workload: &str,
+        state: ActionState,
+    ) -> crate::response::incident::IncidentAction {
+        use crate::response::{
+            Approval, Mode,
+            incident::{ActionTimes, IncidentAction},
+            plan::{PlannedAction, Target},
+        };
+        IncidentAction {
+            planned: PlannedAction {
+                id,
+                kind: ActionKind::IsolateAffectedWorkloads,
+                mode: Mode::Enforce,
+                approval: Approval::Required,
+                revert_after_ms: None,
+                allow: vec![],
+                targets: vec![Target {
+                    host: host.into(),
+                    host_key: host.into(),
+                    workload: workload.into(),
+                    ..Target::default()
+                }],
+                excluded: vec![],
+                no_executor: None,
+                endpoint: None,
+            },
+            plan: "h".into(),
+            state,
+            reason: String::new(),
+            approved_by: "bob".into(),
+            times: ActionTimes {
+                planned: 1,
+                requested: 2,
+                applied: 3,
+                ..ActionTimes::default()
+            },
+            time_to_containment_ms: None,
+        }
+    }
+
+    fn process(host: &str, pid: u32, workload_key: &str, purl: &str) -> ProcessFact {
+        ProcessFact {
+            host: host.into(),
+            pid,
+            purl: purl.into(),
+            evidence: "mapped".into(),
+            workload_key: workload_key.into(),
+            ..ProcessFact::default()
+        }
+    }
+
+    fn status_of(g: &Graph, id: &str) -> String {
+        g.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("{id} in {g:#?}"))
+            .status
+            .clone()
+    }
+
+    /// A workload under an isolation that took effect (applied or
+    /// verified) is `contained`, with its host; one planned, failed or
+    /// lifted is not. A package both an isolated and a free workload run
+    /// is `exposed`, in either order of the processes.
+    #[test]
+    fn an_isolated_workload_is_contained_and_a_free_one_stays_exposed() {
+        const TRAINER: &str = "k8s:c/ml/Deployment/trainer/trainer";
+        const BATCH: &str = "k8s:c/ml/Deployment/batch/batch";
+        const WEB: &str = "k8s:c/web/Deployment/web/web";
+        const ISOLATED_ONLY: &str = "pkg:pypi/torch@2.0.0";
+        const SHARED: &str = "pkg:pypi/pip@23.0.1";
+        let mut i = incident();
+        i.actions = vec![
+            isolation(1, "web-1", TRAINER, ActionState::Verified),
+            isolation(2, "web-2", BATCH, ActionState::Applied),
+            isolation(3, "web-3", WEB, ActionState::Planned),
+        ];
+        let mut processes = vec![
+            process("web-1", 10, TRAINER, ISOLATED_ONLY),
+            process("web-2", 20, BATCH, SHARED),
+            process("web-3", 30, WEB, SHARED),
+            // The trainer's workload key on another host: not isolated
+            // there (the action targets web-1 only).
+            process("web-4", 40, TRAINER, SHARED),
+        ];
+        for order in 0..2 {
+            if order == 1 {
+                processes.reverse();
+            }
+            let g = build(
+                "INC-1",
+                &i,
+                &Facts {
+                    processes: processes.clone(),
+                    ..Facts::default()
+                },
+            );
+            assert_eq!(
+                status_of(&g, &format!("package:{ISOLATED_ONLY}")),
+                "contained"
+            );
+            assert_eq!(status_of(&g, "host:web-1"), "contained");
+            assert_eq!(status_of(&g, &format!("workload:{BATCH}")), "contained");
+            assert_eq!(status_of(&g, "host:web-2"), "contained");
+            // Planned, not yet in effect: exposed.
+            assert_eq!(status_of(&g, &format!("workload:{WEB}")), "exposed");
+            assert_eq!(status_of(&g, "host:web-3"), "exposed");
+            assert_eq!(status_of(&g, "host:web-4"), "exposed");
+            // One workload node for the trainer: exposed on web-4.
+            assert_eq!(status_of(&g, &format!("workload:{TRAINER}")), "exposed");
+            assert_eq!(status_of(&g, &format!("package:{SHARED}")), "exposed");
+            let dot = to_dot(&g);
+            assert!(dot.contains("\"host:web-1\" [label=\"host\\nweb-1\\n[contained]\", shape=box3d, color=orange];"), "{dot}");
+        }
+
+        // Lifted (reverted): nothing is contained any more.
+        i.actions[0].state = ActionState::Reverted;
+        i.actions[1].state = ActionState::Reverted;
+        let g = build(
+            "INC-1",
+            &i,
+            &Facts {
+                processes,
+                ..Facts::default()
+            },
+        );
+        assert!(
+            g.nodes.iter().all(|n| n.status != "contained"),
+            "{:#?}",
+            g.nodes
+        );
+        assert_eq!(status_of(&g, "host:web-1"), "exposed");
+    }
+
+    /// Each place a running workload writes to is a `writes_to` node (a
+    /// fact: no status) with an edge from the workload; an image only an
+    /// SBOM declares (no process) writes nowhere.
+    #[test]
+    fn writes_to_targets_hang_off_the_workload_that_writes() {
+        let writer = ProcessFact {
+            writes_to: vec!["s3://datasets".into(), "pg://warehouse/features".into()],
+            data_scope: "sensitive".into(),
+            ..process(
+                "web-1",
+                42,
+                "k8s:c/ml/Deployment/trainer/trainer",
+                "pkg:pypi/pip@23.0.1",
+            )
+        };
+        let reader = process(
+            "web-2",
+            43,
+            "k8s:c/ml/Deployment/reader/reader",
+            "pkg:pypi/pip@23.0.1",
+        );
+        let sbom_only = ProcessFact {
+            pid: 0,
+            sbom_image: "sha256:feed".into(),
+            writes_to: vec!["s3://never-drawn".into()],
+            ..process("", 0, "", "pkg:pypi/pip@23.0.1")
+        };
+        let g = build(
+            "INC-1",
+            &incident(),
+            &Facts {
+                processes: vec![writer, reader, sbom_only],
+                ..Facts::default()
+            },
+        );
+        let writes: Vec<&Node> = g.nodes.iter().filter(|n| n.kind == "writes_to").collect();
+        assert_eq!(
+            writes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            [
+                "writes_to:pg://warehouse/features",
+                "writes_to:s3://datasets"
+            ]
+        );
+        assert!(writes.iter().all(|n| n.status.is_empty()), "{writes:#?}");
+        let into: Vec<&Edge> = g
+            .edges
+            .iter()
+            .filter(|e| e.to.starts_with("writes_to:"))
+            .collect();
+        assert_eq!(
+            into,
+            [
+                &Edge {
+                    from: "workload:k8s:c/ml/Deployment/trainer/trainer".into(),
+                    to: "writes_to:pg://warehouse/features".into(),
+                },
+                &Edge {
+                    from: "workload:k8s:c/ml/Deployment/trainer/trainer".into(),
+                    to: "writes_to:s3://datasets".into(),
+                },
+            ]
+        );
+        // The SBOM-only image is drawn, its declared writes are not.
+        assert_eq!(status_of(&g, "image:sha256:feed"), "exposed");
+        let dot = to_dot(&g);
+        assert!(dot.contains(
+            "\"workload:k8s:c/ml/Deployment/trainer/trainer\" -> \"writes_to:s3://datasets\";"
+        ));
+        assert!(dot.contains(
+            "\"writes_to:s3://datasets\" [label=\"writes_to\\ns3://datasets\", shape=folder, color=black];"
+        ), "{dot}");
     }
 
     #[test]

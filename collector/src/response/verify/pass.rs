@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use patchgap_proto::v1;
 use tracing::warn;
 
 use super::{
@@ -42,12 +43,37 @@ pub struct Passed {
     pub failed: usize,
 }
 
-/// The facts the checks of `incident` need, read from the store now.
-pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Facts, LogError> {
+/// The facts the checks of `incident` need, read from the store now,
+/// with each process placed in its fleet workload under the data-scope
+/// mapping `rules` (as the scope is): the exposure walk gives only the
+/// agent's instance id, and without the placement the digest check and
+/// the graph would see no image digest, namespace or data scope.
+pub fn facts(
+    store: &dyn Store,
+    incident: &Incident,
+    rules: &[Rule],
+    now_ms: i64,
+) -> Result<Facts, LogError> {
     let mut out = Facts {
         now_ms,
         ..Facts::default()
     };
+    let rows = store.workloads()?;
+    let summaries = crate::fleet::workloads::summarize(&rows, rules);
+    let by_key: HashMap<&str, &v1::WorkloadSummary> =
+        summaries.iter().map(|s| (s.key.as_str(), s)).collect();
+    // Each instance: its own row (its image digest and namespace: one
+    // replica may run an old image) and its fleet workload.
+    let by_instance: HashMap<(&str, &str), (&v1::Workload, &v1::WorkloadSummary)> = rows
+        .iter()
+        .filter_map(|r| {
+            let s = by_key.get(crate::fleet::workloads::key(r).as_str())?;
+            Some((
+                (r.host_id.as_str(), r.workload.id.as_str()),
+                (&r.workload, *s),
+            ))
+        })
+        .collect();
     let host_filter = match &incident.source {
         Source::Advisory { host, .. } => host.clone(),
         _ => None,
@@ -69,7 +95,18 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
             if m.exit_time_ms > 0 {
                 continue;
             }
-            let w = m.workload_detail.clone().unwrap_or_default();
+            let placed = by_instance.get(&(m.host_id.as_str(), m.workload.as_str()));
+            let w = m
+                .workload_detail
+                .clone()
+                .or_else(|| placed.map(|(_, s)| (*s).clone()))
+                .unwrap_or_default();
+            let (namespace, image_digest) = match placed {
+                Some((instance, _)) if !instance.image_digest.is_empty() => {
+                    (instance.namespace.clone(), instance.image_digest.clone())
+                }
+                _ => (w.namespace.clone(), w.image_digest.clone()),
+            };
             let pkg = m.package.clone().unwrap_or_default();
             let scope = w.scope.clone().unwrap_or_default();
             let provenance = w
@@ -92,8 +129,8 @@ pub fn facts(store: &dyn Store, incident: &Incident, now_ms: i64) -> Result<Fact
                 pid: m.key.map_or(0, |k| k.pid),
                 exe: String::from_utf8_lossy(&m.exe).into_owned(),
                 workload: m.workload.clone(),
-                namespace: w.namespace,
-                image_digest: w.image_digest,
+                namespace,
+                image_digest,
                 purl: if pkg.purl.is_empty() {
                     format!("{}@{}", pkg.name, pkg.version)
                 } else {
@@ -216,9 +253,10 @@ pub fn check_now(
     store: &dyn Store,
     incident: &Incident,
     settings: &Settings,
+    rules: &[Rule],
     now_ms: i64,
 ) -> Result<Run, LogError> {
-    check_with_policy(store, 0, incident, settings, None, now_ms)
+    check_with_policy(store, 0, incident, settings, rules, None, now_ms)
 }
 
 /// [`check_now`] with the policy in force, which says how the gate
@@ -228,10 +266,11 @@ fn check_with_policy(
     id: i64,
     incident: &Incident,
     settings: &Settings,
+    rules: &[Rule],
     policy: Option<&Policy>,
     now_ms: i64,
 ) -> Result<Run, LogError> {
-    let mut f = facts(store, incident, now_ms)?;
+    let mut f = facts(store, incident, rules, now_ms)?;
     f.gate_admission = policy
         .and_then(|p| crate::response::gate::facts::blocker(id, incident, p))
         .and_then(|b| b.block)
@@ -262,7 +301,7 @@ pub fn run_pass(
         };
         let done = if gate::checkable(&incident) {
             out.checked += 1;
-            verify_one(ingest, rec.id, &incident, settings, policy, now_ms)
+            verify_one(ingest, rec.id, &incident, settings, rules, policy, now_ms)
         } else if incident.state == State::Closed && incident.forced_close.is_none() {
             reopen_if_regressed(ingest, rec.id, &incident, settings, rules, now_ms)
         } else {
@@ -299,6 +338,7 @@ fn verify_one(
     id: i64,
     incident: &Incident,
     settings: &Settings,
+    rules: &[Rule],
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Incident, LogError> {
@@ -307,6 +347,7 @@ fn verify_one(
         id,
         incident,
         settings,
+        rules,
         Some(policy),
         now_ms,
     )?;
@@ -324,9 +365,10 @@ fn reopen_if_regressed(
     now_ms: i64,
 ) -> Result<Incident, LogError> {
     let store = ingest.store().as_ref();
-    let f = facts(store, incident, now_ms)?;
+    let f = facts(store, incident, rules, now_ms)?;
     let package = check::package(incident, &f, settings);
-    if gate::regression(incident, &package).is_none() {
+    let digest = check::digest(incident, &f);
+    if gate::regression(incident, &package, &digest).is_none() {
         return Ok(incident.clone());
     }
     // Another incident opened under the same key since: that one
@@ -336,7 +378,7 @@ fn reopen_if_regressed(
     }
     let scope = scope::compute(store, &incident.source, rules)?;
     log::append(ingest, id, COLLECTOR, now_ms, |cur| {
-        let Some(reopen) = gate::regression(cur, &package) else {
+        let Some(reopen) = gate::regression(cur, &package, &digest) else {
             return Ok(Vec::new());
         };
         let mut events = vec![reopen];
@@ -578,6 +620,181 @@ mod tests {
 
     fn blockers(i: &Incident) -> Vec<String> {
         i.verification.as_ref().unwrap().last.blockers()
+    }
+
+    /// A process with libfoo `version` installed on disk (its package's
+    /// files are in the image or on the host) but not loaded: the agent's
+    /// `installed` evidence.
+    fn with_libfoo_installed(pid: u32, version: &str) -> v1::Process {
+        let mut lib = mapped(
+            "/usr/share/doc/libfoo1/copyright",
+            400,
+            Some(deb("libfoo1", "foo", version)),
+        );
+        lib.kind = v1::ArtifactKind::Installed as i32;
+        process(
+            pid,
+            vec![
+                exe("/usr/bin/app", 100, Some(deb("app", "app", "1.0-1"))),
+                lib,
+            ],
+        )
+    }
+
+    /// The policy file with `[verify]` counting `levels` (K = 1), and the
+    /// settings the collector resolves from it (no `--verify-*` flags).
+    fn counting(levels: &str) -> (Policy, Settings) {
+        let text = format!(
+            "[[tier]]\nnumber = 1\nname = \"all\"\n\n[[tier.rule]]\n\n[verify]\nstreak = 1\nevidence = [{levels}]\n"
+        );
+        let policy = Policy::parse("p.toml", text.as_bytes()).unwrap();
+        let s = super::super::settings::resolve(&settings(3), &policy.verify, &Default::default())
+            .settings;
+        (policy, s)
+    }
+
+    /// The last run's result of `check` in the incident's log.
+    fn last_check(events: &[Recorded], check: &str) -> check::CheckResult {
+        events
+            .iter()
+            .rev()
+            .find_map(|r| match &r.event {
+                Event::Checked { run } => run.checks.iter().find(|c| c.check == check).cloned(),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {check} check in {events:#?}"))
+    }
+
+    /// Which evidence levels count is the policy's: with `loaded` only, a
+    /// process that has the affected version installed but not loaded is
+    /// seen and not counted, and the incident closes; with `installed`
+    /// counted too, the same process fails the package check, named with
+    /// its evidence, and the incident stays open.
+    #[test]
+    fn an_installed_only_process_blocks_only_where_the_policy_counts_installed() {
+        for (levels, blocks) in [("\"loaded\"", false), ("\"loaded\", \"installed\"", true)] {
+            let (policy, s) = counting(levels);
+            assert_eq!(s.streak, 1, "{levels}");
+            let f = Fleet::new(vec![with_libfoo_installed(10, "1.5-1")]);
+            let id = f.open_contained(T0 + 1);
+            run_pass(&f.ingest, &s, &[], &policy, T0 + 2).unwrap();
+            let i = f.incident(id);
+            let package = last_check(&f.events(id), "package");
+            assert!(
+                package.evidence[0].starts_with("1 process(es) match"),
+                "the process is seen either way: {package:?}"
+            );
+            if blocks {
+                assert_eq!(package.verdict, Verdict::Failed, "{levels}");
+                assert_eq!(
+                    package.blockers,
+                    [
+                        "pid 10 (/usr/bin/app) on alpha runs pkg:deb/debian/libfoo1@1.5-1?arch=amd64 (installed)"
+                    ]
+                );
+                assert!(
+                    package
+                        .query
+                        .contains("evidence counted: loaded, installed")
+                );
+                assert_eq!(i.state, State::Verifying, "kept open");
+                assert!(
+                    blockers(&i)
+                        .iter()
+                        .any(|b| b.starts_with("package (failed): pid 10 (/usr/bin/app) on alpha")),
+                    "{:?}",
+                    blockers(&i)
+                );
+            } else {
+                assert_eq!(package.verdict, Verdict::Successful, "{levels}");
+                assert!(package.blockers.is_empty());
+                assert!(
+                    package.evidence[0].ends_with("1 at evidence levels not counted"),
+                    "{package:?}"
+                );
+                assert_eq!(i.state, State::Closed, "K = 1: {:?}", f.events(id));
+            }
+        }
+    }
+
+    /// An old image started again after the close, whose affected package
+    /// is only installed in it (not loaded): the package check does not
+    /// count it under the default levels, the digest check does, and the
+    /// incident reopens naming the digest in its namespace.
+    #[test]
+    fn an_old_image_with_the_package_only_installed_reopens_a_closed_incident() {
+        const OLD_IMAGE: &str =
+            "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let mut f = Fleet::new(vec![with_libfoo(10, "1.5-1", 300)]);
+        let id = f.open_contained(T0 + 1);
+        f.alpha(vec![with_libfoo(11, "2.1-1", 301)], &[10], T0 + 10);
+        f.pass(1, T0 + 11);
+        assert_eq!(f.incident(id).state, State::Closed);
+
+        let mut old = with_libfoo_installed(12, "1.5-1");
+        old.workload = "pod/old/app".into();
+        let v1::agent_message::Body::Delta(mut d) = delta(vec![old], &[], vec![]) else {
+            unreachable!("delta() builds a delta")
+        };
+        d.workloads = vec![v1::Workload {
+            id: "pod/old/app".into(),
+            kind: "pod".into(),
+            namespace: "ml".into(),
+            pod: "old".into(),
+            image_digest: OLD_IMAGE.into(),
+            ..Default::default()
+        }];
+        f.seq += 1;
+        f.ingest
+            .apply(
+                &f.alpha,
+                &msg(f.seq, v1::agent_message::Body::Delta(d)),
+                T0 + 20,
+            )
+            .unwrap();
+
+        let now = check_now(
+            f.ingest.store().as_ref(),
+            &f.incident(id),
+            &settings(1),
+            &[],
+            T0 + 21,
+        )
+        .unwrap();
+        let verdicts: Vec<(&str, Verdict)> = now
+            .checks
+            .iter()
+            .map(|c| (c.check.as_str(), c.verdict))
+            .collect();
+        assert!(
+            verdicts.contains(&("package", Verdict::Successful))
+                && verdicts.contains(&("digest", Verdict::Failed)),
+            "{now:#?}"
+        );
+
+        let p = f.pass(1, T0 + 21);
+        assert_eq!(p.reopened, 1);
+        let i = f.incident(id);
+        assert_eq!((i.state, i.reopened), (State::Scoped, 1));
+        let reason = f
+            .events(id)
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::StateChanged {
+                    from: State::Closed,
+                    reason,
+                    ..
+                } => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            reason,
+            format!(
+                "reopened: an affected version runs again: digest {OLD_IMAGE} in namespace ml carries pkg:deb/debian/libfoo1@1.5-1?arch=amd64"
+            )
+        );
+        assert_eq!(f.pass(1, T0 + 22).reopened, 0, "reopened once");
     }
 
     /// The whole loop in the store: failed while the affected version
