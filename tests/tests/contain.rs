@@ -898,8 +898,13 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
     .unwrap();
     std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
     let (feeds, alice, bob) = tokens(w.data.path());
-    let (python, site) = py::bare_venv(scratch.path());
-    py::install_native_dist(&site, "pip", "23.0.1");
+    // A venv without pip, the wheels installed by the host's pip: see
+    // `py::host_pip_install` for why a venv's own pip cannot install a
+    // distribution named pip.
+    let (python, _) = py::bare_venv(scratch.path());
+    let affected = py::build_wheel(scratch.path(), "pip", "23.0.1", true);
+    let fixed = py::build_wheel(scratch.path(), "pip", "23.3", true);
+    py::host_pip_install(&python, &[affected.as_os_str()]);
 
     let net = Internet::new();
     let (trainer_cg, trainer_rel) = pod(
@@ -984,9 +989,14 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
         "{blockers}"
     );
 
-    // The fix: pip 23.3 in the venv, the trainer restarted (still in its
-    // isolated pod: its connects keep failing until the lift).
-    py::install_native_dist(&site, "pip", "23.3");
+    // The fix: pip 23.3 in the venv by `pip install --upgrade` (pip
+    // uninstalls 23.0.1, so the running trainer's _native.so is a stale
+    // `(deleted)` mapping), the trainer restarted (still in its isolated
+    // pod: its connects keep failing until the lift).
+    py::host_pip_install(
+        &python,
+        &[std::ffi::OsStr::new("--upgrade"), fixed.as_os_str()],
+    );
     drop(trainer);
     let fixed_at = now_ms();
     let trainer = Connector::start_with(&python, &trainer_rel, &load_pip());

@@ -50,7 +50,7 @@ use patchgap_tests::{
     alertmanager::Alertmanager,
     built_bins,
     dns::{DnsServer, Netns, RESOLVE_PY, Zone},
-    py::{new_venv, pip_install},
+    py::{self, new_venv, pip_install},
     write,
 };
 use serde_json::Value;
@@ -283,28 +283,6 @@ fn trainer(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
     Daemon(Some(child))
 }
 
-/// A pure-Python wheel of `trainlib` at `version`, built with zipfile
-/// (no setuptools, no index).
-fn wheel(dir: &Path, version: &str) -> PathBuf {
-    let path = dir.join(format!("trainlib-{version}-py3-none-any.whl"));
-    let script = format!(
-        "import zipfile, hashlib, base64\n\
-         files = {{'trainlib/__init__.py': \"__version__ = '{version}'\\n\",\n\
-         \x20        'trainlib-{version}.dist-info/METADATA': 'Metadata-Version: 2.1\\nName: trainlib\\nVersion: {version}\\n',\n\
-         \x20        'trainlib-{version}.dist-info/WHEEL': 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}}\n\
-         rec = []\n\
-         with zipfile.ZipFile({path:?}, 'w') as z:\n\
-         \x20   for n, c in files.items():\n\
-         \x20       z.writestr(n, c)\n\
-         \x20       h = base64.urlsafe_b64encode(hashlib.sha256(c.encode()).digest()).rstrip(b'=').decode()\n\
-         \x20       rec.append('%s,sha256=%s,%d' % (n, h, len(c)))\n\
-         \x20   rec.append('trainlib-{version}.dist-info/RECORD,,')\n\
-         \x20   z.writestr('trainlib-{version}.dist-info/RECORD', '\\n'.join(rec) + '\\n')\n"
-    );
-    run("/usr/bin/python3", &["-c", &script]);
-    path
-}
-
 /// A pod's container as containerd names it (see tests/tests/contain.rs).
 fn pod(rt: &Path, name: &str, container: &str, tag: u32) -> (Cgroup, String) {
     let run = std::process::id();
@@ -503,7 +481,10 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     let pip = venv.join("bin/pip");
     let python = venv.join("bin/python3");
     let system_python = Path::new("/usr/bin/python3");
-    pip_install(&pip, &[wheel(scratch.path(), "1.0.0").as_os_str()]);
+    pip_install(
+        &pip,
+        &[py::build_wheel(scratch.path(), "trainlib", "1.0.0", false).as_os_str()],
+    );
 
     let net = Internet::new();
     let (a_cg, a_rel) = pod(w.runtime.path(), "trainer-7d9f8b6c5d-x2x4z", "trainer", 1);
@@ -591,7 +572,10 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     // The upgrade, then the restart: the usual destinations (learned),
     // the one the policy allows, the new one and one without a name.
     let before_upgrade = Instant::now();
-    pip_install(&pip, &[wheel(scratch.path(), "2.0.0").as_os_str()]);
+    pip_install(
+        &pip,
+        &[py::build_wheel(scratch.path(), "trainlib", "2.0.0", false).as_os_str()],
+    );
     a.stop();
     b.stop();
     let upgraded_at = Instant::now();
