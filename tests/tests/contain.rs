@@ -709,6 +709,34 @@ fn an_approved_plan_isolates_the_trainer_only_through_restarts_and_a_revert_lift
     );
     assert_eq!(shown["tier"], 1);
     eprintln!("time to containment: {ttc} ms from detection (the incident's opening)");
+    // The report's containment figures equal what the log gives,
+    // computed here from the events `incident show` lists: time to
+    // containment is the agent's first blocked connect minus the
+    // incident's opening, the approval wait is the approval minus the
+    // approved plan's recording.
+    let events = shown["events"].as_array().unwrap();
+    let at = |e: &Value| rfc3339_ms(e["at"].as_str().unwrap());
+    let opened_at = at(events.iter().find(|e| e["kind"] == "opened").unwrap());
+    let approved = events.iter().find(|e| e["kind"] == "approved").unwrap();
+    let planned_at = events
+        .iter()
+        .filter(|e| e["kind"] == "planned" && e["plan"]["hash"] == approved["plan"])
+        .map(at)
+        .next_back()
+        .unwrap_or_else(|| panic!("no plan {} in {events:#?}", approved["plan"]));
+    let first_block = events
+        .iter()
+        .find(|e| e["kind"] == "observed" && e["observation"]["is"] == "verified")
+        .map(|e| e["observation"]["at_ms"].as_i64().unwrap())
+        .unwrap_or_else(|| panic!("no verified isolation in {events:#?}"));
+    let report = w.json(&alice, &["report", "-o", "json"]);
+    let contained = &report["time_to_containment"]["1"];
+    assert_eq!(contained["count"], 1, "{report:#}");
+    assert_eq!(contained["p50_ms"], first_block - opened_at, "{report:#}");
+    let wait = &report["approval_wait"]["1"];
+    assert_eq!(wait["count"], 1, "{report:#}");
+    assert_eq!(wait["p50_ms"], at(approved) - planned_at, "{report:#}");
+
     // The kernel's view while contained: bpftool lists the three programs
     // on the trainer's cgroup and none on the api's.
     let tree = attached_cgroups();
@@ -1095,4 +1123,22 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
         String::from_utf8_lossy(&refused.stderr)
     );
     drop((agent, collector, trainer, trainer_cg, net));
+}
+
+/// `2026-12-06T11:22:38.123Z` (how the CLI's JSON writes a time) as
+/// milliseconds since the epoch: read here, not by the code under test.
+fn rfc3339_ms(s: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| -> i64 { s[r].parse().unwrap() };
+    assert_eq!((s.len(), &s[23..]), (24, "Z"), "{s}");
+    let month = time::Month::try_from(n(5..7) as u8).unwrap();
+    let date = time::Date::from_calendar_date(n(0..4) as i32, month, n(8..10) as u8).unwrap();
+    let day_ms = ((n(11..13) * 60 + n(14..16)) * 60 + n(17..19)) * 1000 + n(20..23);
+    (date.to_julian_day() as i64 - 2_440_588) * 86_400_000 + day_ms
+}
+
+#[test]
+fn rfc3339_ms_reads_the_clis_times() {
+    assert_eq!(rfc3339_ms("1970-01-01T00:00:00.000Z"), 0);
+    assert_eq!(rfc3339_ms("1970-01-02T00:00:01.005Z"), 86_401_005);
+    assert_eq!(rfc3339_ms("2026-12-06T23:30:00.250Z"), 1_796_599_800_250);
 }
