@@ -461,7 +461,12 @@ fn parse_allow(s: &str) -> Option<Cidr> {
 
 /// For the workloads an isolation holds, no connection succeeded to a
 /// destination outside the action's allow-list since it was applied.
-/// (Learned egress baselines come with their own issue.)
+///
+/// The allow-list, not the workload's learned egress baseline: while
+/// isolated, the kernel refuses every destination outside the allow-list,
+/// learned ones included, so a connect that succeeded to one of them
+/// means the isolation did not hold, which is what this check exists to
+/// catch. Counting baseline destinations as fine would hide exactly that.
 pub fn egress(incident: &Incident, facts: &Facts) -> CheckResult {
     let mut blockers = Vec::new();
     let mut blocked = 0u64;
