@@ -230,7 +230,14 @@ postgresql:
     - host replication replicator 127.0.0.1/32 trust
 EOF
     chown postgres:postgres "$TMP/patroni$i.yml"
+    # From a directory postgres can enter: Patroni starts PostgreSQL through
+    # Python's multiprocessing "spawn", whose child chdirs to the parent's
+    # directory. Started from a clone in a 0700 directory (CI's mktemp -d),
+    # that failed with EACCES, no postmaster ever came up, and Patroni said
+    # "bootstrap in progress" until the script gave up.
+    pushd "$TMP" >/dev/null
     start "patroni$i" runuser -u postgres -- patroni "$TMP/patroni$i.yml"
+    popd >/dev/null
 done
 
 # Patroni's REST API: /primary answers 200 on the leader, /sync on the
