@@ -194,6 +194,9 @@ pub fn changes_json(pages: &[v1::ListWorkloadChangesResponse], since_ms: i64) ->
         "since": rfc3339(since_ms),
         "instances": first.map_or(0, |p| p.instances),
         "truncated": pages.iter().any(|p| p.truncated),
+        "history_dropped_before": first
+            .filter(|p| p.history_dropped_before_ms > 0)
+            .map(|p| rfc3339(p.history_dropped_before_ms)),
         "changes": changes,
     })
 }
@@ -213,6 +216,12 @@ pub fn changes_table(doc: &Value) -> String {
             ""
         }
     );
+    let head = match doc["history_dropped_before"].as_str() {
+        Some(at) => format!(
+            "{head}note: history before {at} was dropped by retention: changes before it are not in this answer\n"
+        ),
+        None => head,
+    };
     if list.is_empty() {
         return format!("{}(no package changes)\n", clean(&head));
     }
@@ -387,5 +396,26 @@ mod tests {
         let mut evil = j;
         evil["destination"]["names"] = json!(["x\u{1b}[2Jy.example.net"]);
         assert!(!alerts_table(&[evil]).contains('\u{1b}'));
+    }
+
+    /// A window that retention cut says so in the table, from when the
+    /// answer is whole; a whole window says nothing of retention.
+    #[test]
+    fn changes_table_says_when_retention_cut_the_window() {
+        let mut page = v1::ListWorkloadChangesResponse {
+            key: "k8s:ml/Deployment/trainer".into(),
+            instances: 1,
+            ..Default::default()
+        };
+        let whole = changes_table(&changes_json(std::slice::from_ref(&page), 0));
+        assert!(!whole.contains("retention"), "{whole}");
+        page.history_dropped_before_ms = 86_400_000;
+        let doc = changes_json(&[page], 0);
+        assert_eq!(doc["history_dropped_before"], "1970-01-02T00:00:00.000Z");
+        let cut = changes_table(&doc);
+        assert!(
+            cut.contains("history before 1970-01-02T00:00:00.000Z was dropped by retention"),
+            "{cut}"
+        );
     }
 }

@@ -1166,7 +1166,19 @@ type Case = (&'static str, fn() -> Value);
 /// `patchgap changes --workload ml/Deployment/trainer --since 24h`: an
 /// upgrade on both replicas, a package new to the workload and one gone.
 fn changes() -> Value {
-    let page = v1::ListWorkloadChangesResponse {
+    crate::egress::changes_json(&[changes_page()], NOW - 86_400_000)
+}
+
+/// The same, when retention dropped the history of the window's first
+/// hours: `history_dropped_before` says from when the answer is whole.
+fn changes_after_retention() -> Value {
+    let mut page = changes_page();
+    page.history_dropped_before_ms = NOW - 8 * 3_600_000;
+    crate::egress::changes_json(&[page], NOW - 86_400_000)
+}
+
+fn changes_page() -> v1::ListWorkloadChangesResponse {
+    v1::ListWorkloadChangesResponse {
         key: "k8s:prod/ml/Deployment/trainer/trainer".into(),
         changes: vec![
             v1::WorkloadPackageChange {
@@ -1206,8 +1218,8 @@ fn changes() -> Value {
         next_page_token: String::new(),
         instances: 3,
         truncated: false,
-    };
-    crate::egress::changes_json(&[page], NOW - 86_400_000)
+        history_dropped_before_ms: 0,
+    }
 }
 
 /// Every documented JSON answer.
@@ -1259,6 +1271,7 @@ const CASES: &[Case] = &[
     ("deliveries", deliveries),
     // patchgap changes --workload W --since T -o json
     ("changes", changes),
+    ("changes_after_retention", changes_after_retention),
 ];
 
 fn dir() -> PathBuf {

@@ -208,6 +208,7 @@ pub(super) async fn list(
             changes: items.iter().map(to_wire).collect(),
             instances: u32::try_from(found.instances).unwrap_or(u32::MAX),
             truncated: found.truncated,
+            history_dropped_before_ms: found.history_dropped_before_ms,
         })
     })
     .await

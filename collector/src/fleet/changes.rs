@@ -92,6 +92,10 @@ pub struct Changes {
     pub instances: usize,
     /// Some bound was reached: the answer may miss changes.
     pub truncated: bool,
+    /// Retention dropped the history before this time (ms), and the
+    /// answer's window starts earlier, so changes before it are missing;
+    /// 0 when the window is whole.
+    pub history_dropped_before_ms: i64,
 }
 
 const EVIDENCE_ORDER: [&str; 6] = [
@@ -252,6 +256,10 @@ pub fn for_workload(store: &dyn Store, key: &str, since_ms: i64) -> Result<Chang
         changes: fold(&instances, since_ms),
         instances: instances.len(),
         truncated,
+        history_dropped_before_ms: crate::retention::dropped_before(
+            store.retention_horizon()?,
+            since_ms,
+        ),
     })
 }
 
@@ -354,5 +362,19 @@ mod tests {
         let got: Vec<(String, String)> =
             fold(&[a], 5).into_iter().map(|c| (c.from, c.to)).collect();
         assert_eq!(got, [("1".into(), "2".into()), ("2".into(), "3".into())]);
+    }
+
+    /// A window that reaches back past what retention dropped says so; one
+    /// inside what is kept does not.
+    #[test]
+    fn a_window_before_the_retention_horizon_says_so() {
+        let store = crate::store::sqlite::SqliteStore::in_memory().unwrap();
+        let found = for_workload(&store, "k8s:ml/Deployment/trainer", 1_000).unwrap();
+        assert_eq!(found.history_dropped_before_ms, 0, "nothing dropped yet");
+        store.set_retention_horizon(50_000, 60_000).unwrap();
+        let found = for_workload(&store, "k8s:ml/Deployment/trainer", 1_000).unwrap();
+        assert_eq!(found.history_dropped_before_ms, 50_000);
+        let found = for_workload(&store, "k8s:ml/Deployment/trainer", 50_000).unwrap();
+        assert_eq!(found.history_dropped_before_ms, 0, "the window is whole");
     }
 }
