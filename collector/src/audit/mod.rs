@@ -17,12 +17,12 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use patchgap_proto::time::now_ms;
 use sha2::{Digest, Sha256};
-use tracing::warn;
+use tracing::debug;
 
 use crate::{
     auth::{SigningKey, hex},
@@ -57,6 +57,12 @@ impl Default for CheckpointPolicy {
         }
     }
 }
+
+/// How long one entry is tried again while other writers (collectors
+/// sharing one PostgreSQL) keep moving the stored head between our read
+/// of it and our append. Each lost try is another writer's success, so
+/// this only runs out when the log is written far faster than usual.
+const APPEND_RETRY: Duration = Duration::from_secs(5);
 
 /// The log's writer. Appends are serialized by its mutex, so the chain
 /// never forks; the store checks again that each entry extends it.
@@ -127,13 +133,19 @@ impl AuditLog {
             entry.hash = entry_hash(&entry);
             self.store.append_audit(&entry)
         };
-        if let Err(e) = append(&state.head) {
-            // The stored log moved under us (another process appended, or
-            // someone edited the file): continue from what is stored; the
-            // verifier reports any damage.
-            warn!(error = %e.chain(), "audit head out of date; reloading it");
-            state.head = self.store.audit_head()?;
-            append(&state.head)?;
+        let give_up = Instant::now() + APPEND_RETRY;
+        while let Err(e) = append(&state.head) {
+            // The stored log moved under us: another collector on the same
+            // database appended (routine with several collectors), or
+            // someone edited the file. Continue from what is stored; the
+            // verifier reports any damage. A failure that left the stored
+            // head where we thought it was is not a race: it is returned.
+            let stored = self.store.audit_head()?;
+            if stored == state.head || Instant::now() >= give_up {
+                return Err(e);
+            }
+            debug!(error = %e.chain(), "the audit log moved on; appending after its new head");
+            state.head = stored;
         }
         state.head = Some((entry.seq, entry.hash.clone()));
         let due = entry.seq - state.checkpoint_seq >= self.policy.entries
@@ -453,5 +465,46 @@ mod tests {
         let e = &store.audit_entries(0, 0, 10).unwrap()[0];
         assert_eq!(e.result, "refused: names host-b");
         assert_eq!(e.prev_hash, AUDIT_GENESIS);
+    }
+
+    /// Two collectors on one database append to one chain: each one's
+    /// idea of the head goes stale whenever the other writes, and every
+    /// entry still lands, in one unforked chain that verifies.
+    #[test]
+    fn two_writers_on_one_store_extend_one_chain() {
+        let (dir, store, a) = log(1);
+        let key = Arc::new(SigningKey::load_or_create(dir.path()).unwrap());
+        let b = AuditLog::open(store.clone(), key.clone(), a.policy).unwrap();
+        let event = |n: usize| Event {
+            subject: "ci".into(),
+            method: "Query/FindPackage".into(),
+            args: format!("n={n}"),
+            result: "ok".into(),
+            ..Default::default()
+        };
+        let mut seqs = Vec::new();
+        for n in 0..6 {
+            let writer = if n % 3 == 0 { &b } else { &a };
+            seqs.push(writer.record(event(n)).unwrap());
+        }
+        assert_eq!(seqs, [2, 3, 4, 5, 6, 7]);
+
+        // Writers racing: a writer can lose several times in a row (one
+        // reload and one retry was not enough).
+        let writers: Vec<AuditLog> = (0..4)
+            .map(|_| AuditLog::open(store.clone(), key.clone(), a.policy).unwrap())
+            .collect();
+        std::thread::scope(|s| {
+            for (w, log) in writers.iter().enumerate() {
+                s.spawn(move || {
+                    for n in 0..100 {
+                        log.record(event(w * 1_000 + n)).unwrap();
+                    }
+                });
+            }
+        });
+        let report = a.verify().unwrap();
+        assert_eq!(report.entries, 407);
+        assert!(report.problem.is_none(), "{:?}", report.problem);
     }
 }
