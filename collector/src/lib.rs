@@ -300,6 +300,9 @@ pub async fn serve(
     // The deploy gate's facts and admission tally: one for the webhook,
     // the API and the gate's executor.
     let gate = Arc::new(response::gate::facts::Cache::default());
+    // The response report's incident folds: one for `patchgap report` and
+    // `/metrics`, so each reads only the events appended since either ran.
+    let ledger = Arc::new(response::verify::report::Ledger::default());
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     // The HTTP listener (the admission webhook): bound before the gRPC
     // server starts, so a taken port stops the start; it stops with it.
@@ -313,6 +316,7 @@ pub async fn serve(
                 policy: policy.clone(),
                 audit: audit.clone(),
                 gate: gate.clone(),
+                ledger: ledger.clone(),
                 connected: connected.clone(),
                 fresh_after: config.fresh_after,
                 data_dir: config.data_dir.clone(),
@@ -442,6 +446,7 @@ pub async fn serve(
         )
         .with_policy(policy)
         .with_gate(gate)
+        .with_ledger(ledger)
         .with_hub(hub)
         .with_verify(verify_settings, config.verify_flags.clone()),
     )

@@ -1055,6 +1055,7 @@ async fn serve_http(
         policy: t.policy.clone(),
         audit: t.audit.clone(),
         gate: Default::default(),
+        ledger: Default::default(),
         connected: Default::default(),
         fresh_after: Duration::from_secs(90),
         data_dir: t._dir.path().join("data"),

@@ -62,6 +62,8 @@ pub struct QueryService {
     pub(super) hub: Arc<crate::response::contain::Hub>,
     /// GateCheck's open-incident facts between calls.
     pub(super) gate: Arc<crate::response::gate::facts::Cache>,
+    /// GetResponseReport's incident folds between calls.
+    pub(super) ledger: Arc<crate::response::verify::report::Ledger>,
     /// How verification runs (K, the evidence counted), for answers: the
     /// base and the flags, resolved with the policy in force.
     verify: crate::response::verify::Settings,
@@ -99,6 +101,7 @@ impl QueryService {
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
             gate: Default::default(),
+            ledger: Default::default(),
             verify: crate::response::verify::Settings::default(),
             verify_flags: Default::default(),
         }
@@ -140,6 +143,13 @@ impl QueryService {
     /// listener (a cache of its own otherwise, whose tally stays empty).
     pub fn with_gate(mut self, gate: Arc<crate::response::gate::facts::Cache>) -> Self {
         self.gate = gate;
+        self
+    }
+
+    /// Shares the response report's incident folds with the HTTP
+    /// listener's `/metrics` (a ledger of its own otherwise).
+    pub fn with_ledger(mut self, ledger: Arc<crate::response::verify::report::Ledger>) -> Self {
+        self.ledger = ledger;
         self
     }
 

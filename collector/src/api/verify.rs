@@ -225,8 +225,11 @@ pub(super) async fn report(
     req: v1::GetResponseReportRequest,
 ) -> Result<v1::GetResponseReportResponse, Status> {
     let since = req.since_ms.max(0);
+    let ledger = svc.ledger.clone();
     svc.domain(move |ingest| {
-        let r = verify::pass::report(ingest.store().as_ref(), since).map_err(status)?;
+        let r = ledger
+            .report(ingest.store().as_ref(), since)
+            .map_err(status)?;
         Ok(v1::GetResponseReportResponse {
             report_json: serde_json::to_string(&r).expect("reports serialize"),
         })

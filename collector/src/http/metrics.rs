@@ -20,13 +20,18 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn scrape(State(http): State<Http>) -> Response {
     let agents = http.connected.lock().map(|s| s.live.len()).unwrap_or(0) as u64;
-    let (ingest, fresh_after, dir) = (http.ingest.clone(), http.fresh_after, http.data_dir.clone());
+    let (ingest, ledger, fresh_after, dir) = (
+        http.ingest.clone(),
+        http.ledger.clone(),
+        http.fresh_after,
+        http.data_dir.clone(),
+    );
     // The deploy gate's admissions per action and outcome (in memory).
     let gate = http.gate.tally.render();
     let now_ms = patchgap_proto::time::now_ms();
     let rendered = tokio::task::spawn_blocking(move || {
         let store = ingest.store();
-        let report = pass::report(store.as_ref(), 0)?;
+        let report = ledger.report(store.as_ref(), 0)?;
         let mut ops = pass::operational(store.as_ref(), fresh_after, now_ms)?;
         ops.agents_connected = agents;
         ops.ingest_lag = ingest.lag();

@@ -83,6 +83,8 @@ pub struct Http {
     pub audit: Arc<AuditLog>,
     /// The open incidents' gate facts between requests.
     pub gate: Arc<crate::response::gate::facts::Cache>,
+    /// The response report's incident folds, shared with the API.
+    pub ledger: Arc<crate::response::verify::report::Ledger>,
     /// The agents streaming now (`/metrics`' agents connected).
     pub connected: crate::api::Connected,
     /// When a host counts as stale (`/metrics`).

@@ -11,6 +11,9 @@ use patchgap_proto::v1;
 /// modules' tests too.
 #[cfg(test)]
 pub(crate) mod conformance;
+/// A store wrapper that counts reads, for tests that bound them.
+#[cfg(test)]
+pub(crate) mod counting;
 pub mod outbox;
 pub mod postgres;
 pub mod retention;

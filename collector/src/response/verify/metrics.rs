@@ -50,20 +50,56 @@ pub struct IncidentTimes {
 
 /// Reads one incident's log.
 pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
-    let mut t = IncidentTimes {
-        id,
-        ..IncidentTimes::default()
-    };
-    let Some(first) = events.first() else {
-        return t;
-    };
-    t.opened_at_ms = first.at_ms;
-    let opened = first.at_ms;
-    let mut plans: BTreeMap<String, i64> = BTreeMap::new();
-    // Action id → its tier when it took effect.
-    let mut took_effect: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut streak_start: Option<i64> = None;
+    let mut f = Fold::new(id);
     for r in events {
+        f.feed(r);
+    }
+    f.times
+}
+
+/// One incident's log read so far: its times, and what later events need
+/// from earlier ones (the plans' recording times, each action's tier when
+/// it took effect, where the current streak started). Events are only
+/// ever appended to a log, so feeding the events after the last one read
+/// gives what reading the whole log again would, which is what lets a
+/// report read only the events appended since the last one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fold {
+    pub times: IncidentTimes,
+    /// Whether the first event (the opening) was read.
+    started: bool,
+    /// Plan hash -> when it was recorded.
+    plans: BTreeMap<String, i64>,
+    /// Action id -> its tier when it took effect.
+    took_effect: BTreeMap<u32, u32>,
+    streak_start: Option<i64>,
+}
+
+impl Fold {
+    pub fn new(id: i64) -> Fold {
+        Fold {
+            times: IncidentTimes {
+                id,
+                ..IncidentTimes::default()
+            },
+            ..Fold::default()
+        }
+    }
+
+    /// Whether any event was read (an incident without events counts in
+    /// no report).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Reads the next event of the log.
+    pub fn feed(&mut self, r: &Recorded) {
+        let t = &mut self.times;
+        if !self.started {
+            self.started = true;
+            t.opened_at_ms = r.at_ms;
+        }
+        let opened = t.opened_at_ms;
         match &r.event {
             Event::TierRouted { tier, .. } => t.tier = tier.unwrap_or(0),
             Event::StateChanged { from, to, .. } => {
@@ -72,7 +108,7 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                     t.time_to_scope_ms = Some(r.at_ms - opened);
                 }
                 if *to == State::Recovering
-                    && let Some(s) = streak_start
+                    && let Some(s) = self.streak_start
                 {
                     t.convergence_ms.push(s - opened);
                 }
@@ -90,10 +126,10 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                 t.closes_forced += 1;
             }
             Event::Planned { plan } => {
-                plans.insert(plan.hash.clone(), r.at_ms);
+                self.plans.insert(plan.hash.clone(), r.at_ms);
             }
             Event::Approved { plan, .. } => {
-                if let Some(at) = plans.get(plan) {
+                if let Some(at) = self.plans.get(plan) {
                     t.approval_wait_ms.push((t.tier, r.at_ms - at));
                 }
             }
@@ -101,20 +137,20 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                 action,
                 observation,
             } => match observation {
-                Observation::Applied { .. } if !took_effect.contains_key(action) => {
-                    took_effect.insert(*action, t.tier);
+                Observation::Applied { .. } if !self.took_effect.contains_key(action) => {
+                    self.took_effect.insert(*action, t.tier);
                     *t.applied.entry(t.tier).or_default() += 1;
                 }
                 Observation::Verified {
                     time_to_containment_ms,
                     ..
                 } => {
-                    if !took_effect.contains_key(action) {
-                        took_effect.insert(*action, t.tier);
+                    if !self.took_effect.contains_key(action) {
+                        self.took_effect.insert(*action, t.tier);
                         *t.applied.entry(t.tier).or_default() += 1;
                     }
                     t.time_to_containment_ms
-                        .push((took_effect[action], *time_to_containment_ms));
+                        .push((self.took_effect[action], *time_to_containment_ms));
                 }
                 _ => {}
             },
@@ -122,22 +158,21 @@ pub fn from_log(id: i64, events: &[Recorded]) -> IncidentTimes {
                 if reason == "false-positive" || reason == "not-affected" =>
             {
                 for a in actions {
-                    if let Some(tier) = took_effect.get(a) {
+                    if let Some(tier) = self.took_effect.get(a) {
                         *t.false_positive.entry(*tier).or_default() += 1;
                     }
                 }
             }
             Event::Checked { run } => {
                 if run.verdict == super::Verdict::Successful {
-                    streak_start.get_or_insert(r.at_ms);
+                    self.streak_start.get_or_insert(r.at_ms);
                 } else {
-                    streak_start = None;
+                    self.streak_start = None;
                 }
             }
             _ => {}
         }
     }
-    t
 }
 
 /// p50, p90 and max of a sample (nearest rank), with its count.
@@ -208,13 +243,12 @@ pub struct Samples {
     pub convergence: Vec<i64>,
 }
 
-pub fn report(incidents: &[IncidentTimes]) -> Report {
+/// The report over `incidents`.
+pub fn report<'a>(incidents: impl IntoIterator<Item = &'a IncidentTimes>) -> Report {
     let mut s = Samples::default();
-    let mut r = Report {
-        incidents: incidents.len() as u64,
-        ..Report::default()
-    };
+    let mut r = Report::default();
     for i in incidents {
+        r.incidents += 1;
         s.time_to_scope.extend(i.time_to_scope_ms);
         for (tier, ms) in &i.time_to_containment_ms {
             s.time_to_containment.entry(*tier).or_default().push(*ms);

@@ -28,6 +28,7 @@ pub mod gate;
 pub mod graph;
 pub mod metrics;
 pub mod pass;
+pub mod report;
 pub mod settings;
 
 use std::time::Duration;

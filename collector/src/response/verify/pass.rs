@@ -24,7 +24,7 @@ use crate::{
             scope::{self, MAX_PROCESSES, ScopeError},
         },
     },
-    store::{HostRow, Store},
+    store::{HostRow, Store, WorkloadRow},
 };
 
 /// What one pass did.
@@ -43,37 +43,85 @@ pub struct Passed {
     pub failed: usize,
 }
 
+/// The fleet's workload rows and their summaries under the data-scope
+/// mapping, read once per pass and shared by every incident it checks:
+/// reading and summarizing every row is the costly part of the facts, and
+/// it does not depend on the incident.
+pub struct Workloads {
+    rows: Vec<WorkloadRow>,
+    summaries: Vec<v1::WorkloadSummary>,
+    /// (host id, instance id) -> (its row, its fleet workload's summary),
+    /// as indexes into `rows` and `summaries`.
+    by_instance: HashMap<(String, String), (usize, usize)>,
+}
+
+impl Workloads {
+    /// Reads the workload rows and places each instance in its fleet
+    /// workload under `rules` (as the scope is).
+    pub fn read(store: &dyn Store, rules: &[Rule]) -> Result<Workloads, LogError> {
+        let rows = store.workloads()?;
+        let summaries = crate::fleet::workloads::summarize(&rows, rules);
+        let by_key: HashMap<&str, usize> = summaries
+            .iter()
+            .enumerate()
+            .map(|(n, s)| (s.key.as_str(), n))
+            .collect();
+        let by_instance = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(n, r)| {
+                let s = by_key.get(crate::fleet::workloads::key(r).as_str())?;
+                Some(((r.host_id.clone(), r.workload.id.clone()), (n, *s)))
+            })
+            .collect();
+        Ok(Workloads {
+            rows,
+            summaries,
+            by_instance,
+        })
+    }
+
+    /// An instance's own row (its image digest and namespace: one replica
+    /// may run an old image) and its fleet workload.
+    fn placed(
+        &self,
+        host_id: &str,
+        instance: &str,
+    ) -> Option<(&v1::Workload, &v1::WorkloadSummary)> {
+        let (row, summary) = self
+            .by_instance
+            .get(&(host_id.to_string(), instance.to_string()))?;
+        Some((&self.rows[*row].workload, &self.summaries[*summary]))
+    }
+}
+
 /// The facts the checks of `incident` need, read from the store now,
 /// with each process placed in its fleet workload under the data-scope
 /// mapping `rules` (as the scope is): the exposure walk gives only the
 /// agent's instance id, and without the placement the digest check and
-/// the graph would see no image digest, namespace or data scope.
+/// the graph would see no image digest, namespace or data scope. For one
+/// incident (the API's graph and evidence); a pass reads the workloads
+/// once and calls [`facts_with`] for each incident.
 pub fn facts(
     store: &dyn Store,
     incident: &Incident,
     rules: &[Rule],
     now_ms: i64,
 ) -> Result<Facts, LogError> {
+    facts_with(store, incident, &Workloads::read(store, rules)?, now_ms)
+}
+
+/// [`facts`] with the workloads already read.
+pub fn facts_with(
+    store: &dyn Store,
+    incident: &Incident,
+    workloads: &Workloads,
+    now_ms: i64,
+) -> Result<Facts, LogError> {
     let mut out = Facts {
         now_ms,
         ..Facts::default()
     };
-    let rows = store.workloads()?;
-    let summaries = crate::fleet::workloads::summarize(&rows, rules);
-    let by_key: HashMap<&str, &v1::WorkloadSummary> =
-        summaries.iter().map(|s| (s.key.as_str(), s)).collect();
-    // Each instance: its own row (its image digest and namespace: one
-    // replica may run an old image) and its fleet workload.
-    let by_instance: HashMap<(&str, &str), (&v1::Workload, &v1::WorkloadSummary)> = rows
-        .iter()
-        .filter_map(|r| {
-            let s = by_key.get(crate::fleet::workloads::key(r).as_str())?;
-            Some((
-                (r.host_id.as_str(), r.workload.id.as_str()),
-                (&r.workload, *s),
-            ))
-        })
-        .collect();
     let host_filter = match &incident.source {
         Source::Advisory { host, .. } => host.clone(),
         _ => None,
@@ -95,11 +143,11 @@ pub fn facts(
             if m.exit_time_ms > 0 {
                 continue;
             }
-            let placed = by_instance.get(&(m.host_id.as_str(), m.workload.as_str()));
+            let placed = workloads.placed(&m.host_id, &m.workload);
             let w = m
                 .workload_detail
                 .clone()
-                .or_else(|| placed.map(|(_, s)| (*s).clone()))
+                .or_else(|| placed.map(|(_, s)| s.clone()))
                 .unwrap_or_default();
             let (namespace, image_digest) = match placed {
                 Some((instance, _)) if !instance.image_digest.is_empty() => {
@@ -184,7 +232,7 @@ pub fn facts(
             },
         });
     }
-    gate_instances(store, incident, &mut out)?;
+    gate_instances(store, incident, workloads, &mut out)?;
     // Connections of the isolated workloads' hosts since isolation.
     let mut since: HashMap<&str, i64> = HashMap::new();
     for a in &incident.actions {
@@ -215,7 +263,12 @@ pub fn facts(
 /// While a `block_new_artifacts_with_package` action is in force: the
 /// workload instances running a digest it blocks, each with its first
 /// start from the store's history (at most [`check::MAX_INSTANCES`]).
-fn gate_instances(store: &dyn Store, incident: &Incident, out: &mut Facts) -> Result<(), LogError> {
+fn gate_instances(
+    store: &dyn Store,
+    incident: &Incident,
+    workloads: &Workloads,
+    out: &mut Facts,
+) -> Result<(), LogError> {
     let blocking = incident.actions.iter().any(|a| {
         a.planned.kind == crate::response::ActionKind::BlockNewArtifactsWithPackage
             && check::gate_since(a).is_some()
@@ -227,7 +280,7 @@ fn gate_instances(store: &dyn Store, incident: &Incident, out: &mut Facts) -> Re
     if blocked.is_empty() {
         return Ok(());
     }
-    for w in store.workloads()? {
+    for w in &workloads.rows {
         if out.instances.len() >= check::MAX_INSTANCES {
             break;
         }
@@ -238,10 +291,10 @@ fn gate_instances(store: &dyn Store, incident: &Incident, out: &mut Facts) -> Re
             .instance_first_start(&w.host_id, &w.workload.id)?
             .unwrap_or(0);
         out.instances.push(check::InstanceFact {
-            host: w.host,
-            instance: w.workload.id,
-            namespace: w.workload.namespace,
-            image_digest: w.workload.image_digest,
+            host: w.host.clone(),
+            instance: w.workload.id.clone(),
+            namespace: w.workload.namespace.clone(),
+            image_digest: w.workload.image_digest.clone(),
             first_start_ms: first,
         });
     }
@@ -256,7 +309,8 @@ pub fn check_now(
     rules: &[Rule],
     now_ms: i64,
 ) -> Result<Run, LogError> {
-    check_with_policy(store, 0, incident, settings, rules, None, now_ms)
+    let workloads = Workloads::read(store, rules)?;
+    check_with_policy(store, 0, incident, settings, &workloads, None, now_ms)
 }
 
 /// [`check_now`] with the policy in force, which says how the gate
@@ -266,11 +320,11 @@ fn check_with_policy(
     id: i64,
     incident: &Incident,
     settings: &Settings,
-    rules: &[Rule],
+    workloads: &Workloads,
     policy: Option<&Policy>,
     now_ms: i64,
 ) -> Result<Run, LogError> {
-    let mut f = facts(store, incident, rules, now_ms)?;
+    let mut f = facts_with(store, incident, workloads, now_ms)?;
     f.gate_admission = policy
         .and_then(|p| crate::response::gate::facts::blocker(id, incident, p))
         .and_then(|b| b.block)
@@ -279,7 +333,9 @@ fn check_with_policy(
 }
 
 /// One pass over the open incidents being verified (the newest
-/// [`log::REFRESH_MAX`]) and the newest closed ones.
+/// [`log::REFRESH_MAX`]) and the newest closed ones. The workloads are
+/// read once, when the first incident needs its facts, and serve every
+/// incident of the pass.
 pub fn run_pass(
     ingest: &Ingest,
     settings: &Settings,
@@ -289,6 +345,7 @@ pub fn run_pass(
 ) -> Result<Passed, LogError> {
     let store = ingest.store().as_ref();
     let mut out = Passed::default();
+    let mut workloads: Option<Workloads> = None;
     for rec in store.incidents(None, false, log::REFRESH_MAX)? {
         let id = display_id(rec.id);
         let incident = match log::load(store, &rec) {
@@ -299,13 +356,19 @@ pub fn run_pass(
                 continue;
             }
         };
-        let done = if gate::checkable(&incident) {
-            out.checked += 1;
-            verify_one(ingest, rec.id, &incident, settings, rules, policy, now_ms)
-        } else if incident.state == State::Closed && incident.forced_close.is_none() {
-            reopen_if_regressed(ingest, rec.id, &incident, settings, rules, now_ms)
-        } else {
+        let checkable = gate::checkable(&incident);
+        if !checkable && (incident.state != State::Closed || incident.forced_close.is_some()) {
             continue;
+        }
+        let w = match &workloads {
+            Some(w) => w,
+            None => workloads.insert(Workloads::read(store, rules)?),
+        };
+        let done = if checkable {
+            out.checked += 1;
+            verify_one(ingest, rec.id, &incident, settings, w, policy, now_ms)
+        } else {
+            reopen_if_regressed(ingest, rec.id, &incident, settings, rules, w, now_ms)
         };
         match done {
             Ok(after) => {
@@ -338,7 +401,7 @@ fn verify_one(
     id: i64,
     incident: &Incident,
     settings: &Settings,
-    rules: &[Rule],
+    workloads: &Workloads,
     policy: &Policy,
     now_ms: i64,
 ) -> Result<Incident, LogError> {
@@ -347,7 +410,7 @@ fn verify_one(
         id,
         incident,
         settings,
-        rules,
+        workloads,
         Some(policy),
         now_ms,
     )?;
@@ -362,10 +425,11 @@ fn reopen_if_regressed(
     incident: &Incident,
     settings: &Settings,
     rules: &[Rule],
+    workloads: &Workloads,
     now_ms: i64,
 ) -> Result<Incident, LogError> {
     let store = ingest.store().as_ref();
-    let f = facts(store, incident, rules, now_ms)?;
+    let f = facts_with(store, incident, workloads, now_ms)?;
     let package = check::package(incident, &f, settings);
     let digest = check::digest(incident, &f);
     if gate::regression(incident, &package, &digest).is_none() {
@@ -385,50 +449,6 @@ fn reopen_if_regressed(
         events.extend(scope.change_from(&cur.scope));
         Ok(events)
     })
-}
-
-/// Incidents a report reads at most (newest first).
-pub const REPORT_MAX: usize = 10_000;
-
-/// The response report over the incidents opened at or after `since_ms`
-/// (the newest [`REPORT_MAX`]), each from its whole log.
-pub fn report(store: &dyn Store, since_ms: i64) -> Result<super::metrics::Report, LogError> {
-    const PAGE: usize = 500;
-    let mut times = Vec::new();
-    let mut before = None;
-    'pages: loop {
-        let page = store.incidents(before, false, PAGE)?;
-        for rec in &page {
-            if times.len() >= REPORT_MAX {
-                break 'pages;
-            }
-            let mut events = Vec::new();
-            let mut after = 0;
-            loop {
-                let chunk = store.incident_events(rec.id, after, 1_000)?;
-                for r in &chunk {
-                    events.push(crate::response::incident::Recorded::from_record(r).map_err(
-                        |source| LogError::Corrupt {
-                            id: display_id(rec.id),
-                            source,
-                        },
-                    )?);
-                }
-                match chunk.last() {
-                    Some(last) if chunk.len() == 1_000 => after = last.seq,
-                    _ => break,
-                }
-            }
-            if events.first().is_some_and(|e| e.at_ms >= since_ms) {
-                times.push(super::metrics::from_log(rec.id, &events));
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => before = Some(last.id),
-            _ => break,
-        }
-    }
-    Ok(super::metrics::report(&times))
 }
 
 /// The operational gauges the store knows (lost events summed over hosts,
@@ -520,6 +540,7 @@ mod tests {
         store::{
             Session,
             conformance::{T0, deb, delta, exe, hello, hello_for, mapped, msg, process, snapshot},
+            counting::Counting,
             sqlite::SqliteStore,
         },
     };
@@ -563,7 +584,12 @@ mod tests {
 
     impl Fleet {
         fn new(processes: Vec<v1::Process>) -> Fleet {
-            let ingest = Ingest::new(Arc::new(SqliteStore::in_memory().unwrap()));
+            Fleet::on(Arc::new(SqliteStore::in_memory().unwrap()), processes)
+        }
+
+        /// A fleet on `store`, with alpha running `processes`.
+        fn on(store: Arc<dyn Store>, processes: Vec<v1::Process>) -> Fleet {
+            let ingest = Ingest::new(store);
             let alpha = ingest.hello(&hello("s1"), T0).unwrap();
             ingest
                 .apply(&alpha, &msg(1, snapshot("snap-1", processes, vec![])), T0)
@@ -587,7 +613,12 @@ mod tests {
         /// Opens the incident and moves it to `contained` (no action on
         /// hosts: what is under test is the checks and the gate).
         fn open_contained(&self, at: i64) -> i64 {
-            let o = log::open(&self.ingest, libfoo_below_2(), "alice", &[], at).unwrap();
+            self.open_contained_on(libfoo_below_2(), at)
+        }
+
+        /// [`Fleet::open_contained`] for an incident opened on `source`.
+        fn open_contained_on(&self, source: Source, at: i64) -> i64 {
+            let o = log::open(&self.ingest, source, "alice", &[], at).unwrap();
             log::append(&self.ingest, o.id, "alice", at, |i| {
                 let planned = i.transition(State::Planned, "")?;
                 Ok(vec![
@@ -890,6 +921,64 @@ mod tests {
         assert!(reopened.contains("pid 12"), "{reopened}");
         // Reopened once: the next pass does not reopen it again.
         assert_eq!(f.pass(3, T0 + 22).reopened, 0);
+    }
+
+    /// A pass reads the fleet's workload rows once, however many incidents
+    /// it checks, and not at all when none needs its facts; each incident
+    /// still gets the facts `check_now` reads for it alone.
+    #[test]
+    fn a_pass_reads_the_workloads_once_for_all_its_incidents() {
+        let store = Arc::new(Counting::new(SqliteStore::in_memory().unwrap()));
+        let f = Fleet::on(store.clone(), vec![with_libfoo(10, "1.5-1", 300)]);
+        let before = store.count.workloads();
+        assert_eq!(f.pass(3, T0 + 1), Passed::default());
+        assert_eq!(store.count.workloads(), before, "nothing to check");
+
+        let ids: Vec<i64> = ["<2", "<3", "<4"]
+            .into_iter()
+            .map(|range| {
+                let source = Source::Package {
+                    package: "libfoo1".into(),
+                    name: "libfoo1".into(),
+                    ecosystem: None,
+                    group: None,
+                    range: Some(range.into()),
+                };
+                f.open_contained_on(source, T0 + 2)
+            })
+            .collect();
+        let alone: Vec<Run> = ids
+            .iter()
+            .map(|id| {
+                check_now(
+                    f.ingest.store().as_ref(),
+                    &f.incident(*id),
+                    &settings(3),
+                    &[],
+                    T0 + 3,
+                )
+                .unwrap()
+            })
+            .collect();
+        let before = store.count.workloads();
+        let p = f.pass(3, T0 + 3);
+        assert_eq!((p.checked, p.failed), (3, 0));
+        assert_eq!(
+            store.count.workloads() - before,
+            1,
+            "one read for 3 incidents"
+        );
+        for (id, alone) in ids.iter().zip(&alone) {
+            let i = f.incident(*id);
+            assert_eq!(i.state, State::Verifying);
+            let v = i.verification.as_ref().unwrap();
+            assert_eq!(&v.last, alone, "the pass's facts are the incident's own");
+            assert!(
+                blockers(&i)[0].starts_with("package (failed): pid 10 (/usr/bin/app) on alpha"),
+                "{:?}",
+                blockers(&i)
+            );
+        }
     }
 
     /// The seed's "patches deployed, alerts continue": the library was
