@@ -96,6 +96,7 @@ checks!(
     stale_mapping_keeps_its_version,
     processes_by_host,
     pages_walk_the_whole_answer,
+    a_package_most_processes_hold_is_walked,
     workloads_with_running_processes,
     matches_and_findings,
     sboms_declare_packages,
@@ -2887,6 +2888,63 @@ fn pages_walk_the_whole_answer(store: &dyn Store) {
                 }
             }
             assert_eq!(got, whole, "{window:?}, {items} per page, scan {scan}");
+        }
+    }
+}
+
+/// A package more running processes hold than a selective page gathers
+/// (`evidence::SELECTIVE_MAX`) is paged by walking the hosts, and one only
+/// a few hold from its sets; both give every holder once, in cursor
+/// order, in pages of any size.
+fn a_package_most_processes_hold_is_walked(store: &dyn Store) {
+    let n = crate::store::evidence::SELECTIVE_MAX as u32 + 1;
+    let a = open(store, &hello("common"));
+    let mut processes: Vec<Process> = (1..=n).map(plain).collect();
+    // Two processes also map libz: a selective answer among the walked.
+    for p in processes
+        .iter_mut()
+        .filter(|p| p.key.is_some_and(|k| k.pid % 3_000 == 7))
+    {
+        p.artifacts.push(mapped(
+            "/usr/lib/x86_64-linux-gnu/libz.so.1",
+            300,
+            Some(deb("zlib1g", "zlib", "1:1.2.13")),
+        ));
+    }
+    apply(
+        store,
+        &a,
+        msg(1, snapshot("snap-common", processes, vec![])),
+    );
+    for (name, holders) in [("libc6", n as usize), ("zlib1g", 2)] {
+        let ids: Vec<i64> = store
+            .packages_named(&PackageName { name })
+            .expect("packages")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let whole = store.evidence(&ids, None).expect("evidence");
+        assert_eq!(whole.len(), holders, "{name}");
+        let pids: Vec<u32> = whole
+            .iter()
+            .map(|e| e.holder.key.expect("key").pid)
+            .collect();
+        assert!(pids.windows(2).all(|w| w[0] < w[1]), "{name}: pid order");
+        for (items, scan) in [(1_000, usize::MAX), (700, 300)] {
+            let mut after: Option<ProcessCursor> = None;
+            let mut got = Vec::new();
+            for _ in 0..=n {
+                let page = store
+                    .evidence_page(&ids, None, after.as_ref(), PageLimit { items, scan })
+                    .expect("evidence page");
+                assert!(page.processes.len() <= items.min(scan));
+                got.extend(page.processes.into_iter().flat_map(|(_, e)| e));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(got, whole, "{name}, {items} per page, scan {scan}");
         }
     }
 }

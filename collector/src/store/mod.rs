@@ -14,6 +14,7 @@ pub(crate) mod conformance;
 /// A store wrapper that counts reads, for tests that bound them.
 #[cfg(test)]
 pub(crate) mod counting;
+pub mod evidence;
 pub mod outbox;
 pub mod postgres;
 pub mod retention;

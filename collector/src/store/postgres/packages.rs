@@ -7,7 +7,11 @@ use patchgap_proto::{Message, v1};
 use postgres::{GenericClient, Row};
 
 use super::fleet::start_in;
-use crate::store::{Evidence, EvidencePage, PackageName, PageLimit, ProcessCursor, Result, pep503};
+use crate::store::{
+    EvidencePage, PackageName, PageLimit, ProcessCursor, Result,
+    evidence::{Candidate, Declared, SELECTIVE_MAX, SetArtifact, process_evidence, selective_page},
+    pep503,
+};
 
 /// A package and its distro identity; [`package_row`] reads the columns.
 pub(super) const PACKAGE_COLUMNS: &str =
@@ -53,26 +57,7 @@ pub(super) fn package_row(r: &Row) -> (i64, v1::Package) {
     )
 }
 
-pub(super) fn evidence_name(kind: i32) -> &'static str {
-    match v1::ArtifactKind::try_from(kind) {
-        Ok(v1::ArtifactKind::Exe) => "exe",
-        Ok(v1::ArtifactKind::Opened) => "opened",
-        Ok(v1::ArtifactKind::Installed) => "installed",
-        Ok(v1::ArtifactKind::Embedded) => "embedded",
-        Ok(v1::ArtifactKind::Anonymous) => "anonymous",
-        _ => "mapped",
-    }
-}
-
-/// An artifact of one of the packages asked for, as a set holds it:
-/// (the package's position in the request, package id, kind, path, stale,
-/// deleted, dev, inode).
-type SetArtifact = (usize, i64, i32, Vec<u8>, bool, bool, i64, i64);
-
-/// An SBOM declaration of one of the packages asked for, as the workloads
-/// running its image see it: (position, package id, image, reference,
-/// chain).
-type Declared = (usize, i64, String, String, String);
+pub(super) use crate::store::evidence::evidence_name;
 
 /// Process rows read per round trip while a page walks a host.
 const WALK_CHUNK: i64 = 512;
@@ -80,7 +65,11 @@ const WALK_CHUNK: i64 = 512;
 /// One page of evidence (see `Store::evidence_page`), as SQLite's: the
 /// packages' artifacts are found by package and grouped by the sets that
 /// hold them, and their SBOM declarations by the workload instances that
-/// run the image; then each host's processes are walked in pid order from
+/// run the image. Without a window, when at most [`SELECTIVE_MAX`] running
+/// processes have those sets or workloads, they are read in one query and
+/// paged in memory (`evidence::selective_page`): a page costs the answer,
+/// not the fleet, and no round trip per host or per match. Otherwise each
+/// host's processes are walked in pid order from
 /// the cursor, [`WALK_CHUNK`] rows at a time (on an index), and a process
 /// is kept when its set (or, with a window, a set it had in the window) or
 /// its workload has some. A page costs its processes and at most
@@ -140,6 +129,11 @@ pub(super) fn evidence_page(
     for decls in declared.values_mut() {
         decls.sort();
     }
+    if window.is_none()
+        && let Some(candidates) = selective_candidates(c, &by_set, &declared)?
+    {
+        return Ok(selective_page(candidates, &by_set, &declared, after, limit));
+    }
     // "Now" walks the running processes and their current sets; a window
     // walks every process and the sets its history intervals had in the
     // window, so exited processes and sets a process had earlier count.
@@ -161,11 +155,9 @@ pub(super) fn evidence_page(
         "SELECT DISTINCT set_id FROM process_set_history
          WHERE process_id = $1 AND from_ms <= $3 AND (until_ms IS NULL OR until_ms >= $2)",
     )?;
-    let holder = c.prepare(
-        "SELECT h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                p.exe, p.cmdline, p.uid, p.privilege, p.exit_time_ms
-         FROM process p JOIN host h ON h.id = p.host WHERE p.id = $1",
-    )?;
+    let holder = c.prepare(&format!(
+        "SELECT {HOLDER_COLUMNS} FROM process p JOIN host h ON h.id = p.host WHERE p.id = $1"
+    ))?;
     let mut page = EvidencePage::default();
     let mut scanned = 0usize;
     for (host, hostname, _) in super::fleet::hosts_from(c, None, after)? {
@@ -208,68 +200,14 @@ pub(super) fn evidence_page(
                 } else {
                     None
                 };
-                let mut arts: Vec<&SetArtifact> = sets
+                let arts: Vec<&SetArtifact> = sets
                     .iter()
                     .filter_map(|s| by_set.get(s))
                     .flatten()
                     .collect();
                 if !arts.is_empty() || decls.is_some() {
-                    let h = c.query_one(&holder, &[&cursor.id])?;
-                    let who = v1::Match {
-                        host: h.get(0),
-                        host_id: h.get(1),
-                        workload: h.get(2),
-                        key: Some(v1::ProcessKey {
-                            pid: h.get::<_, i64>(3) as u32,
-                            start_ticks: h.get::<_, i64>(4) as u64,
-                        }),
-                        process_start_ms: h.get(5),
-                        exe: h.get(6),
-                        cmdline: h.get(7),
-                        uid: h.get::<_, i64>(8) as u32,
-                        privilege: v1::Privilege::decode(h.get::<_, &[u8]>(9)).ok(),
-                        exit_time_ms: h.get::<_, Option<i64>>(10).unwrap_or(0),
-                        ..Default::default()
-                    };
-                    let mut evidence = Vec::new();
-                    // With several sets in the window, the packages' order first.
-                    arts.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
-                    for &(_, package_id, kind, ref path, stale, deleted, dev, inode) in arts {
-                        evidence.push(Evidence {
-                            process: cursor.id,
-                            package_id,
-                            holder: who.clone(),
-                            path: v1::MatchPath {
-                                path: path.clone(),
-                                evidence: evidence_name(kind).into(),
-                                stale,
-                                deleted,
-                                dev: dev as u64,
-                                inode: inode as u64,
-                            },
-                            sbom: None,
-                        });
-                    }
-                    for (_, package_id, image, reference, chain) in decls.into_iter().flatten() {
-                        evidence.push(Evidence {
-                            process: cursor.id,
-                            package_id: *package_id,
-                            holder: who.clone(),
-                            path: v1::MatchPath {
-                                path: format!("sbom {image} {reference}").into_bytes(),
-                                evidence: "declared".into(),
-                                ..Default::default()
-                            },
-                            sbom: Some((
-                                image.clone(),
-                                chain
-                                    .split('\n')
-                                    .filter(|c| !c.is_empty())
-                                    .map(str::to_string)
-                                    .collect(),
-                            )),
-                        });
-                    }
+                    let who = holder_at(&c.query_one(&holder, &[&cursor.id])?, 0);
+                    let evidence = process_evidence(cursor.id, &who, arts, decls);
                     page.processes.push((cursor.clone(), evidence));
                 }
                 if page.processes.len() >= limit.items || scanned >= limit.scan {
@@ -280,6 +218,92 @@ pub(super) fn evidence_page(
         }
     }
     Ok(page)
+}
+
+/// The side of a match a process row gives, after the columns a query
+/// puts first (`at`): hostname, host id, workload, pid, start ticks, start
+/// and exit time, exe, cmdline, uid and privilege.
+const HOLDER_COLUMNS: &str = "h.hostname, h.host_id, p.workload, p.pid, p.start_ticks,
+     p.start_time_ms, p.exe, p.cmdline, p.uid, p.privilege, p.exit_time_ms";
+
+fn holder_at(h: &Row, at: usize) -> v1::Match {
+    v1::Match {
+        host: h.get(at),
+        host_id: h.get(at + 1),
+        workload: h.get(at + 2),
+        key: Some(v1::ProcessKey {
+            pid: h.get::<_, i64>(at + 3) as u32,
+            start_ticks: h.get::<_, i64>(at + 4) as u64,
+        }),
+        process_start_ms: h.get(at + 5),
+        exe: h.get(at + 6),
+        cmdline: h.get(at + 7),
+        uid: h.get::<_, i64>(at + 8) as u32,
+        privilege: v1::Privilege::decode(h.get::<_, &[u8]>(at + 9)).ok(),
+        exit_time_ms: h.get::<_, Option<i64>>(at + 10).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// The running processes whose set holds one of the packages' artifacts
+/// or whose workload declares one, with their side of a match, when there
+/// are at most [`SELECTIVE_MAX`]; None when there are more. Two round
+/// trips: a count that stops one past the bound, then the rows.
+fn selective_candidates(
+    c: &mut impl GenericClient,
+    by_set: &HashMap<i64, Vec<SetArtifact>>,
+    declared: &HashMap<(i64, String), Vec<Declared>>,
+) -> Result<Option<Vec<Candidate>>> {
+    if by_set.len() + declared.len() > SELECTIVE_MAX {
+        return Ok(None);
+    }
+    let sets: Vec<i64> = by_set.keys().copied().collect();
+    let (hosts, workloads): (Vec<i64>, Vec<String>) = declared.keys().cloned().unzip();
+    let bound = SELECTIVE_MAX as i64 + 1;
+    let count: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT p.id FROM process p
+                 WHERE p.exit_time_ms IS NULL AND p.set_id = ANY($1)
+                 UNION ALL
+                 SELECT p.id FROM process p
+                 JOIN unnest($2::BIGINT[], $3::TEXT[]) AS d(host, workload)
+                   ON p.host = d.host AND p.workload = d.workload
+                 WHERE p.exit_time_ms IS NULL
+                 LIMIT $4) found",
+            &[&sets, &hosts, &workloads, &bound],
+        )?
+        .get(0);
+    if count >= bound {
+        return Ok(None);
+    }
+    let rows = c.query(
+        &format!(
+            "SELECT p.id, p.pid, p.host, p.set_id, {HOLDER_COLUMNS}
+             FROM process p JOIN host h ON h.id = p.host
+             WHERE p.exit_time_ms IS NULL AND (p.set_id = ANY($1)
+                OR (p.host, p.workload) IN (SELECT * FROM unnest($2::BIGINT[], $3::TEXT[])))"
+        ),
+        &[&sets, &hosts, &workloads],
+    )?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                let holder = holder_at(r, 4);
+                Candidate {
+                    cursor: ProcessCursor {
+                        hostname: holder.host.clone(),
+                        host: r.get(2),
+                        pid: r.get::<_, i64>(1) as u32,
+                        id: r.get(0),
+                    },
+                    set: r.get(3),
+                    workload: holder.workload.clone(),
+                    holder,
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// Package rows by id.

@@ -7,7 +7,11 @@ use patchgap_proto::{Message, v1};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::fleet::start_in;
-use crate::store::{Evidence, EvidencePage, PackageName, PageLimit, ProcessCursor, Result, pep503};
+use crate::store::{
+    EvidencePage, PackageName, PageLimit, ProcessCursor, Result,
+    evidence::{Candidate, Declared, SELECTIVE_MAX, SetArtifact, process_evidence, selective_page},
+    pep503,
+};
 
 /// A package and its distro identity; [`package_row`] reads the columns.
 pub(super) const PACKAGE_COLUMNS: &str =
@@ -54,35 +58,19 @@ pub(super) fn package_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, v1::Packa
     ))
 }
 
-pub(super) fn evidence_name(kind: i32) -> &'static str {
-    match v1::ArtifactKind::try_from(kind) {
-        Ok(v1::ArtifactKind::Exe) => "exe",
-        Ok(v1::ArtifactKind::Opened) => "opened",
-        Ok(v1::ArtifactKind::Installed) => "installed",
-        Ok(v1::ArtifactKind::Embedded) => "embedded",
-        Ok(v1::ArtifactKind::Anonymous) => "anonymous",
-        _ => "mapped",
-    }
-}
-
-/// An artifact of one of the packages asked for, as a set holds it:
-/// (the package's position in the request, package id, kind, path, stale,
-/// deleted, dev, inode).
-type SetArtifact = (usize, i64, i32, Vec<u8>, bool, bool, i64, i64);
-
-/// An SBOM declaration of one of the packages asked for, as the workloads
-/// running its image see it: (position, package id, image, reference,
-/// chain).
-type Declared = (usize, i64, String, String, String);
+pub(super) use crate::store::evidence::evidence_name;
 
 /// One page of evidence (see `Store::evidence_page`). The packages'
 /// artifacts are found by package and grouped by the sets that hold them,
 /// and their SBOM declarations by the workload instances that run the
-/// image; then each host's processes are walked in pid order from the
-/// cursor (on an index), and a process is kept when its set (or, with a
-/// window, a set it had in the window) or its workload has some. So a page
-/// costs its processes and at most `limit.scan` index steps, never a
-/// sort of the fleet.
+/// image. Without a window, when at most [`SELECTIVE_MAX`] running
+/// processes have those sets or workloads, they are read through the
+/// indexes on set and workload and paged in memory (`evidence::selective_page`):
+/// a page costs the answer, not the fleet. Otherwise each host's processes
+/// are walked in pid order from the cursor (on an index), and a process is
+/// kept when its set (or, with a window, a set it had in the window) or
+/// its workload has some. So a page costs its processes and at most
+/// `limit.scan` index steps, never a sort of the fleet.
 pub(super) fn evidence_page(
     conn: &Connection,
     package_ids: &[i64],
@@ -140,6 +128,11 @@ pub(super) fn evidence_page(
     for decls in declared.values_mut() {
         decls.sort();
     }
+    if window.is_none()
+        && let Some(candidates) = selective_candidates(conn, &by_set, &declared)?
+    {
+        return Ok(selective_page(candidates, &by_set, &declared, after, limit));
+    }
     // "Now" walks the running processes and their current sets; a window
     // walks every process and the sets its history intervals had in the
     // window, so exited processes and sets a process had earlier count.
@@ -161,11 +154,9 @@ pub(super) fn evidence_page(
         "SELECT DISTINCT set_id FROM process_set_history
          WHERE process_id = ?1 AND from_ms <= ?3 AND (until_ms IS NULL OR until_ms >= ?2)",
     )?;
-    let mut holder = conn.prepare_cached(
-        "SELECT h.hostname, h.host_id, p.workload, p.pid, p.start_ticks, p.start_time_ms,
-                p.exe, p.cmdline, p.uid, p.privilege, p.exit_time_ms
-         FROM process p JOIN host h ON h.id = p.host WHERE p.id = ?1",
-    )?;
+    let mut holder = conn.prepare_cached(&format!(
+        "SELECT {HOLDER_COLUMNS} FROM process p JOIN host h ON h.id = p.host WHERE p.id = ?1"
+    ))?;
     let mut page = EvidencePage::default();
     let mut scanned = 0usize;
     for (host, hostname, _) in super::fleet::hosts_from(conn, None, after)? {
@@ -213,64 +204,8 @@ pub(super) fn evidence_page(
                 .flatten()
                 .collect();
             if !arts.is_empty() || decls.is_some() {
-                let who = holder.query_row([cursor.id], |r| {
-                    Ok(v1::Match {
-                        host: r.get(0)?,
-                        host_id: r.get(1)?,
-                        workload: r.get(2)?,
-                        key: Some(v1::ProcessKey {
-                            pid: r.get(3)?,
-                            start_ticks: r.get::<_, i64>(4)? as u64,
-                        }),
-                        process_start_ms: r.get(5)?,
-                        exe: r.get(6)?,
-                        cmdline: r.get(7)?,
-                        uid: r.get(8)?,
-                        privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(9)?.as_slice()).ok(),
-                        exit_time_ms: r.get::<_, Option<i64>>(10)?.unwrap_or(0),
-                        ..Default::default()
-                    })
-                })?;
-                let mut evidence = Vec::new();
-                // With several sets in the window, the packages' order first.
-                let mut arts = arts;
-                arts.sort_by(|a, b| (a.0, a.2, &a.3).cmp(&(b.0, b.2, &b.3)));
-                for &(_, package_id, kind, ref path, stale, deleted, dev, inode) in arts {
-                    evidence.push(Evidence {
-                        process: cursor.id,
-                        package_id,
-                        holder: who.clone(),
-                        path: v1::MatchPath {
-                            path: path.clone(),
-                            evidence: evidence_name(kind).into(),
-                            stale,
-                            deleted,
-                            dev: dev as u64,
-                            inode: inode as u64,
-                        },
-                        sbom: None,
-                    });
-                }
-                for (_, package_id, image, reference, chain) in decls.into_iter().flatten() {
-                    evidence.push(Evidence {
-                        process: cursor.id,
-                        package_id: *package_id,
-                        holder: who.clone(),
-                        path: v1::MatchPath {
-                            path: format!("sbom {image} {reference}").into_bytes(),
-                            evidence: "declared".into(),
-                            ..Default::default()
-                        },
-                        sbom: Some((
-                            image.clone(),
-                            chain
-                                .split('\n')
-                                .filter(|c| !c.is_empty())
-                                .map(str::to_string)
-                                .collect(),
-                        )),
-                    });
-                }
+                let who = holder.query_row([cursor.id], |r| holder_at(r, 0))?;
+                let evidence = process_evidence(cursor.id, &who, arts, decls);
                 page.processes.push((cursor.clone(), evidence));
             }
             if page.processes.len() >= limit.items || scanned >= limit.scan {
@@ -280,6 +215,105 @@ pub(super) fn evidence_page(
         }
     }
     Ok(page)
+}
+
+/// The side of a match a process row gives, after the columns a query
+/// puts first (`at`): hostname, host id, workload, pid, start ticks, start
+/// and exit time, exe, cmdline, uid and privilege.
+const HOLDER_COLUMNS: &str = "h.hostname, h.host_id, p.workload, p.pid, p.start_ticks,
+     p.start_time_ms, p.exe, p.cmdline, p.uid, p.privilege, p.exit_time_ms";
+
+fn holder_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<v1::Match> {
+    Ok(v1::Match {
+        host: r.get(at)?,
+        host_id: r.get(at + 1)?,
+        workload: r.get(at + 2)?,
+        key: Some(v1::ProcessKey {
+            pid: r.get(at + 3)?,
+            start_ticks: r.get::<_, i64>(at + 4)? as u64,
+        }),
+        process_start_ms: r.get(at + 5)?,
+        exe: r.get(at + 6)?,
+        cmdline: r.get(at + 7)?,
+        uid: r.get(at + 8)?,
+        privilege: v1::Privilege::decode(r.get::<_, Vec<u8>>(at + 9)?.as_slice()).ok(),
+        exit_time_ms: r.get::<_, Option<i64>>(at + 10)?.unwrap_or(0),
+        ..Default::default()
+    })
+}
+
+/// The running processes whose set holds one of the packages' artifacts
+/// or whose workload declares one, when there are at most
+/// [`SELECTIVE_MAX`]; None when there are more (counted on the indexes
+/// first, stopping one past the bound).
+fn selective_candidates(
+    conn: &Connection,
+    by_set: &HashMap<i64, Vec<SetArtifact>>,
+    declared: &HashMap<(i64, String), Vec<Declared>>,
+) -> Result<Option<Vec<Candidate>>> {
+    if by_set.len() + declared.len() > SELECTIVE_MAX {
+        return Ok(None);
+    }
+    let mut count_set = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM process INDEXED BY process_running_by_set
+         WHERE set_id = ?1 AND exit_time_ms IS NULL LIMIT ?2)",
+    )?;
+    let mut count_workload = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM process INDEXED BY process_by_workload
+         WHERE host = ?1 AND workload = ?2 AND exit_time_ms IS NULL LIMIT ?3)",
+    )?;
+    let mut total = 0usize;
+    for set in by_set.keys() {
+        let left = (SELECTIVE_MAX + 1 - total) as i64;
+        total += count_set.query_row(params![set, left], |r| r.get::<_, i64>(0))? as usize;
+        if total > SELECTIVE_MAX {
+            return Ok(None);
+        }
+    }
+    for (host, workload) in declared.keys() {
+        let left = (SELECTIVE_MAX + 1 - total) as i64;
+        total += count_workload.query_row(params![host, workload, left], |r| r.get::<_, i64>(0))?
+            as usize;
+        if total > SELECTIVE_MAX {
+            return Ok(None);
+        }
+    }
+    let mut of_set = conn.prepare_cached(&format!(
+        "SELECT p.id, p.pid, p.host, p.set_id, {HOLDER_COLUMNS}
+         FROM process p INDEXED BY process_running_by_set JOIN host h ON h.id = p.host
+         WHERE p.set_id = ?1 AND p.exit_time_ms IS NULL"
+    ))?;
+    let mut of_workload = conn.prepare_cached(&format!(
+        "SELECT p.id, p.pid, p.host, p.set_id, {HOLDER_COLUMNS}
+         FROM process p INDEXED BY process_by_workload JOIN host h ON h.id = p.host
+         WHERE p.host = ?1 AND p.workload = ?2 AND p.exit_time_ms IS NULL"
+    ))?;
+    let candidate = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Candidate> {
+        let holder = holder_at(r, 4)?;
+        Ok(Candidate {
+            cursor: ProcessCursor {
+                hostname: holder.host.clone(),
+                host: r.get(2)?,
+                pid: r.get(1)?,
+                id: r.get(0)?,
+            },
+            set: r.get(3)?,
+            workload: holder.workload.clone(),
+            holder,
+        })
+    };
+    let mut out = Vec::with_capacity(total);
+    for set in by_set.keys() {
+        for c in of_set.query_map([set], candidate)? {
+            out.push(c?);
+        }
+    }
+    for (host, workload) in declared.keys() {
+        for c in of_workload.query_map(params![host, workload], candidate)? {
+            out.push(c?);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Package rows by id.
