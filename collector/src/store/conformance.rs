@@ -2874,22 +2874,34 @@ fn pages_walk_the_whole_answer(store: &dyn Store) {
         let whole = store.evidence(&libc, window).expect("evidence");
         assert_eq!(whole.len(), 50, "{window:?}");
         for (items, scan) in [(1, usize::MAX), (4, 3), (100, 9)] {
-            let mut after: Option<ProcessCursor> = None;
-            let mut got = Vec::new();
-            loop {
-                let page = store
-                    .evidence_page(&libc, window, after.as_ref(), PageLimit { items, scan })
-                    .expect("evidence page");
-                assert!(page.processes.len() <= items.min(scan));
-                got.extend(page.processes.into_iter().flat_map(|(_, e)| e));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
+            let got = every_page(store, &libc, window, PageLimit { items, scan });
             assert_eq!(got, whole, "{window:?}, {items} per page, scan {scan}");
         }
     }
+}
+
+/// The evidence of every page, each started after the last one's cursor
+/// (each page within its bounds; at most 100,000 pages).
+fn every_page(
+    store: &dyn Store,
+    ids: &[i64],
+    window: Option<(i64, i64)>,
+    limit: PageLimit,
+) -> Vec<crate::store::Evidence> {
+    let mut after: Option<ProcessCursor> = None;
+    let mut got = Vec::new();
+    for _ in 0..100_000 {
+        let page = store
+            .evidence_page(ids, window, after.as_ref(), limit)
+            .expect("evidence page");
+        assert!(page.processes.len() <= limit.items.min(limit.scan));
+        got.extend(page.processes.into_iter().flat_map(|(_, e)| e));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return got,
+        }
+    }
+    panic!("no last page after 100,000 pages");
 }
 
 /// A package more running processes hold than a selective page gathers
@@ -2931,19 +2943,7 @@ fn a_package_most_processes_hold_is_walked(store: &dyn Store) {
             .collect();
         assert!(pids.windows(2).all(|w| w[0] < w[1]), "{name}: pid order");
         for (items, scan) in [(1_000, usize::MAX), (700, 300)] {
-            let mut after: Option<ProcessCursor> = None;
-            let mut got = Vec::new();
-            for _ in 0..=n {
-                let page = store
-                    .evidence_page(&ids, None, after.as_ref(), PageLimit { items, scan })
-                    .expect("evidence page");
-                assert!(page.processes.len() <= items.min(scan));
-                got.extend(page.processes.into_iter().flat_map(|(_, e)| e));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
+            let got = every_page(store, &ids, None, PageLimit { items, scan });
             assert_eq!(got, whole, "{name}, {items} per page, scan {scan}");
         }
     }
