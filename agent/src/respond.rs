@@ -5,7 +5,10 @@
 //! `cgroup.freeze`) and kill ([`Killer`], `cgroup.kill`). The heartbeats
 //! report what is in force, with the evidence of its effect: the first
 //! blocked connect, the kernel reporting the cgroup frozen, the first kill
-//! (`first_block_ms`), and the counts.
+//! (`first_block_ms`), and the counts. A containment a set lifted is
+//! reported for [`LIFTED_KEPT_MS`] more with its last status (marked
+//! `lifted`), so an effect seen shortly before a quick lift still reaches
+//! the collector.
 //!
 //! The set names cgroups relative to the cgroup2 mount; every kind goes
 //! through the same guards (`contain::Hierarchy`: never the root, the
@@ -45,6 +48,15 @@ use crate::{
 /// Bytes of a workload's resolv.conf read at most.
 const RESOLV_CONF_LIMIT: u64 = 64 << 10;
 
+/// How long a lifted containment's last status stays in the reports. The
+/// heartbeat after a set is sent at once, but its counters are gone with
+/// the lift: a first block seen since the previous heartbeat (10 s by
+/// default) would never be reported, and the collector could not time
+/// the containment. Ten minutes outlasts a few heartbeats and a
+/// reconnect, and keeps the reports from growing with every containment
+/// ever lifted.
+pub const LIFTED_KEPT_MS: i64 = 10 * 60_000;
+
 /// The host's containments, as this agent carries them out.
 pub struct Responder {
     /// Isolation: None when this host cannot isolate, with the reason.
@@ -63,6 +75,9 @@ pub struct Responder {
     /// Per id: when this agent first saw it applied, and the last error.
     applied_ms: HashMap<String, i64>,
     errors: HashMap<String, String>,
+    /// Per id a set lifted, after an effect was seen: its last status
+    /// (marked lifted) and when it was lifted.
+    lifted: HashMap<String, (v1::ContainmentStatus, i64)>,
 }
 
 impl Responder {
@@ -97,6 +112,7 @@ impl Responder {
             wanted: Vec::new(),
             applied_ms: HashMap::new(),
             errors: HashMap::new(),
+            lifted: HashMap::new(),
         }
     }
 
@@ -149,6 +165,18 @@ impl Responder {
                 errors.insert(c.id.clone(), e);
             }
         }
+        // What the containments this set drops showed last, read now:
+        // their counters go with the lift.
+        let dropped: Vec<v1::Containment> = self
+            .wanted
+            .iter()
+            .filter(|w| !set.items.iter().any(|c| c.id == w.id))
+            .cloned()
+            .collect();
+        let mut last: HashMap<String, v1::ContainmentStatus> = dropped
+            .iter()
+            .map(|c| (c.id.clone(), self.status(c)))
+            .collect();
         // An item that could not be read is left as it is in force (if it
         // is): it is still wanted, so it must not be lifted.
         let keep: Vec<&str> = errors.keys().map(String::as_str).collect();
@@ -169,6 +197,12 @@ impl Responder {
                 Applied::Released { id } => {
                     if !set.items.iter().any(|c| c.id == id) {
                         self.applied_ms.remove(&id);
+                        if let Some(mut s) = last.remove(&id).filter(|s| s.first_block_ms > 0) {
+                            s.lifted = true;
+                            s.applied = false;
+                            s.error.clear();
+                            self.lifted.insert(id, (s, now_ms()));
+                        }
                     }
                 }
                 Applied::Failed { id, error } => {
@@ -179,6 +213,9 @@ impl Responder {
                 }
             }
         }
+        // Named again, it is in force again, not lifted.
+        self.lifted
+            .retain(|id, _| !set.items.iter().any(|c| &c.id == id));
         self.generation = set.generation;
         self.wanted = set.items.clone();
         self.errors = errors;
@@ -195,70 +232,83 @@ impl Responder {
     }
 
     /// What is in force, for a heartbeat: the generation reconciled to and
-    /// each wanted containment's state and counters. A freeze first seen
-    /// frozen here has that time recorded.
+    /// each wanted containment's state and counters, then the last status
+    /// of each containment lifted in the last [`LIFTED_KEPT_MS`] after an
+    /// effect was seen (by id). A freeze first seen frozen here has that
+    /// time recorded.
     pub fn statuses(&mut self) -> (u64, Vec<v1::ContainmentStatus>) {
-        let mut statuses = Vec::with_capacity(self.wanted.len());
-        for c in &self.wanted {
-            let mut s = v1::ContainmentStatus {
-                id: c.id.clone(),
-                error: self.errors.get(&c.id).cloned().unwrap_or_default(),
-                applied_ms: self.applied_ms.get(&c.id).copied().unwrap_or_default(),
-                mode: c.mode,
-                kind: c.kind,
-                ..Default::default()
-            };
-            match v1::ContainmentKind::try_from(c.kind) {
-                Ok(v1::ContainmentKind::Isolate) => {
-                    let counters = self.executor.as_ref().ok().and_then(|e| e.status(&c.id));
-                    s.applied = counters.is_some();
-                    if let Some(k) = counters {
-                        s.blocked_connects = k.blocked_connects;
-                        s.blocked_packets = k.blocked_packets;
-                        s.would_block_connects = k.would_block_connects;
-                        s.would_block_packets = k.would_block_packets;
-                        s.first_block_ms = k
-                            .first_block_unix_ms
-                            .or(k.first_would_block_unix_ms)
-                            .unwrap_or_default() as i64;
-                        s.mode = match k.mode {
-                            Some(Mode::Shadow) => v1::ContainmentMode::Shadow as i32,
-                            Some(Mode::Enforce) => v1::ContainmentMode::Enforce as i32,
-                            None => c.mode,
-                        };
-                    }
-                }
-                Ok(v1::ContainmentKind::Freeze) => {
-                    let status = match &self.cgroups {
-                        Ok(h) => self.freezer.status(h, &c.id),
-                        Err(_) => None,
-                    };
-                    if let Some(f) = status {
-                        s.applied = true;
-                        s.frozen = f.frozen;
-                        s.first_block_ms = f.frozen_ms;
-                        s.applied_ms = f.applied_ms;
-                        if s.error.is_empty() {
-                            s.error = f.problem.unwrap_or_default();
-                        }
-                    }
-                }
-                Ok(v1::ContainmentKind::Kill) => {
-                    if let Some(k) = self.killer.status(&c.id) {
-                        s.applied = true;
-                        s.killed = k.killed;
-                        s.first_block_ms = k.first_kill_ms;
-                        s.applied_ms = k.applied_ms;
-                        if s.error.is_empty() {
-                            s.error = k.problem.unwrap_or_default();
-                        }
-                    }
-                }
-                Err(_) => {}
-            }
-            statuses.push(s);
-        }
+        let wanted = self.wanted.clone();
+        let mut statuses: Vec<v1::ContainmentStatus> =
+            wanted.iter().map(|c| self.status(c)).collect();
+        let now = now_ms();
+        self.lifted
+            .retain(|_, (_, at)| now.saturating_sub(*at) < LIFTED_KEPT_MS);
+        let mut lifted: Vec<v1::ContainmentStatus> =
+            self.lifted.values().map(|(s, _)| s.clone()).collect();
+        lifted.sort_by(|a, b| a.id.cmp(&b.id));
+        statuses.extend(lifted);
         (self.generation, statuses)
+    }
+
+    /// One wanted containment's state and counters.
+    fn status(&mut self, c: &v1::Containment) -> v1::ContainmentStatus {
+        let mut s = v1::ContainmentStatus {
+            id: c.id.clone(),
+            error: self.errors.get(&c.id).cloned().unwrap_or_default(),
+            applied_ms: self.applied_ms.get(&c.id).copied().unwrap_or_default(),
+            mode: c.mode,
+            kind: c.kind,
+            ..Default::default()
+        };
+        match v1::ContainmentKind::try_from(c.kind) {
+            Ok(v1::ContainmentKind::Isolate) => {
+                let counters = self.executor.as_ref().ok().and_then(|e| e.status(&c.id));
+                s.applied = counters.is_some();
+                if let Some(k) = counters {
+                    s.blocked_connects = k.blocked_connects;
+                    s.blocked_packets = k.blocked_packets;
+                    s.would_block_connects = k.would_block_connects;
+                    s.would_block_packets = k.would_block_packets;
+                    s.first_block_ms = k
+                        .first_block_unix_ms
+                        .or(k.first_would_block_unix_ms)
+                        .unwrap_or_default() as i64;
+                    s.mode = match k.mode {
+                        Some(Mode::Shadow) => v1::ContainmentMode::Shadow as i32,
+                        Some(Mode::Enforce) => v1::ContainmentMode::Enforce as i32,
+                        None => c.mode,
+                    };
+                }
+            }
+            Ok(v1::ContainmentKind::Freeze) => {
+                let status = match &self.cgroups {
+                    Ok(h) => self.freezer.status(h, &c.id),
+                    Err(_) => None,
+                };
+                if let Some(f) = status {
+                    s.applied = true;
+                    s.frozen = f.frozen;
+                    s.first_block_ms = f.frozen_ms;
+                    s.applied_ms = f.applied_ms;
+                    if s.error.is_empty() {
+                        s.error = f.problem.unwrap_or_default();
+                    }
+                }
+            }
+            Ok(v1::ContainmentKind::Kill) => {
+                if let Some(k) = self.killer.status(&c.id) {
+                    s.applied = true;
+                    s.killed = k.killed;
+                    s.first_block_ms = k.first_kill_ms;
+                    s.applied_ms = k.applied_ms;
+                    if s.error.is_empty() {
+                        s.error = k.problem.unwrap_or_default();
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        s
     }
 }
 
@@ -574,6 +624,45 @@ mod tests {
         }
         let kinds: Vec<i32> = statuses.iter().map(|s| s.kind).collect();
         assert_eq!(kinds, [0, 1, 2]);
+    }
+
+    /// A lifted containment's last status is reported for
+    /// [`LIFTED_KEPT_MS`] after the lift, then no more; a set that names
+    /// it again makes it wanted, not lifted.
+    #[test]
+    fn a_lifted_containments_last_status_is_kept_for_a_while() {
+        let mut r = Responder::new(None, None, PathBuf::from("/proc"), String::new());
+        let now = now_ms();
+        for (id, at) in [("old", now - LIFTED_KEPT_MS - 1), ("recent", now - 1_000)] {
+            let last = v1::ContainmentStatus {
+                id: id.into(),
+                lifted: true,
+                first_block_ms: at - 10,
+                blocked_connects: 1,
+                ..Default::default()
+            };
+            r.lifted.insert(id.into(), (last, at));
+        }
+        let (_, statuses) = r.statuses();
+        let ids: Vec<(&str, bool)> = statuses.iter().map(|s| (s.id.as_str(), s.lifted)).collect();
+        assert_eq!(ids, [("recent", true)]);
+        assert!(!r.lifted.contains_key("old"));
+
+        r.apply(&v1::Containments {
+            generation: 2,
+            items: vec![containment(
+                "recent",
+                "/pods/x",
+                v1::ContainmentMode::Enforce,
+                &[],
+            )],
+        });
+        let (_, statuses) = r.statuses();
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        assert!(
+            !statuses[0].lifted && statuses[0].error.contains("disabled"),
+            "{statuses:?}"
+        );
     }
 
     #[test]

@@ -1037,7 +1037,10 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
     assert!(responder.statuses().1[0].applied);
     assert_eq!(ours_attached(&w.cgroup.path), 3);
 
-    // The set without it lifts it.
+    // The set without it lifts it. Its last status stays in the reports,
+    // marked lifted: the blocks seen before the lift still reach the
+    // collector, whose heartbeat would otherwise find the counters gone.
+    let before_lift = unix_ms() as i64;
     responder.apply(&set(4, vec![]));
     let (ok, seen) = w
         .client
@@ -1046,13 +1049,33 @@ fn the_collectors_set_is_carried_out_and_lifted_only_by_a_set() {
         ok.is_some(),
         "still blocked after the set lifted it: {seen:?}"
     );
-    assert_eq!(responder.statuses(), (4, vec![]));
+    let (generation, statuses) = responder.statuses();
+    assert_eq!(generation, 4);
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    let last = &statuses[0];
+    assert!(
+        last.id == "inc-9_a0" && last.lifted && !last.applied,
+        "{last:?}"
+    );
+    assert!(
+        last.first_block_ms >= s.first_block_ms
+            && last.first_block_ms <= before_lift
+            && last.blocked_connects >= 1,
+        "{last:?}"
+    );
+    assert_eq!(ours_attached(&w.cgroup.path), 0);
+    // Named again, it is in force again and no longer reported lifted.
+    responder.apply(&set(5, vec![item("203.0.113.0/24")]));
+    let (_, statuses) = responder.statuses();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert!(statuses[0].applied && !statuses[0].lifted, "{statuses:?}");
+    responder.apply(&set(6, vec![]));
     assert_eq!(ours_attached(&w.cgroup.path), 0);
 
     // Without an executor nothing is in force, and every item says why.
     let mut off = Responder::new(None, None, PathBuf::from("/proc"), String::new());
     assert!(!off.capability().0);
-    off.apply(&set(5, vec![item("203.0.113.0/24")]));
+    off.apply(&set(7, vec![item("203.0.113.0/24")]));
     let (_, statuses) = off.statuses();
     assert!(!statuses[0].applied);
     assert!(statuses[0].error.contains("disabled"), "{statuses:?}");

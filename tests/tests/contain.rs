@@ -1041,6 +1041,45 @@ fn the_trainer_fixed_in_its_venv_converges_isolation_is_lifted_and_the_incident_
     assert_eq!(isolate["state"], "reverted", "{isolate:#}");
     assert!(!isolate["revert_verified_at"].is_null(), "{isolate:#}");
     assert_eq!(shown["verification"]["verdict"], "successful");
+    // However quickly it converged, the isolation has its time to
+    // containment: the trainer's first blocked connect (before the
+    // revert) minus the incident's opening, and the report has that
+    // sample. The lift can come before any heartbeat carried the block;
+    // the agent then reports it with the lifted containment's last status.
+    let events = shown["events"].as_array().unwrap();
+    let at = |e: &Value| rfc3339_ms(e["at"].as_str().unwrap());
+    let opened_at = at(events.iter().find(|e| e["kind"] == "opened").unwrap());
+    let reverted_at = at(events.iter().find(|e| e["kind"] == "reverted").unwrap());
+    let verified = events
+        .iter()
+        .position(|e| e["kind"] == "observed" && e["observation"]["is"] == "verified")
+        .unwrap_or_else(|| panic!("no verified isolation in {events:#?}"));
+    let first_block = events[verified]["observation"]["at_ms"].as_i64().unwrap();
+    assert!(
+        first_block >= approved_at as i64 && first_block <= reverted_at,
+        "first block {first_block}, approved {approved_at}, reverted {reverted_at}"
+    );
+    assert_eq!(
+        isolate["time_to_containment_ms"].as_i64(),
+        Some(first_block - opened_at),
+        "{isolate:#}"
+    );
+    let report = w.json(&alice, &["report", "-o", "json"]);
+    let contained = &report["time_to_containment"]["1"];
+    assert_eq!(contained["count"], 1, "{report:#}");
+    assert_eq!(contained["p50_ms"], first_block - opened_at, "{report:#}");
+    let reported_after_revert = events[..verified].iter().any(|e| e["kind"] == "reverted");
+    eprintln!(
+        "full loop: time to containment {} ms; first block {} ms before the revert; \
+         its verified event recorded {} the revert",
+        first_block - opened_at,
+        reverted_at - first_block,
+        if reported_after_revert {
+            "after"
+        } else {
+            "before"
+        }
+    );
     let transitions: Vec<String> = shown["events"]
         .as_array()
         .unwrap()

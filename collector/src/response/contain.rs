@@ -6,6 +6,12 @@
 //! reports into the actions' `applied`, `verified`, `failed` and
 //! revert-seen events.
 //!
+//! An agent keeps reporting a containment it lifted for a while, its last
+//! status marked `lifted`: a quick revert can lift an isolation before
+//! any heartbeat carried its first block. Such a report counts as gone
+//! for the revert, and its first block, when it came no later than the
+//! revert, still verifies the action (time to containment).
+//!
 //! Restarts lose nothing: the set is derived from the incident logs, so a
 //! restarted collector pushes the same set, and an agent keeps what is
 //! pinned until a set that no longer names it arrives.
@@ -157,18 +163,28 @@ pub fn incidents_to_watch(store: &dyn Store) -> Result<Vec<(i64, Incident)>, Log
     Ok(out)
 }
 
-/// What the reports show about one action: an observation when its state
-/// should change, else None.
+/// The earliest effect (first block) these statuses report.
+fn first_block(statuses: &[Option<&v1::ContainmentStatus>]) -> Option<i64> {
+    statuses
+        .iter()
+        .flatten()
+        .map(|s| s.first_block_ms)
+        .filter(|&ms| ms > 0)
+        .min()
+}
+
+/// What the reports show about one action: the observations its state
+/// calls for, in order (none when nothing changed).
 fn observe_action(
     id: i64,
     opened_at_ms: i64,
     a: &IncidentAction,
     observed: &Observed,
     now_ms: i64,
-) -> Option<Observation> {
+) -> Vec<Observation> {
     let targets = &a.planned.targets;
     if targets.is_empty() {
-        return None;
+        return Vec::new();
     }
     let statuses: Vec<Option<&v1::ContainmentStatus>> = targets
         .iter()
@@ -181,43 +197,63 @@ fn observe_action(
         })
         .collect();
     if a.state == ActionState::Reverted {
+        let mut out = Vec::new();
+        // A first block reported only after the revert (the lift came
+        // before the heartbeat that would have carried it) still times
+        // the containment, if it came no later than the revert: a block
+        // after it would credit the isolation with an effect it had once
+        // it was no longer wanted. (The agent's clock against the
+        // collector's: a skew between them moves this bound as it moves
+        // every time to containment.)
+        if a.times.verified == 0
+            && let Some(at_ms) = first_block(&statuses).filter(|&ms| ms <= a.times.reverted)
+        {
+            out.push(Observation::Verified {
+                at_ms,
+                time_to_containment_ms: (at_ms - opened_at_ms).max(0),
+            });
+        }
         // Lifted when every target's agent has reconciled to a set made
-        // after the revert and no longer has it.
+        // after the revert and no longer has it in force (a lifted status
+        // is its last one from before the lift).
         let lifted = targets.iter().zip(&statuses).all(|(t, s)| {
-            s.is_none()
+            s.is_none_or(|s| s.lifted)
                 && observed.hosts.get(&t.host_key).is_some_and(|h| {
                     h.generation >= observed.generation && h.at_ms >= a.times.reverted
                 })
         });
-        return (lifted && a.times.revert_verified == 0)
-            .then_some(Observation::RevertVerified { at_ms: now_ms });
+        if lifted && a.times.revert_verified == 0 {
+            out.push(Observation::RevertVerified { at_ms: now_ms });
+        }
+        return out;
     }
+    // In force, a lifted status is an old one: this action's containment
+    // is not lifted while it is wanted.
+    let statuses: Vec<Option<&v1::ContainmentStatus>> = statuses
+        .into_iter()
+        .map(|s| s.filter(|s| !s.lifted))
+        .collect();
     if let Some((t, s)) = targets
         .iter()
         .zip(&statuses)
         .find_map(|(t, s)| s.filter(|s| !s.error.is_empty()).map(|s| (t, s)))
     {
         let reason = format!("{}: {}", t.host, s.error);
-        return (a.state != ActionState::Failed || a.reason != reason).then_some(
-            Observation::Failed {
+        return (a.state != ActionState::Failed || a.reason != reason)
+            .then_some(Observation::Failed {
                 at_ms: now_ms,
                 reason,
-            },
-        );
+            })
+            .into_iter()
+            .collect();
     }
-    let first_block = statuses
-        .iter()
-        .flatten()
-        .map(|s| s.first_block_ms)
-        .filter(|&ms| ms > 0)
-        .min();
-    if let Some(at_ms) = first_block
+    if let Some(at_ms) = first_block(&statuses)
         && a.state != ActionState::Verified
     {
-        return Some(Observation::Verified {
+        return vec![Observation::Verified {
             at_ms,
             time_to_containment_ms: (at_ms - opened_at_ms).max(0),
-        });
+        }];
     }
     let all_applied = statuses.iter().all(|s| s.is_some_and(|s| s.applied));
     if all_applied && matches!(a.state, ActionState::Requested | ActionState::Failed) {
@@ -228,9 +264,9 @@ fn observe_action(
             .max()
             .filter(|&ms| ms > 0)
             .unwrap_or(now_ms);
-        return Some(Observation::Applied { at_ms });
+        return vec![Observation::Applied { at_ms }];
     }
-    None
+    Vec::new()
 }
 
 /// The `observed` events the agents' reports call for, for incident `id`.
@@ -244,13 +280,13 @@ pub fn observations(id: i64, incident: &Incident, observed: &Observed, now_ms: i
                 && (a.in_force() || a.state == ActionState::Reverted)
                 && a.times.requested > 0
         })
-        .filter_map(|a| {
-            observe_action(id, incident.opened_at_ms, a, observed, now_ms).map(|observation| {
-                Event::Observed {
+        .flat_map(|a| {
+            observe_action(id, incident.opened_at_ms, a, observed, now_ms)
+                .into_iter()
+                .map(|observation| Event::Observed {
                     action: a.planned.id,
                     observation,
-                }
-            })
+                })
         })
         .collect()
 }

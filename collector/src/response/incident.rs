@@ -1073,6 +1073,25 @@ fn observe(a: &mut IncidentAction, o: &Observation) -> Result<(), &'static str> 
             }
             a.times.revert_verified = *at_ms;
         }
+        // The agents may report an effect only after a quick revert lifted
+        // it (see `contain`): it still times the containment, once, if it
+        // came no later than the revert, and the action stays reverted.
+        Observation::Verified {
+            at_ms,
+            time_to_containment_ms,
+        } if a.state == Reverted => {
+            if a.times.verified != 0 {
+                return Err("its effect was seen already");
+            }
+            if *at_ms > a.times.reverted {
+                return Err("an effect seen after the revert is not its containment");
+            }
+            if a.times.applied == 0 {
+                a.times.applied = *at_ms;
+            }
+            a.times.verified = *at_ms;
+            a.time_to_containment_ms = Some(*time_to_containment_ms);
+        }
         _ if !matches!(a.state, Requested | Applied | Verified | Failed) => {
             return Err("only a requested action is observed");
         }

@@ -576,7 +576,7 @@ mod tests {
         response::{
             ActionKind, Mode, Policy,
             contain::{Hub, containment_id, desired, rebuild},
-            incident::{Source, log},
+            incident::{Observation, Recorded, Source, log},
             plan::Protected,
         },
         store::{
@@ -837,6 +837,108 @@ mod tests {
         assert!(revert(&ingest, id, "alice", None, "bored", T0 + 70_003).is_err());
         assert!(rebuild(ingest.store().as_ref(), &hub).is_ok());
         assert!(hub.desired().by_host.is_empty());
+    }
+
+    /// The issue 17 race: the incident converged and the isolation was
+    /// reverted and lifted before any heartbeat carried its first block.
+    /// The agent's next report has the lifted containment's last status:
+    /// a first block from before the revert still gives the action its
+    /// time to containment (and the report its sample), the action stays
+    /// reverted and the revert is seen in the same pass; a first block
+    /// after the revert gives nothing but the revert seen. The fold
+    /// refuses a second effect and one after the revert.
+    #[test]
+    fn a_block_reported_only_after_a_quick_revert_still_times_the_containment() {
+        for (first_block, timed) in [(T0 + 15, true), (T0 + 20, true), (T0 + 25, false)] {
+            let ingest = libfoo_running();
+            let source = Source::Package {
+                package: "libfoo1".into(),
+                name: "libfoo1".into(),
+                ecosystem: None,
+                group: None,
+                range: Some("<2".into()),
+            };
+            let id = log::open(&ingest, source, "alice", &[], T0 + 1).unwrap().id;
+            let policy = policy();
+            let protected = Protected::default();
+            let planning = Planning {
+                policy: &policy,
+                rules: &[],
+                protected: &protected,
+                executors: &Executors::default(),
+            };
+            let hash = plan(&ingest, id, "alice", &planning, T0 + 2)
+                .unwrap()
+                .plan
+                .hash;
+            let (approved, _) = approve(&ingest, id, "bob", &hash, &planning, T0 + 3).unwrap();
+            let action = approved.actions[0].planned.id;
+            let cid = containment_id(id, action, &approved.actions[0].planned.targets[0]);
+            let hub = Hub::new(100);
+            assert!(rebuild(ingest.store().as_ref(), &hub).unwrap());
+
+            // Applied, no block yet; then reverted (converged) and lifted.
+            hub.report("machine-1", 101, vec![status(&cid, T0 + 8, 0, "")], T0 + 9);
+            observe(&ingest, &hub.observed(), T0 + 9).unwrap();
+            revert(&ingest, id, "alice", None, "resolved", T0 + 20).unwrap();
+            assert!(rebuild(ingest.store().as_ref(), &hub).unwrap());
+            assert_eq!(hub.desired().generation, 102);
+            let mut last = status(&cid, T0 + 8, first_block, "");
+            last.lifted = true;
+            last.applied = false;
+            hub.report("machine-1", 102, vec![last], T0 + 21);
+            let p = observe(&ingest, &hub.observed(), T0 + 21).unwrap();
+            assert_eq!(p.events, if timed { 2 } else { 1 }, "{first_block}");
+
+            let i = log::replay(ingest.store().as_ref(), id).unwrap();
+            let a = &i.actions[0];
+            assert_eq!(
+                (a.state, a.reason.as_str(), a.times.revert_verified),
+                (ActionState::Reverted, "resolved", T0 + 21)
+            );
+            let events: Vec<Recorded> = ingest
+                .store()
+                .incident_events(id, 0, 100)
+                .unwrap()
+                .iter()
+                .map(|r| Recorded::from_record(r).unwrap())
+                .collect();
+            let times = crate::response::verify::metrics::from_log(id, &events);
+            if timed {
+                assert_eq!(a.time_to_containment_ms, Some(first_block - (T0 + 1)));
+                assert_eq!(a.times.verified, first_block);
+                assert_eq!(times.time_to_containment_ms, [(1, first_block - (T0 + 1))]);
+            } else {
+                assert_eq!((a.time_to_containment_ms, a.times.verified), (None, 0));
+                assert!(times.time_to_containment_ms.is_empty(), "{times:?}");
+            }
+            assert!(!crate::response::contain::watching(&i));
+
+            // Replayed, the fold takes no second effect and none after
+            // the revert.
+            let mut next = i.clone();
+            for at_ms in [T0 + 21, T0 + 16] {
+                let r = Recorded {
+                    seq: next.last_seq + 1,
+                    at_ms: T0 + 30,
+                    actor: COLLECTOR.into(),
+                    event: Event::Observed {
+                        action,
+                        observation: Observation::Verified {
+                            at_ms,
+                            time_to_containment_ms: at_ms - (T0 + 1),
+                        },
+                    },
+                };
+                // Untimed, the one before the revert is still taken.
+                let accepted = next.apply(&r).is_ok();
+                assert_eq!(
+                    accepted,
+                    !timed && at_ms <= T0 + 20,
+                    "{first_block} {at_ms}"
+                );
+            }
+        }
     }
 
     /// The scope grows between `plan` and `approve`: a process in another
