@@ -33,6 +33,10 @@ command -v llvm-strip >/dev/null || need+=(llvm)
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f /usr/lib/python3/dist-packages/pip/__init__.py ] || need+=(python3-pip)
 command -v curl >/dev/null || need+=(curl)
+# cargo fetches crates, and tests fetch wheels and npm packages, over HTTPS:
+# a minimal Debian has no CA bundle (here it came only as a dependency of
+# the JDK).
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 /usr/bin/python3 -c 'import yaml._yaml' 2>/dev/null || need+=(python3-yaml)
 /usr/bin/python3 -c 'import cryptography' 2>/dev/null || need+=(python3-cryptography)
 /usr/bin/python3 -c 'import pygments' 2>/dev/null || need+=(python3-pygments)
