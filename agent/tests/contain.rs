@@ -1274,7 +1274,19 @@ fn a_freeze_stops_a_process_until_a_set_without_it_thaws_it() {
         ticker.ticks(Duration::from_millis(500)) > 5,
         "not running again after the thaw"
     );
-    assert_eq!(r.statuses(), (4, vec![]));
+    // Nothing is in force; the two freezes, which stopped the process,
+    // are reported once more as lifted (their last status: the effect
+    // still times the containment after a quick revert).
+    let (generation, statuses) = r.statuses();
+    assert_eq!(generation, 4);
+    let ids: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["frz-1", "frz-2"], "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.lifted && !s.applied && s.first_block_ms > 0),
+        "{statuses:?}"
+    );
     let record = fs::read_to_string(state.path().join("contain/frozen.json")).unwrap();
     assert!(!record.contains("frz-"), "{record}");
 }
@@ -1394,7 +1406,18 @@ fn a_kill_kills_now_and_at_each_tick_until_a_set_lifts_it() {
     let mut third = sleeper(&cg);
     r.tick();
     assert_eq!(ended_by(&mut third, Duration::from_millis(300)), None);
-    assert_eq!(r.statuses(), (2, vec![]));
+    // Reported once more as lifted, with what it did while in force.
+    let (generation, statuses) = r.statuses();
+    assert_eq!(generation, 2);
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert!(
+        statuses[0].id == "kill-1"
+            && statuses[0].lifted
+            && !statuses[0].applied
+            && statuses[0].killed == 2
+            && statuses[0].first_block_ms == first_kill,
+        "{statuses:?}"
+    );
     drop(third);
 
     // A workload's cgroup removed once its processes died (what runtimes
