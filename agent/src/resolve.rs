@@ -823,6 +823,24 @@ impl Resolver {
         self.refresh_now(root)
     }
 
+    /// The generation of the database of the root with this identity, when
+    /// it is known to be current without touching the root: checked in this
+    /// batch already, or unchanged by its watch since. None otherwise (the
+    /// caller then opens the root and calls [`Resolver::refresh_batch`]).
+    pub fn generation_if_current(&mut self, root: FileId) -> Option<u64> {
+        let l = self.dbs.get_mut(&root)?;
+        if l.batch != self.batch {
+            let verified_ns = wall_ns();
+            if !self.watch.get().is_some_and(|w| w.unchanged(root)) {
+                return None;
+            }
+            l.batch = self.batch;
+            l.verified_ns = verified_ns;
+            self.unchanged += 1;
+        }
+        Some(l.db.generation())
+    }
+
     fn refresh_now(&mut self, root: &RootFs) -> Result<Arc<PackageDb>, RootError> {
         self.checks += 1;
         let verified_ns = wall_ns();

@@ -1002,6 +1002,7 @@ async fn handle_event(
             args,
             args_truncated,
             start_ticks,
+            exe,
             ..
         } => {
             // A light record now, from the event (argv, the exe resolved in
@@ -1018,6 +1019,7 @@ async fn handle_event(
                 args: &args,
                 args_truncated,
                 start_ticks,
+                exe: crate::scan::kernel_file(&exe),
             };
             let ExecRecord {
                 mut process,
@@ -1050,7 +1052,13 @@ async fn handle_event(
             }
             pending.rescans.retain(|_, pids| !pids.is_empty());
         }
-        Event::Open { pid, path, fd, .. } => {
+        Event::Open {
+            pid,
+            path,
+            fd,
+            file,
+            ..
+        } => {
             if needs_mapping(&path) {
                 // Held until its descriptor is mapped executable (a Map
                 // event), or forgotten at exec and exit.
@@ -1069,13 +1077,13 @@ async fn handle_event(
                 }
                 return Some(());
             }
-            opened(scanner, base, pending, pid, path).await?;
+            opened(scanner, base, pending, pid, path, file).await?;
         }
-        Event::Map { pid, fd, .. } => {
+        Event::Map { pid, fd, file, .. } => {
             let path = pending.held.get_mut(&pid).and_then(|fds| fds.remove(&fd));
             if let Some(path) = path {
                 pending.held_paths = pending.held_paths.saturating_sub(1);
-                opened(scanner, base, pending, pid, path).await?;
+                opened(scanner, base, pending, pid, path, file).await?;
             }
         }
         Event::Dns {
@@ -1193,6 +1201,7 @@ async fn opened(
     pending: &mut Pending,
     pid: u32,
     path: Vec<u8>,
+    file: patchgap_ebpf::FileIdentity,
 ) -> Option<()> {
     if base.by_pid(pid).is_none()
         && base.closed(pid).is_none()
@@ -1208,7 +1217,10 @@ async fn opened(
     }
     // A handful of syscalls: done in place, a thread hop would cost more.
     let (key, ppid) = base.by_pid(pid).map(|p| (p.key, p.ppid))?;
-    let artifacts = scanner.as_mut()?.opened_artifacts(key, Some(ppid), &path);
+    let artifacts =
+        scanner
+            .as_mut()?
+            .opened_artifacts(key, Some(ppid), &path, crate::scan::kernel_file(&file));
     if !artifacts.is_empty() {
         base.add_opened(pid, artifacts);
     }

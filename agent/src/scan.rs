@@ -50,6 +50,9 @@ pub struct ExecInfo<'a> {
     pub args_truncated: bool,
     /// From the kernel's start_boottime, in clock ticks.
     pub start_ticks: u64,
+    /// The file that runs, as the kernel named it at exec (see
+    /// [`kernel_file`]).
+    pub exe: Option<KernelFile>,
 }
 
 /// A light record of a just-exec'd process; see [`Scanner::exec_record`].
@@ -385,7 +388,37 @@ const HASH_LIMIT: u64 = 64 << 20;
 const CONTENTS_LIMIT: usize = 1024;
 
 /// The file at a path now: its identity and ctime.
-type FileNow = (FileId, i128);
+pub type FileNow = (FileId, i128);
+
+/// A file as an eBPF event named it, in stat's terms: which file an exec
+/// ran or an mmap mapped at that moment, and the root of the process that
+/// reached it. A recent answer for the same root, path and file is then
+/// reused without a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFile {
+    /// The file (device, inode) and its change time.
+    pub file: FileNow,
+    /// The process's root directory; None when unread.
+    pub root: Option<FileId>,
+}
+
+/// None when the program could not read the file.
+pub fn kernel_file(k: &patchgap_ebpf::FileIdentity) -> Option<KernelFile> {
+    let k = k.known()?;
+    Some(KernelFile {
+        file: (
+            FileId {
+                dev: k.st_dev(),
+                ino: k.ino,
+            },
+            k.ctime_ns(),
+        ),
+        root: (k.root_ino != 0).then(|| FileId {
+            dev: k.root_st_dev(),
+            ino: k.root_ino,
+        }),
+    })
+}
 
 /// A recent answer to an open.
 #[derive(Debug)]
@@ -397,6 +430,22 @@ struct Recent {
     /// The database load it was resolved with (0: none).
     generation: u64,
     artifacts: Vec<Artifact>,
+}
+
+/// The recent answer in `cache` for the root and file the kernel named and
+/// `path`, if it holds: the root's database is known current without
+/// opening the root, and the answer is young and for this file and load.
+fn recent_for<'c>(
+    resolver: &mut Resolver,
+    cache: &'c HashMap<(FileId, Vec<u8>), Recent>,
+    k: KernelFile,
+    path: &[u8],
+) -> Option<&'c [Artifact]> {
+    let root = k.root?;
+    let r = cache.get(&(root, path.to_vec()))?;
+    let generation = resolver.generation_if_current(root)?;
+    r.holds(k.file, generation)
+        .then_some(r.artifacts.as_slice())
 }
 
 impl Recent {
@@ -747,7 +796,7 @@ impl Scanner {
         }
         // The executable, resolved to its package now: a process that lived
         // for milliseconds is never scanned, and this is all it leaves.
-        let exe_artifact = self.exec_artifact(e.pid, e.ppid, e.filename, gone);
+        let exe_artifact = self.exec_artifact(e.pid, e.ppid, e.filename, e.exe, gone);
         let exe = exe_artifact
             .as_ref()
             .map(|a| a.path.clone())
@@ -793,12 +842,33 @@ impl Scanner {
         pid: u32,
         ppid: u32,
         filename: &[u8],
+        exe: Option<KernelFile>,
         gone: bool,
     ) -> Option<Artifact> {
         if !filename.starts_with(b"/") {
             return None;
         }
+        // The kernel said which file runs, and in which root: an answer
+        // for this root, path and very file holds without a syscall (for a
+        // script, the file is its interpreter, which never matches the
+        // script's answer).
+        if let Some(k) = exe
+            && let Some(r) = recent_for(&mut self.resolver, &self.recent_exes, k, filename)
+        {
+            return r.first().cloned();
+        }
         let root = self.root_of(pid, Some(ppid), gone)?;
+        // The root was not named or its database not known current: the
+        // same, once the root is open.
+        if let Some(k) = exe {
+            let key = (root.0.id(), filename.to_vec());
+            let generation = self.generation(&root.0);
+            if let Some(r) = self.recent_exes.get(&key)
+                && r.holds(k.file, generation)
+            {
+                return r.artifacts.first().cloned();
+            }
+        }
         // Execs come by the hundred per second, mostly of a few binaries:
         // a root's answer for a path is reused for a second, as long as the
         // path still reaches the same file and the database was not
@@ -986,6 +1056,7 @@ impl Scanner {
         key: ProcessKey,
         ppid: Option<u32>,
         path: &[u8],
+        kernel: Option<KernelFile>,
     ) -> Vec<Artifact> {
         if !path.starts_with(b"/") {
             return Vec::new();
@@ -993,11 +1064,26 @@ impl Scanner {
         if self.recent.len() > RECENT_LIMIT {
             self.recent.clear();
         }
+        // The kernel named the file opened or mapped, and the root: a
+        // recent answer for them holds without a syscall.
+        if let Some(k) = kernel
+            && let Some(r) = recent_for(&mut self.resolver, &self.recent, k, path)
+        {
+            return r.to_vec();
+        }
         let gone = self.exited(key.pid, key.start_ticks);
         let Some(root) = self.root_of(key.pid, ppid, gone) else {
             return Vec::new();
         };
         let (root, root_link) = (&root.0, &root.1);
+        if let Some(k) = kernel {
+            let generation = self.generation(root);
+            if let Some(r) = self.recent.get(&(root.id(), path.to_vec()))
+                && r.holds(k.file, generation)
+            {
+                return r.artifacts.clone();
+            }
+        }
         let Ok(meta) = root.metadata(in_root_path(root_link, path)) else {
             return Vec::new();
         };
@@ -2103,6 +2189,57 @@ mod tests {
         let lib = dir.join("libz-copy.so.1");
         std::fs::copy("/usr/lib/x86_64-linux-gnu/libz.so.1", &lib).unwrap();
         lib
+    }
+
+    /// An answer for an opened file is reused on the kernel's identity of
+    /// the file and root alone, with no syscall (a process long gone still
+    /// gets it); a file with another change time is resolved again.
+    #[test]
+    fn kernel_identity_reuses_an_answer_only_for_the_same_file() {
+        use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
+        let lib = b"/usr/lib/x86_64-linux-gnu/libz.so.1";
+        let mut s = Scanner::new(ScanConfig::default());
+        s.begin_batch();
+        let me = ProcessKey {
+            pid: std::process::id(),
+            start_ticks: 0,
+        };
+        let first = s.opened_artifacts(me, None, lib, None);
+        assert!(
+            first.iter().any(|a| a.package.is_some()),
+            "libz1 owns it: {first:?}"
+        );
+        let (m, root) = (
+            std::fs::metadata(std::ffi::OsStr::from_bytes(lib)).unwrap(),
+            std::fs::metadata("/").unwrap(),
+        );
+        let id = |ctime_ns: i128| KernelFile {
+            file: (
+                FileId {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                },
+                ctime_ns,
+            ),
+            root: Some(FileId {
+                dev: root.dev(),
+                ino: root.ino(),
+            }),
+        };
+        let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+        // No such process, and no parent to borrow a root from: only the
+        // kernel's identity can answer.
+        let gone = ProcessKey {
+            pid: u32::MAX - 7,
+            start_ticks: 1,
+        };
+        assert_eq!(s.opened_artifacts(gone, None, lib, Some(id(ctime))), first);
+        assert!(
+            s.opened_artifacts(gone, None, lib, Some(id(ctime + 1)))
+                .is_empty(),
+            "another file: resolved again, and there is no root to resolve it in"
+        );
+        assert!(s.opened_artifacts(gone, None, lib, None).is_empty());
     }
 
     /// A process that has not run since the last full scan is reused

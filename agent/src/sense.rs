@@ -120,6 +120,9 @@ pub enum Event {
         /// The process's start in clock ticks since boot (the kernel's
         /// start_boottime): with the pid, the process's key.
         start_ticks: u64,
+        /// The file that runs, as the kernel named it at exec (for a
+        /// script, its interpreter); all zero when unread.
+        exe: patchgap_ebpf::FileIdentity,
         at_ms: i64,
     },
     /// The last thread of a process exited. `exit_code` is the kernel's
@@ -161,12 +164,20 @@ pub enum Event {
         cgroup_id: u64,
         path: Vec<u8>,
         fd: i32,
+        /// The file opened, as the kernel named it; all zero when unread.
+        file: patchgap_ebpf::FileIdentity,
         at_ms: i64,
     },
     /// The descriptor `fd` that an [`Event::Open`] of this process returned
     /// was mapped executable while it still named that file: the file was
     /// loaded as code (the dynamic loader does this for every library).
-    Map { pid: u32, fd: i32, at_ms: i64 },
+    Map {
+        pid: u32,
+        fd: i32,
+        /// The file mapped, as the kernel named it; all zero when unread.
+        file: patchgap_ebpf::FileIdentity,
+        at_ms: i64,
+    },
     /// A packet from source port 53 was delivered to a socket of
     /// `cgroup_id` (the receiving socket's cgroup v2: the workload that
     /// asked): a DNS answer, parsed by the scan loop (`crate::dns`). Seen
@@ -946,7 +957,7 @@ fn comm_string(h: &patchgap_ebpf::EventHeader) -> String {
 fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
     const {
         assert!(
-            std::mem::size_of::<Event>() <= 128,
+            std::mem::size_of::<Event>() <= 152,
             "an Event is moved per kernel record: keep it small"
         )
     };
@@ -966,6 +977,7 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             args: e.args_bytes().to_vec(),
             args_truncated: e.args_truncated(),
             start_ticks: ticks(&e.h),
+            exe: e.exe,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Exit(e) => Event::Exit {
@@ -994,11 +1006,13 @@ fn decode(bytes: &[u8], clock: &Clock) -> Option<Event> {
             cgroup_id: e.h.cgroup_id,
             path: e.path_bytes().to_vec(),
             fd: e.ret,
+            file: e.file,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Map(e) => Event::Map {
             pid: e.h.pid,
             fd: e.fd,
+            file: e.file,
             at_ms: clock.to_ms(e.h.ts_ns),
         },
         k::Event::Dns(e) => Event::Dns {
@@ -1087,6 +1101,29 @@ mod tests {
     /// so the pid we hold is the one that execs, dlopens and connects. The
     /// listener is bound so connect() completes from the backlog (ret 0)
     /// without an accept().
+    /// What the kernel's identity of `path` (reached from this process's
+    /// root, "/") should read, from stat.
+    fn stat_identity(path: &str) -> crate::scan::KernelFile {
+        use std::os::unix::fs::MetadataExt;
+        let (m, root) = (
+            std::fs::metadata(path).unwrap(),
+            std::fs::metadata("/").unwrap(),
+        );
+        crate::scan::KernelFile {
+            file: (
+                crate::rootfs::FileId {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                },
+                i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            ),
+            root: Some(crate::rootfs::FileId {
+                dev: root.dev(),
+                ino: root.ino(),
+            }),
+        }
+    }
+
     async fn run_workload(rx: &mut mpsc::Receiver<Event>, want_open: bool) -> Seen {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -1234,12 +1271,20 @@ mod tests {
         let seen = run_workload(&mut rx, true).await;
 
         let Some(Event::Exec {
-            ppid, comm, at_ms, ..
+            ppid,
+            comm,
+            at_ms,
+            exe,
+            ..
         }) = &seen.exec
         else {
             panic!("no exec event for pid {}", seen.child);
         };
         assert_eq!(*ppid, std::process::id(), "the test spawned it");
+        // The kernel's names for the image and the root agree with stat's:
+        // the agent reuses answers on them without a stat of its own.
+        let kernel = crate::scan::kernel_file(exe).expect("the exec names its file");
+        assert_eq!(kernel, stat_identity("/usr/bin/python3"), "{exe:?}");
         assert!(comm.starts_with("python3"), "comm {comm:?}");
         // Wall-clock conversion: within a few seconds of now.
         let now_ms = wall_ms();
@@ -1248,9 +1293,12 @@ mod tests {
             "at_ms {at_ms} vs now {now_ms}"
         );
 
-        let Some(Event::Open { path, fd, .. }) = &seen.open else {
+        let Some(Event::Open { path, fd, file, .. }) = &seen.open else {
             panic!("no libbz2 open for pid {}", seen.child);
         };
+        let kernel = crate::scan::kernel_file(file).expect("the open names its file");
+        let path_str = String::from_utf8_lossy(path).into_owned();
+        assert_eq!(kernel, stat_identity(&path_str), "{file:?}");
         assert!(
             *fd >= 0,
             "open of {:?} gave fd {fd}",
@@ -1710,6 +1758,10 @@ mod tests {
         args[..13].copy_from_slice(b"python3\0-c\0x\0");
         let exec = k::ExecEvent {
             h: header(k::EVENT_EXEC, b"0123456789abcdef"),
+            exe: k::FileIdentity {
+                ino: 99,
+                ..Default::default()
+            },
             filename_len: 8,
             args_len: 13,
             args_total: 4000,
@@ -1729,6 +1781,10 @@ mod tests {
                 args: b"python3\0-c\0x\0".to_vec(),
                 args_truncated: true,
                 start_ticks: 12_340_000_000 / (1_000_000_000 / clk_tck()),
+                exe: k::FileIdentity {
+                    ino: 99,
+                    ..Default::default()
+                },
                 at_ms: 1_700_000_000_005,
             })
         );

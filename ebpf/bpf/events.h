@@ -43,8 +43,25 @@ struct pg_event_header {
 	__u64 start_ns;
 };
 
+/* A file as the kernel names it: its inode number, its superblock's device
+ * (the kernel's dev_t: major << 20 | minor, not stat's encoding) and its
+ * change time; and the root directory (inode, device) of the task that
+ * reached it, whose paths name it. Zero where unread. With it the agent
+ * knows which file an exec ran or an mmap mapped, and from which root,
+ * without a syscall of its own. */
+struct pg_file_id {
+	__u64 ino;
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 dev;
+	__u64 root_ino;
+	__u32 root_dev;
+	__u32 _pad0;
+};
+
 struct pg_exec_event {
 	struct pg_event_header h;
+	struct pg_file_id exe; /* current->mm->exe_file: the image that runs */
 	__u32 filename_len; /* bytes of filename used, without the NUL */
 	/* Bytes of args used: argv as NUL-separated strings (mm->arg_start ..
 	 * arg_end of the new image), at most PG_ARGS_LEN. */
@@ -83,6 +100,7 @@ struct pg_open_event {
 	__u32 flags;    /* open flags */
 	__u32 path_len;
 	__u32 _pad0;
+	struct pg_file_id file; /* the file the new descriptor names */
 	char path[PG_PATH_LEN];
 };
 
@@ -93,6 +111,7 @@ struct pg_map_event {
 	struct pg_event_header h;
 	__s32 fd;
 	__u32 prot;
+	struct pg_file_id file; /* the file the descriptor names */
 };
 
 /* A packet from source port 53 (UDP, or TCP with a payload) delivered to a

@@ -237,6 +237,45 @@ static __always_inline struct file *pg_fd_file(int fd)
 	return file;
 }
 
+/* The identity of `file` and of the current task's root (see struct
+ * pg_file_id); zeros where unreadable. The change time is read from
+ * whichever field this kernel has. */
+static __always_inline void pg_file_identity(struct file *file, struct pg_file_id *id)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode;
+
+	__builtin_memset(id, 0, sizeof(*id));
+	if (!file)
+		return;
+	inode = BPF_CORE_READ(task, fs, root.dentry, d_inode);
+	if (inode) {
+		id->root_ino = BPF_CORE_READ(inode, i_ino);
+		id->root_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	}
+	inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return;
+	id->ino = BPF_CORE_READ(inode, i_ino);
+	id->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		id->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		/* Since 6.13 bit 31 is a flag (I_CTIME_QUERIED, multigrain
+		 * timestamps), not time: nanoseconds need 30 bits. */
+		id->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x3FFFFFFF;
+	} else if (bpf_core_field_exists(((struct inode___v66 *)inode)->__i_ctime)) {
+		struct inode___v66 *i = (void *)inode;
+
+		id->ctime_sec = BPF_CORE_READ(i, __i_ctime.tv_sec);
+		id->ctime_nsec = (__u32)BPF_CORE_READ(i, __i_ctime.tv_nsec);
+	} else {
+		struct inode___v50 *i = (void *)inode;
+
+		id->ctime_sec = BPF_CORE_READ(i, i_ctime.tv_sec);
+		id->ctime_nsec = (__u32)BPF_CORE_READ(i, i_ctime.tv_nsec);
+	}
+}
+
 /* ---- Exec ---- */
 
 #define PG_ARGS_MASK (PG_ARGS_LEN - 1)
@@ -279,6 +318,8 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	 * (copy_strings), and current->mm is already the new image's, so the
 	 * pages are resident and a non-sleepable read finds them. */
 	mm = BPF_CORE_READ(task, mm);
+	/* begin_new_exec() set the new mm's exe_file before this event. */
+	pg_file_identity(BPF_CORE_READ(mm, exe_file), &e->exe);
 	arg_start = BPF_CORE_READ(mm, arg_start);
 	arg_end = BPF_CORE_READ(mm, arg_end);
 	total = arg_end > arg_start ? arg_end - arg_start : 0;
@@ -584,6 +625,8 @@ static __always_inline int pg_open_done(long ret)
 	if (!st)
 		return 0;
 	if (ret >= 0) {
+		struct file *file = pg_fd_file((int)ret);
+
 		e = pg_reserve(sizeof(*e));
 		if (e) {
 			pg_fill_header(&e->h, PG_EVENT_OPEN, pid_tgid);
@@ -591,18 +634,18 @@ static __always_inline int pg_open_done(long ret)
 			e->flags = st->flags;
 			e->path_len = st->path_len;
 			e->_pad0 = 0;
+			pg_file_identity(file, &e->file);
 			__builtin_memcpy(e->path, st->path, sizeof(e->path));
 			pg_submit(e);
 		}
 		/* Remember the descriptor's file, so an executable mapping of it
 		 * can say the open was a load (pg_map_enter). Code only: modules
 		 * are never mapped, and their entries would only churn the LRU. */
-		if (st->lib_kind == PG_LIB_CODE) {
+		if (st->lib_kind == PG_LIB_CODE && file) {
 			__u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (__u32)ret;
-			__u64 file = (__u64)pg_fd_file((int)ret);
+			__u64 ptr = (__u64)file;
 
-			if (file)
-				bpf_map_update_elem(&lib_fds, &key, &file, BPF_ANY);
+			bpf_map_update_elem(&lib_fds, &key, &ptr, BPF_ANY);
 		}
 	}
 	bpf_map_delete_elem(&open_start, &tid);
@@ -676,6 +719,7 @@ int pg_map_enter(struct trace_event_raw_sys_enter *ctx)
 	__u32 prot = (__u32)ctx->args[2];
 	int fd = (int)ctx->args[4];
 	struct pg_map_event *e;
+	struct file *now;
 	__u64 key, *file;
 
 	if (!enable_opens || !(prot & PROT_EXEC) || fd < 0 || pg_is_self(pid_tgid))
@@ -684,7 +728,8 @@ int pg_map_enter(struct trace_event_raw_sys_enter *ctx)
 	file = bpf_map_lookup_elem(&lib_fds, &key);
 	if (!file)
 		return 0;
-	if (*file != (__u64)pg_fd_file(fd)) {
+	now = pg_fd_file(fd);
+	if (*file != (__u64)now) {
 		/* The descriptor was closed and reused for another file. */
 		bpf_map_delete_elem(&lib_fds, &key);
 		return 0;
@@ -696,6 +741,7 @@ int pg_map_enter(struct trace_event_raw_sys_enter *ctx)
 	pg_fill_header(&e->h, PG_EVENT_MAP, pid_tgid);
 	e->fd = fd;
 	e->prot = prot;
+	pg_file_identity(now, &e->file);
 	pg_submit(e);
 	return 0;
 }

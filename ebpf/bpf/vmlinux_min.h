@@ -68,8 +68,34 @@ struct signal_struct {
 	atomic_t live; /* threads of the group not yet in do_exit() */
 } __attribute__((preserve_access_index));
 
+struct super_block {
+	__u32 s_dev; /* dev_t, the kernel's encoding: major << 20 | minor */
+} __attribute__((preserve_access_index));
+
+/* The change time has moved twice: i_ctime (a timespec64) until 6.5,
+ * __i_ctime from 6.6, and i_ctime_sec/i_ctime_nsec from 6.11. The current
+ * layout is the plain struct; the older two are flavours (the ___suffix is
+ * dropped when matching the kernel's BTF), picked at load time with
+ * bpf_core_field_exists. */
+struct timespec64 {
+	__s64 tv_sec;
+	long int tv_nsec;
+} __attribute__((preserve_access_index));
+
 struct inode {
 	umode_t i_mode;
+	struct super_block *i_sb;
+	long unsigned int i_ino;
+	__s64 i_ctime_sec;
+	__u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+
+struct inode___v66 {
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___v50 {
+	struct timespec64 i_ctime;
 } __attribute__((preserve_access_index));
 
 struct file {
@@ -90,13 +116,28 @@ struct socket {
 	short int type; /* SOCK_STREAM, SOCK_DGRAM, ... */
 } __attribute__((preserve_access_index));
 
+struct dentry {
+	struct inode *d_inode;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+/* A task's root and working directory (chroot and pivot_root set root). */
+struct fs_struct {
+	struct path root;
+} __attribute__((preserve_access_index));
+
 /* The argv strings of the image, NUL-separated, in its user memory. */
 struct mm_struct {
 	long unsigned int arg_start;
 	long unsigned int arg_end;
+	struct file *exe_file; /* the image exec loaded (set before the exec event) */
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	struct fs_struct *fs;
 	int exit_code;
 	pid_t pid;
 	pid_t tgid;

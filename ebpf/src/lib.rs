@@ -327,11 +327,68 @@ pub struct EventHeader {
     pub start_ns: u64,
 }
 
+/// `struct pg_file_id`: a file as the kernel names it. All zero when the
+/// program could not read it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileIdentity {
+    /// The inode number.
+    pub ino: u64,
+    /// The inode's change time: seconds and nanoseconds.
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    /// The superblock's device in the kernel's encoding (`major << 20 |
+    /// minor`), not stat's: see [`FileIdentity::st_dev`].
+    pub dev: u32,
+    /// The root directory of the task that reached the file (its inode,
+    /// and its device in the kernel's encoding): the root its paths are in.
+    pub root_ino: u64,
+    pub root_dev: u32,
+    pub _pad0: u32,
+}
+
+impl FileIdentity {
+    /// Some when the kernel gave one (an inode number is never 0).
+    pub fn known(&self) -> Option<&FileIdentity> {
+        (self.ino != 0).then_some(self)
+    }
+
+    /// The device as `stat` reports it (`st_dev`, glibc's `makedev` of the
+    /// kernel's major and minor).
+    pub fn st_dev(&self) -> u64 {
+        st_dev(self.dev)
+    }
+
+    /// The root directory's device as `stat` reports it; 0 when unread.
+    pub fn root_st_dev(&self) -> u64 {
+        st_dev(self.root_dev)
+    }
+
+    /// The change time in ns since the epoch, as stat's `st_ctime` and
+    /// `st_ctime_nsec` make it.
+    pub fn ctime_ns(&self) -> i128 {
+        i128::from(self.ctime_sec) * 1_000_000_000 + i128::from(self.ctime_nsec)
+    }
+}
+
+/// A kernel `dev_t` (`major << 20 | minor`) as stat's `st_dev`: glibc's
+/// `makedev` of the same major and minor.
+fn st_dev(dev: u32) -> u64 {
+    let (major, minor) = (u64::from(dev >> 20), u64::from(dev & 0xf_ffff));
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0x0000_0fff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0x0000_00ff)
+}
+
 /// `struct pg_exec_event`: a successful execve/execveat.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecEvent {
     pub h: EventHeader,
+    /// `mm->exe_file` of the new image: the file that runs (for a script,
+    /// its interpreter, not `filename`).
+    pub exe: FileIdentity,
     /// Bytes of `filename` used, without the NUL.
     pub filename_len: u32,
     /// Bytes of `args` used.
@@ -390,6 +447,8 @@ pub struct OpenEvent {
     /// Bytes of `path` used, without the NUL.
     pub path_len: u32,
     pub _pad0: u32,
+    /// The file the new descriptor names.
+    pub file: FileIdentity,
     /// The path as passed to open (maybe relative to the caller's cwd or dirfd).
     pub path: [u8; PATH_LEN],
 }
@@ -404,6 +463,8 @@ pub struct MapEvent {
     pub fd: i32,
     /// mmap's prot (PROT_EXEC always set).
     pub prot: u32,
+    /// The file the descriptor names: the one mapped.
+    pub file: FileIdentity,
 }
 
 /// `struct pg_dns_event`: a packet from source port 53 delivered to a
@@ -670,8 +731,18 @@ mod tests {
 
     #[test]
     fn decodes_every_kind_at_any_alignment() {
+        let file = FileIdentity {
+            ino: 1_234_567,
+            ctime_sec: 1_765_000_000,
+            ctime_nsec: 123_456_789,
+            dev: (259 << 20) | 1,
+            root_ino: 2,
+            root_dev: (259 << 20) | 1,
+            _pad0: 0,
+        };
         let exec = ExecEvent {
             h: header(EVENT_EXEC),
+            exe: file,
             filename_len: 16,
             args_len: 13,
             args_total: 13,
@@ -683,6 +754,7 @@ mod tests {
             h: header(EVENT_MAP),
             fd: 3,
             prot: 5,
+            file,
         };
         let exit = ExitEvent {
             h: header(EVENT_EXIT),
@@ -707,6 +779,7 @@ mod tests {
             flags: 0x80000,
             path_len: 31,
             _pad0: 0,
+            file,
             path: path(b"/lib/x86_64-linux-gnu/libc.so.6"),
         };
         let mut payload = [0u8; DNS_LEN];
@@ -787,9 +860,32 @@ mod tests {
     }
 
     #[test]
+    fn file_identity_speaks_stat() {
+        // 259:1 (an NVMe partition) and 8:17, against glibc's makedev, and
+        // a minor over 255 (a device-mapper volume, 253:300).
+        let id = |dev| FileIdentity {
+            ino: 7,
+            ctime_sec: -1,
+            ctime_nsec: 999_999_999,
+            dev,
+            root_ino: 2,
+            root_dev: dev,
+            _pad0: 0,
+        };
+        assert_eq!(id((259 << 20) | 1).st_dev(), libc::makedev(259, 1));
+        assert_eq!(id((8 << 20) | 17).st_dev(), libc::makedev(8, 17));
+        assert_eq!(id((253 << 20) | 300).st_dev(), libc::makedev(253, 300));
+        assert_eq!(id((254 << 20) | 3).root_st_dev(), libc::makedev(254, 3));
+        assert_eq!(id(0).ctime_ns(), -1);
+        assert!(id(1).known().is_some());
+        assert!(FileIdentity::default().known().is_none());
+    }
+
+    #[test]
     fn lengths_are_clamped() {
         let mut exec = ExecEvent {
             h: header(EVENT_EXEC),
+            exe: FileIdentity::default(),
             filename_len: u32::MAX,
             args_len: u32::MAX,
             args_total: u32::MAX,

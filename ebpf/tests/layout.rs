@@ -322,6 +322,7 @@ fn exec_event_matches_c() {
         "pg_exec_event",
         rust_layout!(ExecEvent {
             h,
+            exe,
             filename_len,
             args_len,
             args_total,
@@ -371,6 +372,7 @@ fn open_event_matches_c() {
             flags,
             path_len,
             _pad0,
+            file,
             path
         }),
     );
@@ -378,7 +380,23 @@ fn open_event_matches_c() {
 
 #[test]
 fn map_event_matches_c() {
-    assert_same("pg_map_event", rust_layout!(MapEvent { h, fd, prot }));
+    assert_same("pg_map_event", rust_layout!(MapEvent { h, fd, prot, file }));
+}
+
+#[test]
+fn file_identity_matches_c() {
+    assert_same(
+        "pg_file_id",
+        rust_layout!(FileIdentity {
+            ino,
+            ctime_sec,
+            ctime_nsec,
+            dev,
+            root_ino,
+            root_dev,
+            _pad0
+        }),
+    );
 }
 
 #[test]
