@@ -393,9 +393,14 @@ impl Baseline {
         if start_ticks != 0 && key.start_ticks != start_ticks {
             return None;
         }
-        // What it opened goes out before its exit.
-        self.settle_one(pid, delta);
-        self.processes.remove(&pid);
+        // What it opened goes out before its exit (the record is let go,
+        // so it moves into the message).
+        let record = self.processes.remove(&pid);
+        if self.unsent.remove(&pid)
+            && let Some(p) = record
+        {
+            upsert(delta, wire::process_owned(p));
+        }
         self.exec_at.remove(&pid);
         self.note_closed(key);
         delta.exits.push(v1::Exit {

@@ -633,11 +633,15 @@ impl Pending {
         // had (at most UPSERT_HINT): growing a Vec of process records by
         // doubling, batch after batch, was 6 % of the agent's CPU at 100
         // exec/s (reallocations, and glibc consolidating the freed ones).
+        // So do exits (3 % more at 100 exec/s: a short-lived process's
+        // exit goes in every delta its upsert does).
         let hint = self.delta.upserts.len().min(UPSERT_HINT);
+        let exits = self.delta.exits.len().min(UPSERT_HINT);
         let mut delta = std::mem::replace(
             &mut self.delta,
             v1::Delta {
                 upserts: Vec::with_capacity(hint),
+                exits: Vec::with_capacity(exits),
                 ..Default::default()
             },
         );

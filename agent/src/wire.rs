@@ -13,27 +13,27 @@ pub fn key(k: &model::ProcessKey) -> v1::ProcessKey {
     }
 }
 
-fn process_full(p: &Process) -> v1::Process {
+fn process_full(p: Process) -> v1::Process {
     v1::Process {
         key: Some(key(&p.key)),
         ppid: p.ppid,
         uid: p.uid,
         euid: p.euid,
-        exe: p.exe.0.clone(),
-        cmdline: p.cmdline.clone(),
-        comm: p.comm.clone(),
-        cgroup: p.cgroup.clone(),
+        exe: p.exe.0,
+        cmdline: p.cmdline,
+        comm: p.comm,
+        cgroup: p.cgroup,
         mnt_ns: p.mnt_ns,
         net_ns: p.net_ns,
-        net_ns_name: p.net_ns_name.clone(),
+        net_ns_name: p.net_ns_name,
         start_time_ms: p.start_time_ms,
-        workload: p.workload.clone(),
-        root: p.root.0.clone(),
+        workload: p.workload,
+        root: p.root.0,
         artifacts: p
             .artifacts
-            .iter()
+            .into_iter()
             .map(|a| v1::Artifact {
-                path: a.path.0.clone(),
+                path: a.path.0,
                 dev: a.dev,
                 inode: a.inode,
                 kind: match a.kind {
@@ -47,9 +47,9 @@ fn process_full(p: &Process) -> v1::Process {
                 deleted: a.deleted,
                 stale: a.stale,
                 package: a.package.as_deref().map(package),
-                content: a.content.as_ref().map(|c| v1::Content {
+                content: a.content.map(|c| v1::Content {
                     size: c.size,
-                    sha256: c.sha256.clone(),
+                    sha256: c.sha256,
                     unhashed: c.unhashed.into(),
                 }),
             })
@@ -140,6 +140,11 @@ pub const MAX_PROCESS_BYTES: usize = 4 << 20;
 
 /// A process as a message, truncated to [`MAX_PROCESS_BYTES`].
 pub fn process(p: &Process) -> v1::Process {
+    process_owned(p.clone())
+}
+
+/// [`process`] of a record that is let go: its strings move, not copy.
+pub fn process_owned(p: Process) -> v1::Process {
     let mut msg = process_full(p);
     let len = msg.encoded_len();
     if len > MAX_PROCESS_BYTES {
