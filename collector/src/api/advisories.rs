@@ -208,11 +208,10 @@ impl ListFindings {
         let min = self.min_severity;
         let first = paging.first();
         let coverage = if first {
-            Some(svc.hosts().await?.0)
+            Some(svc.coverage().await?)
         } else {
             None
         };
-        let fleet = svc.workloads_for(first).await?;
         let evaluated = if first {
             svc.read(|s| s.advisories(None))
                 .await?
@@ -232,6 +231,9 @@ impl ListFindings {
         let (after, limit) = (paging.after.clone(), paging.limit());
         let page = svc
             .read(move |s| exposure::findings_page(s, &index, None, after.as_ref(), limit))
+            .await?;
+        let fleet = svc
+            .workloads_of(first, page.processes.iter().flat_map(|(_, ms)| ms.iter()))
             .await?;
         let groups = page
             .processes

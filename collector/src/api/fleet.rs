@@ -14,7 +14,7 @@ pub(super) async fn list_workloads(
     req: v1::ListWorkloadsRequest,
 ) -> Result<v1::ListWorkloadsResponse, Status> {
     let filter = req.filter.unwrap_or_default();
-    let (coverage, _) = svc.hosts().await?;
+    let coverage = svc.coverage().await?;
     let fleet = svc.workloads().await?;
     Ok(v1::ListWorkloadsResponse {
         coverage: Some(coverage),
@@ -70,9 +70,9 @@ pub(super) async fn list_processes(
             ..req.clone()
         },
     )?;
-    // Coverage counts every host's processes: once per listing.
+    // Coverage reads every host: once per listing.
     let coverage = if paging.first() {
-        Some(svc.hosts().await?.0)
+        Some(svc.coverage().await?)
     } else {
         None
     };

@@ -156,14 +156,13 @@ impl FindPackage {
         paging: Paging,
     ) -> Result<v1::FindPackageResponse, Status> {
         let mut coverage = if paging.first() {
-            Some(svc.hosts().await?.0)
+            Some(svc.coverage().await?)
         } else {
             None
         };
         if let (Some(c), Some((since, _))) = (coverage.as_mut(), self.window) {
             svc.mark_retention(c, since).await?;
         }
-        let fleet = svc.workloads_for(paging.first()).await?;
         let FindPackage {
             query,
             target,
@@ -202,6 +201,12 @@ impl FindPackage {
             }
             Target::Advisory(id) => exposed_to(svc, id, ecosystem, window, &paging).await?,
         };
+        let fleet = svc
+            .workloads_of(
+                paging.first(),
+                page.processes.iter().flat_map(|(_, ms)| ms.iter()),
+            )
+            .await?;
         let groups = page
             .processes
             .into_iter()
@@ -366,5 +371,139 @@ mod tests {
         assert_eq!(q.target, Target::Advisory("CVE-2023-23931".into()));
         assert_eq!(q.window, Some((1000, i64::MAX)));
         assert_eq!(q.query, "advisory CVE-2023-23931");
+    }
+
+    /// A first page's workload summaries come from the matches' hosts
+    /// alone, equal to the fleet's, however many unrelated hosts there
+    /// are; a match in a workload whose key spans hosts (a systemd unit)
+    /// still gets the fleet's summary. Coverage never counts processes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_reads_the_workloads_of_its_matches_hosts_only() {
+        use std::{
+            sync::{Arc, Mutex},
+            time::Duration,
+        };
+
+        use patchgap_proto::v1::{agent_message::Body, query_server::Query};
+        use tonic::Request;
+
+        use crate::{
+            audit::{AuditLog, CheckpointPolicy},
+            auth::{SigningKey, TokenPolicy, Tokens},
+            fleet::{ingest::Ingest, scope::ScopeMap},
+            store::{
+                conformance::{T0, deb, exe, hello_for, mapped, msg, process, snapshot},
+                counting::Counting,
+                sqlite::SqliteStore,
+            },
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting::new(SqliteStore::in_memory().unwrap()));
+        let ingest = Arc::new(Ingest::new(store.clone()));
+        let tokens = Arc::new(Tokens::open(dir.path(), TokenPolicy::default(), &*store).unwrap());
+        let key = Arc::new(SigningKey::load_or_create(dir.path()).unwrap());
+        let audit =
+            Arc::new(AuditLog::open(store.clone(), key, CheckpointPolicy::default()).unwrap());
+        let svc = QueryService::new(
+            ingest.clone(),
+            Default::default(),
+            Duration::from_secs(3600),
+            Arc::new(Mutex::new(ScopeMap::default())),
+            tokens,
+            audit,
+        );
+        let container = |id: &str| v1::Workload {
+            id: format!("container/{id}"),
+            kind: "container".into(),
+            container_id: id.into(),
+            container_name: "web".into(),
+            runtime: "docker".into(),
+            ..Default::default()
+        };
+        // Each host: pid 10 in the test unit, 20 and 21 in container c1; on
+        // `rare_on` hosts pid 20 maps librare (in c1) and pid 10 maps
+        // libunit (in the unit).
+        let add = |name: &str, rare: bool| {
+            let s = ingest
+                .hello(&hello_for(&format!("m-{name}"), name, "s"), T0)
+                .unwrap();
+            let lib = |path: &str, pkg: &str| mapped(path, 300, Some(deb(pkg, pkg, "1.0-1")));
+            let mut p10 = process(10, vec![exe("/usr/bin/d", 100, Some(deb("d", "d", "1")))]);
+            let mut p20 = process(20, vec![exe("/usr/bin/w", 101, Some(deb("w", "w", "1")))]);
+            if rare {
+                p10.artifacts.push(lib("/usr/lib/libunit.so.1", "libunit1"));
+                p20.artifacts.push(lib("/usr/lib/librare.so.1", "librare1"));
+            }
+            p20.workload = "container/c1".into();
+            let mut p21 = process(21, vec![]);
+            p21.workload = "container/c1".into();
+            let mut snap = snapshot("snap-1", vec![p10, p20, p21], vec![]);
+            if let Body::Snapshot(s) = &mut snap {
+                s.workloads.push(container("c1"));
+            }
+            ingest.apply(&s, &msg(1, snap), T0 + 1).unwrap();
+        };
+        let find = |name: &'static str| {
+            let svc = &svc;
+            async move {
+                svc.find_package(Request::new(v1::FindPackageRequest {
+                    name: name.into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+            }
+        };
+        add("alpha", true);
+        for i in 0..3 {
+            add(&format!("unrelated-{i}"), false);
+        }
+        let fleet = svc.workloads().await.unwrap();
+        let whole = |k: &str| fleet.summaries.iter().find(|s| s.key == k).cloned();
+        let (rows, full, hosts) = (
+            store.count.workload_rows_on(),
+            store.count.workloads(),
+            store.count.hosts(),
+        );
+
+        let rare = find("librare1").await;
+        assert_eq!(rare.matches.len(), 1, "{rare:?}");
+        let m = &rare.matches[0];
+        assert_eq!(m.workload, "container:alpha/web");
+        assert_eq!(m.workload_detail, whole(&m.workload));
+        assert_eq!(rare.coverage.as_ref().unwrap().hosts_total, 4);
+        assert_eq!(store.count.workloads(), full, "no fleet-wide read");
+        assert_eq!(store.count.hosts(), hosts, "coverage counts no processes");
+        // alpha's two instances: the unit and c1.
+        assert_eq!(store.count.workload_rows_on() - rows, 2);
+
+        for i in 3..12 {
+            add(&format!("unrelated-{i}"), false);
+        }
+        let rows = store.count.workload_rows_on();
+        let again = find("librare1").await;
+        assert_eq!(store.count.workload_rows_on() - rows, 2, "the same rows");
+        assert_eq!(store.count.workloads(), full);
+        assert_eq!(again.matches[0].workload_detail, m.workload_detail);
+        assert_eq!(again.coverage.unwrap().hosts_total, 13);
+
+        // The unit runs on every host: its summary is the fleet's.
+        let unit = find("libunit1").await;
+        assert_eq!(unit.matches.len(), 1, "{unit:?}");
+        let u = &unit.matches[0];
+        assert_eq!(u.workload, "unit:test.service");
+        assert_eq!(store.count.workloads(), full + 1, "read the fleet's");
+        let detail = u.workload_detail.as_ref().unwrap();
+        assert_eq!(detail.hosts.len(), 13);
+        assert_eq!(Some(detail.clone()), {
+            let fleet = svc.workloads().await.unwrap();
+            fleet
+                .summaries
+                .iter()
+                .find(|s| s.key == u.workload)
+                .cloned()
+        });
     }
 }

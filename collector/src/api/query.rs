@@ -292,8 +292,49 @@ impl QueryService {
             .await
     }
 
+    /// The workloads that the matches of one page name, summed up as
+    /// [`QueryService::workloads`] sums up the fleet's: the same summary
+    /// for every instance a match names, at the cost of the matches'
+    /// hosts. An instance's summary sums every instance with its key; the
+    /// keys of containers, sessions and hosts name their host, so those
+    /// instances are all on hosts of the same name and the hosts' own
+    /// workloads give the summary whole. A pod's or systemd unit's key
+    /// spans hosts (and an empty host id is shared by every host without
+    /// a machine id), so a page that names one of those takes the fleet's
+    /// workloads instead, as before (loaded for a first page, reused after).
+    pub(super) async fn workloads_of<'a>(
+        &self,
+        first_page: bool,
+        matches: impl Iterator<Item = &'a v1::Match>,
+    ) -> Result<Arc<Fleet>, Status> {
+        let mut hosts = std::collections::BTreeSet::new();
+        let mut named = std::collections::HashSet::new();
+        for m in matches {
+            if m.host_id.is_empty() {
+                return self.workloads_for(first_page).await;
+            }
+            hosts.insert(m.host.clone());
+            named.insert((m.host_id.clone(), m.workload.clone()));
+        }
+        let hosts: Vec<String> = hosts.into_iter().collect();
+        let rows = self.read(move |s| s.workloads_on(&hosts)).await?;
+        let spans_hosts = rows.iter().any(|r| {
+            workloads::key_spans_hosts(&r.workload)
+                && named.contains(&(r.host_id.clone(), r.workload.id.clone()))
+        });
+        if spans_hosts {
+            return self.workloads_for(first_page).await;
+        }
+        Ok(Arc::new(self.fleet_of(rows)))
+    }
+
     pub(super) async fn workloads(&self) -> Result<Fleet, Status> {
         let rows = self.read(|s| s.workloads()).await?;
+        Ok(self.fleet_of(rows))
+    }
+
+    /// Workload rows summed up with the mapping in force.
+    fn fleet_of(&self, rows: Vec<crate::store::WorkloadRow>) -> Fleet {
         let (rules, scope_map_error) = {
             let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
             scope.refresh();
@@ -317,11 +358,11 @@ impl QueryService {
                 )
             })
             .collect();
-        Ok(Fleet {
+        Fleet {
             summaries,
             by_instance,
             scope_map_error,
-        })
+        }
     }
 
     /// The data-scope mapping in force (reloaded if its file changed).
@@ -345,6 +386,20 @@ impl QueryService {
 
     pub(super) async fn hosts(&self) -> Result<(v1::Coverage, Vec<v1::HostSummary>), Status> {
         let rows = self.read(|s| s.hosts()).await?;
+        Ok(self.summarize_hosts(rows))
+    }
+
+    /// An answer's coverage: [`QueryService::hosts`]'s, without counting
+    /// each host's running processes (the coverage does not carry them).
+    pub(super) async fn coverage(&self) -> Result<v1::Coverage, Status> {
+        let rows = self.read(|s| s.hosts_for_coverage()).await?;
+        Ok(self.summarize_hosts(rows).0)
+    }
+
+    fn summarize_hosts(
+        &self,
+        rows: Vec<crate::store::HostRow>,
+    ) -> (v1::Coverage, Vec<v1::HostSummary>) {
         let now = now_ms();
         let streams = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         let (coverage, mut hosts) =
@@ -355,7 +410,7 @@ impl QueryService {
                 h.conflict = c.to_string();
             }
         }
-        Ok((coverage, hosts))
+        (coverage, hosts)
     }
 }
 

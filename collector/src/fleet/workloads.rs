@@ -37,6 +37,14 @@ pub fn key(row: &WorkloadRow) -> String {
     }
 }
 
+/// Whether instances on other hosts (by name) can share this instance's
+/// [`key`]: a pod's key names its cluster and owner, a systemd unit's
+/// only the unit. Every other key names the instance's host, so its
+/// summary comes whole from the workloads of the hosts of that name.
+pub fn key_spans_hosts(w: &v1::Workload) -> bool {
+    matches!(w.kind.as_str(), "pod" | "systemd")
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -227,6 +235,73 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    /// What `key_spans_hosts` promises: an instance whose key does not
+    /// span hosts gets the same summary from the rows of the hosts of its
+    /// name as from the fleet's; one whose key does, does not.
+    #[test]
+    fn host_keyed_summaries_come_whole_from_their_hosts() {
+        let kinds = |n: &str| {
+            vec![
+                v1::Workload {
+                    id: "host".into(),
+                    kind: "host".into(),
+                    ..Default::default()
+                },
+                v1::Workload {
+                    id: "other".into(),
+                    kind: "".into(),
+                    ..Default::default()
+                },
+                v1::Workload {
+                    id: format!("container/{n}"),
+                    kind: "container".into(),
+                    container_id: format!("{n}0123456789abcdef"),
+                    container_name: "web".into(),
+                    ..Default::default()
+                },
+                v1::Workload {
+                    id: "session/session-1.scope".into(),
+                    kind: "user-session".into(),
+                    unit: "session-1.scope".into(),
+                    ..Default::default()
+                },
+                v1::Workload {
+                    id: "unit/ssh.service".into(),
+                    kind: "systemd".into(),
+                    unit: "ssh.service".into(),
+                    ..Default::default()
+                },
+                pod(&format!("trainer-{n}")),
+            ]
+        };
+        let mut fleet = Vec::new();
+        // Two machines named a (a machine id each), and b.
+        for (host, id) in [("a", "m1"), ("a", "m2"), ("b", "m3")] {
+            for (i, w) in kinds(id).into_iter().enumerate() {
+                let mut r = row(host, w, i % 2 == 0);
+                r.host_id = id.into();
+                fleet.push(r);
+            }
+        }
+        let whole = summarize(&fleet, &[]);
+        let by_key = |s: &[v1::WorkloadSummary], k: &str| s.iter().find(|s| s.key == k).cloned();
+        let (mut checked, mut spanning) = (0, 0);
+        for r in &fleet {
+            let on_host: Vec<WorkloadRow> =
+                fleet.iter().filter(|o| o.host == r.host).cloned().collect();
+            let partial = summarize(&on_host, &[]);
+            let k = key(r);
+            if key_spans_hosts(&r.workload) {
+                spanning += 1;
+                assert_ne!(by_key(&partial, &k), by_key(&whole, &k), "{k}");
+            } else {
+                checked += 1;
+                assert_eq!(by_key(&partial, &k), by_key(&whole, &k), "{k}");
+            }
+        }
+        assert_eq!((checked, spanning), (12, 6));
     }
 
     fn pod(name: &str) -> v1::Workload {

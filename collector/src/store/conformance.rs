@@ -98,6 +98,7 @@ checks!(
     pages_walk_the_whole_answer,
     a_package_most_processes_hold_is_walked,
     workloads_with_running_processes,
+    workloads_on_named_hosts_and_coverage_rows,
     matches_and_findings,
     sboms_declare_packages,
     history_and_connections,
@@ -1734,6 +1735,102 @@ fn workloads_with_running_processes(store: &dyn Store) {
         store.workloads().expect("workloads").is_empty(),
         "nothing runs in it"
     );
+}
+
+/// `workloads_on` gives exactly `workloads`' rows of the named hosts (same
+/// order, counts and privileges, several workloads per host, two hosts of
+/// one name both), and what it returns for a host does not change when
+/// unrelated hosts join; `hosts_for_coverage` is `hosts` without the
+/// running-process counts.
+fn workloads_on_named_hosts_and_coverage_rows(store: &dyn Store) {
+    let container = |id: &str, name: &str| v1::Workload {
+        id: format!("container/{id}"),
+        kind: "container".into(),
+        container_id: id.into(),
+        container_name: name.into(),
+        runtime: "docker".into(),
+        ..Default::default()
+    };
+    let in_workload = |pid: u32, w: &str| Process {
+        workload: w.into(),
+        ..plain(pid)
+    };
+    let host = |store: &dyn Store, machine: &str, name: &str, n: u32| {
+        let s = open(store, &hello_for(machine, name, &format!("s-{machine}")));
+        let mut snap = snapshot(
+            "snap-1",
+            vec![
+                plain(10),
+                plain(100 + n),
+                in_workload(20, "container/c1"),
+                in_workload(21, "container/c1"),
+                in_workload(22, "container/c2"),
+            ],
+            vec![],
+        );
+        if let Body::Snapshot(s) = &mut snap {
+            s.workloads.extend([
+                container("c1", "web"),
+                container("c2", "db"),
+                container("c3", "idle"),
+            ]);
+        }
+        apply(store, &s, msg(1, snap));
+    };
+    host(store, "m-a", "alpha", 0);
+    host(store, "m-b", "beta", 1);
+    // Another machine that calls itself alpha.
+    host(store, "m-a2", "alpha", 2);
+    let all = store.workloads().expect("workloads");
+    let of = |names: &[&str]| -> Vec<crate::store::WorkloadRow> {
+        all.iter()
+            .filter(|r| names.contains(&r.host.as_str()))
+            .cloned()
+            .collect()
+    };
+    let on = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        store.workloads_on(&names).expect("workloads_on")
+    };
+    // Three instances per host (c3 runs nothing), on three hosts.
+    assert_eq!(all.len(), 9, "{all:?}");
+    assert_eq!(on(&["alpha"]), of(&["alpha"]));
+    assert_eq!(on(&["alpha"]).len(), 6, "both hosts named alpha");
+    assert_eq!(on(&["beta"]), of(&["beta"]));
+    assert_eq!(on(&["beta", "alpha"]), all);
+    assert_eq!(on(&["gamma"]), []);
+    assert_eq!(on(&[]), []);
+    let c1 = on(&["beta"])
+        .into_iter()
+        .find(|r| r.workload.id == "container/c1")
+        .expect("c1 on beta");
+    assert_eq!(c1.processes, 2);
+    let mut privs: Vec<String> = c1.privileges.iter().map(|p| p.summary.clone()).collect();
+    privs.sort();
+    assert_eq!(privs, ["uid20", "uid21"]);
+
+    let before = on(&["beta"]);
+    for i in 0..12 {
+        host(store, &format!("m-x{i}"), &format!("unrelated-{i:02}"), i);
+    }
+    assert_eq!(on(&["beta"]), before, "unrelated hosts change nothing");
+    assert_eq!(store.workloads().expect("workloads").len(), 9 + 3 * 12);
+
+    let counted = store.hosts().expect("hosts");
+    let light = store.hosts_for_coverage().expect("hosts_for_coverage");
+    assert_eq!(light.len(), 15);
+    assert!(
+        counted.iter().all(|h| h.processes_running == 5),
+        "{counted:?}"
+    );
+    let zeroed: Vec<_> = counted
+        .into_iter()
+        .map(|h| crate::store::HostRow {
+            processes_running: 0,
+            ..h
+        })
+        .collect();
+    assert_eq!(light, zeroed);
 }
 
 /// A window query finds exited processes with their exit time; connection

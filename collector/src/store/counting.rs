@@ -14,6 +14,10 @@ use super::*;
 pub(crate) struct Counts {
     /// Calls to [`Store::workloads`].
     pub workloads: AtomicUsize,
+    /// Calls to [`Store::hosts`] (which counts every running process).
+    pub hosts: AtomicUsize,
+    /// Rows returned by [`Store::workloads_on`].
+    pub workload_rows_on: AtomicUsize,
     /// Calls to [`Store::incidents`] (one per page of records).
     pub incident_pages: AtomicUsize,
     /// Incident events returned by [`Store::incident_events`].
@@ -23,6 +27,14 @@ pub(crate) struct Counts {
 impl Counts {
     pub(crate) fn workloads(&self) -> usize {
         self.workloads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn hosts(&self) -> usize {
+        self.hosts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn workload_rows_on(&self) -> usize {
+        self.workload_rows_on.load(Ordering::Relaxed)
     }
 
     pub(crate) fn incident_pages(&self) -> usize {
@@ -59,7 +71,12 @@ impl Store for Counting {
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
+        self.count.hosts.fetch_add(1, Ordering::Relaxed);
         self.inner.hosts()
+    }
+
+    fn hosts_for_coverage(&self) -> Result<Vec<HostRow>> {
+        self.inner.hosts_for_coverage()
     }
 
     fn packages_named(&self, name: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
@@ -87,6 +104,14 @@ impl Store for Counting {
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
         self.count.workloads.fetch_add(1, Ordering::Relaxed);
         self.inner.workloads()
+    }
+
+    fn workloads_on(&self, hostnames: &[String]) -> Result<Vec<WorkloadRow>> {
+        let rows = self.inner.workloads_on(hostnames)?;
+        self.count
+            .workload_rows_on
+            .fetch_add(rows.len(), Ordering::Relaxed);
+        Ok(rows)
     }
 
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {

@@ -286,6 +286,11 @@ pub trait Store: Send + Sync + 'static {
 
     fn hosts(&self) -> Result<Vec<HostRow>>;
 
+    /// Every host as [`Store::hosts`] gives it but with
+    /// `processes_running` 0: what an answer's coverage needs, without
+    /// counting every running process of the fleet.
+    fn hosts_for_coverage(&self) -> Result<Vec<HostRow>>;
+
     /// Package rows whose name (by [`package_key`]) or source package is
     /// `name`, of every ecosystem and version: the caller filters.
     fn packages_named(&self, name: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>>;
@@ -319,6 +324,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Workload instances with running processes, on every host.
     fn workloads(&self) -> Result<Vec<WorkloadRow>>;
+
+    /// The rows of [`Store::workloads`] that are on the hosts named
+    /// `hostnames` (host names, as `WorkloadRow::host`), in the same order,
+    /// at the cost of those hosts' workloads and running processes, not
+    /// the fleet's.
+    fn workloads_on(&self, hostnames: &[String]) -> Result<Vec<WorkloadRow>>;
 
     /// When the workload instance `instance` (an agent's instance id) on
     /// the host `host` (hostname or host id) first ran a process, as far

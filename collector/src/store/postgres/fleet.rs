@@ -8,13 +8,22 @@ use postgres::GenericClient;
 
 use crate::store::{HostRow, ProcessCursor, Result, WorkloadRow};
 
-pub(super) fn hosts(c: &mut impl GenericClient) -> Result<Vec<HostRow>> {
+/// Every host; with `count_running`, each one's running processes
+/// counted (else `processes_running` is 0: coverage does not need it, and
+/// counting reads every running process of the fleet).
+pub(super) fn hosts(c: &mut impl GenericClient, count_running: bool) -> Result<Vec<HostRow>> {
     let rows = c.query(
-        "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
-         h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
-         (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense,
-         h.health
-         FROM host h ORDER BY h.hostname, h.host_id",
+        if count_running {
+            "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
+             h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
+             (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense,
+             h.health
+             FROM host h ORDER BY h.hostname, h.host_id"
+        } else {
+            "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
+             h.last_seen_ms, h.last_full_scan_ms, h.last_scan, 0::BIGINT, h.sense, h.health
+             FROM host h ORDER BY h.hostname, h.host_id"
+        },
         &[],
     )?;
     Ok(rows
@@ -44,15 +53,32 @@ pub(super) fn hosts(c: &mut impl GenericClient) -> Result<Vec<HostRow>> {
         .collect())
 }
 
-pub(super) fn workloads(c: &mut impl GenericClient) -> Result<Vec<WorkloadRow>> {
-    let rows = c.query(
-        "SELECT w.host, h.hostname, h.host_id, h.labels, w.data,
-                (SELECT count(*) FROM process p
-                  WHERE p.host = w.host AND p.workload = w.id AND p.exit_time_ms IS NULL)
-         FROM workload w JOIN host h ON h.id = w.host
-         ORDER BY h.hostname, w.id",
-        &[],
-    )?;
+/// Workload instances with running processes, on every host (`hostnames`
+/// None) or on the hosts of those names. Two statements whatever the
+/// number of instances: the workload rows, and the running processes
+/// grouped by (host, workload, privilege), which give each instance its
+/// count and its distinct privileges; with names, both walk only those
+/// hosts (`= ANY($1)`, the workload table's primary key,
+/// `process_by_workload`).
+pub(super) fn workloads(
+    c: &mut impl GenericClient,
+    hostnames: Option<&[String]>,
+) -> Result<Vec<WorkloadRow>> {
+    let rows = match hostnames {
+        Some(names) => c.query(
+            "SELECT w.host, h.hostname, h.host_id, h.labels, w.data
+             FROM workload w JOIN host h ON h.id = w.host
+             WHERE w.host = ANY(ARRAY(SELECT id FROM host WHERE hostname = ANY($1)))
+             ORDER BY h.hostname, w.id, w.host",
+            &[&names],
+        )?,
+        None => c.query(
+            "SELECT w.host, h.hostname, h.host_id, h.labels, w.data
+             FROM workload w JOIN host h ON h.id = w.host
+             ORDER BY h.hostname, w.id, w.host",
+            &[],
+        )?,
+    };
     let mut rows: Vec<(i64, WorkloadRow)> = rows
         .iter()
         .map(|r| {
@@ -64,26 +90,46 @@ pub(super) fn workloads(c: &mut impl GenericClient) -> Result<Vec<WorkloadRow>> 
                     host_id: r.get(2),
                     host_labels: serde_json::from_str(&labels).unwrap_or_default(),
                     workload: v1::Workload::decode(r.get::<_, &[u8]>(4)).unwrap_or_default(),
-                    processes: r.get::<_, i64>(5) as u32,
+                    processes: 0,
                     privileges: Vec::new(),
                 },
             )
         })
         .collect();
-    rows.retain(|(_, w)| w.processes > 0);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let stmt = c.prepare(
-        "SELECT DISTINCT privilege FROM process WHERE host = $1 AND workload = $2 AND exit_time_ms IS NULL
-         ORDER BY privilege",
-    )?;
-    for (host, row) in &mut rows {
-        for r in c.query(&stmt, &[&*host, &row.workload.id])? {
-            row.privileges
-                .push(v1::Privilege::decode(r.get::<_, &[u8]>(0)).unwrap_or_default());
-        }
+    let groups = match hostnames {
+        Some(names) => c.query(
+            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
+             WHERE p.host = ANY(ARRAY(SELECT id FROM host WHERE hostname = ANY($1)))
+               AND p.exit_time_ms IS NULL
+             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege",
+            &[&names],
+        )?,
+        None => c.query(
+            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
+             WHERE p.exit_time_ms IS NULL
+             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege",
+            &[],
+        )?,
+    };
+    let mut running: HashMap<(i64, String), (u32, Vec<v1::Privilege>)> = HashMap::new();
+    for g in &groups {
+        let e = running.entry((g.get(0), g.get(1))).or_default();
+        e.0 += g.get::<_, i64>(3) as u32;
+        e.1.push(v1::Privilege::decode(g.get::<_, &[u8]>(2)).unwrap_or_default());
     }
+    rows.retain_mut(
+        |(host, row)| match running.remove(&(*host, row.workload.id.clone())) {
+            Some((n, privileges)) => {
+                row.processes = n;
+                row.privileges = privileges;
+                true
+            }
+            None => false,
+        },
+    );
     Ok(rows.into_iter().map(|(_, w)| w).collect())
 }
 

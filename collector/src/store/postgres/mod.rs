@@ -216,7 +216,11 @@ impl Store for PgStore {
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
-        fleet::hosts(&mut *self.conn()?)
+        fleet::hosts(&mut *self.conn()?, true)
+    }
+
+    fn hosts_for_coverage(&self) -> Result<Vec<HostRow>> {
+        fleet::hosts(&mut *self.conn()?, false)
     }
 
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
@@ -304,7 +308,11 @@ impl Store for PgStore {
     }
 
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
-        fleet::workloads(&mut *self.conn()?)
+        fleet::workloads(&mut *self.conn()?, None)
+    }
+
+    fn workloads_on(&self, hostnames: &[String]) -> Result<Vec<WorkloadRow>> {
+        fleet::workloads(&mut *self.conn()?, Some(hostnames))
     }
 
     fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>> {

@@ -279,10 +279,19 @@ fn selective_candidates(
     }
     let rows = c.query(
         &format!(
+            // The count's two index walks give the ids, and the rows are
+            // read by primary key: an OR of the two in one WHERE, or an
+            // IN join, is planned as a scan of every process.
             "SELECT p.id, p.pid, p.host, p.set_id, {HOLDER_COLUMNS}
              FROM process p JOIN host h ON h.id = p.host
-             WHERE p.exit_time_ms IS NULL AND (p.set_id = ANY($1)
-                OR (p.host, p.workload) IN (SELECT * FROM unnest($2::BIGINT[], $3::TEXT[])))"
+             WHERE p.id = ANY(ARRAY(
+                 SELECT p.id FROM process p
+                 WHERE p.exit_time_ms IS NULL AND p.set_id = ANY($1)
+                 UNION
+                 SELECT p.id FROM process p
+                 JOIN unnest($2::BIGINT[], $3::TEXT[]) AS d(host, workload)
+                   ON p.host = d.host AND p.workload = d.workload
+                 WHERE p.exit_time_ms IS NULL))"
         ),
         &[&sets, &hosts, &workloads],
     )?;

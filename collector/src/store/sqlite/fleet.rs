@@ -8,14 +8,21 @@ use rusqlite::{Connection, params};
 
 use crate::store::{HostRow, ProcessCursor, Result, WorkloadRow};
 
-pub(super) fn hosts(conn: &Connection) -> Result<Vec<HostRow>> {
-    let mut stmt = conn.prepare_cached(
+/// Every host; with `count_running`, each one's running processes
+/// counted (else `processes_running` is 0: coverage does not need it, and
+/// counting reads every running process of the fleet).
+pub(super) fn hosts(conn: &Connection, count_running: bool) -> Result<Vec<HostRow>> {
+    let mut stmt = conn.prepare_cached(if count_running {
         "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
          h.last_seen_ms, h.last_full_scan_ms, h.last_scan,
          (SELECT count(*) FROM process p WHERE p.host = h.id AND p.exit_time_ms IS NULL), h.sense,
          h.health
-         FROM host h ORDER BY h.hostname, h.host_id",
-    )?;
+         FROM host h ORDER BY h.hostname, h.host_id"
+    } else {
+        "SELECT h.host_id, h.hostname, h.boot_id, h.kernel, h.labels, h.agent_version, h.capabilities,
+         h.last_seen_ms, h.last_full_scan_ms, h.last_scan, 0, h.sense, h.health
+         FROM host h ORDER BY h.hostname, h.host_id"
+    })?;
     let rows = stmt.query_map([], |r| {
         let labels: String = r.get(4)?;
         let caps: Vec<u8> = r.get(6)?;
@@ -43,16 +50,32 @@ pub(super) fn hosts(conn: &Connection) -> Result<Vec<HostRow>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn workloads(conn: &Connection) -> Result<Vec<WorkloadRow>> {
+/// Workload instances with running processes, on every host (`hostnames`
+/// None) or on the hosts of those names. Two statements: the workload
+/// rows, and the running processes grouped by (host, workload,
+/// privilege), which give each instance its count and its distinct
+/// privileges; with names, both walk only those hosts (the workload
+/// table's primary key, `process_by_workload`).
+pub(super) fn workloads(
+    conn: &Connection,
+    hostnames: Option<&[String]>,
+) -> Result<Vec<WorkloadRow>> {
+    let names = hostnames.map(|h| serde_json::Value::from(h.to_vec()).to_string());
     let mut rows: Vec<(i64, WorkloadRow)> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT w.host, h.hostname, h.host_id, h.labels, w.data,
-                    (SELECT count(*) FROM process p
-                      WHERE p.host = w.host AND p.workload = w.id AND p.exit_time_ms IS NULL)
+        let mut stmt = conn.prepare_cached(if names.is_some() {
+            // CROSS JOIN keeps this order: the named hosts first, then
+            // their workloads by primary key (never a scan of the table).
+            "SELECT w.host, h.hostname, h.host_id, h.labels, w.data
+             FROM host h CROSS JOIN workload w ON w.host = h.id
+             WHERE h.hostname IN (SELECT value FROM json_each(?1))
+             ORDER BY h.hostname, w.id, w.host"
+        } else {
+            "SELECT w.host, h.hostname, h.host_id, h.labels, w.data
              FROM workload w JOIN host h ON h.id = w.host
-             ORDER BY h.hostname, w.id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             WHERE ?1 IS NULL
+             ORDER BY h.hostname, w.id, w.host"
+        })?;
+        let rows = stmt.query_map(params![names], |r| {
             let labels: String = r.get(3)?;
             let data: Vec<u8> = r.get(4)?;
             Ok((
@@ -62,24 +85,51 @@ pub(super) fn workloads(conn: &Connection) -> Result<Vec<WorkloadRow>> {
                     host_id: r.get(2)?,
                     host_labels: serde_json::from_str(&labels).unwrap_or_default(),
                     workload: v1::Workload::decode(data.as_slice()).unwrap_or_default(),
-                    processes: r.get(5)?,
+                    processes: 0,
                     privileges: Vec::new(),
                 },
             ))
         })?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
-    rows.retain(|(_, w)| w.processes > 0);
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT privilege FROM process WHERE host = ?1 AND workload = ?2 AND exit_time_ms IS NULL",
-    )?;
-    for (host, row) in &mut rows {
-        let blobs = stmt.query_map(params![*host, row.workload.id], |r| r.get::<_, Vec<u8>>(0))?;
-        for blob in blobs {
-            row.privileges
-                .push(v1::Privilege::decode(blob?.as_slice()).unwrap_or_default());
+    // (host, workload) -> running processes, their distinct privileges.
+    let mut running: HashMap<(i64, String), (u32, Vec<v1::Privilege>)> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(if names.is_some() {
+            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
+             WHERE p.host IN (SELECT id FROM host WHERE hostname IN (SELECT value FROM json_each(?1)))
+               AND p.exit_time_ms IS NULL
+             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege"
+        } else {
+            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
+             WHERE ?1 IS NULL AND p.exit_time_ms IS NULL
+             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege"
+        })?;
+        let groups = stmt.query_map(params![names], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, u32>(3)?,
+            ))
+        })?;
+        for g in groups {
+            let (host, workload, privilege, n) = g?;
+            let e = running.entry((host, workload)).or_default();
+            e.0 += n;
+            e.1.push(v1::Privilege::decode(privilege.as_slice()).unwrap_or_default());
         }
     }
+    rows.retain_mut(
+        |(host, row)| match running.remove(&(*host, row.workload.id.clone())) {
+            Some((n, privileges)) => {
+                row.processes = n;
+                row.privileges = privileges;
+                true
+            }
+            None => false,
+        },
+    );
     Ok(rows.into_iter().map(|(_, w)| w).collect())
 }
 

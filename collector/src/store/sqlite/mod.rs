@@ -253,7 +253,11 @@ impl Store for SqliteStore {
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
-        fleet::hosts(&*self.read()?)
+        fleet::hosts(&*self.read()?, true)
+    }
+
+    fn hosts_for_coverage(&self) -> Result<Vec<HostRow>> {
+        fleet::hosts(&*self.read()?, false)
     }
 
     fn packages_named(&self, q: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
@@ -275,7 +279,11 @@ impl Store for SqliteStore {
     }
 
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
-        fleet::workloads(&*self.read()?)
+        fleet::workloads(&*self.read()?, None)
+    }
+
+    fn workloads_on(&self, hostnames: &[String]) -> Result<Vec<WorkloadRow>> {
+        fleet::workloads(&*self.read()?, Some(hostnames))
     }
 
     fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>> {
