@@ -253,6 +253,9 @@ impl Store for OneLock {
     fn hosts(&self) -> Result<Vec<HostRow>> {
         self.with(|s| s.hosts())
     }
+    fn hosts_for_coverage(&self) -> Result<Vec<HostRow>> {
+        self.with(|s| s.hosts_for_coverage())
+    }
     fn packages_named(&self, name: &PackageName<'_>) -> Result<Vec<(i64, v1::Package)>> {
         self.with(|s| s.packages_named(name))
     }
@@ -273,6 +276,9 @@ impl Store for OneLock {
     }
     fn workloads(&self) -> Result<Vec<WorkloadRow>> {
         self.with(|s| s.workloads())
+    }
+    fn workloads_on(&self, hosts: &[String]) -> Result<Vec<WorkloadRow>> {
+        self.with(|s| s.workloads_on(hosts))
     }
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
         self.with(|s| s.instance_first_start(host, instance))
