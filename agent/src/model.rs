@@ -217,6 +217,10 @@ pub struct ScanStats {
     /// Processes whose last full read was reused: they had not run since
     /// (see the scanner's `Quiet`).
     pub reused: u32,
+    /// Processes whose /proc/PID/cgroup was not read again: the kernel
+    /// counted no cgroup change since the last full scan read it. (The
+    /// agent's own log; not on the wire.)
+    pub cgroups_reused: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

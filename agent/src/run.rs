@@ -852,8 +852,12 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
         });
         let scan_started = std::time::Instant::now();
         let faults = &config.faults;
+        // Before the scan reads anything: a change after this is counted
+        // for the next one.
+        let cgroup_changes = sensor.as_ref().and_then(Sensor::cgroup_changes);
         let Some(inv) = on_scanner(&mut scanner, |s| {
             faults.scan();
+            s.cgroup_changes_before_scan(cgroup_changes);
             s.scan()
         })
         .await
@@ -874,6 +878,7 @@ async fn scan_loop(config: &AgentConfig, shared: &Arc<Shared>, state: &mut ScanS
         debug!(
             processes = inv.stats.processes,
             reused = inv.stats.reused,
+            cgroups_reused = inv.stats.cgroups_reused,
             cpu_ms = inv.stats.cpu_micros / 1000,
             wall_ms = inv.stats.wall_micros / 1000,
             "full scan"

@@ -164,6 +164,12 @@ pub struct Scanner {
     /// Whether full scans keep quiet processes for the next one (false
     /// for [`Scanner::single_scan`]).
     keep_quiet: bool,
+    /// The kernel's count of cgroup membership changes (sensor, count),
+    /// as read just before the next full scan (see
+    /// [`Scanner::cgroup_changes_before_scan`]), and as it was before the
+    /// last one.
+    cgroup_changes_next: Option<(u64, u64)>,
+    cgroup_changes_last: Option<(u64, u64)>,
 }
 
 /// One process's /proc/PID directory, held open (O_PATH) while the process
@@ -221,6 +227,37 @@ impl PidDir {
         // SAFETY: fd was just opened and is owned by the File.
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         read_to_eof(&mut file, 1, ONE_RECORD_FILES.contains(&name.to_bytes()))
+    }
+
+    /// Which root the process sees: the mount and directory its `root`
+    /// link names, with one statx(2) and no descriptor. None where the
+    /// kernel does not report a mount id (before 5.8).
+    fn root_key(&self) -> Option<RootKey> {
+        // SAFETY: statx is plain old data; all zeroes is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory descriptor, a NUL-terminated name and
+        // a buffer of the size statx(2) writes.
+        let rc = unsafe {
+            libc::statx(
+                self.fd.as_raw_fd(),
+                c"root".as_ptr(),
+                libc::AT_STATX_SYNC_AS_STAT,
+                libc::STATX_INO | libc::STATX_MNT_ID | libc::STATX_MNT_ID_UNIQUE,
+                &mut stx,
+            )
+        };
+        // A 64-bit id (6.8 on) is never reused; the older one is not
+        // reused while the scan holds the root open.
+        if rc != 0 || stx.stx_mask & (libc::STATX_MNT_ID | libc::STATX_MNT_ID_UNIQUE) == 0 {
+            return None;
+        }
+        Some(RootKey {
+            mnt_id: stx.stx_mnt_id,
+            id: FileId {
+                dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+                ino: stx.stx_ino,
+            },
+        })
     }
 
     fn read_link(&self, name: &str) -> io::Result<PathBuf> {
@@ -489,6 +526,19 @@ impl Gaps {
     }
 }
 
+/// A process's view of its root: the mount (by the kernel's mount id,
+/// unique across namespaces) and the directory on it. Processes with the
+/// same key resolve every path alike, so a full scan opens that root once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RootKey {
+    mnt_id: u64,
+    id: FileId,
+}
+
+/// Roots a full scan holds open at most (descriptors: the soft limit is
+/// often 1024). A host with more views than this opens the rest each time.
+const ROOTS_HELD: usize = 256;
+
 /// Per-scan state: each root, network namespace and path is looked at once
 /// per scan, however many processes share it.
 #[derive(Default)]
@@ -507,6 +557,11 @@ struct ScanCtx {
     /// (see [`Quiet`]), and remember this scan's quiet processes here.
     reuse: bool,
     quiet: HashMap<u32, Quiet>,
+    /// Full scans only: the roots opened so far, by view. Dropped with the
+    /// scan, so no root (a container's) stays open between scans.
+    roots: Option<HashMap<RootKey, Arc<RootFs>>>,
+    /// No process changed cgroups since the last full scan read them.
+    cgroups_unchanged: bool,
     /// network namespace inode → socket inode → (protocol, entry).
     net: HashMap<u64, Arc<NetTable>>,
     stats: ScanStats,
@@ -570,6 +625,8 @@ struct Quiet {
     /// Full scans since the full read.
     age: u32,
     own: OwnState,
+    /// /proc/PID/cgroup as the last full scan read it (or reused it).
+    cgroups: Arc<[parse::cgroup::CgroupLine]>,
 }
 
 /// What only the process itself can change, as one full read found it.
@@ -629,6 +686,8 @@ impl Scanner {
             exited: HashSet::new(),
             quiet: HashMap::new(),
             keep_quiet: true,
+            cgroup_changes_next: None,
+            cgroup_changes_last: None,
         }
     }
 
@@ -1206,8 +1265,12 @@ impl Scanner {
             host_ns,
             skip_sockets: !sockets_read,
             reuse: self.keep_quiet,
+            roots: Some(HashMap::new()),
             ..Default::default()
         };
+        let changes = self.cgroup_changes_next.take();
+        ctx.cgroups_unchanged = changes.is_some() && changes == self.cgroup_changes_last;
+        self.cgroup_changes_last = changes;
         if let Some(meta) = &mut self.meta {
             meta.begin_scan();
         }
@@ -1257,6 +1320,15 @@ impl Scanner {
         }
     }
 
+    /// The sensor's count of cgroup membership changes (its identity and
+    /// the count), read just before the next full scan. When it is the
+    /// same before two scans, no process changed cgroups in between, and
+    /// the second scan reuses what the first read of each process it saw
+    /// there (same pid and start). Without a count, every scan reads them.
+    pub fn cgroup_changes_before_scan(&mut self, changes: Option<(u64, u64)>) {
+        self.cgroup_changes_next = changes;
+    }
+
     /// Reads sockets in one full scan out of `every` (the first scan always
     /// reads them). For an agent whose eBPF programs see every connect.
     pub fn set_socket_scans_every(&mut self, every: u32) {
@@ -1290,29 +1362,42 @@ impl Scanner {
             return Err(Skip::Vanished);
         }
         let mut gaps = Gaps::default();
-        // Read every scan: a runtime moves processes between cgroups.
-        let cgroups = self
-            .read_pid_file(pid, "cgroup", &mut gaps, |b| {
-                Some(parse::cgroup::parse_cgroup(b))
-            })
-            .unwrap_or_default();
+        // A runtime moves processes between cgroups: read every scan,
+        // unless the kernel counted no change since the last one read it.
+        let kept = ctx
+            .cgroups_unchanged
+            .then(|| self.quiet.get(&pid))
+            .flatten()
+            .filter(|q| q.start_ticks == stat.start_ticks)
+            .map(|q| q.cgroups.clone());
+        let cgroups: Arc<[parse::cgroup::CgroupLine]> = match kept {
+            Some(c) => {
+                ctx.stats.cgroups_reused += 1;
+                c
+            }
+            None => self
+                .read_pid_file(pid, "cgroup", &mut gaps, |b| {
+                    Some(parse::cgroup::parse_cgroup(b))
+                })
+                .unwrap_or_default()
+                .into(),
+        };
         let cgroup = primary_cgroup(&cgroups);
         let workload_id = self.workload_of(&cgroups, &cgroup, ctx);
 
         // The process's own root: its dpkg database and the files its mappings
         // name are looked up there.
-        let root = RootFs::open(&self.proc_path(pid, "root")).ok();
-        let db = self.package_db(root.as_ref(), ctx);
+        let root = self.process_root(pid, ctx);
+        let root = root.as_deref();
+        let db = self.package_db(root, ctx);
         let schedstat = self.schedstat(pid, &stat, ctx);
-        let (own, age) = match self.quiet_own(pid, &stat, schedstat.as_deref(), root.as_ref(), ctx)
-        {
+        let (own, age) = match self.quiet_own(pid, &stat, schedstat.as_deref(), root, ctx) {
             Some((own, age)) => {
                 ctx.stats.reused += 1;
                 (own, age + 1)
             }
             None => {
-                let own =
-                    self.read_own(pid, &stat, root.as_ref(), db.as_deref(), ctx, &mut gaps)?;
+                let own = self.read_own(pid, &stat, root, db.as_deref(), ctx, &mut gaps)?;
                 (own, 0)
             }
         };
@@ -1328,6 +1413,7 @@ impl Scanner {
                     schedstat,
                     age,
                     own: own.clone(),
+                    cgroups,
                 },
             );
         }
@@ -1354,7 +1440,7 @@ impl Scanner {
             None => Privilege::default(),
         };
         let files = ProcFiles {
-            root: root.as_ref(),
+            root,
             db: db.as_deref(),
             root_link: &root_link,
         };
@@ -1413,6 +1499,31 @@ impl Scanner {
             partial: gaps.partial,
             privilege,
         })
+    }
+
+    /// The root `pid` sees. A full scan opens each view once (its key is
+    /// one statx, an open is three calls and a descriptor) and hands it to
+    /// every process that sees the same mount and directory.
+    fn process_root(&mut self, pid: u32, ctx: &mut ScanCtx) -> Option<Arc<RootFs>> {
+        let path = self.proc_path(pid, "root");
+        let key = match (&ctx.roots, &self.pid_dir) {
+            (Some(_), Some(dir)) if dir.pid == pid => dir.root_key(),
+            _ => None,
+        };
+        if let Some(key) = key
+            && let Some(root) = ctx.roots.as_ref().and_then(|r| r.get(&key))
+        {
+            return Some(root.clone());
+        }
+        let root = Arc::new(RootFs::open(&path).ok()?);
+        // (It chrooted between the two calls: not this key's root.)
+        if let (Some(key), Some(roots)) = (key, &mut ctx.roots)
+            && root.id() == key.id
+            && roots.len() < ROOTS_HELD
+        {
+            roots.insert(key, root.clone());
+        }
+        Some(root)
     }
 
     /// /proc/PID/schedstat of a process whose state a full scan may reuse:
@@ -2488,6 +2599,74 @@ mod tests {
         unterminated[19..].fill(b'a');
         assert_eq!(dirent_names(&unterminated).count(), 0);
         assert_eq!(dirent_names(&[]).count(), 0);
+    }
+
+    /// Two processes share a root in a full scan only when they see the
+    /// same directory through the same mount: a bind of "/" in a mount
+    /// namespace of its own has the host root's inode, but is another
+    /// mount, whose submounts may differ.
+    #[test]
+    fn processes_share_a_root_only_through_the_same_mount() {
+        let proc = Path::new("/proc");
+        let key = |pid: u32| PidDir::open(proc, pid).unwrap().root_key();
+        let Some(me) = key(std::process::id()) else {
+            eprintln!("skipped: this kernel reports no mount id (before 5.8)");
+            return;
+        };
+        let same = Kill(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        assert_eq!(key(same.0.id()), Some(me), "same mount, same directory");
+        let bind = tempfile::tempdir().unwrap();
+        let other = Kill(
+            std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind / {0} && exec chroot {0} sleep 30",
+                    bind.path().display()
+                ))
+                .spawn()
+                .unwrap(),
+        );
+        let pid = other.0.id();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default() != b"sleep\n" {
+            assert!(Instant::now() < deadline, "the bound sleep never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let bound = key(pid).expect("a mount id");
+        assert_eq!(bound.id, me.id, "the same directory");
+        assert_ne!(bound.mnt_id, me.mnt_id, "through another mount");
+        // A full scan resolves both, each through its own view.
+        let mut scanner = Scanner::new(ScanConfig::default());
+        let inv = scanner.scan();
+        for pid in [same.0.id(), pid] {
+            let p = inv
+                .processes
+                .iter()
+                .find(|p| p.key.pid == pid)
+                .expect("listed");
+            let exe = p.artifacts.iter().find(|a| a.kind == ArtifactKind::Exe);
+            assert!(
+                exe.is_some_and(|a| a.package.is_some()),
+                "{pid}: its sleep resolved to a package: {:?}",
+                p.artifacts
+            );
+        }
+        drop((same, other));
+    }
+
+    /// A child killed and reaped when the test ends, however it ends.
+    struct Kill(std::process::Child);
+
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     /// A descriptor of /proc/PID keeps reading its own process: once that

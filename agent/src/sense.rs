@@ -33,15 +33,16 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, TracePoint,
         trace_point::TracePointLinkId,
     },
 };
 use patchgap_ebpf::{
-    Feature, GLOBAL_ENABLE_CONNECTS, GLOBAL_ENABLE_OPENS, GLOBAL_SELF_TGID, MAP_EVENTS, MAP_LOST,
-    OBJECT, PROG_DNS, PROGRAMS, Program,
+    CGROUP_CHANGE_TRACEPOINTS, Feature, GLOBAL_ENABLE_CONNECTS, GLOBAL_ENABLE_OPENS,
+    GLOBAL_SELF_TGID, MAP_CGROUP_CHANGES, MAP_EVENTS, MAP_LOST, OBJECT, PROG_CGROUP_CHANGE,
+    PROG_DNS, PROGRAMS, Program,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -379,6 +380,9 @@ pub struct Sensor {
     shed: u8,
     /// The kernel's per-CPU drop counter (taken out of `_ebpf`).
     lost: PerCpuArray<MapData, u64>,
+    /// The kernel's count of cgroup membership changes, with this
+    /// sensor's identity; None when its programs could not be attached.
+    cgroup_changes: Option<(u64, Array<MapData, u64>)>,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
     /// Asks the reader to drain the ring now (see [`Sensor::flush`]).
@@ -495,6 +499,14 @@ impl Sensor {
             links.push((p, link));
         }
 
+        // Optional, like DNS: without it full scans read every cgroup file.
+        let cgroup_changes = attach_cgroup_changes(&mut ebpf)
+            .inspect_err(|reason| {
+                tracing::warn!(%reason, "ebpf: cgroup changes not counted; every scan reads every process's cgroups");
+            })
+            .ok()
+            .map(|changes| (SENSORS.fetch_add(1, Ordering::Relaxed), changes));
+
         // Take the maps out of the Ebpf so the reader task can own the ring
         // and the Sensor the counter, without borrowing `ebpf`. The kernel
         // objects stay alive through the fds in MapData; the programs hold
@@ -550,6 +562,7 @@ impl Sensor {
                 links,
                 shed: 0,
                 lost,
+                cgroup_changes,
                 counters,
                 task,
                 flushes,
@@ -645,6 +658,14 @@ impl Sensor {
         }
     }
 
+    /// The kernel's count of changes to processes' cgroup membership since
+    /// this sensor loaded, with the sensor's identity (another sensor's
+    /// count starts again at 0). None when it is not counted.
+    pub fn cgroup_changes(&self) -> Option<(u64, u64)> {
+        let (id, map) = self.cgroup_changes.as_ref()?;
+        map.get(&0, 0).ok().map(|n| (*id, n))
+    }
+
     /// What is shed now: 0 nothing, 1 opens, 2 opens and connects.
     pub fn shed_level(&self) -> u8 {
         self.shed
@@ -676,6 +697,31 @@ impl Drop for Sensor {
         // its programs, whose links detach from the tracepoints at once.
         self.task.abort();
     }
+}
+
+/// Sensors started in this process: each one's identity.
+static SENSORS: AtomicU64 = AtomicU64::new(0);
+
+/// Loads `pg_cgroup_change`, attaches it to every tracepoint of
+/// [`CGROUP_CHANGE_TRACEPOINTS`] (all of them, or the count would miss
+/// changes: any failure is an error) and takes its counter out of `ebpf`.
+/// The links live as long as the program, in `ebpf`.
+fn attach_cgroup_changes(ebpf: &mut Ebpf) -> Result<Array<MapData, u64>, String> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(PROG_CGROUP_CHANGE)
+        .ok_or_else(|| format!("{PROG_CGROUP_CHANGE} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{PROG_CGROUP_CHANGE}: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("{PROG_CGROUP_CHANGE}: load: {e}"))?;
+    for tp in CGROUP_CHANGE_TRACEPOINTS {
+        prog.attach("cgroup", tp)
+            .map_err(|e| format!("{PROG_CGROUP_CHANGE}: attach to cgroup/{tp}: {e}"))?;
+    }
+    let map = ebpf
+        .take_map(MAP_CGROUP_CHANGES)
+        .ok_or_else(|| format!("map {MAP_CGROUP_CHANGES} missing"))?;
+    Array::try_from(map).map_err(|e| format!("map {MAP_CGROUP_CHANGES}: {e}"))
 }
 
 /// Attaches `pg_dns` to the root of the cgroup v2 hierarchy (from this
@@ -1487,6 +1533,71 @@ mod tests {
         assert!(seen.exit.is_some(), "no exit event for pid {}", seen.child);
         assert!(seen.exec.is_some() && seen.connect.is_some());
         assert_eq!(seen.opens_of_child, 0);
+    }
+
+    /// A full scan reuses a process's cgroups only while the kernel counts
+    /// no change: a sleeping process moved to another cgroup (it does not
+    /// run, so nothing else of it changes) shows up there in the next
+    /// scan, and the one after reuses that again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_process_moved_to_another_cgroup_is_seen_there() {
+        let (sensor, _rx) = Sensor::start(&SenseConfig::default()).unwrap();
+        let mountinfo = std::fs::read("/proc/self/mountinfo").unwrap();
+        let root = crate::contain::cgroup2_mount(&mountinfo).expect("a cgroup2 mount");
+        let dir = root.join(format!("patchgap-move-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        struct Cleanup(std::path::PathBuf, std::process::Child);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = self.1.kill();
+                let _ = self.1.wait();
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let guard = Cleanup(dir.clone(), child);
+        let mut scanner = crate::scan::Scanner::new(crate::scan::ScanConfig::default());
+        let scan = |scanner: &mut crate::scan::Scanner| {
+            scanner.cgroup_changes_before_scan(sensor.cgroup_changes());
+            let inv = scanner.scan();
+            let p = inv
+                .processes
+                .iter()
+                .find(|p| p.key.pid == pid)
+                .expect("the sleeper")
+                .cgroup
+                .clone();
+            (p, inv.stats.cgroups_reused)
+        };
+        let (before, _) = scan(&mut scanner);
+        // Other tests move processes too: retry until two scans in a row
+        // saw no change (then the second reused the cgroups).
+        let mut reused = 0;
+        for _ in 0..20 {
+            let (_, n) = scan(&mut scanner);
+            reused = n;
+            if n > 0 {
+                break;
+            }
+        }
+        assert!(reused > 0, "no scan reused a cgroup");
+        let counted = sensor.cgroup_changes().unwrap();
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        assert!(
+            sensor.cgroup_changes().unwrap().1 > counted.1,
+            "the move is counted"
+        );
+        let (after, _) = scan(&mut scanner);
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(
+            after.contains(name) && !before.contains(name),
+            "{before} -> {after}"
+        );
+        drop(guard);
     }
 
     /// This process's cgroup v2 id: the inode of its directory.

@@ -74,6 +74,16 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Changes to any process's cgroup membership as /proc/PID/cgroup shows it
+ * (key 0): a full scan that finds it unchanged since the last one reuses
+ * what that scan read for a process it saw then (same pid, same start). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} cgroup_changes SEC(".maps");
+
 /* connect(2) in flight: what sys_enter saw, until sys_exit gives the result. */
 struct pg_connect_start {
 	__u16 family;
@@ -337,6 +347,29 @@ int pg_exec(struct trace_event_raw_sched_process_exec *ctx)
 	}
 	e->_pad0 = 0;
 	pg_submit(e);
+	return 0;
+}
+
+/* ---- Cgroup membership ---- */
+
+/* Attached to each cgroup tracepoint after which a process's
+ * /proc/PID/cgroup can read differently without the process being new:
+ * cgroup_attach_task (a migration, on any hierarchy: a write to
+ * cgroup.procs or tasks, a runtime or systemd moving a process),
+ * cgroup_transfer_tasks (cgroup v1 cpuset emptied by hotplug),
+ * cgroup_rename (a path changes), and cgroup_setup_root /
+ * cgroup_destroy_root (a v1 hierarchy mounted or gone: a line more or
+ * fewer for everyone). A fork inherits its parent's cgroups, and a clone
+ * into a cgroup makes a new process: neither needs counting. The context is
+ * not read, so the one program fits every record layout. */
+SEC("tracepoint/cgroup/cgroup_attach_task")
+int pg_cgroup_change(void *ctx)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&cgroup_changes, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	return 0;
 }
 

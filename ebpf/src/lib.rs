@@ -188,6 +188,23 @@ pub const PROG_MAP_ENTER: &str = "pg_map_enter";
 /// other packet.
 pub const PROG_DNS: &str = "pg_dns";
 
+/// Program that counts changes to processes' cgroup membership in
+/// [`MAP_CGROUP_CHANGES`]. Its section names `cgroup/cgroup_attach_task`;
+/// a loader attaches it to every tracepoint of [`CGROUP_CHANGE_TRACEPOINTS`]
+/// (so it is not in [`PROGRAMS`]). It reads no record, so any layout fits.
+pub const PROG_CGROUP_CHANGE: &str = "pg_cgroup_change";
+
+/// The `cgroup` tracepoints after which a process's `/proc/PID/cgroup`
+/// can read differently without the process being new: a migration, a v1
+/// cpuset transfer, a rename, a v1 hierarchy mounted or destroyed.
+pub const CGROUP_CHANGE_TRACEPOINTS: &[&str] = &[
+    "cgroup_attach_task",
+    "cgroup_transfer_tasks",
+    "cgroup_rename",
+    "cgroup_setup_root",
+    "cgroup_destroy_root",
+];
+
 /// The ring buffer of records (`BPF_MAP_TYPE_RINGBUF`). Its size in the object
 /// is [`EVENTS_DEFAULT_BYTES`]; a loader may set another power of two that is a
 /// multiple of the page size (aya: `EbpfLoader::map_max_entries`).
@@ -195,6 +212,9 @@ pub const MAP_EVENTS: &str = "events";
 /// Records dropped because the ring buffer was full: `BPF_MAP_TYPE_PERCPU_ARRAY`,
 /// one `u64` per CPU at key 0. Sum over CPUs.
 pub const MAP_LOST: &str = "lost";
+/// Changes to cgroup membership since the programs were loaded:
+/// `BPF_MAP_TYPE_ARRAY`, one `u64` at key 0.
+pub const MAP_CGROUP_CHANGES: &str = "cgroup_changes";
 /// connect(2) calls in flight, by thread id (internal).
 pub const MAP_CONNECT_START: &str = "connect_start";
 /// Library-like opens in flight, by thread id (internal).

@@ -483,10 +483,22 @@ fn programs_maps_and_globals_exist() {
         (STT_FUNC, "cgroup_skb/ingress"),
         "{PROG_DNS}"
     );
-    // Every program in the object is listed.
+    // The cgroup counter: a tracepoint program attached to several.
+    let cgroup = sym(PROG_CGROUP_CHANGE);
+    assert_eq!(
+        (cgroup.kind, cgroup.section),
+        (STT_FUNC, "tracepoint/cgroup/cgroup_attach_task"),
+        "{PROG_CGROUP_CHANGE}"
+    );
+    assert_eq!(CGROUP_CHANGE_TRACEPOINTS[0], "cgroup_attach_task");
+    // Every other program in the object is listed.
     let in_object = syms
         .iter()
-        .filter(|s| s.kind == STT_FUNC && s.section.starts_with("tracepoint/"))
+        .filter(|s| {
+            s.kind == STT_FUNC
+                && s.section.starts_with("tracepoint/")
+                && s.name != PROG_CGROUP_CHANGE
+        })
         .count();
     assert_eq!(
         in_object,
@@ -497,6 +509,7 @@ fn programs_maps_and_globals_exist() {
     for m in [
         MAP_EVENTS,
         MAP_LOST,
+        MAP_CGROUP_CHANGES,
         MAP_CONNECT_START,
         MAP_OPEN_START,
         MAP_OPEN_SCRATCH,
