@@ -240,7 +240,12 @@ impl Baseline {
     /// new image (a scan ran between the exec and the handling of its
     /// event: same exe and command line) is kept, less those opens; any
     /// other record of it is the old image and is replaced.
-    pub fn record_exec(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
+    /// `w` is None when the process is in a workload the baseline has
+    /// (its parent's: a copy of it would only be compared and dropped).
+    pub fn record_exec(&mut self, p: Process, w: Option<Workload>, delta: &mut v1::Delta) {
+        if let Some(w) = w {
+            self.learn_workload(w, delta);
+        }
         if let Some(old) = self
             .processes
             .get_mut(&p.key.pid)
@@ -266,11 +271,11 @@ impl Baseline {
                 p.sockets = old.sockets;
             }
             self.exec_at.insert(p.key.pid, Instant::now());
-            self.record(p, w, delta);
+            self.record_process(p, delta);
             return;
         }
         self.exec_at.insert(p.key.pid, Instant::now());
-        self.record(p, w, delta);
+        self.record_process(p, delta);
     }
 
     /// The key of a process with this pid that was closed lately (in the
@@ -293,10 +298,20 @@ impl Baseline {
     /// puts what changed into `delta`: exits and workloads now, the record
     /// at the next [`Baseline::settle`].
     pub fn record(&mut self, p: Process, w: Workload, delta: &mut v1::Delta) {
+        self.learn_workload(w, delta);
+        self.record_process(p, delta);
+    }
+
+    /// A workload as it is now: sent when new or changed.
+    pub fn learn_workload(&mut self, w: Workload, delta: &mut v1::Delta) {
         if self.workloads.get(&w.id) != Some(&w) {
             delta.workloads.push(wire::workload(&w));
             self.workloads.insert(w.id.clone(), w);
         }
+    }
+
+    /// A process record, in a workload the baseline has.
+    pub fn record_process(&mut self, p: Process, delta: &mut v1::Delta) {
         // A pid reused since: the old process is gone.
         if self
             .processes
@@ -718,7 +733,7 @@ mod tests {
         let mut d = v1::Delta::default();
         let mut light = proc(10, 3);
         light.partial = true;
-        base.record_exec(light, base.workload("host").cloned().unwrap(), &mut d);
+        base.record_exec(light, base.workload("host").cloned(), &mut d);
         assert!(d.upserts.is_empty());
         assert!(!base.by_pid(10).unwrap().partial);
 
@@ -744,9 +759,9 @@ mod tests {
         let mut base = Baseline::new(&inv(vec![proc(10, 1)]));
         let host = base.workload("host").cloned().unwrap();
         let mut d = v1::Delta::default();
-        base.record_exec(proc(20, 1), host.clone(), &mut d);
+        base.record_exec(proc(20, 1), Some(host.clone()), &mut d);
         let scan_started = Instant::now();
-        base.record_exec(proc(21, 1), host, &mut d);
+        base.record_exec(proc(21, 1), Some(host), &mut d);
         let d = base
             .advance(&inv(vec![proc(10, 1)]), true, scan_started)
             .expect("an exit");
@@ -763,7 +778,7 @@ mod tests {
         let mut base = Baseline::new(&inv(vec![]));
         let host = base.workload("host").cloned().unwrap_or_default();
         let scan_started = Instant::now();
-        base.record_exec(proc(30, 1), host, &mut v1::Delta::default());
+        base.record_exec(proc(30, 1), Some(host), &mut v1::Delta::default());
         let d = base.advance(&inv(vec![]), false, scan_started).unwrap();
         assert_eq!(keys(&d.exits), [(30, 1)]);
     }
@@ -788,7 +803,7 @@ mod tests {
         // A short process (exec, its loader's open, exit): one conversion.
         let host = base.workload("host").cloned().unwrap();
         let mut d = v1::Delta::default();
-        base.record_exec(proc(40, 1), host, &mut d);
+        base.record_exec(proc(40, 1), Some(host), &mut d);
         base.add_opened(40, vec![opened("/usr/lib/libc.so.6", Some("libc6"))]);
         base.exit(40, 1, 6000, &mut d);
         base.settle(&mut d);

@@ -942,15 +942,16 @@ fn needs_mapping(path: &[u8]) -> bool {
 }
 
 /// The workload record of a process known only from an event: its
-/// parent's, or the host's.
-fn parent_workload(base: &Baseline, process: &mut Process) -> Workload {
+/// parent's, or the host's. None when the baseline has it already.
+fn parent_workload(base: &Baseline, process: &mut Process) -> Option<Workload> {
     let parent = base
         .by_pid(process.ppid)
-        .map(|p| p.workload.clone())
-        .unwrap_or_else(|| "host".into());
-    process.workload = parent.clone();
-    base.workload(&parent).cloned().unwrap_or_else(|| Workload {
-        id: parent,
+        .map(|p| p.workload.as_str())
+        .unwrap_or("host");
+    process.workload = parent.to_owned();
+    // (The baseline's own copy would only be compared with itself.)
+    base.workload(parent).is_none().then(|| Workload {
+        id: parent.to_owned(),
         kind: "host".into(),
         ..Default::default()
     })
@@ -1036,7 +1037,7 @@ async fn handle_event(
                 alive,
             } = scanner.as_mut()?.exec_record(info);
             let workload = match workload {
-                Some(w) => w,
+                Some(w) => Some(w),
                 // Gone already: a child shares its parent's cgroup.
                 None => parent_workload(base, &mut process),
             };
@@ -1137,8 +1138,10 @@ async fn handle_event(
                             scanner
                                 .as_mut()?
                                 .event_record(pid, ppid, uid, &comm, start_ticks);
-                        let w = parent_workload(base, &mut p);
-                        base.record(p, w, &mut pending.delta);
+                        if let Some(w) = parent_workload(base, &mut p) {
+                            base.learn_workload(w, &mut pending.delta);
+                        }
+                        base.record_process(p, &mut pending.delta);
                     }
                     _ => {}
                 }
