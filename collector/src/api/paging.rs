@@ -23,9 +23,12 @@ pub const MAX_PAGE_SIZE: usize = 10_000;
 /// rare package answers with short (even empty) pages and a token rather
 /// than one long scan.
 pub const SCAN_BUDGET: usize = 100_000;
-/// A page stops once its encoded items pass this size (the CLI accepts 64
-/// MiB), after the process that crossed it.
-pub const PAGE_BYTES: usize = 8 << 20;
+/// A page's encoded items stay under this size: the process that would
+/// cross it starts the next page (unless it is the page's first). gRPC
+/// clients refuse messages over 4 MiB by default (tonic, grpc-go,
+/// grpcurl, Python); the rest is room for the first page's coverage (a
+/// row per host) and framing, so any stock client reads every page.
+pub const PAGE_BYTES: usize = 2 << 20;
 
 const TOKEN_VERSION: &str = "p1.";
 
@@ -92,9 +95,10 @@ impl Paging {
     }
 
     /// Takes whole processes' items from `groups` while the page has room
-    /// (at most `size` items, unless one process alone has more, and
-    /// about [`PAGE_BYTES`]), and the token of what is left: after the
-    /// last process taken when the page was cut, else `next`.
+    /// (`size` items, passed by at most the last process's; under
+    /// [`PAGE_BYTES`], unless one process alone is larger), and the token
+    /// of what is left: after the last process taken when the page was
+    /// cut, else `next`.
     pub fn fill<T: Message>(
         &self,
         groups: Vec<(ProcessCursor, Vec<T>)>,
@@ -102,13 +106,21 @@ impl Paging {
     ) -> (Vec<T>, String) {
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut last: Option<ProcessCursor> = None;
         let total = groups.len();
         for (i, (cursor, items)) in groups.into_iter().enumerate() {
-            bytes += items.iter().map(Message::encoded_len).sum::<usize>();
+            let size = items.iter().map(Message::encoded_len).sum::<usize>();
+            if let Some(last) = &last
+                && bytes + size > PAGE_BYTES
+            {
+                return (out, self.token(last));
+            }
+            bytes += size;
             out.extend(items);
-            if (out.len() >= self.size || bytes >= PAGE_BYTES) && i + 1 < total {
+            if out.len() >= self.size && i + 1 < total {
                 return (out, self.token(&cursor));
             }
+            last = Some(cursor);
         }
         (out, next.map(|c| self.token(&c)).unwrap_or_default())
     }
@@ -211,6 +223,47 @@ mod tests {
         assert_eq!(
             Paging::parse(3, &token, &req("")).unwrap().after,
             Some(c(9))
+        );
+    }
+
+    /// Pages stay under PAGE_BYTES whatever page_size asks, so a stock
+    /// gRPC client (4 MiB by default) reads each; a process larger than
+    /// that alone still goes, alone.
+    #[test]
+    fn a_page_fits_a_stock_grpc_client() {
+        let p = Paging::parse(i32::MAX, "", &req("")).unwrap();
+        let c = |id| ProcessCursor {
+            id,
+            ..Default::default()
+        };
+        let big = |kib: usize| v1::Match {
+            cmdline: "x".repeat(kib << 10),
+            ..Default::default()
+        };
+        let groups: Vec<_> = (1..=20).map(|i| (c(i), vec![big(300)])).collect();
+        let (mut rest, mut pages, mut seen) = (groups, 0, 0);
+        while !rest.is_empty() {
+            let (items, token) = p.fill(rest.clone(), None);
+            let bytes: usize = items.iter().map(Message::encoded_len).sum();
+            assert!(bytes <= PAGE_BYTES, "page {pages}: {bytes} bytes");
+            assert!(!items.is_empty());
+            seen += items.len();
+            pages += 1;
+            let after = match token.as_str() {
+                "" => break,
+                t => Paging::parse(i32::MAX, t, &req("")).unwrap().after.unwrap(),
+            };
+            rest.retain(|(cur, _)| cur.id > after.id);
+        }
+        assert_eq!(seen, 20, "every process once");
+        let per_page = PAGE_BYTES / big(300).encoded_len();
+        assert_eq!(pages, 20usize.div_ceil(per_page), "{per_page} a page");
+        let alone = vec![(c(1), vec![big(3 << 10)]), (c(2), vec![big(1)])];
+        let (items, token) = p.fill(alone, None);
+        assert_eq!(items.len(), 1, "the large one alone");
+        assert_eq!(
+            Paging::parse(i32::MAX, &token, &req("")).unwrap().after,
+            Some(c(1))
         );
     }
 }
