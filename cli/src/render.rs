@@ -790,6 +790,8 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
                 // Two agents claiming this host's identity; null when none.
                 "conflict": (!h.conflict.is_empty()).then_some(&h.conflict),
                 "fresh": h.fresh,
+                // "fresh", "first scan" or "STALE", as the table shows it.
+                "state": host_state(h),
                 "last_seen": rfc3339(h.last_seen_ms),
                 "last_full_scan": (h.last_full_scan_ms > 0).then(|| rfc3339(h.last_full_scan_ms)),
                 "processes_running": h.processes_running,
@@ -825,6 +827,20 @@ pub fn hosts_json(r: &v1::ListHostsResponse) -> Value {
     json!({ "coverage": coverage_json(&r.coverage), "hosts": hosts })
 }
 
+/// A host's state as a responder reads it: fresh, or STALE (its answers
+/// may be out of date), or "first scan" for a host that is connected and
+/// still sending its first full scan, which is not stale: nothing it has
+/// said is old, it has not said it all yet.
+fn host_state(h: &v1::HostSummary) -> &'static str {
+    if h.fresh {
+        "fresh"
+    } else if h.connected && h.last_full_scan_ms == 0 {
+        "first scan"
+    } else {
+        "STALE"
+    }
+}
+
 pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
     let rows: Vec<Vec<String>> = r
         .hosts
@@ -834,7 +850,7 @@ pub fn hosts_table(r: &v1::ListHostsResponse) -> String {
             let caps = h.capabilities.clone().unwrap_or_default();
             vec![
                 id.hostname,
-                if h.fresh { "fresh" } else { "STALE" }.into(),
+                host_state(h).into(),
                 if h.connected { "yes" } else { "no" }.into(),
                 h.processes_running.to_string(),
                 if caps.ebpf {
@@ -2561,6 +2577,21 @@ mod tests {
         assert_eq!(esc.chars().count(), MAX_CELL);
         assert_eq!(clean(&"x".repeat(MAX_CELL)), "x".repeat(MAX_CELL));
         assert_eq!(terminal_safe("a\x1bb\nc\n"), "a\\x1bb\nc\n");
+    }
+
+    #[test]
+    fn a_connected_host_before_its_first_full_scan_is_not_stale() {
+        let host = |fresh, connected, last_full_scan_ms| v1::HostSummary {
+            fresh,
+            connected,
+            last_full_scan_ms,
+            ..Default::default()
+        };
+        assert_eq!(host_state(&host(true, true, 1)), "fresh");
+        assert_eq!(host_state(&host(false, true, 0)), "first scan");
+        // Scanned once, silent since: stale, connected or not.
+        assert_eq!(host_state(&host(false, true, 1)), "STALE");
+        assert_eq!(host_state(&host(false, false, 0)), "STALE");
     }
 
     /// Issue 14: a 100,000-character hostname panicked every table

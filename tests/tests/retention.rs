@@ -21,8 +21,13 @@ impl Bin {
     /// SIGINT, as ctrl-c: the collector shuts down and folds its WAL
     /// into the file.
     fn interrupt(mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        // The signal itself, not kill(1): a fresh machine need not have
+        // procps, and a kill that could not run looked like a collector
+        // that would not stop.
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid");
+        // SAFETY: kill(2) on our own child, which we have not reaped.
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(sent, 0, "SIGINT: {}", std::io::Error::last_os_error());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
