@@ -4,6 +4,10 @@
 # .ci/run both start with it. Needs root when something is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# Wait for another apt or dpkg (unattended-upgrades, a concurrent install)
+# to let go of its lock instead of failing at once with "Could not get
+# lock /var/lib/dpkg/lock-frontend".
+apt_wait=(-o DPkg::Lock::Timeout=600)
 
 # What the tests use from the OS:
 # - gcc builds the bundled SQLite (rusqlite's `bundled` feature);
@@ -81,7 +85,7 @@ command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 # serves: apt's lists must know both.
 lists_fresh=0
 if [ "$(apt-cache madison libaom3 2>/dev/null | wc -l)" -lt 2 ]; then
-    apt-get update -qq
+    apt-get "${apt_wait[@]}" update -qq
     lists_fresh=1
 fi
 # promtool (from Debian's prometheus package, only the binary, not the
@@ -98,8 +102,8 @@ if [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ]; then
 fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "tests/deps.sh: installing ${need[*]}"
-    [ "$lists_fresh" = 1 ] || apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}"
+    [ "$lists_fresh" = 1 ] || apt-get "${apt_wait[@]}" update -qq
+    apt-get "${apt_wait[@]}" install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 
