@@ -560,12 +560,10 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
         Duration::from_secs(60),
         |v| v["state"] == "stable",
     );
+    let early = w.json(&["alerts", "-o", "json"]).unwrap();
     assert!(
-        w.json(&["alerts", "-o", "json"]).unwrap()["alerts"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "no alert while learning and for learned destinations"
+        early["alerts"].as_array().unwrap().is_empty(),
+        "no alert while learning and for learned destinations: {early:#}"
     );
     assert!(am_egress(&am.alerts(), "alertname", "PatchgapUnexpectedEgress").is_empty());
 

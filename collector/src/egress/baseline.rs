@@ -145,6 +145,65 @@ pub struct Entry {
     pub promoted: bool,
     /// The generation it was learned in.
     pub generation: String,
+    /// For an entry learned by name: the addresses connections told that
+    /// name went to, and when each was last seen (ms since the epoch). A
+    /// connection whose answer the agent did not see (a client's cached
+    /// lookup, a connection open across an agent restart) carries no
+    /// name; it is this entry when its address is one of these, seen
+    /// within [`ADDRESS_MEMORY_MS`]. At most [`MAX_ADDRESSES`], the
+    /// least recently seen going first.
+    #[serde(default)]
+    pub addresses: BTreeMap<IpAddr, i64>,
+}
+
+/// Addresses remembered per entry learned by name.
+pub const MAX_ADDRESSES: usize = 16;
+/// How long an address stays the name's for a connection without a name:
+/// the agent's longest DNS binding (its TTL ceiling).
+pub const ADDRESS_MEMORY_MS: i64 = 3_600_000;
+
+impl Entry {
+    /// Whether `obs` is this entry: by name or address as learned, or,
+    /// when `obs` carries no name, by an address this name was recently
+    /// reached at.
+    fn matches(&self, obs: &Observation) -> bool {
+        if self.port != obs.port || self.protocol != obs.protocol {
+            return false;
+        }
+        if self.destination.matches(obs.ip, &obs.names) {
+            return true;
+        }
+        obs.names.is_empty()
+            && matches!(self.destination, Destination::Name(_))
+            && self
+                .addresses
+                .get(&unmapped(obs.ip))
+                .is_some_and(|seen| obs.at_ms - seen <= ADDRESS_MEMORY_MS)
+    }
+
+    /// Remembers the address a named connection went to; true when the
+    /// set changed (not when only a time moved).
+    fn remember_address(&mut self, obs: &Observation) -> bool {
+        if obs.names.is_empty() || !matches!(self.destination, Destination::Name(_)) {
+            return false;
+        }
+        let ip = unmapped(obs.ip);
+        if let Some(seen) = self.addresses.get_mut(&ip) {
+            *seen = (*seen).max(obs.at_ms);
+            return false;
+        }
+        if self.addresses.len() >= MAX_ADDRESSES
+            && let Some(oldest) = self
+                .addresses
+                .iter()
+                .min_by_key(|(_, seen)| **seen)
+                .map(|(ip, _)| *ip)
+        {
+            self.addresses.remove(&oldest);
+        }
+        self.addresses.insert(ip, obs.at_ms);
+        true
+    }
 }
 
 /// A package that changed on the workload, as the upgrade quarantine
@@ -403,11 +462,8 @@ impl Baseline {
     pub fn observe(&mut self, obs: &Observation, learning: &Learning) -> (Verdict, bool) {
         let now = obs.at_ms;
         let mut changed = self.settle(learning, now);
-        if let Some(e) = self.entries.iter_mut().find(|e| {
-            e.port == obs.port
-                && e.protocol == obs.protocol
-                && e.destination.matches(obs.ip, &obs.names)
-        }) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.matches(obs)) {
+            changed |= e.remember_address(obs);
             e.count += 1;
             e.last_seen_ms = e.last_seen_ms.max(now);
             if !e.replicas.contains(&obs.replica) {
@@ -449,7 +505,10 @@ impl Baseline {
                     replicas: [obs.replica.clone()].into(),
                     promoted: learning.promote_replicas <= 1,
                     generation: self.generation.clone(),
+                    addresses: BTreeMap::new(),
                 });
+                let learned = self.entries.last_mut().expect("just pushed");
+                learned.remember_address(obs);
                 self.last_change_ms = now;
                 (Verdict::Learned, true)
             }
@@ -559,6 +618,74 @@ mod tests {
         );
         assert_eq!(b.entries.len(), 1);
         assert_eq!(b.entries[0].count, 3);
+    }
+
+    /// A connection without a name (its answer came before the agent
+    /// did: a client's cached lookup, an agent restart) is the entry
+    /// learned by name when its address is one that name was reached at
+    /// within the hour; any other address, or one last seen for the name
+    /// longer ago, stays new. The memory is bounded.
+    #[test]
+    fn a_nameless_connection_to_a_named_entry_s_address_is_known() {
+        let l = learning();
+        let mut b = Baseline::new("k", "g1", 0);
+        b.observe(
+            &obs(Some("data.example.org"), "198.51.100.10", "a", 500),
+            &l,
+        );
+        assert_eq!(b.state(&l, 3100), State::Stable);
+        let (v, changed) = b.observe(
+            &obs(Some("data.example.org"), "198.51.100.11", "a", 3100),
+            &l,
+        );
+        assert_eq!(v, Verdict::Known);
+        assert!(changed, "a new address for the name is persisted");
+        for (ip, at, want) in [
+            ("198.51.100.10", 4000, Verdict::Known),
+            ("198.51.100.11", 4000, Verdict::Known),
+            // The IPv4-mapped form of a learned address is that address.
+            ("::ffff:198.51.100.11", 4000, Verdict::Known),
+            ("198.51.100.12", 4000, Verdict::New),
+            // 198.51.100.10 was last told the name at 500.
+            ("198.51.100.10", 500 + ADDRESS_MEMORY_MS + 1, Verdict::New),
+            ("198.51.100.11", 3100 + ADDRESS_MEMORY_MS, Verdict::Known),
+        ] {
+            assert_eq!(
+                b.observe(&obs(None, ip, "a", at), &l).0,
+                want,
+                "{ip} at {at}"
+            );
+        }
+        // Another port is another entry, whatever the address.
+        let mut other_port = obs(None, "198.51.100.10", "a", 4000);
+        other_port.port = 80;
+        assert_eq!(b.observe(&other_port, &l).0, Verdict::New);
+        for i in 0..40 {
+            b.observe(
+                &obs(
+                    Some("data.example.org"),
+                    &format!("203.0.113.{i}"),
+                    "a",
+                    5000 + i,
+                ),
+                &l,
+            );
+        }
+        assert_eq!(b.entries.len(), 1);
+        assert_eq!(b.entries[0].addresses.len(), MAX_ADDRESSES);
+        assert!(
+            b.entries[0]
+                .addresses
+                .contains_key(&"203.0.113.39".parse().unwrap())
+        );
+        assert!(
+            !b.entries[0]
+                .addresses
+                .contains_key(&"198.51.100.10".parse().unwrap())
+        );
+        // The addresses survive the store's JSON.
+        let back: Baseline = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(back, b);
     }
 
     /// A baseline that keeps growing never stabilises: past the cap it
