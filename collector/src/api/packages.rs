@@ -505,5 +505,59 @@ mod tests {
                 .find(|s| s.key == u.workload)
                 .cloned()
         });
+
+        // A listing's later pages on the same host read no workload rows:
+        // the host's workloads are counted once per listing, however many
+        // pages its matches take (a host with a million processes).
+        let s = ingest
+            .hello(&hello_for("m-paged", "paged", "s"), T0)
+            .unwrap();
+        let procs = (30..41)
+            .map(|pid| {
+                let mut p = process(pid, vec![exe("/usr/bin/w", 101, Some(deb("w", "w", "1")))]);
+                p.artifacts.push(mapped(
+                    "/usr/lib/libpaged.so.1",
+                    300,
+                    Some(deb("libpaged1", "libpaged1", "1.0-1")),
+                ));
+                p.workload = "container/c1".into();
+                p
+            })
+            .collect();
+        let mut snap = snapshot("snap-1", procs, vec![]);
+        if let Body::Snapshot(s) = &mut snap {
+            s.workloads.push(container("c1"));
+        }
+        ingest.apply(&s, &msg(1, snap), T0 + 1).unwrap();
+        let rows = store.count.workload_rows_on();
+        let (mut token, mut pages, mut pids) = (String::new(), 0, Vec::new());
+        loop {
+            let r = svc
+                .find_package(Request::new(v1::FindPackageRequest {
+                    name: "libpaged1".into(),
+                    page_size: 2,
+                    page_token: token,
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            for m in &r.matches {
+                assert_eq!(m.workload, "container:paged/web");
+                pids.push(m.key.as_ref().unwrap().pid);
+            }
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            token = r.next_page_token;
+        }
+        assert_eq!(pids, (30..41).collect::<Vec<_>>());
+        assert_eq!(pages, 6);
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            1,
+            "the host's one workload, read by the first page only"
+        );
     }
 }

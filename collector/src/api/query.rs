@@ -55,6 +55,10 @@ pub struct QueryService {
     /// See [`CONCURRENT_READS`].
     reads: Arc<tokio::sync::Semaphore>,
     fleet_reuse: Reused<Fleet>,
+    /// The workloads of a page's hosts (`workloads_of`), for the pages
+    /// after it on the same hosts: a host with a million processes is
+    /// counted once per listing, not once per page.
+    hosts_reuse: Reused<HostsFleet>,
     pub(super) findings_reuse: Reused<crate::fleet::exposure::FindingsIndex>,
     /// The response policy in force (reloaded on SIGHUP).
     policy: SharedPolicy,
@@ -68,6 +72,15 @@ pub struct QueryService {
     /// base and the flags, resolved with the policy in force.
     verify: crate::response::verify::Settings,
     verify_flags: crate::response::verify::settings::VerifyFlags,
+}
+
+/// Some hosts' workloads (`QueryService::workloads_of`): the hostnames
+/// (sorted), the instances among them whose key spans hosts (by host id
+/// and instance id), and their summaries.
+pub(super) struct HostsFleet {
+    hosts: Vec<String>,
+    spanning: std::collections::HashSet<(String, String)>,
+    fleet: Arc<Fleet>,
 }
 
 /// Fleet workloads with the mapping in force: the summaries, the index of
@@ -97,6 +110,7 @@ impl QueryService {
             audit,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
             fleet_reuse: Arc::default(),
+            hosts_reuse: Arc::default(),
             findings_reuse: Arc::default(),
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
@@ -302,6 +316,8 @@ impl QueryService {
     /// spans hosts (and an empty host id is shared by every host without
     /// a machine id), so a page that names one of those takes the fleet's
     /// workloads instead, as before (loaded for a first page, reused after).
+    /// The hosts' workloads are reused in the same way: a later page whose
+    /// hosts a recent load covered costs no store read at all.
     pub(super) async fn workloads_of<'a>(
         &self,
         first_page: bool,
@@ -317,15 +333,45 @@ impl QueryService {
             named.insert((m.host_id.clone(), m.workload.clone()));
         }
         let hosts: Vec<String> = hosts.into_iter().collect();
-        let rows = self.read(move |s| s.workloads_on(&hosts)).await?;
-        let spans_hosts = rows.iter().any(|r| {
-            workloads::key_spans_hosts(&r.workload)
-                && named.contains(&(r.host_id.clone(), r.workload.id.clone()))
-        });
-        if spans_hosts {
+        // A later page on hosts the held ones cover reuses them, as
+        // `reused` does; any other page loads its own hosts.
+        let held = if first_page {
+            None
+        } else {
+            self.hosts_reuse
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .filter(|(at, held)| {
+                    at.elapsed() < LISTING_REUSE
+                        && hosts.iter().all(|h| held.hosts.binary_search(h).is_ok())
+                })
+                .map(|(_, held)| held)
+        };
+        let held = match held {
+            Some(held) => held,
+            None => {
+                let wanted = hosts.clone();
+                let rows = self.read(move |s| s.workloads_on(&wanted)).await?;
+                let spanning = rows
+                    .iter()
+                    .filter(|r| workloads::key_spans_hosts(&r.workload))
+                    .map(|r| (r.host_id.clone(), r.workload.id.clone()))
+                    .collect();
+                let held = Arc::new(HostsFleet {
+                    hosts,
+                    spanning,
+                    fleet: Arc::new(self.fleet_of(rows)),
+                });
+                *self.hosts_reuse.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::Instant::now(), held.clone()));
+                held
+            }
+        };
+        if named.iter().any(|n| held.spanning.contains(n)) {
             return self.workloads_for(first_page).await;
         }
-        Ok(Arc::new(self.fleet_of(rows)))
+        Ok(held.fleet.clone())
     }
 
     pub(super) async fn workloads(&self) -> Result<Fleet, Status> {
