@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use patchgap_proto::{Message, v1};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, params, types::Type};
 
 use crate::store::{HostRow, ProcessCursor, Result, WorkloadRow};
 
@@ -93,31 +93,57 @@ pub(super) fn workloads(
         rows.collect::<Result<Vec<_>, _>>()?
     };
     // (host, workload) -> running processes, their distinct privileges.
+    // Counted here rather than by GROUP BY: SQLite would sort every
+    // running process of the hosts by privilege (a million rows, spilled
+    // to temporary files, for a host that runs a million), where the
+    // distinct values are few.
     let mut running: HashMap<(i64, String), (u32, Vec<v1::Privilege>)> = HashMap::new();
     {
         let mut stmt = conn.prepare_cached(if names.is_some() {
-            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
+            "SELECT p.host, p.workload, p.privilege FROM process p
              WHERE p.host IN (SELECT id FROM host WHERE hostname IN (SELECT value FROM json_each(?1)))
-               AND p.exit_time_ms IS NULL
-             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege"
+               AND p.exit_time_ms IS NULL"
         } else {
-            "SELECT p.host, p.workload, p.privilege, count(*) FROM process p
-             WHERE ?1 IS NULL AND p.exit_time_ms IS NULL
-             GROUP BY p.host, p.workload, p.privilege ORDER BY p.privilege"
+            "SELECT p.host, p.workload, p.privilege FROM process p
+             WHERE ?1 IS NULL AND p.exit_time_ms IS NULL"
         })?;
-        let groups = stmt.query_map(params![names], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, u32>(3)?,
-            ))
-        })?;
-        for g in groups {
-            let (host, workload, privilege, n) = g?;
-            let e = running.entry((host, workload)).or_default();
-            e.0 += n;
-            e.1.push(v1::Privilege::decode(privilege.as_slice()).unwrap_or_default());
+        // host -> workload -> privilege bytes -> processes.
+        let mut counts: HashMap<i64, HashMap<String, HashMap<Vec<u8>, u32>>> = HashMap::new();
+        let mut found = stmt.query(params![names])?;
+        while let Some(r) = found.next()? {
+            let wrong =
+                |at: usize, t, e| rusqlite::Error::FromSqlConversionFailure(at, t, Box::new(e));
+            let workload = r
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| wrong(1, Type::Text, e))?;
+            let privilege = r
+                .get_ref(2)?
+                .as_blob()
+                .map_err(|e| wrong(2, Type::Blob, e))?;
+            let by_workload = counts.entry(r.get(0)?).or_default();
+            let by_privilege = match by_workload.get_mut(workload) {
+                Some(p) => p,
+                None => by_workload.entry(workload.to_string()).or_default(),
+            };
+            match by_privilege.get_mut(privilege) {
+                Some(n) => *n += 1,
+                None => {
+                    by_privilege.insert(privilege.to_vec(), 1);
+                }
+            }
+        }
+        for (host, workloads) in counts {
+            for (workload, privileges) in workloads {
+                let mut privileges: Vec<(Vec<u8>, u32)> = privileges.into_iter().collect();
+                // In the bytes' order, as the GROUP BY gave them.
+                privileges.sort_unstable();
+                let e = running.entry((host, workload)).or_default();
+                for (bytes, n) in privileges {
+                    e.0 += n;
+                    e.1.push(v1::Privilege::decode(bytes.as_slice()).unwrap_or_default());
+                }
+            }
         }
     }
     rows.retain_mut(
