@@ -19,7 +19,11 @@
 //! contain.rs), which cannot depend on this crate, include it by path.
 
 use std::fs::{File, OpenOptions};
+use std::process::{Command, Stdio};
 use std::time::Instant;
+
+/// The host side's address of every test internet.
+const HOST_SIDE: &str = "198.51.100.1/";
 
 /// Held for the whole life of a test's namespace "internet" (its veth,
 /// addresses and listener); drop it after the namespace is gone.
@@ -46,6 +50,7 @@ impl InternetLock {
         let waited = Instant::now();
         file.lock()
             .unwrap_or_else(|e| panic!("flock {}: {e}", Self::PATH));
+        remove_stale();
         let waited = waited.elapsed();
         if waited.as_secs() >= 1 {
             eprintln!(
@@ -70,5 +75,34 @@ impl InternetLock {
             Err(std::fs::TryLockError::WouldBlock) => None,
             Err(std::fs::TryLockError::Error(e)) => panic!("flock {}: {e}", Self::PATH),
         }
+    }
+}
+
+/// Deletes a veth that still holds the host side's address while nobody
+/// holds the lock: a test killed with -9 (or a debugger's stop) never ran
+/// the drop that removes it, and its routes would send the next test's
+/// connects into a namespace where nothing listens. Deleting the veth
+/// takes its addresses and routes; a namespace left behind holds nothing
+/// that routes.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "7: pge9856    inet 198.51.100.1/24 scope global pge9856 ..."
+        let mut fields = line.split_whitespace();
+        let dev = fields.nth(1).unwrap_or("");
+        if !line.contains(&format!(" {HOST_SIDE}")) || dev.is_empty() {
+            continue;
+        }
+        eprintln!("removing {dev}, a test internet left behind by a killed test");
+        let _ = Command::new("ip")
+            .args(["link", "del", "dev", dev])
+            .stderr(Stdio::null())
+            .status();
     }
 }

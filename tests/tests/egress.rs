@@ -240,15 +240,32 @@ impl Drop for Daemon {
 /// right before the connection to its first address; an address is
 /// connected to as it is, told by no DNS answer.
 fn trainer(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
+    client(python, cgroup_rel, targets, false)
+}
+
+/// As [`trainer`], but each name is resolved once, before it says
+/// ready, and that answer reused for every connection after (a client's
+/// own cache: the JVM's 30 s default, a connection pool's).
+fn cached_client(python: &Path, cgroup_rel: &str, targets: &[&str]) -> Daemon {
+    client(python, cgroup_rel, targets, true)
+}
+
+fn client(python: &Path, cgroup_rel: &str, targets: &[&str], cache: bool) -> Daemon {
+    let cache = if cache { "True" } else { "False" };
     let script = format!(
         "import socket, time\n\
          try:\n    import trainlib; v = trainlib.__version__\n\
          except ImportError:\n    v = '-'\n\
          {RESOLVE_PY}\n\
+         answers = {{}}\n\
          def addrs(t):\n\
          \x20   if t.replace('.', '').isdigit(): return [t]\n\
-         \x20   try: return resolve({DNS:?}, t)[:1]\n\
+         \x20   if {cache} and t in answers: return answers[t]\n\
+         \x20   try: answers[t] = resolve({DNS:?}, t)[:1]\n\
          \x20   except Exception: return []\n\
+         \x20   return answers[t]\n\
+         for t in {targets:?}:\n\
+         \x20   if {cache}: addrs(t)\n\
          print('ready', v, flush=True)\n\
          while True:\n\
          \x20   for t in {targets:?}:\n\
@@ -809,4 +826,77 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
     // The trainers go first (declared last), then the cgroups and the
     // namespace, also when an assertion above fails.
     let _ = (&a_cg, &b_cg, &batch_cg, &net, &am);
+}
+
+/// A client that resolved its destination before the agent (re)started
+/// connects without a name the agent saw: its own cache, as the JVM's
+/// 30 s default or a connection pool keeps one. The baseline learned the
+/// name (and the address it was reached at), so after an agent restart
+/// those nameless connections are the learned entry, not a new
+/// destination: no alert.
+#[test]
+fn a_cached_answer_across_an_agent_restart_is_the_learned_name() {
+    let bins = built_bins();
+    let scratch = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start();
+    let w = World {
+        bins,
+        alertmanager: am.url(),
+        policy: policy_file(scratch.path()),
+        data: tempfile::tempdir().unwrap(),
+        runtime: tempfile::tempdir().unwrap(),
+        state: tempfile::tempdir().unwrap(),
+        scope_map: scratch.path().join("scope.map"),
+        port: patchgap_tests::free_port(),
+    };
+    std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
+    let python = Path::new("/usr/bin/python3");
+    let net = Internet::new();
+    let (cg, rel) = pod(w.runtime.path(), "trainer-7d9f8b6c5d-k2m6n", "trainer", 4);
+    let _collector = w.collector();
+    let mut agent = w.agent();
+    w.agent_ready();
+
+    let _pool = cached_client(python, &rel, &[USUAL_NAMES[2]]);
+    let learned = w.until(
+        &["egress", "baseline", "ml/Deployment/trainer", "-o", "json"],
+        Duration::from_secs(60),
+        |v| v["state"] == "stable",
+    );
+    let entries = learned["baseline"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{learned:#}");
+    assert_eq!(
+        entries[0]["destination"],
+        serde_json::json!({"name": USUAL_NAMES[2]})
+    );
+    let key = learned["key"].as_str().unwrap().to_string();
+
+    // The connections the agents reported to the learned address.
+    let reached = |v: &Value| -> u64 {
+        v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["remote_addr"] == USUAL[1])
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    agent.stop();
+    let before = reached(&w.json(&["connections", "-o", "json"]).unwrap());
+    let _agent = w.agent();
+    // The restarted agent reports the client's connections (20 more, at
+    // 5 a second), each judged as it is stored.
+    w.until(
+        &["connections", "-o", "json"],
+        Duration::from_secs(60),
+        |v| reached(v) >= before + 20,
+    );
+    let after = w.json(&["egress", "baseline", &key, "-o", "json"]).unwrap();
+    assert_eq!(after["baseline"]["entries"].as_array().unwrap().len(), 1);
+    let alerts = w.json(&["alerts", "-o", "json"]).unwrap();
+    assert!(
+        alerts["alerts"].as_array().unwrap().is_empty(),
+        "a cached answer after an agent restart alerted: {alerts:#}"
+    );
+    let _ = (&cg, &net, &am);
 }
