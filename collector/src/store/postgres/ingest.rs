@@ -1474,6 +1474,86 @@ mod tests {
         );
     }
 
+    /// A host's first snapshot, complete in one message: 40 processes of
+    /// [`processes`] (`libs` libraries each, so about `libs + 4` artifacts),
+    /// each with two sockets.
+    fn first_snapshot(host: u64, libs: u64) -> v1::AgentMessage {
+        let mut processes = Vec::new();
+        for round in 0..10u32 {
+            for mut p in self::processes(libs, host, false) {
+                p.key.as_mut().unwrap().pid += round * 4;
+                processes.push(p);
+            }
+        }
+        let sockets = processes
+            .iter()
+            .map(|p| v1::ProcessSockets {
+                key: p.key,
+                sockets: (0..2u32)
+                    .map(|i| v1::Socket {
+                        protocol: "tcp".into(),
+                        local_addr: "10.0.0.1".into(),
+                        local_port: 40000 + i,
+                        remote_addr: "10.0.0.2".into(),
+                        remote_port: 443,
+                        state: "established".into(),
+                        inode: u64::from(i),
+                        outbound: true,
+                        connect_ms: 1,
+                    })
+                    .collect(),
+            })
+            .collect();
+        v1::AgentMessage {
+            seq: 1,
+            body: Some(v1::agent_message::Body::Snapshot(v1::Snapshot {
+                snapshot_id: "snap".into(),
+                scanned_at_ms: 1,
+                processes,
+                sockets,
+                last: true,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// First snapshots applied through the store, timed (`cargo test -p
+    /// patchgap-collector --lib first_snapshot_time -- --ignored
+    /// --nocapture`): `PATCHGAP_SNAPSHOT_HOSTS` hosts (default 20), each
+    /// one message of 40 processes naming about 64 artifacts and two
+    /// sockets each, one after the other on one connection, as one agent
+    /// stream's messages are.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn first_snapshot_time() {
+        let hosts: u64 = std::env::var("PATCHGAP_SNAPSHOT_HOSTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        for _ in 0..4 {
+            let Some((_db, store)) = store() else { return };
+            let sessions: Vec<Session> = (0..hosts)
+                .map(|h| {
+                    let name = format!("host-{h}");
+                    let hello = crate::store::conformance::hello_for(&name, &name, "s1");
+                    store.hello(&hello, 1).unwrap()
+                })
+                .collect();
+            let messages: Vec<v1::AgentMessage> =
+                (0..hosts).map(|h| first_snapshot(h, 60)).collect();
+            let started = std::time::Instant::now();
+            for (session, msg) in sessions.iter().zip(&messages) {
+                store.apply(session, msg, 2).unwrap();
+            }
+            let took = started.elapsed();
+            println!(
+                "{hosts} first snapshots in {:.2} s ({:.1} ms per host)",
+                took.as_secs_f64(),
+                took.as_secs_f64() * 1000.0 / hosts as f64,
+            );
+        }
+    }
+
     /// The interning of first snapshots, timed with and without the
     /// pre-pass on one server (`cargo test -p patchgap-collector --lib
     /// interning_time -- --ignored --nocapture`): `PATCHGAP_INTERN_HOSTS`
