@@ -15,8 +15,17 @@
 //! the per-item code that follows reads ids from memory. One statement per
 //! artifact made a first snapshot cost two round trips per artifact, and on
 //! PostgreSQL a round trip, not the work, bounds ingest.
+//!
+//! The process writes are set-based for the same reason: a message's
+//! processes are upserted with their history intervals in one statement,
+//! its sockets replaced in one, and a delta's exits and connections
+//! written in one each, every row bound as arrays and unnested, so a
+//! message costs the same few statements whatever the number of its
+//! processes (the per-row writes ran five or more per process of a first
+//! snapshot). They store exactly what the per-row writes stored, repeated
+//! keys in one message included (see [`upsert_processes`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use patchgap_proto::{Message, v1};
 use postgres::{Client, Statement, Transaction, types::ToSql};
@@ -45,9 +54,9 @@ type PackageKey = (String, String, String, String, String, String, i64);
 #[derive(Default)]
 pub(super) struct Prepared {
     statements: HashMap<&'static str, Statement>,
-    /// How many statements were asked for: every interning statement is
-    /// run right after its `get`, so this counts the interner's round
-    /// trips, which the tests bound.
+    /// How many statements were asked for: every statement of `apply` is
+    /// run right after its `get`, so this counts its round trips (beyond
+    /// the first preparation of each statement), which the tests bound.
     uses: u64,
 }
 
@@ -60,6 +69,17 @@ impl Prepared {
         let s = tx.prepare(sql)?;
         self.statements.insert(sql, s.clone());
         Ok(s)
+    }
+
+    /// Runs `sql`, prepared once per transaction and counted.
+    pub(super) fn execute(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        let stmt = self.get(tx, sql)?;
+        Ok(tx.execute(&stmt, args)?)
     }
 }
 
@@ -154,7 +174,8 @@ impl Interner {
         // New changelog CVEs can turn a match into fixed-by-distro: this
         // package and the language packages it installed are matched again.
         if changed && !p.fixed_cves.is_empty() {
-            tx.execute(
+            self.sql.execute(
+                tx,
                 "UPDATE package SET matched = FALSE WHERE id = $1 OR distro_id = $1",
                 &[&id],
             )?;
@@ -210,7 +231,8 @@ impl Interner {
         let id = match tx.query_opt(&insert, &[&members, &digest, &(ids.len() as i64)])? {
             Some(row) => {
                 let id: i64 = row.get(0);
-                tx.execute(
+                self.sql.execute(
+                    tx,
                     "INSERT INTO artifact_set_member (set_id, artifact_id)
                      SELECT $1, unnest($2::BIGINT[])",
                     &[&id, &ids],
@@ -652,147 +674,334 @@ impl Interner {
     }
 }
 
-fn key_of(k: &Option<v1::ProcessKey>) -> Result<v1::ProcessKey> {
-    k.ok_or_else(|| StoreError::Invalid("process without a key".into()))
+/// A process key as the statements bind it: pid and start ticks.
+type Key = (i64, i64);
+
+fn key_of(k: &Option<v1::ProcessKey>) -> Result<Key> {
+    let k = k.ok_or_else(|| StoreError::Invalid("process without a key".into()))?;
+    Ok((i64::from(k.pid), k.start_ticks as i64))
 }
 
-const PROCESS_BY_KEY: &str =
-    "SELECT id FROM process WHERE host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4";
-
-/// The id of the process with this key on the host's current boot.
-fn process_id(
-    tx: &mut Transaction<'_>,
-    sql: &mut Prepared,
-    host: i64,
-    boot_id: &str,
-    key: &v1::ProcessKey,
-) -> Result<Option<i64>> {
-    let stmt = sql.get(tx, PROCESS_BY_KEY)?;
-    Ok(tx
-        .query_opt(
-            &stmt,
-            &[
-                &host,
-                &boot_id,
-                &i64::from(key.pid),
-                &(key.start_ticks as i64),
-            ],
-        )?
-        .map(|r| r.get(0)))
+/// One array parameter: `f` of each item.
+fn column<T, U: ToSql + Sync + 'static>(items: &[T], f: impl Fn(&T) -> U) -> Column {
+    Box::new(items.iter().map(f).collect::<Vec<U>>())
 }
 
-fn upsert_process(
+/// Upserts one round of processes (no key twice) with their history, in
+/// one statement: `old` reads the stored rows the round names before any
+/// of it is written (every part of the statement sees the same snapshot),
+/// so it tells the new processes from the stored ones and says which of
+/// those `moved` (another set, or had exited). A new process is inserted
+/// seen first and last now, in message order (ids as the per-row code
+/// gave them; an upsert's ON CONFLICT would draw an id for every stored
+/// row too), with an open history interval; a stored one is updated and
+/// is running again, and when it moved its open interval is closed now
+/// and a new one opened. The host row lock keeps other collectors from
+/// writing this host's processes in between.
+const UPSERT_PROCESSES: &str = "WITH k AS (
+         SELECT * FROM unnest($5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::bytea[],
+                              $11::text[], $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[],
+                              $17::text[], $18::bytea[], $19::bool[], $20::int8[], $21::bytea[], $22::bool[],
+                              $23::text[]) WITH ORDINALITY
+             AS k(pid, start_ticks, ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns, net_ns, start_time_ms,
+                  workload, root, partial, set_id, privilege, privileged, net_ns_name, i)
+     ), old AS (
+         SELECT p.id, k.i, p.set_id != k.set_id OR p.exit_time_ms IS NOT NULL AS moved
+         FROM k JOIN process p ON p.host = $1 AND p.boot_id = $2 AND p.pid = k.pid AND p.start_ticks = k.start_ticks
+     ), new AS (
+         INSERT INTO process (host, boot_id, pid, start_ticks, ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns,
+             net_ns, start_time_ms, workload, root, partial, set_id, privilege, privileged, net_ns_name,
+             first_seen_ms, last_seen_ms, snapshot_id)
+         SELECT $1::int8, $2::text, pid, start_ticks, ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns, net_ns,
+             start_time_ms, workload, root, partial, set_id, privilege, privileged, net_ns_name,
+             $3::int8, $3::int8, $4::text
+         FROM k WHERE i NOT IN (SELECT i FROM old) ORDER BY i
+         RETURNING id, set_id
+     ), updated AS (
+         UPDATE process p SET ppid = k.ppid, uid = k.uid, euid = k.euid, exe = k.exe, cmdline = k.cmdline,
+             comm = k.comm, cgroup = k.cgroup, mnt_ns = k.mnt_ns, net_ns = k.net_ns,
+             start_time_ms = k.start_time_ms, workload = k.workload, root = k.root, partial = k.partial,
+             set_id = k.set_id, last_seen_ms = $3, snapshot_id = $4, privilege = k.privilege,
+             privileged = k.privileged, net_ns_name = k.net_ns_name, exit_time_ms = NULL
+         FROM old JOIN k ON k.i = old.i WHERE p.id = old.id
+     ), closed AS (
+         UPDATE process_set_history h SET until_ms = $3 FROM old
+         WHERE old.moved AND h.process_id = old.id AND h.until_ms IS NULL
+     )
+     INSERT INTO process_set_history (process_id, set_id, from_ms)
+     SELECT id, set_id, $3 FROM new
+     UNION ALL
+     SELECT old.id, k.set_id, $3 FROM old JOIN k ON k.i = old.i WHERE old.moved";
+
+/// Writes a message's processes as the per-row code wrote them one after
+/// the other, in one statement per round: round n holds the nth record of
+/// every key the message names, so a round names no row twice (which one
+/// statement could not write in order), and the rounds replay a repeated
+/// process's records in order (its last record stands, with a history
+/// interval for each change of set on the way). An agent sends each
+/// process once, so a message is one round.
+fn upsert_processes(
     tx: &mut Transaction<'_>,
     interner: &mut Interner,
-    host: i64,
-    boot_id: &str,
-    p: &v1::Process,
+    (host, boot_id): (i64, &str),
+    processes: &[v1::Process],
     snapshot_id: &str,
     at_ms: i64,
 ) -> Result<()> {
-    let key = key_of(&p.key)?;
-    let set_id = interner.set(tx, &p.artifacts)?;
-    let find = interner.sql.get(
-        tx,
-        "SELECT id, set_id, exit_time_ms FROM process
-         WHERE host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4",
-    )?;
-    let (pid, start_ticks) = (i64::from(key.pid), key.start_ticks as i64);
-    let existing: Option<(i64, i64, Option<i64>)> = tx
-        .query_opt(&find, &[&host, &boot_id, &pid, &start_ticks])?
-        .map(|r| (r.get(0), r.get(1), r.get(2)));
-    let privilege = p.privilege.clone().unwrap_or_default();
-    let (ppid, uid, euid) = (i64::from(p.ppid), i64::from(p.uid), i64::from(p.euid));
-    let (mnt_ns, net_ns) = (p.mnt_ns as i64, p.net_ns as i64);
-    let privilege_bytes = privilege.encode_to_vec();
-    let fields: [&(dyn ToSql + Sync); 19] = [
-        &ppid,
-        &uid,
-        &euid,
-        &p.exe,
-        &p.cmdline,
-        &p.comm,
-        &p.cgroup,
-        &mnt_ns,
-        &net_ns,
-        &p.start_time_ms,
-        &p.workload,
-        &p.root,
-        &p.partial,
-        &set_id,
-        &at_ms,
-        &snapshot_id,
-        &privilege_bytes,
-        &privilege.privileged,
-        &p.net_ns_name,
-    ];
-    match existing {
-        None => {
-            let insert = interner.sql.get(
-                tx,
-                "INSERT INTO process (ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns, net_ns, start_time_ms,
-                 workload, root, partial, set_id, last_seen_ms, snapshot_id, privilege, privileged, net_ns_name,
-                 first_seen_ms, host, boot_id, pid, start_ticks)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                 $15, $20, $21, $22, $23)
-                 RETURNING id",
-            )?;
-            let mut args = fields.to_vec();
-            args.extend_from_slice(&[&host, &boot_id, &pid, &start_ticks]);
-            let id: i64 = tx.query_one(&insert, &args)?.get(0);
-            let history = interner.sql.get(
-                tx,
-                "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES ($1, $2, $3)",
-            )?;
-            tx.execute(&history, &[&id, &set_id, &at_ms])?;
+    for round in rounds(processes)? {
+        let sets = round
+            .iter()
+            .map(|(_, p)| interner.set(tx, &p.artifacts))
+            .collect::<Result<Vec<i64>>>()?;
+        let cols = vec![
+            column(&round, |(k, _)| k.0),
+            column(&round, |(k, _)| k.1),
+            column(&round, |(_, p)| i64::from(p.ppid)),
+            column(&round, |(_, p)| i64::from(p.uid)),
+            column(&round, |(_, p)| i64::from(p.euid)),
+            column(&round, |(_, p)| p.exe.clone()),
+            column(&round, |(_, p)| p.cmdline.clone()),
+            column(&round, |(_, p)| p.comm.clone()),
+            column(&round, |(_, p)| p.cgroup.clone()),
+            column(&round, |(_, p)| p.mnt_ns as i64),
+            column(&round, |(_, p)| p.net_ns as i64),
+            column(&round, |(_, p)| p.start_time_ms),
+            column(&round, |(_, p)| p.workload.clone()),
+            column(&round, |(_, p)| p.root.clone()),
+            column(&round, |(_, p)| p.partial),
+            Box::new(sets),
+            column(&round, |(_, p)| {
+                p.privilege.clone().unwrap_or_default().encode_to_vec()
+            }),
+            column(&round, |(_, p)| {
+                p.privilege.as_ref().is_some_and(|x| x.privileged)
+            }),
+            column(&round, |(_, p)| p.net_ns_name.clone()),
+        ];
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&host, &boot_id, &at_ms, &snapshot_id];
+        args.extend(bind(&cols));
+        interner.sql.execute(tx, UPSERT_PROCESSES, &args)?;
+    }
+    Ok(())
+}
+
+/// The processes with their keys, in rounds: the nth record of a key is in
+/// round n, each round in message order.
+fn rounds(processes: &[v1::Process]) -> Result<Vec<Vec<(Key, &v1::Process)>>> {
+    let mut rounds: Vec<Vec<(Key, &v1::Process)>> = Vec::new();
+    let mut seen: HashMap<Key, usize> = HashMap::new();
+    for p in processes {
+        let key = key_of(&p.key)?;
+        let n = seen.entry(key).or_default();
+        if *n == rounds.len() {
+            rounds.push(Vec::new());
         }
-        Some((id, old_set, exit)) => {
-            let update = interner.sql.get(
-                tx,
-                "UPDATE process SET ppid = $1, uid = $2, euid = $3, exe = $4, cmdline = $5, comm = $6, cgroup = $7,
-                 mnt_ns = $8, net_ns = $9, start_time_ms = $10, workload = $11, root = $12, partial = $13,
-                 set_id = $14, last_seen_ms = $15, snapshot_id = $16, privilege = $17, privileged = $18,
-                 net_ns_name = $19, exit_time_ms = NULL WHERE id = $20",
-            )?;
-            let mut args = fields.to_vec();
-            args.push(&id);
-            tx.execute(&update, &args)?;
-            if old_set != set_id || exit.is_some() {
-                tx.execute(
-                    "UPDATE process_set_history SET until_ms = $2 WHERE process_id = $1 AND until_ms IS NULL",
-                    &[&id, &at_ms],
-                )?;
-                tx.execute(
-                    "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES ($1, $2, $3)",
-                    &[&id, &set_id, &at_ms],
-                )?;
-            }
+        rounds[*n].push((key, p));
+        *n += 1;
+    }
+    Ok(rounds)
+}
+
+/// Clears the sockets of the processes `target` names and inserts the
+/// sockets listed for them, in one statement (the DELETE, like every part
+/// of it, sees the table as it was before, so it leaves the new rows
+/// alone). A key naming no process of the host's current boot is skipped.
+const REPLACE_SOCKETS: &str = "WITH target AS (
+         SELECT p.id, k.pid, k.start_ticks FROM unnest($3::int8[], $4::int8[]) AS k(pid, start_ticks)
+         JOIN process p ON p.host = $1 AND p.boot_id = $2 AND p.pid = k.pid AND p.start_ticks = k.start_ticks
+     ), cleared AS (
+         DELETE FROM socket WHERE process_id IN (SELECT id FROM target)
+     )
+     INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode,
+         outbound, connect_ms)
+     SELECT t.id, s.protocol, s.local_addr, s.local_port, s.remote_addr, s.remote_port, s.state, s.inode,
+         s.outbound, s.connect_ms
+     FROM unnest($5::int8[], $6::int8[], $7::text[], $8::text[], $9::int8[], $10::text[], $11::int8[],
+                 $12::text[], $13::int8[], $14::bool[], $15::int8[])
+         AS s(pid, start_ticks, protocol, local_addr, local_port, remote_addr, remote_port, state, inode,
+              outbound, connect_ms)
+     JOIN target t ON t.pid = s.pid AND t.start_ticks = s.start_ticks";
+
+/// Replaces the sockets of the processes `cleared` and `sockets` name
+/// with those `sockets` lists, in one statement: a process that `cleared`
+/// names and `sockets` does not is left with none. A process listed twice
+/// keeps its last list, as when each list replaced the one before.
+/// Sockets of a process the store does not know are dropped: the upsert
+/// naming it is in the same message, before them, so this only happens
+/// for bad input.
+fn replace_sockets(
+    tx: &mut Transaction<'_>,
+    sql: &mut Prepared,
+    (host, boot_id): (i64, &str),
+    cleared: &[Key],
+    sockets: &[v1::ProcessSockets],
+) -> Result<()> {
+    let mut listed: BTreeMap<Key, &[v1::Socket]> = BTreeMap::new();
+    for ps in sockets {
+        listed.insert(key_of(&ps.key)?, &ps.sockets);
+    }
+    let target: BTreeSet<Key> = cleared.iter().chain(listed.keys()).copied().collect();
+    if target.is_empty() {
+        return Ok(());
+    }
+    let target: Vec<Key> = target.into_iter().collect();
+    let rows: Vec<(Key, &v1::Socket)> = listed
+        .iter()
+        .flat_map(|(k, list)| list.iter().map(move |s| (*k, s)))
+        .collect();
+    let cols = [
+        column(&target, |k| k.0),
+        column(&target, |k| k.1),
+        column(&rows, |(k, _)| k.0),
+        column(&rows, |(k, _)| k.1),
+        column(&rows, |(_, s)| s.protocol.clone()),
+        column(&rows, |(_, s)| s.local_addr.clone()),
+        column(&rows, |(_, s)| i64::from(s.local_port)),
+        column(&rows, |(_, s)| s.remote_addr.clone()),
+        column(&rows, |(_, s)| i64::from(s.remote_port)),
+        column(&rows, |(_, s)| s.state.clone()),
+        column(&rows, |(_, s)| s.inode as i64),
+        column(&rows, |(_, s)| s.outbound),
+        column(&rows, |(_, s)| s.connect_ms),
+    ];
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&host, &boot_id];
+    args.extend(bind(&cols));
+    sql.execute(tx, REPLACE_SOCKETS, &args)?;
+    Ok(())
+}
+
+/// Adds connection records to their processes, merged as the upsert
+/// merges a record into the stored row (earliest first sighting, latest
+/// last one, counts summed, the last result): records of one process and
+/// peer are merged first, since one upsert cannot touch a row twice. A
+/// record for a process the store does not know (it lived and died
+/// between two messages and no scan saw it) is dropped.
+const ADD_CONNECTIONS: &str = "INSERT INTO connection (process_id, protocol, remote_addr, remote_port,
+         first_seen_ms, last_seen_ms, count, last_result)
+     SELECT p.id, c.protocol, c.remote_addr, c.remote_port, min(c.first_seen_ms), max(c.last_seen_ms),
+         sum(c.count)::int8, (array_agg(c.last_result ORDER BY c.i DESC))[1]
+     FROM unnest($3::int8[], $4::int8[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                 $11::int8[]) WITH ORDINALITY
+         AS c(pid, start_ticks, protocol, remote_addr, remote_port, first_seen_ms, last_seen_ms, count,
+              last_result, i)
+     JOIN process p ON p.host = $1 AND p.boot_id = $2 AND p.pid = c.pid AND p.start_ticks = c.start_ticks
+     GROUP BY p.id, c.protocol, c.remote_addr, c.remote_port
+     ON CONFLICT (process_id, protocol, remote_addr, remote_port) DO UPDATE SET
+         first_seen_ms = LEAST(connection.first_seen_ms, excluded.first_seen_ms),
+         last_seen_ms = GREATEST(connection.last_seen_ms, excluded.last_seen_ms),
+         count = connection.count + excluded.count,
+         last_result = excluded.last_result";
+
+/// Adds a delta's connection records in one statement ([`ADD_CONNECTIONS`]).
+fn add_connections(
+    tx: &mut Transaction<'_>,
+    sql: &mut Prepared,
+    (host, boot_id): (i64, &str),
+    conns: &[v1::Connection],
+) -> Result<()> {
+    if conns.is_empty() {
+        return Ok(());
+    }
+    let keys = conns
+        .iter()
+        .map(|c| key_of(&c.key))
+        .collect::<Result<Vec<Key>>>()?;
+    let cols = [
+        column(&keys, |k| k.0),
+        column(&keys, |k| k.1),
+        column(conns, |c| c.protocol.clone()),
+        column(conns, |c| c.remote_addr.clone()),
+        column(conns, |c| i64::from(c.remote_port)),
+        column(conns, |c| c.first_seen_ms),
+        column(conns, |c| c.last_seen_ms),
+        column(conns, |c| c.count as i64),
+        column(conns, |c| i64::from(c.last_result)),
+    ];
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&host, &boot_id];
+    args.extend(bind(&cols));
+    sql.execute(tx, ADD_CONNECTIONS, &args)?;
+    Ok(())
+}
+
+/// A statement retiring the running processes that `$update` (an UPDATE
+/// of `process p` setting their exit time, and its WHERE) selects: their
+/// open history intervals close at that time and their sockets go, in the
+/// same statement.
+macro_rules! retire {
+    ($update:literal) => {
+        concat!(
+            "WITH gone AS (",
+            $update,
+            " AND p.exit_time_ms IS NULL RETURNING p.id, p.exit_time_ms
+             ), closed AS (
+                 UPDATE process_set_history h SET until_ms = gone.exit_time_ms FROM gone
+                 WHERE h.process_id = gone.id AND h.until_ms IS NULL
+             )
+             DELETE FROM socket WHERE process_id IN (SELECT id FROM gone)"
+        )
+    };
+}
+
+/// Retires the processes a complete snapshot did not name (`$2` is its id,
+/// `$3` its time).
+const RETIRE_UNNAMED: &str =
+    retire!("UPDATE process p SET exit_time_ms = $3 WHERE p.host = $1 AND p.snapshot_id != $2");
+
+/// Retires the processes a delta's exits name, each at its exit time.
+const RETIRE_EXITED: &str = retire!(
+    "UPDATE process p SET exit_time_ms = k.exit_time_ms
+     FROM unnest($3::int8[], $4::int8[], $5::int8[]) AS k(pid, start_ticks, exit_time_ms)
+     WHERE p.host = $1 AND p.boot_id = $2 AND p.pid = k.pid AND p.start_ticks = k.start_ticks"
+);
+
+/// Retires the processes of a delta's exits in one statement. The first
+/// exit of a process is the one that counts: a later one finds it retired
+/// already (and one statement would pick either).
+fn retire_exited(
+    tx: &mut Transaction<'_>,
+    sql: &mut Prepared,
+    (host, boot_id): (i64, &str),
+    exits: &[v1::Exit],
+) -> Result<()> {
+    let mut first: Vec<(Key, i64)> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in exits {
+        let key = key_of(&e.key)?;
+        if seen.insert(key) {
+            first.push((key, e.exit_time_ms));
         }
     }
+    if first.is_empty() {
+        return Ok(());
+    }
+    let cols = [
+        column(&first, |(k, _)| k.0),
+        column(&first, |(k, _)| k.1),
+        column(&first, |(_, at)| *at),
+    ];
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&host, &boot_id];
+    args.extend(bind(&cols));
+    sql.execute(tx, RETIRE_EXITED, &args)?;
     Ok(())
 }
 
 fn upsert_workloads(
     tx: &mut Transaction<'_>,
+    sql: &mut Prepared,
     host: i64,
     workloads: &[v1::Workload],
     at_ms: i64,
 ) -> Result<()> {
-    if workloads.is_empty() {
-        return Ok(());
-    }
-    let stmt = tx.prepare(
-        "INSERT INTO workload (host, id, data, last_seen_ms, image_digest, image_id)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (host, id) DO UPDATE SET data = excluded.data, last_seen_ms = excluded.last_seen_ms,
-             image_digest = excluded.image_digest, image_id = excluded.image_id",
-    )?;
     for w in workloads {
         if w.id.is_empty() {
             return Err(StoreError::Invalid("workload without an id".into()));
         }
-        tx.execute(
-            &stmt,
+        sql.execute(
+            tx,
+            "INSERT INTO workload (host, id, data, last_seen_ms, image_digest, image_id)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (host, id) DO UPDATE SET data = excluded.data, last_seen_ms = excluded.last_seen_ms,
+                 image_digest = excluded.image_digest, image_id = excluded.image_id",
             &[
                 &host,
                 &w.id,
@@ -803,117 +1012,6 @@ fn upsert_workloads(
             ],
         )?;
     }
-    Ok(())
-}
-
-/// Adds connection records to their processes; a record for a process the
-/// store does not know (it lived and died between two messages and no scan
-/// saw it) is dropped.
-fn add_connections(
-    tx: &mut Transaction<'_>,
-    sql: &mut Prepared,
-    host: i64,
-    boot_id: &str,
-    conns: &[v1::Connection],
-) -> Result<()> {
-    for c in conns {
-        let key = key_of(&c.key)?;
-        let Some(id) = process_id(tx, sql, host, boot_id, &key)? else {
-            continue;
-        };
-        let stmt = sql.get(
-            tx,
-            "INSERT INTO connection (process_id, protocol, remote_addr, remote_port, first_seen_ms, last_seen_ms,
-             count, last_result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (process_id, protocol, remote_addr, remote_port) DO UPDATE SET
-               first_seen_ms = LEAST(connection.first_seen_ms, excluded.first_seen_ms),
-               last_seen_ms = GREATEST(connection.last_seen_ms, excluded.last_seen_ms),
-               count = connection.count + excluded.count,
-               last_result = excluded.last_result",
-        )?;
-        tx.execute(
-            &stmt,
-            &[
-                &id,
-                &c.protocol,
-                &c.remote_addr,
-                &i64::from(c.remote_port),
-                &c.first_seen_ms,
-                &c.last_seen_ms,
-                &(c.count as i64),
-                &i64::from(c.last_result),
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-fn replace_sockets(
-    tx: &mut Transaction<'_>,
-    sql: &mut Prepared,
-    host: i64,
-    boot_id: &str,
-    ps: &v1::ProcessSockets,
-) -> Result<()> {
-    let key = key_of(&ps.key)?;
-    // Sockets of a process we never heard of: the upsert that names it is
-    // in the same message, before them, so this only happens for bad input.
-    let Some(id) = process_id(tx, sql, host, boot_id, &key)? else {
-        return Ok(());
-    };
-    let delete = sql.get(tx, "DELETE FROM socket WHERE process_id = $1")?;
-    tx.execute(&delete, &[&id])?;
-    if ps.sockets.is_empty() {
-        return Ok(());
-    }
-    let insert = sql.get(
-        tx,
-        "INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )?;
-    for s in &ps.sockets {
-        tx.execute(
-            &insert,
-            &[
-                &id,
-                &s.protocol,
-                &s.local_addr,
-                &i64::from(s.local_port),
-                &s.remote_addr,
-                &i64::from(s.remote_port),
-                &s.state,
-                &(s.inode as i64),
-                &s.outbound,
-                &s.connect_ms,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-/// Retires the running processes `where_clause` selects (its arguments
-/// are `$1…$n`; the exit time is `$n+1`): the process, its history
-/// interval and its sockets together, in one statement.
-fn mark_exited(
-    tx: &mut Transaction<'_>,
-    where_clause: &str,
-    args: &[&(dyn ToSql + Sync)],
-    at_ms: i64,
-) -> Result<()> {
-    let at = args.len() + 1;
-    let sql = format!(
-        "WITH gone AS (
-             UPDATE process SET exit_time_ms = ${at}
-             WHERE exit_time_ms IS NULL AND {where_clause} RETURNING id
-         ), closed AS (
-             UPDATE process_set_history SET until_ms = ${at}
-             WHERE until_ms IS NULL AND process_id IN (SELECT id FROM gone)
-         )
-         DELETE FROM socket WHERE process_id IN (SELECT id FROM gone)"
-    );
-    let mut all = args.to_vec();
-    all.push(&at_ms);
-    tx.execute(&sql, &all)?;
     Ok(())
 }
 
@@ -988,12 +1086,28 @@ pub(super) fn apply(
     msg: &v1::AgentMessage,
     now_ms: i64,
 ) -> Result<()> {
-    use v1::agent_message::Body;
     let mut tx = client.transaction()?;
-    let row = tx.query_one(
+    write(&mut tx, &mut Interner::default(), session, msg, now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// What [`apply`] does in its transaction. Every statement goes through
+/// `interner.sql`, so its `uses` counts the message's statements (the
+/// tests bound them).
+fn write(
+    tx: &mut Transaction<'_>,
+    interner: &mut Interner,
+    session: &Session,
+    msg: &v1::AgentMessage,
+    now_ms: i64,
+) -> Result<()> {
+    use v1::agent_message::Body;
+    let lock = interner.sql.get(
+        tx,
         "SELECT acked_seq, boot_id, session_epoch FROM host WHERE id = $1 FOR UPDATE",
-        &[&session.host],
     )?;
+    let row = tx.query_one(&lock, &[&session.host])?;
     let (acked, boot_id, epoch): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
     if epoch != session.epoch {
         return Err(StoreError::Superseded);
@@ -1001,130 +1115,129 @@ pub(super) fn apply(
     if msg.seq <= acked as u64 {
         return Ok(()); // A resend of something already stored.
     }
-    let host = session.host;
-    let mut interner = Interner::default();
-    let boot_id = boot_id.as_str();
+    let host = (session.host, boot_id.as_str());
     match &msg.body {
         None | Some(Body::Hello(_)) => {
             return Err(StoreError::Invalid(
                 "only the first message of a stream may be a Hello".into(),
             ));
         }
-        Some(Body::Snapshot(s)) => {
-            upsert_workloads(&mut tx, host, &s.workloads, s.scanned_at_ms)?;
-            interner.preload(&mut tx, &s.processes)?;
-            for p in &s.processes {
-                upsert_process(
-                    &mut tx,
-                    &mut interner,
-                    host,
-                    boot_id,
-                    p,
-                    &s.snapshot_id,
-                    s.scanned_at_ms,
-                )?;
-                // A snapshot is a full inventory and the part naming a
-                // process carries all its sockets: listing none means it
-                // has none, so forget what an earlier session stored.
-                replace_sockets(
-                    &mut tx,
-                    &mut interner.sql,
-                    host,
-                    boot_id,
-                    &v1::ProcessSockets {
-                        key: p.key,
-                        sockets: Vec::new(),
-                    },
-                )?;
-            }
-            for ps in &s.sockets {
-                replace_sockets(&mut tx, &mut interner.sql, host, boot_id, ps)?;
-            }
-            if s.last {
-                // The snapshot is complete: whatever it did not name has exited.
-                mark_exited(
-                    &mut tx,
-                    "host = $1 AND snapshot_id != $2",
-                    &[&host, &s.snapshot_id],
-                    s.scanned_at_ms,
-                )?;
-                let stats = s.stats.unwrap_or_default().encode_to_vec();
-                tx.execute(
-                    "UPDATE host SET last_full_scan_ms = $2, last_scan = $3 WHERE id = $1",
-                    &[&host, &s.scanned_at_ms, &stats],
-                )?;
-            }
-        }
-        Some(Body::Delta(d)) => {
-            upsert_workloads(&mut tx, host, &d.workloads, d.scanned_at_ms)?;
-            interner.preload(&mut tx, &d.upserts)?;
-            for p in &d.upserts {
-                upsert_process(
-                    &mut tx,
-                    &mut interner,
-                    host,
-                    boot_id,
-                    p,
-                    "",
-                    d.scanned_at_ms,
-                )?;
-            }
-            for e in &d.exits {
-                let k = key_of(&e.key)?;
-                mark_exited(
-                    &mut tx,
-                    "host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4",
-                    &[&host, &boot_id, &i64::from(k.pid), &(k.start_ticks as i64)],
-                    e.exit_time_ms,
-                )?;
-            }
-            for ps in &d.sockets {
-                replace_sockets(&mut tx, &mut interner.sql, host, boot_id, ps)?;
-            }
-            add_connections(&mut tx, &mut interner.sql, host, boot_id, &d.connections)?;
-            if let Some(stats) = &d.stats {
-                tx.execute(
-                    "UPDATE host SET last_scan = $2 WHERE id = $1",
-                    &[&host, &stats.encode_to_vec()],
-                )?;
-            }
-        }
-        Some(Body::Heartbeat(h)) => {
-            // A scan that changed nothing sends no delta; the heartbeat
-            // still says when the host was last scanned.
-            if let Some(stats) = &h.last_scan
-                && stats.scanned_at_ms > 0
-            {
-                tx.execute(
-                    "UPDATE host SET last_scan = $2 WHERE id = $1",
-                    &[&host, &stats.encode_to_vec()],
-                )?;
-            }
-            if let Some(sense) = &h.sense {
-                tx.execute(
-                    "UPDATE host SET sense = $2 WHERE id = $1",
-                    &[&host, &sense.encode_to_vec()],
-                )?;
-            }
-            if let Some(caps) = &h.capabilities {
-                tx.execute(
-                    "UPDATE host SET capabilities = $2 WHERE id = $1",
-                    &[&host, &caps.encode_to_vec()],
-                )?;
-            }
-            if let Some(health) = &h.health {
-                tx.execute(
-                    "UPDATE host SET health = $2 WHERE id = $1",
-                    &[&host, &health.encode_to_vec()],
-                )?;
-            }
-        }
+        Some(Body::Snapshot(s)) => write_snapshot(tx, interner, host, s)?,
+        Some(Body::Delta(d)) => write_delta(tx, interner, host, d)?,
+        Some(Body::Heartbeat(h)) => write_heartbeat(tx, &mut interner.sql, session.host, h)?,
     }
-    tx.execute(
+    interner.sql.execute(
+        tx,
         "UPDATE host SET acked_seq = $2, last_seen_ms = $3 WHERE id = $1",
-        &[&host, &(msg.seq as i64), &now_ms],
+        &[&session.host, &(msg.seq as i64), &now_ms],
     )?;
-    tx.commit()?;
+    Ok(())
+}
+
+fn write_snapshot(
+    tx: &mut Transaction<'_>,
+    interner: &mut Interner,
+    host: (i64, &str),
+    s: &v1::Snapshot,
+) -> Result<()> {
+    upsert_workloads(tx, &mut interner.sql, host.0, &s.workloads, s.scanned_at_ms)?;
+    interner.preload(tx, &s.processes)?;
+    upsert_processes(
+        tx,
+        interner,
+        host,
+        &s.processes,
+        &s.snapshot_id,
+        s.scanned_at_ms,
+    )?;
+    // A snapshot is a full inventory and the part naming a process
+    // carries all its sockets: listing none means it has none, so forget
+    // what an earlier session stored.
+    let named = s
+        .processes
+        .iter()
+        .map(|p| key_of(&p.key))
+        .collect::<Result<Vec<Key>>>()?;
+    replace_sockets(tx, &mut interner.sql, host, &named, &s.sockets)?;
+    if s.last {
+        // The snapshot is complete: whatever it did not name has exited.
+        interner.sql.execute(
+            tx,
+            RETIRE_UNNAMED,
+            &[&host.0, &s.snapshot_id, &s.scanned_at_ms],
+        )?;
+        let stats = s.stats.unwrap_or_default().encode_to_vec();
+        interner.sql.execute(
+            tx,
+            "UPDATE host SET last_full_scan_ms = $2, last_scan = $3 WHERE id = $1",
+            &[&host.0, &s.scanned_at_ms, &stats],
+        )?;
+    }
+    Ok(())
+}
+
+/// A delta's upserts, then its exits (an exit of a process upserted in
+/// the same delta stands), then sockets and connections.
+fn write_delta(
+    tx: &mut Transaction<'_>,
+    interner: &mut Interner,
+    host: (i64, &str),
+    d: &v1::Delta,
+) -> Result<()> {
+    upsert_workloads(tx, &mut interner.sql, host.0, &d.workloads, d.scanned_at_ms)?;
+    interner.preload(tx, &d.upserts)?;
+    upsert_processes(tx, interner, host, &d.upserts, "", d.scanned_at_ms)?;
+    retire_exited(tx, &mut interner.sql, host, &d.exits)?;
+    replace_sockets(tx, &mut interner.sql, host, &[], &d.sockets)?;
+    add_connections(tx, &mut interner.sql, host, &d.connections)?;
+    if let Some(stats) = &d.stats {
+        interner.sql.execute(
+            tx,
+            "UPDATE host SET last_scan = $2 WHERE id = $1",
+            &[&host.0, &stats.encode_to_vec()],
+        )?;
+    }
+    Ok(())
+}
+
+fn write_heartbeat(
+    tx: &mut Transaction<'_>,
+    sql: &mut Prepared,
+    host: i64,
+    h: &v1::Heartbeat,
+) -> Result<()> {
+    // A scan that changed nothing sends no delta; the heartbeat still
+    // says when the host was last scanned.
+    if let Some(stats) = &h.last_scan
+        && stats.scanned_at_ms > 0
+    {
+        sql.execute(
+            tx,
+            "UPDATE host SET last_scan = $2 WHERE id = $1",
+            &[&host, &stats.encode_to_vec()],
+        )?;
+    }
+    if let Some(sense) = &h.sense {
+        sql.execute(
+            tx,
+            "UPDATE host SET sense = $2 WHERE id = $1",
+            &[&host, &sense.encode_to_vec()],
+        )?;
+    }
+    if let Some(caps) = &h.capabilities {
+        sql.execute(
+            tx,
+            "UPDATE host SET capabilities = $2 WHERE id = $1",
+            &[&host, &caps.encode_to_vec()],
+        )?;
+    }
+    if let Some(health) = &h.health {
+        sql.execute(
+            tx,
+            "UPDATE host SET health = $2 WHERE id = $1",
+            &[&host, &health.encode_to_vec()],
+        )?;
+    }
     Ok(())
 }
 
@@ -1137,6 +1250,335 @@ mod tests {
         Store,
         postgres::{PgStore, PgTarget, harness::Cluster},
     };
+
+    /// The per-row writes `apply` made before they were set-based (a
+    /// statement or more per process, socket list, exit and connection),
+    /// kept as the reference the set-based writes are compared with and
+    /// timed against.
+    mod sequential {
+        use patchgap_proto::{Message, v1};
+        use postgres::{Client, Transaction, types::ToSql};
+
+        use super::super::{Interner, Key, Prepared, key_of, upsert_workloads};
+        use crate::store::{Result, Session};
+
+        /// [`super::super::apply`] for snapshots and deltas, one row at a
+        /// time.
+        pub(super) fn apply(
+            client: &mut Client,
+            session: &Session,
+            msg: &v1::AgentMessage,
+            now_ms: i64,
+        ) -> Result<()> {
+            use v1::agent_message::Body;
+            let mut tx = client.transaction()?;
+            let row = tx.query_one(
+                "SELECT acked_seq, boot_id, session_epoch FROM host WHERE id = $1 FOR UPDATE",
+                &[&session.host],
+            )?;
+            let boot_id: String = row.get(1);
+            let (host, boot_id) = (session.host, boot_id.as_str());
+            let mut interner = Interner::default();
+            match &msg.body {
+                Some(Body::Snapshot(s)) => {
+                    upsert_workloads(
+                        &mut tx,
+                        &mut interner.sql,
+                        host,
+                        &s.workloads,
+                        s.scanned_at_ms,
+                    )?;
+                    interner.preload(&mut tx, &s.processes)?;
+                    for p in &s.processes {
+                        upsert_process(
+                            &mut tx,
+                            &mut interner,
+                            host,
+                            boot_id,
+                            p,
+                            &s.snapshot_id,
+                            s.scanned_at_ms,
+                        )?;
+                        let none = v1::ProcessSockets {
+                            key: p.key,
+                            sockets: Vec::new(),
+                        };
+                        replace_sockets(&mut tx, &mut interner.sql, host, boot_id, &none)?;
+                    }
+                    for ps in &s.sockets {
+                        replace_sockets(&mut tx, &mut interner.sql, host, boot_id, ps)?;
+                    }
+                    if s.last {
+                        mark_exited(
+                            &mut tx,
+                            "host = $1 AND snapshot_id != $2",
+                            &[&host, &s.snapshot_id],
+                            s.scanned_at_ms,
+                        )?;
+                        let stats = s.stats.unwrap_or_default().encode_to_vec();
+                        tx.execute(
+                            "UPDATE host SET last_full_scan_ms = $2, last_scan = $3 WHERE id = $1",
+                            &[&host, &s.scanned_at_ms, &stats],
+                        )?;
+                    }
+                }
+                Some(Body::Delta(d)) => {
+                    upsert_workloads(
+                        &mut tx,
+                        &mut interner.sql,
+                        host,
+                        &d.workloads,
+                        d.scanned_at_ms,
+                    )?;
+                    interner.preload(&mut tx, &d.upserts)?;
+                    for p in &d.upserts {
+                        upsert_process(
+                            &mut tx,
+                            &mut interner,
+                            host,
+                            boot_id,
+                            p,
+                            "",
+                            d.scanned_at_ms,
+                        )?;
+                    }
+                    for e in &d.exits {
+                        let (pid, start_ticks) = key_of(&e.key)?;
+                        mark_exited(
+                            &mut tx,
+                            "host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4",
+                            &[&host, &boot_id, &pid, &start_ticks],
+                            e.exit_time_ms,
+                        )?;
+                    }
+                    for ps in &d.sockets {
+                        replace_sockets(&mut tx, &mut interner.sql, host, boot_id, ps)?;
+                    }
+                    add_connections(&mut tx, &mut interner.sql, host, boot_id, &d.connections)?;
+                    if let Some(stats) = &d.stats {
+                        tx.execute(
+                            "UPDATE host SET last_scan = $2 WHERE id = $1",
+                            &[&host, &stats.encode_to_vec()],
+                        )?;
+                    }
+                }
+                _ => unreachable!("the reference writes snapshots and deltas"),
+            }
+            tx.execute(
+                "UPDATE host SET acked_seq = $2, last_seen_ms = $3 WHERE id = $1",
+                &[&host, &(msg.seq as i64), &now_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        }
+
+        fn process_id(
+            tx: &mut Transaction<'_>,
+            sql: &mut Prepared,
+            host: i64,
+            boot_id: &str,
+            (pid, start_ticks): Key,
+        ) -> Result<Option<i64>> {
+            let stmt = sql.get(
+                tx,
+                "SELECT id FROM process WHERE host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4",
+            )?;
+            Ok(tx
+                .query_opt(&stmt, &[&host, &boot_id, &pid, &start_ticks])?
+                .map(|r| r.get(0)))
+        }
+
+        fn upsert_process(
+            tx: &mut Transaction<'_>,
+            interner: &mut Interner,
+            host: i64,
+            boot_id: &str,
+            p: &v1::Process,
+            snapshot_id: &str,
+            at_ms: i64,
+        ) -> Result<()> {
+            let (pid, start_ticks) = key_of(&p.key)?;
+            let set_id = interner.set(tx, &p.artifacts)?;
+            let find = interner.sql.get(
+                tx,
+                "SELECT id, set_id, exit_time_ms FROM process
+                 WHERE host = $1 AND boot_id = $2 AND pid = $3 AND start_ticks = $4",
+            )?;
+            let existing: Option<(i64, i64, Option<i64>)> = tx
+                .query_opt(&find, &[&host, &boot_id, &pid, &start_ticks])?
+                .map(|r| (r.get(0), r.get(1), r.get(2)));
+            let privilege = p.privilege.clone().unwrap_or_default();
+            let (ppid, uid, euid) = (i64::from(p.ppid), i64::from(p.uid), i64::from(p.euid));
+            let (mnt_ns, net_ns) = (p.mnt_ns as i64, p.net_ns as i64);
+            let privilege_bytes = privilege.encode_to_vec();
+            let fields: [&(dyn ToSql + Sync); 19] = [
+                &ppid,
+                &uid,
+                &euid,
+                &p.exe,
+                &p.cmdline,
+                &p.comm,
+                &p.cgroup,
+                &mnt_ns,
+                &net_ns,
+                &p.start_time_ms,
+                &p.workload,
+                &p.root,
+                &p.partial,
+                &set_id,
+                &at_ms,
+                &snapshot_id,
+                &privilege_bytes,
+                &privilege.privileged,
+                &p.net_ns_name,
+            ];
+            match existing {
+                None => {
+                    let insert = interner.sql.get(
+                        tx,
+                        "INSERT INTO process (ppid, uid, euid, exe, cmdline, comm, cgroup, mnt_ns, net_ns, start_time_ms,
+                         workload, root, partial, set_id, last_seen_ms, snapshot_id, privilege, privileged, net_ns_name,
+                         first_seen_ms, host, boot_id, pid, start_ticks)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                         $15, $20, $21, $22, $23)
+                         RETURNING id",
+                    )?;
+                    let mut args = fields.to_vec();
+                    args.extend_from_slice(&[&host, &boot_id, &pid, &start_ticks]);
+                    let id: i64 = tx.query_one(&insert, &args)?.get(0);
+                    let history = interner.sql.get(
+                        tx,
+                        "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES ($1, $2, $3)",
+                    )?;
+                    tx.execute(&history, &[&id, &set_id, &at_ms])?;
+                }
+                Some((id, old_set, exit)) => {
+                    let update = interner.sql.get(
+                        tx,
+                        "UPDATE process SET ppid = $1, uid = $2, euid = $3, exe = $4, cmdline = $5, comm = $6, cgroup = $7,
+                         mnt_ns = $8, net_ns = $9, start_time_ms = $10, workload = $11, root = $12, partial = $13,
+                         set_id = $14, last_seen_ms = $15, snapshot_id = $16, privilege = $17, privileged = $18,
+                         net_ns_name = $19, exit_time_ms = NULL WHERE id = $20",
+                    )?;
+                    let mut args = fields.to_vec();
+                    args.push(&id);
+                    tx.execute(&update, &args)?;
+                    if old_set != set_id || exit.is_some() {
+                        tx.execute(
+                            "UPDATE process_set_history SET until_ms = $2 WHERE process_id = $1 AND until_ms IS NULL",
+                            &[&id, &at_ms],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO process_set_history (process_id, set_id, from_ms) VALUES ($1, $2, $3)",
+                            &[&id, &set_id, &at_ms],
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn add_connections(
+            tx: &mut Transaction<'_>,
+            sql: &mut Prepared,
+            host: i64,
+            boot_id: &str,
+            conns: &[v1::Connection],
+        ) -> Result<()> {
+            for c in conns {
+                let Some(id) = process_id(tx, sql, host, boot_id, key_of(&c.key)?)? else {
+                    continue;
+                };
+                let stmt = sql.get(
+                    tx,
+                    "INSERT INTO connection (process_id, protocol, remote_addr, remote_port, first_seen_ms, last_seen_ms,
+                     count, last_result) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (process_id, protocol, remote_addr, remote_port) DO UPDATE SET
+                       first_seen_ms = LEAST(connection.first_seen_ms, excluded.first_seen_ms),
+                       last_seen_ms = GREATEST(connection.last_seen_ms, excluded.last_seen_ms),
+                       count = connection.count + excluded.count,
+                       last_result = excluded.last_result",
+                )?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &id,
+                        &c.protocol,
+                        &c.remote_addr,
+                        &i64::from(c.remote_port),
+                        &c.first_seen_ms,
+                        &c.last_seen_ms,
+                        &(c.count as i64),
+                        &i64::from(c.last_result),
+                    ],
+                )?;
+            }
+            Ok(())
+        }
+
+        fn replace_sockets(
+            tx: &mut Transaction<'_>,
+            sql: &mut Prepared,
+            host: i64,
+            boot_id: &str,
+            ps: &v1::ProcessSockets,
+        ) -> Result<()> {
+            let Some(id) = process_id(tx, sql, host, boot_id, key_of(&ps.key)?)? else {
+                return Ok(());
+            };
+            let delete = sql.get(tx, "DELETE FROM socket WHERE process_id = $1")?;
+            tx.execute(&delete, &[&id])?;
+            if ps.sockets.is_empty() {
+                return Ok(());
+            }
+            let insert = sql.get(
+                tx,
+                "INSERT INTO socket (process_id, protocol, local_addr, local_port, remote_addr, remote_port, state, inode, outbound, connect_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )?;
+            for s in &ps.sockets {
+                tx.execute(
+                    &insert,
+                    &[
+                        &id,
+                        &s.protocol,
+                        &s.local_addr,
+                        &i64::from(s.local_port),
+                        &s.remote_addr,
+                        &i64::from(s.remote_port),
+                        &s.state,
+                        &(s.inode as i64),
+                        &s.outbound,
+                        &s.connect_ms,
+                    ],
+                )?;
+            }
+            Ok(())
+        }
+
+        fn mark_exited(
+            tx: &mut Transaction<'_>,
+            where_clause: &str,
+            args: &[&(dyn ToSql + Sync)],
+            at_ms: i64,
+        ) -> Result<()> {
+            let at = args.len() + 1;
+            let sql = format!(
+                "WITH gone AS (
+                     UPDATE process SET exit_time_ms = ${at}
+                     WHERE exit_time_ms IS NULL AND {where_clause} RETURNING id
+                 ), closed AS (
+                     UPDATE process_set_history SET until_ms = ${at}
+                     WHERE until_ms IS NULL AND process_id IN (SELECT id FROM gone)
+                 )
+                 DELETE FROM socket WHERE process_id IN (SELECT id FROM gone)"
+            );
+            let mut all = args.to_vec();
+            all.push(&at_ms);
+            tx.execute(&sql, &all)?;
+            Ok(())
+        }
+    }
 
     fn store() -> Option<(crate::store::postgres::harness::TestDatabase, PgStore)> {
         let db = Cluster::shared()?.database();
@@ -1290,6 +1732,32 @@ mod tests {
                 r.get::<_, bool>(2),
                 r.get::<_, Vec<String>>(3),
             ));
+        }
+        // The process tables, each row as JSON with its ids replaced by
+        // what they name (the host, the process key, the set's digest),
+        // once with its number of copies.
+        for (table, process, set) in [
+            ("process", "x.id", "x.set_id"),
+            ("process_set_history", "x.process_id", "x.set_id"),
+            ("socket", "x.process_id", "NULL"),
+            ("connection", "x.process_id", "NULL"),
+        ] {
+            let sql = format!(
+                "SELECT row, count(*) FROM (
+                     SELECT (to_jsonb(x) - 'id' - 'host' - 'process_id' - 'set_id' || jsonb_build_object(
+                         'process', h.host_id || '/' || p.boot_id || '/' || p.pid || '/' || p.start_ticks,
+                         'set', encode(s.members_sha256, 'hex')))::text AS row
+                     FROM {table} x JOIN process p ON p.id = {process} JOIN host h ON h.id = p.host
+                     LEFT JOIN artifact_set s ON s.id = {set}
+                 ) r GROUP BY row"
+            );
+            for r in client.query(&sql, &[]).unwrap() {
+                out.insert(format!(
+                    "{table} {} x{}",
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1)
+                ));
+            }
         }
         out
     }
@@ -1472,6 +1940,366 @@ mod tests {
             ),
             1
         );
+    }
+
+    /// `count` processes (a multiple of 4) of [`processes`] with `libs`
+    /// libraries each, the pids of each round of four `4` apart.
+    fn many_processes(count: u32, host: u64, libs: u64) -> Vec<v1::Process> {
+        let mut out = Vec::new();
+        for round in 0..count / 4 {
+            for mut p in processes(libs, host, false) {
+                p.key.as_mut().unwrap().pid += round * 4;
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn socket(port: u32) -> v1::Socket {
+        v1::Socket {
+            protocol: "tcp".into(),
+            local_addr: "10.0.0.1".into(),
+            local_port: port,
+            remote_addr: "10.0.0.2".into(),
+            remote_port: 443,
+            state: "established".into(),
+            inode: u64::from(port),
+            outbound: true,
+            connect_ms: 1,
+        }
+    }
+
+    /// Two sockets for each of these processes.
+    fn sockets_of(processes: &[v1::Process]) -> Vec<v1::ProcessSockets> {
+        processes
+            .iter()
+            .map(|p| v1::ProcessSockets {
+                key: p.key,
+                sockets: vec![socket(40000), socket(40001)],
+            })
+            .collect()
+    }
+
+    /// A snapshot part (`last`: the whole snapshot) taken at `at_ms`.
+    fn snapshot(
+        seq: u64,
+        id: &str,
+        at_ms: i64,
+        last: bool,
+        processes: Vec<v1::Process>,
+        sockets: Vec<v1::ProcessSockets>,
+    ) -> v1::AgentMessage {
+        v1::AgentMessage {
+            seq,
+            body: Some(v1::agent_message::Body::Snapshot(v1::Snapshot {
+                snapshot_id: id.into(),
+                scanned_at_ms: at_ms,
+                processes,
+                sockets,
+                last,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn delta(seq: u64, d: v1::Delta) -> v1::AgentMessage {
+        v1::AgentMessage {
+            seq,
+            body: Some(v1::agent_message::Body::Delta(d)),
+        }
+    }
+
+    /// A host's first snapshot, complete in one message: 40 processes of
+    /// [`processes`] (`libs` libraries each, so about `libs + 4` artifacts),
+    /// each with two sockets.
+    fn first_snapshot(host: u64, libs: u64) -> v1::AgentMessage {
+        let processes = many_processes(40, host, libs);
+        let sockets = sockets_of(&processes);
+        snapshot(1, "snap", 1, true, processes, sockets)
+    }
+
+    /// This process with one more artifact `tag` (so another set) and
+    /// `tag` as its command line.
+    fn changed(p: &v1::Process, tag: &str) -> v1::Process {
+        let mut p = p.clone();
+        p.artifacts.push(artifact(&format!("/opt/{tag}"), 77, None));
+        p.cmdline = tag.into();
+        p
+    }
+
+    fn connection(
+        key: Option<v1::ProcessKey>,
+        peer: &str,
+        (first, last, count, result): (i64, i64, u64, i32),
+    ) -> v1::Connection {
+        v1::Connection {
+            key,
+            protocol: "tcp".into(),
+            remote_addr: peer.into(),
+            remote_port: 443,
+            first_seen_ms: first,
+            last_seen_ms: last,
+            count,
+            last_result: result,
+            ..Default::default()
+        }
+    }
+
+    /// Applies a message in its own transaction as `apply` does and
+    /// returns how many statements it ran.
+    fn statements(store: &PgStore, session: &Session, msg: &v1::AgentMessage) -> u64 {
+        let mut conn = store.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        let mut interner = Interner::default();
+        write(&mut tx, &mut interner, session, msg, 2).unwrap();
+        tx.commit().unwrap();
+        interner.sql.uses
+    }
+
+    /// A first snapshot of `n` processes with their sockets, then a delta
+    /// moving half of them to another set, adding `n / 2` new ones,
+    /// retiring the other half and replacing sockets and adding two
+    /// connections (one a repeat) per process: the statements each ran.
+    fn statements_for(n: u32) -> Option<(u64, u64)> {
+        let (_db, store) = store()?;
+        let hello = crate::store::conformance::hello_for("h", "h", "s1");
+        let session = store.hello(&hello, 1).unwrap();
+        let processes = many_processes(n, 1, 20);
+        let first = snapshot(1, "a", 10, true, processes.clone(), sockets_of(&processes));
+        let (moved, gone) = processes.split_at(processes.len() / 2);
+        let mut upserts: Vec<v1::Process> = moved.iter().map(|p| changed(p, "moved")).collect();
+        for p in moved {
+            let mut p = p.clone();
+            p.key.as_mut().unwrap().pid += 10_000;
+            upserts.push(p);
+        }
+        let mut connections = Vec::new();
+        for p in &processes {
+            connections.push(connection(p.key, "10.1.0.1", (11, 12, 1, 0)));
+            connections.push(connection(p.key, "10.1.0.1", (10, 13, 2, 1)));
+        }
+        let second = delta(
+            2,
+            v1::Delta {
+                scanned_at_ms: 20,
+                sockets: sockets_of(&upserts),
+                upserts,
+                exits: gone
+                    .iter()
+                    .map(|p| v1::Exit {
+                        key: p.key,
+                        exit_time_ms: 19,
+                    })
+                    .collect(),
+                connections,
+                ..Default::default()
+            },
+        );
+        Some((
+            statements(&store, &session, &first),
+            statements(&store, &session, &second),
+        ))
+    }
+
+    /// A snapshot's and a delta's statements do not grow with their
+    /// processes, sockets, exits and connections (the per-row writes ran
+    /// five or more per process of a first snapshot): 10 and 200
+    /// processes cost the same, every statement of `apply` counted.
+    #[test]
+    fn apply_writes_a_message_in_a_fixed_number_of_statements() {
+        let Some(small) = statements_for(12) else {
+            return;
+        };
+        let large = statements_for(200).unwrap();
+        assert_eq!(small, large, "statements for 12 and for 200 processes");
+        assert!(small.0 <= 20 && small.1 <= 20, "{small:?}");
+    }
+
+    /// The set-based writes store what the per-row writes stored, after
+    /// every message of a session: a first snapshot (a process listed
+    /// twice with two sets, a socket list twice, sockets of an unknown
+    /// process), a second one where a process moved, one exited, one is
+    /// new and one is listed three times, a delta upserting a moved, an
+    /// exited, a new and a repeated process, with exits (one twice, one
+    /// unknown), socket lists (one twice, one emptied, one of a process
+    /// the delta retires) and connections (one repeated, one unknown), a
+    /// delta merging connections into stored ones, and a snapshot in two
+    /// parts.
+    #[test]
+    fn set_based_writes_match_the_per_row_writes() {
+        let Some((_a, set_based)) = store() else {
+            return;
+        };
+        let Some((_b, per_row)) = store() else { return };
+        let p = many_processes(8, 1, 6);
+        let key = |i: usize| p[i].key;
+        let unknown = Some(v1::ProcessKey {
+            pid: 999,
+            start_ticks: 1,
+        });
+        let mut new = p[0].clone();
+        new.key.as_mut().unwrap().pid = 100;
+        let mut newer = p[1].clone();
+        newer.key.as_mut().unwrap().pid = 101;
+        let listed = |k, ports: &[u32]| v1::ProcessSockets {
+            key: k,
+            sockets: ports.iter().map(|&port| socket(port)).collect(),
+        };
+        let mut first = p.clone();
+        first.push(changed(&p[2], "again"));
+        let mut second: Vec<v1::Process> = p.iter().filter(|q| q.key != key(1)).cloned().collect();
+        second[0] = changed(&p[0], "moved");
+        second.extend([new.clone(), changed(&p[3], "x"), p[3].clone()]);
+        let messages = [
+            snapshot(
+                1,
+                "a",
+                100,
+                true,
+                first,
+                vec![
+                    listed(key(0), &[1, 2]),
+                    listed(key(1), &[1]),
+                    listed(key(1), &[3]),
+                    listed(unknown, &[1]),
+                    listed(key(3), &[]),
+                ],
+            ),
+            snapshot(2, "b", 200, true, second, vec![listed(key(0), &[4])]),
+            delta(
+                3,
+                v1::Delta {
+                    scanned_at_ms: 300,
+                    upserts: vec![changed(&p[4], "y"), p[1].clone(), newer, p[4].clone()],
+                    exits: [(5, 290), (5, 295), (2, 280)]
+                        .iter()
+                        .map(|&(i, at)| v1::Exit {
+                            key: key(i),
+                            exit_time_ms: at,
+                        })
+                        .chain([v1::Exit {
+                            key: unknown,
+                            exit_time_ms: 1,
+                        }])
+                        .collect(),
+                    sockets: vec![
+                        listed(key(0), &[5]),
+                        listed(key(6), &[]),
+                        listed(key(0), &[6, 7]),
+                        listed(key(5), &[8]),
+                    ],
+                    connections: vec![
+                        connection(key(0), "x", (250, 260, 2, 0)),
+                        connection(key(0), "x", (240, 270, 3, 1)),
+                        connection(key(7), "y", (250, 250, 1, 0)),
+                        connection(unknown, "z", (250, 250, 1, 0)),
+                    ],
+                    ..Default::default()
+                },
+            ),
+            delta(
+                4,
+                v1::Delta {
+                    scanned_at_ms: 400,
+                    connections: vec![
+                        connection(key(0), "x", (230, 280, 1, 2)),
+                        connection(key(7), "y", (390, 390, 4, 3)),
+                    ],
+                    ..Default::default()
+                },
+            ),
+            snapshot(
+                5,
+                "c",
+                500,
+                false,
+                vec![p[0].clone(), p[2].clone()],
+                Vec::new(),
+            ),
+            snapshot(
+                6,
+                "c",
+                500,
+                true,
+                vec![p[3].clone(), new],
+                vec![listed(key(3), &[9])],
+            ),
+        ];
+        let hello = crate::store::conformance::hello_for("h", "h", "s1");
+        let (one, two) = (
+            set_based.hello(&hello, 1).unwrap(),
+            per_row.hello(&hello, 1).unwrap(),
+        );
+        for msg in &messages {
+            set_based.apply(&one, msg, 2).unwrap();
+            sequential::apply(&mut per_row.conn().unwrap(), &two, msg, 2).unwrap();
+            let (got, want) = (
+                contents(&mut set_based.conn().unwrap()),
+                contents(&mut per_row.conn().unwrap()),
+            );
+            let differ: Vec<&String> = got.symmetric_difference(&want).collect();
+            assert!(differ.is_empty(), "after message {}: {differ:#?}", msg.seq);
+        }
+        // The sequence wrote what it was meant to exercise.
+        let mut c = set_based.conn().unwrap();
+        let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+        assert_eq!(count(&mut c, "SELECT count(*) FROM process"), 10);
+        assert!(
+            count(
+                &mut c,
+                "SELECT count(*) FROM process_set_history WHERE from_ms = until_ms"
+            ) >= 2,
+            "a process listed again with another set opens and closes an interval at once"
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT count FROM connection WHERE remote_addr = 'x'"
+            ),
+            6,
+            "repeated and stored connection records add up"
+        );
+    }
+
+    /// First snapshots applied, timed with the per-row writes and the
+    /// set-based ones on one server (`cargo test -p patchgap-collector
+    /// --lib first_snapshot_time -- --ignored --nocapture`):
+    /// `PATCHGAP_SNAPSHOT_HOSTS` hosts (default 20), each one message of 40
+    /// processes naming about 64 artifacts and two sockets each, applied
+    /// one after the other, each in a fresh database.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn first_snapshot_time() {
+        let hosts: u64 = std::env::var("PATCHGAP_SNAPSHOT_HOSTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        for set_based in [false, true, false, true] {
+            let Some((_db, store)) = store() else { return };
+            let sessions: Vec<Session> = (0..hosts)
+                .map(|h| {
+                    let name = format!("host-{h}");
+                    let hello = crate::store::conformance::hello_for(&name, &name, "s1");
+                    store.hello(&hello, 1).unwrap()
+                })
+                .collect();
+            let messages: Vec<v1::AgentMessage> =
+                (0..hosts).map(|h| first_snapshot(h, 60)).collect();
+            let started = std::time::Instant::now();
+            for (session, msg) in sessions.iter().zip(&messages) {
+                if set_based {
+                    store.apply(session, msg, 2).unwrap();
+                } else {
+                    sequential::apply(&mut store.conn().unwrap(), session, msg, 2).unwrap();
+                }
+            }
+            let took = started.elapsed();
+            println!(
+                "set-based {set_based}: {hosts} first snapshots in {:.2} s ({:.1} ms per host)",
+                took.as_secs_f64(),
+                took.as_secs_f64() * 1000.0 / hosts as f64,
+            );
+        }
     }
 
     /// The interning of first snapshots, timed with and without the
