@@ -288,7 +288,18 @@ listen stats
 EOF
 start haproxy haproxy -db -f "$TMP/haproxy.cfg"
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$HAPROXY_PORT" -U postgres)
-wait_for 30 "${PSQL[@]}" -d postgres -c 'SELECT 1' || fail "HAProxy does not reach the primary"
+# HAProxy takes every server for up until its checks say otherwise, so
+# for its first second a connection may reach the standby, which answers
+# a SELECT but refuses a write ("cannot execute CREATE DATABASE in a
+# read-only transaction"). Wait until four connections in a row (round
+# robin over two servers) land on the primary.
+on_primary() {
+    local i
+    for i in 1 2 3 4; do
+        [ "$("${PSQL[@]}" -d postgres -tAc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] || return 1
+    done
+}
+wait_for 30 on_primary || fail "HAProxy does not send every connection to the primary"
 "${PSQL[@]}" -d postgres -c 'CREATE DATABASE patchgap'
 say "haproxy: 127.0.0.1:$HAPROXY_PORT (stats http://127.0.0.1:$HAPROXY_STATS/)"
 
