@@ -344,6 +344,21 @@ struct World {
 }
 
 impl World {
+    /// The story's collector and agent settings: the policy and scope
+    /// map in `scratch`, fresh data, runtime and state directories.
+    fn new(bins: PathBuf, scratch: &Path, am: &Alertmanager, port: u16) -> World {
+        World {
+            bins,
+            alertmanager: am.url(),
+            policy: policy_file(scratch),
+            data: tempfile::tempdir().unwrap(),
+            runtime: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+            scope_map: scratch.join("scope.map"),
+            port,
+        }
+    }
+
     fn collector(&self) -> Daemon {
         let child = Command::new(self.bins.join("patchgap-collector"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
@@ -472,16 +487,7 @@ fn an_upgrade_then_a_new_destination_is_one_alert_with_the_story() {
         l.local_addr().unwrap().port()
     };
     let am = Alertmanager::start();
-    let w = World {
-        bins,
-        alertmanager: am.url(),
-        policy: policy_file(scratch.path()),
-        data: tempfile::tempdir().unwrap(),
-        runtime: tempfile::tempdir().unwrap(),
-        state: tempfile::tempdir().unwrap(),
-        scope_map: scratch.path().join("scope.map"),
-        port,
-    };
+    let w = World::new(bins, scratch.path(), &am, port);
     let checked = Command::new(w.bins.join("patchgap"))
         .args(["policy", "check"])
         .arg(&w.policy)
@@ -839,16 +845,7 @@ fn a_cached_answer_across_an_agent_restart_is_the_learned_name() {
     let bins = built_bins();
     let scratch = tempfile::tempdir().unwrap();
     let am = Alertmanager::start();
-    let w = World {
-        bins,
-        alertmanager: am.url(),
-        policy: policy_file(scratch.path()),
-        data: tempfile::tempdir().unwrap(),
-        runtime: tempfile::tempdir().unwrap(),
-        state: tempfile::tempdir().unwrap(),
-        scope_map: scratch.path().join("scope.map"),
-        port: patchgap_tests::free_port(),
-    };
+    let w = World::new(bins, scratch.path(), &am, patchgap_tests::free_port());
     std::fs::write(&w.scope_map, "namespace=ml => sensitive\n").unwrap();
     let python = Path::new("/usr/bin/python3");
     let net = Internet::new();
