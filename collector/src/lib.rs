@@ -58,6 +58,11 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// The largest message accepted from an agent or client.
     pub max_message_bytes: usize,
+    /// Agent messages decoded and waiting to be stored, at most; past it a
+    /// stream's message is refused with UNAVAILABLE (the agent keeps it in
+    /// its spool and sends it again after a backoff). Memory for ingest is
+    /// then this many messages, whatever the number of agents.
+    pub max_waiting_messages: usize,
     /// A host is fresh when it reported within this long.
     pub fresh_after: Duration,
     /// The operator's data-scope mapping file (see `scope`), if any.
@@ -115,6 +120,7 @@ impl Default for CollectorConfig {
         CollectorConfig {
             data_dir: PathBuf::from("/var/lib/patchgap"),
             max_message_bytes: 16 << 20,
+            max_waiting_messages: api::MAX_WAITING_MESSAGES,
             fresh_after: Duration::from_secs(90),
             scope_map: None,
             policy: None,
@@ -353,6 +359,7 @@ pub async fn serve(
         },
         audit.clone(),
         hub.clone(),
+        config.max_waiting_messages,
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);

@@ -2,7 +2,13 @@
 //! message must be a Hello; every later one is stored durably (and its new
 //! packages matched) before it is acked, so an ack never lies.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use patchgap_proto::{
     time::now_ms,
@@ -19,6 +25,18 @@ use crate::{
     response::contain::Hub,
     tls::{Role, peer_identity},
 };
+
+/// Agent messages decoded and waiting to be stored, at most, by default.
+/// Ten thousand agents sending first snapshots at once held every decoded
+/// snapshot in memory while they queued for the writer (14.6 GB, and
+/// rising, at 129 s of the fleet bench); past this bound a message is
+/// refused instead, and the agent resends it from its spool. 64 keeps the
+/// writer busy on either backend (it stores one message at a time per
+/// connection) at a few hundred MB of typical snapshots.
+pub const MAX_WAITING_MESSAGES: usize = 64;
+
+/// Messages refused for [`MAX_WAITING_MESSAGES`] since start, for the log.
+static REFUSED_BUSY: AtomicU64 = AtomicU64::new(0);
 
 /// Whether streams must come with an agent certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +61,9 @@ pub struct IngestService {
     /// The desired containments each stream sends its agent, and where
     /// their reports go.
     hub: Arc<Hub>,
+    /// Permits for messages decoded and waiting to be stored (see
+    /// [`MAX_WAITING_MESSAGES`]).
+    waiting: Arc<tokio::sync::Semaphore>,
 }
 
 impl IngestService {
@@ -53,6 +74,7 @@ impl IngestService {
         tls: IngestTls,
         audit: Arc<crate::audit::AuditLog>,
         hub: Arc<Hub>,
+        max_waiting: usize,
     ) -> Self {
         IngestService {
             ingest,
@@ -61,6 +83,7 @@ impl IngestService {
             tls,
             audit,
             hub,
+            waiting: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
         }
     }
 }
@@ -246,6 +269,7 @@ impl IngestApi for IngestService {
 
         let ingest = self.ingest.clone();
         let hub = self.hub.clone();
+        let waiting = self.waiting.clone();
         let mut stopping = self.stopping.clone();
         let stream = self
             .connected
@@ -317,11 +341,26 @@ impl IngestApi for IngestService {
                         .await;
                     break;
                 }
+                // A bounded number of messages wait for the writer; past it
+                // the agent keeps this one and sends it again later.
+                let Ok(permit) = waiting.clone().try_acquire_owned() else {
+                    let refused = REFUSED_BUSY.fetch_add(1, Ordering::Relaxed) + 1;
+                    if refused.is_power_of_two() {
+                        warn!(host = %host_name, seq, refused, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
+                    }
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the collector is busy storing other agents' messages: send it again after a backoff",
+                        )))
+                        .await;
+                    break;
+                };
                 // Stored, then its new packages matched, before the ack
                 // (the ack does not wait on a failed pass; see `Ingest`).
                 let ingest = ingest.clone();
                 let host = host_name.clone();
                 let applied = blocking(move || {
+                    let _permit = permit;
                     let mut msg = msg;
                     let cut = bounds::message(&mut msg);
                     if cut.0 > 0 {

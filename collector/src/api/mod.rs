@@ -34,7 +34,7 @@ use std::{
 use tonic::Status;
 use tracing::warn;
 
-pub use ingest::{IngestService, IngestTls};
+pub use ingest::{IngestService, IngestTls, MAX_WAITING_MESSAGES};
 pub use query::QueryService;
 
 use crate::store::{Store, StoreError};
