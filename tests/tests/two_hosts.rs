@@ -249,12 +249,20 @@ fn secure_it_across_two_network_namespaces() {
     let listed = loop {
         let out = hosts(Some(&token));
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        if out.status.success() && stdout.contains(&format!("\"{host}\"")) {
+        // Listed and connected: a host stays listed after its stream ends,
+        // and only a live stream carries a certificate.
+        let connected = serde_json::from_str::<serde_json::Value>(&stdout).is_ok_and(|j| {
+            j["hosts"].as_array().is_some_and(|hs| {
+                hs.iter()
+                    .any(|h| h["host"] == host.as_str() && h["connected"] == true)
+            })
+        });
+        if out.status.success() && connected {
             break stdout;
         }
         assert!(
             Instant::now() < deadline,
-            "the agent's host never listed: {stdout}{}\ncollector: {}\nagent: {}",
+            "the agent's host never listed as connected: {stdout}{}\ncollector: {}\nagent: {}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(work.path().join("collector.log")).unwrap_or_default(),
             std::fs::read_to_string(work.path().join("agent.log")).unwrap_or_default(),

@@ -223,6 +223,24 @@ impl IngestApi for IngestService {
             .as_ref()
             .map(|h| coverage::host_key(h).to_string())
             .unwrap_or_default();
+        // Live from the moment its Hello is stored: a listing that shows
+        // the host shows it connected, with its certificate's expiry.
+        let stream = self
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .open(
+                &host_key,
+                super::Live {
+                    stream: 0,
+                    session: hello.session_id.clone(),
+                    peer: peer.clone(),
+                    hostname: host_name.clone(),
+                    not_after_ms: cert_not_after_ms,
+                },
+                now_ms(),
+            );
+        let guard = ConnectedGuard(self.connected.clone(), host_key.clone(), stream);
         info!(host = %host_name, %peer, session = %hello.session_id, resume_after = session.acked_seq, new = session.new, "agent connected");
         // An agent's stream writes the runtime truth: each one it opens is
         // in the audit log (its messages are not, one by one).
@@ -271,22 +289,6 @@ impl IngestApi for IngestService {
         let hub = self.hub.clone();
         let waiting = self.waiting.clone();
         let mut stopping = self.stopping.clone();
-        let stream = self
-            .connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .open(
-                &host_key,
-                super::Live {
-                    stream: 0,
-                    session: hello.session_id.clone(),
-                    peer: peer.clone(),
-                    hostname: host_name.clone(),
-                    not_after_ms: cert_not_after_ms,
-                },
-                now_ms(),
-            );
-        let guard = ConnectedGuard(self.connected.clone(), host_key.clone(), stream);
         tokio::spawn(async move {
             let _guard = guard;
             loop {
