@@ -8,6 +8,30 @@
 //! session, and a resend of an already stored message is idempotent there.
 //! So the rotation carries no state of its own beyond an index.
 
+/// The longest a collector's retry time is honoured (its own bound).
+const MAX_PUSHBACK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// When a collector that refused a message for want of room said to send
+/// it again: gRPC's retry pushback (`grpc-retry-pushback-ms`) on the
+/// status that ended the stream, found anywhere in `error`'s chain.
+pub fn pushback(error: &anyhow::Error) -> Option<std::time::Duration> {
+    let status = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<tonic::Status>())?;
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let ms: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms).min(MAX_PUSHBACK))
+}
+
 /// The collectors an agent streams to, in the order they were given, and
 /// the one it tries next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +97,37 @@ impl Collectors {
 
 #[cfg(test)]
 mod tests {
+
+    fn refused(code: tonic::Code, retry: Option<&str>) -> anyhow::Error {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(r) = retry {
+            metadata.insert("grpc-retry-pushback-ms", r.parse().unwrap());
+        }
+        anyhow::Error::new(tonic::Status::with_metadata(code, "busy", metadata))
+            .context("streaming to the collector")
+    }
+
+    #[test]
+    fn a_busy_collector_s_retry_time_is_honoured_within_bounds() {
+        use std::time::Duration;
+        let busy = refused(tonic::Code::Unavailable, Some("1500"));
+        assert_eq!(pushback(&busy), Some(Duration::from_millis(1500)));
+        // Bounded, whatever the collector says.
+        let far = refused(tonic::Code::Unavailable, Some("999999999"));
+        assert_eq!(pushback(&far), Some(Duration::from_secs(300)));
+        // Nothing to honour: no time, a bad one, another code, another error.
+        assert_eq!(pushback(&refused(tonic::Code::Unavailable, None)), None);
+        assert_eq!(
+            pushback(&refused(tonic::Code::Unavailable, Some("soon"))),
+            None
+        );
+        assert_eq!(
+            pushback(&refused(tonic::Code::Internal, Some("1500"))),
+            None
+        );
+        assert_eq!(pushback(&anyhow::anyhow!("connection refused")), None);
+    }
+
     use super::*;
 
     /// What `tls::collector_url` does without TLS files.

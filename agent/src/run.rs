@@ -1320,9 +1320,19 @@ async fn connection_loop(
         // not acked is still in the spool, and the next collector's
         // Welcome says where the shared database stands.
         let next = collectors.fail_over().to_string();
+        // Jitter keeps a fleet from reconnecting in lockstep.
+        let jitter = (now_ms().rem_euclid(1000)) as f64 / 1000.0;
+        let mut wait = backoff.mul_f64(0.5 + jitter / 2.0);
         match result {
             Ok(()) => {
                 info!(%collector, %next, "collector closed the stream; reconnecting")
+            }
+            // A collector too busy to take a message says when to send it
+            // again: its slot, not our backoff (which a connect that got
+            // through has just reset to its minimum).
+            Err(error) if let Some(pushback) = crate::failover::pushback(&error) => {
+                info!(%collector, %next, retry_ms = pushback.as_millis() as u64, "collector busy; sending again when it said");
+                wait = pushback + pushback.mul_f64(jitter / 20.0);
             }
             // One line when the collector goes away, not one per attempt.
             Err(error) if !logged_down => {
@@ -1331,9 +1341,6 @@ async fn connection_loop(
             }
             Err(_) => {}
         }
-        // Jitter keeps a fleet from reconnecting in lockstep.
-        let jitter = (now_ms().rem_euclid(1000)) as f64 / 1000.0;
-        let wait = backoff.mul_f64(0.5 + jitter / 2.0);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,

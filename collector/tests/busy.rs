@@ -113,6 +113,17 @@ async fn a_message_past_the_waiting_bound_is_refused_unavailable_and_not_stored(
     let refused = send(addr).await.expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("busy"), "{refused:?}");
+    // With when to send it again (gRPC's retry pushback, ms): after the
+    // queue, never sooner than a reconnect takes.
+    let retry: i64 = refused
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("a retry time")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((200..=300_000).contains(&retry), "{retry}");
     assert_eq!(processes(addr).await, 0, "nothing stored");
 
     let (addr, _dir) = collector(1).await;

@@ -283,6 +283,9 @@ impl Store for OneLock {
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
         self.with(|s| s.instance_first_start(host, instance))
     }
+    fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>> {
+        self.with(|s| s.hostname_of_key(host_key))
+    }
     fn processes_page(
         &self,
         host: Option<&str>,

@@ -64,6 +64,7 @@ pub struct IngestService {
     /// Permits for messages decoded and waiting to be stored (see
     /// [`MAX_WAITING_MESSAGES`]).
     waiting: Arc<tokio::sync::Semaphore>,
+    max_waiting: usize,
 }
 
 impl IngestService {
@@ -84,6 +85,7 @@ impl IngestService {
             audit,
             hub,
             waiting: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
+            max_waiting,
         }
     }
 }
@@ -288,6 +290,7 @@ impl IngestApi for IngestService {
         let ingest = self.ingest.clone();
         let hub = self.hub.clone();
         let waiting = self.waiting.clone();
+        let max_waiting = self.max_waiting;
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let _guard = guard;
@@ -347,14 +350,14 @@ impl IngestApi for IngestService {
                 // the agent keeps this one and sends it again later.
                 let Ok(permit) = waiting.clone().try_acquire_owned() else {
                     let refused = REFUSED_BUSY.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Its own slot to come back in: refused agents return
+                    // spread out at the rate messages are stored.
+                    let busy = max_waiting - waiting.available_permits();
+                    let retry_ms = ingest.pacer().pushback(now_ms(), busy);
                     if refused.is_power_of_two() {
-                        warn!(host = %host_name, seq, refused, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
+                        warn!(host = %host_name, seq, refused, retry_ms, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
                     }
-                    let _ = tx
-                        .send(Err(Status::unavailable(
-                            "the collector is busy storing other agents' messages: send it again after a backoff",
-                        )))
-                        .await;
+                    let _ = tx.send(Err(busy_status(retry_ms))).await;
                     break;
                 };
                 // Stored, then its new packages matched, before the ack
@@ -391,6 +394,22 @@ impl IngestApi for IngestService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// The refusal of a message for want of room, with when to send it again
+/// (gRPC's retry pushback, in ms).
+fn busy_status(retry_ms: i64) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Ok(value) = retry_ms.to_string().parse() {
+        metadata.insert(crate::fleet::pacing::PUSHBACK_KEY, value);
+    }
+    Status::with_metadata(
+        tonic::Code::Unavailable,
+        format!(
+            "the collector is busy storing other agents' messages: send it again in {retry_ms} ms"
+        ),
+        metadata,
+    )
 }
 
 /// What woke a stream's task.

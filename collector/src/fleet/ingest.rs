@@ -56,6 +56,9 @@ pub struct Ingest {
     /// once the collector attached them.
     /// From an agent's scan to the commit of its delta (`/metrics`).
     lag: super::lag::IngestLag,
+    /// How long agent messages hold the writer, for the retry times of
+    /// the messages ingest refuses.
+    pacer: super::pacing::Pacer,
     egress: OnceLock<(
         Arc<crate::egress::stage::Stage>,
         Arc<Mutex<crate::ScopeMap>>,
@@ -77,6 +80,7 @@ impl Ingest {
             writing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             lag: Default::default(),
+            pacer: Default::default(),
             egress: OnceLock::new(),
         }
     }
@@ -105,6 +109,12 @@ impl Ingest {
         };
         let _w = self.lock();
         stage.resolve_quiet(self.store.as_ref(), now_ms)
+    }
+
+    /// When a refused agent message should be sent again (see
+    /// `fleet::pacing`).
+    pub fn pacer(&self) -> &super::pacing::Pacer {
+        &self.pacer
     }
 
     /// The delta ingest lag so far.
@@ -249,12 +259,15 @@ impl Ingest {
             )));
         }
         let key = crate::fleet::coverage::host_key(&id);
-        if let Some(other) = self.store.hosts()?.into_iter().find(|h| {
-            crate::fleet::coverage::host_key(&h.identity) == key && h.identity.hostname != cert_host
-        }) {
+        // One indexed row, not every host: each Hello of an mTLS fleet
+        // asks, 10,000 of them after a collector restart.
+        if let Some(other) = self
+            .store
+            .hostname_of_key(key)?
+            .filter(|name| name != cert_host)
+        {
             return Ok(Err(format!(
-                "host id {key:?} belongs to host {:?}, not to {cert_host:?}",
-                other.identity.hostname
+                "host id {key:?} belongs to host {other:?}, not to {cert_host:?}"
             )));
         }
         self.forget_egress_chains();
@@ -268,6 +281,7 @@ impl Ingest {
     /// retries, so an ack never waits on the matcher.
     pub fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
         let _w = self.lock();
+        let started = std::time::Instant::now();
         if let Some((stage, _)) = self.egress.get() {
             // Before the write: a judgement never caches the old record.
             stage.before_write(session.host, msg);
@@ -278,6 +292,7 @@ impl Ingest {
         }
         self.match_new("new packages");
         self.judge_egress(session, msg, now_ms);
+        self.pacer.wrote(started.elapsed().as_secs_f64() * 1000.0);
         self.changed.notify_one();
         Ok(())
     }

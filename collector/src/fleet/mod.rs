@@ -1,7 +1,8 @@
 //! Scope: the runtime truth as it comes in and as responders read it.
 //! `bounds` cuts every field an agent sends to its length bound,
 //! `ingest` is every write path (store, then match), `lag` its delta
-//! ingest lag for `/metrics`, `exposure` turns the
+//! ingest lag for `/metrics`, `pacing` the retry time of a message ingest
+//! refused for want of room, `exposure` turns the
 //! store's evidence into matches, `workloads` folds host instances into
 //! fleet workloads, `scope` is the operator's data-scope mapping.
 //!
@@ -14,5 +15,6 @@ pub mod coverage;
 pub mod exposure;
 pub mod ingest;
 pub mod lag;
+pub mod pacing;
 pub mod scope;
 pub mod workloads;

@@ -115,6 +115,7 @@ checks!(
     egress_alerts_one_open_per_key,
     process_chain_walks_to_the_root,
     instance_first_start_keeps_exited_processes,
+    hostname_of_key_reads_the_keyed_host,
     workload_package_spans_over_history,
     singletons_exclude_until_dropped,
     retention_drops_old_history_and_keeps_current,
@@ -123,7 +124,9 @@ checks!(
 );
 
 mod instances;
-use instances::instance_first_start_keeps_exited_processes;
+use instances::{
+    hostname_of_key_reads_the_keyed_host, instance_first_start_keeps_exited_processes,
+};
 mod singletons;
 use singletons::singletons_exclude_until_dropped;
 mod retention;

@@ -118,6 +118,10 @@ impl Store for Counting {
         self.inner.instance_first_start(host, instance)
     }
 
+    fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>> {
+        self.inner.hostname_of_key(host_key)
+    }
+
     fn processes_page(
         &self,
         host: Option<&str>,

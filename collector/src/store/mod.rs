@@ -339,6 +339,11 @@ pub trait Store: Send + Sync + 'static {
     /// so verification tells a new deploy from a restart by it.
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>>;
 
+    /// The host name stored for the host keyed `host_key` (its machine-id,
+    /// else its name: see `fleet::coverage::host_key`), if it is stored.
+    /// One indexed row: every mTLS Hello asks it.
+    fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>>;
+
     /// Running processes, optionally of one host (by hostname or host id):
     /// at most `limit` after `after`, in cursor order, each with its
     /// cursor.

@@ -217,6 +217,8 @@ struct Stats {
     latencies: Mutex<Vec<u64>>,
     /// Acked messages a later Welcome of the same session did not know.
     lost: AtomicU64,
+    /// Streams a busy collector ended with a retry time (then honoured).
+    pushed_back: AtomicU64,
     /// When SIGUSR1 came (Unix ms; 0 before), and whether a message sent
     /// after it was acked yet (`ingest resumed`).
     mark_ms: AtomicU64,
@@ -233,6 +235,7 @@ impl Stats {
             acks: AtomicU64::new(0),
             latencies: Mutex::default(),
             lost: AtomicU64::new(0),
+            pushed_back: AtomicU64::new(0),
             mark_ms: AtomicU64::new(0),
             resumed: Default::default(),
             acked: (0..hosts).map(|_| Default::default()).collect(),
@@ -398,14 +401,15 @@ async fn main() -> anyhow::Result<()> {
                     .map_or(0.0, |&v| v as f64 / 1000.0)
             };
             println!(
-                "fleet-sim: t={:.0}s connected {} first-acked {} acks {} ack ms p50 {:.1} p99 {:.1} max {:.1}",
+                "fleet-sim: t={:.0}s connected {} first-acked {} acks {} ack ms p50 {:.1} p99 {:.1} max {:.1} pushed-back {}",
                 started.elapsed().as_secs_f64(),
                 stats.connected.load(Ordering::Relaxed),
                 stats.first_acked.load(Ordering::Relaxed),
                 stats.acks.load(Ordering::Relaxed),
                 q(0.5),
                 q(0.99),
-                q(1.0)
+                q(1.0),
+                stats.pushed_back.load(Ordering::Relaxed)
             );
         }
     }
@@ -469,10 +473,20 @@ impl Host {
                 Err(error) => {
                     new_session = false;
                     collector = (collector + 1) % self.channels.len();
-                    eprintln!(
-                        "fleet-sim: host {}: {error:#}; reconnecting to {}",
-                        self.index, self.args.collectors[collector]
-                    );
+                    // A busy collector's retry time, as the agent honours
+                    // it; else a second.
+                    let wait = patchgap_agent::failover::pushback(&error);
+                    if wait.is_none() {
+                        eprintln!(
+                            "fleet-sim: host {}: {error:#}; reconnecting to {}",
+                            self.index, self.args.collectors[collector]
+                        );
+                    }
+                    if let Some(wait) = wait {
+                        self.stats.pushed_back.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -578,11 +592,30 @@ impl Host {
         // Unix ms for the mark.
         let sent: Arc<Mutex<HashMap<u64, (Instant, u64)>>> = Arc::default();
         let (acked_tx, mut acked_rx) = mpsc::unbounded_channel::<u64>();
+        // The status the collector ended the stream with, if any: a busy
+        // collector's says when to come back.
+        let ended: Arc<std::sync::Mutex<Option<tonic::Status>>> = Arc::default();
+        let why = {
+            let ended = ended.clone();
+            move |what: &str| match ended.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(status) => anyhow::Error::new(status).context(what.to_string()),
+                None => anyhow::anyhow!("{what}"),
+            }
+        };
         let reader = {
             let (sent, stats, pending) = (sent.clone(), self.stats.clone(), state.pending.clone());
             let index = self.index;
+            let ended = ended.clone();
             tokio::spawn(async move {
-                while let Ok(Some(m)) = inbound.message().await {
+                loop {
+                    let m = match inbound.message().await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(status) => {
+                            *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                            break;
+                        }
+                    };
                     if let Some(collector_message::Body::Ack(a)) = m.body {
                         let sent = sent.lock().await.remove(&a.seq);
                         if let Some((t, _)) = sent {
@@ -612,7 +645,7 @@ impl Host {
         let _reader = Abort(reader);
         let mut seq = welcome.acked_seq;
         let send = |seq: u64, body: Body| {
-            let (tx, sent) = (tx.clone(), sent.clone());
+            let (tx, sent, why) = (tx.clone(), sent.clone(), why.clone());
             async move {
                 sent.lock()
                     .await
@@ -622,7 +655,7 @@ impl Host {
                     body: Some(body),
                 })
                 .await
-                .map_err(|_| anyhow::anyhow!("the stream closed"))
+                .map_err(|_| why("the stream closed"))
             }
         };
         if *first || resync || state.snapshot_unacked {
@@ -649,7 +682,7 @@ impl Host {
                 match acked_rx.recv().await {
                     Some(acked) if acked >= seq => break,
                     Some(_) => {}
-                    None => bail!("the stream ended before the snapshot was acked"),
+                    None => return Err(why("the stream ended before the snapshot was acked")),
                 }
             }
             state.snapshot_unacked = false;
@@ -685,7 +718,15 @@ impl Host {
         tick.tick().await;
         let mut deltas = 0u32;
         loop {
-            tick.tick().await;
+            // Acks are drained as they come; a stream the collector ended
+            // (a busy one with its retry time) ends the session's loop.
+            tokio::select! {
+                _ = tick.tick() => {}
+                acked = acked_rx.recv() => match acked {
+                    Some(_) => continue,
+                    None => return Err(why("the stream ended")),
+                },
+            }
             deltas += 1;
             if silent && deltas == 3 {
                 // Silent: the stream goes without a word, then a new session.

@@ -39,3 +39,27 @@ pub(super) fn instance_first_start_keeps_exited_processes(store: &dyn Store) {
     assert_eq!(start("beta", "unit/test.service"), Some(T0 - 1_000));
     assert_eq!(start("alpha", "unit/test.service"), Some(T0 - 50_000));
 }
+
+/// A host's stored name by its key: the machine-id when the Hello had
+/// one, else the host name; None for a key no host has.
+pub(super) fn hostname_of_key_reads_the_keyed_host(store: &dyn Store) {
+    assert_eq!(store.hostname_of_key("machine-1").unwrap(), None);
+    open(store, &hello("session-a"));
+    open(store, &hello_for("machine-2", "beta", "session-b"));
+    assert_eq!(
+        store.hostname_of_key("machine-1").unwrap().as_deref(),
+        Some("alpha")
+    );
+    assert_eq!(
+        store.hostname_of_key("machine-2").unwrap().as_deref(),
+        Some("beta")
+    );
+    // A name is not a key when the host has a machine-id.
+    assert_eq!(store.hostname_of_key("alpha").unwrap(), None);
+    let nameless = open(store, &hello_for("", "gamma", "session-c"));
+    assert!(nameless.host > 0);
+    assert_eq!(
+        store.hostname_of_key("gamma").unwrap().as_deref(),
+        Some("gamma")
+    );
+}

@@ -362,3 +362,14 @@ pub(super) fn instance_first_start(
     )?;
     Ok(row.get::<_, Option<i64>>(0))
 }
+
+/// The stored name of the host keyed `host_key` (the unique `host_id`).
+pub(super) fn hostname_of_key(
+    c: &mut impl GenericClient,
+    host_key: &str,
+) -> Result<Option<String>> {
+    Ok(
+        c.query_opt("SELECT hostname FROM host WHERE host_id = $1", &[&host_key])?
+            .map(|r| r.get(0)),
+    )
+}

@@ -227,6 +227,10 @@ impl Store for PgStore {
         fleet::instance_first_start(&mut *self.conn()?, host, instance)
     }
 
+    fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>> {
+        fleet::hostname_of_key(&mut *self.conn()?, host_key)
+    }
+
     fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>> {
         changes::workload_instances(&mut *self.conn()?, seen_since_ms, limit)
     }

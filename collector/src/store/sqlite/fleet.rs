@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use patchgap_proto::{Message, v1};
-use rusqlite::{Connection, params, types::Type};
+use rusqlite::{Connection, OptionalExtension, params, types::Type};
 
 use crate::store::{HostRow, ProcessCursor, Result, WorkloadRow};
 
@@ -386,4 +386,12 @@ pub(super) fn instance_first_start(
          WHERE (h.hostname = ?1 OR h.host_id = ?1) AND p.workload = ?2",
     )?;
     Ok(stmt.query_row(params![host, instance], |r| r.get::<_, Option<i64>>(0))?)
+}
+
+/// The stored name of the host keyed `host_key` (the unique `host_id`).
+pub(super) fn hostname_of_key(conn: &Connection, host_key: &str) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached("SELECT hostname FROM host WHERE host_id = ?1")?;
+    Ok(stmt
+        .query_row(params![host_key], |r| r.get::<_, String>(0))
+        .optional()?)
 }

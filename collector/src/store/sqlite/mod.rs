@@ -294,6 +294,10 @@ impl Store for SqliteStore {
         fleet::instance_first_start(&*self.read()?, host, instance)
     }
 
+    fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>> {
+        fleet::hostname_of_key(&*self.read()?, host_key)
+    }
+
     fn processes_page(
         &self,
         host: Option<&str>,
