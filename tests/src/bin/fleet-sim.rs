@@ -63,11 +63,14 @@ struct Args {
     /// How often the progress line is printed (the fleet bench reads
     /// ingest lag from it over a churn window shorter than a minute).
     report_every: Duration,
+    /// Retry after a second even when a busy collector said when (to
+    /// measure what its retry times are worth).
+    ignore_pushback: bool,
 }
 
 const USAGE: &str = "usage: fleet-sim --hosts N --collector URL[,URL...] [--hosts-per-connection 50] \
 [--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
-[--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s]";
+[--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s] [--ignore-pushback]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -83,6 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         record: None,
         acked: None,
         report_every: Duration::from_secs(60),
+        ignore_pushback: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,6 +113,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--record" => args.record = Some(value()?.into()),
             "--acked" => args.acked = Some(value()?.into()),
             "--report-every" => args.report_every = duration(&value()?)?,
+            "--ignore-pushback" => args.ignore_pushback = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -475,7 +480,8 @@ impl Host {
                     collector = (collector + 1) % self.channels.len();
                     // A busy collector's retry time, as the agent honours
                     // it; else a second.
-                    let wait = patchgap_agent::failover::pushback(&error);
+                    let wait = patchgap_agent::failover::pushback(&error)
+                        .filter(|_| !self.args.ignore_pushback);
                     if wait.is_none() {
                         eprintln!(
                             "fleet-sim: host {}: {error:#}; reconnecting to {}",

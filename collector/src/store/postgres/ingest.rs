@@ -49,11 +49,15 @@ type ArtifactKey = (
 /// ecosystem, name, source, version, arch, purl, distro package id.
 type PackageKey = (String, String, String, String, String, String, i64);
 
-/// Statements of one transaction, prepared once: a snapshot interns
+/// Statements prepared on one client, by their text.
+pub(super) type Statements = HashMap<&'static str, Statement>;
+
+/// Statements of one transaction, prepared once (and, from `apply`, kept
+/// with the pooled client for the next message): a snapshot interns
 /// thousands of artifacts with the same few statements.
 #[derive(Default)]
 pub(super) struct Prepared {
-    statements: HashMap<&'static str, Statement>,
+    statements: Statements,
     /// How many statements were asked for: every statement of `apply` is
     /// run right after its `get`, so this counts its round trips (beyond
     /// the first preparation of each statement), which the tests bound.
@@ -1080,16 +1084,25 @@ pub(super) fn hello(client: &mut Client, hello: &v1::Hello, now_ms: i64) -> Resu
     Ok(session)
 }
 
+/// Stores one message in one transaction, with the statements already
+/// prepared on this client (and keeps those it prepares).
 pub(super) fn apply(
     client: &mut Client,
+    statements: &mut Statements,
     session: &Session,
     msg: &v1::AgentMessage,
     now_ms: i64,
 ) -> Result<()> {
-    let mut tx = client.transaction()?;
-    write(&mut tx, &mut Interner::default(), session, msg, now_ms)?;
-    tx.commit()?;
-    Ok(())
+    let mut interner = Interner::default();
+    interner.sql.statements = std::mem::take(statements);
+    let written = client.transaction().and_then(|mut tx| {
+        match write(&mut tx, &mut interner, session, msg, now_ms) {
+            Ok(()) => tx.commit().map(|()| Ok(())),
+            Err(e) => Ok(Err(e)),
+        }
+    });
+    *statements = std::mem::take(&mut interner.sql.statements);
+    written?
 }
 
 /// What [`apply`] does in its transaction. Every statement goes through

@@ -84,7 +84,8 @@ const MAX_IDLE: usize = 8;
 pub struct PgStore {
     target: PgTarget,
     config: postgres::Config,
-    idle: Mutex<Vec<Client>>,
+    /// Each with the statements `apply` prepared on it (see `Conn`).
+    idle: Mutex<Vec<(Client, ingest::Statements)>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -99,6 +100,10 @@ impl std::fmt::Debug for PgStore {
 /// connection broke).
 struct Conn<'a> {
     client: Option<Client>,
+    /// Statements prepared on this client by earlier messages' `apply`,
+    /// kept with it: a message's statements are the same few every time,
+    /// and preparing them anew cost a round trip and a plan each.
+    statements: ingest::Statements,
     store: &'a PgStore,
 }
 
@@ -125,13 +130,15 @@ impl Drop for Conn<'_> {
     /// failover rather than one per idle client.
     fn drop(&mut self) {
         let Some(c) = self.client.take() else { return };
+        let statements = std::mem::take(&mut self.statements);
         let mut idle = self.store.idle.lock().unwrap_or_else(|e| e.into_inner());
         if c.is_closed() {
             let stale = std::mem::take(&mut *idle);
             drop(idle);
+            drop(statements);
             drop(stale);
         } else if idle.len() < MAX_IDLE {
-            idle.push(c);
+            idle.push((c, statements));
         }
     }
 }
@@ -178,21 +185,24 @@ impl PgStore {
         // until used: see `Conn`'s drop).
         let idle = loop {
             match self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-                Some(c) if c.is_closed() => continue,
+                Some((c, _)) if c.is_closed() => continue,
                 other => break other,
             }
         };
-        let client = match idle {
-            Some(c) => c,
-            None => self
-                .config
-                .connect(NoTls)
-                .map_err(|e| StoreError::Backend {
-                    source: format!("cannot connect to {}: {e}", self.target).into(),
-                })?,
+        let (client, statements) = match idle {
+            Some(pooled) => pooled,
+            None => (
+                self.config
+                    .connect(NoTls)
+                    .map_err(|e| StoreError::Backend {
+                        source: format!("cannot connect to {}: {e}", self.target).into(),
+                    })?,
+                Default::default(),
+            ),
         };
         Ok(Conn {
             client: Some(client),
+            statements,
             store: self,
         })
     }
@@ -212,7 +222,11 @@ impl Store for PgStore {
     }
 
     fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
-        ingest::apply(&mut *self.conn()?, session, msg, now_ms)
+        let mut conn = self.conn()?;
+        let mut statements = std::mem::take(&mut conn.statements);
+        let applied = ingest::apply(&mut conn, &mut statements, session, msg, now_ms);
+        conn.statements = statements;
+        applied
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
