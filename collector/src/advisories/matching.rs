@@ -76,7 +76,13 @@ pub fn refresh(store: &dyn Store, scope: &MatchScope) -> Result<Pass> {
         });
     }
     pass.matches = out.len();
-    store.put_matches(scope, &out)?;
+    // The packages read, not "whatever is unmatched now": one committed
+    // since (by another collector) keeps its mark for its own pass.
+    let recorded = match scope {
+        MatchScope::Unmatched => MatchScope::Packages(found.packages),
+        other => other.clone(),
+    };
+    store.put_matches(&recorded, &out)?;
     Ok(pass)
 }
 

@@ -114,6 +114,7 @@ checks!(
     egress_baselines_are_versioned,
     egress_alerts_one_open_per_key,
     process_chain_walks_to_the_root,
+    a_pass_marks_only_the_packages_it_read,
     instance_first_start_keeps_exited_processes,
     hostname_of_key_reads_the_keyed_host,
     workload_package_spans_over_history,
@@ -3196,6 +3197,57 @@ fn egress_alerts_one_open_per_key(store: &dyn Store) {
 /// host by ppid (a parent that started later is another process with a
 /// recycled pid and stops the walk), its packages with their strongest
 /// evidence, and its workload.
+/// A matching pass records the packages it read, by id: a package
+/// committed between its read and its record (by another collector's
+/// ingest) stays unmatched for the next pass instead of being marked
+/// matched with no verdicts.
+fn a_pass_marks_only_the_packages_it_read(store: &dyn Store) {
+    let s = open(store, &hello("session-a"));
+    let first = process(
+        10,
+        vec![mapped(
+            "/usr/lib/libssl.so.3",
+            300,
+            Some(deb("libssl3", "openssl", "3.0.11-1")),
+        )],
+    );
+    apply(store, &s, msg(1, snapshot("snap-1", vec![first], vec![])));
+    let read = store
+        .match_candidates(&MatchScope::Unmatched)
+        .expect("candidates");
+    assert_eq!(read.scope_size, read.packages.len(), "{read:?}");
+    assert!(!read.packages.is_empty(), "{read:?}");
+    // Another package commits before the pass records its verdicts.
+    let later = process(
+        11,
+        vec![mapped(
+            "/usr/lib/libz.so.1",
+            301,
+            Some(deb("zlib1g", "zlib", "1:1.2.13-1")),
+        )],
+    );
+    apply(store, &s, msg(2, delta(vec![later], &[], vec![])));
+    store
+        .put_matches(&MatchScope::Packages(read.packages.clone()), &[])
+        .expect("put");
+    let left = store
+        .match_candidates(&MatchScope::Unmatched)
+        .expect("candidates");
+    assert_eq!(
+        left.scope_size, 1,
+        "the later package is still unmatched: {left:?}"
+    );
+    assert!(
+        left.packages.iter().all(|id| !read.packages.contains(id)),
+        "{left:?} {read:?}"
+    );
+    // The same packages read by id again: what `Packages` matches.
+    let again = store
+        .match_candidates(&MatchScope::Packages(read.packages.clone()))
+        .expect("candidates");
+    assert_eq!(again.packages, read.packages);
+}
+
 fn process_chain_walks_to_the_root(store: &dyn Store) {
     let s = open(store, &hello("session-a"));
     let mut root = plain(10);

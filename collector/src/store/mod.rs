@@ -865,6 +865,12 @@ pub enum MatchScope {
     Unmatched,
     /// These advisories (by id), against every package.
     Advisories(Vec<String>),
+    /// These packages (by id), against every advisory. A pass over
+    /// `Unmatched` records its verdicts with the packages it read
+    /// ([`Candidates::packages`]), so it never marks matched a package
+    /// another collector committed after that read (it would be left
+    /// without verdicts).
+    Packages(Vec<i64>),
 }
 
 /// What `match_candidates` found.
@@ -874,6 +880,8 @@ pub struct Candidates {
     /// nothing to record); for `Advisories`: how many advisories.
     pub scope_size: usize,
     pub pairs: Vec<MatchCandidate>,
+    /// For `Unmatched` and `Packages`: the ids of the packages read.
+    pub packages: Vec<i64>,
 }
 
 /// A package that an advisory names (same ecosystem, and a name or source

@@ -241,21 +241,26 @@ pub(super) fn match_candidates(
     scope: &MatchScope,
 ) -> Result<Candidates> {
     let mut out = Vec::new();
+    let mut read = Vec::new();
     let scope_size;
     match scope {
-        MatchScope::Unmatched => {
+        MatchScope::Unmatched | MatchScope::Packages(_) => {
             // Each new package against the advisories naming it: by its
             // key, its source (Debian and rpm advisories name source
             // packages) or Maven's group:artifact.
-            let packages: Vec<(i64, v1::Package)> = c
-                .query(
+            let rows = match scope {
+                MatchScope::Packages(ids) => c.query(
+                    &format!("{PACKAGE_COLUMNS} WHERE p.id = ANY($1) ORDER BY p.id"),
+                    &[ids],
+                )?,
+                _ => c.query(
                     &format!("{PACKAGE_COLUMNS} WHERE NOT p.matched ORDER BY p.id"),
                     &[],
-                )?
-                .iter()
-                .map(package_row)
-                .collect();
+                )?,
+            };
+            let packages: Vec<(i64, v1::Package)> = rows.iter().map(package_row).collect();
             scope_size = packages.len();
+            read = packages.iter().map(|(id, _)| *id).collect();
             let stmt = c.prepare(
                 "SELECT DISTINCT advisory_id FROM advisory_package
                  WHERE ecosystem = $1 AND key IN ($2, $3, $4) ORDER BY advisory_id",
@@ -335,6 +340,7 @@ pub(super) fn match_candidates(
     Ok(Candidates {
         scope_size,
         pairs: out,
+        packages: read,
     })
 }
 
@@ -349,6 +355,17 @@ pub(super) fn put_matches(
             tx.execute(
                 "DELETE FROM advisory_match WHERE package_id IN (SELECT id FROM package WHERE NOT matched)",
                 &[],
+            )?;
+        }
+        MatchScope::Packages(ids) => {
+            // Their verdicts are these: no longer unmatched.
+            tx.execute(
+                "DELETE FROM advisory_match WHERE package_id = ANY($1)",
+                &[ids],
+            )?;
+            tx.execute(
+                "UPDATE package SET matched = TRUE WHERE id = ANY($1)",
+                &[ids],
             )?;
         }
         MatchScope::Advisories(ids) => {

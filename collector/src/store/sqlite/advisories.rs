@@ -223,17 +223,32 @@ pub(super) fn advisories(
 
 pub(super) fn match_candidates(conn: &Connection, scope: &MatchScope) -> Result<Candidates> {
     let mut out = Vec::new();
+    let mut read = Vec::new();
     let scope_size;
     match scope {
-        MatchScope::Unmatched => {
+        MatchScope::Unmatched | MatchScope::Packages(_) => {
             // Each new package against the advisories naming it: by its
             // key, its source (Debian and rpm advisories name source
             // packages) or Maven's group:artifact.
-            let packages: Vec<(i64, v1::Package)> = conn
-                .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.matched = 0"))?
-                .query_map([], package_row)?
-                .collect::<Result<_, _>>()?;
+            let packages: Vec<(i64, v1::Package)> = match scope {
+                MatchScope::Packages(ids) => {
+                    let mut stmt =
+                        conn.prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.id = ?1"))?;
+                    let mut found = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        if let Some(p) = stmt.query_row([id], package_row).optional()? {
+                            found.push(p);
+                        }
+                    }
+                    found
+                }
+                _ => conn
+                    .prepare_cached(&format!("{PACKAGE_COLUMNS} WHERE p.matched = 0"))?
+                    .query_map([], package_row)?
+                    .collect::<Result<_, _>>()?,
+            };
             scope_size = packages.len();
+            read = packages.iter().map(|(id, _)| *id).collect();
             let mut stmt = conn.prepare_cached(
                 "SELECT DISTINCT advisory_id FROM advisory_package
                  WHERE ecosystem = ?1 AND key IN (?2, ?3, ?4)",
@@ -306,6 +321,7 @@ pub(super) fn match_candidates(conn: &Connection, scope: &MatchScope) -> Result<
     Ok(Candidates {
         scope_size,
         pairs: out,
+        packages: read,
     })
 }
 
@@ -321,6 +337,15 @@ pub(super) fn put_matches(
                 "DELETE FROM advisory_match WHERE package_id IN (SELECT id FROM package WHERE matched = 0)",
                 [],
             )?;
+        }
+        MatchScope::Packages(ids) => {
+            // Their verdicts are these: no longer unmatched.
+            let mut del = tx.prepare_cached("DELETE FROM advisory_match WHERE package_id = ?1")?;
+            let mut done = tx.prepare_cached("UPDATE package SET matched = 1 WHERE id = ?1")?;
+            for id in ids {
+                del.execute([id])?;
+                done.execute([id])?;
+            }
         }
         MatchScope::Advisories(ids) => {
             let mut del = tx.prepare_cached("DELETE FROM advisory_match WHERE advisory_id = ?1")?;
