@@ -5,8 +5,15 @@
 //! before answering").
 //!
 //! Writers are serialized here: the matcher reads candidates and then
-//! records verdicts, and nothing may commit in between. Readers never take
-//! this lock; the store serves them beside the writer.
+//! records verdicts under one lock. Readers never take it; the store
+//! serves them beside the writer. On a backend that stores several
+//! messages at once (PostgreSQL, `Store::parallel_writes`), an agent
+//! message's store write runs under its host's slot only, beside other
+//! hosts' writes, as several collectors' writes already run; its matching
+//! pass and egress judgement then take the lock. A pass records verdicts
+//! for the package ids it read, so a write committed during it is not
+//! marked matched without them (`parallel_writes_on_postgres_store_and_match_everything`
+//! fails without that).
 //!
 //! Incidents write through here too (`open_incident`,
 //! `append_incident_events`), so every write takes the one writer lock,
@@ -48,6 +55,11 @@ pub struct Ingest {
     store: Arc<dyn Store>,
     /// Held for a write and its matching pass.
     writing: Mutex<()>,
+    /// On a backend that stores several messages at once
+    /// (`Store::parallel_writes` > 1): a host's messages take the slot its
+    /// id picks, so they stay one at a time while other hosts' are stored
+    /// beside them.
+    slots: Vec<Mutex<()>>,
     /// Notified after every write that can change what is exposed (agent
     /// messages, advisory imports and deletes, SBOM pushes): the incident
     /// refresher waits on it beside its timer. Notifications coalesce.
@@ -75,9 +87,13 @@ pub struct Imported {
 
 impl Ingest {
     pub fn new(store: Arc<dyn Store>) -> Ingest {
+        let slots = (0..store.parallel_writes().max(1))
+            .map(|_| Mutex::new(()))
+            .collect();
         Ingest {
             store,
             writing: Mutex::new(()),
+            slots,
             changed: tokio::sync::Notify::new(),
             lag: Default::default(),
             pacer: Default::default(),
@@ -279,20 +295,43 @@ impl Ingest {
     /// new). The result means the message is committed: a failed pass
     /// leaves the packages unmatched, is logged, and the next write's pass
     /// retries, so an ack never waits on the matcher.
+    ///
+    /// On a backend that stores several messages at once, the store write
+    /// runs under the host's slot only, beside other hosts' writes (as
+    /// several collectors' do), and the matching pass and the egress
+    /// judgement then take the writer lock: a pass records verdicts for
+    /// the package ids it read, so a write committed during it keeps its
+    /// packages unmatched for its own pass. The host's slot is held to the
+    /// end, so its cached process facts are forgotten, written and judged
+    /// in order.
     pub fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()> {
-        let _w = self.lock();
+        let parallel = self.slots.len() > 1;
+        let (_slot, mut writer) = if parallel {
+            let slot = self.slots[session.host.unsigned_abs() as usize % self.slots.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            (Some(slot), None)
+        } else {
+            (None, Some(self.lock()))
+        };
         let started = std::time::Instant::now();
         if let Some((stage, _)) = self.egress.get() {
             // Before the write: a judgement never caches the old record.
             stage.before_write(session.host, msg);
         }
         self.store.apply(session, msg, now_ms)?;
+        // The pacing is by throughput: writes overlap on such a backend.
+        self.pacer
+            .wrote(started.elapsed().as_secs_f64() * 1000.0 / self.slots.len() as f64);
+        if writer.is_none() {
+            writer = Some(self.lock());
+        }
+        debug_assert!(writer.is_some(), "matched and judged under the writer lock");
         if let Some(v1::agent_message::Body::Delta(d)) = &msg.body {
             self.lag.observe(d.scanned_at_ms, now_ms);
         }
         self.match_new("new packages");
         self.judge_egress(session, msg, now_ms);
-        self.pacer.wrote(started.elapsed().as_secs_f64() * 1000.0);
         self.changed.notify_one();
         Ok(())
     }
@@ -475,6 +514,111 @@ mod tests {
         let imported = ingest.import_advisories(&records, false).unwrap();
         assert_eq!(imported.outcomes, vec![PutOutcome::Added]);
         assert_eq!(imported.pass.matches, 1, "the import matched beta 1.0");
+    }
+
+    /// On PostgreSQL, hosts' messages are stored in parallel: 16 hosts on
+    /// 16 threads, each bringing its own new package that an advisory
+    /// names, all stored, every package matched (none marked matched by
+    /// another host's pass without its verdict), each host's sequence
+    /// acked in order.
+    #[test]
+    fn parallel_writes_on_postgres_store_and_match_everything() {
+        use crate::store::postgres::{PgStore, PgTarget, harness::Cluster};
+        let Some(cluster) = Cluster::shared() else {
+            eprintln!("skipped: no PostgreSQL here");
+            return;
+        };
+        let db = cluster.database();
+        let store = PgStore::connect(&PgTarget::new(&db.url()).unwrap()).unwrap();
+        assert!(store.parallel_writes() > 1);
+        let ingest = Arc::new(Ingest::new(Arc::new(store)));
+        const HOSTS: usize = 16;
+        let files: Vec<v1::AdvisoryFile> = (0..HOSTS)
+            .map(|i| {
+                let doc = serde_json::json!({
+                    "id": format!("PYSEC-0000-{i}"),
+                    "modified": "2024-01-01T00:00:00Z",
+                    "affected": [{"package": {"ecosystem": "PyPI", "name": format!("pkg{i}")},
+                                  "versions": ["1.0"]}],
+                });
+                v1::AdvisoryFile {
+                    name: format!("PYSEC-0000-{i}.json"),
+                    data: doc.to_string().into_bytes(),
+                }
+            })
+            .collect();
+        let (records, errors) = crate::advisories::records::parse_files(&files);
+        assert!(errors.is_empty(), "{errors:?}");
+        ingest.import_advisories(&records, false).unwrap();
+        let threads: Vec<_> = (0..HOSTS)
+            .map(|i| {
+                let ingest = ingest.clone();
+                std::thread::spawn(move || {
+                    let hello = v1::Hello {
+                        host: Some(v1::HostIdentity {
+                            host_id: format!("m{i}"),
+                            hostname: format!("h{i}"),
+                            ..Default::default()
+                        }),
+                        session_id: format!("s{i}"),
+                        ..Default::default()
+                    };
+                    let session = ingest.hello(&hello, 1).unwrap();
+                    for seq in 1..=5u64 {
+                        let process = v1::Process {
+                            key: Some(v1::ProcessKey {
+                                pid: 10 + seq as u32,
+                                start_ticks: seq,
+                            }),
+                            artifacts: vec![v1::Artifact {
+                                path: format!("/venv/lib/pkg{i}/__init__.py").into_bytes(),
+                                kind: v1::ArtifactKind::Opened as i32,
+                                package: Some(v1::Package {
+                                    ecosystem: "pypi".into(),
+                                    name: format!("pkg{i}"),
+                                    version: "1.0".into(),
+                                    purl: format!("pkg:pypi/pkg{i}@1.0"),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        };
+                        let body = if seq == 1 {
+                            v1::agent_message::Body::Snapshot(v1::Snapshot {
+                                snapshot_id: format!("snap{i}"),
+                                processes: vec![process],
+                                last: true,
+                                ..Default::default()
+                            })
+                        } else {
+                            v1::agent_message::Body::Delta(v1::Delta {
+                                upserts: vec![process],
+                                ..Default::default()
+                            })
+                        };
+                        let msg = v1::AgentMessage {
+                            seq,
+                            body: Some(body),
+                        };
+                        ingest.apply(&session, &msg, 2).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(unmatched(&ingest), 0);
+        let hosts = ingest.store().hosts().unwrap();
+        assert_eq!(hosts.len(), HOSTS);
+        assert!(hosts.iter().all(|h| h.processes_running == 5), "{hosts:?}");
+        let verdicts = ingest.store().verdicts(None, false).unwrap();
+        assert_eq!(
+            verdicts.len(),
+            HOSTS,
+            "one affected verdict per host's package"
+        );
     }
 
     /// An import that stored its records and died before its pass (the

@@ -122,6 +122,10 @@ impl Store for Counting {
         self.inner.hostname_of_key(host_key)
     }
 
+    fn parallel_writes(&self) -> usize {
+        self.inner.parallel_writes()
+    }
+
     fn processes_page(
         &self,
         host: Option<&str>,

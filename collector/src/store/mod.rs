@@ -672,6 +672,13 @@ pub trait Store: Send + Sync + 'static {
     /// and its size is what the store takes. Nothing for PostgreSQL.
     fn flush(&self) -> Result<()>;
 
+    /// How many agent messages of different hosts this backend can store
+    /// at once (`Ingest` keeps a host's messages one at a time). 1, the
+    /// default, serialises every write: SQLite has one writer.
+    fn parallel_writes(&self) -> usize {
+        1
+    }
+
     /// Records that history before `horizon_ms` was dropped (at `now_ms`).
     /// The stored horizon only moves forward.
     fn set_retention_horizon(&self, horizon_ms: i64, now_ms: i64) -> Result<()>;

@@ -80,6 +80,10 @@ impl From<postgres::Error> for StoreError {
 /// Idle clients kept for reuse.
 const MAX_IDLE: usize = 8;
 
+/// Agent messages of different hosts stored at once (see
+/// `Store::parallel_writes`).
+const PARALLEL_WRITES: usize = 4;
+
 /// The PostgreSQL backend: a connection target and a pool of clients.
 pub struct PgStore {
     target: PgTarget,
@@ -243,6 +247,13 @@ impl Store for PgStore {
 
     fn hostname_of_key(&self, host_key: &str) -> Result<Option<String>> {
         fleet::hostname_of_key(&mut *self.conn()?, host_key)
+    }
+
+    /// Several collectors already write one database at once (a message
+    /// locks its host row; interning is `ON CONFLICT`), so one collector's
+    /// writers may too: while one waits on the server, another runs.
+    fn parallel_writes(&self) -> usize {
+        PARALLEL_WRITES
     }
 
     fn workload_instances(&self, seen_since_ms: i64, limit: usize) -> Result<Vec<WorkloadRow>> {
