@@ -442,6 +442,27 @@ mod tests {
             .scope_size
     }
 
+    /// `n` PyPI advisories PYSEC-0000-i, the ith naming `package(i)` 1.0.
+    fn pysec(n: usize, package: impl Fn(usize) -> String) -> Vec<AdvisoryRecord> {
+        let files: Vec<v1::AdvisoryFile> = (0..n)
+            .map(|i| {
+                let doc = serde_json::json!({
+                    "id": format!("PYSEC-0000-{i}"),
+                    "modified": "2024-01-01T00:00:00Z",
+                    "affected": [{"package": {"ecosystem": "PyPI", "name": package(i)},
+                                  "versions": ["1.0"]}],
+                });
+                v1::AdvisoryFile {
+                    name: format!("PYSEC-0000-{i}.json"),
+                    data: doc.to_string().into_bytes(),
+                }
+            })
+            .collect();
+        let (records, errors) = crate::advisories::records::parse_files(&files);
+        assert!(errors.is_empty(), "{errors:?}");
+        records
+    }
+
     /// Every write path leaves nothing unmatched: the matcher runs in the
     /// one place, whichever path stored the packages.
     #[test]
@@ -533,22 +554,7 @@ mod tests {
         assert!(store.parallel_writes() > 1);
         let ingest = Arc::new(Ingest::new(Arc::new(store)));
         const HOSTS: usize = 16;
-        let files: Vec<v1::AdvisoryFile> = (0..HOSTS)
-            .map(|i| {
-                let doc = serde_json::json!({
-                    "id": format!("PYSEC-0000-{i}"),
-                    "modified": "2024-01-01T00:00:00Z",
-                    "affected": [{"package": {"ecosystem": "PyPI", "name": format!("pkg{i}")},
-                                  "versions": ["1.0"]}],
-                });
-                v1::AdvisoryFile {
-                    name: format!("PYSEC-0000-{i}.json"),
-                    data: doc.to_string().into_bytes(),
-                }
-            })
-            .collect();
-        let (records, errors) = crate::advisories::records::parse_files(&files);
-        assert!(errors.is_empty(), "{errors:?}");
+        let records = pysec(HOSTS, |i| format!("pkg{i}"));
         ingest.import_advisories(&records, false).unwrap();
         let threads: Vec<_> = (0..HOSTS)
             .map(|i| {
@@ -644,21 +650,7 @@ mod tests {
             ..Default::default()
         };
         ingest.push_sbom(&sbom).unwrap();
-        let files: Vec<v1::AdvisoryFile> = (0..2500)
-            .map(|i| {
-                let doc = serde_json::json!({
-                    "id": format!("PYSEC-0000-{i}"),
-                    "modified": "2024-01-01T00:00:00Z",
-                    "affected": [{"package": {"ecosystem": "PyPI", "name": "beta"}, "versions": ["1.0"]}],
-                });
-                v1::AdvisoryFile {
-                    name: format!("PYSEC-0000-{i}.json"),
-                    data: doc.to_string().into_bytes(),
-                }
-            })
-            .collect();
-        let (records, errors) = crate::advisories::records::parse_files(&files);
-        assert!(errors.is_empty(), "{errors:?}");
+        let records = pysec(2500, |_| "beta".to_string());
         let affected = |ingest: &Ingest| ingest.store().verdicts(None, false).unwrap().len();
         // The crash: stored, never matched.
         ingest.store().put_advisories(&records, false).unwrap();
