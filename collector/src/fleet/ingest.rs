@@ -294,7 +294,8 @@ impl Ingest {
     /// against the stored advisories (one indexed query when nothing is
     /// new). The result means the message is committed: a failed pass
     /// leaves the packages unmatched, is logged, and the next write's pass
-    /// retries, so an ack never waits on the matcher.
+    /// retries (a heartbeat runs none), so an ack never waits on the
+    /// matcher.
     ///
     /// On a backend that stores several messages at once, the store write
     /// runs under the host's slot only, beside other hosts' writes (as
@@ -323,13 +324,22 @@ impl Ingest {
         // The pacing is by throughput: writes overlap on such a backend.
         self.pacer
             .wrote(started.elapsed().as_secs_f64() * 1000.0 / self.slots.len() as f64);
+        use v1::agent_message::Body;
+        if let Some(Body::Delta(d)) = &msg.body {
+            self.lag.observe(d.scanned_at_ms, now_ms);
+        }
+        // A heartbeat brings no package and no connection: no pass, no
+        // judgement, and on a parallel backend not even the writer lock
+        // (heartbeats are most of a fleet's messages). It can still make
+        // a host fresh, so the refresher is woken.
+        if matches!(msg.body, Some(Body::Heartbeat(_))) {
+            self.changed.notify_one();
+            return Ok(());
+        }
         if writer.is_none() {
             writer = Some(self.lock());
         }
         debug_assert!(writer.is_some(), "matched and judged under the writer lock");
-        if let Some(v1::agent_message::Body::Delta(d)) = &msg.body {
-            self.lag.observe(d.scanned_at_ms, now_ms);
-        }
         self.match_new("new packages");
         self.judge_egress(session, msg, now_ms);
         self.changed.notify_one();

@@ -53,6 +53,8 @@ struct Args {
     collectors: Vec<String>,
     hosts_per_connection: usize,
     delta_every: Duration,
+    /// A heartbeat per host this often, as the agent sends (0: none).
+    heartbeat_every: Duration,
     execs: usize,
     upgrade_hosts_per_min: usize,
     silent_every: usize,
@@ -69,7 +71,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: fleet-sim --hosts N --collector URL[,URL...] [--hosts-per-connection 50] \
-[--delta-every 30s] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
+[--delta-every 30s] [--heartbeat-every 10s (0: none)] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
 [--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s] [--ignore-pushback]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -78,6 +80,7 @@ fn parse_args() -> anyhow::Result<Args> {
         collectors: Vec::new(),
         hosts_per_connection: 50,
         delta_every: Duration::from_secs(30),
+        heartbeat_every: Duration::from_secs(10),
         execs: 2,
         upgrade_hosts_per_min: 0,
         silent_every: 0,
@@ -105,6 +108,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--hosts-per-connection" => args.hosts_per_connection = value()?.parse()?,
             "--delta-every" => args.delta_every = duration(&value()?)?,
+            "--heartbeat-every" => args.heartbeat_every = duration(&value()?)?,
             "--execs" => args.execs = value()?.parse()?,
             "--upgrade-hosts-per-min" => args.upgrade_hosts_per_min = value()?.parse()?,
             "--silent-every" => args.silent_every = value()?.parse()?,
@@ -722,12 +726,46 @@ impl Host {
         tokio::time::sleep(offset).await;
         let mut tick = tokio::time::interval(self.args.delta_every);
         tick.tick().await;
+        // Heartbeats as the agent sends them: the host row's four fields.
+        let beating = !self.args.heartbeat_every.is_zero();
+        let mut beat = tokio::time::interval(if beating {
+            self.args.heartbeat_every
+        } else {
+            Duration::from_secs(3600)
+        });
+        beat.tick().await;
         let mut deltas = 0u32;
         loop {
             // Acks are drained as they come; a stream the collector ended
             // (a busy one with its retry time) ends the session's loop.
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = beat.tick(), if beating => {
+                    seq += 1;
+                    let now = patchgap_proto::time::now_ms();
+                    let heartbeat = v1::Heartbeat {
+                        sent_at_ms: now,
+                        last_scan: Some(v1::ScanStats {
+                            scanned_at_ms: now,
+                            processes: self.template.processes.len() as u32,
+                            ..Default::default()
+                        }),
+                        capabilities: Some(v1::Capabilities {
+                            root: true,
+                            rescan_interval_secs: 30,
+                            ..Default::default()
+                        }),
+                        sense: Some(v1::SenseStats::default()),
+                        health: Some(v1::AgentHealth {
+                            scanning: true,
+                            scan_alive_ms: now,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    send(seq, Body::Heartbeat(heartbeat)).await?;
+                    continue;
+                }
                 acked = acked_rx.recv() => match acked {
                     Some(_) => continue,
                     None => return Err(why("the stream ended")),
