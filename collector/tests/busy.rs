@@ -4,32 +4,21 @@
 //! UNAVAILABLE and not stored, so the agent keeps it in its spool and
 //! sends it again; under the bound the same message is stored and acked.
 
-use std::{sync::Arc, time::Duration};
+mod common;
 
-use patchgap_collector::{CollectorConfig, SqliteStore};
+use std::time::Duration;
+
+use patchgap_collector::CollectorConfig;
 use patchgap_proto::v1::{
     self, agent_message::Body, collector_message, ingest_client::IngestClient,
-    query_client::QueryClient,
 };
-use tokio::net::TcpListener;
 
 async fn collector(max_waiting_messages: usize) -> (std::net::SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let store = SqliteStore::open(dir.path()).expect("store");
-    let config = CollectorConfig {
-        data_dir: dir.path().to_path_buf(),
+    common::collector(CollectorConfig {
         max_waiting_messages,
         ..Default::default()
-    };
-    tokio::spawn(patchgap_collector::serve(
-        config,
-        Arc::new(store),
-        listener,
-        std::future::pending(),
-    ));
-    (addr, dir)
+    })
+    .await
 }
 
 fn hello() -> v1::AgentMessage {
@@ -94,14 +83,8 @@ async fn send(addr: std::net::SocketAddr) -> Result<u64, tonic::Status> {
 }
 
 async fn processes(addr: std::net::SocketAddr) -> usize {
-    QueryClient::connect(format!("http://{addr}"))
+    common::hosts(addr)
         .await
-        .expect("connect")
-        .list_hosts(v1::ListHostsRequest {})
-        .await
-        .expect("list_hosts")
-        .into_inner()
-        .hosts
         .iter()
         .map(|h| h.processes_running as usize)
         .sum()

@@ -4,44 +4,20 @@
 //! like); the first, coming back, is refused and the host is flagged with a
 //! `conflict` naming both streams, instead of the two fighting forever.
 
-use std::{sync::Arc, time::Duration};
+mod common;
+
+use std::time::Duration;
+
+use common::hosts;
 
 use patchgap_agent::{AgentConfig, AgentHandle};
-use patchgap_collector::{CollectorConfig, SqliteStore};
-use patchgap_proto::v1::{
-    self, agent_message::Body, ingest_client::IngestClient, query_client::QueryClient,
-};
-use tokio::net::TcpListener;
+use patchgap_collector::CollectorConfig;
+use patchgap_proto::v1::{self, agent_message::Body, ingest_client::IngestClient};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn collector() -> (std::net::SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let store = SqliteStore::open(dir.path()).expect("store");
-    let config = CollectorConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    tokio::spawn(patchgap_collector::serve(
-        config,
-        Arc::new(store),
-        listener,
-        std::future::pending(),
-    ));
-    (addr, dir)
-}
-
-async fn hosts(addr: std::net::SocketAddr) -> Vec<v1::HostSummary> {
-    QueryClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-        .list_hosts(v1::ListHostsRequest {})
-        .await
-        .expect("list_hosts")
-        .into_inner()
-        .hosts
+    common::collector(CollectorConfig::default()).await
 }
 
 fn agent(addr: std::net::SocketAddr) -> AgentHandle {

@@ -79,7 +79,7 @@ impl Prepared {
         Ok(s)
     }
 
-    /// Runs `sql`, prepared once per transaction and counted.
+    /// Runs `sql`, prepared once per client and counted.
     pub(super) fn execute(
         &mut self,
         tx: &mut impl GenericClient,
