@@ -65,7 +65,10 @@ pub(super) fn create_if_missing(dir: &Path) -> Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{FILE}.new-{}-{nanos}", std::process::id()));
+    // Unique among this process's threads too: two opens can read the same clock.
+    static OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{FILE}.new-{}-{nanos}-{n}", std::process::id()));
     let made = (|| -> Result<()> {
         std::fs::OpenOptions::new()
             .write(true)

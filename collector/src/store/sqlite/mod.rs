@@ -113,10 +113,12 @@ impl SqliteStore {
         file::identify(&path)?;
         private_file(&path).map_err(dir_error)?;
         // A database from before schema 12 may have left these readable.
+        // Another opener's last close may remove them at any moment.
         for side in ["patchgap.db-wal", "patchgap.db-shm"] {
             let side = data_dir.join(side);
-            if side.exists() {
-                private_file(&side).map_err(dir_error)?;
+            match private_file(&side) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                made => made.map_err(|source| StoreError::DataDir { path: side, source })?,
             }
         }
         // Never created here: `create_if_missing` made it whole.
