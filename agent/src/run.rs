@@ -1450,6 +1450,13 @@ async fn stream_once(
             }
             for msg in batch {
                 sent = msg.seq;
+                // A collector from before artifact tables reads only
+                // inline artifacts.
+                let msg = if welcome.artifact_refs {
+                    msg
+                } else {
+                    msg.inlined()
+                };
                 tx.send(msg).await?;
             }
         }

@@ -54,6 +54,7 @@ fn process_full(p: Process) -> v1::Process {
                 }),
             })
             .collect(),
+        artifact_refs: Vec::new(),
         partial: p.partial,
         privilege: Some(privilege(&p.privilege)),
     }
@@ -210,7 +211,8 @@ pub fn host(h: &model::HostIdentity) -> v1::HostIdentity {
 }
 
 /// Splits a delta whose encoded size is over `part_bytes` into several, in
-/// order: the upserts spread over the parts, the exits and socket lists in
+/// order (each with its artifacts in its table, see
+/// `patchgap_proto::artifacts`; sizes count them inline, an upper bound): the upserts spread over the parts, the exits and socket lists in
 /// the last one (after every process they could name).
 ///
 /// Every part is at most about `part_bytes`, counting the workloads of the
@@ -218,6 +220,8 @@ pub fn host(h: &model::HostIdentity) -> v1::HostIdentity {
 /// larger: a collector whose limit is above both accepts them all.
 pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
     if delta.encoded_len() <= part_bytes {
+        let mut delta = delta;
+        delta.share_artifacts();
         return vec![delta];
     }
     let mut parts = Vec::new();
@@ -262,11 +266,16 @@ pub fn split_delta(delta: v1::Delta, part_bytes: usize) -> Vec<v1::Delta> {
     cur.sockets = delta.sockets;
     cur.stats = delta.stats;
     parts.push(cur);
+    for part in &mut parts {
+        part.share_artifacts();
+    }
     parts
 }
 
 /// Splits a full inventory into snapshot parts of at most about
-/// `part_bytes` encoded bytes each, the first part's workloads included. A
+/// `part_bytes` encoded bytes each, the first part's workloads included,
+/// each part naming its artifacts once in its table (sizes count them
+/// inline, an upper bound). A
 /// single process larger than that still gets a part of its own (at most
 /// [`MAX_PROCESS_BYTES`] and its sockets); the collector's limit is well
 /// above both.
@@ -300,6 +309,7 @@ pub fn snapshot_parts(inv: &Inventory, snapshot_id: &str, part_bytes: usize) -> 
         part.last = i + 1 == n;
         part.scanned_at_ms = inv.scanned_at_ms;
         part.stats = part.last.then(|| stats(&inv.stats));
+        part.share_artifacts();
     }
     parts
 }

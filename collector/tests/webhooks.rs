@@ -296,6 +296,7 @@ fn seed(ingest: &Ingest, policy: &SharedPolicy) -> i64 {
         }),
         processes: vec![process],
         sockets: Vec::new(),
+        artifacts: Vec::new(),
         workloads: vec![v1::Workload {
             id: "unit/test.service".into(),
             kind: "systemd".into(),

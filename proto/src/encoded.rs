@@ -28,6 +28,20 @@ impl EncodedMessage {
             bytes: prost::Message::encode_to_vec(msg).into(),
         }
     }
+
+    /// This message with its artifacts inline (see [`crate::artifacts`]),
+    /// for a collector whose Welcome did not set `artifact_refs`: decoded
+    /// and encoded again only when it has a table.
+    pub fn inlined(self) -> EncodedMessage {
+        let Ok(mut msg) = <v1::AgentMessage as prost::Message>::decode(self.bytes.clone()) else {
+            return self;
+        };
+        if msg.inline_artifacts() {
+            EncodedMessage::encode(&msg)
+        } else {
+            self
+        }
+    }
 }
 
 /// Sends encoded `AgentMessage`s, decodes `CollectorMessage`s.
@@ -120,5 +134,38 @@ mod tests {
             <v1::AgentMessage as prost::Message>::decode(e.bytes.clone()).unwrap(),
             msg
         );
+    }
+
+    /// For a collector from before artifact tables: a message with a table
+    /// goes out inline, one without goes out as it was, byte for byte.
+    #[test]
+    fn inlined_only_changes_a_message_with_a_table() {
+        let artifact = v1::Artifact {
+            path: b"/usr/lib/libc.so.6".to_vec(),
+            ..Default::default()
+        };
+        let process = |pid| v1::Process {
+            key: Some(v1::ProcessKey {
+                pid,
+                start_ticks: 1,
+            }),
+            artifacts: vec![artifact.clone()],
+            ..Default::default()
+        };
+        let mut delta = v1::Delta {
+            upserts: vec![process(1), process(2)],
+            ..Default::default()
+        };
+        let inline = delta.clone();
+        delta.share_artifacts();
+        let shared = EncodedMessage::encode(&v1::AgentMessage {
+            seq: 3,
+            body: Some(v1::agent_message::Body::Delta(delta)),
+        });
+        let out = shared.inlined();
+        assert_eq!(out.seq, 3);
+        let decoded = <v1::AgentMessage as prost::Message>::decode(out.bytes.clone()).unwrap();
+        assert_eq!(decoded.body, Some(v1::agent_message::Body::Delta(inline)));
+        assert_eq!(out.clone().inlined(), out, "nothing more to inline");
     }
 }

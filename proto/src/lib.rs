@@ -39,6 +39,9 @@ pub mod time;
 /// The agent's stream, sending messages it has already encoded.
 pub mod encoded;
 
+/// Artifact tables: each artifact once per message, processes refer to it.
+pub mod artifacts;
+
 /// Re-exported so other crates can size and encode messages without knowing
 /// prost themselves.
 pub use prost::Message;

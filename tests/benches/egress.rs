@@ -243,6 +243,7 @@ fn main() {
                     processes,
                     sockets: Vec::new(),
                     workloads: all_workloads,
+                    artifacts: Vec::new(),
                 })),
             },
             T0,

@@ -159,6 +159,7 @@ fn report(
                 workloads: Vec::new(),
                 connections,
                 stats: None,
+                artifacts: Vec::new(),
             }),
             at,
         );

@@ -273,6 +273,7 @@ impl IngestApi for IngestService {
         let welcome = v1::Welcome {
             acked_seq: session.acked_seq,
             resync: session.new,
+            artifact_refs: true,
         };
         tx.send(Ok(v1::CollectorMessage {
             body: Some(collector_message::Body::Welcome(welcome)),
@@ -343,6 +344,14 @@ impl IngestApi for IngestService {
                         .send(Err(Status::invalid_argument(
                             "after the Hello, every message needs a body and a sequence number above 0",
                         )))
+                        .await;
+                    break;
+                }
+                if let Err(why) = msg.check_artifact_refs() {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "malformed agent message {seq}: {why}"
+                        ))))
                         .await;
                     break;
                 }

@@ -119,15 +119,8 @@ impl Cut {
         }
     }
 
-    fn process(&mut self, p: &mut v1::Process) {
-        self.bytes(&mut p.exe, PATH);
-        self.text(&mut p.cmdline, CMDLINE);
-        self.text(&mut p.comm, NAME);
-        self.text(&mut p.cgroup, PATH);
-        self.text(&mut p.workload, PATH);
-        self.bytes(&mut p.root, PATH);
-        self.text(&mut p.net_ns_name, NAME);
-        for a in &mut p.artifacts {
+    fn artifacts(&mut self, list: &mut [v1::Artifact]) {
+        for a in list {
             self.bytes(&mut a.path, PATH);
             if let Some(pkg) = &mut a.package {
                 self.package(pkg);
@@ -137,6 +130,17 @@ impl Cut {
                 self.text(&mut c.unhashed, PATH);
             }
         }
+    }
+
+    fn process(&mut self, p: &mut v1::Process) {
+        self.bytes(&mut p.exe, PATH);
+        self.text(&mut p.cmdline, CMDLINE);
+        self.text(&mut p.comm, NAME);
+        self.text(&mut p.cgroup, PATH);
+        self.text(&mut p.workload, PATH);
+        self.bytes(&mut p.root, PATH);
+        self.text(&mut p.net_ns_name, NAME);
+        self.artifacts(&mut p.artifacts);
         if let Some(pr) = &mut p.privilege {
             self.list(&mut pr.cap_eff, NAME);
             self.text(&mut pr.seccomp, NAME);
@@ -219,6 +223,7 @@ pub fn message(msg: &mut v1::AgentMessage) -> Cut {
         Some(Body::Hello(h)) => return hello(h),
         Some(Body::Snapshot(s)) => {
             cut.text(&mut s.snapshot_id, NAME);
+            cut.artifacts(&mut s.artifacts);
             for p in &mut s.processes {
                 cut.process(p);
             }
@@ -228,6 +233,7 @@ pub fn message(msg: &mut v1::AgentMessage) -> Cut {
             }
         }
         Some(Body::Delta(d)) => {
+            cut.artifacts(&mut d.artifacts);
             for p in &mut d.upserts {
                 cut.process(p);
             }

@@ -117,6 +117,7 @@ checks!(
     a_pass_marks_only_the_packages_it_read,
     instance_first_start_keeps_exited_processes,
     hostname_of_key_reads_the_keyed_host,
+    shared_artifacts_store_what_inline_ones_store,
     workload_package_spans_over_history,
     singletons_exclude_until_dropped,
     retention_drops_old_history_and_keeps_current,
@@ -130,6 +131,8 @@ use instances::{
 };
 mod singletons;
 use singletons::singletons_exclude_until_dropped;
+mod tables;
+use tables::shared_artifacts_store_what_inline_ones_store;
 mod retention;
 use retention::{
     retention_drops_old_history_and_keeps_current, retention_keeps_what_open_incidents_may_need,
@@ -233,6 +236,7 @@ pub(crate) fn process(pid: u32, artifacts: Vec<Artifact>) -> Process {
         workload: "unit/test.service".into(),
         root: b"/".to_vec(),
         artifacts,
+        artifact_refs: Vec::new(),
         partial: false,
         privilege: Some(v1::Privilege {
             summary: format!("uid{pid}"),
@@ -325,6 +329,7 @@ fn part(
         processes,
         sockets: socks,
         workloads: vec![unit_workload()],
+        artifacts: Vec::new(),
     })
 }
 
@@ -348,6 +353,7 @@ pub(crate) fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSock
         workloads: Vec::new(),
         connections: Vec::new(),
         stats: None,
+        artifacts: Vec::new(),
     })
 }
 

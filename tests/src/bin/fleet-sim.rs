@@ -68,11 +68,14 @@ struct Args {
     /// Retry after a second even when a busy collector said when (to
     /// measure what its retry times are worth).
     ignore_pushback: bool,
+    /// Send every artifact inline, as agents did before artifact tables
+    /// (to measure what the tables are worth).
+    inline_artifacts: bool,
 }
 
 const USAGE: &str = "usage: fleet-sim --hosts N --collector URL[,URL...] [--hosts-per-connection 50] \
 [--delta-every 30s] [--heartbeat-every 10s (0: none)] [--execs 2] [--upgrade-hosts-per-min 0] [--silent-every 0] [--silent-for 60s] \
-[--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s] [--ignore-pushback]";
+[--inventory FILE]... [--record FILE] [--acked FILE] [--report-every 60s] [--ignore-pushback] [--inline-artifacts]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -90,6 +93,7 @@ fn parse_args() -> anyhow::Result<Args> {
         acked: None,
         report_every: Duration::from_secs(60),
         ignore_pushback: false,
+        inline_artifacts: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,6 +122,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--acked" => args.acked = Some(value()?.into()),
             "--report-every" => args.report_every = duration(&value()?)?,
             "--ignore-pushback" => args.ignore_pushback = true,
+            "--inline-artifacts" => args.inline_artifacts = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -159,11 +164,28 @@ struct Template {
 }
 
 impl Template {
-    fn new(host: v1::HostIdentity, parts: Vec<v1::Snapshot>) -> Template {
+    /// `parts` as recorded (with or without artifact tables), sent with
+    /// their tables, or inline when `inline`.
+    fn new(host: v1::HostIdentity, mut parts: Vec<v1::Snapshot>, inline: bool) -> Template {
+        // The processes inline: churn edits their artifacts.
         let processes: Vec<v1::Process> = parts
             .iter()
-            .flat_map(|p| p.processes.iter().cloned())
+            .flat_map(|part| {
+                part.processes.iter().map(|p| {
+                    let mut p = p.clone();
+                    p.artifacts = p.artifacts_in(&part.artifacts).cloned().collect();
+                    p.artifact_refs.clear();
+                    p
+                })
+            })
             .collect();
+        for part in &mut parts {
+            if inline {
+                patchgap_proto::artifacts::inline(&mut part.artifacts, &mut part.processes);
+            } else {
+                part.share_artifacts();
+            }
+        }
         // The deb package mapped by most processes: an upgrade of it reaches
         // the most answers.
         let mut count: HashMap<(&str, &str), usize> = HashMap::new();
@@ -200,7 +222,7 @@ fn record(path: &PathBuf, host: &v1::HostIdentity, parts: &[v1::Snapshot]) -> an
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Template> {
+fn load(path: &PathBuf, inline: bool) -> anyhow::Result<Template> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut buf = bytes.as_slice();
     let host = v1::HostIdentity::decode_length_delimited(&mut buf)
@@ -215,7 +237,7 @@ fn load(path: &PathBuf) -> anyhow::Result<Template> {
     if parts.is_empty() {
         bail!("{}: no snapshot in it", path.display());
     }
-    Ok(Template::new(host, parts))
+    Ok(Template::new(host, parts, inline))
 }
 
 struct Stats {
@@ -302,11 +324,11 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        vec![Arc::new(Template::new(host, parts))]
+        vec![Arc::new(Template::new(host, parts, args.inline_artifacts))]
     } else {
         args.inventories
             .iter()
-            .map(|p| load(p).map(Arc::new))
+            .map(|p| load(p, args.inline_artifacts).map(Arc::new))
             .collect::<anyhow::Result<_>>()?
     };
     let processes: usize = (0..args.hosts)
@@ -585,6 +607,8 @@ impl Host {
         let acked = &self.stats.acked[self.index];
         let last_acked = acked.lock().unwrap_or_else(|e| e.into_inner()).1;
         let mut resync = welcome.resync;
+        // A collector from before artifact tables reads only inline ones.
+        let inline = self.args.inline_artifacts || !welcome.artifact_refs;
         if welcome.acked_seq < last_acked {
             // The database knows less of this session than was acked.
             let lost = last_acked - welcome.acked_seq;
@@ -660,12 +684,14 @@ impl Host {
                 sent.lock()
                     .await
                     .insert(seq, (Instant::now(), patchgap_proto::time::now_ms() as u64));
-                tx.send(v1::AgentMessage {
+                let mut msg = v1::AgentMessage {
                     seq,
                     body: Some(body),
-                })
-                .await
-                .map_err(|_| why("the stream closed"))
+                };
+                if inline {
+                    msg.inline_artifacts();
+                }
+                tx.send(msg).await.map_err(|_| why("the stream closed"))
             }
         };
         if *first || resync || state.snapshot_unacked {
@@ -805,6 +831,8 @@ impl Host {
                 upgraded = true;
                 delta.upserts.extend(changed);
             }
+            // As the agent's wire code sends it.
+            delta.share_artifacts();
             seq += 1;
             state
                 .pending

@@ -87,6 +87,7 @@ impl World {
             processes: vec![app(10, "pod/old/app", T0 - 60_000)],
             sockets: vec![],
             workloads: vec![workload("pod/old/app", DIGEST)],
+            artifacts: Vec::new(),
         });
         ingest.apply(&alpha, &msg(1, snapshot), T0).unwrap();
         let source = Source::Package {
@@ -170,6 +171,7 @@ impl World {
             workloads,
             connections: vec![],
             stats: None,
+            artifacts: vec![],
         });
         self.ingest
             .apply(&self.alpha, &msg(self.seq, d), GATE_AT + 10_000)

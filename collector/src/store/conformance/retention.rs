@@ -43,6 +43,7 @@ fn delta_at(
 ) -> Body {
     Body::Delta(Delta {
         scanned_at_ms: at,
+        artifacts: Vec::new(),
         upserts,
         exits: exits
             .iter()

@@ -98,6 +98,8 @@ pub(super) struct Interner {
     packages: HashMap<PackageKey, i64>,
     artifacts: HashMap<ArtifactKey, i64>,
     sets: HashMap<Vec<u8>, i64>,
+    /// The id of each entry of the message's artifact table, once known.
+    table: Vec<Option<i64>>,
     pub(super) sql: Prepared,
 }
 
@@ -219,11 +221,46 @@ impl Interner {
     }
 
     /// The id of the set holding exactly these artifacts.
+    #[cfg(test)]
     fn set(&mut self, tx: &mut Transaction<'_>, artifacts: &[v1::Artifact]) -> Result<i64> {
-        let mut ids = artifacts
+        let ids = artifacts
             .iter()
             .map(|a| self.artifact(tx, a))
             .collect::<Result<Vec<_>>>()?;
+        self.set_of(tx, ids)
+    }
+
+    /// The id of the set holding exactly this process's artifacts, those
+    /// it refers to in `table` (its message's) included.
+    fn process_set(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        table: &[v1::Artifact],
+        p: &v1::Process,
+    ) -> Result<i64> {
+        let mut ids = Vec::with_capacity(p.artifact_count());
+        for a in &p.artifacts {
+            ids.push(self.artifact(tx, a)?);
+        }
+        self.table.resize(table.len(), None);
+        for &r in &p.artifact_refs {
+            let Some(a) = table.get(r as usize) else {
+                continue;
+            };
+            ids.push(match self.table[r as usize] {
+                Some(id) => id,
+                None => {
+                    let id = self.artifact(tx, a)?;
+                    self.table[r as usize] = Some(id);
+                    id
+                }
+            });
+        }
+        self.set_of(tx, ids)
+    }
+
+    /// The id of the set of these artifact ids.
+    fn set_of(&mut self, tx: &mut Transaction<'_>, mut ids: Vec<i64>) -> Result<i64> {
         ids.sort_unstable();
         ids.dedup();
         let members: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
@@ -499,14 +536,16 @@ impl Interner {
     pub(super) fn preload(
         &mut self,
         tx: &mut Transaction<'_>,
+        table: &[v1::Artifact],
         processes: &[v1::Process],
     ) -> Result<()> {
-        let packages = || {
-            processes
+        // The table's artifacts once each, then the inline ones.
+        let artifacts = || {
+            table
                 .iter()
-                .flat_map(|p| &p.artifacts)
-                .filter_map(|a| a.package.as_ref())
+                .chain(processes.iter().flat_map(|p| &p.artifacts))
         };
+        let packages = || artifacts().filter_map(|a| a.package.as_ref());
         // Level one: the packages keyed without a distro package, in the
         // order the single-row path meets them (a package's distro first).
         let mut first = Vec::new();
@@ -533,7 +572,7 @@ impl Interner {
         // Artifacts whose package is known now (or that have none).
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
-        for a in processes.iter().flat_map(|p| &p.artifacts) {
+        for a in artifacts() {
             let package = match &a.package {
                 None => Some(0),
                 Some(p) => self.cached_package(p),
@@ -558,7 +597,18 @@ impl Interner {
         for (i, id) in ids {
             self.artifacts.insert(batch.0[i].clone(), id);
         }
-        self.preload_sets(tx, processes)
+        self.table = table.iter().map(|a| self.cached_artifact(a)).collect();
+        self.preload_sets(tx, table, processes)
+    }
+
+    /// The id [`Interner::artifact`] would give this record, when the
+    /// caches know it.
+    fn cached_artifact(&self, a: &v1::Artifact) -> Option<i64> {
+        let package = match &a.package {
+            None => 0,
+            Some(p) => self.cached_package(p)?,
+        };
+        self.artifacts.get(&artifact_key(a, package)).copied()
     }
 
     /// The id [`Interner::package`] would give this record, when the
@@ -571,16 +621,16 @@ impl Interner {
         self.packages.get(&package_key(p, distro)).copied()
     }
 
-    /// The members of this artifact list as [`Interner::set`] encodes
-    /// them, and their ids, when the caches know every artifact.
-    fn cached_members(&self, artifacts: &[v1::Artifact]) -> Option<(Vec<u8>, Vec<i64>)> {
-        let mut ids = Vec::with_capacity(artifacts.len());
-        for a in artifacts {
-            let package = match &a.package {
-                None => 0,
-                Some(p) => self.cached_package(p)?,
-            };
-            ids.push(*self.artifacts.get(&artifact_key(a, package))?);
+    /// The members of this process's artifact list as [`Interner::set`]
+    /// encodes them, and their ids, when the caches know every artifact
+    /// (the table's through [`Interner::table`]).
+    fn cached_members(&self, p: &v1::Process) -> Option<(Vec<u8>, Vec<i64>)> {
+        let mut ids = Vec::with_capacity(p.artifact_count());
+        for a in &p.artifacts {
+            ids.push(self.cached_artifact(a)?);
+        }
+        for &r in &p.artifact_refs {
+            ids.push((*self.table.get(r as usize)?)?);
         }
         ids.sort_unstable();
         ids.dedup();
@@ -593,11 +643,17 @@ impl Interner {
     /// order, their members, and find again those a concurrent collector
     /// inserted first. Processes with an artifact the caches do not know
     /// are left to [`Interner::set`].
-    fn preload_sets(&mut self, tx: &mut Transaction<'_>, processes: &[v1::Process]) -> Result<()> {
+    fn preload_sets(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        table: &[v1::Artifact],
+        processes: &[v1::Process],
+    ) -> Result<()> {
         let mut sets: Vec<(Vec<u8>, Vec<u8>, Vec<i64>)> = Vec::new();
         let mut seen = HashSet::new();
+        self.table.resize(table.len(), None);
         for p in processes {
-            if let Some((members, ids)) = self.cached_members(&p.artifacts)
+            if let Some((members, ids)) = self.cached_members(p)
                 && !self.sets.contains_key(&members)
                 && seen.insert(members.clone())
             {
@@ -752,14 +808,14 @@ fn upsert_processes(
     tx: &mut Transaction<'_>,
     interner: &mut Interner,
     (host, boot_id): (i64, &str),
-    processes: &[v1::Process],
+    (table, processes): (&[v1::Artifact], &[v1::Process]),
     snapshot_id: &str,
     at_ms: i64,
 ) -> Result<()> {
     for round in rounds(processes)? {
         let sets = round
             .iter()
-            .map(|(_, p)| interner.set(tx, &p.artifacts))
+            .map(|(_, p)| interner.process_set(tx, table, p))
             .collect::<Result<Vec<i64>>>()?;
         let cols = vec![
             column(&round, |(k, _)| k.0),
@@ -1163,12 +1219,12 @@ fn write_snapshot(
     s: &v1::Snapshot,
 ) -> Result<()> {
     upsert_workloads(tx, &mut interner.sql, host.0, &s.workloads, s.scanned_at_ms)?;
-    interner.preload(tx, &s.processes)?;
+    interner.preload(tx, &s.artifacts, &s.processes)?;
     upsert_processes(
         tx,
         interner,
         host,
-        &s.processes,
+        (&s.artifacts, &s.processes),
         &s.snapshot_id,
         s.scanned_at_ms,
     )?;
@@ -1207,8 +1263,15 @@ fn write_delta(
     d: &v1::Delta,
 ) -> Result<()> {
     upsert_workloads(tx, &mut interner.sql, host.0, &d.workloads, d.scanned_at_ms)?;
-    interner.preload(tx, &d.upserts)?;
-    upsert_processes(tx, interner, host, &d.upserts, "", d.scanned_at_ms)?;
+    interner.preload(tx, &d.artifacts, &d.upserts)?;
+    upsert_processes(
+        tx,
+        interner,
+        host,
+        (&d.artifacts, &d.upserts),
+        "",
+        d.scanned_at_ms,
+    )?;
     retire_exited(tx, &mut interner.sql, host, &d.exits)?;
     replace_sockets(tx, &mut interner.sql, host, &[], &d.sockets)?;
     add_connections(tx, &mut interner.sql, host, &d.connections)?;
@@ -1402,14 +1465,14 @@ mod tests {
                         &s.workloads,
                         s.scanned_at_ms,
                     )?;
-                    interner.preload(&mut tx, &s.processes)?;
+                    interner.preload(&mut tx, &s.artifacts, &s.processes)?;
                     for p in &s.processes {
                         upsert_process(
                             &mut tx,
                             &mut interner,
                             host,
                             boot_id,
-                            p,
+                            (&s.artifacts, p),
                             &s.snapshot_id,
                             s.scanned_at_ms,
                         )?;
@@ -1444,14 +1507,14 @@ mod tests {
                         &d.workloads,
                         d.scanned_at_ms,
                     )?;
-                    interner.preload(&mut tx, &d.upserts)?;
+                    interner.preload(&mut tx, &d.artifacts, &d.upserts)?;
                     for p in &d.upserts {
                         upsert_process(
                             &mut tx,
                             &mut interner,
                             host,
                             boot_id,
-                            p,
+                            (&d.artifacts, p),
                             "",
                             d.scanned_at_ms,
                         )?;
@@ -1507,12 +1570,12 @@ mod tests {
             interner: &mut Interner,
             host: i64,
             boot_id: &str,
-            p: &v1::Process,
+            (table, p): (&[v1::Artifact], &v1::Process),
             snapshot_id: &str,
             at_ms: i64,
         ) -> Result<()> {
             let (pid, start_ticks) = key_of(&p.key)?;
-            let set_id = interner.set(tx, &p.artifacts)?;
+            let set_id = interner.process_set(tx, table, p)?;
             let find = interner.sql.get(
                 tx,
                 "SELECT id, set_id, exit_time_ms FROM process
@@ -1886,7 +1949,7 @@ mod tests {
             let mut tx = conn.transaction().unwrap();
             let mut interner = Interner::default();
             if preload {
-                interner.preload(&mut tx, &processes).unwrap();
+                interner.preload(&mut tx, &[], &processes).unwrap();
             }
             for p in &processes {
                 sets.push(interner.set(&mut tx, &p.artifacts).unwrap());
@@ -1944,7 +2007,7 @@ mod tests {
             let mut conn = store.conn().unwrap();
             let mut tx = conn.transaction().unwrap();
             let mut interner = Interner::default();
-            interner.preload(&mut tx, &processes).unwrap();
+            interner.preload(&mut tx, &[], &processes).unwrap();
             let preloaded = interner.sql.uses;
             assert!(preloaded <= 13, "{preloaded} statements for the pre-pass");
             for p in &processes {
@@ -1987,7 +2050,7 @@ mod tests {
             let mut tx = conn.transaction()?;
             let mut interner = Interner::default();
             barrier.wait();
-            interner.preload(&mut tx, &processes)?;
+            interner.preload(&mut tx, &[], &processes)?;
             let mut ids: Vec<i64> = processes
                 .iter()
                 .flat_map(|p| &p.artifacts)
@@ -2552,7 +2615,7 @@ mod tests {
                 let mut tx = conn.transaction().unwrap();
                 let mut interner = Interner::default();
                 if preload {
-                    interner.preload(&mut tx, &processes).unwrap();
+                    interner.preload(&mut tx, &[], &processes).unwrap();
                 }
                 for p in &processes {
                     interner.set(&mut tx, &p.artifacts).unwrap();

@@ -30,6 +30,8 @@ pub(super) struct Interner {
     packages: HashMap<PackageKey, i64>,
     artifacts: HashMap<ArtifactKey, i64>,
     sets: HashMap<Vec<u8>, i64>,
+    /// The id of each entry of the message's artifact table, once met.
+    table: Vec<Option<i64>>,
 }
 
 /// ecosystem, name, source, version, arch, purl, distro package id.
@@ -144,12 +146,27 @@ impl Interner {
         Ok(id)
     }
 
-    /// The id of the set holding exactly these artifacts.
-    fn set(&mut self, tx: &Transaction, artifacts: &[v1::Artifact]) -> Result<i64> {
-        let mut ids = artifacts
-            .iter()
-            .map(|a| self.artifact(tx, a))
-            .collect::<Result<Vec<_>>>()?;
+    /// The id of the set holding exactly this process's artifacts, those
+    /// it refers to in `table` (its message's) included.
+    fn set(&mut self, tx: &Transaction, table: &[v1::Artifact], p: &v1::Process) -> Result<i64> {
+        let mut ids = Vec::with_capacity(p.artifact_count());
+        for a in &p.artifacts {
+            ids.push(self.artifact(tx, a)?);
+        }
+        for &r in &p.artifact_refs {
+            let Some(a) = table.get(r as usize) else {
+                continue;
+            };
+            self.table.resize(table.len(), None);
+            ids.push(match self.table[r as usize] {
+                Some(id) => id,
+                None => {
+                    let id = self.artifact(tx, a)?;
+                    self.table[r as usize] = Some(id);
+                    id
+                }
+            });
+        }
         ids.sort_unstable();
         ids.dedup();
         let members: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
@@ -189,12 +206,12 @@ fn upsert_process(
     interner: &mut Interner,
     host: i64,
     boot_id: &str,
-    p: &v1::Process,
+    (table, p): (&[v1::Artifact], &v1::Process),
     snapshot_id: &str,
     at_ms: i64,
 ) -> Result<()> {
     let key = key_of(&p.key)?;
-    let set_id = interner.set(tx, &p.artifacts)?;
+    let set_id = interner.set(tx, table, p)?;
     let existing: Option<(i64, i64, Option<i64>)> = tx
         .prepare_cached(
             "SELECT id, set_id, exit_time_ms FROM process WHERE host = ?1 AND boot_id = ?2 AND pid = ?3 AND start_ticks = ?4",
@@ -500,7 +517,7 @@ pub(super) fn apply(
                     &mut interner,
                     host,
                     &boot_id,
-                    p,
+                    (&s.artifacts, p),
                     &s.snapshot_id,
                     s.scanned_at_ms,
                 )?;
@@ -538,7 +555,15 @@ pub(super) fn apply(
         Some(Body::Delta(d)) => {
             upsert_workloads(&tx, host, &d.workloads, d.scanned_at_ms)?;
             for p in &d.upserts {
-                upsert_process(&tx, &mut interner, host, &boot_id, p, "", d.scanned_at_ms)?;
+                upsert_process(
+                    &tx,
+                    &mut interner,
+                    host,
+                    &boot_id,
+                    (&d.artifacts, p),
+                    "",
+                    d.scanned_at_ms,
+                )?;
             }
             for e in &d.exits {
                 let k = key_of(&e.key)?;
