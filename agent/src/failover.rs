@@ -6,7 +6,10 @@
 //! interchangeable for an agent: the spool keeps everything not acked, the
 //! next collector's Welcome says what the database already holds of this
 //! session, and a resend of an already stored message is idempotent there.
-//! So the rotation carries no state of its own beyond an index.
+//! So the rotation carries no state of its own beyond an index, and when
+//! each collector that said it was busy may be tried again: a busy
+//! collector's retry time holds back that collector, not a failover to
+//! another.
 
 /// The longest a collector's retry time is honoured (its own bound).
 const MAX_PUSHBACK: std::time::Duration = std::time::Duration::from_secs(300);
@@ -38,6 +41,8 @@ pub fn pushback(error: &anyhow::Error) -> Option<std::time::Duration> {
 pub struct Collectors {
     urls: Vec<String>,
     current: usize,
+    /// Per collector, when it said it may be tried again.
+    held: Vec<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,7 +73,24 @@ impl Collectors {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Collectors { urls, current: 0 })
+        Ok(Collectors {
+            held: vec![None; urls.len()],
+            urls,
+            current: 0,
+        })
+    }
+
+    /// The current collector said to try it again no sooner than `until`.
+    pub fn hold(&mut self, until: std::time::Instant) {
+        self.held[self.current] = Some(until);
+    }
+
+    /// How long the current collector's retry time still holds it back
+    /// (zero when it never said, or said for a time already past).
+    pub fn held_for(&self, now: std::time::Instant) -> std::time::Duration {
+        self.held[self.current].map_or(std::time::Duration::ZERO, |t| {
+            t.saturating_duration_since(now)
+        })
     }
 
     /// The collector to connect to now.
@@ -153,6 +175,28 @@ mod tests {
         assert_eq!(c.fail_over(), "https://c:3");
         assert_eq!(c.fail_over(), "http://a:1");
         assert_eq!(c.joined(), "http://a:1,http://b:2,https://c:3");
+    }
+
+    /// A busy collector's retry time holds back that collector, not a
+    /// failover to the next one.
+    #[test]
+    fn a_retry_time_holds_back_only_the_collector_that_said_it() {
+        let mut c = Collectors::parse("a:1,b:2", http).unwrap();
+        let now = std::time::Instant::now();
+        assert_eq!(c.held_for(now), std::time::Duration::ZERO);
+        c.hold(now + std::time::Duration::from_secs(5));
+        assert_eq!(c.held_for(now), std::time::Duration::from_secs(5));
+        assert_eq!(c.fail_over(), "http://b:2");
+        assert_eq!(c.held_for(now), std::time::Duration::ZERO);
+        assert_eq!(c.fail_over(), "http://a:1");
+        assert_eq!(
+            c.held_for(now + std::time::Duration::from_secs(2)),
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(
+            c.held_for(now + std::time::Duration::from_secs(9)),
+            std::time::Duration::ZERO
+        );
     }
 
     #[test]

@@ -1315,24 +1315,30 @@ async fn connection_loop(
             backoff = config.backoff_min;
             logged_down = false;
         }
+        // Jitter keeps a fleet from reconnecting in lockstep.
+        let jitter = (now_ms().rem_euclid(1000)) as f64 / 1000.0;
+        // A collector too busy to take a message says when to send it
+        // again: that collector's slot (with a twentieth of jitter), not
+        // our backoff, which a connect that got through has just reset.
+        let pushback = result.as_ref().err().and_then(crate::failover::pushback);
+        if let Some(pushback) = pushback {
+            collectors.hold(std::time::Instant::now() + pushback + pushback.mul_f64(jitter / 20.0));
+        }
         // Whatever ended this stream, the next attempt goes to the next
         // collector in the list (the same one when there is one): what was
         // not acked is still in the spool, and the next collector's
-        // Welcome says where the shared database stands.
+        // Welcome says where the shared database stands. It waits for our
+        // backoff, or for as long as that collector said it was busy.
         let next = collectors.fail_over().to_string();
-        // Jitter keeps a fleet from reconnecting in lockstep.
-        let jitter = (now_ms().rem_euclid(1000)) as f64 / 1000.0;
-        let mut wait = backoff.mul_f64(0.5 + jitter / 2.0);
+        let wait = backoff
+            .mul_f64(0.5 + jitter / 2.0)
+            .max(collectors.held_for(std::time::Instant::now()));
         match result {
             Ok(()) => {
                 info!(%collector, %next, "collector closed the stream; reconnecting")
             }
-            // A collector too busy to take a message says when to send it
-            // again: its slot, not our backoff (which a connect that got
-            // through has just reset to its minimum).
-            Err(error) if let Some(pushback) = crate::failover::pushback(&error) => {
-                info!(%collector, %next, retry_ms = pushback.as_millis() as u64, "collector busy; sending again when it said");
-                wait = pushback + pushback.mul_f64(jitter / 20.0);
+            Err(_) if let Some(pushback) = pushback => {
+                info!(%collector, %next, retry_ms = pushback.as_millis() as u64, wait_ms = wait.as_millis() as u64, "collector busy; sending again when it said");
             }
             // One line when the collector goes away, not one per attempt.
             Err(error) if !logged_down => {
