@@ -3,6 +3,8 @@
 //! 14.6 GB). A message past `max_waiting_messages` is refused with
 //! UNAVAILABLE and not stored, so the agent keeps it in its spool and
 //! sends it again; under the bound the same message is stored and acked.
+//! With no room, a new stream is refused at its Hello, before its Hello
+//! is stored or audited.
 
 mod common;
 
@@ -108,6 +110,9 @@ async fn a_message_past_the_waiting_bound_is_refused_unavailable_and_not_stored(
         .unwrap();
     assert!((200..=300_000).contains(&retry), "{retry}");
     assert_eq!(processes(addr).await, 0, "nothing stored");
+    // With no room at all, the stream is refused at its Hello: not even
+    // the host is stored (nor its stream audited).
+    assert!(common::hosts(addr).await.is_empty(), "no host row");
 
     let (addr, _dir) = collector(1).await;
     assert_eq!(send(addr).await.expect("acked"), 1);
