@@ -159,7 +159,11 @@ impl Fleet {
         let host = v1::HostIdentity::decode_length_delimited(&mut buf).unwrap();
         let mut parts = Vec::new();
         while !buf.is_empty() {
-            parts.push(v1::Snapshot::decode_length_delimited(&mut buf).unwrap());
+            let mut part = v1::Snapshot::decode_length_delimited(&mut buf).unwrap();
+            // Inline, as the code below reads and edits them (fleet-sim
+            // puts them back in their tables when it loads them).
+            patchgap_proto::artifacts::inline(&mut part.artifacts, &mut part.processes);
+            parts.push(part);
         }
         let processes: Vec<&v1::Process> = parts.iter().flat_map(|p| &p.processes).collect();
         // Per deb package and per Debian source: how many processes map it.
