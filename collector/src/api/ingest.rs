@@ -181,12 +181,11 @@ impl IngestApi for IngestService {
         // and an audit entry: 10,000 agents starting at once were refused
         // 10,600 times in their first 32 s, and stored 170 snapshots.
         if self.waiting.available_permits() == 0 {
-            let refused = REFUSED_BUSY.fetch_add(1, Ordering::Relaxed) + 1;
-            let retry_ms = self.ingest.pacer().pushback(now_ms(), self.max_waiting);
+            let (refused, retry_ms, status) = refuse_busy(&self.ingest, self.max_waiting);
             if refused.is_power_of_two() {
                 warn!(%peer, refused, retry_ms, "refused an agent's stream at its Hello: the collector is busy storing other agents' messages (the agent comes back)");
             }
-            return Err(busy_status(retry_ms));
+            return Err(status);
         }
         // Two agents with one machine-id: the one that comes back after it
         // was superseded, while the other streams, is refused and the host
@@ -371,15 +370,12 @@ impl IngestApi for IngestService {
                 // A bounded number of messages wait for the writer; past it
                 // the agent keeps this one and sends it again later.
                 let Ok(permit) = waiting.clone().try_acquire_owned() else {
-                    let refused = REFUSED_BUSY.fetch_add(1, Ordering::Relaxed) + 1;
-                    // Its own slot to come back in: refused agents return
-                    // spread out at the rate messages are stored.
                     let busy = max_waiting - waiting.available_permits();
-                    let retry_ms = ingest.pacer().pushback(now_ms(), busy);
+                    let (refused, retry_ms, status) = refuse_busy(&ingest, busy);
                     if refused.is_power_of_two() {
                         warn!(host = %host_name, seq, refused, retry_ms, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
                     }
-                    let _ = tx.send(Err(busy_status(retry_ms))).await;
+                    let _ = tx.send(Err(status)).await;
                     break;
                 };
                 // Stored, then its new packages matched, before the ack
@@ -416,6 +412,16 @@ impl IngestApi for IngestService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// A refusal for want of room, with `busy` messages ahead: counted, and
+/// given its own slot to come back in (refused agents return spread out at
+/// the rate messages are stored). The refusals so far and the retry time
+/// (for the log), and the status carrying it.
+fn refuse_busy(ingest: &Ingest, busy: usize) -> (u64, i64, Status) {
+    let refused = REFUSED_BUSY.fetch_add(1, Ordering::Relaxed) + 1;
+    let retry_ms = ingest.pacer().pushback(now_ms(), busy);
+    (refused, retry_ms, busy_status(retry_ms))
 }
 
 /// The refusal of a message for want of room, with when to send it again

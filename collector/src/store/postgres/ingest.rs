@@ -525,7 +525,7 @@ impl Interner {
     /// few statements per level (distro packages, the packages they
     /// installed, artifacts) instead of one or two per item, and fills the
     /// caches so that [`Interner::package`] and the artifact lookups of
-    /// [`Interner::set`] then answer from memory.
+    /// [`Interner::process_set`] then answer from memory.
     ///
     /// What it writes is what the single-row path would: a package is
     /// inserted only when its first record in the message has no
@@ -598,7 +598,7 @@ impl Interner {
             self.artifacts.insert(batch.0[i].clone(), id);
         }
         self.table = table.iter().map(|a| self.cached_artifact(a)).collect();
-        self.preload_sets(tx, table, processes)
+        self.preload_sets(tx, processes)
     }
 
     /// The id [`Interner::artifact`] would give this record, when the
@@ -621,7 +621,7 @@ impl Interner {
         self.packages.get(&package_key(p, distro)).copied()
     }
 
-    /// The members of this process's artifact list as [`Interner::set`]
+    /// The members of this process's artifact list as [`Interner::set_of`]
     /// encodes them, and their ids, when the caches know every artifact
     /// (the table's through [`Interner::table`]).
     fn cached_members(&self, p: &v1::Process) -> Option<(Vec<u8>, Vec<i64>)> {
@@ -637,21 +637,15 @@ impl Interner {
         Some((ids.iter().flat_map(|id| id.to_le_bytes()).collect(), ids))
     }
 
-    /// Interns the artifact sets of these processes as [`Interner::set`]
+    /// Interns the artifact sets of these processes as [`Interner::process_set`]
     /// does one at a time (a new set with its member rows), in four
     /// statements: find by digest, insert the missing ones in digest
     /// order, their members, and find again those a concurrent collector
     /// inserted first. Processes with an artifact the caches do not know
-    /// are left to [`Interner::set`].
-    fn preload_sets(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        table: &[v1::Artifact],
-        processes: &[v1::Process],
-    ) -> Result<()> {
+    /// are left to [`Interner::process_set`].
+    fn preload_sets(&mut self, tx: &mut Transaction<'_>, processes: &[v1::Process]) -> Result<()> {
         let mut sets: Vec<(Vec<u8>, Vec<u8>, Vec<i64>)> = Vec::new();
         let mut seen = HashSet::new();
-        self.table.resize(table.len(), None);
         for p in processes {
             if let Some((members, ids)) = self.cached_members(p)
                 && !self.sets.contains_key(&members)
