@@ -280,6 +280,9 @@ impl Store for OneLock {
     fn workloads_on(&self, hosts: &[String]) -> Result<Vec<WorkloadRow>> {
         self.with(|s| s.workloads_on(hosts))
     }
+    fn inventory_gens(&self, hosts: Option<&[String]>) -> Result<Vec<(String, i64, i64)>> {
+        self.with(|s| s.inventory_gens(hosts))
+    }
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
         self.with(|s| s.instance_first_start(host, instance))
     }

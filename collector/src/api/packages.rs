@@ -155,6 +155,7 @@ impl FindPackage {
         svc: &QueryService,
         paging: Paging,
     ) -> Result<v1::FindPackageResponse, Status> {
+        let started = std::time::Instant::now();
         let mut coverage = if paging.first() {
             Some(svc.coverage().await?)
         } else {
@@ -163,6 +164,7 @@ impl FindPackage {
         if let (Some(c), Some((since, _))) = (coverage.as_mut(), self.window) {
             svc.mark_retention(c, since).await?;
         }
+        let covered = started.elapsed();
         let FindPackage {
             query,
             target,
@@ -201,12 +203,14 @@ impl FindPackage {
             }
             Target::Advisory(id) => exposed_to(svc, id, ecosystem, window, &paging).await?,
         };
+        let found = started.elapsed();
         let fleet = svc
             .workloads_of(
                 paging.first(),
                 page.processes.iter().flat_map(|(_, ms)| ms.iter()),
             )
             .await?;
+        let placed = started.elapsed();
         let groups = page
             .processes
             .into_iter()
@@ -222,6 +226,14 @@ impl FindPackage {
             })
             .collect();
         let (matches, next_page_token) = paging.fill(groups, page.next);
+        tracing::debug!(
+            matches = matches.len(),
+            coverage_ms = covered.as_secs_f64() * 1e3,
+            found_ms = (found - covered).as_secs_f64() * 1e3,
+            workloads_ms = (placed - found).as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "FindPackage page"
+        );
         Ok(v1::FindPackageResponse {
             query,
             coverage,
@@ -376,7 +388,9 @@ mod tests {
     /// A first page's workload summaries come from the matches' hosts
     /// alone, equal to the fleet's, however many unrelated hosts there
     /// are; a match in a workload whose key spans hosts (a systemd unit)
-    /// still gets the fleet's summary. Coverage never counts processes.
+    /// still gets the fleet's summary. A host's rows are read again only
+    /// when its inventory generation moved (a Hello, a snapshot or a
+    /// delta; not a heartbeat). Coverage never counts processes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_page_reads_the_workloads_of_its_matches_hosts_only() {
         use std::{
@@ -460,8 +474,6 @@ mod tests {
         for i in 0..3 {
             add(&format!("unrelated-{i}"), false);
         }
-        let fleet = svc.workloads().await.unwrap();
-        let whole = |k: &str| fleet.summaries.iter().find(|s| s.key == k).cloned();
         let (rows, full, hosts) = (
             store.count.workload_rows_on(),
             store.count.workloads(),
@@ -472,29 +484,42 @@ mod tests {
         assert_eq!(rare.matches.len(), 1, "{rare:?}");
         let m = &rare.matches[0];
         assert_eq!(m.workload, "container:alpha/web");
-        assert_eq!(m.workload_detail, whole(&m.workload));
         assert_eq!(rare.coverage.as_ref().unwrap().hosts_total, 4);
-        assert_eq!(store.count.workloads(), full, "no fleet-wide read");
         assert_eq!(store.count.hosts(), hosts, "coverage counts no processes");
-        // alpha's two instances: the unit and c1.
+        // alpha's two instances (the unit and c1), no other host's.
         assert_eq!(store.count.workload_rows_on() - rows, 2);
+        let rows = store.count.workload_rows_on();
+        let fleet = svc.workloads().await.unwrap();
+        let whole = |k: &str| fleet.summaries.iter().find(|s| s.key == k).cloned();
+        assert_eq!(m.workload_detail, whole(&m.workload));
+        assert_eq!(m.workload_detail.as_ref().unwrap().processes, 2);
+        // The fleet's read the three other hosts only: alpha's were held.
+        assert_eq!(store.count.workload_rows_on() - rows, 6);
 
         for i in 3..12 {
             add(&format!("unrelated-{i}"), false);
         }
         let rows = store.count.workload_rows_on();
         let again = find("librare1").await;
-        assert_eq!(store.count.workload_rows_on() - rows, 2, "the same rows");
-        assert_eq!(store.count.workloads(), full);
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            0,
+            "alpha's rows are held: its generation did not move"
+        );
         assert_eq!(again.matches[0].workload_detail, m.workload_detail);
         assert_eq!(again.coverage.unwrap().hosts_total, 13);
 
-        // The unit runs on every host: its summary is the fleet's.
+        // The unit runs on every host: its summary is the fleet's, for
+        // which the nine new hosts are read.
         let unit = find("libunit1").await;
         assert_eq!(unit.matches.len(), 1, "{unit:?}");
         let u = &unit.matches[0];
         assert_eq!(u.workload, "unit:test.service");
-        assert_eq!(store.count.workloads(), full + 1, "read the fleet's");
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            18,
+            "read the fleet's"
+        );
         let detail = u.workload_detail.as_ref().unwrap();
         assert_eq!(detail.hosts.len(), 13);
         assert_eq!(Some(detail.clone()), {
@@ -505,6 +530,61 @@ mod tests {
                 .find(|s| s.key == u.workload)
                 .cloned()
         });
+        assert_eq!(store.count.workloads(), full, "no store-wide read");
+
+        // A heartbeat moves nothing; a delta that starts a process in c1
+        // on alpha moves its generation, and the next answer counts it.
+        let alpha = ingest
+            .hello(&hello_for("m-alpha", "alpha", "s"), T0 + 2)
+            .unwrap();
+        let rows = store.count.workload_rows_on();
+        ingest
+            .apply(
+                &alpha,
+                &msg(2, crate::store::conformance::heartbeat()),
+                T0 + 3,
+            )
+            .unwrap();
+        find("librare1").await;
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            2,
+            "the Hello moved it"
+        );
+        let rows = store.count.workload_rows_on();
+        ingest
+            .apply(
+                &alpha,
+                &msg(3, crate::store::conformance::heartbeat()),
+                T0 + 4,
+            )
+            .unwrap();
+        let beat = find("librare1").await;
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            0,
+            "a heartbeat did not"
+        );
+        assert_eq!(beat.matches[0].workload_detail, m.workload_detail);
+        let mut p22 = process(22, vec![]);
+        p22.workload = "container/c1".into();
+        ingest
+            .apply(
+                &alpha,
+                &msg(4, crate::store::conformance::delta(vec![p22], &[], vec![])),
+                T0 + 5,
+            )
+            .unwrap();
+        let moved = find("librare1").await;
+        assert_eq!(
+            store.count.workload_rows_on() - rows,
+            2,
+            "the delta moved it"
+        );
+        assert_eq!(
+            moved.matches[0].workload_detail.as_ref().unwrap().processes,
+            3
+        );
 
         // A listing's later pages on the same host read no workload rows:
         // the host's workloads are counted once per listing, however many

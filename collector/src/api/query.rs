@@ -59,6 +59,9 @@ pub struct QueryService {
     /// after it on the same hosts: a host with a million processes is
     /// counted once per listing, not once per page.
     hosts_reuse: Reused<HostsFleet>,
+    /// Each host's workload rows, read again only when its inventory
+    /// generation moved.
+    held: Arc<crate::fleet::held::HeldWorkloads>,
     pub(super) findings_reuse: Reused<crate::fleet::exposure::FindingsIndex>,
     /// The response policy in force (reloaded on SIGHUP).
     policy: SharedPolicy,
@@ -111,6 +114,7 @@ impl QueryService {
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
             fleet_reuse: Arc::default(),
             hosts_reuse: Arc::default(),
+            held: Arc::default(),
             findings_reuse: Arc::default(),
             policy: SharedPolicy::builtin(),
             hub: Arc::new(crate::response::contain::Hub::new(now_ms().max(0) as u64)),
@@ -217,7 +221,14 @@ impl QueryService {
             ..event
         };
         let audit = self.audit.clone();
-        match tokio::task::spawn_blocking(move || audit.record(event)).await {
+        let t = std::time::Instant::now();
+        let recorded = tokio::task::spawn_blocking(move || audit.record(event)).await;
+        tracing::debug!(
+            method,
+            audit_ms = t.elapsed().as_secs_f64() * 1e3,
+            "audited"
+        );
+        match recorded {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e.chain(), method, "cannot write the audit entry")
@@ -351,8 +362,8 @@ impl QueryService {
         let held = match held {
             Some(held) => held,
             None => {
-                let wanted = hosts.clone();
-                let rows = self.read(move |s| s.workloads_on(&wanted)).await?;
+                let (wanted, cache) = (hosts.clone(), self.held.clone());
+                let rows = self.read(move |s| cache.read(s, Some(&wanted))).await?.rows;
                 let spanning = rows
                     .iter()
                     .filter(|r| workloads::key_spans_hosts(&r.workload))
@@ -361,7 +372,7 @@ impl QueryService {
                 let held = Arc::new(HostsFleet {
                     hosts,
                     spanning,
-                    fleet: Arc::new(self.fleet_of(rows)),
+                    fleet: Arc::new(self.fleet_of(rows.iter())),
                 });
                 *self.hosts_reuse.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((std::time::Instant::now(), held.clone()));
@@ -375,12 +386,16 @@ impl QueryService {
     }
 
     pub(super) async fn workloads(&self) -> Result<Fleet, Status> {
-        let rows = self.read(|s| s.workloads()).await?;
-        Ok(self.fleet_of(rows))
+        let cache = self.held.clone();
+        let rows = self.read(move |s| cache.read(s, None)).await?.rows;
+        Ok(self.fleet_of(rows.iter()))
     }
 
     /// Workload rows summed up with the mapping in force.
-    fn fleet_of(&self, rows: Vec<crate::store::WorkloadRow>) -> Fleet {
+    fn fleet_of<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a crate::store::WorkloadRow> + Clone,
+    ) -> Fleet {
         let (rules, scope_map_error) = {
             let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
             scope.refresh();
@@ -389,14 +404,13 @@ impl QueryService {
                 scope.error().unwrap_or_default().to_string(),
             )
         };
-        let summaries = workloads::summarize(&rows, &rules);
+        let summaries = workloads::summarize(rows.clone(), &rules);
         let index: HashMap<&str, usize> = summaries
             .iter()
             .enumerate()
             .map(|(i, s)| (s.key.as_str(), i))
             .collect();
         let by_instance = rows
-            .iter()
             .map(|r| {
                 (
                     (r.host_id.clone(), r.workload.id.clone()),

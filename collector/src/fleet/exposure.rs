@@ -314,7 +314,7 @@ fn merge(by_id: &HashMap<i64, &v1::Package>, evidence: Vec<Evidence>) -> Merged 
             continue;
         }
         let i = *index.entry(identity(package)).or_insert_with(|| {
-            let mut m = holder;
+            let mut m = std::sync::Arc::unwrap_or_clone(holder);
             m.package = Some((*package).clone());
             m.evidence = path.evidence.clone();
             matches.push((Vec::new(), m));

@@ -4,7 +4,8 @@
 //! ingest lag for `/metrics`, `pacing` the retry time of a message ingest
 //! refused for want of room, `exposure` turns the
 //! store's evidence into matches, `workloads` folds host instances into
-//! fleet workloads, `scope` is the operator's data-scope mapping.
+//! fleet workloads, `held` keeps each host's workload rows until its
+//! inventory generation moves, `scope` is the operator's data-scope mapping.
 //!
 //! **Invariant:** this layer knows the store's trait, never a backend nor
 //! gRPC.
@@ -13,6 +14,7 @@ pub mod bounds;
 pub mod changes;
 pub mod coverage;
 pub mod exposure;
+pub mod held;
 pub mod ingest;
 pub mod lag;
 pub mod pacing;

@@ -124,7 +124,10 @@ type Group = (
 );
 
 /// Groups instances by key into summaries, sorted by key.
-pub fn summarize(rows: &[WorkloadRow], rules: &[Rule]) -> Vec<v1::WorkloadSummary> {
+pub fn summarize<'a>(
+    rows: impl IntoIterator<Item = &'a WorkloadRow>,
+    rules: &[Rule],
+) -> Vec<v1::WorkloadSummary> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for row in rows {
         let w = &row.workload;

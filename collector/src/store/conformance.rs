@@ -99,6 +99,7 @@ checks!(
     a_package_most_processes_hold_is_walked,
     workloads_with_running_processes,
     workloads_on_named_hosts_and_coverage_rows,
+    inventory_generations_move_with_what_workloads_read,
     matches_and_findings,
     sboms_declare_packages,
     history_and_connections,
@@ -357,7 +358,7 @@ pub(crate) fn delta(upserts: Vec<Process>, exits: &[u32], socks: Vec<ProcessSock
     })
 }
 
-fn heartbeat() -> Body {
+pub(crate) fn heartbeat() -> Body {
     Body::Heartbeat(v1::Heartbeat {
         sent_at_ms: T0,
         last_scan: None,
@@ -1752,6 +1753,53 @@ fn workloads_with_running_processes(store: &dyn Store) {
 /// one name both), and what it returns for a host does not change when
 /// unrelated hosts join; `hosts_for_coverage` is `hosts` without the
 /// running-process counts.
+/// A host's inventory generation moves with every Hello, snapshot and
+/// delta, in the same transaction, and never with a heartbeat; hosts that
+/// share a hostname are listed apart, in hostname order.
+fn inventory_generations_move_with_what_workloads_read(store: &dyn Store) {
+    let gens = |names: Option<&[&str]>| {
+        let names: Option<Vec<String>> = names.map(|n| n.iter().map(|s| s.to_string()).collect());
+        store
+            .inventory_gens(names.as_deref())
+            .expect("inventory_gens")
+    };
+    let of =
+        |name: &str| -> Vec<i64> { gens(Some(&[name])).into_iter().map(|(_, _, g)| g).collect() };
+    let b = open(store, &hello_for("m-b", "beta", "s-b"));
+    let a = open(store, &hello_for("m-a", "alpha", "s-a"));
+    let hello = of("alpha")[0];
+    apply(
+        store,
+        &a,
+        msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+    );
+    let snapped = of("alpha")[0];
+    assert!(snapped > hello, "a snapshot moves it: {hello} -> {snapped}");
+    apply(store, &a, msg(2, heartbeat()));
+    assert_eq!(of("alpha"), [snapped], "a heartbeat does not");
+    apply(store, &a, msg(3, delta(vec![plain(11)], &[10], vec![])));
+    let changed = of("alpha")[0];
+    assert!(changed > snapped, "a delta moves it");
+    // A resend of something stored writes nothing, and moves nothing.
+    apply(store, &a, msg(3, delta(vec![plain(12)], &[], vec![])));
+    assert_eq!(of("alpha"), [changed]);
+    let beta = of("beta");
+    open(store, &hello_for("m-a", "alpha", "s-a2"));
+    assert!(of("alpha")[0] > changed, "a Hello moves it");
+    assert_eq!(of("beta"), beta, "another host's does not");
+    apply(store, &b, msg(1, heartbeat()));
+    assert_eq!(of("beta"), beta);
+
+    // Another machine that calls itself alpha: listed apart.
+    open(store, &hello_for("m-a2", "alpha", "s-a3"));
+    let all = gens(None);
+    let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["alpha", "alpha", "beta"]);
+    assert!(all[0].1 < all[1].1, "host rows in order: {all:?}");
+    assert_eq!(gens(Some(&["alpha", "gamma"])), all[..2]);
+    assert_eq!(gens(Some(&[])), []);
+}
+
 fn workloads_on_named_hosts_and_coverage_rows(store: &dyn Store) {
     let container = |id: &str, name: &str| v1::Workload {
         id: format!("container/{id}"),

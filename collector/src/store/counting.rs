@@ -114,6 +114,10 @@ impl Store for Counting {
         Ok(rows)
     }
 
+    fn inventory_gens(&self, hostnames: Option<&[String]>) -> Result<Vec<(String, i64, i64)>> {
+        self.inner.inventory_gens(hostnames)
+    }
+
     fn instance_first_start(&self, host: &str, instance: &str) -> Result<Option<i64>> {
         self.inner.instance_first_start(host, instance)
     }

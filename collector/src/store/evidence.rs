@@ -12,7 +12,7 @@
 //! set and workload; its cost is the answer's size. A backend first
 //! counts the candidates up to [`SELECTIVE_MAX`], and walks past it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use patchgap_proto::v1;
 
@@ -37,7 +37,7 @@ pub const SELECTIVE_MAX: usize = 5_000;
 /// kind and path), then its SBOM declarations.
 pub fn process_evidence(
     process: i64,
-    who: &v1::Match,
+    who: &Arc<v1::Match>,
     mut arts: Vec<&SetArtifact>,
     decls: Option<&Vec<Declared>>,
 ) -> Vec<Evidence> {
@@ -102,7 +102,7 @@ pub struct Candidate {
     pub cursor: ProcessCursor,
     pub set: i64,
     pub workload: String,
-    pub holder: v1::Match,
+    pub holder: Arc<v1::Match>,
 }
 
 /// The page of `candidates` after `after`, in cursor order (the walk's).
@@ -158,10 +158,10 @@ mod tests {
             },
             set,
             workload: String::new(),
-            holder: v1::Match {
+            holder: Arc::new(v1::Match {
                 host: hostname.into(),
                 ..Default::default()
-            },
+            }),
         }
     }
 

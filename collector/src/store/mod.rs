@@ -111,7 +111,8 @@ pub struct Evidence {
     /// The process's side of a match: host, host id, workload, key, start
     /// and exit time, exe, cmdline, uid and privilege. No package, paths or
     /// evidence.
-    pub holder: v1::Match,
+    /// Shared by every piece of one process's evidence.
+    pub holder: std::sync::Arc<v1::Match>,
     /// The artifact (path, evidence name, stale, deleted, dev, inode), or
     /// for `declared` the path `sbom IMAGE REF`.
     pub path: v1::MatchPath,
@@ -330,6 +331,14 @@ pub trait Store: Send + Sync + 'static {
     /// at the cost of those hosts' workloads and running processes, not
     /// the fleet's.
     fn workloads_on(&self, hostnames: &[String]) -> Result<Vec<WorkloadRow>>;
+
+    /// Each host's inventory generation, as (hostname, host row, generation),
+    /// for the hosts named `hostnames` or (None) every host, in hostname
+    /// order. A host's generation moves in the same transaction as every
+    /// stored snapshot, delta and Hello: whatever [`Store::workloads_on`]
+    /// reads of a host (its processes, workloads, name and labels) changes
+    /// only when its generation moves. A heartbeat does not move it.
+    fn inventory_gens(&self, hostnames: Option<&[String]>) -> Result<Vec<(String, i64, i64)>>;
 
     /// When the workload instance `instance` (an agent's instance id) on
     /// the host `host` (hostname or host id) first ran a process, as far

@@ -133,6 +133,27 @@ pub(super) fn workloads(
     Ok(rows.into_iter().map(|(_, w)| w).collect())
 }
 
+pub(super) fn inventory_gens(
+    c: &mut impl GenericClient,
+    hostnames: Option<&[String]>,
+) -> Result<Vec<(String, i64, i64)>> {
+    let rows = match hostnames {
+        Some(names) => c.query(
+            "SELECT hostname, id, inventory_gen FROM host WHERE hostname = ANY($1)
+             ORDER BY hostname, id",
+            &[&names],
+        )?,
+        None => c.query(
+            "SELECT hostname, id, inventory_gen FROM host ORDER BY hostname, id",
+            &[],
+        )?,
+    };
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
 pub(super) fn connections(
     c: &mut impl GenericClient,
     host: Option<&str>,

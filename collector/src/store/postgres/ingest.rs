@@ -1119,7 +1119,8 @@ pub(super) fn hello(client: &mut Client, hello: &v1::Hello, now_ms: i64) -> Resu
     };
     tx.execute(
         "UPDATE host SET hostname = $2, boot_id = $3, kernel = $4, labels = $5, agent_version = $6,
-         capabilities = $7, session_id = $8, acked_seq = $9, last_seen_ms = $10, session_epoch = $11 WHERE id = $1",
+         capabilities = $7, session_id = $8, acked_seq = $9, last_seen_ms = $10, session_epoch = $11,
+         inventory_gen = inventory_gen + 1 WHERE id = $1",
         &[
             &session.host,
             &id.hostname,
@@ -1198,9 +1199,15 @@ fn write(
         Some(Body::Delta(d)) => write_delta(tx, interner, host, d)?,
         Some(Body::Heartbeat(h)) => write_heartbeat(tx, &mut interner.sql, session.host, h)?,
     }
+    // A snapshot or delta moves the host's inventory generation; a
+    // heartbeat changes nothing a workload summary reads.
     interner.sql.execute(
         tx,
-        "UPDATE host SET acked_seq = $2, last_seen_ms = $3 WHERE id = $1",
+        if matches!(msg.body, Some(Body::Heartbeat(_))) {
+            "UPDATE host SET acked_seq = $2, last_seen_ms = $3 WHERE id = $1"
+        } else {
+            "UPDATE host SET acked_seq = $2, last_seen_ms = $3, inventory_gen = inventory_gen + 1 WHERE id = $1"
+        },
         &[&session.host, &(msg.seq as i64), &now_ms],
     )?;
     Ok(())
@@ -1536,7 +1543,7 @@ mod tests {
                 _ => unreachable!("the reference writes snapshots and deltas"),
             }
             tx.execute(
-                "UPDATE host SET acked_seq = $2, last_seen_ms = $3 WHERE id = $1",
+                "UPDATE host SET acked_seq = $2, last_seen_ms = $3, inventory_gen = inventory_gen + 1 WHERE id = $1",
                 &[&host, &(msg.seq as i64), &now_ms],
             )?;
             tx.commit()?;

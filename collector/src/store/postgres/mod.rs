@@ -344,6 +344,10 @@ impl Store for PgStore {
         fleet::workloads(&mut *self.conn()?, Some(hostnames))
     }
 
+    fn inventory_gens(&self, hostnames: Option<&[String]>) -> Result<Vec<(String, i64, i64)>> {
+        fleet::inventory_gens(&mut *self.conn()?, hostnames)
+    }
+
     fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>> {
         fleet::connections(&mut *self.conn()?, host, since_ms)
     }

@@ -206,7 +206,8 @@ pub(super) fn evidence_page(
                     .flatten()
                     .collect();
                 if !arts.is_empty() || decls.is_some() {
-                    let who = holder_at(&c.query_one(&holder, &[&cursor.id])?, 0);
+                    let who =
+                        std::sync::Arc::new(holder_at(&c.query_one(&holder, &[&cursor.id])?, 0));
                     let evidence = process_evidence(cursor.id, &who, arts, decls);
                     page.processes.push((cursor.clone(), evidence));
                 }
@@ -308,7 +309,7 @@ fn selective_candidates(
                     },
                     set: r.get(3),
                     workload: holder.workload.clone(),
-                    holder,
+                    holder: std::sync::Arc::new(holder),
                 }
             })
             .collect(),

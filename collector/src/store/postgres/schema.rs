@@ -382,6 +382,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX history_closed ON process_set_history (until_ms) WHERE until_ms IS NOT NULL;
     CREATE INDEX workload_by_time ON workload (last_seen_ms);
     "#,
+    // 3: SQLite's 21, a host's inventory generation (see `Store::inventory_gens`).
+    r#"
+    ALTER TABLE host ADD COLUMN inventory_gen BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this collector writes.

@@ -56,6 +56,20 @@ pub(super) fn hosts(conn: &Connection, count_running: bool) -> Result<Vec<HostRo
 /// privilege), which give each instance its count and its distinct
 /// privileges; with names, both walk only those hosts (the workload
 /// table's primary key, `process_by_workload`).
+pub(super) fn inventory_gens(
+    conn: &Connection,
+    hostnames: Option<&[String]>,
+) -> Result<Vec<(String, i64, i64)>> {
+    let names = hostnames.map(|h| serde_json::Value::from(h.to_vec()).to_string());
+    let mut stmt = conn.prepare_cached(
+        "SELECT hostname, id, inventory_gen FROM host
+         WHERE ?1 IS NULL OR hostname IN (SELECT value FROM json_each(?1))
+         ORDER BY hostname, id",
+    )?;
+    let rows = stmt.query_map(params![names], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 pub(super) fn workloads(
     conn: &Connection,
     hostnames: Option<&[String]>,

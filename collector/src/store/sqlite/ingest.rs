@@ -463,7 +463,8 @@ pub(super) fn hello(conn: &mut Connection, hello: &v1::Hello, now_ms: i64) -> Re
     };
     tx.execute(
         "UPDATE host SET hostname = ?2, boot_id = ?3, kernel = ?4, labels = ?5, agent_version = ?6,
-         capabilities = ?7, session_id = ?8, acked_seq = ?9, last_seen_ms = ?10, session_epoch = ?11 WHERE id = ?1",
+         capabilities = ?7, session_id = ?8, acked_seq = ?9, last_seen_ms = ?10, session_epoch = ?11,
+         inventory_gen = inventory_gen + 1 WHERE id = ?1",
         params![
             session.host,
             id.hostname,
@@ -616,9 +617,16 @@ pub(super) fn apply(
             }
         }
     }
+    // A snapshot or delta moves the host's inventory generation; a
+    // heartbeat changes nothing a workload summary reads.
     tx.execute(
-        "UPDATE host SET acked_seq = ?2, last_seen_ms = ?3 WHERE id = ?1",
-        params![host, msg.seq as i64, now_ms],
+        "UPDATE host SET acked_seq = ?2, last_seen_ms = ?3, inventory_gen = inventory_gen + ?4 WHERE id = ?1",
+        params![
+            host,
+            msg.seq as i64,
+            now_ms,
+            !matches!(msg.body, Some(Body::Heartbeat(_))) as i64
+        ],
     )?;
     tx.commit()?;
     Ok(())

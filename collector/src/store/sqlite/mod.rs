@@ -288,6 +288,10 @@ impl Store for SqliteStore {
         fleet::workloads(&*self.read()?, Some(hostnames))
     }
 
+    fn inventory_gens(&self, hostnames: Option<&[String]>) -> Result<Vec<(String, i64, i64)>> {
+        fleet::inventory_gens(&*self.read()?, hostnames)
+    }
+
     fn connections(&self, host: Option<&str>, since_ms: i64) -> Result<Vec<v1::ConnectionSummary>> {
         fleet::connections(&*self.read()?, host, since_ms)
     }

@@ -204,7 +204,7 @@ pub(super) fn evidence_page(
                 .flatten()
                 .collect();
             if !arts.is_empty() || decls.is_some() {
-                let who = holder.query_row([cursor.id], |r| holder_at(r, 0))?;
+                let who = std::sync::Arc::new(holder.query_row([cursor.id], |r| holder_at(r, 0))?);
                 let evidence = process_evidence(cursor.id, &who, arts, decls);
                 page.processes.push((cursor.clone(), evidence));
             }
@@ -299,7 +299,7 @@ fn selective_candidates(
             },
             set: r.get(3)?,
             workload: holder.workload.clone(),
-            holder,
+            holder: std::sync::Arc::new(holder),
         })
     };
     let mut out = Vec::with_capacity(total);

@@ -499,6 +499,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX history_closed ON process_set_history (until_ms) WHERE until_ms IS NOT NULL;
     CREATE INDEX workload_by_time ON workload (last_seen_ms);
     "#,
+    // 21: a host's inventory generation, which moves with every stored
+    // snapshot, delta and Hello (never a heartbeat), so a reader can keep
+    // what it summed up of a host until the host changes
+    // (`Store::inventory_gens`).
+    r#"
+    ALTER TABLE host ADD COLUMN inventory_gen INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this collector writes.
