@@ -65,6 +65,8 @@ pub struct IngestService {
     /// [`MAX_WAITING_MESSAGES`]).
     waiting: Arc<tokio::sync::Semaphore>,
     max_waiting: usize,
+    /// Heartbeats wait here instead, to be written together.
+    beats: Arc<crate::fleet::beats::Beats>,
 }
 
 impl IngestService {
@@ -78,7 +80,6 @@ impl IngestService {
         max_waiting: usize,
     ) -> Self {
         IngestService {
-            ingest,
             connected,
             stopping,
             tls,
@@ -86,6 +87,8 @@ impl IngestService {
             hub,
             waiting: Arc::new(tokio::sync::Semaphore::new(max_waiting)),
             max_waiting,
+            beats: Arc::new(crate::fleet::beats::Beats::start(ingest.clone())),
+            ingest,
         }
     }
 }
@@ -304,6 +307,7 @@ impl IngestApi for IngestService {
         let hub = self.hub.clone();
         let waiting = self.waiting.clone();
         let max_waiting = self.max_waiting;
+        let beats = self.beats.clone();
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             let _guard = guard;
@@ -367,22 +371,44 @@ impl IngestApi for IngestService {
                         .await;
                     break;
                 }
-                // A bounded number of messages wait for the writer; past it
-                // the agent keeps this one and sends it again later.
-                let Ok(permit) = waiting.clone().try_acquire_owned() else {
-                    let busy = max_waiting - waiting.available_permits();
-                    let (refused, retry_ms, status) = refuse_busy(&ingest, busy);
-                    if refused.is_power_of_two() {
-                        warn!(host = %host_name, seq, refused, retry_ms, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
+                let applied = if matches!(msg.body, Some(Body::Heartbeat(_))) {
+                    // Heartbeats queue for the heartbeat writer, which
+                    // writes them together (`fleet::beats`), with a bound
+                    // of their own.
+                    let mut msg = msg;
+                    bounds::message(&mut msg);
+                    match beats.submit(session, msg) {
+                        Ok(written) => match written.await {
+                            Ok(result) => result.map_err(super::to_status),
+                            Err(_) => Err(Status::internal("the heartbeat writer stopped")),
+                        },
+                        Err(_full) => {
+                            let (refused, retry_ms, status) =
+                                refuse_busy(&ingest, crate::fleet::beats::Beats::WAITING);
+                            if refused.is_power_of_two() {
+                                warn!(host = %host_name, seq, refused, retry_ms, "refused an agent heartbeat: the collector is busy storing other agents' heartbeats (the agent resends it)");
+                            }
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
                     }
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                };
-                // Stored, then its new packages matched, before the ack
-                // (the ack does not wait on a failed pass; see `Ingest`).
-                let ingest = ingest.clone();
-                let host = host_name.clone();
-                let applied = blocking(move || {
+                } else {
+                    // A bounded number of messages wait for the writer; past it
+                    // the agent keeps this one and sends it again later.
+                    let Ok(permit) = waiting.clone().try_acquire_owned() else {
+                        let busy = max_waiting - waiting.available_permits();
+                        let (refused, retry_ms, status) = refuse_busy(&ingest, busy);
+                        if refused.is_power_of_two() {
+                            warn!(host = %host_name, seq, refused, retry_ms, "refused an agent message: the collector is busy storing other agents' messages (the agent resends it)");
+                        }
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    };
+                    // Stored, then its new packages matched, before the ack
+                    // (the ack does not wait on a failed pass; see `Ingest`).
+                    let ingest = ingest.clone();
+                    let host = host_name.clone();
+                    blocking(move || {
                     let _permit = permit;
                     let mut msg = msg;
                     let cut = bounds::message(&mut msg);
@@ -391,7 +417,8 @@ impl IngestApi for IngestService {
                     }
                     ingest.apply(&session, &msg, now_ms())
                 })
-                .await;
+                .await
+                };
                 match applied {
                     // Committed: only now may the agent forget it.
                     Ok(()) => {

@@ -346,6 +346,22 @@ impl Ingest {
         Ok(())
     }
 
+    /// Heartbeats of different hosts, written together
+    /// (`Store::apply_heartbeats`): a result per heartbeat, in order. A
+    /// heartbeat brings no package and no connection, so no pass and no
+    /// judgement; on a backend without parallel writes the writer lock
+    /// is held as for any message. Fresher hosts wake the refresher.
+    pub fn heartbeats(
+        &self,
+        beats: &[(Session, v1::AgentMessage)],
+        now_ms: i64,
+    ) -> Vec<Result<()>> {
+        let _writer = (self.slots.len() <= 1).then(|| self.lock());
+        let results = self.store.apply_heartbeats(beats, now_ms);
+        self.changed.notify_one();
+        results
+    }
+
     /// Stores advisories, then matches what changed (and the advisories
     /// that share an alias with it) against every package: the answer
     /// means the findings are complete. `replace`: see

@@ -100,6 +100,7 @@ checks!(
     workloads_with_running_processes,
     workloads_on_named_hosts_and_coverage_rows,
     inventory_generations_move_with_what_workloads_read,
+    heartbeats_together_store_what_each_alone_stores,
     matches_and_findings,
     sboms_declare_packages,
     history_and_connections,
@@ -1753,6 +1754,87 @@ fn workloads_with_running_processes(store: &dyn Store) {
 /// one name both), and what it returns for a host does not change when
 /// unrelated hosts join; `hosts_for_coverage` is `hosts` without the
 /// running-process counts.
+/// Heartbeats applied together (`apply_heartbeats`) store what each
+/// applied alone stores, and answer each as `apply` would: written, a
+/// resend (nothing changes), a superseded session (refused).
+fn heartbeats_together_store_what_each_alone_stores(store: &dyn Store) {
+    let beat = |scan_ms: i64, spool_dropped: u64| {
+        let Body::Heartbeat(mut h) = heartbeat() else {
+            unreachable!()
+        };
+        h.last_scan = Some(v1::ScanStats {
+            scanned_at_ms: scan_ms,
+            ..Default::default()
+        });
+        if let Some(x) = h.health.as_mut() {
+            x.spool_dropped = spool_dropped;
+        }
+        Body::Heartbeat(h)
+    };
+    let mut sessions = Vec::new();
+    for name in ["alone", "together", "resent", "replaced"] {
+        let s = open(store, &hello_for(&format!("m-{name}"), name, "s1"));
+        apply(
+            store,
+            &s,
+            msg(1, snapshot("snap-1", vec![plain(10)], vec![])),
+        );
+        sessions.push(s);
+    }
+    let (alone, together, resent, replaced) = (sessions[0], sessions[1], sessions[2], sessions[3]);
+    apply(store, &resent, msg(2, beat(T0 + 50, 1)));
+    // The replaced host's agent restarted: a new session, a new epoch.
+    open(store, &hello_for("m-replaced", "replaced", "s2"));
+    let at = T0 + 100;
+    store
+        .apply(&alone, &msg(2, beat(T0 + 60, 7)), at)
+        .expect("alone");
+    let before = store.hosts().expect("hosts");
+    let row = |rows: &[crate::store::HostRow], name: &str| {
+        rows.iter()
+            .find(|h| h.identity.hostname == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no host {name}"))
+    };
+    let results = store.apply_heartbeats(
+        &[
+            (together, msg(2, beat(T0 + 60, 7))),
+            (resent, msg(2, beat(T0 + 70, 9))),
+            (replaced, msg(2, beat(T0 + 80, 9))),
+        ],
+        at,
+    );
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(results[1].is_ok(), "a resend: {:?}", results[1]);
+    assert!(
+        matches!(results[2], Err(StoreError::Superseded)),
+        "{:?}",
+        results[2]
+    );
+    let after = store.hosts().expect("hosts");
+    let (a, t) = (row(&after, "alone"), row(&after, "together"));
+    assert_eq!(t.last_seen_ms, at);
+    assert_eq!(t.last_scan, a.last_scan);
+    assert_eq!(t.health, a.health);
+    assert_eq!(t.capabilities, a.capabilities);
+    assert_eq!(t.sense, a.sense);
+    assert_eq!(
+        row(&after, "resent"),
+        row(&before, "resent"),
+        "a resend changes nothing"
+    );
+    assert_eq!(row(&after, "replaced"), row(&before, "replaced"));
+    // The next message of the batch's session follows its heartbeat.
+    apply(store, &together, msg(3, beat(T0 + 90, 8)));
+    assert_eq!(
+        row(&store.hosts().expect("hosts"), "together")
+            .last_scan
+            .scanned_at_ms,
+        T0 + 90
+    );
+}
+
 /// A host's inventory generation moves with every Hello, snapshot and
 /// delta, in the same transaction, and never with a heartbeat; hosts that
 /// share a hostname are listed apart, in hostname order.

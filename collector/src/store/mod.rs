@@ -285,6 +285,22 @@ pub trait Store: Send + Sync + 'static {
     /// number at or below the session's acked one are ignored (resends).
     fn apply(&self, session: &Session, msg: &v1::AgentMessage, now_ms: i64) -> Result<()>;
 
+    /// Applies heartbeats of different hosts (`msg.body` a heartbeat, no
+    /// host twice), each as [`Store::apply`] would: a result per
+    /// heartbeat, in order. A backend may write them together (one
+    /// statement for the lot on PostgreSQL); this default applies them
+    /// one by one.
+    fn apply_heartbeats(
+        &self,
+        beats: &[(Session, v1::AgentMessage)],
+        now_ms: i64,
+    ) -> Vec<Result<()>> {
+        beats
+            .iter()
+            .map(|(session, msg)| self.apply(session, msg, now_ms))
+            .collect()
+    }
+
     fn hosts(&self) -> Result<Vec<HostRow>>;
 
     /// Every host as [`Store::hosts`] gives it but with

@@ -233,6 +233,27 @@ impl Store for PgStore {
         applied
     }
 
+    fn apply_heartbeats(
+        &self,
+        beats: &[(Session, v1::AgentMessage)],
+        now_ms: i64,
+    ) -> Vec<Result<()>> {
+        match self
+            .conn()
+            .and_then(|mut conn| ingest::heartbeats(&mut conn, beats, now_ms))
+        {
+            Ok(each) => each,
+            // The batch failed as a whole: so did each heartbeat in it.
+            Err(e) => {
+                let why = e.chain();
+                beats
+                    .iter()
+                    .map(|_| Err(StoreError::backend(std::io::Error::other(why.clone()))))
+                    .collect()
+            }
+        }
+    }
+
     fn hosts(&self) -> Result<Vec<HostRow>> {
         fleet::hosts(&mut *self.conn()?, true)
     }
