@@ -156,15 +156,6 @@ impl FindPackage {
         paging: Paging,
     ) -> Result<v1::FindPackageResponse, Status> {
         let started = std::time::Instant::now();
-        let mut coverage = if paging.first() {
-            Some(svc.coverage().await?)
-        } else {
-            None
-        };
-        if let (Some(c), Some((since, _))) = (coverage.as_mut(), self.window) {
-            svc.mark_retention(c, since).await?;
-        }
-        let covered = started.elapsed();
         let FindPackage {
             query,
             target,
@@ -173,36 +164,50 @@ impl FindPackage {
             window,
             filter,
         } = self;
-        let (after, limit) = (paging.after.clone(), paging.limit());
-        let page = match target {
-            Target::Package {
-                name,
-                constraint,
-                source,
-            } => {
-                svc.read(move |s| {
-                    exposure::find_package_page(
-                        s,
-                        &PackageQuery {
-                            name: &name,
-                            ecosystem: ecosystem.map(Ecosystem::purl_type),
-                            source: source.as_deref(),
-                            // Each package's version in its own ecosystem's order.
-                            version_ok: &|eco, v| {
-                                constraint
-                                    .as_ref()
-                                    .is_none_or(|c| c.matches_in(v, purl_order(eco)))
-                            },
-                            window,
-                        },
-                        after.as_ref(),
-                        limit,
-                    )
-                })
-                .await?
+        // The coverage (first pages) and the page are read at once.
+        let coverage = async {
+            if !paging.first() {
+                return Ok((None, 0.0));
             }
-            Target::Advisory(id) => exposed_to(svc, id, ecosystem, window, &paging).await?,
+            let mut c = svc.coverage().await?;
+            if let Some((since, _)) = window {
+                svc.mark_retention(&mut c, since).await?;
+            }
+            Ok::<_, Status>((Some(c), started.elapsed().as_secs_f64() * 1e3))
         };
+        let (after, limit) = (paging.after.clone(), paging.limit());
+        let page = async {
+            match target {
+                Target::Package {
+                    name,
+                    constraint,
+                    source,
+                } => {
+                    svc.read(move |s| {
+                        exposure::find_package_page(
+                            s,
+                            &PackageQuery {
+                                name: &name,
+                                ecosystem: ecosystem.map(Ecosystem::purl_type),
+                                source: source.as_deref(),
+                                // Each package's version in its own ecosystem's order.
+                                version_ok: &|eco, v| {
+                                    constraint
+                                        .as_ref()
+                                        .is_none_or(|c| c.matches_in(v, purl_order(eco)))
+                                },
+                                window,
+                            },
+                            after.as_ref(),
+                            limit,
+                        )
+                    })
+                    .await
+                }
+                Target::Advisory(id) => exposed_to(svc, id, ecosystem, window, &paging).await,
+            }
+        };
+        let ((coverage, coverage_ms), page) = tokio::try_join!(coverage, page)?;
         let found = started.elapsed();
         let fleet = svc
             .workloads_of(
@@ -228,8 +233,8 @@ impl FindPackage {
         let (matches, next_page_token) = paging.fill(groups, page.next);
         tracing::debug!(
             matches = matches.len(),
-            coverage_ms = covered.as_secs_f64() * 1e3,
-            found_ms = (found - covered).as_secs_f64() * 1e3,
+            coverage_ms,
+            read_ms = found.as_secs_f64() * 1e3,
             workloads_ms = (placed - found).as_secs_f64() * 1e3,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "FindPackage page"
