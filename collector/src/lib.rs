@@ -442,29 +442,29 @@ pub async fn serve(
         verify_settings.clone(),
         config.verify_flags.clone(),
     ));
-    let query = QueryServer::new(
-        QueryService::new(
-            ingest,
-            connected,
-            config.fresh_after,
-            scope,
-            tokens.clone(),
-            audit.clone(),
+    let query_service = QueryService::new(
+        ingest,
+        connected,
+        config.fresh_after,
+        scope,
+        tokens.clone(),
+        audit.clone(),
+    )
+    .with_policy(policy)
+    .with_gate(gate)
+    .with_ledger(ledger)
+    .with_hub(hub)
+    .with_verify(verify_settings, config.verify_flags.clone());
+    let warmer = tokio::spawn(query_service.clone().keep_workloads_warm());
+    let query = QueryServer::new(query_service)
+        // An SBOM push carries a whole document: room for the largest the
+        // parser accepts, so it (not the transport) says what is wrong.
+        .max_decoding_message_size(
+            config
+                .max_message_bytes
+                .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
         )
-        .with_policy(policy)
-        .with_gate(gate)
-        .with_ledger(ledger)
-        .with_hub(hub)
-        .with_verify(verify_settings, config.verify_flags.clone()),
-    )
-    // An SBOM push carries a whole document: room for the largest the
-    // parser accepts, so it (not the transport) says what is wrong.
-    .max_decoding_message_size(
-        config
-            .max_message_bytes
-            .max(sbom::MAX_INPUT_BYTES + (1 << 20)),
-    )
-    .max_encoding_message_size(64 << 20);
+        .max_encoding_message_size(64 << 20);
     // Every Query call passes the token check first (the agents' Ingest
     // stream is authenticated by its client certificate instead). Off
     // loopback the collector serves TLS, and then every call needs a token.
@@ -514,6 +514,7 @@ pub async fn serve(
             follower.abort();
             verifier.abort();
             resolver.abort();
+            warmer.abort();
             served?
         }
         Some(config) => {
@@ -527,6 +528,7 @@ pub async fn serve(
             follower.abort();
             verifier.abort();
             resolver.abort();
+            warmer.abort();
             served?
         }
     }
