@@ -376,7 +376,10 @@ impl IngestApi for IngestService {
                     // writes them together (`fleet::beats`), with a bound
                     // of their own.
                     let mut msg = msg;
-                    bounds::message(&mut msg);
+                    let cut = bounds::message(&mut msg);
+                    if cut.0 > 0 {
+                        warn!(host = %host_name, seq, fields = cut.0, "cut fields over their length bounds");
+                    }
                     match beats.submit(session, msg) {
                         Ok(written) => match written.await {
                             Ok(result) => result.map_err(super::to_status),

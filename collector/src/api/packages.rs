@@ -542,14 +542,13 @@ mod tests {
         let alpha = ingest
             .hello(&hello_for("m-alpha", "alpha", "s"), T0 + 2)
             .unwrap();
+        let to_alpha = |seq: u64, body| {
+            ingest
+                .apply(&alpha, &msg(seq, body), T0 + 1 + seq as i64)
+                .unwrap()
+        };
         let rows = store.count.workload_rows_on();
-        ingest
-            .apply(
-                &alpha,
-                &msg(2, crate::store::conformance::heartbeat()),
-                T0 + 3,
-            )
-            .unwrap();
+        to_alpha(2, crate::store::conformance::heartbeat());
         find("librare1").await;
         assert_eq!(
             store.count.workload_rows_on() - rows,
@@ -557,13 +556,7 @@ mod tests {
             "the Hello moved it"
         );
         let rows = store.count.workload_rows_on();
-        ingest
-            .apply(
-                &alpha,
-                &msg(3, crate::store::conformance::heartbeat()),
-                T0 + 4,
-            )
-            .unwrap();
+        to_alpha(3, crate::store::conformance::heartbeat());
         let beat = find("librare1").await;
         assert_eq!(
             store.count.workload_rows_on() - rows,
@@ -573,13 +566,7 @@ mod tests {
         assert_eq!(beat.matches[0].workload_detail, m.workload_detail);
         let mut p22 = process(22, vec![]);
         p22.workload = "container/c1".into();
-        ingest
-            .apply(
-                &alpha,
-                &msg(4, crate::store::conformance::delta(vec![p22], &[], vec![])),
-                T0 + 5,
-            )
-            .unwrap();
+        to_alpha(4, crate::store::conformance::delta(vec![p22], &[], vec![]));
         let moved = find("librare1").await;
         assert_eq!(
             store.count.workload_rows_on() - rows,

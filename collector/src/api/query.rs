@@ -397,8 +397,15 @@ impl QueryService {
     pub async fn keep_workloads_warm(self) {
         loop {
             let cache = self.held.clone();
-            if let Err(e) = self.read(move |s| cache.read(s, None)).await {
-                tracing::debug!(error = e.message(), "could not read the workloads ahead");
+            match self.read(move |s| cache.read(s, None)).await {
+                Ok(read) => tracing::debug!(
+                    hostnames = read.hostnames,
+                    reread = read.reread,
+                    "read the workloads ahead"
+                ),
+                Err(e) => {
+                    tracing::debug!(error = e.message(), "could not read the workloads ahead")
+                }
             }
             tokio::time::sleep(WARM_EVERY).await;
         }
